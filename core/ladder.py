@@ -1,0 +1,132 @@
+"""The ABR ladder: which renditions to encode and the x264 settings for each.
+
+Rate control is *capped CRF*: each rendition encodes at a constant quality (CRF) with a VBV cap
+(maxrate/bufsize). That is what live encoders use when quality matters, and it is the knob bitrate hints
+turn: a hint replaces a segment's CRF and cap, within the rendition's ceiling.
+
+Every segment is encoded by a fresh encoder that starts with an IDR frame, so segments are closed GOPs
+aligned across renditions by construction (same frame, same instant), and per-segment settings need no
+encoder reconfiguration.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One rendition of the ladder. ``max_bitrate`` is the VBV cap in bits/s."""
+
+    name: str
+    height: int
+    max_bitrate: int
+    crf: float = 23.0
+    width: int = 0  # 0 = derived from the source aspect
+
+    def sized_for(self, src_w: int, src_h: int) -> Rung:
+        h = min(self.height, src_h)
+        h -= h % 2
+        w = self.width or int(round(src_w * h / src_h / 2.0)) * 2
+        return replace(self, height=h, width=max(2, w))
+
+
+# 1080p/720p/480p/360p, the caps in line with common live ladders for H.264 at 30 fps.
+DEFAULT_LADDER: tuple[Rung, ...] = (
+    Rung("1080p", 1080, 6_000_000, 23.0),
+    Rung("720p", 720, 3_000_000, 23.0),
+    Rung("480p", 480, 1_400_000, 23.0),
+    Rung("360p", 360, 800_000, 23.0),
+)
+
+AUDIO_BITRATE = 128_000
+AUDIO_SAMPLE_RATE = 48_000
+AUDIO_CHANNELS = 2
+
+# x264 for live: veryfast keeps 1080p→ladder above real time on two cores; scene-cut keyframes off so
+# the only keyframes are segment starts; two B-frames and a short look-ahead (bounded latency per
+# segment). These are the same settings bench/ladder.py gives the ffmpeg CLI.
+X264_PRESET = "veryfast"
+X264_PROFILE = "high"
+X264_BFRAMES = 2
+X264_LOOKAHEAD = 10
+
+
+def vbv_bufsize(max_bitrate: int) -> int:
+    """One second of VBV buffer: keeps any 2 s segment under 1.5x the cap."""
+    return max_bitrate
+
+
+def x264_options(crf: float, max_bitrate: int, keyint: int) -> dict[str, str]:
+    """Encoder options for PyAV's libx264 (the same meaning as the ffmpeg CLI flags)."""
+    bufsize = vbv_bufsize(max_bitrate)
+    params = (
+        f"keyint={keyint}:min-keyint={keyint}:scenecut=0:open-gop=0:bframes={X264_BFRAMES}"
+        f":rc-lookahead={X264_LOOKAHEAD}:vbv-maxrate={max_bitrate // 1000}:vbv-bufsize={bufsize // 1000}"
+    )
+    return {
+        "preset": X264_PRESET,
+        "profile": X264_PROFILE,
+        "crf": f"{crf:g}",
+        "x264-params": params,
+    }
+
+
+def declared_bandwidth(max_bitrate: int, segment_duration: float) -> int:
+    """An upper bound of a segment's peak bit rate, declared while live (before it is measured).
+
+    Under VBV a segment of d seconds holds at most maxrate*d + bufsize bits; MPEG-TS adds ~6% of packet
+    and PES overhead. The VOD master written at the end declares the measured peak instead.
+    """
+    peak = max_bitrate + vbv_bufsize(max_bitrate) / max(segment_duration, 0.5)
+    return int(math.ceil(peak * 1.06))
+
+
+def build_ladder(src_w: int, src_h: int, rungs: tuple[Rung, ...] = DEFAULT_LADDER) -> list[Rung]:
+    """The rungs that fit the source, sized to its aspect, never upscaled, highest first.
+
+    A source smaller than the lowest rung still gets one rendition at its own size.
+    """
+    if src_w <= 0 or src_h <= 0:
+        raise ValueError(f"invalid source size {src_w}x{src_h}")
+    fitting = [r.sized_for(src_w, src_h) for r in rungs if r.height <= src_h]
+    if not fitting:
+        lowest = min(rungs, key=lambda r: r.height)
+        fitting = [replace(lowest, name=f"{src_h - src_h % 2}p").sized_for(src_w, src_h)]
+    seen: set[int] = set()
+    out: list[Rung] = []
+    for r in sorted(fitting, key=lambda r: -r.height):
+        if r.height not in seen:
+            seen.add(r.height)
+            out.append(r)
+    return out
+
+
+def parse_ladder(spec: str) -> tuple[Rung, ...]:
+    """Parse ``--ladder "720p:3000k,480p:1400k:crf=24"`` (height p : max bitrate [: crf=N])."""
+    rungs = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        fields = part.split(":")
+        try:
+            height = int(fields[0].lower().removesuffix("p"))
+            rate_s = fields[1].lower() if len(fields) > 1 else ""
+            mult = 1000 if rate_s.endswith("k") else 1_000_000 if rate_s.endswith("m") else 1
+            rate = int(float(rate_s.rstrip("km")) * mult) if rate_s else 0
+            crf = 23.0
+            for extra in fields[2:]:
+                key, _, value = extra.partition("=")
+                if key != "crf":
+                    raise ValueError(f"unknown rung option {key!r}")
+                crf = float(value)
+        except (ValueError, IndexError) as exc:
+            raise ValueError(f"bad ladder rung {part!r}: expected HEIGHTp:BITRATE[k|m][:crf=N] ({exc})") from exc
+        if height < 64 or height > 4320 or rate <= 0 or not (0 <= crf <= 51):
+            raise ValueError(f"bad ladder rung {part!r}: height 64..4320, bitrate > 0, crf 0..51")
+        rungs.append(Rung(f"{height}p", height, rate, crf))
+    if not rungs:
+        raise ValueError("empty ladder")
+    return tuple(rungs)

@@ -1,0 +1,40 @@
+"""The versioned sidecar contract, compiled from its .proto when first imported.
+
+The .proto under ``proto/sidecast/sidecar/v1/`` is the only source of truth: grpcio-tools compiles it in
+memory (``grpc.protos_and_services``) on first import, so no generated stub is committed or can drift
+from the contract. ``pb2`` holds the messages and ``pb2_grpc`` the service stubs.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from types import ModuleType
+
+import grpc
+
+PROTO_ROOT = Path(__file__).resolve().parent
+PROTO_FILE = "sidecast/sidecar/v1/sidecar.proto"
+PACKAGE = "sidecast.sidecar.v1"
+SERVICE = f"{PACKAGE}.Sidecar"
+CONTRACT_VERSION = 1
+
+_lock = threading.Lock()
+
+
+def _compile() -> tuple[ModuleType, ModuleType]:
+    with _lock:
+        added = str(PROTO_ROOT) not in sys.path
+        if added:
+            sys.path.insert(0, str(PROTO_ROOT))
+        try:
+            return grpc.protos_and_services(PROTO_FILE)  # type: ignore[no-any-return]
+        finally:
+            if added:
+                sys.path.remove(str(PROTO_ROOT))
+
+
+pb2, pb2_grpc = _compile()
+
+__all__ = ["pb2", "pb2_grpc", "PROTO_ROOT", "PROTO_FILE", "PACKAGE", "SERVICE", "CONTRACT_VERSION"]

@@ -1,0 +1,29 @@
+"""The runtime every sidecar shares: the SDK (``Sidecar``), typed records, the gRPC server and the
+shared-memory transport. Import from here; the submodules are implementation detail."""
+
+from .sdk import ENTRY_POINT_GROUP, Sidecar, UnknownSidecar, available, load
+from .types import (
+    AudioChunk,
+    AudioWants,
+    BitrateHint,
+    Crop,
+    Cue,
+    Description,
+    Generic,
+    RenditionHint,
+    RenditionInfo,
+    Result,
+    SegmentBoundary,
+    StreamInfo,
+    VideoFrame,
+    VideoWants,
+    Word,
+    result_span,
+)
+
+__all__ = [
+    "ENTRY_POINT_GROUP", "Sidecar", "UnknownSidecar", "available", "load",
+    "AudioChunk", "AudioWants", "BitrateHint", "Crop", "Cue", "Description", "Generic", "RenditionHint",
+    "RenditionInfo", "Result", "SegmentBoundary", "StreamInfo", "VideoFrame", "VideoWants", "Word",
+    "result_span",
+]
