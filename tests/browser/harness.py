@@ -1,0 +1,247 @@
+"""Real-browser HLS playback for tests: hls.js in Debian's headless Chromium, one call, one report.
+
+Why: whether captions line up, ads play or the vertical ladder has the right size is only true if a
+real player agrees. `play_hls` runs `play.mjs` (Node + playwright-core) and turns its JSON report into
+a `PlaybackReport` that tests assert on. `serve` puts an output folder on a loopback HTTP server
+with sidecast's own server (`core.serve`), so the browser sees exactly what viewers would.
+
+    from tests.browser.harness import play_hls, serve
+
+    @pytest.mark.browser
+    def test_vertical_ladder_plays_at_9_16(outdir):
+        with serve(outdir) as base:
+            report = play_hls(base + "vertical.m3u8", seconds=4)
+        report.raise_for_fatal()
+        assert report.video_size == (1080, 1920)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.serve import start_server
+
+HERE = Path(__file__).resolve().parent
+PLAY_SCRIPT = HERE / "play.mjs"
+NODE_MODULES = HERE / "node_modules"
+DEFAULT_CHROMIUM = "/usr/bin/chromium"
+
+
+class HarnessError(RuntimeError):
+    """The browser harness could not run at all (missing Chromium/node_modules, crash, deadline)."""
+
+
+@dataclass(frozen=True)
+class SeenCue:
+    """A text-track cue that was active while the browser played, and where the playhead was then."""
+
+    text: str
+    start: float
+    end: float
+    seen_at: float  # video.currentTime when the cue was first seen active
+    last_seen_at: float  # video.currentTime when it was last seen active
+    track: int
+    language: str
+    kind: str
+    label: str
+    wall_ms: int  # ms since the player was created
+
+
+@dataclass
+class PlaybackReport:
+    """What the browser saw: hls.js events, playhead samples, cues, levels and the picture size.
+
+    `raw` keeps the whole JSON report from play.mjs for anything without a field here.
+    """
+
+    url: str
+    stop_reason: str | None  # "played" | "ended" | "fatal" | "timeout"
+    played: float  # seconds of observed forward playback (sum of small currentTime steps)
+    events: list[dict[str, Any]]  # {name, type, t (ms), ct (video.currentTime), data {...}}
+    samples: list[dict[str, Any]]  # every ~100 ms: {t, ct, paused, ended, rs, bufferedEnd, w, h[, primary,
+    #                                 integrated, playingAd, adId, assetId]}
+    cues: list[dict[str, Any]]
+    levels: list[dict[str, Any]]  # {index, width, height, bitrate, name, videoCodec, audioCodec, url}
+    audio_tracks: list[dict[str, Any]]
+    subtitle_tracks: list[dict[str, Any]]  # {id, name, lang, groupId, default, autoselect, forced, url}
+    video: dict[str, Any]  # final {width, height, currentTime, duration, paused, ended, errors}
+    hls_version: str | None
+    console: list[dict[str, Any]] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PlaybackReport:
+        return cls(
+            url=data.get("url") or "",
+            stop_reason=data.get("stopReason"),
+            played=float(data.get("played") or 0.0),
+            events=data.get("events") or [],
+            samples=data.get("samples") or [],
+            cues=data.get("cues") or [],
+            levels=data.get("levels") or [],
+            audio_tracks=data.get("audioTracks") or [],
+            subtitle_tracks=data.get("subtitleTracks") or [],
+            video=data.get("video") or {},
+            hls_version=data.get("hlsVersion"),
+            console=data.get("console") or [],
+            page_errors=data.get("pageErrors") or [],
+            raw=data,
+        )
+
+    # -- events -------------------------------------------------------------------------------------
+    def events_named(self, name: str) -> list[dict[str, Any]]:
+        """Events by hls.js constant name (`INTERSTITIAL_STARTED`), event string (`hlsError`) or
+        `media.<type>` for the video element's own events (`media.playing`, `media.resize`)."""
+        return [e for e in self.events if e["name"] == name or e["type"] == name]
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        """All hls.js ERROR events' data, fatal or not (non-fatal ones such as bufferSeekOverHole are normal)."""
+        return [e["data"] for e in self.events_named("ERROR")]
+
+    @property
+    def fatal_errors(self) -> list[dict[str, Any]]:
+        """hls.js errors that stopped playback: the only errors a test should fail on."""
+        return [d for d in self.errors if d.get("fatal")]
+
+    def raise_for_fatal(self) -> None:
+        """Fail with a readable summary when playback hit a fatal error or a media element error."""
+        problems = [f"{d.get('type')}/{d.get('details')}: {d.get('error') or d.get('reason') or ''}"
+                    for d in self.fatal_errors]
+        problems += [f"media error {e.get('code')}: {e.get('message')}" for e in self.video.get("errors", [])]
+        if problems:
+            raise AssertionError(f"playback of {self.url} failed: " + "; ".join(problems))
+
+    # -- playhead -----------------------------------------------------------------------------------
+    def positions(self, clock: str = "video") -> list[tuple[int, float]]:
+        """(wall ms, seconds) pairs of a clock: "video" (video.currentTime), "primary" or "integrated"
+        (hls.interstitialsManager positions, only with interstitials=True)."""
+        key = {"video": "ct"}.get(clock, clock)
+        return [(s["t"], s[key]) for s in self.samples if s.get(key) is not None]
+
+    def advanced_by(self, clock: str = "video") -> float:
+        """How far the clock moved from the first to the last sample, in seconds.
+
+        With interstitials video.currentTime restarts for each ad; use clock="primary" there.
+        """
+        pos = self.positions(clock)
+        return pos[-1][1] - pos[0][1] if pos else 0.0
+
+    @property
+    def ad_playing_samples(self) -> list[dict[str, Any]]:
+        """Samples taken while hls.js was playing an interstitial (interstitials=True only)."""
+        return [s for s in self.samples if s.get("playingAd")]
+
+    # -- picture and captions ----------------------------------------------------------------------
+    @property
+    def video_size(self) -> tuple[int, int]:
+        """(videoWidth, videoHeight) at the end of playback: the decoded picture size."""
+        return int(self.video.get("width") or 0), int(self.video.get("height") or 0)
+
+    @property
+    def video_sizes(self) -> set[tuple[int, int]]:
+        """Every non-zero picture size seen while sampling (more than one after a level switch)."""
+        return {(s["w"], s["h"]) for s in self.samples if s.get("w")}
+
+    @property
+    def cues_seen(self) -> list[SeenCue]:
+        """Every cue that became active, in the order first seen."""
+        return [
+            SeenCue(text=c["text"], start=c["start"], end=c["end"], seen_at=c["seenAt"],
+                    last_seen_at=c.get("lastSeenAt", c["seenAt"]), track=c["track"],
+                    language=c.get("language", ""), kind=c.get("kind", ""), label=c.get("label", ""),
+                    wall_ms=c["t"])
+            for c in self.cues
+        ]
+
+    def summary(self) -> str:
+        """One line for assertion messages."""
+        return (f"{self.url}: stop={self.stop_reason} played={self.played:.2f}s "
+                f"advanced={self.advanced_by():.2f}s size={self.video_size} levels={len(self.levels)} "
+                f"errors={[(d.get('details'), d.get('fatal')) for d in self.errors]} cues={len(self.cues)}")
+
+
+def check_environment(chromium: str | None = None) -> tuple[str, str]:
+    """(node, chromium) paths, or a HarnessError saying what to install: fail fast instead of hanging."""
+    node = shutil.which("node")
+    if node is None:
+        raise HarnessError("node is not on PATH: install Debian's nodejs (./dev.sh install)")
+    browser = chromium or os.environ.get("SIDECAST_CHROMIUM") or DEFAULT_CHROMIUM
+    if not Path(browser).exists():
+        raise HarnessError(f"Chromium not found at {browser}: install Debian's chromium (./dev.sh install) "
+                           "or set SIDECAST_CHROMIUM")
+    if not (NODE_MODULES / "playwright-core").is_dir():
+        raise HarnessError(f"{NODE_MODULES}/playwright-core is missing: run ./dev.sh install "
+                           "(never `npx playwright install`: we use Debian's chromium)")
+    return node, browser
+
+
+def play_hls(
+    url: str,
+    *,
+    seconds: float = 6.0,
+    timeout: float = 90.0,
+    interstitials: bool = False,
+    subtitles: bool | int | str = False,
+    start_level: int | None = None,
+    until_time: float | None = None,
+    until_event: str | None = None,
+    hls_config: dict[str, Any] | None = None,
+    sample_ms: int = 100,
+    cue_ms: int = 50,
+    chromium: str | None = None,
+) -> PlaybackReport:
+    """Play `url` in headless Chromium with hls.js and report what happened.
+
+    Playback stops when `seconds` of forward playback were observed and, if given, the primary position
+    reached `until_time` and the hls.js event `until_event` fired; or earlier on a fatal error or the
+    end of the stream; or at `timeout` (stop_reason "timeout": assert on the report to see why).
+    `subtitles`: True = first subtitle track, an int = that index, a str = that language or name.
+    Raises HarnessError only when the harness itself cannot run.
+    """
+    node, browser = check_environment(chromium)
+    opts = {
+        "url": url, "seconds": seconds, "timeout": timeout, "interstitials": interstitials,
+        "subtitles": subtitles, "startLevel": start_level, "untilTime": until_time, "untilEvent": until_event,
+        "hlsConfig": hls_config or {}, "sampleMs": sample_ms, "cueMs": cue_ms, "chromium": browser,
+    }
+    proc = subprocess.Popen([node, str(PLAY_SCRIPT), json.dumps(opts)], cwd=HERE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        # play.mjs keeps its own deadline; this one only catches a wedged node or browser.
+        out, err = proc.communicate(timeout=timeout + 30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # node and the Chromium it started
+        proc.communicate()
+        raise HarnessError(f"play.mjs did not finish within {timeout + 30:.0f} s playing {url}") from None
+    try:
+        data = json.loads(out.strip().splitlines()[-1]) if out.strip() else None
+    except json.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        tail = (err or out).strip().splitlines()[-5:]
+        raise HarnessError(f"play.mjs exited {proc.returncode} without a report: {' | '.join(tail)}")
+    if data.get("harnessError"):
+        raise HarnessError(f"browser harness failed: {data['harnessError']}")
+    return PlaybackReport.from_json(data)
+
+
+@contextmanager
+def serve(directory: Path | str) -> Iterator[str]:
+    """Serve `directory` with sidecast's HTTP server on 127.0.0.1 (a free port); yields the base URL
+    with a trailing slash, e.g. "http://127.0.0.1:41234/"."""
+    handle = start_server(Path(directory), 0, host="127.0.0.1")
+    try:
+        yield handle.url
+    finally:
+        handle.close()
