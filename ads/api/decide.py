@@ -1,0 +1,200 @@
+"""Ad decisions as pure functions: which line items may serve this request, and which pod fills the break.
+
+No I/O here: the catalog, the session's frequency counts, the clock and the ads resolved from upstream VAST
+all come in as plain data, so every rule (flight dates, targeting, caps, competitive separation, pod
+filling) can be tested on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ads.vast import DEFAULT_PROFILE, MediaProfile, ResolvedAd, choose_media_file
+
+__all__ = ["Creative", "LineItem", "Source", "Catalog", "DecisionRequest", "Candidate", "eligible",
+           "local_candidates", "upstream_candidates", "build_pod", "TOP_PRIORITY", "LOWEST_PRIORITY"]
+
+TOP_PRIORITY = 1
+LOWEST_PRIORITY = 10
+
+
+@dataclass(frozen=True)
+class Creative:
+    id: str
+    media_url: str
+    duration: float
+    name: str = ""
+    advertiser: str = ""
+    click_through: str = ""
+    tracking: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    rendition_uris: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LineItem:
+    """A campaign's line item: which creatives, when, for whom, how often and how important."""
+
+    id: str
+    creative_ids: tuple[str, ...]
+    advertiser: str = ""
+    priority: int = 5
+    start: datetime | None = None
+    end: datetime | None = None
+    targeting: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    positions: tuple[str, ...] = ("pre", "mid", "post")
+    frequency_cap: int | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Source:
+    """An upstream ad server reached through a VAST tag URL template."""
+
+    id: str
+    vast_url: str
+    priority: int = 5
+    targeting: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    positions: tuple[str, ...] = ("pre", "mid", "post")
+    frequency_cap: int | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Catalog:
+    creatives: Mapping[str, Creative] = field(default_factory=dict)
+    lines: tuple[LineItem, ...] = ()
+    sources: tuple[Source, ...] = ()
+
+
+@dataclass(frozen=True)
+class DecisionRequest:
+    session_id: str
+    duration: float
+    position: str = "mid"
+    key_values: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    break_id: str = ""
+    max_ads: int = 8
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An ad that could go in the pod; `line_id` is what frequency caps count ("source:<id>" for upstream)."""
+
+    creative_id: str
+    line_id: str
+    advertiser: str
+    duration: float
+    priority: int
+    uri: str
+    click_through: str = ""
+    impressions: tuple[str, ...] = ()
+    tracking: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    errors: tuple[str, ...] = ()
+    sequence: int | None = None
+    rendition_uris: Mapping[str, str] = field(default_factory=dict)
+
+
+def _utc(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _targets(targeting: Mapping[str, tuple[str, ...]], kv: Mapping[str, tuple[str, ...]]) -> bool:
+    """Every targeted key must be present with at least one of the allowed values."""
+    return all(set(values) & set(kv.get(key, ())) for key, values in targeting.items())
+
+
+def eligible(line: LineItem | Source, req: DecisionRequest, now: datetime, frequency: Mapping[str, int]) -> bool:
+    if not line.enabled or req.position not in line.positions or not _targets(line.targeting, req.key_values):
+        return False
+    if isinstance(line, LineItem):
+        if line.start and now < _utc(line.start):
+            return False
+        if line.end and now >= _utc(line.end):
+            return False
+        key = line.id
+    else:
+        key = f"source:{line.id}"
+    return line.frequency_cap is None or frequency.get(key, 0) < line.frequency_cap
+
+
+def local_candidates(catalog: Catalog, req: DecisionRequest, now: datetime,
+                     frequency: Mapping[str, int]) -> list[Candidate]:
+    out: list[Candidate] = []
+    for line in catalog.lines:
+        if not eligible(line, req, now, frequency):
+            continue
+        for cid in line.creative_ids:
+            c = catalog.creatives.get(cid)
+            if c is None:
+                continue
+            out.append(Candidate(
+                creative_id=c.id, line_id=line.id, advertiser=line.advertiser or c.advertiser,
+                duration=c.duration, priority=line.priority, uri=c.media_url, click_through=c.click_through,
+                impressions=tuple(c.tracking.get("impression", ())),
+                tracking={k: tuple(v) for k, v in c.tracking.items() if k not in ("impression", "error")},
+                errors=tuple(c.tracking.get("error", ())), rendition_uris=dict(c.rendition_uris)))
+    return out
+
+
+def upstream_candidates(source: Source, ads: Iterable[ResolvedAd],
+                        profile: MediaProfile = DEFAULT_PROFILE) -> tuple[list[Candidate], list[ResolvedAd]]:
+    """Candidates from resolved VAST ads, plus the ads dropped for having no media file that suits us."""
+    ok: list[Candidate] = []
+    unusable: list[ResolvedAd] = []
+    for ad in ads:
+        media = choose_media_file(ad.media_files, profile)
+        if media is None or ad.duration <= 0:
+            unusable.append(ad)
+            continue
+        ok.append(Candidate(
+            creative_id=f"vast:{source.id}:{ad.id or '-'}:{ad.creative_id or '-'}", line_id=f"source:{source.id}",
+            advertiser=ad.advertiser, duration=ad.duration, priority=source.priority, uri=media.uri,
+            click_through=ad.click_through, impressions=ad.impressions, tracking=dict(ad.tracking),
+            errors=ad.errors, sequence=ad.sequence))
+    return ok, unusable
+
+
+_MAX_STATES = 4000
+
+
+def build_pod(candidates: Sequence[Candidate], duration: float, max_ads: int = 8) -> list[Candidate]:
+    """The pod that fills `duration` as closely as possible without running over it.
+
+    Among pods with the same fill, the one with more important ads wins (a priority-1 ad outweighs any
+    number of priority-2 ads). No two ads share an advertiser (competitive separation); ads with no
+    advertiser are each their own. Play order: priority, then the upstream pod sequence, then input order.
+    This is a group knapsack over the durations in milliseconds, kept sparse.
+    """
+    cap = int(round(duration * 1000))
+    if cap <= 0 or not candidates or max_ads <= 0:
+        return []
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(candidates):
+        groups.setdefault(c.advertiser.strip().lower() or f"\x00{i}", []).append(i)
+    weight = [float(4 ** (LOWEST_PRIORITY - min(max(c.priority, TOP_PRIORITY), LOWEST_PRIORITY)))
+              for c in candidates]
+    ms = [max(1, int(round(c.duration * 1000))) for c in candidates]
+    # state: filled ms -> (score, chosen indices); a higher score is better at equal fill
+    states: dict[int, tuple[float, tuple[int, ...]]] = {0: (0.0, ())}
+    for members in groups.values():
+        nxt = dict(states)
+        for filled, (score, chosen) in states.items():
+            if len(chosen) >= max_ads:
+                continue
+            for i in members:
+                f = filled + ms[i]
+                if f > cap:
+                    continue
+                s = score + weight[i]
+                cur = nxt.get(f)
+                if cur is None or s > cur[0]:
+                    nxt[f] = (s, chosen + (i,))
+        if len(nxt) > _MAX_STATES:
+            nxt = dict(sorted(nxt.items(), reverse=True)[:_MAX_STATES])
+        states = nxt
+    best_fill = max(states)
+    chosen = states[best_fill][1]
+    return [candidates[i] for i in sorted(
+        chosen, key=lambda i: (candidates[i].priority, candidates[i].sequence is None, candidates[i].sequence or 0, i))]

@@ -1,0 +1,124 @@
+"""The shared store for several API replicas: Redis, through redis-py.
+
+The first-writer-wins beacon record and the queueing of its tracking pings run as one Lua script, so two
+replicas receiving the same beacon queue its pings once. Pings are popped from a list by whichever replica
+gets there first (LPOP is atomic); a replica that dies between popping and sending loses that ping, which is
+the one at-most-once window of this store (the SQLite store re-sends instead). Durability across a Redis
+restart is Redis' own (enable appendonly in production).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+from ads.store import Kind, OutboxItem
+
+_RECORD = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+  redis.call('RPUSH', KEYS[2], ARGV[2])
+  for i = 3, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+  return 1
+end
+return 0
+"""
+
+DECISION_TTL = 7 * 86400
+FREQUENCY_TTL = 86400
+
+
+class RedisStore:
+    name = "redis"
+
+    def __init__(self, url: str, prefix: str = "sidecast:ads:") -> None:
+        self.r = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+        self.p = prefix
+        try:
+            self.r.ping()
+        except redis.RedisError as exc:
+            raise RuntimeError(f"cannot reach Redis at {url}: {exc}") from exc
+        self._record = self.r.register_script(_RECORD)
+
+    def ping(self) -> None:
+        self.r.ping()
+
+    def put(self, kind: Kind, id: str, doc: dict[str, Any], *, create: bool = True) -> bool:
+        key = f"{self.p}cat:{kind}"
+        body = json.dumps(doc)
+        if create:
+            added = bool(self.r.hsetnx(key, id, body))
+        else:
+            self.r.hset(key, id, body)
+            added = True
+        if added:
+            self.r.incr(f"{self.p}cat:version")
+        return added
+
+    def get(self, kind: Kind, id: str) -> dict[str, Any] | None:
+        raw = self.r.hget(f"{self.p}cat:{kind}", id)
+        return json.loads(raw) if raw else None
+
+    def list(self, kind: Kind) -> list[dict[str, Any]]:
+        items = self.r.hgetall(f"{self.p}cat:{kind}")
+        return [json.loads(items[k]) for k in sorted(items)]
+
+    def delete(self, kind: Kind, id: str) -> bool:
+        removed = bool(self.r.hdel(f"{self.p}cat:{kind}", id))
+        if removed:
+            self.r.incr(f"{self.p}cat:version")
+        return removed
+
+    def decision_context(self, session_id: str) -> tuple[int, dict[str, int]]:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.get(f"{self.p}cat:version")
+        pipe.hgetall(f"{self.p}freq:{session_id}")
+        version, freq = pipe.execute()
+        return int(version or 0), {k.decode(): int(v) for k, v in freq.items()}
+
+    def save_decision(self, decision: dict[str, Any], counted: list[str]) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.set(f"{self.p}decision:{decision['decision_id']}", json.dumps(decision), ex=DECISION_TTL)
+        fkey = f"{self.p}freq:{decision['session_id']}"
+        for line in counted:
+            pipe.hincrby(fkey, line, 1)
+        if counted:
+            pipe.expire(fkey, FREQUENCY_TTL)
+        pipe.execute()
+
+    def get_decision(self, decision_id: str) -> dict[str, Any] | None:
+        raw = self.r.get(f"{self.p}decision:{decision_id}")
+        return json.loads(raw) if raw else None
+
+    def record_beacon(self, decision_id: str, ad_index: int, event: str, urls: list[str]) -> bool:
+        entry = json.dumps({"ad_index": ad_index, "event": event, "at": time.time()})
+        keys = [f"{self.p}beacon:{decision_id}:{ad_index}:{event}", f"{self.p}beacons:{decision_id}",
+                f"{self.p}outbox"]
+        pings = [json.dumps({"url": u, "attempts": 0}) for u in urls]
+        return bool(self._record(keys=keys, args=["1", entry, *pings]))
+
+    def beacons(self, decision_id: str) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in self.r.lrange(f"{self.p}beacons:{decision_id}", 0, -1)]
+
+    def take_outbox(self, limit: int) -> list[OutboxItem]:
+        raw = self.r.lpop(f"{self.p}outbox", limit) or []
+        out = []
+        for x in raw:
+            d = json.loads(x)
+            if d.get("next_at", 0) > time.time():
+                self.r.rpush(f"{self.p}outbox", x)   # not due yet: back of the queue
+                continue
+            out.append(OutboxItem(x.decode(), d["url"], int(d.get("attempts", 0))))
+        return out
+
+    def finish_outbox(self, item: OutboxItem, ok: bool, give_up: bool) -> None:
+        if ok or give_up:
+            return
+        delay = min(60.0, 0.5 * 2 ** item.attempts)
+        self.r.rpush(f"{self.p}outbox", json.dumps({"url": item.url, "attempts": item.attempts + 1,
+                                                    "next_at": time.time() + delay}))
+
+    def close(self) -> None:
+        self.r.close()

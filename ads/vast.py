@@ -1,0 +1,440 @@
+"""VAST 2/3/4 for the decisioning API: parse untrusted XML into plain records, follow wrapper chains
+without doing I/O, pick the media file that suits the content, and expand URL macros.
+
+The wrapper resolver is a generator ("sans-IO"): it yields the URLs it needs and is sent back their bodies,
+so the same logic runs under a blocking HTTP client, an async one, or a test that feeds strings. Parsing
+goes through defusedxml (no DTDs, no entities) after a size check, and names are matched by local name so
+VAST 4's default namespace and namespace-less VAST 2/3 parse the same way.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+import urllib.parse
+from collections.abc import Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from xml.etree.ElementTree import Element
+
+import defusedxml.ElementTree as DET
+from defusedxml import DefusedXmlException
+
+__all__ = [
+    "MAX_VAST_BYTES", "VastError", "MediaFile", "LinearCreative", "VastAd", "VastDocument", "ResolvedAd",
+    "ErrorReport", "Resolution", "FetchFailed", "parse_vast", "parse_duration", "resolve",
+    "resolve_with", "choose_media_file", "MediaProfile", "DEFAULT_PROFILE", "expand_macros", "TRACKED_EVENTS",
+]
+
+MAX_VAST_BYTES = 512 * 1024
+TRACKED_EVENTS = ("start", "firstQuartile", "midpoint", "thirdQuartile", "complete")
+
+# VAST error codes we report (IAB VAST 4.x, section "Error Codes")
+XML_PARSE_ERROR = 100
+VAST_SCHEMA_ERROR = 101
+VERSION_UNSUPPORTED = 102
+WRAPPER_TIMEOUT = 301
+WRAPPER_LIMIT = 302
+NO_ADS_AFTER_WRAPPER = 303
+NO_SUPPORTED_MEDIA = 403
+
+
+class VastError(ValueError):
+    """VAST that cannot be used; `code` is the IAB error code to report to the ad server."""
+
+    def __init__(self, message: str, code: int = XML_PARSE_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class MediaFile:
+    uri: str
+    mime_type: str = ""
+    delivery: str = "progressive"
+    width: int = 0
+    height: int = 0
+    bitrate: int = 0            # kbit/s, 0 when not given
+    api_framework: str = ""
+
+
+@dataclass(frozen=True)
+class LinearCreative:
+    id: str = ""
+    duration: float = 0.0
+    media_files: tuple[MediaFile, ...] = ()
+    tracking: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    click_through: str = ""
+    click_tracking: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VastAd:
+    """One <Ad>: inline (playable) or a wrapper pointing further up the chain."""
+
+    id: str
+    sequence: int | None
+    is_wrapper: bool
+    ad_system: str = ""
+    title: str = ""
+    advertiser: str = ""
+    impressions: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+    creatives: tuple[LinearCreative, ...] = ()
+    ad_tag_uri: str = ""
+    follow_additional_wrappers: bool = True
+    allow_multiple_ads: bool = False
+    problem: tuple[int, str] | None = None   # an ad that parsed as a whole but is unusable: (code, why)
+
+
+@dataclass(frozen=True)
+class VastDocument:
+    version: str
+    ads: tuple[VastAd, ...]
+    errors: tuple[str, ...] = ()   # root <Error>: where to report "no ad"
+
+
+@dataclass(frozen=True)
+class ResolvedAd:
+    """A playable ad with every wrapper's impressions, trackers and error URLs folded in."""
+
+    id: str
+    sequence: int | None
+    ad_system: str
+    title: str
+    advertiser: str
+    duration: float
+    media_files: tuple[MediaFile, ...]
+    impressions: tuple[str, ...]
+    tracking: Mapping[str, tuple[str, ...]]
+    errors: tuple[str, ...]
+    click_through: str = ""
+    click_tracking: tuple[str, ...] = ()
+    creative_id: str = ""
+
+
+@dataclass(frozen=True)
+class ErrorReport:
+    urls: tuple[str, ...]
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Resolution:
+    ads: tuple[ResolvedAd, ...]
+    errors: tuple[ErrorReport, ...]
+
+
+class FetchFailed(Exception):
+    """Sent into the resolver instead of a body when a fetch fails; timeouts map to VAST error 301."""
+
+    def __init__(self, message: str, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+
+# ---------------------------------------------------------------- parsing
+
+def _local(tag: object) -> str:
+    t = tag if isinstance(tag, str) else ""
+    return t.rsplit("}", 1)[-1]
+
+
+def _children(el: Element, name: str) -> list[Element]:
+    return [c for c in el if _local(c.tag) == name]
+
+
+def _child(el: Element | None, name: str) -> Element | None:
+    if el is None:
+        return None
+    for c in el:
+        if _local(c.tag) == name:
+            return c
+    return None
+
+
+def _text(el: Element | None) -> str:
+    return (el.text or "").strip() if el is not None else ""
+
+
+def _texts(el: Element | None, name: str) -> tuple[str, ...]:
+    if el is None:
+        return ()
+    return tuple(t for t in (_text(c) for c in _children(el, name)) if t)
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(float(value)) if value else 0
+    except ValueError:
+        return 0
+
+
+def _bool(value: str | None, default: bool) -> bool:
+    if value is None:
+        return default
+    return value.strip().lower() in ("true", "1", "yes")
+
+
+_DURATION = re.compile(r"^(\d+):([0-5]?\d):([0-5]?\d(?:\.\d+)?)$")
+
+
+def parse_duration(text: str) -> float:
+    """VAST's HH:MM:SS(.mmm) to seconds; raises VastError on anything else."""
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise VastError(f"bad VAST duration {text!r} (expected HH:MM:SS or HH:MM:SS.mmm)", VAST_SCHEMA_ERROR)
+    return int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+
+
+def _linear(creative: Element, linear: Element, wrapper: bool) -> LinearCreative:
+    tracking: dict[str, list[str]] = {}
+    for t in _children(_child(linear, "TrackingEvents") or Element("x"), "Tracking"):
+        url = _text(t)
+        if url:
+            tracking.setdefault(t.get("event", ""), []).append(url)
+    clicks = _child(linear, "VideoClicks")
+    media: list[MediaFile] = []
+    for m in _children(_child(linear, "MediaFiles") or Element("x"), "MediaFile"):
+        uri = _text(m)
+        if uri:
+            media.append(MediaFile(
+                uri=uri, mime_type=m.get("type", "").strip(), delivery=m.get("delivery", "progressive").strip(),
+                width=_int(m.get("width")), height=_int(m.get("height")),
+                bitrate=_int(m.get("bitrate") or m.get("maxBitrate")),
+                api_framework=m.get("apiFramework", "").strip()))
+    duration_el = _child(linear, "Duration")
+    if wrapper:
+        duration = 0.0
+    elif duration_el is None:
+        raise VastError("inline <Linear> has no <Duration>", VAST_SCHEMA_ERROR)
+    else:
+        duration = parse_duration(_text(duration_el))
+    return LinearCreative(
+        id=creative.get("id") or creative.get("adId") or "", duration=duration, media_files=tuple(media),
+        tracking={k: tuple(v) for k, v in tracking.items()},
+        click_through=_text(_child(clicks, "ClickThrough")), click_tracking=_texts(clicks, "ClickTracking"))
+
+
+def _ad(el: Element) -> VastAd | None:
+    body = _child(el, "InLine")
+    wrapper = body is None
+    if body is None:
+        body = _child(el, "Wrapper")
+    if body is None:
+        return None
+    creatives = []
+    problem: tuple[int, str] | None = None
+    for c in _children(_child(body, "Creatives") or Element("x"), "Creative"):
+        lin = _child(c, "Linear")
+        if lin is not None:
+            try:
+                creatives.append(_linear(c, lin, wrapper))
+            except VastError as exc:   # one bad ad must not sink its neighbours in a pod
+                problem = (exc.code, f"ad {el.get('id', '')!r}: {exc}")
+    seq = el.get("sequence")
+    advertiser = _text(_child(body, "Advertiser"))
+    return VastAd(
+        id=el.get("id", ""), sequence=_int(seq) if seq else None, is_wrapper=wrapper,
+        ad_system=_text(_child(body, "AdSystem")), title=_text(_child(body, "AdTitle")),
+        advertiser=advertiser, impressions=_texts(body, "Impression"), errors=_texts(body, "Error"),
+        creatives=tuple(creatives), ad_tag_uri=_text(_child(body, "VASTAdTagURI")),
+        follow_additional_wrappers=_bool(body.get("followAdditionalWrappers"), True),
+        allow_multiple_ads=_bool(body.get("allowMultipleAds"), False), problem=problem)
+
+
+def parse_vast(data: bytes | str, max_bytes: int = MAX_VAST_BYTES) -> VastDocument:
+    """Parse one VAST response; raises VastError (with its IAB code) for anything unusable."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    if len(raw) > max_bytes:
+        raise VastError(f"VAST response is {len(raw)} bytes, over the {max_bytes}-byte limit")
+    try:
+        root = DET.fromstring(raw, forbid_dtd=True)
+    except DefusedXmlException as exc:
+        raise VastError(f"VAST refused: {type(exc).__name__} (DTDs and entities are not allowed)") from exc
+    except Exception as exc:  # ParseError and friends from expat
+        raise VastError(f"VAST is not well-formed XML: {exc}") from exc
+    if _local(root.tag) != "VAST":
+        raise VastError(f"root element is <{_local(root.tag)}>, not <VAST>", VAST_SCHEMA_ERROR)
+    version = root.get("version", "")
+    if version and not version.strip().startswith(("2", "3", "4")):
+        raise VastError(f"VAST version {version!r} is not supported (2.x, 3.x, 4.x are)", VERSION_UNSUPPORTED)
+    ads = tuple(a for a in (_ad(e) for e in _children(root, "Ad")) if a is not None)
+    return VastDocument(version=version, ads=ads, errors=_texts(root, "Error"))
+
+
+# ---------------------------------------------------------------- wrapper chains (sans-IO)
+
+@dataclass(frozen=True)
+class _Inherited:
+    impressions: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+    tracking: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    click_tracking: tuple[str, ...] = ()
+
+    def plus(self, ad: VastAd) -> _Inherited:
+        tracking = {k: tuple(v) for k, v in self.tracking.items()}
+        clicks = list(self.click_tracking)
+        for c in ad.creatives:
+            for ev, urls in c.tracking.items():
+                tracking[ev] = tracking.get(ev, ()) + tuple(urls)
+            clicks.extend(c.click_tracking)
+        return _Inherited(self.impressions + ad.impressions, self.errors + ad.errors, tracking, tuple(clicks))
+
+
+def _inline_to_resolved(ad: VastAd, inh: _Inherited) -> ResolvedAd | ErrorReport:
+    linear = next((c for c in ad.creatives if c.media_files), None)
+    errors = inh.errors + ad.errors
+    if linear is None:
+        return ErrorReport(errors, NO_SUPPORTED_MEDIA, f"ad {ad.id!r} has no linear creative with media files")
+    tracking = {k: tuple(v) for k, v in inh.tracking.items()}
+    for ev, urls in linear.tracking.items():
+        tracking[ev] = tracking.get(ev, ()) + tuple(urls)
+    return ResolvedAd(
+        id=ad.id, sequence=ad.sequence, ad_system=ad.ad_system, title=ad.title, advertiser=ad.advertiser,
+        duration=linear.duration, media_files=linear.media_files, impressions=inh.impressions + ad.impressions,
+        tracking=tracking, errors=errors, click_through=linear.click_through,
+        click_tracking=inh.click_tracking + linear.click_tracking, creative_id=linear.id)
+
+
+def resolve(url: str, max_depth: int = 5, max_fetches: int = 10, max_bytes: int = MAX_VAST_BYTES,
+            ) -> Generator[str, bytes | FetchFailed, Resolution]:
+    """Follow a VAST tag to playable ads. Yields each URL to fetch; send back its body or a FetchFailed.
+
+    `max_depth` counts wrappers: a chain of more than `max_depth` wrappers is cut with error 302.
+    """
+    ads: list[ResolvedAd] = []
+    errors: list[ErrorReport] = []
+    fetches = 0
+
+    def walk(tag: str, depth: int, inh: _Inherited, may_wrap: bool, multi: bool,
+             ) -> Generator[str, bytes | FetchFailed, list[ResolvedAd]]:
+        nonlocal fetches
+        fetches += 1
+        body = yield tag
+        if isinstance(body, FetchFailed):
+            # 301 covers both "unavailable" and "timed out" for a VAST URI (IAB VAST 4.x error table)
+            errors.append(ErrorReport(inh.errors, WRAPPER_TIMEOUT, f"fetching {tag}: {body}"))
+            return []
+        try:
+            doc = parse_vast(body, max_bytes)
+        except VastError as exc:
+            errors.append(ErrorReport(inh.errors, exc.code, str(exc)))
+            return []
+        if not doc.ads:
+            errors.append(ErrorReport(inh.errors + doc.errors, NO_ADS_AFTER_WRAPPER, f"no ads in response from {tag}"))
+            return []
+        chosen = sorted(doc.ads, key=lambda a: (a.sequence is None, a.sequence or 0))
+        if not multi:
+            # a wrapper that does not allow pods takes one ad: the first standalone one, else the first
+            chosen = [next((a for a in doc.ads if a.sequence is None), chosen[0])]
+        found: list[ResolvedAd] = []
+        for ad in chosen:
+            if ad.problem is not None:
+                errors.append(ErrorReport(inh.errors + ad.errors, *ad.problem))
+                continue
+            if not ad.is_wrapper:
+                r = _inline_to_resolved(ad, inh)
+                if isinstance(r, ErrorReport):
+                    errors.append(r)
+                else:
+                    found.append(replace(r, sequence=ad.sequence if multi else r.sequence))
+                continue
+            if not ad.ad_tag_uri:
+                errors.append(ErrorReport(inh.errors + ad.errors, VAST_SCHEMA_ERROR, f"wrapper {ad.id!r} has no VASTAdTagURI"))
+            elif not may_wrap or depth + 1 > max_depth or fetches >= max_fetches:
+                errors.append(ErrorReport(inh.errors + ad.errors, WRAPPER_LIMIT,
+                                          f"wrapper limit reached at depth {depth + 1} (limit {max_depth})"))
+            else:
+                before = len(errors)
+                sub = yield from walk(ad.ad_tag_uri, depth + 1, inh.plus(ad), ad.follow_additional_wrappers,
+                                      ad.allow_multiple_ads)
+                if not sub:
+                    # the chain below ended in nothing playable: this wrapper's ad servers hear about it
+                    if len(errors) == before:
+                        errors.append(ErrorReport(inh.errors + ad.errors, NO_ADS_AFTER_WRAPPER,
+                                                  f"wrapper {ad.id!r} led to no playable ad"))
+                found.extend(replace(s, sequence=ad.sequence) if ad.sequence is not None and not ad.allow_multiple_ads
+                             else s for s in sub)
+        return found
+
+    ads = yield from walk(url, 0, _Inherited(), True, True)
+    return Resolution(tuple(ads), tuple(e for e in errors if e.urls) + tuple(e for e in errors if not e.urls))
+
+
+def resolve_with(url: str, fetch: Callable[[str], bytes], **limits: int) -> Resolution:
+    """Drive `resolve` with a blocking fetch function that raises FetchFailed (tests, CLI tools)."""
+    gen = resolve(url, **limits)
+    try:
+        target = next(gen)
+        while True:
+            try:
+                body: bytes | FetchFailed = fetch(target)
+            except FetchFailed as exc:
+                body = exc
+            target = gen.send(body)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------- media file choice
+
+HLS_TYPES = ("application/x-mpegurl", "application/vnd.apple.mpegurl")
+
+
+@dataclass(frozen=True)
+class MediaProfile:
+    """What the content looks like, so the ad that plays in it looks alike (size, bitrate, container)."""
+
+    mime_types: tuple[str, ...] = HLS_TYPES + ("video/mp4",)
+    height: int = 720
+    max_bitrate: int = 0       # kbit/s; 0 = no ceiling
+
+
+DEFAULT_PROFILE = MediaProfile()
+
+
+def choose_media_file(files: Iterable[MediaFile], profile: MediaProfile = DEFAULT_PROFILE) -> MediaFile | None:
+    """The media file closest to the content: a preferred container, then nearest height, then bitrate.
+
+    VPAID and other interactive API frameworks are skipped: a stitched or interstitial ad must be plain video.
+    """
+    wanted = [t.lower() for t in profile.mime_types]
+    best: tuple[tuple[float, ...], MediaFile] | None = None
+    for f in files:
+        mime = f.mime_type.lower()
+        if f.api_framework or mime not in wanted:
+            continue
+        if not f.uri.lower().startswith(("http://", "https://")):
+            continue
+        over = profile.max_bitrate and f.bitrate > profile.max_bitrate
+        height_gap = abs(f.height - profile.height) if f.height else 10_000
+        key = (float(wanted.index(mime)), 1.0 if over else 0.0, float(height_gap), -float(f.bitrate))
+        if best is None or key < best[0]:
+            best = (key, f)
+    return best[1] if best else None
+
+
+# ---------------------------------------------------------------- macros
+
+_MACRO = re.compile(r"\[([A-Z_][A-Z0-9_]*)\]")
+
+
+def expand_macros(template: str, values: Mapping[str, object], *, now: float | None = None) -> str:
+    """Replace [MACRO]s with URL-encoded values; [CACHEBUSTING] and [TIMESTAMP] are always available.
+
+    Unknown macros are left as they are, as VAST asks, so a downstream server can still expand them.
+    """
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name == "CACHEBUSTING":
+            return f"{random.randrange(10_000_000, 100_000_000)}"
+        if name == "TIMESTAMP":
+            t = time.gmtime(time.time() if now is None else now)
+            return urllib.parse.quote(time.strftime("%Y-%m-%dT%H:%M:%SZ", t), safe="")
+        if name in values:
+            return urllib.parse.quote(str(values[name]), safe="")
+        return m.group(0)
+
+    return _MACRO.sub(sub, template)
