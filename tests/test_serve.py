@@ -21,35 +21,66 @@ from core.serve import (
     safe_relative_path,
     start_server,
 )
-from tests.browser.harness import HarnessError, play_hls, serve
+from tests.browser.harness import HarnessError, open_page, play_hls, serve
 
 WIDTH, HEIGHT, SECONDS = 320, 180, 6
 
 
-@pytest.fixture(scope="module")
-def hls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 6 s 320x180 H.264 + AAC HLS (2 s TS segments) with a master playlist, plus sidecar files."""
-    out = tmp_path_factory.mktemp("hls")
+def encode_hls(dst: Path, source: str, seconds: int, tone_hz: int) -> None:
+    """A short H.264 + AAC HLS (2 s MPEG-TS segments) from lavfi test sources, with Debian's ffmpeg."""
     ffmpeg = shutil.which("ffmpeg")
     assert ffmpeg, "Debian's ffmpeg is required (./dev.sh install)"
-    (out / "video").mkdir()
+    dst.mkdir(parents=True)
     subprocess.run(
         [ffmpeg, "-v", "error", "-y",
-         "-f", "lavfi", "-i", f"testsrc2=size={WIDTH}x{HEIGHT}:rate=25:duration={SECONDS}",
-         "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={SECONDS}",
+         "-f", "lavfi", "-i", f"{source}=size={WIDTH}x{HEIGHT}:rate=25:duration={seconds}",
+         "-f", "lavfi", "-i", f"sine=frequency={tone_hz}:sample_rate=48000:duration={seconds}",
          "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p",
          "-c:a", "aac", "-b:a", "64k",
          "-f", "hls", "-hls_time", "2", "-hls_playlist_type", "vod",
-         "-hls_segment_filename", str(out / "video" / "seg_%06d.ts"),
-         "-master_pl_name", "master.m3u8", str(out / "video" / "index.m3u8")],
+         "-hls_segment_filename", str(dst / "seg_%06d.ts"), str(dst / "index.m3u8")],
         check=True, timeout=60,
     )
-    # ffmpeg writes the master next to the media playlist; move it to the top like `sidecast run` does.
-    master = (out / "video" / "master.m3u8").read_text().replace("index.m3u8", "video/index.m3u8")
-    (out / "master.m3u8").write_text(master)
-    (out / "video" / "master.m3u8").unlink()
-    (out / "subs").mkdir()
-    (out / "subs" / "seg_000000.vtt").write_text("WEBVTT\n\n00:00.000 --> 00:01.000\nhello\n")
+
+
+def first_video_dts(segment: Path) -> int:
+    """The MPEG-TS clock value WebVTT cues are mapped against (X-TIMESTAMP-MAP)."""
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "packet=dts",
+                          "-of", "default=nw=1:nk=1", "-read_intervals", "%+#1", str(segment)],
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    return int(out.split()[0])
+
+
+@pytest.fixture(scope="module")
+def hls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6 s 320x180 stream laid out like `sidecast run` output: master.m3u8 with a WebVTT subtitles
+    group (one cue per 2 s segment, at 0.5-1.5 s of it), a 2 s ad and a media playlist that schedules it
+    as an HLS Interstitial at 2 s, plus the sidecar files the server must type correctly."""
+    out = tmp_path_factory.mktemp("hls")
+    encode_hls(out / "video", "testsrc2", SECONDS, 440)
+    encode_hls(out / "ad", "smptebars", 2, 880)
+    mpegts = first_video_dts(out / "video" / "seg_000000.ts")
+    subs = out / "subs" / "en"
+    subs.mkdir(parents=True)
+    playlist = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:2", "#EXT-X-PLAYLIST-TYPE:VOD"]
+    for i in range(SECONDS // 2):
+        (subs / f"seg_{i:06d}.vtt").write_text(
+            f"WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:{mpegts},LOCAL:00:00:00.000\n\n"
+            f"00:00:{2 * i + 0.5:06.3f} --> 00:00:{2 * i + 1.5:06.3f}\ncue number {i}\n")
+        playlist += ["#EXTINF:2.0,", f"seg_{i:06d}.vtt"]
+    (subs / "index.m3u8").write_text("\n".join([*playlist, "#EXT-X-ENDLIST", ""]))
+    (out / "master.m3u8").write_text(
+        "#EXTM3U\n#EXT-X-VERSION:3\n"
+        '#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs",NAME="English",LANGUAGE="en",DEFAULT=YES,'
+        'AUTOSELECT=YES,URI="subs/en/index.m3u8"\n'
+        f'#EXT-X-STREAM-INF:BANDWIDTH=300000,RESOLUTION={WIDTH}x{HEIGHT},'
+        'CODECS="avc1.42c00d,mp4a.40.2",SUBTITLES="subs"\nvideo/index.m3u8\n')
+    media = (out / "video" / "index.m3u8").read_text()
+    (out / "video" / "with_ad.m3u8").write_text(media.replace(
+        "#EXT-X-PLAYLIST-TYPE:VOD\n",
+        "#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-PROGRAM-DATE-TIME:2026-01-01T00:00:00.000Z\n"
+        '#EXT-X-DATERANGE:ID="ad1",CLASS="com.apple.hls.interstitial",START-DATE="2026-01-01T00:00:02.000Z",'
+        'DURATION=2.0,X-ASSET-URI="../ad/index.m3u8",X-RESTRICT="SKIP,JUMP"\n'))
     (out / "crops.jsonl").write_text('{"t": 0}\n')
     (out / "transcript.json").write_text("{}")
     (out / "snap.jpg").write_bytes(b"\xff\xd8\xff\xd9")
@@ -88,7 +119,7 @@ def request(server, method: str, path: str, body: bytes | None = None,
     ("/master.m3u8", "application/vnd.apple.mpegurl"),
     ("/video/index.m3u8", "application/vnd.apple.mpegurl"),
     ("/video/seg_000000.ts", "video/mp2t"),
-    ("/subs/seg_000000.vtt", "text/vtt"),
+    ("/subs/en/seg_000000.vtt", "text/vtt"),
     ("/crops.jsonl", "application/json"),
     ("/transcript.json", "application/json"),
     ("/snap.jpg", "image/jpeg"),
@@ -112,7 +143,8 @@ def test_mime_table_covers_fragmented_mp4() -> None:
 def test_playlists_are_never_cached_but_segments_are(server) -> None:
     assert request(server, "GET", "/video/index.m3u8")[1]["cache-control"] == "no-cache"
     seg_cache = request(server, "GET", "/video/seg_000000.ts")[1]["cache-control"]
-    assert re.search(r"max-age=(\d+)", seg_cache) and int(re.search(r"max-age=(\d+)", seg_cache)[1]) >= 3600
+    max_age = re.search(r"max-age=(\d+)", seg_cache)
+    assert max_age is not None and int(max_age[1]) >= 3600, seg_cache
     assert cache_control_for("subs/en/seg_000003.vtt") != "no-cache"
     assert cache_control_for("transcript.vtt") == "no-cache"  # grows while the job runs
 
@@ -225,13 +257,66 @@ def test_harness_says_clearly_when_chromium_is_missing() -> None:
 
 
 @pytest.mark.browser
-def test_short_hls_plays_in_chromium_at_its_encoded_size(hls_dir: Path) -> None:
+def test_short_hls_plays_in_chromium_at_its_size_with_captions_on_time(hls_dir: Path) -> None:
     with serve(hls_dir) as base:
-        report = play_hls(base + "master.m3u8", seconds=4, timeout=90)
+        report = play_hls(base + "master.m3u8", seconds=5.5, timeout=90, subtitles=True)
     report.raise_for_fatal()
     assert report.stop_reason in ("played", "ended"), report.summary()
     assert report.advanced_by() >= 3.0, report.summary()
     assert report.video_size == (WIDTH, HEIGHT), report.summary()
     assert [(lv["width"], lv["height"]) for lv in report.levels] == [(WIDTH, HEIGHT)]
+    assert [t["lang"] for t in report.subtitle_tracks] == ["en"]
     assert report.events_named("MANIFEST_PARSED") and report.events_named("media.playing")
     assert report.hls_version == "1.7.4"
+    # Each cue was seen while the playhead was inside it, close to where the VTT put it.
+    cues = report.cues_seen
+    assert [c.text for c in cues] == [f"cue number {i}" for i in range(len(cues))] and len(cues) >= 2, cues
+    for i, cue in enumerate(cues):
+        assert cue.start == pytest.approx(2 * i + 0.5, abs=0.1), cue
+        assert cue.start - 0.05 <= cue.seen_at <= cue.start + 0.3, cue
+        assert cue.seen_at <= cue.last_seen_at <= cue.end + 0.05, cue
+
+
+@pytest.mark.browser
+def test_harness_reports_interstitial_playback_from_hls_js(hls_dir: Path) -> None:
+    with serve(hls_dir) as base:
+        report = play_hls(base + "video/with_ad.m3u8", seconds=3, timeout=90, interstitials=True,
+                          until_event="INTERSTITIALS_PRIMARY_RESUMED")
+    report.raise_for_fatal()
+    assert report.stop_reason == "played", report.summary()
+    order = ["INTERSTITIALS_UPDATED", "INTERSTITIAL_STARTED", "INTERSTITIAL_ASSET_STARTED",
+             "INTERSTITIAL_ASSET_ENDED", "INTERSTITIAL_ENDED", "INTERSTITIALS_PRIMARY_RESUMED"]
+    missing = [name for name in order if not report.events_named(name)]
+    assert not missing, report.summary()
+    firsts = [report.events_named(name)[0]["t"] for name in order]
+    assert firsts == sorted(firsts), dict(zip(order, firsts, strict=True))
+    started = report.events_named("INTERSTITIAL_STARTED")[0]["data"]["event"]
+    assert started["id"] == "ad1" and started["startTime"] == pytest.approx(2.0, abs=0.1)
+    asset = report.events_named("INTERSTITIAL_ASSET_STARTED")[0]["data"]["asset"]
+    assert asset["uri"] == "../ad/index.m3u8" and asset["duration"] == pytest.approx(2.0, abs=0.1)
+    ad_samples = report.ad_playing_samples
+    assert ad_samples and {s["adId"] for s in ad_samples} == {"ad1"}
+    assert ad_samples[-1]["t"] - ad_samples[0]["t"] >= 1000  # sampled through most of the 2 s ad
+    assert report.advanced_by("primary") >= 3.0, report.summary()
+
+
+@pytest.mark.browser
+def test_harness_reports_a_missing_playlist_as_a_fatal_error(hls_dir: Path) -> None:
+    with serve(hls_dir) as base:
+        report = play_hls(base + "missing.m3u8", seconds=2, timeout=60)
+    assert report.stop_reason == "fatal", report.summary()
+    assert [e["details"] for e in report.fatal_errors] == ["manifestLoadError"]
+    assert report.fatal_errors[0]["response"]["code"] == 404
+    with pytest.raises(AssertionError, match="manifestLoadError"):
+        report.raise_for_fatal()
+
+
+@pytest.mark.browser
+def test_player_page_plays_the_master_playlist_with_the_served_hls_js(hls_dir: Path) -> None:
+    with serve(hls_dir) as base:
+        page = open_page(base, seconds=2.0, timeout=60)
+    assert page["stopReason"] == "played", page
+    assert page["hlsVersion"] == "1.7.4"
+    assert (page["video"]["width"], page["video"]["height"]) == (WIDTH, HEIGHT)
+    assert "FATAL" not in page["pageText"] and "master.m3u8" in page["pageText"], page["pageText"]
+    assert not page["pageErrors"], page["pageErrors"]

@@ -209,12 +209,19 @@ def play_hls(
     `subtitles`: True = first subtitle track, an int = that index, a str = that language or name.
     Raises HarnessError only when the harness itself cannot run.
     """
-    node, browser = check_environment(chromium)
     opts = {
         "url": url, "seconds": seconds, "timeout": timeout, "interstitials": interstitials,
         "subtitles": subtitles, "startLevel": start_level, "untilTime": until_time, "untilEvent": until_event,
-        "hlsConfig": hls_config or {}, "sampleMs": sample_ms, "cueMs": cue_ms, "chromium": browser,
+        "hlsConfig": hls_config or {}, "sampleMs": sample_ms, "cueMs": cue_ms,
     }
+    return PlaybackReport.from_json(_run_play(opts, chromium, timeout))
+
+
+def _run_play(opts: dict[str, Any], chromium: str | None, timeout: float) -> dict[str, Any]:
+    """Run play.mjs with these options; its JSON report, or HarnessError when it could not run."""
+    url = opts["url"]
+    node, browser = check_environment(chromium)
+    opts = {**opts, "chromium": browser}
     proc = subprocess.Popen([node, str(PLAY_SCRIPT), json.dumps(opts)], cwd=HERE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -233,7 +240,18 @@ def play_hls(
         raise HarnessError(f"play.mjs exited {proc.returncode} without a report: {' | '.join(tail)}")
     if data.get("harnessError"):
         raise HarnessError(f"browser harness failed: {data['harnessError']}")
-    return PlaybackReport.from_json(data)
+    return data
+
+
+def open_page(url: str, *, seconds: float = 2.0, timeout: float = 60.0,
+              chromium: str | None = None) -> dict[str, Any]:
+    """Open a page that plays video by itself (e.g. the server's player page, `GET /`).
+
+    Waits until its first <video> has played `seconds` (or the deadline) and returns play.mjs's raw
+    report: `stopReason`, `video` {width, height, currentTime, paused, ended, errors}, `pageText`
+    (the page's visible text), `hlsVersion`, `console`, `pageErrors`.
+    """
+    return _run_play({"url": url, "page": True, "seconds": seconds, "timeout": timeout}, chromium, timeout)
 
 
 @contextmanager

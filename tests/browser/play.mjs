@@ -20,6 +20,8 @@
 //   cueMs          text-track activeCues polling period (ms)                                     [50]
 //   chromium       browser executable  [$SIDECAST_CHROMIUM or /usr/bin/chromium]
 //   hlsPath        hls.js build to load [../../core/static/hls.min.js, the one the server ships]
+//   page           true: open `url` as a page that plays by itself (e.g. the server's player page) and
+//                  report its first <video> and its text instead of driving hls.js               [false]
 // Exit status: 0 when a report was produced (even if playback failed: the report says how),
 // 2 when the harness itself could not run (the report then has "harnessError").
 
@@ -37,7 +39,7 @@ const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable
 const COLLECT_RESERVE_MS = 4000;  // time kept back from the deadline to collect the report
 
 const DEFAULTS = {
-  url: null, seconds: 6, timeout: 90, interstitials: false, subtitles: false, startLevel: null,
+  url: null, page: false, seconds: 6, timeout: 90, interstitials: false, subtitles: false, startLevel: null,
   untilTime: null, untilEvent: null, hlsConfig: {}, sampleMs: 100, cueMs: 50, maxEvents: 20000,
   chromium: process.env.SIDECAST_CHROMIUM || '/usr/bin/chromium',
   hlsPath: join(REPO, 'core', 'static', 'hls.min.js'),
@@ -186,9 +188,9 @@ function recorder(opts) {
     hls.subtitleDisplay = true;
     hls.subtitleTrack = idx;
   }
-  hls.on(Hls.Events.SUBTITLE_TRACKS_UPDATED, chooseSubtitles);
+  // hls.js picks its own default track right after announcing the tracks; choose after that.
+  hls.on(Hls.Events.SUBTITLE_TRACKS_UPDATED, () => setTimeout(chooseSubtitles, 0));
   hls.on(Hls.Events.MANIFEST_PARSED, () => {
-    chooseSubtitles();
     video.play().catch((e) => { sc.autoplayError = String(e.message || e); });
   });
 
@@ -334,6 +336,7 @@ async function run(opts, report) {
     page.on('pageerror', (err) => report.pageErrors.push(String(err.message || err).slice(0, 500)));
     let crashed = false;
     page.on('crash', () => { crashed = true; });
+    if (opts.page) return await inspectPage(page, opts, remaining, report, () => crashed);
     const origin = new URL(opts.url).origin;
     const hlsSource = readFileSync(opts.hlsPath);
     await page.route(origin + HARNESS_DIR + 'index.html',
@@ -358,6 +361,32 @@ async function run(opts, report) {
     if (context) await context.close().catch(() => {});
     rmSync(profile, { recursive: true, force: true });
   }
+}
+
+// Page mode: open a page that plays video by itself (the server's player page) and report what the
+// first <video> did and what the page says, once it has played `seconds` or at the deadline.
+async function inspectPage(page, opts, remaining, report, crashed) {
+  await page.goto(opts.url, { timeout: remaining(COLLECT_RESERVE_MS) });
+  report.stopReason = 'played';
+  try {
+    await page.waitForFunction((s) => {
+      const v = document.querySelector('video');
+      return !!v && (v.currentTime >= s || v.ended);
+    }, opts.seconds, { timeout: remaining(COLLECT_RESERVE_MS), polling: 100 });
+  } catch (err) {
+    if (crashed()) throw new Error('the Chromium page crashed during playback');
+    if (err.name !== 'TimeoutError') throw err;
+    report.stopReason = 'timeout';
+  }
+  Object.assign(report, await page.evaluate(() => {
+    const v = document.querySelector('video');
+    return {
+      hlsVersion: window.Hls ? Hls.version : null,
+      pageText: document.body.innerText.slice(0, 5000),
+      video: v ? { width: v.videoWidth, height: v.videoHeight, currentTime: v.currentTime, paused: v.paused,
+        ended: v.ended, errors: v.error ? [{ code: v.error.code, message: v.error.message }] : [] } : null,
+    };
+  }));
 }
 
 async function main() {
