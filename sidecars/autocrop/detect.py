@@ -1,0 +1,242 @@
+"""Detection: what matters in one small frame — faces (YuNet through onnxruntime), people (OpenCV HOG) and,
+when no one is in frame, a salient or moving region (spectral residual + frame-difference motion energy).
+
+Every detector returns ``Subject`` records in the pixels of the frame it was given; the sidecar scales them
+to source pixels. Nothing here decides where the camera goes: that is ``decide.py`` and ``smooth.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+MODEL_NAME = "face_detection_yunet_2023mar.onnx"
+MODEL_ENV = "SIDECAST_AUTOCROP_MODEL"
+_STRIDES = (8, 16, 32)
+
+
+class ModelNotFound(FileNotFoundError):
+    """The face model is missing; the message says where it was looked for and how to point at it."""
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Something the crop should keep in frame: a box (x0, y0, x1, y1), a score in [0, 1], and its kind.
+
+    ``kind`` is "face", "person" or "salient"; faces and people outrank saliency in ``decide.py``.
+    """
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    score: float
+    kind: str = "face"
+
+    @property
+    def width(self) -> float:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> float:
+        return self.y1 - self.y0
+
+    @property
+    def salience(self) -> float:
+        """Bigger and surer subjects matter more; a face counts more than a body or a blob of saliency."""
+        weight = {"face": 1.0, "person": 0.6}.get(self.kind, 0.3)
+        return weight * self.score * max(self.width * self.height, 1.0) ** 0.5
+
+    def scaled(self, sx: float, sy: float) -> Subject:
+        return Subject(self.x0 * sx, self.y0 * sy, self.x1 * sx, self.y1 * sy, self.score, self.kind)
+
+
+def default_model_path() -> Path:
+    """Where the shipped YuNet model is: ``$SIDECAST_AUTOCROP_MODEL``, else ``models/autocrop/`` in the repo."""
+    env = os.environ.get(MODEL_ENV)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "models" / "autocrop" / MODEL_NAME
+
+
+def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
+    """Greedy non-maximum suppression over (x0, y0, x1, y1) boxes."""
+    order = np.argsort(-scores)
+    keep: list[int] = []
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        xx0 = np.maximum(boxes[i, 0], boxes[rest, 0])
+        yy0 = np.maximum(boxes[i, 1], boxes[rest, 1])
+        xx1 = np.minimum(boxes[i, 2], boxes[rest, 2])
+        yy1 = np.minimum(boxes[i, 3], boxes[rest, 3])
+        inter = np.clip(xx1 - xx0, 0, None) * np.clip(yy1 - yy0, 0, None)
+        overlap = inter / (areas[i] + areas[rest] - inter + 1e-9)
+        order = rest[overlap <= iou]
+    return keep
+
+
+class FaceDetector:
+    """YuNet (OpenCV model zoo, 2023mar, MIT) run with raw onnxruntime.
+
+    The graph has a fixed 640x640 BGR input (raw 0..255 values; normalisation is inside the graph) and
+    anchor-free outputs per stride 8/16/32: ``cls``/``obj`` scores, ``bbox`` (dx, dy, log w, log h in
+    stride units, relative to the grid cell) and five landmarks. A frame is scaled so its long side is
+    640 (small faces in a 480 px analysis frame get a little more resolution) and padded bottom/right.
+    """
+
+    input_size = 640
+
+    def __init__(self, model_path: str | os.PathLike[str] | None = None, score_threshold: float = 0.6,
+                 nms_iou: float = 0.3, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        path = Path(model_path) if model_path else default_model_path()
+        if not path.is_file():
+            raise ModelNotFound(
+                f"autocrop face model not found at {path}; it ships in models/autocrop/{MODEL_NAME} "
+                f"(set {MODEL_ENV} or --model to point at it)"
+            )
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, threads)
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        if list(inp.shape[2:]) != [self.input_size, self.input_size]:
+            raise ValueError(f"{path}: expected a {self.input_size}x{self.input_size} YuNet graph, got {inp.shape}")
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.score_threshold = score_threshold
+        self.nms_iou = nms_iou
+        self._grids = {s: self._grid(s) for s in _STRIDES}
+
+    def _grid(self, stride: int) -> np.ndarray:
+        n = self.input_size // stride
+        rows, cols = np.mgrid[0:n, 0:n]
+        return np.stack([cols.ravel(), rows.ravel()], axis=1).astype(np.float32)
+
+    def detect(self, bgr: np.ndarray) -> list[Subject]:
+        h, w = bgr.shape[:2]
+        scale = self.input_size / max(h, w)
+        sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
+        canvas = np.zeros((self.input_size, self.input_size, 3), np.float32)
+        canvas[:sh, :sw] = cv2.resize(bgr, (sw, sh), interpolation=cv2.INTER_LINEAR)
+        blob = canvas.transpose(2, 0, 1)[None]
+        outs = dict(zip(self.output_names, self.session.run(self.output_names, {self.input_name: blob}),
+                        strict=True))
+        boxes, scores = [], []
+        for s in _STRIDES:
+            cls = np.clip(outs[f"cls_{s}"][0, :, 0], 0.0, 1.0)
+            obj = np.clip(outs[f"obj_{s}"][0, :, 0], 0.0, 1.0)
+            score = np.sqrt(cls * obj)
+            sel = np.nonzero(score >= self.score_threshold)[0]
+            if sel.size == 0:
+                continue
+            reg = outs[f"bbox_{s}"][0, sel]
+            cell = self._grids[s][sel]
+            cx = (cell[:, 0] + reg[:, 0]) * s
+            cy = (cell[:, 1] + reg[:, 1]) * s
+            bw = np.exp(reg[:, 2]) * s
+            bh = np.exp(reg[:, 3]) * s
+            boxes.append(np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1))
+            scores.append(score[sel])
+        if not boxes:
+            return []
+        all_boxes = np.concatenate(boxes) / scale
+        all_scores = np.concatenate(scores)
+        out = []
+        for i in _nms(all_boxes, all_scores, self.nms_iou)[:50]:
+            x0, y0, x1, y1 = all_boxes[i]
+            x0, y0 = max(0.0, float(x0)), max(0.0, float(y0))
+            x1, y1 = min(float(w), float(x1)), min(float(h), float(y1))
+            if x1 - x0 >= 2 and y1 - y0 >= 2:
+                out.append(Subject(x0, y0, x1, y1, float(all_scores[i]), "face"))
+        return out
+
+
+class PersonDetector:
+    """OpenCV's built-in HOG + linear SVM pedestrian detector (no model file; opencv < 5).
+
+    It is much slower than YuNet, so the sidecar runs it on a 320 px copy and only when no face was found.
+    """
+
+    def __init__(self, width: int = 320, hit_threshold: float = 0.5) -> None:
+        self.hog = cv2.HOGDescriptor()
+        self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+        self.width = width
+        self.hit_threshold = hit_threshold
+
+    def detect(self, bgr: np.ndarray) -> list[Subject]:
+        h, w = bgr.shape[:2]
+        scale = min(1.0, self.width / w)
+        small = cv2.resize(bgr, (round(w * scale), round(h * scale))) if scale < 1.0 else bgr
+        if small.shape[0] < 128 or small.shape[1] < 64:
+            return []
+        rects, weights = self.hog.detectMultiScale(small, winStride=(8, 8), padding=(8, 8), scale=1.15)
+        out = []
+        for (x, y, rw, rh), wt in zip(rects, np.ravel(weights), strict=False):
+            if wt < self.hit_threshold:
+                continue
+            # HOG windows are loose around the body: keep the middle 60% of the width.
+            x0, x1 = (x + 0.2 * rw) / scale, (x + 0.8 * rw) / scale
+            out.append(Subject(x0, y / scale, x1, (y + rh) / scale, float(min(1.0, wt / 2.0)), "person"))
+        return out
+
+
+class SaliencyDetector:
+    """Spectral residual saliency (Hou & Zhang 2007) blended with frame-difference motion energy.
+
+    Used only when nobody is in frame, so the crop follows whatever moves or stands out rather than
+    drifting to the centre. Works on a 64 px wide grey copy; returns at most one box.
+    """
+
+    def __init__(self, width: int = 64, motion_weight: float = 0.6, memory: float = 0.7) -> None:
+        self.width = width
+        self.motion_weight = motion_weight
+        self.memory = memory  # share of the previous map kept: a blob that flickers for one frame is not a subject
+        self._prev: np.ndarray | None = None
+        self._map: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self._prev = None
+        self._map = None
+
+    def detect(self, bgr: np.ndarray) -> list[Subject]:
+        h, w = bgr.shape[:2]
+        sh = max(8, round(h * self.width / w))
+        gray = cv2.cvtColor(cv2.resize(bgr, (self.width, sh), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+        g = gray.astype(np.float32)
+        spectrum = np.fft.fft2(g)
+        log_amp = np.log(np.abs(spectrum) + 1e-6)
+        residual = log_amp - cv2.blur(log_amp, (3, 3))
+        sal = np.abs(np.fft.ifft2(np.exp(residual + 1j * np.angle(spectrum)))) ** 2
+        sal = cv2.GaussianBlur(sal.astype(np.float32), (0, 0), 2.5)
+        sal /= float(sal.max()) + 1e-9
+        if self._prev is not None and self._prev.shape == g.shape:
+            motion = cv2.GaussianBlur(np.abs(g - self._prev), (0, 0), 2.0)
+            peak = float(motion.max())
+            if peak > 8.0:  # below that it is sensor noise or compression flicker
+                sal = (1 - self.motion_weight) * sal + self.motion_weight * (motion / peak)
+        self._prev = g
+        if self._map is not None and self._map.shape == sal.shape:
+            sal = self.memory * self._map + (1 - self.memory) * sal
+        self._map = sal
+        mask = sal >= 0.5 * float(sal.max())
+        if not mask.any():
+            return []
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        if n <= 1:
+            return []
+        masses = [float(sal[labels == i].sum()) for i in range(1, n)]
+        best = 1 + int(np.argmax(masses))
+        x, y, bw, bh, _area = stats[best]
+        sx, sy = w / self.width, h / sh
+        score = float(min(1.0, masses[best - 1] / (float(sal.sum()) + 1e-9) * 2))
+        return [Subject(float(x * sx), float(y * sy), float((x + bw) * sx), float((y + bh) * sy), score, "salient")]

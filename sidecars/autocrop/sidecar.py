@@ -1,0 +1,156 @@
+"""The autocrop sidecar: small BGR frames in, a 9:16 (or 4:5, 1:1) crop window per analysed frame out.
+
+Served with ``sidecast sidecar autocrop --listen ADDR``; the core renders the vertical rendition from the
+crops (``core/croppath.py``). Options come from the command line (defaults for every stream) and from the
+stream's params sent by the core (``vertical.aspect``, ``vertical.safe_margin``, ``vertical.max_pan_speed``,
+``vertical.lookahead``), which win because they are per stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from sidecars.runtime.sdk import Handled, Sidecar
+from sidecars.runtime.types import Description, StreamInfo, VideoFrame, VideoWants
+
+from .analyzer import Analyzer
+from .detect import FaceDetector
+from .smooth import PathOptions, parse_aspect
+
+log = logging.getLogger("sidecast.autocrop")
+
+DEFAULT_FPS = 5.0
+DEFAULT_WIDTH = 480
+
+
+def _fraction(name: str, text: str, low: float, high: float) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {text!r}") from None
+    if not (low <= value <= high):
+        raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
+    return value
+
+
+def path_options(params: dict[str, str], base: PathOptions) -> PathOptions:
+    """Apply a stream's ``vertical.*`` params over ``base``; a bad value raises ValueError naming it."""
+    o = base
+    if "vertical.aspect" in params:
+        o = PathOptions(**{**o.__dict__, "aspect": parse_aspect(params["vertical.aspect"])})
+    if "vertical.safe_margin" in params:
+        o = PathOptions(**{**o.__dict__,
+                           "safe_margin": _fraction("vertical.safe_margin", params["vertical.safe_margin"], 0, 0.4)})
+    if "vertical.max_pan_speed" in params:
+        o = PathOptions(**{**o.__dict__, "max_pan_speed": _fraction(
+            "vertical.max_pan_speed", params["vertical.max_pan_speed"], 0.01, 10)})
+    if "vertical.lookahead" in params:
+        o = PathOptions(**{**o.__dict__,
+                           "lookahead": _fraction("vertical.lookahead", params["vertical.lookahead"], 0, 5)})
+    return o
+
+
+class AutocropSidecar(Sidecar):
+    """Keeps faces and people inside a vertical crop window; moves like a camera operator."""
+
+    name = "autocrop"
+    version = "1.0.0"
+
+    def __init__(self, fps: float = DEFAULT_FPS, width: int = DEFAULT_WIDTH, options: PathOptions | None = None,
+                 model: str | None = None, threads: int = 1, people: bool = True, **extra: Any) -> None:
+        super().__init__(fps=fps, width=width, model=model, threads=threads, **extra)
+        self.fps = fps
+        self.width = width
+        self.base_options = options or PathOptions()
+        self.model = model
+        self.threads = threads
+        self.people = people
+        self._faces: FaceDetector | None = None
+        self.analyzer: Analyzer | None = None
+
+    def describe(self) -> Description:
+        return Description(
+            name=self.name,
+            version=self.version,
+            video=VideoWants(fps=self.fps, width=self.width, pixel_format="bgr24"),
+            max_latency_ms=int(1000 * (self.base_options.lookahead + 2.0 / max(self.fps, 0.1))) + 500,
+            description="9:16 auto-crop: YuNet faces + HOG people + saliency, smoothed camera path",
+        )
+
+    def on_start(self, info: StreamInfo) -> Handled:
+        if self._faces is None:  # one model per instance; the runtime makes one instance per stream
+            self._faces = FaceDetector(self.model, threads=self.threads)
+        error: ValueError | None = None
+        try:
+            options = path_options(info.params, self.base_options)
+        except ValueError as exc:  # keep cropping with the defaults, and tell the core what was wrong
+            options, error = self.base_options, exc
+        self.analyzer = Analyzer(info.source_width, info.source_height, options, self._faces, self.people)
+        if error is not None:
+            raise ValueError(f"autocrop: {error}; using {options.aspect[0]}:{options.aspect[1]} defaults")
+        return None
+
+    def on_video(self, frame: VideoFrame) -> Handled:
+        if self.analyzer is None:
+            raise RuntimeError("autocrop: a frame arrived before the stream start")
+        if frame.pixel_format != "bgr24":
+            raise ValueError(f"autocrop asked for bgr24 frames, got {frame.pixel_format}")
+        return self.analyzer.analyse(frame.pts, frame.image)
+
+    def on_discontinuity(self, pts: float) -> Handled:
+        return self.analyzer.discontinuity() if self.analyzer is not None else None
+
+    def on_end(self) -> Handled:
+        return self.analyzer.flush() if self.analyzer is not None else None
+
+    def watermark(self) -> float | None:
+        """Crops are published ``lookahead`` s late: only report the time of the last crop published."""
+        return self.analyzer.published_until if self.analyzer is not None else -1.0
+
+    # ------------------------------------------------------------ CLI
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("autocrop")
+        g.add_argument("--fps", type=float, default=DEFAULT_FPS, help="analysed frames per second (default 5)")
+        g.add_argument("--width", type=int, default=DEFAULT_WIDTH, help="analysis frame width (default 480)")
+        g.add_argument("--aspect", default="9:16", help="crop aspect: 9:16 (default), 4:5, 1:1")
+        g.add_argument("--safe-margin", type=float, default=0.05,
+                       help="keep subjects this fraction of the crop away from its edges (default 0.05)")
+        g.add_argument("--max-pan-speed", type=float, default=0.5,
+                       help="fastest pan, fraction of the source width per second (default 0.5)")
+        g.add_argument("--lookahead", type=float, default=1.0,
+                       help="seconds of look-ahead before a crop is published (default 1.0)")
+        g.add_argument("--model", default=None, help="YuNet ONNX (default: models/autocrop/, or $SIDECAST_AUTOCROP_MODEL)")
+        g.add_argument("--threads", type=int, default=1, help="onnxruntime threads (default 1)")
+        g.add_argument("--no-people", action="store_true", help="skip the HOG people detector")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Callable[[], Sidecar]:
+        def fail(msg: str) -> None:
+            raise SystemExit(f"sidecast sidecar autocrop: error: {msg}")
+
+        try:
+            options = path_options({
+                "vertical.aspect": args.aspect,
+                "vertical.safe_margin": str(args.safe_margin),
+                "vertical.max_pan_speed": str(args.max_pan_speed),
+                "vertical.lookahead": str(args.lookahead),
+            }, PathOptions())
+        except ValueError as exc:
+            fail(str(exc))
+        if not (0.5 <= args.fps <= 30):
+            fail(f"--fps must be between 0.5 and 30, got {args.fps:g}")
+        if not (64 <= args.width <= 1920):
+            fail(f"--width must be between 64 and 1920, got {args.width}")
+        if args.model:
+            try:
+                FaceDetector(args.model)
+            except Exception as exc:  # a bad model path fails at start, not on the first stream
+                fail(str(exc))
+        return partial(cls, fps=args.fps, width=args.width, options=options, model=args.model,
+                       threads=max(1, args.threads), people=not args.no_people)

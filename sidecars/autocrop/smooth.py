@@ -1,0 +1,286 @@
+"""Smoothing: turns per-frame focus regions into a camera path that moves like an operator would.
+
+``CropPlanner`` is pure (no I/O, no clock): feed it one ``Observation`` per analysed frame, in media-time
+order, and it hands back the ``Crop`` records it has become sure of. It holds each frame until it has seen
+``lookahead`` seconds beyond it (or a cut), so the decision for time t uses the frames up to t+lookahead.
+
+Per shot and per axis the camera is in one of three modes, re-decided on every frame from the subject's
+motion inside the look-ahead window:
+
+- stationary: the camera holds still while the focus stays inside the crop's safe zone (plus a small
+  dead-band for detection jitter) for every frame of the window — so jitter is never chased;
+- panning: the focus comes to rest inside the window, or moves along a straight line: the camera glides
+  to the rest position / along the line;
+- tracking: the focus moves irregularly: the camera follows a least-squares trend of its centre.
+
+Moves respect a maximum speed and acceleration and brake to a stop; shot cuts jump (no smoothing across a
+cut) and reset the state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sidecars.runtime.types import Crop
+
+from .decide import Focus
+
+
+@dataclass(frozen=True)
+class PathOptions:
+    """How the camera may move. Speeds are fractions of the source width (per s, per s^2)."""
+
+    aspect: tuple[int, int] = (9, 16)
+    safe_margin: float = 0.05
+    max_pan_speed: float = 0.5
+    max_accel: float = 1.5
+    lookahead: float = 1.0
+    dead_band: float = 0.03
+    response: float = 0.3
+    hold_horizon: float = 0.4
+    trend_ahead: float = 0.6
+    trend_behind: float = 0.4
+    weak_slack: float = 0.3
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One analysed frame as the planner sees it: its time, whether a shot starts, the focus (or None)."""
+
+    t: float
+    cut: bool
+    focus: Focus | None
+
+
+def parse_aspect(text: str) -> tuple[int, int]:
+    """``"9:16"`` -> (9, 16); raises ValueError with a message a user can act on."""
+    try:
+        a, b = (int(p) for p in text.replace("/", ":").split(":"))
+    except ValueError:
+        raise ValueError(f"aspect must look like 9:16, 4:5 or 1:1, got {text!r}") from None
+    if a <= 0 or b <= 0 or max(a, b) > 100:
+        raise ValueError(f"aspect must be two positive whole numbers like 9:16, got {text!r}")
+    return a, b
+
+
+def crop_size(source_w: int, source_h: int, aspect: tuple[int, int]) -> tuple[int, int]:
+    """The largest even-sized window of ``aspect`` that fits the source (the crop never zooms in)."""
+    aw, ah = aspect
+    if source_w * ah >= source_h * aw:  # source is wider than the target: full height
+        h = source_h - source_h % 2
+        w = int(h * aw / ah)
+    else:
+        w = source_w - source_w % 2
+        h = int(w * ah / aw)
+    w, h = max(2, w - w % 2), max(2, h - h % 2)
+    return min(w, source_w - source_w % 2 or 2), min(h, source_h - source_h % 2 or 2)
+
+
+@dataclass
+class _Entry:
+    t: float
+    lo: float
+    hi: float
+    c: float
+
+
+def _fit(entries: Sequence[_Entry]) -> tuple[float, float, float]:
+    """Least-squares line c = a + b*t through the entries' centres: (a, b, rms residual)."""
+    n = len(entries)
+    mt = sum(e.t for e in entries) / n
+    mc = sum(e.c for e in entries) / n
+    var = sum((e.t - mt) ** 2 for e in entries)
+    b = 0.0 if var < 1e-9 else sum((e.t - mt) * (e.c - mc) for e in entries) / var
+    a = mc - b * mt
+    rms = math.sqrt(sum((a + b * e.t - e.c) ** 2 for e in entries) / n)
+    return a, b, rms
+
+
+class _Axis:
+    """One axis of the camera: position p of the crop centre, velocity v, and whether it is moving."""
+
+    def __init__(self, crop: float, extent: float, vmax: float, amax: float, dead_band: float,
+                 response: float, hold_horizon: float = 0.4, trend_ahead: float = 0.6) -> None:
+        self.hold_horizon, self.trend_ahead = hold_horizon, trend_ahead
+        self.crop = crop
+        self.cmin = crop / 2
+        self.cmax = extent - crop / 2
+        self.vmax, self.amax, self.dead_band, self.response = vmax, amax, dead_band, response
+        self.p = (self.cmin + self.cmax) / 2
+        self.v = 0.0
+        self.moving = False
+
+    def clamp(self, x: float) -> float:
+        return min(max(x, self.cmin), self.cmax)
+
+    def entry(self, t: float, f0: float, f1: float, margin: float, slack: float = 0.0) -> _Entry:
+        """Centres that keep [f0, f1] inside the crop with ``margin``; a point when it cannot fit.
+
+        ``slack`` widens the interval for weak signals (saliency): roughly in frame is good enough, so the
+        camera does not chase every moving car."""
+        lo, hi = f1 + margin - self.crop / 2, f0 - margin + self.crop / 2
+        if lo > hi:
+            lo = hi = (f0 + f1) / 2
+        return _Entry(t, self.clamp(lo - slack), self.clamp(hi + slack), self.clamp((f0 + f1) / 2))
+
+    def start(self, window: Sequence[_Entry]) -> str:
+        self.v, self.moving = 0.0, False
+        if not window:
+            self.p = (self.cmin + self.cmax) / 2
+            return "centered"
+        lo, hi = max(e.lo for e in window), min(e.hi for e in window)
+        if lo <= hi:  # one position frames the whole window: the one nearest to centring the focus
+            mean_c = sum(e.c for e in window) / len(window)
+            self.p = min(max(mean_c, lo), hi)
+            return "stationary"
+        a, b, rms = _fit(window)
+        self.p = self.clamp(a + b * window[0].t)
+        self.v = max(-self.vmax, min(self.vmax, b))
+        self.moving = True
+        return "panning" if rms < 0.02 * self.crop else "tracking"
+
+    def step(self, t: float, dt: float, window: Sequence[_Entry], history: Sequence[_Entry]) -> str:
+        if self.cmax - self.cmin < 0.5:  # the crop spans this whole axis: nothing to decide
+            return "stationary"
+        if not window:  # nobody to follow: come to rest where we are
+            self.v, self.moving = 0.0, False
+            return "stationary"
+        near = [e for e in window if e.t - t <= self.hold_horizon + 1e-9] or window[:1]
+        lo, hi = max(e.lo for e in near), min(e.hi for e in near)
+        db = self.dead_band
+        if not self.moving and lo - db <= self.p <= hi + db:
+            self.v = 0.0
+            return "stationary"
+        self.moving = True
+        centres = [e.c for e in window]
+        resting = max(centres) - min(centres) <= db
+        if resting:  # the focus comes to rest inside the window: glide to frame it, then stop
+            target, v_target, mode = sum(centres) / len(centres), 0.0, "panning"
+        else:  # it keeps moving: follow the trend of its centre (look-ahead plus a little history)
+            ahead = [e for e in window if e.t - t <= self.trend_ahead + 1e-9]
+            a, b, rms = _fit([*history, *ahead])
+            target, v_target = a + b * t, b
+            mode = "panning" if rms < 0.02 * self.crop else "tracking"
+        target = self.clamp(target)
+        gap = target - self.p
+        v_des = v_target + gap / self.response
+        if v_target == 0.0:  # brake so that we stop on the target instead of overshooting it
+            v_des = math.copysign(min(abs(v_des), math.sqrt(2 * self.amax * abs(gap))), gap)
+        dv = self.amax * dt
+        v = min(max(v_des, self.v - dv), self.v + dv)
+        self.v = min(max(v, -self.vmax), self.vmax)
+        new_p = self.clamp(self.p + self.v * dt)
+        if new_p in (self.cmin, self.cmax):
+            self.v = 0.0
+        self.p = new_p
+        if resting and abs(target - self.p) < 1.0:
+            self.v, self.moving = 0.0, False
+        return mode
+
+
+_MODE_RANK = {"centered": 0, "stationary": 1, "panning": 2, "tracking": 3}
+
+
+class CropPlanner:
+    """Observations in, crops out, with bounded look-ahead. See the module docstring for the behaviour."""
+
+    def __init__(self, source_w: int, source_h: int, options: PathOptions | None = None) -> None:
+        self.options = options or PathOptions()
+        o = self.options
+        self.source_w, self.source_h = source_w, source_h
+        self.crop_w, self.crop_h = crop_size(source_w, source_h, o.aspect)
+        vmax = o.max_pan_speed * source_w
+        amax = o.max_accel * source_w
+        self.ax = _Axis(self.crop_w, source_w, vmax, amax, o.dead_band * self.crop_w, o.response,
+                        o.hold_horizon, o.trend_ahead)
+        self.ay = _Axis(self.crop_h, source_h, vmax, amax, o.dead_band * self.crop_h, o.response,
+                        o.hold_horizon, o.trend_ahead)
+        self.pending: deque[Observation] = deque()
+        self.history: deque[Observation] = deque()
+        self.last_t: float | None = None
+        self.published_until = -1.0
+        self._force_cut = True
+
+    # ------------------------------------------------------------ feeding
+
+    def push(self, obs: Observation) -> list[Crop]:
+        """Add the next analysed frame; returns the crops whose look-ahead is now complete."""
+        if self.pending and obs.t <= self.pending[-1].t:
+            return []  # out of order or duplicate: the path only moves forward
+        if self._force_cut:
+            obs = Observation(obs.t, True, obs.focus)
+            self._force_cut = False
+        self.pending.append(obs)
+        out = []
+        while self.pending and self._ready():
+            out.append(self._decide())
+        return out
+
+    def flush(self) -> list[Crop]:
+        """Decide everything still pending (end of stream, or before a discontinuity)."""
+        out = []
+        while self.pending:
+            out.append(self._decide())
+        return out
+
+    def discontinuity(self) -> list[Crop]:
+        """The source jumped: publish what is pending, then treat the next frame as a new shot."""
+        out = self.flush()
+        self._force_cut = True
+        return out
+
+    # ------------------------------------------------------------ deciding
+
+    def _ready(self) -> bool:
+        head = self.pending[0]
+        if self.pending[-1].t - head.t >= self.options.lookahead - 1e-9:
+            return True
+        return any(o.cut for o in list(self.pending)[1:])
+
+    def _window(self) -> list[Observation]:
+        head = self.pending[0]
+        win = [head]
+        for o in list(self.pending)[1:]:
+            if o.cut or o.t - head.t > self.options.lookahead + 1e-9:
+                break
+            win.append(o)
+        return win
+
+    def _entries(self, obs: Sequence[Observation]) -> tuple[list[_Entry], list[_Entry]]:
+        mx = self.options.safe_margin * self.crop_w
+        my = self.options.safe_margin * self.crop_h
+        weak = self.options.weak_slack
+        ex = [self.ax.entry(o.t, o.focus.x0, o.focus.x1, mx, weak * self.crop_w if o.focus.kind == "salient" else 0)
+              for o in obs if o.focus is not None]
+        ey = [self.ay.entry(o.t, o.focus.y0, o.focus.y1, my, weak * self.crop_h if o.focus.kind == "salient" else 0)
+              for o in obs if o.focus is not None]
+        return ex, ey
+
+    def _decide(self) -> Crop:
+        window = self._window()
+        head = self.pending.popleft()
+        wx, wy = self._entries(window)
+        if head.cut:
+            self.history.clear()
+            mode = max(self.ax.start(wx), self.ay.start(wy), key=_MODE_RANK.__getitem__)
+        else:
+            dt = max(1e-3, head.t - (self.last_t if self.last_t is not None else head.t))
+            hx, hy = self._entries(self.history)
+            mx = self.ax.step(head.t, dt, wx, hx)
+            my = self.ay.step(head.t, dt, wy, hy)
+            mode = max(mx, my, key=_MODE_RANK.__getitem__)
+        self.history.append(head)
+        while self.history and head.t - self.history[0].t > self.options.trend_behind + 1e-9:
+            self.history.popleft()
+        self.last_t = head.t
+        self.published_until = head.t
+        x = int(round(self.ax.p - self.crop_w / 2))
+        y = int(round(self.ay.p - self.crop_h / 2))
+        x = min(max(x, 0), self.source_w - self.crop_w)
+        y = min(max(y, 0), self.source_h - self.crop_h)
+        conf = head.focus.confidence if head.focus is not None else 0.0
+        return Crop(t=head.t, x=x, y=y, width=self.crop_w, height=self.crop_h, mode=mode,
+                    confidence=round(conf, 3), cut=head.cut)
