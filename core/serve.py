@@ -113,7 +113,7 @@ def safe_relative_path(url_path: str) -> str:
     parts = rel.split("/")
     if any(part in ("..", ".") for part in parts):
         raise UnsafePath("path contains a . or .. segment")
-    if parts and len(parts[0]) >= 2 and parts[0][1] == ":":
+    if len(parts[0]) == 2 and parts[0][1] == ":" and parts[0][0].isalpha():
         raise UnsafePath("path looks like a drive letter")
     return posixpath.normpath(rel) if rel else ""
 
@@ -262,6 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         name = api_name(self.path)
         if name is None:
+            self.close_connection = True  # the unread body must not be parsed as the next request
             self._text(HTTPStatus.METHOD_NOT_ALLOWED, "POST is only accepted under /api/")
             return
         handler = self.server.api.get(name)

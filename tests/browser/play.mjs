@@ -36,7 +36,6 @@ const HARNESS_DIR = '/__sidecast_harness__/';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
   '--autoplay-policy=no-user-gesture-required'];
-const COLLECT_RESERVE_MS = 4000;  // time kept back from the deadline to collect the report
 
 const DEFAULTS = {
   url: null, page: false, seconds: 6, timeout: 90, interstitials: false, subtitles: false, startLevel: null,
@@ -62,7 +61,8 @@ function parseArgs(argv) {
     } else opts.url = arg;
   }
   if (!opts.url) throw new Error('no HLS url given (pass it first, or as {"url": ...})');
-  const u = new URL(opts.url);  // throws a clear "Invalid URL"
+  let u;
+  try { u = new URL(opts.url); } catch { throw new Error(`not an absolute URL: ${opts.url}`); }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error(`url must be http(s): ${opts.url}`);
   return opts;
 }
@@ -312,6 +312,8 @@ const PAGE_HTML = `<!doctype html><html><head><meta charset="utf-8"><title>sidec
 async function run(opts, report) {
   const started = Date.now();
   const deadline = started + opts.timeout * 1000;
+  // Time kept back from the deadline to collect the report and close the browser.
+  const COLLECT_RESERVE_MS = Math.min(4000, opts.timeout * 150);
   const remaining = (reserve = 0) => Math.max(1000, deadline - Date.now() - reserve);
   if (!existsSync(opts.chromium)) {
     throw new Error(`Chromium not found at ${opts.chromium}: install Debian's chromium (./dev.sh install) or set SIDECAST_CHROMIUM`);
@@ -366,6 +368,7 @@ async function run(opts, report) {
 // Page mode: open a page that plays video by itself (the server's player page) and report what the
 // first <video> did and what the page says, once it has played `seconds` or at the deadline.
 async function inspectPage(page, opts, remaining, report, crashed) {
+  const COLLECT_RESERVE_MS = Math.min(4000, opts.timeout * 150);
   await page.goto(opts.url, { timeout: remaining(COLLECT_RESERVE_MS) });
   report.stopReason = 'played';
   try {
