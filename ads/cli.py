@@ -1,0 +1,230 @@
+"""``sidecast ads``: SSAI and SGAI on playlists from the command line (VOD work and scripting).
+
+    sidecast ads stitch video/720p/index.m3u8 --ad ad/video/720p/index.m3u8 --at 30 -o stitched.m3u8
+    sidecast ads interstitials video/720p/index.m3u8 --asset-list 'https://ads.example/list?b={break_id}' \
+        --at pre --at 30 -o sgai.m3u8
+    sidecast ads serve ...        (the decisioning API, from ads/api/cli.py)
+
+Without ``--at`` the playlist's own cue tags (EXT-X-CUE-OUT/IN, SCTE35 DATERANGEs) place the breaks.
+Segment URIs in the output are rewritten so they resolve from the output file's folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .models import AdBreak
+from .playlist import MediaPlaylist, PlaylistError, is_master, parse_master, parse_media
+from .scte35 import breaks_from_playlist
+from .sgai import add_interstitials
+from .ssai import AdMedia, Placement, stitch
+
+log = logging.getLogger("sidecast.ads.cli")
+
+__all__ = ["configure"]
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as one line, exit status 2."""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``ads`` subcommands to ``parser`` (called by the core CLI for ``sidecast ads``)."""
+    sub = parser.add_subparsers(dest="ads_command", metavar="ADS_COMMAND")
+
+    def no_command(args: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        return 2
+
+    parser.set_defaults(func=no_command)
+
+    p = sub.add_parser("stitch", help="SSAI: stitch an ad into a VOD media playlist",
+                       description="Replace or insert ad segments in a VOD media playlist. With --at, the ad is "
+                       "inserted before the first segment that starts at or after each time; without --at, it "
+                       "fills the playlist's own cue-tag breaks (trimmed to the break, content resumes after).")
+    p.add_argument("media_playlist", metavar="MEDIA_PLAYLIST")
+    p.add_argument("--ad", required=True, metavar="AD_PLAYLIST", help="the ad's HLS media (or master) playlist")
+    p.add_argument("--at", action="append", default=[], metavar="SECONDS",
+                   help="insert the ad at this content time (repeatable; 0 = pre-roll, 'post' = post-roll)")
+    p.add_argument("--slate", default=None, metavar="SLATE_PLAYLIST",
+                   help="fill what the ad leaves of a cue-tag break with this slate instead of content")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.m3u8")
+    p.set_defaults(func=_guard(_stitch))
+
+    q = sub.add_parser("interstitials", help="SGAI: add HLS Interstitial DATERANGEs to a media playlist",
+                       description="Add EXT-X-DATERANGE CLASS=\"com.apple.hls.interstitial\" tags pointing at an "
+                       "asset list, one per break (adds EXT-X-PROGRAM-DATE-TIME when the playlist has none).")
+    q.add_argument("media_playlist", metavar="MEDIA_PLAYLIST")
+    q.add_argument("--asset-list", required=True, metavar="URL",
+                   help="X-ASSET-LIST URL; {break_id}, {duration} and {position} are filled in per break")
+    q.add_argument("--at", action="append", default=[], metavar="SECONDS",
+                   help="a break at this content time (repeatable; 'pre' or 'post' for pre/post-rolls)")
+    q.add_argument("--duration", type=float, default=0.0,
+                   help="seconds of content each --at break replaces (default 0: the ad is inserted)")
+    q.add_argument("--pdt-start", default="2000-01-01T00:00:00Z",
+                   help="EXT-X-PROGRAM-DATE-TIME of the first segment when the playlist has none")
+    q.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.m3u8")
+    q.set_defaults(func=_guard(_interstitials))
+
+    try:
+        from ads.api.cli import register
+    except ImportError:
+        pass
+    else:
+        register(sub)
+
+
+def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except CliError as exc:
+            print(f"sidecast ads: error: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def _read_media(path: str, what: str) -> MediaPlaylist:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CliError(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read {what} {path}: {exc}") from None
+    try:
+        if is_master(text):
+            raise CliError(f"{what} {path} is a master playlist; give one rendition's media playlist "
+                           "(e.g. video/720p/index.m3u8)")
+        return parse_media(text)
+    except PlaylistError as exc:
+        raise CliError(f"{what} {path} is not a valid HLS media playlist: {exc}") from None
+
+
+def _ad_media_playlist(ad: str, content_path: str) -> str:
+    """The ad's media playlist to use: itself, or from a master the rendition at the content's own path
+    in the core's layout (video/<name>/index.m3u8), else the first variant."""
+    try:
+        text = Path(ad).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot read ad playlist {ad}: {exc}") from None
+    if not is_master(text):
+        return ad
+    try:
+        master = parse_master(text)
+    except PlaylistError as exc:
+        raise CliError(f"ad playlist {ad} is not valid HLS: {exc}") from None
+    parts = Path(content_path).resolve().parts
+    base = Path(ad).resolve().parent
+    for n in (3, 2):
+        if len(parts) >= n:
+            cand = base.joinpath(*parts[-n:])
+            if cand.is_file():
+                return str(cand)
+    vids = [v for v in master.variants() if v.kind == "video"]
+    if not vids:
+        raise CliError(f"ad master {ad} lists no variant")
+    return str(base / vids[0].uri)
+
+
+def _rebase(uri: str, src_dir: Path, out_dir: Path) -> str:
+    """A URI relative to ``src_dir`` → one that resolves the same from ``out_dir``."""
+    if "://" in uri or uri.startswith("/"):
+        return uri
+    return os.path.relpath((src_dir / uri).resolve(), out_dir.resolve())
+
+
+def _parse_at(values: list[str], total: float, duration: float) -> list[AdBreak]:
+    out = []
+    for v in values:
+        if v.lower() == "pre":
+            t = 0.0
+        elif v.lower() == "post":
+            t = total
+        else:
+            try:
+                t = float(v)
+            except ValueError:
+                raise CliError(f"--at {v!r}: give seconds, 'pre' or 'post'") from None
+        if t < 0 or t > total + 1e-6:
+            raise CliError(f"--at {v}: outside the playlist (0 to {total:.3f} s)")
+        pos = "pre" if t <= 1e-6 else "post" if t >= total - 1e-6 else "mid"
+        out.append(AdBreak(f"at-{t:g}", t, 0.0 if pos != "mid" else duration, pos, None, "cli"))  # type: ignore[arg-type]
+    return out
+
+
+def _write(out: Path, text: str) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, out)
+
+
+def _stitch(args: argparse.Namespace) -> int:
+    content = _read_media(args.media_playlist, "media playlist")
+    if not content.endlist:
+        raise CliError(f"{args.media_playlist} is a live playlist (no EXT-X-ENDLIST); `ads stitch` works on "
+                       "VOD — live streams are stitched per session by the manifest service")
+    ad_path = _ad_media_playlist(args.ad, args.media_playlist)
+    ad = _read_media(ad_path, "ad playlist")
+    if not ad.segments:
+        raise CliError(f"ad playlist {ad_path} has no segments")
+    out_dir = args.output.resolve().parent
+    src_dir = Path(args.media_playlist).resolve().parent
+    ad_dir = Path(ad_path).resolve().parent
+    content = content.with_uris(lambda u: _rebase(u, src_dir, out_dir))
+    ad = ad.with_uris(lambda u: _rebase(u, ad_dir, out_dir))
+    slate = None
+    if args.slate:
+        sl = _read_media(args.slate, "slate playlist")
+        if not sl.segments:
+            raise CliError(f"slate playlist {args.slate} has no segments")
+        slate = sl.with_uris(lambda u: _rebase(u, Path(args.slate).resolve().parent, out_dir)).segments[0]
+    if args.at:
+        breaks = _parse_at(args.at, content.duration, 0.0)
+    else:
+        breaks = breaks_from_playlist(content)
+        if not breaks:
+            raise CliError(f"no --at given and {args.media_playlist} has no cue tags (EXT-X-CUE-OUT or SCTE35 "
+                           "DATERANGE) to place breaks")
+    media = AdMedia("cli", tuple(ad.segments))
+    result = stitch(content, [Placement(b, (media,), slate) for b in breaks])
+    _write(args.output, result.playlist.dumps())
+    n_ad = sum(1 for s in result.playlist.segments if s.uri in {a.uri for a in ad.segments})
+    print(f"stitched {len(breaks)} break(s), {n_ad} ad segment(s) → {args.output}")
+    return 0
+
+
+def _interstitials(args: argparse.Namespace) -> int:
+    from .playlist import parse_pdt
+
+    content = _read_media(args.media_playlist, "media playlist")
+    out_dir = args.output.resolve().parent
+    src_dir = Path(args.media_playlist).resolve().parent
+    content = content.with_uris(lambda u: _rebase(u, src_dir, out_dir))
+    try:
+        pdt_start = parse_pdt(args.pdt_start)
+    except ValueError:
+        raise CliError(f"--pdt-start {args.pdt_start!r} is not an ISO 8601 date-time") from None
+    if args.duration < 0:
+        raise CliError("--duration must not be negative")
+    if "://" not in args.asset_list:
+        raise CliError(f"--asset-list {args.asset_list!r} must be an absolute http(s) URL")
+    if args.at:
+        breaks = _parse_at(args.at, content.duration, args.duration)
+    else:
+        breaks = breaks_from_playlist(content)
+        if not breaks:
+            raise CliError(f"no --at given and {args.media_playlist} has no cue tags to place breaks")
+    try:
+        out = add_interstitials(content, breaks, args.asset_list, pdt_start)
+    except (PlaylistError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    _write(args.output, out.dumps())
+    print(f"added {len(breaks)} interstitial(s) → {args.output}")
+    return 0

@@ -1,0 +1,287 @@
+"""SSAI: replace the content segments of ad breaks with a pod's ad segments in one media playlist.
+
+A pure function from (content playlist, placements) to a stitched playlist, used by the per-session
+manifest service (``ads/session.py``), by ``sidecast ads stitch`` and by the benchmark. It is called once
+per rendition (video, audio, subtitles) with the same breaks, so all renditions are stitched in step.
+
+The rules it keeps (RFC 8216bis):
+- EXT-X-DISCONTINUITY where the timeline changes source: at the first segment of every ad (so also
+  between two ads of a pod), on every slate segment, and on the first content segment after ads (§4.4.4.3).
+- Live (no EXT-X-ENDLIST): **one output segment per content segment**. The break's content segments are
+  *slots*; ad segment k goes into slot k. So EXT-X-MEDIA-SEQUENCE is the origin's own and never jumps or
+  repeats, and a discontinuity sliding out of the window is counted in EXT-X-DISCONTINUITY-SEQUENCE by the
+  caller (``prior_seams``, §6.2.2). This needs ads conditioned to the content's segment duration
+  (``ads/condition.py``), which is what the service uses.
+- VOD: the break's run of content segments is replaced by the whole pod (trimmed to the break).
+- A pod shorter than the break: the remaining slots play slate when given, else the content (return to
+  content at the next segment boundary). A longer pod is trimmed at a segment boundary.
+- EXT-X-TARGETDURATION never changes in live (§6.2.1 / §4.4.3.1): an ad segment that would exceed it
+  ends the pod there. EXT-X-PROGRAM-DATE-TIME stays true: content keeps its wall clock, ad segments get
+  their slot's wall clock, and every segment carries one (§4.4.4.6, needed after a discontinuity).
+- A duration-0 break (VOD only) inserts the pod between segments without replacing content.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from .models import AdBreak
+from .playlist import MediaPlaylist, Segment, target_duration_for
+
+log = logging.getLogger("sidecast.ads.ssai")
+
+_EPS = 0.1  # seconds: segment times are compared with this tolerance (EXTINF rounding, audio vs video)
+
+
+@dataclass(frozen=True, slots=True)
+class AdMedia:
+    """One ad of a pod for one rendition: its segments with the URIs the output should carry."""
+
+    creative_id: str
+    segments: tuple[Segment, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """A break and what fills it for one rendition. ``ads`` empty = the content plays (a fallback)."""
+
+    brk: AdBreak
+    ads: tuple[AdMedia, ...] = ()
+    slate: Segment | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stitched:
+    playlist: MediaPlaylist
+    seams: tuple[int, ...]   # media sequence numbers where stitching added a discontinuity
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    seg: Segment
+    ad: int      # index of the ad in the pod
+    first: bool  # first segment of its ad
+
+
+def _pod_entries(p: Placement, limit: float, target: int | None, max_count: int | None) -> list[_Entry]:
+    """The pod's segments in play order, trimmed at a segment boundary to fit ``limit`` seconds."""
+    out: list[_Entry] = []
+    total = 0.0
+    for ai, ad in enumerate(p.ads):
+        for si, seg in enumerate(ad.segments):
+            if limit > 0 and total + seg.duration > limit + _EPS:
+                return out
+            if target is not None and math.floor(seg.duration + 0.5) > target:
+                log.warning("ad %s segment %s is %.3f s, longer than the target duration %d s: pod ends there",
+                            ad.creative_id, seg.uri, seg.duration, target)
+                return out
+            if max_count is not None and len(out) >= max_count:
+                return out
+            out.append(_Entry(seg, ai, si == 0))
+            total += seg.duration
+    return out
+
+
+def _offsets(content: MediaPlaylist, brk: AdBreak) -> list[float | None]:
+    """Each segment's start relative to the break start (wall clock when both sides have it)."""
+    times = content.segment_times()
+    pdts = content.program_date_times() if brk.start_date is not None else [None] * len(times)
+    out: list[float | None] = []
+    for t, pdt in zip(times, pdts, strict=True):
+        if brk.start_date is not None and pdt is not None:
+            out.append((pdt - brk.start_date).total_seconds())
+        elif brk.start_date is not None and not content.endlist:
+            out.append(None)  # a live break placed by wall clock cannot be placed on a segment without one
+        else:
+            out.append(t - brk.start)
+    return out
+
+
+def nominal_duration(content: MediaPlaylist) -> float:
+    """The content's usual segment duration (median, to 0.1 s): the width of one slot."""
+    ds = sorted(s.duration for s in content.segments)
+    if not ds:
+        return float(content.target_duration or 1)
+    return max(round(ds[len(ds) // 2], 1), 0.1)
+
+
+_CUE_PREFIXES = ("#EXT-X-CUE", "#EXT-OATCLS-SCTE35", "#EXT-X-ASSET", "#EXT-X-SCTE35")
+
+
+def _strip_cues(content: MediaPlaylist) -> MediaPlaylist:
+    """Drop the origin's cue tags: the breaks they signal are stitched, no one downstream should act again."""
+    if not any(s.tags for s in content.segments):
+        return content
+    segs = [s if not s.tags else replace(s, tags=tuple(t for t in s.tags if not t.startswith(_CUE_PREFIXES)))
+            for s in content.segments]
+    return replace(content, segments=segs)
+
+
+def stitch(content: MediaPlaylist, placements: Sequence[Placement], prior_seams: int = 0,
+           slot: float | None = None) -> Stitched:
+    """Stitch ``placements`` into ``content``; live or VOD by the playlist's EXT-X-ENDLIST."""
+    content = _strip_cues(content)
+    if content.endlist:
+        return _stitch_vod(content, placements)
+    return _stitch_live(content, placements, prior_seams, slot or nominal_duration(content))
+
+
+def _ad_segment(entry: _Entry, pdt: datetime | None, disc: bool) -> Segment:
+    s = entry.seg
+    return Segment(s.uri, s.duration, s.title, disc, pdt, s.tags, ())
+
+
+def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_seams: int,
+                 slot: float) -> Stitched:
+    n = len(content.segments)
+    # Per segment: (placement index, slot index) when it lies inside a break.
+    where: list[tuple[int, int] | None] = [None] * n
+    after: list[int | None] = [None] * n   # placement whose break ends right before this segment
+    entries: list[list[_Entry]] = []
+    for pi, p in enumerate(placements):
+        brk = p.brk
+        if brk.duration <= 0:
+            log.warning("ignoring break %s in a live playlist: a live break must replace content (duration > 0)",
+                        brk.id)
+            entries.append([])
+            continue
+        nslots = max(1, int(math.ceil((brk.duration - _EPS) / slot)))
+        entries.append(_pod_entries(p, brk.duration, content.target_duration, nslots))
+        for i, o in enumerate(_offsets(content, brk)):
+            if o is None:
+                continue
+            if -_EPS <= o < brk.duration - _EPS:
+                if where[i] is None:
+                    where[i] = (pi, int(round(o / slot)))
+            elif brk.duration - _EPS <= o < brk.duration - _EPS + slot - _EPS and after[i] is None:
+                after[i] = pi
+
+    def source(pi: int, j: int) -> tuple[str, int]:
+        """What plays in slot j of placement pi: ('ad', k), ('slate', j) or ('content', 0)."""
+        if j < 0:
+            return ("content", 0)
+        es = entries[pi]
+        if j < len(es):
+            return ("ad", es[j].ad)
+        if placements[pi].slate is not None and es:
+            return ("slate", j)
+        return ("content", 0)
+
+    pdts = content.program_date_times()
+    out: list[Segment] = []
+    seams: list[int] = []
+    for i, seg in enumerate(content.segments):
+        msn = content.media_sequence + i
+        w = where[i]
+        if w is None:
+            disc = seg.discontinuity
+            if after[i] is not None:
+                pi = after[i]
+                nslots = max(1, int(math.ceil((placements[pi].brk.duration - _EPS) / slot)))
+                if source(pi, nslots - 1)[0] != "content":
+                    disc = True
+            new = seg if disc == seg.discontinuity else replace(seg, discontinuity=disc)
+            if pdts[i] is not None and new.program_date_time is None:
+                new = replace(new, program_date_time=pdts[i])
+        else:
+            pi, j = w
+            src, prev = source(pi, j), source(pi, j - 1)
+            es = entries[pi]
+            if src[0] == "ad":
+                e = es[j]
+                disc = seg.discontinuity or e.first or prev != src
+                new = _ad_segment(e, pdts[i], disc)
+            elif src[0] == "slate":
+                sl = placements[pi].slate
+                assert sl is not None
+                # Slate plays the slot's length at most: the next slot starts on the content's clock.
+                new = Segment(sl.uri, min(sl.duration, seg.duration), sl.title, True, pdts[i], sl.tags, ())
+                disc = True
+            else:
+                disc = seg.discontinuity or prev[0] != "content"
+                new = seg if disc == seg.discontinuity else replace(seg, discontinuity=disc)
+                if pdts[i] is not None and new.program_date_time is None:
+                    new = replace(new, program_date_time=pdts[i])
+            # DATERANGEs of the origin stay with their slot (they describe the content timeline).
+            if seg.dateranges and new.dateranges != seg.dateranges:
+                new = replace(new, dateranges=seg.dateranges)
+        if new.discontinuity and not seg.discontinuity:
+            seams.append(msn)
+        out.append(new)
+    pl = replace(content, segments=out, discontinuity_sequence=content.discontinuity_sequence + prior_seams,
+                 header_tags=list(content.header_tags), trailing_dateranges=list(content.trailing_dateranges),
+                 trailing_tags=list(content.trailing_tags))
+    return Stitched(pl, tuple(seams))
+
+
+def _stitch_vod(content: MediaPlaylist, placements: Sequence[Placement]) -> Stitched:
+    pdts = content.program_date_times()
+    offs = [_offsets(content, p.brk) for p in placements]
+    pods = [_pod_entries(p, p.brk.duration, None, None) for p in placements]
+    pod_end: dict[int, float] = {}       # placement -> where its pod ended, relative to the break start
+    inserted = [False] * len(placements)
+    out: list[Segment] = []
+    prev_src: tuple[str, int] = ("content", 0)
+
+    def emit_pod(pi: int, pdt0: datetime | None) -> float:
+        nonlocal prev_src
+        t = 0.0
+        for e in pods[pi]:
+            src = ("ad", pi * 10_000 + e.ad)
+            pdt = pdt0 + timedelta(seconds=t) if pdt0 is not None else None
+            out.append(_ad_segment(e, pdt, e.first or src != prev_src))
+            prev_src = src
+            t += e.seg.duration
+        return t
+
+    def content_seg(i: int, seg: Segment) -> None:
+        nonlocal prev_src
+        disc = seg.discontinuity or prev_src[0] != "content"
+        out.append(replace(seg, discontinuity=disc, program_date_time=pdts[i]))
+        prev_src = ("content", 0)
+
+    for i, seg in enumerate(content.segments):
+        # Insertions (duration-0 breaks) go before the first segment at or after their time.
+        for pi, p in enumerate(placements):
+            o = offs[pi][i]
+            if p.brk.duration <= 0 and not inserted[pi] and o is not None and o >= -_EPS:
+                inserted[pi] = True
+                emit_pod(pi, pdts[i])
+        hit = None
+        for pi, p in enumerate(placements):
+            o = offs[pi][i]
+            if p.brk.duration > 0 and o is not None and -_EPS <= o < p.brk.duration - _EPS:
+                hit = (pi, o)
+                break
+        if hit is None:
+            content_seg(i, seg)
+            continue
+        pi, o = hit
+        p = placements[pi]
+        if pi not in pod_end:
+            pod_end[pi] = o + emit_pod(pi, pdts[i])
+        if o < pod_end[pi] - _EPS:
+            continue  # covered by the pod; content returns at the next segment boundary after it
+        if p.slate is not None and pods[pi]:
+            sl = p.slate
+            out.append(Segment(sl.uri, min(sl.duration, seg.duration), sl.title, True, pdts[i], sl.tags, ()))
+            prev_src = ("slate", i)
+            continue
+        content_seg(i, seg)
+    # Insertions at or after the end (post-rolls).
+    if content.segments:
+        last = pdts[-1]
+        pdt_end = last + timedelta(seconds=content.segments[-1].duration) if last is not None else None
+        for pi, p in enumerate(placements):
+            if p.brk.duration <= 0 and not inserted[pi]:
+                emit_pod(pi, pdt_end)
+                inserted[pi] = True
+    seams = tuple(content.media_sequence + i for i, s in enumerate(out) if s.discontinuity)
+    target = max(content.target_duration, target_duration_for(s.duration for s in out))
+    pl = replace(content, segments=out, target_duration=target, header_tags=list(content.header_tags),
+                 trailing_dateranges=list(content.trailing_dateranges), trailing_tags=list(content.trailing_tags))
+    return Stitched(pl, seams)

@@ -1,0 +1,123 @@
+"""Small real media for the ads tests, made with Debian's ffmpeg in the core's output layout.
+
+    OUT/master.m3u8                  EXT-X-MEDIA audio "aud" + subtitles "subs", one STREAM-INF per rendition
+    OUT/video/<name>/index.m3u8      video-only MPEG-TS segments (2 s, closed GOPs)
+    OUT/audio/index.m3u8             AAC-in-TS segments
+    OUT/subs/en/index.m3u8           WebVTT segments
+
+Every segment gets a true EXT-X-PROGRAM-DATE-TIME from a fixed start, so tests are deterministic.
+320x180 and a few seconds: cheap on two shared cores.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from ads.playlist import parse_media
+
+T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+RENDITIONS = (("180p", 320, 180, 300_000), ("144p", 256, 144, 200_000))
+
+
+def _ffmpeg(args: list[str]) -> None:
+    r = subprocess.run(["ffmpeg", "-nostdin", "-y", "-v", "error", *args], capture_output=True, text=True,
+                       timeout=120)
+    if r.returncode != 0:
+        raise RuntimeError(f"ffmpeg failed: {r.stderr.strip()[-500:]}")
+
+
+def _add_pdt(playlist: Path, start: datetime) -> None:
+    pl = parse_media(playlist.read_text())
+    t = start
+    segs = []
+    for s in pl.segments:
+        segs.append(s.__class__(s.uri, s.duration, s.title, s.discontinuity, t, s.tags, s.dateranges))
+        t = t + timedelta(seconds=s.duration)
+    pl.segments = segs
+    playlist.write_text(pl.dumps())
+
+
+def make_content(out: Path, seconds: int = 12, seg: int = 2, tone: int = 440, subs: bool = True,
+                 renditions: tuple[tuple[str, int, int, int], ...] = RENDITIONS) -> Path:
+    """A VOD stream in the core's layout; returns the master playlist."""
+    out.mkdir(parents=True, exist_ok=True)
+    n = len(renditions)
+    fc = f"[0:v]split={n}" + "".join(f"[s{i}]" for i in range(n)) + ";" + ";".join(
+        f"[s{i}]scale={w}:{h},format=yuv420p[v{i}]" for i, (_, w, h, _) in enumerate(renditions))
+    args = ["-f", "lavfi", "-i", f"testsrc2=size=320x180:rate=25:duration={seconds}",
+            "-f", "lavfi", "-i", f"sine=frequency={tone}:sample_rate=48000:duration={seconds}",
+            "-filter_complex", fc]
+    hls = ["-f", "hls", "-hls_time", str(seg), "-hls_playlist_type", "vod", "-hls_segment_type", "mpegts"]
+    for i, (name, _, _, bw) in enumerate(renditions):
+        d = out / "video" / name
+        d.mkdir(parents=True, exist_ok=True)
+        args += ["-map", f"[v{i}]", "-an", "-c:v", "libx264", "-preset", "ultrafast", "-profile:v", "high",
+                 "-g", str(25 * seg), "-keyint_min", str(25 * seg), "-sc_threshold", "0",
+                 "-b:v", str(bw), *hls, "-hls_segment_filename", str(d / "seg_%06d.ts"), str(d / "index.m3u8")]
+    (out / "audio").mkdir(exist_ok=True)
+    args += ["-map", "1:a", "-vn", "-c:a", "aac", "-b:a", "64k", "-ac", "2", *hls,
+             "-hls_segment_filename", str(out / "audio" / "seg_%06d.ts"), str(out / "audio" / "index.m3u8")]
+    _ffmpeg(args)
+    for p in list((out / "video").glob("*/index.m3u8")) + [out / "audio" / "index.m3u8"]:
+        _add_pdt(p, T0)
+    lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-INDEPENDENT-SEGMENTS",
+             '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="aud",NAME="main",DEFAULT=YES,AUTOSELECT=YES,CHANNELS="2",'
+             'URI="audio/index.m3u8"']
+    subs_attr = ""
+    if subs:
+        d = out / "subs" / "en"
+        d.mkdir(parents=True, exist_ok=True)
+        sl = ["#EXTM3U", "#EXT-X-VERSION:3", f"#EXT-X-TARGETDURATION:{seg}", "#EXT-X-MEDIA-SEQUENCE:0",
+              "#EXT-X-PLAYLIST-TYPE:VOD"]
+        for k in range(seconds // seg):
+            a, b = k * seg, (k + 1) * seg
+            (d / f"seg_{k:06d}.vtt").write_text(
+                "WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:126000,LOCAL:00:00:00.000\n\n"
+                f"00:00:{a:02d}.000 --> 00:00:{b:02d}.000\ncontent caption {k}\n")
+            sl += ["#EXT-X-PROGRAM-DATE-TIME:" + (T0 + timedelta(seconds=a)).isoformat(timespec="milliseconds")
+                   .replace("+00:00", "Z"), f"#EXTINF:{seg}.0,", f"seg_{k:06d}.vtt"]
+        sl.append("#EXT-X-ENDLIST")
+        (d / "index.m3u8").write_text("\n".join(sl) + "\n")
+        lines.append('#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs",NAME="English",LANGUAGE="en",DEFAULT=NO,'
+                     'AUTOSELECT=YES,URI="subs/en/index.m3u8"')
+        subs_attr = ',SUBTITLES="subs"'
+    for name, w, h, bw in renditions:
+        lines.append(f'#EXT-X-STREAM-INF:BANDWIDTH={bw + 70_000},RESOLUTION={w}x{h},FRAME-RATE=25.000,'
+                     f'CODECS="avc1.640015,mp4a.40.2",AUDIO="aud"{subs_attr}')
+        lines.append(f"video/{name}/index.m3u8")
+    (out / "master.m3u8").write_text("\n".join(lines) + "\n")
+    return out / "master.m3u8"
+
+
+def make_creative(path: Path, seconds: float = 4, color: str = "red", tone: int = 880,
+                  size: str = "426x240", rate: int = 30) -> Path:
+    """An ad creative as a plain MP4 (different size and frame rate from the content, on purpose)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _ffmpeg(["-f", "lavfi", "-i", f"color=c={color}:size={size}:rate={rate}:duration={seconds}",
+             "-f", "lavfi", "-i", f"sine=frequency={tone}:sample_rate=44100:duration={seconds}",
+             "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-ac", "1", "-shortest", str(path)])
+    return path
+
+
+def add_cue_tags(playlist: Path, out_at: int, n_segments: int, duration: float | None = None) -> None:
+    """Mark segments [out_at, out_at + n) as an ad break with EXT-X-CUE-OUT/-CONT/-IN (in place)."""
+    pl = parse_media(playlist.read_text())
+    dur = duration if duration is not None else sum(s.duration for s in pl.segments[out_at:out_at + n_segments])
+    segs = []
+    elapsed = 0.0
+    for i, s in enumerate(pl.segments):
+        tags = list(s.tags)
+        if i == out_at:
+            tags.append(f"#EXT-X-CUE-OUT:{dur:g}")
+        elif out_at < i < out_at + n_segments:
+            tags.append(f"#EXT-X-CUE-OUT-CONT:ElapsedTime={elapsed:g},Duration={dur:g}")
+        elif i == out_at + n_segments:
+            tags.append("#EXT-X-CUE-IN")
+        if out_at <= i < out_at + n_segments:
+            elapsed += s.duration
+        segs.append(s.__class__(s.uri, s.duration, s.title, s.discontinuity, s.program_date_time, tuple(tags),
+                                s.dateranges))
+    pl.segments = segs
+    playlist.write_text(pl.dumps())
