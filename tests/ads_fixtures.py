@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import uvicorn
 
 from ads.api.app import create_app
@@ -74,12 +73,6 @@ def redis_server() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
 
 
 # ------------------------------------------------------------------ loopback "ad server" + tracking endpoints
@@ -152,12 +145,6 @@ def ad_server() -> Iterator[AdServer]:
     finally:
         httpd.shutdown()
         httpd.server_close()
-
-
-@pytest.fixture
-def upstream() -> Iterator[AdServer]:
-    with ad_server() as s:
-        yield s
 
 
 # ------------------------------------------------------------------ the API under uvicorn
