@@ -197,6 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
     server_version = "sidecast"
+    sys_version = ""  # no Python version in the Server header
     timeout = 60  # an idle keep-alive connection must not pin a thread forever
 
     # -- plumbing ---------------------------------------------------------------------------------
