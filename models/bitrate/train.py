@@ -1,0 +1,301 @@
+"""Train the bitrate model from the committed corpus table and export it as ONNX.
+
+    .venv/bin/python models/bitrate/train.py                 # corpus.csv -> bitrate.onnx + metrics.json
+
+The model is a one-hidden-layer MLP (tanh) written in numpy and trained with Adam on the ``train`` rows of
+``corpus.csv``: inputs are ``sidecars.bitrate.model.model_inputs`` (content features, rendition height,
+CRF), outputs are the measured VMAF and log2(kbit/s). The hidden width and weight decay are chosen by
+grouped cross-validation over training clips (a clip is never split between folds). The ``eval`` rows are
+touched only once, at the end, to report the held-out error that the model card quotes.
+
+Training needs only numpy and the ``onnx`` package (dev extra); inference needs only onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from sidecars.bitrate.features import FEATURE_NAMES  # noqa: E402
+from sidecars.bitrate.model import CRF_GRID, Policy, choose_crf, model_inputs  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+SEED = 20261125
+WIDTHS = (8, 16, 24)
+DECAYS = (1e-3, 1e-2)
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def load_corpus(path: Path) -> dict[str, np.ndarray]:
+    """The corpus table as column arrays (strings for names, floats for numbers)."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise ValueError(f"{path} has no rows")
+    out: dict[str, np.ndarray] = {}
+    for key in rows[0]:
+        values = [r[key] for r in rows]
+        try:
+            out[key] = np.array([float(v) for v in values])
+        except ValueError:
+            out[key] = np.array(values)
+    return out
+
+
+def design(table: dict[str, np.ndarray], mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    feats = np.column_stack([table[n][mask] for n in FEATURE_NAMES])
+    x = model_inputs(feats, table["height"][mask], table["crf"][mask]).astype(np.float64)
+    y = np.column_stack([table["vmaf"][mask], np.log2(np.maximum(table["kbps"][mask], 1.0))])
+    return x, y
+
+
+# ---------------------------------------------------------------------------- the MLP
+
+
+class Mlp:
+    """x -> standardise -> tanh(W1) -> W2 -> un-standardise; the exact graph the ONNX file holds."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, hidden: int, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        self.x_mu, self.x_sd = x.mean(0), x.std(0) + 1e-6
+        self.y_mu, self.y_sd = y.mean(0), y.std(0) + 1e-6
+        d = x.shape[1]
+        self.w1 = rng.normal(0, 1 / np.sqrt(d), (d, hidden))
+        self.b1 = np.zeros(hidden)
+        self.w2 = rng.normal(0, 1 / np.sqrt(hidden), (hidden, y.shape[1]))
+        self.b2 = np.zeros(y.shape[1])
+
+    def params(self) -> list[np.ndarray]:
+        return [self.w1, self.b1, self.w2, self.b2]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        h = np.tanh(((x - self.x_mu) / self.x_sd) @ self.w1 + self.b1)
+        return (h @ self.w2 + self.b2) * self.y_sd + self.y_mu
+
+    def fit(self, x: np.ndarray, y: np.ndarray, decay: float, steps: int = 4000, lr: float = 0.01) -> Mlp:
+        xs = (x - self.x_mu) / self.x_sd
+        ys = (y - self.y_mu) / self.y_sd
+        params = self.params()
+        m = [np.zeros_like(p) for p in params]
+        v = [np.zeros_like(p) for p in params]
+        n = len(xs)
+        for t in range(1, steps + 1):
+            h = np.tanh(xs @ self.w1 + self.b1)
+            err = (h @ self.w2 + self.b2 - ys) / n
+            g_w2 = h.T @ err + decay * self.w2
+            g_b2 = err.sum(0)
+            dh = (err @ self.w2.T) * (1 - h * h)
+            g_w1 = xs.T @ dh + decay * self.w1
+            g_b1 = dh.sum(0)
+            for i, (p, g) in enumerate(zip(params, (g_w1, g_b1, g_w2, g_b2), strict=True)):
+                m[i] = 0.9 * m[i] + 0.1 * g
+                v[i] = 0.999 * v[i] + 0.001 * g * g
+                p -= lr * (m[i] / (1 - 0.9**t)) / (np.sqrt(v[i] / (1 - 0.999**t)) + 1e-8)
+        return self
+
+
+def export_onnx(net: Mlp, path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def const(name: str, arr: np.ndarray) -> onnx.TensorProto:
+        return numpy_helper.from_array(np.asarray(arr, dtype=np.float32), name)
+
+    d = net.w1.shape[0]
+    nodes = [
+        helper.make_node("Sub", ["x", "x_mu"], ["xc"]),
+        helper.make_node("Div", ["xc", "x_sd"], ["xs"]),
+        helper.make_node("MatMul", ["xs", "w1"], ["h0"]),
+        helper.make_node("Add", ["h0", "b1"], ["h1"]),
+        helper.make_node("Tanh", ["h1"], ["h"]),
+        helper.make_node("MatMul", ["h", "w2"], ["o0"]),
+        helper.make_node("Add", ["o0", "b2"], ["o1"]),
+        helper.make_node("Mul", ["o1", "y_sd"], ["o2"]),
+        helper.make_node("Add", ["o2", "y_mu"], ["y"]),
+    ]
+    inits = [const("x_mu", net.x_mu), const("x_sd", net.x_sd), const("w1", net.w1), const("b1", net.b1),
+             const("w2", net.w2), const("b2", net.b2), const("y_sd", net.y_sd), const("y_mu", net.y_mu)]
+    graph = helper.make_graph(
+        nodes, "sidecast_bitrate",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", d])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="sidecast")
+    model.ir_version = 8
+    model.doc_string = ("sidecast bitrate model: segment features + height + CRF -> [VMAF (v0.6.1, at the "
+                        "rendition's resolution), log2 kbit/s]. See models/bitrate/README.md.")
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+def crf_for_target(crfs: np.ndarray, vmaf: np.ndarray, target: float) -> float:
+    """Highest CRF reaching ``target`` on a (monotone-ised) measured or predicted curve, interpolated."""
+    order = np.argsort(crfs)
+    c, v = crfs[order], np.minimum.accumulate(vmaf[order])
+    if v[0] < target:
+        return float(c[0])
+    if v[-1] >= target:
+        return float(c[-1])
+    i = int(np.nonzero(v < target)[0][0])  # first CRF below target; the crossing is between i-1 and i
+    frac = (v[i - 1] - target) / max(v[i - 1] - v[i], 1e-9)
+    return float(c[i - 1] + frac * (c[i] - c[i - 1]))
+
+
+def heldout_metrics(table: dict[str, np.ndarray], predict, target: float) -> dict[str, float]:
+    """Errors on the eval rows: VMAF and rate per encode, and CRF-for-target per (segment, height)."""
+    mask = table["split"] == "eval"
+    x, y = design(table, mask)
+    pred = predict(x)
+    vmaf_err = pred[:, 0] - y[:, 0]
+    rate_err = pred[:, 1] - y[:, 1]
+    keys = [(c, s, h) for c, s, h in zip(table["clip"][mask], table["segment"][mask], table["height"][mask],
+                                          strict=True)]
+    crf_errs = []
+    for key in sorted(set(keys)):
+        sel = np.array([k == key for k in keys])
+        crfs = x[sel, -1] * 6.0 + 26.0
+        crf_errs.append(crf_for_target(crfs, pred[sel, 0], target) - crf_for_target(crfs, y[sel, 0], target))
+    crf_err = np.array(crf_errs)
+    return {
+        "eval_rows": int(mask.sum()),
+        "vmaf_mae": round(float(np.abs(vmaf_err).mean()), 3),
+        "vmaf_bias": round(float(vmaf_err.mean()), 3),
+        "rate_mae_pct": round(float((2.0 ** np.abs(rate_err) - 1.0).mean() * 100), 2),
+        "crf_for_target_mae": round(float(np.abs(crf_err).mean()), 3),
+        "crf_for_target_max": round(float(np.abs(crf_err).max()), 3),
+    }
+
+
+def simulate(table: dict[str, np.ndarray], mask: np.ndarray, predict, policy: Policy, static_crf: float = 23.0
+             ) -> dict[str, float]:
+    """What a policy would do against the measured curves: bits saved and VMAF change versus static CRF.
+
+    Per (segment, height) the model's curves pick a CRF (as in the sidecar); bits and VMAF at that CRF are
+    read off the measured points (log-linear for bits, linear for VMAF; CRFs outside the measured range
+    are evaluated at its end). Savings are over all bits; VMAF deltas are per clip (mean over its
+    segments and heights), as in bench/bitrate.py.
+    """
+    keys = sorted(set(zip(table["clip"][mask], table["segment"][mask], table["height"][mask], strict=True)))
+    per_clip: dict[str, list[float]] = {}
+    for clip, seg, height in keys:
+        sel = mask & (table["clip"] == clip) & (table["segment"] == seg) & (table["height"] == height)
+        order = np.argsort(table["crf"][sel])
+        crfs, vm, bits = (table[k][sel][order] for k in ("crf", "vmaf", "bits"))
+        feats = np.column_stack([table[n][sel][:1] for n in FEATURE_NAMES])
+        x = model_inputs(np.repeat(feats, len(CRF_GRID), 0), np.full(len(CRF_GRID), height), CRF_GRID)
+        pred = predict(x)
+        crf = choose_crf(CRF_GRID, pred[:, 0], static_crf, policy, kbps=2.0 ** pred[:, 1])
+        crf = float(np.clip(crf, crfs[0], crfs[-1]))
+        b_static = 2.0 ** np.interp(static_crf, crfs, np.log2(bits))
+        b_hint = 2.0 ** np.interp(crf, crfs, np.log2(bits))
+        acc = per_clip.setdefault(str(clip), [0.0, 0.0, 0.0, 0.0])
+        acc[0] += b_static
+        acc[1] += b_hint
+        acc[2] += float(np.interp(crf, crfs, vm) - np.interp(static_crf, crfs, vm))
+        acc[3] += 1
+    static = sum(a[0] for a in per_clip.values())
+    hinted = sum(a[1] for a in per_clip.values())
+    deltas = [a[2] / a[3] for a in per_clip.values()]
+    return {"saved_pct": round(100 * (1 - hinted / static), 2), "mean_vmaf_delta": round(float(np.mean(deltas)), 3),
+            "worst_clip_vmaf_delta": round(float(np.min(deltas)), 3)}
+
+
+def grouped_cv(table: dict[str, np.ndarray], hidden: int, decay: float, folds: int = 5
+               ) -> tuple[float, dict[str, Mlp]]:
+    """Out-of-fold VMAF MAE over training clips, and the fold models (keyed by the clips they did not see)."""
+    train = table["split"] == "train"
+    clips = sorted(set(table["clip"][train]))
+    rng = np.random.default_rng(SEED)
+    rng.shuffle(clips)
+    errs = []
+    fold_of: dict[str, Mlp] = {}
+    for k in range(folds):
+        held = set(clips[k::folds])
+        in_held = np.array([c in held for c in table["clip"]])
+        xa, ya = design(table, train & ~in_held)
+        xb, yb = design(table, train & in_held)
+        net = Mlp(xa, ya, hidden, SEED + k).fit(xa, ya, decay)
+        errs.append(np.abs(net.forward(xb)[:, 0] - yb[:, 0]))
+        fold_of.update({c: net for c in held})
+    return float(np.concatenate(errs).mean()), fold_of
+
+
+def choose_slope(table: dict[str, np.ndarray], fold_of: dict[str, Mlp]) -> tuple[float, list[dict]]:
+    """The exchange rate (VMAF per Mbit/s) of the slope policy, chosen on training clips only.
+
+    Each training clip is decided by the fold model that never saw it, so the choice reflects the model's
+    real errors. Picks the rate that saves the most bits while keeping the mean VMAF change >= +0.1 (a
+    margin for model error) and no clip more than 0.8 VMAF worse; falls back to the safest rate.
+    """
+    trials = []
+    for lam in (2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0):
+        res_by_clip = []
+        for clip, net in fold_of.items():
+            mask = table["clip"] == clip
+            res_by_clip.append((clip, simulate(table, mask, net.forward, Policy(vmaf_per_mbps=lam))))
+        # combine per-clip results: bits weighted by each clip's static bits
+        static_bits = {c: float(table["bits"][(table["clip"] == c) & (table["crf"] == 23)].sum())
+                       for c, _ in res_by_clip}
+        total = sum(static_bits.values())
+        saved = sum(static_bits[c] * r["saved_pct"] for c, r in res_by_clip) / total
+        deltas = [r["mean_vmaf_delta"] for _, r in res_by_clip]
+        trials.append({"vmaf_per_mbps": lam, "saved_pct": round(saved, 2),
+                       "mean_vmaf_delta": round(float(np.mean(deltas)), 3),
+                       "worst_clip_vmaf_delta": round(float(np.min(deltas)), 3)})
+        print(f"slope {lam:5.1f} VMAF/Mbit/s on training clips (out of fold): saved {saved:5.1f}%, "
+              f"mean VMAF {np.mean(deltas):+.2f}, worst clip {np.min(deltas):+.2f}", flush=True)
+    ok = [t for t in trials if t["mean_vmaf_delta"] >= 0.1 and t["worst_clip_vmaf_delta"] >= -0.8]
+    best = max(ok, key=lambda t: t["saved_pct"]) if ok else max(trials, key=lambda t: t["mean_vmaf_delta"])
+    return float(best["vmaf_per_mbps"]), trials
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpus", type=Path, default=HERE / "corpus.csv")
+    ap.add_argument("-o", "--output", type=Path, default=HERE / "bitrate.onnx")
+    args = ap.parse_args(argv)
+    table = load_corpus(args.corpus)
+    best = None
+    for hidden in WIDTHS:
+        for decay in DECAYS:
+            err, folds = grouped_cv(table, hidden, decay)
+            print(f"cv hidden={hidden:2d} decay={decay:g}: VMAF MAE {err:.3f}", flush=True)
+            if best is None or err < best[0]:
+                best = (err, hidden, decay, folds)
+    assert best is not None
+    _, hidden, decay, folds = best
+    slope, trials = choose_slope(table, folds)
+    x, y = design(table, table["split"] == "train")
+    net = Mlp(x, y, hidden, SEED).fit(x, y, decay)
+    export_onnx(net, args.output)
+    target = Policy().target_vmaf
+    evals = table["split"] == "eval"
+    metrics = {
+        "hidden": hidden, "decay": decay, "train_rows": int(len(x)), "cv_vmaf_mae": round(best[0], 3),
+        "target_vmaf": target, **heldout_metrics(table, net.forward, target),
+        "chosen_vmaf_per_mbps": slope, "slope_trials_train_oof": trials,
+        "eval_simulated_slope": simulate(table, evals, net.forward, Policy(vmaf_per_mbps=slope)),
+        "eval_simulated_target": simulate(table, evals, net.forward, Policy(mode="target")),
+    }
+    (args.output.with_name("metrics.json")).write_text(json.dumps(metrics, indent=2) + "\n")
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,137 @@
+"""Encode a segment the way the core does and measure its VMAF: the yardstick of the corpus and the bench.
+
+Encoding uses PyAV's libx264 with ``core.ladder.x264_options`` (capped CRF, one closed GOP per segment),
+so a training label means exactly what it will mean in the core. VMAF (model vmaf_v0.6.1, built into
+libvmaf) is measured with the static FFmpeg shipped in the ``imageio-ffmpeg`` wheel, because Debian's and
+PyAV's FFmpeg are built without libvmaf. Quality is measured at the rendition's own resolution: the
+reference is the source scaled to the rendition size with the same scaler the encode input used.
+
+Training and benchmarking only: the sidecar itself never imports this module.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from core.ladder import x264_options
+
+from .features import ANALYSIS_FPS, analysis_size
+
+
+@dataclass
+class Segment:
+    """One segment of a source clip: its frames at every size the corpus or bench needs."""
+
+    clip: str
+    index: int
+    fps: Fraction
+    analysis: list[np.ndarray]  # gray8 frames at ANALYSIS_FPS, ANALYSIS_WIDTH wide
+    renditions: dict[int, list[av.VideoFrame]]  # height -> yuv420p frames at that height
+
+
+def ffmpeg_exe() -> str:
+    """The libvmaf-enabled FFmpeg from imageio-ffmpeg (a dev dependency), with a message if it is missing."""
+    try:
+        import imageio_ffmpeg
+    except ImportError as exc:  # pragma: no cover - dev extra missing
+        raise RuntimeError("VMAF needs the imageio-ffmpeg wheel: pip install -e '.[dev]'") from exc
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+def even(x: float) -> int:
+    return max(2, int(round(x / 2.0)) * 2)
+
+
+def load_segments(path: Path, clip: str, heights: Sequence[int], segment_duration: float = 2.0
+                  ) -> list[Segment]:
+    """Decode a (lossless) source clip into whole segments, keeping analysis frames and rendition frames."""
+    segments: list[Segment] = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        fps = Fraction(stream.average_rate or 25)
+        per_segment = int(round(float(fps) * segment_duration))
+        frames: list[av.VideoFrame] = []
+        for frame in container.decode(stream):
+            frames.append(frame)
+    n_segments = len(frames) // per_segment
+    for s in range(n_segments):
+        chunk = frames[s * per_segment:(s + 1) * per_segment]
+        src_w, src_h = chunk[0].width, chunk[0].height
+        aw, ah = analysis_size(src_w, src_h)
+        analysis = []
+        next_t = 0.0
+        for i, fr in enumerate(chunk):
+            t = i / float(fps)
+            if t + 1e-6 >= next_t:
+                analysis.append(fr.reformat(width=aw, height=ah, format="gray").to_ndarray())
+                next_t += 1.0 / ANALYSIS_FPS
+        rend = {}
+        for h in heights:
+            w = even(src_w * h / src_h)
+            rend[h] = [fr.reformat(width=w, height=h, format="yuv420p", interpolation="BICUBIC") for fr in chunk]
+        segments.append(Segment(clip, s, fps, analysis, rend))
+    return segments
+
+
+def write_y4m(frames: Sequence[av.VideoFrame], fps: Fraction, path: Path) -> None:
+    """Raw reference for libvmaf (lossless, carries size and rate in its header)."""
+    w, h = frames[0].width, frames[0].height
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F{fps.numerator}:{fps.denominator} Ip A1:1 C420jpeg\n".encode())
+        for fr in frames:
+            f.write(b"FRAME\n")
+            for plane_i, (pw, ph) in enumerate(((w, h), (w // 2, h // 2), (w // 2, h // 2))):
+                plane = fr.planes[plane_i]
+                buf = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:ph, :pw]
+                f.write(np.ascontiguousarray(buf).tobytes())
+
+
+def encode(frames: Sequence[av.VideoFrame], fps: Fraction, crf: float, max_bitrate: int, path: Path) -> int:
+    """Encode one segment as the core does (fresh encoder, keyint = segment length); returns its bits."""
+    bits = 0
+    with av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames[0].width, frames[0].height
+        stream.pix_fmt = "yuv420p"
+        stream.options = x264_options(crf, max_bitrate, keyint=len(frames))
+        for i, fr in enumerate(frames):
+            fr.pts = i
+            fr.time_base = Fraction(1) / fps
+            for pkt in stream.encode(fr):
+                bits += pkt.size * 8
+                out.mux(pkt)
+        for pkt in stream.encode(None):
+            bits += pkt.size * 8
+            out.mux(pkt)
+    return bits
+
+
+def vmaf(distorted: Path, reference: Path, fps: Fraction, threads: int = 2) -> float:
+    """Mean VMAF (vmaf_v0.6.1) of an encode against its same-size reference.
+
+    Both inputs are re-stamped frame by frame (N-th frame at N/fps) before libvmaf pairs them: Matroska's
+    millisecond clock and the y4m's exact rate disagree at 30 fps, and libvmaf's time-based pairing would
+    then compare neighbouring frames and report a motion clip as badly encoded.
+    """
+    log = distorted.with_suffix(".vmaf.json")
+    tb = f"{fps.denominator}/{fps.numerator}"
+    graph = (f"[0:v]settb={tb},setpts=N[d];[1:v]settb={tb},setpts=N[r];"
+             f"[d][r]libvmaf=n_threads={threads}:log_fmt=json:log_path={log}")
+    cmd = [
+        ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(distorted), "-i", str(reference),
+        "-lavfi", graph, "-f", "null", "-",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"libvmaf failed: {proc.stderr.strip()[-400:]}")
+    data = json.loads(log.read_text())
+    log.unlink()
+    return float(data["pooled_metrics"]["vmaf"]["mean"])
