@@ -544,35 +544,76 @@ def _flags_accepted(argv_prefix: list[str], args: list[str]) -> None:
                 f"`sidecast {' '.join(argv_prefix)}` has no {flag} option"
 
 
-def test_core_entrypoint_accepts_every_option_the_chart_passes():
+def parse_like_the_container(args: list[str], capsys: pytest.CaptureFixture[str]) -> Any:
+    """Parse a container's argv with sidecast's real parser, as its entry point would."""
+    import argparse
+
+    from core.cli import build_parser, sidecar_parser
+
+    try:
+        ns = build_parser().parse_args(args)
+        if getattr(ns, "sidecar_name", None):
+            ns = argparse.Namespace(top=ns, own=sidecar_parser(ns.sidecar_name).parse_args(ns.sidecar_args))
+    except SystemExit:
+        pytest.fail(f"sidecast refuses the chart's arguments {args}: {capsys.readouterr().err.strip()}")
+    return ns
+
+
+def test_core_entrypoint_accepts_every_option_the_chart_passes(capsys):
     _help([])
     for variant in VARIANTS:
         for pod in core_pods(render(variant)):
             args = container(pod, "core")["args"]
             assert args[1] == "run"
             _flags_accepted(["run"], args[2:])
+            ns = parse_like_the_container(args, capsys)
+            assert ns.log_format == "json" and str(ns.outdir) == "/data/hls" and ns.serve == 8080
+            assert ns.decision_window == float(arg_value(args, "--decision-window")[0])
+            assert len(ns.sidecar_addr) == len(arg_value(args, "--sidecar-addr"))
     _flags_accepted(["run"], image_command("core")[2:])
+    parse_like_the_container(image_command("core")[1:], capsys)
 
 
 @pytest.mark.parametrize("name", SIDECARS)
-def test_sidecar_entrypoint_accepts_every_option_the_chart_passes(name):
+def test_sidecar_entrypoint_accepts_every_option_the_chart_passes(name, capsys):
     (pod,) = core_pods(render("gpu-stt"))
     args = container(pod, name)["args"]
     assert args[1:3] == ["sidecar", name]
     _flags_accepted(["sidecar", name], args[3:])
+    ns = parse_like_the_container(args, capsys)
+    assert ns.own.listen == f"0.0.0.0:{(container(pod, name)['ports'][0]['containerPort'])}"
+    if name == "stt":
+        assert ns.own.device == "cuda" and str(ns.own.model) == "/models/whisper"
     _flags_accepted(["sidecar", name], image_command(name)[3:])
+    parse_like_the_container(image_command(name)[1:], capsys)
 
 
-def test_ads_entrypoint_accepts_every_option_the_chart_passes():
-    docs = render("external-redis")
-    (ads,) = [d for d in objects(docs, "Deployment") if d["metadata"]["name"] == "rel-sidecast-ads"]
-    args = ads["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[1:3] == ["ads", "serve"]
-    _flags_accepted(["ads", "serve"], args[3:])
+def test_ads_entrypoint_accepts_every_option_the_chart_passes(capsys):
+    for sets in ((), ("redis.enabled=false", "ads.autoscaling.enabled=false", "ads.replicas=1")):
+        docs = render("srt", sets=sets)
+        (ads,) = [d for d in objects(docs, "Deployment") if d["metadata"]["name"] == "rel-sidecast-ads"]
+        args = ads["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args[1:3] == ["ads", "serve"]
+        _flags_accepted(["ads", "serve"], args[3:])
+        ns = parse_like_the_container(args, capsys)
+        assert (ns.host, ns.port) == ("0.0.0.0", 8000)
+        assert ns.public_url == "https://ads.example.com"
+        assert (ns.redis, ns.db) == (("$(REDIS_URL)", ns.db) if not sets else (None, "/data/ads.db"))
     _flags_accepted(["ads", "serve"], image_command("ads")[3:])
-    docs = render(sets=("redis.enabled=false", "ads.autoscaling.enabled=false", "ads.replicas=1"))
+    parse_like_the_container(image_command("ads")[1:], capsys)
+
+
+def test_ads_replicas_share_the_secrets_that_must_match():
+    import base64
+
+    docs = render()
     (ads,) = [d for d in objects(docs, "Deployment") if d["metadata"]["name"] == "rel-sidecast-ads"]
-    _flags_accepted(["ads", "serve"], ads["spec"]["template"]["spec"]["containers"][0]["args"][3:])
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in ads["spec"]["template"]["spec"]["containers"][0]["env"]
+           if "valueFrom" in e}
+    assert env["SIDECAST_ADS_API_KEYS"] == {"name": "rel-sidecast-ads", "key": "api-keys"}
+    assert env["SIDECAST_ADS_TOKEN_KEY"] == {"name": "rel-sidecast-ads", "key": "token-key"}
+    (secret,) = [s for s in objects(docs, "Secret") if s["metadata"]["name"] == "rel-sidecast-ads"]
+    assert len(base64.b64decode(secret["data"]["token-key"])) == 48
 
 
 # ----------------------------------------------------------------------------- the health check script
