@@ -6,6 +6,7 @@ Needs scikit-image (a dev dependency); nothing here runs in production.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -125,8 +126,32 @@ def _line(t0: float, t1: float, a: tuple[float, float], b: tuple[float, float]) 
     return path
 
 
+def _sway(cx: float, amp: float, period: float, y: float) -> Callable[[float], tuple[float, float]]:
+    return lambda t: (cx + amp * math.sin(2 * math.pi * t / period), y + 12 * math.sin(2 * math.pi * t / 1.3))
+
+
+def _walk_hold_walk(t: float) -> tuple[float, float]:
+    if t < 1.5:
+        return (60 + 120 * t, 110)  # 120 px/s to the right
+    if t < 3.5:
+        return (240, 110)
+    return (240 + 90 * (t - 3.5), 110)
+
+
+def _fidget(x: float, y: float, px: float) -> Callable[[float], tuple[float, float]]:
+    """Standing still the way people do: a few pixels of random sway per frame (deterministic)."""
+    def path(t: float) -> tuple[float, float]:
+        rng = np.random.default_rng(int(round(t * 1000)))
+        dx, dy = rng.normal(0, px, 2)
+        return (x + float(dx), y + float(dy))
+
+    return path
+
+
 def ground_truth_scenes() -> list[Scene]:
-    """The scenes the bench and tests judge: hold, linear pan, cuts, two subjects together, two apart."""
+    """The scenes the bench and tests judge: hold, linear pan, cuts, two subjects together, two apart,
+    irregular motion (tracking), walk / hold / walk, and a subject that stands but sways (fidget: the
+    camera must not chase it)."""
     return [
         Scene("hold", (Shot(0, 3, "coffee", (Actor(110, _hold(430, 110)),)),), holds=((0, 3),)),
         Scene("pan", (Shot(0, 5, "rocket", (Actor(110, _line(1, 4, (40, 120), (480, 120))),)),),
@@ -140,6 +165,9 @@ def ground_truth_scenes() -> list[Scene]:
             Actor(80, _hold(232, 130)), Actor(80, _hold(328, 140)))),), holds=((0, 3),)),
         Scene("two_apart", (Shot(0, 3, "grass", (
             Actor(130, _hold(40, 100)), Actor(70, _hold(520, 150), key=False))),), holds=((0, 3),)),
+        Scene("tracking", (Shot(0, 5, "coffee", (Actor(110, _sway(265, 150, 4.0, 110)),)),)),
+        Scene("walk_hold_walk", (Shot(0, 5, "rocket", (Actor(110, _walk_hold_walk),)),), holds=((1.5, 3.5),)),
+        Scene("fidget", (Shot(0, 3, "brick", (Actor(110, _fidget(300, 120, 4.0)),)),), holds=((0, 3),)),
     ]
 
 

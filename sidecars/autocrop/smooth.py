@@ -41,7 +41,7 @@ class PathOptions:
     dead_band: float = 0.03
     response: float = 0.3
     hold_horizon: float = 0.4
-    trend_ahead: float = 0.6
+    trend_ahead: float = 0.4
     trend_behind: float = 0.4
     weak_slack: float = 0.3
 
@@ -103,7 +103,7 @@ class _Axis:
     """One axis of the camera: position p of the crop centre, velocity v, and whether it is moving."""
 
     def __init__(self, crop: float, extent: float, vmax: float, amax: float, dead_band: float,
-                 response: float, hold_horizon: float = 0.4, trend_ahead: float = 0.6) -> None:
+                 response: float, hold_horizon: float = 0.4, trend_ahead: float = 0.4) -> None:
         self.hold_horizon, self.trend_ahead = hold_horizon, trend_ahead
         self.crop = crop
         self.cmin = crop / 2
@@ -131,9 +131,10 @@ class _Axis:
         if not window:
             self.p = (self.cmin + self.cmax) / 2
             return "centered"
-        lo, hi = max(e.lo for e in window), min(e.hi for e in window)
-        if lo <= hi:  # one position frames the whole window: the one nearest to centring the focus
-            mean_c = sum(e.c for e in window) / len(window)
+        near = [e for e in window if e.t - window[0].t <= self.hold_horizon + 1e-9]
+        lo, hi = max(e.lo for e in near), min(e.hi for e in near)
+        if lo <= hi:  # one position frames the next moments: the one nearest to centring the focus
+            mean_c = sum(e.c for e in near) / len(near)
             self.p = min(max(mean_c, lo), hi)
             return "stationary"
         a, b, rms = _fit(window)
@@ -166,7 +167,9 @@ class _Axis:
             mode = "panning" if rms < 0.02 * self.crop else "tracking"
         target = self.clamp(target)
         gap = target - self.p
-        v_des = v_target + gap / self.response
+        # The target is for time t and p is where the camera was at t - dt: close what the trend does not
+        # already cover, a share dt/response of it per step (all of it when response <= dt).
+        v_des = v_target + (gap - v_target * dt) / max(self.response, dt)
         if v_target == 0.0:  # brake so that we stop on the target instead of overshooting it
             v_des = math.copysign(min(abs(v_des), math.sqrt(2 * self.amax * abs(gap))), gap)
         dv = self.amax * dt

@@ -1,0 +1,194 @@
+"""Autocrop's parts one at a time: detection (YuNet through onnxruntime, saliency), decision (focus, shot
+cuts) and smoothing (the crop planner), each on plain data with known answers."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from sidecars.autocrop.decide import Focus, ShotDetector, choose_focus
+from sidecars.autocrop.detect import FaceDetector, ModelNotFound, SaliencyDetector, Subject
+from sidecars.autocrop.smooth import CropPlanner, Observation, PathOptions, crop_size, parse_aspect
+
+
+@pytest.fixture(scope="module")
+def faces() -> FaceDetector:
+    return FaceDetector()
+
+
+def astronaut_bgr() -> np.ndarray:
+    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+# ---------------------------------------------------------------- detection
+
+
+def test_yunet_through_onnxruntime_finds_the_astronauts_face(faces: FaceDetector) -> None:
+    found = faces.detect(astronaut_bgr())
+    assert len(found) == 1
+    f = found[0]
+    # the face in skimage's 512x512 astronaut sits around x 180..270, y 60..175
+    assert 160 < f.x0 < 200 and 250 < f.x1 < 290 and 40 < f.y0 < 90 and 150 < f.y1 < 200
+    assert f.score > 0.8 and f.kind == "face"
+
+
+def test_yunet_finds_a_small_face_in_a_wide_frame_and_nothing_in_a_faceless_one(faces: FaceDetector) -> None:
+    frame = cv2.resize(cv2.cvtColor(data.coffee(), cv2.COLOR_RGB2BGR), (480, 270))
+    assert faces.detect(frame) == []
+    frame[60:150, 300:390] = cv2.resize(astronaut_bgr(), (90, 90))
+    found = faces.detect(frame)
+    assert len(found) == 1
+    assert 300 < found[0].x0 < found[0].x1 < 390 and 60 < found[0].y0 < found[0].y1 < 150
+
+
+def test_missing_model_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ModelNotFound, match="models/autocrop"):
+        FaceDetector(tmp_path / "nope.onnx")
+
+
+def test_saliency_follows_what_moves_when_nobody_is_in_frame() -> None:
+    sal = SaliencyDetector()
+    bg = np.full((270, 480, 3), 90, np.uint8)
+    box = None
+    for i in range(6):
+        frame = bg.copy()
+        cx = 80 + 50 * i
+        cv2.circle(frame, (cx, 135), 18, (40, 200, 240), -1)
+        box = sal.detect(frame)
+    assert box is not None and len(box) == 1
+    s = box[0]
+    assert s.kind == "salient"
+    assert s.x0 - 30 <= 330 <= s.x1 + 30  # the disk's latest position (x = 330)
+
+
+# ---------------------------------------------------------------- decision
+
+
+def face(x0: float, x1: float, score: float = 0.9) -> Subject:
+    return Subject(x0, 100, x1, 100 + (x1 - x0) * 1.2, score, "face")
+
+
+def test_subjects_that_fit_together_share_the_crop() -> None:
+    f = choose_focus([face(250, 280), face(330, 360)], 202, 360, 640, 360)
+    assert f is not None and f.count == 2
+    assert f.x0 < 250 and f.x1 > 360
+
+
+def test_subjects_too_far_apart_keep_the_most_salient() -> None:
+    f = choose_focus([face(40, 100), face(520, 540, score=0.8)], 202, 360, 640, 360)
+    assert f is not None and f.count == 1 and f.cx < 100
+
+
+def test_focus_choice_is_sticky_between_equally_salient_subjects() -> None:
+    a, b = face(40, 70), face(540, 570)
+    prev = Focus(500, 100, 600, 200, 0.9, "face")
+    f = choose_focus([a, b], 202, 360, 640, 360, previous=prev)
+    assert f is not None and f.cx > 500
+
+
+def test_people_outrank_saliency() -> None:
+    sal = Subject(0, 0, 300, 300, 1.0, "salient")
+    f = choose_focus([sal, face(500, 530, score=0.7)], 202, 360, 640, 360)
+    assert f is not None and f.kind == "face"
+
+
+def test_shot_detector_cuts_on_a_new_scene_not_on_noise() -> None:
+    shots = ShotDetector()
+    rng = np.random.default_rng(1)
+    a = cv2.resize(cv2.cvtColor(data.coffee(), cv2.COLOR_RGB2BGR), (480, 270))
+    b = cv2.resize(cv2.cvtColor(data.rocket(), cv2.COLOR_RGB2BGR), (480, 270))
+
+    def noisy(img: np.ndarray) -> np.ndarray:
+        return np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+
+    cuts = [shots.update(i * 0.2, noisy(a if i < 8 else b)) for i in range(14)]
+    assert cuts[0] is True  # the first frame starts a shot
+    assert [i for i, c in enumerate(cuts) if c] == [0, 8]
+
+
+# ---------------------------------------------------------------- smoothing
+
+
+def obs(t: float, x0: float, w: float = 60, cut: bool = False) -> Observation:
+    return Observation(t, cut, Focus(x0, 100, x0 + w, 200, 0.9, "face"))
+
+
+def run(planner: CropPlanner, observations: list[Observation]) -> list:
+    out = []
+    for o in observations:
+        out += planner.push(o)
+    return out + planner.flush()
+
+
+def test_crop_size_and_aspect_parsing() -> None:
+    assert crop_size(640, 360, (9, 16)) == (202, 360)
+    assert crop_size(640, 360, (1, 1)) == (360, 360)
+    assert crop_size(640, 360, (4, 5)) == (288, 360)
+    assert parse_aspect("4:5") == (4, 5)
+    with pytest.raises(ValueError, match="9:16"):
+        parse_aspect("tall")
+
+
+def test_detection_jitter_is_not_chased() -> None:
+    rng = np.random.default_rng(3)
+    crops = run(CropPlanner(640, 360), [obs(i / 5, 300 + rng.normal(0, 3)) for i in range(30)])
+    assert len({c.x for c in crops}) == 1
+    assert all(c.mode == "stationary" for c in crops)
+
+
+def test_crops_are_published_only_after_the_lookahead() -> None:
+    planner = CropPlanner(640, 360, PathOptions(lookahead=1.0))
+    published = []
+    for i in range(11):
+        got = planner.push(obs(i / 5, 300))
+        published += got
+        for c in got:
+            assert c.t <= i / 5 - 1.0 + 1e-9
+    # frames up to t = 2.0 seen: crops up to t = 1.0 are final, the rest wait for more frames
+    assert [c.t for c in published] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    assert planner.published_until == pytest.approx(1.0)
+    assert [c.t for c in planner.flush()] == pytest.approx([1.2, 1.4, 1.6, 1.8, 2.0])
+
+
+def test_a_cut_jumps_at_once_and_releases_the_frames_before_it() -> None:
+    planner = CropPlanner(640, 360)
+    before = [obs(i / 5, 40) for i in range(5)]
+    out = []
+    for o in before:
+        out += planner.push(o)
+    out += planner.push(obs(1.0, 500, cut=True))  # frames before a cut need no more look-ahead
+    assert [c.t for c in out] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8])
+    out += planner.flush()
+    new = out[-1]
+    assert new.cut and new.t == pytest.approx(1.0)
+    assert new.x <= 500 and new.x + new.width >= 560
+    assert out[-2].x + out[-2].width < 300  # no drift towards the next shot before the cut
+
+
+def test_pans_respect_the_speed_limit_and_keep_the_subject() -> None:
+    opts = PathOptions(max_pan_speed=0.5)
+    crops = run(CropPlanner(640, 360, opts), [obs(i / 5, 40 + 100 * i / 5) for i in range(26)])
+    xs = [c.x for c in crops]
+    assert max(abs(b - a) for a, b in zip(xs, xs[1:], strict=False)) <= 0.5 * 640 / 5 + 1
+    for c, i in zip(crops, range(26), strict=True):
+        x0 = 40 + 100 * i / 5
+        assert c.x <= x0 and x0 + 60 <= c.x + c.width
+
+
+def test_nobody_in_frame_keeps_the_camera_where_it_is() -> None:
+    planner = CropPlanner(640, 360)
+    crops = run(planner, [obs(i / 5, 450) for i in range(5)] + [Observation(1 + i / 5, False, None) for i in range(10)])
+    assert len({c.x for c in crops[5:]}) == 1
+    assert crops[-1].confidence == 0.0
+
+
+def test_discontinuity_flushes_and_starts_a_new_shot() -> None:
+    planner = CropPlanner(640, 360)
+    for i in range(3):
+        planner.push(obs(i / 5, 300))
+    flushed = planner.discontinuity()
+    assert len(flushed) == 3
+    after = planner.push(obs(5.0, 40)) + planner.flush()
+    assert after[0].cut
