@@ -151,24 +151,24 @@ class CropPath:
 
     # ------------------------------------------------------------ records
 
-    def _since(self, since: float | None) -> list[Crop]:
+    def _between(self, start: float | None, end: float | None) -> list[Crop]:
         with self._lock:
-            return [c for c in self._crops if since is None or c.t > since]
+            return [c for c in self._crops
+                    if (start is None or c.t >= start) and (end is None or c.t < end)]
 
     @staticmethod
     def _record(c: Crop) -> dict[str, Any]:
         return {"t": round(c.t, 6), "x": c.x, "y": c.y, "width": c.width, "height": c.height, "mode": c.mode,
                 "confidence": round(float(c.confidence), 3), "cut": c.cut}
 
-    def jsonl_records(self, since: float | None = None) -> list[dict[str, Any]]:
-        """One record per analysed crop, for ``crops.jsonl``: media time, rectangle, mode, confidence, cut."""
-        return [self._record(c) for c in self._since(since)]
+    def jsonl_records(self, start: float | None = None, end: float | None = None) -> list[dict[str, Any]]:
+        """One record per analysed crop with start <= t < end (a segment's span; None = open), for
+        ``crops.jsonl``: media time, rectangle, mode, confidence, and whether a shot cut starts there."""
+        return [self._record(c) for c in self._between(start, end)]
 
-    def to_jsonl(self, fp: IO[str], since: float | None = None) -> float | None:
-        """Append the crops after ``since`` as JSON lines; returns the time to pass as ``since`` next time,
-        so a live writer appends each crop once."""
-        last = since
-        for c in self._since(since):
-            fp.write(json.dumps(self._record(c), separators=(",", ":")) + "\n")
-            last = c.t
-        return last
+    def to_jsonl(self, fp: IO[str], start: float | None = None, end: float | None = None) -> int:
+        """Write the records of [start, end) as JSON lines (append segment by segment); returns how many."""
+        recs = self.jsonl_records(start, end)
+        for rec in recs:
+            fp.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        return len(recs)

@@ -102,21 +102,21 @@ def test_vertical_crop_of_a_narrow_window_uses_the_crop_y() -> None:
     assert path.window_at(0.5) == (0, 450, 720, 720)
 
 
-def test_crops_jsonl_has_time_rectangle_mode_and_confidence_and_appends_once() -> None:
+def test_crops_jsonl_has_time_rectangle_mode_and_confidence_segment_by_segment() -> None:
     path = CropPath(640, 360)
     path.add(crop(0.0, 10, cut=True, mode="stationary"))
-    path.add(crop(0.2, 12))
+    path.add(crop(1.8, 12))
+    path.add(crop(2.0, 14, mode="panning"))
     buf = io.StringIO()
-    last = path.to_jsonl(buf)
-    path.add(crop(0.4, 14, mode="panning"))
-    last = path.to_jsonl(buf, since=last)
-    assert last == 0.4
-    assert path.to_jsonl(buf, since=last) == 0.4  # nothing new: nothing written
+    assert path.to_jsonl(buf, 0.0, 2.0) == 2  # segment 0 covers [0, 2)
+    assert path.to_jsonl(buf, 2.0, 4.0) == 1
+    assert path.to_jsonl(buf, 4.0, 6.0) == 0
     records = [json.loads(line) for line in buf.getvalue().splitlines()]
-    assert [r["t"] for r in records] == [0.0, 0.2, 0.4]
+    assert [r["t"] for r in records] == [0.0, 1.8, 2.0]
     assert records[0] == {"t": 0.0, "x": 10, "y": 0, "width": 202, "height": 360, "mode": "stationary",
                           "confidence": 0.9, "cut": True}
     assert records[2]["mode"] == "panning"
+    assert len(path.jsonl_records()) == 3
 
 
 def test_vertical_ladder_never_upscales_beyond_the_crop() -> None:
