@@ -42,7 +42,8 @@ MEDIA_SUFFIXES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quick
                   ".m3u8": "application/vnd.apple.mpegurl"}
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
-ERR = {401: {"model": S.Problem, "description": "missing or wrong API key / token"},
+ERR = {400: {"model": S.Problem, "description": "malformed request (e.g. a body that is not UTF-8 JSON)"},
+       401: {"model": S.Problem, "description": "missing or wrong API key / token"},
        403: {"model": S.Problem, "description": "token not valid for this resource"},
        404: {"model": S.Problem, "description": "not found"},
        409: {"model": S.Problem, "description": "conflict"},
@@ -52,7 +53,7 @@ ERR = {401: {"model": S.Problem, "description": "missing or wrong API key / toke
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {c: ERR[c] for c in codes}
+    return {c: ERR[c] for c in sorted({400, 422, *codes})}
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -61,6 +62,29 @@ def _validation_message(exc: RequestValidationError) -> str:
         loc = ".".join(str(x) for x in e.get("loc", ()) if x not in ("body", "query", "path"))
         parts.append(f"{loc or 'request'}: {e.get('msg', 'invalid')}")
     return "invalid request: " + "; ".join(parts)
+
+
+def _query_names(dependant: Any) -> set[str]:
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+_LENIENT_QUERY = {"/v1/asset-list"}  # players append their own parameters (hls.js: _HLS_*); ignore unknowns
+
+
+async def strict_query(request: Request) -> None:
+    """Refuse query parameters a route does not know, so a typo ("sesion=") is a 422, not silently ignored."""
+    route = request.scope.get("route")
+    if route is None or getattr(route, "path", "") in _LENIENT_QUERY or not hasattr(route, "dependant"):
+        return
+    allowed = _query_names(route.dependant)
+    unknown = sorted({k for k in request.query_params.keys() if k not in allowed})
+    if unknown:
+        known = ", ".join(sorted(allowed)) or "none"
+        raise HTTPException(422, f"unknown query parameter(s) {', '.join(repr(u) for u in unknown[:5])}; "
+                                 f"this route takes: {known}")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -85,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="sidecast ad decisioning API", version="1.0.0", lifespan=lifespan,
+        dependencies=[Depends(strict_query)],
         description="VAST in; ad pods, HLS Interstitials asset lists and beacons out. See docs/ads-api.md.")
     app.state.service = svc
 
@@ -94,7 +119,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 204:
             return Response(status_code=204)
-        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+        detail = str(exc.detail)
+        if exc.status_code == 400 and detail == "There was an error parsing the body":
+            detail = "cannot parse the request body: send UTF-8 JSON (or multipart form data for uploads)"
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -202,7 +230,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         id: Annotated[str | None, Form(pattern=ID_RE.pattern)] = None,
         name: Annotated[str, Form(max_length=256)] = "",
         advertiser: Annotated[str, Form(max_length=256)] = "",
-        click_through: Annotated[str | None, Form(pattern=r"^https?://[^\s]+$", max_length=2048)] = None,
+        click_through: Annotated[str | None, Form(pattern=r"^https?://[!-~]+$", max_length=2048)] = None,
     ) -> Any:
         filename = Path(file.filename or "").name
         suffix = Path(filename).suffix.lower()
@@ -268,13 +296,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def decisions(body: S.DecisionIn, request: Request,
                         key: Annotated[str | None, Depends(API_KEY)] = None,
                         token: Annotated[str | None, Query(max_length=2048)] = None) -> Any:
-        if not has_key(key):
-            if not settings.require_player_tokens and not token:
-                pass
-            else:
-                c = claims(token)
-                if c.get("sid") != body.session_id and c.get("scope") != "player":
-                    raise HTTPException(403, "token is not valid for this session")
+        # a token, when given, must be valid even for key holders: a bad token is never silently ignored
+        if token is not None or not (has_key(key) or not settings.require_player_tokens):
+            c = claims(token)
+            if c.get("sid") != body.session_id and c.get("scope") != "player":
+                raise HTTPException(403, "token is not valid for this session")
         req = DecisionRequest(session_id=body.session_id, duration=body.duration, position=body.position,
                               key_values=kv_map(body.key_values), break_id=body.break_id or "",
                               max_ads=body.max_ads)
@@ -307,7 +333,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         kv: Annotated[list[str] | None, Query(max_length=32, description="key:value targeting pairs")] = None,
     ) -> Any:
         key = request.headers.get("x-api-key")
-        c: dict[str, Any] = {} if has_key(key) or not settings.require_player_tokens else claims(token)
+        trusted = has_key(key) or not settings.require_player_tokens
+        c: dict[str, Any] = {} if trusted and token is None else claims(token)
         if decision is not None:
             if c and c.get("d") != decision and c.get("scope") != "player":
                 raise HTTPException(403, "token is not valid for this decision")
@@ -373,7 +400,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except ImportError as exc:
             log.warning("--origin given but the SSAI session router is unavailable (%s); serving decisions only", exc)
         else:
-            app.include_router(make_router(settings.origin, svc.decide_for_break, svc.beacon_for_session))
+            # player-facing playlists, not part of the versioned API contract (and kept out of its schema)
+            app.include_router(make_router(settings.origin, svc.decide_for_break, svc.beacon_for_session),
+                               include_in_schema=False)
 
     if os.environ.get("SIDECAST_ADS_DEBUG_ROUTES"):
         log.info("routes: %s", [getattr(r, "path", "") for r in app.routes])

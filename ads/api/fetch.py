@@ -95,9 +95,9 @@ class AsyncFetcher:
     async def get(self, url: str) -> bytes:
         """Body of `url`; raises UnsafeURL or FetchFailed (timeout flagged) with a clear message."""
         for _ in range(self.policy.max_redirects + 1):
-            await check_url_async(url, self.policy)
             try:
-                async with asyncio.timeout(self.policy.timeout):
+                async with asyncio.timeout(self.policy.timeout):  # DNS included: a hung resolver is a timeout
+                    await check_url_async(url, self.policy)
                     async with self.client.stream("GET", url) as resp:
                         if resp.is_redirect and "location" in resp.headers:
                             url = urllib.parse.urljoin(url, resp.headers["location"])
@@ -123,9 +123,12 @@ class AsyncFetcher:
     async def ping(self, url: str) -> int:
         """Fire a tracking pixel; returns the HTTP status (redirects are followed under the same checks)."""
         for _ in range(self.policy.max_redirects + 1):
-            await check_url_async(url, self.policy)
             try:
-                resp = await self.client.get(url)
+                async with asyncio.timeout(self.policy.timeout):
+                    await check_url_async(url, self.policy)
+                    resp = await self.client.get(url)
+            except TimeoutError as exc:
+                raise FetchFailed(f"tracking {url} timed out after {self.policy.timeout} s", timeout=True) from exc
             except httpx.HTTPError as exc:
                 raise FetchFailed(f"tracking {url} failed: {exc}",
                                   timeout=isinstance(exc, httpx.TimeoutException)) from exc

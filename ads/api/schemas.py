@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
-Url = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=2048)]
+Url = Annotated[str, StringConstraints(pattern=r"^https?://[!-~]+$", max_length=2048)]  # ASCII: percent-encode the rest
 Word = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Text = Annotated[str, StringConstraints(max_length=256)]
 EventName = Literal["impression", "start", "firstQuartile", "midpoint", "thirdQuartile", "complete", "error"]
