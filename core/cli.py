@@ -1,0 +1,188 @@
+"""The ``sidecast`` command line: ``run`` a stream, serve a ``sidecar``, ``ads`` tools, a ``demo``.
+
+Errors a user can fix (bad input, unreachable source, bad options) print one ``sidecast: error: ...`` line
+and exit non-zero; a traceback means a bug in sidecast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import SidecastError
+from .logs import setup_logging
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="ingest SOURCE, run sidecars, publish HLS to OUTDIR",
+        description=(
+            "SOURCE is a media file, rtmp://0.0.0.0:1935/live/KEY (listen for a publisher), "
+            "rtsp://... or srt://... (pull; srt://...?mode=listener to listen), or an http(s) HLS playlist."
+        ),
+    )
+    p.add_argument("source")
+    p.add_argument("-o", "--output", "--outdir", dest="outdir", required=True, type=Path, help="output directory")
+    p.add_argument("--realtime", action="store_true", help="pace a file source as a live stream")
+    p.add_argument("--segment-duration", type=float, default=2.0, help="HLS segment duration, seconds (default 2)")
+    p.add_argument("--window", type=int, default=None,
+                   help="live sliding-window length in segments (default: 6 for live sources, 0 = keep all)")
+    p.add_argument("--ladder", default=None,
+                   help='renditions, e.g. "1080p:6000k,720p:3000k,480p:1400k:crf=24" (default 1080/720/480/360)')
+    p.add_argument("--no-audio", action="store_true", help="ignore the source's audio")
+    p.add_argument("--sidecars", default="", help="comma-separated sidecars to start locally (e.g. stt,autocrop)")
+    p.add_argument("--sidecar-addr", action="append", default=[], metavar="NAME=ADDR",
+                   help="connect to a running sidecar (host:port or unix:///path); repeatable")
+    p.add_argument("--decision-window", type=float, default=1.5,
+                   help="seconds a finished segment waits for sidecar results (default 1.5)")
+    p.add_argument("--transport", choices=["auto", "shm", "bytes"], default="auto",
+                   help="frame transport to sidecars (auto: shared memory when on the same host)")
+    p.add_argument("--snapshots-fps", type=float, default=1.0, help="JPEG snapshots per second (0 = off)")
+    p.add_argument("--snapshots-width", type=int, default=640, help="snapshot width in pixels")
+    p.add_argument("--vertical", choices=["auto", "on", "off"], default="auto",
+                   help="publish vertical.m3u8 (auto: when the autocrop sidecar runs)")
+    p.add_argument("--aspect", default="9:16", help="vertical aspect ratio: 9:16 (default), 4:5, 1:1")
+    p.add_argument("--safe-margin", type=float, default=0.05, help="vertical crop safe margin, fraction")
+    p.add_argument("--max-pan-speed", type=float, default=0.5,
+                   help="vertical crop max pan speed, fraction of source width per second")
+    p.add_argument("--keep-centered", action="store_true", help="vertical: ignore the crop path, keep centred")
+    p.add_argument("--stream-key", action="append", default=[], help="accepted RTMP stream key; repeatable")
+    p.add_argument("--stream-keys-file", type=Path, default=None, help="file with one accepted stream key per line")
+    p.add_argument("--reconnect-timeout", type=float, default=30.0,
+                   help="live sources: seconds to wait for the publisher/source to come back (default 30)")
+    p.add_argument("--serve", type=int, default=None, metavar="PORT", help="serve OUTDIR and a player over HTTP")
+    p.add_argument("--serve-host", default="0.0.0.0")
+    p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .run import run_from_args
+
+    return run_from_args(args)
+
+
+def _add_sidecar(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sidecar",
+        help="serve one registered sidecar over gRPC",
+        description="Serve a sidecar (built-in or a plugin from the sidecast.sidecars entry points). "
+        "`sidecast sidecars` lists them; `sidecast sidecar NAME --help` shows NAME's options.",
+        add_help=True,
+    )
+    p.add_argument("sidecar_name", metavar="NAME")
+    p.add_argument("sidecar_args", nargs=argparse.REMAINDER, help="--listen ADDR and NAME's own options")
+    p.set_defaults(func=_serve_sidecar)
+    ls = sub.add_parser("sidecars", help="list installed sidecars")
+    ls.set_defaults(func=_list_sidecars)
+
+
+def sidecar_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of one sidecar's options; built only when that sidecar is asked for (imports are heavy)."""
+    from sidecars.runtime import UnknownSidecar, load
+
+    try:
+        cls = load(name)
+    except UnknownSidecar as exc:
+        raise SidecastError(str(exc)) from exc
+    p = argparse.ArgumentParser(prog=f"sidecast sidecar {name}", description=cls.__doc__)
+    p.add_argument("--listen", required=True, help="unix:///path.sock, /path.sock, host:port or :port")
+    cls.add_arguments(p)
+    p.set_defaults(_sidecar_cls=cls)
+    return p
+
+
+def _serve_sidecar(args: argparse.Namespace) -> int:
+    from sidecars.runtime.server import serve
+
+    parser = sidecar_parser(args.sidecar_name)
+    own = parser.parse_args(args.sidecar_args)
+    factory = own._sidecar_cls.from_args(own)
+    try:
+        serve(factory, own.listen)
+    except OSError as exc:
+        raise SidecastError(f"cannot listen on {own.listen}: {exc}") from exc
+    return 0
+
+
+def _list_sidecars(args: argparse.Namespace) -> int:
+    from sidecars.runtime import available, load
+
+    for name, ep in sorted(available().items()):
+        try:
+            d = load(name)().describe()
+            wants = ", ".join(w for w, v in (("video", d.video), ("audio", d.audio)) if v is not None)
+            print(f"{name:12s} {d.version:8s} wants {wants:12s} {d.description}")
+        except Exception as exc:
+            print(f"{name:12s} (failed to load: {exc})  [{ep.value}]")
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="make a built-in sample clip and run the pipeline on it")
+    p.add_argument("-o", "--output", dest="outdir", type=Path, default=Path("out/demo"))
+    p.add_argument("--sidecars", default="stt,autocrop,bitrate", help="sidecars to run (default: all built-ins)")
+    p.add_argument("--seconds", type=float, default=20.0, help="length of the sample clip")
+    p.add_argument("--serve", type=int, default=None, metavar="PORT", help="serve the result afterwards")
+    p.set_defaults(func=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+def _add_ads(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ads", help="SSAI stitching, SGAI interstitials, the ad decisioning API")
+    try:
+        from ads.cli import configure
+    except ImportError as exc:
+        p.set_defaults(func=lambda a: _fail(f"ads tools are unavailable: {exc}"))
+        return
+    configure(p)
+
+
+def _fail(msg: str) -> int:
+    raise SidecastError(msg)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sidecast", description="AI sidecar media pipeline")
+    parser.add_argument("--version", action="version", version=f"sidecast {__version__}")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", default="text", choices=["text", "json"],
+                        help="json: one JSON object per line (structured logs)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_run(sub)
+    _add_sidecar(sub)
+    _add_demo(sub)
+    _add_ads(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    try:
+        return int(args.func(args) or 0)
+    except SidecastError as exc:
+        print(f"sidecast: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("sidecast: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    finally:
+        logging.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

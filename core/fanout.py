@@ -1,0 +1,233 @@
+"""Fan-out: convert each decoded frame once per distinct request and share it with every sidecar.
+
+Negotiation happens once, when sidecars describe themselves (GStreamer-style caps): sidecars asking for
+the same ``VideoWants`` (rate, size, pixel format) form one group with one converter, one rate selector
+and, for shared-memory transport, one ring. Per frame the work is: rate check → one ``reformat`` → one
+copy into a ring slot → a small message per sidecar. ``conversions`` counts converter runs, so tests and
+bench/transport.py can check that three sidecars asking for the same 320 px gray frame cost one
+conversion.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import av
+import numpy as np
+from av.video.reformatter import VideoReformatter
+
+from proto import pb2
+from sidecars.runtime import codec
+from sidecars.runtime.shm import ShmRing, shm_available
+from sidecars.runtime.types import AudioWants, StreamInfo, VideoWants
+
+from .links import Outgoing, SidecarLink
+
+log = logging.getLogger("sidecast.fanout")
+
+_AV_PIX = {"gray8": "gray", "rgb24": "rgb24", "bgr24": "bgr24", "yuv420p": "yuv420p"}
+
+
+def scaled_size(src_w: int, src_h: int, wants: VideoWants) -> tuple[int, int]:
+    """Output size for a request, keeping the aspect ratio, even dimensions, never upscaling."""
+    if wants.width:
+        w = min(wants.width, src_w)
+        h = src_h * w / src_w
+    elif wants.max_side:
+        side = min(wants.max_side, max(src_w, src_h))
+        scale = side / max(src_w, src_h)
+        w, h = src_w * scale, src_h * scale
+    else:
+        w, h = src_w, src_h
+    return max(2, int(round(w / 2)) * 2), max(2, int(round(h / 2)) * 2)
+
+
+@dataclass
+class VideoGroup:
+    wants: VideoWants
+    links: list[SidecarLink]
+    width: int
+    height: int
+    next_due: float = -1.0
+    seq: int = 0
+    conversions: int = 0
+    ring: ShmRing | None = None
+    scaler: VideoReformatter = field(default_factory=VideoReformatter)
+
+
+@dataclass
+class AudioGroup:
+    wants: AudioWants
+    links: list[SidecarLink]
+    resampler: Any = None
+    pending: list[np.ndarray] = field(default_factory=list)
+    pending_samples: int = 0
+    next_pts: float | None = None
+    conversions: int = 0
+
+
+class FanOut:
+    def __init__(self, links: list[SidecarLink], transport: str = "auto") -> None:
+        self.links = links
+        self.transport = transport
+        self.video_groups: list[VideoGroup] = []
+        self.audio_groups: list[AudioGroup] = []
+        self.info: StreamInfo | None = None
+        self._lock = threading.Lock()
+
+    def negotiate(self, info: StreamInfo) -> None:
+        """Group described sidecars by what they want; create converters and rings once."""
+        self.info = info
+        use_shm = self.transport in ("auto", "shm") and shm_available()
+        by_video: dict[VideoWants, list[SidecarLink]] = {}
+        by_audio: dict[AudioWants, list[SidecarLink]] = {}
+        for link in self.links:
+            d = link.description
+            if d is None or link.failed:
+                continue
+            if d.video is not None:
+                by_video.setdefault(d.video, []).append(link)
+            if d.audio is not None:
+                by_audio.setdefault(d.audio, []).append(link)
+        for wants, links in by_video.items():
+            w, h = scaled_size(info.source_width, info.source_height, wants)
+            group = VideoGroup(wants=wants, links=links, width=w, height=h)
+            shm_links = [lk for lk in links if lk.transport == "shm"]
+            if use_shm and shm_links:
+                size = codec.frame_nbytes(w, h, wants.pixel_format)
+                slots = sum(lk.max_video + 4 for lk in shm_links) + 2
+                try:
+                    group.ring = ShmRing(size, slots)
+                except OSError as exc:
+                    log.warning("shared memory unavailable, sending bytes: %s", exc)
+            if group.ring is None:
+                for lk in links:
+                    lk.transport = "bytes"
+            self.video_groups.append(group)
+            log.info("video request", extra={"size": f"{w}x{h}", "fps": wants.fps, "format": wants.pixel_format,
+                                             "sidecars": ",".join(lk.name for lk in links),
+                                             "shm": group.ring is not None})
+        for wants, links in by_audio.items():
+            self.audio_groups.append(AudioGroup(
+                wants=wants, links=links,
+                resampler=av.AudioResampler(format="flt" if wants.sample_format == "f32" else "s16",
+                                            layout="mono" if wants.channels == 1 else f"{wants.channels}c"
+                                            if wants.channels > 2 else "stereo",
+                                            rate=wants.sample_rate),
+            ))
+        for link in self.links:
+            ring = next((g.ring for g in self.video_groups if link in g.links and g.ring is not None), None)
+            link.set_start(info, (ring.name, ring.slot_size, ring.slots) if ring else None)
+
+    # ------------------------------------------------------------ video
+
+    def video(self, frame: av.VideoFrame, t: float, segment: int) -> None:
+        for g in self.video_groups:
+            if g.wants.fps > 0:
+                if t + 1e-6 < g.next_due:
+                    continue
+                step = 1.0 / g.wants.fps
+                g.next_due = max(g.next_due + step, t + step * 0.5) if g.next_due >= 0 else t + step
+            live = [lk for lk in g.links if lk.live]
+            if not live:
+                continue
+            data = self._convert(frame, g)
+            g.seq += 1
+            shm_links = [lk for lk in live if lk.transport == "shm"] if g.ring is not None else []
+            byte_links = [lk for lk in live if lk not in shm_links]
+            if shm_links:
+                assert g.ring is not None
+                ref = g.ring.write(data, refs=len(shm_links))
+                if ref is None:
+                    byte_links += shm_links  # ring exhausted: degrade this frame to bytes, never block
+                else:
+                    slot, gen = ref
+                    ring = g.ring
+                    for lk in shm_links:
+                        msg = pb2.CoreMessage(video=pb2.VideoFrame(
+                            seq=g.seq, pts=t, width=g.width, height=g.height,
+                            pixel_format=codec.PIXEL_TO_PB[g.wants.pixel_format],
+                            shm=pb2.ShmRef(slot=slot, generation=gen, size=len(data)), segment=segment))
+                        lk.offer(Outgoing(msg, "video", release=_releaser(ring, slot)))
+            if byte_links:
+                payload = bytes(data)
+                for lk in byte_links:
+                    msg = pb2.CoreMessage(video=pb2.VideoFrame(
+                        seq=g.seq, pts=t, width=g.width, height=g.height,
+                        pixel_format=codec.PIXEL_TO_PB[g.wants.pixel_format], pixels=payload, segment=segment))
+                    lk.offer(Outgoing(msg, "video"))
+
+    def _convert(self, frame: av.VideoFrame, g: VideoGroup) -> memoryview:
+        g.conversions += 1
+        out = g.scaler.reformat(frame, g.width, g.height, _AV_PIX[g.wants.pixel_format])
+        arr = out.to_ndarray()
+        return memoryview(np.ascontiguousarray(arr)).cast("B")
+
+    # ------------------------------------------------------------ audio
+
+    def audio(self, frame: av.AudioFrame, t: float) -> None:
+        for g in self.audio_groups:
+            live = [lk for lk in g.links if lk.live]
+            if g.next_pts is None:
+                g.next_pts = t
+            frame.pts = None
+            for r in g.resampler.resample(frame):
+                g.conversions += 1
+                arr = r.to_ndarray().reshape(-1)
+                g.pending.append(arr)
+                g.pending_samples += len(arr) // g.wants.channels
+            chunk = int(g.wants.sample_rate * g.wants.chunk_ms / 1000)
+            while g.pending_samples >= chunk:
+                buf = np.concatenate(g.pending)
+                take = chunk * g.wants.channels
+                piece, rest = buf[:take], buf[take:]
+                g.pending = [rest] if len(rest) else []
+                g.pending_samples -= chunk
+                msg = pb2.CoreMessage(audio=pb2.AudioChunk(
+                    pts=g.next_pts, sample_rate=g.wants.sample_rate, channels=g.wants.channels,
+                    sample_format=codec.SAMPLE_TO_PB[g.wants.sample_format], samples=piece.tobytes()))
+                g.next_pts += chunk / g.wants.sample_rate
+                for lk in live:
+                    lk.offer(Outgoing(msg, "audio"))
+
+    def rebase_audio(self, t: float) -> None:
+        """After a discontinuity: drop partial chunks and restart the audio clock at t."""
+        for g in self.audio_groups:
+            g.pending, g.pending_samples, g.next_pts = [], 0, t
+
+    # ------------------------------------------------------------ control
+
+    def control(self, msg: Any) -> None:
+        for lk in self.links:
+            if lk.live:
+                lk.offer(Outgoing(msg, "control"))
+
+    def segment(self, index: int, start: float, end: float) -> None:
+        self.control(pb2.CoreMessage(segment=pb2.SegmentBoundary(segment=index, start=start, end=end)))
+
+    def discontinuity(self, t: float) -> None:
+        self.rebase_audio(t)
+        self.control(pb2.CoreMessage(discontinuity=pb2.Discontinuity(pts=t)))
+
+    def close(self) -> None:
+        for g in self.video_groups:
+            if g.ring is not None:
+                g.ring.close()
+
+
+def _releaser(ring: ShmRing, slot: int) -> Any:
+    done = threading.Event()
+
+    def release() -> None:
+        if not done.is_set():
+            done.set()
+            ring.release(slot)
+
+    return release
+
+
+__all__ = ["FanOut", "scaled_size", "Fraction"]

@@ -1,0 +1,612 @@
+"""One stream's pipeline: ingest → decode → fan-out to sidecars → segment → decision window → encode →
+publish.
+
+Threads: the caller's thread reads the source, decodes, feeds sidecars and cuts segments; a packager
+thread takes finished segments in order, waits for sidecar results under the decision window, encodes
+every rendition of the segment in parallel (x264 runs outside the GIL) and publishes all playlists.
+A bounded queue between the two keeps memory flat when encoding is slower than decoding.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+
+from sidecars.runtime.shm import sweep_stale
+from sidecars.runtime.types import Crop, RenditionInfo, StreamInfo
+
+from . import media
+from .errors import ConfigError, SidecastError
+from .fanout import FanOut
+from .ladder import AUDIO_BITRATE, DEFAULT_LADDER, Rung, build_ladder, declared_bandwidth
+from .links import LocalSidecar, SidecarLink
+from .playlist import Media, MediaPlaylist, Segment, VariantStream, atomic_write, render_master
+from .sources import AudioEvent, Discontinuity, Opened, Source, VideoEvent
+from .timeline import Timeline
+
+log = logging.getLogger("sidecast.pipeline")
+
+
+@dataclass
+class RunConfig:
+    source: str
+    outdir: Path
+    realtime: bool = False
+    segment_duration: float = 2.0
+    window: int | None = None
+    ladder: tuple[Rung, ...] = DEFAULT_LADDER
+    audio: bool = True
+    sidecars: list[str] = field(default_factory=list)          # local processes
+    sidecar_addrs: dict[str, str] = field(default_factory=dict)  # name -> target
+    sidecar_args: dict[str, list[str]] = field(default_factory=dict)
+    decision_window: float = 1.5
+    transport: str = "auto"
+    snapshots_fps: float = 1.0
+    snapshots_width: int = 640
+    vertical: str = "auto"
+    aspect: str = "9:16"
+    safe_margin: float = 0.05
+    max_pan_speed: float = 0.5
+    keep_centered: bool = False
+    stream_keys: set[str] = field(default_factory=set)
+    reconnect_timeout: float = 30.0
+    progress: bool = True
+    describe_timeout: float = 60.0
+    drain_timeout: float = 20.0
+
+
+@dataclass
+class SegmentJob:
+    index: int
+    start: float
+    end: float
+    frames: list[av.VideoFrame]
+    times: list[float]
+    discontinuity: bool
+    pdt: datetime
+    closed_at: float
+    final: bool = False
+
+
+@dataclass
+class RenditionState:
+    rung: Rung
+    kind: str                 # "main" or "vertical"
+    playlist: MediaPlaylist
+    full: MediaPlaylist
+    dir: Path
+    peak_bps: float = 0.0
+    total_bytes: int = 0
+    total_seconds: float = 0.0
+    codecs: str = "avc1.64001f"
+
+
+@dataclass
+class RunSummary:
+    segments: int
+    frames: int
+    media_seconds: float
+    wall_seconds: float
+    renditions: list[str]
+    corrupt_packets: int
+    discontinuities: int
+    sidecar_results: dict[str, int]
+    outdir: Path
+
+    @property
+    def speed(self) -> float:
+        return self.media_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+
+def parse_aspect(spec: str) -> tuple[int, int]:
+    try:
+        a, b = (int(x) for x in spec.split(":"))
+        if a <= 0 or b <= 0:
+            raise ValueError
+        return a, b
+    except ValueError as exc:
+        raise ConfigError(f"bad aspect {spec!r}: expected W:H such as 9:16, 4:5 or 1:1") from exc
+
+
+class Pipeline:
+    def __init__(self, config: RunConfig) -> None:
+        self.cfg = config
+        if not (0.5 <= config.segment_duration <= 30):
+            raise ConfigError("--segment-duration must be between 0.5 and 30 seconds")
+        if config.decision_window < 0 or config.decision_window > 30:
+            raise ConfigError("--decision-window must be between 0 and 30 seconds")
+        self.aspect = parse_aspect(config.aspect)
+        self.out = config.outdir
+        self.source = Source(config.source, realtime=config.realtime, stream_keys=config.stream_keys,
+                             reconnect_timeout=config.reconnect_timeout, audio=config.audio)
+        self.live = self.source.live
+        self.window = config.window if config.window is not None else (6 if self.live else 0)
+        self.timeline = Timeline()
+        self.links: list[SidecarLink] = []
+        self.local: list[LocalSidecar] = []
+        self.fanout: FanOut | None = None
+        self.socket_dir: Path | None = None
+        self.renditions: list[RenditionState] = []
+        self.audio_playlist: MediaPlaylist | None = None
+        self.audio_full: MediaPlaylist | None = None
+        self.audio_enc: media.AudioEncoder | None = None
+        self.audio_lock = threading.Lock()
+        self.subs: Any = None
+        self.crop_path: Any = None
+        self.jobs: queue.Queue[SegmentJob | None] = queue.Queue(maxsize=3)
+        self.segments_done = 0
+        self.frames_in = 0
+        self.media_time = 0.0
+        self.fps = Fraction(30)
+        self.discontinuities = 0
+        self.error: BaseException | None = None
+        self.master_written = False
+        self.started = time.monotonic()
+        self.publish_latency: list[float] = []
+        self.on_segment: list[Any] = []      # callbacks(job, renditions) for tests/integrations
+        self._packager = threading.Thread(target=self._package_loop, name="packager", daemon=True)
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="encode")
+        self.stop_requested = threading.Event()
+
+    # ------------------------------------------------------------------ set-up
+
+    def _start_sidecars(self) -> None:
+        names = list(self.cfg.sidecars)
+        if names:
+            sweep_stale()
+            self.socket_dir = Path(tempfile.mkdtemp(prefix="sidecast-sock-"))
+            for name in names:
+                proc = LocalSidecar(name, self.socket_dir, self.cfg.sidecar_args.get(name))
+                proc.start()
+                self.local.append(proc)
+                self.cfg.sidecar_addrs.setdefault(name, proc.target)
+        lossless = not self.live and not self.cfg.realtime
+        for name, target in self.cfg.sidecar_addrs.items():
+            link = SidecarLink(name, target, self.timeline, lossless=lossless,
+                               allow_shm=self.cfg.transport != "bytes",
+                               stall_timeout=max(5.0, self.cfg.decision_window * 3))
+            link.start()
+            self.links.append(link)
+
+    def _wait_described(self) -> None:
+        deadline = time.monotonic() + self.cfg.describe_timeout
+        for link in self.links:
+            left = max(0.0, deadline - time.monotonic())
+            if not link.wait_described(left):
+                log.error("sidecar did not answer Describe in time; running without it",
+                          extra={"sidecar": link.name, "target": link.target})
+                link._fail("no answer to Describe")
+
+    def _stream_info(self, opened: Opened, rungs: list[Rung]) -> StreamInfo:
+        return StreamInfo(
+            stream_id=self.out.name,
+            source_width=opened.width,
+            source_height=opened.height,
+            source_fps=float(opened.fps),
+            segment_duration=self.cfg.segment_duration,
+            renditions=tuple(RenditionInfo(r.name, r.width, r.height, r.max_bitrate, r.crf) for r in rungs),
+            params={
+                "vertical.aspect": self.cfg.aspect,
+                "vertical.safe_margin": str(self.cfg.safe_margin),
+                "vertical.max_pan_speed": str(self.cfg.max_pan_speed),
+            },
+        )
+
+    def _want_vertical(self) -> bool:
+        if self.cfg.vertical == "on":
+            return True
+        if self.cfg.vertical == "off":
+            return False
+        return any(lk.description is not None and lk.description.video is not None and lk.name == "autocrop"
+                   for lk in self.links)
+
+    def _want_subs(self) -> bool:
+        return any(lk.description is not None and lk.description.audio is not None and lk.name == "stt"
+                   for lk in self.links)
+
+    def _vertical_rungs(self, src_w: int, src_h: int) -> list[Rung]:
+        aw, ah = self.aspect
+        crop_w = min(src_w, int(src_h * aw / ah))
+        crop_h = min(src_h, int(crop_w * ah / aw))
+        crop_w -= crop_w % 2
+        crop_h -= crop_h % 2
+        out: list[Rung] = []
+        # A vertical ladder: 1920/1280/854 tall for 9:16, scaled for other aspects, never above the crop.
+        for long_side, rate in ((1920, 4_500_000), (1280, 2_500_000), (854, 1_200_000)):
+            h = min(crop_h, long_side if ah >= aw else int(long_side * ah / aw))
+            h -= h % 2
+            w = int(round(h * aw / ah / 2)) * 2
+            if w < 2 or any(r.height == h for r in out):
+                continue
+            out.append(Rung(f"v{h}p", h, rate, 23.0, width=w))
+        return out or [Rung(f"v{crop_h}p", crop_h, 1_200_000, 23.0, width=crop_w)]
+
+    def _setup_outputs(self, opened: Opened) -> list[Rung]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        rungs = build_ladder(opened.width, opened.height, self.cfg.ladder)
+        seg = self.cfg.segment_duration
+        for r in rungs:
+            d = self.out / "video" / r.name
+            d.mkdir(parents=True, exist_ok=True)
+            self.renditions.append(RenditionState(
+                rung=r, kind="main", dir=d,
+                playlist=MediaPlaylist(d / "index.m3u8", seg, self.window),
+                full=MediaPlaylist(d / "vod.m3u8", seg, 0)))
+        if self._want_vertical():
+            from .croppath import CropPath  # provided with the autocrop sidecar
+
+            self.crop_path = CropPath(opened.width, opened.height, aspect=self.aspect)
+            if self.cfg.keep_centered:
+                self.crop_path.keep_centered(True)
+            self.timeline.listeners.append(self._on_result)
+            for r in self._vertical_rungs(opened.width, opened.height):
+                d = self.out / "vertical" / r.name
+                d.mkdir(parents=True, exist_ok=True)
+                self.renditions.append(RenditionState(
+                    rung=r, kind="vertical", dir=d,
+                    playlist=MediaPlaylist(d / "index.m3u8", seg, self.window),
+                    full=MediaPlaylist(d / "vod.m3u8", seg, 0)))
+        if opened.has_audio:
+            d = self.out / "audio"
+            d.mkdir(parents=True, exist_ok=True)
+            self.audio_playlist = MediaPlaylist(d / "index.m3u8", seg, self.window)
+            self.audio_full = MediaPlaylist(d / "vod.m3u8", seg, 0)
+            self.audio_enc = media.AudioEncoder()
+        if self._want_subs():
+            from .subtitles import SubtitleTrack
+
+            self.subs = SubtitleTrack(self.out / "subs" / "en", seg, self.window, language="en")
+        if self.cfg.snapshots_fps > 0:
+            (self.out / "snapshots").mkdir(parents=True, exist_ok=True)
+        return rungs
+
+    def _on_result(self, name: str, result: Any) -> None:
+        if isinstance(result, Crop) and self.crop_path is not None:
+            self.crop_path.add(result)
+
+    # ------------------------------------------------------------------ run
+
+    def run(self) -> RunSummary:
+        self._start_sidecars()
+        self._packager.start()
+        try:
+            self._ingest()
+        except BaseException as exc:
+            self.error = exc
+            raise
+        finally:
+            self._finish()
+        if isinstance(self.error, BaseException):
+            raise self.error
+        return self.summary()
+
+    def summary(self) -> RunSummary:
+        return RunSummary(
+            segments=self.segments_done,
+            frames=self.frames_in,
+            media_seconds=self.media_time,
+            wall_seconds=time.monotonic() - self.started,
+            renditions=[r.rung.name for r in self.renditions],
+            corrupt_packets=self.source.corrupt_packets,
+            discontinuities=self.discontinuities,
+            sidecar_results={lk.name: lk.stats.results for lk in self.links},
+            outdir=self.out,
+        )
+
+    def request_stop(self) -> None:
+        """Graceful shutdown: stop reading, finish and publish the segment in progress."""
+        self.stop_requested.set()
+        self.source.stop()
+
+    def _ingest(self) -> None:
+        seg_d = self.cfg.segment_duration
+        frames: list[av.VideoFrame] = []
+        times: list[float] = []
+        seg_start = 0.0
+        seg_index = 0
+        discontinuity_pending = False
+        pdt_anchor = (datetime.now(UTC), 0.0)
+        next_snap = 0.0
+        snap_index = 0
+        snap_log = None
+        frame_dur = 1 / 30
+        last_progress = 0.0
+
+        def close_segment(end: float, final: bool = False) -> None:
+            nonlocal frames, times, seg_index, discontinuity_pending
+            if not frames:
+                return
+            start = times[0]
+            pdt = pdt_anchor[0] + timedelta(seconds=start - pdt_anchor[1])
+            job = SegmentJob(index=seg_index, start=start, end=end, frames=frames, times=times,
+                             discontinuity=discontinuity_pending, pdt=pdt, closed_at=time.monotonic(), final=final)
+            if self.fanout is not None:
+                self.fanout.segment(seg_index, start, end)
+            frames, times = [], []
+            seg_index += 1
+            discontinuity_pending = False
+            self._put_job(job)
+
+        for ev in self.source.events():
+            if self.error is not None:
+                raise self.error
+            if isinstance(ev, VideoEvent):
+                t = ev.t
+                if frames and t >= seg_start + seg_d - frame_dur / 2:
+                    close_segment(t)
+                if not frames:
+                    seg_start = t
+                frames.append(ev.frame)
+                times.append(t)
+                self.frames_in += 1
+                self.media_time = t + frame_dur
+                if self.fanout is not None:
+                    self.fanout.video(ev.frame, t, seg_index)
+                if self.cfg.snapshots_fps > 0 and t + 1e-6 >= next_snap:
+                    path = self.out / "snapshots" / f"{snap_index:06d}.jpg"
+                    media.write_snapshot(ev.frame, min(self.cfg.snapshots_width, ev.frame.width), path)
+                    shutil.copyfile(path, self.out / "snapshots" / ".latest.jpg")
+                    (self.out / "snapshots" / ".latest.jpg").replace(self.out / "snapshots" / "latest.jpg")
+                    if snap_log is None:
+                        snap_log = open(self.out / "snapshots" / "index.jsonl", "a")  # noqa: SIM115
+                    pdt = pdt_anchor[0] + timedelta(seconds=t - pdt_anchor[1])
+                    snap_log.write(json.dumps({"file": path.name, "t": round(t, 3),
+                                               "pdt": pdt.isoformat(timespec="milliseconds")}) + "\n")
+                    snap_log.flush()
+                    snap_index += 1
+                    next_snap = max(next_snap + 1 / self.cfg.snapshots_fps, t)
+                now = time.monotonic()
+                if now - last_progress >= 1.0:
+                    last_progress = now
+                    self._progress()
+            elif isinstance(ev, AudioEvent):
+                if self.audio_enc is not None:
+                    with self.audio_lock:
+                        self.audio_enc.push(ev.frame, ev.t)
+                if self.fanout is not None:
+                    self.fanout.audio(ev.frame, ev.t)
+            elif isinstance(ev, Discontinuity):
+                close_segment(self.media_time)
+                self.discontinuities += 1
+                discontinuity_pending = True
+                pdt_anchor = (datetime.now(UTC), ev.t)
+                if self.audio_enc is not None:
+                    with self.audio_lock:
+                        self.audio_enc.rebase(ev.t)
+                if self.fanout is not None:
+                    self.fanout.discontinuity(ev.t)
+            elif isinstance(ev, Opened):
+                self.fps = ev.fps
+                frame_dur = float(1 / ev.fps)
+                log.info("source opened", extra={"source": self.cfg.source, "stream": ev.description})
+                rungs = build_ladder(ev.width, ev.height, self.cfg.ladder)
+                self._wait_described()
+                info = self._stream_info(ev, rungs)
+                self.fanout = FanOut(self.links, self.cfg.transport)
+                self.fanout.negotiate(info)
+                self._setup_outputs(ev)
+                pdt_anchor = (datetime.now(UTC), 0.0)
+        close_segment(self.media_time, final=True)
+
+    def _put_job(self, job: SegmentJob) -> None:
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self.jobs.put(job, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def _progress(self) -> None:
+        if not self.cfg.progress:
+            return
+        wall = time.monotonic() - self.started
+        speed = self.media_time / wall if wall > 0 else 0.0
+        parts = [f"frames {self.frames_in}", f"t={self.media_time:7.1f}s", f"speed {speed:4.2f}x",
+                 f"segments {self.segments_done}", f"renditions {len(self.renditions)}"]
+        live = self.timeline.live_sidecars()
+        if self.links:
+            parts.append("sidecars " + ",".join(f"{lk.name}{'' if lk.name in live else '(down)'}" for lk in self.links))
+        line = "  ".join(parts)
+        if sys.stderr.isatty():
+            sys.stderr.write("\r\033[K" + line)
+            sys.stderr.flush()
+        else:
+            log.info(line)
+
+    # ------------------------------------------------------------------ packaging
+
+    def _package_loop(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            try:
+                self._package(job)
+            except BaseException as exc:  # surface in the ingest thread; never die silently
+                log.exception("packaging segment %d failed", job.index)
+                self.error = exc
+                return
+
+    def _wait_results(self, job: SegmentJob) -> None:
+        if not self.links:
+            return
+        if job.final and self.fanout is not None:
+            for lk in self.links:
+                if lk.live:
+                    from proto import pb2
+
+                    from .links import Outgoing
+
+                    lk.offer(Outgoing(pb2.CoreMessage(end=pb2.StreamEnd()), "control"))
+            deadline = time.monotonic() + max(self.cfg.drain_timeout, self.cfg.decision_window)
+        else:
+            deadline = job.closed_at + self.cfg.decision_window
+        covered = self.timeline.wait_covered(job.end, deadline)
+        if not covered:
+            late = [lk.name for lk in self.links if lk.live and self.timeline.watermark_of(lk.name) < job.end]
+            log.info("decision window closed without all results", extra={"segment": job.index, "late": ",".join(late)})
+
+    def _package(self, job: SegmentJob) -> None:
+        self._wait_results(job)
+        duration = max(job.end - job.start, 1e-3)
+        name = f"seg_{job.index:06d}"
+        hint = self.timeline.hint_for(job.index)
+        hints = {h.rendition: h for h in hint.renditions} if hint else {}
+        futures = []
+        crops = None
+        if self.crop_path is not None:
+            crops = [self.crop_path.window_at(t) for t in job.times]
+        for rs in self.renditions:
+            crf, cap = rs.rung.crf, rs.rung.max_bitrate
+            h = hints.get(rs.rung.name) if rs.kind == "main" else None
+            if h is not None:
+                crf = h.crf if 0 < h.crf <= 51 else crf
+                cap = min(cap, h.max_bitrate) if h.max_bitrate > 0 else cap
+            futures.append(self._pool.submit(
+                media.encode_video_segment, job.frames, job.times, rs.dir / f"{name}.ts",
+                rs.rung.width, rs.rung.height, self.fps, crf, cap, duration,
+                crops if rs.kind == "vertical" else None))
+        audio_bytes = 0
+        if self.audio_enc is not None:
+            with self.audio_lock:
+                if job.final:
+                    self.audio_enc.push(None)
+                packets = self.audio_enc.take_until(None if job.final else job.end)
+            audio_bytes = self.audio_enc.write_segment(packets, self.out / "audio" / f"{name}.ts")
+        stats = [f.result() for f in futures]
+        if not self.master_written:
+            for rs, st in zip(self.renditions, stats, strict=True):
+                rs.codecs = st.codecs
+            self._write_masters(final=False)
+        for rs, st in zip(self.renditions, stats, strict=True):
+            seg = Segment(uri=f"{name}.ts", duration=duration, pdt=job.pdt, discontinuity=job.discontinuity,
+                          bytes=st.bytes)
+            rs.peak_bps = max(rs.peak_bps, st.bytes * 8 / duration)
+            rs.total_bytes += st.bytes
+            rs.total_seconds += duration
+            rs.playlist.add(seg)
+            rs.full.add(seg)
+        if self.audio_playlist is not None and self.audio_full is not None:
+            seg = Segment(uri=f"{name}.ts", duration=duration, pdt=job.pdt, discontinuity=job.discontinuity,
+                          bytes=audio_bytes)
+            self.audio_playlist.add(seg)
+            self.audio_full.add(seg)
+        if self.subs is not None:
+            self.subs.add_segment(job.index, job.start, job.end, media.media_to_pts90k(job.start), job.pdt,
+                                  self.timeline.cues_between(job.start, job.end, final_only=True),
+                                  job.discontinuity)
+        if self.crop_path is not None:
+            self._write_crops(job)
+        self.segments_done += 1
+        self.publish_latency.append(time.monotonic() - job.closed_at)
+        for cb in self.on_segment:
+            cb(job, self.renditions)
+        job.frames.clear()
+
+    def _write_crops(self, job: SegmentJob) -> None:
+        with open(self.out / "crops.jsonl", "a") as f:
+            for rec in self.crop_path.jsonl_records(job.start, job.end):
+                f.write(json.dumps(rec) + "\n")
+
+    def _variants(self, kind: str, final: bool) -> list[VariantStream]:
+        out = []
+        audio = AUDIO_BITRATE * 1.1 if self.audio_playlist is not None else 0
+        for rs in self.renditions:
+            if rs.kind != kind:
+                continue
+            declared = declared_bandwidth(rs.rung.max_bitrate, self.cfg.segment_duration)
+            if final and rs.total_seconds > 0:
+                peak = rs.peak_bps
+                avg = rs.total_bytes * 8 / rs.total_seconds
+            else:
+                peak = max(declared, rs.peak_bps)
+                avg = min(rs.rung.max_bitrate, declared)
+            codecs = rs.codecs + (f",{media.AUDIO_CODECS}" if self.audio_playlist is not None else "")
+            prefix = "video" if kind == "main" else "vertical"
+            out.append(VariantStream(
+                uri=f"{prefix}/{rs.rung.name}/{'vod' if final and self.window else 'index'}.m3u8",
+                bandwidth=int(math.ceil(peak + audio)), average_bandwidth=int(math.ceil(avg + audio)),
+                width=rs.rung.width, height=rs.rung.height, codecs=codecs, frame_rate=float(self.fps)))
+        return out
+
+    def _media(self, final: bool) -> list[Media]:
+        pl = "vod" if final and self.window else "index"
+        media_list = []
+        if self.audio_playlist is not None:
+            media_list.append(Media("AUDIO", "aud", "Main", f"audio/{pl}.m3u8", language="und", channels="2"))
+        if self.subs is not None:
+            media_list.append(Media("SUBTITLES", "subs", "English", f"subs/en/{pl}.m3u8", language="en"))
+        return media_list
+
+    def _write_masters(self, final: bool) -> None:
+        """Live: declared caps. End of stream: measured peaks (and, for windowed live, the VOD set)."""
+        audio_group = "aud" if self.audio_playlist is not None else None
+        subs_group = "subs" if self.subs is not None else None
+        targets = [("master.m3u8", "main"), ("vertical.m3u8", "vertical")]
+        for fname, kind in targets:
+            variants = self._variants(kind, final=False)
+            if not variants:
+                continue
+            if final and self.window == 0:
+                variants = self._variants(kind, final=True)
+            atomic_write(self.out / fname, render_master(variants, self._media(False), audio_group, subs_group))
+            if final and self.window:
+                vod = fname.replace(".m3u8", "-vod.m3u8")
+                atomic_write(self.out / vod, render_master(self._variants(kind, final=True), self._media(True),
+                                                           audio_group, subs_group))
+        self.master_written = True
+
+    # ------------------------------------------------------------------ shutdown
+
+    def _finish(self) -> None:
+        try:
+            self.jobs.put(None)
+        except Exception:
+            pass
+        self._packager.join()
+        self._pool.shutdown(wait=True)
+        if self.error is None and self.segments_done:
+            for rs in self.renditions:
+                rs.playlist.end()
+                rs.full.end()
+            if self.audio_playlist is not None and self.audio_full is not None:
+                self.audio_playlist.end()
+                self.audio_full.end()
+            if self.subs is not None:
+                self.subs.finish()
+                self.subs.write_transcript(self.timeline.all_cues(), self.out)
+            self._write_masters(final=True)
+        for link in self.links:
+            link.close()
+        for proc in self.local:
+            proc.stop()
+        if self.fanout is not None:
+            self.fanout.close()
+        if self.audio_enc is not None:
+            self.audio_enc.close()
+        self.timeline.close()
+        self.source.close()
+        if self.socket_dir is not None:
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
+        if self.cfg.progress and sys.stderr.isatty():
+            sys.stderr.write("\n")
+
+
+__all__ = ["Pipeline", "RunConfig", "RunSummary", "SidecastError"]

@@ -1,0 +1,142 @@
+"""``sidecast run``: turn parsed options into a RunConfig, run the pipeline, serve, shut down cleanly."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .ladder import DEFAULT_LADDER, parse_ladder
+from .pipeline import Pipeline, RunConfig, RunSummary
+from .sources import read_stream_keys
+
+log = logging.getLogger("sidecast.run")
+
+
+def parse_sidecar_addrs(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, addr = item.partition("=")
+        if not sep or not name or not addr:
+            raise ConfigError(f"bad --sidecar-addr {item!r}: expected NAME=host:port or NAME=unix:///path")
+        if addr.startswith("/"):
+            addr = f"unix://{addr}"
+        out[name.strip()] = addr.strip()
+    return out
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    try:
+        ladder = parse_ladder(args.ladder) if args.ladder else DEFAULT_LADDER
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    sidecars = [s.strip() for s in args.sidecars.split(",") if s.strip()]
+    addrs = parse_sidecar_addrs(args.sidecar_addr)
+    both = set(sidecars) & set(addrs)
+    if both:
+        raise ConfigError(f"sidecar {sorted(both)[0]!r} is both started locally (--sidecars) and remote "
+                          "(--sidecar-addr): pick one")
+    if sidecars:
+        from sidecars.runtime import available
+
+        known = available()
+        for s in sidecars:
+            if s not in known:
+                raise ConfigError(f"no sidecar named {s!r} is installed (installed: {', '.join(sorted(known))})")
+    if args.window is not None and args.window < 0:
+        raise ConfigError("--window must be ≥ 0")
+    if args.snapshots_fps < 0 or args.snapshots_width < 16:
+        raise ConfigError("--snapshots-fps must be ≥ 0 and --snapshots-width ≥ 16")
+    keys = read_stream_keys(args.stream_keys_file, args.stream_key)
+    return RunConfig(
+        source=args.source,
+        outdir=Path(args.outdir),
+        realtime=args.realtime,
+        segment_duration=args.segment_duration,
+        window=args.window,
+        ladder=ladder,
+        audio=not args.no_audio,
+        sidecars=sidecars,
+        sidecar_addrs=addrs,
+        decision_window=args.decision_window,
+        transport=args.transport,
+        snapshots_fps=args.snapshots_fps,
+        snapshots_width=args.snapshots_width,
+        vertical=args.vertical,
+        aspect=args.aspect,
+        safe_margin=args.safe_margin,
+        max_pan_speed=args.max_pan_speed,
+        keep_centered=args.keep_centered,
+        stream_keys=keys,
+        reconnect_timeout=args.reconnect_timeout,
+        progress=not args.no_progress,
+    )
+
+
+def control_api(pipeline: Pipeline) -> dict[str, Any]:
+    """Handlers for ``POST /api/<name>`` on the HTTP server."""
+
+    def keep_centered(body: dict[str, Any]) -> dict[str, Any]:
+        on = bool(body.get("on", True))
+        if pipeline.crop_path is None:
+            return {"ok": False, "error": "no vertical rendition in this run"}
+        pipeline.crop_path.keep_centered(on)
+        log.info("vertical keep-centered override", extra={"on": on})
+        return {"ok": True, "keep_centered": on}
+
+    def status(body: dict[str, Any]) -> dict[str, Any]:
+        s = pipeline.summary()
+        return {"segments": s.segments, "frames": s.frames, "media_seconds": round(s.media_seconds, 3),
+                "speed": round(s.speed, 3), "sidecars": pipeline.timeline.live_sidecars()}
+
+    return {"vertical/keep-centered": keep_centered, "status": status}
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    pipeline = Pipeline(cfg)
+    server = None
+    if args.serve is not None:
+        from .serve import start_server
+
+        cfg.outdir.mkdir(parents=True, exist_ok=True)
+        try:
+            server = start_server(cfg.outdir, args.serve, host=args.serve_host, api=control_api(pipeline))
+        except OSError as exc:
+            raise ConfigError(f"cannot serve on port {args.serve}: {exc.strerror}") from exc
+        print(f"sidecast: serving {cfg.outdir} at http://{args.serve_host}:{server.port}/ (player at /)", flush=True)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.warning("shutting down: finishing the current segment", extra={"signal": signal.Signals(signum).name})
+        pipeline.request_stop()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    summary = pipeline.run()
+    print_summary(summary)
+    if server is not None and not pipeline.stop_requested.is_set():
+        print("sidecast: stream ended; still serving (Ctrl-C to stop)", flush=True)
+        stop = threading.Event()
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        stop.wait()
+    if server is not None:
+        server.close()
+    return 0
+
+
+def print_summary(s: RunSummary) -> None:
+    print(
+        f"sidecast: done: {s.segments} segments, {s.frames} frames, {s.media_seconds:.1f} s of media in "
+        f"{s.wall_seconds:.1f} s ({s.speed:.2f}x real time); renditions {', '.join(s.renditions)}"
+        + (f"; {s.corrupt_packets} corrupt packets skipped" if s.corrupt_packets else "")
+        + (f"; {s.discontinuities} discontinuities" if s.discontinuities else "")
+        + "".join(f"; {k}: {v} results" for k, v in s.sidecar_results.items()),
+        flush=True,
+    )
+    print(f"sidecast: output in {s.outdir}/master.m3u8", flush=True)

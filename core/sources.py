@@ -1,0 +1,454 @@
+"""Sources: open a file or a live URL with PyAV and yield decoded frames on one media clock.
+
+Kinds of SOURCE:
+- a media file (mp4, mkv, ts, flv...): read to the end, optionally paced as live (``--realtime``);
+- ``rtmp://HOST:PORT/APP/KEY``: an RTMP *listener* that OBS or ffmpeg publishes into. PyAV's listener
+  accepts any stream key, so a small TCP front (``RtmpKeyGate``) sits before it, reads the publish
+  command's stream name from the first client bytes and hangs up on keys that are not configured;
+- ``rtsp://`` (pulled over TCP) and ``http(s)://`` HLS playlists (pulled by FFmpeg's HLS demuxer);
+- ``srt://``: PyAV's FFmpeg has no SRT, so Debian's ``ffmpeg`` binary bridges SRT to MPEG-TS on a pipe.
+
+Media time starts at 0 at the first frame. When a live source drops and comes back, media time continues
+after the last frame (never goes back) and a ``Discontinuity`` event is yielded; nothing already
+published changes. A corrupt packet mid-stream is logged and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import select
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from urllib.parse import urlparse
+
+import av
+
+from .errors import ConfigError, SourceError
+
+log = logging.getLogger("sidecast.ingest")
+
+LIVE_SCHEMES = ("rtmp", "rtsp", "srt", "http", "https")
+
+
+@dataclass
+class VideoEvent:
+    frame: av.VideoFrame
+    t: float
+
+
+@dataclass
+class AudioEvent:
+    frame: av.AudioFrame
+    t: float
+
+
+@dataclass
+class Discontinuity:
+    t: float       # media time where the new period starts
+    gap: float     # wall-clock seconds the source was away
+
+
+@dataclass
+class Opened:
+    width: int
+    height: int
+    fps: Fraction
+    has_audio: bool
+    description: str
+
+
+Event = VideoEvent | AudioEvent | Discontinuity | Opened
+
+
+def is_live(source: str) -> bool:
+    return urlparse(source).scheme.lower() in LIVE_SCHEMES
+
+
+# ---------------------------------------------------------------------------- RTMP stream-key gate
+
+_PUBLISH = b"\x02\x00\x07publish"
+
+
+def parse_publish_key(buf: bytes) -> str | None:
+    """The stream name of an AMF0 ``publish`` command found in client bytes, or None if not yet seen.
+
+    Layout after the command name: transaction id (0x00 + 8-byte double), null (0x05), then the stream
+    name as an AMF0 string (0x02, u16 length, bytes). A query string (``key?token=...``) is cut off.
+    """
+    i = buf.find(_PUBLISH)
+    if i < 0:
+        return None
+    j = i + len(_PUBLISH)
+    if len(buf) < j + 9 + 1 + 3:
+        return None
+    if buf[j] != 0x00:
+        return ""
+    j += 9
+    if buf[j] == 0x05:
+        j += 1
+    if buf[j] != 0x02:
+        return ""
+    n = int.from_bytes(buf[j + 1 : j + 3], "big")
+    if len(buf) < j + 3 + n:
+        return None
+    return buf[j + 3 : j + 3 + n].decode("utf-8", "replace").split("?", 1)[0]
+
+
+class RtmpKeyGate:
+    """A TCP front for FFmpeg's RTMP listener that admits only publishers with a configured key."""
+
+    def __init__(self, host: str, port: int, keys: set[str], backend_port: int) -> None:
+        self.keys = keys
+        self.backend_port = backend_port
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind((host, port))
+        except OSError as exc:
+            raise SourceError(f"cannot listen for RTMP on {host}:{port}: {exc.strerror}") from exc
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.rejected = 0
+        self._closed = False
+        self._busy = threading.Lock()
+        threading.Thread(target=self._accept_loop, name="rtmp-gate", daemon=True).start()
+
+    def close(self) -> None:
+        self._closed = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def _accept_loop(self) -> None:
+        while not self._closed:
+            try:
+                client, addr = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(client, addr), daemon=True).start()
+
+    def _handle(self, client: socket.socket, addr: tuple[str, int]) -> None:
+        if not self._busy.acquire(blocking=False):
+            log.warning("second RTMP publisher refused: a stream is already being published",
+                        extra={"peer": addr[0]})
+            client.close()
+            return
+        backend = None
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    backend = socket.create_connection(("127.0.0.1", self.backend_port), timeout=2)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        log.error("RTMP backend listener not available")
+                        return
+                    time.sleep(0.05)
+            backend.settimeout(None)
+            self._pipe(client, backend, addr)
+        finally:
+            for s in (client, backend):
+                if s is not None:
+                    try:
+                        s.close()
+                    except OSError:
+                        pass
+            self._busy.release()
+
+    def _pipe(self, client: socket.socket, backend: socket.socket, addr: tuple[str, int]) -> None:
+        seen = b""
+        checked = False
+        socks = [client, backend]
+        while True:
+            readable, _, _ = select.select(socks, [], [], 30)
+            if not readable:
+                continue
+            for s in readable:
+                try:
+                    data = s.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                if s is client and not checked:
+                    seen += data
+                    key = parse_publish_key(seen)
+                    if key is not None:
+                        checked = True
+                        seen = b""
+                        if key not in self.keys:
+                            self.rejected += 1
+                            log.error("RTMP publish rejected: unknown stream key",
+                                      extra={"peer": addr[0], "key": key[:64]})
+                            return
+                        log.info("RTMP publisher accepted", extra={"peer": addr[0]})
+                    elif len(seen) > 1 << 20:
+                        log.error("RTMP client sent 1 MiB without a publish command; dropped",
+                                  extra={"peer": addr[0]})
+                        return
+                (backend if s is client else client).sendall(data)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---------------------------------------------------------------------------- opening
+
+
+@dataclass
+class _Conn:
+    container: av.container.InputContainer
+    bridge: subprocess.Popen[bytes] | None = None
+
+    def close(self) -> None:
+        try:
+            self.container.close()
+        except Exception:
+            pass
+        if self.bridge is not None and self.bridge.poll() is None:
+            self.bridge.kill()
+            self.bridge.wait()
+
+
+def _av_error(source: str, exc: Exception) -> SourceError:
+    msg = getattr(exc, "strerror", None) or str(exc)
+    msg = re.sub(r"^\[Errno -?\d+\] ", "", msg)
+    msg = re.sub(r": '.*'$", "", msg)
+    return SourceError(f"cannot open {source!r}: {msg}")
+
+
+class Source:
+    """Opens SOURCE (re-opening live sources after drops) and yields ``Event``s on one media clock."""
+
+    def __init__(self, source: str, *, realtime: bool = False, stream_keys: set[str] | None = None,
+                 reconnect_timeout: float = 30.0, open_timeout: float = 10.0, audio: bool = True) -> None:
+        self.source = source
+        self.url = urlparse(source)
+        self.scheme = self.url.scheme.lower()
+        self.live = is_live(source)
+        self.realtime = realtime or self.live
+        self.pace = realtime and not self.live
+        self.reconnect_timeout = reconnect_timeout
+        self.open_timeout = open_timeout
+        self.want_audio = audio
+        self.stream_keys = set(stream_keys or ())
+        self.gate: RtmpKeyGate | None = None
+        self.corrupt_packets = 0
+        self.connections = 0
+        self._stop = threading.Event()
+        self._conn: _Conn | None = None
+        if self.scheme == "rtmp":
+            self._setup_rtmp()
+        elif self.scheme == "srt" and shutil.which("ffmpeg") is None:
+            raise ConfigError("SRT sources need the ffmpeg binary (Debian package ffmpeg); run ./dev.sh install")
+        elif not self.live and self.scheme not in ("", "file"):
+            raise ConfigError(f"unsupported source scheme {self.scheme!r}: use a file, rtmp://, rtsp://, srt:// "
+                              "or http(s)://")
+        elif not self.live:
+            path = Path(self.url.path if self.scheme == "file" else source)
+            if not path.exists():
+                raise SourceError(f"cannot open {source!r}: no such file")
+            if path.is_dir():
+                raise SourceError(f"cannot open {source!r}: it is a directory")
+
+    def stop(self) -> None:
+        """Ask the source to end at the next frame (graceful shutdown)."""
+        self._stop.set()
+        if self._conn is not None and self.live:
+            self._conn.close()  # unblocks a blocking read
+
+    # ------------------------------------------------------------ rtmp
+
+    def _setup_rtmp(self) -> None:
+        parts = [p for p in self.url.path.split("/") if p]
+        if len(parts) < 1:
+            raise ConfigError("RTMP source must look like rtmp://0.0.0.0:1935/APP/STREAMKEY")
+        self.rtmp_app = parts[0]
+        if len(parts) >= 2:
+            self.stream_keys.add(parts[-1])
+        if not self.stream_keys:
+            raise ConfigError("no RTMP stream key configured: put one in the URL (rtmp://0.0.0.0:1935/live/KEY), "
+                              "or pass --stream-key / --stream-keys-file")
+        host = self.url.hostname or "0.0.0.0"
+        port = self.url.port or 1935
+        self.rtmp_backend = _free_port()
+        self.gate = RtmpKeyGate(host, port, self.stream_keys, self.rtmp_backend)
+        log.info("listening for RTMP publishers", extra={"address": f"rtmp://{host}:{self.gate.port}/{self.rtmp_app}",
+                                                         "keys": len(self.stream_keys)})
+
+    # ------------------------------------------------------------ open
+
+    def _open(self) -> _Conn:
+        timeout_us = str(int(self.open_timeout * 1_000_000))
+        if self.scheme == "rtmp":
+            url = f"rtmp://127.0.0.1:{self.rtmp_backend}/{self.rtmp_app}/ingest"
+            return _Conn(av.open(url, options={"listen": "1", "rw_timeout": str(60_000_000)}, timeout=None))
+        if self.scheme == "srt":
+            cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-i", self.source,
+                   "-map", "0", "-c", "copy", "-f", "mpegts", "pipe:1"]
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            assert proc.stdout is not None
+            try:
+                container = av.open(proc.stdout, format="mpegts", timeout=(self.open_timeout, None))
+            except Exception:
+                proc.kill()
+                err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+                proc.wait()
+                raise SourceError(f"cannot open {self.source!r}: {err.splitlines()[-1] if err else 'no data'}")
+            return _Conn(container, proc)
+        if self.scheme == "rtsp":
+            return _Conn(av.open(self.source, options={"rtsp_transport": "tcp", "timeout": timeout_us},
+                                 timeout=(self.open_timeout, 30.0)))
+        if self.scheme in ("http", "https"):
+            return _Conn(av.open(self.source, options={"rw_timeout": timeout_us},
+                                 timeout=(self.open_timeout, 30.0)))
+        path = self.url.path if self.scheme == "file" else self.source
+        return _Conn(av.open(path))
+
+    # ------------------------------------------------------------ events
+
+    def events(self) -> Iterator[Event]:
+        """All events of the stream, across reconnects, until the source ends."""
+        base = 0.0          # media time where the current connection starts
+        last_t = -1.0       # last media time yielded
+        frame_dur = 1 / 30
+        first = True
+        away_since: float | None = None
+        while not self._stop.is_set():
+            try:
+                conn = self._open()
+            except SourceError:
+                raise
+            except av.error.FFmpegError as exc:
+                if first or not self.live:
+                    raise _av_error(self.source, exc) from exc
+                if away_since is not None and time.monotonic() - away_since > self.reconnect_timeout:
+                    log.warning("source did not come back; ending the stream",
+                                extra={"waited_s": round(time.monotonic() - away_since, 1)})
+                    return
+                time.sleep(0.5)
+                continue
+            self._conn = conn
+            self.connections += 1
+            try:
+                video = next((s for s in conn.container.streams.video), None)
+                if video is None:
+                    raise SourceError(f"{self.source!r} has no video stream")
+                if video.codec_context is None or video.codec_context.name not in av.codecs_available:
+                    raise SourceError(f"{self.source!r}: cannot decode video codec {video.codec_context.name!r}")
+                audio = next((s for s in conn.container.streams.audio), None) if self.want_audio else None
+                if audio is not None and audio.codec_context is None:
+                    log.warning("audio codec cannot be decoded; continuing without audio")
+                    audio = None
+                video.thread_type = "AUTO"
+                fps = video.average_rate or video.guessed_rate or Fraction(30)
+                if fps <= 0 or fps > 240:
+                    fps = Fraction(30)
+                frame_dur = float(1 / fps)
+                if first:
+                    yield Opened(width=video.codec_context.width, height=video.codec_context.height, fps=fps,
+                                 has_audio=audio is not None,
+                                 description=f"{video.codec_context.name} {video.codec_context.width}x"
+                                             f"{video.codec_context.height} {float(fps):.3f} fps"
+                                             + (f", audio {audio.codec_context.name} {audio.rate} Hz" if audio else ""))
+                else:
+                    gap = time.monotonic() - (away_since or time.monotonic())
+                    base = last_t + frame_dur
+                    log.info("source back; continuing with a discontinuity", extra={"gap_s": round(gap, 2),
+                                                                                      "media_time": round(base, 3)})
+                    yield Discontinuity(t=base, gap=gap)
+                first = False
+                yield from self._read(conn, video, audio, base, frame_dur, lambda t: None)
+                last_t = max(last_t, self._last_t)
+            finally:
+                conn.close()
+                self._conn = None
+            if not self.live or self._stop.is_set():
+                return
+            away_since = time.monotonic()
+            log.warning("source dropped; waiting for it to come back",
+                        extra={"reconnect_timeout_s": self.reconnect_timeout})
+
+    def _read(self, conn: _Conn, video: av.video.stream.VideoStream, audio: av.audio.stream.AudioStream | None,
+              base: float, frame_dur: float, _unused: object) -> Iterator[Event]:
+        t0: float | None = None
+        self._last_t = base - frame_dur
+        wall0 = time.monotonic()
+        streams = [video] + ([audio] if audio is not None else [])
+        demux = conn.container.demux(*streams)
+        while not self._stop.is_set():
+            try:
+                packet = next(demux)
+            except StopIteration:
+                return
+            except av.error.EOFError:
+                return
+            except (av.error.FFmpegError, OSError) as exc:
+                if self.live:
+                    log.warning("source read failed: %s", exc)
+                    return
+                log.warning("read error; treating as end of input", extra={"error": str(exc)})
+                return
+            if packet.size == 0 and packet.pts is None:
+                continue
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as exc:
+                self.corrupt_packets += 1
+                log.warning("corrupt packet skipped", extra={"stream": packet.stream.type, "error": str(exc)[:200]})
+                continue
+            for frame in frames:
+                if frame.time is None:
+                    continue
+                if t0 is None:
+                    t0 = frame.time
+                t = base + (frame.time - t0)
+                if packet.stream is video:
+                    if t <= self._last_t + 1e-6:
+                        t = self._last_t + frame_dur  # non-monotonic source timestamps: keep the clock moving
+                    if t - self._last_t > 10 * max(frame_dur, 0.1) and self._last_t >= base:
+                        # A jump inside one connection (timestamp reset or long freeze): keep continuity.
+                        t = self._last_t + frame_dur
+                        t0 = frame.time - (t - base)
+                    self._last_t = t
+                    if self.pace:
+                        ahead = (wall0 + (t - base)) - time.monotonic()
+                        if ahead > 0:
+                            time.sleep(ahead)
+                    yield VideoEvent(frame, t)
+                else:
+                    yield AudioEvent(frame, max(t, base))
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._conn is not None:
+            self._conn.close()
+        if self.gate is not None:
+            self.gate.close()
+
+
+def read_stream_keys(path: Path | None, keys: list[str]) -> set[str]:
+    out = {k.strip() for k in keys if k.strip()}
+    if path is not None:
+        try:
+            out |= {ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")}
+        except OSError as exc:
+            raise ConfigError(f"cannot read stream keys file {path}: {exc.strerror}") from exc
+    return out
+
+
+__all__ = ["Source", "RtmpKeyGate", "parse_publish_key", "read_stream_keys", "is_live", "os"]

@@ -1,0 +1,44 @@
+"""The WebVTT subtitle rendition: one VTT segment per video segment, and its media playlist.
+
+Segments are cut on exactly the video's boundaries, each carrying every cue shown during its window and an
+X-TIMESTAMP-MAP to the video's PTS at the segment start (``core/captions.py`` renders them). The
+playlist shares the video's target duration, window and PROGRAM-DATE-TIME.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from sidecars.runtime.types import Cue
+
+from .playlist import MediaPlaylist, Segment, atomic_write
+
+
+class SubtitleTrack:
+    def __init__(self, directory: Path, segment_duration: float, window: int, language: str = "en") -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.language = language
+        self.playlist = MediaPlaylist(directory / "index.m3u8", segment_duration, window)
+        self.full = MediaPlaylist(directory / "vod.m3u8", segment_duration, 0)
+
+    def add_segment(self, index: int, start: float, end: float, video_pts90k: int, pdt: datetime,
+                    cues: Sequence[Cue], discontinuity: bool = False) -> None:
+        from .captions import render_vtt_segment
+
+        name = f"seg_{index:06d}.vtt"
+        atomic_write(self.dir / name, render_vtt_segment(list(cues), start, end, video_pts90k))
+        seg = Segment(uri=name, duration=max(end - start, 1e-3), pdt=pdt, discontinuity=discontinuity)
+        self.playlist.add(seg)
+        self.full.add(seg)
+
+    def finish(self) -> None:
+        self.playlist.end()
+        self.full.end()
+
+    def write_transcript(self, cues: Sequence[Cue], outdir: Path) -> None:
+        from .captions import write_transcript
+
+        write_transcript([c for c in cues if c.final], outdir / "transcript.vtt", outdir / "transcript.json")

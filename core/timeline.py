@@ -1,0 +1,116 @@
+"""The per-stream timeline of sidecar results, and the decision window that reads it.
+
+Sidecars send results stamped in media time and a watermark ("everything up to t is published").
+The packager asks ``wait_covered(t_end, deadline)`` before it publishes a segment ending at t_end: it
+returns as soon as every *live* sidecar's watermark has passed t_end, or at the deadline — whichever comes
+first. A sidecar that is disconnected, stalled or failed is not waited for at all, so it degrades the
+output (no captions, a centred crop, the static ladder) without ever holding the stream.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import IO, Any
+
+from sidecars.runtime.types import BitrateHint, Crop, Cue, Generic, Result
+
+
+class Timeline:
+    def __init__(self, results_path: Path | None = None) -> None:
+        self._cond = threading.Condition()
+        self._watermarks: dict[str, float] = {}
+        self._live: dict[str, bool] = {}
+        self.cues: dict[str, Cue] = {}
+        self._cue_order: list[str] = []
+        self.crops: list[Crop] = []
+        self.hints: dict[int, BitrateHint] = {}
+        self.counts: dict[str, int] = defaultdict(int)
+        self._results_fp: IO[str] | None = open(results_path, "a") if results_path else None  # noqa: SIM115
+        self.listeners: list[Any] = []
+
+    # ------------------------------------------------------------ sidecar side
+
+    def set_live(self, name: str, live: bool) -> None:
+        with self._cond:
+            self._live[name] = live
+            self._cond.notify_all()
+
+    def watermark(self, name: str, pts: float) -> None:
+        with self._cond:
+            if pts > self._watermarks.get(name, -1.0):
+                self._watermarks[name] = pts
+                self._cond.notify_all()
+
+    def add(self, name: str, result: Result) -> None:
+        with self._cond:
+            self.counts[name] += 1
+            if isinstance(result, Cue):
+                key = result.id or f"{name}:{result.track}:{result.start:.3f}"
+                old = self.cues.get(key)
+                if old is not None and old.final and not result.final:
+                    return  # a final cue is never rewritten by a late partial
+                if old is None:
+                    self._cue_order.append(key)
+                self.cues[key] = result
+            elif isinstance(result, Crop):
+                self.crops.append(result)
+            elif isinstance(result, BitrateHint):
+                self.hints[result.segment] = result
+            elif isinstance(result, Generic) and self._results_fp is not None:
+                self._results_fp.write(json.dumps({"sidecar": name, "kind": result.kind, "start": result.start,
+                                                   "end": result.end, "data": result.data,
+                                                   "labels": result.labels}) + "\n")
+                self._results_fp.flush()
+            for listener in self.listeners:
+                listener(name, result)
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------ packager side
+
+    def live_sidecars(self) -> list[str]:
+        with self._cond:
+            return [n for n, ok in self._live.items() if ok]
+
+    def watermark_of(self, name: str) -> float:
+        with self._cond:
+            return self._watermarks.get(name, -1.0)
+
+    def wait_covered(self, t_end: float, deadline: float, names: list[str] | None = None) -> bool:
+        """Block until every live sidecar (of ``names``) has a watermark ≥ t_end, or until ``deadline``
+        (a ``time.monotonic()`` value). Returns True when covered."""
+        with self._cond:
+            while True:
+                pending = [
+                    n for n, ok in self._live.items()
+                    if ok and (names is None or n in names) and self._watermarks.get(n, -1.0) < t_end - 1e-6
+                ]
+                if not pending:
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(timeout=min(left, 0.25))
+
+    def cues_between(self, start: float, end: float, final_only: bool = False) -> list[Cue]:
+        with self._cond:
+            out = [c for k in self._cue_order if (c := self.cues[k]) and c.end > start and c.start < end]
+        if final_only:
+            out = [c for c in out if c.final]
+        return sorted(out, key=lambda c: (c.start, c.end))
+
+    def all_cues(self) -> list[Cue]:
+        with self._cond:
+            return sorted((self.cues[k] for k in self._cue_order), key=lambda c: (c.start, c.end))
+
+    def hint_for(self, segment: int) -> BitrateHint | None:
+        with self._cond:
+            return self.hints.get(segment)
+
+    def close(self) -> None:
+        if self._results_fp is not None:
+            self._results_fp.close()
+            self._results_fp = None
