@@ -81,6 +81,18 @@ def _crc32_mpeg2(data: bytes) -> int:
     return int(threefive.crc.crc32(data))
 
 
+def _event_id(d: object) -> int | None:
+    v = getattr(d, "segmentation_event_id", None)
+    if v is None:
+        return None
+    if isinstance(v, str):  # threefive renders it as hex text
+        try:
+            return int(v, 0)
+        except ValueError:
+            return None
+    return int(v)
+
+
 def decode_cue(data: str | bytes) -> Splice:
     """Decode one splice_info_section. Raises CueError with a reason a person can act on."""
     raw = _to_bytes(data)
@@ -124,12 +136,9 @@ def decode_cue(data: str | bytes) -> Splice:
             if tid in _OUT_TYPES:
                 dur = getattr(d, "segmentation_duration", None)
                 return Splice("out", "time_signal", at(cmd.pts_time), float(dur) if dur else None,
-                              int(d.segmentation_event_id or 0) if getattr(d, "segmentation_event_id", None) else None,
-                              raw)
+                              _event_id(d), raw)
             if tid in _IN_TYPES:
-                return Splice("in", "time_signal", at(cmd.pts_time), None,
-                              int(d.segmentation_event_id or 0) if getattr(d, "segmentation_event_id", None) else None,
-                              raw)
+                return Splice("in", "time_signal", at(cmd.pts_time), None, _event_id(d), raw)
         raise CueError("time_signal without an ad-related segmentation descriptor")
     raise CueError(f"splice command type {cmd.command_type} ({cmd.name}) does not start or end a break")
 

@@ -172,6 +172,16 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
         return ("content", 0)
 
     pdts = content.program_date_times()
+    times = content.segment_times()
+    # Ad segments run on the pod's own clock from the break's start (continuous within the pod, the same
+    # on every reload); content keeps the origin's clock.
+    starts: list[list[float]] = []
+    for es in entries:
+        acc, t = [], 0.0
+        for e in es:
+            acc.append(t)
+            t += e.seg.duration
+        starts.append(acc)
     out: list[Segment] = []
     seams: list[int] = []
     for i, seg in enumerate(content.segments):
@@ -194,7 +204,13 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
             if src[0] == "ad":
                 e = es[j]
                 disc = seg.discontinuity or e.first or prev != src
-                new = _ad_segment(e, pdts[i], disc)
+                pdt = None
+                if pdts[i] is not None:
+                    brk = placements[pi].brk
+                    pod_start = brk.start_date if brk.start_date is not None else pdts[i] - timedelta(
+                        seconds=times[i] - brk.start)
+                    pdt = pod_start + timedelta(seconds=starts[pi][j])
+                new = _ad_segment(e, pdt, disc)
             elif src[0] == "slate":
                 sl = placements[pi].slate
                 assert sl is not None

@@ -121,3 +121,35 @@ def add_cue_tags(playlist: Path, out_at: int, n_segments: int, duration: float |
                                 s.dateranges))
     pl.segments = segs
     playlist.write_text(pl.dumps())
+
+
+def _psi_packet(pid: int, section: bytes, cc: int = 0) -> bytes:
+    """One TS packet carrying a PSI/SCTE-35 section (payload_unit_start, pointer_field 0)."""
+    header = bytes([0x47, 0x40 | (pid >> 8), pid & 0xFF, 0x10 | (cc & 0x0F)])
+    payload = b"\x00" + section
+    if len(payload) > 184:
+        raise ValueError("section too long for one packet")
+    return header + payload + b"\xff" * (184 - len(payload))
+
+
+def _section(table_id: int, ext: int, body: bytes) -> bytes:
+    import threefive
+
+    length = 5 + len(body) + 4
+    head = bytes([table_id, 0xB0 | (length >> 8), length & 0xFF, ext >> 8, ext & 0xFF, 0xC1, 0x00, 0x00])
+    data = head + body
+    return data + int(threefive.crc.crc32(data)).to_bytes(4, "big")
+
+
+def ts_with_cues(path: Path, cues: list[bytes], scte_pid: int = 0x1F6, pmt_pid: int = 0x100) -> Path:
+    """A minimal MPEG-TS: PAT, a PMT declaring a SCTE-35 stream (type 0x86, 'CUEI'), then the cues."""
+    pat = _section(0x00, 1, bytes([0x00, 0x01, 0xE0 | (pmt_pid >> 8), pmt_pid & 0xFF]))
+    cuei = b"\x05\x04CUEI"  # registration descriptor
+    body = bytes([0xFF, 0xFF, 0xF0, len(cuei)]) + cuei  # PCR_PID 0x1FFF: no PCR
+    body += bytes([0x86, 0xE0 | (scte_pid >> 8), scte_pid & 0xFF, 0xF0, 0x00])
+    pmt = _section(0x02, 1, body)
+    data = b""
+    for i, cue in enumerate(cues):
+        data += _psi_packet(0, pat, i) + _psi_packet(pmt_pid, pmt, i) + _psi_packet(scte_pid, cue, i)
+    path.write_bytes(data)
+    return path

@@ -1,0 +1,217 @@
+"""SSAI stitching as a pure function: golden playlists and properties over sliding live windows."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import m3u8
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ads.models import AdBreak
+from ads.playlist import MediaPlaylist, Segment, format_pdt, parse_media
+from ads.session import SessionState
+from ads.ssai import AdMedia, Placement, stitch
+
+T0 = datetime(2026, 5, 1, 18, 0, tzinfo=UTC)
+
+
+def live_window(first: int, n: int, durs: list[float] | None = None, discs: set[int] = frozenset(),
+                end: bool = False) -> MediaPlaylist:
+    """Segments [first, first+n) of an endless stream of 2 s segments (or ``durs``) with true PDTs."""
+    durs = durs or [2.0] * (first + n)
+    t = T0 + timedelta(seconds=sum(durs[:first]))
+    segs = []
+    for k in range(first, first + n):
+        segs.append(Segment(f"seg_{k:06d}.ts", durs[k], "", k in discs, t))
+        t += timedelta(seconds=durs[k])
+    dsn = sum(1 for k in discs if k < first)
+    return MediaPlaylist(target_duration=2, segments=segs, media_sequence=first, discontinuity_sequence=dsn,
+                         version=3, endlist=end)
+
+
+def ad(name: str, durs: list[float]) -> AdMedia:
+    return AdMedia(name, tuple(Segment(f"{name}_{i}.ts", d) for i, d in enumerate(durs)))
+
+
+def brk_at(seg_index: int, duration: float, bid: str = "b1") -> AdBreak:
+    return AdBreak(bid, 0.0, duration, start_date=T0 + timedelta(seconds=2 * seg_index))
+
+
+def test_golden_live_window_with_a_break_in_the_middle():
+    pl = live_window(10, 8)
+    out = stitch(pl, [Placement(brk_at(12, 6.0), (ad("a", [2, 2]), ad("b", [2])))])
+    assert out.playlist.dumps() == (
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:10\n"
+        "#EXT-X-PROGRAM-DATE-TIME:2026-05-01T18:00:20.000Z\n#EXTINF:2.0,\nseg_000010.ts\n"
+        "#EXT-X-PROGRAM-DATE-TIME:2026-05-01T18:00:22.000Z\n#EXTINF:2.0,\nseg_000011.ts\n"
+        "#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2026-05-01T18:00:24.000Z\n#EXTINF:2.0,\na_0.ts\n"
+        "#EXT-X-PROGRAM-DATE-TIME:2026-05-01T18:00:26.000Z\n#EXTINF:2.0,\na_1.ts\n"
+        "#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2026-05-01T18:00:28.000Z\n#EXTINF:2.0,\nb_0.ts\n"
+        "#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2026-05-01T18:00:30.000Z\n#EXTINF:2.0,\nseg_000015.ts\n"
+        "#EXT-X-PROGRAM-DATE-TIME:2026-05-01T18:00:32.000Z\n#EXTINF:2.0,\nseg_000016.ts\n"
+        "#EXT-X-PROGRAM-DATE-TIME:2026-05-01T18:00:34.000Z\n#EXTINF:2.0,\nseg_000017.ts\n"
+    )
+    assert out.seams == (12, 14, 15)
+    parsed = m3u8.loads(out.playlist.dumps())
+    assert [s.discontinuity for s in parsed.segments] == [False, False, True, False, True, True, False, False]
+
+
+def test_short_pod_returns_to_content_at_the_next_slot():
+    out = stitch(live_window(0, 10), [Placement(brk_at(2, 8.0), (ad("a", [2, 1]),))]).playlist
+    uris = [s.uri for s in out.segments]
+    assert uris == ["seg_000000.ts", "seg_000001.ts", "a_0.ts", "a_1.ts", "seg_000004.ts", "seg_000005.ts",
+                    "seg_000006.ts", "seg_000007.ts", "seg_000008.ts", "seg_000009.ts"]
+    assert [s.discontinuity for s in out.segments][2:7] == [True, False, True, False, False]
+    # the content segment after the short ad keeps its own (true) wall clock
+    assert out.segments[4].program_date_time == T0 + timedelta(seconds=8)
+
+
+def test_short_pod_with_slate_fills_the_break_then_content_resumes():
+    slate = Segment("slate.ts", 2.0)
+    out = stitch(live_window(0, 9), [Placement(brk_at(2, 8.0), (ad("a", [2]),), slate)]).playlist
+    assert [s.uri for s in out.segments] == ["seg_000000.ts", "seg_000001.ts", "a_0.ts", "slate.ts", "slate.ts",
+                                             "slate.ts", "seg_000006.ts", "seg_000007.ts", "seg_000008.ts"]
+    assert [s.discontinuity for s in out.segments] == [False, False, True, True, True, True, True, False, False]
+
+
+def test_long_pod_is_trimmed_at_a_segment_boundary():
+    out = stitch(live_window(0, 8), [Placement(brk_at(1, 4.0), (ad("a", [2, 2, 2, 2]),))]).playlist
+    assert [s.uri for s in out.segments][:4] == ["seg_000000.ts", "a_0.ts", "a_1.ts", "seg_000003.ts"]
+    assert out.segments[3].discontinuity
+
+
+def test_ad_segment_longer_than_target_duration_ends_the_pod_in_live():
+    out = stitch(live_window(0, 6), [Placement(brk_at(1, 4.0), (ad("a", [2, 3.9]),))]).playlist
+    assert out.target_duration == 2
+    assert [s.uri for s in out.segments][:3] == ["seg_000000.ts", "a_0.ts", "seg_000002.ts"]
+
+
+def test_empty_pod_plays_the_content_untouched():
+    pl = live_window(0, 6)
+    out = stitch(pl, [Placement(brk_at(1, 4.0), ())])
+    assert out.playlist.dumps() == pl.dumps() and out.seams == ()
+
+
+def test_vod_cue_break_replaced_by_whole_pod_and_content_resumes():
+    pl = live_window(0, 6, end=True)
+    out = stitch(pl, [Placement(AdBreak("b", 4.0, 4.0), (ad("a", [3, 3]),))]).playlist
+    # 4 s break, a pod of two 3 s segments: trimmed to one (3 s); content resumes with the first segment
+    # that starts after the ad (segment 3 started at 6 s, inside the ad: it is skipped)
+    assert [s.uri for s in out.segments] == ["seg_000000.ts", "seg_000001.ts", "a_0.ts", "seg_000004.ts",
+                                             "seg_000005.ts"]
+    assert out.target_duration == 3 and out.endlist
+    assert m3u8.loads(out.dumps()).is_endlist
+
+
+def test_vod_pre_mid_and_post_rolls_insert_without_replacing_content():
+    pl = live_window(0, 4, end=True)
+    pod = (ad("x", [2, 1.5]),)
+    out = stitch(pl, [Placement(AdBreak("pre", 0.0, 0.0, "pre"), pod), Placement(AdBreak("mid", 4.0, 0.0), pod),
+                      Placement(AdBreak("post", 8.0, 0.0, "post"), pod)]).playlist
+    assert [s.uri for s in out.segments] == ["x_0.ts", "x_1.ts", "seg_000000.ts", "seg_000001.ts", "x_0.ts",
+                                             "x_1.ts", "seg_000002.ts", "seg_000003.ts", "x_0.ts", "x_1.ts"]
+    assert out.duration == 8.0 + 3 * 3.5
+    assert [s.discontinuity for s in out.segments] == [True, False, True, False, True, False, True, False, True,
+                                                       False]
+
+
+def test_origin_cue_tags_are_not_passed_on():
+    text = live_window(0, 4).dumps().replace("#EXTINF:2.0,\nseg_000001.ts",
+                                            "#EXT-X-CUE-OUT:4\n#EXTINF:2.0,\nseg_000001.ts")
+    out = stitch(parse_media(text), [Placement(brk_at(1, 4.0), (ad("a", [2, 2]),))]).playlist.dumps()
+    assert "CUE-OUT" not in out
+
+
+# ---- properties over sliding live windows ------------------------------------------------------
+
+@st.composite
+def live_streams(draw):
+    total = draw(st.integers(30, 70))
+    durs = [draw(st.sampled_from([2.0, 2.0, 2.0, 1.96, 2.04])) for _ in range(total)]
+    discs = set(draw(st.lists(st.integers(1, total - 1), max_size=3)))
+    breaks = []
+    k = draw(st.integers(0, 6))
+    bi = 0
+    while k < total - 2:
+        n = draw(st.integers(1, 6))
+        dur = sum(durs[k:k + n]) - draw(st.sampled_from([0.0, 0.0, 0.5, 1.0]))
+        start = T0 + timedelta(seconds=sum(durs[:k]))
+        n_ads = draw(st.integers(0, 3))
+        ads = tuple(ad(f"b{bi}a{j}", [2.0] * draw(st.integers(1, 4)) + draw(st.sampled_from([[], [1.0]])))
+                    for j in range(n_ads))
+        slate = draw(st.sampled_from([None, Segment("slate.ts", 2.0)]))
+        breaks.append(Placement(AdBreak(f"b{bi}", 0.0, dur, start_date=start), ads, slate))
+        bi += 1
+        k += n + draw(st.integers(1, 12))
+    window = draw(st.integers(3, 8))
+    steps = draw(st.lists(st.integers(0, 3), min_size=5, max_size=40))
+    return durs, discs, breaks, window, steps
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(live_streams())
+def test_stitched_live_windows_stay_valid_and_consistent_across_reloads(stream):
+    durs, discs, placements, window, steps = stream
+    total = len(durs)
+    state = SessionState()
+    first = 0
+    seen_uri: dict[int, str] = {}
+    seen_disc_number: dict[int, int] = {}
+    last_ms = -1
+    for step in steps:
+        first = min(first + step, total - window)
+        content = live_window(first, window, durs, discs)
+        out = stitch(content, placements, prior_seams=state.prior_seams(first))
+        state.record(out.seams, first)
+        text = out.playlist.dumps()
+        parsed = m3u8.loads(text)
+        pl = parse_media(text)
+        # valid, one output segment per content segment, media sequence never negative or going back
+        assert len(parsed.segments) == len(pl.segments) == window
+        assert parsed.media_sequence == pl.media_sequence == first >= 0
+        assert first >= last_ms
+        last_ms = first
+        assert parsed.target_duration == 2
+        number = pl.discontinuity_sequence
+        pdts = pl.program_date_times()
+        for i, seg in enumerate(pl.segments):
+            msn = first + i
+            # every segment keeps its URI and its discontinuity number across reloads
+            assert seen_uri.setdefault(msn, seg.uri) == seg.uri
+            number += seg.discontinuity
+            assert seen_disc_number.setdefault(msn, number) == number, f"discontinuity number of {msn} changed"
+            assert math.floor(seg.duration + 0.5) <= 2
+            assert seg.program_date_time is not None
+            # durations add up: without a discontinuity the wall clock follows the durations exactly,
+            # and it never runs backwards at a seam
+            if i:
+                gap = (pdts[i] - pdts[i - 1]).total_seconds() - pl.segments[i - 1].duration
+                if not seg.discontinuity:
+                    assert abs(gap) < 1e-3
+                else:
+                    assert gap > -0.5  # ads run on their own clock: a pod may overhang its slots a little
+            # content segments are untouched: same wall clock as the origin
+            if seg.uri.startswith("seg_"):
+                assert seg.uri == f"seg_{msn:06d}.ts"
+                assert seg.program_date_time == content.segments[i].program_date_time
+                if msn in discs:
+                    assert seg.discontinuity
+    # every seam the session recorded is a real discontinuity of the stitched output
+    assert all(b >= 0 for b in state.seams)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 6), st.integers(0, 8), st.integers(0, 3))
+def test_vod_stitch_durations_add_up(n_break, n_ad, before):
+    total = before + n_break + 4
+    pl = live_window(0, total, end=True)
+    brk = AdBreak("b", 2.0 * before, 2.0 * n_break)
+    pod = (ad("a", [2.0] * n_ad),)
+    out = stitch(pl, [Placement(brk, pod)]).playlist
+    used = min(n_ad, n_break)
+    assert out.duration == 2.0 * total - 2.0 * used + 2.0 * used
+    assert sum(1 for s in out.segments if s.uri.startswith("a_")) == used
+    assert len(m3u8.loads(out.dumps()).segments) == total
+    assert format_pdt(out.segments[-1].program_date_time) == format_pdt(T0 + timedelta(seconds=2 * (total - 1)))
