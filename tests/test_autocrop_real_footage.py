@@ -26,7 +26,7 @@ DATA = Path(_SPEC.origin).parent / "datasets" / "data"
 def decode(name: str) -> list[tuple[float, np.ndarray]]:
     with av.open(str(DATA / name)) as c:
         st = c.streams.video[0]
-        return [(float(f.pts * st.time_base), f.to_ndarray(format="bgr24")) for f in c.decode(st)]
+        return [(float((f.pts or 0) * (st.time_base or 0)), f.to_ndarray(format="bgr24")) for f in c.decode(st)]
 
 
 def autocrop(frames: list[tuple[float, np.ndarray]]) -> tuple[list[Crop], list[Crop], Analyzer]:
@@ -64,7 +64,7 @@ def test_talking_head_face_stays_inside_the_crop_on_carphone() -> None:
     wins = path_windows(frames, crops)
     assert wins[0][2:] == (80, 144)  # 9:16 of a 176x144 source
     # ground truth from an independent detector: OpenCV's Haar cascade on every full-rate frame
-    haar = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    haar = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")  # type: ignore[attr-defined]
     checked = inside = 0
     for (_t, img), (x, _y, w, _h) in zip(frames, wins, strict=True):
         found = haar.detectMultiScale(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), 1.1, 5, minSize=(30, 30))

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import grpc
@@ -69,7 +70,7 @@ def sidecar_addr() -> Iterator[str]:
         proc.kill()
 
 
-def describe(addr: str) -> pb2.Description:
+def describe(addr: str) -> Any:
     with grpc.insecure_channel(addr) as ch:
         return pb2_grpc.SidecarStub(ch).Describe(pb2.DescribeRequest(contract_version=pb2.CONTRACT_VERSION_1),
                                                  timeout=10)
@@ -82,7 +83,7 @@ def stream_scene(addr: str, scene: Scene, params: dict[str, str] | None = None) 
     height = round(scene.height * width / scene.width)
     times = [i / fps for i in range(int(scene.duration * fps + 1e-9)) if i / fps < scene.duration]
 
-    def requests() -> Iterator[pb2.CoreMessage]:
+    def requests() -> Iterator[Any]:
         yield pb2.CoreMessage(start=pb2.StreamStart(
             stream_id=scene.name, source_width=scene.width, source_height=scene.height, source_fps=scene.fps,
             segment_duration=2.0, params=params or {}))
@@ -139,8 +140,8 @@ def test_subject_stays_inside_a_steady_crop_on_ground_truth_scenes(sidecar_addr:
     if scene.cuts:
         assert cut_reaction(scene, analysed) <= 2
         cut_times = [c.t for c in answer.crops if c.cut]
-        for c in scene.cuts:  # each real cut is reported on the first analysed frame of the new shot
-            assert any(abs(t - c) < 1e-6 for t in cut_times), (c, cut_times)
+        for cut in scene.cuts:  # each real cut is reported on the first analysed frame of the new shot
+            assert any(abs(t - cut) < 1e-6 for t in cut_times), (cut, cut_times)
     # crops are in source pixels, 9:16, inside the frame
     for c in answer.crops:
         assert (c.width, c.height) == (202, 360)

@@ -118,7 +118,8 @@ class ShotDetector:
         small = cv2.resize(bgr, (self.width, max(1, round(h * self.width / w))), interpolation=cv2.INTER_AREA)
         hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
         hist = cv2.calcHist([hsv], [0, 1, 2], None, [12, 6, 4], [0, 180, 0, 256, 0, 256])
-        return cv2.normalize(hist, None, 1.0, 0.0, cv2.NORM_L1).ravel()
+        total = float(hist.sum())
+        return np.asarray(hist, dtype=np.float32).ravel() / (total if total > 0 else 1.0)
 
     def update(self, t: float, bgr: np.ndarray) -> bool:
         """True when ``bgr`` (at media time ``t``) starts a new shot; the first frame always does."""

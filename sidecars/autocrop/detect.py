@@ -169,7 +169,7 @@ class PersonDetector:
 
     def __init__(self, width: int = 320, hit_threshold: float = 0.5) -> None:
         self.hog = cv2.HOGDescriptor()
-        self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+        self.hog.setSVMDetector(np.asarray(cv2.HOGDescriptor.getDefaultPeopleDetector(), dtype=np.float32))
         self.width = width
         self.hit_threshold = hit_threshold
 
@@ -217,8 +217,8 @@ class SaliencyDetector:
         log_amp = np.log(np.abs(spectrum) + 1e-6)
         residual = log_amp - cv2.blur(log_amp, (3, 3))
         sal = np.abs(np.fft.ifft2(np.exp(residual + 1j * np.angle(spectrum)))) ** 2
-        sal = cv2.GaussianBlur(sal.astype(np.float32), (0, 0), 2.5)
-        sal /= float(sal.max()) + 1e-9
+        sal = np.asarray(cv2.GaussianBlur(sal.astype(np.float32), (0, 0), 2.5), dtype=np.float32)
+        sal = sal / (float(sal.max()) + 1e-9)
         if self._prev is not None and self._prev.shape == g.shape:
             motion = cv2.GaussianBlur(np.abs(g - self._prev), (0, 0), 2.0)
             peak = float(motion.max())
