@@ -105,7 +105,7 @@ def encode_video_segment(
                 out_frame = scaler.reformat(frame, width, height, "yuv420p", interpolation="BICUBIC")
             out_frame.pts = media_to_pts90k(t)
             out_frame.time_base = Fraction(1, 90_000)
-            out_frame.pict_type = av.video.frame.PictureType.I if first else av.video.frame.PictureType.NONE
+            out_frame.pict_type = av.video.frame.PictureType.I if i == 0 else av.video.frame.PictureType.NONE
             for pkt in st.encode(out_frame):
                 if first:
                     codecs = h264_codecs_string(bytes(pkt))
@@ -171,6 +171,9 @@ class AudioEncoder:
         out = av.open(str(tmp), "w", format="mpegts", options=TS_OPTIONS)
         try:
             st = out.add_stream_from_template(self.stream)
+            # The template copies stream parameters, which never saw the encoder's AudioSpecificConfig
+            # (set when the encoder opened): without it the TS muxer cannot write ADTS headers.
+            st.codec_context.extradata = self.stream.codec_context.extradata
             offset = PTS_OFFSET * AUDIO_SAMPLE_RATE // 90_000
             for pkt in packets:
                 pkt.stream = st

@@ -156,6 +156,8 @@ class Pipeline:
         self.discontinuities = 0
         self.error: BaseException | None = None
         self.master_written = False
+        self.audio_peak_bps = 0.0
+        self.audio_bytes = 0
         self.started = time.monotonic()
         self.publish_latency: list[float] = []
         self.on_segment: list[Any] = []      # callbacks(job, renditions) for tests/integrations
@@ -273,6 +275,8 @@ class Pipeline:
             self.subs = SubtitleTrack(self.out / "subs" / "en", seg, self.window, language="en")
         if self.cfg.snapshots_fps > 0:
             (self.out / "snapshots").mkdir(parents=True, exist_ok=True)
+        if self.links:
+            self.timeline.open_results(self.out / "results.jsonl")
         return rungs
 
     def _on_result(self, name: str, result: Any) -> None:
@@ -465,7 +469,7 @@ class Pipeline:
 
     def _package(self, job: SegmentJob) -> None:
         self._wait_results(job)
-        duration = max(job.end - job.start, 1e-3)
+        duration = round(max(job.end - job.start, 1e-3), 5)  # as written in EXTINF, so peaks match readers
         name = f"seg_{job.index:06d}"
         hint = self.timeline.hint_for(job.index)
         hints = {h.rendition: h for h in hint.renditions} if hint else {}
@@ -490,6 +494,8 @@ class Pipeline:
                     self.audio_enc.push(None)
                 packets = self.audio_enc.take_until(None if job.final else job.end)
             audio_bytes = self.audio_enc.write_segment(packets, self.out / "audio" / f"{name}.ts")
+            self.audio_peak_bps = max(self.audio_peak_bps, audio_bytes * 8 / duration)
+            self.audio_bytes += audio_bytes
         stats = [f.result() for f in futures]
         if not self.master_written:
             for rs, st in zip(self.renditions, stats, strict=True):
@@ -527,7 +533,17 @@ class Pipeline:
 
     def _variants(self, kind: str, final: bool) -> list[VariantStream]:
         out = []
-        audio = AUDIO_BITRATE * 1.1 if self.audio_playlist is not None else 0
+        # BANDWIDTH is the peak of the sum of renditions played together (RFC 8216bis §4.4.6.2): video +
+        # audio. Live: AAC's cap plus MPEG-TS overhead (~50% at 128 kb/s) or what was measured, if higher.
+        audio = audio_avg = 0.0
+        if self.audio_playlist is not None:
+            seconds = max((rs.total_seconds for rs in self.renditions), default=0.0)
+            measured_avg = self.audio_bytes * 8 / seconds if seconds else 0.0
+            if final and seconds:
+                audio, audio_avg = self.audio_peak_bps, measured_avg
+            else:
+                audio = max(AUDIO_BITRATE * 1.7, self.audio_peak_bps)
+                audio_avg = max(AUDIO_BITRATE * 1.5, measured_avg)
         for rs in self.renditions:
             if rs.kind != kind:
                 continue
@@ -542,7 +558,7 @@ class Pipeline:
             prefix = "video" if kind == "main" else "vertical"
             out.append(VariantStream(
                 uri=f"{prefix}/{rs.rung.name}/{'vod' if final and self.window else 'index'}.m3u8",
-                bandwidth=int(math.ceil(peak + audio)), average_bandwidth=int(math.ceil(avg + audio)),
+                bandwidth=int(math.ceil(peak + audio)), average_bandwidth=int(math.ceil(avg + audio_avg)),
                 width=rs.rung.width, height=rs.rung.height, codecs=codecs, frame_rate=float(self.fps)))
         return out
 

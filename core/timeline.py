@@ -32,6 +32,12 @@ class Timeline:
         self._results_fp: IO[str] | None = open(results_path, "a") if results_path else None  # noqa: SIM115
         self.listeners: list[Any] = []
 
+    def open_results(self, path: Path) -> None:
+        """Generic plugin results are appended to this JSON-lines file as they arrive."""
+        with self._cond:
+            if self._results_fp is None:
+                self._results_fp = open(path, "a")  # noqa: SIM115 (closed in close())
+
     # ------------------------------------------------------------ sidecar side
 
     def set_live(self, name: str, live: bool) -> None:

@@ -7,6 +7,7 @@ from the contract. ``pb2`` holds the messages and ``pb2_grpc`` the service stubs
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from pathlib import Path
@@ -14,7 +15,9 @@ from types import ModuleType
 
 import grpc
 
-PROTO_ROOT = Path(__file__).resolve().parent
+# SIDECAST_PROTO_ROOT points at another copy of the .proto tree (compatibility tests build a peer from a
+# newer v1 .proto with extra fields this way).
+PROTO_ROOT = Path(os.environ.get("SIDECAST_PROTO_ROOT") or Path(__file__).resolve().parent)
 PROTO_FILE = "sidecast/sidecar/v1/sidecar.proto"
 PACKAGE = "sidecast.sidecar.v1"
 SERVICE = f"{PACKAGE}.Sidecar"

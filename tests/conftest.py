@@ -1,0 +1,71 @@
+"""Shared fixtures: sample media made with the ffmpeg CLI (no downloads), and a runner for the real
+``sidecast`` console script."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+SIDECAST = str(VENV_BIN / "sidecast")
+
+
+def ffmpeg(*args: str, timeout: float = 120) -> None:
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args]
+    subprocess.run(cmd, check=True, timeout=timeout)
+
+
+def make_clip(path: Path, seconds: float = 6.0, size: str = "1280x720", rate: int = 30, audio: bool = True,
+              extra: tuple[str, ...] = ()) -> Path:
+    args = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}"]
+    if audio:
+        args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds}"]
+    args += ["-c:v", "libx264", "-preset", "ultrafast", "-g", str(rate), "-pix_fmt", "yuv420p"]
+    if audio:
+        args += ["-c:a", "aac", "-b:a", "96k"]
+    args += [*extra, str(path)]
+    ffmpeg(*args)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def clip_720(media_dir: Path) -> Path:
+    """6 s of 1280x720 30 fps test pattern with a 440 Hz tone (H.264 + AAC in MP4)."""
+    return make_clip(media_dir / "clip720.mp4", 6.0, "1280x720")
+
+
+@pytest.fixture(scope="session")
+def clip_small(media_dir: Path) -> Path:
+    """8 s of 640x360 30 fps with audio, as FLV-friendly H.264 + AAC."""
+    return make_clip(media_dir / "clip360.mp4", 8.0, "640x360")
+
+
+def run_sidecast(*args: str, timeout: float = 180, check: bool = False,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([SIDECAST, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"sidecast {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def have(binary: str) -> bool:
+    return shutil.which(binary) is not None

@@ -1,0 +1,87 @@
+"""A test sidecar, served as a real separate process: one ``Generic("tick")`` per analysed frame, plus
+switches that make it misbehave the ways real plugins do (stall, crash, lie about its version, ask for the
+impossible, send malformed results). Run: python tests/plugins/ticker.py --listen unix:///tmp/x.sock [--mode M]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from proto import pb2  # noqa: E402
+from sidecars.runtime import Description, Generic, Sidecar, VideoFrame, VideoWants  # noqa: E402
+from sidecars.runtime import codec  # noqa: E402
+from sidecars.runtime.server import SidecarServicer, build_server  # noqa: E402
+
+
+class Ticker(Sidecar):
+    name = "ticker"
+    version = "1.0.0"
+    mode = "normal"
+    width = 320
+
+    def describe(self) -> Description:
+        fps = 1000.0 if self.mode == "impossible" else 10.0
+        return Description(name=self.name, version=self.version,
+                           video=VideoWants(fps=fps, width=self.width, pixel_format="gray8"), max_latency_ms=500)
+
+    def on_video(self, frame: VideoFrame) -> list[Generic]:
+        if self.mode == "sleep":
+            threading.Event().wait()  # stalls forever, like a hung model
+        mean = float(frame.image.mean())
+        return [Generic(start=frame.pts, end=frame.pts, kind="tick",
+                        data={"seq": frame.seq, "mean": round(mean, 2), "w": frame.width, "h": frame.height,
+                              "pid": os.getpid()})]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--listen", required=True)
+    ap.add_argument("--mode", default="normal",
+                    choices=["normal", "sleep", "impossible", "wrong-version", "malformed", "crash-after"])
+    ap.add_argument("--width", type=int, default=320)
+    args = ap.parse_args()
+    Ticker.mode = args.mode
+    Ticker.width = args.width
+
+    if args.mode == "wrong-version":
+        orig = codec.description_to_pb
+
+        def v2(d: Description) -> object:
+            msg = orig(d)
+            msg.contract_version = 2
+            return msg
+
+        codec.description_to_pb = v2  # this process pretends to be a v2 plugin
+    if args.mode == "malformed":
+        orig_to_pb = codec.result_to_pb
+        count = {"n": 0}
+
+        def sometimes_bad(r: object) -> object:
+            count["n"] += 1
+            if count["n"] % 3 == 1:
+                return pb2.Result(start=1.0, end=0.5)  # no kind set, ends before it starts
+            if count["n"] % 3 == 2:
+                return pb2.Result(start=0, end=0, generic=pb2.Generic(kind="x", json="{not json"))
+            return orig_to_pb(r)
+
+        import sidecars.runtime.server as server_mod
+
+        server_mod.codec.result_to_pb = sometimes_bad  # type: ignore[attr-defined]
+    if args.mode == "crash-after":
+        threading.Timer(1.5, lambda: os._exit(3)).start()
+    server, port, _ = build_server(Ticker, args.listen)
+    server.start()
+    print(f"ticker listening {args.listen} {port}", flush=True)
+    server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    _ = SidecarServicer
+    main()
