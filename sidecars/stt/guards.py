@@ -1,0 +1,154 @@
+"""Guards against the ways Whisper fails on live audio: text on silence, music or noise ("Thank you."),
+decoding loops, and low-confidence garbage. Pure functions over plain decoded records, so every rule is
+testable without a model.
+
+Layered, cheapest first: the VAD keeps non-speech audio from being decoded at all; a decoded segment is
+dropped on Whisper's own signals (no-speech probability, average log-probability, compression ratio);
+words must overlap detected speech; repeated n-grams are cut; and, last, well-known hallucination phrases
+are dropped unless the audio under them is clearly speech.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DecodedWord:
+    text: str
+    start: float       # seconds from the start of the decoded buffer
+    end: float
+    probability: float = 1.0
+
+
+@dataclass(frozen=True)
+class DecodedSegment:
+    text: str
+    start: float
+    end: float
+    words: tuple[DecodedWord, ...]
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+    compression_ratio: float = 1.0
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    no_speech_threshold: float = 0.6     # Whisper's silence rule: no_speech above this ...
+    silence_logprob: float = -1.0        # ... and avg log-prob below this means "nothing was said"
+    min_avg_logprob: float = -1.3        # below this a segment is garbage whatever no_speech says
+    max_compression_ratio: float = 2.4   # gzip ratio above this means looping text
+    min_speech_overlap: float = 0.3      # a word must overlap detected speech by this fraction
+    max_repeats: int = 2                 # an n-gram may appear this many times in a row
+
+
+GUARDS = GuardConfig()
+
+# Phrases Whisper produces from non-speech (learned from subtitle files at the end of videos).
+HALLUCINATIONS = frozenset({
+    "thank you", "thank you very much", "thanks for watching", "thank you for watching",
+    "thanks for listening", "thank you for listening", "please subscribe", "subscribe",
+    "like and subscribe", "you", "bye", "bye bye", "goodbye", "so", "oh", "uh", "um", "hmm",
+    "subtitles by the amaraorg community", "transcribed by", "music", "applause", "laughter",
+    "silence", "the end", "i'm sorry", "okay",
+})
+_NON_SPEECH_TAG = re.compile(r"^\s*([\[(*♪♫].*[\])*♪♫]|[♪♫\s.]+)\s*$")
+
+
+def normalize(text: str) -> str:
+    """Lower case, no punctuation: the form in which two decoder passes are compared."""
+    return re.sub(r"[^\w' ]", "", text.lower().replace("-", " ")).strip()
+
+
+def segment_is_speech(seg: DecodedSegment, cfg: GuardConfig = GUARDS) -> bool:
+    """Whisper's own confidence signals say this segment is real speech."""
+    if seg.no_speech_prob > cfg.no_speech_threshold and seg.avg_logprob < cfg.silence_logprob:
+        return False
+    if seg.avg_logprob < cfg.min_avg_logprob:
+        return False
+    if seg.compression_ratio > cfg.max_compression_ratio:
+        return False
+    if _NON_SPEECH_TAG.match(seg.text):
+        return False
+    return True
+
+
+def overlap(start: float, end: float, regions: Sequence[tuple[float, float]]) -> float:
+    """Seconds of [start, end) covered by the (sorted, disjoint) regions."""
+    total = 0.0
+    for a, b in regions:
+        if b <= start:
+            continue
+        if a >= end:
+            break
+        total += min(b, end) - max(a, start)
+    return total
+
+
+def word_in_speech(w: DecodedWord, regions: Sequence[tuple[float, float]], cfg: GuardConfig = GUARDS) -> bool:
+    span = max(w.end - w.start, 0.02)
+    mid = (w.start + w.end) / 2
+    if any(a <= mid <= b for a, b in regions):
+        return True
+    return overlap(w.start, w.start + span, regions) >= cfg.min_speech_overlap * span
+
+
+def snap_to_speech(w: DecodedWord, regions: Sequence[tuple[float, float]], pad: float = 0.1) -> DecodedWord:
+    """Whisper often starts the first word after a pause too early (at the end of the silence it skipped);
+    the VAD knows better, so a word never starts before the (padded) speech region it belongs to."""
+    for a, b in regions:
+        if a <= w.end and w.start <= b:
+            start = max(w.start, min(a + pad, w.end - 0.05))
+            return w if start == w.start else DecodedWord(w.text, start, w.end, w.probability)
+    return w
+
+
+def cut_repetitions(words: Sequence[DecodedWord], max_repeats: int = 2, max_n: int = 8) -> list[DecodedWord]:
+    """Cut a decoding loop: stop before the (max_repeats+1)-th consecutive copy of any n-gram.
+
+    One word may repeat a little more ("no, no, no" is speech) — it is cut at its fourth copy.
+    """
+    toks = [normalize(w.text) for w in words]
+    n_words = len(toks)
+    for i in range(n_words):
+        for n in range(1, max_n + 1):
+            limit = max_repeats + 1 if n == 1 else max_repeats
+            if i + n * (limit + 1) > n_words:
+                break
+            gram = toks[i:i + n]
+            if not any(gram):
+                continue
+            copies = 1
+            while copies <= limit and toks[i + copies * n:i + (copies + 1) * n] == gram:
+                copies += 1
+            if copies > limit:
+                return list(words[:i + limit * n])
+    return list(words)
+
+
+def is_hallucination_phrase(text: str) -> bool:
+    return normalize(text).replace(".", "") in HALLUCINATIONS
+
+
+def filter_segments(segments: Sequence[DecodedSegment], speech: Sequence[tuple[float, float]],
+                    cfg: GuardConfig = GUARDS) -> list[DecodedWord]:
+    """The words of a decoder pass that survive every guard, in order.
+
+    ``speech`` are the VAD's speech regions in buffer seconds.
+    """
+    words: list[DecodedWord] = []
+    for seg in segments:
+        if not segment_is_speech(seg, cfg):
+            continue
+        kept = [snap_to_speech(w, speech) for w in seg.words if w.text.strip() and word_in_speech(w, speech, cfg)]
+        if not kept:
+            continue
+        text = " ".join(w.text.strip() for w in kept)
+        if is_hallucination_phrase(text):
+            span = max(kept[-1].end - kept[0].start, 0.1)
+            if overlap(kept[0].start, kept[-1].end, speech) < 0.8 * span or seg.no_speech_prob > 0.2:
+                continue
+        words.extend(kept)
+    return cut_repetitions(words, cfg.max_repeats)

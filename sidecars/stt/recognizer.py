@@ -1,0 +1,229 @@
+"""A streaming recogniser over a batch model: a growing audio buffer re-decoded pass after pass, with
+text committed by local agreement.
+
+Whisper decodes 30-second windows, not streams. The usual way to stream it (and the one here): keep a
+buffer from the last settled point up to the newest audio, decode it again every fraction of a second,
+and commit a word only when two consecutive passes agree on it (their common prefix) — a word at the
+moving edge of the buffer is often wrong, a word that survived one more pass with more right context
+rarely is. Committed text is never rewritten; it is carried as the prompt for later passes, and the
+buffer is trimmed at committed sentence ends so passes stay short. A pause (VAD) commits what was heard.
+
+Time is counted in integer samples from media time 0, so timestamps do not drift however long the stream
+runs; seconds are derived only at the edges.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sidecars.runtime.types import Word
+
+from .guards import GUARDS, DecodedSegment, GuardConfig, filter_segments, normalize
+from .shaping import ends_sentence
+
+SAMPLE_RATE = 16_000
+
+DecodeFn = Callable[[np.ndarray, str], Sequence[DecodedSegment]]
+VadFn = Callable[[np.ndarray], list[tuple[float, float]]]
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    min_step: float = 0.5         # new audio needed before another pass, seconds
+    max_step: float = 2.0         # most new audio one pass takes on (bounds work when behind or fed fast)
+    silence_commit: float = 0.5   # this much silence after speech commits the hypothesis
+    keep_silence: float = 2.0     # context kept when the buffer holds no uncommitted speech (helps the next words)
+    trim_sentence: float = 12.0   # past this length, trim the buffer at the last committed sentence end
+    max_buffer: float = 20.0     # past this length, trim at the last committed word, forcing if needed
+    frontier_guard: float = 0.3   # how close to the newest audio the VAD's "no speech" is trusted
+    guards: GuardConfig = GUARDS
+
+
+@dataclass
+class StepResult:
+    committed: list[Word] = field(default_factory=list)   # newly committed, in order
+    hypothesis: list[Word] = field(default_factory=list)  # the current uncommitted tail
+    frontier: float = 0.0                                 # all speech before this is committed
+
+
+def _sec(sample: int) -> float:
+    return sample / SAMPLE_RATE
+
+
+class StreamingRecognizer:
+    """Feed audio with ``append``; call ``step`` from one worker thread; ``finish`` at the end."""
+
+    def __init__(self, decode: DecodeFn, vad: VadFn, config: StreamConfig | None = None,
+                 start_sample: int = 0) -> None:
+        self.decode = decode
+        self.vad = vad
+        self.cfg = config or StreamConfig()
+        self._lock = threading.Lock()
+        self._chunks: list[np.ndarray] = []
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self.buf_start = start_sample          # absolute sample index of the buffer's first sample
+        self.received_end = start_sample       # absolute sample index just past the newest audio
+        self.pass_end = start_sample           # where the last pass stopped
+        self.committed: list[Word] = []
+        self.hypothesis: list[Word] = []
+        self.commit_end = start_sample         # end of the last committed word, samples
+        self.frontier = _sec(start_sample)
+        self.passes = 0
+
+    # ------------------------------------------------------------------ input
+
+    def append(self, samples: np.ndarray, start_sample: int | None = None) -> None:
+        """Add mono float32 audio. A small gap before ``start_sample`` is filled with silence; overlap is
+        dropped. (Large jumps are discontinuities: the caller finishes this recogniser and starts another.)
+        """
+        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        with self._lock:
+            if start_sample is not None and start_sample != self.received_end:
+                gap = start_sample - self.received_end
+                if gap > 0:
+                    self._chunks.append(np.zeros(gap, dtype=np.float32))
+                    self.received_end += gap
+                else:
+                    x = x[min(-gap, len(x)):]
+            if len(x):
+                self._chunks.append(x)
+                self.received_end += len(x)
+
+    def _take(self, end: int) -> np.ndarray:
+        with self._lock:
+            if self._chunks:
+                self._buffer = np.concatenate([self._buffer, *self._chunks])
+                self._chunks = []
+        return self._buffer[: end - self.buf_start]
+
+    def next_pass_end(self, final: bool = False) -> int | None:
+        """Where the next pass should stop, or None if it is not worth a pass yet."""
+        avail = self.received_end
+        new = avail - self.pass_end
+        if new <= 0 or (not final and new < self.cfg.min_step * SAMPLE_RATE):
+            return None
+        return min(avail, self.pass_end + int(self.cfg.max_step * SAMPLE_RATE))
+
+    # ------------------------------------------------------------------ one pass
+
+    def _prompt(self) -> str:
+        before = [w.text.strip() for w in self.committed if round(w.end * SAMPLE_RATE) <= self.buf_start]
+        return " ".join(before[-40:])
+
+    def _absolute(self, t: float) -> int:
+        return self.buf_start + round(t * SAMPLE_RATE)
+
+    def _commit(self, words: Sequence[Word], out: StepResult) -> None:
+        for w in words:
+            self.committed.append(w)
+            out.committed.append(w)
+            self.commit_end = max(self.commit_end, round(w.end * SAMPLE_RATE))
+
+    def _merge(self, new: list[Word]) -> list[Word]:
+        """New pass words after the committed point, without re-decoded copies of the committed tail."""
+        edge = _sec(self.commit_end) - 0.1
+        new = [w for w in new if w.start > edge]
+        if self.committed and new and new[0].start < _sec(self.commit_end) + 1.0:
+            tail = [normalize(w.text) for w in self.committed[-5:]]
+            head = [normalize(w.text) for w in new[:5]]
+            for k in range(min(len(tail), len(head)), 0, -1):
+                if tail[-k:] == head[:k]:
+                    new = new[k:]
+                    break
+        return new
+
+    def step(self, pass_end: int) -> StepResult:
+        cfg = self.cfg
+        out = StepResult()
+        audio = self._take(pass_end)
+        self.pass_end = pass_end
+        self.passes += 1
+        length = len(audio) / SAMPLE_RATE
+        regions = self.vad(audio)
+        settled = max(self.commit_end - self.buf_start, 0) / SAMPLE_RATE
+        pending = [r for r in regions if r[1] > settled + 0.05]
+        open_region = bool(pending) and pending[-1][1] > length - cfg.silence_commit
+
+        if not pending:
+            self.hypothesis = []
+        else:
+            segments = self.decode(audio, self._prompt())
+            words = [
+                Word(text=w.text.strip(), start=_sec(self._absolute(w.start)), end=_sec(self._absolute(w.end)),
+                     probability=w.probability)
+                for w in filter_segments(segments, regions, cfg.guards)
+            ]
+            new = self._merge(words)
+            agreed = 0
+            for a, b in zip(self.hypothesis, new, strict=False):
+                if normalize(a.text) != normalize(b.text):
+                    break
+                agreed += 1
+            self._commit(new[:agreed], out)
+            self.hypothesis = new[agreed:]
+            if self.hypothesis and not open_region:
+                # Speech has stopped: more audio will not change these words, so do not wait for them.
+                last_speech = _sec(self.buf_start) + pending[-1][1]
+                done = [w for w in self.hypothesis if w.end <= last_speech + 0.3]
+                self._commit(done, out)
+                self.hypothesis = self.hypothesis[len(done):]
+
+        # How far committed output is complete.
+        limit = _sec(pass_end) - cfg.frontier_guard
+        if self.hypothesis:
+            limit = min(limit, self.hypothesis[0].start)
+        if open_region:
+            limit = min(limit, _sec(self.buf_start) + max(pending[-1][0], settled))
+        self.frontier = max(self.frontier, limit)
+        self._trim(pending_speech=bool(self.hypothesis) or open_region, out=out)
+        out.hypothesis = list(self.hypothesis)
+        out.frontier = self.frontier
+        return out
+
+    def _trim_to(self, sample: int) -> None:
+        sample = min(max(sample, self.buf_start), self.pass_end)
+        self._buffer = self._buffer[sample - self.buf_start:]
+        self.buf_start = sample
+
+    def _trim(self, pending_speech: bool, out: StepResult) -> None:
+        cfg = self.cfg
+        sr = SAMPLE_RATE
+        if not pending_speech:
+            self._trim_to(max(self.commit_end, self.pass_end - int(cfg.keep_silence * sr)))
+            return
+        length = (self.pass_end - self.buf_start) / sr
+        in_buffer = [w for w in self.committed[-64:] if round(w.end * sr) > self.buf_start]
+        if length > cfg.trim_sentence:
+            ends = [w for w in in_buffer if ends_sentence(w.text)]
+            if ends:
+                self._trim_to(round(ends[-1].end * sr))
+        length = (self.pass_end - self.buf_start) / sr
+        if length > cfg.max_buffer:
+            if not in_buffer:
+                cut = _sec(self.pass_end) - cfg.max_buffer / 2
+                forced = [w for w in self.hypothesis if w.end <= cut]
+                self._commit(forced, out)
+                self.hypothesis = self.hypothesis[len(forced):]
+            self._trim_to(self.commit_end)
+            if (self.pass_end - self.buf_start) / sr > cfg.max_buffer:
+                self._trim_to(self.pass_end - int(cfg.max_buffer / 2 * sr))
+                self.hypothesis = [w for w in self.hypothesis if w.start >= _sec(self.buf_start)]
+
+    # ------------------------------------------------------------------ the end
+
+    def finish(self) -> StepResult:
+        """Decode what is left and commit it all (end of stream, or before a discontinuity)."""
+        total = StepResult(frontier=self.frontier)
+        while (end := self.next_pass_end(final=True)) is not None:
+            r = self.step(end)
+            total.committed.extend(r.committed)
+        if self.hypothesis:
+            self._commit(self.hypothesis, total)
+            self.hypothesis = []
+        self.frontier = max(self.frontier, _sec(self.received_end))
+        total.frontier = self.frontier
+        return total

@@ -1,0 +1,210 @@
+"""The stt sidecar end to end: a real `sidecast sidecar stt` process, real gRPC over a unix socket, real
+faster-whisper (tiny.en) inference on speech synthesised with espeak-ng."""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import jiwer
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from proto import pb2, pb2_grpc
+from sidecars.runtime import codec
+from sidecars.runtime.types import Cue
+from sidecars.stt import synth
+
+ROOT = Path(__file__).resolve().parents[1]
+SIDECAST = Path(sys.executable).with_name("sidecast")
+
+NORMALISE = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
+                           jiwer.Strip(), jiwer.ReduceToListOfListOfWords()])
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    return float(jiwer.wer(reference, hypothesis, reference_transform=NORMALISE, hypothesis_transform=NORMALISE))
+
+
+@pytest.fixture(scope="module")
+def stt_address() -> Iterator[str]:
+    tmp = tempfile.mkdtemp(prefix="stt-test-")
+    sock = f"unix://{tmp}/stt.sock"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([str(SIDECAST), "sidecar", "stt", "--listen", sock, "--cpu-threads", "2"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    channel = grpc.insecure_channel(sock)
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"stt sidecar exited early: {proc.stdout.read() if proc.stdout else ''}")
+            try:
+                r = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                if r.status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("stt sidecar did not become healthy within 60 s")
+            time.sleep(0.1)
+        yield sock
+    finally:
+        channel.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@dataclass
+class Session:
+    cues: list[tuple[float, Cue]] = field(default_factory=list)          # (wall time, cue)
+    watermarks: list[tuple[float, float]] = field(default_factory=list)  # (wall time, pts)
+    errors: list[str] = field(default_factory=list)
+    lock: threading.Condition = field(default_factory=threading.Condition)
+
+    def finals(self) -> list[Cue]:
+        return [c for _, c in self.cues if c.final]
+
+    def watermark(self) -> float:
+        with self.lock:
+            return self.watermarks[-1][1] if self.watermarks else -1.0
+
+
+def stream_audio(address: str, audio: np.ndarray, speed: float = 4.0, wait_watermark: float | None = None,
+                 chunk_ms: int = 100) -> Session:
+    """Send StreamStart, audio chunks paced at ``speed`` x real time and StreamEnd; collect the answers.
+
+    With ``wait_watermark``, StreamEnd is only sent once the sidecar's watermark reached that media time
+    (or 30 s passed), to observe how the watermark moves while the stream is still live.
+    """
+    session = Session()
+    outbox: queue.Queue[pb2.CoreMessage | None] = queue.Queue()
+
+    def requests() -> Iterator[pb2.CoreMessage]:
+        while (msg := outbox.get()) is not None:
+            yield msg
+
+    channel = grpc.insecure_channel(address)
+    stub = pb2_grpc.SidecarStub(channel)
+    responses = stub.Stream(requests(), timeout=180)
+
+    def read() -> None:
+        for msg in responses:
+            body = msg.WhichOneof("body")
+            now = time.monotonic()
+            with session.lock:
+                if body == "result" and msg.result.WhichOneof("kind") == "cue":
+                    session.cues.append((now, codec.result_from_pb(msg.result)))  # type: ignore[arg-type]
+                elif body == "watermark":
+                    session.watermarks.append((now, msg.watermark.pts))
+                elif body == "error":
+                    session.errors.append(msg.error.message)
+                session.lock.notify_all()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    outbox.put(pb2.CoreMessage(start=pb2.StreamStart(stream_id="test", segment_duration=2.0)))
+    step = int(16000 * chunk_ms / 1000)
+    t0 = time.monotonic()
+    for i in range(0, len(audio), step):
+        media = i / 16000
+        lag = t0 + media / speed - time.monotonic()
+        if lag > 0:
+            time.sleep(lag)  # pacing the media clock, as a live source does
+        outbox.put(pb2.CoreMessage(audio=pb2.AudioChunk(
+            pts=media, sample_rate=16000, channels=1, sample_format=pb2.SAMPLE_FORMAT_F32,
+            samples=np.ascontiguousarray(audio[i:i + step], dtype="<f4").tobytes())))
+    if wait_watermark is not None:
+        with session.lock:
+            session.lock.wait_for(lambda: session.watermarks and session.watermarks[-1][1] >= wait_watermark,
+                                  timeout=30)
+    outbox.put(pb2.CoreMessage(end=pb2.StreamEnd()))
+    outbox.put(None)
+    reader.join(timeout=180)
+    channel.close()
+    assert not reader.is_alive(), "the sidecar did not end the stream"
+    return session
+
+
+def test_stt_describes_itself_as_16khz_mono_audio_only(stt_address: str) -> None:
+    with grpc.insecure_channel(stt_address) as channel:
+        d = codec.description_from_pb(pb2_grpc.SidecarStub(channel).Describe(
+            pb2.DescribeRequest(contract_version=pb2.CONTRACT_VERSION_1), timeout=10))
+    assert d.name == "stt"
+    assert d.video is None
+    assert d.audio is not None and (d.audio.sample_rate, d.audio.channels, d.audio.sample_format) == (16000, 1, "f32")
+    assert 1000 <= d.max_latency_ms <= 5000
+
+
+def test_spoken_sentences_become_accurate_broadcast_style_cues(stt_address: str) -> None:
+    # Sentences tiny.en gets right offline on this synthetic voice, so the bound measures the streaming.
+    chosen = [synth.SENTENCES[i] for i in (6, 1, 7, 3)]
+    audio, utterances = synth.programme(chosen, seed=3)
+    session = stream_audio(stt_address, audio, speed=8.0)
+    assert not session.errors, session.errors
+    finals = session.finals()
+    reference = " ".join(u.text for u in utterances)
+    hypothesis = " ".join(c.text.replace("\n", " ") for c in finals)
+    score = wer(reference, hypothesis)
+    assert score <= 0.25, f"WER {score:.2f}: {hypothesis!r}"
+    # Partial cues came first (low-latency display), then finals replaced them.
+    assert any(not c.final for _, c in session.cues)
+    # Broadcast shape: 2 lines of at most 42 characters, no overlaps, ordered, min/max durations.
+    for c in finals:
+        lines = c.text.split("\n")
+        assert 1 <= len(lines) <= 2 and all(len(ln) <= 42 for ln in lines), c.text
+        assert 0.2 <= c.end - c.start <= 7.0, c
+        assert c.words and c.words[0].start >= c.start - 1e-6
+    for a, b in zip(finals, finals[1:], strict=False):
+        assert a.end <= b.start + 1e-6, (a, b)
+    # Word timestamps are media times: each sentence's first word starts close to when the voice does.
+    starts = [w.start for c in finals for w in c.words]
+    for u in utterances:
+        nearest = min(abs(t - u.start) for t in starts)
+        assert nearest <= 0.4, (u, [(w.text, w.start) for c in finals for w in c.words])
+    # The watermark only moves forward and ends past the audio.
+    marks = [m for _, m in session.watermarks]
+    assert marks == sorted(marks)
+    assert marks[-1] >= len(audio) / 16000
+
+
+def test_noise_and_music_produce_no_cues_and_the_watermark_follows_the_audio(stt_address: str) -> None:
+    rng = np.random.default_rng(7)
+    audio = np.concatenate([synth.noise(4.0, -30.0, rng), synth.chords(5.0, -12.0),
+                            synth.noise(3.0, -45.0, rng)])
+    seconds = len(audio) / 16000
+    session = stream_audio(stt_address, audio, speed=4.0, wait_watermark=seconds - 1.0)
+    assert not session.errors, session.errors
+    assert [c.text for _, c in session.cues] == []
+    # Nothing to caption, so nothing to wait for: the watermark kept up with the audio while live.
+    live = [m for _, m in session.watermarks if m < 1e5]
+    assert live and live[-1] >= seconds - 1.0, live[-5:]
+
+
+def test_bad_model_path_is_one_clear_error(tmp_path: Path) -> None:
+    r = subprocess.run([str(SIDECAST), "sidecar", "stt", "--listen", f"unix://{tmp_path}/x.sock",
+                        "--model", str(tmp_path / "nope")], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and "--model" in err[0] and "not a directory" in err[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_translate_with_an_english_only_model_is_refused(tmp_path: Path) -> None:
+    r = subprocess.run([str(SIDECAST), "sidecar", "stt", "--listen", f"unix://{tmp_path}/x.sock", "--translate"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "multilingual" in r.stderr and "Traceback" not in r.stderr, r.stderr
