@@ -71,6 +71,7 @@ def _query_names(dependant: Any) -> set[str]:
     return names
 
 
+_ALLOWED: dict[int, set[str]] = {}
 _LENIENT_QUERY = {"/v1/asset-list"}  # players append their own parameters (hls.js: _HLS_*); ignore unknowns
 
 
@@ -79,7 +80,9 @@ async def strict_query(request: Request) -> None:
     route = request.scope.get("route")
     if route is None or getattr(route, "path", "") in _LENIENT_QUERY or not hasattr(route, "dependant"):
         return
-    allowed = _query_names(route.dependant)
+    allowed = _ALLOWED.get(id(route))
+    if allowed is None:
+        allowed = _ALLOWED[id(route)] = _query_names(route.dependant)
     unknown = sorted({k for k in request.query_params.keys() if k not in allowed})
     if unknown:
         known = ", ".join(sorted(allowed)) or "none"
@@ -161,116 +164,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Exception as exc:
             return JSONResponse({"detail": f"store unavailable: {exc}"}, status_code=503)
         return {"status": "ok", "store": store.name}
-
-    # ---------------------------------------------------------------- catalog (management)
-
-    def crud(kind: Kind, model_in: type[S._Strict], model_out: type[S._Strict], check: Any = None) -> None:
-        path = f"/v1/{kind}"
-        singular = kind[:-1]
-
-        async def create(body: Any) -> Any:
-            doc = body.model_dump(mode="json")
-            doc["id"] = doc.get("id") or f"{singular[:2]}-{secrets.token_hex(6)}"
-            if check:
-                check(doc)
-            if not store.put(kind, doc["id"], doc, create=True):
-                raise HTTPException(409, f"{singular} {doc['id']!r} already exists; delete it first or use another id")
-            return JSONResponse(doc, status_code=201)
-
-        create.__annotations__["body"] = model_in
-        app.post(path, status_code=201, response_model=model_out, tags=[kind], summary=f"Register a {singular}",
-                 dependencies=[Depends(management)], responses=_errors(401, 409, 422),
-                 operation_id=f"create_{singular}")(create)
-
-        async def list_all() -> Any:
-            return store.list(kind)
-
-        app.get(path, response_model=list[model_out], tags=[kind], summary=f"List {kind}",  # type: ignore[valid-type]
-                dependencies=[Depends(management)], responses=_errors(401), operation_id=f"list_{kind}")(list_all)
-
-        async def get_one(id: Annotated[str, PathParam(max_length=64)]) -> Any:
-            doc = store.get(kind, id)
-            if doc is None:
-                raise HTTPException(404, f"no {singular} with id {id!r}")
-            return doc
-
-        app.get(path + "/{id}", response_model=model_out, tags=[kind], summary=f"Get a {singular}",
-                dependencies=[Depends(management)], responses=_errors(401, 404, 422),
-                operation_id=f"get_{singular}")(get_one)
-
-        async def delete_one(id: Annotated[str, PathParam(max_length=64)]) -> Response:
-            if kind == "creatives":
-                users = [c["id"] for c in store.list("campaigns") if id in c.get("creative_ids", [])]
-                if users:
-                    raise HTTPException(409, f"creative {id!r} is used by campaigns {', '.join(users)}; delete them first")
-            if not store.delete(kind, id):
-                raise HTTPException(404, f"no {singular} with id {id!r}")
-            return Response(status_code=204)
-
-        app.delete(path + "/{id}", status_code=204, tags=[kind], summary=f"Delete a {singular}",
-                   dependencies=[Depends(management)], responses=_errors(401, 404, 409, 422),
-                   operation_id=f"delete_{singular}")(delete_one)
-
-    def check_campaign(doc: dict[str, Any]) -> None:
-        missing = [c for c in doc["creative_ids"] if store.get("creatives", c) is None]
-        if missing:
-            raise HTTPException(422, f"unknown creative ids: {', '.join(missing)}; register the creatives first")
-
-    crud("creatives", S.CreativeIn, S.Creative)
-    crud("campaigns", S.CampaignIn, S.Campaign, check_campaign)
-    crud("sources", S.SourceIn, S.Source)
-
-    @app.post("/v1/creatives/upload", status_code=201, response_model=S.Creative, tags=["creatives"],
-              summary="Register a creative by uploading its media file", dependencies=[Depends(management)],
-              responses=_errors(401, 409, 413, 415, 422))
-    async def upload_creative(
-        request: Request,
-        file: Annotated[UploadFile, File(description="MP4, MOV, TS or M3U8")],
-        duration: Annotated[float, Form(gt=0, le=600)],
-        id: Annotated[str | None, Form(pattern=ID_RE.pattern)] = None,
-        name: Annotated[str, Form(max_length=256)] = "",
-        advertiser: Annotated[str, Form(max_length=256)] = "",
-        click_through: Annotated[str | None, Form(pattern=r"^https?://[!-~]+$", max_length=2048)] = None,
-    ) -> Any:
-        filename = Path(file.filename or "").name
-        suffix = Path(filename).suffix.lower()
-        if suffix not in MEDIA_SUFFIXES:
-            raise HTTPException(415, f"unsupported media file {filename!r}: use one of {', '.join(MEDIA_SUFFIXES)}")
-        cid = id or f"cr-{secrets.token_hex(6)}"
-        if store.get("creatives", cid) is not None:
-            raise HTTPException(409, f"creative {cid!r} already exists; delete it first or use another id")
-        target_dir = media_dir / cid
-        target_dir.mkdir(parents=True, exist_ok=True)
-        target = target_dir / f"media{suffix}"
-        size = 0
-        with open(target, "wb") as out:
-            while chunk := await file.read(1 << 20):
-                size += len(chunk)
-                if size > settings.max_upload_bytes:
-                    out.close()
-                    target.unlink(missing_ok=True)
-                    raise HTTPException(413, f"upload is over the {settings.max_upload_bytes}-byte limit")
-                out.write(chunk)
-        if size == 0:
-            target.unlink(missing_ok=True)
-            raise HTTPException(422, "uploaded file is empty")
-        doc = S.Creative(id=cid, name=name, advertiser=advertiser, duration=duration, click_through=click_through,
-                         media_url=f"{base_url(request)}/v1/media/{cid}/media{suffix}").model_dump(mode="json")
-        if not store.put("creatives", cid, doc, create=True):
-            raise HTTPException(409, f"creative {cid!r} already exists")
-        return JSONResponse(doc, status_code=201)
-
-    @app.get("/v1/media/{creative_id}/{name}", tags=["creatives"], summary="Uploaded ad media (public)",
-             responses={200: {"content": {"video/mp4": {}}}, **_errors(404)})
-    async def media(creative_id: Annotated[str, PathParam(max_length=64)],
-                    name: Annotated[str, PathParam(max_length=64)]) -> Any:
-        suffix = Path(name).suffix.lower()
-        if not ID_RE.match(creative_id) or name != f"media{suffix}" or suffix not in MEDIA_SUFFIXES:
-            raise HTTPException(404, "no such media file")
-        path = media_dir / creative_id / name
-        if not path.is_file():
-            raise HTTPException(404, "no such media file")
-        return FileResponse(path, media_type=MEDIA_SUFFIXES[suffix])
 
     # ---------------------------------------------------------------- decisions
 
@@ -391,6 +284,117 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def mint(body: S.TokenIn) -> Any:
         tok = tokens.sign({"sid": body.session_id}, settings.token_key, body.ttl)
         return {"token": tok, "expires": tokens.verify(tok, settings.token_key)["exp"]}
+
+    # ---------------------------------------------------------------- catalog (management); after the hot
+    # player-facing routes, which are matched first
+
+    def crud(kind: Kind, model_in: type[S._Strict], model_out: type[S._Strict], check: Any = None) -> None:
+        path = f"/v1/{kind}"
+        singular = kind[:-1]
+
+        async def create(body: Any) -> Any:
+            doc = body.model_dump(mode="json")
+            doc["id"] = doc.get("id") or f"{singular[:2]}-{secrets.token_hex(6)}"
+            if check:
+                check(doc)
+            if not store.put(kind, doc["id"], doc, create=True):
+                raise HTTPException(409, f"{singular} {doc['id']!r} already exists; delete it first or use another id")
+            return JSONResponse(doc, status_code=201)
+
+        create.__annotations__["body"] = model_in
+        app.post(path, status_code=201, response_model=model_out, tags=[kind], summary=f"Register a {singular}",
+                 dependencies=[Depends(management)], responses=_errors(401, 409, 422),
+                 operation_id=f"create_{singular}")(create)
+
+        async def list_all() -> Any:
+            return store.list(kind)
+
+        app.get(path, response_model=list[model_out], tags=[kind], summary=f"List {kind}",  # type: ignore[valid-type]
+                dependencies=[Depends(management)], responses=_errors(401), operation_id=f"list_{kind}")(list_all)
+
+        async def get_one(id: Annotated[str, PathParam(max_length=64)]) -> Any:
+            doc = store.get(kind, id)
+            if doc is None:
+                raise HTTPException(404, f"no {singular} with id {id!r}")
+            return doc
+
+        app.get(path + "/{id}", response_model=model_out, tags=[kind], summary=f"Get a {singular}",
+                dependencies=[Depends(management)], responses=_errors(401, 404, 422),
+                operation_id=f"get_{singular}")(get_one)
+
+        async def delete_one(id: Annotated[str, PathParam(max_length=64)]) -> Response:
+            if kind == "creatives":
+                users = [c["id"] for c in store.list("campaigns") if id in c.get("creative_ids", [])]
+                if users:
+                    raise HTTPException(409, f"creative {id!r} is used by campaigns {', '.join(users)}; delete them first")
+            if not store.delete(kind, id):
+                raise HTTPException(404, f"no {singular} with id {id!r}")
+            return Response(status_code=204)
+
+        app.delete(path + "/{id}", status_code=204, tags=[kind], summary=f"Delete a {singular}",
+                   dependencies=[Depends(management)], responses=_errors(401, 404, 409, 422),
+                   operation_id=f"delete_{singular}")(delete_one)
+
+    def check_campaign(doc: dict[str, Any]) -> None:
+        missing = [c for c in doc["creative_ids"] if store.get("creatives", c) is None]
+        if missing:
+            raise HTTPException(422, f"unknown creative ids: {', '.join(missing)}; register the creatives first")
+
+    crud("creatives", S.CreativeIn, S.Creative)
+    crud("campaigns", S.CampaignIn, S.Campaign, check_campaign)
+    crud("sources", S.SourceIn, S.Source)
+
+    @app.post("/v1/creatives/upload", status_code=201, response_model=S.Creative, tags=["creatives"],
+              summary="Register a creative by uploading its media file", dependencies=[Depends(management)],
+              responses=_errors(401, 409, 413, 415, 422))
+    async def upload_creative(
+        request: Request,
+        file: Annotated[UploadFile, File(description="MP4, MOV, TS or M3U8")],
+        duration: Annotated[float, Form(gt=0, le=600)],
+        id: Annotated[str | None, Form(pattern=ID_RE.pattern)] = None,
+        name: Annotated[str, Form(max_length=256)] = "",
+        advertiser: Annotated[str, Form(max_length=256)] = "",
+        click_through: Annotated[str | None, Form(pattern=r"^https?://[!-~]+$", max_length=2048)] = None,
+    ) -> Any:
+        filename = Path(file.filename or "").name
+        suffix = Path(filename).suffix.lower()
+        if suffix not in MEDIA_SUFFIXES:
+            raise HTTPException(415, f"unsupported media file {filename!r}: use one of {', '.join(MEDIA_SUFFIXES)}")
+        cid = id or f"cr-{secrets.token_hex(6)}"
+        if store.get("creatives", cid) is not None:
+            raise HTTPException(409, f"creative {cid!r} already exists; delete it first or use another id")
+        target_dir = media_dir / cid
+        target_dir.mkdir(parents=True, exist_ok=True)
+        target = target_dir / f"media{suffix}"
+        size = 0
+        with open(target, "wb") as out:
+            while chunk := await file.read(1 << 20):
+                size += len(chunk)
+                if size > settings.max_upload_bytes:
+                    out.close()
+                    target.unlink(missing_ok=True)
+                    raise HTTPException(413, f"upload is over the {settings.max_upload_bytes}-byte limit")
+                out.write(chunk)
+        if size == 0:
+            target.unlink(missing_ok=True)
+            raise HTTPException(422, "uploaded file is empty")
+        doc = S.Creative(id=cid, name=name, advertiser=advertiser, duration=duration, click_through=click_through,
+                         media_url=f"{base_url(request)}/v1/media/{cid}/media{suffix}").model_dump(mode="json")
+        if not store.put("creatives", cid, doc, create=True):
+            raise HTTPException(409, f"creative {cid!r} already exists")
+        return JSONResponse(doc, status_code=201)
+
+    @app.get("/v1/media/{creative_id}/{name}", tags=["creatives"], summary="Uploaded ad media (public)",
+             responses={200: {"content": {"video/mp4": {}}}, **_errors(404)})
+    async def media(creative_id: Annotated[str, PathParam(max_length=64)],
+                    name: Annotated[str, PathParam(max_length=64)]) -> Any:
+        suffix = Path(name).suffix.lower()
+        if not ID_RE.match(creative_id) or name != f"media{suffix}" or suffix not in MEDIA_SUFFIXES:
+            raise HTTPException(404, "no such media file")
+        path = media_dir / creative_id / name
+        if not path.is_file():
+            raise HTTPException(404, "no such media file")
+        return FileResponse(path, media_type=MEDIA_SUFFIXES[suffix])
 
     # ---------------------------------------------------------------- SSAI session router (optional)
 

@@ -2,7 +2,8 @@
 
 Every write commits before the request answers; WAL with synchronous=NORMAL survives a crash or restart of
 the process (only an OS crash or power cut can lose the last transactions). A lock serialises access so the
-store may be used from the event loop and from worker threads alike.
+store may be used from the event loop and from worker threads alike. WAL checkpoints (the only step that
+fsyncs) run on a background thread with their own connection, so they never stall a decision.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class SqliteStore:
             self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5.0)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA wal_autocheckpoint=0")
             self.db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise RuntimeError(f"cannot open the ads database {path!r}: {exc}") from exc
@@ -46,6 +48,20 @@ class SqliteStore:
         with self.lock:
             # pings that were being sent when the process stopped are sent again (at-least-once on a crash)
             self.db.execute("UPDATE outbox SET state='pending' WHERE state='sending'")
+        self._closing = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="sqlite-checkpoint", daemon=True)
+        self._checkpointer.start()
+
+    def _checkpoint_loop(self) -> None:
+        con = sqlite3.connect(self.path, timeout=5.0)
+        try:
+            while not self._closing.wait(1.0):
+                try:
+                    con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error:
+                    pass  # busy: the next round catches up
+        finally:
+            con.close()
 
     def ping(self) -> None:
         with self.lock:
@@ -135,5 +151,11 @@ class SqliteStore:
                                 (time.time() + delay, int(item.key)))
 
     def close(self) -> None:
+        self._closing.set()
+        self._checkpointer.join(5)
         with self.lock:
+            try:
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass
             self.db.close()

@@ -1,0 +1,233 @@
+"""Decisions per second and latency of the ad decisioning API under concurrent load on loopback.
+
+Starts the real service (`python -m ads.api.cli serve`, uvicorn) in a subprocess, once on the embedded
+SQLite store and once on Redis (a redis-server it starts on a free port), seeds a small catalog, and drives
+POST /v1/decisions from a bounded asyncio load loop (keep-alive HTTP/1.1 over raw sockets, so the load
+generator costs as little CPU as possible on the same machine). GET /healthz on the same server is the
+baseline: the framework's own floor, measured in the same run.
+
+    .venv/bin/python bench/decisions.py [--seconds 8] [--concurrency 32] [--stores sqlite,redis]
+
+Target (issue 8): >= 1,500 decisions/s with p99 <= 25 ms on 2 cores. The load generator shares the cores
+with the server, and on a shared machine other work does too: figures are noisy, compare within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "bench-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited early with status {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"server at {url} did not come up in {timeout} s")
+
+
+def seed(base: str) -> None:
+    c = httpx.Client(base_url=base, headers={"X-API-Key": KEY})
+    durations = [5, 10, 15, 15, 20, 30, 6, 12, 15, 30, 10, 15]
+    for i, d in enumerate(durations):
+        c.post("/v1/creatives", json={"id": f"cr{i}", "media_url": f"https://cdn.example/cr{i}/master.m3u8",
+                                      "duration": d, "tracking": {"impression": [f"https://t.example/i/{i}"]}})
+    for k in range(6):
+        body = {"id": f"camp{k}", "creative_ids": [f"cr{2 * k}", f"cr{2 * k + 1}"], "advertiser": f"adv{k % 4}",
+                "priority": 1 + k % 5, "frequency_cap": 50}
+        if k == 5:
+            body["targeting"] = {"genre": ["sports"]}
+        c.post("/v1/campaigns", json=body).raise_for_status()
+    c.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux /proc), to cost a request independently of how
+    busy the rest of the machine is."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def request_bytes(path: str, body: dict[str, object] | None) -> bytes:
+    if body is None:
+        return f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+    data = json.dumps(body).encode()
+    return (f"POST {path} HTTP/1.1\r\nHost: bench\r\nX-API-Key: {KEY}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n").encode() + data
+
+
+async def read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
+async def load(port: int, path: str, decisions: bool, seconds: float, concurrency: int,
+               pids: list[int]) -> dict[str, float]:
+    lat: list[float] = []
+    errors = 0
+    total = 0
+    stop_at = 0.0
+    record_from = 0.0
+
+    async def worker(wid: int) -> None:
+        nonlocal errors, total
+        rnd = random.Random(wid)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < stop_at:
+                body = None
+                if decisions:
+                    body = {"session_id": f"s{rnd.randrange(20000)}", "duration": rnd.choice([15, 30, 30, 60]),
+                            "position": "mid", "key_values": {"genre": rnd.choice(["sports", "news"])}}
+                t0 = time.perf_counter()
+                writer.write(request_bytes(path, body))
+                status = await read_response(reader)
+                t1 = time.perf_counter()
+                total += 1
+                if status != 200:
+                    errors += 1
+                if t0 >= record_from:
+                    lat.append(t1 - t0)
+        finally:
+            writer.close()
+
+    warmup = 1.0
+    cpu0 = sum(cpu_seconds(p) for p in pids)
+    start = time.perf_counter()
+    record_from = start + warmup
+    stop_at = record_from + seconds
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    cpu = sum(cpu_seconds(p) for p in pids) - cpu0
+    lat.sort()
+    n = len(lat)
+    return {"rps": n / seconds, "p50_ms": lat[n // 2] * 1000 if n else 0, "p99_ms": lat[int(n * 0.99)] * 1000 if n else 0,
+            "n": n, "errors": errors, "cpu_ms": cpu / max(total, 1) * 1000}
+
+
+def run_store(store: str, seconds: float, concurrency: int, tmp: Path, redis_url: str | None,
+              redis_pid: int | None) -> list[tuple[str, dict[str, float]]]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "ads.api.cli", "serve", "--port", str(port), "--db", str(tmp / f"{store}.db"),
+           "--api-key", KEY]
+    if store == "redis":
+        assert redis_url
+        cmd += ["--redis", redis_url]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(base + "/healthz", proc)
+        seed(base)
+        pids = [proc.pid] + ([redis_pid] if store == "redis" and redis_pid else [])
+        return [(f"{store}: GET /healthz (baseline)",
+                 asyncio.run(load(port, "/healthz", False, seconds / 2, concurrency, pids))),
+                (f"{store}: POST /v1/decisions",
+                 asyncio.run(load(port, "/v1/decisions", True, seconds, concurrency, pids)))]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--stores", default="sqlite,redis")
+    args = ap.parse_args()
+    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    print(f"machine: {os.cpu_count()} CPUs (load generator and server share them; the machine may be shared too)")
+    try:
+        import uvloop  # noqa: F401
+        loop_impl = "uvloop"
+    except ImportError:
+        loop_impl = "asyncio"
+    try:
+        import httptools  # noqa: F401
+        http_impl = "httptools"
+    except ImportError:
+        http_impl = "h11"
+    print(f"server: uvicorn, 1 process, {loop_impl} loop, {http_impl} parser; concurrency {args.concurrency}, "
+          f"{args.seconds:g} s per run after 1 s warm-up")
+    rows: list[tuple[str, dict[str, float]]] = []
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        redis_proc = None
+        redis_url = None
+        if "redis" in stores:
+            exe = shutil.which("redis-server")
+            if not exe:
+                raise SystemExit("redis-server is not installed (./dev.sh install)")
+            rport = free_port()
+            redis_proc = subprocess.Popen([exe, "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                                           "--appendonly", "no"], stdout=subprocess.DEVNULL)
+            redis_url = f"redis://127.0.0.1:{rport}/0"
+            import redis as redis_client
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    redis_client.Redis.from_url(redis_url).ping()
+                    break
+                except redis_client.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise SystemExit("redis-server did not start") from None
+                    time.sleep(0.05)
+        try:
+            for store in stores:
+                rows += run_store(store, args.seconds, args.concurrency, tmp, redis_url,
+                                  redis_proc.pid if redis_proc else None)
+        finally:
+            if redis_proc is not None:
+                redis_proc.terminate()
+                redis_proc.wait(10)
+    print(f"\n{'run':38} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'CPU ms/req':>10} {'req/s/core':>10}")
+    for name, r in rows:
+        print(f"{name:38} {r['rps']:7.0f} {r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {int(r['errors']):6d} "
+              f"{r['cpu_ms']:10.3f} {1000 / max(r['cpu_ms'], 1e-9):10.0f}")
+    print("\nCPU ms/req: server CPU (plus redis-server's, for Redis) per request, from /proc: it depends far less")
+    print("on other load than req/s does; req/s/core = what one free core would sustain at that cost.")
+    print("\ntarget: >= 1500 decisions/s, p99 <= 25 ms on 2 cores")
+    for name, r in rows:
+        if "decisions" in name:
+            verdict = "meets" if r["rps"] >= 1500 and r["p99_ms"] <= 25 else "MISSES"
+            print(f"  {name}: {verdict} the target")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
