@@ -60,6 +60,11 @@ def make_content(out: Path, seconds: int = 12, seg: int = 2, tone: int = 440, su
     args += ["-map", "1:a", "-vn", "-c:a", "aac", "-b:a", "64k", "-ac", "2", *hls,
              "-hls_segment_filename", str(out / "audio" / "seg_%06d.ts"), str(out / "audio" / "index.m3u8")]
     _ffmpeg(args)
+    # AAC priming makes the audio a few ms longer than the video; the muxer writes that as a runt last
+    # segment. The core's audio has one segment per video segment: drop the runt.
+    apl = parse_media((out / "audio" / "index.m3u8").read_text())
+    apl.segments = [s for s in apl.segments if s.duration >= 0.25]
+    (out / "audio" / "index.m3u8").write_text(apl.dumps())
     for p in list((out / "video").glob("*/index.m3u8")) + [out / "audio" / "index.m3u8"]:
         _add_pdt(p, T0)
     lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-INDEPENDENT-SEGMENTS",

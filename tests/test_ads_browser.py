@@ -1,0 +1,87 @@
+"""Ads in a real player: hls.js in headless Chromium plays a stitched SSAI session and an SGAI stream."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ads.condition import Conditioner
+from tests.ads_media import add_cue_tags, make_content, make_creative
+from tests.browser.harness import play_hls, serve
+from tests.test_ads_session import KEYS, Recorder, app_for, serve_app
+
+SIDECAST = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "sidecast"
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ads-browser")
+    make_content(root / "content", seconds=12, subs=True)
+    add_cue_tags(root / "content" / "video" / "180p" / "index.m3u8", 2, 2)
+    creative = make_creative(root / "creative.mp4", seconds=4)
+    return {"root": root, "creative": creative}
+
+
+def _frag_urls(report) -> list[str]:
+    return [e["data"].get("frag", {}).get("url") or "" for e in report.events_named("FRAG_LOADED")]
+
+
+@pytest.mark.browser
+def test_stitched_session_plays_through_the_break_and_back_to_content(media, tmp_path):
+    rec = Recorder(media["creative"])
+    with serve_app(app_for(media["root"] / "content", rec, tmp_path / "cache")) as base:
+        report = play_hls(f"{base}/session/browser-1/master.m3u8", seconds=11, timeout=60)
+    report.raise_for_fatal()
+    urls = _frag_urls(report)
+    ad_at = [i for i, u in enumerate(urls) if "/ad/" in u]
+    after = [i for i, u in enumerate(urls) if "seg_000004.ts" in u or "seg_000005.ts" in u]
+    assert ad_at, f"no ad segment was loaded: {urls}"
+    assert after and max(after) > min(ad_at), f"content after the break was not loaded: {urls}"
+    # the playhead crossed both seams: the break is 4-8 s of the stream
+    assert report.advanced_by() >= 9.0, report.summary()
+    assert report.played >= 9.0, report.summary()
+    # the player's ad segment requests fired the server-side beacons, once each
+    events = [b[3] for b in rec.beacons]
+    assert events == ["impression", "start", "firstQuartile", "midpoint", "thirdQuartile", "complete"], events
+
+
+@pytest.mark.browser
+def test_sgai_stream_fires_interstitial_events_plays_the_ad_and_resumes(media, tmp_path):
+    site = tmp_path / "site"
+    shutil.copytree(media["root"] / "content", site / "content")
+    ad = Conditioner(site / "content" / "master.m3u8", tmp_path / "cache")(media["creative"])
+    shutil.copytree(ad.directory, site / "ad")
+    with serve(site) as base:
+        (site / "assets.json").write_text(json.dumps({"ASSETS": [{"URI": f"{base}ad/master.m3u8",
+                                                                  "DURATION": ad.duration}]}))
+        for key in KEYS:
+            playlist = site / "content" / key
+            r = subprocess.run([str(SIDECAST), "ads", "interstitials", str(playlist), "--asset-list",
+                                f"{base}assets.json", "--at", "4", "-o", str(playlist)],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
+            assert 'CLASS="com.apple.hls.interstitial"' in playlist.read_text()
+        report = play_hls(f"{base}content/master.m3u8", seconds=6, interstitials=True,
+                          until_event="INTERSTITIALS_PRIMARY_RESUMED", until_time=6.0, timeout=60)
+    report.raise_for_fatal()
+    names = {e["name"] for e in report.events}
+    for wanted in ("INTERSTITIALS_UPDATED", "ASSET_LIST_LOADED", "INTERSTITIAL_STARTED",
+                   "INTERSTITIAL_ASSET_STARTED", "INTERSTITIAL_ASSET_ENDED", "INTERSTITIAL_ENDED",
+                   "INTERSTITIALS_PRIMARY_RESUMED"):
+        assert wanted in names, f"{wanted} missing: {sorted(names)}"
+    # hls.js reports non-fatal buffer notes (bufferAppendNoProgress) for content and ad alike: only a fatal
+    # asset error means the ad did not play
+    assert not [e for e in report.events_named("INTERSTITIAL_ASSET_ERROR") if e["data"].get("fatal")]
+    t_start = report.events_named("INTERSTITIAL_ASSET_STARTED")[0]["t"]
+    t_end = report.events_named("INTERSTITIAL_ASSET_ENDED")[0]["t"]
+    assert t_end - t_start >= 3000, "the 4 s ad did not play through"
+    started = report.events_named("INTERSTITIAL_STARTED")[0]["data"]
+    assert started["event"]["id"] == "at-4"
+    assert report.ad_playing_samples, "no sample was taken while the ad played"
+    # the primary content resumed and moved on past the interstitial's point
+    primary = [p for _, p in report.positions("primary")]
+    assert primary and max(primary) > 4.5, report.summary()

@@ -1,0 +1,186 @@
+"""The SSAI manifest service over real HTTP: per-session playlists, renditions in step, beacons, fallbacks."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import m3u8
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from ads.condition import Conditioner
+from ads.models import AdBreak, AdPod, PodAd
+from ads.playlist import parse_media
+from ads.session import make_router
+from tests.ads_media import add_cue_tags, make_content, make_creative
+
+KEYS = ["video/180p/index.m3u8", "video/144p/index.m3u8", "audio/index.m3u8", "subs/en/index.m3u8"]
+
+
+@contextmanager
+def serve_app(app: FastAPI) -> Iterator[str]:
+    """The app under uvicorn on a free loopback port; yields the base URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        t.join(5)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ads-session")
+    master = make_content(root / "content", seconds=16)
+    add_cue_tags(root / "content" / "video" / "180p" / "index.m3u8", 2, 2)
+    creative = make_creative(root / "creative.mp4", seconds=4)
+    broken = root / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not really a video")
+    return {"root": root, "master": master, "creative": creative, "broken": broken}
+
+
+class Recorder:
+    def __init__(self, creative: Path) -> None:
+        self.creative = creative
+        self.decisions: list[tuple[str, str]] = []
+        self.beacons: list[tuple[str, str, str, str]] = []
+
+    def decide(self, sid: str, brk: AdBreak) -> AdPod:
+        self.decisions.append((sid, brk.id))
+        return AdPod(brk.id, sid, (PodAd("creative-1", 4.0, str(self.creative)),), decision_id=f"d-{sid}")
+
+    def beacon(self, sid: str, ref: str, creative_id: str, event: str) -> None:
+        self.beacons.append((sid, ref, creative_id, event))
+
+
+def app_for(origin: Path, rec: Recorder, cache: Path) -> FastAPI:
+    app = FastAPI()
+    app.include_router(make_router(origin, rec.decide, rec.beacon,
+                                   conditioner=Conditioner(origin / "master.m3u8", cache)))
+    return app
+
+
+def test_session_playlists_stitch_every_rendition_in_step_and_fire_beacons_once(media, tmp_path):
+    rec = Recorder(media["creative"])
+    with serve_app(app_for(media["root"] / "content", rec, tmp_path / "cache")) as base, httpx.Client() as http:
+        master = http.get(f"{base}/session/viewer-1/master.m3u8")
+        assert master.status_code == 200 and "#EXT-X-STREAM-INF" in master.text
+        lists = {}
+        for key in KEYS:
+            r = http.get(f"{base}/session/viewer-1/{key}")
+            assert r.status_code == 200, r.text
+            assert r.headers["content-type"].startswith("application/vnd.apple.mpegurl")
+            lists[key] = parse_media(r.text)
+            assert len(m3u8.loads(r.text).segments) == 8
+        # one decision per break per session, however many renditions asked
+        assert rec.decisions == [("viewer-1", rec.decisions[0][1])]
+        for key, pl in lists.items():
+            assert [s.discontinuity for s in pl.segments] == [False, False, True, False, True, False, False, False]
+            assert "CUE-OUT" not in pl.dumps()
+            ad = [s.uri for s in pl.segments[2:4]]
+            if key.startswith("subs/"):
+                assert ad == ["../../ad/blank.vtt"] * 2
+            else:
+                depth = "../" * key.count("/")
+                stem = key.removesuffix(".m3u8")
+                assert ad == [f"{depth}ad/{rec.decisions[0][1]}/0/{i}/{stem}.ts" for i in (0, 1)]
+            assert [s.uri for s in pl.segments[4:]] == [f"seg_{k:06d}." + ("vtt" if "subs" in key else "ts")
+                                                       for k in range(4, 8)]
+        # content segments and the blank subtitle come through the session URL space
+        seg = http.get(f"{base}/session/viewer-1/video/180p/seg_000000.ts")
+        assert seg.status_code == 200 and seg.content[:1] == b"\x47"
+        assert http.get(f"{base}/session/viewer-1/ad/blank.vtt").text.startswith("WEBVTT")
+        # ad segments: the conditioned creative's bytes, beacons at most once each
+        v0 = http.get(f"{base}/session/viewer-1/{lists[KEYS[0]].segments[2].uri.replace('../', '')}")
+        assert v0.status_code == 200 and v0.content[:1] == b"\x47"
+        conditioned = next((tmp_path / "cache").glob("*/video/180p/seg_000000.ts"))
+        assert v0.content == conditioned.read_bytes()
+        http.get(f"{base}/session/viewer-1/{lists[KEYS[0]].segments[2].uri.replace('../', '')}")
+        http.get(f"{base}/session/viewer-1/{lists['audio/index.m3u8'].segments[2].uri.replace('../', '')}")
+        events = [b[3] for b in rec.beacons]
+        assert events == ["impression", "start", "firstQuartile"]
+        http.get(f"{base}/session/viewer-1/{lists[KEYS[1]].segments[3].uri.replace('../', '')}")
+        events = [b[3] for b in rec.beacons]
+        assert events == ["impression", "start", "firstQuartile", "midpoint", "thirdQuartile", "complete"]
+        assert {b[:3] for b in rec.beacons} == {("viewer-1", "d-viewer-1", "creative-1")}
+        # a second viewer gets its own decision and its own beacons
+        http.get(f"{base}/session/viewer-2/{KEYS[0]}")
+        assert [d[0] for d in rec.decisions] == ["viewer-1", "viewer-2"]
+        # bad requests are 4xx with a reason, never a crash
+        assert http.get(f"{base}/session/bad id!/master.m3u8").status_code == 400
+        assert http.get(f"{base}/session/viewer-1/nothing/here.m3u8").status_code == 404
+        assert http.get(f"{base}/session/viewer-1/%2E%2E/%2E%2E/etc/passwd").status_code == 404
+        assert http.get(f"{base}/session/viewer-1/ad/nobreak/0/0/video/180p/index.ts").status_code == 404
+
+
+def test_ad_that_fails_to_condition_leaves_the_break_to_content(media, tmp_path, caplog):
+    rec = Recorder(media["broken"])
+    content = parse_media((media["root"] / "content" / "video" / "144p" / "index.m3u8").read_text())
+    with caplog.at_level(logging.WARNING, logger="sidecast.ads"), \
+            serve_app(app_for(media["root"] / "content", rec, tmp_path / "cache")) as base:
+        r = httpx.get(f"{base}/session/s1/video/144p/index.m3u8")
+        r2 = httpx.get(f"{base}/session/s1/audio/index.m3u8")
+    assert r.status_code == 200 and r2.status_code == 200
+    out = parse_media(r.text)
+    assert [s.uri for s in out.segments] == [s.uri for s in content.segments]
+    assert not any(s.discontinuity for s in out.segments)
+    assert "could not be conditioned" in caplog.text and "plays content" in caplog.text
+    assert rec.beacons == []
+
+
+def _write_live_window(origin: Path, src: Path, first: int, n: int) -> None:
+    """Publish segments [first, first+n) of the VOD source as a live window in every rendition."""
+    for key in KEYS:
+        pl = parse_media((src / key).read_text())
+        pl.segments = pl.segments[first:first + n]
+        pl.media_sequence = first
+        pl.endlist = False
+        pl.playlist_type = None
+        (origin / key).write_text(pl.dumps())
+
+
+def test_live_session_keeps_sequences_consistent_as_the_window_slides(media, tmp_path):
+    src = media["root"] / "content"
+    origin = tmp_path / "origin"
+    shutil.copytree(src, origin)
+    rec = Recorder(media["creative"])
+    seen: dict[tuple[str, int], tuple[str, int]] = {}
+    with serve_app(app_for(origin, rec, tmp_path / "cache")) as base, httpx.Client() as http:
+        for first in (0, 1, 2, 3, 4):
+            _write_live_window(origin, src, first, 4)
+            for key in KEYS:
+                text = http.get(f"{base}/session/live-1/{key}").text
+                pl = parse_media(text)
+                assert pl.media_sequence == first and not pl.endlist and pl.target_duration == 2
+                n = pl.discontinuity_sequence
+                for i, s in enumerate(pl.segments):
+                    n += s.discontinuity
+                    kind = "ad" if "/ad/" in s.uri or s.uri.startswith("../") else "content"
+                    assert seen.setdefault((key, first + i), (kind, n)) == (kind, n), (key, first, text)
+    # every rendition agrees on which media sequence numbers are ads and on discontinuity numbers
+    for msn in range(8):
+        values = {seen[(k, msn)] for k in KEYS if (k, msn) in seen}
+        assert len(values) <= 1, (msn, values)
+    assert {msn for (k, msn), (kind, _) in seen.items() if kind == "ad"} == {2, 3}
+    # after the break slid out entirely the discontinuity sequence counts both seams
+    assert seen[("video/180p/index.m3u8", 4)][1] == 2
