@@ -218,3 +218,27 @@ def test_discontinuity_flushes_and_starts_a_new_shot() -> None:
     assert len(flushed) == 3
     after = planner.push(obs(5.0, 40)) + planner.flush()
     assert after[0].cut
+
+
+def test_a_square_crop_of_a_portrait_source_follows_the_subject_vertically() -> None:
+    planner = CropPlanner(360, 640, PathOptions(aspect=(1, 1)))
+    assert (planner.crop_w, planner.crop_h) == (360, 360)
+    observations = [Observation(i / 5, False, Focus(150, y, 210, y + 60, 0.9, "face"))
+                    for i, y in enumerate([40] * 10 + [500] * 10)]
+    crops = run(planner, observations)
+    assert all(c.x == 0 for c in crops)
+    assert crops[0].y <= 40 and crops[0].y + 360 >= 100
+    assert crops[-1].y <= 500 and crops[-1].y + 360 >= 560
+
+
+def test_stream_params_are_validated_with_messages_naming_the_param() -> None:
+    from sidecars.autocrop.sidecar import path_options
+
+    base = PathOptions()
+    o = path_options({"vertical.aspect": "4:5", "vertical.safe_margin": "0.1", "vertical.max_pan_speed": "0.25"},
+                     base)
+    assert (o.aspect, o.safe_margin, o.max_pan_speed) == ((4, 5), 0.1, 0.25)
+    with pytest.raises(ValueError, match="vertical.safe_margin must be between"):
+        path_options({"vertical.safe_margin": "0.9"}, base)
+    with pytest.raises(ValueError, match="vertical.max_pan_speed must be a number"):
+        path_options({"vertical.max_pan_speed": "fast"}, base)
