@@ -1,0 +1,181 @@
+"""Cue shaping and the recogniser's guards and agreement policy: pure functions, no model."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sidecars.runtime.types import Word
+from sidecars.stt.guards import (
+    DecodedSegment,
+    DecodedWord,
+    cut_repetitions,
+    filter_segments,
+    segment_is_speech,
+)
+from sidecars.stt.recognizer import StreamConfig, StreamingRecognizer
+from sidecars.stt.shaping import CaptionStyle, CueBuilder, break_lines, group_words, shape_cues
+
+
+def words_from(text: str, start: float = 0.0, per_word: float = 0.3, gap: float = 0.0) -> list[Word]:
+    out, t = [], start
+    for w in text.split():
+        out.append(Word(w, t, t + per_word))
+        t += per_word + gap
+    return out
+
+
+def test_short_text_stays_on_one_line() -> None:
+    assert break_lines("Good evening and welcome.".split()) == ["Good evening and welcome."]
+
+
+def test_lines_break_after_punctuation_rather_than_in_the_middle() -> None:
+    lines = break_lines("Heavy rain is expected in the north, while the south stays dry and warm.".split())
+    assert lines == ["Heavy rain is expected in the north,", "while the south stays dry and warm."]
+
+
+def test_lines_never_strand_an_article() -> None:
+    lines = break_lines("The council approved the budget for the new bridge over the river today".split())
+    assert lines is not None and len(lines) == 2
+    assert lines[0].split()[-1].lower() not in {"the", "a", "an"}
+    assert all(len(ln) <= 42 for ln in lines)
+
+
+def test_text_that_cannot_fit_two_lines_is_refused() -> None:
+    assert break_lines(("word " * 30).split()) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet="abcdefghij,.", min_size=1, max_size=14), min_size=1, max_size=80),
+       st.lists(st.floats(min_value=0.0, max_value=2.0), min_size=1, max_size=80))
+def test_shaped_cues_obey_broadcast_rules(tokens: list[str], gaps: list[float]) -> None:
+    words, t = [], 0.0
+    for i, tok in enumerate(tokens):
+        t += gaps[i % len(gaps)]
+        words.append(Word(tok, t, t + 0.25))
+        t += 0.25
+    style = CaptionStyle()
+    cues = shape_cues(words, style)
+    assert [w for c in cues for w in c.words] == words  # nothing lost, nothing reordered
+    for c in cues:
+        assert 1 <= len(c.lines) <= 2 and all(len(ln) <= 42 for ln in c.lines)
+        assert c.end - c.start <= style.max_duration + 1e-9
+        assert c.end > c.start
+    for a, b in zip(cues, cues[1:], strict=False):
+        assert a.end <= b.start + 1e-9  # never two captions at once
+
+
+def test_cues_start_at_sentences_and_pauses_and_hold_the_minimum_duration() -> None:
+    words = words_from("Yes. The bridge will close on Friday", 0.0) + words_from("for repairs.", 5.0)
+    groups = [" ".join(w.text for w in g) for g in group_words(words)]
+    assert groups == ["Yes.", "The bridge will close on Friday", "for repairs."]
+    cues = shape_cues(words)
+    assert cues[0].end - cues[0].start >= 0.3  # "Yes." is short, but held until the next cue needs the screen
+    assert cues[2].end - cues[2].start >= 1.0
+
+
+def test_cue_builder_publishes_finals_once_and_partials_with_the_next_id() -> None:
+    b = CueBuilder(max_open=2.5)
+    finals, partial = b.update([], words_from("good evening", 1.0), frontier=1.0)
+    assert finals == [] and partial is not None and not partial.final and partial.id == "cc-0"
+    finals, partial = b.update(words_from("good evening and welcome.", 1.0), [], frontier=2.6)
+    assert [(c.text, c.final, c.id) for c in finals] == [("good evening and welcome.", True, "cc-0")]
+    assert partial is None
+    finals, partial = b.update(words_from("the news", 4.0), words_from("at six", 4.6), frontier=4.6)
+    assert finals == [] and partial is not None and partial.text == "the news at six" and partial.id == "cc-1"
+    assert b.open_start == 4.0  # the watermark waits for this open cue
+    finals, _ = b.update([], [], frontier=8.0)  # silence: the open cue is settled
+    assert [c.id for c in finals] == ["cc-1"] and finals[0].start >= 2.0
+
+
+def seg(text: str, start: float, end: float, **kw: float) -> DecodedSegment:
+    ws = text.split()
+    step = (end - start) / len(ws)
+    words = tuple(DecodedWord(" " + w, start + i * step, start + (i + 1) * step) for i, w in enumerate(ws))
+    return DecodedSegment(text=text, start=start, end=end, words=words, **kw)  # type: ignore[arg-type]
+
+
+def test_silence_rule_and_garbage_rules_drop_segments() -> None:
+    assert segment_is_speech(seg("hello there", 0, 1, avg_logprob=-0.3, no_speech_prob=0.1))
+    assert not segment_is_speech(seg("hello there", 0, 1, avg_logprob=-1.1, no_speech_prob=0.8))
+    assert not segment_is_speech(seg("hello there", 0, 1, avg_logprob=-1.6, no_speech_prob=0.0))
+    assert not segment_is_speech(seg("the the the the", 0, 1, compression_ratio=3.1))
+    assert not segment_is_speech(seg("[Music]", 0, 1))
+    assert not segment_is_speech(seg("♪ ♪", 0, 1))
+
+
+def test_words_outside_detected_speech_are_dropped() -> None:
+    words = filter_segments([seg("the news at six", 0.0, 2.0), seg("thank you", 4.0, 5.0)], [(0.0, 2.1)])
+    assert [w.text.strip() for w in words] == ["the", "news", "at", "six"]
+
+
+def test_thank_you_on_weak_speech_evidence_is_dropped_but_kept_when_clearly_spoken() -> None:
+    phrase = [seg("Thank you.", 3.0, 4.0, no_speech_prob=0.5, avg_logprob=-0.4)]
+    assert filter_segments(phrase, [(3.6, 4.0)]) == []
+    clear = [seg("Thank you.", 3.0, 4.0, no_speech_prob=0.05, avg_logprob=-0.2)]
+    assert [w.text.strip() for w in filter_segments(clear, [(2.9, 4.1)])] == ["Thank", "you."]
+
+
+def test_repetition_loops_are_cut() -> None:
+    def dw(text: str) -> list[DecodedWord]:
+        return [DecodedWord(w, i, i + 1) for i, w in enumerate(text.split())]
+
+    assert [w.text for w in cut_repetitions(dw("I know I know I know I know what"))] == "I know I know".split()
+    assert [w.text for w in cut_repetitions(dw("no no no"))] == ["no", "no", "no"]
+    assert [w.text for w in cut_repetitions(dw("no no no no no"))] == ["no", "no", "no"]
+    assert len(cut_repetitions(dw("a plain sentence with no loop"))) == 6
+
+
+class ScriptedPasses:
+    """Stands in for Whisper's answers, pass by pass, to test the commit policy on its own."""
+
+    def __init__(self, answers: list[str]) -> None:
+        self.answers = answers
+        self.prompts: list[str] = []
+
+    def __call__(self, audio: np.ndarray, prompt: str) -> list[DecodedSegment]:
+        self.prompts.append(prompt)
+        text = self.answers.pop(0)
+        seconds = len(audio) / 16000
+        return [seg(text, 0.1, min(seconds, 0.1 + 0.4 * len(text.split())), avg_logprob=-0.2)] if text else []
+
+
+def test_local_agreement_commits_only_what_two_passes_agree_on_and_never_rewrites() -> None:
+    passes = ScriptedPasses(["the quick brow", "the quick brown fox", "the quick brown fox jumps"])
+    rec = StreamingRecognizer(passes, lambda a: [(0.0, len(a) / 16000)],
+                              StreamConfig(min_step=0.5, max_step=1.0))
+    rec.append(np.zeros(16000 * 3, dtype=np.float32), 0)
+    first = rec.step(16000)
+    assert first.committed == [] and [w.text for w in first.hypothesis] == ["the", "quick", "brow"]
+    assert first.frontier == 0.0  # nothing committed yet: the core must wait
+    second = rec.step(32000)
+    assert [w.text for w in second.committed] == ["the", "quick"]
+    third = rec.step(48000)
+    assert [w.text for w in third.committed] == ["brown", "fox"]
+    assert [w.text for w in rec.committed] == ["the", "quick", "brown", "fox"]
+    assert third.frontier <= third.hypothesis[0].start
+
+
+def test_silence_after_speech_commits_the_tail_and_frees_the_watermark() -> None:
+    passes = ScriptedPasses(["good evening", "good evening everyone"])
+    speech = [(0.0, 1.4)]  # speech stops at 1.4 s, then silence
+    rec = StreamingRecognizer(passes, lambda a: [r for r in speech if r[0] < len(a) / 16000],
+                              StreamConfig(min_step=0.5, max_step=1.0))
+    rec.append(np.zeros(16000 * 3, dtype=np.float32), 0)
+    rec.step(16000)
+    r = rec.step(32000)
+    assert [w.text for w in rec.committed] == ["good", "evening", "everyone"]
+    assert r.hypothesis == [] and r.frontier >= 2.0 - 0.3 - 1e-9
+
+
+def test_no_speech_means_no_decoding_and_a_watermark_that_follows_the_audio() -> None:
+    def never(audio: np.ndarray, prompt: str) -> list[DecodedSegment]:
+        raise AssertionError("the decoder must not run on non-speech")
+
+    rec = StreamingRecognizer(never, lambda a: [], StreamConfig(min_step=0.5, max_step=2.0))
+    rec.append(np.zeros(16000 * 60, dtype=np.float32), 16000 * 3600)  # an hour into the stream
+    while (end := rec.next_pass_end()) is not None:
+        r = rec.step(end)
+    assert r.frontier == 3600 + 60 - 0.3
+    assert rec.buf_start >= 16000 * (3600 + 55)  # the buffer does not grow on silence
