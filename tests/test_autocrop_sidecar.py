@@ -29,6 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SIDECAST = ROOT / ".venv" / "bin" / "sidecast"
 
 
+def sidecast_cmd() -> list[str]:
+    """The installed console script, or the same entry point through this interpreter."""
+    if SIDECAST.exists():
+        return [str(SIDECAST)]
+    return [sys.executable, "-c", "import sys; from core.cli import main; sys.exit(main())"]
+
+
 @dataclass
 class Answer:
     crops: list[Crop] = field(default_factory=list)
@@ -41,9 +48,10 @@ def sidecar_addr() -> Iterator[str]:
     """``sidecast sidecar autocrop`` in a subprocess on a unix socket, ready when health says SERVING."""
     tmp = tempfile.mkdtemp(prefix="autocrop-")
     addr = f"unix://{tmp}/autocrop.sock"
-    cmd = [str(SIDECAST), "sidecar", "autocrop", "--listen", addr] if SIDECAST.exists() else [
-        sys.executable, "-m", "core.cli", "sidecar", "autocrop", "--listen", addr]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    cmd = [*sidecast_cmd(), "sidecar", "autocrop", "--listen", addr]
+    log_path = Path(tmp) / "sidecar.log"  # a file, not a pipe: nobody reads while tests run
+    log = open(log_path, "w")  # noqa: SIM115 (closed in teardown)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + 60
     ready = False
@@ -60,14 +68,17 @@ def sidecar_addr() -> Iterator[str]:
             time.sleep(0.1)
     if not ready:
         proc.kill()
-        out = proc.communicate()[0]
-        pytest.fail(f"autocrop sidecar did not come up: {out[-2000:]}")
+        proc.wait()
+        log.close()
+        pytest.fail(f"autocrop sidecar did not come up: {log_path.read_text()[-2000:]}")
     yield addr
     proc.terminate()
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
+    log.close()
 
 
 def describe(addr: str) -> Any:
@@ -183,7 +194,7 @@ def test_bad_stream_param_is_reported_and_cropping_goes_on_with_defaults(sidecar
 
 
 def test_bad_cli_option_is_one_clear_line_and_a_nonzero_exit() -> None:
-    cmd = [str(SIDECAST), "sidecar", "autocrop", "--listen", "unix:///tmp/never.sock", "--aspect", "banana"]
+    cmd = [*sidecast_cmd(), "sidecar", "autocrop", "--listen", "unix:///tmp/never.sock", "--aspect", "banana"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert "aspect must look like 9:16" in r.stderr

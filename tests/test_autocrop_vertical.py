@@ -21,6 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SIDECAST = ROOT / ".venv" / "bin" / "sidecast"
 
 
+def sidecast_cmd() -> list[str]:
+    """The installed console script, or the same entry point through this interpreter."""
+    if SIDECAST.exists():
+        return [str(SIDECAST)]
+    return [sys.executable, "-c", "import sys; from core.cli import main; sys.exit(main())"]
+
+
 def write_scene(scene: Scene, path: Path) -> None:
     """The scene as an H.264 file at its full rate (what a user would feed ``sidecast run``)."""
     with av.open(str(path), "w") as out:
@@ -44,8 +51,7 @@ def run_output(tmp_path_factory: pytest.TempPathFactory) -> tuple[Scene, Path]:
     src = tmp / "cuts.mp4"
     write_scene(scene, src)
     out = tmp / "out"
-    cmd = [str(SIDECAST) if SIDECAST.exists() else sys.executable, *([] if SIDECAST.exists() else ["-m", "core.cli"]),
-           "run", str(src), "-o", str(out), "--sidecars", "autocrop", "--no-progress"]
+    cmd = [*sidecast_cmd(), "run", str(src), "-o", str(out), "--sidecars", "autocrop", "--no-progress"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (out / "vertical.m3u8").is_file(), r.stderr[-3000:]
