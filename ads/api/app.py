@@ -31,6 +31,7 @@ from ads.api import schemas as S
 from ads.api import tokens
 from ads.api.decide import DecisionRequest
 from ads.api.service import BEACON_EVENTS, AdService, Settings
+from ads.models import BeaconEvent
 from ads.store import Kind, open_store
 
 __all__ = ["create_app", "Settings"]
@@ -307,7 +308,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                  operation_id=f"create_{singular}")(create)
 
         async def list_all() -> Any:
-            return store.list(kind)
+            return store.items(kind)
 
         app.get(path, response_model=list[model_out], tags=[kind], summary=f"List {kind}",  # type: ignore[valid-type]
                 dependencies=[Depends(management)], responses=_errors(401), operation_id=f"list_{kind}")(list_all)
@@ -324,7 +325,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         async def delete_one(id: Annotated[str, PathParam(max_length=64)]) -> Response:
             if kind == "creatives":
-                users = [c["id"] for c in store.list("campaigns") if id in c.get("creative_ids", [])]
+                users = [c["id"] for c in store.items("campaigns") if id in c.get("creative_ids", [])]
                 if users:
                     raise HTTPException(409, f"creative {id!r} is used by campaigns {', '.join(users)}; delete them first")
             if not store.delete(kind, id):
@@ -405,7 +406,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("--origin given but the SSAI session router is unavailable (%s); serving decisions only", exc)
         else:
             # player-facing playlists, not part of the versioned API contract (and kept out of its schema)
-            app.include_router(make_router(settings.origin, svc.decide_for_break, svc.beacon_for_session),
+            def beacon_sink(session_id: str, ref: str, creative_id: str, event: BeaconEvent) -> None:
+                svc.beacon_for_session(session_id, ref, creative_id, event)
+
+            app.include_router(make_router(settings.origin, svc.decide_for_break, beacon_sink),
                                include_in_schema=False)
 
     if os.environ.get("SIDECAST_ADS_DEBUG_ROUTES"):

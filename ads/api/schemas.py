@@ -21,6 +21,10 @@ Targeting = Annotated[dict[Word, Annotated[list[Word], Field(min_length=1, max_l
 Duration = Annotated[float, Field(gt=0, le=600, description="seconds")]
 
 
+def _all_positions() -> list[PositionName]:
+    return ["pre", "mid", "post"]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -52,7 +56,7 @@ class CampaignIn(_Strict):
     targeting: Targeting = Field(default_factory=dict,
                                  description="key -> allowed values; every key must match one value")
     positions: Annotated[list[PositionName], Field(min_length=1, max_length=3)] = Field(
-        default_factory=lambda: ["pre", "mid", "post"])
+        default_factory=_all_positions)
     frequency_cap: int | None = Field(None, ge=1, le=10_000, description="most ads per session from this campaign")
     enabled: bool = True
 
@@ -78,7 +82,7 @@ class SourceIn(_Strict):
     priority: int = Field(5, ge=1, le=10)
     targeting: Targeting = Field(default_factory=dict)
     positions: Annotated[list[PositionName], Field(min_length=1, max_length=3)] = Field(
-        default_factory=lambda: ["pre", "mid", "post"])
+        default_factory=_all_positions)
     frequency_cap: int | None = Field(None, ge=1, le=10_000)
     enabled: bool = True
 

@@ -127,8 +127,8 @@ class AdService:
         if cached is not None and cached[0] == version:
             return cached[1]
         with self._catalog_lock:
-            cat = catalog_from_docs(self.store.list("creatives"), self.store.list("campaigns"),
-                                    self.store.list("sources"))
+            cat = catalog_from_docs(self.store.items("creatives"), self.store.items("campaigns"),
+                                    self.store.items("sources"))
             self._catalog = (version, cat)
             return cat
 
@@ -195,13 +195,19 @@ class AdService:
         gen = resolve(url, max_depth=self.settings.max_wrapper_depth, max_bytes=self.settings.max_vast_bytes)
         try:
             target = next(gen)
+            hops = 0
             with httpx.Client(timeout=self.policy.timeout, follow_redirects=False) as client:
                 while True:
                     body: bytes | FetchFailed
                     try:
                         check_url(target, self.policy)
                         resp = client.get(target)
-                        if resp.status_code >= 400:
+                        if resp.is_redirect and "location" in resp.headers and hops < self.policy.max_redirects:
+                            hops += 1
+                            target = str(resp.url.join(resp.headers["location"]))
+                            continue
+                        hops = 0
+                        if resp.status_code >= 300:
                             raise FetchFailed(f"HTTP {resp.status_code} from {target}")
                         if len(resp.content) > self.policy.max_bytes:
                             raise FetchFailed(f"response from {target} is over {self.policy.max_bytes} bytes")
@@ -245,7 +251,8 @@ class AdService:
             self.wake()
         return first
 
-    def beacon_for_session(self, session_id: str, decision_or_break_id: str, creative_id: str, event: str) -> bool:
+    def beacon_for_session(self, session_id: str, decision_or_break_id: str, creative_id: str,
+                           event: str) -> bool:
         """Beacon entry point for the SSAI session router (server-side beaconing)."""
         decision = self.store.get_decision(decision_or_break_id)
         if decision is None or decision["session_id"] != session_id:

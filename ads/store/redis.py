@@ -59,10 +59,10 @@ class RedisStore:
 
     def get(self, kind: Kind, id: str) -> dict[str, Any] | None:
         raw = self.r.hget(f"{self.p}cat:{kind}", id)
-        return json.loads(raw) if raw else None
+        return json.loads(raw) if raw else None  # type: ignore[arg-type]
 
-    def list(self, kind: Kind) -> list[dict[str, Any]]:
-        items = self.r.hgetall(f"{self.p}cat:{kind}")
+    def items(self, kind: Kind) -> list[dict[str, Any]]:
+        items: dict[bytes, bytes] = self.r.hgetall(f"{self.p}cat:{kind}")  # type: ignore[assignment]
         return [json.loads(items[k]) for k in sorted(items)]
 
     def delete(self, kind: Kind, id: str) -> bool:
@@ -76,7 +76,7 @@ class RedisStore:
         pipe.get(f"{self.p}cat:version")
         pipe.hgetall(f"{self.p}freq:{session_id}")
         version, freq = pipe.execute()
-        return int(version or 0), {k.decode(): int(v) for k, v in freq.items()}
+        return int(version or 0), {k.decode(): int(v) for k, v in freq.items()}  # bytes from redis-py
 
     def save_decision(self, decision: dict[str, Any], counted: list[str]) -> None:
         pipe = self.r.pipeline(transaction=True)
@@ -90,7 +90,7 @@ class RedisStore:
 
     def get_decision(self, decision_id: str) -> dict[str, Any] | None:
         raw = self.r.get(f"{self.p}decision:{decision_id}")
-        return json.loads(raw) if raw else None
+        return json.loads(raw) if raw else None  # type: ignore[arg-type]
 
     def record_beacon(self, decision_id: str, ad_index: int, event: str, urls: list[str]) -> bool:
         entry = json.dumps({"ad_index": ad_index, "event": event, "at": time.time()})
@@ -100,10 +100,11 @@ class RedisStore:
         return bool(self._record(keys=keys, args=["1", entry, *pings]))
 
     def beacons(self, decision_id: str) -> list[dict[str, Any]]:
-        return [json.loads(x) for x in self.r.lrange(f"{self.p}beacons:{decision_id}", 0, -1)]
+        entries: list[bytes] = self.r.lrange(f"{self.p}beacons:{decision_id}", 0, -1)  # type: ignore[assignment]
+        return [json.loads(x) for x in entries]
 
     def take_outbox(self, limit: int) -> list[OutboxItem]:
-        raw = self.r.lpop(f"{self.p}outbox", limit) or []
+        raw: list[bytes] = self.r.lpop(f"{self.p}outbox", limit) or []  # type: ignore[assignment]
         out = []
         for x in raw:
             d = json.loads(x)

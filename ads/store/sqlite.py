@@ -86,7 +86,7 @@ class SqliteStore:
             row = self.db.execute("SELECT body FROM catalog WHERE kind=? AND id=?", (kind, id)).fetchone()
         return json.loads(row[0]) if row else None
 
-    def list(self, kind: Kind) -> list[dict[str, Any]]:
+    def items(self, kind: Kind) -> list[dict[str, Any]]:
         with self.lock:
             rows = self.db.execute("SELECT body FROM catalog WHERE kind=? ORDER BY id", (kind,)).fetchall()
         return [json.loads(r[0]) for r in rows]
