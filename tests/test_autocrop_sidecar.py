@@ -87,7 +87,8 @@ def describe(addr: str) -> Any:
                                                  timeout=10)
 
 
-def stream_scene(addr: str, scene: Scene, params: dict[str, str] | None = None) -> Answer:
+def stream_scene(addr: str, scene: Scene, params: dict[str, str] | None = None,
+                 discontinuity_at: float | None = None) -> Answer:
     """Play the core's part: StreamStart, then the scene's frames at the sidecar's rate and size, then End."""
     desc = describe(addr)
     fps, width = desc.video.fps, desc.video.width
@@ -99,6 +100,8 @@ def stream_scene(addr: str, scene: Scene, params: dict[str, str] | None = None) 
             stream_id=scene.name, source_width=scene.width, source_height=scene.height, source_fps=scene.fps,
             segment_duration=2.0, params=params or {}))
         for seq, t in enumerate(times):
+            if discontinuity_at is not None and abs(t - discontinuity_at) < 1e-9:
+                yield pb2.CoreMessage(discontinuity=pb2.Discontinuity(pts=t))
             small = cv2.resize(scene.render(t), (width, height), interpolation=cv2.INTER_AREA)
             yield pb2.CoreMessage(video=pb2.VideoFrame(
                 seq=seq, pts=t, width=width, height=height, pixel_format=pb2.PIXEL_FORMAT_BGR24,
@@ -175,6 +178,12 @@ def test_watermark_never_runs_ahead_of_the_published_crops(sidecar_addr: str) ->
     for wm, seen in live:
         assert wm <= seen + 1e-9
     assert answer.watermarks[-1][0] > 1e5
+
+
+def test_a_source_discontinuity_starts_a_new_shot(sidecar_addr: str) -> None:
+    answer = stream_scene(sidecar_addr, SCENES["hold"], discontinuity_at=1.6)
+    assert [round(c.t, 3) for c in answer.crops if c.cut] == [0.0, 1.6]
+    assert not answer.errors
 
 
 def test_stream_params_choose_the_aspect(sidecar_addr: str) -> None:
