@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -614,6 +615,144 @@ def test_ads_replicas_share_the_secrets_that_must_match():
     assert env["SIDECAST_ADS_TOKEN_KEY"] == {"name": "rel-sidecast-ads", "key": "token-key"}
     (secret,) = [s for s in objects(docs, "Secret") if s["metadata"]["name"] == "rel-sidecast-ads"]
     assert len(base64.b64decode(secret["data"]["token-key"])) == 48
+
+
+# ----------------------------------------------------------------------------- the images, started
+
+PY_MAIN = "import sys; from core.cli import main; sys.exit(main())"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """sidecast as the images install it: the wheel their first stage builds, unpacked (not the checkout)."""
+    for p in DOCKERFILES.values():
+        runs = [a for k, a in parse_dockerfile(p) if k == "RUN"]
+        assert "pip wheel --no-cache-dir --no-deps --wheel-dir /wheels ." in runs, p.name
+    out = tmp_path_factory.mktemp("wheel")
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                           "--wheel-dir", str(out), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = out.glob("sidecast-*.whl")
+    import zipfile
+
+    site = out / "site"
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(site)
+    return site
+
+
+class ImageRun:
+    """One image's default command, run from the installed wheel with the image's ENV and COPYed files, on
+    loopback ports instead of the image's fixed ones."""
+
+    def __init__(self, name: str, site: Path, tmp: Path) -> None:
+        self.name = name
+        self.fsroot = tmp / "fsroot"
+        ins = parse_dockerfile(DOCKERFILES[name])
+        # Files the image COPYs from the build context, placed under a scratch root.
+        for k, a in ins:
+            if k == "COPY" and "--from=" not in a:
+                parts = [x for x in a.split() if not x.startswith("--")]
+                dest = parts[-1]
+                for src in parts[:-1]:
+                    assert (ROOT / src).exists(), f"{name}.Dockerfile copies {src}, which is not in the checkout"
+                    if dest.startswith("/opt/"):
+                        target = self.fsroot / dest.lstrip("/")
+                        target.mkdir(parents=True, exist_ok=True)
+                        shutil.copy(ROOT / src, target / Path(src).name)
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(site), "HOME": str(tmp)}
+        for k, a in ins:
+            if k == "ENV":
+                for pair in shlex.split(a):
+                    key, _, value = pair.partition("=")
+                    env[key] = str(self.fsroot) + value if value.startswith("/opt/") else value
+        env["HOME"] = str(tmp)
+        self.env = env
+        # The image's command, moved to loopback and scratch paths.
+        self.ports: dict[int, int] = {}
+        swaps = {"/data/hls": str(tmp / "hls"), "/data/ads.db": str(tmp / "ads.db"),
+                 "/etc/sidecast/stream-keys": str(tmp / "stream-keys")}
+        (tmp / "stream-keys").write_text("image-test-key\n")
+
+        def swap(arg: str) -> str:
+            for old, new in swaps.items():
+                arg = arg.replace(old, new)
+            m = re.search(r"0\.0\.0\.0:(\d+)", arg)
+            if m:
+                port = self.ports.setdefault(int(m.group(1)), _free_port())
+                arg = arg.replace(m.group(0), f"127.0.0.1:{port}")
+            if arg.isdigit() and int(arg) in (8000, 8080):
+                arg = str(self.ports.setdefault(int(arg), _free_port()))
+            return "127.0.0.1" if arg == "0.0.0.0" else arg
+
+        cmd = [swap(a) for a in image_command(name)]
+        assert cmd[0] == "sidecast"
+        self.argv = [sys.executable, "-c", PY_MAIN, *cmd[1:]]
+        if cmd[1] == "run":
+            self.argv += ["--serve-host", "127.0.0.1", "--no-progress"]
+        (health,) = [a for k, a in ins if k == "HEALTHCHECK"]
+        url = re.search(r'"((?:http|grpc)://127\.0\.0\.1:(\d+)[^"]*)"', health)
+        assert url, health
+        self.health_url = url.group(1).replace(f":{url.group(2)}", f":{self.ports[int(url.group(2))]}")
+        self.proc: subprocess.Popen[str] | None = None
+        self.log = tmp / "log.txt"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv, cwd=self.fsroot.parent, env=self.env, text=True,
+                                     stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+
+    def wait_healthy(self, deadline_s: float = 60.0) -> subprocess.CompletedProcess:
+        import time
+
+        assert self.proc is not None
+        end = time.monotonic() + deadline_s
+        while True:
+            check = _healthcheck(self.health_url)
+            if check.returncode == 0 or self.proc.poll() is not None or time.monotonic() > end:
+                return check
+            time.sleep(0.3)
+
+    def stop(self, grace_s: float = 15.0) -> int | None:
+        assert self.proc is not None
+        self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None
+
+
+@pytest.mark.parametrize("name", ["core", "stt", "autocrop", "bitrate", "ads"])
+def test_image_command_starts_from_the_installed_wheel_and_passes_its_healthcheck(name, installed_wheel, tmp_path):
+    """What `docker run IMAGE` would do, minus Docker: the image's command, environment and copied models,
+    run from the wheel the image installs (so nothing leaks in from the checkout), until its HEALTHCHECK
+    command reports healthy."""
+    run = ImageRun(name, installed_wheel, tmp_path)
+    run.start()
+    try:
+        check = run.wait_healthy()
+        log = run.log.read_text()
+        assert check.returncode == 0, f"{name} never became healthy ({check.stderr.strip()}):\n{log[-3000:]}"
+        assert "Traceback" not in log, log[-3000:]
+        # It really is the installed copy running, not the checkout.
+        probe = subprocess.run([sys.executable, "-c", "import core; print(core.__file__)"], env=run.env,
+                               cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert probe.stdout.strip().startswith(str(installed_wheel)), probe
+    finally:
+        # The core's own SIGTERM handling (finish the segment) is the pipeline tests' business; an idle
+        # core waiting for a publisher is only given a few seconds here.
+        code = run.stop(grace_s=3.0 if name == "core" else 15.0)
+    if name != "core":
+        assert code is not None, f"{name} ignored SIGTERM for 15 s"
 
 
 # ----------------------------------------------------------------------------- the health check script

@@ -27,6 +27,10 @@ RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 COPY --chmod=0755 helm/images/healthcheck.py /usr/local/bin/sidecast-healthcheck
 # HOME=/tmp: libraries that cache things under $HOME write to the one writable place of a read-only root.
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
+# The rate model ships in models/ at the repository root, outside the Python package: copy it in and
+# point the sidecar at it.
+COPY models/bitrate/bitrate.onnx /opt/sidecast/models/bitrate/
+ENV SIDECAST_BITRATE_MODEL=/opt/sidecast/models/bitrate/bitrate.onnx
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 50053/tcp
