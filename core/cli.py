@@ -143,7 +143,8 @@ def _add_ads(sub: argparse._SubParsersAction) -> None:
     try:
         from ads.cli import configure
     except ImportError as exc:
-        p.set_defaults(func=lambda a: _fail(f"ads tools are unavailable: {exc}"))
+        reason = str(exc)
+        p.set_defaults(func=lambda a: _fail(f"ads tools are unavailable: {reason}"))
         return
     configure(p)
 

@@ -36,7 +36,7 @@ from .fanout import FanOut
 from .ladder import AUDIO_BITRATE, DEFAULT_LADDER, Rung, build_ladder, declared_bandwidth
 from .links import LocalSidecar, SidecarLink
 from .playlist import Media, MediaPlaylist, Segment, VariantStream, atomic_write, render_master
-from .sources import AudioEvent, Discontinuity, Opened, Source, VideoEvent
+from .sources import AudioEvent, Discontinuity, Dropped, Opened, Source, VideoEvent
 from .timeline import Timeline
 
 log = logging.getLogger("sidecast.pipeline")
@@ -384,6 +384,8 @@ class Pipeline:
                         self.audio_enc.push(ev.frame, ev.t)
                 if self.fanout is not None:
                     self.fanout.audio(ev.frame, ev.t)
+            elif isinstance(ev, Dropped):
+                close_segment(self.media_time)  # publish what arrived before the drop right away
             elif isinstance(ev, Discontinuity):
                 close_segment(self.media_time)
                 self.discontinuities += 1
@@ -403,6 +405,11 @@ class Pipeline:
                 info = self._stream_info(ev, rungs)
                 self.fanout = FanOut(self.links, self.cfg.transport)
                 self.fanout.negotiate(info)
+                # Sidecars that described themselves get the stream from its first frame.
+                deadline = time.monotonic() + 10.0
+                for link in self.links:
+                    if link.failed is None:
+                        link.connected.wait(max(0.0, deadline - time.monotonic()))
                 self._setup_outputs(ev)
                 pdt_anchor = (datetime.now(UTC), 0.0)
         close_segment(self.media_time, final=True)

@@ -16,7 +16,7 @@ published changes. A corrupt packet mid-stream is logged and skipped.
 from __future__ import annotations
 
 import logging
-import os
+import math
 import re
 import select
 import shutil
@@ -58,6 +58,11 @@ class Discontinuity:
 
 
 @dataclass
+class Dropped:
+    t: float       # media time where the source stopped; what was read is published now
+
+
+@dataclass
 class Opened:
     width: int
     height: int
@@ -66,7 +71,7 @@ class Opened:
     description: str
 
 
-Event = VideoEvent | AudioEvent | Discontinuity | Opened
+Event = VideoEvent | AudioEvent | Discontinuity | Dropped | Opened
 
 
 def is_live(source: str) -> bool:
@@ -249,6 +254,8 @@ class Source:
         self.gate: RtmpKeyGate | None = None
         self.corrupt_packets = 0
         self.connections = 0
+        self._eof = False
+        self._last_t = 0.0
         self._stop = threading.Event()
         self._conn: _Conn | None = None
         if self.scheme == "rtmp":
@@ -292,11 +299,14 @@ class Source:
 
     # ------------------------------------------------------------ open
 
-    def _open(self) -> _Conn:
+    def _open(self, wait: float | None = None) -> _Conn:
+        """Open the source; ``wait`` bounds how long a listener waits for its publisher (None: forever)."""
         timeout_us = str(int(self.open_timeout * 1_000_000))
         if self.scheme == "rtmp":
             url = f"rtmp://127.0.0.1:{self.rtmp_backend}/{self.rtmp_app}/ingest"
-            return _Conn(av.open(url, options={"listen": "1", "rw_timeout": str(60_000_000)}, timeout=None))
+            listen_s = "-1" if wait is None else str(max(1, int(math.ceil(wait))))
+            return _Conn(av.open(url, options={"listen": "1", "timeout": listen_s, "rw_timeout": str(60_000_000)},
+                                 timeout=None))
         if self.scheme == "srt":
             cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-i", self.source,
                    "-map", "0", "-c", "copy", "-f", "mpegts", "pipe:1"]
@@ -304,11 +314,12 @@ class Source:
             assert proc.stdout is not None
             try:
                 container = av.open(proc.stdout, format="mpegts", timeout=(self.open_timeout, None))
-            except Exception:
+            except Exception as exc:
                 proc.kill()
                 err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
                 proc.wait()
-                raise SourceError(f"cannot open {self.source!r}: {err.splitlines()[-1] if err else 'no data'}")
+                why = err.splitlines()[-1] if err else "no data"
+                raise SourceError(f"cannot open {self.source!r}: {why}") from exc
             return _Conn(container, proc)
         if self.scheme == "rtsp":
             return _Conn(av.open(self.source, options={"rtsp_transport": "tcp", "timeout": timeout_us},
@@ -329,13 +340,19 @@ class Source:
         first = True
         away_since: float | None = None
         while not self._stop.is_set():
+            wait = None if away_since is None else self.reconnect_timeout - (time.monotonic() - away_since)
+            if wait is not None and wait <= 0:
+                log.warning("source did not come back; ending the stream", extra={"waited_s": self.reconnect_timeout})
+                return
             try:
-                conn = self._open()
-            except SourceError:
-                raise
-            except av.error.FFmpegError as exc:
+                conn = self._open(wait)
+            except (SourceError, av.error.FFmpegError) as exc:
+                if self.scheme == "rtmp" and (first or away_since is None):
+                    # A refused or broken publisher: keep listening for the next one.
+                    log.info("RTMP publisher connection failed; listening again", extra={"error": str(exc)[:200]})
+                    continue
                 if first or not self.live:
-                    raise _av_error(self.source, exc) from exc
+                    raise (exc if isinstance(exc, SourceError) else _av_error(self.source, exc)) from exc
                 if away_since is not None and time.monotonic() - away_since > self.reconnect_timeout:
                     log.warning("source did not come back; ending the stream",
                                 extra={"waited_s": round(time.monotonic() - away_since, 1)})
@@ -349,7 +366,8 @@ class Source:
                 if video is None:
                     raise SourceError(f"{self.source!r} has no video stream")
                 if video.codec_context is None or video.codec_context.name not in av.codecs_available:
-                    raise SourceError(f"{self.source!r}: cannot decode video codec {video.codec_context.name!r}")
+                    name = video.codec_context.name if video.codec_context is not None else "unknown"
+                    raise SourceError(f"cannot decode {self.source!r}: unsupported video codec ({name})")
                 audio = next((s for s in conn.container.streams.audio), None) if self.want_audio else None
                 if audio is not None and audio.codec_context is None:
                     log.warning("audio codec cannot be decoded; continuing without audio")
@@ -372,19 +390,25 @@ class Source:
                                                                                       "media_time": round(base, 3)})
                     yield Discontinuity(t=base, gap=gap)
                 first = False
-                yield from self._read(conn, video, audio, base, frame_dur, lambda t: None)
+                self._eof = False
+                yield from self._read(conn, video, audio, base, frame_dur)
                 last_t = max(last_t, self._last_t)
             finally:
                 conn.close()
                 self._conn = None
             if not self.live or self._stop.is_set():
                 return
+            if self._eof and self.scheme in ("http", "https"):
+                # FFmpeg's HLS demuxer reloads live playlists itself and reports EOF only at ENDLIST.
+                log.info("HLS source ended (ENDLIST)")
+                return
             away_since = time.monotonic()
+            yield Dropped(t=last_t + frame_dur)
             log.warning("source dropped; waiting for it to come back",
                         extra={"reconnect_timeout_s": self.reconnect_timeout})
 
     def _read(self, conn: _Conn, video: av.video.stream.VideoStream, audio: av.audio.stream.AudioStream | None,
-              base: float, frame_dur: float, _unused: object) -> Iterator[Event]:
+              base: float, frame_dur: float) -> Iterator[Event]:
         t0: float | None = None
         self._last_t = base - frame_dur
         wall0 = time.monotonic()
@@ -393,9 +417,8 @@ class Source:
         while not self._stop.is_set():
             try:
                 packet = next(demux)
-            except StopIteration:
-                return
-            except av.error.EOFError:
+            except (StopIteration, av.error.EOFError):
+                self._eof = True
                 return
             except (av.error.FFmpegError, OSError) as exc:
                 if self.live:
@@ -451,4 +474,4 @@ def read_stream_keys(path: Path | None, keys: list[str]) -> set[str]:
     return out
 
 
-__all__ = ["Source", "RtmpKeyGate", "parse_publish_key", "read_stream_keys", "is_live", "os"]
+__all__ = ["Source", "RtmpKeyGate", "parse_publish_key", "read_stream_keys", "is_live"]
