@@ -307,6 +307,23 @@ def test_gpu_stt_requests_a_gpu_and_mounts_its_model():
     assert not arg_value(cpu_stt["args"], "--model") and "runtimeClassName" not in cpu_pod
 
 
+def test_image_references_follow_the_registry_and_tag_settings():
+    (pod,) = core_pods(render(sets=("image.registry=reg.example.com/media/", "image.tag=1.2.3",
+                                    "sidecars.stt.device=cuda", "sidecars.bitrate.image.tag=custom")))
+    images = {c["name"]: c["image"] for c in all_containers(pod)}
+    assert images == {"core": "reg.example.com/media/sidecast-core:1.2.3",
+                      "stt": "reg.example.com/media/sidecast-stt:1.2.3-cuda",
+                      "autocrop": "reg.example.com/media/sidecast-autocrop:1.2.3",
+                      "bitrate": "reg.example.com/media/sidecast-bitrate:custom"}
+
+
+def test_duplicate_stream_group_names_are_refused():
+    proc = run_helm("template", "rel", str(CHART), "--set", "streamGroups[0].name=a", "--set",
+                    "streamGroups[0].ingest=rtmp", "--set", "streamGroups[1].name=a", "--set",
+                    "streamGroups[1].ingest=srt")
+    assert proc.returncode != 0 and 'the name "a" is used twice' in proc.stderr
+
+
 def test_model_from_a_host_path_and_a_missing_claim_is_a_clear_error(tmp_path):
     (pod,) = core_pods(render(sets=("sidecars.stt.model.source=hostPath", "sidecars.stt.model.hostPath=/srv/whisper")))
     (model,) = [v for v in pod["volumes"] if v["name"] == "stt-model"]

@@ -34,11 +34,12 @@ app.kubernetes.io/part-of: sidecast
 
 {{/*
 Image reference. Call with (dict "root" $ "image" .Values.core.image "suffix" "").
-<image.registry>/<repository>:<tag>, tag defaulting to image.tag, then the chart's appVersion (+ suffix).
+<image.registry>/<repository>:<tag>. The component's own tag wins as given; otherwise the global image.tag
+or the chart's appVersion, plus the suffix (e.g. "-cuda" for the GPU stt image).
 */}}
 {{- define "sidecast.image" -}}
 {{- $registry := .root.Values.image.registry -}}
-{{- $tag := .image.tag | default .root.Values.image.tag | default (printf "%s%s" .root.Chart.AppVersion (.suffix | default "")) -}}
+{{- $tag := .image.tag | default (printf "%s%s" (.root.Values.image.tag | default .root.Chart.AppVersion) (.suffix | default "")) -}}
 {{- if $registry -}}
 {{- printf "%s/%s:%s" (trimSuffix "/" $registry) .image.repository $tag -}}
 {{- else -}}
