@@ -153,8 +153,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except tokens.TokenError as exc:
             raise HTTPException(401, f"token refused: {exc}") from exc
 
+    public = settings.public_url.rstrip("/") if settings.public_url else None
+
     def base_url(request: Request) -> str:
-        return (settings.public_url or str(request.base_url)).rstrip("/")
+        if public:
+            return public
+        host = request.headers.get("host") or "{}:{}".format(*request.scope.get("server") or ("localhost", 80))
+        return f"{request.scope.get('scheme', 'http')}://{host}{request.scope.get('root_path', '')}"
 
     # ---------------------------------------------------------------- health
 

@@ -8,13 +8,13 @@ filling) can be tested on its own.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from ads.vast import DEFAULT_PROFILE, MediaProfile, ResolvedAd, choose_media_file
 
 __all__ = ["Creative", "LineItem", "Source", "Catalog", "DecisionRequest", "Candidate", "eligible",
-           "local_candidates", "upstream_candidates", "build_pod", "TOP_PRIORITY", "LOWEST_PRIORITY"]
+           "local_candidates", "line_candidates", "prepare", "upstream_candidates", "build_pod", "TOP_PRIORITY", "LOWEST_PRIORITY"]
 
 TOP_PRIORITY = 1
 LOWEST_PRIORITY = 10
@@ -62,13 +62,6 @@ class Source:
 
 
 @dataclass(frozen=True)
-class Catalog:
-    creatives: Mapping[str, Creative] = field(default_factory=dict)
-    lines: tuple[LineItem, ...] = ()
-    sources: tuple[Source, ...] = ()
-
-
-@dataclass(frozen=True)
 class DecisionRequest:
     session_id: str
     duration: float
@@ -96,6 +89,14 @@ class Candidate:
     rendition_uris: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Catalog:
+    creatives: Mapping[str, Creative] = field(default_factory=dict)
+    lines: tuple[LineItem, ...] = ()
+    sources: tuple[Source, ...] = ()
+    prepared: Mapping[str, tuple[Candidate, ...]] = field(default_factory=dict)  # line id -> candidates
+
+
 def _utc(t: datetime) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
@@ -119,22 +120,34 @@ def eligible(line: LineItem | Source, req: DecisionRequest, now: datetime, frequ
     return line.frequency_cap is None or frequency.get(key, 0) < line.frequency_cap
 
 
+def line_candidates(line: LineItem, creatives: Mapping[str, Creative]) -> tuple[Candidate, ...]:
+    """The candidates one line item offers (creatives it names that exist); depends on the catalog only."""
+    out: list[Candidate] = []
+    for cid in line.creative_ids:
+        c = creatives.get(cid)
+        if c is None:
+            continue
+        out.append(Candidate(
+            creative_id=c.id, line_id=line.id, advertiser=line.advertiser or c.advertiser,
+            duration=c.duration, priority=line.priority, uri=c.media_url, click_through=c.click_through,
+            impressions=tuple(c.tracking.get("impression", ())),
+            tracking={k: tuple(v) for k, v in c.tracking.items() if k not in ("impression", "error")},
+            errors=tuple(c.tracking.get("error", ())), rendition_uris=dict(c.rendition_uris)))
+    return tuple(out)
+
+
+def prepare(catalog: Catalog) -> Catalog:
+    """The same catalog with every line's candidates built once, so decisions only filter them."""
+    return replace(catalog, prepared={line.id: line_candidates(line, catalog.creatives) for line in catalog.lines})
+
+
 def local_candidates(catalog: Catalog, req: DecisionRequest, now: datetime,
                      frequency: Mapping[str, int]) -> list[Candidate]:
     out: list[Candidate] = []
     for line in catalog.lines:
-        if not eligible(line, req, now, frequency):
-            continue
-        for cid in line.creative_ids:
-            c = catalog.creatives.get(cid)
-            if c is None:
-                continue
-            out.append(Candidate(
-                creative_id=c.id, line_id=line.id, advertiser=line.advertiser or c.advertiser,
-                duration=c.duration, priority=line.priority, uri=c.media_url, click_through=c.click_through,
-                impressions=tuple(c.tracking.get("impression", ())),
-                tracking={k: tuple(v) for k, v in c.tracking.items() if k not in ("impression", "error")},
-                errors=tuple(c.tracking.get("error", ())), rendition_uris=dict(c.rendition_uris)))
+        if eligible(line, req, now, frequency):
+            cands = catalog.prepared.get(line.id)
+            out.extend(cands if cands is not None else line_candidates(line, catalog.creatives))
     return out
 
 

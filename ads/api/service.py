@@ -88,7 +88,7 @@ def catalog_from_docs(creatives: list[dict[str, Any]], campaigns: list[dict[str,
         id=s["id"], vast_url=s["vast_url"], priority=int(s.get("priority", 5)),
         targeting=_tuple_map(s.get("targeting")), positions=tuple(s.get("positions") or ("pre", "mid", "post")),
         frequency_cap=s.get("frequency_cap"), enabled=bool(s.get("enabled", True))) for s in sources)
-    return core.Catalog(cr, lines, srcs)
+    return core.prepare(core.Catalog(cr, lines, srcs))
 
 
 def _ad_record(c: core.Candidate) -> dict[str, Any]:

@@ -8,10 +8,12 @@ fsyncs) run on a background thread with their own connection, so they never stal
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from ads.store import Kind, OutboxItem
@@ -63,6 +65,18 @@ class SqliteStore:
         finally:
             con.close()
 
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One transaction under the lock: all of it commits, or none of it (autocommit mode needs BEGIN)."""
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
     def ping(self) -> None:
         with self.lock:
             self.db.execute("SELECT 1").fetchone()
@@ -72,7 +86,7 @@ class SqliteStore:
 
     def put(self, kind: Kind, id: str, doc: dict[str, Any], *, create: bool = True) -> bool:
         body = json.dumps(doc)
-        with self.lock, self.db:
+        with self._tx():
             if create:
                 cur = self.db.execute("INSERT OR IGNORE INTO catalog VALUES (?, ?, ?)", (kind, id, body))
             else:
@@ -92,7 +106,7 @@ class SqliteStore:
         return [json.loads(r[0]) for r in rows]
 
     def delete(self, kind: Kind, id: str) -> bool:
-        with self.lock, self.db:
+        with self._tx():
             cur = self.db.execute("DELETE FROM catalog WHERE kind=? AND id=?", (kind, id))
             if cur.rowcount:
                 self._bump()
@@ -105,7 +119,7 @@ class SqliteStore:
         return int(version), {r[0]: int(r[1]) for r in rows}
 
     def save_decision(self, decision: dict[str, Any], counted: list[str]) -> None:
-        with self.lock, self.db:
+        with self._tx():
             self.db.execute("INSERT INTO decisions VALUES (?, ?, ?, ?)",
                             (decision["decision_id"], decision["session_id"], time.time(), json.dumps(decision)))
             self.db.executemany(
@@ -118,7 +132,7 @@ class SqliteStore:
         return json.loads(row[0]) if row else None
 
     def record_beacon(self, decision_id: str, ad_index: int, event: str, urls: list[str]) -> bool:
-        with self.lock, self.db:
+        with self._tx():
             cur = self.db.execute("INSERT OR IGNORE INTO beacons VALUES (?, ?, ?, ?)",
                                   (decision_id, ad_index, event, time.time()))
             if cur.rowcount == 0:
@@ -134,14 +148,14 @@ class SqliteStore:
 
     def take_outbox(self, limit: int) -> list[OutboxItem]:
         now = time.time()
-        with self.lock, self.db:
+        with self._tx():
             rows = self.db.execute("SELECT id, url, attempts FROM outbox WHERE state='pending' AND next_at<=? "
                                    "ORDER BY id LIMIT ?", (now, limit)).fetchall()
             self.db.executemany("UPDATE outbox SET state='sending' WHERE id=?", [(r[0],) for r in rows])
         return [OutboxItem(str(r[0]), r[1], r[2]) for r in rows]
 
     def finish_outbox(self, item: OutboxItem, ok: bool, give_up: bool) -> None:
-        with self.lock, self.db:
+        with self._tx():
             if ok or give_up:
                 self.db.execute("UPDATE outbox SET state=?, attempts=attempts+1 WHERE id=?",
                                 ("sent" if ok else "failed", int(item.key)))
