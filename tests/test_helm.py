@@ -32,8 +32,9 @@ SIDECAST = VENV_BIN / "sidecast"
 HEALTHCHECK = IMAGES / "healthcheck.py"
 VARIANTS = {p.name.removesuffix("-values.yaml"): p for p in sorted((CHART / "ci").glob("*-values.yaml"))}
 SIDECARS = ("stt", "autocrop", "bitrate")
-# Oldest Kubernetes with native sidecar containers, and the newest the schemas know.
-KUBE_VERSIONS = ("1.29.0", ".".join(kubernetes_validate.latest_version().split(".")[:2]) + ".0")
+# The oldest Kubernetes the chart supports (gRPC probes are GA), the oldest with native sidecar containers,
+# and the newest the schemas know.
+KUBE_VERSIONS = ("1.27.0", "1.29.0", ".".join(kubernetes_validate.latest_version().split(".")[:2]) + ".0")
 
 
 # ----------------------------------------------------------------------------- helpers
