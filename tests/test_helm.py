@@ -48,13 +48,9 @@ def helm() -> str:
     pytest.fail("no helm binary: run scripts/install-extras.sh (installs .cache/helm/helm) or set SIDECAST_HELM")
 
 
-def run_helm(*args: str, values: dict[str, Any] | None = None, tmp: Path | None = None) -> subprocess.CompletedProcess:
+def run_helm(*args: str) -> subprocess.CompletedProcess:
+    """Run helm with its cache and config kept out of the user's home."""
     cmd = [helm(), *args]
-    if values is not None:
-        assert tmp is not None
-        vf = tmp / f"values-{abs(hash(repr(values)))}.yaml"
-        vf.write_text(yaml.safe_dump(values))
-        cmd += ["-f", str(vf)]
     env = {**os.environ, "HELM_CACHE_HOME": "/tmp/sidecast-helm-cache", "HELM_CONFIG_HOME": "/tmp/sidecast-helm-config",
            "HELM_DATA_HOME": "/tmp/sidecast-helm-data"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
@@ -518,12 +514,36 @@ def test_image_is_pinned_non_root_and_health_checked(name):
     assert [k for k, _ in ins].index("USER") > max(i for i, (k, _) in enumerate(ins) if k == "RUN")
     (health,) = [a for k, a in ins if k == "HEALTHCHECK"]
     assert "sidecast-healthcheck" in health
-    # Every COPY source from the build context exists in the checkout.
+    # Every COPY source from the build context exists in the checkout and survives the .dockerignore.
     for k, a in ins:
         if k == "COPY" and "--from=" not in a:
             parts = [p for p in a.split() if not p.startswith("--")]
             for src in parts[:-1]:
                 assert (ROOT / src).exists(), f"{name}: COPY {src} does not exist"
+                assert not dockerignored(src, DOCKERFILES[name]), f"{name}: COPY {src} is excluded by its .dockerignore"
+
+
+def dockerignored(path: str, dockerfile: Path) -> bool:
+    """Docker's rule: the last pattern that matches the path (or a folder above it) decides."""
+    import fnmatch
+
+    path = path.rstrip("/")
+    verdict = False
+    for line in (dockerfile.parent / (dockerfile.name + ".dockerignore")).read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "**" in line:
+            continue
+        negate = line.startswith("!")
+        pattern = line.lstrip("!").rstrip("/")
+        if fnmatch.fnmatch(path, pattern) or path.startswith(pattern + "/"):
+            verdict = not negate
+    return verdict
+
+
+def test_dockerignore_check_sees_exclusions():
+    assert dockerignored(".venv/bin/python", DOCKERFILES["core"])
+    assert dockerignored("tests/test_helm.py", DOCKERFILES["core"])
+    assert not dockerignored("core/cli.py", DOCKERFILES["core"])
 
 
 def image_command(name: str) -> list[str]:
