@@ -706,13 +706,10 @@ class ImageRun:
                         target = self.fsroot / dest.lstrip("/")
                         target.mkdir(parents=True, exist_ok=True)
                         shutil.copy(ROOT / src, target / Path(src).name)
-        env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(site), "HOME": str(tmp)}
-        for k, a in ins:
-            if k == "ENV":
-                for pair in shlex.split(a):
-                    key, _, value = pair.partition("=")
-                    env[key] = str(self.fsroot) + value if value.startswith("/opt/") else value
-        env["HOME"] = str(tmp)
+        env = {"PATH": os.environ["PATH"]}
+        for key, value in image_env(name).items():
+            env[key] = str(self.fsroot) + value if value.startswith("/opt/") else value
+        env.update(PYTHONPATH=str(site), HOME=str(tmp))
         self.env = env
         # The image's command, moved to loopback and scratch paths.
         self.ports: dict[int, int] = {}
@@ -767,6 +764,30 @@ class ImageRun:
             self.proc.kill()
             self.proc.wait()
             return None
+
+
+def image_env(name: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for k, a in parse_dockerfile(DOCKERFILES[name]):
+        if k == "ENV":
+            env.update(pair.partition("=")[::2] for pair in shlex.split(a))
+    return env
+
+
+def test_sidecar_images_point_at_the_model_each_sidecar_loads_by_default():
+    """autocrop and bitrate keep their ONNX models in models/, outside the package: the image copies the
+    very file the sidecar would pick in a checkout and points the sidecar's variable at it."""
+    from sidecars.autocrop import detect
+    from sidecars.bitrate import model
+
+    for name, var, default in (("autocrop", detect.MODEL_ENV, detect.MODEL_NAME),
+                               ("bitrate", model.MODEL_ENV, model.DEFAULT_MODEL.name)):
+        path = image_env(name).get(var)
+        assert path, f"{name}.Dockerfile does not set {var}"
+        assert Path(path).name == default, f"{name} image uses {Path(path).name}, the sidecar's default is {default}"
+        copies = [a for k, a in parse_dockerfile(DOCKERFILES[name]) if k == "COPY" and a.split()[-1] ==
+                  str(Path(path).parent) + "/"]
+        assert any(f"models/{name}/{default}" in a.split() for a in copies), copies
 
 
 @pytest.mark.parametrize("name", ["core", "stt", "autocrop", "bitrate", "ads"])

@@ -29,8 +29,9 @@ COPY --chmod=0755 helm/images/healthcheck.py /usr/local/bin/sidecast-healthcheck
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
 # The face detector ships in models/ at the repository root, outside the Python package: copy it in and
 # point the sidecar at it.
-COPY models/autocrop/face_detection_yunet_2023mar.onnx models/autocrop/LICENSE /opt/sidecast/models/autocrop/
-ENV SIDECAST_AUTOCROP_MODEL=/opt/sidecast/models/autocrop/face_detection_yunet_2023mar.onnx
+COPY models/autocrop/face_detection_yunet_2023mar_dynamic.onnx models/autocrop/LICENSE \
+     models/autocrop/MODEL_CARD.md /opt/sidecast/models/autocrop/
+ENV SIDECAST_AUTOCROP_MODEL=/opt/sidecast/models/autocrop/face_detection_yunet_2023mar_dynamic.onnx
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 50052/tcp
