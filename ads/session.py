@@ -224,6 +224,8 @@ class SessionState:
     retired: int = 0                                  # seams pruned from ``seams`` (all before the window)
     retired_below: int = 0
     last_seen: float = 0.0
+    # hls.js asks for the video and audio playlists at the same moment: one decision per break, not two
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def prior_seams(self, first_msn: int) -> int:
         """Added discontinuities before the window: they slid out, so DISCONTINUITY-SEQUENCE counts them."""
@@ -348,6 +350,12 @@ class StitchService:
     def pod(self, sid: str, st: SessionState, brk: AdBreak) -> ResolvedPod | None:
         if brk.id in st.pods:
             return st.pods[brk.id]
+        with st.lock:
+            if brk.id in st.pods:
+                return st.pods[brk.id]
+            return self._decide(sid, st, brk)
+
+    def _decide(self, sid: str, st: SessionState, brk: AdBreak) -> ResolvedPod | None:
         try:
             pod = self.decide(sid, brk)
         except Exception as exc:  # the decisioning service failing must not fail the playlist

@@ -187,7 +187,9 @@ def add_interstitials(pl: MediaPlaylist, breaks: Iterable[AdBreak], asset_list: 
     times = pl.segment_times()
     first = pdts[0]
     assert first is not None
-    end = pdts[-1] + timedelta(seconds=pl.segments[-1].duration)  # type: ignore[operator]
+    last = pdts[-1]
+    assert last is not None
+    end: datetime = last + timedelta(seconds=pl.segments[-1].duration)
     live = not pl.endlist
     seg_dr: list[list[DateRange]] = [list(s.dateranges) for s in pl.segments]
     trailing = list(pl.trailing_dateranges)
@@ -213,12 +215,12 @@ def add_interstitials(pl: MediaPlaylist, breaks: Iterable[AdBreak], asset_list: 
         dr = interstitial_for_break(brk, sd, url, live=live).to_daterange()
         # Write the tag next to the segment it starts in, so that it reads naturally and survives
         # tools that keep tags with segments; after the last segment it goes to the end (post-roll).
-        idx = next((i for i, p in enumerate(pdts) if p is not None and p + timedelta(
+        at = next((i for i, p in enumerate(pdts) if p is not None and p + timedelta(
             seconds=pl.segments[i].duration) > sd), None)
-        if idx is None:
+        if at is None:
             trailing.append(dr)
         else:
-            seg_dr[max(idx, 0)].append(dr)
+            seg_dr[at].append(dr)
         existing.add(brk.id)
     segs = [replace(s, dateranges=tuple(d)) if tuple(d) != s.dateranges else s
             for s, d in zip(pl.segments, seg_dr, strict=True)]

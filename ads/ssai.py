@@ -189,8 +189,9 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
         w = where[i]
         if w is None:
             disc = seg.discontinuity
-            if after[i] is not None:
-                pi = after[i]
+            ai = after[i]
+            if ai is not None:
+                pi = ai
                 nslots = max(1, int(math.ceil((placements[pi].brk.duration - _EPS) / slot)))
                 if source(pi, nslots - 1)[0] != "content":
                     disc = True
@@ -204,10 +205,11 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
             if src[0] == "ad":
                 e = es[j]
                 disc = seg.discontinuity or e.first or prev != src
-                pdt = None
-                if pdts[i] is not None:
+                pdt: datetime | None = None
+                here = pdts[i]
+                if here is not None:
                     brk = placements[pi].brk
-                    pod_start = brk.start_date if brk.start_date is not None else pdts[i] - timedelta(
+                    pod_start = brk.start_date if brk.start_date is not None else here - timedelta(
                         seconds=times[i] - brk.start)
                     pdt = pod_start + timedelta(seconds=starts[pi][j])
                 new = _ad_segment(e, pdt, disc)

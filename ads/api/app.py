@@ -328,6 +328,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 dependencies=[Depends(management)], responses=_errors(401, 404, 422),
                 operation_id=f"get_{singular}")(get_one)
 
+        async def replace_one(id: Annotated[str, PathParam(max_length=64)], body: Any) -> Any:
+            doc = body.model_dump(mode="json")
+            if doc.get("id") not in (None, id):
+                raise HTTPException(422, f"id in the body ({doc['id']!r}) differs from the URL's ({id!r})")
+            doc["id"] = id
+            if store.get(kind, id) is None:
+                raise HTTPException(404, f"no {singular} with id {id!r} (create it with POST {path})")
+            if check:
+                check(doc)
+            store.put(kind, id, doc, create=False)
+            return doc
+
+        replace_one.__annotations__["body"] = model_in
+        app.put(path + "/{id}", response_model=model_out, tags=[kind], summary=f"Replace a {singular}",
+                dependencies=[Depends(management)], responses=_errors(401, 404, 422),
+                operation_id=f"replace_{singular}")(replace_one)
+
         async def delete_one(id: Annotated[str, PathParam(max_length=64)]) -> Response:
             if kind == "creatives":
                 users = [c["id"] for c in store.items("campaigns") if id in c.get("creative_ids", [])]

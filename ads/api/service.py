@@ -153,7 +153,9 @@ class AdService:
         decision = {"decision_id": secrets.token_hex(12), "session_id": req.session_id,
                     "break_id": req.break_id, "position": req.position, "duration": round(sum(c.duration for c in pod), 3),
                     "ads": [_ad_record(c) for c in pod]}
-        self.store.save_decision(decision, [c.line_id for c in pod])
+        standing = self.store.save_decision(decision, [c.line_id for c in pod])
+        if standing["decision_id"] != decision["decision_id"]:
+            return standing  # another request decided this break first: one decision per session and break
         for r in reports:
             log.info("VAST error %d: %s", r.code, r.reason)
             if r.urls:
@@ -164,7 +166,9 @@ class AdService:
         return decision
 
     async def decide(self, req: core.DecisionRequest) -> dict[str, Any]:
-        version, freq = self.store.decision_context(req.session_id)
+        version, freq, prior = self.store.decision_context(req.session_id, req.break_id)
+        if prior is not None:
+            return prior  # asked again for the same break (a retry, a seek back): the same answer
         cat = self.catalog(version)
         now = datetime.now(UTC)
         local = core.local_candidates(cat, req, now, freq)
@@ -227,13 +231,16 @@ class AdService:
         """Blocking decision for the SSAI session router: the same rules and records as POST /v1/decisions."""
         req = core.DecisionRequest(session_id=session_id, duration=ad_break.duration, position=ad_break.position,
                                    break_id=ad_break.id)
-        version, freq = self.store.decision_context(session_id)
-        cat = self.catalog(version)
-        now = datetime.now(UTC)
-        local = core.local_candidates(cat, req, now, freq)
-        upstream = [(s, self._resolve_sync(self._source_url(s, req)))
-                    for s in cat.sources if core.eligible(s, req, now, freq)]
-        d = self._finish(req, local, upstream)
+        version, freq, prior = self.store.decision_context(session_id, ad_break.id)
+        if prior is None:
+            cat = self.catalog(version)
+            now = datetime.now(UTC)
+            local = core.local_candidates(cat, req, now, freq)
+            upstream = [(s, self._resolve_sync(self._source_url(s, req)))
+                        for s in cat.sources if core.eligible(s, req, now, freq)]
+            d = self._finish(req, local, upstream)
+        else:
+            d = prior
         return AdPod(break_id=ad_break.id, session_id=session_id, decision_id=d["decision_id"], ads=tuple(
             PodAd(creative_id=a["creative_id"], duration=a["duration"], uri=a["uri"], advertiser=a["advertiser"],
                   click_through=a["click_through"],

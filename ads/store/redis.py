@@ -26,6 +26,20 @@ end
 return 0
 """
 
+# KEYS: break key ("" when none), decision key, frequency key; ARGV: decision id, body, decision TTL,
+# frequency TTL, decision key prefix, then the line ids to count
+_SAVE = """
+if KEYS[1] ~= '' then
+  local prior = redis.call('GET', KEYS[1])
+  if prior then return redis.call('GET', ARGV[5] .. prior) or '' end
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+for i = 6, #ARGV do redis.call('HINCRBY', KEYS[3], ARGV[i], 1) end
+if #ARGV >= 6 then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
+return false
+"""
+
 DECISION_TTL = 7 * 86400
 FREQUENCY_TTL = 86400
 
@@ -41,6 +55,7 @@ class RedisStore:
         except redis.RedisError as exc:
             raise RuntimeError(f"cannot reach Redis at {url}: {exc}") from exc
         self._record = self.r.register_script(_RECORD)
+        self._save = self.r.register_script(_SAVE)
 
     def ping(self) -> None:
         self.r.ping()
@@ -71,22 +86,23 @@ class RedisStore:
             self.r.incr(f"{self.p}cat:version")
         return removed
 
-    def decision_context(self, session_id: str) -> tuple[int, dict[str, int]]:
+    def decision_context(self, session_id: str, break_id: str = "") -> tuple[int, dict[str, int], dict[str, Any] | None]:
         pipe = self.r.pipeline(transaction=False)
         pipe.get(f"{self.p}cat:version")
         pipe.hgetall(f"{self.p}freq:{session_id}")
-        version, freq = pipe.execute()
-        return int(version or 0), {k.decode(): int(v) for k, v in freq.items()}  # bytes from redis-py
+        if break_id:
+            pipe.get(f"{self.p}brk:{session_id}:{break_id}")
+        version, freq, *prior_id = pipe.execute()
+        prior = self.get_decision(prior_id[0].decode()) if prior_id and prior_id[0] else None
+        return int(version or 0), {k.decode(): int(v) for k, v in freq.items()}, prior  # bytes from redis-py
 
-    def save_decision(self, decision: dict[str, Any], counted: list[str]) -> None:
-        pipe = self.r.pipeline(transaction=True)
-        pipe.set(f"{self.p}decision:{decision['decision_id']}", json.dumps(decision), ex=DECISION_TTL)
-        fkey = f"{self.p}freq:{decision['session_id']}"
-        for line in counted:
-            pipe.hincrby(fkey, line, 1)
-        if counted:
-            pipe.expire(fkey, FREQUENCY_TTL)
-        pipe.execute()
+    def save_decision(self, decision: dict[str, Any], counted: list[str]) -> dict[str, Any]:
+        sid, bid = decision["session_id"], decision.get("break_id", "")
+        keys = [f"{self.p}brk:{sid}:{bid}" if bid else "", f"{self.p}decision:{decision['decision_id']}",
+                f"{self.p}freq:{sid}"]
+        prior = self._save(keys=keys, args=[decision["decision_id"], json.dumps(decision), DECISION_TTL,
+                                            FREQUENCY_TTL, f"{self.p}decision:", *counted])
+        return json.loads(prior) if prior else decision
 
     def get_decision(self, decision_id: str) -> dict[str, Any] | None:
         raw = self.r.get(f"{self.p}decision:{decision_id}")

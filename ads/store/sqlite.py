@@ -22,6 +22,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS catalog (kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (kind, id));
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS decisions (id TEXT PRIMARY KEY, session_id TEXT NOT NULL, created REAL NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS break_decisions (session_id TEXT NOT NULL, break_id TEXT NOT NULL, decision_id TEXT NOT NULL,
+                                            PRIMARY KEY (session_id, break_id));
 CREATE TABLE IF NOT EXISTS frequency (session_id TEXT NOT NULL, line_id TEXT NOT NULL, count INTEGER NOT NULL,
                                       PRIMARY KEY (session_id, line_id));
 CREATE TABLE IF NOT EXISTS beacons (decision_id TEXT NOT NULL, ad_index INTEGER NOT NULL, event TEXT NOT NULL,
@@ -112,19 +114,32 @@ class SqliteStore:
                 self._bump()
             return cur.rowcount > 0
 
-    def decision_context(self, session_id: str) -> tuple[int, dict[str, int]]:
+    def decision_context(self, session_id: str, break_id: str = "") -> tuple[int, dict[str, int], dict[str, Any] | None]:
         with self.lock:
             version = self.db.execute("SELECT value FROM meta WHERE key='catalog_version'").fetchone()[0]
             rows = self.db.execute("SELECT line_id, count FROM frequency WHERE session_id=?", (session_id,)).fetchall()
-        return int(version), {r[0]: int(r[1]) for r in rows}
+            prior = self._prior(session_id, break_id) if break_id else None
+        return int(version), {r[0]: int(r[1]) for r in rows}, prior
 
-    def save_decision(self, decision: dict[str, Any], counted: list[str]) -> None:
+    def _prior(self, session_id: str, break_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT d.body FROM break_decisions b JOIN decisions d ON d.id = b.decision_id "
+                              "WHERE b.session_id=? AND b.break_id=?", (session_id, break_id)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def save_decision(self, decision: dict[str, Any], counted: list[str]) -> dict[str, Any]:
+        sid, bid = decision["session_id"], decision.get("break_id", "")
         with self._tx():
+            if bid:
+                prior = self._prior(sid, bid)
+                if prior is not None:
+                    return prior
+                self.db.execute("INSERT INTO break_decisions VALUES (?, ?, ?)", (sid, bid, decision["decision_id"]))
             self.db.execute("INSERT INTO decisions VALUES (?, ?, ?, ?)",
-                            (decision["decision_id"], decision["session_id"], time.time(), json.dumps(decision)))
+                            (decision["decision_id"], sid, time.time(), json.dumps(decision)))
             self.db.executemany(
                 "INSERT INTO frequency VALUES (?, ?, 1) ON CONFLICT (session_id, line_id) DO UPDATE SET count = count + 1",
-                [(decision["session_id"], line) for line in counted])
+                [(sid, line) for line in counted])
+        return decision
 
     def get_decision(self, decision_id: str) -> dict[str, Any] | None:
         with self.lock:
