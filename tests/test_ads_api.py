@@ -71,6 +71,12 @@ def test_catalog_crud_and_its_conflicts(tmp_path: Path) -> None:
         make_campaign(api, "k", ["c1"])
         r = api.client.delete("/v1/creatives/c1")
         assert r.status_code == 409 and "used by campaigns k" in r.json()["detail"]
+        r = api.client.put("/v1/campaigns/k", json={"creative_ids": ["c1"], "priority": 1, "frequency_cap": 2})
+        assert r.status_code == 200 and r.json()["priority"] == 1
+        assert api.client.get("/v1/campaigns/k").json()["frequency_cap"] == 2
+        r = api.client.put("/v1/campaigns/k", json={"id": "other", "creative_ids": ["c1"]})
+        assert r.status_code == 422 and "differs" in r.json()["detail"]
+        assert api.client.put("/v1/campaigns/nope", json={"creative_ids": ["c1"]}).status_code == 404
         assert api.client.delete("/v1/campaigns/k").status_code == 204
         assert api.client.delete("/v1/creatives/c1").status_code == 204
         r = api.client.get("/v1/creatives/c1")
@@ -121,6 +127,12 @@ def test_decisions_fill_the_break_and_respect_caps_and_separation(tmp_path: Path
         d4 = decide(api, "viewer-3", 25, key_values={"genre": "sports"})
         assert sorted(a["creative_id"] for a in d4["ads"]) == ["acme15", "sport10"]
         assert decide(api, "viewer-4", 5)["ads"] == []  # nothing fits: an empty pod, not an error
+        # one decision per session and break: asking again (a retry, a seek back) gives the same pod and
+        # counts once against the caps
+        b1 = decide(api, "viewer-5", 30, break_id="brk-1")
+        assert decide(api, "viewer-5", 30, break_id="brk-1")["decision_id"] == b1["decision_id"]
+        assert "globex15" in [a["creative_id"] for a in b1["ads"]]
+        assert "globex15" not in [a["creative_id"] for a in decide(api, "viewer-5", 30, break_id="brk-2")["ads"]]
         rec = api.client.get(f"/v1/decisions/{d1['decision_id']}").json()
         assert rec["decision"]["session_id"] == "viewer-1" and rec["beacons"] == []
 
@@ -254,6 +266,9 @@ def test_two_replicas_sharing_redis_forward_each_beacon_once(
         assert upstream.hits_of("/t/imp") == ["/t/imp"]
         decide(a, "viewer", 30)  # the second of two allowed for this session, counted across replicas
         assert decide(b, "viewer", 30)["ads"] == []
+        # one decision per session and break across replicas
+        first = decide(a, "other-viewer", 30, break_id="b1")
+        assert decide(b, "other-viewer", 30, break_id="b1")["decision_id"] == first["decision_id"]
 
 
 def test_asset_list_answers_hls_interstitials_json(tmp_path: Path) -> None:
