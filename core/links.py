@@ -226,7 +226,12 @@ class SidecarLink:
                              ("grpc.max_receive_message_length", 64 << 20),
                              ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000)],
                 )
-                grpc.channel_ready_future(self._channel).result(timeout=min(5.0, max(backoff * 5, 1.0)))
+                ready = grpc.channel_ready_future(self._channel)
+                try:
+                    ready.result(timeout=min(5.0, max(backoff * 5, 1.0)))
+                except grpc.FutureTimeoutError:
+                    ready.cancel()
+                    raise
                 stub = pb2_grpc.SidecarStub(self._channel)
                 if self.description is None and not self._describe(stub):
                     break

@@ -67,7 +67,7 @@ class RunConfig:
     reconnect_timeout: float = 30.0
     progress: bool = True
     describe_timeout: float = 60.0
-    drain_timeout: float = 20.0
+    drain_timeout: float = 5.0
 
 
 @dataclass
@@ -160,6 +160,7 @@ class Pipeline:
         self.audio_bytes = 0
         self.started = time.monotonic()
         self.publish_latency: list[float] = []
+        self.result_waits: list[float] = []  # seconds each segment waited for sidecar results
         self.on_segment: list[Any] = []      # callbacks(job, renditions) for tests/integrations
         self._packager = threading.Thread(target=self._package_loop, name="packager", daemon=True)
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="encode")
@@ -469,7 +470,9 @@ class Pipeline:
             deadline = time.monotonic() + max(self.cfg.drain_timeout, self.cfg.decision_window)
         else:
             deadline = job.closed_at + self.cfg.decision_window
+        began = time.monotonic()
         covered = self.timeline.wait_covered(job.end, deadline)
+        self.result_waits.append(time.monotonic() - began)
         if not covered:
             late = [lk.name for lk in self.links if lk.live and self.timeline.watermark_of(lk.name) < job.end]
             log.info("decision window closed without all results", extra={"segment": job.index, "late": ",".join(late)})

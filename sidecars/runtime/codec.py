@@ -122,7 +122,7 @@ def description_from_pb(msg: pb2.Description) -> Description:
         if v.pixel_format not in PIXEL_FROM_PB:
             raise ContractError(f"sidecar {msg.name!r} asks for an unknown pixel format ({v.pixel_format})")
         if not (0 <= v.fps <= MAX_FPS):
-            raise ContractError(f"sidecar {msg.name!r} asks for {v.fps} fps; allowed 0..{MAX_FPS:g}")
+            raise ContractError(f"sidecar {msg.name!r} asks for {v.fps:g} fps; allowed 0..{MAX_FPS:g}")
         if v.width > MAX_SIDE or v.max_side > MAX_SIDE:
             raise ContractError(f"sidecar {msg.name!r} asks for frames wider than {MAX_SIDE} px")
         video = VideoWants(

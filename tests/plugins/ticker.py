@@ -9,14 +9,19 @@ import argparse
 import os
 import sys
 import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from proto import pb2  # noqa: E402
-from sidecars.runtime import Description, Generic, Sidecar, VideoFrame, VideoWants  # noqa: E402
-from sidecars.runtime import codec  # noqa: E402
+from sidecars.runtime import (  # noqa: E402
+    Description,
+    Generic,
+    Sidecar,
+    VideoFrame,
+    VideoWants,
+    codec,  # noqa: E402
+)
 from sidecars.runtime.server import SidecarServicer, build_server  # noqa: E402
 
 
@@ -74,6 +79,22 @@ def main() -> None:
         import sidecars.runtime.server as server_mod
 
         server_mod.codec.result_to_pb = sometimes_bad  # type: ignore[attr-defined]
+    if hasattr(pb2.Description(), "extra_note"):
+        # Built from a newer v1 .proto (SIDECAST_PROTO_ROOT): fill the fields a v1 core has never seen.
+        plain_desc, plain_result = codec.description_to_pb, codec.result_to_pb
+
+        def desc_with_extra(d: Description) -> object:
+            msg = plain_desc(d)
+            msg.extra_note = "from a newer contract"
+            return msg
+
+        def result_with_extra(r: object) -> object:
+            msg = plain_result(r)
+            msg.extra_score = 0.5
+            return msg
+
+        codec.description_to_pb = desc_with_extra
+        codec.result_to_pb = result_with_extra
     if args.mode == "crash-after":
         threading.Timer(1.5, lambda: os._exit(3)).start()
     server, port, _ = build_server(Ticker, args.listen)
