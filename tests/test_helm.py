@@ -148,7 +148,7 @@ def test_default_install_has_the_pipeline_and_the_ads_api():
     docs = render()
     kinds = sorted({d["kind"] for d in docs})
     assert kinds == sorted(["Deployment", "Service", "Secret", "NetworkPolicy", "PodDisruptionBudget",
-                            "HorizontalPodAutoscaler", "StatefulSet"])
+                            "HorizontalPodAutoscaler", "StatefulSet", "Pod"])
     (pod,) = core_pods(docs)
     assert [c["name"] for c in all_containers(pod)] == [*SIDECARS, "core"]
     core = container(pod, "core")
@@ -364,8 +364,10 @@ def test_ads_api_without_shared_state_cannot_scale_out():
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_every_container_runs_non_root_with_a_read_only_root_and_no_capabilities(variant):
     docs = render(variant)
-    for d in objects(docs, "Deployment") + objects(docs, "StatefulSet"):
-        pod = d["spec"]["template"]["spec"]
+    pods = [d["spec"]["template"]["spec"] for d in objects(docs, "Deployment") + objects(docs, "StatefulSet")]
+    pods += [d["spec"] for d in objects(docs, "Pod")]
+    assert len(pods) >= 2
+    for pod in pods:
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] > 0
         assert pod["automountServiceAccountToken"] is False
@@ -373,7 +375,8 @@ def test_every_container_runs_non_root_with_a_read_only_root_and_no_capabilities
             sc = c["securityContext"]
             assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
             assert sc["capabilities"] == {"drop": ["ALL"]}
-            assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]} or c["name"] == "redis"
+            if "sidecast-healthcheck" not in c.get("command", []) and c["name"] != "redis":
+                assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}
 
 
 def test_network_policy_keeps_sidecar_ports_closed_and_the_api_to_its_port():
@@ -409,6 +412,17 @@ def test_secrets_hold_the_keys_and_reach_the_processes():
     assert not objects(docs, "Secret")
     (pod,) = core_pods(docs)
     assert [v for v in pod["volumes"] if v["name"] == "stream-keys"][0]["secret"]["secretName"] == "my-keys"
+
+
+def test_helm_test_pod_checks_every_service_players_use():
+    docs = render("srt")
+    (pod,) = objects(docs, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    services = {s["metadata"]["name"]: s["spec"]["ports"][0]["port"] for s in objects(docs, "Service")}
+    urls = [c["args"][0] for c in pod["spec"]["containers"]]
+    assert all(c["command"] == ["sidecast-healthcheck"] for c in pod["spec"]["containers"])
+    expected = ["rel-sidecast-studio-hls", "rel-sidecast-field-hls", "rel-sidecast-ads"]
+    assert urls == [f"http://{name}:{services[name]}/healthz" for name in expected]
 
 
 def test_pod_disruption_budgets_and_ingress():
