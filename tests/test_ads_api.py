@@ -296,6 +296,14 @@ def test_asset_list_answers_hls_interstitials_json(tmp_path: Path) -> None:
         assert r.status_code == 422 and "duration" in r.json()["detail"]
         r = httpx.get(f"{api.base}/v1/asset-list", params={**q, "kv": "genre"})
         assert r.status_code == 422 and "key:value" in r.json()["detail"]
+        # the URL an interstitial signaler writes into a shared playlist: a token for any viewer, the
+        # viewer being hls.js' _HLS_primary_id, one decision per viewer and break
+        any_viewer = api.client.post("/v1/tokens", json={"ttl": 60}).json()["token"]
+        shared = f"{api.base}/v1/asset-list?break=brk-9&duration=15&position=mid&token={any_viewer}"
+        first = httpx.get(shared + "&_HLS_primary_id=p-1")
+        assert first.status_code == 200 and first.json()["ASSETS"][0]["DURATION"] == 15.0
+        assert httpx.get(shared + "&_HLS_primary_id=p-1").json() == first.json()
+        assert httpx.get(shared + "&_HLS_primary_id=p-2").status_code == 200
 
 
 def test_an_uploaded_creative_is_served_back_and_decided(tmp_path: Path) -> None:

@@ -288,7 +288,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
               summary="Mint a player token (for asset-list URLs written into playlists)",
               responses=_errors(401, 422))
     async def mint(body: S.TokenIn) -> Any:
-        tok = tokens.sign({"sid": body.session_id}, settings.token_key, body.ttl)
+        claims_ = {"sid": body.session_id} if body.session_id else {"scope": "player"}
+        tok = tokens.sign(claims_, settings.token_key, body.ttl)
         return {"token": tok, "expires": tokens.verify(tok, settings.token_key)["exp"]}
 
     # ---------------------------------------------------------------- catalog (management); after the hot

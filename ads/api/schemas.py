@@ -150,7 +150,8 @@ class DecisionRecord(BaseModel):
 
 
 class TokenIn(_Strict):
-    session_id: Id
+    session_id: Id | None = Field(None, description="the viewer the token is for; absent: any viewer "
+                                  "(for asset-list URLs written into a shared playlist)")
     ttl: int = Field(3600, ge=10, le=86400, description="seconds")
 
 
