@@ -16,11 +16,21 @@ import sys
 __all__ = ["register", "serve"]
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range 1-65535")
+    return port
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("serve", help="run the ad decisioning API (VAST, pods, asset lists, beacons)",
                               description="Run the ad decisioning API. OpenAPI docs at http://HOST:PORT/docs.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     p.add_argument("--db", default="./sidecast-ads.db", help="SQLite file for the embedded store (default ./sidecast-ads.db)")
     p.add_argument("--redis", default=None, metavar="URL", help="use Redis (shared by replicas) instead of SQLite, e.g. redis://localhost:6379/0")
     p.add_argument("--origin", default=None, metavar="DIR_OR_URL", help="HLS origin for SSAI sessions (mounts the session router)")
