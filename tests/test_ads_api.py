@@ -335,3 +335,31 @@ def test_api_key_holders_may_decide_without_a_token_and_players_need_one(tmp_pat
         r = httpx.post(f"{api.base}/v1/decisions", params={"token": tok}, json={**body, "session_id": "p2"})
         assert r.status_code == 403
         assert httpx.post(f"{api.base}/v1/decisions", json=body, headers={"X-API-Key": API_KEY}).status_code == 200
+
+
+def test_slow_upstreams_time_out_without_holding_the_decision(tmp_path: Path, upstream: AdServer) -> None:
+    upstream.routes["/vast/slow.xml"] = Route(body=b"<VAST version='4.0'/>", delay=5.0)
+    slow_middle = (Path(__file__).parent / "vast" / "wrapper_middle.xml").read_text().replace("{BASE}", upstream.base)
+    upstream.routes["/vast/wrapper_middle.xml"] = Route(body=slow_middle.encode(), delay=5.0)
+    with running_api(db_path=str(tmp_path / "a.db"), allow_private_upstreams=True, upstream_timeout=0.3) as api:
+        api.client.post("/v1/sources", json={"id": "slow", "vast_url": upstream.vast("slow.xml")})
+        api.client.post("/v1/sources", json={"id": "chain", "vast_url": upstream.vast("wrapper_outer.xml")})
+        make_creative(api, "house", 10)
+        make_campaign(api, "house", ["house"])
+        r = api.client.post("/v1/decisions", json={"session_id": "s", "duration": 30}, timeout=3.0)
+        assert r.status_code == 200 and [a["creative_id"] for a in r.json()["ads"]] == ["house"]
+        # the wrapper whose next hop timed out hears 301 at its Error URL
+        wait_until(lambda: upstream.hits_of("/t/outer/error?code=301"), 10, "the 301 error ping")
+
+
+def test_a_store_that_goes_away_answers_503_not_500(tmp_path: Path) -> None:
+    with redis_server() as url:
+        api_cm = running_api(db_path=str(tmp_path / "a.db"), redis_url=url)
+        api = api_cm.__enter__()
+    try:  # redis-server is gone now
+        r = api.client.post("/v1/decisions", json={"session_id": "s", "duration": 30})
+        assert r.status_code == 503 and "store is unavailable" in r.json()["detail"]
+        r = api.client.get("/healthz")
+        assert r.status_code == 503 and "store unavailable" in r.json()["detail"]
+    finally:
+        api_cm.__exit__(None, None, None)

@@ -15,11 +15,13 @@ import logging
 import os
 import re
 import secrets
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
+import redis
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
@@ -37,6 +39,9 @@ from ads.store import Kind, open_store
 __all__ = ["create_app", "Settings"]
 
 log = logging.getLogger("sidecast.ads")
+
+# a store that is down (Redis unreachable, SQLite disk full) is the service's problem, not the caller's: 503
+StoreUnavailable: tuple[type[Exception], ...] = (sqlite3.Error, redis.RedisError, OSError)
 
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="management API key")
 MEDIA_SUFFIXES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".ts": "video/mp2t",
@@ -127,6 +132,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if exc.status_code == 400 and detail == "There was an error parsing the body":
             detail = "cannot parse the request body: send UTF-8 JSON (or multipart form data for uploads)"
         return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+    async def _store_down(request: Request, exc: Exception) -> Response:
+        log.error("store error on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": f"the ads store is unavailable, try again: {exc}"}, status_code=503,
+                            headers={"Retry-After": "1"})
+
+    for exc_type in StoreUnavailable:
+        app.add_exception_handler(exc_type, _store_down)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
