@@ -105,16 +105,23 @@ def snap_to_speech(w: DecodedWord, regions: Sequence[tuple[float, float]], pad: 
     return w
 
 
-def cut_repetitions(words: Sequence[DecodedWord], max_repeats: int = 2, max_n: int = 8) -> list[DecodedWord]:
-    """Cut a decoding loop: stop before the (max_repeats+1)-th consecutive copy of any n-gram.
+def _repeat_limit(n: int, max_repeats: int) -> int:
+    # "no, no, no" and "I know, I know" are speech; a phrase of three or more words said twice in a row
+    # is, from Whisper, almost always the start of a decoding loop.
+    return max_repeats + 1 if n == 1 else max_repeats if n == 2 else 1
 
-    One word may repeat a little more ("no, no, no" is speech) — it is cut at its fourth copy.
+
+def cut_repetitions(words: Sequence[DecodedWord], max_repeats: int = 2, max_n: int = 8) -> list[DecodedWord]:
+    """Cut a decoding loop: keep the allowed copies of a repeated n-gram, drop everything from the next.
+
+    One word may appear ``max_repeats + 1`` times in a row, two words ``max_repeats`` times, longer
+    phrases once.
     """
     toks = [normalize(w.text) for w in words]
     n_words = len(toks)
     for i in range(n_words):
         for n in range(1, max_n + 1):
-            limit = max_repeats + 1 if n == 1 else max_repeats
+            limit = _repeat_limit(n, max_repeats)
             if i + n * (limit + 1) > n_words:
                 break
             gram = toks[i:i + n]
@@ -126,6 +133,11 @@ def cut_repetitions(words: Sequence[DecodedWord], max_repeats: int = 2, max_n: i
             if copies > limit:
                 return list(words[:i + limit * n])
     return list(words)
+
+
+def has_loop(segments: Sequence[DecodedSegment], max_repeats: int = 2) -> bool:
+    words = [w for s in segments for w in s.words]
+    return len(cut_repetitions(words, max_repeats)) < len(words)
 
 
 def is_hallucination_phrase(text: str) -> bool:

@@ -15,6 +15,7 @@ runs; seconds are derived only at the edges.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from sidecars.runtime.types import Word
 
-from .guards import GUARDS, DecodedSegment, GuardConfig, filter_segments, normalize
+from .guards import GUARDS, DecodedSegment, GuardConfig, filter_segments, has_loop, normalize
 from .shaping import ends_sentence
 
 SAMPLE_RATE = 16_000
@@ -34,8 +35,12 @@ VadFn = Callable[[np.ndarray], list[tuple[float, float]]]
 @dataclass(frozen=True)
 class StreamConfig:
     min_step: float = 0.5         # new audio needed before another pass, seconds
-    max_step: float = 2.0         # most new audio one pass takes on (bounds work when behind or fed fast)
+    max_step: float = 2.0         # most new audio one pass takes on while keeping up
+    catch_up_step: float = 6.0    # ... and when more than 2 x max_step behind (a loaded CPU): bigger
+                                  # steps mean fewer passes per second of audio, so latency stays bounded
     silence_commit: float = 0.5   # this much silence after speech commits the hypothesis
+    context_commit: float = 2.0   # a word heard with this much audio after it is committed without waiting
+                                  # for a second pass (which, when the CPU is behind, comes late); 0 = off
     keep_silence: float = 2.0     # context kept when the buffer holds no uncommitted speech (helps the next words)
     trim_sentence: float = 12.0   # past this length, trim the buffer at the last committed sentence end
     max_buffer: float = 20.0     # past this length, trim at the last committed word, forcing if needed
@@ -73,6 +78,8 @@ class StreamingRecognizer:
         self.commit_end = start_sample         # end of the last committed word, samples
         self.frontier = _sec(start_sample)
         self.passes = 0
+        self.loops = 0
+        self.decode_seconds = 0.0              # wall time spent in the decoder (for benchmarks and logs)
 
     # ------------------------------------------------------------------ input
 
@@ -106,7 +113,10 @@ class StreamingRecognizer:
         new = avail - self.pass_end
         if new <= 0 or (not final and new < self.cfg.min_step * SAMPLE_RATE):
             return None
-        return min(avail, self.pass_end + int(self.cfg.max_step * SAMPLE_RATE))
+        step = self.cfg.max_step
+        if new > 2 * self.cfg.max_step * SAMPLE_RATE:
+            step = max(step, self.cfg.catch_up_step)
+        return min(avail, self.pass_end + int(step * SAMPLE_RATE))
 
     # ------------------------------------------------------------------ one pass
 
@@ -151,7 +161,14 @@ class StreamingRecognizer:
         if not pending:
             self.hypothesis = []
         else:
-            segments = self.decode(audio, self._prompt())
+            prompt = self._prompt()
+            started = time.monotonic()
+            segments = self.decode(audio, prompt)
+            if prompt and has_loop(segments, cfg.guards.max_repeats):
+                # The prompt is the usual trigger of a loop; one more pass without it, else the loop is cut.
+                self.loops += 1
+                segments = self.decode(audio, "")
+            self.decode_seconds += time.monotonic() - started
             words = [
                 Word(text=w.text.strip(), start=_sec(self._absolute(w.start)), end=_sec(self._absolute(w.end)),
                      probability=w.probability)
@@ -163,6 +180,10 @@ class StreamingRecognizer:
                 if normalize(a.text) != normalize(b.text):
                     break
                 agreed += 1
+            if cfg.context_commit > 0:
+                settled_by_context = _sec(pass_end) - cfg.context_commit
+                while agreed < len(new) and new[agreed].end <= settled_by_context:
+                    agreed += 1
             self._commit(new[:agreed], out)
             self.hypothesis = new[agreed:]
             if self.hypothesis and not open_region:

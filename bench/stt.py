@@ -1,0 +1,202 @@
+"""Benchmark of the stt sidecar: streaming accuracy, caption latency and cue timing, each printed next to
+faster-whisper's own offline transcription of the same audio with the same model, measured in this run.
+
+    .venv/bin/python bench/stt.py                 # ~2 minutes of speech, fed in real time
+    .venv/bin/python bench/stt.py --minutes 30    # endurance: does latency grow over half an hour?
+    .venv/bin/python bench/stt.py --speed 4       # quicker look (latency figures then mean little)
+
+Audio: sentences spoken by espeak-ng with pauses and light noise (sidecars/stt/synth.py), so the
+reference text and every sentence's start time are known exactly. Figures on a shared machine are
+pessimistic: the load average is printed at the start and the end.
+
+Metrics
+- WER: streaming (final cues) and offline, against the known text; target streaming <= 1.2x offline.
+- Word latency: wall time a word is committed minus the wall time its audio ended (the media time of its
+  end, played in real time); median and p95; targets 2.0 s and 3.5 s with tiny.en on 2 cores. Also when
+  the word's final cue is published (what a player of the HLS output sees), and first vs last third.
+- Cue timing: each final cue's start against the offline word timestamp of the same first word (and the
+  true sentence onset where the cue starts a sentence); target within 0.3 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sidecars.runtime.types import AudioChunk, Cue, StreamInfo, Word  # noqa: E402
+from sidecars.stt import SttSidecar, engine, synth  # noqa: E402
+from sidecars.stt.guards import normalize  # noqa: E402
+
+
+def wer(ref: str, hyp: str) -> float:
+    import jiwer
+
+    t = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
+                       jiwer.Strip(), jiwer.ReduceToListOfListOfWords()])
+    return float(jiwer.wer(ref, hyp, reference_transform=t, hypothesis_transform=t))
+
+
+def pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+
+
+def make_audio(minutes: float, seed: int) -> tuple[np.ndarray, list[synth.Utterance]]:
+    rng = np.random.default_rng(seed)
+    sentences: list[str] = []
+    seconds = 0.0
+    while seconds < minutes * 60:
+        order = list(rng.permutation(len(synth.SENTENCES)))
+        for i in order:
+            sentences.append(synth.SENTENCES[i])
+            seconds += 3.0 + 1.35  # typical sentence + mean gap; trimmed below
+            if seconds >= minutes * 60:
+                break
+    audio, utts = synth.programme(sentences, gaps=(0.8, 1.6, 0.5, 2.5, 1.1), seed=seed)
+    return audio, utts
+
+
+def offline(audio: np.ndarray, spec: engine.ModelSpec) -> tuple[list[Word], float]:
+    model = engine.load_model(spec)
+    lang = None if not engine.is_multilingual(model) else "en"
+    t0 = time.monotonic()
+    segments, _ = model.transcribe(audio, language=lang, word_timestamps=True)
+    words = [Word(w.word.strip(), float(w.start), float(w.end), float(w.probability))
+             for s in segments for w in (s.words or ())]
+    return words, time.monotonic() - t0
+
+
+def stream(audio: np.ndarray, spec: engine.ModelSpec, speed: float) -> dict[str, object]:
+    sc = SttSidecar(spec=spec)
+    published: list[tuple[float, Cue]] = []
+    commits: list[tuple[float, Word]] = []
+    lock = threading.Lock()
+
+    def on_publish(result: object) -> None:
+        if isinstance(result, Cue):
+            with lock:
+                published.append((time.monotonic(), result))
+
+    def on_commit(track: str, words: list[Word]) -> None:
+        now = time.monotonic()
+        with lock:
+            commits.extend((now, w) for w in words)
+
+    sc._publish = on_publish  # the runtime's hook; here the bench is the core
+    sc.on_commit = on_commit
+    sc.on_start(StreamInfo(stream_id="bench", source_width=0, source_height=0, source_fps=0, segment_duration=2.0))
+    step = 1600
+    t0 = time.monotonic()
+    for i in range(0, len(audio), step):
+        due = t0 + (i / 16000) / speed
+        if (lag := due - time.monotonic()) > 0:
+            time.sleep(lag)
+        sc.on_audio(AudioChunk(pts=i / 16000, sample_rate=16000, channels=1, samples=audio[i:i + step]))
+    fed = time.monotonic()
+    sc.on_end()
+    done = time.monotonic()
+    recs = [t.recognizer for t in sc.tracks]
+    return {"passes": sum(r.passes for r in recs), "decode_s": sum(r.decode_seconds for r in recs),
+            "loops": sum(r.loops for r in recs), "t0": t0, "published": published, "commits": commits, "feed_s": fed - t0, "drain_s": done - fed}
+
+
+def match_words(a: list[Word], b: list[Word]) -> dict[int, int]:
+    """Index in ``a`` -> index in ``b`` for words the two transcripts share (same normalised text)."""
+    sm = difflib.SequenceMatcher(a=[normalize(w.text) for w in a], b=[normalize(w.text) for w in b],
+                                 autojunk=False)
+    out = {}
+    for blk in sm.get_matching_blocks():
+        for k in range(blk.size):
+            out[blk.a + k] = blk.b + k
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=2.0, help="minutes of speech (default 2; 30 for endurance)")
+    ap.add_argument("--speed", type=float, default=1.0, help="feed speed, x real time (default 1 = live)")
+    ap.add_argument("--model", default=None, help="CTranslate2 Whisper directory (default tiny.en)")
+    ap.add_argument("--cpu-threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=11)
+    args = ap.parse_args()
+
+    spec = engine.resolve_spec(args.model, "auto", "auto", args.cpu_threads)
+    print(f"model {spec.path} on {spec.device} ({spec.compute_type}, {spec.cpu_threads} threads); "
+          f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    audio, utts = make_audio(args.minutes, args.seed)
+    seconds = len(audio) / 16000
+    reference = " ".join(u.text for u in utts)
+    print(f"audio: {seconds:.0f} s, {len(utts)} sentences, {len(reference.split())} words")
+
+    off_words, off_s = offline(audio, spec)
+    off_wer = wer(reference, " ".join(w.text for w in off_words))
+    print(f"offline transcription: {off_s:.1f} s (RTF {off_s / seconds:.2f})")
+
+    res = stream(audio, spec, args.speed)
+    t0 = float(res["t0"])  # type: ignore[arg-type]
+    published: list[tuple[float, Cue]] = res["published"]  # type: ignore[assignment]
+    commits: list[tuple[float, Word]] = res["commits"]  # type: ignore[assignment]
+    finals = [c for _, c in published if c.final and not c.track]
+    final_wall = {c.id: t for t, c in published if c.final}
+    st_wer = wer(reference, " ".join(c.text.replace("\n", " ") for c in finals))
+
+    # Latency: media time t plays at wall t0 + t / speed.
+    def media_wall(t: float) -> float:
+        return t0 + t / args.speed
+
+    commit_lat = [t - media_wall(w.end) for t, w in commits]
+    cue_lat = [final_wall[c.id] - media_wall(w.end) for c in finals for w in c.words]
+    third = max(1, len(commit_lat) // 3)
+    first_third, last_third = commit_lat[:third], commit_lat[-third:]
+
+    # Cue timing against the offline word timestamps of the same word, and against true sentence onsets.
+    stream_words = [w for c in finals for w in c.words]
+    first_idx = {id(c.words[0]) for c in finals if c.words}
+    m = match_words(stream_words, off_words)
+    vs_offline = [abs(stream_words[i].start - off_words[j].start)
+                  for i, j in m.items() if id(stream_words[i]) in first_idx]
+    cue_starts = [c.start for c in finals]
+    onset_err = [min(abs(s - u.start) for s in cue_starts) for u in utts] if cue_starts else []
+
+    print()
+    print(f"{'metric':44s} {'streaming':>10s} {'offline':>10s} {'target':>12s}")
+    print(f"{'WER vs known text':44s} {st_wer:10.3f} {off_wer:10.3f} {'<= 1.2x':>12s}"
+          f"   ratio {st_wer / off_wer if off_wer else float('inf'):.2f}")
+    print(f"{'word commit latency median (s)':44s} {statistics.median(commit_lat) if commit_lat else float('nan'):10.2f}"
+          f" {'-':>10s} {'<= 2.0':>12s}")
+    print(f"{'word commit latency p95 (s)':44s} {pct(commit_lat, 0.95):10.2f} {'-':>10s} {'<= 3.5':>12s}")
+    print(f"{'final-cue latency median / p95 (s)':44s} {statistics.median(cue_lat) if cue_lat else float('nan'):10.2f}"
+          f" {pct(cue_lat, 0.95):10.2f} {'(HLS view)':>12s}")
+    print(f"{'commit latency median, first vs last third':44s} "
+          f"{statistics.median(first_third) if first_third else float('nan'):10.2f}"
+          f" {statistics.median(last_third) if last_third else float('nan'):10.2f} {'no growth':>12s}")
+    print(f"{'cue start vs offline word start median/p95':44s} {pct(vs_offline, 0.5):10.2f}"
+          f" {pct(vs_offline, 0.95):10.2f} {'<= 0.3':>12s}"
+          f"   within 0.3 s: {sum(x <= 0.3 for x in vs_offline)}/{len(vs_offline)}")
+    print(f"{'sentence onset to nearest cue start med/p95':44s} {pct(onset_err, 0.5):10.2f}"
+          f" {pct(onset_err, 0.95):10.2f} {'<= 0.3':>12s}")
+    feed_s, drain_s = float(res["feed_s"]), float(res["drain_s"])  # type: ignore[arg-type]
+    print(f"{'kept up: drain after the last chunk (s)':44s} {drain_s:10.2f} {'-':>10s} {'small':>12s}"
+          f"   (fed {seconds:.0f} s of audio in {feed_s:.0f} s)")
+    print(f"decoder passes {res['passes']} ({res['loops']} loop retries), decoder busy "
+          f"{float(res['decode_s']) / max(feed_s + drain_s, 1e-9):.0%} of the run, "
+          f"mean pass {float(res['decode_s']) / max(int(res['passes']), 1):.2f} s")  # type: ignore[call-overload]
+    print(f"final cues {len(finals)}, partial updates {sum(1 for _, c in published if not c.final)}; "
+          f"load average at end {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
