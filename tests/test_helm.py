@@ -468,9 +468,11 @@ def test_notes_tell_how_to_publish_and_play():
     assert "srt://HOST:4200?passphrase=PASS" in notes and "UDP 4200" in notes
     assert "https://studio.example.com/master.m3u8" in notes
     assert "kubectl -n media get service rel-sidecast-field-ingest" in notes
+    assert "jsonpath='{.data.srt-passphrase}'" in notes and "helm test rel -n media" in notes
     proc = run_helm("install", "rel", str(CHART), "--dry-run=client")
     notes = proc.stdout.split("NOTES:", 1)[1]
     assert "port-forward service/rel-sidecast-main-hls" in notes and "/master.m3u8" in notes
+    assert "srt" not in notes.lower()  # an RTMP-only install does not talk about SRT
 
 
 # ----------------------------------------------------------------------------- the images
