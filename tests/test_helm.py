@@ -109,6 +109,7 @@ def listening_ports(c: dict[str, Any]) -> set[int]:
 def probe_port(c: dict[str, Any], probe: dict[str, Any]) -> int:
     """Resolve a probe's port (a number or a named containerPort) to a number."""
     handler = probe.get("httpGet") or probe.get("grpc") or probe.get("tcpSocket")
+    assert handler is not None, f"{c['name']}: a probe with no httpGet, grpc or tcpSocket"
     port = handler["port"]
     if isinstance(port, int):
         return port
