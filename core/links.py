@@ -199,7 +199,7 @@ class SidecarLink:
         try:
             desc = codec.description_from_pb(stub.Describe(req, timeout=5.0))
         except codec.ContractError as exc:
-            self._fail(str(exc))
+            self.fail(str(exc))
             return False
         if desc.name != self.name:
             log.info("sidecar describes itself under another name", extra={"sidecar": self.name, "as": desc.name})
@@ -208,7 +208,7 @@ class SidecarLink:
         self.described.set()
         return True
 
-    def _fail(self, why: str) -> None:
+    def fail(self, why: str) -> None:
         self.failed = why
         self.stats.errors.append(why)
         log.error("sidecar disabled: %s", why, extra={"sidecar": self.name})
@@ -259,7 +259,7 @@ class SidecarLink:
                 if not self._closing:
                     code = exc.code() if hasattr(exc, "code") else None
                     if code == grpc.StatusCode.FAILED_PRECONDITION:
-                        self._fail(f"refused the contract: {exc.details()}")
+                        self.fail(f"refused the contract: {exc.details()}")
                         break
                     log.warning("sidecar link lost: %s", code, extra={"sidecar": self.name})
             except Exception as exc:  # never let one sidecar take the core down
@@ -307,7 +307,7 @@ class SidecarLink:
             self.stats.errors.append(text)
             log.warning("sidecar reported: %s", text, extra={"sidecar": self.name})
             if msg.error.fatal:
-                self._fail(text)
+                self.fail(text)
         else:
             log.debug("unknown message from sidecar ignored", extra={"sidecar": self.name})
 
@@ -315,16 +315,26 @@ class SidecarLink:
 class LocalSidecar:
     """A sidecar child process on a unix socket, restarted (with backoff) whenever it exits."""
 
-    def __init__(self, name: str, socket_dir: Path, extra_args: list[str] | None = None) -> None:
+    def __init__(self, name: str, socket_dir: Path, extra_args: list[str] | None = None,
+                 log_dir: Path | None = None) -> None:
         self.name = name
         self.socket = socket_dir / f"{name}.sock"
         self.target = f"unix://{self.socket}"
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
+        self.exits = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._supervise, name=f"proc-{name}", daemon=True)
-        self.log_path = socket_dir / f"{name}.log"
+        self.log_path = (log_dir or socket_dir) / f"sidecar-{name}.log"
+
+    def last_error(self) -> str:
+        """The last line the process wrote (its one-line error when it refused to start)."""
+        try:
+            lines = [ln for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            return ""
+        return lines[-1].removeprefix("sidecast: error: ") if lines else ""
 
     def start(self) -> None:
         self._spawn()
@@ -347,6 +357,7 @@ class LocalSidecar:
             if self._stop.is_set():
                 return
             rc = self.proc.returncode
+            self.exits += 1
             log.warning("local sidecar exited; restarting", extra={"sidecar": self.name, "rc": rc,
                                                                      "log": str(self.log_path)})
             if time.monotonic() - started > 30:

@@ -173,8 +173,10 @@ class Pipeline:
         if names:
             sweep_stale()
             self.socket_dir = Path(tempfile.mkdtemp(prefix="sidecast-sock-"))
+            log_dir = self.out / "logs"
+            log_dir.mkdir(parents=True, exist_ok=True)
             for name in names:
-                proc = LocalSidecar(name, self.socket_dir, self.cfg.sidecar_args.get(name))
+                proc = LocalSidecar(name, self.socket_dir, self.cfg.sidecar_args.get(name), log_dir=log_dir)
                 proc.start()
                 self.local.append(proc)
                 self.cfg.sidecar_addrs.setdefault(name, proc.target)
@@ -187,13 +189,21 @@ class Pipeline:
             self.links.append(link)
 
     def _wait_described(self) -> None:
+        """Wait for every sidecar's Describe; a local one that exits before describing is disabled with
+        the error it printed, instead of being waited for."""
         deadline = time.monotonic() + self.cfg.describe_timeout
+        procs = {p.name: p for p in self.local}
         for link in self.links:
-            left = max(0.0, deadline - time.monotonic())
-            if not link.wait_described(left):
-                log.error("sidecar did not answer Describe in time; running without it",
-                          extra={"sidecar": link.name, "target": link.target})
-                link._fail("no answer to Describe")
+            proc = procs.get(link.name)
+            while not link.wait_described(0.2):
+                if proc is not None and proc.exits >= 1:
+                    link.fail(f"the {link.name} sidecar exited at start: {proc.last_error() or 'see its log'} "
+                              f"(log: {proc.log_path})")
+                    proc.stop()
+                    break
+                if time.monotonic() > deadline:
+                    link.fail(f"no answer to Describe within {self.cfg.describe_timeout:g} s from {link.target}")
+                    break
 
     def _stream_info(self, opened: Opened, rungs: list[Rung]) -> StreamInfo:
         return StreamInfo(
@@ -222,22 +232,15 @@ class Pipeline:
         return any(lk.description is not None and lk.description.audio is not None and lk.name == "stt"
                    for lk in self.links)
 
-    def _vertical_rungs(self, src_w: int, src_h: int) -> list[Rung]:
-        aw, ah = self.aspect
-        crop_w = min(src_w, int(src_h * aw / ah))
-        crop_h = min(src_h, int(crop_w * ah / aw))
-        crop_w -= crop_w % 2
-        crop_h -= crop_h % 2
-        out: list[Rung] = []
-        # A vertical ladder: 1920/1280/854 tall for 9:16, scaled for other aspects, never above the crop.
-        for long_side, rate in ((1920, 4_500_000), (1280, 2_500_000), (854, 1_200_000)):
-            h = min(crop_h, long_side if ah >= aw else int(long_side * ah / aw))
-            h -= h % 2
-            w = int(round(h * aw / ah / 2)) * 2
-            if w < 2 or any(r.height == h for r in out):
-                continue
-            out.append(Rung(f"v{h}p", h, rate, 23.0, width=w))
-        return out or [Rung(f"v{crop_h}p", crop_h, 1_200_000, 23.0, width=crop_w)]
+    def _vertical_rungs(self) -> list[Rung]:
+        """The vertical ladder: 1920/1280/854 tall at the target aspect, never above the crop window."""
+        caps = {1920: 4_500_000, 1280: 2_500_000, 854: 1_200_000, 640: 800_000}
+        sizes = self.crop_path.ladder(heights=(1920, 1280, 854))
+        out = []
+        for w, h in sizes:
+            cap = next((c for hh, c in sorted(caps.items()) if h <= hh), 4_500_000)
+            out.append(Rung(f"v{h}p", h, cap, 23.0, width=w))
+        return out
 
     def _setup_outputs(self, opened: Opened) -> list[Rung]:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -257,7 +260,7 @@ class Pipeline:
             if self.cfg.keep_centered:
                 self.crop_path.keep_centered(True)
             self.timeline.listeners.append(self._on_result)
-            for r in self._vertical_rungs(opened.width, opened.height):
+            for r in self._vertical_rungs():
                 d = self.out / "vertical" / r.name
                 d.mkdir(parents=True, exist_ok=True)
                 self.renditions.append(RenditionState(
@@ -471,7 +474,11 @@ class Pipeline:
         else:
             deadline = job.closed_at + self.cfg.decision_window
         began = time.monotonic()
-        covered = self.timeline.wait_covered(job.end, deadline)
+        # Files processed faster than real time wait for complete results while sidecars progress;
+        # live sources (and --realtime) hold a segment no longer than the decision window.
+        vod = not self.live and not self.cfg.realtime
+        covered = self.timeline.wait_covered(job.end, deadline, stall=max(10.0, 3 * self.cfg.decision_window) if vod
+                                             else None)
         self.result_waits.append(time.monotonic() - began)
         if not covered:
             late = [lk.name for lk in self.links if lk.live and self.timeline.watermark_of(lk.name) < job.end]

@@ -23,6 +23,7 @@ class Timeline:
     def __init__(self, results_path: Path | None = None) -> None:
         self._cond = threading.Condition()
         self._watermarks: dict[str, float] = {}
+        self._progress_at: dict[str, float] = {}
         self._live: dict[str, bool] = {}
         self.cues: dict[str, Cue] = {}
         self._cue_order: list[str] = []
@@ -49,6 +50,7 @@ class Timeline:
         with self._cond:
             if pts > self._watermarks.get(name, -1.0):
                 self._watermarks[name] = pts
+                self._progress_at[name] = time.monotonic()
                 self._cond.notify_all()
 
     def add(self, name: str, result: Result) -> None:
@@ -85,9 +87,15 @@ class Timeline:
         with self._cond:
             return self._watermarks.get(name, -1.0)
 
-    def wait_covered(self, t_end: float, deadline: float, names: list[str] | None = None) -> bool:
+    def wait_covered(self, t_end: float, deadline: float, names: list[str] | None = None,
+                     stall: float | None = None) -> bool:
         """Block until every live sidecar (of ``names``) has a watermark ≥ t_end, or until ``deadline``
-        (a ``time.monotonic()`` value). Returns True when covered."""
+        (a ``time.monotonic()`` value). Returns True when covered.
+
+        With ``stall`` (files processed faster than real time, where complete results matter more than
+        latency) the deadline moves on while a pending sidecar keeps making progress, and only ``stall``
+        seconds without any watermark movement end the wait.
+        """
         with self._cond:
             while True:
                 pending = [
@@ -96,7 +104,10 @@ class Timeline:
                 ]
                 if not pending:
                     return True
-                left = deadline - time.monotonic()
+                limit = deadline
+                if stall is not None:
+                    limit = max(deadline, max(self._progress_at.get(n, 0.0) for n in pending) + stall)
+                left = limit - time.monotonic()
                 if left <= 0:
                     return False
                 self._cond.wait(timeout=min(left, 0.25))

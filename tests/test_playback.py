@@ -1,0 +1,84 @@
+"""What viewers see: the ladder plays in hls.js in headless Chromium, live windows slide correctly, and
+the HTTP server the CLI starts serves the player page."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import m3u8
+import pytest
+
+from tests.browser.harness import play_hls, serve
+from tests.conftest import SIDECAST, free_port, run_sidecast
+
+
+@pytest.mark.browser
+def test_master_playlist_plays_in_hls_js(clip_720: Path, tmp_path: Path) -> None:
+    run_sidecast("run", str(clip_720), "-o", str(tmp_path), "--no-progress", check=True)
+    with serve(tmp_path) as base:
+        report = play_hls(base + "master.m3u8", seconds=4)
+    report.raise_for_fatal()
+    assert report.advanced_by() >= 3.0, report.summary()
+    assert report.video_size in {(1280, 720), (854, 480), (640, 360)}
+    assert len(report.levels) == 3
+    assert report.audio_tracks, "the separate audio rendition is offered"
+
+
+def test_live_window_slides_with_consistent_sequence_numbers(clip_small: Path, tmp_path: Path) -> None:
+    """--realtime paces a file as live: the window holds 2 segments, media sequence counts what slid out."""
+    proc = subprocess.Popen([SIDECAST, "run", str(clip_small), "-o", str(tmp_path), "--realtime", "--window", "2",
+                             "--ladder", "360p:800k", "--snapshots-fps", "0", "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: list[tuple[int, list[str]]] = []
+    pl_path = tmp_path / "video" / "360p" / "index.m3u8"
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if pl_path.exists():
+            pl = m3u8.load(str(pl_path))
+            snap = (pl.media_sequence, [s.uri for s in pl.segments])
+            if not seen or seen[-1] != snap:
+                seen.append(snap)
+        time.sleep(0.1)
+    assert proc.wait(timeout=30) == 0
+    final = m3u8.load(str(pl_path))
+    assert final.is_endlist and len(final.segments) == 2
+    for seq, uris in seen:
+        assert len(uris) <= 2
+        assert uris[0] == f"seg_{seq:06d}.ts", "media sequence names the first listed segment"
+    seqs = [s for s, _ in seen]
+    assert seqs == sorted(seqs) and seqs[-1] >= 2
+    vod = m3u8.load(str(tmp_path / "video" / "360p" / "vod.m3u8"))
+    assert vod.is_endlist and vod.media_sequence == 0 and len(vod.segments) == 4
+    master_vod = m3u8.load(str(tmp_path / "master-vod.m3u8"))
+    assert master_vod.playlists[0].uri == "video/360p/vod.m3u8"
+
+
+def test_serve_flag_serves_playlists_and_the_player(clip_small: Path, tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen([SIDECAST, "run", str(clip_small), "-o", str(tmp_path), "--serve", str(port),
+                             "--serve-host", "127.0.0.1", "--ladder", "360p:800k", "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(base + "master.m3u8", timeout=2) as r:
+                    assert r.headers["Content-Type"] == "application/vnd.apple.mpegurl"
+                    assert r.headers["Access-Control-Allow-Origin"] == "*"
+                    break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("master.m3u8 never served")
+        with urllib.request.urlopen(base, timeout=5) as r:
+            page = r.read().decode()
+        assert "hls.min.js" in page and "https://" not in page
+        with urllib.request.urlopen(base + "healthz", timeout=5) as r:
+            assert r.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
