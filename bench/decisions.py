@@ -219,7 +219,7 @@ def main() -> int:
     for name, r in rows:
         print(f"{name:38} {r['rps']:7.0f} {r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {int(r['errors']):6d} "
               f"{r['cpu_ms']:10.3f} {1000 / max(r['cpu_ms'], 1e-9):10.0f}")
-    print("\nCPU ms/req: server CPU (plus redis-server's, for Redis) per request, from /proc: it depends far less")
+    print("\nCPU ms/req: server CPU (plus redis-server's, for Redis) per request, from /proc: it depends less")
     print("on other load than req/s does; req/s/core = what one free core would sustain at that cost.")
     print("\ntarget: >= 1500 decisions/s, p99 <= 25 ms on 2 cores")
     for name, r in rows:
