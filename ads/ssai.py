@@ -140,7 +140,8 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
     n = len(content.segments)
     # Per segment: (placement index, slot index) when it lies inside a break.
     where: list[tuple[int, int] | None] = [None] * n
-    after: list[int | None] = [None] * n   # placement whose break ends right before this segment
+    # (placement, slot of the previous segment) when this segment comes right after a break
+    after: list[tuple[int, int] | None] = [None] * n
     entries: list[list[_Entry]] = []
     for pi, p in enumerate(placements):
         brk = p.brk
@@ -158,7 +159,7 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
                 if where[i] is None:
                     where[i] = (pi, int(round(o / slot)))
             elif brk.duration - _EPS <= o < brk.duration - _EPS + slot - _EPS and after[i] is None:
-                after[i] = pi
+                after[i] = (pi, int(round(o / slot)) - 1)
 
     def source(pi: int, j: int) -> tuple[str, int]:
         """What plays in slot j of placement pi: ('ad', k), ('slate', j) or ('content', 0)."""
@@ -190,11 +191,8 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
         if w is None:
             disc = seg.discontinuity
             ai = after[i]
-            if ai is not None:
-                pi = ai
-                nslots = max(1, int(math.ceil((placements[pi].brk.duration - _EPS) / slot)))
-                if source(pi, nslots - 1)[0] != "content":
-                    disc = True
+            if ai is not None and source(*ai)[0] != "content":
+                disc = True
             new = seg if disc == seg.discontinuity else replace(seg, discontinuity=disc)
             if pdts[i] is not None and new.program_date_time is None:
                 new = replace(new, program_date_time=pdts[i])

@@ -6,7 +6,7 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import m3u8
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from ads.models import AdBreak
@@ -150,10 +150,13 @@ def live_streams(draw):
     return durs, discs, breaks, window, steps
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(live_streams())
 def test_stitched_live_windows_stay_valid_and_consistent_across_reloads(stream):
     durs, discs, placements, window, steps = stream
+    note(f"durs={durs} discs={discs} window={window} steps={steps}")
+    note("placements=" + repr([(p.brk.start_date, p.brk.duration, [len(a.segments) for a in p.ads],
+                                [a.segments[-1].duration for a in p.ads], p.slate is not None) for p in placements]))
     total = len(durs)
     state = SessionState()
     first = 0
