@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
 from ads.condition import Conditioner
+from ads.playlist import parse_media
 from tests.ads_media import add_cue_tags, make_content, make_creative
 from tests.browser.harness import play_hls, serve
 from tests.test_ads_session import KEYS, Recorder, app_for, serve_app
@@ -85,3 +87,50 @@ def test_sgai_stream_fires_interstitial_events_plays_the_ad_and_resumes(media, t
     # the primary content resumed and moved on past the interstitial's point
     primary = [p for _, p in report.positions("primary")]
     assert primary and max(primary) > 4.5, report.summary()
+
+
+@pytest.mark.browser
+def test_live_stitched_session_plays_through_the_break_as_the_window_slides(tmp_path):
+    src = tmp_path / "src"
+    make_content(src, seconds=20, subs=True)
+    add_cue_tags(src / "video" / "180p" / "index.m3u8", 4, 2)
+    creative = make_creative(tmp_path / "creative.mp4", seconds=4, color="green")
+    origin = tmp_path / "origin"
+    shutil.copytree(src, origin)
+    stop = threading.Event()
+
+    def publish() -> None:
+        # a live origin: a 4-segment window that gains one 2 s segment every 2 s, then ends
+        for last in range(4, 11):
+            for key in KEYS:
+                pl = parse_media((src / key).read_text())
+                pl.segments = pl.segments[max(0, last - 4):last]
+                pl.media_sequence = max(0, last - 4)
+                pl.playlist_type = None
+                pl.endlist = last == 10
+                tmp = origin / (key + ".tmp")
+                tmp.write_text(pl.dumps())
+                tmp.replace(origin / key)
+            if stop.wait(2.0):
+                return
+
+    publish_thread = threading.Thread(target=publish, daemon=True)
+    rec = Recorder(creative)
+    with serve_app(app_for(origin, rec, tmp_path / "cache")) as base:
+        # condition the creative before the clock starts, as the decisioning service would at upload
+        Conditioner(src / "master.m3u8", tmp_path / "cache")(creative)
+        publish_thread.start()
+        try:
+            report = play_hls(f"{base}/session/live-viewer/master.m3u8", seconds=12, timeout=60,
+                              hls_config={"liveSyncDurationCount": 2})
+        finally:
+            stop.set()
+            publish_thread.join(5)
+    report.raise_for_fatal()
+    urls = _frag_urls(report)
+    ad_at = [i for i, u in enumerate(urls) if "/ad/" in u]
+    after = [i for i, u in enumerate(urls) if any(f"seg_{k:06d}.ts" in u for k in (6, 7, 8))]
+    assert ad_at and after and max(after) > min(ad_at), urls
+    assert report.played >= 10.0, report.summary()
+    assert report.advanced_by() >= 10.0, report.summary()  # the playhead crossed both seams (8 s and 12 s)
+    assert "complete" in [b[3] for b in rec.beacons]
