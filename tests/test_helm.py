@@ -824,11 +824,12 @@ def test_image_command_starts_from_the_installed_wheel_and_passes_its_healthchec
                                cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert probe.stdout.strip().startswith(str(installed_wheel)), probe
     finally:
-        # The core's own SIGTERM handling (finish the segment) is the pipeline tests' business; an idle
-        # core waiting for a publisher is only given a few seconds here.
+        # Kubernetes sends SIGTERM and waits terminationGracePeriodSeconds (30 s by default) before SIGKILL.
+        # Known gap, reported to the core's owner: a core still waiting for its first RTMP publisher does
+        # not react to SIGTERM (FFmpeg's blocking listen swallows the signal), so it is not held to that here.
         code = run.stop(grace_s=3.0 if name == "core" else 15.0)
     if name != "core":
-        assert code is not None, f"{name} ignored SIGTERM for 15 s"
+        assert code is not None, f"{name} ignored SIGTERM for 15 s:\n{run.log.read_text()[-2000:]}"
 
 
 # ----------------------------------------------------------------------------- the health check script
