@@ -99,7 +99,7 @@ class FanOut:
             shm_links = [lk for lk in links if lk.transport == "shm"]
             if use_shm and shm_links:
                 size = codec.frame_nbytes(w, h, wants.pixel_format)
-                slots = sum(lk.max_video + 4 for lk in shm_links) + 2
+                slots = sum(lk.max_video + lk.max_inflight + 1 for lk in shm_links) + 2
                 try:
                     group.ring = ShmRing(size, slots)
                 except OSError as exc:
@@ -135,13 +135,14 @@ class FanOut:
             live = [lk for lk in g.links if lk.live]
             if not live:
                 continue
-            data = self._convert(frame, g)
+            planes = self._convert(frame, g)
+            size = sum(len(p) for p in planes)
             g.seq += 1
             shm_links = [lk for lk in live if lk.transport == "shm"] if g.ring is not None else []
             byte_links = [lk for lk in live if lk not in shm_links]
             if shm_links:
                 assert g.ring is not None
-                ref = g.ring.write(data, refs=len(shm_links))
+                ref = g.ring.write(planes, refs=len(shm_links))
                 if ref is None:
                     byte_links += shm_links  # ring exhausted: degrade this frame to bytes, never block
                 else:
@@ -151,21 +152,25 @@ class FanOut:
                         msg = pb2.CoreMessage(video=pb2.VideoFrame(
                             seq=g.seq, pts=t, width=g.width, height=g.height,
                             pixel_format=codec.PIXEL_TO_PB[g.wants.pixel_format],
-                            shm=pb2.ShmRef(slot=slot, generation=gen, size=len(data)), segment=segment))
+                            shm=pb2.ShmRef(slot=slot, generation=gen, size=size), segment=segment))
                         lk.offer(Outgoing(msg, "video", release=_releaser(ring, slot)))
             if byte_links:
-                payload = bytes(data)
+                payload = b"".join(planes)
                 for lk in byte_links:
                     msg = pb2.CoreMessage(video=pb2.VideoFrame(
                         seq=g.seq, pts=t, width=g.width, height=g.height,
                         pixel_format=codec.PIXEL_TO_PB[g.wants.pixel_format], pixels=payload, segment=segment))
                     lk.offer(Outgoing(msg, "video"))
 
-    def _convert(self, frame: av.VideoFrame, g: VideoGroup) -> memoryview:
+    def _convert(self, frame: av.VideoFrame, g: VideoGroup) -> list[memoryview]:
+        """One conversion; returns the converted planes as views (no copy when rows are unpadded)."""
         g.conversions += 1
-        out = g.scaler.reformat(frame, g.width, g.height, _AV_PIX[g.wants.pixel_format])
-        arr = out.to_ndarray()
-        return memoryview(np.ascontiguousarray(arr)).cast("B")
+        fmt = _AV_PIX[g.wants.pixel_format]
+        if frame.width == g.width and frame.height == g.height and frame.format.name == fmt:
+            out = frame  # the decoder's own buffer already is what the sidecar asked for
+        else:
+            out = g.scaler.reformat(frame, g.width, g.height, fmt)
+        return plane_views(out)
 
     # ------------------------------------------------------------ audio
 
@@ -219,15 +224,38 @@ class FanOut:
                 g.ring.close()
 
 
+def plane_views(frame: av.VideoFrame) -> list[memoryview]:
+    """A frame's planes as tightly packed byte views, in contract order (Y, U, V for yuv420p)."""
+    views = []
+    for i, plane in enumerate(frame.planes):
+        width = plane.width * (3 if frame.format.name in ("rgb24", "bgr24") else 1)
+        buf = memoryview(plane)
+        if plane.line_size == width:
+            views.append(buf[: width * plane.height])
+        else:  # rows padded for SIMD alignment: drop the padding (one copy)
+            rows = np.frombuffer(buf, dtype=np.uint8)[: plane.line_size * plane.height]
+            packed = np.ascontiguousarray(rows.reshape(plane.height, plane.line_size)[:, :width])
+            views.append(memoryview(packed).cast("B"))
+        _ = i
+    return views
+
+
+class _Releaser:
+    """Frees one slot reference exactly once, whichever path (release, drop, disconnect) gets there."""
+
+    __slots__ = ("ring", "slot", "done")
+
+    def __init__(self, ring: ShmRing, slot: int) -> None:
+        self.ring, self.slot, self.done = ring, slot, False
+
+    def __call__(self) -> None:
+        if not self.done:
+            self.done = True
+            self.ring.release(self.slot)
+
+
 def _releaser(ring: ShmRing, slot: int) -> Any:
-    done = threading.Event()
-
-    def release() -> None:
-        if not done.is_set():
-            done.set()
-            ring.release(slot)
-
-    return release
+    return _Releaser(ring, slot)
 
 
 __all__ = ["FanOut", "scaled_size", "Fraction"]

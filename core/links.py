@@ -59,13 +59,14 @@ class LinkStats:
 class SidecarLink:
     def __init__(self, name: str, target: str, timeline: Timeline, *, lossless: bool = False,
                  max_video: int = 8, max_audio: int = 600, stall_timeout: float = 5.0,
-                 allow_shm: bool = True) -> None:
+                 allow_shm: bool = True, max_inflight: int = 4) -> None:
         self.name = name
         self.target = target
         self.timeline = timeline
         self.lossless = lossless
         self.max_video = max_video
         self.max_audio = max_audio
+        self.max_inflight = max_inflight
         self.stall_timeout = stall_timeout
         self.allow_shm = allow_shm
         self.description: Description | None = None
@@ -164,11 +165,20 @@ class SidecarLink:
                 return True
         return False
 
+    def _blocked(self) -> bool:
+        """Credit-based flow control for shared memory: at most ``max_inflight`` frames may be out at the
+        sidecar unreleased, so a slow reader backs frames up in the (droppable) queue, not in the ring."""
+        if not self._q:
+            return True
+        head = self._q[0]
+        return (head.kind == "video" and head.release is not None
+                and len(self._outstanding) >= self.max_inflight)
+
     def _requests(self) -> Iterator[Any]:
         yield self._start_msg
         while True:
             with self._cond:
-                while not self._q and not self._closing and self.connected.is_set():
+                while self._blocked() and not self._closing and self.connected.is_set():
                     self._cond.wait(0.5)
                 if self._closing or not self.connected.is_set():
                     return
@@ -186,6 +196,7 @@ class SidecarLink:
             items = list(self._outstanding.values()) + [o for o in self._q if o.release]
             self._outstanding.clear()
             self._q.clear()
+            self._cond.notify_all()
         for o in items:
             if o.release:
                 o.release()
@@ -297,9 +308,10 @@ class SidecarLink:
                 self.timeline.set_live(self.name, True)
             self.timeline.watermark(self.name, msg.watermark.pts)
         elif body == "release":
-            for slot in msg.release.slots:
-                with self._cond:
-                    item = self._outstanding.pop(slot, None)
+            with self._cond:
+                items = [self._outstanding.pop(slot, None) for slot in msg.release.slots]
+                self._cond.notify_all()
+            for item in items:
                 if item is not None and item.release:
                     item.release()
         elif body == "error":

@@ -87,9 +87,11 @@ class ShmRing:
         self._lock = threading.Lock()
         self.closed = False
 
-    def write(self, data: bytes | memoryview, refs: int) -> tuple[int, int] | None:
-        """Copy one frame into a free slot held by ``refs`` readers; None when the ring is full."""
-        n = len(data)
+    def write(self, data: bytes | memoryview | list[memoryview], refs: int) -> tuple[int, int] | None:
+        """Copy one frame (one buffer, or its planes in order) into a free slot held by ``refs`` readers;
+        None when the ring is full. Planes are copied straight from the decoder's buffers: one copy."""
+        parts = data if isinstance(data, list) else [data]
+        n = sum(len(p) for p in parts)
         if n > self.slot_size:
             raise ValueError(f"frame of {n} bytes does not fit a {self.slot_size}-byte slot")
         with self._lock:
@@ -99,9 +101,11 @@ class ShmRing:
             self._refs[slot] = refs
             self._gen[slot] += 1
             gen = self._gen[slot]
-        off = slot * self.stride
-        self._mm[off + HEADER : off + HEADER + n] = data
-        struct.pack_into("<Q", self._mm, off, gen)
+        off = slot * self.stride + HEADER
+        for part in parts:
+            self._mm[off : off + len(part)] = part
+            off += len(part)
+        struct.pack_into("<Q", self._mm, slot * self.stride, gen)
         return slot, gen
 
     def release(self, slot: int, count: int = 1) -> None:
