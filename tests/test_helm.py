@@ -899,3 +899,23 @@ def test_docs_walk_through_build_install_publish_and_play():
     for needle in ("helm install", "rtmp://", "srt://", "master.m3u8", "sidecars.stt.enabled=false",
                    "gpu-stt-values.yaml", "externalRedis.url", "nvidia.com/gpu"):
         assert needle in doc, needle
+
+
+def documented_settings() -> list[str]:
+    """Every KEY=VALUE the docs tell users to set (``--set`` flags and inline `key=value` code)."""
+    doc = (ROOT / "docs" / "kubernetes.md").read_text()
+    found = re.findall(r"--set ([A-Za-z][\w.\[\]]*=[^\s`]+)", doc)
+    found += re.findall(r"`([a-z][A-Za-z0-9_.\[\]]*\.[A-Za-z0-9_.\[\]]+=[^\s`]+|nativeSidecars=\w+)`", doc)
+    return sorted({f.rstrip(".,") for f in found})
+
+
+def test_every_setting_the_docs_mention_is_accepted_by_the_chart():
+    settings = documented_settings()
+    assert len(settings) >= 8, settings
+    for setting in settings:
+        setting = setting.replace("$REG", "registry.example.com/media")
+        extra = []
+        if setting.startswith("redis.enabled=false"):
+            extra = ["--set", "ads.autoscaling.enabled=false", "--set", "ads.replicas=1"]
+        proc = run_helm("template", "rel", str(CHART), "--set", setting, *extra)
+        assert proc.returncode == 0, f"docs/kubernetes.md says --set {setting}, which fails:\n{proc.stderr}"
