@@ -30,8 +30,8 @@ from sidecars.bitrate.model import CRF_GRID, Policy, choose_crf, model_inputs  #
 
 HERE = Path(__file__).resolve().parent
 SEED = 20261125
-WIDTHS = (8, 16, 24)
-DECAYS = (1e-3, 1e-2)
+WIDTHS = (4, 8, 16)
+DECAYS = (0.01, 0.1, 0.3)
 
 
 # ---------------------------------------------------------------------------- data
@@ -54,19 +54,35 @@ def load_corpus(path: Path) -> dict[str, np.ndarray]:
 
 
 def design(table: dict[str, np.ndarray], mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Model inputs and measured outputs (VMAF, log2 kbit/s) of the selected rows."""
     feats = np.column_stack([table[n][mask] for n in FEATURE_NAMES])
     x = model_inputs(feats, table["height"][mask], table["crf"][mask]).astype(np.float64)
     y = np.column_stack([table["vmaf"][mask], np.log2(np.maximum(table["kbps"][mask], 1.0))])
     return x, y
 
 
+# The network learns VMAF as a log "distortion", log2(VMAF_CEIL - VMAF): roughly linear in CRF, and it
+# saturates the way VMAF does near 100, so predicted curves flatten where real ones do (the slope policy
+# reads slopes). The ONNX graph converts back, so the model's output is plain VMAF.
+VMAF_CEIL = 101.0
+
+
+def to_distortion(vmaf: np.ndarray) -> np.ndarray:
+    return np.log2(VMAF_CEIL - np.minimum(vmaf, VMAF_CEIL - 0.5))
+
+
+def from_distortion(d: np.ndarray) -> np.ndarray:
+    return VMAF_CEIL - np.exp2(d)
+
+
 # ---------------------------------------------------------------------------- the MLP
 
 
 class Mlp:
-    """x -> standardise -> tanh(W1) -> W2 -> un-standardise; the exact graph the ONNX file holds."""
+    """x -> standardise -> tanh(W1) -> W2 -> un-standardise -> VMAF from distortion; the ONNX graph."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, hidden: int, seed: int) -> None:
+        y = np.column_stack([to_distortion(y[:, 0]), y[:, 1]])
         rng = np.random.default_rng(seed)
         self.x_mu, self.x_sd = x.mean(0), x.std(0) + 1e-6
         self.y_mu, self.y_sd = y.mean(0), y.std(0) + 1e-6
@@ -81,9 +97,11 @@ class Mlp:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         h = np.tanh(((x - self.x_mu) / self.x_sd) @ self.w1 + self.b1)
-        return (h @ self.w2 + self.b2) * self.y_sd + self.y_mu
+        out = (h @ self.w2 + self.b2) * self.y_sd + self.y_mu
+        return np.column_stack([from_distortion(out[:, 0]), out[:, 1]])
 
     def fit(self, x: np.ndarray, y: np.ndarray, decay: float, steps: int = 4000, lr: float = 0.01) -> Mlp:
+        y = np.column_stack([to_distortion(y[:, 0]), y[:, 1]])
         xs = (x - self.x_mu) / self.x_sd
         ys = (y - self.y_mu) / self.y_sd
         params = self.params()
@@ -122,10 +140,17 @@ def export_onnx(net: Mlp, path: Path) -> None:
         helper.make_node("MatMul", ["h", "w2"], ["o0"]),
         helper.make_node("Add", ["o0", "b2"], ["o1"]),
         helper.make_node("Mul", ["o1", "y_sd"], ["o2"]),
-        helper.make_node("Add", ["o2", "y_mu"], ["y"]),
+        helper.make_node("Add", ["o2", "y_mu"], ["o3"]),
+        helper.make_node("Split", ["o3", "split2"], ["dist", "rate"], axis=1),
+        helper.make_node("Mul", ["dist", "ln2"], ["dist_e"]),
+        helper.make_node("Exp", ["dist_e"], ["dist_lin"]),
+        helper.make_node("Sub", ["ceil", "dist_lin"], ["vmaf"]),
+        helper.make_node("Concat", ["vmaf", "rate"], ["y"], axis=1),
     ]
     inits = [const("x_mu", net.x_mu), const("x_sd", net.x_sd), const("w1", net.w1), const("b1", net.b1),
-             const("w2", net.w2), const("b2", net.b2), const("y_sd", net.y_sd), const("y_mu", net.y_mu)]
+             const("w2", net.w2), const("b2", net.b2), const("y_sd", net.y_sd), const("y_mu", net.y_mu),
+             numpy_helper.from_array(np.array([1, 1], dtype=np.int64), "split2"),
+             const("ln2", np.array([np.log(2.0)])), const("ceil", np.array([VMAF_CEIL]))]
     graph = helper.make_graph(
         nodes, "sidecast_bitrate",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", d])],
@@ -187,7 +212,7 @@ def simulate(table: dict[str, np.ndarray], mask: np.ndarray, predict, policy: Po
 
     Per (segment, height) the model's curves pick a CRF (as in the sidecar); bits and VMAF at that CRF are
     read off the measured points (log-linear for bits, linear for VMAF; CRFs outside the measured range
-    are evaluated at its end). Savings are over all bits; VMAF deltas are per clip (mean over its
+    are evaluated at its end). ``predict=None`` simulates a perfect model (the ceiling of the policy). Savings are over all bits; VMAF deltas are per clip (mean over its
     segments and heights), as in bench/bitrate.py.
     """
     keys = sorted(set(zip(table["clip"][mask], table["segment"][mask], table["height"][mask], strict=True)))
@@ -196,9 +221,11 @@ def simulate(table: dict[str, np.ndarray], mask: np.ndarray, predict, policy: Po
         sel = mask & (table["clip"] == clip) & (table["segment"] == seg) & (table["height"] == height)
         order = np.argsort(table["crf"][sel])
         crfs, vm, bits = (table[k][sel][order] for k in ("crf", "vmaf", "bits"))
-        feats = np.column_stack([table[n][sel][:1] for n in FEATURE_NAMES])
-        x = model_inputs(np.repeat(feats, len(CRF_GRID), 0), np.full(len(CRF_GRID), height), CRF_GRID)
-        pred = predict(x)
+        if predict is None:  # a perfect model: the measured curves themselves
+            pred = np.column_stack([np.interp(CRF_GRID, crfs, vm), np.interp(CRF_GRID, crfs, np.log2(bits / 2000.0))])
+        else:
+            feats = np.column_stack([table[n][sel][:1] for n in FEATURE_NAMES])
+            pred = predict(model_inputs(np.repeat(feats, len(CRF_GRID), 0), np.full(len(CRF_GRID), height), CRF_GRID))
         crf = choose_crf(CRF_GRID, pred[:, 0], static_crf, policy, kbps=2.0 ** pred[:, 1])
         crf = float(np.clip(crf, crfs[0], crfs[-1]))
         b_static = 2.0 ** np.interp(static_crf, crfs, np.log2(bits))
@@ -239,11 +266,11 @@ def choose_slope(table: dict[str, np.ndarray], fold_of: dict[str, Mlp]) -> tuple
     """The exchange rate (VMAF per Mbit/s) of the slope policy, chosen on training clips only.
 
     Each training clip is decided by the fold model that never saw it, so the choice reflects the model's
-    real errors. Picks the rate that saves the most bits while keeping the mean VMAF change >= +0.1 (a
-    margin for model error) and no clip more than 0.8 VMAF worse; falls back to the safest rate.
+    real errors. Picks the rate that saves the most bits at equal or better mean VMAF (the issue's
+    criterion); if none keeps the mean, the one with the best mean VMAF.
     """
     trials = []
-    for lam in (2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0):
+    for lam in (8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0):
         res_by_clip = []
         for clip, net in fold_of.items():
             mask = table["clip"] == clip
@@ -259,7 +286,7 @@ def choose_slope(table: dict[str, np.ndarray], fold_of: dict[str, Mlp]) -> tuple
                        "worst_clip_vmaf_delta": round(float(np.min(deltas)), 3)})
         print(f"slope {lam:5.1f} VMAF/Mbit/s on training clips (out of fold): saved {saved:5.1f}%, "
               f"mean VMAF {np.mean(deltas):+.2f}, worst clip {np.min(deltas):+.2f}", flush=True)
-    ok = [t for t in trials if t["mean_vmaf_delta"] >= 0.1 and t["worst_clip_vmaf_delta"] >= -0.8]
+    ok = [t for t in trials if t["mean_vmaf_delta"] >= 0.0]
     best = max(ok, key=lambda t: t["saved_pct"]) if ok else max(trials, key=lambda t: t["mean_vmaf_delta"])
     return float(best["vmaf_per_mbps"]), trials
 
@@ -291,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         "chosen_vmaf_per_mbps": slope, "slope_trials_train_oof": trials,
         "eval_simulated_slope": simulate(table, evals, net.forward, Policy(vmaf_per_mbps=slope)),
         "eval_simulated_target": simulate(table, evals, net.forward, Policy(mode="target")),
+        "eval_perfect_model_slope": simulate(table, evals, None, Policy(vmaf_per_mbps=slope)),
+        "train_perfect_model_slope": simulate(table, table["split"] == "train", None, Policy(vmaf_per_mbps=slope)),
     }
     (args.output.with_name("metrics.json")).write_text(json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics, indent=2))

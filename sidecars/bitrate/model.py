@@ -69,7 +69,7 @@ class Policy:
     """
 
     mode: Literal["slope", "target"] = "slope"
-    vmaf_per_mbps: float = 8.0
+    vmaf_per_mbps: float = 16.0
     target_vmaf: float = 93.0
     max_drop: float = 1.0
     min_crf: float = 16.0

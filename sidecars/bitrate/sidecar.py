@@ -100,8 +100,12 @@ class BitrateSidecar(Sidecar):
         p = Policy()
         parser.add_argument("--model", type=Path, default=None,
                             help="bitrate.onnx to use (default: models/bitrate/bitrate.onnx)")
+        parser.add_argument("--policy", choices=["slope", "target"], default=p.mode,
+                            help="slope: fewest bits for the mean quality (default); target: reach --target-vmaf")
+        parser.add_argument("--vmaf-per-mbps", type=float, default=p.vmaf_per_mbps,
+                            help=f"slope policy: VMAF points one Mbit/s is worth (default {p.vmaf_per_mbps:g})")
         parser.add_argument("--target-vmaf", type=float, default=p.target_vmaf,
-                            help=f"VMAF each rendition aims for (default {p.target_vmaf:g})")
+                            help=f"target policy: VMAF each rendition aims for (default {p.target_vmaf:g})")
         parser.add_argument("--max-drop", type=float, default=p.max_drop,
                             help=f"never aim more than this many VMAF points below the static CRF "
                                  f"(default {p.max_drop:g})")
@@ -110,12 +114,12 @@ class BitrateSidecar(Sidecar):
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Callable[[], Sidecar]:
-        policy = Policy(target_vmaf=args.target_vmaf, max_drop=args.max_drop, min_crf=args.min_crf,
-                        max_crf=args.max_crf)
-        if not (0 < policy.target_vmaf <= 100 and policy.max_drop >= 0
+        policy = Policy(mode=args.policy, vmaf_per_mbps=args.vmaf_per_mbps, target_vmaf=args.target_vmaf,
+                        max_drop=args.max_drop, min_crf=args.min_crf, max_crf=args.max_crf)
+        if not (0 < policy.target_vmaf <= 100 and policy.max_drop >= 0 and policy.vmaf_per_mbps > 0
                 and 0 <= policy.min_crf <= policy.max_crf <= 51):
-            raise ConfigError("bitrate: need 0 < --target-vmaf <= 100, --max-drop >= 0 and "
-                              "0 <= --min-crf <= --max-crf <= 51")
+            raise ConfigError("bitrate: need 0 < --target-vmaf <= 100, --vmaf-per-mbps > 0, --max-drop >= 0 "
+                              "and 0 <= --min-crf <= --max-crf <= 51")
         try:
             _shared_model(args.model)  # fail at start-up with the model's own message, not on a segment
         except ModelError as exc:
