@@ -311,6 +311,8 @@ def breaks_from_playlist(pl: MediaPlaylist) -> list[AdBreak]:
             elif name == "#EXT-X-CUE-IN":
                 if cur is None and (auto_closed or i == 0):
                     continue  # expected: the break ended here, or began before this live window
+                if cur is not None and cur.start == t:
+                    continue  # CUE-OUT and CUE-IN on one segment: the IN closes the previous break
                 if cur is None:
                     log.warning("ignoring EXT-X-CUE-IN at segment %d: no EXT-X-CUE-OUT opened a break",
                                 pl.media_sequence + i)

@@ -145,11 +145,12 @@ class ResolvedAd:
     renditions: dict[str, tuple[Segment, ...]]   # content key -> ad segments (absolute locations)
 
 
-@dataclass(frozen=True)
+@dataclass
 class ResolvedPod:
     pod: AdPod
     ads: tuple[ResolvedAd, ...]
     media: dict[str, tuple[AdMedia, ...]] = field(default_factory=dict)  # per content key, with output URIs
+    first_sequence: int | None = None   # live: segments the session saw before the decision stay content
 
 
 class AdResolver:
@@ -224,6 +225,7 @@ class SessionState:
     retired: int = 0                                  # seams pruned from ``seams`` (all before the window)
     retired_below: int = 0
     last_seen: float = 0.0
+    max_sequence: int = -1                            # the highest media sequence number served so far
     # hls.js asks for the video and audio playlists at the same moment: one decision per break, not two
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -319,8 +321,11 @@ class StitchService:
                         assert b.start_date is not None
                         if b.start_date + timedelta(seconds=b.duration + 600) < first:
                             del self._known_breaks[bid]
+                # a break keeps the definition it was first seen with (cue tags of later windows may
+                # describe it differently), so its segments never change between reloads
                 ids = {b.id for b in found}
-                merged = found + [b for b in self._known_breaks.values() if b.id not in ids]
+                merged = [self._known_breaks.get(b.id, b) for b in found]
+                merged += [b for b in self._known_breaks.values() if b.id not in ids]
             self._breaks_cache = (ref, merged)
             cached = self._breaks_cache
         out = list(cached[1])
@@ -367,6 +372,8 @@ class StitchService:
                 resolved = self._resolve_pod(pod)
             except (PodError, OSError, PlaylistError) as exc:
                 log.warning("break %s plays content for session %s: %s", brk.id, sid, exc)
+        if resolved is not None and st.max_sequence >= 0:
+            resolved.first_sequence = st.max_sequence + 1
         st.pods[brk.id] = resolved
         return resolved
 
@@ -459,13 +466,16 @@ class StitchService:
             rp = self.pod(sid, st, brk)
             if rp is None:
                 continue
-            placements.append(Placement(brk, self.ad_media(rp, brk, key), self.slate_for(key)))
+            placements.append(Placement(brk, self.ad_media(rp, brk, key), self.slate_for(key),
+                                        None if content.endlist else rp.first_sequence))
         with self._lock:
             prior = st.prior_seams(content.media_sequence) if not content.endlist else 0
         out = stitch(content, placements, prior_seams=prior)
         if not content.endlist:
             with self._lock:
                 st.record(out.seams, content.media_sequence)
+        if content.segments:
+            st.max_sequence = max(st.max_sequence, content.media_sequence + len(content.segments) - 1)
         return out.playlist.dumps()
 
     def render_master(self, name: str) -> str:

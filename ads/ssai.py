@@ -52,6 +52,7 @@ class Placement:
     brk: AdBreak
     ads: tuple[AdMedia, ...] = ()
     slate: Segment | None = None
+    first_sequence: int | None = None   # live: the first media sequence number the pod may take
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +143,9 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
     where: list[tuple[int, int] | None] = [None] * n
     # (placement, slot of the previous segment) when this segment comes right after a break
     after: list[tuple[int, int] | None] = [None] * n
+    # Where breaks overlap, the one that starts first owns the segments, whatever order they come in.
+    placements = sorted(placements, key=lambda p: (p.brk.start_date is None, p.brk.start_date or p.brk.start,
+                                                   p.brk.start, p.brk.id))
     entries: list[list[_Entry]] = []
     for pi, p in enumerate(placements):
         brk = p.brk
@@ -150,16 +154,32 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
                         brk.id)
             entries.append([])
             continue
+        offs = _offsets(content, brk)
+        # Slots are counted in media sequence numbers (one segment, one slot), anchored on the first
+        # segment of the window that is in the break or right after it.
+        start_msn = None
+        for i, o in enumerate(offs):
+            if o is not None and -_EPS <= o < brk.duration - _EPS + slot - _EPS:
+                start_msn = content.media_sequence + i - int(round(o / slot))
+                break
+        if start_msn is None:
+            entries.append([])
+            continue
+        # A pod decided after the session already saw some of the break's segments starts at the first
+        # segment it has not seen: a listed segment never changes (RFC 8216bis §6.2.2).
+        first = max(start_msn, p.first_sequence if p.first_sequence is not None else start_msn)
         nslots = max(1, int(math.ceil((brk.duration - _EPS) / slot)))
-        entries.append(_pod_entries(p, brk.duration, content.target_duration, nslots))
-        for i, o in enumerate(_offsets(content, brk)):
+        late = first - start_msn
+        entries.append(_pod_entries(p, brk.duration - late * slot, content.target_duration, nslots - late))
+        for i, o in enumerate(offs):
             if o is None:
                 continue
+            msn = content.media_sequence + i
             if -_EPS <= o < brk.duration - _EPS:
                 if where[i] is None:
-                    where[i] = (pi, int(round(o / slot)))
+                    where[i] = (pi, msn - first)
             elif brk.duration - _EPS <= o < brk.duration - _EPS + slot - _EPS and after[i] is None:
-                after[i] = (pi, int(round(o / slot)) - 1)
+                after[i] = (pi, msn - 1 - first)
 
     def source(pi: int, j: int) -> tuple[str, int]:
         """What plays in slot j of placement pi: ('ad', k), ('slate', j) or ('content', 0)."""

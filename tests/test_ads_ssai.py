@@ -218,3 +218,83 @@ def test_vod_stitch_durations_add_up(n_break, n_ad, before):
     assert sum(1 for s in out.segments if s.uri.startswith("a_")) == used
     assert len(m3u8.loads(out.dumps()).segments) == total
     assert format_pdt(out.segments[-1].program_date_time) == format_pdt(T0 + timedelta(seconds=2 * (total - 1)))
+
+
+# ---- the service: cue tags on the reference rendition, every rendition in step ----------------------
+
+class _Origin:
+    """An origin in memory for StitchService: windows of a video rendition (with cue tags) and audio."""
+
+    def __init__(self, windows: dict[str, MediaPlaylist], ads: dict[str, MediaPlaylist]) -> None:
+        self.windows = windows
+        self.ads = ads
+
+    def media(self, loc: str) -> MediaPlaylist:
+        return self.ads.get(loc) or self.windows[loc.rsplit("/origin/", 1)[1]]
+
+    def master(self, loc: str):  # noqa: ANN201
+        from ads.playlist import parse_master
+
+        return parse_master('#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="a",NAME="a",URI="audio/index.m3u8"\n'
+                            '#EXT-X-STREAM-INF:BANDWIDTH=1,RESOLUTION=640x360,AUDIO="a"\nvideo/360p/index.m3u8\n')
+
+    def text(self, loc: str) -> tuple[str, object]:
+        return self.media(loc).dumps(), 0
+
+
+def _cued(first: int, n: int, cue_at: set[int], brk_len: int, audio: bool) -> MediaPlaylist:
+    segs = []
+    for k in range(first, first + n):
+        tags: list[str] = []
+        if not audio:
+            for c in cue_at:
+                if k == c:
+                    tags.append(f"#EXT-X-CUE-OUT:{2 * brk_len}")
+                elif c < k < c + brk_len:
+                    tags.append(f"#EXT-X-CUE-OUT-CONT:{2 * (k - c)}/{2 * brk_len}")
+                elif k == c + brk_len:
+                    tags.append("#EXT-X-CUE-IN")
+        d = 2.0 if not audio else (2.005 if k % 2 else 1.995)  # AAC frames: audio segments wobble
+        segs.append(Segment(f"seg_{k:06d}.ts", d, "", False, T0 + timedelta(seconds=2 * k), tuple(tags)))
+    return MediaPlaylist(target_duration=2, segments=segs, media_sequence=first, version=3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(2, 40), min_size=1, max_size=3, unique=True), st.integers(1, 5), st.integers(3, 8),
+       st.lists(st.integers(0, 2), min_size=10, max_size=30), st.integers(0, 6))
+def test_service_stitches_video_and_audio_in_step_from_cue_tags(cues, brk_len, window, steps, ad_segs):
+    from ads.models import AdPod, PodAd
+    from ads.session import StitchService
+
+    note(f"cues={cues} brk_len={brk_len} window={window} steps={steps} ad_segs={ad_segs}")
+
+    ad_lists = {"/ads/video.m3u8": MediaPlaylist(2, [Segment(f"v{i}.ts", 2.0) for i in range(ad_segs)], endlist=True),
+                "/ads/audio.m3u8": MediaPlaylist(2, [Segment(f"a{i}.ts", 2.005) for i in range(ad_segs)],
+                                                 endlist=True)}
+    origin = _Origin({}, ad_lists)
+    pod = (PodAd("c", 2.0 * ad_segs, "/ads/master.m3u8",
+                 rendition_uris={"360p": "/ads/video.m3u8", "audio": "/ads/audio.m3u8"}),)
+    svc = StitchService("/origin", lambda sid, b: AdPod(b.id, sid, pod), lambda *a: None, fetcher=origin)  # type: ignore[arg-type]
+    numbers: dict[tuple[str, int], tuple[bool, int]] = {}
+    first = 0
+    for step in steps:
+        first += step
+        for key, audio in (("video/360p/index.m3u8", False), ("audio/index.m3u8", True)):
+            origin.windows[key] = _cued(first, window, set(cues), brk_len, audio)
+        for key in ("video/360p/index.m3u8", "audio/index.m3u8"):
+            pl = parse_media(svc.render("s", key))
+            assert pl.media_sequence == first and len(pl.segments) == window
+            n = pl.discontinuity_sequence
+            for i, seg in enumerate(pl.segments):
+                n += seg.discontinuity
+                is_ad = not seg.uri.startswith("seg_")
+                assert numbers.setdefault((key, first + i), (is_ad, n)) == (is_ad, n), (key, first, pl.dumps())
+    # video and audio agree, segment by segment, on ad-or-content and on the discontinuity number
+    for (key, msn), v in numbers.items():
+        other = ("audio/index.m3u8" if key.startswith("video") else "video/360p/index.m3u8", msn)
+        if other in numbers:
+            assert numbers[other] == v, (msn, v, numbers[other])
+    # and the ads really are there: the first break's first slot is an ad in both renditions
+    c = min(cues)
+    if ad_segs and ("video/360p/index.m3u8", c) in numbers:
+        assert numbers[("video/360p/index.m3u8", c)][0] and numbers[("audio/index.m3u8", c)][0]
