@@ -36,7 +36,7 @@ from .fanout import FanOut
 from .ladder import AUDIO_BITRATE, DEFAULT_LADDER, Rung, build_ladder, declared_bandwidth
 from .links import LocalSidecar, SidecarLink
 from .playlist import Media, MediaPlaylist, Segment, VariantStream, atomic_write, render_master
-from .sources import AudioEvent, Discontinuity, Dropped, Opened, Source, VideoEvent
+from .sources import AudioEvent, Discontinuity, Dropped, Opened, Source, VideoEvent, redact
 from .timeline import Timeline
 
 log = logging.getLogger("sidecast.pipeline")
@@ -403,7 +403,7 @@ class Pipeline:
             elif isinstance(ev, Opened):
                 self.fps = ev.fps
                 frame_dur = float(1 / ev.fps)
-                log.info("source opened", extra={"source": self.cfg.source, "stream": ev.description})
+                log.info("source opened", extra={"source": redact(self.cfg.source), "stream": ev.description})
                 rungs = build_ladder(ev.width, ev.height, self.cfg.ladder)
                 self._wait_described()
                 info = self._stream_info(ev, rungs)

@@ -131,6 +131,9 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def print_summary(s: RunSummary) -> None:
+    if s.segments == 0:
+        print(f"sidecast: done: no media was received ({s.wall_seconds:.1f} s); nothing was published", flush=True)
+        return
     print(
         f"sidecast: done: {s.segments} segments, {s.frames} frames, {s.media_seconds:.1f} s of media in "
         f"{s.wall_seconds:.1f} s ({s.speed:.2f}x real time); renditions {', '.join(s.renditions)}"

@@ -229,11 +229,21 @@ class _Conn:
             self.bridge.wait()
 
 
+def redact(url: str) -> str:
+    """A URL safe for logs: passwords and sensitive query values (SRT passphrases, tokens) are masked."""
+    u = urlparse(url)
+    if not u.scheme:
+        return url
+    netloc = u.netloc.replace(f":{u.password}@", ":***@") if u.password else u.netloc
+    query = re.sub(r"(passphrase|token|key|secret|password|pass|streamid)=[^&]*", r"\1=***", u.query, flags=re.I)
+    return u._replace(netloc=netloc, query=query).geturl()
+
+
 def _av_error(source: str, exc: Exception) -> SourceError:
     msg = getattr(exc, "strerror", None) or str(exc)
     msg = re.sub(r"^\[Errno -?\d+\] ", "", msg)
     msg = re.sub(r": '.*'$", "", msg)
-    return SourceError(f"cannot open {source!r}: {msg}")
+    return SourceError(f"cannot open {redact(source)!r}: {msg}")
 
 
 class Source:
@@ -304,7 +314,9 @@ class Source:
         timeout_us = str(int(self.open_timeout * 1_000_000))
         if self.scheme == "rtmp":
             url = f"rtmp://127.0.0.1:{self.rtmp_backend}/{self.rtmp_app}/ingest"
-            listen_s = "-1" if wait is None else str(max(1, int(math.ceil(wait))))
+            # Listen in slices of at most 1 s so a SIGTERM (Kubernetes rollout) is honoured while idle:
+            # Python runs signal handlers only between these blocking calls.
+            listen_s = "1" if wait is None else str(max(1, min(1, int(math.ceil(wait)))))
             return _Conn(av.open(url, options={"listen": "1", "timeout": listen_s, "rw_timeout": str(60_000_000)},
                                  timeout=None))
         if self.scheme == "srt":
@@ -319,7 +331,7 @@ class Source:
                 err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
                 proc.wait()
                 why = err.splitlines()[-1] if err else "no data"
-                raise SourceError(f"cannot open {self.source!r}: {why}") from exc
+                raise SourceError(f"cannot open {redact(self.source)!r}: {why}") from exc
             return _Conn(container, proc)
         if self.scheme == "rtsp":
             return _Conn(av.open(self.source, options={"rtsp_transport": "tcp", "timeout": timeout_us},
@@ -348,8 +360,10 @@ class Source:
                 conn = self._open(wait)
             except (SourceError, av.error.FFmpegError) as exc:
                 if self.scheme == "rtmp" and (first or away_since is None):
-                    # A refused or broken publisher: keep listening for the next one.
-                    log.info("RTMP publisher connection failed; listening again", extra={"error": str(exc)[:200]})
+                    # A listen slice ran out, or a refused or broken publisher: keep listening.
+                    if "timed out" not in str(exc).lower() and "Connection timed out" not in str(exc):
+                        log.info("RTMP publisher connection failed; listening again",
+                                 extra={"error": str(exc)[:200]})
                     continue
                 if first or not self.live:
                     raise (exc if isinstance(exc, SourceError) else _av_error(self.source, exc)) from exc
@@ -364,10 +378,10 @@ class Source:
             try:
                 video = next((s for s in conn.container.streams.video), None)
                 if video is None:
-                    raise SourceError(f"{self.source!r} has no video stream")
+                    raise SourceError(f"{redact(self.source)!r} has no video stream")
                 if video.codec_context is None or video.codec_context.name not in av.codecs_available:
                     name = video.codec_context.name if video.codec_context is not None else "unknown"
-                    raise SourceError(f"cannot decode {self.source!r}: unsupported video codec ({name})")
+                    raise SourceError(f"cannot decode {redact(self.source)!r}: unsupported video codec ({name})")
                 audio = next((s for s in conn.container.streams.audio), None) if self.want_audio else None
                 if audio is not None and audio.codec_context is None:
                     log.warning("audio codec cannot be decoded; continuing without audio")
