@@ -184,3 +184,23 @@ def test_live_session_keeps_sequences_consistent_as_the_window_slides(media, tmp
     assert {msn for (k, msn), (kind, _) in seen.items() if kind == "ad"} == {2, 3}
     # after the break slid out entirely the discontinuity sequence counts both seams
     assert seen[("video/180p/index.m3u8", 4)][1] == 2
+
+
+def test_vod_session_gets_scheduled_pre_and_post_rolls_in_every_rendition(media, tmp_path):
+    rec = Recorder(media["creative"])
+    app = FastAPI()
+    app.include_router(make_router(
+        media["root"] / "content", rec.decide, rec.beacon,
+        schedule=lambda: [AdBreak("pre", 0.0, 0.0, "pre", source="api"), AdBreak("post", 16.0, 0.0, "post", source="api")],
+        conditioner=Conditioner(media["root"] / "content" / "master.m3u8", tmp_path / "cache")))
+    with serve_app(app) as base, httpx.Client() as http:
+        lists = {k: parse_media(http.get(f"{base}/session/vod-1/{k}").text) for k in KEYS}
+    for key, pl in lists.items():
+        kinds = ["ad" if s.uri.startswith("../") else "content" for s in pl.segments]
+        # pre-roll (2) + content 0-1 + the cue break (2 ad slots) + content 4-7 + post-roll (2)
+        assert kinds == ["ad"] * 2 + ["content"] * 2 + ["ad"] * 2 + ["content"] * 4 + ["ad"] * 2, (key, kinds)
+        assert pl.endlist
+        assert [i for i, s in enumerate(pl.segments) if s.discontinuity] == [0, 2, 4, 6, 10], key
+        assert pl.duration == pytest.approx(16.0 + 4.0 + 4.0, abs=0.1)
+    ids = [d[1] for d in rec.decisions]
+    assert len(ids) == 3 and {"pre", "post"} < set(ids)  # one decision per break, the cue break included
