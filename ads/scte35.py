@@ -375,3 +375,13 @@ def _position(start: float, total: float, vod: bool) -> Literal["pre", "mid", "p
     if vod and start >= total - 0.05:
         return "post"
     return "mid"
+
+
+def with_wall_clock(breaks: Iterable[AdBreak], media_zero: datetime) -> list[AdBreak]:
+    """Breaks on the media timeline (e.g. from ``breaks_from_ts``) placed on the wall clock, so that a live
+    stitcher can find them by EXT-X-PROGRAM-DATE-TIME. ``media_zero`` is the PDT of media time 0 (the
+    core's first segment)."""
+    from dataclasses import replace
+
+    return [b if b.start_date is not None else replace(b, start_date=media_zero + timedelta(seconds=b.start))
+            for b in breaks]

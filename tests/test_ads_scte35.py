@@ -181,3 +181,11 @@ def test_vod_breaks_at_start_and_end_are_pre_and_post_rolls():
 def test_path_objects_are_accepted(tmp_path: Path):
     ts = ts_with_cues(tmp_path / "one.ts", [splice_insert(1, True, 12.0, 4.0)])
     assert breaks_from_ts(str(ts)) == breaks_from_ts(ts)
+
+
+def test_breaks_from_mpegts_can_be_placed_on_the_wall_clock_for_live(tmp_path):
+    from ads.scte35 import with_wall_clock
+
+    ts = ts_with_cues(tmp_path / "c.ts", [splice_insert(5, True, 22.0, 6.0)])
+    [b] = with_wall_clock(breaks_from_ts(ts), T0)
+    assert b.start_date == T0 + timedelta(seconds=12) and b.duration == 6.0
