@@ -71,7 +71,7 @@ def test_model_card_heldout_error_is_reproduced_from_the_corpus_table(model: Rat
 
 def test_target_policy_reaches_the_target_with_the_fewest_bits() -> None:
     crfs = np.arange(16.0, 40.0, 1.0)
-    target = Policy(mode="target", target_vmaf=93.0)
+    target = Policy(mode="target", target_vmaf=93.0, max_drop=1.0)
     curve = 110.0 - 1.0 * crfs  # 93 at CRF 17, 87 at the static 23
     assert choose_crf(crfs, curve, 23.0, target) == 17.0
     easy = 130.0 - 1.0 * crfs  # far above the target: 107 at the static 23
@@ -135,3 +135,4 @@ def test_default_policy_is_the_operating_point_training_chose() -> None:
     metrics = json.loads((MODELS / "metrics.json").read_text())
     assert Policy().mode == "slope"
     assert Policy().vmaf_per_mbps == metrics["chosen_vmaf_per_mbps"]
+    assert Policy().max_drop == metrics["chosen_max_drop"]

@@ -262,33 +262,30 @@ def grouped_cv(table: dict[str, np.ndarray], hidden: int, decay: float, folds: i
     return float(np.concatenate(errs).mean()), fold_of
 
 
-def choose_slope(table: dict[str, np.ndarray], fold_of: dict[str, Mlp]) -> tuple[float, list[dict]]:
-    """The exchange rate (VMAF per Mbit/s) of the slope policy, chosen on training clips only.
+def choose_slope(table: dict[str, np.ndarray], fold_of: dict[str, Mlp]) -> tuple[Policy, list[dict]]:
+    """The slope policy's operating point (VMAF per Mbit/s and guard), chosen on training clips only.
 
     Each training clip is decided by the fold model that never saw it, so the choice reflects the model's
-    real errors. Picks the rate that saves the most bits at equal or better mean VMAF (the issue's
+    real errors. Picks the point that saves the most bits at equal or better mean VMAF (the issue's
     criterion); if none keeps the mean, the one with the best mean VMAF.
     """
+    static_bits = {c: float(table["bits"][(table["clip"] == c) & (table["crf"] == 23)].sum()) for c in fold_of}
+    total = sum(static_bits.values())
     trials = []
-    for lam in (8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0):
-        res_by_clip = []
-        for clip, net in fold_of.items():
-            mask = table["clip"] == clip
-            res_by_clip.append((clip, simulate(table, mask, net.forward, Policy(vmaf_per_mbps=lam))))
-        # combine per-clip results: bits weighted by each clip's static bits
-        static_bits = {c: float(table["bits"][(table["clip"] == c) & (table["crf"] == 23)].sum())
-                       for c, _ in res_by_clip}
-        total = sum(static_bits.values())
-        saved = sum(static_bits[c] * r["saved_pct"] for c, r in res_by_clip) / total
-        deltas = [r["mean_vmaf_delta"] for _, r in res_by_clip]
-        trials.append({"vmaf_per_mbps": lam, "saved_pct": round(saved, 2),
-                       "mean_vmaf_delta": round(float(np.mean(deltas)), 3),
-                       "worst_clip_vmaf_delta": round(float(np.min(deltas)), 3)})
-        print(f"slope {lam:5.1f} VMAF/Mbit/s on training clips (out of fold): saved {saved:5.1f}%, "
-              f"mean VMAF {np.mean(deltas):+.2f}, worst clip {np.min(deltas):+.2f}", flush=True)
+    for drop in (1.0, 0.5):
+        for lam in (8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0):
+            policy = Policy(vmaf_per_mbps=lam, max_drop=drop)
+            res = {c: simulate(table, table["clip"] == c, net.forward, policy) for c, net in fold_of.items()}
+            saved = sum(static_bits[c] * r["saved_pct"] for c, r in res.items()) / total
+            deltas = [r["mean_vmaf_delta"] for r in res.values()]
+            trials.append({"vmaf_per_mbps": lam, "max_drop": drop, "saved_pct": round(saved, 2),
+                           "mean_vmaf_delta": round(float(np.mean(deltas)), 3),
+                           "worst_clip_vmaf_delta": round(float(np.min(deltas)), 3)})
+            print(f"slope {lam:5.1f} VMAF/Mbit/s, max drop {drop:g}, training clips out of fold: saved {saved:6.1f}%,"
+                  f" mean VMAF {np.mean(deltas):+.2f}, worst clip {np.min(deltas):+.2f}", flush=True)
     ok = [t for t in trials if t["mean_vmaf_delta"] >= 0.0]
     best = max(ok, key=lambda t: t["saved_pct"]) if ok else max(trials, key=lambda t: t["mean_vmaf_delta"])
-    return float(best["vmaf_per_mbps"]), trials
+    return Policy(vmaf_per_mbps=best["vmaf_per_mbps"], max_drop=best["max_drop"]), trials
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -306,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                 best = (err, hidden, decay, folds)
     assert best is not None
     _, hidden, decay, folds = best
-    slope, trials = choose_slope(table, folds)
+    chosen, trials = choose_slope(table, folds)
     x, y = design(table, table["split"] == "train")
     net = Mlp(x, y, hidden, SEED).fit(x, y, decay)
     export_onnx(net, args.output)
@@ -315,11 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     metrics = {
         "hidden": hidden, "decay": decay, "train_rows": int(len(x)), "cv_vmaf_mae": round(best[0], 3),
         "target_vmaf": target, **heldout_metrics(table, net.forward, target),
-        "chosen_vmaf_per_mbps": slope, "slope_trials_train_oof": trials,
-        "eval_simulated_slope": simulate(table, evals, net.forward, Policy(vmaf_per_mbps=slope)),
+        "chosen_vmaf_per_mbps": chosen.vmaf_per_mbps, "chosen_max_drop": chosen.max_drop,
+        "slope_trials_train_oof": trials,
+        "eval_simulated_slope": simulate(table, evals, net.forward, chosen),
         "eval_simulated_target": simulate(table, evals, net.forward, Policy(mode="target")),
-        "eval_perfect_model_slope": simulate(table, evals, None, Policy(vmaf_per_mbps=slope)),
-        "train_perfect_model_slope": simulate(table, table["split"] == "train", None, Policy(vmaf_per_mbps=slope)),
+        "eval_perfect_model_slope": simulate(table, evals, None, chosen),
+        "train_perfect_model_slope": simulate(table, table["split"] == "train", None, chosen),
     }
     (args.output.with_name("metrics.json")).write_text(json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics, indent=2))

@@ -85,7 +85,7 @@ def pair_stats(prev: FrameStats, cur: FrameStats) -> tuple[float, float, float, 
     mad = float(np.abs(d).mean())
     (dx, dy), _ = cv2.phaseCorrelate(a, b)
     h, w = a.shape
-    m = np.float32([[1, 0, dx], [0, 1, dy]])
+    m = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]], dtype=np.float32)
     shifted = cv2.warpAffine(a, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     mx, my = int(min(abs(dx), w // 4)) + 1, int(min(abs(dy), h // 4)) + 1
     residual = float(np.abs(b - shifted)[my:h - my, mx:w - mx].mean())

@@ -69,9 +69,9 @@ class Policy:
     """
 
     mode: Literal["slope", "target"] = "slope"
-    vmaf_per_mbps: float = 16.0
+    vmaf_per_mbps: float = 24.0
     target_vmaf: float = 93.0
-    max_drop: float = 1.0
+    max_drop: float = 0.5
     min_crf: float = 16.0
     max_crf: float = 38.0
 

@@ -90,7 +90,7 @@ def write_y4m(frames: Sequence[av.VideoFrame], fps: Fraction, path: Path) -> Non
             f.write(b"FRAME\n")
             for plane_i, (pw, ph) in enumerate(((w, h), (w // 2, h // 2), (w // 2, h // 2))):
                 plane = fr.planes[plane_i]
-                buf = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:ph, :pw]
+                buf = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)[:ph, :pw]
                 f.write(np.ascontiguousarray(buf).tobytes())
 
 
@@ -101,7 +101,7 @@ def encode(frames: Sequence[av.VideoFrame], fps: Fraction, crf: float, max_bitra
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height = frames[0].width, frames[0].height
         stream.pix_fmt = "yuv420p"
-        stream.options = x264_options(crf, max_bitrate, keyint=len(frames))
+        stream.options = dict(x264_options(crf, max_bitrate, keyint=len(frames)))  # type: ignore[assignment]
         for i, fr in enumerate(frames):
             fr.pts = i
             fr.time_base = Fraction(1) / fps
