@@ -55,6 +55,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stream-keys-file", type=Path, default=None, help="file with one accepted stream key per line")
     p.add_argument("--reconnect-timeout", type=float, default=30.0,
                    help="live sources: seconds to wait for the publisher/source to come back (default 30)")
+    p.add_argument("--break-at", action="append", default=[], metavar="SECONDS[:DURATION]",
+                   help="schedule an ad break at a media time (forces a boundary, signals it in playlists)")
     p.add_argument("--serve", type=int, default=None, metavar="PORT", help="serve OUTDIR and a player over HTTP")
     p.add_argument("--serve-host", default="0.0.0.0")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")

@@ -31,12 +31,13 @@ from sidecars.runtime.shm import sweep_stale
 from sidecars.runtime.types import Crop, RenditionInfo, StreamInfo
 
 from . import media
+from .breaks import Break, BreakSchedule, media_time_of_splice
 from .errors import ConfigError, SidecastError
 from .fanout import FanOut
 from .ladder import AUDIO_BITRATE, DEFAULT_LADDER, Rung, build_ladder, declared_bandwidth
 from .links import LocalSidecar, SidecarLink
 from .playlist import Media, MediaPlaylist, Segment, VariantStream, atomic_write, render_master
-from .sources import AudioEvent, Discontinuity, Dropped, Opened, Source, VideoEvent, redact
+from .sources import AudioEvent, CueEvent, Discontinuity, Dropped, Opened, Source, VideoEvent, redact
 from .timeline import Timeline
 
 log = logging.getLogger("sidecast.pipeline")
@@ -68,6 +69,7 @@ class RunConfig:
     progress: bool = True
     describe_timeout: float = 60.0
     drain_timeout: float = 5.0
+    breaks: list[tuple[float, float]] = field(default_factory=list)  # (media start, duration)
 
 
 @dataclass
@@ -165,6 +167,10 @@ class Pipeline:
         self._packager = threading.Thread(target=self._package_loop, name="packager", daemon=True)
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="encode")
         self.stop_requested = threading.Event()
+        self.schedule = BreakSchedule()
+        for i, (start, duration) in enumerate(config.breaks):
+            self.schedule.add(Break(id=f"break-{i + 1}", start=start, duration=duration, source="cli"))
+        self._cue_count = 0
 
     # ------------------------------------------------------------------ set-up
 
@@ -355,7 +361,8 @@ class Pipeline:
                 raise self.error
             if isinstance(ev, VideoEvent):
                 t = ev.t
-                if frames and t >= seg_start + seg_d - frame_dur / 2:
+                forced = self.schedule.cut_due(t, frame_dur / 2)  # an ad break starts or ends here
+                if frames and (forced or t >= seg_start + seg_d - frame_dur / 2):
                     close_segment(t)
                 if not frames:
                     seg_start = t
@@ -388,6 +395,8 @@ class Pipeline:
                         self.audio_enc.push(ev.frame, ev.t)
                 if self.fanout is not None:
                     self.fanout.audio(ev.frame, ev.t)
+            elif isinstance(ev, CueEvent):
+                self._on_cue(ev)
             elif isinstance(ev, Dropped):
                 close_segment(self.media_time)  # publish what arrived before the drop right away
             elif isinstance(ev, Discontinuity):
@@ -417,6 +426,38 @@ class Pipeline:
                 self._setup_outputs(ev)
                 pdt_anchor = (datetime.now(UTC), 0.0)
         close_segment(self.media_time, final=True)
+
+    def _on_cue(self, ev: CueEvent) -> None:
+        """SCTE-35 from the source: schedule the break (a forced boundary) or close the open one."""
+        from ads.scte35 import try_decode_cue
+
+        splice = try_decode_cue(ev.data, "in the source")
+        if splice is None:
+            return
+        now = self.media_time
+        t = ev.t if splice.pts_time is None else media_time_of_splice(splice.pts_time, ev.offset, ev.t)
+        if t < now:
+            log.warning("SCTE-35 cue arrived after its splice time; the break starts at the next frame",
+                        extra={"splice_t": round(t, 3), "now": round(now, 3)})
+            t = now
+        if splice.kind == "out":
+            self._cue_count += 1
+            brk_id = f"scte35-{splice.event_id}" if splice.event_id is not None else f"scte35-{self._cue_count}"
+            self.schedule.add(Break(id=brk_id, start=t, duration=splice.duration, source="scte35",
+                                    scte35=splice.raw))
+        else:
+            self.schedule.end_open_break(t)
+
+    def schedule_break(self, start: float | None, duration: float, delay: float | None = None) -> Break:
+        """Schedule a break at media time ``start``, or ``delay`` seconds after the live edge (API)."""
+        if start is None:
+            start = self.media_time + (delay if delay is not None else 0.0)
+        if start < self.media_time:
+            raise ValueError(f"break at {start:.3f} s is in the past (live edge {self.media_time:.3f} s)")
+        self._cue_count += 1
+        brk = Break(id=f"api-{self._cue_count}", start=start, duration=duration, source="api")
+        self.schedule.add(brk)
+        return brk
 
     def _put_job(self, job: SegmentJob) -> None:
         while True:
@@ -514,13 +555,14 @@ class Pipeline:
             self.audio_peak_bps = max(self.audio_peak_bps, audio_bytes * 8 / duration)
             self.audio_bytes += audio_bytes
         stats = [f.result() for f in futures]
+        tags = self.schedule.tags_for(job.start, job.end, job.pdt)
         if not self.master_written:
             for rs, st in zip(self.renditions, stats, strict=True):
                 rs.codecs = st.codecs
             self._write_masters(final=False)
         for rs, st in zip(self.renditions, stats, strict=True):
             seg = Segment(uri=f"{name}.ts", duration=duration, pdt=job.pdt, discontinuity=job.discontinuity,
-                          bytes=st.bytes)
+                          bytes=st.bytes, tags=tags)
             rs.peak_bps = max(rs.peak_bps, st.bytes * 8 / duration)
             rs.total_bytes += st.bytes
             rs.total_seconds += duration
@@ -528,13 +570,13 @@ class Pipeline:
             rs.full.add(seg)
         if self.audio_playlist is not None and self.audio_full is not None:
             seg = Segment(uri=f"{name}.ts", duration=duration, pdt=job.pdt, discontinuity=job.discontinuity,
-                          bytes=audio_bytes)
+                          bytes=audio_bytes, tags=tags)
             self.audio_playlist.add(seg)
             self.audio_full.add(seg)
         if self.subs is not None:
             self.subs.add_segment(job.index, job.start, job.end, media.media_to_pts90k(job.start), job.pdt,
                                   self.timeline.cues_between(job.start, job.end, final_only=True),
-                                  job.discontinuity)
+                                  job.discontinuity, tags)
         if self.crop_path is not None:
             self._write_crops(job)
         self.segments_done += 1
@@ -626,6 +668,8 @@ class Pipeline:
                 self.subs.finish()
                 self.subs.write_transcript(self.timeline.all_cues(), self.out)
             self._write_masters(final=True)
+            if self.schedule.breaks:
+                self.schedule.write_log(self.out / "breaks.jsonl")
         for link in self.links:
             link.close()
         for proc in self.local:

@@ -42,6 +42,7 @@ class Segment:
     pdt: datetime
     discontinuity: bool = False
     bytes: int = 0
+    tags: tuple[str, ...] = ()  # written before the segment: ad-break signalling (DATERANGE, CUE-OUT/IN)
 
 
 class MediaPlaylist:
@@ -97,6 +98,7 @@ class MediaPlaylist:
             if seg.discontinuity and not (i == 0 and self.media_sequence == 0):
                 lines.append("#EXT-X-DISCONTINUITY")
             lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(seg.pdt)}")
+            lines.extend(seg.tags)
             lines.append(f"#EXTINF:{seg.duration:.5f},")
             lines.append(seg.uri)
         if self.ended:

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .breaks import parse_break_at
 from .errors import ConfigError
 from .ladder import DEFAULT_LADDER, parse_ladder
 from .pipeline import Pipeline, RunConfig, RunSummary
@@ -52,6 +53,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.snapshots_fps < 0 or args.snapshots_width < 16:
         raise ConfigError("--snapshots-fps must be ≥ 0 and --snapshots-width ≥ 16")
     keys = read_stream_keys(args.stream_keys_file, args.stream_key)
+    try:
+        breaks = [parse_break_at(b) for b in args.break_at]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     return RunConfig(
         source=args.source,
         outdir=Path(args.outdir),
@@ -74,6 +79,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         stream_keys=keys,
         reconnect_timeout=args.reconnect_timeout,
         progress=not args.no_progress,
+        breaks=breaks,
     )
 
 
@@ -93,7 +99,17 @@ def control_api(pipeline: Pipeline) -> dict[str, Any]:
         return {"segments": s.segments, "frames": s.frames, "media_seconds": round(s.media_seconds, 3),
                 "speed": round(s.speed, 3), "sidecars": pipeline.timeline.live_sidecars()}
 
-    return {"vertical/keep-centered": keep_centered, "status": status}
+    def breaks(body: dict[str, Any]) -> dict[str, Any]:
+        """POST /api/breaks {"at": media_s} or {"in": seconds_from_live_edge}, "duration": s (default 30)."""
+        duration = float(body.get("duration", 30.0))
+        if not 0 < duration <= 600:
+            raise ValueError("duration must be in (0, 600] seconds")
+        at = body.get("at")
+        brk = pipeline.schedule_break(float(at) if at is not None else None, duration,
+                                      delay=float(body.get("in", 4.0)))
+        return {"ok": True, "id": brk.id, "start": round(brk.start, 3), "duration": brk.duration}
+
+    return {"vertical/keep-centered": keep_centered, "status": status, "breaks": breaks}
 
 
 def run_from_args(args: argparse.Namespace) -> int:

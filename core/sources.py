@@ -58,6 +58,19 @@ class Discontinuity:
 
 
 @dataclass
+class CueEvent:
+    """A SCTE-35 section found in the source (an MPEG-TS data stream).
+
+    ``t`` is the media time of the packet that carried it; a splice time in the section (seconds on the
+    source's 33-bit PTS clock) maps to media time as ``pts_seconds + offset`` (modulo the PTS wrap).
+    """
+
+    data: bytes
+    t: float
+    offset: float
+
+
+@dataclass
 class Dropped:
     t: float       # media time where the source stopped; what was read is published now
 
@@ -71,7 +84,7 @@ class Opened:
     description: str
 
 
-Event = VideoEvent | AudioEvent | Discontinuity | Dropped | Opened
+Event = VideoEvent | AudioEvent | CueEvent | Discontinuity | Dropped | Opened
 
 
 def is_live(source: str) -> bool:
@@ -426,7 +439,8 @@ class Source:
         t0: float | None = None
         self._last_t = base - frame_dur
         wall0 = time.monotonic()
-        streams = [video] + ([audio] if audio is not None else [])
+        data_streams = list(conn.container.streams.data)  # SCTE-35 rides here in MPEG-TS
+        streams = [video] + ([audio] if audio is not None else []) + data_streams
         demux = conn.container.demux(*streams)
         while not self._stop.is_set():
             try:
@@ -441,6 +455,12 @@ class Source:
                 log.warning("read error; treating as end of input", extra={"error": str(exc)})
                 return
             if packet.size == 0 and packet.pts is None:
+                continue
+            if packet.stream.type == "data":
+                payload = bytes(packet)
+                if payload[:1] == b"\xfc" and t0 is not None:  # splice_info_section table_id
+                    pkt_t = float(packet.pts * packet.time_base) if packet.pts is not None else t0
+                    yield CueEvent(data=payload, t=max(base, base + pkt_t - t0), offset=base - t0)
                 continue
             try:
                 frames = packet.decode()

@@ -25,12 +25,13 @@ class SubtitleTrack:
         self.full = MediaPlaylist(directory / "vod.m3u8", segment_duration, 0)
 
     def add_segment(self, index: int, start: float, end: float, video_pts90k: int, pdt: datetime,
-                    cues: Sequence[Cue], discontinuity: bool = False) -> None:
+                    cues: Sequence[Cue], discontinuity: bool = False, tags: tuple[str, ...] = ()) -> None:
         from .captions import render_vtt_segment
 
         name = f"seg_{index:06d}.vtt"
         atomic_write(self.dir / name, render_vtt_segment(list(cues), start, end, video_pts90k))
-        seg = Segment(uri=name, duration=max(end - start, 1e-3), pdt=pdt, discontinuity=discontinuity)
+        seg = Segment(uri=name, duration=round(max(end - start, 1e-3), 5), pdt=pdt, discontinuity=discontinuity,
+                      tags=tags)
         self.playlist.add(seg)
         self.full.add(seg)
 
