@@ -61,6 +61,44 @@ _QUARTILES: tuple[tuple[float, BeaconEvent], ...] = (
     (0.25, "firstQuartile"), (0.5, "midpoint"), (0.75, "thirdQuartile"))
 
 
+_MAP_RE = re.compile(r"X-TIMESTAMP-MAP=([^\r\n]*)")
+_CUE_TIME_RE = re.compile(r"^\s*((?:\d+:)?\d{2}:\d{2}\.\d{3})\s+-->", re.M)
+
+
+def _vtt_seconds(t: str) -> float:
+    parts = t.split(":")
+    return sum(float(p) * 60 ** i for i, p in enumerate(reversed(parts)))
+
+
+def _vtt_time(x: float) -> str:
+    ms = int(round(x * 1000))
+    return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
+
+
+def rebase_timestamp_map(vtt: str) -> str:
+    """The same WebVTT with an equivalent X-TIMESTAMP-MAP whose LOCAL is the first cue's start.
+
+    Why: both maps mean the same (RFC 8216bis §3.1.4: LOCAL and MPEGTS move together), but hls.js treats
+    a map that equals its own timestamp origin as "no offset" and then shifts the cues by the start of
+    their discontinuity, which after a stitched ad break puts every caption one break too late. Moving
+    the anchor to the first cue keeps hls.js on the MPEGTS path."""
+    m = _MAP_RE.search(vtt)
+    first = _CUE_TIME_RE.search(vtt)
+    if m is None or first is None:
+        return vtt
+    fields = dict(part.split(":", 1) for part in m.group(1).split(",") if ":" in part)
+    try:
+        mpegts = int(fields["MPEGTS"])
+        local = _vtt_seconds(fields.get("LOCAL", "00:00:00.000"))
+    except (KeyError, ValueError):
+        return vtt
+    shift = _vtt_seconds(first.group(1)) - local
+    if shift <= 0:
+        return vtt
+    new = f"X-TIMESTAMP-MAP=MPEGTS:{(mpegts + round(shift * 90000)) % 2**33},LOCAL:{_vtt_time(local + shift)}"
+    return vtt[: m.start()] + new + vtt[m.end():]
+
+
 class PodError(ValueError):
     """An ad pod that cannot be stitched (its break falls back to content)."""
 
@@ -436,7 +474,8 @@ class StitchService:
         bid = urlquote(brk.id, safe="")
         kind = rendition_kind(key)
         media: list[AdMedia] = []
-        ref_key = next(iter(rp.ads[0].renditions), None) if rp.ads else None
+        # subtitle slots take the video's segment durations (audio's wobble with AAC frame sizes)
+        ref_key = next((k for k in (rp.ads[0].renditions if rp.ads else {}) if rendition_kind(k) == "video"), None)
         for ai, ad in enumerate(rp.ads):
             if kind == "subs":
                 ref = ad.renditions.get(ref_key or "", ())
@@ -573,6 +612,12 @@ def make_router(origin: str | Path, decide: Decide, beacon: Beacon, *, slate: st
             raise HTTPException(400, str(exc)) from None
         except FileNotFoundError:
             raise HTTPException(404, f"not found: {path}") from None
+        if path.endswith(".vtt") and not _is_url(loc):
+            try:
+                with open(loc, encoding="utf-8") as f:
+                    return Response(rebase_timestamp_map(f.read()), media_type="text/vtt")
+            except FileNotFoundError:
+                raise HTTPException(404, f"not found: {path}") from None
         if not path.endswith(".m3u8"):
             return send(loc)
         try:

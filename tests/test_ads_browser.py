@@ -36,7 +36,7 @@ def _frag_urls(report) -> list[str]:
 def test_stitched_session_plays_through_the_break_and_back_to_content(media, tmp_path):
     rec = Recorder(media["creative"])
     with serve_app(app_for(media["root"] / "content", rec, tmp_path / "cache")) as base:
-        report = play_hls(f"{base}/session/browser-1/master.m3u8", seconds=11, timeout=60)
+        report = play_hls(f"{base}/session/browser-1/master.m3u8", seconds=11, timeout=60, subtitles="en")
     report.raise_for_fatal()
     urls = _frag_urls(report)
     ad_at = [i for i, u in enumerate(urls) if "/ad/" in u]
@@ -46,6 +46,10 @@ def test_stitched_session_plays_through_the_break_and_back_to_content(media, tmp
     # the playhead crossed both seams: the break is 4-8 s of the stream
     assert report.advanced_by() >= 9.0, report.summary()
     assert report.played >= 9.0, report.summary()
+    # the stitched subtitles stay in step: captions before and after the break show, none during the ad
+    texts = {c.text for c in report.cues_seen}
+    assert {"content caption 0", "content caption 4"} <= texts, texts
+    assert not texts & {"content caption 2", "content caption 3"}, texts
     # the player's ad segment requests fired the server-side beacons, once each
     events = [b[3] for b in rec.beacons]
     assert events == ["impression", "start", "firstQuartile", "midpoint", "thirdQuartile", "complete"], events

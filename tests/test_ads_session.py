@@ -204,3 +204,17 @@ def test_vod_session_gets_scheduled_pre_and_post_rolls_in_every_rendition(media,
         assert pl.duration == pytest.approx(16.0 + 4.0 + 4.0, abs=0.1)
     ids = [d[1] for d in rec.decisions]
     assert len(ids) == 3 and {"pre", "post"} < set(ids)  # one decision per break, the cue break included
+
+
+def test_subtitle_timestamp_map_is_rebased_to_an_equivalent_anchor():
+    from ads.session import rebase_timestamp_map
+
+    vtt = "WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:126000,LOCAL:00:00:00.000\n\n00:01:08.500 --> 00:01:10.000\nhi\n"
+    out = rebase_timestamp_map(vtt)
+    # LOCAL and MPEGTS move together: cue 68.5 s still maps to PTS 126000 + 68.5 * 90000
+    assert "X-TIMESTAMP-MAP=MPEGTS:6291000,LOCAL:00:01:08.500" in out
+    assert out.endswith("00:01:08.500 --> 00:01:10.000\nhi\n")
+    # nothing to do for a segment whose first cue is at the anchor, or without a map
+    first = vtt.replace("00:01:08.500 -->", "00:00:00.000 -->")
+    assert rebase_timestamp_map(first) == first
+    assert rebase_timestamp_map("WEBVTT\n\n00:00:01.000 --> 00:00:02.000\nx\n").count("X-TIMESTAMP") == 0
