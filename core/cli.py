@@ -38,6 +38,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sidecars", default="", help="comma-separated sidecars to start locally (e.g. stt,autocrop)")
     p.add_argument("--sidecar-addr", action="append", default=[], metavar="NAME=ADDR",
                    help="connect to a running sidecar (host:port or unix:///path); repeatable")
+    p.add_argument("--sidecar-arg", action="append", default=[], metavar="NAME=ARG",
+                   help="extra argument for a local sidecar, e.g. stt=--language=de; repeatable")
+    p.add_argument("--captions-language", default="en",
+                   help="language of the caption rendition (LANGUAGE in master.m3u8; default en)")
+    p.add_argument("--captions-translation", action="store_true",
+                   help="add an English translation rendition (run stt with --sidecar-arg stt=--translate)")
     p.add_argument("--decision-window", type=float, default=1.5,
                    help="seconds a finished segment waits for sidecar results (default 1.5)")
     p.add_argument("--transport", choices=["auto", "shm", "bytes"], default="auto",

@@ -42,6 +42,9 @@ from .timeline import Timeline
 
 log = logging.getLogger("sidecast.pipeline")
 
+LANGUAGE_NAMES = {"en": "English", "de": "Deutsch", "fr": "Français", "es": "Español", "it": "Italiano",
+                  "pt": "Português", "nl": "Nederlands", "ja": "日本語", "zh": "中文", "ar": "العربية"}
+
 
 @dataclass
 class RunConfig:
@@ -70,6 +73,8 @@ class RunConfig:
     describe_timeout: float = 60.0
     drain_timeout: float = 5.0
     breaks: list[tuple[float, float]] = field(default_factory=list)  # (media start, duration)
+    captions_language: str = "en"
+    captions_translation: bool = False
 
 
 @dataclass
@@ -149,6 +154,7 @@ class Pipeline:
         self.audio_enc: media.AudioEncoder | None = None
         self.audio_lock = threading.Lock()
         self.subs: Any = None
+        self.subs_translation: Any = None
         self.crop_path: Any = None
         self.jobs: queue.Queue[SegmentJob | None] = queue.Queue(maxsize=3)
         self.segments_done = 0
@@ -282,7 +288,11 @@ class Pipeline:
         if self._want_subs():
             from .subtitles import SubtitleTrack
 
-            self.subs = SubtitleTrack(self.out / "subs" / "en", seg, self.window, language="en")
+            lang = self.cfg.captions_language
+            self.subs = SubtitleTrack(self.out / "subs" / lang, seg, self.window, language=lang)
+            if self.cfg.captions_translation:
+                self.subs_translation = SubtitleTrack(self.out / "subs" / "en-translation", seg, self.window,
+                                                      language="en", track="translation")
         if self.cfg.snapshots_fps > 0:
             (self.out / "snapshots").mkdir(parents=True, exist_ok=True)
         if self.links:
@@ -573,10 +583,11 @@ class Pipeline:
                           bytes=audio_bytes, tags=tags)
             self.audio_playlist.add(seg)
             self.audio_full.add(seg)
-        if self.subs is not None:
-            self.subs.add_segment(job.index, job.start, job.end, media.media_to_pts90k(job.start), job.pdt,
-                                  self.timeline.cues_between(job.start, job.end, final_only=True),
-                                  job.discontinuity, tags)
+        cues = self.timeline.cues_between(job.start, job.end, final_only=True)
+        for track in (self.subs, self.subs_translation):
+            if track is not None:
+                track.add_segment(job.index, job.start, job.end, media.media_to_pts90k(job.start), job.pdt,
+                                  [c for c in cues if c.track == track.track], job.discontinuity, tags)
         if self.crop_path is not None:
             self._write_crops(job)
         self.segments_done += 1
@@ -627,7 +638,12 @@ class Pipeline:
         if self.audio_playlist is not None:
             media_list.append(Media("AUDIO", "aud", "Main", f"audio/{pl}.m3u8", language="und", channels="2"))
         if self.subs is not None:
-            media_list.append(Media("SUBTITLES", "subs", "English", f"subs/en/{pl}.m3u8", language="en"))
+            lang = self.cfg.captions_language
+            media_list.append(Media("SUBTITLES", "subs", LANGUAGE_NAMES.get(lang, lang), f"subs/{lang}/{pl}.m3u8",
+                                    language=lang))
+        if self.subs_translation is not None:
+            media_list.append(Media("SUBTITLES", "subs", "English (translation)",
+                                    f"subs/en-translation/{pl}.m3u8", language="en", default=False))
         return media_list
 
     def _write_masters(self, final: bool) -> None:
@@ -666,7 +682,9 @@ class Pipeline:
                 self.audio_full.end()
             if self.subs is not None:
                 self.subs.finish()
-                self.subs.write_transcript(self.timeline.all_cues(), self.out)
+                self.subs.write_transcript([c for c in self.timeline.all_cues() if c.track == ""], self.out)
+            if self.subs_translation is not None:
+                self.subs_translation.finish()
             self._write_masters(final=True)
             if self.schedule.breaks:
                 self.schedule.write_log(self.out / "breaks.jsonl")

@@ -41,6 +41,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if both:
         raise ConfigError(f"sidecar {sorted(both)[0]!r} is both started locally (--sidecars) and remote "
                           "(--sidecar-addr): pick one")
+    sidecar_args: dict[str, list[str]] = {}
+    for item in args.sidecar_arg:
+        name, sep, arg = item.partition("=")
+        if not sep or not arg or name not in sidecars:
+            raise ConfigError(f"bad --sidecar-arg {item!r}: expected NAME=ARG for a sidecar named in --sidecars")
+        sidecar_args.setdefault(name, []).append(arg)
     if sidecars:
         from sidecars.runtime import available
 
@@ -80,6 +86,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         reconnect_timeout=args.reconnect_timeout,
         progress=not args.no_progress,
         breaks=breaks,
+        sidecar_args=sidecar_args,
+        captions_language=args.captions_language,
+        captions_translation=args.captions_translation,
     )
 
 

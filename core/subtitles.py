@@ -17,8 +17,10 @@ from .playlist import MediaPlaylist, Segment, atomic_write
 
 
 class SubtitleTrack:
-    def __init__(self, directory: Path, segment_duration: float, window: int, language: str = "en") -> None:
+    def __init__(self, directory: Path, segment_duration: float, window: int, language: str = "en",
+                 track: str = "") -> None:
         self.dir = directory
+        self.track = track  # which Cue.track this rendition carries ("" = the main captions)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.language = language
         self.playlist = MediaPlaylist(directory / "index.m3u8", segment_duration, window)
