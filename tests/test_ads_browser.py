@@ -9,9 +9,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 
 from ads.condition import Conditioner
+from ads.models import AdBreak
 from ads.playlist import parse_media
+from ads.session import make_router
 from tests.ads_media import add_cue_tags, make_content, make_creative
 from tests.browser.harness import play_hls, serve
 from tests.test_ads_session import KEYS, Recorder, app_for, serve_app
@@ -138,3 +141,34 @@ def test_live_stitched_session_plays_through_the_break_as_the_window_slides(tmp_
     assert report.played >= 10.0, report.summary()
     assert report.advanced_by() >= 10.0, report.summary()  # the playhead crossed both seams (8 s and 12 s)
     assert "complete" in [b[3] for b in rec.beacons]
+
+
+@pytest.mark.browser
+def test_core_output_gets_a_scheduled_break_stitched_and_plays(tmp_path):
+    """The real pipeline's output layout: `sidecast run` → session service with an API-scheduled break."""
+    clip = tmp_path / "clip.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=320x180:rate=25:duration=10", "-f", "lavfi", "-i", "sine=duration=10",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest", str(clip)],
+                   check=True, timeout=60)
+    out = tmp_path / "out"
+    r = subprocess.run([str(SIDECAST), "run", str(clip), "-o", str(out), "--ladder", "180p:300k",
+                        "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    video = parse_media((out / "video" / "180p" / "index.m3u8").read_text())
+    start = video.segments[1].program_date_time
+    assert start is not None  # the core writes PDT on every segment
+    brk = AdBreak("api-1", 2.0, 4.0, start_date=start, source="api")
+    creative = make_creative(tmp_path / "creative.mp4", seconds=4, color="yellow")
+    rec = Recorder(creative)
+    app = FastAPI()
+    app.include_router(make_router(out, rec.decide, rec.beacon, schedule=lambda: [brk],
+                                   conditioner=Conditioner(out / "master.m3u8", tmp_path / "cache")))
+    with serve_app(app) as base:
+        report = play_hls(f"{base}/session/core-1/master.m3u8", seconds=9, timeout=60)
+    report.raise_for_fatal()
+    urls = _frag_urls(report)
+    assert any("/ad/api-1/" in u for u in urls), urls
+    assert any("seg_000003.ts" in u for u in urls), urls
+    assert report.advanced_by() >= 8.0, report.summary()
+    assert [b[3] for b in rec.beacons][-1] == "complete"
