@@ -218,3 +218,20 @@ def test_subtitle_timestamp_map_is_rebased_to_an_equivalent_anchor():
     first = vtt.replace("00:01:08.500 -->", "00:00:00.000 -->")
     assert rebase_timestamp_map(first) == first
     assert rebase_timestamp_map("WEBVTT\n\n00:00:01.000 --> 00:00:02.000\nx\n").count("X-TIMESTAMP") == 0
+
+
+def test_origin_over_http_is_stitched_and_segments_redirect_to_it(media, tmp_path):
+    from tests.browser.harness import serve
+
+    rec = Recorder(media["creative"])
+    with serve(media["root"] / "content") as origin_url:
+        app = FastAPI()
+        app.include_router(make_router(origin_url, rec.decide, rec.beacon,
+                                       conditioner=Conditioner(media["root"] / "content" / "master.m3u8",
+                                                               tmp_path / "cache")))
+        with serve_app(app) as base, httpx.Client() as http:
+            pl = parse_media(http.get(f"{base}/session/h1/video/180p/index.m3u8").text)
+            assert [s.discontinuity for s in pl.segments][:5] == [False, False, True, False, True]
+            r = http.get(f"{base}/session/h1/video/180p/seg_000001.ts")
+            assert r.status_code == 302 and r.headers["location"] == f"{origin_url}video/180p/seg_000001.ts"
+            assert http.get(r.headers["location"]).content[:1] == b"\x47"
