@@ -545,12 +545,15 @@ class Pipeline:
         crops = None
         if self.crop_path is not None:
             crops = [self.crop_path.window_at(t) for t in job.times]
+        settings = []
         for rs in self.renditions:
             crf, cap = rs.rung.crf, rs.rung.max_bitrate
             h = hints.get(rs.rung.name) if rs.kind == "main" else None
             if h is not None:
+                # A hint may lower the cap, never raise it: the declared BANDWIDTH depends on that ceiling.
                 crf = h.crf if 0 < h.crf <= 51 else crf
                 cap = min(cap, h.max_bitrate) if h.max_bitrate > 0 else cap
+            settings.append((crf, cap, h is not None))
             futures.append(self._pool.submit(
                 media.encode_video_segment, job.frames, job.times, rs.dir / f"{name}.ts",
                 rs.rung.width, rs.rung.height, self.fps, crf, cap, duration,
@@ -570,6 +573,11 @@ class Pipeline:
             for rs, st in zip(self.renditions, stats, strict=True):
                 rs.codecs = st.codecs
             self._write_masters(final=False)
+        with open(self.out / "segments.jsonl", "a") as log_f:
+            for rs, st, (crf, cap, hinted) in zip(self.renditions, stats, settings, strict=True):
+                log_f.write(json.dumps({"segment": job.index, "rendition": rs.rung.name, "start": round(job.start, 3),
+                                        "duration": duration, "bytes": st.bytes, "crf": crf, "max_bitrate": cap,
+                                        "hinted": hinted}) + "\n")
         for rs, st in zip(self.renditions, stats, strict=True):
             seg = Segment(uri=f"{name}.ts", duration=duration, pdt=job.pdt, discontinuity=job.discontinuity,
                           bytes=st.bytes, tags=tags)

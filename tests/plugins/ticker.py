@@ -1,3 +1,4 @@
+# ruff: noqa: E402
 """A test sidecar, served as a real separate process: one ``Generic("tick")`` per analysed frame, plus
 switches that make it misbehave the ways real plugins do (stall, crash, lie about its version, ask for the
 impossible, send malformed results). Run: python tests/plugins/ticker.py --listen unix:///tmp/x.sock [--mode M]
@@ -13,16 +14,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from proto import pb2  # noqa: E402
-from sidecars.runtime import (  # noqa: E402
+from proto import pb2
+from sidecars.runtime import (
+    BitrateHint,
     Description,
     Generic,
+    RenditionHint,
+    SegmentBoundary,
     Sidecar,
     VideoFrame,
     VideoWants,
-    codec,  # noqa: E402
+    codec,
 )
-from sidecars.runtime.server import SidecarServicer, build_server  # noqa: E402
+from sidecars.runtime.server import SidecarServicer, build_server
 
 
 class Ticker(Sidecar):
@@ -35,6 +39,17 @@ class Ticker(Sidecar):
         fps = 1000.0 if self.mode == "impossible" else 10.0
         return Description(name=self.name, version=self.version,
                            video=VideoWants(fps=fps, width=self.width, pixel_format="gray8"), max_latency_ms=500)
+
+    def on_segment(self, boundary: SegmentBoundary) -> list[BitrateHint]:
+        if self.mode not in ("late-hints", "greedy-hints"):
+            return []
+        hint = BitrateHint(segment=boundary.segment, start=boundary.start, end=boundary.end,
+                           renditions=tuple(RenditionHint(r.name, crf=12.0, max_bitrate=r.max_bitrate * 20)
+                                            for r in (self.info.renditions if self.info else ())))
+        if self.mode == "late-hints":  # answers 3 s after the segment closed: always past the window
+            threading.Timer(3.0, self.publish, args=(hint,)).start()
+            return []
+        return [hint]
 
     def on_video(self, frame: VideoFrame) -> list[Generic]:
         if self.mode == "sleep":
@@ -49,7 +64,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--listen", required=True)
     ap.add_argument("--mode", default="normal",
-                    choices=["normal", "sleep", "impossible", "wrong-version", "malformed", "crash-after"])
+                    choices=["normal", "sleep", "impossible", "wrong-version", "malformed", "crash-after",
+                             "late-hints", "greedy-hints"])
     ap.add_argument("--width", type=int, default=320)
     args = ap.parse_args()
     Ticker.mode = args.mode
