@@ -46,3 +46,22 @@ PY
   "$dir/helm" version --short | grep -q "^$want" || { echo "helm: unexpected version" >&2; return 1; }
 }
 install_helm
+
+# A real RTSP server, for tests/test_rtsp.py: GStreamer's gst-rtsp-server, driven through PyGObject by Debian's
+# own python3 (tests/rtsp_server.py). The check imports it and looks up the elements the server uses, so a
+# second run costs one python start.
+install_rtsp_server() {
+  local pkgs=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)
+  local check='import gi; gi.require_version("Gst", "1.0"); gi.require_version("GstRtspServer", "1.0")
+from gi.repository import Gst, GstRtspServer; Gst.init(None)
+missing = [e for e in ("filesrc", "qtdemux", "h264parse", "aacparse", "rtph264pay", "rtpmp4gpay")
+           if Gst.ElementFactory.find(e) is None]
+raise SystemExit(1 if missing else 0)'
+  if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c "$check" >/dev/null 2>&1; then return 0; fi
+  echo "[sidecast setup] installing the RTSP test server (Debian: ${pkgs[*]})" >&2
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+  /usr/bin/python3 -c "$check" || { echo "rtsp server: GStreamer RTSP server still not importable" >&2; return 1; }
+}
+install_rtsp_server
