@@ -252,6 +252,23 @@ def redact(url: str) -> str:
     return u._replace(netloc=netloc, query=query).geturl()
 
 
+def _drain_at_end(demux: Iterator[av.Packet]) -> Iterator[av.Packet]:
+    """Pass on PyAV's closing empty packets (one per stream) only when nothing follows them.
+
+    Decoding an empty packet drains the decoder: with frame threading it holds up to thread_count - 1 frames
+    (15 on a 16-core machine), which are lost at every end of input unless drained. An empty packet in the
+    middle of a stream would leave the decoder draining for good, so it is dropped instead.
+    """
+    held: list[av.Packet] = []
+    for packet in demux:
+        if packet.size == 0 and packet.pts is None:
+            held.append(packet)
+            continue
+        held.clear()
+        yield packet
+    yield from held
+
+
 def _av_error(source: str, exc: Exception) -> SourceError:
     msg = getattr(exc, "strerror", None) or str(exc)
     msg = re.sub(r"^\[Errno -?\d+\] ", "", msg)
@@ -441,7 +458,7 @@ class Source:
         wall0 = time.monotonic()
         data_streams = list(conn.container.streams.data)  # SCTE-35 rides here in MPEG-TS
         streams = [video] + ([audio] if audio is not None else []) + data_streams
-        demux = conn.container.demux(*streams)
+        demux = _drain_at_end(conn.container.demux(*streams))
         while not self._stop.is_set():
             try:
                 packet = next(demux)
@@ -454,7 +471,7 @@ class Source:
                     return
                 log.warning("read error; treating as end of input", extra={"error": str(exc)})
                 return
-            if packet.size == 0 and packet.pts is None:
+            if packet.size == 0 and packet.pts is None and packet.stream.type not in ("video", "audio"):
                 continue
             if packet.stream.type == "data":
                 payload = bytes(packet)

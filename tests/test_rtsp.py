@@ -15,6 +15,7 @@ from pathlib import Path
 import m3u8
 import pytest
 
+from core.sources import Source, VideoEvent
 from tests.conftest import ROOT, SIDECAST, free_port, make_clip, run_sidecast
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # PyGObject + GstRtspServer typelibs are Debian packages (dev.sh installs them)
@@ -119,7 +120,7 @@ def test_rtsp_stream_becomes_valid_hls_with_program_date_times(one_session: Path
     assert video.is_endlist
     assert len(video.segments) >= 3
     total = sum(s.duration for s in video.segments)
-    assert CLIP_SECONDS - 0.35 <= total <= CLIP_SECONDS + 0.2, total
+    assert CLIP_SECONDS - 0.15 <= total <= CLIP_SECONDS + 0.2, total
     assert not any(s.discontinuity for s in video.segments), "one session: no discontinuity"
     pdts = [s.program_date_time for s in video.segments]
     assert all(p is not None for p in pdts)
@@ -186,7 +187,7 @@ def test_rtsp_server_restart_mid_stream_is_one_discontinuity_and_keeps_published
         assert (playlist.parent / uri).read_bytes() == data
     assert discs[0] >= len(before.segments)
     after = final.segments[discs[0]:]
-    assert CLIP_SECONDS - 0.35 <= sum(s.duration for s in after) <= CLIP_SECONDS + 0.2, "the whole clip again"
+    assert CLIP_SECONDS - 0.15 <= sum(s.duration for s in after) <= CLIP_SECONDS + 0.2, "the whole clip again"
     gap_start = final.segments[discs[0] - 1]
     wall_gap = (after[0].program_date_time - gap_start.program_date_time).total_seconds() - gap_start.duration
     assert wall_gap >= 0, "PROGRAM-DATE-TIME never goes back across the drop"
@@ -195,3 +196,11 @@ def test_rtsp_server_restart_mid_stream_is_one_discontinuity_and_keeps_published
     assert [s.discontinuity for s in audio.segments] == [s.discontinuity for s in final.segments]
     for seg in final.segments:
         assert codecs_of(playlist.parent / seg.uri) == ["h264"]
+
+
+def test_source_end_drains_the_frames_the_decoder_still_holds(rtsp_clip: Path) -> None:
+    # A frame-threaded H.264 decoder holds up to thread_count - 1 frames; the end of every input (a file's
+    # end, a live source's drop) must drain them, or the stream loses its last frames (0.5 s on 16 cores).
+    frames = [e for e in Source(str(rtsp_clip)).events() if isinstance(e, VideoEvent)]
+    assert len(frames) == round(CLIP_SECONDS * 30)
+    assert frames[-1].t == pytest.approx(CLIP_SECONDS - 1 / 30, abs=1e-3)
