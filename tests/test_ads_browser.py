@@ -31,6 +31,34 @@ def media(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, "creative": creative}
 
 
+def _check_captions(report, before: tuple[int, ...], replaced: tuple[int, ...], after: tuple[int, ...]) -> None:
+    """Stitched subtitles stay in step: every caption seen shows at its own time, captions of the replaced
+    content never show, captions before and after the break do.
+
+    hls.js drops a WebVTT fragment of a new discontinuity when it arrives before the video of that
+    discontinuity and another discontinuity's timestamps are found first ("Subtitle discontinuity domain
+    does not match main", a race in the player, more likely in VOD where subtitles load far ahead); such
+    a drop is tolerated, a caption at the wrong time is not."""
+    seen = {c.text: c for c in report.cues_seen}
+    # where the player put each content video segment on its timeline (live timelines start anywhere)
+    video_start = {}
+    for e in report.events_named("FRAG_BUFFERED"):
+        f = e["data"].get("frag") or {}
+        if f.get("type") == "main" and "seg_" in (f.get("url") or ""):
+            video_start[int(f["url"].rsplit("seg_", 1)[1][:6])] = f["start"]
+    for text, c in seen.items():
+        k = int(text.rsplit(" ", 1)[1])
+        assert k in video_start, (text, sorted(video_start))
+        # caption k belongs to content segment k: it starts with that segment's video
+        assert abs(c.start - video_start[k]) < 0.1 and abs(c.end - c.start - 2) < 0.01, (text, c, video_start[k])
+        assert c.start - 0.15 <= c.seen_at <= c.end + 0.15, (text, c)
+    assert any(f"content caption {k}" in seen for k in before), sorted(seen)
+    assert not {f"content caption {k}" for k in replaced} & set(seen), sorted(seen)
+    raced = [e for e in report.events_named("SUBTITLE_FRAG_PROCESSED")
+             if "discontinuity domain" in str(e["data"].get("error", ""))]
+    assert any(f"content caption {k}" in seen for k in after) or raced, sorted(seen)
+
+
 def _frag_urls(report) -> list[str]:
     return [e["data"].get("frag", {}).get("url") or "" for e in report.events_named("FRAG_LOADED")]
 
@@ -49,10 +77,7 @@ def test_stitched_session_plays_through_the_break_and_back_to_content(media, tmp
     # the playhead crossed both seams: the break is 4-8 s of the stream
     assert report.advanced_by() >= 9.0, report.summary()
     assert report.played >= 9.0, report.summary()
-    # the stitched subtitles stay in step: captions before and after the break show, none during the ad
-    texts = {c.text for c in report.cues_seen}
-    assert {"content caption 0", "content caption 4"} <= texts, texts
-    assert not texts & {"content caption 2", "content caption 3"}, texts
+    _check_captions(report, before=(0, 1), replaced=(2, 3), after=(4, 5))
     # the player's ad segment requests fired the server-side beacons, once each
     events = [b[3] for b in rec.beacons]
     assert events == ["impression", "start", "firstQuartile", "midpoint", "thirdQuartile", "complete"], events
@@ -129,7 +154,7 @@ def test_live_stitched_session_plays_through_the_break_as_the_window_slides(tmp_
         publish_thread.start()
         try:
             report = play_hls(f"{base}/session/live-viewer/master.m3u8", seconds=12, timeout=60,
-                              hls_config={"liveSyncDurationCount": 2})
+                              hls_config={"liveSyncDurationCount": 2}, subtitles="en")
         finally:
             stop.set()
             publish_thread.join(5)
@@ -140,6 +165,7 @@ def test_live_stitched_session_plays_through_the_break_as_the_window_slides(tmp_
     assert ad_at and after and max(after) > min(ad_at), urls
     assert report.played >= 10.0, report.summary()
     assert report.advanced_by() >= 10.0, report.summary()  # the playhead crossed both seams (8 s and 12 s)
+    _check_captions(report, before=(1, 2, 3), replaced=(4, 5), after=(6, 7))
     assert "complete" in [b[3] for b in rec.beacons]
 
 
