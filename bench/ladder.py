@@ -141,6 +141,8 @@ def main() -> None:
         ff_wall, ff_cpu = timed(ffmpeg_ladder_cmd(src1080, tmp / "ff1080", 1920, 1080))
         sc_wall, sc_cpu = timed([SIDECAST, "run", str(src1080), "-o", str(tmp / "sc1080"), "--snapshots-fps", "0",
                                  "--no-progress"])
+        sv_wall, sv_cpu = timed([SIDECAST, "run", str(src1080), "-o", str(tmp / "sc1080v"), "--snapshots-fps", "0",
+                                 "--vertical", "on", "--no-progress"])
         sc7_wall, sc7_cpu = timed([SIDECAST, "run", str(src720), "-o", str(tmp / "sc720"), "--snapshots-fps", "0",
                                    "--no-progress"])
         ff7_wall, ff7_cpu = timed(ffmpeg_ladder_cmd(src720, tmp / "ff720", 1280, 720))
@@ -154,6 +156,11 @@ def main() -> None:
         ratio = sc_cpu / ff_cpu
         print(f"sidecast / ffmpeg CPU: {ratio:.3f} (target ≤ 1.15 -> {'MET' if ratio <= 1.15 else 'NOT MET'}); "
               f"wall ratio {sc_wall / ff_wall:.3f}")
+        extra = sv_cpu / sc_cpu - 1
+        print(f"{'sidecast + vertical 9:16 ladder':38s} {sv_wall:8.2f} {args.seconds / sv_wall:12.2f} {sv_cpu:8.2f} "
+              f"{size(tmp / 'sc1080v') / 1e6:8.2f}")
+        print(f"vertical rendition adds {extra * 100:.1f}% CPU to the ladder (target ≤ 25% -> "
+              f"{'MET' if extra <= 0.25 else 'NOT MET'})")
         print(f"\n{'720p30 → 720/480/360 + AAC':38s} {'wall s':>8s} {'x real time':>12s} {'CPU s':>8s}")
         print(f"{'ffmpeg CLI (baseline)':38s} {ff7_wall:8.2f} {args.seconds / ff7_wall:12.2f} {ff7_cpu:8.2f}")
         print(f"{'sidecast':38s} {sc7_wall:8.2f} {args.seconds / sc7_wall:12.2f} {sc7_cpu:8.2f}")
