@@ -47,7 +47,8 @@ class Proc:
                 except grpc.FutureTimeoutError:
                     ready.cancel()
                     if self.p.poll() is not None or time.monotonic() > deadline:
-                        raise AssertionError(f"sidecar did not start: {self.p.stdout.read() if self.p.stdout else ''}")
+                        out = self.p.stdout.read() if self.p.stdout else ""
+                        raise AssertionError(f"sidecar did not start: {out}") from None
 
     def kill9(self) -> None:
         self.p.send_signal(signal.SIGKILL)
