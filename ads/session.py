@@ -155,15 +155,26 @@ class Fetcher:
             self._cache[key] = (stamp, value)
         return value
 
+    def playlist(self, loc: str) -> MediaPlaylist | MasterPlaylist:
+        v = self.parsed(loc, parse_playlist)
+        assert isinstance(v, MediaPlaylist | MasterPlaylist)
+        return v
+
     def media(self, loc: str) -> MediaPlaylist:
-        v = self.parsed(loc, parse_media)
-        assert isinstance(v, MediaPlaylist)
+        v = self.playlist(loc)
+        if not isinstance(v, MediaPlaylist):
+            raise PlaylistError(f"{loc} is a master playlist; a media playlist was expected")
         return v
 
     def master(self, loc: str) -> MasterPlaylist:
-        v = self.parsed(loc, parse_master)
-        assert isinstance(v, MasterPlaylist)
+        v = self.playlist(loc)
+        if not isinstance(v, MasterPlaylist):
+            raise PlaylistError(f"{loc} is a media playlist; a master playlist was expected")
         return v
+
+
+def parse_playlist(text: str) -> MediaPlaylist | MasterPlaylist:
+    return parse_master(text) if is_master(text) else parse_media(text)
 
 
 def rendition_kind(key: str) -> str:
@@ -379,7 +390,7 @@ class StitchService:
         with self._lock:
             st = self.sessions.get(sid)
             if st is None:
-                st = self.sessions[sid] = SessionState()
+                st = self.sessions[sid] = SessionState(last_seen=now)
                 if len(self.sessions) % 1024 == 0:
                     self._evict(now)
             st.last_seen = now
@@ -621,18 +632,14 @@ def make_router(origin: str | Path, decide: Decide, beacon: Beacon, *, slate: st
         if not path.endswith(".m3u8"):
             return send(loc)
         try:
-            text, _ = svc.fetcher.text(loc)
+            pl = svc.fetcher.playlist(loc)
+            body = pl.dumps() if isinstance(pl, MasterPlaylist) else svc.render(session_id, path)
         except FileNotFoundError:
             raise HTTPException(404, f"no playlist {path} at the origin") from None
-        except OSError as exc:
-            raise HTTPException(502, f"origin playlist {path} unreadable: {exc}") from None
-        try:
-            if is_master(text):
-                body = svc.render_master(path)
-            else:
-                body = svc.render(session_id, path)
         except PlaylistError as exc:
             raise HTTPException(502, f"origin playlist {path} is not valid HLS: {exc}") from None
+        except OSError as exc:
+            raise HTTPException(502, f"origin playlist {path} unreadable: {exc}") from None
         return Response(body, media_type=m3u8, headers={"Cache-Control": "no-cache"})
 
     return router

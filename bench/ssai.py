@@ -96,6 +96,9 @@ class MemoryOrigin(Fetcher):
     def master(self, loc: str) -> MasterPlaylist:
         return MASTER
 
+    def playlist(self, loc: str) -> MediaPlaylist | MasterPlaylist:
+        return MASTER if loc.endswith("master.m3u8") else self.media(loc)
+
     def text(self, loc: str) -> tuple[str, object]:
         if loc in self.ads:
             return self.ads[loc].dumps(), 0

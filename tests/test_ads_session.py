@@ -235,3 +235,14 @@ def test_origin_over_http_is_stitched_and_segments_redirect_to_it(media, tmp_pat
             r = http.get(f"{base}/session/h1/video/180p/seg_000001.ts")
             assert r.status_code == 302 and r.headers["location"] == f"{origin_url}video/180p/seg_000001.ts"
             assert http.get(r.headers["location"]).content[:1] == b"\x47"
+
+
+def test_idle_sessions_are_forgotten_and_active_ones_kept():
+    from ads.session import StitchService
+
+    svc = StitchService("/nonexistent", lambda s, b: AdPod(b.id, s), lambda *a: None, session_ttl=0.05)
+    for i in range(1023):
+        svc.session(f"old-{i}")
+    time.sleep(0.1)
+    fresh = svc.session("new-1")  # the 1024th session triggers a sweep of idle ones
+    assert list(svc.sessions) == ["new-1"] and svc.sessions["new-1"] is fresh

@@ -241,6 +241,9 @@ class _Origin:
     def text(self, loc: str) -> tuple[str, object]:
         return self.media(loc).dumps(), 0
 
+    def playlist(self, loc: str):  # noqa: ANN201
+        return self.master(loc) if loc.endswith("master.m3u8") else self.media(loc)
+
 
 def _cued(first: int, n: int, cue_at: set[int], brk_len: int, audio: bool) -> MediaPlaylist:
     segs = []
