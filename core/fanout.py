@@ -34,6 +34,8 @@ _AV_PIX = {"gray8": "gray", "rgb24": "rgb24", "bgr24": "bgr24", "yuv420p": "yuv4
 
 def scaled_size(src_w: int, src_h: int, wants: VideoWants) -> tuple[int, int]:
     """Output size for a request, keeping the aspect ratio, even dimensions, never upscaling."""
+    w: float
+    h: float
     if wants.width:
         w = min(wants.width, src_w)
         h = src_h * w / src_w
@@ -111,13 +113,13 @@ class FanOut:
             log.info("video request", extra={"size": f"{w}x{h}", "fps": wants.fps, "format": wants.pixel_format,
                                              "sidecars": ",".join(lk.name for lk in links),
                                              "shm": group.ring is not None})
-        for wants, links in by_audio.items():
+        for awants, alinks in by_audio.items():
             self.audio_groups.append(AudioGroup(
-                wants=wants, links=links,
-                resampler=av.AudioResampler(format="flt" if wants.sample_format == "f32" else "s16",
-                                            layout="mono" if wants.channels == 1 else f"{wants.channels}c"
-                                            if wants.channels > 2 else "stereo",
-                                            rate=wants.sample_rate),
+                wants=awants, links=alinks,
+                resampler=av.AudioResampler(format="flt" if awants.sample_format == "f32" else "s16",
+                                            layout="mono" if awants.channels == 1 else f"{awants.channels}c"
+                                            if awants.channels > 2 else "stereo",
+                                            rate=awants.sample_rate),
             ))
         for link in self.links:
             ring = next((g.ring for g in self.video_groups if link in g.links and g.ring is not None), None)
@@ -235,7 +237,7 @@ def plane_views(frame: av.VideoFrame) -> list[memoryview]:
         else:  # rows padded for SIMD alignment: drop the padding (one copy)
             rows = np.frombuffer(buf, dtype=np.uint8)[: plane.line_size * plane.height]
             packed = np.ascontiguousarray(rows.reshape(plane.height, plane.line_size)[:, :width])
-            views.append(memoryview(packed).cast("B"))
+            views.append(memoryview(packed.data).cast("B"))
         _ = i
     return views
 

@@ -176,6 +176,8 @@ class AudioEncoder:
             st.codec_context.extradata = self.stream.codec_context.extradata
             offset = PTS_OFFSET * AUDIO_SAMPLE_RATE // 90_000
             for pkt in packets:
+                if pkt.pts is None:
+                    continue
                 pkt.stream = st
                 pkt.pts = pkt.pts + offset
                 pkt.dts = pkt.pts

@@ -355,7 +355,7 @@ class Source:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             assert proc.stdout is not None
             try:
-                container = av.open(proc.stdout, format="mpegts", timeout=(self.open_timeout, None))
+                container = av.open(proc.stdout, "r", format="mpegts", timeout=(self.open_timeout, None))
             except Exception as exc:
                 proc.kill()
                 err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
@@ -370,7 +370,7 @@ class Source:
             return _Conn(av.open(self.source, options={"rw_timeout": timeout_us},
                                  timeout=(self.open_timeout, 30.0)))
         path = self.url.path if self.scheme == "file" else self.source
-        return _Conn(av.open(path))
+        return _Conn(av.open(path, "r"))
 
     # ------------------------------------------------------------ events
 
@@ -504,7 +504,7 @@ class Source:
                         if ahead > 0:
                             time.sleep(ahead)
                     yield VideoEvent(frame, t)
-                else:
+                elif isinstance(frame, av.AudioFrame):
                     yield AudioEvent(frame, max(t, base))
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ import sys
 import threading
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import grpc
 
@@ -38,6 +39,9 @@ def _compile() -> tuple[ModuleType, ModuleType]:
                 sys.path.remove(str(PROTO_ROOT))
 
 
-pb2, pb2_grpc = _compile()
+_messages, _services = _compile()
+# Typed as Any: the modules are generated at import, so no static stubs exist to check against.
+pb2: Any = _messages
+pb2_grpc: Any = _services
 
 __all__ = ["pb2", "pb2_grpc", "PROTO_ROOT", "PROTO_FILE", "PACKAGE", "SERVICE", "CONTRACT_VERSION"]

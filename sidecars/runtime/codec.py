@@ -7,6 +7,7 @@ peer sent and raise ``ContractError`` with a message a plugin author can act on.
 from __future__ import annotations
 
 import json
+from typing import Any, cast
 
 import numpy as np
 
@@ -24,7 +25,9 @@ from .types import (
     RenditionHint,
     RenditionInfo,
     Result,
+    SampleFormat,
     StreamInfo,
+    TransportName,
     VideoWants,
     Word,
 )
@@ -78,7 +81,7 @@ def image_from_buffer(buf: bytes | memoryview, width: int, height: int, pixel_fo
 # ---------------------------------------------------------------- description
 
 
-def description_to_pb(d: Description) -> pb2.Description:
+def description_to_pb(d: Description) -> Any:
     msg = pb2.Description(
         name=d.name,
         version=d.version,
@@ -108,7 +111,7 @@ def description_to_pb(d: Description) -> pb2.Description:
     return msg
 
 
-def description_from_pb(msg: pb2.Description) -> Description:
+def description_from_pb(msg: Any) -> Description:
     """Validate a sidecar's self-description; impossible requirements raise ContractError."""
     if msg.contract_version != pb2.CONTRACT_VERSION_1:
         raise ContractError(
@@ -126,7 +129,7 @@ def description_from_pb(msg: pb2.Description) -> Description:
         if v.width > MAX_SIDE or v.max_side > MAX_SIDE:
             raise ContractError(f"sidecar {msg.name!r} asks for frames wider than {MAX_SIDE} px")
         video = VideoWants(
-            fps=v.fps, width=v.width, max_side=v.max_side, pixel_format=PIXEL_FROM_PB[v.pixel_format]
+            fps=v.fps, width=v.width, max_side=v.max_side, pixel_format=cast(PixelFormat, PIXEL_FROM_PB[v.pixel_format])
         )
     if msg.HasField("audio"):
         a = msg.audio
@@ -141,12 +144,13 @@ def description_from_pb(msg: pb2.Description) -> Description:
         audio = AudioWants(
             sample_rate=a.sample_rate,
             channels=a.channels,
-            sample_format=SAMPLE_FROM_PB[a.sample_format],
+            sample_format=cast(SampleFormat, SAMPLE_FROM_PB[a.sample_format]),
             chunk_ms=a.chunk_ms or 100,
         )
     if video is None and audio is None:
         raise ContractError(f"sidecar {msg.name!r} asks for neither video nor audio")
-    transports = tuple(TRANSPORT_FROM_PB[t] for t in msg.transports if t in TRANSPORT_FROM_PB) or ("bytes",)
+    transports = cast(tuple[TransportName, ...],
+                      tuple(TRANSPORT_FROM_PB[t] for t in msg.transports if t in TRANSPORT_FROM_PB) or ("bytes",))
     return Description(
         name=msg.name,
         version=msg.version,
@@ -161,7 +165,7 @@ def description_from_pb(msg: pb2.Description) -> Description:
 # ---------------------------------------------------------------- stream info
 
 
-def stream_info_to_pb(info: StreamInfo) -> pb2.StreamStart:
+def stream_info_to_pb(info: StreamInfo) -> Any:
     return pb2.StreamStart(
         stream_id=info.stream_id,
         source_width=info.source_width,
@@ -176,7 +180,7 @@ def stream_info_to_pb(info: StreamInfo) -> pb2.StreamStart:
     )
 
 
-def stream_info_from_pb(msg: pb2.StreamStart) -> StreamInfo:
+def stream_info_from_pb(msg: Any) -> StreamInfo:
     return StreamInfo(
         stream_id=msg.stream_id,
         source_width=msg.source_width,
@@ -194,7 +198,7 @@ def stream_info_from_pb(msg: pb2.StreamStart) -> StreamInfo:
 # ---------------------------------------------------------------- audio
 
 
-def audio_from_pb(msg: pb2.AudioChunk) -> AudioChunk:
+def audio_from_pb(msg: Any) -> AudioChunk:
     fmt = SAMPLE_FROM_PB.get(msg.sample_format)
     if fmt is None:
         raise ContractError(f"audio chunk with unknown sample format {msg.sample_format}")
@@ -210,7 +214,7 @@ def audio_from_pb(msg: pb2.AudioChunk) -> AudioChunk:
 # ---------------------------------------------------------------- results
 
 
-def result_to_pb(r: Result) -> pb2.Result:
+def result_to_pb(r: Result) -> Any:
     if isinstance(r, Cue):
         return pb2.Result(
             start=r.start,
@@ -260,7 +264,7 @@ def result_to_pb(r: Result) -> pb2.Result:
     raise TypeError(f"a sidecar handler returned {type(r).__name__}; expected Cue, Crop, BitrateHint or Generic")
 
 
-def result_from_pb(msg: pb2.Result) -> Result:
+def result_from_pb(msg: Any) -> Result:
     kind = msg.WhichOneof("kind")
     if kind == "cue":
         c = msg.cue

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -78,7 +78,7 @@ class _StreamSession:
         self.out.put(pb2.SidecarMessage(error=pb2.SidecarError(message=message, fatal=False)))
 
     def _video(self, msg: Any) -> None:
-        fmt: PixelFormat | None = codec.PIXEL_FROM_PB.get(msg.pixel_format)
+        fmt = cast(PixelFormat | None, codec.PIXEL_FROM_PB.get(msg.pixel_format))
         if fmt is None:
             self._error(f"frame {msg.seq}: unknown pixel format {msg.pixel_format}")
             return
