@@ -111,3 +111,22 @@ def test_bad_input_is_one_clear_line_and_exit_status_2(media, tmp_path, args, me
     assert len(lines) == 1 and message in lines[0], r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "o.m3u8").exists()
+
+
+def test_stitch_on_the_core_output_picks_the_matching_ad_rendition(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=320x180:rate=25:duration=6", "-f", "lavfi", "-i", "sine=duration=6",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest", str(clip)],
+                   check=True, timeout=60)
+    out = tmp_path / "out"
+    r = sidecast("run", str(clip), "-o", str(out), "--ladder", "180p:300k,144p:200k", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    ad = Conditioner(out / "master.m3u8", tmp_path / "cache")(make_creative(tmp_path / "c.mp4", seconds=2))
+    for name in ("180p", "144p"):
+        target = tmp_path / "stitched" / f"{name}.m3u8"
+        r = sidecast("ads", "stitch", str(out / "video" / name / "index.m3u8"), "--ad", str(ad.master),
+                     "--at", "2", "-o", str(target))
+        assert r.returncode == 0, r.stderr
+        uris = _all_uris_resolve(target)
+        assert [u for u in uris if "cache/" in u] == [f"../cache/{ad.directory.name}/video/{name}/seg_000000.ts"]
