@@ -342,6 +342,9 @@ class Source:
     def _open(self, wait: float | None = None) -> _Conn:
         """Open the source; ``wait`` bounds how long a listener waits for its publisher (None: forever)."""
         timeout_us = str(int(self.open_timeout * 1_000_000))
+        # A reconnect attempt may not outlast what is left of --reconnect-timeout (the socket timeout stays,
+        # so stall detection of the re-opened session is unchanged).
+        open_s = self.open_timeout if wait is None else max(0.5, min(self.open_timeout, wait))
         if self.scheme == "rtmp":
             url = f"rtmp://127.0.0.1:{self.rtmp_backend}/{self.rtmp_app}/ingest"
             # Listen in slices of at most 1 s so a SIGTERM (Kubernetes rollout) is honoured while idle:
@@ -365,10 +368,10 @@ class Source:
             return _Conn(container, proc)
         if self.scheme == "rtsp":
             return _Conn(av.open(self.source, options={"rtsp_transport": "tcp", "timeout": timeout_us},
-                                 timeout=(self.open_timeout, 30.0)))
+                                 timeout=(open_s, 30.0)))
         if self.scheme in ("http", "https"):
             return _Conn(av.open(self.source, options={"rw_timeout": timeout_us},
-                                 timeout=(self.open_timeout, 30.0)))
+                                 timeout=(open_s, 30.0)))
         path = self.url.path if self.scheme == "file" else self.source
         return _Conn(av.open(path, "r"))
 
