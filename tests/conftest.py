@@ -8,6 +8,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,16 @@ def run_sidecast(*args: str, timeout: float = 180, check: bool = False,
     if check and proc.returncode != 0:
         raise AssertionError(f"sidecast {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
+
+
+def wait_for(cond: Callable[[], object], timeout: float, what: str, poll: float = 0.1) -> None:
+    """Poll ``cond`` until it is truthy; fail with ``what`` at the deadline (never sleep-and-hope)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(poll)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def have(binary: str) -> bool:

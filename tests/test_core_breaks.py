@@ -13,32 +13,10 @@ from pathlib import Path
 import av
 import m3u8
 import numpy as np
-import threefive
 
 from ads.playlist import parse_media
 from tests.conftest import SIDECAST, free_port, run_sidecast
-
-
-def splice_insert(event_id: int, pts: float, duration: float) -> bytes:
-    cue = threefive.Cue()
-    cmd = threefive.SpliceInsert()
-    cmd.splice_event_id = event_id
-    cmd.splice_event_cancel_indicator = False
-    cmd.out_of_network_indicator = True
-    cmd.program_splice_flag = True
-    cmd.splice_immediate_flag = False
-    cmd.event_id_compliance_flag = True
-    cmd.time_specified_flag = True
-    cmd.pts_time = pts
-    cmd.duration_flag = True
-    cmd.break_auto_return = True
-    cmd.break_duration = duration
-    cmd.unique_program_id = 1
-    cmd.avail_num = 0
-    cmd.avails_expected = 0
-    cue.command = cmd
-    cue.encode()
-    return bytes(cue.bites)
+from tests.test_ads_scte35 import splice_insert
 
 
 def ts_with_scte35(path: Path, cues: list[tuple[int, bytes]], seconds: float = 8.0) -> Path:
@@ -94,7 +72,7 @@ def test_break_at_forces_boundaries_and_signals_the_break_everywhere(clip_small:
 
 
 def test_scte35_splice_insert_in_the_source_becomes_a_break(tmp_path: Path) -> None:
-    cue = splice_insert(42, pts=2.0 + 3.0, duration=2.0)  # source PTS starts at 2.0 s: media time 3.0
+    cue = splice_insert(42, True, pts=2.0 + 3.0, duration=2.0)  # source PTS starts at 2.0 s: media time 3.0
     src = ts_with_scte35(tmp_path / "src.ts", [(30, cue)])
     res = run_sidecast("run", str(src), "-o", str(tmp_path / "out"), check=True)
     text = (tmp_path / "out" / "video" / "180p" / "index.m3u8").read_text()
@@ -111,7 +89,7 @@ def test_scte35_splice_insert_in_the_source_becomes_a_break(tmp_path: Path) -> N
 
 
 def test_malformed_scte35_is_logged_and_the_content_plays_on(tmp_path: Path) -> None:
-    bad = bytearray(splice_insert(7, pts=4.0, duration=2.0))
+    bad = bytearray(splice_insert(7, True, pts=4.0, duration=2.0))
     bad[-1] ^= 0xFF  # break the CRC
     src = ts_with_scte35(tmp_path / "src.ts", [(20, bytes(bad)), (40, b"\xfc\x30\x01")])
     res = run_sidecast("run", str(src), "-o", str(tmp_path / "out"))

@@ -13,7 +13,7 @@ import pytest
 
 from core.serve import start_server
 from core.sources import parse_publish_key
-from tests.conftest import SIDECAST, ffmpeg, free_port, run_sidecast
+from tests.conftest import SIDECAST, ffmpeg, free_port, run_sidecast, wait_for
 
 
 def wait_port(port: int, timeout: float = 20.0) -> None:
@@ -25,14 +25,6 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
         time.sleep(0.1)
     raise AssertionError(f"nothing listens on {port}")
 
-
-def wait_for(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def publish(clip: Path, url: str, seconds: float) -> subprocess.CompletedProcess[str]:

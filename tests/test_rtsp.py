@@ -16,7 +16,7 @@ import m3u8
 import pytest
 
 from core.sources import Source, VideoEvent
-from tests.conftest import ROOT, SIDECAST, free_port, make_clip, run_sidecast
+from tests.conftest import ROOT, SIDECAST, free_port, make_clip, run_sidecast, wait_for
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # PyGObject + GstRtspServer typelibs are Debian packages (dev.sh installs them)
 SERVER = str(ROOT / "tests" / "rtsp_server.py")
@@ -73,14 +73,6 @@ def start_server(clip: Path, port: int) -> RtspServer:
         raise
     return server
 
-
-def wait_for(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def codecs_of(path: Path) -> list[str]:
