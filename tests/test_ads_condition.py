@@ -91,3 +91,12 @@ def test_audio_only_creative_is_refused(content, tmp_path):
                     "-c:a", "aac", str(audio)], check=True, timeout=60)
     with pytest.raises(ConditionError, match="no video stream"):
         Conditioner(content, tmp_path / "cache")(audio)
+
+
+def test_hls_creative_is_conditioned_too(content, tmp_path):
+    first = Conditioner(content, tmp_path / "a")(make_creative(tmp_path / "c.mp4", seconds=4))
+    # an HLS creative (here: a master playlist with separate audio) goes through the same path
+    again = Conditioner(content, tmp_path / "b")(first.master)
+    assert not again.reused and again.duration == pytest.approx(4.0, abs=0.1)
+    for key in ("video/180p/index.m3u8", "video/144p/index.m3u8", "audio/index.m3u8"):
+        assert len(parse_media((again.directory / key).read_text()).segments) == 2, key
