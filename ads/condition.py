@@ -216,6 +216,10 @@ def _run_ffmpeg(src: str, has_audio: bool, src_duration: float, ladder: Ladder, 
     if r.returncode != 0:
         reason = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
         raise ConditionError(f"ffmpeg could not condition {src}: {reason}")
+    for v in ladder.video:
+        # a source whose timestamps run a frame or two past a segment boundary leaves a runt segment of
+        # a few frames; it would take a whole slot when stitched live, so it goes
+        _drop_runt(out / v.key)
     if ladder.audio_key:
         # AAC frames overhang the video by a few ms, which the HLS muxer writes as a tiny last segment;
         # the stitcher needs one audio segment per video segment (one per slot), so trim to the video.
@@ -224,6 +228,13 @@ def _run_ffmpeg(src: str, has_audio: bool, src_duration: float, ladder: Ladder, 
 
 def _duration_of(playlist: Path) -> float:
     return parse_media(playlist.read_text()).duration
+
+
+def _drop_runt(playlist: Path, shortest: float = 0.25) -> None:
+    pl = parse_media(playlist.read_text())
+    if len(pl.segments) > 1 and pl.segments[-1].duration < shortest:
+        pl.segments = pl.segments[:-1]
+        playlist.write_text(pl.dumps())
 
 
 def _trim_to(playlist: Path, seconds: float) -> None:
