@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sidecars.runtime.types import AudioChunk, Cue, StreamInfo, Word  # noqa: E402
 from sidecars.stt import SttSidecar, engine, synth  # noqa: E402
 from sidecars.stt.guards import normalize  # noqa: E402
+from sidecars.stt.recognizer import StreamConfig  # noqa: E402
 
 
 def wer(ref: str, hyp: str) -> float:
@@ -78,8 +79,9 @@ def offline(audio: np.ndarray, spec: engine.ModelSpec) -> tuple[list[Word], floa
     return words, time.monotonic() - t0
 
 
-def stream(audio: np.ndarray, spec: engine.ModelSpec, speed: float) -> dict[str, object]:
-    sc = SttSidecar(spec=spec)
+def stream(audio: np.ndarray, spec: engine.ModelSpec, speed: float, beam_size: int = 1,
+           config: StreamConfig | None = None) -> dict[str, object]:
+    sc = SttSidecar(spec=spec, beam_size=beam_size, stream=config)
     published: list[tuple[float, Cue]] = []
     commits: list[tuple[float, Word]] = []
     lock = threading.Lock()
@@ -130,6 +132,10 @@ def main() -> int:
     ap.add_argument("--model", default=None, help="CTranslate2 Whisper directory (default tiny.en)")
     ap.add_argument("--cpu-threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--beam-size", type=int, default=3, help="streaming beam size (the sidecar's --beam-size)")
+    ap.add_argument("--context-commit", type=float, default=StreamConfig.context_commit,
+                    help="seconds of right context that commit a word without a second pass (0 = agreement only)")
+    ap.add_argument("--min-step", type=float, default=StreamConfig.min_step, help="new audio per pass, seconds")
     args = ap.parse_args()
 
     spec = engine.resolve_spec(args.model, "auto", "auto", args.cpu_threads)
@@ -144,7 +150,8 @@ def main() -> int:
     off_wer = wer(reference, " ".join(w.text for w in off_words))
     print(f"offline transcription: {off_s:.1f} s (RTF {off_s / seconds:.2f})")
 
-    res = stream(audio, spec, args.speed)
+    cfg = StreamConfig(context_commit=args.context_commit, min_step=args.min_step)
+    res = stream(audio, spec, args.speed, args.beam_size, cfg)
     t0 = float(res["t0"])  # type: ignore[arg-type]
     published: list[tuple[float, Cue]] = res["published"]  # type: ignore[assignment]
     commits: list[tuple[float, Word]] = res["commits"]  # type: ignore[assignment]

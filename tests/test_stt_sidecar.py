@@ -83,9 +83,12 @@ class Session:
             return self.watermarks[-1][1] if self.watermarks else -1.0
 
 
-def stream_audio(address: str, audio: np.ndarray, speed: float = 4.0, wait_watermark: float | None = None,
-                 chunk_ms: int = 100) -> Session:
+def stream_audio(address: str, audio: np.ndarray | list[tuple[float, np.ndarray]], speed: float = 4.0,
+                 wait_watermark: float | None = None, chunk_ms: int = 100) -> Session:
     """Send StreamStart, audio chunks paced at ``speed`` x real time and StreamEnd; collect the answers.
+
+    ``audio`` may be a list of (media time, samples) pieces: each piece after the first is announced
+    with a Discontinuity, as the core does when a live source drops and comes back.
 
     With ``wait_watermark``, StreamEnd is only sent once the sidecar's watermark reached that media time
     (or 30 s passed), to observe how the watermark moves while the stream is still live.
@@ -118,15 +121,20 @@ def stream_audio(address: str, audio: np.ndarray, speed: float = 4.0, wait_water
     reader.start()
     outbox.put(pb2.CoreMessage(start=pb2.StreamStart(stream_id="test", segment_duration=2.0)))
     step = int(16000 * chunk_ms / 1000)
+    pieces = [(0.0, audio)] if isinstance(audio, np.ndarray) else audio
     t0 = time.monotonic()
-    for i in range(0, len(audio), step):
-        media = i / 16000
-        lag = t0 + media / speed - time.monotonic()
-        if lag > 0:
-            time.sleep(lag)  # pacing the media clock, as a live source does
-        outbox.put(pb2.CoreMessage(audio=pb2.AudioChunk(
-            pts=media, sample_rate=16000, channels=1, sample_format=pb2.SAMPLE_FORMAT_F32,
-            samples=np.ascontiguousarray(audio[i:i + step], dtype="<f4").tobytes())))
+    played = 0.0
+    for k, (offset, samples) in enumerate(pieces):
+        if k:
+            outbox.put(pb2.CoreMessage(discontinuity=pb2.Discontinuity(pts=offset)))
+        for i in range(0, len(samples), step):
+            lag = t0 + (played + i / 16000) / speed - time.monotonic()
+            if lag > 0:
+                time.sleep(lag)  # pacing the media clock, as a live source does
+            outbox.put(pb2.CoreMessage(audio=pb2.AudioChunk(
+                pts=offset + i / 16000, sample_rate=16000, channels=1, sample_format=pb2.SAMPLE_FORMAT_F32,
+                samples=np.ascontiguousarray(samples[i:i + step], dtype="<f4").tobytes())))
+        played += len(samples) / 16000
     if wait_watermark is not None:
         with session.lock:
             session.lock.wait_for(lambda: session.watermarks and session.watermarks[-1][1] >= wait_watermark,
@@ -192,6 +200,24 @@ def test_noise_and_music_produce_no_cues_and_the_watermark_follows_the_audio(stt
     # Nothing to caption, so nothing to wait for: the watermark kept up with the audio while live.
     live = [m for _, m in session.watermarks if m < 1e5]
     assert live and live[-1] >= seconds - 1.0, live[-5:]
+
+
+def test_an_hour_later_after_a_discontinuity_cue_times_follow_the_new_clock(stt_address: str) -> None:
+    first, u1 = synth.programme([synth.SENTENCES[6]], seed=4)
+    second, u2 = synth.programme([synth.SENTENCES[1]], seed=5)
+    later = 3600.0 + 1 / 3  # an hour on, at an awkward fraction of a second
+    session = stream_audio(stt_address, [(0.0, first), (later, second)], speed=8.0)
+    assert not session.errors, session.errors
+    finals = session.finals()
+    before = [c for c in finals if c.end <= len(first) / 16000 + 0.5]
+    after = [c for c in finals if c.start >= later]
+    assert len(before) + len(after) == len(finals), [(c.start, c.text) for c in finals]
+    assert wer(u1[0].text, " ".join(c.text for c in before)) <= 0.25
+    assert wer(u2[0].text, " ".join(c.text for c in after)) <= 0.25
+    # Sample-exact clocks: the onset is where it was spoken, on the new clock, to within VAD precision.
+    assert abs(after[0].words[0].start - (later + u2[0].start)) <= 0.4, after[0]
+    marks = [m for _, m in session.watermarks]
+    assert marks == sorted(marks)
 
 
 def test_bad_model_path_is_one_clear_error(tmp_path: Path) -> None:

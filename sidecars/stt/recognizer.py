@@ -39,6 +39,7 @@ class StreamConfig:
     catch_up_step: float = 6.0    # ... and when more than 2 x max_step behind (a loaded CPU): bigger
                                   # steps mean fewer passes per second of audio, so latency stays bounded
     silence_commit: float = 0.5   # this much silence after speech commits the hypothesis
+    min_context: float = 0.0      # agreed words also need this much audio after them before commit
     context_commit: float = 2.0   # a word heard with this much audio after it is committed without waiting
                                   # for a second pass (which, when the CPU is behind, comes late); 0 = off
     keep_silence: float = 2.0     # context kept when the buffer holds no uncommitted speech (helps the next words)
@@ -132,6 +133,8 @@ class StreamingRecognizer:
             self.committed.append(w)
             out.committed.append(w)
             self.commit_end = max(self.commit_end, round(w.end * SAMPLE_RATE))
+        if len(self.committed) > 400:  # enough for the prompt and trimming; a day-long stream stays small
+            del self.committed[:-200]
 
     def _merge(self, new: list[Word]) -> list[Word]:
         """New pass words after the committed point, without re-decoded copies of the committed tail."""
@@ -177,7 +180,7 @@ class StreamingRecognizer:
             new = self._merge(words)
             agreed = 0
             for a, b in zip(self.hypothesis, new, strict=False):
-                if normalize(a.text) != normalize(b.text):
+                if normalize(a.text) != normalize(b.text) or b.end > _sec(pass_end) - cfg.min_context:
                     break
                 agreed += 1
             if cfg.context_commit > 0:

@@ -44,7 +44,7 @@ class SttSidecar(Sidecar):
     version = "1.0.0"
 
     def __init__(self, spec: ModelSpec | None = None, language: str = "en", translate: bool = False,
-                 beam_size: int = 1, style: CaptionStyle = DEFAULT_STYLE, max_open: float = 2.5,
+                 beam_size: int = 3, style: CaptionStyle = DEFAULT_STYLE, max_open: float = 2.5,
                  stream: StreamConfig | None = None, **options: Any) -> None:
         super().__init__(**options)
         self.spec = spec
@@ -137,7 +137,7 @@ class SttSidecar(Sidecar):
                        help="auto: CUDA when CTranslate2 sees a GPU, else CPU")
         g.add_argument("--compute-type", default="auto", help="CTranslate2 compute type (auto: int8 on CPU)")
         g.add_argument("--cpu-threads", type=int, default=0, help="CPU threads for the model (default: up to 2)")
-        g.add_argument("--beam-size", type=int, default=1, help="beam size per pass (1 = greedy, fastest)")
+        g.add_argument("--beam-size", type=int, default=3, help="beam size per pass (1 = greedy: fastest, less accurate)")
         g.add_argument("--max-line-chars", type=int, default=DEFAULT_STYLE.max_chars,
                        help="caption line length (default 42)")
         g.add_argument("--max-open", type=float, default=2.5,
