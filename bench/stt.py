@@ -27,6 +27,7 @@ import statistics
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -79,8 +80,20 @@ def offline(audio: np.ndarray, spec: engine.ModelSpec) -> tuple[list[Word], floa
     return words, time.monotonic() - t0
 
 
-def stream(audio: np.ndarray, spec: engine.ModelSpec, speed: float, beam_size: int = 1,
-           config: StreamConfig | None = None) -> dict[str, object]:
+@dataclass
+class StreamRun:
+    t0: float
+    published: list[tuple[float, Cue]]
+    commits: list[tuple[float, Word]]
+    feed_s: float
+    drain_s: float
+    passes: int
+    loops: int
+    decode_s: float
+
+
+def stream(audio: np.ndarray, spec: engine.ModelSpec, speed: float, beam_size: int = 3,
+           config: StreamConfig | None = None) -> StreamRun:
     sc = SttSidecar(spec=spec, beam_size=beam_size, stream=config)
     published: list[tuple[float, Cue]] = []
     commits: list[tuple[float, Word]] = []
@@ -110,8 +123,9 @@ def stream(audio: np.ndarray, spec: engine.ModelSpec, speed: float, beam_size: i
     sc.on_end()
     done = time.monotonic()
     recs = [t.recognizer for t in sc.tracks]
-    return {"passes": sum(r.passes for r in recs), "decode_s": sum(r.decode_seconds for r in recs),
-            "loops": sum(r.loops for r in recs), "t0": t0, "published": published, "commits": commits, "feed_s": fed - t0, "drain_s": done - fed}
+    return StreamRun(t0=t0, published=published, commits=commits, feed_s=fed - t0, drain_s=done - fed,
+                     passes=sum(r.passes for r in recs), loops=sum(r.loops for r in recs),
+                     decode_s=sum(r.decode_seconds for r in recs))
 
 
 def match_words(a: list[Word], b: list[Word]) -> dict[int, int]:
@@ -152,9 +166,7 @@ def main() -> int:
 
     cfg = StreamConfig(context_commit=args.context_commit, min_step=args.min_step)
     res = stream(audio, spec, args.speed, args.beam_size, cfg)
-    t0 = float(res["t0"])  # type: ignore[arg-type]
-    published: list[tuple[float, Cue]] = res["published"]  # type: ignore[assignment]
-    commits: list[tuple[float, Word]] = res["commits"]  # type: ignore[assignment]
+    t0, published, commits = res.t0, res.published, res.commits
     finals = [c for _, c in published if c.final and not c.track]
     final_wall = {c.id: t for t, c in published if c.final}
     st_wer = wer(reference, " ".join(c.text.replace("\n", " ") for c in finals))
@@ -194,12 +206,12 @@ def main() -> int:
           f"   within 0.3 s: {sum(x <= 0.3 for x in vs_offline)}/{len(vs_offline)}")
     print(f"{'sentence onset to nearest cue start med/p95':44s} {pct(onset_err, 0.5):10.2f}"
           f" {pct(onset_err, 0.95):10.2f} {'<= 0.3':>12s}")
-    feed_s, drain_s = float(res["feed_s"]), float(res["drain_s"])  # type: ignore[arg-type]
+    feed_s, drain_s = res.feed_s, res.drain_s
     print(f"{'kept up: drain after the last chunk (s)':44s} {drain_s:10.2f} {'-':>10s} {'small':>12s}"
           f"   (fed {seconds:.0f} s of audio in {feed_s:.0f} s)")
-    print(f"decoder passes {res['passes']} ({res['loops']} loop retries), decoder busy "
-          f"{float(res['decode_s']) / max(feed_s + drain_s, 1e-9):.0%} of the run, "
-          f"mean pass {float(res['decode_s']) / max(int(res['passes']), 1):.2f} s")  # type: ignore[call-overload]
+    print(f"decoder passes {res.passes} ({res.loops} loop retries), decoder busy "
+          f"{res.decode_s / max(feed_s + drain_s, 1e-9):.0%} of the run, "
+          f"mean pass {res.decode_s / max(res.passes, 1):.2f} s")
     print(f"final cues {len(finals)}, partial updates {sum(1 for _, c in published if not c.final)}; "
           f"load average at end {os.getloadavg()[0]:.1f}")
     return 0
