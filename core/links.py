@@ -76,6 +76,7 @@ class SidecarLink:
         self.connected = threading.Event()      # a Stream is open and accepting media
         self.described = threading.Event()
         self._q: collections.deque[Outgoing] = collections.deque()
+        self._counts: dict[str, int] = {"video": 0, "audio": 0, "control": 0}
         self._cond = threading.Condition()
         self._closing = False
         self._stalled = False
@@ -142,23 +143,22 @@ class SidecarLink:
                 if not self._drop_oldest(item.kind):
                     break
             self._q.append(item)
+            self._counts[item.kind] = self._counts.get(item.kind, 0) + 1
             self._cond.notify_all()
         return True
 
-    def _count(self, kind: str) -> int:
-        return sum(1 for o in self._q if o.kind == kind)
-
     def _full(self, kind: str) -> bool:
         if kind == "video":
-            return self._count("video") >= self.max_video
+            return self._counts["video"] >= self.max_video
         if kind == "audio":
-            return self._count("audio") >= self.max_audio
+            return self._counts["audio"] >= self.max_audio
         return False
 
     def _drop_oldest(self, kind: str) -> bool:
         for i, o in enumerate(self._q):
             if o.kind == kind:
                 del self._q[i]
+                self._counts[kind] -= 1
                 self.stats.dropped += 1
                 if o.release:
                     o.release()
@@ -183,6 +183,7 @@ class SidecarLink:
                 if self._closing or not self.connected.is_set():
                     return
                 item = self._q.popleft()
+                self._counts[item.kind] -= 1
                 self._cond.notify_all()
                 if item.release is not None and item.msg.WhichOneof("body") == "video":
                     which = item.msg.video.WhichOneof("data")
@@ -196,6 +197,7 @@ class SidecarLink:
             items = list(self._outstanding.values()) + [o for o in self._q if o.release]
             self._outstanding.clear()
             self._q.clear()
+            self._counts = {"video": 0, "audio": 0, "control": 0}
             self._cond.notify_all()
         for o in items:
             if o.release:
@@ -291,6 +293,14 @@ class SidecarLink:
                 self._cond.wait(backoff)
             backoff = min(backoff * 2, 5.0)
 
+    def _release_slots(self, slots: Any) -> None:
+        with self._cond:
+            items = [self._outstanding.pop(slot, None) for slot in slots]
+            self._cond.notify_all()
+        for item in items:
+            if item is not None and item.release:
+                item.release()
+
     def _on_message(self, msg: Any) -> None:
         body = msg.WhichOneof("body")
         if body == "result":
@@ -303,17 +313,14 @@ class SidecarLink:
             self.stats.results += 1
             self.timeline.add(self.name, result)
         elif body == "watermark":
+            if msg.watermark.released:
+                self._release_slots(msg.watermark.released)
             if self._stalled:
                 self._stalled = False
                 self.timeline.set_live(self.name, True)
             self.timeline.watermark(self.name, msg.watermark.pts)
         elif body == "release":
-            with self._cond:
-                items = [self._outstanding.pop(slot, None) for slot in msg.release.slots]
-                self._cond.notify_all()
-            for item in items:
-                if item is not None and item.release:
-                    item.release()
+            self._release_slots(msg.release.slots)
         elif body == "error":
             text = msg.error.message[:500]
             self.stats.errors.append(text)

@@ -208,10 +208,11 @@ class SidecarServicer(pb2_grpc.SidecarServicer):  # type: ignore[name-defined,mi
                     mark = msg
                 else:
                     yield msg
-            if slots:
-                yield pb2.SidecarMessage(release=pb2.Release(slots=slots))
             if mark is not None:
+                mark.watermark.released.extend(slots)  # one message for both
                 yield mark
+            elif slots:
+                yield pb2.SidecarMessage(release=pb2.Release(slots=slots))
             if ended:
                 break
 
