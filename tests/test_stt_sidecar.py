@@ -183,6 +183,12 @@ def test_spoken_sentences_become_accurate_broadcast_style_cues(stt_address: str)
     for u in utterances:
         nearest = min(abs(t - u.start) for t in starts)
         assert nearest <= 0.4, (u, [(w.text, w.start) for c in finals for w in c.words])
+    # The watermark never runs ahead of captions: no final cue arrives that starts before a watermark
+    # the sidecar had already sent (the core would have published that segment without it).
+    for t_cue, c in session.cues:
+        if c.final:
+            ahead = [m for t, m in session.watermarks if t < t_cue and m > c.start + 0.05]
+            assert not ahead, (c, ahead[:3])
     # The watermark only moves forward and ends past the audio.
     marks = [m for _, m in session.watermarks]
     assert marks == sorted(marks)

@@ -199,7 +199,8 @@ class StreamingRecognizer:
         # How far committed output is complete.
         limit = _sec(pass_end) - cfg.frontier_guard
         if self.hypothesis:
-            limit = min(limit, self.hypothesis[0].start)
+            # Uncommitted words may come back from the next pass with an earlier start: keep a margin.
+            limit = min(limit, max(self.hypothesis[0].start - 0.5, _sec(self.commit_end)))
         if open_region:
             limit = min(limit, _sec(self.buf_start) + max(pending[-1][0], settled))
         self.frontier = max(self.frontier, limit)

@@ -97,6 +97,9 @@ class SttSidecar(Sidecar):
             self._start_worker()
         if not self.tracks or (self._expected is not None and abs(start - self._expected) > JUMP_SECONDS * SAMPLE_RATE):
             self._restart_at(start)
+        if self._watermark is None:
+            # Nothing is decided yet, and None would let the runtime report the audio position instead.
+            self._watermark = start / SAMPLE_RATE
         for t in self.tracks:
             t.recognizer.append(x, start)
         self._expected = start + len(x)
