@@ -12,6 +12,7 @@ seeks) mid-cue never shows it. Players de-duplicate repeated cues with identical
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -134,6 +135,65 @@ class CueStore:
         """Drop partial cues that ended before ``t`` (finals are kept for the transcript)."""
         for k in [k for k, e in self._by_key.items() if not e.cue.final and e.cue.end < t]:
             del self._by_key[k]
+
+
+class CaptionCarrier:
+    """Decides which cues each WebVTT segment carries, remembering what earlier segments carried.
+
+    Live segments are immutable once published. A final cue that arrives after every segment it belongs
+    to was published (the recogniser was slower than the decision window) would be lost for live
+    viewers; here it is shown late instead: re-timed to the start of the next segment (after whatever
+    is still on screen there), for its own duration clamped to [min_display, late_hold]. A cue carried
+    once keeps the same timing in every later segment it touches, so players de-duplicate it.
+
+    Feed it the final cues that may matter: those ending after ``seg_start - lookback`` (a cue that
+    ended before the lookback is not shown late any more).
+    """
+
+    def __init__(self, min_display: float = 1.0, late_hold: float = 3.0, lookback: float = 30.0) -> None:
+        self.min_display = min_display
+        self.late_hold = late_hold
+        self.lookback = lookback
+        self._display: dict[tuple[str, str], Cue] = {}
+        self.late_count = 0
+
+    @staticmethod
+    def _key(c: Cue) -> tuple[str, str]:
+        return (c.track, c.id or f"@{c.start:.3f}:{c.text}")
+
+    def segment_cues(self, cues: Iterable[Cue], seg_start: float, seg_end: float) -> list[Cue]:
+        on_time: list[Cue] = []
+        late: list[Cue] = []
+        for c in cues:
+            if not c.final or not _escape(c.text):
+                continue
+            shown = self._display.get(self._key(c))
+            if shown is not None:
+                on_time.append(shown)
+            elif c.end > seg_start:
+                on_time.append(c)
+            elif c.end > seg_start - self.lookback:
+                late.append(c)
+        window = cues_shown_during(on_time, seg_start, seg_end)
+        t = max([seg_start, *(c.end for c in window if c.start <= seg_start)])
+        upcoming = [c.start for c in window if c.start > seg_start]
+        limit = min(upcoming) if upcoming else None
+        for c in sorted(late, key=lambda c: (c.start, c.end)):
+            end = t + min(max(c.end - c.start, self.min_display), self.late_hold)
+            if limit is not None:
+                end = min(end, limit)
+            if end - t < 0.3 or t >= seg_end:
+                break  # no room on screen: the cue stays in the transcript only
+            moved = dataclasses.replace(c, start=t, end=end)
+            self._display[self._key(c)] = moved
+            window.append(moved)
+            self.late_count += 1
+            t = end
+        for c in window:
+            self._display.setdefault(self._key(c), c)
+        for k in [k for k, c in self._display.items() if c.end < seg_start - 2 * self.lookback]:
+            del self._display[k]
+        return sorted(window, key=lambda c: (c.start, c.end))
 
 
 def render_transcript_vtt(cues: Sequence[Cue]) -> str:

@@ -10,6 +10,7 @@ import pytest
 
 from core.captions import (
     PTS_WRAP,
+    CaptionCarrier,
     CueStore,
     media_time_to_pts90k,
     render_transcript_vtt,
@@ -145,3 +146,33 @@ def test_transcript_has_every_final_cue_and_word_timings(tmp_path: Path) -> None
 def test_transcript_vtt_orders_cues_by_time() -> None:
     text = render_transcript_vtt([cue(5, 6, "b"), cue(1, 2, "a")])
     assert [p for _, _, p in parse_vtt(text)[1]] == ["a", "b"]
+
+
+def test_a_cue_that_misses_its_segments_is_shown_late_rather_than_lost() -> None:
+    carrier = CaptionCarrier()
+    c0 = cue(0.5, 1.5, "on time", id="cc-0")
+    assert [c.text for c in carrier.segment_cues([c0], 0.0, 2.0)] == ["on time"]
+    # Segment [2, 4) is published before the recogniser settles "late one" (spoken at 2.5-3.5).
+    assert carrier.segment_cues([c0], 2.0, 4.0) == []
+    late = cue(2.5, 3.5, "late one", id="cc-1")
+    nxt = cue(4.6, 5.8, "next", id="cc-2")
+    seg = carrier.segment_cues([c0, late, nxt], 4.0, 6.0)
+    assert [(c.text, c.start, c.end) for c in seg] == [("late one", 4.0, 4.6), ("next", 4.6, 5.8)]
+    # The on-time cue is not carried again as late, and the moved cue keeps its new timing afterwards.
+    again = carrier.segment_cues([c0, late, nxt], 6.0, 8.0)
+    assert again == []
+    assert carrier.late_count == 1
+
+
+def test_late_cues_wait_for_the_cue_still_on_screen_and_keep_identical_repeats() -> None:
+    carrier = CaptionCarrier(late_hold=3.0)
+    long = cue(1.0, 5.0, "still on screen", id="cc-0")
+    carrier.segment_cues([long], 0.0, 2.0)
+    carrier.segment_cues([long], 2.0, 4.0)
+    late = cue(2.0, 3.9, "was late", id="cc-1")  # settled only after [2, 4) was published
+    seg = carrier.segment_cues([long, late], 4.0, 6.0)
+    assert [(c.text, c.start, c.end) for c in seg] == [("still on screen", 1.0, 5.0), ("was late", 5.0, 6.9)]
+    seg2 = carrier.segment_cues([long, late], 6.0, 8.0)
+    assert [(c.text, c.start, c.end) for c in seg2] == [("was late", 5.0, 6.9)]
+    text = render_vtt_segment(seg2, 6.0, 8.0, media_time_to_pts90k(6.0))
+    assert "00:00:05.000 --> 00:00:06.900\nwas late" in text
