@@ -33,7 +33,9 @@ NORMALISE = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer
 
 
 def wer(reference: str, hypothesis: str) -> float:
-    return float(jiwer.wer(reference, hypothesis, reference_transform=NORMALISE, hypothesis_transform=NORMALISE))
+    """Word error rate after lower-casing and removing punctuation; caption line breaks are spaces."""
+    return float(jiwer.wer(reference.replace("\n", " "), hypothesis.replace("\n", " "),
+                           reference_transform=NORMALISE, hypothesis_transform=NORMALISE))
 
 
 @pytest.fixture(scope="module")
