@@ -591,7 +591,7 @@ class Pipeline:
                           bytes=audio_bytes, tags=tags)
             self.audio_playlist.add(seg)
             self.audio_full.add(seg)
-        cues = self.timeline.cues_between(job.start, job.end, final_only=True)
+        cues = self.timeline.cues_between(job.start - 30.0, job.end, final_only=True)  # carrier's lookback
         for track in (self.subs, self.subs_translation):
             if track is not None:
                 track.add_segment(job.index, job.start, job.end, media.media_to_pts90k(job.start), job.pdt,

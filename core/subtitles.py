@@ -23,15 +23,22 @@ class SubtitleTrack:
         self.track = track  # which Cue.track this rendition carries ("" = the main captions)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.language = language
+        from .captions import CaptionCarrier
+
+        # Remembers what earlier segments carried, and shows a final cue that came after all of its
+        # segments were published at the start of the next one (live) instead of losing it.
+        self.carrier = CaptionCarrier()
         self.playlist = MediaPlaylist(directory / "index.m3u8", segment_duration, window)
         self.full = MediaPlaylist(directory / "vod.m3u8", segment_duration, 0)
 
     def add_segment(self, index: int, start: float, end: float, video_pts90k: int, pdt: datetime,
                     cues: Sequence[Cue], discontinuity: bool = False, tags: tuple[str, ...] = ()) -> None:
+        """Write segment ``index``; ``cues`` are the final cues ending after ``start - carrier.lookback``."""
         from .captions import render_vtt_segment
 
         name = f"seg_{index:06d}.vtt"
-        atomic_write(self.dir / name, render_vtt_segment(list(cues), start, end, video_pts90k))
+        carried = self.carrier.segment_cues(cues, start, end)
+        atomic_write(self.dir / name, render_vtt_segment(carried, start, end, video_pts90k))
         seg = Segment(uri=name, duration=round(max(end - start, 1e-3), 5), pdt=pdt, discontinuity=discontinuity,
                       tags=tags)
         self.playlist.add(seg)
