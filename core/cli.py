@@ -44,8 +44,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="language of the caption rendition (LANGUAGE in master.m3u8; default en)")
     p.add_argument("--captions-translation", action="store_true",
                    help="add an English translation rendition (run stt with --sidecar-arg stt=--translate)")
-    p.add_argument("--decision-window", type=float, default=1.5,
-                   help="seconds a finished segment waits for sidecar results (default 1.5)")
+    p.add_argument("--decision-window", type=float, default=None,
+                   help="seconds a finished segment waits for sidecar results (default: the longest "
+                        "latency the running sidecars declare, at most 5)")
     p.add_argument("--transport", choices=["auto", "shm", "bytes"], default="auto",
                    help="frame transport to sidecars (auto: shared memory when on the same host)")
     p.add_argument("--snapshots-fps", type=float, default=1.0, help="JPEG snapshots per second (0 = off)")

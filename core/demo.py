@@ -75,7 +75,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if outdir.exists():
         shutil.rmtree(outdir)
     cfg = RunConfig(source=str(sample), outdir=outdir, sidecars=sidecars,
-                    ladder=parse_ladder("720p:3000k,480p:1400k,360p:800k"), decision_window=3.0)
+                    ladder=parse_ladder("720p:3000k,480p:1400k,360p:800k"))
     print(f"sidecast demo: running the pipeline with sidecars: {', '.join(sidecars) or 'none'}", flush=True)
     summary = Pipeline(cfg).run()
     print_summary(summary)

@@ -58,7 +58,7 @@ class RunConfig:
     sidecars: list[str] = field(default_factory=list)          # local processes
     sidecar_addrs: dict[str, str] = field(default_factory=dict)  # name -> target
     sidecar_args: dict[str, list[str]] = field(default_factory=dict)
-    decision_window: float = 1.5
+    decision_window: float | None = None  # None: the longest max_latency_ms the sidecars declare (≤ 5 s)
     transport: str = "auto"
     snapshots_fps: float = 1.0
     snapshots_width: int = 640
@@ -135,7 +135,7 @@ class Pipeline:
         self.cfg = config
         if not (0.5 <= config.segment_duration <= 30):
             raise ConfigError("--segment-duration must be between 0.5 and 30 seconds")
-        if config.decision_window < 0 or config.decision_window > 30:
+        if config.decision_window is not None and not (0 <= config.decision_window <= 30):
             raise ConfigError("--decision-window must be between 0 and 30 seconds")
         self.aspect = parse_aspect(config.aspect)
         self.out = config.outdir
@@ -177,6 +177,7 @@ class Pipeline:
         for i, (start, duration) in enumerate(config.breaks):
             self.schedule.add(Break(id=f"break-{i + 1}", start=start, duration=duration, source="cli"))
         self._cue_count = 0
+        self.window_s = config.decision_window if config.decision_window is not None else 0.0
 
     # ------------------------------------------------------------------ set-up
 
@@ -196,7 +197,7 @@ class Pipeline:
         for name, target in self.cfg.sidecar_addrs.items():
             link = SidecarLink(name, target, self.timeline, lossless=lossless,
                                allow_shm=self.cfg.transport != "bytes",
-                               stall_timeout=max(5.0, self.cfg.decision_window * 3))
+                               stall_timeout=max(5.0, (self.cfg.decision_window or 1.5) * 3))
             link.start()
             self.links.append(link)
 
@@ -216,6 +217,15 @@ class Pipeline:
                 if time.monotonic() > deadline:
                     link.fail(f"no answer to Describe within {self.cfg.describe_timeout:g} s from {link.target}")
                     break
+        if self.cfg.decision_window is None:
+            # Each sidecar declares how late its answers may be: wait that long for the slowest, at most 5 s.
+            declared = [lk.description.max_latency_ms / 1000 for lk in self.links
+                        if lk.description is not None and lk.failed is None]
+            self.window_s = min(5.0, max(declared, default=0.0))
+        if self.links:
+            log.info("decision window", extra={"seconds": self.window_s,
+                                               "from": "option" if self.cfg.decision_window is not None
+                                               else "sidecars' declared latency"})
 
     def _stream_info(self, opened: Opened, rungs: list[Rung]) -> StreamInfo:
         return StreamInfo(
@@ -521,14 +531,14 @@ class Pipeline:
                     from .links import Outgoing
 
                     lk.offer(Outgoing(pb2.CoreMessage(end=pb2.StreamEnd()), "control"))
-            deadline = time.monotonic() + max(self.cfg.drain_timeout, self.cfg.decision_window)
+            deadline = time.monotonic() + max(self.cfg.drain_timeout, self.window_s)
         else:
-            deadline = job.closed_at + self.cfg.decision_window
+            deadline = job.closed_at + self.window_s
         began = time.monotonic()
         # Files processed faster than real time wait for complete results while sidecars progress;
         # live sources (and --realtime) hold a segment no longer than the decision window.
         vod = not self.live and not self.cfg.realtime
-        covered = self.timeline.wait_covered(job.end, deadline, stall=max(10.0, 3 * self.cfg.decision_window) if vod
+        covered = self.timeline.wait_covered(job.end, deadline, stall=max(10.0, 3 * self.window_s) if vod
                                              else None)
         self.result_waits.append(time.monotonic() - began)
         if not covered:

@@ -156,7 +156,7 @@ def test_default_install_has_the_pipeline_and_the_ads_api():
     assert core["args"][:3] == ["--log-format=json", "run", "rtmp://0.0.0.0:1935/live"]
     assert sorted(arg_value(core["args"], "--sidecar-addr")) == sorted(
         ["stt=127.0.0.1:50051", "autocrop=127.0.0.1:50052", "bitrate=127.0.0.1:50053"])
-    assert arg_value(core["args"], "--decision-window") == ["1.5"]
+    assert arg_value(core["args"], "--decision-window") == ["3"]
 
 
 def test_srt_port_is_udp_and_exposed_on_the_service():
