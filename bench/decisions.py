@@ -138,20 +138,37 @@ async def load(port: int, path: str, decisions: bool, seconds: float, concurrenc
             "n": n, "errors": errors, "cpu_ms": cpu / max(total, 1) * 1000}
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its children (uvicorn's worker processes), from /proc."""
+    out = [pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
 def run_store(store: str, seconds: float, concurrency: int, tmp: Path, redis_url: str | None,
-              redis_pid: int | None) -> list[tuple[str, dict[str, float]]]:
+              redis_pid: int | None, workers: int = 1) -> list[tuple[str, dict[str, float]]]:
     port = free_port()
     cmd = [sys.executable, "-m", "ads.api.cli", "serve", "--port", str(port), "--db", str(tmp / f"{store}.db"),
            "--api-key", KEY]
     if store == "redis":
         assert redis_url
-        cmd += ["--redis", redis_url]
+        import redis as redis_client
+
+        redis_client.Redis.from_url(redis_url).flushdb()  # every run seeds the same catalog afresh
+        cmd += ["--redis", redis_url, "--workers", str(workers)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         base = f"http://127.0.0.1:{port}"
         wait_http(base + "/healthz", proc)
         seed(base)
-        pids = [proc.pid] + ([redis_pid] if store == "redis" and redis_pid else [])
+        pids = process_tree(proc.pid) + ([redis_pid] if store == "redis" and redis_pid else [])
+        store = f"{store} ({workers} workers)" if workers > 1 else store
         return [(f"{store}: GET /healthz (baseline)",
                  asyncio.run(load(port, "/healthz", False, seconds / 2, concurrency, pids))),
                 (f"{store}: POST /v1/decisions",
@@ -169,6 +186,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--stores", default="sqlite,redis")
+    ap.add_argument("--redis-workers", type=int, default=2,
+                    help="also run the Redis store with this many server processes (replicas); 1 = skip")
     args = ap.parse_args()
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     print(f"machine: {os.cpu_count()} CPUs (load generator and server share them; the machine may be shared too)")
@@ -211,6 +230,10 @@ def main() -> int:
             for store in stores:
                 rows += run_store(store, args.seconds, args.concurrency, tmp, redis_url,
                                   redis_proc.pid if redis_proc else None)
+                if store == "redis" and args.redis_workers > 1:
+                    # Redis is the store for replicas: the same service as several processes sharing it.
+                    rows += run_store(store, args.seconds, args.concurrency, tmp, redis_url,
+                                      redis_proc.pid if redis_proc else None, workers=args.redis_workers)
         finally:
             if redis_proc is not None:
                 redis_proc.terminate()

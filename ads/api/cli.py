@@ -8,10 +8,13 @@ environment variables into Settings, builds the app and serves it. Secrets may c
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import os
 import secrets
 import sys
+from typing import Any
 
 __all__ = ["register", "serve"]
 
@@ -43,6 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--upstream-timeout", type=float, default=2.0, help="seconds per upstream VAST request (default 2)")
     p.add_argument("--max-wrapper-depth", type=int, default=5, help="VAST wrappers followed at most (default 5)")
     p.add_argument("--no-player-tokens", action="store_true", help="serve asset lists without tokens (demos only)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes (default 1); more than one needs --redis, the state they share")
     p.set_defaults(func=serve)
 
 
@@ -67,12 +72,38 @@ def serve(args: argparse.Namespace) -> int:
             allow_private_upstreams=args.allow_private_upstreams, upstream_timeout=args.upstream_timeout,
             max_wrapper_depth=args.max_wrapper_depth, media_dir=args.media_dir, public_url=args.public_url,
             origin=args.origin)
-        app = create_app(settings)
+        if args.workers < 1 or args.workers > 64:
+            raise ValueError("--workers must be between 1 and 64")
+        if args.workers > 1 and not args.redis:
+            raise ValueError("--workers > 1 needs --redis: replicas share decisions, caps and beacons there")
+        if args.workers == 1:
+            app = create_app(settings)
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"sidecast ads: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    if args.workers == 1:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+        return 0
+    # Several processes: each builds its app from the same settings (one token key, one API key set),
+    # so a token signed by one worker is accepted by every other.
+    shared = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if f.name != "media_profile"}
+    os.environ[_SETTINGS_ENV] = json.dumps(shared)
+    uvicorn.run("ads.api.cli:app_from_env", factory=True, workers=args.workers, host=args.host, port=args.port,
+                log_level="warning", access_log=False)
     return 0
+
+
+_SETTINGS_ENV = "SIDECAST_ADS_SETTINGS_JSON"
+
+
+def app_from_env() -> Any:
+    """The app of one worker process, from the settings its parent put in the environment."""
+    from ads.api.app import create_app
+    from ads.api.service import Settings
+
+    doc = json.loads(os.environ[_SETTINGS_ENV])
+    doc["api_keys"] = tuple(doc.get("api_keys") or ())
+    return create_app(Settings(**doc))
 
 
 def main(argv: list[str] | None = None) -> int:
