@@ -264,17 +264,21 @@ class Pipeline:
             out.append(Rung(f"v{h}p", h, cap, 23.0, width=w))
         return out
 
+    def _add_rendition(self, rung: Rung, kind: str, directory: Path) -> None:
+        """A video rendition: its live playlist (window) and its full VOD playlist."""
+        directory.mkdir(parents=True, exist_ok=True)
+        seg = self.cfg.segment_duration
+        self.renditions.append(RenditionState(
+            rung=rung, kind=kind, dir=directory,
+            playlist=MediaPlaylist(directory / "index.m3u8", seg, self.window),
+            full=MediaPlaylist(directory / "vod.m3u8", seg, 0)))
+
     def _setup_outputs(self, opened: Opened) -> list[Rung]:
         self.out.mkdir(parents=True, exist_ok=True)
         rungs = build_ladder(opened.width, opened.height, self.cfg.ladder)
         seg = self.cfg.segment_duration
         for r in rungs:
-            d = self.out / "video" / r.name
-            d.mkdir(parents=True, exist_ok=True)
-            self.renditions.append(RenditionState(
-                rung=r, kind="main", dir=d,
-                playlist=MediaPlaylist(d / "index.m3u8", seg, self.window),
-                full=MediaPlaylist(d / "vod.m3u8", seg, 0)))
+            self._add_rendition(r, "main", self.out / "video" / r.name)
         if self._want_vertical():
             from .croppath import CropPath  # provided with the autocrop sidecar
 
@@ -283,12 +287,7 @@ class Pipeline:
                 self.crop_path.keep_centered(True)
             self.timeline.listeners.append(self._on_result)
             for r in self._vertical_rungs():
-                d = self.out / "vertical" / r.name
-                d.mkdir(parents=True, exist_ok=True)
-                self.renditions.append(RenditionState(
-                    rung=r, kind="vertical", dir=d,
-                    playlist=MediaPlaylist(d / "index.m3u8", seg, self.window),
-                    full=MediaPlaylist(d / "vod.m3u8", seg, 0)))
+                self._add_rendition(r, "vertical", self.out / "vertical" / r.name)
         if opened.has_audio:
             d = self.out / "audio"
             d.mkdir(parents=True, exist_ok=True)
