@@ -167,9 +167,7 @@ class Pipeline:
         self.audio_peak_bps = 0.0
         self.audio_bytes = 0
         self.started = time.monotonic()
-        self.publish_latency: list[float] = []
         self.result_waits: list[float] = []  # seconds each segment waited for sidecar results
-        self.on_segment: list[Any] = []      # callbacks(job, renditions) for tests/integrations
         self._packager = threading.Thread(target=self._package_loop, name="packager", daemon=True)
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="encode")
         self.stop_requested = threading.Event()
@@ -608,9 +606,6 @@ class Pipeline:
         if self.crop_path is not None:
             self._write_crops(job)
         self.segments_done += 1
-        self.publish_latency.append(time.monotonic() - job.closed_at)
-        for cb in self.on_segment:
-            cb(job, self.renditions)
         job.frames.clear()
 
     def _write_crops(self, job: SegmentJob) -> None:

@@ -285,7 +285,6 @@ class Source:
         self.url = urlparse(source)
         self.scheme = self.url.scheme.lower()
         self.live = is_live(source)
-        self.realtime = realtime or self.live
         self.pace = realtime and not self.live
         self.reconnect_timeout = reconnect_timeout
         self.open_timeout = open_timeout
