@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -139,7 +138,6 @@ def main() -> None:
     per_frame = fan["conversions"] / 120
     print(f"fan-out to 3 sidecars asking 320 px gray: {fan['groups']:.0f} conversion group, "
           f"{per_frame:.2f} conversions per source frame (target 1.00) -> {'MET' if per_frame == 1 else 'NOT MET'}")
-    _ = Fraction
 
 
 if __name__ == "__main__":

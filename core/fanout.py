@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 import av
@@ -220,6 +219,9 @@ class FanOut:
         self.rebase_audio(t)
         self.control(pb2.CoreMessage(discontinuity=pb2.Discontinuity(pts=t)))
 
+    def end(self) -> None:
+        self.control(pb2.CoreMessage(end=pb2.StreamEnd()))
+
     def close(self) -> None:
         for g in self.video_groups:
             if g.ring is not None:
@@ -229,7 +231,7 @@ class FanOut:
 def plane_views(frame: av.VideoFrame) -> list[memoryview]:
     """A frame's planes as tightly packed byte views, in contract order (Y, U, V for yuv420p)."""
     views = []
-    for i, plane in enumerate(frame.planes):
+    for plane in frame.planes:
         width = plane.width * (3 if frame.format.name in ("rgb24", "bgr24") else 1)
         buf = memoryview(plane)
         if plane.line_size == width:
@@ -238,7 +240,6 @@ def plane_views(frame: av.VideoFrame) -> list[memoryview]:
             rows = np.frombuffer(buf, dtype=np.uint8)[: plane.line_size * plane.height]
             packed = np.ascontiguousarray(rows.reshape(plane.height, plane.line_size)[:, :width])
             views.append(memoryview(packed.data).cast("B"))
-        _ = i
     return views
 
 
@@ -260,4 +261,4 @@ def _releaser(ring: ShmRing, slot: int) -> Any:
     return _Releaser(ring, slot)
 
 
-__all__ = ["FanOut", "scaled_size", "Fraction"]
+__all__ = ["FanOut", "scaled_size", "plane_views"]

@@ -521,13 +521,7 @@ class Pipeline:
         if not self.links:
             return
         if job.final and self.fanout is not None:
-            for lk in self.links:
-                if lk.live:
-                    from proto import pb2
-
-                    from .links import Outgoing
-
-                    lk.offer(Outgoing(pb2.CoreMessage(end=pb2.StreamEnd()), "control"))
+            self.fanout.end()  # sidecars flush what they hold; the last segment waits for it (drain timeout)
             deadline = time.monotonic() + max(self.cfg.drain_timeout, self.window_s)
         else:
             deadline = job.closed_at + self.window_s

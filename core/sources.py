@@ -16,7 +16,6 @@ published changes. A corrupt packet mid-stream is logged and skipped.
 from __future__ import annotations
 
 import logging
-import math
 import re
 import select
 import shutil
@@ -348,7 +347,7 @@ class Source:
             url = f"rtmp://127.0.0.1:{self.rtmp_backend}/{self.rtmp_app}/ingest"
             # Listen in slices of at most 1 s so a SIGTERM (Kubernetes rollout) is honoured while idle:
             # Python runs signal handlers only between these blocking calls.
-            listen_s = "1" if wait is None else str(max(1, min(1, int(math.ceil(wait)))))
+            listen_s = "1"
             return _Conn(av.open(url, options={"listen": "1", "timeout": listen_s, "rw_timeout": str(60_000_000)},
                                  timeout=None))
         if self.scheme == "srt":

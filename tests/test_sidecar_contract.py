@@ -23,7 +23,7 @@ from core.ladder import parse_ladder
 from core.pipeline import Pipeline, RunConfig
 from proto import PROTO_ROOT, SERVICE, pb2, pb2_grpc
 from sidecars.runtime.shm import SHM_DIR, ShmRing, sweep_stale
-from tests.conftest import ROOT, SIDECAST, ffmpeg, make_clip, run_sidecast
+from tests.conftest import ROOT, SIDECAST, ffmpeg, run_sidecast
 
 TICKER = str(ROOT / "tests" / "plugins" / "ticker.py")
 
@@ -336,4 +336,3 @@ def test_local_sidecars_are_started_and_restarted_by_the_core(clip_small: Path, 
     assert killed and p.local[0].restarts >= 1
     assert p.links[0].stats.reconnects >= 1
     assert len(m3u8.load(str(tmp_path / "video" / "360p" / "index.m3u8")).segments) == 4
-    _ = make_clip
