@@ -34,6 +34,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="live sliding-window length in segments (default: 6 for live sources, 0 = keep all)")
     p.add_argument("--ladder", default=None,
                    help='renditions, e.g. "1080p:6000k,720p:3000k,480p:1400k:crf=24" (default 1080/720/480/360)')
+    p.add_argument("--rate-control", default="crf", metavar="crf|vbr",
+                   help="static ladder: crf = capped CRF, each rung's CRF under its bitrate as a cap (default); "
+                        "vbr = fixed-bitrate ladder, each rung at its bitrate (x264 ABR, same cap). A bitrate "
+                        "hint makes its segment capped CRF in either mode (docs/bitrate.md)")
     p.add_argument("--no-audio", action="store_true", help="ignore the source's audio")
     p.add_argument("--sidecars", default="", help="comma-separated sidecars to start locally (e.g. stt,autocrop)")
     p.add_argument("--sidecar-addr", action="append", default=[], metavar="NAME=ADDR",

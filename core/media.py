@@ -60,13 +60,16 @@ def encode_video_segment(
     width: int,
     height: int,
     fps: Fraction,
-    crf: float,
+    crf: float | None,
     max_bitrate: int,
     duration: float,
     crop: list[tuple[int, int, int, int]] | None = None,
     threads: int = 0,
 ) -> SegmentStats:
     """Encode one closed-GOP segment with a fresh x264 encoder into an MPEG-TS file.
+
+    ``crf`` is capped CRF under ``max_bitrate``; ``crf=None`` is one-pass ABR at ``max_bitrate`` (the ``vbr``
+    static ladder, see ``core.ladder``).
 
     ``crop`` (one rectangle per frame, source pixels) renders the vertical rendition: the full-resolution
     frame is cropped, then scaled, so the vertical video is as sharp as the source allows.

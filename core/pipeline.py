@@ -34,7 +34,16 @@ from . import media
 from .breaks import Break, BreakSchedule, media_time_of_splice
 from .errors import ConfigError, SidecastError
 from .fanout import FanOut
-from .ladder import AUDIO_BITRATE, DEFAULT_LADDER, Rung, build_ladder, declared_bandwidth
+from .ladder import (
+    AUDIO_BITRATE,
+    DEFAULT_LADDER,
+    RATE_CONTROLS,
+    RateControl,
+    Rung,
+    build_ladder,
+    declared_bandwidth,
+    segment_settings,
+)
 from .links import LocalSidecar, SidecarLink
 from .playlist import Media, MediaPlaylist, Segment, VariantStream, atomic_write, render_master
 from .sources import AudioEvent, CueEvent, Discontinuity, Dropped, Opened, Source, VideoEvent, redact
@@ -54,6 +63,7 @@ class RunConfig:
     segment_duration: float = 2.0
     window: int | None = None
     ladder: tuple[Rung, ...] = DEFAULT_LADDER
+    rate_control: RateControl = "crf"  # static ladder: capped CRF, or "vbr" (each rung at its bitrate)
     audio: bool = True
     sidecars: list[str] = field(default_factory=list)          # local processes
     sidecar_addrs: dict[str, str] = field(default_factory=dict)  # name -> target
@@ -137,6 +147,8 @@ class Pipeline:
             raise ConfigError("--segment-duration must be between 0.5 and 30 seconds")
         if config.decision_window is not None and not (0 <= config.decision_window <= 30):
             raise ConfigError("--decision-window must be between 0 and 30 seconds")
+        if config.rate_control not in RATE_CONTROLS:
+            raise ConfigError(f"bad rate control {config.rate_control!r}: expected one of {', '.join(RATE_CONTROLS)}")
         self.aspect = parse_aspect(config.aspect)
         self.out = config.outdir
         self.source = Source(config.source, realtime=config.realtime, stream_keys=config.stream_keys,
@@ -232,7 +244,8 @@ class Pipeline:
             source_height=opened.height,
             source_fps=float(opened.fps),
             segment_duration=self.cfg.segment_duration,
-            renditions=tuple(RenditionInfo(r.name, r.width, r.height, r.max_bitrate, r.crf) for r in rungs),
+            renditions=tuple(RenditionInfo(r.name, r.width, r.height, r.max_bitrate, r.crf, self.cfg.rate_control)
+                             for r in rungs),
             params={
                 "vertical.aspect": self.cfg.aspect,
                 "vertical.safe_margin": str(self.cfg.safe_margin),
@@ -548,12 +561,10 @@ class Pipeline:
             crops = [self.crop_path.window_at(t) for t in job.times]
         settings = []
         for rs in self.renditions:
-            crf, cap = rs.rung.crf, rs.rung.max_bitrate
             h = hints.get(rs.rung.name) if rs.kind == "main" else None
-            if h is not None:
-                # A hint may lower the cap, never raise it: the declared BANDWIDTH depends on that ceiling.
-                crf = h.crf if 0 < h.crf <= 51 else crf
-                cap = min(cap, h.max_bitrate) if h.max_bitrate > 0 else cap
+            # A hint's CRF makes the segment capped CRF in either static mode; a hint never raises the cap.
+            crf, cap = segment_settings(self.cfg.rate_control, rs.rung.crf, rs.rung.max_bitrate,
+                                        h.crf if h is not None else None, h.max_bitrate if h is not None else None)
             settings.append((crf, cap, h is not None))
             futures.append(self._pool.submit(
                 media.encode_video_segment, job.frames, job.times, rs.dir / f"{name}.ts",
@@ -576,9 +587,12 @@ class Pipeline:
             self._write_masters(final=False)
         with open(self.out / "segments.jsonl", "a") as log_f:
             for rs, st, (crf, cap, hinted) in zip(self.renditions, stats, settings, strict=True):
+                # rate_control is what this segment used: "crf" (crf under max_bitrate) or "vbr" (ABR at
+                # max_bitrate, crf null); a hint with a CRF makes its segment "crf".
                 log_f.write(json.dumps({"segment": job.index, "rendition": rs.rung.name, "start": round(job.start, 3),
-                                        "duration": duration, "bytes": st.bytes, "crf": crf, "max_bitrate": cap,
-                                        "hinted": hinted}) + "\n")
+                                        "duration": duration, "bytes": st.bytes,
+                                        "rate_control": "vbr" if crf is None else "crf", "crf": crf,
+                                        "max_bitrate": cap, "hinted": hinted}) + "\n")
         for rs, st in zip(self.renditions, stats, strict=True):
             seg = Segment(uri=f"{name}.ts", duration=duration, pdt=job.pdt, discontinuity=job.discontinuity,
                           bytes=st.bytes, tags=tags)

@@ -11,7 +11,7 @@ from typing import Any
 
 from .breaks import parse_break_at
 from .errors import ConfigError
-from .ladder import DEFAULT_LADDER, parse_ladder
+from .ladder import DEFAULT_LADDER, parse_ladder, parse_rate_control
 from .pipeline import Pipeline, RunConfig, RunSummary
 from .sources import read_stream_keys
 
@@ -33,6 +33,7 @@ def parse_sidecar_addrs(items: list[str]) -> dict[str, str]:
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     try:
         ladder = parse_ladder(args.ladder) if args.ladder else DEFAULT_LADDER
+        rate_control = parse_rate_control(args.rate_control)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     sidecars = [s.strip() for s in args.sidecars.split(",") if s.strip()]
@@ -70,6 +71,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         segment_duration=args.segment_duration,
         window=args.window,
         ladder=ladder,
+        rate_control=rate_control,
         audio=not args.no_audio,
         sidecars=sidecars,
         sidecar_addrs=addrs,

@@ -136,3 +136,75 @@ def test_default_policy_is_the_operating_point_training_chose() -> None:
     assert Policy().mode == "slope"
     assert Policy().vmaf_per_mbps == metrics["chosen_vmaf_per_mbps"]
     assert Policy().max_drop == metrics["chosen_max_drop"]
+
+
+def test_default_vbr_margin_is_the_one_training_chose() -> None:
+    import json
+
+    metrics = json.loads((MODELS / "metrics.json").read_text())
+    assert Policy().vbr_margin == metrics["chosen_vbr_margin"]
+
+
+def test_vmaf_at_rate_reads_the_best_quality_that_fits_the_rate() -> None:
+    from sidecars.bitrate.model import vmaf_at_rate
+
+    crfs = np.arange(16.0, 40.0, 1.0)
+    vmaf = 110.0 - crfs
+    kbps = 1000.0 * 2.0 ** (-(crfs - 23) / 6)  # 1000 kbit/s at CRF 23, halving every 6 CRF
+    assert vmaf_at_rate(vmaf, kbps, 1000.0) == pytest.approx(87.0)  # exactly at CRF 23
+    assert vmaf_at_rate(vmaf, kbps, 500.0) == pytest.approx(81.0)  # CRF 29
+    assert vmaf_at_rate(vmaf, kbps, 1e6) == pytest.approx(94.0)  # never reaches the rate: the lowest CRF
+    assert vmaf_at_rate(vmaf, kbps, 1.0) == pytest.approx(71.0)  # always above it: the highest CRF
+
+
+def test_the_guard_follows_the_static_ladder_the_core_uses() -> None:
+    crfs = np.arange(16.0, 40.0, 1.0)
+    curve = 110.0 - crfs
+    kbps = 400.0 * 2.0 ** (-(crfs - 23) / 6)  # 400 kbit/s at CRF 23: easy content
+    p = Policy(mode="target", target_vmaf=50.0, max_drop=1.0, vbr_margin=0.0, min_crf=16.0)
+    # capped CRF 23 reaches 87: the guard allows 86 -> CRF 24
+    assert choose_crf(crfs, curve, 23.0, p, kbps=kbps) == 24.0
+    # a fixed 1600 kbit/s ladder spends 4x (CRF 11, beyond the curve): the guard allows no higher than CRF 17
+    assert choose_crf(crfs, curve, 23.0, p, kbps=kbps, static_kbps=1600.0) == 17.0
+    # at 800 kbit/s (CRF 17) the guard is 93 - 1 -> CRF 18; the margin raises it by 1 -> CRF 17
+    assert choose_crf(crfs, curve, 23.0, p, kbps=kbps, static_kbps=800.0) == 18.0
+    assert choose_crf(crfs, curve, 23.0, replace(p, vbr_margin=1.0), kbps=kbps, static_kbps=800.0) == 17.0
+    with pytest.raises(ValueError, match="rate curve"):
+        choose_crf(crfs, curve, 23.0, p, static_kbps=800.0)
+
+
+def test_decide_reads_each_renditions_rate_control(model: RateModel) -> None:
+    """A fixed-bitrate ladder spends the rung's rate on a slow pan over a photo (capped CRF 23 far less) and
+    reaches a higher quality: the hint measured against it aims higher (a lower CRF)."""
+    table = _train_module().load_corpus(MODELS / "corpus.csv")
+    row = int(np.flatnonzero(table["clip"] == "astronaut_pan")[0])
+    feats = np.array([table[n][row] for n in FEATURE_NAMES], np.float32)
+    crf_r = [RenditionInfo(r.name, r.height * 16 // 9, r.height, r.max_bitrate, r.crf) for r in DEFAULT_LADDER[1:]]
+    vbr_r = [replace(r, rate_control="vbr") for r in crf_r]
+    crf_hints, _ = decide(model, feats, crf_r, Policy())
+    vbr_hints, _ = decide(model, feats, vbr_r, Policy())
+    assert all(v.crf < c.crf for v, c in zip(vbr_hints, crf_hints, strict=True)), (vbr_hints, crf_hints)
+    assert all(h.max_bitrate == r.max_bitrate for h, r in zip(vbr_hints, vbr_r, strict=True))
+
+
+def test_segment_settings_never_raise_the_cap_in_either_mode() -> None:
+    from core.ladder import segment_settings
+
+    assert segment_settings("crf", 23.0, 800_000, None, None) == (23.0, 800_000)
+    assert segment_settings("vbr", 23.0, 800_000, None, None) == (None, 800_000)  # ABR at the rung's rate
+    for mode in ("crf", "vbr"):
+        assert segment_settings(mode, 23.0, 800_000, 18.0, 16_000_000) == (18.0, 800_000)
+        assert segment_settings(mode, 23.0, 800_000, 30.0, 500_000) == (30.0, 500_000)
+        assert segment_settings(mode, 23.0, 800_000, 18.0, 0) == (18.0, 800_000)
+    # a hint without a CRF keeps the static mode, under the (lowered) cap
+    assert segment_settings("crf", 23.0, 800_000, 0.0, 500_000) == (23.0, 500_000)
+    assert segment_settings("vbr", 23.0, 800_000, 0.0, 500_000) == (None, 500_000)
+    assert segment_settings("vbr", 23.0, 800_000, 99.0, 9_000_000) == (None, 800_000)
+
+
+def test_rate_control_values_are_checked() -> None:
+    from core.ladder import parse_rate_control
+
+    assert parse_rate_control("VBR") == "vbr" and parse_rate_control(" crf") == "crf"
+    with pytest.raises(ValueError, match="bad --rate-control 'abr'"):
+        parse_rate_control("abr")

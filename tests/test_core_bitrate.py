@@ -75,16 +75,82 @@ def test_late_hints_leave_the_static_ladder_in_place(clip_small: Path, tmp_path:
     assert_bandwidth_truthful(tmp_path)
 
 
+@pytest.mark.parametrize("rate_control", ["crf", "vbr"])
 def test_greedy_hints_are_capped_and_bandwidth_stays_truthful(clip_small: Path, tmp_path: Path,
-                                                              sock_dir: Path) -> None:  # noqa: F811
+                                                              sock_dir: Path, rate_control: str) -> None:  # noqa: F811
     proc = Proc(sock_dir / "greedy.sock", "--mode", "greedy-hints")
     try:
         res = run_sidecast("run", str(clip_small), "-o", str(tmp_path), "--ladder", "360p:800k",
-                           "--sidecar-addr", f"greedy={proc.target}", "--no-progress")
+                           "--rate-control", rate_control, "--sidecar-addr", f"greedy={proc.target}", "--no-progress")
     finally:
         proc.stop()
     assert res.returncode == 0, res.stderr
     rs = rows(tmp_path)
     hinted = [r for r in rs if r["hinted"]]
-    assert hinted and all(r["crf"] == 12.0 and r["max_bitrate"] == 800_000 for r in hinted)
+    # The hint asks for 20x the cap: in either static mode it gets its CRF under the rung's cap, no more.
+    assert hinted and all(r["crf"] == 12.0 and r["max_bitrate"] == 800_000 and r["rate_control"] == "crf"
+                          for r in hinted)
     assert_bandwidth_truthful(tmp_path)
+
+
+def seg_rates(rs: list[dict[str, object]], min_duration: float = 1.9) -> list[float]:
+    """bits/s of each full-length segment (the last one may be cut short)."""
+    return [int(r["bytes"]) * 8 / float(r["duration"]) for r in rs if float(r["duration"]) >= min_duration]
+
+
+def test_vbr_static_ladder_encodes_busy_content_at_the_rungs_rate(
+        motion_and_still: tuple[Path, Path], tmp_path: Path) -> None:
+    busy, _ = motion_and_still
+    run_sidecast("run", str(busy), "-o", str(tmp_path), "--rate-control", "vbr", "--ladder", "360p:800k,240p:400k",
+                 "--no-audio", "--snapshots-fps", "0", "--no-progress", check=True)
+    rs = rows(tmp_path)
+    assert rs and all(r["rate_control"] == "vbr" and r["crf"] is None and not r["hinted"] for r in rs)
+    for name, rate in (("360p", 800_000), ("240p", 400_000)):
+        got = seg_rates([r for r in rs if r["rendition"] == name])
+        assert len(got) >= 2
+        # ABR lands near the rate (the MPEG-TS overhead and the VBV buffer's initial fill on top)
+        assert all(0.85 * rate <= g <= 1.35 * rate for g in got), (name, got)
+    assert_bandwidth_truthful(tmp_path)
+    # and the capped-CRF ladder spends very differently on the same content: it is a different mode
+    crf_out = tmp_path / "crf"
+    run_sidecast("run", str(busy), "-o", str(crf_out), "--ladder", "360p:800k,240p:400k", "--no-audio",
+                 "--snapshots-fps", "0", "--no-progress", check=True)
+    assert all(r["rate_control"] == "crf" and r["crf"] == 23.0 for r in rows(crf_out))
+
+
+@pytest.fixture(scope="module")
+def still_photo(media_dir: Path) -> Path:
+    """6 s of a real photograph standing still: detail a fixed-bitrate encoder spends its whole rate on."""
+    import cv2
+    from skimage import data
+
+    png = media_dir / "astronaut.png"
+    cv2.imwrite(str(png), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
+    out = media_dir / "still_photo.mp4"
+    ffmpeg("-loop", "1", "-framerate", "30", "-i", str(png), "-t", "6", "-vf", "scale=640:360,setsar=1",
+           "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-pix_fmt", "yuv420p", str(out))
+    return out
+
+
+def test_in_vbr_mode_a_hint_for_a_static_clip_spends_far_fewer_bits(still_photo: Path, tmp_path: Path) -> None:
+    still = still_photo
+    common = ("--rate-control", "vbr", "--ladder", "360p:800k", "--no-audio", "--snapshots-fps", "0", "--no-progress")
+    run_sidecast("run", str(still), "-o", str(tmp_path / "static"), *common, check=True)
+    run_sidecast("run", str(still), "-o", str(tmp_path / "hinted"), "--sidecars", "bitrate", *common, check=True)
+    static, hinted = rows(tmp_path / "static"), rows(tmp_path / "hinted")
+    assert sum(bool(r["hinted"]) for r in hinted) >= len(hinted) - 1, "hints arrived for the segments"
+    assert all(r["rate_control"] == "crf" and r["max_bitrate"] <= 800_000 for r in hinted if r["hinted"])
+    static_bits = sum(int(r["bytes"]) for r in static)
+    hinted_bits = sum(int(r["bytes"]) for r in hinted)
+    assert static_bits * 8 / sum(float(r["duration"]) for r in static) > 0.7 * 800_000, "the static ladder spends"
+    assert hinted_bits < 0.5 * static_bits, (hinted_bits, static_bits)
+    assert_bandwidth_truthful(tmp_path / "hinted")
+
+
+def test_a_bad_rate_control_is_a_one_line_error(clip_small: Path, tmp_path: Path) -> None:
+    res = run_sidecast("run", str(clip_small), "-o", str(tmp_path), "--rate-control", "cbr", "--no-progress")
+    assert res.returncode != 0
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("sidecast: error: bad --rate-control 'cbr'"), res.stderr
+    assert "crf" in lines[0] and "vbr" in lines[0]
+    assert not (tmp_path / "segments.jsonl").exists()

@@ -266,6 +266,34 @@ def test_a_v1_core_talks_to_a_sidecar_built_from_a_proto_with_extra_fields(
     assert len(ticks(tmp_path / "out")) >= 55
 
 
+@pytest.mark.parametrize("rate_control", ["crf", "vbr"])
+def test_the_static_rate_control_mode_reaches_the_sidecar(clip_small: Path, tmp_path: Path, sock_dir: Path,
+                                                          rate_control: str) -> None:
+    proc = Proc(sock_dir / "info.sock", "--mode", "echo-info")
+    try:
+        run_pipeline(clip_small, tmp_path, {"info": proc.target}, rate_control=rate_control)
+    finally:
+        proc.stop()
+    echoed = [json.loads(ln) for ln in (tmp_path / "results.jsonl").read_text().splitlines() if "stream_info" in ln]
+    assert len(echoed) == 1, echoed
+    rends = echoed[0]["data"]["renditions"]
+    assert rends == [{"name": "360p", "max_bitrate": 800_000, "crf": 23.0, "rate_control": rate_control}]
+
+
+def test_a_rendition_without_the_rate_control_field_reads_as_capped_crf() -> None:
+    """A core older than the field sends none (unset enum); an unknown newer value is read the same way."""
+    from sidecars.runtime import codec
+
+    old_core = pb2.StreamStart(stream_id="s", renditions=[pb2.Rendition(name="720p", max_bitrate=3_000_000, crf=23)])
+    newer = pb2.StreamStart(stream_id="s", renditions=[pb2.Rendition(name="720p", rate_control=7)])
+    wire = pb2.StreamStart.FromString(old_core.SerializeToString())
+    assert codec.stream_info_from_pb(wire).renditions[0].rate_control == "crf"
+    assert codec.stream_info_from_pb(newer).renditions[0].rate_control == "crf"
+    vbr = codec.stream_info_to_pb(codec.stream_info_from_pb(
+        pb2.StreamStart(stream_id="s", renditions=[pb2.Rendition(name="720p", rate_control=pb2.RATE_CONTROL_VBR)])))
+    assert vbr.renditions[0].rate_control == pb2.RATE_CONTROL_VBR
+
+
 def test_scenecut_plugin_finds_the_cuts_end_to_end(media_dir: Path, tmp_path: Path) -> None:
     parts = []
     for i, src in enumerate(["testsrc2", "smptebars", "mandelbrot"]):

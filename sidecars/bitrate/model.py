@@ -7,7 +7,11 @@ call gives each rendition's predicted quality curve; ``choose_crf`` (a pure func
 
 Two policies (``Policy``): "slope" spends bits where they buy the most VMAF at one exchange rate for all
 segments (fewest total bits for a given mean quality); "target" aims every rendition at a target VMAF.
-Both never aim more than ``max_drop`` VMAF below what the static ladder's CRF would give the same segment.
+Both never aim more than ``max_drop`` VMAF below what the static ladder would give the same segment. Which
+static ladder is the rendition's ``rate_control`` (sent by the core): ``"crf"``, the predicted VMAF at the
+rung's CRF; ``"vbr"`` (fixed bitrate), the predicted VMAF at the rung's bitrate, read off the predicted
+rate/VMAF curve, plus ``vbr_margin`` (a guard margin for that reference, which depends on the model's
+weak rate prediction; chosen by train.py on training clips only).
 
 Inputs the model was not trained on are clamped: heights above 720 use the 720 curve (VMAF at a
 rendition's own resolution barely depends on the height at a given CRF in the corpus).
@@ -64,28 +68,59 @@ class Policy:
     which is the allocation that minimises total bits for a given mean VMAF. ``vmaf_per_mbps`` was chosen by
     ``models/bitrate/train.py`` on training clips only (see metrics.json).
     ``mode="target"`` aims each rendition at ``target_vmaf`` with the highest CRF that reaches it.
-    Both never aim more than ``max_drop`` VMAF below what the static ladder's CRF would give the segment,
-    and stay within ``[min_crf, max_crf]``.
+    Both never aim more than ``max_drop`` VMAF below what the static ladder would give the segment, and
+    stay within ``[min_crf, max_crf]``. Against a fixed-bitrate static ladder (``rate_control="vbr"``) the
+    guard is raised by ``vbr_margin`` VMAF: the static quality is then read at a predicted *rate*, and the
+    model's rate error is large. ``vbr_margin`` was chosen by ``train.py`` on training clips only.
     """
 
     mode: Literal["slope", "target"] = "slope"
     vmaf_per_mbps: float = 24.0
     target_vmaf: float = 93.0
     max_drop: float = 0.5
+    vbr_margin: float = 0.0
     min_crf: float = 16.0
     max_crf: float = 38.0
 
 
+def vmaf_at_rate(vmaf: np.ndarray, kbps: np.ndarray, target_kbps: float) -> float:
+    """The quality a fixed-bitrate encode at ``target_kbps`` is expected to reach, from a rate/VMAF curve
+    over increasing CRFs (``vmaf`` and ``kbps`` per CRF, as the model predicts for capped CRF).
+
+    It is the VMAF where the curve's rate first falls to ``target_kbps`` (interpolated in log rate): the best
+    quality that fits the rate. Where even the lowest CRF stays under the rate (easy content), the lowest
+    CRF's VMAF; the encode at that rate is at least as good. Both curves are made monotone first.
+    """
+    v = np.minimum.accumulate(np.asarray(vmaf, dtype=np.float64))
+    lr = np.log2(np.maximum(np.minimum.accumulate(np.asarray(kbps, dtype=np.float64)), 1e-6))
+    t = math.log2(max(target_kbps, 1e-6))
+    below = np.flatnonzero(lr <= t)
+    if len(below) == 0:
+        return float(v[-1])  # never under the rate: the highest CRF is the best guess there is
+    i = int(below[0])
+    if i == 0:
+        return float(v[0])
+    frac = (lr[i - 1] - t) / max(lr[i - 1] - lr[i], 1e-9)
+    return float(v[i - 1] + frac * (v[i] - v[i - 1]))
+
+
 def choose_crf(crfs: np.ndarray, vmaf: np.ndarray, static_crf: float, policy: Policy,
-               kbps: np.ndarray | None = None) -> float:
+               kbps: np.ndarray | None = None, static_kbps: float | None = None) -> float:
     """The CRF for one rendition of one segment, from its predicted VMAF (and rate) curve over ``crfs``.
 
+    The static reference is the curve at ``static_crf`` (capped-CRF ladder), or, with ``static_kbps`` (a
+    fixed-bitrate ladder at that rate), the curve's VMAF at that rate plus ``policy.vbr_margin``.
     The curve is made monotone (quality never rises with CRF) before it is read, so a wiggle of the model
     cannot pick a CRF above a worse one. Ties go to the higher CRF (fewer bits).
     """
     crfs = np.asarray(crfs, dtype=np.float64)
     curve = np.minimum.accumulate(np.asarray(vmaf, dtype=np.float64))
-    v_static = float(np.interp(static_crf, crfs, curve))
+    if static_kbps is None:
+        v_static = float(np.interp(static_crf, crfs, curve))
+    else:
+        if kbps is None:
+            raise ValueError("a fixed-bitrate reference needs the predicted rate curve")
+        v_static = vmaf_at_rate(curve, np.asarray(kbps, dtype=np.float64), static_kbps) + policy.vbr_margin
     in_range = (crfs >= policy.min_crf) & (crfs <= policy.max_crf)
     if policy.mode == "slope":
         if kbps is None:
@@ -144,14 +179,17 @@ def decide(model: RateModel, features: np.ndarray, renditions: Sequence[Renditio
     """Rendition hints for one segment and a 0..1 complexity score (how hard the content is to encode).
 
     ``max_bitrate`` is always the rendition's own static cap: the core declares BANDWIDTH from it, so a
-    hint may spend less than the cap but never more.
+    hint may spend less than the cap but never more. Each rendition's ``rate_control`` says which static
+    ladder the hint is measured against (see ``choose_crf``).
     """
     if not renditions:
         return (), 0.0
     vmaf, log_rate = model.curves(features, [r.height for r in renditions])
     hints = []
     for i, r in enumerate(renditions):
-        crf = choose_crf(CRF_GRID, vmaf[i], r.crf, policy, kbps=2.0 ** log_rate[i])
+        # The static reference: the rung's CRF, or its bitrate when the core's static ladder is fixed-bitrate.
+        static_kbps = r.max_bitrate / 1000.0 if r.rate_control == "vbr" else None
+        crf = choose_crf(CRF_GRID, vmaf[i], r.crf, policy, kbps=2.0 ** log_rate[i], static_kbps=static_kbps)
         hints.append(RenditionHint(rendition=r.name, crf=crf, max_bitrate=int(r.max_bitrate)))
     # Complexity: the static CRF's predicted rate as a share of the cap, for the top rendition.
     top = int(np.argmax([r.height for r in renditions]))

@@ -94,8 +94,10 @@ def write_y4m(frames: Sequence[av.VideoFrame], fps: Fraction, path: Path) -> Non
                 f.write(np.ascontiguousarray(buf).tobytes())
 
 
-def encode(frames: Sequence[av.VideoFrame], fps: Fraction, crf: float, max_bitrate: int, path: Path) -> int:
-    """Encode one segment as the core does (fresh encoder, keyint = segment length); returns its bits."""
+def encode(frames: Sequence[av.VideoFrame], fps: Fraction, crf: float | None, max_bitrate: int, path: Path) -> int:
+    """Encode one segment as the core does (fresh encoder, keyint = segment length); returns its bits.
+
+    ``crf=None`` is the fixed-bitrate static ladder: one-pass ABR at ``max_bitrate`` (``core.ladder``)."""
     bits = 0
     with av.open(str(path), "w", format="matroska") as out:
         stream = out.add_stream("libx264", rate=fps)

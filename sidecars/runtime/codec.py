@@ -7,7 +7,7 @@ peer sent and raise ``ContractError`` with a message a plugin author can act on.
 from __future__ import annotations
 
 import json
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -48,6 +48,9 @@ SAMPLE_TO_PB = {"f32": pb2.SAMPLE_FORMAT_F32, "s16": pb2.SAMPLE_FORMAT_S16}
 SAMPLE_FROM_PB = {v: k for k, v in SAMPLE_TO_PB.items()}
 TRANSPORT_TO_PB = {"bytes": pb2.TRANSPORT_BYTES, "shm": pb2.TRANSPORT_SHM}
 TRANSPORT_FROM_PB = {v: k for k, v in TRANSPORT_TO_PB.items()}
+RATE_CONTROL_TO_PB = {"crf": pb2.RATE_CONTROL_CRF, "vbr": pb2.RATE_CONTROL_VBR}
+# Unset (a core older than the field) and values from a newer contract read as capped CRF.
+RATE_CONTROL_FROM_PB: dict[int, Literal["crf", "vbr"]] = {pb2.RATE_CONTROL_VBR: "vbr"}
 
 # Limits that keep a buggy or hostile sidecar from asking the core for absurd work.
 MAX_FPS = 240.0
@@ -173,7 +176,8 @@ def stream_info_to_pb(info: StreamInfo) -> Any:
         source_fps=info.source_fps,
         segment_duration=info.segment_duration,
         renditions=[
-            pb2.Rendition(name=r.name, width=r.width, height=r.height, max_bitrate=r.max_bitrate, crf=r.crf)
+            pb2.Rendition(name=r.name, width=r.width, height=r.height, max_bitrate=r.max_bitrate, crf=r.crf,
+                          rate_control=RATE_CONTROL_TO_PB[r.rate_control])
             for r in info.renditions
         ],
         params=dict(info.params),
@@ -188,7 +192,8 @@ def stream_info_from_pb(msg: Any) -> StreamInfo:
         source_fps=msg.source_fps,
         segment_duration=msg.segment_duration,
         renditions=tuple(
-            RenditionInfo(name=r.name, width=r.width, height=r.height, max_bitrate=r.max_bitrate, crf=r.crf)
+            RenditionInfo(name=r.name, width=r.width, height=r.height, max_bitrate=r.max_bitrate, crf=r.crf,
+                          rate_control=RATE_CONTROL_FROM_PB.get(r.rate_control, "crf"))
             for r in msg.renditions
         ),
         params=dict(msg.params),

@@ -50,11 +50,16 @@ class Description:
 
 @dataclass(frozen=True)
 class RenditionInfo:
+    """One rung of the core's ladder. ``rate_control`` is how the static ladder encodes it when no hint
+    applies: ``"crf"`` (``crf`` under ``max_bitrate`` as a cap) or ``"vbr"`` (ABR at ``max_bitrate``). A
+    bitrate hint is measured against that baseline. Cores older than the field send nothing: ``"crf"``."""
+
     name: str
     width: int
     height: int
     max_bitrate: int
     crf: float
+    rate_control: Literal["crf", "vbr"] = "crf"
 
 
 @dataclass(frozen=True, eq=False)

@@ -22,6 +22,7 @@ from sidecars.runtime import (
     RenditionHint,
     SegmentBoundary,
     Sidecar,
+    StreamInfo,
     VideoFrame,
     VideoWants,
     codec,
@@ -39,6 +40,14 @@ class Ticker(Sidecar):
         fps = 1000.0 if self.mode == "impossible" else 10.0
         return Description(name=self.name, version=self.version,
                            video=VideoWants(fps=fps, width=self.width, pixel_format="gray8"), max_latency_ms=500)
+
+    def on_start(self, info: StreamInfo) -> list[Generic]:
+        if self.mode != "echo-info":
+            return []
+        # Echo the ladder as this sidecar decoded it, so a test can see what crossed the wire.
+        return [Generic(start=0.0, end=0.0, kind="stream_info",
+                        data={"renditions": [{"name": r.name, "max_bitrate": r.max_bitrate, "crf": r.crf,
+                                              "rate_control": r.rate_control} for r in info.renditions]})]
 
     def on_segment(self, boundary: SegmentBoundary) -> list[BitrateHint]:
         if self.mode not in ("late-hints", "greedy-hints"):
@@ -65,7 +74,7 @@ def main() -> None:
     ap.add_argument("--listen", required=True)
     ap.add_argument("--mode", default="normal",
                     choices=["normal", "sleep", "impossible", "wrong-version", "malformed", "crash-after",
-                             "late-hints", "greedy-hints"])
+                             "late-hints", "greedy-hints", "echo-info"])
     ap.add_argument("--width", type=int, default=320)
     args = ap.parse_args()
     Ticker.mode = args.mode
