@@ -374,6 +374,8 @@ class Pipeline:
         def close_segment(end: float, final: bool = False) -> None:
             nonlocal frames, times, seg_index, discontinuity_pending
             if not frames:
+                if final and self.fanout is not None:
+                    self.fanout.end()
                 return
             start = times[0]
             pdt = pdt_anchor[0] + timedelta(seconds=start - pdt_anchor[1])
@@ -381,6 +383,11 @@ class Pipeline:
                              discontinuity=discontinuity_pending, pdt=pdt, closed_at=time.monotonic(), final=final)
             if self.fanout is not None:
                 self.fanout.segment(seg_index, start, end)
+                if final:
+                    # Everything has been sent: sidecars flush now. Waiting for the last segment's turn
+                    # would deadlock when earlier segments wait for results that only the flush brings
+                    # (a caption still open at the end of the file), broken only by the stall timeout.
+                    self.fanout.end()
             frames, times = [], []
             seg_index += 1
             discontinuity_pending = False
@@ -533,8 +540,8 @@ class Pipeline:
     def _wait_results(self, job: SegmentJob) -> None:
         if not self.links:
             return
-        if job.final and self.fanout is not None:
-            self.fanout.end()  # sidecars flush what they hold; the last segment waits for it (drain timeout)
+        if job.final:
+            # The ingest sent the end of stream; the last segment waits for the flush (drain timeout).
             deadline = time.monotonic() + max(self.cfg.drain_timeout, self.window_s)
         else:
             deadline = job.closed_at + self.window_s

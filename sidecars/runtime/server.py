@@ -46,6 +46,7 @@ class _StreamSession:
         self.last_video: float | None = None
         self.last_audio: float | None = None
         self.sent_watermark = -1.0
+        self._wm_lock = threading.Lock()  # the reader thread and the idle poll both send watermarks
         self.desc = sidecar.describe()
         sidecar._publish = self._publish
 
@@ -59,19 +60,20 @@ class _StreamSession:
             self._publish(r)
 
     def _watermark(self) -> None:
-        wm = self.sidecar.watermark()
-        if wm is None:
-            marks = []
-            if self.desc.video is not None:
-                marks.append(self.last_video)
-            if self.desc.audio is not None:
-                marks.append(self.last_audio)
-            if any(m is None for m in marks) or not marks:
-                return
-            wm = min(m for m in marks if m is not None)
-        if wm > self.sent_watermark:
-            self.sent_watermark = wm
-            self.out.put(pb2.SidecarMessage(watermark=pb2.Watermark(pts=wm)))
+        with self._wm_lock:
+            wm = self.sidecar.watermark()
+            if wm is None:
+                marks = []
+                if self.desc.video is not None:
+                    marks.append(self.last_video)
+                if self.desc.audio is not None:
+                    marks.append(self.last_audio)
+                if any(m is None for m in marks) or not marks:
+                    return
+                wm = min(m for m in marks if m is not None)
+            if wm > self.sent_watermark:
+                self.sent_watermark = wm
+                self.out.put(pb2.SidecarMessage(watermark=pb2.Watermark(pts=wm)))
 
     def _error(self, message: str) -> None:
         log.warning("%s: %s", self.sidecar.name, message)
@@ -139,8 +141,9 @@ class _StreamSession:
                 wm = self.sidecar.watermark()
                 final = max(self.sent_watermark, wm if wm is not None else -1.0, self.last_video or -1.0,
                             self.last_audio or -1.0)
-                self.out.put(pb2.SidecarMessage(watermark=pb2.Watermark(pts=final + 1e6)))
-                self.sent_watermark = final + 1e6
+                with self._wm_lock:
+                    self.out.put(pb2.SidecarMessage(watermark=pb2.Watermark(pts=final + 1e6)))
+                    self.sent_watermark = final + 1e6
                 return
             else:
                 self._error("message with no body (newer contract or malformed); ignored")
@@ -164,6 +167,9 @@ class _StreamSession:
             self.out.put(_END)
 
 
+WATERMARK_POLL_S = 0.1  # how often an idle stream re-reads the sidecar's watermark
+
+
 class SidecarServicer(pb2_grpc.SidecarServicer):  # type: ignore[name-defined,misc]
     def __init__(self, factory: Callable[[], Sidecar]) -> None:
         self.factory = factory
@@ -184,7 +190,14 @@ class SidecarServicer(pb2_grpc.SidecarServicer):  # type: ignore[name-defined,mi
                                   name=f"{self.description.name}-reader")
         reader.start()
         while True:
-            item = session.out.get()
+            try:
+                item = session.out.get(timeout=WATERMARK_POLL_S)
+            except queue.Empty:
+                # A sidecar that works on its own thread (stt commits text seconds after the audio) moves
+                # its watermark without new input: when the core has nothing more to send until a segment
+                # is out, only this poll tells it the segment is covered.
+                session._watermark()
+                continue
             if item is _END:
                 break
             # Coalesce what has piled up: results in order, then one Release and one Watermark. At
