@@ -41,6 +41,9 @@ def captioned_output(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, li
                         "--ladder", "180p:300k", "--snapshots-fps", "0", "--no-progress"],
                        capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
+    # A file waits for its captions: every segment got them in time, none was let go by a timeout (the
+    # last caption is completed by the end-of-stream flush, which must not wait behind those segments).
+    assert "decision window closed" not in r.stderr, r.stderr[-2000:]
     return out, utterances
 
 

@@ -179,3 +179,96 @@ def test_no_speech_means_no_decoding_and_a_watermark_that_follows_the_audio() ->
         r = rec.step(end)
     assert r.frontier == 3600 + 60 - 0.3
     assert rec.buf_start >= 16000 * (3600 + 55)  # the buffer does not grow on silence
+
+
+class Timeline:
+    """A decoder that hears exactly what was said: each word at a fixed media time. A pass returns the
+    words that lie inside the buffer, in buffer time, as Whisper would; ``loop_after`` makes passes also
+    repeat the first sentence after the newest speech (the copy squeezed into its last 0.1 s), as tiny
+    models do when a sentence sits in the buffer as context."""
+
+    def __init__(self, words: list[Word], speech: list[tuple[float, float]]) -> None:
+        self.words = words
+        self.speech = speech
+        self.rec: StreamingRecognizer | None = None
+        self.loop_after: float | None = None
+        self.buffer_starts: list[float] = []
+
+    def decode(self, audio: np.ndarray, prompt: str) -> list[DecodedSegment]:
+        assert self.rec is not None
+        t0 = self.rec.buf_start / 16000
+        t1 = t0 + len(audio) / 16000
+        self.buffer_starts.append(t0)
+        heard = [DecodedWord(" " + w.text, w.start - t0, w.end - t0) for w in self.words
+                 if w.start >= t0 - 1e-6 and w.end <= t1]
+        if self.loop_after is not None and t1 > self.loop_after and heard:
+            first = [w for w in heard if w.start < 2.0 - t0]
+            end = min(t1, max(b for a, b in self.speech if a < t1)) - t0  # squeezed at the end of speech
+            heard += [DecodedWord(w.text, end - 0.1, end - 0.05) for w in first]
+        if not heard:
+            return []
+        return [DecodedSegment(text=" ".join(w.text for w in heard), start=heard[0].start, end=heard[-1].end,
+                               words=tuple(heard), avg_logprob=-0.2)]
+
+    def vad(self, audio: np.ndarray) -> list[tuple[float, float]]:
+        assert self.rec is not None
+        t0 = self.rec.buf_start / 16000
+        t1 = t0 + len(audio) / 16000
+        return [(max(a, t0) - t0, min(b, t1) - t0) for a, b in self.speech if b > t0 and a < t1]
+
+
+def run_timeline(tl: Timeline, seconds: float, config: StreamConfig) -> StreamingRecognizer:
+    rec = StreamingRecognizer(tl.decode, tl.vad, config)
+    tl.rec = rec
+    for i in range(0, int(seconds * 16000), 1600):
+        rec.append(np.zeros(1600, dtype=np.float32), i)
+        if (end := rec.next_pass_end()) is not None:
+            rec.step(end)
+    rec.finish()
+    return rec
+
+
+TWO_SENTENCES = words_from("Doctors say walking is good.", start=0.2, per_word=0.36) + \
+    words_from("Heavy rain is expected tonight.", start=4.0, per_word=0.36)
+SPEECH = [(0.2, 2.0), (4.0, 5.8)]
+
+
+def test_a_committed_sentence_stays_in_the_buffer_as_context_and_is_committed_once() -> None:
+    tl = Timeline(TWO_SENTENCES, SPEECH)
+    rec = run_timeline(tl, 8.0, StreamConfig(min_step=0.5, max_step=1.0, keep_context=8.0))
+    assert " ".join(w.text for w in rec.committed) == "Doctors say walking is good. Heavy rain is expected tonight."
+    # While the second sentence was decoded, the first was still in the buffer (context for the decoder).
+    assert max(tl.buffer_starts[-4:]) <= 0.2, tl.buffer_starts
+
+    tl0 = Timeline(TWO_SENTENCES, SPEECH)
+    rec0 = run_timeline(tl0, 8.0, StreamConfig(min_step=0.5, max_step=1.0, keep_context=0.0))
+    assert [w.text for w in rec0.committed] == [w.text for w in rec.committed]
+    assert min(tl0.buffer_starts[-4:]) >= 2.0  # without context the buffer starts after the first sentence
+
+
+def test_a_decoder_loop_repeating_the_context_sentence_is_not_committed() -> None:
+    tl = Timeline(TWO_SENTENCES, SPEECH)
+    tl.loop_after = 4.5  # from here on every pass repeats "Doctors say walking is good." at its end
+    rec = run_timeline(tl, 8.0, StreamConfig(min_step=0.5, max_step=1.0, keep_context=8.0))
+    assert " ".join(w.text for w in rec.committed) == "Doctors say walking is good. Heavy rain is expected tonight."
+
+
+def test_long_repeated_phrases_are_cut_as_loops() -> None:
+    sentence = "please remember to switch off your phone during the show"
+    ws = [DecodedWord(w, i, i + 1) for i, w in enumerate((sentence + " " + sentence).split())]
+    assert " ".join(w.text for w in cut_repetitions(ws)) == sentence
+
+
+def test_the_first_word_after_a_pause_starts_at_the_speech_onset() -> None:
+    # Whisper's alignment puts the first word of a region late; the VAD's onset (padded by ~0.1 s) is better.
+    speech = [(0.0, 1.2), (2.0, 3.5)]
+    words = (DecodedWord(" one", 0.30, 0.60), DecodedWord(" two", 0.60, 1.10),
+             DecodedWord(" Heavy", 2.35, 2.70), DecodedWord(" rain", 2.70, 3.10))
+    kept = filter_segments([DecodedSegment("one two Heavy rain", 0.3, 3.1, words, avg_logprob=-0.2)], speech)
+    assert [(w.text.strip(), round(w.start, 2)) for w in kept] == [("one", 0.30), ("two", 0.60), ("Heavy", 2.10),
+                                                                   ("rain", 2.70)]
+    # The region at the buffer's start is no onset (speech began before the buffer): left alone. And a
+    # word far after its region's onset is not pulled back (something was missed before it).
+    late = (DecodedWord(" later", 3.0, 3.3),)
+    kept = filter_segments([DecodedSegment("later", 3.0, 3.3, late, avg_logprob=-0.2)], speech)
+    assert round(kept[0].start, 2) == 3.0

@@ -126,6 +126,8 @@ class DecodeOptions:
     beam_size: int = 1
     tokens_per_second: float = 7.0   # bounds max_new_tokens, and so the time a pass can take
     max_prompt_chars: int = 200
+    window: Literal["buffer", "30s"] = "buffer"  # what the encoder sees: the buffer itself, or a padded 30 s
+    tail_pad: float = 1.0            # seconds of silence after the buffer ("buffer" window)
 
 
 class Decoder:
@@ -138,6 +140,11 @@ class Decoder:
         self.lock = model_lock(model)  # one pass at a time per model, across streams
 
     def decode(self, audio: np.ndarray, prompt: str = "") -> list[DecodedSegment]:
+        if self.options.window == "buffer" and len(audio) <= 29 * SAMPLE_RATE:
+            return self._decode_buffer(audio, prompt)
+        return self._decode_30s(audio, prompt)
+
+    def _decode_30s(self, audio: np.ndarray, prompt: str) -> list[DecodedSegment]:
         o = self.options
         seconds = len(audio) / SAMPLE_RATE
         max_new = int(min(220, 12 + o.tokens_per_second * seconds))
@@ -169,6 +176,63 @@ class Decoder:
                                           avg_logprob=float(s.avg_logprob), no_speech_prob=float(s.no_speech_prob),
                                           compression_ratio=float(s.compression_ratio)))
         return out
+
+    def _tokenizer(self) -> Any:
+        tok = getattr(self, "_tok", None)
+        if tok is None:
+            from faster_whisper.tokenizer import Tokenizer
+
+            o = self.options
+            multi = bool(self.model.model.is_multilingual)
+            tok = Tokenizer(self.model.hf_tokenizer, multi, task=o.task if multi else None,
+                            language=(o.language or "en") if multi else None)
+            self._tok = tok
+        return tok
+
+    def _decode_buffer(self, audio: np.ndarray, prompt: str) -> list[DecodedSegment]:
+        """One pass with the encoder over the buffer (plus a little silence), not a padded 30 s window.
+
+        Whisper's encoder accepts shorter inputs; the cost of a pass then scales with the buffer (the
+        encoder, and the decoder's cross-attention over its output) instead of being ~30 s worth every time.
+        Decoded without timestamp tokens; word timings come from the cross-attention alignment, as in
+        ``transcribe(word_timestamps=True)``.
+        """
+        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens, merge_punctuations
+
+        o = self.options
+        m = self.model
+        tok = self._tokenizer()
+        seconds = len(audio) / SAMPLE_RATE
+        max_new = int(min(220, 12 + o.tokens_per_second * seconds))
+        prompt = prompt[-o.max_prompt_chars:].strip()
+        padded = np.concatenate([np.asarray(audio, dtype=np.float32),
+                                 np.zeros(int(o.tail_pad * SAMPLE_RATE), dtype=np.float32)])
+        with self.lock:
+            feats = m.feature_extractor(padded, padding=0)
+            frames = min(3000, feats.shape[-1] - feats.shape[-1] % 2)
+            feats = np.ascontiguousarray(feats[:, :frames])
+            enc = m.encode(feats)
+            previous = tok.encode(" " + prompt) if prompt else []
+            start = m.get_prompt(tok, previous, without_timestamps=True)
+            result = m.model.generate(
+                enc, [start], beam_size=o.beam_size, max_length=len(start) + max_new, return_scores=True,
+                return_no_speech_prob=True, suppress_blank=True,
+                suppress_tokens=get_suppressed_tokens(tok, [-1]),
+            )[0]
+            tokens = [t for t in result.sequences_ids[0] if t < tok.eot]
+            text = tok.decode(tokens)
+            alignment = m.find_alignment(tok, [tokens], enc, frames)[0] if tokens else []
+        if not tokens:
+            return []
+        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        merge_punctuations(alignment, "\"'“¿([{-", "\"'.。,，!！?？:：”)]}、")
+        words = tuple(DecodedWord(text=w["word"], start=float(w["start"]), end=float(w["end"]),
+                                  probability=float(w["probability"])) for w in alignment if w["word"])
+        if not words:
+            return []
+        return [DecodedSegment(text=text, start=words[0].start, end=words[-1].end, words=words,
+                               avg_logprob=float(avg_logprob), no_speech_prob=float(result.no_speech_prob),
+                               compression_ratio=float(get_compression_ratio(text.strip())))]
 
 
 @dataclass(frozen=True)

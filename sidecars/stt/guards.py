@@ -95,14 +95,30 @@ def word_in_speech(w: DecodedWord, regions: Sequence[tuple[float, float]], cfg: 
     return overlap(w.start, w.start + span, regions) >= cfg.min_speech_overlap * span
 
 
-def snap_to_speech(w: DecodedWord, regions: Sequence[tuple[float, float]], pad: float = 0.1) -> DecodedWord:
-    """Whisper often starts the first word after a pause too early (at the end of the silence it skipped);
-    the VAD knows better, so a word never starts before the (padded) speech region it belongs to."""
+def snap_to_speech(w: DecodedWord, regions: Sequence[tuple[float, float]], pad: float = 0.1,
+                   first: bool = False, lead: float = 0.6) -> DecodedWord:
+    """Use the VAD to correct a word's start where Whisper is least precise: after a pause.
+
+    Whisper often starts the first word after a pause too early (at the end of the silence it skipped),
+    so a word never starts before the (padded) speech region it belongs to. And its cross-attention
+    alignment puts a region's first word a little late (0.1-0.3 s), so with ``first`` the first word of a
+    region that begins inside the buffer starts at the region's onset when it is within ``lead`` of it.
+    The VAD pads regions by ~0.15 s, hence ``pad``.
+    """
     for a, b in regions:
         if a <= w.end and w.start <= b:
             start = max(w.start, min(a + pad, w.end - 0.05))
+            if first and a > 0.05 and a + pad < start <= a + pad + lead:
+                start = a + pad
             return w if start == w.start else DecodedWord(w.text, start, w.end, w.probability)
     return w
+
+
+def _region_of(w: DecodedWord, regions: Sequence[tuple[float, float]]) -> int:
+    for i, (a, b) in enumerate(regions):
+        if a <= w.end and w.start <= b:
+            return i
+    return -1
 
 
 def _repeat_limit(n: int, max_repeats: int) -> int:
@@ -111,7 +127,7 @@ def _repeat_limit(n: int, max_repeats: int) -> int:
     return max_repeats + 1 if n == 1 else max_repeats if n == 2 else 1
 
 
-def cut_repetitions(words: Sequence[DecodedWord], max_repeats: int = 2, max_n: int = 8) -> list[DecodedWord]:
+def cut_repetitions(words: Sequence[DecodedWord], max_repeats: int = 2, max_n: int = 24) -> list[DecodedWord]:
     """Cut a decoding loop: keep the allowed copies of a repeated n-gram, drop everything from the next.
 
     One word may appear ``max_repeats + 1`` times in a row, two words ``max_repeats`` times, longer
@@ -151,10 +167,17 @@ def filter_segments(segments: Sequence[DecodedSegment], speech: Sequence[tuple[f
     ``speech`` are the VAD's speech regions in buffer seconds.
     """
     words: list[DecodedWord] = []
+    seen: set[int] = set()  # speech regions that already have a word
     for seg in segments:
         if not segment_is_speech(seg, cfg):
             continue
-        kept = [snap_to_speech(w, speech) for w in seg.words if w.text.strip() and word_in_speech(w, speech, cfg)]
+        kept = []
+        for w in seg.words:
+            if not (w.text.strip() and word_in_speech(w, speech, cfg)):
+                continue
+            region = _region_of(w, speech)
+            kept.append(snap_to_speech(w, speech, first=region >= 0 and region not in seen))
+            seen.add(region)
         if not kept:
             continue
         text = " ".join(w.text.strip() for w in kept)

@@ -43,9 +43,13 @@ class StreamConfig:
     context_commit: float = 2.0   # a word heard with this much audio after it is committed without waiting
                                   # for a second pass (which, when the CPU is behind, comes late); 0 = off
     keep_silence: float = 2.0     # context kept when the buffer holds no uncommitted speech (helps the next words)
+    keep_context: float = 8.0     # committed speech (whole sentences, up to this many seconds) kept in
+                                  # the buffer when it is trimmed: the decoder hears the voice before
+                                  # the new words, as an offline pass does
     trim_sentence: float = 12.0   # past this length, trim the buffer at the last committed sentence end
     max_buffer: float = 20.0     # past this length, trim at the last committed word, forcing if needed
     frontier_guard: float = 0.3   # how close to the newest audio the VAD's "no speech" is trusted
+    prompt_words: int = 40        # committed words carried as the prompt (0 = none)
     guards: GuardConfig = GUARDS
 
 
@@ -60,8 +64,21 @@ def _sec(sample: int) -> float:
     return sample / SAMPLE_RATE
 
 
+def _longest_prefix_in(head: list[str], seq: list[str]) -> int:
+    """Length of the longest prefix of ``head`` found as a contiguous run in ``seq``."""
+    best = 0
+    for i in range(len(seq)):
+        k = 0
+        while k < len(head) and i + k < len(seq) and seq[i + k] == head[k]:
+            k += 1
+        best = max(best, k)
+    return best
+
+
 class StreamingRecognizer:
     """Feed audio with ``append``; call ``step`` from one worker thread; ``finish`` at the end."""
+
+    MIN_COPY = 4  # words: a run this long repeating text still in the buffer is a decoder loop, not speech
 
     def __init__(self, decode: DecodeFn, vad: VadFn, config: StreamConfig | None = None,
                  start_sample: int = 0) -> None:
@@ -123,7 +140,7 @@ class StreamingRecognizer:
 
     def _prompt(self) -> str:
         before = [w.text.strip() for w in self.committed if round(w.end * SAMPLE_RATE) <= self.buf_start]
-        return " ".join(before[-40:])
+        return " ".join(before[-self.cfg.prompt_words:]) if self.cfg.prompt_words > 0 else ""
 
     def _absolute(self, t: float) -> int:
         return self.buf_start + round(t * SAMPLE_RATE)
@@ -137,7 +154,12 @@ class StreamingRecognizer:
             del self.committed[:-200]
 
     def _merge(self, new: list[Word]) -> list[Word]:
-        """New pass words after the committed point, without re-decoded copies of the committed tail."""
+        """New pass words after the committed point, without re-decoded copies of committed text.
+
+        Two kinds of copy: the committed tail decoded again at the edge (its timing moved a little), and
+        the decoder repeating a committed sentence that is still in the buffer as context (a loop whose
+        copy the alignment squeezes in after the committed point).
+        """
         edge = _sec(self.commit_end) - 0.1
         new = [w for w in new if w.start > edge]
         if self.committed and new and new[0].start < _sec(self.commit_end) + 1.0:
@@ -147,6 +169,19 @@ class StreamingRecognizer:
                 if tail[-k:] == head[:k]:
                     new = new[k:]
                     break
+        if len(new) >= self.MIN_COPY:
+            context = [normalize(w.text) for w in self.committed[-80:] if w.end > _sec(self.buf_start)]
+            texts = [normalize(w.text) for w in new]
+            kept: list[Word] = []
+            j = 0
+            while j < len(new):
+                k = _longest_prefix_in(texts[j:], context + [normalize(w.text) for w in kept])
+                if k >= self.MIN_COPY:
+                    j += k
+                    continue
+                kept.append(new[j])
+                j += 1
+            new = kept
         return new
 
     def step(self, pass_end: int) -> StepResult:
@@ -209,7 +244,27 @@ class StreamingRecognizer:
         out.frontier = self.frontier
         return out
 
-    def _trim_to(self, sample: int) -> None:
+    def _with_context(self, sample: int) -> int:
+        """Move a cut back to the start of a committed sentence, keeping up to ``keep_context`` seconds."""
+        if self.cfg.keep_context <= 0:
+            return sample
+        sr = SAMPLE_RATE
+        earliest = max(sample - int(self.cfg.keep_context * sr), self.buf_start)
+        recent = self.committed[-65:]
+        first_ever = len(recent) == len(self.committed)  # then recent[0] starts the stream's first sentence
+        for i, w in enumerate(recent):
+            prev = recent[i - 1] if i else None
+            if prev is None and not first_ever:
+                continue
+            start = round(w.start * sr)
+            if earliest <= start and round(w.end * sr) <= sample and (prev is None or ends_sentence(prev.text)):
+                floor = round(prev.end * sr) if prev is not None else self.buf_start
+                return max(start - int(0.1 * sr), floor)
+        return sample
+
+    def _trim_to(self, sample: int, context: bool = True) -> None:
+        if context:
+            sample = self._with_context(sample)
         sample = min(max(sample, self.buf_start), self.pass_end)
         self._buffer = self._buffer[sample - self.buf_start:]
         self.buf_start = sample
@@ -233,9 +288,9 @@ class StreamingRecognizer:
                 forced = [w for w in self.hypothesis if w.end <= cut]
                 self._commit(forced, out)
                 self.hypothesis = self.hypothesis[len(forced):]
-            self._trim_to(self.commit_end)
+            self._trim_to(self.commit_end, context=False)  # too long: no context this time
             if (self.pass_end - self.buf_start) / sr > cfg.max_buffer:
-                self._trim_to(self.pass_end - int(cfg.max_buffer / 2 * sr))
+                self._trim_to(self.pass_end - int(cfg.max_buffer / 2 * sr), context=False)
                 self.hypothesis = [w for w in self.hypothesis if w.start >= _sec(self.buf_start)]
 
     # ------------------------------------------------------------------ the end
