@@ -138,10 +138,10 @@ class _StreamSession:
                 self._emit(self.sidecar.on_discontinuity(msg.discontinuity.pts))
             elif body == "end":
                 self._emit(self.sidecar.on_end())
-                wm = self.sidecar.watermark()
-                final = max(self.sent_watermark, wm if wm is not None else -1.0, self.last_video or -1.0,
-                            self.last_audio or -1.0)
                 with self._wm_lock:
+                    wm = self.sidecar.watermark()
+                    final = max(self.sent_watermark, wm if wm is not None else -1.0, self.last_video or -1.0,
+                                self.last_audio or -1.0)
                     self.out.put(pb2.SidecarMessage(watermark=pb2.Watermark(pts=final + 1e6)))
                     self.sent_watermark = final + 1e6
                 return

@@ -138,6 +138,14 @@ class Decoder:
         self.model = model
         self.options = options
         self.lock = model_lock(model)  # one pass at a time per model, across streams
+        self._tok: Any = None           # the buffer pass's tokenizer and suppressed tokens, built once
+        self._suppress: list[int] = []
+
+    def _budget(self, audio: np.ndarray, prompt: str) -> tuple[int, str]:
+        """max_new_tokens for this much audio (bounds the pass's time) and the prompt cut to its limit."""
+        o = self.options
+        max_new = int(min(220, 12 + o.tokens_per_second * len(audio) / SAMPLE_RATE))
+        return max_new, prompt[-o.max_prompt_chars:].strip()
 
     def decode(self, audio: np.ndarray, prompt: str = "") -> list[DecodedSegment]:
         if self.options.window == "buffer" and len(audio) <= 29 * SAMPLE_RATE:
@@ -146,9 +154,7 @@ class Decoder:
 
     def _decode_30s(self, audio: np.ndarray, prompt: str) -> list[DecodedSegment]:
         o = self.options
-        seconds = len(audio) / SAMPLE_RATE
-        max_new = int(min(220, 12 + o.tokens_per_second * seconds))
-        prompt = prompt[-o.max_prompt_chars:].strip()
+        max_new, prompt = self._budget(audio, prompt)
         with self.lock:
             segments, _info = self.model.transcribe(
                 audio,
@@ -178,16 +184,16 @@ class Decoder:
         return out
 
     def _tokenizer(self) -> Any:
-        tok = getattr(self, "_tok", None)
-        if tok is None:
+        if self._tok is None:
             from faster_whisper.tokenizer import Tokenizer
+            from faster_whisper.transcribe import get_suppressed_tokens
 
             o = self.options
             multi = bool(self.model.model.is_multilingual)
-            tok = Tokenizer(self.model.hf_tokenizer, multi, task=o.task if multi else None,
-                            language=(o.language or "en") if multi else None)
-            self._tok = tok
-        return tok
+            self._tok = Tokenizer(self.model.hf_tokenizer, multi, task=o.task if multi else None,
+                                  language=(o.language or "en") if multi else None)
+            self._suppress = get_suppressed_tokens(self._tok, [-1])
+        return self._tok
 
     def _decode_buffer(self, audio: np.ndarray, prompt: str) -> list[DecodedSegment]:
         """One pass with the encoder over the buffer (plus a little silence), not a padded 30 s window.
@@ -197,14 +203,12 @@ class Decoder:
         Decoded without timestamp tokens; word timings come from the cross-attention alignment, as in
         ``transcribe(word_timestamps=True)``.
         """
-        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens, merge_punctuations
+        from faster_whisper.transcribe import get_compression_ratio, merge_punctuations
 
         o = self.options
         m = self.model
         tok = self._tokenizer()
-        seconds = len(audio) / SAMPLE_RATE
-        max_new = int(min(220, 12 + o.tokens_per_second * seconds))
-        prompt = prompt[-o.max_prompt_chars:].strip()
+        max_new, prompt = self._budget(audio, prompt)
         padded = np.concatenate([np.asarray(audio, dtype=np.float32),
                                  np.zeros(int(o.tail_pad * SAMPLE_RATE), dtype=np.float32)])
         with self.lock:
@@ -217,7 +221,7 @@ class Decoder:
             result = m.model.generate(
                 enc, [start], beam_size=o.beam_size, max_length=len(start) + max_new, return_scores=True,
                 return_no_speech_prob=True, suppress_blank=True,
-                suppress_tokens=get_suppressed_tokens(tok, [-1]),
+                suppress_tokens=self._suppress,
             )[0]
             tokens = [t for t in result.sequences_ids[0] if t < tok.eot]
             text = tok.decode(tokens)

@@ -105,16 +105,18 @@ def snap_to_speech(w: DecodedWord, regions: Sequence[tuple[float, float]], pad: 
     region that begins inside the buffer starts at the region's onset when it is within ``lead`` of it.
     The VAD pads regions by ~0.15 s, hence ``pad``.
     """
-    for a, b in regions:
-        if a <= w.end and w.start <= b:
-            start = max(w.start, min(a + pad, w.end - 0.05))
-            if first and a > 0.05 and a + pad < start <= a + pad + lead:
-                start = a + pad
-            return w if start == w.start else DecodedWord(w.text, start, w.end, w.probability)
-    return w
+    i = _region_of(w, regions)
+    if i < 0:
+        return w
+    a = regions[i][0]
+    start = max(w.start, min(a + pad, w.end - 0.05))
+    if first and a > 0.05 and a + pad < start <= a + pad + lead:
+        start = a + pad
+    return w if start == w.start else DecodedWord(w.text, start, w.end, w.probability)
 
 
 def _region_of(w: DecodedWord, regions: Sequence[tuple[float, float]]) -> int:
+    """Index of the first speech region the word touches, or -1."""
     for i, (a, b) in enumerate(regions):
         if a <= w.end and w.start <= b:
             return i

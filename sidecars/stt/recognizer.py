@@ -170,16 +170,18 @@ class StreamingRecognizer:
                     new = new[k:]
                     break
         if len(new) >= self.MIN_COPY:
-            context = [normalize(w.text) for w in self.committed[-80:] if w.end > _sec(self.buf_start)]
+            # Text already in the buffer: committed context, then this pass's words as they are kept.
+            seen = [normalize(w.text) for w in self.committed[-80:] if w.end > _sec(self.buf_start)]
             texts = [normalize(w.text) for w in new]
             kept: list[Word] = []
             j = 0
             while j < len(new):
-                k = _longest_prefix_in(texts[j:], context + [normalize(w.text) for w in kept])
+                k = _longest_prefix_in(texts[j:], seen)
                 if k >= self.MIN_COPY:
                     j += k
                     continue
                 kept.append(new[j])
+                seen.append(texts[j])
                 j += 1
             new = kept
         return new
