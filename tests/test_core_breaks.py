@@ -118,8 +118,11 @@ def test_breaks_can_be_scheduled_through_the_http_api(clip_small: Path, tmp_path
             except OSError:
                 time.sleep(0.2)
         assert answer and answer["ok"] and answer["duration"] == 2.0
+        # Behind the live edge the first answer was scheduled from (its start - 2 s): in the past even when
+        # the server answered before the first frame (media time still 0.0, where "at": 0.0 is not past).
+        past = answer["start"] - 2.0 - 0.01
         bad = urllib.request.Request(f"http://127.0.0.1:{port}/api/breaks", method="POST",
-                                     data=json.dumps({"at": 0.0, "duration": 2.0}).encode())
+                                     data=json.dumps({"at": past, "duration": 2.0}).encode())
         try:
             urllib.request.urlopen(bad, timeout=5)
             raise AssertionError("a break in the past must be refused")
