@@ -6,20 +6,34 @@ set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(pwd)
 VENV="$ROOT/.venv"
-APT_PACKAGES=(ffmpeg espeak-ng chromium sox redis-server nodejs npm)
+# binary -> Debian package that provides it. Only the packages of missing binaries are installed: many
+# machines carry Node.js from NodeSource (which bundles npm), and asking apt for Debian's `npm` beside it
+# fails with "held broken packages".
+declare -A APT_FOR=(
+  [ffmpeg]=ffmpeg [ffprobe]=ffmpeg [espeak-ng]=espeak-ng [chromium]=chromium [sox]=sox
+  [redis-server]=redis-server [node]=nodejs [npm]=npm
+)
 
 log() { printf '\033[1m[sidecast setup]\033[0m %s\n' "$*" >&2; }
 
 install_system() {
-  local missing=()
-  for bin in ffmpeg ffprobe espeak-ng chromium sox redis-server node npm; do
-    command -v "$bin" >/dev/null 2>&1 || missing+=("$bin")
+  local missing=() pkgs=()
+  for bin in "${!APT_FOR[@]}"; do
+    command -v "$bin" >/dev/null 2>&1 && continue
+    missing+=("$bin")
+    local pkg=${APT_FOR[$bin]}
+    # npm ships inside NodeSource's nodejs: never ask apt for Debian's npm next to a node that exists
+    if [ "$bin" = npm ] && command -v node >/dev/null 2>&1; then
+      log "node is installed but npm is not; install npm for your Node.js (e.g. NodeSource's nodejs bundles it)"
+      continue
+    fi
+    [[ " ${pkgs[*]} " == *" $pkg "* ]] || pkgs+=("$pkg")
   done
-  if [ ${#missing[@]} -eq 0 ]; then return; fi
-  log "installing system packages (missing: ${missing[*]})"
+  if [ ${#pkgs[@]} -eq 0 ]; then return; fi
+  log "installing system packages ${pkgs[*]} (missing: ${missing[*]})"
   local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 }
 
 install_python() {

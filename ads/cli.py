@@ -34,7 +34,10 @@ class CliError(Exception):
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    """Add the ``ads`` subcommands to ``parser`` (called by the core CLI for ``sidecast ads``)."""
+    """SSAI stitching, SGAI interstitials, the ad decisioning API
+
+    Registered as ``sidecast ads`` through the ``sidecast.commands`` entry points.
+    """
     sub = parser.add_subparsers(dest="ads_command", metavar="ADS_COMMAND")
 
     def no_command(args: argparse.Namespace) -> int:
@@ -72,7 +75,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     q.set_defaults(func=_guard(_interstitials))
 
     try:
-        from ads.api.cli import register
+        from sidecast.ads.api.cli import register
     except ImportError:
         pass
     else:

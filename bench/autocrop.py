@@ -27,13 +27,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.croppath import CropPath  # noqa: E402
-from sidecars.autocrop.analyzer import Analyzer  # noqa: E402
-from sidecars.autocrop.detect import FaceDetector  # noqa: E402
-from sidecars.autocrop.scenes import Scene, coverage, cut_reaction, ground_truth_scenes, steadiness  # noqa: E402
-from sidecars.autocrop.sidecar import DEFAULT_FPS, DEFAULT_WIDTH  # noqa: E402
-from sidecars.autocrop.smooth import PathOptions  # noqa: E402
-from sidecars.runtime.types import Crop  # noqa: E402
+from devkit.scenes import Scene, coverage, cut_reaction, ground_truth_scenes, steadiness  # noqa: E402
+from sidecast.contract.records import Crop  # noqa: E402
+from sidecast.core.croppath import CropPath  # noqa: E402
+from sidecast.sidecars.autocrop.analyzer import Analyzer  # noqa: E402
+from sidecast.sidecars.autocrop.detect import FaceDetector  # noqa: E402
+from sidecast.sidecars.autocrop.sidecar import DEFAULT_FPS, DEFAULT_WIDTH  # noqa: E402
+from sidecast.sidecars.autocrop.smooth import PathOptions  # noqa: E402
 
 
 def analysed_times(duration: float, fps: float) -> list[float]:

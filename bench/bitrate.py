@@ -34,11 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from core.ladder import DEFAULT_LADDER, build_ladder  # noqa: E402
-from sidecars.bitrate import corpus, quality  # noqa: E402
-from sidecars.bitrate.features import FrameStats, features_from_stats, pair_stats  # noqa: E402
-from sidecars.bitrate.model import CRF_GRID, Policy, RateModel, decide  # noqa: E402
-from sidecars.runtime.types import RenditionInfo  # noqa: E402
+from devkit import corpus, quality  # noqa: E402
+from sidecast.contract.records import RenditionInfo  # noqa: E402
+from sidecast.core.ladder import DEFAULT_LADDER, build_ladder  # noqa: E402
+from sidecast.sidecars.bitrate.features import FrameStats, features_from_stats, pair_stats  # noqa: E402
+from sidecast.sidecars.bitrate.model import CRF_GRID, Policy, RateModel, decide  # noqa: E402
 
 
 def _load_train_module():

@@ -154,7 +154,7 @@ def process_tree(pid: int) -> list[int]:
 def run_store(store: str, seconds: float, concurrency: int, tmp: Path, redis_url: str | None,
               redis_pid: int | None, workers: int = 1) -> list[tuple[str, dict[str, float]]]:
     port = free_port()
-    cmd = [sys.executable, "-m", "ads.api.cli", "serve", "--port", str(port), "--db", str(tmp / f"{store}.db"),
+    cmd = [sys.executable, "-m", "sidecast.ads.api.cli", "serve", "--port", str(port), "--db", str(tmp / f"{store}.db"),
            "--api-key", KEY]
     if store == "redis":
         assert redis_url

@@ -29,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.ladder import DEFAULT_LADDER, build_ladder, x264_options  # noqa: E402
+from sidecast.contract.encoding import x264_options  # noqa: E402
+from sidecast.core.ladder import DEFAULT_LADDER, build_ladder  # noqa: E402
 
 SIDECAST = str(Path(sys.executable).parent / "sidecast")
 

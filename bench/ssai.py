@@ -32,10 +32,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ads.models import AdBreak, AdPod, PodAd  # noqa: E402
-from ads.playlist import MasterPlaylist, MediaPlaylist, Segment, parse_master  # noqa: E402
-from ads.session import Fetcher, StitchService  # noqa: E402
-from ads.ssai import stitch  # noqa: E402
+from sidecast.ads.models import AdBreak, AdPod, PodAd  # noqa: E402
+from sidecast.ads.playlist import MasterPlaylist, MediaPlaylist, Segment, parse_master  # noqa: E402
+from sidecast.ads.session import Fetcher, StitchService  # noqa: E402
+from sidecast.ads.ssai import stitch  # noqa: E402
 
 T0 = datetime(2026, 6, 1, 20, 0, tzinfo=UTC)
 RENDITIONS = ("720p", "480p", "360p")
@@ -173,7 +173,7 @@ def main() -> int:
     base_cpu = time.process_time() - t
 
     # ---- pure function: stitch + dump with a session's resolved placements
-    from ads.ssai import Placement
+    from sidecast.ads.ssai import Placement
 
     placements_cache: dict[tuple[str, str, int], list[Placement]] = {}
     t = time.process_time()
@@ -232,7 +232,7 @@ def http_bench(svc: StitchService, sids: list[str], rnd: random.Random, requests
     import uvicorn
     from fastapi import FastAPI
 
-    from ads import session as session_mod
+    from sidecast.ads import session as session_mod
 
     app = FastAPI()
     router = session_mod.make_router("/origin", svc.decide, svc.beacon)

@@ -37,10 +37,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sidecars.runtime.types import AudioChunk, Cue, StreamInfo, Word  # noqa: E402
-from sidecars.stt import SttSidecar, engine, synth  # noqa: E402
-from sidecars.stt.guards import normalize  # noqa: E402
-from sidecars.stt.recognizer import StreamConfig  # noqa: E402
+from devkit import speech as synth  # noqa: E402
+from sidecast.contract.records import AudioChunk, Cue, StreamInfo, Word  # noqa: E402
+from sidecast.sidecars.stt import SttSidecar, engine  # noqa: E402
+from sidecast.sidecars.stt.guards import normalize  # noqa: E402
+from sidecast.sidecars.stt.recognizer import StreamConfig  # noqa: E402
 
 
 def wer(ref: str, hyp: str) -> float:

@@ -25,16 +25,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.fanout import FanOut  # noqa: E402
-from core.links import SidecarLink  # noqa: E402
-from core.timeline import Timeline  # noqa: E402
-from sidecars.runtime.types import StreamInfo  # noqa: E402
+from sidecast.contract.records import StreamInfo  # noqa: E402
+from sidecast.core.fanout import FanOut  # noqa: E402
+from sidecast.core.links import SidecarLink  # noqa: E402
+from sidecast.core.timeline import Timeline  # noqa: E402
 
 SINK = r'''
 import sys
 sys.path.insert(0, {root!r})
-from sidecars.runtime import Description, Sidecar, VideoWants
-from sidecars.runtime.server import build_server
+from sidecast.sidecars.runtime import Description, Sidecar, VideoWants
+from sidecast.sidecars.runtime.server import build_server
 
 class Sink(Sidecar):
     name = "sink"

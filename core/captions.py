@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sidecars.runtime.types import Cue
+from sidecast.contract.records import Cue
 
 PTS_CLOCK = 90_000
 PTS_WRAP = 1 << 33

@@ -1,4 +1,5 @@
-"""The ``sidecast`` command line: ``run`` a stream, serve a ``sidecar``, ``ads`` tools, a ``demo``.
+"""The ``sidecast`` command line: ``run`` a stream, a ``demo``, and the commands other packages register
+(``sidecar``, ``sidecars``, ``ads``) through the ``sidecast.commands`` entry points.
 
 Errors a user can fix (bad input, unreachable source, bad options) print one ``sidecast: error: ...`` line
 and exit non-zero; a traceback means a bug in sidecast.
@@ -10,6 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 
 from . import __version__
@@ -80,62 +82,6 @@ def _run(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
-def _add_sidecar(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "sidecar",
-        help="serve one registered sidecar over gRPC",
-        description="Serve a sidecar (built-in or a plugin from the sidecast.sidecars entry points). "
-        "`sidecast sidecars` lists them; `sidecast sidecar NAME --help` shows NAME's options.",
-        add_help=True,
-    )
-    p.add_argument("sidecar_name", metavar="NAME")
-    p.add_argument("sidecar_args", nargs=argparse.REMAINDER, help="--listen ADDR and NAME's own options")
-    p.set_defaults(func=_serve_sidecar)
-    ls = sub.add_parser("sidecars", help="list installed sidecars")
-    ls.set_defaults(func=_list_sidecars)
-
-
-def sidecar_parser(name: str) -> argparse.ArgumentParser:
-    """The parser of one sidecar's options; built only when that sidecar is asked for (imports are heavy)."""
-    from sidecars.runtime import UnknownSidecar, load
-
-    try:
-        cls = load(name)
-    except UnknownSidecar as exc:
-        raise SidecastError(str(exc)) from exc
-    p = argparse.ArgumentParser(prog=f"sidecast sidecar {name}", description=cls.__doc__)
-    p.add_argument("--listen", required=True, help="unix:///path.sock, /path.sock, host:port or :port")
-    cls.add_arguments(p)
-    p.set_defaults(_sidecar_cls=cls)
-    return p
-
-
-def _serve_sidecar(args: argparse.Namespace) -> int:
-    from sidecars.runtime.server import serve
-
-    parser = sidecar_parser(args.sidecar_name)
-    own = parser.parse_args(args.sidecar_args)
-    factory = own._sidecar_cls.from_args(own)
-    try:
-        serve(factory, own.listen)
-    except OSError as exc:
-        raise SidecastError(f"cannot listen on {own.listen}: {exc}") from exc
-    return 0
-
-
-def _list_sidecars(args: argparse.Namespace) -> int:
-    from sidecars.runtime import available, load
-
-    for name, ep in sorted(available().items()):
-        try:
-            d = load(name)().describe()
-            wants = ", ".join(w for w, v in (("video", d.video), ("audio", d.audio)) if v is not None)
-            print(f"{name:12s} {d.version:8s} wants {wants:12s} {d.description}")
-        except Exception as exc:
-            print(f"{name:12s} (failed to load: {exc})  [{ep.value}]")
-    return 0
-
-
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="make a built-in sample clip and run the pipeline on it")
     p.add_argument("-o", "--output", dest="outdir", type=Path, default=Path("out/demo"))
@@ -151,15 +97,29 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
-def _add_ads(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("ads", help="SSAI stitching, SGAI interstitials, the ad decisioning API")
-    try:
-        from ads.cli import configure
-    except ImportError as exc:
-        reason = str(exc)
-        p.set_defaults(func=lambda a: _fail(f"ads tools are unavailable: {reason}"))
-        return
-    configure(p)
+COMMAND_ENTRY_POINTS = "sidecast.commands"
+
+
+def _add_plugin_commands(sub: argparse._SubParsersAction) -> None:
+    """Subcommands other packages register (``sidecar``, ``sidecars``, ``ads``, third-party tools).
+
+    Each entry point is a ``configure(parser)`` function; its docstring's first line is the command's
+    help. The core imports none of them by name: the layer rules (docs/architecture.md) keep core below
+    the sidecars and the ads module. A command whose module fails to import still appears, and running it
+    prints that one error instead of breaking every other command.
+    """
+    for ep in sorted(metadata.entry_points(group=COMMAND_ENTRY_POINTS), key=lambda e: e.name):
+        try:
+            configure = ep.load()
+        except Exception as exc:  # a broken plugin must not take the whole CLI down
+            reason = f"the {ep.name!r} command ({ep.value}) failed to load: {exc}"
+            p = sub.add_parser(ep.name, help=f"(unavailable: {exc})", add_help=False)
+            p.add_argument("rest", nargs=argparse.REMAINDER)
+            p.set_defaults(func=lambda a, reason=reason: _fail(reason))
+            continue
+        doc = (configure.__doc__ or "").strip().splitlines()
+        p = sub.add_parser(ep.name, help=doc[0] if doc else None, description=" ".join(doc) or None)
+        configure(p)
 
 
 def _fail(msg: str) -> int:
@@ -174,9 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="json: one JSON object per line (structured logs)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_run(sub)
-    _add_sidecar(sub)
     _add_demo(sub)
-    _add_ads(sub)
+    _add_plugin_commands(sub)
     return parser
 
 

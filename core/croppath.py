@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterable
 from typing import IO, Any
 
-from sidecars.runtime.types import Crop
+from sidecast.contract.records import Crop
 
 Window = tuple[int, int, int, int]
 

@@ -19,10 +19,21 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from proto import pb2
-from sidecars.runtime import codec
-from sidecars.runtime.shm import ShmRing, shm_available
-from sidecars.runtime.types import AudioWants, StreamInfo, VideoWants
+from sidecast.contract import codec
+from sidecast.contract.records import (
+    AudioChunk,
+    AudioWants,
+    CoreEvent,
+    Discontinuity,
+    FrameHeader,
+    SegmentBoundary,
+    ShmRingInfo,
+    ShmSlot,
+    StreamEnded,
+    StreamInfo,
+    VideoWants,
+)
+from sidecast.contract.shm import ShmRing, shm_available
 
 from .links import Outgoing, SidecarLink
 
@@ -122,7 +133,7 @@ class FanOut:
             ))
         for link in self.links:
             ring = next((g.ring for g in self.video_groups if link in g.links and g.ring is not None), None)
-            link.set_start(info, (ring.name, ring.slot_size, ring.slots) if ring else None)
+            link.set_start(info, ShmRingInfo(ring.name, ring.slot_size, ring.slots) if ring else None)
 
     # ------------------------------------------------------------ video
 
@@ -149,18 +160,14 @@ class FanOut:
                 else:
                     slot, gen = ref
                     ring = g.ring
+                    msg = codec.encode_core(FrameHeader(g.seq, t, g.width, g.height, g.wants.pixel_format, segment,
+                                                        shm=ShmSlot(slot, gen, size)))
                     for lk in shm_links:
-                        msg = pb2.CoreMessage(video=pb2.VideoFrame(
-                            seq=g.seq, pts=t, width=g.width, height=g.height,
-                            pixel_format=codec.PIXEL_TO_PB[g.wants.pixel_format],
-                            shm=pb2.ShmRef(slot=slot, generation=gen, size=size), segment=segment))
-                        lk.offer(Outgoing(msg, "video", release=_releaser(ring, slot)))
+                        lk.offer(Outgoing(msg, "video", release=_releaser(ring, slot), slot=slot))
             if byte_links:
-                payload = b"".join(planes)
+                msg = codec.encode_core(FrameHeader(g.seq, t, g.width, g.height, g.wants.pixel_format, segment,
+                                                    pixels=b"".join(planes)))
                 for lk in byte_links:
-                    msg = pb2.CoreMessage(video=pb2.VideoFrame(
-                        seq=g.seq, pts=t, width=g.width, height=g.height,
-                        pixel_format=codec.PIXEL_TO_PB[g.wants.pixel_format], pixels=payload, segment=segment))
                     lk.offer(Outgoing(msg, "video"))
 
     def _convert(self, frame: av.VideoFrame, g: VideoGroup) -> list[memoryview]:
@@ -193,9 +200,8 @@ class FanOut:
                 piece, rest = buf[:take], buf[take:]
                 g.pending = [rest] if len(rest) else []
                 g.pending_samples -= chunk
-                msg = pb2.CoreMessage(audio=pb2.AudioChunk(
-                    pts=g.next_pts, sample_rate=g.wants.sample_rate, channels=g.wants.channels,
-                    sample_format=codec.SAMPLE_TO_PB[g.wants.sample_format], samples=piece.tobytes()))
+                msg = codec.encode_core(AudioChunk(pts=g.next_pts, sample_rate=g.wants.sample_rate,
+                                                   channels=g.wants.channels, samples=piece))
                 g.next_pts += chunk / g.wants.sample_rate
                 for lk in live:
                     lk.offer(Outgoing(msg, "audio"))
@@ -207,20 +213,21 @@ class FanOut:
 
     # ------------------------------------------------------------ control
 
-    def control(self, msg: Any) -> None:
+    def control(self, event: CoreEvent) -> None:
+        msg = codec.encode_core(event)
         for lk in self.links:
             if lk.live:
                 lk.offer(Outgoing(msg, "control"))
 
     def segment(self, index: int, start: float, end: float) -> None:
-        self.control(pb2.CoreMessage(segment=pb2.SegmentBoundary(segment=index, start=start, end=end)))
+        self.control(SegmentBoundary(segment=index, start=start, end=end))
 
     def discontinuity(self, t: float) -> None:
         self.rebase_audio(t)
-        self.control(pb2.CoreMessage(discontinuity=pb2.Discontinuity(pts=t)))
+        self.control(Discontinuity(t))
 
     def end(self) -> None:
-        self.control(pb2.CoreMessage(end=pb2.StreamEnd()))
+        self.control(StreamEnded())
 
     def close(self) -> None:
         for g in self.video_groups:

@@ -31,6 +31,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from sidecast.contract.encoding import vbv_bufsize
+
 RateControl = Literal["crf", "vbr"]
 RATE_CONTROLS: tuple[RateControl, ...] = ("crf", "vbr")
 
@@ -64,20 +66,6 @@ AUDIO_BITRATE = 128_000
 AUDIO_SAMPLE_RATE = 48_000
 AUDIO_CHANNELS = 2
 
-# x264 for live: veryfast keeps 1080p→ladder above real time on two cores; scene-cut keyframes off so
-# the only keyframes are segment starts; two B-frames and a short look-ahead (bounded latency per
-# segment). These are the same settings bench/ladder.py gives the ffmpeg CLI.
-X264_PRESET = "veryfast"
-X264_PROFILE = "high"
-X264_BFRAMES = 2
-X264_LOOKAHEAD = 10
-
-
-def vbv_bufsize(max_bitrate: int) -> int:
-    """One second of VBV buffer: keeps any 2 s segment under 1.5x the cap."""
-    return max_bitrate
-
-
 def parse_rate_control(value: str) -> RateControl:
     """``--rate-control`` as typed, or a ValueError that says what is accepted."""
     v = value.strip().lower()
@@ -87,26 +75,6 @@ def parse_rate_control(value: str) -> RateControl:
         return "vbr"
     raise ValueError(f"bad --rate-control {value!r}: expected crf (capped CRF, the default) or vbr "
                      "(fixed-bitrate ladder: each rung at its bitrate)")
-
-
-def x264_options(crf: float | None, max_bitrate: int, keyint: int) -> dict[str, str]:
-    """Encoder options for PyAV's libx264 (the same meaning as the ffmpeg CLI flags).
-
-    ``crf`` set: capped CRF under a VBV cap of ``max_bitrate``. ``crf=None``: one-pass ABR at ``max_bitrate``
-    with the same VBV cap (the ``vbr`` static ladder; see the module docstring for why these settings).
-    """
-    bufsize = vbv_bufsize(max_bitrate)
-    params = (
-        f"keyint={keyint}:min-keyint={keyint}:scenecut=0:open-gop=0:bframes={X264_BFRAMES}"
-        f":rc-lookahead={X264_LOOKAHEAD}:vbv-maxrate={max_bitrate // 1000}:vbv-bufsize={bufsize // 1000}"
-    )
-    opts = {"preset": X264_PRESET, "profile": X264_PROFILE}
-    if crf is None:
-        params += f":bitrate={max_bitrate // 1000}"
-    else:
-        opts["crf"] = f"{crf:g}"
-    opts["x264-params"] = params
-    return opts
 
 
 def segment_settings(rate_control: RateControl, rung_crf: float, rung_cap: int, hint_crf: float | None,

@@ -28,10 +28,20 @@ from typing import Any
 
 import grpc
 
-from core import __version__
-from proto import pb2, pb2_grpc
-from sidecars.runtime import codec
-from sidecars.runtime.types import Description, StreamInfo
+from sidecast.contract import codec, pb2, pb2_grpc
+from sidecast.contract.errors import ContractError
+from sidecast.contract.records import (
+    Description,
+    Released,
+    ShmRingInfo,
+    SidecarReport,
+    StreamEnded,
+    StreamInfo,
+    StreamStarted,
+    Unknown,
+    Watermark,
+)
+from sidecast.core import __version__
 
 from .timeline import Timeline
 
@@ -42,9 +52,10 @@ _STOP = object()
 
 @dataclass
 class Outgoing:
-    msg: Any                       # pb2.CoreMessage
+    msg: pb2.CoreMessage           # built by the codec
     kind: str                      # "video", "audio", "control"
     release: Callable[[], None] | None = None
+    slot: int | None = None        # the shm slot a frame holds until the sidecar releases it
 
 
 @dataclass
@@ -95,17 +106,14 @@ class SidecarLink:
     def wait_described(self, timeout: float) -> bool:
         return self.described.wait(timeout)
 
-    def set_start(self, info: StreamInfo, shm: tuple[str, int, int] | None) -> None:
+    def set_start(self, info: StreamInfo, ring: ShmRingInfo | None) -> None:
         """The StreamStart to (re)send at the beginning of every Stream call."""
-        msg = pb2.CoreMessage(start=codec.stream_info_to_pb(info))
-        if shm is not None and self.transport == "shm":
-            msg.start.shm_ring, msg.start.shm_slot_size, msg.start.shm_slots = shm
-        self._start_msg = msg
+        self._start_msg = codec.encode_core(StreamStarted(info, ring if self.transport == "shm" else None))
 
     def close(self, drain_timeout: float = 0.0) -> None:
         """Send StreamEnd, wait up to ``drain_timeout`` for the sidecar to finish, then hang up."""
         if self.connected.is_set() and drain_timeout > 0:
-            self.offer(Outgoing(pb2.CoreMessage(end=pb2.StreamEnd()), "control"))
+            self.offer(Outgoing(codec.encode_core(StreamEnded()), "control"))
             self._ended.wait(drain_timeout)
         with self._cond:
             self._closing = True
@@ -185,10 +193,8 @@ class SidecarLink:
                 item = self._q.popleft()
                 self._counts[item.kind] -= 1
                 self._cond.notify_all()
-                if item.release is not None and item.msg.WhichOneof("body") == "video":
-                    which = item.msg.video.WhichOneof("data")
-                    if which == "shm":
-                        self._outstanding[item.msg.video.shm.slot] = item
+                if item.release is not None and item.slot is not None:
+                    self._outstanding[item.slot] = item
             self.stats.sent += 1
             yield item.msg
 
@@ -206,12 +212,10 @@ class SidecarLink:
     # ------------------------------------------------------------ the link thread
 
     def _describe(self, stub: Any) -> bool:
-        req = pb2.DescribeRequest(contract_version=pb2.CONTRACT_VERSION_1, core_version=__version__,
-                                  transports=[pb2.TRANSPORT_SHM, pb2.TRANSPORT_BYTES] if self.allow_shm
-                                  else [pb2.TRANSPORT_BYTES])
+        req = codec.describe_request(__version__, ("shm", "bytes") if self.allow_shm else ("bytes",))
         try:
             desc = codec.description_from_pb(stub.Describe(req, timeout=5.0))
-        except codec.ContractError as exc:
+        except ContractError as exc:
             self.fail(str(exc))
             return False
         if desc.name != self.name:
@@ -293,7 +297,7 @@ class SidecarLink:
                 self._cond.wait(backoff)
             backoff = min(backoff * 2, 5.0)
 
-    def _release_slots(self, slots: Any) -> None:
+    def _release_slots(self, slots: tuple[int, ...]) -> None:
         with self._cond:
             items = [self._outstanding.pop(slot, None) for slot in slots]
             self._cond.notify_all()
@@ -301,34 +305,33 @@ class SidecarLink:
             if item is not None and item.release:
                 item.release()
 
-    def _on_message(self, msg: Any) -> None:
-        body = msg.WhichOneof("body")
-        if body == "result":
-            try:
-                result = codec.result_from_pb(msg.result)
-            except codec.ContractError as exc:
-                self.stats.errors.append(str(exc))
-                log.warning("malformed result ignored: %s", exc, extra={"sidecar": self.name})
-                return
-            self.stats.results += 1
-            self.timeline.add(self.name, result)
-        elif body == "watermark":
-            if msg.watermark.released:
-                self._release_slots(msg.watermark.released)
+    def _on_message(self, msg: pb2.SidecarMessage) -> None:
+        try:
+            event = codec.decode_sidecar(msg)
+        except ContractError as exc:
+            self.stats.errors.append(str(exc))
+            log.warning("malformed result ignored: %s", exc, extra={"sidecar": self.name})
+            return
+        if isinstance(event, Watermark):
+            if event.released:
+                self._release_slots(event.released)
             if self._stalled:
                 self._stalled = False
                 self.timeline.set_live(self.name, True)
-            self.timeline.watermark(self.name, msg.watermark.pts)
-        elif body == "release":
-            self._release_slots(msg.release.slots)
-        elif body == "error":
-            text = msg.error.message[:500]
+            self.timeline.watermark(self.name, event.pts)
+        elif isinstance(event, Released):
+            self._release_slots(event.slots)
+        elif isinstance(event, SidecarReport):
+            text = event.message[:500]
             self.stats.errors.append(text)
             log.warning("sidecar reported: %s", text, extra={"sidecar": self.name})
-            if msg.error.fatal:
+            if event.fatal:
                 self.fail(text)
-        else:
+        elif isinstance(event, Unknown):
             log.debug("unknown message from sidecar ignored", extra={"sidecar": self.name})
+        else:
+            self.stats.results += 1
+            self.timeline.add(self.name, event)
 
 
 class LocalSidecar:
@@ -360,7 +363,7 @@ class LocalSidecar:
         self._thread.start()
 
     def _spawn(self) -> None:
-        cmd = [sys.executable, "-m", "core.cli", "sidecar", self.name, "--listen", self.target, *self.extra_args]
+        cmd = [sys.executable, "-m", "sidecast.core.cli", "sidecar", self.name, "--listen", self.target, *self.extra_args]
         logf = open(self.log_path, "ab")  # noqa: SIM115 (the child owns it)
         self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})

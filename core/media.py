@@ -17,7 +17,9 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from .ladder import AUDIO_BITRATE, AUDIO_CHANNELS, AUDIO_SAMPLE_RATE, x264_options
+from sidecast.contract.encoding import x264_options
+
+from .ladder import AUDIO_BITRATE, AUDIO_CHANNELS, AUDIO_SAMPLE_RATE
 
 PTS_OFFSET = 900_000  # 10 s in 90 kHz ticks
 TS_OPTIONS = {"mpegts_copyts": "1", "mpegts_flags": "resend_headers"}

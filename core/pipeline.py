@@ -27,8 +27,8 @@ from typing import Any
 
 import av
 
-from sidecars.runtime.shm import sweep_stale
-from sidecars.runtime.types import Crop, RenditionInfo, StreamInfo
+from sidecast.contract.records import Crop, RenditionInfo, StreamInfo
+from sidecast.contract.shm import sweep_stale
 
 from . import media
 from .breaks import Break, BreakSchedule, media_time_of_splice
@@ -258,11 +258,14 @@ class Pipeline:
             return True
         if self.cfg.vertical == "off":
             return False
-        return any(lk.description is not None and lk.description.video is not None and lk.name == "autocrop"
-                   for lk in self.links)
+        return self._produced("crops")
 
     def _want_subs(self) -> bool:
-        return any(lk.description is not None and lk.description.audio is not None and lk.name == "stt"
+        return self._produced("cues")
+
+    def _produced(self, kind: str) -> bool:
+        """Whether a running sidecar declares results of this kind (outputs follow capability, not name)."""
+        return any(lk.description is not None and lk.failed is None and kind in lk.description.produces
                    for lk in self.links)
 
     def _vertical_rungs(self) -> list[Rung]:
@@ -466,7 +469,7 @@ class Pipeline:
 
     def _on_cue(self, ev: CueEvent) -> None:
         """SCTE-35 from the source: schedule the break (a forced boundary) or close the open one."""
-        from ads.scte35 import try_decode_cue
+        from sidecast.ads.scte35 import try_decode_cue
 
         splice = try_decode_cue(ev.data, "in the source")
         if splice is None:

@@ -6,8 +6,11 @@ import argparse
 import logging
 import signal
 import threading
+from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from sidecast.contract.records import SIDECAR_ENTRY_POINTS
 
 from .breaks import parse_break_at
 from .errors import ConfigError
@@ -49,9 +52,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             raise ConfigError(f"bad --sidecar-arg {item!r}: expected NAME=ARG for a sidecar named in --sidecars")
         sidecar_args.setdefault(name, []).append(arg)
     if sidecars:
-        from sidecars.runtime import available
-
-        known = available()
+        known = {ep.name for ep in metadata.entry_points(group=SIDECAR_ENTRY_POINTS)}
         for s in sidecars:
             if s not in known:
                 raise ConfigError(f"no sidecar named {s!r} is installed (installed: {', '.join(sorted(known))})")

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from sidecars.runtime.types import Cue
+from sidecast.contract.records import Cue
 
 from .playlist import MediaPlaylist, Segment, atomic_write
 

@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import IO, Any
 
-from sidecars.runtime.types import BitrateHint, Crop, Cue, Generic, Result
+from sidecast.contract.records import BitrateHint, Crop, Cue, Generic, Result
 
 
 class Timeline:

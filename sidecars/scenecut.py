@@ -5,7 +5,7 @@ and publishes a ``Generic(kind="scene_cut")`` result when they differ by more th
 registered in pyproject.toml like any third-party plugin::
 
     [project.entry-points."sidecast.sidecars"]
-    scenecut = "sidecars.scenecut:SceneCutSidecar"
+    scenecut = "sidecast.sidecars.scenecut:SceneCutSidecar"
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sidecars.runtime import Description, Generic, Result, Sidecar, VideoFrame, VideoWants
+from sidecast.sidecars.runtime import Description, Generic, Result, Sidecar, VideoFrame, VideoWants
 
 
 class SceneCutSidecar(Sidecar):
@@ -34,6 +34,7 @@ class SceneCutSidecar(Sidecar):
         return Description(
             name=self.name, version=self.version, description="scene-cut detector (luma histogram distance)",
             video=VideoWants(fps=self.fps, width=160, pixel_format="gray8"), max_latency_ms=500,
+            produces=("generic",),
         )
 
     def on_video(self, frame: VideoFrame) -> list[Result]:

@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import uvicorn
 
-from ads.api.app import create_app
-from ads.api.service import Settings
+from sidecast.ads.api.app import create_app
+from sidecast.ads.api.service import Settings
 
 VAST_DIR = Path(__file__).parent / "vast"
 API_KEY = "test-management-key"

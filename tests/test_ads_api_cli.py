@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from ads.api.cli import register
+from sidecast.ads.api.cli import register
 from tests.ads_fixtures import free_port, redis_server, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +25,7 @@ def test_serve_registers_with_its_defaults() -> None:
 
 def test_serve_runs_the_api_and_prints_a_generated_key(tmp_path: Path) -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "ads.api.cli", "serve", "--port", str(port), "--db",
+    proc = subprocess.Popen([sys.executable, "-m", "sidecast.ads.api.cli", "serve", "--port", str(port), "--db",
                              str(tmp_path / "ads.db")], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
         def up() -> bool:
@@ -46,23 +46,23 @@ def test_serve_runs_the_api_and_prints_a_generated_key(tmp_path: Path) -> None:
 
 
 def test_an_unusable_store_fails_in_one_line_with_status_2(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "ads.api.cli", "serve", "--db", str(tmp_path / "no" / "such" / "a.db"),
+    r = subprocess.run([sys.executable, "-m", "sidecast.ads.api.cli", "serve", "--db", str(tmp_path / "no" / "such" / "a.db"),
                         "--api-key", "k"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert r.stderr.strip().startswith("sidecast ads: cannot open the ads database")
     assert "Traceback" not in r.stderr
-    r = subprocess.run([sys.executable, "-m", "ads.api.cli", "serve", "--redis", f"redis://127.0.0.1:{free_port()}/0",
+    r = subprocess.run([sys.executable, "-m", "sidecast.ads.api.cli", "serve", "--redis", f"redis://127.0.0.1:{free_port()}/0",
                         "--api-key", "k"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "cannot reach Redis" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_several_workers_need_redis_and_share_one_token_key(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "ads.api.cli", "serve", "--workers", "2", "--db", str(tmp_path / "a.db"),
+    r = subprocess.run([sys.executable, "-m", "sidecast.ads.api.cli", "serve", "--workers", "2", "--db", str(tmp_path / "a.db"),
                         "--api-key", "k"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--workers > 1 needs --redis" in r.stderr and "Traceback" not in r.stderr
     with redis_server() as url:
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "ads.api.cli", "serve", "--port", str(port), "--redis", url,
+        proc = subprocess.Popen([sys.executable, "-m", "sidecast.ads.api.cli", "serve", "--port", str(port), "--redis", url,
                                  "--workers", "2", "--api-key", "k"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
         try:
             base = f"http://127.0.0.1:{port}"

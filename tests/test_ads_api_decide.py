@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from ads.api.decide import (
+from sidecast.ads.api.decide import (
     Candidate,
     Catalog,
     Creative,
@@ -17,7 +17,7 @@ from ads.api.decide import (
     local_candidates,
     upstream_candidates,
 )
-from ads.vast import MediaFile, ResolvedAd
+from sidecast.ads.vast import MediaFile, ResolvedAd
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from ads.api.fetch import AsyncFetcher, FetchPolicy, UnsafeURL, check_url
-from ads.vast import FetchFailed
+from sidecast.ads.api.fetch import AsyncFetcher, FetchPolicy, UnsafeURL, check_url
+from sidecast.ads.vast import FetchFailed
 from tests.ads_fixtures import Route, ad_server
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ads.models import AdBreak
+from sidecast.ads.models import AdBreak
 from tests.ads_fixtures import AdServer, Route, ad_server, running_api, wait_until
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ads.api import tokens
+from sidecast.ads.api import tokens
 
 KEY = "a-key-of-at-least-16-bytes"
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
-from ads.condition import Conditioner
-from ads.models import AdBreak
-from ads.playlist import parse_media
-from ads.session import make_router
+from sidecast.ads.condition import Conditioner
+from sidecast.ads.models import AdBreak
+from sidecast.ads.playlist import parse_media
+from sidecast.ads.session import make_router
 from tests.ads_media import add_cue_tags, make_content, make_creative
 from tests.browser.harness import play_hls, serve
 from tests.test_ads_session import KEYS, Recorder, app_for, serve_app

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ads.condition import Conditioner, ConditionError, ladder_from_master
-from ads.playlist import parse_master, parse_media
+from sidecast.ads.condition import Conditioner, ConditionError, ladder_from_master
+from sidecast.ads.playlist import parse_master, parse_media
 from tests.ads_media import make_content, make_creative
 
 

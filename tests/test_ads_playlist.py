@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ads.playlist import (
+from sidecast.ads.playlist import (
     DateRange,
     MediaPlaylist,
     PlaylistError,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import threefive
 
-from ads.playlist import format_pdt, parse_media
-from ads.scte35 import CueError, breaks_from_playlist, breaks_from_ts, decode_cue, try_decode_cue
+from sidecast.ads.playlist import format_pdt, parse_media
+from sidecast.ads.scte35 import CueError, breaks_from_playlist, breaks_from_ts, decode_cue, try_decode_cue
 from tests.ads_media import ts_with_cues
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -184,7 +184,7 @@ def test_path_objects_are_accepted(tmp_path: Path):
 
 
 def test_breaks_from_mpegts_can_be_placed_on_the_wall_clock_for_live(tmp_path):
-    from ads.scte35 import with_wall_clock
+    from sidecast.ads.scte35 import with_wall_clock
 
     ts = ts_with_cues(tmp_path / "c.ts", [splice_insert(5, True, 22.0, 6.0)])
     [b] = with_wall_clock(breaks_from_ts(ts), T0)

@@ -17,10 +17,10 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from ads.condition import Conditioner
-from ads.models import AdBreak, AdPod, PodAd
-from ads.playlist import parse_media
-from ads.session import make_router
+from sidecast.ads.condition import Conditioner
+from sidecast.ads.models import AdBreak, AdPod, PodAd
+from sidecast.ads.playlist import parse_media
+from sidecast.ads.session import make_router
 from tests.ads_media import add_cue_tags, make_content, make_creative
 
 KEYS = ["video/180p/index.m3u8", "video/144p/index.m3u8", "audio/index.m3u8", "subs/en/index.m3u8"]
@@ -207,7 +207,7 @@ def test_vod_session_gets_scheduled_pre_and_post_rolls_in_every_rendition(media,
 
 
 def test_subtitle_timestamp_map_is_rebased_to_an_equivalent_anchor():
-    from ads.session import rebase_timestamp_map
+    from sidecast.ads.session import rebase_timestamp_map
 
     vtt = "WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:126000,LOCAL:00:00:00.000\n\n00:01:08.500 --> 00:01:10.000\nhi\n"
     out = rebase_timestamp_map(vtt)
@@ -238,7 +238,7 @@ def test_origin_over_http_is_stitched_and_segments_redirect_to_it(media, tmp_pat
 
 
 def test_idle_sessions_are_forgotten_and_active_ones_kept():
-    from ads.session import StitchService
+    from sidecast.ads.session import StitchService
 
     svc = StitchService("/nonexistent", lambda s, b: AdPod(b.id, s), lambda *a: None, session_ttl=0.05)
     for i in range(1023):

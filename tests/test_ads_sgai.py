@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import m3u8
 import pytest
 
-from ads.models import AdBreak, AdPod, PodAd
-from ads.playlist import DateRange, parse_attributes, parse_media
-from ads.sgai import Interstitial, add_interstitials, asset_list_json, ensure_program_date_time
+from sidecast.ads.models import AdBreak, AdPod, PodAd
+from sidecast.ads.playlist import DateRange, parse_attributes, parse_media
+from sidecast.ads.sgai import Interstitial, add_interstitials, asset_list_json, ensure_program_date_time
 from tests.test_ads_ssai import live_window
 
 T0 = datetime(2026, 5, 1, 18, 0, tzinfo=UTC)

@@ -9,10 +9,10 @@ import m3u8
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from ads.models import AdBreak
-from ads.playlist import MediaPlaylist, Segment, format_pdt, parse_media
-from ads.session import SessionState
-from ads.ssai import AdMedia, Placement, stitch
+from sidecast.ads.models import AdBreak
+from sidecast.ads.playlist import MediaPlaylist, Segment, format_pdt, parse_media
+from sidecast.ads.session import SessionState
+from sidecast.ads.ssai import AdMedia, Placement, stitch
 
 T0 = datetime(2026, 5, 1, 18, 0, tzinfo=UTC)
 
@@ -233,7 +233,7 @@ class _Origin:
         return self.ads.get(loc) or self.windows[loc.rsplit("/origin/", 1)[1]]
 
     def master(self, loc: str):  # noqa: ANN201
-        from ads.playlist import parse_master
+        from sidecast.ads.playlist import parse_master
 
         return parse_master('#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="a",NAME="a",URI="audio/index.m3u8"\n'
                             '#EXT-X-STREAM-INF:BANDWIDTH=1,RESOLUTION=640x360,AUDIO="a"\nvideo/360p/index.m3u8\n')
@@ -266,8 +266,8 @@ def _cued(first: int, n: int, cue_at: set[int], brk_len: int, audio: bool) -> Me
 @given(st.lists(st.integers(2, 40), min_size=1, max_size=3, unique=True), st.integers(1, 5), st.integers(3, 8),
        st.lists(st.integers(0, 2), min_size=10, max_size=30), st.integers(0, 6))
 def test_service_stitches_video_and_audio_in_step_from_cue_tags(cues, brk_len, window, steps, ad_segs):
-    from ads.models import AdPod, PodAd
-    from ads.session import StitchService
+    from sidecast.ads.models import AdPod, PodAd
+    from sidecast.ads.session import StitchService
 
     note(f"cues={cues} brk_len={brk_len} window={window} steps={steps} ad_segs={ad_segs}")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ads.vast import (
+from sidecast.ads.vast import (
     FetchFailed,
     MediaFile,
     MediaProfile,

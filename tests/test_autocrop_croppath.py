@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.croppath import CropPath, vertical_ladder, window_size
-from sidecars.runtime.types import Crop
+from sidecast.contract.records import Crop
+from sidecast.core.croppath import CropPath, vertical_ladder, window_size
 
 
 def crop(t: float, x: int, cut: bool = False, w: int = 202, h: int = 360, y: int = 0, mode: str = "tracking") -> Crop:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from skimage import data
 
-from sidecars.autocrop.decide import Focus, ShotDetector, choose_focus
-from sidecars.autocrop.detect import FaceDetector, ModelNotFound, SaliencyDetector, Subject
-from sidecars.autocrop.smooth import CropPlanner, Observation, PathOptions, crop_size, parse_aspect
+from sidecast.sidecars.autocrop.decide import Focus, ShotDetector, choose_focus
+from sidecast.sidecars.autocrop.detect import FaceDetector, ModelNotFound, SaliencyDetector, Subject
+from sidecast.sidecars.autocrop.smooth import CropPlanner, Observation, PathOptions, crop_size, parse_aspect
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +232,7 @@ def test_a_square_crop_of_a_portrait_source_follows_the_subject_vertically() -> 
 
 
 def test_stream_params_are_validated_with_messages_naming_the_param() -> None:
-    from sidecars.autocrop.sidecar import path_options
+    from sidecast.sidecars.autocrop.sidecar import path_options
 
     base = PathOptions()
     o = path_options({"vertical.aspect": "4:5", "vertical.safe_margin": "0.1", "vertical.max_pan_speed": "0.25"},

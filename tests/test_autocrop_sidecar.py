@@ -19,11 +19,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from core.croppath import CropPath
-from proto import pb2, pb2_grpc
-from sidecars.autocrop.scenes import Scene, coverage, cut_reaction, ground_truth_scenes, steadiness
-from sidecars.runtime import codec
-from sidecars.runtime.types import Crop
+from devkit.scenes import Scene, coverage, cut_reaction, ground_truth_scenes, steadiness
+from sidecast.contract import codec, pb2, pb2_grpc
+from sidecast.contract.records import Crop
+from sidecast.core.croppath import CropPath
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDECAST = ROOT / ".venv" / "bin" / "sidecast"
@@ -33,7 +32,7 @@ def sidecast_cmd() -> list[str]:
     """The installed console script, or the same entry point through this interpreter."""
     if SIDECAST.exists():
         return [str(SIDECAST)]
-    return [sys.executable, "-c", "import sys; from core.cli import main; sys.exit(main())"]
+    return [sys.executable, "-c", "import sys; from sidecast.core.cli import main; sys.exit(main())"]
 
 
 @dataclass

@@ -13,8 +13,8 @@ import av
 import numpy as np
 import pytest
 
-from sidecars.autocrop.detect import FaceDetector
-from sidecars.autocrop.scenes import Scene, ground_truth_scenes, inside
+from devkit.scenes import Scene, ground_truth_scenes, inside
+from sidecast.sidecars.autocrop.detect import FaceDetector
 from tests.browser.harness import play_hls, serve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +25,7 @@ def sidecast_cmd() -> list[str]:
     """The installed console script, or the same entry point through this interpreter."""
     if SIDECAST.exists():
         return [str(SIDECAST)]
-    return [sys.executable, "-c", "import sys; from core.cli import main; sys.exit(main())"]
+    return [sys.executable, "-c", "import sys; from sidecast.core.cli import main; sys.exit(main())"]
 
 
 def write_scene(scene: Scene, path: Path) -> None:

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.ladder import DEFAULT_LADDER
-from sidecars.bitrate import FEATURE_NAMES, Policy, RateModel, choose_crf, decide, segment_features
-from sidecars.bitrate.features import FeatureError
-from sidecars.bitrate.model import CRF_GRID, ModelError
-from sidecars.runtime.types import RenditionInfo
+from sidecast.contract.records import RenditionInfo
+from sidecast.core.ladder import DEFAULT_LADDER
+from sidecast.sidecars.bitrate import FEATURE_NAMES, Policy, RateModel, choose_crf, decide, segment_features
+from sidecast.sidecars.bitrate.features import FeatureError
+from sidecast.sidecars.bitrate.model import CRF_GRID, ModelError
 
 MODELS = Path(__file__).resolve().parents[1] / "models" / "bitrate"
 
@@ -146,7 +146,7 @@ def test_default_vbr_margin_is_the_one_training_chose() -> None:
 
 
 def test_vmaf_at_rate_reads_the_best_quality_that_fits_the_rate() -> None:
-    from sidecars.bitrate.model import vmaf_at_rate
+    from sidecast.sidecars.bitrate.model import vmaf_at_rate
 
     crfs = np.arange(16.0, 40.0, 1.0)
     vmaf = 110.0 - crfs
@@ -188,7 +188,7 @@ def test_decide_reads_each_renditions_rate_control(model: RateModel) -> None:
 
 
 def test_segment_settings_never_raise_the_cap_in_either_mode() -> None:
-    from core.ladder import segment_settings
+    from sidecast.core.ladder import segment_settings
 
     assert segment_settings("crf", 23.0, 800_000, None, None) == (23.0, 800_000)
     assert segment_settings("vbr", 23.0, 800_000, None, None) == (None, 800_000)  # ABR at the rung's rate
@@ -203,7 +203,7 @@ def test_segment_settings_never_raise_the_cap_in_either_mode() -> None:
 
 
 def test_rate_control_values_are_checked() -> None:
-    from core.ladder import parse_rate_control
+    from sidecast.core.ladder import parse_rate_control
 
     assert parse_rate_control("VBR") == "vbr" and parse_rate_control(" crf") == "crf"
     with pytest.raises(ValueError, match="bad --rate-control 'abr'"):

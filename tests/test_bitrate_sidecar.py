@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from core.ladder import DEFAULT_LADDER, x264_options
-from proto import pb2, pb2_grpc
+from sidecast.contract import pb2, pb2_grpc
+from sidecast.contract.encoding import x264_options
+from sidecast.core.ladder import DEFAULT_LADDER
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDECAST = Path(sys.executable).with_name("sidecast")

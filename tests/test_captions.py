@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from core.captions import (
+from sidecast.contract.records import Cue, Word
+from sidecast.core.captions import (
     PTS_WRAP,
     CaptionCarrier,
     CueStore,
@@ -18,7 +19,6 @@ from core.captions import (
     vtt_timestamp,
     write_transcript,
 )
-from sidecars.runtime.types import Cue, Word
 
 CUE_LINE = re.compile(r"^(\d{2,}:\d{2}:\d{2}\.\d{3}) --> (\d{2,}:\d{2}:\d{2}\.\d{3})$")
 

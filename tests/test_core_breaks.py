@@ -14,7 +14,7 @@ import av
 import m3u8
 import numpy as np
 
-from ads.playlist import parse_media
+from sidecast.ads.playlist import parse_media
 from tests.conftest import SIDECAST, free_port, run_sidecast
 from tests.test_ads_scte35 import splice_insert
 

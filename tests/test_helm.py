@@ -557,6 +557,16 @@ def dockerignored(path: str, dockerfile: Path) -> bool:
     return verdict
 
 
+def test_images_install_the_version_the_checkout_builds():
+    """The runtime stage pins sidecast to the version of the wheel its first stage builds from pyproject."""
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    for name, p in DOCKERFILES.items():
+        runs = [a for k, a in parse_dockerfile(p) if k == "RUN" and "--find-links /wheels" in a]
+        assert len(runs) == 1 and f'=={version}"' in runs[0], (name, runs)
+
+
 def test_dockerignore_check_sees_exclusions():
     assert dockerignored(".venv/bin/python", DOCKERFILES["core"])
     assert dockerignored("tests/test_helm.py", DOCKERFILES["core"])
@@ -604,7 +614,8 @@ def parse_like_the_container(args: list[str], capsys: pytest.CaptureFixture[str]
     """Parse a container's argv with sidecast's real parser, as its entry point would."""
     import argparse
 
-    from core.cli import build_parser, sidecar_parser
+    from sidecast.core.cli import build_parser
+    from sidecast.sidecars.runtime.cli import sidecar_parser
 
     try:
         ns = build_parser().parse_args(args)
@@ -674,7 +685,7 @@ def test_ads_replicas_share_the_secrets_that_must_match():
 
 # ----------------------------------------------------------------------------- the images, started
 
-PY_MAIN = "import sys; from core.cli import main; sys.exit(main())"
+PY_MAIN = "import sys; from sidecast.core.cli import main; sys.exit(main())"
 
 
 def _free_port() -> int:
@@ -791,20 +802,19 @@ def image_env(name: str) -> dict[str, str]:
     return env
 
 
-def test_sidecar_images_point_at_the_model_each_sidecar_loads_by_default():
-    """autocrop and bitrate keep their ONNX models in models/, outside the package: the image copies the
-    very file the sidecar would pick in a checkout and points the sidecar's variable at it."""
-    from sidecars.autocrop import detect
-    from sidecars.bitrate import model
+def test_the_wheel_ships_the_model_each_sidecar_loads_by_default_and_not_the_training_scripts(installed_wheel):
+    """autocrop and bitrate load their ONNX models from sidecast.models: the wheel the images install must
+    carry those very files (and not the scripts that rebuild them), so no image copies models by hand."""
+    from sidecast.sidecars.autocrop import detect
+    from sidecast.sidecars.bitrate import model
 
-    for name, var, default in (("autocrop", detect.MODEL_ENV, detect.MODEL_NAME),
-                               ("bitrate", model.MODEL_ENV, model.DEFAULT_MODEL.name)):
-        path = image_env(name).get(var)
-        assert path, f"{name}.Dockerfile does not set {var}"
-        assert Path(path).name == default, f"{name} image uses {Path(path).name}, the sidecar's default is {default}"
-        copies = [a for k, a in parse_dockerfile(DOCKERFILES[name]) if k == "COPY" and a.split()[-1] ==
-                  str(Path(path).parent) + "/"]
-        assert any(f"models/{name}/{default}" in a.split() for a in copies), copies
+    shipped = installed_wheel / "sidecast" / "models"
+    for name, default in (("autocrop", detect.MODEL_NAME), ("bitrate", model.DEFAULT_MODEL.name)):
+        f = shipped / name / default
+        assert f.is_file() and f.stat().st_size > 500, f"{f} is not in the wheel"
+    assert not list(shipped.rglob("train.py")) and not list(shipped.rglob("*.csv"))
+    for name in DOCKERFILES:
+        assert not [k for k, a in parse_dockerfile(DOCKERFILES[name]) if k == "ENV" and "_MODEL=" in a], name
 
 
 @pytest.mark.parametrize("name", ["core", "stt", "autocrop", "bitrate", "ads"])
@@ -820,7 +830,7 @@ def test_image_command_starts_from_the_installed_wheel_and_passes_its_healthchec
         assert check.returncode == 0, f"{name} never became healthy ({check.stderr.strip()}):\n{log[-3000:]}"
         assert "Traceback" not in log, log[-3000:]
         # It really is the installed copy running, not the checkout.
-        probe = subprocess.run([sys.executable, "-c", "import core; print(core.__file__)"], env=run.env,
+        probe = subprocess.run([sys.executable, "-c", "import sidecast.core; print(sidecast.core.__file__)"], env=run.env,
                                cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert probe.stdout.strip().startswith(str(installed_wheel)), probe
     finally:
@@ -871,9 +881,9 @@ def test_healthcheck_script_reports_http_health(http_server):
 
 
 def test_healthcheck_script_speaks_grpc_health_to_a_real_sidecar_server():
-    from sidecars.runtime.sdk import Sidecar
-    from sidecars.runtime.server import build_server
-    from sidecars.runtime.types import Description
+    from sidecast.contract.records import Description
+    from sidecast.sidecars.runtime.sdk import Sidecar
+    from sidecast.sidecars.runtime.server import build_server
 
     class Idle(Sidecar):
         def describe(self) -> Description:

@@ -11,8 +11,8 @@ from pathlib import Path
 import m3u8
 import pytest
 
-from core.serve import start_server
-from core.sources import parse_publish_key
+from sidecast.core.serve import start_server
+from sidecast.core.sources import parse_publish_key
 from tests.conftest import SIDECAST, ffmpeg, free_port, run_sidecast, wait_for
 
 

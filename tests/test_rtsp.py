@@ -15,7 +15,7 @@ from pathlib import Path
 import m3u8
 import pytest
 
-from core.sources import Source, VideoEvent
+from sidecast.core.sources import Source, VideoEvent
 from tests.conftest import ROOT, SIDECAST, free_port, make_clip, run_sidecast, wait_for
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # PyGObject + GstRtspServer typelibs are Debian packages (dev.sh installs them)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core.serve import (
+from sidecast.core.serve import (
     RangeNotSatisfiable,
     UnsafePath,
     cache_control_for,

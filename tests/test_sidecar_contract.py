@@ -19,10 +19,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from core.ladder import parse_ladder
-from core.pipeline import Pipeline, RunConfig
-from proto import PROTO_ROOT, SERVICE, pb2, pb2_grpc
-from sidecars.runtime.shm import SHM_DIR, ShmRing, sweep_stale
+from sidecast.contract import PROTO_ROOT, SERVICE, pb2, pb2_grpc
+from sidecast.contract.shm import SHM_DIR, ShmRing, sweep_stale
+from sidecast.core.ladder import parse_ladder
+from sidecast.core.pipeline import Pipeline, RunConfig
 from tests.conftest import ROOT, SIDECAST, ffmpeg, run_sidecast
 
 TICKER = str(ROOT / "tests" / "plugins" / "ticker.py")
@@ -252,8 +252,8 @@ def test_a_v1_core_talks_to_a_sidecar_built_from_a_proto_with_extra_fields(
     dst = newer / "sidecast" / "sidecar" / "v1" / "sidecar.proto"
     dst.parent.mkdir(parents=True)
     text = src.read_text()
-    text = text.replace("  string description = 8;     // one line for humans\n}",
-                        "  string description = 8;     // one line for humans\n  string extra_note = 40;\n}")
+    text = text.replace("  repeated ResultKind produces = 9;\n}",
+                        "  repeated ResultKind produces = 9;\n  string extra_note = 40;\n}")
     text = text.replace("    Generic generic = 6;\n  }\n}", "    Generic generic = 6;\n  }\n  double extra_score = 41;\n}")
     assert text.count("extra_") == 2
     dst.write_text(text)
@@ -282,7 +282,7 @@ def test_the_static_rate_control_mode_reaches_the_sidecar(clip_small: Path, tmp_
 
 def test_a_rendition_without_the_rate_control_field_reads_as_capped_crf() -> None:
     """A core older than the field sends none (unset enum); an unknown newer value is read the same way."""
-    from sidecars.runtime import codec
+    from sidecast.contract import codec
 
     old_core = pb2.StreamStart(stream_id="s", renditions=[pb2.Rendition(name="720p", max_bitrate=3_000_000, crf=23)])
     newer = pb2.StreamStart(stream_id="s", renditions=[pb2.Rendition(name="720p", rate_control=7)])
@@ -316,7 +316,7 @@ def test_scenecut_plugin_finds_the_cuts_end_to_end(media_dir: Path, tmp_path: Pa
 
 
 def test_rings_left_by_a_crashed_core_are_swept(tmp_path: Path) -> None:
-    code = ("import os,signal; from sidecars.runtime.shm import ShmRing; r=ShmRing(1024, 4); "
+    code = ("import os,signal; from sidecast.contract.shm import ShmRing; r=ShmRing(1024, 4); "
             "print(r.name, flush=True); os.kill(os.getpid(), signal.SIGKILL)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     name = proc.stdout.strip()

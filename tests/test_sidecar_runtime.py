@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import grpc
 import numpy as np
 
-from proto import pb2, pb2_grpc
-from sidecars.runtime.sdk import Sidecar
-from sidecars.runtime.server import build_server
-from sidecars.runtime.types import AudioChunk, AudioWants, Description, StreamInfo
+from sidecast.contract import pb2, pb2_grpc
+from sidecast.contract.records import AudioChunk, AudioWants, Description, StreamInfo
+from sidecast.sidecars.runtime.sdk import Sidecar
+from sidecast.sidecars.runtime.server import build_server
 
 
 class LateCommitter(Sidecar):

@@ -14,7 +14,7 @@ import jiwer
 import numpy as np
 import pytest
 
-from sidecars.stt import synth
+from devkit import speech as synth
 from tests.browser.harness import play_hls, serve
 
 SIDECAST = Path(sys.executable).with_name("sidecast")

@@ -6,16 +6,16 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecars.runtime.types import Word
-from sidecars.stt.guards import (
+from sidecast.contract.records import Word
+from sidecast.sidecars.stt.guards import (
     DecodedSegment,
     DecodedWord,
     cut_repetitions,
     filter_segments,
     segment_is_speech,
 )
-from sidecars.stt.recognizer import StreamConfig, StreamingRecognizer
-from sidecars.stt.shaping import CaptionStyle, CueBuilder, break_lines, group_words, shape_cues
+from sidecast.sidecars.stt.recognizer import StreamConfig, StreamingRecognizer
+from sidecast.sidecars.stt.shaping import CaptionStyle, CueBuilder, break_lines, group_words, shape_cues
 
 
 def words_from(text: str, start: float = 0.0, per_word: float = 0.3, gap: float = 0.0) -> list[Word]:

@@ -20,10 +20,9 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from proto import pb2, pb2_grpc
-from sidecars.runtime import codec
-from sidecars.runtime.types import Cue
-from sidecars.stt import synth
+from devkit import speech as synth
+from sidecast.contract import codec, pb2, pb2_grpc
+from sidecast.contract.records import Cue
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDECAST = Path(sys.executable).with_name("sidecast")

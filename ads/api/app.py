@@ -29,12 +29,12 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ads.api import schemas as S
-from ads.api import tokens
-from ads.api.decide import DecisionRequest
-from ads.api.service import BEACON_EVENTS, AdService, Settings
-from ads.models import BeaconEvent
-from ads.store import Kind, open_store
+from sidecast.ads.api import schemas as S
+from sidecast.ads.api import tokens
+from sidecast.ads.api.decide import DecisionRequest
+from sidecast.ads.api.service import BEACON_EVENTS, AdService, Settings
+from sidecast.ads.models import BeaconEvent
+from sidecast.ads.store import Kind, open_store
 
 __all__ = ["create_app", "Settings"]
 
@@ -437,7 +437,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     if settings.origin:
         try:
-            from ads.session import make_router  # type: ignore[attr-defined]
+            from sidecast.ads.session import make_router  # type: ignore[attr-defined]
         except ImportError as exc:
             log.warning("--origin given but the SSAI session router is unavailable (%s); serving decisions only", exc)
         else:

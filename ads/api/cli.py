@@ -55,8 +55,13 @@ def serve(args: argparse.Namespace) -> int:
     """Start the service; returns the exit status (2 for bad settings, with a one-line reason)."""
     import uvicorn
 
-    from ads.api.app import create_app
-    from ads.api.service import Settings
+    from sidecast.contract.errors import MissingExtra
+
+    try:
+        from sidecast.ads.api.app import create_app
+        from sidecast.ads.api.service import Settings
+    except ImportError as exc:
+        raise MissingExtra("ads", "sidecast ads serve") from exc
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     keys = list(args.api_key) + [k for k in os.environ.get("SIDECAST_ADS_API_KEYS", "").split(",") if k.strip()]
@@ -88,7 +93,7 @@ def serve(args: argparse.Namespace) -> int:
     # so a token signed by one worker is accepted by every other.
     shared = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if f.name != "media_profile"}
     os.environ[_SETTINGS_ENV] = json.dumps(shared)
-    uvicorn.run("ads.api.cli:app_from_env", factory=True, workers=args.workers, host=args.host, port=args.port,
+    uvicorn.run("sidecast.ads.api.cli:app_from_env", factory=True, workers=args.workers, host=args.host, port=args.port,
                 log_level="warning", access_log=False)
     return 0
 
@@ -98,8 +103,8 @@ _SETTINGS_ENV = "SIDECAST_ADS_SETTINGS_JSON"
 
 def app_from_env() -> Any:
     """The app of one worker process, from the settings its parent put in the environment."""
-    from ads.api.app import create_app
-    from ads.api.service import Settings
+    from sidecast.ads.api.app import create_app
+    from sidecast.ads.api.service import Settings
 
     doc = json.loads(os.environ[_SETTINGS_ENV])
     doc["api_keys"] = tuple(doc.get("api_keys") or ())

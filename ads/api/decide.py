@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from ads.vast import DEFAULT_PROFILE, MediaProfile, ResolvedAd, choose_media_file
+from sidecast.ads.vast import DEFAULT_PROFILE, MediaProfile, ResolvedAd, choose_media_file
 
 __all__ = ["Creative", "LineItem", "Source", "Catalog", "DecisionRequest", "Candidate", "eligible",
            "local_candidates", "line_candidates", "prepare", "upstream_candidates", "build_pod", "TOP_PRIORITY", "LOWEST_PRIORITY"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from ads.vast import FetchFailed
+from sidecast.ads.vast import FetchFailed
 
 __all__ = ["UnsafeURL", "FetchPolicy", "check_url", "check_url_async", "AsyncFetcher"]
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import httpx
 
-from ads.api import decide as core
-from ads.api.fetch import AsyncFetcher, FetchPolicy, UnsafeURL, check_url
-from ads.models import AdBreak, AdPod, PodAd
-from ads.store import OutboxItem, Store
-from ads.vast import (
+from sidecast.ads.api import decide as core
+from sidecast.ads.api.fetch import AsyncFetcher, FetchPolicy, UnsafeURL, check_url
+from sidecast.ads.models import AdBreak, AdPod, PodAd
+from sidecast.ads.store import OutboxItem, Store
+from sidecast.ads.vast import (
     DEFAULT_PROFILE,
     NO_SUPPORTED_MEDIA,
     ErrorReport,

@@ -54,7 +54,7 @@ class Store(Protocol):
 def open_store(db_path: str = "sidecast-ads.db", redis_url: str | None = None) -> Store:
     """Redis when a URL is given (several replicas), else the SQLite file at `db_path`."""
     if redis_url:
-        from ads.store.redis import RedisStore
+        from sidecast.ads.store.redis import RedisStore
         return RedisStore(redis_url)
-    from ads.store.sqlite import SqliteStore
+    from sidecast.ads.store.sqlite import SqliteStore
     return SqliteStore(db_path)

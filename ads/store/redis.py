@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from ads.store import Kind, OutboxItem
+from sidecast.ads.store import Kind, OutboxItem
 
 _RECORD = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX') then

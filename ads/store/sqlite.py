@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ads.store import Kind, OutboxItem
+from sidecast.ads.store import Kind, OutboxItem
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS catalog (kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (kind, id));

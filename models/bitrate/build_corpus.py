@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from core.ladder import DEFAULT_LADDER  # noqa: E402
-from sidecars.bitrate import corpus, quality  # noqa: E402
-from sidecars.bitrate.features import FEATURE_NAMES, segment_features  # noqa: E402
+from devkit import corpus, quality  # noqa: E402
+from sidecast.core.ladder import DEFAULT_LADDER  # noqa: E402
+from sidecast.sidecars.bitrate.features import FEATURE_NAMES, segment_features  # noqa: E402
 
 HEIGHTS = (360, 480, 720)
 CRFS = (17, 20, 23, 26, 29, 32, 35)

@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sidecars.bitrate.features import FEATURE_NAMES  # noqa: E402
-from sidecars.bitrate.model import CRF_GRID, Policy, choose_crf, model_inputs, vmaf_at_rate  # noqa: E402
+from sidecast.sidecars.bitrate.features import FEATURE_NAMES  # noqa: E402
+from sidecast.sidecars.bitrate.model import CRF_GRID, Policy, choose_crf, model_inputs, vmaf_at_rate  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SEED = 20261125

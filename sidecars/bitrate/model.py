@@ -28,11 +28,13 @@ from typing import Literal
 
 import numpy as np
 
-from ..runtime.types import RenditionHint, RenditionInfo
+from sidecast.contract.records import RenditionHint, RenditionInfo
+from sidecast.models import model_path
+
 from .features import N_FEATURES
 
 MODEL_ENV = "SIDECAST_BITRATE_MODEL"
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "bitrate" / "bitrate.onnx"
+DEFAULT_MODEL = model_path("bitrate", "bitrate.onnx")
 TRAINED_HEIGHTS = (360, 720)
 CRF_GRID = np.arange(14.0, 40.01, 0.5, dtype=np.float32)
 

@@ -14,10 +14,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from core.errors import ConfigError
+from sidecast.contract.errors import ConfigError
+from sidecast.contract.records import (
+    BitrateHint,
+    Description,
+    SegmentBoundary,
+    StreamInfo,
+    VideoFrame,
+    VideoWants,
+)
+from sidecast.sidecars.runtime.sdk import Handled, Sidecar
 
-from ..runtime.sdk import Handled, Sidecar
-from ..runtime.types import BitrateHint, Description, SegmentBoundary, StreamInfo, VideoFrame, VideoWants
 from .features import ANALYSIS_FPS, ANALYSIS_WIDTH, FeatureError, FrameStats, features_from_stats, pair_stats
 from .model import ModelError, Policy, RateModel, decide
 
@@ -60,6 +67,7 @@ class BitrateSidecar(Sidecar):
             video=VideoWants(fps=ANALYSIS_FPS, width=ANALYSIS_WIDTH, pixel_format="gray8"),
             max_latency_ms=500,
             description="per-segment CRF per rendition for a target VMAF (content-aware encoding)",
+            produces=("bitrate_hints",),
         )
 
     def on_start(self, info: StreamInfo) -> Handled:

@@ -1,8 +1,7 @@
 """The runtime every sidecar shares: the SDK (``Sidecar``), typed records, the gRPC server and the
 shared-memory transport. Import from here; the submodules are implementation detail."""
 
-from .sdk import ENTRY_POINT_GROUP, Sidecar, UnknownSidecar, available, load
-from .types import (
+from sidecast.contract.records import (
     AudioChunk,
     AudioWants,
     BitrateHint,
@@ -20,6 +19,8 @@ from .types import (
     Word,
     result_span,
 )
+
+from .sdk import ENTRY_POINT_GROUP, Sidecar, UnknownSidecar, available, load
 
 __all__ = [
     "ENTRY_POINT_GROUP", "Sidecar", "UnknownSidecar", "available", "load",

@@ -35,9 +35,17 @@ from collections.abc import Callable, Iterable
 from importlib import metadata
 from typing import Any, ClassVar
 
-from .types import AudioChunk, Description, Result, SegmentBoundary, StreamInfo, VideoFrame
+from sidecast.contract.records import (
+    SIDECAR_ENTRY_POINTS,
+    AudioChunk,
+    Description,
+    Result,
+    SegmentBoundary,
+    StreamInfo,
+    VideoFrame,
+)
 
-ENTRY_POINT_GROUP = "sidecast.sidecars"
+ENTRY_POINT_GROUP = SIDECAR_ENTRY_POINTS
 
 Handled = Iterable[Result] | None
 

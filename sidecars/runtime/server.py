@@ -17,18 +17,30 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from proto import SERVICE, pb2, pb2_grpc
+from sidecast.contract import SERVICE, codec, pb2, pb2_grpc
+from sidecast.contract.errors import ContractError
+from sidecast.contract.records import (
+    AudioChunk,
+    Discontinuity,
+    FrameHeader,
+    Released,
+    Result,
+    SegmentBoundary,
+    SidecarReport,
+    StreamEnded,
+    StreamStarted,
+    VideoFrame,
+    Watermark,
+)
+from sidecast.contract.shm import ShmReader, StaleFrame
 
-from . import codec
 from .sdk import Sidecar
-from .shm import ShmReader, StaleFrame
-from .types import PixelFormat, SegmentBoundary, VideoFrame
 
 log = logging.getLogger("sidecast.sidecar")
 
@@ -41,7 +53,9 @@ class _StreamSession:
     def __init__(self, sidecar: Sidecar, context: grpc.ServicerContext) -> None:
         self.sidecar = sidecar
         self.context = context
-        self.out: queue.Queue[Any] = queue.Queue()
+        # Results and reports go in already encoded (a handler's wrong return type fails in that handler);
+        # watermarks and released slots as records, so the response side can merge them; then _END.
+        self.out: queue.Queue[pb2.SidecarMessage | Watermark | Released | object] = queue.Queue()
         self.reader: ShmReader | None = None
         self.last_video: float | None = None
         self.last_audio: float | None = None
@@ -50,10 +64,10 @@ class _StreamSession:
         self.desc = sidecar.describe()
         sidecar._publish = self._publish
 
-    def _publish(self, result: Any) -> None:
-        self.out.put(pb2.SidecarMessage(result=codec.result_to_pb(result)))
+    def _publish(self, result: Result) -> None:
+        self.out.put(codec.encode_sidecar(result))
 
-    def _emit(self, results: Iterable[Any] | None) -> None:
+    def _emit(self, results: Iterable[Result] | None) -> None:
         if results is None:
             return
         for r in results:
@@ -73,87 +87,79 @@ class _StreamSession:
                 wm = min(m for m in marks if m is not None)
             if wm > self.sent_watermark:
                 self.sent_watermark = wm
-                self.out.put(pb2.SidecarMessage(watermark=pb2.Watermark(pts=wm)))
+                self.out.put(Watermark(wm))
 
     def _error(self, message: str) -> None:
         log.warning("%s: %s", self.sidecar.name, message)
-        self.out.put(pb2.SidecarMessage(error=pb2.SidecarError(message=message, fatal=False)))
+        self.out.put(codec.encode_sidecar(SidecarReport(message, fatal=False)))
 
-    def _video(self, msg: Any) -> None:
-        fmt = cast(PixelFormat | None, codec.PIXEL_FROM_PB.get(msg.pixel_format))
-        if fmt is None:
-            self._error(f"frame {msg.seq}: unknown pixel format {msg.pixel_format}")
-            return
-        which = msg.WhichOneof("data")
+    def _video(self, f: FrameHeader) -> None:
         release: int | None = None
         try:
-            if which == "shm":
+            if f.shm is not None:
                 if self.reader is None:
                     self._error("frame by shared memory before the stream announced a ring")
                     return
-                release = msg.shm.slot
-                buf: Any = self.reader.view(msg.shm.slot, msg.shm.generation, msg.shm.size)
-            elif which == "pixels":
-                buf = msg.pixels
+                release = f.shm.slot
+                buf: bytes | memoryview = self.reader.view(f.shm.slot, f.shm.generation, f.shm.size)
             else:
-                self._error(f"frame {msg.seq} carries no pixels")
-                return
-            image = codec.image_from_buffer(buf, msg.width, msg.height, fmt)
+                assert f.pixels is not None  # the codec gives a frame either pixels or a slot
+                buf = f.pixels
+            image = codec.image_from_buffer(buf, f.width, f.height, f.pixel_format)
             image.flags.writeable = False
-            frame = VideoFrame(
-                seq=msg.seq, pts=msg.pts, width=msg.width, height=msg.height, pixel_format=fmt,
-                image=image, segment=msg.segment,
-            )
+            frame = VideoFrame(seq=f.seq, pts=f.pts, width=f.width, height=f.height, pixel_format=f.pixel_format,
+                               image=image, segment=f.segment)
             self._emit(self.sidecar.on_video(frame))
-            self.last_video = msg.pts
+            self.last_video = f.pts
         except StaleFrame as exc:
-            self._error(f"frame {msg.seq} skipped: {exc}")
-        except codec.ContractError as exc:
-            self._error(f"frame {msg.seq}: {exc}")
+            self._error(f"frame {f.seq} skipped: {exc}")
+        except ContractError as exc:
+            self._error(f"frame {f.seq}: {exc}")
         finally:
             if release is not None:
-                self.out.put(pb2.SidecarMessage(release=pb2.Release(slots=[release])))
+                self.out.put(Released((release,)))
 
-    def handle(self, msg: Any) -> None:
-        body = msg.WhichOneof("body")
+    def handle(self, msg: pb2.CoreMessage) -> None:
         try:
-            if body == "start":
-                info = codec.stream_info_from_pb(msg.start)
-                if msg.start.shm_ring:
+            try:
+                event = codec.decode_core(msg)
+            except ContractError as exc:
+                self._error(str(exc))
+                return
+            if isinstance(event, StreamStarted):
+                if event.ring is not None:
                     if self.reader is not None:
                         self.reader.close()
-                    self.reader = ShmReader(msg.start.shm_ring, msg.start.shm_slot_size, msg.start.shm_slots)
-                self.sidecar.info = info
-                self._emit(self.sidecar.on_start(info))
-            elif body == "video":
-                self._video(msg.video)
-            elif body == "audio":
-                chunk = codec.audio_from_pb(msg.audio)
-                self._emit(self.sidecar.on_audio(chunk))
-                self.last_audio = chunk.end
-            elif body == "segment":
-                s = msg.segment
-                self._emit(self.sidecar.on_segment(SegmentBoundary(segment=s.segment, start=s.start, end=s.end)))
-            elif body == "discontinuity":
-                self._emit(self.sidecar.on_discontinuity(msg.discontinuity.pts))
-            elif body == "end":
+                    self.reader = ShmReader(event.ring.name, event.ring.slot_size, event.ring.slots)
+                self.sidecar.info = event.info
+                self._emit(self.sidecar.on_start(event.info))
+            elif isinstance(event, FrameHeader):
+                self._video(event)
+            elif isinstance(event, AudioChunk):
+                self._emit(self.sidecar.on_audio(event))
+                self.last_audio = event.end
+            elif isinstance(event, SegmentBoundary):
+                self._emit(self.sidecar.on_segment(event))
+            elif isinstance(event, Discontinuity):
+                self._emit(self.sidecar.on_discontinuity(event.pts))
+            elif isinstance(event, StreamEnded):
                 self._emit(self.sidecar.on_end())
                 with self._wm_lock:
                     wm = self.sidecar.watermark()
                     final = max(self.sent_watermark, wm if wm is not None else -1.0, self.last_video or -1.0,
                                 self.last_audio or -1.0)
-                    self.out.put(pb2.SidecarMessage(watermark=pb2.Watermark(pts=final + 1e6)))
+                    self.out.put(Watermark(final + 1e6))
                     self.sent_watermark = final + 1e6
                 return
             else:
-                self._error("message with no body (newer contract or malformed); ignored")
+                self._error(f"{event.what}; ignored")
                 return
             self._watermark()
         except Exception as exc:  # a handler bug is reported, not fatal to the stream
             log.exception("%s handler failed", self.sidecar.name)
             self._error(f"{type(exc).__name__}: {exc}")
 
-    def pump(self, requests: Iterator[Any]) -> None:
+    def pump(self, requests: Iterator[pb2.CoreMessage]) -> None:
         try:
             for msg in requests:
                 self.handle(msg)
@@ -176,15 +182,18 @@ class SidecarServicer(pb2_grpc.SidecarServicer):  # type: ignore[name-defined,mi
         self.prototype = factory()
         self.description = self.prototype.describe()
 
-    def Describe(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802 (gRPC's name)
-        if request.contract_version not in (pb2.CONTRACT_VERSION_UNSPECIFIED, pb2.CONTRACT_VERSION_1):
+    def Describe(self, request: pb2.DescribeRequest,  # noqa: N802 (gRPC's name)
+                 context: grpc.ServicerContext) -> pb2.Description:
+        asked = codec.requested_contract(request)
+        if asked != 1:
             context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"this sidecar speaks contract v1; the core asked for v{request.contract_version}",
+                f"this sidecar speaks contract v1; the core asked for v{asked}",
             )
         return codec.description_to_pb(self.description)
 
-    def Stream(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:  # noqa: N802
+    def Stream(self, request_iterator: Iterator[pb2.CoreMessage],  # noqa: N802
+               context: grpc.ServicerContext) -> Iterator[pb2.SidecarMessage]:
         session = _StreamSession(self.factory(), context)
         reader = threading.Thread(target=session.pump, args=(request_iterator,), daemon=True,
                                   name=f"{self.description.name}-reader")
@@ -212,20 +221,19 @@ class SidecarServicer(pb2_grpc.SidecarServicer):  # type: ignore[name-defined,mi
             if ended:
                 batch.pop()
             slots: list[int] = []
-            mark: Any = None
-            for msg in batch:
-                body = msg.WhichOneof("body")
-                if body == "release":
-                    slots.extend(msg.release.slots)
-                elif body == "watermark":
-                    mark = msg
+            mark: Watermark | None = None
+            for event in batch:
+                if isinstance(event, Released):
+                    slots.extend(event.slots)
+                elif isinstance(event, Watermark):
+                    slots.extend(event.released)
+                    mark = event
                 else:
-                    yield msg
+                    yield cast(pb2.SidecarMessage, event)
             if mark is not None:
-                mark.watermark.released.extend(slots)  # one message for both
-                yield mark
+                yield codec.encode_sidecar(Watermark(mark.pts, tuple(slots)))  # one message for both
             elif slots:
-                yield pb2.SidecarMessage(release=pb2.Release(slots=slots))
+                yield codec.encode_sidecar(Released(tuple(slots)))
             if ended:
                 break
 

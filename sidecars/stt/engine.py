@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from core.errors import ConfigError
+from sidecast.contract.errors import ConfigError
 
 from .guards import DecodedSegment, DecodedWord
 

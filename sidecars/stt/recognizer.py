@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sidecars.runtime.types import Word
+from sidecast.contract.records import Word
 
 from .guards import GUARDS, DecodedSegment, GuardConfig, filter_segments, has_loop, normalize
 from .shaping import ends_sentence

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sidecars.runtime.types import Cue, Word
+from sidecast.contract.records import Cue, Word
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from sidecars.runtime.sdk import Handled, Sidecar
-from sidecars.runtime.types import AudioChunk, AudioWants, Description, StreamInfo, Word
+from sidecast.contract.records import AudioChunk, AudioWants, Description, StreamInfo, Word
+from sidecast.sidecars.runtime.sdk import Handled, Sidecar
 
 from . import engine
 from .engine import DecodeOptions, Decoder, ModelError, ModelSpec
@@ -74,6 +74,7 @@ class SttSidecar(Sidecar):
             audio=AudioWants(sample_rate=SAMPLE_RATE, channels=1, sample_format="f32", chunk_ms=100),
             max_latency_ms=3000,
             description="live captions: streaming faster-whisper with VAD and hallucination guards",
+            produces=("cues",),
         )
 
     def on_start(self, info: StreamInfo) -> Handled:

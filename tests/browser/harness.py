@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.serve import start_server
+from sidecast.core.serve import start_server
 
 HERE = Path(__file__).resolve().parent
 PLAY_SCRIPT = HERE / "play.mjs"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from proto import pb2
-from sidecars.runtime import (
+from sidecast.contract import codec, pb2
+from sidecast.sidecars.runtime import (
     BitrateHint,
     Description,
     Generic,
@@ -25,9 +25,8 @@ from sidecars.runtime import (
     StreamInfo,
     VideoFrame,
     VideoWants,
-    codec,
 )
-from sidecars.runtime.server import SidecarServicer, build_server
+from sidecast.sidecars.runtime.server import SidecarServicer, build_server
 
 
 class Ticker(Sidecar):
@@ -101,7 +100,7 @@ def main() -> None:
                 return pb2.Result(start=0, end=0, generic=pb2.Generic(kind="x", json="{not json"))
             return orig_to_pb(r)
 
-        import sidecars.runtime.server as server_mod
+        import sidecast.sidecars.runtime.server as server_mod
 
         server_mod.codec.result_to_pb = sometimes_bad  # type: ignore[attr-defined]
     if hasattr(pb2.Description(), "extra_note"):

@@ -21,9 +21,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from core.ladder import x264_options
-
-from .features import ANALYSIS_FPS, analysis_size
+from sidecast.contract.encoding import x264_options
+from sidecast.sidecars.bitrate.features import ANALYSIS_FPS, analysis_size
 
 
 @dataclass

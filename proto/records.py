@@ -10,9 +10,17 @@ from typing import Any, Literal
 
 import numpy as np
 
+# The entry-point group sidecar plugins register under (``[project.entry-points."sidecast.sidecars"]``).
+SIDECAR_ENTRY_POINTS = "sidecast.sidecars"
+
 PixelFormat = Literal["gray8", "rgb24", "bgr24", "yuv420p"]
 SampleFormat = Literal["f32", "s16"]
 TransportName = Literal["bytes", "shm"]
+# What a sidecar publishes (``Description.produces``); the core picks its outputs from these, never from
+# a sidecar's name: "cues" gets a subtitle rendition, "crops" a vertical one, "bitrate_hints" per-segment
+# encoder settings, "generic" a line in results.jsonl.
+ResultKind = Literal["cues", "crops", "bitrate_hints", "generic"]
+RESULT_KINDS: tuple[ResultKind, ...] = ("cues", "crops", "bitrate_hints", "generic")
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,7 @@ class Description:
     max_latency_ms: int = 2000
     transports: tuple[TransportName, ...] = ("shm", "bytes")
     description: str = ""
+    produces: tuple[ResultKind, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,88 @@ class SegmentBoundary:
     end: float
 
 
+@dataclass(frozen=True)
+class ShmRingInfo:
+    """The shared-memory ring a stream's frames travel through (a file name under /dev/shm)."""
+
+    name: str
+    slot_size: int
+    slots: int
+
+
+@dataclass(frozen=True)
+class ShmSlot:
+    """Where one frame lies in the ring: the slot, its write generation and the bytes used."""
+
+    slot: int
+    generation: int
+    size: int
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    """A frame as it travels: its geometry and where its pixels are (inline bytes or a ring slot)."""
+
+    seq: int
+    pts: float
+    width: int
+    height: int
+    pixel_format: PixelFormat
+    segment: int = 0
+    pixels: bytes | memoryview | None = None
+    shm: ShmSlot | None = None
+
+
+@dataclass(frozen=True)
+class StreamStarted:
+    """The first message of a stream (and of every reconnection): what the stream is, and its ring."""
+
+    info: StreamInfo
+    ring: ShmRingInfo | None = None
+
+
+@dataclass(frozen=True)
+class Discontinuity:
+    """The source dropped and came back at media time ``pts``."""
+
+    pts: float
+
+
+@dataclass(frozen=True)
+class StreamEnded:
+    """Everything has been sent: flush."""
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """A sidecar has published everything up to ``pts``; ``released`` frees ring slots at the same time."""
+
+    pts: float
+    released: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Released:
+    """Ring slots a sidecar has finished reading."""
+
+    slots: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SidecarReport:
+    """An error a sidecar reports; ``fatal`` disables it for the rest of the stream."""
+
+    message: str
+    fatal: bool = False
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """A message whose body this contract version does not know (a newer peer, or a malformed one)."""
+
+    what: str
+
+
 # ---------------------------------------------------------------- results
 
 
@@ -186,6 +277,10 @@ class Generic:
 
 
 Result = Cue | Crop | BitrateHint | Generic
+
+# What travels core → sidecar, and sidecar → core, as records (``codec`` converts to and from messages).
+CoreEvent = StreamStarted | FrameHeader | AudioChunk | SegmentBoundary | Discontinuity | StreamEnded | Unknown
+SidecarEvent = Cue | Crop | BitrateHint | Generic | Watermark | Released | SidecarReport | Unknown
 
 
 def result_span(result: Result) -> tuple[float, float]:

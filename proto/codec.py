@@ -1,56 +1,81 @@
-"""Conversion between the typed records in ``types.py`` and the protobuf messages of the contract.
+"""Conversion between the typed records (``records``) and the protobuf messages of the contract.
 
-The only module that knows both sides: everything else speaks dataclasses. Conversions validate what a
-peer sent and raise ``ContractError`` with a message a plugin author can act on.
+The only module that builds or reads protobuf messages: the core, the sidecar runtime and plugins speak
+records. Reading validates what a peer sent and raises ``ContractError`` with a message a plugin author
+can act on.
+
+Directions:
+- core → sidecar: ``describe_request``; ``encode_core(event)`` for a ``CoreEvent`` (stream start, frame,
+  audio, segment boundary, discontinuity, end); the sidecar reads them with ``decode_core``.
+- sidecar → core: ``description_to_pb``; ``encode_sidecar(event)`` for a ``SidecarEvent`` (a result, a
+  watermark, released slots, an error report); the core reads them with ``decode_sidecar``.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, cast
+from typing import Literal
 
 import numpy as np
 
-from proto import pb2
-
-from .types import (
+from . import pb2
+from .errors import ContractError
+from .records import (
+    RESULT_KINDS,
     AudioChunk,
     AudioWants,
     BitrateHint,
+    CoreEvent,
     Crop,
     Cue,
     Description,
+    Discontinuity,
+    FrameHeader,
     Generic,
     PixelFormat,
+    Released,
     RenditionHint,
     RenditionInfo,
     Result,
+    ResultKind,
     SampleFormat,
+    SegmentBoundary,
+    ShmRingInfo,
+    ShmSlot,
+    SidecarEvent,
+    SidecarReport,
+    StreamEnded,
     StreamInfo,
+    StreamStarted,
     TransportName,
+    Unknown,
     VideoWants,
+    Watermark,
     Word,
 )
 
-
-class ContractError(ValueError):
-    """A peer sent something the v1 contract does not allow."""
-
-
-PIXEL_TO_PB = {
+PIXEL_TO_PB: dict[PixelFormat, pb2.PixelFormat.ValueType] = {
     "gray8": pb2.PIXEL_FORMAT_GRAY8,
     "rgb24": pb2.PIXEL_FORMAT_RGB24,
     "bgr24": pb2.PIXEL_FORMAT_BGR24,
     "yuv420p": pb2.PIXEL_FORMAT_YUV420P,
 }
-PIXEL_FROM_PB = {v: k for k, v in PIXEL_TO_PB.items()}
-SAMPLE_TO_PB = {"f32": pb2.SAMPLE_FORMAT_F32, "s16": pb2.SAMPLE_FORMAT_S16}
-SAMPLE_FROM_PB = {v: k for k, v in SAMPLE_TO_PB.items()}
-TRANSPORT_TO_PB = {"bytes": pb2.TRANSPORT_BYTES, "shm": pb2.TRANSPORT_SHM}
-TRANSPORT_FROM_PB = {v: k for k, v in TRANSPORT_TO_PB.items()}
-RATE_CONTROL_TO_PB = {"crf": pb2.RATE_CONTROL_CRF, "vbr": pb2.RATE_CONTROL_VBR}
+PIXEL_FROM_PB: dict[int, PixelFormat] = {v: k for k, v in PIXEL_TO_PB.items()}
+SAMPLE_TO_PB: dict[SampleFormat, pb2.SampleFormat.ValueType] = {
+    "f32": pb2.SAMPLE_FORMAT_F32, "s16": pb2.SAMPLE_FORMAT_S16}
+SAMPLE_FROM_PB: dict[int, SampleFormat] = {v: k for k, v in SAMPLE_TO_PB.items()}
+TRANSPORT_TO_PB: dict[TransportName, pb2.Transport.ValueType] = {
+    "bytes": pb2.TRANSPORT_BYTES, "shm": pb2.TRANSPORT_SHM}
+TRANSPORT_FROM_PB: dict[int, TransportName] = {v: k for k, v in TRANSPORT_TO_PB.items()}
+RATE_CONTROL_TO_PB: dict[Literal["crf", "vbr"], pb2.RateControl.ValueType] = {
+    "crf": pb2.RATE_CONTROL_CRF, "vbr": pb2.RATE_CONTROL_VBR}
 # Unset (a core older than the field) and values from a newer contract read as capped CRF.
 RATE_CONTROL_FROM_PB: dict[int, Literal["crf", "vbr"]] = {pb2.RATE_CONTROL_VBR: "vbr"}
+RESULT_KIND_TO_PB: dict[ResultKind, pb2.ResultKind.ValueType] = {
+    "cues": pb2.RESULT_KIND_CUES, "crops": pb2.RESULT_KIND_CROPS,
+    "bitrate_hints": pb2.RESULT_KIND_BITRATE_HINTS, "generic": pb2.RESULT_KIND_GENERIC}
+RESULT_KIND_FROM_PB: dict[int, ResultKind] = {v: k for k, v in RESULT_KIND_TO_PB.items()}
+assert set(RESULT_KIND_TO_PB) == set(RESULT_KINDS)
 
 # Limits that keep a buggy or hostile sidecar from asking the core for absurd work.
 MAX_FPS = 240.0
@@ -81,10 +106,20 @@ def image_from_buffer(buf: bytes | memoryview, width: int, height: int, pixel_fo
     return arr
 
 
-# ---------------------------------------------------------------- description
+# ---------------------------------------------------------------- describe
 
 
-def description_to_pb(d: Description) -> Any:
+def describe_request(core_version: str, transports: tuple[TransportName, ...]) -> pb2.DescribeRequest:
+    return pb2.DescribeRequest(contract_version=pb2.CONTRACT_VERSION_1, core_version=core_version,
+                               transports=[TRANSPORT_TO_PB[t] for t in transports])
+
+
+def requested_contract(request: pb2.DescribeRequest) -> int:
+    """The contract version a core asks for (0: a core that does not say, read as v1)."""
+    return int(request.contract_version) or 1
+
+
+def description_to_pb(d: Description) -> pb2.Description:
     msg = pb2.Description(
         name=d.name,
         version=d.version,
@@ -92,6 +127,7 @@ def description_to_pb(d: Description) -> Any:
         max_latency_ms=d.max_latency_ms,
         transports=[TRANSPORT_TO_PB[t] for t in d.transports],
         description=d.description,
+        produces=[RESULT_KIND_TO_PB[k] for k in d.produces],
     )
     if d.video is not None:
         msg.video.CopyFrom(
@@ -114,7 +150,7 @@ def description_to_pb(d: Description) -> Any:
     return msg
 
 
-def description_from_pb(msg: Any) -> Description:
+def description_from_pb(msg: pb2.Description) -> Description:
     """Validate a sidecar's self-description; impossible requirements raise ContractError."""
     if msg.contract_version != pb2.CONTRACT_VERSION_1:
         raise ContractError(
@@ -131,9 +167,7 @@ def description_from_pb(msg: Any) -> Description:
             raise ContractError(f"sidecar {msg.name!r} asks for {v.fps:g} fps; allowed 0..{MAX_FPS:g}")
         if v.width > MAX_SIDE or v.max_side > MAX_SIDE:
             raise ContractError(f"sidecar {msg.name!r} asks for frames wider than {MAX_SIDE} px")
-        video = VideoWants(
-            fps=v.fps, width=v.width, max_side=v.max_side, pixel_format=cast(PixelFormat, PIXEL_FROM_PB[v.pixel_format])
-        )
+        video = VideoWants(fps=v.fps, width=v.width, max_side=v.max_side, pixel_format=PIXEL_FROM_PB[v.pixel_format])
     if msg.HasField("audio"):
         a = msg.audio
         if a.sample_format not in SAMPLE_FROM_PB:
@@ -147,13 +181,14 @@ def description_from_pb(msg: Any) -> Description:
         audio = AudioWants(
             sample_rate=a.sample_rate,
             channels=a.channels,
-            sample_format=cast(SampleFormat, SAMPLE_FROM_PB[a.sample_format]),
+            sample_format=SAMPLE_FROM_PB[a.sample_format],
             chunk_ms=a.chunk_ms or 100,
         )
     if video is None and audio is None:
         raise ContractError(f"sidecar {msg.name!r} asks for neither video nor audio")
-    transports = cast(tuple[TransportName, ...],
-                      tuple(TRANSPORT_FROM_PB[t] for t in msg.transports if t in TRANSPORT_FROM_PB) or ("bytes",))
+    transports = tuple(TRANSPORT_FROM_PB[t] for t in msg.transports if t in TRANSPORT_FROM_PB) or ("bytes",)
+    # Kinds from a newer contract are ignored: the core cannot make an output for what it does not know.
+    produces = tuple(dict.fromkeys(RESULT_KIND_FROM_PB[k] for k in msg.produces if k in RESULT_KIND_FROM_PB))
     return Description(
         name=msg.name,
         version=msg.version,
@@ -162,13 +197,14 @@ def description_from_pb(msg: Any) -> Description:
         max_latency_ms=msg.max_latency_ms or 2000,
         transports=transports,
         description=msg.description,
+        produces=produces,
     )
 
 
-# ---------------------------------------------------------------- stream info
+# ---------------------------------------------------------------- core → sidecar
 
 
-def stream_info_to_pb(info: StreamInfo) -> Any:
+def stream_info_to_pb(info: StreamInfo) -> pb2.StreamStart:
     return pb2.StreamStart(
         stream_id=info.stream_id,
         source_width=info.source_width,
@@ -184,7 +220,7 @@ def stream_info_to_pb(info: StreamInfo) -> Any:
     )
 
 
-def stream_info_from_pb(msg: Any) -> StreamInfo:
+def stream_info_from_pb(msg: pb2.StreamStart) -> StreamInfo:
     return StreamInfo(
         stream_id=msg.stream_id,
         source_width=msg.source_width,
@@ -200,26 +236,93 @@ def stream_info_from_pb(msg: Any) -> StreamInfo:
     )
 
 
-# ---------------------------------------------------------------- audio
+def audio_to_pb(chunk: AudioChunk) -> pb2.AudioChunk:
+    """PCM as it travels: float32 or int16 samples, interleaved."""
+    fmt: SampleFormat = "s16" if chunk.samples.dtype == np.int16 else "f32"
+    samples = chunk.samples if fmt == "s16" else chunk.samples.astype(np.float32, copy=False)
+    return pb2.AudioChunk(pts=chunk.pts, sample_rate=chunk.sample_rate, channels=chunk.channels,
+                          sample_format=SAMPLE_TO_PB[fmt], samples=np.ascontiguousarray(samples).tobytes())
 
 
-def audio_from_pb(msg: Any) -> AudioChunk:
+def audio_from_pb(msg: pb2.AudioChunk) -> AudioChunk:
     fmt = SAMPLE_FROM_PB.get(msg.sample_format)
     if fmt is None:
         raise ContractError(f"audio chunk with unknown sample format {msg.sample_format}")
     if msg.channels < 1:
         raise ContractError("audio chunk with 0 channels")
     dtype = np.float32 if fmt == "f32" else np.int16
-    samples = np.frombuffer(msg.samples, dtype=dtype)
+    itemsize = np.dtype(dtype).itemsize
+    samples = np.frombuffer(msg.samples, dtype=dtype, count=len(msg.samples) // itemsize)
     if msg.channels > 1:
         samples = samples[: len(samples) - len(samples) % msg.channels].reshape(-1, msg.channels)
     return AudioChunk(pts=msg.pts, sample_rate=msg.sample_rate, channels=msg.channels, samples=samples)
 
 
+def frame_to_pb(f: FrameHeader) -> pb2.VideoFrame:
+    msg = pb2.VideoFrame(seq=f.seq, pts=f.pts, width=f.width, height=f.height,
+                         pixel_format=PIXEL_TO_PB[f.pixel_format], segment=f.segment)
+    if f.shm is not None:
+        msg.shm.CopyFrom(pb2.ShmRef(slot=f.shm.slot, generation=f.shm.generation, size=f.shm.size))
+    elif f.pixels is not None:
+        msg.pixels = bytes(f.pixels)
+    return msg
+
+
+def encode_core(event: CoreEvent) -> pb2.CoreMessage:
+    """One core → sidecar message."""
+    if isinstance(event, FrameHeader):
+        return pb2.CoreMessage(video=frame_to_pb(event))
+    if isinstance(event, AudioChunk):
+        return pb2.CoreMessage(audio=audio_to_pb(event))
+    if isinstance(event, SegmentBoundary):
+        return pb2.CoreMessage(segment=pb2.SegmentBoundary(segment=event.segment, start=event.start, end=event.end))
+    if isinstance(event, Discontinuity):
+        return pb2.CoreMessage(discontinuity=pb2.Discontinuity(pts=event.pts))
+    if isinstance(event, StreamEnded):
+        return pb2.CoreMessage(end=pb2.StreamEnd())
+    if isinstance(event, StreamStarted):
+        start = stream_info_to_pb(event.info)
+        if event.ring is not None:
+            start.shm_ring, start.shm_slot_size, start.shm_slots = event.ring.name, event.ring.slot_size, event.ring.slots
+        return pb2.CoreMessage(start=start)
+    raise TypeError(f"not a core event: {event!r}")
+
+
+def decode_core(msg: pb2.CoreMessage) -> CoreEvent:
+    """Read one core → sidecar message. Frames keep their pixels as the bytes of the message."""
+    body = msg.WhichOneof("body")
+    if body == "video":
+        v = msg.video
+        fmt = PIXEL_FROM_PB.get(v.pixel_format)
+        if fmt is None:
+            raise ContractError(f"frame {v.seq}: unknown pixel format {v.pixel_format}")
+        which = v.WhichOneof("data")
+        if which == "shm":
+            shm = ShmSlot(v.shm.slot, v.shm.generation, v.shm.size)
+            return FrameHeader(v.seq, v.pts, v.width, v.height, fmt, v.segment, shm=shm)
+        if which == "pixels":
+            return FrameHeader(v.seq, v.pts, v.width, v.height, fmt, v.segment, pixels=v.pixels)
+        raise ContractError(f"frame {v.seq} carries no pixels")
+    if body == "audio":
+        return audio_from_pb(msg.audio)
+    if body == "segment":
+        s = msg.segment
+        return SegmentBoundary(segment=s.segment, start=s.start, end=s.end)
+    if body == "discontinuity":
+        return Discontinuity(msg.discontinuity.pts)
+    if body == "end":
+        return StreamEnded()
+    if body == "start":
+        st = msg.start
+        ring = ShmRingInfo(st.shm_ring, st.shm_slot_size, st.shm_slots) if st.shm_ring else None
+        return StreamStarted(stream_info_from_pb(st), ring)
+    return Unknown("core message with no body (a newer contract, or a malformed message)")
+
+
 # ---------------------------------------------------------------- results
 
 
-def result_to_pb(r: Result) -> Any:
+def result_to_pb(r: Result) -> pb2.Result:
     if isinstance(r, Cue):
         return pb2.Result(
             start=r.start,
@@ -269,7 +372,7 @@ def result_to_pb(r: Result) -> Any:
     raise TypeError(f"a sidecar handler returned {type(r).__name__}; expected Cue, Crop, BitrateHint or Generic")
 
 
-def result_from_pb(msg: Any) -> Result:
+def result_from_pb(msg: pb2.Result) -> Result:
     kind = msg.WhichOneof("kind")
     if kind == "cue":
         c = msg.cue
@@ -286,12 +389,12 @@ def result_from_pb(msg: Any) -> Result:
             words=tuple(Word(text=w.text, start=w.start, end=w.end, probability=w.probability) for w in c.words),
         )
     if kind == "crop":
-        c = msg.crop
-        if c.width == 0 or c.height == 0:
+        cr = msg.crop
+        if cr.width == 0 or cr.height == 0:
             raise ContractError("crop window with zero width or height")
         return Crop(
-            t=msg.start, x=c.x, y=c.y, width=c.width, height=c.height, mode=c.mode or "tracking",
-            confidence=c.confidence, cut=c.cut,
+            t=msg.start, x=cr.x, y=cr.y, width=cr.width, height=cr.height, mode=cr.mode or "tracking",
+            confidence=cr.confidence, cut=cr.cut,
         )
     if kind == "bitrate":
         b = msg.bitrate
@@ -314,3 +417,42 @@ def result_from_pb(msg: Any) -> Result:
             data = {"value": data}
         return Generic(start=msg.start, end=msg.end, kind=g.kind, data=data, labels=dict(g.labels))
     raise ContractError("result with no kind set (a newer contract, or a malformed message)")
+
+
+# ---------------------------------------------------------------- sidecar → core
+
+
+def encode_sidecar(event: SidecarEvent) -> pb2.SidecarMessage:
+    """One sidecar → core message."""
+    if isinstance(event, Watermark):
+        return pb2.SidecarMessage(watermark=pb2.Watermark(pts=event.pts, released=list(event.released)))
+    if isinstance(event, Released):
+        return pb2.SidecarMessage(release=pb2.Release(slots=list(event.slots)))
+    if isinstance(event, SidecarReport):
+        return pb2.SidecarMessage(error=pb2.SidecarError(message=event.message, fatal=event.fatal))
+    if isinstance(event, Unknown):
+        raise TypeError("an Unknown event is read, never sent")
+    return pb2.SidecarMessage(result=result_to_pb(event))
+
+
+def decode_sidecar(msg: pb2.SidecarMessage) -> SidecarEvent:
+    """Read one sidecar → core message; a malformed result raises ContractError."""
+    body = msg.WhichOneof("body")
+    if body == "result":
+        return result_from_pb(msg.result)
+    if body == "watermark":
+        return Watermark(msg.watermark.pts, tuple(msg.watermark.released))
+    if body == "release":
+        return Released(tuple(msg.release.slots))
+    if body == "error":
+        return SidecarReport(msg.error.message, msg.error.fatal)
+    return Unknown("sidecar message with no body (a newer contract, or a malformed message)")
+
+
+__all__ = [
+    "ContractError", "PIXEL_TO_PB", "PIXEL_FROM_PB", "MAX_FPS", "MAX_SIDE", "MAX_SAMPLE_RATE", "MAX_CHANNELS",
+    "frame_nbytes", "image_from_buffer", "describe_request", "requested_contract", "description_to_pb",
+    "description_from_pb", "stream_info_to_pb", "stream_info_from_pb", "audio_to_pb", "audio_from_pb",
+    "frame_to_pb", "encode_core", "decode_core", "result_to_pb", "result_from_pb", "encode_sidecar",
+    "decode_sidecar",
+]

@@ -1,0 +1,9 @@
+"""Development kit: synthetic media, reference metrics and corpora for tests, benchmarks and model training.
+
+Not part of the installed package (``pip install sidecast`` ships none of it): tests, ``bench/`` and
+``models/*/`` scripts import it from a checkout, with the repository root on ``sys.path``.
+
+- ``speech``: espeak-ng sentences with known words and onsets (captions tests and bench);
+- ``scenes``: synthetic scenes with ground-truth subject boxes and the crop metrics (autocrop);
+- ``corpus``, ``quality``: the bitrate model's clip corpus, reference encodes and VMAF/PSNR/SSIM.
+"""

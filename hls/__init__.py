@@ -1,0 +1,1 @@
+"""HLS and broadcast signalling, shared by the core and the ads module (placeholder: filled in next)."""

@@ -1,0 +1,66 @@
+"""``sidecast sidecar NAME --listen ADDR`` and ``sidecast sidecars``, registered with the ``sidecast``
+command through the ``sidecast.commands`` entry points (the core never imports the sidecars)."""
+
+from __future__ import annotations
+
+import argparse
+
+from sidecast.contract.errors import SidecastError
+
+from .sdk import UnknownSidecar, available, load
+
+
+def configure_sidecar(parser: argparse.ArgumentParser) -> None:
+    """serve one registered sidecar over gRPC
+
+    Serve a sidecar (built-in or a plugin from the sidecast.sidecars entry points). `sidecast sidecars`
+    lists them; `sidecast sidecar NAME --help` shows NAME's options.
+    """
+    parser.add_argument("sidecar_name", metavar="NAME")
+    parser.add_argument("sidecar_args", nargs=argparse.REMAINDER, help="--listen ADDR and NAME's own options")
+    parser.set_defaults(func=_serve_sidecar)
+
+
+def configure_list(parser: argparse.ArgumentParser) -> None:
+    """list installed sidecars"""
+    parser.set_defaults(func=_list_sidecars)
+
+
+def sidecar_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of one sidecar's options; built only when that sidecar is asked for (imports are heavy)."""
+    try:
+        cls = load(name)
+    except UnknownSidecar as exc:
+        raise SidecastError(str(exc)) from exc
+    p = argparse.ArgumentParser(prog=f"sidecast sidecar {name}", description=cls.__doc__)
+    p.add_argument("--listen", required=True, help="unix:///path.sock, /path.sock, host:port or :port")
+    cls.add_arguments(p)
+    p.set_defaults(_sidecar_cls=cls)
+    return p
+
+
+def _serve_sidecar(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    parser = sidecar_parser(args.sidecar_name)
+    own = parser.parse_args(args.sidecar_args)
+    factory = own._sidecar_cls.from_args(own)
+    try:
+        serve(factory, own.listen)
+    except OSError as exc:
+        raise SidecastError(f"cannot listen on {own.listen}: {exc}") from exc
+    return 0
+
+
+def _list_sidecars(args: argparse.Namespace) -> int:
+    for name, ep in sorted(available().items()):
+        try:
+            d = load(name)().describe()
+            wants = ", ".join(w for w, v in (("video", d.video), ("audio", d.audio)) if v is not None)
+            print(f"{name:12s} {d.version:8s} wants {wants:12s} {d.description}")
+        except Exception as exc:
+            print(f"{name:12s} (failed to load: {exc})  [{ep.value}]")
+    return 0
+
+
+__all__ = ["configure_sidecar", "configure_list", "sidecar_parser"]
