@@ -128,6 +128,8 @@ def description_to_pb(d: Description) -> pb2.Description:
         transports=[TRANSPORT_TO_PB[t] for t in d.transports],
         description=d.description,
         produces=[RESULT_KIND_TO_PB[k] for k in d.produces],
+        caption_languages=list(d.caption_languages),
+        translations=list(d.translations),
     )
     if d.video is not None:
         msg.video.CopyFrom(
@@ -198,6 +200,8 @@ def description_from_pb(msg: pb2.Description) -> Description:
         transports=transports,
         description=msg.description,
         produces=produces,
+        caption_languages=tuple(msg.caption_languages),
+        translations=tuple(msg.translations),
     )
 
 

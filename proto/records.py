@@ -55,6 +55,8 @@ class Description:
     transports: tuple[TransportName, ...] = ("shm", "bytes")
     description: str = ""
     produces: tuple[ResultKind, ...] = ()
+    caption_languages: tuple[str, ...] = ()  # cue producers: languages they caption ("*" = any)
+    translations: tuple[str, ...] = ()       # cue producers: "src>dst" pairs they can translate
 
 
 @dataclass(frozen=True)
@@ -228,7 +230,7 @@ class Cue:
     text: str
     final: bool = True
     language: str = "en"
-    track: str = ""
+    track: str = ""  # "" = source-language captions; a language tag ("es") = that translation
     words: tuple[Word, ...] = ()
     id: str = ""
 

@@ -270,6 +270,8 @@ class Description(_message.Message):
     TRANSPORTS_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     PRODUCES_FIELD_NUMBER: _builtins.int
+    CAPTION_LANGUAGES_FIELD_NUMBER: _builtins.int
+    TRANSLATIONS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.str
     contract_version: Global___ContractVersion.ValueType
@@ -297,6 +299,16 @@ class Description(_message.Message):
         still logged (results.jsonl).
         """
 
+    @_builtins.property
+    def caption_languages(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Sidecars that produce CUES (added in v1): the languages they can caption (BCP-47 primary tags such
+        as "en"; "*" = any language the model identifies) and the translations they can add ("en>es").
+        The core refuses a run whose caption options ask for something no running sidecar declares, and
+        declares one subtitle rendition per caption track before any cue exists.
+        """
+
+    @_builtins.property
+    def translations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -309,10 +321,12 @@ class Description(_message.Message):
         transports: _abc.Iterable[Global___Transport.ValueType] | None = ...,
         description: _builtins.str = ...,
         produces: _abc.Iterable[Global___ResultKind.ValueType] | None = ...,
+        caption_languages: _abc.Iterable[_builtins.str] | None = ...,
+        translations: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "video", b"video"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "contract_version", b"contract_version", "description", b"description", "max_latency_ms", b"max_latency_ms", "name", b"name", "produces", b"produces", "transports", b"transports", "version", b"version", "video", b"video"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "caption_languages", b"caption_languages", "contract_version", b"contract_version", "description", b"description", "max_latency_ms", b"max_latency_ms", "name", b"name", "produces", b"produces", "translations", b"translations", "transports", b"transports", "version", b"version", "video", b"video"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -406,7 +420,10 @@ class StreamStart(_message.Message):
     def renditions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Rendition]: ...
     @_builtins.property
     def params(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Stream-level options a sidecar may honour, e.g. "vertical.aspect" = "9:16"."""
+        """Stream-level options a sidecar may honour, e.g. "vertical.aspect" = "9:16". Caption sidecars read
+        "captions.language" (the source language, or "auto") and "captions.translate" ("es,pt": publish
+        translated cues on one track per target language, Cue.track = the target language tag).
+        """
 
     def __init__(
         self,
@@ -690,7 +707,7 @@ class Cue(_message.Message):
     language: _builtins.str
     """BCP-47, e.g. "en" """
     track: _builtins.str
-    """"" = the main caption track; e.g. "translation" for a second track"""
+    """"" = the source-language captions; a language tag ("es") = that translation"""
     id: _builtins.str
     @_builtins.property
     def words(self) -> _containers.RepeatedCompositeFieldContainer[Global___Word]: ...
