@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import json
 import logging
+import math
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -129,6 +130,6 @@ def parse_break_at(spec: str) -> tuple[float, float]:
         start, duration = float(at), float(dur) if dur else 30.0
     except ValueError as exc:
         raise ValueError(f"bad --break-at {spec!r}: expected SECONDS[:DURATION]") from exc
-    if start < 0 or not (0 < duration <= 600):
+    if not (math.isfinite(start) and math.isfinite(duration)) or start < 0 or not (0 < duration <= 600):
         raise ValueError(f"bad --break-at {spec!r}: start ≥ 0 and 0 < duration ≤ 600")
     return start, duration

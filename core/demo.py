@@ -15,7 +15,8 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .ladder import parse_ladder
-from .pipeline import Pipeline, RunConfig
+from .options import RunOptions
+from .pipeline import Pipeline
 from .run import print_summary
 
 SENTENCES = [
@@ -74,8 +75,8 @@ def run_demo(args: argparse.Namespace) -> int:
     sidecars = [s.strip() for s in args.sidecars.split(",") if s.strip()]
     if outdir.exists():
         shutil.rmtree(outdir)
-    cfg = RunConfig(source=str(sample), outdir=outdir, sidecars=sidecars,
-                    ladder=parse_ladder("720p:3000k,480p:1400k,360p:800k"))
+    cfg = RunOptions(source=str(sample), outdir=outdir, sidecars=sidecars,
+                     ladder=parse_ladder("720p:3000k,480p:1400k,360p:800k"))
     print(f"sidecast demo: running the pipeline with sidecars: {', '.join(sidecars) or 'none'}", flush=True)
     summary = Pipeline(cfg).run()
     print_summary(summary)
@@ -88,7 +89,7 @@ def run_demo(args: argparse.Namespace) -> int:
                        ("snapshots/", "one JPEG per second")]:
         if (outdir / name).exists():
             print(f"  {str(outdir / name):<50}  {what}")
-    print(f"\nPlay it:  .venv/bin/sidecast demo --serve 8080   or   python -m core.serve {outdir} --port 8080")
+    print(f"\nPlay it:  .venv/bin/sidecast demo --serve 8080   or   python -m sidecast.core.serve {outdir} --port 8080")
     if args.serve is not None:
         from .serve import serve_forever
 

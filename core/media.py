@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -138,7 +139,7 @@ class AudioEncoder:
         self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_SAMPLE_RATE)
         self.samples_written = 0  # in AUDIO_SAMPLE_RATE units, media time * rate
         self.anchor: int | None = None
-        self.packets: list[av.Packet] = []
+        self.packets: list[av.Packet[Any]] = []
 
     def rebase(self, media_time: float) -> None:
         """After a discontinuity, continue at ``media_time`` (never going back)."""
@@ -161,7 +162,7 @@ class AudioEncoder:
             for pkt in self.stream.encode(r):
                 self.packets.append(pkt)
 
-    def take_until(self, media_time: float | None) -> list[av.Packet]:
+    def take_until(self, media_time: float | None) -> list[av.Packet[Any]]:
         """Encoded packets that start before ``media_time`` (None: all)."""
         if media_time is None:
             out, self.packets = self.packets, []
@@ -171,7 +172,7 @@ class AudioEncoder:
         self.packets = [p for p in self.packets if p.pts is None or p.pts >= limit]
         return out
 
-    def write_segment(self, packets: list[av.Packet], path: Path) -> int:
+    def write_segment(self, packets: list[av.Packet[Any]], path: Path) -> int:
         tmp = path.with_name(f".{path.name}.tmp")
         out = av.open(str(tmp), "w", format="mpegts", options=TS_OPTIONS)
         try:

@@ -1,4 +1,4 @@
-"""``sidecast run``: turn parsed options into a RunConfig, run the pipeline, serve, shut down cleanly."""
+"""``sidecast run``: turn parsed options into ``RunOptions``, run the pipeline, serve, shut down cleanly."""
 
 from __future__ import annotations
 
@@ -7,92 +7,32 @@ import logging
 import signal
 import threading
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from sidecast.contract.records import SIDECAR_ENTRY_POINTS
 
-from .breaks import parse_break_at
 from .errors import ConfigError
-from .ladder import DEFAULT_LADDER, parse_ladder, parse_rate_control
-from .pipeline import Pipeline, RunConfig, RunSummary
-from .sources import read_stream_keys
+from .options import RunOptions
+from .pipeline import Pipeline, RunSummary
 
 log = logging.getLogger("sidecast.run")
 
 
-def parse_sidecar_addrs(items: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items:
-        name, sep, addr = item.partition("=")
-        if not sep or not name or not addr:
-            raise ConfigError(f"bad --sidecar-addr {item!r}: expected NAME=host:port or NAME=unix:///path")
-        if addr.startswith("/"):
-            addr = f"unix://{addr}"
-        out[name.strip()] = addr.strip()
-    return out
-
-
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    try:
-        ladder = parse_ladder(args.ladder) if args.ladder else DEFAULT_LADDER
-        rate_control = parse_rate_control(args.rate_control)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-    sidecars = [s.strip() for s in args.sidecars.split(",") if s.strip()]
-    addrs = parse_sidecar_addrs(args.sidecar_addr)
-    both = set(sidecars) & set(addrs)
-    if both:
-        raise ConfigError(f"sidecar {sorted(both)[0]!r} is both started locally (--sidecars) and remote "
-                          "(--sidecar-addr): pick one")
-    sidecar_args: dict[str, list[str]] = {}
-    for item in args.sidecar_arg:
-        name, sep, arg = item.partition("=")
-        if not sep or not arg or name not in sidecars:
-            raise ConfigError(f"bad --sidecar-arg {item!r}: expected NAME=ARG for a sidecar named in --sidecars")
-        sidecar_args.setdefault(name, []).append(arg)
-    if sidecars:
+def options_from_args(args: argparse.Namespace) -> RunOptions:
+    """The stream's options: ``--config FILE.toml`` first, the command line over it; then checks that need
+    the installed sidecars."""
+    base = RunOptions.from_toml(args.config) if getattr(args, "config", None) is not None else None
+    opts = RunOptions.from_namespace(args, base).validate()
+    if opts.sidecars:
         known = {ep.name for ep in metadata.entry_points(group=SIDECAR_ENTRY_POINTS)}
-        for s in sidecars:
+        for s in opts.sidecars:
             if s not in known:
                 raise ConfigError(f"no sidecar named {s!r} is installed (installed: {', '.join(sorted(known))})")
-    if args.window is not None and args.window < 0:
-        raise ConfigError("--window must be ≥ 0")
-    if args.snapshots_fps < 0 or args.snapshots_width < 16:
-        raise ConfigError("--snapshots-fps must be ≥ 0 and --snapshots-width ≥ 16")
-    keys = read_stream_keys(args.stream_keys_file, args.stream_key)
-    try:
-        breaks = [parse_break_at(b) for b in args.break_at]
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-    return RunConfig(
-        source=args.source,
-        outdir=Path(args.outdir),
-        realtime=args.realtime,
-        segment_duration=args.segment_duration,
-        window=args.window,
-        ladder=ladder,
-        rate_control=rate_control,
-        audio=not args.no_audio,
-        sidecars=sidecars,
-        sidecar_addrs=addrs,
-        decision_window=args.decision_window,
-        transport=args.transport,
-        snapshots_fps=args.snapshots_fps,
-        snapshots_width=args.snapshots_width,
-        vertical=args.vertical,
-        aspect=args.aspect,
-        safe_margin=args.safe_margin,
-        max_pan_speed=args.max_pan_speed,
-        keep_centered=args.keep_centered,
-        stream_keys=keys,
-        reconnect_timeout=args.reconnect_timeout,
-        progress=not args.no_progress,
-        breaks=breaks,
-        sidecar_args=sidecar_args,
-        captions_language=args.captions_language,
-        captions_translation=args.captions_translation,
-    )
+    return opts
+
+
+# The old name, for scripts that imported it.
+config_from_args = options_from_args
 
 
 def control_api(pipeline: Pipeline) -> dict[str, Any]:
@@ -125,7 +65,7 @@ def control_api(pipeline: Pipeline) -> dict[str, Any]:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = options_from_args(args)
     pipeline = Pipeline(cfg)
     server = None
     if args.serve is not None:

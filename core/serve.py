@@ -32,7 +32,7 @@ STATIC_PREFIX = "/_player/"
 PLAYER_PAGE = "player.html"
 MAX_API_BODY = 1 << 20  # 1 MiB: API calls carry small JSON commands, not media.
 
-ApiHandler = Callable[[dict], dict]
+ApiHandler = Callable[[dict[str, Any]], dict[str, Any]]
 
 MIME_TYPES: dict[str, str] = {
     ".m3u8": "application/vnd.apple.mpegurl",

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import av
@@ -251,14 +252,14 @@ def redact(url: str) -> str:
     return u._replace(netloc=netloc, query=query).geturl()
 
 
-def _drain_at_end(demux: Iterator[av.Packet]) -> Iterator[av.Packet]:
+def _drain_at_end(demux: Iterator[av.Packet[Any]]) -> Iterator[av.Packet[Any]]:
     """Pass on PyAV's closing empty packets (one per stream) only when nothing follows them.
 
     Decoding an empty packet drains the decoder: with frame threading it holds up to thread_count - 1 frames
     (15 on a 16-core machine), which are lost at every end of input unless drained. An empty packet in the
     middle of a stream would leave the decoder draining for good, so it is dropped instead.
     """
-    held: list[av.Packet] = []
+    held: list[av.Packet[Any]] = []
     for packet in demux:
         if packet.size == 0 and packet.pts is None:
             held.append(packet)

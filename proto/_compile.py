@@ -21,7 +21,7 @@ def compile_proto(root: Path, proto_file: str) -> tuple[Any, Any]:
         raise MissingExtra("dev", "SIDECAST_PROTO_ROOT") from exc
     sys.path.insert(0, str(root))
     try:
-        modules: tuple[ModuleType, ModuleType] = grpc.protos_and_services(proto_file)  # type: ignore[attr-defined]
+        modules: tuple[ModuleType, ModuleType] = grpc.protos_and_services(proto_file)
         return modules
     finally:
         sys.path.remove(str(root))

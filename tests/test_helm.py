@@ -627,6 +627,8 @@ def parse_like_the_container(args: list[str], capsys: pytest.CaptureFixture[str]
 
 
 def test_core_entrypoint_accepts_every_option_the_chart_passes(capsys):
+    from sidecast.core.options import RunOptions
+
     _help([])
     for variant in VARIANTS:
         for pod in core_pods(render(variant)):
@@ -634,9 +636,11 @@ def test_core_entrypoint_accepts_every_option_the_chart_passes(capsys):
             assert args[1] == "run"
             _flags_accepted(["run"], args[2:])
             ns = parse_like_the_container(args, capsys)
-            assert ns.log_format == "json" and str(ns.outdir) == "/data/hls" and ns.serve == 8080
-            assert ns.decision_window == float(arg_value(args, "--decision-window")[0])
-            assert len(ns.sidecar_addr) == len(arg_value(args, "--sidecar-addr"))
+            assert ns.log_format == "json" and ns.serve == 8080
+            opts = RunOptions.from_namespace(ns)  # what `sidecast run` turns those flags into
+            assert str(opts.outdir) == "/data/hls"
+            assert opts.decision_window == float(arg_value(args, "--decision-window")[0])
+            assert len(opts.sidecar_addrs) == len(arg_value(args, "--sidecar-addr"))
     _flags_accepted(["run"], image_command("core")[2:])
     parse_like_the_container(image_command("core")[1:], capsys)
 

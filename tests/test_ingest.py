@@ -194,7 +194,10 @@ def test_bad_options_are_one_clear_error(clip_small: Path, tmp_path: Path) -> No
         (["--segment-duration", "0.1"], "--segment-duration"),
         (["--sidecars", "nosuch"], "no sidecar named 'nosuch'"),
         (["--sidecar-addr", "x"], "--sidecar-addr"),
-        (["--aspect", "9x16"], "bad aspect"),
+        (["--aspect", "9x16"], "bad --aspect"),
+        (["--break-at", "nan"], "--break-at"),
+        (["--window", "-1"], "--window"),
+        (["--captions-translate", "en"], "--captions-translate en"),
     ]:
         line = one_error_line(run_sidecast("run", str(clip_small), "-o", str(tmp_path / "o"), *args))
         assert needle in line, (args, line)

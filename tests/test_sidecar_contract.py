@@ -252,8 +252,8 @@ def test_a_v1_core_talks_to_a_sidecar_built_from_a_proto_with_extra_fields(
     dst = newer / "sidecast" / "sidecar" / "v1" / "sidecar.proto"
     dst.parent.mkdir(parents=True)
     text = src.read_text()
-    text = text.replace("  repeated ResultKind produces = 9;\n}",
-                        "  repeated ResultKind produces = 9;\n  string extra_note = 40;\n}")
+    text = text.replace("  repeated string translations = 11;\n}",
+                        "  repeated string translations = 11;\n  string extra_note = 40;\n}")
     text = text.replace("    Generic generic = 6;\n  }\n}", "    Generic generic = 6;\n  }\n  double extra_score = 41;\n}")
     assert text.count("extra_") == 2
     dst.write_text(text)
@@ -364,3 +364,36 @@ def test_local_sidecars_are_started_and_restarted_by_the_core(clip_small: Path, 
     assert killed and p.local[0].restarts >= 1
     assert p.links[0].stats.reconnects >= 1
     assert len(m3u8.load(str(tmp_path / "video" / "360p" / "index.m3u8")).segments) == 4
+
+
+def test_a_plugin_named_neither_stt_nor_autocrop_gets_captions_and_a_vertical_from_what_it_declares(
+        clip_small: Path, tmp_path: Path, sock_dir: Path) -> None:
+    """Outputs follow the result kinds a sidecar declares in Describe, not its name: "ticker" declares cues and
+    crops, so the core publishes a subtitle rendition and the vertical ladder for it."""
+    proc = Proc(sock_dir / "cc.sock", "--mode", "captions-and-crops")
+    try:
+        run_pipeline(clip_small, tmp_path, {"ticker": proc.target})
+    finally:
+        proc.stop()
+    master = m3u8.load(str(tmp_path / "master.m3u8"))
+    subs = [m for m in master.media if m.type == "SUBTITLES"]
+    assert [(m.language, m.uri) for m in subs] == [("en", "subs/en/index.m3u8")]
+    vtt = "".join(p.read_text() for p in sorted((tmp_path / "subs" / "en").glob("seg_*.vtt")))
+    assert "tick 1" in vtt and "tick 5" in vtt, vtt[:500]
+    vertical = m3u8.load(str(tmp_path / "vertical.m3u8"))
+    assert vertical.playlists and all(p.stream_info.resolution[0] < p.stream_info.resolution[1]
+                                      for p in vertical.playlists)
+    crops = [json.loads(ln) for ln in (tmp_path / "crops.jsonl").read_text().splitlines()]
+    assert len(crops) >= 40 and max(c["x"] for c in crops) > min(c["x"] for c in crops), "the path moved"
+
+
+def test_a_generic_only_plugin_gets_no_caption_or_vertical_rendition(
+        clip_small: Path, tmp_path: Path, sock_dir: Path) -> None:
+    proc = Proc(sock_dir / "g.sock")
+    try:
+        run_pipeline(clip_small, tmp_path, {"ticker": proc.target})
+    finally:
+        proc.stop()
+    assert not [m for m in m3u8.load(str(tmp_path / "master.m3u8")).media if m.type == "SUBTITLES"]
+    assert not (tmp_path / "vertical.m3u8").exists() and not (tmp_path / "subs").exists()
+    assert len(ticks(tmp_path)) >= 70

@@ -17,9 +17,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from sidecast.contract import codec, pb2
 from sidecast.sidecars.runtime import (
     BitrateHint,
+    Crop,
+    Cue,
     Description,
     Generic,
     RenditionHint,
+    Result,
     SegmentBoundary,
     Sidecar,
     StreamInfo,
@@ -37,8 +40,15 @@ class Ticker(Sidecar):
 
     def describe(self) -> Description:
         fps = 1000.0 if self.mode == "impossible" else 10.0
+        if self.mode == "captions-and-crops":
+            # A third-party plugin that is neither "stt" nor "autocrop" by name: what it declares decides
+            # which outputs the core makes for it.
+            return Description(name=self.name, version=self.version,
+                               video=VideoWants(fps=fps, width=self.width, pixel_format="gray8"),
+                               max_latency_ms=500, produces=("cues", "crops"), caption_languages=("en",))
         return Description(name=self.name, version=self.version,
-                           video=VideoWants(fps=fps, width=self.width, pixel_format="gray8"), max_latency_ms=500)
+                           video=VideoWants(fps=fps, width=self.width, pixel_format="gray8"), max_latency_ms=500,
+                           produces=("generic", "bitrate_hints"))
 
     def on_start(self, info: StreamInfo) -> list[Generic]:
         if self.mode != "echo-info":
@@ -59,7 +69,19 @@ class Ticker(Sidecar):
             return []
         return [hint]
 
-    def on_video(self, frame: VideoFrame) -> list[Generic]:
+    def on_video(self, frame: VideoFrame) -> list[Result]:
+        if self.mode == "captions-and-crops":
+            out: list[Result] = []
+            if frame.seq % 10 == 1:  # one caption a second, on screen for 0.8 s
+                out.append(Cue(start=frame.pts, end=frame.pts + 0.8, text=f"tick {frame.seq // 10}", id=str(frame.seq)))
+            # a crop window of the source's full height, sliding right: 9:16 of the source frame
+            info = self.info
+            if info is not None:
+                h = info.source_height - info.source_height % 2
+                w = (h * 9 // 16) & ~1
+                x = min(info.source_width - w, int(frame.pts * 40)) & ~1
+                out.append(Crop(t=frame.pts, x=max(0, x), y=0, width=w, height=h, mode="tracking"))
+            return out
         if self.mode == "sleep":
             threading.Event().wait()  # stalls forever, like a hung model
         mean = float(frame.image.mean())
@@ -73,7 +95,7 @@ def main() -> None:
     ap.add_argument("--listen", required=True)
     ap.add_argument("--mode", default="normal",
                     choices=["normal", "sleep", "impossible", "wrong-version", "malformed", "crash-after",
-                             "late-hints", "greedy-hints", "echo-info"])
+                             "late-hints", "greedy-hints", "echo-info", "captions-and-crops"])
     ap.add_argument("--width", type=int, default=320)
     args = ap.parse_args()
     Ticker.mode = args.mode

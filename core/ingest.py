@@ -1,0 +1,163 @@
+"""The ingest loop: read the source's events, feed the sidecars, cut segments, hand them to the packager.
+
+Runs on the caller's thread. Segments close at the configured duration, at a forced boundary (an ad break
+starts or ends: every segment starts with an IDR, so a stitcher can swap whole segments), when the source
+drops (what arrived is published at once) and at a discontinuity. PROGRAM-DATE-TIME is anchored at the
+wall clock when the source opens and re-anchored after every discontinuity.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+
+import av
+
+from .breaks import Break, BreakSchedule, media_time_of_splice
+from .fanout import FanOut
+from .outputs.audio import AudioRendition
+from .outputs.base import SegmentJob
+from .outputs.snapshots import Snapshots
+from .packager import Packager
+from .sources import AudioEvent, CueEvent, Discontinuity, Dropped, Opened, Source, VideoEvent
+
+log = logging.getLogger("sidecast.ingest")
+
+
+class Ingest:
+    """Owns the segment being built. The pipeline wires the outputs in ``on_opened``."""
+
+    def __init__(self, source: Source, schedule: BreakSchedule, segment_duration: float,
+                 on_opened: Callable[[Opened], None], on_progress: Callable[[], None]) -> None:
+        self.source = source
+        self.schedule = schedule
+        self.segment_duration = segment_duration
+        self.on_opened = on_opened
+        self.on_progress = on_progress
+        # set by the pipeline in on_opened
+        self.fanout: FanOut | None = None
+        self.packager: Packager | None = None
+        self.audio: AudioRendition | None = None
+        self.snapshots: Snapshots | None = None
+        # state
+        self.fps = Fraction(30)
+        self.frames_in = 0
+        self.media_time = 0.0
+        self.discontinuities = 0
+        self.cue_count = 0
+        self._frames: list[av.VideoFrame] = []
+        self._times: list[float] = []
+        self._index = 0
+        self._discontinuity_pending = False
+        self._pdt_anchor = (datetime.now(UTC), 0.0)
+
+    def pdt_at(self, t: float) -> datetime:
+        anchor, at = self._pdt_anchor
+        return anchor + timedelta(seconds=t - at)
+
+    # ------------------------------------------------------------ segments
+
+    def close_segment(self, end: float, final: bool = False) -> None:
+        if not self._frames:
+            if final and self.fanout is not None:
+                self.fanout.end()
+            return
+        start = self._times[0]
+        pdt = self.pdt_at(start)
+        job = SegmentJob(index=self._index, start=start, end=end, frames=self._frames, times=self._times,
+                         discontinuity=self._discontinuity_pending, pdt=pdt, closed_at=time.monotonic(),
+                         final=final, tags=self.schedule.tags_for(start, end, pdt))
+        if self.fanout is not None:
+            self.fanout.segment(self._index, start, end)
+            if final:
+                # Everything has been sent: sidecars flush now. Waiting for the last segment's turn
+                # would deadlock when earlier segments wait for results that only the flush brings
+                # (a caption still open at the end of the file), broken only by the stall timeout.
+                self.fanout.end()
+        self._frames, self._times = [], []
+        self._index += 1
+        self._discontinuity_pending = False
+        assert self.packager is not None  # set when the source opened, before any frame
+        self.packager.put(job)
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self, should_stop: Callable[[], BaseException | None]) -> None:
+        frame_dur = 1 / 30
+        last_progress = 0.0
+        for ev in self.source.events():
+            err = should_stop()
+            if err is not None:
+                raise err
+            if isinstance(ev, VideoEvent):
+                t = ev.t
+                forced = self.schedule.cut_due(t, frame_dur / 2)  # an ad break starts or ends here
+                if self._frames and (forced or t >= self._times[0] + self.segment_duration - frame_dur / 2):
+                    self.close_segment(t)
+                self._frames.append(ev.frame)
+                self._times.append(t)
+                self.frames_in += 1
+                self.media_time = t + frame_dur
+                if self.fanout is not None:
+                    self.fanout.video(ev.frame, t, self._index)
+                if self.snapshots is not None:
+                    self.snapshots.frame(ev.frame, t, self.pdt_at(t))
+                now = time.monotonic()
+                if now - last_progress >= 1.0:
+                    last_progress = now
+                    self.on_progress()
+            elif isinstance(ev, AudioEvent):
+                if self.audio is not None:
+                    self.audio.push(ev.frame, ev.t)
+                if self.fanout is not None:
+                    self.fanout.audio(ev.frame, ev.t)
+            elif isinstance(ev, CueEvent):
+                self.on_cue(ev)
+            elif isinstance(ev, Dropped):
+                self.close_segment(self.media_time)  # publish what arrived before the drop right away
+            elif isinstance(ev, Discontinuity):
+                self.close_segment(self.media_time)
+                self.discontinuities += 1
+                self._discontinuity_pending = True
+                self._pdt_anchor = (datetime.now(UTC), ev.t)
+                if self.audio is not None:
+                    self.audio.rebase(ev.t)
+                if self.fanout is not None:
+                    self.fanout.discontinuity(ev.t)
+            elif isinstance(ev, Opened):
+                self.fps = ev.fps
+                frame_dur = float(1 / ev.fps)
+                self.on_opened(ev)
+                self._pdt_anchor = (datetime.now(UTC), 0.0)
+        self.close_segment(self.media_time, final=True)
+
+    # ------------------------------------------------------------ ad breaks
+
+    def on_cue(self, ev: CueEvent) -> None:
+        """SCTE-35 from the source: schedule the break (a forced boundary) or close the open one."""
+        from sidecast.ads.scte35 import (
+            try_decode_cue,  # moves to sidecast.hls (layer rule: core never imports ads)
+        )
+
+        splice = try_decode_cue(ev.data, "in the source")
+        if splice is None:
+            return
+        now = self.media_time
+        t = ev.t if splice.pts_time is None else media_time_of_splice(splice.pts_time, ev.offset, ev.t)
+        if t < now:
+            log.warning("SCTE-35 cue arrived after its splice time; the break starts at the next frame",
+                        extra={"splice_t": round(t, 3), "now": round(now, 3)})
+            t = now
+        if splice.kind == "out":
+            self.cue_count += 1
+            brk_id = f"scte35-{splice.event_id}" if splice.event_id is not None else f"scte35-{self.cue_count}"
+            self.schedule.add(Break(id=brk_id, start=t, duration=splice.duration, source="scte35",
+                                    scte35=splice.raw))
+        else:
+            self.schedule.end_open_break(t)
+
+
+__all__ = ["Ingest"]

@@ -1,0 +1,332 @@
+"""The options of one stream, declared once.
+
+``RunOptions`` is the single declaration of what a stream can be told: ``sidecast run`` builds its
+command-line flags from it (``add_arguments``), ``--config FILE.toml`` fills it from a TOML table
+(``from_mapping``), and the pipeline reads it. Each field carries its flag, help text and a parser from
+text, so a new option is one field here, not three edits in three files.
+
+Values are parsed and checked here, once: anything a user can get wrong raises ``ConfigError`` with a
+one-line message that names the option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sidecast.contract.errors import ConfigError
+from sidecast.contract.params import MAX_PAN_SPEED_RANGE, SAFE_MARGIN_RANGE, parse_aspect
+
+from .breaks import parse_break_at
+from .ladder import DEFAULT_LADDER, RateControl, Rung, parse_ladder, parse_rate_control
+
+_PARSE = "parse"
+
+
+def opt(*flags: str, help: str, parse: Callable[[str], Any] | None = None, metavar: str | None = None,  # noqa: A002
+        choices: Sequence[str] | None = None, repeat: bool = False, negate: bool = False,
+        positional: bool = False, required: bool = False, cli: bool = True) -> dict[str, Any]:
+    """Field metadata: how the option looks on the command line and how its text is parsed.
+
+    ``repeat``: the flag may be given several times (and the config file takes a list). ``negate``: a
+    boolean that defaults to True and is switched off by the flag (``--no-audio``). ``cli=False``: set in
+    the config file or by code only.
+    """
+    return {"flags": flags, "help": help, _PARSE: parse, "metavar": metavar, "choices": choices,
+            "repeat": repeat, "negate": negate, "positional": positional, "required": required, "cli": cli}
+
+
+def _seconds(name: str, lo: float, hi: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number of seconds, not {text!r}") from None
+        if not math.isfinite(v) or not lo <= v <= hi:
+            raise ConfigError(f"{name} must be between {lo:g} and {hi:g} seconds, not {text}")
+        return v
+    return parse
+
+
+def _number(name: str, lo: float, hi: float, kind: type = float) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise ConfigError(f"{name} must be {'an integer' if kind is int else 'a number'}, not {text!r}") from None
+        if not (math.isfinite(v) and lo <= v <= hi):
+            raise ConfigError(f"{name} must be between {lo:g} and {hi:g}, not {text}")
+        return v
+    return parse
+
+
+def _csv(text: str) -> list[str]:
+    return [s.strip() for s in str(text).split(",") if s.strip()]
+
+
+def _name_value(flag: str, expect: str) -> Callable[[str], tuple[str, str]]:
+    def parse(text: str) -> tuple[str, str]:
+        name, sep, value = str(text).partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ConfigError(f"bad {flag} {text!r}: expected {expect}")
+        return name.strip(), value.strip()
+    return parse
+
+
+def _ladder(text: str) -> tuple[Rung, ...]:
+    try:
+        return parse_ladder(text)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _rate_control(text: str) -> RateControl:
+    try:
+        return parse_rate_control(text)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _aspect(text: str) -> str:
+    try:
+        parse_aspect(text)  # validates; the string travels to sidecars as a stream parameter
+    except ValueError as exc:
+        raise ConfigError(f"bad --aspect: {exc}") from None
+    return text.strip()
+
+
+def _break_at(text: str) -> tuple[float, float]:
+    try:
+        return parse_break_at(str(text))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _language(text: str) -> str:
+    tag = str(text).strip()
+    if not tag or len(tag) > 35 or not all(p.isalnum() for p in tag.split("-")):
+        raise ConfigError(f"bad language {text!r}: expected a BCP-47 tag such as en, es or pt-BR")
+    return tag
+
+
+@dataclass
+class RunOptions:
+    """Everything one stream can be configured with (``sidecast run``, a config file, the server API)."""
+
+    source: str = field(default="", metadata=opt(positional=True, help=(
+        "a media file, rtmp://0.0.0.0:1935/live/KEY (listen for a publisher), rtsp://... or srt://... "
+        "(pull; srt://...?mode=listener to listen), or an http(s) HLS playlist")))
+    outdir: Path = field(default=Path("out"), metadata=opt(
+        "-o", "--output", "--outdir", required=True, parse=Path, metavar="OUTDIR", help="output directory"))
+    realtime: bool = field(default=False, metadata=opt("--realtime", help="pace a file source as a live stream"))
+    segment_duration: float = field(default=2.0, metadata=opt(
+        "--segment-duration", parse=_seconds("--segment-duration", 0.5, 30),
+        help="HLS segment duration, seconds (default 2)"))
+    window: int | None = field(default=None, metadata=opt(
+        "--window", parse=_number("--window", 0, 100_000, int),
+        help="live sliding-window length in segments (default: 6 for live sources, 0 = keep all)"))
+    ladder: tuple[Rung, ...] = field(default=DEFAULT_LADDER, metadata=opt(
+        "--ladder", parse=_ladder,
+        help='renditions, e.g. "1080p:6000k,720p:3000k,480p:1400k:crf=24" (default 1080/720/480/360)'))
+    rate_control: RateControl = field(default="crf", metadata=opt(
+        "--rate-control", parse=_rate_control, metavar="crf|vbr",
+        help="static ladder: crf = capped CRF, each rung's CRF under its bitrate as a cap (default); vbr = "
+             "fixed-bitrate ladder, each rung at its bitrate (x264 ABR, same cap). A bitrate hint makes its "
+             "segment capped CRF in either mode (docs/bitrate.md)"))
+    audio: bool = field(default=True, metadata=opt("--no-audio", negate=True, help="ignore the source's audio"))
+    sidecars: list[str] = field(default_factory=list, metadata=opt(
+        "--sidecars", parse=_csv, help="comma-separated sidecars to start locally (e.g. stt,autocrop)"))
+    sidecar_addrs: dict[str, str] = field(default_factory=dict, metadata=opt(
+        "--sidecar-addr", repeat=True, metavar="NAME=ADDR",
+        parse=_name_value("--sidecar-addr", "NAME=host:port or NAME=unix:///path"),
+        help="connect to a running sidecar (host:port or unix:///path); repeatable"))
+    sidecar_args: dict[str, list[str]] = field(default_factory=dict, metadata=opt(
+        "--sidecar-arg", repeat=True, metavar="NAME=ARG",
+        parse=_name_value("--sidecar-arg", "NAME=ARG for a sidecar named in --sidecars"),
+        help="extra argument for a local sidecar, e.g. stt=--language=de; repeatable"))
+    captions_language: str = field(default="en", metadata=opt(
+        "--captions-language", parse=_language,
+        help="language spoken in the source, for the caption rendition (LANGUAGE in master.m3u8; default en)"))
+    captions_translate: list[str] = field(default_factory=list, metadata=opt(
+        "--captions-translate", parse=lambda t: [_language(x) for x in _csv(t)], metavar="LANG,...",
+        help="add one translated caption rendition per language, e.g. es,pt (needs a caption sidecar that "
+             "declares those translations)"))
+    captions_translation: bool = field(default=False, metadata=opt(
+        "--captions-translation",
+        help="old name of --captions-translate en (an English translation rendition); kept as an alias"))
+    decision_window: float | None = field(default=None, metadata=opt(
+        "--decision-window", parse=_seconds("--decision-window", 0, 30),
+        help="seconds a finished segment waits for sidecar results (default: the longest latency the "
+             "running sidecars declare, at most 5)"))
+    transport: str = field(default="auto", metadata=opt(
+        "--transport", choices=("auto", "shm", "bytes"),
+        help="frame transport to sidecars (auto: shared memory when on the same host)"))
+    snapshots_fps: float = field(default=1.0, metadata=opt(
+        "--snapshots-fps", parse=_number("--snapshots-fps", 0, 60), help="JPEG snapshots per second (0 = off)"))
+    snapshots_width: int = field(default=640, metadata=opt(
+        "--snapshots-width", parse=_number("--snapshots-width", 16, 8192, int), help="snapshot width in pixels"))
+    vertical: str = field(default="auto", metadata=opt(
+        "--vertical", choices=("auto", "on", "off"),
+        help="publish vertical.m3u8 (auto: when a running sidecar declares crop results)"))
+    aspect: str = field(default="9:16", metadata=opt(
+        "--aspect", parse=_aspect, help="vertical aspect ratio: 9:16 (default), 4:5, 1:1"))
+    safe_margin: float = field(default=0.05, metadata=opt(
+        "--safe-margin", parse=_number("--safe-margin", *SAFE_MARGIN_RANGE),
+        help="vertical crop safe margin, fraction"))
+    max_pan_speed: float = field(default=0.5, metadata=opt(
+        "--max-pan-speed", parse=_number("--max-pan-speed", *MAX_PAN_SPEED_RANGE),
+        help="vertical crop max pan speed, fraction of source width per second"))
+    keep_centered: bool = field(default=False, metadata=opt(
+        "--keep-centered", help="vertical: ignore the crop path, keep centred"))
+    stream_keys: set[str] = field(default_factory=set, metadata=opt(
+        "--stream-key", repeat=True, parse=str, help="accepted RTMP stream key; repeatable"))
+    stream_keys_file: Path | None = field(default=None, metadata=opt(
+        "--stream-keys-file", parse=Path, help="file with one accepted stream key per line"))
+    reconnect_timeout: float = field(default=30.0, metadata=opt(
+        "--reconnect-timeout", parse=_seconds("--reconnect-timeout", 0, 86_400),
+        help="live sources: seconds to wait for the publisher/source to come back (default 30)"))
+    breaks: list[tuple[float, float]] = field(default_factory=list, metadata=opt(
+        "--break-at", repeat=True, parse=_break_at, metavar="SECONDS[:DURATION]",
+        help="schedule an ad break at a media time (forces a boundary, signals it in playlists)"))
+    progress: bool = field(default=True, metadata=opt(
+        "--no-progress", negate=True, help="no progress line on stderr"))
+    describe_timeout: float = field(default=60.0, metadata=opt(
+        cli=False, parse=_seconds("describe_timeout", 1, 600), help="seconds to wait for a sidecar's Describe"))
+    drain_timeout: float = field(default=5.0, metadata=opt(
+        cli=False, parse=_seconds("drain_timeout", 0, 600),
+        help="seconds the last segment waits for sidecars to flush at the end of the stream"))
+
+    def __post_init__(self) -> None:
+        self.outdir = Path(self.outdir)
+        if self.captions_translation and "en" not in self.captions_translate:
+            self.captions_translate = [*self.captions_translate, "en"]
+
+    # ------------------------------------------------------------ checks across options
+
+    def validate(self) -> RunOptions:
+        """Checks that involve several options; returns self so callers can chain."""
+        if not self.source:
+            raise ConfigError("no SOURCE given")
+        both = set(self.sidecars) & set(self.sidecar_addrs)
+        if both:
+            raise ConfigError(f"sidecar {sorted(both)[0]!r} is both started locally (--sidecars) and remote "
+                              "(--sidecar-addr): pick one")
+        for name in self.sidecar_args:
+            if name not in self.sidecars:
+                raise ConfigError(f"bad --sidecar-arg {name}=...: expected NAME=ARG for a sidecar named in --sidecars")
+        if self.captions_language in self.captions_translate:
+            raise ConfigError(f"--captions-translate {self.captions_language}: that is the source language "
+                              "(--captions-language) already")
+        return self
+
+    # ------------------------------------------------------------ building
+
+    @classmethod
+    def fields(cls) -> list[dataclasses.Field[Any]]:
+        return list(dataclasses.fields(cls))
+
+    @classmethod
+    def from_mapping(cls, doc: Mapping[str, Any], base: RunOptions | None = None) -> RunOptions:
+        """Options from a config document (keys as field names or flag names, ``-`` or ``_``)."""
+        known = {f.name: f for f in cls.fields()}
+        for f in cls.fields():
+            for flag in f.metadata["flags"]:
+                known.setdefault(flag.lstrip("-").replace("-", "_"), f)
+        values: dict[str, Any] = {}
+        for key, raw in doc.items():
+            name = str(key).replace("-", "_")
+            found = known.get(name)
+            if found is None:
+                raise ConfigError(f"unknown option {key!r} in the configuration")
+            f = found
+            value = _convert(f, raw)
+            if f.metadata["negate"] and name != f.name:  # `no_audio = true` is `audio = false`
+                value = not value
+            values[f.name] = value
+        current = {f.name: getattr(base, f.name) for f in cls.fields()} if base is not None else {}
+        return cls(**{**current, **values})
+
+    @classmethod
+    def from_toml(cls, path: Path) -> RunOptions:
+        try:
+            doc = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
+        return cls.from_mapping(doc.get("run", doc))
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Flags for every CLI option; values stay text (parsed by ``from_namespace``) so that a config
+        file can supply what the command line leaves out."""
+        for f in cls.fields():
+            m = f.metadata
+            if not m["cli"]:
+                continue
+            if m["positional"]:
+                parser.add_argument(f.name, nargs="?", default=None, help=m["help"])
+            elif f.type == "bool":
+                parser.add_argument(*m["flags"], dest=f.name, action="store_true", default=None, help=m["help"])
+            else:
+                parser.add_argument(*m["flags"], dest=f.name, default=None, metavar=m["metavar"],
+                                    choices=m["choices"], action="append" if m["repeat"] else "store",
+                                    help=m["help"])
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace, base: RunOptions | None = None) -> RunOptions:
+        """Options from parsed flags, over ``base`` (a config file's options, or the defaults)."""
+        given: dict[str, Any] = {}
+        for f in cls.fields():
+            if not f.metadata["cli"]:
+                continue
+            raw = getattr(ns, f.name, None)
+            if raw is None:
+                continue
+            given[f.name] = (not raw) if f.metadata["negate"] else raw
+        opts = cls.from_mapping(given, base)
+        if not opts.source:
+            raise ConfigError("no SOURCE given (on the command line or as `source` in --config)")
+        if base is None and getattr(ns, "outdir", None) is None:
+            raise ConfigError("-o/--output OUTDIR is required (on the command line or as `outdir` in --config)")
+        return opts
+
+
+def _convert(f: dataclasses.Field[Any], raw: Any) -> Any:
+    """One option's value from text (CLI), or from a TOML value (numbers, booleans, lists)."""
+    m = f.metadata
+    parse = m[_PARSE]
+    if raw is None:
+        return None  # unset: the option's own "automatic" value (window, decision window...)
+    if m["choices"] is not None and str(raw) not in m["choices"]:
+        raise ConfigError(f"bad {m['flags'][0] if m['flags'] else f.name} {raw!r}: expected one of "
+                          f"{', '.join(m['choices'])}")
+    if f.name in ("sidecar_addrs", "sidecar_args"):
+        items = raw.items() if isinstance(raw, Mapping) else [parse(x) for x in _as_list(raw)]
+        if f.name == "sidecar_addrs":
+            return {k: (f"unix://{v}" if str(v).startswith("/") else str(v)) for k, v in items}
+        out: dict[str, list[str]] = {}
+        for k, v in items:
+            out.setdefault(k, []).extend(v if isinstance(v, list) else [str(v)])
+        return out
+    if m["repeat"]:
+        values = [parse(str(x)) if parse else x for x in _as_list(raw)]
+        return set(values) if f.name == "stream_keys" else values
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, list):
+        raw = ",".join(str(x) for x in raw)
+    return parse(str(raw)) if parse else raw
+
+
+def _as_list(raw: Any) -> list[Any]:
+    return list(raw) if isinstance(raw, list | tuple | set) else [raw]
+
+
+__all__ = ["RunOptions", "opt"]

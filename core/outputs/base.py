@@ -1,0 +1,108 @@
+"""What every output shares: the segment job the ingest hands over, the stream context, and the ``Output``
+interface the packager drives.
+
+An output publishes its part of every segment (a video ladder, the audio rendition, a caption track, the
+vertical ladder). It says which sidecar result kinds it waits for (``needs``); the packager holds each
+output's segment only for sidecars that declared those kinds, under the decision window. So captions
+wait for the caption sidecar, the vertical ladder for crops, the main ladder for bitrate hints, and none of
+them for a sidecar whose results they do not use.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime
+from fractions import Fraction
+from pathlib import Path
+from typing import IO, Any
+
+import av
+
+from sidecast.contract.records import ResultKind
+
+from ..timeline import Timeline
+
+
+@dataclass
+class SegmentJob:
+    """One closed segment: its frames (shared read-only by every output) and where it sits in time."""
+
+    index: int
+    start: float
+    end: float
+    frames: list[av.VideoFrame]
+    times: list[float]
+    discontinuity: bool
+    pdt: datetime
+    closed_at: float                 # time.monotonic() when the ingest closed it
+    final: bool = False              # the last segment of the stream
+    tags: tuple[str, ...] = ()       # ad-break signalling written before the segment in every playlist
+
+    @property
+    def name(self) -> str:
+        return f"seg_{self.index:06d}"
+
+    @property
+    def duration(self) -> float:
+        """As written in EXTINF, so peaks computed from it match what readers compute."""
+        return round(max(self.end - self.start, 1e-3), 5)
+
+
+@dataclass
+class StreamContext:
+    """What outputs know about the stream once the source is open."""
+
+    outdir: Path
+    width: int
+    height: int
+    fps: Fraction
+    has_audio: bool
+    segment_duration: float
+    window: int                      # live sliding window in segments (0: keep every segment)
+    timeline: Timeline
+    log: JsonLines
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class JsonLines:
+    """An append-only JSON-lines file written from several output threads (``segments.jsonl``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._fp: IO[str] | None = None
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        with self._lock:
+            if self._fp is None:
+                self._fp = open(self.path, "a")  # noqa: SIM115 (closed in close())
+            for r in records:
+                self._fp.write(json.dumps(r) + "\n")
+            self._fp.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fp is not None:
+                self._fp.close()
+                self._fp = None
+
+
+class Output(ABC):
+    """One published part of the stream. The packager calls ``publish`` once per segment, in order, from
+    this output's own worker thread, and ``finish`` once at the end."""
+
+    name: str = "output"
+    needs: frozenset[ResultKind] = frozenset()
+
+    @abstractmethod
+    def publish(self, job: SegmentJob) -> None:
+        """Write this output's part of ``job`` and list it in its playlists."""
+
+    def finish(self, complete: bool) -> None:  # noqa: B027 (optional hook: most outputs override it)
+        """The stream ended (``complete``: normally, with at least one segment): close playlists."""
+
+
+__all__ = ["SegmentJob", "StreamContext", "JsonLines", "Output"]

@@ -1,0 +1,91 @@
+"""Master (multivariant) playlists: ``master.m3u8`` for the main ladder, ``vertical.m3u8`` for the vertical one.
+
+Live: BANDWIDTH is the declared bound (VBV cap plus TS overhead) or what was measured, if higher, so a
+player never sees a rendition exceed what the master promised. End of stream: measured peaks; for a
+windowed live stream the live masters stay and a VOD set (``*-vod.m3u8``) pointing at the full playlists is
+written beside them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .. import media
+from ..ladder import AUDIO_BITRATE, declared_bandwidth
+from ..playlist import Media, VariantStream, atomic_write, render_master
+from .audio import AudioRendition
+from .subtitles import SubtitleRendition
+from .video import VideoLadder
+
+
+class MasterPlaylists:
+    def __init__(self, outdir: Path, segment_duration: float, window: int, fps: float,
+                 ladders: list[VideoLadder], audio: AudioRendition | None,
+                 subtitles: list[SubtitleRendition]) -> None:
+        self.outdir = outdir
+        self.segment_duration = segment_duration
+        self.window = window
+        self.fps = fps
+        self.ladders = ladders
+        self.audio = audio
+        self.subtitles = subtitles
+        self.written = False
+
+    def _audio_rates(self, final: bool) -> tuple[float, float]:
+        """(peak, average) bits/s of the audio rendition that plays beside every variant."""
+        if self.audio is None:
+            return 0.0, 0.0
+        seconds = max((rs.total_seconds for ladder in self.ladders for rs in ladder.renditions), default=0.0)
+        measured_avg = self.audio.total_bytes * 8 / seconds if seconds else 0.0
+        if final and seconds:
+            return self.audio.peak_bps, measured_avg
+        # AAC's cap plus MPEG-TS overhead (~50% at 128 kb/s), or what was measured, if higher.
+        return max(AUDIO_BITRATE * 1.7, self.audio.peak_bps), max(AUDIO_BITRATE * 1.5, measured_avg)
+
+    def _variants(self, ladder: VideoLadder, final: bool) -> list[VariantStream]:
+        # BANDWIDTH is the peak of the sum of renditions played together (RFC 8216bis §4.4.6.2): video + audio.
+        audio, audio_avg = self._audio_rates(final)
+        prefix = "video" if ladder.kind == "main" else "vertical"
+        out = []
+        for rs in ladder.renditions:
+            declared = declared_bandwidth(rs.rung.max_bitrate, self.segment_duration)
+            if final and rs.total_seconds > 0:
+                peak, avg = rs.peak_bps, rs.total_bytes * 8 / rs.total_seconds
+            else:
+                peak, avg = max(declared, rs.peak_bps), min(rs.rung.max_bitrate, declared)
+            codecs = rs.codecs + (f",{media.AUDIO_CODECS}" if self.audio is not None else "")
+            out.append(VariantStream(
+                uri=f"{prefix}/{rs.rung.name}/{'vod' if final and self.window else 'index'}.m3u8",
+                bandwidth=int(math.ceil(peak + audio)), average_bandwidth=int(math.ceil(avg + audio_avg)),
+                width=rs.rung.width, height=rs.rung.height, codecs=codecs, frame_rate=self.fps))
+        return out
+
+    def _media(self, final: bool) -> list[Media]:
+        pl = "vod" if final and self.window else "index"
+        out = []
+        if self.audio is not None:
+            out.append(Media("AUDIO", "aud", "Main", f"audio/{pl}.m3u8", language="und", channels="2"))
+        for i, s in enumerate(self.subtitles):
+            out.append(Media("SUBTITLES", "subs", s.display_name, f"subs/{s.language}/{pl}.m3u8",
+                             language=s.language, default=i == 0, autoselect=True))
+        return out
+
+    def write(self, final: bool = False) -> None:
+        """Live: declared caps. End of stream: measured peaks (and, for windowed live, the VOD set)."""
+        audio_group = "aud" if self.audio is not None else None
+        subs_group = "subs" if self.subtitles else None
+        for ladder in self.ladders:
+            fname = "master.m3u8" if ladder.kind == "main" else "vertical.m3u8"
+            if not ladder.renditions:
+                continue
+            live = self._variants(ladder, final=final and self.window == 0)
+            atomic_write(self.outdir / fname, render_master(live, self._media(False), audio_group, subs_group))
+            if final and self.window:
+                atomic_write(self.outdir / fname.replace(".m3u8", "-vod.m3u8"),
+                             render_master(self._variants(ladder, final=True), self._media(True),
+                                           audio_group, subs_group))
+        self.written = True
+
+
+__all__ = ["MasterPlaylists"]

@@ -1,0 +1,113 @@
+"""Video ladders: the main ABR ladder and the vertical (cropped) ladder, one fresh x264 encoder per
+segment and rendition, encoded in parallel (x264 runs outside the GIL).
+
+``VideoLadder`` is both: the main ladder applies bitrate hints (it ``needs`` bitrate hints); the vertical
+one crops every frame to the window the crop path gives (it ``needs`` crops). Each rendition keeps a
+live playlist (the window) and a full VOD playlist, and the peak and average bit rates the master
+playlist declares.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+
+from sidecast.contract.records import ResultKind
+
+from .. import media
+from ..croppath import CropPath
+from ..ladder import RateControl, Rung, segment_settings
+from ..playlist import MediaPlaylist, Segment
+from .base import JsonLines, Output, SegmentJob, StreamContext
+
+log = logging.getLogger("sidecast.outputs.video")
+
+
+@dataclass
+class Rendition:
+    """One video rendition's playlists and measured rates."""
+
+    rung: Rung
+    dir: Path
+    playlist: MediaPlaylist
+    full: MediaPlaylist
+    peak_bps: float = 0.0
+    total_bytes: int = 0
+    total_seconds: float = 0.0
+    codecs: str = "avc1.64001f"
+
+
+class VideoLadder(Output):
+    """The renditions of one ladder: ``kind`` "main" (``video/<rung>/``) or "vertical" (``vertical/<rung>/``)."""
+
+    def __init__(self, ctx: StreamContext, rungs: list[Rung], pool: Executor, *, kind: str = "main",
+                 rate_control: RateControl = "crf", crop_path: CropPath | None = None) -> None:
+        self.ctx = ctx
+        self.kind = kind
+        self.name = f"video-{kind}"
+        self.pool = pool
+        self.rate_control: RateControl = rate_control
+        self.crop_path = crop_path
+        self.needs: frozenset[ResultKind] = frozenset({"crops"} if kind == "vertical" else {"bitrate_hints"})
+        prefix = "video" if kind == "main" else "vertical"
+        self.renditions: list[Rendition] = []
+        for r in rungs:
+            d = ctx.outdir / prefix / r.name
+            d.mkdir(parents=True, exist_ok=True)
+            self.renditions.append(Rendition(
+                rung=r, dir=d,
+                playlist=MediaPlaylist(d / "index.m3u8", ctx.segment_duration, ctx.window),
+                full=MediaPlaylist(d / "vod.m3u8", ctx.segment_duration, 0)))
+        self.published = 0
+        # crops.jsonl: the window the vertical followed, per analysed crop (tools and tests read it)
+        self.crops_log = JsonLines(ctx.outdir / "crops.jsonl") if crop_path is not None else None
+
+    def publish(self, job: SegmentJob) -> None:
+        hint = self.ctx.timeline.hint_for(job.index) if self.kind == "main" else None
+        hints = {h.rendition: h for h in hint.renditions} if hint else {}
+        crops = [self.crop_path.window_at(t) for t in job.times] if self.crop_path is not None else None
+        futures, settings = [], []
+        for rs in self.renditions:
+            h = hints.get(rs.rung.name)
+            # A hint's CRF makes the segment capped CRF in either static mode; a hint never raises the cap.
+            crf, cap = segment_settings(self.rate_control, rs.rung.crf, rs.rung.max_bitrate,
+                                        h.crf if h is not None else None, h.max_bitrate if h is not None else None)
+            settings.append((crf, cap, h is not None))
+            futures.append(self.pool.submit(
+                media.encode_video_segment, job.frames, job.times, rs.dir / f"{job.name}.ts",
+                rs.rung.width, rs.rung.height, self.ctx.fps, crf, cap, job.duration, crops))
+        stats = [f.result() for f in futures]
+        # rate_control is what this segment used: "crf" (crf under max_bitrate) or "vbr" (ABR at
+        # max_bitrate, crf null); a hint with a CRF makes its segment "crf".
+        self.ctx.log.write([
+            {"segment": job.index, "rendition": rs.rung.name, "start": round(job.start, 3),
+             "duration": job.duration, "bytes": st.bytes, "rate_control": "vbr" if crf is None else "crf",
+             "crf": crf, "max_bitrate": cap, "hinted": hinted}
+            for rs, st, (crf, cap, hinted) in zip(self.renditions, stats, settings, strict=True)])
+        for rs, st in zip(self.renditions, stats, strict=True):
+            if self.published == 0:
+                rs.codecs = st.codecs
+            seg = Segment(uri=f"{job.name}.ts", duration=job.duration, pdt=job.pdt,
+                          discontinuity=job.discontinuity, bytes=st.bytes, tags=job.tags)
+            rs.peak_bps = max(rs.peak_bps, st.bytes * 8 / job.duration)
+            rs.total_bytes += st.bytes
+            rs.total_seconds += job.duration
+            rs.playlist.add(seg)
+            rs.full.add(seg)
+        if self.crop_path is not None and self.crops_log is not None:
+            self.crops_log.write(self.crop_path.jsonl_records(job.start, job.end))
+        self.published += 1
+
+    def finish(self, complete: bool) -> None:
+        if self.crops_log is not None:
+            self.crops_log.close()
+        if not complete:
+            return
+        for rs in self.renditions:
+            rs.playlist.end()
+            rs.full.end()
+
+
+__all__ = ["Rendition", "VideoLadder"]
