@@ -1,7 +1,7 @@
 """Caption carriage: cues from the stt sidecar into WebVTT segments for HLS, and whole transcripts for VOD.
 
-Pure functions over ``Cue`` records (plus ``CueStore``, a small in-memory state holder, and one writer that
-touches files). The packager calls ``render_vtt_segment`` once per segment, with the same window as the
+Pure functions over ``Cue`` records, plus ``CueStore`` (the stream's cues with the replacement rules: the
+core's timeline keeps every caption result in one) and one writer that touches files. The packager calls ``render_vtt_segment`` once per segment, with the same window as the
 video segment, so subtitles line up segment for segment with the video.
 
 Why we write our own segmenter instead of FFmpeg's: a live WebVTT segment needs an ``X-TIMESTAMP-MAP``
@@ -110,10 +110,6 @@ class CueStore:
                 del self._by_key[k]
         return True
 
-    def add_all(self, cues: Iterable[Cue]) -> None:
-        for c in cues:
-            self.add(c)
-
     def cues_between(self, a: float, b: float, track: str = "", include_partial: bool = False) -> list[Cue]:
         """Cues of ``track`` on screen during [a, b); partial ones only when asked (they may still change)."""
         return cues_shown_during(
@@ -123,18 +119,6 @@ class CueStore:
     def finals(self, track: str = "") -> list[Cue]:
         return sorted((e.cue for e in self._by_key.values() if e.cue.track == track and e.cue.final),
                       key=lambda c: (c.start, c.end))
-
-    def tracks(self) -> list[tuple[str, str]]:
-        """(track, language) pairs seen so far, main track first: one subtitle rendition each."""
-        seen: dict[str, str] = {}
-        for e in sorted(self._by_key.values(), key=lambda e: e.seq):
-            seen.setdefault(e.cue.track, e.cue.language)
-        return sorted(seen.items(), key=lambda kv: (kv[0] != "", kv[0]))
-
-    def forget_before(self, t: float) -> None:
-        """Drop partial cues that ended before ``t`` (finals are kept for the transcript)."""
-        for k in [k for k, e in self._by_key.items() if not e.cue.final and e.cue.end < t]:
-            del self._by_key[k]
 
 
 class CaptionCarrier:

@@ -18,6 +18,8 @@ from typing import IO, Any
 
 from sidecast.contract.records import BitrateHint, Crop, Cue, Generic, Result
 
+from .captions import CueStore
+
 
 class Timeline:
     def __init__(self, results_path: Path | None = None) -> None:
@@ -25,8 +27,7 @@ class Timeline:
         self._watermarks: dict[str, float] = {}
         self._progress_at: dict[str, float] = {}
         self._live: dict[str, bool] = {}
-        self.cues: dict[str, Cue] = {}
-        self._cue_order: list[str] = []
+        self.cues = CueStore()  # the replacement rules (partials replaced, finals never rewritten) live there
         self.crops: list[Crop] = []
         self.hints: dict[int, BitrateHint] = {}
         self.counts: dict[str, int] = defaultdict(int)
@@ -57,13 +58,8 @@ class Timeline:
         with self._cond:
             self.counts[name] += 1
             if isinstance(result, Cue):
-                key = result.id or f"{name}:{result.track}:{result.start:.3f}"
-                old = self.cues.get(key)
-                if old is not None and old.final and not result.final:
-                    return  # a final cue is never rewritten by a late partial
-                if old is None:
-                    self._cue_order.append(key)
-                self.cues[key] = result
+                if not self.cues.add(result):
+                    return  # a final cue is never rewritten
             elif isinstance(result, Crop):
                 self.crops.append(result)
             elif isinstance(result, BitrateHint):
@@ -112,16 +108,14 @@ class Timeline:
                     return False
                 self._cond.wait(timeout=min(left, 0.25))
 
-    def cues_between(self, start: float, end: float, final_only: bool = False) -> list[Cue]:
+    def cues_between(self, start: float, end: float, track: str = "", final_only: bool = True) -> list[Cue]:
+        """Cues of ``track`` on screen during [start, end); partial ones only when ``final_only`` is False."""
         with self._cond:
-            out = [c for k in self._cue_order if (c := self.cues[k]) and c.end > start and c.start < end]
-        if final_only:
-            out = [c for c in out if c.final]
-        return sorted(out, key=lambda c: (c.start, c.end))
+            return self.cues.cues_between(start, end, track=track, include_partial=not final_only)
 
-    def all_cues(self) -> list[Cue]:
+    def final_cues(self, track: str = "") -> list[Cue]:
         with self._cond:
-            return sorted((self.cues[k] for k in self._cue_order), key=lambda c: (c.start, c.end))
+            return self.cues.finals(track)
 
     def hint_for(self, segment: int) -> BitrateHint | None:
         with self._cond:

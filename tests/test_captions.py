@@ -118,10 +118,23 @@ def test_store_drops_a_partial_that_a_final_of_another_id_covers() -> None:
 def test_store_keeps_tracks_apart() -> None:
     store = CueStore()
     store.add(cue(1.0, 2.0, "hola", language="es", id="cc-0"))
-    store.add(cue(1.0, 2.0, "hello", language="en", track="translation", id="translation-0"))
+    store.add(cue(1.0, 2.0, "hello", language="en", track="en", id="cc-0"))  # same id, another track
     assert [c.text for c in store.cues_between(0, 5)] == ["hola"]
-    assert [c.text for c in store.cues_between(0, 5, track="translation")] == ["hello"]
-    assert store.tracks() == [("", "es"), ("translation", "en")]
+    assert [c.text for c in store.cues_between(0, 5, track="en")] == ["hello"]
+
+
+def test_the_timeline_applies_the_store_rules_to_what_sidecars_send() -> None:
+    """Production path: results arrive through the Timeline, which keeps cues in a CueStore."""
+    from sidecast.core.timeline import Timeline
+
+    tl = Timeline()
+    tl.add("stt", cue(1.0, 2.0, "hello wor", final=False, id="cc-0"))
+    tl.add("stt", cue(1.0, 2.6, "hello world.", final=True, id="cc-0"))
+    tl.add("stt", cue(1.0, 2.6, "rewritten", final=True, id="cc-0"))
+    tl.add("stt", cue(1.0, 2.6, "hola mundo.", final=True, id="cc-0", track="es", language="es"))
+    assert [c.text for c in tl.cues_between(0, 10)] == ["hello world."]
+    assert [c.text for c in tl.final_cues("es")] == ["hola mundo."]
+    assert tl.counts["stt"] == 4
 
 
 def test_transcript_has_every_final_cue_and_word_timings(tmp_path: Path) -> None:

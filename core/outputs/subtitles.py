@@ -57,8 +57,7 @@ class SubtitleRendition(Output):
 
     def publish(self, job: SegmentJob) -> None:
         lookback = self.carrier.lookback
-        cues = [c for c in self.ctx.timeline.cues_between(job.start - lookback, job.end, final_only=True)
-                if c.track == self.track]
+        cues = self.ctx.timeline.cues_between(job.start - lookback, job.end, track=self.track)
         name = f"{job.name}.vtt"
         carried = self.carrier.segment_cues(cues, job.start, job.end)
         atomic_write(self.dir / name, render_vtt_segment(carried, job.start, job.end, media.media_to_pts90k(job.start)))
@@ -71,7 +70,7 @@ class SubtitleRendition(Output):
             return
         self.playlist.end()
         self.full.end()
-        cues = [c for c in self.ctx.timeline.all_cues() if c.track == self.track and c.final]
+        cues = self.ctx.timeline.final_cues(self.track)
         stem = "transcript" if not self.translated else f"transcript.{self.language}"
         write_transcript(cues, self.ctx.outdir / f"{stem}.vtt", self.ctx.outdir / f"{stem}.json")
 
