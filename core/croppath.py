@@ -77,6 +77,10 @@ class CropPath:
         self.aspect = aspect
         self.width, self.height = window_size(source_w, source_h, aspect)
         self.stale_after = stale_after
+        # The source's geometry over time: (from media time, source w, source h, window w, window h). A
+        # source that changes size mid-stream starts a new epoch; crops of one epoch never steer another.
+        self._epochs: list[tuple[float, int, int, int, int]] = [(float("-inf"), source_w, source_h,
+                                                                  self.width, self.height)]
         self._times: list[float] = []
         self._crops: list[Crop] = []
         self._centered = False
@@ -93,6 +97,18 @@ class CropPath:
             else:
                 self._times.insert(i, crop.t)
                 self._crops.insert(i, crop)
+
+    def change_source(self, t: float, source_w: int, source_h: int) -> None:
+        """From media time ``t`` the source is ``source_w`` x ``source_h``: windows fit the new picture, and
+        crops analysed on the old one no longer apply."""
+        w, h = window_size(source_w, source_h, self.aspect)
+        with self._lock:
+            self._epochs.append((t, source_w, source_h, w, h))
+            self._epochs.sort(key=lambda e: e[0])
+
+    def _epoch(self, t: float) -> tuple[int, tuple[float, int, int, int, int]]:
+        i = bisect.bisect_right([e[0] for e in self._epochs], t) - 1
+        return i, self._epochs[max(0, i)]
 
     def keep_centered(self, on: bool) -> None:
         """Operator override: ignore the path and keep the window centred until switched off."""
@@ -112,15 +128,16 @@ class CropPath:
 
     # ------------------------------------------------------------ output
 
-    def centre_window(self) -> Window:
-        return self._place((self.source_w) / 2, (self.source_h) / 2)
+    def centre_window(self, t: float | None = None) -> Window:
+        _, (_, sw, sh, _, _) = self._epoch(t if t is not None else float("inf"))
+        return self._place(sw / 2, sh / 2, t)
 
-    def _place(self, cx: float, cy: float) -> Window:
-        w, h = self.width, self.height
-        x = _even(min(max(cx - w / 2, 0), self.source_w - w))
-        y = _even(min(max(cy - h / 2, 0), self.source_h - h))
-        x = min(x, (self.source_w - w) - (self.source_w - w) % 2)
-        y = min(y, (self.source_h - h) - (self.source_h - h) % 2)
+    def _place(self, cx: float, cy: float, t: float | None = None) -> Window:
+        _, (_, sw, sh, w, h) = self._epoch(t if t is not None else float("inf"))
+        x = _even(min(max(cx - w / 2, 0), sw - w))
+        y = _even(min(max(cy - h / 2, 0), sh - h))
+        x = min(x, (sw - w) - (sw - w) % 2)
+        y = min(y, (sh - h) - (sh - h) % 2)
         return max(0, x), max(0, y), w, h
 
     @staticmethod
@@ -130,24 +147,29 @@ class CropPath:
     def window_at(self, t: float) -> Window:
         """The window (x, y, w, h) for the output frame at media time ``t``."""
         if self._centered:
-            return self.centre_window()
+            return self.centre_window(t)
         with self._lock:
-            if not self._crops:
-                return self.centre_window()
+            e, (start, *_) = self._epoch(t)
+            end = self._epochs[e + 1][0] if e + 1 < len(self._epochs) else float("inf")
             i = bisect.bisect_right(self._times, t)  # crops[i-1].t <= t < crops[i].t
             before = self._crops[i - 1] if i > 0 else None
             after = self._crops[i] if i < len(self._crops) else None
+        # crops analysed on another geometry do not steer this one
+        before = before if before is not None and start <= before.t < end else None
+        after = after if after is not None and start <= after.t < end else None
+        if before is None and after is None:
+            return self.centre_window(t)
         near = min(abs(t - c.t) for c in (before, after) if c is not None)
         if near > self.stale_after:
-            return self.centre_window()
+            return self.centre_window(t)
         if before is None:
             assert after is not None
-            return self._place(*self._centre(after))  # before the first crop: hold it
+            return self._place(*self._centre(after), t)  # before the first crop: hold it
         if after is None or after.cut or after.t <= before.t:
-            return self._place(*self._centre(before))  # hold; never slide into a cut
+            return self._place(*self._centre(before), t)  # hold; never slide into a cut
         a = (t - before.t) / (after.t - before.t)
         (bx, by), (ax, ay) = self._centre(before), self._centre(after)
-        return self._place(bx + a * (ax - bx), by + a * (ay - by))
+        return self._place(bx + a * (ax - bx), by + a * (ay - by), t)
 
     # ------------------------------------------------------------ records
 

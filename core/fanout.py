@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import av
@@ -31,6 +31,7 @@ from sidecast.contract.records import (
     ShmSlot,
     StreamEnded,
     StreamInfo,
+    StreamStarted,
     VideoWants,
 )
 from sidecast.contract.shm import ShmRing, shm_available
@@ -89,6 +90,7 @@ class FanOut:
         self.video_groups: list[VideoGroup] = []
         self.audio_groups: list[AudioGroup] = []
         self.info: StreamInfo | None = None
+        self._retired: list[ShmRing] = []
         self._lock = threading.Lock()
 
     def negotiate(self, info: StreamInfo) -> None:
@@ -132,8 +134,38 @@ class FanOut:
                                             rate=awants.sample_rate),
             ))
         for link in self.links:
-            ring = next((g.ring for g in self.video_groups if link in g.links and g.ring is not None), None)
-            link.set_start(info, ShmRingInfo(ring.name, ring.slot_size, ring.slots) if ring else None)
+            link.set_start(info, self._ring_of(link))
+
+    def _ring_of(self, link: SidecarLink) -> ShmRingInfo | None:
+        ring = next((g.ring for g in self.video_groups if link in g.links and g.ring is not None), None)
+        return ShmRingInfo(ring.name, ring.slot_size, ring.slots) if ring else None
+
+    def change_source(self, width: int, height: int, fps: float) -> None:
+        """The source changed size mid-stream: every video group scales to the new picture (a bigger ring
+        if its frames no longer fit), and every sidecar gets a new StreamStart in-band, before the first
+        frame of the new size (the contract's way to say "re-initialise")."""
+        if self.info is None:
+            return
+        self.info = replace(self.info, source_width=width, source_height=height, source_fps=fps)
+        for g in self.video_groups:
+            g.width, g.height = scaled_size(width, height, g.wants)
+            g.scaler = VideoReformatter()
+            size = codec.frame_nbytes(g.width, g.height, g.wants.pixel_format)
+            if g.ring is not None and size > g.ring.slot_size:
+                self._retired.append(g.ring)  # frames in flight still point into it
+                try:
+                    g.ring = ShmRing(size, g.ring.slots)
+                except OSError as exc:
+                    log.warning("shared memory unavailable after the size change, sending bytes: %s", exc)
+                    g.ring = None
+                    for lk in g.links:
+                        lk.transport = "bytes"
+        for link in self.links:
+            ring = self._ring_of(link)
+            link.set_start(self.info, ring)
+            if link.live:
+                link.offer(Outgoing(codec.encode_core(StreamStarted(self.info, ring if link.transport == "shm"
+                                                                    else None)), "control"))
 
     # ------------------------------------------------------------ video
 
@@ -233,6 +265,8 @@ class FanOut:
         for g in self.video_groups:
             if g.ring is not None:
                 g.ring.close()
+        for ring in self._retired:
+            ring.close()
 
 
 def plane_views(frame: av.VideoFrame) -> list[memoryview]:

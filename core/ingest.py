@@ -22,7 +22,7 @@ from .outputs.audio import AudioRendition
 from .outputs.base import SegmentJob
 from .outputs.snapshots import Snapshots
 from .packager import Packager
-from .sources import AudioEvent, CueEvent, Discontinuity, Dropped, Opened, Source, VideoEvent
+from .sources import AudioEvent, CueEvent, Discontinuity, Dropped, Opened, Source, SourceChanged, VideoEvent
 
 log = logging.getLogger("sidecast.ingest")
 
@@ -31,12 +31,14 @@ class Ingest:
     """Owns the segment being built. The pipeline wires the outputs in ``on_opened``."""
 
     def __init__(self, source: Source, schedule: BreakSchedule, segment_duration: float,
-                 on_opened: Callable[[Opened], None], on_progress: Callable[[], None]) -> None:
+                 on_opened: Callable[[Opened], None], on_progress: Callable[[], None],
+                 on_source_changed: Callable[[SourceChanged], None] | None = None) -> None:
         self.source = source
         self.schedule = schedule
         self.segment_duration = segment_duration
         self.on_opened = on_opened
         self.on_progress = on_progress
+        self.on_source_changed = on_source_changed
         # set by the pipeline in on_opened
         self.fanout: FanOut | None = None
         self.packager: Packager | None = None
@@ -105,6 +107,8 @@ class Ingest:
                     self.fanout.video(ev.frame, t, self._index)
                 if self.snapshots is not None:
                     self.snapshots.frame(ev.frame, t, self.pdt_at(t))
+                if self.audio is not None:
+                    self.audio.advance(self.media_time)
                 now = time.monotonic()
                 if now - last_progress >= 1.0:
                     last_progress = now
@@ -117,21 +121,33 @@ class Ingest:
             elif isinstance(ev, CueEvent):
                 self.on_cue(ev)
             elif isinstance(ev, Dropped):
-                self.close_segment(self.media_time)  # publish what arrived before the drop right away
+                # Publish what arrived before the drop right away, with exactly the audio that goes with it.
+                if self.audio is not None:
+                    self.audio.end_period(self.media_time)
+                self.close_segment(self.media_time)
             elif isinstance(ev, Discontinuity):
                 self.close_segment(self.media_time)
                 self.discontinuities += 1
                 self._discontinuity_pending = True
-                self._pdt_anchor = (datetime.now(UTC), ev.t)
-                if self.audio is not None:
-                    self.audio.rebase(ev.t)
+                if ev.wall_clock:  # the source was away: its new period starts now on the wall clock
+                    self._pdt_anchor = (datetime.now(UTC), ev.t)
+                    if self.audio is not None:
+                        self.audio.start_period(ev.t)
+                else:  # its timestamps jumped forward: the programme skipped that much time
+                    self._pdt_anchor = (self.pdt_at(ev.t) + timedelta(seconds=ev.gap), ev.t)
                 if self.fanout is not None:
                     self.fanout.discontinuity(ev.t)
+            elif isinstance(ev, SourceChanged):
+                self.close_segment(ev.t)  # one picture size per segment
+                if self.on_source_changed is not None:
+                    self.on_source_changed(ev)
             elif isinstance(ev, Opened):
                 self.fps = ev.fps
                 frame_dur = float(1 / ev.fps)
                 self.on_opened(ev)
                 self._pdt_anchor = (datetime.now(UTC), 0.0)
+        if self.audio is not None:
+            self.audio.end_period(self.media_time)
         self.close_segment(self.media_time, final=True)
 
     # ------------------------------------------------------------ ad breaks

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import av
 import numpy as np
@@ -94,21 +94,13 @@ def encode_video_segment(
         scaler = VideoReformatter()
         for i, (frame, t) in enumerate(zip(frames, times, strict=True)):
             if crop is not None:
+                # The vertical rendition: crop the full-resolution frame first (a copy of the window only),
+                # then scale, so it is as sharp as the source allows and costs no full-frame conversion.
                 x, y, w, h = crop[i]
-                arr = scaler.reformat(frame, format="yuv420p").to_ndarray()
-                fh, fw = frame.height, frame.width
-                yplane = arr[:fh, :fw]
-                uv = arr[fh:].reshape(2, fh // 2, fw // 2)
-                x, y, w, h = x & ~1, y & ~1, w & ~1, h & ~1
-                sub = np.concatenate(
-                    [yplane[y : y + h, x : x + w].reshape(-1),
-                     uv[0, y // 2 : (y + h) // 2, x // 2 : (x + w) // 2].reshape(-1),
-                     uv[1, y // 2 : (y + h) // 2, x // 2 : (x + w) // 2].reshape(-1)]
-                ).reshape(h * 3 // 2, w)
-                cropped = av.VideoFrame.from_ndarray(sub, format="yuv420p")
-                out_frame = scaler.reformat(cropped, width, height, "yuv420p", interpolation="BICUBIC")
+                out_frame = scaler.reformat(crop_frame(frame, x, y, w, h, scaler), width, height, "yuv420p",
+                                            interpolation="BICUBIC")
             else:
-                out_frame = scaler.reformat(frame, width, height, "yuv420p", interpolation="BICUBIC")
+                out_frame = fit_frame(frame, width, height, scaler)
             out_frame.pts = media_to_pts90k(t)
             out_frame.time_base = Fraction(1, 90_000)
             out_frame.pict_type = av.video.frame.PictureType.I if i == 0 else av.video.frame.PictureType.NONE
@@ -125,51 +117,184 @@ def encode_video_segment(
     return SegmentStats(path=path, bytes=path.stat().st_size, duration=duration, codecs=codecs, frames=len(frames))
 
 
-class AudioEncoder:
-    """One continuous AAC encoder (no priming gap between segments); packets are muxed per segment.
+def _planes(frame: av.VideoFrame) -> list[np.ndarray]:
+    """A yuv420p frame's planes as 2-D views (rows keep their padding out: views, not copies)."""
+    out = []
+    for plane in frame.planes:
+        buf = np.frombuffer(memoryview(plane), dtype=np.uint8)
+        out.append(buf[: plane.line_size * plane.height].reshape(plane.height, plane.line_size)[:, : plane.width])
+    return out
 
-    Input frames are resampled to 48 kHz stereo; media time comes from a sample counter anchored at the
-    first frame after each (re)connect, so jittery source timestamps cannot drift the audio.
+
+def _frame_from_planes(planes: list[np.ndarray], width: int, height: int) -> av.VideoFrame:
+    """A new yuv420p frame holding copies of ``planes`` (Y, U, V)."""
+    out = av.VideoFrame(width, height, "yuv420p")
+    for plane, src in zip(out.planes, planes, strict=True):
+        dst = np.frombuffer(memoryview(plane), dtype=np.uint8)[: plane.line_size * plane.height]
+        dst.reshape(plane.height, plane.line_size)[: src.shape[0], : src.shape[1]] = src
+    return out
+
+
+def crop_frame(frame: av.VideoFrame, x: int, y: int, w: int, h: int,
+               scaler: VideoReformatter | None = None) -> av.VideoFrame:
+    """The window (x, y, w, h) of ``frame`` as a new yuv420p frame, clamped inside the picture and aligned
+    to even coordinates (chroma is subsampled 2x2). Odd-sized sources are fine: only the window is copied."""
+    if frame.format.name != "yuv420p":
+        frame = (scaler or VideoReformatter()).reformat(frame, format="yuv420p")
+    fw, fh = frame.width, frame.height
+    w = max(2, min(w, fw - fw % 2)) & ~1
+    h = max(2, min(h, fh - fh % 2)) & ~1
+    x = max(0, min(x, fw - w)) & ~1
+    y = max(0, min(y, fh - h)) & ~1
+    yp, up, vp = _planes(frame)
+    cx, cy, cw, ch = x // 2, y // 2, w // 2, h // 2
+    return _frame_from_planes([yp[y : y + h, x : x + w], up[cy : cy + ch, cx : cx + cw],
+                               vp[cy : cy + ch, cx : cx + cw]], w, h)
+
+
+def fit_frame(frame: av.VideoFrame, width: int, height: int, scaler: VideoReformatter) -> av.VideoFrame:
+    """``frame`` scaled to width x height; when its aspect differs (the source changed size mid-stream),
+    scaled to fit and centred on black instead of stretched, so the rendition keeps its declared size."""
+    fw, fh = frame.width, frame.height
+    if abs(fw * height - fh * width) <= 0.01 * fh * width:
+        return scaler.reformat(frame, width, height, "yuv420p", interpolation="BICUBIC")
+    scale = min(width / fw, height / fh)
+    sw, sh = max(2, int(fw * scale) & ~1), max(2, int(fh * scale) & ~1)
+    small = scaler.reformat(frame, sw, sh, "yuv420p", interpolation="BICUBIC")
+    canvas = av.VideoFrame(width, height, "yuv420p")
+    ox, oy = ((width - sw) // 2) & ~1, ((height - sh) // 2) & ~1
+    for plane, src, black, div in zip(canvas.planes, _planes(small), (16, 128, 128), (1, 2, 2), strict=True):
+        dst = np.frombuffer(memoryview(plane), dtype=np.uint8)[: plane.line_size * plane.height]
+        dst = dst.reshape(plane.height, plane.line_size)
+        dst[:] = black
+        dst[oy // div : oy // div + src.shape[0], ox // div : ox // div + src.shape[1]] = src
+    return canvas
+
+
+class AudioEncoder:
+    """One continuous AAC encoder per period (no priming gap between segments); packets are muxed per segment.
+
+    Audio follows the source's own timestamps: each input frame says where its first sample belongs in
+    media time. A frame that starts later than the previous one ended leaves a gap, filled with silence;
+    one that starts earlier overlaps, and its first samples are dropped; deviations under
+    ``TOLERANCE_S`` are jitter and ignored (they cannot accumulate: each frame is checked against its own
+    timestamp). So audio never drifts from video, whatever the source does.
+
+    A period ends where the source dropped or the stream ended (``end_period``): the audio is padded with
+    silence up to that media time, flushed, and nothing past it is kept; after a reconnect a new period
+    (a fresh encoder) starts at the new media time (``start_period``).
     """
 
-    def __init__(self) -> None:
+    TOLERANCE_S = 0.015
+    # AAC's encoder delay plus one frame: input pushed up to t is encoded up to about t - this.
+    ENCODER_DELAY_S = 2048 / AUDIO_SAMPLE_RATE
+
+    def __init__(self, start: float = 0.0) -> None:
         self._holder = av.open(os.devnull, "w", format="mpegts")
+        self.packets: list[av.Packet[Any]] = []
+        self.encoded_until = start
+        self.gaps_filled_s = 0.0
+        self.overlap_trimmed_s = 0.0
+        self.stream: Any = None
+        self.start_period(start)
+
+    def start_period(self, media_time: float) -> None:
+        """A fresh encoder whose first sample is at ``media_time`` (never before what was already encoded)."""
         self.stream = self._holder.add_stream("aac", rate=AUDIO_SAMPLE_RATE, layout="stereo")
         self.stream.bit_rate = AUDIO_BITRATE
         self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_SAMPLE_RATE)
-        self.samples_written = 0  # in AUDIO_SAMPLE_RATE units, media time * rate
-        self.anchor: int | None = None
-        self.packets: list[av.Packet[Any]] = []
+        self.position = int(round(media_time * AUDIO_SAMPLE_RATE))  # output samples: media time * rate
+        self.input_next: float = media_time                          # media time of the next input sample
+        self.period_start = media_time
+        self.encoded_until = media_time                             # media time the packets reach
+        self.open = True
+        self._template: av.AudioFrame | None = None
 
-    def rebase(self, media_time: float) -> None:
-        """After a discontinuity, continue at ``media_time`` (never going back)."""
-        self.anchor = max(self.samples_written, int(round(media_time * AUDIO_SAMPLE_RATE)))
+    # ------------------------------------------------------------ input
 
     def push(self, frame: av.AudioFrame | None, media_time: float | None = None) -> None:
+        """Encode ``frame`` whose first sample is at ``media_time``; ``None`` flushes the encoder."""
         if frame is None:
-            for pkt in self.stream.encode(None):
-                self.packets.append(pkt)
+            self._flush()
             return
-        if self.anchor is None:
-            self.anchor = int(round((media_time or 0.0) * AUDIO_SAMPLE_RATE))
+        if not self.open:
+            self.start_period(media_time if media_time is not None else self.input_next)
+        t = self.input_next if media_time is None else media_time
+        rate = frame.sample_rate
+        if self._template is None:
+            self._template = frame
+        d = t - self.input_next
+        if d > self.TOLERANCE_S:  # a gap: silence up to where this frame starts
+            fill = int(round(d * rate))
+            self._encode(_silence_like(frame, fill))
+            self.input_next += fill / rate
+            self.gaps_filled_s += fill / rate
+        elif d < -self.TOLERANCE_S:  # an overlap: what was already encoded wins
+            drop = int(round(-d * rate))
+            self.overlap_trimmed_s += min(drop, frame.samples) / rate
+            if drop >= frame.samples:
+                return
+            frame = _trim_start(frame, drop)
+        self.input_next += frame.samples / rate
+        self._encode(frame)
+
+    def _encode(self, frame: av.AudioFrame) -> None:
         frame.pts = None
         for r in self.resampler.resample(frame):
-            pos = self.anchor
-            r.pts = pos
-            r.time_base = Fraction(1, AUDIO_SAMPLE_RATE)
-            self.anchor = pos + r.samples
-            self.samples_written = self.anchor
-            for pkt in self.stream.encode(r):
-                self.packets.append(pkt)
+            self._encode_resampled(r)
+
+    def _encode_resampled(self, r: av.AudioFrame) -> None:
+        r.pts = self.position
+        r.time_base = Fraction(1, AUDIO_SAMPLE_RATE)
+        self.position += r.samples
+        for pkt in self.stream.encode(r):
+            self._keep(pkt)
+
+    def _keep(self, pkt: av.Packet[Any]) -> None:
+        self.packets.append(pkt)
+        if pkt.pts is not None:
+            self.encoded_until = max(self.encoded_until, (pkt.pts + (pkt.duration or 1024)) / AUDIO_SAMPLE_RATE)
+
+    def _flush(self) -> None:
+        if not self.open:
+            return
+        for r in self.resampler.resample(None):
+            self._encode_resampled(r)
+        for pkt in self.stream.encode(None):
+            self._keep(pkt)
+        self.open = False
+
+    def pad_to(self, media_time: float) -> None:
+        """Silence up to ``media_time`` where the source's audio has not reached it (a gap in the source)."""
+        gap = media_time - self.input_next
+        if self.open and gap > self.TOLERANCE_S and self._template is not None:
+            fill = int(round(gap * self._template.sample_rate))
+            self._encode(_silence_like(self._template, fill))
+            self.input_next += fill / self._template.sample_rate
+            self.gaps_filled_s += fill / self._template.sample_rate
+
+    def end_period(self, media_time: float) -> None:
+        """The period ends at ``media_time`` (the video's end): pad with silence up to it, flush, and drop
+        anything encoded past it, so the last segment holds exactly its share of audio."""
+        if not self.open:
+            return
+        self.pad_to(media_time)
+        self._flush()
+        limit = media_time * AUDIO_SAMPLE_RATE
+        self.packets = [p for p in self.packets if p.pts is None or p.pts + (p.duration or 1024) / 2 < limit]
+
+    # ------------------------------------------------------------ output
 
     def take_until(self, media_time: float | None) -> list[av.Packet[Any]]:
-        """Encoded packets that start before ``media_time`` (None: all)."""
+        """Encoded packets whose middle lies before ``media_time`` (None: all): a segment boundary falls
+        between two AAC frames (1024 samples, 21 ms), and choosing by the middle keeps each segment within
+        half a frame (~11 ms) of its EXTINF, less than a video frame even at 60 fps."""
         if media_time is None:
             out, self.packets = self.packets, []
             return out
-        limit = int(round(media_time * AUDIO_SAMPLE_RATE))
-        out = [p for p in self.packets if p.pts is not None and p.pts < limit]
-        self.packets = [p for p in self.packets if p.pts is None or p.pts >= limit]
+        limit = media_time * AUDIO_SAMPLE_RATE
+        out = [p for p in self.packets if p.pts is not None and p.pts + (p.duration or 1024) / 2 < limit]
+        self.packets = [p for p in self.packets if not (p.pts is not None and p.pts + (p.duration or 1024) / 2 < limit)]
         return out
 
     def write_segment(self, packets: list[av.Packet[Any]], path: Path) -> int:
@@ -196,6 +321,25 @@ class AudioEncoder:
 
     def close(self) -> None:
         self._holder.close()
+
+
+def _silence_like(frame: av.AudioFrame, samples: int) -> av.AudioFrame:
+    """``samples`` of silence in ``frame``'s format, layout and rate."""
+    silent = av.AudioFrame(format=frame.format.name, layout=frame.layout.name, samples=max(1, samples))
+    for plane in silent.planes:
+        plane.update(bytes(plane.buffer_size))
+    silent.sample_rate = frame.sample_rate
+    return silent
+
+
+def _trim_start(frame: av.AudioFrame, drop: int) -> av.AudioFrame:
+    """``frame`` without its first ``drop`` samples."""
+    arr = frame.to_ndarray()
+    kept = arr[:, drop:] if frame.format.is_planar else arr[:, drop * len(frame.layout.channels):]
+    out = av.AudioFrame.from_ndarray(cast(Any, np.ascontiguousarray(kept)), format=frame.format.name,
+                                     layout=frame.layout.name)
+    out.sample_rate = frame.sample_rate
+    return out
 
 
 AUDIO_CODECS = "mp4a.40.2"

@@ -194,6 +194,10 @@ class RunOptions:
     breaks: list[tuple[float, float]] = field(default_factory=list, metadata=opt(
         "--break-at", repeat=True, parse=_break_at, metavar="SECONDS[:DURATION]",
         help="schedule an ad break at a media time (forces a boundary, signals it in playlists)"))
+    deinterlace: str = field(default="auto", metadata=opt(
+        "--deinterlace", choices=("auto", "on", "off"),
+        help="deinterlace with bwdif: auto (frames the source flags as interlaced, the default), on (every "
+             "frame), off"))
     progress: bool = field(default=True, metadata=opt(
         "--no-progress", negate=True, help="no progress line on stderr"))
     describe_timeout: float = field(default=60.0, metadata=opt(

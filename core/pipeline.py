@@ -39,7 +39,7 @@ from sidecast.contract.shm import sweep_stale
 
 from .breaks import Break, BreakSchedule
 from .croppath import CropPath
-from .errors import ConfigError, SidecastError
+from .errors import ConfigError, SidecastError, SourceError
 from .fanout import FanOut
 from .ingest import Ingest
 from .ladder import Rung, build_ladder
@@ -57,7 +57,7 @@ from .outputs import (
     VideoLadder,
 )
 from .packager import Packager
-from .sources import Opened, Source, read_stream_keys, redact
+from .sources import Opened, Source, SourceChanged, read_stream_keys, redact, truncation
 from .timeline import Timeline
 
 log = logging.getLogger("sidecast.pipeline")
@@ -100,7 +100,8 @@ class Pipeline:
         self.out = config.outdir
         keys = read_stream_keys(config.stream_keys_file, sorted(config.stream_keys))
         self.source = Source(config.source, realtime=config.realtime, stream_keys=keys,
-                             reconnect_timeout=config.reconnect_timeout, audio=config.audio)
+                             reconnect_timeout=config.reconnect_timeout, audio=config.audio,
+                             deinterlace=config.deinterlace)
         self.live = self.source.live
         self.window = config.window if config.window is not None else (6 if self.live else 0)
         self.timeline = Timeline()
@@ -125,7 +126,8 @@ class Pipeline:
             self.schedule.add(Break(id=f"break-{i + 1}", start=start, duration=duration, source="cli"))
         self.window_s = config.decision_window if config.decision_window is not None else 0.0
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="encode")
-        self.ingest = Ingest(self.source, self.schedule, config.segment_duration, self._on_opened, self._progress)
+        self.ingest = Ingest(self.source, self.schedule, config.segment_duration, self._on_opened, self._progress,
+                             self._on_source_changed)
 
     # ------------------------------------------------------------------ read-only views
 
@@ -309,6 +311,14 @@ class Pipeline:
         self.ingest.audio = self.audio
         self.ingest.snapshots = self.snapshots
 
+    def _on_source_changed(self, ev: SourceChanged) -> None:
+        """The picture changed size: renditions keep their declared sizes (the new picture is fitted into
+        them), the crop path and the sidecars start over on the new geometry."""
+        if self.fanout is not None:
+            self.fanout.change_source(ev.width, ev.height, float(self.ingest.fps))
+        if self.crop_path is not None:
+            self.crop_path.change_source(ev.t, ev.width, ev.height)
+
     def _on_result(self, name: str, result: Result) -> None:
         if isinstance(result, Crop) and self.crop_path is not None:
             self.crop_path.add(result)
@@ -331,6 +341,9 @@ class Pipeline:
             self._finish()
         if self.error is not None:
             raise self.error
+        short = truncation(self.source, self.ingest.media_time)
+        if short is not None:
+            raise SourceError(short)
         return self.summary()
 
     def summary(self) -> RunSummary:

@@ -20,18 +20,20 @@ import re
 import select
 import shutil
 import socket
+import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import av
 
+from .clock import SourceClock
 from .errors import ConfigError, SourceError
 
 log = logging.getLogger("sidecast.ingest")
@@ -54,7 +56,17 @@ class AudioEvent:
 @dataclass
 class Discontinuity:
     t: float       # media time where the new period starts
-    gap: float     # wall-clock seconds the source was away
+    gap: float     # seconds missing: the source was away (wall clock), or its timestamps jumped forward
+    wall_clock: bool = True  # the source was away (re-anchor PROGRAM-DATE-TIME at the wall clock)
+
+
+@dataclass
+class SourceChanged:
+    """The picture's size changed mid-stream (a new SPS, a publisher that came back at another size)."""
+
+    t: float
+    width: int
+    height: int
 
 
 @dataclass
@@ -77,14 +89,16 @@ class Dropped:
 
 @dataclass
 class Opened:
-    width: int
+    width: int              # the displayed picture: after rotation
     height: int
     fps: Fraction
     has_audio: bool
     description: str
+    rotation: int = 0       # degrees applied (counterclockwise) from the source's display matrix
+    interlaced: bool = False  # frames are deinterlaced
 
 
-Event = VideoEvent | AudioEvent | CueEvent | Discontinuity | Dropped | Opened
+Event = VideoEvent | AudioEvent | CueEvent | Discontinuity | Dropped | Opened | SourceChanged
 
 
 def is_live(source: str) -> bool:
@@ -280,7 +294,8 @@ class Source:
     """Opens SOURCE (re-opening live sources after drops) and yields ``Event``s on one media clock."""
 
     def __init__(self, source: str, *, realtime: bool = False, stream_keys: set[str] | None = None,
-                 reconnect_timeout: float = 30.0, open_timeout: float = 10.0, audio: bool = True) -> None:
+                 reconnect_timeout: float = 30.0, open_timeout: float = 10.0, audio: bool = True,
+                 deinterlace: str = "auto") -> None:
         self.source = source
         self.url = urlparse(source)
         self.scheme = self.url.scheme.lower()
@@ -291,7 +306,17 @@ class Source:
         self.want_audio = audio
         self.stream_keys = set(stream_keys or ())
         self.gate: RtmpKeyGate | None = None
+        self.deinterlace = deinterlace
+        self.stopped = False
         self.corrupt_packets = 0
+        self.filled_frames = 0       # repeated frames that filled gaps in the source's video
+        self.timestamp_jumps = 0
+        self.read_error: str | None = None
+        self.promised: tuple[float, float] | None = None  # (seconds, end timestamp) a file says it holds
+        self.first_source_t: float | None = None  # the file's own video timestamps: how far it was read
+        self.last_source_t: float | None = None
+        self.fps = Fraction(30)
+        self.size = (0, 0)
         self.connections = 0
         self._eof = False
         self._last_t = 0.0
@@ -313,6 +338,7 @@ class Source:
 
     def stop(self) -> None:
         """Ask the source to end at the next frame (graceful shutdown)."""
+        self.stopped = True  # reading less than the file then is not truncation
         self._stop.set()
         if self._conn is not None and self.live:
             self._conn.close()  # unblocks a blocking read
@@ -422,22 +448,21 @@ class Source:
                 fps = video.average_rate or video.guessed_rate or Fraction(30)
                 if fps <= 0 or fps > 240:
                     fps = Fraction(30)
-                frame_dur = float(1 / fps)
                 if first:
-                    yield Opened(width=video.codec_context.width, height=video.codec_context.height, fps=fps,
-                                 has_audio=audio is not None,
-                                 description=f"{video.codec_context.name} {video.codec_context.width}x"
-                                             f"{video.codec_context.height} {float(fps):.3f} fps"
-                                             + (f", audio {audio.codec_context.name} {audio.rate} Hz" if audio else ""))
+                    self.fps = fps
+                    self.promised = _promised_seconds(conn.container, video) if not self.live else None
                 else:
                     gap = time.monotonic() - (away_since or time.monotonic())
                     base = last_t + frame_dur
                     log.info("source back; continuing with a discontinuity", extra={"gap_s": round(gap, 2),
                                                                                       "media_time": round(base, 3)})
                     yield Discontinuity(t=base, gap=gap)
-                first = False
+                # The media clock runs at the rate the stream started with; a source that comes back at
+                # another rate keeps its own timestamps on it.
+                frame_dur = float(1 / self.fps)
+                was_first, first = first, False
                 self._eof = False
-                yield from self._read(conn, video, audio, base, frame_dur)
+                yield from self._read(conn, video, audio, base, frame_dur, was_first)
                 last_t = max(last_t, self._last_t)
             finally:
                 conn.close()
@@ -454,32 +479,87 @@ class Source:
                         extra={"reconnect_timeout_s": self.reconnect_timeout})
 
     def _read(self, conn: _Conn, video: av.video.stream.VideoStream, audio: av.audio.stream.AudioStream | None,
-              base: float, frame_dur: float) -> Iterator[Event]:
-        t0: float | None = None
+              base: float, frame_dur: float, first: bool) -> Iterator[Event]:
+        """Decode one connection. The first connection yields ``Opened`` once its first frame shows the
+        picture's real (displayed) size; every connection yields ``SourceChanged`` when the size changes."""
+        clock = SourceClock(base, frame_dur)
         self._last_t = base - frame_dur
         wall0 = time.monotonic()
         data_streams = list(conn.container.streams.data)  # SCTE-35 rides here in MPEG-TS
         streams = [video] + ([audio] if audio is not None else []) + data_streams
         demux = _drain_at_end(conn.container.demux(*streams))
+        vfilter = VideoFilter(video, self.deinterlace)
+        pending_audio: list[av.AudioFrame] = []   # audio decoded before the first video frame fixes the origin
+        last_frame: av.VideoFrame | None = None
+        opened = not first
+
+        def emit_video(frame: av.VideoFrame) -> Iterator[Event]:
+            nonlocal last_frame, opened
+            if frame.time is None:
+                return
+            if not opened:
+                opened = True
+                yield self._opened(video, audio, frame, vfilter)
+            elif (frame.width, frame.height) != self.size:
+                log.warning("the source changed size", extra={"from": "x".join(map(str, self.size)),
+                                                              "to": f"{frame.width}x{frame.height}"})
+                self.size = (frame.width, frame.height)
+                yield SourceChanged(t=clock.last_video + clock.frame_dur if clock.last_video is not None else base,
+                                    width=frame.width, height=frame.height)
+            started = clock.started
+            if self.first_source_t is None:
+                self.first_source_t = frame.time
+            self.last_source_t = max(self.last_source_t or frame.time, frame.time)
+            step = clock.video(frame.time)
+            if step.jumped:
+                log.warning("source timestamps jumped; media time continues",
+                            extra={"forward_s": round(step.jump_s, 3), "media_time": round(step.t, 3)})
+                if step.jump_s > 0:
+                    yield Discontinuity(t=step.t, gap=step.jump_s, wall_clock=False)
+            for ft in step.fill:
+                if last_frame is not None:
+                    yield from self._paced(VideoEvent(last_frame, ft), wall0, base)
+            self._last_t = step.t
+            last_frame = frame
+            yield from self._paced(VideoEvent(frame, step.t), wall0, base)
+            if not started:
+                for af in pending_audio:
+                    yield from emit_audio(af)
+                pending_audio.clear()
+
+        def emit_audio(frame: av.AudioFrame) -> Iterator[Event]:
+            if frame.time is None or frame.sample_rate <= 0:
+                return
+            t = clock.audio(frame.time, frame.samples / frame.sample_rate)
+            if t is None:
+                pending_audio.append(frame)
+                if len(pending_audio) > 2000:  # no video for a long while: keep only the latest audio
+                    del pending_audio[:1000]
+                return
+            yield AudioEvent(frame, t)
+
         while not self._stop.is_set():
             try:
                 packet = next(demux)
             except (StopIteration, av.error.EOFError):
                 self._eof = True
-                return
+                break
             except (av.error.FFmpegError, OSError) as exc:
                 if self.live:
                     log.warning("source read failed: %s", exc)
-                    return
+                    break
+                self.read_error = str(exc)
                 log.warning("read error; treating as end of input", extra={"error": str(exc)})
-                return
+                break
             if packet.size == 0 and packet.pts is None and packet.stream.type not in ("video", "audio"):
                 continue
             if packet.stream.type == "data":
                 payload = bytes(packet)
-                if payload[:1] == b"\xfc" and t0 is not None:  # splice_info_section table_id
-                    pkt_t = float(packet.pts * packet.time_base) if packet.pts is not None else t0
-                    yield CueEvent(data=payload, t=max(base, base + pkt_t - t0), offset=base - t0)
+                if payload[:1] == b"\xfc" and clock.started:  # splice_info_section table_id
+                    assert clock.video_offset is not None
+                    pkt_t = float(packet.pts * packet.time_base) if packet.pts is not None else None
+                    at = clock.last_video if pkt_t is None else pkt_t + clock.video_offset
+                    yield CueEvent(data=payload, t=max(base, at or base), offset=clock.video_offset)
                 continue
             try:
                 frames = packet.decode()
@@ -488,26 +568,32 @@ class Source:
                 log.warning("corrupt packet skipped", extra={"stream": packet.stream.type, "error": str(exc)[:200]})
                 continue
             for frame in frames:
-                if frame.time is None:
-                    continue
-                if t0 is None:
-                    t0 = frame.time
-                t = base + (frame.time - t0)
                 if packet.stream is video:
-                    if t <= self._last_t + 1e-6:
-                        t = self._last_t + frame_dur  # non-monotonic source timestamps: keep the clock moving
-                    if t - self._last_t > 10 * max(frame_dur, 0.1) and self._last_t >= base:
-                        # A jump inside one connection (timestamp reset or long freeze): keep continuity.
-                        t = self._last_t + frame_dur
-                        t0 = frame.time - (t - base)
-                    self._last_t = t
-                    if self.pace:
-                        ahead = (wall0 + (t - base)) - time.monotonic()
-                        if ahead > 0:
-                            time.sleep(ahead)
-                    yield VideoEvent(frame, t)
+                    for out in vfilter.push(frame):
+                        yield from emit_video(out)
                 elif isinstance(frame, av.AudioFrame):
-                    yield AudioEvent(frame, max(t, base))
+                    yield from emit_audio(frame)
+        for out in vfilter.flush():
+            yield from emit_video(out)
+        self.filled_frames += clock.filled_frames
+        self.timestamp_jumps += clock.jumps
+
+    def _paced(self, ev: VideoEvent, wall0: float, base: float) -> Iterator[Event]:
+        if self.pace:
+            ahead = (wall0 + (ev.t - base)) - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+        yield ev
+
+    def _opened(self, video: av.video.stream.VideoStream, audio: av.audio.stream.AudioStream | None,
+                frame: av.VideoFrame, vfilter: VideoFilter) -> Opened:
+        fps = self.fps
+        self.size = (frame.width, frame.height)
+        extra = "".join(f", {x}" for x in vfilter.applied)
+        return Opened(width=frame.width, height=frame.height, fps=fps, has_audio=audio is not None,
+                      description=f"{video.codec_context.name} {frame.width}x{frame.height} {float(fps):.3f} fps"
+                                  + extra + (f", audio {audio.codec_context.name} {audio.rate} Hz" if audio else ""),
+                      rotation=vfilter.rotation, interlaced=vfilter.deinterlacing)
 
     def close(self) -> None:
         self._stop.set()
@@ -515,6 +601,132 @@ class Source:
             self._conn.close()
         if self.gate is not None:
             self.gate.close()
+
+
+def _promised_seconds(container: av.container.InputContainer,
+                      video: av.video.stream.VideoStream) -> tuple[float, float] | None:
+    """(duration, end on the file's own timestamps) a file says it holds: its video stream's, else the
+    container's (None: it does not say)."""
+    if video.duration is not None and video.time_base is not None and video.duration > 0:
+        start = float((video.start_time or 0) * video.time_base)
+        return float(video.duration * video.time_base), start + float(video.duration * video.time_base)
+    if container.duration is not None and container.duration > 0:
+        start = (container.start_time or 0) / 1_000_000
+        return container.duration / 1_000_000, start + container.duration / 1_000_000
+    return None
+
+
+def truncation(source: Source, read_s: float) -> str | None:
+    """A one-line message when a file delivered clearly less than its container promised, else None.
+
+    What was read is measured on the file's own timestamps (so a file whose clock jumps is not mistaken
+    for a short one); the message reports the media published."""
+    if source.live or source.promised is None or source.stopped or source.last_source_t is None:
+        return None
+    promised, promised_end = source.promised
+    covered_end = source.last_source_t + float(1 / source.fps)
+    if covered_end >= promised_end - max(1.0, 0.05 * promised):
+        return None
+    why = f" ({source.read_error})" if source.read_error else ""
+    return (f"{redact(source.source)!r} is truncated: read {read_s:.1f} s of the {promised:.1f} s its container "
+            f"promises{why}; what was read is published")
+
+
+class VideoFilter:
+    """Turns decoded frames into upright, progressive pictures: the display matrix's rotation and flips
+    (a phone's portrait video), and deinterlacing (bwdif, field order from the stream's own flags).
+
+    ``deinterlace``: "auto" deinterlaces frames flagged interlaced (once the stream shows one), "on" every
+    frame, "off" none. The filter graph is built from the first frame, so rotation comes from the frames'
+    display-matrix side data, which is where FFmpeg carries it."""
+
+    def __init__(self, stream: av.video.stream.VideoStream, deinterlace: str = "auto") -> None:
+        self.stream = stream
+        self.mode = deinterlace
+        self.graph: av.filter.Graph | None = None
+        self.rotation = 0
+        self.deinterlacing = False
+        self.applied: list[str] = []
+        self._built = False
+
+    def _filters(self, frame: av.VideoFrame) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        field_order = getattr(self.stream.codec_context, "field_order", None) or ""
+        interlaced = bool(frame.interlaced_frame) or field_order in ("tt", "bb", "tb", "bt")
+        if self.mode == "on" or (self.mode == "auto" and interlaced):
+            out.append(("bwdif", f"mode=send_frame:parity=auto:deint={'all' if self.mode == 'on' else 'interlaced'}"))
+            self.deinterlacing = True
+            self.applied.append("deinterlaced (bwdif)")
+        m = _display_matrix(frame)
+        if m is not None:
+            theta = (-round(frame.rotation)) % 360  # FFmpeg's convention: clockwise degrees to display
+            if abs(theta - 90) < 1:
+                out.append(("transpose", "cclock_flip" if m[3] > 0 else "clock"))
+            elif abs(theta - 180) < 1:
+                out += [("hflip", "")] if m[0] < 0 else []
+                out += [("vflip", "")] if m[4] < 0 else []
+            elif abs(theta - 270) < 1:
+                out.append(("transpose", "clock_flip" if m[3] < 0 else "cclock"))
+            elif abs(theta) < 1 and m[4] < 0:
+                out.append(("vflip", ""))
+            if any(name in ("transpose", "hflip", "vflip") for name, _ in out):
+                self.rotation = round(frame.rotation) % 360
+                self.applied.append(f"display matrix applied ({self.rotation}°)")
+        return out
+
+    def _build(self, frame: av.VideoFrame) -> None:
+        self._built = True
+        filters = self._filters(frame)
+        if not filters:
+            return
+        g = av.filter.Graph()
+        node = g.add_buffer(width=frame.width, height=frame.height, format=frame.format,
+                            time_base=frame.time_base or self.stream.time_base)
+        for name, args in filters:
+            nxt = g.add(name, args) if args else g.add(name)
+            node.link_to(nxt)
+            node = nxt
+        sink = g.add("buffersink")
+        node.link_to(sink)
+        g.configure()
+        self.graph = g
+
+    def push(self, frame: av.VideoFrame) -> list[av.VideoFrame]:
+        if not self._built:
+            self._build(frame)
+        if self.graph is None:
+            return [frame]
+        self.graph.push(frame)
+        return self._pull()
+
+    def flush(self) -> list[av.VideoFrame]:
+        if self.graph is None:
+            return []
+        try:
+            self.graph.push(None)
+        except (av.error.FFmpegError, ValueError):
+            return []
+        return self._pull()
+
+    def _pull(self) -> list[av.VideoFrame]:
+        assert self.graph is not None
+        out: list[av.VideoFrame] = []
+        while True:
+            try:
+                f = self.graph.pull()
+            except (av.error.BlockingIOError, av.error.EOFError):
+                return out
+            if isinstance(f, av.VideoFrame):
+                out.append(f)
+
+
+def _display_matrix(frame: av.VideoFrame) -> tuple[int, ...] | None:
+    for sd in cast(Iterable[Any], frame.side_data):  # the container iterates over its entries
+        if str(getattr(sd, "type", "")).endswith("DISPLAYMATRIX"):
+            raw = bytes(sd)
+            if len(raw) >= 36:
+                return struct.unpack("<9i", raw[:36])
+    return None
 
 
 def read_stream_keys(path: Path | None, keys: list[str]) -> set[str]:
@@ -527,4 +739,4 @@ def read_stream_keys(path: Path | None, keys: list[str]) -> set[str]:
     return out
 
 
-__all__ = ["Source", "RtmpKeyGate", "parse_publish_key", "read_stream_keys", "is_live"]
+__all__ = ["Source", "RtmpKeyGate", "VideoFilter", "parse_publish_key", "read_stream_keys", "is_live", "truncation"]

@@ -374,6 +374,10 @@ Global___Rendition: _TypeAlias = Rendition  # noqa: Y015
 
 @_typing.final
 class StreamStart(_message.Message):
+    """The first message of every Stream. Sent again within a Stream when the source changes mid-stream
+    (picture size, frame rate): the sidecar re-initialises, and every frame after it has the new size.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final

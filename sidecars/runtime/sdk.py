@@ -70,6 +70,13 @@ class Sidecar:
         """A stream starts; ``self.info`` is already set."""
         return None
 
+    def on_source_change(self, info: StreamInfo) -> Handled:
+        """The source changed mid-stream (picture size, frame rate); ``self.info`` is already the new one.
+
+        Frames after this call have the new size. The default re-initialises a sidecar that analyses video
+        by calling ``on_start`` again; one that only listens keeps its state."""
+        return self.on_start(info) if self.describe().video is not None else None
+
     def on_video(self, frame: VideoFrame) -> Handled:
         return None
 

@@ -131,8 +131,10 @@ class _StreamSession:
                     if self.reader is not None:
                         self.reader.close()
                     self.reader = ShmReader(event.ring.name, event.ring.slot_size, event.ring.slots)
+                again = self.sidecar.info is not None
                 self.sidecar.info = event.info
-                self._emit(self.sidecar.on_start(event.info))
+                # A second StreamStart in one stream means the source changed (the contract's re-initialise).
+                self._emit(self.sidecar.on_source_change(event.info) if again else self.sidecar.on_start(event.info))
             elif isinstance(event, FrameHeader):
                 self._video(event)
             elif isinstance(event, AudioChunk):

@@ -1,0 +1,187 @@
+"""An independent reader of sidecast's HLS output: A/V sync and segment-duration truth.
+
+It reads what a player would get, with Debian's ffprobe/ffmpeg (never sidecast's own code):
+- every segment's real media duration from its packet timestamps, against its EXTINF;
+- the sync markers of ``devkit.nasty`` clips: each white flash in the video against the nearest beep in
+  the audio (their offset is the A/V sync error where it matters, mid-stream);
+- the A/V offset at the end: where the last video frame ends against where the last audio sample ends.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class SegmentTruth:
+    uri: str
+    extinf: float
+    media: float
+
+    @property
+    def error(self) -> float:
+        return abs(self.extinf - self.media)
+
+
+@dataclass
+class Report:
+    video: list[SegmentTruth] = field(default_factory=list)
+    audio: list[SegmentTruth] = field(default_factory=list)
+    marker_offsets: list[float] = field(default_factory=list)  # beep time - flash time, seconds
+    end_offset: float = 0.0          # audio end - video end, seconds
+    video_seconds: float = 0.0
+    audio_seconds: float = 0.0
+    width: int = 0
+    height: int = 0
+
+    @property
+    def worst_extinf_error(self) -> float:
+        return max((s.error for s in self.video + self.audio), default=0.0)
+
+    @property
+    def worst_marker_offset(self) -> float:
+        return max((abs(x) for x in self.marker_offsets), default=0.0)
+
+    def line(self) -> str:
+        return (f"A/V end offset {self.end_offset * 1000:+6.1f} ms, markers {len(self.marker_offsets)} "
+                f"(worst {self.worst_marker_offset * 1000:5.1f} ms), worst |EXTINF-media| "
+                f"{self.worst_extinf_error * 1000:5.1f} ms, video {self.video_seconds:.2f} s, "
+                f"audio {self.audio_seconds:.2f} s, {self.width}x{self.height}")
+
+
+def _playlist(path: Path) -> list[tuple[str, float]]:
+    out, dur = [], None
+    for ln in path.read_text().splitlines():
+        if ln.startswith("#EXTINF:"):
+            dur = float(ln.split(":", 1)[1].split(",", 1)[0])
+        elif ln and not ln.startswith("#") and dur is not None:
+            out.append((ln, dur))
+            dur = None
+    return out
+
+
+def _packets(path: Path) -> list[dict[str, float]]:
+    r = subprocess.run(["ffprobe", "-v", "error", "-show_packets", "-show_entries",
+                        "packet=codec_type,pts_time,duration_time", "-of", "json", str(path)],
+                       capture_output=True, text=True, timeout=60, check=True)
+    out = []
+    for p in json.loads(r.stdout).get("packets", []):
+        if "pts_time" in p and p["pts_time"] not in ("N/A", None):
+            out.append({"pts": float(p["pts_time"]), "dur": float(p.get("duration_time") or 0)})
+    return out
+
+
+def _span(packets: list[dict[str, float]], frame_dur: float | None = None) -> tuple[float, float]:
+    start = min(p["pts"] for p in packets)
+    end = max(p["pts"] + (p["dur"] or (frame_dur or 0)) for p in packets)
+    return start, end
+
+
+def _flashes(seg: Path) -> list[float]:
+    """Times of frames that are mostly white (luma average above mid-grey)."""
+    r = subprocess.run(["ffprobe", "-v", "error", "-f", "lavfi", "-i", f"movie={seg},signalstats",
+                        "-show_entries", "frame=pts_time:frame_tags=lavfi.signalstats.YAVG", "-of", "json"],
+                       capture_output=True, text=True, timeout=60, check=True)
+    out = []
+    for fr in json.loads(r.stdout).get("frames", []):
+        yavg = float(fr.get("tags", {}).get("lavfi.signalstats.YAVG", 0))
+        if yavg > 128:
+            out.append(float(fr["pts_time"]))
+    return out
+
+
+def _beeps(seg: Path, first_pts: float) -> list[float]:
+    """Onsets of the 1 kHz beeps: where the 1 ms envelope rises through half the beep's level."""
+    r = subprocess.run(["ffmpeg", "-v", "error", "-i", str(seg), "-f", "f32le", "-ac", "1", "-ar", "48000", "-"],
+                       capture_output=True, timeout=60, check=True)
+    pcm = np.frombuffer(r.stdout, np.float32)
+    if pcm.size == 0:
+        return []
+    env = np.abs(pcm)
+    win = 48
+    env = np.convolve(env, np.ones(win) / win, mode="same")
+    on = env > 0.15
+    rises = np.flatnonzero(on[1:] & ~on[:-1]) + 1
+    if on[0]:
+        rises = np.concatenate([[0], rises])
+    # a beep lasts 50 ms: keep the first rise of each
+    onsets: list[int] = []
+    for i in rises:
+        if not onsets or i - onsets[-1] > 48_000 * 0.2:
+            onsets.append(int(i))
+    return [first_pts + (i - win / 2) / 48_000 for i in onsets]
+
+
+def comb_score(path: Path) -> float:
+    """How combed the pictures are: the mean difference between each line and the average of its two
+    neighbours (interlaced motion makes alternate lines disagree). Decoded by FFmpeg's CLI."""
+    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                            "stream=width,height", "-of", "csv=p=0", str(path)],
+                           capture_output=True, text=True, timeout=60, check=True)
+    w, h = (int(x) for x in probe.stdout.strip().splitlines()[0].split(",")[:2])
+    r = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+                       capture_output=True, timeout=120, check=True)
+    frames = np.frombuffer(r.stdout, np.uint8)[: len(r.stdout) // (w * h) * w * h].reshape(-1, h, w).astype(np.float32)
+    return float(np.abs(frames[:, 1:-1] - (frames[:, :-2] + frames[:, 2:]) / 2).mean())
+
+
+def check(outdir: Path, fps: float) -> Report:
+    """Read ``outdir`` (a finished sidecast run) and measure it."""
+    frame_dur = 1 / fps
+    master = (outdir / "master.m3u8").read_text().splitlines()
+    variants = [ln for ln in master if ln and not ln.startswith("#")]
+    video_pl = outdir / variants[-1]  # the lowest rung: cheapest to decode
+    res = next(ln for ln in master if ln.startswith("#EXT-X-STREAM-INF"))
+    w, h = (int(x) for x in res.split("RESOLUTION=")[1].split(",")[0].split("x"))
+    report = Report(width=w, height=h)
+    vend = 0.0
+    vstart = None
+    flashes: list[float] = []
+    for uri, extinf in _playlist(video_pl):
+        seg = video_pl.parent / uri
+        pk = _packets(seg)
+        if not pk:
+            report.video.append(SegmentTruth(uri, extinf, 0.0))
+            continue
+        a, b = _span(pk, frame_dur)
+        report.video.append(SegmentTruth(uri, extinf, b - a))
+        vstart = a if vstart is None else vstart
+        vend = max(vend, b)
+        flashes += _flashes(seg)
+    audio_pl = outdir / "audio" / "index.m3u8"
+    aend = 0.0
+    astart = None
+    beeps: list[float] = []
+    if audio_pl.exists():
+        for uri, extinf in _playlist(audio_pl):
+            seg = audio_pl.parent / uri
+            pk = _packets(seg)
+            if not pk:
+                report.audio.append(SegmentTruth(uri, extinf, 0.0))
+                continue
+            first, b = _span(pk)
+            a = first
+            if astart is None and vstart is not None:
+                # The AAC encoder's priming packet starts before the stream (negative media time): it is
+                # decoder warm-up, not media.
+                a = max(first, vstart)
+            report.audio.append(SegmentTruth(uri, extinf, b - a))
+            astart = a if astart is None else astart
+            aend = max(aend, b)
+            beeps += _beeps(seg, first)
+    report.video_seconds = vend - (vstart or 0.0)
+    report.audio_seconds = aend - (astart or 0.0)
+    report.end_offset = aend - vend if audio_pl.exists() else 0.0
+    for f in flashes:
+        near = min(beeps, key=lambda b: abs(b - f), default=None)
+        if near is not None and abs(near - f) < 0.4:
+            report.marker_offsets.append(near - f)
+    return report
+
+
+__all__ = ["check", "comb_score", "Report", "SegmentTruth"]
