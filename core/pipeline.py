@@ -29,9 +29,13 @@ import av
 
 from sidecast.contract.records import Crop, RenditionInfo, StreamInfo
 from sidecast.contract.shm import sweep_stale
+from sidecast.hls import MasterPlaylist, Rendition, Segment, Variant, tags, timebase
+from sidecast.hls.breaks import Break
+from sidecast.hls.live import LivePlaylist, atomic_write
+from sidecast.hls.scte35 import try_decode_cue
 
 from . import media
-from .breaks import Break, BreakSchedule, media_time_of_splice
+from .breaks import BreakSchedule
 from .errors import ConfigError, SidecastError
 from .fanout import FanOut
 from .ladder import (
@@ -45,7 +49,6 @@ from .ladder import (
     segment_settings,
 )
 from .links import LocalSidecar, SidecarLink
-from .playlist import Media, MediaPlaylist, Segment, VariantStream, atomic_write, render_master
 from .sources import AudioEvent, CueEvent, Discontinuity, Dropped, Opened, Source, VideoEvent, redact
 from .timeline import Timeline
 
@@ -104,8 +107,8 @@ class SegmentJob:
 class RenditionState:
     rung: Rung
     kind: str                 # "main" or "vertical"
-    playlist: MediaPlaylist
-    full: MediaPlaylist
+    playlist: LivePlaylist
+    full: LivePlaylist
     dir: Path
     peak_bps: float = 0.0
     total_bytes: int = 0
@@ -161,8 +164,8 @@ class Pipeline:
         self.fanout: FanOut | None = None
         self.socket_dir: Path | None = None
         self.renditions: list[RenditionState] = []
-        self.audio_playlist: MediaPlaylist | None = None
-        self.audio_full: MediaPlaylist | None = None
+        self.audio_playlist: LivePlaylist | None = None
+        self.audio_full: LivePlaylist | None = None
         self.audio_enc: media.AudioEncoder | None = None
         self.audio_lock = threading.Lock()
         self.subs: Any = None
@@ -284,8 +287,8 @@ class Pipeline:
         seg = self.cfg.segment_duration
         self.renditions.append(RenditionState(
             rung=rung, kind=kind, dir=directory,
-            playlist=MediaPlaylist(directory / "index.m3u8", seg, self.window),
-            full=MediaPlaylist(directory / "vod.m3u8", seg, 0)))
+            playlist=LivePlaylist(directory / "index.m3u8", seg, self.window),
+            full=LivePlaylist(directory / "vod.m3u8", seg, 0)))
 
     def _setup_outputs(self, opened: Opened) -> list[Rung]:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -305,8 +308,8 @@ class Pipeline:
         if opened.has_audio:
             d = self.out / "audio"
             d.mkdir(parents=True, exist_ok=True)
-            self.audio_playlist = MediaPlaylist(d / "index.m3u8", seg, self.window)
-            self.audio_full = MediaPlaylist(d / "vod.m3u8", seg, 0)
+            self.audio_playlist = LivePlaylist(d / "index.m3u8", seg, self.window)
+            self.audio_full = LivePlaylist(d / "vod.m3u8", seg, 0)
             self.audio_enc = media.AudioEncoder()
         if self._want_subs():
             from .subtitles import SubtitleTrack
@@ -469,13 +472,11 @@ class Pipeline:
 
     def _on_cue(self, ev: CueEvent) -> None:
         """SCTE-35 from the source: schedule the break (a forced boundary) or close the open one."""
-        from sidecast.ads.scte35 import try_decode_cue
-
         splice = try_decode_cue(ev.data, "in the source")
         if splice is None:
             return
         now = self.media_time
-        t = ev.t if splice.pts_time is None else media_time_of_splice(splice.pts_time, ev.offset, ev.t)
+        t = ev.t if splice.pts_time is None else timebase.unwrap_seconds(splice.pts_time + ev.offset, ev.t)
         if t < now:
             log.warning("SCTE-35 cue arrived after its splice time; the break starts at the next frame",
                         extra={"splice_t": round(t, 3), "now": round(now, 3)})
@@ -590,7 +591,7 @@ class Pipeline:
             self.audio_peak_bps = max(self.audio_peak_bps, audio_bytes * 8 / duration)
             self.audio_bytes += audio_bytes
         stats = [f.result() for f in futures]
-        tags = self.schedule.tags_for(job.start, job.end, job.pdt)
+        signal = self.schedule.signal_for(job.start, job.pdt)
         if not self.master_written:
             for rs, st in zip(self.renditions, stats, strict=True):
                 rs.codecs = st.codecs
@@ -604,23 +605,23 @@ class Pipeline:
                                         "rate_control": "vbr" if crf is None else "crf", "crf": crf,
                                         "max_bitrate": cap, "hinted": hinted}) + "\n")
         for rs, st in zip(self.renditions, stats, strict=True):
-            seg = Segment(uri=f"{name}.ts", duration=duration, pdt=job.pdt, discontinuity=job.discontinuity,
-                          bytes=st.bytes, tags=tags)
+            seg = Segment(uri=f"{name}.ts", duration=duration, program_date_time=job.pdt,
+                          discontinuity=job.discontinuity, tags=signal.tags, dateranges=signal.dateranges)
             rs.peak_bps = max(rs.peak_bps, st.bytes * 8 / duration)
             rs.total_bytes += st.bytes
             rs.total_seconds += duration
             rs.playlist.add(seg)
             rs.full.add(seg)
         if self.audio_playlist is not None and self.audio_full is not None:
-            seg = Segment(uri=f"{name}.ts", duration=duration, pdt=job.pdt, discontinuity=job.discontinuity,
-                          bytes=audio_bytes, tags=tags)
+            seg = Segment(uri=f"{name}.ts", duration=duration, program_date_time=job.pdt,
+                          discontinuity=job.discontinuity, tags=signal.tags, dateranges=signal.dateranges)
             self.audio_playlist.add(seg)
             self.audio_full.add(seg)
         cues = self.timeline.cues_between(job.start - 30.0, job.end, final_only=True)  # carrier's lookback
         for track in (self.subs, self.subs_translation):
             if track is not None:
-                track.add_segment(job.index, job.start, job.end, media.media_to_pts90k(job.start), job.pdt,
-                                  [c for c in cues if c.track == track.track], job.discontinuity, tags)
+                track.add_segment(job.index, job.start, job.end, timebase.media_to_pts(job.start), job.pdt,
+                                  [c for c in cues if c.track == track.track], job.discontinuity, signal)
         if self.crop_path is not None:
             self._write_crops(job)
         self.segments_done += 1
@@ -631,7 +632,7 @@ class Pipeline:
             for rec in self.crop_path.jsonl_records(job.start, job.end):
                 f.write(json.dumps(rec) + "\n")
 
-    def _variants(self, kind: str, final: bool) -> list[VariantStream]:
+    def _variants(self, kind: str, final: bool) -> list[Variant]:
         out = []
         # BANDWIDTH is the peak of the sum of renditions played together (RFC 8216bis §4.4.6.2): video +
         # audio. Live: AAC's cap plus MPEG-TS overhead (~50% at 128 kb/s) or what was measured, if higher.
@@ -656,30 +657,34 @@ class Pipeline:
                 avg = min(rs.rung.max_bitrate, declared)
             codecs = rs.codecs + (f",{media.AUDIO_CODECS}" if self.audio_playlist is not None else "")
             prefix = "video" if kind == "main" else "vertical"
-            out.append(VariantStream(
-                uri=f"{prefix}/{rs.rung.name}/{'vod' if final and self.window else 'index'}.m3u8",
+            out.append(Variant.of(
+                f"{prefix}/{rs.rung.name}/{'vod' if final and self.window else 'index'}.m3u8",
                 bandwidth=int(math.ceil(peak + audio)), average_bandwidth=int(math.ceil(avg + audio_avg)),
-                width=rs.rung.width, height=rs.rung.height, codecs=codecs, frame_rate=float(self.fps)))
+                resolution=(rs.rung.width, rs.rung.height), codecs=codecs, frame_rate=float(self.fps),
+                audio="aud" if self.audio_playlist is not None else None,
+                subtitles="subs" if self.subs is not None else None))
         return out
 
-    def _media(self, final: bool) -> list[Media]:
+    def _media(self, final: bool) -> list[Rendition]:
         pl = "vod" if final and self.window else "index"
         media_list = []
         if self.audio_playlist is not None:
-            media_list.append(Media("AUDIO", "aud", "Main", f"audio/{pl}.m3u8", language="und", channels="2"))
+            media_list.append(Rendition.of("AUDIO", "aud", "Main", f"audio/{pl}.m3u8", language="und", default=True,
+                                           autoselect=True, channels="2"))
         if self.subs is not None:
             lang = self.cfg.captions_language
-            media_list.append(Media("SUBTITLES", "subs", LANGUAGE_NAMES.get(lang, lang), f"subs/{lang}/{pl}.m3u8",
-                                    language=lang))
+            media_list.append(Rendition.of("SUBTITLES", "subs", LANGUAGE_NAMES.get(lang, lang),
+                                           f"subs/{lang}/{pl}.m3u8", language=lang, default=True, autoselect=True))
         if self.subs_translation is not None:
-            media_list.append(Media("SUBTITLES", "subs", "English (translation)",
-                                    f"subs/en-translation/{pl}.m3u8", language="en", default=False))
+            media_list.append(Rendition.of("SUBTITLES", "subs", "English (translation)",
+                                           f"subs/en-translation/{pl}.m3u8", language="en", autoselect=True))
         return media_list
 
     def _write_masters(self, final: bool) -> None:
         """Live: declared caps. End of stream: measured peaks (and, for windowed live, the VOD set)."""
-        audio_group = "aud" if self.audio_playlist is not None else None
-        subs_group = "subs" if self.subs is not None else None
+        def render_master(variants: list[Variant], renditions: list[Rendition]) -> str:
+            return MasterPlaylist(variants, renditions, tags=[tags.EXT_X_INDEPENDENT_SEGMENTS], version=4).dumps()
+
         targets = [("master.m3u8", "main"), ("vertical.m3u8", "vertical")]
         for fname, kind in targets:
             variants = self._variants(kind, final=False)
@@ -687,11 +692,10 @@ class Pipeline:
                 continue
             if final and self.window == 0:
                 variants = self._variants(kind, final=True)
-            atomic_write(self.out / fname, render_master(variants, self._media(False), audio_group, subs_group))
+            atomic_write(self.out / fname, render_master(variants, self._media(False)))
             if final and self.window:
                 vod = fname.replace(".m3u8", "-vod.m3u8")
-                atomic_write(self.out / vod, render_master(self._variants(kind, final=True), self._media(True),
-                                                           audio_group, subs_group))
+                atomic_write(self.out / vod, render_master(self._variants(kind, final=True), self._media(True)))
         self.master_written = True
 
     # ------------------------------------------------------------------ shutdown

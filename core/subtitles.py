@@ -12,8 +12,9 @@ from datetime import datetime
 from pathlib import Path
 
 from sidecast.contract.records import Cue
-
-from .playlist import MediaPlaylist, Segment, atomic_write
+from sidecast.hls import Segment
+from sidecast.hls.breaks import BreakSignal
+from sidecast.hls.live import LivePlaylist, atomic_write
 
 
 class SubtitleTrack:
@@ -28,19 +29,20 @@ class SubtitleTrack:
         # Remembers what earlier segments carried, and shows a final cue that came after all of its
         # segments were published at the start of the next one (live) instead of losing it.
         self.carrier = CaptionCarrier()
-        self.playlist = MediaPlaylist(directory / "index.m3u8", segment_duration, window)
-        self.full = MediaPlaylist(directory / "vod.m3u8", segment_duration, 0)
+        self.playlist = LivePlaylist(directory / "index.m3u8", segment_duration, window)
+        self.full = LivePlaylist(directory / "vod.m3u8", segment_duration, 0)
 
     def add_segment(self, index: int, start: float, end: float, video_pts90k: int, pdt: datetime,
-                    cues: Sequence[Cue], discontinuity: bool = False, tags: tuple[str, ...] = ()) -> None:
+                    cues: Sequence[Cue], discontinuity: bool = False, signal: BreakSignal | None = None) -> None:
         """Write segment ``index``; ``cues`` are the final cues ending after ``start - carrier.lookback``."""
         from .captions import render_vtt_segment
 
         name = f"seg_{index:06d}.vtt"
         carried = self.carrier.segment_cues(cues, start, end)
         atomic_write(self.dir / name, render_vtt_segment(carried, start, end, video_pts90k))
-        seg = Segment(uri=name, duration=round(max(end - start, 1e-3), 5), pdt=pdt, discontinuity=discontinuity,
-                      tags=tags)
+        seg = Segment(uri=name, duration=round(max(end - start, 1e-3), 5), program_date_time=pdt,
+                      discontinuity=discontinuity, tags=signal.tags if signal else (),
+                      dateranges=signal.dateranges if signal else ())
         self.playlist.add(seg)
         self.full.add(seg)
 

@@ -15,7 +15,7 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sidecast.ads.playlist import parse_media
+from sidecast.hls import parse_media
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 RENDITIONS = (("180p", 320, 180, 300_000), ("144p", 256, 144, 200_000))

@@ -1,4 +1,5 @@
-"""Finding ad breaks: SCTE-35 cues (threefive) in base64/hex and MPEG-TS, and playlist cue tags."""
+"""Ad breaks in SCTE-35 and HLS signalling: cues (threefive) in base64/hex and MPEG-TS, playlist cue tags and
+SCTE35 DATERANGEs, and the signalling the core writes read back by the same module."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 import pytest
 import threefive
 
-from sidecast.ads.playlist import format_pdt, parse_media
-from sidecast.ads.scte35 import CueError, breaks_from_playlist, breaks_from_ts, decode_cue, try_decode_cue
+from sidecast.hls import CueError, parse_media
+from sidecast.hls.breaks import breaks_from_playlist, breaks_from_ts, with_wall_clock
+from sidecast.hls.scte35 import decode_cue, try_decode_cue
+from sidecast.hls.timebase import format_pdt
 from tests.ads_media import ts_with_cues
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -65,7 +68,7 @@ def test_time_signal_with_placement_opportunity_descriptor_opens_a_break():
 def test_malformed_scte35_is_a_clear_error_and_ignored_when_tolerant(bad, reason, caplog):
     with pytest.raises(CueError, match=reason):
         decode_cue(bad)
-    with caplog.at_level(logging.WARNING, logger="sidecast.ads.scte35"):
+    with caplog.at_level(logging.WARNING, logger="sidecast.hls.scte35"):
         assert try_decode_cue(bad, "in test") is None
     assert "ignoring SCTE-35 cue in test" in caplog.text
 
@@ -82,7 +85,7 @@ def test_mpegts_in_without_out_and_corrupt_cue_are_ignored(tmp_path, caplog):
     corrupt[-1] ^= 0xFF
     ts = ts_with_cues(tmp_path / "bad.ts", [splice_insert(3, False, 20.0), bytes(corrupt),
                                             splice_insert(4, True, 60.0, 8.0)])
-    with caplog.at_level(logging.WARNING, logger="sidecast.ads.scte35"):
+    with caplog.at_level(logging.WARNING, logger="sidecast.hls.breaks"):
         breaks = breaks_from_ts(ts)
     assert [(b.id, b.start, b.duration) for b in breaks] == [("scte-4", 50.0, 8.0)]
     assert "an in without an out" in caplog.text
@@ -130,7 +133,7 @@ def test_same_break_keeps_its_id_across_live_reloads():
 
 def test_cue_in_without_cue_out_is_logged_and_content_plays(caplog):
     pl = parse_media(_playlist({4: ["#EXT-X-CUE-IN"]}))
-    with caplog.at_level(logging.WARNING, logger="sidecast.ads.scte35"):
+    with caplog.at_level(logging.WARNING, logger="sidecast.hls.breaks"):
         assert breaks_from_playlist(pl) == []
     assert "no EXT-X-CUE-OUT opened a break" in caplog.text
 
@@ -139,7 +142,7 @@ def test_cues_in_the_wrong_order_are_logged_and_ignored(caplog):
     # a second CUE-OUT while the first is open, then CUE-IN: one break, a warning for the stray CUE-OUT
     pl = parse_media(_playlist({2: ["#EXT-X-CUE-OUT"], 3: ["#EXT-X-CUE-OUT:4"], 5: ["#EXT-X-CUE-IN"],
                                 7: ["#EXT-X-CUE-IN"]}))
-    with caplog.at_level(logging.WARNING, logger="sidecast.ads.scte35"):
+    with caplog.at_level(logging.WARNING, logger="sidecast.hls.breaks"):
         breaks = breaks_from_playlist(pl)
     assert [(b.start, b.duration) for b in breaks] == [(4.0, 6.0)]
     assert "is still open" in caplog.text
@@ -148,7 +151,7 @@ def test_cues_in_the_wrong_order_are_logged_and_ignored(caplog):
 
 def test_cue_out_without_duration_that_never_ends_is_dropped(caplog):
     pl = parse_media(_playlist({6: ["#EXT-X-CUE-OUT"]}))
-    with caplog.at_level(logging.WARNING, logger="sidecast.ads.scte35"):
+    with caplog.at_level(logging.WARNING, logger="sidecast.hls.breaks"):
         assert breaks_from_playlist(pl) == []
     assert "no duration" in caplog.text
 
@@ -167,7 +170,7 @@ def test_scte35_dateranges_out_and_in_make_a_break():
 
 def test_scte35_in_daterange_without_out_is_ignored(caplog):
     pl = parse_media(_playlist({3: [f'#EXT-X-DATERANGE:ID="x",START-DATE="{format_pdt(T0)}",SCTE35-IN=0xFC']}))
-    with caplog.at_level(logging.WARNING, logger="sidecast.ads.scte35"):
+    with caplog.at_level(logging.WARNING, logger="sidecast.hls.breaks"):
         assert breaks_from_playlist(pl) == []
     assert "no SCTE35-OUT with that ID" in caplog.text
 
@@ -184,8 +187,6 @@ def test_path_objects_are_accepted(tmp_path: Path):
 
 
 def test_breaks_from_mpegts_can_be_placed_on_the_wall_clock_for_live(tmp_path):
-    from sidecast.ads.scte35 import with_wall_clock
-
     ts = ts_with_cues(tmp_path / "c.ts", [splice_insert(5, True, 22.0, 6.0)])
     [b] = with_wall_clock(breaks_from_ts(ts), T0)
     assert b.start_date == T0 + timedelta(seconds=12) and b.duration == 6.0
