@@ -14,11 +14,14 @@ import binascii
 import contextlib
 import io
 import logging
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import threefive
+import threefive.stuff
 
 from . import timebase
 from .errors import CueError
@@ -26,6 +29,23 @@ from .errors import CueError
 __all__ = ["CueError", "Splice", "decode_cue", "splices_in_ts", "try_decode_cue"]
 
 log = logging.getLogger("sidecast.hls.scte35")
+
+_QUIET = threading.Lock()
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """threefive prints its diagnostics to the stderr it bound at import (and some to stdout); the
+    problems it finds reach our logger instead, as the CueError a caller sees."""
+    sink = io.StringIO()
+    with _QUIET, contextlib.redirect_stderr(sink), contextlib.redirect_stdout(sink):
+        bound = threefive.stuff.stderr
+        threefive.stuff.stderr = sink
+        try:
+            yield
+        finally:
+            threefive.stuff.stderr = bound
+
 
 # SCTE-35 2023 table 23: segmentation_type_id values that open / close an ad opportunity.
 _OUT_TYPES = {0x22, 0x30, 0x32, 0x34, 0x36, 0x38, 0x3A, 0x44, 0x46}
@@ -92,12 +112,11 @@ def decode_cue(data: str | bytes) -> Splice:
     raw = raw[: section_length + 3]
     if _crc32_mpeg2(raw[:-4]) != int.from_bytes(raw[-4:], "big"):
         raise CueError("CRC-32 mismatch (corrupted cue)")
-    sink = io.StringIO()
     try:
-        with contextlib.redirect_stderr(sink), contextlib.redirect_stdout(sink):
+        with _quiet():
             cue = threefive.Cue(raw)
             cue.decode()
-        return _splice(cue, raw)
+            return _splice(cue, raw)
     except CueError:
         raise
     except Exception as exc:  # threefive raises assorted errors (or leaves fields unset) on odd input
@@ -150,9 +169,8 @@ def splices_in_ts(path: str | Path) -> list[tuple[float, Splice]]:
     clock (the cue's own splice time, else the PTS of the packet that carried an immediate cue).
 
     Cues that do not decode are logged and skipped; a file threefive cannot read gives no cues."""
-    sink = io.StringIO()
     try:
-        with contextlib.redirect_stderr(sink), contextlib.redirect_stdout(sink):
+        with _quiet():
             cues = list(threefive.Stream(str(path)).decode_next())
     except FileNotFoundError:
         raise
