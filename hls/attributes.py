@@ -61,7 +61,9 @@ def format_decimal(x: float) -> str:
     back as the same float (so a duration survives any number of parse/dump rounds)."""
     if not math.isfinite(x) or x < 0:
         raise PlaylistError(f"{x!r} is not a non-negative finite number")
-    text = format(Decimal(repr(float(x))), "f")
+    text = repr(float(x))   # the shortest text that reads back exactly: positional unless very small/large
+    if "e" in text:
+        text = format(Decimal(text), "f")
     return text if "." in text else text + ".0"
 
 

@@ -48,6 +48,14 @@ class AttributeTag:
     def number(self, name: str) -> float | None:
         return number(self.attrs, name)
 
+    def date(self, name: str) -> datetime | None:
+        """A date-time attribute (START-DATE, END-DATE), or None when absent or not a date-time."""
+        v = self.string(name)
+        try:
+            return parse_pdt(v) if v else None
+        except ValueError:
+            return None
+
     @property
     def uri(self) -> str | None:
         return self.string("URI")
@@ -79,22 +87,14 @@ class DateRange(AttributeTag):
 
     @property
     def start_date(self) -> datetime | None:
-        v = self.string("START-DATE")
-        try:
-            return parse_pdt(v) if v else None
-        except ValueError:
-            return None
+        return self.date("START-DATE")
 
     @property
     def end(self) -> datetime | None:
         """Where the range ends: END-DATE, else START-DATE + DURATION (or PLANNED-DURATION); None when the
         tag does not say."""
-        v = self.string("END-DATE")
-        if v:
-            try:
-                return parse_pdt(v)
-            except ValueError:
-                return None
+        if "END-DATE" in self.attrs:
+            return self.date("END-DATE")
         start = self.start_date
         d = self.number("DURATION")
         if d is None:
@@ -272,11 +272,14 @@ class MediaPlaylist:
             if s.init_section is not None and s.init_section != init:
                 lines.append(s.init_section.dumps())
             init = s.init_section
-            lines.extend(s.tags)
+            if s.tags:
+                lines.extend(s.tags)
             if s.program_date_time is not None:
                 lines.append(f"{T.EXT_X_PROGRAM_DATE_TIME}:{format_pdt(s.program_date_time)}")
-            lines.extend(d.dumps() for d in s.dateranges)
-            lines.extend(p.dumps() for p in s.parts)
+            if s.dateranges:
+                lines.extend([d.dumps() for d in s.dateranges])
+            if s.parts:
+                lines.extend([p.dumps() for p in s.parts])
             lines.append(f"{T.EXTINF}:{format_decimal(s.duration)},{s.title}")
             lines.append(s.uri)
         lines.extend(self.trailing_tags)

@@ -13,23 +13,10 @@ import math
 import re
 from datetime import datetime
 
+from . import model as M
 from . import tags as T
 from .attributes import parse_attributes, read_decimal, read_integer
 from .errors import PlaylistError
-from .model import (
-    DateRange,
-    IFrameVariant,
-    Key,
-    Map,
-    MasterPlaylist,
-    MediaPlaylist,
-    Part,
-    PreloadHint,
-    Rendition,
-    RenditionReport,
-    Segment,
-    Variant,
-)
 from .timebase import format_pdt, parse_pdt
 
 __all__ = ["parse", "parse_master", "parse_media"]
@@ -75,13 +62,13 @@ def _kind(lines: list[tuple[int, str]]) -> str:
     return "master" if master is not None else "media"
 
 
-def parse(text: str) -> MediaPlaylist | MasterPlaylist:
+def parse(text: str) -> M.MediaPlaylist | M.MasterPlaylist:
     """A media or a multivariant (master) playlist, whichever the text is."""
     lines = _lines(text)
     return _master(lines) if _kind(lines) == "master" else _media(lines)
 
 
-def parse_media(text: str) -> MediaPlaylist:
+def parse_media(text: str) -> M.MediaPlaylist:
     """A media playlist; PlaylistError for a master playlist or anything that is not HLS."""
     lines = _lines(text)
     if _kind(lines) == "master":
@@ -89,7 +76,7 @@ def parse_media(text: str) -> MediaPlaylist:
     return _media(lines)
 
 
-def parse_master(text: str) -> MasterPlaylist:
+def parse_master(text: str) -> M.MasterPlaylist:
     """A multivariant (master) playlist; PlaylistError for a media playlist or anything that is not HLS."""
     lines = _lines(text)
     if _kind(lines) != "master":
@@ -97,25 +84,25 @@ def parse_master(text: str) -> MasterPlaylist:
     return _master(lines)
 
 
-def _media(lines: list[tuple[int, str]]) -> MediaPlaylist:
-    pl = MediaPlaylist(target_duration=0)
+def _media(lines: list[tuple[int, str]]) -> M.MediaPlaylist:
+    pl = M.MediaPlaylist(target_duration=0)
     seen_target = False
     # What has been read for the next segment.
     tags: list[str] = []
-    dateranges: list[DateRange] = []
-    parts: list[Part] = []
+    dateranges: list[M.DateRange] = []
+    parts: list[M.Part] = []
     disc = False
     pdt: datetime | None = None
     extinf: tuple[int, float, str] | None = None
     # EXT-X-KEY / EXT-X-MAP are state: they apply to every segment after them until replaced.
-    keys: tuple[Key, ...] = ()
-    init: Map | None = None
+    keys: tuple[M.Key, ...] = ()
+    init: M.Map | None = None
     state_lines: list[str] = []   # KEY/MAP lines since the last segment, kept verbatim if no segment follows
     for n, ln in lines:
         if not ln.startswith("#"):
             if extinf is None:
                 raise PlaylistError(f"line {n}: segment URI {ln!r} has no #EXTINF before it")
-            pl.segments.append(Segment(ln, extinf[1], extinf[2], disc, pdt, tuple(tags), tuple(dateranges),
+            pl.segments.append(M.Segment(ln, extinf[1], extinf[2], disc, pdt, tuple(tags), tuple(dateranges),
                                        tuple(parts), keys, init))
             tags, dateranges, parts, state_lines = [], [], [], []
             disc, pdt, extinf = False, None, None
@@ -150,20 +137,20 @@ def _media(lines: list[tuple[int, str]]) -> MediaPlaylist:
             except ValueError:
                 raise PlaylistError(f"line {n}: bad {name} {value!r}") from None
         elif name == T.EXT_X_DATERANGE:
-            dateranges.append(DateRange(_attrs(value, name, n)))
+            dateranges.append(M.DateRange(_attrs(value, name, n)))
         elif name == T.EXT_X_KEY:
-            key = Key(_attrs(value, name, n))
+            key = M.Key(_attrs(value, name, n))
             keys = () if key.method == "NONE" else (*(k for k in keys if k.keyformat != key.keyformat), key)
             state_lines.append(ln)
         elif name == T.EXT_X_MAP:
-            init = Map(_attrs(value, name, n))
+            init = M.Map(_attrs(value, name, n))
             state_lines.append(ln)
         elif name == T.EXT_X_PART:
-            parts.append(Part(_attrs(value, name, n)))
+            parts.append(M.Part(_attrs(value, name, n)))
         elif name == T.EXT_X_PRELOAD_HINT:
-            pl.preload_hints.append(PreloadHint(_attrs(value, name, n)))
+            pl.preload_hints.append(M.PreloadHint(_attrs(value, name, n)))
         elif name == T.EXT_X_RENDITION_REPORT:
-            pl.rendition_reports.append(RenditionReport(_attrs(value, name, n)))
+            pl.rendition_reports.append(M.RenditionReport(_attrs(value, name, n)))
         elif ((name in T.MEDIA_HEADER or not name.startswith("#EXT")) and not pl.segments
               and not (tags or dateranges or parts or extinf)):
             pl.header_tags.append(ln)  # playlist-level tags (and comments) before the first segment
@@ -183,14 +170,14 @@ def _media(lines: list[tuple[int, str]]) -> MediaPlaylist:
     return pl
 
 
-def _master(lines: list[tuple[int, str]]) -> MasterPlaylist:
-    pl = MasterPlaylist()
+def _master(lines: list[tuple[int, str]]) -> M.MasterPlaylist:
+    pl = M.MasterPlaylist()
     pending: tuple[int, dict[str, str]] | None = None   # an EXT-X-STREAM-INF waiting for its URI line
     for n, ln in lines:
         if not ln.startswith("#"):
             if pending is None:
                 raise PlaylistError(f"line {n}: URI {ln!r} has no #EXT-X-STREAM-INF before it")
-            pl.variants.append(Variant(ln, pending[1]))
+            pl.variants.append(M.Variant(ln, pending[1]))
             pending = None
             continue
         name, _, value = ln.partition(":")
@@ -199,9 +186,9 @@ def _master(lines: list[tuple[int, str]]) -> MasterPlaylist:
                 raise PlaylistError(f"line {n}: #EXT-X-STREAM-INF of line {pending[0]} has no URI after it")
             pending = (n, _attrs(value, name, n))
         elif name == T.EXT_X_MEDIA:
-            pl.renditions.append(Rendition(_attrs(value, name, n)))
+            pl.renditions.append(M.Rendition(_attrs(value, name, n)))
         elif name == T.EXT_X_I_FRAME_STREAM_INF:
-            pl.iframe_variants.append(IFrameVariant(_attrs(value, name, n)))
+            pl.iframe_variants.append(M.IFrameVariant(_attrs(value, name, n)))
         elif name == T.EXT_X_VERSION:
             pl.version = _integer(value, name, n)
         else:

@@ -71,7 +71,8 @@ def format_pdt(dt: datetime) -> str:
     """``2026-05-01T18:00:00.000Z``: ISO 8601 in UTC with milliseconds, as RFC 8216bis §4.4.4.6 wants.
 
     A naive datetime is taken as UTC (the core's clocks are all UTC)."""
-    dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    if dt.tzinfo is not UTC:
+        dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
     return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
