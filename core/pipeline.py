@@ -29,10 +29,11 @@ import av
 
 from sidecast.contract.records import Crop, RenditionInfo, StreamInfo
 from sidecast.contract.shm import sweep_stale
-from sidecast.hls import MasterPlaylist, Rendition, Segment, Variant, tags, timebase
+from sidecast.hls import MasterPlaylist, Rendition, Segment, Variant, timebase
 from sidecast.hls.breaks import Break
 from sidecast.hls.live import LivePlaylist, atomic_write
 from sidecast.hls.scte35 import try_decode_cue
+from sidecast.hls.tags import EXT_X_INDEPENDENT_SEGMENTS
 
 from . import media
 from .breaks import BreakSchedule
@@ -683,7 +684,7 @@ class Pipeline:
     def _write_masters(self, final: bool) -> None:
         """Live: declared caps. End of stream: measured peaks (and, for windowed live, the VOD set)."""
         def render_master(variants: list[Variant], renditions: list[Rendition]) -> str:
-            return MasterPlaylist(variants, renditions, tags=[tags.EXT_X_INDEPENDENT_SEGMENTS], version=4).dumps()
+            return MasterPlaylist(variants, renditions, tags=[EXT_X_INDEPENDENT_SEGMENTS], version=4).dumps()
 
         targets = [("master.m3u8", "main"), ("vertical.m3u8", "vertical")]
         for fname, kind in targets:
