@@ -18,9 +18,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .models import AdBreak
-from .playlist import MediaPlaylist, PlaylistError, is_master, parse_master, parse_media
-from .scte35 import breaks_from_playlist
+from sidecast.hls import MasterPlaylist, MediaPlaylist, PlaylistError, parse, timebase
+from sidecast.hls.breaks import Break, breaks_from_playlist
+from sidecast.hls.live import atomic_write
+
 from .sgai import add_interstitials
 from .ssai import AdMedia, Placement, stitch
 
@@ -101,12 +102,13 @@ def _read_media(path: str, what: str) -> MediaPlaylist:
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"cannot read {what} {path}: {exc}") from None
     try:
-        if is_master(text):
-            raise CliError(f"{what} {path} is a master playlist; give one rendition's media playlist "
-                           "(e.g. video/720p/index.m3u8)")
-        return parse_media(text)
+        pl = parse(text)
     except PlaylistError as exc:
         raise CliError(f"{what} {path} is not a valid HLS media playlist: {exc}") from None
+    if isinstance(pl, MasterPlaylist):
+        raise CliError(f"{what} {path} is a master playlist; give one rendition's media playlist "
+                       "(e.g. video/720p/index.m3u8)")
+    return pl
 
 
 def _ad_media_playlist(ad: str, content_path: str) -> str:
@@ -116,12 +118,12 @@ def _ad_media_playlist(ad: str, content_path: str) -> str:
         text = Path(ad).read_text(encoding="utf-8")
     except OSError as exc:
         raise CliError(f"cannot read ad playlist {ad}: {exc}") from None
-    if not is_master(text):
-        return ad
     try:
-        master = parse_master(text)
+        master = parse(text)
     except PlaylistError as exc:
         raise CliError(f"ad playlist {ad} is not valid HLS: {exc}") from None
+    if not isinstance(master, MasterPlaylist):
+        return ad
     parts = Path(content_path).resolve().parts
     base = Path(ad).resolve().parent
     for n in (3, 2):
@@ -129,7 +131,7 @@ def _ad_media_playlist(ad: str, content_path: str) -> str:
             cand = base.joinpath(*parts[-n:])
             if cand.is_file():
                 return str(cand)
-    vids = [v for v in master.variants() if v.kind == "video"]
+    vids = master.variants
     if not vids:
         raise CliError(f"ad master {ad} lists no variant")
     return str(base / vids[0].uri)
@@ -142,7 +144,7 @@ def _rebase(uri: str, src_dir: Path, out_dir: Path) -> str:
     return os.path.relpath((src_dir / uri).resolve(), out_dir.resolve())
 
 
-def _parse_at(values: list[str], total: float, duration: float) -> list[AdBreak]:
+def _parse_at(values: list[str], total: float, duration: float) -> list[Break]:
     out = []
     for v in values:
         if v.lower() == "pre":
@@ -157,15 +159,8 @@ def _parse_at(values: list[str], total: float, duration: float) -> list[AdBreak]
         if t < 0 or t > total + 1e-6:
             raise CliError(f"--at {v}: outside the playlist (0 to {total:.3f} s)")
         pos = "pre" if t <= 1e-6 else "post" if t >= total - 1e-6 else "mid"
-        out.append(AdBreak(f"at-{t:g}", t, 0.0 if pos != "mid" else duration, pos, None, "cli"))  # type: ignore[arg-type]
+        out.append(Break(f"at-{t:g}", t, 0.0 if pos != "mid" else duration, pos, None, "cli"))  # type: ignore[arg-type]
     return out
-
-
-def _write(out: Path, text: str) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out)
 
 
 def _stitch(args: argparse.Namespace) -> int:
@@ -197,21 +192,19 @@ def _stitch(args: argparse.Namespace) -> int:
                            "DATERANGE) to place breaks")
     media = AdMedia("cli", tuple(ad.segments))
     result = stitch(content, [Placement(b, (media,), slate) for b in breaks])
-    _write(args.output, result.playlist.dumps())
+    atomic_write(args.output, result.playlist.dumps())
     n_ad = sum(1 for s in result.playlist.segments if s.uri in {a.uri for a in ad.segments})
     print(f"stitched {len(breaks)} break(s), {n_ad} ad segment(s) → {args.output}")
     return 0
 
 
 def _interstitials(args: argparse.Namespace) -> int:
-    from .playlist import parse_pdt
-
     content = _read_media(args.media_playlist, "media playlist")
     out_dir = args.output.resolve().parent
     src_dir = Path(args.media_playlist).resolve().parent
     content = content.with_uris(lambda u: _rebase(u, src_dir, out_dir))
     try:
-        pdt_start = parse_pdt(args.pdt_start)
+        pdt_start = timebase.parse_pdt(args.pdt_start)
     except ValueError:
         raise CliError(f"--pdt-start {args.pdt_start!r} is not an ISO 8601 date-time") from None
     if args.duration < 0:
@@ -228,6 +221,6 @@ def _interstitials(args: argparse.Namespace) -> int:
         out = add_interstitials(content, breaks, args.asset_list, pdt_start)
     except (PlaylistError, ValueError) as exc:
         raise CliError(str(exc)) from None
-    _write(args.output, out.dumps())
+    atomic_write(args.output, out.dumps())
     print(f"added {len(breaks)} interstitial(s) → {args.output}")
     return 0

@@ -28,7 +28,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .playlist import PlaylistError, parse_master, parse_media, unquote
+from sidecast.hls import MasterPlaylist, PlaylistError, Rendition, Variant, parse_master, parse_media
+from sidecast.hls import tags as T
 
 FFMPEG = os.environ.get("SIDECAST_FFMPEG", "ffmpeg")
 FFPROBE = os.environ.get("SIDECAST_FFPROBE", "ffprobe")
@@ -98,18 +99,14 @@ def ladder_from_master(master_path: str | Path) -> Ladder:
         raise ConditionError(f"cannot read content master {mp}: {exc}") from None
     videos: list[VideoRendition] = []
     fps = 0.0
-    audio_key = None
-    for v in master.variants():
-        if v.kind == "video":
-            res = v.resolution
-            if res is None:
-                continue
-            videos.append(VideoRendition(v.uri, res[0], res[1], int(v.attrs.get("BANDWIDTH", "0") or 0),
-                                         unquote(v.attrs.get("CODECS", '"avc1.640028"')).split(",")[0]))
-            if "FRAME-RATE" in v.attrs:
-                fps = float(v.attrs["FRAME-RATE"])
-        elif v.kind == "AUDIO" and audio_key is None:
-            audio_key = v.uri
+    for v in master.variants:
+        res = v.resolution
+        if res is None:
+            continue
+        videos.append(VideoRendition(v.uri, res[0], res[1], v.bandwidth or 0,
+                                     (v.string("CODECS") or "avc1.640028").split(",")[0]))
+        fps = v.number("FRAME-RATE") or fps
+    audio_key = next((r.uri for r in master.renditions if r.type == "AUDIO" and r.uri is not None), None)
     if not videos:
         raise ConditionError(f"content master {mp} lists no video rendition with a RESOLUTION")
     first = parse_media((mp.parent / videos[0].key).read_text())
@@ -254,19 +251,17 @@ def _duration(out: Path, ladder: Ladder) -> float:
 
 
 def _write_master(out: Path, ladder: Ladder) -> None:
-    lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-INDEPENDENT-SEGMENTS"]
-    audio = ""
+    renditions, audio = [], None
     if ladder.audio_key:
-        lines.append(f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="aud",NAME="main",DEFAULT=YES,AUTOSELECT=YES,'
-                     f'CHANNELS="{ladder.audio_channels}",URI="{ladder.audio_key}"')
-        audio = ',AUDIO="aud"'
-    for v in ladder.video:
-        codecs = f"{v.codecs},mp4a.40.2" if ladder.audio_key else v.codecs
-        bw = max(v.bandwidth, 1) + (128_000 if ladder.audio_key else 0)
-        lines.append(f'#EXT-X-STREAM-INF:BANDWIDTH={bw},RESOLUTION={v.width}x{v.height},'
-                     f'FRAME-RATE={ladder.fps:.3f},CODECS="{codecs}"{audio}')
-        lines.append(v.key)
-    (out / "master.m3u8").write_text("\n".join(lines) + "\n")
+        audio = "aud"
+        renditions.append(Rendition.of("AUDIO", audio, "main", ladder.audio_key, default=True, autoselect=True,
+                                       channels=str(ladder.audio_channels)))
+    variants = [Variant.of(v.key, bandwidth=max(v.bandwidth, 1) + (128_000 if audio else 0),
+                           resolution=(v.width, v.height), frame_rate=ladder.fps,
+                           codecs=f"{v.codecs},mp4a.40.2" if audio else v.codecs, audio=audio)
+                for v in ladder.video]
+    master = MasterPlaylist(variants, renditions, tags=[T.EXT_X_INDEPENDENT_SEGMENTS], version=3)
+    (out / "master.m3u8").write_text(master.dumps())
 
 
 def segments_fit(duration: float, ladder: Ladder) -> int:

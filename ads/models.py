@@ -1,29 +1,16 @@
-"""Records shared by the ad modules: breaks (where ads go), pods (which ads), and beacons (what was seen).
+"""Records shared by the ad modules: pods (which ads) and beacons (what was seen).
 
 The stitcher (SSAI), the interstitial signaler (SGAI) and the decisioning API all speak these, so that a
-break found in SCTE-35 becomes the same decision whether a server stitches it or a player fetches it.
+break found in SCTE-35 becomes the same decision whether a server stitches it or a player fetches it. The
+break itself (where ads go) is ``sidecast.hls.breaks.Break``, the record the core schedules and signals.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Literal
 
-Position = Literal["pre", "mid", "post"]
 BeaconEvent = Literal["impression", "start", "firstQuartile", "midpoint", "thirdQuartile", "complete", "error"]
-
-
-@dataclass(frozen=True)
-class AdBreak:
-    """A slot for ads in the content timeline, in media seconds (and wall clock when known)."""
-
-    id: str
-    start: float
-    duration: float
-    position: Position = "mid"
-    start_date: datetime | None = None
-    source: str = "scte35"  # "scte35", "cue-tags", "daterange", "api", "cli"
 
 
 @dataclass(frozen=True)

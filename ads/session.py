@@ -7,7 +7,7 @@
     GET /session/{sid}/video/720p/seg_000012.ts      content segments (served from the origin)
     GET /session/{sid}/ad/{break}/{ad}/{seg}/{rendition}.ts   ad segments: server-side beacons fire here
 
-Breaks come from the origin's cue tags (``ads/scte35.py``) in the reference rendition (the master's first
+Breaks come from the origin's cue tags (``sidecast.hls.breaks``) in the reference rendition (the master's first
 variant) plus any scheduled breaks; each session asks ``decide(session_id, break)`` once per break, and the
 pod's conditioned renditions are matched to the content's by their path in the core's layout
 (``video/<name>/index.m3u8``, ``audio/index.m3u8``), falling back to the closest resolution. Subtitle
@@ -36,23 +36,16 @@ from urllib.parse import urljoin
 
 from fastapi import APIRouter
 
+from sidecast.hls import MasterPlaylist, MediaPlaylist, PlaylistError, Segment, parse, timebase
+from sidecast.hls.breaks import Break, breaks_from_playlist
+
 from .condition import Conditioned, ConditionError
-from .models import AdBreak, AdPod, BeaconEvent
-from .playlist import (
-    MasterPlaylist,
-    MediaPlaylist,
-    PlaylistError,
-    Segment,
-    is_master,
-    parse_master,
-    parse_media,
-)
-from .scte35 import breaks_from_playlist
+from .models import AdPod, BeaconEvent
 from .ssai import AdMedia, Placement, stitch
 
 log = logging.getLogger("sidecast.ads.session")
 
-Decide = Callable[[str, AdBreak], AdPod]
+Decide = Callable[[str, Break], AdPod]
 Beacon = Callable[[str, str, str, BeaconEvent], None]
 
 _SID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -95,7 +88,7 @@ def rebase_timestamp_map(vtt: str) -> str:
     shift = _vtt_seconds(first.group(1)) - local
     if shift <= 0:
         return vtt
-    new = f"X-TIMESTAMP-MAP=MPEGTS:{(mpegts + round(shift * 90000)) % 2**33},LOCAL:{_vtt_time(local + shift)}"
+    new = f"X-TIMESTAMP-MAP=MPEGTS:{timebase.wrap(mpegts + timebase.ticks(shift))},LOCAL:{_vtt_time(local + shift)}"
     return vtt[: m.start()] + new + vtt[m.end():]
 
 
@@ -156,7 +149,7 @@ class Fetcher:
         return value
 
     def playlist(self, loc: str) -> MediaPlaylist | MasterPlaylist:
-        v = self.parsed(loc, parse_playlist)
+        v = self.parsed(loc, parse)
         assert isinstance(v, MediaPlaylist | MasterPlaylist)
         return v
 
@@ -171,10 +164,6 @@ class Fetcher:
         if not isinstance(v, MasterPlaylist):
             raise PlaylistError(f"{loc} is a media playlist; a master playlist was expected")
         return v
-
-
-def parse_playlist(text: str) -> MediaPlaylist | MasterPlaylist:
-    return parse_master(text) if is_master(text) else parse_media(text)
 
 
 def rendition_kind(key: str) -> str:
@@ -232,31 +221,30 @@ class AdResolver:
             if k in rendition_uris:
                 return self.segments(rendition_uris[k])
         try:
-            text, _ = self.fetcher.text(ad_uri)
+            ad_playlist = self.fetcher.playlist(ad_uri)
         except OSError as exc:
             raise PodError(f"cannot read ad playlist {ad_uri}: {exc}") from None
-        if not is_master(text):
+        if not isinstance(ad_playlist, MasterPlaylist):
             if kind == "audio":
                 raise PodError(f"ad {ad_uri} is a single media playlist; the content has a separate audio rendition")
             return self.segments(ad_uri)
-        master = parse_master(text)
+        master = ad_playlist
         # Same path in the same layout (conditioned ads mirror the content's layout).
         same = _resolve(ad_uri, key)
         if not _is_url(same) and os.path.exists(same):
             return self.segments(same)
-        variants = master.variants()
         if kind == "audio":
-            aud = [v for v in variants if v.kind == "AUDIO"]
+            aud = [r.uri for r in master.renditions if r.type == "AUDIO" and r.uri is not None]
             if not aud:
                 raise PodError(f"ad {ad_uri} has no audio rendition to stitch into {key}")
-            return self.segments(_resolve(ad_uri, aud[0].uri))
-        vids = [v for v in variants if v.kind == "video"]
+            return self.segments(_resolve(ad_uri, aud[0]))
+        vids = master.variants
         if not vids:
             raise PodError(f"ad {ad_uri} has no video variant")
         want = None
         if content_master is not None:
-            for v in content_master.variants():
-                if v.kind == "video" and v.uri.rstrip("/") == key:
+            for v in content_master.variants:
+                if v.uri.rstrip("/") == key:
                     want = v.resolution
         best = vids[0]
         if want is not None:
@@ -301,7 +289,7 @@ class StitchService:
     """Everything behind the router, without HTTP: origin reading, breaks, pods, sessions, stitching."""
 
     def __init__(self, origin: str | Path, decide: Decide, beacon: Beacon, *,
-                 slate: str | None = None, schedule: Callable[[], Sequence[AdBreak]] | None = None,
+                 slate: str | None = None, schedule: Callable[[], Sequence[Break]] | None = None,
                  session_ttl: float = 3600.0, fetcher: Fetcher | None = None,
                  conditioner: Callable[[str], Conditioned] | None = None) -> None:
         o = str(origin)
@@ -315,8 +303,8 @@ class StitchService:
         self.conditioner = conditioner
         self.sessions: dict[str, SessionState] = {}
         self._lock = threading.RLock()
-        self._known_breaks: dict[str, AdBreak] = {}
-        self._breaks_cache: tuple[object, list[AdBreak]] | None = None
+        self._known_breaks: dict[str, Break] = {}
+        self._breaks_cache: tuple[object, list[Break]] | None = None
         self.slate = slate
         self._slate_seg: Segment | None = None
         if slate:
@@ -344,10 +332,10 @@ class StitchService:
         m = self.master()
         if m is None:
             return None
-        vids = [v for v in m.variants() if v.kind == "video" and not _is_url(v.uri)]
+        vids = [v for v in m.variants if not _is_url(v.uri)]
         return vids[0].uri if vids else None
 
-    def breaks(self, content: MediaPlaylist) -> list[AdBreak]:
+    def breaks(self, content: MediaPlaylist) -> list[Break]:
         """The stream's breaks: cue tags of the reference rendition (remembered while they can still
         matter, so a CUE-OUT sliding out of the window does not end its break) plus scheduled ones."""
         ref = content
@@ -368,7 +356,7 @@ class StitchService:
                 if first is not None:
                     for bid, b in list(self._known_breaks.items()):
                         assert b.start_date is not None
-                        if b.start_date + timedelta(seconds=b.duration + 600) < first:
+                        if b.start_date + timedelta(seconds=(b.duration or 0.0) + 600) < first:
                             del self._known_breaks[bid]
                 # a break keeps the definition it was first seen with (cue tags of later windows may
                 # describe it differently), so its segments never change between reloads
@@ -401,7 +389,7 @@ class StitchService:
             if now - st.last_seen > self.session_ttl:
                 del self.sessions[sid]
 
-    def pod(self, sid: str, st: SessionState, brk: AdBreak) -> ResolvedPod | None:
+    def pod(self, sid: str, st: SessionState, brk: Break) -> ResolvedPod | None:
         if brk.id in st.pods:
             return st.pods[brk.id]
         with st.lock:
@@ -409,7 +397,7 @@ class StitchService:
                 return st.pods[brk.id]
             return self._decide(sid, st, brk)
 
-    def _decide(self, sid: str, st: SessionState, brk: AdBreak) -> ResolvedPod | None:
+    def _decide(self, sid: str, st: SessionState, brk: Break) -> ResolvedPod | None:
         try:
             pod = self.decide(sid, brk)
         except Exception as exc:  # the decisioning service failing must not fail the playlist
@@ -431,7 +419,7 @@ class StitchService:
         if m is None:
             rk = self.reference_key()
             return [rk] if rk else []
-        return [v.uri for v in m.variants() if not _is_url(v.uri)]
+        return [u for u in m.media_uris() if not _is_url(u)]
 
     def _resolve_pod(self, pod: AdPod) -> ResolvedPod:
         master = self.master()
@@ -476,7 +464,7 @@ class StitchService:
             ads.append(ResolvedAd(ad.creative_id, float(ad.duration), rend))
         return ResolvedPod(pod, tuple(ads))
 
-    def ad_media(self, rp: ResolvedPod, brk: AdBreak, key: str) -> tuple[AdMedia, ...]:
+    def ad_media(self, rp: ResolvedPod, brk: Break, key: str) -> tuple[AdMedia, ...]:
         hit = rp.media.get(key)
         if hit is not None:
             return hit
@@ -571,7 +559,7 @@ class StitchService:
 
 
 def make_router(origin: str | Path, decide: Decide, beacon: Beacon, *, slate: str | None = None,
-                schedule: Callable[[], Sequence[AdBreak]] | None = None,
+                schedule: Callable[[], Sequence[Break]] | None = None,
                 conditioner: Callable[[str], Conditioned] | None = None) -> APIRouter:
     """A FastAPI router serving ``/session/{session_id}/...`` for the origin (a folder or a base URL).
 

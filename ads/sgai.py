@@ -28,8 +28,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from .models import AdBreak, AdPod
-from .playlist import DateRange, MediaPlaylist, PlaylistError, Segment, quote
+from sidecast.hls import DateRange, MediaPlaylist, PlaylistError, Segment, quote, timebase
+from sidecast.hls.breaks import Break
+
+from .models import AdPod
 
 INTERSTITIAL_CLASS = "com.apple.hls.interstitial"
 DEFAULT_PDT_START = datetime(2000, 1, 1, tzinfo=UTC)
@@ -84,8 +86,7 @@ class Interstitial:
         a: dict[str, str] = {
             "ID": quote(self.id),
             "CLASS": quote(INTERSTITIAL_CLASS),
-            "START-DATE": quote(self.start_date.astimezone(UTC).isoformat(timespec="milliseconds")
-                                .replace("+00:00", "Z")),
+            "START-DATE": quote(timebase.format_pdt(self.start_date)),
         }
         if self.cue:
             a["CUE"] = quote(",".join(self.cue))
@@ -130,10 +131,10 @@ def ensure_program_date_time(pl: MediaPlaylist, start: datetime = DEFAULT_PDT_ST
             clock = p
         segs.append(replace(seg, program_date_time=clock))
         clock = clock + timedelta(seconds=seg.duration)
-    return replace(pl, segments=segs)
+    return pl.copy(segments=segs)
 
 
-def interstitial_for_break(brk: AdBreak, start_date: datetime, asset_list: str, *, live: bool,
+def interstitial_for_break(brk: Break, start_date: datetime, asset_list: str, *, live: bool,
                            restrict: Sequence[str] = ("SKIP", "JUMP")) -> Interstitial:
     """The interstitial for a break.
 
@@ -145,34 +146,41 @@ def interstitial_for_break(brk: AdBreak, start_date: datetime, asset_list: str, 
       X-TIMELINE-OCCUPIES="RANGE";
     - VOD mid-roll with a duration: replacement as well (X-RESUME-OFFSET = DURATION); duration 0: an
       insert (X-RESUME-OFFSET=0, X-TIMELINE-OCCUPIES="POINT").
+
+    A break still open has no interstitial yet (ValueError): an interstitial's attributes never change
+    between reloads (§6.2.1), so it is announced once its duration is known.
     """
+    duration = brk.duration
+    if duration is None:
+        raise ValueError(f"break {brk.id} is still open: its interstitial waits for its duration")
     if brk.position == "pre":
         return Interstitial(brk.id, start_date, asset_list=asset_list, cue=("PRE",), resume_offset=0.0,
-                            planned_duration=brk.duration or None, restrict=tuple(restrict),
+                            planned_duration=duration or None, restrict=tuple(restrict),
                             timeline_occupies="POINT")
     if brk.position == "post":
         return Interstitial(brk.id, start_date, asset_list=asset_list, cue=("POST",), resume_offset=0.0,
-                            planned_duration=brk.duration or None, restrict=tuple(restrict),
+                            planned_duration=duration or None, restrict=tuple(restrict),
                             timeline_occupies="POINT")
     if live:
-        return Interstitial(brk.id, start_date, asset_list=asset_list, duration=brk.duration,
-                            playout_limit=brk.duration, snap=_SNAP, restrict=tuple(restrict),
+        return Interstitial(brk.id, start_date, asset_list=asset_list, duration=duration,
+                            playout_limit=duration, snap=_SNAP, restrict=tuple(restrict),
                             timeline_occupies="RANGE")
-    if brk.duration > 0:
-        return Interstitial(brk.id, start_date, asset_list=asset_list, duration=brk.duration,
-                            resume_offset=brk.duration, playout_limit=brk.duration,
+    if duration > 0:
+        return Interstitial(brk.id, start_date, asset_list=asset_list, duration=duration,
+                            resume_offset=duration, playout_limit=duration,
                             restrict=tuple(restrict), timeline_occupies="RANGE")
     return Interstitial(brk.id, start_date, asset_list=asset_list, duration=0.0, resume_offset=0.0,
                         restrict=tuple(restrict), timeline_occupies="POINT")
 
 
-def asset_list_url(template: str, brk: AdBreak) -> str:
+def asset_list_url(template: str, brk: Break) -> str:
     """``{break_id}``, ``{duration}`` and ``{position}`` in the URL are filled from the break."""
-    return (template.replace("{break_id}", brk.id).replace("{duration}", _num(brk.duration))
+    duration = "" if brk.duration is None else _num(brk.duration)
+    return (template.replace("{break_id}", brk.id).replace("{duration}", duration)
             .replace("{position}", brk.position))
 
 
-def add_interstitials(pl: MediaPlaylist, breaks: Iterable[AdBreak], asset_list: str | Callable[[AdBreak], str],
+def add_interstitials(pl: MediaPlaylist, breaks: Iterable[Break], asset_list: str | Callable[[Break], str],
                       pdt_start: datetime = DEFAULT_PDT_START) -> MediaPlaylist:
     """The playlist with one interstitial DATERANGE per break (existing tags are kept).
 
@@ -195,8 +203,8 @@ def add_interstitials(pl: MediaPlaylist, breaks: Iterable[AdBreak], asset_list: 
     trailing = list(pl.trailing_dateranges)
     existing = {d.id for d in pl.dateranges()}
     for brk in breaks:
-        if brk.id in existing:
-            continue
+        if brk.id in existing or brk.duration is None:
+            continue  # already announced, or still open (announced once its duration is known)
         if brk.start_date is not None:
             sd = brk.start_date
         else:
@@ -224,7 +232,7 @@ def add_interstitials(pl: MediaPlaylist, breaks: Iterable[AdBreak], asset_list: 
         existing.add(brk.id)
     segs = [replace(s, dateranges=tuple(d)) if tuple(d) != s.dateranges else s
             for s, d in zip(pl.segments, seg_dr, strict=True)]
-    return replace(pl, segments=segs, trailing_dateranges=trailing)
+    return pl.copy(segments=segs, trailing_dateranges=trailing)
 
 
 def asset_list_json(pod: AdPod, uri_for: Callable[[int, str], str] | None = None) -> str:

@@ -29,8 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from .models import AdBreak
-from .playlist import MediaPlaylist, Segment, target_duration_for
+from sidecast.hls import MediaPlaylist, Segment, target_duration_for
+from sidecast.hls import tags as T
+from sidecast.hls.breaks import Break
 
 log = logging.getLogger("sidecast.ads.ssai")
 
@@ -49,7 +50,7 @@ class AdMedia:
 class Placement:
     """A break and what fills it for one rendition. ``ads`` empty = the content plays (a fallback)."""
 
-    brk: AdBreak
+    brk: Break
     ads: tuple[AdMedia, ...] = ()
     slate: Segment | None = None
     first_sequence: int | None = None   # live: the first media sequence number the pod may take
@@ -87,7 +88,7 @@ def _pod_entries(p: Placement, limit: float, target: int | None, max_count: int 
     return out
 
 
-def _offsets(content: MediaPlaylist, brk: AdBreak) -> list[float | None]:
+def _offsets(content: MediaPlaylist, brk: Break) -> list[float | None]:
     """Each segment's start relative to the break start (wall clock when both sides have it)."""
     times = content.segment_times()
     pdts = content.program_date_times() if brk.start_date is not None else [None] * len(times)
@@ -110,30 +111,41 @@ def nominal_duration(content: MediaPlaylist) -> float:
     return max(round(ds[len(ds) // 2], 1), 0.1)
 
 
-_CUE_PREFIXES = ("#EXT-X-CUE", "#EXT-OATCLS-SCTE35", "#EXT-X-ASSET", "#EXT-X-SCTE35")
-
-
 def _strip_cues(content: MediaPlaylist) -> MediaPlaylist:
     """Drop the origin's cue tags: the breaks they signal are stitched, no one downstream should act again."""
     if not any(s.tags for s in content.segments):
         return content
-    segs = [s if not s.tags else replace(s, tags=tuple(t for t in s.tags if not t.startswith(_CUE_PREFIXES)))
-            for s in content.segments]
-    return replace(content, segments=segs)
+
+    def kept(tags: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(t for t in tags if t.partition(":")[0] not in T.AD_SIGNALLING)
+
+    return content.copy(segments=[s if not s.tags else replace(s, tags=kept(s.tags)) for s in content.segments])
 
 
 def stitch(content: MediaPlaylist, placements: Sequence[Placement], prior_seams: int = 0,
            slot: float | None = None) -> Stitched:
-    """Stitch ``placements`` into ``content``; live or VOD by the playlist's EXT-X-ENDLIST."""
+    """Stitch ``placements`` into ``content``; live or VOD by the playlist's EXT-X-ENDLIST.
+
+    A break still open (its end not known yet) is left to the content: the ads act on closed breaks."""
     content = _strip_cues(content)
+    placements = [p for p in placements if p.brk.duration is not None]
     if content.endlist:
         return _stitch_vod(content, placements)
     return _stitch_live(content, placements, prior_seams, slot or nominal_duration(content))
 
 
 def _ad_segment(entry: _Entry, pdt: datetime | None, disc: bool) -> Segment:
-    s = entry.seg
-    return Segment(s.uri, s.duration, s.title, disc, pdt, s.tags, ())
+    """The ad's segment in its slot: the slot's clock, its own keys and initialization section."""
+    return replace(entry.seg, discontinuity=disc, program_date_time=pdt, dateranges=())
+
+
+def _slate_segment(slate: Segment, duration: float, pdt: datetime | None) -> Segment:
+    return replace(slate, duration=duration, discontinuity=True, program_date_time=pdt, dateranges=())
+
+
+def _duration(brk: Break) -> float:
+    assert brk.duration is not None, "stitch() drops open breaks"
+    return brk.duration
 
 
 def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_seams: int,
@@ -148,8 +160,8 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
                                                    p.brk.start, p.brk.id))
     entries: list[list[_Entry]] = []
     for pi, p in enumerate(placements):
-        brk = p.brk
-        if brk.duration <= 0:
+        brk, dur = p.brk, _duration(p.brk)
+        if dur <= 0:
             log.warning("ignoring break %s in a live playlist: a live break must replace content (duration > 0)",
                         brk.id)
             entries.append([])
@@ -159,7 +171,7 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
         # segment of the window that is in the break or right after it.
         start_msn = None
         for i, o in enumerate(offs):
-            if o is not None and -_EPS <= o < brk.duration - _EPS + slot - _EPS:
+            if o is not None and -_EPS <= o < dur - _EPS + slot - _EPS:
                 start_msn = content.media_sequence + i - int(round(o / slot))
                 break
         if start_msn is None:
@@ -168,17 +180,17 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
         # A pod decided after the session already saw some of the break's segments starts at the first
         # segment it has not seen: a listed segment never changes (RFC 8216bis §6.2.2).
         first = max(start_msn, p.first_sequence if p.first_sequence is not None else start_msn)
-        nslots = max(1, int(math.ceil((brk.duration - _EPS) / slot)))
+        nslots = max(1, int(math.ceil((dur - _EPS) / slot)))
         late = first - start_msn
-        entries.append(_pod_entries(p, brk.duration - late * slot, content.target_duration, nslots - late))
+        entries.append(_pod_entries(p, dur - late * slot, content.target_duration, nslots - late))
         for i, o in enumerate(offs):
             if o is None:
                 continue
             msn = content.media_sequence + i
-            if -_EPS <= o < brk.duration - _EPS:
+            if -_EPS <= o < dur - _EPS:
                 if where[i] is None:
                     where[i] = (pi, msn - first)
-            elif brk.duration - _EPS <= o < brk.duration - _EPS + slot - _EPS and after[i] is None:
+            elif dur - _EPS <= o < dur - _EPS + slot - _EPS and after[i] is None:
                 after[i] = (pi, msn - 1 - first)
 
     def source(pi: int, j: int) -> tuple[str, int]:
@@ -235,7 +247,7 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
                 sl = placements[pi].slate
                 assert sl is not None
                 # Slate plays the slot's length at most: the next slot starts on the content's clock.
-                new = Segment(sl.uri, min(sl.duration, seg.duration), sl.title, True, pdts[i], sl.tags, ())
+                new = _slate_segment(sl, min(sl.duration, seg.duration), pdts[i])
                 disc = True
             else:
                 disc = seg.discontinuity or prev[0] != "content"
@@ -248,16 +260,15 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
         if new.discontinuity and not seg.discontinuity:
             seams.append(msn)
         out.append(new)
-    pl = replace(content, segments=out, discontinuity_sequence=content.discontinuity_sequence + prior_seams,
-                 header_tags=list(content.header_tags), trailing_dateranges=list(content.trailing_dateranges),
-                 trailing_tags=list(content.trailing_tags))
+    pl = content.copy(segments=out, discontinuity_sequence=content.discontinuity_sequence + prior_seams)
     return Stitched(pl, tuple(seams))
 
 
 def _stitch_vod(content: MediaPlaylist, placements: Sequence[Placement]) -> Stitched:
     pdts = content.program_date_times()
     offs = [_offsets(content, p.brk) for p in placements]
-    pods = [_pod_entries(p, p.brk.duration, None, None) for p in placements]
+    durs = [_duration(p.brk) for p in placements]
+    pods = [_pod_entries(p, durs[pi], None, None) for pi, p in enumerate(placements)]
     pod_end: dict[int, float] = {}       # placement -> where its pod ended, relative to the break start
     inserted = [False] * len(placements)
     out: list[Segment] = []
@@ -282,15 +293,15 @@ def _stitch_vod(content: MediaPlaylist, placements: Sequence[Placement]) -> Stit
 
     for i, seg in enumerate(content.segments):
         # Insertions (duration-0 breaks) go before the first segment at or after their time.
-        for pi, p in enumerate(placements):
+        for pi in range(len(placements)):
             o = offs[pi][i]
-            if p.brk.duration <= 0 and not inserted[pi] and o is not None and o >= -_EPS:
+            if durs[pi] <= 0 and not inserted[pi] and o is not None and o >= -_EPS:
                 inserted[pi] = True
                 emit_pod(pi, pdts[i])
         hit = None
-        for pi, p in enumerate(placements):
+        for pi in range(len(placements)):
             o = offs[pi][i]
-            if p.brk.duration > 0 and o is not None and -_EPS <= o < p.brk.duration - _EPS:
+            if durs[pi] > 0 and o is not None and -_EPS <= o < durs[pi] - _EPS:
                 hit = (pi, o)
                 break
         if hit is None:
@@ -303,8 +314,7 @@ def _stitch_vod(content: MediaPlaylist, placements: Sequence[Placement]) -> Stit
         if o < pod_end[pi] - _EPS:
             continue  # covered by the pod; content returns at the next segment boundary after it
         if p.slate is not None and pods[pi]:
-            sl = p.slate
-            out.append(Segment(sl.uri, min(sl.duration, seg.duration), sl.title, True, pdts[i], sl.tags, ()))
+            out.append(_slate_segment(p.slate, min(p.slate.duration, seg.duration), pdts[i]))
             prev_src = ("slate", i)
             continue
         content_seg(i, seg)
@@ -312,12 +322,10 @@ def _stitch_vod(content: MediaPlaylist, placements: Sequence[Placement]) -> Stit
     if content.segments:
         last = pdts[-1]
         pdt_end = last + timedelta(seconds=content.segments[-1].duration) if last is not None else None
-        for pi, p in enumerate(placements):
-            if p.brk.duration <= 0 and not inserted[pi]:
+        for pi in range(len(placements)):
+            if durs[pi] <= 0 and not inserted[pi]:
                 emit_pod(pi, pdt_end)
                 inserted[pi] = True
     seams = tuple(content.media_sequence + i for i, s in enumerate(out) if s.discontinuity)
     target = max(content.target_duration, target_duration_for(s.duration for s in out))
-    pl = replace(content, segments=out, target_duration=target, header_tags=list(content.header_tags),
-                 trailing_dateranges=list(content.trailing_dateranges), trailing_tags=list(content.trailing_tags))
-    return Stitched(pl, seams)
+    return Stitched(content.copy(segments=out, target_duration=target), seams)

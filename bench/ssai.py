@@ -32,10 +32,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sidecast.ads.models import AdBreak, AdPod, PodAd  # noqa: E402
-from sidecast.ads.playlist import MasterPlaylist, MediaPlaylist, Segment, parse_master  # noqa: E402
+from sidecast.ads.models import AdPod, PodAd  # noqa: E402
 from sidecast.ads.session import Fetcher, StitchService  # noqa: E402
 from sidecast.ads.ssai import stitch  # noqa: E402
+from sidecast.hls import MasterPlaylist, MediaPlaylist, Segment, parse_master  # noqa: E402
+from sidecast.hls.breaks import Break  # noqa: E402
 
 T0 = datetime(2026, 6, 1, 20, 0, tzinfo=UTC)
 RENDITIONS = ("720p", "480p", "360p")
@@ -139,7 +140,7 @@ def main() -> int:
     lib, pool = ad_library(40)
     origin = MemoryOrigin(lib)
 
-    def decide(sid: str, brk: AdBreak) -> AdPod:
+    def decide(sid: str, brk: Break) -> AdPod:
         h = hash((sid, brk.id))
         ads = (pool[h % len(pool)],) if h % 3 else (pool[h % len(pool)], pool[(h // 7) % len(pool)])
         return AdPod(brk.id, sid, ads, decision_id=f"{sid}:{brk.id}")

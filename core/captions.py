@@ -20,15 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sidecast.contract.records import Cue
-
-PTS_CLOCK = 90_000
-PTS_WRAP = 1 << 33
-PTS_OFFSET = 900_000  # media time 0 is PTS 900000 (10 s) in the core's MPEG-TS output
-
-
-def media_time_to_pts90k(media_time: float) -> int:
-    """The MPEG-TS PTS of a media time in the core's output, wrapped to 33 bits as in the TS headers."""
-    return (PTS_OFFSET + round(media_time * PTS_CLOCK)) % PTS_WRAP
+from sidecast.hls import timebase
 
 
 def vtt_timestamp(seconds: float) -> str:
@@ -63,14 +55,14 @@ def render_vtt_segment(cues: Iterable[Cue], seg_start: float, seg_end: float, vi
     """One WebVTT media segment for the window [seg_start, seg_end).
 
     ``video_pts90k`` is the PTS of the video at ``seg_start`` as the TS muxer wrote it (the core computes
-    ``media_time_to_pts90k(seg_start)``, or passes the first video DTS where players anchor on that). It is
-    reduced mod 2**33 here, so callers may pass an unwrapped value. Cue times stay in media seconds: the
+    ``timebase.media_to_pts(seg_start)``, or passes the first video DTS where players anchor on that). It
+    is wrapped to 33 bits here, so callers may pass an unwrapped value. Cue times stay in media seconds: the
     header says media time ``seg_start`` is that PTS. A window where nobody speaks yields a header-only
     segment, which players accept and which keeps the subtitle playlist in step with the video.
     """
     if seg_end < seg_start:
         raise ValueError(f"segment ends ({seg_end}) before it starts ({seg_start})")
-    mpegts = int(video_pts90k) % PTS_WRAP
+    mpegts = timebase.wrap(int(video_pts90k))
     out = ["WEBVTT", f"X-TIMESTAMP-MAP=MPEGTS:{mpegts},LOCAL:{vtt_timestamp(seg_start)}", ""]
     for cue in cues_shown_during(cues, seg_start, seg_end):
         out.append(_cue_block(cue))

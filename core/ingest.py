@@ -16,7 +16,11 @@ from fractions import Fraction
 
 import av
 
-from .breaks import Break, BreakSchedule, media_time_of_splice
+from sidecast.hls import timebase
+from sidecast.hls.breaks import Break
+from sidecast.hls.scte35 import try_decode_cue
+
+from .breaks import BreakSchedule
 from .fanout import FanOut
 from .outputs.audio import AudioRendition
 from .outputs.base import SegmentJob
@@ -71,7 +75,7 @@ class Ingest:
         pdt = self.pdt_at(start)
         job = SegmentJob(index=self._index, start=start, end=end, frames=self._frames, times=self._times,
                          discontinuity=self._discontinuity_pending, pdt=pdt, closed_at=time.monotonic(),
-                         final=final, tags=self.schedule.tags_for(start, end, pdt))
+                         final=final, signal=self.schedule.signal_for(start, pdt))
         if self.fanout is not None:
             self.fanout.segment(self._index, start, end)
             if final:
@@ -154,15 +158,11 @@ class Ingest:
 
     def on_cue(self, ev: CueEvent) -> None:
         """SCTE-35 from the source: schedule the break (a forced boundary) or close the open one."""
-        from sidecast.ads.scte35 import (
-            try_decode_cue,  # moves to sidecast.hls (layer rule: core never imports ads)
-        )
-
         splice = try_decode_cue(ev.data, "in the source")
         if splice is None:
             return
         now = self.media_time
-        t = ev.t if splice.pts_time is None else media_time_of_splice(splice.pts_time, ev.offset, ev.t)
+        t = ev.t if splice.pts_time is None else timebase.unwrap_seconds(splice.pts_time + ev.offset, ev.t)
         if t < now:
             log.warning("SCTE-35 cue arrived after its splice time; the break starts at the next frame",
                         extra={"splice_t": round(t, 3), "now": round(now, 3)})

@@ -1,9 +1,9 @@
 """Encoding and muxing primitives: one video segment per call, a continuous AAC encoder, JPEG snapshots.
 
 Timestamps: media time t (seconds from the start of the stream) is written as MPEG-TS PTS
-``PTS_OFFSET + round(t * 90000)``; the offset leaves room for B-frame DTS below the first PTS and is the
-value caption segments map to (X-TIMESTAMP-MAP). The muxer runs with ``mpegts_copyts`` so FFmpeg adds
-no offset of its own, and it wraps PTS at 2**33 as MPEG-TS requires.
+``timebase.media_to_pts(t)`` (media time 0 is PTS 900000: room for B-frame DTS below the first PTS, and
+the value caption segments map to in X-TIMESTAMP-MAP). The muxer runs with ``mpegts_copyts`` so FFmpeg
+adds no offset of its own, and it wraps PTS at 2**33 as MPEG-TS requires.
 """
 
 from __future__ import annotations
@@ -19,17 +19,11 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from sidecast.contract.encoding import x264_options
+from sidecast.hls import timebase
 
 from .ladder import AUDIO_BITRATE, AUDIO_CHANNELS, AUDIO_SAMPLE_RATE
 
-PTS_OFFSET = 900_000  # 10 s in 90 kHz ticks
 TS_OPTIONS = {"mpegts_copyts": "1", "mpegts_flags": "resend_headers"}
-PTS_WRAP = 1 << 33
-
-
-def media_to_pts90k(t: float) -> int:
-    """Unwrapped 90 kHz PTS of media time t (wrap with ``% PTS_WRAP`` where the wire needs it)."""
-    return PTS_OFFSET + int(round(t * 90_000))
 
 
 def h264_codecs_string(data: bytes) -> str:
@@ -84,8 +78,8 @@ def encode_video_segment(
     try:
         st = out.add_stream("libx264", rate=fps, options=x264_options(crf, max_bitrate, keyint))
         st.width, st.height, st.pix_fmt = width, height, "yuv420p"
-        st.time_base = Fraction(1, 90_000)
-        st.codec_context.time_base = Fraction(1, 90_000)
+        st.time_base = timebase.TIME_BASE
+        st.codec_context.time_base = timebase.TIME_BASE
         if threads:
             st.codec_context.thread_count = threads
         first = True
@@ -101,8 +95,8 @@ def encode_video_segment(
                                             interpolation="BICUBIC")
             else:
                 out_frame = fit_frame(frame, width, height, scaler)
-            out_frame.pts = media_to_pts90k(t)
-            out_frame.time_base = Fraction(1, 90_000)
+            out_frame.pts = timebase.media_to_pts(t)
+            out_frame.time_base = timebase.TIME_BASE
             out_frame.pict_type = av.video.frame.PictureType.I if i == 0 else av.video.frame.PictureType.NONE
             for pkt in st.encode(out_frame):
                 if first:
@@ -305,7 +299,7 @@ class AudioEncoder:
             # The template copies stream parameters, which never saw the encoder's AudioSpecificConfig
             # (set when the encoder opened): without it the TS muxer cannot write ADTS headers.
             st.codec_context.extradata = self.stream.codec_context.extradata
-            offset = PTS_OFFSET * AUDIO_SAMPLE_RATE // 90_000
+            offset = timebase.PTS_OFFSET * AUDIO_SAMPLE_RATE // timebase.CLOCK
             for pkt in packets:
                 if pkt.pts is None:
                     continue

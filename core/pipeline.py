@@ -36,8 +36,9 @@ from sidecast.contract.params import (
 )
 from sidecast.contract.records import Crop, RenditionInfo, Result, ResultKind, StreamInfo
 from sidecast.contract.shm import sweep_stale
+from sidecast.hls.breaks import Break
 
-from .breaks import Break, BreakSchedule
+from .breaks import BreakSchedule
 from .croppath import CropPath
 from .errors import ConfigError, SidecastError, SourceError
 from .fanout import FanOut

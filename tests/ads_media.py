@@ -15,7 +15,8 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sidecast.ads.playlist import parse_media
+from sidecast.hls import parse_media
+from sidecast.hls.timebase import format_pdt
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 RENDITIONS = (("180p", 320, 180, 300_000), ("144p", 256, 144, 200_000))
@@ -81,8 +82,8 @@ def make_content(out: Path, seconds: int = 12, seg: int = 2, tone: int = 440, su
             (d / f"seg_{k:06d}.vtt").write_text(
                 "WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:126000,LOCAL:00:00:00.000\n\n"
                 f"00:00:{a:02d}.000 --> 00:00:{b:02d}.000\ncontent caption {k}\n")
-            sl += ["#EXT-X-PROGRAM-DATE-TIME:" + (T0 + timedelta(seconds=a)).isoformat(timespec="milliseconds")
-                   .replace("+00:00", "Z"), f"#EXTINF:{seg}.0,", f"seg_{k:06d}.vtt"]
+            sl += ["#EXT-X-PROGRAM-DATE-TIME:" + format_pdt(T0 + timedelta(seconds=a)), f"#EXTINF:{seg}.0,",
+                   f"seg_{k:06d}.vtt"]
         sl.append("#EXT-X-ENDLIST")
         (d / "index.m3u8").write_text("\n".join(sl) + "\n")
         lines.append('#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs",NAME="English",LANGUAGE="en",DEFAULT=NO,'

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sidecast.ads.models import AdBreak
+from sidecast.hls.breaks import Break
 from tests.ads_fixtures import AdServer, Route, ad_server, running_api, wait_until
 
 
@@ -69,11 +69,11 @@ def test_decide_for_break_and_beacon_for_session_share_the_api_records(tmp_path:
         api.client.post("/v1/campaigns", json={"id": "k", "creative_ids": ["c15"], "frequency_cap": 1}
                         ).raise_for_status()
         svc = api.server.config.app.state.service  # the running app's own service object
-        pod = svc.decide_for_break("viewer-1", AdBreak(id="brk-1", start=30.0, duration=30.0))
+        pod = svc.decide_for_break("viewer-1", Break(id="brk-1", start=30.0, duration=30.0))
         assert (pod.break_id, pod.session_id, [a.creative_id for a in pod.ads]) == ("brk-1", "viewer-1", ["c15"])
         ad = pod.ads[0]
         assert ad.tracking["impression"] == [f"{tracker.base}/t/imp"] and ad.rendition_uris["720p"].endswith("720p.m3u8")
-        assert svc.decide_for_break("viewer-1", AdBreak(id="brk-2", start=90.0, duration=30.0)).ads == ()  # capped
+        assert svc.decide_for_break("viewer-1", Break(id="brk-2", start=90.0, duration=30.0)).ads == ()  # capped
         assert svc.beacon_for_session("viewer-1", pod.decision_id, "c15", "impression") is True
         assert svc.beacon_for_session("viewer-1", pod.decision_id, "c15", "impression") is False
         assert svc.beacon_for_session("viewer-1", pod.decision_id, "c15", "complete") is True

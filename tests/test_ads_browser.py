@@ -12,9 +12,9 @@ import pytest
 from fastapi import FastAPI
 
 from sidecast.ads.condition import Conditioner
-from sidecast.ads.models import AdBreak
-from sidecast.ads.playlist import parse_media
 from sidecast.ads.session import make_router
+from sidecast.hls import parse_media
+from sidecast.hls.breaks import Break
 from tests.ads_media import add_cue_tags, make_content, make_creative
 from tests.browser.harness import play_hls, serve
 from tests.test_ads_session import KEYS, Recorder, app_for, serve_app
@@ -184,7 +184,7 @@ def test_core_output_gets_a_scheduled_break_stitched_and_plays(tmp_path):
     video = parse_media((out / "video" / "180p" / "index.m3u8").read_text())
     start = video.segments[1].program_date_time
     assert start is not None  # the core writes PDT on every segment
-    brk = AdBreak("api-1", 2.0, 4.0, start_date=start, source="api")
+    brk = Break("api-1", 2.0, 4.0, start_date=start, source="api")
     creative = make_creative(tmp_path / "creative.mp4", seconds=4, color="yellow")
     rec = Recorder(creative)
     app = FastAPI()

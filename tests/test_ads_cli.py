@@ -9,7 +9,7 @@ import m3u8
 import pytest
 
 from sidecast.ads.condition import Conditioner
-from sidecast.ads.playlist import parse_media
+from sidecast.hls import parse_media
 from tests.ads_media import add_cue_tags, make_content, make_creative
 
 SIDECAST = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "sidecast"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sidecast.ads.condition import Conditioner, ConditionError, ladder_from_master
-from sidecast.ads.playlist import parse_master, parse_media
+from sidecast.hls import parse_master, parse_media
 from tests.ads_media import make_content, make_creative
 
 
@@ -39,8 +39,8 @@ def test_creative_is_conditioned_to_every_rendition_and_reused(content, tmp_path
     done = cond(creative)
     assert not done.reused and done.duration == pytest.approx(5.0, abs=0.1)
     master = parse_master(done.master.read_text())
-    assert {v.uri for v in master.variants()} == {"video/180p/index.m3u8", "video/144p/index.m3u8",
-                                                  "audio/index.m3u8"}
+    assert set(master.media_uris()) == {"video/180p/index.m3u8", "video/144p/index.m3u8",
+                                           "audio/index.m3u8"}
     for v in cond.ladder.video:
         pl = parse_media((done.directory / v.key).read_text())
         # the content's segment duration, the last one shorter; TS segments

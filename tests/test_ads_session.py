@@ -18,9 +18,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from sidecast.ads.condition import Conditioner
-from sidecast.ads.models import AdBreak, AdPod, PodAd
-from sidecast.ads.playlist import parse_media
+from sidecast.ads.models import AdPod, PodAd
 from sidecast.ads.session import make_router
+from sidecast.hls import parse_media
+from sidecast.hls.breaks import Break
 from tests.ads_media import add_cue_tags, make_content, make_creative
 
 KEYS = ["video/180p/index.m3u8", "video/144p/index.m3u8", "audio/index.m3u8", "subs/en/index.m3u8"]
@@ -65,7 +66,7 @@ class Recorder:
         self.decisions: list[tuple[str, str]] = []
         self.beacons: list[tuple[str, str, str, str]] = []
 
-    def decide(self, sid: str, brk: AdBreak) -> AdPod:
+    def decide(self, sid: str, brk: Break) -> AdPod:
         self.decisions.append((sid, brk.id))
         return AdPod(brk.id, sid, (PodAd("creative-1", 4.0, str(self.creative)),), decision_id=f"d-{sid}")
 
@@ -191,7 +192,7 @@ def test_vod_session_gets_scheduled_pre_and_post_rolls_in_every_rendition(media,
     app = FastAPI()
     app.include_router(make_router(
         media["root"] / "content", rec.decide, rec.beacon,
-        schedule=lambda: [AdBreak("pre", 0.0, 0.0, "pre", source="api"), AdBreak("post", 16.0, 0.0, "post", source="api")],
+        schedule=lambda: [Break("pre", 0.0, 0.0, "pre", source="api"), Break("post", 16.0, 0.0, "post", source="api")],
         conditioner=Conditioner(media["root"] / "content" / "master.m3u8", tmp_path / "cache")))
     with serve_app(app) as base, httpx.Client() as http:
         lists = {k: parse_media(http.get(f"{base}/session/vod-1/{k}").text) for k in KEYS}

@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 import m3u8
 import pytest
 
-from sidecast.ads.models import AdBreak, AdPod, PodAd
-from sidecast.ads.playlist import DateRange, parse_attributes, parse_media
+from sidecast.ads.models import AdPod, PodAd
 from sidecast.ads.sgai import Interstitial, add_interstitials, asset_list_json, ensure_program_date_time
+from sidecast.hls import DateRange, parse_attributes, parse_media
+from sidecast.hls.breaks import Break
 from tests.test_ads_ssai import live_window
 
 T0 = datetime(2026, 5, 1, 18, 0, tzinfo=UTC)
@@ -48,7 +49,7 @@ def test_playlist_model_keeps_what_m3u8_drops_cue_duration_zero_and_trailing_dat
 
 def test_live_interstitial_replaces_the_break_with_spec_attributes():
     pl = live_window(10, 6)
-    brk = AdBreak("brk-1", 0.0, 6.0, start_date=T0 + timedelta(seconds=24))
+    brk = Break("brk-1", 0.0, 6.0, start_date=T0 + timedelta(seconds=24))
     out = add_interstitials(pl, [brk], "http://127.0.0.1:9/assets?break={break_id}&d={duration}")
     [dr] = out.dateranges()
     a = dr.attrs
@@ -67,7 +68,7 @@ def test_live_interstitial_replaces_the_break_with_spec_attributes():
 
 
 def test_daterange_stays_while_it_overlaps_the_window_and_goes_after():
-    brk = AdBreak("b", 0.0, 6.0, start_date=T0 + timedelta(seconds=20))
+    brk = Break("b", 0.0, 6.0, start_date=T0 + timedelta(seconds=20))
     # window starting at 24 s still overlaps [20, 26): the tag stays (§6.2.1)
     assert [d.id for d in add_interstitials(live_window(12, 5), [brk], "http://x/l").dateranges()] == ["b"]
     # window starting at 28 s: the range ended, it is dropped
@@ -76,7 +77,7 @@ def test_daterange_stays_while_it_overlaps_the_window_and_goes_after():
 
 def test_pre_and_post_rolls_use_cue_and_post_goes_after_the_last_segment():
     pl = live_window(0, 3, end=True)
-    out = add_interstitials(pl, [AdBreak("p", 0, 0, "pre"), AdBreak("q", 6.0, 0, "post")], "http://x/l")
+    out = add_interstitials(pl, [Break("p", 0, 0, "pre"), Break("q", 6.0, 0, "post")], "http://x/l")
     pre, post = out.dateranges()
     assert pre.string("CUE") == "PRE" and pre.attrs["X-RESUME-OFFSET"] == "0"
     assert post.string("CUE") == "POST" and post.start_date == T0 + timedelta(seconds=6)
@@ -85,7 +86,7 @@ def test_pre_and_post_rolls_use_cue_and_post_goes_after_the_last_segment():
 
 
 def test_vod_insert_has_resume_offset_zero_and_occupies_a_point():
-    out = add_interstitials(live_window(0, 5, end=True), [AdBreak("m", 4.0, 0.0)], "http://x/l")
+    out = add_interstitials(live_window(0, 5, end=True), [Break("m", 4.0, 0.0)], "http://x/l")
     [dr] = out.dateranges()
     assert (dr.attrs["DURATION"], dr.attrs["X-RESUME-OFFSET"], dr.string("X-TIMELINE-OCCUPIES")) == ("0", "0", "POINT")
     assert dr.start_date == T0 + timedelta(seconds=4)
@@ -96,7 +97,7 @@ def test_program_date_time_is_added_when_missing():
     start = datetime(2030, 1, 1, tzinfo=UTC)
     pl = ensure_program_date_time(parse_media(text), start)
     assert [s.program_date_time for s in pl.segments] == [start, start + timedelta(seconds=2)]
-    out = add_interstitials(parse_media(text), [AdBreak("m", 2.0, 0.0)], "http://x/l", start)
+    out = add_interstitials(parse_media(text), [Break("m", 2.0, 0.0)], "http://x/l", start)
     assert "#EXT-X-PROGRAM-DATE-TIME:2030-01-01T00:00:00.000Z" in out.dumps()
     assert out.dateranges()[0].start_date == start + timedelta(seconds=2)
 

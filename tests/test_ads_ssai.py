@@ -9,10 +9,11 @@ import m3u8
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from sidecast.ads.models import AdBreak
-from sidecast.ads.playlist import MediaPlaylist, Segment, format_pdt, parse_media
 from sidecast.ads.session import SessionState
 from sidecast.ads.ssai import AdMedia, Placement, stitch
+from sidecast.hls import MediaPlaylist, Segment, parse_media
+from sidecast.hls.breaks import Break
+from sidecast.hls.timebase import format_pdt
 
 T0 = datetime(2026, 5, 1, 18, 0, tzinfo=UTC)
 
@@ -35,8 +36,8 @@ def ad(name: str, durs: list[float]) -> AdMedia:
     return AdMedia(name, tuple(Segment(f"{name}_{i}.ts", d) for i, d in enumerate(durs)))
 
 
-def brk_at(seg_index: int, duration: float, bid: str = "b1") -> AdBreak:
-    return AdBreak(bid, 0.0, duration, start_date=T0 + timedelta(seconds=2 * seg_index))
+def brk_at(seg_index: int, duration: float, bid: str = "b1") -> Break:
+    return Break(bid, 0.0, duration, start_date=T0 + timedelta(seconds=2 * seg_index))
 
 
 def test_golden_live_window_with_a_break_in_the_middle():
@@ -96,7 +97,7 @@ def test_empty_pod_plays_the_content_untouched():
 
 def test_vod_cue_break_replaced_by_whole_pod_and_content_resumes():
     pl = live_window(0, 6, end=True)
-    out = stitch(pl, [Placement(AdBreak("b", 4.0, 4.0), (ad("a", [3, 3]),))]).playlist
+    out = stitch(pl, [Placement(Break("b", 4.0, 4.0), (ad("a", [3, 3]),))]).playlist
     # 4 s break, a pod of two 3 s segments: trimmed to one (3 s); content resumes with the first segment
     # that starts after the ad (segment 3 started at 6 s, inside the ad: it is skipped)
     assert [s.uri for s in out.segments] == ["seg_000000.ts", "seg_000001.ts", "a_0.ts", "seg_000004.ts",
@@ -108,8 +109,8 @@ def test_vod_cue_break_replaced_by_whole_pod_and_content_resumes():
 def test_vod_pre_mid_and_post_rolls_insert_without_replacing_content():
     pl = live_window(0, 4, end=True)
     pod = (ad("x", [2, 1.5]),)
-    out = stitch(pl, [Placement(AdBreak("pre", 0.0, 0.0, "pre"), pod), Placement(AdBreak("mid", 4.0, 0.0), pod),
-                      Placement(AdBreak("post", 8.0, 0.0, "post"), pod)]).playlist
+    out = stitch(pl, [Placement(Break("pre", 0.0, 0.0, "pre"), pod), Placement(Break("mid", 4.0, 0.0), pod),
+                      Placement(Break("post", 8.0, 0.0, "post"), pod)]).playlist
     assert [s.uri for s in out.segments] == ["x_0.ts", "x_1.ts", "seg_000000.ts", "seg_000001.ts", "x_0.ts",
                                              "x_1.ts", "seg_000002.ts", "seg_000003.ts", "x_0.ts", "x_1.ts"]
     assert out.duration == 8.0 + 3 * 3.5
@@ -142,7 +143,7 @@ def live_streams(draw):
         ads = tuple(ad(f"b{bi}a{j}", [2.0] * draw(st.integers(1, 4)) + draw(st.sampled_from([[], [1.0]])))
                     for j in range(n_ads))
         slate = draw(st.sampled_from([None, Segment("slate.ts", 2.0)]))
-        breaks.append(Placement(AdBreak(f"b{bi}", 0.0, dur, start_date=start), ads, slate))
+        breaks.append(Placement(Break(f"b{bi}", 0.0, dur, start_date=start), ads, slate))
         bi += 1
         k += n + draw(st.integers(1, 12))
     window = draw(st.integers(3, 8))
@@ -210,7 +211,7 @@ def test_stitched_live_windows_stay_valid_and_consistent_across_reloads(stream):
 def test_vod_stitch_durations_add_up(n_break, n_ad, before):
     total = before + n_break + 4
     pl = live_window(0, total, end=True)
-    brk = AdBreak("b", 2.0 * before, 2.0 * n_break)
+    brk = Break("b", 2.0 * before, 2.0 * n_break)
     pod = (ad("a", [2.0] * n_ad),)
     out = stitch(pl, [Placement(brk, pod)]).playlist
     used = min(n_ad, n_break)
@@ -233,7 +234,7 @@ class _Origin:
         return self.ads.get(loc) or self.windows[loc.rsplit("/origin/", 1)[1]]
 
     def master(self, loc: str):  # noqa: ANN201
-        from sidecast.ads.playlist import parse_master
+        from sidecast.hls import parse_master
 
         return parse_master('#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="a",NAME="a",URI="audio/index.m3u8"\n'
                             '#EXT-X-STREAM-INF:BANDWIDTH=1,RESOLUTION=640x360,AUDIO="a"\nvideo/360p/index.m3u8\n')

@@ -10,15 +10,14 @@ import pytest
 
 from sidecast.contract.records import Cue, Word
 from sidecast.core.captions import (
-    PTS_WRAP,
     CaptionCarrier,
     CueStore,
-    media_time_to_pts90k,
     render_transcript_vtt,
     render_vtt_segment,
     vtt_timestamp,
     write_transcript,
 )
+from sidecast.hls import timebase
 
 CUE_LINE = re.compile(r"^(\d{2,}:\d{2}:\d{2}\.\d{3}) --> (\d{2,}:\d{2}:\d{2}\.\d{3})$")
 
@@ -51,7 +50,7 @@ def test_vtt_timestamps_count_hours_past_a_day() -> None:
 
 
 def test_timestamp_map_ties_segment_start_to_the_video_pts() -> None:
-    text = render_vtt_segment([cue(4.5, 5.5, "hello")], 4.0, 6.0, media_time_to_pts90k(4.0))
+    text = render_vtt_segment([cue(4.5, 5.5, "hello")], 4.0, 6.0, timebase.media_to_pts(4.0))
     header, cues = parse_vtt(text)
     assert header == ["WEBVTT", "X-TIMESTAMP-MAP=MPEGTS:1260000,LOCAL:00:00:04.000"]
     assert cues == [("00:00:04.500", "00:00:05.500", "hello")]
@@ -59,19 +58,17 @@ def test_timestamp_map_ties_segment_start_to_the_video_pts() -> None:
 
 def test_timestamp_map_wraps_at_33_bits() -> None:
     # 2**33 ticks is 26.5 hours: media time past that wraps the PTS back to small numbers.
-    t = (PTS_WRAP - 900_000) / 90_000 + 2.0
-    pts = media_time_to_pts90k(t)
-    assert pts == 180_000
-    header, _ = parse_vtt(render_vtt_segment([], t, t + 2, pts))
+    t = timebase.WRAP_SECONDS - timebase.PTS_OFFSET_SECONDS + 2.0
+    header, _ = parse_vtt(render_vtt_segment([], t, t + 2, timebase.media_to_pts(t)))  # unwrapped from the core
     assert header[1].startswith("X-TIMESTAMP-MAP=MPEGTS:180000,LOCAL:")
-    # An unwrapped value from the caller is reduced too.
-    header, _ = parse_vtt(render_vtt_segment([], t, t + 2, PTS_WRAP + 180_000))
+    # A value already wrapped by the caller stays as it is.
+    header, _ = parse_vtt(render_vtt_segment([], t, t + 2, timebase.wrap(timebase.media_to_pts(t))))
     assert "MPEGTS:180000," in header[1]
 
 
 def test_cue_spanning_a_boundary_is_repeated_in_every_segment_it_touches() -> None:
     cues = [cue(1.0, 1.8, "first"), cue(1.9, 4.6, "across two boundaries"), cue(5.0, 5.5, "last")]
-    segs = [parse_vtt(render_vtt_segment(cues, s, s + 2.0, media_time_to_pts90k(s)))[1] for s in (0.0, 2.0, 4.0)]
+    segs = [parse_vtt(render_vtt_segment(cues, s, s + 2.0, timebase.media_to_pts(s)))[1] for s in (0.0, 2.0, 4.0)]
     assert [p for _, _, p in segs[0]] == ["first", "across two boundaries"]
     assert [p for _, _, p in segs[1]] == ["across two boundaries"]
     assert [p for _, _, p in segs[2]] == ["across two boundaries", "last"]
@@ -80,18 +77,18 @@ def test_cue_spanning_a_boundary_is_repeated_in_every_segment_it_touches() -> No
 
 
 def test_a_cue_ending_exactly_at_the_segment_start_is_not_repeated() -> None:
-    _, cues = parse_vtt(render_vtt_segment([cue(1.0, 2.0, "done")], 2.0, 4.0, media_time_to_pts90k(2.0)))
+    _, cues = parse_vtt(render_vtt_segment([cue(1.0, 2.0, "done")], 2.0, 4.0, timebase.media_to_pts(2.0)))
     assert cues == []
 
 
 def test_silent_segment_is_header_only() -> None:
-    text = render_vtt_segment([cue(0.0, 1.0, "early")], 10.0, 12.0, media_time_to_pts90k(10.0))
+    text = render_vtt_segment([cue(0.0, 1.0, "early")], 10.0, 12.0, timebase.media_to_pts(10.0))
     assert text == "WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:1800000,LOCAL:00:00:10.000\n"
 
 
 def test_cue_text_cannot_break_the_file() -> None:
     nasty = cue(0.5, 1.5, "a <b> & c\n\n--> d")
-    _, cues = parse_vtt(render_vtt_segment([nasty], 0, 2, 900_000))
+    _, cues = parse_vtt(render_vtt_segment([nasty], 0, 2, timebase.PTS_OFFSET))
     assert cues == [("00:00:00.500", "00:00:01.500", "a &lt;b&gt; &amp; c\n--&gt; d")]
 
 
@@ -187,5 +184,5 @@ def test_late_cues_wait_for_the_cue_still_on_screen_and_keep_identical_repeats()
     assert [(c.text, c.start, c.end) for c in seg] == [("still on screen", 1.0, 5.0), ("was late", 5.0, 6.9)]
     seg2 = carrier.segment_cues([long, late], 6.0, 8.0)
     assert [(c.text, c.start, c.end) for c in seg2] == [("was late", 5.0, 6.9)]
-    text = render_vtt_segment(seg2, 6.0, 8.0, media_time_to_pts90k(6.0))
+    text = render_vtt_segment(seg2, 6.0, 8.0, timebase.media_to_pts(6.0))
     assert "00:00:05.000 --> 00:00:06.900\nwas late" in text

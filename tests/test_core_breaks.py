@@ -7,16 +7,15 @@ import json
 import subprocess
 import time
 import urllib.request
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import m3u8
 import numpy as np
 
-from sidecast.ads.playlist import parse_media
+from sidecast.hls import parse_media, timebase
 from tests.conftest import SIDECAST, free_port, run_sidecast
-from tests.test_ads_scte35 import splice_insert
+from tests.test_hls_breaks import splice_insert
 
 
 def ts_with_scte35(path: Path, cues: list[tuple[int, bytes]], seconds: float = 8.0) -> Path:
@@ -30,12 +29,12 @@ def ts_with_scte35(path: Path, cues: list[tuple[int, bytes]], seconds: float = 8
         img = np.full((180, 320, 3), (i * 3) % 255, np.uint8)
         img[:, (i * 4) % 320] = 255
         f = av.VideoFrame.from_ndarray(img, format="rgb24")
-        f.pts, f.time_base = 180_000 + i * 3000, Fraction(1, 90_000)
+        f.pts, f.time_base = timebase.ticks(2.0 + i / 30), timebase.TIME_BASE
         for p in vs.encode(f):
             out.mux(p)
         if i in at:
             pkt = av.Packet(at[i])
-            pkt.stream, pkt.pts, pkt.dts, pkt.time_base = ds, f.pts, f.pts, Fraction(1, 90_000)
+            pkt.stream, pkt.pts, pkt.dts, pkt.time_base = ds, f.pts, f.pts, timebase.TIME_BASE
             out.mux(pkt)
     for p in vs.encode(None):
         out.mux(p)

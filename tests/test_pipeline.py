@@ -9,6 +9,7 @@ from pathlib import Path
 import m3u8
 import pytest
 
+from sidecast.hls import timebase
 from tests.conftest import make_clip, run_sidecast
 
 
@@ -83,9 +84,9 @@ def test_renditions_are_keyframe_aligned(vod_run: Path) -> None:
 
 def test_video_pts_follow_the_documented_mapping(vod_run: Path) -> None:
     first = ffprobe_packets(vod_run / "video" / "720p" / "seg_000000.ts")
-    assert min(int(p["pts"]) for p in first) == 900_000
+    assert min(int(p["pts"]) for p in first) == timebase.media_to_pts(0.0) == 900_000  # media time 0 = PTS 10 s
     second = ffprobe_packets(vod_run / "video" / "720p" / "seg_000001.ts")
-    assert min(int(p["pts"]) for p in second) == 900_000 + 2 * 90_000
+    assert min(int(p["pts"]) for p in second) == timebase.media_to_pts(2.0)
 
 
 def test_bandwidth_is_at_least_the_measured_peak(vod_run: Path) -> None:

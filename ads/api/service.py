@@ -17,7 +17,7 @@ import httpx
 
 from sidecast.ads.api import decide as core
 from sidecast.ads.api.fetch import AsyncFetcher, FetchPolicy, UnsafeURL, check_url
-from sidecast.ads.models import AdBreak, AdPod, PodAd
+from sidecast.ads.models import AdPod, PodAd
 from sidecast.ads.store import OutboxItem, Store
 from sidecast.ads.vast import (
     DEFAULT_PROFILE,
@@ -29,6 +29,7 @@ from sidecast.ads.vast import (
     expand_macros,
     resolve,
 )
+from sidecast.hls.breaks import Break
 
 log = logging.getLogger("sidecast.ads")
 
@@ -227,9 +228,10 @@ class AdService:
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
 
-    def decide_for_break(self, session_id: str, ad_break: AdBreak) -> AdPod:
-        """Blocking decision for the SSAI session router: the same rules and records as POST /v1/decisions."""
-        req = core.DecisionRequest(session_id=session_id, duration=ad_break.duration, position=ad_break.position,
+    def decide_for_break(self, session_id: str, ad_break: Break) -> AdPod:
+        """Blocking decision for the SSAI session router: the same rules and records as POST /v1/decisions.
+        The router only asks for closed breaks (an open one would get an empty pod)."""
+        req = core.DecisionRequest(session_id=session_id, duration=ad_break.duration or 0.0, position=ad_break.position,
                                    break_id=ad_break.id)
         version, freq, prior = self.store.decision_context(session_id, ad_break.id)
         if prior is None:

@@ -14,8 +14,9 @@ import time
 
 import av
 
+from sidecast.hls.live import LivePlaylist
+
 from .. import media
-from ..playlist import MediaPlaylist, Segment
 from .base import Output, SegmentJob, StreamContext
 
 AUDIO_LAG_S = 1.0        # how far audio may trail the video before a hole is taken to be a gap
@@ -29,8 +30,8 @@ class AudioRendition(Output):
         self.ctx = ctx
         self.dir = ctx.outdir / "audio"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.playlist = MediaPlaylist(self.dir / "index.m3u8", ctx.segment_duration, ctx.window)
-        self.full = MediaPlaylist(self.dir / "vod.m3u8", ctx.segment_duration, 0)
+        self.playlist = LivePlaylist(self.dir / "index.m3u8", ctx.segment_duration, ctx.window)
+        self.full = LivePlaylist(self.dir / "vod.m3u8", ctx.segment_duration, 0)
         self.encoder = media.AudioEncoder()
         self._lock = threading.Condition()  # the ingest pushes while this output's thread takes packets
         self.video_time = 0.0  # how far the ingest has read the video
@@ -86,8 +87,7 @@ class AudioRendition(Output):
         size = self.encoder.write_segment(packets, self.dir / f"{job.name}.ts")
         self.peak_bps = max(self.peak_bps, size * 8 / job.duration)
         self.total_bytes += size
-        seg = Segment(uri=f"{job.name}.ts", duration=job.duration, pdt=job.pdt, discontinuity=job.discontinuity,
-                      bytes=size, tags=job.tags)
+        seg = job.segment(f"{job.name}.ts")
         self.playlist.add(seg)
         self.full.add(seg)
 

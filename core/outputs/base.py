@@ -22,6 +22,8 @@ from typing import IO, Any
 import av
 
 from sidecast.contract.records import ResultKind
+from sidecast.hls import Segment
+from sidecast.hls.breaks import BreakSignal
 
 from ..timeline import Timeline
 
@@ -39,7 +41,7 @@ class SegmentJob:
     pdt: datetime
     closed_at: float                 # time.monotonic() when the ingest closed it
     final: bool = False              # the last segment of the stream
-    tags: tuple[str, ...] = ()       # ad-break signalling written before the segment in every playlist
+    signal: BreakSignal = BreakSignal()  # ad-break signalling every playlist writes with the segment
 
     @property
     def name(self) -> str:
@@ -49,6 +51,11 @@ class SegmentJob:
     def duration(self) -> float:
         """As written in EXTINF, so peaks computed from it match what readers compute."""
         return round(max(self.end - self.start, 1e-3), 5)
+
+    def segment(self, uri: str) -> Segment:
+        """This segment as a playlist entry (the same in every rendition but for its URI)."""
+        return Segment(uri=uri, duration=self.duration, program_date_time=self.pdt, discontinuity=self.discontinuity,
+                       tags=self.signal.tags, dateranges=self.signal.dateranges)
 
 
 @dataclass

@@ -11,9 +11,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from sidecast.hls import MasterPlaylist, Rendition, Variant
+from sidecast.hls.live import atomic_write
+from sidecast.hls.tags import EXT_X_INDEPENDENT_SEGMENTS
+
 from .. import media
 from ..ladder import AUDIO_BITRATE, declared_bandwidth
-from ..playlist import Media, VariantStream, atomic_write, render_master
 from .audio import AudioRendition
 from .subtitles import SubtitleRendition
 from .video import VideoLadder
@@ -43,7 +46,7 @@ class MasterPlaylists:
         # AAC's cap plus MPEG-TS overhead (~50% at 128 kb/s), or what was measured, if higher.
         return max(AUDIO_BITRATE * 1.7, self.audio.peak_bps), max(AUDIO_BITRATE * 1.5, measured_avg)
 
-    def _variants(self, ladder: VideoLadder, final: bool) -> list[VariantStream]:
+    def _variants(self, ladder: VideoLadder, final: bool) -> list[Variant]:
         # BANDWIDTH is the peak of the sum of renditions played together (RFC 8216bis §4.4.6.2): video + audio.
         audio, audio_avg = self._audio_rates(final)
         prefix = "video" if ladder.kind == "main" else "vertical"
@@ -55,36 +58,38 @@ class MasterPlaylists:
             else:
                 peak, avg = max(declared, rs.peak_bps), min(rs.rung.max_bitrate, declared)
             codecs = rs.codecs + (f",{media.AUDIO_CODECS}" if self.audio is not None else "")
-            out.append(VariantStream(
-                uri=f"{prefix}/{rs.rung.name}/{'vod' if final and self.window else 'index'}.m3u8",
+            out.append(Variant.of(
+                f"{prefix}/{rs.rung.name}/{'vod' if final and self.window else 'index'}.m3u8",
                 bandwidth=int(math.ceil(peak + audio)), average_bandwidth=int(math.ceil(avg + audio_avg)),
-                width=rs.rung.width, height=rs.rung.height, codecs=codecs, frame_rate=self.fps))
+                resolution=(rs.rung.width, rs.rung.height), codecs=codecs, frame_rate=self.fps,
+                audio="aud" if self.audio is not None else None, subtitles="subs" if self.subtitles else None))
         return out
 
-    def _media(self, final: bool) -> list[Media]:
+    def _media(self, final: bool) -> list[Rendition]:
         pl = "vod" if final and self.window else "index"
         out = []
         if self.audio is not None:
-            out.append(Media("AUDIO", "aud", "Main", f"audio/{pl}.m3u8", language="und", channels="2"))
+            out.append(Rendition.of("AUDIO", "aud", "Main", f"audio/{pl}.m3u8", language="und", default=True,
+                                    autoselect=True, channels="2"))
         for i, s in enumerate(self.subtitles):
-            out.append(Media("SUBTITLES", "subs", s.display_name, f"subs/{s.language}/{pl}.m3u8",
-                             language=s.language, default=i == 0, autoselect=True))
+            out.append(Rendition.of("SUBTITLES", "subs", s.display_name, f"subs/{s.language}/{pl}.m3u8",
+                                    language=s.language, default=i == 0, autoselect=True))
         return out
 
     def write(self, final: bool = False) -> None:
         """Live: declared caps. End of stream: measured peaks (and, for windowed live, the VOD set)."""
-        audio_group = "aud" if self.audio is not None else None
-        subs_group = "subs" if self.subtitles else None
+        def render(variants: list[Variant], renditions: list[Rendition]) -> str:
+            return MasterPlaylist(variants, renditions, tags=[EXT_X_INDEPENDENT_SEGMENTS], version=4).dumps()
+
         for ladder in self.ladders:
             fname = "master.m3u8" if ladder.kind == "main" else "vertical.m3u8"
             if not ladder.renditions:
                 continue
             live = self._variants(ladder, final=final and self.window == 0)
-            atomic_write(self.outdir / fname, render_master(live, self._media(False), audio_group, subs_group))
+            atomic_write(self.outdir / fname, render(live, self._media(False)))
             if final and self.window:
                 atomic_write(self.outdir / fname.replace(".m3u8", "-vod.m3u8"),
-                             render_master(self._variants(ladder, final=True), self._media(True),
-                                           audio_group, subs_group))
+                             render(self._variants(ladder, final=True), self._media(True)))
         self.written = True
 
 

@@ -13,10 +13,10 @@ master playlist can list them from its first version.
 from __future__ import annotations
 
 from sidecast.contract.records import ResultKind
+from sidecast.hls import timebase
+from sidecast.hls.live import LivePlaylist, atomic_write
 
-from .. import media
 from ..captions import CaptionCarrier, render_vtt_segment, write_transcript
-from ..playlist import MediaPlaylist, Segment, atomic_write
 from .base import Output, SegmentJob, StreamContext
 
 # Names players show in their caption menus (NAME in the master playlist).
@@ -44,8 +44,8 @@ class SubtitleRendition(Output):
         # Remembers what earlier segments carried, and shows a final cue that came after all of its
         # segments were published at the start of the next one (live) instead of losing it.
         self.carrier = CaptionCarrier()
-        self.playlist = MediaPlaylist(self.dir / "index.m3u8", ctx.segment_duration, ctx.window)
-        self.full = MediaPlaylist(self.dir / "vod.m3u8", ctx.segment_duration, 0)
+        self.playlist = LivePlaylist(self.dir / "index.m3u8", ctx.segment_duration, ctx.window)
+        self.full = LivePlaylist(self.dir / "vod.m3u8", ctx.segment_duration, 0)
 
     @property
     def translated(self) -> bool:
@@ -60,8 +60,8 @@ class SubtitleRendition(Output):
         cues = self.ctx.timeline.cues_between(job.start - lookback, job.end, track=self.track)
         name = f"{job.name}.vtt"
         carried = self.carrier.segment_cues(cues, job.start, job.end)
-        atomic_write(self.dir / name, render_vtt_segment(carried, job.start, job.end, media.media_to_pts90k(job.start)))
-        seg = Segment(uri=name, duration=job.duration, pdt=job.pdt, discontinuity=job.discontinuity, tags=job.tags)
+        atomic_write(self.dir / name, render_vtt_segment(carried, job.start, job.end, timebase.media_to_pts(job.start)))
+        seg = job.segment(name)
         self.playlist.add(seg)
         self.full.add(seg)
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sidecast.contract.records import ResultKind
+from sidecast.hls.live import LivePlaylist
 
 from .. import media
 from ..croppath import CropPath
 from ..ladder import RateControl, Rung, segment_settings
-from ..playlist import MediaPlaylist, Segment
 from .base import JsonLines, Output, SegmentJob, StreamContext
 
 log = logging.getLogger("sidecast.outputs.video")
@@ -31,8 +31,8 @@ class Rendition:
 
     rung: Rung
     dir: Path
-    playlist: MediaPlaylist
-    full: MediaPlaylist
+    playlist: LivePlaylist
+    full: LivePlaylist
     peak_bps: float = 0.0
     total_bytes: int = 0
     total_seconds: float = 0.0
@@ -58,8 +58,8 @@ class VideoLadder(Output):
             d.mkdir(parents=True, exist_ok=True)
             self.renditions.append(Rendition(
                 rung=r, dir=d,
-                playlist=MediaPlaylist(d / "index.m3u8", ctx.segment_duration, ctx.window),
-                full=MediaPlaylist(d / "vod.m3u8", ctx.segment_duration, 0)))
+                playlist=LivePlaylist(d / "index.m3u8", ctx.segment_duration, ctx.window),
+                full=LivePlaylist(d / "vod.m3u8", ctx.segment_duration, 0)))
         self.published = 0
         # crops.jsonl: the window the vertical followed, per analysed crop (tools and tests read it)
         self.crops_log = JsonLines(ctx.outdir / "crops.jsonl") if crop_path is not None else None
@@ -89,8 +89,7 @@ class VideoLadder(Output):
         for rs, st in zip(self.renditions, stats, strict=True):
             if self.published == 0:
                 rs.codecs = st.codecs
-            seg = Segment(uri=f"{job.name}.ts", duration=job.duration, pdt=job.pdt,
-                          discontinuity=job.discontinuity, bytes=st.bytes, tags=job.tags)
+            seg = job.segment(f"{job.name}.ts")
             rs.peak_bps = max(rs.peak_bps, st.bytes * 8 / job.duration)
             rs.total_bytes += st.bytes
             rs.total_seconds += job.duration
