@@ -88,7 +88,7 @@ def run_demo(args: argparse.Namespace) -> int:
                        ("snapshots/", "one JPEG per second")]:
         if (outdir / name).exists():
             print(f"  {str(outdir / name):<50}  {what}")
-    print(f"\nPlay it:  .venv/bin/sidecast demo --serve 8080   or   python -m core.serve {outdir} --port 8080")
+    print(f"\nPlay it:  .venv/bin/sidecast demo --serve 8080   or   python -m sidecast.core.serve {outdir} --port 8080")
     if args.serve is not None:
         from .serve import serve_forever
 
