@@ -63,15 +63,21 @@ class RangeNotSatisfiable(ValueError):
     """A Range that starts past the end of the file; answered with 416 and the real size."""
 
 
+def _split_name(path: Path | str) -> tuple[str, str]:
+    # (stem, lower-case suffix) of the last component; plain string work: this runs on every request
+    stem, suffix = os.path.splitext(os.path.basename(os.fspath(path)))
+    return stem, suffix.lower()
+
+
 def content_type_for(path: Path | str) -> str:
     """The Content-Type a player expects for this file name (octet-stream when unknown)."""
-    return MIME_TYPES.get(Path(path).suffix.lower(), "application/octet-stream")
+    return MIME_TYPES.get(_split_name(path)[1], "application/octet-stream")
 
 
 def is_immutable_name(path: Path | str) -> bool:
     """True for media segments and snapshots under sequence-numbered names (see IMMUTABLE_SUFFIXES)."""
-    p = Path(path)
-    return p.suffix.lower() in IMMUTABLE_SUFFIXES and bool(_SEQUENCE_STEM.match(p.stem))
+    stem, suffix = _split_name(path)
+    return suffix in IMMUTABLE_SUFFIXES and bool(_SEQUENCE_STEM.match(stem))
 
 
 def cache_control_for(path: Path | str) -> str:
@@ -124,7 +130,42 @@ def is_public(rel: str) -> bool:
         return False
     if parts[0] in PRIVATE_DIRS and len(parts) > 1:
         return False
-    return Path(parts[-1]).suffix.lower() not in PRIVATE_SUFFIXES
+    return _split_name(parts[-1])[1] not in PRIVATE_SUFFIXES
+
+
+def open_beneath(root: str, rel: str) -> tuple[int, os.stat_result] | None:
+    """Open `root/rel` for reading when it is a regular file whose real path stays inside `root` (which
+    must be a real path itself); returns (fd, its stat) or None. The caller closes the fd.
+
+    The check is made on the opened file, so nothing can swap it between check and read; O_NONBLOCK keeps
+    a FIFO planted in the folder from blocking the server in open().
+    """
+    try:
+        fd = os.open(os.path.join(root, rel), os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except (OSError, ValueError):
+        return None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and _is_beneath(_real_path(fd, os.path.join(root, rel)), root):
+            return fd, st
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+_PROC_FD = os.path.isdir("/proc/self/fd")
+
+
+def _real_path(fd: int, path: str) -> str:
+    # the kernel's name for what was opened (one syscall); elsewhere resolve the name again
+    if _PROC_FD:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    return os.path.realpath(path)
+
+
+def _is_beneath(real: str, root: str) -> bool:
+    return real.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def resolve_file(root: Path, url_path: str, *, public_only: bool = True) -> Path | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import BinaryIO
 
 import anyio.to_thread
 from fastapi import APIRouter
@@ -53,9 +52,9 @@ class FileSlice(Response):
     rename while it is being sent still arrives whole and matches its Content-Length.
     """
 
-    def __init__(self, f: BinaryIO, first: int, length: int, status: int, headers: Mapping[str, str],
+    def __init__(self, fd: int, first: int, length: int, status: int, headers: Mapping[str, str],
                  media_type: str) -> None:
-        self.f, self.first, self.length = f, first, length
+        self.fd, self.first, self.length = fd, first, length
         super().__init__(None, status_code=status, headers={**headers, "Content-Length": str(length)},
                          media_type=media_type)
 
@@ -65,31 +64,24 @@ class FileSlice(Response):
             if scope["method"] == "HEAD" or self.length == 0:
                 await send({"type": "http.response.body", "body": b""})
                 return
-            self.f.seek(self.first)
-            remaining = self.length
-            while remaining > 0:
-                chunk = await anyio.to_thread.run_sync(self.f.read, min(remaining, CHUNK_BYTES))
+            offset, end = self.first, self.first + self.length
+            while offset < end:
+                chunk = await anyio.to_thread.run_sync(os.pread, self.fd, min(end - offset, CHUNK_BYTES), offset)
                 if not chunk:  # truncated under us: the connection must not wait for bytes that never come
-                    raise OSError(f"file shrank while being sent ({remaining} bytes missing)")
-                remaining -= len(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": remaining > 0})
+                    raise OSError(f"file shrank while being sent ({end - offset} bytes missing)")
+                offset += len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": offset < end})
         finally:
-            self.f.close()
+            os.close(self.fd)
 
 
-def file_response(file: Path, request: Request, *, cors: bool = True) -> Response:
-    """The answer to GET/HEAD of one regular file: 200, 206, 304 or 416, with validators and cache policy."""
-    try:
-        f = file.open("rb")
-    except OSError:
-        return text_response(404, f"not found: {file.name}")
+def file_response(fd: int, st: os.stat_result, name: str, request: Request) -> Response:
+    """The answer to GET/HEAD of one open regular file (its fd is taken over and closed): 200, 206, 304 or
+    416, with validators and the cache policy of its name."""
     keep_open = False
     try:
-        st = os.fstat(f.fileno())
-        if not files.is_regular(st):
-            return text_response(404, f"not found: {file.name}")
         etag = files.entity_tag(st)
-        headers = {**COMMON_HEADERS, **(CORS_HEADERS if cors else {}), "Cache-Control": files.cache_control_for(file),
+        headers = {**COMMON_HEADERS, **CORS_HEADERS, "Cache-Control": files.cache_control_for(name),
                    "Accept-Ranges": "bytes", "ETag": etag}
         modified = files.last_modified(st)
         if modified is not None:
@@ -110,20 +102,20 @@ def file_response(file: Path, request: Request, *, cors: bool = True) -> Respons
             first, last = byte_range
             status, length = 206, last - first + 1
             headers["Content-Range"] = f"bytes {first}-{last}/{size}"
-        media_type = files.content_type_for(file)
+        media_type = files.content_type_for(name)
         if length <= INLINE_BYTES or request.method == "HEAD":
-            body = b""
-            if request.method != "HEAD":
-                f.seek(first)
-                body = f.read(length)
-            # HEAD: the Content-Length a GET would send, with no body
-            return Response(body, status_code=status, headers={**headers, "Content-Length": str(length)},
-                            media_type=media_type)
+            if request.method == "HEAD":  # the Content-Length a GET would send, with no body
+                return Response(b"", status_code=status, headers={**headers, "Content-Length": str(length)},
+                                media_type=media_type)
+            body = os.pread(fd, length, first)
+            if len(body) != length:  # truncated in place since fstat (renamed files never are)
+                return text_response(503, "file changed while being read; try again", {"Retry-After": "1"})
+            return Response(body, status_code=status, headers=headers, media_type=media_type)
         keep_open = True
-        return FileSlice(f, first, length, status, headers, media_type)
+        return FileSlice(fd, first, length, status, headers, media_type)
     finally:
         if not keep_open:
-            f.close()
+            os.close(fd)
 
 
 def _raw_path(request: Request) -> str:
@@ -132,14 +124,16 @@ def _raw_path(request: Request) -> str:
     return raw.decode("latin-1") if raw else request.url.path
 
 
-def _serve_under(root: Path, url_path: str, request: Request, *, public_only: bool) -> Response:
+def serve_file(root: str, url_path: str, request: Request) -> Response:
+    """GET/HEAD of the public file `url_path` names under `root` (a real path): the file, 400 or 404."""
     try:
-        file = files.resolve_file(root, url_path, public_only=public_only)
+        rel = files.safe_relative_path(url_path)
     except files.UnsafePath:
         return text_response(400, "bad path: it must stay inside the served folder")
-    if file is None:
+    opened = files.open_beneath(root, rel) if files.is_public(rel) else None
+    if opened is None:
         return text_response(404, f"not found: {files.request_path(url_path)}")
-    return file_response(file, request)
+    return file_response(*opened, rel, request)
 
 
 async def _preflight(request: Request) -> Response:
@@ -155,10 +149,10 @@ def media_router(directory: Path) -> APIRouter:
 
     Catches every path, so include it after the other routers of an app.
     """
-    root = Path(directory).resolve()
+    root = os.path.realpath(directory)
 
     async def media_file(request: Request) -> Response:
-        return _serve_under(root, _raw_path(request), request, public_only=True)
+        return serve_file(root, _raw_path(request), request)
 
     router = APIRouter()
     router.add_route("/{path:path}", media_file, methods=["GET", "HEAD"], include_in_schema=False)
@@ -169,14 +163,16 @@ def media_router(directory: Path) -> APIRouter:
 def player_router() -> APIRouter:
     """The player page at `/` and `/index.html`, and its own files (hls.js) under `/_player/`."""
 
+    static_root = os.path.realpath(STATIC_DIR)
+
     async def page(request: Request) -> Response:
-        return file_response(STATIC_DIR / PLAYER_PAGE, request)
+        return serve_file(static_root, "/" + PLAYER_PAGE, request)
 
     async def static(request: Request) -> Response:
         raw = _raw_path(request)
         if not raw.startswith(STATIC_PREFIX):  # a percent-encoded prefix (/%5Fplayer/): not ours to guess
             return text_response(404, f"not found: {files.request_path(raw)}")
-        return _serve_under(STATIC_DIR, "/" + raw[len(STATIC_PREFIX):], request, public_only=True)
+        return serve_file(static_root, "/" + raw[len(STATIC_PREFIX):], request)
 
     router = APIRouter()
     for path in ("/", "/index.html"):
