@@ -11,35 +11,31 @@ as hls.js polls a live playlist: the latency viewers get at that audience). Repo
 requests/s, p50/p99/max latency, failed requests (refused, reset, timed out or not 200) and the server's
 CPU time per request.
 
-    flock /tmp/sidecast-cpu.lock .venv/bin/python bench/http.py [--clients 200,1000] [--seconds 8]
+    flock /tmp/sidecast-cpu.lock .venv/bin/python bench/serving.py [--clients 200,1000] [--seconds 8]
 
-The load generator shares the machine's cores with the server: compare within one run.
-(This file is named after what it measures; it takes its own folder off sys.path first, so that the
-standard library's `http` package stays importable.)
+The load generator shares the machine's cores with the server: compare within one run. (Not named
+bench/http.py: every script in bench/ runs with bench/ first on sys.path, where an http.py would shadow
+the standard library's http package for all of them.)
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
 import os
+import random
+import resource
+import subprocess
 import sys
-
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]  # bench/http.py must not shadow the stdlib's http package
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import random  # noqa: E402
-import resource  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Mapping  # noqa: E402
-from http import HTTPStatus  # noqa: E402
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
 PLAYLIST = "/video/720p/index.m3u8"
 
