@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import random
@@ -194,6 +195,7 @@ async def load(port: int, clients: int, seconds: float, interval: float = 0.0,
     latencies: list[float] = []
     connects: list[float] = []
     failed = 0
+    reasons: collections.Counter[str] = collections.Counter()
     started = time.perf_counter()
     stop_at = started + seconds
     phases = random.Random(7)
@@ -206,8 +208,9 @@ async def load(port: int, clients: int, seconds: float, interval: float = 0.0,
         t0 = time.perf_counter()
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
-        except (OSError, TimeoutError):
+        except (OSError, TimeoutError) as exc:
             failed += 1
+            reasons[f"connect: {type(exc).__name__}"] += 1
             return
         connects.append(time.perf_counter() - t0)
         try:
@@ -223,6 +226,7 @@ async def load(port: int, clients: int, seconds: float, interval: float = 0.0,
                 now = time.perf_counter()
                 if head[9:12] != b"200":
                     failed += 1
+                    reasons[f"HTTP {head[9:12].decode()}"] += 1
                 elif now <= stop_at:
                     latencies.append(now - t0)
                 if interval:
@@ -230,8 +234,9 @@ async def load(port: int, clients: int, seconds: float, interval: float = 0.0,
                     await asyncio.sleep(max(0.0, next_poll - now))
                     now = time.perf_counter()
                 t0 = now
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             failed += 1
+            reasons[f"request: {type(exc).__name__}"] += 1
         finally:
             writer.close()
 
@@ -245,7 +250,7 @@ async def load(port: int, clients: int, seconds: float, interval: float = 0.0,
 
     return {"rps": n / seconds, "p50_ms": pct(latencies, 0.5), "p99_ms": pct(latencies, 0.99),
             "max_ms": latencies[-1] * 1000 if n else float("nan"), "connect_p99_ms": pct(connects, 0.99),
-            "requests": n, "failed": failed}
+            "requests": n, "failed": failed, "failures": dict(reasons)}
 
 
 def run_one(kind: str, root: Path, clients: int, seconds: float, interval: float) -> dict[str, float]:
@@ -312,6 +317,7 @@ def main() -> int:
              f"{'conn p99':>9}{'failed':>7}{'cpu ms/req':>11}"
     print(header)
     results = []
+    failures: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="sidecast-bench-http-") as tmp:
         root = Path(tmp) / "out"
         make_output(root)
@@ -324,6 +330,11 @@ def main() -> int:
                     print(f"{mode:<10}{names[kind]:<19}{clients:>8}{r['rps']:>8.0f}{r['p50_ms']:>8.1f}"
                           f"{r['p99_ms']:>8.1f}{r['max_ms']:>8.0f}{r['connect_p99_ms']:>9.1f}{r['failed']:>7}"
                           f"{r['cpu_ms_per_req']:>11.3f}", flush=True)
+                    failures.update({f"{names[kind]}, {mode}, {clients}: {k}": v for k, v in r["failures"].items()})
+    if failures:
+        print("\nfailed requests by cause:")
+        for what, count in failures.items():
+            print(f"  {what}: {count}")
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
     if args.json:
         print(json.dumps(results))
