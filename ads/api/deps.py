@@ -26,6 +26,9 @@ API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="manageme
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
+# Each dependency reads app.state in one step (no dependency on another dependency): FastAPI resolves
+# every level per request, and on the decision path each level costs CPU.
+
 async def _service(request: Request) -> AdService:
     return request.app.state.service  # type: ignore[no-any-return]
 
@@ -33,15 +36,15 @@ async def _service(request: Request) -> AdService:
 Service = Annotated[AdService, Depends(_service)]
 
 
-async def _settings(svc: Service) -> Settings:
-    return svc.settings
+async def _settings(request: Request) -> Settings:
+    return request.app.state.service.settings  # type: ignore[no-any-return]
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
-async def _store(svc: Service) -> Store:
-    return svc.store
+async def _store(request: Request) -> Store:
+    return request.app.state.service.store  # type: ignore[no-any-return]
 
 
 StoreDep = Annotated[Store, Depends(_store)]
@@ -79,9 +82,10 @@ def claims(settings: Settings, token: str | None) -> dict[str, Any]:
         raise HTTPException(401, f"token refused: {exc}") from exc
 
 
-async def _base_url(request: Request, settings: SettingsDep) -> str:
-    if settings.public_url:
-        return settings.public_url.rstrip("/")
+async def _base_url(request: Request) -> str:
+    public = request.app.state.service.settings.public_url
+    if public:
+        return public.rstrip("/")  # type: ignore[no-any-return]
     host = request.headers.get("host") or "{}:{}".format(*request.scope.get("server") or ("localhost", 80))
     return f"{request.scope.get('scheme', 'http')}://{host}{request.scope.get('root_path', '')}"
 
