@@ -394,8 +394,7 @@ def read_until_closed(s: socket.socket) -> bytes:
 def test_control_router_behind_api_keys(hls_dir: Path) -> None:
     from sidecast.core.serve import bare_app, control_router, run_in_thread
 
-    app = bare_app()
-    app.include_router(control_router({"echo": lambda body: {"echo": body}}, api_keys=["s3cret-key"]))
+    app = bare_app(control_router({"echo": lambda body: {"echo": body}}, api_keys=["s3cret-key"]))
     with run_in_thread(app, 0, host="127.0.0.1") as handle:
         status, headers, payload = request(handle, "POST", "/api/echo", body=b"{}", headers=JSON)
         assert status == 401 and "missing API key" in json.loads(payload)["error"]

@@ -12,18 +12,25 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader
 
 from sidecast.ads.api import tokens
+from sidecast.ads.api.errors import strict_query
 from sidecast.ads.api.service import AdService, Settings
 from sidecast.ads.store import Store
 
-__all__ = ["API_KEY", "ID_RE", "Service", "SettingsDep", "StoreDep", "MediaDir", "BaseUrl", "management",
+__all__ = ["resource_router", "API_KEY", "ID_RE", "Service", "SettingsDep", "StoreDep", "MediaDir", "BaseUrl", "management",
            "has_key", "claims"]
 
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="management API key")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def resource_router(*, dependencies: list[Any] | None = None, tags: list[str | Any] | None = None) -> APIRouter:
+    """The APIRouter of one resource. Every route refuses unknown query parameters (errors.strict_query);
+    the dependency sits on each router, not on the app, because app.py takes the routes themselves."""
+    return APIRouter(dependencies=[Depends(strict_query), *(dependencies or [])], tags=tags)
 
 
 # Each dependency reads app.state in one step (no dependency on another dependency): FastAPI resolves

@@ -7,15 +7,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
 from sidecast.ads.api import schemas as S
 from sidecast.ads.api.decide import DecisionRequest
-from sidecast.ads.api.deps import ID_RE, Service, claims, has_key
+from sidecast.ads.api.deps import ID_RE, Service, claims, has_key, resource_router
 from sidecast.ads.api.errors import responses
 
-router = APIRouter()
+router = resource_router()
 
 
 @router.get("/v1/asset-list", response_model=S.AssetList, tags=["decisions"],

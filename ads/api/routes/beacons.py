@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import HTTPException, Query
 from fastapi import Path as PathParam
 
 from sidecast.ads.api import schemas as S
-from sidecast.ads.api.deps import Service, claims
+from sidecast.ads.api.deps import Service, claims, resource_router
 from sidecast.ads.api.errors import responses
 
-router = APIRouter()
+router = resource_router()
 
 
 @router.get("/v1/beacons/{decision_id}/{ad_index}/{event}", response_model=S.BeaconResult, tags=["beacons"],

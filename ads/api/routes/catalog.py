@@ -13,7 +13,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 
 from sidecast.ads.api import schemas as S
-from sidecast.ads.api.deps import StoreDep, management
+from sidecast.ads.api.deps import StoreDep, management, resource_router
 from sidecast.ads.api.errors import responses
 from sidecast.ads.store import Kind, Store
 
@@ -27,7 +27,7 @@ def crud_router(kind: Kind, model_in: type[S._Strict], model_out: type[S._Strict
     `before_delete` may refuse a deletion (409) while other records still use it."""
     path = f"/v1/{kind}"
     singular = kind[:-1]
-    router = APIRouter(tags=[kind], dependencies=[Depends(management)])
+    router = resource_router(tags=[kind], dependencies=[Depends(management)])
 
     async def create(body: Any, store: StoreDep) -> Any:
         doc = body.model_dump(mode="json")

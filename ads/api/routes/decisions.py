@@ -6,18 +6,27 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import Depends, HTTPException, Query
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
 from sidecast.ads.api import schemas as S
 from sidecast.ads.api import tokens
 from sidecast.ads.api.decide import DecisionRequest
-from sidecast.ads.api.deps import API_KEY, BaseUrl, Service, StoreDep, claims, has_key, management
+from sidecast.ads.api.deps import (
+    API_KEY,
+    BaseUrl,
+    Service,
+    StoreDep,
+    claims,
+    has_key,
+    management,
+    resource_router,
+)
 from sidecast.ads.api.errors import responses
 from sidecast.ads.api.service import BEACON_EVENTS, Settings
 
-router = APIRouter()
+router = resource_router()
 
 
 def decision_out(d: dict[str, Any], base: str, settings: Settings) -> dict[str, Any]:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from sidecast.ads.api import schemas as S
-from sidecast.ads.api.deps import StoreDep
+from sidecast.ads.api.deps import StoreDep, resource_router
 
-router = APIRouter()
+router = resource_router()
 
 
 @router.get("/healthz", response_model=S.Health, tags=["ops"], responses={503: {"model": S.Problem}})

@@ -7,18 +7,18 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
+from fastapi import Depends, File, Form, HTTPException, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 
 from sidecast.ads.api import schemas as S
-from sidecast.ads.api.deps import ID_RE, BaseUrl, MediaDir, SettingsDep, StoreDep, management
+from sidecast.ads.api.deps import ID_RE, BaseUrl, MediaDir, SettingsDep, StoreDep, management, resource_router
 from sidecast.ads.api.errors import responses
 
 MEDIA_SUFFIXES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".ts": "video/mp2t",
                   ".m3u8": "application/vnd.apple.mpegurl"}
 
-router = APIRouter(tags=["creatives"])
+router = resource_router(tags=["creatives"])
 
 
 @router.post("/v1/creatives/upload", status_code=201, response_model=S.Creative,

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from sidecast.ads.api import schemas as S
 from sidecast.ads.api import tokens
-from sidecast.ads.api.deps import SettingsDep, management
+from sidecast.ads.api.deps import SettingsDep, management, resource_router
 from sidecast.ads.api.errors import responses
 
-router = APIRouter()
+router = resource_router()
 
 
 @router.post("/v1/tokens", response_model=S.TokenOut, tags=["auth"], dependencies=[Depends(management)],
