@@ -103,10 +103,10 @@ def file_response(fd: int, st: os.stat_result, name: str, request: Request) -> R
             status, length = 206, last - first + 1
             headers["Content-Range"] = f"bytes {first}-{last}/{size}"
         media_type = files.content_type_for(name)
-        if length <= INLINE_BYTES or request.method == "HEAD":
-            if request.method == "HEAD":  # the Content-Length a GET would send, with no body
-                return Response(b"", status_code=status, headers={**headers, "Content-Length": str(length)},
-                                media_type=media_type)
+        if request.method == "HEAD":  # the Content-Length a GET would send, with no body
+            return Response(b"", status_code=status, headers={**headers, "Content-Length": str(length)},
+                            media_type=media_type)
+        if length <= INLINE_BYTES:
             body = os.pread(fd, length, first)
             if len(body) != length:  # truncated in place since fstat (renamed files never are)
                 return text_response(503, "file changed while being read; try again", {"Retry-After": "1"})
