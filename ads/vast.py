@@ -127,11 +127,13 @@ class Resolution:
 
 
 class FetchFailed(Exception):
-    """Sent into the resolver instead of a body when a fetch fails; timeouts map to VAST error 301."""
+    """Sent into the resolver instead of a body when a fetch fails: VAST error 301 (URI unavailable or timed
+    out), or 303 (no ads) when the ad server answered "no ad" without a document (`no_ad`, HTTP 204)."""
 
-    def __init__(self, message: str, timeout: bool = False) -> None:
+    def __init__(self, message: str, timeout: bool = False, no_ad: bool = False) -> None:
         super().__init__(message)
         self.timeout = timeout
+        self.no_ad = no_ad
 
 
 # ---------------------------------------------------------------- parsing
@@ -314,8 +316,10 @@ def resolve(url: str, max_depth: int = 5, max_fetches: int = 10, max_bytes: int 
         fetches += 1
         body = yield tag
         if isinstance(body, FetchFailed):
-            # 301 covers both "unavailable" and "timed out" for a VAST URI (IAB VAST 4.x error table)
-            errors.append(ErrorReport(inh.errors, WRAPPER_TIMEOUT, f"fetching {tag}: {body}"))
+            # 301 covers both "unavailable" and "timed out" for a VAST URI (IAB VAST 4.x error table);
+            # an answer of "no ad" is the same as an empty VAST document: 303
+            code = NO_ADS_AFTER_WRAPPER if body.no_ad else WRAPPER_TIMEOUT
+            errors.append(ErrorReport(inh.errors, code, f"fetching {tag}: {body}"))
             return []
         try:
             doc = parse_vast(body, max_bytes)

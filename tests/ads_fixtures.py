@@ -82,7 +82,10 @@ class Route:
     status: int = 200
     body: bytes = b""
     content_type: str = "application/xml"
-    delay: float = 0.0
+    delay: float = 0.0                     # before the status line
+    headers: dict[str, str] = field(default_factory=dict)
+    length: bool = True                    # False: no Content-Length, the body ends when the connection closes
+    trickle: float = 0.0                   # seconds between 100-byte pieces of the body
 
 
 @dataclass
@@ -92,6 +95,7 @@ class AdServer:
     port: int
     routes: dict[str, Route] = field(default_factory=dict)
     hits: list[str] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)   # the Host header of every hit
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -115,6 +119,7 @@ def ad_server() -> Iterator[AdServer]:
             path = self.path
             with srv.lock:
                 srv.hits.append(path)
+                srv.hosts.append(self.headers.get("Host", ""))
             route = srv.routes.get(path.split("?", 1)[0])
             if route is None and path.startswith("/vast/"):
                 f = VAST_DIR / Path(path.split("?", 1)[0]).name
@@ -128,9 +133,23 @@ def ad_server() -> Iterator[AdServer]:
                 time.sleep(route.delay)
             self.send_response(route.status)
             self.send_header("Content-Type", route.content_type)
-            self.send_header("Content-Length", str(len(route.body)))
+            for k, v in route.headers.items():
+                self.send_header(k, v)
+            if route.length:
+                self.send_header("Content-Length", str(len(route.body)))
+            else:
+                self.close_connection = True
             self.end_headers()
-            self.wfile.write(route.body)
+            if not route.trickle:
+                self.wfile.write(route.body)
+                return
+            try:
+                for i in range(0, len(route.body), 100):
+                    self.wfile.write(route.body[i:i + 100])
+                    self.wfile.flush()
+                    time.sleep(route.trickle)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up, as it should
 
         def log_message(self, *args: Any) -> None:
             pass

@@ -10,11 +10,17 @@ from typing import Any
 
 import pytest
 import schemathesis
+import schemathesis.specs.openapi.schemas  # noqa: F401  imported at collection, not lazily inside the test
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
 from tests.ads_fixtures import API_KEY, Api, running_api
+
+# Why the eager import above: schemathesis is a pytest plugin, so pytest rewrites its modules' asserts
+# with ast.parse when they are first imported. Done lazily inside the test, while uvicorn and loopback
+# server threads run, CPython 3.11.7 can fail that parse with a spurious "SystemError: AST constructor
+# recursion depth mismatch" (python/cpython#106905, fixed in later releases); seen once here.
 
 
 @pytest.fixture(scope="module")

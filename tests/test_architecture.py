@@ -106,7 +106,7 @@ def test_a_command_whose_extra_is_missing_says_which_extra_to_install(tmp_path: 
     shadow = tmp_path / "shadow"
     for mod in ("httpx", "defusedxml", "redis"):
         (shadow / mod).mkdir(parents=True)
-        (shadow / mod / "__init__.py").write_text(f"raise ImportError('No module named {mod!r}')\n")
+        (shadow / mod / "__init__.py").write_text(f"raise ImportError({'No module named ' + repr(mod)!r})\n")
     env = {**os.environ, "PYTHONPATH": str(shadow)}
     r = subprocess.run([str(BIN / "sidecast"), "ads", "serve", "--port", "1"], capture_output=True, text=True,
                        timeout=120, env=env)

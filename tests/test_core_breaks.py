@@ -121,7 +121,8 @@ def test_breaks_can_be_scheduled_through_the_http_api(clip_small: Path, tmp_path
         # the server answered before the first frame (media time still 0.0, where "at": 0.0 is not past).
         past = answer["start"] - 2.0 - 0.01
         bad = urllib.request.Request(f"http://127.0.0.1:{port}/api/breaks", method="POST",
-                                     data=json.dumps({"at": past, "duration": 2.0}).encode())
+                                     data=json.dumps({"at": past, "duration": 2.0}).encode(),
+                                     headers={"Content-Type": "application/json"})
         try:
             urllib.request.urlopen(bad, timeout=5)
             raise AssertionError("a break in the past must be refused")

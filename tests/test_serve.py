@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +26,7 @@ from sidecast.core.serve import (
     start_server,
 )
 from tests.browser.harness import HarnessError, open_page, play_hls, serve
+from tests.conftest import SIDECAST, free_port, wait_for
 
 WIDTH, HEIGHT, SECONDS = 320, 180, 6
 
@@ -142,21 +147,98 @@ def test_mime_table_covers_fragmented_mp4() -> None:
 
 def test_playlists_are_never_cached_but_segments_are(server) -> None:
     assert request(server, "GET", "/video/index.m3u8")[1]["cache-control"] == "no-cache"
-    seg_cache = request(server, "GET", "/video/seg_000000.ts")[1]["cache-control"]
-    max_age = re.search(r"max-age=(\d+)", seg_cache)
-    assert max_age is not None and int(max_age[1]) >= 3600, seg_cache
-    assert cache_control_for("subs/en/seg_000003.vtt") != "no-cache"
-    assert cache_control_for("transcript.vtt") == "no-cache"  # grows while the job runs
+    assert request(server, "GET", "/video/seg_000000.ts")[1]["cache-control"] == "public, max-age=86400, immutable"
+    assert request(server, "GET", "/snap.jpg")[1]["cache-control"] == "no-cache"  # not a sequence name
+    assert cache_control_for("subs/en/seg_000003.vtt") == "public, max-age=86400, immutable"
+    assert cache_control_for("snapshots/000017.jpg") == "public, max-age=86400, immutable"
+    assert cache_control_for("video/720p/seg_12.m4s") == "public, max-age=86400, immutable"
+    for changing in ("transcript.vtt", "video/720p/init.mp4", "master.m3u8", "crops.jsonl", "seg_1.m3u8"):
+        assert cache_control_for(changing) == "no-cache", changing  # grows or may be rewritten
 
 
-def test_cors_preflight_is_answered(server) -> None:
-    status, headers, _ = request(server, "OPTIONS", "/api/echo", headers={
-        "Origin": "http://example.test", "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "content-type"})
+def test_playlists_revalidate_with_etag_and_last_modified(hls_dir: Path, server) -> None:
+    playlist = hls_dir / "live.m3u8"
+    tmp = hls_dir / ".live.m3u8.tmp"
+    tmp.write_text("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:1\n")
+    old = time.time() - 30
+    os.utime(tmp, (old, old))  # a settled file: written well over a second ago
+    tmp.replace(playlist)
+    status, headers, body = request(server, "GET", "/live.m3u8")
+    etag, modified = headers["etag"], headers["last-modified"]
+    assert status == 200 and headers["cache-control"] == "no-cache" and body.startswith(b"#EXTM3U")
+    status, headers, body = request(server, "GET", "/live.m3u8", headers={"If-None-Match": etag})
+    assert (status, body, headers["etag"]) == (304, b"", etag)
+    assert headers["access-control-allow-origin"] == "*" and headers["cache-control"] == "no-cache"
+    assert request(server, "GET", "/live.m3u8", headers={"If-None-Match": f'"x", W/{etag}'})[0] == 304
+    assert request(server, "GET", "/live.m3u8", headers={"If-Modified-Since": modified})[0] == 304
+    # If-None-Match decides alone when present (RFC 9110 13.2.2)
+    assert request(server, "GET", "/live.m3u8", headers={"If-None-Match": '"other"',
+                                                         "If-Modified-Since": modified})[0] == 200
+    # the packager replaces the playlist by rename: a new version, a new validator, a full answer
+    tmp.write_text("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:2\n")
+    tmp.replace(playlist)
+    status, headers, body = request(server, "GET", "/live.m3u8", headers={"If-None-Match": etag})
+    assert status == 200 and b"SEQUENCE:2" in body and headers["etag"] != etag
+    # just written: it may change again within the same second, so no Last-Modified (ETag only), and
+    # If-Modified-Since alone never answers 304 for it
+    assert "last-modified" not in headers
+    assert request(server, "GET", "/live.m3u8", headers={"If-Modified-Since": modified})[0] == 200
+
+
+def test_head_answers_the_headers_of_get_without_the_body(server) -> None:
+    for path in ("/video/seg_000000.ts", "/master.m3u8", "/"):
+        got = request(server, "GET", path)
+        status, headers, body = request(server, "HEAD", path)
+        assert status == 200 and body == b""
+        assert headers["content-length"] == got[1]["content-length"] == str(len(got[2]))
+        assert headers["content-type"] == got[1]["content-type"] and headers["etag"] == got[1]["etag"]
+
+
+def test_a_file_larger_than_one_read_streams_whole_and_in_ranges(hls_dir: Path, server) -> None:
+    big = hls_dir / "big" / "seg_000001.ts"
+    big.parent.mkdir(exist_ok=True)
+    data = os.urandom(700_000)  # past INLINE_BYTES and two CHUNK_BYTES reads
+    big.write_bytes(data)
+    status, headers, body = request(server, "GET", "/big/seg_000001.ts")
+    assert status == 200 and body == data and headers["content-length"] == "700000"
+    status, headers, body = request(server, "GET", "/big/seg_000001.ts", headers={"Range": "bytes=100000-599999"})
+    assert status == 206 and body == data[100000:600000]
+    # If-Range with another version's ETag: the range no longer applies, the whole file comes back
+    status, _, body = request(server, "GET", "/big/seg_000001.ts",
+                              headers={"Range": "bytes=0-9", "If-Range": '"stale"'})
+    assert status == 200 and body == data
+
+
+def test_operator_logs_are_never_served(hls_dir: Path, server) -> None:
+    (hls_dir / "logs").mkdir(exist_ok=True)
+    (hls_dir / "logs" / "stt.log").write_text("model path /secret\n")
+    (hls_dir / "logs" / "stt.json").write_text("{}")
+    (hls_dir / "debug.log").write_text("x\n")
+    for path in ("/logs/stt.log", "/logs/stt.json", "/logs/", "/debug.log", "/%6cogs/stt.json"):
+        status, _, body = request(server, "GET", path)
+        assert status == 404 and b"secret" not in body, path
+
+
+def test_media_preflight_is_answered_for_any_origin(server) -> None:
+    status, headers, _ = request(server, "OPTIONS", "/video/seg_000000.ts", headers={
+        "Origin": "http://example.test", "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "range"})
     assert status == 204
     assert headers["access-control-allow-origin"] == "*"
-    assert "POST" in headers["access-control-allow-methods"]
-    assert "content-type" in headers["access-control-allow-headers"].lower()
+    assert "GET" in headers["access-control-allow-methods"] and "POST" not in headers["access-control-allow-methods"]
+    assert "range" in headers["access-control-allow-headers"].lower()
+
+
+def test_control_calls_are_closed_to_other_origins(server) -> None:
+    """A page on another origin can neither pass a preflight for /api/ nor read a control answer."""
+    status, headers, _ = request(server, "OPTIONS", "/api/echo", headers={
+        "Origin": "http://evil.test", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type"})
+    assert status >= 400 and not any(k.startswith("access-control-") for k in headers), (status, headers)
+    for body, ctype in ((b'{"on": true}', "application/json"), (b"{}", "text/plain"), (b"[", "application/json")):
+        status, headers, _ = request(server, "POST", "/api/echo", body=body,
+                                     headers={"Content-Type": ctype, "Origin": "http://evil.test"})
+        assert "access-control-allow-origin" not in headers, (status, headers)
 
 
 def test_range_request_returns_206_with_exactly_those_bytes(hls_dir: Path, server) -> None:
@@ -215,26 +297,114 @@ def test_healthz_says_ok(server) -> None:
     assert status == 200 and json.loads(body) == {"status": "ok"}
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 def test_api_post_dispatches_to_the_named_handler(server) -> None:
-    status, _, body = request(server, "POST", "/api/vertical/keep-centered", body=b'{"on": true}',
-                              headers={"Content-Type": "application/json"})
+    status, headers, body = request(server, "POST", "/api/vertical/keep-centered", body=b'{"on": true}',
+                                    headers=JSON)
     assert status == 200 and json.loads(body) == {"echo": {"on": True}}
+    assert headers["content-type"] == "application/json" and headers["cache-control"] == "no-store"
     server.api["late"] = lambda body: {"late": True}  # handlers may be registered after start
-    assert json.loads(request(server, "POST", "/api/late", body=b"{}")[2]) == {"late": True}
+    assert json.loads(request(server, "POST", "/api/late", body=b"", headers=JSON)[2]) == {"late": True}
+    charset = {"Content-Type": "application/json; charset=utf-8"}
+    assert json.loads(request(server, "POST", "/api/echo", body=b'{"a": 1}', headers=charset)[2]) == {"echo": {"a": 1}}
 
 
 @pytest.mark.parametrize(("path", "body", "status"), [
     ("/api/echo", b"{not json", 400),
     ("/api/echo", b"[1, 2]", 400),
+    ("/api/echo", b"[" * 100_000, 413),
+    ("/api/echo", b"[" * 60_000, 400),   # nested past the parser's recursion limit, inside the size cap
     ("/api/picky", b"{}", 400),
     ("/api/nope", b"{}", 404),
     ("/master.m3u8", b"{}", 405),
 ])
 def test_api_rejects_bad_requests_with_a_4xx_and_a_message(server, path: str, body: bytes, status: int) -> None:
-    got, headers, payload = request(server, "POST", path, body=body)
+    got, headers, payload = request(server, "POST", path, body=body, headers=JSON)
     assert got == status
     if path.startswith("/api/"):
         assert json.loads(payload)["error"]
+    status, _, payload = request(server, "GET", "/api/echo")
+    assert status == 405 and "POST" in json.loads(payload)["error"]
+
+
+@pytest.mark.parametrize("ctype", [None, "text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded",
+                                   "multipart/form-data; boundary=x", "application/jsonp", "text/json"])
+def test_control_refuses_bodies_not_declared_json_before_running_anything(server, ctype: str | None) -> None:
+    """The requests any web page may send cross-origin without a preflight (text/plain, forms, a typeless
+    Blob) must not reach a handler: 415, and the handler never ran."""
+    calls: list[dict] = []
+    server.api["count"] = lambda body: calls.append(body) or {"n": len(calls)}
+    status, headers, payload = request(server, "POST", "/api/count", body=b'{"on": false}',
+                                       headers={"Content-Type": ctype} if ctype else {})
+    assert status == 415 and "application/json" in json.loads(payload)["error"]
+    assert calls == []
+    assert request(server, "POST", "/api/count", body=b"{}", headers=JSON)[0] == 200 and len(calls) == 1
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    (b'{"at": NaN}', "NaN is not a number JSON allows"),
+    (b'{"at": Infinity}', "Infinity is not a number JSON allows"),
+    (b'{"at": -Infinity}', "-Infinity is not a number JSON allows"),
+    (b'{"at": 1e400}', "too large"),
+    (b'{"at": -1e309}', "too large"),
+    (b'{"n": 9007199254740993}', "out of range"),
+    (b'{"n": -' + b"9" * 5000 + b"}", "out of range"),
+])
+def test_control_refuses_numbers_json_cannot_carry_with_422(server, body: bytes, needle: str) -> None:
+    status, _, payload = request(server, "POST", "/api/echo", body=body, headers=JSON)
+    assert status == 422, payload
+    assert needle in json.loads(payload)["error"]
+
+
+def test_control_accepts_the_extreme_numbers_json_can_carry(server) -> None:
+    body = b'{"n": 9007199254740991, "m": -9007199254740991, "x": 1.7976931348623157e308, "y": 5e-324}'
+    status, _, payload = request(server, "POST", "/api/echo", body=body, headers=JSON)
+    assert status == 200 and json.loads(payload)["echo"]["n"] == 2**53 - 1
+
+
+def test_control_body_cap_answers_413_before_reading_the_body(server) -> None:
+    """A Content-Length over the cap is refused at once: the 413 arrives although not one byte of the
+    announced 50 MB was sent, and the connection is closed rather than reused."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 50000000\r\n\r\n{")
+        answer = read_until_closed(s)
+    assert answer.startswith(b"HTTP/1.1 413 ") and b"connection: close" in answer.lower(), answer[:300]
+    # chunked, no Content-Length: counted while read, refused as soon as it passes the cap
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+        chunk = b" " * 32768
+        for _ in range(3):
+            s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        answer = read_until_closed(s)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:300]
+    assert b"over 65536 bytes" in answer
+
+
+def read_until_closed(s: socket.socket) -> bytes:
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    return data
+
+
+def test_control_router_behind_api_keys(hls_dir: Path) -> None:
+    from sidecast.core.serve import bare_app, control_router, run_in_thread
+
+    app = bare_app(control_router({"echo": lambda body: {"echo": body}}, api_keys=["s3cret-key"]))
+    with run_in_thread(app, 0, host="127.0.0.1") as handle:
+        status, headers, payload = request(handle, "POST", "/api/echo", body=b"{}", headers=JSON)
+        assert status == 401 and "missing API key" in json.loads(payload)["error"]
+        assert headers["www-authenticate"] == "Bearer"
+        status, _, payload = request(handle, "POST", "/api/echo", body=b"{}",
+                                     headers={**JSON, "Authorization": "Bearer wrong"})
+        assert status == 401 and json.loads(payload)["error"] == "wrong API key"
+        for auth in ({"Authorization": "Bearer s3cret-key"}, {"X-API-Key": "s3cret-key"}):
+            assert request(handle, "POST", "/api/echo", body=b'{"a": 1}', headers={**JSON, **auth})[0] == 200
+        assert request(handle, "GET", "/master.m3u8")[0] == 404  # a control-only app serves no media
 
 
 def test_player_page_loads_hls_js_from_this_server_only(server) -> None:
@@ -249,6 +419,70 @@ def test_player_page_loads_hls_js_from_this_server_only(server) -> None:
 def test_start_server_refuses_a_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="not a directory"):
         start_server(tmp_path / "missing", 0, host="127.0.0.1")
+
+
+def test_close_is_prompt_with_idle_keep_alive_connections_and_frees_the_port(hls_dir: Path) -> None:
+    handle = start_server(hls_dir, 0, host="127.0.0.1")
+    idle = [http.client.HTTPConnection("127.0.0.1", handle.port, timeout=5) for _ in range(20)]
+    for conn in idle:  # each leaves an open keep-alive connection behind
+        conn.request("GET", "/master.m3u8")
+        assert conn.getresponse().read().startswith(b"#EXTM3U")
+    started = time.monotonic()
+    handle.close()
+    took = time.monotonic() - started
+    assert took < 2.0, f"close() took {took:.2f} s"
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", handle.port), timeout=2).close()
+    with socket.socket() as s:  # the port is free for the next run
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", handle.port))
+    handle.close()  # twice is harmless
+    for conn in idle:
+        conn.close()
+
+
+def test_concurrency_limit_answers_503_instead_of_queueing(hls_dir: Path) -> None:
+    from sidecast.core.serve import ServerOptions
+
+    with start_server(hls_dir, 0, host="127.0.0.1", options=ServerOptions(limit_concurrency=3)) as handle:
+        held = [http.client.HTTPConnection("127.0.0.1", handle.port, timeout=5) for _ in range(3)]
+        for conn in held:
+            conn.request("GET", "/master.m3u8")
+            assert conn.getresponse().read()
+        status, _, _ = request(handle, "GET", "/master.m3u8")
+        assert status == 503
+        for conn in held:
+            conn.close()
+        wait_for(lambda: request(handle, "GET", "/master.m3u8")[0] == 200, 5, "capacity to come back")
+
+
+def test_sigterm_finishes_the_segment_and_stops_the_server(clip_small: Path, tmp_path: Path) -> None:
+    """`sidecast run --serve`: SIGTERM reaches the pipeline (the server thread does not take the signal),
+    the run ends cleanly with its summary, and the port is released."""
+    port = free_port()
+    proc = subprocess.Popen([SIDECAST, "run", str(clip_small), "-o", str(tmp_path), "--realtime", "--ladder",
+                             "360p:800k", "--serve", str(port), "--serve-host", "127.0.0.1", "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def served() -> bool:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/video/360p/index.m3u8")
+                return conn.getresponse().status == 200
+            except OSError:
+                return False
+
+        wait_for(served, 60, "the first playlist to be served")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-2000:]
+    assert "shutting down" in err and "sidecast: done:" in out, (out, err[-2000:])
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
 def test_harness_says_clearly_when_chromium_is_missing() -> None:

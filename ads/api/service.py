@@ -13,10 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
-
 from sidecast.ads.api import decide as core
-from sidecast.ads.api.fetch import AsyncFetcher, FetchPolicy, UnsafeURL, check_url
+from sidecast.ads.fetch import AsyncFetcher, FetchPolicy, SyncFetcher, UnsafeURL
 from sidecast.ads.models import AdPod, PodAd
 from sidecast.ads.store import OutboxItem, Store
 from sidecast.ads.vast import (
@@ -27,7 +25,6 @@ from sidecast.ads.vast import (
     MediaProfile,
     Resolution,
     expand_macros,
-    resolve,
 )
 from sidecast.hls.breaks import Break
 
@@ -115,8 +112,9 @@ class AdService:
         self.settings = settings
         self.store = store
         self.policy = FetchPolicy(allow_private=settings.allow_private_upstreams, timeout=settings.upstream_timeout,
-                                  max_bytes=settings.max_vast_bytes)
+                                  max_bytes=settings.max_vast_bytes, max_wrapper_depth=settings.max_wrapper_depth)
         self.fetcher: AsyncFetcher | None = None
+        self.sync_fetcher = SyncFetcher(self.policy)  # the SSAI session router decides from worker threads
         self._catalog: tuple[int, core.Catalog] | None = None
         self._catalog_lock = threading.Lock()
         self._wake: asyncio.Event | None = None
@@ -176,57 +174,10 @@ class AdService:
         sources = [s for s in cat.sources if core.eligible(s, req, now, freq)]
         upstream: list[tuple[core.Source, Resolution]] = []
         if sources:
-            results = await asyncio.gather(*(self._resolve_async(self._source_url(s, req)) for s in sources))
+            assert self.fetcher is not None, "the service is not started (no fetcher)"
+            results = await asyncio.gather(*(self.fetcher.resolve(self._source_url(s, req)) for s in sources))
             upstream = list(zip(sources, results, strict=True))
         return self._finish(req, local, upstream)
-
-    async def _resolve_async(self, url: str) -> Resolution:
-        gen = resolve(url, max_depth=self.settings.max_wrapper_depth, max_bytes=self.settings.max_vast_bytes)
-        assert self.fetcher is not None, "the service is not started (no fetcher)"
-        try:
-            target = next(gen)
-            while True:
-                body: bytes | FetchFailed
-                try:
-                    body = await self.fetcher.get(target)
-                except (FetchFailed, UnsafeURL) as exc:
-                    log.warning("upstream VAST %s: %s", target, exc)
-                    body = exc if isinstance(exc, FetchFailed) else FetchFailed(str(exc))
-                target = gen.send(body)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-
-    def _resolve_sync(self, url: str) -> Resolution:
-        gen = resolve(url, max_depth=self.settings.max_wrapper_depth, max_bytes=self.settings.max_vast_bytes)
-        try:
-            target = next(gen)
-            hops = 0
-            with httpx.Client(timeout=self.policy.timeout, follow_redirects=False) as client:
-                while True:
-                    body: bytes | FetchFailed
-                    try:
-                        check_url(target, self.policy)
-                        resp = client.get(target)
-                        if resp.is_redirect and "location" in resp.headers and hops < self.policy.max_redirects:
-                            hops += 1
-                            target = str(resp.url.join(resp.headers["location"]))
-                            continue
-                        hops = 0
-                        if resp.status_code >= 300:
-                            raise FetchFailed(f"HTTP {resp.status_code} from {target}")
-                        if len(resp.content) > self.policy.max_bytes:
-                            raise FetchFailed(f"response from {target} is over {self.policy.max_bytes} bytes")
-                        body = resp.content
-                    except UnsafeURL as exc:
-                        body = FetchFailed(str(exc))
-                    except FetchFailed as exc:
-                        body = exc
-                    except httpx.HTTPError as exc:
-                        body = FetchFailed(f"fetching {target} failed: {exc}",
-                                           timeout=isinstance(exc, httpx.TimeoutException))
-                    target = gen.send(body)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
 
     def decide_for_break(self, session_id: str, ad_break: Break) -> AdPod:
         """Blocking decision for the SSAI session router: the same rules and records as POST /v1/decisions.
@@ -238,7 +189,7 @@ class AdService:
             cat = self.catalog(version)
             now = datetime.now(UTC)
             local = core.local_candidates(cat, req, now, freq)
-            upstream = [(s, self._resolve_sync(self._source_url(s, req)))
+            upstream = [(s, self.sync_fetcher.resolve(self._source_url(s, req)))
                         for s in cat.sources if core.eligible(s, req, now, freq)]
             d = self._finish(req, local, upstream)
         else:
@@ -330,3 +281,4 @@ class AdService:
     async def stop(self) -> None:
         if self.fetcher is not None:
             await self.fetcher.aclose()
+        self.sync_fetcher.close()

@@ -1,0 +1,397 @@
+"""Outbound HTTP for the ads module (upstream VAST, tracking pixels): one policy, one set of rules, two
+thin transports.
+
+Ad servers hand us URLs (tags, wrapper tags, trackers) that we then fetch from inside the network, so
+every fetch follows the same rules whether it runs under a blocking client (the SSAI session router,
+command-line tools) or an async one (the decisioning API):
+
+- http(s) only, no credentials in the URL, and the host must resolve only to public addresses unless the
+  operator allows private ones; the connection then goes to the address that was checked (the name is
+  not resolved a second time, so DNS rebinding cannot slip a private address in between);
+- one deadline for the whole fetch: DNS, connect, every redirect, headers and body;
+- redirects (301/302/303/307/308 with a Location) are followed by hand, each hop checked again, at most
+  `max_redirects`, never in a loop and never from https down to http;
+- 200 is a body; 204 is "no ad" (a VAST error 303, not a failure of the ad server); any other status
+  fails the fetch; a body over `max_bytes` fails it, whether announced by Content-Length or counted
+  while it arrives;
+- wrapper depth and the number of documents per tag bound the VAST resolver (ads.vast.resolve).
+
+`Fetch` holds those rules as a small state machine with no I/O; `SyncFetcher` and `AsyncFetcher` only
+move bytes and report back to it. Failures are `FetchFailed` (ads.vast) with a message that names the URL;
+`UnsafeURL` is the one a retry cannot fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ipaddress
+import logging
+import socket
+import time
+import urllib.parse
+from collections.abc import Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import httpx
+
+from sidecast.ads.vast import MAX_VAST_BYTES, FetchFailed, Resolution, resolve
+
+__all__ = ["FetchPolicy", "UnsafeURL", "Fetch", "Hop", "SyncFetcher", "AsyncFetcher", "check_url",
+           "check_url_async"]
+
+log = logging.getLogger("sidecast.ads")
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+
+class UnsafeURL(FetchFailed):
+    """A URL we refuse to fetch; the message says why (and how to allow it when that is intended)."""
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """The limits of every outbound fetch; `sidecast ads serve` flags fill it (see docs/ads-api.md)."""
+
+    allow_private: bool = False     # loopback, RFC 1918, link-local, ...: refused unless this is on
+    timeout: float = 2.0            # seconds for one whole fetch: DNS, connect, redirects, body
+    max_bytes: int = MAX_VAST_BYTES
+    max_redirects: int = 3
+    max_wrapper_depth: int = 5      # VAST wrappers followed below a tag
+    max_fetches: int = 10           # VAST documents fetched to resolve one tag
+    user_agent: str = "sidecast-ads/0.1"
+
+    def resolver(self, url: str) -> Generator[str, bytes | FetchFailed, Resolution]:
+        """The sans-IO VAST resolver for `url` under these limits (ads.vast.resolve)."""
+        return resolve(url, max_depth=self.max_wrapper_depth, max_fetches=self.max_fetches, max_bytes=self.max_bytes)
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One request to make: `url` has its host replaced by the checked address; `headers` and `extensions`
+    carry the real host name (Host header, TLS SNI and certificate check)."""
+
+    url: str
+    headers: Mapping[str, str]
+    extensions: Mapping[str, str] = field(default_factory=dict)
+
+
+def _syntax(url: str) -> tuple[urllib.parse.SplitResult, str, int]:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UnsafeURL(f"malformed URL {url!r}: {exc}") from exc
+    if parts.scheme not in ("http", "https"):
+        raise UnsafeURL(f"refusing {parts.scheme or 'scheme-less'}:// URL {url!r}: only http and https are fetched")
+    if not parts.hostname:
+        raise UnsafeURL(f"URL {url!r} has no host")
+    if parts.username or parts.password:
+        raise UnsafeURL(f"refusing URL with credentials: {url!r}")
+    return parts, parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+def _checked_addresses(url: str, addresses: Iterable[str], allow_private: bool) -> list[str]:
+    """The addresses of `url`'s host, once every one of them passed the check (one bad one refuses all:
+    which one a client would pick is not ours to guess)."""
+    checked: list[str] = []
+    for a in addresses:
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(a.split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped   # ::ffff:127.0.0.1 is loopback too
+        if not allow_private and (not ip.is_global or ip.is_multicast):
+            raise UnsafeURL(f"refusing {url!r}: it resolves to non-public address {ip} "
+                            "(allow private upstreams explicitly if this is intended)")
+        checked.append(str(ip))
+    if not checked:
+        raise UnsafeURL(f"host of {url!r} does not resolve")
+    return list(dict.fromkeys(checked))
+
+
+class Fetch:
+    """The rules of one GET under a FetchPolicy, without I/O. A transport loops:
+
+    `target()` → resolve the host → `pin(addresses)` → send a Hop → `on_response(status, headers)`:
+    "redirect" (loop again), "body" (feed each chunk to `take`, then `body()`), or "done" (pings: the
+    status is all that matters). Every step may raise FetchFailed / UnsafeURL with the reason.
+    """
+
+    def __init__(self, url: str, policy: FetchPolicy, *, read_body: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.url = url
+        self.policy = policy
+        self.read_body = read_body
+        self._clock = clock
+        self.deadline = clock() + policy.timeout
+        self.redirects = 0
+        self._seen = {url}
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    # -- time
+    def remaining(self) -> float:
+        """Seconds left of the fetch's budget; raises a timeout FetchFailed once it is spent."""
+        left = self.deadline - self._clock()
+        if left <= 0:
+            raise self.timed_out()
+        return left
+
+    def timed_out(self) -> FetchFailed:
+        return FetchFailed(f"timed out after {self.policy.timeout:g} s fetching {self.url}", timeout=True)
+
+    # -- where to connect
+    def target(self) -> tuple[str, int]:
+        """Host and port to resolve for the current URL (after its syntax passed)."""
+        _, host, port = _syntax(self.url)
+        self.remaining()
+        return host, port
+
+    def pin(self, addresses: Iterable[str]) -> list[Hop]:
+        """Check every address the host resolved to; one request per address, to try in order (the next
+        only when connecting to the one before failed)."""
+        parts, host, _ = _syntax(self.url)
+        host_header = f"[{host}]" if ":" in host else host
+        if parts.port is not None:
+            host_header += f":{parts.port}"
+        headers = {"Host": host_header, "User-Agent": self.policy.user_agent}
+        extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+        hops = []
+        for ip in _checked_addresses(self.url, addresses, self.policy.allow_private):
+            netloc = f"[{ip}]" if ":" in ip else ip
+            if parts.port is not None:
+                netloc += f":{parts.port}"
+            pinned = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+            hops.append(Hop(pinned, headers, extensions))
+        return hops
+
+    # -- what came back
+    def on_response(self, status: int, headers: Mapping[str, str]) -> Literal["redirect", "body", "done"]:
+        location = headers.get("location")
+        if status in REDIRECT_STATUSES and location:
+            self._follow(location)
+            return "redirect"
+        if not self.read_body:
+            return "done"
+        if status == 204:
+            raise FetchFailed(f"no ad from {self.url} (HTTP 204)", no_ad=True)
+        if status != 200:
+            raise FetchFailed(f"HTTP {status} from {self.url}")
+        announced = headers.get("content-length", "")
+        if announced.isdigit() and int(announced) > self.policy.max_bytes:
+            raise FetchFailed(f"response from {self.url} is over {self.policy.max_bytes} bytes "
+                              f"(Content-Length: {announced})")
+        return "body"
+
+    def _follow(self, location: str) -> None:
+        nxt = urllib.parse.urljoin(self.url, location.strip())
+        if nxt in self._seen:
+            raise FetchFailed(f"redirect loop: {self.url} leads back to {nxt}")
+        if self.redirects >= self.policy.max_redirects:
+            raise FetchFailed(f"too many redirects (over {self.policy.max_redirects}) from {self.url}")
+        if self.url.startswith("https:") and nxt.startswith("http:"):
+            raise UnsafeURL(f"refusing a redirect from https down to http: {self.url} -> {nxt}")
+        self.redirects += 1
+        self._seen.add(nxt)
+        self.url = nxt
+
+    def take(self, chunk: bytes) -> None:
+        """Count one chunk of the body against the size cap and the deadline."""
+        self._size += len(chunk)
+        if self._size > self.policy.max_bytes:
+            raise FetchFailed(f"response from {self.url} is over {self.policy.max_bytes} bytes")
+        self._chunks.append(chunk)
+        self.remaining()
+
+    def body(self) -> bytes:
+        return b"".join(self._chunks)
+
+
+def _timeout_error(fetch: Fetch, exc: BaseException) -> FetchFailed:
+    failed = fetch.timed_out()
+    failed.__cause__ = exc
+    return failed
+
+
+def _transport_error(fetch: Fetch, exc: httpx.HTTPError) -> FetchFailed:
+    if isinstance(exc, httpx.TimeoutException):
+        return _timeout_error(fetch, exc)
+    failed = FetchFailed(f"fetching {fetch.url} failed: {exc}")
+    failed.__cause__ = exc
+    return failed
+
+
+def _addresses(infos: Iterable[tuple[object, ...]]) -> list[str]:
+    return [str(i[4][0]) for i in infos]  # type: ignore[index]
+
+
+# ---------------------------------------------------------------- the blocking transport
+
+_RESOLVER = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="sidecast-dns")
+
+
+def _getaddrinfo_within(fetch: Fetch, host: str, port: int) -> list[str]:
+    # the system resolver has no timeout of its own: wait for it on a worker, at most the time left
+    future = _RESOLVER.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    try:
+        return _addresses(future.result(timeout=fetch.remaining()))
+    except concurrent.futures.TimeoutError as exc:
+        raise _timeout_error(fetch, exc) from None
+    except OSError as exc:
+        raise UnsafeURL(f"cannot resolve host of {fetch.url!r}: {exc}") from exc
+
+
+def check_url(url: str, policy: FetchPolicy) -> None:
+    """Raise UnsafeURL unless `url` may be fetched under `policy` (resolves the host: blocking)."""
+    fetch = Fetch(url, policy)
+    fetch.pin(_getaddrinfo_within(fetch, *fetch.target()))  # raises UnsafeURL when refused
+
+
+class SyncFetcher:
+    """GETs under a FetchPolicy with a blocking httpx client (one pooled client; close it when done)."""
+
+    def __init__(self, policy: FetchPolicy) -> None:
+        self.policy = policy
+        # trust_env off: a proxy from the environment would resolve names itself, around the address check
+        self.client = httpx.Client(follow_redirects=False, trust_env=False)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> SyncFetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _hop(self, fetch: Fetch) -> tuple[str, int]:
+        hops = fetch.pin(_getaddrinfo_within(fetch, *fetch.target()))
+        for n, hop in enumerate(hops, 1):
+            try:
+                with self.client.stream("GET", hop.url, headers=hop.headers, extensions=dict(hop.extensions),
+                                        timeout=fetch.remaining()) as resp:
+                    step = fetch.on_response(resp.status_code, resp.headers)
+                    if step == "body":
+                        for chunk in resp.iter_bytes():
+                            fetch.take(chunk)
+                    return step, resp.status_code
+            except httpx.ConnectError as exc:
+                if n == len(hops):
+                    raise _transport_error(fetch, exc) from None
+            except httpx.HTTPError as exc:
+                raise _transport_error(fetch, exc) from None
+        raise AssertionError("unreachable: pin() returns at least one hop")
+
+    def _run(self, fetch: Fetch) -> tuple[int, bytes]:
+        while True:
+            step, status = self._hop(fetch)
+            if step != "redirect":
+                return status, fetch.body()
+
+    def get(self, url: str) -> bytes:
+        """Body of `url`; raises FetchFailed (timeouts flagged, 204 flagged as no ad) or UnsafeURL."""
+        return self._run(Fetch(url, self.policy))[1]
+
+    def ping(self, url: str) -> int:
+        """Fire a tracking pixel; returns the final HTTP status (redirects followed under the same rules)."""
+        return self._run(Fetch(url, self.policy, read_body=False))[0]
+
+    def resolve(self, url: str) -> Resolution:
+        """Follow a VAST tag to playable ads (ads.vast.resolve under this policy's limits)."""
+        gen = self.policy.resolver(url)
+        try:
+            target = next(gen)
+            while True:
+                body: bytes | FetchFailed
+                try:
+                    body = self.get(target)
+                except FetchFailed as exc:
+                    log.warning("upstream VAST %s: %s", target, exc)
+                    body = exc
+                target = gen.send(body)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------- the async transport
+
+async def check_url_async(url: str, policy: FetchPolicy) -> None:
+    """check_url without blocking the event loop."""
+    fetch = Fetch(url, policy)
+    host, port = fetch.target()
+    try:
+        async with asyncio.timeout(fetch.remaining()):
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except TimeoutError as exc:
+        raise _timeout_error(fetch, exc) from None
+    except OSError as exc:
+        raise UnsafeURL(f"cannot resolve host of {url!r}: {exc}") from exc
+    fetch.pin(_addresses(infos))
+
+
+class AsyncFetcher:
+    """GETs under a FetchPolicy with an async httpx client; one per app (create in lifespan, aclose after)."""
+
+    def __init__(self, policy: FetchPolicy) -> None:
+        self.policy = policy
+        self.client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def _hop(self, fetch: Fetch) -> tuple[str, int]:
+        host, port = fetch.target()
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise UnsafeURL(f"cannot resolve host of {fetch.url!r}: {exc}") from exc
+        hops = fetch.pin(_addresses(infos))
+        for n, hop in enumerate(hops, 1):
+            try:
+                async with self.client.stream("GET", hop.url, headers=hop.headers,
+                                              extensions=dict(hop.extensions), timeout=fetch.remaining()) as resp:
+                    step = fetch.on_response(resp.status_code, resp.headers)
+                    if step == "body":
+                        async for chunk in resp.aiter_bytes():
+                            fetch.take(chunk)
+                    return step, resp.status_code
+            except httpx.ConnectError:
+                if n == len(hops):
+                    raise
+        raise AssertionError("unreachable: pin() returns at least one hop")
+
+    async def _run(self, fetch: Fetch) -> tuple[int, bytes]:
+        while True:
+            try:
+                async with asyncio.timeout(fetch.remaining()):  # the whole hop, DNS included
+                    step, status = await self._hop(fetch)
+            except TimeoutError as exc:
+                raise _timeout_error(fetch, exc) from None
+            except httpx.HTTPError as exc:
+                raise _transport_error(fetch, exc) from None
+            if step != "redirect":
+                return status, fetch.body()
+
+    async def get(self, url: str) -> bytes:
+        """Body of `url`; raises FetchFailed (timeouts flagged, 204 flagged as no ad) or UnsafeURL."""
+        return (await self._run(Fetch(url, self.policy)))[1]
+
+    async def ping(self, url: str) -> int:
+        """Fire a tracking pixel; returns the final HTTP status (redirects followed under the same rules)."""
+        return (await self._run(Fetch(url, self.policy, read_body=False)))[0]
+
+    async def resolve(self, url: str) -> Resolution:
+        """Follow a VAST tag to playable ads (ads.vast.resolve under this policy's limits)."""
+        gen = self.policy.resolver(url)
+        try:
+            target = next(gen)
+            while True:
+                body: bytes | FetchFailed
+                try:
+                    body = await self.get(target)
+                except FetchFailed as exc:
+                    log.warning("upstream VAST %s: %s", target, exc)
+                    body = exc
+                target = gen.send(body)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
