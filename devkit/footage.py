@@ -299,7 +299,7 @@ def inside(box: Box, win: Window, slack: float = 0.0) -> bool:
 
 def covered(refs: Sequence[Box], win: Window) -> bool:
     """The crop shows a main subject: some reference box at least half the area of the biggest lies in it
-    (faces: whole; people and objects: 10 % of their width may stick out)."""
+    (10 % of its width or height may stick out: reference boxes are not pixel-exact)."""
     if not refs:
         return True
     big = (refs[0][2] - refs[0][0]) * (refs[0][3] - refs[0][1])
@@ -385,8 +385,9 @@ def match_cuts(truth: Sequence[float], found: Sequence[float], interval: float) 
 def reaction(clip: Clip, crops: Sequence[tuple[float, Window]]) -> float | None:
     """Worst time (s) after a cut until the crop shows the new shot's main subject (None: no subject)."""
     worst: float | None = None
-    for c in clip.cuts:
-        after = [(t, w) for t, w in crops if t >= c - 1e-9 and clip.references(t)]
+    ends = [*clip.cuts[1:], clip.duration]
+    for c, end in zip(clip.cuts, ends, strict=True):
+        after = [(t, w) for t, w in crops if c - 1e-9 <= t < end and clip.references(t)]
         if not after or clip.subject(after[0][0]) == "none":
             continue
         late = next((t - c for t, w in after if covered(clip.references(t), w)), after[-1][0] - c)

@@ -158,16 +158,25 @@ class _Axis:
         mean_c = sum(e.c for e in span) / len(span)
         return min(max(mean_c, lo), hi)
 
-    def _travelling(self, window: Sequence[_Entry]) -> tuple[float, float, float] | None:
-        """(a, b, rms) of the focus' trend when it keeps moving one way: more than a quarter of the crop
-        across the window, steadily; else None."""
-        if len(window) < 3:
+    def _travelling(self, entries: Sequence[_Entry]) -> tuple[float, float, float] | None:
+        """(a, b, rms) of the focus' trend when it keeps moving one way, faster than a quarter of the crop
+        per second and steadily; else None."""
+        if len(entries) < 3:
             return None
-        a, b, rms = _fit(window)
-        span = window[-1].t - window[0].t
-        if abs(b) * span >= 0.25 * self.crop and rms < 0.1 * self.crop:
+        a, b, rms = _fit(entries)
+        if abs(b) >= 0.25 * self.crop and rms < 0.1 * self.crop:
             return a, b, rms
         return None
+
+    def _reverses(self, entries: Sequence[_Entry], b: float) -> bool:
+        """Whether the focus centre moved against direction ``b`` by more than a tenth of the crop."""
+        sign = 1.0 if b >= 0 else -1.0
+        peak = -math.inf
+        for e in entries:
+            peak = max(peak, sign * e.c)
+            if peak - sign * e.c > 0.1 * self.crop:
+                return True
+        return False
 
     def start(self, window: Sequence[_Entry]) -> str:
         self.v, self.moving, self.target = 0.0, False, None
@@ -203,8 +212,12 @@ class _Axis:
         # An operator holds a subject that sways: when this shot's recent past and the look-ahead fit in
         # the crop together, re-frame once to hold them all. Else a subject that travels one way is
         # followed along its trend; else re-frame to hold the look-ahead; else follow what we can.
+        trend = self._travelling([*history, *window])
         rest = self._rest_target([*memory, *window]) if memory else None
-        trend = self._travelling(window) if rest is None else None
+        if trend is not None and rest is not None and self._reverses([*memory, *window], trend[1]):
+            trend = None  # it went the other way a moment ago and the crop holds both ends: a sway
+        if trend is not None:
+            rest = None
         if trend is None and rest is None:
             rest = self._rest_target(window)
             if rest is None:
