@@ -187,6 +187,59 @@ def windows(scene: Scene, crops: list[Crop]) -> tuple[list[tuple[int, int, int, 
     return full, analysed
 
 
+def under_load(faces: FaceDetector, objects: ObjectDetector, fps: float, width: int) -> None:
+    """Feed the analysis at its real rate (one frame every 1/fps s of wall time) while FFmpeg encodes the
+    default ladder live from a 1080p30 source, and measure how late the analysis falls behind."""
+    import shutil
+
+    ffmpeg = shutil.which("ffmpeg")
+    assert ffmpeg, "needs Debian's ffmpeg"
+    src = footage.source_path("vtest")
+    enc = subprocess.Popen([
+        ffmpeg, "-v", "error", "-re", "-stream_loop", "-1", "-i", str(src),
+        "-filter_complex", "[0:v]fps=30,scale=1920:1080,split=3[a][b][c];[a]scale=1280:720[v1];[b]scale=854:480[v2];"
+                           "[c]scale=640:360[v3]",
+        *[x for i in (1, 2, 3) for x in ("-map", f"[v{i}]", "-c:v", "libx264", "-preset", "veryfast", "-g", "60",
+                                         "-f", "null", "-")],
+    ], stdin=subprocess.DEVNULL)
+    try:
+        time.sleep(3.0)  # let the encoder settle into its real-time pace
+        clips = [footage.clip(n) for n in ("mixed_held", "pedestrians_held")]
+        an_frames: list[tuple[float, np.ndarray]] = []
+        media = 0.0
+        for c in clips:
+            h = round(footage.HEIGHT * width / footage.WIDTH)
+            times = analysed_times(c.duration, fps)
+            an_frames += [(media + t, cv2.resize(img, (width, h), interpolation=cv2.INTER_AREA))
+                          for t, img in c.frames(times)]
+            media += c.duration
+        an = Analyzer(footage.WIDTH, footage.HEIGHT, PathOptions(), faces, objects=objects)
+        start = time.perf_counter()
+        lateness = []
+        cpu0 = time.process_time()
+        for t, img in an_frames:
+            due = start + t
+            now = time.perf_counter()
+            if now < due:
+                time.sleep(due - now)
+            an.analyse(t, img)
+            lateness.append(time.perf_counter() - due)
+        an.flush()
+        cpu = time.process_time() - cpu0
+        wall = time.perf_counter() - start
+        alive = enc.poll() is None
+    finally:
+        enc.terminate()
+        enc.wait()
+    lat = np.array(lateness)
+    print(f"analysis next to a live 1080p30 -> 720/480/360 x264 veryfast encode (encoder alive: {alive}):")
+    print(f"  {media:.0f} s of media at {fps:g} fps in {wall:.1f} s wall; analysis CPU {cpu / len(lat) * 1000:.1f} ms/frame "
+          f"({cpu / media * 100:.0f}% of one core); frame done after its due time: median "
+          f"{np.median(lat) * 1000:.0f} ms, p95 {np.percentile(lat, 95) * 1000:.0f} ms, max {lat.max() * 1000:.0f} ms; "
+          f"keeps real time: {wall <= media + 1.0}")
+    print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fps", type=float, default=DEFAULT_FPS)
@@ -196,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-synthetic", action="store_true", help="skip the synthetic scenes")
     ap.add_argument("--clips", nargs="*", help="only these real clips (devkit/footage.py names)")
     ap.add_argument("--previous", metavar="REV", help="also run the sidecar as it was at this git revision")
+    ap.add_argument("--with-encode", action="store_true",
+                    help="time the analysis in real time next to a live x264 ladder encode (1080p30 -> "
+                         "720/480/360 veryfast, ffmpeg -re) and report whether it keeps up")
     args = ap.parse_args(argv)
 
     faces = FaceDetector(threads=args.threads)
@@ -239,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{m:12s} {min(covs) * 100:>11.1f}% / {np.mean(covs) * 100:5.1f}% "
                   f"{np.mean(sts):>13.2f} px ({max(sts):.2f}) {max(reacts) if reacts else '-':>9} fr")
         print("targets: coverage >= 98%, steadiness <= 0.5 px/frame while holding, cut reaction <= 2 analysed frames")
+    if args.with_encode:
+        under_load(faces, objects, args.fps, args.width)
+        return 0
     if not args.no_real:
         real_footage(faces, objects, args.fps, args.width, args.previous, args.clips)
     if media:

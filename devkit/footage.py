@@ -385,7 +385,7 @@ def match_cuts(truth: Sequence[float], found: Sequence[float], interval: float) 
 def reaction(clip: Clip, crops: Sequence[tuple[float, Window]]) -> float | None:
     """Worst time (s) after a cut until the crop shows the new shot's main subject (None: no subject)."""
     worst: float | None = None
-    ends = [*clip.cuts[1:], clip.duration]
+    ends = [*clip.cuts[1:], clip.duration] if clip.cuts else []
     for c, end in zip(clip.cuts, ends, strict=True):
         after = [(t, w) for t, w in crops if c - 1e-9 <= t < end and clip.references(t)]
         if not after or clip.subject(after[0][0]) == "none":
