@@ -227,8 +227,8 @@ class Clip:
     def references(self, t: float) -> list[Box]:
         """Reference subject boxes (output pixels) at clip time ``t``, biggest first; [] for no subject."""
         shot, i = self.source_frame(t)
-        boxes = [b for b in (shot.to_output(tuple(r[:4])) for r in _refs().get(shot.source, {}).get(str(i), []))
-                 if b is not None]
+        rows = _refs().get(shot.source, {}).get(str(i), [])
+        boxes = [b for b in (shot.to_output((r[0], r[1], r[2], r[3])) for r in rows) if b is not None]
         return sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[3] - b[1]))
 
 
