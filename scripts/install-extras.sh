@@ -65,3 +65,17 @@ raise SystemExit(1 if missing else 0)'
   /usr/bin/python3 -c "$check" || { echo "rtsp server: GStreamer RTSP server still not importable" >&2; return 1; }
 }
 install_rtsp_server
+
+# Real edited footage for autocrop's corpus (devkit/footage.py, bench/autocrop.py, tests/test_autocrop_*):
+# OpenCV's sample clips in Debian's opencv-doc (pedestrians, an animated dialogue, a hand with a box...).
+# ~95 MB download; only the clips under examples/data are used.
+install_opencv_footage() {
+  local data=/usr/share/doc/opencv-doc/examples/data
+  if [ -f "$data/vtest.avi" ] && [ -f "$data/Megamind.avi" ]; then return 0; fi
+  echo "[sidecast setup] installing OpenCV's sample footage (Debian: opencv-doc)" >&2
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends opencv-doc >/dev/null
+  [ -f "$data/vtest.avi" ] || { echo "opencv-doc: $data/vtest.avi missing after install" >&2; return 1; }
+}
+install_opencv_footage

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from skimage import data
 
-from sidecast.sidecars.autocrop.decide import Focus, ShotDetector, choose_focus
-from sidecast.sidecars.autocrop.detect import FaceDetector, ModelNotFound, SaliencyDetector, Subject
+from sidecast.sidecars.autocrop.decide import Focus, ShotDetector, choose_focus, structure_distance
+from sidecast.sidecars.autocrop.detect import FaceDetector, ModelNotFound, ObjectDetector, Subject
 from sidecast.sidecars.autocrop.smooth import CropPlanner, Observation, PathOptions, crop_size, parse_aspect
 
 
@@ -51,10 +51,11 @@ MODELS = Path(__file__).resolve().parents[1] / "models" / "autocrop"
 
 def test_shipped_models_are_the_ones_the_model_card_names() -> None:
     card = (MODELS / "MODEL_CARD.md").read_text()
-    for name in ("face_detection_yunet_2023mar.onnx", "face_detection_yunet_2023mar_dynamic.onnx"):
+    for name in ("face_detection_yunet_2023mar.onnx", "face_detection_yunet_2023mar_dynamic.onnx", "unisal.onnx"):
         digest = hashlib.sha256((MODELS / name).read_bytes()).hexdigest()
         assert digest in card, f"{name} changed: update MODEL_CARD.md (and LICENSE) with its provenance"
     assert "MIT" in (MODELS / "LICENSE").read_text()
+    assert "Apache License" in (MODELS / "LICENSE-UNISAL").read_text()
 
 
 def test_any_size_yunet_finds_the_same_faces_as_the_published_640x640_graph(faces: FaceDetector) -> None:
@@ -74,19 +75,27 @@ def test_missing_model_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-un
         FaceDetector(tmp_path / "nope.onnx")
 
 
-def test_saliency_follows_what_moves_when_nobody_is_in_frame() -> None:
-    sal = SaliencyDetector()
-    bg = np.full((270, 480, 3), 90, np.uint8)
-    box = None
-    for i in range(6):
-        frame = bg.copy()
-        cx = 80 + 50 * i
-        cv2.circle(frame, (cx, 135), 18, (40, 200, 240), -1)
-        box = sal.detect(frame)
-    assert box is not None and len(box) == 1
-    s = box[0]
-    assert s.kind == "salient"
-    assert s.x0 - 30 <= 330 <= s.x1 + 30  # the disk's latest position (x = 330)
+@pytest.fixture(scope="module")
+def objects() -> ObjectDetector:
+    return ObjectDetector()
+
+
+def test_saliency_finds_the_object_a_viewer_looks_at_and_no_off_centre_box_in_a_spread_scene(objects: ObjectDetector) -> None:
+    bg = cv2.resize(cv2.cvtColor(data.grass(), cv2.COLOR_GRAY2BGR), (480, 270))
+    frame = bg.copy()
+    frame[150:230, 330:410] = cv2.resize(cv2.cvtColor(data.coffee(), cv2.COLOR_RGB2BGR), (80, 80))
+    found = objects.detect(frame)
+    assert len(found) == 1 and found[0].kind == "object"
+    o = found[0]
+    assert o.x0 < 400 and o.x1 > 340 and o.y0 < 220 and o.y1 > 160, o  # on the cup
+    assert o.x1 - o.x0 < 0.6 * 480
+    # grass everywhere: nothing stands out, so nothing or UNISAL's centre prior (a steady centred frame)
+    assert all(abs((s.x0 + s.x1) / 2 - 240) < 0.15 * 480 for s in objects.detect(bg))
+
+
+def test_missing_saliency_model_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ModelNotFound, match="make_unisal.py"):
+        ObjectDetector(tmp_path / "nope.onnx")
 
 
 # ---------------------------------------------------------------- decision
@@ -120,18 +129,48 @@ def test_people_outrank_saliency() -> None:
     assert f is not None and f.kind == "face"
 
 
-def test_shot_detector_cuts_on_a_new_scene_not_on_noise() -> None:
+def run_shots(frames: list[np.ndarray]) -> list[int]:
     shots = ShotDetector()
+    decided: list[tuple[float, bool]] = []
+    for i, f in enumerate(frames):
+        decided += shots.push(i * 0.2, f)
+    decided += shots.flush()
+    assert [round(t, 3) for t, _ in decided] == [round(i * 0.2, 3) for i in range(len(frames))]
+    return [round(t / 0.2) for t, cut in decided if cut]
+
+
+def bgr(name: str, size: tuple[int, int] = (480, 270)) -> np.ndarray:
+    img = getattr(data, name)()
+    img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else cv2.cvtColor(img[..., :3], cv2.COLOR_RGB2BGR)
+    return cv2.resize(img, size)
+
+
+def test_shot_detector_cuts_on_a_new_scene_not_on_noise() -> None:
     rng = np.random.default_rng(1)
-    a = cv2.resize(cv2.cvtColor(data.coffee(), cv2.COLOR_RGB2BGR), (480, 270))
-    b = cv2.resize(cv2.cvtColor(data.rocket(), cv2.COLOR_RGB2BGR), (480, 270))
+    a, b = bgr("coffee"), bgr("rocket")
 
     def noisy(img: np.ndarray) -> np.ndarray:
         return np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
 
-    cuts = [shots.update(i * 0.2, noisy(a if i < 8 else b)) for i in range(14)]
-    assert cuts[0] is True  # the first frame starts a shot
-    assert [i for i, c in enumerate(cuts) if c] == [0, 8]
+    assert run_shots([noisy(a if i < 8 else b) for i in range(14)]) == [0, 8]
+
+
+def test_a_cut_to_the_mirror_image_or_a_closer_shot_is_found_though_the_colours_are_the_same() -> None:
+    a = bgr("astronaut")
+    close = cv2.resize(a[40:230, 60:400], (480, 270))
+    # (the colour histogram of a mirror image is identical, so colour alone cannot see this cut)
+    frames = [np.roll(a, i, axis=1) for i in range(6)] + [a[:, ::-1]] * 5 + [close] * 5
+    assert run_shots(frames) == [0, 6, 11]
+    assert structure_distance(cv2.cvtColor(cv2.resize(a, (64, 36)), cv2.COLOR_BGR2GRAY).astype(np.float32),
+                              cv2.cvtColor(cv2.resize(a[:, ::-1], (64, 36)), cv2.COLOR_BGR2GRAY)
+                              .astype(np.float32)) > 0.3
+
+
+def test_a_fast_pan_and_a_flash_are_not_cuts() -> None:
+    wide = cv2.resize(bgr("rocket"), (1440, 270))
+    pan = [wide[:, x:x + 480].copy() for x in (0, 4, 8, 60, 160, 280, 420, 560, 700, 720, 724, 728)]
+    flash = [pan[-1]] * 3 + [np.full_like(pan[-1], 255)] + [pan[-1]] * 3
+    assert run_shots(pan + flash) == [0]
 
 
 # ---------------------------------------------------------------- smoothing
@@ -201,6 +240,26 @@ def test_pans_respect_the_speed_limit_and_keep_the_subject() -> None:
     for c, i in zip(crops, range(26), strict=True):
         x0 = 40 + 100 * i / 5
         assert c.x <= x0 and x0 + 60 <= c.x + c.width
+
+
+def test_a_sway_inside_the_crop_is_not_followed() -> None:
+    # a head that sways 50 px either way, which the crop (202 px) can hold without moving
+    xs = [300 + 50 * np.sin(2 * np.pi * i / 10) for i in range(40)]
+    crops = run(CropPlanner(640, 360), [obs(i / 5, x) for i, x in enumerate(xs)])
+    # the first placement sees only the first second (half a swing): one re-frame once the swing is known,
+    # then the camera holds for good
+    assert len({c.x for c in crops[10:]}) == 1
+    assert sum(a.x != b.x for a, b in zip(crops, crops[1:], strict=False)) <= 4
+    assert all(c.x <= x and x + 60 <= c.x + c.width for c, x in zip(crops, xs, strict=True))
+
+
+def test_a_subject_that_steps_aside_is_reframed_once_then_held() -> None:
+    xs = [120] * 10 + [420] * 20
+    crops = run(CropPlanner(640, 360), [obs(i / 5, x) for i, x in enumerate(xs)])
+    moves = [i for i in range(1, len(crops)) if crops[i].x != crops[i - 1].x]
+    assert moves and max(moves) - min(moves) <= 10  # one glide...
+    assert len({c.x for c in crops[-12:]}) == 1  # ...then still
+    assert crops[-1].x <= 420 and 480 <= crops[-1].x + crops[-1].width
 
 
 def test_nobody_in_frame_keeps_the_camera_where_it_is() -> None:

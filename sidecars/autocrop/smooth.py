@@ -5,13 +5,15 @@ order, and it hands back the ``Crop`` records it has become sure of. It holds ea
 ``lookahead`` seconds beyond it (or a cut), so the decision for time t uses the frames up to t+lookahead.
 
 Per shot and per axis the camera is in one of three modes, re-decided on every frame from the subject's
-motion inside the look-ahead window:
+motion inside the look-ahead window, like an operator who only re-frames when needed:
 
 - stationary: the camera holds still while the focus stays inside the crop's safe zone (plus a small
-  dead-band for detection jitter) for every frame of the window — so jitter is never chased;
-- panning: the focus comes to rest inside the window, or moves along a straight line: the camera glides
-  to the rest position / along the line;
-- tracking: the focus moves irregularly: the camera follows a least-squares trend of its centre.
+  dead-band for detection jitter) over the next ``hold_horizon`` s — jitter and sway are never chased;
+- panning: the focus is about to leave: the camera glides to the one position that frames the focus over
+  the whole look-ahead window, and stops there; or the focus travels steadily one way (a walk): the
+  camera pans along its trend;
+- tracking: the focus moves about more than the crop can hold still: the camera follows a least-squares
+  trend of its centre.
 
 Moves respect a maximum speed and acceleration and brake to a stop; shot cuts jump (no smoothing across a
 cut) and reset the state.
@@ -44,6 +46,7 @@ class PathOptions:
     trend_ahead: float = 0.4
     trend_behind: float = 0.4
     weak_slack: float = 0.3
+    hold_memory: float = 2.5
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,14 @@ def _fit(entries: Sequence[_Entry]) -> tuple[float, float, float]:
 
 
 class _Axis:
-    """One axis of the camera: position p of the crop centre, velocity v, and whether it is moving."""
+    """One axis of the camera: position p of the crop centre, velocity v, and whether it is moving.
+
+    The camera behaves like an operator who only re-frames when needed: it holds while the focus stays in
+    the crop's safe zone (plus a dead-band) over the next ``hold_horizon`` s; when the focus is about to
+    leave, it glides to the position that frames the whole look-ahead window (where the subject will be,
+    sway included) and stops there; only a subject that keeps moving one way (a walk, a ride) is followed
+    continuously, along the least-squares trend of its centre.
+    """
 
     def __init__(self, crop: float, extent: float, vmax: float, amax: float, dead_band: float,
                  response: float, hold_horizon: float = 0.4, trend_ahead: float = 0.4) -> None:
@@ -112,59 +122,116 @@ class _Axis:
         self.p = (self.cmin + self.cmax) / 2
         self.v = 0.0
         self.moving = False
+        self.target: float | None = None
 
     def clamp(self, x: float) -> float:
         return min(max(x, self.cmin), self.cmax)
 
-    def entry(self, t: float, f0: float, f1: float, margin: float, slack: float = 0.0) -> _Entry:
-        """Centres that keep [f0, f1] inside the crop with ``margin``; a point when it cannot fit.
+    def entry(self, t: float, f0: float, f1: float, margin: float, slack: float = 0.0,
+              core: tuple[float, float] | None = None) -> _Entry:
+        """Centres that keep [f0, f1] inside the crop with ``margin``; when that does not fit, centres that
+        keep the ``core`` (the detections themselves) inside, with the margin if it fits; a point last.
 
         ``slack`` widens the interval for weak signals (saliency): roughly in frame is good enough, so the
-        camera does not chase every moving car."""
+        camera does not chase every shift of a saliency blob."""
         lo, hi = f1 + margin - self.crop / 2, f0 - margin + self.crop / 2
+        mid = (f0 + f1) / 2
+        if lo > hi and core is not None:
+            c0, c1 = core
+            mid = (c0 + c1) / 2
+            lo, hi = c1 + margin - self.crop / 2, c0 - margin + self.crop / 2
+            if lo > hi:
+                lo, hi = c1 - self.crop / 2, c0 + self.crop / 2
         if lo > hi:
-            lo = hi = (f0 + f1) / 2
-        return _Entry(t, self.clamp(lo - slack), self.clamp(hi + slack), self.clamp((f0 + f1) / 2))
+            lo = hi = mid
+        return _Entry(t, self.clamp(lo - slack), self.clamp(hi + slack), self.clamp(mid))
+
+    @staticmethod
+    def _common(entries: Sequence[_Entry]) -> tuple[float, float]:
+        return max(e.lo for e in entries), min(e.hi for e in entries)
+
+    def _rest_target(self, span: Sequence[_Entry]) -> float | None:
+        """Where to stop so every entry of ``span`` stays framed (nearest to centring the focus), or None."""
+        lo, hi = self._common(span)
+        if lo > hi:
+            return None
+        mean_c = sum(e.c for e in span) / len(span)
+        return min(max(mean_c, lo), hi)
+
+    def _travelling(self, entries: Sequence[_Entry]) -> tuple[float, float, float] | None:
+        """(a, b, rms) of the focus' trend when it keeps moving one way, faster than a quarter of the crop
+        per second and steadily; else None."""
+        if len(entries) < 3:
+            return None
+        a, b, rms = _fit(entries)
+        if abs(b) >= 0.25 * self.crop and rms < 0.1 * self.crop:
+            return a, b, rms
+        return None
+
+    def _reverses(self, entries: Sequence[_Entry], b: float) -> bool:
+        """Whether the focus centre moved against direction ``b`` by more than a tenth of the crop."""
+        sign = 1.0 if b >= 0 else -1.0
+        peak = -math.inf
+        for e in entries:
+            peak = max(peak, sign * e.c)
+            if peak - sign * e.c > 0.1 * self.crop:
+                return True
+        return False
 
     def start(self, window: Sequence[_Entry]) -> str:
-        self.v, self.moving = 0.0, False
+        self.v, self.moving, self.target = 0.0, False, None
         if not window:
             self.p = (self.cmin + self.cmax) / 2
             return "centered"
         near = [e for e in window if e.t - window[0].t <= self.hold_horizon + 1e-9]
-        lo, hi = max(e.lo for e in near), min(e.hi for e in near)
-        if lo <= hi:  # one position frames the next moments: the one nearest to centring the focus
-            mean_c = sum(e.c for e in near) / len(near)
-            self.p = min(max(mean_c, lo), hi)
-            return "stationary"
+        for span in (window, near):
+            rest = self._rest_target(span)
+            if rest is not None:
+                self.p = rest
+                return "stationary"
         a, b, rms = _fit(window)
         self.p = self.clamp(a + b * window[0].t)
         self.v = max(-self.vmax, min(self.vmax, b))
         self.moving = True
         return "panning" if rms < 0.02 * self.crop else "tracking"
 
-    def step(self, t: float, dt: float, window: Sequence[_Entry], history: Sequence[_Entry]) -> str:
+    def step(self, t: float, dt: float, window: Sequence[_Entry], history: Sequence[_Entry],
+             memory: Sequence[_Entry] = ()) -> str:
         if self.cmax - self.cmin < 0.5:  # the crop spans this whole axis: nothing to decide
             return "stationary"
         if not window:  # nobody to follow: come to rest where we are
-            self.v, self.moving = 0.0, False
+            self.v, self.moving, self.target = 0.0, False, None
             return "stationary"
-        near = [e for e in window if e.t - t <= self.hold_horizon + 1e-9] or window[:1]
-        lo, hi = max(e.lo for e in near), min(e.hi for e in near)
+        near = [e for e in window if e.t - t <= self.hold_horizon + 1e-9] or list(window[:1])
+        lo, hi = self._common(near)
         db = self.dead_band
         if not self.moving and lo - db <= self.p <= hi + db:
             self.v = 0.0
             return "stationary"
         self.moving = True
-        centres = [e.c for e in window]
-        resting = max(centres) - min(centres) <= db
-        if resting:  # the focus comes to rest inside the window: glide to frame it, then stop
-            target, v_target, mode = sum(centres) / len(centres), 0.0, "panning"
-        else:  # it keeps moving: follow the trend of its centre (look-ahead plus a little history)
+        # An operator holds a subject that sways: when this shot's recent past and the look-ahead fit in
+        # the crop together, re-frame once to hold them all. Else a subject that travels one way is
+        # followed along its trend; else re-frame to hold the look-ahead; else follow what we can.
+        trend = self._travelling([*history, *window])
+        rest = self._rest_target([*memory, *window]) if memory else None
+        if trend is not None and rest is not None and self._reverses([*memory, *window], trend[1]):
+            trend = None  # it went the other way a moment ago and the crop holds both ends: a sway
+        if trend is not None:
+            rest = None
+        if trend is None and rest is None:
+            rest = self._rest_target(window)
+            if rest is None:
+                rest = self._rest_target(near)
+        if trend is None and rest is not None:
+            if self.target is None or not (lo <= self.target <= hi):
+                self.target = rest
+            target, v_target, mode = self.target, 0.0, "panning"
+        else:
             ahead = [e for e in window if e.t - t <= self.trend_ahead + 1e-9]
             a, b, rms = _fit([*history, *ahead])
             target, v_target = a + b * t, b
-            mode = "panning" if rms < 0.02 * self.crop else "tracking"
+            mode = "panning" if trend is not None and rms < 0.02 * self.crop else "tracking"
+            self.target = None
         target = self.clamp(target)
         gap = target - self.p
         # The target is for time t and p is where the camera was at t - dt: close what the trend does not
@@ -179,8 +246,9 @@ class _Axis:
         if new_p in (self.cmin, self.cmax):
             self.v = 0.0
         self.p = new_p
-        if resting and abs(target - self.p) < 1.0:
-            self.v, self.moving = 0.0, False
+        if v_target == 0.0 and abs(target - self.p) < 1.0:  # arrived: stop and hold
+            self.p = target
+            self.v, self.moving, self.target = 0.0, False, None
         return mode
 
 
@@ -203,6 +271,7 @@ class CropPlanner:
                         o.hold_horizon, o.trend_ahead)
         self.pending: deque[Observation] = deque()
         self.history: deque[Observation] = deque()
+        self.memory: deque[Observation] = deque()  # this shot's last ``hold_memory`` s
         self.last_t: float | None = None
         self.published_until = -1.0
         self._force_cut = True
@@ -256,10 +325,15 @@ class CropPlanner:
         mx = self.options.safe_margin * self.crop_w
         my = self.options.safe_margin * self.crop_h
         weak = self.options.weak_slack
-        ex = [self.ax.entry(o.t, o.focus.x0, o.focus.x1, mx, weak * self.crop_w if o.focus.kind == "salient" else 0)
-              for o in obs if o.focus is not None]
-        ey = [self.ay.entry(o.t, o.focus.y0, o.focus.y1, my, weak * self.crop_h if o.focus.kind == "salient" else 0)
-              for o in obs if o.focus is not None]
+        ex, ey = [], []
+        for o in obs:
+            f = o.focus
+            if f is None:
+                continue
+            slack = weak if f.kind == "object" else 0.0
+            core = f.core or (f.x0, f.y0, f.x1, f.y1)
+            ex.append(self.ax.entry(o.t, f.x0, f.x1, mx, slack * self.crop_w, (core[0], core[2])))
+            ey.append(self.ay.entry(o.t, f.y0, f.y1, my, slack * self.crop_h, (core[1], core[3])))
         return ex, ey
 
     def _decide(self) -> Crop:
@@ -268,16 +342,21 @@ class CropPlanner:
         wx, wy = self._entries(window)
         if head.cut:
             self.history.clear()
+            self.memory.clear()
             mode = max(self.ax.start(wx), self.ay.start(wy), key=_MODE_RANK.__getitem__)
         else:
             dt = max(1e-3, head.t - (self.last_t if self.last_t is not None else head.t))
             hx, hy = self._entries(self.history)
-            mx = self.ax.step(head.t, dt, wx, hx)
-            my = self.ay.step(head.t, dt, wy, hy)
+            kx, ky = self._entries(self.memory)
+            mx = self.ax.step(head.t, dt, wx, hx, kx)
+            my = self.ay.step(head.t, dt, wy, hy, ky)
             mode = max(mx, my, key=_MODE_RANK.__getitem__)
         self.history.append(head)
         while self.history and head.t - self.history[0].t > self.options.trend_behind + 1e-9:
             self.history.popleft()
+        self.memory.append(head)
+        while self.memory and head.t - self.memory[0].t > self.options.hold_memory + 1e-9:
+            self.memory.popleft()
         self.last_t = head.t
         self.published_until = head.t
         x = int(round(self.ax.p - self.crop_w / 2))

