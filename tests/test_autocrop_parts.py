@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from skimage import data
 
+from sidecast.contract.params import parse_aspect
 from sidecast.sidecars.autocrop.decide import Focus, ShotDetector, choose_focus, structure_distance
 from sidecast.sidecars.autocrop.detect import FaceDetector, ModelNotFound, ObjectDetector, Subject
-from sidecast.sidecars.autocrop.smooth import CropPlanner, Observation, PathOptions, crop_size, parse_aspect
+from sidecast.sidecars.autocrop.smooth import CropPlanner, Observation, PathOptions, crop_size
 
 
 @pytest.fixture(scope="module")

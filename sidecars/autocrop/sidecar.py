@@ -11,15 +11,17 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
+from sidecast.contract import params as P
 from sidecast.contract.records import Description, StreamInfo, VideoFrame, VideoWants
 from sidecast.sidecars.runtime.sdk import Handled, Sidecar
 
 from .analyzer import Analyzer
 from .detect import FaceDetector, ObjectDetector
-from .smooth import PathOptions, parse_aspect
+from .smooth import PathOptions
 
 log = logging.getLogger("sidecast.autocrop")
 
@@ -28,30 +30,21 @@ DEFAULT_WIDTH = 480
 DEFAULT_OBJECT_FPS = 1.0
 
 
-def _fraction(name: str, text: str, low: float, high: float) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {text!r}") from None
-    if not (low <= value <= high):
-        raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
-    return value
-
-
 def path_options(params: dict[str, str], base: PathOptions) -> PathOptions:
-    """Apply a stream's ``vertical.*`` params over ``base``; a bad value raises ValueError naming it."""
+    """Apply a stream's ``vertical.*`` params over ``base``; a bad value raises ValueError naming it (the
+    contract's parsers and ranges: the core checked the same values with the same rules)."""
     o = base
-    if "vertical.aspect" in params:
-        o = PathOptions(**{**o.__dict__, "aspect": parse_aspect(params["vertical.aspect"])})
-    if "vertical.safe_margin" in params:
-        o = PathOptions(**{**o.__dict__,
-                           "safe_margin": _fraction("vertical.safe_margin", params["vertical.safe_margin"], 0, 0.4)})
-    if "vertical.max_pan_speed" in params:
-        o = PathOptions(**{**o.__dict__, "max_pan_speed": _fraction(
-            "vertical.max_pan_speed", params["vertical.max_pan_speed"], 0.01, 10)})
-    if "vertical.lookahead" in params:
-        o = PathOptions(**{**o.__dict__,
-                           "lookahead": _fraction("vertical.lookahead", params["vertical.lookahead"], 0, 5)})
+    if P.VERTICAL_ASPECT in params:
+        o = replace(o, aspect=P.parse_aspect(params[P.VERTICAL_ASPECT]))
+    if P.VERTICAL_SAFE_MARGIN in params:
+        o = replace(o, safe_margin=P.parse_number(P.VERTICAL_SAFE_MARGIN, params[P.VERTICAL_SAFE_MARGIN],
+                                                  *P.SAFE_MARGIN_RANGE))
+    if P.VERTICAL_MAX_PAN_SPEED in params:
+        o = replace(o, max_pan_speed=P.parse_number(P.VERTICAL_MAX_PAN_SPEED, params[P.VERTICAL_MAX_PAN_SPEED],
+                                                    *P.MAX_PAN_SPEED_RANGE))
+    if P.VERTICAL_LOOKAHEAD in params:
+        o = replace(o, lookahead=P.parse_number(P.VERTICAL_LOOKAHEAD, params[P.VERTICAL_LOOKAHEAD],
+                                                *P.LOOKAHEAD_RANGE))
     return o
 
 

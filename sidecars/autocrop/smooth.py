@@ -58,17 +58,6 @@ class Observation:
     focus: Focus | None
 
 
-def parse_aspect(text: str) -> tuple[int, int]:
-    """``"9:16"`` -> (9, 16); raises ValueError with a message a user can act on."""
-    try:
-        a, b = (int(p) for p in text.replace("/", ":").split(":"))
-    except ValueError:
-        raise ValueError(f"aspect must look like 9:16, 4:5 or 1:1, got {text!r}") from None
-    if a <= 0 or b <= 0 or max(a, b) > 100:
-        raise ValueError(f"aspect must be two positive whole numbers like 9:16, got {text!r}")
-    return a, b
-
-
 def crop_size(source_w: int, source_h: int, aspect: tuple[int, int]) -> tuple[int, int]:
     """The largest even-sized window of ``aspect`` that fits the source (the crop never zooms in)."""
     aw, ah = aspect
