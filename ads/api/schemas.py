@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, model_validator
 
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 Url = Annotated[str, StringConstraints(pattern=r"^https?://[!-~]+$", max_length=2048)]  # ASCII: percent-encode the rest
@@ -58,7 +58,7 @@ class CampaignIn(_Strict):
     positions: Annotated[list[PositionName], Field(min_length=1, max_length=3)] = Field(
         default_factory=_all_positions)
     frequency_cap: int | None = Field(None, ge=1, le=10_000, description="most ads per session from this campaign")
-    enabled: bool = True
+    enabled: StrictBool = True  # 1 or "true" is refused, as the schema says
 
     @model_validator(mode="after")
     def _flight(self) -> CampaignIn:
@@ -84,7 +84,7 @@ class SourceIn(_Strict):
     positions: Annotated[list[PositionName], Field(min_length=1, max_length=3)] = Field(
         default_factory=_all_positions)
     frequency_cap: int | None = Field(None, ge=1, le=10_000)
-    enabled: bool = True
+    enabled: StrictBool = True  # 1 or "true" is refused, as the schema says
 
 
 class Source(SourceIn):
