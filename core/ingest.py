@@ -23,12 +23,14 @@ from sidecast.hls.scte35 import try_decode_cue
 from .breaks import BreakSchedule
 from .fanout import FanOut
 from .outputs.audio import AudioRendition
-from .outputs.base import SegmentJob
+from .outputs.base import Output, SegmentJob
 from .outputs.snapshots import Snapshots
 from .packager import Packager
 from .sources import AudioEvent, CueEvent, Discontinuity, Dropped, Opened, Source, SourceChanged, VideoEvent
 
 log = logging.getLogger("sidecast.ingest")
+
+_NO_PICTURE: av.VideoFrame = av.VideoFrame(2, 2, "yuv420p")  # stands in for a picture no output keeps
 
 
 class Ingest:
@@ -48,6 +50,8 @@ class Ingest:
         self.packager: Packager | None = None
         self.audio: AudioRendition | None = None
         self.snapshots: Snapshots | None = None
+        self.outputs: list[Output] = []   # fed every frame (continuous encoders) and told when segments close
+        self.keep_frames = True           # whether some output needs a segment's pictures after it closes
         # state
         self.fps = Fraction(30)
         self.frames_in = 0
@@ -76,6 +80,8 @@ class Ingest:
         job = SegmentJob(index=self._index, start=start, end=end, frames=self._frames, times=self._times,
                          discontinuity=self._discontinuity_pending, pdt=pdt, closed_at=time.monotonic(),
                          final=final, signal=self.schedule.signal_for(start, pdt))
+        for output in self.outputs:
+            output.segment_closed(job)
         if self.fanout is not None:
             self.fanout.segment(self._index, start, end)
             if final:
@@ -103,8 +109,12 @@ class Ingest:
                 forced = self.schedule.cut_due(t, frame_dur / 2)  # an ad break starts or ends here
                 if self._frames and (forced or t >= self._times[0] + self.segment_duration - frame_dur / 2):
                     self.close_segment(t)
-                self._frames.append(ev.frame)
+                # The pictures are kept only for outputs that encode after the decision window; the others
+                # take each frame now, so memory does not grow with the segment's length.
+                self._frames.append(ev.frame if self.keep_frames else _NO_PICTURE)
                 self._times.append(t)
+                for output in self.outputs:
+                    output.frame(ev.frame, t, self._index)
                 self.frames_in += 1
                 self.media_time = t + frame_dur
                 if self.fanout is not None:

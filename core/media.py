@@ -50,6 +50,77 @@ class SegmentStats:
     frames: int
 
 
+class SegmentEncoder:
+    """One closed-GOP segment being encoded: a fresh x264 encoder (its first frame an IDR) muxed to MPEG-TS.
+
+    Frames are scaled (or cropped, then scaled) to the rendition's size as they come, so an encoder can be
+    fed while the segment is still being read (the streaming path) or from a buffered segment. ``close``
+    flushes, renames the file into place (readers never see half a segment) and returns its figures.
+    ``crf`` is capped CRF under ``max_bitrate``; ``crf=None`` is one-pass ABR at ``max_bitrate`` (the ``vbr``
+    static ladder, see ``core.ladder``). ``keyint`` must exceed the frames a segment can hold.
+    """
+
+    def __init__(self, path: Path, width: int, height: int, fps: Fraction, crf: float | None, max_bitrate: int,
+                 keyint: int, threads: int = 0) -> None:
+        self.path = path
+        self.width, self.height = width, height
+        self.tmp = path.with_name(f".{path.name}.tmp")
+        self.out = av.open(str(self.tmp), "w", format="mpegts", options=TS_OPTIONS)
+        self.codecs = "avc1.64001f"
+        self.frames = 0
+        try:
+            st = self.out.add_stream("libx264", rate=fps, options=x264_options(crf, max_bitrate, max(2, keyint)))
+            st.width, st.height, st.pix_fmt = width, height, "yuv420p"
+            st.time_base = timebase.TIME_BASE
+            st.codec_context.time_base = timebase.TIME_BASE
+            if threads:
+                st.codec_context.thread_count = threads
+        except BaseException:
+            self.out.close()
+            raise
+        self.stream = st
+        # Frames are shared by every rendition's thread: each encoder scales through its own reformatter
+        # (a frame's built-in one is not safe to use from several threads at once).
+        self.scaler = VideoReformatter()
+
+    def encode(self, frame: av.VideoFrame, t: float, crop: tuple[int, int, int, int] | None = None) -> None:
+        if crop is not None:
+            # The vertical rendition: crop the full-resolution frame first (a copy of the window only),
+            # then scale, so it is as sharp as the source allows and costs no full-frame conversion.
+            x, y, w, h = crop
+            out_frame = self.scaler.reformat(crop_frame(frame, x, y, w, h, self.scaler), self.width, self.height,
+                                             "yuv420p", interpolation="BICUBIC")
+        else:
+            out_frame = fit_frame(frame, self.width, self.height, self.scaler)
+        out_frame.pts = timebase.media_to_pts(t)
+        out_frame.time_base = timebase.TIME_BASE
+        out_frame.pict_type = (av.video.frame.PictureType.I if self.frames == 0
+                               else av.video.frame.PictureType.NONE)
+        self.frames += 1
+        self._mux(self.stream.encode(out_frame))
+
+    def _mux(self, packets: list[av.Packet[Any]]) -> None:
+        for pkt in packets:
+            if self.codecs == "avc1.64001f" and pkt.is_keyframe:
+                self.codecs = h264_codecs_string(bytes(pkt))
+            self.out.mux(pkt)
+
+    def close(self, duration: float) -> SegmentStats:
+        try:
+            self._mux(self.stream.encode(None))
+        finally:
+            self.out.close()
+        os.replace(self.tmp, self.path)
+        return SegmentStats(path=self.path, bytes=self.path.stat().st_size, duration=duration, codecs=self.codecs,
+                            frames=self.frames)
+
+    def abort(self) -> None:
+        try:
+            self.out.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
 def encode_video_segment(
     frames: list[av.VideoFrame],
     times: list[float],
@@ -63,52 +134,15 @@ def encode_video_segment(
     crop: list[tuple[int, int, int, int]] | None = None,
     threads: int = 0,
 ) -> SegmentStats:
-    """Encode one closed-GOP segment with a fresh x264 encoder into an MPEG-TS file.
-
-    ``crf`` is capped CRF under ``max_bitrate``; ``crf=None`` is one-pass ABR at ``max_bitrate`` (the ``vbr``
-    static ladder, see ``core.ladder``).
-
-    ``crop`` (one rectangle per frame, source pixels) renders the vertical rendition: the full-resolution
-    frame is cropped, then scaled, so the vertical video is as sharp as the source allows.
-    """
-    tmp = path.with_name(f".{path.name}.tmp")
-    keyint = max(2, int(len(frames) * 2 + 2))
-    out = av.open(str(tmp), "w", format="mpegts", options=TS_OPTIONS)
-    codecs = "avc1.64001f"
+    """Encode a buffered segment (see ``SegmentEncoder``); ``crop`` is one window per frame (vertical)."""
+    enc = SegmentEncoder(path, width, height, fps, crf, max_bitrate, len(frames) * 2 + 2, threads)
     try:
-        st = out.add_stream("libx264", rate=fps, options=x264_options(crf, max_bitrate, keyint))
-        st.width, st.height, st.pix_fmt = width, height, "yuv420p"
-        st.time_base = timebase.TIME_BASE
-        st.codec_context.time_base = timebase.TIME_BASE
-        if threads:
-            st.codec_context.thread_count = threads
-        first = True
-        # Frames are shared by every rendition's thread: each call scales through its own reformatter
-        # (a frame's built-in one is not safe to use from several threads at once).
-        scaler = VideoReformatter()
         for i, (frame, t) in enumerate(zip(frames, times, strict=True)):
-            if crop is not None:
-                # The vertical rendition: crop the full-resolution frame first (a copy of the window only),
-                # then scale, so it is as sharp as the source allows and costs no full-frame conversion.
-                x, y, w, h = crop[i]
-                out_frame = scaler.reformat(crop_frame(frame, x, y, w, h, scaler), width, height, "yuv420p",
-                                            interpolation="BICUBIC")
-            else:
-                out_frame = fit_frame(frame, width, height, scaler)
-            out_frame.pts = timebase.media_to_pts(t)
-            out_frame.time_base = timebase.TIME_BASE
-            out_frame.pict_type = av.video.frame.PictureType.I if i == 0 else av.video.frame.PictureType.NONE
-            for pkt in st.encode(out_frame):
-                if first:
-                    codecs = h264_codecs_string(bytes(pkt))
-                    first = False
-                out.mux(pkt)
-        for pkt in st.encode(None):
-            out.mux(pkt)
-    finally:
-        out.close()
-    os.replace(tmp, path)
-    return SegmentStats(path=path, bytes=path.stat().st_size, duration=duration, codecs=codecs, frames=len(frames))
+            enc.encode(frame, t, crop[i] if crop is not None else None)
+    except BaseException:
+        enc.abort()
+        raise
+    return enc.close(duration)
 
 
 def _planes(frame: av.VideoFrame) -> list[np.ndarray]:

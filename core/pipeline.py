@@ -307,6 +307,11 @@ class Pipeline:
         vod = not self.live and not self.cfg.realtime
         self.packager = Packager(self.outputs, self.timeline, self.links, window_s=self.window_s, vod=vod,
                                  drain_timeout=self.cfg.drain_timeout, on_segment=self._on_segment)
+        # The main ladder encodes continuously unless a running sidecar has results it waits for (hints).
+        if not self.packager.producers_of(main):
+            main.stream()
+        self.ingest.outputs = list(self.outputs)
+        self.ingest.keep_frames = any(o.buffers_frames for o in self.outputs)
         self.ingest.fanout = self.fanout
         self.ingest.packager = self.packager
         self.ingest.audio = self.audio

@@ -104,6 +104,17 @@ class Output(ABC):
     name: str = "output"
     needs: frozenset[ResultKind] = frozenset()
 
+    @property
+    def buffers_frames(self) -> bool:
+        """Whether ``publish`` needs the segment's pictures (kept in the job until then)."""
+        return False
+
+    def frame(self, frame: av.VideoFrame, t: float, segment: int) -> None:  # noqa: B027 (optional hook)
+        """A frame as the ingest reads it (outputs that encode continuously)."""
+
+    def segment_closed(self, job: SegmentJob) -> None:  # noqa: B027 (optional hook)
+        """The ingest closed ``job`` (before any output publishes it)."""
+
     @abstractmethod
     def publish(self, job: SegmentJob) -> None:
         """Write this output's part of ``job`` and list it in its playlists."""

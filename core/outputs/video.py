@@ -5,14 +5,26 @@ segment and rendition, encoded in parallel (x264 runs outside the GIL).
 one crops every frame to the window the crop path gives (it ``needs`` crops). Each rendition keeps a
 live playlist (the window) and a full VOD playlist, and the peak and average bit rates the master
 playlist declares.
+
+Two ways to encode, chosen when the stream starts:
+- **streaming** (a ladder no running sidecar has results for: the main ladder without a bitrate
+  sidecar): every rendition has an encoder thread fed frame by frame as the ingest reads them, so
+  encoding runs continuously, a segment is ready moments after its last frame, and no decoded picture is
+  kept longer than the encoders' look-ahead — memory does not grow with segment length or frame rate;
+- **buffered** (the ladder waits for sidecar results: hints, crops): the segment's frames are kept
+  until the decision window closes, then every rendition encodes them in parallel.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
+
+import av
 
 from sidecast.contract.records import ResultKind
 from sidecast.hls.live import LivePlaylist
@@ -61,10 +73,38 @@ class VideoLadder(Output):
                 playlist=LivePlaylist(d / "index.m3u8", ctx.segment_duration, ctx.window),
                 full=LivePlaylist(d / "vod.m3u8", ctx.segment_duration, 0)))
         self.published = 0
+        self.streaming: _Streaming | None = None
         # crops.jsonl: the window the vertical followed, per analysed crop (tools and tests read it)
         self.crops_log = JsonLines(ctx.outdir / "crops.jsonl") if crop_path is not None else None
 
+    # ------------------------------------------------------------ streaming
+
+    def stream(self) -> None:
+        """Encode frames as they arrive (no sidecar result will change how): call before the first frame."""
+        if self.streaming is None and self.crop_path is None:
+            self.streaming = _Streaming(self)
+
+    @property
+    def buffers_frames(self) -> bool:
+        return self.streaming is None
+
+    def frame(self, frame: av.VideoFrame, t: float, segment: int) -> None:
+        if self.streaming is not None:
+            self.streaming.frame(frame, t, segment)
+
+    def segment_closed(self, job: SegmentJob) -> None:
+        if self.streaming is not None:
+            self.streaming.close_segment(job.index, job.duration)
+
+    # ------------------------------------------------------------ publishing
+
     def publish(self, job: SegmentJob) -> None:
+        if self.streaming is not None:
+            stats = self.streaming.wait(job.index)
+            settings = [(segment_settings(self.rate_control, rs.rung.crf, rs.rung.max_bitrate, None, None)
+                         + (False,)) for rs in self.renditions]
+            self._list(job, stats, settings)
+            return
         hint = self.ctx.timeline.hint_for(job.index) if self.kind == "main" else None
         hints = {h.rendition: h for h in hint.renditions} if hint else {}
         crops = [self.crop_path.window_at(t) for t in job.times] if self.crop_path is not None else None
@@ -79,6 +119,11 @@ class VideoLadder(Output):
                 media.encode_video_segment, job.frames, job.times, rs.dir / f"{job.name}.ts",
                 rs.rung.width, rs.rung.height, self.ctx.fps, crf, cap, job.duration, crops))
         stats = [f.result() for f in futures]
+        self._list(job, stats, settings)
+
+    def _list(self, job: SegmentJob, stats: list[media.SegmentStats],
+              settings: list[tuple[float | None, int, bool]]) -> None:
+        """Log and list one encoded segment in every rendition's playlists."""
         # rate_control is what this segment used: "crf" (crf under max_bitrate) or "vbr" (ABR at
         # max_bitrate, crf null); a hint with a CRF makes its segment "crf".
         self.ctx.log.write([
@@ -100,6 +145,8 @@ class VideoLadder(Output):
         self.published += 1
 
     def finish(self, complete: bool) -> None:
+        if self.streaming is not None:
+            self.streaming.stop()
         if self.crops_log is not None:
             self.crops_log.close()
         if not complete:
@@ -107,6 +154,95 @@ class VideoLadder(Output):
         for rs in self.renditions:
             rs.playlist.end()
             rs.full.end()
+
+
+class _Streaming:
+    """One encoder thread per rendition, fed frames and segment ends in order through a bounded queue (the
+    ingest waits when encoders fall behind: that bounds memory)."""
+
+    QUEUE_FRAMES = 8
+
+    def __init__(self, ladder: VideoLadder) -> None:
+        self.ladder = ladder
+        keyint = int(ladder.ctx.segment_duration * float(ladder.ctx.fps) * 2) + 2
+        self.keyint = max(keyint, 4)
+        self.cond = threading.Condition()
+        self.done: dict[tuple[int, int], media.SegmentStats | BaseException] = {}
+        self.queues: list[queue.Queue[tuple[av.VideoFrame, float, int] | tuple[None, float, int] | None]] = []
+        self.threads = []
+        for i, rs in enumerate(ladder.renditions):
+            q: queue.Queue[tuple[av.VideoFrame, float, int] | tuple[None, float, int] | None] = \
+                queue.Queue(maxsize=self.QUEUE_FRAMES)
+            self.queues.append(q)
+            t = threading.Thread(target=self._run, args=(i, rs, q), name=f"enc-{rs.rung.name}", daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def frame(self, frame: av.VideoFrame, t: float, segment: int) -> None:
+        for q in self.queues:
+            q.put((frame, t, segment))
+
+    def close_segment(self, index: int, duration: float) -> None:
+        for q in self.queues:
+            q.put((None, duration, index))
+
+    def _run(self, i: int, rs: Rendition, q: queue.Queue[tuple[av.VideoFrame, float, int] | tuple[None, float, int]
+                                                          | None]) -> None:
+        ladder = self.ladder
+        crf, cap = segment_settings(ladder.rate_control, rs.rung.crf, rs.rung.max_bitrate, None, None)
+        enc: media.SegmentEncoder | None = None
+        failed: BaseException | None = None
+        while True:
+            item = q.get()
+            if item is None:
+                if enc is not None:
+                    enc.abort()
+                return
+            frame, t, segment = item
+            if frame is None:  # the segment ended: t is its duration
+                result: media.SegmentStats | BaseException
+                if failed is not None:
+                    result, failed = failed, None
+                elif enc is None:
+                    result = RuntimeError(f"segment {segment} of {rs.rung.name} has no frames")
+                else:
+                    try:
+                        result = enc.close(t)
+                    except Exception as exc:  # reported by publish(), in the packager
+                        result = exc
+                enc = None
+                with self.cond:
+                    self.done[(i, segment)] = result
+                    self.cond.notify_all()
+                continue
+            if failed is not None:
+                continue
+            try:
+                if enc is None:
+                    enc = media.SegmentEncoder(rs.dir / f"seg_{segment:06d}.ts", rs.rung.width, rs.rung.height,
+                                               ladder.ctx.fps, crf, cap, self.keyint)
+                enc.encode(frame, t)
+            except Exception as exc:
+                failed = exc
+                if enc is not None:
+                    enc.abort()
+                    enc = None
+
+    def wait(self, index: int) -> list[media.SegmentStats]:
+        keys = [(i, index) for i in range(len(self.queues))]
+        with self.cond:
+            self.cond.wait_for(lambda: all(k in self.done for k in keys))
+            results = [self.done.pop(k) for k in keys]
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return [r for r in results if isinstance(r, media.SegmentStats)]
+
+    def stop(self) -> None:
+        for q in self.queues:
+            q.put(None)
+        for t in self.threads:
+            t.join(timeout=10)
 
 
 __all__ = ["Rendition", "VideoLadder"]
