@@ -39,6 +39,7 @@ class _Worker:
         self.packager = packager
         self.jobs: queue.Queue[SegmentJob | None] = queue.Queue(maxsize=QUEUE_SEGMENTS)
         self.published = 0
+        self.failed: BaseException | None = None
         self.thread = threading.Thread(target=self._loop, name=f"out-{output.name}", daemon=True)
 
     def _loop(self) -> None:
@@ -48,14 +49,22 @@ class _Worker:
                 return
             if self.packager.error is not None:
                 continue  # drain: the stream is failing, publish nothing more
+            if self.failed is not None:
+                self.packager.published(job, self)  # switched off: the others go on without it
+                continue
             try:
                 self.packager.wait_results(job, self.output)
                 self.output.publish(job)
                 self.published += 1
-                self.packager.published(job, self)
-            except BaseException as exc:  # surface in the ingest thread; never die silently
-                log.exception("publishing segment %d of %s failed", job.index, self.output.name)
-                self.packager.fail(exc)
+            except BaseException as exc:
+                if self.output.essential:  # surface in the ingest thread; never die silently
+                    log.exception("publishing segment %d of %s failed", job.index, self.output.name)
+                    self.packager.fail(exc)
+                    continue
+                log.exception("publishing segment %d of %s failed; the stream goes on without it",
+                              job.index, self.output.name)
+                self.failed = exc
+            self.packager.published(job, self)
 
 
 class Packager:

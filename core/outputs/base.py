@@ -103,6 +103,9 @@ class Output(ABC):
 
     name: str = "output"
     needs: frozenset[ResultKind] = frozenset()
+    # An essential output failing ends the stream (there is nothing to publish without it); any other
+    # (captions, the vertical) is switched off with an error in the log and the stream goes on.
+    essential: bool = True
 
     @property
     def buffers_frames(self) -> bool:

@@ -33,6 +33,7 @@ class SubtitleRendition(Output):
     """The captions of one track. ``track`` is the ``Cue.track`` it carries ("" = source language)."""
 
     needs: frozenset[ResultKind] = frozenset({"cues"})
+    essential = False
 
     def __init__(self, ctx: StreamContext, language: str, track: str = "") -> None:
         self.ctx = ctx

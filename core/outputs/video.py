@@ -63,6 +63,7 @@ class VideoLadder(Output):
         self.rate_control: RateControl = rate_control
         self.crop_path = crop_path
         self.needs: frozenset[ResultKind] = frozenset({"crops"} if kind == "vertical" else {"bitrate_hints"})
+        self.essential = kind == "main"
         prefix = "video" if kind == "main" else "vertical"
         self.renditions: list[Rendition] = []
         for r in rungs:
