@@ -20,6 +20,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from sidecast.contract import codec
+from sidecast.contract.codec import scaled_size
 from sidecast.contract.records import (
     AudioChunk,
     AudioWants,
@@ -41,22 +42,6 @@ from .links import Outgoing, SidecarLink
 log = logging.getLogger("sidecast.fanout")
 
 _AV_PIX = {"gray8": "gray", "rgb24": "rgb24", "bgr24": "bgr24", "yuv420p": "yuv420p"}
-
-
-def scaled_size(src_w: int, src_h: int, wants: VideoWants) -> tuple[int, int]:
-    """Output size for a request, keeping the aspect ratio, even dimensions, never upscaling."""
-    w: float
-    h: float
-    if wants.width:
-        w = min(wants.width, src_w)
-        h = src_h * w / src_w
-    elif wants.max_side:
-        side = min(wants.max_side, max(src_w, src_h))
-        scale = side / max(src_w, src_h)
-        w, h = src_w * scale, src_h * scale
-    else:
-        w, h = src_w, src_h
-    return max(2, int(round(w / 2)) * 2), max(2, int(round(h / 2)) * 2)
 
 
 @dataclass

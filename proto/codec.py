@@ -94,6 +94,24 @@ def frame_nbytes(width: int, height: int, pixel_format: PixelFormat) -> int:
     raise ContractError(f"unknown pixel format {pixel_format!r}")
 
 
+def scaled_size(src_w: int, src_h: int, wants: VideoWants) -> tuple[int, int]:
+    """The frame size a sidecar gets for ``wants`` from a ``src_w`` x ``src_h`` source: the aspect ratio
+    kept, never upscaled, even dimensions when scaled (a sidecar asking for the source size gets it as it
+    is, odd sizes included). Part of the contract: core and plugin test kits compute it the same way."""
+    w: float
+    h: float
+    if wants.width:
+        w = min(wants.width, src_w)
+        h = src_h * w / src_w
+    elif wants.max_side:
+        side = min(wants.max_side, max(src_w, src_h))
+        scale = side / max(src_w, src_h)
+        w, h = src_w * scale, src_h * scale
+    else:
+        return src_w, src_h
+    return max(2, int(round(w / 2)) * 2), max(2, int(round(h / 2)) * 2)
+
+
 def image_from_buffer(buf: bytes | memoryview, width: int, height: int, pixel_format: PixelFormat) -> np.ndarray:
     need = frame_nbytes(width, height, pixel_format)
     if len(buf) < need:
@@ -455,7 +473,7 @@ def decode_sidecar(msg: pb2.SidecarMessage) -> SidecarEvent:
 
 __all__ = [
     "ContractError", "PIXEL_TO_PB", "PIXEL_FROM_PB", "MAX_FPS", "MAX_SIDE", "MAX_SAMPLE_RATE", "MAX_CHANNELS",
-    "frame_nbytes", "image_from_buffer", "describe_request", "requested_contract", "description_to_pb",
+    "frame_nbytes", "scaled_size", "image_from_buffer", "describe_request", "requested_contract", "description_to_pb",
     "description_from_pb", "stream_info_to_pb", "stream_info_from_pb", "audio_to_pb", "audio_from_pb",
     "frame_to_pb", "encode_core", "decode_core", "result_to_pb", "result_from_pb", "encode_sidecar",
     "decode_sidecar",

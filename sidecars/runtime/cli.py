@@ -22,7 +22,10 @@ def configure_sidecar(parser: argparse.ArgumentParser) -> None:
 
 
 def configure_list(parser: argparse.ArgumentParser) -> None:
-    """list installed sidecars"""
+    """list installed sidecars, or check one against the contract (--check)"""
+    parser.add_argument("--check", metavar="NAME_OR_ADDR", default=None,
+                        help="run the conformance kit (odd, tiny, huge and changing frame sizes; odd audio chunks) "
+                             "against an installed sidecar (started for the check) or one listening at ADDR")
     parser.set_defaults(func=_list_sidecars)
 
 
@@ -52,7 +55,41 @@ def _serve_sidecar(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(what: str) -> int:
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from .conformance import check
+
+    proc = None
+    target = what
+    tmp = None
+    if what in available():
+        tmp = tempfile.TemporaryDirectory(prefix="sidecast-check-")
+        target = f"unix://{Path(tmp.name) / 'sidecar.sock'}"
+        proc = subprocess.Popen([sys.executable, "-m", "sidecast.core.cli", "sidecar", what, "--listen", target],
+                                stdout=subprocess.DEVNULL)
+    try:
+        desc, findings = check(target)
+    except Exception as exc:
+        raise SidecastError(f"cannot check {what}: {exc}") from exc
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=15)
+        if tmp is not None:
+            tmp.cleanup()
+    for f in findings:
+        print(f"FAIL  {f}")
+    print(f"{desc.name} {desc.version}: {'conformant' if not findings else f'{len(findings)} problem(s)'}")
+    return 0 if not findings else 1
+
+
 def _list_sidecars(args: argparse.Namespace) -> int:
+    if args.check:
+        return _check(args.check)
     for name, ep in sorted(available().items()):
         try:
             d = load(name)().describe()

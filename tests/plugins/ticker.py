@@ -82,6 +82,14 @@ class Ticker(Sidecar):
                 x = min(info.source_width - w, int(frame.pts * 40)) & ~1
                 out.append(Crop(t=frame.pts, x=max(0, x), y=0, width=w, height=h, mode="tracking"))
             return out
+        if self.mode == "fragile":
+            # What plugins written against one camera do: assume even sizes and the first frame's geometry.
+            if frame.width % 2 or frame.height % 2:
+                raise ValueError("height has to be even")
+            first = getattr(self, "_first_size", None) or (frame.width, frame.height)
+            self._first_size = first
+            if first != (frame.width, frame.height):
+                raise ValueError("cannot reshape array: the frame changed size")
         if self.mode == "sleep":
             threading.Event().wait()  # stalls forever, like a hung model
         mean = float(frame.image.mean())
@@ -95,7 +103,7 @@ def main() -> None:
     ap.add_argument("--listen", required=True)
     ap.add_argument("--mode", default="normal",
                     choices=["normal", "sleep", "impossible", "wrong-version", "malformed", "crash-after",
-                             "late-hints", "greedy-hints", "echo-info", "captions-and-crops"])
+                             "late-hints", "greedy-hints", "echo-info", "captions-and-crops", "fragile"])
     ap.add_argument("--width", type=int, default=320)
     args = ap.parse_args()
     Ticker.mode = args.mode
