@@ -55,7 +55,7 @@ class SourceClock:
     def started(self) -> bool:
         return self.video_offset is not None
 
-    def video(self, source_t: float) -> VideoStep:
+    def video(self, source_t: float, fill: bool = True) -> VideoStep:
         if self.video_offset is None:
             self.video_offset = self.base - source_t
             if self.audio_offset is None:
@@ -71,14 +71,14 @@ class SourceClock:
             self.last_video = t
             return VideoStep(t)
         if 0 < d <= self.max_fill:
-            fill = []
+            times = []
             f = expected
-            while f < raw - self.frame_dur * 0.5:
-                fill.append(f)
+            while fill and f < raw - self.frame_dur * 0.5:  # copied packets cannot be repeated: a gap stays a gap
+                times.append(f)
                 f += self.frame_dur
-            self.filled_frames += len(fill)
+            self.filled_frames += len(times)
             self.last_video = raw
-            return VideoStep(raw, fill)
+            return VideoStep(raw, times)
         # A jump: video (the master clock) continues exactly where it was expected; audio that already
         # jumped by about the same amount is snapped onto the same mapping, so the two stay together.
         new_offset = expected - source_t

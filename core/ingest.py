@@ -26,7 +26,18 @@ from .outputs.audio import AudioRendition
 from .outputs.base import Output, SegmentJob
 from .outputs.snapshots import Snapshots
 from .packager import Packager
-from .sources import AudioEvent, CueEvent, Discontinuity, Dropped, Opened, Source, SourceChanged, VideoEvent
+from .sources import (
+    AudioEvent,
+    AudioPacketEvent,
+    CueEvent,
+    Discontinuity,
+    Dropped,
+    Opened,
+    PacketEvent,
+    Source,
+    SourceChanged,
+    VideoEvent,
+)
 
 log = logging.getLogger("sidecast.ingest")
 
@@ -104,7 +115,32 @@ class Ingest:
             err = should_stop()
             if err is not None:
                 raise err
-            if isinstance(ev, VideoEvent):
+            if isinstance(ev, PacketEvent):  # passthrough: segments are cut on the source's keyframes
+                t = ev.t
+                forced = ev.keyframe and self.schedule.cut_due(t, frame_dur / 2)
+                if self._times and ev.keyframe and (forced or t >= self._times[0] + self.segment_duration - frame_dur / 2):
+                    self.close_segment(t)
+                if not self._times and not ev.keyframe:
+                    continue  # a segment starts with a keyframe: what comes before the first one is unplayable
+                self._frames.append(_NO_PICTURE)
+                self._times.append(t)
+                self.frames_in += 1
+                self.media_time = max(self.media_time, t + ev.duration)
+                for output in self.outputs:
+                    output.packet(ev.packet, t, ev.dts, self._index)
+                if self.audio is not None:
+                    self.audio.advance(self.media_time)
+                now = time.monotonic()
+                if now - last_progress >= 1.0:
+                    last_progress = now
+                    self.on_progress()
+            elif isinstance(ev, VideoEvent) and self.source.passthrough:
+                # decoded only for the sidecars and snapshots; the segments are the copied packets
+                if self.fanout is not None:
+                    self.fanout.video(ev.frame, ev.t, self._index)
+                if self.snapshots is not None:
+                    self.snapshots.frame(ev.frame, ev.t, self.pdt_at(ev.t))
+            elif isinstance(ev, VideoEvent):
                 t = ev.t
                 forced = self.schedule.cut_due(t, frame_dur / 2)  # an ad break starts or ends here
                 if self._frames and (forced or t >= self._times[0] + self.segment_duration - frame_dur / 2):
@@ -127,6 +163,9 @@ class Ingest:
                 if now - last_progress >= 1.0:
                     last_progress = now
                     self.on_progress()
+            elif isinstance(ev, AudioPacketEvent):
+                if self.audio is not None:
+                    self.audio.push_packet(ev.packet, ev.t, ev.duration)
             elif isinstance(ev, AudioEvent):
                 if self.audio is not None:
                     self.audio.push(ev.frame, ev.t)

@@ -351,6 +351,78 @@ class AudioEncoder:
         self._holder.close()
 
 
+class AudioCopy:
+    """Passthrough audio: the source's AAC packets kept as they are and muxed per segment on the media
+    clock. The same interface as ``AudioEncoder`` where the packager uses it; a gap in the source stays a
+    gap (nothing is encoded, so there is no silence to fill it with)."""
+
+    TOLERANCE_S = 0.015
+    ENCODER_DELAY_S = 0.0
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.packets: list[tuple[float, float, av.Packet[Any]]] = []  # (media time, duration, packet)
+        self.encoded_until = start
+        self.input_next = start
+        self.open = True
+        # The source's stream parameters, copied while its container is open: segments are written after
+        # the source may be gone (the end of a file, a dropped publisher).
+        self._holder: Any = None
+        self.template: Any = None
+
+    def start_period(self, media_time: float) -> None:
+        self.open = True
+        self.encoded_until = max(self.encoded_until, media_time)
+
+    def push_packet(self, packet: av.Packet[Any], t: float, duration: float) -> None:
+        if not self.open:
+            self.start_period(t)
+        if t + duration / 2 < self.encoded_until - self.TOLERANCE_S:
+            return  # overlaps what is already kept: the first copy wins
+        if self.template is None:
+            self._holder = av.open(os.devnull, "w", format="mpegts")
+            self.template = self._holder.add_stream_from_template(packet.stream)
+        self.packets.append((t, duration, packet))
+        self.encoded_until = max(self.encoded_until, t + duration)
+        self.input_next = self.encoded_until
+
+    def pad_to(self, media_time: float) -> None:
+        pass
+
+    def end_period(self, media_time: float) -> None:
+        self.packets = [p for p in self.packets if p[0] + p[1] / 2 < media_time]
+        self.open = False
+
+    def take_until(self, media_time: float | None) -> list[tuple[float, float, av.Packet[Any]]]:
+        if media_time is None:
+            out, self.packets = self.packets, []
+            return out
+        out = [p for p in self.packets if p[0] + p[1] / 2 < media_time]
+        self.packets = [p for p in self.packets if not p[0] + p[1] / 2 < media_time]
+        return out
+
+    def write_segment(self, packets: list[tuple[float, float, av.Packet[Any]]], path: Path) -> int:
+        tmp = path.with_name(f".{path.name}.tmp")
+        out = av.open(str(tmp), "w", format="mpegts", options=TS_OPTIONS)
+        try:
+            if packets and self.template is not None:
+                st = out.add_stream_from_template(self.template)
+                st.time_base = timebase.TIME_BASE
+                for t, _, pkt in packets:
+                    pkt.stream = st
+                    pkt.pts = pkt.dts = timebase.media_to_pts(t)
+                    pkt.time_base = timebase.TIME_BASE
+                    out.mux(pkt)
+        finally:
+            out.close()
+        os.replace(tmp, path)
+        return path.stat().st_size
+
+    def close(self) -> None:
+        self.packets = []
+        if self._holder is not None:
+            self._holder.close()
+
+
 def _silence_like(frame: av.AudioFrame, samples: int) -> av.AudioFrame:
     """``samples`` of silence in ``frame``'s format, layout and rate."""
     silent = av.AudioFrame(format=frame.format.name, layout=frame.layout.name, samples=max(1, samples))

@@ -194,6 +194,10 @@ class RunOptions:
     breaks: list[tuple[float, float]] = field(default_factory=list, metadata=opt(
         "--break-at", repeat=True, parse=_break_at, metavar="SECONDS[:DURATION]",
         help="schedule an ad break at a media time (forces a boundary, signals it in playlists)"))
+    passthrough: bool = field(default=False, metadata=opt(
+        "--passthrough",
+        help="package the source's H.264/H.265 as it is (no re-encoding, one rendition, segments cut on its "
+             "keyframes); video is decoded only for sidecars that analyse it and keyframes for snapshots"))
     deinterlace: str = field(default="auto", metadata=opt(
         "--deinterlace", choices=("auto", "on", "off"),
         help="deinterlace with bwdif: auto (frames the source flags as interlaced, the default), on (every "

@@ -57,6 +57,7 @@ from .outputs import (
     SubtitleRendition,
     VideoLadder,
 )
+from .outputs.copy import CopyLadder
 from .packager import Packager
 from .sources import Opened, Source, SourceChanged, read_stream_keys, redact, truncation
 from .timeline import Timeline
@@ -102,7 +103,7 @@ class Pipeline:
         keys = read_stream_keys(config.stream_keys_file, sorted(config.stream_keys))
         self.source = Source(config.source, realtime=config.realtime, stream_keys=keys,
                              reconnect_timeout=config.reconnect_timeout, audio=config.audio,
-                             deinterlace=config.deinterlace)
+                             deinterlace=config.deinterlace, passthrough=config.passthrough)
         self.live = self.source.live
         self.window = config.window if config.window is not None else (6 if self.live else 0)
         self.timeline = Timeline()
@@ -112,7 +113,7 @@ class Pipeline:
         self.socket_dir: Path | None = None
         self.crop_path: CropPath | None = None
         self.outputs: list[Output] = []
-        self.ladders: list[VideoLadder] = []
+        self.ladders: list[VideoLadder | CopyLadder] = []
         self.audio: AudioRendition | None = None
         self.subtitles: list[SubtitleRendition] = []
         self.masters: MasterPlaylists | None = None
@@ -280,11 +281,20 @@ class Pipeline:
         self.segments_log = JsonLines(self.out / "segments.jsonl")
         ctx = StreamContext(outdir=self.out, width=ev.width, height=ev.height, fps=ev.fps, has_audio=ev.has_audio,
                             segment_duration=self.cfg.segment_duration, window=self.window,
-                            timeline=self.timeline, log=self.segments_log)
-        main = VideoLadder(ctx, rungs, self._pool, kind="main", rate_control=self.cfg.rate_control)
+                            timeline=self.timeline, log=self.segments_log, target_from_first=self.cfg.passthrough)
+        main: VideoLadder | CopyLadder
+        if self.cfg.passthrough:
+            if ev.codec not in ("h264", "hevc"):
+                raise ConfigError(f"--passthrough copies H.264 or H.265 into HLS; this source is {ev.codec or 'unknown'}")
+            main = CopyLadder(ctx, ev.codec)
+            wants_video = any(lk.description is not None and lk.description.video is not None for lk in self.links)
+            # Decode only what is looked at: every frame for video sidecars, keyframes for snapshots.
+            self.source.decode_video = "all" if wants_video else ("keyframes" if self.cfg.snapshots_fps > 0 else "none")
+        else:
+            main = VideoLadder(ctx, rungs, self._pool, kind="main", rate_control=self.cfg.rate_control)
         self.ladders = [main]
         self.outputs = [main]
-        if self._want_vertical():
+        if self._want_vertical() and not self.cfg.passthrough:
             self.crop_path = CropPath(ev.width, ev.height, aspect=self.aspect)
             if self.cfg.keep_centered:
                 self.crop_path.keep_centered(True)
@@ -294,7 +304,7 @@ class Pipeline:
             self.ladders.append(vertical)
             self.outputs.append(vertical)
         if ev.has_audio:
-            self.audio = AudioRendition(ctx)
+            self.audio = AudioRendition(ctx, copy=self.cfg.passthrough and ev.audio_codec == "aac")
             self.outputs.append(self.audio)
         self.subtitles = [SubtitleRendition(ctx, language=lang, track=track) for track, lang in tracks]
         self.outputs.extend(self.subtitles)
@@ -308,7 +318,7 @@ class Pipeline:
         self.packager = Packager(self.outputs, self.timeline, self.links, window_s=self.window_s, vod=vod,
                                  drain_timeout=self.cfg.drain_timeout, on_segment=self._on_segment)
         # The main ladder encodes continuously unless a running sidecar has results it waits for (hints).
-        if not self.packager.producers_of(main):
+        if isinstance(main, VideoLadder) and not self.packager.producers_of(main):
             main.stream()
         self.ingest.outputs = list(self.outputs)
         self.ingest.keep_frames = any(o.buffers_frames for o in self.outputs)

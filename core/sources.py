@@ -48,6 +48,27 @@ class VideoEvent:
 
 
 @dataclass
+class PacketEvent:
+    """A compressed video packet, for passthrough (copied into HLS as it is). ``t`` is its presentation
+    time, ``dts`` its decode time, both in media time."""
+
+    packet: av.Packet[Any]
+    t: float
+    dts: float
+    keyframe: bool
+    duration: float
+
+
+@dataclass
+class AudioPacketEvent:
+    """A compressed audio packet, for passthrough of AAC audio, at media time ``t``."""
+
+    packet: av.Packet[Any]
+    t: float
+    duration: float
+
+
+@dataclass
 class AudioEvent:
     frame: av.AudioFrame
     t: float
@@ -96,9 +117,11 @@ class Opened:
     description: str
     rotation: int = 0       # degrees applied (counterclockwise) from the source's display matrix
     interlaced: bool = False  # frames are deinterlaced
+    codec: str = ""         # the source's video codec (passthrough copies it: h264, hevc)
+    audio_codec: str = ""
 
 
-Event = VideoEvent | AudioEvent | CueEvent | Discontinuity | Dropped | Opened | SourceChanged
+Event = VideoEvent | PacketEvent | AudioPacketEvent | AudioEvent | CueEvent | Discontinuity | Dropped | Opened | SourceChanged
 
 
 def is_live(source: str) -> bool:
@@ -295,7 +318,7 @@ class Source:
 
     def __init__(self, source: str, *, realtime: bool = False, stream_keys: set[str] | None = None,
                  reconnect_timeout: float = 30.0, open_timeout: float = 10.0, audio: bool = True,
-                 deinterlace: str = "auto") -> None:
+                 deinterlace: str = "auto", passthrough: bool = False) -> None:
         self.source = source
         self.url = urlparse(source)
         self.scheme = self.url.scheme.lower()
@@ -307,6 +330,10 @@ class Source:
         self.stream_keys = set(stream_keys or ())
         self.gate: RtmpKeyGate | None = None
         self.deinterlace = deinterlace
+        # Passthrough: video packets are yielded as they are (PacketEvent) and decoded only as far as
+        # ``decode_video`` says: "all" (a sidecar analyses video), "keyframes" (snapshots), "none".
+        self.passthrough = passthrough
+        self.decode_video = "all"
         self.stopped = False
         self.corrupt_packets = 0
         self.filled_frames = 0       # repeated frames that filled gaps in the source's video
@@ -488,7 +515,7 @@ class Source:
         data_streams = list(conn.container.streams.data)  # SCTE-35 rides here in MPEG-TS
         streams = [video] + ([audio] if audio is not None else []) + data_streams
         demux = _drain_at_end(conn.container.demux(*streams))
-        vfilter = VideoFilter(video, self.deinterlace)
+        vfilter = VideoFilter(video, "off" if self.passthrough else self.deinterlace)
         pending_audio: list[av.AudioFrame] = []   # audio decoded before the first video frame fixes the origin
         last_frame: av.VideoFrame | None = None
         opened = not first
@@ -527,6 +554,56 @@ class Source:
                     yield from emit_audio(af)
                 pending_audio.clear()
 
+        def emit_packet(packet: av.Packet[Any]) -> Iterator[Event]:
+            nonlocal opened
+            ts = packet.dts if packet.dts is not None else packet.pts
+            if ts is None or packet.time_base is None:
+                return
+            if not opened:
+                opened = True
+                cc = video.codec_context
+                self.size = (cc.width, cc.height)
+                yield Opened(width=cc.width, height=cc.height, fps=self.fps, has_audio=audio is not None,
+                             description=f"{cc.name} {cc.width}x{cc.height} {float(self.fps):.3f} fps, passthrough"
+                                         + (f", audio {audio.codec_context.name} {audio.rate} Hz" if audio else ""),
+                             codec=cc.name, audio_codec=audio.codec_context.name if audio else "")
+            src = float(ts * packet.time_base)
+            if self.first_source_t is None:
+                self.first_source_t = src
+            self.last_source_t = max(self.last_source_t or src, src)
+            started = clock.started
+            step = clock.video(src, fill=False)  # on decode times: monotonic even with B-frames
+            if step.jumped and step.jump_s > 0:
+                yield Discontinuity(t=step.t, gap=step.jump_s, wall_clock=False)
+            t = step.t + float(((packet.pts if packet.pts is not None else ts) - ts) * packet.time_base)
+            dur = float(packet.duration * packet.time_base) if packet.duration else clock.frame_dur
+            self._last_t = max(self._last_t, t)
+            yield from self._paced_event(PacketEvent(packet, t, step.t, bool(packet.is_keyframe), dur), t, wall0, base)
+            if not started:
+                for af in pending_audio:
+                    yield from emit_audio(af)
+                pending_audio.clear()
+                for ap in pending_packets:
+                    yield from emit_audio_packet(ap)
+                pending_packets.clear()
+
+        pending_packets: list[av.Packet[Any]] = []
+
+        def emit_audio_packet(packet: av.Packet[Any]) -> Iterator[Event]:
+            if packet.pts is None or packet.time_base is None:
+                return
+            dur = float(packet.duration * packet.time_base) if packet.duration else 1024 / max(1, audio.rate if audio else 48000)
+            t = clock.audio(float(packet.pts * packet.time_base), dur)
+            if t is None:
+                pending_packets.append(packet)
+                return
+            yield AudioPacketEvent(packet, t, dur)
+
+        def emit_decoded(frame: av.VideoFrame) -> Iterator[Event]:
+            """Passthrough: a decoded picture for the sidecars and snapshots, on the packets' clock."""
+            if frame.time is not None and clock.video_offset is not None:
+                yield VideoEvent(frame, frame.time + clock.video_offset)
+
         def emit_audio(frame: av.AudioFrame) -> Iterator[Event]:
             if frame.time is None or frame.sample_rate <= 0:
                 return
@@ -561,6 +638,24 @@ class Source:
                     at = clock.last_video if pkt_t is None else pkt_t + clock.video_offset
                     yield CueEvent(data=payload, t=max(base, at or base), offset=clock.video_offset)
                 continue
+            if self.passthrough and audio is not None and packet.stream is audio and audio.codec_context.name == "aac":
+                yield from emit_audio_packet(packet)
+                continue
+            if self.passthrough and packet.stream is video:
+                # Decode first (the output takes the packet over once it is yielded), then hand it on.
+                decoded: list[av.VideoFrame] = []
+                if self.decode_video != "none":
+                    if self.decode_video == "keyframes" and video.codec_context.skip_frame != "NONKEY":
+                        video.codec_context.skip_frame = "NONKEY"  # the decoder only parses the other packets
+                    try:
+                        decoded = [f for f in packet.decode() if isinstance(f, av.VideoFrame)]
+                    except av.error.FFmpegError as exc:
+                        self.corrupt_packets += 1
+                        log.warning("corrupt packet not decoded", extra={"stream": "video", "error": str(exc)[:200]})
+                yield from emit_packet(packet)
+                for vf in decoded:
+                    yield from emit_decoded(vf)
+                continue
             try:
                 frames = packet.decode()
             except av.error.FFmpegError as exc:
@@ -579,8 +674,11 @@ class Source:
         self.timestamp_jumps += clock.jumps
 
     def _paced(self, ev: VideoEvent, wall0: float, base: float) -> Iterator[Event]:
+        yield from self._paced_event(ev, ev.t, wall0, base)
+
+    def _paced_event(self, ev: Event, t: float, wall0: float, base: float) -> Iterator[Event]:
         if self.pace:
-            ahead = (wall0 + (ev.t - base)) - time.monotonic()
+            ahead = (wall0 + (t - base)) - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)
         yield ev

@@ -46,9 +46,13 @@ def atomic_write(path: Path, text: str | bytes) -> None:
 class LivePlaylist:
     """One rendition's media playlist while the stream runs (see the module docstring for its rules)."""
 
-    def __init__(self, path: Path | None, target_duration: float, window: int = 0, version: int = 3) -> None:
+    def __init__(self, path: Path | None, target_duration: float, window: int = 0, version: int = 3,
+                 target_from_first: bool = False) -> None:
         self.path = path
         self.target_duration = int(math.ceil(target_duration))
+        # A source whose segment length is only known once it is seen (passthrough: the source's keyframe
+        # interval): the first segment may raise the target duration, which is then fixed for good.
+        self.target_from_first = target_from_first
         self.window = window
         self.version = version
         self.segments: deque[Segment] = deque()
@@ -62,6 +66,8 @@ class LivePlaylist:
         """Append a segment (and slide the window); PlaylistError if it breaks a rule of the playlist."""
         if self.ended:
             raise RuntimeError(f"{self.path}: segment added after the end of the stream")
+        if self.target_from_first and self.total == 0:
+            self.target_duration = max(self.target_duration, int(math.floor(segment.duration + 0.5)))
         if math.floor(segment.duration + 0.5) > self.target_duration:
             raise PlaylistError(f"{self.path}: segment of {segment.duration:.3f}s exceeds the target duration "
                                 f"{self.target_duration}s (RFC 8216bis §4.4.3.1)")

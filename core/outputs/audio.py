@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import av
-
-from sidecast.hls.live import LivePlaylist
 
 from .. import media
 from .base import Output, SegmentJob, StreamContext
@@ -26,13 +25,14 @@ WAIT_LIMIT_S = 15.0      # a stalled ingest never holds the audio rendition long
 class AudioRendition(Output):
     name = "audio"
 
-    def __init__(self, ctx: StreamContext) -> None:
+    def __init__(self, ctx: StreamContext, copy: bool = False) -> None:
         self.ctx = ctx
         self.dir = ctx.outdir / "audio"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.playlist = LivePlaylist(self.dir / "index.m3u8", ctx.segment_duration, ctx.window)
-        self.full = LivePlaylist(self.dir / "vod.m3u8", ctx.segment_duration, 0)
-        self.encoder = media.AudioEncoder()
+        self.playlist = ctx.playlist(self.dir / "index.m3u8")
+        self.full = ctx.playlist(self.dir / "vod.m3u8", 0)
+        # Passthrough of an AAC source copies its packets; everything else is encoded here.
+        self.encoder: media.AudioEncoder | media.AudioCopy = media.AudioCopy() if copy else media.AudioEncoder()
         self._lock = threading.Condition()  # the ingest pushes while this output's thread takes packets
         self.video_time = 0.0  # how far the ingest has read the video
         self.ended = False
@@ -43,7 +43,15 @@ class AudioRendition(Output):
 
     def push(self, frame: av.AudioFrame, t: float) -> None:
         with self._lock:
-            self.encoder.push(frame, t)
+            if isinstance(self.encoder, media.AudioEncoder):
+                self.encoder.push(frame, t)
+            self._lock.notify_all()
+
+    def push_packet(self, packet: av.Packet[Any], t: float, duration: float) -> None:
+        """Passthrough: a compressed audio packet of the source, at media time ``t``."""
+        with self._lock:
+            if isinstance(self.encoder, media.AudioCopy):
+                self.encoder.push_packet(packet, t, duration)
             self._lock.notify_all()
 
     def advance(self, video_time: float) -> None:
@@ -84,7 +92,7 @@ class AudioRendition(Output):
             elif enc.open and enc.encoded_until < job.end - enc.TOLERANCE_S:
                 enc.pad_to(job.end + enc.ENCODER_DELAY_S)
             packets = enc.take_until(None if job.final else job.end)
-        size = self.encoder.write_segment(packets, self.dir / f"{job.name}.ts")
+        size = self.encoder.write_segment(packets, self.dir / f"{job.name}.ts")  # type: ignore[arg-type]
         self.peak_bps = max(self.peak_bps, size * 8 / job.duration)
         self.total_bytes += size
         seg = job.segment(f"{job.name}.ts")

@@ -24,6 +24,7 @@ import av
 from sidecast.contract.records import ResultKind
 from sidecast.hls import Segment
 from sidecast.hls.breaks import BreakSignal
+from sidecast.hls.live import LivePlaylist
 
 from ..timeline import Timeline
 
@@ -72,6 +73,12 @@ class StreamContext:
     timeline: Timeline
     log: JsonLines
     params: dict[str, Any] = field(default_factory=dict)
+    target_from_first: bool = False  # passthrough: segments are as long as the source's keyframe interval
+
+    def playlist(self, path: Path, window: int | None = None) -> LivePlaylist:
+        """A rendition's media playlist: the live window (``window`` None) or the full VOD list (0)."""
+        return LivePlaylist(path, self.segment_duration, self.window if window is None else window,
+                            target_from_first=self.target_from_first)
 
 
 class JsonLines:
@@ -114,6 +121,9 @@ class Output(ABC):
 
     def frame(self, frame: av.VideoFrame, t: float, segment: int) -> None:  # noqa: B027 (optional hook)
         """A frame as the ingest reads it (outputs that encode continuously)."""
+
+    def packet(self, packet: av.Packet[Any], t: float, dts: float, segment: int) -> None:  # noqa: B027
+        """A compressed video packet (passthrough outputs copy them)."""
 
     def segment_closed(self, job: SegmentJob) -> None:  # noqa: B027 (optional hook)
         """The ingest closed ``job`` (before any output publishes it)."""

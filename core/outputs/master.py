@@ -18,13 +18,14 @@ from sidecast.hls.tags import EXT_X_INDEPENDENT_SEGMENTS
 from .. import media
 from ..ladder import AUDIO_BITRATE, declared_bandwidth
 from .audio import AudioRendition
+from .copy import CopyLadder
 from .subtitles import SubtitleRendition
 from .video import VideoLadder
 
 
 class MasterPlaylists:
     def __init__(self, outdir: Path, segment_duration: float, window: int, fps: float,
-                 ladders: list[VideoLadder], audio: AudioRendition | None,
+                 ladders: list[VideoLadder | CopyLadder], audio: AudioRendition | None,
                  subtitles: list[SubtitleRendition]) -> None:
         self.outdir = outdir
         self.segment_duration = segment_duration
@@ -46,17 +47,21 @@ class MasterPlaylists:
         # AAC's cap plus MPEG-TS overhead (~50% at 128 kb/s), or what was measured, if higher.
         return max(AUDIO_BITRATE * 1.7, self.audio.peak_bps), max(AUDIO_BITRATE * 1.5, measured_avg)
 
-    def _variants(self, ladder: VideoLadder, final: bool) -> list[Variant]:
+    def _variants(self, ladder: VideoLadder | CopyLadder, final: bool) -> list[Variant]:
         # BANDWIDTH is the peak of the sum of renditions played together (RFC 8216bis §4.4.6.2): video + audio.
         audio, audio_avg = self._audio_rates(final)
         prefix = "video" if ladder.kind == "main" else "vertical"
         out = []
         for rs in ladder.renditions:
-            declared = declared_bandwidth(rs.rung.max_bitrate, self.segment_duration)
+            # A copied source has no cap to declare: its measured peak, with room for what comes later.
+            declared = (declared_bandwidth(rs.rung.max_bitrate, self.segment_duration) if rs.rung.max_bitrate
+                        else int(rs.peak_bps * 1.25))
             if final and rs.total_seconds > 0:
                 peak, avg = rs.peak_bps, rs.total_bytes * 8 / rs.total_seconds
             else:
-                peak, avg = max(declared, rs.peak_bps), min(rs.rung.max_bitrate, declared)
+                peak = max(declared, rs.peak_bps)
+                avg = min(rs.rung.max_bitrate, declared) if rs.rung.max_bitrate else \
+                    (rs.total_bytes * 8 / rs.total_seconds if rs.total_seconds else declared)
             codecs = rs.codecs + (f",{media.AUDIO_CODECS}" if self.audio is not None else "")
             out.append(Variant.of(
                 f"{prefix}/{rs.rung.name}/{'vod' if final and self.window else 'index'}.m3u8",

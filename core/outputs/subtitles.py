@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from sidecast.contract.records import ResultKind
 from sidecast.hls import timebase
-from sidecast.hls.live import LivePlaylist, atomic_write
+from sidecast.hls.live import atomic_write
 
 from ..captions import CaptionCarrier, render_vtt_segment, write_transcript
 from .base import Output, SegmentJob, StreamContext
@@ -45,8 +45,8 @@ class SubtitleRendition(Output):
         # Remembers what earlier segments carried, and shows a final cue that came after all of its
         # segments were published at the start of the next one (live) instead of losing it.
         self.carrier = CaptionCarrier()
-        self.playlist = LivePlaylist(self.dir / "index.m3u8", ctx.segment_duration, ctx.window)
-        self.full = LivePlaylist(self.dir / "vod.m3u8", ctx.segment_duration, 0)
+        self.playlist = ctx.playlist(self.dir / "index.m3u8")
+        self.full = ctx.playlist(self.dir / "vod.m3u8", 0)
 
     @property
     def translated(self) -> bool:

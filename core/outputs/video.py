@@ -71,8 +71,8 @@ class VideoLadder(Output):
             d.mkdir(parents=True, exist_ok=True)
             self.renditions.append(Rendition(
                 rung=r, dir=d,
-                playlist=LivePlaylist(d / "index.m3u8", ctx.segment_duration, ctx.window),
-                full=LivePlaylist(d / "vod.m3u8", ctx.segment_duration, 0)))
+                playlist=ctx.playlist(d / "index.m3u8"),
+                full=ctx.playlist(d / "vod.m3u8", 0)))
         self.published = 0
         self.streaming: _Streaming | None = None
         # crops.jsonl: the window the vertical followed, per analysed crop (tools and tests read it)
