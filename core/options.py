@@ -194,6 +194,13 @@ class RunOptions:
     breaks: list[tuple[float, float]] = field(default_factory=list, metadata=opt(
         "--break-at", repeat=True, parse=_break_at, metavar="SECONDS[:DURATION]",
         help="schedule an ad break at a media time (forces a boundary, signals it in playlists)"))
+    latency: str = field(default="normal", metadata=opt(
+        "--latency", choices=("normal", "low"),
+        help="low: LL-HLS (CMAF parts of --part-duration, blocking playlist reload, preload hints) for the main "
+             "ladder and audio, encoded with x264's zero-latency settings; normal: MPEG-TS segments (default)"))
+    part_duration: float = field(default=1 / 3, metadata=opt(
+        "--part-duration", parse=_seconds("--part-duration", 0.1, 2.0),
+        help="low latency: the partial segment duration (PART-TARGET), seconds (default 0.333)"))
     passthrough: bool = field(default=False, metadata=opt(
         "--passthrough",
         help="package the source's H.264/H.265 as it is (no re-encoding, one rendition, segments cut on its "
@@ -228,6 +235,10 @@ class RunOptions:
         for name in self.sidecar_args:
             if name not in self.sidecars:
                 raise ConfigError(f"bad --sidecar-arg {name}=...: expected NAME=ARG for a sidecar named in --sidecars")
+        if self.latency == "low" and self.passthrough:
+            raise ConfigError("--latency low encodes CMAF parts; --passthrough copies the source: pick one")
+        if self.latency == "low" and self.part_duration * 2 > self.segment_duration:
+            raise ConfigError("--part-duration must be at most half of --segment-duration")
         if self.captions_language in self.captions_translate:
             raise ConfigError(f"--captions-translate {self.captions_language}: that is the source language "
                               "(--captions-language) already")

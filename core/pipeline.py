@@ -281,7 +281,8 @@ class Pipeline:
         self.segments_log = JsonLines(self.out / "segments.jsonl")
         ctx = StreamContext(outdir=self.out, width=ev.width, height=ev.height, fps=ev.fps, has_audio=ev.has_audio,
                             segment_duration=self.cfg.segment_duration, window=self.window,
-                            timeline=self.timeline, log=self.segments_log, target_from_first=self.cfg.passthrough)
+                            timeline=self.timeline, log=self.segments_log, target_from_first=self.cfg.passthrough,
+                            part_target=self.cfg.part_duration if self.cfg.latency == "low" else None)
         main: VideoLadder | CopyLadder
         if self.cfg.passthrough:
             if ev.codec not in ("h264", "hevc"):
@@ -317,8 +318,9 @@ class Pipeline:
         vod = not self.live and not self.cfg.realtime
         self.packager = Packager(self.outputs, self.timeline, self.links, window_s=self.window_s, vod=vod,
                                  drain_timeout=self.cfg.drain_timeout, on_segment=self._on_segment)
-        # The main ladder encodes continuously unless a running sidecar has results it waits for (hints).
-        if isinstance(main, VideoLadder) and not self.packager.producers_of(main):
+        # The main ladder encodes continuously unless a running sidecar has results it waits for (hints);
+        # at low latency always (video is never held for sidecar results: hints are not applied).
+        if isinstance(main, VideoLadder) and (self.cfg.latency == "low" or not self.packager.producers_of(main)):
             main.stream()
         self.ingest.outputs = list(self.outputs)
         self.ingest.keep_frames = any(o.buffers_frames for o in self.outputs)

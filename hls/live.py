@@ -16,19 +16,30 @@
   segment slides out, the tag moves to the head of the playlist until the range has passed.
 ``window=0`` keeps every segment (an EVENT playlist, VOD once ended). With a ``path``, every change is
 written there atomically (a temporary file renamed over the old one), so a player never reads half a file.
+
+Low latency (``part_target`` set, RFC 8216bis §4.4.4.9, §4.4.5.3, §6.2.2): the partial segments of the
+segment being made are listed as they are published (``add_part``), with an EXT-X-PRELOAD-HINT for the
+next one, EXT-X-SERVER-CONTROL (blocking reload, PART-HOLD-BACK of three part targets, skipping of old
+segments in delta updates) and EXT-X-PART-INF; when the segment completes (``add``) its parts stay listed
+with it for three target durations, then only the segment remains. Other renditions' live edges
+(EXT-X-RENDITION-REPORT) come from ``reports``. Thread-safe: parts and segments may come from different
+threads.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from . import tags as T
+from .attributes import format_decimal
 from .errors import PlaylistError
-from .model import DateRange, MediaPlaylist, Segment
+from .model import DateRange, Map, MediaPlaylist, Part, PreloadHint, RenditionReport, Segment
 
 __all__ = ["LivePlaylist", "atomic_write"]
 
@@ -47,9 +58,21 @@ class LivePlaylist:
     """One rendition's media playlist while the stream runs (see the module docstring for its rules)."""
 
     def __init__(self, path: Path | None, target_duration: float, window: int = 0, version: int = 3,
-                 target_from_first: bool = False) -> None:
+                 target_from_first: bool = False, part_target: float | None = None, init_uri: str | None = None,
+                 reports: Callable[[], list[RenditionReport]] | None = None) -> None:
         self.path = path
         self.target_duration = int(math.ceil(target_duration))
+        self.part_target = part_target
+        self.init = Map({"URI": f'"{init_uri}"'}) if init_uri else None
+        self.reports = reports
+        self.parts: list[Part] = []          # the parts of the segment being made
+        self.next_part_uri: str | None = None
+        self._edge = (-1, -1)
+        self._lock = threading.RLock()
+        if init_uri:
+            version = max(version, 7)  # EXT-X-MAP with fragmented MP4 (RFC 8216bis §7)
+        if part_target is not None:
+            version = max(version, 9)
         # A source whose segment length is only known once it is seen (passthrough: the source's keyframe
         # interval): the first segment may raise the target duration, which is then fixed for good.
         self.target_from_first = target_from_first
@@ -62,8 +85,51 @@ class LivePlaylist:
         self.total = 0
         self._carried: list[DateRange] = []   # DATERANGEs whose segment slid out while their range still runs
 
+    @property
+    def next_msn(self) -> int:
+        """The media sequence number of the segment being made."""
+        return self.media_sequence + len(self.segments)
+
+    @property
+    def declared_part_target(self) -> float:
+        """PART-TARGET as written: in whole milliseconds, rounded up with a millisecond to spare, so that no
+        part (whose duration comes from frame times) exceeds it (RFC 8216bis §4.4.3.7)."""
+        assert self.part_target is not None
+        return (math.ceil(self.part_target * 1000) + 1) / 1000
+
+    def last_part(self) -> tuple[int, int]:
+        """(media sequence number, part index) of the newest part listed (-1, -1: none yet): what an
+        EXT-X-RENDITION-REPORT says and what a blocking reload waits for. Read without the lock (one
+        tuple, replaced whole): a playlist rendering its reports reads the others' edges while holding its
+        own lock, and taking theirs too would deadlock two renditions reporting on each other."""
+        return self._edge
+
+    def _move_edge(self) -> None:
+        if self.parts:
+            self._edge = (self.next_msn, len(self.parts) - 1)
+        elif self.segments:
+            self._edge = (self.next_msn - 1, len(self.segments[-1].parts) - 1)
+
+    def add_part(self, part: Part, next_uri: str | None = None) -> None:
+        """List a just-published part of the segment being made (low latency); ``next_uri`` is the part the
+        server will publish next (the preload hint)."""
+        with self._lock:
+            if self.ended:
+                raise RuntimeError(f"{self.path}: part added after the end of the stream")
+            self.parts.append(part)
+            self.next_part_uri = next_uri
+            self._move_edge()
+            self.write()
+
     def add(self, segment: Segment) -> None:
         """Append a segment (and slide the window); PlaylistError if it breaks a rule of the playlist."""
+        with self._lock:
+            self._add(segment)
+
+    def _add(self, segment: Segment) -> None:
+        if self.part_target is not None and self.parts and not segment.parts:
+            segment = replace(segment, parts=tuple(self.parts))
+        self.parts = []
         if self.ended:
             raise RuntimeError(f"{self.path}: segment added after the end of the stream")
         if self.target_from_first and self.total == 0:
@@ -87,22 +153,48 @@ class LivePlaylist:
             head = self.segments[0].program_date_time
             assert head is not None
             self._carried = [d for d in self._carried if (end := d.end) is not None and end > head]
+        self._move_edge()
         self.write()
 
     def end(self) -> None:
-        self.ended = True
-        self.write()
+        with self._lock:
+            self.ended = True
+            self.parts = []
+            self.next_part_uri = None
+            self.write()
 
     def playlist(self) -> MediaPlaylist:
         """The playlist as it stands, as a model."""
-        segs = list(self.segments)
-        if self._carried and segs:
-            segs[0] = replace(segs[0], dateranges=(*self._carried, *segs[0].dateranges))
-        return MediaPlaylist(
-            target_duration=self.target_duration, segments=segs, media_sequence=self.media_sequence,
-            discontinuity_sequence=self.discontinuity_sequence, version=self.version,
-            playlist_type=None if self.window else ("VOD" if self.ended else "EVENT"), endlist=self.ended,
-            header_tags=[T.EXT_X_INDEPENDENT_SEGMENTS])
+        with self._lock:
+            segs = list(self.segments)
+            if self._carried and segs:
+                segs[0] = replace(segs[0], dateranges=(*self._carried, *segs[0].dateranges))
+            header = [T.EXT_X_INDEPENDENT_SEGMENTS]
+            if self.init is not None:  # one init section for every segment (and the parts before the first)
+                header.append(self.init.dumps())
+            hints: list[PreloadHint] = []
+            reports: list[RenditionReport] = []
+            if self.part_target is not None:
+                # Parts stay listed for the last three target durations (RFC 8216bis §6.2.2), then go.
+                keep, total = len(segs), 0.0
+                while keep > 0 and total < 3 * self.target_duration:
+                    keep -= 1
+                    total += segs[keep].duration
+                segs = [replace(s, parts=()) if i < keep else s for i, s in enumerate(segs)]
+                if not self.ended:
+                    header += [f"{T.EXT_X_SERVER_CONTROL}:CAN-BLOCK-RELOAD=YES,"
+                               f"PART-HOLD-BACK={format_decimal(round(3 * self.declared_part_target, 3))},"
+                               f"CAN-SKIP-UNTIL={format_decimal(6 * self.target_duration)}",
+                               f"{T.EXT_X_PART_INF}:PART-TARGET={format_decimal(self.declared_part_target)}"]
+                    if self.next_part_uri:
+                        hints = [PreloadHint({"TYPE": "PART", "URI": f'"{self.next_part_uri}"'})]
+                    reports = self.reports() if self.reports is not None else []
+            return MediaPlaylist(
+                target_duration=self.target_duration, segments=segs, media_sequence=self.media_sequence,
+                discontinuity_sequence=self.discontinuity_sequence, version=self.version,
+                playlist_type=None if self.window else ("VOD" if self.ended else "EVENT"), endlist=self.ended,
+                header_tags=header, trailing_parts=list(self.parts) if not self.ended else [],
+                preload_hints=hints, rendition_reports=reports)
 
     def render(self) -> str:
         return self.playlist().dumps()

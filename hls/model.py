@@ -137,7 +137,7 @@ class Part(AttributeTag):
 
     @classmethod
     def of(cls, uri: str, duration: float, *, independent: bool = False) -> Part:
-        attrs = {"DURATION": format_decimal(duration), "URI": quote(uri)}
+        attrs = {"DURATION": format_decimal(round(duration, 5)), "URI": quote(uri)}
         if independent:
             attrs["INDEPENDENT"] = "YES"
         return cls(attrs)

@@ -5,6 +5,10 @@ A segment's audio is published once the source's audio has reached the segment's
 merely late (demuxers interleave loosely; live audio often trails the video) is waited for; audio that
 is missing (a gap in the source) is known to be missing once the video has moved ``AUDIO_LAG_S`` past the
 segment's end, and is then filled with silence. So every audio segment holds exactly its share of media.
+
+Low latency (``--latency low``): AAC in CMAF, and parts on a fixed grid from each segment's start
+(``PART-TARGET`` each, the last one ending at the segment's end), written as soon as the encoder's packets
+reach a part's end, from the thread that pushes the audio; the segment's full file is its parts back to back.
 """
 
 from __future__ import annotations
@@ -15,8 +19,13 @@ from typing import Any
 
 import av
 
-from .. import media
+from sidecast.hls import Part, timebase
+from sidecast.hls.live import atomic_write
+
+from .. import fmp4, media
+from ..ladder import AUDIO_BITRATE, AUDIO_SAMPLE_RATE
 from .base import Output, SegmentJob, StreamContext
+from .parts import part_name
 
 AUDIO_LAG_S = 1.0        # how far audio may trail the video before a hole is taken to be a gap
 WAIT_LIMIT_S = 15.0      # a stalled ingest never holds the audio rendition longer than this
@@ -29,8 +38,18 @@ class AudioRendition(Output):
         self.ctx = ctx
         self.dir = ctx.outdir / "audio"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.playlist = ctx.playlist(self.dir / "index.m3u8")
-        self.full = ctx.playlist(self.dir / "vod.m3u8", 0)
+        self.low_latency = ctx.part_target is not None and not copy
+        self.ext = "m4s" if self.low_latency else "ts"
+        init = "init.mp4" if self.low_latency else None
+        self.playlist = ctx.playlist(self.dir / "index.m3u8", init_uri=init, parts=self.low_latency)
+        self.full = ctx.playlist(self.dir / "vod.m3u8", 0, init_uri=init)
+        # low latency: the segment whose parts are being cut, where it starts, its next part, its parts so far
+        self._fragmenter = fmp4.Fragmenter()
+        self._init_done = False
+        self._ends: dict[int, float] = {}    # segment index -> its end (known once the ingest closed it)
+        self._cur, self._part, self._start = 0, 0, 0.0
+        self._parts: list[bytes] = []
+        self._complete: dict[int, list[bytes]] = {}
         # Passthrough of an AAC source copies its packets; everything else is encoded here.
         self.encoder: media.AudioEncoder | media.AudioCopy = media.AudioCopy() if copy else media.AudioEncoder()
         self._lock = threading.Condition()  # the ingest pushes while this output's thread takes packets
@@ -45,7 +64,56 @@ class AudioRendition(Output):
         with self._lock:
             if isinstance(self.encoder, media.AudioEncoder):
                 self.encoder.push(frame, t)
+                if self.low_latency:
+                    self._cut_parts()
             self._lock.notify_all()
+
+    def segment_closed(self, job: SegmentJob) -> None:
+        if self.low_latency:
+            with self._lock:
+                self._ends[job.index] = job.end
+                if job.index == self._cur and self._part == 0 and not self._parts:
+                    self._start = job.start  # a segment after a discontinuity starts where its video does
+                self._cut_parts()
+                self._lock.notify_all()
+
+    # ------------------------------------------------------------ low latency
+
+    def _cut_parts(self) -> None:
+        """Write every part the encoder's packets now cover (call with the lock held)."""
+        enc = self.encoder
+        assert self.ctx.part_target is not None and isinstance(enc, media.AudioEncoder)
+        while True:
+            end = self._ends.get(self._cur)
+            part_end = self._start + (self._part + 1) * self.ctx.part_target
+            if end is not None and part_end > end - 0.25 * self.ctx.part_target:
+                part_end = end  # the segment's last part takes what is left (never a sliver of a part)
+            if enc.encoded_until < part_end - enc.TOLERANCE_S:
+                return
+            self._write_part(enc.take_until(part_end), part_end - (self._start + self._part * self.ctx.part_target))
+            if end is not None and part_end >= end:
+                self._complete[self._cur] = self._parts
+                self._cur, self._part, self._start, self._parts = self._cur + 1, 0, end, []
+            else:
+                self._part += 1
+
+    def _write_part(self, packets: list[av.Packet[Any]], duration: float) -> None:
+        enc = self.encoder
+        assert isinstance(enc, media.AudioEncoder)
+        if not self._init_done:
+            asc = bytes(enc.stream.codec_context.extradata or b"")
+            atomic_write(self.dir / "init.mp4", fmp4.audio_init(AUDIO_SAMPLE_RATE, 2, asc, bitrate=AUDIO_BITRATE))
+            self._init_done = True
+        offset = timebase.PTS_OFFSET * AUDIO_SAMPLE_RATE // timebase.CLOCK
+        samples = [fmp4.Sample(bytes(p), int(p.duration or 1024)) for p in packets if p.pts is not None]
+        base = (packets[0].pts + offset) if packets and packets[0].pts is not None else \
+            int(round((self._start + self._part * (self.ctx.part_target or 0)) * AUDIO_SAMPLE_RATE)) + offset
+        data = self._fragmenter.fragment(int(base), samples) if samples else b""
+        name = part_name(self._cur, self._part)
+        atomic_write(self.dir / name, data)
+        self._parts.append(data)
+        self.playlist.add_part(Part.of(name, max(duration, 0.001), independent=True),
+                               next_uri=part_name(self._cur, self._part + 1))
 
     def push_packet(self, packet: av.Packet[Any], t: float, duration: float) -> None:
         """Passthrough: a compressed audio packet of the source, at media time ``t``."""
@@ -91,11 +159,22 @@ class AudioRendition(Output):
                 enc.end_period(job.end)
             elif enc.open and enc.encoded_until < job.end - enc.TOLERANCE_S:
                 enc.pad_to(job.end + enc.ENCODER_DELAY_S)
-            packets = enc.take_until(None if job.final else job.end)
-        size = self.encoder.write_segment(packets, self.dir / f"{job.name}.ts")  # type: ignore[arg-type]
+            if self.low_latency:
+                self._ends[job.index] = job.end
+                self._cut_parts()
+                parts = self._complete.pop(job.index, None)
+                if parts is None:
+                    raise RuntimeError(f"audio parts of segment {job.index} are incomplete")
+                path = self.dir / f"{job.name}.m4s"
+                atomic_write(path, b"".join(parts))
+                size = path.stat().st_size
+            elif isinstance(enc, media.AudioCopy):
+                size = enc.write_segment(enc.take_until(None if job.final else job.end), self.dir / f"{job.name}.ts")
+            else:
+                size = enc.write_segment(enc.take_until(None if job.final else job.end), self.dir / f"{job.name}.ts")
         self.peak_bps = max(self.peak_bps, size * 8 / job.duration)
         self.total_bytes += size
-        seg = job.segment(f"{job.name}.ts")
+        seg = job.segment(f"{job.name}.{self.ext}")
         self.playlist.add(seg)
         self.full.add(seg)
 

@@ -11,6 +11,7 @@ them for a sidecar whose results they do not use.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import IO, Any
 import av
 
 from sidecast.contract.records import ResultKind
-from sidecast.hls import Segment
+from sidecast.hls import RenditionReport, Segment
 from sidecast.hls.breaks import BreakSignal
 from sidecast.hls.live import LivePlaylist
 
@@ -74,11 +75,35 @@ class StreamContext:
     log: JsonLines
     params: dict[str, Any] = field(default_factory=dict)
     target_from_first: bool = False  # passthrough: segments are as long as the source's keyframe interval
+    part_target: float | None = None  # low latency: the partial segment duration (CMAF parts)
+    live_playlists: list[LivePlaylist] = field(default_factory=list)  # every low-latency playlist, for reports
 
-    def playlist(self, path: Path, window: int | None = None) -> LivePlaylist:
-        """A rendition's media playlist: the live window (``window`` None) or the full VOD list (0)."""
-        return LivePlaylist(path, self.segment_duration, self.window if window is None else window,
-                            target_from_first=self.target_from_first)
+    def playlist(self, path: Path, window: int | None = None, init_uri: str | None = None,
+                 parts: bool = False) -> LivePlaylist:
+        """A rendition's media playlist: the live window (``window`` None) or the full VOD list (0). With
+        ``parts`` (low latency) the live window lists partial segments and reports every other rendition's
+        live edge."""
+        low = parts and self.part_target is not None and window is None
+        pl = LivePlaylist(path, self.segment_duration, self.window if window is None else window,
+                          target_from_first=self.target_from_first,
+                          part_target=self.part_target if low else None, init_uri=init_uri,
+                          reports=(lambda: self.rendition_reports(path)) if low else None)
+        if low:
+            self.live_playlists.append(pl)
+        return pl
+
+    def rendition_reports(self, path: Path) -> list[RenditionReport]:
+        """EXT-X-RENDITION-REPORT for every other low-latency playlist, URIs relative to ``path``."""
+        out = []
+        for other in self.live_playlists:
+            if other.path is None or other.path == path:
+                continue
+            msn, part = other.last_part()
+            if msn < 0:
+                continue
+            uri = os.path.relpath(other.path, path.parent)
+            out.append(RenditionReport({"URI": f'"{uri}"', "LAST-MSN": str(msn), "LAST-PART": str(max(part, 0))}))
+        return out
 
 
 class JsonLines:

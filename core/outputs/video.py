@@ -27,12 +27,14 @@ from pathlib import Path
 import av
 
 from sidecast.contract.records import ResultKind
-from sidecast.hls.live import LivePlaylist
+from sidecast.hls import Part
+from sidecast.hls.live import LivePlaylist, atomic_write
 
-from .. import media
+from .. import fmp4, media
 from ..croppath import CropPath
 from ..ladder import RateControl, Rung, segment_settings
 from .base import JsonLines, Output, SegmentJob, StreamContext
+from .parts import PartEncoder, PartReady, part_name
 
 log = logging.getLogger("sidecast.outputs.video")
 
@@ -49,6 +51,8 @@ class Rendition:
     total_bytes: int = 0
     total_seconds: float = 0.0
     codecs: str = "avc1.64001f"
+    fragmenter: fmp4.Fragmenter | None = None  # low latency: numbers the rendition's fragments
+    init_done: bool = False
 
 
 class VideoLadder(Output):
@@ -65,14 +69,19 @@ class VideoLadder(Output):
         self.needs: frozenset[ResultKind] = frozenset({"crops"} if kind == "vertical" else {"bitrate_hints"})
         self.essential = kind == "main"
         prefix = "video" if kind == "main" else "vertical"
+        # Low latency (the main ladder): CMAF parts as frames are encoded; otherwise MPEG-TS segments.
+        self.low_latency = ctx.part_target is not None and kind == "main"
+        self.ext = "m4s" if self.low_latency else "ts"
+        init = "init.mp4" if self.low_latency else None
         self.renditions: list[Rendition] = []
         for r in rungs:
             d = ctx.outdir / prefix / r.name
             d.mkdir(parents=True, exist_ok=True)
             self.renditions.append(Rendition(
                 rung=r, dir=d,
-                playlist=ctx.playlist(d / "index.m3u8"),
-                full=ctx.playlist(d / "vod.m3u8", 0)))
+                playlist=ctx.playlist(d / "index.m3u8", init_uri=init, parts=self.low_latency),
+                full=ctx.playlist(d / "vod.m3u8", 0, init_uri=init),
+                fragmenter=fmp4.Fragmenter() if self.low_latency else None))
         self.published = 0
         self.streaming: _Streaming | None = None
         # crops.jsonl: the window the vertical followed, per analysed crop (tools and tests read it)
@@ -135,7 +144,7 @@ class VideoLadder(Output):
         for rs, st in zip(self.renditions, stats, strict=True):
             if self.published == 0:
                 rs.codecs = st.codecs
-            seg = job.segment(f"{job.name}.ts")
+            seg = job.segment(f"{job.name}.{self.ext}")
             rs.peak_bps = max(rs.peak_bps, st.bytes * 8 / job.duration)
             rs.total_bytes += st.bytes
             rs.total_seconds += job.duration
@@ -144,6 +153,28 @@ class VideoLadder(Output):
         if self.crop_path is not None and self.crops_log is not None:
             self.crops_log.write(self.crop_path.jsonl_records(job.start, job.end))
         self.published += 1
+
+    # ------------------------------------------------------------ low latency
+
+    def new_encoder(self, rs: Rendition, index: int, segment: int, crf: float | None, cap: int,
+                    keyint: int) -> media.SegmentEncoder | PartEncoder:
+        """The encoder of one segment of one rendition: MPEG-TS, or CMAF parts in low-latency mode."""
+        if not self.low_latency:
+            return media.SegmentEncoder(rs.dir / f"seg_{segment:06d}.ts", rs.rung.width, rs.rung.height,
+                                        self.ctx.fps, crf, cap, keyint)
+        assert self.ctx.part_target is not None and rs.fragmenter is not None
+        part_frames = max(1, round(self.ctx.part_target * float(self.ctx.fps)))
+
+        def write_init(data: bytes) -> None:
+            atomic_write(rs.dir / "init.mp4", data)
+            rs.init_done = True
+
+        def on_part(p: PartReady) -> None:
+            rs.playlist.add_part(Part.of(p.uri, p.duration, independent=p.independent),
+                                 next_uri=part_name(p.segment, p.part + 1))
+
+        return PartEncoder(rs.dir, segment, rs.rung.width, rs.rung.height, self.ctx.fps, crf, cap, keyint,
+                           part_frames, rs.fragmenter, lambda: rs.init_done, write_init, on_part)
 
     def finish(self, complete: bool) -> None:
         if self.streaming is not None:
@@ -191,7 +222,7 @@ class _Streaming:
                                                           | None]) -> None:
         ladder = self.ladder
         crf, cap = segment_settings(ladder.rate_control, rs.rung.crf, rs.rung.max_bitrate, None, None)
-        enc: media.SegmentEncoder | None = None
+        enc: media.SegmentEncoder | PartEncoder | None = None
         failed: BaseException | None = None
         while True:
             item = q.get()
@@ -220,8 +251,7 @@ class _Streaming:
                 continue
             try:
                 if enc is None:
-                    enc = media.SegmentEncoder(rs.dir / f"seg_{segment:06d}.ts", rs.rung.width, rs.rung.height,
-                                               ladder.ctx.fps, crf, cap, self.keyint)
+                    enc = ladder.new_encoder(rs, i, segment, crf, cap, self.keyint)
                 enc.encode(frame, t)
             except Exception as exc:
                 failed = exc

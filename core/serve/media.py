@@ -9,6 +9,7 @@ Every rule comes from files.py; this module only turns it into responses.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from . import files
+from . import blocking, files
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 """The player page and the vendored hls.js; served under STATIC_PREFIX, never from a CDN."""
@@ -144,15 +145,62 @@ async def _preflight(request: Request) -> Response:
         "Access-Control-Allow-Headers": requested or "Range", "Access-Control-Max-Age": "86400"})
 
 
+async def serve_playlist(root: str, url_path: str, request: Request, watcher: blocking.Watcher) -> Response:
+    """A media playlist with LL-HLS delivery directives: held until it lists what the player asked for
+    (``_HLS_msn``/``_HLS_part``), and/or answered as a delta update (``_HLS_skip``)."""
+    try:
+        d = blocking.parse_directives(request.query_params)
+        rel = files.safe_relative_path(url_path)
+    except blocking.DirectiveError as exc:
+        return text_response(400, str(exc))
+    except files.UnsafePath:
+        return text_response(400, "bad path: it must stay inside the served folder")
+    resolved = files.resolve_file(Path(root), "/" + rel) if files.is_public(rel) else None
+    if resolved is None:
+        return text_response(404, f"not found: {files.request_path(url_path)}")
+    path = str(resolved)
+    loop = asyncio.get_running_loop()
+    deadline = None
+    while True:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError:
+            return text_response(404, f"not found: {files.request_path(url_path)}")
+        edge = blocking.playlist_edge(text)
+        if not edge.can_block or not d.blocking:
+            break
+        assert d.msn is not None
+        if d.msn > max(edge.msn, edge.complete) + 2 and not edge.ended:
+            return text_response(400, f"_HLS_msn={d.msn} is more than two segments past the last one "
+                                      f"({max(edge.msn, edge.complete)})")
+        if blocking.satisfied(edge, d):
+            break
+        now = loop.time()
+        deadline = deadline if deadline is not None else now + 3 * edge.target
+        if now >= deadline:
+            return text_response(503, "the requested part did not appear within three target durations",
+                                 {"Retry-After": "1"})
+        await watcher.changed(path, deadline - now)
+    if d.skip and edge.can_block:
+        text = blocking.delta(text, edge)
+    headers = {**COMMON_HEADERS, **CORS_HEADERS, "Cache-Control": files.NO_CACHE}
+    return Response(text.encode(), media_type=files.content_type_for(rel), headers=headers)
+
+
 def media_router(directory: Path) -> APIRouter:
     """GET/HEAD of any public file under `directory` (see files.is_public); OPTIONS answers preflights.
 
     Catches every path, so include it after the other routers of an app.
     """
     root = os.path.realpath(directory)
+    watcher = blocking.Watcher()
 
     async def media_file(request: Request) -> Response:
-        return serve_file(root, _raw_path(request), request)
+        raw = _raw_path(request)
+        if raw.endswith(".m3u8") and any(k.startswith("_HLS_") for k in request.query_params):
+            return await serve_playlist(root, raw, request, watcher)
+        return serve_file(root, raw, request)
 
     router = APIRouter()
     router.add_route("/{path:path}", media_file, methods=["GET", "HEAD"], include_in_schema=False)

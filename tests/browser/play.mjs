@@ -241,6 +241,9 @@ function recorder(opts) {
     const b = video.buffered;
     const s = { t, ct: r3(ct), paused: video.paused, ended: video.ended, rs: video.readyState,
       bufferedEnd: b.length ? r3(b.end(b.length - 1)) : null, w: video.videoWidth, h: video.videoHeight };
+    // live: hls.js's own view of the distance to the live edge, and the wall clock of the playhead
+    try { s.latency = r3(hls.latency); } catch { }
+    try { s.playingDate = hls.playingDate ? hls.playingDate.getTime() : null; s.wall = Date.now(); } catch { }
     const im = opts.interstitials ? hls.interstitialsManager : null;
     if (im) {
       s.primary = r3(im.primary ? im.primary.currentTime : null);

@@ -1,0 +1,178 @@
+"""LL-HLS (--latency low): CMAF parts listed as they are made, preload hints, rendition reports, blocking
+playlist reload and delta updates, and a live stream hls.js plays in low-latency mode."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import m3u8
+import pytest
+
+from sidecast.core.fmp4 import boxes
+from sidecast.core.serve import start_server
+from sidecast.hls import Part, Segment, parse_media
+from sidecast.hls.live import LivePlaylist
+from tests.browser.harness import play_hls
+from tests.conftest import SIDECAST, free_port, run_sidecast, wait_for
+
+
+def ll_playlist(tmp: Path, **kw: object) -> LivePlaylist:
+    return LivePlaylist(tmp / "index.m3u8", 2.0, window=6, part_target=1 / 3, init_uri="init.mp4", **kw)  # type: ignore[arg-type]
+
+
+def seg(i: int) -> Segment:
+    return Segment(uri=f"seg_{i:06d}.m4s", duration=2.0, program_date_time=datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def test_parts_are_listed_with_a_preload_hint_and_kept_three_target_durations(tmp_path: Path) -> None:
+    pl = ll_playlist(tmp_path)
+    for i in range(5):
+        for k in range(6):
+            pl.add_part(Part.of(f"seg_{i:06d}-{k}.m4s", 1 / 3, independent=k == 0), next_uri=f"seg_{i:06d}-{k + 1}.m4s")
+        pl.add(seg(i))
+    pl.add_part(Part.of("seg_000005-0.m4s", 1 / 3, independent=True), next_uri="seg_000005-1.m4s")
+    text = (tmp_path / "index.m3u8").read_text()
+    model = parse_media(text)
+    assert "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.005,CAN-SKIP-UNTIL=12.0" in text
+    assert "#EXT-X-PART-INF:PART-TARGET=0.335" in text and '#EXT-X-MAP:URI="init.mp4"' in text
+    assert [len(s.parts) for s in model.segments] == [0, 0, 6, 6, 6], "parts of the last 3 target durations only"
+    assert [p.uri for p in model.trailing_parts] == ["seg_000005-0.m4s"]
+    assert [h.string("URI") for h in model.preload_hints] == ["seg_000005-1.m4s"]
+    assert pl.last_part() == (5, 0)
+    assert [s.uri for s in m3u8.loads(text).segments if s.uri][-1] == "seg_000004.m4s", "m3u8 reads it too"
+
+
+def test_a_rendition_reports_the_live_edge_of_the_others(tmp_path: Path) -> None:
+    from sidecast.core.outputs.base import JsonLines, StreamContext
+    from sidecast.core.timeline import Timeline
+
+    ctx = StreamContext(outdir=tmp_path, width=640, height=360, fps=30, has_audio=True, segment_duration=2.0,
+                        window=6, timeline=Timeline(), log=JsonLines(tmp_path / "log"), part_target=1 / 3)
+    video = ctx.playlist(tmp_path / "video" / "360p" / "index.m3u8", parts=True)
+    audio = ctx.playlist(tmp_path / "audio" / "index.m3u8", parts=True)
+    audio.add_part(Part.of("seg_000000-0.m4s", 1 / 3, independent=True))
+    audio.add_part(Part.of("seg_000000-1.m4s", 1 / 3, independent=True))
+    video.add_part(Part.of("seg_000000-0.m4s", 1 / 3, independent=True))
+    text = (tmp_path / "video" / "360p" / "index.m3u8").read_text()
+    assert '#EXT-X-RENDITION-REPORT:URI="../../audio/index.m3u8",LAST-MSN=0,LAST-PART=1' in text
+
+
+@pytest.fixture
+def served(tmp_path: Path):
+    pl = ll_playlist(tmp_path)
+    for k in range(3):
+        pl.add_part(Part.of(f"seg_000000-{k}.m4s", 1 / 3, independent=k == 0))
+    with start_server(tmp_path, 0, host="127.0.0.1") as server:
+        yield pl, server.url.rstrip("/")
+
+
+def test_a_blocking_reload_returns_when_the_part_exists_not_before(served) -> None:
+    pl, base = served
+    released = threading.Event()
+
+    def publish_later() -> None:
+        time.sleep(0.5)
+        released.set()
+        pl.add_part(Part.of("seg_000000-3.m4s", 1 / 3))
+
+    threading.Thread(target=publish_later, daemon=True).start()
+    r = httpx.get(f"{base}/index.m3u8?_HLS_msn=0&_HLS_part=3", timeout=10)
+    assert r.status_code == 200 and released.is_set()
+    assert 'URI="seg_000000-3.m4s"' in r.text and r.headers["cache-control"] == "no-cache"
+
+
+@pytest.mark.parametrize(("query", "status", "needle"), [
+    ("_HLS_msn=-1", 400, "non-negative integer"),
+    ("_HLS_msn=abc", 400, "non-negative integer"),
+    ("_HLS_part=2", 400, "needs _HLS_msn"),
+    ("_HLS_msn=9", 400, "more than two segments past"),
+    ("_HLS_msn=0&_HLS_part=99999999999999", 400, "non-negative integer"),
+    ("_HLS_msn=0&_HLS_skip=maybe", 400, "_HLS_skip"),
+])
+def test_malformed_or_far_future_directives_are_400(served, query: str, status: int, needle: str) -> None:
+    _, base = served
+    r = httpx.get(f"{base}/index.m3u8?{query}", timeout=10)
+    assert r.status_code == status and needle in r.text, r.text
+
+
+def test_a_request_never_satisfied_times_out_cleanly_with_503(served) -> None:
+    _, base = served
+    t0 = time.monotonic()
+    r = httpx.get(f"{base}/index.m3u8?_HLS_msn=1&_HLS_part=0", timeout=30)
+    assert r.status_code == 503 and r.headers.get("retry-after") == "1"
+    assert time.monotonic() - t0 >= 6.0 - 0.2, "held for three target durations first"
+
+
+def test_thousands_of_blocked_requests_cost_no_thread_and_all_get_answered(served) -> None:
+    pl, base = served
+
+    async def many() -> list[int]:
+        limits = httpx.Limits(max_connections=1500, max_keepalive_connections=0)
+        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+            tasks = [asyncio.create_task(client.get(f"{base}/index.m3u8?_HLS_msn=0&_HLS_part=3"))
+                     for _ in range(1000)]
+            await asyncio.sleep(2.0)  # let them all block
+            threads_while_blocked = threading.active_count()
+            pl.add_part(Part.of("seg_000000-3.m4s", 1 / 3))
+            done = await asyncio.gather(*tasks)
+            assert threads_while_blocked < 50, threads_while_blocked
+            return [r.status_code for r in done]
+
+    assert asyncio.run(many()) == [200] * 1000
+
+
+def test_a_delta_update_skips_old_segments(tmp_path: Path) -> None:
+    pl = ll_playlist(tmp_path)
+    pl.window = 0
+    for i in range(10):
+        pl.add_part(Part.of(f"seg_{i:06d}-0.m4s", 1 / 3, independent=True))
+        pl.add(seg(i))
+    with start_server(tmp_path, 0, host="127.0.0.1") as server:
+        r = httpx.get(server.url + "index.m3u8?_HLS_msn=9&_HLS_skip=YES", timeout=10)
+    assert r.status_code == 200
+    assert "#EXT-X-SKIP:SKIPPED-SEGMENTS=4" in r.text, r.text
+    assert r.text.count("#EXTINF") == 6 and "#EXT-X-MEDIA-SEQUENCE:0" in r.text
+    assert '#EXT-X-MAP:URI="init.mp4"' in r.text
+
+
+def test_a_live_low_latency_stream_plays_in_hls_js_with_parts(tmp_path: Path, clip_small: Path) -> None:
+    port, http = free_port(), free_port()
+    out = tmp_path / "out"
+    proc = subprocess.Popen([SIDECAST, "run", f"rtmp://127.0.0.1:{port}/live/k", "-o", str(out), "--latency", "low",
+                             "--ladder", "360p:800k", "--serve", str(http), "--serve-host", "127.0.0.1",
+                             "--no-progress", "--snapshots-fps", "0"], stdout=subprocess.DEVNULL,
+                            stderr=(tmp_path / "sidecast.log").open("w"))
+    pub = None
+    try:
+        log = tmp_path / "sidecast.log"
+        wait_for(lambda: "listening for RTMP publishers" in log.read_text(), 30, "the RTMP listener")
+        pub = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "2", "-i",
+                                str(clip_small), "-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{port}/live/k"])
+        wait_for((out / "master.m3u8").exists, 60, "the master playlist")
+        report = play_hls(f"http://127.0.0.1:{http}/master.m3u8", seconds=6,
+                          hls_config={"lowLatencyMode": True})
+    finally:
+        if pub is not None:
+            pub.kill()
+        proc.terminate()
+        proc.wait(30)
+    assert "Traceback" not in (tmp_path / "sidecast.log").read_text()
+    report.raise_for_fatal()
+    assert report.played >= 5.5
+    init = (out / "video" / "360p" / "init.mp4").read_bytes()
+    assert [b[0] for b in boxes(init)] == [b"ftyp", b"moov"]
+    part = next((out / "video" / "360p").glob("seg_000001-1.m4s")).read_bytes()
+    assert [b[0] for b in boxes(part)] == [b"styp", b"moof", b"mdat"]
+    loaded = [e["data"]["frag"] for e in report.events_named("FRAG_LOADED")]
+    assert loaded, "hls.js loaded media"
+
+
+def test_low_latency_and_passthrough_cannot_be_combined(clip_small: Path, tmp_path: Path) -> None:
+    r = run_sidecast("run", str(clip_small), "-o", str(tmp_path), "--latency", "low", "--passthrough")
+    assert r.returncode == 2 and "pick one" in r.stderr
