@@ -2,8 +2,14 @@
 
 Runs on the caller's thread. Segments close at the configured duration, at a forced boundary (an ad break
 starts or ends: every segment starts with an IDR, so a stitcher can swap whole segments), when the source
-drops (what arrived is published at once) and at a discontinuity. PROGRAM-DATE-TIME is anchored at the
-wall clock when the source opens and re-anchored after every discontinuity.
+drops (what arrived is published at once) and at a discontinuity.
+
+PROGRAM-DATE-TIME tells the truth for live sources: it is when a frame *arrived*, not when the pipeline got
+round to it. A demuxer hands over its probing buffer (a second or more of frames) in one burst after it
+opens, then frames at the pace they arrive; the smallest "wall clock at read − media time" seen so far is
+therefore the arrival offset (reached as soon as the reading has caught up, within the first segment),
+and PDT(t) = that offset + t. It is re-measured after every reconnection. Files keep PDT = the time
+the run started + media time.
 """
 
 from __future__ import annotations
@@ -74,8 +80,18 @@ class Ingest:
         self._index = 0
         self._discontinuity_pending = False
         self._pdt_anchor = (datetime.now(UTC), 0.0)
+        self.measure_arrival = source.live or source.pace  # PDT from when frames arrived (see the docstring)
+        self._arrival: float | None = None
+
+    def _arrived(self, t: float) -> None:
+        """A live frame at media time ``t`` is being read now: tighten the arrival offset."""
+        offset = time.time() - t
+        if self._arrival is None or offset < self._arrival:
+            self._arrival = offset
 
     def pdt_at(self, t: float) -> datetime:
+        if self._arrival is not None:
+            return datetime.fromtimestamp(self._arrival + t, UTC)
         anchor, at = self._pdt_anchor
         return anchor + timedelta(seconds=t - at)
 
@@ -125,6 +141,8 @@ class Ingest:
                 self._frames.append(_NO_PICTURE)
                 self._times.append(t)
                 self.frames_in += 1
+                if self.measure_arrival:
+                    self._arrived(t)
                 self.media_time = max(self.media_time, t + ev.duration)
                 for output in self.outputs:
                     output.packet(ev.packet, t, ev.dts, self._index)
@@ -149,6 +167,8 @@ class Ingest:
                 # take each frame now, so memory does not grow with the segment's length.
                 self._frames.append(ev.frame if self.keep_frames else _NO_PICTURE)
                 self._times.append(t)
+                if self.measure_arrival:
+                    self._arrived(t)
                 for output in self.outputs:
                     output.frame(ev.frame, t, self._index)
                 self.frames_in += 1
@@ -184,9 +204,11 @@ class Ingest:
                 self._discontinuity_pending = True
                 if ev.wall_clock:  # the source was away: its new period starts now on the wall clock
                     self._pdt_anchor = (datetime.now(UTC), ev.t)
+                    self._arrival = None
                     if self.audio is not None:
                         self.audio.start_period(ev.t)
                 else:  # its timestamps jumped forward: the programme skipped that much time
+                    # (a live source's PDT stays the arrival time: nothing arrived later than it did)
                     self._pdt_anchor = (self.pdt_at(ev.t) + timedelta(seconds=ev.gap), ev.t)
                 if self.fanout is not None:
                     self.fanout.discontinuity(ev.t)
