@@ -147,9 +147,16 @@ class Decoder:
         max_new = int(min(220, 12 + o.tokens_per_second * len(audio) / SAMPLE_RATE))
         return max_new, prompt[-o.max_prompt_chars:].strip()
 
-    def decode(self, audio: np.ndarray, prompt: str = "") -> list[DecodedSegment]:
+    def decode(self, audio: np.ndarray, prompt: str = "", prefix: str = "") -> list[DecodedSegment]:
+        """Words heard in ``audio`` (times in buffer seconds) after ``prefix``.
+
+        ``prompt`` is text said before the buffer (conditioning only). ``prefix`` is text already
+        committed *inside* the buffer (the context kept before new speech): it is forced as the start of
+        the output, so the decoder continues after it instead of transcribing it again, which a small
+        model otherwise does pass after pass, never reaching the new speech.
+        """
         if self.options.window == "buffer" and len(audio) <= 29 * SAMPLE_RATE:
-            return self._decode_buffer(audio, prompt)
+            return self._decode_buffer(audio, prompt, prefix)
         return self._decode_30s(audio, prompt)
 
     def _decode_30s(self, audio: np.ndarray, prompt: str) -> list[DecodedSegment]:
@@ -195,7 +202,7 @@ class Decoder:
             self._suppress = get_suppressed_tokens(self._tok, [-1])
         return self._tok
 
-    def _decode_buffer(self, audio: np.ndarray, prompt: str) -> list[DecodedSegment]:
+    def _decode_buffer(self, audio: np.ndarray, prompt: str, prefix: str = "") -> list[DecodedSegment]:
         """One pass with the encoder over the buffer (plus a little silence), not a padded 30 s window.
 
         Whisper's encoder accepts shorter inputs; the cost of a pass then scales with the buffer (the
@@ -217,18 +224,31 @@ class Decoder:
             feats = np.ascontiguousarray(feats[:, :frames])
             enc = m.encode(feats)
             previous = tok.encode(" " + prompt) if prompt else []
-            start = m.get_prompt(tok, previous, without_timestamps=True)
+            forced = tok.encode(" " + prefix.strip())[:150] if prefix.strip() else []
+            start = m.get_prompt(tok, previous, without_timestamps=True) + forced
             result = m.model.generate(
                 enc, [start], beam_size=o.beam_size, max_length=len(start) + max_new, return_scores=True,
                 return_no_speech_prob=True, suppress_blank=True,
                 suppress_tokens=self._suppress,
             )[0]
-            tokens = [t for t in result.sequences_ids[0] if t < tok.eot]
+            seq = list(result.sequences_ids[0])
+            if forced and seq[:len(forced)] == forced:  # CTranslate2 returns the forced prefix too
+                seq = seq[len(forced):]
+            tokens = [t for t in seq if t < tok.eot]
             text = tok.decode(tokens)
-            alignment = m.find_alignment(tok, [tokens], enc, frames)[0] if tokens else []
+            # Align prefix and new text together (the prefix anchors where the new words start).
+            alignment = m.find_alignment(tok, [forced + tokens], enc, frames)[0] if tokens else []
         if not tokens:
             return []
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        if forced:
+            # Drop the prefix's words: those whose tokens end within the forced part.
+            kept, count = [], 0
+            for w in alignment:
+                count += len(w["tokens"])
+                if count > len(forced):
+                    kept.append(w)
+            alignment = kept
         merge_punctuations(alignment, "\"'“¿([{-", "\"'.。,，!！?？:：”)]}、")
         words = tuple(DecodedWord(text=w["word"], start=float(w["start"]), end=float(w["end"]),
                                   probability=float(w["probability"])) for w in alignment if w["word"])
