@@ -53,10 +53,12 @@ def replay(decoder: Decoder, clips: list[str], config: StreamConfig | None = Non
     return Replay(words, late, rec), prog
 
 
-def test_speech_after_a_speaker_change_is_decoded_not_stalled_behind_the_kept_context(decoder: Decoder) -> None:
+@pytest.mark.parametrize("policy", ["alignatt", "agreement"])
+def test_speech_after_a_speaker_change_is_decoded_not_stalled_behind_the_kept_context(decoder: Decoder, policy: str) -> None:
     # A LibriVox sentence, a pause, then another speaker: with the first sentence kept as audio context,
     # tiny.en used to transcribe only that sentence, pass after pass, and reach the new one ~13 s late.
-    r, prog = replay(decoder, ["librivox/0870", "asterisk-en/agent-alreadyon", "asterisk-en/agent-incorrect"])
+    r, prog = replay(decoder, ["librivox/0870", "asterisk-en/agent-alreadyon", "asterisk-en/agent-incorrect"],
+                     StreamConfig(policy=policy))  # type: ignore[arg-type]
     for u in prog.utterances[1:]:
         said = " ".join(w.text for w in r.words if u.start - 0.3 <= w.start <= u.end + 0.3)
         assert rs.wer(u.text, said) <= 0.2, (u.text, said)
@@ -66,18 +68,21 @@ def test_speech_after_a_speaker_change_is_decoded_not_stalled_behind_the_kept_co
     assert all(a.end <= b.start + 0.05 for a, b in zip(r.words, r.words[1:], strict=False))
 
 
-def test_the_first_word_after_silence_is_kept(decoder: Decoder) -> None:
+@pytest.mark.parametrize("policy", ["alignatt", "agreement"])
+def test_the_first_word_after_silence_is_kept(decoder: Decoder, policy: str) -> None:
     # "And Mister John Dashwood...": Whisper times "And" from the start of the buffer, in the silence;
     # the speech-overlap check used to run before the onset correction and dropped it.
-    r, prog = replay(decoder, ["librivox/0870"])
+    r, prog = replay(decoder, ["librivox/0870"], StreamConfig(policy=policy))  # type: ignore[arg-type]
     assert rs.normalise(r.words[0].text) == "and", r.text
     assert abs(r.words[0].start - prog.utterances[0].start) <= 0.3, (r.words[0], prog.utterances[0])
 
 
-def test_a_phrase_repeated_after_a_short_pause_is_captioned_both_times(decoder: Decoder) -> None:
+@pytest.mark.parametrize("policy", ["alignatt", "agreement"])
+def test_a_phrase_repeated_after_a_short_pause_is_captioned_both_times(decoder: Decoder, policy: str) -> None:
     # Phone menus and broadcasts repeat themselves; a 4+ word copy of text still in the buffer used to be
     # taken for a decoder loop and dropped.
-    r, prog = replay(decoder, ["asterisk-en/conf-extended", "asterisk-en/conf-extended"])
+    r, prog = replay(decoder, ["asterisk-en/conf-extended", "asterisk-en/conf-extended"],
+                     StreamConfig(policy=policy))  # type: ignore[arg-type]
     assert prog.utterances[1].start - prog.utterances[0].end < 1.5  # said again within seconds
     assert rs.normalise(r.text).split().count("extended") == 2, r.text
     assert rs.wer(prog.reference, r.text) <= 0.15, r.text

@@ -144,7 +144,7 @@ class ScriptedPasses:
 def test_local_agreement_commits_only_what_two_passes_agree_on_and_never_rewrites() -> None:
     passes = ScriptedPasses(["the quick brow", "the quick brown fox", "the quick brown fox jumps"])
     rec = StreamingRecognizer(passes, lambda a: [(0.0, len(a) / 16000)],
-                              StreamConfig(min_step=0.5, max_step=1.0))
+                              StreamConfig(policy="agreement", min_step=0.5, max_step=1.0))
     rec.append(np.zeros(16000 * 3, dtype=np.float32), 0)
     first = rec.step(16000)
     assert first.committed == [] and [w.text for w in first.hypothesis] == ["the", "quick", "brow"]

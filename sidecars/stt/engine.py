@@ -322,10 +322,10 @@ def speech_regions(audio: np.ndarray, cfg: VadConfig = VadConfig()) -> list[tupl
     return [(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in stamps]
 
 
-def identify_language(model: Any, audio: np.ndarray) -> tuple[str, float]:
-    """The language spoken in ``audio`` (speech only, up to 30 s) and Whisper's probability for it.
-    Multilingual models only; takes the model's pass lock like a decoder pass."""
+def identify_language(model: Any, audio: np.ndarray) -> tuple[str, float, dict[str, float]]:
+    """The language spoken in ``audio`` (speech only, up to 30 s), Whisper's probability for it, and its
+    probability for every language. Multilingual models only; takes the model's pass lock."""
     with model_lock(model):
-        language, probability, _ = model.detect_language(audio=np.ascontiguousarray(audio[: 30 * SAMPLE_RATE],
-                                                                                    dtype=np.float32))
-    return str(language), float(probability)
+        language, probability, ranked = model.detect_language(
+            audio=np.ascontiguousarray(audio[: 30 * SAMPLE_RATE], dtype=np.float32))
+    return str(language), float(probability), {str(k): float(v) for k, v in ranked}

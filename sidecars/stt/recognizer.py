@@ -38,8 +38,8 @@ Policy = Literal["agreement", "alignatt"]
 
 @dataclass(frozen=True)
 class StreamConfig:
-    policy: Policy = "agreement"  # when a word is final: two passes agree on it (local agreement), or its
-                                  # attention alignment ends align_threshold before the newest audio
+    policy: Policy = "alignatt"   # when a word is final: its attention alignment ends align_threshold before
+                                  # the newest audio (AlignAtt-style), or two passes agree on it ("agreement")
     align_threshold: float = 0.5  # seconds (AlignAtt's frame threshold: 25 frames of 20 ms)
     min_step: float = 0.5         # new audio needed before another pass, seconds
     max_step: float = 2.0         # most new audio one pass takes on while keeping up

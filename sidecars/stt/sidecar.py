@@ -52,7 +52,7 @@ class _Track:
 
 LID_SPEECH = 3.0     # seconds of speech language identification waits for (or LID_AUDIO of audio)
 LID_AUDIO = 12.0
-LID_CONFIDENT = 0.7  # below this probability a disagreeing detection does not suppress captions
+LID_UNLIKELY = 0.05  # captions are suppressed when Whisper gives the configured language less than this
 
 
 @dataclass
@@ -315,7 +315,7 @@ class SttSidecar(Sidecar):
             return
         voiced = np.concatenate([audio[int(a * SAMPLE_RATE):int(b * SAMPLE_RATE)] for a, b in regions])
         model = engine.load_model(self.spec or engine.resolve_spec(None))
-        lang, prob = engine.identify_language(model, voiced)
+        lang, prob, ranked = engine.identify_language(model, voiced)
         self.detected = (lang, prob)
         configured = self.language
         log.info("stt: language identified as %s (p=%.2f), configured %s", lang, prob, configured)
@@ -327,7 +327,7 @@ class SttSidecar(Sidecar):
                 assert t.decoder is not None
                 t.decoder.set_language(lang)
             self._route_auto(lang)
-        elif lang != configured and prob >= LID_CONFIDENT:
+        elif lang != configured and ranked.get(configured, 0.0) < LID_UNLIKELY:
             self.suppressed = True
             for r in self._language_report(f"the audio is in {lang} (p={prob:.2f}), not captions.language="
                                            f"{configured}: captions suppressed for this stream",
