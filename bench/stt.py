@@ -199,6 +199,9 @@ def real_speech(args: argparse.Namespace) -> int:
                 u = next((u for u in prog.utterances if u.start - 0.5 <= w.start <= u.end + 0.5), None)
                 end = min(w.end, u.end) if u else w.end
                 lat.append(t - (res.t0 + end / args.speed))
+        if not lat:
+            print(f"{policy:10s} no captions (see the report above)")
+            continue
         starts = [c.start for _, c in finals]
         out_of_order = sum(b < a for a, b in zip(starts, starts[1:], strict=False))
         overlapping = sum(a.end > b.start + 1e-6 for (_, a), (_, b) in zip(finals, finals[1:], strict=False))

@@ -285,12 +285,13 @@ class Decoder:
             return []
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
         if forced:
-            # Drop the prefix's words: those whose tokens end within the forced part.
+            # Drop the prefix's words: those whose tokens start within the forced part (a word the decoder
+            # continued, "log" + "ged", is not a new word: the committed half stays as it was).
             kept, count = [], 0
             for w in alignment:
-                count += len(w["tokens"])
-                if count > len(forced):
+                if count >= len(forced):
                     kept.append(w)
+                count += len(w["tokens"])
             alignment = kept
         merge_punctuations(alignment, "\"'“¿([{-", "\"'.。,，!！?？:：”)]}、")
         words = tuple(DecodedWord(text=w["word"], start=float(w["start"]), end=float(w["end"]),

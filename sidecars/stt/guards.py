@@ -188,13 +188,14 @@ def filter_segments(segments: Sequence[DecodedSegment], speech: Sequence[tuple[f
         if not segment_is_speech(seg, cfg):
             continue
         kept = []
-        for k, w in enumerate(seg.words):
-            if not w.text.strip():
+        for k, heard in enumerate(seg.words):
+            if not heard.text.strip():
                 continue
-            if not word_in_speech(w, speech, cfg):
-                w = _lead_in(w, seg.words[k + 1:], speech, cfg, seen)  # noqa: PLW2901
-                if w is None:
-                    continue
+            w: DecodedWord | None = heard
+            if not word_in_speech(heard, speech, cfg):
+                w = _lead_in(heard, seg.words[k + 1:], speech, cfg, seen)
+            if w is None:
+                continue
             region = _region_of(w, speech)
             kept.append(snap_to_speech(w, speech, first=region >= 0 and region not in seen))
             seen.add(region)

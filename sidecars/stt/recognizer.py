@@ -14,6 +14,7 @@ runs; seconds are derived only at the edges.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ VadFn = Callable[[np.ndarray], list[tuple[float, float]]]
 
 
 Policy = Literal["agreement", "alignatt"]
+_CLOSED = re.compile(r"[.,!?;:…]['\")\]]*$")
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,8 @@ def _longest_prefix_in(head: list[str], seq: list[str]) -> tuple[int, int]:
 class StreamingRecognizer:
     """Feed audio with ``append``; call ``step`` from one worker thread; ``finish`` at the end."""
 
-    MIN_COPY = 4  # words: a run this long repeating text still in the buffer is a decoder loop, not speech
+    MIN_COPY = 3  # words: a run this long restarting a sentence still in the buffer, with no new speech
+                  # onset of its own, is a decoder loop, not speech
 
     def __init__(self, decode: DecodeFn, vad: VadFn, config: StreamConfig | None = None,
                  start_sample: int = 0) -> None:
@@ -108,6 +111,7 @@ class StreamingRecognizer:
         self.frontier = _sec(start_sample)
         self.passes = 0
         self.loops = 0
+        self._confirm: set[int] = set()
         self.stalls = 0                        # passes decoded again without context (see StreamConfig.stall_after)
         self.decode_seconds = 0.0              # wall time spent in the decoder (for benchmarks and logs)
 
@@ -190,7 +194,8 @@ class StreamingRecognizer:
         if len(self.committed) > 400:  # enough for the prompt and trimming; a day-long stream stays small
             del self.committed[:-200]
 
-    def _merge(self, new: list[Word], onsets: Sequence[float] = ()) -> list[Word]:
+    def _merge(self, new: list[Word], regions: Sequence[tuple[float, float]] = (), closed: float = 0.0) -> list[Word]:
+        self._confirm = set()  # ids of words that need a second pass's agreement (see step)
         """New pass words after the committed point, without re-decoded copies of committed text.
 
         Two kinds of copy: the committed tail decoded again at the edge (its timing moved a little), and
@@ -220,10 +225,13 @@ class StreamingRecognizer:
                 # A loop restarts a sentence it heard; a phrase recurring inside a sentence ("4 or 6 to
                 # decrease the volume, 7 or 9 to decrease ...") is speech.
                 restarts = at == 0 or ends_sentence(seen_words[at - 1].text)
-                if (k >= self.MIN_COPY and restarts
-                        and not self._said_again(seen_words[at + k - 1], new[j:j + k], onsets)):
-                    j += k
-                    continue
+                if k >= self.MIN_COPY and restarts:
+                    if not self._said_again(seen_words[at + k - 1], new[j:j + k], regions, closed):
+                        j += k
+                        continue
+                    # Said again, by the audio: still, a loop can spread its copy over new speech, so
+                    # this copy needs a second pass that hears it too (see step), whatever the policy.
+                    self._confirm.update(id(w) for w in new[j:j + k])
                 kept.append(new[j])
                 seen.append(texts[j])
                 seen_words.append(new[j])
@@ -232,13 +240,21 @@ class StreamingRecognizer:
         return new
 
     @staticmethod
-    def _said_again(original_end: Word, copy: Sequence[Word], onsets: Sequence[float]) -> bool:
-        """A copy of text heard earlier in the buffer is speech said again, not a decoder loop, when the
-        VAD heard speech begin anew between the original and the copy, and the copy's words take the
-        time words take (a loop's copy is squeezed into a sliver of audio by the alignment)."""
-        if not any(original_end.end < o <= copy[0].start + 0.1 for o in onsets):
+    def _said_again(original_end: Word, copy: Sequence[Word], regions: Sequence[tuple[float, float]],
+                    closed: float) -> bool:
+        """A copy of text heard earlier in the buffer may be speech said again, not a decoder loop: the
+        VAD heard speech begin anew between the original and the copy, the copy's words take the time
+        words take, and the copy runs to the end of its speech region (or the region is still open). A
+        loop's copy is squeezed into a sliver of audio, or laid over the start of other speech that goes
+        on after it (which a closed region shows)."""
+        if (copy[-1].end - copy[0].start) / len(copy) < 0.12:
             return False
-        return (copy[-1].end - copy[0].start) / len(copy) >= 0.12
+        if not any(original_end.end < a <= copy[0].start + 0.1 for a, _ in regions):
+            return False
+        for a, b in regions:
+            if a <= copy[-1].end <= b + 0.1:
+                return b > closed or b - copy[-1].end <= 0.6
+        return False
 
     def step(self, pass_end: int) -> StepResult:
         cfg = self.cfg
@@ -265,14 +281,21 @@ class StreamingRecognizer:
                 shifted = [(max(a - cut / SAMPLE_RATE, 0.0), b - cut / SAMPLE_RATE) for a, b in regions
                            if b > cut / SAMPLE_RATE]
                 words = self._pass(audio[cut:], shifted, cut, self._prompt(all_committed=True), "")
-            onsets = [_sec(self.buf_start) + a for a, _ in regions if a > 0.05]
-            new = self._merge(words, onsets)
+            spans = [(_sec(self.buf_start) + a, _sec(self.buf_start) + b) for a, b in regions if a > 0.05]
+            new = self._merge(words, spans, closed=_sec(pass_end) - cfg.silence_commit)
             agreed = 0
             if cfg.policy == "alignatt":
                 # The attention policy: a word whose cross-attention alignment ends align_threshold
                 # before the newest audio will not change with more audio; commit it from this one pass.
+                # The pass's last word is final this way only when punctuation closes it: the decoder may
+                # not have finished it ("log" of "logged" when the audio ends mid-word).
                 limit = _sec(pass_end) - cfg.align_threshold
-                while agreed < len(new) and new[agreed].end <= limit:
+                while agreed < len(new) and new[agreed].end <= limit and (
+                        agreed < len(new) - 1 or _CLOSED.search(new[agreed].text)):
+                    if id(new[agreed]) in self._confirm and not (
+                            agreed < len(self.hypothesis)
+                            and normalize(self.hypothesis[agreed].text) == normalize(new[agreed].text)):
+                        break
                     agreed += 1
             else:
                 for a, b in zip(self.hypothesis, new, strict=False):

@@ -50,9 +50,9 @@ class _Track:
     decoder: Decoder | None = None
 
 
-LID_SPEECH = 3.0     # seconds of speech language identification waits for (or LID_AUDIO of audio)
-LID_AUDIO = 12.0
-LID_UNLIKELY = 0.05  # captions are suppressed when Whisper gives the configured language less than this
+LID_SPEECH = 6.0     # seconds of speech language identification waits for (or LID_AUDIO of audio):
+LID_AUDIO = 15.0     # on 3 s, Whisper base took Spanish prompts for Italian
+LID_UNLIKELY = 0.02  # captions are suppressed when Whisper gives the configured language less than this
 
 
 @dataclass
