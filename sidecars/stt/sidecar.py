@@ -52,7 +52,8 @@ class _Track:
 
 LID_SPEECH = 6.0     # seconds of speech language identification waits for (or LID_AUDIO of audio):
 LID_AUDIO = 15.0     # on 3 s, Whisper base took Spanish prompts for Italian
-LID_UNLIKELY = 0.02  # captions are suppressed when Whisper gives the configured language less than this
+LID_SURE = 0.5      # an identification less sure than this waits for more speech (until LID_AUDIO)
+LID_UNLIKELY = 0.05  # captions are suppressed when Whisper gives the configured language less than this
 
 
 @dataclass
@@ -101,6 +102,7 @@ class SttSidecar(Sidecar):
         self.detected: tuple[str, float] | None = None  # (language, probability) once identified
         self.suppressed = False         # the audio is not in the configured language: no captions
         self._lid_pending = False
+        self._lid_tried = 0.0           # seconds of speech the last identification heard
         self._translations: _Translations | None = None
         self.beam_size = beam_size
         self.style = style
@@ -304,18 +306,21 @@ class SttSidecar(Sidecar):
         rec = self.tracks[0].recognizer
         audio = rec._take(rec.received_end)
         seconds = len(audio) / SAMPLE_RATE
+        final = final or seconds >= LID_AUDIO  # the first passes wait no longer than this
         regions = engine.speech_regions(audio[: int(30 * SAMPLE_RATE)])
         speech = sum(b - a for a, b in regions)
-        if not final and speech < LID_SPEECH and seconds < LID_AUDIO:
+        if not final and (speech < LID_SPEECH or speech < self._lid_tried + 2.0):
             return
-        self._lid_pending = False
         if not regions:
-            if self.language == "auto":
-                self._lid_pending = not final  # nothing said yet: try again on later audio
+            self._lid_pending = self.language == "auto"  # nothing said yet: identify on later speech
             return
         voiced = np.concatenate([audio[int(a * SAMPLE_RATE):int(b * SAMPLE_RATE)] for a, b in regions])
         model = engine.load_model(self.spec or engine.resolve_spec(None))
         lang, prob, ranked = engine.identify_language(model, voiced)
+        self._lid_tried = speech
+        if prob < LID_SURE and not final:
+            return  # unsure (short or accented speech): try again with 2 s more speech
+        self._lid_pending = False
         self.detected = (lang, prob)
         configured = self.language
         log.info("stt: language identified as %s (p=%.2f), configured %s", lang, prob, configured)
@@ -327,7 +332,7 @@ class SttSidecar(Sidecar):
                 assert t.decoder is not None
                 t.decoder.set_language(lang)
             self._route_auto(lang)
-        elif lang != configured and ranked.get(configured, 0.0) < LID_UNLIKELY:
+        elif lang != configured and prob >= LID_SURE and ranked.get(configured, 0.0) < LID_UNLIKELY:
             self.suppressed = True
             for r in self._language_report(f"the audio is in {lang} (p={prob:.2f}), not captions.language="
                                            f"{configured}: captions suppressed for this stream",
