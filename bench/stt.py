@@ -4,6 +4,9 @@ faster-whisper's own offline transcription of the same audio with the same model
     .venv/bin/python bench/stt.py                 # ~2 minutes of speech, fed in real time
     .venv/bin/python bench/stt.py --minutes 30    # endurance: does latency grow over half an hour?
     .venv/bin/python bench/stt.py --speed 4       # quicker look (latency figures then mean little)
+    .venv/bin/python bench/stt.py --corpus real --minutes 4            # real speech, held-out, both policies
+    .venv/bin/python bench/stt.py --corpus real --model base --language es
+    .venv/bin/python bench/stt.py --corpus translation                  # engines: latency and chrF
 
 Audio: sentences spoken by espeak-ng with pauses and light noise (sidecars/stt/synth.py), so the
 reference text and every sentence's start time are known exactly. Figures on a shared machine are
@@ -97,8 +100,8 @@ class StreamRun:
 
 
 def stream(audio: np.ndarray, spec: engine.ModelSpec, speed: float, beam_size: int = 3,
-           config: StreamConfig | None = None) -> StreamRun:
-    sc = SttSidecar(spec=spec, beam_size=beam_size, stream=config)
+           config: StreamConfig | None = None, language: str = "en") -> StreamRun:
+    sc = SttSidecar(spec=spec, beam_size=beam_size, stream=config, language=language)
     published: list[tuple[float, Cue]] = []
     commits: list[tuple[float, Word]] = []
     lock = threading.Lock()
@@ -158,6 +161,128 @@ def sentence_onset_errors(utts: list[synth.Utterance], words: list[Word]) -> lis
     return out
 
 
+def real_speech(args: argparse.Namespace) -> int:
+    """The real-speech corpus (devkit/realspeech.py): streaming vs offline WER, spoken word -> final cue
+    latency against the utterances' measured ends, words later than 6 s, cue order, per policy."""
+    from devkit import realspeech as rs
+
+    spec = engine.resolve_spec(args.model, "auto", "auto", args.cpu_threads)
+    model = engine.load_model(spec)
+    lang = args.language
+    prog = rs.programme(args.split, lang, args.minutes)
+    print(f"real speech, {args.split} split, {lang}: {prog.seconds:.0f} s ({prog.speech_seconds:.0f} s of speech), "
+          f"{len(prog.utterances)} utterances, {len(set(u.speaker for u in prog.utterances))} speakers, "
+          f"{sum(u.repeat for u in prog.utterances)} repeats; model {Path(spec.path).name} "
+          f"({'multilingual' if engine.is_multilingual(model) else 'English-only'}), {spec.cpu_threads} threads; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    t0 = time.monotonic()
+    segments, _ = model.transcribe(prog.audio, language=lang if engine.is_multilingual(model) else None)
+    off_text = " ".join(s.text for s in segments)
+    off_s = time.monotonic() - t0
+    off_wer = rs.wer(prog.reference, off_text, lang)
+    print(f"offline (faster-whisper transcribe, same model): WER {off_wer:.3f}, {off_s:.0f} s (RTF {off_s / prog.seconds:.2f})")
+    print()
+    policies = ["agreement", "alignatt"] if args.policy == "both" else [args.policy]
+    if args.replay:
+        return replay_policies(prog, model, lang, policies, off_wer, args.beam_size)
+    print(f"{'policy':10s} {'WER':>6s} {'ratio':>6s} {'cue med':>8s} {'p95':>6s} {'max':>6s} {'>6s':>5s} "
+          f"{'order':>6s} {'overlap':>8s} {'busy':>5s} {'load':>5s}")
+    for policy in policies:
+        res = stream(prog.audio, spec, args.speed, args.beam_size, StreamConfig(policy=policy), language=lang)  # type: ignore[arg-type]
+        finals = [(t, c) for t, c in res.published if c.final and not c.track]
+        text = " ".join(c.text.replace("\n", " ") for _, c in finals)
+        st_wer = rs.wer(prog.reference, text, lang)
+        # Spoken word -> final cue: each utterance's words are spoken by its measured end; a word's cue is
+        # the first final cue that holds a word timed inside the utterance. Latency = publish wall time -
+        # (wall time the word's audio was played), the word's end clamped to its utterance.
+        lat = []
+        for t, c in finals:
+            for w in c.words:
+                u = next((u for u in prog.utterances if u.start - 0.5 <= w.start <= u.end + 0.5), None)
+                end = min(w.end, u.end) if u else w.end
+                lat.append(t - (res.t0 + end / args.speed))
+        if not lat:
+            print(f"{policy:10s} no captions (see the report above)")
+            continue
+        starts = [c.start for _, c in finals]
+        out_of_order = sum(b < a for a, b in zip(starts, starts[1:], strict=False))
+        overlapping = sum(a.end > b.start + 1e-6 for (_, a), (_, b) in zip(finals, finals[1:], strict=False))
+        busy = res.decode_s / max(res.feed_s + res.drain_s, 1e-9)
+        print(f"{policy:10s} {st_wer:6.3f} {st_wer / off_wer if off_wer else float('inf'):6.2f} "
+              f"{statistics.median(lat):8.2f} {pct(lat, 0.95):6.2f} {max(lat):6.2f} {sum(x > 6 for x in lat):5d} "
+              f"{out_of_order:6d} {overlapping:8d} {busy:5.0%} {os.getloadavg()[0]:5.1f}")
+    print("targets: WER ratio <= 1.15, cue median <= 2.0 s, p95 <= 3.5 s, no word > 6 s, no order/overlap faults")
+    return 0
+
+
+def replay_policies(prog: object, model: object, lang: str, policies: list[str], off_wer: float,
+                    beam_size: int) -> int:
+    """The policies on a deterministic replay: a pass after every 0.5 s of audio however long passes take,
+    so the figures do not depend on the machine's load. Latency here is in media time: how much newer
+    audio had arrived when a word was committed (what a viewer waits on a machine that keeps up), not
+    counting the pass's own compute time."""
+    from devkit import realspeech as rs
+    from sidecast.sidecars.stt.engine import DecodeOptions, Decoder
+    from sidecast.sidecars.stt.recognizer import StreamingRecognizer
+
+    assert isinstance(prog, rs.Programme)
+    multi = engine.is_multilingual(model)
+    print(f"{'policy':10s} {'WER':>6s} {'ratio':>6s} {'lag med':>8s} {'p95':>6s} {'max':>6s} {'>6s':>5s} "
+          f"{'stalls':>6s} (deterministic replay, media-time lag)")
+    for policy in policies:
+        dec = Decoder(model, DecodeOptions(language=lang if multi else None, beam_size=beam_size))
+        rec = StreamingRecognizer(dec.decode, engine.speech_regions, StreamConfig(policy=policy))  # type: ignore[arg-type]
+        words, lag = [], []
+        for i in range(0, len(prog.audio), 1600):
+            rec.append(prog.audio[i:i + 1600], i)
+            if (end := rec.next_pass_end()) is not None:
+                for w in rec.step(end).committed:
+                    words.append(w)
+                    lag.append(end / 16000 - w.end)
+        for w in rec.finish().committed:
+            words.append(w)
+            lag.append(len(prog.audio) / 16000 - w.end)
+        w_ = rs.wer(prog.reference, " ".join(w.text for w in words), lang)
+        print(f"{policy:10s} {w_:6.3f} {w_ / off_wer if off_wer else float('inf'):6.2f} {statistics.median(lag):8.2f} "
+              f"{pct(lag, 0.95):6.2f} {max(lag):6.2f} {sum(x > 6 for x in lag):5d} {rec.stalls:6d}")
+    return 0
+
+
+def translation_bench(args: argparse.Namespace) -> int:
+    """Latency per sentence and chrF of each installed engine on held-out parallel text from packages."""
+    import sacrebleu
+
+    from devkit import realspeech as rs
+    from sidecast.sidecars.stt import translation
+
+    engines = translation.load_engines()
+    sets = [("en", "es", rs.parallel_prompts("en", "es"), "Asterisk prompts (held-out)"),
+            ("es", "en", [(b, a) for a, b in rs.parallel_prompts("en", "es")], "Asterisk prompts (held-out)"),
+            ("en", "pt", rs.parallel_messages("pt_BR"), "gettext messages (pt_BR)"),
+            ("pt", "en", [(b, a) for a, b in rs.parallel_messages("pt_BR")], "gettext messages (pt_BR)")]
+    print(f"translation engines, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'pair':7s} {'engine':9s} {'n':>4s} {'chrF':>6s} {'copy chrF':>9s} {'ms med':>7s} {'ms p95':>7s}  set")
+    for src, dst, pairs, name in sets:
+        r = translation.route(engines, src, dst)
+        if r is None or not pairs:
+            print(f"{src}>{dst}: no engine")
+            continue
+        r.engine.translate("Hello.", src, dst)  # start the engine (process, model) outside the timing
+        hyps, ms = [], []
+        for a, _ in pairs:
+            t0 = time.perf_counter()
+            hyps.append(r.engine.translate(a, src, dst))
+            ms.append((time.perf_counter() - t0) * 1000)
+        refs = [b for _, b in pairs]
+        chrf = sacrebleu.corpus_chrf(hyps, [refs]).score
+        copy = sacrebleu.corpus_chrf([a for a, _ in pairs], [refs]).score  # baseline: no translation at all
+        print(f"{src}>{dst:4s} {r.engine.name:9s} {len(pairs):4d} {chrf:6.1f} {copy:9.1f} {statistics.median(ms):7.1f} "
+              f"{pct(ms, 0.95):7.1f}  {name}")
+    for e in engines:
+        e.close()
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=2.0, help="minutes of speech (default 2; 30 for endurance)")
@@ -169,7 +294,20 @@ def main() -> int:
     ap.add_argument("--context-commit", type=float, default=StreamConfig.context_commit,
                     help="seconds of right context that commit a word without a second pass (0 = agreement only)")
     ap.add_argument("--min-step", type=float, default=StreamConfig.min_step, help="new audio per pass, seconds")
+    ap.add_argument("--corpus", choices=["synthetic", "real", "translation"], default="synthetic",
+                    help="espeak-ng sentences (default), real recorded speech (devkit/realspeech.py), or the "
+                         "translation engines on parallel text")
+    ap.add_argument("--split", choices=["heldout", "tuning"], default="heldout", help="real corpus split")
+    ap.add_argument("--language", default="en", help="real corpus language: en, es, fr (es/fr need --model base)")
+    ap.add_argument("--replay", action="store_true",
+                    help="real corpus: deterministic replay (a pass every 0.5 s of audio, load-independent)")
+    ap.add_argument("--policy", choices=["agreement", "alignatt", "both"], default="both",
+                    help="real corpus: commit policy (default both, in the same run)")
     args = ap.parse_args()
+    if args.corpus == "real":
+        return real_speech(args)
+    if args.corpus == "translation":
+        return translation_bench(args)
 
     spec = engine.resolve_spec(args.model, "auto", "auto", args.cpu_threads)
     print(f"model {spec.path} on {spec.device} ({spec.compute_type}, {spec.cpu_threads} threads); "
@@ -183,7 +321,9 @@ def main() -> int:
     off_wer = wer(reference, " ".join(w.text for w in off_words))
     print(f"offline transcription: {off_s:.1f} s (RTF {off_s / seconds:.2f})")
 
-    cfg = StreamConfig(context_commit=args.context_commit, min_step=args.min_step)
+    policy = StreamConfig.policy if args.policy == "both" else args.policy
+    print(f"commit policy {policy}")
+    cfg = StreamConfig(policy=policy, context_commit=args.context_commit, min_step=args.min_step)  # type: ignore[arg-type]
     res = stream(audio, spec, args.speed, args.beam_size, cfg)
     t0, published, commits = res.t0, res.published, res.commits
     finals = [c for _, c in published if c.final and not c.track]

@@ -213,13 +213,24 @@ class Pipeline:
             return []
         lang = self.cfg.captions_language
         sayable = {x for lk in producers for x in (lk.description.caption_languages if lk.description else ())}
-        if sayable and "*" not in sayable and lang not in sayable:
+        if lang == "auto":
+            if sayable and "*" not in sayable:
+                raise ConfigError(f"--captions-language auto needs a caption sidecar that identifies the language; "
+                                  f"{', '.join(lk.name for lk in producers)} caption {', '.join(sorted(sayable))} only")
+        elif sayable and "*" not in sayable and lang not in sayable:
             raise ConfigError(f"--captions-language {lang}: the caption sidecar(s) "
                               f"{', '.join(lk.name for lk in producers)} caption {', '.join(sorted(sayable))} only")
-        tracks = [("", lang)]
+        # With "auto" the spoken language is known only once the sidecar has heard it: the rendition is
+        # declared undetermined ("und") rather than guessed.
+        tracks = [("", "und" if lang == "auto" else lang)]
         offered = {x for lk in producers for x in (lk.description.translations if lk.description else ())}
         for target in self.cfg.captions_translate:
-            if not any(pair in offered for pair in (f"{lang}>{target}", f"*>{target}")):
+            sources = ("*",) if lang != "auto" else ()
+            if lang == "auto":
+                ok = any(pair.endswith(f">{target}") for pair in offered)
+            else:
+                ok = any(pair in offered for pair in (f"{lang}>{target}", *(f"{s}>{target}" for s in sources)))
+            if not ok:
                 raise ConfigError(
                     f"--captions-translate {target}: no running caption sidecar translates {lang} to {target}"
                     + (f" (offered: {', '.join(sorted(offered))})" if offered else " (none declares translations)"))

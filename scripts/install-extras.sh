@@ -79,3 +79,19 @@ install_opencv_footage() {
   [ -f "$data/vtest.avi" ] || { echo "opencv-doc: $data/vtest.avi missing after install" >&2; return 1; }
 }
 install_opencv_footage
+# Real recorded speech with published transcripts and the rule-based translator, for the stt sidecar's tests
+# and bench (devkit/realspeech.py): pocketsphinx's LibriVox clips, the Asterisk prompts in English, Spanish
+# and French at 16 kHz (G.722) with their texts (core-sounds-LANG.txt), and Apertium English<->Spanish.
+install_speech_corpus() {
+  local pkgs=(pocketsphinx-testdata asterisk-core-sounds-en asterisk-core-sounds-en-g722
+              asterisk-core-sounds-es asterisk-core-sounds-es-g722 asterisk-core-sounds-fr asterisk-core-sounds-fr-g722
+              apertium apertium-eng-spa)
+  local missing=()
+  for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "[sidecast setup] installing the real-speech corpus and Apertium (Debian: ${missing[*]})" >&2
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+install_speech_corpus

@@ -134,7 +134,7 @@ class ScriptedPasses:
         self.answers = answers
         self.prompts: list[str] = []
 
-    def __call__(self, audio: np.ndarray, prompt: str) -> list[DecodedSegment]:
+    def __call__(self, audio: np.ndarray, prompt: str, prefix: str = "") -> list[DecodedSegment]:
         self.prompts.append(prompt)
         text = self.answers.pop(0)
         seconds = len(audio) / 16000
@@ -144,7 +144,7 @@ class ScriptedPasses:
 def test_local_agreement_commits_only_what_two_passes_agree_on_and_never_rewrites() -> None:
     passes = ScriptedPasses(["the quick brow", "the quick brown fox", "the quick brown fox jumps"])
     rec = StreamingRecognizer(passes, lambda a: [(0.0, len(a) / 16000)],
-                              StreamConfig(min_step=0.5, max_step=1.0))
+                              StreamConfig(policy="agreement", min_step=0.5, max_step=1.0))
     rec.append(np.zeros(16000 * 3, dtype=np.float32), 0)
     first = rec.step(16000)
     assert first.committed == [] and [w.text for w in first.hypothesis] == ["the", "quick", "brow"]
@@ -170,7 +170,7 @@ def test_silence_after_speech_commits_the_tail_and_frees_the_watermark() -> None
 
 
 def test_no_speech_means_no_decoding_and_a_watermark_that_follows_the_audio() -> None:
-    def never(audio: np.ndarray, prompt: str) -> list[DecodedSegment]:
+    def never(audio: np.ndarray, prompt: str, prefix: str = "") -> list[DecodedSegment]:
         raise AssertionError("the decoder must not run on non-speech")
 
     rec = StreamingRecognizer(never, lambda a: [], StreamConfig(min_step=0.5, max_step=2.0))
@@ -193,14 +193,17 @@ class Timeline:
         self.rec: StreamingRecognizer | None = None
         self.loop_after: float | None = None
         self.buffer_starts: list[float] = []
+        self.prefixes: list[str] = []
 
-    def decode(self, audio: np.ndarray, prompt: str) -> list[DecodedSegment]:
+    def decode(self, audio: np.ndarray, prompt: str, prefix: str = "") -> list[DecodedSegment]:
         assert self.rec is not None
         t0 = self.rec.buf_start / 16000
         t1 = t0 + len(audio) / 16000
         self.buffer_starts.append(t0)
+        self.prefixes.append(prefix)
         heard = [DecodedWord(" " + w.text, w.start - t0, w.end - t0) for w in self.words
                  if w.start >= t0 - 1e-6 and w.end <= t1]
+        heard = heard[len(prefix.split()):]  # the forced prefix is not decoded again
         if self.loop_after is not None and t1 > self.loop_after and heard:
             first = [w for w in heard if w.start < 2.0 - t0]
             end = min(t1, max(b for a, b in self.speech if a < t1)) - t0  # squeezed at the end of speech

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import jiwer
@@ -74,10 +75,11 @@ class Session:
     cues: list[tuple[float, Cue]] = field(default_factory=list)          # (wall time, cue)
     watermarks: list[tuple[float, float]] = field(default_factory=list)  # (wall time, pts)
     errors: list[str] = field(default_factory=list)
+    generics: list[Any] = field(default_factory=list)
     lock: threading.Condition = field(default_factory=threading.Condition)
 
-    def finals(self) -> list[Cue]:
-        return [c for _, c in self.cues if c.final]
+    def finals(self, track: str = "") -> list[Cue]:
+        return [c for _, c in self.cues if c.final and c.track == track]
 
     def watermark(self) -> float:
         with self.lock:
@@ -85,7 +87,8 @@ class Session:
 
 
 def stream_audio(address: str, audio: np.ndarray | list[tuple[float, np.ndarray]], speed: float = 4.0,
-                 wait_watermark: float | None = None, chunk_ms: int = 100) -> Session:
+                 wait_watermark: float | None = None, chunk_ms: int = 100,
+                 params: dict[str, str] | None = None) -> Session:
     """Send StreamStart, audio chunks paced at ``speed`` x real time and StreamEnd; collect the answers.
 
     ``audio`` may be a list of (media time, samples) pieces: each piece after the first is announced
@@ -112,6 +115,8 @@ def stream_audio(address: str, audio: np.ndarray | list[tuple[float, np.ndarray]
             with session.lock:
                 if body == "result" and msg.result.WhichOneof("kind") == "cue":
                     session.cues.append((now, codec.result_from_pb(msg.result)))  # type: ignore[arg-type]
+                elif body == "result":
+                    session.generics.append(codec.result_from_pb(msg.result))
                 elif body == "watermark":
                     session.watermarks.append((now, msg.watermark.pts))
                 elif body == "error":
@@ -120,7 +125,7 @@ def stream_audio(address: str, audio: np.ndarray | list[tuple[float, np.ndarray]
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    outbox.put(pb2.CoreMessage(start=pb2.StreamStart(stream_id="test", segment_duration=2.0)))
+    outbox.put(pb2.CoreMessage(start=pb2.StreamStart(stream_id="test", segment_duration=2.0, params=params or {})))
     step = int(16000 * chunk_ms / 1000)
     pieces = [(0.0, audio)] if isinstance(audio, np.ndarray) else audio
     t0 = time.monotonic()
@@ -156,6 +161,9 @@ def test_stt_describes_itself_as_16khz_mono_audio_only(stt_address: str) -> None
     assert d.video is None
     assert d.audio is not None and (d.audio.sample_rate, d.audio.channels, d.audio.sample_format) == (16000, 1, "f32")
     assert 1000 <= d.max_latency_ms <= 5000
+    # tiny.en captions English only, and says which translations its installed engines add.
+    assert d.caption_languages == ("en",)
+    assert {"en>es", "en>pt"} <= set(d.translations) and "*>en" not in d.translations
 
 
 def test_spoken_sentences_become_accurate_broadcast_style_cues(stt_address: str) -> None:
@@ -240,4 +248,37 @@ def test_translate_with_an_english_only_model_is_refused(tmp_path: Path) -> None
     r = subprocess.run([str(SIDECAST), "sidecar", "stt", "--listen", f"unix://{tmp_path}/x.sock", "--translate"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
-    assert "multilingual" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--translate" in lines[0] and "multilingual" in lines[0], r.stderr
+
+
+def test_real_speech_gets_translated_tracks_with_the_source_cue_timing(stt_address: str) -> None:
+    from devkit import realspeech as rs
+
+    pool = {c.id: c for c in rs.prompts("en")}
+    prog = rs.programme(clips=[pool["asterisk-en/conf-full"], pool["asterisk-en/all-circuits-busy-now"]])
+    session = stream_audio(stt_address, prog.audio, speed=8.0, params={"captions.translate": "es,pt"})
+    assert not session.errors, session.errors
+    source = session.finals()
+    assert rs.wer(prog.reference, " ".join(c.text for c in source)) <= 0.2, source
+    timing = {(c.start, c.end) for c in source}
+    for tag in ("es", "pt"):
+        cues = session.finals(tag)
+        assert len(cues) == len(source), (tag, cues)
+        assert {(c.start, c.end) for c in cues} == timing  # same start and end as the source cues
+        assert all(c.language == tag and c.text.strip() for c in cues)
+        assert all(len(line) <= 42 for c in cues for line in c.text.split("\n"))
+    spanish = " ".join(c.text for c in session.finals("es")).lower()
+    portuguese = " ".join(c.text for c in session.finals("pt")).lower()
+    assert "conferencia" in spanish and "circuitos" in spanish, spanish
+    assert "conferência" in portuguese or "conferencia" in portuguese, portuguese
+
+
+def test_a_translation_no_engine_can_do_is_reported_and_the_captions_go_on(stt_address: str) -> None:
+    from devkit import realspeech as rs
+
+    pool = {c.id: c for c in rs.prompts("en")}
+    prog = rs.programme(clips=[pool["asterisk-en/conf-full"]])
+    session = stream_audio(stt_address, prog.audio, speed=8.0, params={"captions.translate": "ja"})
+    assert any("ja" in e and "no installed engine" in e for e in session.errors), session.errors
+    assert session.finals() and not session.finals("ja")

@@ -25,8 +25,8 @@ LANGUAGE_NAMES = {"en": "English", "de": "Deutsch", "fr": "Français", "es": "Es
 
 
 def language_name(tag: str, translated: bool = False) -> str:
-    name = LANGUAGE_NAMES.get(tag.split("-")[0], tag)
-    return f"{name} (translation)" if translated else name
+    name = LANGUAGE_NAMES.get(tag.split("-")[0], "Captions" if tag == "und" else tag)
+    return f"{name} (machine translation)" if translated else name
 
 
 class SubtitleRendition(Output):

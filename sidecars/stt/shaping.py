@@ -47,7 +47,14 @@ def _bare(text: str) -> str:
 
 
 def _join(words: Sequence[str]) -> str:
-    return " ".join(w.strip() for w in words if w.strip())
+    """Words to text; Whisper's word split leaves a hyphenated compound's second half as its own word
+    ("cold", "-hearted"): it is joined back ("cold-hearted")."""
+    out = ""
+    for w in (x.strip() for x in words):
+        if not w:
+            continue
+        out += w if (out and w.startswith("-") and len(w) > 1) else (" " + w if out else w)
+    return out
 
 
 def break_lines(words: Sequence[str], style: CaptionStyle = DEFAULT_STYLE) -> list[str] | None:

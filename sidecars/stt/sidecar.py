@@ -10,21 +10,33 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from sidecast.contract.records import AudioChunk, AudioWants, Description, StreamInfo, Word
+from sidecast.contract.records import (
+    AudioChunk,
+    AudioWants,
+    Cue,
+    Description,
+    Generic,
+    Result,
+    SidecarReport,
+    StreamInfo,
+    Word,
+)
 from sidecast.sidecars.runtime.sdk import Handled, Sidecar
 
-from . import engine
+from . import engine, translation
 from .engine import DecodeOptions, Decoder, ModelError, ModelSpec
 from .recognizer import SAMPLE_RATE, StepResult, StreamConfig, StreamingRecognizer
-from .shaping import DEFAULT_STYLE, CaptionStyle, CueBuilder
+from .shaping import DEFAULT_STYLE, CaptionStyle, CueBuilder, break_lines
+from .translation import Translator
 
 log = logging.getLogger("sidecast.stt")
 
@@ -35,6 +47,39 @@ JUMP_SECONDS = 2.0  # audio that jumps further than this is a discontinuity, not
 class _Track:
     recognizer: StreamingRecognizer
     builder: CueBuilder
+    decoder: Decoder | None = None
+
+
+LID_SPEECH = 6.0     # seconds of speech language identification waits for (or LID_AUDIO of audio):
+LID_AUDIO = 15.0     # on 3 s, Whisper base took Spanish prompts for Italian
+LID_SURE = 0.5      # an identification less sure than this waits for more speech (until LID_AUDIO)
+LID_UNLIKELY = 0.05  # captions are suppressed when Whisper gives the configured language less than this
+
+
+@dataclass
+class _Translations:
+    """Final source cues waiting for translation, and the worker that translates them (one per stream)."""
+
+    routes: list[translation.Route]
+    todo: queue.Queue[Cue | None] = field(default_factory=queue.Queue)
+    pending: list[float] = field(default_factory=list)  # starts of queued cues (held in the watermark)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    worker: threading.Thread | None = None
+    latencies: dict[str, list[float]] = field(default_factory=dict)  # target -> seconds per cue
+
+
+def parse_targets(value: str) -> tuple[str, ...]:
+    """"es, pt" -> ("es", "pt"): lower case, no duplicates, primary tags of 2-3 letters."""
+    out: list[str] = []
+    for part in value.replace(";", ",").split(","):
+        tag = part.strip().lower()
+        if not tag:
+            continue
+        if not (2 <= len(tag) <= 3 and tag.isalpha()):
+            raise ValueError(f"captions.translate: {part.strip()!r} is not a language tag (e.g. es, pt, de)")
+        if tag not in out:
+            out.append(tag)
+    return tuple(out)
 
 
 class SttSidecar(Sidecar):
@@ -45,11 +90,20 @@ class SttSidecar(Sidecar):
 
     def __init__(self, spec: ModelSpec | None = None, language: str = "en", translate: bool = False,
                  beam_size: int = 3, style: CaptionStyle = DEFAULT_STYLE, max_open: float = 2.5,
-                 stream: StreamConfig | None = None, **options: Any) -> None:
+                 stream: StreamConfig | None = None, translators: list[Translator] | None = None,
+                 translate_to: tuple[str, ...] = (), **options: Any) -> None:
         super().__init__(**options)
         self.spec = spec
-        self.language = language
-        self.translate = translate
+        self.language = language        # the stream's source language ("auto": identify it per stream)
+        self.translate = translate      # Whisper's speech -> English track (multilingual models)
+        self.translators = translators if translators is not None else []
+        self.translate_to = translate_to
+        self.on_translate: Callable[[str, Cue, float], None] | None = None  # for benchmarks: (target, cue, s)
+        self.detected: tuple[str, float] | None = None  # (language, probability) once identified
+        self.suppressed = False         # the audio is not in the configured language: no captions
+        self._lid_pending = False
+        self._lid_tried = 0.0           # seconds of speech the last identification heard
+        self._translations: _Translations | None = None
         self.beam_size = beam_size
         self.style = style
         self.max_open = max_open
@@ -68,6 +122,11 @@ class SttSidecar(Sidecar):
     # ------------------------------------------------------------------ contract
 
     def describe(self) -> Description:
+        model = engine.load_model(self.spec or engine.resolve_spec(None))
+        multilingual = engine.is_multilingual(model)
+        pairs = translation.declared_pairs(self.translators)
+        if multilingual:
+            pairs = (*pairs, "*>en")  # Whisper's translate task: any language it knows, to English
         return Description(
             name=self.name,
             version=self.version,
@@ -75,11 +134,40 @@ class SttSidecar(Sidecar):
             max_latency_ms=3000,
             description="live captions: streaming faster-whisper with VAD and hallucination guards",
             produces=("cues",),
+            caption_languages=("*",) if multilingual else ("en",),
+            translations=pairs,
         )
 
     def on_start(self, info: StreamInfo) -> Handled:
+        """Read the stream's caption settings (``captions.language``, ``captions.translate``)."""
+        params = info.params or {}
+        language = params.get("captions.language", "").strip().lower() or self.language
+        targets = parse_targets(params["captions.translate"]) if "captions.translate" in params else self.translate_to
+        model = engine.load_model(self.spec or engine.resolve_spec(None))
+        multilingual = engine.is_multilingual(model)
+        out: list[Result] = []
+        if not multilingual and language not in ("en", "auto"):
+            self.suppressed = True
+            out.extend(self._language_report(f"captions.language={language}: the model captions English only; "
+                                             "no captions for this stream", configured=language, detected=""))
+        self.language = "en" if (not multilingual and language == "auto") else language
+        self._lid_pending = multilingual
+        self.translate = self.translate or (multilingual and "en" in targets and self.language != "en")
+        routes = []
+        for t in targets:
+            if t == self.language or (t == "en" and self.translate):
+                continue
+            r = translation.route(self.translators, self.language, t) if self.language != "auto" else None
+            if r is None and self.language != "auto":
+                out.append(self._report_text(f"captions.translate={t}: no installed engine translates "
+                                             f"{self.language} to {t}; that track stays empty"))
+                continue
+            routes.append(r or translation.Route("auto", t, None))  # type: ignore[arg-type]
+        self._targets = targets
+        if routes:
+            self._translations = _Translations(routes=routes)
         self._start_worker()
-        return None
+        return out
 
     def on_audio(self, chunk: AudioChunk) -> Handled:
         if self._failure:
@@ -119,6 +207,11 @@ class SttSidecar(Sidecar):
                 self._cond.notify()
             self._worker.join()
             self._worker = None
+        tr = self._translations
+        if tr is not None and tr.worker is not None:
+            tr.todo.put(None)
+            tr.worker.join()
+            tr.worker = None
         return None
 
     def watermark(self) -> float | None:
@@ -136,7 +229,13 @@ class SttSidecar(Sidecar):
         g.add_argument("--language", default="en",
                        help="language spoken, e.g. en, de, fr (a multilingual model is needed for non-English)")
         g.add_argument("--translate", action="store_true",
-                       help="also publish an English translation track (multilingual models only)")
+                       help="also publish an English track translated from the speech by Whisper (multilingual "
+                            "models only)")
+        g.add_argument("--translate-to", default="", metavar="LANGS",
+                       help="translated caption tracks for streams that do not set captions.translate, e.g. es,pt")
+        g.add_argument("--translator", action="append", default=None, metavar="NAME[:ARG]",
+                       help="text translation engine, in order of preference (default: apertium, bergamot where "
+                            "installed; marian:DIR for a CTranslate2 OPUS-MT model)")
         g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                        help="auto: CUDA when CTranslate2 sees a GPU, else CPU")
         g.add_argument("--compute-type", default="auto", help="CTranslate2 compute type (auto: int8 on CPU)")
@@ -155,29 +254,152 @@ class SttSidecar(Sidecar):
         spec = engine.resolve_spec(args.model, args.device, args.compute_type, args.cpu_threads)
         model = engine.load_model(spec)
         check_language(model, spec, args.language, args.translate)
+        try:
+            targets = parse_targets(args.translate_to)
+        except ValueError as exc:
+            raise ModelError(f"--translate-to: {exc}") from exc
+        engines = translation.load_engines(args.translator)
         style = CaptionStyle(max_chars=args.max_line_chars)
         return functools.partial(cls, spec=spec, language=args.language, translate=args.translate,
-                                 beam_size=args.beam_size, style=style, max_open=args.max_open)
+                                 beam_size=args.beam_size, style=style, max_open=args.max_open,
+                                 translators=engines, translate_to=targets)
 
     # ------------------------------------------------------------------ worker
 
     def _make_tracks(self, start_sample: int) -> list[_Track]:
         spec = self.spec or engine.resolve_spec(None)
         model = engine.load_model(spec)
-        check_language(model, spec, self.language, self.translate)
         multilingual = engine.is_multilingual(model)
-        lang = self.language if multilingual else None  # English-only models take no language token
+        check_language(model, spec, self.language if self.language != "auto" else "en", self.translate)
+        # English-only models take no language token; "auto" decodes once identified (see _identify).
+        lang = (self.language if self.language != "auto" else None) if multilingual else None
         tasks: list[tuple[str, str, str]] = [("", "transcribe", self.language)]
         if self.translate:
-            tasks.append(("translation", "translate", "en"))
+            tasks.append(("en", "translate", "en"))  # Whisper's speech -> English track, named by its language
         tracks = []
         for track, task, out_lang in tasks:
             decoder = Decoder(model, DecodeOptions(language=lang, task=task, beam_size=self.beam_size))  # type: ignore[arg-type]
             rec = StreamingRecognizer(decoder.decode, engine.speech_regions, self.stream_config, start_sample)
-            tracks.append(_Track(rec, CueBuilder(self.style, track=track, language=out_lang, max_open=self.max_open)))
+            builder = CueBuilder(self.style, track=track, language=out_lang, max_open=self.max_open)
+            tracks.append(_Track(rec, builder, decoder))
         return tracks
 
+    # ------------------------------------------------------------------ language
+
+    def _report_text(self, message: str) -> SidecarReport:
+        log.warning("stt: %s", message)
+        return SidecarReport(message, fatal=False)
+
+    def _language_report(self, message: str, configured: str, detected: str,
+                         probability: float = 0.0) -> list[Any]:
+        """A non-fatal error for the core's logs and status, and a ``language`` result for results.jsonl."""
+        t = (self._expected or 0) / SAMPLE_RATE
+        return [self._report_text(message),
+                Generic(start=t, end=t, kind="language",
+                        data={"configured": configured, "detected": detected, "probability": round(probability, 3),
+                              "captions": "suppressed" if self.suppressed else "on"})]
+
+    def _identify(self, final: bool) -> None:
+        """Language identification once per stream (multilingual models), on the first seconds of speech:
+        ``auto`` takes the detected language; a configured language that the audio clearly is not
+        suppresses the captions (Whisper would otherwise publish phonetic nonsense under the wrong label)."""
+        rec = self.tracks[0].recognizer
+        audio = rec._take(rec.received_end)
+        seconds = len(audio) / SAMPLE_RATE
+        final = final or seconds >= LID_AUDIO  # the first passes wait no longer than this
+        regions = engine.speech_regions(audio[: int(30 * SAMPLE_RATE)])
+        speech = sum(b - a for a, b in regions)
+        if not final and (speech < LID_SPEECH or speech < self._lid_tried + 2.0):
+            return
+        if not regions:
+            self._lid_pending = self.language == "auto"  # nothing said yet: identify on later speech
+            return
+        voiced = np.concatenate([audio[int(a * SAMPLE_RATE):int(b * SAMPLE_RATE)] for a, b in regions])
+        model = engine.load_model(self.spec or engine.resolve_spec(None))
+        lang, prob, ranked = engine.identify_language(model, voiced)
+        self._lid_tried = speech
+        if prob < LID_SURE and not final:
+            return  # unsure (short or accented speech): try again with 2 s more speech
+        self._lid_pending = False
+        self.detected = (lang, prob)
+        configured = self.language
+        log.info("stt: language identified as %s (p=%.2f), configured %s", lang, prob, configured)
+        if configured == "auto":
+            self.language = lang
+            for t in self.tracks:
+                if t.builder.track == "":
+                    t.builder.language = lang
+                assert t.decoder is not None
+                t.decoder.set_language(lang)
+            self._route_auto(lang)
+        elif lang != configured and prob >= LID_SURE and ranked.get(configured, 0.0) < LID_UNLIKELY:
+            self.suppressed = True
+            for r in self._language_report(f"the audio is in {lang} (p={prob:.2f}), not captions.language="
+                                           f"{configured}: captions suppressed for this stream",
+                                           configured=configured, detected=lang, probability=prob):
+                self.publish(r)
+            return
+        self.publish(Generic(start=rec.buf_start / SAMPLE_RATE, end=rec.buf_start / SAMPLE_RATE, kind="language",
+                             data={"configured": configured, "detected": lang, "probability": round(prob, 3),
+                                   "captions": "on"}))
+
+    def _route_auto(self, source: str) -> None:
+        tr = self._translations
+        if tr is None:
+            return
+        routes = []
+        for r in tr.routes:
+            if r.target == source:
+                continue
+            found = translation.route(self.translators, source, r.target)
+            if found is None:
+                self.publish(self._report_text(f"captions.translate={r.target}: no installed engine translates "
+                                               f"{source} to {r.target}; that track stays empty"))
+                continue
+            routes.append(found)
+        tr.routes = routes
+
+    # ------------------------------------------------------------------ translation
+
+    def _translate_worker(self, tr: _Translations) -> None:
+        """Translate final source cues as they come, one at a time, and publish each translation with the
+        source cue's start and end on the target language's track."""
+        while (cue := tr.todo.get()) is not None:
+            text = cue.text.replace("\n", " ")
+            for r in list(tr.routes):
+                if r.engine is None:
+                    continue
+                t0 = time.monotonic()
+                try:
+                    out = r.engine.translate(text, r.source, r.target)
+                except Exception as exc:  # a broken engine loses its track, never the source captions
+                    self.publish(self._report_text(f"translation to {r.target} ({r.engine.name}) failed: {exc}"))
+                    tr.routes = [x for x in tr.routes if x is not r]
+                    continue
+                spent = time.monotonic() - t0
+                tr.latencies.setdefault(r.target, []).append(spent)
+                lines = break_lines(out.split(), self.style) or [out]
+                tcue = Cue(start=cue.start, end=cue.end, text="\n".join(lines), final=True, language=r.target,
+                           track=r.target, words=(), id=f"{r.target}-{cue.id}")
+                self.publish(tcue)
+                if self.on_translate is not None:
+                    self.on_translate(r.target, tcue, spent)
+            with tr.lock:
+                tr.pending.remove(cue.start)
+
+    def _queue_translation(self, cue: Cue) -> None:
+        tr = self._translations
+        if tr is None or not cue.final or cue.track != "":
+            return
+        with tr.lock:
+            tr.pending.append(cue.start)
+        tr.todo.put(cue)
+
     def _start_worker(self) -> None:
+        tr = self._translations
+        if tr is not None and tr.worker is None:
+            tr.worker = threading.Thread(target=self._translate_worker, args=(tr,), name="stt-translate", daemon=True)
+            tr.worker.start()
         if self._worker is None:
             self._stop = False
             self._worker = threading.Thread(target=self._run, name="stt-worker", daemon=True)
@@ -202,8 +424,11 @@ class SttSidecar(Sidecar):
         if r.committed and self.on_commit is not None:
             self.on_commit(track.builder.track, list(r.committed))
         finals, partial = track.builder.update(r.committed, r.hypothesis, r.frontier, final=final)
+        if self.suppressed:
+            return  # the audio is not in the configured language: nothing is published
         for cue in finals:
             self.publish(cue)
+            self._queue_translation(cue)
         if partial is not None:
             self.publish(partial)
 
@@ -214,6 +439,10 @@ class SttSidecar(Sidecar):
             if t.builder.open_start is not None:
                 m = min(m, t.builder.open_start)
             marks.append(m)
+        tr = self._translations
+        if tr is not None:
+            with tr.lock:
+                marks.extend(tr.pending)  # translations take milliseconds: their cues are worth the wait
         if marks:
             wm = min(marks)
             if self._watermark is None or wm > self._watermark:
@@ -229,6 +458,15 @@ class SttSidecar(Sidecar):
                             break
                         self._cond.wait(timeout=1.0)
                     stop, flush, tracks = self._stop, self._flush, list(self.tracks)
+                if self._lid_pending and tracks:
+                    self._identify(final=stop or flush)
+                    rec = tracks[0].recognizer
+                    waiting = (rec.received_end - rec.buf_start) / SAMPLE_RATE < LID_AUDIO
+                    if self._lid_pending and waiting:  # hold the first passes for the language
+                        if not (stop or flush):
+                            with self._cond:
+                                self._cond.wait(timeout=0.5)
+                            continue
                 if stop or flush:
                     for t in tracks:
                         self._publish_step(t, t.recognizer.finish(), final=True)
@@ -259,6 +497,6 @@ def check_language(model: Any, spec: ModelSpec, language: str, translate: bool) 
     if translate:
         raise ModelError(f"--translate needs a multilingual model; {spec.path} is English-only "
                          "(pass --model with a multilingual CTranslate2 Whisper directory, see docs/captions.md)")
-    if language not in ("en", "english"):
+    if language not in ("en", "english", "auto"):
         raise ModelError(f"--language {language}: {spec.path} is English-only "
                          "(pass --model with a multilingual model, see docs/captions.md)")

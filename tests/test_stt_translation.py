@@ -1,0 +1,78 @@
+"""Text translation engines for translated caption tracks: the installed engines (Debian Apertium, the
+Bergamot EN<->PT models run by fxtranslate), their declared pairs and licences, hostile input, and the
+parsing of ``captions.translate``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sidecast.sidecars.stt import translation
+from sidecast.sidecars.stt.sidecar import parse_targets
+
+
+@pytest.fixture(scope="module")
+def engines() -> Iterator[list[translation.Translator]]:
+    found = translation.load_engines()
+    yield found
+    for e in found:
+        e.close()
+
+
+def test_installed_engines_declare_their_pairs_and_licences(engines: list[translation.Translator]) -> None:
+    names = {e.name: e for e in engines}
+    assert {("en", "es"), ("es", "en")} <= set(names["apertium"].pairs())
+    assert set(names["bergamot"].pairs()) == {("en", "pt"), ("pt", "en")}
+    assert "GPL" in names["apertium"].licence and "MPL-2.0" in names["bergamot"].licence
+    assert {"en>es", "es>en", "en>pt", "pt>en"} <= set(translation.declared_pairs(engines))
+
+
+def test_engines_translate_real_prompt_text(engines: list[translation.Translator]) -> None:
+    es = translation.route(engines, "en", "es")
+    pt = translation.route(engines, "en", "pt")
+    assert es is not None and pt is not None
+    assert "conferencia" in es.engine.translate("The conference has been extended.", "en", "es").lower()
+    assert "conferência" in pt.engine.translate("The conference has been extended.", "en", "pt").lower()
+    assert translation.route(engines, "en", "ja") is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=60))
+def test_apertium_survives_hostile_text_one_answer_per_sentence(text: str) -> None:
+    # Apertium's stream format gives meaning to \ [ ] ^ $ @ / < > { } *: all are escaped, and the
+    # persistent pipeline stays in step (each answer belongs to its own input).
+    eng = _APERTIUM
+    out = eng.translate(text, "en", "es")
+    assert "\0" not in out
+    assert eng.translate("Thank you.", "en", "es") == "Gracias."
+
+
+_APERTIUM = translation.ApertiumTranslator()
+
+
+def test_a_marian_directory_that_is_not_a_model_is_one_clear_error(tmp_path: object) -> None:
+    with pytest.raises(translation.TranslatorUnavailable, match="not a CTranslate2 OPUS-MT directory"):
+        translation.load_engines([f"marian:{tmp_path}"])
+    with pytest.raises(translation.TranslatorUnavailable, match="unknown engine"):
+        translation.load_engines(["nope"])
+
+
+@given(st.text(max_size=40))
+def test_captions_translate_is_parsed_or_refused_with_a_clear_error(value: str) -> None:
+    try:
+        tags = parse_targets(value)
+    except ValueError as exc:
+        assert "captions.translate" in str(exc)
+        return
+    assert all(2 <= len(t) <= 3 and t.isalpha() and t == t.lower() for t in tags)
+    assert len(set(tags)) == len(tags)
+
+
+def test_captions_translate_examples() -> None:
+    assert parse_targets("es, PT,es") == ("es", "pt")
+    assert parse_targets("") == ()
+    with pytest.raises(ValueError):
+        parse_targets("es,../x")
