@@ -76,3 +76,43 @@ def test_captions_translate_examples() -> None:
     assert parse_targets("") == ()
     with pytest.raises(ValueError):
         parse_targets("es,../x")
+
+
+def test_sidecast_run_publishes_a_translated_caption_rendition_with_the_source_timing(tmp_path: Path) -> None:
+    """End to end through the core: real English speech, `--captions-translate es` gives a Spanish WebVTT
+    rendition beside the English one, its cues on the English cues' timing, LANGUAGE and NAME truthful."""
+    import json
+    import wave
+
+    import m3u8
+    import numpy as np
+
+    from devkit import realspeech
+    from tests.conftest import ffmpeg, run_sidecast
+
+    english = [c for c in realspeech.prompts("en") if c.split == "heldout"][:4]
+    prog = realspeech.programme(language="en", clips=english, seed=5, repeat_every=0)
+    wav = tmp_path / "speech.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(realspeech.SAMPLE_RATE)
+        w.writeframes((np.clip(prog.audio, -1, 1) * 32767).astype("<i2").tobytes())
+    clip = tmp_path / "talk.mp4"
+    ffmpeg("-f", "lavfi", "-i", f"testsrc2=size=320x240:rate=15:duration={prog.seconds:.2f}", "-i", str(wav),
+           "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(clip))
+    out = tmp_path / "out"
+    r = run_sidecast("run", str(clip), "-o", str(out), "--sidecars", "stt", "--captions-translate", "es",
+                     "--ladder", "240p:400k", "--snapshots-fps", "0", "--no-progress", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    subs = {m.language: m for m in m3u8.load(str(out / "master.m3u8")).media if m.type == "SUBTITLES"}
+    assert set(subs) == {"en", "es"}
+    assert subs["es"].name.endswith("(machine translation)") and subs["en"].name == "English"
+    en = {c["id"]: c for c in json.loads((out / "transcript.json").read_text())["cues"]}
+    es = json.loads((out / "transcript.es.json").read_text())["cues"]
+    assert en and es, "both tracks have cues"
+    for cue in es:
+        source = en[cue["id"].removeprefix("es-")]
+        assert (cue["start"], cue["end"]) == (source["start"], source["end"]) and cue["text"] != source["text"]
+    vtt = "".join(p.read_text() for p in sorted((out / "subs" / "es").glob("seg_*.vtt")))
+    assert any(c["text"].split()[0] in vtt for c in es)
