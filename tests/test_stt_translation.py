@@ -5,6 +5,7 @@ parsing of ``captions.translate``."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
