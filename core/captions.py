@@ -172,6 +172,15 @@ class CaptionCarrier:
         return sorted(window, key=lambda c: (c.start, c.end))
 
 
+def render_vtt_part(cues: Iterable[Cue], start: float, end: float, video_pts90k: int) -> str:
+    """A low-latency WebVTT part for [start, end): like ``render_vtt_segment``, but a cue that was decided
+    after the part it belonged to was published is kept with its own, earlier times (it is carried by a
+    later part, never re-timed, never shown early)."""
+    head = render_vtt_segment([], start, end, video_pts90k).rstrip("\n")
+    blocks = [_cue_block(c) for c in sorted(cues, key=lambda c: (c.start, c.end)) if _escape(c.text)]
+    return "\n\n".join([head, *blocks]).rstrip("\n") + "\n"
+
+
 def render_transcript_vtt(cues: Sequence[Cue]) -> str:
     """A whole-stream WebVTT file (no timestamp map: times are media seconds from the start)."""
     out = ["WEBVTT", ""]

@@ -333,6 +333,9 @@ class Pipeline:
         # at low latency always (video is never held for sidecar results: hints are not applied).
         if isinstance(main, VideoLadder) and (self.cfg.latency == "low" or not self.packager.producers_of(main)):
             main.stream()
+        for sub in self.subtitles:  # low-latency caption parts wait for these sidecars, up to the window
+            sub.producers = self.packager.producers_of(sub)
+            sub.window_s = self.window_s
         self.ingest.outputs = list(self.outputs)
         self.ingest.keep_frames = any(o.buffers_frames for o in self.outputs)
         self.ingest.fanout = self.fanout

@@ -176,3 +176,36 @@ def test_a_live_low_latency_stream_plays_in_hls_js_with_parts(tmp_path: Path, cl
 def test_low_latency_and_passthrough_cannot_be_combined(clip_small: Path, tmp_path: Path) -> None:
     r = run_sidecast("run", str(clip_small), "-o", str(tmp_path), "--latency", "low", "--passthrough")
     assert r.returncode == 2 and "pick one" in r.stderr
+
+
+def test_caption_parts_carry_a_late_cue_with_its_own_timing(tmp_path: Path) -> None:
+    """WebVTT parts: a part is written when the media passed it and the captioner covered it; a cue decided
+    after its part went out comes in the next part, with its original times (not lost, not re-timed)."""
+    from sidecast.contract.records import Cue
+    from sidecast.core.outputs.base import JsonLines, SegmentJob, StreamContext
+    from sidecast.core.outputs.subtitles import SubtitleRendition
+    from sidecast.core.timeline import Timeline
+
+    tl = Timeline()
+    tl.set_live("stt", True)
+    ctx = StreamContext(outdir=tmp_path, width=320, height=240, fps=30, has_audio=False, segment_duration=2.0,
+                        window=6, timeline=tl, log=JsonLines(tmp_path / "log"), part_target=0.5)
+    subs = SubtitleRendition(ctx, "en")
+    subs.producers, subs.window_s = ["stt"], 0.0  # the window is spent at once: parts go out on time
+    tl.add("stt", Cue(0.1, 0.4, "on time", id="a"))
+    tl.watermark("stt", 0.5)
+    subs.frame(None, 0.55, 0)                     # media passed 0.5: part 0 out, with "on time"
+    subs.frame(None, 1.05, 0)                     # part 1 out: nothing in it
+    tl.add("stt", Cue(0.6, 0.9, "too late", id="b"))  # decided after part 1 [0.5, 1.0) was published
+    subs.frame(None, 1.55, 0)                     # part 2 carries it
+    parts = {p.name: p.read_text() for p in (tmp_path / "subs" / "en").glob("seg_000000-*.vtt")}
+    assert "on time" in parts["seg_000000-0.vtt"] and "too late" not in parts["seg_000000-1.vtt"]
+    assert "00:00:00.600 --> 00:00:00.900\ntoo late" in parts["seg_000000-2.vtt"]
+    text = (tmp_path / "subs" / "en" / "index.m3u8").read_text()
+    assert text.count("#EXT-X-PART:") == 3 and "X-TIMESTAMP-MAP" in parts["seg_000000-0.vtt"]
+    job = SegmentJob(index=0, start=0.0, end=2.0, frames=[], times=[0.0], discontinuity=False,
+                     pdt=datetime.now(UTC), closed_at=time.monotonic())
+    subs.segment_closed(job)
+    subs.publish(job)                              # the rest of the segment's parts, then the segment
+    assert (tmp_path / "subs" / "en" / "seg_000000-3.vtt").exists()
+    assert "seg_000000.vtt" in (tmp_path / "subs" / "en" / "index.m3u8").read_text()

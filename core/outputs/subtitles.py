@@ -8,16 +8,24 @@ One rendition per caption track: the source-language captions (``Cue.track == ""
 one per translation (``Cue.track`` = the target language, ``subs/<target>/``). Which tracks exist is decided
 before the stream starts, from the run's caption options and what the running sidecars declare, so the
 master playlist can list them from its first version.
+
+Low latency (``--latency low``): the rendition also lists WebVTT parts on a PART-TARGET grid from each
+segment's start. A part is written once the media has passed its end and the caption sidecars' watermark
+covers it, or the decision window after that has run out; a cue decided after its part was published is
+carried by the next part with its original timing (never lost, never shown early).
 """
 
 from __future__ import annotations
 
-from sidecast.contract.records import ResultKind
-from sidecast.hls import timebase
+import time
+
+from sidecast.contract.records import Cue, ResultKind
+from sidecast.hls import Part, timebase
 from sidecast.hls.live import atomic_write
 
-from ..captions import CaptionCarrier, render_vtt_segment, write_transcript
+from ..captions import CaptionCarrier, render_vtt_part, render_vtt_segment, write_transcript
 from .base import Output, SegmentJob, StreamContext
+from .parts import part_name
 
 # Names players show in their caption menus (NAME in the master playlist).
 LANGUAGE_NAMES = {"en": "English", "de": "Deutsch", "fr": "Français", "es": "Español", "it": "Italiano",
@@ -45,8 +53,16 @@ class SubtitleRendition(Output):
         # Remembers what earlier segments carried, and shows a final cue that came after all of its
         # segments were published at the start of the next one (live) instead of losing it.
         self.carrier = CaptionCarrier()
-        self.playlist = ctx.playlist(self.dir / "index.m3u8")
+        self.low_latency = ctx.part_target is not None
+        self.playlist = ctx.playlist(self.dir / "index.m3u8", parts=self.low_latency)
         self.full = ctx.playlist(self.dir / "vod.m3u8", 0)
+        # low latency: the part grid, what the caption sidecars are, and which cues parts carried
+        self.producers: list[str] = []
+        self.window_s = 0.0
+        self._seg, self._part, self._start = 0, 0, 0.0
+        self._ends: dict[int, float] = {}
+        self._due_since: dict[tuple[int, int], float] = {}
+        self._sent: set[str] = set()
 
     @property
     def translated(self) -> bool:
@@ -56,7 +72,69 @@ class SubtitleRendition(Output):
     def display_name(self) -> str:
         return language_name(self.language, self.translated)
 
+    # ------------------------------------------------------------ low latency
+
+    def frame(self, frame: object, t: float, segment: int) -> None:
+        if self.low_latency:
+            self._cut_parts(t, force_until=None)
+
+    def segment_closed(self, job: SegmentJob) -> None:
+        if self.low_latency:
+            self._ends[job.index] = job.end
+            if job.index == self._seg and self._part == 0:
+                self._start = job.start
+
+    def _covered(self, t: float) -> bool:
+        return all(self.ctx.timeline.watermark_of(n) >= t - 1e-6 for n in self.producers
+                   if n in self.ctx.timeline.live_sidecars())
+
+    def _cut_parts(self, now_t: float, force_until: float | None) -> None:
+        """Write every part the media has passed and the captions cover (or whose window ran out);
+        ``force_until``: write up to there regardless (the segment is being published)."""
+        pt = self.ctx.part_target
+        assert pt is not None
+        while True:
+            end = self._ends.get(self._seg)
+            part_end = self._start + (self._part + 1) * pt
+            if end is not None and part_end > end - 0.25 * pt:
+                part_end = end
+            forced = force_until is not None and part_end <= force_until + 1e-6
+            if not forced:
+                if now_t < part_end:
+                    return
+                since = self._due_since.setdefault((self._seg, self._part), time.monotonic())
+                if not self._covered(part_end) and time.monotonic() < since + self.window_s:
+                    return
+            self._write_part(self._start + self._part * pt, part_end)
+            self._due_since.pop((self._seg, self._part), None)
+            if end is not None and part_end >= end - 1e-6:
+                self._seg, self._part, self._start = self._seg + 1, 0, end
+                if force_until is not None and end >= force_until - 1e-6:
+                    return
+            else:
+                self._part += 1
+
+    def _write_part(self, start: float, end: float) -> None:
+        cues = self.ctx.timeline.cues_between(start - self.carrier.lookback, end, track=self.track)
+        # on screen in this window, and finals decided too late for the parts they belong to
+        carried = [c for c in cues if (c.end > start and c.start < end) or (c.end <= start and self._key(c) not in self._sent)]
+        for c in carried:
+            self._sent.add(self._key(c))
+        name = part_name(self._seg, self._part).replace(".m4s", ".vtt")
+        atomic_write(self.dir / name, render_vtt_part(carried, start, end, timebase.media_to_pts(start)))
+        self.playlist.add_part(Part.of(name, max(end - start, 0.001), independent=True),
+                               next_uri=part_name(self._seg, self._part + 1).replace(".m4s", ".vtt"))
+
+    @staticmethod
+    def _key(c: Cue) -> str:
+        return c.id or f"@{c.start:.3f}:{c.text}"
+
+    # ------------------------------------------------------------ segments
+
     def publish(self, job: SegmentJob) -> None:
+        if self.low_latency:  # the captions were waited for: what is left of the segment's parts now
+            self._ends[job.index] = job.end
+            self._cut_parts(job.end, force_until=job.end)
         lookback = self.carrier.lookback
         cues = self.ctx.timeline.cues_between(job.start - lookback, job.end, track=self.track)
         name = f"{job.name}.vtt"
