@@ -14,11 +14,13 @@ import json
 import logging
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from sidecast.hls.breaks import Break, BreakSignal, segment_signal
+from sidecast.hls import DateRange
+from sidecast.hls.breaks import Break, BreakSignal, announcement, segment_signal
 
 log = logging.getLogger("sidecast.breaks")
 
@@ -64,6 +66,18 @@ class BreakSchedule:
                 self._cuts.pop(0)
                 due = True
             return due
+
+    def announce(self, now: float, pdt_at: Callable[[float], datetime]) -> None:
+        """Fix the START-DATE of every break still ahead of media time ``now`` (once: it is published)."""
+        with self._lock:
+            for i, b in enumerate(self.breaks):
+                if b.start_date is None and b.start > now:
+                    self.breaks[i] = replace(b, start_date=pdt_at(b.start))
+
+    def upcoming(self, after: datetime) -> list[DateRange]:
+        """Announcements of the breaks that start after wall clock ``after`` (not yet in any segment)."""
+        with self._lock:
+            return [announcement(b) for b in self.breaks if b.start_date is not None and b.start_date > after]
 
     def signal_for(self, start: float, pdt: datetime) -> BreakSignal:
         """The break signalling of the segment that starts at media time ``start`` (wall clock ``pdt``)."""

@@ -104,6 +104,7 @@ class Ingest:
             return
         start = self._times[0]
         pdt = self.pdt_at(start)
+        self.schedule.announce(end, self.pdt_at)
         job = SegmentJob(index=self._index, start=start, end=end, frames=self._frames, times=self._times,
                          discontinuity=self._discontinuity_pending, pdt=pdt, closed_at=time.monotonic(),
                          final=final, signal=self.schedule.signal_for(start, pdt))

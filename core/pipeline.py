@@ -293,7 +293,8 @@ class Pipeline:
         ctx = StreamContext(outdir=self.out, width=ev.width, height=ev.height, fps=ev.fps, has_audio=ev.has_audio,
                             segment_duration=self.cfg.segment_duration, window=self.window,
                             timeline=self.timeline, log=self.segments_log, target_from_first=self.cfg.passthrough,
-                            part_target=self.cfg.part_duration if self.cfg.latency == "low" else None)
+                            part_target=self.cfg.part_duration if self.cfg.latency == "low" else None,
+                            upcoming=self.schedule.upcoming)
         main: VideoLadder | CopyLadder
         if self.cfg.passthrough:
             if ev.codec not in ("h264", "hevc"):

@@ -43,6 +43,7 @@ __all__ = [
     "breaks_from_playlist",
     "breaks_from_splices",
     "breaks_from_ts",
+    "announcement",
     "segment_signal",
     "with_wall_clock",
 ]
@@ -101,7 +102,9 @@ def segment_signal(breaks: Iterable[Break], start: float, pdt: datetime) -> Brea
     for b in breaks:
         dur = None if b.duration is None else f"{b.duration:.3f}"
         if abs(b.start - start) < near:
-            attrs = {"ID": quote(b.id), "START-DATE": quote(timebase.format_pdt(pdt))}
+            # a break announced ahead of time keeps the START-DATE it was announced with (a DATERANGE's
+            # attributes never change once published)
+            attrs = {"ID": quote(b.id), "START-DATE": quote(timebase.format_pdt(b.start_date or pdt))}
             if dur:
                 attrs["PLANNED-DURATION"] = dur
             if b.scte35:
@@ -114,6 +117,18 @@ def segment_signal(breaks: Iterable[Break], start: float, pdt: datetime) -> Brea
         elif b.end is not None and abs(b.end - start) < near:
             tags.append(T.EXT_X_CUE_IN)
     return BreakSignal(tuple(tags), tuple(dateranges))
+
+
+def announcement(b: Break) -> DateRange:
+    """The DATERANGE announcing ``b`` before it reaches the live edge (the same ID and attributes its first
+    segment will carry), so a stitcher or an interstitials player has the break in hand early."""
+    assert b.start_date is not None
+    attrs = {"ID": quote(b.id), "START-DATE": quote(timebase.format_pdt(b.start_date))}
+    if b.duration is not None:
+        attrs["PLANNED-DURATION"] = f"{b.duration:.3f}"
+    if b.scte35:
+        attrs["SCTE35-OUT"] = "0x" + b.scte35.hex().upper()
+    return DateRange(attrs)
 
 
 # ------------------------------------------------------------------------------------------- reading

@@ -34,6 +34,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from . import tags as T
@@ -59,12 +60,15 @@ class LivePlaylist:
 
     def __init__(self, path: Path | None, target_duration: float, window: int = 0, version: int = 3,
                  target_from_first: bool = False, part_target: float | None = None, init_uri: str | None = None,
-                 reports: Callable[[], list[RenditionReport]] | None = None) -> None:
+                 reports: Callable[[], list[RenditionReport]] | None = None,
+                 upcoming: Callable[[datetime], list[DateRange]] | None = None) -> None:
         self.path = path
         self.target_duration = int(math.ceil(target_duration))
         self.part_target = part_target
         self.init = Map({"URI": f'"{init_uri}"'}) if init_uri else None
         self.reports = reports
+        # DATERANGEs announced ahead of the segments they will sit on (ad breaks scheduled in the future)
+        self.upcoming = upcoming
         self.parts: list[Part] = []          # the parts of the segment being made
         self.next_part_uri: str | None = None
         self._edge = (-1, -1)
@@ -189,11 +193,16 @@ class LivePlaylist:
                     if self.next_part_uri:
                         hints = [PreloadHint({"TYPE": "PART", "URI": f'"{self.next_part_uri}"'})]
                     reports = self.reports() if self.reports is not None else []
+            ahead: list[DateRange] = []
+            if self.upcoming is not None and not self.ended and segs and segs[-1].program_date_time is not None:
+                edge = segs[-1].program_date_time + timedelta(seconds=segs[-1].duration - 0.001)
+                ahead = self.upcoming(edge)
             return MediaPlaylist(
                 target_duration=self.target_duration, segments=segs, media_sequence=self.media_sequence,
                 discontinuity_sequence=self.discontinuity_sequence, version=self.version,
                 playlist_type=None if self.window else ("VOD" if self.ended else "EVENT"), endlist=self.ended,
                 header_tags=header, trailing_parts=list(self.parts) if not self.ended else [],
+                trailing_dateranges=ahead,
                 preload_hints=hints, rendition_reports=reports)
 
     def render(self) -> str:

@@ -137,3 +137,32 @@ def test_breaks_can_be_scheduled_through_the_http_api(clip_small: Path, tmp_path
         proc.wait(timeout=20)
     text = playlist.read_text()
     assert f'ID="{answer["id"]}"' in text and "#EXT-X-CUE-IN" in text
+
+
+def test_a_scheduled_break_is_announced_before_it_reaches_the_live_edge(clip_small: Path, tmp_path: Path) -> None:
+    """The DATERANGE of a break appears in the live playlist before the break's first segment is listed, with
+    the attributes that segment then carries (same ID, same START-DATE: a DATERANGE never changes)."""
+    import re
+    import subprocess
+
+    from tests.conftest import SIDECAST
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([SIDECAST, "run", str(clip_small), "-o", str(out), "--realtime", "--break-at", "6:2",
+                             "--ladder", "360p:800k", "--window", "10", "--snapshots-fps", "0", "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    playlist = out / "video" / "360p" / "index.m3u8"
+    first_seen: str | None = None
+    while proc.poll() is None or first_seen is None:
+        text = playlist.read_text() if playlist.exists() else ""
+        if first_seen is None and 'ID="break-1"' in text:
+            first_seen = text
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    assert first_seen is not None, "the break was never announced"
+    listed = re.findall(r"#EXTINF:([\d.]+)", first_seen)
+    assert sum(map(float, listed)) <= 6.0 + 1e-3, "announced while the segments before it were still coming"
+    announced = re.search(r"#EXT-X-DATERANGE:.*ID=\"break-1\".*", first_seen).group(0)  # type: ignore[union-attr]
+    final = playlist.read_text()
+    assert final.count('ID="break-1"') == 1 and announced in final, "the segment carries the same tag"

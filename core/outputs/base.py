@@ -14,6 +14,7 @@ import json
 import os
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
@@ -23,7 +24,7 @@ from typing import IO, Any
 import av
 
 from sidecast.contract.records import ResultKind
-from sidecast.hls import RenditionReport, Segment
+from sidecast.hls import DateRange, RenditionReport, Segment
 from sidecast.hls.breaks import BreakSignal
 from sidecast.hls.live import LivePlaylist
 
@@ -77,6 +78,7 @@ class StreamContext:
     target_from_first: bool = False  # passthrough: segments are as long as the source's keyframe interval
     part_target: float | None = None  # low latency: the partial segment duration (CMAF parts)
     live_playlists: list[LivePlaylist] = field(default_factory=list)  # every low-latency playlist, for reports
+    upcoming: Callable[[datetime], list[DateRange]] | None = None  # ad breaks announced ahead of the edge
 
     def playlist(self, path: Path, window: int | None = None, init_uri: str | None = None,
                  parts: bool = False) -> LivePlaylist:
@@ -87,7 +89,8 @@ class StreamContext:
         pl = LivePlaylist(path, self.segment_duration, self.window if window is None else window,
                           target_from_first=self.target_from_first,
                           part_target=self.part_target if low else None, init_uri=init_uri,
-                          reports=(lambda: self.rendition_reports(path)) if low else None)
+                          reports=(lambda: self.rendition_reports(path)) if low else None,
+                          upcoming=self.upcoming if window is None else None)
         if low:
             self.live_playlists.append(pl)
         return pl
