@@ -279,6 +279,9 @@ class Generic:
 
 
 Result = Cue | Crop | BitrateHint | Generic
+# What a sidecar may send on its own: results, and reports (a non-fatal message the core logs and shows to the
+# operator, e.g. "no engine translates en to ja").
+Outgoing = Result | SidecarReport
 
 # What travels core → sidecar, and sidecar → core, as records (``codec`` converts to and from messages).
 CoreEvent = StreamStarted | FrameHeader | AudioChunk | SegmentBoundary | Discontinuity | StreamEnded | Unknown

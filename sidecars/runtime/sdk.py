@@ -39,7 +39,7 @@ from sidecast.contract.records import (
     SIDECAR_ENTRY_POINTS,
     AudioChunk,
     Description,
-    Result,
+    Outgoing,
     SegmentBoundary,
     StreamInfo,
     VideoFrame,
@@ -47,7 +47,7 @@ from sidecast.contract.records import (
 
 ENTRY_POINT_GROUP = SIDECAR_ENTRY_POINTS
 
-Handled = Iterable[Result] | None
+Handled = Iterable[Outgoing] | None
 
 
 class Sidecar:
@@ -59,7 +59,7 @@ class Sidecar:
     def __init__(self, **options: Any) -> None:
         self.options = options
         self.info: StreamInfo | None = None
-        self._publish: Callable[[Result], None] | None = None
+        self._publish: Callable[[Outgoing], None] | None = None
 
     # ------------------------------------------------------------ what to override
 
@@ -117,7 +117,7 @@ class Sidecar:
 
     # ------------------------------------------------------------ runtime side
 
-    def publish(self, result: Result) -> None:
+    def publish(self, result: Outgoing) -> None:
         """Send a result now, from any thread (e.g. a background decoder)."""
         if self._publish is None:
             raise RuntimeError("publish() is only available while a stream is running")

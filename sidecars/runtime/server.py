@@ -29,8 +29,8 @@ from sidecast.contract.records import (
     AudioChunk,
     Discontinuity,
     FrameHeader,
+    Outgoing,
     Released,
-    Result,
     SegmentBoundary,
     SidecarReport,
     StreamEnded,
@@ -64,10 +64,10 @@ class _StreamSession:
         self.desc = sidecar.describe()
         sidecar._publish = self._publish
 
-    def _publish(self, result: Result) -> None:
+    def _publish(self, result: Outgoing) -> None:
         self.out.put(codec.encode_sidecar(result))
 
-    def _emit(self, results: Iterable[Result] | None) -> None:
+    def _emit(self, results: Iterable[Outgoing] | None) -> None:
         if results is None:
             return
         for r in results:

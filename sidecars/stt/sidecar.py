@@ -25,7 +25,7 @@ from sidecast.contract.records import (
     Cue,
     Description,
     Generic,
-    Result,
+    Outgoing,
     SidecarReport,
     StreamInfo,
     Word,
@@ -145,7 +145,7 @@ class SttSidecar(Sidecar):
         targets = parse_targets(params["captions.translate"]) if "captions.translate" in params else self.translate_to
         model = engine.load_model(self.spec or engine.resolve_spec(None))
         multilingual = engine.is_multilingual(model)
-        out: list[Result] = []
+        out: list[Outgoing] = []
         if not multilingual and language not in ("en", "auto"):
             self.suppressed = True
             out.extend(self._language_report(f"captions.language={language}: the model captions English only; "
