@@ -12,7 +12,6 @@ import m3u8
 import pytest
 
 from sidecast.core.serve import start_server
-from sidecast.core.sources import parse_publish_key
 from tests.conftest import SIDECAST, ffmpeg, free_port, run_sidecast, wait_for
 
 
@@ -31,14 +30,6 @@ def publish(clip: Path, url: str, seconds: float) -> subprocess.CompletedProcess
     return subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-i", str(clip),
                            "-t", str(seconds), "-c", "copy", "-f", "flv", url],
                           capture_output=True, text=True, timeout=60)
-
-
-def test_parse_publish_key_reads_the_amf0_stream_name() -> None:
-    cmd = (b"\x02\x00\x07publish" + b"\x00" + b"\x40\x14" + b"\x00" * 6 + b"\x05"
-           + b"\x02\x00\x0esecret?token=1" + b"\x02\x00\x04live")
-    assert parse_publish_key(b"junk" + cmd) == "secret"
-    assert parse_publish_key(cmd[:12]) is None, "incomplete command: keep reading"
-    assert parse_publish_key(b"no command here") is None
 
 
 def test_rtmp_listener_rejects_unknown_keys_and_survives_a_publisher_reconnect(
