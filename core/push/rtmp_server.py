@@ -67,6 +67,9 @@ class RtmpServer:
         self.close()
 
     def start(self) -> RtmpServer:
+        """Bind and serve; a second call does nothing. SourceError when the port cannot be had."""
+        if self._thread is not None:
+            return self
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

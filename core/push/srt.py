@@ -231,6 +231,9 @@ class SrtServer:
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> SrtServer:
+        """Bind and serve; a second call does nothing. SourceError when the port cannot be had."""
+        if self._thread is not None:
+            return self
         lib = self._lib = _load()
         s = lib.srt_create_socket()
         if s < 0:
