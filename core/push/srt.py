@@ -56,7 +56,8 @@ LOG_CRIT = 2
 REJ_BAD_REQUEST, REJ_OVERLOAD, REJ_FORBIDDEN, REJ_BAD_MODE, REJ_CONFLICT, REJ_SERVER_ERROR = \
     1400, 1402, 1403, 1405, 1409, 1500
 MAX_PAYLOAD = 1500
-PENDING_TTL = 5.0
+PENDING_REPORT = 3.0   # a granted caller not accepted by then was refused by libsrt (passphrase)
+PENDING_TTL = 60.0     # its grant is kept this long in case the handshake was only slow
 
 _LISTEN_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
                               ctypes.c_char_p)
@@ -182,6 +183,7 @@ class _Pending:
     digest: str
     peer: Peer
     since: float
+    reported: bool = False
 
 
 @dataclass
@@ -314,9 +316,10 @@ class SrtServer:
         now = time.monotonic()
         with self._lock:
             self._expire_pending(now)
-            total = len(self._callers) + len(self._pending)
+            pending = [p for p in self._pending.values() if not p.reported]
+            total = len(self._callers) + len(pending)
             mine = sum(1 for c in self._callers.values() if c.session.peer.host == peer.host) + sum(
-                1 for p in self._pending.values() if p.peer.host == peer.host)
+                1 for p in pending if p.peer.host == peer.host)
         if total >= self.limits.max_connections:
             return self._reject(ns, REJ_OVERLOAD, f"server full ({self.limits.max_connections} connections)", digest,
                                 peer=str(peer))
@@ -352,6 +355,8 @@ class SrtServer:
         for ns, p in list(self._pending.items()):
             if now - p.since > PENDING_TTL:
                 del self._pending[ns]
+            elif not p.reported and now - p.since > PENDING_REPORT:
+                p.reported = True
                 self.refused += 1
                 self._ratelog(f"hs:{p.peer.host}:{p.digest}", logging.WARNING,
                               "SRT caller did not complete the handshake (wrong or missing passphrase?)",
