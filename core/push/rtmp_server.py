@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import threading
 import time
@@ -200,7 +201,9 @@ class _Client(asyncio.Protocol):
             extra: dict[str, object] = {"peer": str(self.peer)}
             if self.session is not None:
                 extra["stream"] = self.session.stream_id
-            self.srv._ratelog(f"proto:{self.peer.host}", logging.WARNING, f"RTMP connection dropped: {exc}", **extra)
+            # one line per address and kind of fault every 10 s, however many connections repeat it
+            bucket = f"proto:{self.peer.host}:{re.sub(r'[0-9]+', '#', str(exc))}"
+            self.srv._ratelog(bucket, logging.WARNING, f"RTMP connection dropped: {exc}", **extra)
             self._write(conn.take_outgoing())
             self.drop(str(exc), abort=True)
             return
