@@ -48,7 +48,7 @@ def heavy_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("push")
-    a = make_clip(d / "a.mp4", 3.0, "320x180", extra=("-metadata", "title=a"))
+    a = make_clip(d / "a.mp4", 6.0, "320x180")
     b = make_clip(d / "b.mp4", 3.0, "256x144", rate=25)
     return a, b
 
@@ -177,7 +177,7 @@ def test_wrong_key_is_told_why_and_never_logged_in_clear(server: Harness, clips:
 def test_second_publisher_on_one_key_is_refused_while_the_first_goes_on(server: Harness,
                                                                         clips: tuple[Path, Path]) -> None:
     a, b = clips
-    first = publish(a, server.url("key-a"), seconds=3.0, wait=False)
+    first = publish(a, server.url("key-a"), seconds=6.0, wait=False)   # long enough for a loaded machine
     s: PushSession = server.next()
     result: dict[str, object] = {}
     reader = threading.Thread(target=lambda: result.update(read_all(s)))
@@ -188,7 +188,7 @@ def test_second_publisher_on_one_key_is_refused_while_the_first_goes_on(server: 
     reader.join(30)
     assert first.wait(30) == 0
     assert result["size"] == (320, 180)
-    assert len(result["video"]) == pytest.approx(90, abs=2), "the first publisher lost nothing"  # type: ignore[arg-type]
+    assert len(result["video"]) == pytest.approx(180, abs=2), "the first publisher lost nothing"  # type: ignore[arg-type]
     assert server.sessions.empty()
 
 
@@ -280,12 +280,12 @@ def test_garbage_is_refused_and_the_server_stays_up(server: Harness, clips: tupl
     assert s2.stream_id == "cam-a"
 
 
-def test_idle_and_trickling_connections_time_out_and_never_block_the_publisher(
-        server: Harness, clips: tuple[Path, Path]) -> None:
-    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
-    half = RawRtmp(server.port)
+def test_idle_and_trickling_connections_time_out_and_never_block_the_publisher(clips: tuple[Path, Path]) -> None:
+    h = Harness(Limits(pre_auth_timeout=6.0))
+    idle = [socket.create_connection(("127.0.0.1", h.port)) for _ in range(3)]
+    half = RawRtmp(h.port)
     half.handshake()   # handshake done, then nothing
-    trickler = socket.create_connection(("127.0.0.1", server.port))
+    trickler = socket.create_connection(("127.0.0.1", h.port))
     stop = threading.Event()
 
     def trickle() -> None:   # one byte every 0.2 s: always "active", never authenticated
@@ -300,27 +300,30 @@ def test_idle_and_trickling_connections_time_out_and_never_block_the_publisher(
     t.start()
     started = time.monotonic()
     try:
-        p = publish(clips[0], server.url("key-a"), seconds=1.0, wait=False)
-        s: PushSession = server.next(10)
-        assert time.monotonic() - started < 2.0, "the publisher got in while the idle ones were still connected"
+        p = publish(clips[0], h.url("key-a"), seconds=1.0, wait=False)
+        s = h.next()
+        got_in = time.monotonic()
         assert s.stream_id == "cam-a"
         assert p.wait(30) == 0
         for sock in idle + [half.sock, trickler]:
-            sock.settimeout(5)
+            sock.settimeout(15)
             try:
                 while sock.recv(4096):
                     pass
             except ConnectionResetError:
                 pass
-        elapsed = time.monotonic() - started
-        assert 1.8 <= elapsed < 6, f"pre-auth connections were dropped at {elapsed:.1f} s (timeout 2 s)"
-        wait_for(lambda: server.srv.connections == 0, 5, "all connections closed")
+        dropped = time.monotonic()
+        assert got_in < dropped, "the publisher got in while the idle connections were still there"
+        assert 5.8 <= dropped - started < 15, f"pre-auth connections dropped at {dropped - started:.1f} s (timeout 6 s)"
+        wait_for(lambda: h.srv.connections == 0, 5, "all connections closed")
+        assert h.srv.dropped == 5
     finally:
         stop.set()
         t.join()
         for sock in idle + [trickler]:
             sock.close()
         half.close()
+        h.srv.close()
 
 
 def test_publisher_that_goes_silent_is_dropped_after_the_idle_timeout(server: Harness) -> None:
