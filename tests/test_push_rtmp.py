@@ -218,6 +218,12 @@ def test_replace_policy_hands_a_stuck_stream_to_the_new_publisher(clips: tuple[P
 
 def test_media_without_publish_is_refused_and_nothing_is_published(server: Harness,
                                                                    clips: tuple[Path, Path]) -> None:
+    # a real publisher is live on another key the whole time: it must lose nothing
+    live = publish(clips[1], server.url("key-b"), seconds=3.0, wait=False)
+    live_session = server.next()
+    result: dict[str, object] = {}
+    reader = threading.Thread(target=lambda: result.update(read_all(live_session)))
+    reader.start()
     # the attack of the report: connect, createStream, then media with no publish at all
     c = RawRtmp(server.port)
     c.handshake()
@@ -234,10 +240,16 @@ def test_media_without_publish_is_refused_and_nothing_is_published(server: Harne
     c2.handshake()
     c2.send(8, b"\xaf\x01" + os.urandom(100), msid=1, csid=4)
     assert c2.closed_by_server(5)
-    assert server.sessions.empty() and server.srv.accepted == 0
-    assert server.srv.dropped == 2
-    p = publish(clips[0], server.url("key-a"), seconds=1.0)  # the real publisher is unaffected
-    assert p.returncode == 0 and server.srv.accepted == 1
+    # and 2 KB of garbage
+    with socket.create_connection(("127.0.0.1", server.port)) as g:
+        g.sendall(b"\x03" + bytes(1536) + bytes(1536) + os.urandom(2048))
+    reader.join(30)
+    assert live.wait(30) == 0
+    assert len(result["video"]) == pytest.approx(75, abs=2), "the live stream beside them lost nothing"  # type: ignore[arg-type]
+    assert server.sessions.empty() and server.srv.accepted == 1
+    wait_for(lambda: server.srv.dropped == 3, 5, "the garbage connection dropped")
+    p = publish(clips[0], server.url("key-a"), seconds=1.0)  # and the server still takes publishers
+    assert p.returncode == 0 and server.srv.accepted == 2
 
 
 def test_refused_publisher_cannot_send_media_after_badname(server: Harness) -> None:
