@@ -169,6 +169,7 @@ class _Client(asyncio.Protocol):
         self.opened = time.monotonic()
         self.last_media = self.opened
         self._timer: asyncio.TimerHandle | None = None
+        self._tags: list[bytes] = []
         self._loop = asyncio.get_running_loop()
 
     # ---------------------------------------------------------------- asyncio callbacks
@@ -197,6 +198,7 @@ class _Client(asyncio.Protocol):
         try:
             conn.receive(data)
         except ProtocolError as exc:
+            self._flush_flv()
             self.srv.dropped += 1
             extra: dict[str, object] = {"peer": str(self.peer)}
             if self.session is not None:
@@ -210,6 +212,7 @@ class _Client(asyncio.Protocol):
         self._write(conn.take_outgoing())
         if conn.media_messages != before:
             self.last_media = time.monotonic()
+            self._flush_flv()
         if conn.wants_close:
             self.drop("publisher unpublished" if self.session is not None else "publish refused")
 
@@ -282,6 +285,15 @@ class _Client(asyncio.Protocol):
         return None
 
     def _flv(self, data: bytes) -> None:
+        self._tags.append(data)
+
+    def _flush_flv(self) -> None:
+        """Hand the tags of one socket read to the session at once: one wake-up of its reader per read,
+        not one per tag."""
+        if not self._tags:
+            return
+        data = self._tags[0] if len(self._tags) == 1 else b"".join(self._tags)
+        self._tags.clear()
         s = self.session
         if s is not None and not s._feed(data) and not self.paused and self.transport is not None:
             self.paused = True
