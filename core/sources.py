@@ -168,7 +168,9 @@ class Source:
 
     def __init__(self, source: str, *, realtime: bool = False, stream_keys: set[str] | None = None,
                  reconnect_timeout: float = 30.0, open_timeout: float = 10.0, audio: bool = True,
-                 deinterlace: str = "auto") -> None:
+                 deinterlace: str = "auto", sessions: queue.Queue[PushSession] | None = None) -> None:
+        """``sessions``: read pushed publishers from this queue (a multi-stream server's RTMP/SRT servers
+        put each accepted ``PushSession`` of this stream there); ``source`` then only names the stream."""
         self.source = source
         self.url = urlparse(source)
         self.scheme = self.url.scheme.lower()
@@ -179,7 +181,11 @@ class Source:
         self.want_audio = audio
         self.stream_keys = set(stream_keys or ())
         self._push: RtmpServer | SrtServer | None = None
-        self._sessions: queue.Queue[PushSession] = queue.Queue()
+        self._pushed = sessions is not None   # media comes as PushSessions (our servers, or a caller's)
+        self._sessions: queue.Queue[PushSession] = sessions if sessions is not None else queue.Queue()
+        if self._pushed:
+            self.live = True
+            self.pace = False
         self.deinterlace = deinterlace
         self.stopped = False
         self.corrupt_packets = 0
@@ -196,7 +202,9 @@ class Source:
         self._last_t = 0.0
         self._stop = threading.Event()
         self._conn: _Conn | None = None
-        if self.scheme == "rtmp":
+        if self._pushed:
+            pass
+        elif self.scheme == "rtmp":
             self._setup_rtmp()
         elif self.scheme == "srt" and _query(self.url.query).get("mode") == "listener":
             self._setup_srt_listener()
@@ -235,6 +243,7 @@ class Source:
         port = self.url.port or 1935
         server = RtmpServer(host, port, StaticAuthority(self.stream_keys), self._on_session, limits=Limits())
         self._push = server.start()
+        self._pushed = True
         log.info("listening for RTMP publishers", extra={"address": f"rtmp://{host}:{server.port}/{self.rtmp_app}",
                                                          "keys": len(self.stream_keys)})
 
@@ -258,6 +267,7 @@ class Source:
         server = SrtServer(host, port, StaticAuthority(keys, passphrase=passphrase, any_key=not keys),
                            self._on_session, limits=Limits(), latency_ms=latency_ms)
         self._push = server.start()
+        self._pushed = True
         log.info("listening for SRT callers", extra={"address": f"srt://{host}:{server.port}",
                                                      "encrypted": passphrase is not None, "keys": len(keys)})
 
@@ -276,7 +286,7 @@ class Source:
         # A reconnect attempt may not outlast what is left of --reconnect-timeout (the socket timeout stays,
         # so stall detection of the re-opened session is unchanged).
         open_s = self.open_timeout if wait is None else max(0.5, min(self.open_timeout, wait))
-        if self._push is not None:
+        if self._pushed:
             # Wait in slices of at most 1 s so a SIGTERM (Kubernetes rollout) is honoured while idle:
             # Python runs signal handlers only between these blocking calls.
             try:
@@ -329,7 +339,7 @@ class Source:
             try:
                 conn = self._open(wait)
             except (SourceError, av.error.FFmpegError) as exc:
-                if self._push is not None and (first or away_since is None):
+                if self._pushed and (first or away_since is None):
                     # A wait slice ran out, or a publisher whose media could not be opened: keep listening.
                     if "timed out" not in str(exc).lower():
                         log.info("publisher connection failed; listening again",

@@ -509,3 +509,28 @@ def test_static_authority_accepts_only_its_keys() -> None:
     assert auth.authorize("rtmp", "", peer) == Refusal("unknown stream key")
     assert StaticAuthority((), any_key=True, passphrase="0123456789").authorize("srt", "x", peer) == \
         Grant("live", "0123456789")
+
+
+def test_a_source_reads_one_streams_sessions_from_a_shared_server(clips: tuple[Path, Path]) -> None:
+    """The multi-stream seam end to end: one server, sessions routed per stream into queues, a
+    ``Source(sessions=...)`` per stream decoding its own publisher across a reconnect."""
+    from sidecast.core.sources import Discontinuity, Opened, Source, VideoEvent
+
+    queues: dict[str, queue.Queue[PushSession]] = {"cam-a": queue.Queue(), "cam-b": queue.Queue()}
+    with RtmpServer("127.0.0.1", 0, Keys(), lambda s: queues[s.stream_id].put(s)) as srv:
+        source = Source("push://cam-a", sessions=queues["cam-a"], reconnect_timeout=2.0)
+        events: list[object] = []
+        reader = threading.Thread(target=lambda: events.extend(source.events()))
+        reader.start()
+        assert publish(clips[0], f"rtmp://127.0.0.1:{srv.port}/live/key-a", seconds=1.0).returncode == 0
+        assert publish(clips[1], f"rtmp://127.0.0.1:{srv.port}/live/key-b", seconds=1.0).returncode == 0
+        assert publish(clips[0], f"rtmp://127.0.0.1:{srv.port}/live/key-a", seconds=1.0).returncode == 0
+        reader.join(30)
+        source.close()
+    opened = [e for e in events if isinstance(e, Opened)]
+    assert len(opened) == 1 and (opened[0].width, opened[0].height) == (320, 180)
+    assert sum(isinstance(e, Discontinuity) for e in events) == 1, "the second publish is a new period"
+    sizes = {(e.frame.width, e.frame.height) for e in events if isinstance(e, VideoEvent)}
+    assert sizes == {(320, 180)}, "cam-b's publisher never reaches cam-a"
+    assert sum(isinstance(e, VideoEvent) for e in events) == pytest.approx(60, abs=3)
+    assert queues["cam-b"].qsize() == 1
