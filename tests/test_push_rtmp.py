@@ -379,7 +379,12 @@ def test_slow_reader_holds_back_its_own_publisher_only(clips: tuple[Path, Path],
     the other stream flows, and the stalled one loses nothing once read."""
     h = Harness(Limits(buffer_bytes=64 << 10, idle_timeout=20))
     try:
-        slow_pub = publish(heavy_clip, h.url("key-a"), seconds=3.0, wait=False)
+        # 6 s (the clip twice): it is still publishing when its reader catches up. (A publisher that closes
+        # while held back may lose its unsent tail: ffmpeg closes without reading the server's
+        # acknowledgements, and a close with unread data is a TCP reset.)
+        slow_pub = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop",
+                                     "1", "-i", str(heavy_clip), "-t", "6", "-c", "copy", "-f", "flv",
+                                     h.url("key-a")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         slow = h.next()
         fast_pub = publish(clips[1], h.url("key-b"), seconds=3.0, wait=False)
         fast = h.next()
@@ -391,9 +396,10 @@ def test_slow_reader_holds_back_its_own_publisher_only(clips: tuple[Path, Path],
         held = slow.bytes_in
         # one socket read (asyncio reads up to 256 KiB) may land past the 64 KiB mark before reading stops
         assert held < (64 << 10) + (256 << 10) + 65536, f"the stalled stream was read on to {held} bytes"
+        assert slow_pub.poll() is None, "the held-back publisher is still sending"
         rest = read_all(slow)     # reading resumes the socket: nothing was lost
         assert slow_pub.wait(30) == 0
-        assert len(rest["video"]) == 90  # type: ignore[arg-type]
+        assert len(rest["video"]) == 180, slow.end_reason  # type: ignore[arg-type]
     finally:
         h.srv.close()
 
@@ -514,17 +520,19 @@ def test_static_authority_accepts_only_its_keys() -> None:
 def test_a_source_reads_one_streams_sessions_from_a_shared_server(clips: tuple[Path, Path]) -> None:
     """The multi-stream seam end to end: one server, sessions routed per stream into queues, a
     ``Source(sessions=...)`` per stream decoding its own publisher across a reconnect."""
-    from sidecast.core.sources import Discontinuity, Opened, Source, VideoEvent
+    from sidecast.core.sources import Discontinuity, Dropped, Opened, Source, VideoEvent
 
     queues: dict[str, queue.Queue[PushSession]] = {"cam-a": queue.Queue(), "cam-b": queue.Queue()}
     with RtmpServer("127.0.0.1", 0, Keys(), lambda s: queues[s.stream_id].put(s)) as srv:
-        source = Source("push://cam-a", sessions=queues["cam-a"], reconnect_timeout=2.0)
+        source = Source("push://cam-a", sessions=queues["cam-a"], reconnect_timeout=30.0)
         events: list[object] = []
         reader = threading.Thread(target=lambda: events.extend(source.events()))
         reader.start()
         assert publish(clips[0], f"rtmp://127.0.0.1:{srv.port}/live/key-a", seconds=1.0).returncode == 0
         assert publish(clips[1], f"rtmp://127.0.0.1:{srv.port}/live/key-b", seconds=1.0).returncode == 0
         assert publish(clips[0], f"rtmp://127.0.0.1:{srv.port}/live/key-a", seconds=1.0).returncode == 0
+        wait_for(lambda: sum(isinstance(e, Dropped) for e in events) == 2, 20, "the second publisher read")
+        source.stop()
         reader.join(30)
         source.close()
     opened = [e for e in events if isinstance(e, Opened)]
@@ -534,3 +542,44 @@ def test_a_source_reads_one_streams_sessions_from_a_shared_server(clips: tuple[P
     assert sizes == {(320, 180)}, "cam-b's publisher never reaches cam-a"
     assert sum(isinstance(e, VideoEvent) for e in events) == pytest.approx(60, abs=3)
     assert queues["cam-b"].qsize() == 1
+
+
+def _chunk(csid: int, msg_type: int, payload: bytes, msid: int = 0) -> bytes:
+    return bytes([csid]) + bytes(3) + len(payload).to_bytes(3, "big") + bytes([msg_type]) + msid.to_bytes(4, "little") \
+        + payload
+
+
+def _connected() -> RtmpConnection:
+    m, _, _ = _machine()
+    m.receive(b"\x03" + bytes(3072))
+    m.receive(_chunk(3, 20, amf0.encode("connect", 1.0, {"app": "live"})))
+    assert m.state is State.CONNECTED
+    return m
+
+
+@pytest.mark.parametrize(("attack", "error"), [
+    (lambda: b"".join(bytes([0x40 | 2]) + bytes(3) for _ in range(1)), "starts without a full"),   # fmt1 first
+    (lambda: b"".join(_chunk(c, 4, b"") for c in range(2, 64)) + b"".join(
+        bytes([0, c]) + bytes(3) + bytes(3) + b"\x04" + bytes(4) for c in range(0, 10)), "chunk streams"),
+    (lambda: b"".join(_chunk(3, 20, amf0.encode("createStream", float(i), None)) for i in range(9)), "createStream"),
+    (lambda: bytes([3]) + bytes(3) + (70_000).to_bytes(3, "big") + b"\x14" + bytes(4), "over the limit"),
+    (lambda: _chunk(3, 20, amf0.encode("connect", 1.0, {})), "second connect"),
+    (lambda: _chunk(3, 20, amf0.encode("publish", 5.0, None, "key-a", "live"), msid=7), "createStream did not make"),
+    (lambda: _chunk(2, 1, bytes(4)), "Set Chunk Size of 0"),
+    (lambda: _chunk(3, 20, b"\x07\x00\x01"), "unreadable command"),
+    (lambda: _chunk(4, 18, bytes(120)), "data message before"),
+    (lambda: _chunk(4, 22, bytes(120)), "aggregate message before"),
+])
+def test_state_machine_limits_are_protocol_errors(attack: object, error: str) -> None:
+    m = _connected()
+    with pytest.raises(ProtocolError, match=error):
+        m.receive(attack())  # type: ignore[operator]
+
+
+def test_pre_auth_bytes_are_bounded() -> None:
+    m = _connected()
+    ping = _chunk(2, 4, (6).to_bytes(2, "big") + bytes(4))   # pings are answered but do not authenticate
+    with pytest.raises(ProtocolError, match="without an accepted publish"):
+        for _ in range(10_000):
+            m.receive(ping)
+    assert m.bytes_in <= (64 << 10) + len(ping)

@@ -171,6 +171,20 @@ def test_caller_that_goes_silent_is_dropped_after_the_idle_timeout(srt: Harness,
         p.wait()
 
 
+def test_callers_per_address_are_limited(clips: tuple[Path, Path], caplog: pytest.LogCaptureFixture) -> None:
+    h = Harness(Limits(per_address=1))
+    try:
+        first = send(clips[0], h.url("key-a", PASS["key-a"]), seconds=3.0, wait=False)
+        s = h.sessions.get(timeout=20)
+        second = send(clips[1], h.url("key-b", PASS["key-b"]), seconds=1.0)
+        assert second.returncode != 0 and h.sessions.empty()
+        assert "too many connections from this address" in caplog.text
+        read_all(s)
+        assert first.wait(30) == 0
+    finally:
+        h.srv.close()
+
+
 def test_wrong_passphrase_config_is_refused_not_accepted_unencrypted(clips: tuple[Path, Path]) -> None:
     class Short:
         def authorize(self, protocol: str, key: str, peer: Peer) -> Grant:

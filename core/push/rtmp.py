@@ -262,18 +262,20 @@ class RtmpConnection:
         if self.wants_close or not data:
             return
         self.bytes_in += len(data)
-        if self.state is not State.PUBLISHING and self.bytes_in > self.pre_auth_bytes:
-            raise ProtocolError(f"{self.bytes_in} bytes sent without an accepted publish")
         if self.state in (State.HANDSHAKE, State.HANDSHAKE_C2):
             self._hs += data
             data = self._handshake()
             if not data:
+                if self.bytes_in > self.pre_auth_bytes:
+                    raise ProtocolError(f"{self.bytes_in} bytes sent without an accepted publish")
                 return
         self._reader.feed(data)
         for msg in self._reader.messages():
             self._on_message(msg)
             if self.wants_close:
                 break
+        if self.state in (State.OPEN, State.CONNECTED) and self.bytes_in > self.pre_auth_bytes:
+            raise ProtocolError(f"{self.bytes_in} bytes sent without an accepted publish")
         if self.bytes_in - self._acked >= self._ack_window and not self.wants_close:
             self._acked = self.bytes_in
             self._control(ACK, struct.pack(">I", self.bytes_in & 0xFFFFFFFF))
