@@ -130,13 +130,17 @@ class _Conn:
 
 
 def redact(url: str) -> str:
-    """A URL safe for logs: passwords and sensitive query values (SRT passphrases, tokens) are masked."""
+    """A URL safe for logs: passwords, sensitive query values (SRT passphrases, tokens) and an RTMP URL's
+    stream key are masked."""
     u = urlparse(url)
     if not u.scheme:
         return url
     netloc = u.netloc.replace(f":{u.password}@", ":***@") if u.password else u.netloc
     query = re.sub(r"(passphrase|token|key|secret|password|pass|streamid)=[^&]*", r"\1=***", u.query, flags=re.I)
-    return u._replace(netloc=netloc, query=query).geturl()
+    path = u.path
+    if u.scheme.lower() == "rtmp" and len([p for p in path.split("/") if p]) >= 2:
+        path = path.rstrip("/").rsplit("/", 1)[0] + "/***"   # the stream key is the last path part
+    return u._replace(netloc=netloc, path=path, query=query).geturl()
 
 
 def _drain_at_end(demux: Iterator[av.Packet[Any]]) -> Iterator[av.Packet[Any]]:

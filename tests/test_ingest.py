@@ -104,7 +104,7 @@ def test_hostile_rtmp_clients_neither_publish_nor_block_the_real_publisher(clip_
     port = free_port()
     out = tmp_path / "live"
     proc = subprocess.Popen(
-        [SIDECAST, "run", f"rtmp://127.0.0.1:{port}/live/secret", "-o", str(out), "--ladder", "360p:800k",
+        [SIDECAST, "run", f"rtmp://127.0.0.1:{port}/live/studio-7f3a9c", "-o", str(out), "--ladder", "360p:800k",
          "--window", "0", "--reconnect-timeout", "3", "--snapshots-fps", "0", "--no-progress"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     idle = None
@@ -124,7 +124,7 @@ def test_hostile_rtmp_clients_neither_publish_nor_block_the_real_publisher(clip_
             pass
         assert keyless.closed_by_server(5)
         keyless.close()
-        first = publish(clip_small, f"rtmp://127.0.0.1:{port}/live/secret", 3)
+        first = publish(clip_small, f"rtmp://127.0.0.1:{port}/live/studio-7f3a9c", 3)
         assert first.returncode == 0, first.stderr
         rc = proc.wait(timeout=60)
         stderr = proc.stderr.read() if proc.stderr else ""
@@ -137,6 +137,7 @@ def test_hostile_rtmp_clients_neither_publish_nor_block_the_real_publisher(clip_
             proc.wait()
     assert "Traceback" not in stderr
     assert "video message before an accepted publish" in stderr
+    assert "studio-7f3a9c" not in stderr, "the stream key is never logged"
     final = m3u8.load(str(out / "video" / "360p" / "index.m3u8"))
     assert final.is_endlist and not any(s.discontinuity for s in final.segments), "one publisher, one period"
     assert 2.5 <= sum(s.duration for s in final.segments) <= 3.6, "only the real publisher's 3 s are published"
