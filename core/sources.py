@@ -2,11 +2,14 @@
 
 Kinds of SOURCE:
 - a media file (mp4, mkv, ts, flv...): read to the end, optionally paced as live (``--realtime``);
-- ``rtmp://HOST:PORT/APP/KEY``: an RTMP *listener* that OBS or ffmpeg publishes into. PyAV's listener
-  accepts any stream key, so a small TCP front (``RtmpKeyGate``) sits before it, reads the publish
-  command's stream name from the first client bytes and hangs up on keys that are not configured;
+- ``rtmp://HOST:PORT/APP/KEY``: an RTMP server (``sidecast.core.push``) that OBS or ffmpeg publishes into;
+  the key (from the URL, ``--stream-key``, ``--stream-keys-file``) is checked at the ``publish`` command,
+  before any media is accepted, and the accepted publisher's FLV is read by PyAV;
+- ``srt://HOST:PORT?mode=listener[&passphrase=...][&streamid=KEY]``: the SRT server of the same package
+  (libsrt through ctypes): callers are checked in the SRT handshake, their MPEG-TS is read by PyAV;
 - ``rtsp://`` (pulled over TCP) and ``http(s)://`` HLS playlists (pulled by FFmpeg's HLS demuxer);
-- ``srt://``: PyAV's FFmpeg has no SRT, so Debian's ``ffmpeg`` binary bridges SRT to MPEG-TS on a pipe.
+- ``srt://`` as a caller (the default mode): PyAV's FFmpeg has no SRT, so Debian's ``ffmpeg`` binary
+  bridges SRT to MPEG-TS on a pipe.
 
 Media time starts at 0 at the first frame. When a live source drops and comes back, media time continues
 after the last frame (never goes back) and a ``Discontinuity`` event is yielded; nothing already
@@ -16,10 +19,9 @@ published changes. A corrupt packet mid-stream is logged and skipped.
 from __future__ import annotations
 
 import logging
+import queue
 import re
-import select
 import shutil
-import socket
 import struct
 import subprocess
 import threading
@@ -29,12 +31,13 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 import av
 
 from .clock import SourceClock
 from .errors import ConfigError, SourceError
+from .push import Limits, PushSession, RtmpServer, SrtServer, StaticAuthority, srt_available
 
 log = logging.getLogger("sidecast.ingest")
 
@@ -128,139 +131,6 @@ def is_live(source: str) -> bool:
     return urlparse(source).scheme.lower() in LIVE_SCHEMES
 
 
-# ---------------------------------------------------------------------------- RTMP stream-key gate
-
-_PUBLISH = b"\x02\x00\x07publish"
-
-
-def parse_publish_key(buf: bytes) -> str | None:
-    """The stream name of an AMF0 ``publish`` command found in client bytes, or None if not yet seen.
-
-    Layout after the command name: transaction id (0x00 + 8-byte double), null (0x05), then the stream
-    name as an AMF0 string (0x02, u16 length, bytes). A query string (``key?token=...``) is cut off.
-    """
-    i = buf.find(_PUBLISH)
-    if i < 0:
-        return None
-    j = i + len(_PUBLISH)
-    if len(buf) < j + 9 + 1 + 3:
-        return None
-    if buf[j] != 0x00:
-        return ""
-    j += 9
-    if buf[j] == 0x05:
-        j += 1
-    if buf[j] != 0x02:
-        return ""
-    n = int.from_bytes(buf[j + 1 : j + 3], "big")
-    if len(buf) < j + 3 + n:
-        return None
-    return buf[j + 3 : j + 3 + n].decode("utf-8", "replace").split("?", 1)[0]
-
-
-class RtmpKeyGate:
-    """A TCP front for FFmpeg's RTMP listener that admits only publishers with a configured key."""
-
-    def __init__(self, host: str, port: int, keys: set[str], backend_port: int) -> None:
-        self.keys = keys
-        self.backend_port = backend_port
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self.sock.bind((host, port))
-        except OSError as exc:
-            raise SourceError(f"cannot listen for RTMP on {host}:{port}: {exc.strerror}") from exc
-        self.sock.listen(4)
-        self.port = self.sock.getsockname()[1]
-        self.rejected = 0
-        self._closed = False
-        self._busy = threading.Lock()
-        threading.Thread(target=self._accept_loop, name="rtmp-gate", daemon=True).start()
-
-    def close(self) -> None:
-        self._closed = True
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def _accept_loop(self) -> None:
-        while not self._closed:
-            try:
-                client, addr = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(client, addr), daemon=True).start()
-
-    def _handle(self, client: socket.socket, addr: tuple[str, int]) -> None:
-        if not self._busy.acquire(blocking=False):
-            log.warning("second RTMP publisher refused: a stream is already being published",
-                        extra={"peer": addr[0]})
-            client.close()
-            return
-        backend = None
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    backend = socket.create_connection(("127.0.0.1", self.backend_port), timeout=2)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        log.error("RTMP backend listener not available")
-                        return
-                    time.sleep(0.05)
-            backend.settimeout(None)
-            self._pipe(client, backend, addr)
-        finally:
-            for s in (client, backend):
-                if s is not None:
-                    try:
-                        s.close()
-                    except OSError:
-                        pass
-            self._busy.release()
-
-    def _pipe(self, client: socket.socket, backend: socket.socket, addr: tuple[str, int]) -> None:
-        seen = b""
-        checked = False
-        socks = [client, backend]
-        while True:
-            readable, _, _ = select.select(socks, [], [], 30)
-            if not readable:
-                continue
-            for s in readable:
-                try:
-                    data = s.recv(65536)
-                except OSError:
-                    return
-                if not data:
-                    return
-                if s is client and not checked:
-                    seen += data
-                    key = parse_publish_key(seen)
-                    if key is not None:
-                        checked = True
-                        seen = b""
-                        if key not in self.keys:
-                            self.rejected += 1
-                            log.error("RTMP publish rejected: unknown stream key",
-                                      extra={"peer": addr[0], "key": key[:64]})
-                            return
-                        log.info("RTMP publisher accepted", extra={"peer": addr[0]})
-                    elif len(seen) > 1 << 20:
-                        log.error("RTMP client sent 1 MiB without a publish command; dropped",
-                                  extra={"peer": addr[0]})
-                        return
-                (backend if s is client else client).sendall(data)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # ---------------------------------------------------------------------------- opening
 
 
@@ -268,8 +138,11 @@ def _free_port() -> int:
 class _Conn:
     container: av.container.InputContainer
     bridge: subprocess.Popen[bytes] | None = None
+    session: PushSession | None = None
 
     def close(self) -> None:
+        if self.session is not None:
+            self.session.close("the stream stopped reading")  # unblocks a read in progress first
         try:
             self.container.close()
         except Exception:
@@ -280,13 +153,17 @@ class _Conn:
 
 
 def redact(url: str) -> str:
-    """A URL safe for logs: passwords and sensitive query values (SRT passphrases, tokens) are masked."""
+    """A URL safe for logs: passwords, sensitive query values (SRT passphrases, tokens) and an RTMP URL's
+    stream key are masked."""
     u = urlparse(url)
     if not u.scheme:
         return url
     netloc = u.netloc.replace(f":{u.password}@", ":***@") if u.password else u.netloc
     query = re.sub(r"(passphrase|token|key|secret|password|pass|streamid)=[^&]*", r"\1=***", u.query, flags=re.I)
-    return u._replace(netloc=netloc, query=query).geturl()
+    path = u.path
+    if u.scheme.lower() == "rtmp" and len([p for p in path.split("/") if p]) >= 2:
+        path = path.rstrip("/").rsplit("/", 1)[0] + "/***"   # the stream key is the last path part
+    return u._replace(netloc=netloc, path=path, query=query).geturl()
 
 
 def _drain_at_end(demux: Iterator[av.Packet[Any]]) -> Iterator[av.Packet[Any]]:
@@ -318,7 +195,10 @@ class Source:
 
     def __init__(self, source: str, *, realtime: bool = False, stream_keys: set[str] | None = None,
                  reconnect_timeout: float = 30.0, open_timeout: float = 10.0, audio: bool = True,
-                 deinterlace: str = "auto", passthrough: bool = False) -> None:
+                 deinterlace: str = "auto", passthrough: bool = False,
+                 sessions: queue.Queue[PushSession] | None = None) -> None:
+        """``sessions``: read pushed publishers from this queue (a multi-stream server's RTMP/SRT servers
+        put each accepted ``PushSession`` of this stream there); ``source`` then only names the stream."""
         self.source = source
         self.url = urlparse(source)
         self.scheme = self.url.scheme.lower()
@@ -328,7 +208,12 @@ class Source:
         self.open_timeout = open_timeout
         self.want_audio = audio
         self.stream_keys = set(stream_keys or ())
-        self.gate: RtmpKeyGate | None = None
+        self._push: RtmpServer | SrtServer | None = None
+        self._pushed = sessions is not None   # media comes as PushSessions (our servers, or a caller's)
+        self._sessions: queue.Queue[PushSession] = sessions if sessions is not None else queue.Queue()
+        if self._pushed:
+            self.live = True
+            self.pace = False
         self.deinterlace = deinterlace
         # Passthrough: video packets are yielded as they are (PacketEvent) and decoded only as far as
         # ``decode_video`` says: "all" (a sidecar analyses video), "keyframes" (snapshots), "none".
@@ -349,8 +234,12 @@ class Source:
         self._last_t = 0.0
         self._stop = threading.Event()
         self._conn: _Conn | None = None
-        if self.scheme == "rtmp":
+        if self._pushed:
+            pass
+        elif self.scheme == "rtmp":
             self._setup_rtmp()
+        elif self.scheme == "srt" and _query(self.url.query).get("mode") == "listener":
+            self._setup_srt_listener()
         elif self.scheme == "srt" and shutil.which("ffmpeg") is None:
             raise ConfigError("SRT sources need the ffmpeg binary (Debian package ffmpeg); run ./dev.sh install")
         elif not self.live and self.scheme not in ("", "file"):
@@ -384,10 +273,42 @@ class Source:
                               "or pass --stream-key / --stream-keys-file")
         host = self.url.hostname or "0.0.0.0"
         port = self.url.port or 1935
-        self.rtmp_backend = _free_port()
-        self.gate = RtmpKeyGate(host, port, self.stream_keys, self.rtmp_backend)
-        log.info("listening for RTMP publishers", extra={"address": f"rtmp://{host}:{self.gate.port}/{self.rtmp_app}",
+        server = RtmpServer(host, port, StaticAuthority(self.stream_keys), self._on_session, limits=Limits())
+        self._push = server.start()
+        self._pushed = True
+        log.info("listening for RTMP publishers", extra={"address": f"rtmp://{host}:{server.port}/{self.rtmp_app}",
                                                          "keys": len(self.stream_keys)})
+
+    def _setup_srt_listener(self) -> None:
+        q = _query(self.url.query)
+        if not srt_available():
+            raise ConfigError("SRT listening needs libsrt (Debian package libsrt1.5-gnutls, which ffmpeg pulls in): "
+                              "run ./dev.sh install")
+        passphrase = q.get("passphrase") or None
+        if passphrase is not None and not 10 <= len(passphrase) <= 79:
+            raise ConfigError("SRT passphrase must be 10 to 79 characters")
+        keys = set(self.stream_keys) | ({q["streamid"]} if q.get("streamid") else set())
+        latency_ms = None
+        if q.get("latency"):
+            try:
+                latency_ms = max(0, int(q["latency"]) // 1000)  # FFmpeg's SRT URLs give microseconds
+            except ValueError:
+                raise ConfigError("SRT latency must be an integer (microseconds, as in FFmpeg's SRT URLs)") from None
+        host = self.url.hostname or "0.0.0.0"
+        port = self.url.port or 4200
+        server = SrtServer(host, port, StaticAuthority(keys, passphrase=passphrase, any_key=not keys),
+                           self._on_session, limits=Limits(), latency_ms=latency_ms)
+        self._push = server.start()
+        self._pushed = True
+        log.info("listening for SRT callers", extra={"address": f"srt://{host}:{server.port}",
+                                                     "encrypted": passphrase is not None, "keys": len(keys)})
+
+    def _on_session(self, session: PushSession) -> None:
+        """A publisher got in (server thread): queue it for ``_open``; one that comes after the end is closed."""
+        if self._stop.is_set():
+            session.close("the stream has ended")
+            return
+        self._sessions.put(session)
 
     # ------------------------------------------------------------ open
 
@@ -397,13 +318,19 @@ class Source:
         # A reconnect attempt may not outlast what is left of --reconnect-timeout (the socket timeout stays,
         # so stall detection of the re-opened session is unchanged).
         open_s = self.open_timeout if wait is None else max(0.5, min(self.open_timeout, wait))
-        if self.scheme == "rtmp":
-            url = f"rtmp://127.0.0.1:{self.rtmp_backend}/{self.rtmp_app}/ingest"
-            # Listen in slices of at most 1 s so a SIGTERM (Kubernetes rollout) is honoured while idle:
+        if self._pushed:
+            # Wait in slices of at most 1 s so a SIGTERM (Kubernetes rollout) is honoured while idle:
             # Python runs signal handlers only between these blocking calls.
-            listen_s = "1"
-            return _Conn(av.open(url, options={"listen": "1", "timeout": listen_s, "rw_timeout": str(60_000_000)},
-                                 timeout=None))
+            try:
+                session = self._sessions.get(timeout=1.0 if wait is None else max(0.05, min(1.0, wait)))
+            except queue.Empty:
+                raise SourceError("timed out waiting for a publisher") from None
+            try:
+                container = av.open(session, "r", format=session.format, timeout=(self.open_timeout, None))
+            except Exception as exc:
+                session.close("unreadable media")
+                raise SourceError(f"publisher's media is unreadable: {exc}") from exc
+            return _Conn(container, session=session)
         if self.scheme == "srt":
             cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-i", self.source,
                    "-map", "0", "-c", "copy", "-f", "mpegts", "pipe:1"]
@@ -444,10 +371,10 @@ class Source:
             try:
                 conn = self._open(wait)
             except (SourceError, av.error.FFmpegError) as exc:
-                if self.scheme == "rtmp" and (first or away_since is None):
-                    # A listen slice ran out, or a refused or broken publisher: keep listening.
-                    if "timed out" not in str(exc).lower() and "Connection timed out" not in str(exc):
-                        log.info("RTMP publisher connection failed; listening again",
+                if self._pushed and (first or away_since is None):
+                    # A wait slice ran out, or a publisher whose media could not be opened: keep listening.
+                    if "timed out" not in str(exc).lower():
+                        log.info("publisher connection failed; listening again",
                                  extra={"error": str(exc)[:200]})
                     continue
                 if first or not self.live:
@@ -697,8 +624,10 @@ class Source:
         self._stop.set()
         if self._conn is not None:
             self._conn.close()
-        if self.gate is not None:
-            self.gate.close()
+        if self._push is not None:
+            self._push.close()
+        while not self._sessions.empty():
+            self._sessions.get_nowait().close("the stream has ended")
 
 
 def _promised_seconds(container: av.container.InputContainer,
@@ -837,4 +766,9 @@ def read_stream_keys(path: Path | None, keys: list[str]) -> set[str]:
     return out
 
 
-__all__ = ["Source", "RtmpKeyGate", "VideoFilter", "parse_publish_key", "read_stream_keys", "is_live", "truncation"]
+def _query(query: str) -> dict[str, str]:
+    """A URL query as single values (the last one wins), for the options FFmpeg's SRT URLs carry."""
+    return {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+
+
+__all__ = ["Source", "VideoFilter", "read_stream_keys", "is_live", "truncation"]

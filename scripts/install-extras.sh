@@ -95,3 +95,14 @@ install_speech_corpus() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 install_speech_corpus
+
+# libsrt, for the SRT push server (sidecast.core.push.srt loads it with ctypes): Debian's ffmpeg depends on
+# it, but an ffmpeg from elsewhere may not have brought it.
+install_libsrt() {
+  if /sbin/ldconfig -p 2>/dev/null | grep -qE 'libsrt(-gnutls|-openssl)?\.so\.1\.5'; then return 0; fi
+  echo "[sidecast setup] installing libsrt (Debian: libsrt1.5-gnutls)" >&2
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends libsrt1.5-gnutls >/dev/null
+}
+install_libsrt

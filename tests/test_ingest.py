@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -12,8 +13,8 @@ import m3u8
 import pytest
 
 from sidecast.core.serve import start_server
-from sidecast.core.sources import parse_publish_key
 from tests.conftest import SIDECAST, ffmpeg, free_port, run_sidecast, wait_for
+from tests.rtmp_client import RawRtmp, video_payload
 
 
 def wait_port(port: int, timeout: float = 20.0) -> None:
@@ -31,14 +32,6 @@ def publish(clip: Path, url: str, seconds: float) -> subprocess.CompletedProcess
     return subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-i", str(clip),
                            "-t", str(seconds), "-c", "copy", "-f", "flv", url],
                           capture_output=True, text=True, timeout=60)
-
-
-def test_parse_publish_key_reads_the_amf0_stream_name() -> None:
-    cmd = (b"\x02\x00\x07publish" + b"\x00" + b"\x40\x14" + b"\x00" * 6 + b"\x05"
-           + b"\x02\x00\x0esecret?token=1" + b"\x02\x00\x04live")
-    assert parse_publish_key(b"junk" + cmd) == "secret"
-    assert parse_publish_key(cmd[:12]) is None, "incomplete command: keep reading"
-    assert parse_publish_key(b"no command here") is None
 
 
 def test_rtmp_listener_rejects_unknown_keys_and_survives_a_publisher_reconnect(
@@ -103,6 +96,88 @@ def test_srt_source_is_pulled_through_the_ffmpeg_bridge(clip_small: Path, tmp_pa
     pl = m3u8.load(str(tmp_path / "video" / "360p" / "index.m3u8"))
     assert pl.is_endlist
     assert 3.0 <= sum(s.duration for s in pl.segments) <= 4.5
+
+
+def test_hostile_rtmp_clients_neither_publish_nor_block_the_real_publisher(clip_small: Path, tmp_path: Path) -> None:
+    """What the report saw: a keyless client's media published, 2 KB of garbage killing the ingest, one idle
+    connection locking the publisher out. Now none of them publishes anything or stops the real one."""
+    port = free_port()
+    out = tmp_path / "live"
+    proc = subprocess.Popen(
+        [SIDECAST, "run", f"rtmp://127.0.0.1:{port}/live/studio-7f3a9c", "-o", str(out), "--ladder", "360p:800k",
+         "--window", "0", "--reconnect-timeout", "3", "--snapshots-fps", "0", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    idle = None
+    try:
+        wait_port(port)
+        idle = socket.create_connection(("127.0.0.1", port))       # held open for the whole publish
+        with socket.create_connection(("127.0.0.1", port)) as g:   # 2 KB of garbage
+            g.sendall(bytes(range(256)) * 8)
+        keyless = RawRtmp(port)                                     # media without any publish
+        keyless.handshake()
+        keyless.connect()
+        sid = keyless.create_stream()
+        try:
+            for i in range(60):
+                keyless.send(9, video_payload(i == 0), msid=sid, csid=6, ts=i * 33)
+        except OSError:
+            pass
+        assert keyless.closed_by_server(5)
+        keyless.close()
+        first = publish(clip_small, f"rtmp://127.0.0.1:{port}/live/studio-7f3a9c", 3)
+        assert first.returncode == 0, first.stderr
+        rc = proc.wait(timeout=60)
+        stderr = proc.stderr.read() if proc.stderr else ""
+        assert rc == 0, stderr
+    finally:
+        if idle is not None:
+            idle.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in stderr
+    assert "video message before an accepted publish" in stderr
+    assert "studio-7f3a9c" not in stderr, "the stream key is never logged"
+    final = m3u8.load(str(out / "video" / "360p" / "index.m3u8"))
+    assert final.is_endlist and not any(s.discontinuity for s in final.segments), "one publisher, one period"
+    assert 2.5 <= sum(s.duration for s in final.segments) <= 3.6, "only the real publisher's 3 s are published"
+
+
+def test_srt_listener_takes_only_the_caller_with_the_passphrase(clip_small: Path, tmp_path: Path) -> None:
+    port = free_port()
+    out = tmp_path / "live"
+    proc = subprocess.Popen(
+        [SIDECAST, "run", f"srt://127.0.0.1:{port}?mode=listener&passphrase=correct-horse-battery", "-o", str(out),
+         "--ladder", "360p:800k", "--window", "0", "--reconnect-timeout", "3", "--snapshots-fps", "0",
+         "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def caller(passphrase: str, seconds: float) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-i",
+                               str(clip_small), "-t", str(seconds), "-c", "copy", "-f", "mpegts",
+                               f"srt://127.0.0.1:{port}?mode=caller&passphrase={passphrase}"],
+                              capture_output=True, text=True, timeout=60)
+
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr or []), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any("listening for SRT callers" in ln for ln in lines), 30, "the SRT listener")
+        bad = caller("wrong-horse-battery", 1)
+        assert bad.returncode != 0, "a caller with the wrong passphrase is refused"
+        assert not list(out.glob("video/*/seg_*.ts"))
+        good = caller("correct-horse-battery", 3)
+        assert good.returncode == 0, good.stderr
+        rc = proc.wait(timeout=60)
+        reader.join(10)
+        stderr = "".join(lines)
+        assert rc == 0, stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "correct-horse" not in stderr and "wrong-horse" not in stderr
+    pl = m3u8.load(str(out / "video" / "360p" / "index.m3u8"))
+    assert pl.is_endlist and 2.5 <= sum(s.duration for s in pl.segments) <= 3.6
 
 
 def test_hls_playlist_is_pulled_over_http(clip_small: Path, tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1.7
-# sidecast core: ingest (RTMP, SRT via Debian's ffmpeg, files), encoder ladder, HLS packager, HTTP server.
+# sidecast core: ingest (RTMP, SRT through Debian's libsrt and ffmpeg, files), encoder ladder, HLS packager, HTTP server.
 #
 # Build from the repository root (the build context must hold pyproject.toml):
 #     docker build -f helm/images/core.Dockerfile -t sidecast-core:0.1.0 .
@@ -22,7 +22,8 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 # Stage 2: the runtime image. No compilers, no pip cache, a fixed non-root user (uid/gid 10001).
 FROM ${PYTHON_IMAGE}
 
-# Debian's ffmpeg bridges SRT into the core (PyAV's own FFmpeg has no SRT protocol).
+# Debian's ffmpeg brings libsrt (the core's SRT listener loads it) and bridges SRT caller mode (PyAV's own
+# FFmpeg has no SRT protocol).
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ffmpeg \
