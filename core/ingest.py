@@ -8,7 +8,9 @@ PROGRAM-DATE-TIME tells the truth for live sources: it is when a frame *arrived*
 round to it. A demuxer hands over its probing buffer (a second or more of frames) in one burst after it
 opens, then frames at the pace they arrive; the smallest "wall clock at read − media time" seen so far is
 therefore the arrival offset (reached as soon as the reading has caught up, within the first segment),
-and PDT(t) = that offset + t. It is re-measured after every reconnection. Files keep PDT = the time
+and PDT(t) = that offset + t. The offset is fixed when the first segment of a session closes: after that,
+PDTs advance by exactly the segment durations (a player computes positions from them, so a later 50 ms
+"improvement" would be a jump without a discontinuity). It is re-measured after every reconnection. Files keep PDT = the time
 the run started + media time.
 """
 
@@ -82,9 +84,12 @@ class Ingest:
         self._pdt_anchor = (datetime.now(UTC), 0.0)
         self.measure_arrival = source.live or source.pace  # PDT from when frames arrived (see the docstring)
         self._arrival: float | None = None
+        self._arrival_fixed = False  # set when the session's first segment closes (see the docstring)
 
     def _arrived(self, t: float) -> None:
         """A live frame at media time ``t`` is being read now: tighten the arrival offset."""
+        if self._arrival_fixed:
+            return
         offset = time.time() - t
         if self._arrival is None or offset < self._arrival:
             self._arrival = offset
@@ -104,6 +109,7 @@ class Ingest:
             return
         start = self._times[0]
         pdt = self.pdt_at(start)
+        self._arrival_fixed = self._arrival is not None
         self.schedule.announce(end, self.pdt_at)
         job = SegmentJob(index=self._index, start=start, end=end, frames=self._frames, times=self._times,
                          discontinuity=self._discontinuity_pending, pdt=pdt, closed_at=time.monotonic(),
@@ -206,6 +212,7 @@ class Ingest:
                 if ev.wall_clock:  # the source was away: its new period starts now on the wall clock
                     self._pdt_anchor = (datetime.now(UTC), ev.t)
                     self._arrival = None
+                    self._arrival_fixed = False
                     if self.audio is not None:
                         self.audio.start_period(ev.t)
                 else:  # its timestamps jumped forward: the programme skipped that much time
