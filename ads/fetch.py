@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import ipaddress
 import logging
+import os
 import socket
 import time
 import urllib.parse
 from collections.abc import Callable, Generator, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import httpx
@@ -177,10 +179,11 @@ class Fetch:
     """
 
     def __init__(self, url: str, policy: FetchPolicy, *, read_body: bool = True,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, sink: Callable[[bytes], None] | None = None) -> None:
         self.url = url
         self.policy = policy
         self.read_body = read_body
+        self.sink = sink   # where the body goes as it arrives (a file); None: kept for body()
         self._clock = clock
         self.deadline = clock() + policy.timeout
         self.redirects = 0
@@ -259,7 +262,10 @@ class Fetch:
         self._size += len(chunk)
         if self._size > self.policy.max_bytes:
             raise FetchFailed(f"response from {self.url} is over {self.policy.max_bytes} bytes")
-        self._chunks.append(chunk)
+        if self.sink is not None:
+            self.sink(chunk)
+        else:
+            self._chunks.append(chunk)
         self.remaining()
 
     def body(self) -> bytes:
@@ -354,6 +360,25 @@ class SyncFetcher:
     def ping(self, url: str) -> int:
         """Fire a tracking pixel; returns the final HTTP status (redirects followed under the same rules)."""
         return self._run(Fetch(url, self.policy, read_body=False))[0]
+
+    def download(self, url: str, target: str | os.PathLike[str], *, max_bytes: int, timeout: float) -> int:
+        """Stream `url` into the file `target` under this policy's address and redirect rules, with its own
+        size cap and time budget (media files are larger and slower than VAST); returns the size. A failed
+        download leaves no file."""
+        policy = replace(self.policy, max_bytes=max_bytes, timeout=timeout)
+        tmp = f"{os.fspath(target)}.part"
+        try:
+            with open(tmp, "wb") as out:
+                fetch = Fetch(url, policy, sink=out.write)
+                while self._hop(fetch)[0] == "redirect":
+                    pass
+                size = fetch._size
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return size
 
     def resolve(self, url: str, first: bytes | None = None) -> Resolution:
         """Follow a VAST tag to playable ads (ads.vast.resolve under this policy's limits)."""
