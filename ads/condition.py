@@ -121,14 +121,22 @@ def ladder_from_master(master_path: str | Path) -> Ladder:
     seg = round(durs[len(durs) // 2], 3)
     seg_file = str((mp.parent / videos[0].key).parent / first.segments[0].uri)
     container = "fmp4" if first.segments[0].init_section is not None else "mpegts"
+    if not fps and any(k.method != "NONE" for k in first.segments[0].keys):
+        raise ConditionError(f"content rendition {videos[0].key} is encrypted and its master gives no FRAME-RATE")
     if not fps:
         if first.segments[0].init_section is not None and first.segments[0].init_section.uri:
             seg_file = str((mp.parent / videos[0].key).parent / first.segments[0].init_section.uri)
         vs = [s for s in _probe(seg_file).get("streams", []) if s.get("codec_type") == "video"]
         fps = _rate(vs[0].get("avg_frame_rate") or vs[0].get("r_frame_rate")) if vs else 30.0
     rate, channels = 48000, 2
+    audio = next((r for r in master.renditions if r.type == "AUDIO" and r.uri is not None), None)
+    if audio is not None and (audio.string("CHANNELS") or "").split("/")[0].isdigit():
+        channels = int((audio.string("CHANNELS") or "2").split("/")[0])
     if audio_key is not None:
         apl = parse_media((mp.parent / audio_key).read_text())
+        if apl.segments and any(k.method != "NONE" for k in apl.segments[0].keys):
+            # encrypted content cannot be probed: the master's CHANNELS and the usual 48 kHz it is
+            apl.segments = []
         if apl.segments:
             a0 = apl.segments[0]
             a_file = str((mp.parent / audio_key).parent / (a0.init_section.uri if a0.init_section is not None
