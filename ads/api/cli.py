@@ -90,9 +90,9 @@ def serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     keys = list(args.api_key) + [k for k in os.environ.get("SIDECAST_ADS_API_KEYS", "").split(",") if k.strip()]
-    if not keys:
+    generated = not keys
+    if generated:
         keys = [secrets.token_urlsafe(18)]
-        print(f"sidecast ads: no --api-key given; management API key for this run: {keys[0]}", file=sys.stderr)
     # replicas behind one load balancer must share this key, or a token signed by one is refused by another
     token_key = os.environ.get("SIDECAST_ADS_TOKEN_KEY", "")
     try:
@@ -118,6 +118,8 @@ def serve(args: argparse.Namespace) -> int:
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"sidecast ads: {exc}", file=sys.stderr)
         return 2
+    if generated:   # only once the settings are good: a refused start prints its reason alone
+        print(f"sidecast ads: no --api-key given; management API key for this run: {keys[0]}", file=sys.stderr)
     if args.workers == 1:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
         return 0
