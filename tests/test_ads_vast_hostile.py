@@ -25,7 +25,7 @@ from sidecast.ads.vast import (
     resolve_with,
 )
 from sidecast.ads.vmap import parse_vmap, schedule
-from tests.ads_fixtures import AdServer, Route, ad_server, running_api, wait_until
+from tests.ads_fixtures import Route, ad_server, running_api, wait_until
 
 BASE = "http://ads.test"
 
