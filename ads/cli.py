@@ -20,12 +20,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from sidecast.hls import MasterPlaylist, MediaPlaylist, PlaylistError, parse, timebase
+from sidecast.hls import MasterPlaylist, MediaPlaylist, PlaylistError, Variant, parse, timebase
 from sidecast.hls.breaks import Break, breaks_from_playlist
 from sidecast.hls.live import atomic_write
 
 from .sgai import add_interstitials
-from .ssai import AdMedia, Placement, pin_byteranges, pin_ivs, stitch
+from .ssai import AdMedia, Placement, nearest_variant, pin_byteranges, pin_ivs, stitch
 from .vmap import VmapError, parse_vmap
 from .vmap import schedule as vmap_schedule
 
@@ -119,9 +119,29 @@ def _read_media(path: str, what: str) -> MediaPlaylist:
     return pl
 
 
+def _content_variant(content_path: str) -> Variant | None:
+    """The content rendition's own EXT-X-STREAM-INF, from a master.m3u8 up to three folders above it
+    (the core's layout puts it two above: master.m3u8, video/<name>/index.m3u8)."""
+    target = Path(content_path).resolve()
+    for folder in list(target.parents)[:3]:
+        m = folder / "master.m3u8"
+        if not m.is_file():
+            continue
+        try:
+            master = parse(m.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, PlaylistError):
+            continue
+        if isinstance(master, MasterPlaylist):
+            for v in master.variants:
+                if "://" not in v.uri and (folder / v.uri).resolve() == target:
+                    return v
+    return None
+
+
 def _ad_media_playlist(ad: str, content_path: str) -> str:
     """The ad's media playlist to use: itself, or from a master the rendition at the content's own path
-    in the core's layout (video/<name>/index.m3u8), else the first variant."""
+    in the core's layout (video/<name>/index.m3u8), else the variant nearest the content's rendition by
+    resolution and bandwidth (read from the content's master when there is one), else the first."""
     try:
         text = Path(ad).read_text(encoding="utf-8")
     except OSError as exc:
@@ -142,7 +162,7 @@ def _ad_media_playlist(ad: str, content_path: str) -> str:
     vids = master.variants
     if not vids:
         raise CliError(f"ad master {ad} lists no variant")
-    return str(base / vids[0].uri)
+    return str(base / nearest_variant(vids, _content_variant(content_path)).uri)
 
 
 def _rebase(uri: str, src_dir: Path, out_dir: Path) -> str:

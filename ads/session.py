@@ -36,7 +36,6 @@ from __future__ import annotations
 import bisect
 import concurrent.futures
 import logging
-import math
 import os
 import re
 import threading
@@ -50,12 +49,12 @@ from urllib.parse import urljoin, urlsplit
 
 from fastapi import APIRouter
 
-from sidecast.hls import MasterPlaylist, MediaPlaylist, PlaylistError, Segment, Variant, parse, timebase
+from sidecast.hls import MasterPlaylist, MediaPlaylist, PlaylistError, Segment, parse, timebase
 from sidecast.hls.breaks import Break, breaks_from_playlist
 
 from .condition import Conditioned, ConditionError
 from .models import AdPod
-from .ssai import AdMedia, Placement, pin_byteranges, pin_ivs, stitch
+from .ssai import AdMedia, Placement, nearest_variant, pin_byteranges, pin_ivs, stitch
 from .vast import progress_offset
 
 log = logging.getLogger("sidecast.ads.session")
@@ -199,26 +198,6 @@ def rendition_kind(key: str) -> str:
     if first in ("audio", "subs"):
         return first
     return "video"
-
-
-def nearest_variant(variants: Sequence[Variant], want: Variant | None) -> Variant:
-    """The variant closest to `want` (a content rendition): by resolution and bandwidth together, each as a
-    ratio (a 720p ad at 2.5 Mbit/s for 720p content at 3 Mbit/s beats a 1080p one at 3 Mbit/s); the first
-    variant when there is nothing to compare."""
-    if want is None:
-        return variants[0]
-    wr, wb = want.resolution, want.bandwidth
-
-    def gap(v: Variant) -> float:
-        score = 0.0
-        if wr is not None:
-            vr = v.resolution
-            score += abs(math.log(max(vr[1], 1) / max(wr[1], 1))) if vr else 4.0
-        if wb:
-            score += abs(math.log(max(v.bandwidth or 1, 1) / wb)) if v.bandwidth else 4.0
-        return score
-
-    return min(variants, key=gap)
 
 
 def _container(segs: Sequence[Segment]) -> str:

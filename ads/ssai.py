@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sidecast.hls import Key, MediaPlaylist, Segment, target_duration_for
+from sidecast.hls import Key, MediaPlaylist, Segment, Variant, target_duration_for
 from sidecast.hls import tags as T
 from sidecast.hls.breaks import Break
 
@@ -118,6 +118,26 @@ def nominal_duration(content: MediaPlaylist) -> float:
     if not ds:
         return float(content.target_duration or 1)
     return max(round(ds[len(ds) // 2], 1), 0.1)
+
+
+def nearest_variant(variants: Sequence[Variant], want: Variant | None) -> Variant:
+    """The variant closest to `want` (a content rendition): by resolution and bandwidth together, each as a
+    ratio (a 720p ad at 2.5 Mbit/s for 720p content at 3 Mbit/s beats a 1080p one at 3 Mbit/s); the first
+    variant when there is nothing to compare."""
+    if want is None:
+        return variants[0]
+    wr, wb = want.resolution, want.bandwidth
+
+    def gap(v: Variant) -> float:
+        score = 0.0
+        if wr is not None:
+            vr = v.resolution
+            score += abs(math.log(max(vr[1], 1) / max(wr[1], 1))) if vr else 4.0
+        if wb:
+            score += abs(math.log(max(v.bandwidth or 1, 1) / wb)) if v.bandwidth else 4.0
+        return score
+
+    return min(variants, key=gap)
 
 
 def _needs_iv(k: Key) -> bool:

@@ -15,8 +15,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecast.ads.session import nearest_variant
-from sidecast.ads.ssai import AdMedia, Placement, pin_byteranges, pin_ivs, required_version, stitch
+from sidecast.ads.ssai import (
+    AdMedia,
+    Placement,
+    nearest_variant,
+    pin_byteranges,
+    pin_ivs,
+    required_version,
+    stitch,
+)
 from sidecast.hls import Key, Map, MediaPlaylist, Segment, parse_master, parse_media, quote
 from sidecast.hls.breaks import Break
 from tests.ads_media import make_content
@@ -214,3 +221,20 @@ def test_stitch_cli_takes_a_pod_of_several_ads_in_order(layouts):
                         "--ad", str(layouts["fmp4"] / "video/180p/index.m3u8"), "--at", "pre", "-o", str(out)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "is fMP4 but" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_stitch_cli_picks_the_ad_variant_nearest_the_content_rendition(layouts):
+    """An ad master in another layout: the content's own master says which rendition this is."""
+    other = layouts["root"] / "elsewhere"
+    other.mkdir(exist_ok=True)
+    (other / "master.m3u8").write_text(
+        "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=370000,RESOLUTION=320x180\n../red/video/180p/index.m3u8\n"
+        "#EXT-X-STREAM-INF:BANDWIDTH=270000,RESOLUTION=256x144\n../red/video/144p/index.m3u8\n")
+    out = layouts["root"] / "out" / "nearest.m3u8"
+    for rendition in ("144p", "180p"):
+        r = subprocess.run([str(SIDECAST), "ads", "stitch", str(layouts["content"] / f"video/{rendition}/index.m3u8"),
+                            "--ad", str(other / "master.m3u8"), "--at", "pre", "-o", str(out)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        first = parse_media(out.read_text()).segments[0].uri
+        assert f"red/video/{rendition}/seg_" in first, (rendition, first)
