@@ -1,8 +1,10 @@
 """``sidecast ads``: SSAI and SGAI on playlists from the command line (VOD work and scripting).
 
     sidecast ads stitch video/720p/index.m3u8 --ad ad/video/720p/index.m3u8 --at 30 -o stitched.m3u8
+    sidecast ads stitch video/720p/index.m3u8 --ad a/master.m3u8 --ad b/master.m3u8 --at pre -o pod.m3u8
     sidecast ads interstitials video/720p/index.m3u8 --asset-list 'https://ads.example/list?b={break_id}' \
         --at pre --at 30 -o sgai.m3u8
+    sidecast ads interstitials video/720p/index.m3u8 --vmap schedule.xml --asset-list URL -o sgai.m3u8
     sidecast ads serve ...        (the decisioning API, from ads/api/cli.py)
 
 Without ``--at`` the playlist's own cue tags (EXT-X-CUE-OUT/IN, SCTE35 DATERANGEs) place the breaks.
@@ -18,12 +20,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from sidecast.hls import MasterPlaylist, MediaPlaylist, PlaylistError, parse, timebase
+from sidecast.hls import MasterPlaylist, MediaPlaylist, PlaylistError, Variant, parse, timebase
 from sidecast.hls.breaks import Break, breaks_from_playlist
 from sidecast.hls.live import atomic_write
 
 from .sgai import add_interstitials
-from .ssai import AdMedia, Placement, stitch
+from .ssai import AdMedia, Placement, nearest_variant, pin_byteranges, pin_ivs, stitch
+from .vmap import VmapError, parse_vmap
+from .vmap import schedule as vmap_schedule
 
 log = logging.getLogger("sidecast.ads.cli")
 
@@ -47,12 +51,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     parser.set_defaults(func=no_command)
 
-    p = sub.add_parser("stitch", help="SSAI: stitch an ad into a VOD media playlist",
-                       description="Replace or insert ad segments in a VOD media playlist. With --at, the ad is "
-                       "inserted before the first segment that starts at or after each time; without --at, it "
-                       "fills the playlist's own cue-tag breaks (trimmed to the break, content resumes after).")
+    p = sub.add_parser("stitch", help="SSAI: stitch an ad (or a pod of ads) into a VOD media playlist",
+                       description="Replace or insert ad segments in a VOD media playlist. With --at, the ads are "
+                       "inserted before the first segment that starts at or after each time; without --at, they "
+                       "fill the playlist's own cue-tag breaks (trimmed to the break, content resumes after). "
+                       "Several --ad make a pod, played in the order given.")
     p.add_argument("media_playlist", metavar="MEDIA_PLAYLIST")
-    p.add_argument("--ad", required=True, metavar="AD_PLAYLIST", help="the ad's HLS media (or master) playlist")
+    p.add_argument("--ad", required=True, action="append", metavar="AD_PLAYLIST",
+                   help="an ad's HLS media (or master) playlist; repeat for a pod")
     p.add_argument("--at", action="append", default=[], metavar="SECONDS",
                    help="insert the ad at this content time (repeatable; 0 = pre-roll, 'post' = post-roll)")
     p.add_argument("--slate", default=None, metavar="SLATE_PLAYLIST",
@@ -68,6 +74,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                    help="X-ASSET-LIST URL; {break_id}, {duration} and {position} are filled in per break")
     q.add_argument("--at", action="append", default=[], metavar="SECONDS",
                    help="a break at this content time (repeatable; 'pre' or 'post' for pre/post-rolls)")
+    q.add_argument("--vmap", default=None, metavar="FILE",
+                   help="take the breaks from a VMAP 1.0 document (its break ids go into {break_id})")
     q.add_argument("--duration", type=float, default=0.0,
                    help="seconds of content each --at break replaces (default 0: the ad is inserted)")
     q.add_argument("--pdt-start", default="2000-01-01T00:00:00Z",
@@ -111,9 +119,29 @@ def _read_media(path: str, what: str) -> MediaPlaylist:
     return pl
 
 
+def _content_variant(content_path: str) -> Variant | None:
+    """The content rendition's own EXT-X-STREAM-INF, from a master.m3u8 up to three folders above it
+    (the core's layout puts it two above: master.m3u8, video/<name>/index.m3u8)."""
+    target = Path(content_path).resolve()
+    for folder in list(target.parents)[:3]:
+        m = folder / "master.m3u8"
+        if not m.is_file():
+            continue
+        try:
+            master = parse(m.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, PlaylistError):
+            continue
+        if isinstance(master, MasterPlaylist):
+            for v in master.variants:
+                if "://" not in v.uri and (folder / v.uri).resolve() == target:
+                    return v
+    return None
+
+
 def _ad_media_playlist(ad: str, content_path: str) -> str:
     """The ad's media playlist to use: itself, or from a master the rendition at the content's own path
-    in the core's layout (video/<name>/index.m3u8), else the first variant."""
+    in the core's layout (video/<name>/index.m3u8), else the variant nearest the content's rendition by
+    resolution and bandwidth (read from the content's master when there is one), else the first."""
     try:
         text = Path(ad).read_text(encoding="utf-8")
     except OSError as exc:
@@ -134,7 +162,7 @@ def _ad_media_playlist(ad: str, content_path: str) -> str:
     vids = master.variants
     if not vids:
         raise CliError(f"ad master {ad} lists no variant")
-    return str(base / vids[0].uri)
+    return str(base / nearest_variant(vids, _content_variant(content_path)).uri)
 
 
 def _rebase(uri: str, src_dir: Path, out_dir: Path) -> str:
@@ -168,15 +196,25 @@ def _stitch(args: argparse.Namespace) -> int:
     if not content.endlist:
         raise CliError(f"{args.media_playlist} is a live playlist (no EXT-X-ENDLIST); `ads stitch` works on "
                        "VOD — live streams are stitched per session by the manifest service")
-    ad_path = _ad_media_playlist(args.ad, args.media_playlist)
-    ad = _read_media(ad_path, "ad playlist")
-    if not ad.segments:
-        raise CliError(f"ad playlist {ad_path} has no segments")
     out_dir = args.output.resolve().parent
     src_dir = Path(args.media_playlist).resolve().parent
-    ad_dir = Path(ad_path).resolve().parent
+    content_container = _container(content)
+    pod: list[AdMedia] = []
+    ad_uris: set[str] = set()
+    for n, ad_arg in enumerate(args.ad):
+        ad_path = _ad_media_playlist(ad_arg, args.media_playlist)
+        ad = _read_media(ad_path, "ad playlist")
+        if not ad.segments:
+            raise CliError(f"ad playlist {ad_path} has no segments")
+        if _container(ad) != content_container:
+            raise CliError(f"ad {ad_path} is {_container(ad)} but {args.media_playlist} is {content_container}: "
+                           "a player cannot switch containers at a splice; condition the ad to the content's")
+        ad_dir = Path(ad_path).resolve().parent
+        # its own IVs and byte ranges written out: they must not depend on where its segments land
+        ad = pin_byteranges(pin_ivs(ad)).with_uris(lambda u, d=ad_dir: _rebase(u, d, out_dir))
+        pod.append(AdMedia(f"ad{n}", tuple(ad.segments)))
+        ad_uris.update(s.uri for s in ad.segments)
     content = content.with_uris(lambda u: _rebase(u, src_dir, out_dir))
-    ad = ad.with_uris(lambda u: _rebase(u, ad_dir, out_dir))
     slate = None
     if args.slate:
         sl = _read_media(args.slate, "slate playlist")
@@ -190,12 +228,31 @@ def _stitch(args: argparse.Namespace) -> int:
         if not breaks:
             raise CliError(f"no --at given and {args.media_playlist} has no cue tags (EXT-X-CUE-OUT or SCTE35 "
                            "DATERANGE) to place breaks")
-    media = AdMedia("cli", tuple(ad.segments))
-    result = stitch(content, [Placement(b, (media,), slate) for b in breaks])
+    result = stitch(content, [Placement(b, tuple(pod), slate) for b in breaks])
     atomic_write(args.output, result.playlist.dumps())
-    n_ad = sum(1 for s in result.playlist.segments if s.uri in {a.uri for a in ad.segments})
-    print(f"stitched {len(breaks)} break(s), {n_ad} ad segment(s) → {args.output}")
+    n_ad = sum(1 for s in result.playlist.segments if s.uri in ad_uris)
+    print(f"stitched {len(breaks)} break(s), {n_ad} ad segment(s) from a pod of {len(pod)} ad(s) → {args.output}")
     return 0
+
+
+def _container(pl: MediaPlaylist) -> str:
+    return "fMP4" if any(s.init_section is not None for s in pl.segments[:1]) else "MPEG-TS"
+
+
+def _vmap_breaks(path: str, total: float) -> list[Break]:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read VMAP {path}: {exc}") from None
+    try:
+        doc = parse_vmap(data)
+    except VmapError as exc:
+        raise CliError(f"{path} is not a usable VMAP document: {exc}") from None
+    breaks = [b for b, _ in vmap_schedule(doc, total)]
+    if not breaks:
+        raise CliError(f"VMAP {path} has no linear break with an ad source"
+                       + (f" ({len(doc.ignored)} ignored: {doc.ignored[0]})" if doc.ignored else ""))
+    return breaks
 
 
 def _interstitials(args: argparse.Namespace) -> int:
@@ -211,7 +268,11 @@ def _interstitials(args: argparse.Namespace) -> int:
         raise CliError("--duration must not be negative")
     if "://" not in args.asset_list:
         raise CliError(f"--asset-list {args.asset_list!r} must be an absolute http(s) URL")
-    if args.at:
+    if args.vmap and args.at:
+        raise CliError("give --at or --vmap, not both")
+    if args.vmap:
+        breaks = _vmap_breaks(args.vmap, content.duration)
+    elif args.at:
         breaks = _parse_at(args.at, content.duration, args.duration)
     else:
         breaks = breaks_from_playlist(content)

@@ -11,6 +11,9 @@ layout:
     <cache>/.../video/<rendition>/index.m3u8 + seg_000000.ts ...   (video-only MPEG-TS, H.264)
     <cache>/.../audio/index.m3u8 + seg_000000.ts ...               (AAC-in-TS, separate like the content)
 
+or, for fMP4 (CMAF) content, the same layout in fMP4: ``init.mp4`` + ``seg_000000.m4s`` per rendition, since a
+player cannot switch containers at a splice.
+
 One ffmpeg run decodes the creative once and encodes every rendition (``split``), so the renditions
 share timestamps. The result is cached by (creative content hash, ladder signature) and reused; a creative
 that cannot be conditioned raises ConditionError with ffmpeg's reason, and the caller falls back to content.
@@ -25,6 +28,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -58,6 +62,7 @@ class Ladder:
     audio_key: str | None = "audio/index.m3u8"
     audio_rate: int = 48000
     audio_channels: int = 2
+    container: str = "mpegts"   # or "fmp4" (CMAF): ads must be in the content's container to be spliced
 
     def signature(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -115,19 +120,32 @@ def ladder_from_master(master_path: str | Path) -> Ladder:
     durs = sorted(s.duration for s in first.segments)
     seg = round(durs[len(durs) // 2], 3)
     seg_file = str((mp.parent / videos[0].key).parent / first.segments[0].uri)
+    container = "fmp4" if first.segments[0].init_section is not None else "mpegts"
+    if not fps and any(k.method != "NONE" for k in first.segments[0].keys):
+        raise ConditionError(f"content rendition {videos[0].key} is encrypted and its master gives no FRAME-RATE")
     if not fps:
+        if first.segments[0].init_section is not None and first.segments[0].init_section.uri:
+            seg_file = str((mp.parent / videos[0].key).parent / first.segments[0].init_section.uri)
         vs = [s for s in _probe(seg_file).get("streams", []) if s.get("codec_type") == "video"]
         fps = _rate(vs[0].get("avg_frame_rate") or vs[0].get("r_frame_rate")) if vs else 30.0
     rate, channels = 48000, 2
+    audio = next((r for r in master.renditions if r.type == "AUDIO" and r.uri is not None), None)
+    if audio is not None and (audio.string("CHANNELS") or "").split("/")[0].isdigit():
+        channels = int((audio.string("CHANNELS") or "2").split("/")[0])
     if audio_key is not None:
         apl = parse_media((mp.parent / audio_key).read_text())
+        if apl.segments and any(k.method != "NONE" for k in apl.segments[0].keys):
+            # encrypted content cannot be probed: the master's CHANNELS and the usual 48 kHz it is
+            apl.segments = []
         if apl.segments:
-            a_file = str((mp.parent / audio_key).parent / apl.segments[0].uri)
+            a0 = apl.segments[0]
+            a_file = str((mp.parent / audio_key).parent / (a0.init_section.uri if a0.init_section is not None
+                                                           and a0.init_section.uri else a0.uri))
             aus = [s for s in _probe(a_file).get("streams", []) if s.get("codec_type") == "audio"]
             if aus:
                 rate = int(aus[0].get("sample_rate") or rate)
                 channels = int(aus[0].get("channels") or channels)
-    return Ladder(tuple(videos), round(fps, 3), seg, audio_key, rate, channels)
+    return Ladder(tuple(videos), round(fps, 3), seg, audio_key, rate, channels, container)
 
 
 def _hash_creative(creative: str) -> str:
@@ -184,8 +202,11 @@ def _run_ffmpeg(src: str, has_audio: bool, src_duration: float, ladder: Ladder, 
         cmd += ["-f", "lavfi", "-i",
                 f"anullsrc=r={ladder.audio_rate}:cl={'mono' if ladder.audio_channels == 1 else 'stereo'}"]
     cmd += ["-filter_complex", split + ";".join(chains)]
-    hls = ["-f", "hls", "-hls_time", f"{seg:g}", "-hls_playlist_type", "vod", "-hls_segment_type", "mpegts",
-           "-hls_flags", "independent_segments"]
+    fmp4 = ladder.container == "fmp4"
+    ext = "m4s" if fmp4 else "ts"
+    hls = ["-f", "hls", "-hls_time", f"{seg:g}", "-hls_playlist_type", "vod", "-hls_flags", "independent_segments"]
+    hls += ["-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", "init.mp4"] if fmp4 else \
+        ["-hls_segment_type", "mpegts"]
     for i, v in enumerate(ladder.video):
         d = out / os.path.dirname(v.key)
         d.mkdir(parents=True, exist_ok=True)
@@ -194,7 +215,7 @@ def _run_ffmpeg(src: str, has_audio: bool, src_duration: float, ladder: Ladder, 
                 "-crf", "23", "-maxrate", str(maxrate), "-bufsize", str(maxrate),
                 "-g", str(keyint), "-keyint_min", str(keyint), "-sc_threshold", "0",
                 "-force_key_frames", f"expr:gte(t,n_forced*{seg:g})", "-bf", "2",
-                *hls, "-hls_segment_filename", str(d / "seg_%06d.ts"), str(out / v.key)]
+                *hls, "-hls_segment_filename", str(d / f"seg_%06d.{ext}"), str(out / v.key)]
     if ladder.audio_key:
         d = out / os.path.dirname(ladder.audio_key)
         d.mkdir(parents=True, exist_ok=True)
@@ -203,7 +224,7 @@ def _run_ffmpeg(src: str, has_audio: bool, src_duration: float, ladder: Ladder, 
                 "-ac", str(ladder.audio_channels)]
         if not has_audio:
             cmd += ["-t", f"{src_duration:.3f}"]  # anullsrc never ends by itself
-        cmd += [*hls, "-hls_segment_filename", str(d / "seg_%06d.ts"), str(out / ladder.audio_key)]
+        cmd += [*hls, "-hls_segment_filename", str(d / f"seg_%06d.{ext}"), str(out / ladder.audio_key)]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError:
@@ -260,7 +281,8 @@ def _write_master(out: Path, ladder: Ladder) -> None:
                            resolution=(v.width, v.height), frame_rate=ladder.fps,
                            codecs=f"{v.codecs},mp4a.40.2" if audio else v.codecs, audio=audio)
                 for v in ladder.video]
-    master = MasterPlaylist(variants, renditions, tags=[T.EXT_X_INDEPENDENT_SEGMENTS], version=3)
+    master = MasterPlaylist(variants, renditions, tags=[T.EXT_X_INDEPENDENT_SEGMENTS],
+                            version=7 if ladder.container == "fmp4" else 3)
     (out / "master.m3u8").write_text(master.dumps())
 
 
@@ -270,11 +292,17 @@ def segments_fit(duration: float, ladder: Ladder) -> int:
 
 
 class Conditioner:
-    """Conditions creatives for one content master, with the cache; what the SSAI service calls."""
+    """Conditions creatives for one content master, with the cache; what the SSAI service calls.
 
-    def __init__(self, content_master: str | Path, cache_dir: str | Path) -> None:
+    `download(url, path)`, when given, fetches an http(s) creative into the cache before ffmpeg reads it,
+    so ffmpeg never opens a URL itself: creatives come from ad servers, and the download goes through the
+    decisioning service's fetch policy (no internal addresses, a size cap, a time budget)."""
+
+    def __init__(self, content_master: str | Path, cache_dir: str | Path,
+                 download: Callable[[str, Path], object] | None = None) -> None:
         self.content_master = Path(content_master)
         self.cache_dir = Path(cache_dir)
+        self.download = download
         self._ladder: Ladder | None = None
 
     @property
@@ -284,4 +312,14 @@ class Conditioner:
         return self._ladder
 
     def __call__(self, creative: str | Path) -> Conditioned:
+        src = str(creative)
+        if self.download is not None and src.startswith(("http://", "https://")):
+            local = self.cache_dir / ".sources" / hashlib.sha256(src.encode()).hexdigest()[:32]
+            if not local.is_file():
+                local.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    self.download(src, local)
+                except Exception as exc:
+                    raise ConditionError(f"cannot download creative {src}: {exc}") from None
+            creative = local
         return condition(creative, self.ladder, self.cache_dir)

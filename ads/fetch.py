@@ -25,21 +25,23 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import ipaddress
 import logging
+import os
 import socket
 import time
 import urllib.parse
 from collections.abc import Callable, Generator, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import httpx
 
-from sidecast.ads.vast import MAX_VAST_BYTES, FetchFailed, Resolution, resolve
+from sidecast.ads.vast import MAX_ADS_PER_DOCUMENT, MAX_VAST_BYTES, FetchFailed, Resolution, resolve
 
 __all__ = ["FetchPolicy", "UnsafeURL", "Fetch", "Hop", "SyncFetcher", "AsyncFetcher", "check_url",
-           "check_url_async"]
+           "check_url_async", "check_url_syntax", "check_registration_url", "embedded_ipv4", "address_refusal"]
 
 log = logging.getLogger("sidecast.ads")
 
@@ -60,11 +62,14 @@ class FetchPolicy:
     max_redirects: int = 3
     max_wrapper_depth: int = 5      # VAST wrappers followed below a tag
     max_fetches: int = 10           # VAST documents fetched to resolve one tag
+    max_ads: int = MAX_ADS_PER_DOCUMENT   # <Ad>s read from one VAST document
     user_agent: str = "sidecast-ads/0.1"
 
-    def resolver(self, url: str) -> Generator[str, bytes | FetchFailed, Resolution]:
-        """The sans-IO VAST resolver for `url` under these limits (ads.vast.resolve)."""
-        return resolve(url, max_depth=self.max_wrapper_depth, max_fetches=self.max_fetches, max_bytes=self.max_bytes)
+    def resolver(self, url: str, first: bytes | None = None) -> Generator[str, bytes | FetchFailed, Resolution]:
+        """The sans-IO VAST resolver for `url` under these limits (ads.vast.resolve); `first` is the tag's
+        own document when it is already at hand (inline VAST in a VMAP break)."""
+        return resolve(url, max_depth=self.max_wrapper_depth, max_fetches=self.max_fetches,
+                       max_bytes=self.max_bytes, max_ads=self.max_ads, first=first)
 
 
 @dataclass(frozen=True)
@@ -92,21 +97,77 @@ def _syntax(url: str) -> tuple[urllib.parse.SplitResult, str, int]:
     return parts, parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
+_NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")      # RFC 6052: IPv4 in the last 32 bits
+_NAT64_LOCAL_USE = ipaddress.ip_network("64:ff9b:1::/48")     # RFC 8215: local-use, never public
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address stands for, in every form that reaches an IPv4 host: mapped
+    (``::ffff:a.b.c.d``, however it is written), compatible (``::a.b.c.d``, deprecated but still routed by
+    some stacks), SIIT-translated (``::ffff:0:a.b.c.d``), NAT64 (``64:ff9b::a.b.c.d``), 6to4 (``2002:ab:cd::``)
+    and Teredo (the client's address)."""
+    n = int(ip)
+    out: list[ipaddress.IPv4Address] = []
+    if ip.ipv4_mapped is not None:
+        out.append(ip.ipv4_mapped)
+    if n >> 32 == 0 and n > 1:                      # ::/96 minus :: and ::1 (both refused as they are)
+        out.append(ipaddress.IPv4Address(n & 0xFFFFFFFF))
+    if n >> 32 == 0xFFFF0000:                       # ::ffff:0:0:0/96
+        out.append(ipaddress.IPv4Address(n & 0xFFFFFFFF))
+    if ip in _NAT64_WELL_KNOWN:
+        out.append(ipaddress.IPv4Address(n & 0xFFFFFFFF))
+    if ip.sixtofour is not None:
+        out.append(ip.sixtofour)
+    if ip.teredo is not None:
+        out.append(ip.teredo[1])
+    return out
+
+
+def address_refusal(address: str) -> str | None:
+    """Why `address` is not a public unicast address (the reason names the embedded IPv4 when that is what
+    is internal), or None when it is one."""
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _NAT64_LOCAL_USE:
+            return f"non-public address {ip} (local-use NAT64)"
+        for v4 in embedded_ipv4(ip):
+            if not v4.is_global or v4.is_multicast:
+                return f"non-public address {v4} (embedded in {ip})"
+    if not ip.is_global or ip.is_multicast:
+        return f"non-public address {ip}"
+    return None
+
+
 def _checked_addresses(url: str, addresses: Iterable[str], allow_private: bool) -> list[str]:
     """The addresses of `url`'s host, once every one of them passed the check (one bad one refuses all:
     which one a client would pick is not ours to guess)."""
     checked: list[str] = []
     for a in addresses:
         ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(a.split("%", 1)[0])
+        if not allow_private:
+            why = address_refusal(a)
+            if why is not None:
+                raise UnsafeURL(f"refusing {url!r}: it resolves to {why} "
+                                "(allow private upstreams explicitly if this is intended)")
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped   # ::ffff:127.0.0.1 is loopback too
-        if not allow_private and (not ip.is_global or ip.is_multicast):
-            raise UnsafeURL(f"refusing {url!r}: it resolves to non-public address {ip} "
-                            "(allow private upstreams explicitly if this is intended)")
+            ip = ip.ipv4_mapped   # connect to ::ffff:a.b.c.d over IPv4: the address that was checked
         checked.append(str(ip))
     if not checked:
         raise UnsafeURL(f"host of {url!r} does not resolve")
     return list(dict.fromkeys(checked))
+
+
+def check_url_syntax(url: str, policy: FetchPolicy) -> None:
+    """Raise UnsafeURL unless `url` is an http(s) URL without credentials whose host, when it is a literal
+    address (in any spelling the resolver accepts: ``2130706433``, ``0x7f.1``, ``[::ffff:7f00:1]``), is
+    public. No DNS: for a name, see check_url / check_url_async."""
+    _, host, port = _syntax(url)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_NUMERICHOST)
+    except (OSError, UnicodeError):
+        return   # a name, not an address: resolved (and checked) when fetched
+    _checked_addresses(url, _addresses(infos), policy.allow_private)
 
 
 class Fetch:
@@ -118,10 +179,11 @@ class Fetch:
     """
 
     def __init__(self, url: str, policy: FetchPolicy, *, read_body: bool = True,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, sink: Callable[[bytes], None] | None = None) -> None:
         self.url = url
         self.policy = policy
         self.read_body = read_body
+        self.sink = sink   # where the body goes as it arrives (a file); None: kept for body()
         self._clock = clock
         self.deadline = clock() + policy.timeout
         self.redirects = 0
@@ -200,7 +262,10 @@ class Fetch:
         self._size += len(chunk)
         if self._size > self.policy.max_bytes:
             raise FetchFailed(f"response from {self.url} is over {self.policy.max_bytes} bytes")
-        self._chunks.append(chunk)
+        if self.sink is not None:
+            self.sink(chunk)
+        else:
+            self._chunks.append(chunk)
         self.remaining()
 
     def body(self) -> bytes:
@@ -296,9 +361,28 @@ class SyncFetcher:
         """Fire a tracking pixel; returns the final HTTP status (redirects followed under the same rules)."""
         return self._run(Fetch(url, self.policy, read_body=False))[0]
 
-    def resolve(self, url: str) -> Resolution:
+    def download(self, url: str, target: str | os.PathLike[str], *, max_bytes: int, timeout: float) -> int:
+        """Stream `url` into the file `target` under this policy's address and redirect rules, with its own
+        size cap and time budget (media files are larger and slower than VAST); returns the size. A failed
+        download leaves no file."""
+        policy = replace(self.policy, max_bytes=max_bytes, timeout=timeout)
+        tmp = f"{os.fspath(target)}.part"
+        try:
+            with open(tmp, "wb") as out:
+                fetch = Fetch(url, policy, sink=out.write)
+                while self._hop(fetch)[0] == "redirect":
+                    pass
+                size = fetch._size
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return size
+
+    def resolve(self, url: str, first: bytes | None = None) -> Resolution:
         """Follow a VAST tag to playable ads (ads.vast.resolve under this policy's limits)."""
-        gen = self.policy.resolver(url)
+        gen = self.policy.resolver(url, first)
         try:
             target = next(gen)
             while True:
@@ -314,6 +398,22 @@ class SyncFetcher:
 
 
 # ---------------------------------------------------------------- the async transport
+
+async def check_registration_url(url: str, policy: FetchPolicy) -> None:
+    """What a URL must pass to be registered (a VAST tag, a tracker, a creative we may fetch): http(s)
+    without credentials, and a host that is not, and does not resolve to, an internal address. A name
+    that does not resolve (yet) is accepted: every fetch checks again."""
+    check_url_syntax(url, policy)
+    if policy.allow_private:
+        return
+    try:
+        await check_url_async(url, policy)
+    except UnsafeURL as exc:
+        if "cannot resolve" in str(exc):
+            return
+        raise
+    except FetchFailed:
+        return   # DNS too slow now: the fetch decides
 
 async def check_url_async(url: str, policy: FetchPolicy) -> None:
     """check_url without blocking the event loop."""
@@ -380,18 +480,29 @@ class AsyncFetcher:
         """Fire a tracking pixel; returns the final HTTP status (redirects followed under the same rules)."""
         return (await self._run(Fetch(url, self.policy, read_body=False)))[0]
 
-    async def resolve(self, url: str) -> Resolution:
-        """Follow a VAST tag to playable ads (ads.vast.resolve under this policy's limits)."""
-        gen = self.policy.resolver(url)
-        try:
-            target = next(gen)
-            while True:
-                body: bytes | FetchFailed
-                try:
-                    body = await self.get(target)
-                except FetchFailed as exc:
-                    log.warning("upstream VAST %s: %s", target, exc)
-                    body = exc
-                target = gen.send(body)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+    async def resolve(self, url: str, first: bytes | None = None) -> Resolution:
+        """Follow a VAST tag to playable ads (ads.vast.resolve under this policy's limits).
+
+        The resolver parses each document when it is sent one, so it is driven from a worker thread: a
+        large response costs CPU there, not in the event loop that answers every other request."""
+        gen = self.policy.resolver(url, first)
+        step = await asyncio.to_thread(_advance, gen, None)
+        while isinstance(step, str):
+            body: bytes | FetchFailed
+            try:
+                body = await self.get(step)
+            except FetchFailed as exc:
+                log.warning("upstream VAST %s: %s", step, exc)
+                body = exc
+            step = await asyncio.to_thread(_advance, gen, body)
+        return step
+
+
+def _advance(gen: Generator[str, bytes | FetchFailed, Resolution], body: bytes | FetchFailed | None,
+             ) -> str | Resolution:
+    """One step of the resolver: the next URL to fetch, or the Resolution it ended with (StopIteration may
+    not cross a thread's future, so it is turned into a value here)."""
+    try:
+        return next(gen) if body is None else gen.send(body)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]

@@ -19,6 +19,15 @@ The rules it keeps (RFC 8216bis):
   ends the pod there. EXT-X-PROGRAM-DATE-TIME stays true: content keeps its wall clock, ad segments get
   their slot's wall clock, and every segment carries one (§4.4.4.6, needed after a discontinuity).
 - A duration-0 break (VOD only) inserts the pod between segments without replacing content.
+- EXT-X-KEY and EXT-X-MAP are per-segment state in the model (``Segment.keys`` / ``init_section``) and
+  re-written wherever they change, so every splice re-declares what the following segments need: the
+  content's key and initialization section after an ad, ``METHOD=NONE`` before a clear ad in encrypted
+  content (§4.4.4.4, §4.4.4.5). A key without an IV decrypts with the segment's media sequence number as
+  IV (§5.2), which stitching changes: such IVs are written out (``pin_ivs``) before segments move.
+- EXT-X-VERSION is raised to what the output uses (``required_version``, §7).
+- The origin's cue tags are dropped (the breaks are acted on) and the stitched ads are marked with our own
+  ``EXT-X-CUE-OUT:DURATION=…`` / ``EXT-X-CUE-OUT-CONT:ElapsedTime=…,Duration=…`` / ``EXT-X-CUE-IN``, the
+  same on every reload, so downstream tools (CDNs, analytics, a second stitcher) still see each break.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sidecast.hls import MediaPlaylist, Segment, target_duration_for
+from sidecast.hls import Key, MediaPlaylist, Segment, Variant, target_duration_for
 from sidecast.hls import tags as T
 from sidecast.hls.breaks import Break
 
@@ -111,6 +120,119 @@ def nominal_duration(content: MediaPlaylist) -> float:
     return max(round(ds[len(ds) // 2], 1), 0.1)
 
 
+def nearest_variant(variants: Sequence[Variant], want: Variant | None) -> Variant:
+    """The variant closest to `want` (a content rendition): by resolution and bandwidth together, each as a
+    ratio (a 720p ad at 2.5 Mbit/s for 720p content at 3 Mbit/s beats a 1080p one at 3 Mbit/s); the first
+    variant when there is nothing to compare."""
+    if want is None:
+        return variants[0]
+    wr, wb = want.resolution, want.bandwidth
+
+    def gap(v: Variant) -> float:
+        score = 0.0
+        if wr is not None:
+            vr = v.resolution
+            score += abs(math.log(max(vr[1], 1) / max(wr[1], 1))) if vr else 4.0
+        if wb:
+            score += abs(math.log(max(v.bandwidth or 1, 1) / wb)) if v.bandwidth else 4.0
+        return score
+
+    return min(variants, key=gap)
+
+
+def _needs_iv(k: Key) -> bool:
+    return k.method in ("AES-128", "SAMPLE-AES") and "IV" not in k.attrs and k.keyformat == "identity"
+
+
+def pin_ivs(pl: MediaPlaylist) -> MediaPlaylist:
+    """The same playlist with the implicit IV of every encrypted segment written out: a key without an IV
+    attribute decrypts with the segment's media sequence number (RFC 8216bis §5.2), and a stitched
+    playlist gives segments other numbers than the playlist they came from."""
+    if not any(_needs_iv(k) for s in pl.segments for k in s.keys):
+        return pl
+    segs = []
+    for i, seg in enumerate(pl.segments):
+        if any(_needs_iv(k) for k in seg.keys):
+            iv = f"0x{(pl.media_sequence + i) & (2 ** 128 - 1):032X}"
+            seg = replace(seg, keys=tuple(replace(k, attrs={**k.attrs, "IV": iv}) if _needs_iv(k) else k
+                                          for k in seg.keys))
+        segs.append(seg)
+    return pl.copy(segments=segs)
+
+
+def pin_byteranges(pl: MediaPlaylist) -> MediaPlaylist:
+    """The same playlist with every EXT-X-BYTERANGE offset written out: ``n`` without ``@o`` continues
+    the previous segment's range (§4.4.4.2), and after a splice the previous segment is another file."""
+    if not any(t.startswith(T.EXT_X_BYTERANGE) for s in pl.segments for t in s.tags):
+        return pl
+    next_offset: dict[str, int] = {}
+    segs = []
+    for seg in pl.segments:
+        tags = list(seg.tags)
+        for k, t in enumerate(tags):
+            if not t.startswith(T.EXT_X_BYTERANGE + ":"):
+                continue
+            n, at, o = t.split(":", 1)[1].partition("@")
+            if not n.strip().isdigit() or (at and not o.strip().isdigit()):
+                continue
+            offset = int(o) if at else next_offset.get(seg.uri, 0)
+            tags[k] = f"{T.EXT_X_BYTERANGE}:{int(n)}@{offset}"
+            next_offset[seg.uri] = offset + int(n)
+        segs.append(replace(seg, tags=tuple(tags)) if tuple(tags) != seg.tags else seg)
+    return pl.copy(segments=segs)
+
+
+def required_version(pl: MediaPlaylist) -> int:
+    """The lowest EXT-X-VERSION a media playlist's features need (RFC 8216bis §7): decimal EXTINF 3 (our
+    writer always writes decimals), IV 2, BYTERANGE and I-FRAMES-ONLY 4, KEYFORMAT(VERSIONS) 5, EXT-X-MAP
+    in a playlist that is not I-frames-only 6, EXT-X-DEFINE 8, EXT-X-SKIP 9."""
+    v = 3 if pl.segments else 1
+    iframes = any(t.startswith(T.EXT_X_I_FRAMES_ONLY) for t in pl.header_tags)
+    if iframes:
+        v = max(v, 4)
+    if any(t.startswith(T.EXT_X_DEFINE) for t in pl.header_tags):
+        v = max(v, 8)
+    if any(t.startswith(T.EXT_X_SKIP) for t in pl.header_tags):
+        v = max(v, 9)
+    for seg in pl.segments:
+        for k in seg.keys:
+            if "IV" in k.attrs:
+                v = max(v, 2)
+            if "KEYFORMAT" in k.attrs or "KEYFORMATVERSIONS" in k.attrs:
+                v = max(v, 5)
+        if seg.init_section is not None:
+            v = max(v, 5 if iframes else 6)
+        if any(t.startswith(T.EXT_X_BYTERANGE) for t in seg.tags):
+            v = max(v, 4)
+    return v
+
+
+def _num(x: float) -> str:
+    return f"{x:.3f}".rstrip("0").rstrip(".") or "0"
+
+
+# Cue times to 0.1 s: audio segments run a few ms off video ones (AAC frames), and the renditions of one
+# stitched break should announce the same break.
+def _cue_out(span: float) -> str:
+    return f"{T.EXT_X_CUE_OUT}:DURATION={_num(round(span, 1))}"
+
+
+def _cue_cont(elapsed: float, span: float) -> str:
+    return f"{T.EXT_X_CUE_OUT_CONT}:ElapsedTime={_num(round(elapsed, 1))},Duration={_num(round(span, 1))}"
+
+
+def _with_tag(seg: Segment, tag: str) -> Segment:
+    return replace(seg, tags=(*seg.tags, tag))
+
+
+def _versioned(content: MediaPlaylist, out: MediaPlaylist) -> MediaPlaylist:
+    need = required_version(out)
+    have = content.version or 1
+    if need > have or content.version is not None:
+        out.version = max(need, have)
+    return out
+
+
 def _strip_cues(content: MediaPlaylist) -> MediaPlaylist:
     """Drop the origin's cue tags: the breaks they signal are stitched, no one downstream should act again."""
     if not any(s.tags for s in content.segments):
@@ -127,11 +249,14 @@ def stitch(content: MediaPlaylist, placements: Sequence[Placement], prior_seams:
     """Stitch ``placements`` into ``content``; live or VOD by the playlist's EXT-X-ENDLIST.
 
     A break still open (its end not known yet) is left to the content: the ads act on closed breaks."""
-    content = _strip_cues(content)
+    content = pin_byteranges(pin_ivs(_strip_cues(content)))
     placements = [p for p in placements if p.brk.duration is not None]
     if content.endlist:
-        return _stitch_vod(content, placements)
-    return _stitch_live(content, placements, prior_seams, slot or nominal_duration(content))
+        out = _stitch_vod(content, placements)
+    else:
+        out = _stitch_live(content, placements, prior_seams, slot or nominal_duration(content))
+    _versioned(content, out.playlist)
+    return out
 
 
 def _ad_segment(entry: _Entry, pdt: datetime | None, disc: bool) -> Segment:
@@ -159,8 +284,10 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
     placements = sorted(placements, key=lambda p: (p.brk.start_date is None, p.brk.start_date or p.brk.start,
                                                    p.brk.start, p.brk.id))
     entries: list[list[_Entry]] = []
+    remaining: list[float] = []   # seconds of each break from the pod's first slot on
     for pi, p in enumerate(placements):
         brk, dur = p.brk, _duration(p.brk)
+        remaining.append(0.0)
         if dur <= 0:
             log.warning("ignoring break %s in a live playlist: a live break must replace content (duration > 0)",
                         brk.id)
@@ -182,6 +309,7 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
         first = max(start_msn, p.first_sequence if p.first_sequence is not None else start_msn)
         nslots = max(1, int(math.ceil((dur - _EPS) / slot)))
         late = first - start_msn
+        remaining[pi] = dur - late * slot
         entries.append(_pod_entries(p, dur - late * slot, content.target_duration, nslots - late))
         for i, o in enumerate(offs):
             if o is None:
@@ -209,12 +337,21 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
     # Ad segments run on the pod's own clock from the break's start (continuous within the pod, the same
     # on every reload); content keeps the origin's clock.
     starts: list[list[float]] = []
-    for es in entries:
+    spans: list[float] = []     # what each placement's ads (and slate) cover, for the cue tags
+    for pi, es in enumerate(entries):
         acc, t = [], 0.0
         for e in es:
             acc.append(t)
             t += e.seg.duration
         starts.append(acc)
+        # with a slate the cue covers the rest of the break, else just the ads
+        spans.append(max(t, remaining[pi]) if placements[pi].slate is not None and es else t)
+
+    def elapsed(pi: int, j: int) -> float:
+        es = entries[pi]
+        if j < len(es):
+            return starts[pi][j]
+        return (starts[pi][-1] + es[-1].seg.duration if es else 0.0) + (j - len(es)) * slot
     out: list[Segment] = []
     seams: list[int] = []
     for i, seg in enumerate(content.segments):
@@ -223,11 +360,14 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
         if w is None:
             disc = seg.discontinuity
             ai = after[i]
-            if ai is not None and source(*ai)[0] != "content":
+            back = ai is not None and source(*ai)[0] != "content"
+            if back:
                 disc = True
             new = seg if disc == seg.discontinuity else replace(seg, discontinuity=disc)
             if pdts[i] is not None and new.program_date_time is None:
                 new = replace(new, program_date_time=pdts[i])
+            if back:
+                new = _with_tag(new, T.EXT_X_CUE_IN)
         else:
             pi, j = w
             src, prev = source(pi, j), source(pi, j - 1)
@@ -254,6 +394,10 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
                 new = seg if disc == seg.discontinuity else replace(seg, discontinuity=disc)
                 if pdts[i] is not None and new.program_date_time is None:
                     new = replace(new, program_date_time=pdts[i])
+                if prev[0] != "content":
+                    new = _with_tag(new, T.EXT_X_CUE_IN)
+            if src[0] != "content":
+                new = _with_tag(new, _cue_out(spans[pi]) if j == 0 else _cue_cont(elapsed(pi, j), spans[pi]))
             # DATERANGEs of the origin stay with their slot (they describe the content timeline).
             if seg.dateranges and new.dateranges != seg.dateranges:
                 new = replace(new, dateranges=seg.dateranges)
@@ -274,13 +418,23 @@ def _stitch_vod(content: MediaPlaylist, placements: Sequence[Placement]) -> Stit
     out: list[Segment] = []
     prev_src: tuple[str, int] = ("content", 0)
 
+    pod_len = [sum(e.seg.duration for e in es) for es in pods]
+    cue_elapsed: dict[int, float] = {}   # placement -> seconds of its break written so far
+
+    def cue(pi: int, length: float) -> str:
+        """The cue tag of the next segment of placement pi's break (CUE-OUT on its first)."""
+        span = pod_len[pi] if placements[pi].slate is None else max(pod_len[pi], durs[pi])
+        done = cue_elapsed.get(pi)
+        cue_elapsed[pi] = (done or 0.0) + length
+        return _cue_out(span) if done is None else _cue_cont(done, span)
+
     def emit_pod(pi: int, pdt0: datetime | None) -> float:
         nonlocal prev_src
         t = 0.0
         for e in pods[pi]:
             src = ("ad", pi * 10_000 + e.ad)
             pdt = pdt0 + timedelta(seconds=t) if pdt0 is not None else None
-            out.append(_ad_segment(e, pdt, e.first or src != prev_src))
+            out.append(_with_tag(_ad_segment(e, pdt, e.first or src != prev_src), cue(pi, e.seg.duration)))
             prev_src = src
             t += e.seg.duration
         return t
@@ -288,7 +442,8 @@ def _stitch_vod(content: MediaPlaylist, placements: Sequence[Placement]) -> Stit
     def content_seg(i: int, seg: Segment) -> None:
         nonlocal prev_src
         disc = seg.discontinuity or prev_src[0] != "content"
-        out.append(replace(seg, discontinuity=disc, program_date_time=pdts[i]))
+        new = replace(seg, discontinuity=disc, program_date_time=pdts[i])
+        out.append(_with_tag(new, T.EXT_X_CUE_IN) if prev_src[0] != "content" else new)
         prev_src = ("content", 0)
 
     for i, seg in enumerate(content.segments):
@@ -314,7 +469,8 @@ def _stitch_vod(content: MediaPlaylist, placements: Sequence[Placement]) -> Stit
         if o < pod_end[pi] - _EPS:
             continue  # covered by the pod; content returns at the next segment boundary after it
         if p.slate is not None and pods[pi]:
-            out.append(_slate_segment(p.slate, min(p.slate.duration, seg.duration), pdts[i]))
+            length = min(p.slate.duration, seg.duration)
+            out.append(_with_tag(_slate_segment(p.slate, length, pdts[i]), cue(pi, length)))
             prev_src = ("slate", i)
             continue
         content_seg(i, seg)
@@ -326,6 +482,9 @@ def _stitch_vod(content: MediaPlaylist, placements: Sequence[Placement]) -> Stit
             if durs[pi] <= 0 and not inserted[pi]:
                 emit_pod(pi, pdt_end)
                 inserted[pi] = True
+    trailing = list(content.trailing_tags)
+    if prev_src[0] != "content":
+        trailing.insert(0, T.EXT_X_CUE_IN)   # a post-roll: its break ends with the playlist
     seams = tuple(content.media_sequence + i for i, s in enumerate(out) if s.discontinuity)
     target = max(content.target_duration, target_duration_for(s.duration for s in out))
-    return Stitched(content.copy(segments=out, target_duration=target), seams)
+    return Stitched(content.copy(segments=out, target_duration=target, trailing_tags=trailing), seams)

@@ -151,9 +151,12 @@ def _media(lines: list[tuple[int, str]]) -> M.MediaPlaylist:
             pl.preload_hints.append(M.PreloadHint(_attrs(value, name, n)))
         elif name == T.EXT_X_RENDITION_REPORT:
             pl.rendition_reports.append(M.RenditionReport(_attrs(value, name, n)))
-        elif ((name in T.MEDIA_HEADER or not name.startswith("#EXT")) and not pl.segments
-              and not (tags or dateranges or parts or extinf)):
-            pl.header_tags.append(ln)  # playlist-level tags (and comments) before the first segment
+        elif name in T.MEDIA_HEADER and not pl.segments and extinf is None:
+            # a playlist-level tag before the first segment stays one, whatever comments or vendor tags
+            # came before it (they may belong to the first segment; it does not)
+            pl.header_tags.append(ln)
+        elif not name.startswith("#EXT") and not pl.segments and not (tags or dateranges or parts or extinf):
+            pl.header_tags.append(ln)  # comments before the first segment
         else:
             tags.append(ln)
     if extinf is not None:

@@ -12,10 +12,11 @@ Every segment gets a true EXT-X-PROGRAM-DATE-TIME from a fixed start, so tests a
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sidecast.hls import parse_media
+from sidecast.hls import Key, parse_media, quote
 from sidecast.hls.timebase import format_pdt
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -34,32 +35,62 @@ def _add_pdt(playlist: Path, start: datetime) -> None:
     t = start
     segs = []
     for s in pl.segments:
-        segs.append(s.__class__(s.uri, s.duration, s.title, s.discontinuity, t, s.tags, s.dateranges))
+        segs.append(replace(s, program_date_time=t))
         t = t + timedelta(seconds=s.duration)
     pl.segments = segs
     playlist.write_text(pl.dumps())
 
 
+def _encrypt(playlist: Path, root: Path, key: bytes) -> None:
+    """AES-128-CBC each segment with IV = its media sequence number, as RFC 8216bis §5.2 has it when the
+    EXT-X-KEY has no IV; the key file is shared by every rendition (``root/key.bin``)."""
+    (root / "key.bin").write_bytes(key)
+    pl = parse_media(playlist.read_text())
+    rel = "../" * (len(playlist.relative_to(root).parts) - 1) + "key.bin"
+    k = Key({"METHOD": "AES-128", "URI": quote(rel)})
+    segs = []
+    for i, s in enumerate(pl.segments):
+        f = playlist.parent / s.uri
+        r = subprocess.run(["openssl", "enc", "-aes-128-cbc", "-K", key.hex(), "-iv", f"{pl.media_sequence + i:032x}",
+                            "-in", str(f), "-out", str(f) + ".enc"], capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise RuntimeError(f"openssl failed: {r.stderr.strip()[-300:]}")
+        (playlist.parent / (s.uri + ".enc")).replace(f)
+        segs.append(replace(s, keys=(k,)))
+    pl.segments = segs
+    playlist.write_text(pl.dumps())
+
+
 def make_content(out: Path, seconds: int = 12, seg: int = 2, tone: int = 440, subs: bool = True,
-                 renditions: tuple[tuple[str, int, int, int], ...] = RENDITIONS) -> Path:
-    """A VOD stream in the core's layout; returns the master playlist."""
+                 renditions: tuple[tuple[str, int, int, int], ...] = RENDITIONS, *, fmp4: bool = False,
+                 video: str = "testsrc2", encrypt: bytes | None = None) -> Path:
+    """A VOD stream in the core's layout; returns the master playlist.
+
+    `fmp4`: CMAF segments (init.mp4 + .m4s per rendition) instead of MPEG-TS. `video`: the lavfi source
+    (e.g. "color=c=red" for an ad that looks different). `encrypt`: a 16-byte AES-128 key; every media
+    segment is then encrypted the way many packagers do it, with the key in ``OUT/key.bin`` and no IV
+    attribute (so the IV is each segment's media sequence number, RFC 8216bis §5.2)."""
     out.mkdir(parents=True, exist_ok=True)
     n = len(renditions)
     fc = f"[0:v]split={n}" + "".join(f"[s{i}]" for i in range(n)) + ";" + ";".join(
         f"[s{i}]scale={w}:{h},format=yuv420p[v{i}]" for i, (_, w, h, _) in enumerate(renditions))
-    args = ["-f", "lavfi", "-i", f"testsrc2=size=320x180:rate=25:duration={seconds}",
+    sep = ":" if "=" in video else "="
+    args = ["-f", "lavfi", "-i", f"{video}{sep}size=320x180:rate=25:duration={seconds}",
             "-f", "lavfi", "-i", f"sine=frequency={tone}:sample_rate=48000:duration={seconds}",
             "-filter_complex", fc]
-    hls = ["-f", "hls", "-hls_time", str(seg), "-hls_playlist_type", "vod", "-hls_segment_type", "mpegts"]
+    ext = "m4s" if fmp4 else "ts"
+    hls = ["-f", "hls", "-hls_time", str(seg), "-hls_playlist_type", "vod"]
+    hls += ["-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", "init.mp4"] if fmp4 else \
+        ["-hls_segment_type", "mpegts"]
     for i, (name, _, _, bw) in enumerate(renditions):
         d = out / "video" / name
         d.mkdir(parents=True, exist_ok=True)
         args += ["-map", f"[v{i}]", "-an", "-c:v", "libx264", "-preset", "ultrafast", "-profile:v", "high",
                  "-g", str(25 * seg), "-keyint_min", str(25 * seg), "-sc_threshold", "0",
-                 "-b:v", str(bw), *hls, "-hls_segment_filename", str(d / "seg_%06d.ts"), str(d / "index.m3u8")]
+                 "-b:v", str(bw), *hls, "-hls_segment_filename", str(d / f"seg_%06d.{ext}"), str(d / "index.m3u8")]
     (out / "audio").mkdir(exist_ok=True)
     args += ["-map", "1:a", "-vn", "-c:a", "aac", "-b:a", "64k", "-ac", "2", *hls,
-             "-hls_segment_filename", str(out / "audio" / "seg_%06d.ts"), str(out / "audio" / "index.m3u8")]
+             "-hls_segment_filename", str(out / "audio" / f"seg_%06d.{ext}"), str(out / "audio" / "index.m3u8")]
     _ffmpeg(args)
     # AAC priming makes the audio a few ms longer than the video; the muxer writes that as a runt last
     # segment. The core's audio has one segment per video segment: drop the runt.
@@ -68,7 +99,9 @@ def make_content(out: Path, seconds: int = 12, seg: int = 2, tone: int = 440, su
     (out / "audio" / "index.m3u8").write_text(apl.dumps())
     for p in list((out / "video").glob("*/index.m3u8")) + [out / "audio" / "index.m3u8"]:
         _add_pdt(p, T0)
-    lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-INDEPENDENT-SEGMENTS",
+        if encrypt is not None:
+            _encrypt(p, out, encrypt)
+    lines = ["#EXTM3U", f"#EXT-X-VERSION:{7 if fmp4 else 3}", "#EXT-X-INDEPENDENT-SEGMENTS",
              '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="aud",NAME="main",DEFAULT=YES,AUTOSELECT=YES,CHANNELS="2",'
              'URI="audio/index.m3u8"']
     subs_attr = ""
@@ -123,8 +156,7 @@ def add_cue_tags(playlist: Path, out_at: int, n_segments: int, duration: float |
             tags.append("#EXT-X-CUE-IN")
         if out_at <= i < out_at + n_segments:
             elapsed += s.duration
-        segs.append(s.__class__(s.uri, s.duration, s.title, s.discontinuity, s.program_date_time, tuple(tags),
-                                s.dateranges))
+        segs.append(replace(s, tags=tuple(tags)))
     pl.segments = segs
     playlist.write_text(pl.dumps())
 

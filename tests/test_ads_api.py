@@ -181,17 +181,23 @@ def test_upstream_vast_chain_becomes_part_of_the_pod_and_errors_reach_error_urls
 def test_loopback_upstreams_are_refused_unless_explicitly_allowed(tmp_path: Path, upstream: AdServer) -> None:
     db = tmp_path / "a.db"
     with running_api(db_path=str(db)) as api:  # allow_private_upstreams defaults to off
-        api.client.post("/v1/sources", json={"id": "local", "vast_url": upstream.vast("inline_v4.xml")})
-        make_creative(api, "house", 10)
-        make_campaign(api, "house", ["house"])
-        d = decide(api, "s", 30)
-        assert [a["creative_id"] for a in d["ads"]] == ["house"]  # the decision still works, locally
-        assert upstream.hits == []  # and the loopback VAST tag was never fetched
-        # tracking URLs on loopback are refused too: the beacon is recorded, its ping given up, nothing sent
-        api.client.delete("/v1/sources/local")
+        # refused when registered (422 naming the field), not accepted and dropped at every decision
+        r = api.client.post("/v1/sources", json={"id": "local", "vast_url": upstream.vast("inline_v4.xml")})
+        assert r.status_code == 422 and "vast_url" in r.json()["detail"] and "127.0.0.1" in r.json()["detail"]
+        r = api.client.post("/v1/creatives", json={"id": "t", "media_url": "https://cdn.example/t.m3u8", "duration": 5,
+                                                   "tracking": {"impression": [f"{upstream.base}/t/ssrf"]}})
+        assert r.status_code == 422 and r.json()["detail"].startswith("tracking.impression: refusing")
+    # records registered while private upstreams were allowed, then the setting turned off: every fetch
+    # still checks, so they are never reached
+    with running_api(db_path=str(db), allow_private_upstreams=True) as api:
+        api.client.post("/v1/sources", json={"id": "local", "vast_url": upstream.vast("inline_v4.xml")}).raise_for_status()
         make_creative(api, "tracked", 20, tracking={"impression": [f"{upstream.base}/t/ssrf"]})
         make_campaign(api, "tracked", ["tracked"])
-        d = decide(api, "s2", 20)
+    with running_api(db_path=str(db)) as api:
+        d = decide(api, "s", 30)
+        assert [a["creative_id"] for a in d["ads"]] == ["tracked"]  # the decision still works, locally
+        assert upstream.hits == []  # and the loopback VAST tag was never fetched
+        # tracking URLs on loopback are refused too: the beacon is recorded, its ping given up, nothing sent
         assert api.client.get(d["ads"][0]["beacons"]["impression"]).json()["first"] is True
         with sqlite3.connect(db) as con:
             wait_until(lambda: con.execute("SELECT state FROM outbox WHERE url LIKE '%/t/ssrf'").fetchall()

@@ -45,7 +45,7 @@ def test_stitcher_sessions_decide_through_this_service(tmp_path: Path, tracker: 
     ad_playlist = (b"#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:5\n#EXT-X-PLAYLIST-TYPE:VOD\n"
                    b"#EXTINF:5.0,\nad0.ts\n#EXTINF:5.0,\nad1.ts\n#EXT-X-ENDLIST\n")
     tracker.routes["/ad/720p.m3u8"] = Route(body=ad_playlist, content_type="application/vnd.apple.mpegurl")
-    with running_api(db_path=str(db), origin=str(origin)) as api:
+    with running_api(db_path=str(db), origin=str(origin), allow_private_upstreams=True) as api:
         api.client.post("/v1/creatives", json={
             "id": "c10", "media_url": f"{tracker.base}/ad/720p.m3u8", "duration": 10,
             "rendition_uris": {"720p": f"{tracker.base}/ad/720p.m3u8"}}).raise_for_status()

@@ -8,6 +8,7 @@ import subprocess
 import threading
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI
 
@@ -198,3 +199,85 @@ def test_core_output_gets_a_scheduled_break_stitched_and_plays(tmp_path):
     assert any("seg_000003.ts" in u for u in urls), urls
     assert report.advanced_by() >= 8.0, report.summary()
     assert [b[3] for b in rec.beacons][-1] == "complete"
+
+
+# ---- splices of encrypted and fMP4 streams, played by hls.js ------------------------------------------
+
+@pytest.fixture(scope="module")
+def splice_media(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ads-splice-browser")
+    out = {}
+    for name, kw in (("encrypted", {"encrypt": bytes(range(16))}), ("clear", {}), ("fmp4", {"fmp4": True})):
+        make_content(root / name, seconds=12, subs=False, **kw)
+        add_cue_tags(root / name / "video" / "180p" / "index.m3u8", 2, 2)
+        out[name] = root / name
+    # an ad already in the content's layout, encrypted with a key of its own (its segments carry no IV)
+    make_content(root / "encrypted-ad", seconds=4, subs=False, video="color=c=red", tone=880,
+                 encrypt=bytes(range(16, 32)))
+    out["encrypted-ad"] = root / "encrypted-ad" / "master.m3u8"
+    out["creative"] = make_creative(root / "creative.mp4", seconds=4)
+    return out
+
+
+def _play_session(app: FastAPI, sid: str) -> tuple[object, dict[str, str]]:
+    with serve_app(app) as base:
+        with httpx.Client() as http:
+            lists = {k: http.get(f"{base}/session/{sid}/{k}").text for k in KEYS if not k.startswith("subs")}
+            ad_uri = parse_media(lists[KEYS[0]]).segments[2].uri.replace("../", "")
+            # every key and init section the stitched playlist names resolves under the session
+            for key, text in lists.items():
+                for s in parse_media(text).segments:
+                    for res in [k.uri for k in s.keys] + ([s.init_section.uri] if s.init_section else []):
+                        depth = key.count("/")
+                        url = f"{base}/session/{sid}/" + "/".join(key.split("/")[:depth] + [res])
+                        r = http.get(url, follow_redirects=True)
+                        assert r.status_code == 200 and r.content, (res, r.status_code)
+            assert http.get(f"{base}/session/{sid}/{ad_uri}").status_code == 200
+        report = play_hls(f"{base}/session/{sid}/master.m3u8", seconds=11, timeout=60)
+    return report, lists
+
+
+def _check_played_through(report) -> None:  # noqa: ANN001
+    report.raise_for_fatal()
+    urls = _frag_urls(report)
+    ad_at = [i for i, u in enumerate(urls) if "/ad/" in u]
+    after = [i for i, u in enumerate(urls) if "seg_000004" in u or "seg_000005" in u]
+    assert ad_at and after and max(after) > min(ad_at), urls
+    assert report.advanced_by() >= 9.0, report.summary()
+
+
+@pytest.mark.browser
+def test_encrypted_content_with_a_clear_ad_plays_through_the_break(splice_media, tmp_path):
+    rec = Recorder(splice_media["creative"])
+    report, lists = _play_session(app_for(splice_media["encrypted"], rec, tmp_path / "cache"), "enc-1")
+    video = lists[KEYS[0]]
+    before, ad_part, after = video.split("/ad/", 1)[0], video.split("/ad/")[1], video.rsplit("/ad/", 1)[1]
+    assert "#EXT-X-KEY:METHOD=NONE" in before.rsplit("seg_000001.ts", 1)[1]   # the clear ad is declared clear
+    assert "METHOD=AES-128" not in ad_part
+    assert 'METHOD=AES-128,URI="../../key.bin",IV=0x00000000000000000000000000000004' in after
+    _check_played_through(report)
+
+
+@pytest.mark.browser
+def test_clear_content_with_an_encrypted_ad_plays_through_the_break(splice_media, tmp_path):
+    rec = Recorder(splice_media["encrypted-ad"])
+    report, lists = _play_session(app_for(splice_media["clear"], rec, tmp_path / "cache"), "enc-2")
+    pl = parse_media(lists[KEYS[0]])
+    assert [bool(s.keys) for s in pl.segments] == [False, False, True, True, False, False]
+    # the ad's own IVs (its sequence numbers 0 and 1), not the slots it took
+    assert [s.keys[0].attrs["IV"] for s in pl.segments[2:4]] == [f"0x{n:032X}" for n in (0, 1)]
+    assert "#EXT-X-KEY:METHOD=NONE" in lists[KEYS[0]]
+    _check_played_through(report)
+
+
+@pytest.mark.browser
+def test_fmp4_content_gets_fmp4_ads_with_their_own_init_section_and_its_own_back(splice_media, tmp_path):
+    rec = Recorder(splice_media["creative"])
+    report, lists = _play_session(app_for(splice_media["fmp4"], rec, tmp_path / "cache"), "fmp4-1")
+    pl = parse_media(lists[KEYS[0]])
+    maps = [s.init_section.uri if s.init_section else None for s in pl.segments]
+    assert maps[:2] == ["init.mp4"] * 2 and maps[4:] == ["init.mp4"] * 2
+    assert maps[2] == maps[3] and "/ad/" in maps[2] and maps[2].endswith(".mp4")
+    assert pl.segments[2].uri.endswith(".m4s") and pl.version is not None and pl.version >= 6
+    assert lists[KEYS[0]].count("#EXT-X-MAP") == 3   # content, the ad's, the content's again
+    _check_played_through(report)

@@ -49,7 +49,10 @@ def test_stitch_at_cue_tags_rewrites_uris_relative_to_the_output(media):
     assert sum("/cache/" in u for u in uris) == 2 and len(uris) == 5
     parsed = m3u8.loads(out.read_text())
     assert [s.discontinuity for s in parsed.segments] == [False, True, False, True, False]
-    assert parsed.is_endlist and "CUE-OUT" not in out.read_text()
+    # the origin's cue tags are replaced by ours, around the stitched ad
+    assert parsed.is_endlist and "#EXT-X-CUE-OUT:4\n" not in out.read_text()
+    assert [s.tags for s in parse_media(out.read_text()).segments][1:4] == [
+        ("#EXT-X-CUE-OUT:DURATION=4",), ("#EXT-X-CUE-OUT-CONT:ElapsedTime=2,Duration=4",), ("#EXT-X-CUE-IN",)]
 
 
 def test_stitch_at_times_inserts_pre_mid_and_post_rolls(media):

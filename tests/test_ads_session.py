@@ -70,7 +70,7 @@ class Recorder:
         self.decisions.append((sid, brk.id))
         return AdPod(brk.id, sid, (PodAd("creative-1", 4.0, str(self.creative)),), decision_id=f"d-{sid}")
 
-    def beacon(self, sid: str, ref: str, creative_id: str, event: str) -> None:
+    def beacon(self, sid: str, ref: str, creative_id: str, event: str, ad_index: int = 0) -> None:
         self.beacons.append((sid, ref, creative_id, event))
 
 
@@ -97,7 +97,10 @@ def test_session_playlists_stitch_every_rendition_in_step_and_fire_beacons_once(
         assert rec.decisions == [("viewer-1", rec.decisions[0][1])]
         for key, pl in lists.items():
             assert [s.discontinuity for s in pl.segments] == [False, False, True, False, True, False, False, False]
-            assert "CUE-OUT" not in pl.dumps()
+            # the origin's cue is replaced by ours around the ads: the same break, seen downstream
+            assert [s.tags for s in pl.segments[2:5]] == [("#EXT-X-CUE-OUT:DURATION=4",),
+                                                          ("#EXT-X-CUE-OUT-CONT:ElapsedTime=2,Duration=4",),
+                                                          ("#EXT-X-CUE-IN",)], key
             ad = [s.uri for s in pl.segments[2:4]]
             if key.startswith("subs/"):
                 assert ad == ["../../ad/blank.vtt"] * 2

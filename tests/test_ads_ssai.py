@@ -47,10 +47,14 @@ def test_golden_live_window_with_a_break_in_the_middle():
         "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:10\n"
         "#EXT-X-PROGRAM-DATE-TIME:2026-05-01T18:00:20.000Z\n#EXTINF:2.0,\nseg_000010.ts\n"
         "#EXT-X-PROGRAM-DATE-TIME:2026-05-01T18:00:22.000Z\n#EXTINF:2.0,\nseg_000011.ts\n"
-        "#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2026-05-01T18:00:24.000Z\n#EXTINF:2.0,\na_0.ts\n"
+        "#EXT-X-DISCONTINUITY\n#EXT-X-CUE-OUT:DURATION=6\n"
+        "#EXT-X-PROGRAM-DATE-TIME:2026-05-01T18:00:24.000Z\n#EXTINF:2.0,\na_0.ts\n"
+        "#EXT-X-CUE-OUT-CONT:ElapsedTime=2,Duration=6\n"
         "#EXT-X-PROGRAM-DATE-TIME:2026-05-01T18:00:26.000Z\n#EXTINF:2.0,\na_1.ts\n"
-        "#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2026-05-01T18:00:28.000Z\n#EXTINF:2.0,\nb_0.ts\n"
-        "#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2026-05-01T18:00:30.000Z\n#EXTINF:2.0,\nseg_000015.ts\n"
+        "#EXT-X-DISCONTINUITY\n#EXT-X-CUE-OUT-CONT:ElapsedTime=4,Duration=6\n"
+        "#EXT-X-PROGRAM-DATE-TIME:2026-05-01T18:00:28.000Z\n#EXTINF:2.0,\nb_0.ts\n"
+        "#EXT-X-DISCONTINUITY\n#EXT-X-CUE-IN\n"
+        "#EXT-X-PROGRAM-DATE-TIME:2026-05-01T18:00:30.000Z\n#EXTINF:2.0,\nseg_000015.ts\n"
         "#EXT-X-PROGRAM-DATE-TIME:2026-05-01T18:00:32.000Z\n#EXTINF:2.0,\nseg_000016.ts\n"
         "#EXT-X-PROGRAM-DATE-TIME:2026-05-01T18:00:34.000Z\n#EXTINF:2.0,\nseg_000017.ts\n"
     )
@@ -118,11 +122,29 @@ def test_vod_pre_mid_and_post_rolls_insert_without_replacing_content():
                                                        False]
 
 
-def test_origin_cue_tags_are_not_passed_on():
+def test_origin_cue_tags_give_way_to_cues_around_the_stitched_ads():
     text = live_window(0, 4).dumps().replace("#EXTINF:2.0,\nseg_000001.ts",
                                             "#EXT-X-CUE-OUT:4\n#EXTINF:2.0,\nseg_000001.ts")
-    out = stitch(parse_media(text), [Placement(brk_at(1, 4.0), (ad("a", [2, 2]),))]).playlist.dumps()
-    assert "CUE-OUT" not in out
+    out = stitch(parse_media(text), [Placement(brk_at(1, 4.0), (ad("a", [2, 2]),))]).playlist
+    # the origin's cue is gone (acted on); the ads carry ours, so downstream tools still see the break
+    assert [s.tags for s in out.segments] == [(), ("#EXT-X-CUE-OUT:DURATION=4",),
+                                              ("#EXT-X-CUE-OUT-CONT:ElapsedTime=2,Duration=4",), ("#EXT-X-CUE-IN",)]
+    assert "#EXT-X-CUE-OUT:4" not in out.dumps()
+    # and the sidecast.hls reader finds exactly that break again
+    from sidecast.hls.breaks import breaks_from_playlist
+    (b,) = breaks_from_playlist(parse_media(out.dumps()))
+    assert (b.duration, b.start_date) == (4.0, T0 + timedelta(seconds=2))
+
+
+def test_vod_inserts_are_marked_with_cue_tags_and_a_post_roll_closes_at_the_end():
+    pl = live_window(0, 3, end=True)
+    pod = (ad("x", [2, 1.5]),)
+    out = stitch(pl, [Placement(Break("pre", 0.0, 0.0, "pre"), pod),
+                      Placement(Break("post", 6.0, 0.0, "post"), pod)]).playlist
+    assert [s.tags for s in out.segments] == [
+        ("#EXT-X-CUE-OUT:DURATION=3.5",), ("#EXT-X-CUE-OUT-CONT:ElapsedTime=2,Duration=3.5",), ("#EXT-X-CUE-IN",),
+        (), (), ("#EXT-X-CUE-OUT:DURATION=3.5",), ("#EXT-X-CUE-OUT-CONT:ElapsedTime=2,Duration=3.5",)]
+    assert out.dumps().endswith("x_1.ts\n#EXT-X-CUE-IN\n#EXT-X-ENDLIST\n")
 
 
 # ---- properties over sliding live windows ------------------------------------------------------
@@ -161,7 +183,7 @@ def test_stitched_live_windows_stay_valid_and_consistent_across_reloads(stream):
     total = len(durs)
     state = SessionState()
     first = 0
-    seen_uri: dict[int, str] = {}
+    seen_uri: dict[int, tuple[str, tuple[str, ...]]] = {}
     seen_disc_number: dict[int, int] = {}
     last_ms = -1
     for step in steps:
@@ -182,8 +204,8 @@ def test_stitched_live_windows_stay_valid_and_consistent_across_reloads(stream):
         pdts = pl.program_date_times()
         for i, seg in enumerate(pl.segments):
             msn = first + i
-            # every segment keeps its URI and its discontinuity number across reloads
-            assert seen_uri.setdefault(msn, seg.uri) == seg.uri
+            # every segment keeps its URI, its tags (the cues we write) and its discontinuity number
+            assert seen_uri.setdefault(msn, (seg.uri, seg.tags)) == (seg.uri, seg.tags)
             number += seg.discontinuity
             assert seen_disc_number.setdefault(msn, number) == number, f"discontinuity number of {msn} changed"
             assert math.floor(seg.duration + 0.5) <= 2

@@ -2,7 +2,9 @@
 
 The `sidecast ads` group (ads/cli.py) calls `register(subparsers)`; the handler turns flags and
 environment variables into Settings, builds the app and serves it. Secrets may come from the environment
-(SIDECAST_ADS_API_KEYS, comma-separated; SIDECAST_ADS_TOKEN_KEY) so they stay out of `ps` listings.
+(SIDECAST_ADS_API_KEYS, comma-separated; SIDECAST_ADS_TOKEN_KEY; AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for
+--media-store) so they stay out of `ps` listings. Settings that would make every request fail are refused
+before serving, in one line (exit status 2).
 """
 
 from __future__ import annotations
@@ -45,6 +47,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="let VAST and tracking fetches reach loopback/private addresses (off: SSRF guard)")
     p.add_argument("--upstream-timeout", type=float, default=2.0, help="seconds per upstream VAST request (default 2)")
     p.add_argument("--max-wrapper-depth", type=int, default=5, help="VAST wrappers followed at most (default 5)")
+    p.add_argument("--max-ads-per-response", type=int, default=32,
+                   help="<Ad>s read from one VAST response; the rest are ignored (default 32)")
+    p.add_argument("--max-vast-bytes", type=int, default=512 * 1024, help="largest VAST/VMAP response read (default 512 KiB)")
+    p.add_argument("--max-body-bytes", type=int, default=64 * 1024,
+                   help="largest JSON request body; larger ones get 413 before they are read (default 64 KiB)")
+    p.add_argument("--max-upload-bytes", type=int, default=200 * 1024 * 1024,
+                   help="largest creative upload (default 200 MiB)")
+    p.add_argument("--media-store", default=None, metavar="s3://BUCKET[/PREFIX]",
+                   help="keep uploaded creatives in S3-compatible object storage, shared by every replica "
+                        "(credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY); default: --media-dir")
+    p.add_argument("--s3-endpoint", default=None, metavar="URL",
+                   help="S3-compatible endpoint for --media-store (MinIO, Ceph, ...; default AWS); env SIDECAST_ADS_S3_ENDPOINT")
+    p.add_argument("--s3-region", default=None, help="region for --media-store (default us-east-1); env AWS_REGION")
+    p.add_argument("--condition-cache", default=None, metavar="DIR",
+                   help="where --origin sessions keep conditioned ads (default: next to --db)")
+    p.add_argument("--prefetch-lead", type=float, default=0.0, metavar="SECONDS",
+                   help="live SSAI: decide a break this long before it starts, when it is signalled ahead (default 0: off)")
+    p.add_argument("--decision-wait", type=float, default=2.0, metavar="SECONDS",
+                   help="live SSAI: how long a playlist request waits for a break's decision before the content plays (default 2)")
+    p.add_argument("--live-preroll", type=float, default=0.0, metavar="SECONDS",
+                   help="live SSAI: a pre-roll of up to this long when a session starts (default 0: none)")
+    p.add_argument("--insert-pod-seconds", type=float, default=60.0, metavar="SECONDS",
+                   help="most seconds of ads in a break that inserts rather than replaces (pre/post-rolls, VMAP; default 60)")
     p.add_argument("--no-player-tokens", action="store_true", help="serve asset lists without tokens (demos only)")
     p.add_argument("--workers", type=int, default=1,
                    help="server processes (default 1); more than one needs --redis, the state they share")
@@ -65,9 +90,9 @@ def serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     keys = list(args.api_key) + [k for k in os.environ.get("SIDECAST_ADS_API_KEYS", "").split(",") if k.strip()]
-    if not keys:
+    generated = not keys
+    if generated:
         keys = [secrets.token_urlsafe(18)]
-        print(f"sidecast ads: no --api-key given; management API key for this run: {keys[0]}", file=sys.stderr)
     # replicas behind one load balancer must share this key, or a token signed by one is refused by another
     token_key = os.environ.get("SIDECAST_ADS_TOKEN_KEY", "")
     try:
@@ -76,7 +101,14 @@ def serve(args: argparse.Namespace) -> int:
             token_ttl=args.token_ttl, require_player_tokens=not args.no_player_tokens,
             allow_private_upstreams=args.allow_private_upstreams, upstream_timeout=args.upstream_timeout,
             max_wrapper_depth=args.max_wrapper_depth, media_dir=args.media_dir, public_url=args.public_url,
-            origin=args.origin)
+            origin=args.origin, max_ads_per_response=args.max_ads_per_response, max_vast_bytes=args.max_vast_bytes,
+            max_body_bytes=args.max_body_bytes, max_upload_bytes=args.max_upload_bytes, media_store=args.media_store,
+            s3_endpoint=args.s3_endpoint or os.environ.get("SIDECAST_ADS_S3_ENDPOINT") or None,
+            s3_region=args.s3_region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+            s3_access_key=os.environ.get("AWS_ACCESS_KEY_ID", ""), s3_secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
+            s3_session_token=os.environ.get("AWS_SESSION_TOKEN", ""), condition_cache=args.condition_cache,
+            prefetch_lead=args.prefetch_lead, decision_wait=args.decision_wait, live_preroll=args.live_preroll,
+            insert_pod_seconds=args.insert_pod_seconds)
         if args.workers < 1 or args.workers > 64:
             raise ValueError("--workers must be between 1 and 64")
         if args.workers > 1 and not args.redis:
@@ -86,6 +118,8 @@ def serve(args: argparse.Namespace) -> int:
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"sidecast ads: {exc}", file=sys.stderr)
         return 2
+    if generated:   # only once the settings are good: a refused start prints its reason alone
+        print(f"sidecast ads: no --api-key given; management API key for this run: {keys[0]}", file=sys.stderr)
     if args.workers == 1:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
         return 0

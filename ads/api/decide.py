@@ -11,10 +11,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from sidecast.ads.vast import DEFAULT_PROFILE, MediaProfile, ResolvedAd, choose_media_file
+from sidecast.ads.vast import DEFAULT_PROFILE, Companion, MediaProfile, ResolvedAd, choose_media_file
 
 __all__ = ["Creative", "LineItem", "Source", "Catalog", "DecisionRequest", "Candidate", "eligible",
-           "local_candidates", "line_candidates", "prepare", "upstream_candidates", "build_pod", "TOP_PRIORITY", "LOWEST_PRIORITY"]
+           "local_candidates", "line_candidates", "prepare", "upstream_candidates", "build_pod", "companion_doc",
+           "TOP_PRIORITY", "LOWEST_PRIORITY"]
 
 TOP_PRIORITY = 1
 LOWEST_PRIORITY = 10
@@ -50,10 +51,12 @@ class LineItem:
 
 @dataclass(frozen=True)
 class Source:
-    """An upstream ad server reached through a VAST tag URL template."""
+    """An upstream ad server reached through a tag URL template; `format` says whether it answers VAST
+    (ads for the break asked about) or VMAP (a VOD asset's whole schedule, each break with its VAST)."""
 
     id: str
     vast_url: str
+    format: str = "vast"
     priority: int = 5
     targeting: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     positions: tuple[str, ...] = ("pre", "mid", "post")
@@ -87,6 +90,8 @@ class Candidate:
     errors: tuple[str, ...] = ()
     sequence: int | None = None
     rendition_uris: Mapping[str, str] = field(default_factory=dict)
+    companions: tuple[Mapping[str, object], ...] = ()   # companion_doc() of each, passed to players
+    nonlinears: tuple[Mapping[str, object], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,22 @@ def local_candidates(catalog: Catalog, req: DecisionRequest, now: datetime,
     return out
 
 
+def companion_doc(c: Companion) -> dict[str, object]:
+    """A companion or non-linear ad as the API and the asset lists show it (JSON, only what is set)."""
+    doc: dict[str, object] = {"resource": {"type": c.resource_type, "value": c.resource}}
+    if c.creative_type:
+        doc["resource"]["creative_type"] = c.creative_type  # type: ignore[index]
+    for key, value in (("id", c.id), ("width", c.width), ("height", c.height), ("click_through", c.click_through),
+                       ("ad_slot_id", c.ad_slot_id), ("min_suggested_duration", c.min_suggested_duration)):
+        if value:
+            doc[key] = value
+    if c.click_tracking:
+        doc["click_tracking"] = list(c.click_tracking)
+    if c.tracking:
+        doc["tracking"] = {k: list(v) for k, v in c.tracking.items()}
+    return doc
+
+
 def upstream_candidates(source: Source, ads: Iterable[ResolvedAd],
                         profile: MediaProfile = DEFAULT_PROFILE) -> tuple[list[Candidate], list[ResolvedAd]]:
     """Candidates from resolved VAST ads, plus the ads dropped for having no media file that suits us."""
@@ -165,7 +186,8 @@ def upstream_candidates(source: Source, ads: Iterable[ResolvedAd],
             creative_id=f"vast:{source.id}:{ad.id or '-'}:{ad.creative_id or '-'}", line_id=f"source:{source.id}",
             advertiser=ad.advertiser, duration=ad.duration, priority=source.priority, uri=media.uri,
             click_through=ad.click_through, impressions=ad.impressions, tracking=dict(ad.tracking),
-            errors=ad.errors, sequence=ad.sequence))
+            errors=ad.errors, sequence=ad.sequence, companions=tuple(companion_doc(c) for c in ad.companions),
+            nonlinears=tuple(companion_doc(c) for c in ad.nonlinears)))
     return ok, unusable
 
 

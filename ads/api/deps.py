@@ -1,5 +1,6 @@
 """FastAPI dependencies the routers share: the running service and its settings and store (from
 `app.state`), the management key check, player-token claims and the base URL of links we hand out.
+(Who may send a body at all, and how large, is decided earlier, by the body guard: ads/api/body.py.)
 
 Kept as dependencies rather than closures inside one big factory, so each router module stands alone and
 a test or another app can mount it with its own service.
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import hmac
 import re
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -20,7 +20,7 @@ from sidecast.ads.api.errors import strict_query
 from sidecast.ads.api.service import AdService, Settings
 from sidecast.ads.store import Store
 
-__all__ = ["resource_router", "API_KEY", "ID_RE", "Service", "SettingsDep", "StoreDep", "MediaDir", "BaseUrl", "management",
+__all__ = ["resource_router", "API_KEY", "ID_RE", "Service", "SettingsDep", "StoreDep", "BaseUrl", "management",
            "has_key", "claims"]
 
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="management API key")
@@ -55,13 +55,6 @@ async def _store(request: Request) -> Store:
 
 
 StoreDep = Annotated[Store, Depends(_store)]
-
-
-async def _media_dir(request: Request) -> Path:
-    return request.app.state.media_dir  # type: ignore[no-any-return]
-
-
-MediaDir = Annotated[Path, Depends(_media_dir)]
 
 
 def has_key(settings: Settings, key: str | None) -> bool:

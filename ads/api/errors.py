@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sidecast.ads.api import schemas as S
+from sidecast.ads.api.body import BodyTooLarge
 
 __all__ = ["responses", "strict_query", "install"]
 
@@ -29,6 +30,7 @@ ERR = {400: {"model": S.Problem, "description": "malformed request (e.g. a body 
        404: {"model": S.Problem, "description": "not found"},
        409: {"model": S.Problem, "description": "conflict"},
        413: {"model": S.Problem, "description": "too large"},
+       416: {"model": S.Problem, "description": "range not satisfiable"},
        415: {"model": S.Problem, "description": "unsupported media type"},
        422: {"model": S.Problem, "description": "invalid request"}}
 
@@ -76,6 +78,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 204:
         return Response(status_code=204)
+    cause: BaseException | None = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, BodyTooLarge):   # the body guard cut a body while FastAPI was reading it
+            return JSONResponse({"detail": str(cause)}, status_code=413, headers={"Connection": "close"})
+        cause = cause.__cause__ or cause.__context__
     detail = str(exc.detail)
     if exc.status_code == 400 and detail == "There was an error parsing the body":
         detail = "cannot parse the request body: send UTF-8 JSON (or multipart form data for uploads)"

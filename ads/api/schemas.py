@@ -77,8 +77,11 @@ class Campaign(CampaignIn):
 class SourceIn(_Strict):
     id: Id | None = None
     name: Text = ""
-    vast_url: Url = Field(description="VAST tag URL template; macros: [CACHEBUSTING], [TIMESTAMP], [SESSION_ID], "
+    vast_url: Url = Field(description="tag URL template; macros: [CACHEBUSTING], [TIMESTAMP], [SESSION_ID], "
                           "[BREAKMAXDURATION], [BREAKPOSITION], [BREAK_ID]")
+    format: Literal["vast", "vmap"] = Field(
+        "vast", description="vast: the tag answers ads for the break asked about; vmap: it answers a VOD "
+        "asset's schedule (VMAP 1.0), each break with its own VAST")
     priority: int = Field(5, ge=1, le=10)
     targeting: Targeting = Field(default_factory=dict)
     positions: Annotated[list[PositionName], Field(min_length=1, max_length=3)] = Field(
@@ -88,6 +91,26 @@ class SourceIn(_Strict):
 
 
 class Source(SourceIn):
+    id: Id  # type: ignore[assignment]
+
+
+class BreakIn(_Strict):
+    id: Id | None = None
+    position: PositionName = "mid"
+    offset: float | None = Field(None, ge=0, le=86400, description="VOD: seconds from the start of the asset")
+    start_date: datetime | None = Field(None, description="live: wall clock of the break's start (UTC when no "
+                                        "offset is given)")
+    duration: float = Field(ge=0, le=600, description="seconds of content the break replaces; 0 inserts "
+                            "(pre/post-rolls)")
+
+    @model_validator(mode="after")
+    def _placed(self) -> BreakIn:
+        if (self.offset is None) == (self.start_date is None):
+            raise ValueError("give exactly one of offset (VOD) and start_date (live)")
+        return self
+
+
+class ScheduledBreak(BreakIn):
     id: Id  # type: ignore[assignment]
 
 
@@ -103,6 +126,26 @@ class DecisionIn(_Strict):
     max_ads: int = Field(8, ge=1, le=20)
 
 
+class CompanionResource(BaseModel):
+    type: Literal["static", "iframe", "html"]
+    value: str = Field(description="URL (static, iframe) or HTML markup (html)")
+    creative_type: str | None = Field(None, description="MIME type of a static resource")
+
+
+class CompanionAd(BaseModel):
+    """A VAST companion or non-linear ad, passed through for the player to show (never rendered here)."""
+
+    id: str | None = None
+    width: int | None = None
+    height: int | None = None
+    resource: CompanionResource
+    click_through: str | None = None
+    click_tracking: list[str] | None = None
+    tracking: dict[str, list[str]] | None = None
+    ad_slot_id: str | None = None
+    min_suggested_duration: float | None = None
+
+
 class DecidedAd(BaseModel):
     creative_id: str
     advertiser: str
@@ -111,6 +154,8 @@ class DecidedAd(BaseModel):
     click_through: str
     rendition_uris: dict[str, str]
     beacons: dict[str, str] = Field(description="event -> URL to GET when it happens (player-side beaconing)")
+    companions: list[CompanionAd] = Field(default_factory=list, description="VAST companions (display ads)")
+    nonlinears: list[CompanionAd] = Field(default_factory=list, description="VAST non-linear ads (overlays)")
 
 
 class Decision(BaseModel):
@@ -123,8 +168,12 @@ class Decision(BaseModel):
 
 
 class Asset(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
     URI: str
     DURATION: float
+    companions: list[CompanionAd] | None = Field(None, alias="X-COM-SIDECAST-COMPANIONS")
+    nonlinears: list[CompanionAd] | None = Field(None, alias="X-COM-SIDECAST-NONLINEAR")
 
 
 class AssetList(BaseModel):

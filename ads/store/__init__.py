@@ -1,5 +1,6 @@
-"""Where the decisioning API keeps its state: the catalog (creatives, campaigns, ad sources), decisions,
-per-session frequency counts, recorded beacons and the outbox of tracking pings still to send.
+"""Where the decisioning API keeps its state: the catalog (creatives, campaigns, ad sources, scheduled
+breaks), decisions, per-session frequency counts, recorded beacons and the outbox of tracking pings still
+to send.
 
 Two implementations behind one small interface: SQLite (embedded, the default, one replica) and Redis
 (shared by every replica). Both make "record this beacon" an atomic first-writer-wins operation that also
@@ -11,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-Kind = Literal["creatives", "campaigns", "sources"]
-KINDS: tuple[Kind, ...] = ("creatives", "campaigns", "sources")
+Kind = Literal["creatives", "campaigns", "sources", "breaks"]
+KINDS: tuple[Kind, ...] = ("creatives", "campaigns", "sources", "breaks")
 
 __all__ = ["Kind", "KINDS", "Store", "OutboxItem", "open_store"]
 

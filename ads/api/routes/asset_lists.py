@@ -1,5 +1,5 @@
 """GET /v1/asset-list: the HLS Interstitials asset list (X-ASSET-LIST) a player fetches for a break,
-for an earlier decision or deciding now. Players add their own query parameters (hls.js: `_HLS_*`), so
+for an earlier decision or deciding now, with each ad's VAST companions and non-linear ads passed through. Players add their own query parameters (hls.js: `_HLS_*`), so
 this route alone ignores unknown ones."""
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ async def asset_list(
     decision: Annotated[str | None, Query(max_length=64)] = None,
     session: Annotated[str | None, Query(pattern=ID_RE.pattern)] = None,
     hls_primary_id: Annotated[str | None, Query(alias="_HLS_primary_id", max_length=128)] = None,
-    duration: Annotated[float | None, Query(gt=0, le=600)] = None,
+    duration: Annotated[float | None, Query(ge=0, le=600, description="seconds the break lasts; 0: it "
+                                            "inserts (pre/post-roll), filled up to --insert-pod-seconds")] = None,
     position: Literal["pre", "mid", "post"] = "mid",
     break_id: Annotated[str | None, Query(alias="break", pattern=ID_RE.pattern)] = None,
     kv: Annotated[list[str] | None, Query(max_length=32, description="key:value targeting pairs")] = None,
@@ -61,4 +62,15 @@ async def asset_list(
         d = await svc.decide(DecisionRequest(
             session_id=sid, duration=duration, position=position, break_id=break_id or "",
             key_values={k: tuple(v) for k, v in pairs.items()}))
-    return JSONResponse({"ASSETS": [{"URI": a["uri"], "DURATION": a["duration"]} for a in d["ads"]]})
+    return JSONResponse({"ASSETS": [asset(a) for a in d["ads"]]})
+
+
+def asset(ad: dict[str, Any]) -> dict[str, Any]:
+    """One entry of ASSETS: URI and DURATION (Appendix D), plus the ad's companions and non-linear ads
+    under keys of our own, which players that do not know them ignore."""
+    out: dict[str, Any] = {"URI": ad["uri"], "DURATION": ad["duration"]}
+    if ad.get("companions"):
+        out["X-COM-SIDECAST-COMPANIONS"] = ad["companions"]
+    if ad.get("nonlinears"):
+        out["X-COM-SIDECAST-NONLINEAR"] = ad["nonlinears"]
+    return out

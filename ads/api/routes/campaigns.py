@@ -8,11 +8,11 @@ from fastapi import HTTPException
 
 from sidecast.ads.api import schemas as S
 from sidecast.ads.api.routes.catalog import crud_router
-from sidecast.ads.store import Store
+from sidecast.ads.api.service import AdService
 
 
-def check_campaign(doc: dict[str, Any], store: Store) -> None:
-    missing = [c for c in doc["creative_ids"] if store.get("creatives", c) is None]
+def check_campaign(doc: dict[str, Any], svc: AdService) -> None:
+    missing = [c for c in doc["creative_ids"] if svc.store.get("creatives", c) is None]
     if missing:
         raise HTTPException(422, f"unknown creative ids: {', '.join(missing)}; register the creatives first")
 

@@ -1,11 +1,13 @@
-"""The catalog's CRUD routes, built the same way for each kind of record (creatives, campaigns, sources):
+"""The catalog's CRUD routes, built the same way for each kind of record (creatives, campaigns, sources,
+breaks):
 POST (201, 409 on a taken id), GET list, GET one, PUT (replace), DELETE (204). Management key required.
 Each kind's module makes its router with `crud_router`, adding the checks only it needs."""
 
 from __future__ import annotations
 
+import inspect
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException
@@ -13,12 +15,20 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 
 from sidecast.ads.api import schemas as S
-from sidecast.ads.api.deps import StoreDep, management, resource_router
+from sidecast.ads.api.deps import Service, StoreDep, management, resource_router
 from sidecast.ads.api.errors import responses
-from sidecast.ads.store import Kind, Store
+from sidecast.ads.api.service import AdService
+from sidecast.ads.store import Kind
 
-Check = Callable[[dict[str, Any], Store], None]
-"""Raises HTTPException (422, 409) when a record may not be stored as it is."""
+Check = Callable[[dict[str, Any], AdService], Awaitable[None] | None]
+"""Raises HTTPException (422, 409) when a record may not be stored as it is (may be a coroutine: URL
+checks resolve host names)."""
+
+
+async def _run(check: Check, doc: dict[str, Any], svc: AdService) -> None:
+    result = check(doc, svc)
+    if inspect.isawaitable(result):
+        await result
 
 
 def crud_router(kind: Kind, model_in: type[S._Strict], model_out: type[S._Strict], *,
@@ -29,11 +39,12 @@ def crud_router(kind: Kind, model_in: type[S._Strict], model_out: type[S._Strict
     singular = kind[:-1]
     router = resource_router(tags=[kind], dependencies=[Depends(management)])
 
-    async def create(body: Any, store: StoreDep) -> Any:
+    async def create(body: Any, svc: Service) -> Any:
+        store = svc.store
         doc = body.model_dump(mode="json")
         doc["id"] = doc.get("id") or f"{singular[:2]}-{secrets.token_hex(6)}"
         if check:
-            check(doc, store)
+            await _run(check, doc, svc)
         if not store.put(kind, doc["id"], doc, create=True):
             raise HTTPException(409, f"{singular} {doc['id']!r} already exists; delete it first or use another id")
         return JSONResponse(doc, status_code=201)
@@ -57,7 +68,8 @@ def crud_router(kind: Kind, model_in: type[S._Strict], model_out: type[S._Strict
     router.get(path + "/{id}", response_model=model_out, summary=f"Get a {singular}",
                responses=responses(401, 404, 422), operation_id=f"get_{singular}")(get_one)
 
-    async def replace_one(id: Annotated[str, PathParam(max_length=64)], body: Any, store: StoreDep) -> Any:
+    async def replace_one(id: Annotated[str, PathParam(max_length=64)], body: Any, svc: Service) -> Any:
+        store = svc.store
         doc = body.model_dump(mode="json")
         if doc.get("id") not in (None, id):
             raise HTTPException(422, f"id in the body ({doc['id']!r}) differs from the URL's ({id!r})")
@@ -65,7 +77,7 @@ def crud_router(kind: Kind, model_in: type[S._Strict], model_out: type[S._Strict
         if store.get(kind, id) is None:
             raise HTTPException(404, f"no {singular} with id {id!r} (create it with POST {path})")
         if check:
-            check(doc, store)
+            await _run(check, doc, svc)
         store.put(kind, id, doc, create=False)
         return doc
 
@@ -73,9 +85,10 @@ def crud_router(kind: Kind, model_in: type[S._Strict], model_out: type[S._Strict
     router.put(path + "/{id}", response_model=model_out, summary=f"Replace a {singular}",
                responses=responses(401, 404, 422), operation_id=f"replace_{singular}")(replace_one)
 
-    async def delete_one(id: Annotated[str, PathParam(max_length=64)], store: StoreDep) -> Response:
+    async def delete_one(id: Annotated[str, PathParam(max_length=64)], svc: Service) -> Response:
+        store = svc.store
         if before_delete:
-            before_delete({"id": id}, store)
+            await _run(before_delete, {"id": id}, svc)
         if not store.delete(kind, id):
             raise HTTPException(404, f"no {singular} with id {id!r}")
         return Response(status_code=204)

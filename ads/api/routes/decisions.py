@@ -38,7 +38,8 @@ def decision_out(d: dict[str, Any], base: str, settings: Settings) -> dict[str, 
         "ads": [{"creative_id": a["creative_id"], "advertiser": a["advertiser"], "uri": a["uri"],
                  "duration": a["duration"], "click_through": a["click_through"],
                  "rendition_uris": a["rendition_uris"],
-                 "beacons": {ev: f"{base}/v1/beacons/{did}/{i}/{ev}?token={tok}" for ev in BEACON_EVENTS}}
+                 "beacons": {ev: f"{base}/v1/beacons/{did}/{i}/{ev}?token={tok}" for ev in BEACON_EVENTS},
+                 "companions": a.get("companions", []), "nonlinears": a.get("nonlinears", [])}
                 for i, a in enumerate(d["ads"])],
         "asset_list_url": f"{base}/v1/asset-list?" + urlencode({"decision": did, "token": tok}),
     }
