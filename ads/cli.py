@@ -14,6 +14,7 @@ Segment URIs in the output are rewritten so they resolve from the output file's 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -26,8 +27,6 @@ from sidecast.hls.live import atomic_write
 
 from .sgai import add_interstitials
 from .ssai import AdMedia, Placement, nearest_variant, pin_byteranges, pin_ivs, stitch
-from .vmap import VmapError, parse_vmap
-from .vmap import schedule as vmap_schedule
 
 log = logging.getLogger("sidecast.ads.cli")
 
@@ -211,7 +210,7 @@ def _stitch(args: argparse.Namespace) -> int:
                            "a player cannot switch containers at a splice; condition the ad to the content's")
         ad_dir = Path(ad_path).resolve().parent
         # its own IVs and byte ranges written out: they must not depend on where its segments land
-        ad = pin_byteranges(pin_ivs(ad)).with_uris(lambda u, d=ad_dir: _rebase(u, d, out_dir))
+        ad = pin_byteranges(pin_ivs(ad)).with_uris(functools.partial(_rebase, src_dir=ad_dir, out_dir=out_dir))
         pod.append(AdMedia(f"ad{n}", tuple(ad.segments)))
         ad_uris.update(s.uri for s in ad.segments)
     content = content.with_uris(lambda u: _rebase(u, src_dir, out_dir))
@@ -240,6 +239,10 @@ def _container(pl: MediaPlaylist) -> str:
 
 
 def _vmap_breaks(path: str, total: float) -> list[Break]:
+    # imported here: the VMAP reader needs defusedxml, part of the [ads] extra, which stitching does not
+    from .vmap import VmapError, parse_vmap
+    from .vmap import schedule as vmap_schedule
+
     try:
         data = Path(path).read_bytes()
     except OSError as exc:

@@ -369,7 +369,10 @@ class SyncFetcher:
         tmp = f"{os.fspath(target)}.part"
         try:
             with open(tmp, "wb") as out:
-                fetch = Fetch(url, policy, sink=out.write)
+                def sink(chunk: bytes) -> None:
+                    out.write(chunk)
+
+                fetch = Fetch(url, policy, sink=sink)
                 while self._hop(fetch)[0] == "redirect":
                     pass
                 size = fetch._size

@@ -215,7 +215,7 @@ def schedule(doc: VmapDocument, content_duration: float | None) -> list[tuple[Br
             continue
         k = 0
         while len(out) < MAX_BREAKS:
-            pos = "pre" if t <= 0 else "post" if content_duration is not None and t >= content_duration else "mid"
+            pos: Literal["pre", "mid", "post"] = "pre" if t <= 0 else "post" if content_duration is not None and t >= content_duration else "mid"
             out.append((Break(b.id if k == 0 else f"{b.id}-r{k}", t, 0.0, pos, source="vmap"), b))
             if b.repeat_after is None:
                 break

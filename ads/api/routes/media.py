@@ -136,7 +136,7 @@ async def upload_creative(request: Request, svc: Service, base: BaseUrl) -> Any:
     if ctype != b"multipart/form-data" or not boundary:
         raise HTTPException(415, "send the upload as multipart/form-data (a 'file' part and a 'duration' field)")
     form = _Form()
-    parser = MultipartParser(boundary, form.callbacks())
+    parser = MultipartParser(boundary, form.callbacks())  # type: ignore[arg-type]  # a TypedDict of the same keys
     body = request.stream()
     incoming: str | None = None
     finished = False
