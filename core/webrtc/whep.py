@@ -270,6 +270,7 @@ class WhepPreview:
         self.has_audio = True
         self.cues_sent = 0
         self.refused = 0
+        self.peer_connections = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self._track = _track_class()
@@ -410,6 +411,7 @@ class WhepPreview:
         from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.peer_connections += 1
         offered = {c.name.upper() for c in _video_codecs_offered(offer_sdp)}
         codec = "H264" if "H264" in offered else "VP8"
         video = self._track("video")

@@ -110,6 +110,7 @@ class WhipIngest:
         self.sessions: dict[str, WhipSession] = {}
         self.arrivals: queue.Queue[WhipSession] = queue.Queue()
         self.rejected = 0
+        self.peer_connections = 0             # ever created: stays 0 while every offer is refused
         self.sync_modes: list[str] = []        # per session, once decided: "rtcp" or "arrival"
         self._start_lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -195,6 +196,7 @@ class WhipIngest:
         from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # host candidates only: no STUN/TURN lookups
+        self.peer_connections += 1
         session = WhipSession(id=secrets.token_urlsafe(12), pc=pc, codecs=codecs, peer=peer)
         session.sync = SessionSync({k: StreamSync(c.clock_rate) for k, c in codecs.items()})
         if "audio" in codecs:
