@@ -73,8 +73,11 @@ def run_from_args(args: argparse.Namespace) -> int:
         from .serve import start_server
 
         cfg.outdir.mkdir(parents=True, exist_ok=True)
+        api = control_api(pipeline)
+        if preview is not None:
+            api["preview"] = lambda body: preview.stats()
         try:
-            server = start_server(cfg.outdir, args.serve, host=args.serve_host, api=control_api(pipeline),
+            server = start_server(cfg.outdir, args.serve, host=args.serve_host, api=api,
                                   routers=[preview.router()] if preview is not None else [])
         except OSError as exc:
             raise ConfigError(f"cannot serve on port {args.serve}: {exc.strerror}") from exc

@@ -44,10 +44,11 @@ export async function whipPublish(url, token, stream, { videoCodec = null, maxBi
   const { location } = await exchange(pc, url, token);
   return {
     pc, location,
-    async stop() {
-      pc.close();
+    async stop() {  // DELETE first: closing first would end the session before the server hears why
       const headers = token ? { "Authorization": "Bearer " + token } : {};
-      return (await fetch(location, { method: "DELETE", headers })).status;
+      const status = (await fetch(location, { method: "DELETE", headers })).status;
+      pc.close();
+      return status;
     },
   };
 }
@@ -70,10 +71,11 @@ export async function whepView(url, token, video, { onCue = () => {}, audio = tr
   const { location } = await exchange(pc, url, token);
   return {
     pc, location, channel,
-    async stop() {
-      pc.close();
+    async stop() {  // DELETE first: closing first would end the session before the server hears why
       const headers = token ? { "Authorization": "Bearer " + token } : {};
-      return (await fetch(location, { method: "DELETE", headers })).status;
+      const status = (await fetch(location, { method: "DELETE", headers })).status;
+      pc.close();
+      return status;
     },
   };
 }

@@ -352,6 +352,24 @@ class WhepPreview:
             if not self.viewers:
                 self.audio_encoder = None
 
+    def stats(self) -> dict[str, Any]:
+        """What an operator (``POST /api/preview``) and the bench read: viewers, frames encoded, and the CPU
+        seconds of the shared encoders and of the serving loop (where every viewer's packets are
+        packetized, encrypted and sent)."""
+        loop_cpu = None
+        if self._loop is not None and self._loop.is_running():
+            async def thread_cpu() -> float:
+                return time.thread_time()
+            try:
+                loop_cpu = asyncio.run_coroutine_threadsafe(thread_cpu(), self._loop).result(5)
+            except Exception:  # the loop is busy or stopping: say so rather than block
+                loop_cpu = None
+        return {"viewers": len(self.viewers), "max_viewers": self.max_viewers,
+                "codecs": sorted(self.video_encoders), "cues_sent": self.cues_sent, "refused": self.refused,
+                "frames_encoded": {c: e.encoded for c, e in self.video_encoders.items()},
+                "encoder_cpu_s": round(sum(e.cpu_s for e in self.video_encoders.values()), 4),
+                "loop_cpu_s": round(loop_cpu, 4) if loop_cpu is not None else None}
+
     # ------------------------------------------------------------------ HTTP
 
     def router(self) -> APIRouter:
