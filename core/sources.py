@@ -406,6 +406,9 @@ class Source:
             raise ConfigError("WHIP source must look like whip://0.0.0.0:8443/APP/STREAMKEY")
         if len(parts) == 2:
             self.stream_keys.add(parts[1])
+        if self.passthrough:
+            raise ConfigError("--passthrough does not apply to whip:// sources: WebRTC media arrives as RTP "
+                              "and is decoded; drop --passthrough")
         if not self.stream_keys:
             raise ConfigError("no WHIP stream key configured: put one in the URL (whip://0.0.0.0:8443/live/KEY), "
                               "or pass --stream-key / --stream-keys-file")

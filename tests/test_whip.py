@@ -163,3 +163,24 @@ def test_aiortc_publishes_h264_then_vp8_into_hls_with_av_in_sync(tmp_path: Path)
     # the pictures are the publisher's own: frame numbers read back from the first segment
     n = _first_frame_number(out / "video" / "360p" / playlist.segments[0].uri)
     assert n is not None and n < 120
+
+
+def test_whip_set_up_mistakes_are_one_line_errors(tmp_path: Path) -> None:
+    from sidecast.core.errors import ConfigError, SourceError
+    from tests.conftest import run_sidecast
+
+    with pytest.raises(ConfigError, match="no WHIP stream key configured"):
+        Source("whip://127.0.0.1:0/live")
+    with pytest.raises(ConfigError, match="--passthrough does not apply to whip://"):
+        Source(f"whip://127.0.0.1:0/live/{KEY}", passthrough=True)
+    with pytest.raises(ConfigError, match="must look like whip://"):
+        Source(f"whip://127.0.0.1:0/a/b/{KEY}")
+    taken = Source(f"whip://127.0.0.1:0/live/{KEY}")
+    try:
+        with pytest.raises(SourceError, match="cannot listen for WHIP on 127.0.0.1"):
+            Source(f"whip://127.0.0.1:{taken.whip.port}/live/{KEY}")
+    finally:
+        taken.close()
+    r = run_sidecast("run", f"whip://127.0.0.1:0/live/{KEY}", "-o", str(tmp_path / "o"), "--whep", timeout=60)
+    assert r.returncode != 0 and "--whep needs --serve PORT" in r.stderr, r.stderr
+    assert len([ln for ln in r.stderr.splitlines() if ln.startswith("sidecast: error")]) == 1

@@ -208,7 +208,7 @@ class SharedAudioEncoder:
 def _track_class() -> Any:
     from aiortc import MediaStreamTrack
 
-    class PacketTrack(MediaStreamTrack):  # type: ignore[misc]
+    class PacketTrack(MediaStreamTrack):
         """A viewer's share of an encoder's packets: aiortc's sender packetizes them without re-encoding."""
 
         def __init__(self, kind: str) -> None:
@@ -337,8 +337,10 @@ class WhepPreview:
         with self._lock:
             enc = self.video_encoders.get(codec)
             if enc is None:
-                enc = SharedVideoEncoder(codec, self.height, self.bitrate,
-                                         lambda p, k, c=codec: self._video_packet(c, p, k))
+                def packets(packet: av.Packet[Any], key: bool, codec: str = codec) -> None:
+                    self._video_packet(codec, packet, key)
+
+                enc = SharedVideoEncoder(codec, self.height, self.bitrate, packets)
                 self.video_encoders[codec] = enc
             if self.want_audio and self.has_audio and self.audio_encoder is None:
                 self.audio_encoder = SharedAudioEncoder(self._audio_packet)
@@ -461,7 +463,9 @@ class WhepPreview:
             raise stack_error(exc, "WHEP") from exc
         enc = self._encoder(codec)
         sender = vt.sender
-        sender._send_keyframe = enc.force_keyframe  # picture loss: one shared keyframe (rate-limited)
+        # picture loss (PLI/FIR) asks the shared encoder for a keyframe, rate-limited across viewers; aiortc's
+        # own keyframe flag only reaches encoders it runs itself
+        setattr(sender, "_send_keyframe", enc.force_keyframe)  # noqa: B010
         self.viewers[viewer.id] = viewer
         enc.force_keyframe()
         asyncio.ensure_future(self._watch_connect(viewer))

@@ -345,6 +345,8 @@ class WhipIngest:
             session.sync.streams[item.kind].on_frame(int(item.frame.pts or 0), item.arrival)
         mode = session.sync.decide()
         self.sync_modes.append(mode)
+        log.info("WHIP A/V sync by %s after %.2f s", mode, SYNC_WAIT_S - max(0.0, deadline - time.monotonic()),
+                 extra={"frames_held": len(held)})
         if mode == "arrival":
             log.warning("no RTCP sender report from the WHIP publisher within %g s: A/V mapped by arrival time",
                         SYNC_WAIT_S)
