@@ -60,7 +60,7 @@ def test_a_browser_page_publishes_canvas_and_webaudio_over_whip_into_hls(tmp_pat
 
 
 def test_the_whep_preview_plays_sub_second_with_captions_in_the_browser(tmp_path: Path) -> None:
-    """aiortc publishes numbered frames over WHIP; the preview page plays /whep. Every frame it shows is
+    """aiortc publishes numbered frames and beeps over WHIP; the preview page plays /whep. Every frame it shows is
     matched to the moment the publisher sent it: glass-to-glass, and the caption cues of a real caption
     sidecar process (tests/plugins/ticker.py) arrive on the data channel."""
     sock = tmp_path / "ticker.sock"
@@ -84,7 +84,7 @@ def test_the_whep_preview_plays_sub_second_with_captions_in_the_browser(tmp_path
                 audio_only = offer[:offer.index("m=video")] + offer[offer.index("m=audio"):]
                 r = asyncio.run(post_offer(run.base + "/whep", audio_only, "v1ewer"))
                 results["novideo"] = (r.status_code, r.text)
-                report = run_pages([{"role": "preview", "url": f"{run.base}/preview?audio=0&key=v1ewer"}],
+                report = run_pages([{"role": "preview", "url": f"{run.base}/preview?key=v1ewer"}],
                                    seconds=8)
             finally:
                 asyncio.run_coroutine_threadsafe(publication.delete(run.endpoint, KEY), loop).result(10)
@@ -107,3 +107,5 @@ def test_the_whep_preview_plays_sub_second_with_captions_in_the_browser(tmp_path
     assert len(cues) >= 3 and all(c["text"].startswith("tick") for c in cues), cues
     assert all(c["now"] >= c["start"] for c in cues)  # a cue is decided after its words were shown
     assert page["deleteStatus"] == 200
+    # the shared Opus encode reached the page too (the publisher's beeps)
+    assert "audio/opus" in page["rtc"]["codecs"] and page["rtc"]["audioPackets"] > 100, page["rtc"]

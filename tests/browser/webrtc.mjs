@@ -83,7 +83,11 @@ async function stats(page) {
         out.jitterBufferDelayMs = r.jitterBufferEmittedCount ? 1000 * r.jitterBufferDelay / r.jitterBufferEmittedCount : null;
         out.freezeCount = r.freezeCount; out.codecId = r.codecId;
       }
-      if (r.type === 'codec' && r.mimeType && r.mimeType.startsWith('video/')) out.codecs = (out.codecs || []).concat(r.mimeType);
+      if (r.type === 'inbound-rtp' && r.kind === 'audio') {
+        out.audioPackets = r.packetsReceived; out.audioSamples = r.totalSamplesReceived;
+        out.audioLevel = r.audioLevel;
+      }
+      if (r.type === 'codec' && r.mimeType) out.codecs = (out.codecs || []).concat(r.mimeType);
     });
     return out;
   });
