@@ -153,7 +153,8 @@ def test_aiortc_publishes_h264_then_vp8_into_hls_with_av_in_sync(tmp_path: Path)
     assert "WHIP H264 640x360 30.000 fps, audio opus 48000 Hz, A/V sync by rtcp" in log, log[-3000:]
     assert "codecs=H264,opus" in log and "codecs=VP8,opus" in log
     assert "publisher back; continuing with a discontinuity" in log
-    assert log.count("A/V sync by") == 1  # the second session continues the stream (no second Opened)
+    assert log.count("source opened") == 1  # the second session continues the stream (no second Opened)
+    assert log.count("WHIP A/V sync by rtcp after") == 2, "both sessions mapped by their sender reports"
     playlist = m3u8.load(str(out / "video" / "360p" / "index.m3u8"))
     assert sum(s.duration for s in playlist.segments) >= 8.0
     assert any(s.discontinuity for s in playlist.segments), "the second publisher starts a new period"
