@@ -221,15 +221,19 @@ def main() -> None:
             print(f"   {r['viewers']:3d} viewers ({r['connected']} connected): process {r['process_cores']:.2f} cores, "
                   f"encoder {r['encoder_cores']:.3f} ({r['encoded_fps']:.1f} fps), serving {r['serving_cores']:.3f}",
                   flush=True)
-        pts = [(r["viewers"], r["serving_cores"]) for r in rows if r["viewers"] >= 1]
-        if len(pts) >= 2:
+        def slope(key: str) -> float:
+            pts = [(r["viewers"], r[key]) for r in rows if r["viewers"] >= 1]
             mx, my = statistics.mean(p[0] for p in pts), statistics.mean(p[1] for p in pts)
-            slope = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+            return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+
+        if len([r for r in rows if r["viewers"] >= 1]) >= 2:
             enc = statistics.mean(r["encoder_cores"] for r in rows if r["viewers"] >= 1)
-            print(f"   each viewer costs {slope:.4f} cores of serving (least squares over {len(pts)} points); the shared "
-                  f"encode {enc:.3f} cores whatever the count -> one core serves about "
-                  f"{int((1 - enc) / slope) if slope > 0 else 'n/a'} viewers (preview alone); a per-viewer encode "
-                  f"would cost {enc:.3f} cores more for each", flush=True)
+            for key, what in (("serving_cores", "serving loop"), ("process_cores", "whole process (conservative)")):
+                per = slope(key)
+                print(f"   each viewer costs {per:.4f} cores by the {what} (least squares); with the shared encode "
+                      f"({enc:.3f} cores, whatever the count) one core serves about "
+                      f"{int((1 - enc) / per) if per > 0 else 'n/a'} viewers", flush=True)
+            print(f"   a per-viewer encode would add {enc:.3f} cores for every viewer instead", flush=True)
     load = os.getloadavg()
     print(f"\nload average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     if args.json:
