@@ -57,8 +57,7 @@ class Publisher:
         self.video = BarcodeVideo(size=size)
         self.loop = asyncio.new_event_loop()
         self.posted_at = time.time()
-        self.publication = self.loop.run_until_complete(whip_publish(endpoint, KEY, video=self.video,
-                                                                     bitrate=2_500_000))
+        self.publication = self.loop.run_until_complete(whip_publish(endpoint, KEY, video=self.video))
         assert self.publication.status == 201, self.publication.text
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()

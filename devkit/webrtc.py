@@ -175,7 +175,7 @@ def _prefer(transceiver: Any, kind: str, codec: str | None) -> None:
 
 
 async def whip_publish(endpoint: str, key: str | None, *, video: BarcodeVideo | None = None, audio: bool = True,
-                       codec: str | None = "H264", bitrate: int | None = None) -> Publication:
+                       codec: str | None = "H264") -> Publication:
     """Publish ``video`` (and its beeps) to a WHIP endpoint; on anything but 201 the connection is closed and
     the refusal returned."""
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -199,11 +199,6 @@ async def whip_publish(endpoint: str, key: str | None, *, video: BarcodeVideo | 
         await pc.close()
         return Publication(r.status_code, r.text, None, headers=dict(r.headers))
     await pc.setRemoteDescription(RTCSessionDescription(sdp=r.text, type="answer"))
-    if bitrate is not None:
-        for sender in pc.getSenders():
-            enc = getattr(sender, "_RTCRtpSender__encoder", None)
-            if enc is not None and hasattr(enc, "target_bitrate"):
-                enc.target_bitrate = bitrate
     return Publication(r.status_code, r.text, r.headers.get("location"), pc, video, dict(r.headers))
 
 
