@@ -33,6 +33,15 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="read options from a TOML file (a [run] table, or top-level keys)")
     p.add_argument("--serve", type=int, default=None, metavar="PORT", help="serve OUTDIR and a player over HTTP")
     p.add_argument("--serve-host", default="0.0.0.0")
+    p.add_argument("--whep", action="store_true",
+                   help="WebRTC preview at sub-second latency: WHEP endpoint /whep and page /preview on the --serve "
+                        "port (needs the webrtc extra; docs/webrtc.md)")
+    p.add_argument("--whep-key", action="append", default=[], metavar="KEY",
+                   help="Bearer key a WHEP viewer must send; repeatable (default: anyone who reaches the port)")
+    p.add_argument("--whep-viewers", type=int, default=8, metavar="N",
+                   help="most WHEP viewers at once (default 8; more are answered 503)")
+    p.add_argument("--whep-height", type=int, default=360, metavar="LINES",
+                   help="height of the preview rendition (default 360; never above the source)")
     p.set_defaults(func=_run)
 
 

@@ -68,15 +68,23 @@ def run_from_args(args: argparse.Namespace) -> int:
     cfg = options_from_args(args)
     pipeline = Pipeline(cfg)
     server = None
+    preview = whep_preview(args, pipeline)
     if args.serve is not None:
         from .serve import start_server
 
         cfg.outdir.mkdir(parents=True, exist_ok=True)
+        api = control_api(pipeline)
+        if preview is not None:
+            api["preview"] = lambda body: preview.stats()
         try:
-            server = start_server(cfg.outdir, args.serve, host=args.serve_host, api=control_api(pipeline))
+            server = start_server(cfg.outdir, args.serve, host=args.serve_host, api=api,
+                                  routers=[preview.router()] if preview is not None else [])
         except OSError as exc:
             raise ConfigError(f"cannot serve on port {args.serve}: {exc.strerror}") from exc
-        print(f"sidecast: serving {cfg.outdir} at http://{args.serve_host}:{server.port}/ (player at /)", flush=True)
+        print(f"sidecast: serving {cfg.outdir} at http://{args.serve_host}:{server.port}/ (player at /"
+              + (", WebRTC preview at /preview" if preview is not None else "") + ")", flush=True)
+    if pipeline.source.whip is not None:
+        print(f"sidecast: WHIP endpoint {pipeline.source.whip.url} (Bearer token: the stream key)", flush=True)
 
     def on_signal(signum: int, _frame: object) -> None:
         log.warning("shutting down: finishing the current segment", extra={"signal": signal.Signals(signum).name})
@@ -95,7 +103,31 @@ def run_from_args(args: argparse.Namespace) -> int:
         stop.wait()
     if server is not None:
         server.close()
+    if preview is not None:
+        preview.close()
     return 0
+
+
+def whep_preview(args: argparse.Namespace, pipeline: Pipeline) -> Any:
+    """``--whep``: the WebRTC preview, fed by the source's taps and the timeline's cues (the pipeline itself
+    is not touched: docs/webrtc.md)."""
+    if not getattr(args, "whep", False):
+        return None
+    if args.serve is None:
+        raise ConfigError("--whep needs --serve PORT: the WHEP endpoint and the preview page are served there")
+    if not 1 <= args.whep_viewers <= 1000:
+        raise ConfigError("--whep-viewers must be between 1 and 1000")
+    if not 90 <= args.whep_height <= 2160:
+        raise ConfigError("--whep-height must be between 90 and 2160 lines")
+    from .webrtc import ice
+    from .webrtc.whep import WhepPreview
+
+    preview = WhepPreview(height=args.whep_height, max_viewers=args.whep_viewers, keys=set(args.whep_key) or None,
+                          audio=pipeline.cfg.audio)
+    ice.register_bind(args.serve_host)
+    pipeline.source.taps.append(preview.on_event)
+    pipeline.timeline.listeners.append(preview.on_result)
+    return preview
 
 
 def print_summary(s: RunSummary) -> None:

@@ -9,7 +9,12 @@ Kinds of SOURCE:
   (libsrt through ctypes): callers are checked in the SRT handshake, their MPEG-TS is read by PyAV;
 - ``rtsp://`` (pulled over TCP) and ``http(s)://`` HLS playlists (pulled by FFmpeg's HLS demuxer);
 - ``srt://`` as a caller (the default mode): PyAV's FFmpeg has no SRT, so Debian's ``ffmpeg`` binary
-  bridges SRT to MPEG-TS on a pipe.
+  bridges SRT to MPEG-TS on a pipe;
+- ``whip://HOST:PORT/APP/KEY``: a WHIP endpoint (WebRTC ingest, RFC 9725) at ``http://HOST:PORT/APP`` that
+  OBS or a browser publishes into with the stream key as Bearer token (``webrtc.whip``).
+
+``Source.taps``: callables that see every event as the source yields it (the WHEP preview takes its frames
+there); a tap must return at once and never raises into the stream.
 
 Media time starts at 0 at the first frame. When a live source drops and comes back, media time continues
 after the last frame (never goes back) and a ``Discontinuity`` event is yielded; nothing already
@@ -26,7 +31,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -41,7 +46,7 @@ from .push import Limits, PushSession, RtmpServer, SrtServer, StaticAuthority, s
 
 log = logging.getLogger("sidecast.ingest")
 
-LIVE_SCHEMES = ("rtmp", "rtsp", "srt", "http", "https")
+LIVE_SCHEMES = ("rtmp", "rtsp", "srt", "http", "https", "whip")
 
 
 @dataclass
@@ -234,17 +239,21 @@ class Source:
         self._last_t = 0.0
         self._stop = threading.Event()
         self._conn: _Conn | None = None
+        self.taps: list[Callable[[Event], None]] = []
+        self.whip: Any = None  # webrtc.whip.WhipIngest for whip:// (imported only then: aiortc is optional)
         if self._pushed:
             pass
         elif self.scheme == "rtmp":
             self._setup_rtmp()
+        elif self.scheme == "whip":
+            self._setup_whip()
         elif self.scheme == "srt" and _query(self.url.query).get("mode") == "listener":
             self._setup_srt_listener()
         elif self.scheme == "srt" and shutil.which("ffmpeg") is None:
             raise ConfigError("SRT sources need the ffmpeg binary (Debian package ffmpeg); run ./dev.sh install")
         elif not self.live and self.scheme not in ("", "file"):
-            raise ConfigError(f"unsupported source scheme {self.scheme!r}: use a file, rtmp://, rtsp://, srt:// "
-                              "or http(s)://")
+            raise ConfigError(f"unsupported source scheme {self.scheme!r}: use a file, rtmp://, rtsp://, srt://, "
+                              "whip:// or http(s)://")
         elif not self.live:
             path = Path(self.url.path if self.scheme == "file" else source)
             if not path.exists():
@@ -310,6 +319,25 @@ class Source:
             return
         self._sessions.put(session)
 
+    # ------------------------------------------------------------ whip
+
+    def _setup_whip(self) -> None:
+        parts = [p for p in self.url.path.split("/") if p]
+        if len(parts) > 2:
+            raise ConfigError("WHIP source must look like whip://0.0.0.0:8443/APP/STREAMKEY")
+        if len(parts) == 2:
+            self.stream_keys.add(parts[1])
+        if self.passthrough:
+            raise ConfigError("--passthrough does not apply to whip:// sources: WebRTC media arrives as RTP "
+                              "and is decoded; drop --passthrough")
+        if not self.stream_keys:
+            raise ConfigError("no WHIP stream key configured: put one in the URL (whip://0.0.0.0:8443/live/KEY), "
+                              "or pass --stream-key / --stream-keys-file")
+        from .webrtc.whip import WhipIngest
+
+        self.whip = WhipIngest(self.url.hostname or "0.0.0.0", self.url.port or 8443,
+                               parts[0] if parts else "live", self.stream_keys)
+
     # ------------------------------------------------------------ open
 
     def _open(self, wait: float | None = None) -> _Conn:
@@ -357,7 +385,18 @@ class Source:
     # ------------------------------------------------------------ events
 
     def events(self) -> Iterator[Event]:
-        """All events of the stream, across reconnects, until the source ends."""
+        """All events of the stream, across reconnects, until the source ends; every tap sees each one."""
+        inner = self.whip.events(self) if self.whip is not None else self._events()
+        for ev in inner:
+            for tap in list(self.taps):
+                try:
+                    tap(ev)
+                except Exception:  # a preview must never break the stream
+                    log.exception("a source tap failed; removing it")
+                    self.taps.remove(tap)
+            yield ev
+
+    def _events(self) -> Iterator[Event]:
         base = 0.0          # media time where the current connection starts
         last_t = -1.0       # last media time yielded
         frame_dur = 1 / 30
@@ -628,6 +667,8 @@ class Source:
             self._push.close()
         while not self._sessions.empty():
             self._sessions.get_nowait().close("the stream has ended")
+        if self.whip is not None:
+            self.whip.close()
 
 
 def _promised_seconds(container: av.container.InputContainer,

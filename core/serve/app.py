@@ -55,7 +55,9 @@ def bare_app(*routers: APIRouter) -> FastAPI:
 
 
 def create_app(directory: Path, api: MutableMapping[str, ApiHandler] | None = None, *,
-               api_keys: Sequence[str] = ()) -> FastAPI:
-    """Everything `sidecast run --serve` offers on one port: /healthz, POST /api/<name>, the player, the files."""
+               api_keys: Sequence[str] = (), routers: Sequence[APIRouter] = ()) -> FastAPI:
+    """Everything `sidecast run --serve` offers on one port: /healthz, POST /api/<name>, the player, the files.
+
+    `routers` (the WHEP preview) come before the player and the files, which catch every other path."""
     return bare_app(health_router(), control_router(api if api is not None else {}, api_keys=api_keys),
-                    player_router(), media_router(directory))
+                    *routers, player_router(), media_router(directory))

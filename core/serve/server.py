@@ -15,11 +15,12 @@ import logging
 import resource
 import socket
 import threading
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
+from fastapi import APIRouter
 from starlette.types import ASGIApp
 
 from .app import create_app
@@ -169,17 +170,18 @@ def run_in_thread(app: ASGIApp, port: int, host: str = "0.0.0.0",
 
 def start_server(directory: Path, port: int, host: str = "0.0.0.0",
                  api: Mapping[str, ApiHandler] | None = None, *,
-                 options: ServerOptions = DEFAULT_OPTIONS) -> ServerHandle:
+                 options: ServerOptions = DEFAULT_OPTIONS, routers: Sequence[APIRouter] = ()) -> ServerHandle:
     """Serve `directory` (files, player, /healthz, POST /api/<name>) from a background thread.
 
     Port 0 picks a free port (read it back from `.port`). `api` maps names to handlers for
-    `POST /api/<name>`; the handle's `.api` is the live table, so handlers may be added later.
+    `POST /api/<name>`; the handle's `.api` is the live table, so handlers may be added later. `routers`
+    adds routes before the player and the files (the WHEP preview).
     """
     root = Path(directory)
     if not root.is_dir():
         raise FileNotFoundError(f"cannot serve {root}: it is not a directory")
     table: dict[str, ApiHandler] = dict(api or {})
-    handle = run_in_thread(create_app(root.resolve(), table), port, host, options)
+    handle = run_in_thread(create_app(root.resolve(), table, routers=routers), port, host, options)
     handle.directory, handle.api = root.resolve(), table
     log.info("serving %s at %s", handle.directory, handle.url)
     return handle

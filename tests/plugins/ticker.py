@@ -40,6 +40,10 @@ class Ticker(Sidecar):
 
     def describe(self) -> Description:
         fps = 1000.0 if self.mode == "impossible" else 10.0
+        if self.mode == "captions":  # cues only: a caption sidecar without a model (the WHEP preview's tests)
+            return Description(name=self.name, version=self.version,
+                               video=VideoWants(fps=fps, width=self.width, pixel_format="gray8"),
+                               max_latency_ms=500, produces=("cues",), caption_languages=("en",))
         if self.mode == "captions-and-crops":
             # A third-party plugin that is neither "stt" nor "autocrop" by name: what it declares decides
             # which outputs the core makes for it.
@@ -70,13 +74,13 @@ class Ticker(Sidecar):
         return [hint]
 
     def on_video(self, frame: VideoFrame) -> list[Result]:
-        if self.mode == "captions-and-crops":
+        if self.mode in ("captions", "captions-and-crops"):
             out: list[Result] = []
             if frame.seq % 10 == 1:  # one caption a second, on screen for 0.8 s
                 out.append(Cue(start=frame.pts, end=frame.pts + 0.8, text=f"tick {frame.seq // 10}", id=str(frame.seq)))
             # a crop window of the source's full height, sliding right: 9:16 of the source frame
             info = self.info
-            if info is not None:
+            if info is not None and self.mode == "captions-and-crops":
                 h = info.source_height - info.source_height % 2
                 w = (h * 9 // 16) & ~1
                 x = min(info.source_width - w, int(frame.pts * 40)) & ~1
@@ -103,7 +107,7 @@ def main() -> None:
     ap.add_argument("--listen", required=True)
     ap.add_argument("--mode", default="normal",
                     choices=["normal", "sleep", "impossible", "wrong-version", "malformed", "crash-after",
-                             "late-hints", "greedy-hints", "echo-info", "captions-and-crops", "fragile"])
+                             "late-hints", "greedy-hints", "echo-info", "captions", "captions-and-crops", "fragile"])
     ap.add_argument("--width", type=int, default=320)
     args = ap.parse_args()
     Ticker.mode = args.mode

@@ -1,0 +1,231 @@
+"""WebRTC helpers for tests and benches: a WHIP publisher (aiortc) that sends a synthetic clip whose frames
+carry their own number, and a WHEP viewer that reads those numbers back.
+
+The clip is made for measuring: every frame shows its number as a barcode in the top quarter (22 bars: a
+white guard, 16 bits of the number, 4 bits of its popcount as a check, a black guard: each bar ~29 px at
+640 px wide, so it survives scaling to 360p and a low-bitrate encode), and once a second
+(``devkit.nasty.MARK_EVERY_S``) the rest of the picture flashes white while the audio beeps, so
+``devkit.avcheck`` can measure A/V sync in what sidecast publishes. The publisher logs the wall-clock time
+at which each frame was handed to the encoder: frame number → send time, the reference of every
+glass-to-glass figure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+import httpx
+import numpy as np
+
+from devkit.nasty import _beep
+
+BARS = 22
+BITS = 16
+CHECK_BITS = 4
+VIDEO_RATE = 90_000
+AUDIO_RATE = 48_000
+
+
+def _bars(n: int) -> list[int]:
+    bits = [(n >> (BITS - 1 - i)) & 1 for i in range(BITS)]
+    check = bin(n & 0xFFFF).count("1") & 0xF
+    bits += [(check >> (CHECK_BITS - 1 - i)) & 1 for i in range(CHECK_BITS)]
+    return [1] + bits + [0]
+
+
+def barcode_image(n: int, w: int, h: int, flash: bool = False) -> np.ndarray:
+    """An RGB picture: frame ``n``'s barcode across the top quarter, the rest white on a marker frame."""
+    img = np.full((h, w, 3), 235 if flash else 16, np.uint8)
+    band = h // 4
+    img[:band] = 16
+    edges = np.linspace(0, w, BARS + 1).astype(int)
+    for i, bit in enumerate(_bars(n)):
+        if bit:
+            img[:band, edges[i]:edges[i + 1]] = 235
+    return img
+
+
+def read_barcode(gray: np.ndarray) -> int | None:
+    """The frame number in a luma picture (any size), or None when the bars do not check out."""
+    h, w = gray.shape[:2]
+    rows = gray[max(0, h // 16): max(1, h * 3 // 16)].astype(np.float32)
+    edges = np.linspace(0, w, BARS + 1)
+    bits = []
+    for i in range(BARS):
+        a, b = int(edges[i] + (edges[i + 1] - edges[i]) * 0.3), int(edges[i] + (edges[i + 1] - edges[i]) * 0.7)
+        bits.append(1 if rows[:, a:max(a + 1, b)].mean() > 128 else 0)
+    if bits[0] != 1 or bits[-1] != 0:
+        return None
+    n = int("".join(map(str, bits[1:1 + BITS])), 2)
+    check = int("".join(map(str, bits[1 + BITS:1 + BITS + CHECK_BITS])), 2)
+    return n if bin(n).count("1") & 0xF == check else None
+
+
+def _track_base() -> Any:
+    from aiortc import MediaStreamTrack
+
+    return MediaStreamTrack
+
+
+class BarcodeVideo(_track_base()):  # type: ignore[misc]
+    """Video frames numbered by barcode, paced in real time from the first ``recv``; ``sent[n]`` is the
+    wall-clock time frame ``n`` was handed over. A flash every ``mark_every`` seconds (0: never)."""
+
+    kind = "video"
+
+    def __init__(self, size: tuple[int, int] = (640, 360), fps: int = 30, mark_every: float = 1.0,
+                 frames: int | None = None) -> None:
+        super().__init__()
+        self.size, self.fps, self.mark_every, self.frames = size, fps, mark_every, frames
+        self.sent: dict[int, float] = {}
+        self.start: float | None = None
+        self._n = 0
+        # pre-render the 2 x 65536 possible pictures lazily: a frame costs a numpy fill, not a render
+        self._cache: dict[tuple[int, bool], av.VideoFrame] = {}
+
+    async def recv(self) -> av.VideoFrame:
+        from aiortc.mediastreams import MediaStreamError
+
+        if self.frames is not None and self._n >= self.frames:
+            self.stop()
+            raise MediaStreamError
+        if self.start is None:
+            self.start = time.time()
+        n = self._n
+        self._n += 1
+        due = self.start + n / self.fps
+        wait = due - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        t = n / self.fps
+        flash = self.mark_every > 0 and abs(t - round(t / self.mark_every) * self.mark_every) < 0.5 / self.fps
+        img = barcode_image(n & 0xFFFF, *self.size, flash=flash)
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+        frame.pts = round(n * VIDEO_RATE / self.fps)
+        frame.time_base = fractions.Fraction(1, VIDEO_RATE)
+        self.sent[n] = time.time()
+        return frame
+
+
+class BeepAudio(_track_base()):  # type: ignore[misc]
+    """20 ms Opus-ready frames on the same content clock as ``BarcodeVideo``: a 1 kHz beep at every marker."""
+
+    kind = "audio"
+
+    def __init__(self, video: BarcodeVideo) -> None:
+        super().__init__()
+        self.video = video
+        self._n = 0
+
+    async def recv(self) -> av.AudioFrame:
+        samples = AUDIO_RATE // 50
+        while self.video.start is None:
+            await asyncio.sleep(0.005)
+        t0 = self._n * samples / AUDIO_RATE
+        self._n += 1
+        wait = self.video.start + t0 - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        pcm = (_beep(t0, samples) * 32767).astype(np.int16) if self.video.mark_every > 0 else np.zeros(samples, np.int16)
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = AUDIO_RATE
+        frame.pts = self._n * samples - samples
+        frame.time_base = fractions.Fraction(1, AUDIO_RATE)
+        return frame
+
+
+@dataclass
+class Publication:
+    """A WHIP session this process publishes: the HTTP answer, and how to end it."""
+
+    status: int
+    text: str
+    location: str | None
+    pc: Any = None
+    video: BarcodeVideo | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    async def delete(self, endpoint: str, key: str) -> int:
+        async with httpx.AsyncClient() as client:
+            status = 0
+            if self.location:
+                r = await client.delete(httpx.URL(endpoint).join(self.location),
+                                        headers={"Authorization": f"Bearer {key}"})
+                status = r.status_code
+        if self.pc is not None:
+            await self.pc.close()
+        return status
+
+
+def _prefer(transceiver: Any, kind: str, codec: str | None) -> None:
+    from aiortc import RTCRtpSender
+
+    if codec is None:
+        return
+    caps = RTCRtpSender.getCapabilities(kind)
+    chosen = [c for c in caps.codecs if c.mimeType.lower() == f"{kind}/{codec}".lower()]
+    if not chosen:
+        raise ValueError(f"aiortc cannot send {codec}")
+    transceiver.setCodecPreferences(chosen)
+
+
+async def whip_publish(endpoint: str, key: str | None, *, video: BarcodeVideo | None = None, audio: bool = True,
+                       codec: str | None = "H264") -> Publication:
+    """Publish ``video`` (and its beeps) to a WHIP endpoint; on anything but 201 the connection is closed and
+    the refusal returned."""
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    from sidecast.core.webrtc import ice
+
+    ice.register_bind("127.0.0.1")  # tests and benches stay on loopback
+    video = video or BarcodeVideo()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    vt = pc.addTransceiver(video, direction="sendonly")
+    _prefer(vt, "video", codec)
+    if audio:
+        pc.addTransceiver(BeepAudio(video), direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    headers = {"Content-Type": "application/sdp"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    async with httpx.AsyncClient(timeout=30) as client:
+        r = await client.post(endpoint, content=pc.localDescription.sdp.encode(), headers=headers)
+    if r.status_code != 201:
+        await pc.close()
+        return Publication(r.status_code, r.text, None, headers=dict(r.headers))
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=r.text, type="answer"))
+    return Publication(r.status_code, r.text, r.headers.get("location"), pc, video, dict(r.headers))
+
+
+async def post_offer(endpoint: str, sdp: str | bytes, key: str | None,
+                     content_type: str = "application/sdp") -> httpx.Response:
+    """A raw POST to a WHIP/WHEP endpoint (for the refusal cases)."""
+    headers = {"Content-Type": content_type}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    async with httpx.AsyncClient(timeout=30) as client:
+        return await client.post(endpoint, content=sdp if isinstance(sdp, bytes) else sdp.encode(), headers=headers)
+
+
+async def offer_sdp(*, video_codec: str | None = "H264", audio: bool = True) -> str:
+    """A real offer from aiortc (sendonly), for requests that should be refused before any ICE work."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    vt = pc.addTransceiver("video", direction="sendonly")
+    _prefer(vt, "video", video_codec)
+    if audio:
+        pc.addTransceiver("audio", direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return str(sdp)
+
+
+__all__ = ["BarcodeVideo", "BeepAudio", "Publication", "barcode_image", "offer_sdp", "post_offer", "read_barcode",
+           "whip_publish"]

@@ -1,0 +1,187 @@
+"""WHIP ingest over real HTTP and real WebRTC: aiortc publishes a synthetic clip (numbered frames, a flash
+and a beep every second) into ``sidecast run whip://...``; what comes out is read back as a player would
+(HLS, ffprobe). And every refusal happens before any ICE/DTLS work."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import httpx
+import m3u8
+import pytest
+
+from devkit import avcheck
+from devkit.webrtc import BarcodeVideo, offer_sdp, post_offer, read_barcode, whip_publish
+from sidecast.core.sources import Source
+from tests.webrtc_support import LiveRun
+
+KEY = "k3y"
+
+
+@pytest.fixture(scope="module")
+def offer() -> str:
+    return asyncio.run(offer_sdp(video_codec="H264"))
+
+
+@pytest.fixture()
+def endpoint() -> Iterator[tuple[Source, str]]:
+    """A WHIP source on a free loopback port (no pipeline: the endpoint alone)."""
+    src = Source(f"whip://127.0.0.1:0/live/{KEY}")
+    try:
+        yield src, src.whip.url
+    finally:
+        src.close()
+
+
+def test_missing_or_wrong_key_is_a_401_before_any_webrtc_work(endpoint: tuple[Source, str], offer: str) -> None:
+    src, url = endpoint
+    for key in (None, "wrong", KEY.upper()):
+        r = asyncio.run(post_offer(url, offer, key))
+        assert r.status_code == 401, r.text
+        assert r.headers["www-authenticate"].startswith("Bearer")
+        assert ("send the stream key" in r.text) == (key is None)
+    r = httpx.post(url, content=offer, headers={"Content-Type": "application/sdp", "Authorization": f"Basic {KEY}"})
+    assert r.status_code == 401
+    assert src.whip.peer_connections == 0 and src.whip.rejected == 4
+
+
+def test_offers_sidecast_cannot_take_are_refused_before_any_webrtc_work(endpoint: tuple[Source, str], offer: str) -> None:
+    src, url = endpoint
+    cases = [
+        (offer, "text/plain", 415, "application/sdp"),
+        (b"\xff\xfe not utf-8", "application/sdp", 400, "not UTF-8"),
+        ("hello", "application/sdp", 400, "must start with 'v=0'"),
+        ("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 H264/90000\r\n", "application/sdp", 400,
+         "no ICE credentials"),
+        (re.sub(r"(?m)^a=fingerprint:.*\r?\n", "", offer), "application/sdp", 400, "no DTLS fingerprint"),
+        (offer.replace("H264/90000", "AV1/90000").replace("VP8/90000", "VP9/90000"), "application/sdp", 422,
+         "no video codec sidecast accepts"),
+        (offer[:offer.index("m=video")] + offer[offer.index("m=audio"):], "application/sdp", 422, "no video section"),
+        ("v=0\n" + "a=x\n" * 20_000, "application/sdp", 413, "larger than"),
+    ]
+    for body, ctype, status, words in cases:
+        r = asyncio.run(post_offer(url, body, KEY, content_type=ctype))
+        assert r.status_code == status and words in r.text, (status, words, r.status_code, r.text)
+        assert "\n" not in r.text.strip()
+    assert src.whip.peer_connections == 0
+
+
+def test_the_endpoint_and_session_urls_answer_only_their_methods(endpoint: tuple[Source, str]) -> None:
+    _, url = endpoint
+    r = httpx.options(url)
+    assert r.status_code == 204 and r.headers["accept-post"] == "application/sdp"
+    assert "POST" in r.headers["access-control-allow-methods"]
+    assert "Authorization" in r.headers["access-control-allow-headers"]
+    for method in ("GET", "PUT", "DELETE", "PATCH"):
+        r = httpx.request(method, url)
+        assert r.status_code == 405 and r.headers["allow"] == "OPTIONS, POST", method
+    r = httpx.delete(url + "/sessions/nope")
+    assert r.status_code == 404 and "no WHIP session" in r.text
+    assert httpx.patch(url + "/sessions/nope").status_code == 404
+    assert httpx.get(url + "/sessions/nope").status_code == 405
+    page = httpx.get(url.rsplit("/", 1)[0] + "/publish")
+    assert page.status_code == 200 and "whipPublish" in page.text
+
+
+def _first_frame_number(segment: Path) -> int | None:
+    with av.open(str(segment)) as c:
+        for frame in c.decode(video=0):
+            return read_barcode(frame.to_ndarray(format="gray"))
+    return None
+
+
+def test_aiortc_publishes_h264_then_vp8_into_hls_with_av_in_sync(tmp_path: Path) -> None:
+    """One stream, two publishers: H.264 (the second publisher meanwhile gets 409, PATCH gets 501), DELETE,
+    then a VP8 publisher whose offer carries no candidates (as a trickling client's would) continues the
+    stream after a discontinuity. Flashes and beeps stay together in the HLS output."""
+    out = tmp_path / "out"
+
+    async def publish(run: LiveRun) -> dict[str, object]:
+        seen: dict[str, object] = {}
+        first = await whip_publish(run.endpoint, KEY, video=BarcodeVideo(size=(640, 360)), codec="H264")
+        assert first.status == 201 and first.location and first.location.startswith("/live/sessions/")
+        assert first.headers["content-type"] == "application/sdp"
+        # RFC 9725: a session without trickle ICE or ICE restart answers PATCH with 501
+        async with httpx.AsyncClient() as client:
+            r = await client.patch(run.endpoint.rsplit("/", 1)[0] + first.location,
+                                   content=b"a=end-of-candidates\r\n",
+                                   headers={"Content-Type": "application/trickle-ice-sdpfrag"})
+            seen["patch"] = r.status_code
+        second = await whip_publish(run.endpoint, KEY, codec="VP8")
+        seen["second"] = (second.status, second.text)
+        await asyncio.sleep(5)
+        seen["delete"] = await first.delete(run.endpoint, KEY)
+        seen["delete_again"] = await first.delete(run.endpoint, KEY)
+        await asyncio.sleep(0.5)
+        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+        from devkit.webrtc import BeepAudio, _prefer
+
+        # a client that trickles: its offer has no candidates; sidecast learns its address from its checks
+        video = BarcodeVideo(size=(640, 360))
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        _prefer(pc.addTransceiver(video, direction="sendonly"), "video", "VP8")
+        pc.addTransceiver(BeepAudio(video), direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        bare = re.sub(r"(?m)^a=(candidate|end-of-candidates).*\r?\n", "", pc.localDescription.sdp)
+        r = await post_offer(run.endpoint, bare, KEY)
+        seen["vp8"] = r.status_code
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=r.text, type="answer"))
+        await asyncio.sleep(4)
+        async with httpx.AsyncClient() as client:
+            d = await client.delete(run.endpoint.rsplit("/", 1)[0] + r.headers["location"],
+                                    headers={"Authorization": f"Bearer {KEY}"})
+            seen["vp8_delete"] = d.status_code
+        await pc.close()
+        return seen
+
+    run = LiveRun(out, KEY, "--reconnect-timeout", "3")
+    try:
+        seen = asyncio.run(publish(run))
+        assert run.wait_exit(60) == 0, run.log[-3000:]
+    finally:
+        run.stop()
+    log = run.log
+    assert seen["patch"] == 501
+    assert seen["second"][0] == 409 and "already live" in str(seen["second"][1])
+    assert seen["delete"] == 200 and seen["delete_again"] == 404
+    assert seen["vp8"] == 201 and seen["vp8_delete"] == 200
+    assert "WHIP H264 640x360 30.000 fps, audio opus 48000 Hz, A/V sync by rtcp" in log, log[-3000:]
+    assert "codecs=H264,opus" in log and "codecs=VP8,opus" in log
+    assert "publisher back; continuing with a discontinuity" in log
+    assert log.count("source opened") == 1  # the second session continues the stream (no second Opened)
+    assert log.count("WHIP A/V sync by rtcp after") == 2, "both sessions mapped by their sender reports"
+    playlist = m3u8.load(str(out / "video" / "360p" / "index.m3u8"))
+    assert sum(s.duration for s in playlist.segments) >= 8.0
+    assert any(s.discontinuity for s in playlist.segments), "the second publisher starts a new period"
+    report = avcheck.check(out, 30)
+    assert len(report.marker_offsets) >= 7, report.line()
+    assert report.worst_marker_offset <= 0.045, report.line()  # ~1 frame: the flash and its beep together
+    # the pictures are the publisher's own: frame numbers read back from the first segment
+    n = _first_frame_number(out / "video" / "360p" / playlist.segments[0].uri)
+    assert n is not None and n < 120
+
+
+def test_whip_set_up_mistakes_are_one_line_errors(tmp_path: Path) -> None:
+    from sidecast.core.errors import ConfigError, SourceError
+    from tests.conftest import run_sidecast
+
+    with pytest.raises(ConfigError, match="no WHIP stream key configured"):
+        Source("whip://127.0.0.1:0/live")
+    with pytest.raises(ConfigError, match="--passthrough does not apply to whip://"):
+        Source(f"whip://127.0.0.1:0/live/{KEY}", passthrough=True)
+    with pytest.raises(ConfigError, match="must look like whip://"):
+        Source(f"whip://127.0.0.1:0/a/b/{KEY}")
+    taken = Source(f"whip://127.0.0.1:0/live/{KEY}")
+    try:
+        with pytest.raises(SourceError, match="cannot listen for WHIP on 127.0.0.1"):
+            Source(f"whip://127.0.0.1:{taken.whip.port}/live/{KEY}")
+    finally:
+        taken.close()
+    r = run_sidecast("run", f"whip://127.0.0.1:0/live/{KEY}", "-o", str(tmp_path / "o"), "--whep", timeout=60)
+    assert r.returncode != 0 and "--whep needs --serve PORT" in r.stderr, r.stderr
+    assert len([ln for ln in r.stderr.splitlines() if ln.startswith("sidecast: error")]) == 1
