@@ -93,11 +93,13 @@ class StrictBody:
 
 
 def _parse_any(body: bytes) -> None:
-    """A body that is not an object: let the route's model say what it wants, once it is valid JSON."""
+    """A body that is not an object: once it is valid JSON, the route's model says what it wants instead."""
+    import json
+
     try:
-        parse_command(b'{"_": ' + body + b"}")
-    except BadCommand as exc:
-        raise BadCommand(exc.status, str(exc).replace("body must be a JSON object", "not JSON")) from None
+        json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise BadCommand(400, f"body is not valid JSON: {exc}") from None
 
 
 async def _send_problem(send: Send, status: int, detail: str, *, close: bool = False) -> None:
@@ -115,13 +117,13 @@ async def _send_problem(send: Send, status: int, detail: str, *, close: bool = F
 # ------------------------------------------------------------------------------ errors
 
 ERR = {c: {"model": S.Problem, "description": d} for c, d in {
-    401: "missing or unknown API key", 403: "the key's scopes do not allow this", 404: "not found",
+    400: "the body is not valid JSON", 401: "missing or unknown API key", 403: "the key's scopes do not allow this", 404: "not found",
     409: "conflict with the stream's state", 413: "body too large", 415: "not JSON",
     422: "invalid request (the detail says what to change)", 504: "the stream's worker did not answer"}.items()}
 
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {c: ERR[c] for c in sorted({401, 403, 413, 415, 422, *codes})}
+    return {c: ERR[c] for c in sorted({400, 401, 403, 413, 415, 422, *codes})}
 
 
 def _validation_detail(exc: RequestValidationError) -> str:
@@ -283,14 +285,15 @@ def v1_router() -> APIRouter:
         if body.enabled is not None:
             changes["enabled"] = body.enabled
         if "source" in body.model_fields_set:
-            S._check_source(row.ingest, body.source)
+            try:
+                S.check_source(row.ingest, body.source)
+            except ValueError as exc:
+                raise HTTPException(422, f"invalid request: source: {exc}") from None
             changes["source"] = body.source
         if body.options is not None:
             changes["options"] = body.options.model_dump(exclude_none=True)
         if body.settings is not None:
             changes["settings"] = body.settings.model_dump()
-        if "source" not in changes and row.ingest == "pull" and not row.source:
-            S._check_source(row.ingest, row.source)
         restart = any(k in changes and changes[k] != getattr(row, k) for k in ("source", "options", "settings"))
         new = server.registry.update_stream(stream_id, **changes)
         server.supervisor.update(new, restart)

@@ -150,8 +150,10 @@ class Publisher:
     """Moves one attempt's segments into storage and keeps the stream's playlists (runs on its own thread)."""
 
     def __init__(self, storage: Storage, state_dir: Path, workdir: Path, plan: PublishPlan,
-                 on_error: Callable[[str, bool], None] | None = None) -> None:
+                 on_error: Callable[[str, bool], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.storage = storage
+        self.clock = clock
         self.state_dir = state_dir
         self.workdir = workdir
         self.plan = plan
@@ -295,7 +297,7 @@ class Publisher:
                 if self.plan.record:
                     self._journal(rel, out)
                 else:
-                    due = time.time() + self.plan.grace_seconds
+                    due = self.clock() + self.plan.grace_seconds
                     for old in gone:
                         k = resolve_uri(old.uri, playlist_key)
                         self.state.pending.append([due, k, self.state.sizes.pop(k, 0)])
@@ -303,7 +305,7 @@ class Publisher:
                 if rel.startswith("video/"):
                     self.state.segments += 1
                     self.published_segments += 1
-                    self.last_published_at = time.time()
+                    self.last_published_at = self.clock()
             if rel in self.started:
                 changed.append(rel)
         for rel in changed:
@@ -353,7 +355,7 @@ class Publisher:
             f.write(segment_text(seg))
 
     def _deletions(self) -> None:
-        now = time.time()
+        now = self.clock()
         due = [p for p in self.state.pending if p[0] <= now]
         if not due:
             return

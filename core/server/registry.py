@@ -292,7 +292,9 @@ class Registry:
                            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            (stream_id, name, ingest, source, int(enabled), json.dumps(dict(options or {})),
                             json.dumps(dict(settings or {})), now, now))
-        except sqlite3.IntegrityError:
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" not in str(exc):
+                raise
             raise Conflict(f"a stream with id {stream_id!r} already exists") from None
         return self.get_stream(stream_id)
 

@@ -120,7 +120,10 @@ def options_model() -> type[BaseModel]:
         if f.name in SERVER_OWNED:
             continue
         annotation, constraints = _field_type(f, hints[f.name])
-        fields[f.name] = (annotation | None, Field(default=None, description=f.metadata["help"], **constraints))
+        doc = f.metadata["help"]
+        if f.metadata["negate"]:  # the help describes the CLI flag that switches it off (--no-audio)
+            doc = f"true unless switched off; {f.metadata['flags'][0]}: {doc}"
+        fields[f.name] = (annotation | None, Field(default=None, description=doc, **constraints))
     validators: dict[str, Any] = {"check": model_validator(mode="after")(_check_options)}
     model: type[BaseModel] = create_model(
         "StreamOptions", __config__=_strict(title="StreamOptions"),
@@ -151,7 +154,7 @@ class StreamSettings(BaseModel):
         "address-space cap of the stream's worker process (RLIMIT_AS)"))
 
 
-def _check_source(ingest: str, source: str | None) -> None:
+def check_source(ingest: str, source: str | None) -> None:
     if ingest == "pull":
         if not source:
             raise ValueError("a pull stream needs a source URL (rtsp://, srt://, http(s):// HLS)")
@@ -186,7 +189,7 @@ class StreamCreate(BaseModel):
 
     @model_validator(mode="after")
     def _source(self) -> StreamCreate:
-        _check_source(self.ingest, self.source)
+        check_source(self.ingest, self.source)
         return self
 
 
@@ -391,7 +394,7 @@ class Problem(BaseModel):
     detail: str
 
 
-__all__ = ["ApiKeyCreate", "ApiKeyInfo", "ApiKeyIssued", "BreakRequest", "BreakScheduled", "Delivery", "EventInfo",
+__all__ = ["check_source", "ApiKeyCreate", "ApiKeyInfo", "ApiKeyIssued", "BreakRequest", "BreakScheduled", "Delivery", "EventInfo",
            "KeepCentered", "KeyInfo", "KeyIssued", "PULL_SCHEMES", "Problem", "SERVER_OWNED", "STREAM_ID", "SidecarHealth",
            "Stream", "StreamCreate", "StreamList", "StreamSettings", "StreamStatus", "StreamUpdate", "TokenIssued",
            "TokenRequest", "Webhook", "WebhookCreate", "WebhookIssued", "api_options", "installed_sidecars",

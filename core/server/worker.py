@@ -254,12 +254,25 @@ def main() -> int:
 
     setup_logging(spec.get("log_level", "info"), spec.get("log_format", "text"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal goes to the server, which stops us
+    cap = int(spec.get("memory_limit", 0))
     try:
-        _limit_memory(int(spec.get("memory_limit", 0)))
+        _limit_memory(cap)
         worker = Worker(spec, channel)
     except MemoryError:
-        channel.send({"type": "error", "kind": "memory", "message": "out of memory while starting"})
+        channel.send({"type": "error", "kind": "memory",
+                      "message": f"out of memory while starting (the stream's cap is {cap >> 20} MiB)"})
         return EXIT_MEMORY
+    except (ImportError, OSError) as exc:
+        text = str(exc)
+        if cap and ("failed to map segment" in text or "Cannot allocate memory" in text
+                    or getattr(exc, "errno", None) == 12):
+            # the dynamic loader ran out of address space: the cap is below what the process needs
+            channel.send({"type": "error", "kind": "memory", "message": (
+                f"out of memory while starting: the stream's cap of {cap >> 20} MiB is too small ({text[:200]})")})
+            return EXIT_MEMORY
+        channel.send({"type": "error", "kind": "crash", "message": text[:2000]})
+        log.exception("the worker could not start")
+        return 1
     except Exception as exc:  # configuration the pipeline refuses, a source that cannot be opened...
         from sidecast.contract.errors import ConfigError, SidecastError
 

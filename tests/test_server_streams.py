@@ -1,0 +1,193 @@
+"""Streams through a real server: real worker processes running the real pipeline (x264), a real ffmpeg
+publisher behind the push session, a real live HLS source on loopback, real webhooks over HTTP.
+
+Each test checks one promise of `sidecast server`: an event's life (live, reconnect window, ENDLIST,
+recording, webhooks, a new event with new names), a killed worker that comes back after a discontinuity while
+its neighbour carries on, a camera that never answers, a worker over its memory cap, playback tokens on every
+request, and the metrics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sidecast.core.server.publish import resolve_uri
+from sidecast.core.server.webhooks import SIGNATURE_HEADER, verify_signature
+from sidecast.hls import parse_master, parse_media
+from tests.conftest import ffmpeg, free_port, wait_for
+from tests.server_helpers import FfmpegSession, Running, WebhookReceiver, live_hls, running_server
+
+LADDER = "240p:400k"
+
+
+@pytest.fixture(scope="module")
+def clip240(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 s of 426x240 25 fps test pattern with a tone, H.264 + AAC (cheap to transcode on 2 cores)."""
+    path = tmp_path_factory.mktemp("clips") / "clip240.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=426x240:rate=25:duration=12", "-f", "lavfi", "-i",
+           "sine=frequency=440:sample_rate=44100:duration=12", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
+           "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", str(path))
+    return path
+
+
+def push_stream(srv: Running, sid: str, **extra: object) -> str:
+    body = {"id": sid, "ingest": "push", "options": {"ladder": LADDER, "window": 4, "reconnect_timeout": 3.0},
+            **extra}
+    r = srv.api.post("/v1/streams", json=body)
+    assert r.status_code == 201, r.text
+    return str(r.json()["key"]["key"])
+
+
+def publish(srv: Running, sid: str, key: str, clip: Path, **kw: object) -> FfmpegSession:
+    grant = srv.server.authority.authorize("rtmp", key, "127.0.0.1:40000")
+    assert grant.stream_id == sid, grant  # type: ignore[union-attr]
+    session = FfmpegSession(sid, clip, **kw)  # type: ignore[arg-type]
+    assert srv.server.push_handler.accept(session) is None
+    return session
+
+
+def playlist(srv: Running, key: str):
+    r = srv.media(key)
+    assert r.status_code == 200, (key, r.status_code, r.text)
+    return parse_media(r.text)
+
+
+def test_an_event_goes_live_ends_after_the_window_is_recorded_and_the_next_is_new(
+        tmp_path: Path, clip240: Path) -> None:
+    with WebhookReceiver(fail_first=1) as hooks, running_server(tmp_path / "data") as srv:
+        hook = srv.api.post("/v1/webhooks", json={"url": hooks.url}).json()
+        key = push_stream(srv, "show", settings={"record": True})
+        session = publish(srv, "show", key, clip240)
+        st = srv.wait_state("show", "live", 60)
+        assert st["publisher"] == "127.0.0.1:40000"
+        wait_for(lambda: srv.status("show")["input_bitrate"], 20, "an input bitrate")
+        assert 50_000 < srv.status("show")["input_bitrate"] < 5_000_000
+        # live controls reach the worker: a break, then one that overlaps it
+        brk = srv.api.post("/v1/streams/show/breaks", json={"in": 2, "duration": 4})
+        assert brk.status_code == 200, brk.text
+        again = srv.api.post("/v1/streams/show/breaks", json={"at": brk.json()["start"] + 1, "duration": 2})
+        assert again.status_code == 422 and "overlaps" in again.json()["detail"]
+        r = srv.api.post("/v1/streams/show/vertical/keep-centered", json={"on": True})
+        assert r.status_code == 422 and "no vertical rendition" in r.json()["detail"]
+        master = parse_master(srv.media("show/master.m3u8").text)
+        assert "video/240p/index.m3u8" in master.media_uris()
+        metrics = httpx.get(str(srv.api.base_url) + "metrics").text
+        assert 'sidecast_stream_state{state="live",stream="show"} 1.0' in metrics
+        assert 'sidecast_stream_segments_published_total{stream="show"}' in metrics
+        # the clip ends: the publisher is gone, the window runs, then ENDLIST and the recording
+        srv.wait_state("show", "reconnecting", 40)
+        st = srv.wait_state("show", "idle", 30)
+        first = playlist(srv, "show/video/240p/index.m3u8")
+        assert first.endlist, "the ended event's playlist has no ENDLIST"
+        events = srv.api.get("/v1/streams/show/events").json()
+        assert len(events) == 1 and events[0]["recording_ready_at"] and events[0]["segments"] >= 4
+        rec_url = events[0]["urls"]["recording"]
+        rec = parse_master(httpx.get(rec_url).text)
+        vod_key = "show/e/" + events[0]["id"] + "/" + rec.media_uris()[-1]
+        vod = playlist(srv, vod_key)
+        assert f'ID="{brk.json()["id"]}"' in srv.media(vod_key).text, "the forced break is not signalled"
+        assert vod.endlist and vod.playlist_type == "VOD" and len(vod.segments) == events[0]["segments"]
+        for s in vod.segments:
+            assert httpx.head(srv.media_url + resolve_uri(s.uri, vod_key)).status_code == 200
+        assert session.close_reason == "publisher ended"
+        assert not any((srv.server.data_dir / "work").rglob("*.ts")), "scratch segments left behind"
+        # webhooks: signed, retried after a 500, logged
+        wait_for(lambda: hooks.of_type("recording.ready"), 30, "the recording.ready webhook")
+        assert hooks.of_type("stream.started") and hooks.of_type("stream.ended") and hooks.answered[0] == 500
+        assert hooks.of_type("recording.ready")[0].json["data"]["playback"]["master.m3u8"] == rec_url
+        for got in hooks.received:
+            assert verify_signature(hook["secret"], got.headers[SIGNATURE_HEADER.lower()], got.body)
+            assert not verify_signature("whsec_wrong", got.headers[SIGNATURE_HEADER.lower()], got.body)
+        log = srv.api.get("/v1/webhooks/deliveries").json()
+        assert any(d["attempts"] >= 2 and d["status"] == "delivered" for d in log), log
+        # the next publish is a new event: sequence numbers go on, no name is ever reused
+        old_keys = {resolve_uri(s.uri, "show/video/240p/index.m3u8") for s in first.segments}
+        session = publish(srv, "show", key, clip240)
+        srv.wait_state("show", "live", 60)
+        wait_for(lambda: len(playlist(srv, "show/video/240p/index.m3u8").segments) >= 2, 30, "new segments")
+        second = playlist(srv, "show/video/240p/index.m3u8")
+        assert not second.endlist
+        assert second.media_sequence >= first.media_sequence + len(first.segments)
+        new_keys = {resolve_uri(s.uri, "show/video/240p/index.m3u8") for s in second.segments}
+        assert not new_keys & old_keys and all(f"/e/{events[0]['id']}/" not in k for k in new_keys)
+        session.close()
+
+
+def test_a_killed_worker_restarts_and_its_playlist_continues_while_its_neighbour_carries_on(
+        tmp_path: Path, clip240: Path) -> None:
+    with live_hls(tmp_path, clip240) as source, running_server(tmp_path / "data") as srv:
+        r = srv.api.post("/v1/streams", json={"id": "cam", "ingest": "pull", "source": source,
+                                              "options": {"ladder": LADDER, "window": 6}})
+        assert r.status_code == 201, r.text
+        key = push_stream(srv, "studio", settings={"playback_protection": True})
+        session = publish(srv, "studio", key, clip240, loop=True)
+        cam = srv.wait_state("cam", "live", 90)
+        studio = srv.wait_state("studio", "live", 90)
+        wait_for(lambda: len(playlist(srv, "cam/video/240p/index.m3u8").segments) >= 2, 40, "cam segments")
+        os.kill(cam["pid"], signal.SIGKILL)
+        before = srv.status("studio")["segments"]
+        wait_for(lambda: srv.status("cam")["attempt"] == 2 and srv.status("cam")["state"] == "live", 90,
+                 "the killed worker's stream back live")
+        wait_for(lambda: any(s.discontinuity for s in playlist(srv, "cam/video/240p/index.m3u8").segments)
+                 and "/r2/" in playlist(srv, "cam/video/240p/index.m3u8").segments[-1].uri, 40,
+                 "segments of the new attempt after a discontinuity")
+        pl = playlist(srv, "cam/video/240p/index.m3u8")
+        cut = next(i for i, s in enumerate(pl.segments) if s.discontinuity)
+        assert all("/r1/" in s.uri for s in pl.segments[:cut]) and all("/r2/" in s.uri for s in pl.segments[cut:])
+        status = srv.status("cam")
+        assert status["restarts"] == 1 and status["event"] == cam["event"], "a crash is not a new event"
+        # the neighbour never noticed
+        after = srv.status("studio")
+        assert after["pid"] == studio["pid"] and after["state"] == "live" and after["segments"] > before
+        # a protected stream wants its token on every playlist and segment request
+        assert srv.media("studio/master.m3u8").status_code == 403
+        tok = srv.api.post("/v1/streams/studio/playback-token", json={"ttl": 120}).json()
+        base = tok["urls"]["hls"].rsplit("/", 1)[0] + "/"
+        media = parse_media(httpx.get(base + "video/240p/index.m3u8").text)
+        seg_url = base + "video/240p/" + media.segments[-1].uri
+        assert httpx.get(seg_url).status_code == 200
+        assert httpx.get(seg_url.replace(tok["token"], tok["token"][:-2] + "AA")).status_code == 403
+        assert httpx.get(srv.media_url + "studio/" + resolve_uri(media.segments[-1].uri,
+                                                                  "video/240p/index.m3u8")).status_code == 403
+        expired = f"{int(time.time()) - 5}.{tok['token'].split('.')[1]}"
+        assert httpx.get(seg_url.replace(tok["token"], expired)).status_code == 403
+        session.close()
+
+
+def test_a_camera_that_never_answers_is_retried_and_reported_without_disturbing_others(tmp_path: Path) -> None:
+    dead = f"rtsp://127.0.0.1:{free_port()}/cam"
+    with WebhookReceiver() as hooks, running_server(tmp_path / "data") as srv:
+        srv.api.post("/v1/webhooks", json={"url": hooks.url, "events": ["stream.failed"]})
+        r = srv.api.post("/v1/streams", json={"id": "ghost", "ingest": "pull", "source": dead,
+                                              "options": {"ladder": LADDER}})
+        assert r.status_code == 201
+        wait_for(lambda: srv.status("ghost")["failures"] >= 3, 90, "three failed attempts")
+        st = srv.status("ghost")
+        assert st["state"] in ("retrying", "starting")
+        assert "cannot open" in st["last_error"] and "Connection refused" in st["last_error"], st["last_error"]
+        probe = httpx.get(str(srv.api.base_url) + "healthz/streams/ghost")
+        assert probe.status_code == 503 and probe.json()["state"] in ("retrying", "starting")
+        assert httpx.get(str(srv.api.base_url) + "healthz").status_code == 200
+        wait_for(lambda: hooks.of_type("stream.failed"), 20, "the stream.failed webhook")
+        assert len(hooks.of_type("stream.failed")) == 1, "one notice per outage, not one per retry"
+        assert "Connection refused" in hooks.of_type("stream.failed")[0].json["data"]["error"]
+
+
+def test_a_worker_over_its_memory_cap_fails_alone(tmp_path: Path, clip240: Path) -> None:
+    with running_server(tmp_path / "data") as srv:
+        key_ok = push_stream(srv, "fine")
+        key_tight = push_stream(srv, "tight", settings={"memory_limit_mb": 256})
+        ok = publish(srv, "fine", key_ok, clip240, loop=True)
+        tight = publish(srv, "tight", key_tight, clip240, loop=True)
+        wait_for(lambda: "out of memory" in (srv.status("tight")["last_error"] or ""), 60,
+                 "the capped worker to report its memory cap")
+        assert "256 MiB" in srv.status("tight")["last_error"]
+        assert tight.closed.is_set(), "the failed stream's publisher is told"
+        st = srv.wait_state("fine", "live", 60)
+        assert st["rss_bytes"] and st["rss_bytes"] < 3072 << 20
+        ok.close()
