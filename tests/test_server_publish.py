@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sidecast.core.server.publish import Publisher, PublishPlan, finalize_event, resolve_uri
+from sidecast.core.server.storage import LocalStorage
 from sidecast.hls import MasterPlaylist, Rendition, Segment, Variant, parse_master, parse_media
 from sidecast.hls.live import LivePlaylist, atomic_write
-from sidecast.core.server.publish import PublishPlan, Publisher, finalize_event, resolve_uri
-from sidecast.core.server.storage import LocalStorage
 
 RENDITIONS = ("video/360p/index.m3u8", "audio/index.m3u8", "subs/en/index.m3u8")
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from sidecast.core.serve.files import NO_CACHE, SEGMENT_CACHE
-from sidecast.core.server.publish import PublishPlan, Publisher, resolve_uri
+from sidecast.core.server.publish import Publisher, PublishPlan, resolve_uri
 from sidecast.core.server.storage import LocalStorage, S3Storage, Storage, check_key, open_storage
 from sidecast.hls import parse_media
 from tests.server_helpers import moto_s3, running_server
