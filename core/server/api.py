@@ -15,6 +15,7 @@ one-line ``detail`` that says what to change. No CORS header is ever sent here.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
@@ -28,8 +29,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..serve.control import MAX_API_BODY, BadCommand, is_json_type, parse_command
-from ..serve.files import safe_relative_path
-from ..serve.media import STATIC_DIR, serve_file
+from ..serve.files import content_type_for
+from ..serve.media import STATIC_DIR
 from . import keys as K
 from . import schema as S
 from .registry import ApiKeyRow, Conflict, NotFound, StreamRow
@@ -38,6 +39,19 @@ from .supervisor import StreamNotRunning
 log = logging.getLogger("sidecast.server.api")
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
+DASHBOARD_FILES = frozenset({"index.html", "dashboard.js"})
+PAGE_HEADERS = {
+    "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    # its own scripts only; media and playlists come from the player port (another origin)
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                               "connect-src *; media-src * blob:; img-src * data:; frame-ancestors 'none'",
+}
+
+
+def _page(path: Path) -> Response:
+    """A dashboard file: small, read whole; no CORS (nothing here is for other origins)."""
+    return Response(path.read_bytes(), media_type=content_type_for(path.name), headers=PAGE_HEADERS)
 NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
@@ -151,11 +165,17 @@ def install_errors(app: FastAPI) -> None:
     async def conflict(request: Request, exc: Exception) -> Response:
         return JSONResponse({"detail": str(exc)}, status_code=409, headers=NO_STORE)
 
+    async def registry_down(request: Request, exc: Exception) -> Response:
+        log.error("registry error on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": f"the registry is unavailable (is the disk full?): {exc}"}, status_code=503,
+                            headers={**NO_STORE, "Retry-After": "5"})
+
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(NotFound, not_found)
     app.add_exception_handler(Conflict, conflict)
     app.add_exception_handler(StreamNotRunning, conflict)
+    app.add_exception_handler(sqlite3.Error, registry_down)
 
 
 # ------------------------------------------------------------------------------ auth
@@ -484,13 +504,16 @@ def probes_router() -> APIRouter:
         return Response(data, media_type=content_type, headers={"Cache-Control": "no-store"})
 
     @r.get("/", include_in_schema=False)
-    def dashboard(request: Request) -> Response:
-        return serve_file(str(DASHBOARD_DIR), "/index.html", request)
+    def dashboard() -> Response:
+        return _page(DASHBOARD_DIR / "index.html")
 
-    @r.get("/dashboard/{path:path}", include_in_schema=False)
-    def dashboard_file(path: str, request: Request) -> Response:
-        root = STATIC_DIR if path == "hls.min.js" else DASHBOARD_DIR
-        return serve_file(str(root), "/" + safe_relative_path("/" + path), request)
+    @r.get("/dashboard/{name}", include_in_schema=False)
+    def dashboard_file(name: str) -> Response:
+        if name == "hls.min.js":
+            return _page(STATIC_DIR / name)
+        if name not in DASHBOARD_FILES:
+            raise HTTPException(404, f"no dashboard file {name!r}")
+        return _page(DASHBOARD_DIR / name)
 
     return r
 
