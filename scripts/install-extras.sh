@@ -79,3 +79,16 @@ install_opencv_footage() {
   [ -f "$data/vtest.avi" ] || { echo "opencv-doc: $data/vtest.avi missing after install" >&2; return 1; }
 }
 install_opencv_footage
+
+# Real read speech with transcripts, for the server's caption tests and bench (tests/test_server_browser.py,
+# bench/server.py): LibriVox utterances in Debian's pocketsphinx-testdata (~800 KB).
+install_speech_testdata() {
+  local data=/usr/share/pocketsphinx/test/data/librivox
+  if [ -f "$data/transcription" ]; then return 0; fi
+  echo "[sidecast setup] installing read speech with transcripts (Debian: pocketsphinx-testdata)" >&2
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends pocketsphinx-testdata >/dev/null
+  [ -f "$data/transcription" ] || { echo "pocketsphinx-testdata: $data/transcription missing after install" >&2; return 1; }
+}
+install_speech_testdata

@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
+from devkit.pushsession import FfmpegSession  # noqa: F401 (re-exported for the tests)
 from sidecast.core.serve import run_in_thread, start_server
 from sidecast.core.server.app import SidecastServer
 from sidecast.core.server.config import ServerConfig
@@ -75,48 +75,6 @@ def running_server(data_dir: Path, **settings: Any) -> Iterator[Running]:
     finally:
         client.close()
         server.close()
-
-
-class FfmpegSession:
-    """A ``PushSession`` whose bytes come from a real ffmpeg publisher (-re: paced as live)."""
-
-    def __init__(self, stream_id: str, clip: Path, *, container: str = "flv", loop: bool = False,
-                 peer: str = "127.0.0.1:40000") -> None:
-        self.protocol = "rtmp" if container == "flv" else "srt"
-        self.container = "flv" if container == "flv" else "mpegts"
-        self.stream_id = stream_id
-        self.peer = peer
-        loop_args = ["-stream_loop", "-1"] if loop else []
-        self.proc = subprocess.Popen(
-            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", *loop_args, "-i", str(clip),
-             "-c", "copy", "-f", "flv" if container == "flv" else "mpegts", "pipe:1"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        self.closed = threading.Event()
-        self.close_reason: str | None = None
-        self.sent = 0
-
-    def read(self, n: int = 65536) -> bytes:
-        if self.closed.is_set() or self.proc.stdout is None:
-            return b""
-        try:
-            data = self.proc.stdout.read1(n)
-        except (OSError, ValueError):
-            return b""
-        self.sent += len(data)
-        return data
-
-    def close(self, reason: str = "") -> None:
-        if not self.closed.is_set():
-            self.close_reason = reason
-            self.closed.set()
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-
-    def hang_up(self) -> None:
-        """The publisher goes away (end of its stream)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
 
 
 @contextlib.contextmanager

@@ -191,3 +191,25 @@ def test_a_worker_over_its_memory_cap_fails_alone(tmp_path: Path, clip240: Path)
         st = srv.wait_state("fine", "live", 60)
         assert st["rss_bytes"] and st["rss_bytes"] < 3072 << 20
         ok.close()
+
+
+def test_two_publishers_on_one_key_the_operator_chooses_refuse_or_replace(tmp_path: Path, clip240: Path) -> None:
+    with running_server(tmp_path / "data") as srv:
+        key = push_stream(srv, "desk")
+        first = publish(srv, "desk", key, clip240, loop=True)
+        live = srv.wait_state("desk", "live", 60)
+        refused = srv.server.authority.authorize("rtmp", key, "10.9.9.9:1")
+        assert refused.reason == "another publisher is live on this stream"  # type: ignore[union-attr]
+        second = FfmpegSession("desk", clip240, loop=True, peer="10.9.9.9:1")
+        assert srv.server.push_handler.accept(second).reason == "another publisher is live on this stream"  # type: ignore[union-attr]
+        assert second.closed.is_set() and not first.closed.is_set()
+        # "replace": for a publisher that is stuck but never hung up
+        srv.server.config.on_conflict = "replace"
+        third = FfmpegSession("desk", clip240, loop=True, peer="10.8.8.8:2")
+        assert srv.server.push_handler.accept(third) is None
+        wait_for(lambda: first.closed.is_set(), 20, "the old publisher to be closed")
+        assert first.close_reason == "replaced by a new publisher"
+        wait_for(lambda: srv.status("desk")["publisher"] == "10.8.8.8:2" and srv.status("desk")["state"] == "live",
+                 60, "the new publisher live")
+        assert srv.status("desk")["event"] == live["event"], "a replaced publisher continues the event"
+        third.close()
