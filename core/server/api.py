@@ -183,7 +183,7 @@ def install_errors(app: FastAPI) -> None:
 def require(scope: str) -> Any:
     """A dependency: an API key that allows ``scope``."""
 
-    def check(request: Request, authorization: Annotated[str | None, Header()] = None,
+    async def check(request: Request, authorization: Annotated[str | None, Header()] = None,
               x_api_key: Annotated[str | None, Header()] = None) -> ApiKeyRow:
         token = x_api_key
         if token is None and authorization and authorization[:7].lower() == "bearer ":
@@ -209,7 +209,7 @@ CanWebhooks = Annotated[ApiKeyRow, require("webhooks")]
 IsAdmin = Annotated[ApiKeyRow, require("admin")]
 
 
-def _server(request: Request) -> Any:
+async def _server(request: Request) -> Any:
     return request.app.state.server
 
 
@@ -218,7 +218,8 @@ Server = Annotated[Any, Depends(_server)]
 
 # ------------------------------------------------------------------------------ helpers
 
-def stream_view(server: Any, row: StreamRow) -> S.Stream:
+def stream_view(server: Any, row: StreamRow) -> dict[str, Any]:
+    """A stream as the API shows it (a plain dict: the route's response model validates it once)."""
     cfg = server.config
     base = cfg.media_base()
     urls = {"hls": f"{base}{row.id}/master.m3u8", "vertical": f"{base}{row.id}/vertical.m3u8",
@@ -229,10 +230,13 @@ def stream_view(server: Any, row: StreamRow) -> S.Stream:
         host = cfg.publish_base()
         urls["rtmp"] = f"rtmp://{host}:{cfg.rtmp_port}/live/STREAM_KEY"
         urls["srt"] = f"srt://{host}:{cfg.srt_port}?streamid=#!::r=STREAM_KEY,m=publish&passphrase=SRT_PASSPHRASE"
-    return S.Stream(id=row.id, name=row.name, ingest=row.ingest, source=row.source, enabled=row.enabled,  # type: ignore[arg-type]
-                    options=row.options, settings=S.StreamSettings.model_validate(row.settings),
-                    key=S.KeyInfo(prefix=row.key_prefix, created_at=row.key_created_at), revision=row.revision,
-                    created_at=row.created_at, updated_at=row.updated_at, urls=urls)
+    return {"id": row.id, "name": row.name, "ingest": row.ingest, "source": row.source, "enabled": row.enabled,
+            "options": row.options, "settings": {**SETTINGS_DEFAULTS, **row.settings},
+            "key": {"prefix": row.key_prefix, "created_at": row.key_created_at}, "revision": row.revision,
+            "created_at": row.created_at, "updated_at": row.updated_at, "urls": urls}
+
+
+SETTINGS_DEFAULTS = S.StreamSettings.model_validate({}).model_dump()
 
 
 def key_issued(server: Any, stream_id: str, key: str) -> S.KeyIssued:
@@ -256,7 +260,7 @@ def v1_router() -> APIRouter:
     r = APIRouter(prefix="/v1")
 
     @r.get("/server", responses=responses(), tags=["server"], summary="Server information")
-    def server_info(server: Server, _: CanRead) -> dict[str, Any]:
+    async def server_info(server: Server, _: CanRead) -> dict[str, Any]:
         sup = server.supervisor
         return {"version": __version__, "storage": server.storage.describe(), "streams": len(sup.runtimes),
                 "disk_free_bytes": sup.disk_free, "disk_full": sup.disk_full, "disk_error": sup.disk_error,
@@ -266,11 +270,11 @@ def v1_router() -> APIRouter:
     # ---------------------------------------------------------------- streams
 
     @r.get("/streams", response_model=S.StreamList, responses=responses(), tags=["streams"], summary="List streams")
-    def list_streams(server: Server, _: CanRead,
-                     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> S.StreamList:
+    async def list_streams(server: Server, _: CanRead,
+                           limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                           offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> dict[str, Any]:
         rows = server.registry.list_streams(limit, offset)
-        return S.StreamList(streams=[stream_view(server, row) for row in rows], total=server.registry.count_streams())
+        return {"streams": [stream_view(server, row) for row in rows], "total": server.registry.count_streams()}
 
     @r.post("/streams", status_code=201, responses=responses(409), tags=["streams"],
             summary="Create a stream (push streams: the answer holds the stream key, shown once)")
@@ -286,18 +290,18 @@ def v1_router() -> APIRouter:
             row = server.registry.get_stream(row.id)
             out["key"] = key_issued(server, row.id, key).model_dump()
         server.supervisor.add(row)
-        out["stream"] = stream_view(server, row).model_dump()
+        out["stream"] = stream_view(server, row)
         return out
 
     @r.get("/streams/{stream_id}", response_model=S.Stream, responses=responses(404), tags=["streams"],
            summary="Get a stream")
-    def get_stream(stream_id: str, server: Server, _: CanRead) -> S.Stream:
+    async def get_stream(stream_id: str, server: Server, _: CanRead) -> dict[str, Any]:
         return stream_view(server, server.registry.get_stream(stream_id))
 
     @r.patch("/streams/{stream_id}", response_model=S.Stream, responses=responses(404), tags=["streams"],
              summary="Change a stream (a change of source, options or settings restarts it as a new event)")
     def update_stream(stream_id: str, body: S.StreamUpdate, server: Server,
-                      _: CanWrite) -> S.Stream:
+                      _: CanWrite) -> dict[str, Any]:
         row = server.registry.get_stream(stream_id)
         changes: dict[str, Any] = {}
         if body.name is not None:
@@ -353,12 +357,12 @@ def v1_router() -> APIRouter:
 
     @r.get("/streams/{stream_id}/status", response_model=S.StreamStatus, responses=responses(404), tags=["streams"],
            summary="The stream's state, input, speed, sidecars, storage and last error")
-    def status(stream_id: str, server: Server, _: CanRead) -> dict[str, Any]:
+    async def status(stream_id: str, server: Server, _: CanRead) -> dict[str, Any]:
         return dict(server.supervisor.status(stream_id))
 
     @r.get("/streams/{stream_id}/events", response_model=list[S.EventInfo], responses=responses(404),
            tags=["streams"], summary="The stream's events (broadcasts) and recordings, newest first")
-    def events(stream_id: str, server: Server, _: CanRead,
+    async def events(stream_id: str, server: Server, _: CanRead,
                limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[S.EventInfo]:
         server.registry.get_stream(stream_id)
         base = server.config.media_base()
@@ -400,7 +404,7 @@ def v1_router() -> APIRouter:
 
     @r.post("/streams/{stream_id}/playback-token", response_model=S.TokenIssued, responses=responses(404),
             tags=["control"], summary="A signed, expiring playback token and the URLs that carry it")
-    def playback_token(stream_id: str, body: S.TokenRequest, server: Server,
+    async def playback_token(stream_id: str, body: S.TokenRequest, server: Server,
                        _: CanControl) -> S.TokenIssued:
         server.registry.get_stream(stream_id)
         tok = K.sign_playback(server.registry.secret, stream_id, body.ttl)
@@ -412,7 +416,7 @@ def v1_router() -> APIRouter:
 
     @r.get("/api-keys", response_model=list[S.ApiKeyInfo], responses=responses(), tags=["api keys"],
            summary="List API keys (never the keys themselves)")
-    def list_keys(server: Server, _: IsAdmin) -> list[S.ApiKeyInfo]:
+    async def list_keys(server: Server, _: IsAdmin) -> list[S.ApiKeyInfo]:
         return [S.ApiKeyInfo(**k.__dict__) for k in server.registry.list_api_keys()]
 
     @r.post("/api-keys", status_code=201, response_model=S.ApiKeyIssued, responses=responses(), tags=["api keys"],
@@ -433,7 +437,7 @@ def v1_router() -> APIRouter:
 
     @r.get("/webhooks", response_model=list[S.Webhook], responses=responses(), tags=["webhooks"],
            summary="List webhook endpoints")
-    def list_hooks(server: Server, _: CanWebhooks) -> list[S.Webhook]:
+    async def list_hooks(server: Server, _: CanWebhooks) -> list[S.Webhook]:
         return [S.Webhook(id=h.id, url=h.url, events=h.events, enabled=h.enabled, created_at=h.created_at)
                 for h in server.registry.list_webhooks()]
 
@@ -452,7 +456,7 @@ def v1_router() -> APIRouter:
 
     @r.get("/webhooks/deliveries", response_model=list[S.Delivery], responses=responses(), tags=["webhooks"],
            summary="The delivery log, newest first")
-    def deliveries(server: Server, _: CanWebhooks,
+    async def deliveries(server: Server, _: CanWebhooks,
                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[S.Delivery]:
         return [S.Delivery(**{k: v for k, v in d.__dict__.items() if k != "payload"})
                 for d in server.registry.list_deliveries(limit)]
@@ -464,7 +468,7 @@ def probes_router() -> APIRouter:
     r = APIRouter()
 
     @r.get("/healthz", include_in_schema=False)
-    def healthz(server: Server) -> Response:
+    async def healthz(server: Server) -> Response:
         """Liveness: the supervisor's loop turns (a wedged server is restarted by its orchestrator)."""
         age = time.monotonic() - server.supervisor.heartbeat
         ok = age < 15
@@ -489,7 +493,7 @@ def probes_router() -> APIRouter:
                             status_code=503 if problems else 200, headers=NO_STORE)
 
     @r.get("/healthz/streams/{stream_id}", include_in_schema=False)
-    def stream_health(stream_id: str, server: Server) -> Response:
+    async def stream_health(stream_id: str, server: Server) -> Response:
         """200 only while the stream is on the air (live); 503 with its state otherwise; 404 unknown."""
         st = server.supervisor.status(stream_id)
         live = st["state"] == "live"
@@ -497,18 +501,18 @@ def probes_router() -> APIRouter:
                             status_code=200 if live else 503, headers=NO_STORE)
 
     @r.get("/metrics", include_in_schema=False)
-    def metrics(server: Server) -> Response:
+    async def metrics(server: Server) -> Response:
         from .metrics import render
 
         data, content_type = render(server)
         return Response(data, media_type=content_type, headers={"Cache-Control": "no-store"})
 
     @r.get("/", include_in_schema=False)
-    def dashboard() -> Response:
+    async def dashboard() -> Response:
         return _page(DASHBOARD_DIR / "index.html")
 
     @r.get("/dashboard/{name}", include_in_schema=False)
-    def dashboard_file(name: str) -> Response:
+    async def dashboard_file(name: str) -> Response:
         if name == "hls.min.js":
             return _page(STATIC_DIR / name)
         if name not in DASHBOARD_FILES:

@@ -220,14 +220,18 @@ class Supervisor:
         result: dict[str, Any] = reply.get("result") or {}
         return result
 
+    # Reads do not queue behind the supervisor's work (a burst of spawns must not slow every status call):
+    # they read the runtime's fields directly. Each field is replaced whole by the supervisor thread (the
+    # lifecycle record is immutable), so a read sees a consistent value of each, at worst one step old.
+
     def status(self, stream_id: str) -> dict[str, Any]:
-        return self.call(lambda: self._status(self._rt(stream_id)))
+        return self._status(self._rt(stream_id))
 
     def statuses(self) -> list[dict[str, Any]]:
-        return self.call(lambda: [self._status(rt) for rt in self.runtimes.values()])
+        return [self._status(rt) for rt in list(self.runtimes.values())]
 
     def metrics_snapshot(self) -> dict[str, Any]:
-        return self.call(self._metrics)
+        return self._metrics()
 
     # ================================================================== the loop
 
@@ -697,14 +701,15 @@ class Supervisor:
 
     def _status(self, rt: Runtime) -> dict[str, Any]:
         life = rt.life
-        st = rt.status if rt.proc is not None else {}
+        proc, session = rt.proc, rt.session
+        st = rt.status if proc is not None else {}
         now = time.time()
         waits = rt.totals
         return {
             "id": rt.row.id, "state": life.state, "since": life.since, "enabled": life.enabled,
-            "event": life.event, "attempt": life.attempt, "pid": rt.proc.pid if rt.proc is not None else None,
-            "publisher": rt.session.peer if rt.session is not None else None,
-            "input_bitrate": round(rt.input_bitrate, 1) if rt.input_bitrate is not None and rt.proc else None,
+            "event": life.event, "attempt": life.attempt, "pid": proc.pid if proc is not None else None,
+            "publisher": session.peer if session is not None else None,
+            "input_bitrate": round(rt.input_bitrate, 1) if rt.input_bitrate is not None and proc else None,
             "input_fps": st.get("fps"), "speed": st.get("speed"), "media_time": st.get("media_time"),
             "segments": int(rt.totals["segments"]), "restarts": max(0, rt.starts - 1), "failures": life.failures,
             "storage_bytes": self.registry.stored_bytes(rt.row.id) + int(st.get("event_bytes", 0)),
@@ -717,10 +722,10 @@ class Supervisor:
 
     def _metrics(self) -> dict[str, Any]:
         streams = []
-        for rt in self.runtimes.values():
+        for rt in list(self.runtimes.values()):
             s = self._status(rt)
             s["totals"] = dict(rt.totals)
-            s["sidecar_totals"] = {k: dict(v) for k, v in rt.sidecar_totals.items()}
+            s["sidecar_totals"] = {k: dict(v) for k, v in list(rt.sidecar_totals.items())}
             s["failures_total"] = rt.failures_total
             s["starts_total"] = rt.starts
             streams.append(s)
