@@ -265,14 +265,15 @@ def part_playlists(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         baseline = subprocess.Popen([sys.executable, "-m", "sidecast.core.serve", str(work / "pl" / "media" / "open"),
                                      "--port", str(base_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         targets["baseline: sidecast run --serve stack"] = (base_port, "/video/360p/index.m3u8", baseline.pid)
+
         def baseline_up() -> bool:
             try:
                 return httpx.get(f"http://127.0.0.1:{base_port}/video/360p/index.m3u8").status_code == 200
             except httpx.HTTPError:
                 return False
 
-        wait(baseline_up, 30, "the baseline server")
         try:
+            wait(baseline_up, 30, "the baseline server")
             for name, (port, path, pid) in targets.items():
                 assert httpx.get(f"http://127.0.0.1:{port}{path}").status_code == 200, name
                 for mode, interval in (("saturate", 0.0), ("live", 2.0)):
