@@ -20,6 +20,7 @@ It spawns children only from its own thread: PR_SET_PDEATHSIG follows the thread
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import json
@@ -58,6 +59,9 @@ T = TypeVar("T")
 
 DISK_CHECK_S = 2.0
 SWEEP_S = 10.0
+SPAWNS_PER_SECOND = 4
+"""Worker starts per second: a server starting with 100 enabled cameras brings them up over 25 s instead
+of starting 100 interpreters at once (each import of the pipeline costs about a second of CPU)."""
 
 EXIT_KINDS = {0: "ok", 2: "source", 3: "config", 4: "memory", 5: "storage"}
 
@@ -81,6 +85,7 @@ class Runtime:
     kill_at: float | None = None
     status: dict[str, Any] = field(default_factory=dict)
     error_doc: dict[str, Any] | None = None
+    token: object | None = None                 # the current attempt (see Supervisor._spawn)
     session: PushSession | None = None          # the publisher feeding the running worker
     pending_session: PushSession | None = None  # the publisher the next attempt will read
     relay_url: str | None = None
@@ -129,6 +134,8 @@ class Supervisor:
         self._next_disk = 0.0
         self._next_sweep = 0.0
         self._check_disk_now = False
+        self._spawns: collections.deque[tuple[Runtime, str, int, object]] = collections.deque()
+        self._spawn_times: collections.deque[float] = collections.deque()
 
     # ================================================================== thread-safe entry points
 
@@ -266,6 +273,16 @@ class Supervisor:
             deadline = L.next_deadline(rt.life)
             if deadline is not None:
                 soonest = min(soonest, now + max(0.0, deadline - wall))
+        while self._spawns:
+            while self._spawn_times and now - self._spawn_times[0] >= 1.0:
+                self._spawn_times.popleft()
+            if len(self._spawn_times) >= SPAWNS_PER_SECOND:
+                soonest = min(soonest, self._spawn_times[0] + 1.0)
+                break
+            rt, event, attempt, token = self._spawns.popleft()
+            self._spawn_times.append(now)
+            if rt.token is token:
+                self._start_worker(rt, event, attempt, token)
         if now >= self._next_disk or self._check_disk_now:
             self._check_disk_now = False
             self._next_disk = now + DISK_CHECK_S
@@ -331,6 +348,14 @@ class Supervisor:
     # ------------------------------------------------------------------ workers
 
     def _spawn(self, rt: Runtime, event: str, attempt: int) -> None:
+        """Queue the worker's start (at most SPAWNS_PER_SECOND of them start each second). The token names
+        this attempt: every report about it (its exit above all) carries it, so nothing about an attempt can be
+        taken for news of the next one."""
+        token = object()
+        rt.token = token
+        self._spawns.append((rt, event, attempt, token))
+
+    def _start_worker(self, rt: Runtime, event: str, attempt: int, token: object) -> None:
         row = rt.row
         sid = row.id
         opts = dict(row.options)
@@ -341,7 +366,7 @@ class Supervisor:
             session = rt.pending_session
             rt.pending_session = None
             if session is None:
-                self.post(lambda: self._exited(rt, None, -1, "no publisher to read"))
+                self.post(lambda: self._exited(rt, token, None, -1, "no publisher to read"))
                 return
             rt.session = session
             rt.relay_url = source = self.relay.register(session)
@@ -365,7 +390,7 @@ class Supervisor:
                                log_path=self.log_dir / f"{sid}.log", env={"MALLOC_ARENA_MAX": "2"})
         except OSError as exc:
             why = f"cannot start the worker: {exc}"
-            self.post(lambda: self._exited(rt, None, -1, why))
+            self.post(lambda: self._exited(rt, token, None, -1, why))
             return
         assert proc.stdin is not None and proc.stdout is not None
         rt.proc, rt.stdin, rt.killing, rt.kill_at = proc, proc.stdin, False, None
@@ -373,7 +398,7 @@ class Supervisor:
         rt.starts += 1
         rt.input = (time.monotonic(), self.relay.bytes_in(sid))
         self._send(rt, spec)
-        threading.Thread(target=self._read_worker, args=(rt, proc), name=f"worker-{sid}", daemon=True).start()
+        threading.Thread(target=self._read_worker, args=(rt, proc, token), name=f"worker-{sid}", daemon=True).start()
         log.info("worker started", extra={"stream": sid, "event": event, "attempt": attempt, "pid": proc.pid})
 
     def _send(self, rt: Runtime, doc: dict[str, Any]) -> None:
@@ -385,7 +410,7 @@ class Supervisor:
         except (OSError, ValueError):
             pass  # the worker is exiting; its reader thread reports that
 
-    def _read_worker(self, rt: Runtime, proc: subprocess.Popen[bytes]) -> None:
+    def _read_worker(self, rt: Runtime, proc: subprocess.Popen[bytes], token: object) -> None:
         """One thread per worker: its stdout lines become supervisor tasks; then its exit."""
         assert proc.stdout is not None
         for raw in proc.stdout:
@@ -395,7 +420,7 @@ class Supervisor:
                 continue
             self.post(functools.partial(self._message, rt, proc, doc))
         rc = proc.wait()
-        self.post(lambda: self._exited(rt, proc, rc, None))
+        self.post(lambda: self._exited(rt, token, proc, rc, None))
 
     def _message(self, rt: Runtime, proc: subprocess.Popen[bytes], doc: dict[str, Any]) -> None:
         if rt.proc is not proc:
@@ -437,9 +462,11 @@ class Supervisor:
         if doc.get("storage_full"):
             self._check_disk_now = True
 
-    def _exited(self, rt: Runtime, proc: subprocess.Popen[bytes] | None, rc: int, why: str | None) -> None:
-        if proc is not None and rt.proc is not proc:
-            return
+    def _exited(self, rt: Runtime, token: object, proc: subprocess.Popen[bytes] | None, rc: int,
+                why: str | None) -> None:
+        if rt.token is not token:
+            return  # about an attempt that was dealt with already
+        rt.token = None
         sid = rt.row.id
         if proc is not None:
             procs.kill_group(proc.pid)  # whatever it started (an SRT bridge) goes with it
@@ -480,6 +507,17 @@ class Supervisor:
             self._purge_stream(rt)
 
     def _kill(self, rt: Runtime, reason: str) -> None:
+        queued = [item for item in self._spawns if item[0] is rt]
+        if queued:  # not started yet: it ends here, as a worker that was stopped
+            for item in queued:
+                self._spawns.remove(item)
+            rt.killing = True
+            if rt.pending_session is not None:
+                rt.pending_session.close(reason)
+                rt.pending_session = None
+            token = rt.token
+            self.post(lambda: self._exited(rt, token, None, 0, None))
+            return
         if rt.proc is None:
             return
         rt.killing = True
@@ -671,6 +709,11 @@ class Supervisor:
         return None
 
     def _shutdown(self) -> None:
+        for rt, _, _, _ in self._spawns:
+            rt.token = None  # queued starts never happen
+            if rt.pending_session is not None:
+                rt.pending_session.close("server shutting down")
+        self._spawns.clear()
         for rt in self.runtimes.values():
             if rt.proc is not None:
                 self._kill(rt, "server shutting down")
@@ -684,7 +727,7 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 procs.kill_group(proc.pid)
                 proc.wait()
-            self._exited(rt, proc, proc.returncode, None)
+            self._exited(rt, rt.token, proc, proc.returncode, None)
         for rt in self.runtimes.values():
             if rt.life.event is not None:
                 self._close_event(rt, rt.life.event, rt.life.event_live)
