@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from sidecast.core.server.webhooks import SIGNATURE_HEADER, verify_signature
 from sidecast.hls import parse_master, parse_media
 from tests.conftest import ffmpeg, free_port, wait_for
 from tests.server_helpers import FfmpegSession, Running, WebhookReceiver, live_hls, running_server
+from tests.test_rtsp import start_server as start_rtsp_server
 
 LADDER = "240p:400k"
 
@@ -36,8 +38,8 @@ def clip240(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def push_stream(srv: Running, sid: str, **extra: object) -> str:
-    body = {"id": sid, "ingest": "push", "options": {"ladder": LADDER, "window": 4, "reconnect_timeout": 3.0},
-            **extra}
+    body = {"id": sid, "ingest": "push", "options": {"ladder": LADDER, "window": 4, "reconnect_timeout": 3.0}}
+    body.update(extra)
     r = srv.api.post("/v1/streams", json=body)
     assert r.status_code == 201, r.text
     return str(r.json()["key"]["key"])
@@ -213,3 +215,64 @@ def test_two_publishers_on_one_key_the_operator_chooses_refuse_or_replace(tmp_pa
                  60, "the new publisher live")
         assert srv.status("desk")["event"] == live["event"], "a replaced publisher continues the event"
         third.close()
+
+
+def test_rtsp_cameras_and_srt_callers_are_pulled_and_an_ended_source_closes_its_event(
+        tmp_path: Path, clip240: Path) -> None:
+    """A real RTSP server (GStreamer) and an SRT listener (ffmpeg) as sources: both go live; the RTSP one serves
+    its clip once, so its stream's event ends (ENDLIST) and the server keeps trying the camera."""
+    rtsp_port, srt_port = free_port(), free_port()
+    camera = start_rtsp_server(clip240, rtsp_port)
+    srt = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1",
+                            "-i", str(clip240), "-c", "copy", "-f", "mpegts",
+                            f"srt://127.0.0.1:{srt_port}?mode=listener"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        with running_server(tmp_path / "data") as srv:
+            for sid, url in (("ipcam", f"rtsp://127.0.0.1:{rtsp_port}/clip"), ("contrib", f"srt://127.0.0.1:{srt_port}")):
+                r = srv.api.post("/v1/streams", json={"id": sid, "ingest": "pull", "source": url,
+                                                      "options": {"ladder": LADDER, "reconnect_timeout": 2}})
+                assert r.status_code == 201, r.text
+            first = srv.wait_state("ipcam", "live", 90)
+            srv.wait_state("contrib", "live", 90)
+            assert playlist(srv, "contrib/video/240p/index.m3u8").segments
+            # the camera's clip ends and its server stops: the event ends, the camera is retried
+            wait_for(lambda: srv.status("ipcam")["event"] not in (None, first["event"])
+                     or srv.status("ipcam")["state"] == "retrying", 90, "the camera's event to end")
+            events = srv.api.get("/v1/streams/ipcam/events").json()
+            ended = next(e for e in events if e["id"] == first["event"])
+            assert ended["ended_at"] and ended["segments"] >= 3
+            assert playlist(srv, "ipcam/video/240p/index.m3u8").endlist
+            assert srv.status("contrib")["state"] == "live"
+    finally:
+        camera.kill()
+        srt.kill()
+        srt.wait()
+
+
+def test_one_sidecar_process_serves_every_stream_that_uses_it(tmp_path: Path, clip240: Path) -> None:
+    with running_server(tmp_path / "data") as srv:
+        sessions = []
+        for sid in ("left", "right"):
+            key = push_stream(srv, sid, options={"ladder": LADDER, "sidecars": ["scenecut"]})
+            sessions.append(publish(srv, sid, key, clip240, loop=True))
+        for sid in ("left", "right"):
+            # the watermark of each stream advances: the one process analyses both (a test pattern has no
+            # scene cut, so there are no results to count)
+            wait_for(lambda sid=sid: srv.status(sid)["state"] == "live" and any(
+                s["name"] == "scenecut" and s["live"] and s["lag"] is not None and s["lag"] < 5
+                for s in srv.status(sid)["sidecars"]), 90, f"{sid} live and analysed by scenecut")
+        shared = srv.api.get("/v1/server").json()["sidecars"]
+        assert [(s["name"], s["streams"], s["running"]) for s in shared] == [("scenecut", ["left", "right"], True)]
+        procs = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p).count("scenecut") and
+                 "sidecar" in _cmdline(p) and str(srv.server.supervisor.run_dir) in _cmdline(p)]
+        assert len(procs) == 1, "one process, one loaded model, for both streams"
+        for s in sessions:
+            s.close()
+
+
+def _cmdline(p: Path) -> str:
+    try:
+        return (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
