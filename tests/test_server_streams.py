@@ -276,3 +276,15 @@ def _cmdline(p: Path) -> str:
         return (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_a_stuck_worker_is_killed_by_the_watchdog_and_restarted(tmp_path: Path, clip240: Path) -> None:
+    with live_hls(tmp_path, clip240) as source, running_server(tmp_path / "data", watchdog_s=4.0) as srv:
+        srv.api.post("/v1/streams", json={"id": "cam", "ingest": "pull", "source": source,
+                                          "options": {"ladder": LADDER}}).raise_for_status()
+        first = srv.wait_state("cam", "live", 90)
+        os.kill(first["pid"], signal.SIGSTOP)   # as stuck as a process gets: no report, no progress
+        wait_for(lambda: srv.status("cam")["attempt"] == 2, 30, "the watchdog to replace the stuck worker")
+        assert "worker stuck: no report" in (srv.status("cam")["last_error"] or "")
+        srv.wait_state("cam", "live", 90)
+        assert not Path(f"/proc/{first['pid']}").exists() or "Z" in Path(f"/proc/{first['pid']}/stat").read_text()

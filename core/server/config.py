@@ -32,6 +32,7 @@ class ServerConfig:
     srt_port: int = 4200
     min_free_mb: int = 512             # below this much free space, writes stop (streams pause)
     stop_timeout: float = 10.0         # seconds a worker gets to finish its segment before SIGKILL
+    watchdog_s: float = 30.0           # a worker silent this long (stuck in a decoder, stopped) is killed
     backoff_base: float = 1.0
     backoff_max: float = 60.0
     on_conflict: Literal["refuse", "replace"] = "refuse"

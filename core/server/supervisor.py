@@ -59,6 +59,7 @@ T = TypeVar("T")
 
 DISK_CHECK_S = 2.0
 SWEEP_S = 10.0
+STARTUP_GRACE_S = 60.0
 SPAWNS_PER_SECOND = 4
 """Worker starts per second: a server starting with 100 enabled cameras brings them up over 25 s instead
 of starting 100 interpreters at once (each import of the pipeline costs about a second of CPU)."""
@@ -97,6 +98,8 @@ class Runtime:
     event_record: bool = False
     event_segment_duration: float = 2.0
     input: tuple[float, int] = (0.0, 0)
+    heard_at: float = 0.0                       # monotonic time of the worker's last message
+    progress: tuple[float, float] = (0.0, 0.0)  # (monotonic time, media time) when media time last advanced
     input_bitrate: float | None = None
     totals: dict[str, float] = field(default_factory=lambda: {"segments": 0, "waits": 0.0, "wait_count": 0})
     sidecar_totals: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -264,6 +267,7 @@ class Supervisor:
             deadline = L.next_deadline(rt.life)
             if deadline is not None and wall >= deadline:
                 self._apply(rt, L.Tick())
+            self._watchdog(rt, now)
             if rt.kill_at is not None and now >= rt.kill_at and rt.proc is not None and rt.proc.poll() is None:
                 log.warning("worker did not stop in time: killed", extra={"stream": rt.row.id, "pid": rt.proc.pid})
                 procs.kill_group(rt.proc.pid)
@@ -395,11 +399,32 @@ class Supervisor:
         assert proc.stdin is not None and proc.stdout is not None
         rt.proc, rt.stdin, rt.killing, rt.kill_at = proc, proc.stdin, False, None
         rt.status, rt.error_doc, rt.prev = {}, None, {}
+        # a starting interpreter is given a minute before the watchdog counts its silence (imports on a busy box)
+        rt.heard_at = time.monotonic() + max(0.0, STARTUP_GRACE_S - self.config.watchdog_s)
+        rt.progress = (time.monotonic(), 0.0)
         rt.starts += 1
         rt.input = (time.monotonic(), self.relay.bytes_in(sid))
         self._send(rt, spec)
         threading.Thread(target=self._read_worker, args=(rt, proc, token), name=f"worker-{sid}", daemon=True).start()
         log.info("worker started", extra={"stream": sid, "event": event, "attempt": attempt, "pid": proc.pid})
+
+    def _watchdog(self, rt: Runtime, now: float) -> None:
+        """Kill a worker that is stuck: silent for ``watchdog_s`` (a decoder hung holding the interpreter, a
+        stopped process), or live without its media time moving for the reconnect window plus ``watchdog_s``
+        (the pipeline waits that long itself for a source to come back). The crash restarts it."""
+        proc = rt.proc
+        if proc is None or rt.killing or rt.heard_at == 0.0:
+            return
+        limit = self.config.watchdog_s
+        silent = now - rt.heard_at
+        stalled = now - rt.progress[0] if rt.life.state == "live" else 0.0
+        if silent > limit or stalled > limit + rt.policy.reconnect_window:
+            why = (f"worker stuck: no report for {silent:.0f} s" if silent > limit
+                   else f"worker stuck: media time has not moved for {stalled:.0f} s")
+            log.error("%s; killing it", why, extra={"stream": rt.row.id, "pid": proc.pid})
+            rt.error_doc = {"kind": "crash", "message": why}
+            procs.kill_group(proc.pid)
+            rt.heard_at = 0.0
 
     def _send(self, rt: Runtime, doc: dict[str, Any]) -> None:
         if rt.stdin is None:
@@ -425,6 +450,7 @@ class Supervisor:
     def _message(self, rt: Runtime, proc: subprocess.Popen[bytes], doc: dict[str, Any]) -> None:
         if rt.proc is not proc:
             return
+        rt.heard_at = time.monotonic()
         kind = doc.get("type")
         if kind == "status":
             self._take_status(rt, doc)
@@ -453,6 +479,9 @@ class Supervisor:
                 tot[k] += max(0, int(s.get(k, 0)) - int(p.get(k, 0)))
         rt.prev = doc
         rt.status = doc
+        media = float(doc.get("media_time") or 0.0)
+        if media > rt.progress[1]:
+            rt.progress = (time.monotonic(), media)
         if rt.row.ingest == "push":
             t0, b0 = rt.input
             now, b = time.monotonic(), self.relay.bytes_in(rt.row.id)
