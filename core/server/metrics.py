@@ -54,6 +54,8 @@ class ServerCollector:
                                     "seconds segments waited for sidecar results (sum)", labels=["stream"])
         wait_n = CounterMetricFamily("sidecast_stream_decision_waits", "segments that went through the decision "
                                      "window", labels=["stream"])
+        late = CounterMetricFamily("sidecast_stream_late_segments", "segments published before all their sidecar "
+                                   "results arrived (the decision window ran out)", labels=["stream"])
         fails = CounterMetricFamily("sidecast_stream_errors", "worker failures (crashes, source and storage "
                                     "errors)", labels=["stream"])
         starts = CounterMetricFamily("sidecast_stream_worker_starts", "worker processes started", labels=["stream"])
@@ -70,6 +72,7 @@ class ServerCollector:
             segs.add_metric([sid], s["totals"]["segments"])
             waits.add_metric([sid], s["totals"]["waits"])
             wait_n.add_metric([sid], s["totals"]["wait_count"])
+            late.add_metric([sid], s["totals"]["late"])
             fails.add_metric([sid], s["failures_total"])
             starts.add_metric([sid], s["starts_total"])
             for sc in s.get("sidecars") or []:
@@ -80,7 +83,7 @@ class ServerCollector:
                 results.add_metric([sid, name], tot["results"])
                 drops.add_metric([sid, name], tot["dropped"])
                 errors.add_metric([sid, name], tot["errors"])
-        yield from (segs, waits, wait_n, fails, starts, lag, up, results, drops, errors)
+        yield from (segs, waits, wait_n, late, fails, starts, lag, up, results, drops, errors)
         disk = GaugeMetricFamily("sidecast_disk_free_bytes", "free space where the server writes")
         if snap["disk_free"] is not None:
             disk.add_metric([], float(snap["disk_free"]))

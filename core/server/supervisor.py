@@ -101,7 +101,8 @@ class Runtime:
     heard_at: float = 0.0                       # monotonic time of the worker's last message
     progress: tuple[float, float] = (0.0, 0.0)  # (monotonic time, media time) when media time last advanced
     input_bitrate: float | None = None
-    totals: dict[str, float] = field(default_factory=lambda: {"segments": 0, "waits": 0.0, "wait_count": 0})
+    totals: dict[str, float] = field(default_factory=lambda: {"segments": 0, "waits": 0.0, "wait_count": 0,
+                                                              "late": 0})
     sidecar_totals: dict[str, dict[str, float]] = field(default_factory=dict)
     prev: dict[str, Any] = field(default_factory=dict)
 
@@ -246,17 +247,25 @@ class Supervisor:
     # ================================================================== the loop
 
     def _loop(self) -> None:
+        fn: Callable[[], None] | None = None
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
             timeout = self._timers()
-            try:
-                fn = self._q.get(timeout=timeout)
-            except queue.Empty:
-                continue
-            try:
-                fn()
-            except Exception:
-                log.exception("supervisor task failed")
+            if fn is None:
+                try:
+                    fn = self._q.get(timeout=timeout)
+                except queue.Empty:
+                    continue
+            for _ in range(200):  # a burst (100 workers' status lines) between two timer passes, in order
+                try:
+                    fn()
+                except Exception:
+                    log.exception("supervisor task failed")
+                try:
+                    fn = self._q.get_nowait()
+                except queue.Empty:
+                    fn = None
+                    break
 
     def _timers(self) -> float:
         """Run what is due; return how long the loop may sleep."""
@@ -471,6 +480,7 @@ class Supervisor:
         waits, pwaits = doc.get("decision_waits") or {}, prev.get("decision_waits") or {}
         rt.totals["waits"] += max(0.0, float(waits.get("sum", 0)) - float(pwaits.get("sum", 0)))
         rt.totals["wait_count"] += max(0, int(waits.get("count", 0)) - int(pwaits.get("count", 0)))
+        rt.totals["late"] += max(0, int(waits.get("late", 0)) - int(pwaits.get("late", 0)))
         pside = {s["name"]: s for s in prev.get("sidecars", [])}
         for s in doc.get("sidecars", []):
             tot = rt.sidecar_totals.setdefault(s["name"], {"results": 0, "dropped": 0, "errors": 0})
@@ -787,6 +797,7 @@ class Supervisor:
             "storage_bytes": self.registry.stored_bytes(rt.row.id) + int(st.get("event_bytes", 0)),
             "rss_bytes": st.get("rss"),
             "decision_wait_avg": round(waits["waits"] / waits["wait_count"], 3) if waits["wait_count"] else None,
+            "late_segments": int(waits["late"]),
             "sidecars": st.get("sidecars", []), "last_error": life.last_error,
             "retry_in": round(life.retry_at - now, 1) if life.retry_at is not None else None,
             "reconnect_window_left": round(life.window_until - now, 1) if life.window_until is not None else None,

@@ -125,7 +125,9 @@ class Worker:
             "segments": self.publisher.published_segments, "event_bytes": self.publisher.state.event_bytes,
             "last_segment_at": self.publisher.last_published_at,
             "decision_waits": {"count": len(waits), "sum": round(sum(waits), 3),
-                               "recent_max": round(max(waits[-10:]), 3) if waits else 0.0},
+                               "recent_max": round(max(waits[-10:]), 3) if waits else 0.0,
+                               # published before every result arrived: the decision window ran out
+                               "late": sum(1 for w in waits if p.window_s > 0 and w >= p.window_s * 0.99)},
             "sidecars": sidecars, "storage_error": self.publisher.error, "storage_full": self.publisher.storage_full,
             "rss": _rss_bytes(),
         }
