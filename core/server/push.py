@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import anyio.to_thread
 from fastapi import APIRouter, FastAPI
@@ -37,9 +37,6 @@ from . import keys as K
 from .registry import Registry
 
 log = logging.getLogger("sidecast.server.push")
-
-Protocol_ = Literal["rtmp", "srt"]
-
 
 @dataclass(frozen=True)
 class Grant:
@@ -214,14 +211,11 @@ class Relay:
 class PushHandler:
     """Hands an authenticated session to its stream's worker (through the supervisor and the relay).
 
-    ``on_conflict``: what a second publisher on a stream that is already being published gets:
-    ``"refuse"`` (default: the live one stays) or ``"replace"`` (the old session is closed, for a stuck
-    publisher that never hung up)."""
+    A second publisher on a stream that is already live gets the server's ``on_conflict`` choice: refused
+    (the live one stays) or it replaces the first (for a stuck publisher that never hung up)."""
 
-    def __init__(self, publish: Callable[[str, PushSession], str | None], *,
-                 on_conflict: Literal["refuse", "replace"] = "refuse") -> None:
+    def __init__(self, publish: Callable[[str, PushSession], str | None]) -> None:
         self.publish = publish
-        self.on_conflict = on_conflict
 
     def accept(self, session: PushSession) -> Refusal | None:
         """Take over ``session``; a Refusal (the session is closed already) when the stream cannot take it."""
