@@ -168,7 +168,7 @@ EVENTS = st.sampled_from([L.Start(), L.Stop(), L.Publish(), L.Live(), L.WorkerEx
                           L.Tick(), L.DiskFull(), L.DiskOk()])
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(ingest=st.sampled_from(["push", "pull"]),
        steps=st.lists(st.tuples(EVENTS, st.floats(0, 100)), max_size=60))
 def test_lifecycle_invariants_hold_for_any_sequence(ingest: L.Ingest, steps: list[tuple[L.Event, float]]) -> None:
@@ -180,6 +180,8 @@ def test_lifecycle_invariants_hold_for_any_sequence(ingest: L.Ingest, steps: lis
         if isinstance(ev, L.WorkerExit | L.Live) and not running:
             continue  # the supervisor only reports these for a worker it started
         acts = m(ev, dt)
+        if isinstance(ev, L.WorkerExit):
+            running = False  # it has exited: what the exit starts is a new worker
         for a in acts:
             if isinstance(a, L.Spawn):
                 assert not running, "two workers for one stream"
@@ -192,8 +194,6 @@ def test_lifecycle_invariants_hold_for_any_sequence(ingest: L.Ingest, steps: lis
                 assert a.event in opened and a.event not in closed, "an event closed twice"
                 assert not running or m.life.closing is None, "closed while its worker may still write"
                 closed.append(a.event)
-        if isinstance(ev, L.WorkerExit):
-            running = False
         life = m.life
         assert life.worker == running
         assert life.state in L.STATES

@@ -233,7 +233,7 @@ def transition(life: Life, ev: Event, now: float, policy: Policy,
             return life, []
         life = replace(life, enabled=True, failures=0, last_error=None if life.state == "failed" else life.last_error)
         if life.worker:  # a stop is still draining: start again once it has ended
-            return replace(life, rerun=True), []
+            return enter(replace(life, rerun=True), "starting"), []
         if life.disk_full:
             return enter(life, "paused"), []
         if life.ingest == "pull":
@@ -259,8 +259,8 @@ def transition(life: Life, ev: Event, now: float, policy: Policy,
         return spawn(life), acts
 
     if isinstance(ev, Live):
-        if not life.worker or life.state != "starting":
-            return life, []
+        if not life.worker or life.state != "starting" or life.event is None or life.closing is not None:
+            return life, []  # (a worker being stopped may still report its first segment: it does not count)
         if not life.event_live:
             acts.append(Notify("stream.started", life.event))
         return enter(life, "live", event_live=True, failures=0, window_until=None, retry_at=None,

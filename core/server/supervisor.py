@@ -463,7 +463,7 @@ class Supervisor:
         kind = doc.get("type")
         if kind == "status":
             self._take_status(rt, doc)
-        elif kind == "live":
+        elif kind == "live" and not rt.killing:
             self._apply(rt, L.Live())
         elif kind == "reply":
             fut = rt.replies.pop(int(doc.get("id") or 0), None)
