@@ -21,9 +21,10 @@ ADMIN = "sk_test_process_admin_key_0123456789"
 
 
 def start(data: Path, api: int, media: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([SIDECAST, "server", "--data-dir", str(data), "--api-port", str(api), "--media-port",
-                             str(media), "--media-host", "127.0.0.1", "--admin-key", ADMIN],
-                            stdout=subprocess.DEVNULL, stderr=open(data.parent / "server.log", "ab"))  # noqa: SIM115
+    with open(data.parent / "server.log", "ab") as log:
+        proc = subprocess.Popen([SIDECAST, "server", "--data-dir", str(data), "--api-port", str(api),
+                                 "--media-port", str(media), "--media-host", "127.0.0.1", "--admin-key", ADMIN],
+                                stdout=subprocess.DEVNULL, stderr=log)
     client = httpx.Client(base_url=f"http://127.0.0.1:{api}", timeout=10)
 
     def up() -> bool:
