@@ -266,8 +266,9 @@ class StreamStatus(BaseModel):
     storage_bytes: int
     rss_bytes: int | None
     decision_wait_avg: float | None
-    late_segments: int = Field(0, description="segments published before all their sidecar results arrived "
-                                              "(the decision window ran out)")
+    late_segments: int = Field(0, description="main-ladder segments published before all their sidecar results "
+                                              "arrived (the decision window ran out); the pipeline records the "
+                                              "main ladder's waits only")
     sidecars: list[SidecarHealth]
     last_error: str | None
     retry_in: float | None = None
