@@ -189,9 +189,12 @@ REQUEST = f"GET {PLAYLIST} HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\n\r\n"
 
 
 async def load(port: int, clients: int, seconds: float, interval: float = 0.0,
-               timeout: float = 10.0) -> dict[str, float]:
+               timeout: float = 10.0, path: str = PLAYLIST) -> dict[str, float]:
     """N players on keep-alive connections; interval 0: back to back (saturation), else each player polls
-    every `interval` seconds from a random phase, as hls.js polls a live playlist once per target duration."""
+    every `interval` seconds from a random phase, as hls.js polls a live playlist once per target duration.
+    `path`: what they ask for (bench/server.py points it at a stream of `sidecast server`)."""
+    request = REQUEST if path == PLAYLIST else \
+        f"GET {path} HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\n\r\n".encode()
     latencies: list[float] = []
     connects: list[float] = []
     failed = 0
@@ -215,7 +218,7 @@ async def load(port: int, clients: int, seconds: float, interval: float = 0.0,
         connects.append(time.perf_counter() - t0)
         try:
             while t0 < stop_at:
-                writer.write(REQUEST)
+                writer.write(request)
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
                 length = 0
                 for line in head.split(b"\r\n"):

@@ -1,4 +1,4 @@
-"""The ``sidecast`` command line: ``run`` a stream, a ``demo``, and the commands other packages register
+"""The ``sidecast`` command line: ``run`` a stream, a ``demo``, a ``server`` of many streams, and the commands other packages register
 (``sidecar``, ``sidecars``, ``ads``) through the ``sidecast.commands`` entry points.
 
 Errors a user can fix (bad input, unreachable source, bad options) print one ``sidecast: error: ...`` line
@@ -66,6 +66,23 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def _add_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "server", help="run many streams: control API, push and pull ingest, storage, webhooks, metrics",
+        description="Run sidecast as a server of many streams (docs/server.md): streams are added through the "
+                    "control API (127.0.0.1:8800 by default), players read from the player port (8080).")
+    p.set_defaults(func=_server)
+    from .server.config import ServerConfig
+
+    ServerConfig.add_arguments(p)
+
+
+def _server(args: argparse.Namespace) -> int:
+    from .server.app import run_server
+
+    return run_server(args)
+
+
 COMMAND_ENTRY_POINTS = "sidecast.commands"
 
 
@@ -104,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_run(sub)
     _add_demo(sub)
+    _add_server(sub)
     _add_plugin_commands(sub)
     return parser
 

@@ -42,28 +42,36 @@ def opt(*flags: str, help: str, parse: Callable[[str], Any] | None = None, metav
             "repeat": repeat, "negate": negate, "positional": positional, "required": required, "cli": cli}
 
 
-def _seconds(name: str, lo: float, hi: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
+@dataclass(frozen=True)
+class RangeParser:
+    """Parses one number from text and checks its range; ``lo``/``hi`` stay readable, so the server's API
+    schema can state the same bounds (minimum/maximum) the parser enforces."""
+
+    name: str
+    lo: float
+    hi: float
+    kind: type = float
+    unit: str = ""  # "seconds": the message says "a number of seconds"
+
+    def __call__(self, text: str) -> Any:
         try:
-            v = float(text)
+            v = self.kind(text)
         except ValueError:
-            raise ConfigError(f"{name} must be a number of seconds, not {text!r}") from None
-        if not math.isfinite(v) or not lo <= v <= hi:
-            raise ConfigError(f"{name} must be between {lo:g} and {hi:g} seconds, not {text}")
+            what = "a number of seconds" if self.unit == "seconds" else (
+                "an integer" if self.kind is int else "a number")
+            raise ConfigError(f"{self.name} must be {what}, not {text!r}") from None
+        if not (math.isfinite(v) and self.lo <= v <= self.hi):
+            unit = " seconds" if self.unit == "seconds" else ""
+            raise ConfigError(f"{self.name} must be between {self.lo:g} and {self.hi:g}{unit}, not {text}")
         return v
-    return parse
 
 
-def _number(name: str, lo: float, hi: float, kind: type = float) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            v = kind(text)
-        except ValueError:
-            raise ConfigError(f"{name} must be {'an integer' if kind is int else 'a number'}, not {text!r}") from None
-        if not (math.isfinite(v) and lo <= v <= hi):
-            raise ConfigError(f"{name} must be between {lo:g} and {hi:g}, not {text}")
-        return v
-    return parse
+def _seconds(name: str, lo: float, hi: float) -> RangeParser:
+    return RangeParser(name, lo, hi, float, "seconds")
+
+
+def _number(name: str, lo: float, hi: float, kind: type = float) -> RangeParser:
+    return RangeParser(name, lo, hi, kind)
 
 
 def _csv(text: str) -> list[str]:
@@ -348,4 +356,4 @@ def _as_list(raw: Any) -> list[Any]:
     return list(raw) if isinstance(raw, list | tuple | set) else [raw]
 
 
-__all__ = ["RunOptions", "opt"]
+__all__ = ["RangeParser", "RunOptions", "opt"]

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
@@ -120,6 +121,9 @@ class Pipeline:
         self.packager: Packager | None = None
         self.snapshots: Snapshots | None = None
         self.segments_log: JsonLines | None = None
+        #: Called (on an output thread) once every output has published a segment: the multi-stream server
+        #: republishes the stream's playlists from here. Keep listeners quick; hand real work to a thread.
+        self.segment_listeners: list[Callable[[SegmentJob], None]] = []
         self.error: BaseException | None = None
         self.started = time.monotonic()
         self.stop_requested = threading.Event()
@@ -360,6 +364,8 @@ class Pipeline:
         """Every output has published ``job``: the first time, the masters can point at all of them."""
         if self.masters is not None and not self.masters.written:
             self.masters.write(final=False)
+        for listener in self.segment_listeners:
+            listener(job)
 
     # ------------------------------------------------------------------ run
 

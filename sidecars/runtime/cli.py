@@ -37,6 +37,9 @@ def sidecar_parser(name: str) -> argparse.ArgumentParser:
         raise SidecastError(str(exc)) from exc
     p = argparse.ArgumentParser(prog=f"sidecast sidecar {name}", description=cls.__doc__)
     p.add_argument("--listen", required=True, help="unix:///path.sock, /path.sock, host:port or :port")
+    p.add_argument("--max-streams", type=int, default=32, metavar="N",
+                   help="media streams served at once (each Stream call holds a thread; `sidecast server` "
+                        "shares one sidecar process among all its streams). Default 32")
     cls.add_arguments(p)
     p.set_defaults(_sidecar_cls=cls)
     return p
@@ -48,8 +51,10 @@ def _serve_sidecar(args: argparse.Namespace) -> int:
     parser = sidecar_parser(args.sidecar_name)
     own = parser.parse_args(args.sidecar_args)
     factory = own._sidecar_cls.from_args(own)
+    if not 1 <= own.max_streams <= 4096:
+        raise SidecastError(f"--max-streams must be between 1 and 4096, not {own.max_streams}")
     try:
-        serve(factory, own.listen)
+        serve(factory, own.listen, max_streams=own.max_streams)
     except OSError as exc:
         raise SidecastError(f"cannot listen on {own.listen}: {exc}") from exc
     return 0

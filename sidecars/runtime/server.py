@@ -280,9 +280,12 @@ def build_server(
     return server, port, servicer.description.name
 
 
-def serve(factory: Callable[[], Sidecar], listen: str) -> None:
-    """Run until SIGTERM/SIGINT; finishes in-flight streams for up to 5 s."""
-    server, port, name = build_server(factory, listen)
+def serve(factory: Callable[[], Sidecar], listen: str, max_streams: int = 32) -> None:
+    """Run until SIGTERM/SIGINT; finishes in-flight streams for up to 5 s.
+
+    Each Stream call holds one of the server's threads for its whole life: ``max_streams`` of them, plus a
+    few for Describe and health checks that must still be answered when every stream slot is taken."""
+    server, port, name = build_server(factory, listen, max_workers=max_streams + 4)
     server.start()
     log.info("sidecar listening", extra={"listen": listen, "port": port, "pid": os.getpid()})
     print(f"sidecast sidecar {name} listening on {parse_listen(listen)}" + (f" (port {port})" if port else ""),

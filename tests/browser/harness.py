@@ -243,15 +243,17 @@ def _run_play(opts: dict[str, Any], chromium: str | None, timeout: float) -> dic
     return data
 
 
-def open_page(url: str, *, seconds: float = 2.0, timeout: float = 60.0,
+def open_page(url: str, *, seconds: float = 2.0, timeout: float = 60.0, until: str | None = None,
               chromium: str | None = None) -> dict[str, Any]:
     """Open a page that plays video by itself (e.g. the server's player page, `GET /`).
 
     Waits until its first <video> has played `seconds` (or the deadline) and returns play.mjs's raw
     report: `stopReason`, `video` {width, height, currentTime, paused, ended, errors}, `pageText`
-    (the page's visible text), `hlsVersion`, `console`, `pageErrors`.
+    (the page's visible text), `hlsVersion`, `console`, `pageErrors`. `until`: a JavaScript expression that
+    must also become true in the page before the report is taken (e.g. captions shown).
     """
-    return _run_play({"url": url, "page": True, "seconds": seconds, "timeout": timeout}, chromium, timeout)
+    return _run_play({"url": url, "page": True, "seconds": seconds, "timeout": timeout, "until": until},
+                     chromium, timeout)
 
 
 @contextmanager

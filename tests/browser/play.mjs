@@ -20,6 +20,7 @@
 //   cueMs          text-track activeCues polling period (ms)                                     [50]
 //   chromium       browser executable  [$SIDECAST_CHROMIUM or /usr/bin/chromium]
 //   hlsPath        hls.js build to load [../../core/static/hls.min.js, the one the server ships]
+//   until          page mode: also wait until this JavaScript expression is true in the page          [unset]
 //   page           true: open `url` as a page that plays by itself (e.g. the server's player page) and
 //                  report its first <video> and its text instead of driving hls.js               [false]
 // Exit status: 0 when a report was produced (even if playback failed: the report says how),
@@ -38,7 +39,7 @@ const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable
   '--autoplay-policy=no-user-gesture-required'];
 
 const DEFAULTS = {
-  url: null, page: false, seconds: 6, timeout: 90, interstitials: false, subtitles: false, startLevel: null,
+  url: null, page: false, until: null, seconds: 6, timeout: 90, interstitials: false, subtitles: false, startLevel: null,
   untilTime: null, untilEvent: null, hlsConfig: {}, sampleMs: 100, cueMs: 50, maxEvents: 20000,
   chromium: process.env.SIDECAST_CHROMIUM || '/usr/bin/chromium',
   hlsPath: join(REPO, 'core', 'static', 'hls.min.js'),
@@ -379,6 +380,13 @@ async function inspectPage(page, opts, remaining, report, crashed) {
       const v = document.querySelector('video');
       return !!v && (v.currentTime >= s || v.ended);
     }, opts.seconds, { timeout: remaining(COLLECT_RESERVE_MS), polling: 100 });
+    // `until`: a JavaScript expression that must also become true (evaluated by the driver, not the page)
+    // (made a function here: Playwright runs functions through the debugger protocol, which the page's
+    // Content-Security-Policy does not block, while a string would be eval'ed by the page)
+    if (opts.until) {
+      const until = new Function(`return (${opts.until});`);  // eslint-disable-line no-new-func
+      await page.waitForFunction(until, null, { timeout: remaining(COLLECT_RESERVE_MS), polling: 100 });
+    }
   } catch (err) {
     if (crashed()) throw new Error('the Chromium page crashed during playback');
     if (err.name !== 'TimeoutError') throw err;

@@ -1,0 +1,1 @@
+"""``sidecast server``: many live streams, one control plane (docs/server.md)."""

@@ -1,0 +1,178 @@
+"""``SidecastServer``: the parts of ``sidecast server`` put together and started in order, and the command.
+
+    registry (SQLite) ─┬─ supervisor ── workers (one process per stream) ── storage (dir | S3)
+    storage ───────────┤      │
+    webhooks ──────────┤      └─ shared sidecars (one process per type)
+    relay (loopback) ──┘
+    control API  :8800 (127.0.0.1)      player port  :8080      push listeners (core/push): authority + handler
+
+The push listeners plug in through ``server.authority`` (a ``PublishAuthority``) and ``server.push_handler``
+(``accept(session)``); ``attach_listener`` starts one with them and stops it with the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from sidecast.contract.errors import ConfigError
+
+from ..serve import ServerHandle, ServerOptions, run_in_thread
+from . import procs
+from .api import create_app
+from .config import ServerConfig
+from .media import create_media_app
+from .push import PushHandler, RegistryAuthority, Relay
+from .registry import Conflict, Registry
+from .storage import Storage, open_storage
+from .supervisor import Supervisor
+from .webhooks import Webhooks
+
+log = logging.getLogger("sidecast.server")
+
+ADMIN_KEY_FILE = "admin-key"
+
+
+class Listener(Protocol):
+    def close(self) -> None: ...
+
+
+class SidecastServer:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.data_dir = config.data_dir.resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.registry = Registry(self.data_dir / "registry.db")
+        try:
+            self.storage: Storage = open_storage(config.storage, self.data_dir)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        self.webhooks = Webhooks(self.registry)
+        self.relay = Relay()
+        self.supervisor = Supervisor(config, self.registry, self.storage, self.webhooks, self.relay)
+        self.authority = RegistryAuthority(self.registry, self.supervisor.can_publish)
+        self.push_handler = PushHandler(self.supervisor.publish)
+        self.admin_key: str | None = None
+        self.api: ServerHandle | None = None
+        self.media: ServerHandle | None = None
+        self.relay_http: ServerHandle | None = None
+        self.listeners: list[Listener] = []
+        self._janitor: Any = None
+
+    # ------------------------------------------------------------------ start / stop
+
+    def start(self) -> SidecastServer:
+        self._ensure_admin_key()
+        self._janitor = procs.start_janitor()
+        self.webhooks.start()
+        self.relay_http = run_in_thread(self.relay.app(), 0, "127.0.0.1")
+        self.relay.base_url = self.relay_http.url
+        self.supervisor.start()
+        try:
+            self.api = run_in_thread(create_app(self), self.config.api_port, self.config.api_host,
+                                     ServerOptions(limit_concurrency=1024))
+            self.media = run_in_thread(create_media_app(self), self.config.media_port, self.config.media_host)
+        except OSError as exc:
+            self.close()
+            raise ConfigError(str(exc)) from exc
+        if self.config.api_port == 0:
+            self.config.api_port = self.api.port
+        if self.config.media_port == 0:
+            self.config.media_port = self.media.port
+        log.info("sidecast server ready", extra={"api": self.api.url, "media": self.media.url,
+                                                 "storage": self.storage.describe()})
+        return self
+
+    def attach_listener(self, factory: Callable[[RegistryAuthority, PushHandler], Listener]) -> Listener:
+        """Start a push listener (RTMP, SRT...) wired to this server's authority and handler."""
+        listener = factory(self.authority, self.push_handler)
+        self.listeners.append(listener)
+        return listener
+
+    def close(self) -> None:
+        for listener in self.listeners:
+            try:
+                listener.close()
+            except Exception:
+                log.exception("closing a listener failed")
+        for handle in (self.api, self.media):
+            if handle is not None:
+                handle.close()
+        self.supervisor.close()
+        if self.relay_http is not None:
+            self.relay_http.close()
+        self.webhooks.close()
+        self.registry.close()
+        if self._janitor is not None and self._janitor.stdin is not None:
+            self._janitor.stdin.close()  # the janitor sweeps once more, then exits
+
+    def __enter__(self) -> SidecastServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ keys
+
+    def _ensure_admin_key(self) -> None:
+        """``--admin-key``/SIDECAST_ADMIN_KEY is registered (once); else, on an empty registry, a key is made,
+        printed once and left in DATA_DIR/admin-key (mode 0600) for scripts."""
+        given = self.config.admin_key or os.environ.get("SIDECAST_ADMIN_KEY", "")
+        if given:
+            try:
+                self.registry.create_api_key("admin (configured)", ["admin"], token=given)
+            except Conflict:
+                pass
+            self.admin_key = given
+            return
+        if self.registry.count_api_keys() == 0:
+            key, _ = self.registry.create_api_key("admin (first start)", ["admin"])
+            path = self.data_dir / ADMIN_KEY_FILE
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(key + "\n")
+            self.admin_key = key
+            print(f"sidecast server: created an admin API key (all scopes), shown once: {key}\n"
+                  f"sidecast server: also saved in {path} (mode 0600); make narrower keys with POST /v1/api-keys",
+                  flush=True)
+
+
+# ------------------------------------------------------------------------------ the command
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    ServerConfig.add_arguments(parser)
+    parser.set_defaults(func=run_server)
+
+
+def run_server(args: argparse.Namespace) -> int:
+    config = ServerConfig.from_args(args)
+    config.log_level = getattr(args, "log_level", config.log_level)
+    config.log_format = getattr(args, "log_format", config.log_format)
+    server = SidecastServer(config).start()
+    assert server.api is not None and server.media is not None
+    print(f"sidecast server: control API {server.api.url}v1 (docs {server.api.url}docs, dashboard {server.api.url})",
+          flush=True)
+    print(f"sidecast server: players {server.media.url}<stream>/master.m3u8 · storage {server.storage.describe()}",
+          flush=True)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.warning("shutting down", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stop.wait()
+    server.close()
+    print("sidecast server: stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+__all__ = ["ADMIN_KEY_FILE", "SidecastServer", "configure", "run_server"]
+

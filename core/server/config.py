@@ -1,0 +1,123 @@
+"""The server's own settings (not a stream's): where it keeps things, where it listens, its limits.
+
+Defaults make ``sidecast server`` work with no arguments: a SQLite registry and local media under
+``./sidecast-data``, the control API on 127.0.0.1:8800 (never exposed unless asked), the player port on
+0.0.0.0:8080. Every setting is a ``sidecast server`` flag; a TOML file (``--config``, a ``[server]`` table)
+can hold them too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from sidecast.contract.errors import ConfigError
+
+
+@dataclass
+class ServerConfig:
+    data_dir: Path = Path("sidecast-data")
+    storage: str = "local"             # "local" (DATA_DIR/media), a directory, or s3://bucket/prefix?endpoint=...
+    api_host: str = "127.0.0.1"
+    api_port: int = 8800
+    media_host: str = "0.0.0.0"
+    media_port: int = 8080
+    public_url: str = ""               # how viewers reach the player port (or a CDN); default http://HOST:PORT/
+    publish_host: str = ""             # the host publishers use, in the publish URLs the API shows
+    rtmp_port: int = 1935
+    srt_port: int = 4200
+    min_free_mb: int = 512             # below this much free space, writes stop (streams pause)
+    stop_timeout: float = 10.0         # seconds a worker gets to finish its segment before SIGKILL
+    watchdog_s: float = 30.0           # a worker silent this long (stuck in a decoder, stopped) is killed
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    on_conflict: Literal["refuse", "replace"] = "refuse"
+    sidecar_args: dict[str, list[str]] = field(default_factory=dict)
+    sidecar_max_streams: int = 64
+    log_level: str = "info"
+    log_format: str = "text"
+    admin_key: str = ""                # an API key with every scope (else one is made on first start)
+
+    @property
+    def min_free_bytes(self) -> int:
+        return self.min_free_mb << 20
+
+    def media_base(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/") + "/"
+        host = "127.0.0.1" if self.media_host in ("0.0.0.0", "", "::") else self.media_host
+        return f"http://{host}:{self.media_port}/"
+
+    def api_base(self) -> str:
+        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "", "::") else self.api_host
+        return f"http://{host}:{self.api_port}/"
+
+    def publish_base(self) -> str:
+        return self.publish_host or "SERVER"
+
+    @classmethod
+    def add_arguments(cls, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, metavar="FILE.toml", help="settings from a TOML file ([server] table)")
+        p.add_argument("--data-dir", type=Path, help="registry, state, logs and (local) media (default ./sidecast-data)")
+        p.add_argument("--storage", help="local (default), a directory, or s3://BUCKET/PREFIX?endpoint=URL")
+        p.add_argument("--api-host", help="control API address (default 127.0.0.1: not reachable from outside)")
+        p.add_argument("--api-port", type=int, help="control API port (default 8800)")
+        p.add_argument("--media-host", help="player port address (default 0.0.0.0)")
+        p.add_argument("--media-port", type=int, help="player port (default 8080)")
+        p.add_argument("--public-url", help="base URL viewers use (a CDN in front), for the URLs the API shows")
+        p.add_argument("--publish-host", help="host name publishers use, for the publish URLs the API shows")
+        p.add_argument("--min-free-mb", type=int, help="stop writing below this much free space (default 512)")
+        p.add_argument("--on-conflict", choices=("refuse", "replace"),
+                       help="a second publisher on a live stream: refuse it (default) or replace the first")
+        p.add_argument("--sidecar-arg", action="append", metavar="NAME=ARG", dest="sidecar_arg",
+                       help="argument for a shared sidecar process, e.g. stt=--model=tiny.en; repeatable")
+        p.add_argument("--admin-key", help="use this API key (all scopes) instead of generating one "
+                                           "(or set SIDECAST_ADMIN_KEY)")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ServerConfig:
+        values: dict[str, Any] = {}
+        if getattr(args, "config", None) is not None:
+            try:
+                doc = tomllib.loads(Path(args.config).read_text())
+            except OSError as exc:
+                raise ConfigError(f"cannot read config {args.config}: {exc.strerror}") from exc
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"config {args.config} is not valid TOML: {exc}") from exc
+            values.update(doc.get("server", doc))
+        for f in dataclasses.fields(cls):
+            v = getattr(args, f.name, None)
+            if v is not None:
+                values[f.name] = v
+        for item in getattr(args, "sidecar_arg", None) or []:
+            name, sep, arg = item.partition("=")
+            if not sep or not name or not arg:
+                raise ConfigError(f"bad --sidecar-arg {item!r}: expected NAME=ARG")
+            values.setdefault("sidecar_args", {}).setdefault(name, []).append(arg)
+        return cls.from_mapping(values)
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> ServerConfig:
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        clean: dict[str, Any] = {}
+        for k, v in values.items():
+            key = k.replace("-", "_")
+            if key not in names:
+                raise ConfigError(f"unknown server setting {k!r}")
+            clean[key] = Path(v) if key == "data_dir" else v
+        cfg = cls(**clean)
+        for port in ("api_port", "media_port", "rtmp_port", "srt_port"):
+            if not 0 <= int(getattr(cfg, port)) <= 65535:
+                raise ConfigError(f"{port} must be a port number (0-65535)")
+        if cfg.on_conflict not in ("refuse", "replace"):
+            raise ConfigError("on_conflict must be refuse or replace")
+        if cfg.min_free_mb < 0:
+            raise ConfigError("min_free_mb must be ≥ 0")
+        return cfg
+
+
+__all__ = ["ServerConfig"]

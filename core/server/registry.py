@@ -1,0 +1,516 @@
+"""The registry: what the server knows that must survive a restart, in one SQLite file.
+
+Tables (schema version 1):
+
+- ``streams``: one row per stream. ``options`` is the stream's ``RunOptions`` in config-file form (JSON): the
+  pipeline's own declaration is the schema, the registry does not copy its fields into columns. ``settings``
+  holds the server's fields (DVR window, recording, playback protection, memory cap). The stream key is
+  stored as its SHA-256 only (``key_hash``, unique, indexed: a publish is one lookup), with a short prefix
+  to show. ``revision`` grows with every change (a worker started on an older revision is out of date).
+- ``api_keys``: hashed API keys and their scopes.
+- ``events``: one row per broadcast of a stream (go-live to ENDLIST): when it started, went live, ended, and
+  when its media may be deleted (``purge_after``: after the live grace period, or after the recording's
+  retention).
+- ``webhooks`` and ``deliveries``: endpoints, and every delivery with its attempts, next try and last answer
+  (the delivery log; pending deliveries survive a restart).
+- ``meta``: the schema version and the server secret (signs playback tokens, derives SRT passphrases).
+
+Only the server process writes here (workers never open it), through one connection guarded by a lock:
+every operation is a few rows, far below the cost of a second connection per thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import keys as K
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS streams (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL DEFAULT '',
+  ingest TEXT NOT NULL CHECK (ingest IN ('push', 'pull')),
+  source TEXT,
+  enabled INTEGER NOT NULL DEFAULT 1,
+  options TEXT NOT NULL DEFAULT '{}',
+  settings TEXT NOT NULL DEFAULT '{}',
+  key_hash TEXT UNIQUE,
+  key_prefix TEXT,
+  key_created_at REAL,
+  revision INTEGER NOT NULL DEFAULT 1,
+  created_at REAL NOT NULL,
+  updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL DEFAULT '',
+  hash TEXT NOT NULL UNIQUE,
+  prefix TEXT NOT NULL,
+  scopes TEXT NOT NULL,
+  created_at REAL NOT NULL,
+  last_used_at REAL
+);
+CREATE TABLE IF NOT EXISTS events (
+  stream_id TEXT NOT NULL,
+  id TEXT NOT NULL,
+  started_at REAL NOT NULL,
+  live_at REAL,
+  ended_at REAL,
+  segments INTEGER NOT NULL DEFAULT 0,
+  bytes INTEGER NOT NULL DEFAULT 0,
+  recording INTEGER NOT NULL DEFAULT 0,
+  recording_ready_at REAL,
+  purge_after REAL,
+  purged_at REAL,
+  PRIMARY KEY (stream_id, id)
+);
+CREATE INDEX IF NOT EXISTS events_purge ON events (purged_at, purge_after);
+CREATE TABLE IF NOT EXISTS webhooks (
+  id TEXT PRIMARY KEY,
+  url TEXT NOT NULL,
+  events TEXT NOT NULL,
+  secret TEXT NOT NULL,
+  enabled INTEGER NOT NULL DEFAULT 1,
+  created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  webhook_id TEXT NOT NULL,
+  event_id TEXT NOT NULL,
+  type TEXT NOT NULL,
+  stream_id TEXT,
+  payload TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_at REAL,
+  last_status INTEGER,
+  last_error TEXT,
+  created_at REAL NOT NULL,
+  updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_at);
+"""
+
+
+class RegistryError(Exception):
+    """Base of the registry's refusals."""
+
+
+class NotFound(RegistryError):
+    pass
+
+
+class Conflict(RegistryError):
+    pass
+
+
+@dataclass
+class StreamRow:
+    id: str
+    name: str
+    ingest: str                       # "push" | "pull"
+    source: str | None
+    enabled: bool
+    options: dict[str, Any]
+    settings: dict[str, Any]
+    key_prefix: str | None
+    key_created_at: float | None
+    revision: int
+    created_at: float
+    updated_at: float
+
+
+@dataclass
+class ApiKeyRow:
+    id: str
+    name: str
+    prefix: str
+    scopes: list[str]
+    created_at: float
+    last_used_at: float | None
+
+    def allows(self, scope: str) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+
+@dataclass
+class EventRow:
+    stream_id: str
+    id: str
+    started_at: float
+    live_at: float | None
+    ended_at: float | None
+    segments: int
+    bytes: int
+    recording: bool
+    recording_ready_at: float | None
+    purge_after: float | None
+    purged_at: float | None
+
+
+@dataclass
+class WebhookRow:
+    id: str
+    url: str
+    events: list[str]
+    secret: str = field(repr=False)
+    enabled: bool
+    created_at: float
+
+
+@dataclass
+class DeliveryRow:
+    id: int
+    webhook_id: str
+    event_id: str
+    type: str
+    stream_id: str | None
+    payload: str
+    status: str
+    attempts: int
+    next_at: float | None
+    last_status: int | None
+    last_error: str | None
+    created_at: float
+    updated_at: float
+
+
+def _stream(r: sqlite3.Row) -> StreamRow:
+    return StreamRow(id=r["id"], name=r["name"], ingest=r["ingest"], source=r["source"], enabled=bool(r["enabled"]),
+                     options=json.loads(r["options"]), settings=json.loads(r["settings"]), key_prefix=r["key_prefix"],
+                     key_created_at=r["key_created_at"], revision=r["revision"], created_at=r["created_at"],
+                     updated_at=r["updated_at"])
+
+
+def _event(r: sqlite3.Row) -> EventRow:
+    return EventRow(stream_id=r["stream_id"], id=r["id"], started_at=r["started_at"], live_at=r["live_at"],
+                    ended_at=r["ended_at"], segments=r["segments"], bytes=r["bytes"], recording=bool(r["recording"]),
+                    recording_ready_at=r["recording_ready_at"], purge_after=r["purge_after"],
+                    purged_at=r["purged_at"])
+
+
+def _api_key(r: sqlite3.Row) -> ApiKeyRow:
+    return ApiKeyRow(id=r["id"], name=r["name"], prefix=r["prefix"], scopes=json.loads(r["scopes"]),
+                     created_at=r["created_at"], last_used_at=r["last_used_at"])
+
+
+def _webhook(r: sqlite3.Row) -> WebhookRow:
+    return WebhookRow(id=r["id"], url=r["url"], events=json.loads(r["events"]), secret=r["secret"],
+                      enabled=bool(r["enabled"]), created_at=r["created_at"])
+
+
+def _delivery(r: sqlite3.Row) -> DeliveryRow:
+    return DeliveryRow(**{k: r[k] for k in r.keys()})  # noqa: SIM118 (sqlite3.Row has no __iter__ of names)
+
+
+class Registry:
+    """The server's SQLite registry (see the module docstring for the tables)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not self.path.exists()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=10, isolation_level=None)
+        if fresh:
+            os.chmod(self.path, 0o600)  # holds webhook secrets and the server secret
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise RegistryError(f"{self.path} was written by a newer sidecast (schema {row[0]}); "
+                                    "upgrade sidecast to use it")
+        self.secret = self._server_secret()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _one(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Row | None:
+        with self._lock:
+            row: sqlite3.Row | None = self._db.execute(sql, args).fetchone()
+            return row
+
+    def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return list(self._db.execute(sql, args).fetchall())
+
+    def ping(self) -> None:
+        """Raises sqlite3.Error when the registry cannot be read (readiness)."""
+        self._one("SELECT 1")
+
+    # ------------------------------------------------------------------ meta
+
+    def _server_secret(self) -> bytes:
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM meta WHERE key='secret'").fetchone()
+            if row is not None:
+                return bytes(row[0])
+            secret = secrets.token_bytes(32)
+            db.execute("INSERT INTO meta VALUES ('secret', ?)", (secret,))
+            return secret
+
+    # ------------------------------------------------------------------ streams
+
+    def create_stream(self, stream_id: str, *, ingest: str, name: str = "", source: str | None = None,
+                      enabled: bool = True, options: Mapping[str, Any] | None = None,
+                      settings: Mapping[str, Any] | None = None) -> StreamRow:
+        now = time.time()
+        try:
+            with self._tx() as db:
+                db.execute("INSERT INTO streams (id, name, ingest, source, enabled, options, settings, created_at, "
+                           "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (stream_id, name, ingest, source, int(enabled), json.dumps(dict(options or {})),
+                            json.dumps(dict(settings or {})), now, now))
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" not in str(exc):
+                raise
+            raise Conflict(f"a stream with id {stream_id!r} already exists") from None
+        return self.get_stream(stream_id)
+
+    def get_stream(self, stream_id: str) -> StreamRow:
+        row = self._one("SELECT * FROM streams WHERE id = ?", (stream_id,))
+        if row is None:
+            raise NotFound(f"no stream {stream_id!r}")
+        return _stream(row)
+
+    def list_streams(self, limit: int = 1000, offset: int = 0) -> list[StreamRow]:
+        return [_stream(r) for r in self._all("SELECT * FROM streams ORDER BY created_at, id LIMIT ? OFFSET ?",
+                                              (limit, offset))]
+
+    def count_streams(self) -> int:
+        row = self._one("SELECT COUNT(*) FROM streams")
+        return int(row[0]) if row else 0
+
+    def update_stream(self, stream_id: str, **changes: Any) -> StreamRow:
+        """Change some of name, source, enabled, options, settings; bumps the revision."""
+        allowed = {"name", "source", "enabled", "options", "settings"}
+        bad = set(changes) - allowed
+        if bad:
+            raise ValueError(f"cannot change {sorted(bad)}")
+        if not changes:
+            return self.get_stream(stream_id)
+        cols, args = [], []
+        for k, v in changes.items():
+            cols.append(f"{k} = ?")
+            args.append(json.dumps(v) if k in ("options", "settings") else (int(v) if k == "enabled" else v))
+        with self._tx() as db:
+            cur = db.execute(f"UPDATE streams SET {', '.join(cols)}, revision = revision + 1, updated_at = ? "
+                             "WHERE id = ?", (*args, time.time(), stream_id))
+            if cur.rowcount == 0:
+                raise NotFound(f"no stream {stream_id!r}")
+        return self.get_stream(stream_id)
+
+    def delete_stream(self, stream_id: str) -> None:
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM streams WHERE id = ?", (stream_id,))
+            if cur.rowcount == 0:
+                raise NotFound(f"no stream {stream_id!r}")
+
+    def rotate_stream_key(self, stream_id: str) -> str:
+        """A new stream key for ``stream_id`` (the old one stops working now); returns it, the only time it
+        is ever available in clear."""
+        key = K.new_token(K.STREAM_KEY_PREFIX)
+        with self._tx() as db:
+            cur = db.execute("UPDATE streams SET key_hash = ?, key_prefix = ?, key_created_at = ?, "
+                             "updated_at = ? WHERE id = ?",
+                             (K.hash_token(key), K.display_prefix(key), time.time(), time.time(), stream_id))
+            if cur.rowcount == 0:
+                raise NotFound(f"no stream {stream_id!r}")
+        return key
+
+    def stream_for_key(self, key: str) -> StreamRow | None:
+        row = self._one("SELECT * FROM streams WHERE key_hash = ?", (K.hash_token(key),))
+        return _stream(row) if row is not None else None
+
+    # ------------------------------------------------------------------ API keys
+
+    def create_api_key(self, name: str, scopes: list[str], token: str | None = None) -> tuple[str, ApiKeyRow]:
+        """A new API key (or ``token`` itself, for a key given by the operator); returns (key, its row)."""
+        unknown = sorted(set(scopes) - set(K.SCOPES))
+        if unknown or not scopes:
+            raise ValueError(f"unknown scope(s) {unknown}: choose from {', '.join(K.SCOPES)}" if unknown
+                             else "an API key needs at least one scope")
+        token = token or K.new_token(K.API_KEY_PREFIX)
+        key_id = uuid.uuid4().hex[:12]
+        try:
+            with self._tx() as db:
+                db.execute("INSERT INTO api_keys (id, name, hash, prefix, scopes, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                           (key_id, name, K.hash_token(token), K.display_prefix(token), json.dumps(sorted(set(scopes))),
+                            time.time()))
+        except sqlite3.IntegrityError:
+            raise Conflict("that API key exists already") from None
+        row = self._one("SELECT * FROM api_keys WHERE id = ?", (key_id,))
+        assert row is not None
+        return token, _api_key(row)
+
+    def authenticate(self, token: str) -> ApiKeyRow | None:
+        row = self._one("SELECT * FROM api_keys WHERE hash = ?", (K.hash_token(token),))
+        if row is None:
+            return None
+        info = _api_key(row)
+        now = time.time()
+        if info.last_used_at is None or now - info.last_used_at > 60:  # a write per minute, not per call
+            with self._lock:
+                self._db.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (now, info.id))
+            info.last_used_at = now
+        return info
+
+    def list_api_keys(self) -> list[ApiKeyRow]:
+        return [_api_key(r) for r in self._all("SELECT * FROM api_keys ORDER BY created_at")]
+
+    def count_api_keys(self) -> int:
+        row = self._one("SELECT COUNT(*) FROM api_keys")
+        return int(row[0]) if row else 0
+
+    def delete_api_key(self, key_id: str) -> None:
+        with self._tx() as db:
+            if db.execute("DELETE FROM api_keys WHERE id = ?", (key_id,)).rowcount == 0:
+                raise NotFound(f"no API key {key_id!r}")
+
+    # ------------------------------------------------------------------ events
+
+    def open_event(self, stream_id: str, event_id: str, recording: bool) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO events (stream_id, id, started_at, recording) VALUES (?, ?, ?, ?)",
+                       (stream_id, event_id, time.time(), int(recording)))
+
+    def event_live(self, stream_id: str, event_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE events SET live_at = COALESCE(live_at, ?) WHERE stream_id = ? AND id = ?",
+                       (time.time(), stream_id, event_id))
+
+    def close_event(self, stream_id: str, event_id: str, *, segments: int, size: int, purge_after: float | None,
+                    recording_ready: bool) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.execute("UPDATE events SET ended_at = ?, segments = ?, bytes = ?, purge_after = ?, "
+                       "recording_ready_at = ? WHERE stream_id = ? AND id = ?",
+                       (now, segments, size, purge_after, now if recording_ready else None, stream_id, event_id))
+
+    def stored_bytes(self, stream_id: str) -> int:
+        """Bytes kept for the stream's ended events that are not purged yet."""
+        row = self._one("SELECT COALESCE(SUM(bytes), 0) FROM events WHERE stream_id = ? AND ended_at IS NOT NULL "
+                        "AND purged_at IS NULL", (stream_id,))
+        return int(row[0]) if row else 0
+
+    def get_event(self, stream_id: str, event_id: str) -> EventRow:
+        row = self._one("SELECT * FROM events WHERE stream_id = ? AND id = ?", (stream_id, event_id))
+        if row is None:
+            raise NotFound(f"no event {event_id!r} of stream {stream_id!r}")
+        return _event(row)
+
+    def list_events(self, stream_id: str, limit: int = 100) -> list[EventRow]:
+        return [_event(r) for r in self._all("SELECT * FROM events WHERE stream_id = ? ORDER BY started_at DESC "
+                                             "LIMIT ?", (stream_id, limit))]
+
+    def open_events(self) -> list[EventRow]:
+        """Events a previous run of the server left open (it stopped or crashed mid-broadcast)."""
+        return [_event(r) for r in self._all("SELECT * FROM events WHERE ended_at IS NULL")]
+
+    def due_purges(self, now: float) -> list[EventRow]:
+        return [_event(r) for r in self._all("SELECT * FROM events WHERE purged_at IS NULL AND purge_after IS NOT "
+                                             "NULL AND purge_after <= ? ORDER BY purge_after LIMIT 100", (now,))]
+
+    def event_purged(self, stream_id: str, event_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE events SET purged_at = ? WHERE stream_id = ? AND id = ?",
+                       (time.time(), stream_id, event_id))
+
+    def delete_events(self, stream_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM events WHERE stream_id = ?", (stream_id,))
+
+    # ------------------------------------------------------------------ webhooks
+
+    def create_webhook(self, url: str, events: list[str], secret: str | None = None) -> WebhookRow:
+        hook_id = uuid.uuid4().hex[:12]
+        with self._tx() as db:
+            db.execute("INSERT INTO webhooks (id, url, events, secret, created_at) VALUES (?, ?, ?, ?, ?)",
+                       (hook_id, url, json.dumps(sorted(set(events))), secret or K.new_token("whsec_"), time.time()))
+        return self.get_webhook(hook_id)
+
+    def get_webhook(self, hook_id: str) -> WebhookRow:
+        row = self._one("SELECT * FROM webhooks WHERE id = ?", (hook_id,))
+        if row is None:
+            raise NotFound(f"no webhook {hook_id!r}")
+        return _webhook(row)
+
+    def list_webhooks(self) -> list[WebhookRow]:
+        return [_webhook(r) for r in self._all("SELECT * FROM webhooks ORDER BY created_at")]
+
+    def delete_webhook(self, hook_id: str) -> None:
+        with self._tx() as db:
+            if db.execute("DELETE FROM webhooks WHERE id = ?", (hook_id,)).rowcount == 0:
+                raise NotFound(f"no webhook {hook_id!r}")
+
+    def enqueue_deliveries(self, event_id: str, event_type: str, stream_id: str | None, payload: str) -> int:
+        """One pending delivery per enabled webhook subscribed to ``event_type``; returns how many."""
+        now = time.time()
+        n = 0
+        with self._tx() as db:
+            for r in db.execute("SELECT * FROM webhooks WHERE enabled = 1").fetchall():
+                hook = _webhook(r)
+                if event_type in hook.events or "*" in hook.events:
+                    db.execute("INSERT INTO deliveries (webhook_id, event_id, type, stream_id, payload, status, "
+                               "next_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+                               (hook.id, event_id, event_type, stream_id, payload, now, now, now))
+                    n += 1
+        return n
+
+    def due_deliveries(self, now: float, limit: int = 50) -> list[DeliveryRow]:
+        return [_delivery(r) for r in self._all(
+            "SELECT * FROM deliveries WHERE status = 'pending' AND next_at <= ? ORDER BY next_at LIMIT ?", (now, limit))]
+
+    def next_delivery_at(self) -> float | None:
+        row = self._one("SELECT MIN(next_at) FROM deliveries WHERE status = 'pending'")
+        return float(row[0]) if row is not None and row[0] is not None else None
+
+    def record_attempt(self, delivery_id: int, *, status: str, http_status: int | None, error: str | None,
+                       next_at: float | None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE deliveries SET status = ?, attempts = attempts + 1, last_status = ?, last_error = ?, "
+                       "next_at = ?, updated_at = ? WHERE id = ?",
+                       (status, http_status, error, next_at, time.time(), delivery_id))
+
+    def list_deliveries(self, limit: int = 100, webhook_id: str | None = None) -> list[DeliveryRow]:
+        if webhook_id is None:
+            rows = self._all("SELECT * FROM deliveries ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._all("SELECT * FROM deliveries WHERE webhook_id = ? ORDER BY id DESC LIMIT ?",
+                             (webhook_id, limit))
+        return [_delivery(r) for r in rows]
+
+
+__all__ = ["ApiKeyRow", "Conflict", "DeliveryRow", "EventRow", "NotFound", "Registry", "RegistryError", "StreamRow",
+           "WebhookRow"]

@@ -1,0 +1,120 @@
+"""Sidecars shared across streams: one process per sidecar type (one loaded model) for the whole server.
+
+A stream that asks for ``stt`` does not start its own: its worker connects to the server's ``stt`` process
+over a unix socket, like any remote sidecar (``--sidecar-addr``). The sidecar SDK already serves each media
+stream as its own Stream call with its own sidecar instance (per-stream state and results stay apart),
+while the model is loaded once per process; ``--max-streams`` sizes how many streams it serves at once.
+
+Processes start on first use, are restarted with backoff when they exit (streams degrade meanwhile:
+a dead sidecar is never waited for), and are guarded like every other child of the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import procs
+
+log = logging.getLogger("sidecast.server.sidecars")
+
+
+@dataclass
+class SharedSidecar:
+    name: str
+    socket: Path
+    log_path: Path
+    args: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    exits: int = 0
+    started_at: float = 0.0
+    retry_at: float = 0.0
+    users: set[str] = field(default_factory=set)
+
+    @property
+    def target(self) -> str:
+        return f"unix://{self.socket}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class SidecarPool:
+    """The server's shared sidecar processes. Only the supervisor's thread calls it (it spawns children)."""
+
+    def __init__(self, run_dir: Path, log_dir: Path, *, args: dict[str, list[str]] | None = None,
+                 max_streams: int = 64) -> None:
+        self.run_dir = run_dir
+        self.log_dir = log_dir
+        self.args = args or {}
+        self.max_streams = max_streams
+        self.sidecars: dict[str, SharedSidecar] = {}
+
+    def target(self, name: str, user: str) -> str:
+        """The address of the ``name`` sidecar for stream ``user``, starting it when nobody uses it yet."""
+        sc = self.sidecars.get(name)
+        if sc is None:
+            sc = SharedSidecar(name, self.run_dir / f"sidecar-{name}.sock", self.log_dir / f"sidecar-{name}.log",
+                               list(self.args.get(name, [])))
+            self.sidecars[name] = sc
+        sc.users.add(user)
+        if not sc.running and time.monotonic() >= sc.retry_at:
+            self._start(sc)
+        return sc.target
+
+    def release(self, user: str) -> None:
+        for sc in self.sidecars.values():
+            sc.users.discard(user)
+
+    def _start(self, sc: SharedSidecar) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "sidecast.core.cli", "sidecar", sc.name, "--listen", sc.target,
+               "--max-streams", str(self.max_streams), *sc.args]
+        sc.proc = procs.spawn(cmd, log_path=sc.log_path, stdin=subprocess.DEVNULL, stdout=None)
+        sc.starts += 1
+        sc.started_at = time.monotonic()
+        log.info("shared sidecar started", extra={"sidecar": sc.name, "pid": sc.proc.pid, "log": str(sc.log_path)})
+
+    def check(self) -> None:
+        """Restart exited sidecars that streams still use (backoff: 1 s doubling to 30 s, reset after 60 s up)."""
+        now = time.monotonic()
+        for sc in self.sidecars.values():
+            if sc.proc is not None and sc.proc.poll() is not None:
+                sc.exits += 1
+                up = now - sc.started_at
+                delay = 1.0 if up > 60 else min(30.0, 2.0 ** min(sc.exits, 5))
+                log.warning("shared sidecar exited", extra={"sidecar": sc.name, "rc": sc.proc.returncode,
+                                                            "restart_in_s": delay, "log": str(sc.log_path)})
+                procs.kill_group(sc.proc.pid)
+                sc.proc = None
+                sc.retry_at = now + delay
+            if sc.proc is None and sc.users and now >= sc.retry_at:
+                self._start(sc)
+
+    def status(self) -> list[dict[str, object]]:
+        return [{"name": sc.name, "running": sc.running, "pid": sc.proc.pid if sc.proc else None,
+                 "streams": sorted(sc.users), "restarts": max(0, sc.starts - 1), "target": sc.target}
+                for sc in self.sidecars.values()]
+
+    def close(self) -> None:
+        for sc in self.sidecars.values():
+            if sc.proc is not None and sc.proc.poll() is None:
+                sc.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for sc in self.sidecars.values():
+            if sc.proc is not None:
+                try:
+                    sc.proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    procs.kill_group(sc.proc.pid)
+                    sc.proc.wait()
+
+
+__all__ = ["SharedSidecar", "SidecarPool"]

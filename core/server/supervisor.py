@@ -1,0 +1,827 @@
+"""The supervisor: one thread that owns every stream's lifecycle, its worker process and its events.
+
+Everything that changes a stream happens on this thread, in order: API calls and publishers arrive as
+closures on its queue (``call``), worker messages and exits as well, and deadlines (reconnect windows,
+retry backoff, the SIGKILL after a stop) are checked between them. The rules are the pure lifecycle
+(lifecycle.py); this module carries out its actions:
+
+- ``Spawn``: start ``python -m sidecast.core.server.worker`` guarded (dies with the server), in its own
+  process group, with the attempt's spec on stdin; a reader thread turns its stdout lines into status,
+  replies and, at the end, a ``WorkerExit``.
+- ``Kill``: ask the worker to stop (finish its segment), SIGKILL its group after ``stop_timeout``.
+- ``OpenEvent``/``CloseEvent``: registry rows; closing writes ENDLIST and the recording (publish.py) and
+  sets when its media may go (``purge_after``).
+- ``Notify``: webhooks.
+
+Around the streams it runs the disk guard (free space below the threshold: every stream pauses and writes
+stop; they resume when space returns) and the retention sweep (ended events whose time is up are deleted).
+It spawns children only from its own thread: PR_SET_PDEATHSIG follows the thread that forked.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import json
+import logging
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from sidecast.contract.shm import sweep_stale
+
+from . import lifecycle as L
+from . import procs
+from .config import ServerConfig
+from .publish import PublishPlan, clear_stream_playlists, finalize_event, window_segments
+from .push import PushSession, Relay
+from .registry import NotFound, Registry, StreamRow
+from .sidecars import SidecarPool
+from .storage import Storage
+from .webhooks import Webhooks
+
+log = logging.getLogger("sidecast.server")
+
+T = TypeVar("T")
+
+DISK_CHECK_S = 2.0
+SWEEP_S = 10.0
+STARTUP_GRACE_S = 60.0
+SPAWNS_PER_SECOND = 4
+"""Worker starts per second: a server starting with 100 enabled cameras brings them up over 25 s instead
+of starting 100 interpreters at once (each import of the pipeline costs about a second of CPU)."""
+
+EXIT_KINDS = {0: "ok", 2: "source", 3: "config", 4: "memory", 5: "storage"}
+
+
+def new_event_id() -> str:
+    """Sortable and never repeated, even for a stream deleted and created again under the same id."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+@dataclass
+class Runtime:
+    """The supervisor's view of one stream."""
+
+    row: StreamRow
+    life: L.Life
+    policy: L.Policy
+    proc: subprocess.Popen[bytes] | None = None
+    stdin: IO[bytes] | None = None
+    attempt_dir: Path | None = None
+    killing: bool = False
+    kill_at: float | None = None
+    status: dict[str, Any] = field(default_factory=dict)
+    error_doc: dict[str, Any] | None = None
+    token: object | None = None                 # the current attempt (see Supervisor._spawn)
+    session: PushSession | None = None          # the publisher feeding the running worker
+    pending_session: PushSession | None = None  # the publisher the next attempt will read
+    relay_url: str | None = None
+    replies: dict[int, Future[dict[str, Any]]] = field(default_factory=dict)
+    next_reply: int = 0
+    starts: int = 0
+    failures_total: int = 0
+    deleting: bool = False
+    event_record: bool = False
+    event_segment_duration: float = 2.0
+    input: tuple[float, int] = (0.0, 0)
+    heard_at: float = 0.0                       # monotonic time of the worker's last message
+    progress: tuple[float, float] = (0.0, 0.0)  # (monotonic time, media time) when media time last advanced
+    input_bitrate: float | None = None
+    totals: dict[str, float] = field(default_factory=lambda: {"segments": 0, "waits": 0.0, "wait_count": 0,
+                                                              "late": 0})
+    sidecar_totals: dict[str, dict[str, float]] = field(default_factory=dict)
+    prev: dict[str, Any] = field(default_factory=dict)
+
+
+class Supervisor:
+    def __init__(self, config: ServerConfig, registry: Registry, storage: Storage, webhooks: Webhooks,
+                 relay: Relay) -> None:
+        self.config = config
+        self.registry = registry
+        self.storage = storage
+        self.webhooks = webhooks
+        self.relay = relay
+        self.data_dir = config.data_dir.resolve()
+        self.work_dir = self.data_dir / "work"
+        self.state_dir = self.data_dir / "state"
+        self.log_dir = self.data_dir / "logs"
+        for d in (self.work_dir, self.state_dir, self.log_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        # unix socket paths must stay under ~100 bytes: a short private folder, not one under data_dir
+        self.run_dir = Path(tempfile.mkdtemp(prefix="sidecast-srv-"))
+        self.sidecars = SidecarPool(self.run_dir, self.log_dir, args=config.sidecar_args,
+                                    max_streams=config.sidecar_max_streams)
+        self.runtimes: dict[str, Runtime] = {}
+        self.protection: dict[str, bool] = {}  # stream -> playback tokens required (read by the player port)
+        self.disk_full = False
+        self.disk_free: int | None = None
+        self.disk_error: str | None = None
+        self.started_at = time.time()
+        self.heartbeat = time.monotonic()
+        self._q: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
+        self._next_disk = 0.0
+        self._next_sweep = 0.0
+        self._check_disk_now = False
+        self._spawns: collections.deque[tuple[Runtime, str, int, object]] = collections.deque()
+        self._spawn_times: collections.deque[float] = collections.deque()
+
+    # ================================================================== thread-safe entry points
+
+    def start(self) -> None:
+        sweep_stale()
+        self._thread.start()
+        self.call(self._boot)
+
+    def call(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
+        """Run ``fn`` on the supervisor's thread and return its result (exceptions are re-raised here)."""
+        if threading.current_thread() is self._thread:
+            return fn()
+        fut: Future[T] = Future()
+
+        def run() -> None:
+            if not fut.set_running_or_notify_cancel():
+                return
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:
+                fut.set_exception(exc)
+
+        self._q.put(run)
+        return fut.result(timeout)
+
+    def post(self, fn: Callable[[], None]) -> None:
+        self._q.put(fn)
+
+    def close(self) -> None:
+        """Stop every worker (each finishes its segment), close open events, stop shared sidecars."""
+        if not self._thread.is_alive():
+            return
+        with contextlib.suppress(Exception):
+            self.call(self._shutdown, timeout=self.config.stop_timeout + 30)
+        self._stop.set()
+        self._q.put(lambda: None)
+        self._thread.join(10)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    # stream management (the API calls these; all run on the supervisor thread)
+
+    def add(self, row: StreamRow) -> None:
+        self.call(lambda: self._add(row))
+
+    def update(self, row: StreamRow, restart: bool) -> None:
+        self.call(lambda: self._update(row, restart))
+
+    def remove(self, stream_id: str) -> None:
+        self.call(lambda: self._remove(stream_id))
+
+    def set_enabled(self, stream_id: str, enabled: bool) -> None:
+        def run() -> None:
+            rt = self._rt(stream_id)
+            rt.row.enabled = enabled
+            self._apply(rt, L.Start() if enabled else L.Stop())
+        self.call(run)
+
+    def publish(self, stream_id: str, session: PushSession) -> str | None:
+        """A push session for ``stream_id``: None when its worker will read it, else why not."""
+        return self.call(lambda: self._publish(stream_id, session))
+
+    def can_publish(self, stream_id: str) -> str | None:
+        rt = self.runtimes.get(stream_id)
+        if rt is None:
+            return "unknown stream"
+        if self.disk_full:
+            return "the server's storage is full"
+        if (rt.session is not None and self.config.on_conflict == "refuse"
+                and rt.life.state in ("starting", "live")):
+            return "another publisher is live on this stream"
+        return None
+
+    def command(self, stream_id: str, doc: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        """Send a live control to the stream's worker; its result, or ValueError with the reason."""
+        def send() -> Future[dict[str, Any]]:
+            rt = self._rt(stream_id)
+            if rt.proc is None or rt.stdin is None or rt.killing or rt.life.state not in ("starting", "live"):
+                raise StreamNotRunning(f"stream {stream_id!r} is {rt.life.state}: live controls need it live")
+            rt.next_reply += 1
+            fut: Future[dict[str, Any]] = Future()
+            rt.replies[rt.next_reply] = fut
+            self._send(rt, {**doc, "id": rt.next_reply})
+            return fut
+
+        fut = self.call(send)
+        reply = fut.result(timeout)
+        if not reply.get("ok"):
+            raise ValueError(reply.get("error") or "the stream refused the command")
+        result: dict[str, Any] = reply.get("result") or {}
+        return result
+
+    # Reads do not queue behind the supervisor's work (a burst of spawns must not slow every status call):
+    # they read the runtime's fields directly. Each field is replaced whole by the supervisor thread (the
+    # lifecycle record is immutable), so a read sees a consistent value of each, at worst one step old.
+
+    def status(self, stream_id: str) -> dict[str, Any]:
+        return self._status(self._rt(stream_id))
+
+    def statuses(self) -> list[dict[str, Any]]:
+        return [self._status(rt) for rt in list(self.runtimes.values())]
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        return self._metrics()
+
+    # ================================================================== the loop
+
+    def _loop(self) -> None:
+        fn: Callable[[], None] | None = None
+        while not self._stop.is_set():
+            self.heartbeat = time.monotonic()
+            timeout = self._timers()
+            if fn is None:
+                try:
+                    fn = self._q.get(timeout=timeout)
+                except queue.Empty:
+                    continue
+            for _ in range(200):  # a burst (100 workers' status lines) between two timer passes, in order
+                try:
+                    fn()
+                except Exception:
+                    log.exception("supervisor task failed")
+                try:
+                    fn = self._q.get_nowait()
+                except queue.Empty:
+                    fn = None
+                    break
+
+    def _timers(self) -> float:
+        """Run what is due; return how long the loop may sleep."""
+        now = time.monotonic()
+        wall = time.time()
+        soonest = now + 1.0
+        for rt in list(self.runtimes.values()):
+            deadline = L.next_deadline(rt.life)
+            if deadline is not None and wall >= deadline:
+                self._apply(rt, L.Tick())
+            self._watchdog(rt, now)
+            if rt.kill_at is not None and now >= rt.kill_at and rt.proc is not None and rt.proc.poll() is None:
+                log.warning("worker did not stop in time: killed", extra={"stream": rt.row.id, "pid": rt.proc.pid})
+                procs.kill_group(rt.proc.pid)
+                rt.kill_at = None
+            if rt.kill_at is not None:
+                soonest = min(soonest, rt.kill_at)
+            deadline = L.next_deadline(rt.life)
+            if deadline is not None:
+                soonest = min(soonest, now + max(0.0, deadline - wall))
+        while self._spawns:
+            while self._spawn_times and now - self._spawn_times[0] >= 1.0:
+                self._spawn_times.popleft()
+            if len(self._spawn_times) >= SPAWNS_PER_SECOND:
+                soonest = min(soonest, self._spawn_times[0] + 1.0)
+                break
+            rt, event, attempt, token = self._spawns.popleft()
+            self._spawn_times.append(now)
+            if rt.token is token:
+                self._start_worker(rt, event, attempt, token)
+        if now >= self._next_disk or self._check_disk_now:
+            self._check_disk_now = False
+            self._next_disk = now + DISK_CHECK_S
+            self._disk_guard()
+            self.sidecars.check()
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_S
+            self._sweep()
+        return max(0.01, min(soonest, self._next_disk) - time.monotonic())
+
+    # ================================================================== lifecycle application
+
+    def _rt(self, stream_id: str) -> Runtime:
+        rt = self.runtimes.get(stream_id)
+        if rt is None or rt.deleting:
+            raise NotFound(f"no stream {stream_id!r}")
+        return rt
+
+    def _policy(self, row: StreamRow) -> L.Policy:
+        window = float(row.options.get("reconnect_timeout", 30.0))
+        return L.Policy(reconnect_window=window, backoff_base=self.config.backoff_base,
+                        backoff_max=self.config.backoff_max)
+
+    def _apply(self, rt: Runtime, ev: L.Event) -> list[L.Action]:
+        before = rt.life.state
+        rt.life, actions = L.transition(rt.life, ev, time.time(), rt.policy, new_event_id)
+        if not rt.life.enabled and rt.pending_session is not None:
+            rt.pending_session.close("this stream is stopped")
+            rt.pending_session = None
+        if rt.life.state != before:
+            log.info("stream %s: %s -> %s", rt.row.id, before, rt.life.state,
+                     extra={"stream": rt.row.id, "event": rt.life.event, "error": rt.life.last_error})
+        for action in actions:
+            try:
+                self._act(rt, action)
+            except Exception:
+                log.exception("stream %s: %s failed", rt.row.id, type(action).__name__)
+        return actions
+
+    def _act(self, rt: Runtime, a: L.Action) -> None:
+        sid = rt.row.id
+        if isinstance(a, L.OpenEvent):
+            rt.event_record = bool(rt.row.settings.get("record", False))
+            rt.event_segment_duration = float(rt.row.options.get("segment_duration", 2.0))
+            self.registry.open_event(sid, a.event, rt.event_record)
+        elif isinstance(a, L.Spawn):
+            self._spawn(rt, a.event, a.attempt)
+        elif isinstance(a, L.Kill):
+            self._kill(rt, a.reason)
+        elif isinstance(a, L.CloseEvent):
+            self._close_event(rt, a.event, a.live)
+        elif isinstance(a, L.Notify):
+            data: dict[str, Any] = {"event_id": a.event, "state": rt.life.state}
+            if a.error:
+                data["error"] = a.error
+            if a.type == "stream.started":
+                data["playback"] = self._urls(sid)["hls"]
+                self.registry.event_live(sid, a.event or "")
+            self.webhooks.emit(a.type, sid, data)
+        elif isinstance(a, L.Refuse):
+            pass  # returned to the publisher by _publish
+
+    # ------------------------------------------------------------------ workers
+
+    def _spawn(self, rt: Runtime, event: str, attempt: int) -> None:
+        """Queue the worker's start (at most SPAWNS_PER_SECOND of them start each second). The token names
+        this attempt: every report about it (its exit above all) carries it, so nothing about an attempt can be
+        taken for news of the next one."""
+        token = object()
+        rt.token = token
+        self._spawns.append((rt, event, attempt, token))
+
+    def _start_worker(self, rt: Runtime, event: str, attempt: int, token: object) -> None:
+        row = rt.row
+        sid = row.id
+        opts = dict(row.options)
+        sidecar_names = list(opts.pop("sidecars", []) or [])
+        addrs = {name: self.sidecars.target(name, sid) for name in sidecar_names}
+        source = row.source
+        if row.ingest == "push":
+            session = rt.pending_session
+            rt.pending_session = None
+            if session is None:
+                self.post(lambda: self._exited(rt, token, None, -1, "no publisher to read"))
+                return
+            rt.session = session
+            rt.relay_url = source = self.relay.register(session)
+        seg = float(opts.get("segment_duration", 2.0))
+        settings = row.settings
+        plan = PublishPlan(stream_id=sid, event_id=event, attempt=attempt, segment_duration=seg,
+                           window_segments=window_segments(seg, opts.get("window"),
+                                                           float(settings.get("dvr_seconds", 0.0))),
+                           record=rt.event_record)
+        rt.attempt_dir = self.work_dir / sid / event / f"r{attempt}"
+        server_opts = {"source": source, "sidecar_addrs": addrs, "progress": False, "realtime": False,
+                       "reconnect_timeout": float(opts.get("reconnect_timeout", 30.0)) if row.ingest == "pull" else 0.0,
+                       "window": opts.get("window") or 6}
+        memory = int(settings.get("memory_limit_mb", 3072)) << 20
+        spec = {"stream_id": sid, "options": {**opts, **server_opts}, "workdir": str(rt.attempt_dir),
+                "state_dir": str(self.state_dir / sid), "storage": self.config.storage,
+                "data_dir": str(self.data_dir), "plan": plan.__dict__, "memory_limit": memory,
+                "log_level": self.config.log_level, "log_format": self.config.log_format}
+        try:
+            proc = procs.spawn([sys.executable, "-m", "sidecast.core.server.worker"],
+                               log_path=self.log_dir / f"{sid}.log", env={"MALLOC_ARENA_MAX": "2"})
+        except OSError as exc:
+            why = f"cannot start the worker: {exc}"
+            self.post(lambda: self._exited(rt, token, None, -1, why))
+            return
+        assert proc.stdin is not None and proc.stdout is not None
+        rt.proc, rt.stdin, rt.killing, rt.kill_at = proc, proc.stdin, False, None
+        rt.status, rt.error_doc, rt.prev = {}, None, {}
+        # a starting interpreter is given a minute before the watchdog counts its silence (imports on a busy box)
+        rt.heard_at = time.monotonic() + max(0.0, STARTUP_GRACE_S - self.config.watchdog_s)
+        rt.progress = (time.monotonic(), 0.0)
+        rt.starts += 1
+        rt.input = (time.monotonic(), self.relay.bytes_in(sid))
+        self._send(rt, spec)
+        threading.Thread(target=self._read_worker, args=(rt, proc, token), name=f"worker-{sid}", daemon=True).start()
+        log.info("worker started", extra={"stream": sid, "event": event, "attempt": attempt, "pid": proc.pid})
+
+    def _watchdog(self, rt: Runtime, now: float) -> None:
+        """Kill a worker that is stuck: silent for ``watchdog_s`` (a decoder hung holding the interpreter, a
+        stopped process), or live without its media time moving for the reconnect window plus ``watchdog_s``
+        (the pipeline waits that long itself for a source to come back). The crash restarts it."""
+        proc = rt.proc
+        if proc is None or rt.killing or rt.heard_at == 0.0:
+            return
+        limit = self.config.watchdog_s
+        silent = now - rt.heard_at
+        stalled = now - rt.progress[0] if rt.life.state == "live" else 0.0
+        if silent > limit or stalled > limit + rt.policy.reconnect_window:
+            why = (f"worker stuck: no report for {silent:.0f} s" if silent > limit
+                   else f"worker stuck: media time has not moved for {stalled:.0f} s")
+            log.error("%s; killing it", why, extra={"stream": rt.row.id, "pid": proc.pid})
+            rt.error_doc = {"kind": "crash", "message": why}
+            procs.kill_group(proc.pid)
+            rt.heard_at = 0.0
+
+    def _send(self, rt: Runtime, doc: dict[str, Any]) -> None:
+        if rt.stdin is None:
+            return
+        try:
+            rt.stdin.write(json.dumps(doc).encode() + b"\n")
+            rt.stdin.flush()
+        except (OSError, ValueError):
+            pass  # the worker is exiting; its reader thread reports that
+
+    def _read_worker(self, rt: Runtime, proc: subprocess.Popen[bytes], token: object) -> None:
+        """One thread per worker: its stdout lines become supervisor tasks; then its exit."""
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            try:
+                doc = json.loads(raw)
+            except ValueError:
+                continue
+            self.post(functools.partial(self._message, rt, proc, doc))
+        rc = proc.wait()
+        self.post(lambda: self._exited(rt, token, proc, rc, None))
+
+    def _message(self, rt: Runtime, proc: subprocess.Popen[bytes], doc: dict[str, Any]) -> None:
+        if rt.proc is not proc:
+            return
+        rt.heard_at = time.monotonic()
+        kind = doc.get("type")
+        if kind == "status":
+            self._take_status(rt, doc)
+        elif kind == "live" and not rt.killing:
+            self._apply(rt, L.Live())
+        elif kind == "reply":
+            fut = rt.replies.pop(int(doc.get("id") or 0), None)
+            if fut is not None and not fut.done():
+                fut.set_result(doc)
+        elif kind == "error":
+            rt.error_doc = doc
+            if doc.get("kind") == "storage":
+                self._check_disk_now = True
+
+    def _take_status(self, rt: Runtime, doc: dict[str, Any]) -> None:
+        prev = rt.prev
+        rt.totals["segments"] += max(0, int(doc.get("segments", 0)) - int(prev.get("segments", 0)))
+        waits, pwaits = doc.get("decision_waits") or {}, prev.get("decision_waits") or {}
+        rt.totals["waits"] += max(0.0, float(waits.get("sum", 0)) - float(pwaits.get("sum", 0)))
+        rt.totals["wait_count"] += max(0, int(waits.get("count", 0)) - int(pwaits.get("count", 0)))
+        rt.totals["late"] += max(0, int(waits.get("late", 0)) - int(pwaits.get("late", 0)))
+        pside = {s["name"]: s for s in prev.get("sidecars", [])}
+        for s in doc.get("sidecars", []):
+            tot = rt.sidecar_totals.setdefault(s["name"], {"results": 0, "dropped": 0, "errors": 0})
+            p = pside.get(s["name"], {})
+            for k in tot:
+                tot[k] += max(0, int(s.get(k, 0)) - int(p.get(k, 0)))
+        rt.prev = doc
+        rt.status = doc
+        media = float(doc.get("media_time") or 0.0)
+        if media > rt.progress[1]:
+            rt.progress = (time.monotonic(), media)
+        if rt.row.ingest == "push":
+            t0, b0 = rt.input
+            now, b = time.monotonic(), self.relay.bytes_in(rt.row.id)
+            if now - t0 >= 0.5:
+                rt.input_bitrate = (b - b0) * 8 / (now - t0)
+                rt.input = (now, b)
+        if doc.get("storage_full"):
+            self._check_disk_now = True
+
+    def _exited(self, rt: Runtime, token: object, proc: subprocess.Popen[bytes] | None, rc: int,
+                why: str | None) -> None:
+        if rt.token is not token:
+            return  # about an attempt that was dealt with already
+        rt.token = None
+        sid = rt.row.id
+        if proc is not None:
+            procs.kill_group(proc.pid)  # whatever it started (an SRT bridge) goes with it
+            if rt.stdin is not None:
+                with contextlib.suppress(OSError):
+                    rt.stdin.close()
+        sweep_stale()  # frame rings of a worker that could not unlink them (killed)
+        killed = rt.killing
+        rt.proc, rt.stdin, rt.killing, rt.kill_at = None, None, False, None
+        for fut in rt.replies.values():
+            if not fut.done():
+                fut.set_result({"ok": False, "error": "the stream's worker ended"})
+        rt.replies.clear()
+        if rt.relay_url is not None:
+            self.relay.forget(rt.relay_url, "the stream's worker ended")
+            rt.relay_url = None
+        rt.session = None
+        if rt.attempt_dir is not None:
+            shutil.rmtree(rt.attempt_dir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                rt.attempt_dir.parent.rmdir()  # the event's scratch folder, once empty
+            rt.attempt_dir = None
+        kind = EXIT_KINDS.get(rc, "crash")
+        error = why
+        if error is None and rt.error_doc is not None:
+            error = str(rt.error_doc.get("message"))
+            kind = str(rt.error_doc.get("kind") or kind)
+        if error is None and not killed and rc != 0:
+            error = (f"worker killed by {signal.Signals(-rc).name}" if rc < 0 and -rc in signal.valid_signals()
+                     else f"worker crashed (exit {rc})")
+        ok = (rc == 0 and rt.error_doc is None) or killed
+        if not ok:
+            rt.failures_total += 1
+        log.log(logging.INFO if ok else logging.WARNING, "worker ended",
+                extra={"stream": sid, "rc": rc, "kind": kind, "error": error})
+        self._apply(rt, L.WorkerExit(ok=ok, error=None if killed else error, config=kind == "config" and not killed))
+        if rt.deleting and rt.proc is None:
+            self._purge_stream(rt)
+
+    def _kill(self, rt: Runtime, reason: str) -> None:
+        queued = [item for item in self._spawns if item[0] is rt]
+        if queued:  # not started yet: it ends here, as a worker that was stopped
+            for item in queued:
+                self._spawns.remove(item)
+            rt.killing = True
+            if rt.pending_session is not None:
+                rt.pending_session.close(reason)
+                rt.pending_session = None
+            token = rt.token
+            self.post(lambda: self._exited(rt, token, None, 0, None))
+            return
+        if rt.proc is None:
+            return
+        rt.killing = True
+        rt.kill_at = time.monotonic() + self.config.stop_timeout
+        self._send(rt, {"cmd": "stop"})
+        with contextlib.suppress(ProcessLookupError):
+            rt.proc.send_signal(signal.SIGTERM)
+        if rt.session is not None:  # a publisher's bytes would keep a worker reading: end the session
+            rt.session.close(reason)
+        log.info("stopping worker", extra={"stream": rt.row.id, "reason": reason, "pid": rt.proc.pid})
+
+    # ------------------------------------------------------------------ events
+
+    def _close_event(self, rt: Runtime, event: str, live: bool) -> None:
+        sid = rt.row.id
+        segments = int(rt.status.get("segments", 0)) if rt.status else 0
+        size = int(rt.status.get("event_bytes", 0)) if rt.status else 0
+        try:
+            state = json.loads((self.state_dir / sid / "publish.json").read_text())
+            if state.get("event_id") == event:
+                segments, size = int(state.get("segments", segments)), int(state.get("event_bytes", size))
+        except (OSError, ValueError):
+            pass
+        now = time.time()
+        recording = None
+        if live:
+            try:
+                recording = finalize_event(self.storage, self.state_dir / sid, sid, event, record=rt.event_record,
+                                           segment_duration=rt.event_segment_duration)
+            except OSError as exc:
+                log.error("cannot finish event %s of %s: %s", event, sid, exc)
+        retention = float(rt.row.settings.get("recording_retention_hours", 168.0)) * 3600
+        grace = rt.event_segment_duration * 12 + 60
+        purge_after = now + (retention if recording is not None else grace if live else 0)
+        self.registry.close_event(sid, event, segments=segments, size=size, purge_after=purge_after,
+                                  recording_ready=recording is not None)
+        with contextlib.suppress(OSError):
+            shutil.rmtree(self.work_dir / sid / event)
+        if recording is not None:
+            base = self.config.media_base()
+            self.webhooks.emit("recording.ready", sid, {
+                "event_id": event, "duration": round(recording.duration, 3), "segments": recording.segments,
+                "playback": {k.rsplit("/", 1)[-1]: base + k for k in recording.masters},
+                "expires_at": purge_after})
+        log.info("event closed", extra={"stream": sid, "event": event, "live": live,
+                                        "recording": recording is not None})
+
+    def _sweep(self) -> None:
+        """Delete the media of ended events whose time is up."""
+        try:
+            due = self.registry.due_purges(time.time())
+        except Exception:
+            log.exception("retention sweep failed")
+            return
+        for ev in due:
+            try:
+                self.storage.delete_prefix(f"{ev.stream_id}/e/{ev.id}/")
+                shutil.rmtree(self.state_dir / ev.stream_id / "events" / ev.id, ignore_errors=True)
+                rt = self.runtimes.get(ev.stream_id)
+                latest = self.registry.list_events(ev.stream_id, 1)
+                if (rt is not None and rt.life.event is None and not rt.life.worker and latest
+                        and latest[0].id == ev.id):
+                    clear_stream_playlists(self.storage, self.state_dir / ev.stream_id, ev.stream_id)
+                self.registry.event_purged(ev.stream_id, ev.id)
+                log.info("event media deleted", extra={"stream": ev.stream_id, "event": ev.id})
+            except OSError as exc:
+                log.error("cannot delete event %s of %s: %s", ev.id, ev.stream_id, exc)
+
+    # ------------------------------------------------------------------ disk
+
+    def _disk_guard(self) -> None:
+        frees = []
+        try:
+            st = os.statvfs(self.data_dir)
+            frees.append(st.f_bavail * st.f_frsize)
+            storage_free = self.storage.free_bytes()
+            if storage_free is not None:
+                frees.append(storage_free)
+        except OSError as exc:
+            self.disk_error = str(exc)
+            return
+        free = min(frees)
+        self.disk_free = free
+        floor = self.config.min_free_bytes
+        if not self.disk_full and free < floor:
+            self.disk_full = True
+            self.disk_error = (f"storage is full: {free >> 20} MiB free, below the {floor >> 20} MiB floor; "
+                               "writes are stopped until space returns")
+            log.error(self.disk_error)
+            for rt in list(self.runtimes.values()):
+                self._apply(rt, L.DiskFull())
+        elif self.disk_full and free >= floor + max(64 << 20, floor // 2):
+            self.disk_full = False
+            self.disk_error = None
+            log.warning("storage has space again: streams resume", extra={"free_mb": free >> 20})
+            for rt in list(self.runtimes.values()):
+                self._apply(rt, L.DiskOk())
+
+    # ------------------------------------------------------------------ stream management
+
+    def _boot(self) -> None:
+        for ev in self.registry.open_events():  # left open by a server that stopped mid-broadcast
+            row = None
+            with contextlib.suppress(NotFound):
+                row = self.registry.get_stream(ev.stream_id)
+            rt = Runtime(row, L.Life(_ingest(row)), self._policy(row)) if row is not None else None
+            if rt is not None:
+                rt.event_record = ev.recording
+                rt.event_segment_duration = float(row.options.get("segment_duration", 2.0)) if row else 2.0
+                self._close_event(rt, ev.id, True)
+            else:
+                self.registry.close_event(ev.stream_id, ev.id, segments=0, size=0, purge_after=time.time(),
+                                          recording_ready=False)
+        offset = 0
+        while True:
+            rows = self.registry.list_streams(limit=500, offset=offset)
+            for row in rows:
+                self._add(row)
+            if len(rows) < 500:
+                break
+            offset += 500
+        self._disk_guard()
+
+    def _add(self, row: StreamRow) -> None:
+        rt = Runtime(row, L.Life(_ingest(row), since=time.time()), self._policy(row))
+        self.runtimes[row.id] = rt
+        self.protection[row.id] = bool(row.settings.get("playback_protection"))
+        if row.enabled:
+            self._apply(rt, L.Start())
+        if self.disk_full:
+            self._apply(rt, L.DiskFull())
+
+    def _update(self, row: StreamRow, restart: bool) -> None:
+        rt = self._rt(row.id)
+        old = rt.row
+        rt.row = row
+        rt.policy = self._policy(row)
+        self.protection[row.id] = bool(row.settings.get("playback_protection"))
+        if row.enabled != old.enabled:
+            self._apply(rt, L.Start() if row.enabled else L.Stop())
+        elif restart and row.enabled and rt.life.state not in ("stopped",):
+            # options or source changed: the running event ends, the next starts with the new settings
+            self._apply(rt, L.Stop())
+            self._apply(rt, L.Start())
+
+    def _remove(self, stream_id: str) -> None:
+        rt = self._rt(stream_id)
+        self.protection.pop(stream_id, None)
+        self._apply(rt, L.Stop())
+        rt.deleting = True
+        if rt.pending_session is not None:
+            rt.pending_session.close("the stream was deleted")
+            rt.pending_session = None
+        if rt.proc is None:
+            self._purge_stream(rt)
+
+    def _purge_stream(self, rt: Runtime) -> None:
+        sid = rt.row.id
+        self.runtimes.pop(sid, None)
+        self.sidecars.release(sid)
+        try:
+            self.storage.delete_prefix(f"{sid}/")
+        except OSError as exc:
+            log.error("cannot delete the media of %s: %s", sid, exc)
+        shutil.rmtree(self.state_dir / sid, ignore_errors=True)
+        shutil.rmtree(self.work_dir / sid, ignore_errors=True)
+        self.registry.delete_events(sid)
+        log.info("stream deleted", extra={"stream": sid})
+
+    def _publish(self, stream_id: str, session: PushSession) -> str | None:
+        rt = self.runtimes.get(stream_id)
+        if rt is None or rt.deleting:
+            return "unknown stream"
+        if rt.session is not None and rt.life.worker:
+            if self.config.on_conflict == "refuse" and not rt.killing:
+                log.warning("second publisher refused", extra={"stream": stream_id, "peer": session.peer})
+                return "another publisher is live on this stream"
+            log.warning("publisher replaced", extra={"stream": stream_id, "peer": session.peer})
+            rt.session.close("replaced by a new publisher")
+        if rt.pending_session is not None:
+            rt.pending_session.close("replaced by a newer publisher")
+        rt.pending_session = session
+        actions = self._apply(rt, L.Publish())
+        refused = [a.reason for a in actions if isinstance(a, L.Refuse)]
+        if refused:
+            rt.pending_session = None
+            return refused[0]
+        log.info("publisher accepted", extra={"stream": stream_id, "peer": session.peer, "protocol": session.protocol})
+        return None
+
+    def _shutdown(self) -> None:
+        for rt, _, _, _ in self._spawns:
+            rt.token = None  # queued starts never happen
+            if rt.pending_session is not None:
+                rt.pending_session.close("server shutting down")
+        self._spawns.clear()
+        for rt in self.runtimes.values():
+            if rt.proc is not None:
+                self._kill(rt, "server shutting down")
+        deadline = time.monotonic() + self.config.stop_timeout
+        for rt in list(self.runtimes.values()):
+            proc = rt.proc
+            if proc is None:
+                continue
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                procs.kill_group(proc.pid)
+                proc.wait()
+            self._exited(rt, rt.token, proc, proc.returncode, None)
+        for rt in self.runtimes.values():
+            if rt.life.event is not None:
+                self._close_event(rt, rt.life.event, rt.life.event_live)
+                rt.life = L.Life(_ingest(rt.row), state="stopped")
+        self.sidecars.close()
+        sweep_stale()
+
+    # ------------------------------------------------------------------ reading
+
+    def _urls(self, sid: str) -> dict[str, str]:
+        base = self.config.media_base()
+        return {"hls": f"{base}{sid}/master.m3u8", "vertical": f"{base}{sid}/vertical.m3u8",
+                "snapshot": f"{base}{sid}/snapshot.jpg"}
+
+    def _status(self, rt: Runtime) -> dict[str, Any]:
+        life = rt.life
+        proc, session = rt.proc, rt.session
+        st = rt.status if proc is not None else {}
+        now = time.time()
+        waits = rt.totals
+        return {
+            "id": rt.row.id, "state": life.state, "since": life.since, "enabled": life.enabled,
+            "event": life.event, "attempt": life.attempt, "pid": proc.pid if proc is not None else None,
+            "publisher": session.peer if session is not None else None,
+            "input_bitrate": round(rt.input_bitrate, 1) if rt.input_bitrate is not None and proc else None,
+            "input_fps": st.get("fps"), "speed": st.get("speed"), "media_time": st.get("media_time"),
+            "segments": int(rt.totals["segments"]), "restarts": max(0, rt.starts - 1), "failures": life.failures,
+            "storage_bytes": self.registry.stored_bytes(rt.row.id) + int(st.get("event_bytes", 0)),
+            "rss_bytes": st.get("rss"),
+            "decision_wait_avg": round(waits["waits"] / waits["wait_count"], 3) if waits["wait_count"] else None,
+            "late_segments": int(waits["late"]),
+            "sidecars": st.get("sidecars", []), "last_error": life.last_error,
+            "retry_in": round(life.retry_at - now, 1) if life.retry_at is not None else None,
+            "reconnect_window_left": round(life.window_until - now, 1) if life.window_until is not None else None,
+        }
+
+    def _metrics(self) -> dict[str, Any]:
+        streams = []
+        for rt in list(self.runtimes.values()):
+            s = self._status(rt)
+            s["totals"] = dict(rt.totals)
+            s["sidecar_totals"] = {k: dict(v) for k, v in list(rt.sidecar_totals.items())}
+            s["failures_total"] = rt.failures_total
+            s["starts_total"] = rt.starts
+            streams.append(s)
+        return {"streams": streams, "disk_free": self.disk_free, "disk_full": self.disk_full,
+                "sidecars": self.sidecars.status(), "webhooks": dict(self.webhooks.sent)}
+
+
+def _ingest(row: StreamRow) -> L.Ingest:
+    return "pull" if row.ingest == "pull" else "push"
+
+
+class StreamNotRunning(ValueError):
+    """A live control for a stream that has no running worker (answered with 409)."""
+
+
+__all__ = ["Runtime", "StreamNotRunning", "Supervisor", "new_event_id"]
