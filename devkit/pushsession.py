@@ -1,6 +1,6 @@
 """A push session for tests and benches of `sidecast server`: the bytes a protocol listener (core/push/) would
 hand over, produced by a real ffmpeg publisher paced in real time (``-re``), as FLV (what RTMP carries) or
-MPEG-TS (what SRT carries). It implements ``sidecast.core.server.push.PushSession``."""
+MPEG-TS (what SRT carries). It implements ``sidecast.core.server.push.RelayedSession`` (as ``sidecast.core.push.PushSession`` does)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from pathlib import Path
 
 
 class FfmpegSession:
-    """A ``PushSession`` whose bytes come from a real ffmpeg publisher (-re: paced as live)."""
+    """A ``RelayedSession`` whose bytes come from a real ffmpeg publisher (-re: paced as live)."""
 
     def __init__(self, stream_id: str, clip: Path, *, container: str = "flv", loop: bool = False,
                  peer: str = "127.0.0.1:40000") -> None:
         self.protocol = "rtmp" if container == "flv" else "srt"
-        self.container = "flv" if container == "flv" else "mpegts"
+        self.format = "flv" if container == "flv" else "mpegts"
         self.stream_id = stream_id
         self.peer = peer
         loop_args = ["-stream_loop", "-1"] if loop else []

@@ -1,8 +1,9 @@
 """Helpers for the server tests: a server in this process on free ports, a push session fed by a real
 ffmpeg publisher, a live HLS source on loopback, a webhook receiver, an S3 endpoint (moto) on loopback.
 
-Real parts throughout: the push session stands in only for the protocol listener (core/push/, built
-separately): its bytes are a real FLV/MPEG-TS stream that ffmpeg paces in real time."""
+Real parts throughout. ``FfmpegSession`` stands in for the protocol listener where a test is about the
+stream's life, not the wire (its bytes are a real FLV/MPEG-TS stream that ffmpeg paces in real time);
+tests/test_server_push.py publishes through the server's own RTMP and SRT listeners."""
 
 from __future__ import annotations
 
@@ -65,7 +66,8 @@ class Running:
 @contextlib.contextmanager
 def running_server(data_dir: Path, **settings: Any) -> Iterator[Running]:
     cfg = ServerConfig(data_dir=data_dir, api_port=0, media_port=0, media_host="127.0.0.1",
-                       **{"stop_timeout": 10.0, "backoff_base": 0.5, "backoff_max": 4.0, **settings})
+                       **{"push_host": "127.0.0.1", "rtmp_port": 0, "srt_port": 0, "publish_host": "127.0.0.1",
+                          "stop_timeout": 10.0, "backoff_base": 0.5, "backoff_max": 4.0, **settings})
     server = SidecastServer(cfg).start()
     assert server.api is not None and server.media is not None and server.admin_key
     client = httpx.Client(base_url=server.api.url, timeout=30,

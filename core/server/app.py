@@ -6,8 +6,11 @@
     relay (loopback) ──┘
     control API  :8800 (127.0.0.1)      player port  :8080      push listeners (core/push): authority + handler
 
-The push listeners plug in through ``server.authority`` (a ``PublishAuthority``) and ``server.push_handler``
-(``accept(session)``); ``attach_listener`` starts one with them and stops it with the server.
+The push listeners (RTMP on ``rtmp_port``, SRT on ``srt_port`` when libsrt is present) are started with the
+server: they ask ``server.authority`` (the registry's hashed keys) at the protocol's publish step, before
+any media is accepted, share one publisher table (one publisher per stream across both protocols, the
+``on_conflict`` choice) and hand each accepted session to ``server.push_handler``. ``attach_listener``
+starts any other listener with the same two and stops it with the server.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from sidecast.contract.errors import ConfigError
+from sidecast.contract.errors import ConfigError, SourceError
 
+from ..push import Limits, PublisherTable, PushSession, RtmpServer, SrtServer, srt_available
 from ..serve import ServerHandle, ServerOptions, run_in_thread
 from . import procs
 from .api import create_app
@@ -85,9 +89,34 @@ class SidecastServer:
             self.config.api_port = self.api.port
         if self.config.media_port == 0:
             self.config.media_port = self.media.port
+        try:
+            self._start_push_listeners()
+        except (OSError, SourceError) as exc:
+            self.close()
+            raise ConfigError(f"cannot listen for publishers: {exc}") from exc
         log.info("sidecast server ready", extra={"api": self.api.url, "media": self.media.url,
                                                  "storage": self.storage.describe()})
         return self
+
+    def _start_push_listeners(self) -> None:
+        cfg = self.config
+        limits = Limits(on_duplicate=cfg.on_conflict)
+        table = PublisherTable()
+
+        def on_session(session: PushSession) -> None:
+            self.push_handler.accept(session)  # a refusal closes the session and is logged there
+
+        if cfg.rtmp_port >= 0:
+            rtmp = RtmpServer(cfg.push_host, cfg.rtmp_port, self.authority, on_session, limits=limits, table=table)
+            self.listeners.append(rtmp.start())
+            cfg.rtmp_port = rtmp.port
+        if cfg.srt_port >= 0:
+            if not srt_available():
+                log.warning("no SRT listener: libsrt is missing (Debian package libsrt1.5-gnutls; ./dev.sh install)")
+                return
+            srt = SrtServer(cfg.push_host, cfg.srt_port, self.authority, on_session, limits=limits, table=table)
+            self.listeners.append(srt.start())
+            cfg.srt_port = srt.port
 
     def attach_listener(self, factory: Callable[[RegistryAuthority, PushHandler], Listener]) -> Listener:
         """Start a push listener (RTMP, SRT...) wired to this server's authority and handler."""

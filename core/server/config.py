@@ -28,8 +28,9 @@ class ServerConfig:
     media_port: int = 8080
     public_url: str = ""               # how viewers reach the player port (or a CDN); default http://HOST:PORT/
     publish_host: str = ""             # the host publishers use, in the publish URLs the API shows
-    rtmp_port: int = 1935
-    srt_port: int = 4200
+    push_host: str = "0.0.0.0"         # where the RTMP and SRT listeners bind
+    rtmp_port: int = 1935              # -1: no RTMP listener; 0: any free port (tests)
+    srt_port: int = 4200               # -1: no SRT listener; 0: any free port
     min_free_mb: int = 512             # below this much free space, writes stop (streams pause)
     stop_timeout: float = 10.0         # seconds a worker gets to finish its segment before SIGKILL
     watchdog_s: float = 30.0           # a worker silent this long (stuck in a decoder, stopped) is killed
@@ -70,6 +71,9 @@ class ServerConfig:
         p.add_argument("--media-port", type=int, help="player port (default 8080)")
         p.add_argument("--public-url", help="base URL viewers use (a CDN in front), for the URLs the API shows")
         p.add_argument("--publish-host", help="host name publishers use, for the publish URLs the API shows")
+        p.add_argument("--push-host", help="address the RTMP and SRT listeners bind (default 0.0.0.0)")
+        p.add_argument("--rtmp-port", type=int, help="RTMP listener port (default 1935; -1: none)")
+        p.add_argument("--srt-port", type=int, help="SRT listener port, UDP (default 4200; -1: none)")
         p.add_argument("--min-free-mb", type=int, help="stop writing below this much free space (default 512)")
         p.add_argument("--on-conflict", choices=("refuse", "replace"),
                        help="a second publisher on a live stream: refuse it (default) or replace the first")
@@ -110,9 +114,12 @@ class ServerConfig:
                 raise ConfigError(f"unknown server setting {k!r}")
             clean[key] = Path(v) if key == "data_dir" else v
         cfg = cls(**clean)
-        for port in ("api_port", "media_port", "rtmp_port", "srt_port"):
+        for port in ("api_port", "media_port"):
             if not 0 <= int(getattr(cfg, port)) <= 65535:
                 raise ConfigError(f"{port} must be a port number (0-65535)")
+        for port in ("rtmp_port", "srt_port"):
+            if not -1 <= int(getattr(cfg, port)) <= 65535:
+                raise ConfigError(f"{port} must be a port number (0-65535), or -1 for no listener")
         if cfg.on_conflict not in ("refuse", "replace"):
             raise ConfigError("on_conflict must be refuse or replace")
         if cfg.min_free_mb < 0:

@@ -33,34 +33,29 @@ from fastapi import APIRouter, FastAPI
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from sidecast.core.push.session import Grant, Peer, PushProtocol, Refusal
+
 from . import keys as K
 from .registry import Registry
 
 log = logging.getLogger("sidecast.server.push")
 
-@dataclass(frozen=True)
-class Grant:
-    """The key is valid: publish into ``stream_id``; SRT encrypts with ``passphrase`` (None for RTMP)."""
-
-    stream_id: str
-    passphrase: str | None = None
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """The publisher is turned away; ``reason`` is safe to tell it (it never contains the key)."""
-
-    reason: str
-
-
 @runtime_checkable
-class PushSession(Protocol):
-    """An authenticated publisher, as the listeners hand it over."""
+class RelayedSession(Protocol):
+    """What the relay needs of an accepted publisher: ``sidecast.core.push.PushSession`` (what the RTMP and
+    SRT listeners hand over) is one; so is ``devkit.pushsession.FfmpegSession`` for tests without a socket."""
 
-    protocol: str        # "rtmp" | "srt"
-    stream_id: str       # from the Grant
-    peer: str            # "address:port", for logs and status
-    container: str       # "flv" (RTMP) | "mpegts" (SRT)
+    @property
+    def protocol(self) -> str: ...   # "rtmp" | "srt"
+
+    @property
+    def stream_id(self) -> str: ...  # from the Grant
+
+    @property
+    def format(self) -> str: ...     # "flv" (RTMP) | "mpegts" (SRT)
+
+    @property
+    def peer(self) -> object: ...    # the publisher's address (str() for logs and status)
 
     def read(self, n: int = 65536) -> bytes:
         """Blocking; up to ``n`` bytes of media; b"" once the publisher has gone."""
@@ -69,10 +64,6 @@ class PushSession(Protocol):
     def close(self, reason: str = "") -> None:
         """End the session (the server is done with it: replaced, stopped, deleted)."""
         ...
-
-
-class PublishAuthority(Protocol):
-    def authorize(self, protocol: str, key: str, peer: str) -> Grant | Refusal: ...
 
 
 MAX_KEY_LENGTH = 256
@@ -101,17 +92,17 @@ class RegistryAuthority:
         self.registry = registry
         self.can_publish = can_publish
 
-    def authorize(self, protocol: str, key: str, peer: str) -> Grant | Refusal:
+    def authorize(self, protocol: PushProtocol, key: str, peer: Peer) -> Grant | Refusal:
         key = key.split("?", 1)[0].strip()
         if protocol == "srt":
             key = parse_srt_streamid(key)
         if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
-            log.warning("publish refused: malformed stream key", extra={"protocol": protocol, "peer": peer})
+            log.warning("publish refused: malformed stream key", extra={"protocol": protocol, "peer": str(peer)})
             return Refusal("malformed stream key")
         row = self.registry.stream_for_key(key)
         if row is None:
             log.warning("publish refused: unknown stream key",
-                        extra={"protocol": protocol, "peer": peer, "key": key_fingerprint(key)})
+                        extra={"protocol": protocol, "peer": str(peer), "key": key_fingerprint(key)})
             return Refusal("unknown stream key")
         if row.ingest != "push":
             return Refusal("this stream pulls its source; it takes no publisher")
@@ -122,7 +113,7 @@ class RegistryAuthority:
             if why:
                 return Refusal(why)
         passphrase = K.srt_passphrase(self.registry.secret, key) if protocol == "srt" else None
-        log.info("publisher authorized", extra={"protocol": protocol, "peer": peer, "stream": row.id})
+        log.info("publisher authorized", extra={"protocol": protocol, "peer": str(peer), "stream": row.id})
         return Grant(row.id, passphrase)
 
 
@@ -130,7 +121,7 @@ class RegistryAuthority:
 
 @dataclass
 class _Relayed:
-    session: PushSession
+    session: RelayedSession
     stream_id: str
     created: float = field(default_factory=time.monotonic)
     taken: bool = False
@@ -151,9 +142,9 @@ class Relay:
         self.base_url = ""  # set once the relay's server listens
         self.counters: dict[str, int] = {}
 
-    def register(self, session: PushSession) -> str:
+    def register(self, session: RelayedSession) -> str:
         token = secrets.token_urlsafe(24)
-        ext = "ts" if session.container == "mpegts" else "flv"
+        ext = "ts" if session.format == "mpegts" else "flv"
         with self._lock:
             self._items[token] = _Relayed(session, session.stream_id)
         return f"{self.base_url}relay/{token}.{ext}"
@@ -178,7 +169,7 @@ class Relay:
                 if item is None or item.taken:
                     return Response("unknown or used relay token\n", status_code=404, media_type="text/plain")
                 item.taken = True
-            media = "video/mp2t" if item.session.container == "mpegts" else "video/x-flv"
+            media = "video/mp2t" if item.session.format == "mpegts" else "video/x-flv"
             return StreamingResponse(self._pump(token, item), media_type=media,
                                      headers={"Cache-Control": "no-store"})
 
@@ -214,10 +205,10 @@ class PushHandler:
     A second publisher on a stream that is already live gets the server's ``on_conflict`` choice: refused
     (the live one stays) or it replaces the first (for a stuck publisher that never hung up)."""
 
-    def __init__(self, publish: Callable[[str, PushSession], str | None]) -> None:
+    def __init__(self, publish: Callable[[str, RelayedSession], str | None]) -> None:
         self.publish = publish
 
-    def accept(self, session: PushSession) -> Refusal | None:
+    def accept(self, session: RelayedSession) -> Refusal | None:
         """Take over ``session``; a Refusal (the session is closed already) when the stream cannot take it."""
         why = self.publish(session.stream_id, session)
         if why is not None:
@@ -226,5 +217,5 @@ class PushHandler:
         return None
 
 
-__all__ = ["Grant", "MAX_KEY_LENGTH", "PublishAuthority", "PushHandler", "PushSession", "Refusal", "RegistryAuthority",
-           "Relay", "key_fingerprint", "parse_srt_streamid"]
+__all__ = ["MAX_KEY_LENGTH", "PushHandler", "RegistryAuthority", "RelayedSession", "Relay", "key_fingerprint",
+           "parse_srt_streamid"]

@@ -47,7 +47,7 @@ from . import lifecycle as L
 from . import procs
 from .config import ServerConfig
 from .publish import PublishPlan, clear_stream_playlists, finalize_event, window_segments
-from .push import PushSession, Relay
+from .push import Relay, RelayedSession
 from .registry import NotFound, Registry, StreamRow
 from .sidecars import SidecarPool
 from .storage import Storage
@@ -87,8 +87,8 @@ class Runtime:
     status: dict[str, Any] = field(default_factory=dict)
     error_doc: dict[str, Any] | None = None
     token: object | None = None                 # the current attempt (see Supervisor._spawn)
-    session: PushSession | None = None          # the publisher feeding the running worker
-    pending_session: PushSession | None = None  # the publisher the next attempt will read
+    session: RelayedSession | None = None          # the publisher feeding the running worker
+    pending_session: RelayedSession | None = None  # the publisher the next attempt will read
     relay_url: str | None = None
     replies: dict[int, Future[dict[str, Any]]] = field(default_factory=dict)
     next_reply: int = 0
@@ -197,7 +197,7 @@ class Supervisor:
             self._apply(rt, L.Start() if enabled else L.Stop())
         self.call(run)
 
-    def publish(self, stream_id: str, session: PushSession) -> str | None:
+    def publish(self, stream_id: str, session: RelayedSession) -> str | None:
         """A push session for ``stream_id``: None when its worker will read it, else why not."""
         return self.call(lambda: self._publish(stream_id, session))
 
@@ -726,15 +726,15 @@ class Supervisor:
         self.registry.delete_events(sid)
         log.info("stream deleted", extra={"stream": sid})
 
-    def _publish(self, stream_id: str, session: PushSession) -> str | None:
+    def _publish(self, stream_id: str, session: RelayedSession) -> str | None:
         rt = self.runtimes.get(stream_id)
         if rt is None or rt.deleting:
             return "unknown stream"
         if rt.session is not None and rt.life.worker:
             if self.config.on_conflict == "refuse" and not rt.killing:
-                log.warning("second publisher refused", extra={"stream": stream_id, "peer": session.peer})
+                log.warning("second publisher refused", extra={"stream": stream_id, "peer": str(session.peer)})
                 return "another publisher is live on this stream"
-            log.warning("publisher replaced", extra={"stream": stream_id, "peer": session.peer})
+            log.warning("publisher replaced", extra={"stream": stream_id, "peer": str(session.peer)})
             rt.session.close("replaced by a new publisher")
         if rt.pending_session is not None:
             rt.pending_session.close("replaced by a newer publisher")
@@ -744,7 +744,7 @@ class Supervisor:
         if refused:
             rt.pending_session = None
             return refused[0]
-        log.info("publisher accepted", extra={"stream": stream_id, "peer": session.peer, "protocol": session.protocol})
+        log.info("publisher accepted", extra={"stream": stream_id, "peer": str(session.peer), "protocol": session.protocol})
         return None
 
     def _shutdown(self) -> None:
@@ -790,7 +790,7 @@ class Supervisor:
         return {
             "id": rt.row.id, "state": life.state, "since": life.since, "enabled": life.enabled,
             "event": life.event, "attempt": life.attempt, "pid": proc.pid if proc is not None else None,
-            "publisher": session.peer if session is not None else None,
+            "publisher": str(session.peer) if session is not None else None,
             "input_bitrate": round(rt.input_bitrate, 1) if rt.input_bitrate is not None and proc else None,
             "input_fps": st.get("fps"), "speed": st.get("speed"), "media_time": st.get("media_time"),
             "segments": int(rt.totals["segments"]), "restarts": max(0, rt.starts - 1), "failures": life.failures,
