@@ -27,6 +27,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from sidecast.contract.params import (
+    BITRATE_TARGET_VMAF,
     CAPTIONS_LANGUAGE,
     CAPTIONS_TRANSLATE,
     VERTICAL_ASPECT,
@@ -234,6 +235,8 @@ class Pipeline:
         }
         if self.cfg.captions_translate:
             params[CAPTIONS_TRANSLATE] = ",".join(self.cfg.captions_translate)
+        if self.cfg.target_vmaf is not None:
+            params[BITRATE_TARGET_VMAF] = f"{self.cfg.target_vmaf:g}"
         return StreamInfo(
             stream_id=self.out.name,
             source_width=opened.width,
@@ -281,7 +284,8 @@ class Pipeline:
         ctx = StreamContext(outdir=self.out, width=ev.width, height=ev.height, fps=ev.fps, has_audio=ev.has_audio,
                             segment_duration=self.cfg.segment_duration, window=self.window,
                             timeline=self.timeline, log=self.segments_log)
-        main = VideoLadder(ctx, rungs, self._pool, kind="main", rate_control=self.cfg.rate_control)
+        main = VideoLadder(ctx, rungs, self._pool, kind="main", rate_control=self.cfg.rate_control,
+                           hint_producers=tuple(lk.name for lk in self.producers("bitrate_hints")))
         self.ladders = [main]
         self.outputs = [main]
         if self._want_vertical():
