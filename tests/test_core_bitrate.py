@@ -269,3 +269,20 @@ def test_a_bad_target_vmaf_is_a_one_line_error(clip_small: Path, tmp_path: Path)
     assert res.returncode != 0
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "--target-vmaf" in lines[0] and "between 20 and 100" in lines[0], res.stderr
+
+
+def test_target_vmaf_reaches_the_bitrate_sidecar_and_sets_its_aim(
+        motion_and_still: tuple[Path, Path], tmp_path: Path) -> None:
+    """--target-vmaf travels as a stream parameter to the real sidecar process: a high target spends far more
+    than a low one on the same content, and every hinted segment says what it used."""
+    busy, _ = motion_and_still
+    spent = {}
+    for target in ("97", "60"):
+        out = tmp_path / target
+        run_sidecast("run", str(busy), "-o", str(out), "--sidecars", "bitrate", "--target-vmaf", target,
+                     "--ladder", "360p:800k", "--no-audio", "--snapshots-fps", "0", "--no-progress", check=True)
+        rs = rows(out)
+        assert sum(bool(r["hinted"]) for r in rs) >= len(rs) - 1
+        spent[target] = sum(int(r["bytes"]) for r in rs)
+        assert_bandwidth_truthful(out)
+    assert spent["97"] > 2 * spent["60"], spent
