@@ -77,9 +77,13 @@ def refeature(table: dict[str, np.ndarray]) -> None:
             table.setdefault(name, np.zeros(len(table["clip"])))[sel] = v
 
 
+BASE_COLUMNS = ("clip", "split", "genre", "source", "segment", "display_height", "display_width", "height", "width",
+                "scale", "crf", "max_bitrate", "bits", "kbps", "vmaf")
+
+
 def write_corpus(table: dict[str, np.ndarray], path: Path) -> None:
     """The table back to CSV, its feature columns those of ``FEATURE_NAMES`` (after ``refeature``)."""
-    fixed = [k for k in table if k not in FEATURE_NAMES]
+    fixed = [k for k in BASE_COLUMNS if k in table]
     cols = [*fixed, *FEATURE_NAMES]
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
