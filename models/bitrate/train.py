@@ -431,7 +431,8 @@ def main(argv: list[str] | None = None) -> int:
         "eval_simulated_hull_no_resize": simulate(table, evals, net.forward, replace(chosen, scales=(1.0,))),
         "eval_perfect_model_hull": simulate(table, evals, None, chosen),
         "eval_perfect_model_hull_no_resize": simulate(table, evals, None, replace(chosen, scales=(1.0,))),
-        "eval_simulated_target": {str(t): simulate(table, evals, net.forward, Policy(mode="target", target_vmaf=t))
+        "eval_simulated_target": {str(t): simulate(table, evals, net.forward, replace(chosen, mode="target",
+                                                                                      target_vmaf=t))
                                   for t in TARGETS},
     }
     (args.output.with_name("metrics.json")).write_text(json.dumps(metrics, indent=2) + "\n")
