@@ -92,6 +92,9 @@ def test_hull_policy_takes_the_fewest_bits_at_the_static_quality_smaller_picture
     assert choose(crfs, (1.0, 0.75), np.stack([full_v, full_v - 20]), r, 87.0, p) == (1.0, 24.0)
     # nothing reaches the guard (a reference above every point): keep the static settings
     assert choose(crfs, (1.0, 0.75), v, r, 200.0, p) is None
+    # ... unless the static encode is a fixed rate above what the best allowed quality costs: take that point
+    assert choose(crfs, (1.0, 0.75), v, r, 200.0, replace(p, min_crf=16.0), static_kbps=5000.0) == (1.0, 16.0)
+    assert choose(crfs, (1.0, 0.75), v, r, 200.0, replace(p, min_crf=16.0), static_kbps=1000.0) is None
 
 
 def test_target_policy_reaches_the_target_with_the_fewest_bits() -> None:

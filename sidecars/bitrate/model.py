@@ -125,14 +125,16 @@ def static_reference(crfs: np.ndarray, vmaf: np.ndarray, kbps: np.ndarray, stati
 
 
 def choose(crfs: np.ndarray, scales: Sequence[float], vmaf: np.ndarray, kbps: np.ndarray, reference: float,
-           policy: Policy) -> tuple[float, float] | None:
+           policy: Policy, static_kbps: float | None = None) -> tuple[float, float] | None:
     """The (scale, CRF) for one rendition of one segment, or None for "keep the static settings".
 
     ``vmaf`` and ``kbps`` are (len(scales), len(crfs)) predictions. Each scale's quality curve is made
     monotone (quality never rises with CRF) before it is read, so a wiggle of the model cannot pick a CRF
     above a worse one. Among the admissible points (hull: within ``max_drop`` of ``reference``; target:
     at least ``target_vmaf``) the one with the fewest predicted bits wins; ties go to the larger picture,
-    then the higher CRF.
+    then the higher CRF. When no point is admissible, hull keeps the static settings, unless ``static_kbps``
+    (what the static encode spends: a fixed-bitrate rung's rate) is more than the best predicted quality in
+    range costs: then that point, as good as the encoder is allowed to make it and cheaper.
     """
     crfs = np.asarray(crfs, dtype=np.float64)
     v = np.minimum.accumulate(np.asarray(vmaf, dtype=np.float64).reshape(len(scales), -1), axis=1)
@@ -142,9 +144,11 @@ def choose(crfs: np.ndarray, scales: Sequence[float], vmaf: np.ndarray, kbps: np
     margin = np.array([0.0 if s >= 1.0 else policy.resize_margin for s in scales])[:, None]
     ok = in_range & (v >= required + margin)
     if not ok.any():
+        masked = np.where(in_range, v, -np.inf)
+        i, j = np.unravel_index(int(np.argmax(masked)), masked.shape)
         if policy.mode == "target":  # unreachable: the best predicted quality, up to the cap
-            masked = np.where(in_range, v, -np.inf)
-            i, j = np.unravel_index(int(np.argmax(masked)), masked.shape)
+            return float(scales[i]), float(crfs[j])
+        if static_kbps is not None and r[i, j] < static_kbps:
             return float(scales[i]), float(crfs[j])
         return None
     cost = np.where(ok, r, np.inf)
@@ -223,7 +227,7 @@ def decide(model: RateModel, features: np.ndarray, renditions: Sequence[Renditio
         kbps = 2.0 ** log_rate[i]
         static_kbps = r.max_bitrate / 1000.0 if r.rate_control == "vbr" else None
         ref = static_reference(CRF_GRID, vmaf[i, 0], kbps[0], r.crf, static_kbps, policy)
-        choice = choose(CRF_GRID, scales, vmaf[i], kbps, ref, policy)
+        choice = choose(CRF_GRID, scales, vmaf[i], kbps, ref, policy, static_kbps=static_kbps)
         if choice is None:
             hints.append(RenditionHint(rendition=r.name, crf=0.0, max_bitrate=int(r.max_bitrate)))
             continue
