@@ -222,7 +222,8 @@ def groups(table: dict[str, np.ndarray], mask: np.ndarray) -> dict[Key, np.ndarr
     """Row indices of each (clip, segment, rung) among the selected rows."""
     out: dict[Key, list[int]] = {}
     for i in np.flatnonzero(mask):
-        out.setdefault((str(table["clip"][i]), int(table["segment"][i]), int(table["display_height"][i])), []).append(i)
+        out.setdefault((str(table["clip"][i]), int(table["segment"][i]), int(table["display_height"][i])),
+                       []).append(int(i))
     return {k: np.array(v) for k, v in out.items()}
 
 
@@ -237,7 +238,10 @@ def measured_at(crfs: np.ndarray, vmaf: np.ndarray, bits: np.ndarray, crf: float
     return float(2.0 ** b), float(min(100.0, v))
 
 
-def measured_curves(table: dict[str, np.ndarray], rows: np.ndarray) -> dict[float, tuple[np.ndarray, ...]]:
+Curve = tuple[np.ndarray, np.ndarray, np.ndarray]  # CRFs, VMAF, bits of one scale, sorted by CRF
+
+
+def measured_curves(table: dict[str, np.ndarray], rows: np.ndarray) -> dict[float, Curve]:
     """scale -> (crfs, vmaf, bits) sorted by CRF, for one (clip, segment, rung)."""
     out = {}
     for s in SCALES:
@@ -248,12 +252,12 @@ def measured_curves(table: dict[str, np.ndarray], rows: np.ndarray) -> dict[floa
     return out
 
 
-def decide_on(curves: dict[float, tuple[np.ndarray, ...]], pred: np.ndarray | None, policy: Policy
+def decide_on(curves: dict[float, Curve], pred: np.ndarray | None, policy: Policy
               ) -> tuple[float, float] | None:
     """The policy's choice from predicted points (``pred``: (scales, CRF_GRID, 2)) or, with ``pred=None``,
     from the measured curves themselves (a perfect model)."""
     if pred is None:
-        pts = np.array([[measured_at(*curves[s], c) for c in CRF_GRID] for s in SCALES])
+        pts = np.array([[measured_at(*curves[s], float(c)) for c in CRF_GRID] for s in SCALES])
         vm, kb = pts[..., 1], pts[..., 0]
     else:
         vm, kb = pred[..., 0], 2.0 ** pred[..., 1]

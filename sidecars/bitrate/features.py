@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from fractions import Fraction
+from typing import Any
 
 import av
 import cv2
@@ -175,14 +176,14 @@ class ProbeEncoder:
     """
 
     def __init__(self) -> None:
-        self._ctx: av.CodecContext | None = None
+        self._ctx: Any = None  # av.VideoCodecContext (PyAV's stubs type create() as the base class)
         self._bits: list[int] = []
         self._chroma: np.ndarray | None = None
         self._shape: tuple[int, int] | None = None
         self._n = 0
 
-    def _open(self, w: int, h: int) -> av.CodecContext:
-        ctx = av.CodecContext.create("libx264", "w")
+    def _open(self, w: int, h: int) -> Any:
+        ctx: Any = av.CodecContext.create("libx264", "w")
         ctx.width, ctx.height, ctx.pix_fmt = w, h, "yuv420p"
         ctx.time_base = Fraction(1, 10)
         ctx.framerate = Fraction(10)

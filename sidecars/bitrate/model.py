@@ -145,18 +145,18 @@ def choose(crfs: np.ndarray, scales: Sequence[float], vmaf: np.ndarray, kbps: np
     ok = in_range & (v >= required + margin)
     if not ok.any():
         masked = np.where(in_range, v, -np.inf)
-        i, j = np.unravel_index(int(np.argmax(masked)), masked.shape)
+        bi, bj = (int(k) for k in np.unravel_index(int(np.argmax(masked)), masked.shape))
         if policy.mode == "target":  # unreachable: the best predicted quality, up to the cap
-            return float(scales[i]), float(crfs[j])
-        if static_kbps is not None and r[i, j] < static_kbps:
-            return float(scales[i]), float(crfs[j])
+            return float(scales[bi]), float(crfs[bj])
+        if static_kbps is not None and r[bi, bj] < static_kbps:
+            return float(scales[bi]), float(crfs[bj])
         return None
     cost = np.where(ok, r, np.inf)
     best = cost.min()
-    cand = np.argwhere(cost <= best * (1 + 1e-9))
+    cand: list[list[int]] = np.argwhere(cost <= best * (1 + 1e-9)).tolist()
     # larger picture first (scales are given largest first), then the highest CRF
-    i, j = min(cand.tolist(), key=lambda ij: (-scales[ij[0]], -crfs[ij[1]]))
-    return float(scales[i]), float(crfs[j])
+    ci, cj = min(cand, key=lambda ij: (-scales[ij[0]], -crfs[ij[1]]))
+    return float(scales[ci]), float(crfs[cj])
 
 
 def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
