@@ -93,6 +93,24 @@ def segment_settings(rate_control: RateControl, rung_crf: float, rung_cap: int, 
     return (None if rate_control == "vbr" else rung_crf), cap
 
 
+def segment_size(rung_width: int, rung_height: int, hint_width: int, hint_height: int) -> tuple[int, int]:
+    """The picture size one segment of a rung is encoded at: the hint's, when it is a valid smaller size.
+
+    A hint may ask for a segment to be encoded below the rung's declared size (the per-segment resolution
+    choice: a hard segment can look better at fewer pixels for the same bits); the player scales it up
+    to the size it shows. Accepted: both dimensions set, at most the rung's, at least a quarter of its
+    height (and 16 px), the rung's aspect within 2% (the player keeps the decoded picture's aspect, so
+    another aspect would change the framing). Odd sizes are rounded down to even. Anything else, or no
+    size (0), is the rung's own size.
+    """
+    w, h = hint_width - hint_width % 2, hint_height - hint_height % 2
+    if w <= 0 or h <= 0 or w > rung_width or h > rung_height or h < max(16, rung_height // 4):
+        return rung_width, rung_height
+    if abs((w / h) / (rung_width / rung_height) - 1.0) > 0.02:
+        return rung_width, rung_height
+    return w, h
+
+
 def declared_bandwidth(max_bitrate: int, segment_duration: float) -> int:
     """An upper bound of a segment's peak bit rate, declared while live (before it is measured).
 

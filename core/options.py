@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sidecast.contract.errors import ConfigError
-from sidecast.contract.params import MAX_PAN_SPEED_RANGE, SAFE_MARGIN_RANGE, parse_aspect
+from sidecast.contract.params import MAX_PAN_SPEED_RANGE, SAFE_MARGIN_RANGE, TARGET_VMAF_RANGE, parse_aspect
 
 from .breaks import parse_break_at
 from .ladder import DEFAULT_LADDER, RateControl, Rung, parse_ladder, parse_rate_control
@@ -147,6 +147,11 @@ class RunOptions:
         help="static ladder: crf = capped CRF, each rung's CRF under its bitrate as a cap (default); vbr = "
              "fixed-bitrate ladder, each rung at its bitrate (x264 ABR, same cap). A bitrate hint makes its "
              "segment capped CRF in either mode (docs/bitrate.md)"))
+    target_vmaf: float | None = field(default=None, metadata=opt(
+        "--target-vmaf", parse=_number("--target-vmaf", *TARGET_VMAF_RANGE), metavar="N",
+        help="with a bitrate sidecar: aim every segment of every rung at VMAF N (at the rung's display size) "
+             "instead of the static CRF; segments that cannot reach N spend up to the rung's cap "
+             "(docs/bitrate.md)"))
     audio: bool = field(default=True, metadata=opt("--no-audio", negate=True, help="ignore the source's audio"))
     sidecars: list[str] = field(default_factory=list, metadata=opt(
         "--sidecars", parse=_csv, help="comma-separated sidecars to start locally (e.g. stt,autocrop)"))

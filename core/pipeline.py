@@ -28,6 +28,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from sidecast.contract.params import (
+    BITRATE_TARGET_VMAF,
     CAPTIONS_LANGUAGE,
     CAPTIONS_TRANSLATE,
     VERTICAL_ASPECT,
@@ -250,6 +251,8 @@ class Pipeline:
         }
         if self.cfg.captions_translate:
             params[CAPTIONS_TRANSLATE] = ",".join(self.cfg.captions_translate)
+        if self.cfg.target_vmaf is not None:
+            params[BITRATE_TARGET_VMAF] = f"{self.cfg.target_vmaf:g}"
         return StreamInfo(
             stream_id=self.out.name,
             source_width=opened.width,
@@ -308,7 +311,8 @@ class Pipeline:
             # Decode only what is looked at: every frame for video sidecars, keyframes for snapshots.
             self.source.decode_video = "all" if wants_video else ("keyframes" if self.cfg.snapshots_fps > 0 else "none")
         else:
-            main = VideoLadder(ctx, rungs, self._pool, kind="main", rate_control=self.cfg.rate_control)
+            main = VideoLadder(ctx, rungs, self._pool, kind="main", rate_control=self.cfg.rate_control,
+                               hint_producers=tuple(lk.name for lk in self.producers("bitrate_hints")))
         self.ladders = [main]
         self.outputs = [main]
         if self._want_vertical() and not self.cfg.passthrough:

@@ -3,8 +3,11 @@
 Encoding uses PyAV's libx264 with ``core.ladder.x264_options`` (capped CRF, one closed GOP per segment),
 so a training label means exactly what it will mean in the core. VMAF (model vmaf_v0.6.1, built into
 libvmaf) is measured with the static FFmpeg shipped in the ``imageio-ffmpeg`` wheel, because Debian's and
-PyAV's FFmpeg are built without libvmaf. Quality is measured at the rendition's own resolution: the
-reference is the source scaled to the rendition size with the same scaler the encode input used.
+PyAV's FFmpeg are built without libvmaf. Quality is measured at the *display size* of the rendition (its
+declared RESOLUTION, the size a player that picked it for a viewport of that size shows it at): an encode
+made smaller than its rendition is scaled back up (bicubic) before it is compared, and the reference is the
+source scaled to the display size with the same scaler the encode input used. PSNR (luma) and SSIM come
+from the same libvmaf pass when asked for.
 
 Training and benchmarking only: the sidecar itself never imports this module.
 """
@@ -27,13 +30,32 @@ from sidecast.sidecars.bitrate.features import ANALYSIS_FPS, analysis_size
 
 @dataclass
 class Segment:
-    """One segment of a source clip: its frames at every size the corpus or bench needs."""
+    """One segment of a source clip: its analysis frames, and its source frames scaled to any size asked."""
 
     clip: str
     index: int
     fps: Fraction
     analysis: list[np.ndarray]  # gray8 frames at ANALYSIS_FPS, ANALYSIS_WIDTH wide
-    renditions: dict[int, list[av.VideoFrame]]  # height -> yuv420p frames at that height
+    source: list[av.VideoFrame]  # the source frames (yuv420p)
+    _sized: dict[tuple[int, int], list[av.VideoFrame]] | None = None
+
+    def at(self, height: int, width: int | None = None) -> list[av.VideoFrame]:
+        """The source frames scaled (bicubic, as the core's encoder input) to ``height`` (width: aspect)."""
+        src_w, src_h = self.source[0].width, self.source[0].height
+        w = width or even(src_w * height / src_h)
+        if self._sized is None:
+            self._sized = {}
+        key = (w, height)
+        if key not in self._sized:
+            if (w, height) == (src_w, src_h):
+                self._sized[key] = self.source
+            else:
+                self._sized[key] = [fr.reformat(width=w, height=height, format="yuv420p", interpolation="BICUBIC")
+                                    for fr in self.source]
+        return self._sized[key]
+
+    def drop_sizes(self) -> None:
+        self._sized = None
 
 
 def ffmpeg_exe() -> str:
@@ -49,9 +71,10 @@ def even(x: float) -> int:
     return max(2, int(round(x / 2.0)) * 2)
 
 
-def load_segments(path: Path, clip: str, heights: Sequence[int], segment_duration: float = 2.0
+def load_segments(path: Path, clip: str, heights: Sequence[int] = (), segment_duration: float = 2.0
                   ) -> list[Segment]:
-    """Decode a (lossless) source clip into whole segments, keeping analysis frames and rendition frames."""
+    """Decode a (lossless) source clip into whole segments, keeping analysis frames and source frames
+    (``heights``: sizes to prepare now; any other is scaled on first use)."""
     segments: list[Segment] = []
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -72,11 +95,11 @@ def load_segments(path: Path, clip: str, heights: Sequence[int], segment_duratio
             if t + 1e-6 >= next_t:
                 analysis.append(fr.reformat(width=aw, height=ah, format="gray").to_ndarray())
                 next_t += 1.0 / ANALYSIS_FPS
-        rend = {}
+        src = [fr if fr.format.name == "yuv420p" else fr.reformat(format="yuv420p") for fr in chunk]
+        seg = Segment(clip, s, fps, analysis, src)
         for h in heights:
-            w = even(src_w * h / src_h)
-            rend[h] = [fr.reformat(width=w, height=h, format="yuv420p", interpolation="BICUBIC") for fr in chunk]
-        segments.append(Segment(clip, s, fps, analysis, rend))
+            seg.at(h)
+        segments.append(seg)
     return segments
 
 
@@ -115,17 +138,37 @@ def encode(frames: Sequence[av.VideoFrame], fps: Fraction, crf: float | None, ma
     return bits
 
 
-def vmaf(distorted: Path, reference: Path, fps: Fraction, threads: int = 2) -> float:
-    """Mean VMAF (vmaf_v0.6.1) of an encode against its same-size reference.
+@dataclass(frozen=True)
+class Scores:
+    vmaf: float
+    psnr: float = float("nan")  # luma PSNR, dB (mean over frames)
+    ssim: float = float("nan")  # luma SSIM (float_ssim)
 
+
+def vmaf(distorted: Path, reference: Path, fps: Fraction, threads: int = 2, subsample: int = 1) -> float:
+    """Mean VMAF (vmaf_v0.6.1) of an encode against its reference (scaled up to the reference's size)."""
+    return scores(distorted, reference, fps, threads, subsample).vmaf
+
+
+def scores(distorted: Path, reference: Path, fps: Fraction, threads: int = 2, subsample: int = 1,
+           psnr_ssim: bool = False) -> Scores:
+    """Mean VMAF (vmaf_v0.6.1), and with ``psnr_ssim`` luma PSNR and SSIM, of an encode against its reference.
+
+    An encode smaller than the reference is scaled up to it (bicubic) first: quality at the display size.
+    ``subsample`` scores every n-th frame only (libvmaf ``n_subsample``; the corpus uses 3 to save time).
     Both inputs are re-stamped frame by frame (N-th frame at N/fps) before libvmaf pairs them: Matroska's
     millisecond clock and the y4m's exact rate disagree at 30 fps, and libvmaf's time-based pairing would
     then compare neighbouring frames and report a motion clip as badly encoded.
     """
     log = distorted.with_suffix(".vmaf.json")
     tb = f"{fps.denominator}/{fps.numerator}"
-    graph = (f"[0:v]settb={tb},setpts=N[d];[1:v]settb={tb},setpts=N[r];"
-             f"[d][r]libvmaf=n_threads={threads}:log_fmt=json:log_path={log}")
+    with open(reference, "rb") as fh:
+        header = fh.readline().decode().split()
+    rw = next(int(t[1:]) for t in header if t.startswith("W"))
+    rh = next(int(t[1:]) for t in header if t.startswith("H"))
+    feats = ":feature=name=psnr|name=float_ssim" if psnr_ssim else ""
+    graph = (f"[0:v]scale={rw}:{rh}:flags=bicubic,settb={tb},setpts=N[d];[1:v]settb={tb},setpts=N[r];"
+             f"[d][r]libvmaf=n_threads={threads}:n_subsample={subsample}{feats}:log_fmt=json:log_path={log}")
     cmd = [
         ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(distorted), "-i", str(reference),
         "-lavfi", graph, "-f", "null", "-",
@@ -133,6 +176,8 @@ def vmaf(distorted: Path, reference: Path, fps: Fraction, threads: int = 2) -> f
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"libvmaf failed: {proc.stderr.strip()[-400:]}")
-    data = json.loads(log.read_text())
+    data = json.loads(log.read_text())["pooled_metrics"]
     log.unlink()
-    return float(data["pooled_metrics"]["vmaf"]["mean"])
+    if psnr_ssim:
+        return Scores(float(data["vmaf"]["mean"]), float(data["psnr_y"]["mean"]), float(data["float_ssim"]["mean"]))
+    return Scores(float(data["vmaf"]["mean"]))

@@ -380,7 +380,8 @@ def result_to_pb(r: Result) -> pb2.Result:
                 segment=r.segment,
                 complexity=r.complexity,
                 renditions=[
-                    pb2.RenditionHint(rendition=h.rendition, crf=h.crf, max_bitrate=h.max_bitrate)
+                    pb2.RenditionHint(rendition=h.rendition, crf=h.crf, max_bitrate=h.max_bitrate, width=h.width,
+                                      height=h.height)
                     for h in r.renditions
                 ],
             ),
@@ -426,7 +427,9 @@ def result_from_pb(msg: pb2.Result) -> Result:
             end=msg.end,
             complexity=b.complexity,
             renditions=tuple(
-                RenditionHint(rendition=h.rendition, crf=h.crf, max_bitrate=h.max_bitrate) for h in b.renditions
+                RenditionHint(rendition=h.rendition, crf=h.crf, max_bitrate=h.max_bitrate, width=h.width,
+                              height=h.height)
+                for h in b.renditions
             ),
         )
     if kind == "generic":

@@ -15,10 +15,12 @@ VERTICAL_MAX_PAN_SPEED = "vertical.max_pan_speed"  # fraction of the source widt
 VERTICAL_LOOKAHEAD = "vertical.lookahead"      # seconds the crop path may look ahead
 CAPTIONS_LANGUAGE = "captions.language"        # the source language ("en"), or "auto"
 CAPTIONS_TRANSLATE = "captions.translate"      # "es,pt": one translated cue track per language
+BITRATE_TARGET_VMAF = "bitrate.target_vmaf"    # "93": bitrate hints aim each segment at this VMAF
 
 SAFE_MARGIN_RANGE = (0.0, 0.4)
 MAX_PAN_SPEED_RANGE = (0.01, 10.0)
 LOOKAHEAD_RANGE = (0.0, 5.0)
+TARGET_VMAF_RANGE = (20.0, 100.0)
 
 
 def parse_aspect(text: str) -> tuple[int, int]:
@@ -51,5 +53,6 @@ def parse_languages(text: str) -> list[str]:
 __all__ = [
     "VERTICAL_ASPECT", "VERTICAL_SAFE_MARGIN", "VERTICAL_MAX_PAN_SPEED", "VERTICAL_LOOKAHEAD",
     "CAPTIONS_LANGUAGE", "CAPTIONS_TRANSLATE", "SAFE_MARGIN_RANGE", "MAX_PAN_SPEED_RANGE", "LOOKAHEAD_RANGE",
+    "BITRATE_TARGET_VMAF", "TARGET_VMAF_RANGE",
     "parse_aspect", "parse_number", "parse_languages",
 ]

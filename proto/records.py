@@ -251,9 +251,15 @@ class Crop:
 
 @dataclass(frozen=True)
 class RenditionHint:
+    """One rendition's settings for one segment. ``crf`` 0 and ``max_bitrate`` 0 keep the static values;
+    ``width``/``height`` (both set) encode the segment at that size, at most the rendition's declared size
+    (the player scales it up; the master playlist keeps declaring the rendition's size); 0 = its own size."""
+
     rendition: str
     crf: float = 0.0
     max_bitrate: int = 0
+    width: int = 0
+    height: int = 0
 
 
 @dataclass(frozen=True)

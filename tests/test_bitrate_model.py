@@ -13,9 +13,9 @@ import pytest
 
 from sidecast.contract.records import RenditionInfo
 from sidecast.core.ladder import DEFAULT_LADDER
-from sidecast.sidecars.bitrate import FEATURE_NAMES, Policy, RateModel, choose_crf, decide, segment_features
+from sidecast.sidecars.bitrate import FEATURE_NAMES, Policy, RateModel, choose, decide, segment_features
 from sidecast.sidecars.bitrate.features import FeatureError
-from sidecast.sidecars.bitrate.model import CRF_GRID, ModelError
+from sidecast.sidecars.bitrate.model import CRF_GRID, SCALES, ModelError
 
 MODELS = Path(__file__).resolve().parents[1] / "models" / "bitrate"
 
@@ -46,11 +46,13 @@ def test_model_file_loads_and_predicts_both_outputs(model: RateModel) -> None:
     row = int(np.flatnonzero(table["clip"] == "bikes")[0])
     feats = np.array([table[n][row] for n in FEATURE_NAMES], np.float32)
     vmaf, log_rate = model.curves(feats, [360, 720])
-    assert vmaf.shape == log_rate.shape == (2, len(CRF_GRID))
+    assert vmaf.shape == log_rate.shape == (2, len(SCALES), len(CRF_GRID))
     assert np.isfinite(vmaf).all() and np.isfinite(log_rate).all()
     # quality and rate fall as CRF rises, over the whole grid, on average
-    assert vmaf[:, 0].mean() > vmaf[:, -1].mean() + 10
-    assert log_rate[:, 0].mean() > log_rate[:, -1].mean() + 1
+    assert vmaf[..., 0].mean() > vmaf[..., -1].mean() + 10
+    assert log_rate[..., 0].mean() > log_rate[..., -1].mean() + 1
+    # a smaller picture costs fewer bits at the same CRF
+    assert (log_rate[:, 0, :] > log_rate[:, -1, :]).mean() > 0.9
 
 
 def test_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -62,44 +64,58 @@ def test_model_card_heldout_error_is_reproduced_from_the_corpus_table(model: Rat
     train = _train_module()
     table = train.load_corpus(MODELS / "corpus.csv")
     assert {"train", "eval"} <= set(table["split"])
-    assert not set(table["clip"][table["split"] == "train"]) & set(table["clip"][table["split"] == "eval"])
-    m = train.heldout_metrics(table, model.predict, Policy().target_vmaf)
-    assert m["vmaf_mae"] == pytest.approx(_card_figure("held-out VMAF MAE"), abs=0.01)
-    assert m["crf_for_target_mae"] == pytest.approx(_card_figure("held-out CRF-for-target MAE"), abs=0.01)
-    assert m["rate_mae_pct"] == pytest.approx(_card_figure("held-out bit-rate error %"), abs=0.05)
+    sources = {s: set(table["split"][table["source"] == s]) for s in set(table["source"])}
+    assert all(len(v) == 1 for v in sources.values()), "no source on both sides of the split"
+    assert set(table["genre"][table["split"] == "eval"]) <= set(table["genre"][table["split"] == "train"])
+    m = train.heldout_metrics(table, model.predict)
+    assert m["vmaf_mae"] == pytest.approx(_card_figure("held-out VMAF MAE, all rungs"), abs=0.01)
+    for rung in ("360", "480", "720"):
+        assert m["vmaf_mae_per_rung"][rung] == pytest.approx(_card_figure(f"held-out VMAF MAE, {rung}p"), abs=0.01)
+    assert m["rate_err_pct"] == pytest.approx(_card_figure("held-out bit-rate error %"), abs=0.05)
+
+
+def test_hull_policy_takes_the_fewest_bits_at_the_static_quality_smaller_pictures_included() -> None:
+    crfs = np.arange(16.0, 40.0, 1.0)
+    full_v = 110.0 - crfs  # 87 at the static CRF 23
+    full_r = 1000.0 * 2.0 ** (-(crfs - 23) / 6)
+    soft_v = 109.0 - crfs  # a 0.75 picture loses one point at any CRF...
+    soft_r = 0.6 * full_r  # ...for 40% fewer bits
+    p = Policy(max_drop=1.0, scales=(1.0, 0.75), resize_margin=0.0)
+    v, r = np.stack([full_v, soft_v]), np.stack([full_r, soft_r])
+    # full size: down to 86 -> CRF 24 at 891 kbit/s; 0.75: 86 at CRF 23 -> 600 kbit/s: the smaller picture wins
+    assert choose(crfs, (1.0, 0.75), v, r, 87.0, p) == (0.75, 23.0)
+    # a resize margin asks the smaller picture for more than the guard: 2 points -> CRF 21 (756 kbit/s, still
+    # cheaper); 10 points -> out of its reach, the full picture at CRF 24
+    assert choose(crfs, (1.0, 0.75), v, r, 87.0, replace(p, resize_margin=2.0)) == (0.75, 21.0)
+    assert choose(crfs, (1.0, 0.75), v, r, 87.0, replace(p, resize_margin=10.0)) == (1.0, 24.0)
+    # when the smaller picture loses more than the guard, it is never taken
+    assert choose(crfs, (1.0, 0.75), np.stack([full_v, full_v - 20]), r, 87.0, p) == (1.0, 24.0)
+    # nothing reaches the guard (a reference above every point): keep the static settings
+    assert choose(crfs, (1.0, 0.75), v, r, 200.0, p) is None
+    # ... unless the static encode is a fixed rate above what the best allowed quality costs: take that point
+    assert choose(crfs, (1.0, 0.75), v, r, 200.0, replace(p, min_crf=16.0), static_kbps=5000.0) == (1.0, 16.0)
+    assert choose(crfs, (1.0, 0.75), v, r, 200.0, replace(p, min_crf=16.0), static_kbps=1000.0) is None
 
 
 def test_target_policy_reaches_the_target_with_the_fewest_bits() -> None:
     crfs = np.arange(16.0, 40.0, 1.0)
-    target = Policy(mode="target", target_vmaf=93.0, max_drop=1.0)
-    curve = 110.0 - 1.0 * crfs  # 93 at CRF 17, 87 at the static 23
-    assert choose_crf(crfs, curve, 23.0, target) == 17.0
-    easy = 130.0 - 1.0 * crfs  # far above the target: 107 at the static 23
-    # never more than max_drop below the static CRF's quality: 107 - 1 = 106 -> CRF 24
-    assert choose_crf(crfs, easy, 23.0, target) == 24.0
-    assert choose_crf(crfs, easy, 23.0, replace(target, max_drop=100.0, max_crf=30)) == 30.0
-    hopeless = np.full_like(crfs, 50.0)
-    assert choose_crf(crfs, hopeless, 23.0, replace(target, min_crf=18.0)) == 18.0
+    v = np.stack([110.0 - crfs, 108.0 - crfs])
+    r = np.stack([1000.0 * 2.0 ** (-(crfs - 23) / 6), 500.0 * 2.0 ** (-(crfs - 23) / 6)])
+    target = Policy(mode="target", target_vmaf=93.0, scales=(1.0, 0.5), resize_margin=0.0)
+    # 93 at CRF 17 full size (1996 kbit/s) or CRF 15 at half (out of range): full size, CRF 17
+    assert choose(crfs, (1.0, 0.5), v, r, 0.0, target) == (1.0, 17.0)
+    # target 85: CRF 25 full (794) or CRF 23 half (500): the half picture
+    assert choose(crfs, (1.0, 0.5), v, r, 0.0, replace(target, target_vmaf=85.0)) == (0.5, 23.0)
+    # unreachable: the best quality there is, at the rung's size and the lowest CRF
+    assert choose(crfs, (1.0, 0.5), v, r, 0.0, replace(target, target_vmaf=99.5)) == (1.0, 16.0)
 
 
-def test_slope_policy_buys_quality_where_it_is_cheap_and_saves_where_it_is_dear() -> None:
-    crfs = np.arange(16.0, 40.0, 1.0)
-    curve = 110.0 - 1.0 * crfs  # one VMAF point per CRF step, everywhere
-    cheap = 100.0 * 2.0 ** (-(crfs - 23) / 6)  # 100 kbit/s at CRF 23: a VMAF point costs ~12 kbit/s
-    dear = 4000.0 * 2.0 ** (-(crfs - 23) / 6)  # 4 Mbit/s at CRF 23: a VMAF point costs ~460 kbit/s
-    slope = Policy(mode="slope", vmaf_per_mbps=16.0, max_drop=1.0)
-    assert choose_crf(crfs, curve, 23.0, slope, kbps=cheap) == 16.0  # min CRF: quality is nearly free
-    assert choose_crf(crfs, curve, 23.0, slope, kbps=dear) == 24.0  # up to the 1-point guard, no further
-    assert choose_crf(crfs, curve, 23.0, replace(slope, max_drop=100.0), kbps=dear) > 24.0
-    with pytest.raises(ValueError, match="rate curve"):
-        choose_crf(crfs, curve, 23.0, slope)
-
-
-def test_choose_crf_ignores_a_wiggle_in_the_curve() -> None:
+def test_choose_ignores_a_wiggle_in_the_curve() -> None:
     crfs = np.arange(16.0, 40.0, 1.0)
     curve = 110.0 - crfs
     curve[10] = 99.0  # a spurious bump at CRF 26
-    assert choose_crf(crfs, curve, 23.0, Policy(mode="target", target_vmaf=93.0, max_drop=100.0)) == 17.0
+    rate = 1000.0 * 2.0 ** (-(crfs - 23) / 6)
+    assert choose(crfs, (1.0,), curve[None], rate[None], 0.0, Policy(mode="target", target_vmaf=93.0)) == (1.0, 17.0)
 
 
 def test_features_see_motion_cuts_and_detail() -> None:
@@ -111,38 +127,45 @@ def test_features_see_motion_cuts_and_detail() -> None:
     noisy = [rng.integers(0, 256, (72, 128), dtype=np.uint8) for _ in range(5)]
     busy = segment_features(noisy)
     assert busy[ti] > 50 and busy[FEATURE_NAMES.index("si_mean")] > still[FEATURE_NAMES.index("si_mean")]
+    # the probe encoder: noise costs an encoder far more bits than a flat picture (whose intra frame is mostly
+    # the headers x264 writes), intra and inter
+    for name in ("probe_intra_bpp", "probe_inter_bpp"):
+        i = FEATURE_NAMES.index(name)
+        assert busy[i] > 10 * max(still[i], 1e-3), (name, busy[i], still[i])
     cut = segment_features([flat, flat, np.full((72, 128), 20, np.uint8), np.full((72, 128), 20, np.uint8)])
     assert cut[FEATURE_NAMES.index("cut_rate")] == pytest.approx(1 / 3)
     with pytest.raises(FeatureError, match="gray8"):
         segment_features([np.zeros((72, 128, 3), np.uint8)])
 
 
-def test_decide_keeps_every_rendition_at_or_under_its_cap(model: RateModel) -> None:
-    rends = [RenditionInfo(r.name, r.height * 16 // 9, r.height, r.max_bitrate, r.crf) for r in DEFAULT_LADDER]
-    rng = np.random.default_rng(3)
-    for _ in range(20):
-        feats = rng.uniform(0, 60, len(FEATURE_NAMES)).astype(np.float32)
-        hints, complexity = decide(model, feats, rends, Policy())
-        assert [h.rendition for h in hints] == [r.name for r in rends]
-        for h, r in zip(hints, rends, strict=True):
-            assert h.max_bitrate == r.max_bitrate and 16 <= h.crf <= 38
-        assert 0.0 <= complexity <= 1.0
+def test_decide_keeps_every_rendition_at_or_under_its_cap_and_sizes_valid(model: RateModel) -> None:
+    from sidecast.core.ladder import segment_size
+
+    rends = [RenditionInfo(r.name, r.height * 16 // 9 & ~1, r.height, r.max_bitrate, r.crf) for r in DEFAULT_LADDER]
+    table = _train_module().load_corpus(MODELS / "corpus.csv")
+    firsts = [int(np.flatnonzero(table["clip"] == c)[0]) for c in sorted(set(table["clip"]))]
+    resized = 0
+    for row in firsts:
+        feats = np.array([table[n][row] for n in FEATURE_NAMES], np.float32)
+        for policy in (Policy(), Policy(mode="target", target_vmaf=90.0)):
+            hints, complexity = decide(model, feats, rends, policy)
+            assert [h.rendition for h in hints] == [r.name for r in rends]
+            for h, r in zip(hints, rends, strict=True):
+                assert h.max_bitrate == r.max_bitrate and (h.crf == 0 or 16 <= h.crf <= 38)
+                if h.width:
+                    resized += 1
+                    assert segment_size(r.width, r.height, h.width, h.height) == (h.width, h.height) != (r.width, r.height)
+            assert 0.0 <= complexity <= 1.0
+    assert resized, "some corpus content is encoded below its rung's size"
 
 
 def test_default_policy_is_the_operating_point_training_chose() -> None:
     import json
 
     metrics = json.loads((MODELS / "metrics.json").read_text())
-    assert Policy().mode == "slope"
-    assert Policy().vmaf_per_mbps == metrics["chosen_vmaf_per_mbps"]
+    assert Policy().mode == "hull" and Policy().scales == SCALES
     assert Policy().max_drop == metrics["chosen_max_drop"]
-
-
-def test_default_vbr_margin_is_the_one_training_chose() -> None:
-    import json
-
-    metrics = json.loads((MODELS / "metrics.json").read_text())
-    assert Policy().vbr_margin == metrics["chosen_vbr_margin"]
+    assert Policy().resize_margin == metrics["chosen_resize_margin"]
 
 
 def test_vmaf_at_rate_reads_the_best_quality_that_fits_the_rate() -> None:
@@ -157,34 +180,17 @@ def test_vmaf_at_rate_reads_the_best_quality_that_fits_the_rate() -> None:
     assert vmaf_at_rate(vmaf, kbps, 1.0) == pytest.approx(71.0)  # always above it: the highest CRF
 
 
-def test_the_guard_follows_the_static_ladder_the_core_uses() -> None:
+def test_the_reference_follows_the_static_ladder_the_core_uses() -> None:
+    from sidecast.sidecars.bitrate.model import static_reference
+
     crfs = np.arange(16.0, 40.0, 1.0)
     curve = 110.0 - crfs
     kbps = 400.0 * 2.0 ** (-(crfs - 23) / 6)  # 400 kbit/s at CRF 23: easy content
-    p = Policy(mode="target", target_vmaf=50.0, max_drop=1.0, vbr_margin=0.0, min_crf=16.0)
-    # capped CRF 23 reaches 87: the guard allows 86 -> CRF 24
-    assert choose_crf(crfs, curve, 23.0, p, kbps=kbps) == 24.0
-    # a fixed 1600 kbit/s ladder spends 4x (CRF 11, beyond the curve): the guard allows no higher than CRF 17
-    assert choose_crf(crfs, curve, 23.0, p, kbps=kbps, static_kbps=1600.0) == 17.0
-    # at 800 kbit/s (CRF 17) the guard is 93 - 1 -> CRF 18; the margin raises it by 1 -> CRF 17
-    assert choose_crf(crfs, curve, 23.0, p, kbps=kbps, static_kbps=800.0) == 18.0
-    assert choose_crf(crfs, curve, 23.0, replace(p, vbr_margin=1.0), kbps=kbps, static_kbps=800.0) == 17.0
-    with pytest.raises(ValueError, match="rate curve"):
-        choose_crf(crfs, curve, 23.0, p, static_kbps=800.0)
-
-
-def test_decide_reads_each_renditions_rate_control(model: RateModel) -> None:
-    """A fixed-bitrate ladder spends the rung's rate on a slow pan over a photo (capped CRF 23 far less) and
-    reaches a higher quality: the hint measured against it aims higher (a lower CRF)."""
-    table = _train_module().load_corpus(MODELS / "corpus.csv")
-    row = int(np.flatnonzero(table["clip"] == "astronaut_pan")[0])
-    feats = np.array([table[n][row] for n in FEATURE_NAMES], np.float32)
-    crf_r = [RenditionInfo(r.name, r.height * 16 // 9, r.height, r.max_bitrate, r.crf) for r in DEFAULT_LADDER[1:]]
-    vbr_r = [replace(r, rate_control="vbr") for r in crf_r]
-    crf_hints, _ = decide(model, feats, crf_r, Policy())
-    vbr_hints, _ = decide(model, feats, vbr_r, Policy())
-    assert all(v.crf < c.crf for v, c in zip(vbr_hints, crf_hints, strict=True)), (vbr_hints, crf_hints)
-    assert all(h.max_bitrate == r.max_bitrate for h, r in zip(vbr_hints, vbr_r, strict=True))
+    p = Policy(vbr_margin=0.0)
+    assert static_reference(crfs, curve, kbps, 23.0, None, p) == pytest.approx(87.0)  # capped CRF 23
+    # a fixed 800 kbit/s ladder spends twice that: the quality of CRF 17, the reference the hint must keep
+    assert static_reference(crfs, curve, kbps, 23.0, 800.0, p) == pytest.approx(93.0)
+    assert static_reference(crfs, curve, kbps, 23.0, 800.0, replace(p, vbr_margin=1.0)) == pytest.approx(94.0)
 
 
 def test_segment_settings_never_raise_the_cap_in_either_mode() -> None:

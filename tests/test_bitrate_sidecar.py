@@ -96,19 +96,23 @@ def analysed(frame: np.ndarray) -> np.ndarray:
     return cv2.resize(frame, (W, H), interpolation=cv2.INTER_AREA)
 
 
-def encoded_bits(frames: list[np.ndarray], crf: float, max_bitrate: int) -> int:
-    """A real x264 encode of one segment with the core's settings (gray content, neutral chroma)."""
+def encoded_bits(frames: list[np.ndarray], crf: float, max_bitrate: int, size: tuple[int, int] = (0, 0)) -> int:
+    """A real x264 encode of one segment with the core's settings (gray content, neutral chroma), at the
+    360p rendition's size (EW x EH) or the smaller one a hint asked for (``size``)."""
     import av
+    import cv2
 
+    w, h = size if size[0] and size[1] else (EW, EH)
     buf = io.BytesIO()
     bits = 0
     with av.open(buf, "w", format="h264") as out:
         stream = out.add_stream("libx264", rate=int(FPS))
-        stream.width, stream.height, stream.pix_fmt = EW, EH, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.options = x264_options(crf, max_bitrate, keyint=len(frames))
-        chroma = np.full((EH // 2, EW), 128, np.uint8)
+        chroma = np.full((h // 2, w), 128, np.uint8)
         for i, f in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(np.vstack([f, chroma]), format="yuv420p")
+            y = f if (w, h) == (EW, EH) else cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)
+            vf = av.VideoFrame.from_ndarray(np.vstack([y, chroma]), format="yuv420p")
             vf.pts = i
             for pkt in stream.encode(vf):
                 bits += pkt.size * 8
@@ -163,7 +167,9 @@ def test_describe_asks_for_small_gray_frames(sidecar: str) -> None:
                                                timeout=10)
     assert d.name == "bitrate"
     assert d.video.pixel_format == pb2.PIXEL_FORMAT_GRAY8
-    assert 0 < d.video.width <= 320 and 0 < d.video.fps <= 15
+    # luma at up to 720p scale (the detail a smaller encode would lose only shows there), 10 fps: never the
+    # source's full rate or colour
+    assert 0 < d.video.width <= 1280 and 0 < d.video.fps <= 15
     assert not d.HasField("audio")
 
 
@@ -180,8 +186,8 @@ def test_high_motion_segment_gets_a_higher_rate_than_a_static_one(sidecar: str) 
     # the rate each hint buys, measured: encode the 360p content with the 360p hint
     calm = {r.rendition: r for r in hints[0].bitrate.renditions}["360p"]
     busy = {r.rendition: r for r in hints[1].bitrate.renditions}["360p"]
-    calm_bits = encoded_bits(calm_frames, calm.crf, calm.max_bitrate)
-    busy_bits = encoded_bits(busy_frames, busy.crf, busy.max_bitrate)
+    calm_bits = encoded_bits(calm_frames, calm.crf or 23.0, calm.max_bitrate, (calm.width, calm.height))
+    busy_bits = encoded_bits(busy_frames, busy.crf or 23.0, busy.max_bitrate, (busy.width, busy.height))
     assert busy_bits > 3 * calm_bits, (busy.crf, busy_bits, calm.crf, calm_bits)
     # the same content gets the same answer: segment 2 repeats segment 0
     assert [r.crf for r in hints[2].bitrate.renditions] == [r.crf for r in hints[0].bitrate.renditions]
@@ -194,7 +200,7 @@ def test_hints_never_exceed_the_static_cap(sidecar: str) -> None:
     for res in hints.values():
         for r in res.bitrate.renditions:
             assert 0 < r.max_bitrate <= CAPS[r.rendition]
-            assert 0 < r.crf <= 51
+            assert r.crf == 0 or 0 < r.crf <= 51  # 0: keep the static CRF
 
 
 def test_bad_frames_get_an_error_and_the_stream_goes_on(sidecar: str) -> None:

@@ -294,6 +294,21 @@ def test_a_rendition_without_the_rate_control_field_reads_as_capped_crf() -> Non
     assert vbr.renditions[0].rate_control == pb2.RATE_CONTROL_VBR
 
 
+def test_a_hints_size_crosses_the_wire_and_an_older_sidecars_hint_means_the_renditions_size() -> None:
+    from sidecast.contract import codec
+    from sidecast.contract.records import BitrateHint, RenditionHint
+
+    hint = BitrateHint(segment=3, start=6.0, end=8.0, renditions=(
+        RenditionHint("720p", crf=27.5, max_bitrate=3_000_000, width=960, height=540), RenditionHint("360p")))
+    wire = pb2.Result.FromString(codec.result_to_pb(hint).SerializeToString())
+    assert codec.result_from_pb(wire) == hint
+    # a sidecar built before the fields sends none: 0 x 0, "the rendition's own size"
+    old = pb2.Result(start=0, end=2, bitrate=pb2.BitrateHint(segment=0, renditions=[
+        pb2.RenditionHint(rendition="720p", crf=24)]))
+    got = codec.result_from_pb(pb2.Result.FromString(old.SerializeToString()))
+    assert isinstance(got, BitrateHint) and (got.renditions[0].width, got.renditions[0].height) == (0, 0)
+
+
 def test_scenecut_plugin_finds_the_cuts_end_to_end(media_dir: Path, tmp_path: Path) -> None:
     parts = []
     for i, src in enumerate(["testsrc2", "smptebars", "mandelbrot"]):

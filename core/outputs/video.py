@@ -32,7 +32,7 @@ from sidecast.hls.live import LivePlaylist, atomic_write
 
 from .. import fmp4, media
 from ..croppath import CropPath
-from ..ladder import RateControl, Rung, segment_settings
+from ..ladder import RateControl, Rung, segment_settings, segment_size
 from .base import JsonLines, Output, SegmentJob, StreamContext
 from .parts import PartEncoder, PartReady, part_name
 
@@ -59,13 +59,17 @@ class VideoLadder(Output):
     """The renditions of one ladder: ``kind`` "main" (``video/<rung>/``) or "vertical" (``vertical/<rung>/``)."""
 
     def __init__(self, ctx: StreamContext, rungs: list[Rung], pool: Executor, *, kind: str = "main",
-                 rate_control: RateControl = "crf", crop_path: CropPath | None = None) -> None:
+                 rate_control: RateControl = "crf", crop_path: CropPath | None = None,
+                 hint_producers: tuple[str, ...] = ()) -> None:
         self.ctx = ctx
         self.kind = kind
         self.name = f"video-{kind}"
         self.pool = pool
         self.rate_control: RateControl = rate_control
         self.crop_path = crop_path
+        # The sidecars that declared bitrate hints when the stream opened: a segment without a hint then
+        # fell back to the static settings, and segments.jsonl says why ("late" or "sidecar down").
+        self.hint_producers = hint_producers
         self.needs: frozenset[ResultKind] = frozenset({"crops"} if kind == "vertical" else {"bitrate_hints"})
         self.essential = kind == "main"
         prefix = "video" if kind == "main" else "vertical"
@@ -111,36 +115,46 @@ class VideoLadder(Output):
     def publish(self, job: SegmentJob) -> None:
         if self.streaming is not None:
             stats = self.streaming.wait(job.index)
-            settings = [(segment_settings(self.rate_control, rs.rung.crf, rs.rung.max_bitrate, None, None)
-                         + (False,)) for rs in self.renditions]
-            self._list(job, stats, settings)
+            settings = [(*segment_settings(self.rate_control, rs.rung.crf, rs.rung.max_bitrate, None, None),
+                         False, rs.rung.width, rs.rung.height) for rs in self.renditions]
+            # parts are encoded as frames arrive, before any hint could exist: hints do not apply here
+            self._list(job, stats, settings,
+                       "low latency" if self.kind == "main" and self.hint_producers else None)
             return
         hint = self.ctx.timeline.hint_for(job.index) if self.kind == "main" else None
         hints = {h.rendition: h for h in hint.renditions} if hint else {}
         crops = [self.crop_path.window_at(t) for t in job.times] if self.crop_path is not None else None
+        fallback = self._fallback_reason() if hint is None else None
         futures, settings = [], []
         for rs in self.renditions:
             h = hints.get(rs.rung.name)
             # A hint's CRF makes the segment capped CRF in either static mode; a hint never raises the cap.
             crf, cap = segment_settings(self.rate_control, rs.rung.crf, rs.rung.max_bitrate,
                                         h.crf if h is not None else None, h.max_bitrate if h is not None else None)
-            settings.append((crf, cap, h is not None))
+            # A hint may also encode the segment smaller than the rung (the player scales it up); the master
+            # playlist keeps declaring the rung's size, its maximum.
+            w, ht = (segment_size(rs.rung.width, rs.rung.height, h.width, h.height) if h is not None
+                     else (rs.rung.width, rs.rung.height))
+            settings.append((crf, cap, h is not None, w, ht))
             futures.append(self.pool.submit(
                 media.encode_video_segment, job.frames, job.times, rs.dir / f"{job.name}.ts",
-                rs.rung.width, rs.rung.height, self.ctx.fps, crf, cap, job.duration, crops))
+                w, ht, self.ctx.fps, crf, cap, job.duration, crops))
         stats = [f.result() for f in futures]
-        self._list(job, stats, settings)
+        self._list(job, stats, settings, fallback)
 
     def _list(self, job: SegmentJob, stats: list[media.SegmentStats],
-              settings: list[tuple[float | None, int, bool]]) -> None:
+              settings: list[tuple[float | None, int, bool, int, int]], fallback: str | None) -> None:
         """Log and list one encoded segment in every rendition's playlists."""
         # rate_control is what this segment used: "crf" (crf under max_bitrate) or "vbr" (ABR at
-        # max_bitrate, crf null); a hint with a CRF makes its segment "crf".
+        # max_bitrate, crf null); a hint with a CRF makes its segment "crf". width/height: the encoded size.
+        # fallback: why a segment that should have had a hint used the static settings ("late": no hint
+        # within the decision window; "sidecar down": no bitrate sidecar running any more; "low latency":
+        # parts are encoded before a hint can exist); null otherwise.
         self.ctx.log.write([
             {"segment": job.index, "rendition": rs.rung.name, "start": round(job.start, 3),
              "duration": job.duration, "bytes": st.bytes, "rate_control": "vbr" if crf is None else "crf",
-             "crf": crf, "max_bitrate": cap, "hinted": hinted}
-            for rs, st, (crf, cap, hinted) in zip(self.renditions, stats, settings, strict=True)])
+             "crf": crf, "max_bitrate": cap, "hinted": hinted, "width": w, "height": ht, "fallback": fallback}
+            for rs, st, (crf, cap, hinted, w, ht) in zip(self.renditions, stats, settings, strict=True)])
         for rs, st in zip(self.renditions, stats, strict=True):
             if self.published == 0:
                 rs.codecs = st.codecs
@@ -175,6 +189,12 @@ class VideoLadder(Output):
 
         return PartEncoder(rs.dir, segment, rs.rung.width, rs.rung.height, self.ctx.fps, crf, cap, keyint,
                            part_frames, rs.fragmenter, lambda: rs.init_done, write_init, on_part)
+
+    def _fallback_reason(self) -> str | None:
+        if self.kind != "main" or not self.hint_producers:
+            return None  # no bitrate sidecar in this stream: the static ladder is the plan, not a fallback
+        live = set(self.ctx.timeline.live_sidecars())
+        return "late" if live.intersection(self.hint_producers) else "sidecar down"
 
     def finish(self, complete: bool) -> None:
         if self.streaming is not None:

@@ -780,22 +780,33 @@ class RenditionHint(_message.Message):
     RENDITION_FIELD_NUMBER: _builtins.int
     CRF_FIELD_NUMBER: _builtins.int
     MAX_BITRATE_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
     rendition: _builtins.str
     """Rendition.name"""
     crf: _builtins.float
     """0 = keep the static value"""
     max_bitrate: _builtins.int
     """bits/s; 0 = keep the static value"""
+    width: _builtins.int
+    """The picture size to encode this segment of the rendition at (added in v1): at most the rendition's
+    declared size (its RESOLUTION in the master playlist, which stays the same); the player scales it up.
+    0 (or unset, as an older sidecar sends) = the rendition's own size. A core that does not know the
+    fields encodes at the rendition's size.
+    """
+    height: _builtins.int
     def __init__(
         self,
         *,
         rendition: _builtins.str = ...,
         crf: _builtins.float = ...,
         max_bitrate: _builtins.int = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["crf", b"crf", "max_bitrate", b"max_bitrate", "rendition", b"rendition"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["crf", b"crf", "height", b"height", "max_bitrate", b"max_bitrate", "rendition", b"rendition", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -63,6 +63,13 @@ class Ticker(Sidecar):
                                               "rate_control": r.rate_control} for r in info.renditions]})]
 
     def on_segment(self, boundary: SegmentBoundary) -> list[BitrateHint]:
+        if self.mode == "resize-hints":
+            # Every other segment at half the rendition's size (CRF 26), the others at its own size.
+            half = boundary.segment % 2 == 0
+            return [BitrateHint(segment=boundary.segment, start=boundary.start, end=boundary.end, renditions=tuple(
+                RenditionHint(r.name, crf=26.0, max_bitrate=r.max_bitrate,
+                              width=r.width // 2 & ~1 if half else 0, height=r.height // 2 & ~1 if half else 0)
+                for r in (self.info.renditions if self.info else ())))]
         if self.mode not in ("late-hints", "greedy-hints"):
             return []
         hint = BitrateHint(segment=boundary.segment, start=boundary.start, end=boundary.end,
@@ -107,7 +114,8 @@ def main() -> None:
     ap.add_argument("--listen", required=True)
     ap.add_argument("--mode", default="normal",
                     choices=["normal", "sleep", "impossible", "wrong-version", "malformed", "crash-after",
-                             "late-hints", "greedy-hints", "echo-info", "captions", "captions-and-crops", "fragile"])
+                             "late-hints", "greedy-hints", "resize-hints", "echo-info", "captions", "captions-and-crops",
+                             "fragile"])
     ap.add_argument("--width", type=int, default=320)
     args = ap.parse_args()
     Ticker.mode = args.mode
