@@ -16,11 +16,12 @@ declare -A APT_FOR=(
 
 log() { printf '\033[1m[sidecast setup]\033[0m %s\n' "$*" >&2; }
 
-install_system() {
-  local missing=() pkgs=()
+# The Debian packages install_system would ask apt for, one per line (also `./dev.sh plan`: what a set-up
+# on this machine would install, without installing it).
+system_plan() {
+  local pkgs=()
   for bin in "${!APT_FOR[@]}"; do
     command -v "$bin" >/dev/null 2>&1 && continue
-    missing+=("$bin")
     local pkg=${APT_FOR[$bin]}
     # npm ships inside NodeSource's nodejs: never ask apt for Debian's npm next to a node that exists
     if [ "$bin" = npm ] && command -v node >/dev/null 2>&1; then
@@ -29,8 +30,14 @@ install_system() {
     fi
     [[ " ${pkgs[*]} " == *" $pkg "* ]] || pkgs+=("$pkg")
   done
+  [ ${#pkgs[@]} -eq 0 ] || printf '%s\n' "${pkgs[@]}" | sort
+}
+
+install_system() {
+  local pkgs=()
+  mapfile -t pkgs < <(system_plan)
   if [ ${#pkgs[@]} -eq 0 ]; then return; fi
-  log "installing system packages ${pkgs[*]} (missing: ${missing[*]})"
+  log "installing system packages ${pkgs[*]}"
   local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
@@ -70,6 +77,8 @@ case "${1:-}" in
     install_all
     shift
     exec "$VENV/bin/sidecast" demo "$@" ;;
+  plan)
+    system_plan ;;
   test)
     install_all
     shift
