@@ -16,6 +16,7 @@ import pytest
 
 from devkit.avcheck import Report, check, comb_score
 from devkit.nasty import CASES, Case
+from tests.browser.harness import play_hls, serve
 from tests.conftest import SIDECAST
 
 RUNS: dict[str, tuple[Case, subprocess.CompletedProcess[str], Path]] = {}
@@ -78,3 +79,19 @@ def test_interlaced_sources_are_deinterlaced_by_default_and_not_when_asked(corpu
     off = comb_score(corpus / "out-interlaced_576i--deinterlaceoff" / "video" / "576p" / "index.m3u8")
     assert auto < 0.5 * source, (source, auto)
     assert off > 0.8 * source, (source, off)
+
+
+@pytest.mark.parametrize(("name", "portrait"), [("portrait", True), ("interlaced_576i", False)])
+def test_portrait_and_deinterlaced_outputs_play_in_hls_js(name: str, portrait: bool, corpus: Path) -> None:
+    """The published ladder of a phone's portrait clip and of a 576i broadcast clip plays in a real browser,
+    at the orientation and size the master playlist declares."""
+    run_case(name, corpus)
+    with serve(corpus / f"out-{name}") as base:
+        report = play_hls(base + "master.m3u8", seconds=2.5, timeout=60)
+    report.raise_for_fatal()
+    assert report.advanced_by() >= 2.0, report.summary()
+    w, h = report.video_size
+    assert w > 0 and h > 0, report.summary()
+    assert (h > w) == portrait, report.summary()
+    declared = {(lv["width"], lv["height"]) for lv in report.levels}
+    assert (w, h) in declared, (report.video_size, declared)
