@@ -150,7 +150,8 @@ class ServerProc:
         self.log = open(data.parent / f"{data.name}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [SIDECAST, "--log-level", "warning", "server", "--data-dir", str(data), "--api-port", str(self.api_port),
-             "--media-port", str(self.media_port), "--media-host", "127.0.0.1", "--admin-key", ADMIN, *extra],
+             "--media-port", str(self.media_port), "--media-host", "127.0.0.1", "--admin-key", ADMIN,
+             "--rtmp-port", "0", "--srt-port", "0", *extra],
             stdout=subprocess.DEVNULL, stderr=self.log)
         self.api = httpx.Client(base_url=f"http://127.0.0.1:{self.api_port}", timeout=60,
                                 headers={"X-API-Key": ADMIN})
@@ -497,7 +498,7 @@ class InProcess:
         from sidecast.core.server.config import ServerConfig
 
         cfg = ServerConfig(data_dir=data, api_port=0, media_port=0, media_host="127.0.0.1", admin_key=ADMIN,
-                           log_level="warning")
+                           log_level="warning", rtmp_port=0, srt_port=0)
         self.server = SidecastServer(cfg).start()
         assert self.server.api is not None and self.server.media is not None
         self.api = httpx.Client(base_url=self.server.api.url, headers={"X-API-Key": ADMIN}, timeout=60)
