@@ -23,7 +23,7 @@ from sidecast.contract import PROTO_ROOT, SERVICE, pb2, pb2_grpc
 from sidecast.contract.shm import SHM_DIR, ShmRing, sweep_stale
 from sidecast.core.ladder import parse_ladder
 from sidecast.core.pipeline import Pipeline, RunConfig
-from tests.conftest import ROOT, SIDECAST, ffmpeg, run_sidecast
+from tests.conftest import ROOT, SIDECAST, ffmpeg, run_sidecast, wait_for
 
 TICKER = str(ROOT / "tests" / "plugins" / "ticker.py")
 
@@ -172,11 +172,20 @@ def test_kill_9_mid_stream_keeps_hls_going_and_results_resume_after_restart(
     first_pid = proc.p.pid
     events: dict[str, float] = {}
 
+    playlist = tmp_path / "video" / "360p" / "index.m3u8"
+
+    def listed() -> int:
+        return playlist.read_text().count("#EXTINF") if playlist.exists() else 0
+
     def chaos() -> None:
-        time.sleep(2.5)
+        # kill once the first process's results are being published; restart once a segment has been
+        # published while it was down (the stream went on without it)
+        wait_for(lambda: any(float(r["start"]) >= 1.5 for r in ticks(tmp_path)), 30,  # type: ignore[arg-type]
+                 "results from the first process")
         proc.kill9()
         events["killed"] = time.monotonic()
-        time.sleep(1.5)
+        at_kill = listed()
+        wait_for(lambda: listed() > at_kill, 30, "a segment published while the sidecar is down")
         events["restart"] = time.monotonic()
         events["new"] = Proc(sock)  # type: ignore[assignment]
 
@@ -366,7 +375,8 @@ def test_local_sidecars_are_started_and_restarted_by_the_core(clip_small: Path, 
             time.sleep(0.1)
         while time.monotonic() < deadline and not p.timeline.live_sidecars():
             time.sleep(0.1)
-        time.sleep(2.0)
+        at_live = p.media_time  # kill it once the stream has run 2 s of media with it
+        wait_for(lambda: p.media_time >= at_live + 2.0, 20, "2 s of media with the sidecar running")
         proc = p.local[0].proc
         assert proc is not None
         killed.append(proc.pid)
