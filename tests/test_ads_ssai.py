@@ -324,3 +324,57 @@ def test_service_stitches_video_and_audio_in_step_from_cue_tags(cues, brk_len, w
     c = min(cues)
     if ad_segs and ("video/360p/index.m3u8", c) in numbers:
         assert numbers[("video/360p/index.m3u8", c)][0] and numbers[("audio/index.m3u8", c)][0]
+
+
+def ll_window(first: int, n: int) -> MediaPlaylist:
+    """A low-latency live window as `sidecast run --latency low` writes it: 2 s segments of four parts,
+    the parts of the last two complete segments, the segment being built (two parts so far) and a hint."""
+    lines = ["#EXTM3U", "#EXT-X-VERSION:9", "#EXT-X-TARGETDURATION:2",
+             "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.5,CAN-SKIP-UNTIL=12",
+             "#EXT-X-PART-INF:PART-TARGET=0.5", f"#EXT-X-MEDIA-SEQUENCE:{first}", '#EXT-X-MAP:URI="init.mp4"']
+    for k in range(first, first + n):
+        lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(T0 + timedelta(seconds=2 * k))}")
+        if k >= first + n - 2:
+            lines += [f'#EXT-X-PART:DURATION=0.5,URI="seg_{k:06d}-{j}.m4s"' + (",INDEPENDENT=YES" if j == 0 else "")
+                      for j in range(4)]
+        lines += ["#EXTINF:2.0,", f"seg_{k:06d}.m4s"]
+    k = first + n
+    lines += [f'#EXT-X-PART:DURATION=0.5,URI="seg_{k:06d}-0.m4s",INDEPENDENT=YES',
+              f'#EXT-X-PART:DURATION=0.5,URI="seg_{k:06d}-1.m4s"',
+              f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="seg_{k:06d}-2.m4s"']
+    return parse_media("\n".join(lines) + "\n")
+
+
+def fmp4_ad(name: str, durs: list[float]) -> AdMedia:
+    return AdMedia(name, tuple(Segment(f"{name}_{i}.m4s", d) for i, d in enumerate(durs)))
+
+
+def test_ll_hls_parts_of_content_under_an_ad_are_not_left_at_the_live_edge():
+    pl = ll_window(10, 6)  # segments 10..15 listed, 16 being built
+    assert pl.trailing_parts and pl.preload_hints
+    # a break from segment 15 for 6 s covers the edge: the parts of segment 16 are content under the ad
+    out = stitch(pl, [Placement(brk_at(15, 6.0), (fmp4_ad("a", [2, 2, 2]),))]).playlist
+    text = out.dumps()
+    assert "seg_000016" not in text, "content parts under the ad stay out of the playlist"
+    assert "EXT-X-PRELOAD-HINT" not in text
+    assert "a_0.m4s" in text and 'seg_000014-0.m4s' in text, "parts of content before the break are kept"
+    assert out.segments[-1].uri == "a_0.m4s" and not out.segments[-1].parts
+    again = parse_media(text)
+    assert again.trailing_parts == [] and [s.uri for s in again.segments] == [s.uri for s in out.segments]
+    # a break that ended before the edge leaves the live edge's parts and hint alone
+    done = stitch(pl, [Placement(brk_at(11, 4.0), (fmp4_ad("b", [2, 2]),))]).playlist
+    assert [p.uri for p in done.trailing_parts] == ["seg_000016-0.m4s", "seg_000016-1.m4s"]
+    assert len(done.preload_hints) == 1 and "b_0.m4s" in done.dumps()
+
+
+def test_sgai_on_an_ll_hls_window_keeps_parts_hint_and_server_control():
+    from sidecast.ads.sgai import add_interstitials
+
+    pl = ll_window(10, 6)
+    out = add_interstitials(pl, [brk_at(17, 4.0)], "http://127.0.0.1:9/assets?break={break_id}")
+    text = out.dumps()
+    again = parse_media(text)
+    assert [d.id for d in again.dateranges()] == ["b1"], "a break ahead of the edge is announced"
+    assert [p.uri for p in again.trailing_parts] == ["seg_000016-0.m4s", "seg_000016-1.m4s"]
+    assert len(again.preload_hints) == 1 and "CAN-BLOCK-RELOAD=YES" in text and "PART-INF" in text
+    assert [len(s.parts) for s in again.segments] == [0, 0, 0, 0, 4, 4]
