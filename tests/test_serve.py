@@ -554,3 +554,45 @@ def test_player_page_plays_the_master_playlist_with_the_served_hls_js(hls_dir: P
     assert (page["video"]["width"], page["video"]["height"]) == (WIDTH, HEIGHT)
     assert "FATAL" not in page["pageText"] and "master.m3u8" in page["pageText"], page["pageText"]
     assert not page["pageErrors"], page["pageErrors"]
+
+
+def test_a_thousand_idle_connections_neither_exhaust_descriptors_nor_block_players(hls_dir: Path) -> None:
+    """The player port as its own process (`python -m sidecast.core.serve`): 1,000 clients connect and send
+    nothing (a port scan, a stuck proxy); a player still gets its playlist at once, and the server lives."""
+    import resource
+    import sys
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # this process holds the 1,000 client sockets
+    if soft != resource.RLIM_INFINITY and soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200 if hard == resource.RLIM_INFINITY else min(1200, hard), hard))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "sidecast.core.serve", str(hls_dir), "--port", str(port),
+                             "--host", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    idle: list[socket.socket] = []
+    try:
+        def up() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+
+        wait_for(up, 30, "the player port")
+        for _ in range(1000):
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        started = time.monotonic()
+        conn.request("GET", "/master.m3u8")
+        resp = conn.getresponse()
+        body = resp.read()
+        took = time.monotonic() - started
+        conn.close()
+        assert resp.status == 200 and body.startswith(b"#EXTM3U"), resp.status
+        assert took < 2.0, f"the playlist took {took:.2f} s behind 1,000 idle connections"
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+    finally:
+        for s in idle:
+            s.close()
+        proc.terminate()
+        proc.wait(10)
+    assert b"Too many open files" not in (proc.stderr.read() if proc.stderr else b"")
