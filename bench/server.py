@@ -109,7 +109,12 @@ def live_hls(work: Path, clip: Path, name: str = "src") -> Iterator[str]:
     from sidecast.core.serve import start_server
 
     out = work / name
-    out.mkdir(parents=True, exist_ok=True)
+    # A fresh folder each time: parts run one after another in one work folder, and a playlist and
+    # segments left by an earlier part's ffmpeg (media sequence ~60 after two minutes) would pass the
+    # wait below at once and be pulled; the new ffmpeg restarts at sequence 0, so the pulled stream
+    # waited for a sequence number the source would reach only minutes later (capacity saw 0 streams).
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
     proc = subprocess.Popen(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i", str(clip),
          "-c", "copy", "-f", "hls", "-hls_time", "2", "-hls_list_size", "6",
