@@ -18,9 +18,10 @@ Configurations (``--configs``, default all):
   e  WHIP in (aiortc publisher, same 720p barcode picture) → (b)'s LL-HLS out
   f  (b) with hls.js allowed to speed playback up to 1.5x to reach its target latency (PART-HOLD-BACK):
      hls.js joins a live stream at an independent part (a segment start) and, by default, never catches up
+  g  (b) with ``--segment-duration 1``: a keyframe, so an independent part to join at, every second
 
-Run under the CPU lock (about 9 minutes with the defaults):
-  flock /tmp/sidecast-cpu.lock .venv/bin/python bench/latency.py [--seconds 60] [--configs a,b,c,d,e,f]
+Run under the CPU lock (about 10 minutes with the defaults):
+  flock /tmp/sidecast-cpu.lock .venv/bin/python bench/latency.py [--seconds 60] [--configs a,b,c,d,e,f,g]
 For the issue's no-stall check: ``--configs b --seconds 300``.
 """
 
@@ -78,6 +79,8 @@ CONFIGS = {c.key: c for c in (
     Config("e", "WHIP in -> sidecast --latency low", "whip", ["--latency", "low"], {"lowLatencyMode": True}),
     Config("f", "(b) with hls.js catching up (maxLiveSyncPlaybackRate 1.5)", "sidecast", ["--latency", "low"],
            {"lowLatencyMode": True, "maxLiveSyncPlaybackRate": 1.5}),
+    Config("g", "(b) with 1 s segments (an independent part every second)", "sidecast",
+           ["--latency", "low", "--segment-duration", "1"], {"lowLatencyMode": True}),
 )}
 
 
@@ -258,7 +261,7 @@ def fmt(x: float | None) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=60, help="playback measured per configuration [60]")
-    ap.add_argument("--configs", default="a,b,c,d,e,f", help="which configurations, in order [a,b,c,d,e,f]")
+    ap.add_argument("--configs", default="a,b,c,d,e,f,g", help="which configurations, in order [a,b,c,d,e,f,g]")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs and logs")
     args = ap.parse_args()
@@ -307,7 +310,7 @@ def main() -> None:
             continue
         print(f"| ({r['config']}) {r['label']} | {f.median:.2f} s | {f.p95:.2f} s | {f.max:.2f} s | "
               f"{r['stalls_waiting']} / {r['stalls_hlsjs']} | {f.samples} | {r['load1']:.1f} |")
-    for ll in [r for r in rows if r["config"] in ("b", "e", "f") and r.get("figures")]:
+    for ll in [r for r in rows if r["config"] in ("b", "e", "f", "g") and r.get("figures")]:
         f = ll["figures"]
         ok = f.median <= TARGET_MEDIAN and f.p95 <= TARGET_P95
         print(f"\nLL-HLS without sidecars ({ll['config']}): median {f.median:.2f} s (target ≤ {TARGET_MEDIAN}), p95 {f.p95:.2f} s "
