@@ -28,9 +28,11 @@ For the issue's no-stall check: ``--configs b --seconds 300``.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,7 +57,7 @@ KEY = "bench"
 SIZE = (1280, 720)
 FPS = 30
 READ_EVERY_MS = 200
-SETTLE_S = 5.0  # readings of the first seconds after the first frame are left out (start-up, first seek)
+SETTLE_S = 3.0  # readings of each viewer's first seconds are left out (start-up, first seek)
 TARGET_MEDIAN, TARGET_P95 = 2.5, 3.5  # issue #21, LL-HLS without sidecars
 
 
@@ -161,32 +163,92 @@ def ffmpeg_peer_cmd(listen_url: str, out: Path, seg: float = 1.0) -> list[str]:
             "-master_pl_name", "master.m3u8", "-var_stream_map", names, str(out / "%v" / "index.m3u8")]
 
 
-def measure(base: str, cfg: Config, sent: dict[int, float], seconds: float) -> dict[str, Any]:
-    report = play_hls(base + "/master.m3u8", seconds=seconds, timeout=seconds * 2 + 90, hls_config=cfg.hls,
-                      barcode={"everyMs": READ_EVERY_MS}, sample_ms=250)
-    raw = report.raw
-    frames = raw.get("frames") or []
-    settle_at = frames[0]["shownAt"] + SETTLE_S * 1000 if frames else 0
-    kept = [f for f in frames if f["shownAt"] >= settle_at]
-    lat = latencies(kept, sent)
-    counts = raw.get("eventCounts") or {}
-    samples = report.samples
-    hls_latency = sorted(s["latency"] for s in samples if isinstance(s.get("latency"), (int, float)))
-    pdt = sorted((s["wall"] - s["playingDate"]) / 1000 for s in samples if s.get("playingDate") and s.get("wall"))
+def pdt_errors(base: str, sent: dict[int, float], count: int = 3) -> list[float]:
+    """EXT-X-PROGRAM-DATE-TIME of the last ``count`` complete segments of the first variant minus the send
+    time of the frame each starts with (read off the segment's first decoded picture): how far the PDT is
+    from the truth (issue #21: within 0.1 s of the first frame's arrival)."""
+    import av
+    import httpx
+    import m3u8
+
+    from devkit.barcode import read_barcode
+
+    url = base + "/" + first_variant(base)
+    playlist = m3u8.loads(httpx.get(url, timeout=10).text, uri=url)
+    out = []
+    init_cache: dict[str, bytes] = {}
+    for seg in [s for s in playlist.segments if s.uri and s.program_date_time][-count:]:
+        data = b""
+        if seg.init_section is not None:
+            init_url = httpx.URL(url).join(seg.init_section.uri)
+            if str(init_url) not in init_cache:
+                init_cache[str(init_url)] = httpx.get(init_url, timeout=10).content
+            data = init_cache[str(init_url)]
+        data += httpx.get(httpx.URL(url).join(seg.uri), timeout=10).content
+        try:
+            with av.open(io.BytesIO(data)) as c:
+                frame = next(c.decode(video=0))
+        except (av.FFmpegError, StopIteration):
+            continue
+        n = read_barcode(frame.to_ndarray(format="gray"))
+        if n is not None and n in sent:
+            out.append(seg.program_date_time.timestamp() - sent[n])
+    return out
+
+
+def measure(base: str, cfg: Config, sent: dict[int, float], seconds: float, joins: int) -> dict[str, Any]:
+    """``joins`` viewers one after the other, each playing ``seconds / joins``: a player keeps the distance to
+    the live edge it joined at, so where each one joins (the phase of the segment, the load) is most of the
+    spread between viewers; one playback would be one viewer."""
+    lat: list[float] = []
+    per_join: list[float] = []
+    frames_all: list[dict[str, Any]] = []
+    hls_latency: list[float] = []
+    pdt: list[float] = []
+    counts: dict[str, int] = {}
+    played = wall = 0.0
+    unread = 0
+    fatal: list[str] = []
+    stops = []
+    each = seconds / joins
+    for _ in range(joins):
+        report = play_hls(base + "/master.m3u8", seconds=each, timeout=each * 2 + 90, hls_config=cfg.hls,
+                          barcode={"everyMs": READ_EVERY_MS}, sample_ms=250)
+        raw = report.raw
+        frames = raw.get("frames") or []
+        settle_at = frames[0]["shownAt"] + SETTLE_S * 1000 if frames else 0
+        mine = latencies([f for f in frames if f["shownAt"] >= settle_at], sent)
+        lat += mine
+        if mine:
+            per_join.append(statistics.median(mine))
+        frames_all += frames
+        for k, v in (raw.get("eventCounts") or {}).items():
+            counts[k] = counts.get(k, 0) + v
+        hls_latency += [s["latency"] for s in report.samples if isinstance(s.get("latency"), (int, float))]
+        pdt += [(s["wall"] - s["playingDate"]) / 1000 for s in report.samples if s.get("playingDate") and s.get("wall")]
+        played += report.played
+        wall += (raw.get("wallMs") or 0) / 1000
+        unread += raw.get("unread") or 0
+        fatal += [f"{d.get('details')}" for d in report.fatal_errors]
+        stops.append(report.stop_reason)
+    try:
+        pdt_err = pdt_errors(base, sent)
+    except Exception as e:  # a figure beside the point: never lose the latency figures for it
+        print(f"   PDT check failed: {type(e).__name__}: {e}", flush=True)
+        pdt_err = []
     return {
         "config": cfg.key, "label": cfg.label, "figures": Figures.of(lat), "readings": len(lat),
-        "unread": raw.get("unread"), "played_s": report.played, "wall_s": (raw.get("wallMs") or 0) / 1000,
+        "join_medians": per_join, "unread": unread, "played_s": played, "wall_s": wall,
         "stalls_waiting": counts.get("media.waiting", 0),
         "stalls_hlsjs": counts.get("ERROR:bufferStalledError", 0),
-        "fatal": [f"{d.get('details')}" for d in report.fatal_errors],
-        "heights": sorted({f["h"] for f in frames}),
-        "hlsjs_latency_median": Figures.of(hls_latency).median if hls_latency else None,  # type: ignore[union-attr]
-        "pdt_latency_median": Figures.of(pdt).median if pdt else None,  # type: ignore[union-attr]
-        "stop": report.stop_reason,
+        "fatal": fatal, "heights": sorted({f["h"] for f in frames_all}),
+        "hlsjs_latency_median": statistics.median(hls_latency) if hls_latency else None,
+        "pdt_latency_median": statistics.median(pdt) if pdt else None,
+        "pdt_error": pdt_err, "stop": stops,
     }
 
 
-def run_sidecast(cfg: Config, work: Path, seconds: float) -> dict[str, Any]:
+def run_sidecast(cfg: Config, work: Path, seconds: float, joins: int) -> dict[str, Any]:
     out, port, http = work / f"{cfg.key}-out", free_port(), free_port()
     log = work / f"{cfg.key}-sidecast.log"
     proc = subprocess.Popen([SIDECAST, "run", f"rtmp://127.0.0.1:{port}/live/{KEY}", "-o", str(out),
@@ -203,7 +265,7 @@ def run_sidecast(cfg: Config, work: Path, seconds: float) -> dict[str, Any]:
                                log=work / f"{cfg.key}-source.log").start()
         base = f"http://127.0.0.1:{http}"
         wait_playable(base)
-        result = measure(base, cfg, source.sent, seconds)
+        result = measure(base, cfg, source.sent, seconds, joins)
         result["source_late_frames"] = source.late_frames
         return result
     finally:
@@ -220,7 +282,7 @@ def run_sidecast(cfg: Config, work: Path, seconds: float) -> dict[str, Any]:
             print(f"   [{cfg.key}] sidecast logged a traceback: {text[text.index('Traceback'):][:800]}", flush=True)
 
 
-def run_ffmpeg(cfg: Config, work: Path, seconds: float) -> dict[str, Any]:
+def run_ffmpeg(cfg: Config, work: Path, seconds: float, joins: int) -> dict[str, Any]:
     out, port = work / f"{cfg.key}-out", free_port()
     url = f"rtmp://127.0.0.1:{port}/live/{KEY}"
     for r in build_ladder(*SIZE, DEFAULT_LADDER):
@@ -234,7 +296,7 @@ def run_ffmpeg(cfg: Config, work: Path, seconds: float) -> dict[str, Any]:
         with serve(out) as base:
             base = base.rstrip("/")
             wait_playable(base)
-            result = measure(base, cfg, source.sent, seconds)
+            result = measure(base, cfg, source.sent, seconds, joins)
         result["source_late_frames"] = source.late_frames
         return result
     finally:
@@ -244,12 +306,12 @@ def run_ffmpeg(cfg: Config, work: Path, seconds: float) -> dict[str, Any]:
         proc.wait(30)
 
 
-def run_whip(cfg: Config, work: Path, seconds: float) -> dict[str, Any]:
+def run_whip(cfg: Config, work: Path, seconds: float, joins: int) -> dict[str, Any]:
     with LiveRun(work / f"{cfg.key}-out", KEY, "--no-progress", *cfg.args, serve=True) as run:
         pub = ThreadedPublisher(run.endpoint, KEY, size=SIZE)
         try:
             wait_playable(run.base)
-            return measure(run.base, cfg, pub.video.sent, seconds)
+            return measure(run.base, cfg, pub.video.sent, seconds, joins)
         finally:
             pub.close()
 
@@ -261,6 +323,8 @@ def fmt(x: float | None) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=60, help="playback measured per configuration [60]")
+    ap.add_argument("--joins", type=int, default=3, help="viewers per configuration, one after the other, "
+                    "sharing --seconds [3]")
     ap.add_argument("--configs", default="a,b,c,d,e,f,g", help="which configurations, in order [a,b,c,d,e,f,g]")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs and logs")
@@ -283,7 +347,7 @@ def main() -> None:
             print(f"\n({k}) {cfg.label} ...", flush=True)
             runner = {"sidecast": run_sidecast, "ffmpeg": run_ffmpeg, "whip": run_whip}[cfg.kind]
             try:
-                r = runner(cfg, work, args.seconds)
+                r = runner(cfg, work, args.seconds, args.joins)
             except Exception as e:  # one configuration failing must not hide the others' figures
                 r = {"config": k, "label": cfg.label, "error": f"{type(e).__name__}: {e}"[:500]}
             r["load1"] = os.getloadavg()[0]
@@ -294,22 +358,24 @@ def main() -> None:
                 print(f"   no figures: {r.get('error') or r}", flush=True)
                 continue
             print(f"   glass-to-glass median {f.median:.2f} s  p95 {f.p95:.2f} s  max {f.max:.2f} s  "
-                  f"({f.samples} readings, {r['unread']} unread)  stalls: {r['stalls_waiting']} waiting / "
+                  f"({f.samples} readings, {r['unread']} unread; per viewer "
+                  f"{'/'.join(f'{x:.2f}' for x in r['join_medians'])})  stalls: {r['stalls_waiting']} waiting / "
                   f"{r['stalls_hlsjs']} bufferStalled  played {r['played_s']:.0f} s in {r['wall_s']:.0f} s  "
                   f"heights {r['heights']}  hls.js latency {fmt(r['hlsjs_latency_median'])} s  "
-                  f"now-PDT {fmt(r['pdt_latency_median'])} s  source late frames {r.get('source_late_frames')}  "
+                  f"now-PDT {fmt(r['pdt_latency_median'])} s  PDT - sent "
+                  f"{'/'.join(f'{x:+.2f}' for x in r['pdt_error']) or '–'} s  source late frames {r.get('source_late_frames')}  "
                   f"load {r['load1']:.1f}{'  FATAL ' + str(r['fatal']) if r['fatal'] else ''}", flush=True)
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"\nafter: {uptime}\n")
-    print("| config | median | p95 | max | stalls (waiting / hls.js) | readings | load (1 min) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| config | median | p95 | max | per viewer (median) | stalls (waiting / hls.js) | readings | load (1 min) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         f = r.get("figures")
         if f is None:
-            print(f"| ({r['config']}) {r['label']} | failed: {re.sub(r'[|]', '/', r.get('error', ''))[:120]} | | | | | |")
+            print(f"| ({r['config']}) {r['label']} | failed: {re.sub(r'[|]', '/', r.get('error', ''))[:120]} | | | | | | |")
             continue
         print(f"| ({r['config']}) {r['label']} | {f.median:.2f} s | {f.p95:.2f} s | {f.max:.2f} s | "
-              f"{r['stalls_waiting']} / {r['stalls_hlsjs']} | {f.samples} | {r['load1']:.1f} |")
+              f"{' / '.join(f'{x:.2f}' for x in r['join_medians'])} | {r['stalls_waiting']} / {r['stalls_hlsjs']} | {f.samples} | {r['load1']:.1f} |")
     for ll in [r for r in rows if r["config"] in ("b", "e", "f", "g") and r.get("figures")]:
         f = ll["figures"]
         ok = f.median <= TARGET_MEDIAN and f.p95 <= TARGET_P95
