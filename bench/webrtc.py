@@ -25,14 +25,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devkit.webrtc import BarcodeVideo, whip_publish  # noqa: E402
+from devkit.webrtc import ThreadedPublisher  # noqa: E402
 from tests.webrtc_support import LiveRun, port_open, run_pages  # noqa: E402
 
 KEY = "bench"
@@ -49,29 +48,10 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-class Publisher:
-    """An aiortc WHIP publisher on its own event loop thread."""
-
-    def __init__(self, endpoint: str, size: tuple[int, int] = (1280, 720)) -> None:
-        self.endpoint = endpoint
-        self.video = BarcodeVideo(size=size)
-        self.loop = asyncio.new_event_loop()
-        self.posted_at = time.time()
-        self.publication = self.loop.run_until_complete(whip_publish(endpoint, KEY, video=self.video))
-        assert self.publication.status == 201, self.publication.text
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.publication.delete(self.endpoint, KEY), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-
 def glass_to_glass(seconds: float, work: Path) -> list[dict[str, object]]:
     rows = []
     with LiveRun(work / "g2g", KEY, "--whep", serve=True) as run:
-        pub = Publisher(run.endpoint)
+        pub = ThreadedPublisher(run.endpoint, KEY)
         try:
             time.sleep(3)  # the ladder settles
             for label, query in (("video only", "audio=0"), ("video + audio", "audio=1")):
@@ -109,7 +89,7 @@ def connect_to_first_segment(work: Path, runs: int) -> dict[str, list[float]]:
     for i in range(runs):
         with LiveRun(work / f"whip{i}", KEY) as run:
             t0 = time.time()
-            pub = Publisher(run.endpoint)
+            pub = ThreadedPublisher(run.endpoint, KEY)
             took = first_segment_after(run.outdir / "video" / "360p" / "index.m3u8", t0)
             pub.close()
             if took is not None:
@@ -164,7 +144,7 @@ def viewers_per_core(work: Path, counts: list[int], window: float) -> list[dict[
     plus the serving loop, where each viewer's packets are packetized, encrypted and sent)."""
     rows = []
     with LiveRun(work / "viewers", KEY, "--whep", "--whep-viewers", str(max(counts)), serve=True) as run:
-        pub = Publisher(run.endpoint)
+        pub = ThreadedPublisher(run.endpoint, KEY)
         loop = asyncio.new_event_loop()
         pcs: list[object] = []
         try:

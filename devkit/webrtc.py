@@ -1,10 +1,8 @@
 """WebRTC helpers for tests and benches: a WHIP publisher (aiortc) that sends a synthetic clip whose frames
 carry their own number, and a WHEP viewer that reads those numbers back.
 
-The clip is made for measuring: every frame shows its number as a barcode in the top quarter (22 bars: a
-white guard, 16 bits of the number, 4 bits of its popcount as a check, a black guard: each bar ~29 px at
-640 px wide, so it survives scaling to 360p and a low-bitrate encode), and once a second
-(``devkit.nasty.MARK_EVERY_S``) the rest of the picture flashes white while the audio beeps, so
+The clip is made for measuring: every frame shows its number as a barcode in the top quarter
+(``devkit.barcode``), and once a second (``devkit.nasty.MARK_EVERY_S``) the rest of the picture flashes white while the audio beeps, so
 ``devkit.avcheck`` can measure A/V sync in what sidecast publishes. The publisher logs the wall-clock time
 at which each frame was handed to the encoder: frame number → send time, the reference of every
 glass-to-glass figure.
@@ -14,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,48 +21,11 @@ import av
 import httpx
 import numpy as np
 
+from devkit.barcode import barcode_image, read_barcode
 from devkit.nasty import _beep
 
-BARS = 22
-BITS = 16
-CHECK_BITS = 4
 VIDEO_RATE = 90_000
 AUDIO_RATE = 48_000
-
-
-def _bars(n: int) -> list[int]:
-    bits = [(n >> (BITS - 1 - i)) & 1 for i in range(BITS)]
-    check = bin(n & 0xFFFF).count("1") & 0xF
-    bits += [(check >> (CHECK_BITS - 1 - i)) & 1 for i in range(CHECK_BITS)]
-    return [1] + bits + [0]
-
-
-def barcode_image(n: int, w: int, h: int, flash: bool = False) -> np.ndarray:
-    """An RGB picture: frame ``n``'s barcode across the top quarter, the rest white on a marker frame."""
-    img = np.full((h, w, 3), 235 if flash else 16, np.uint8)
-    band = h // 4
-    img[:band] = 16
-    edges = np.linspace(0, w, BARS + 1).astype(int)
-    for i, bit in enumerate(_bars(n)):
-        if bit:
-            img[:band, edges[i]:edges[i + 1]] = 235
-    return img
-
-
-def read_barcode(gray: np.ndarray) -> int | None:
-    """The frame number in a luma picture (any size), or None when the bars do not check out."""
-    h, w = gray.shape[:2]
-    rows = gray[max(0, h // 16): max(1, h * 3 // 16)].astype(np.float32)
-    edges = np.linspace(0, w, BARS + 1)
-    bits = []
-    for i in range(BARS):
-        a, b = int(edges[i] + (edges[i + 1] - edges[i]) * 0.3), int(edges[i] + (edges[i + 1] - edges[i]) * 0.7)
-        bits.append(1 if rows[:, a:max(a + 1, b)].mean() > 128 else 0)
-    if bits[0] != 1 or bits[-1] != 0:
-        return None
-    n = int("".join(map(str, bits[1:1 + BITS])), 2)
-    check = int("".join(map(str, bits[1 + BITS:1 + BITS + CHECK_BITS])), 2)
-    return n if bin(n).count("1") & 0xF == check else None
 
 
 def _track_base() -> Any:
@@ -202,6 +164,28 @@ async def whip_publish(endpoint: str, key: str | None, *, video: BarcodeVideo | 
     return Publication(r.status_code, r.text, r.headers.get("location"), pc, video, dict(r.headers))
 
 
+
+class ThreadedPublisher:
+    """An aiortc WHIP publisher of ``BarcodeVideo`` (and its beeps) on its own event-loop thread, for benches
+    that drive everything else synchronously; ``video.sent`` is the send log."""
+
+    def __init__(self, endpoint: str, key: str | None, size: tuple[int, int] = (1280, 720)) -> None:
+        self.endpoint, self.key = endpoint, key
+        self.video = BarcodeVideo(size=size)
+        self.loop = asyncio.new_event_loop()
+        self.posted_at = time.time()
+        self.publication = self.loop.run_until_complete(whip_publish(endpoint, key, video=self.video))
+        if self.publication.status != 201:
+            raise RuntimeError(f"WHIP publish refused ({self.publication.status}): {self.publication.text[:300]}")
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.publication.delete(self.endpoint, self.key), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
 async def post_offer(endpoint: str, sdp: str | bytes, key: str | None,
                      content_type: str = "application/sdp") -> httpx.Response:
     """A raw POST to a WHIP/WHEP endpoint (for the refusal cases)."""
@@ -227,5 +211,5 @@ async def offer_sdp(*, video_codec: str | None = "H264", audio: bool = True) -> 
     return str(sdp)
 
 
-__all__ = ["BarcodeVideo", "BeepAudio", "Publication", "barcode_image", "offer_sdp", "post_offer", "read_barcode",
-           "whip_publish"]
+__all__ = ["BarcodeVideo", "BeepAudio", "Publication", "ThreadedPublisher", "barcode_image", "offer_sdp", "post_offer",
+           "read_barcode", "whip_publish"]

@@ -199,6 +199,7 @@ def play_hls(
     hls_config: dict[str, Any] | None = None,
     sample_ms: int = 100,
     cue_ms: int = 50,
+    barcode: dict[str, Any] | bool = False,
     chromium: str | None = None,
 ) -> PlaybackReport:
     """Play `url` in headless Chromium with hls.js and report what happened.
@@ -207,12 +208,14 @@ def play_hls(
     reached `until_time` and the hls.js event `until_event` fired; or earlier on a fatal error or the
     end of the stream; or at `timeout` (stop_reason "timeout": assert on the report to see why).
     `subtitles`: True = first subtitle track, an int = that index, a str = that language or name.
+    `barcode`: read devkit/barcode.py frame numbers off the presented picture (True, or {"everyMs": N} to
+    read at most one frame per N ms): `raw["frames"]` lists {n, shownAt (ms since epoch), w, h}.
     Raises HarnessError only when the harness itself cannot run.
     """
     opts = {
         "url": url, "seconds": seconds, "timeout": timeout, "interstitials": interstitials,
         "subtitles": subtitles, "startLevel": start_level, "untilTime": until_time, "untilEvent": until_event,
-        "hlsConfig": hls_config or {}, "sampleMs": sample_ms, "cueMs": cue_ms,
+        "hlsConfig": hls_config or {}, "sampleMs": sample_ms, "cueMs": cue_ms, "barcode": barcode,
     }
     return PlaybackReport.from_json(_run_play(opts, chromium, timeout))
 

@@ -17,6 +17,8 @@
 //   untilEvent     also wait until this hls.js event (e.g. INTERSTITIALS_PRIMARY_RESUMED) fired   [unset]
 //   hlsConfig      extra hls.js config object merged into the constructor's config               [{}]
 //   sampleMs       playback sampling period (ms)                                                 [100]
+//   barcode        read devkit/barcode.py frame numbers off the presented picture (barcode.mjs): false,
+//                  or {"everyMs": N}; the report gets `frames` [{n, shownAt, w, h}] and `unread`  [false]
 //   cueMs          text-track activeCues polling period (ms)                                     [50]
 //   chromium       browser executable  [$SIDECAST_CHROMIUM or /usr/bin/chromium]
 //   hlsPath        hls.js build to load [../../core/static/hls.min.js, the one the server ships]
@@ -31,6 +33,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { installReader } from './barcode.mjs';
+
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(HERE, '..', '..');
 const HARNESS_DIR = '/__sidecast_harness__/';
@@ -40,7 +44,7 @@ const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable
 
 const DEFAULTS = {
   url: null, page: false, until: null, seconds: 6, timeout: 90, interstitials: false, subtitles: false, startLevel: null,
-  untilTime: null, untilEvent: null, hlsConfig: {}, sampleMs: 100, cueMs: 50, maxEvents: 20000,
+  untilTime: null, untilEvent: null, hlsConfig: {}, barcode: false, sampleMs: 100, cueMs: 50, maxEvents: 20000,
   chromium: process.env.SIDECAST_CHROMIUM || '/usr/bin/chromium',
   hlsPath: join(REPO, 'core', 'static', 'hls.min.js'),
 };
@@ -77,6 +81,8 @@ function recorder(opts) {
   const sc = window.__sc = {
     events: [], samples: [], cues: [], mediaErrors: [], played: 0, done: false, stopReason: null,
     autoplayError: null, droppedEvents: 0, subtitleChoice: null, fatal: false, untilEventSeen: false,
+    // every event counted, even past maxEvents; `media.waiting` after the first `media.playing` is a stall
+    eventCounts: {}, started: false,
   };
   const cfg = Object.assign({}, opts.hlsConfig || {});
   cfg.enableInterstitialPlayback = !!opts.interstitials;
@@ -154,6 +160,9 @@ function recorder(opts) {
   }
 
   function record(name, type, data) {
+    if (name === 'media.playing') sc.started = true;
+    const key = name === 'ERROR' ? 'ERROR:' + data.details : name + (sc.started ? '' : ':beforePlaying');
+    sc.eventCounts[key] = (sc.eventCounts[key] || 0) + 1;
     if (sc.events.length >= opts.maxEvents) { sc.droppedEvents++; return; }
     sc.events.push({ name, type, t: now(), ct: r3(video.currentTime), data });
     if (name === 'ERROR' && data.fatal) sc.fatal = true;
@@ -286,7 +295,7 @@ function recorder(opts) {
     }
     return {
       hlsVersion: Hls.version, stopReason: sc.stopReason, played: r3(sc.played), wallMs: now(),
-      events: sc.events, droppedEvents: sc.droppedEvents, samples: sc.samples, cues: sc.cues,
+      events: sc.events, droppedEvents: sc.droppedEvents, eventCounts: sc.eventCounts, samples: sc.samples, cues: sc.cues,
       levels: (hls.levels || []).map(level), currentLevel: hls.currentLevel,
       audioTracks: (hls.audioTracks || []).map(track), subtitleTracks: (hls.subtitleTracks || []).map(track),
       subtitleTrack: hls.subtitleTrack, subtitleChoice: sc.subtitleChoice, textTracks: tts,
@@ -354,6 +363,7 @@ async function run(opts, report) {
     const supported = await page.evaluate(() => !!(window.Hls && Hls.isSupported()));
     if (!supported) throw new Error('hls.js reports no MSE support in this Chromium');
     await page.evaluate(recorder, opts);
+    if (opts.barcode) await page.evaluate(installReader, opts.barcode);
     try {
       await page.waitForFunction(() => window.__sc.done, null,
         { timeout: remaining(COLLECT_RESERVE_MS), polling: 100 });
@@ -363,6 +373,9 @@ async function run(opts, report) {
       await page.evaluate(() => window.__sc.stop('timeout'));
     }
     Object.assign(report, await page.evaluate(() => window.__scReport()));
+    if (opts.barcode) {
+      Object.assign(report, await page.evaluate(() => ({ frames: window.__frames, unread: window.__unread })));
+    }
   } finally {
     if (context) await context.close().catch(() => {});
     rmSync(profile, { recursive: true, force: true });

@@ -10,7 +10,8 @@
 //                 harness calls window.sidecastStop() (the page's DELETE) and reports the page's state.
 //   role preview: a page that sets window.sidecastPreview (core/static/preview.html); every frame the
 //                 <video> presents is drawn to a canvas and its barcode (devkit/webrtc.py's layout) read:
-//                 the report lists {n, shownAt} (ms since epoch, the frame's expected display time).
+//                 the report lists {n, shownAt} (ms since epoch, the frame's expected display time);
+//                 the reader is barcode.mjs, shared with play.mjs.
 //   timeout       overall deadline in seconds [90]
 // WebRTC needs no STUN/TURN on loopback: Chromium is told to gather loopback candidates and to show real
 // addresses instead of mDNS names (which sidecast's ICE agent would have to resolve).
@@ -18,6 +19,8 @@
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+
+import { installReader } from './barcode.mjs';
 
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
@@ -30,46 +33,6 @@ const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable
 
 const opts = { pages: [], seconds: 8, timeout: 90, chromium: process.env.SIDECAST_CHROMIUM || '/usr/bin/chromium',
   ...JSON.parse(process.argv[2] || '{}') };
-
-// Injected into preview pages: reads the barcode of every presented frame (22 bars across the top quarter:
-// white guard, 16 bits, 4 check bits = popcount & 15, black guard).
-function installReader() {
-  const video = document.querySelector('video');
-  const canvas = document.createElement('canvas');
-  const ctx = canvas.getContext('2d', { willReadFrequently: true });
-  const out = window.__frames = [];
-  window.__unread = 0;
-  function read() {
-    const w = video.videoWidth, h = video.videoHeight;
-    if (!w || !h) return null;
-    canvas.width = w; canvas.height = h;
-    ctx.drawImage(video, 0, 0, w, h);
-    const y0 = Math.floor(h / 16), y1 = Math.max(y0 + 1, Math.floor(h * 3 / 16));
-    const data = ctx.getImageData(0, y0, w, y1 - y0).data;
-    const bits = [];
-    for (let i = 0; i < 22; i++) {
-      const a = Math.floor(w * (i + 0.3) / 22), b = Math.max(a + 1, Math.floor(w * (i + 0.7) / 22));
-      let sum = 0, count = 0;
-      for (let y = 0; y < y1 - y0; y += 2) for (let x = a; x < b; x += 2) {
-        const k = (y * w + x) * 4; sum += 0.299 * data[k] + 0.587 * data[k + 1] + 0.114 * data[k + 2]; count++;
-      }
-      bits.push(sum / count > 128 ? 1 : 0);
-    }
-    if (bits[0] !== 1 || bits[21] !== 0) return null;
-    let n = 0; for (let i = 1; i <= 16; i++) n = n * 2 + bits[i];
-    let check = 0; for (let i = 17; i <= 20; i++) check = check * 2 + bits[i];
-    let pop = 0; for (let i = 0; i < 16; i++) pop += (n >> i) & 1;
-    return (pop & 15) === check ? n : null;
-  }
-  function onFrame(now, meta) {
-    const n = read();
-    const shownAt = performance.timeOrigin + (meta.expectedDisplayTime || now);
-    if (n === null) window.__unread++;
-    else if (!out.length || out[out.length - 1].n !== n) out.push({ n, shownAt, w: meta.width, h: meta.height });
-    video.requestVideoFrameCallback(onFrame);
-  }
-  video.requestVideoFrameCallback(onFrame);
-}
 
 async function stats(page) {
   return page.evaluate(async () => {

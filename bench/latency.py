@@ -1,0 +1,390 @@
+"""Glass-to-glass latency of sidecast's HLS outputs, measured in the real browser, beside a peer, in one run.
+
+A clock-stamped 1280x720 30 fps source (``devkit.latency.StampedSource``: every frame carries its number as
+a barcode; the moment it is handed to the publishing encoder is logged) is published in real time over
+RTMP (or WHIP) into each configuration in turn; hls.js in headless Chromium plays the master playlist, and
+the page reads the barcode off the picture it presents (tests/browser/barcode.mjs, at most every 200 ms):
+glass-to-glass = the moment the frame was shown − the moment it was sent. Also reported: stalls (the
+<video> ``waiting`` event after playback began, and hls.js ``bufferStalledError``), hls.js's own latency
+estimate and ``now − playingDate`` (what a PROGRAM-DATE-TIME-based figure would claim).
+
+Configurations (``--configs``, default all):
+  a  sidecast, plain HLS, default settings (2 s MPEG-TS segments), hls.js defaults
+  b  sidecast ``--latency low`` (LL-HLS, 1/3 s parts), hls.js ``lowLatencyMode: true``
+  c  the ffmpeg CLI as the peer: this FFmpeg's HLS muxer has no LL-HLS parts (``ffmpeg -h muxer=hls``:
+     no part options; dash's ``-lhls`` writes EXT-X-PREFETCH, which hls.js ignores), so its lowest-latency
+     HLS: 1 s fMP4 segments, the same 720/480/360 ladder and x264 zero-latency settings as (b)
+  d  (b) with ``--sidecars stt`` (the source then carries real speech: Debian's pocketsphinx/asterisk clips)
+  e  WHIP in (aiortc publisher, same 720p barcode picture) → (b)'s LL-HLS out
+  f  (b) with hls.js allowed to speed playback up to 1.5x to reach its target latency (PART-HOLD-BACK):
+     hls.js joins a live stream at an independent part (a segment start) and, by default, never catches up
+  g  (b) with ``--segment-duration 1``: a keyframe, so an independent part to join at, every second
+
+Run under the CPU lock (about 10 minutes with the defaults):
+  flock /tmp/sidecast-cpu.lock .venv/bin/python bench/latency.py [--seconds 60] [--configs a,b,c,d,e,f,g]
+For the issue's no-stall check: ``--configs b --seconds 300``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from devkit.latency import Figures, StampedSource, latencies  # noqa: E402
+from devkit.webrtc import ThreadedPublisher  # noqa: E402
+from sidecast.core.ladder import DEFAULT_LADDER, build_ladder  # noqa: E402
+from sidecast.core.outputs.parts import low_latency_options  # noqa: E402
+from tests.browser.harness import play_hls, serve  # noqa: E402
+from tests.conftest import SIDECAST, free_port, wait_for  # noqa: E402
+from tests.webrtc_support import LiveRun  # noqa: E402
+
+KEY = "bench"
+SIZE = (1280, 720)
+FPS = 30
+READ_EVERY_MS = 200
+SETTLE_S = 3.0  # readings of each viewer's first seconds are left out (start-up, first seek)
+TARGET_MEDIAN, TARGET_P95 = 2.5, 3.5  # issue #21, LL-HLS without sidecars
+
+
+@dataclass
+class Config:
+    key: str
+    label: str
+    kind: str  # "sidecast" (RTMP in), "ffmpeg" (RTMP in), "whip" (sidecast, WHIP in)
+    args: list[str] = field(default_factory=list)
+    hls: dict[str, Any] = field(default_factory=dict)
+    speech: bool = False
+
+
+CONFIGS = {c.key: c for c in (
+    Config("a", "sidecast plain HLS (defaults: 2 s TS segments)", "sidecast", [], {"lowLatencyMode": False}),
+    Config("b", "sidecast --latency low (LL-HLS, 1/3 s parts)", "sidecast", ["--latency", "low"],
+           {"lowLatencyMode": True}),
+    Config("c", "ffmpeg CLI HLS, 1 s fMP4 segments (no LL parts)", "ffmpeg", [], {"lowLatencyMode": True}),
+    Config("d", "sidecast --latency low --sidecars stt", "sidecast", ["--latency", "low", "--sidecars", "stt"],
+           {"lowLatencyMode": True}, speech=True),
+    Config("e", "WHIP in -> sidecast --latency low", "whip", ["--latency", "low"], {"lowLatencyMode": True}),
+    Config("f", "(b) with hls.js catching up (maxLiveSyncPlaybackRate 1.5)", "sidecast", ["--latency", "low"],
+           {"lowLatencyMode": True, "maxLiveSyncPlaybackRate": 1.5}),
+    Config("g", "(b) with 1 s segments (an independent part every second)", "sidecast",
+           ["--latency", "low", "--segment-duration", "1"], {"lowLatencyMode": True}),
+)}
+
+
+def speech_wav(path: Path) -> Path:
+    """Two minutes of real held-out speech (looped by the publisher) as a 16 kHz WAV."""
+    import numpy as np
+
+    from devkit.realspeech import SAMPLE_RATE, programme
+
+    audio = programme("heldout", "en", minutes=2.0).audio
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+def first_variant(base: str) -> str:
+    import httpx
+
+    text = httpx.get(base + "/master.m3u8", timeout=10).text
+    return next(line for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def wait_playable(base: str, segments: int = 3, timeout: float = 120) -> None:
+    """Until the master exists and its first (highest) variant lists ``segments`` complete segments: a viewer
+    joins a stream that is already running."""
+    import httpx
+
+    def ready() -> bool:
+        try:
+            r = httpx.get(base + "/master.m3u8", timeout=5)
+            if r.status_code != 200 or "#EXT-X-STREAM-INF" not in r.text:
+                return False
+            media = httpx.get(base + "/" + first_variant(base), timeout=5).text
+            return media.count("#EXTINF") >= segments
+        except httpx.HTTPError:
+            return False
+
+    wait_for(ready, timeout, "the stream to be playable", poll=0.25)
+
+
+def listening(port: int) -> bool:
+    """A TCP listener on ``port``, seen in /proc (connecting to ask would use up ``ffmpeg -listen 1``)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        if any(r.split()[1].endswith(f":{port:04X}") and r.split()[3] == "0A" for r in rows):
+            return True
+    return False
+
+
+def ffmpeg_peer_cmd(listen_url: str, out: Path, seg: float = 1.0) -> list[str]:
+    """The ffmpeg CLI's lowest-latency HLS: an RTMP listener, the core's ladder for a 720p source with the
+    core's low-latency x264 settings, fMP4 segments of ``seg`` seconds and a master playlist."""
+    rungs = build_ladder(*SIZE, DEFAULT_LADDER)
+    n = len(rungs)
+    graph = f"[0:v]split={n}" + "".join(f"[s{i}]" for i in range(n)) + ";" + ";".join(
+        f"[s{i}]scale={r.width}:{r.height}:flags=bicubic[o{i}]" for i, r in enumerate(rungs))
+    keyint = int(seg * FPS)
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-listen", "1", "-i", listen_url, "-filter_complex", graph]
+    for i in range(n):
+        cmd += ["-map", f"[o{i}]"]
+    cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-an"]
+    for i, r in enumerate(rungs):
+        o = low_latency_options(r.crf, r.max_bitrate, keyint)
+        cmd += [f"-preset:v:{i}", o["preset"], f"-tune:v:{i}", o["tune"], f"-profile:v:{i}", o["profile"],
+                f"-crf:v:{i}", o["crf"], f"-x264-params:v:{i}", o["x264-params"],
+                # the same cap again as ffmpeg options, so the muxer knows each variant's BANDWIDTH
+                f"-maxrate:v:{i}", str(r.max_bitrate), f"-bufsize:v:{i}", str(r.max_bitrate)]
+    names = " ".join(f"v:{i},name:{r.name}" for i, r in enumerate(rungs))
+    return [*cmd, "-f", "hls", "-hls_time", f"{seg:g}", "-hls_list_size", "6", "-hls_segment_type", "fmp4",
+            "-hls_flags", "independent_segments+delete_segments+program_date_time",
+            "-hls_fmp4_init_filename", "init.mp4", "-hls_segment_filename", str(out / "%v" / "seg_%06d.m4s"),
+            "-master_pl_name", "master.m3u8", "-var_stream_map", names, str(out / "%v" / "index.m3u8")]
+
+
+def pdt_errors(base: str, sent: dict[int, float], count: int = 3) -> list[float]:
+    """EXT-X-PROGRAM-DATE-TIME of the last ``count`` complete segments of the first variant minus the send
+    time of the frame each starts with (read off the segment's first decoded picture): how far the PDT is
+    from the truth (issue #21: within 0.1 s of the first frame's arrival)."""
+    import av
+    import httpx
+    import m3u8
+
+    from devkit.barcode import read_barcode
+
+    url = base + "/" + first_variant(base)
+    playlist = m3u8.loads(httpx.get(url, timeout=10).text, uri=url)
+    out = []
+    init_cache: dict[str, bytes] = {}
+    for seg in [s for s in playlist.segments if s.uri and s.program_date_time][-count:]:
+        data = b""
+        if seg.init_section is not None:
+            init_url = httpx.URL(url).join(seg.init_section.uri)
+            if str(init_url) not in init_cache:
+                init_cache[str(init_url)] = httpx.get(init_url, timeout=10).content
+            data = init_cache[str(init_url)]
+        data += httpx.get(httpx.URL(url).join(seg.uri), timeout=10).content
+        try:
+            with av.open(io.BytesIO(data)) as c:
+                frame = next(c.decode(video=0))
+        except (av.FFmpegError, StopIteration):
+            continue
+        n = read_barcode(frame.to_ndarray(format="gray"))
+        if n is not None and n in sent:
+            out.append(seg.program_date_time.timestamp() - sent[n])
+    return out
+
+
+def measure(base: str, cfg: Config, sent: dict[int, float], seconds: float, joins: int) -> dict[str, Any]:
+    """``joins`` viewers one after the other, each playing ``seconds / joins``: a player keeps the distance to
+    the live edge it joined at, so where each one joins (the phase of the segment, the load) is most of the
+    spread between viewers; one playback would be one viewer."""
+    lat: list[float] = []
+    per_join: list[float] = []
+    frames_all: list[dict[str, Any]] = []
+    hls_latency: list[float] = []
+    pdt: list[float] = []
+    counts: dict[str, int] = {}
+    played = wall = 0.0
+    unread = 0
+    fatal: list[str] = []
+    stops = []
+    each = seconds / joins
+    for _ in range(joins):
+        report = play_hls(base + "/master.m3u8", seconds=each, timeout=each * 2 + 90, hls_config=cfg.hls,
+                          barcode={"everyMs": READ_EVERY_MS}, sample_ms=250)
+        raw = report.raw
+        frames = raw.get("frames") or []
+        settle_at = frames[0]["shownAt"] + SETTLE_S * 1000 if frames else 0
+        mine = latencies([f for f in frames if f["shownAt"] >= settle_at], sent)
+        lat += mine
+        if mine:
+            per_join.append(statistics.median(mine))
+        frames_all += frames
+        for k, v in (raw.get("eventCounts") or {}).items():
+            counts[k] = counts.get(k, 0) + v
+        hls_latency += [s["latency"] for s in report.samples if isinstance(s.get("latency"), (int, float))]
+        pdt += [(s["wall"] - s["playingDate"]) / 1000 for s in report.samples if s.get("playingDate") and s.get("wall")]
+        played += report.played
+        wall += (raw.get("wallMs") or 0) / 1000
+        unread += raw.get("unread") or 0
+        fatal += [f"{d.get('details')}" for d in report.fatal_errors]
+        stops.append(report.stop_reason)
+    try:
+        pdt_err = pdt_errors(base, sent)
+    except Exception as e:  # a figure beside the point: never lose the latency figures for it
+        print(f"   PDT check failed: {type(e).__name__}: {e}", flush=True)
+        pdt_err = []
+    return {
+        "config": cfg.key, "label": cfg.label, "figures": Figures.of(lat), "readings": len(lat),
+        "join_medians": per_join, "unread": unread, "played_s": played, "wall_s": wall,
+        "stalls_waiting": counts.get("media.waiting", 0),
+        "stalls_hlsjs": counts.get("ERROR:bufferStalledError", 0),
+        "fatal": fatal, "heights": sorted({f["h"] for f in frames_all}),
+        "hlsjs_latency_median": statistics.median(hls_latency) if hls_latency else None,
+        "pdt_latency_median": statistics.median(pdt) if pdt else None,
+        "pdt_error": pdt_err, "stop": stops,
+    }
+
+
+def run_sidecast(cfg: Config, work: Path, seconds: float, joins: int) -> dict[str, Any]:
+    out, port, http = work / f"{cfg.key}-out", free_port(), free_port()
+    log = work / f"{cfg.key}-sidecast.log"
+    proc = subprocess.Popen([SIDECAST, "run", f"rtmp://127.0.0.1:{port}/live/{KEY}", "-o", str(out),
+                             "--serve", str(http), "--serve-host", "127.0.0.1", "--no-progress", *cfg.args],
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"), cwd=ROOT)
+    source = None
+    try:
+        wait_for(lambda: "listening for RTMP publishers" in log.read_text() or proc.poll() is not None, 120,
+                 "the RTMP listener")
+        if proc.poll() is not None:
+            raise RuntimeError(f"sidecast exited: {log.read_text()[-2000:]}")
+        speech = speech_wav(work / "speech.wav") if cfg.speech else None
+        source = StampedSource(f"rtmp://127.0.0.1:{port}/live/{KEY}", size=SIZE, fps=FPS, speech=speech,
+                               log=work / f"{cfg.key}-source.log").start()
+        base = f"http://127.0.0.1:{http}"
+        wait_playable(base)
+        result = measure(base, cfg, source.sent, seconds, joins)
+        result["source_late_frames"] = source.late_frames
+        return result
+    finally:
+        if source is not None:
+            source.stop()
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        text = log.read_text(errors="replace")
+        if "Traceback" in text:
+            print(f"   [{cfg.key}] sidecast logged a traceback: {text[text.index('Traceback'):][:800]}", flush=True)
+
+
+def run_ffmpeg(cfg: Config, work: Path, seconds: float, joins: int) -> dict[str, Any]:
+    out, port = work / f"{cfg.key}-out", free_port()
+    url = f"rtmp://127.0.0.1:{port}/live/{KEY}"
+    for r in build_ladder(*SIZE, DEFAULT_LADDER):
+        (out / r.name).mkdir(parents=True)
+    log = work / f"{cfg.key}-ffmpeg.log"
+    proc = subprocess.Popen(ffmpeg_peer_cmd(url, out), stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    source = None
+    try:
+        wait_for(lambda: listening(port) or proc.poll() is not None, 30, "ffmpeg's RTMP listener")
+        source = StampedSource(url, size=SIZE, fps=FPS, log=work / f"{cfg.key}-source.log").start()
+        with serve(out) as base:
+            base = base.rstrip("/")
+            wait_playable(base)
+            result = measure(base, cfg, source.sent, seconds, joins)
+        result["source_late_frames"] = source.late_frames
+        return result
+    finally:
+        if source is not None:
+            source.stop()
+        proc.terminate()
+        proc.wait(30)
+
+
+def run_whip(cfg: Config, work: Path, seconds: float, joins: int) -> dict[str, Any]:
+    with LiveRun(work / f"{cfg.key}-out", KEY, "--no-progress", *cfg.args, serve=True) as run:
+        pub = ThreadedPublisher(run.endpoint, KEY, size=SIZE)
+        try:
+            wait_playable(run.base)
+            return measure(run.base, cfg, pub.video.sent, seconds, joins)
+        finally:
+            pub.close()
+
+
+def fmt(x: float | None) -> str:
+    return f"{x:.2f}" if isinstance(x, (int, float)) else "  – "
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=60, help="playback measured per configuration [60]")
+    ap.add_argument("--joins", type=int, default=3, help="viewers per configuration, one after the other, "
+                    "sharing --seconds [3]")
+    ap.add_argument("--configs", default="a,b,c,d,e,f,g", help="which configurations, in order [a,b,c,d,e,f,g]")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs and logs")
+    args = ap.parse_args()
+    keys = [k.strip() for k in args.configs.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"unknown configuration {unknown[0]!r}: pick from {','.join(CONFIGS)}")
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    print(f"before: {uptime}; {os.cpu_count()} CPUs", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
+        work = Path(tmp)
+        if args.keep:
+            work = args.keep
+            work.mkdir(parents=True, exist_ok=True)
+        for k in keys:
+            cfg = CONFIGS[k]
+            started = time.time()
+            print(f"\n({k}) {cfg.label} ...", flush=True)
+            runner = {"sidecast": run_sidecast, "ffmpeg": run_ffmpeg, "whip": run_whip}[cfg.kind]
+            try:
+                r = runner(cfg, work, args.seconds, args.joins)
+            except Exception as e:  # one configuration failing must not hide the others' figures
+                r = {"config": k, "label": cfg.label, "error": f"{type(e).__name__}: {e}"[:500]}
+            r["load1"] = os.getloadavg()[0]
+            r["took_s"] = time.time() - started
+            rows.append(r)
+            f = r.get("figures")
+            if f is None:
+                print(f"   no figures: {r.get('error') or r}", flush=True)
+                continue
+            print(f"   glass-to-glass median {f.median:.2f} s  p95 {f.p95:.2f} s  max {f.max:.2f} s  "
+                  f"({f.samples} readings, {r['unread']} unread; per viewer "
+                  f"{'/'.join(f'{x:.2f}' for x in r['join_medians'])})  stalls: {r['stalls_waiting']} waiting / "
+                  f"{r['stalls_hlsjs']} bufferStalled  played {r['played_s']:.0f} s in {r['wall_s']:.0f} s  "
+                  f"heights {r['heights']}  hls.js latency {fmt(r['hlsjs_latency_median'])} s  "
+                  f"now-PDT {fmt(r['pdt_latency_median'])} s  PDT - sent "
+                  f"{'/'.join(f'{x:+.2f}' for x in r['pdt_error']) or '–'} s  source late frames {r.get('source_late_frames')}  "
+                  f"load {r['load1']:.1f}{'  FATAL ' + str(r['fatal']) if r['fatal'] else ''}", flush=True)
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    print(f"\nafter: {uptime}\n")
+    print("| config | median | p95 | max | per viewer (median) | stalls (waiting / hls.js) | readings | load (1 min) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        f = r.get("figures")
+        if f is None:
+            print(f"| ({r['config']}) {r['label']} | failed: {re.sub(r'[|]', '/', r.get('error', ''))[:120]} | | | | | | |")
+            continue
+        print(f"| ({r['config']}) {r['label']} | {f.median:.2f} s | {f.p95:.2f} s | {f.max:.2f} s | "
+              f"{' / '.join(f'{x:.2f}' for x in r['join_medians'])} | {r['stalls_waiting']} / {r['stalls_hlsjs']} | {f.samples} | {r['load1']:.1f} |")
+    for ll in [r for r in rows if r["config"] in ("b", "e", "f", "g") and r.get("figures")]:
+        f = ll["figures"]
+        ok = f.median <= TARGET_MEDIAN and f.p95 <= TARGET_P95
+        print(f"\nLL-HLS without sidecars ({ll['config']}): median {f.median:.2f} s (target ≤ {TARGET_MEDIAN}), p95 {f.p95:.2f} s "
+              f"(target ≤ {TARGET_P95}), {ll['stalls_waiting']} stalls in {ll['played_s']:.0f} s: "
+              f"{'MET' if ok else 'NOT MET'} (latency){'' if ll['stalls_waiting'] else '; no stall'}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1, default=lambda o: o.__dict__))
+
+
+if __name__ == "__main__":
+    main()
