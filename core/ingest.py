@@ -7,17 +7,23 @@ drops (what arrived is published at once) and at a discontinuity.
 PROGRAM-DATE-TIME tells the truth for live sources: it is when a frame *arrived*, not when the pipeline got
 round to it. A demuxer hands over its probing buffer (a second or more of frames) in one burst after it
 opens, then frames at the pace they arrive; the smallest "wall clock at read − media time" seen so far is
-therefore the arrival offset (reached as soon as the reading has caught up, within the first segment),
-and PDT(t) = that offset + t. The offset is fixed when the first segment of a session closes: after that,
-PDTs advance by exactly the segment durations (a player computes positions from them, so a later 50 ms
-"improvement" would be a jump without a discontinuity). It is re-measured after every reconnection. Files keep PDT = the time
+therefore the arrival offset, and PDT(t) = that offset + t. The offset is fixed once the reading has
+caught up (the offset stops shrinking: over the last ``SETTLED_FRAMES`` frames it moved less than
+``SETTLED_S``), or ``PDT_SETTLE_S`` after a segment that needs it closed, whichever comes first; after that,
+PDTs advance by exactly the segment durations (a player computes positions from them, so a later
+"improvement" would be a jump without a discontinuity). A segment's PDT is therefore taken when the segment
+is published (``SegmentJob.program_date_time``), not when it closes: a probing burst can be longer than the
+first segment (RTMP's probe holds ~2–4 s), and a segment closed inside it would otherwise carry the burst's
+delay for the whole session. It is re-measured after every reconnection. Files keep PDT = the time
 the run started + media time.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
@@ -48,6 +54,12 @@ from .sources import (
 )
 
 log = logging.getLogger("sidecast.ingest")
+
+# The reading has caught up with a live source when "wall clock − media time" moved less than SETTLED_S over
+# the last SETTLED_FRAMES frames; PDT_SETTLE_S after a segment closed its PDT is taken whatever the state.
+SETTLED_FRAMES = 15
+SETTLED_S = 0.02
+PDT_SETTLE_S = 4.0
 
 _NO_PICTURE: av.VideoFrame = av.VideoFrame(2, 2, "yuv420p")  # stands in for a picture no output keeps
 
@@ -84,7 +96,9 @@ class Ingest:
         self._pdt_anchor = (datetime.now(UTC), 0.0)
         self.measure_arrival = source.live or source.pace  # PDT from when frames arrived (see the docstring)
         self._arrival: float | None = None
-        self._arrival_fixed = False  # set when the session's first segment closes (see the docstring)
+        self._arrival_fixed = False  # set once the reading has caught up, or at a deadline (see the docstring)
+        self._recent: deque[float] = deque(maxlen=SETTLED_FRAMES)
+        self._settled = threading.Event()
 
     def _arrived(self, t: float) -> None:
         """A live frame at media time ``t`` is being read now: tighten the arrival offset."""
@@ -93,6 +107,25 @@ class Ingest:
         offset = time.time() - t
         if self._arrival is None or offset < self._arrival:
             self._arrival = offset
+        self._recent.append(offset)
+        if len(self._recent) == SETTLED_FRAMES and self._recent[0] - offset < SETTLED_S:
+            self._arrival_fixed = True  # caught up: frames are read at the pace they arrive
+            self._settled.set()
+
+    def _pdt_resolver(self, start: float) -> Callable[[], datetime]:
+        """The PDT of a segment starting at ``start``, taken when it is published (see the docstring)."""
+        if not self.measure_arrival:
+            at = self.pdt_at(start)
+            return lambda: at
+        settled, deadline = self._settled, time.monotonic() + PDT_SETTLE_S
+
+        def resolve() -> datetime:
+            if not self._arrival_fixed and self._settled is settled:
+                settled.wait(max(0.0, deadline - time.monotonic()))
+                self._arrival_fixed = True  # what was measured by the deadline is the session's offset
+            return self.pdt_at(start)
+
+        return resolve
 
     def pdt_at(self, t: float) -> datetime:
         if self._arrival is not None:
@@ -108,12 +141,12 @@ class Ingest:
                 self.fanout.end()
             return
         start = self._times[0]
-        pdt = self.pdt_at(start)
-        self._arrival_fixed = self._arrival is not None
+        pdt = self.pdt_at(start)  # for the break signal; the published PDT is resolved at publication
         self.schedule.announce(end, self.pdt_at)
         job = SegmentJob(index=self._index, start=start, end=end, frames=self._frames, times=self._times,
                          discontinuity=self._discontinuity_pending, pdt=pdt, closed_at=time.monotonic(),
-                         final=final, signal=self.schedule.signal_for(start, pdt))
+                         final=final, signal=self.schedule.signal_for(start, pdt),
+                         resolve_pdt=self._pdt_resolver(start))
         for output in self.outputs:
             output.segment_closed(job)
         if self.fanout is not None:
@@ -213,6 +246,9 @@ class Ingest:
                     self._pdt_anchor = (datetime.now(UTC), ev.t)
                     self._arrival = None
                     self._arrival_fixed = False
+                    self._recent.clear()
+                    self._settled.set()  # segments of the old session waiting on it go with what they have
+                    self._settled = threading.Event()
                     if self.audio is not None:
                         self.audio.start_period(ev.t)
                 else:  # its timestamps jumped forward: the programme skipped that much time

@@ -45,6 +45,17 @@ class SegmentJob:
     closed_at: float                 # time.monotonic() when the ingest closed it
     final: bool = False              # the last segment of the stream
     signal: BreakSignal = BreakSignal()  # ad-break signalling every playlist writes with the segment
+    # The PDT as published: a live source's arrival clock may still be settling when the segment closes
+    # (core/ingest.py), so it is taken once, when the first output publishes the segment.
+    resolve_pdt: Callable[[], datetime] | None = None
+    _published_pdt: datetime | None = field(default=None, init=False, repr=False)
+    _pdt_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def program_date_time(self) -> datetime:
+        with self._pdt_lock:
+            if self._published_pdt is None:
+                self._published_pdt = self.resolve_pdt() if self.resolve_pdt is not None else self.pdt
+            return self._published_pdt
 
     @property
     def name(self) -> str:
@@ -57,7 +68,8 @@ class SegmentJob:
 
     def segment(self, uri: str) -> Segment:
         """This segment as a playlist entry (the same in every rendition but for its URI)."""
-        return Segment(uri=uri, duration=self.duration, program_date_time=self.pdt, discontinuity=self.discontinuity,
+        return Segment(uri=uri, duration=self.duration, program_date_time=self.program_date_time(),
+                       discontinuity=self.discontinuity,
                        tags=self.signal.tags, dateranges=self.signal.dateranges)
 
 
