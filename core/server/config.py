@@ -42,6 +42,11 @@ class ServerConfig:
     log_level: str = "info"
     log_format: str = "text"
     admin_key: str = ""                # an API key with every scope (else one is made on first start)
+    # the fleet (docs/kubernetes.md): a postgresql:// registry shared by several replicas
+    registry: str = ""                 # "" = DATA_DIR/registry.db (SQLite, one server); or postgresql://...
+    replica_id: str = ""               # this replica's name in the fleet (default: host name + random)
+    max_streams: int = 0               # pull streams this replica runs at most (0: no limit but its fair share)
+    lease_seconds: float = 10.0        # a dead replica's streams restart elsewhere about this long after
 
     @property
     def min_free_bytes(self) -> int:
@@ -81,6 +86,14 @@ class ServerConfig:
                        help="argument for a shared sidecar process, e.g. stt=--model=tiny.en; repeatable")
         p.add_argument("--admin-key", help="use this API key (all scopes) instead of generating one "
                                            "(or set SIDECAST_ADMIN_KEY)")
+        p.add_argument("--registry", help="registry: a SQLite file (default DATA_DIR/registry.db) or a "
+                                          "postgresql://USER:PASSWORD@HOST/DB URL shared by several replicas "
+                                          "(or set SIDECAST_REGISTRY)")
+        p.add_argument("--replica-id", help="this replica's name in a fleet (default: host name + random)")
+        p.add_argument("--max-streams", type=int, help="pull streams this replica runs at most (fleet; default: "
+                                                      "its fair share)")
+        p.add_argument("--lease-seconds", type=float, help="fleet lease length: a dead replica's streams restart "
+                                                          "elsewhere about this long after (default 10)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ServerConfig:
@@ -124,6 +137,10 @@ class ServerConfig:
             raise ConfigError("on_conflict must be refuse or replace")
         if cfg.min_free_mb < 0:
             raise ConfigError("min_free_mb must be ≥ 0")
+        if cfg.max_streams < 0:
+            raise ConfigError("max_streams must be ≥ 0 (0: no limit)")
+        if not 2.0 <= float(cfg.lease_seconds) <= 300.0:
+            raise ConfigError("lease_seconds must be between 2 and 300")
         return cfg
 
 

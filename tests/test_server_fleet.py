@@ -1,0 +1,401 @@
+"""The fleet: several ``sidecast server`` replicas (separate processes, their own ports and data folders) on
+one real PostgreSQL registry, with one shared media folder (what a bucket is on Kubernetes).
+
+- leases on the real database: one owner at a time, epochs that grow, renewals that never revive an expired
+  lease, times by the database's clock;
+- three replicas pulling live HLS sources (an ffmpeg loop on loopback, 240p ladder): each stream is claimed
+  once, within each replica's ``--max-streams``; one replica is killed with SIGKILL and its streams publish
+  again from the others within 15 s, their playlists continuing after an EXT-X-DISCONTINUITY with no
+  media-sequence gap; then another replica is frozen (SIGSTOP: it can neither renew nor stop anything) and
+  its workers stop themselves before its leases expire. A sampler watching every worker process asserts
+  that no stream ever had two live workers at once;
+- a player asking a replica that does not run the stream gets it from the shared storage;
+- the API answers 503 with a clear message while the registry is down, and works again after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devkit.postgres import PostgresServer
+from sidecast.core.server.registry import Registry, RegistryUnavailable
+from sidecast.hls import MediaPlaylist, parse_media
+from tests.conftest import ffmpeg, free_port, wait_for
+from tests.server_helpers import live_hls
+
+SIDECAST = Path(sys.executable).parent / "sidecast"
+ADMIN = "sk_fleet_test_admin_key_0123456789abcdef"
+LEASE_S = 5.0
+PLAYLIST = "video/240p/index.m3u8"
+_ATTEMPT = re.compile(r"/e/([^/]+)/r(\d+)/")
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresServer]:
+    server = PostgresServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def clip240(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("clips") / "clip240.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=426x240:rate=25:duration=12", "-f", "lavfi", "-i",
+           "sine=frequency=440:sample_rate=44100:duration=12", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
+           "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", str(path))
+    return path
+
+
+def _fresh_db(pg: PostgresServer, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(pg.url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    return pg.url.rsplit("/", 1)[0] + "/" + name
+
+
+# ----------------------------------------------------------------------------- leases on the real database
+
+
+def test_a_lease_has_one_owner_its_epoch_grows_and_an_expired_one_is_never_renewed(pg: PostgresServer) -> None:
+    url = _fresh_db(pg, "leases")
+    a, b = Registry(url), Registry(url)
+    try:
+        assert a.secret == b.secret, "replicas must share the server secret (tokens, SRT passphrases)"
+        a.create_stream("cam1", ingest="pull", source="http://127.0.0.1:1/x.m3u8")
+        assert b.claimable_streams(10) == ["cam1"]
+        first = a.claim_lease("cam1", "r1", 2.0)
+        assert first == 1
+        assert b.claim_lease("cam1", "r2", 2.0) is None, "a live lease was taken by a second replica"
+        assert b.claimable_streams(10) == []
+        assert a.renew_leases("r1", 2.0) == {"cam1": 1}
+        assert b.renew_leases("r2", 2.0) == {}
+        wait_for(lambda: a.lease_of("cam1") is None, 10, "the lease to expire (database clock)")
+        assert a.renew_leases("r1", 2.0) == {}, "an expired lease was renewed: its stream may run elsewhere"
+        assert b.claim_lease("cam1", "r2", 2.0) == 2, "the epoch (fencing token) must grow with every claim"
+        b.release_lease("cam1", "r2", 2)
+        assert a.claim_lease("cam1", "r1", 2.0) == 3, "a released lease is free at once"
+        log = [(lease.owner, lease.epoch) for lease in a.lease_log("cam1")]
+        assert log == [("r1", 1), ("r2", 2), ("r1", 3)]
+    finally:
+        a.close()
+        b.close()
+
+
+# ----------------------------------------------------------------------------- replicas as real processes
+
+
+@dataclass
+class Replica:
+    name: str
+    data: Path
+    api_port: int
+    media_port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def media(self) -> str:
+        return f"http://127.0.0.1:{self.media_port}/"
+
+    def start(self, registry: str, storage: Path, max_streams: int) -> None:
+        self.data.mkdir(parents=True, exist_ok=True)
+        log = open(self.data / "server.log", "ab")  # noqa: SIM115 (kept open for the process's life)
+        self.proc = subprocess.Popen(
+            [str(SIDECAST), "server", "--data-dir", str(self.data), "--registry", registry,
+             "--storage", str(storage), "--api-port", str(self.api_port), "--media-port", str(self.media_port),
+             "--media-host", "127.0.0.1", "--rtmp-port", "-1", "--srt-port", "-1", "--admin-key", ADMIN,
+             "--replica-id", self.name, "--lease-seconds", str(LEASE_S), "--max-streams", str(max_streams),
+             "--min-free-mb", "16"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def ready(self) -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(self.api + "/healthz", timeout=2).status_code == 200
+        return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGCONT)
+                self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@dataclass
+class WorkerSampler:
+    """Every 50 ms, every live worker process of the test's replicas: which replica and stream it serves
+    (its stderr is DATA_DIR/logs/<stream>.log). Records any moment when one stream had two live workers."""
+
+    roots: dict[str, Path]
+    overlaps: list[str] = field(default_factory=list)
+    seen: dict[str, set[str]] = field(default_factory=dict)   # stream -> replicas that ran a worker for it
+    samples: int = 0
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> WorkerSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def snapshot(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for p in Path("/proc").iterdir():
+            if not p.name.isdigit():
+                continue
+            try:
+                if b"sidecast.core.server.worker" not in (p / "cmdline").read_bytes():
+                    continue
+                target = os.readlink(p / "fd" / "2")
+                state = (p / "stat").read_text().split(")")[-1].split()[0]
+            except OSError:
+                continue
+            if state in ("Z", "X"):
+                continue
+            for name, root in self.roots.items():
+                prefix = str(root / "logs") + "/"
+                if target.startswith(prefix) and target.endswith(".log"):
+                    out.setdefault(target[len(prefix):-4], []).append(f"{name}:{p.name}")
+        return out
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            snap = self.snapshot()
+            self.samples += 1
+            for sid, workers in snap.items():
+                self.seen.setdefault(sid, set()).update(w.split(":")[0] for w in workers)
+                if len(workers) > 1:
+                    self.overlaps.append(f"{sid}: {workers}")
+
+
+def _playlist(storage: Path, sid: str) -> MediaPlaylist | None:
+    try:
+        return parse_media((storage / sid / PLAYLIST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _attempts(pl: MediaPlaylist) -> list[int]:
+    return [int(m.group(2)) if (m := _ATTEMPT.search("/" + s.uri)) else -1 for s in pl.segments]
+
+
+@dataclass
+class Tracker:
+    """Every version of a stream's playlist seen in the shared storage: (media sequence, uri, discontinuity)
+    of each segment, to check that sequence numbers never change meaning and never skip."""
+
+    storage: Path
+    sid: str
+    by_seq: dict[int, str] = field(default_factory=dict)
+    disc_before: dict[int, bool] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    last_seq: int = -1
+
+    def poll(self) -> MediaPlaylist | None:
+        pl = _playlist(self.storage, self.sid)
+        if pl is None:
+            return None
+        if pl.media_sequence < self.last_seq - 100:
+            self.problems.append(f"media sequence went back to {pl.media_sequence}")
+        for i, seg in enumerate(pl.segments):
+            seq = pl.media_sequence + i
+            known = self.by_seq.setdefault(seq, seg.uri)
+            if known != seg.uri:
+                self.problems.append(f"sequence {seq} named {known} then {seg.uri}")
+            self.disc_before[seq] = bool(seg.discontinuity)
+        if pl.segments:
+            self.last_seq = max(self.last_seq, pl.media_sequence + len(pl.segments) - 1)
+        return pl
+
+
+def _owners(reg: Registry) -> dict[str, str]:
+    return {lease.stream_id: lease.owner for lease in reg.leases()}
+
+
+def test_three_replicas_share_streams_and_fail_over_within_15_s_without_split_brain(
+        pg: PostgresServer, clip240: Path, tmp_path: Path) -> None:
+    url = _fresh_db(pg, "fleet")
+    storage = tmp_path / "shared-media"
+    storage.mkdir()
+    replicas = [Replica(f"r{i}", tmp_path / f"replica{i}", free_port(), free_port()) for i in range(3)]
+    n_streams, capacity = 4, 3
+    reg = Registry(url)
+    try:
+        with live_hls(tmp_path, clip240) as source, WorkerSampler({r.name: r.data for r in replicas}) as sampler:
+            for r in replicas:
+                r.start(url, storage, capacity)
+            wait_for(lambda: all(r.ready() for r in replicas), 90, "three replicas to answer")
+            api = httpx.Client(base_url=replicas[0].api, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
+            sids = [f"cam{i}" for i in range(n_streams)]
+            for sid in sids:
+                r = api.post("/v1/streams", json={"id": sid, "ingest": "pull", "source": source,
+                                                  "options": {"ladder": "240p:300k", "window": 6,
+                                                              "reconnect_timeout": 30}})
+                assert r.status_code == 201, r.text
+            # every replica sees every stream (created through replica 0's API)
+            for rep in replicas[1:]:
+                wait_for(lambda rep=rep: len(httpx.get(rep.api + "/v1/streams", timeout=5, headers={
+                    "Authorization": f"Bearer {ADMIN}"}).json()["streams"]) == n_streams, 30,
+                    f"{rep.name} to see the streams")
+            trackers = {sid: Tracker(storage, sid) for sid in sids}
+
+            def all_publishing() -> bool:
+                return all((pl := trackers[sid].poll()) is not None and len(pl.segments) >= 2 for sid in sids)
+
+            wait_for(all_publishing, 120, "every stream to publish")
+            owners = _owners(reg)
+            assert set(owners) == set(sids), f"every stream is claimed once: {owners}"
+            per_replica = {r.name: sum(1 for o in owners.values() if o == r.name) for r in replicas}
+            assert max(per_replica.values()) <= capacity, f"--max-streams exceeded: {per_replica}"
+
+            # a player asking a replica that does not run the stream is served from the shared storage
+            sid0 = sids[0]
+            other = next(r for r in replicas if r.name != owners[sid0])
+            got = httpx.get(other.media + f"{sid0}/{PLAYLIST}", timeout=5)
+            assert got.status_code == 200 and got.text.startswith("#EXTM3U"), got.text[:200]
+            status = httpx.get(other.api + f"/v1/streams/{sid0}/status", timeout=5,
+                               headers={"Authorization": f"Bearer {ADMIN}"}).json()
+            assert status["state"] == "remote" and status["replica"] == owners[sid0], status
+
+            # ---- kill -9 the busiest replica
+            victim = max(replicas, key=lambda r: per_replica[r.name])
+            moved = sorted(sid for sid, o in owners.items() if o == victim.name)
+            before = {sid: max(_attempts(trackers[sid].poll() or MediaPlaylist(target_duration=2))) for sid in moved}
+            assert victim.proc is not None
+            killed_at = time.monotonic()
+            os.kill(victim.proc.pid, signal.SIGKILL)
+            victim.proc.wait()
+            back: dict[str, float] = {}
+
+            def republished() -> bool:
+                for sid in moved:
+                    pl = trackers[sid].poll()
+                    if sid not in back and pl is not None and max(_attempts(pl)) > before[sid]:
+                        back[sid] = time.monotonic() - killed_at
+                for sid in sids:
+                    trackers[sid].poll()
+                return len(back) == len(moved)
+
+            wait_for(republished, 40, f"the streams of {victim.name} ({moved}) to publish again", poll=0.1)
+            print(f"\nfailover after kill -9 of {victim.name}: " + ", ".join(f"{s} {t:.1f} s" for s, t in back.items()))
+            assert max(back.values()) <= 15.0, f"time to republish after kill -9: {back}"
+            new_owners = _owners(reg)
+            assert all(new_owners.get(sid) not in (None, victim.name) for sid in moved), new_owners
+
+            # ---- freeze another replica that runs streams (SIGSTOP: it can neither renew nor stop anything):
+            # its workers must stop by themselves before its leases expire; the last replica takes over up
+            # to its --max-streams, and the stream that does not fit waits for room
+            survivors = [r for r in replicas if r is not victim]
+            frozen = max(survivors, key=lambda r: sum(1 for o in new_owners.values() if o == r.name))
+            last = next(r for r in survivors if r is not frozen)
+            frozen_sids = sorted(sid for sid, o in new_owners.items() if o == frozen.name)
+            had = sum(1 for o in new_owners.values() if o == last.name)
+            assert frozen_sids, new_owners
+            assert frozen.proc is not None
+            before2 = {sid: max(_attempts(trackers[sid].poll() or MediaPlaylist(target_duration=2)))
+                       for sid in sids}
+            os.kill(frozen.proc.pid, signal.SIGSTOP)
+            frozen_at = time.monotonic()
+            back2: dict[str, float] = {}
+            expect = min(capacity - had, len(frozen_sids))
+
+            def taken_over() -> bool:
+                for sid in frozen_sids:
+                    pl = trackers[sid].poll()
+                    if sid not in back2 and pl is not None and max(_attempts(pl)) > before2[sid]:
+                        back2[sid] = time.monotonic() - frozen_at
+                return len(back2) >= expect
+
+            wait_for(taken_over, 40, f"the streams of the frozen {frozen.name} to publish elsewhere", poll=0.1)
+            print(f"takeover from the frozen {frozen.name}: " + ", ".join(f"{s} {t:.1f} s" for s, t in back2.items()))
+            frozen_workers = [w for ws in sampler.snapshot().values() for w in ws if w.startswith(frozen.name + ":")]
+            assert not frozen_workers, f"workers of the frozen replica still run: {frozen_workers}"
+            held = _owners(reg)
+            assert sum(1 for o in held.values() if o == last.name) == capacity, f"--max-streams not used: {held}"
+            assert len(held) == capacity, f"a stream beyond the live replicas' capacity was claimed: {held}"
+            # the frozen replica wakes up: its leases are gone (it stops nothing twice), and it takes the
+            # stream that waited for room
+            os.kill(frozen.proc.pid, signal.SIGCONT)
+            wait_for(lambda: len(_owners(reg)) == n_streams, 30, "every stream to be claimed again")
+            wait_for(lambda: all(max(_attempts(trackers[sid].poll() or MediaPlaylist(target_duration=2)))
+                                 > before2[sid] for sid in frozen_sids), 40, "every frozen stream to publish again")
+
+            # ---- no split brain, and playlists that continue
+            assert sampler.samples > 100
+            assert not sampler.overlaps, f"a stream had two live workers at once: {sampler.overlaps[:5]}"
+            for sid in sorted(set(moved + frozen_sids)):
+                t = trackers[sid]
+                t.poll()
+                assert not t.problems, (sid, t.problems)
+                seqs = sorted(t.by_seq)
+                assert seqs == list(range(seqs[0], seqs[-1] + 1)), f"{sid}: a media-sequence gap: {seqs}"
+                attempts = {seq: int(m.group(2)) for seq, uri in t.by_seq.items()
+                            if (m := _ATTEMPT.search("/" + uri))}
+                changes = [seq for seq in seqs[1:] if attempts.get(seq) != attempts.get(seq - 1)]
+                assert changes, f"{sid}: no new attempt seen"
+                for seq in changes:
+                    assert t.disc_before.get(seq), f"{sid}: no EXT-X-DISCONTINUITY before sequence {seq}"
+                events = {m.group(1) for uri in t.by_seq.values() if (m := _ATTEMPT.search("/" + uri))}
+                assert len(events) == 1, f"{sid}: a failover must continue the event, not start another: {events}"
+            for sid in moved:
+                assert sampler.seen[sid] >= {victim.name}, sampler.seen
+                assert len(sampler.seen[sid]) >= 2, f"{sid} ran on one replica only: {sampler.seen[sid]}"
+            api.close()
+    finally:
+        for r in replicas:
+            r.stop()
+        reg.close()
+
+
+def test_api_writes_answer_503_while_the_registry_is_down_and_work_after(tmp_path: Path) -> None:
+    with PostgresServer() as pg:
+        rep = Replica("solo", tmp_path / "solo", free_port(), free_port())
+        rep.start(pg.url, tmp_path / "media", 2)
+        try:
+            wait_for(rep.ready, 60, "the replica to answer")
+            api = httpx.Client(base_url=rep.api, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
+            body = {"id": "late", "ingest": "push", "options": {"ladder": "240p:300k"}}
+            pg.stop()
+            r = api.post("/v1/streams", json=body)
+            assert r.status_code == 503, r.text
+            detail = r.json()["detail"]
+            assert "registry" in detail and "unreachable" in detail and "retry" in detail, detail
+            assert r.headers.get("retry-after")
+            ready = httpx.get(rep.api + "/readyz", timeout=10)
+            assert ready.status_code == 503 and "registry" in ready.text
+            pg.start()
+            wait_for(lambda: api.post("/v1/streams", json=body).status_code == 201, 30,
+                     "the API to take writes again")
+            assert api.get("/v1/streams/late").status_code == 200
+            api.close()
+        finally:
+            rep.stop()
+    with pytest.raises(RegistryUnavailable):
+        Registry(pg.url)
