@@ -39,6 +39,7 @@ class ServerConfig:
     on_conflict: Literal["refuse", "replace"] = "refuse"
     sidecar_args: dict[str, list[str]] = field(default_factory=dict)
     sidecar_max_streams: int = 64
+    sidecar_addrs: dict[str, str] = field(default_factory=dict)  # NAME -> address of a sidecar run by others
     log_level: str = "info"
     log_format: str = "text"
     admin_key: str = ""                # an API key with every scope (else one is made on first start)
@@ -84,6 +85,9 @@ class ServerConfig:
                        help="a second publisher on a live stream: refuse it (default) or replace the first")
         p.add_argument("--sidecar-arg", action="append", metavar="NAME=ARG", dest="sidecar_arg",
                        help="argument for a shared sidecar process, e.g. stt=--model=tiny.en; repeatable")
+        p.add_argument("--sidecar-addr", action="append", metavar="NAME=ADDR", dest="sidecar_addr",
+                       help="use the NAME sidecar already listening at ADDR (host:port or unix:///path; e.g. a "
+                            "container of the same pod) instead of starting one; repeatable")
         p.add_argument("--admin-key", help="use this API key (all scopes) instead of generating one "
                                            "(or set SIDECAST_ADMIN_KEY)")
         p.add_argument("--registry", help="registry: a SQLite file (default DATA_DIR/registry.db) or a "
@@ -115,6 +119,11 @@ class ServerConfig:
             if not sep or not name or not arg:
                 raise ConfigError(f"bad --sidecar-arg {item!r}: expected NAME=ARG")
             values.setdefault("sidecar_args", {}).setdefault(name, []).append(arg)
+        for item in getattr(args, "sidecar_addr", None) or []:
+            name, sep, addr = item.partition("=")
+            if not sep or not name or not addr:
+                raise ConfigError(f"bad --sidecar-addr {item!r}: expected NAME=ADDR")
+            values.setdefault("sidecar_addrs", {})[name] = addr
         return cls.from_mapping(values)
 
     @classmethod

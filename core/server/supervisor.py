@@ -141,7 +141,7 @@ class Supervisor:
         # unix socket paths must stay under ~100 bytes: a short private folder, not one under data_dir
         self.run_dir = Path(tempfile.mkdtemp(prefix="sidecast-srv-"))
         self.sidecars = SidecarPool(self.run_dir, self.log_dir, args=config.sidecar_args,
-                                    max_streams=config.sidecar_max_streams)
+                                    max_streams=config.sidecar_max_streams, external=config.sidecar_addrs)
         self.runtimes: dict[str, Runtime] = {}
         self.protection: dict[str, bool] = {}  # stream -> playback tokens required (read by the player port)
         self.disk_full = False
