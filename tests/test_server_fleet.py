@@ -15,13 +15,10 @@ one real PostgreSQL registry, with one shared media folder (what a bucket is on 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,14 +27,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devkit.fleet import ADMIN, Replica, WorkerSampler
 from devkit.postgres import PostgresServer
 from sidecast.core.server.registry import Registry, RegistryUnavailable
 from sidecast.hls import MediaPlaylist, parse_media
 from tests.conftest import ffmpeg, free_port, wait_for
 from tests.server_helpers import live_hls
 
-SIDECAST = Path(sys.executable).parent / "sidecast"
-ADMIN = "sk_fleet_test_admin_key_0123456789abcdef"
 LEASE_S = 5.0
 PLAYLIST = "video/240p/index.m3u8"
 _ATTEMPT = re.compile(r"/e/([^/]+)/r(\d+)/")
@@ -99,102 +95,6 @@ def test_a_lease_has_one_owner_its_epoch_grows_and_an_expired_one_is_never_renew
 # ----------------------------------------------------------------------------- replicas as real processes
 
 
-@dataclass
-class Replica:
-    name: str
-    data: Path
-    api_port: int
-    media_port: int
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def api(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
-
-    @property
-    def media(self) -> str:
-        return f"http://127.0.0.1:{self.media_port}/"
-
-    def start(self, registry: str, storage: Path, max_streams: int) -> None:
-        self.data.mkdir(parents=True, exist_ok=True)
-        log = open(self.data / "server.log", "ab")  # noqa: SIM115 (kept open for the process's life)
-        self.proc = subprocess.Popen(
-            [str(SIDECAST), "server", "--data-dir", str(self.data), "--registry", registry,
-             "--storage", str(storage), "--api-port", str(self.api_port), "--media-port", str(self.media_port),
-             "--media-host", "127.0.0.1", "--rtmp-port", "-1", "--srt-port", "-1", "--admin-key", ADMIN,
-             "--replica-id", self.name, "--lease-seconds", str(LEASE_S), "--max-streams", str(max_streams),
-             "--min-free-mb", "16"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def ready(self) -> bool:
-        with contextlib.suppress(httpx.HTTPError):
-            return httpx.get(self.api + "/healthz", timeout=2).status_code == 200
-        return False
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGCONT)
-                self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-@dataclass
-class WorkerSampler:
-    """Every 50 ms, every live worker process of the test's replicas: which replica and stream it serves
-    (its stderr is DATA_DIR/logs/<stream>.log). Records any moment when one stream had two live workers."""
-
-    roots: dict[str, Path]
-    overlaps: list[str] = field(default_factory=list)
-    seen: dict[str, set[str]] = field(default_factory=dict)   # stream -> replicas that ran a worker for it
-    samples: int = 0
-
-    def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> WorkerSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def snapshot(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for p in Path("/proc").iterdir():
-            if not p.name.isdigit():
-                continue
-            try:
-                if b"sidecast.core.server.worker" not in (p / "cmdline").read_bytes():
-                    continue
-                target = os.readlink(p / "fd" / "2")
-                state = (p / "stat").read_text().split(")")[-1].split()[0]
-            except OSError:
-                continue
-            if state in ("Z", "X"):
-                continue
-            for name, root in self.roots.items():
-                prefix = str(root / "logs") + "/"
-                if target.startswith(prefix) and target.endswith(".log"):
-                    out.setdefault(target[len(prefix):-4], []).append(f"{name}:{p.name}")
-        return out
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            snap = self.snapshot()
-            self.samples += 1
-            for sid, workers in snap.items():
-                self.seen.setdefault(sid, set()).update(w.split(":")[0] for w in workers)
-                if len(workers) > 1:
-                    self.overlaps.append(f"{sid}: {workers}")
-
-
 def _playlist(storage: Path, sid: str) -> MediaPlaylist | None:
     try:
         return parse_media((storage / sid / PLAYLIST).read_text())
@@ -244,13 +144,13 @@ def test_three_replicas_share_streams_and_fail_over_within_15_s_without_split_br
     url = _fresh_db(pg, "fleet")
     storage = tmp_path / "shared-media"
     storage.mkdir()
-    replicas = [Replica(f"r{i}", tmp_path / f"replica{i}", free_port(), free_port()) for i in range(3)]
+    replicas = [Replica(f"r{i}", tmp_path / f"replica{i}") for i in range(3)]
     n_streams, capacity = 4, 3
     reg = Registry(url)
     try:
         with live_hls(tmp_path, clip240) as source, WorkerSampler({r.name: r.data for r in replicas}) as sampler:
             for r in replicas:
-                r.start(url, storage, capacity)
+                r.start(url, storage, capacity, LEASE_S)
             wait_for(lambda: all(r.ready() for r in replicas), 90, "three replicas to answer")
             api = httpx.Client(base_url=replicas[0].api, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
             sids = [f"cam{i}" for i in range(n_streams)]
@@ -376,8 +276,8 @@ def test_three_replicas_share_streams_and_fail_over_within_15_s_without_split_br
 
 def test_api_writes_answer_503_while_the_registry_is_down_and_work_after(tmp_path: Path) -> None:
     with PostgresServer() as pg:
-        rep = Replica("solo", tmp_path / "solo", free_port(), free_port())
-        rep.start(pg.url, tmp_path / "media", 2)
+        rep = Replica("solo", tmp_path / "solo")
+        rep.start(pg.url, tmp_path / "media", 2, LEASE_S)
         try:
             wait_for(rep.ready, 60, "the replica to answer")
             api = httpx.Client(base_url=rep.api, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
@@ -399,3 +299,54 @@ def test_api_writes_answer_503_while_the_registry_is_down_and_work_after(tmp_pat
             rep.stop()
     with pytest.raises(RegistryUnavailable):
         Registry(pg.url)
+
+
+def test_a_push_stream_runs_where_its_publisher_lands_and_other_replicas_refuse_a_second_one(
+        pg: PostgresServer, clip240: Path, tmp_path: Path) -> None:
+    url = _fresh_db(pg, "push")
+    storage = tmp_path / "shared-media"
+    storage.mkdir()
+    a = Replica("pa", tmp_path / "pa", rtmp_port=free_port())
+    b = Replica("pb", tmp_path / "pb", rtmp_port=free_port())
+    publishers: list[subprocess.Popen[bytes]] = []
+    try:
+        for r in (a, b):
+            r.start(url, storage, 2, LEASE_S)
+        wait_for(lambda: a.ready() and b.ready(), 60, "two replicas")
+        with a.client() as api_a, b.client() as api_b:
+            r = api_a.post("/v1/streams", json={"id": "studio", "ingest": "push",
+                                                "options": {"ladder": "240p:300k", "reconnect_timeout": 3}})
+            assert r.status_code == 201, r.text
+            key = r.json()["key"]["key"]
+            wait_for(lambda: api_b.get("/v1/streams/studio").status_code == 200, 20, "replica b to see the stream")
+
+            def publish(rep: Replica) -> subprocess.Popen[bytes]:
+                proc = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
+                                         "-stream_loop", "-1", "-i", str(clip240), "-c", "copy", "-f", "flv",
+                                         f"rtmp://127.0.0.1:{rep.rtmp_port}/live/{key}"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                publishers.append(proc)
+                return proc
+
+            publish(b)  # the load balancer sent this publisher to replica b
+            wait_for(lambda: _playlist(storage, "studio") is not None and len(_playlist(storage, "studio").segments) >= 1,
+                     60, "the push stream to publish")
+            assert _owners(reg := Registry(url)) == {"studio": "pb"}
+            wait_for(lambda: api_b.get("/v1/streams/studio/status").json()["state"] == "live", 10, "live on b")
+            st = api_a.get("/v1/streams/studio/status").json()
+            assert st["state"] == "remote" and st["replica"] == "pb", st
+            # a second publisher reaching the other replica is refused at the protocol step
+            second = publish(a)
+            assert second.wait(30) != 0, "a second publisher was accepted on another replica"
+            assert _owners(reg) == {"studio": "pb"}
+            # live controls go to the owner: the other replica names it
+            ctl = api_a.post("/v1/streams/studio/breaks", json={"in": 4, "duration": 10})
+            assert ctl.status_code == 409 and "pb" in ctl.json()["detail"], ctl.text
+            reg.close()
+    finally:
+        for p in publishers:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for r in (a, b):
+            r.stop()

@@ -222,6 +222,12 @@ class Supervisor:
 
     def can_publish(self, stream_id: str) -> str | None:
         rt = self.runtimes.get(stream_id)
+        if rt is None and self.fleet is not None:
+            # created through another replica's API a moment ago (before this replica's next sync)
+            with contextlib.suppress(Exception):
+                row = self.registry.get_stream(stream_id)
+                self.call(lambda: self.sync_row(row))
+                rt = self.runtimes.get(stream_id)
         if rt is None:
             return "unknown stream"
         if self.disk_full:
