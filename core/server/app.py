@@ -16,6 +16,7 @@ starts any other listener with the same two and stops it with the server.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import signal
@@ -218,6 +219,7 @@ def run_server(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # `kill -USR2 PID`: every thread's stack to the log
     stop.wait()
     server.close()
     print("sidecast server: stopped", file=sys.stderr, flush=True)

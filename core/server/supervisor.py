@@ -355,7 +355,9 @@ class Supervisor:
             return life
         rt.event_record = ev.recording
         rt.event_segment_duration = float(rt.row.options.get("segment_duration", 2.0))
-        if state.event_id == ev.id and ev.live_at is not None:
+        if state.event_id == ev.id and (ev.live_at is not None or state.segments > 0):
+            if ev.live_at is None:  # the owner died between its first segment and reporting it
+                self.registry.event_live(sid, ev.id)
             return replace(life, event=ev.id, event_live=True, attempt=state.attempt)
         # left open by an owner that never published it (or whose state is gone): over
         self.registry.close_event(sid, ev.id, segments=state.segments if state.event_id == ev.id else 0, size=0,
@@ -958,6 +960,8 @@ class Supervisor:
                 rt.pending_session.close("server shutting down")
         self._spawns.clear()
         for rt in self.runtimes.values():
+            if self.fleet is not None:
+                rt.owned = False  # the next owner continues its events: none is closed here
             if rt.proc is not None:
                 self._kill(rt, "server shutting down")
         deadline = time.monotonic() + self.config.stop_timeout
