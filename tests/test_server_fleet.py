@@ -19,10 +19,12 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -117,8 +119,13 @@ class Tracker:
     disc_before: dict[int, bool] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     last_seq: int = -1
+    lock: Any = field(default_factory=threading.RLock)
 
     def poll(self) -> MediaPlaylist | None:
+        with self.lock:
+            return self._poll()
+
+    def _poll(self) -> MediaPlaylist | None:
         pl = _playlist(self.storage, self.sid)
         if pl is None:
             return None
@@ -165,6 +172,15 @@ def test_three_replicas_share_streams_and_fail_over_within_15_s_without_split_br
                     "Authorization": f"Bearer {ADMIN}"}).json()["streams"]) == n_streams, 30,
                     f"{rep.name} to see the streams")
             trackers = {sid: Tracker(storage, sid) for sid in sids}
+            stop_polling = threading.Event()
+
+            def poll_all() -> None:  # every version of every playlist, for the whole test
+                while not stop_polling.wait(0.1):
+                    for t in trackers.values():
+                        t.poll()
+
+            poller = threading.Thread(target=poll_all, daemon=True)
+            poller.start()
 
             def all_publishing() -> bool:
                 return all((pl := trackers[sid].poll()) is not None and len(pl.segments) >= 2 for sid in sids)
@@ -248,6 +264,8 @@ def test_three_replicas_share_streams_and_fail_over_within_15_s_without_split_br
                                  > before2[sid] for sid in frozen_sids), 40, "every frozen stream to publish again")
 
             # ---- no split brain, and playlists that continue
+            stop_polling.set()
+            poller.join(5)
             assert sampler.samples > 100
             assert not sampler.overlaps, f"a stream had two live workers at once: {sampler.overlaps[:5]}"
             for sid in sorted(set(moved + frozen_sids)):
