@@ -292,26 +292,51 @@ def test_three_replicas_share_streams_and_fail_over_within_15_s_without_split_br
         reg.close()
 
 
-def test_api_writes_answer_503_while_the_registry_is_down_and_work_after(tmp_path: Path) -> None:
-    with PostgresServer() as pg:
+def test_a_registry_outage_answers_503_fences_streams_at_the_lease_and_reconciles_after(
+        clip240: Path, tmp_path: Path) -> None:
+    """The registry stops: API writes answer 503 with a clear message; the running stream publishes until
+    its lease deadline and then stops (its replica cannot prove nobody else took it); when the registry is
+    back the stream is claimed again and its event continues after a discontinuity."""
+    storage = tmp_path / "media"
+    with PostgresServer() as pg, live_hls(tmp_path, clip240) as source:
         rep = Replica("solo", tmp_path / "solo")
-        rep.start(pg.url, tmp_path / "media", 2, LEASE_S)
+        rep.start(pg.url, storage, 2, LEASE_S)
+        sampler = WorkerSampler({"solo": rep.data})
         try:
             wait_for(rep.ready, 60, "the replica to answer")
-            api = httpx.Client(base_url=rep.api, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
-            body = {"id": "late", "ingest": "push", "options": {"ladder": "240p:300k"}}
-            pg.stop()
-            r = api.post("/v1/streams", json=body)
-            assert r.status_code == 503, r.text
-            detail = r.json()["detail"]
-            assert "registry" in detail and "unreachable" in detail and "retry" in detail, detail
-            assert r.headers.get("retry-after")
-            ready = httpx.get(rep.api + "/readyz", timeout=10)
-            assert ready.status_code == 503 and "registry" in ready.text
-            pg.start()
-            wait_for(lambda: api.post("/v1/streams", json=body).status_code == 201, 30,
-                     "the API to take writes again")
-            assert api.get("/v1/streams/late").status_code == 200
+            api = rep.client()
+            r = api.post("/v1/streams", json={"id": "cam", "ingest": "pull", "source": source,
+                                              "options": {"ladder": "240p:300k", "window": 6, "reconnect_timeout": 60}})
+            assert r.status_code == 201, r.text
+            wait_for(lambda: (pl := _playlist(storage, "cam")) is not None and len(pl.segments) >= 2, 60, "publishing")
+            before = set(_attempts(_playlist(storage, "cam")))
+            with sampler:
+                pg.stop()
+                down_at = time.monotonic()
+                body = {"id": "late", "ingest": "push", "options": {"ladder": "240p:300k"}}
+                r = api.post("/v1/streams", json=body)
+                assert r.status_code == 503, r.text
+                detail = r.json()["detail"]
+                assert "registry" in detail and "unreachable" in detail and "retry" in detail, detail
+                assert r.headers.get("retry-after")
+                ready = httpx.get(rep.api + "/readyz", timeout=10)
+                assert ready.status_code == 503 and "registry" in ready.text
+                assert sampler.snapshot().get("cam"), "the stream stopped at once: it must run until its lease ends"
+                wait_for(lambda: not sampler.snapshot().get("cam"), LEASE_S + 5, "the worker to stop at its lease")
+                fenced_after = time.monotonic() - down_at
+                assert fenced_after <= LEASE_S, f"the worker outlived its lease: {fenced_after:.1f} s"
+                pg.start()
+                wait_for(lambda: api.post("/v1/streams", json=body).status_code == 201, 30,
+                         "the API to take writes again")
+                wait_for(lambda: set(_attempts(_playlist(storage, "cam") or MediaPlaylist(target_duration=2)))
+                         - before - {-1}, 60, "the stream to publish again")
+            pl = _playlist(storage, "cam")
+            assert pl is not None
+            uris = [s.uri for s in pl.segments]
+            events = {m.group(1) for u in uris if (m := _ATTEMPT.search("/" + u))}
+            assert len(events) == 1, f"the event must continue after the outage: {events}"
+            new = [i for i, u in enumerate(uris) if int(_ATTEMPT.search("/" + u).group(2)) not in before]
+            assert new and pl.segments[new[0]].discontinuity, "no EXT-X-DISCONTINUITY where the stream resumed"
             api.close()
         finally:
             rep.stop()
