@@ -102,7 +102,7 @@ class Fleet:
             self.registry.heartbeat(self.replica, media_url=self.media_url, api_url=self.api_url,
                                     capacity=self.max_streams)
             renewed = self.registry.renew_leases(self.replica, self.ttl)
-        except (RegistryError, OSError, Exception) as exc:  # a registry outage: psycopg and sqlite errors too
+        except Exception as exc:  # a registry outage (RegistryUnavailable, or a driver error mid-statement)
             self._registry_down(exc)
             return
         if self.registry_error is not None:
@@ -155,6 +155,11 @@ class Fleet:
 
     def _release_idle(self) -> None:
         for sid in self.supervisor.releasable(set(self.held)):
+            try:  # decided on the supervisor's thread: no publisher is accepted between check and release
+                if not self.supervisor.call(partial(self.supervisor.disown, sid), timeout=2.0):
+                    continue
+            except Exception:
+                continue
             with self._lock:
                 epoch = self.held.pop(sid, None)
             if epoch is not None:

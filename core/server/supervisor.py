@@ -213,6 +213,10 @@ class Supervisor:
         def run() -> None:
             rt = self._rt(stream_id)
             rt.row.enabled = enabled
+            if self.fleet is not None and not rt.owned:  # the owner (or the next claim) applies it
+                if rt.row.ingest == "push":
+                    rt.life = replace(rt.life, enabled=enabled, state="idle" if enabled else "stopped")
+                return
             self._apply(rt, L.Start() if enabled else L.Stop())
         self.call(run)
 
@@ -283,6 +287,16 @@ class Supervisor:
                     rt.life.state in ("stopped", "failed") or (rt.row.ingest == "push" and rt.life.event is None)):
                 out.append(sid)
         return out
+
+    def disown(self, stream_id: str) -> bool:
+        """Give the stream up if it still needs no lease here (runs on this thread, so no publisher can be
+        accepted in between); True when the fleet may release the lease."""
+        rt = self.runtimes.get(stream_id)
+        if rt is not None and not rt.deleting and stream_id not in self.releasable({stream_id}):
+            return False
+        if rt is not None:
+            rt.owned, rt.epoch = False, None
+        return True
 
     def sync_row(self, row: StreamRow) -> None:
         """A stream created or changed through another replica's API."""
