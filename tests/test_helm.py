@@ -268,7 +268,8 @@ def test_two_renders_give_identical_secrets_when_the_operator_names_them():
     as existing Secrets, or as values, every render is identical, so a sync never rotates a key."""
     for variant, sets in (("fleet", ()), ("default", ("registry.postgresql.auth.password=fixed-password-123",
                                                       "ads.apiKeys.keys[0]=ads-key-0123456789",
-                                                      "ads.apiKeys.tokenKey=" + "t" * 48))):
+                                                      "ads.apiKeys.tokenKey=" + "t" * 48,
+                                                      "redis.auth.password=redis-password-123"))):
         first = _render_text.__wrapped__(variant, "1.29.0", sets)
         second = _render_text.__wrapped__(variant, "1.29.0", sets)
         secrets = [d for d in yaml.safe_load_all(first) if d and d["kind"] == "Secret"]
@@ -281,6 +282,27 @@ def test_two_renders_give_identical_secrets_when_the_operator_names_them():
     (gen,) = [d for d in render() if d["kind"] == "Secret" and d["metadata"]["name"] == "rel-sidecast-registry"]
     assert gen["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert "lookup" in (CHART / "templates" / "registry.yaml").read_text()
+
+
+def test_in_chart_redis_has_a_password_and_persistence_that_persists():
+    """The ads API's in-chart Redis: a password it requires (and its probe uses), and with persistence on,
+    a claim plus the append-only file (snapshots alone lose the last minute of writes)."""
+    docs = render("fleet")
+    (redis,) = [s for s in objects(docs, "StatefulSet") if s["metadata"]["name"] == "rel-sidecast-redis"]
+    c = redis["spec"]["template"]["spec"]["containers"][0]
+    args = c["args"]
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    assert args[args.index("--appendonly") + 1] == "yes"
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"]}
+    assert env["REDIS_PASSWORD"] == env["REDISCLI_AUTH"] == {"name": "sidecast-redis", "key": "password"}
+    (claim,) = redis["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "data"
+    default = render()
+    (redis,) = [s for s in objects(default, "StatefulSet") if s["metadata"]["name"] == "rel-sidecast-redis"]
+    args = redis["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--appendonly") + 1] == "no" and "volumeClaimTemplates" not in redis["spec"]
+    (secret,) = [s for s in objects(default, "Secret") if s["metadata"]["name"] == "rel-sidecast-redis"]
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
 
 def test_external_registry_replaces_the_in_chart_one_and_its_url_stays_secret():
@@ -501,7 +523,9 @@ def test_external_redis_replaces_the_in_chart_redis():
     default = render()
     (ads,) = [d for d in objects(default, "Deployment") if d["metadata"]["name"] == "rel-sidecast-ads"]
     env = {e["name"]: e for e in ads["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["REDIS_URL"]["value"] == "redis://rel-sidecast-redis:6379/0"
+    assert env["REDIS_URL"]["value"] == "redis://:$(REDIS_PASSWORD)@rel-sidecast-redis:6379/0"
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "rel-sidecast-redis", "key": "password"}
+    assert list(env).index("REDIS_PASSWORD") < list(env).index("REDIS_URL"), "$(VAR) needs it first"
     (policy,) = [n for n in objects(default, "NetworkPolicy") if n["metadata"]["name"] == "rel-sidecast-redis"]
     (rule,) = policy["spec"]["ingress"]
     assert rule["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "ads"

@@ -176,3 +176,7 @@ each with a message that names what to use instead.
 {{- fail "core.replicas > 1 needs media every replica can read (storage.s3.bucket, storage.sharedVolume.claimName or storage.hostPath) and a shared registry (registry.postgresql.enabled or registry.external)" }}
 {{- end }}
 {{- end -}}
+
+{{- define "sidecast.redisSecret" -}}
+{{- .Values.redis.auth.existingSecret | default (printf "%s-redis" (include "sidecast.fullname" .)) -}}
+{{- end -}}
