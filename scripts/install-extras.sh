@@ -106,3 +106,16 @@ install_libsrt() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends libsrt1.5-gnutls >/dev/null
 }
 install_libsrt
+
+# PostgreSQL server binaries, for the fleet tests (tests/test_server_fleet.py): several `sidecast server`
+# replicas share one registry on a real PostgreSQL started on loopback (initdb + postgres from
+# /usr/lib/postgresql/<version>/bin; no system service is used or started).
+install_postgresql() {
+  if ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then return 0; fi
+  echo "[sidecast setup] installing the PostgreSQL server (Debian: postgresql)" >&2
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { echo "postgresql: no server binary after install" >&2; return 1; }
+}
+install_postgresql

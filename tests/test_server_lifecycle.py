@@ -161,6 +161,18 @@ def test_a_second_publisher_waits_for_the_first_worker_to_end() -> None:
     assert m(L.WorkerExit(ok=True)) == [L.Spawn("ev1", 2)]
 
 
+def test_a_push_event_that_never_went_live_ends_when_the_disk_recovers() -> None:
+    """Found by the property below: a publisher, a full disk before the first segment, the worker's exit,
+    space again: the stream is idle, and the event that never went live is closed (not left open)."""
+    m = Machine("push")
+    m(L.Start())
+    m(L.Publish())
+    m(L.DiskFull())
+    m(L.WorkerExit(ok=True))
+    assert m(L.DiskOk()) == [L.CloseEvent("ev1", False)]
+    assert m.life.state == "idle" and m.life.event is None
+
+
 # ------------------------------------------------------------------------------ properties
 
 EVENTS = st.sampled_from([L.Start(), L.Stop(), L.Publish(), L.Live(), L.WorkerExit(ok=True),

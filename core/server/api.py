@@ -33,7 +33,7 @@ from ..serve.files import content_type_for
 from ..serve.media import STATIC_DIR
 from . import keys as K
 from . import schema as S
-from .registry import ApiKeyRow, Conflict, NotFound, StreamRow
+from .registry import ApiKeyRow, Conflict, NotFound, RegistryUnavailable, StreamRow
 from .supervisor import StreamNotRunning
 
 log = logging.getLogger("sidecast.server.api")
@@ -177,6 +177,14 @@ def install_errors(app: FastAPI) -> None:
     app.add_exception_handler(StreamNotRunning, conflict)
     app.add_exception_handler(sqlite3.Error, registry_down)
 
+    async def registry_unreachable(request: Request, exc: Exception) -> Response:
+        log.error("registry unreachable on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": f"{exc}: nothing can be changed now; running streams keep publishing; "
+                                       "retry in a few seconds"}, status_code=503,
+                            headers={**NO_STORE, "Retry-After": "5"})
+
+    app.add_exception_handler(RegistryUnavailable, registry_unreachable)
+
 
 # ------------------------------------------------------------------------------ auth
 
@@ -265,7 +273,8 @@ def v1_router() -> APIRouter:
         return {"version": __version__, "storage": server.storage.describe(), "streams": len(sup.runtimes),
                 "disk_free_bytes": sup.disk_free, "disk_full": sup.disk_full, "disk_error": sup.disk_error,
                 "sidecars": sup.sidecars.status(), "media_base": server.config.media_base(),
-                "uptime": round(time.time() - sup.started_at, 1)}
+                "uptime": round(time.time() - sup.started_at, 1),
+                "fleet": server.fleet.describe() if getattr(server, "fleet", None) is not None else None}
 
     # ---------------------------------------------------------------- streams
 

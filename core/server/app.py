@@ -16,6 +16,7 @@ starts any other listener with the same two and stops it with the server.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import signal
@@ -31,9 +32,10 @@ from ..serve import ServerHandle, ServerOptions, run_in_thread
 from . import procs
 from .api import create_app
 from .config import ServerConfig
+from .fleet import Fleet, default_replica_id
 from .media import create_media_app
 from .push import PushHandler, RegistryAuthority, Relay
-from .registry import Conflict, Registry
+from .registry import Conflict, Registry, RegistryUnavailable
 from .storage import Storage, open_storage
 from .supervisor import Supervisor
 from .webhooks import Webhooks
@@ -52,7 +54,11 @@ class SidecastServer:
         self.config = config
         self.data_dir = config.data_dir.resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.registry = Registry(self.data_dir / "registry.db")
+        location = config.registry or os.environ.get("SIDECAST_REGISTRY", "") or self.data_dir / "registry.db"
+        try:
+            self.registry = Registry(location)
+        except RegistryUnavailable as exc:
+            raise ConfigError(f"cannot open the registry: {exc}") from exc
         try:
             self.storage: Storage = open_storage(config.storage, self.data_dir)
         except ValueError as exc:
@@ -60,6 +66,11 @@ class SidecastServer:
         self.webhooks = Webhooks(self.registry)
         self.relay = Relay()
         self.supervisor = Supervisor(config, self.registry, self.storage, self.webhooks, self.relay)
+        self.fleet: Fleet | None = None
+        if self.registry.shared:
+            if self.storage.local_root is not None and not config.storage.startswith("/"):
+                log.warning("a fleet with --storage local: each replica keeps its own media, so a stream cannot "
+                            "continue on another replica; give every replica the same bucket or shared folder")
         self.authority = RegistryAuthority(self.registry, self.supervisor.can_publish)
         self.push_handler = PushHandler(self.supervisor.publish)
         self.admin_key: str | None = None
@@ -77,7 +88,6 @@ class SidecastServer:
         self.webhooks.start()
         self.relay_http = run_in_thread(self.relay.app(), 0, "127.0.0.1")
         self.relay.base_url = self.relay_http.url
-        self.supervisor.start()
         try:
             self.api = run_in_thread(create_app(self), self.config.api_port, self.config.api_host,
                                      ServerOptions(limit_concurrency=1024))
@@ -89,6 +99,14 @@ class SidecastServer:
             self.config.api_port = self.api.port
         if self.config.media_port == 0:
             self.config.media_port = self.media.port
+        if self.registry.shared:
+            self.fleet = Fleet(self.registry, self.supervisor, replica_id=self.config.replica_id or default_replica_id(),
+                               lease_seconds=self.config.lease_seconds, max_streams=self.config.max_streams,
+                               media_url=self.config.media_base(), api_url=self.config.api_base())
+            self.supervisor.fleet = self.fleet
+        self.supervisor.start()
+        if self.fleet is not None:
+            self.fleet.start()
         try:
             self._start_push_listeners()
         except (OSError, SourceError) as exc:
@@ -133,7 +151,11 @@ class SidecastServer:
         for handle in (self.api, self.media):
             if handle is not None:
                 handle.close()
+        if self.fleet is not None:
+            self.fleet.close()  # no new claims; the leases are released once the workers have stopped
         self.supervisor.close()
+        if self.fleet is not None:
+            self.fleet.release_all()
         if self.relay_http is not None:
             self.relay_http.close()
         self.webhooks.close()
@@ -197,6 +219,7 @@ def run_server(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # `kill -USR2 PID`: every thread's stack to the log
     stop.wait()
     server.close()
     print("sidecast server: stopped", file=sys.stderr, flush=True)

@@ -39,9 +39,15 @@ class ServerConfig:
     on_conflict: Literal["refuse", "replace"] = "refuse"
     sidecar_args: dict[str, list[str]] = field(default_factory=dict)
     sidecar_max_streams: int = 64
+    sidecar_addrs: dict[str, str] = field(default_factory=dict)  # NAME -> address of a sidecar run by others
     log_level: str = "info"
     log_format: str = "text"
     admin_key: str = ""                # an API key with every scope (else one is made on first start)
+    # the fleet (docs/kubernetes.md): a postgresql:// registry shared by several replicas
+    registry: str = ""                 # "" = DATA_DIR/registry.db (SQLite, one server); or postgresql://...
+    replica_id: str = ""               # this replica's name in the fleet (default: host name + random)
+    max_streams: int = 0               # pull streams this replica runs at most (0: no limit but its fair share)
+    lease_seconds: float = 10.0        # a dead replica's streams restart elsewhere about this long after
 
     @property
     def min_free_bytes(self) -> int:
@@ -79,8 +85,19 @@ class ServerConfig:
                        help="a second publisher on a live stream: refuse it (default) or replace the first")
         p.add_argument("--sidecar-arg", action="append", metavar="NAME=ARG", dest="sidecar_arg",
                        help="argument for a shared sidecar process, e.g. stt=--model=tiny.en; repeatable")
+        p.add_argument("--sidecar-addr", action="append", metavar="NAME=ADDR", dest="sidecar_addr",
+                       help="use the NAME sidecar already listening at ADDR (host:port or unix:///path; e.g. a "
+                            "container of the same pod) instead of starting one; repeatable")
         p.add_argument("--admin-key", help="use this API key (all scopes) instead of generating one "
                                            "(or set SIDECAST_ADMIN_KEY)")
+        p.add_argument("--registry", help="registry: a SQLite file (default DATA_DIR/registry.db) or a "
+                                          "postgresql://USER:PASSWORD@HOST/DB URL shared by several replicas "
+                                          "(or set SIDECAST_REGISTRY)")
+        p.add_argument("--replica-id", help="this replica's name in a fleet (default: host name + random)")
+        p.add_argument("--max-streams", type=int, help="pull streams this replica runs at most (fleet; default: "
+                                                      "its fair share)")
+        p.add_argument("--lease-seconds", type=float, help="fleet lease length: a dead replica's streams restart "
+                                                          "elsewhere about this long after (default 10)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ServerConfig:
@@ -102,6 +119,11 @@ class ServerConfig:
             if not sep or not name or not arg:
                 raise ConfigError(f"bad --sidecar-arg {item!r}: expected NAME=ARG")
             values.setdefault("sidecar_args", {}).setdefault(name, []).append(arg)
+        for item in getattr(args, "sidecar_addr", None) or []:
+            name, sep, addr = item.partition("=")
+            if not sep or not name or not addr:
+                raise ConfigError(f"bad --sidecar-addr {item!r}: expected NAME=ADDR")
+            values.setdefault("sidecar_addrs", {})[name] = addr
         return cls.from_mapping(values)
 
     @classmethod
@@ -124,6 +146,10 @@ class ServerConfig:
             raise ConfigError("on_conflict must be refuse or replace")
         if cfg.min_free_mb < 0:
             raise ConfigError("min_free_mb must be ≥ 0")
+        if cfg.max_streams < 0:
+            raise ConfigError("max_streams must be ≥ 0 (0: no limit)")
+        if not 2.0 <= float(cfg.lease_seconds) <= 300.0:
+            raise ConfigError("lease_seconds must be between 2 and 300")
         return cfg
 
 

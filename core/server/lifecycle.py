@@ -329,7 +329,7 @@ def transition(life: Life, ev: Event, now: float, policy: Policy,
         if life.ingest == "push":
             if life.event is not None and life.event_live:
                 return enter(life, "reconnecting"), []
-            return enter(life, "idle"), []
+            return enter(close(life), "idle"), acts  # an event that never went live ends here
         if life.event is not None and life.event_live:
             return spawn(life), acts
         return spawn(close(life)), acts

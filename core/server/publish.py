@@ -151,7 +151,7 @@ class Publisher:
 
     def __init__(self, storage: Storage, state_dir: Path, workdir: Path, plan: PublishPlan,
                  on_error: Callable[[str, bool], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, shared_state: bool = False) -> None:
         self.storage = storage
         self.clock = clock
         self.state_dir = state_dir
@@ -159,6 +159,9 @@ class Publisher:
         self.plan = plan
         self.on_error = on_error
         self.state_path = state_dir / "publish.json"
+        # fleet: the state also goes to the shared storage (a hidden key players cannot fetch), so the replica
+        # that takes the stream over continues its playlists where this one stopped
+        self.shared_state = shared_state
         self.state = PublishState.load(self.state_path)
         self.new_event = self.state.event_id != plan.event_id
         if self.new_event:
@@ -182,8 +185,13 @@ class Publisher:
     # -------------------------------------------------------------------- threading
 
     def start(self) -> None:
-        self.state.save(self.state_path)
+        self._save_state()
         self._thread.start()
+
+    def _save_state(self) -> None:
+        self.state.save(self.state_path)
+        if self.shared_state:
+            self.storage.put_bytes(f"{self.plan.stream_id}/.state/publish.json", json.dumps(self.state.__dict__).encode())
 
     def notify(self, *_: object) -> None:
         """A segment is done (called from the pipeline's output thread: returns at once)."""
@@ -316,7 +324,7 @@ class Publisher:
             self._masters()
             self._snapshot()
         self._deletions()
-        self.state.save(self.state_path)
+        self._save_state()
 
     def _masters(self) -> None:
         for name in MASTERS:

@@ -273,6 +273,8 @@ class StreamStatus(BaseModel):
     last_error: str | None
     retry_in: float | None = None
     reconnect_window_left: float | None = None
+    replica: str | None = Field(None, description="fleet: the replica that runs the stream (state 'remote' when "
+                                                  "it is another one, 'unassigned' while none has claimed it)")
 
 
 class BreakRequest(BaseModel):

@@ -5,6 +5,9 @@ over a unix socket, like any remote sidecar (``--sidecar-addr``). The sidecar SD
 stream as its own Stream call with its own sidecar instance (per-stream state and results stay apart),
 while the model is loaded once per process; ``--max-streams`` sizes how many streams it serves at once.
 
+A sidecar given with ``--sidecar-addr NAME=ADDR`` is not started here: it runs elsewhere (on Kubernetes, a
+container of the replica's pod, with its own probes and resources) and every stream dials ADDR.
+
 Processes start on first use, are restarted with backoff when they exit (streams degrade meanwhile:
 a dead sidecar is never waited for), and are guarded like every other child of the server.
 """
@@ -50,7 +53,8 @@ class SidecarPool:
     """The server's shared sidecar processes. Only the supervisor's thread calls it (it spawns children)."""
 
     def __init__(self, run_dir: Path, log_dir: Path, *, args: dict[str, list[str]] | None = None,
-                 max_streams: int = 64) -> None:
+                 max_streams: int = 64, external: dict[str, str] | None = None) -> None:
+        self.external = dict(external or {})
         self.run_dir = run_dir
         self.log_dir = log_dir
         self.args = args or {}
@@ -59,6 +63,8 @@ class SidecarPool:
 
     def target(self, name: str, user: str) -> str:
         """The address of the ``name`` sidecar for stream ``user``, starting it when nobody uses it yet."""
+        if name in self.external:
+            return self.external[name]
         sc = self.sidecars.get(name)
         if sc is None:
             sc = SharedSidecar(name, self.run_dir / f"sidecar-{name}.sock", self.log_dir / f"sidecar-{name}.log",
@@ -99,7 +105,9 @@ class SidecarPool:
                 self._start(sc)
 
     def status(self) -> list[dict[str, object]]:
-        return [{"name": sc.name, "running": sc.running, "pid": sc.proc.pid if sc.proc else None,
+        external: list[dict[str, object]] = [{"name": n, "running": None, "pid": None, "streams": [], "restarts": 0,
+                                              "target": addr} for n, addr in sorted(self.external.items())]
+        return external + [{"name": sc.name, "running": sc.running, "pid": sc.proc.pid if sc.proc else None,
                  "streams": sorted(sc.users), "restarts": max(0, sc.starts - 1), "target": sc.target}
                 for sc in self.sidecars.values()]
 

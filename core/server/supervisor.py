@@ -16,6 +16,12 @@ retry backoff, the SIGKILL after a stop) are checked between them. The rules are
 Around the streams it runs the disk guard (free space below the threshold: every stream pauses and writes
 stop; they resume when space returns) and the retention sweep (ended events whose time is up are deleted).
 It spawns children only from its own thread: PR_SET_PDEATHSIG follows the thread that forked.
+
+In a fleet (fleet.py: several replicas on one PostgreSQL registry) every replica knows every stream, but
+runs only those it holds a lease on (``Runtime.owned``): the fleet's thread asks this one to ``adopt`` a
+claimed stream (its playlist state is read back from the shared storage and its open event continues),
+to ``fence`` one whose lease is lost (SIGKILL now, the event left open for the next owner), and to pass
+each worker its lease deadline (``extend_leases``).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -46,7 +52,15 @@ from sidecast.contract.shm import sweep_stale
 from . import lifecycle as L
 from . import procs
 from .config import ServerConfig
-from .publish import PublishPlan, clear_stream_playlists, finalize_event, window_segments
+from .fleet import Fleet
+from .publish import (
+    MASTERS,
+    PublishPlan,
+    PublishState,
+    clear_stream_playlists,
+    finalize_event,
+    window_segments,
+)
 from .push import Relay, RelayedSession
 from .registry import NotFound, Registry, StreamRow
 from .sidecars import SidecarPool
@@ -105,6 +119,9 @@ class Runtime:
                                                               "late": 0})
     sidecar_totals: dict[str, dict[str, float]] = field(default_factory=dict)
     prev: dict[str, Any] = field(default_factory=dict)
+    owned: bool = True                          # fleet: this replica holds the stream's lease
+    epoch: int | None = None                    # fleet: the lease's epoch (fencing token)
+    fenced: bool = False                        # fleet: the worker was killed because the lease was lost
 
 
 class Supervisor:
@@ -124,7 +141,7 @@ class Supervisor:
         # unix socket paths must stay under ~100 bytes: a short private folder, not one under data_dir
         self.run_dir = Path(tempfile.mkdtemp(prefix="sidecast-srv-"))
         self.sidecars = SidecarPool(self.run_dir, self.log_dir, args=config.sidecar_args,
-                                    max_streams=config.sidecar_max_streams)
+                                    max_streams=config.sidecar_max_streams, external=config.sidecar_addrs)
         self.runtimes: dict[str, Runtime] = {}
         self.protection: dict[str, bool] = {}  # stream -> playback tokens required (read by the player port)
         self.disk_full = False
@@ -140,6 +157,8 @@ class Supervisor:
         self._check_disk_now = False
         self._spawns: collections.deque[tuple[Runtime, str, int, object]] = collections.deque()
         self._spawn_times: collections.deque[float] = collections.deque()
+        self.fleet: Fleet | None = None          # set by the server when the registry is shared
+        self.lease_valid_until = 0.0              # fleet: monotonic deadline of this replica's leases
 
     # ================================================================== thread-safe entry points
 
@@ -194,6 +213,10 @@ class Supervisor:
         def run() -> None:
             rt = self._rt(stream_id)
             rt.row.enabled = enabled
+            if self.fleet is not None and not rt.owned:  # the owner (or the next claim) applies it
+                if rt.row.ingest == "push":
+                    rt.life = replace(rt.life, enabled=enabled, state="idle" if enabled else "stopped")
+                return
             self._apply(rt, L.Start() if enabled else L.Stop())
         self.call(run)
 
@@ -203,6 +226,12 @@ class Supervisor:
 
     def can_publish(self, stream_id: str) -> str | None:
         rt = self.runtimes.get(stream_id)
+        if rt is None and self.fleet is not None:
+            # created through another replica's API a moment ago (before this replica's next sync)
+            with contextlib.suppress(Exception):
+                row = self.registry.get_stream(stream_id)
+                self.call(lambda: self.sync_row(row))
+                rt = self.runtimes.get(stream_id)
         if rt is None:
             return "unknown stream"
         if self.disk_full:
@@ -216,6 +245,12 @@ class Supervisor:
         """Send a live control to the stream's worker; its result, or ValueError with the reason."""
         def send() -> Future[dict[str, Any]]:
             rt = self._rt(stream_id)
+            if not rt.owned and self.fleet is not None:
+                owner = self.fleet.owner_of(stream_id)
+                where = self.fleet.replica_urls.get(owner or "", ("", ""))[1]
+                raise StreamNotRunning(f"stream {stream_id!r} runs on replica {owner} ({where or 'no API URL'}): "
+                                       "send live controls there" if owner else
+                                       f"stream {stream_id!r} runs on no replica now")
             if rt.proc is None or rt.stdin is None or rt.killing or rt.life.state not in ("starting", "live"):
                 raise StreamNotRunning(f"stream {stream_id!r} is {rt.life.state}: live controls need it live")
             rt.next_reply += 1
@@ -230,6 +265,150 @@ class Supervisor:
             raise ValueError(reply.get("error") or "the stream refused the command")
         result: dict[str, Any] = reply.get("result") or {}
         return result
+
+    # ------------------------------------------------------------------ the fleet's entry points
+
+    def revisions(self) -> dict[str, int]:
+        return {sid: rt.row.revision for sid, rt in list(self.runtimes.items()) if not rt.deleting}
+
+    def is_pull(self, stream_id: str) -> bool:
+        rt = self.runtimes.get(stream_id)
+        return rt is not None and rt.row.ingest == "pull"
+
+    def releasable(self, held: set[str]) -> list[str]:
+        """Held streams that need no lease here any more: deleted, stopped, failed, or a push stream whose
+        publisher left (no worker, no open event)."""
+        out = []
+        for sid in held:
+            rt = self.runtimes.get(sid)
+            if rt is None or rt.deleting:
+                out.append(sid)
+            elif rt.proc is None and not rt.life.worker and (
+                    rt.life.state in ("stopped", "failed") or (rt.row.ingest == "push" and rt.life.event is None)):
+                out.append(sid)
+        return out
+
+    def disown(self, stream_id: str) -> bool:
+        """Give the stream up if it still needs no lease here (runs on this thread, so no publisher can be
+        accepted in between); True when the fleet may release the lease."""
+        rt = self.runtimes.get(stream_id)
+        if rt is not None and not rt.deleting and stream_id not in self.releasable({stream_id}):
+            return False
+        if rt is not None:
+            rt.owned, rt.epoch = False, None
+        return True
+
+    def sync_row(self, row: StreamRow) -> None:
+        """A stream created or changed through another replica's API."""
+        rt = self.runtimes.get(row.id)
+        if rt is None:
+            self._add(row)
+        elif rt.row.revision < row.revision:
+            self._update(row, restart=(row.source, row.options, row.settings) != (rt.row.source, rt.row.options,
+                                                                                 rt.row.settings))
+
+    def forget(self, stream_id: str) -> None:
+        """A stream deleted through another replica's API: stop it here if it runs here."""
+        rt = self.runtimes.get(stream_id)
+        if rt is None or rt.deleting:
+            return
+        if rt.owned:
+            self._remove(stream_id)
+        else:
+            self.runtimes.pop(stream_id, None)
+            self.protection.pop(stream_id, None)
+
+    def adopt(self, stream_id: str, epoch: int, valid_until: float) -> None:
+        """This replica now holds the stream's lease: continue its open event (a replica that died left
+        it open) from the playlists in the shared storage, or start it."""
+        rt = self.runtimes.get(stream_id)
+        if rt is None:
+            try:
+                row = self.registry.get_stream(stream_id)
+            except NotFound:
+                return
+            self._add(row)
+            rt = self.runtimes[stream_id]
+        if rt.deleting:
+            return
+        self.lease_valid_until = max(self.lease_valid_until, valid_until)
+        rt.owned, rt.epoch, rt.fenced = True, epoch, False
+        life = self._restore_life(rt)
+        rt.life = life
+        log.info("stream adopted", extra={"stream": stream_id, "epoch": epoch, "event": life.event,
+                                          "attempt": life.attempt})
+        if rt.row.enabled:
+            self._apply(rt, L.Start())
+
+    def _restore_life(self, rt: Runtime) -> L.Life:
+        """The stream's state as the last owner left it in the shared storage: its publish state, its
+        playlists (to continue), its masters (for a recording's archive)."""
+        sid = rt.row.id
+        state_dir = self.state_dir / sid
+        doc = self.storage.get(f"{sid}/.state/publish.json")
+        if doc is not None:
+            (state_dir / "live").mkdir(parents=True, exist_ok=True)
+            (state_dir / "publish.json").write_bytes(doc)
+            state = PublishState.load(state_dir / "publish.json")
+            for rel in state.window_events:
+                text = self.storage.get(f"{sid}/{rel}")
+                if text is not None:
+                    path = state_dir / "live" / rel
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(text)
+            for name in MASTERS:
+                data = self.storage.get(f"{sid}/{name}")
+                if data is not None:
+                    (state_dir / "masters").mkdir(parents=True, exist_ok=True)
+                    (state_dir / "masters" / name).write_bytes(data)
+        else:
+            state = PublishState.load(state_dir / "publish.json")
+        life = L.Life(_ingest(rt.row), since=time.time())
+        ev = self.registry.open_event_of(sid)
+        if ev is None:
+            return life
+        rt.event_record = ev.recording
+        rt.event_segment_duration = float(rt.row.options.get("segment_duration", 2.0))
+        if state.event_id == ev.id and (ev.live_at is not None or state.segments > 0):
+            if ev.live_at is None:  # the owner died between its first segment and reporting it
+                self.registry.event_live(sid, ev.id)
+            return replace(life, event=ev.id, event_live=True, attempt=state.attempt)
+        # left open by an owner that never published it (or whose state is gone): over
+        self.registry.close_event(sid, ev.id, segments=state.segments if state.event_id == ev.id else 0, size=0,
+                                  purge_after=time.time(), recording_ready=False)
+        return life
+
+    def fence(self, stream_id: str, why: str) -> None:
+        """The lease is lost: kill the worker now (no last segment: another replica may own the stream
+        already), leave the event open for the next owner."""
+        rt = self.runtimes.get(stream_id)
+        if rt is None:
+            return
+        rt.owned, rt.epoch = False, None
+        for item in [item for item in self._spawns if item[0] is rt]:
+            self._spawns.remove(item)
+        if rt.pending_session is not None:
+            rt.pending_session.close(why)
+            rt.pending_session = None
+        if rt.session is not None:
+            rt.session.close(why)
+        if rt.proc is not None:
+            rt.fenced = True
+            procs.kill_group(rt.proc.pid)
+            log.error("worker fenced: %s", why, extra={"stream": stream_id, "pid": rt.proc.pid})
+        else:
+            rt.token = None
+        rt.life = replace(L.Life(_ingest(rt.row), since=time.time()), last_error=why)
+        if rt.row.ingest == "push" and rt.row.enabled:
+            rt.life = replace(rt.life, enabled=True, state="idle")
+
+    def extend_leases(self, valid_until: float) -> None:
+        """The leases were renewed: every worker here may publish until ``valid_until`` (monotonic)."""
+        self.lease_valid_until = valid_until
+        left = valid_until - time.monotonic()
+        for rt in list(self.runtimes.values()):
+            if rt.owned and rt.proc is not None and not rt.fenced:
+                self._send(rt, {"cmd": "lease", "valid_s": round(left, 3)})
 
     # Reads do not queue behind the supervisor's work (a burst of spawns must not slow every status call):
     # they read the runtime's fields directly. Each field is replaced whole by the supervisor thread (the
@@ -337,6 +516,10 @@ class Supervisor:
 
     def _act(self, rt: Runtime, a: L.Action) -> None:
         sid = rt.row.id
+        if self.fleet is not None and not rt.owned and not isinstance(a, (L.Kill, L.Refuse)):
+            # a stream this replica does not hold: its events and playlists are the owner's business
+            log.info("%s skipped: the stream's lease is not held here", type(a).__name__, extra={"stream": sid})
+            return
         if isinstance(a, L.OpenEvent):
             rt.event_record = bool(rt.row.settings.get("record", False))
             rt.event_segment_duration = float(rt.row.options.get("segment_duration", 2.0))
@@ -394,10 +577,17 @@ class Supervisor:
                        "reconnect_timeout": float(opts.get("reconnect_timeout", 30.0)) if row.ingest == "pull" else 0.0,
                        "window": opts.get("window") or 6}
         memory = int(settings.get("memory_limit_mb", 3072)) << 20
+        lease_left = None
+        if self.fleet is not None:
+            lease_left = self.lease_valid_until - time.monotonic()
+            if not rt.owned or lease_left <= 0.5:
+                self.post(lambda: self._exited(rt, token, None, -1, "this replica's lease on the stream ran out"))
+                return
         spec = {"stream_id": sid, "options": {**opts, **server_opts}, "workdir": str(rt.attempt_dir),
                 "state_dir": str(self.state_dir / sid), "storage": self.config.storage,
                 "data_dir": str(self.data_dir), "plan": plan.__dict__, "memory_limit": memory,
-                "log_level": self.config.log_level, "log_format": self.config.log_format}
+                "log_level": self.config.log_level, "log_format": self.config.log_format,
+                "lease_valid_s": lease_left, "epoch": rt.epoch, "shared_state": self.fleet is not None}
         try:
             proc = procs.spawn([sys.executable, "-m", "sidecast.core.server.worker"],
                                log_path=self.log_dir / f"{sid}.log", env={"MALLOC_ARENA_MAX": "2"})
@@ -536,6 +726,10 @@ class Supervisor:
         if error is None and not killed and rc != 0:
             error = (f"worker killed by {signal.Signals(-rc).name}" if rc < 0 and -rc in signal.valid_signals()
                      else f"worker crashed (exit {rc})")
+        if rt.fenced:  # the lease was lost: nothing more happens to the stream here
+            rt.fenced = False
+            log.warning("fenced worker ended", extra={"stream": sid, "rc": rc})
+            return
         ok = (rc == 0 and rt.error_doc is None) or killed
         if not ok:
             rt.failures_total += 1
@@ -658,7 +852,7 @@ class Supervisor:
     # ------------------------------------------------------------------ stream management
 
     def _boot(self) -> None:
-        for ev in self.registry.open_events():  # left open by a server that stopped mid-broadcast
+        for ev in ([] if self.fleet is not None else self.registry.open_events()):  # left open by a server that stopped mid-broadcast
             row = None
             with contextlib.suppress(NotFound):
                 row = self.registry.get_stream(ev.stream_id)
@@ -684,6 +878,13 @@ class Supervisor:
         rt = Runtime(row, L.Life(_ingest(row), since=time.time()), self._policy(row))
         self.runtimes[row.id] = rt
         self.protection[row.id] = bool(row.settings.get("playback_protection"))
+        if self.fleet is not None:
+            # a pull stream runs where its lease is claimed (adopt); a push stream waits for its publisher
+            # on every replica and claims its lease when one arrives
+            rt.owned = False
+            if row.enabled and row.ingest == "push":
+                rt.life = replace(rt.life, enabled=True, state="idle")
+            return
         if row.enabled:
             self._apply(rt, L.Start())
         if self.disk_full:
@@ -695,6 +896,10 @@ class Supervisor:
         rt.row = row
         rt.policy = self._policy(row)
         self.protection[row.id] = bool(row.settings.get("playback_protection"))
+        if not rt.owned:  # it runs elsewhere (or nowhere yet): the owner applies the change
+            if row.ingest == "push":
+                rt.life = replace(rt.life, enabled=row.enabled, state="idle" if row.enabled else "stopped")
+            return
         if row.enabled != old.enabled:
             self._apply(rt, L.Start() if row.enabled else L.Stop())
         elif restart and row.enabled and rt.life.state not in ("stopped",):
@@ -704,6 +909,12 @@ class Supervisor:
 
     def _remove(self, stream_id: str) -> None:
         rt = self._rt(stream_id)
+        if not rt.owned and self.fleet is not None:
+            self.runtimes.pop(stream_id, None)
+            self.protection.pop(stream_id, None)
+            if self.fleet.owner_of(stream_id) is None:  # nobody runs it: its media go now
+                self._purge_stream(rt)
+            return  # else its owner stops it and deletes its media when it sees the stream gone
         self.protection.pop(stream_id, None)
         self._apply(rt, L.Stop())
         rt.deleting = True
@@ -724,12 +935,21 @@ class Supervisor:
         shutil.rmtree(self.state_dir / sid, ignore_errors=True)
         shutil.rmtree(self.work_dir / sid, ignore_errors=True)
         self.registry.delete_events(sid)
+        if self.fleet is not None:
+            self.registry.forget_leases(sid)
         log.info("stream deleted", extra={"stream": sid})
 
     def _publish(self, stream_id: str, session: RelayedSession) -> str | None:
         rt = self.runtimes.get(stream_id)
         if rt is None or rt.deleting:
             return "unknown stream"
+        if self.fleet is not None and not rt.owned:
+            epoch = self.fleet.claim_push(stream_id)
+            if epoch is None:
+                return "this stream is live on another replica"
+            rt.owned, rt.epoch = True, epoch
+            life = self._restore_life(rt)
+            rt.life = replace(life, enabled=rt.row.enabled, state="idle" if rt.row.enabled else "stopped")
         if rt.session is not None and rt.life.worker:
             if self.config.on_conflict == "refuse" and not rt.killing:
                 log.warning("second publisher refused", extra={"stream": stream_id, "peer": str(session.peer)})
@@ -754,6 +974,8 @@ class Supervisor:
                 rt.pending_session.close("server shutting down")
         self._spawns.clear()
         for rt in self.runtimes.values():
+            if self.fleet is not None:
+                rt.owned = False  # the next owner continues its events: none is closed here
             if rt.proc is not None:
                 self._kill(rt, "server shutting down")
         deadline = time.monotonic() + self.config.stop_timeout
@@ -768,7 +990,7 @@ class Supervisor:
                 proc.wait()
             self._exited(rt, rt.token, proc, proc.returncode, None)
         for rt in self.runtimes.values():
-            if rt.life.event is not None:
+            if rt.life.event is not None and self.fleet is None:  # in a fleet the next owner continues it
                 self._close_event(rt, rt.life.event, rt.life.event_live)
                 rt.life = L.Life(_ingest(rt.row), state="stopped")
         self.sidecars.close()
@@ -787,8 +1009,14 @@ class Supervisor:
         st = rt.status if proc is not None else {}
         now = time.time()
         waits = rt.totals
+        state: str = life.state
+        replica = None
+        if self.fleet is not None:
+            replica = self.fleet.owner_of(rt.row.id)
+            if not rt.owned:
+                state = "remote" if replica else ("unassigned" if rt.row.enabled else "stopped")
         return {
-            "id": rt.row.id, "state": life.state, "since": life.since, "enabled": life.enabled,
+            "id": rt.row.id, "state": state, "since": life.since, "enabled": life.enabled, "replica": replica,
             "event": life.event, "attempt": life.attempt, "pid": proc.pid if proc is not None else None,
             "publisher": str(session.peer) if session is not None else None,
             "input_bitrate": round(rt.input_bitrate, 1) if rt.input_bitrate is not None and proc else None,

@@ -7,12 +7,17 @@ carries JSON lines back:
     in:  {"id": 3, "cmd": "break", "at": null, "in": 4, "duration": 30}     schedule an ad break
          {"id": 4, "cmd": "keep_centered", "on": true}                      vertical crop override
          {"cmd": "stop"}                                                    finish the segment, then exit
+         {"cmd": "lease", "valid_s": 6.5}     fleet: the lease is renewed; publish for 6.5 s more at most
     out: {"type": "status", ...}      once a second: media time, fps, speed, segments, sidecars, storage
          {"type": "live"}             the first segment of this attempt is published
          {"type": "reply", "id": 3, "ok": true, "result": {...}}
          {"type": "error", "kind": "source", "message": "..."}   the reason, just before a failing exit
 
-End of stdin means the server is gone: the worker stops. Exit status: 0 the source ended; 2 source error;
+End of stdin means the server is gone: the worker stops. In a fleet (fleet.py) the spec carries
+``lease_valid_s``: past that deadline, unless a ``lease`` command moved it, the worker kills its own
+process group at once. A replica that froze or lost the registry cannot extend it, so its workers stop
+before its leases can expire and another replica starts the same streams: no stream is ever published by
+two workers at once. Exit status: 0 the source ended; 2 source error;
 3 configuration error; 4 out of memory (the stream's cap); 5 storage error; anything else is a crash.
 
 Isolation comes from the process itself: its own address space capped with RLIMIT_AS (a memory blow-up
@@ -22,6 +27,7 @@ bridge, with it), and the death signal armed by guard.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -94,7 +100,10 @@ class Worker:
         opts = RunOptions.from_mapping({**spec["options"], "outdir": str(self.workdir)})
         self.pipeline = Pipeline(opts)
         storage = open_storage(spec["storage"], Path(spec["data_dir"]))
-        self.publisher = Publisher(storage, Path(spec["state_dir"]), self.workdir, self.plan)
+        self.publisher = Publisher(storage, Path(spec["state_dir"]), self.workdir, self.plan,
+                                   shared_state=bool(spec.get("shared_state")))
+        lease = spec.get("lease_valid_s")
+        self.lease_deadline: float | None = time.monotonic() + float(lease) if lease is not None else None
         self.pipeline.segment_listeners.append(self.publisher.notify)
         self.done = threading.Event()
         self.live_sent = False
@@ -179,6 +188,10 @@ class Worker:
                 doc = json.loads(line)
             except ValueError:
                 continue
+            if doc.get("cmd") == "lease":
+                with contextlib.suppress(TypeError, ValueError):
+                    self.lease_deadline = time.monotonic() + float(doc.get("valid_s"))
+                continue
             if doc.get("cmd") == "stop":
                 log.info("stop requested by the server")
                 self.pipeline.request_stop()
@@ -198,6 +211,14 @@ class Worker:
             self.pipeline.request_stop()
             threading.Timer(15.0, lambda: os._exit(1)).start()
 
+    def _fence_loop(self) -> None:
+        """Die the moment the lease deadline passes: another replica may own the stream from then on."""
+        while not self.done.wait(0.1):
+            deadline = self.lease_deadline
+            if deadline is not None and time.monotonic() > deadline:
+                log.error("the lease ran out without a renewal from the server: stopping now (fenced)")
+                os.killpg(os.getpgrp(), signal.SIGKILL)
+
     # ------------------------------------------------------------------ run
 
     def run(self, stdin: IO[str]) -> int:
@@ -207,6 +228,8 @@ class Worker:
 
         threading.Thread(target=self._command_loop, args=(stdin,), name="commands", daemon=True).start()
         threading.Thread(target=self._status_loop, name="status", daemon=True).start()
+        if self.lease_deadline is not None:
+            threading.Thread(target=self._fence_loop, name="fence", daemon=True).start()
         self.publisher.start()
         code = EXIT_OK
         try:

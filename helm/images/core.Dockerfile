@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1.7
-# sidecast core: ingest (RTMP, SRT through Debian's libsrt and ffmpeg, files), encoder ladder, HLS packager, HTTP server.
+# sidecast core: `sidecast server` (many streams: RTMP/SRT listeners, pull sources, one worker per stream, HLS
+# out, control API); Debian's libsrt and ffmpeg for SRT.
 #
 # Build from the repository root (the build context must hold pyproject.toml):
 #     docker build -f helm/images/core.Dockerfile -t sidecast-core:0.1.0 .
@@ -36,14 +37,17 @@ RUN pip install --no-cache-dir --find-links /wheels "sidecast==0.1.0" && rm -rf 
 COPY --chmod=0755 helm/images/healthcheck.py /usr/local/bin/sidecast-healthcheck
 # HOME=/tmp: libraries that cache things under $HOME write to the one writable place of a read-only root.
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
-RUN mkdir -p /data/hls /etc/sidecast && chown 10001:10001 /data/hls
+RUN mkdir -p /data && chown 10001:10001 /data
 USER 10001:10001
 WORKDIR /data
-EXPOSE 1935/tcp 4200/udp 8080/tcp
+EXPOSE 1935/tcp 4200/udp 8080/tcp 8800/tcp
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["sidecast-healthcheck", "http://127.0.0.1:8080/healthz"]
-# SIGTERM: the core finishes the segment in progress, publishes it and exits.
+    CMD ["sidecast-healthcheck", "http://127.0.0.1:8800/healthz"]
+# SIGTERM: every worker finishes the segment in progress, publishes it, and the server exits (in a fleet
+# its leases are released, so other replicas take its streams at once).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["sidecast"]
-CMD ["run", "rtmp://0.0.0.0:1935/live", "-o", "/data/hls", "--serve", "8080", \
-     "--stream-keys-file", "/etc/sidecast/stream-keys"]
+# `sidecast server`: any number of streams (created through the control API on 8800), players on 8080,
+# RTMP 1935/TCP and SRT 4200/UDP publishers. The chart adds the registry, storage and sidecar addresses.
+CMD ["server", "--data-dir=/data", "--api-host=0.0.0.0", "--api-port=8800", "--media-host=0.0.0.0", \
+     "--media-port=8080", "--push-host=0.0.0.0", "--rtmp-port=1935", "--srt-port=4200"]

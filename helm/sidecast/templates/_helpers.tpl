@@ -27,11 +27,6 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: sidecast
 {{- end -}}
 
-{{/* The name of one stream group's objects: <fullname>-<group>. */}}
-{{- define "sidecast.groupName" -}}
-{{- printf "%s-%s" (include "sidecast.fullname" .root) .group.name | trunc 63 | trimSuffix "-" -}}
-{{- end -}}
-
 {{/*
 Image reference. Call with (dict "root" $ "image" .Values.core.image "suffix" "").
 <image.registry>/<repository>:<tag>. The component's own tag wins as given; otherwise the global image.tag
@@ -91,10 +86,97 @@ seccompProfile:
 {{- if or .Values.externalRedis.url .Values.externalRedis.existingSecret .Values.redis.enabled }}true{{ end -}}
 {{- end -}}
 
-{{- define "sidecast.streamKeysSecret" -}}
-{{- .Values.streamKeys.existingSecret | default (printf "%s-stream-keys" (include "sidecast.fullname" .)) -}}
-{{- end -}}
-
 {{- define "sidecast.adsSecret" -}}
 {{- .Values.ads.apiKeys.existingSecret | default (printf "%s-ads" (include "sidecast.fullname" .)) -}}
+{{- end -}}
+
+{{/* Media every replica can read: a bucket, a shared (ReadWriteMany) volume, or a host path. */}}
+{{- define "sidecast.sharedStorage" -}}
+{{- if or .Values.storage.s3.bucket .Values.storage.sharedVolume.claimName .Values.storage.hostPath }}true{{ end -}}
+{{- end -}}
+
+{{/* A registry every replica can reach: the in-chart PostgreSQL or an external one. */}}
+{{- define "sidecast.sharedRegistry" -}}
+{{- if or .Values.registry.external.url .Values.registry.external.existingSecret .Values.registry.postgresql.enabled }}true{{ end -}}
+{{- end -}}
+
+{{- define "sidecast.inChartRegistry" -}}
+{{- if and .Values.registry.postgresql.enabled (not .Values.registry.external.url) (not .Values.registry.external.existingSecret) }}true{{ end -}}
+{{- end -}}
+
+{{/* The HPA runs only where replicas can share streams (shared media and registry). */}}
+{{- define "sidecast.autoscaling" -}}
+{{- if and .Values.core.autoscaling.enabled (include "sidecast.sharedStorage" .) (include "sidecast.sharedRegistry" .) }}true{{ end -}}
+{{- end -}}
+
+{{- define "sidecast.storageUrl" -}}
+{{- $s3 := .Values.storage.s3 -}}
+{{- if $s3.bucket -}}
+s3://{{ $s3.bucket }}/{{ $s3.prefix }}{{ with $s3.endpoint }}?endpoint={{ . }}{{ end }}
+{{- else if or .Values.storage.sharedVolume.claimName .Values.storage.hostPath -}}
+/media
+{{- else -}}
+local
+{{- end -}}
+{{- end -}}
+
+{{- define "sidecast.registrySecret" -}}
+{{- printf "%s-registry" (include "sidecast.fullname" .) -}}
+{{- end -}}
+
+{{/* The server's SIDECAST_REGISTRY (and what it is built from); none: SQLite in the pod (one replica). */}}
+{{- define "sidecast.registryEnv" -}}
+{{- $ext := .Values.registry.external -}}
+{{- if $ext.existingSecret }}
+- name: SIDECAST_REGISTRY
+  valueFrom:
+    secretKeyRef: {name: {{ $ext.existingSecret }}, key: {{ $ext.existingSecretKey }}}
+{{- else if $ext.url }}
+- name: SIDECAST_REGISTRY
+  valueFrom:
+    secretKeyRef: {name: {{ include "sidecast.registrySecret" . }}, key: url}
+{{- else if .Values.registry.postgresql.enabled }}
+- name: REGISTRY_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ .Values.registry.postgresql.auth.existingSecret | default (include "sidecast.registrySecret" .) }}, key: password}
+- name: SIDECAST_REGISTRY
+  value: postgresql://sidecast:$(REGISTRY_PASSWORD)@{{ include "sidecast.fullname" . }}-registry:5432/sidecast
+{{- end }}
+{{- end -}}
+
+{{/*
+Checks JSON Schema cannot express (it cannot compare two values), and keys of earlier chart versions,
+each with a message that names what to use instead.
+*/}}
+{{- define "sidecast.checkValues" -}}
+{{- if .Values.streamGroups }}
+{{- fail "streamGroups was removed (chart 0.2): streams are data now, not chart values. Create each camera or channel through the control API (POST /v1/streams; see docs/kubernetes.md), with no helm upgrade; one release serves any number of them" }}
+{{- end }}
+{{- if .Values.streamKeys }}
+{{- fail "streamKeys was removed (chart 0.2): every push stream gets its own key from the control API (POST /v1/streams returns it; POST /v1/streams/ID/key replaces it), stored hashed in the registry" }}
+{{- end }}
+{{- if .Values.core.ladder }}
+{{- fail "core.ladder was removed (chart 0.2): a ladder is a stream's own option, set it per stream through the API: {\"options\": {\"ladder\": \"720p:2500k,360p:800k\"}}" }}
+{{- end }}
+{{- $ports := dict -}}
+{{- $named := list (list "core.ports.http" .Values.core.ports.http) (list "core.ports.api" .Values.core.ports.api) (list "core.ports.rtmp" .Values.core.ports.rtmp) (list "core.ports.srt" .Values.core.ports.srt) -}}
+{{- range $name := list "stt" "autocrop" "bitrate" }}
+{{- if (index $.Values.sidecars $name).enabled }}
+{{- $named = append $named (list (printf "sidecars.%s.port" $name) (index $.Values.sidecars $name).port) }}
+{{- end }}
+{{- end }}
+{{- range $named }}
+{{- $key := toString (index . 1) }}
+{{- if hasKey $ports $key }}
+{{- fail (printf "%s and %s are both %s: the server and its sidecars share the pod's network, so every port must differ" (get $ports $key) (index . 0) $key) }}
+{{- end }}
+{{- $_ := set $ports $key (index . 0) }}
+{{- end }}
+{{- if and (gt (int .Values.core.replicas) 1) (not (and (include "sidecast.sharedStorage" .) (include "sidecast.sharedRegistry" .))) }}
+{{- fail "core.replicas > 1 needs media every replica can read (storage.s3.bucket, storage.sharedVolume.claimName or storage.hostPath) and a shared registry (registry.postgresql.enabled or registry.external)" }}
+{{- end }}
+{{- end -}}
+
+{{- define "sidecast.redisSecret" -}}
+{{- .Values.redis.auth.existingSecret | default (printf "%s-redis" (include "sidecast.fullname" .)) -}}
 {{- end -}}

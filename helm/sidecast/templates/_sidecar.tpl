@@ -1,5 +1,5 @@
 {{/*
-One sidecar container. Call with (dict "root" $ "name" "stt" "native" true|false "group" $group).
+One sidecar container. Call with (dict "root" $ "name" "stt" "native" true|false).
 Native sidecars (initContainers with restartPolicy: Always) start before the core and stop after it.
 Ordinary containers get a preStop pause instead, so they outlive the core's last segment.
 */}}
@@ -19,6 +19,8 @@ Ordinary containers get a preStop pause instead, so they outlive the core's last
     - sidecar
     - {{ .name }}
     - --listen=0.0.0.0:{{ $sc.port }}
+    # one model process serves every stream of its replica
+    - --max-streams={{ $root.Values.core.sidecarMaxStreams }}
     {{- if eq .name "stt" }}
     {{- if ne $sc.model.source "baked" }}
     - --model=/models/whisper
@@ -51,7 +53,7 @@ Ordinary containers get a preStop pause instead, so they outlive the core's last
   lifecycle:
     preStop:
       exec:
-        command: ["sleep", "{{ add1 (ceil (addf $root.Values.core.segmentDuration (.group.decisionWindow | default $root.Values.core.decisionWindow))) }}"]
+        command: ["sleep", "{{ add1 (ceil (addf $root.Values.core.segmentDuration $root.Values.core.decisionWindow)) }}"]
   {{- end }}
   resources:
     {{- $res := deepCopy $sc.resources }}

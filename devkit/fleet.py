@@ -1,0 +1,129 @@
+"""Helpers for fleet tests and benches: a `sidecast server` replica as a real process (its own ports and
+data folder, one shared registry and media folder), and a sampler that records every live worker process
+of a set of replicas (to prove that no stream ever ran twice at once)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+SIDECAST = Path(sys.executable).parent / "sidecast"
+ADMIN = "sk_fleet_test_admin_key_0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Replica:
+    name: str
+    data: Path
+    api_port: int = field(default_factory=free_port)
+    media_port: int = field(default_factory=free_port)
+    rtmp_port: int = -1
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def media(self) -> str:
+        return f"http://127.0.0.1:{self.media_port}/"
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.api, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
+
+    def start(self, registry: str, storage: Path, max_streams: int, lease_seconds: float) -> None:
+        self.data.mkdir(parents=True, exist_ok=True)
+        log = open(self.data / "server.log", "ab")  # noqa: SIM115 (kept open for the process's life)
+        self.proc = subprocess.Popen(
+            [str(SIDECAST), "server", "--data-dir", str(self.data), "--registry", registry,
+             "--storage", str(storage), "--api-port", str(self.api_port), "--media-port", str(self.media_port),
+             "--media-host", "127.0.0.1", "--push-host", "127.0.0.1", "--rtmp-port", str(self.rtmp_port),
+             "--srt-port", "-1", "--admin-key", ADMIN, "--replica-id", self.name,
+             "--lease-seconds", str(lease_seconds), "--max-streams", str(max_streams), "--min-free-mb", "16"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def ready(self) -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(self.api + "/healthz", timeout=2).status_code == 200
+        return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGCONT)
+                self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@dataclass
+class WorkerSampler:
+    """Every 50 ms, every live worker process of the given replicas: which replica and stream it serves
+    (its stderr is DATA_DIR/logs/<stream>.log). Records any moment when one stream had two live workers."""
+
+    roots: dict[str, Path]
+    overlaps: list[str] = field(default_factory=list)
+    seen: dict[str, set[str]] = field(default_factory=dict)   # stream -> replicas that ran a worker for it
+    samples: int = 0
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> WorkerSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def snapshot(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for p in Path("/proc").iterdir():
+            if not p.name.isdigit():
+                continue
+            try:
+                if b"sidecast.core.server.worker" not in (p / "cmdline").read_bytes():
+                    continue
+                target = os.readlink(p / "fd" / "2")
+                state = (p / "stat").read_text().split(")")[-1].split()[0]
+            except OSError:
+                continue
+            if state in ("Z", "X"):
+                continue
+            for name, root in self.roots.items():
+                prefix = str(root / "logs") + "/"
+                if target.startswith(prefix) and target.endswith(".log"):
+                    out.setdefault(target[len(prefix):-4], []).append(f"{name}:{p.name}")
+        return out
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            snap = self.snapshot()
+            self.samples += 1
+            for sid, workers in snap.items():
+                self.seen.setdefault(sid, set()).update(w.split(":")[0] for w in workers)
+                if len(workers) > 1:
+                    self.overlaps.append(f"{sid}: {workers}")
+
+
+__all__ = ["ADMIN", "SIDECAST", "Replica", "WorkerSampler", "free_port"]

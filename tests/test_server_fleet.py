@@ -1,0 +1,395 @@
+"""The fleet: several ``sidecast server`` replicas (separate processes, their own ports and data folders) on
+one real PostgreSQL registry, with one shared media folder (what a bucket is on Kubernetes).
+
+- leases on the real database: one owner at a time, epochs that grow, renewals that never revive an expired
+  lease, times by the database's clock;
+- three replicas pulling live HLS sources (an ffmpeg loop on loopback, 240p ladder): each stream is claimed
+  once, within each replica's ``--max-streams``; one replica is killed with SIGKILL and its streams publish
+  again from the others within 15 s, their playlists continuing after an EXT-X-DISCONTINUITY with no
+  media-sequence gap; then another replica is frozen (SIGSTOP: it can neither renew nor stop anything) and
+  its workers stop themselves before its leases expire. A sampler watching every worker process asserts
+  that no stream ever had two live workers at once;
+- a player asking a replica that does not run the stream gets it from the shared storage;
+- the API answers 503 with a clear message while the registry is down, and works again after.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from devkit.fleet import ADMIN, Replica, WorkerSampler
+from devkit.postgres import PostgresServer
+from sidecast.core.server.registry import Registry, RegistryUnavailable
+from sidecast.hls import MediaPlaylist, parse_media
+from tests.conftest import ffmpeg, free_port, wait_for
+from tests.server_helpers import live_hls
+
+LEASE_S = 5.0
+PLAYLIST = "video/240p/index.m3u8"
+_ATTEMPT = re.compile(r"/e/([^/]+)/r(\d+)/")
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresServer]:
+    server = PostgresServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def clip240(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("clips") / "clip240.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=426x240:rate=25:duration=12", "-f", "lavfi", "-i",
+           "sine=frequency=440:sample_rate=44100:duration=12", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
+           "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", str(path))
+    return path
+
+
+def _fresh_db(pg: PostgresServer, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(pg.url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    return pg.url.rsplit("/", 1)[0] + "/" + name
+
+
+# ----------------------------------------------------------------------------- leases on the real database
+
+
+def test_a_lease_has_one_owner_its_epoch_grows_and_an_expired_one_is_never_renewed(pg: PostgresServer) -> None:
+    url = _fresh_db(pg, "leases")
+    a, b = Registry(url), Registry(url)
+    try:
+        assert a.secret == b.secret, "replicas must share the server secret (tokens, SRT passphrases)"
+        a.create_stream("cam1", ingest="pull", source="http://127.0.0.1:1/x.m3u8")
+        assert b.claimable_streams(10) == ["cam1"]
+        first = a.claim_lease("cam1", "r1", 2.0)
+        assert first == 1
+        assert b.claim_lease("cam1", "r2", 2.0) is None, "a live lease was taken by a second replica"
+        assert b.claimable_streams(10) == []
+        assert a.renew_leases("r1", 2.0) == {"cam1": 1}
+        assert b.renew_leases("r2", 2.0) == {}
+        wait_for(lambda: a.lease_of("cam1") is None, 10, "the lease to expire (database clock)")
+        assert a.renew_leases("r1", 2.0) == {}, "an expired lease was renewed: its stream may run elsewhere"
+        assert b.claim_lease("cam1", "r2", 2.0) == 2, "the epoch (fencing token) must grow with every claim"
+        b.release_lease("cam1", "r2", 2)
+        assert a.claim_lease("cam1", "r1", 2.0) == 3, "a released lease is free at once"
+        log = [(lease.owner, lease.epoch) for lease in a.lease_log("cam1")]
+        assert log == [("r1", 1), ("r2", 2), ("r1", 3)]
+    finally:
+        a.close()
+        b.close()
+
+
+# ----------------------------------------------------------------------------- replicas as real processes
+
+
+def _playlist(storage: Path, sid: str) -> MediaPlaylist | None:
+    try:
+        return parse_media((storage / sid / PLAYLIST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _attempts(pl: MediaPlaylist) -> list[int]:
+    return [int(m.group(2)) if (m := _ATTEMPT.search("/" + s.uri)) else -1 for s in pl.segments]
+
+
+@dataclass
+class Tracker:
+    """Every version of a stream's playlist seen in the shared storage: (media sequence, uri, discontinuity)
+    of each segment, to check that sequence numbers never change meaning and never skip."""
+
+    storage: Path
+    sid: str
+    by_seq: dict[int, str] = field(default_factory=dict)
+    disc_before: dict[int, bool] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    last_seq: int = -1
+    lock: Any = field(default_factory=threading.RLock)
+
+    def poll(self) -> MediaPlaylist | None:
+        with self.lock:
+            return self._poll()
+
+    def _poll(self) -> MediaPlaylist | None:
+        pl = _playlist(self.storage, self.sid)
+        if pl is None:
+            return None
+        if pl.media_sequence < self.last_seq - 100:
+            self.problems.append(f"media sequence went back to {pl.media_sequence}")
+        for i, seg in enumerate(pl.segments):
+            seq = pl.media_sequence + i
+            known = self.by_seq.setdefault(seq, seg.uri)
+            if known != seg.uri:
+                self.problems.append(f"sequence {seq} named {known} then {seg.uri}")
+            self.disc_before[seq] = bool(seg.discontinuity)
+        if pl.segments:
+            self.last_seq = max(self.last_seq, pl.media_sequence + len(pl.segments) - 1)
+        return pl
+
+
+def _owners(reg: Registry) -> dict[str, str]:
+    return {lease.stream_id: lease.owner for lease in reg.leases()}
+
+
+def test_three_replicas_share_streams_and_fail_over_within_15_s_without_split_brain(
+        pg: PostgresServer, clip240: Path, tmp_path: Path) -> None:
+    url = _fresh_db(pg, "fleet")
+    storage = tmp_path / "shared-media"
+    storage.mkdir()
+    replicas = [Replica(f"r{i}", tmp_path / f"replica{i}") for i in range(3)]
+    n_streams, capacity = 4, 3
+    reg = Registry(url)
+    try:
+        with live_hls(tmp_path, clip240) as source, WorkerSampler({r.name: r.data for r in replicas}) as sampler:
+            for r in replicas:
+                r.start(url, storage, capacity, LEASE_S)
+            wait_for(lambda: all(r.ready() for r in replicas), 90, "three replicas to answer")
+            api = httpx.Client(base_url=replicas[0].api, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
+            sids = [f"cam{i}" for i in range(n_streams)]
+            for sid in sids:
+                r = api.post("/v1/streams", json={"id": sid, "ingest": "pull", "source": source,
+                                                  "options": {"ladder": "240p:300k", "window": 6,
+                                                              "reconnect_timeout": 30}})
+                assert r.status_code == 201, r.text
+            # every replica sees every stream (created through replica 0's API)
+            for rep in replicas[1:]:
+                wait_for(lambda rep=rep: len(httpx.get(rep.api + "/v1/streams", timeout=5, headers={
+                    "Authorization": f"Bearer {ADMIN}"}).json()["streams"]) == n_streams, 30,
+                    f"{rep.name} to see the streams")
+            trackers = {sid: Tracker(storage, sid) for sid in sids}
+            stop_polling = threading.Event()
+
+            def poll_all() -> None:  # every version of every playlist, for the whole test
+                while not stop_polling.wait(0.1):
+                    for t in trackers.values():
+                        t.poll()
+
+            poller = threading.Thread(target=poll_all, daemon=True)
+            poller.start()
+
+            def all_publishing() -> bool:
+                return all((pl := trackers[sid].poll()) is not None and len(pl.segments) >= 2 for sid in sids)
+
+            wait_for(all_publishing, 120, "every stream to publish")
+            owners = _owners(reg)
+            assert set(owners) == set(sids), f"every stream is claimed once: {owners}"
+            per_replica = {r.name: sum(1 for o in owners.values() if o == r.name) for r in replicas}
+            assert max(per_replica.values()) <= capacity, f"--max-streams exceeded: {per_replica}"
+
+            # a player asking a replica that does not run the stream is served from the shared storage
+            sid0 = sids[0]
+            other = next(r for r in replicas if r.name != owners[sid0])
+            got = httpx.get(other.media + f"{sid0}/{PLAYLIST}", timeout=5)
+            assert got.status_code == 200 and got.text.startswith("#EXTM3U"), got.text[:200]
+            status = httpx.get(other.api + f"/v1/streams/{sid0}/status", timeout=5,
+                               headers={"Authorization": f"Bearer {ADMIN}"}).json()
+            assert status["state"] == "remote" and status["replica"] == owners[sid0], status
+
+            # ---- kill -9 the busiest replica
+            victim = max(replicas, key=lambda r: per_replica[r.name])
+            moved = sorted(sid for sid, o in owners.items() if o == victim.name)
+            before = {sid: max(_attempts(trackers[sid].poll() or MediaPlaylist(target_duration=2))) for sid in moved}
+            assert victim.proc is not None
+            killed_at = time.monotonic()
+            os.kill(victim.proc.pid, signal.SIGKILL)
+            victim.proc.wait()
+            back: dict[str, float] = {}
+
+            def republished() -> bool:
+                for sid in moved:
+                    pl = trackers[sid].poll()
+                    if sid not in back and pl is not None and max(_attempts(pl)) > before[sid]:
+                        back[sid] = time.monotonic() - killed_at
+                for sid in sids:
+                    trackers[sid].poll()
+                return len(back) == len(moved)
+
+            wait_for(republished, 40, f"the streams of {victim.name} ({moved}) to publish again", poll=0.1)
+            print(f"\nfailover after kill -9 of {victim.name}: " + ", ".join(f"{s} {t:.1f} s" for s, t in back.items()))
+            assert max(back.values()) <= 15.0, f"time to republish after kill -9: {back}"
+            new_owners = _owners(reg)
+            assert all(new_owners.get(sid) not in (None, victim.name) for sid in moved), new_owners
+
+            # ---- freeze another replica that runs streams (SIGSTOP: it can neither renew nor stop anything):
+            # its workers must stop by themselves before its leases expire; the last replica takes over up
+            # to its --max-streams, and the stream that does not fit waits for room
+            survivors = [r for r in replicas if r is not victim]
+            frozen = max(survivors, key=lambda r: sum(1 for o in new_owners.values() if o == r.name))
+            last = next(r for r in survivors if r is not frozen)
+            frozen_sids = sorted(sid for sid, o in new_owners.items() if o == frozen.name)
+            had = sum(1 for o in new_owners.values() if o == last.name)
+            assert frozen_sids, new_owners
+            assert frozen.proc is not None
+            before2 = {sid: max(_attempts(trackers[sid].poll() or MediaPlaylist(target_duration=2)))
+                       for sid in sids}
+            os.kill(frozen.proc.pid, signal.SIGSTOP)
+            frozen_at = time.monotonic()
+            back2: dict[str, float] = {}
+            expect = min(capacity - had, len(frozen_sids))
+
+            def taken_over() -> bool:
+                for sid in frozen_sids:
+                    pl = trackers[sid].poll()
+                    if sid not in back2 and pl is not None and max(_attempts(pl)) > before2[sid]:
+                        back2[sid] = time.monotonic() - frozen_at
+                return len(back2) >= expect
+
+            wait_for(taken_over, 40, f"the streams of the frozen {frozen.name} to publish elsewhere", poll=0.1)
+            print(f"takeover from the frozen {frozen.name}: " + ", ".join(f"{s} {t:.1f} s" for s, t in back2.items()))
+            frozen_workers = [w for ws in sampler.snapshot().values() for w in ws if w.startswith(frozen.name + ":")]
+            assert not frozen_workers, f"workers of the frozen replica still run: {frozen_workers}"
+            held = _owners(reg)
+            assert sum(1 for o in held.values() if o == last.name) == capacity, f"--max-streams not used: {held}"
+            assert len(held) == capacity, f"a stream beyond the live replicas' capacity was claimed: {held}"
+            # the frozen replica wakes up: its leases are gone (it stops nothing twice), and it takes the
+            # stream that waited for room
+            os.kill(frozen.proc.pid, signal.SIGCONT)
+            wait_for(lambda: len(_owners(reg)) == n_streams, 30, "every stream to be claimed again")
+            wait_for(lambda: all(max(_attempts(trackers[sid].poll() or MediaPlaylist(target_duration=2)))
+                                 > before2[sid] for sid in frozen_sids), 40, "every frozen stream to publish again")
+
+            # ---- no split brain, and playlists that continue
+            stop_polling.set()
+            poller.join(5)
+            assert sampler.samples > 100
+            assert not sampler.overlaps, f"a stream had two live workers at once: {sampler.overlaps[:5]}"
+            for sid in sorted(set(moved + frozen_sids)):
+                t = trackers[sid]
+                t.poll()
+                assert not t.problems, (sid, t.problems)
+                seqs = sorted(t.by_seq)
+                assert seqs == list(range(seqs[0], seqs[-1] + 1)), f"{sid}: a media-sequence gap: {seqs}"
+                attempts = {seq: int(m.group(2)) for seq, uri in t.by_seq.items()
+                            if (m := _ATTEMPT.search("/" + uri))}
+                changes = [seq for seq in seqs[1:] if attempts.get(seq) != attempts.get(seq - 1)]
+                assert changes, f"{sid}: no new attempt seen"
+                for seq in changes:
+                    assert t.disc_before.get(seq), f"{sid}: no EXT-X-DISCONTINUITY before sequence {seq}"
+                events = {m.group(1) for uri in t.by_seq.values() if (m := _ATTEMPT.search("/" + uri))}
+                assert len(events) == 1, f"{sid}: a failover must continue the event, not start another: {events}"
+            for sid in moved:
+                assert sampler.seen[sid] >= {victim.name}, sampler.seen
+                assert len(sampler.seen[sid]) >= 2, f"{sid} ran on one replica only: {sampler.seen[sid]}"
+            api.close()
+    finally:
+        for r in replicas:
+            r.stop()
+        reg.close()
+
+
+def test_a_registry_outage_answers_503_fences_streams_at_the_lease_and_reconciles_after(
+        clip240: Path, tmp_path: Path) -> None:
+    """The registry stops: API writes answer 503 with a clear message; the running stream publishes until
+    its lease deadline and then stops (its replica cannot prove nobody else took it); when the registry is
+    back the stream is claimed again and its event continues after a discontinuity."""
+    storage = tmp_path / "media"
+    with PostgresServer() as pg, live_hls(tmp_path, clip240) as source:
+        rep = Replica("solo", tmp_path / "solo")
+        rep.start(pg.url, storage, 2, LEASE_S)
+        sampler = WorkerSampler({"solo": rep.data})
+        try:
+            wait_for(rep.ready, 60, "the replica to answer")
+            api = rep.client()
+            r = api.post("/v1/streams", json={"id": "cam", "ingest": "pull", "source": source,
+                                              "options": {"ladder": "240p:300k", "window": 6, "reconnect_timeout": 60}})
+            assert r.status_code == 201, r.text
+            wait_for(lambda: (pl := _playlist(storage, "cam")) is not None and len(pl.segments) >= 2, 60, "publishing")
+            before = set(_attempts(_playlist(storage, "cam")))
+            with sampler:
+                pg.stop()
+                down_at = time.monotonic()
+                body = {"id": "late", "ingest": "push", "options": {"ladder": "240p:300k"}}
+                r = api.post("/v1/streams", json=body)
+                assert r.status_code == 503, r.text
+                detail = r.json()["detail"]
+                assert "registry" in detail and "unreachable" in detail and "retry" in detail, detail
+                assert r.headers.get("retry-after")
+                ready = httpx.get(rep.api + "/readyz", timeout=10)
+                assert ready.status_code == 503 and "registry" in ready.text
+                assert sampler.snapshot().get("cam"), "the stream stopped at once: it must run until its lease ends"
+                wait_for(lambda: not sampler.snapshot().get("cam"), LEASE_S + 5, "the worker to stop at its lease")
+                fenced_after = time.monotonic() - down_at
+                assert fenced_after <= LEASE_S, f"the worker outlived its lease: {fenced_after:.1f} s"
+                pg.start()
+                wait_for(lambda: api.post("/v1/streams", json=body).status_code == 201, 30,
+                         "the API to take writes again")
+                wait_for(lambda: set(_attempts(_playlist(storage, "cam") or MediaPlaylist(target_duration=2)))
+                         - before - {-1}, 60, "the stream to publish again")
+            pl = _playlist(storage, "cam")
+            assert pl is not None
+            uris = [s.uri for s in pl.segments]
+            events = {m.group(1) for u in uris if (m := _ATTEMPT.search("/" + u))}
+            assert len(events) == 1, f"the event must continue after the outage: {events}"
+            new = [i for i, u in enumerate(uris) if int(_ATTEMPT.search("/" + u).group(2)) not in before]
+            assert new and pl.segments[new[0]].discontinuity, "no EXT-X-DISCONTINUITY where the stream resumed"
+            api.close()
+        finally:
+            rep.stop()
+    with pytest.raises(RegistryUnavailable):
+        Registry(pg.url)
+
+
+def test_a_push_stream_runs_where_its_publisher_lands_and_other_replicas_refuse_a_second_one(
+        pg: PostgresServer, clip240: Path, tmp_path: Path) -> None:
+    url = _fresh_db(pg, "push")
+    storage = tmp_path / "shared-media"
+    storage.mkdir()
+    a = Replica("pa", tmp_path / "pa", rtmp_port=free_port())
+    b = Replica("pb", tmp_path / "pb", rtmp_port=free_port())
+    publishers: list[subprocess.Popen[bytes]] = []
+    try:
+        for r in (a, b):
+            r.start(url, storage, 2, LEASE_S)
+        wait_for(lambda: a.ready() and b.ready(), 60, "two replicas")
+        with a.client() as api_a, b.client() as api_b:
+            r = api_a.post("/v1/streams", json={"id": "studio", "ingest": "push",
+                                                "options": {"ladder": "240p:300k", "reconnect_timeout": 3}})
+            assert r.status_code == 201, r.text
+            key = r.json()["key"]["key"]
+            wait_for(lambda: api_b.get("/v1/streams/studio").status_code == 200, 20, "replica b to see the stream")
+
+            def publish(rep: Replica) -> subprocess.Popen[bytes]:
+                proc = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
+                                         "-stream_loop", "-1", "-i", str(clip240), "-c", "copy", "-f", "flv",
+                                         f"rtmp://127.0.0.1:{rep.rtmp_port}/live/{key}"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                publishers.append(proc)
+                return proc
+
+            publish(b)  # the load balancer sent this publisher to replica b
+            wait_for(lambda: _playlist(storage, "studio") is not None and len(_playlist(storage, "studio").segments) >= 1,
+                     60, "the push stream to publish")
+            assert _owners(reg := Registry(url)) == {"studio": "pb"}
+            wait_for(lambda: api_b.get("/v1/streams/studio/status").json()["state"] == "live", 10, "live on b")
+            st = api_a.get("/v1/streams/studio/status").json()
+            assert st["state"] == "remote" and st["replica"] == "pb", st
+            # a second publisher reaching the other replica is refused at the protocol step
+            second = publish(a)
+            assert second.wait(30) != 0, "a second publisher was accepted on another replica"
+            assert _owners(reg) == {"studio": "pb"}
+            # live controls go to the owner: the other replica names it
+            ctl = api_a.post("/v1/streams/studio/breaks", json={"in": 4, "duration": 10})
+            assert ctl.status_code == 409 and "pb" in ctl.json()["detail"], ctl.text
+            reg.close()
+    finally:
+        for p in publishers:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for r in (a, b):
+            r.stop()
