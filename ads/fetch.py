@@ -94,6 +94,10 @@ def _syntax(url: str) -> tuple[urllib.parse.SplitResult, str, int]:
         raise UnsafeURL(f"URL {url!r} has no host")
     if parts.username or parts.password:
         raise UnsafeURL(f"refusing URL with credentials: {url!r}")
+    try:
+        parts.hostname.encode("idna")  # what every resolver call does first: an empty or 64+ character label fails
+    except UnicodeError:
+        raise UnsafeURL(f"{url[:200]!r}: {parts.hostname[:100]!r} is not a valid host name") from None
     return parts, parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
@@ -302,7 +306,7 @@ def _getaddrinfo_within(fetch: Fetch, host: str, port: int) -> list[str]:
         return _addresses(future.result(timeout=fetch.remaining()))
     except concurrent.futures.TimeoutError as exc:
         raise _timeout_error(fetch, exc) from None
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:
         raise UnsafeURL(f"cannot resolve host of {fetch.url!r}: {exc}") from exc
 
 
@@ -427,7 +431,7 @@ async def check_url_async(url: str, policy: FetchPolicy) -> None:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except TimeoutError as exc:
         raise _timeout_error(fetch, exc) from None
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:
         raise UnsafeURL(f"cannot resolve host of {url!r}: {exc}") from exc
     fetch.pin(_addresses(infos))
 
@@ -446,7 +450,7 @@ class AsyncFetcher:
         host, port = fetch.target()
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:
             raise UnsafeURL(f"cannot resolve host of {fetch.url!r}: {exc}") from exc
         hops = fetch.pin(_addresses(infos))
         for n, hop in enumerate(hops, 1):

@@ -10,8 +10,19 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sidecast.ads.fetch import AsyncFetcher, Fetch, FetchPolicy, SyncFetcher, UnsafeURL, check_url
+from sidecast.ads.fetch import (
+    AsyncFetcher,
+    Fetch,
+    FetchPolicy,
+    SyncFetcher,
+    UnsafeURL,
+    check_registration_url,
+    check_url,
+    check_url_syntax,
+)
 from sidecast.ads.vast import NO_ADS_AFTER_WRAPPER, WRAPPER_TIMEOUT, FetchFailed, Resolution
 from tests.ads_fixtures import AdServer, Route, ad_server
 
@@ -162,6 +173,8 @@ def test_wrapper_depth_comes_from_the_policy(upstream: AdServer) -> None:
     ("http://[::ffff:127.0.0.1]/", "non-public address 127.0.0.1"),
     ("http://user:pw@example.com/", "credentials"),
     ("http:///nohost", "no host"),
+    ("http://.t/vast", "not a valid host name"),             # an empty label: IDNA cannot encode it
+    ("https://" + "a" * 64 + ".example/", "not a valid host name"),  # a label over 63 characters
 ])
 def test_unsafe_urls_are_refused_with_a_reason(url: str, needle: str) -> None:
     with pytest.raises(UnsafeURL, match=needle.replace(".", r"\.").replace("[", r"\[")):
@@ -209,3 +222,21 @@ def test_the_budget_covers_the_whole_fetch() -> None:
     with pytest.raises(FetchFailed, match="timed out after 2 s") as info:
         fetch.take(b"y")
     assert info.value.timeout
+
+
+@settings(max_examples=300, deadline=None)
+@given(host=st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=80))
+def test_any_host_text_is_refused_with_unsafe_url_or_passes_never_crashes(host: str) -> None:
+    """Found by the API's contract test: a host like ".t" raised UnicodeError from the resolver (a 500 at
+    POST /v1/creatives). Every spelling of a host must end as UnsafeURL or pass the syntax check."""
+    url = f"http://{host}/vast"
+    try:
+        check_url_syntax(url, FetchPolicy())
+    except UnsafeURL:
+        pass
+    try:
+        asyncio.run(check_registration_url(url, FetchPolicy(timeout=0.2)))
+    except UnsafeURL:
+        pass
+    except FetchFailed:
+        pass
