@@ -82,7 +82,9 @@ case "${1:-}" in
   test)
     install_all
     shift
-    exec "$VENV/bin/python" -m pytest "$@" ;;
+    # Two workers, each taking whole test files (module fixtures are built once): most tests wait on
+    # real time (paced streams, browsers), so two share two cores well. `./dev.sh test -n 0` runs serially.
+    exec "$VENV/bin/python" -m pytest -n "${SIDECAST_TEST_WORKERS:-2}" --dist loadfile "$@" ;;
   *)
     echo "usage: ./dev.sh demo    # install everything, run sidecast on a built-in sample" >&2
     echo "       ./dev.sh test    # install everything, run the whole test suite" >&2
