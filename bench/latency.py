@@ -279,7 +279,8 @@ def run_sidecast(cfg: Config, work: Path, seconds: float, joins: int) -> dict[st
             proc.wait()
         text = log.read_text(errors="replace")
         if "Traceback" in text:
-            print(f"   [{cfg.key}] sidecast logged a traceback: {text[text.index('Traceback'):][:800]}", flush=True)
+            tb = text[text.index("Traceback"):]
+            print(f"   [{cfg.key}] sidecast logged a traceback (its end): ...{tb[-2500:]}", flush=True)
 
 
 def run_ffmpeg(cfg: Config, work: Path, seconds: float, joins: int) -> dict[str, Any]:
