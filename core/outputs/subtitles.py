@@ -17,6 +17,7 @@ carried by the next part with its original timing (never lost, never shown early
 
 from __future__ import annotations
 
+import threading
 import time
 
 from sidecast.contract.records import Cue, ResultKind
@@ -63,6 +64,9 @@ class SubtitleRendition(Output):
         self._ends: dict[int, float] = {}
         self._due_since: dict[tuple[int, int], float] = {}
         self._sent: set[str] = set()
+        # Parts are cut from the ingest thread (frame) and from the packager's (publish): one at a time, and
+        # a segment is listed before the next segment's parts (bench/latency.py crashed here with stt on).
+        self._lock = threading.RLock()
 
     @property
     def translated(self) -> bool:
@@ -76,13 +80,15 @@ class SubtitleRendition(Output):
 
     def frame(self, frame: object, t: float, segment: int) -> None:
         if self.low_latency:
-            self._cut_parts(t, force_until=None)
+            with self._lock:
+                self._cut_parts(t, force_until=None)
 
     def segment_closed(self, job: SegmentJob) -> None:
         if self.low_latency:
-            self._ends[job.index] = job.end
-            if job.index == self._seg and self._part == 0:
-                self._start = job.start
+            with self._lock:
+                self._ends[job.index] = job.end
+                if job.index == self._seg and self._part == 0:
+                    self._start = job.start
 
     def _covered(self, t: float) -> bool:
         return all(self.ctx.timeline.watermark_of(n) >= t - 1e-6 for n in self.producers
@@ -132,17 +138,20 @@ class SubtitleRendition(Output):
     # ------------------------------------------------------------ segments
 
     def publish(self, job: SegmentJob) -> None:
-        if self.low_latency:  # the captions were waited for: what is left of the segment's parts now
-            self._ends[job.index] = job.end
-            self._cut_parts(job.end, force_until=job.end)
-        lookback = self.carrier.lookback
-        cues = self.ctx.timeline.cues_between(job.start - lookback, job.end, track=self.track)
-        name = f"{job.name}.vtt"
-        carried = self.carrier.segment_cues(cues, job.start, job.end)
-        atomic_write(self.dir / name, render_vtt_segment(carried, job.start, job.end, timebase.media_to_pts(job.start)))
-        seg = job.segment(name)
-        self.playlist.add(seg)
-        self.full.add(seg)
+        job.program_date_time()  # may wait for the arrival clock, which the ingest thread moves: not under the lock
+        with self._lock:
+            if self.low_latency:  # the captions were waited for: what is left of the segment's parts now
+                self._ends[job.index] = job.end
+                self._cut_parts(job.end, force_until=job.end)
+            lookback = self.carrier.lookback
+            cues = self.ctx.timeline.cues_between(job.start - lookback, job.end, track=self.track)
+            name = f"{job.name}.vtt"
+            carried = self.carrier.segment_cues(cues, job.start, job.end)
+            atomic_write(self.dir / name,
+                         render_vtt_segment(carried, job.start, job.end, timebase.media_to_pts(job.start)))
+            seg = job.segment(name)
+            self.playlist.add(seg)
+            self.full.add(seg)
 
     def finish(self, complete: bool) -> None:
         if not complete:
