@@ -285,6 +285,7 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
                                                    p.brk.start, p.brk.id))
     entries: list[list[_Entry]] = []
     remaining: list[float] = []   # seconds of each break from the pod's first slot on
+    edge_in_pod = False           # the segment being built after the last listed one is inside a pod
     for pi, p in enumerate(placements):
         brk, dur = p.brk, _duration(p.brk)
         remaining.append(0.0)
@@ -311,6 +312,8 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
         late = first - start_msn
         remaining[pi] = dur - late * slot
         entries.append(_pod_entries(p, dur - late * slot, content.target_duration, nslots - late))
+        if entries[-1] and offs[-1] is not None:
+            edge_in_pod |= -_EPS <= offs[-1] + content.segments[-1].duration < dur - _EPS
         for i, o in enumerate(offs):
             if o is None:
                 continue
@@ -405,27 +408,11 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
             seams.append(msn)
         out.append(new)
     pl = content.copy(segments=out, discontinuity_sequence=content.discontinuity_sequence + prior_seams)
-    if (pl.trailing_parts or pl.preload_hints) and _edge_in_pod(content, placements, entries):
+    if (pl.trailing_parts or pl.preload_hints) and edge_in_pod:
         # LL-HLS: the parts of the segment being built (and the hint for the next) are content that the
         # pod replaces; an LL player plays parts at the live edge, so they go until the pod has ended.
         pl = pl.copy(trailing_parts=[], preload_hints=[])
     return Stitched(pl, tuple(seams))
-
-
-def _edge_in_pod(content: MediaPlaylist, placements: Sequence[Placement], entries: list[list[_Entry]]) -> bool:
-    """Whether the segment being built after the last listed one lies inside a break that has ads."""
-    if not content.segments:
-        return False
-    for p, es in zip(placements, entries, strict=True):
-        if not es:
-            continue
-        offs = _offsets(content, p.brk)
-        if offs[-1] is None:
-            continue
-        edge = offs[-1] + content.segments[-1].duration
-        if -_EPS <= edge < _duration(p.brk) - _EPS:
-            return True
-    return False
 
 
 def _stitch_vod(content: MediaPlaylist, placements: Sequence[Placement]) -> Stitched:
