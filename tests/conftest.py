@@ -69,6 +69,29 @@ def run_sidecast(*args: str, timeout: float = 180, check: bool = False,
     return proc
 
 
+def wait_healthy(target: str, proc: subprocess.Popen[str], timeout: float, what: str) -> None:
+    """Poll the gRPC health service of the sidecar ``proc`` listening on ``target`` until it is SERVING;
+    fail with its output if it exits first, or at ``timeout``."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            out = proc.stdout or proc.stderr
+            raise AssertionError(f"{what} exited early: {out.read() if out else ''}")
+        try:
+            with grpc.insecure_channel(target) as ch:
+                r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                if r.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+        except grpc.RpcError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not become healthy within {timeout:g} s")
+        time.sleep(0.1)
+
+
 def wait_for(cond: Callable[[], object], timeout: float, what: str, poll: float = 0.1) -> None:
     """Poll ``cond`` until it is truthy; fail with ``what`` at the deadline (never sleep-and-hope)."""
     deadline = time.monotonic() + timeout

@@ -12,7 +12,6 @@ import io
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,32 +19,17 @@ import cv2
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sidecast.contract import pb2, pb2_grpc
 from sidecast.contract.encoding import x264_options
 from sidecast.core.ladder import DEFAULT_LADDER
+from tests.conftest import wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDECAST = Path(sys.executable).with_name("sidecast")
 W, H, FPS, SEG = 256, 144, 10.0, 2.0
 CAPS = {r.name: r.max_bitrate for r in DEFAULT_LADDER}
 
-
-def _wait_healthy(target: str, proc: subprocess.Popen, deadline_s: float = 30.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"sidecar exited early: {proc.stderr.read() if proc.stderr else ''}")
-        try:
-            with grpc.insecure_channel(target) as ch:
-                resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                if resp.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-        except grpc.RpcError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("bitrate sidecar did not become healthy within 30 s")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +39,7 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc = subprocess.Popen([str(SIDECAST), "sidecar", "bitrate", "--listen", target], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_healthy(target, proc)
+        wait_healthy(target, proc, 30.0, "bitrate sidecar")
         yield target
     finally:
         proc.terminate()

@@ -9,17 +9,16 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devkit import realspeech as rs
 from sidecast.contract import codec, pb2, pb2_grpc
 from sidecast.contract.records import Generic
+from tests.conftest import wait_healthy
 from tests.test_stt_sidecar import stream_audio
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,23 +31,10 @@ def base_address() -> Iterator[str]:
     proc = subprocess.Popen([str(SIDECAST), "sidecar", "stt", "--listen", sock, "--model", "base",
                              "--cpu-threads", "2"], cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    channel = grpc.insecure_channel(sock)
-    deadline = time.monotonic() + 120  # the first run joins model.bin from the two wheels
     try:
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"stt sidecar exited early: {proc.stdout.read() if proc.stdout else ''}")
-            try:
-                r = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                if r.status == health_pb2.HealthCheckResponse.SERVING:
-                    break
-            except grpc.RpcError:
-                pass
-            assert time.monotonic() < deadline, "stt sidecar (base) did not become healthy"
-            time.sleep(0.1)
+        wait_healthy(sock, proc, 120.0, "stt sidecar (base)")  # the first run joins model.bin from the two wheels
         yield sock
     finally:
-        channel.close()
         proc.terminate()
         try:
             proc.wait(timeout=10)

@@ -19,11 +19,11 @@ import grpc
 import jiwer
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devkit import speech as synth
 from sidecast.contract import codec, pb2, pb2_grpc
 from sidecast.contract.records import Cue
+from tests.conftest import wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDECAST = Path(sys.executable).with_name("sidecast")
@@ -45,24 +45,10 @@ def stt_address() -> Iterator[str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([str(SIDECAST), "sidecar", "stt", "--listen", sock, "--cpu-threads", "2"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    channel = grpc.insecure_channel(sock)
-    deadline = time.monotonic() + 60
     try:
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"stt sidecar exited early: {proc.stdout.read() if proc.stdout else ''}")
-            try:
-                r = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                if r.status == health_pb2.HealthCheckResponse.SERVING:
-                    break
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("stt sidecar did not become healthy within 60 s")
-            time.sleep(0.1)
+        wait_healthy(sock, proc, 60.0, "stt sidecar")
         yield sock
     finally:
-        channel.close()
         proc.terminate()
         try:
             proc.wait(timeout=10)
