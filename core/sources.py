@@ -145,9 +145,19 @@ class _Conn:
     bridge: subprocess.Popen[bytes] | None = None
     session: PushSession | None = None
 
-    def close(self) -> None:
+    def interrupt(self) -> None:
+        """Unblock a read in progress, from any thread. The container itself is left to the reading
+        thread: closing an FFmpeg input while another thread is inside ``av_read_frame`` frees what that
+        read is using (the worker died with SIGSEGV when a live pull was stopped). A network read without a
+        session or bridge to cut returns with the next packet, or at the read timeout."""
         if self.session is not None:
-            self.session.close("the stream stopped reading")  # unblocks a read in progress first
+            self.session.close("the stream stopped reading")
+        if self.bridge is not None and self.bridge.poll() is None:
+            self.bridge.kill()  # the pipe the container reads reaches its end
+
+    def close(self) -> None:
+        """Close everything; only from the thread that reads the container (or once it stopped reading)."""
+        self.interrupt()
         try:
             self.container.close()
         except Exception:
@@ -266,7 +276,7 @@ class Source:
         self.stopped = True  # reading less than the file then is not truncation
         self._stop.set()
         if self._conn is not None and self.live:
-            self._conn.close()  # unblocks a blocking read
+            self._conn.interrupt()  # unblocks a blocking read; the reading thread closes the container
 
     # ------------------------------------------------------------ rtmp
 
