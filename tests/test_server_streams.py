@@ -288,3 +288,42 @@ def test_a_stuck_worker_is_killed_by_the_watchdog_and_restarted(tmp_path: Path, 
         assert "worker stuck: no report" in (srv.status("cam")["last_error"] or "")
         srv.wait_state("cam", "live", 90)
         assert not Path(f"/proc/{first['pid']}").exists() or "Z" in Path(f"/proc/{first['pid']}/stat").read_text()
+
+
+def test_the_player_port_holds_a_low_latency_playlist_until_the_asked_part_exists(tmp_path: Path) -> None:
+    """LL-HLS blocking reload on `sidecast server`'s player port, for open and token-protected streams: an LL
+    player waits there for the next part instead of polling (as on `sidecast run --serve`)."""
+    import threading
+
+    from sidecast.hls import Part
+    from sidecast.hls.live import LivePlaylist
+
+    with running_server(tmp_path / "data") as srv:
+        push_stream(srv, "open")
+        push_stream(srv, "shut", settings={"playback_protection": True})
+        root = Path(srv.server.storage.local_root)
+        lists = {}
+        for sid in ("open", "shut"):
+            pl = LivePlaylist(root / sid / "ll" / "index.m3u8", 2.0, window=6, part_target=1 / 3, init_uri="init.mp4")
+            for k in range(3):
+                pl.add_part(Part.of(f"seg_000000-{k}.m4s", 1 / 3, independent=k == 0))
+            lists[sid] = pl
+        tok = srv.api.post("/v1/streams/shut/playback-token", json={"ttl": 120}).json()["token"]
+        urls = {"open": srv.media_url + "open/ll/index.m3u8", "shut": srv.media_url + f"shut/t/{tok}/ll/index.m3u8"}
+        for sid, url in urls.items():
+            released = threading.Event()
+
+            def publish_later(pl: LivePlaylist = lists[sid], done: threading.Event = released) -> None:
+                time.sleep(0.5)
+                done.set()
+                pl.add_part(Part.of("seg_000000-3.m4s", 1 / 3))
+
+            threading.Thread(target=publish_later, daemon=True).start()
+            r = httpx.get(url + "?_HLS_msn=0&_HLS_part=3", timeout=10)
+            assert r.status_code == 200 and released.is_set(), (sid, r.status_code, r.text)
+            assert 'URI="seg_000000-3.m4s"' in r.text and r.headers["cache-control"] == "no-cache"
+            bad = httpx.get(url + "?_HLS_msn=abc", timeout=10)
+            assert bad.status_code == 400 and "non-negative integer" in bad.text
+        # the token is still checked before anything waits
+        r = httpx.get(srv.media_url + "shut/ll/index.m3u8?_HLS_msn=0&_HLS_part=3", timeout=10)
+        assert r.status_code == 403

@@ -7,8 +7,11 @@
 
 A protected stream answers 403 without a valid token, on every playlist and segment request. With local
 storage the files are served by ``sidecast.core.serve`` itself (``serve_file``: byte ranges, validators,
-immutable caching of segments, no-cache of playlists); with S3 storage this port proxies the bucket (or let
-a CDN front the bucket directly, for open streams).
+immutable caching of segments, no-cache of playlists), and a low-latency stream's playlists honour the
+LL-HLS delivery directives (blocking reload ``_HLS_msn``/``_HLS_part`` and delta updates ``_HLS_skip``, as
+``sidecast run --serve`` does: ``sidecast.core.serve.blocking``). With S3 storage this port proxies the
+bucket (or let a CDN front the bucket directly, for open streams); a proxied playlist ignores the directives
+(answered at once, as RFC 8216bis allows a server that does not block), so low-latency players poll.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ from fastapi import APIRouter, FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..serve import bare_app
+from ..serve import bare_app, blocking
 from ..serve.files import cache_control_for, content_type_for, safe_relative_path
-from ..serve.media import COMMON_HEADERS, CORS_HEADERS, serve_file, text_response
+from ..serve.media import COMMON_HEADERS, CORS_HEADERS, serve_file, serve_playlist, text_response
 from .keys import TokenError, check_playback
 from .storage import S3Storage
 
@@ -44,6 +47,7 @@ def media_router(server: Any) -> APIRouter:
     storage = server.storage
     secret: bytes = server.registry.secret
     root = os.path.realpath(storage.local_root) if storage.local_root is not None else None
+    watcher = blocking.Watcher()  # one poller per watched playlist, however many players wait on it
 
     async def healthz(request: Request) -> Response:
         return Response(b'{"status":"ok"}\n', media_type="application/json",
@@ -68,6 +72,8 @@ def media_router(server: Any) -> APIRouter:
                 return text_response(403, str(exc))
         url_path = f"/{stream}/{rest}"
         if root is not None:
+            if url_path.endswith(".m3u8") and any(k.startswith("_HLS_") for k in request.query_params):
+                return await serve_playlist(root, url_path, request, watcher)
             return serve_file(root, url_path, request)
         return await _proxy(storage, url_path, request)
 
