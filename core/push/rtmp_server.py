@@ -27,8 +27,8 @@ from .session import (
     Peer,
     PublishAuthority,
     PublisherTable,
+    PublishListener,
     PushSession,
-    RateLimitedLog,
     Refusal,
     SessionCallback,
     key_digest,
@@ -37,7 +37,7 @@ from .session import (
 log = logging.getLogger("sidecast.ingest.rtmp")
 
 
-class RtmpServer:
+class RtmpServer(PublishListener):
     """Listens on ``host:port`` once ``start()``-ed; hands each accepted publisher to ``on_session``.
 
     ``on_session`` and ``authority.authorize`` run on the server's loop thread: return quickly (hand the
@@ -45,27 +45,13 @@ class RtmpServer:
 
     def __init__(self, host: str, port: int, authority: PublishAuthority, on_session: SessionCallback, *,
                  limits: Limits | None = None, table: PublisherTable | None = None) -> None:
-        self.host = host
-        self.port = port
-        self.authority = authority
-        self.on_session = on_session
-        self.limits = limits or Limits()
-        self.table = table or PublisherTable()
-        self.accepted = 0          # publishes accepted
-        self.refused = 0           # publishes refused (key, duplicate)
+        super().__init__(host, port, authority, on_session, limits, table, log)
         self.dropped = 0           # connections dropped: protocol errors, limits, timeouts
         self._clients: set[_Client] = set()
         self._per_address: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
-        self._ratelog = RateLimitedLog(log)
-
-    def __enter__(self) -> RtmpServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def start(self) -> RtmpServer:
         """Bind and serve; a second call does nothing. SourceError when the port cannot be had."""

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol, Self
 
 log = logging.getLogger("sidecast.ingest.push")
 
@@ -330,5 +330,35 @@ class RateLimitedLog:
         self.logger.log(level, msg, extra=extra)
 
 
+class PublishListener:
+    """What the RTMP and SRT servers share: who authorizes a publisher, where accepted sessions go, the
+    connection limits and the one-publisher-per-stream table, counters, and ``with`` = start ... close.
+    Subclasses bind their protocol in ``start()`` (a second call does nothing) and end it in ``close()``."""
+
+    def __init__(self, host: str, port: int, authority: PublishAuthority, on_session: SessionCallback,
+                 limits: Limits | None, table: PublisherTable | None, logger: logging.Logger) -> None:
+        self.host = host
+        self.port = port
+        self.authority = authority
+        self.on_session = on_session
+        self.limits = limits or Limits()
+        self.table = table or PublisherTable()
+        self.accepted = 0          # publishes accepted
+        self.refused = 0           # publishes refused (key, duplicate)
+        self._ratelog = RateLimitedLog(logger)
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 __all__ = ["Peer", "Grant", "Refusal", "PublishAuthority", "StaticAuthority", "Limits", "PushSession",
-           "PublisherTable", "SessionCallback", "key_digest", "PushProtocol", "DuplicatePolicy"]
+           "PublisherTable", "SessionCallback", "key_digest", "PushProtocol", "DuplicatePolicy", "PublishListener"]

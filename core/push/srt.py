@@ -35,8 +35,8 @@ from .session import (
     Peer,
     PublishAuthority,
     PublisherTable,
+    PublishListener,
     PushSession,
-    RateLimitedLog,
     Refusal,
     SessionCallback,
     key_digest,
@@ -194,7 +194,7 @@ class _Caller:
     warned_drop: bool = False
 
 
-class SrtServer:
+class SrtServer(PublishListener):
     """Listens on UDP ``host:port`` once ``start()``-ed; hands each accepted caller to ``on_session``.
 
     ``authority.authorize`` runs on libsrt's own thread (inside the handshake) and ``on_session`` on the
@@ -203,15 +203,8 @@ class SrtServer:
     def __init__(self, host: str, port: int, authority: PublishAuthority, on_session: SessionCallback, *,
                  limits: Limits | None = None, table: PublisherTable | None = None,
                  latency_ms: int | None = None) -> None:
-        self.host = host
-        self.port = port
-        self.authority = authority
-        self.on_session = on_session
-        self.limits = limits or Limits()
-        self.table = table or PublisherTable()
+        super().__init__(host, port, authority, on_session, limits, table, log)
         self.latency_ms = latency_ms
-        self.accepted = 0
-        self.refused = 0
         self._lib: Any = None
         self._sock = -1
         self._eid = -1
@@ -222,13 +215,6 @@ class SrtServer:
         self._to_close: list[tuple[int, str]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._ratelog = RateLimitedLog(log)
-
-    def __enter__(self) -> SrtServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ---------------------------------------------------------------- lifecycle
 
