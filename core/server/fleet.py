@@ -4,9 +4,10 @@ themselves with leases, and take over the streams of a replica that dies.
 Every replica runs this loop on its own thread, every ``lease_seconds / 5``:
 
 1. **Heartbeat**: its row in ``replicas`` (URLs, capacity); replicas seen within one lease count as alive.
-2. **Renew** every lease it holds, in one statement (``expires_at = db now + lease``). A lease that had
-   expired is not renewed: another replica may hold it. Each lost lease is **fenced**: its worker is
-   killed at once (SIGKILL of its process group), without closing the event (the new owner continues it).
+2. **Renew** every lease it holds (``expires_at = db now + lease``) while nobody else took it (same owner,
+   same epoch), even if it expired meanwhile (after an outage, see below). A lease another replica took is
+   lost and **fenced**: its worker is killed at once (SIGKILL of its process group), without closing the
+   event (the new owner continues it).
 3. **Fence by time**: a renewal sent at (monotonic) ``t`` keeps every lease valid until at least ``t + lease``
    by the database's clock, so the replica's leases are surely its own until ``t + lease - margin``. Each
    worker gets that deadline on its command line and kills itself when it passes without an extension
@@ -14,7 +15,7 @@ Every replica runs this loop on its own thread, every ``lease_seconds / 5``:
    publishing before anyone else may claim its streams. That is the split-brain guarantee; the epoch (the
    claim counter) is the fencing token, recorded with each attempt.
 4. **Sync** the streams' rows (created, changed or deleted through any replica's API).
-5. **Claim** enabled pull streams that no live lease covers, up to the replica's ``max_streams`` and its
+5. **Claim** enabled pull streams whose lease is free for it (below), up to the replica's ``max_streams`` and its
    fair share (streams ÷ live replicas, rounded up), oldest first; each claimed stream is **adopted**:
    its playlist state is read back from the shared storage and the stream's open event continues with a
    new attempt (after an EXT-X-DISCONTINUITY, sequence numbers continuing).
@@ -22,6 +23,33 @@ Every replica runs this loop on its own thread, every ``lease_seconds / 5``:
 
 Push streams run where the load balancer delivers the publisher: the replica claims the stream's lease when
 the publisher is accepted (a second replica refuses that stream's publishers while the lease is held).
+
+**Registry outages.** A replica that cannot reach the registry cannot tell an outage of the registry (every
+replica is cut off: nobody can claim anything, so running streams may go on) from being cut off alone (the
+others will claim its streams when its leases expire: it must stop first). It asks its peers, over their
+control API, signed with the shared server secret (``PROBE_PATH``; API keys live in the registry, which is
+down). Three rules make the answer safe:
+
+- **"down" is a promise.** A peer answers "down" only while its own last pass failed, and then claims no
+  lease that expired for one lease period from that answer (``no_claim_before``), and none until it has
+  watched the registry without a break for one whole lease after reconnecting (``settled``).
+- **Everyone asked, all confirm.** The asker keeps its streams past its lease only while *every* peer it
+  would ask has answered "down", each answer covering one lease minus the margin from when its probe was
+  sent (a slow answer covers less, never more; monotonic clocks only). A peer that does not answer may be
+  cut off from us only and still reach the registry: no extension. So a replica cut off alone, or whose
+  peers still reach the registry, stops at its lease as before; a replica that dies during the outage ends
+  its peers' extension one lease after its last answer. Never past ``outage_grace`` after the lease.
+- **Only the asked may claim soon.** The peers a replica would ask are written to the registry
+  (``fleet_peers``; while a write is in doubt it asks both lists). A lease that expired less than
+  ``outage_grace`` ago (by the registry's clock) may be claimed only by a settled replica that is its holder
+  or one of the holder's recorded peers, or by any settled replica if the holder recorded none (it never
+  extends then). A replica that joined while the others were cut off was never asked: it waits out the
+  grace. Released leases and never-claimed streams are free at once, as before.
+
+When the registry returns the holders renew their expired leases within a pass (same owner, same epoch),
+one lease before any other replica may claim them: nothing moves. Streams of a replica that died during the
+outage move one lease (the hold-off) plus a pass after the registry returns. Why peers and not a longer
+lease, and the figures: docs/kubernetes.md ("Registry outages").
 
 Why a worker pool with leases and not an operator: see docs/design.md ("Scaling out").
 """
@@ -92,6 +120,7 @@ class Fleet:
         self.peer_api: dict[str, str] = {}        # peer -> API URL (kept while the peer is in peers_ask)
         self.peer_down: dict[str, float] = {}     # peer -> when we sent the probe it answered "down" to
         self.outage_until = 0.0                   # monotonic: how long the peers let us keep our streams
+        self._claims_in_flight = 0                # push claims sent from the supervisor's thread, not answered yet
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="fleet", daemon=True)
@@ -266,7 +295,7 @@ class Fleet:
         """A peer asks whether we reach the registry (it cannot). "down" is a promise: we claim no lease
         that expired for a whole lease from now, so the asker may keep its streams that long."""
         with self._lock:
-            if self.connected_since is None:
+            if self.connected_since is None and self._claims_in_flight == 0:
                 self.no_claim_before = max(self.no_claim_before, time.monotonic() + self.ttl)
                 state = "down"
             else:
@@ -336,7 +365,14 @@ class Fleet:
                 return self.held[stream_id]
         if time.monotonic() >= self.valid_until:
             return None  # our own leases are not renewed: take nothing new
-        epoch = self.registry.claim_lease(stream_id, self.replica, self.ttl, settled=self.settled(), grace=self.grace)
+        settled = self.settled()
+        with self._lock:  # while this claim is on its way, no peer is told "down" (a promise to claim nothing)
+            self._claims_in_flight += 1
+        try:
+            epoch = self.registry.claim_lease(stream_id, self.replica, self.ttl, settled=settled, grace=self.grace)
+        finally:
+            with self._lock:
+                self._claims_in_flight -= 1
         if epoch is not None:
             with self._lock:
                 self.held[stream_id] = epoch

@@ -285,8 +285,11 @@ class _PgConnection:
         if self._conn is not None and not self._conn.closed and not self._conn.broken:
             return self._conn
         try:
+            # a registry whose network fails silently must not hold a statement for the kernel's retransmission
+            # timeout (~15 min): unacknowledged data or a silent peer fail the connection within seconds
             self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout)),
-                                         row_factory=_pg_row_factory)
+                                         row_factory=_pg_row_factory, tcp_user_timeout=5000, keepalives=1,
+                                         keepalives_idle=5, keepalives_interval=2, keepalives_count=2)
         except psycopg.OperationalError as exc:
             self._conn = None
             raise RegistryUnavailable(f"the registry database is unreachable ({_first_line(exc)})") from None
