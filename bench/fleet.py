@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from devkit.fleet import Replica, WorkerSampler  # noqa: E402
 from devkit.postgres import PostgresServer  # noqa: E402
 from sidecast.core.serve import start_server  # noqa: E402
-from sidecast.core.server.registry import Registry  # noqa: E402
+from sidecast.core.server.registry import Registry, RegistryError  # noqa: E402
 from sidecast.hls import parse_media  # noqa: E402
 
 PLAYLIST = "video/240p/index.m3u8"
@@ -55,8 +55,11 @@ _ATTEMPT = re.compile(r"/(e/[^/]+/r\d+)/")
 def _wait(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if cond():
-            return
+        try:
+            if cond():
+                return
+        except RegistryError:  # our own connection to the registry, broken by an outage: reconnects next call
+            pass
         time.sleep(0.1)
     raise SystemExit(f"timed out waiting for {what}")
 
@@ -186,6 +189,7 @@ def main() -> int:
 
                 _wait(republished, 120, f"round {rnd}: {victim.name}'s streams to publish again")
                 times = sorted(back.values())
+                print(f"round {rnd}: failover of {len(moved)} streams: {[round(t, 2) for t in times]}", file=sys.stderr)
                 results.append({"round": rnd, "killed": victim.name, "streams_moved": len(moved),
                                 "failover_min_s": round(times[0], 2), "failover_median_s": round(statistics.median(times), 2),
                                 "failover_max_s": round(times[-1], 2), "lease_s": args.lease,
@@ -203,6 +207,7 @@ def main() -> int:
                 try:
                     outages.append(_outage(args, pg, reg, replicas, storage, sids, playlist, progress, sampler,
                                            kill_after=None))
+                    print(f"outage: {outages[-1]}", file=sys.stderr)
                     if not args.no_kill_in_outage:
                         outages.append(_outage(args, pg, reg, replicas, storage, sids, playlist, progress, sampler,
                                                kill_after=10.0))
