@@ -350,6 +350,23 @@ class Progress:
         return [p for p in self.points.get(sid, []) if t0 <= p[0] <= t1]
 
 
+def _probe(rep: Replica, asker: str, secret: bytes) -> str | int:
+    """Ask ``rep`` whether it reaches the registry, as a peer would: its signed answer, or the HTTP status."""
+    from sidecast.core.server.fleet import PROBE_PATH
+    from sidecast.core.server.keys import fleet_signature, fleet_signature_ok
+
+    nonce = os.urandom(8).hex()
+    r = httpx.post(rep.api + PROBE_PATH, timeout=5, json={
+        "from": asker, "to": rep.name, "nonce": nonce,
+        "sig": fleet_signature(secret, "probe", asker, rep.name, nonce)})
+    if r.status_code != 200:
+        return r.status_code
+    doc = r.json()
+    assert doc["replica"] == rep.name
+    assert fleet_signature_ok(secret, doc["sig"], "answer", rep.name, asker, nonce, doc["registry"]), doc
+    return str(doc["registry"])
+
+
 def test_a_30_s_registry_outage_keeps_every_stream_publishing_and_a_replica_cut_off_alone_hands_its_streams_over(
         clip240: Path, tmp_path: Path) -> None:
     """Three replicas with the default lease (10 s), each reaching the registry through its own loopback proxy.
@@ -395,8 +412,11 @@ def test_a_30_s_registry_outage_keeps_every_stream_publishing_and_a_replica_cut_
             wait_for(lambda: all(len(progress.points.get(sid, [])) >= 2 for sid in sids), 90, "every stream to publish")
             reg = Registry(pgo.url)
             held = {lease.stream_id: (lease.owner, lease.epoch) for lease in reg.leases()}
+            secret = reg.secret
             reg.close()
             assert set(held) == set(sids), held
+            assert _probe(replicas[1], "o0", secret) == "up"
+            assert _probe(replicas[1], "o0", b"not the fleet's secret" * 2) == 403, "a forged probe was answered"
 
             with WorkerSampler({r.name: r.data for r in replicas}) as sampler:
                 # ---- 1. the registry server stops for 30 s
@@ -410,6 +430,7 @@ def test_a_30_s_registry_outage_keeps_every_stream_publishing_and_a_replica_cut_
                 detail = r.json()["detail"]
                 assert "registry" in detail and "unreachable" in detail and "retry" in detail, detail
                 assert r.headers.get("retry-after")
+                wait_for(lambda: _probe(replicas[1], "o0", secret) == "down", 10, "o1 to answer that it is cut off")
                 wait_for(lambda: time.monotonic() - down_at >= OUTAGE_S, OUTAGE_S + 5, "the 30 s outage to pass")
                 up_at = time.monotonic()
                 running = sampler.snapshot()
