@@ -90,19 +90,24 @@ class Progress:
         self.points: dict[str, list[tuple[float, int]]] = {s: [] for s in sids}
         self.attempts: dict[str, list[tuple[float, str]]] = {s: [] for s in sids}
         self._stop = threading.Event()
+        self.polled = threading.Event()  # one full pass done: what ran before is known
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(0.2):
-            for s in self.sids:
-                now = time.monotonic()
-                seq = _newest(self.storage, s, self.playlist)
-                if seq >= 0 and (not self.points[s] or seq > self.points[s][-1][1]):
-                    self.points[s].append((now, seq))
-                known = {a for _, a in self.attempts[s]}
-                for a in sorted(_attempts(self.storage, s, self.playlist) - known):
-                    self.attempts[s].append((now, a))
+            self._poll()
+            self.polled.set()
+
+    def _poll(self) -> None:
+        for s in self.sids:
+            now = time.monotonic()
+            seq = _newest(self.storage, s, self.playlist)
+            if seq >= 0 and (not self.points[s] or seq > self.points[s][-1][1]):
+                self.points[s].append((now, seq))
+            known = {a for _, a in self.attempts[s]}
+            for a in sorted(_attempts(self.storage, s, self.playlist) - known):
+                self.attempts[s].append((now, a))
 
     def longest_pause(self, sid: str, t0: float, t1: float) -> float:
         stamps = [t0] + [t for t, _ in self.points[sid] if t0 <= t <= t1] + [t1]
@@ -176,7 +181,7 @@ def main() -> int:
                 before = {s: _attempts(storage, s, playlist) for s in moved}
                 load = os.getloadavg()
                 assert victim.proc is not None
-                t0 = time.monotonic()
+                t0, kill_wall = time.monotonic(), time.time()
                 os.kill(victim.proc.pid, signal.SIGKILL)
                 victim.proc.wait()
                 back: dict[str, float] = {}
@@ -189,11 +194,16 @@ def main() -> int:
 
                 _wait(republished, 120, f"round {rnd}: {victim.name}'s streams to publish again")
                 times = sorted(back.values())
+                # when the lease was taken (the registry's clock; same host): the fleet's part, before the
+                # new worker's start and first segment (CPU-bound on a loaded machine)
+                claims = sorted(reg.lease_log(s)[-1].acquired_at - kill_wall for s in moved)
                 print(f"round {rnd}: failover of {len(moved)} streams: {[round(t, 2) for t in times]}", file=sys.stderr)
                 results.append({"round": rnd, "killed": victim.name, "streams_moved": len(moved),
                                 "failover_min_s": round(times[0], 2), "failover_median_s": round(statistics.median(times), 2),
                                 "failover_max_s": round(times[-1], 2), "lease_s": args.lease,
                                 "added_by_fleet_max_s": round(times[-1] - args.lease, 2),
+                                "claimed_median_s": round(statistics.median(claims), 2),
+                                "claimed_max_s": round(claims[-1], 2),
                                 "loadavg_1m_at_kill": round(load[0], 2)})
                 # a fresh replica takes the dead one's place (as a Deployment would)
                 fresh = Replica(f"{victim.name}b{rnd}", tmp / f"{victim.name}b{rnd}")
@@ -225,7 +235,8 @@ def main() -> int:
             for r in results:
                 print(f"  round {r['round']}: kill -9 {r['killed']} ({r['streams_moved']} streams): republished after "
                       f"min {r['failover_min_s']} s / median {r['failover_median_s']} s / max {r['failover_max_s']} s "
-                      f"(lease {r['lease_s']} s; the fleet adds at most {r['added_by_fleet_max_s']} s); "
+                      f"(lease {r['lease_s']} s; the fleet adds at most {r['added_by_fleet_max_s']} s; claimed after median "
+                      f"{r['claimed_median_s']} s / max {r['claimed_max_s']} s); "
                       f"load {r['loadavg_1m_at_kill']}")
             for o in outages:
                 print(f"  registry stopped {o['outage_s']} s{' + kill -9 of ' + str(o['killed']) + ' 10 s in' if o['killed'] else ''}: "
@@ -265,6 +276,7 @@ def _outage(args: argparse.Namespace, pg: PostgresServer, reg: Registry, replica
     import httpx
 
     _wait(lambda: len(reg.leases()) == len(sids), 120, "every stream to hold a lease")
+    _wait(progress.polled.is_set, 30, "the first look at every playlist")
     held = {lease.stream_id: (lease.owner, lease.epoch) for lease in reg.leases()}
     alive = [r for r in replicas if r.proc is not None and r.proc.poll() is None]
     api_rep = alive[0]
