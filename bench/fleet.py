@@ -277,6 +277,11 @@ def _outage(args: argparse.Namespace, pg: PostgresServer, reg: Registry, replica
 
     _wait(lambda: len(reg.leases()) == len(sids), 120, "every stream to hold a lease")
     _wait(progress.polled.is_set, 30, "the first look at every playlist")
+    # steady state: every replica has recorded the others as the peers it asks (a replica that joined less
+    # than a pass before an outage is on nobody's list yet: it waits out the grace for their streams)
+    alive = [r for r in replicas if r.proc is not None and r.proc.poll() is None]
+    _wait(lambda: all(set(reg.peers_of(r.name)) == {o.name for o in alive} - {r.name} for r in alive), 60,
+          "every replica to list the others as its peers")
     held = {lease.stream_id: (lease.owner, lease.epoch) for lease in reg.leases()}
     alive = [r for r in replicas if r.proc is not None and r.proc.poll() is None]
     api_rep = alive[0]

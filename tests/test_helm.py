@@ -802,7 +802,7 @@ def test_server_entrypoint_accepts_every_option_the_chart_passes(capsys):
             assert cfg.replica_id == "$(POD_NAME)" and cfg.lease_seconds == 10.0
             # peers reach each other's control API by pod IP (the registry-outage probe); 127.0.0.1 would be
             # the asking pod itself
-            assert cfg.peer_url == "http://$(POD_IP):8800/" and cfg.outage_grace == 300.0
+            assert cfg.peer_url == "http://$(POD_IP):8800/" and cfg.outage_grace == 120.0
             env = {e["name"]: e for e in container(pod, "server").get("env", [])}
             assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
             assert len(cfg.sidecar_addrs) == len(arg_value(args, "--sidecar-addr"))

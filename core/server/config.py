@@ -49,7 +49,7 @@ class ServerConfig:
     max_streams: int = 0               # pull streams this replica runs at most (0: no limit but its fair share)
     lease_seconds: float = 10.0        # a dead replica's streams restart elsewhere about this long after
     peer_url: str = ""                 # how the other replicas reach this one's control API (default: api_base)
-    outage_grace: float = 300.0        # streams keep publishing this long past their lease in a registry outage
+    outage_grace: float = 120.0        # streams keep publishing this long past their lease in a registry outage
                                        # that every replica confirms (0: stop at the lease, as a lone replica does)
 
     @property
@@ -105,7 +105,7 @@ class ServerConfig:
                                           "(default http://API-HOST:API-PORT/; on Kubernetes the pod's IP)")
         p.add_argument("--outage-grace", type=float, help="fleet: while every peer confirms that the registry is "
                                                          "down for it too, running streams keep publishing up to "
-                                                         "this many seconds past their lease (default 300; 0: "
+                                                         "this many seconds past their lease (default 120; 0: "
                                                          "stop at the lease)")
 
     @classmethod

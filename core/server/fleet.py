@@ -93,7 +93,7 @@ def default_replica_id() -> str:
 
 class Fleet:
     def __init__(self, registry: Registry, supervisor: Supervisor, *, replica_id: str, lease_seconds: float,
-                 max_streams: int, media_url: str, api_url: str, outage_grace: float = 300.0) -> None:
+                 max_streams: int, media_url: str, api_url: str, outage_grace: float = 120.0) -> None:
         self.registry = registry
         self.supervisor = supervisor
         self.replica = replica_id
