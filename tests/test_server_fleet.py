@@ -367,6 +367,11 @@ def _probe(rep: Replica, asker: str, secret: bytes) -> str | int:
     return str(doc["registry"])
 
 
+def _ready(rep: Replica) -> tuple[int, str]:
+    r = httpx.get(rep.api + "/readyz", timeout=5)
+    return r.status_code, str(r.json().get("status"))
+
+
 def test_a_30_s_registry_outage_keeps_every_stream_publishing_and_a_replica_cut_off_alone_hands_its_streams_over(
         clip240: Path, tmp_path: Path) -> None:
     """Three replicas with the default lease (10 s), each reaching the registry through its own loopback proxy.
@@ -431,6 +436,9 @@ def test_a_30_s_registry_outage_keeps_every_stream_publishing_and_a_replica_cut_
                 assert "registry" in detail and "unreachable" in detail and "retry" in detail, detail
                 assert r.headers.get("retry-after")
                 wait_for(lambda: _probe(replicas[1], "o0", secret) == "down", 10, "o1 to answer that it is cut off")
+                # the outage is confirmed by every peer: the replicas stay ready (degraded), so the Services
+                # keep their endpoints and players keep playing
+                wait_for(lambda: _ready(replicas[2]) == (200, "degraded"), 10, "o2 to report a confirmed outage")
                 wait_for(lambda: time.monotonic() - down_at >= OUTAGE_S, OUTAGE_S + 5, "the 30 s outage to pass")
                 up_at = time.monotonic()
                 running = sampler.snapshot()
@@ -474,6 +482,8 @@ def test_a_30_s_registry_outage_keeps_every_stream_publishing_and_a_replica_cut_
                             back[sid] = time.monotonic() - cut_at
                     return len(back) == len(moved)
 
+                # cut off alone: not ready (its peers reach the registry and take the traffic)
+                wait_for(lambda: _ready(victim)[0] == 503, 10, f"{victim.name} to report that it is not ready")
                 wait_for(taken_over, 60, f"the streams of {victim.name}, cut off alone, to publish elsewhere", poll=0.1)
                 # claimed as soon as the lease expired (the peers were settled, and listed by the victim), by the
                 # registry's clock (same host here); publishing again also takes a worker start

@@ -487,19 +487,28 @@ def probes_router() -> APIRouter:
 
     @r.get("/readyz", include_in_schema=False)
     def readyz(server: Server) -> Response:
-        """Readiness: the registry answers, the storage takes writes, there is space."""
-        problems = []
+        """Readiness: the registry answers, the storage takes writes, there is space. In a fleet, a registry
+        outage that every peer confirms leaves the replica ready ("degraded"): it still serves players and
+        keeps its streams, and failing every replica at once would leave the Services with no endpoint. A
+        replica that alone loses the registry is not ready (its peers take the traffic)."""
+        problems, degraded = [], []
         try:
             server.registry.ping()
         except Exception as exc:
-            problems.append(f"registry: {exc}")
+            fleet = getattr(server, "fleet", None)
+            if fleet is not None and fleet.outage_confirmed():
+                degraded.append(f"registry: {exc} (down for every replica: streams keep publishing, nothing can "
+                                "be changed)")
+            else:
+                problems.append(f"registry: {exc}")
         try:
             server.storage.check()
         except OSError as exc:
             problems.append(f"storage: {exc}")
         if server.supervisor.disk_full:
             problems.append(server.supervisor.disk_error or "storage is full")
-        return JSONResponse({"status": "ready" if not problems else "not ready", "problems": problems},
+        status = "not ready" if problems else "degraded" if degraded else "ready"
+        return JSONResponse({"status": status, "problems": problems + degraded},
                             status_code=503 if problems else 200, headers=NO_STORE)
 
     @r.get("/healthz/streams/{stream_id}", include_in_schema=False)

@@ -221,30 +221,36 @@ class Fleet:
         self.registry_error = text
         with self._lock:
             self.connected_since = None
-        if not self.held:
-            return
-        self._probe_peers()
+        if self.peers_ask:
+            self._probe_peers()
         extension = self._outage_extension()
         now = time.monotonic()
-        deadline = max(self.valid_until, extension)
-        if now >= deadline:
+        confirmed = extension > now
+        if confirmed and not self.outage_until:
+            log.warning("registry outage confirmed: %d peer(s) cannot reach it either: running streams keep "
+                        "publishing (for %.0f s at most), and this replica stays ready", len(self.peers_ask),
+                        self.renewed_at + self.ttl + self.grace - now)
+        elif not confirmed and self.outage_until:
+            log.error("registry outage: the peers no longer confirm that it is down for all of them: streams stop "
+                      "at their lease")
+        self.outage_until = extension if confirmed else 0.0
+        if not self.held:
+            return
+        if now >= max(self.valid_until, extension):
             # nobody can tell whether another replica holds our streams now: stop them (fencing wins)
             with self._lock:
                 gone, self.held = list(self.held), {}
             for sid in gone:
                 self.supervisor.post(partial(self.supervisor.fence, sid,
                                              "the registry is unreachable and the lease ran out"))
-            if self.outage_until:
-                log.error("registry outage: the peers no longer confirm that the registry is down for all of them: "
-                          "streams stopped")
-            self.outage_until = 0.0
         elif extension > self.valid_until:
-            if self.outage_until == 0.0:
-                log.warning("registry outage: %d peer(s) confirm it is down for them too: running streams keep "
-                            "publishing (for %.0f s at most)", len(self.peers_ask),
-                            self.renewed_at + self.ttl + self.grace - now)
-            self.outage_until = extension
             self.supervisor.post(partial(self.supervisor.extend_leases, extension))
+
+    def outage_confirmed(self) -> bool:
+        """The registry is unreachable for this replica and every peer confirms it is for them too: this
+        replica serves players and keeps its streams (readiness stays green: failing every replica at once
+        would leave the Services with no endpoint at all)."""
+        return self.registry_error is not None and self.outage_until > time.monotonic()
 
     def _outage_extension(self) -> float:
         """How long the peers' answers let us keep our streams past our own lease (0: not at all). Every peer
