@@ -572,3 +572,15 @@ def test_a_push_stream_runs_where_its_publisher_lands_and_other_replicas_refuse_
                 p.wait()
         for r in (a, b):
             r.stop()
+
+
+def test_the_outage_settings_are_checked_with_a_clear_error() -> None:
+    from sidecast.contract.errors import ConfigError
+    from sidecast.core.server.config import ServerConfig
+
+    cfg = ServerConfig.from_mapping({})
+    assert (cfg.outage_grace, cfg.peer_url) == (120.0, "")
+    assert ServerConfig.from_mapping({"outage-grace": 0, "peer-url": "http://10.0.0.7:8800/"}).outage_grace == 0
+    for bad in (-1, 86401, float("nan")):
+        with pytest.raises(ConfigError, match="outage_grace must be between 0 and 86400"):
+            ServerConfig.from_mapping({"outage_grace": bad})
