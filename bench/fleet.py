@@ -7,8 +7,18 @@ Baseline in the same run: the lease itself (``--lease-seconds``): a takeover can
 replica's lease expires, so ``failover - lease`` is what the fleet adds (detecting the expiry, starting
 the worker, the first segment).
 
-    flock /tmp/sidecast-cpu.lock .venv/bin/python bench/fleet.py [--streams 12] [--lease 5] [--rounds 2]
-        [--passthrough] [--json]
+Then the registry outages (``--outage``, default 30 s, with the server's default lease unless ``--lease``):
+
+1. the PostgreSQL server stops for that long: how many streams kept publishing all along (their newest
+   media sequence grew with no pause longer than three segments, the same attempt, no restart), what an
+   API write answered, and how long after the registry returned the holders had renewed every lease
+   (same owner, same epoch) and the API took writes again;
+2. the same outage, and one replica is killed with SIGKILL 10 s into it (``--no-kill-in-outage`` skips
+   this): when its peers' confirmations run out, and how long after the registry returned every stream
+   published again (the dead replica's streams wait for the hold-off: one lease).
+
+    flock /tmp/sidecast-cpu.lock .venv/bin/python bench/fleet.py [--streams 30] [--lease 10] [--rounds 1]
+        [--passthrough] [--outage 30] [--no-kill-in-outage] [--json]
 
 Streams are transcoded to one 240p rung unless ``--passthrough`` (H.264 copied, much cheaper). Record the
 load average beside the figures (the script prints it).
@@ -26,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -34,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from devkit.fleet import Replica, WorkerSampler  # noqa: E402
 from devkit.postgres import PostgresServer  # noqa: E402
 from sidecast.core.serve import start_server  # noqa: E402
-from sidecast.core.server.registry import Registry  # noqa: E402
+from sidecast.core.server.registry import Registry, RegistryError  # noqa: E402
 from sidecast.hls import parse_media  # noqa: E402
 
 PLAYLIST = "video/240p/index.m3u8"
@@ -44,8 +55,11 @@ _ATTEMPT = re.compile(r"/(e/[^/]+/r\d+)/")
 def _wait(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if cond():
-            return
+        try:
+            if cond():
+                return
+        except RegistryError:  # our own connection to the registry, broken by an outage: reconnects next call
+            pass
         time.sleep(0.1)
     raise SystemExit(f"timed out waiting for {what}")
 
@@ -59,11 +73,61 @@ def _attempts(storage: Path, sid: str, playlist: str) -> set[str]:
     return {m.group(1) for s in pl.segments if (m := _ATTEMPT.search("/" + s.uri))}
 
 
+def _newest(storage: Path, sid: str, playlist: str) -> int:
+    """The media sequence number of the newest segment in a stream's playlist (-1: none yet)."""
+    try:
+        pl = parse_media((storage / sid / playlist).read_text())
+    except (OSError, ValueError):
+        return -1
+    return pl.media_sequence + len(pl.segments) - 1 if pl.segments else -1
+
+
+class Progress:
+    """Every 0.2 s, every stream's newest media sequence and attempts (when each grew), in a thread."""
+
+    def __init__(self, storage: Path, sids: list[str], playlist: str) -> None:
+        self.storage, self.sids, self.playlist = storage, sids, playlist
+        self.points: dict[str, list[tuple[float, int]]] = {s: [] for s in sids}
+        self.attempts: dict[str, list[tuple[float, str]]] = {s: [] for s in sids}
+        self._stop = threading.Event()
+        self.polled = threading.Event()  # one full pass done: what ran before is known
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            self._poll()
+            self.polled.set()
+
+    def _poll(self) -> None:
+        for s in self.sids:
+            now = time.monotonic()
+            seq = _newest(self.storage, s, self.playlist)
+            if seq >= 0 and (not self.points[s] or seq > self.points[s][-1][1]):
+                self.points[s].append((now, seq))
+            known = {a for _, a in self.attempts[s]}
+            for a in sorted(_attempts(self.storage, s, self.playlist) - known):
+                self.attempts[s].append((now, a))
+
+    def longest_pause(self, sid: str, t0: float, t1: float) -> float:
+        stamps = [t0] + [t for t, _ in self.points[sid] if t0 <= t <= t1] + [t1]
+        return max(b - a for a, b in zip(stamps, stamps[1:], strict=False))
+
+    def new_attempts(self, sid: str, since: float) -> list[tuple[float, str]]:
+        return [(t, a) for t, a in self.attempts[sid] if t >= since]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--streams", type=int, default=12)
-    ap.add_argument("--lease", type=float, default=5.0)
-    ap.add_argument("--rounds", type=int, default=2, help="kill -9 this many times (a new replica replaces each)")
+    ap.add_argument("--streams", type=int, default=30)
+    ap.add_argument("--lease", type=float, default=10.0, help="--lease-seconds (default: the server's, 10)")
+    ap.add_argument("--rounds", type=int, default=1, help="kill -9 this many times (a new replica replaces each)")
+    ap.add_argument("--outage", type=float, default=30.0, help="stop the registry this long (0: no outage)")
+    ap.add_argument("--no-kill-in-outage", action="store_true", help="skip the outage with a replica killed in it")
     ap.add_argument("--passthrough", action="store_true")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -117,7 +181,7 @@ def main() -> int:
                 before = {s: _attempts(storage, s, playlist) for s in moved}
                 load = os.getloadavg()
                 assert victim.proc is not None
-                t0 = time.monotonic()
+                t0, kill_wall = time.monotonic(), time.time()
                 os.kill(victim.proc.pid, signal.SIGKILL)
                 victim.proc.wait()
                 back: dict[str, float] = {}
@@ -130,10 +194,16 @@ def main() -> int:
 
                 _wait(republished, 120, f"round {rnd}: {victim.name}'s streams to publish again")
                 times = sorted(back.values())
+                # when the lease was taken (the registry's clock; same host): the fleet's part, before the
+                # new worker's start and first segment (CPU-bound on a loaded machine)
+                claims = sorted(reg.lease_log(s)[-1].acquired_at - kill_wall for s in moved)
+                print(f"round {rnd}: failover of {len(moved)} streams: {[round(t, 2) for t in times]}", file=sys.stderr)
                 results.append({"round": rnd, "killed": victim.name, "streams_moved": len(moved),
                                 "failover_min_s": round(times[0], 2), "failover_median_s": round(statistics.median(times), 2),
                                 "failover_max_s": round(times[-1], 2), "lease_s": args.lease,
                                 "added_by_fleet_max_s": round(times[-1] - args.lease, 2),
+                                "claimed_median_s": round(statistics.median(claims), 2),
+                                "claimed_max_s": round(claims[-1], 2),
                                 "loadavg_1m_at_kill": round(load[0], 2)})
                 # a fresh replica takes the dead one's place (as a Deployment would)
                 fresh = Replica(f"{victim.name}b{rnd}", tmp / f"{victim.name}b{rnd}")
@@ -141,9 +211,21 @@ def main() -> int:
                 sampler.roots[fresh.name] = fresh.data
                 fresh.start(pg.url, storage, capacity, args.lease)
                 _wait(fresh.ready, 90, "the replacement replica")
+            outages: list[dict[str, object]] = []
+            if args.outage > 0:
+                progress = Progress(storage, sids, playlist)
+                try:
+                    outages.append(_outage(args, pg, reg, replicas, storage, sids, playlist, progress, sampler,
+                                           kill_after=None))
+                    print(f"outage: {outages[-1]}", file=sys.stderr)
+                    if not args.no_kill_in_outage:
+                        outages.append(_outage(args, pg, reg, replicas, storage, sids, playlist, progress, sampler,
+                                               kill_after=10.0))
+                finally:
+                    progress.close()
             overlaps = list(sampler.overlaps)
         summary = {"streams": args.streams, "transcode": "passthrough" if args.passthrough else "240p:300k",
-                   "lease_s": args.lease, "rounds": results, "split_brain_samples": len(overlaps),
+                   "lease_s": args.lease, "rounds": results, "outages": outages, "split_brain_samples": len(overlaps),
                    "sampler_samples": sampler.samples, "loadavg": [round(x, 2) for x in os.getloadavg()]}
         if args.json:
             print(json.dumps(summary, indent=2))
@@ -153,8 +235,23 @@ def main() -> int:
             for r in results:
                 print(f"  round {r['round']}: kill -9 {r['killed']} ({r['streams_moved']} streams): republished after "
                       f"min {r['failover_min_s']} s / median {r['failover_median_s']} s / max {r['failover_max_s']} s "
-                      f"(lease {r['lease_s']} s; the fleet adds at most {r['added_by_fleet_max_s']} s); "
+                      f"(lease {r['lease_s']} s; the fleet adds at most {r['added_by_fleet_max_s']} s; claimed after median "
+                      f"{r['claimed_median_s']} s / max {r['claimed_max_s']} s); "
                       f"load {r['loadavg_1m_at_kill']}")
+            for o in outages:
+                print(f"  registry stopped {o['outage_s']} s{' + kill -9 of ' + str(o['killed']) + ' 10 s in' if o['killed'] else ''}: "
+                      f"{o['kept_publishing']} of {args.streams} streams kept publishing all along "
+                      f"(longest pause of any stream {o['longest_pause_s']} s); API write -> {o['api_status']} "
+                      f"{o['api_detail']!r}")
+                if o["killed"]:
+                    print(f"    after the registry returned: the killed replica's {o['streams_of_killed']} streams "
+                          f"published again after max {o['killed_back_max_s']} s, every stream after "
+                          f"{o['all_back_s']} s; {o['others_stopped']} streams of the survivors stopped (the last "
+                          f"{o['others_stopped_s']} s into the outage)")
+                else:
+                    print(f"    after the registry returned: every lease renewed by its holder (same owner, same "
+                          f"epoch) after {o['renewed_s']} s, API writes after {o['writes_s']} s; streams restarted: "
+                          f"{o['restarted']}")
             print(f"  two live workers for one stream: {len(overlaps)} of {sampler.samples} samples (every 50 ms)")
             print(f"  load average now: {summary['loadavg']}")
         return 0 if not overlaps else 1
@@ -170,6 +267,97 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print(f"kept {tmp}")
+
+
+def _outage(args: argparse.Namespace, pg: PostgresServer, reg: Registry, replicas: list[Replica], storage: Path,
+            sids: list[str], playlist: str, progress: Progress, sampler: WorkerSampler,
+            kill_after: float | None) -> dict[str, object]:
+    """Stop the registry for ``args.outage`` seconds (kill -9 the busiest replica ``kill_after`` s in)."""
+    import httpx
+
+    _wait(lambda: len(reg.leases()) == len(sids), 120, "every stream to hold a lease")
+    _wait(progress.polled.is_set, 30, "the first look at every playlist")
+    # steady state: every replica has recorded the others as the peers it asks (a replica that joined less
+    # than a pass before an outage is on nobody's list yet: it waits out the grace for their streams)
+    alive = [r for r in replicas if r.proc is not None and r.proc.poll() is None]
+    _wait(lambda: all(set(reg.peers_of(r.name)) == {o.name for o in alive} - {r.name} for r in alive), 60,
+          "every replica to list the others as its peers")
+    held = {lease.stream_id: (lease.owner, lease.epoch) for lease in reg.leases()}
+    alive = [r for r in replicas if r.proc is not None and r.proc.poll() is None]
+    api_rep = alive[0]
+    load = os.getloadavg()
+    t_down = time.monotonic()
+    pg.stop()
+    with api_rep.client() as api:
+        try:
+            r = api.post("/v1/streams", json={"id": f"late{int(t_down)}", "ingest": "push"})
+            api_status, api_detail = r.status_code, r.json().get("detail", "")
+        except httpx.HTTPError as exc:
+            api_status, api_detail = 0, str(exc)
+    victim = None
+    if kill_after is not None:
+        victim = max((r for r in alive if r is not api_rep),
+                     key=lambda r: sum(1 for o, _ in held.values() if o == r.name))
+        _wait(lambda: time.monotonic() - t_down >= kill_after, kill_after + 5, "the moment to kill")
+        assert victim.proc is not None
+        os.kill(victim.proc.pid, signal.SIGKILL)
+        victim.proc.wait()
+    _wait(lambda: time.monotonic() - t_down >= args.outage, args.outage + 5, "the end of the outage")
+    t_up = time.monotonic()
+    pg.start()
+    victims = {s for s, (o, _) in held.items() if victim is not None and o == victim.name}
+    kept = [s for s in sids if s not in victims and progress.longest_pause(s, t_down, t_up) < 6.0
+            and not progress.new_attempts(s, t_down)]
+    out: dict[str, object] = {"outage_s": round(t_up - t_down, 1), "killed": victim.name if victim else None,
+                              "kept_publishing": len(kept),
+                              "longest_pause_s": round(max(progress.longest_pause(s, t_down, t_up) for s in sids
+                                                           if s not in victims), 1),
+                              "api_status": api_status, "api_detail": api_detail[:160],
+                              "loadavg_1m_at_start": round(load[0], 2)}
+
+    def writes() -> bool:
+        with api_rep.client() as api:
+            try:
+                return api.get("/v1/streams?limit=1").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+    if victim is None:
+        _wait(lambda: {lease.stream_id: (lease.owner, lease.epoch) for lease in reg.leases()} == held, 60,
+              "the holders to renew every lease")
+        out["renewed_s"] = round(time.monotonic() - t_up, 1)
+        _wait(writes, 60, "the API to answer again")
+        out["writes_s"] = round(time.monotonic() - t_up, 1)
+        out["restarted"] = sum(1 for s in sids if progress.new_attempts(s, t_down))
+        return out
+    back: dict[str, float] = {}
+    stopped: dict[str, float] = {}  # streams of the survivors that stopped: their last segment, s into the outage
+    for s in sids:
+        if s not in victims and progress.longest_pause(s, t_down, t_up) >= 6.0:
+            stopped[s] = max((t for t, _ in progress.points[s] if t <= t_up), default=t_down) - t_down
+
+    def all_back() -> bool:
+        for s in sids:
+            if s in back:
+                continue
+            if s not in victims and s not in stopped:
+                back[s] = 0.0  # it never stopped
+            elif new := progress.new_attempts(s, t_up):
+                back[s] = new[0][0] - t_up
+        return len(back) == len(sids)
+
+    _wait(all_back, 120, "every stream to publish again after the outage")
+    out.update({"streams_of_killed": len(victims), "killed_back_max_s": round(max(back[s] for s in victims), 1),
+                "all_back_s": round(max(back.values()), 1),
+                "others_stopped_s": round(max(stopped.values()), 1) if stopped else None,
+                "others_stopped": len(stopped)})
+    # a fresh replica takes the dead one's place
+    fresh = Replica(f"{victim.name}o", victim.data.parent / f"{victim.name}o")
+    replicas[replicas.index(victim)] = fresh
+    sampler.roots[fresh.name] = fresh.data
+    fresh.start(pg.url, storage, -(-args.streams // 2), args.lease)
+    _wait(fresh.ready, 90, "the replacement replica")
+    return out
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Helpers for fleet tests and benches: a `sidecast server` replica as a real process (its own ports and
-data folder, one shared registry and media folder), and a sampler that records every live worker process
-of a set of replicas (to prove that no stream ever ran twice at once)."""
+data folder, one shared registry and media folder), a sampler that records every live worker process
+of a set of replicas (to prove that no stream ever ran twice at once), and a loopback TCP proxy that can be
+cut (one replica alone loses the registry while the others still reach it)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ class Replica:
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.api, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
 
-    def start(self, registry: str, storage: Path, max_streams: int, lease_seconds: float) -> None:
+    def start(self, registry: str, storage: Path, max_streams: int, lease_seconds: float,
+              extra: tuple[str, ...] = ()) -> None:
         self.data.mkdir(parents=True, exist_ok=True)
         log = open(self.data / "server.log", "ab")  # noqa: SIM115 (kept open for the process's life)
         self.proc = subprocess.Popen(
@@ -54,7 +56,8 @@ class Replica:
              "--storage", str(storage), "--api-port", str(self.api_port), "--media-port", str(self.media_port),
              "--media-host", "127.0.0.1", "--push-host", "127.0.0.1", "--rtmp-port", str(self.rtmp_port),
              "--srt-port", "-1", "--admin-key", ADMIN, "--replica-id", self.name,
-             "--lease-seconds", str(lease_seconds), "--max-streams", str(max_streams), "--min-free-mb", "16"],
+             "--lease-seconds", str(lease_seconds), "--max-streams", str(max_streams), "--min-free-mb", "16",
+             *extra],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def ready(self) -> bool:
@@ -126,4 +129,75 @@ class WorkerSampler:
                     self.overlaps.append(f"{sid}: {workers}")
 
 
-__all__ = ["ADMIN", "SIDECAST", "Replica", "WorkerSampler", "free_port"]
+class CuttableProxy:
+    """A TCP proxy on loopback (``127.0.0.1:port`` to ``target``) that can be cut: ``cut()`` closes every
+    connection through it and closes new ones at once (what a replica sees when the network between it and
+    the registry fails: its connection drops and reconnecting fails), ``restore()`` lets traffic through again.
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._cut = threading.Event()
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url_for(self, url: str) -> str:
+        """``url`` (a postgresql:// URL of the target) with its port replaced by this proxy's."""
+        return url.replace(f":{self.target[1]}/", f":{self.port}/")
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self._cut.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                if self._cut.is_set():
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def cut(self) -> None:
+        self._cut.set()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def restore(self) -> None:
+        self._cut.clear()
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        self._listener.close()
+
+
+__all__ = ["ADMIN", "SIDECAST", "CuttableProxy", "Replica", "WorkerSampler", "free_port"]

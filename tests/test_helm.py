@@ -564,6 +564,14 @@ def test_network_policy_keeps_sidecar_ports_closed_and_the_api_to_its_port():
     server = policies["rel-sidecast-server"]
     admitted = {p["port"] for rule in server["ingress"] for p in rule["ports"]}
     assert not admitted & {50051, 50052, 50053}
+    # the other server pods always reach the control API (the registry-outage probe), even when apiFrom
+    # narrows who else may
+    narrowed = {n["metadata"]["name"]: n["spec"] for n in objects(render(sets=(
+        "networkPolicy.apiFrom[0].namespaceSelector.matchLabels.team=ops",)), "NetworkPolicy")}["rel-sidecast-server"]
+    peers = [rule for rule in narrowed["ingress"] if rule["ports"] == [{"port": 8800, "protocol": "TCP"}]
+             and rule["from"][0].get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
+             == "server"]
+    assert peers, narrowed["ingress"]
     ads = policies["rel-sidecast-ads"]
     assert [p for rule in ads["ingress"] for p in rule["ports"]] == [{"port": 8000, "protocol": "TCP"}]
     (svc,) = [s for s in objects(docs, "Service") if s["metadata"]["name"] == "rel-sidecast-ads"]
@@ -602,7 +610,8 @@ def test_a_values_mistake_fails_at_install_time_with_its_path():
                                ("securityContext.runAsUser=0", "/securityContext/runAsUser"),
                                ("externalRedis.url=localhost:6379", "/externalRedis/url"),
                                ("registry.external.url=mysql://x", "/registry/external/url"),
-                               ("core.leaseSeconds=1", "/core/leaseSeconds")]:
+                               ("core.leaseSeconds=1", "/core/leaseSeconds"),
+                               ("core.outageGraceSeconds=-1", "/core/outageGraceSeconds")]:
         flag = "--set-string" if setting.startswith(("sidecars.stt.enabled", "core.decisionWindow")) else "--set"
         proc = run_helm("template", "rel", str(CHART), flag, setting)
         out = proc.stdout + proc.stderr
@@ -791,6 +800,11 @@ def test_server_entrypoint_accepts_every_option_the_chart_passes(capsys):
             assert str(cfg.data_dir) == "/data" and (cfg.api_port, cfg.media_port) == (8800, 8080)
             assert (cfg.rtmp_port, cfg.srt_port) == (1935, 4200) and cfg.api_host == "0.0.0.0"
             assert cfg.replica_id == "$(POD_NAME)" and cfg.lease_seconds == 10.0
+            # peers reach each other's control API by pod IP (the registry-outage probe); 127.0.0.1 would be
+            # the asking pod itself
+            assert cfg.peer_url == "http://$(POD_IP):8800/" and cfg.outage_grace == 120.0
+            env = {e["name"]: e for e in container(pod, "server").get("env", [])}
+            assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
             assert len(cfg.sidecar_addrs) == len(arg_value(args, "--sidecar-addr"))
     _flags_accepted(["server"], image_command("core")[2:])
     parse_like_the_container(image_command("core")[1:], capsys)

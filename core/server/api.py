@@ -33,6 +33,7 @@ from ..serve.files import content_type_for
 from ..serve.media import STATIC_DIR
 from . import keys as K
 from . import schema as S
+from .fleet import PROBE_PATH
 from .registry import ApiKeyRow, Conflict, NotFound, RegistryUnavailable, StreamRow
 from .supervisor import StreamNotRunning
 
@@ -486,19 +487,28 @@ def probes_router() -> APIRouter:
 
     @r.get("/readyz", include_in_schema=False)
     def readyz(server: Server) -> Response:
-        """Readiness: the registry answers, the storage takes writes, there is space."""
-        problems = []
+        """Readiness: the registry answers, the storage takes writes, there is space. In a fleet, a registry
+        outage that every peer confirms leaves the replica ready ("degraded"): it still serves players and
+        keeps its streams, and failing every replica at once would leave the Services with no endpoint. A
+        replica that alone loses the registry is not ready (its peers take the traffic)."""
+        problems, degraded = [], []
         try:
             server.registry.ping()
         except Exception as exc:
-            problems.append(f"registry: {exc}")
+            fleet = getattr(server, "fleet", None)
+            if fleet is not None and fleet.outage_confirmed():
+                degraded.append(f"registry: {exc} (down for every replica: streams keep publishing, nothing can "
+                                "be changed)")
+            else:
+                problems.append(f"registry: {exc}")
         try:
             server.storage.check()
         except OSError as exc:
             problems.append(f"storage: {exc}")
         if server.supervisor.disk_full:
             problems.append(server.supervisor.disk_error or "storage is full")
-        return JSONResponse({"status": "ready" if not problems else "not ready", "problems": problems},
+        status = "not ready" if problems else "degraded" if degraded else "ready"
+        return JSONResponse({"status": status, "problems": problems + degraded},
                             status_code=503 if problems else 200, headers=NO_STORE)
 
     @r.get("/healthz/streams/{stream_id}", include_in_schema=False)
@@ -508,6 +518,25 @@ def probes_router() -> APIRouter:
         live = st["state"] == "live"
         return JSONResponse({"stream": stream_id, "state": st["state"], "last_error": st["last_error"]},
                             status_code=200 if live else 503, headers=NO_STORE)
+
+    @r.post(PROBE_PATH, include_in_schema=False)
+    async def fleet_probe(request: Request, server: Server) -> Response:
+        """A peer replica that cannot reach the registry asks whether we reach it (fleet.py, "Registry
+        outages"). Signed with the shared server secret both ways: no API key, since API keys live in the
+        registry, which is what is down."""
+        fleet = getattr(server, "fleet", None)
+        if fleet is None:
+            raise HTTPException(404, "this server is not part of a fleet")
+        try:
+            doc = await request.json()
+            asker, to, nonce, sig = (str(doc[k]) for k in ("from", "to", "nonce", "sig"))
+        except (ValueError, KeyError, TypeError):
+            raise HTTPException(400, "a probe is a JSON object with from, to, nonce and sig") from None
+        if to != fleet.replica:
+            raise HTTPException(409, f"this is replica {fleet.replica}, not {to}")
+        if not K.fleet_signature_ok(server.registry.secret, sig, "probe", asker, to, nonce):
+            raise HTTPException(403, "bad probe signature (not a replica of this fleet)")
+        return JSONResponse(fleet.answer_probe(asker, nonce), headers=NO_STORE)
 
     @r.get("/metrics", include_in_schema=False)
     async def metrics(server: Server) -> Response:

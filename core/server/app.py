@@ -102,7 +102,8 @@ class SidecastServer:
         if self.registry.shared:
             self.fleet = Fleet(self.registry, self.supervisor, replica_id=self.config.replica_id or default_replica_id(),
                                lease_seconds=self.config.lease_seconds, max_streams=self.config.max_streams,
-                               media_url=self.config.media_base(), api_url=self.config.api_base())
+                               outage_grace=self.config.outage_grace,
+                               media_url=self.config.media_base(), api_url=self.config.peer_url or self.config.api_base())
             self.supervisor.fleet = self.fleet
         self.supervisor.start()
         if self.fleet is not None:

@@ -48,6 +48,9 @@ class ServerConfig:
     replica_id: str = ""               # this replica's name in the fleet (default: host name + random)
     max_streams: int = 0               # pull streams this replica runs at most (0: no limit but its fair share)
     lease_seconds: float = 10.0        # a dead replica's streams restart elsewhere about this long after
+    peer_url: str = ""                 # how the other replicas reach this one's control API (default: api_base)
+    outage_grace: float = 120.0        # streams keep publishing this long past their lease in a registry outage
+                                       # that every replica confirms (0: stop at the lease, as a lone replica does)
 
     @property
     def min_free_bytes(self) -> int:
@@ -98,6 +101,12 @@ class ServerConfig:
                                                       "its fair share)")
         p.add_argument("--lease-seconds", type=float, help="fleet lease length: a dead replica's streams restart "
                                                           "elsewhere about this long after (default 10)")
+        p.add_argument("--peer-url", help="fleet: the control API URL the other replicas use to reach this one "
+                                          "(default http://API-HOST:API-PORT/; on Kubernetes the pod's IP)")
+        p.add_argument("--outage-grace", type=float, help="fleet: while every peer confirms that the registry is "
+                                                         "down for it too, running streams keep publishing up to "
+                                                         "this many seconds past their lease (default 120; 0: "
+                                                         "stop at the lease)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ServerConfig:
@@ -150,6 +159,8 @@ class ServerConfig:
             raise ConfigError("max_streams must be ≥ 0 (0: no limit)")
         if not 2.0 <= float(cfg.lease_seconds) <= 300.0:
             raise ConfigError("lease_seconds must be between 2 and 300")
+        if not 0.0 <= float(cfg.outage_grace) <= 86400.0:
+            raise ConfigError("outage_grace must be between 0 and 86400 seconds")
         return cfg
 
 

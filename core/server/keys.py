@@ -10,6 +10,10 @@ Two things cannot be hashed because the server needs them in clear, and so are *
   with the key and recomputed when a publisher presents that key;
 - playback tokens: ``<expires>.<signature>`` where the signature is HMAC(server secret, stream id and
   expiry), checked on every playlist and segment request without any lookup.
+
+Replicas of a fleet share the server secret (it lives in the shared registry and each replica keeps it in
+memory): their internal calls to each other (the registry-outage probe, fleet.py) are signed with
+HMAC(server secret, ...), which works while the registry itself cannot be read.
 """
 
 from __future__ import annotations
@@ -98,5 +102,18 @@ def check_playback(secret: bytes, stream_id: str, token: str, now: float | None 
         raise TokenError("playback token has expired")
 
 
+# ------------------------------------------------------------------------------ fleet-internal calls
+
+def fleet_signature(server_secret: bytes, *parts: str) -> str:
+    """HMAC of an internal fleet message (the probe and its answer): only replicas that read the shared
+    registry's secret can make one, so nothing else can tell a replica that the registry is down for all."""
+    mac = hmac.new(server_secret, b"fleet\0" + "\0".join(parts).encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+def fleet_signature_ok(server_secret: bytes, signature: str, *parts: str) -> bool:
+    return hmac.compare_digest(signature.encode(), fleet_signature(server_secret, *parts).encode())
+
+
 __all__ = ["API_KEY_PREFIX", "MAX_TOKEN_TTL", "PlaybackToken", "SCOPES", "STREAM_KEY_PREFIX", "TokenError",
-           "check_playback", "display_prefix", "hash_token", "new_token", "sign_playback", "srt_passphrase"]
+           "check_playback", "display_prefix", "fleet_signature", "fleet_signature_ok", "hash_token", "new_token", "sign_playback", "srt_passphrase"]

@@ -21,7 +21,9 @@ every operation is a few rows, far below the cost of a second connection per thr
 **Fleets.** The same tables live in PostgreSQL when several ``sidecast server`` replicas share one registry
 (``--registry postgresql://...``; fleet.py). Three more tables serve them: ``replicas`` (each replica's
 heartbeat, capacity and URLs), ``leases`` (which replica runs which stream, until when, with an ``epoch``
-that grows with every claim: the fencing token) and ``lease_log`` (every claim, for audits and tests).
+that grows with every claim: the fencing token; ``expires_at = 0`` once released), ``fleet_peers`` (the
+peers each replica asks before it keeps publishing through a registry outage: see fleet.py) and
+``lease_log`` (every claim, for audits and tests).
 Lease times are the database's clock, never a replica's, so replicas with skewed clocks still agree on who
 holds what. SQL is written once, with ``?`` parameters; the PostgreSQL connection translates them, and the
 schema differs only in types (``DOUBLE PRECISION`` for times, ``BIGINT`` for sizes, ``BYTEA`` for the
@@ -127,6 +129,11 @@ CREATE TABLE IF NOT EXISTS leases (
   epoch INTEGER NOT NULL,
   acquired_at REAL NOT NULL,
   expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fleet_peers (
+  replica TEXT NOT NULL,
+  peer TEXT NOT NULL,
+  PRIMARY KEY (replica, peer)
 );
 CREATE TABLE IF NOT EXISTS lease_log (
   stream_id TEXT NOT NULL,
@@ -278,8 +285,11 @@ class _PgConnection:
         if self._conn is not None and not self._conn.closed and not self._conn.broken:
             return self._conn
         try:
+            # a registry whose network fails silently must not hold a statement for the kernel's retransmission
+            # timeout (~15 min): unacknowledged data or a silent peer fail the connection within seconds
             self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout)),
-                                         row_factory=_pg_row_factory)
+                                         row_factory=_pg_row_factory, tcp_user_timeout=5000, keepalives=1,
+                                         keepalives_idle=5, keepalives_interval=2, keepalives_count=2)
         except psycopg.OperationalError as exc:
             self._conn = None
             raise RegistryUnavailable(f"the registry database is unreachable ({_first_line(exc)})") from None
@@ -695,31 +705,73 @@ class Registry:
     def forget_replica(self, replica: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM replicas WHERE id = ?", (replica,))
+            db.execute("DELETE FROM fleet_peers WHERE replica = ?", (replica,))
 
-    def claim_lease(self, stream_id: str, owner: str, ttl: float) -> int | None:
-        """Take ``stream_id`` for ``owner`` for ``ttl`` seconds if nobody holds a lease on it that has not
-        expired; returns the new epoch (the fencing token: it grows with every claim), or None."""
+    def _claimable_sql(self, lease: str) -> str:
+        """The condition under which the lease row ``lease`` (a table alias) may be taken by a claimer
+        (parameters: grace, settled as 0/1, claimer, claimer). Free: released (``expires_at = 0``), or expired
+        for more than ``grace`` seconds (no holder publishes that long past its lease, outage or not). Expired
+        more recently: only by a *settled* claimer (it has watched the registry without a break for a whole
+        lease, so holders that lost their lease only to an outage have renewed it first) that is the holder
+        itself, or one of the peers the holder asks before it keeps a stream through an outage, or anyone
+        when the holder recorded no peers (it never keeps a stream past its lease then). See fleet.py."""
+        now = self.now_sql
+        return (f"({lease}.expires_at <= {now} AND ({lease}.expires_at = 0 OR {lease}.expires_at + ? <= {now} OR "
+                f"(? = 1 AND ({lease}.owner = ? OR NOT EXISTS (SELECT 1 FROM fleet_peers p WHERE p.replica = "
+                f"{lease}.owner) OR EXISTS (SELECT 1 FROM fleet_peers p WHERE p.replica = {lease}.owner AND "
+                "p.peer = ?)))))")
+
+    def claim_lease(self, stream_id: str, owner: str, ttl: float, *, settled: bool = True,
+                    grace: float = 0.0) -> int | None:
+        """Take ``stream_id`` for ``owner`` for ``ttl`` seconds if its lease is free for ``owner`` (never
+        taken, released, or expired: ``_claimable_sql`` says who may take one that expired less than ``grace``
+        seconds ago); returns the new epoch (the fencing token: it grows with every claim), or None."""
         now = self.now_sql
         with self._tx() as db:
             row = db.execute(
                 f"INSERT INTO leases (stream_id, owner, epoch, acquired_at, expires_at) VALUES (?, ?, 1, {now}, "
                 f"{now} + ?) ON CONFLICT (stream_id) DO UPDATE SET owner = excluded.owner, epoch = leases.epoch + 1, "
-                f"acquired_at = excluded.acquired_at, expires_at = excluded.expires_at WHERE leases.expires_at <= {now} "
-                "RETURNING epoch, acquired_at", (stream_id, owner, ttl)).fetchone()
+                f"acquired_at = excluded.acquired_at, expires_at = excluded.expires_at WHERE "
+                f"{self._claimable_sql('leases')} RETURNING epoch, acquired_at",
+                (stream_id, owner, ttl, grace, int(settled), owner, owner)).fetchone()
             if row is None:
                 return None
             db.execute("INSERT INTO lease_log (stream_id, epoch, owner, acquired_at) VALUES (?, ?, ?, ?)",
                        (stream_id, int(row[0]), owner, float(row[1])))
         return int(row[0])
 
-    def renew_leases(self, owner: str, ttl: float) -> dict[str, int]:
-        """Extend every unexpired lease of ``owner`` by ``ttl`` seconds; returns {stream: epoch} of those.
-        A lease that had expired is not renewed (another replica may hold it now): its owner has lost it."""
+    def renew_leases(self, owner: str, ttl: float, held: Mapping[str, int]) -> dict[str, int]:
+        """Extend the leases of ``owner`` listed in ``held`` ({stream: epoch}) by ``ttl`` seconds; returns
+        {stream: epoch} of those renewed. A lease is renewed while nobody else took it (same owner, same epoch)
+        even if it expired meanwhile: after a registry outage the holders renew before any other replica may
+        claim (fleet.py). One that another replica took, or that was released, is lost."""
+        if not held:
+            return {}
         now = self.now_sql
+        out: dict[str, int] = {}
+        items = sorted(held.items())
         with self._lock:
-            rows = self._db.execute(f"UPDATE leases SET expires_at = {now} + ? WHERE owner = ? AND expires_at > {now} "
-                                    "RETURNING stream_id, epoch", (ttl, owner)).fetchall()
-        return {str(r[0]): int(r[1]) for r in rows}
+            for i in range(0, len(items), 200):
+                chunk = items[i:i + 200]
+                match = " OR ".join(["(stream_id = ? AND epoch = ?)"] * len(chunk))
+                args: list[Any] = [ttl, owner]
+                for sid, epoch in chunk:
+                    args += [sid, epoch]
+                rows = self._db.execute(f"UPDATE leases SET expires_at = {now} + ? WHERE owner = ? AND expires_at > 0 "
+                                        f"AND ({match}) RETURNING stream_id, epoch", tuple(args)).fetchall()
+                out.update({str(r[0]): int(r[1]) for r in rows})
+        return out
+
+    def write_peers(self, replica: str, peers: Sequence[str]) -> None:
+        """The peers ``replica`` asks before it keeps its streams through a registry outage (fleet.py)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM fleet_peers WHERE replica = ?", (replica,))
+            for peer in sorted(set(peers)):
+                db.execute("INSERT INTO fleet_peers (replica, peer) VALUES (?, ?)", (replica, peer))
+
+    def peers_of(self, replica: str) -> list[str]:
+        return [str(r[0]) for r in self._all("SELECT peer FROM fleet_peers WHERE replica = ? ORDER BY peer",
+                                             (replica,))]
 
     def release_lease(self, stream_id: str, owner: str, epoch: int) -> None:
         """Give the stream up now (it stopped here, or this replica shuts down): others may claim it at once.
@@ -746,11 +798,12 @@ class Registry:
         return [LeaseRow(stream_id=r["stream_id"], owner=r["owner"], epoch=int(r["epoch"]),
                          acquired_at=r["acquired_at"], expires_at=0.0) for r in rows]
 
-    def claimable_streams(self, limit: int) -> list[str]:
-        """Enabled pull streams nobody holds a live lease on, oldest first."""
+    def claimable_streams(self, limit: int, claimer: str = "", *, settled: bool = True,
+                          grace: float = 0.0) -> list[str]:
+        """Enabled pull streams whose lease ``claimer`` may take now (``claim_lease``), oldest first."""
         rows = self._all("SELECT s.id FROM streams s LEFT JOIN leases l ON l.stream_id = s.id WHERE s.ingest = 'pull' "
-                         f"AND s.enabled = 1 AND (l.stream_id IS NULL OR l.expires_at <= {self.now_sql}) "
-                         "ORDER BY s.created_at, s.id LIMIT ?", (limit,))
+                         f"AND s.enabled = 1 AND (l.stream_id IS NULL OR {self._claimable_sql('l')}) "
+                         "ORDER BY s.created_at, s.id LIMIT ?", (grace, int(settled), claimer, claimer, limit))
         return [str(r[0]) for r in rows]
 
     def count_pull_streams(self) -> int:
