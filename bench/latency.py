@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devkit.latency import Figures, StampedSource, latencies  # noqa: E402
-from devkit.webrtc import ThreadedPublisher  # noqa: E402
+from devkit.webrtc import ProcessPublisher  # noqa: E402
 from sidecast.core.ladder import DEFAULT_LADDER, build_ladder  # noqa: E402
 from sidecast.core.outputs.parts import low_latency_options  # noqa: E402
 from tests.browser.harness import play_hls, serve  # noqa: E402
@@ -69,6 +69,7 @@ class Config:
     args: list[str] = field(default_factory=list)
     hls: dict[str, Any] = field(default_factory=dict)
     speech: bool = False
+    audio: bool = True  # WHIP: the publisher also sends Opus (silence)
 
 
 CONFIGS = {c.key: c for c in (
@@ -79,6 +80,11 @@ CONFIGS = {c.key: c for c in (
     Config("d", "sidecast --latency low --sidecars stt", "sidecast", ["--latency", "low", "--sidecars", "stt"],
            {"lowLatencyMode": True}, speech=True),
     Config("e", "WHIP in -> sidecast --latency low", "whip", ["--latency", "low"], {"lowLatencyMode": True}),
+    Config("h", "(e) with aiortc's own encoder in the publisher", "whip-aiortc", ["--latency", "low"],
+           {"lowLatencyMode": True}),
+    Config("i", "(e) video only, as (b)", "whip", ["--latency", "low"], {"lowLatencyMode": True}, audio=False),
+    Config("j", "(b) with an audio track (the speech of (d), no sidecar)", "sidecast", ["--latency", "low"],
+           {"lowLatencyMode": True}, speech=True),
     Config("f", "(b) with hls.js catching up (maxLiveSyncPlaybackRate 1.5)", "sidecast", ["--latency", "low"],
            {"lowLatencyMode": True, "maxLiveSyncPlaybackRate": 1.5}),
     Config("g", "(b) with 1 s segments (an independent part every second)", "sidecast",
@@ -267,6 +273,7 @@ def run_sidecast(cfg: Config, work: Path, seconds: float, joins: int) -> dict[st
         wait_playable(base)
         result = measure(base, cfg, source.sent, seconds, joins)
         result["source_late_frames"] = source.late_frames
+        result["source_lag_s"] = source_lag(source.sent)
         return result
     finally:
         if source is not None:
@@ -309,12 +316,27 @@ def run_ffmpeg(cfg: Config, work: Path, seconds: float, joins: int) -> dict[str,
 
 def run_whip(cfg: Config, work: Path, seconds: float, joins: int) -> dict[str, Any]:
     with LiveRun(work / f"{cfg.key}-out", KEY, "--no-progress", *cfg.args, serve=True) as run:
-        pub = ThreadedPublisher(run.endpoint, KEY, size=SIZE)
+        pub = ProcessPublisher(run.endpoint, KEY, size=SIZE, encoded=cfg.kind == "whip", audio=cfg.audio)
         try:
             wait_playable(run.base)
-            return measure(run.base, cfg, pub.video.sent, seconds, joins)
+            result = measure(run.base, cfg, pub.sent, seconds, joins)
+            result["source_late_frames"] = pub.late_frames
+            result["source_lag_s"] = source_lag(pub.sent)
+            return result
         finally:
             pub.close()
+            timing = [line for line in run.log.splitlines() if "WHIP video timing" in line or "sync by" in line]
+            print("   " + "\n   ".join(timing[-8:]), flush=True)
+
+
+def source_lag(sent: dict[int, float]) -> float | None:
+    """How far behind real time the publisher itself ended up: its last frame's send time minus when that
+    frame was due (frame 0's send time + n / fps). A publisher that cannot keep up (a saturated machine)
+    makes every downstream figure worse, whatever sidecast does."""
+    if len(sent) < 2 or 0 not in sent:
+        return None
+    n = max(sent)
+    return sent[n] - (sent[0] + n / FPS)
 
 
 def fmt(x: float | None) -> str:
@@ -326,7 +348,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60, help="playback measured per configuration [60]")
     ap.add_argument("--joins", type=int, default=3, help="viewers per configuration, one after the other, "
                     "sharing --seconds [3]")
-    ap.add_argument("--configs", default="a,b,c,d,e,f,g", help="which configurations, in order [a,b,c,d,e,f,g]")
+    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h", help="which configurations, in order [a,b,c,d,e,f,g,h]")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs and logs")
     args = ap.parse_args()
@@ -346,7 +368,7 @@ def main() -> None:
             cfg = CONFIGS[k]
             started = time.time()
             print(f"\n({k}) {cfg.label} ...", flush=True)
-            runner = {"sidecast": run_sidecast, "ffmpeg": run_ffmpeg, "whip": run_whip}[cfg.kind]
+            runner = {"sidecast": run_sidecast, "ffmpeg": run_ffmpeg, "whip": run_whip, "whip-aiortc": run_whip}[cfg.kind]
             try:
                 r = runner(cfg, work, args.seconds, args.joins)
             except Exception as e:  # one configuration failing must not hide the others' figures
@@ -364,7 +386,7 @@ def main() -> None:
                   f"{r['stalls_hlsjs']} bufferStalled  played {r['played_s']:.0f} s in {r['wall_s']:.0f} s  "
                   f"heights {r['heights']}  hls.js latency {fmt(r['hlsjs_latency_median'])} s  "
                   f"now-PDT {fmt(r['pdt_latency_median'])} s  PDT - sent "
-                  f"{'/'.join(f'{x:+.2f}' for x in r['pdt_error']) or '–'} s  source late frames {r.get('source_late_frames')}  "
+                  f"{'/'.join(f'{x:+.2f}' for x in r['pdt_error']) or '–'} s  source late frames {r.get('source_late_frames')} (lag at the end {fmt(r.get('source_lag_s'))} s)  "
                   f"load {r['load1']:.1f}{'  FATAL ' + str(r['fatal']) if r['fatal'] else ''}", flush=True)
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"\nafter: {uptime}\n")
@@ -377,7 +399,7 @@ def main() -> None:
             continue
         print(f"| ({r['config']}) {r['label']} | {f.median:.2f} s | {f.p95:.2f} s | {f.max:.2f} s | "
               f"{' / '.join(f'{x:.2f}' for x in r['join_medians'])} | {r['stalls_waiting']} / {r['stalls_hlsjs']} | {f.samples} | {r['load1']:.1f} |")
-    for ll in [r for r in rows if r["config"] in ("b", "e", "f", "g") and r.get("figures")]:
+    for ll in [r for r in rows if r["config"] in ("b", "e", "f", "g", "h") and r.get("figures")]:
         f = ll["figures"]
         ok = f.median <= TARGET_MEDIAN and f.p95 <= TARGET_P95
         print(f"\nLL-HLS without sidecars ({ll['config']}): median {f.median:.2f} s (target ≤ {TARGET_MEDIAN}), p95 {f.p95:.2f} s "

@@ -417,7 +417,9 @@ class WhipIngest:
                 else:
                     yield AudioEvent(frame, at)
 
+        timing = _Timing()
         for item in held:
+            timing.note(item, session)
             yield from emit(item)
         while not ended and not source._stop.is_set():
             try:
@@ -426,9 +428,52 @@ class WhipIngest:
                 continue
             if nxt is None:
                 break
+            timing.note(nxt, session)
             yield from emit(nxt)
         source.filled_frames += clock.filled_frames
         source.timestamp_jumps += clock.jumps
+
+
+NTP_UNIX = 2_208_988_800  # seconds from the NTP epoch (1900) to the Unix epoch
+
+
+class _Timing:
+    """Where a WHIP frame's time goes, logged every ``every`` seconds: transit (sent on the publisher's clock,
+    by its sender reports → handed over decoded by aiortc: the publisher's pacing, the network, aiortc's
+    jitter buffer and decoder), queue (handed over → read by the pipeline), the queue's depth and the video
+    frame rate that arrived. It is how the WHIP figures of docs/latency.md were taken apart."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.every = every
+        self._reset()
+
+    def _reset(self) -> None:
+        self.since = time.monotonic()
+        self.transit: list[float] = []
+        self.waited: list[float] = []
+        self.frames = 0
+
+    def note(self, item: _Item, session: WhipSession) -> None:
+        if item.kind != "video":
+            return
+        now = time.time()
+        self.frames += 1
+        self.waited.append(now - item.arrival)
+        if session.sync.mode == "rtcp":
+            sent = session.sync.time("video", int(item.frame.pts or 0)) + session.sync.epoch - NTP_UNIX
+            self.transit.append(item.arrival - sent)
+        elapsed = time.monotonic() - self.since
+        if elapsed >= self.every:
+            log.info("WHIP video timing", extra={"transit_ms": _median_ms(self.transit),
+                                                  "queue_ms": _median_ms(self.waited),
+                                                  "queue_max_ms": round(max(self.waited) * 1000),
+                                                  "queued": session.items.qsize(),
+                                                  "fps_in": round(self.frames / elapsed, 1)})
+            self._reset()
+
+
+def _median_ms(xs: list[float]) -> int | None:
+    return round(statistics.median(xs) * 1000) if xs else None
 
 
 def _estimate_fps(pts: list[int], rate: int) -> Fraction:
