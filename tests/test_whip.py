@@ -103,6 +103,8 @@ def test_aiortc_publishes_h264_then_vp8_into_hls_with_av_in_sync(tmp_path: Path)
     async def publish(run: LiveRun) -> dict[str, object]:
         seen: dict[str, object] = {}
         first = await whip_publish(run.endpoint, KEY, video=BarcodeVideo(size=(640, 360)), codec="H264")
+        assert first.video is not None
+        seen["sent"] = first.video.sent  # frame number -> when the publisher handed it to its encoder
         assert first.status == 201 and first.location and first.location.startswith("/live/sessions/")
         assert first.headers["content-type"] == "application/sdp"
         # RFC 9725: a session without trickle ICE or ICE restart answers PATCH with 501
@@ -164,6 +166,12 @@ def test_aiortc_publishes_h264_then_vp8_into_hls_with_av_in_sync(tmp_path: Path)
     # the pictures are the publisher's own: frame numbers read back from the first segment
     n = _first_frame_number(out / "video" / "360p" / playlist.segments[0].uri)
     assert n is not None and n < 120
+    # PROGRAM-DATE-TIME is when the segment's first frame arrived: the publisher sent it a few tens of ms
+    # before (it was ~2 s early once, from the sender-report mapping; docs/latency.md has the bench's figure)
+    sent = seen["sent"]
+    assert isinstance(sent, dict) and n in sent
+    pdt = playlist.segments[0].program_date_time
+    assert pdt is not None and -0.1 <= pdt.timestamp() - sent[n] <= 1.0, (pdt, sent[n])
 
 
 def test_whip_set_up_mistakes_are_one_line_errors(tmp_path: Path) -> None:

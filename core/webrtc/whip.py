@@ -45,7 +45,7 @@ from ..clock import SourceClock
 from ..errors import SourceError
 from ..serve import bare_app, run_in_thread
 from ..serve.media import STATIC_DIR, serve_file
-from . import ice, require_aiortc
+from . import end_sessions_at_close, ice, require_aiortc
 from .http import (
     ALL_METHODS,
     CORS,
@@ -274,15 +274,7 @@ class WhipIngest:
 
     def close(self) -> None:
         """End every session and stop the HTTP server."""
-        loop = self._loop
-        if loop is not None and loop.is_running():
-            async def end_all() -> None:
-                for s in list(self.sessions.values()):
-                    await self._end(s, "sidecast is shutting down")
-            try:
-                asyncio.run_coroutine_threadsafe(end_all(), loop).result(5)
-            except Exception as exc:
-                log.debug("ending WHIP sessions at close: %s", exc)
+        end_sessions_at_close(self._loop, self.sessions.values, self._end, "WHIP sessions")
         self.server.close()
         ice.unregister_bind(self.host)
 
