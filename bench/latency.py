@@ -202,7 +202,43 @@ def pdt_errors(base: str, sent: dict[int, float], count: int = 3) -> list[float]
     return out
 
 
-def measure(base: str, cfg: Config, sent: dict[int, float], seconds: float, joins: int) -> dict[str, Any]:
+def file_cues(subs_dir: Path) -> list[tuple[float, float, str]]:
+    """Every caption cue sidecast wrote (its WebVTT segments and parts), in media time, once each."""
+    found: set[tuple[float, float, str]] = set()
+    for f in subs_dir.glob("seg_*.vtt"):
+        for m in re.finditer(r"(\d+):(\d\d):(\d\d\.\d+) --> (\d+):(\d\d):(\d\d\.\d+)[^\n]*\n((?:.+\n?)+)",
+                             f.read_text(errors="replace")):
+            h1, m1, s1, h2, m2, s2, text = m.groups()
+            found.add((round(int(h1) * 3600 + int(m1) * 60 + float(s1), 3),
+                       round(int(h2) * 3600 + int(m2) * 60 + float(s2), 3), " ".join(text.split())))
+    return sorted(found)
+
+
+def caption_visibility(cues_seen: list[dict[str, Any]], written: list[tuple[float, float, str]],
+                       played: tuple[float, float]) -> tuple[int, int]:
+    """(visible, due): of the cues sidecast wrote whose time falls inside what this viewer played, how many
+    the player showed while they were due (first seen before their end, on its own timeline). A cue that
+    reached the player after its time passed is never active, so never seen: it counts as not visible.
+    The player's timeline is sidecast's media time plus a constant, found from the cues seen."""
+    by_text: dict[str, list[tuple[float, float]]] = {}
+    for a, b, text in written:
+        by_text.setdefault(text, []).append((a, b))
+    offsets = [c["start"] - a for c in cues_seen for a, _ in by_text.get(" ".join(str(c["text"]).split()), [])]
+    if not offsets:
+        return 0, 0
+    off = statistics.median(offsets)
+    lo, hi = played
+    due = [(a + off, b + off, t) for a, b, t in written if a + off >= lo and b + off <= hi]
+    visible = 0
+    for a, b, t in due:
+        if any(" ".join(str(c["text"]).split()) == t and abs(c["start"] - a) < 0.05 and c["seenAt"] <= b
+               for c in cues_seen):
+            visible += 1
+    return visible, len(due)
+
+
+def measure(base: str, cfg: Config, sent: dict[int, float], seconds: float, joins: int,
+            subs_dir: Path | None = None) -> dict[str, Any]:
     """``joins`` viewers one after the other, each playing ``seconds / joins``: a player keeps the distance to
     the live edge it joined at, so where each one joins (the phase of the segment, the load) is most of the
     spread between viewers; one playback would be one viewer."""
@@ -216,9 +252,11 @@ def measure(base: str, cfg: Config, sent: dict[int, float], seconds: float, join
     unread = 0
     fatal: list[str] = []
     stops = []
+    visible = due = 0
     each = seconds / joins
     for _ in range(joins):
         report = play_hls(base + "/master.m3u8", seconds=each, timeout=each * 2 + 90, hls_config=cfg.hls,
+                          subtitles=subs_dir is not None,
                           barcode={"everyMs": READ_EVERY_MS}, sample_ms=250)
         raw = report.raw
         frames = raw.get("frames") or []
@@ -228,6 +266,11 @@ def measure(base: str, cfg: Config, sent: dict[int, float], seconds: float, join
         if mine:
             per_join.append(statistics.median(mine))
         frames_all += frames
+        if subs_dir is not None:
+            cts = [s["ct"] for s in report.samples if isinstance(s.get("ct"), (int, float)) and s["ct"] > 0]
+            if cts:
+                v, d = caption_visibility(raw.get("cues") or [], file_cues(subs_dir), (min(cts) + SETTLE_S, max(cts)))
+                visible, due = visible + v, due + d
         for k, v in (raw.get("eventCounts") or {}).items():
             counts[k] = counts.get(k, 0) + v
         hls_latency += [s["latency"] for s in report.samples if isinstance(s.get("latency"), (int, float))]
@@ -250,7 +293,7 @@ def measure(base: str, cfg: Config, sent: dict[int, float], seconds: float, join
         "fatal": fatal, "heights": sorted({f["h"] for f in frames_all}),
         "hlsjs_latency_median": statistics.median(hls_latency) if hls_latency else None,
         "pdt_latency_median": statistics.median(pdt) if pdt else None,
-        "pdt_error": pdt_err, "stop": stops,
+        "pdt_error": pdt_err, "stop": stops, "captions_visible": visible, "captions_due": due,
     }
 
 
@@ -271,7 +314,8 @@ def run_sidecast(cfg: Config, work: Path, seconds: float, joins: int) -> dict[st
                                log=work / f"{cfg.key}-source.log").start()
         base = f"http://127.0.0.1:{http}"
         wait_playable(base)
-        result = measure(base, cfg, source.sent, seconds, joins)
+        stt = "stt" in " ".join(cfg.args)
+        result = measure(base, cfg, source.sent, seconds, joins, subs_dir=out / "subs" / "en" if stt else None)
         result["source_late_frames"] = source.late_frames
         result["source_lag_s"] = source_lag(source.sent)
         return result
@@ -387,7 +431,9 @@ def main() -> None:
                   f"heights {r['heights']}  hls.js latency {fmt(r['hlsjs_latency_median'])} s  "
                   f"now-PDT {fmt(r['pdt_latency_median'])} s  PDT - sent "
                   f"{'/'.join(f'{x:+.2f}' for x in r['pdt_error']) or '–'} s  source late frames {r.get('source_late_frames')} (lag at the end {fmt(r.get('source_lag_s'))} s)  "
-                  f"load {r['load1']:.1f}{'  FATAL ' + str(r['fatal']) if r['fatal'] else ''}", flush=True)
+                  f"load {r['load1']:.1f}{'  FATAL ' + str(r['fatal']) if r['fatal'] else ''}"
+                  + (f"  captions visible while due {r['captions_visible']}/{r['captions_due']}" if r.get('captions_due') else ""),
+                  flush=True)
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"\nafter: {uptime}\n")
     print("| config | median | p95 | max | per viewer (median) | stalls (waiting / hls.js) | readings | load (1 min) |")
