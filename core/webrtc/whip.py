@@ -90,6 +90,7 @@ class WhipSession:
     end_reason: str = ""
     created: float = field(default_factory=time.monotonic)
     dropped: int = 0
+    keyframe_requests: int = 0
 
     @property
     def kinds(self) -> list[str]:
@@ -212,6 +213,8 @@ class WhipIngest:
             if receiver is None or stream is None:
                 return
             _hook_sender_reports(receiver, stream)
+            if track.kind == "video":
+                asyncio.ensure_future(_ask_keyframe(receiver, session))
             asyncio.ensure_future(self._pump(session, track, receiver, stream))
 
         @pc.on("connectionstatechange")
@@ -477,6 +480,24 @@ def _estimate_fps(pts: list[int], rate: int) -> Fraction:
     fps = rate / statistics.median(steps)
     common = [Fraction(x) for x in (10, 12, 15, 20, 24, 25, 30, 50, 60)] + [Fraction(30000, 1001), Fraction(60000, 1001)]
     return min(common, key=lambda c: abs(float(c) - fps))
+
+
+async def _ask_keyframe(receiver: Any, session: WhipSession) -> None:
+    """Ask the publisher for a keyframe (RTCP PLI, RFC 4585 6.3.1) as soon as its video arrives. Its encoder
+    ran before the connection was up, and nothing can be decoded before a keyframe: without asking, the
+    stream starts at the publisher's next scheduled one (OBS: every 2 s by default, some encoders 10 s), and
+    the first segment waits that long. aiortc itself asks only once decoding has failed."""
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S
+    while not session.ended.is_set() and time.monotonic() < deadline:
+        sources = receiver.getSynchronizationSources()  # the publisher's SSRC, once its first packet came
+        if sources:
+            try:
+                await receiver._send_rtcp_pli(sources[0].source)
+                session.keyframe_requests += 1
+            except Exception as exc:  # a connection closing meanwhile: nothing to ask any more
+                log.debug("asking the WHIP publisher for a keyframe failed: %s", exc)
+            return
+        await asyncio.sleep(0.02)
 
 
 def _hook_sender_reports(receiver: Any, stream: StreamSync) -> None:
