@@ -19,9 +19,18 @@ Configurations (``--configs``, default all):
   f  (b) with hls.js allowed to speed playback up to 1.5x to reach its target latency (PART-HOLD-BACK):
      hls.js joins a live stream at an independent part (a segment start) and, by default, never catches up
   g  (b) with ``--segment-duration 1``: a keyframe, so an independent part to join at, every second
+  h  (e) with aiortc's own encoder in the publisher (the earlier WHIP publisher: it could not keep 30 fps)
+  i  (e) without audio: video only, as (b)
+  j  (b) with an audio track (the speech of (d)), no sidecar
+
+(e), (h) and (i) publish from a process of their own (``devkit.webrtc.ProcessPublisher``); (e) and (i) with
+the RTMP publisher's own ffmpeg encode, sent as packets, as OBS does. With stt, the captions track is shown
+and the report counts the cues the player showed while they were due.
 
 Run under the CPU lock (about 10 minutes with the defaults):
-  flock /tmp/sidecast-cpu.lock .venv/bin/python bench/latency.py [--seconds 60] [--configs a,b,c,d,e,f,g]
+  flock /tmp/sidecast-cpu.lock .venv/bin/python bench/latency.py [--seconds 60] [--configs a,b,c,d,e,f,g,h,i,j]
+On a machine shared between sessions (kernel autogroups), give the bench its own session and priority:
+  setsid sh -c 'echo -10 > /proc/self/autogroup && exec flock /tmp/sidecast-cpu.lock .venv/bin/python bench/latency.py ...'
 For the issue's no-stall check: ``--configs b --seconds 300``.
 """
 
@@ -392,7 +401,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60, help="playback measured per configuration [60]")
     ap.add_argument("--joins", type=int, default=3, help="viewers per configuration, one after the other, "
                     "sharing --seconds [3]")
-    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h", help="which configurations, in order [a,b,c,d,e,f,g,h]")
+    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j", help="which configurations, in order [a,...,j]")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs and logs")
     args = ap.parse_args()
