@@ -22,6 +22,7 @@ Configurations (``--configs``, default all):
   h  (e) with aiortc's own encoder in the publisher (the earlier WHIP publisher: it could not keep 30 fps)
   i  (e) without audio: video only, as (b)
   j  (b) with an audio track (the speech of (d)), no sidecar
+  k  (d) with ``--sidecars stt,autocrop`` (the issue's target configuration)
 
 (e), (h) and (i) publish from a process of their own (``devkit.webrtc.ProcessPublisher``); (e) and (i) with
 the RTMP publisher's own ffmpeg encode, sent as packets, as OBS does. With stt, the captions track is shown
@@ -94,6 +95,8 @@ CONFIGS = {c.key: c for c in (
     Config("i", "(e) video only, as (b)", "whip", ["--latency", "low"], {"lowLatencyMode": True}, audio=False),
     Config("j", "(b) with an audio track (the speech of (d), no sidecar)", "sidecast", ["--latency", "low"],
            {"lowLatencyMode": True}, speech=True),
+    Config("k", "sidecast --latency low --sidecars stt,autocrop", "sidecast",
+           ["--latency", "low", "--sidecars", "stt,autocrop"], {"lowLatencyMode": True}, speech=True),
     Config("f", "(b) with hls.js catching up (maxLiveSyncPlaybackRate 1.5)", "sidecast", ["--latency", "low"],
            {"lowLatencyMode": True, "maxLiveSyncPlaybackRate": 1.5}),
     Config("g", "(b) with 1 s segments (an independent part every second)", "sidecast",
@@ -401,7 +404,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60, help="playback measured per configuration [60]")
     ap.add_argument("--joins", type=int, default=3, help="viewers per configuration, one after the other, "
                     "sharing --seconds [3]")
-    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j", help="which configurations, in order [a,...,j]")
+    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs and logs")
     args = ap.parse_args()
