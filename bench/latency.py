@@ -235,10 +235,16 @@ def caption_visibility(cues_seen: list[dict[str, Any]], written: list[tuple[floa
     by_text: dict[str, list[tuple[float, float]]] = {}
     for a, b, text in written:
         by_text.setdefault(text, []).append((a, b))
-    offsets = [c["start"] - a for c in cues_seen for a, _ in by_text.get(" ".join(str(c["text"]).split()), [])]
+    norm = [(" ".join(str(c["text"]).split()), float(c["start"])) for c in cues_seen]
+    offsets = [start - a for text, start in norm for a, _ in by_text.get(text, [])]
     if not offsets:
         return 0, 0
-    off = statistics.median(offsets)
+
+    def agreeing(off: float) -> int:  # seen cues that some written cue of the same text explains with it
+        return sum(any(abs(start - (a + off)) < 0.05 for a, _ in by_text.get(text, [])) for text, start in norm)
+
+    # the offset most seen cues agree on (a phrase said twice, or the looped speech, matches several cues)
+    off = max(offsets, key=agreeing)
     lo, hi = played
     due = [(a + off, b + off, t) for a, b, t in written if a + off >= lo and b + off <= hi]
     visible = 0
