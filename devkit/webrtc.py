@@ -45,6 +45,7 @@ class BarcodeVideo(_track_base()):  # type: ignore[misc]
         super().__init__()
         self.size, self.fps, self.mark_every, self.frames = size, fps, mark_every, frames
         self.sent: dict[int, float] = {}
+        self.late_frames = 0  # frames handed over more than a frame interval after they were due
         self.start: float | None = None
         self._n = 0
         # pre-render the 2 x 65536 possible pictures lazily: a frame costs a numpy fill, not a render
@@ -64,6 +65,8 @@ class BarcodeVideo(_track_base()):  # type: ignore[misc]
         wait = due - time.time()
         if wait > 0:
             await asyncio.sleep(wait)
+        elif wait < -1 / self.fps:
+            self.late_frames += 1
         t = n / self.fps
         flash = self.mark_every > 0 and abs(t - round(t / self.mark_every) * self.mark_every) < 0.5 / self.fps
         img = barcode_image(n & 0xFFFF, *self.size, flash=flash)
@@ -74,12 +77,86 @@ class BarcodeVideo(_track_base()):  # type: ignore[misc]
         return frame
 
 
+class EncodedStampedVideo(_track_base()):  # type: ignore[misc]
+    """The RTMP bench's camera (``devkit.latency.StampedSource``: the same picture, the same ``ffmpeg`` x264
+    veryfast zero-latency encode, a keyframe a second, 4 Mb/s) sent over WebRTC as encoded packets, as OBS
+    publishes over WHIP: its own encoder, not aiortc's. ``sent[n]`` is when frame ``n`` was written to the
+    encoder, as for RTMP, so WHIP and RTMP figures measure the same thing. (aiortc's own encoder is x264 at
+    its default preset on a Python-drawn picture: on two shared cores it fell to ~24 fps at 720p, and a
+    publisher slower than real time is what the bench then measured.) Encoded packets cannot honour a
+    keyframe request: a keyframe comes every second whatever the receiver asks, as from OBS."""
+
+    kind = "video"
+
+    def __init__(self, size: tuple[int, int] = (1280, 720), fps: int = 30, bitrate_k: int = 4000) -> None:
+        super().__init__()
+        from devkit.latency import StampedSource
+
+        self.size, self.fps, self.mark_every = size, fps, 0.0
+        self.source = StampedSource("pipe:1", size=size, fps=fps, fmt="h264", bitrate_k=bitrate_k)
+        self.start: float | None = None
+        self._queue: asyncio.Queue[av.Packet | None] | None = None
+        self._count = 0
+
+    @property
+    def sent(self) -> dict[int, float]:
+        return self.source.sent
+
+    @property
+    def late_frames(self) -> int:
+        return self.source.late_frames
+
+    def _begin(self) -> None:
+        import subprocess
+
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[av.Packet | None] = asyncio.Queue()
+        self._queue = queue
+        cmd = self.source.command()
+        at = cmd.index("-f", cmd.index("-c:v"))  # the output format: WebRTC takes Constrained Baseline
+        cmd[at:at] = ["-profile:v", "baseline", "-flush_packets", "1"]
+        src = self.source
+        src.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        src._thread = threading.Thread(target=src._run, name="whip-camera", daemon=True)
+        src._thread.start()
+        self.start = time.time()
+
+        def read() -> None:
+            assert src.proc is not None and src.proc.stdout is not None
+            parser = av.CodecContext.create("h264", "r")
+            while chunk := src.proc.stdout.read1(1 << 16):  # type: ignore[attr-defined]
+                for packet in parser.parse(chunk):
+                    loop.call_soon_threadsafe(queue.put_nowait, packet)
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        threading.Thread(target=read, name="whip-camera-out", daemon=True).start()
+
+    async def recv(self) -> av.Packet:
+        from aiortc.mediastreams import MediaStreamError
+
+        if self._queue is None:
+            self._begin()
+        assert self._queue is not None
+        packet = await self._queue.get()
+        if packet is None:
+            self.stop()
+            raise MediaStreamError
+        packet.pts = packet.dts = round(self._count * VIDEO_RATE / self.fps)  # one picture per packet, in order
+        packet.time_base = fractions.Fraction(1, VIDEO_RATE)
+        self._count += 1
+        return packet
+
+    def stop(self) -> None:
+        super().stop()
+        self.source.stop()
+
+
 class BeepAudio(_track_base()):  # type: ignore[misc]
     """20 ms Opus-ready frames on the same content clock as ``BarcodeVideo``: a 1 kHz beep at every marker."""
 
     kind = "audio"
 
-    def __init__(self, video: BarcodeVideo) -> None:
+    def __init__(self, video: BarcodeVideo | EncodedStampedVideo) -> None:
         super().__init__()
         self.video = video
         self._n = 0
@@ -109,7 +186,7 @@ class Publication:
     text: str
     location: str | None
     pc: Any = None
-    video: BarcodeVideo | None = None
+    video: BarcodeVideo | EncodedStampedVideo | None = None
     headers: dict[str, str] = field(default_factory=dict)
 
     async def delete(self, endpoint: str, key: str) -> int:
@@ -136,7 +213,7 @@ def _prefer(transceiver: Any, kind: str, codec: str | None) -> None:
     transceiver.setCodecPreferences(chosen)
 
 
-async def whip_publish(endpoint: str, key: str | None, *, video: BarcodeVideo | None = None, audio: bool = True,
+async def whip_publish(endpoint: str, key: str | None, *, video: BarcodeVideo | EncodedStampedVideo | None = None, audio: bool = True,
                        codec: str | None = "H264") -> Publication:
     """Publish ``video`` (and its beeps) to a WHIP endpoint; on anything but 201 the connection is closed and
     the refusal returned."""
@@ -169,9 +246,10 @@ class ThreadedPublisher:
     """An aiortc WHIP publisher of ``BarcodeVideo`` (and its beeps) on its own event-loop thread, for benches
     that drive everything else synchronously; ``video.sent`` is the send log."""
 
-    def __init__(self, endpoint: str, key: str | None, size: tuple[int, int] = (1280, 720)) -> None:
+    def __init__(self, endpoint: str, key: str | None, size: tuple[int, int] = (1280, 720),
+                 encoded: bool = False) -> None:
         self.endpoint, self.key = endpoint, key
-        self.video = BarcodeVideo(size=size)
+        self.video: BarcodeVideo | EncodedStampedVideo = EncodedStampedVideo(size) if encoded else BarcodeVideo(size=size)
         self.loop = asyncio.new_event_loop()
         self.posted_at = time.time()
         self.publication = self.loop.run_until_complete(whip_publish(endpoint, key, video=self.video))
@@ -184,6 +262,101 @@ class ThreadedPublisher:
         asyncio.run_coroutine_threadsafe(self.publication.delete(self.endpoint, self.key), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+
+
+class ProcessPublisher:
+    """A WHIP publisher in a process of its own (``python -m devkit.webrtc``), as a camera or OBS is: its
+    encode, packetising and SRTP do not share the bench's interpreter (and GIL) with the threads that draw
+    and log frames. ``sent`` (frame number → wall-clock send time) and ``late_frames`` follow the child's
+    reports, five times a second. ``encoded``: the RTMP bench's ffmpeg encode (``EncodedStampedVideo``);
+    otherwise aiortc's own encoder (``BarcodeVideo``)."""
+
+    def __init__(self, endpoint: str, key: str, size: tuple[int, int] = (1280, 720), encoded: bool = True,
+                 audio: bool = True, timeout: float = 60) -> None:
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        self.sent: dict[int, float] = {}
+        self.late_frames = 0
+        self.status: str | None = None
+        self._ready = threading.Event()
+        root = Path(__file__).resolve().parent.parent
+        cmd = [sys.executable, "-m", "devkit.webrtc", endpoint, key, f"{size[0]}x{size[1]}",
+               "encoded" if encoded else "aiortc", "audio" if audio else "video-only"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root)
+        self._thread = threading.Thread(target=self._read, name="whip-publisher-log", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout) or self.status != "201":
+            err = self.proc.stderr.read()[-2000:] if self.proc.poll() is not None and self.proc.stderr else ""
+            self.close()
+            raise RuntimeError(f"WHIP publish failed ({self.status}): {err}")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            word, _, rest = line.strip().partition(" ")
+            if word == "sent":
+                n, t = rest.split()
+                self.sent[int(n)] = float(t)
+            elif word == "late":
+                self.late_frames = int(rest)
+            elif word == "status":
+                self.status = rest.split()[0]
+                self._ready.set()
+        self._ready.set()
+
+    def close(self) -> None:
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # the child DELETEs its session, then exits
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._thread.join(5)
+
+
+def _publish_main(argv: list[str]) -> int:
+    """``python -m devkit.webrtc ENDPOINT KEY WxH encoded|aiortc audio|video-only``: publish until SIGTERM;
+    print ``status CODE``, then ``sent N T`` for every frame and ``late N`` (ProcessPublisher reads them)."""
+    import signal
+
+    endpoint, key, size_s, kind, audio = argv
+    w, h = (int(x) for x in size_s.split("x"))
+    loop = asyncio.new_event_loop()
+    video = EncodedStampedVideo((w, h)) if kind == "encoded" else BarcodeVideo(size=(w, h))
+    publication = loop.run_until_complete(whip_publish(endpoint, key, video=video, audio=audio == "audio"))
+    print(f"status {publication.status}", flush=True)
+    if publication.status != 201:
+        print(publication.text[:500], file=__import__("sys").stderr)
+        return 1
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def report() -> None:
+        k = 0  # frame numbers are logged modulo 65536 (the barcode's range): fine for runs under 36 minutes
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), 0.2)
+            except TimeoutError:
+                pass
+            sent = video.sent
+            lines = []
+            while k in sent:
+                lines.append(f"sent {k} {sent[k]!r}")
+                k += 1
+            lines.append(f"late {video.late_frames}")
+            print("\n".join(lines), flush=True)
+        await publication.delete(endpoint, key)
+        video.stop()
+
+    loop.run_until_complete(report())
+    return 0
 
 
 async def post_offer(endpoint: str, sdp: str | bytes, key: str | None,
@@ -211,5 +384,11 @@ async def offer_sdp(*, video_codec: str | None = "H264", audio: bool = True) -> 
     return str(sdp)
 
 
-__all__ = ["BarcodeVideo", "BeepAudio", "Publication", "ThreadedPublisher", "barcode_image", "offer_sdp", "post_offer",
+__all__ = ["BarcodeVideo", "BeepAudio", "EncodedStampedVideo", "ProcessPublisher", "Publication", "ThreadedPublisher", "barcode_image", "offer_sdp", "post_offer",
            "read_barcode", "whip_publish"]
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(_publish_main(sys.argv[1:]))

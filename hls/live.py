@@ -125,15 +125,19 @@ class LivePlaylist:
             self._move_edge()
             self.write()
 
-    def add(self, segment: Segment) -> None:
-        """Append a segment (and slide the window); PlaylistError if it breaks a rule of the playlist."""
+    def add(self, segment: Segment, next_part_uri: str | None = None) -> None:
+        """Append a segment (and slide the window); PlaylistError if it breaks a rule of the playlist.
+        Low latency: ``next_part_uri`` is the next segment's first part (the preload hint from now on); the
+        hint the last part left named a part of this segment that will never be published."""
         with self._lock:
-            self._add(segment)
+            self._add(segment, next_part_uri)
 
-    def _add(self, segment: Segment) -> None:
+    def _add(self, segment: Segment, next_part_uri: str | None = None) -> None:
         if self.part_target is not None and self.parts and not segment.parts:
             segment = replace(segment, parts=tuple(self.parts))
         self.parts = []
+        if self.part_target is not None:
+            self.next_part_uri = next_part_uri
         if self.ended:
             raise RuntimeError(f"{self.path}: segment added after the end of the stream")
         if self.target_from_first and self.total == 0:

@@ -209,3 +209,46 @@ def test_caption_parts_carry_a_late_cue_with_its_own_timing(tmp_path: Path) -> N
     subs.publish(job)                              # the rest of the segment's parts, then the segment
     assert (tmp_path / "subs" / "en" / "seg_000000-3.vtt").exists()
     assert "seg_000000.vtt" in (tmp_path / "subs" / "en" / "index.m3u8").read_text()
+
+
+def test_a_segment_end_learnt_after_its_last_part_adds_no_empty_part(tmp_path: Path) -> None:
+    """Live, the audio (and caption) parts of a segment are cut on the part grid before the ingest closes the
+    segment (it closes at the next video frame). Learning the end then must not list a sliver of a part
+    (0 bytes, DURATION 0.001: hls.js stalled on it, and WHIP/RTMP with audio sat 4-5 s further behind the
+    live edge), and the preload hint must move on to the next segment's first part, not to a part that
+    will never be published."""
+    import av
+    import numpy as np
+
+    from sidecast.core.outputs.audio import AudioRendition
+    from sidecast.core.outputs.base import JsonLines, SegmentJob, StreamContext
+    from sidecast.core.outputs.subtitles import SubtitleRendition
+    from sidecast.core.timeline import Timeline
+
+    ctx = StreamContext(outdir=tmp_path, width=320, height=240, fps=30, has_audio=True, segment_duration=2.0,
+                        window=6, timeline=Timeline(), log=JsonLines(tmp_path / "log"), part_target=1 / 3)
+    audio = AudioRendition(ctx)
+    subs = SubtitleRendition(ctx, "en")
+    subs.producers, subs.window_s = [], 0.0
+    for k in range(105):  # 2.1 s of 20 ms frames: the encoder is past the segment's end before it closes
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 960), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 48000
+        audio.push(frame, k * 0.02)
+    for t in (0.4, 0.7, 1.0, 1.4, 1.7, 2.05):
+        subs.frame(None, t, 0)
+    job = SegmentJob(index=0, start=0.0, end=2.0, frames=[], times=[0.0], discontinuity=False,
+                     pdt=datetime.now(UTC), closed_at=time.monotonic())
+    for out in (audio, subs):
+        out.segment_closed(job)
+        out.publish(job)
+    for folder, ext in ((tmp_path / "audio", "m4s"), (tmp_path / "subs" / "en", "vtt")):
+        media = parse_media((folder / "index.m3u8").read_text())
+        seg = media.segments[0]
+        assert len(seg.parts) == 6, [p.uri for p in seg.parts]
+        assert all(p.duration > 0.3 for p in seg.parts), [(p.uri, p.duration) for p in seg.parts]
+        assert abs(sum(p.duration for p in seg.parts) - 2.0) < 0.01
+        assert not (folder / f"seg_000000-6.{ext}").exists()
+        assert all((folder / p.uri).stat().st_size > 0 for p in seg.parts)
+        hints = [h.attrs["URI"].strip('"') for h in media.preload_hints]
+        assert hints == [f"seg_000001-0.{ext}"], hints
+    audio.finish(False)

@@ -103,6 +103,8 @@ def test_aiortc_publishes_h264_then_vp8_into_hls_with_av_in_sync(tmp_path: Path)
     async def publish(run: LiveRun) -> dict[str, object]:
         seen: dict[str, object] = {}
         first = await whip_publish(run.endpoint, KEY, video=BarcodeVideo(size=(640, 360)), codec="H264")
+        assert first.video is not None
+        seen["sent"] = first.video.sent  # frame number -> when the publisher handed it to its encoder
         assert first.status == 201 and first.location and first.location.startswith("/live/sessions/")
         assert first.headers["content-type"] == "application/sdp"
         # RFC 9725: a session without trickle ICE or ICE restart answers PATCH with 501
@@ -164,6 +166,12 @@ def test_aiortc_publishes_h264_then_vp8_into_hls_with_av_in_sync(tmp_path: Path)
     # the pictures are the publisher's own: frame numbers read back from the first segment
     n = _first_frame_number(out / "video" / "360p" / playlist.segments[0].uri)
     assert n is not None and n < 120
+    # PROGRAM-DATE-TIME is when the segment's first frame arrived: the publisher sent it a few tens of ms
+    # before (it was ~2 s early once, from the sender-report mapping; docs/latency.md has the bench's figure)
+    sent = seen["sent"]
+    assert isinstance(sent, dict) and n in sent
+    pdt = playlist.segments[0].program_date_time
+    assert pdt is not None and -0.1 <= pdt.timestamp() - sent[n] <= 1.0, (pdt, sent[n])
 
 
 def test_whip_set_up_mistakes_are_one_line_errors(tmp_path: Path) -> None:
@@ -185,3 +193,35 @@ def test_whip_set_up_mistakes_are_one_line_errors(tmp_path: Path) -> None:
     r = run_sidecast("run", f"whip://127.0.0.1:0/live/{KEY}", "-o", str(tmp_path / "o"), "--whep", timeout=60)
     assert r.returncode != 0 and "--whep needs --serve PORT" in r.stderr, r.stderr
     assert len([ln for ln in r.stderr.splitlines() if ln.startswith("sidecast: error")]) == 1
+
+
+def test_a_keyframe_is_asked_for_as_soon_as_the_publishers_video_arrives(tmp_path: Path) -> None:
+    """A publisher's encoder runs before the WebRTC connection is up, and nothing decodes before a keyframe:
+    sidecast sends an RTCP PLI once the first video packet arrived, rather than waiting for the publisher's
+    next scheduled keyframe (or for aiortc's own PLI after a failed decode). Counted at the publisher."""
+    from aiortc.rtp import RTCP_PSFB_PLI, RtcpPsfbPacket
+
+    async def publish(run: LiveRun) -> int:
+        plis = 0
+        pub = await whip_publish(run.endpoint, KEY, video=BarcodeVideo(size=(320, 180)), audio=False)
+        assert pub.status == 201 and pub.pc is not None
+        sender = next(s for s in pub.pc.getSenders() if s.track is not None and s.track.kind == "video")
+        original = sender._handle_rtcp_packet
+
+        async def counting(packet: object) -> None:
+            nonlocal plis
+            if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_PLI:
+                plis += 1
+            await original(packet)
+
+        sender._handle_rtcp_packet = counting
+        for _ in range(200):  # until the PLI came, at most 10 s
+            if plis:
+                break
+            await asyncio.sleep(0.05)
+        await pub.delete(run.endpoint, KEY)
+        return plis
+
+    with LiveRun(tmp_path / "out", KEY) as run:
+        plis = asyncio.run(publish(run))
+    assert plis >= 1, run.log[-2000:]

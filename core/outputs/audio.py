@@ -90,7 +90,14 @@ class AudioRendition(Output):
                 part_end = end  # the segment's last part takes what is left (never a sliver of a part)
             if enc.encoded_until < part_end - enc.TOLERANCE_S:
                 return
-            self._write_part(enc.take_until(part_end), part_end - (self._start + self._part * self.ctx.part_target))
+            part_start = self._start + self._part * self.ctx.part_target
+            packets = enc.take_until(part_end)
+            if packets or not (end is not None and part_end >= end and self._parts
+                               and part_end - part_start < 0.25 * self.ctx.part_target):
+                self._write_part(packets, part_end - part_start)
+            # else: the parts already reach the segment's end (the end became known only after the last of
+            # them was cut, on the grid): an empty sliver of a part would be listed (0 bytes, DURATION 0.001),
+            # and hls.js stalls on it — the audio fell behind and took the whole player with it
             if end is not None and part_end >= end:
                 self._complete[self._cur] = self._parts
                 self._cur, self._part, self._start, self._parts = self._cur + 1, 0, end, []
@@ -175,7 +182,7 @@ class AudioRendition(Output):
         self.peak_bps = max(self.peak_bps, size * 8 / job.duration)
         self.total_bytes += size
         seg = job.segment(f"{job.name}.{self.ext}")
-        self.playlist.add(seg)
+        self.playlist.add(seg, next_part_uri=part_name(job.index + 1, 0))
         self.full.add(seg)
 
     def finish(self, complete: bool) -> None:

@@ -111,7 +111,10 @@ class SubtitleRendition(Output):
                 since = self._due_since.setdefault((self._seg, self._part), time.monotonic())
                 if not self._covered(part_end) and time.monotonic() < since + self.window_s:
                     return
-            self._write_part(self._start + self._part * pt, part_end)
+            if not (end is not None and self._part > 0 and part_end - (self._start + self._part * pt) < 1e-3):
+                self._write_part(self._start + self._part * pt, part_end)
+            # else: the parts already reach the segment's end, which became known only after the last of them
+            # was cut: no empty part (DURATION 0.001) is listed, which makes hls.js stall
             self._due_since.pop((self._seg, self._part), None)
             if end is not None and part_end >= end - 1e-6:
                 self._seg, self._part, self._start = self._seg + 1, 0, end
@@ -150,7 +153,7 @@ class SubtitleRendition(Output):
             atomic_write(self.dir / name,
                          render_vtt_segment(carried, job.start, job.end, timebase.media_to_pts(job.start)))
             seg = job.segment(name)
-            self.playlist.add(seg)
+            self.playlist.add(seg, next_part_uri=part_name(job.index + 1, 0).replace(".m4s", ".vtt"))
             self.full.add(seg)
 
     def finish(self, complete: bool) -> None:

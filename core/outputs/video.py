@@ -162,7 +162,7 @@ class VideoLadder(Output):
             rs.peak_bps = max(rs.peak_bps, st.bytes * 8 / job.duration)
             rs.total_bytes += st.bytes
             rs.total_seconds += job.duration
-            rs.playlist.add(seg)
+            rs.playlist.add(seg, next_part_uri=part_name(job.index + 1, 0))
             rs.full.add(seg)
         if self.crop_path is not None and self.crops_log is not None:
             self.crops_log.write(self.crop_path.jsonl_records(job.start, job.end))

@@ -13,9 +13,15 @@ line that says what to install.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
 from ..errors import ConfigError
+
+log = logging.getLogger("sidecast.webrtc")
+S = TypeVar("S")
 
 # aioice logs every candidate-pair state change at INFO; keep those for --log-level debug only.
 for _name in ("aioice", "aiortc"):
@@ -32,4 +38,22 @@ def require_aiortc() -> None:
                           f"({exc})") from None
 
 
-__all__ = ["require_aiortc"]
+def end_sessions_at_close(loop: asyncio.AbstractEventLoop | None, sessions: Callable[[], Iterable[S]],
+                          end: Callable[[S, str], Awaitable[None]], what: str, timeout: float = 5.0) -> None:
+    """End every session of a WHIP or WHEP endpoint from the thread that shuts sidecast down: on the event
+    loop that owns their peer connections (aiortc objects belong to their loop), listing them there too,
+    waiting at most ``timeout``. A failure is logged, never raised: shutting down goes on."""
+    if loop is None or not loop.is_running():
+        return  # no session was ever started (the loop is learnt from the first offer)
+
+    async def end_all() -> None:
+        for session in list(sessions()):
+            await end(session, "sidecast is shutting down")
+
+    try:
+        asyncio.run_coroutine_threadsafe(end_all(), loop).result(timeout)
+    except Exception as exc:  # a hung or half-closed connection must not stop the shutdown
+        log.debug("ending %s at close: %s", what, exc)
+
+
+__all__ = ["end_sessions_at_close", "require_aiortc"]

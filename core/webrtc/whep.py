@@ -43,7 +43,7 @@ from starlette.responses import Response
 from sidecast.contract.records import Cue
 
 from ..serve.media import STATIC_DIR, serve_file
-from . import require_aiortc
+from . import end_sessions_at_close, require_aiortc
 from .http import (
     ALL_METHODS,
     CORS,
@@ -489,15 +489,7 @@ class WhepPreview:
         await asyncio.get_running_loop().run_in_executor(None, self._release_unused)
 
     def close(self) -> None:
-        loop = self._loop
-        if loop is not None and loop.is_running():
-            async def end_all() -> None:
-                for v in list(self.viewers.values()):
-                    await self._end(v, "sidecast is shutting down")
-            try:
-                asyncio.run_coroutine_threadsafe(end_all(), loop).result(5)
-            except Exception as exc:
-                log.debug("ending WHEP viewers at close: %s", exc)
+        end_sessions_at_close(self._loop, self.viewers.values, self._end, "WHEP viewers")
         for enc in list(self.video_encoders.values()):
             enc.close()
         self.video_encoders.clear()

@@ -45,7 +45,7 @@ from ..clock import SourceClock
 from ..errors import SourceError
 from ..serve import bare_app, run_in_thread
 from ..serve.media import STATIC_DIR, serve_file
-from . import ice, require_aiortc
+from . import end_sessions_at_close, ice, require_aiortc
 from .http import (
     ALL_METHODS,
     CORS,
@@ -90,6 +90,7 @@ class WhipSession:
     end_reason: str = ""
     created: float = field(default_factory=time.monotonic)
     dropped: int = 0
+    keyframe_requests: int = 0
 
     @property
     def kinds(self) -> list[str]:
@@ -212,6 +213,8 @@ class WhipIngest:
             if receiver is None or stream is None:
                 return
             _hook_sender_reports(receiver, stream)
+            if track.kind == "video":
+                asyncio.ensure_future(_ask_keyframe(receiver, session))
             asyncio.ensure_future(self._pump(session, track, receiver, stream))
 
         @pc.on("connectionstatechange")
@@ -274,15 +277,7 @@ class WhipIngest:
 
     def close(self) -> None:
         """End every session and stop the HTTP server."""
-        loop = self._loop
-        if loop is not None and loop.is_running():
-            async def end_all() -> None:
-                for s in list(self.sessions.values()):
-                    await self._end(s, "sidecast is shutting down")
-            try:
-                asyncio.run_coroutine_threadsafe(end_all(), loop).result(5)
-            except Exception as exc:
-                log.debug("ending WHIP sessions at close: %s", exc)
+        end_sessions_at_close(self._loop, self.sessions.values, self._end, "WHIP sessions")
         self.server.close()
         ice.unregister_bind(self.host)
 
@@ -417,7 +412,9 @@ class WhipIngest:
                 else:
                     yield AudioEvent(frame, at)
 
+        timing = _Timing()
         for item in held:
+            timing.note(item, session)
             yield from emit(item)
         while not ended and not source._stop.is_set():
             try:
@@ -426,9 +423,52 @@ class WhipIngest:
                 continue
             if nxt is None:
                 break
+            timing.note(nxt, session)
             yield from emit(nxt)
         source.filled_frames += clock.filled_frames
         source.timestamp_jumps += clock.jumps
+
+
+NTP_UNIX = 2_208_988_800  # seconds from the NTP epoch (1900) to the Unix epoch
+
+
+class _Timing:
+    """Where a WHIP frame's time goes, logged every ``every`` seconds: transit (sent on the publisher's clock,
+    by its sender reports → handed over decoded by aiortc: the publisher's pacing, the network, aiortc's
+    jitter buffer and decoder), queue (handed over → read by the pipeline), the queue's depth and the video
+    frame rate that arrived. It is how the WHIP figures of docs/latency.md were taken apart."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.every = every
+        self._reset()
+
+    def _reset(self) -> None:
+        self.since = time.monotonic()
+        self.transit: list[float] = []
+        self.waited: list[float] = []
+        self.frames = 0
+
+    def note(self, item: _Item, session: WhipSession) -> None:
+        if item.kind != "video":
+            return
+        now = time.time()
+        self.frames += 1
+        self.waited.append(now - item.arrival)
+        if session.sync.mode == "rtcp":
+            sent = session.sync.time("video", int(item.frame.pts or 0)) + session.sync.epoch - NTP_UNIX
+            self.transit.append(item.arrival - sent)
+        elapsed = time.monotonic() - self.since
+        if elapsed >= self.every:
+            log.info("WHIP video timing", extra={"transit_ms": _median_ms(self.transit),
+                                                  "queue_ms": _median_ms(self.waited),
+                                                  "queue_max_ms": round(max(self.waited) * 1000),
+                                                  "queued": session.items.qsize(),
+                                                  "fps_in": round(self.frames / elapsed, 1)})
+            self._reset()
+
+
+def _median_ms(xs: list[float]) -> int | None:
+    return round(statistics.median(xs) * 1000) if xs else None
 
 
 def _estimate_fps(pts: list[int], rate: int) -> Fraction:
@@ -440,6 +480,24 @@ def _estimate_fps(pts: list[int], rate: int) -> Fraction:
     fps = rate / statistics.median(steps)
     common = [Fraction(x) for x in (10, 12, 15, 20, 24, 25, 30, 50, 60)] + [Fraction(30000, 1001), Fraction(60000, 1001)]
     return min(common, key=lambda c: abs(float(c) - fps))
+
+
+async def _ask_keyframe(receiver: Any, session: WhipSession) -> None:
+    """Ask the publisher for a keyframe (RTCP PLI, RFC 4585 6.3.1) as soon as its video arrives. Its encoder
+    ran before the connection was up, and nothing can be decoded before a keyframe: without asking, the
+    stream starts at the publisher's next scheduled one (OBS: every 2 s by default, some encoders 10 s), and
+    the first segment waits that long. aiortc itself asks only once decoding has failed."""
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S
+    while not session.ended.is_set() and time.monotonic() < deadline:
+        sources = receiver.getSynchronizationSources()  # the publisher's SSRC, once its first packet came
+        if sources:
+            try:
+                await receiver._send_rtcp_pli(sources[0].source)
+                session.keyframe_requests += 1
+            except Exception as exc:  # a connection closing meanwhile: nothing to ask any more
+                log.debug("asking the WHIP publisher for a keyframe failed: %s", exc)
+            return
+        await asyncio.sleep(0.02)
 
 
 def _hook_sender_reports(receiver: Any, stream: StreamSync) -> None:
