@@ -99,6 +99,73 @@ def choose_focus(
     return Focus(box[0], box[1], box[2], box[3], float(conf), chosen[0].kind, len(chosen), core)
 
 
+_RANK = {"face": 2, "person": 1, "object": 0}
+
+
+class FocusKeeper:
+    """Which subject the camera follows, with an operator's hysteresis: once on a subject, stay on it.
+
+    Detections flicker on real footage (a face found in one frame of three, a person box that comes and
+    goes, saliency landing on a different person each second), and following each frame's best subject
+    makes the camera hop between them. Here a frame's focus (``choose_focus``) that lies near the followed
+    subject simply updates it (the same subject, moved); a focus elsewhere, or no focus, is a *challenger*
+    that takes over only once it has stayed put for ``switch_after`` s (seen in most frames since; only
+    ``switch_faster`` s when it outranks the followed one, a face over a person; at once for a face or a
+    person over an object, which is only looked for when nobody is in frame) or the
+    followed subject has not been seen for ``linger`` s. Until then the camera keeps framing the subject
+    where it was last seen. A cut forgets everything (``reset``).
+    """
+
+    def __init__(self, crop_w: float, switch_after: float = 2.0, linger: float = 3.0, near: float = 0.35,
+                 switch_faster: float = 0.6) -> None:
+        self.crop_w = crop_w
+        self.switch_after = switch_after
+        self.switch_faster = switch_faster
+        self.linger = linger
+        self.near = near
+        self.held: Focus | None = None
+        self._seen = -1e9  # when the followed subject was last confirmed
+        self._challenger: Focus | None = None
+        self._challenger_since = 0.0
+        self._challenger_hits = 0
+        self._challenger_frames = 0
+
+    def reset(self) -> None:
+        self.held, self._challenger, self._seen = None, None, -1e9
+
+    def _same(self, a: Focus, b: Focus) -> bool:
+        return abs(a.cx - b.cx) <= max(self.near * self.crop_w, (a.x1 - a.x0) / 2) and \
+            abs(a.cy - b.cy) <= max(self.near * self.crop_w, (a.y1 - a.y0) / 2)
+
+    def update(self, t: float, focus: Focus | None) -> Focus | None:
+        """The focus to frame at ``t`` given this frame's candidate ``focus`` (None: nothing found)."""
+        if self.held is None:
+            if focus is not None:
+                self.held, self._seen, self._challenger = focus, t, None
+            return focus
+        if focus is not None and self._same(focus, self.held):
+            self.held, self._seen, self._challenger = focus, t, None
+            return focus
+        if t - self._seen > self.linger:  # the followed subject is gone: take what there is now
+            self.held, self._challenger = focus, None
+            self._seen = t if focus is not None else self._seen
+            return focus
+        if focus is not None:
+            if self._challenger is None or not self._same(focus, self._challenger):
+                self._challenger, self._challenger_since = focus, t
+                self._challenger_hits, self._challenger_frames = 0, 0
+            self._challenger = focus
+            self._challenger_hits += 1
+        if self._challenger is not None:
+            self._challenger_frames += 1
+            outranks = _RANK.get(self._challenger.kind, 0) > _RANK.get(self.held.kind, 0)
+            dwell = (0.0 if self.held.kind == "object" else self.switch_faster) if outranks else self.switch_after
+            if t - self._challenger_since >= dwell - 1e-9 and self._challenger_hits >= 0.6 * self._challenger_frames:
+                self.held, self._seen, self._challenger = self._challenger, t, None
+                return self.held
+        return self.held
+
+
 def _thumb(bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     small = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
     return np.asarray(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), dtype=np.float32)
