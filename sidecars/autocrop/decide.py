@@ -110,8 +110,9 @@ class FocusKeeper:
     makes the camera hop between them. Here a frame's focus (``choose_focus``) that lies near the followed
     subject simply updates it (the same subject, moved); a focus elsewhere, or no focus, is a *challenger*
     that takes over only once it has stayed put for ``switch_after`` s (seen in most frames since; only
-    ``switch_faster`` s when it outranks the followed one, a face over a person; at once for a face or a
-    person over an object, which is only looked for when nobody is in frame) or the
+    ``switch_faster`` s when it outranks the followed one, a face over a person, or when the followed one
+    has not been seen for a second; two frames for a face or a person over an object, which is only looked
+    for when nobody is in frame) or the
     followed subject has not been seen for ``linger`` s. Until then the camera keeps framing the subject
     where it was last seen. A cut forgets everything (``reset``).
     """
@@ -159,7 +160,9 @@ class FocusKeeper:
         if self._challenger is not None:
             self._challenger_frames += 1
             outranks = _RANK.get(self._challenger.kind, 0) > _RANK.get(self.held.kind, 0)
-            dwell = (0.0 if self.held.kind == "object" else self.switch_faster) if outranks else self.switch_after
+            dwell = (0.2 if self.held.kind == "object" else self.switch_faster) if outranks else self.switch_after
+            if t - self._seen >= 1.0 - 1e-9:  # the followed subject has not been seen for a second
+                dwell = min(dwell, self.switch_faster)
             if t - self._challenger_since >= dwell - 1e-9 and self._challenger_hits >= 0.6 * self._challenger_frames:
                 self.held, self._seen, self._challenger = self._challenger, t, None
                 return self.held
