@@ -110,6 +110,9 @@ def summarise(label: str, rows: list[tuple[float, float]], start: float) -> np.n
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=40.0)
+    ap.add_argument("--configs", default="plain,local,external",
+                    help="which runs: plain (no sidecars), local (--sidecars autocrop), external (the sidecar "
+                         "started on its own with --lookahead 0.5)")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="vertical-lag-"))
     src = tmp / "vtest1080.mp4"
@@ -118,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     results = {}
     sock = tmp / "autocrop.sock"
-    configs = [("without sidecars", "", None), ("with --sidecars autocrop", "autocrop", None),
-               ("autocrop sidecar --lookahead 0.5", "", "0.5")]
+    every = {"plain": ("without sidecars", "", None), "local": ("with --sidecars autocrop", "autocrop", None),
+             "external": ("autocrop sidecar --lookahead 0.5", "", "0.5")}
+    configs = [every[c] for c in args.configs.split(",")]
     for label, sidecars, lookahead in configs:
         out = tmp / (label.replace(" ", "_").replace("-", ""))
         side = None
@@ -156,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label}:")
         for n in mains:
             summarise(f"main {n}", res[n], start)
+        print(f"  main {mains[0]} per segment (s): " + " ".join(f"{w - (start + e):.2f}" for e, w in res[mains[0]]))
         for n in verts:
             summarise(f"vertical {n}", res[n], start)
         if not verts:
