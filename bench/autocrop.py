@@ -178,6 +178,43 @@ def real_footage(faces: FaceDetector, objects: ObjectDetector, fps: float, width
     print("targets: cut recall >= 95% with <= 1 false cut per 10 min (held out); hold motion <= 0.2 px/frame")
 
 
+def stress_cuts(previous: str | None) -> None:
+    """Cut recall and false cuts over minutes of real footage through a virtual camera
+    (``devkit/cutcorpus.py``: whips, flashes, shake, long ping-pong shots, known cuts), the shot detector
+    alone, as the sidecar runs it (5 fps, 480 px), against the previous revision's detector."""
+    from devkit import cutcorpus
+    from sidecast.sidecars.autocrop import decide
+
+    detectors: dict[str, Any] = {"autocrop": decide.ShotDetector}
+    if previous:
+        previous_version(previous)
+        detectors["previous"] = importlib.import_module("autocrop_prev.decide").ShotDetector
+    print()
+    print("shot cuts on real footage through a virtual camera (devkit/cutcorpus.py), shot detector at 5 fps, 480 px")
+    print(f"{'clip':17s} {'split':9s} {'length':>7s} " + "".join(f"{m + ' cuts':>16s} {'false':>5s}" for m in detectors))
+    totals: dict[tuple[str, str], list[float]] = {}
+    for c in cutcorpus.stress():
+        row = f"{c.name:17s} {c.split:9s} {c.duration:6.0f}s "
+        for m, cls in detectors.items():
+            original = decide.ShotDetector
+            decide.ShotDetector = cls  # detect_cuts builds the detector it finds there
+            try:
+                found, _scores = cutcorpus.detect_cuts(c)
+            finally:
+                decide.ShotDetector = original
+            hit, false = footage.match_cuts(c.cuts, found, 0.2)
+            tot = totals.setdefault((c.split, m), [0, 0, 0, 0.0])
+            tot[0] += hit
+            tot[1] += len(c.cuts)
+            tot[2] += false
+            tot[3] += c.duration
+            row += f"{f'{hit}/{len(c.cuts)}':>16s} {false:>5d}"
+        print(row)
+    for (split, m), (hit, n, false, dur) in totals.items():
+        print(f"{split:9s} {m:9s} cut recall {hit:.0f}/{n:.0f} = {100 * hit / max(n, 1):.0f}%, false cuts {false:.0f} "
+              f"= {false / dur * 600:.1f} per 10 min ({dur / 60:.1f} min of footage)")
+
+
 def windows(scene: Scene, crops: list[Crop]) -> tuple[list[tuple[int, int, int, int]], list]:
     path = CropPath(scene.width, scene.height, (9, 16))
     for c in crops:
@@ -248,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-real", action="store_true", help="skip the real-footage section")
     ap.add_argument("--no-synthetic", action="store_true", help="skip the synthetic scenes")
     ap.add_argument("--clips", nargs="*", help="only these real clips (devkit/footage.py names)")
+    ap.add_argument("--no-stress", action="store_true", help="skip the cut section on devkit/cutcorpus.py")
     ap.add_argument("--previous", metavar="REV", help="also run the sidecar as it was at this git revision")
     ap.add_argument("--with-encode", action="store_true",
                     help="time the analysis in real time next to a live x264 ladder encode (1080p30 -> "
@@ -300,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.no_real:
         real_footage(faces, objects, args.fps, args.width, args.previous, args.clips)
+    if not args.no_stress:
+        stress_cuts(args.previous)
     if media:
         n = media * args.fps
         print()

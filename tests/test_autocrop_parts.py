@@ -12,7 +12,15 @@ import pytest
 from skimage import data
 
 from sidecast.contract.params import parse_aspect
-from sidecast.sidecars.autocrop.decide import Focus, ShotDetector, choose_focus, structure_distance
+from sidecast.sidecars.autocrop.decide import (
+    Focus,
+    FocusKeeper,
+    ShotDetector,
+    aligned_distance,
+    choose_focus,
+    coarse_distance,
+    structure_distance,
+)
 from sidecast.sidecars.autocrop.detect import FaceDetector, ModelNotFound, ObjectDetector, Subject
 from sidecast.sidecars.autocrop.smooth import CropPlanner, Observation, PathOptions, crop_size
 
@@ -172,6 +180,62 @@ def test_a_fast_pan_and_a_flash_are_not_cuts() -> None:
     pan = [wide[:, x:x + 480].copy() for x in (0, 4, 8, 60, 160, 280, 420, 560, 700, 720, 724, 728)]
     flash = [pan[-1]] * 3 + [np.full_like(pan[-1], 255)] + [pan[-1]] * 3
     assert run_shots(pan + flash) == [0]
+
+
+def test_a_pan_measured_after_alignment_is_no_change_but_a_new_picture_is() -> None:
+    """The camera's shift is taken out before structure and luma are compared: a picture moved by a fifth
+    of its width (and blurred, as a whip pan blurs it) matches itself; another picture does not."""
+    wide = cv2.resize(bgr("rocket"), (960, 270))
+
+    def thumb(img: np.ndarray) -> np.ndarray:
+        return cv2.cvtColor(cv2.resize(img, (64, 36), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY).astype(
+            np.float32)
+
+    a, moved = wide[:, 200:680], wide[:, 296:776]
+    blurred = cv2.blur(moved, (41, 1))
+    other = cv2.resize(bgr("astronaut"), (480, 270))
+    assert structure_distance(thumb(a), thumb(moved)) > 0.3  # the small-shift search alone sees a change
+    assert aligned_distance(thumb(a), thumb(moved))[0] < 0.1
+    small = [cv2.GaussianBlur(cv2.resize(thumb(x), (32, 18), interpolation=cv2.INTER_AREA), (0, 0), 0.8)
+             for x in (a, blurred, other)]
+    assert coarse_distance(small[0], small[1])[0] < 0.15
+    assert coarse_distance(small[0], small[2])[0] > 0.3
+    assert aligned_distance(thumb(a), thumb(other))[0] > 0.3
+
+
+def keep(keeper: FocusKeeper, frames: list[tuple[float, Focus | None]]) -> list[float | None]:
+    return [None if (f := keeper.update(t, c)) is None else round(f.cx) for t, c in frames]
+
+
+def box(cx: float, kind: str = "person") -> Focus:
+    return Focus(cx - 20, 100, cx + 20, 200, 0.8, kind)
+
+
+def test_the_followed_subject_is_kept_while_detections_flicker_between_people() -> None:
+    """vtest-like flicker: the best subject alternates between two people far apart, and frames with
+    nothing: the camera stays on the first one instead of hopping."""
+    k = FocusKeeper(crop_w=200)
+    frames = [(i * 0.2, [box(100), box(500), None][i % 3]) for i in range(15)]
+    assert set(keep(k, frames)) == {100}
+
+
+def test_a_subject_that_stays_takes_over_after_the_dwell_a_face_sooner() -> None:
+    k = FocusKeeper(crop_w=200)
+    out = keep(k, [(0.0, box(100)), *[(0.2 + i * 0.2, box(500)) for i in range(12)]])
+    switched = out.index(500)
+    # the followed person is no longer seen: the other one takes over after about a second, not at once
+    assert 0.8 <= switched * 0.2 <= 1.2, out
+    k = FocusKeeper(crop_w=200)
+    out = keep(k, [(0.0, box(100, "object")), (0.2, box(100, "object")), (0.4, box(500, "face")),
+                   (0.6, box(500, "face"))])
+    assert out == [100, 100, 100, 500]  # a face over a saliency object: two frames
+    k.reset()
+    assert keep(k, [(1.0, box(300, "object"))]) == [300]  # a cut forgets the followed subject
+
+
+def test_the_same_subject_moving_is_followed_at_once() -> None:
+    k = FocusKeeper(crop_w=200)
+    assert keep(k, [(i * 0.2, box(100 + 30 * i)) for i in range(8)]) == [100 + 30 * i for i in range(8)]
 
 
 # ---------------------------------------------------------------- smoothing

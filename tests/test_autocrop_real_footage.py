@@ -57,7 +57,8 @@ def test_hard_cuts_are_found_on_held_out_footage_without_false_cuts(held_out: di
         h, f = footage.match_cuts(clip.cuts, [c.t for c in crops if c.cut], 1 / DEFAULT_FPS)
         hit, total, false = hit + h, total + len(clip.cuts), false + f
     assert total == 18
-    # measured: 17 of 18 (the miss is a cut right after a whip of motion blur in `cyclists`), no false cut
+    # measured: 17 of 18 (the miss is a cut right after a whip of motion blur in `cyclists`, whose score rose
+    # from 1.26 to 1.50 with the shift-aligned distances, still under 1.6), no false cut
     assert hit >= 17, (hit, total)
     assert false == 0
 
@@ -78,6 +79,19 @@ def test_the_crop_holds_still_while_the_subject_stays_in_it(held_out: dict[str, 
     spans = footage.holds(clip, times, 202)
     assert sum(b - a for a, b in spans) >= 2.5, spans  # the clip has holds to judge
     assert footage.hold_motion(times, windows(crops, times), spans) <= 0.2
+
+
+def test_the_camera_does_not_hop_between_small_people(held_out: dict[str, Result]) -> None:
+    """vtest's wide shots: people 50-90 px tall, found now as faces, now as people, now by saliency. Following
+    each frame's best subject moved the crop 5.7 px/frame during holds; the focus keeper's hysteresis keeps
+    it on one subject (measured 1.96 px/frame) and covers the reference movers more often, not less."""
+    clip, times, crops = held_out["pedestrians_held"]
+    spans = footage.holds(clip, times, 202)
+    assert sum(b - a for a, b in spans) >= 5.0, spans
+    wins = windows(crops, times)
+    assert footage.hold_motion(times, wins, spans) <= 2.5
+    cov, _ = footage.coverage(clip, times, wins)
+    assert cov >= 0.52  # measured 0.571; 0.502 before the keeper
 
 
 @pytest.mark.parametrize(("name", "at_least"), [("dialogue", 0.9), ("bunny", 0.95), ("mixed_held", 0.85),

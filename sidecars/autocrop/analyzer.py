@@ -14,7 +14,7 @@ import numpy as np
 
 from sidecast.contract.records import Crop
 
-from .decide import Focus, ShotDetector, choose_focus
+from .decide import Focus, FocusKeeper, ShotDetector, choose_focus
 from .detect import FaceDetector, ObjectDetector, PersonDetector, Subject
 from .smooth import CropPlanner, Observation, PathOptions
 
@@ -59,6 +59,7 @@ class Analyzer:
             self.objects = objects or None
         self.object_fps = object_fps
         self.shots = ShotDetector()
+        self.keeper = FocusKeeper(self.planner.crop_w)
         self._focus: Focus | None = None
         self._pending: deque[_Pending] = deque()
         self._shape: tuple[int, int] | None = None
@@ -96,13 +97,15 @@ class Analyzer:
         subjects = p.subjects
         if cut:
             self._focus = None
+            self.keeper.reset()
             if not p.fresh_objects:  # an object seen before the cut belongs to the old shot
                 subjects = [s for s in subjects if s.kind != "object"]
                 self._objects, self._objects_now = [], True
         focus = choose_focus(subjects, self.planner.crop_w, self.planner.crop_h, self.source_w, self.source_h,
-                             self.options.safe_margin, previous=self._focus)
+                             self.options.safe_margin, previous=self.keeper.held or self._focus)
         if focus is not None:
             self._focus = focus
+        focus = self.keeper.update(p.t, focus)
         self.last = FrameAnalysis(p.t, cut, subjects, focus)
         if self.keep_history:
             self.history.append(self.last)
@@ -118,6 +121,7 @@ class Analyzer:
             out += self._drain()
             self.shots.reset()
             self._focus, self._objects, self._objects_now = None, [], True
+            self.keeper.reset()
         self._shape = shape
         h, w = shape
         sx, sy = self.source_w / w, self.source_h / h
@@ -140,6 +144,7 @@ class Analyzer:
         out = self._drain()
         self.shots.reset()
         self._focus, self._objects, self._objects_now = None, [], True
+        self.keeper.reset()
         return out + self.planner.discontinuity()
 
     @property
