@@ -57,7 +57,10 @@ class _CoalescingTransport:
         held = self._held
         if held is not None:
             self._held = None
-            self._transport.write(held)
+            # the connection may have been lost since the write was held (its end is then unsendable, and
+            # uvloop raises on a write to a closed handle); our own close() flushes before closing
+            if not self._transport.is_closing():
+                self._transport.write(held)
 
     def writelines(self, list_of_data: Any) -> None:
         self._flush()
