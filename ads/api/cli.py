@@ -120,15 +120,18 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     if generated:   # only once the settings are good: a refused start prints its reason alone
         print(f"sidecast ads: no --api-key given; management API key for this run: {keys[0]}", file=sys.stderr)
+    from sidecast.ads.api.http import CoalescingHttpToolsProtocol
+
     if args.workers == 1:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                    http=CoalescingHttpToolsProtocol)
         return 0
     # Several processes: each builds its app from the same settings (one token key, one API key set),
     # so a token signed by one worker is accepted by every other.
     shared = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if f.name != "media_profile"}
     os.environ[_SETTINGS_ENV] = json.dumps(shared)
     uvicorn.run("sidecast.ads.api.cli:app_from_env", factory=True, workers=args.workers, host=args.host, port=args.port,
-                log_level="warning", access_log=False)
+                log_level="warning", access_log=False, http=CoalescingHttpToolsProtocol)
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from sidecast.ads.vast import DEFAULT_PROFILE, Companion, MediaProfile, ResolvedAd, choose_media_file
 
@@ -201,16 +202,29 @@ def build_pod(candidates: Sequence[Candidate], duration: float, max_ads: int = 8
     number of priority-2 ads). No two ads share an advertiser (competitive separation); ads with no
     advertiser are each their own. Play order: priority, then the upstream pod sequence, then input order.
     This is a group knapsack over the durations in milliseconds, kept sparse.
+
+    The pod depends only on each candidate's advertiser, priority, duration and sequence, in order, and on
+    the break: the same local campaigns answer most decisions, so the solution is memoised on those.
     """
     cap = int(round(duration * 1000))
     if cap <= 0 or not candidates or max_ads <= 0:
         return []
+    shape = tuple((c.advertiser, c.priority, c.duration, c.sequence) for c in candidates)
+    return [candidates[i] for i in _solve_pod(shape, cap, max_ads)]
+
+
+_Shape = tuple[tuple[str, int, float, int | None], ...]
+
+
+@lru_cache(maxsize=2048)
+def _solve_pod(shape: _Shape, cap: int, max_ads: int) -> tuple[int, ...]:
+    """build_pod's choice, as indices into `shape` (advertiser, priority, duration, sequence) in play order."""
     groups: dict[str, list[int]] = {}
-    for i, c in enumerate(candidates):
-        groups.setdefault(c.advertiser.strip().lower() or f"\x00{i}", []).append(i)
-    weight = [float(4 ** (LOWEST_PRIORITY - min(max(c.priority, TOP_PRIORITY), LOWEST_PRIORITY)))
-              for c in candidates]
-    ms = [max(1, int(round(c.duration * 1000))) for c in candidates]
+    for i, (advertiser, _, _, _) in enumerate(shape):
+        groups.setdefault(advertiser.strip().lower() or f"\x00{i}", []).append(i)
+    weight = [float(4 ** (LOWEST_PRIORITY - min(max(priority, TOP_PRIORITY), LOWEST_PRIORITY)))
+              for _, priority, _, _ in shape]
+    ms = [max(1, int(round(d * 1000))) for _, _, d, _ in shape]
     # state: filled ms -> (score, chosen indices); a higher score is better at equal fill
     states: dict[int, tuple[float, tuple[int, ...]]] = {0: (0.0, ())}
     for members in groups.values():
@@ -231,5 +245,4 @@ def build_pod(candidates: Sequence[Candidate], duration: float, max_ads: int = 8
         states = nxt
     best_fill = max(states)
     chosen = states[best_fill][1]
-    return [candidates[i] for i in sorted(
-        chosen, key=lambda i: (candidates[i].priority, candidates[i].sequence is None, candidates[i].sequence or 0, i))]
+    return tuple(sorted(chosen, key=lambda i: (shape[i][1], shape[i][3] is None, shape[i][3] or 0, i)))

@@ -21,7 +21,7 @@ from sidecast.ads.api.service import AdService, Settings
 from sidecast.ads.store import Store
 
 __all__ = ["resource_router", "API_KEY", "ID_RE", "Service", "SettingsDep", "StoreDep", "BaseUrl", "management",
-           "has_key", "claims"]
+           "has_key", "claims", "base_url"]
 
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="management API key")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -82,7 +82,7 @@ def claims(settings: Settings, token: str | None) -> dict[str, Any]:
         raise HTTPException(401, f"token refused: {exc}") from exc
 
 
-async def _base_url(request: Request) -> str:
+async def base_url(request: Request) -> str:
     public = request.app.state.service.settings.public_url
     if public:
         return public.rstrip("/")  # type: ignore[no-any-return]
@@ -90,5 +90,5 @@ async def _base_url(request: Request) -> str:
     return f"{request.scope.get('scheme', 'http')}://{host}{request.scope.get('root_path', '')}"
 
 
-BaseUrl = Annotated[str, Depends(_base_url)]
+BaseUrl = Annotated[str, Depends(base_url)]
 """Base of the URLs we hand out (beacons, asset lists, media): --public-url, else the request's own."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import json
 import time
@@ -44,7 +43,7 @@ def sign(claims: dict[str, Any], key: str | bytes, ttl: float = 300.0, *, now: f
     body = dict(claims)
     body["exp"] = int((time.time() if now is None else now) + ttl)
     payload = _b64(json.dumps(body, separators=(",", ":"), sort_keys=True).encode("utf-8"))
-    mac = hmac.new(_key_bytes(key), payload.encode("ascii"), hashlib.sha256).digest()
+    mac = hmac.digest(_key_bytes(key), payload.encode("ascii"), "sha256")  # one-shot: no HMAC object per token
     return f"{payload}.{_b64(mac)}"
 
 
@@ -53,7 +52,7 @@ def verify(token: str, key: str | bytes, *, now: float | None = None) -> dict[st
     if not isinstance(token, str) or token.count(".") != 1:
         raise TokenError("malformed token: expected '<payload>.<signature>'")
     payload, sig = token.split(".")
-    expected = hmac.new(_key_bytes(key), payload.encode("ascii", "replace"), hashlib.sha256).digest()
+    expected = hmac.digest(_key_bytes(key), payload.encode("ascii", "replace"), "sha256")
     try:
         given = _unb64(sig)
     except (binascii.Error, ValueError) as exc:
