@@ -872,8 +872,17 @@ def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         runs = [a for k, a in parse_dockerfile(p) if k == "RUN"]
         assert "pip wheel --no-cache-dir --no-deps --wheel-dir /wheels ." in runs, p.name
     out = tmp_path_factory.mktemp("wheel")
+    # Built from a copy of the files git knows (as a clean clone has them): building in the checkout reuses
+    # its build/ folder, where a package left out of pyproject can linger from an older build.
+    tree = tmp_path_factory.mktemp("tree")
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, check=True, timeout=60).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        if (ROOT / rel).is_file():
+            (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, tree / rel)
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                           "--wheel-dir", str(out), str(ROOT)], capture_output=True, text=True, timeout=300)
+                           "--wheel-dir", str(out), str(tree)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (wheel,) = out.glob("sidecast-*.whl")
     import zipfile
@@ -882,6 +891,24 @@ def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with zipfile.ZipFile(wheel) as z:
         z.extractall(site)
     return site
+
+
+def test_the_wheel_carries_every_package_of_the_checkout(installed_wheel: Path) -> None:
+    """Every folder with an ``__init__.py`` under a mapped source folder, and each of its modules, is in the
+    wheel: an editable install hides a package missing from pyproject's ``packages`` list (the ads storage
+    backends were missing, so a non-editable install could not store creatives)."""
+    import tomllib
+
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    missing = []
+    for package, folder in setup["package-dir"].items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            if "__pycache__" in init.parts:
+                continue
+            src = init.parent
+            dest = installed_wheel.joinpath(*package.split("."), src.relative_to(ROOT / folder))
+            missing += [str(f.relative_to(ROOT)) for f in src.glob("*.py") if not (dest / f.name).is_file()]
+    assert not missing, f"not in the wheel (add the package to pyproject's packages): {missing}"
 
 
 class ImageRun:
