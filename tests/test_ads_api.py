@@ -382,3 +382,17 @@ def test_a_store_that_goes_away_answers_503_not_500(tmp_path: Path) -> None:
         assert r.status_code == 503 and "store unavailable" in r.json()["detail"]
     finally:
         api_cm.__exit__(None, None, None)
+
+
+def test_a_wall_clock_given_as_a_number_is_refused_as_the_contract_says(tmp_path: Path) -> None:
+    """The OpenAPI document promises `format: date-time` strings; pydantic alone would take 5 as Unix time
+    (found by the contract test with an unlucky seed)."""
+    with running_api(db_path=str(tmp_path / "a.db")) as api:
+        make_creative(api, "c1", 15)
+        for path, body in (("/v1/breaks", {"start_date": 5, "duration": 10}),
+                           ("/v1/campaigns", {"id": "k1", "creative_ids": ["c1"], "start": 1.5e9}),
+                           ("/v1/campaigns", {"id": "k2", "creative_ids": ["c1"], "end": True})):
+            r = api.client.post(path, json=body)
+            assert r.status_code == 422 and "date-time string" in r.text, (path, r.status_code, r.text)
+        r = api.client.post("/v1/breaks", json={"start_date": "2026-12-01T10:00:00Z", "duration": 10})
+        assert r.status_code == 201, r.text

@@ -8,7 +8,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    model_validator,
+)
 
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 Url = Annotated[str, StringConstraints(pattern=r"^https?://[!-~]+$", max_length=2048)]  # ASCII: percent-encode the rest
@@ -19,6 +27,17 @@ PositionName = Literal["pre", "mid", "post"]
 Tracking = Annotated[dict[EventName, Annotated[list[Url], Field(max_length=16)]], Field(max_length=8)]
 Targeting = Annotated[dict[Word, Annotated[list[Word], Field(min_length=1, max_length=64)]], Field(max_length=32)]
 Duration = Annotated[float, Field(gt=0, le=600, description="seconds")]
+
+
+def _date_time_text(value: object) -> object:
+    """The documents say ``format: date-time`` (a string); pydantic alone also takes a number as Unix time,
+    which the OpenAPI contract does not promise, so a number is refused with a 422 that says so."""
+    if isinstance(value, (int, float)):
+        raise ValueError("a date-time string (RFC 3339, e.g. 2026-01-01T12:00:00Z), not a number")
+    return value
+
+
+WallClock = Annotated[datetime, BeforeValidator(_date_time_text)]
 
 
 def _all_positions() -> list[PositionName]:
@@ -50,8 +69,8 @@ class CampaignIn(_Strict):
     name: Text = ""
     advertiser: Text = Field("", description="no two ads of one advertiser share a pod")
     creative_ids: Annotated[list[Id], Field(min_length=1, max_length=64)]
-    start: datetime | None = Field(None, description="flight start (UTC when no offset is given)")
-    end: datetime | None = Field(None, description="flight end, exclusive")
+    start: WallClock | None = Field(None, description="flight start (UTC when no offset is given)")
+    end: WallClock | None = Field(None, description="flight end, exclusive")
     priority: int = Field(5, ge=1, le=10, description="1 is the most important, 10 the least")
     targeting: Targeting = Field(default_factory=dict,
                                  description="key -> allowed values; every key must match one value")
@@ -98,7 +117,7 @@ class BreakIn(_Strict):
     id: Id | None = None
     position: PositionName = "mid"
     offset: float | None = Field(None, ge=0, le=86400, description="VOD: seconds from the start of the asset")
-    start_date: datetime | None = Field(None, description="live: wall clock of the break's start (UTC when no "
+    start_date: WallClock | None = Field(None, description="live: wall clock of the break's start (UTC when no "
                                         "offset is given)")
     duration: float = Field(ge=0, le=600, description="seconds of content the break replaces; 0 inserts "
                             "(pre/post-rolls)")
