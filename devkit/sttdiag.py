@@ -101,23 +101,29 @@ def fmt(words: list[Word]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--split", default="heldout")
+    ap.add_argument("--split", default="heldout", help="heldout, tuning, or hard (realspeech.hard_tuning)")
     ap.add_argument("--minutes", type=float, default=4.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--policy", default="alignatt")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a StreamConfig field for this run (numbers and true/false), e.g. onset_confirm=1.0")
     ap.add_argument("--passes", action="store_true", help="print the pass log around each error")
     ap.add_argument("--all", action="store_true", help="every utterance, not only the worse ones")
     args = ap.parse_args()
 
     model = engine.load_model(engine.resolve_spec(None, "cpu", "int8", 2))
-    prog = rs.programme(args.split, "en", args.minutes, seed=args.seed)
+    prog = rs.hard_tuning() if args.split == "hard" else rs.programme(args.split, "en", args.minutes, seed=args.seed)
     segs, _ = model.transcribe(prog.audio, word_timestamps=True)
     off = [Word(w.word.strip(), float(w.start), float(w.end), float(w.probability)) for s in segs for w in s.words or ()]
     dec = Decoder(model, DecodeOptions(language=None, beam_size=3))
-    words, rec = replay(prog, dec, StreamConfig(policy=args.policy))  # type: ignore[arg-type]
+    overrides: dict[str, object] = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        overrides[key] = value.lower() == "true" if value.lower() in ("true", "false") else float(value)
+    words, rec = replay(prog, dec, StreamConfig(policy=args.policy, **overrides))  # type: ignore[arg-type]
     off_wer = rs.wer(prog.reference, " ".join(w.text for w in off))
     st_wer = rs.wer(prog.reference, " ".join(w.text for w in words))
-    print(f"{args.split} {args.minutes} min seed {args.seed}, {args.policy}: offline WER {off_wer:.3f}, "
+    print(f"{args.split} {args.minutes} min seed {args.seed}, {args.policy} {overrides}: offline WER {off_wer:.3f}, "
           f"streaming {st_wer:.3f} ({st_wer / max(off_wer, 1e-9):.2f}x), stalls {rec.stalls}, loops {rec.loops}")
     utts = prog.utterances
     lost = 0
