@@ -63,9 +63,11 @@ class StreamConfig:
                                   # before the new speech is decoded again on its own
     confirm_unstable: bool = True  # alignatt: words of a pass that looped (decoded again without the
                                    # prompt) are final only when the previous pass said them too
+    changed_wait: bool = True     # alignatt: a word the previous pass heard as another word is not final
+                                  # yet (the decoder is changing its mind about that audio)
     onset_confirm: float = 0.0    # alignatt: words starting within this many seconds of a speech onset
                                   # (a new speaker, the first words after a pause) need two passes too
-    context_gap: float = 0.0      # a pause longer than this (seconds) ends the kept context: the speech
+    context_gap: float = 3.0      # a pause longer than this (seconds) ends the kept context: the speech
                                   # after it is decoded without the committed sentences before (0 = off)
     guards: GuardConfig = GUARDS
 
@@ -307,9 +309,10 @@ class StreamingRecognizer:
                 # before the newest audio will not change with more audio; commit it from this one pass.
                 # The pass's last word is final this way only when punctuation closes it: the decoder may
                 # not have finished it ("log" of "logged" when the audio ends mid-word).
-                # Words the decoder was unsure of need the previous pass to have said them too: a copy
-                # of earlier text said again (see _merge), the words of a pass that looped, and (with
-                # onset_confirm) a new speech region's first words.
+                # A word the previous pass heard as another word waits (the decoder is changing its
+                # mind: "Unless to be" then "A less to be"). Words the decoder was unsure of need the
+                # previous pass to have said them too: a copy of earlier text said again (see _merge),
+                # the words of a pass that looped, and (with onset_confirm) a new region's first words.
                 limit = _sec(pass_end) - cfg.align_threshold
                 onsets = [a for a, _ in spans]
                 while agreed < len(new) and new[agreed].end <= limit and (
@@ -317,8 +320,9 @@ class StreamingRecognizer:
                     w = new[agreed]
                     confirm = (id(w) in self._confirm or (cfg.confirm_unstable and self._unstable)
                                or any(0 <= w.start - a < cfg.onset_confirm for a in onsets))
-                    if confirm and not (agreed < len(self.hypothesis)
-                                        and normalize(self.hypothesis[agreed].text) == normalize(w.text)):
+                    before = self.hypothesis[agreed] if agreed < len(self.hypothesis) else None
+                    same = before is not None and normalize(before.text) == normalize(w.text)
+                    if (confirm and not same) or (cfg.changed_wait and before is not None and not same):
                         break
                     agreed += 1
             else:
