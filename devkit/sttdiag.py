@@ -82,11 +82,16 @@ class LoggingRecognizer(StreamingRecognizer):
 def replay(prog: rs.Programme, decoder: Decoder, config: StreamConfig) -> tuple[list[Word], LoggingRecognizer]:
     rec = LoggingRecognizer(decoder.decode, engine.speech_regions, config)
     words: list[Word] = []
+    rec.lags = []  # type: ignore[attr-defined]
     for i in range(0, len(prog.audio), 1600):
         rec.append(prog.audio[i:i + 1600], i)
         if (end := rec.next_pass_end()) is not None:
-            words.extend(rec.step(end).committed)
-    words.extend(rec.finish().committed)
+            got = rec.step(end).committed
+            words.extend(got)
+            rec.lags += [end / SAMPLE_RATE - w.end for w in got]  # type: ignore[attr-defined]
+    got = rec.finish().committed
+    words.extend(got)
+    rec.lags += [len(prog.audio) / SAMPLE_RATE - w.end for w in got]  # type: ignore[attr-defined]
     return words, rec
 
 
@@ -124,7 +129,8 @@ def main() -> int:
     off_wer = rs.wer(prog.reference, " ".join(w.text for w in off))
     st_wer = rs.wer(prog.reference, " ".join(w.text for w in words))
     print(f"{args.split} {args.minutes} min seed {args.seed}, {args.policy} {overrides}: offline WER {off_wer:.3f}, "
-          f"streaming {st_wer:.3f} ({st_wer / max(off_wer, 1e-9):.2f}x), stalls {rec.stalls}, loops {rec.loops}")
+          f"streaming {st_wer:.3f} ({st_wer / max(off_wer, 1e-9):.2f}x), stalls {rec.stalls}, loops {rec.loops}; "
+          f"lag median {np.median(rec.lags):.2f} p95 {np.percentile(rec.lags, 95):.2f} max {max(rec.lags):.2f} s")
     utts = prog.utterances
     lost = 0
     for k, u in enumerate(utts):

@@ -65,9 +65,9 @@ class StreamConfig:
                                    # prompt) are final only when the previous pass said them too
     changed_wait: bool = True     # alignatt: a word the previous pass heard as another word is not final
                                   # yet (the decoder is changing its mind about that audio)
-    onset_confirm: float = 0.0    # alignatt: words starting within this many seconds of a speech onset
+    onset_confirm: float = 1.0    # alignatt: words starting within this many seconds of a speech onset
                                   # (a new speaker, the first words after a pause) need two passes too
-    context_gap: float = 3.0      # a pause longer than this (seconds) ends the kept context: the speech
+    context_gap: float = 0.0      # a pause longer than this (seconds) ends the kept context: the speech
                                   # after it is decoded without the committed sentences before (0 = off)
     guards: GuardConfig = GUARDS
 
