@@ -187,13 +187,14 @@ def english_pool(split: Split) -> list[Clip]:
 
 def programme(split: Split = "heldout", language: str = "en", minutes: float = 5.0, seed: int = 0,
               repeat_every: int = 7, noise_db: float = -58.0, lead: float = 1.0,
-              clips: Sequence[Clip] | None = None) -> Programme:
+              clips: Sequence[Clip] | None = None, gaps: Sequence[float] | None = None) -> Programme:
     """Real utterances with pauses between them, deterministic for given arguments.
 
     English mixes the LibriVox reader, the cards speaker and Allison's prompts (speaker changes);
     Spanish and French are one speaker each. Every ``repeat_every``-th utterance is said again after a
     short pause (0.8 s), as phone menus and broadcasts repeat themselves. ``clips`` overrides the pool
-    (tests pick short programmes of particular clips).
+    (tests pick short programmes of particular clips; a clip may appear twice in a row, said again) and
+    ``gaps`` the pauses after each utterance (cycled).
     """
     rng = np.random.default_rng(seed)
     if clips is None:
@@ -224,11 +225,17 @@ def programme(split: Split = "heldout", language: str = "en", minutes: float = 5
         a, b = speech_bounds(audio)
         pad = int(0.05 * SAMPLE_RATE)  # keep a little of each recording's own room tone
         lo, hi = max(0, a - pad), min(len(audio), b + pad)
+        repeat = repeat or (utts[-1].clip == clip.id if utts else False)
         utts.append(Utterance(clip=clip.id, text=clip.text, language=clip.language, speaker=clip.speaker,
                               start=t + (a - lo) / SAMPLE_RATE, end=t + (b - lo) / SAMPLE_RATE, repeat=repeat))
         parts.append(audio[lo:hi])
         t += (hi - lo) / SAMPLE_RATE
-        gap = 0.8 if (repeat_every and clips is None and (k + 1) % repeat_every == 0) else GAPS[k % len(GAPS)]
+        if gaps:
+            gap = gaps[k % len(gaps)]
+        elif repeat_every and clips is None and (k + 1) % repeat_every == 0:
+            gap = 0.8
+        else:
+            gap = GAPS[k % len(GAPS)]
         n_gap = int(gap * SAMPLE_RATE)
         parts.append(np.zeros(n_gap, dtype=np.float32))
         t += n_gap / SAMPLE_RATE
@@ -236,6 +243,33 @@ def programme(split: Split = "heldout", language: str = "en", minutes: float = 5
     audio = np.concatenate(parts).astype(np.float32)
     audio += (rng.standard_normal(len(audio)) * 10 ** (noise_db / 20)).astype(np.float32)
     return Programme(audio=audio, utterances=tuple(utts))
+
+
+# The failure modes the held-out programme showed that the tuning programme lacked, built from tuning
+# clips only: short prompts said again after 0.8 s; prompts that begin like the one before ("The
+# conference is now muted." / "... unmuted."), kept in the buffer as context; the LibriVox reader after
+# the telephone voice and a long pause (a new speaker's first words); card calls (digits and short words).
+# (clip, pause after it in seconds)
+HARD_TUNING = (
+    ("librivox/0870", 2.0), ("asterisk-en/conf-now-muted", 1.2), ("asterisk-en/conf-now-unmuted", 2.0),
+    ("asterisk-en/conf-unmuted", 0.8), ("asterisk-en/conf-unmuted", 3.5), ("cards/001", 5.0),
+    ("librivox/0890", 1.2), ("asterisk-en/confbridge-locked", 0.7), ("asterisk-en/confbridge-unlocked", 1.6),
+    ("asterisk-en/confbridge-has-left", 2.6), ("asterisk-en/conf-hasleft", 1.2), ("asterisk-en/vm-nomore", 0.8),
+    ("asterisk-en/vm-nomore", 4.2), ("librivox/0930", 1.2), ("asterisk-en/confbridge-conf-begin", 0.5),
+    ("asterisk-en/confbridge-conf-end", 2.0), ("asterisk-en/please-try-again", 0.8),
+    ("asterisk-en/please-try-again", 3.5), ("cards/002", 1.2), ("asterisk-en/confbridge-unmuted", 0.8),
+    ("asterisk-en/confbridge-unmuted", 5.0), ("cards/003", 2.0), ("asterisk-en/conf-userswilljoin", 0.7),
+    ("asterisk-en/conf-hasjoin", 1.6), ("asterisk-en/agent-loggedoff", 0.8), ("asterisk-en/agent-loggedoff", 2.6),
+    ("asterisk-en/agent-loginok", 4.2), ("librivox/0870", 1.2),
+)
+
+
+def hard_tuning() -> Programme:
+    """The tuning programme of the failure modes above (~2.5 min; tuning clips only)."""
+    pool = {c.id: c for c in (*librivox(), *prompts("en"))}
+    clips = [pool[c] for c, _ in HARD_TUNING]
+    assert all(c.split == "tuning" for c in clips)
+    return programme(clips=clips, gaps=[g for _, g in HARD_TUNING], minutes=60)
 
 
 # ---------------------------------------------------------------- scoring text

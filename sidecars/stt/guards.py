@@ -169,6 +169,22 @@ def has_loop(segments: Sequence[DecodedSegment], max_repeats: int = 2,
     return len(cut_repetitions(words, max_repeats, regions=regions)) < len(words)
 
 
+def cut_squeezed(words: Sequence[DecodedWord], min_span: float = 0.05) -> list[DecodedWord]:
+    """Cut a pass at the first run of two or more words squeezed into less than ``min_span`` seconds.
+
+    The cross-attention alignment puts text it finds no audio for into a sliver at the end of what it
+    did align: a small model that ignores the committed context and transcribes it once more ("The
+    conference has been extended." after the committed "... been extended. Please enter the conference
+    PIN number.") gets its copy timed as five words in 0 s just after the committed point, where the
+    copy checks, which compare time and exact text, let it through. Nobody says two words in 50 ms: the
+    run and whatever the pass decoded after it are not in the audio (the next pass decodes that audio
+    again)."""
+    for i in range(len(words) - 1):
+        if words[i + 1].end - words[i].start < min_span:
+            return list(words[:i])
+    return list(words)
+
+
 def is_hallucination_phrase(text: str) -> bool:
     return normalize(text).replace(".", "") in HALLUCINATIONS
 
@@ -207,7 +223,7 @@ def filter_segments(segments: Sequence[DecodedSegment], speech: Sequence[tuple[f
             if overlap(kept[0].start, kept[-1].end, speech) < 0.8 * span or seg.no_speech_prob > 0.2:
                 continue
         words.extend(kept)
-    return cut_repetitions(words, cfg.max_repeats, regions=speech)
+    return cut_repetitions(cut_squeezed(words), cfg.max_repeats, regions=speech)
 
 
 def _lead_in(w: DecodedWord, following: Sequence[DecodedWord], speech: Sequence[tuple[float, float]],
