@@ -372,6 +372,10 @@ class SttSidecar(Sidecar):
                 t0 = time.monotonic()
                 try:
                     out = r.engine.translate(text, r.source, r.target)
+                except TimeoutError as exc:  # one sentence the engine choked on: skip it, keep the track
+                    self.publish(self._report_text(f"translation to {r.target} ({r.engine.name}) skipped one "
+                                                   f"cue: {exc}"))
+                    continue
                 except Exception as exc:  # a broken engine loses its track, never the source captions
                     self.publish(self._report_text(f"translation to {r.target} ({r.engine.name}) failed: {exc}"))
                     tr.routes = [x for x in tr.routes if x is not r]

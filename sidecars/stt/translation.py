@@ -22,10 +22,16 @@ sidecar runs it as a second recogniser (see ``sidecar.py``).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import select
 import shutil
+import signal
 import subprocess
 import threading
+import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -68,6 +74,9 @@ def _tag(code: str) -> str:
     return _ISO3.get(code, code)
 
 
+READ_TIMEOUT_S = 10.0  # a sentence takes ~25 ms; nothing legitimate comes near this
+
+
 class _NullFlushPipe:
     """One Apertium pipeline kept running: a sentence in, terminated by NUL; its translation out, same."""
 
@@ -76,24 +85,46 @@ class _NullFlushPipe:
                                 check=True).stdout
         script = script.replace(" $2 ", " ")  # the tagger option the apertium wrapper would pass (none)
         self.proc = subprocess.Popen(["bash", "-c", script, "apertium", "-n"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
         self.lock = threading.Lock()
 
     def __call__(self, text: str) -> str:
+        # Format, private-use, unassigned and non-characters (U+FFFF, U+202E, U+200D...) knock the pipeline's
+        # NUL framing out of step: an answer came without its NUL (the read then waited for ever) or split in
+        # two (every later answer belonged to the sentence before). Captions lose nothing by dropping them.
+        text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C")
+        # A caret near the end opens a lexical unit in a later stage, escaped or not, and that stage then
+        # waits for its "$" past the NUL (no answer at all): speech has no carets, so they go.
+        text = text.replace("^", " ")
         escaped = re.sub(r"([\\\[\]^$@/<>{}*])", r"\\\1", " ".join(text.split()))
         with self.lock:
             assert self.proc.stdin is not None and self.proc.stdout is not None
-            self.proc.stdin.write(escaped.encode() + b"[][\\n]\0")
+            if self.proc.poll() is not None:
+                raise RuntimeError("apertium exited")
+            self.proc.stdin.write(escaped.encode() + b" [][\\n]\0")  # a blank first: "\\^[" hangs apertium
             self.proc.stdin.flush()
             out = b""
+            deadline = time.monotonic() + READ_TIMEOUT_S
             while not out.endswith(b"\0"):
-                chunk = self.proc.stdout.read1(65536)  # type: ignore[attr-defined]
+                # A sentence the pipeline never answers (it holds some inputs back) must not hold the
+                # caption thread: past the deadline the pipeline is ended and the caller told.
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+                    self._kill()
+                    raise TimeoutError(f"apertium gave no answer within {READ_TIMEOUT_S:.0f} s")
+                chunk = os.read(self.proc.stdout.fileno(), 65536)  # unbuffered: select sees what is left
                 if not chunk:
                     raise RuntimeError("apertium exited")
                 out += chunk
         s = out.rstrip(b"\0").decode("utf-8", "replace")
         s = re.sub(r"(?<!\\)\[(?:\\.|[^\]\\])*\]", " ", s)  # superblanks (formatting) out
         return " ".join(re.sub(r"\\(.)", r"\1", s).replace("#", "").split())
+
+    def _kill(self) -> None:
+        """The whole pipeline (bash and its apertium stages, one process group), not only bash."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -128,7 +159,7 @@ class ApertiumTranslator:
     def translate(self, text: str, source: str, target: str) -> str:
         with self._lock:
             pipe = self._pipes.get((source, target))
-            if pipe is None:
+            if pipe is None or pipe.proc.poll() is not None:  # a pipeline that ended (or was ended) restarts
                 pipe = self._pipes[(source, target)] = _NullFlushPipe(self._modes[(source, target)])
         return pipe(text)
 
