@@ -211,6 +211,14 @@ def main() -> int:
                 sampler.roots[fresh.name] = fresh.data
                 fresh.start(pg.url, storage, capacity, args.lease)
                 _wait(fresh.ready, 90, "the replacement replica")
+                # The next kill waits until every replica lists the newcomer among the peers it asks: a
+                # holder killed before its next pass (lease/3) never recorded it, so the newcomer may not
+                # take that holder's leases until outage_grace (docs/kubernetes.md), and with the others at
+                # capacity its streams would wait that long (seen in a quiet run: round 1 timed out).
+                alive_now = [r for r in replicas if r.proc is not None and r.proc.poll() is None]
+                _wait(lambda alive_now=alive_now: all(set(reg.peers_of(r.name)) == {o.name for o in alive_now}
+                                                      - {r.name} for r in alive_now), 60,
+                      "every replica to list the replacement as a peer")
             outages: list[dict[str, object]] = []
             if args.outage > 0:
                 progress = Progress(storage, sids, playlist)
