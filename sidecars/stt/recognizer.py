@@ -65,11 +65,12 @@ class StreamConfig:
                                    # prompt) are final only when the previous pass said them too
     changed_wait: bool = True     # alignatt: a word the previous pass heard as another word is not final
                                   # yet (the decoder is changing its mind about that audio)
-    onset_confirm: float = 0.0    # alignatt: words starting within this many seconds of a speech onset
-                                  # (a new speaker, the first words after a pause) need two passes too.
-                                  # 1.0 helped on real speech, but a file run (`sidecast run FILE`) then
-                                  # missed its decision windows (tests/test_stt_browser.py): off until
-                                  # the core's file pacing and this wait are reconciled
+    onset_confirm: float = 1.0    # alignatt: words starting within this many seconds of a speech onset
+                                  # (a new speaker, the first words after a pause) need two passes too:
+                                  # Whisper on a buffer cut early drops a sentence's first word ("The city
+                                  # council ..." -> "City council ...") and one pass would commit that.
+                                  # Off for a while ("file runs missed their decision windows"): the same
+                                  # misses came with it off, under load only (docs/captions.md)
     context_gap: float = 0.0      # a pause longer than this (seconds) ends the kept context: the speech
                                   # after it is decoded without the committed sentences before (0 = off)
     guards: GuardConfig = GUARDS
