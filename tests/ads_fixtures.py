@@ -204,3 +204,30 @@ def running_api(**kw: Any) -> Iterator[Api]:
         yield api
     finally:
         api.stop()
+
+
+@contextlib.contextmanager
+def cli_api(db: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`sidecast ads serve` as its own process (the production protocol and settings parsing), on a free
+    loopback port, with ``API_KEY``; yields (base URL, process) once /healthz answers."""
+    import sys
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "sidecast.ads.api.cli", "serve", "--port", str(port),
+                             "--db", str(db), "--api-key", API_KEY, *args],
+                            cwd=Path(__file__).resolve().parents[1], stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "server exited"
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(up, 30, "the API to answer /healthz")
+        yield url, proc
+    finally:
+        proc.terminate()
+        proc.wait(15)

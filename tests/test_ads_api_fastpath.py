@@ -9,10 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,9 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecast.ads.api.decide import LOWEST_PRIORITY, TOP_PRIORITY, Candidate, build_pod
-from tests.ads_fixtures import API_KEY, free_port, wait_until
+from tests.ads_fixtures import API_KEY, cli_api
 
-ROOT = Path(__file__).resolve().parents[1]
 PLAIN = "application/json"
 FULL = "application/json; charset=utf-8"  # the same body to FastAPI, but never taken by the direct path
 
@@ -31,32 +27,14 @@ FULL = "application/json; charset=utf-8"  # the same body to FastAPI, but never 
 def base(tmp_path_factory) -> Iterator[str]:
     """`sidecast ads serve` as its own process (the production protocol), with a small catalog."""
     tmp = tmp_path_factory.mktemp("fastpath")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "sidecast.ads.api.cli", "serve", "--port", str(port),
-                             "--db", str(tmp / "a.db"), "--api-key", API_KEY], cwd=ROOT, stderr=subprocess.PIPE,
-                            text=True)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "server exited"
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(up, 30, "the API to answer /healthz")
-        with httpx.Client(base_url=url, headers={"X-API-Key": API_KEY}) as c:
-            for i, d in enumerate((10, 15, 20, 30)):
-                c.post("/v1/creatives", json={"id": f"cr{i}", "media_url": f"https://cdn.example/{i}.m3u8",
-                                              "duration": d}).raise_for_status()
-            c.post("/v1/campaigns", json={"id": "a", "creative_ids": ["cr0", "cr1"], "advertiser": "A"}).raise_for_status()
-            c.post("/v1/campaigns", json={"id": "b", "creative_ids": ["cr2", "cr3"], "advertiser": "B",
-                                          "targeting": {"genre": ["sports"]}}).raise_for_status()
+    with cli_api(tmp / "a.db") as (url, _), httpx.Client(base_url=url, headers={"X-API-Key": API_KEY}) as c:
+        for i, d in enumerate((10, 15, 20, 30)):
+            c.post("/v1/creatives", json={"id": f"cr{i}", "media_url": f"https://cdn.example/{i}.m3u8",
+                                          "duration": d}).raise_for_status()
+        c.post("/v1/campaigns", json={"id": "a", "creative_ids": ["cr0", "cr1"], "advertiser": "A"}).raise_for_status()
+        c.post("/v1/campaigns", json={"id": "b", "creative_ids": ["cr2", "cr3"], "advertiser": "B",
+                                      "targeting": {"genre": ["sports"]}}).raise_for_status()
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 def post(base: str, content_type: str | None, body: bytes, query: str = "", key: bool = True) -> httpx.Response:

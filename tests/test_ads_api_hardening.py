@@ -19,7 +19,7 @@ import pytest
 
 from sidecast.ads.api.service import Settings
 from sidecast.ads.fetch import FetchPolicy, UnsafeURL, check_url, check_url_syntax
-from tests.ads_fixtures import API_KEY, free_port, running_api, wait_until
+from tests.ads_fixtures import API_KEY, cli_api, running_api
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1 << 20
@@ -29,24 +29,8 @@ MB = 1 << 20
 def server(tmp_path_factory) -> Iterator[tuple[int, int, Path]]:
     """`sidecast ads serve` as its own process: (port, pid, media folder), so its memory can be read."""
     tmp = tmp_path_factory.mktemp("hardening")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "sidecast.ads.api.cli", "serve", "--port", str(port),
-                             "--db", str(tmp / "a.db"), "--media-dir", str(tmp / "media"), "--api-key", API_KEY,
-                             "--max-upload-bytes", str(100 * MB)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
-
-    def up() -> bool:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "server exited"
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(up, 30, "the API to answer /healthz")
-        yield port, proc.pid, tmp / "media"
-    finally:
-        proc.terminate()
-        proc.wait(15)
+    with cli_api(tmp / "a.db", "--media-dir", str(tmp / "media"), "--max-upload-bytes", str(100 * MB)) as (url, proc):
+        yield int(url.rsplit(":", 1)[1]), proc.pid, tmp / "media"
 
 
 def memory_kib(pid: int, field: str = "VmHWM") -> int:
