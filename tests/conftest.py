@@ -55,6 +55,17 @@ def clip_720(media_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def clip240(media_dir: Path) -> Path:
+    """12 s of 426x240 25 fps test pattern with a tone, H.264 + AAC (cheap to transcode on 2 cores): the
+    server, fleet and disk tests' camera."""
+    path = media_dir / "clip240.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=426x240:rate=25:duration=12", "-f", "lavfi", "-i",
+           "sine=frequency=440:sample_rate=44100:duration=12", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
+           "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
 def clip_small(media_dir: Path) -> Path:
     """8 s of 640x360 30 fps with audio, as FLV-friendly H.264 + AAC."""
     return make_clip(media_dir / "clip360.mp4", 8.0, "640x360")

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.server_helpers import live_hls, running_server
-from tests.test_server_streams import LADDER, clip240  # noqa: F401 (fixture)
+from tests.test_server_streams import LADDER
 
 
 @contextlib.contextmanager
@@ -37,7 +37,7 @@ def free_mb(path: Path) -> float:
     return st.f_bavail * st.f_frsize / (1 << 20)
 
 
-def test_a_full_disk_pauses_streams_keeps_the_server_up_and_recovers(tmp_path: Path, clip240: Path) -> None:  # noqa: F811
+def test_a_full_disk_pauses_streams_keeps_the_server_up_and_recovers(tmp_path: Path, clip240: Path) -> None:
     with small_disk(tmp_path / "disk", 96) as disk, live_hls(tmp_path, clip240) as source, \
             running_server(disk / "data", min_free_mb=16) as srv:
         r = srv.api.post("/v1/streams", json={"id": "cam", "ingest": "pull", "source": source,

@@ -37,7 +37,7 @@ from devkit.fleet import ADMIN, CuttableProxy, Replica, WorkerSampler
 from devkit.postgres import PostgresServer
 from sidecast.core.server.registry import Registry
 from sidecast.hls import MediaPlaylist, parse_media
-from tests.conftest import ffmpeg, free_port, wait_for
+from tests.conftest import free_port, wait_for
 from tests.server_helpers import live_hls
 
 LEASE_S = 5.0
@@ -52,15 +52,6 @@ def pg() -> Iterator[PostgresServer]:
     server = PostgresServer().start()
     yield server
     server.close()
-
-
-@pytest.fixture(scope="module")
-def clip240(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("clips") / "clip240.mp4"
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=426x240:rate=25:duration=12", "-f", "lavfi", "-i",
-           "sine=frequency=440:sample_rate=44100:duration=12", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
-           "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", str(path))
-    return path
 
 
 def _fresh_db(pg: PostgresServer, name: str) -> str:

@@ -15,7 +15,7 @@ import pytest
 from sidecast.hls import parse_media
 from tests.conftest import SIDECAST, free_port, wait_for
 from tests.server_helpers import live_hls, pid_alive, rings_of
-from tests.test_server_streams import LADDER, clip240  # noqa: F401 (fixture)
+from tests.test_server_streams import LADDER
 
 ADMIN = "sk_test_process_admin_key_0123456789"
 
@@ -54,7 +54,7 @@ def live_status(client: httpx.Client) -> dict:
     return box
 
 
-def test_sigterm_stops_cleanly_and_kill_9_leaves_no_orphans_or_rings(tmp_path: Path, clip240: Path) -> None:  # noqa: F811
+def test_sigterm_stops_cleanly_and_kill_9_leaves_no_orphans_or_rings(tmp_path: Path, clip240: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     api_port, media_port = free_port(), free_port()

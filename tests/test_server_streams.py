@@ -15,26 +15,15 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from sidecast.core.server.publish import resolve_uri
 from sidecast.core.server.webhooks import SIGNATURE_HEADER, verify_signature
 from sidecast.hls import parse_master, parse_media
-from tests.conftest import ffmpeg, free_port, wait_for
+from tests.conftest import free_port, wait_for
 from tests.server_helpers import FfmpegSession, Running, WebhookReceiver, live_hls, running_server
 from tests.test_rtsp import start_server as start_rtsp_server
 
 LADDER = "240p:400k"
-
-
-@pytest.fixture(scope="module")
-def clip240(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """12 s of 426x240 25 fps test pattern with a tone, H.264 + AAC (cheap to transcode on 2 cores)."""
-    path = tmp_path_factory.mktemp("clips") / "clip240.mp4"
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=426x240:rate=25:duration=12", "-f", "lavfi", "-i",
-           "sine=frequency=440:sample_rate=44100:duration=12", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
-           "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", str(path))
-    return path
 
 
 def push_stream(srv: Running, sid: str, **extra: object) -> str:
