@@ -14,6 +14,7 @@ write the masters, shut everything down.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import shutil
@@ -342,6 +343,11 @@ class Pipeline:
         # at low latency always (video is never held for sidecar results: hints are not applied).
         if isinstance(main, VideoLadder) and (self.cfg.latency == "low" or not self.packager.producers_of(main)):
             main.stream()
+        # The vertical ladder encodes each frame as soon as its crop is final (the crop sidecars' watermark
+        # passed it), so it trails the main ladder by about the sidecar's look-ahead, not a whole segment more.
+        for ladder in self.ladders:
+            if isinstance(ladder, VideoLadder) and ladder.kind == "vertical":
+                ladder.stream(producers=functools.partial(self.packager.producers_of, ladder))
         for sub in self.subtitles:  # low-latency caption parts wait for these sidecars, up to the window
             sub.producers = self.packager.producers_of(sub)
             sub.window_s = self.window_s

@@ -33,6 +33,7 @@ class Timeline:
         self.counts: dict[str, int] = defaultdict(int)
         self._results_fp: IO[str] | None = open(results_path, "a") if results_path else None  # noqa: SIM115
         self.listeners: list[Any] = []
+        self._version = 0  # bumped on every change, so a waiter cannot miss one (``wait_change``)
 
     def open_results(self, path: Path) -> None:
         """Generic plugin results are appended to this JSON-lines file as they arrive."""
@@ -45,14 +46,14 @@ class Timeline:
     def set_live(self, name: str, live: bool) -> None:
         with self._cond:
             self._live[name] = live
-            self._cond.notify_all()
+            self._changed()
 
     def watermark(self, name: str, pts: float) -> None:
         with self._cond:
             if pts > self._watermarks.get(name, -1.0):
                 self._watermarks[name] = pts
                 self._progress_at[name] = time.monotonic()
-                self._cond.notify_all()
+                self._changed()
 
     def add(self, name: str, result: Result) -> None:
         with self._cond:
@@ -71,7 +72,16 @@ class Timeline:
                 self._results_fp.flush()
             for listener in self.listeners:
                 listener(name, result)
-            self._cond.notify_all()
+            self._changed()
+
+    def _changed(self) -> None:
+        self._version += 1
+        self._cond.notify_all()
+
+    def poke(self) -> None:
+        """Wake every ``wait_change`` waiter: something they also watch (outside the timeline) changed."""
+        with self._cond:
+            self._changed()
 
     # ------------------------------------------------------------ packager side
 
@@ -82,6 +92,27 @@ class Timeline:
     def watermark_of(self, name: str) -> float:
         with self._cond:
             return self._watermarks.get(name, -1.0)
+
+    def _pending(self, t_end: float, names: list[str] | None) -> list[str]:
+        return [n for n, ok in self._live.items()
+                if ok and (names is None or n in names) and self._watermarks.get(n, -1.0) < t_end - 1e-6]
+
+    def covered(self, t_end: float, names: list[str] | None = None) -> bool:
+        """Whether every live sidecar (of ``names``) has a watermark >= t_end now (``wait_covered`` without
+        the wait)."""
+        with self._cond:
+            return not self._pending(t_end, names)
+
+    def version(self) -> int:
+        """A number that changes whenever a result, a watermark or a sidecar's liveness changes (or on
+        ``poke``): read it before looking, then ``wait_change`` from it, and no change is missed."""
+        with self._cond:
+            return self._version
+
+    def wait_change(self, since: int, timeout: float) -> bool:
+        """Block until ``version()`` differs from ``since`` or ``timeout`` s pass; True when it changed."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._version != since, timeout=timeout)
 
     def wait_covered(self, t_end: float, deadline: float, names: list[str] | None = None,
                      stall: float | None = None) -> bool:
@@ -94,10 +125,7 @@ class Timeline:
         """
         with self._cond:
             while True:
-                pending = [
-                    n for n, ok in self._live.items()
-                    if ok and (names is None or n in names) and self._watermarks.get(n, -1.0) < t_end - 1e-6
-                ]
+                pending = self._pending(t_end, names)
                 if not pending:
                     return True
                 limit = deadline

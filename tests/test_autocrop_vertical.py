@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from devkit.scenes import Scene, ground_truth_scenes, inside
+from sidecast.hls import parse_media
 from sidecast.sidecars.autocrop.detect import FaceDetector
 from tests.browser.harness import play_hls, serve
 
@@ -94,6 +95,30 @@ def test_vertical_picture_shows_the_face_a_centre_crop_would_lose(run_output: tu
     seen = sum(bool(faces.detect(f)) for f in sample)
     # in the 'cuts' scene the astronaut is off-centre in two of three shots: a centre crop shows no face
     assert seen / len(sample) >= 0.9
+
+
+def segment_frames(path: Path) -> tuple[list[float], bool]:
+    """(frame times, first frame is a keyframe) of one MPEG-TS segment."""
+    with av.open(str(path)) as c:
+        frames = list(c.decode(video=0))
+    return [float(f.time or 0.0) for f in frames], bool(frames and frames[0].key_frame)
+
+
+def test_vertical_segments_line_up_with_the_main_ladder(run_output: tuple[Scene, Path]) -> None:
+    """Encoding vertical frames as their crops land must not move a boundary: the same segments, the same
+    frames in each, each one a closed GOP that starts with a keyframe (so a player switching between
+    master.m3u8 and vertical.m3u8, or an editor cutting both, finds the same cut points)."""
+    _scene, out = run_output
+    main_dir = next(p for p in sorted((out / "video").iterdir()) if p.is_dir())
+    main = parse_media((main_dir / "vod.m3u8").read_text())
+    for rend in sorted(p for p in (out / "vertical").iterdir() if p.is_dir()):
+        vert = parse_media((rend / "vod.m3u8").read_text())
+        assert [(s.uri, s.duration) for s in vert.segments] == [(s.uri, s.duration) for s in main.segments]
+        for seg in main.segments:
+            mt, _mkey = segment_frames(main_dir / seg.uri)
+            vt, vkey = segment_frames(rend / seg.uri)
+            assert vkey, f"{rend.name}/{seg.uri} starts with a keyframe"
+            assert vt == pytest.approx(mt, abs=1e-3), f"{rend.name}/{seg.uri}: the same frames as the main ladder"
 
 
 @pytest.mark.browser

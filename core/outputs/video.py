@@ -6,13 +6,24 @@ one crops every frame to the window the crop path gives (it ``needs`` crops). Ea
 live playlist (the window) and a full VOD playlist, and the peak and average bit rates the master
 playlist declares.
 
-Two ways to encode, chosen when the stream starts:
+Three ways to encode, chosen when the stream starts:
 - **streaming** (a ladder no running sidecar has results for: the main ladder without a bitrate
   sidecar): every rendition has an encoder thread fed frame by frame as the ingest reads them, so
   encoding runs continuously, a segment is ready moments after its last frame, and no decoded picture is
   kept longer than the encoders' look-ahead — memory does not grow with segment length or frame rate;
-- **buffered** (the ladder waits for sidecar results: hints, crops): the segment's frames are kept
-  until the decision window closes, then every rendition encodes them in parallel.
+- **streaming behind the crops** (the vertical ladder): the same encoder threads, but each frame waits in
+  a ``_CropGate`` until its crop is final — the crop sidecars' watermark has passed the frame's time, so
+  the crop path will not change around it — and is then cropped and encoded at once. Only the frames of
+  the sidecar's last look-ahead are left to encode when a segment's crops are complete, so the vertical
+  is published about one look-ahead after the main ladder instead of a look-ahead plus a whole segment's
+  encode. When the decision window closes first (a late or dead sidecar) the packager's ``publish``
+  releases the rest of the segment with the crops that arrived, as before;
+- **buffered** (the main ladder waits for bitrate hints, which set the encoder's settings per segment):
+  the segment's frames are kept until the decision window closes, then every rendition encodes them in
+  parallel.
+
+Segment boundaries, the closed GOP (a fresh encoder per segment, its first frame an IDR) and the
+playlists are the same in every mode: the vertical's segments line up with the main ladder's.
 """
 
 from __future__ import annotations
@@ -20,6 +31,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +44,9 @@ from sidecast.hls import Part
 from sidecast.hls.live import LivePlaylist, atomic_write
 
 from .. import fmp4, media
-from ..croppath import CropPath
+from ..croppath import CropPath, Window
 from ..ladder import RateControl, Rung, segment_settings, segment_size
+from ..timeline import Timeline
 from .base import JsonLines, Output, SegmentJob, StreamContext
 from .parts import PartEncoder, PartReady, part_name
 
@@ -88,39 +102,68 @@ class VideoLadder(Output):
                 fragmenter=fmp4.Fragmenter() if self.low_latency else None))
         self.published = 0
         self.streaming: _Streaming | None = None
+        self.gate: _CropGate | None = None
         # crops.jsonl: the window the vertical followed, per analysed crop (tools and tests read it)
         self.crops_log = JsonLines(ctx.outdir / "crops.jsonl") if crop_path is not None else None
 
     # ------------------------------------------------------------ streaming
 
-    def stream(self) -> None:
-        """Encode frames as they arrive (no sidecar result will change how): call before the first frame."""
-        if self.streaming is None and self.crop_path is None:
+    def stream(self, producers: Callable[[], list[str]] | None = None) -> None:
+        """Encode frames as they arrive: call before the first frame. The main ladder: when no sidecar
+        result will change how. The vertical ladder: ``producers`` names the sidecars whose crops it
+        follows (asked again for every frame, so a sidecar that fails is no longer waited for); each frame
+        is encoded as soon as their watermark has passed it."""
+        if self.streaming is not None:
+            return
+        if self.crop_path is None:
             self.streaming = _Streaming(self)
+        elif producers is not None:
+            self.streaming = _Streaming(self)
+            self.gate = _CropGate(self.streaming, self.crop_path, self.ctx.timeline, producers)
 
     @property
     def buffers_frames(self) -> bool:
         return self.streaming is None
 
     def frame(self, frame: av.VideoFrame, t: float, segment: int) -> None:
-        if self.streaming is not None:
+        if self.gate is not None:
+            self.gate.frame(frame, t, segment)
+        elif self.streaming is not None:
             self.streaming.frame(frame, t, segment)
 
     def segment_closed(self, job: SegmentJob) -> None:
-        if self.streaming is not None:
+        if self.gate is not None:
+            self.gate.close_segment(job.index, job.duration)
+        elif self.streaming is not None:
             self.streaming.close_segment(job.index, job.duration)
 
     # ------------------------------------------------------------ publishing
 
     def publish(self, job: SegmentJob) -> None:
-        if self.streaming is not None:
-            stats = self.streaming.wait(job.index)
-            settings = [(*segment_settings(self.rate_control, rs.rung.crf, rs.rung.max_bitrate, None, None),
-                         False, rs.rung.width, rs.rung.height) for rs in self.renditions]
-            # parts are encoded as frames arrive, before any hint could exist: hints do not apply here
-            self._list(job, stats, settings,
-                       "low latency" if self.kind == "main" and self.hint_producers else None)
+        if self.gate is not None:
+            # The packager waited for the crops as long as the decision window allows: whatever of this
+            # segment still waits for its crop is encoded now, with the crops there are.
+            self.gate.release(job.index)
+            try:
+                self._publish_streamed(job)
+            except BaseException:
+                self.gate.stop()  # the packager switches this output off: stop encoding for it
+                raise
             return
+        if self.streaming is not None:
+            self._publish_streamed(job)
+            return
+        self._publish_buffered(job)
+
+    def _publish_streamed(self, job: SegmentJob) -> None:
+        assert self.streaming is not None
+        stats = self.streaming.wait(job.index)
+        settings = [(*segment_settings(self.rate_control, rs.rung.crf, rs.rung.max_bitrate, None, None),
+                     False, rs.rung.width, rs.rung.height) for rs in self.renditions]
+        # parts are encoded as frames arrive, before any hint could exist: hints do not apply here
+        self._list(job, stats, settings, "low latency" if self.kind == "main" and self.hint_producers else None)
+
+    def _publish_buffered(self, job: SegmentJob) -> None:
         hint = self.ctx.timeline.hint_for(job.index) if self.kind == "main" else None
         hints = {h.rendition: h for h in hint.renditions} if hint else {}
         crops = [self.crop_path.window_at(t) for t in job.times] if self.crop_path is not None else None
@@ -197,6 +240,8 @@ class VideoLadder(Output):
         return "late" if live.intersection(self.hint_producers) else "sidecar down"
 
     def finish(self, complete: bool) -> None:
+        if self.gate is not None:
+            self.gate.stop()
         if self.streaming is not None:
             self.streaming.stop()
         if self.crops_log is not None:
@@ -206,6 +251,11 @@ class VideoLadder(Output):
         for rs in self.renditions:
             rs.playlist.end()
             rs.full.end()
+
+
+# What an encoder thread is handed: a frame (its media time, segment, and the window to crop, for the
+# vertical), or the end of a segment (None, its duration, its index, None).
+_Item = tuple[av.VideoFrame, float, int, Window | None] | tuple[None, float, int, None]
 
 
 class _Streaming:
@@ -220,26 +270,24 @@ class _Streaming:
         self.keyint = max(keyint, 4)
         self.cond = threading.Condition()
         self.done: dict[tuple[int, int], media.SegmentStats | BaseException] = {}
-        self.queues: list[queue.Queue[tuple[av.VideoFrame, float, int] | tuple[None, float, int] | None]] = []
+        self.queues: list[queue.Queue[_Item | None]] = []
         self.threads = []
         for i, rs in enumerate(ladder.renditions):
-            q: queue.Queue[tuple[av.VideoFrame, float, int] | tuple[None, float, int] | None] = \
-                queue.Queue(maxsize=self.QUEUE_FRAMES)
+            q: queue.Queue[_Item | None] = queue.Queue(maxsize=self.QUEUE_FRAMES)
             self.queues.append(q)
             t = threading.Thread(target=self._run, args=(i, rs, q), name=f"enc-{rs.rung.name}", daemon=True)
             t.start()
             self.threads.append(t)
 
-    def frame(self, frame: av.VideoFrame, t: float, segment: int) -> None:
+    def frame(self, frame: av.VideoFrame, t: float, segment: int, crop: Window | None = None) -> None:
         for q in self.queues:
-            q.put((frame, t, segment))
+            q.put((frame, t, segment, crop))
 
     def close_segment(self, index: int, duration: float) -> None:
         for q in self.queues:
-            q.put((None, duration, index))
+            q.put((None, duration, index, None))
 
-    def _run(self, i: int, rs: Rendition, q: queue.Queue[tuple[av.VideoFrame, float, int] | tuple[None, float, int]
-                                                          | None]) -> None:
+    def _run(self, i: int, rs: Rendition, q: queue.Queue[_Item | None]) -> None:
         ladder = self.ladder
         crf, cap = segment_settings(ladder.rate_control, rs.rung.crf, rs.rung.max_bitrate, None, None)
         enc: media.SegmentEncoder | PartEncoder | None = None
@@ -250,7 +298,7 @@ class _Streaming:
                 if enc is not None:
                     enc.abort()
                 return
-            frame, t, segment = item
+            frame, t, segment, crop = item
             if frame is None:  # the segment ended: t is its duration
                 result: media.SegmentStats | BaseException
                 if failed is not None:
@@ -272,7 +320,7 @@ class _Streaming:
             try:
                 if enc is None:
                     enc = ladder.new_encoder(rs, i, segment, crf, cap, self.keyint)
-                enc.encode(frame, t)
+                enc.encode(frame, t, crop)
             except Exception as exc:
                 failed = exc
                 if enc is not None:
@@ -294,6 +342,109 @@ class _Streaming:
             q.put(None)
         for t in self.threads:
             t.join(timeout=10)
+
+
+class _CropGate:
+    """Holds the vertical ladder's frames until their crop is final, then hands them, cropped, to the
+    encoder threads in order (frames and segment ends alike).
+
+    The frame at media time t is final once every live sidecar producing crops has a watermark >= t: the
+    autocrop sidecar publishes its crops in time order and its watermark is the time of the last one, so
+    the crops on both sides of t are known and ``CropPath.window_at(t)`` will not change any more. With no
+    crop sidecar running (or failed, or stalled), or with the operator's keep-centred override on, every
+    frame is final at once. ``release(index)`` (the packager's decision window for that segment closed)
+    makes the segment's frames final with whatever crops arrived, as the buffered encode did.
+
+    One thread, woken by the ingest (a frame, a segment end), by the timeline (a crop, a watermark, a
+    sidecar going down) and by ``release``. It blocks on the encoders' bounded queues when they fall
+    behind; the packager's bounded job queue then holds the ingest back, so the frames waiting here stay
+    bounded as they were in the buffered encode (the segments in flight).
+    """
+
+    def __init__(self, streaming: _Streaming, crop_path: CropPath, timeline: Timeline,
+                 producers: Callable[[], list[str]]) -> None:
+        self.streaming = streaming
+        self.crop_path = crop_path
+        self.timeline = timeline
+        self.producers = producers
+        self._items: deque[tuple[av.VideoFrame | None, float, int]] = deque()
+        self._cond = threading.Condition()
+        self._released = -1
+        self._stopped = False
+        self.encoded_final = 0     # frames handed over because their crop was final
+        self.encoded_released = 0  # frames handed over because the decision window closed first
+        self.thread = threading.Thread(target=self._run, name="vertical-crops", daemon=True)
+        self.thread.start()
+
+    def frame(self, frame: av.VideoFrame, t: float, segment: int) -> None:
+        with self._cond:
+            if not self._stopped:
+                self._items.append((frame, t, segment))
+                self._cond.notify_all()
+
+    def close_segment(self, index: int, duration: float) -> None:
+        with self._cond:
+            if not self._stopped:
+                self._items.append((None, duration, index))
+                self._cond.notify_all()
+
+    def release(self, index: int) -> None:
+        """Segments up to ``index`` are encoded now, whether or not their crops are final."""
+        with self._cond:
+            self._released = max(self._released, index)
+            self._cond.notify_all()
+        self.timeline.poke()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._items.clear()
+            self._cond.notify_all()
+        self.timeline.poke()
+        if self.thread is not threading.current_thread():
+            self.thread.join(timeout=10)
+
+    def pending(self) -> int:
+        """Frames waiting for their crop."""
+        with self._cond:
+            return sum(1 for f, _t, _s in self._items if f is not None)
+
+    def _final(self, t: float) -> bool:
+        if self.crop_path.centered:
+            return True
+        names = self.producers()
+        return not names or self.timeline.covered(t, names)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._items) or self._stopped)
+                if self._stopped:
+                    return
+            # Read the timeline's version before looking, so a crop or a release that lands between the
+            # look and the wait ends the wait at once.
+            version = self.timeline.version()
+            with self._cond:
+                if self._stopped:
+                    return
+                frame, t, segment = self._items[0]
+                released = segment <= self._released
+            final = frame is None or released or self._final(t)
+            if not final:
+                self.timeline.wait_change(version, timeout=1.0)
+                continue
+            with self._cond:
+                if self._stopped:
+                    return
+                self._items.popleft()
+            if frame is None:
+                self.streaming.close_segment(segment, t)
+                continue
+            if released and not self._final(t):
+                self.encoded_released += 1
+            else:
+                self.encoded_final += 1
+            self.streaming.frame(frame, t, segment, self.crop_path.window_at(t))
 
 
 __all__ = ["Rendition", "VideoLadder"]

@@ -1,0 +1,160 @@
+"""Try the autocrop sidecar's decision and smoothing constants in seconds, on the real footage of
+``devkit/footage.py``, without running the detectors again.
+
+Detection (YuNet, HOG, UNISAL) and the shot detector cost ~30 ms per analysed frame, the focus keeper and the
+planner almost nothing. ``cache`` runs the whole analysis once per clip (5 fps, 480 px, as the sidecar does)
+and keeps, per analysed frame, its time, whether a shot starts there and the subjects found; ``score`` feeds
+those through ``choose_focus`` -> ``FocusKeeper`` -> ``CropPlanner`` (as ``Analyzer._finish`` does) and
+prints coverage and hold motion per clip and split, the way ``bench/autocrop.py`` computes them. Before any
+change the figures are the bench's own (``score --check`` asserts the replayed crops equal the cached ones).
+
+    .venv/bin/python -m devkit.autocrop_replay cache            # once, ~1 min per clip on a busy machine
+    .venv/bin/python -m devkit.autocrop_replay score --split tune
+    .venv/bin/python -m devkit.autocrop_replay score --code /tmp/my-autocrop   # a modified copy of sidecars/autocrop
+
+Tune on ``--split tune`` only; look at ``held_out`` once, when a change is chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import pickle
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import cv2
+import numpy as np
+
+from devkit import footage
+from sidecast.contract.records import Crop
+from sidecast.core.croppath import CropPath
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache" / "autocrop-replay"
+FPS, WIDTH = 5.0, 480
+
+
+def analysed_times(duration: float, fps: float = FPS) -> list[float]:
+    n = int(np.floor(duration * fps + 1e-9))
+    return [i / fps for i in range(n) if i / fps < duration]
+
+
+def load_code(code: Path | None) -> tuple[ModuleType, ModuleType]:
+    """(decide, smooth) from ``code`` (a copy of sidecars/autocrop), or the installed sidecar's."""
+    if code is None:
+        from sidecast.sidecars.autocrop import decide, smooth
+        return decide, smooth
+    name = "autocrop_replayed"
+    spec = importlib.util.spec_from_file_location(name, code / "__init__.py", submodule_search_locations=[str(code)])
+    assert spec is not None and spec.loader is not None
+    pkg = importlib.util.module_from_spec(spec)
+    sys.modules[name] = pkg
+    # only the two pure modules are needed: do not run the package's __init__ (the sidecar and its models)
+    mods = []
+    for sub in ("decide", "smooth"):
+        s = importlib.util.spec_from_file_location(f"{name}.{sub}", code / f"{sub}.py")
+        assert s is not None and s.loader is not None
+        m = importlib.util.module_from_spec(s)
+        sys.modules[f"{name}.{sub}"] = m
+        s.loader.exec_module(m)
+        mods.append(m)
+    return mods[0], mods[1]
+
+
+def cache(clips: list[footage.Clip]) -> None:
+    from sidecast.sidecars.autocrop.analyzer import Analyzer
+    from sidecast.sidecars.autocrop.detect import FaceDetector, ObjectDetector
+    from sidecast.sidecars.autocrop.smooth import PathOptions
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    faces, objects = FaceDetector(threads=1), ObjectDetector(threads=1)
+    h = round(footage.HEIGHT * WIDTH / footage.WIDTH)
+    for c in clips:
+        an = Analyzer(footage.WIDTH, footage.HEIGHT, PathOptions(), faces, objects=objects)
+        an.keep_history = True
+        crops: list[Crop] = []
+        for t, img in c.frames(analysed_times(c.duration)):
+            crops += an.analyse(t, cv2.resize(img, (WIDTH, h), interpolation=cv2.INTER_AREA))
+        crops += an.flush()
+        data = {"history": [(a.t, a.cut, a.subjects) for a in an.history], "crops": crops}
+        (CACHE / f"{c.name}.pkl").write_bytes(pickle.dumps(data))
+        print(f"{c.name}: {len(an.history)} analysed frames cached", flush=True)
+
+
+def replay(history: list[tuple[float, bool, list[Any]]], decide: ModuleType, smooth: ModuleType) -> list[Crop]:
+    """The crops the keeper and planner make of the cached detections (``Analyzer._finish``'s steps)."""
+    opts = smooth.PathOptions()
+    planner = smooth.CropPlanner(footage.WIDTH, footage.HEIGHT, opts)
+    keeper = decide.FocusKeeper(planner.crop_w)
+    last = None
+    crops: list[Crop] = []
+    for t, cut, subjects in history:
+        if cut:
+            last = None
+            keeper.reset()
+        focus = decide.choose_focus(subjects, planner.crop_w, planner.crop_h, footage.WIDTH, footage.HEIGHT,
+                                    opts.safe_margin, previous=keeper.held or last)
+        if focus is not None:
+            last = focus
+        crops += planner.push(smooth.Observation(t, cut, keeper.update(t, focus)))
+    return crops + planner.flush()
+
+
+def windows(crops: list[Crop], times: list[float]) -> list[tuple[int, int, int, int]]:
+    path = CropPath(footage.WIDTH, footage.HEIGHT, (9, 16))
+    for c in crops:
+        path.add(c)
+    return [path.window_at(t) for t in times]
+
+
+def score(clips: list[footage.Clip], code: Path | None, check: bool) -> None:
+    decide, smooth = load_code(code)
+    totals: dict[str, list[float]] = {}
+    print(f"{'clip':17s} {'split':9s} {'cover':>6s} {'hold':>9s} {'moved':>9s}")
+    for c in clips:
+        path = CACHE / f"{c.name}.pkl"
+        if not path.is_file():
+            raise SystemExit(f"{path} is missing: run `python -m devkit.autocrop_replay cache` first")
+        data = pickle.loads(path.read_bytes())
+        crops = replay(data["history"], decide, smooth)
+        if check:
+            assert [(a.t, a.x, a.y, a.cut) for a in crops] == [(a.t, a.x, a.y, a.cut) for a in data["crops"]], c.name
+        times = c.frame_times()
+        wins = windows(crops, times)
+        cov, n = footage.coverage(c, times, wins)
+        spans = footage.holds(c, times, 202)
+        motion = footage.hold_motion(times, wins, spans)
+        nh = sum(1 for i in range(1, len(times)) if any(a <= times[i - 1] and times[i] <= b for a, b in spans))
+        moved = float(np.mean([abs(b[0] - a[0]) for a, b in zip(wins, wins[1:], strict=False)]))
+        print(f"{c.name:17s} {c.split:9s} {cov * 100:5.1f}% {motion:6.2f}px {moved:6.2f}px")
+        tot = totals.setdefault(c.split, [0.0, 0.0, 0.0, 0.0])
+        tot[0] += cov * n
+        tot[1] += n
+        tot[2] += motion * nh
+        tot[3] += nh
+    for split, (cov_n, n, hold_n, nh) in totals.items():
+        print(f"{split:9s} coverage {100 * cov_n / max(n, 1):5.1f}%, hold motion {hold_n / max(nh, 1):.2f} px/frame")
+    print("moved: mean |change of the crop's x| per frame over the whole clip (holds or not)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=["cache", "score"])
+    ap.add_argument("--split", choices=["tune", "held_out"], help="only this split's clips")
+    ap.add_argument("--clips", nargs="*", help="only these clips")
+    ap.add_argument("--code", type=Path, help="a modified copy of sidecars/autocrop to score")
+    ap.add_argument("--check", action="store_true", help="assert the replay gives the cached crops (no change)")
+    args = ap.parse_args(argv)
+    clips = [c for c in footage.corpus(args.split) if not args.clips or c.name in args.clips]
+    if args.what == "cache":
+        cache(clips)
+    else:
+        score(clips, args.code, args.check)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
