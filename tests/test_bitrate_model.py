@@ -247,3 +247,21 @@ def test_rate_control_values_are_checked() -> None:
     assert parse_rate_control("VBR") == "vbr" and parse_rate_control(" crf") == "crf"
     with pytest.raises(ValueError, match="bad --rate-control 'abr'"):
         parse_rate_control("abr")
+
+
+def test_corpus_table_keeps_every_digit_of_the_features(tmp_path: Path) -> None:
+    """``train.py`` must rebuild the shipped model from the written table alone: features recomputed in memory
+    (``--refeature``) and read back from ``corpus.csv`` have to be the same floats, to the last bit."""
+    train = _train_module()
+    table = train.load_corpus(MODELS / "corpus.csv")
+    sel = np.flatnonzero(table["clip"] == "bikes")[:3]
+    small = {k: v[sel] for k, v in table.items()}
+    rng = np.random.default_rng(3)
+    for name in FEATURE_NAMES:  # float32 values as segment_features computes them, stored as float64
+        small[name] = rng.random(len(sel)).astype(np.float32).astype(np.float64) * 100
+    out = tmp_path / "corpus.csv"
+    train.write_corpus(small, out)
+    back = train.load_corpus(out)
+    for name in FEATURE_NAMES:
+        assert np.array_equal(back[name], small[name]), name
+    assert np.array_equal(back["vmaf"], small["vmaf"]) and list(back["clip"]) == list(small["clip"])
