@@ -101,13 +101,15 @@ def test_target_policy_reaches_the_target_with_the_fewest_bits() -> None:
     crfs = np.arange(16.0, 40.0, 1.0)
     v = np.stack([110.0 - crfs, 108.0 - crfs])
     r = np.stack([1000.0 * 2.0 ** (-(crfs - 23) / 6), 500.0 * 2.0 ** (-(crfs - 23) / 6)])
-    target = Policy(mode="target", target_vmaf=93.0, scales=(1.0, 0.5), resize_margin=0.0)
+    target = Policy(mode="target", target_vmaf=93.0, scales=(1.0, 0.5), resize_margin=0.0, target_margin=0.0)
     # 93 at CRF 17 full size (1996 kbit/s) or CRF 15 at half (out of range): full size, CRF 17
     assert choose(crfs, (1.0, 0.5), v, r, 0.0, target) == (1.0, 17.0)
     # target 85: CRF 25 full (794) or CRF 23 half (500): the half picture
     assert choose(crfs, (1.0, 0.5), v, r, 0.0, replace(target, target_vmaf=85.0)) == (0.5, 23.0)
     # unreachable: the best quality there is, at the rung's size and the lowest CRF
     assert choose(crfs, (1.0, 0.5), v, r, 0.0, replace(target, target_vmaf=99.5)) == (1.0, 16.0)
+    # a target margin aims that much higher: 85 + 2 -> CRF 23 full (1000) or CRF 21 half (630): half, CRF 21
+    assert choose(crfs, (1.0, 0.5), v, r, 0.0, replace(target, target_vmaf=85.0, target_margin=2.0)) == (0.5, 21.0)
 
 
 def test_choose_ignores_a_wiggle_in_the_curve() -> None:
@@ -115,7 +117,8 @@ def test_choose_ignores_a_wiggle_in_the_curve() -> None:
     curve = 110.0 - crfs
     curve[10] = 99.0  # a spurious bump at CRF 26
     rate = 1000.0 * 2.0 ** (-(crfs - 23) / 6)
-    assert choose(crfs, (1.0,), curve[None], rate[None], 0.0, Policy(mode="target", target_vmaf=93.0)) == (1.0, 17.0)
+    policy = Policy(mode="target", target_vmaf=93.0, target_margin=0.0)
+    assert choose(crfs, (1.0,), curve[None], rate[None], 0.0, policy) == (1.0, 17.0)
 
 
 def test_features_see_motion_cuts_and_detail() -> None:
@@ -132,10 +135,39 @@ def test_features_see_motion_cuts_and_detail() -> None:
     for name in ("probe_intra_bpp", "probe_inter_bpp"):
         i = FEATURE_NAMES.index(name)
         assert busy[i] > 10 * max(still[i], 1e-3), (name, busy[i], still[i])
+    # screen-like flat areas: all of a uniform picture, none of noise
+    fr = FEATURE_NAMES.index("flat_ratio")
+    assert still[fr] == 1.0 and busy[fr] == 0.0
     cut = segment_features([flat, flat, np.full((72, 128), 20, np.uint8), np.full((72, 128), 20, np.uint8)])
     assert cut[FEATURE_NAMES.index("cut_rate")] == pytest.approx(1 / 3)
     with pytest.raises(FeatureError, match="gray8"):
         segment_features([np.zeros((72, 128, 3), np.uint8)])
+
+
+def test_frame_statistics_are_the_plain_definitions() -> None:
+    """The per-frame and per-pair numbers use OpenCV's reductions for speed; they must still be the textbook
+    figures (P.910 SI = std of the Sobel magnitude, TI = std of the difference...), checked against numpy on a
+    real photograph moved by a known shift."""
+    import cv2
+    from skimage import data
+
+    from sidecast.sidecars.bitrate.features import FrameStats, pair_stats
+
+    img = cv2.resize(data.astronaut()[..., 1], (1280, 1280))[:720]
+    shifted = np.roll(img, (0, 10), axis=(0, 1))  # 10 px of 1280 to the right: 2 px of the 256-px frame
+    a, b = FrameStats(img), FrameStats(shifted)
+    f = cv2.resize(img, (256, 144), interpolation=cv2.INTER_AREA).astype(np.float64)
+    mag = np.hypot(cv2.Sobel(f, cv2.CV_64F, 1, 0, ksize=3), cv2.Sobel(f, cv2.CV_64F, 0, 1, ksize=3))
+    assert a.si == pytest.approx(mag.std(), rel=1e-4)
+    assert a.edges == pytest.approx((mag > 96).mean(), abs=1e-3)
+    assert a.luma_mean == pytest.approx(f.mean(), rel=1e-6) and a.luma_std == pytest.approx(f.std(), rel=1e-6)
+    assert a.hist.sum() == pytest.approx(1.0) and a.hist[int(np.median(f)) >> 4] > 0
+    ti, mad, residual, motion, cut = pair_stats(a, b)
+    d = b.small.astype(np.float64) - a.small
+    assert ti == pytest.approx(d.std(), rel=1e-4) and mad == pytest.approx(np.abs(d).mean(), rel=1e-4)
+    # the half-size motion search finds the 2 px shift (sub-pixel), and compensating it leaves little residual
+    assert motion == pytest.approx(2 / 256, abs=0.2 / 256)
+    assert residual < 0.5 * mad and not cut
 
 
 def test_decide_keeps_every_rendition_at_or_under_its_cap_and_sizes_valid(model: RateModel) -> None:
@@ -166,6 +198,7 @@ def test_default_policy_is_the_operating_point_training_chose() -> None:
     assert Policy().mode == "hull" and Policy().scales == SCALES
     assert Policy().max_drop == metrics["chosen_max_drop"]
     assert Policy().resize_margin == metrics["chosen_resize_margin"]
+    assert Policy().target_margin == metrics["chosen_target_margin"]
 
 
 def test_vmaf_at_rate_reads_the_best_quality_that_fits_the_rate() -> None:
@@ -214,3 +247,21 @@ def test_rate_control_values_are_checked() -> None:
     assert parse_rate_control("VBR") == "vbr" and parse_rate_control(" crf") == "crf"
     with pytest.raises(ValueError, match="bad --rate-control 'abr'"):
         parse_rate_control("abr")
+
+
+def test_corpus_table_keeps_every_digit_of_the_features(tmp_path: Path) -> None:
+    """``train.py`` must rebuild the shipped model from the written table alone: features recomputed in memory
+    (``--refeature``) and read back from ``corpus.csv`` have to be the same floats, to the last bit."""
+    train = _train_module()
+    table = train.load_corpus(MODELS / "corpus.csv")
+    sel = np.flatnonzero(table["clip"] == "bikes")[:3]
+    small = {k: v[sel] for k, v in table.items()}
+    rng = np.random.default_rng(3)
+    for name in FEATURE_NAMES:  # float32 values as segment_features computes them, stored as float64
+        small[name] = rng.random(len(sel)).astype(np.float32).astype(np.float64) * 100
+    out = tmp_path / "corpus.csv"
+    train.write_corpus(small, out)
+    back = train.load_corpus(out)
+    for name in FEATURE_NAMES:
+        assert np.array_equal(back[name], small[name]), name
+    assert np.array_equal(back["vmaf"], small["vmaf"]) and list(back["clip"]) == list(small["clip"])

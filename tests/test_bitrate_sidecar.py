@@ -221,3 +221,8 @@ def test_bad_option_is_one_line_error() -> None:
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "--target-vmaf" in lines[0], proc.stderr
+    proc = subprocess.run([str(SIDECAST), "sidecar", "bitrate", "--listen", "unix:///tmp/x-unused.sock",
+                           "--target-margin", "-1"], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                          env={**os.environ})
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and len(lines) == 1 and "--target-margin" in lines[0], proc.stderr

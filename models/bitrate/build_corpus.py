@@ -98,7 +98,7 @@ def build_clip(name: str, segment_duration: float = 2.0) -> list[list[object]]:
                         enc.unlink()
                         rows.append([clip.name, clip.split, clip.genre, clip.source, seg.index, rung.height,
                                      rung.width, h, w, scale, crf, rung.max_bitrate, bits,
-                                     round(bits / dur / 1000, 1), round(score, 3), *(f"{v:.6g}" for v in feats)])
+                                     round(bits / dur / 1000, 1), round(score, 3), *(repr(float(v)) for v in feats)])
                 ref.unlink()
             seg.drop_sizes()
     return rows

@@ -53,12 +53,17 @@ FEATURE_NAMES: tuple[str, ...] = (
     "band_960_640",
     "band_640_480",
     "band_480_320",
+    # fraction of 8x8 blocks (of the 256-px frame) that are flat (std < 1 level): the large uniform areas of
+    # screen content and slides, which natural footage, its noise and grain never have
+    "flat_ratio",
 )
 N_FEATURES = len(FEATURE_NAMES)
 
 PROBE_QP = 28  # fixed quantiser: the bits are a pure measure of complexity
 _EDGE_THRESHOLD = 96.0  # Sobel magnitude (8-bit scale) counted as a strong edge
 _CUT_HIST_DISTANCE = 0.5  # half the histogram mass moved between two frames: a cut
+_FLAT_BLOCK = 8  # block size (pixels of the 256-px frame) of the flat-area ratio
+_FLAT_VAR = 1.0  # a block with a variance under this (8-bit levels squared) is flat
 
 
 class FeatureError(ValueError):
@@ -79,7 +84,7 @@ def _check(frame: np.ndarray) -> np.ndarray:
 class FrameStats:
     """Per-frame numbers kept while a segment fills, so each frame is analysed once, on arrival."""
 
-    __slots__ = ("si", "edges", "hf", "luma_mean", "luma_std", "hist", "small", "bands", "gray")
+    __slots__ = ("si", "edges", "hf", "luma_mean", "luma_std", "hist", "small", "tiny", "flat", "bands", "gray")
 
     def __init__(self, frame: np.ndarray, detail: bool = True) -> None:
         _check(frame)
@@ -88,18 +93,30 @@ class FrameStats:
             h = max(16, int(round(frame.shape[0] * STATS_WIDTH / frame.shape[1] / 2.0)) * 2)
             frame = cv2.resize(frame, (STATS_WIDTH, h), interpolation=cv2.INTER_AREA)
         self.gray = frame  # what the probe encoder gets
+        # OpenCV's reductions (double accumulators) instead of numpy's: the same numbers, a third of the cost
         f = frame.astype(np.float32)
         gx = cv2.Sobel(f, cv2.CV_32F, 1, 0, ksize=3)
         gy = cv2.Sobel(f, cv2.CV_32F, 0, 1, ksize=3)
         mag = cv2.magnitude(gx, gy)
-        self.si = float(mag.std())
-        self.edges = float((mag > _EDGE_THRESHOLD).mean())
-        self.hf = float(np.abs(f - cv2.GaussianBlur(f, (5, 5), 1.2)).mean())
-        self.luma_mean = float(f.mean())
-        self.luma_std = float(f.std())
-        hist = np.bincount((frame >> 4).ravel(), minlength=16).astype(np.float32)
-        self.hist = hist / max(hist.sum(), 1.0)
+        self.si = float(cv2.meanStdDev(mag)[1][0, 0])
+        self.edges = np.count_nonzero(mag > _EDGE_THRESHOLD) / mag.size
+        self.hf = cv2.norm(f, cv2.GaussianBlur(f, (5, 5), 1.2), cv2.NORM_L1) / f.size
+        mean, std = cv2.meanStdDev(frame)
+        self.luma_mean, self.luma_std = float(mean[0, 0]), float(std[0, 0])
+        hist = cv2.calcHist([frame], [0], None, [16], [0, 256]).ravel()  # 16 bins of 16 levels
+        self.hist = hist / max(float(hist.sum()), 1.0)
         self.small = f
+        # the global-motion search runs at half this size: a quarter of the cost of the phase correlation,
+        # and the shift is still sub-pixel (the residual is measured at full stats size)
+        self.tiny = cv2.resize(f, (max(8, f.shape[1] // 2), max(8, f.shape[0] // 2)), interpolation=cv2.INTER_AREA)
+        bw, bh = f.shape[1] // _FLAT_BLOCK, f.shape[0] // _FLAT_BLOCK
+        if bw and bh:
+            crop = f[:bh * _FLAT_BLOCK, :bw * _FLAT_BLOCK]
+            m = cv2.resize(crop, (bw, bh), interpolation=cv2.INTER_AREA)
+            m2 = cv2.resize(crop * crop, (bw, bh), interpolation=cv2.INTER_AREA)
+            self.flat = np.count_nonzero(m2 - m * m < _FLAT_VAR) / m.size
+        else:
+            self.flat = 0.0
 
 
 def detail_bands(frame: np.ndarray) -> tuple[float, ...]:
@@ -124,15 +141,16 @@ def pair_stats(prev: FrameStats, cur: FrameStats) -> tuple[float, float, float, 
     a, b = prev.small, cur.small
     if a.shape != b.shape:
         return 0.0, 0.0, 0.0, 0.0, True  # a size change is a cut as far as the encoder is concerned
-    d = b - a
-    ti = float(d.std())
-    mad = float(np.abs(d).mean())
-    (dx, dy), _ = cv2.phaseCorrelate(a, b)
+    ti = float(cv2.meanStdDev(cv2.subtract(b, a))[1][0, 0])
+    mad = cv2.norm(b, a, cv2.NORM_L1) / a.size
     h, w = a.shape
+    (dx, dy), _ = cv2.phaseCorrelate(prev.tiny, cur.tiny)
+    dx, dy = dx * w / prev.tiny.shape[1], dy * h / prev.tiny.shape[0]
     m = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]], dtype=np.float32)
     shifted = cv2.warpAffine(a, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     mx, my = int(min(abs(dx), w // 4)) + 1, int(min(abs(dy), h // 4)) + 1
-    residual = float(np.abs(b - shifted)[my:h - my, mx:w - mx].mean())
+    inner_b, inner_s = b[my:h - my, mx:w - mx], shifted[my:h - my, mx:w - mx]
+    residual = cv2.norm(inner_b, inner_s, cv2.NORM_L1) / max(inner_b.size, 1)
     residual = min(residual, mad)  # a wrong shift estimate must not look worse than no compensation
     motion = float(np.hypot(dx, dy) / w)
     cut = float(np.abs(cur.hist - prev.hist).sum()) / 2.0 > _CUT_HIST_DISTANCE
@@ -163,6 +181,7 @@ def features_from_stats(frames: Sequence[FrameStats], pairs: Sequence[tuple[floa
             np.mean([s.luma_mean for s in frames]), np.mean([s.luma_std for s in frames]),
             probe[0], probe[1],
             *bands,
+            np.mean([s.flat for s in frames]),
         ],
         dtype=np.float32,
     )
@@ -178,7 +197,7 @@ class ProbeEncoder:
     def __init__(self) -> None:
         self._ctx: Any = None  # av.VideoCodecContext (PyAV's stubs type create() as the base class)
         self._bits: list[int] = []
-        self._chroma: np.ndarray | None = None
+        self._buf: np.ndarray | None = None
         self._shape: tuple[int, int] | None = None
         self._n = 0
 
@@ -199,12 +218,13 @@ class ProbeEncoder:
         if self._ctx is None:
             self._shape = (h2, w2)
             self._ctx = self._open(w2, h2)
-            self._chroma = np.full(h2 * w2 // 2, 128, np.uint8)
+            # one yuv420p picture buffer, its chroma neutral for good; each frame only copies its luma in
+            self._buf = np.full((h2 * 3 // 2, w2), 128, np.uint8)
         elif self._shape != (h2, w2):
             return  # the picture changed size mid-segment: the probe keeps the first size's frames
-        assert self._chroma is not None
-        y = np.ascontiguousarray(frame[:h2, :w2]).ravel()
-        vf = av.VideoFrame.from_ndarray(np.concatenate([y, self._chroma]).reshape(-1, w2), format="yuv420p")
+        assert self._buf is not None
+        self._buf[:h2] = frame[:h2, :w2]
+        vf = av.VideoFrame.from_ndarray(self._buf, format="yuv420p")
         vf.pts = self._n
         self._n += 1
         self._bits.extend(p.size * 8 for p in self._ctx.encode(vf))

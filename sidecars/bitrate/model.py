@@ -76,18 +76,20 @@ class Policy:
     """How predicted rate/quality points become a size and a CRF. Defaults are the documented operating point.
 
     ``mode="hull"``: fewest bits within ``max_drop`` VMAF of the static ladder's predicted quality.
-    ``mode="target"``: fewest bits reaching ``target_vmaf``. Both stay within ``[min_crf, max_crf]`` and
+    ``mode="target"``: fewest bits whose predicted VMAF reaches ``target_vmaf + target_margin`` (the margin
+    makes up for the model's optimism on content it knows least, chosen out of fold). Both stay within ``[min_crf, max_crf]`` and
     choose among ``scales`` (1 = the rendition's size; ``(1.0,)`` turns the resolution choice off).
     ``resize_margin`` is asked of a smaller picture on top (predicted VMAF at least that much higher than a
     full-size point would need): the model is least sure of what scaling does to fine detail, and a wrong
-    guess there costs more than a wrong CRF. ``max_drop``, ``resize_margin`` and ``vbr_margin`` were chosen
-    by ``models/bitrate/train.py`` on training clips only.
+    guess there costs more than a wrong CRF. ``max_drop``, ``resize_margin``, ``target_margin`` and ``vbr_margin``
+    were chosen by ``models/bitrate/train.py`` on training clips only.
     """
 
     mode: Literal["hull", "target"] = "hull"
     max_drop: float = 0.25
     resize_margin: float = 1.0
     target_vmaf: float = 93.0
+    target_margin: float = 2.0
     vbr_margin: float = 0.0
     min_crf: float = 16.0
     max_crf: float = 38.0
@@ -140,7 +142,10 @@ def choose(crfs: np.ndarray, scales: Sequence[float], vmaf: np.ndarray, kbps: np
     v = np.minimum.accumulate(np.asarray(vmaf, dtype=np.float64).reshape(len(scales), -1), axis=1)
     r = np.asarray(kbps, dtype=np.float64).reshape(len(scales), -1)
     in_range = ((crfs >= policy.min_crf) & (crfs <= policy.max_crf))[None, :]
-    required = policy.target_vmaf if policy.mode == "target" else reference - policy.max_drop
+    if policy.mode == "target":
+        required = policy.target_vmaf + policy.target_margin
+    else:
+        required = reference - policy.max_drop
     margin = np.array([0.0 if s >= 1.0 else policy.resize_margin for s in scales])[:, None]
     ok = in_range & (v >= required + margin)
     if not ok.any():

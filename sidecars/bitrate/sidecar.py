@@ -118,6 +118,9 @@ class BitrateSidecar(Sidecar):
         parser.add_argument("--resize-margin", type=float, default=p.resize_margin,
                             help=f"hull policy: extra predicted VMAF a smaller picture must show "
                                  f"(default {p.resize_margin:g})")
+        parser.add_argument("--target-margin", type=float, default=p.target_margin,
+                            help=f"target policy: VMAF points above the target a segment aims for, against the "
+                                 f"model's optimism (default {p.target_margin:g})")
         parser.add_argument("--no-resize", action="store_true",
                             help="never encode a segment below its rendition's size (CRF choice only)")
         parser.add_argument("--min-crf", type=float, default=p.min_crf, help=f"lowest CRF (default {p.min_crf:g})")
@@ -126,9 +129,11 @@ class BitrateSidecar(Sidecar):
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Callable[[], Sidecar]:
         policy = Policy(mode=args.policy, target_vmaf=args.target_vmaf, max_drop=args.max_drop,
-                        resize_margin=args.resize_margin, min_crf=args.min_crf, max_crf=args.max_crf, scales=(1.0,) if args.no_resize else SCALES)
-        if not (0 < policy.target_vmaf <= 100 and policy.max_drop >= 0 and 0 <= policy.min_crf <= policy.max_crf <= 51):
-            raise ConfigError("bitrate: need 0 < --target-vmaf <= 100, --max-drop >= 0 "
+                        resize_margin=args.resize_margin, target_margin=args.target_margin,
+                        min_crf=args.min_crf, max_crf=args.max_crf, scales=(1.0,) if args.no_resize else SCALES)
+        if not (0 < policy.target_vmaf <= 100 and policy.max_drop >= 0 and 0 <= policy.target_margin <= 20
+                and 0 <= policy.min_crf <= policy.max_crf <= 51):
+            raise ConfigError("bitrate: need 0 < --target-vmaf <= 100, --max-drop >= 0, 0 <= --target-margin <= 20 "
                               "and 0 <= --min-crf <= --max-crf <= 51")
         try:
             _shared_model(args.model)  # fail at start-up with the model's own message, not on a segment
