@@ -215,9 +215,14 @@ def pdt_errors(base: str, sent: dict[int, float], count: int = 3) -> list[float]
 
 
 def file_cues(subs_dir: Path) -> list[tuple[float, float, str]]:
-    """Every caption cue sidecast wrote (its WebVTT segments and parts), in media time, once each."""
+    """Every caption cue sidecast wrote, in media time, once each: from the WebVTT parts where there are parts
+    (what a low-latency player loads), else from the segments. A whole segment of an LL stream may carry a
+    cue decided too late for it re-timed to a later moment (``CaptionCarrier``, for players that read
+    segments only); the parts carry the same cue at its own time. Counting both made one caption two due
+    cues, the re-timed one never shown by an LL player (the bench before 2026-11-30 12:00)."""
     found: set[tuple[float, float, str]] = set()
-    for f in subs_dir.glob("seg_*.vtt"):
+    files = list(subs_dir.glob("seg_*-*.vtt")) or list(subs_dir.glob("seg_*.vtt"))
+    for f in files:
         for m in re.finditer(r"(\d+):(\d\d):(\d\d\.\d+) --> (\d+):(\d\d):(\d\d\.\d+)[^\n]*\n((?:.+\n?)+)",
                              f.read_text(errors="replace")):
             h1, m1, s1, h2, m2, s2, text = m.groups()
