@@ -232,11 +232,14 @@ def file_cues(subs_dir: Path) -> list[tuple[float, float, str]]:
 
 
 def caption_visibility(cues_seen: list[dict[str, Any]], written: list[tuple[float, float, str]],
-                       played: tuple[float, float]) -> tuple[int, int]:
+                       played: tuple[float, float], cues_added: list[dict[str, Any]] | None = None,
+                       details: list[dict[str, Any]] | None = None) -> tuple[int, int]:
     """(visible, due): of the cues sidecast wrote whose time falls inside what this viewer played, how many
     the player showed while they were due (first seen before their end, on its own timeline). A cue that
     reached the player after its time passed is never active, so never seen: it counts as not visible.
-    The player's timeline is sidecast's media time plus a constant, found from the cues seen."""
+    The player's timeline is sidecast's media time plus a constant, found from the cues seen.
+    ``details``: one record per due cue is appended (its times, whether shown, and the playhead when it
+    reached the text track, from ``cues_added``: after its end = it came too late; none = never came)."""
     by_text: dict[str, list[tuple[float, float]]] = {}
     for a, b, text in written:
         by_text.setdefault(text, []).append((a, b))
@@ -254,9 +257,14 @@ def caption_visibility(cues_seen: list[dict[str, Any]], written: list[tuple[floa
     due = [(a + off, b + off, t) for a, b, t in written if a + off >= lo and b + off <= hi]
     visible = 0
     for a, b, t in due:
-        if any(" ".join(str(c["text"]).split()) == t and abs(c["start"] - a) < 0.05 and c["seenAt"] <= b
-               for c in cues_seen):
-            visible += 1
+        shown = any(" ".join(str(c["text"]).split()) == t and abs(c["start"] - a) < 0.05 and c["seenAt"] <= b
+                    for c in cues_seen)
+        visible += shown
+        if details is not None:
+            arrived = [float(c["addedAt"]) for c in cues_added or []
+                       if " ".join(str(c["text"]).split()) == t and abs(float(c["start"]) - a) < 0.05]
+            details.append({"start": round(a, 3), "end": round(b, 3), "text": t[:60], "visible": shown,
+                            "added_at": min(arrived) if arrived else None})
     return visible, len(due)
 
 
@@ -276,6 +284,7 @@ def measure(base: str, cfg: Config, sent: dict[int, float], seconds: float, join
     fatal: list[str] = []
     stops = []
     visible = due = 0
+    caption_details: list[dict[str, Any]] = []
     each = seconds / joins
     for _ in range(joins):
         report = play_hls(base + "/master.m3u8", seconds=each, timeout=each * 2 + 90, hls_config=cfg.hls,
@@ -292,7 +301,8 @@ def measure(base: str, cfg: Config, sent: dict[int, float], seconds: float, join
         if subs_dir is not None:
             cts = [s["ct"] for s in report.samples if isinstance(s.get("ct"), (int, float)) and s["ct"] > 0]
             if cts:
-                v, d = caption_visibility(raw.get("cues") or [], file_cues(subs_dir), (min(cts) + SETTLE_S, max(cts)))
+                v, d = caption_visibility(raw.get("cues") or [], file_cues(subs_dir), (min(cts) + SETTLE_S, max(cts)),
+                                          raw.get("cuesAdded") or [], caption_details)
                 visible, due = visible + v, due + d
         for k, v in (raw.get("eventCounts") or {}).items():
             counts[k] = counts.get(k, 0) + v
@@ -317,6 +327,7 @@ def measure(base: str, cfg: Config, sent: dict[int, float], seconds: float, join
         "hlsjs_latency_median": statistics.median(hls_latency) if hls_latency else None,
         "pdt_latency_median": statistics.median(pdt) if pdt else None,
         "pdt_error": pdt_err, "stop": stops, "captions_visible": visible, "captions_due": due,
+        "captions": caption_details,
     }
 
 
@@ -457,6 +468,13 @@ def main() -> None:
                   f"load {r['load1']:.1f}{'  FATAL ' + str(r['fatal']) if r['fatal'] else ''}"
                   + (f"  captions visible while due {r['captions_visible']}/{r['captions_due']}" if r.get('captions_due') else ""),
                   flush=True)
+            missed = [c for c in r.get("captions") or [] if not c["visible"]]
+            if missed:
+                late = [c for c in missed if c["added_at"] is not None and c["added_at"] > c["end"]]
+                never = sum(c["added_at"] is None for c in missed)
+                by = ", ".join(f"{c['added_at'] - c['end']:+.2f} s" for c in late)
+                print(f"   captions not shown while due: {len(late)} reached the player after their end ({by}), "
+                      f"{never} never reached it, {len(missed) - len(late) - never} other", flush=True)
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"\nafter: {uptime}\n")
     print("| config | median | p95 | max | per viewer (median) | stalls (waiting / hls.js) | readings | load (1 min) |")
