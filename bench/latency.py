@@ -231,6 +231,42 @@ def file_cues(subs_dir: Path) -> list[tuple[float, float, str]]:
     return sorted(found)
 
 
+def caption_lateness(out: Path, rung: str = "720p") -> list[float]:
+    """For every cue of the WebVTT parts: the moment the first part carrying it was written minus the moment
+    the video part holding the cue's end was (file times, seconds): how far behind the video the captions
+    reach the playlist. A cue later than a viewer's distance to the live edge cannot be shown in time."""
+    first: dict[tuple[float, float, str], float] = {}
+    for f in (out / "subs" / "en").glob("seg_*-*.vtt"):
+        written = f.stat().st_mtime
+        for a, b, text in _cues_in(f.read_text(errors="replace")):
+            if (a, b, text) not in first or written < first[(a, b, text)]:
+                first[(a, b, text)] = written
+    named: dict[tuple[int, int], float] = {}  # (segment, part) of each video part -> written
+    for f in (out / "video" / rung).glob("seg_*-*.m4s"):
+        m = re.search(r"seg_(\d+)-(\d+)\.m4s$", f.name)
+        if m:
+            named[(int(m[1]), int(m[2]))] = f.stat().st_mtime
+    if not named:
+        return []
+    # media start of each part: the bench's segments are whole numbers of 1/3 s parts (the default
+    # --part-duration), the same number in every segment
+    per_segment = max(k for _, k in named) + 1
+    video = sorted(((n * per_segment + k) / 3.0, t) for (n, k), t in named.items())
+    lateness = []
+    for (_, b, _), written in first.items():
+        before = [t for start, t in video if start <= b - 1e-6]
+        if before:
+            lateness.append(written - before[-1])  # the part holding the cue's end
+    return sorted(lateness)
+
+
+def _cues_in(text: str) -> list[tuple[float, float, str]]:
+    return [(round(int(h1) * 3600 + int(m1) * 60 + float(s1), 3), round(int(h2) * 3600 + int(m2) * 60 + float(s2), 3),
+             " ".join(t.split()))
+            for h1, m1, s1, h2, m2, s2, t in re.findall(
+                r"(\d+):(\d\d):(\d\d\.\d+) --> (\d+):(\d\d):(\d\d\.\d+)[^\n]*\n((?:.+\n?)+)", text)]
+
+
 def caption_visibility(cues_seen: list[dict[str, Any]], written: list[tuple[float, float, str]],
                        played: tuple[float, float], cues_added: list[dict[str, Any]] | None = None,
                        details: list[dict[str, Any]] | None = None) -> tuple[int, int]:
@@ -352,6 +388,8 @@ def run_sidecast(cfg: Config, work: Path, seconds: float, joins: int) -> dict[st
         result = measure(base, cfg, source.sent, seconds, joins, subs_dir=out / "subs" / "en" if stt else None)
         result["source_late_frames"] = source.late_frames
         result["source_lag_s"] = source_lag(source.sent)
+        if stt:
+            result["caption_lateness"] = caption_lateness(out)
         return result
     finally:
         if source is not None:
@@ -468,6 +506,11 @@ def main() -> None:
                   f"load {r['load1']:.1f}{'  FATAL ' + str(r['fatal']) if r['fatal'] else ''}"
                   + (f"  captions visible while due {r['captions_visible']}/{r['captions_due']}" if r.get('captions_due') else ""),
                   flush=True)
+            late_s = r.get("caption_lateness") or []
+            if late_s:
+                print(f"   caption parts: a cue's first part written {statistics.median(late_s):.2f} s (median; "
+                      f"{late_s[0]:.2f}-{late_s[-1]:.2f} s, {len(late_s)} cues) after the video part holding its end",
+                      flush=True)
             missed = [c for c in r.get("captions") or [] if not c["visible"]]
             if missed:
                 late = [c for c in missed if c["added_at"] is not None and c["added_at"] > c["end"]]
