@@ -69,6 +69,7 @@ FPS = 30
 READ_EVERY_MS = 200
 SETTLE_S = 3.0  # readings of each viewer's first seconds are left out (start-up, first seek)
 TARGET_MEDIAN, TARGET_P95 = 2.5, 3.5  # issue #21, LL-HLS without sidecars
+DEBUG_DIR: Path | None = None  # --keep: where each viewer's raw report goes
 
 
 @dataclass
@@ -322,11 +323,14 @@ def measure(base: str, cfg: Config, sent: dict[int, float], seconds: float, join
     visible = due = 0
     caption_details: list[dict[str, Any]] = []
     each = seconds / joins
-    for _ in range(joins):
+    for viewer in range(joins):
         report = play_hls(base + "/master.m3u8", seconds=each, timeout=each * 2 + 90, hls_config=cfg.hls,
                           subtitles=subs_dir is not None,
-                          barcode={"everyMs": READ_EVERY_MS}, sample_ms=250)
+                          barcode={"everyMs": READ_EVERY_MS}, sample_ms=250,
+                          hls_debug=r"subtitle" if DEBUG_DIR is not None and subs_dir is not None else False)
         raw = report.raw
+        if DEBUG_DIR is not None:  # --keep: each viewer's whole report (events, cues, hls.js caption log)
+            (DEBUG_DIR / f"{cfg.key}-viewer{viewer}.json").write_text(json.dumps(raw))
         frames = raw.get("frames") or []
         settle_at = frames[0]["shownAt"] + SETTLE_S * 1000 if frames else 0
         mine = latencies([f for f in frames if f["shownAt"] >= settle_at], sent)
@@ -466,7 +470,8 @@ def main() -> None:
                     "sharing --seconds [3]")
     ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
-    ap.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs and logs")
+    ap.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs and logs (and each "
+                    "viewer's raw report, with hls.js's caption log lines)")
     args = ap.parse_args()
     keys = [k.strip() for k in args.configs.split(",") if k.strip()]
     unknown = [k for k in keys if k not in CONFIGS]
@@ -480,6 +485,8 @@ def main() -> None:
         if args.keep:
             work = args.keep
             work.mkdir(parents=True, exist_ok=True)
+            global DEBUG_DIR
+            DEBUG_DIR = work
         for k in keys:
             cfg = CONFIGS[k]
             started = time.time()

@@ -37,6 +37,7 @@ class Ticker(Sidecar):
     version = "1.0.0"
     mode = "normal"
     width = 320
+    cue_delay = 0.6  # late-captions: seconds between a cue's frame and its publication
 
     def describe(self) -> Description:
         fps = 1000.0 if self.mode == "impossible" else 10.0
@@ -82,12 +83,12 @@ class Ticker(Sidecar):
 
     def on_video(self, frame: VideoFrame) -> list[Result]:
         if self.mode == "late-captions":
-            # Each cue decided 0.6 s of wall time after its frame, while the watermark moves on with every
+            # Each cue decided 0.6 s (--cue-delay) of wall time after its frame, while the watermark moves on with every
             # frame: like a recogniser that commits a sentence late, the cue misses the low-latency caption
             # part it belongs to and must ride a later one with its own times.
             if frame.seq % 10 == 1:
                 cue = Cue(start=frame.pts, end=frame.pts + 0.8, text=f"tick {frame.seq // 10}", id=str(frame.seq))
-                threading.Timer(0.6, self.publish, args=(cue,)).start()
+                threading.Timer(self.cue_delay, self.publish, args=(cue,)).start()
             return []
         if self.mode in ("captions", "captions-and-crops"):
             out: list[Result] = []
@@ -126,9 +127,11 @@ def main() -> None:
                              "captions-and-crops",
                              "fragile"])
     ap.add_argument("--width", type=int, default=320)
+    ap.add_argument("--cue-delay", type=float, default=0.6, help="late-captions: seconds each cue comes late")
     args = ap.parse_args()
     Ticker.mode = args.mode
     Ticker.width = args.width
+    Ticker.cue_delay = args.cue_delay
 
     if args.mode == "wrong-version":
         orig = codec.description_to_pb
