@@ -69,6 +69,7 @@ FPS = 30
 READ_EVERY_MS = 200
 SETTLE_S = 3.0  # readings of each viewer's first seconds are left out (start-up, first seek)
 TARGET_MEDIAN, TARGET_P95 = 2.5, 3.5  # issue #21, LL-HLS without sidecars
+DEBUG_DIR: Path | None = None  # --keep: where each viewer's raw report goes
 
 
 @dataclass
@@ -215,9 +216,14 @@ def pdt_errors(base: str, sent: dict[int, float], count: int = 3) -> list[float]
 
 
 def file_cues(subs_dir: Path) -> list[tuple[float, float, str]]:
-    """Every caption cue sidecast wrote (its WebVTT segments and parts), in media time, once each."""
+    """Every caption cue sidecast wrote, in media time, once each: from the WebVTT parts where there are parts
+    (what a low-latency player loads), else from the segments. A whole segment of an LL stream may carry a
+    cue decided too late for it re-timed to a later moment (``CaptionCarrier``, for players that read
+    segments only); the parts carry the same cue at its own time. Counting both made one caption two due
+    cues, the re-timed one never shown by an LL player (the bench before 2026-11-30 12:00)."""
     found: set[tuple[float, float, str]] = set()
-    for f in subs_dir.glob("seg_*.vtt"):
+    files = list(subs_dir.glob("seg_*-*.vtt")) or list(subs_dir.glob("seg_*.vtt"))
+    for f in files:
         for m in re.finditer(r"(\d+):(\d\d):(\d\d\.\d+) --> (\d+):(\d\d):(\d\d\.\d+)[^\n]*\n((?:.+\n?)+)",
                              f.read_text(errors="replace")):
             h1, m1, s1, h2, m2, s2, text = m.groups()
@@ -226,12 +232,51 @@ def file_cues(subs_dir: Path) -> list[tuple[float, float, str]]:
     return sorted(found)
 
 
+def caption_lateness(out: Path, rung: str = "720p") -> list[float]:
+    """For every cue of the WebVTT parts: the moment the first part carrying it was written minus the moment
+    the video part holding the cue's end was (file times, seconds): how far behind the video the captions
+    reach the playlist. A cue later than a viewer's distance to the live edge cannot be shown in time."""
+    first: dict[tuple[float, float, str], float] = {}
+    for f in (out / "subs" / "en").glob("seg_*-*.vtt"):
+        written = f.stat().st_mtime
+        for a, b, text in _cues_in(f.read_text(errors="replace")):
+            if (a, b, text) not in first or written < first[(a, b, text)]:
+                first[(a, b, text)] = written
+    named: dict[tuple[int, int], float] = {}  # (segment, part) of each video part -> written
+    for f in (out / "video" / rung).glob("seg_*-*.m4s"):
+        m = re.search(r"seg_(\d+)-(\d+)\.m4s$", f.name)
+        if m:
+            named[(int(m[1]), int(m[2]))] = f.stat().st_mtime
+    if not named:
+        return []
+    # media start of each part: the bench's segments are whole numbers of 1/3 s parts (the default
+    # --part-duration), the same number in every segment
+    per_segment = max(k for _, k in named) + 1
+    video = sorted(((n * per_segment + k) / 3.0, t) for (n, k), t in named.items())
+    lateness = []
+    for (_, b, _), written in first.items():
+        before = [t for start, t in video if start <= b - 1e-6]
+        if before:
+            lateness.append(written - before[-1])  # the part holding the cue's end
+    return sorted(lateness)
+
+
+def _cues_in(text: str) -> list[tuple[float, float, str]]:
+    return [(round(int(h1) * 3600 + int(m1) * 60 + float(s1), 3), round(int(h2) * 3600 + int(m2) * 60 + float(s2), 3),
+             " ".join(t.split()))
+            for h1, m1, s1, h2, m2, s2, t in re.findall(
+                r"(\d+):(\d\d):(\d\d\.\d+) --> (\d+):(\d\d):(\d\d\.\d+)[^\n]*\n((?:.+\n?)+)", text)]
+
+
 def caption_visibility(cues_seen: list[dict[str, Any]], written: list[tuple[float, float, str]],
-                       played: tuple[float, float]) -> tuple[int, int]:
+                       played: tuple[float, float], cues_added: list[dict[str, Any]] | None = None,
+                       details: list[dict[str, Any]] | None = None) -> tuple[int, int]:
     """(visible, due): of the cues sidecast wrote whose time falls inside what this viewer played, how many
     the player showed while they were due (first seen before their end, on its own timeline). A cue that
     reached the player after its time passed is never active, so never seen: it counts as not visible.
-    The player's timeline is sidecast's media time plus a constant, found from the cues seen."""
+    The player's timeline is sidecast's media time plus a constant, found from the cues seen.
+    ``details``: one record per due cue is appended (its times, whether shown, and the playhead when it
+    reached the text track, from ``cues_added``: after its end = it came too late; none = never came)."""
     by_text: dict[str, list[tuple[float, float]]] = {}
     for a, b, text in written:
         by_text.setdefault(text, []).append((a, b))
@@ -249,9 +294,14 @@ def caption_visibility(cues_seen: list[dict[str, Any]], written: list[tuple[floa
     due = [(a + off, b + off, t) for a, b, t in written if a + off >= lo and b + off <= hi]
     visible = 0
     for a, b, t in due:
-        if any(" ".join(str(c["text"]).split()) == t and abs(c["start"] - a) < 0.05 and c["seenAt"] <= b
-               for c in cues_seen):
-            visible += 1
+        shown = any(" ".join(str(c["text"]).split()) == t and abs(c["start"] - a) < 0.05 and c["seenAt"] <= b
+                    for c in cues_seen)
+        visible += shown
+        if details is not None:
+            arrived = [float(c["addedAt"]) for c in cues_added or []
+                       if " ".join(str(c["text"]).split()) == t and abs(float(c["start"]) - a) < 0.05]
+            details.append({"start": round(a, 3), "end": round(b, 3), "text": t[:60], "visible": shown,
+                            "added_at": min(arrived) if arrived else None})
     return visible, len(due)
 
 
@@ -271,12 +321,16 @@ def measure(base: str, cfg: Config, sent: dict[int, float], seconds: float, join
     fatal: list[str] = []
     stops = []
     visible = due = 0
+    caption_details: list[dict[str, Any]] = []
     each = seconds / joins
-    for _ in range(joins):
+    for viewer in range(joins):
         report = play_hls(base + "/master.m3u8", seconds=each, timeout=each * 2 + 90, hls_config=cfg.hls,
                           subtitles=subs_dir is not None,
-                          barcode={"everyMs": READ_EVERY_MS}, sample_ms=250)
+                          barcode={"everyMs": READ_EVERY_MS}, sample_ms=250,
+                          hls_debug=r"subtitle" if DEBUG_DIR is not None and subs_dir is not None else False)
         raw = report.raw
+        if DEBUG_DIR is not None:  # --keep: each viewer's whole report (events, cues, hls.js caption log)
+            (DEBUG_DIR / f"{cfg.key}-viewer{viewer}.json").write_text(json.dumps(raw))
         frames = raw.get("frames") or []
         settle_at = frames[0]["shownAt"] + SETTLE_S * 1000 if frames else 0
         mine = latencies([f for f in frames if f["shownAt"] >= settle_at], sent)
@@ -287,7 +341,8 @@ def measure(base: str, cfg: Config, sent: dict[int, float], seconds: float, join
         if subs_dir is not None:
             cts = [s["ct"] for s in report.samples if isinstance(s.get("ct"), (int, float)) and s["ct"] > 0]
             if cts:
-                v, d = caption_visibility(raw.get("cues") or [], file_cues(subs_dir), (min(cts) + SETTLE_S, max(cts)))
+                v, d = caption_visibility(raw.get("cues") or [], file_cues(subs_dir), (min(cts) + SETTLE_S, max(cts)),
+                                          raw.get("cuesAdded") or [], caption_details)
                 visible, due = visible + v, due + d
         for k, v in (raw.get("eventCounts") or {}).items():
             counts[k] = counts.get(k, 0) + v
@@ -312,6 +367,7 @@ def measure(base: str, cfg: Config, sent: dict[int, float], seconds: float, join
         "hlsjs_latency_median": statistics.median(hls_latency) if hls_latency else None,
         "pdt_latency_median": statistics.median(pdt) if pdt else None,
         "pdt_error": pdt_err, "stop": stops, "captions_visible": visible, "captions_due": due,
+        "captions": caption_details,
     }
 
 
@@ -336,6 +392,8 @@ def run_sidecast(cfg: Config, work: Path, seconds: float, joins: int) -> dict[st
         result = measure(base, cfg, source.sent, seconds, joins, subs_dir=out / "subs" / "en" if stt else None)
         result["source_late_frames"] = source.late_frames
         result["source_lag_s"] = source_lag(source.sent)
+        if stt:
+            result["caption_lateness"] = caption_lateness(out)
         return result
     finally:
         if source is not None:
@@ -412,7 +470,8 @@ def main() -> None:
                     "sharing --seconds [3]")
     ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
-    ap.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs and logs")
+    ap.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs and logs (and each "
+                    "viewer's raw report, with hls.js's caption log lines)")
     args = ap.parse_args()
     keys = [k.strip() for k in args.configs.split(",") if k.strip()]
     unknown = [k for k in keys if k not in CONFIGS]
@@ -426,6 +485,8 @@ def main() -> None:
         if args.keep:
             work = args.keep
             work.mkdir(parents=True, exist_ok=True)
+            global DEBUG_DIR
+            DEBUG_DIR = work
         for k in keys:
             cfg = CONFIGS[k]
             started = time.time()
@@ -452,6 +513,18 @@ def main() -> None:
                   f"load {r['load1']:.1f}{'  FATAL ' + str(r['fatal']) if r['fatal'] else ''}"
                   + (f"  captions visible while due {r['captions_visible']}/{r['captions_due']}" if r.get('captions_due') else ""),
                   flush=True)
+            late_s = r.get("caption_lateness") or []
+            if late_s:
+                print(f"   caption parts: a cue's first part written {statistics.median(late_s):.2f} s (median; "
+                      f"{late_s[0]:.2f}-{late_s[-1]:.2f} s, {len(late_s)} cues) after the video part holding its end",
+                      flush=True)
+            missed = [c for c in r.get("captions") or [] if not c["visible"]]
+            if missed:
+                late = [c for c in missed if c["added_at"] is not None and c["added_at"] > c["end"]]
+                never = sum(c["added_at"] is None for c in missed)
+                by = ", ".join(f"{c['added_at'] - c['end']:+.2f} s" for c in late)
+                print(f"   captions not shown while due: {len(late)} reached the player after their end ({by}), "
+                      f"{never} never reached it, {len(missed) - len(late) - never} other", flush=True)
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"\nafter: {uptime}\n")
     print("| config | median | p95 | max | per viewer (median) | stalls (waiting / hls.js) | readings | load (1 min) |")

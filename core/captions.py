@@ -41,8 +41,19 @@ def _escape(text: str) -> str:
     return body.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("-->", "--&gt;")
 
 
+def cue_identifier(cue: Cue) -> str:
+    """The WebVTT cue identifier of ``cue``: the same in every segment and part that carries it, and
+    different for different cues, so players keep one copy. hls.js de-duplicates by it; without one it
+    hashes the start time it computed, which differs in the last bits from part to part (each part has its
+    own X-TIMESTAMP-MAP), and a cue carried by three low-latency parts was shown three times over. The
+    sidecar's id alone may come back after a sidecar restart, so the start time is part of it."""
+    base = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in (cue.id or "cue"))[:64]
+    return f"{base}@{vtt_timestamp(cue.start)}"
+
+
 def _cue_block(cue: Cue) -> str:
-    return f"{vtt_timestamp(cue.start)} --> {vtt_timestamp(max(cue.end, cue.start))}\n{_escape(cue.text)}\n"
+    return (f"{cue_identifier(cue)}\n{vtt_timestamp(cue.start)} --> {vtt_timestamp(max(cue.end, cue.start))}\n"
+            f"{_escape(cue.text)}\n")
 
 
 def cues_shown_during(cues: Iterable[Cue], start: float, end: float) -> list[Cue]:

@@ -71,6 +71,10 @@ class LivePlaylist:
         self.upcoming = upcoming
         self.parts: list[Part] = []          # the parts of the segment being made
         self.next_part_uri: str | None = None
+        # Which segment (the caller's numbering) ``parts`` belong to, and parts of a later segment that
+        # arrived before this one was added (held back, unlisted, until it is: see add_part).
+        self._parts_of: int | None = None
+        self._held: list[tuple[int, Part, str | None]] = []
         self._edge = (-1, -1)
         self._lock = threading.RLock()
         if init_uri:
@@ -114,30 +118,46 @@ class LivePlaylist:
         elif self.segments:
             self._edge = (self.next_msn - 1, len(self.segments[-1].parts) - 1)
 
-    def add_part(self, part: Part, next_uri: str | None = None) -> None:
+    def add_part(self, part: Part, next_uri: str | None = None, segment: int | None = None) -> None:
         """List a just-published part of the segment being made (low latency); ``next_uri`` is the part the
-        server will publish next (the preload hint)."""
+        server will publish next (the preload hint). ``segment``: the number of the segment it belongs to
+        (any numbering the caller also gives ``add``). A part of a later segment than the parts listed so
+        far arrives when a rendition cuts the next segment's parts before its packager lists the segment
+        they follow; it is held back until ``add`` lists that segment, instead of being folded into it."""
         with self._lock:
             if self.ended:
                 raise RuntimeError(f"{self.path}: part added after the end of the stream")
+            if segment is not None and self._parts_of is not None and segment != self._parts_of:
+                self._held.append((segment, part, next_uri))
+                return
             self.parts.append(part)
+            self._parts_of = segment
             self.next_part_uri = next_uri
             self._move_edge()
             self.write()
 
-    def add(self, segment: Segment, next_part_uri: str | None = None) -> None:
+    def add(self, segment: Segment, next_part_uri: str | None = None, index: int | None = None) -> None:
         """Append a segment (and slide the window); PlaylistError if it breaks a rule of the playlist.
         Low latency: ``next_part_uri`` is the next segment's first part (the preload hint from now on); the
-        hint the last part left named a part of this segment that will never be published."""
+        hint the last part left named a part of this segment that will never be published. ``index``: the
+        segment's number as given to ``add_part``: the listed parts are this segment's only if they were
+        given that number (or none)."""
         with self._lock:
-            self._add(segment, next_part_uri)
+            self._add(segment, next_part_uri, index)
 
-    def _add(self, segment: Segment, next_part_uri: str | None = None) -> None:
-        if self.part_target is not None and self.parts and not segment.parts:
+    def _add(self, segment: Segment, next_part_uri: str | None = None, index: int | None = None) -> None:
+        mine = index is None or self._parts_of is None or self._parts_of == index
+        if self.part_target is not None and self.parts and mine and not segment.parts:
             segment = replace(segment, parts=tuple(self.parts))
-        self.parts = []
+        if mine:
+            self.parts, self._parts_of = [], None
         if self.part_target is not None:
-            self.next_part_uri = next_part_uri
+            self.next_part_uri = next_part_uri if mine and not self._held else self.next_part_uri
+        if mine and self._held:  # parts of the next segment that came early: listed now, after their segment
+            first = min(n for n, _, _ in self._held)
+            now = [(p, hint) for n, p, hint in self._held if n == first]
+            self._held = [h for h in self._held if h[0] != first]
+            self.parts, self._parts_of, self.next_part_uri = [p for p, _ in now], first, now[-1][1]
         if self.ended:
             raise RuntimeError(f"{self.path}: segment added after the end of the stream")
         if self.target_from_first and self.total == 0:
@@ -167,7 +187,7 @@ class LivePlaylist:
     def end(self) -> None:
         with self._lock:
             self.ended = True
-            self.parts = []
+            self.parts, self._held, self._parts_of = [], [], None
             self.next_part_uri = None
             self.write()
 

@@ -30,6 +30,9 @@ def parse_vtt(text: str) -> tuple[list[str], list[tuple[str, str, str]]]:
     cues = []
     for block in blocks[1:]:
         lines = block.split("\n")
+        if not CUE_LINE.match(lines[0]):  # the cue identifier (WebVTT: optional, never holds "-->")
+            assert "-->" not in lines[0] and lines[0].strip(), block
+            lines = lines[1:]
         m = CUE_LINE.match(lines[0])
         assert m, block
         assert len(lines) >= 2 and all(ln.strip() for ln in lines[1:]), block

@@ -4,6 +4,7 @@ playlist reload and delta updates, and a live stream hls.js plays in low-latency
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import threading
 import time
@@ -252,3 +253,147 @@ def test_a_segment_end_learnt_after_its_last_part_adds_no_empty_part(tmp_path: P
         hints = [h.attrs["URI"].strip('"') for h in media.preload_hints]
         assert hints == [f"seg_000001-0.{ext}"], hints
     audio.finish(False)
+
+
+def test_caption_parts_add_up_to_their_segment_exactly(tmp_path: Path) -> None:
+    """hls.js counts a subtitle segment it loads part by part as done only when its last part ends within
+    1e-6 s of the segment's end (EXTINF), and loads no other subtitle until then: six parts of 0.33333 s under
+    an EXTINF of 2.0 stopped every caption after the first segment a viewer joined in. The DURATIONs of a
+    segment's WebVTT parts must add up to its EXTINF to the digit, on the 1/3 s grid and when the segment's
+    end, learnt after its last part, leaves a sliver too short to list."""
+    from sidecast.core.outputs.base import JsonLines, SegmentJob, StreamContext
+    from sidecast.core.outputs.subtitles import SubtitleRendition
+    from sidecast.core.timeline import Timeline
+
+    ctx = StreamContext(outdir=tmp_path, width=320, height=240, fps=30, has_audio=False, segment_duration=2.0,
+                        window=6, timeline=Timeline(), log=JsonLines(tmp_path / "log"), part_target=1 / 3)
+    subs = SubtitleRendition(ctx, "en")
+    subs.producers, subs.window_s = [], 0.0
+    ends = [2.0, 4.0004, 6.0]  # the second segment's end is learnt after its parts reached 4.0
+    start = 0.0
+    for i, end in enumerate(ends):
+        for k in range(1, 7):
+            subs.frame(None, start + k / 3 + 0.01, i)
+        job = SegmentJob(index=i, start=start, end=end, frames=[], times=[start], discontinuity=False,
+                         pdt=datetime.now(UTC), closed_at=time.monotonic())
+        subs.segment_closed(job)
+        subs.publish(job)
+        start = end
+    media = parse_media((tmp_path / "subs" / "en" / "index.m3u8").read_text())
+    assert [len(s.parts) for s in media.segments] == [6, 6, 6]
+    for s in media.segments:
+        total = 0.0
+        for p in s.parts:  # as hls.js adds them up: a float sum of the DURATIONs as written
+            total += p.duration
+        assert abs(total - s.duration) < 1e-9, (s.uri, [p.duration for p in s.parts], s.duration)
+    assert [s.duration for s in media.segments] == [2.0, 2.0, 2.0]  # the 0.4 ms sliver is not listed
+
+
+def test_parts_of_the_next_segment_wait_until_their_segment_follows(tmp_path: Path) -> None:
+    """A rendition may cut the next segment's parts before its packager lists the segment they follow (the
+    caption parts do, while the segment waits for the decision window): those parts must not be folded into
+    the earlier segment; they are listed once it is, as the next segment's parts."""
+    pl = ll_playlist(tmp_path)
+    for k in range(6):
+        pl.add_part(Part.of(f"seg_000000-{k}.m4s", 1 / 3, independent=True), f"seg_000000-{k + 1}.m4s", segment=0)
+    for k in range(2):  # early: segment 0 is not listed yet
+        pl.add_part(Part.of(f"seg_000001-{k}.m4s", 1 / 3, independent=True), f"seg_000001-{k + 1}.m4s", segment=1)
+    model = parse_media((tmp_path / "index.m3u8").read_text())
+    assert not model.segments and len(model.trailing_parts) == 6
+    pl.add(seg(0), next_part_uri="seg_000001-0.m4s", index=0)
+    model = parse_media((tmp_path / "index.m3u8").read_text())
+    assert [p.uri for p in model.segments[0].parts] == [f"seg_000000-{k}.m4s" for k in range(6)]
+    assert [p.uri for p in model.trailing_parts] == ["seg_000001-0.m4s", "seg_000001-1.m4s"]
+    assert [h.string("URI") for h in model.preload_hints] == ["seg_000001-2.m4s"]
+    assert pl.last_part() == (1, 1)
+    pl.add_part(Part.of("seg_000001-2.m4s", 1 / 3, independent=True), "seg_000001-3.m4s", segment=1)
+    pl.add(seg(1), next_part_uri="seg_000002-0.m4s", index=1)
+    model = parse_media((tmp_path / "index.m3u8").read_text())
+    assert [len(s.parts) for s in model.segments] == [6, 3] and not model.trailing_parts
+
+
+def test_a_cue_carried_by_several_parts_keeps_one_identifier() -> None:
+    """Each part has its own X-TIMESTAMP-MAP, so hls.js computes a cue's start in each with different last
+    bits; without a cue identifier it took them for three cues and showed the caption three times over."""
+    import re
+
+    from sidecast.contract.records import Cue
+    from sidecast.core.captions import render_vtt_part
+    from sidecast.hls import timebase
+
+    cue = Cue(6.0, 6.8, "tick 6", id="61")
+    texts = [render_vtt_part([cue], a, a + 1 / 3, timebase.media_to_pts(a)) for a in (6.0, 6.0 + 1 / 3, 6.0 + 2 / 3)]
+    ids = {re.search(r"\n\n(.+)\n00:00:06.000 --> 00:00:06.800\ntick 6\n", t).group(1) for t in texts}  # type: ignore[union-attr]
+    assert len(ids) == 1 and "-->" not in next(iter(ids))
+    other = render_vtt_part([Cue(9.0, 9.8, "tick 6", id="61")], 9.0, 9.333, timebase.media_to_pts(9.0))
+    assert next(iter(ids)) not in other, "a sidecar that restarts its numbering still gets new identifiers"
+
+
+@pytest.mark.browser
+def test_captions_show_in_hls_js_while_their_video_plays_at_low_latency(tmp_path: Path) -> None:
+    """The issue's caption target, in the real player: an LL-HLS stream (RTMP in, video and audio) with a
+    caption sidecar process (tests/plugins/ticker.py) that decides each cue 0.6 s late, so the cue misses its
+    own WebVTT part and rides a later one. hls.js (lowLatencyMode) must show every cue whose time it plays,
+    at that time, while its video plays, once. Before the fixes it showed those of the first segment it
+    joined in and no other (and each of those three times over)."""
+    from tests.test_sidecar_contract import Proc
+
+    sock = tmp_path / "ticker.sock"
+    ticker = Proc(sock, "--mode", "late-captions")
+    port, http = free_port(), free_port()
+    out = tmp_path / "out"
+    log = tmp_path / "sidecast.log"
+    proc = subprocess.Popen([SIDECAST, "run", f"rtmp://127.0.0.1:{port}/live/k", "-o", str(out), "--latency", "low",
+                             "--ladder", "180p:300k", "--serve", str(http), "--serve-host", "127.0.0.1",
+                             "--no-progress", "--snapshots-fps", "0", "--sidecar-addr", f"ticker=unix://{sock}"],
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    pub = None
+    try:
+        wait_for(lambda: "listening for RTMP publishers" in log.read_text(), 60, "the RTMP listener")
+        pub = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
+                                "-f", "lavfi", "-i", "testsrc=size=320x180:rate=30",
+                                "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+                                "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "60",
+                                "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv", f"rtmp://127.0.0.1:{port}/live/k"])
+        playlist = out / "subs" / "en" / "index.m3u8"
+        wait_for(lambda: playlist.exists() and playlist.read_text().count("#EXTINF") >= 2, 90,
+                 "two caption segments")
+        report = play_hls(f"http://127.0.0.1:{http}/master.m3u8", seconds=10, timeout=90, subtitles=True,
+                          hls_config={"lowLatencyMode": True})
+    finally:
+        if pub is not None:
+            pub.kill()
+            pub.wait()
+        proc.terminate()
+        proc.wait(30)
+        ticker.stop()
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+    report.raise_for_fatal()
+    assert report.played >= 9.5, report.summary()
+    # what an LL player loads: the parts (a whole segment may show a cue that came too late for it re-timed,
+    # for players that read segments only)
+    written: set[tuple[float, float, str]] = set()
+    for f in (out / "subs" / "en").glob("seg_*-*.vtt"):
+        for m in re.finditer(r"(\d+):(\d\d):(\d\d\.\d+) --> (\d+):(\d\d):(\d\d\.\d+)\n(.+)\n", f.read_text()):
+            h1, m1, s1, h2, m2, s2, text = m.groups()
+            written.add((int(h1) * 3600 + int(m1) * 60 + float(s1), int(h2) * 3600 + int(m2) * 60 + float(s2), text))
+    cts = [s["ct"] for s in report.samples if isinstance(s.get("ct"), (int, float)) and s["ct"] > 0]
+    lo, hi = min(cts) + 1.0, max(cts)
+    due = sorted(c for c in written if c[0] >= lo and c[1] <= hi)
+    assert len(due) >= 6, (due, lo, hi)
+    parts = {}  # each WebVTT part by the media time it starts at (its X-TIMESTAMP-MAP's LOCAL)
+    for f in (out / "subs" / "en").glob("seg_*-*.vtt"):
+        h, m, sec = re.search(r"LOCAL:(\d+):(\d\d):(\d\d\.\d+)", f.read_text()).groups()  # type: ignore[union-attr]
+        parts[int(h) * 3600 + int(m) * 60 + float(sec)] = f.read_text()
+    own = [max((t for t in parts if t <= a + 1e-6), default=None) for a, _, _ in due]
+    missed = [c for c, t in zip(due, own, strict=True) if t is not None and c[2] not in parts[t]]
+    assert missed, "the cues are decided late: some must miss the part their start falls in"
+    seen = report.raw.get("cues") or []
+    for a, b, text in due:
+        shown = [s for s in seen if s["text"] == text and abs(s["start"] - a) < 0.01]
+        assert shown, f"{text!r} at {a:.2f}-{b:.2f} s never showed; seen {[(s['text'], s['start']) for s in seen]}"
+        assert shown[0]["seenAt"] <= b, f"{text!r} showed at {shown[0]['seenAt']}, after its end {b}"
+    added = report.raw.get("cuesAdded") or []
+    for _, _, text in due:
+        copies = [c for c in added if c["text"] == text]
+        assert len(copies) == 1, f"{text!r} is in the text track {len(copies)} times: {copies}"

@@ -120,7 +120,7 @@ class AudioRendition(Output):
         atomic_write(self.dir / name, data)
         self._parts.append(data)
         self.playlist.add_part(Part.of(name, max(duration, 0.001), independent=True),
-                               next_uri=part_name(self._cur, self._part + 1))
+                               next_uri=part_name(self._cur, self._part + 1), segment=self._cur)
 
     def push_packet(self, packet: av.Packet[Any], t: float, duration: float) -> None:
         """Passthrough: a compressed audio packet of the source, at media time ``t``."""
@@ -182,7 +182,7 @@ class AudioRendition(Output):
         self.peak_bps = max(self.peak_bps, size * 8 / job.duration)
         self.total_bytes += size
         seg = job.segment(f"{job.name}.{self.ext}")
-        self.playlist.add(seg, next_part_uri=part_name(job.index + 1, 0))
+        self.playlist.add(seg, next_part_uri=part_name(job.index + 1, 0), index=job.index)
         self.full.add(seg)
 
     def finish(self, complete: bool) -> None:

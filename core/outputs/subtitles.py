@@ -17,6 +17,7 @@ carried by the next part with its original timing (never lost, never shown early
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -27,6 +28,8 @@ from sidecast.hls.live import atomic_write
 from ..captions import CaptionCarrier, render_vtt_part, render_vtt_segment, write_transcript
 from .base import Output, SegmentJob, StreamContext
 from .parts import part_name
+
+_UNITS = 100_000  # playlist durations are written to 10 us (hls.Part.of, hls.model EXTINF)
 
 # Names players show in their caption menus (NAME in the master playlist).
 LANGUAGE_NAMES = {"en": "English", "de": "Deutsch", "fr": "Français", "es": "Español", "it": "Italiano",
@@ -64,6 +67,8 @@ class SubtitleRendition(Output):
         self._ends: dict[int, float] = {}
         self._due_since: dict[tuple[int, int], float] = {}
         self._sent: set[str] = set()
+        # per segment, the sum of its listed parts' DURATIONs in units of 10 us (what the playlist says)
+        self._listed: dict[int, int] = {}
         # Parts are cut from the ingest thread (frame) and from the packager's (publish): one at a time, and
         # a segment is listed before the next segment's parts (bench/latency.py crashed here with stt on).
         self._lock = threading.RLock()
@@ -131,8 +136,17 @@ class SubtitleRendition(Output):
             self._sent.add(self._key(c))
         name = part_name(self._seg, self._part).replace(".m4s", ".vtt")
         atomic_write(self.dir / name, render_vtt_part(carried, start, end, timebase.media_to_pts(start)))
-        self.playlist.add_part(Part.of(name, max(end - start, 0.001), independent=True),
-                               next_uri=part_name(self._seg, self._part + 1).replace(".m4s", ".vtt"))
+        # DURATIONs from the part boundaries rounded as the playlist writes them (to 10 us), so that a
+        # segment's parts add up to its EXTINF exactly: hls.js counts a subtitle segment loaded part by part
+        # as done only when its last part ends within 1e-6 s of the segment's end, and until then loads no
+        # other subtitle; six parts of 0.33333 s under an EXTINF of 2.0 stopped every caption after the
+        # first segment a viewer joined in (bench/latency.py (d), (k): 1 of 9 and 0 of 5 shown).
+        a, b = (round((t - self._start) * _UNITS) for t in (start, end))
+        units = max(b - a, _UNITS // 1000)
+        self._listed[self._seg] = self._listed.get(self._seg, 0) + units
+        self.playlist.add_part(Part.of(name, units / _UNITS, independent=True),
+                               next_uri=part_name(self._seg, self._part + 1).replace(".m4s", ".vtt"),
+                               segment=self._seg)
 
     @staticmethod
     def _key(c: Cue) -> str:
@@ -153,7 +167,13 @@ class SubtitleRendition(Output):
             atomic_write(self.dir / name,
                          render_vtt_segment(carried, job.start, job.end, timebase.media_to_pts(job.start)))
             seg = job.segment(name)
-            self.playlist.add(seg, next_part_uri=part_name(job.index + 1, 0).replace(".m4s", ".vtt"))
+            listed = self._listed.pop(job.index, None)
+            if listed is not None and abs(listed / _UNITS - seg.duration) < 2e-3:
+                # the parts reach the segment's end (a sliver under 1 ms is never listed as a part): the
+                # EXTINF is their sum, to the digit (see _write_part)
+                seg = dataclasses.replace(seg, duration=listed / _UNITS)
+            self.playlist.add(seg, next_part_uri=part_name(job.index + 1, 0).replace(".m4s", ".vtt"),
+                              index=job.index)
             self.full.add(seg)
 
     def finish(self, complete: bool) -> None:

@@ -205,7 +205,7 @@ class VideoLadder(Output):
             rs.peak_bps = max(rs.peak_bps, st.bytes * 8 / job.duration)
             rs.total_bytes += st.bytes
             rs.total_seconds += job.duration
-            rs.playlist.add(seg, next_part_uri=part_name(job.index + 1, 0))
+            rs.playlist.add(seg, next_part_uri=part_name(job.index + 1, 0), index=job.index)
             rs.full.add(seg)
         if self.crop_path is not None and self.crops_log is not None:
             self.crops_log.write(self.crop_path.jsonl_records(job.start, job.end))
@@ -228,7 +228,7 @@ class VideoLadder(Output):
 
         def on_part(p: PartReady) -> None:
             rs.playlist.add_part(Part.of(p.uri, p.duration, independent=p.independent),
-                                 next_uri=part_name(p.segment, p.part + 1))
+                                 next_uri=part_name(p.segment, p.part + 1), segment=p.segment)
 
         return PartEncoder(rs.dir, segment, rs.rung.width, rs.rung.height, self.ctx.fps, crf, cap, keyint,
                            part_frames, rs.fragmenter, lambda: rs.init_done, write_init, on_part)

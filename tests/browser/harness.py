@@ -201,6 +201,7 @@ def play_hls(
     cue_ms: int = 50,
     barcode: dict[str, Any] | bool = False,
     chromium: str | None = None,
+    hls_debug: bool | str = False,
 ) -> PlaybackReport:
     """Play `url` in headless Chromium with hls.js and report what happened.
 
@@ -210,12 +211,15 @@ def play_hls(
     `subtitles`: True = first subtitle track, an int = that index, a str = that language or name.
     `barcode`: read devkit/barcode.py frame numbers off the presented picture (True, or {"everyMs": N} to
     read at most one frame per N ms): `raw["frames"]` lists {n, shownAt (ms since epoch), w, h}.
+    `hls_debug`: True or a regular expression: hls.js's own log lines (those matching) in `raw["debugLog"]`.
+    Every cue that reached a text track is in `raw["cuesAdded"]` with the playhead when it arrived.
     Raises HarnessError only when the harness itself cannot run.
     """
     opts = {
         "url": url, "seconds": seconds, "timeout": timeout, "interstitials": interstitials,
         "subtitles": subtitles, "startLevel": start_level, "untilTime": until_time, "untilEvent": until_event,
         "hlsConfig": hls_config or {}, "sampleMs": sample_ms, "cueMs": cue_ms, "barcode": barcode,
+        "hlsDebug": hls_debug,
     }
     return PlaybackReport.from_json(_run_play(opts, chromium, timeout))
 

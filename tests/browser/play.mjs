@@ -20,6 +20,8 @@
 //   barcode        read devkit/barcode.py frame numbers off the presented picture (barcode.mjs): false,
 //                  or {"everyMs": N}; the report gets `frames` [{n, shownAt, w, h}] and `unread`  [false]
 //   cueMs          text-track activeCues polling period (ms)                                     [50]
+//   hlsDebug       false | true | a regular expression: hls.js's own log lines (matching it) go into the
+//                  report as `debugLog` [{t, ct, level, line}]                                    [false]
 //   chromium       browser executable  [$SIDECAST_CHROMIUM or /usr/bin/chromium]
 //   hlsPath        hls.js build to load [../../core/static/hls.min.js, the one the server ships]
 //   until          page mode: also wait until this JavaScript expression is true in the page          [unset]
@@ -79,7 +81,7 @@ function recorder(opts) {
   const r3 = (x) => (typeof x === 'number' && isFinite(x) ? Math.round(x * 1000) / 1000 : x);
   const video = document.getElementById('video');
   const sc = window.__sc = {
-    events: [], samples: [], cues: [], mediaErrors: [], played: 0, done: false, stopReason: null,
+    events: [], samples: [], cues: [], cuesAdded: [], mediaErrors: [], played: 0, done: false, stopReason: null,
     autoplayError: null, droppedEvents: 0, subtitleChoice: null, fatal: false, untilEventSeen: false,
     // every event counted, even past maxEvents; `media.waiting` after the first `media.playing` is a stall
     eventCounts: {}, started: false,
@@ -87,6 +89,15 @@ function recorder(opts) {
   const cfg = Object.assign({}, opts.hlsConfig || {});
   cfg.enableInterstitialPlayback = !!opts.interstitials;
   if (opts.startLevel !== null && opts.startLevel !== undefined) cfg.startLevel = opts.startLevel;
+  sc.debugLog = [];
+  if (opts.hlsDebug) {  // hls.js's own log lines (matching the hlsDebug regular expression) into the report
+    const wanted = new RegExp(typeof opts.hlsDebug === 'string' ? opts.hlsDebug : '.');
+    const keep = (level) => (...args) => {
+      const line = args.map((a) => (typeof a === 'string' ? a : String(a))).join(' ');
+      if (wanted.test(line) && sc.debugLog.length < 20000) sc.debugLog.push({ t: now(), ct: r3(video.currentTime), level, line: line.slice(0, 400) });
+    };
+    cfg.debug = { trace: keep('trace'), debug: keep('debug'), log: keep('log'), info: keep('info'), warn: keep('warn'), error: keep('error') };
+  }
   const hls = new Hls(cfg);
   window.__hls = hls;
   const names = {};
@@ -127,6 +138,8 @@ function recorder(opts) {
       }
       if (data.error) out.error = String(data.error.message || data.error);
       if (data.frag) out.frag = frag(data.frag);
+      if (data.part) out.part = { index: data.part.index, start: r3(data.part.start), duration: r3(data.part.duration),
+        url: prim(data.part.relurl || data.part.url) };
       if (data.event && typeof data.event === 'object') out.event = ievent(data.event);
       if (data.asset) out.asset = asset(data.asset);
       if (Array.isArray(data.events)) out.events = data.events.map(ievent);
@@ -204,12 +217,25 @@ function recorder(opts) {
     video.play().catch((e) => { sc.autoplayError = String(e.message || e); });
   });
 
-  // Captions: every cue that became active, with the playhead at the moment it was seen.
+  // Captions: every cue that became active, with the playhead at the moment it was seen; and every cue
+  // that reached a text track (cuesAdded), with the playhead when it arrived: a cue added after its end
+  // had already played can never be shown, which tells "arrived late" from "never arrived".
   const seen = new Map();
+  const added = new Set();
   function pollCues() {
     const tracks = video.textTracks;
     for (let i = 0; i < tracks.length; i++) {
       const tt = tracks[i];
+      if (tt.cues) {
+        for (let j = 0; j < tt.cues.length; j++) {
+          const cue = tt.cues[j];
+          const key = i + '|' + cue.startTime + '|' + cue.endTime + '|' + cue.text;
+          if (added.has(key)) continue;
+          added.add(key);
+          sc.cuesAdded.push({ track: i, text: cue.text, start: r3(cue.startTime), end: r3(cue.endTime),
+            addedAt: r3(video.currentTime), t: now() });
+        }
+      }
       if (tt.mode === 'disabled' || !tt.activeCues) continue;
       for (let j = 0; j < tt.activeCues.length; j++) {
         const cue = tt.activeCues[j];
@@ -295,7 +321,7 @@ function recorder(opts) {
     }
     return {
       hlsVersion: Hls.version, stopReason: sc.stopReason, played: r3(sc.played), wallMs: now(),
-      events: sc.events, droppedEvents: sc.droppedEvents, eventCounts: sc.eventCounts, samples: sc.samples, cues: sc.cues,
+      events: sc.events, droppedEvents: sc.droppedEvents, eventCounts: sc.eventCounts, samples: sc.samples, cues: sc.cues, cuesAdded: sc.cuesAdded, debugLog: sc.debugLog,
       levels: (hls.levels || []).map(level), currentLevel: hls.currentLevel,
       audioTracks: (hls.audioTracks || []).map(track), subtitleTracks: (hls.subtitleTracks || []).map(track),
       subtitleTrack: hls.subtitleTrack, subtitleChoice: sc.subtitleChoice, textTracks: tts,

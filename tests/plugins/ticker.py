@@ -37,10 +37,11 @@ class Ticker(Sidecar):
     version = "1.0.0"
     mode = "normal"
     width = 320
+    cue_delay = 0.6  # late-captions: seconds between a cue's frame and its publication
 
     def describe(self) -> Description:
         fps = 1000.0 if self.mode == "impossible" else 10.0
-        if self.mode == "captions":  # cues only: a caption sidecar without a model (the WHEP preview's tests)
+        if self.mode in ("captions", "late-captions"):  # cues only: a caption sidecar without a model
             return Description(name=self.name, version=self.version,
                                video=VideoWants(fps=fps, width=self.width, pixel_format="gray8"),
                                max_latency_ms=500, produces=("cues",), caption_languages=("en",))
@@ -81,6 +82,14 @@ class Ticker(Sidecar):
         return [hint]
 
     def on_video(self, frame: VideoFrame) -> list[Result]:
+        if self.mode == "late-captions":
+            # Each cue decided 0.6 s (--cue-delay) of wall time after its frame, while the watermark moves on with every
+            # frame: like a recogniser that commits a sentence late, the cue misses the low-latency caption
+            # part it belongs to and must ride a later one with its own times.
+            if frame.seq % 10 == 1:
+                cue = Cue(start=frame.pts, end=frame.pts + 0.8, text=f"tick {frame.seq // 10}", id=str(frame.seq))
+                threading.Timer(self.cue_delay, self.publish, args=(cue,)).start()
+            return []
         if self.mode in ("captions", "captions-and-crops"):
             out: list[Result] = []
             if frame.seq % 10 == 1:  # one caption a second, on screen for 0.8 s
@@ -114,12 +123,15 @@ def main() -> None:
     ap.add_argument("--listen", required=True)
     ap.add_argument("--mode", default="normal",
                     choices=["normal", "sleep", "impossible", "wrong-version", "malformed", "crash-after",
-                             "late-hints", "greedy-hints", "resize-hints", "echo-info", "captions", "captions-and-crops",
+                             "late-hints", "greedy-hints", "resize-hints", "echo-info", "captions", "late-captions",
+                             "captions-and-crops",
                              "fragile"])
     ap.add_argument("--width", type=int, default=320)
+    ap.add_argument("--cue-delay", type=float, default=0.6, help="late-captions: seconds each cue comes late")
     args = ap.parse_args()
     Ticker.mode = args.mode
     Ticker.width = args.width
+    Ticker.cue_delay = args.cue_delay
 
     if args.mode == "wrong-version":
         orig = codec.description_to_pb
