@@ -234,10 +234,10 @@ class SttSidecar(Sidecar):
         model = engine.load_model(self.spec or engine.resolve_spec(None))
         shared = engine.batch_stats(model).as_dict()
         log.info("stt passes: stream %s, model %s", mine, shared)
-        t = (self._expected or 0) / SAMPLE_RATE
+        at = (self._expected or 0) / SAMPLE_RATE
         lags, self._commit_lags = self._commit_lags, []
-        self._stats_at = t
-        return Generic(start=t, end=t, kind="stt_passes",
+        self._stats_at = at
+        return Generic(start=at, end=at, kind="stt_passes",
                        data={"batch": self.batch, "stream": mine, "model": shared, "commit_lag_s": lags})
 
     def watermark(self) -> float | None:
