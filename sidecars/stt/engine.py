@@ -311,6 +311,7 @@ class BatchStats:
     batched_passes: int = 0     # passes that ran in a batch of two or more
     max_batch: int = 0
     rounds: int = 0             # scheduler rounds (PassBatcher): a round's passes may need several batches
+    isolated: int = 0           # passes run again alone because their batch raised
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
 
     def add(self, n: int, seconds: dict[str, float]) -> None:
@@ -323,7 +324,7 @@ class BatchStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {"passes": self.passes, "batches": self.batches, "batched_passes": self.batched_passes,
-                "max_batch": self.max_batch, "rounds": self.rounds, "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
+                "max_batch": self.max_batch, "rounds": self.rounds, "isolated": self.isolated, "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
 
 
 _STATS: dict[int, BatchStats] = {}
@@ -472,15 +473,17 @@ class PassBatcher:
             by_key.setdefault(it.key(), []).append(it)
         for same in by_key.values():
             same.sort(key=lambda it: -len(it.audio))
-            group: list[PassInput] = []
-            for it in same:
-                if group and (len(it.audio) < self.min_fill * len(group[0].audio)
-                              or len(it.previous) < 0.5 * max(len(g.previous) for g in group)
-                              or min(len(g.previous) for g in group) < 0.5 * len(it.previous)):
-                    out.append(group)
-                    group = []
-                group.append(it)
-            out.append(group)
+            groups: list[list[PassInput]] = []
+            for it in same:  # first fit, longest buffers first
+                for group in groups:
+                    prompts = [len(g.previous) for g in group]
+                    if (len(it.audio) >= self.min_fill * len(group[0].audio)
+                            and len(it.previous) >= 0.5 * max(prompts) and min(prompts) >= 0.5 * len(it.previous)):
+                        group.append(it)
+                        break
+                else:
+                    groups.append([it])
+            out.extend(groups)
         out.sort(key=lambda g: min(it.submitted for it in g))
         return out
 
@@ -518,6 +521,7 @@ class PassBatcher:
                 box.append(sys.exc_info()[1])
                 done.set()
                 return
+            batch_stats(self.model).isolated += len(group)
             for it in group:  # isolate the pass that failed
                 self._run_group([it], boxes)
             return
