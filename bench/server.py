@@ -498,12 +498,12 @@ def _speech_clip(work: Path) -> Path:
 class InProcess:
     """`sidecast server` in this process (push sessions need the server's handler), with the same API client."""
 
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, sidecar_args: dict[str, list[str]] | None = None) -> None:
         from sidecast.core.server.app import SidecastServer
         from sidecast.core.server.config import ServerConfig
 
         cfg = ServerConfig(data_dir=data, api_port=0, media_port=0, media_host="127.0.0.1", admin_key=ADMIN,
-                           log_level="warning", rtmp_port=0, srt_port=0)
+                           log_level="warning", rtmp_port=0, srt_port=0, sidecar_args=sidecar_args or {})
         self.server = SidecastServer(cfg).start()
         assert self.server.api is not None and self.server.media is not None
         self.api = httpx.Client(base_url=self.server.api.url, headers={"X-API-Key": ADMIN}, timeout=60)
@@ -528,11 +528,21 @@ class InProcess:
 
 
 def part_captions(work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Pushed feeds (paced in real time, like a studio contribution) with captions, all through one stt."""
+    """Pushed feeds (paced in real time, like a studio contribution) with captions, all through one stt.
+
+    ``--stt-batch off,on`` runs the steps once per mode (a fresh server each), so the sidecar's pass
+    batching is compared with one pass at a time (``sidecast sidecar stt --batch off``) in the same run."""
+    out: dict[str, Any] = {"model": "tiny.en (shared, one process)", "feeds": "pushed LibriVox reading, paced in real time"}
+    for mode in args.stt_batch.split(","):
+        out[f"batch_{mode}"] = _caption_steps(work, args, mode)
+    return out
+
+
+def _caption_steps(work: Path, args: argparse.Namespace, mode: str) -> dict[str, Any]:
     clip = _speech_clip(work)
     opts = {"ladder": "180p:200k", "snapshots_fps": 0, "sidecars": ["stt"], "vertical": "off"}
     steps = []
-    srv = InProcess(work / "cc")
+    srv = InProcess(work / f"cc-{mode}", sidecar_args={"stt": ["--batch", mode]})
     sessions = []
     try:
         ids: list[str] = []
@@ -560,9 +570,17 @@ def part_captions(work: Path, args: argparse.Namespace) -> dict[str, Any]:
             speeds = [((last[s]["media_time"] or 0) - (first[s]["media_time"] or 0)) / dt for s in ids]
             p95s = [pct(v, 0.95) for v in lags.values() if v]
             all_lags = [x for v in lags.values() for x in v]
-            steps.append({"streams": n, "stt_lag_p50_s": round(pct(all_lags, 0.5), 2),
+            commits = _commit_lags(work / f"cc-{mode}", {s: (first[s]["media_time"] or 0.0,
+                                                             last[s]["media_time"] or 0.0) for s in ids})
+            c95s = [pct(v, 0.95) for v in commits.values() if v]
+            all_commits = [x for v in commits.values() for x in v]
+            steps.append({"batch": mode, "streams": n, "stt_lag_p50_s": round(pct(all_lags, 0.5), 2),
                           "stt_lag_p95_s_worst_stream": round(max(p95s), 2) if p95s else None,
                           "streams_lag_p95_within_3_5_s": sum(1 for p in p95s if p <= 3.5),
+                          "words": len(all_commits), "commit_p50_s": round(pct(all_commits, 0.5), 2),
+                          "commit_p95_s_worst_stream": round(max(c95s), 2) if c95s else None,
+                          "streams_commit_within_targets": sum(
+                              1 for v in commits.values() if v and pct(v, 0.5) <= 2.0 and pct(v, 0.95) <= 3.5),
                           "speed_min": round(min(speeds), 3), "segments": published, "late_segments": late,
                           "load": load_avg()})
             print(f"  captions: {steps[-1]}", flush=True)
@@ -571,8 +589,24 @@ def part_captions(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         for session in sessions:
             session.close()
         srv.close()
-    return {"model": "tiny.en (shared, one process)", "feeds": "pushed LibriVox reading, paced in real time",
-            "sidecar_processes": len(sidecars), "steps": steps}
+    return {"sidecar_processes": len(sidecars), "steps": steps}
+
+
+def _commit_lags(data: Path, spans: dict[str, tuple[float, float]]) -> dict[str, list[float]]:
+    """Per stream, the commit latency of each word (media seconds between the word's end and the newest
+    audio the sidecar had when it committed the word) that the stt sidecar reported (``stt_passes`` lines
+    of the stream's results.jsonl, every 10 s of audio) within the stream's media-time span."""
+    out: dict[str, list[float]] = {s: [] for s in spans}
+    for path in data.rglob("results.jsonl"):
+        sid = path.parts[-4]  # <work>/<stream>/<event>/r<attempt>/results.jsonl
+        if sid not in spans:
+            continue
+        lo, hi = spans[sid]
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("kind") == "stt_passes" and lo < rec["start"] <= hi:
+                out[sid].extend(rec["data"].get("commit_lag_s", []))
+    return out
 
 
 def part_connect(work: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -611,6 +645,8 @@ def main() -> int:
     ap.add_argument("--overhead-streams", type=int, default=3)
     ap.add_argument("--max-streams", type=int, default=12, help="capacity: stop after this many")
     ap.add_argument("--caption-streams", default="1,2,4,8")
+    ap.add_argument("--stt-batch", default="on",
+                    help="captions: the stt sidecar's --batch, or off,on for both in one run")
     ap.add_argument("--connects", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()

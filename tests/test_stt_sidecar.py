@@ -268,3 +268,47 @@ def test_a_translation_no_engine_can_do_is_reported_and_the_captions_go_on(stt_a
     session = stream_audio(stt_address, prog.audio, speed=8.0, params={"captions.translate": "ja"})
     assert any("ja" in e and "no installed engine" in e for e in session.errors), session.errors
     assert session.finals() and not session.finals("ja")
+
+
+def test_concurrent_streams_share_batched_passes_and_each_gets_its_own_words(stt_address: str) -> None:
+    # Three streams of different real speech at once through the one sidecar process (one model): their
+    # decoder passes run in shared batches (engine.PassBatcher), and each stream's captions are its own
+    # speech: every stream matches its transcript and none carries a word only another stream said.
+    from devkit import realspeech as rs
+    from sidecast.contract.records import Generic
+
+    pool = {c.id: c for c in (*rs.librivox(), *rs.prompts("en"))}
+    clips = [["librivox/0870", "librivox/0930"],
+             ["asterisk-en/conf-getconfno", "asterisk-en/speed-dial-empty"],
+             ["asterisk-en/followme/pls-hold-while-try", "asterisk-en/vm-nonumber"]]
+    progs = [rs.programme(clips=[pool[c] for c in cs], gaps=[0.8]) for cs in clips]
+    sessions: list[Session | None] = [None] * len(progs)
+    start = threading.Barrier(len(progs))
+
+    def run(k: int) -> None:
+        start.wait()
+        sessions[k] = stream_audio(stt_address, progs[k].audio, speed=4.0)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(progs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=240)
+    texts = []
+    for prog, session in zip(progs, sessions, strict=True):
+        assert session is not None and not session.errors, session and session.errors
+        text = " ".join(c.text.replace("\n", " ") for c in session.finals())
+        assert rs.wer(prog.reference, text) <= 0.25, (prog.reference, text)
+        texts.append(set(rs.normalise(text).split()))
+    refs = [set(rs.normalise(p.reference).split()) for p in progs]
+    for k, said in enumerate(texts):
+        others = set().union(*(r for j, r in enumerate(refs) if j != k)) - refs[k]
+        foreign = {w for w in said & others if len(w) >= 4}
+        assert not foreign, f"stream {k} captioned words of another stream: {foreign}"
+    stats = [[g for g in s.generics if isinstance(g, Generic) and g.kind == "stt_passes"][-1]
+             for s in sessions if s is not None]
+    assert all(g.data["batch"] for g in stats)
+    # Every stream had passes that shared a batch with another stream's pass.
+    assert all(g.data["stream"]["batched_passes"] >= 1 and g.data["stream"]["max_batch"] >= 2 for g in stats), stats
+    model = max((g.data["model"] for g in stats), key=lambda m: m["passes"])
+    assert model["batched_passes"] >= 3 and model["batches"] < model["passes"], model

@@ -8,8 +8,11 @@ and ``--model PATH`` takes any CTranslate2 Whisper directory already on disk.
 from __future__ import annotations
 
 import os
+import sys
 import threading
-from dataclasses import dataclass
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -170,10 +173,14 @@ class Decoder:
     """One bounded Whisper pass over a buffer: temperature 0 only (no fallback storms), timestamps and
     word timestamps on, max_new_tokens proportional to the audio, the committed text as prompt."""
 
-    def __init__(self, model: Any, options: DecodeOptions) -> None:
+    def __init__(self, model: Any, options: DecodeOptions, batcher: PassBatcher | None = None) -> None:
         self.model = model
         self.options = options
         self.lock = model_lock(model)  # one pass at a time per model, across streams
+        self.batcher = batcher         # shared scheduler: passes of several streams in one batch
+        self.passes = 0                # buffer passes run, of which in a batch with other streams:
+        self.batched_passes = 0
+        self.max_batch = 0
         self._tok: Any = None           # the buffer pass's tokenizer and suppressed tokens, built once
         self._suppress: list[int] = []
 
@@ -245,62 +252,297 @@ class Decoder:
             self._suppress = get_suppressed_tokens(self._tok, [-1])
         return self._tok
 
+    def prepare(self, audio: np.ndarray, prompt: str, prefix: str = "") -> PassInput:
+        """What one buffer pass needs, before it meets the model: the audio with its silent tail, the
+        prompt's and the forced prefix's tokens, the token budget."""
+        o = self.options
+        tok = self._tokenizer()
+        max_new, prompt = self._budget(audio, prompt)
+        padded = np.concatenate([np.asarray(audio, dtype=np.float32),
+                                 np.zeros(int(o.tail_pad * SAMPLE_RATE), dtype=np.float32)])
+        previous = tok.encode(" " + prompt) if prompt else []
+        previous = previous[-(self.model.max_length // 2 - 1):]
+        forced = tok.encode(" " + prefix.strip())[:150] if prefix.strip() else []
+        return PassInput(self, padded, previous, forced, max_new)
+
     def _decode_buffer(self, audio: np.ndarray, prompt: str, prefix: str = "") -> list[DecodedSegment]:
         """One pass with the encoder over the buffer (plus a little silence), not a padded 30 s window.
 
         Whisper's encoder accepts shorter inputs; the cost of a pass then scales with the buffer (the
         encoder, and the decoder's cross-attention over its output) instead of being ~30 s worth every time.
         Decoded without timestamp tokens; word timings come from the cross-attention alignment, as in
-        ``transcribe(word_timestamps=True)``.
+        ``transcribe(word_timestamps=True)``. With a ``batcher`` the pass waits for its turn in a batch of
+        passes of other streams sharing the model (``PassBatcher``); alone it runs as a batch of one.
         """
-        from faster_whisper.transcribe import get_compression_ratio, merge_punctuations
-
-        o = self.options
-        m = self.model
-        tok = self._tokenizer()
-        max_new, prompt = self._budget(audio, prompt)
-        padded = np.concatenate([np.asarray(audio, dtype=np.float32),
-                                 np.zeros(int(o.tail_pad * SAMPLE_RATE), dtype=np.float32)])
+        item = self.prepare(audio, prompt, prefix)
+        if self.batcher is not None:
+            return self.batcher.submit(item)
         with self.lock:
-            feats = m.feature_extractor(padded, padding=0)
-            frames = min(3000, feats.shape[-1] - feats.shape[-1] % 2)
-            feats = np.ascontiguousarray(feats[:, :frames])
-            enc = m.encode(feats)
-            previous = tok.encode(" " + prompt) if prompt else []
-            forced = tok.encode(" " + prefix.strip())[:150] if prefix.strip() else []
-            start = m.get_prompt(tok, previous, without_timestamps=True) + forced
-            result = m.model.generate(
-                enc, [start], beam_size=o.beam_size, max_length=len(start) + max_new, return_scores=True,
-                return_no_speech_prob=True, suppress_blank=True,
-                suppress_tokens=self._suppress,
-            )[0]
-            seq = list(result.sequences_ids[0])
-            if forced and seq[:len(forced)] == forced:  # CTranslate2 returns the forced prefix too
-                seq = seq[len(forced):]
-            tokens = [t for t in seq if t < tok.eot]
-            text = tok.decode(tokens)
-            # Align prefix and new text together (the prefix anchors where the new words start).
-            alignment = m.find_alignment(tok, [forced + tokens], enc, frames)[0] if tokens else []
-        if not tokens:
-            return []
-        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
-        if forced:
-            # Drop the prefix's words: those whose tokens start within the forced part (a word the decoder
-            # continued, "log" + "ged", is not a new word: the committed half stays as it was).
-            kept, count = [], 0
-            for w in alignment:
-                if count >= len(forced):
-                    kept.append(w)
-                count += len(w["tokens"])
-            alignment = kept
-        merge_punctuations(alignment, "\"'“¿([{-", "\"'.。,，!！?？:：”)]}、")
-        words = tuple(DecodedWord(text=w["word"], start=float(w["start"]), end=float(w["end"]),
-                                  probability=float(w["probability"])) for w in alignment if w["word"])
-        if not words:
-            return []
-        return [DecodedSegment(text=text, start=words[0].start, end=words[-1].end, words=words,
-                               avg_logprob=float(avg_logprob), no_speech_prob=float(result.no_speech_prob),
-                               compression_ratio=float(get_compression_ratio(text.strip())))]
+            return decode_batch(self.model, [item])[0]
+
+
+@dataclass
+class PassInput:
+    """One buffer pass of one stream, ready to be batched with passes of other streams."""
+
+    decoder: Decoder
+    audio: np.ndarray          # the buffer and its silent tail
+    previous: list[int]        # prompt tokens (text said before the buffer)
+    forced: list[int]          # the committed text inside the buffer, forced as the output's start
+    max_new: int               # token budget of this pass
+    submitted: float = 0.0     # time.monotonic() when it was queued (oldest first)
+    batch_size: int = 1        # how many passes shared its batch (set when it ran)
+
+    def key(self) -> tuple[Any, ...]:
+        """Passes batch together only with the same task, language, beam and prompt kind."""
+        o = self.decoder.options
+        return (o.task, o.language, o.beam_size, bool(self.previous))
+
+
+PHASES = ("features", "encode", "generate", "align")
+
+
+@dataclass
+class BatchStats:
+    """Counters of one model's passes (process-wide): how often passes shared a batch, time per phase."""
+
+    passes: int = 0
+    batches: int = 0
+    batched_passes: int = 0     # passes that ran in a batch of two or more
+    max_batch: int = 0
+    rounds: int = 0             # scheduler rounds (PassBatcher): a round's passes may need several batches
+    isolated: int = 0           # passes run again alone because their batch raised
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+
+    def add(self, n: int, seconds: dict[str, float]) -> None:
+        self.passes += n
+        self.batches += 1
+        self.batched_passes += n if n > 1 else 0
+        self.max_batch = max(self.max_batch, n)
+        for k, v in seconds.items():
+            self.seconds[k] += v
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"passes": self.passes, "batches": self.batches, "batched_passes": self.batched_passes,
+                "max_batch": self.max_batch, "rounds": self.rounds, "isolated": self.isolated, "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
+
+
+_STATS: dict[int, BatchStats] = {}
+
+
+def batch_stats(model: Any) -> BatchStats:
+    """The pass counters of ``model`` (every pass through ``decode_batch``, batched or not)."""
+    with _MODELS_LOCK:
+        return _STATS.setdefault(id(model), BatchStats())
+
+
+def decode_batch(model: Any, items: Sequence[PassInput]) -> list[list[DecodedSegment]]:
+    """Buffer passes of several streams as one batch: features, one encoder call over the mel frames
+    padded with silence to the longest buffer, one ``generate`` with a prompt per pass, one alignment.
+
+    All items must share ``PassInput.key()``. CTranslate2 needs <|startoftranscript|> at the same
+    position in every prompt, so the prompts (text said before each buffer) are cut to the shortest one's
+    token count, keeping their newest tokens. A batch of one is exactly the unbatched pass. The caller
+    holds the model's pass lock."""
+    m = model
+    tok = items[0].decoder._tokenizer()
+    o = items[0].decoder.options
+    t = {k: 0.0 for k in PHASES}
+    t0 = time.perf_counter()
+    longest = max(len(it.audio) for it in items)
+    feats, own_frames = [], []
+    for it in items:
+        audio = it.audio if len(it.audio) == longest else np.concatenate(
+            [it.audio, np.zeros(longest - len(it.audio), dtype=np.float32)])
+        f = m.feature_extractor(audio, padding=0)
+        frames = min(3000, f.shape[-1] - f.shape[-1] % 2)
+        feats.append(f[:, :frames])
+        own_frames.append(min(frames, (len(it.audio) // m.feature_extractor.hop_length) // 2 * 2))
+    batch = np.ascontiguousarray(np.stack(feats))
+    frames = batch.shape[-1]
+    t1 = time.perf_counter()
+    enc = m.encode(batch)
+    t2 = time.perf_counter()
+    keep = min(len(it.previous) for it in items)
+    starts = [m.get_prompt(tok, it.previous[len(it.previous) - keep:] if keep else [], without_timestamps=True)
+              + it.forced for it in items]
+    results = m.model.generate(
+        enc, starts, beam_size=o.beam_size, max_length=max(len(s) + it.max_new for s, it in zip(starts, items, strict=True)),
+        return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+        suppress_tokens=items[0].decoder._suppress,
+    )
+    t3 = time.perf_counter()
+    texts = []
+    for it, result in zip(items, results, strict=True):
+        seq = list(result.sequences_ids[0])
+        if it.forced and seq[:len(it.forced)] == it.forced:  # CTranslate2 returns the forced prefix too
+            seq = seq[len(it.forced):]
+        texts.append([tk for tk in seq if tk < tok.eot][:it.max_new])
+    # Align prefix and new text together (the prefix anchors where the new words start). The alignment
+    # runs over the whole batch; a pass without new tokens aligns its end token only (and is not read).
+    alignments: list[list[dict[str, Any]]] = [[] for _ in items]
+    if any(texts):
+        alignments = m.find_alignment(tok, [it.forced + tx if tx else [tok.eot]
+                                            for it, tx in zip(items, texts, strict=True)],
+                                      enc, own_frames if len(items) > 1 else frames)
+    t4 = time.perf_counter()
+    t.update(features=t1 - t0, encode=t2 - t1, generate=t3 - t2, align=t4 - t3)
+    batch_stats(m).add(len(items), t)
+    for it in items:
+        it.batch_size = len(items)
+        it.decoder.passes += 1
+        it.decoder.batched_passes += len(items) > 1
+        it.decoder.max_batch = max(it.decoder.max_batch, len(items))
+    return [_segments(tok, it, tx, result, alignment)
+            for it, tx, result, alignment in zip(items, texts, results, alignments, strict=True)]
+
+
+def _segments(tok: Any, it: PassInput, tokens: list[int], result: Any, alignment: list[dict[str, Any]]
+              ) -> list[DecodedSegment]:
+    """One pass's words from its tokens and alignment (the forced prefix's words dropped)."""
+    from faster_whisper.transcribe import get_compression_ratio, merge_punctuations
+
+    if not tokens:
+        return []
+    text = tok.decode(tokens)
+    avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+    if it.forced:
+        # Drop the prefix's words: those whose tokens start within the forced part (a word the decoder
+        # continued, "log" + "ged", is not a new word: the committed half stays as it was).
+        kept, count = [], 0
+        for w in alignment:
+            if count >= len(it.forced):
+                kept.append(w)
+            count += len(w["tokens"])
+        alignment = kept
+    merge_punctuations(alignment, "\"'“¿([{-", "\"'.。,，!！?？:：”)]}、")
+    words = tuple(DecodedWord(text=w["word"], start=float(w["start"]), end=float(w["end"]),
+                              probability=float(w["probability"])) for w in alignment if w["word"])
+    if not words:
+        return []
+    return [DecodedSegment(text=text, start=words[0].start, end=words[-1].end, words=words,
+                           avg_logprob=float(avg_logprob), no_speech_prob=float(result.no_speech_prob),
+                           compression_ratio=float(get_compression_ratio(text.strip())))]
+
+
+class PassBatcher:
+    """One scheduler per model, shared by every stream of the process: the passes that are due across
+    streams are gathered and run as batches (``decode_batch``).
+
+    Each stream's worker submits one pass and waits for its result, so a stream has at most one pass
+    queued. The scheduler thread takes the oldest passes first (at most ``max_batch``), groups them by
+    ``PassInput.key()`` and by buffer length (a pass joins a group when its buffer is at least
+    ``min_fill`` of the group's longest, so the encoder does not spend most of a batch on padding), and
+    runs the group holding the oldest pass first: no stream waits more than one round behind newer ones.
+    Results go back to the pass that asked: each pass is its own object, never matched by position
+    after the batch. A batch that fails is run again pass by pass, so a bad pass fails its stream only.
+    """
+
+    def __init__(self, model: Any, max_batch: int = 8, min_fill: float = 0.4, gather: float = 0.08) -> None:
+        self.model = model
+        self.max_batch = max_batch
+        self.min_fill = min_fill
+        self.gather = gather            # seconds a batch may wait for the passes of other busy streams
+        self.lock = model_lock(model)
+        self._cond = threading.Condition()
+        self._queue: list[tuple[PassInput, threading.Event, list[Any]]] = []
+        self._thread: threading.Thread | None = None
+        self._recent: dict[int, float] = {}  # id(decoder) -> when it last submitted a pass
+
+    def submit(self, item: PassInput) -> list[DecodedSegment]:
+        done = threading.Event()
+        box: list[Any] = []
+        item.submitted = time.monotonic()
+        with self._cond:
+            self._recent[id(item.decoder)] = item.submitted
+            self._queue.append((item, done, box))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="stt-batcher", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        done.wait()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]  # type: ignore[no-any-return]
+
+    def groups(self, items: list[PassInput]) -> list[list[PassInput]]:
+        """Batches for ``items`` (oldest first): same key, similar buffer length, similar prompt length."""
+        out: list[list[PassInput]] = []
+        by_key: dict[tuple[Any, ...], list[PassInput]] = {}
+        for it in items:
+            by_key.setdefault(it.key(), []).append(it)
+        for same in by_key.values():
+            same.sort(key=lambda it: -len(it.audio))
+            groups: list[list[PassInput]] = []
+            for it in same:  # first fit, longest buffers first
+                for group in groups:
+                    prompts = [len(g.previous) for g in group]
+                    if (len(it.audio) >= self.min_fill * len(group[0].audio)
+                            and len(it.previous) >= 0.5 * max(prompts) and min(prompts) >= 0.5 * len(it.previous)):
+                        group.append(it)
+                        break
+                else:
+                    groups.append([it])
+            out.extend(groups)
+        out.sort(key=lambda g: min(it.submitted for it in g))
+        return out
+
+    def _busy_streams(self, now: float) -> int:
+        """Streams (decoders) that submitted a pass within the last 2 s: the ones a batch may wait for."""
+        self._recent = {k: t for k, t in self._recent.items() if now - t < 2.0}
+        return len(self._recent)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                # Streams whose passes ran in the last batch need a moment (VAD, the recogniser's own
+                # work) to submit their next one; without this wait two halves of the streams take
+                # turns, each batch half as large as it could be.
+                deadline = time.monotonic() + self.gather
+                while (len(self._queue) < min(self.max_batch, self._busy_streams(time.monotonic()))
+                       and (left := deadline - time.monotonic()) > 0):
+                    self._cond.wait(left)
+                self._queue.sort(key=lambda q: q[0].submitted)
+                taken, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+            batch_stats(self.model).rounds += 1
+            boxes = {id(item): (done, box) for item, done, box in taken}
+            for group in self.groups([item for item, _, _ in taken]):
+                self._run_group(group, boxes)
+
+    def _run_group(self, group: list[PassInput], boxes: dict[int, tuple[threading.Event, list[Any]]]) -> None:
+        try:
+            with self.lock:
+                results = decode_batch(self.model, group)
+        except Exception:
+            if len(group) == 1:
+                done, box = boxes[id(group[0])]
+                box.append(sys.exc_info()[1])
+                done.set()
+                return
+            batch_stats(self.model).isolated += len(group)
+            for it in group:  # isolate the pass that failed
+                self._run_group([it], boxes)
+            return
+        for it, res in zip(group, results, strict=True):
+            done, box = boxes[id(it)]
+            box.append(res)
+            done.set()
+
+
+_BATCHERS: dict[int, PassBatcher] = {}
+
+
+def batcher(model: Any, max_batch: int = 8) -> PassBatcher:
+    """The process's one pass scheduler for ``model`` (created on first use)."""
+    with _MODELS_LOCK:
+        b = _BATCHERS.get(id(model))
+    if b is None:
+        fresh = PassBatcher(model, max_batch=max_batch)  # outside the lock: it takes model_lock()
+        with _MODELS_LOCK:
+            b = _BATCHERS.setdefault(id(model), fresh)
+    return b
 
 
 @dataclass(frozen=True)

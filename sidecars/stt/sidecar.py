@@ -41,6 +41,7 @@ from .translation import Translator
 log = logging.getLogger("sidecast.stt")
 
 JUMP_SECONDS = 2.0  # audio that jumps further than this is a discontinuity, not jitter
+STATS_EVERY = 10.0  # seconds of audio between two stt_passes reports
 
 
 @dataclass
@@ -91,9 +92,12 @@ class SttSidecar(Sidecar):
     def __init__(self, spec: ModelSpec | None = None, language: str = "en", translate: bool = False,
                  beam_size: int = 3, style: CaptionStyle = DEFAULT_STYLE, max_open: float = 2.5,
                  stream: StreamConfig | None = None, translators: list[Translator] | None = None,
-                 translate_to: tuple[str, ...] = (), **options: Any) -> None:
+                 translate_to: tuple[str, ...] = (), batch: bool = True, max_batch: int = 8,
+                 **options: Any) -> None:
         super().__init__(**options)
         self.spec = spec
+        self.batch = batch              # passes of this process's streams share batches (engine.PassBatcher)
+        self.max_batch = max_batch
         self.language = language        # the stream's source language ("auto": identify it per stream)
         self.translate = translate      # Whisper's speech -> English track (multilingual models)
         self.translators = translators if translators is not None else []
@@ -118,6 +122,8 @@ class SttSidecar(Sidecar):
         self._expected: int | None = None
         self._watermark: float | None = None
         self._failure: str | None = None
+        self._commit_lags: list[float] = []   # since the last stt_passes report (see pass_stats)
+        self._stats_at = 0.0                   # media time of the last stt_passes report
 
     # ------------------------------------------------------------------ contract
 
@@ -212,7 +218,27 @@ class SttSidecar(Sidecar):
             tr.todo.put(None)
             tr.worker.join()
             tr.worker = None
-        return None
+        return [self.pass_stats()]
+
+    def pass_stats(self) -> Generic:
+        """This stream's decoder passes (how many ran in a batch with other streams' passes), the
+        process-wide counters of the shared model, and the commit latency of each word committed since the
+        last report (media seconds), as a ``stt_passes`` result (results.jsonl): every STATS_EVERY seconds
+        of audio and at the end."""
+        mine = {"passes": 0, "batched_passes": 0, "max_batch": 0}
+        for t in self.tracks:
+            if t.decoder is not None:
+                mine["passes"] += t.decoder.passes
+                mine["batched_passes"] += t.decoder.batched_passes
+                mine["max_batch"] = max(mine["max_batch"], t.decoder.max_batch)
+        model = engine.load_model(self.spec or engine.resolve_spec(None))
+        shared = engine.batch_stats(model).as_dict()
+        log.info("stt passes: stream %s, model %s", mine, shared)
+        at = (self._expected or 0) / SAMPLE_RATE
+        lags, self._commit_lags = self._commit_lags, []
+        self._stats_at = at
+        return Generic(start=at, end=at, kind="stt_passes",
+                       data={"batch": self.batch, "stream": mine, "model": shared, "commit_lag_s": lags})
 
     def watermark(self) -> float | None:
         # A failed worker publishes nothing more: None lets the runtime report the audio position, so the
@@ -241,6 +267,10 @@ class SttSidecar(Sidecar):
         g.add_argument("--compute-type", default="auto", help="CTranslate2 compute type (auto: int8 on CPU)")
         g.add_argument("--cpu-threads", type=int, default=0, help="CPU threads for the model (default: up to 2)")
         g.add_argument("--beam-size", type=int, default=3, help="beam size per pass (1 = greedy: fastest, less accurate)")
+        g.add_argument("--batch", default="on", choices=["on", "off"],
+                       help="on: the decoder passes due across this process's streams run as one batch "
+                            "(docs/captions.md); off: one pass at a time")
+        g.add_argument("--max-batch", type=int, default=8, help="most passes in one batch (default 8)")
         g.add_argument("--max-line-chars", type=int, default=DEFAULT_STYLE.max_chars,
                        help="caption line length (default 42)")
         g.add_argument("--max-open", type=float, default=2.5,
@@ -249,8 +279,10 @@ class SttSidecar(Sidecar):
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Callable[[], Sidecar]:
         """Resolve and load the model now, so a bad --model fails before the sidecar listens."""
-        if args.beam_size < 1 or args.cpu_threads < 0 or args.max_line_chars < 10 or args.max_open <= 0:
-            raise ModelError("--beam-size >= 1, --cpu-threads >= 0, --max-line-chars >= 10, --max-open > 0")
+        if (args.beam_size < 1 or args.cpu_threads < 0 or args.max_line_chars < 10 or args.max_open <= 0
+                or args.max_batch < 1):
+            raise ModelError("--beam-size >= 1, --cpu-threads >= 0, --max-line-chars >= 10, --max-open > 0, "
+                             "--max-batch >= 1")
         spec = engine.resolve_spec(args.model, args.device, args.compute_type, args.cpu_threads)
         model = engine.load_model(spec)
         check_language(model, spec, args.language, args.translate)
@@ -262,7 +294,8 @@ class SttSidecar(Sidecar):
         style = CaptionStyle(max_chars=args.max_line_chars)
         return functools.partial(cls, spec=spec, language=args.language, translate=args.translate,
                                  beam_size=args.beam_size, style=style, max_open=args.max_open,
-                                 translators=engines, translate_to=targets)
+                                 translators=engines, translate_to=targets, batch=args.batch == "on",
+                                 max_batch=args.max_batch)
 
     # ------------------------------------------------------------------ worker
 
@@ -278,7 +311,8 @@ class SttSidecar(Sidecar):
             tasks.append(("en", "translate", "en"))  # Whisper's speech -> English track, named by its language
         tracks = []
         for track, task, out_lang in tasks:
-            decoder = Decoder(model, DecodeOptions(language=lang, task=task, beam_size=self.beam_size))  # type: ignore[arg-type]
+            decoder = Decoder(model, DecodeOptions(language=lang, task=task, beam_size=self.beam_size),  # type: ignore[arg-type]
+                              batcher=engine.batcher(model, self.max_batch) if self.batch else None)
             rec = StreamingRecognizer(decoder.decode, engine.speech_regions, self.stream_config, start_sample)
             builder = CueBuilder(self.style, track=track, language=out_lang, max_open=self.max_open)
             tracks.append(_Track(rec, builder, decoder))
@@ -421,12 +455,20 @@ class SttSidecar(Sidecar):
         with self._cond:
             for old, new in zip(self.tracks, fresh, strict=False):  # keep cue ids and ordering going
                 new.builder.count, new.builder.last_end = old.builder.count, old.builder.last_end
+                if old.decoder is not None and new.decoder is not None:  # pass counters run on (pass_stats)
+                    new.decoder.passes += old.decoder.passes
+                    new.decoder.batched_passes += old.decoder.batched_passes
+                    new.decoder.max_batch = max(new.decoder.max_batch, old.decoder.max_batch)
             self.tracks = fresh
         self._expected = start_sample
 
     def _publish_step(self, track: _Track, r: StepResult, final: bool) -> None:
         if r.committed and self.on_commit is not None:
             self.on_commit(track.builder.track, list(r.committed))
+        if track.builder.track == "" and not final:
+            # Commit latency in media time: audio that had arrived after the word when it was committed.
+            arrived = track.recognizer.received_end / SAMPLE_RATE
+            self._commit_lags.extend(round(arrived - w.end, 3) for w in r.committed)
         finals, partial = track.builder.update(r.committed, r.hypothesis, r.frontier, final=final)
         if self.suppressed:
             return  # the audio is not in the configured language: nothing is published
@@ -488,6 +530,8 @@ class SttSidecar(Sidecar):
                     log.debug("stt pass %.2fs for %.2fs of buffer", time.monotonic() - t0,
                               (end - t.recognizer.buf_start) / SAMPLE_RATE)
                 self._update_watermark()
+                if (self._expected or 0) / SAMPLE_RATE - self._stats_at >= STATS_EVERY:
+                    self.publish(self.pass_stats())
         except Exception as exc:  # captions stop, the stream goes on; the core hears it on the next chunk
             log.exception("stt worker failed")
             self._failure = f"stt worker failed: {type(exc).__name__}: {exc}"

@@ -1,0 +1,112 @@
+"""Where a shared stt sidecar's time goes with several streams, and what cross-stream batching changes.
+
+    .venv/bin/python -m devkit.sttprofile --streams 1,4,8 --minutes 2 --batch both
+
+Replays N different real-speech programmes (``devkit.realspeech``, a different seed per stream) through N
+streaming recognisers that share one tiny.en model, each in its own thread as the sidecar runs its
+streams: a pass after every 0.5 s of audio, as fast as the CPU allows (deterministic passes, so WER does
+not depend on the load). With ``--batch on`` the passes go through one ``PassBatcher`` (the sidecar's
+default), with ``off`` they take turns on the model lock (the sidecar's ``--batch off``).
+
+Printed per run: per-pass time in each phase (VAD in the stream threads; features, encoder, generate,
+alignment in the model), passes and how many shared a batch, wall time, *capacity* (seconds of audio
+decoded per wall second, all streams together: how many real-time streams the model could carry at this
+pass rate), and the WER of each stream against its transcript. A developer tool (not shipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from devkit import realspeech as rs  # noqa: E402
+from sidecast.sidecars.stt import engine  # noqa: E402
+from sidecast.sidecars.stt.engine import DecodeOptions, Decoder  # noqa: E402
+from sidecast.sidecars.stt.recognizer import SAMPLE_RATE, StreamConfig, StreamingRecognizer  # noqa: E402
+
+
+def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8) -> dict[str, Any]:
+    """Replay ``progs`` concurrently (one thread each) through one shared model."""
+    b = engine.PassBatcher(model, max_batch=max_batch) if batch else None
+    stats = engine.batch_stats(model)
+    before = stats.as_dict()
+    vad_s = [0.0] * len(progs)
+    texts = [""] * len(progs)
+    decoders = [Decoder(model, DecodeOptions(language=None, beam_size=3), batcher=b) for _ in progs]
+    go = threading.Barrier(len(progs))
+
+    def stream(k: int) -> None:
+        def vad(a: np.ndarray) -> list[tuple[float, float]]:
+            t = time.perf_counter()
+            r = engine.speech_regions(a)
+            vad_s[k] += time.perf_counter() - t
+            return r
+
+        rec = StreamingRecognizer(decoders[k].decode, vad, StreamConfig())
+        audio = progs[k].audio
+        words = []
+        go.wait()
+        for i in range(0, len(audio), 1600):
+            rec.append(audio[i:i + 1600], i)
+            if (end := rec.next_pass_end()) is not None:
+                words.extend(rec.step(end).committed)
+        words.extend(rec.finish().committed)
+        texts[k] = " ".join(w.text for w in words)
+
+    threads = [threading.Thread(target=stream, args=(k,)) for k in range(len(progs))]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.monotonic() - t0
+    after = stats.as_dict()
+    passes = after["passes"] - before["passes"]
+    phases = {k: after["seconds"][k] - before["seconds"][k] for k in engine.PHASES}
+    audio_s = sum(len(p.audio) for p in progs) / SAMPLE_RATE
+    wers = [rs.wer(p.reference, t) for p, t in zip(progs, texts, strict=True)]
+    return {
+        "streams": len(progs), "batch": batch, "passes": passes,
+        "batches": after["batches"] - before["batches"], "rounds": after["rounds"] - before["rounds"],
+        "batched_passes": after["batched_passes"] - before["batched_passes"],
+        "mean_batch": round(passes / max(after["batches"] - before["batches"], 1), 2),
+        "per_pass_ms": {"vad": round(1e3 * sum(vad_s) / max(passes, 1), 1),
+                        **{k: round(1e3 * v / max(passes, 1), 1) for k, v in phases.items()}},
+        "model_busy_s": round(sum(phases.values()), 1), "wall_s": round(wall, 1),
+        "capacity_x_realtime": round(audio_s / wall, 2),
+        "wer": [round(w, 3) for w in wers], "wer_mean": round(float(np.mean(wers)), 4),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--streams", default="1,4,8")
+    ap.add_argument("--minutes", type=float, default=2.0, help="programme length per stream")
+    ap.add_argument("--split", default="tuning")
+    ap.add_argument("--batch", default="both", choices=["on", "off", "both"])
+    ap.add_argument("--max-batch", type=int, default=8)
+    args = ap.parse_args()
+    model = engine.load_model(engine.resolve_spec(None, "cpu", "int8", 2))
+    modes = {"on": [True], "off": [False], "both": [False, True]}[args.batch]
+    for n in (int(x) for x in args.streams.split(",")):
+        progs = [rs.programme(args.split, "en", args.minutes, seed=k) for k in range(n)]
+        for batch in modes:
+            load = Path("/proc/loadavg").read_text().split()[:3]
+            r = run(model, progs, batch, args.max_batch)
+            r["load_before"] = " ".join(load)
+            r["load_after"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+            print(json.dumps(r), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

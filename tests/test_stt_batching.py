@@ -1,0 +1,90 @@
+"""The stt pass scheduler (engine.PassBatcher) with the real tiny.en model: passes of several streams in one
+batch, grouped so that only compatible passes share a batch, oldest first, and a pass that breaks its batch
+fails alone. (The sidecar end to end, 3 real-speech streams over gRPC: tests/test_stt_sidecar.py.)"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from devkit import realspeech as rs
+from sidecast.sidecars.stt import engine
+from sidecast.sidecars.stt.engine import DecodeOptions, Decoder, PassBatcher, PassInput
+
+SR = 16_000
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[Any]:
+    yield engine.load_model(engine.resolve_spec(None, "cpu", "int8", 2))
+
+
+def clip(name: str) -> tuple[np.ndarray, str]:
+    pool = {c.id: c for c in (*rs.librivox(), *rs.prompts("en"))}
+    c = pool[name]
+    return rs.load(c.path), c.text
+
+
+def item(decoder: Decoder, seconds: float, prompt: str = "", at: float = 0.0) -> PassInput:
+    it = decoder.prepare(np.zeros(int(seconds * SR), dtype=np.float32), prompt)
+    it.submitted = at
+    return it
+
+
+def test_only_compatible_passes_share_a_batch_and_the_oldest_goes_first(model: Any) -> None:
+    b = PassBatcher(model, min_fill=0.4)
+    en = Decoder(model, DecodeOptions(language=None, beam_size=3))
+    greedy = Decoder(model, DecodeOptions(language=None, beam_size=1))
+    long_prompt = " ".join(["word"] * 40)
+    items = [item(en, 8.0, long_prompt, at=5.0), item(en, 6.0, long_prompt, at=1.0),
+             item(en, 2.0, long_prompt, at=2.0),          # a quarter of the longest buffer: another batch
+             item(en, 7.0, "", at=3.0),                   # no prompt: <|startoftranscript|> elsewhere
+             item(en, 7.0, "word word", at=6.0),          # a prompt far shorter than the others'
+             item(greedy, 8.0, long_prompt, at=4.0)]      # another beam size
+    groups = b.groups(items)
+    assert sorted(len(g) for g in groups) == [1, 1, 1, 1, 2]
+    assert {id(x) for x in next(g for g in groups if len(g) == 2)} == {id(items[0]), id(items[1])}
+    # The batch holding the oldest pass (submitted at 1.0) runs first, then by their oldest pass.
+    firsts = [min(x.submitted for x in g) for g in groups]
+    assert firsts == sorted(firsts) and firsts[0] == 1.0
+
+
+def test_a_batch_of_streams_returns_each_stream_its_own_words_and_a_bad_pass_fails_alone(model: Any) -> None:
+    b = PassBatcher(model, gather=2.0)  # a round waits (up to 2 s) for every stream busy in the last 2 s
+    speech = [clip("librivox/0870"), clip("librivox/0890"), clip("librivox/0920")]  # 5-7 s: one batch
+    decoders = [Decoder(model, DecodeOptions(language=None, beam_size=3), batcher=b) for _ in range(4)]
+    results: list[Any] = [None] * 4
+
+    def round_of_four(bad: bool) -> None:
+        start = threading.Barrier(4)
+
+        def run(k: int) -> None:
+            it = decoders[k].prepare(speech[k % 3][0], "")
+            if bad and k == 3:  # malformed audio (two channels): its batch raises, and so does it alone
+                it.audio = np.zeros((len(it.audio), 2), dtype=np.float32)
+            start.wait()
+            try:
+                results[k] = b.submit(it)
+            except Exception as exc:
+                results[k] = exc
+
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+
+    round_of_four(bad=False)  # the four streams become known as busy
+    isolated = engine.batch_stats(model).isolated
+    round_of_four(bad=True)
+    assert isinstance(results[3], ValueError), results[3]
+    for (_, text), segments in zip(speech, results[:3], strict=True):
+        said = " ".join(w.text for s in segments for w in s.words)
+        assert rs.wer(text, said) <= 0.2, (text, said)
+    # The four were one batch, which raised; each pass then ran alone and only the malformed one failed.
+    assert engine.batch_stats(model).isolated - isolated == 4
+    assert [d.passes for d in decoders] == [2, 2, 2, 1]
