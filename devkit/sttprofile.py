@@ -94,8 +94,9 @@ def main() -> int:
     ap.add_argument("--split", default="tuning")
     ap.add_argument("--batch", default="both", choices=["on", "off", "both"])
     ap.add_argument("--max-batch", type=int, default=8)
+    ap.add_argument("--cpu-threads", type=int, default=0, help="the model's CPU threads (default: the sidecar's)")
     args = ap.parse_args()
-    model = engine.load_model(engine.resolve_spec(None, "cpu", "int8", 2))
+    model = engine.load_model(engine.resolve_spec(None, "cpu", "int8", args.cpu_threads))
     modes = {"on": [True], "off": [False], "both": [False, True]}[args.batch]
     for n in (int(x) for x in args.streams.split(",")):
         progs = [rs.programme(args.split, "en", args.minutes, seed=k) for k in range(n)]

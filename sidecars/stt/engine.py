@@ -150,7 +150,9 @@ def resolve_spec(model: str | None, device: str = "auto", compute_type: str = "a
     dev = pick_device(device)
     if compute_type == "auto":
         compute_type = "int8_float16" if dev == "cuda" else "int8"
-    threads = cpu_threads or min(2, os.cpu_count() or 1)
+    # One thread by default: the model shares the box with the core's decode and x264 ladder, and on a busy
+    # 2-core machine a second thread made a pass slower, not faster (docs/captions.md, "CPU threads").
+    threads = cpu_threads or 1
     return ModelSpec(path=str(path), device=dev, compute_type=compute_type, cpu_threads=threads)
 
 

@@ -265,7 +265,7 @@ class SttSidecar(Sidecar):
         g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                        help="auto: CUDA when CTranslate2 sees a GPU, else CPU")
         g.add_argument("--compute-type", default="auto", help="CTranslate2 compute type (auto: int8 on CPU)")
-        g.add_argument("--cpu-threads", type=int, default=0, help="CPU threads for the model (default: up to 2)")
+        g.add_argument("--cpu-threads", type=int, default=0, help="CPU threads for the model (default 1: faster beside the core's encodes; docs/captions.md)")
         g.add_argument("--beam-size", type=int, default=3, help="beam size per pass (1 = greedy: fastest, less accurate)")
         g.add_argument("--batch", default="on", choices=["on", "off"],
                        help="on: the decoder passes due across this process's streams run as one batch "
