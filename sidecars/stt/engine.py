@@ -450,6 +450,7 @@ class PassBatcher:
         self._queue: list[tuple[PassInput, threading.Event, list[Any]]] = []
         self._thread: threading.Thread | None = None
         self._recent: dict[int, float] = {}  # id(decoder) -> when it last submitted a pass
+        self.busy_window = 2.0          # a stream that submitted a pass this recently is waited for (gather)
 
     def submit(self, item: PassInput) -> list[DecodedSegment]:
         done = threading.Event()
@@ -490,8 +491,8 @@ class PassBatcher:
         return out
 
     def _busy_streams(self, now: float) -> int:
-        """Streams (decoders) that submitted a pass within the last 2 s: the ones a batch may wait for."""
-        self._recent = {k: t for k, t in self._recent.items() if now - t < 2.0}
+        """Streams (decoders) that submitted a pass within ``busy_window``: the ones a batch may wait for."""
+        self._recent = {k: t for k, t in self._recent.items() if now - t < self.busy_window}
         return len(self._recent)
 
     def _run(self) -> None:
