@@ -18,7 +18,15 @@ Then the registry outages (``--outage``, default 30 s, with the server's default
    published again (the dead replica's streams wait for the hold-off: one lease).
 
     flock /tmp/sidecast-cpu.lock .venv/bin/python bench/fleet.py [--streams 30] [--lease 10] [--rounds 1]
-        [--passthrough] [--outage 30] [--no-kill-in-outage] [--json]
+        [--passthrough] [--outage 30] [--no-kill-in-outage] [--json] [--warm-workers N] [--code DIR]
+
+Each round prints the **timeline** of every moved stream (seconds after the kill, from the replicas' JSON
+logs): ``claim`` (the lease taken), ``adopt`` (its state read back), ``spawn`` (its worker started: ``w``
+a warm one, ``c`` a cold interpreter), ``imp`` (imports done), ``built`` (the pipeline built), ``frame``
+(the first source frame), ``seg`` (the first segment published) and ``seen`` (in the shared playlist).
+``--warm-workers 0`` turns the warm pool off; ``--code DIR`` runs the replicas from another checkout's
+sources (a folder of links ``DIR/sidecast/core -> .../core``... put first on their PYTHONPATH): the
+baseline of main's code in the same session.
 
 Streams are transcoded to one 240p rung unless ``--passthrough`` (H.264 copied, much cheaper). Record the
 load average beside the figures (the script prints it).
@@ -27,6 +35,7 @@ load average beside the figures (the script prints it).
 from __future__ import annotations
 
 import argparse
+import calendar
 import json
 import os
 import re
@@ -130,7 +139,15 @@ def main() -> int:
     ap.add_argument("--no-kill-in-outage", action="store_true", help="skip the outage with a replica killed in it")
     ap.add_argument("--passthrough", action="store_true")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--warm-workers", type=int, default=None, help="the replicas' --warm-workers (default: theirs)")
+    ap.add_argument("--code", type=Path, default=None,
+                    help="run the replicas from this tree (DIR/sidecast/<part> links to another checkout)")
     args = ap.parse_args()
+    extra: tuple[str, ...] = ("--log-format", "json")
+    if args.warm_workers is not None:
+        extra += ("--warm-workers", str(args.warm_workers))
+    if args.code is not None:
+        os.environ["PYTHONPATH"] = str(args.code.resolve())  # the replicas and their workers import from there
 
     tmp = Path(tempfile.mkdtemp(prefix="sidecast-fleet-bench-"))
     clip = tmp / "clip.mp4"
@@ -155,7 +172,7 @@ def main() -> int:
     try:
         _wait(lambda: (src / "live.m3u8").exists(), 30, "the HLS source")
         for r in replicas:
-            r.start(pg.url, storage, capacity, args.lease)
+            r.start(pg.url, storage, capacity, args.lease, extra)
         _wait(lambda: all(r.ready() for r in replicas), 90, "the replicas")
         opts: dict[str, object] = {"window": 6, "reconnect_timeout": 60}
         opts.update({"passthrough": True} if args.passthrough else {"ladder": "240p:300k"})
@@ -209,7 +226,10 @@ def main() -> int:
                 fresh = Replica(f"{victim.name}b{rnd}", tmp / f"{victim.name}b{rnd}")
                 replicas[replicas.index(victim)] = fresh
                 sampler.roots[fresh.name] = fresh.data
-                fresh.start(pg.url, storage, capacity, args.lease)
+                timeline = _timeline(replicas, moved, kill_wall, back)
+                results[-1]["timeline"] = timeline
+                _print_timeline(timeline)
+                fresh.start(pg.url, storage, capacity, args.lease, extra)
                 _wait(fresh.ready, 90, "the replacement replica")
                 # The next kill waits until every replica lists the newcomer among the peers it asks: a
                 # holder killed before its next pass (lease/3) never recorded it, so the newcomer may not
@@ -275,6 +295,75 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print(f"kept {tmp}")
+
+
+PHASES = ("claim", "adopt", "spawn", "imp", "built", "frame", "seg", "seen")
+
+
+def _timeline(replicas: list[Replica], moved: list[str], kill_wall: float,
+              back: dict[str, float]) -> dict[str, dict[str, object]]:
+    """Per moved stream, when each phase of its takeover happened (seconds after the kill), from the JSON
+    logs of the replicas still running (what a phase means: the module docstring)."""
+    out: dict[str, dict[str, object]] = {s: {"seen": round(back[s], 2)} for s in moved if s in back}
+
+    def ts(doc: dict[str, object]) -> float:
+        t = doc.get("t")
+        if isinstance(t, (int, float)):
+            return float(t)
+        stamp = str(doc.get("ts", ""))
+        return calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")) + float("0" + stamp[19:-1])
+
+    for r in replicas:
+        if r.proc is None or r.proc.poll() is not None:
+            continue
+        try:
+            lines = (r.data / "server.log").read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if not line.startswith("{"):
+                continue
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            sid = doc.get("stream")
+            if sid not in out:
+                continue
+            try:
+                at = ts(doc) - kill_wall
+            except ValueError:
+                continue
+            if at < 0:
+                continue
+            row = out[sid]
+            msg = str(doc.get("msg", ""))
+            if msg.startswith("claimed ") and "claim" not in row:
+                row["claim"], row["replica"] = round(at, 2), r.name
+            elif msg == "stream adopted" and "adopt" not in row:
+                row["adopt"] = round(at, 2)
+            elif msg == "worker started" and "spawn" not in row:
+                row["spawn"], row["warm"] = round(at, 2), bool(doc.get("warm"))
+            elif msg == "worker timeline" and "seg" not in row:
+                marks = doc.get("marks") or {}
+                assert isinstance(marks, dict)
+                for key, phase in (("imported", "imp"), ("built", "built"), ("first_frame", "frame"),
+                                   ("first_segment", "seg")):
+                    if key in marks:  # a warm worker imported before the kill: its start counts
+                        row[phase] = round(max(float(marks[key]) - kill_wall, float(row.get("spawn", 0.0))), 2)
+    return out
+
+
+def _print_timeline(timeline: dict[str, dict[str, object]]) -> None:
+    print("    stream  replica  " + "  ".join(f"{p:>6s}" for p in PHASES), file=sys.stderr)
+    for sid, row in sorted(timeline.items(), key=lambda kv: float(kv[1].get("seen", 0.0))):  # type: ignore[arg-type]
+        kind = "w" if row.get("warm") else "c" if "warm" in row else "?"
+        print(f"    {sid:6s}  {str(row.get('replica', '?')):7s}  " + "  ".join(
+            f"{row[p]:6.2f}" if p in row else "     -" for p in PHASES) + f"  {kind}", file=sys.stderr)
+    for p in PHASES:
+        vals = sorted(float(r[p]) for r in timeline.values() if p in r)  # type: ignore[arg-type]
+        if vals:
+            print(f"    {p:>6s}: median {statistics.median(vals):6.2f} s, max {vals[-1]:6.2f} s", file=sys.stderr)
 
 
 def _outage(args: argparse.Namespace, pg: PostgresServer, reg: Registry, replicas: list[Replica], storage: Path,
@@ -363,7 +452,7 @@ def _outage(args: argparse.Namespace, pg: PostgresServer, reg: Registry, replica
     fresh = Replica(f"{victim.name}o", victim.data.parent / f"{victim.name}o")
     replicas[replicas.index(victim)] = fresh
     sampler.roots[fresh.name] = fresh.data
-    fresh.start(pg.url, storage, -(-args.streams // 2), args.lease)
+    fresh.start(pg.url, storage, -(-args.streams // 2), args.lease, ("--log-format", "json"))
     _wait(fresh.ready, 90, "the replacement replica")
     return out
 

@@ -80,7 +80,8 @@ class Replica:
 @dataclass
 class WorkerSampler:
     """Every 50 ms, every live worker process of the given replicas: which replica and stream it serves
-    (its stderr is DATA_DIR/logs/<stream>.log). Records any moment when one stream had two live workers."""
+    (its stderr is DATA_DIR/logs/<stream>.log; an idle warm worker's is logs/warm-pool.log, and moves to its
+    stream's log when it takes an attempt). Records any moment when one stream had two live workers."""
 
     roots: dict[str, Path]
     overlaps: list[str] = field(default_factory=list)
@@ -116,7 +117,10 @@ class WorkerSampler:
             for name, root in self.roots.items():
                 prefix = str(root / "logs") + "/"
                 if target.startswith(prefix) and target.endswith(".log"):
-                    out.setdefault(target[len(prefix):-4], []).append(f"{name}:{p.name}")
+                    stream = target[len(prefix):-4]
+                    if stream == "warm-pool":  # an idle warm worker (supervisor.py): no stream yet
+                        continue
+                    out.setdefault(stream, []).append(f"{name}:{p.name}")
         return out
 
     def _run(self) -> None:
