@@ -185,6 +185,7 @@ class Supervisor:
         self._spawns: collections.deque[tuple[Runtime, str, int, object]] = collections.deque()
         self._spawn_times: collections.deque[float] = collections.deque()
         self._warm: list[Warm] = []              # the warm pool: starting or ready, none taken yet
+        self._closing = False
         self.warm_stats = {"taken": 0, "cold": 0, "lost": 0, "started": 0}
         self.fleet: Fleet | None = None          # set by the server when the registry is shared
         self.lease_valid_until = 0.0              # fleet: monotonic deadline of this replica's leases
@@ -590,7 +591,7 @@ class Supervisor:
                 w.assigned.set()  # its thread ends
         target = self.config.warm_workers
         if (len(self._warm) >= target or self._spawns or starting or any(not w.ready for w in self._warm)
-                or len(self._spawn_times) >= SPAWNS_PER_SECOND or self._stop.is_set()):
+                or len(self._spawn_times) >= SPAWNS_PER_SECOND or self._closing):
             return
         try:
             proc = procs.spawn([sys.executable, "-m", "sidecast.core.server.worker", "--warm"],
@@ -1093,6 +1094,7 @@ class Supervisor:
         return None
 
     def _shutdown(self) -> None:
+        self._closing = True  # no warm worker starts from here on
         self._close_pool()
         for rt, _, _, _ in self._spawns:
             rt.token = None  # queued starts never happen
