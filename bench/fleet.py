@@ -143,7 +143,7 @@ def main() -> int:
     ap.add_argument("--code", type=Path, default=None,
                     help="run the replicas from this tree (DIR/sidecast/<part> links to another checkout)")
     args = ap.parse_args()
-    extra: tuple[str, ...] = ("--log-format", "json")
+    extra: tuple[str, ...] = ()
     if args.warm_workers is not None:
         extra += ("--warm-workers", str(args.warm_workers))
     if args.code is not None:
@@ -172,7 +172,7 @@ def main() -> int:
     try:
         _wait(lambda: (src / "live.m3u8").exists(), 30, "the HLS source")
         for r in replicas:
-            r.start(pg.url, storage, capacity, args.lease, extra)
+            r.start(pg.url, storage, capacity, args.lease, extra, log_format="json")
         _wait(lambda: all(r.ready() for r in replicas), 90, "the replicas")
         opts: dict[str, object] = {"window": 6, "reconnect_timeout": 60}
         opts.update({"passthrough": True} if args.passthrough else {"ladder": "240p:300k"})
@@ -229,7 +229,7 @@ def main() -> int:
                 timeline = _timeline(replicas, moved, kill_wall, back)
                 results[-1]["timeline"] = timeline
                 _print_timeline(timeline)
-                fresh.start(pg.url, storage, capacity, args.lease, extra)
+                fresh.start(pg.url, storage, capacity, args.lease, extra, log_format="json")
                 _wait(fresh.ready, 90, "the replacement replica")
                 # The next kill waits until every replica lists the newcomer among the peers it asks: a
                 # holder killed before its next pass (lease/3) never recorded it, so the newcomer may not
@@ -452,7 +452,7 @@ def _outage(args: argparse.Namespace, pg: PostgresServer, reg: Registry, replica
     fresh = Replica(f"{victim.name}o", victim.data.parent / f"{victim.name}o")
     replicas[replicas.index(victim)] = fresh
     sampler.roots[fresh.name] = fresh.data
-    fresh.start(pg.url, storage, -(-args.streams // 2), args.lease, ("--log-format", "json"))
+    fresh.start(pg.url, storage, -(-args.streams // 2), args.lease, log_format="json")
     _wait(fresh.ready, 90, "the replacement replica")
     return out
 

@@ -48,11 +48,11 @@ class Replica:
         return httpx.Client(base_url=self.api, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
 
     def start(self, registry: str, storage: Path, max_streams: int, lease_seconds: float,
-              extra: tuple[str, ...] = ()) -> None:
+              extra: tuple[str, ...] = (), log_format: str = "text") -> None:
         self.data.mkdir(parents=True, exist_ok=True)
         log = open(self.data / "server.log", "ab")  # noqa: SIM115 (kept open for the process's life)
         self.proc = subprocess.Popen(
-            [str(SIDECAST), "server", "--data-dir", str(self.data), "--registry", registry,
+            [str(SIDECAST), "--log-format", log_format, "server", "--data-dir", str(self.data), "--registry", registry,
              "--storage", str(storage), "--api-port", str(self.api_port), "--media-port", str(self.media_port),
              "--media-host", "127.0.0.1", "--push-host", "127.0.0.1", "--rtmp-port", str(self.rtmp_port),
              "--srt-port", "-1", "--admin-key", ADMIN, "--replica-id", self.name,
