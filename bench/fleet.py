@@ -191,8 +191,12 @@ def main() -> int:
         _wait(lambda: all(_attempts(storage, s, playlist) for s in sids), 300, "every stream to publish")
         with WorkerSampler({r.name: r.data for r in replicas}) as sampler:
             for rnd in range(args.rounds):
-                owners = {lease.stream_id: lease.owner for lease in reg.leases()}
                 alive = [r for r in replicas if r.proc is not None and r.proc.poll() is None]
+                # steady state: every replica's warm pool is full (a replica that joined seconds ago may still
+                # be filling it: its streams would start cold)
+                _wait(lambda alive=alive: all(_pool_full(r) for r in alive), 180, "every warm pool to be full")
+                pools = {r.name: _pool(r) for r in alive}
+                owners = {lease.stream_id: lease.owner for lease in reg.leases()}
                 victim = max(alive, key=lambda r: sum(1 for o in owners.values() if o == r.name))
                 moved = [s for s, o in owners.items() if o == victim.name]
                 before = {s: _attempts(storage, s, playlist) for s in moved}
@@ -221,7 +225,8 @@ def main() -> int:
                                 "added_by_fleet_max_s": round(times[-1] - args.lease, 2),
                                 "claimed_median_s": round(statistics.median(claims), 2),
                                 "claimed_max_s": round(claims[-1], 2),
-                                "loadavg_1m_at_kill": round(load[0], 2)})
+                                "loadavg_1m_at_kill": round(load[0], 2),
+                                "warm_pools_at_kill": {k: v for k, v in pools.items() if v is not None}})
                 # a fresh replica takes the dead one's place (as a Deployment would)
                 fresh = Replica(f"{victim.name}b{rnd}", tmp / f"{victim.name}b{rnd}")
                 replicas[replicas.index(victim)] = fresh
@@ -265,7 +270,7 @@ def main() -> int:
                       f"min {r['failover_min_s']} s / median {r['failover_median_s']} s / max {r['failover_max_s']} s "
                       f"(lease {r['lease_s']} s; the fleet adds at most {r['added_by_fleet_max_s']} s; claimed after median "
                       f"{r['claimed_median_s']} s / max {r['claimed_max_s']} s); "
-                      f"load {r['loadavg_1m_at_kill']}")
+                      f"load {r['loadavg_1m_at_kill']}; warm pools {r['warm_pools_at_kill'] or 'none'}")
             for o in outages:
                 print(f"  registry stopped {o['outage_s']} s{' + kill -9 of ' + str(o['killed']) + ' 10 s in' if o['killed'] else ''}: "
                       f"{o['kept_publishing']} of {args.streams} streams kept publishing all along "
@@ -295,6 +300,18 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print(f"kept {tmp}")
+
+
+def _pool(r: Replica) -> dict[str, object] | None:
+    """A replica's warm pool (``GET /v1/server``), None for code without one (the baseline)."""
+    with r.client() as api:
+        doc = api.get("/v1/server").json().get("warm_pool")
+    return {"ready": len(doc["ready"]), "size": doc["size"]} if doc else None
+
+
+def _pool_full(r: Replica) -> bool:
+    pool = _pool(r)
+    return pool is None or int(pool["ready"]) >= int(pool["size"])  # type: ignore[call-overload]
 
 
 PHASES = ("claim", "adopt", "spawn", "imp", "built", "frame", "seg", "seen")

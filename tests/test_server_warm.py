@@ -112,3 +112,34 @@ def test_a_warm_worker_runs_the_stream_the_pool_refills_and_crashes_stay_where_t
             if server.poll() is None:
                 server.kill()
                 server.wait()
+
+
+def test_by_default_the_pool_holds_a_warm_worker_for_each_stream_the_server_has_room_for(
+        tmp_path: Path, clip240: Path) -> None:
+    """``--warm-workers`` defaults to ``--max-streams`` (when set), and the pool never holds more than the room
+    left: an idle warm worker holds memory a running stream would need."""
+    data = tmp_path / "data"
+    data.mkdir()
+    api_port, media_port = free_port(), free_port()
+    with live_hls(tmp_path, clip240) as source:
+        server = start(data, api_port, media_port, "--max-streams", "2")
+        try:
+            client = api(api_port)
+            wait_for(lambda: _pool(client)["size"] == 2 and len(_pool(client)["ready"]) == 2, 90,
+                     "two warm workers (room for two streams)")
+            r = client.post("/v1/streams", json={"id": "cam", "ingest": "pull", "source": source,
+                                                 "options": {"passthrough": True}})
+            assert r.status_code == 201, r.text
+            wait_for(lambda: client.get("/v1/streams/cam/status").json()["state"] == "live", 90, "cam live")
+            wait_for(lambda: _pool(client)["size"] == 1, 10, "the pool's target to shrink to the room left")
+            pool = _pool(client)
+            assert len(pool["ready"]) + len(pool["starting"]) <= 1, pool
+            assert pool["taken"] == 1 and pool["cold"] == 0, pool
+            workers = [*pool["ready"], *pool["starting"], client.get("/v1/streams/cam/status").json()["pid"]]
+            server.send_signal(signal.SIGTERM)  # a clean stop takes idle warm workers down too
+            assert server.wait(60) == 0
+            assert not [p for p in workers if pid_alive(p)], "a worker outlived the server's clean stop"
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()

@@ -10,8 +10,9 @@ retry backoff, the SIGKILL after a stop) are checked between them. The rules are
   replies and, at the end, a ``WorkerExit``. An attempt takes a **warm** worker when one is idle: the
   same guarded process, started earlier with ``--warm`` (it imported the pipeline, then waits for its spec),
   so a failover's burst of starts skips the interpreter start and the imports (about a second of CPU
-  each). ``warm_workers`` of them are kept ready, refilled one at a time when no attempt is starting (a
-  refill must not compete with the streams it is meant to speed up). Why a pool and not a fork server:
+  each). ``pool_target()`` of them are kept ready (``warm_workers``; by default one for every stream the
+  replica has room for under ``max_streams``, else 4), refilled one at a time when no attempt is starting
+  (a refill must not compete with the streams it is meant to speed up). Why a pool and not a fork server:
   docs/design.md ("Warm workers").
 - ``Kill``: ask the worker to stop (finish its segment), SIGKILL its group after ``stop_timeout``.
 - ``OpenEvent``/``CloseEvent``: registry rows; closing writes ENDLIST and the recording (publish.py) and
@@ -86,6 +87,9 @@ that takes a warm worker is not counted: it starts no interpreter."""
 POOL_QUIET_S = 10.0
 """The warm pool refills only when no attempt started within this long is still waiting for its first
 segment: a refill's imports must not slow a failover's first segments."""
+DEFAULT_WARM = 4
+"""Warm workers kept by a server with no ``max_streams`` (a single server), unless ``warm_workers`` says."""
+MAX_WARM = 64
 WARM_LOG = "warm-pool"
 """The log of idle warm workers (DATA_DIR/logs/warm-pool.log); a worker's log moves to its stream's when it
 takes an attempt."""
@@ -579,9 +583,21 @@ class Supervisor:
 
     # ------------------------------------------------------------------ the warm pool
 
+    def pool_target(self) -> int:
+        """How many warm workers to keep: ``warm_workers`` (default: ``max_streams`` when set, else
+        DEFAULT_WARM), and with ``max_streams`` never more than the attempts this replica has room for (a full
+        replica takes nothing, and an idle warm worker holds memory a running stream would need)."""
+        cfg = self.config
+        n = cfg.warm_workers if cfg.warm_workers >= 0 else min(cfg.max_streams or DEFAULT_WARM, MAX_WARM)
+        if cfg.max_streams > 0:
+            running = sum(1 for rt in list(self.runtimes.values()) if rt.proc is not None)
+            n = min(n, max(0, cfg.max_streams - running))
+        return n
+
     def _tend_pool(self, now: float, starting: bool) -> None:
-        """Drop warm workers that died idle (a crash there touches no stream), then start one more when the
-        pool is short, nothing waits to start and no attempt is starting (see the module docstring)."""
+        """Drop warm workers that died idle (a crash there touches no stream), trim the pool to its target,
+        then start one more when it is short, nothing waits to start and no attempt is starting (see the
+        module docstring)."""
         for w in list(self._warm):
             rc = w.proc.poll()
             if rc is not None:
@@ -589,7 +605,11 @@ class Supervisor:
                 self.warm_stats["lost"] += 1
                 log.warning("warm worker ended while idle: replaced", extra={"pid": w.proc.pid, "rc": rc})
                 w.assigned.set()  # its thread ends
-        target = self.config.warm_workers
+        target = self.pool_target()
+        while len(self._warm) > target:
+            w = self._warm.pop()
+            procs.kill_group(w.proc.pid)
+            w.assigned.set()
         if (len(self._warm) >= target or self._spawns or starting or any(not w.ready for w in self._warm)
                 or len(self._spawn_times) >= SPAWNS_PER_SECOND or self._closing):
             return
@@ -1177,7 +1197,7 @@ class Supervisor:
         (``taken``: attempts started warm, ``cold``: started as a new interpreter, ``lost``: warm workers that
         ended while idle, replaced)."""
         pool = list(self._warm)
-        return {"size": self.config.warm_workers, "ready": [w.proc.pid for w in pool if w.ready],
+        return {"size": self.pool_target(), "ready": [w.proc.pid for w in pool if w.ready],
                 "starting": [w.proc.pid for w in pool if not w.ready], **self.warm_stats}
 
 
