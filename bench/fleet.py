@@ -18,7 +18,15 @@ Then the registry outages (``--outage``, default 30 s, with the server's default
    published again (the dead replica's streams wait for the hold-off: one lease).
 
     flock /tmp/sidecast-cpu.lock .venv/bin/python bench/fleet.py [--streams 30] [--lease 10] [--rounds 1]
-        [--passthrough] [--outage 30] [--no-kill-in-outage] [--json]
+        [--passthrough] [--outage 30] [--no-kill-in-outage] [--json] [--warm-workers N] [--code DIR]
+
+Each round prints the **timeline** of every moved stream (seconds after the kill, from the replicas' JSON
+logs): ``claim`` (the lease taken), ``adopt`` (its state read back), ``spawn`` (its worker started: ``w``
+a warm one, ``c`` a cold interpreter), ``imp`` (imports done), ``built`` (the pipeline built), ``frame``
+(the first source frame), ``seg`` (the first segment published) and ``seen`` (in the shared playlist).
+``--warm-workers 0`` turns the warm pool off; ``--code DIR`` runs the replicas from another checkout's
+sources (a folder of links ``DIR/sidecast/core -> .../core``... put first on their PYTHONPATH): the
+baseline of main's code in the same session.
 
 Streams are transcoded to one 240p rung unless ``--passthrough`` (H.264 copied, much cheaper). Record the
 load average beside the figures (the script prints it).
@@ -27,6 +35,7 @@ load average beside the figures (the script prints it).
 from __future__ import annotations
 
 import argparse
+import calendar
 import json
 import os
 import re
@@ -130,7 +139,15 @@ def main() -> int:
     ap.add_argument("--no-kill-in-outage", action="store_true", help="skip the outage with a replica killed in it")
     ap.add_argument("--passthrough", action="store_true")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--warm-workers", type=int, default=None, help="the replicas' --warm-workers (default: theirs)")
+    ap.add_argument("--code", type=Path, default=None,
+                    help="run the replicas from this tree (DIR/sidecast/<part> links to another checkout)")
     args = ap.parse_args()
+    extra: tuple[str, ...] = ()
+    if args.warm_workers is not None:
+        extra += ("--warm-workers", str(args.warm_workers))
+    if args.code is not None:
+        os.environ["PYTHONPATH"] = str(args.code.resolve())  # the replicas and their workers import from there
 
     tmp = Path(tempfile.mkdtemp(prefix="sidecast-fleet-bench-"))
     clip = tmp / "clip.mp4"
@@ -155,7 +172,7 @@ def main() -> int:
     try:
         _wait(lambda: (src / "live.m3u8").exists(), 30, "the HLS source")
         for r in replicas:
-            r.start(pg.url, storage, capacity, args.lease)
+            r.start(pg.url, storage, capacity, args.lease, extra, log_format="json")
         _wait(lambda: all(r.ready() for r in replicas), 90, "the replicas")
         opts: dict[str, object] = {"window": 6, "reconnect_timeout": 60}
         opts.update({"passthrough": True} if args.passthrough else {"ladder": "240p:300k"})
@@ -174,8 +191,12 @@ def main() -> int:
         _wait(lambda: all(_attempts(storage, s, playlist) for s in sids), 300, "every stream to publish")
         with WorkerSampler({r.name: r.data for r in replicas}) as sampler:
             for rnd in range(args.rounds):
-                owners = {lease.stream_id: lease.owner for lease in reg.leases()}
                 alive = [r for r in replicas if r.proc is not None and r.proc.poll() is None]
+                # steady state: every replica's warm pool is full (a replica that joined seconds ago may still
+                # be filling it: its streams would start cold)
+                _wait(lambda alive=alive: all(_pool_full(r) for r in alive), 180, "every warm pool to be full")
+                pools = {r.name: _pool(r) for r in alive}
+                owners = {lease.stream_id: lease.owner for lease in reg.leases()}
                 victim = max(alive, key=lambda r: sum(1 for o in owners.values() if o == r.name))
                 moved = [s for s, o in owners.items() if o == victim.name]
                 before = {s: _attempts(storage, s, playlist) for s in moved}
@@ -204,12 +225,16 @@ def main() -> int:
                                 "added_by_fleet_max_s": round(times[-1] - args.lease, 2),
                                 "claimed_median_s": round(statistics.median(claims), 2),
                                 "claimed_max_s": round(claims[-1], 2),
-                                "loadavg_1m_at_kill": round(load[0], 2)})
+                                "loadavg_1m_at_kill": round(load[0], 2),
+                                "warm_pools_at_kill": {k: v for k, v in pools.items() if v is not None}})
                 # a fresh replica takes the dead one's place (as a Deployment would)
                 fresh = Replica(f"{victim.name}b{rnd}", tmp / f"{victim.name}b{rnd}")
                 replicas[replicas.index(victim)] = fresh
                 sampler.roots[fresh.name] = fresh.data
-                fresh.start(pg.url, storage, capacity, args.lease)
+                timeline = _timeline(replicas, moved, kill_wall, back)
+                results[-1]["timeline"] = timeline
+                _print_timeline(timeline)
+                fresh.start(pg.url, storage, capacity, args.lease, extra, log_format="json")
                 _wait(fresh.ready, 90, "the replacement replica")
                 # The next kill waits until every replica lists the newcomer among the peers it asks: a
                 # holder killed before its next pass (lease/3) never recorded it, so the newcomer may not
@@ -245,7 +270,7 @@ def main() -> int:
                       f"min {r['failover_min_s']} s / median {r['failover_median_s']} s / max {r['failover_max_s']} s "
                       f"(lease {r['lease_s']} s; the fleet adds at most {r['added_by_fleet_max_s']} s; claimed after median "
                       f"{r['claimed_median_s']} s / max {r['claimed_max_s']} s); "
-                      f"load {r['loadavg_1m_at_kill']}")
+                      f"load {r['loadavg_1m_at_kill']}; warm pools {r['warm_pools_at_kill'] or 'none'}")
             for o in outages:
                 print(f"  registry stopped {o['outage_s']} s{' + kill -9 of ' + str(o['killed']) + ' 10 s in' if o['killed'] else ''}: "
                       f"{o['kept_publishing']} of {args.streams} streams kept publishing all along "
@@ -275,6 +300,87 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print(f"kept {tmp}")
+
+
+def _pool(r: Replica) -> dict[str, object] | None:
+    """A replica's warm pool (``GET /v1/server``), None for code without one (the baseline)."""
+    with r.client() as api:
+        doc = api.get("/v1/server").json().get("warm_pool")
+    return {"ready": len(doc["ready"]), "size": doc["size"]} if doc else None
+
+
+def _pool_full(r: Replica) -> bool:
+    pool = _pool(r)
+    return pool is None or int(pool["ready"]) >= int(pool["size"])  # type: ignore[call-overload]
+
+
+PHASES = ("claim", "adopt", "spawn", "imp", "built", "frame", "seg", "seen")
+
+
+def _timeline(replicas: list[Replica], moved: list[str], kill_wall: float,
+              back: dict[str, float]) -> dict[str, dict[str, object]]:
+    """Per moved stream, when each phase of its takeover happened (seconds after the kill), from the JSON
+    logs of the replicas still running (what a phase means: the module docstring)."""
+    out: dict[str, dict[str, object]] = {s: {"seen": round(back[s], 2)} for s in moved if s in back}
+
+    def ts(doc: dict[str, object]) -> float:
+        t = doc.get("t")
+        if isinstance(t, (int, float)):
+            return float(t)
+        stamp = str(doc.get("ts", ""))
+        return calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")) + float("0" + stamp[19:-1])
+
+    for r in replicas:
+        if r.proc is None or r.proc.poll() is not None:
+            continue
+        try:
+            lines = (r.data / "server.log").read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if not line.startswith("{"):
+                continue
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            sid = doc.get("stream")
+            if sid not in out:
+                continue
+            try:
+                at = ts(doc) - kill_wall
+            except ValueError:
+                continue
+            if at < 0:
+                continue
+            row = out[sid]
+            msg = str(doc.get("msg", ""))
+            if msg.startswith("claimed ") and "claim" not in row:
+                row["claim"], row["replica"] = round(at, 2), r.name
+            elif msg == "stream adopted" and "adopt" not in row:
+                row["adopt"] = round(at, 2)
+            elif msg == "worker started" and "spawn" not in row:
+                row["spawn"], row["warm"] = round(at, 2), bool(doc.get("warm"))
+            elif msg == "worker timeline" and "seg" not in row:
+                marks = doc.get("marks") or {}
+                assert isinstance(marks, dict)
+                for key, phase in (("imported", "imp"), ("built", "built"), ("first_frame", "frame"),
+                                   ("first_segment", "seg")):
+                    if key in marks:  # a warm worker imported before the kill: its start counts
+                        row[phase] = round(max(float(marks[key]) - kill_wall, float(row.get("spawn", 0.0))), 2)
+    return out
+
+
+def _print_timeline(timeline: dict[str, dict[str, object]]) -> None:
+    print("    stream  replica  " + "  ".join(f"{p:>6s}" for p in PHASES), file=sys.stderr)
+    for sid, row in sorted(timeline.items(), key=lambda kv: float(kv[1].get("seen", 0.0))):  # type: ignore[arg-type]
+        kind = "w" if row.get("warm") else "c" if "warm" in row else "?"
+        print(f"    {sid:6s}  {str(row.get('replica', '?')):7s}  " + "  ".join(
+            f"{row[p]:6.2f}" if p in row else "     -" for p in PHASES) + f"  {kind}", file=sys.stderr)
+    for p in PHASES:
+        vals = sorted(float(r[p]) for r in timeline.values() if p in r)  # type: ignore[arg-type]
+        if vals:
+            print(f"    {p:>6s}: median {statistics.median(vals):6.2f} s, max {vals[-1]:6.2f} s", file=sys.stderr)
 
 
 def _outage(args: argparse.Namespace, pg: PostgresServer, reg: Registry, replicas: list[Replica], storage: Path,
@@ -363,7 +469,7 @@ def _outage(args: argparse.Namespace, pg: PostgresServer, reg: Registry, replica
     fresh = Replica(f"{victim.name}o", victim.data.parent / f"{victim.name}o")
     replicas[replicas.index(victim)] = fresh
     sampler.roots[fresh.name] = fresh.data
-    fresh.start(pg.url, storage, -(-args.streams // 2), args.lease)
+    fresh.start(pg.url, storage, -(-args.streams // 2), args.lease, log_format="json")
     _wait(fresh.ready, 90, "the replacement replica")
     return out
 

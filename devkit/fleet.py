@@ -48,11 +48,11 @@ class Replica:
         return httpx.Client(base_url=self.api, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
 
     def start(self, registry: str, storage: Path, max_streams: int, lease_seconds: float,
-              extra: tuple[str, ...] = ()) -> None:
+              extra: tuple[str, ...] = (), log_format: str = "text") -> None:
         self.data.mkdir(parents=True, exist_ok=True)
         log = open(self.data / "server.log", "ab")  # noqa: SIM115 (kept open for the process's life)
         self.proc = subprocess.Popen(
-            [str(SIDECAST), "server", "--data-dir", str(self.data), "--registry", registry,
+            [str(SIDECAST), "--log-format", log_format, "server", "--data-dir", str(self.data), "--registry", registry,
              "--storage", str(storage), "--api-port", str(self.api_port), "--media-port", str(self.media_port),
              "--media-host", "127.0.0.1", "--push-host", "127.0.0.1", "--rtmp-port", str(self.rtmp_port),
              "--srt-port", "-1", "--admin-key", ADMIN, "--replica-id", self.name,
@@ -80,7 +80,8 @@ class Replica:
 @dataclass
 class WorkerSampler:
     """Every 50 ms, every live worker process of the given replicas: which replica and stream it serves
-    (its stderr is DATA_DIR/logs/<stream>.log). Records any moment when one stream had two live workers."""
+    (its stderr is DATA_DIR/logs/<stream>.log; an idle warm worker's is logs/warm-pool.log, and moves to its
+    stream's log when it takes an attempt). Records any moment when one stream had two live workers."""
 
     roots: dict[str, Path]
     overlaps: list[str] = field(default_factory=list)
@@ -116,7 +117,10 @@ class WorkerSampler:
             for name, root in self.roots.items():
                 prefix = str(root / "logs") + "/"
                 if target.startswith(prefix) and target.endswith(".log"):
-                    out.setdefault(target[len(prefix):-4], []).append(f"{name}:{p.name}")
+                    stream = target[len(prefix):-4]
+                    if stream == "warm-pool":  # an idle warm worker (supervisor.py): no stream yet
+                        continue
+                    out.setdefault(stream, []).append(f"{name}:{p.name}")
         return out
 
     def _run(self) -> None:

@@ -118,6 +118,40 @@ def test_a_lease_has_one_owner_its_epoch_grows_and_only_its_holders_peers_take_i
         b.close()
 
 
+def test_rows_of_replicas_not_seen_for_an_hour_expire_and_a_dead_holders_peers_outlive_the_grace(
+        pg: PostgresServer, tmp_path: Path) -> None:
+    """``replicas`` and ``fleet_peers`` kept a row for every pod that ever ran. A running replica deletes the
+    rows of replicas not seen for ``REPLICA_RETENTION_S`` (an hour; never less than a lease plus the outage
+    grace plus a minute, so a dead holder's peer list outlives the claim rule that reads it)."""
+    from sidecast.core.server.fleet import REPLICA_RETENTION_S, Fleet
+
+    url = _fresh_db(pg, "expiry")
+    reg = Registry(url)
+    rep = Replica("live", tmp_path / "live")
+    try:
+        for rid, age in (("gone", REPLICA_RETENTION_S + 60), ("recent", 600.0)):
+            reg.heartbeat(rid, media_url="http://127.0.0.1:1/", api_url="http://127.0.0.1:2/", capacity=1)
+            reg.write_peers(rid, ["live", "other"])
+            reg._db.execute("UPDATE replicas SET seen_at = seen_at - ? WHERE id = ?", (age, rid))  # noqa: SLF001
+        assert reg.all_replicas() == ["gone", "recent"]
+        rep.start(url, tmp_path / "media", 1, DEFAULT_LEASE_S, ("--warm-workers", "0"))
+        wait_for(lambda: "live" in reg.all_replicas() and "gone" not in reg.all_replicas(), 60,
+                 "the replica's first pass to expire the row not seen for an hour")
+        assert reg.all_replicas() == ["live", "recent"], "a replica seen 10 minutes ago lost its row"
+        assert reg.peers_of("gone") == [] and reg.peers_of("recent") == ["live", "other"]
+        # the floor: with a long outage grace, a dead holder's peer list stays until its leases are past it
+        assert reg.expire_replicas(REPLICA_RETENTION_S) == []
+        long = Fleet(reg, None, replica_id="x", lease_seconds=10, max_streams=1,  # type: ignore[arg-type]
+                     media_url="", api_url="", outage_grace=7200)
+        assert long.retention == 7200 + 10 + 60
+        short = Fleet(reg, None, replica_id="y", lease_seconds=10, max_streams=1,  # type: ignore[arg-type]
+                      media_url="", api_url="")
+        assert short.retention == REPLICA_RETENTION_S
+    finally:
+        rep.stop()
+        reg.close()
+
+
 # ----------------------------------------------------------------------------- replicas as real processes
 
 

@@ -20,11 +20,11 @@ from tests.test_server_streams import LADDER
 ADMIN = "sk_test_process_admin_key_0123456789"
 
 
-def start(data: Path, api: int, media: int) -> subprocess.Popen[bytes]:
+def start(data: Path, api: int, media: int, *extra: str) -> subprocess.Popen[bytes]:
     with open(data.parent / "server.log", "ab") as log:
         proc = subprocess.Popen([SIDECAST, "server", "--data-dir", str(data), "--api-port", str(api),
                                  "--media-port", str(media), "--media-host", "127.0.0.1", "--admin-key", ADMIN,
-                                 "--rtmp-port", "0", "--srt-port", "0"],
+                                 "--rtmp-port", "0", "--srt-port", "0", *extra],
                                 stdout=subprocess.DEVNULL, stderr=log)
     client = httpx.Client(base_url=f"http://127.0.0.1:{api}", timeout=10)
 

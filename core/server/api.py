@@ -274,7 +274,7 @@ def v1_router() -> APIRouter:
         return {"version": __version__, "storage": server.storage.describe(), "streams": len(sup.runtimes),
                 "disk_free_bytes": sup.disk_free, "disk_full": sup.disk_full, "disk_error": sup.disk_error,
                 "sidecars": sup.sidecars.status(), "media_base": server.config.media_base(),
-                "uptime": round(time.time() - sup.started_at, 1),
+                "uptime": round(time.time() - sup.started_at, 1), "warm_pool": sup.warm_pool(),
                 "fleet": server.fleet.describe() if getattr(server, "fleet", None) is not None else None}
 
     # ---------------------------------------------------------------- streams

@@ -33,6 +33,8 @@ class ServerConfig:
     srt_port: int = 4200               # -1: no SRT listener; 0: any free port
     min_free_mb: int = 512             # below this much free space, writes stop (streams pause)
     stop_timeout: float = 10.0         # seconds a worker gets to finish its segment before SIGKILL
+    warm_workers: int = -1             # pre-started, pre-imported idle workers a new attempt takes (0: none;
+                                       # -1: max_streams when set, never more than the room left, else 4)
     watchdog_s: float = 30.0           # a worker silent this long (stuck in a decoder, stopped) is killed
     backoff_base: float = 1.0
     backoff_max: float = 60.0
@@ -84,6 +86,10 @@ class ServerConfig:
         p.add_argument("--rtmp-port", type=int, help="RTMP listener port (default 1935; -1: none)")
         p.add_argument("--srt-port", type=int, help="SRT listener port, UDP (default 4200; -1: none)")
         p.add_argument("--min-free-mb", type=int, help="stop writing below this much free space (default 512)")
+        p.add_argument("--warm-workers", type=int,
+                       help="idle workers kept started with the pipeline imported, so a stream (a failover "
+                            "above all) starts without an interpreter start (default: --max-streams when set, "
+                            "else 4; never more than the streams this replica has room for; 0: cold starts only)")
         p.add_argument("--on-conflict", choices=("refuse", "replace"),
                        help="a second publisher on a live stream: refuse it (default) or replace the first")
         p.add_argument("--sidecar-arg", action="append", metavar="NAME=ARG", dest="sidecar_arg",
@@ -155,6 +161,8 @@ class ServerConfig:
             raise ConfigError("on_conflict must be refuse or replace")
         if cfg.min_free_mb < 0:
             raise ConfigError("min_free_mb must be ≥ 0")
+        if not -1 <= int(cfg.warm_workers) <= 64:
+            raise ConfigError("warm_workers must be between 0 and 64 (-1: the default)")
         if cfg.max_streams < 0:
             raise ConfigError("max_streams must be ≥ 0 (0: no limit)")
         if not 2.0 <= float(cfg.lease_seconds) <= 300.0:

@@ -101,6 +101,14 @@ class ServerCollector:
             scs.add_metric([sc["name"]], 1.0 if sc["running"] else 0.0)
         yield scs
         yield GaugeMetricFamily("sidecast_streams", "streams registered", value=float(len(streams)))
+        pool = snap["warm_pool"]
+        yield GaugeMetricFamily("sidecast_warm_workers_ready", "idle pre-started workers ready to take an attempt",
+                                value=float(len(pool["ready"])))
+        kinds = CounterMetricFamily("sidecast_worker_starts", "attempts started by kind: warm (a pre-started "
+                                    "worker) or cold (a new interpreter)", labels=["kind"])
+        kinds.add_metric(["warm"], pool["taken"])
+        kinds.add_metric(["cold"], pool["cold"])
+        yield kinds
 
 
 def render(server: Any) -> tuple[bytes, str]:

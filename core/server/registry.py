@@ -702,6 +702,23 @@ class Registry:
         return [ReplicaRow(id=r["id"], media_url=r["media_url"], api_url=r["api_url"], capacity=r["capacity"],
                            started_at=r["started_at"], seen_at=r["seen_at"]) for r in rows]
 
+    def expire_replicas(self, older_than: float) -> list[str]:
+        """Delete the rows (``replicas`` and its ``fleet_peers`` list) of every replica not seen for
+        ``older_than`` seconds (the database's clock); returns their ids. A dead replica's peer list matters
+        only while one of its leases expired less than the outage grace ago (the claim rule of
+        ``_claimable_sql``): the caller keeps it longer than a lease plus the grace (fleet.py)."""
+        with self._tx() as db:
+            rows = db.execute(f"SELECT id FROM replicas WHERE seen_at < {self.now_sql} - ?", (older_than,)).fetchall()
+            gone = [str(r[0]) for r in rows]
+            for rid in gone:
+                db.execute("DELETE FROM fleet_peers WHERE replica = ?", (rid,))
+                db.execute("DELETE FROM replicas WHERE id = ?", (rid,))
+        return gone
+
+    def all_replicas(self) -> list[str]:
+        """Every replica row, alive or not (tests and audits)."""
+        return [str(r[0]) for r in self._all("SELECT id FROM replicas ORDER BY id")]
+
     def forget_replica(self, replica: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM replicas WHERE id = ?", (replica,))

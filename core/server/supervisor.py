@@ -7,7 +7,13 @@ retry backoff, the SIGKILL after a stop) are checked between them. The rules are
 
 - ``Spawn``: start ``python -m sidecast.core.server.worker`` guarded (dies with the server), in its own
   process group, with the attempt's spec on stdin; a reader thread turns its stdout lines into status,
-  replies and, at the end, a ``WorkerExit``.
+  replies and, at the end, a ``WorkerExit``. An attempt takes a **warm** worker when one is idle: the
+  same guarded process, started earlier with ``--warm`` (it imported the pipeline, then waits for its spec),
+  so a failover's burst of starts skips the interpreter start and the imports (about a second of CPU
+  each). ``pool_target()`` of them are kept ready (``warm_workers``; by default one for every stream the
+  replica has room for under ``max_streams``, else 4), refilled one at a time when no attempt is starting
+  (a refill must not compete with the streams it is meant to speed up). Why a pool and not a fork server:
+  docs/design.md ("Warm workers").
 - ``Kill``: ask the worker to stop (finish its segment), SIGKILL its group after ``stop_timeout``.
 - ``OpenEvent``/``CloseEvent``: registry rows; closing writes ENDLIST and the recording (publish.py) and
   sets when its media may go (``purge_after``).
@@ -75,8 +81,18 @@ DISK_CHECK_S = 2.0
 SWEEP_S = 10.0
 STARTUP_GRACE_S = 60.0
 SPAWNS_PER_SECOND = 4
-"""Worker starts per second: a server starting with 100 enabled cameras brings them up over 25 s instead
-of starting 100 interpreters at once (each import of the pipeline costs about a second of CPU)."""
+"""Interpreter starts per second: a server starting with 100 enabled cameras brings them up over 25 s instead
+of starting 100 interpreters at once (each import of the pipeline costs about a second of CPU). An attempt
+that takes a warm worker is not counted: it starts no interpreter."""
+POOL_QUIET_S = 10.0
+"""The warm pool refills only when no attempt started within this long is still waiting for its first
+segment: a refill's imports must not slow a failover's first segments."""
+DEFAULT_WARM = 4
+"""Warm workers kept by a server with no ``max_streams`` (a single server), unless ``warm_workers`` says."""
+MAX_WARM = 64
+WARM_LOG = "warm-pool"
+"""The log of idle warm workers (DATA_DIR/logs/warm-pool.log); a worker's log moves to its stream's when it
+takes an attempt."""
 
 EXIT_KINDS = {0: "ok", 2: "source", 3: "config", 4: "memory", 5: "storage"}
 
@@ -84,6 +100,18 @@ EXIT_KINDS = {0: "ok", 2: "source", 3: "config", 4: "memory", 5: "storage"}
 def new_event_id() -> str:
     """Sortable and never repeated, even for a stream deleted and created again under the same id."""
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+@dataclass
+class Warm:
+    """An idle pre-started worker (``worker --warm``): its thread waits for ``target`` (the attempt it will
+    run), then reads its lines like any worker's (``Supervisor._read_worker``)."""
+
+    proc: subprocess.Popen[bytes]
+    started_at: float
+    ready: bool = False
+    target: tuple[Runtime, object] | None = None
+    assigned: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -107,6 +135,7 @@ class Runtime:
     replies: dict[int, Future[dict[str, Any]]] = field(default_factory=dict)
     next_reply: int = 0
     starts: int = 0
+    started_at: float = 0.0                     # monotonic time of the current worker's start
     failures_total: int = 0
     deleting: bool = False
     event_record: bool = False
@@ -122,6 +151,8 @@ class Runtime:
     owned: bool = True                          # fleet: this replica holds the stream's lease
     epoch: int | None = None                    # fleet: the lease's epoch (fencing token)
     fenced: bool = False                        # fleet: the worker was killed because the lease was lost
+    warm: bool = False                          # the current worker came from the warm pool
+    spawned_wall: float = 0.0                   # wall-clock time of the current worker's start (its timeline)
 
 
 class Supervisor:
@@ -157,6 +188,9 @@ class Supervisor:
         self._check_disk_now = False
         self._spawns: collections.deque[tuple[Runtime, str, int, object]] = collections.deque()
         self._spawn_times: collections.deque[float] = collections.deque()
+        self._warm: list[Warm] = []              # the warm pool: starting or ready, none taken yet
+        self._closing = False
+        self.warm_stats = {"taken": 0, "cold": 0, "lost": 0, "started": 0}
         self.fleet: Fleet | None = None          # set by the server when the registry is shared
         self.lease_valid_until = 0.0              # fleet: monotonic deadline of this replica's leases
 
@@ -451,7 +485,10 @@ class Supervisor:
         now = time.monotonic()
         wall = time.time()
         soonest = now + 1.0
+        starting = False  # an attempt started lately has not published yet: the pool waits to refill
         for rt in list(self.runtimes.values()):
+            if rt.proc is not None and rt.life.state == "starting" and now - rt.started_at < POOL_QUIET_S:
+                starting = True
             deadline = L.next_deadline(rt.life)
             if deadline is not None and wall >= deadline:
                 self._apply(rt, L.Tick())
@@ -465,16 +502,19 @@ class Supervisor:
             deadline = L.next_deadline(rt.life)
             if deadline is not None:
                 soonest = min(soonest, now + max(0.0, deadline - wall))
+        while self._spawn_times and now - self._spawn_times[0] >= 1.0:
+            self._spawn_times.popleft()
         while self._spawns:
-            while self._spawn_times and now - self._spawn_times[0] >= 1.0:
-                self._spawn_times.popleft()
-            if len(self._spawn_times) >= SPAWNS_PER_SECOND:
+            warm = any(w.ready for w in self._warm)
+            if not warm and len(self._spawn_times) >= SPAWNS_PER_SECOND:
                 soonest = min(soonest, self._spawn_times[0] + 1.0)
                 break
             rt, event, attempt, token = self._spawns.popleft()
-            self._spawn_times.append(now)
             if rt.token is token:
+                if not warm:  # only interpreter starts are paced: a warm worker costs no start
+                    self._spawn_times.append(now)
                 self._start_worker(rt, event, attempt, token)
+        self._tend_pool(now, starting)
         if now >= self._next_disk or self._check_disk_now:
             self._check_disk_now = False
             self._next_disk = now + DISK_CHECK_S
@@ -541,6 +581,87 @@ class Supervisor:
         elif isinstance(a, L.Refuse):
             pass  # returned to the publisher by _publish
 
+    # ------------------------------------------------------------------ the warm pool
+
+    def pool_target(self) -> int:
+        """How many warm workers to keep: ``warm_workers`` (default: ``max_streams`` when set, else
+        DEFAULT_WARM), and with ``max_streams`` never more than the attempts this replica has room for (a full
+        replica takes nothing, and an idle warm worker holds memory a running stream would need)."""
+        cfg = self.config
+        n = cfg.warm_workers if cfg.warm_workers >= 0 else min(cfg.max_streams or DEFAULT_WARM, MAX_WARM)
+        if cfg.max_streams > 0:
+            running = sum(1 for rt in list(self.runtimes.values()) if rt.proc is not None)
+            n = min(n, max(0, cfg.max_streams - running))
+        return n
+
+    def _tend_pool(self, now: float, starting: bool) -> None:
+        """Drop warm workers that died idle (a crash there touches no stream), trim the pool to its target,
+        then start one more when it is short, nothing waits to start and no attempt is starting (see the
+        module docstring)."""
+        for w in list(self._warm):
+            rc = w.proc.poll()
+            if rc is not None:
+                self._warm.remove(w)
+                self.warm_stats["lost"] += 1
+                log.warning("warm worker ended while idle: replaced", extra={"pid": w.proc.pid, "rc": rc})
+                w.assigned.set()  # its thread ends
+        target = self.pool_target()
+        while len(self._warm) > target:
+            w = self._warm.pop()
+            procs.kill_group(w.proc.pid)
+            w.assigned.set()
+        if (len(self._warm) >= target or self._spawns or starting or any(not w.ready for w in self._warm)
+                or len(self._spawn_times) >= SPAWNS_PER_SECOND or self._closing):
+            return
+        try:
+            proc = procs.spawn([sys.executable, "-m", "sidecast.core.server.worker", "--warm"],
+                               log_path=self.log_dir / f"{WARM_LOG}.log", env={"MALLOC_ARENA_MAX": "2"})
+        except OSError as exc:
+            log.error("cannot start a warm worker: %s", exc)
+            return
+        self._spawn_times.append(now)
+        w = Warm(proc, now)
+        self._warm.append(w)
+        self.warm_stats["started"] += 1
+        threading.Thread(target=self._warm_thread, args=(w,), name="warm-worker", daemon=True).start()
+
+    def _warm_thread(self, w: Warm) -> None:
+        assert w.proc.stdout is not None
+        line = w.proc.stdout.readline()
+        try:
+            ok = json.loads(line).get("type") == "warm"
+        except ValueError:
+            ok = False
+        if ok:
+            self.post(functools.partial(self._warm_ready, w))
+            w.assigned.wait()
+        if w.target is None:  # it died (the timers notice and replace it), or the server is closing
+            with contextlib.suppress(Exception):
+                procs.kill_group(w.proc.pid)
+                w.proc.wait()
+            return
+        rt, token = w.target
+        self._read_worker(rt, w.proc, token)
+
+    def _warm_ready(self, w: Warm) -> None:
+        if w in self._warm:
+            w.ready = True
+            log.debug("warm worker ready", extra={"pid": w.proc.pid,
+                                                   "seconds": round(time.monotonic() - w.started_at, 2)})
+
+    def _take_warm(self) -> Warm | None:
+        for w in list(self._warm):
+            if w.ready and w.proc.poll() is None:
+                self._warm.remove(w)
+                return w
+        return None
+
+    def _close_pool(self) -> None:
+        pool, self._warm = self._warm, []
+        for w in pool:
+            procs.kill_group(w.proc.pid)
+            w.assigned.set()
+
     # ------------------------------------------------------------------ workers
 
     def _spawn(self, rt: Runtime, event: str, attempt: int) -> None:
@@ -583,18 +704,27 @@ class Supervisor:
             if not rt.owned or lease_left <= 0.5:
                 self.post(lambda: self._exited(rt, token, None, -1, "this replica's lease on the stream ran out"))
                 return
+        log_path = self.log_dir / f"{sid}.log"
         spec = {"stream_id": sid, "options": {**opts, **server_opts}, "workdir": str(rt.attempt_dir),
                 "state_dir": str(self.state_dir / sid), "storage": self.config.storage,
                 "data_dir": str(self.data_dir), "plan": plan.__dict__, "memory_limit": memory,
                 "log_level": self.config.log_level, "log_format": self.config.log_format,
                 "lease_valid_s": lease_left, "epoch": rt.epoch, "shared_state": self.fleet is not None}
-        try:
-            proc = procs.spawn([sys.executable, "-m", "sidecast.core.server.worker"],
-                               log_path=self.log_dir / f"{sid}.log", env={"MALLOC_ARENA_MAX": "2"})
-        except OSError as exc:
-            why = f"cannot start the worker: {exc}"
-            self.post(lambda: self._exited(rt, token, None, -1, why))
-            return
+        warm = self._take_warm()
+        if warm is not None:
+            proc = warm.proc
+            with procs.open_log(log_path):  # rotated like a cold worker's log
+                spec["log_path"] = str(log_path)
+            self.warm_stats["taken"] += 1
+        else:
+            try:
+                proc = procs.spawn([sys.executable, "-m", "sidecast.core.server.worker"],
+                                   log_path=log_path, env={"MALLOC_ARENA_MAX": "2"})
+            except OSError as exc:
+                why = f"cannot start the worker: {exc}"
+                self.post(lambda: self._exited(rt, token, None, -1, why))
+                return
+            self.warm_stats["cold"] += 1
         assert proc.stdin is not None and proc.stdout is not None
         rt.proc, rt.stdin, rt.killing, rt.kill_at = proc, proc.stdin, False, None
         rt.status, rt.error_doc, rt.prev = {}, None, {}
@@ -602,10 +732,19 @@ class Supervisor:
         rt.heard_at = time.monotonic() + max(0.0, STARTUP_GRACE_S - self.config.watchdog_s)
         rt.progress = (time.monotonic(), 0.0)
         rt.starts += 1
+        rt.started_at = time.monotonic()
+        rt.spawned_wall = time.time()
+        rt.warm = warm is not None
         rt.input = (time.monotonic(), self.relay.bytes_in(sid))
         self._send(rt, spec)
-        threading.Thread(target=self._read_worker, args=(rt, proc, token), name=f"worker-{sid}", daemon=True).start()
-        log.info("worker started", extra={"stream": sid, "event": event, "attempt": attempt, "pid": proc.pid})
+        if warm is not None:
+            warm.target = (rt, token)
+            warm.assigned.set()
+        else:
+            threading.Thread(target=self._read_worker, args=(rt, proc, token), name=f"worker-{sid}",
+                             daemon=True).start()
+        log.info("worker started", extra={"stream": sid, "event": event, "attempt": attempt, "pid": proc.pid,
+                                          "warm": warm is not None})
 
     def _watchdog(self, rt: Runtime, now: float) -> None:
         """Kill a worker that is stuck: silent for ``watchdog_s`` (a decoder hung holding the interpreter, a
@@ -654,6 +793,10 @@ class Supervisor:
         if kind == "status":
             self._take_status(rt, doc)
         elif kind == "live" and not rt.killing:
+            marks = doc.get("marks")
+            if isinstance(marks, dict):  # the start's timeline (bench/fleet.py reads it from the log)
+                log.info("worker timeline", extra={"stream": rt.row.id, "pid": proc.pid, "warm": rt.warm,
+                                                   "marks": {"spawned": round(rt.spawned_wall, 3), **marks}})
             self._apply(rt, L.Live())
         elif kind == "reply":
             fut = rt.replies.pop(int(doc.get("id") or 0), None)
@@ -971,6 +1114,8 @@ class Supervisor:
         return None
 
     def _shutdown(self) -> None:
+        self._closing = True  # no warm worker starts from here on
+        self._close_pool()
         for rt, _, _, _ in self._spawns:
             rt.token = None  # queued starts never happen
             if rt.pending_session is not None:
@@ -1044,7 +1189,16 @@ class Supervisor:
             s["starts_total"] = rt.starts
             streams.append(s)
         return {"streams": streams, "disk_free": self.disk_free, "disk_full": self.disk_full,
-                "sidecars": self.sidecars.status(), "webhooks": dict(self.webhooks.sent)}
+                "sidecars": self.sidecars.status(), "webhooks": dict(self.webhooks.sent),
+                "warm_pool": self.warm_pool()}
+
+    def warm_pool(self) -> dict[str, Any]:
+        """The warm pool: its size, the idle workers ready now (their PIDs), and counts since the start
+        (``taken``: attempts started warm, ``cold``: started as a new interpreter, ``lost``: warm workers that
+        ended while idle, replaced)."""
+        pool = list(self._warm)
+        return {"size": self.pool_target(), "ready": [w.proc.pid for w in pool if w.ready],
+                "starting": [w.proc.pid for w in pool if not w.ready], **self.warm_stats}
 
 
 def _ingest(row: StreamRow) -> L.Ingest:

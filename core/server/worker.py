@@ -9,7 +9,9 @@ carries JSON lines back:
          {"cmd": "stop"}                                                    finish the segment, then exit
          {"cmd": "lease", "valid_s": 6.5}     fleet: the lease is renewed; publish for 6.5 s more at most
     out: {"type": "status", ...}      once a second: media time, fps, speed, segments, sidecars, storage
-         {"type": "live"}             the first segment of this attempt is published
+         {"type": "live", "marks": {...}}   the first segment of this attempt is published; ``marks`` are
+                                      the wall-clock times of the start's phases (main, imported, spec, built,
+                                      first_frame, first_segment: the failover timeline, bench/fleet.py)
          {"type": "reply", "id": 3, "ok": true, "result": {...}}
          {"type": "error", "kind": "source", "message": "..."}   the reason, just before a failing exit
 
@@ -84,13 +86,27 @@ def _limit_memory(limit: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
+def preimport() -> None:
+    """Import what an attempt needs (the pipeline, PyAV, numpy, gRPC, the publisher, storage): about a second
+    of CPU, the larger part of a cold start. A warm worker does it before it has a stream (``--warm``)."""
+    import sidecast.contract.errors  # noqa: F401
+    import sidecast.core.logs  # noqa: F401
+    import sidecast.core.options  # noqa: F401
+    import sidecast.core.pipeline  # noqa: F401
+
+    from . import publish, storage  # noqa: F401
+
+
 class Worker:
-    def __init__(self, spec: dict[str, Any], channel: Channel) -> None:
+    def __init__(self, spec: dict[str, Any], channel: Channel, marks: dict[str, float] | None = None) -> None:
         from sidecast.core.options import RunOptions
         from sidecast.core.pipeline import Pipeline
 
         from .publish import Publisher, PublishPlan
         from .storage import open_storage
+
+        self.marks = marks if marks is not None else {}
+        self.marks.setdefault("imported", time.time())
 
         self.spec = spec
         self.channel = channel
@@ -107,7 +123,9 @@ class Worker:
         self.pipeline.segment_listeners.append(self.publisher.notify)
         self.done = threading.Event()
         self.live_sent = False
+        self._live_lock = threading.Lock()
         self._last = (time.monotonic(), 0.0, 0)
+        self.marks["built"] = time.time()
 
     # ------------------------------------------------------------------ status
 
@@ -141,13 +159,31 @@ class Worker:
             "rss": _rss_bytes(),
         }
 
+    def _send_live(self) -> None:
+        """Tell the server the attempt is live (once), with the start's timeline."""
+        with self._live_lock:
+            if self.live_sent or self.publisher.published_segments <= 0:
+                return
+            self.live_sent = True
+        self.marks.setdefault("first_segment", time.time())
+        self.channel.send({"type": "live", "marks": {k: round(v, 3) for k, v in self.marks.items()}})
+
+    def _first_loop(self) -> None:
+        """Until the first segment is out: note when the first frame and the first segment came (every 20 ms;
+        the status loop's second would blur a failover's timeline), and report live at once."""
+        while not self.done.wait(0.02):
+            if "first_frame" not in self.marks and self.pipeline.ingest.frames_in > 0:
+                self.marks["first_frame"] = time.time()
+            if self.publisher.published_segments > 0:
+                self.marks["first_segment"] = time.time()
+                self._send_live()
+                return
+
     def _status_loop(self) -> None:
         while not self.done.wait(1.0):
             try:
                 self.channel.send(self.status())
-                if not self.live_sent and self.publisher.published_segments > 0:
-                    self.live_sent = True
-                    self.channel.send({"type": "live"})
+                self._send_live()
             except Exception:  # a status must never take the stream down
                 log.exception("status report failed")
 
@@ -228,6 +264,7 @@ class Worker:
 
         threading.Thread(target=self._command_loop, args=(stdin,), name="commands", daemon=True).start()
         threading.Thread(target=self._status_loop, name="status", daemon=True).start()
+        threading.Thread(target=self._first_loop, name="first", daemon=True).start()
         if self.lease_deadline is not None:
             threading.Thread(target=self._fence_loop, name="fence", daemon=True).start()
         self.publisher.start()
@@ -255,12 +292,9 @@ class Worker:
         if self.publisher.storage_full and code == EXIT_OK:
             code = EXIT_STORAGE
             self.fail("storage", self.publisher.error or "storage full")
-        try:
+        with contextlib.suppress(Exception):
             self.channel.send(self.status())
-            if not self.live_sent and self.publisher.published_segments > 0:
-                self.channel.send({"type": "live"})
-        except Exception:
-            pass
+            self._send_live()
         return code
 
     def fail(self, kind: str, message: str) -> None:
@@ -268,13 +302,29 @@ class Worker:
         self.channel.send({"type": "error", "kind": kind, "message": message[:2000]})
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """``--warm``: import the pipeline first, then wait for the spec (a pre-started worker of the warm pool:
+    supervisor.py); its stderr moves to the stream's log (``log_path``) when the spec arrives."""
+    marks = {"main": time.time()}
+    warm = "--warm" in (sys.argv[1:] if argv is None else argv)
     channel = Channel(_private_stdout())
+    if warm:
+        with contextlib.suppress(Exception):  # a failing import fails below, with the stream's error path
+            preimport()
+        marks["imported"] = time.time()
+        channel.send({"type": "warm"})
     stdin = sys.stdin
     line = stdin.readline()
     if not line:
         return 1
+    marks["spec"] = time.time()
     spec = json.loads(line)
+    if spec.get("log_path"):
+        with contextlib.suppress(OSError):
+            fd = os.open(spec["log_path"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            os.dup2(fd, 2)
+            os.dup2(fd, 1)  # fd 1 follows stderr (see _private_stdout)
+            os.close(fd)
     from sidecast.core.logs import setup_logging
 
     setup_logging(spec.get("log_level", "info"), spec.get("log_format", "text"))
@@ -282,7 +332,7 @@ def main() -> int:
     cap = int(spec.get("memory_limit", 0))
     try:
         _limit_memory(cap)
-        worker = Worker(spec, channel)
+        worker = Worker(spec, channel, marks)
     except MemoryError:
         channel.send({"type": "error", "kind": "memory",
                       "message": f"out of memory while starting (the stream's cap is {cap >> 20} MiB)"})
