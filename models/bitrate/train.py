@@ -22,6 +22,7 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -423,7 +424,7 @@ def choose_target_margin(table: dict[str, np.ndarray], fold_of: dict[str, Mlp], 
               + ", ".join(f"N={t}: {r['abs_err_p90_reachable']:.2f}" for t, r in res.items())
               + f" (mean {score:.2f})", flush=True)
     best = min(trials, key=lambda t: (t["mean_p90_reachable"], t["target_margin"]))
-    return float(best["target_margin"]), trials
+    return float(cast(float, best["target_margin"])), trials
 
 
 def main(argv: list[str] | None = None) -> int:

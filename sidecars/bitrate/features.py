@@ -114,7 +114,7 @@ class FrameStats:
             crop = f[:bh * _FLAT_BLOCK, :bw * _FLAT_BLOCK]
             m = cv2.resize(crop, (bw, bh), interpolation=cv2.INTER_AREA)
             m2 = cv2.resize(crop * crop, (bw, bh), interpolation=cv2.INTER_AREA)
-            self.flat = np.count_nonzero(m2 - m * m < _FLAT_VAR) / m.size
+            self.flat = float(np.count_nonzero(m2 - m * m < _FLAT_VAR) / m.size)
         else:
             self.flat = 0.0
 
