@@ -42,7 +42,6 @@ log = logging.getLogger("sidecast.stt")
 
 JUMP_SECONDS = 2.0  # audio that jumps further than this is a discontinuity, not jitter
 STATS_EVERY = 10.0  # seconds of audio between two stt_passes reports
-SETTLE_AFTER = 0.5  # wall seconds without new audio after which held words get one more pass (see _settle)
 
 
 @dataclass
@@ -121,8 +120,6 @@ class SttSidecar(Sidecar):
         self._flush = False
         self._flushed = threading.Event()
         self._expected: int | None = None
-        self._audio_at = 0.0                   # monotonic time the last audio arrived
-        self._settled: dict[int, int] = {}      # id(track) -> pass_end of its last settle pass
         self._watermark: float | None = None
         self._failure: str | None = None
         self._commit_lags: list[float] = []   # since the last stt_passes report (see pass_stats)
@@ -202,7 +199,6 @@ class SttSidecar(Sidecar):
             t.recognizer.append(x, start)
         self._expected = start + len(x)
         with self._cond:
-            self._audio_at = time.monotonic()
             self._cond.notify()
         return None
 
@@ -498,28 +494,6 @@ class SttSidecar(Sidecar):
             if self._watermark is None or wm > self._watermark:
                 self._watermark = wm
 
-    def _settle(self) -> list[tuple[_Track, int]]:
-        """One more pass over the same audio for a track whose last words wait for confirmation while no
-        audio arrives (called with ``_cond`` held).
-
-        A word is committed when a later pass agrees with it. A file is fed faster than real time, and the
-        core stops sending audio while a segment waits for its captions (its output queue is full): when the
-        audio came in one burst, the last passes each saw their words once, nothing more arrives, and the
-        words (and the watermark, held at their open caption) would wait for the core's 10 s stall timeout.
-        Live audio arrives every few tens of milliseconds, so there this runs only when the source pauses.
-        One settle pass per pass end: a second pass over identical audio agrees or does not, and then the
-        words wait for new audio as before.
-        """
-        if time.monotonic() - self._audio_at < SETTLE_AFTER:
-            return []
-        todo = []
-        for t in self.tracks:
-            r = t.recognizer
-            if r.hypothesis and r.pass_end > 0 and self._settled.get(id(t)) != r.pass_end:
-                self._settled[id(t)] = r.pass_end
-                todo.append((t, r.pass_end))
-        return todo
-
     def _run(self) -> None:
         try:
             while True:
@@ -528,11 +502,7 @@ class SttSidecar(Sidecar):
                         todo = [(t, e) for t in self.tracks if (e := t.recognizer.next_pass_end()) is not None]
                         if todo or self._stop or self._flush:
                             break
-                        todo = self._settle()
-                        if todo:
-                            break
-                        self._cond.wait(timeout=SETTLE_AFTER if any(t.recognizer.hypothesis for t in self.tracks)
-                                        else 1.0)
+                        self._cond.wait(timeout=1.0)
                     stop, flush, tracks = self._stop, self._flush, list(self.tracks)
                 if self._lid_pending and tracks:
                     self._identify(final=stop or flush)
