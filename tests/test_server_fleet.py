@@ -135,7 +135,7 @@ def test_rows_of_replicas_not_seen_for_an_hour_expire_and_a_dead_holders_peers_o
             reg._db.execute("UPDATE replicas SET seen_at = seen_at - ? WHERE id = ?", (age, rid))  # noqa: SLF001
         assert reg.all_replicas() == ["gone", "recent"]
         rep.start(url, tmp_path / "media", 1, DEFAULT_LEASE_S, ("--warm-workers", "0"))
-        wait_for(lambda: "live" in reg.all_replicas() and "gone" not in reg.all_replicas(), 60,
+        wait_for(lambda: "live" in reg.all_replicas() and "gone" not in reg.all_replicas(), 120,
                  "the replica's first pass to expire the row not seen for an hour")
         assert reg.all_replicas() == ["live", "recent"], "a replica seen 10 minutes ago lost its row"
         assert reg.peers_of("gone") == [] and reg.peers_of("recent") == ["live", "other"]
