@@ -129,6 +129,11 @@ class Map(AttributeTag):
     TAG: ClassVar[str] = T.EXT_X_MAP
 
 
+PART_DURATION_DIGITS = 5
+"""A part's DURATION is written to this many decimals (10 us): a writer that must make parts add up to
+their segment exactly (core/outputs/subtitles.py) counts in these units."""
+
+
 @dataclass(frozen=True, slots=True)
 class Part(AttributeTag):
     """EXT-X-PART (§4.4.4.9): a partial segment of a low-latency playlist."""
@@ -137,7 +142,7 @@ class Part(AttributeTag):
 
     @classmethod
     def of(cls, uri: str, duration: float, *, independent: bool = False) -> Part:
-        attrs = {"DURATION": format_decimal(round(duration, 5)), "URI": quote(uri)}
+        attrs = {"DURATION": format_decimal(round(duration, PART_DURATION_DIGITS)), "URI": quote(uri)}
         if independent:
             attrs["INDEPENDENT"] = "YES"
         return cls(attrs)

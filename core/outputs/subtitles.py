@@ -24,12 +24,13 @@ import time
 from sidecast.contract.records import Cue, ResultKind
 from sidecast.hls import Part, timebase
 from sidecast.hls.live import atomic_write
+from sidecast.hls.model import PART_DURATION_DIGITS
 
 from ..captions import CaptionCarrier, render_vtt_part, render_vtt_segment, write_transcript
 from .base import Output, SegmentJob, StreamContext
 from .parts import part_name
 
-_UNITS = 100_000  # playlist durations are written to 10 us (hls.Part.of, hls.model EXTINF)
+_UNITS = 10 ** PART_DURATION_DIGITS  # a part's DURATION as the playlist writes it, in counts of 10 us
 
 # Names players show in their caption menus (NAME in the master playlist).
 LANGUAGE_NAMES = {"en": "English", "de": "Deutsch", "fr": "Français", "es": "Español", "it": "Italiano",
