@@ -133,6 +133,22 @@ def test_an_upload_streams_to_storage_without_holding_it_in_memory(server) -> No
     assert r.json()["duration"] == 15 and r.json()["media_url"].endswith("/v1/media/big-one/media.mp4")
 
 
+@pytest.mark.parametrize("body", [
+    b"--b0\r\n[None]--b0--\r\n",                        # a header line with a bracket (found by schemathesis)
+    b"--b0\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp4\"\r\n\r\nxx\r\n--b0\r\n\x00\r\n",
+    b"--b0\r\nContent-Disposition: form-data; name=\"id\"\r\n\r\nok\r\n--b0\x01",
+])
+def test_a_malformed_multipart_upload_is_a_400_and_stores_nothing(server, body: bytes) -> None:
+    port, _, media = server
+    before = sorted(p.name for p in media.rglob("*")) if media.exists() else []
+    r = httpx.post(f"http://127.0.0.1:{port}/v1/creatives/upload", content=body, timeout=30,
+                   headers={"X-API-Key": API_KEY, "Content-Type": "multipart/form-data; boundary=b0"})
+    assert r.status_code in (400, 422), r.text
+    assert "multipart" in r.json()["detail"] or "file" in r.json()["detail"]
+    after = sorted(p.name for p in media.rglob("*")) if media.exists() else []
+    assert after == before
+
+
 def test_a_normal_body_and_a_player_token_still_work(server) -> None:
     port, _, _ = server
     base = f"http://127.0.0.1:{port}"

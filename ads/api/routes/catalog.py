@@ -51,7 +51,7 @@ def crud_router(kind: Kind, model_in: type[S._Strict], model_out: type[S._Strict
 
     create.__annotations__["body"] = model_in
     router.post(path, status_code=201, response_model=model_out, summary=f"Register a {singular}",
-                responses=responses(401, 409, 422), operation_id=f"create_{singular}")(create)
+                responses=responses(401, 409, 413, 422), operation_id=f"create_{singular}")(create)
 
     async def list_all(store: StoreDep) -> Any:
         return store.items(kind)
@@ -83,7 +83,7 @@ def crud_router(kind: Kind, model_in: type[S._Strict], model_out: type[S._Strict
 
     replace_one.__annotations__["body"] = model_in
     router.put(path + "/{id}", response_model=model_out, summary=f"Replace a {singular}",
-               responses=responses(401, 404, 422), operation_id=f"replace_{singular}")(replace_one)
+               responses=responses(401, 404, 413, 422), operation_id=f"replace_{singular}")(replace_one)
 
     async def delete_one(id: Annotated[str, PathParam(max_length=64)], svc: Service) -> Response:
         store = svc.store
@@ -94,5 +94,5 @@ def crud_router(kind: Kind, model_in: type[S._Strict], model_out: type[S._Strict
         return Response(status_code=204)
 
     router.delete(path + "/{id}", status_code=204, summary=f"Delete a {singular}",
-                  responses=responses(401, 404, 409, 422), operation_id=f"delete_{singular}")(delete_one)
+                  responses=responses(401, 404, 409, 413, 422), operation_id=f"delete_{singular}")(delete_one)
     return router

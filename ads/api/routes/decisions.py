@@ -125,7 +125,7 @@ async def decisions(body: S.DecisionIn, svc: Service, base: BaseUrl,
 
 router.add_api_route("/v1/decisions", decisions, methods=["POST"], response_model=S.Decision, tags=["decisions"],
                      summary="Choose the ads that fill one break for one session",
-                     responses=responses(401, 403, 422), route_class_override=DecisionRoute)
+                     responses=responses(401, 403, 413, 422), route_class_override=DecisionRoute)
 
 
 @router.get("/v1/decisions/{decision_id}", response_model=S.DecisionRecord, tags=["decisions"],

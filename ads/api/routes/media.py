@@ -22,6 +22,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from sidecast.ads.api import schemas as S
@@ -117,6 +118,17 @@ class _Form:
             "on_part_end")}
 
 
+def _feed(parser: MultipartParser, chunk: bytes | None = None) -> None:
+    """Parse more of the body; a body that is not multipart is the client's error (400), not a crash (500)."""
+    try:
+        if chunk is None:
+            parser.finalize()
+        else:
+            parser.write(chunk)
+    except MultipartParseError as exc:
+        raise HTTPException(400, f"malformed multipart body: {exc}") from None
+
+
 def _suffix(filename: str) -> str:
     suffix = Path(Path(filename).name).suffix.lower()
     if suffix not in MEDIA_SUFFIXES:
@@ -157,7 +169,7 @@ async def upload_creative(request: Request, svc: Service, base: BaseUrl) -> Any:
                 if not form.file_done:
                     raise HTTPException(400, "the upload ended before its file part did")
                 continue
-            parser.write(chunk)
+            _feed(parser, chunk)
 
     try:
         # fields that come before the file are parsed first: an id already taken is refused before storing
@@ -166,7 +178,7 @@ async def upload_creative(request: Request, svc: Service, base: BaseUrl) -> Any:
             if chunk is None:
                 finished = True
                 break
-            parser.write(chunk)
+            _feed(parser, chunk)
         if form.error:
             raise HTTPException(422, form.error)
         if not form.file_started:
@@ -185,10 +197,10 @@ async def upload_creative(request: Request, svc: Service, base: BaseUrl) -> Any:
         # the rest of the form (fields after the file)
         if not finished:
             async for chunk in body:
-                parser.write(chunk)
+                _feed(parser, chunk)
                 if form.error:
                     raise HTTPException(422, form.error)
-        parser.finalize()
+        _feed(parser)
         if info.size == 0:
             raise HTTPException(422, "uploaded file is empty")
         f = form.fields

@@ -17,7 +17,7 @@ router = resource_router()
 
 @router.post("/v1/tokens", response_model=S.TokenOut, tags=["auth"], dependencies=[Depends(management)],
              summary="Mint a player token (for asset-list URLs written into playlists)",
-             responses=responses(401, 422))
+             responses=responses(401, 413, 422))
 async def mint(body: S.TokenIn, settings: SettingsDep) -> Any:
     claims_ = {"sid": body.session_id} if body.session_id else {"scope": "player"}
     tok = tokens.sign(claims_, settings.token_key, body.ttl)
