@@ -203,6 +203,28 @@ def test_noise_and_music_produce_no_cues_and_the_watermark_follows_the_audio(stt
     assert live and live[-1] >= seconds - 1.0, live[-5:]
 
 
+def test_audio_that_stops_coming_does_not_hold_the_captions_it_already_carried(stt_address: str) -> None:
+    # A file run: the core reads faster than real time, then stops reading while its caption output waits
+    # for these captions. 11.5 s of real speech (two LibriVox readers) arrive in a burst and then nothing,
+    # without StreamEnd: the held words the passes heard with 2 s of audio after them are committed, and
+    # the watermark moves on, instead of waiting for a second pass that needs audio that will not come
+    # (the core's 10 s stall timeout, then captions too late for their segments).
+    from devkit import realspeech as rs
+
+    pool = {c.id: c for c in rs.librivox()}
+    prog = rs.programme(clips=[pool["librivox/0870"], pool["librivox/0890"]], gaps=[1.0, 0.3], minutes=60)
+    cut = 11.5
+    session = stream_audio(stt_address, prog.audio[: int(cut * 16000)], speed=1000.0, wait_watermark=cut - 5.0)
+    assert not session.errors, session.errors
+    reached = [(t, m) for t, m in session.watermarks if cut - 5.0 <= m < 1e5]
+    assert reached, [m for _, m in session.watermarks][-5:]
+    # ... and the captions behind it, sent before StreamEnd, were right (And Mister John Dashwood ...)
+    t_reached, mark = reached[0]
+    early = [w.text for t, c in session.cues if c.final and t <= t_reached for w in c.words if w.end <= mark]
+    said = prog.reference.split()[: len(early)]
+    assert len(early) >= 12 and rs.wer(" ".join(said), " ".join(early)) <= 0.1, early
+
+
 def test_an_hour_later_after_a_discontinuity_cue_times_follow_the_new_clock(stt_address: str) -> None:
     first, u1 = synth.programme([synth.SENTENCES[6]], seed=4)
     second, u2 = synth.programme([synth.SENTENCES[1]], seed=5)

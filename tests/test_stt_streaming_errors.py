@@ -127,3 +127,29 @@ def test_a_pass_that_cuts_a_sentence_early_does_not_cost_its_first_word(decoder:
     rec.append(audio[end:], end)
     words += rec.finish().committed
     assert rs.normalise(text(words)) == rs.normalise(said[0].text), (cut, text(words))
+
+
+@pytest.mark.parametrize("cut", [8.0, 11.5])
+def test_held_words_are_committed_when_the_audio_stops_coming(decoder: Decoder, cut: float) -> None:
+    # A file run: the core reads faster than real time and stops once its caption output waits for these
+    # captions. The audio came in one burst, so one pass heard it all and the first words of a speech
+    # region wait for a second pass that needs new audio: without settle_idle the frontier stayed at the
+    # region's onset and the core waited 10 s for its stall timeout (docs/captions.md). Real speech: two
+    # LibriVox readers, the second after 0.3 s.
+    pool = {c.id: c for c in rs.librivox()}
+    prog = rs.programme(clips=[pool["librivox/0870"], pool["librivox/0890"]], gaps=[1.0, 0.3], minutes=60)
+    rec = StreamingRecognizer(decoder.decode, engine.speech_regions, StreamConfig())
+    end = int(cut * SAMPLE_RATE)
+    rec.append(prog.audio[:end], 0)
+    first = rec.step(end)
+    assert not first.committed and first.hypothesis and first.frontier < 1.5  # the stalled state
+    settled = rec.settle_idle()
+    limit = cut - StreamConfig.idle_context
+    assert settled.committed and all(w.end <= limit for w in settled.committed)
+    assert all(w.end > limit for w in settled.hypothesis)          # the words near the cut still wait
+    assert settled.frontier >= limit - 0.6                         # a cue open since the onset can close
+    assert rec.settle_idle().committed == []                       # nothing more without new audio
+    rec.append(prog.audio[end:], end)
+    words = [*settled.committed, *rec.finish().committed]
+    assert all(a.start <= b.start for a, b in zip(words, words[1:], strict=False))
+    assert rs.wer(prog.reference, text(words)) <= 0.06, text(words)

@@ -73,6 +73,8 @@ class StreamConfig:
                                   # misses came with it off, under load only (docs/captions.md)
     context_gap: float = 0.0      # a pause longer than this (seconds) ends the kept context: the speech
                                   # after it is decoded without the committed sentences before (0 = off)
+    idle_context: float = 2.0     # while no audio comes (see settle_idle), held words the last pass heard
+                                  # with this much audio after them are committed without a second pass
     guards: GuardConfig = GUARDS
 
 
@@ -126,6 +128,8 @@ class StreamingRecognizer:
         self._confirm: set[int] = set()
         self._unstable = False                 # this step's pass looped (see _pass)
         self.stalls = 0                        # passes decoded again without context (see StreamConfig.stall_after)
+        self._open_from: float | None = None   # start of the speech region still open at the last pass, seconds
+        self.idle_commits = 0                  # words committed by settle_idle (for logs and tests)
         self.decode_seconds = 0.0              # wall time spent in the decoder (for benchmarks and logs)
 
     # ------------------------------------------------------------------ input
@@ -347,15 +351,46 @@ class StreamingRecognizer:
                 self._commit(done, out)
                 self.hypothesis = self.hypothesis[len(done):]
 
-        # How far committed output is complete.
-        limit = _sec(pass_end) - cfg.frontier_guard
-        if self.hypothesis:
-            # Uncommitted words may come back from the next pass with an earlier start: keep a margin.
-            limit = min(limit, max(self.hypothesis[0].start - 0.5, _sec(self.commit_end)))
-        if open_region:
-            limit = min(limit, _sec(self.buf_start) + max(pending[-1][0], settled))
-        self.frontier = max(self.frontier, limit)
+        self._open_from = _sec(self.buf_start) + pending[-1][0] if open_region else None
+        self._advance_frontier()
         self._trim(pending_speech=bool(self.hypothesis) or open_region, out=out)
+        out.hypothesis = list(self.hypothesis)
+        out.frontier = self.frontier
+        return out
+
+    def _advance_frontier(self) -> None:
+        """How far committed output is complete: up to the newest pass (less a guard), but not past
+        uncommitted words (the next pass may start them earlier: a margin) or into a speech region that is
+        still open beyond what is committed of it."""
+        limit = _sec(self.pass_end) - self.cfg.frontier_guard
+        committed = _sec(self.commit_end)
+        if self.hypothesis:
+            limit = min(limit, max(self.hypothesis[0].start - 0.5, committed))
+        if self._open_from is not None:
+            limit = min(limit, max(self._open_from, committed))
+        self.frontier = max(self.frontier, limit)
+
+    def settle_idle(self) -> StepResult:
+        """Commit what no second pass is coming for: called when no audio has arrived for a while.
+
+        A held word waits for the next pass to confirm it, and the next pass waits for new audio. When
+        the audio stops, that wait may never end: a file's reader stops feeding us while the caption
+        output waits for these very words (a deadlock the core breaks only after its 10 s timeout), and a
+        paused source leaves its last words on hold. Words the last pass heard with ``idle_context``
+        seconds of audio after them are not the truncated-buffer readings that two-pass confirmation
+        exists for (those are the last words of a buffer cut early), so they are committed as heard;
+        the words nearer the end stay held for the audio to come. No pass is run: a second pass over the
+        same audio would only agree with the first, truncated readings included."""
+        out = StepResult()
+        limit = _sec(self.pass_end) - self.cfg.idle_context
+        done = 0
+        while done < len(self.hypothesis) and self.hypothesis[done].end <= limit:
+            done += 1
+        if done:
+            self._commit(self.hypothesis[:done], out)
+            self.hypothesis = self.hypothesis[done:]
+            self.idle_commits += done
+            self._advance_frontier()
         out.hypothesis = list(self.hypothesis)
         out.frontier = self.frontier
         return out

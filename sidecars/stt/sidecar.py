@@ -42,6 +42,7 @@ log = logging.getLogger("sidecast.stt")
 
 JUMP_SECONDS = 2.0  # audio that jumps further than this is a discontinuity, not jitter
 STATS_EVERY = 10.0  # seconds of audio between two stt_passes reports
+IDLE_AFTER = 1.0    # wall seconds without new audio before held words are settled (StreamingRecognizer.settle_idle)
 
 
 @dataclass
@@ -124,6 +125,8 @@ class SttSidecar(Sidecar):
         self._failure: str | None = None
         self._commit_lags: list[float] = []   # since the last stt_passes report (see pass_stats)
         self._stats_at = 0.0                   # media time of the last stt_passes report
+        self._audio_at = 0.0                   # monotonic time the newest audio arrived
+        self._settled_at: int | None = None     # received_end (samples) the last idle settle covered
 
     # ------------------------------------------------------------------ contract
 
@@ -199,6 +202,7 @@ class SttSidecar(Sidecar):
             t.recognizer.append(x, start)
         self._expected = start + len(x)
         with self._cond:
+            self._audio_at = time.monotonic()
             self._cond.notify()
         return None
 
@@ -478,6 +482,22 @@ class SttSidecar(Sidecar):
         if partial is not None:
             self.publish(partial)
 
+    def _settle_idle(self, tracks: list[_Track]) -> None:
+        """No audio for IDLE_AFTER seconds: pass over what is left (less than a normal step), then commit
+        the held words no second pass is coming for. Without this a file run could deadlock: the core
+        stops reading while its caption output waits for words that wait for more audio."""
+        self._settled_at = self._expected
+        for t in tracks:
+            rec = t.recognizer
+            if rec.received_end > rec.pass_end and (end := rec.next_pass_end(final=True)) is not None:
+                self._publish_step(t, rec.step(end), final=False)
+            before = rec.idle_commits
+            self._publish_step(t, rec.settle_idle(), final=False)
+            if rec.idle_commits > before:
+                log.info("stt: no audio for %.1f s; committed %d held words heard with %.1f s of audio after them",
+                         IDLE_AFTER, rec.idle_commits - before, rec.cfg.idle_context)
+        self._update_watermark()
+
     def _update_watermark(self) -> None:
         marks = []
         for t in self.tracks:
@@ -497,19 +517,27 @@ class SttSidecar(Sidecar):
     def _run(self) -> None:
         try:
             while True:
+                idle = False
                 with self._cond:
                     while True:
                         todo = [(t, e) for t in self.tracks if (e := t.recognizer.next_pass_end()) is not None]
                         if todo or self._stop or self._flush:
                             break
-                        self._cond.wait(timeout=1.0)
+                        if self.tracks and self._settled_at != self._expected:
+                            quiet = time.monotonic() - self._audio_at
+                            if quiet >= IDLE_AFTER:
+                                idle = True
+                                break
+                            self._cond.wait(timeout=IDLE_AFTER - quiet + 0.01)
+                        else:
+                            self._cond.wait(timeout=1.0)
                     stop, flush, tracks = self._stop, self._flush, list(self.tracks)
                 if self._lid_pending and tracks:
-                    self._identify(final=stop or flush)
+                    self._identify(final=stop or flush or idle)  # idle: no more audio is coming soon
                     rec = tracks[0].recognizer
                     waiting = (rec.received_end - rec.buf_start) / SAMPLE_RATE < LID_AUDIO
                     if self._lid_pending and waiting:  # hold the first passes for the language
-                        if not (stop or flush):
+                        if not (stop or flush or idle):
                             with self._cond:
                                 self._cond.wait(timeout=0.5)
                             continue
@@ -522,6 +550,9 @@ class SttSidecar(Sidecar):
                     self._flushed.set()
                     if stop:
                         return
+                    continue
+                if idle:
+                    self._settle_idle(tracks)
                     continue
                 for t, end in todo:
                     t0 = time.monotonic()
