@@ -50,6 +50,26 @@ def variants(master: Path) -> list[str]:
     return [ln.strip() for ln in master.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
 
 
+def listed_parts(playlist: Path) -> list[tuple[str, float]]:
+    """(part URI, media end) of the EXT-X-PART lines the playlist lists now (low latency)."""
+    out, acc, inside = [], 0.0, 0.0
+    try:
+        text = playlist.read_text()
+    except OSError:
+        return []
+    for ln in text.splitlines():
+        if ln.startswith("#EXT-X-PART:"):
+            d = re.search(r"DURATION=([0-9.]+)", ln)
+            u = re.search(r'URI="([^"]+)"', ln)
+            if d and u:
+                inside += float(d.group(1))
+                out.append((u.group(1), acc + inside))
+        elif (m := re.match(r"#EXTINF:([0-9.]+)", ln)):
+            acc += float(m.group(1))
+            inside = 0.0
+    return out
+
+
 def listed(playlist: Path) -> list[tuple[str, float]]:
     """(segment URI, duration) as the playlist lists them now."""
     out, dur = [], 0.0
@@ -78,6 +98,7 @@ def run(src: Path, out: Path, sidecars: str, media: float, extra: list[str] | No
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen: dict[str, dict[str, float]] = {}
     ends: dict[str, dict[str, float]] = {}
+    low = "--latency" in (extra or []) and "low" in (extra or [])
     while True:
         done = proc.poll() is not None
         now = time.perf_counter() - t0
@@ -91,6 +112,11 @@ def run(src: Path, out: Path, sidecars: str, media: float, extra: list[str] | No
                 acc += dur
                 if uri not in s:
                     s[uri], e[uri] = now, acc  # media end (valid while the window has not slid)
+            if low:  # parts, under the playlist's name + ":parts"
+                sp, ep = seen.setdefault(name + ":parts", {}), ends.setdefault(name + ":parts", {})
+                for uri, end in listed_parts(pl):
+                    if uri not in sp:
+                        sp[uri], ep[uri] = now, end
         if done:
             break
         time.sleep(0.05)
@@ -110,6 +136,8 @@ def summarise(label: str, rows: list[tuple[float, float]], start: float) -> np.n
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=40.0)
+    ap.add_argument("--latency", choices=("normal", "low"), default="normal",
+                    help="low: LL-HLS, and the parts' lateness is printed too (main and vertical)")
     ap.add_argument("--configs", default="plain,local,external",
                     help="which runs: plain (no sidecars), local (--sidecars autocrop), external (the sidecar "
                          "started on its own with --lookahead 0.5)")
@@ -127,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, sidecars, lookahead in configs:
         out = tmp / (label.replace(" ", "_").replace("-", ""))
         side = None
-        extra: list[str] = []
+        extra: list[str] = ["--latency", "low"] if args.latency == "low" else []
         if lookahead:  # the sidecar on its own, with a shorter look-ahead, the core pointed at it
             side = subprocess.Popen([*sidecast_cmd(), "sidecar", "autocrop", "--listen", f"unix://{sock}",
                                      "--lookahead", lookahead], cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -135,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             deadline = time.monotonic() + 60
             while not sock.exists() and time.monotonic() < deadline:
                 time.sleep(0.1)
-            extra = ["--sidecar-addr", f"autocrop=unix://{sock}"]
+            extra += ["--sidecar-addr", f"autocrop=unix://{sock}"]
         t = time.perf_counter()
         try:
             results[label] = run(src, out, sidecars, args.seconds, extra)
@@ -174,6 +202,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{np.median(lag):.2f} s, max {lag.max():.2f} s = {lag.max() / seg:.2f} segments; "
               f"<= 1 segment: {bool(lag.max() <= seg + 1e-6)}")
         print("  per segment lag (s): " + " ".join(f"{x:.2f}" for x in lags))
+        if args.latency == "low":  # parts: when each was listed after its last frame was due
+            for n in (top, vtop):
+                if n + ":parts" in res and res[n + ":parts"]:
+                    summarise(f"parts of {n}", res[n + ":parts"], start)
+            p_main = {round(e, 2): w for e, w in res.get(top + ":parts", [])}
+            plag = [w - p_main[round(e, 2)] for e, w in res.get(vtop + ":parts", []) if round(e, 2) in p_main]
+            if plag:
+                print(f"  vertical parts vs main parts ({len(plag)} pairs): lag median {np.median(plag):.2f} s, "
+                      f"p95 {np.percentile(plag, 95):.2f} s, max {max(plag):.2f} s")
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 

@@ -84,14 +84,7 @@ class SegmentEncoder:
         self.scaler = VideoReformatter()
 
     def encode(self, frame: av.VideoFrame, t: float, crop: tuple[int, int, int, int] | None = None) -> None:
-        if crop is not None:
-            # The vertical rendition: crop the full-resolution frame first (a copy of the window only),
-            # then scale, so it is as sharp as the source allows and costs no full-frame conversion.
-            x, y, w, h = crop
-            out_frame = self.scaler.reformat(crop_frame(frame, x, y, w, h, self.scaler), self.width, self.height,
-                                             "yuv420p", interpolation="BICUBIC")
-        else:
-            out_frame = fit_frame(frame, self.width, self.height, self.scaler)
+        out_frame = rendition_frame(frame, self.width, self.height, self.scaler, crop)
         out_frame.pts = timebase.media_to_pts(t)
         out_frame.time_base = timebase.TIME_BASE
         out_frame.pict_type = (av.video.frame.PictureType.I if self.frames == 0
@@ -178,6 +171,17 @@ def crop_frame(frame: av.VideoFrame, x: int, y: int, w: int, h: int,
     cx, cy, cw, ch = x // 2, y // 2, w // 2, h // 2
     return _frame_from_planes([yp[y : y + h, x : x + w], up[cy : cy + ch, cx : cx + cw],
                                vp[cy : cy + ch, cx : cx + cw]], w, h)
+
+
+def rendition_frame(frame: av.VideoFrame, width: int, height: int, scaler: VideoReformatter,
+                    crop: tuple[int, int, int, int] | None = None) -> av.VideoFrame:
+    """The picture a rendition encodes: the whole frame fitted to width x height, or (the vertical) the
+    window ``crop`` cut from the full-resolution frame first (a copy of the window only), then scaled, so it
+    is as sharp as the source allows and costs no full-frame conversion."""
+    if crop is None:
+        return fit_frame(frame, width, height, scaler)
+    x, y, w, h = crop
+    return scaler.reformat(crop_frame(frame, x, y, w, h, scaler), width, height, "yuv420p", interpolation="BICUBIC")
 
 
 def fit_frame(frame: av.VideoFrame, width: int, height: int, scaler: VideoReformatter) -> av.VideoFrame:

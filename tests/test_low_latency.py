@@ -62,6 +62,18 @@ def test_a_rendition_reports_the_live_edge_of_the_others(tmp_path: Path) -> None
     video.add_part(Part.of("seg_000000-0.m4s", 1 / 3, independent=True))
     text = (tmp_path / "video" / "360p" / "index.m3u8").read_text()
     assert '#EXT-X-RENDITION-REPORT:URI="../../audio/index.m3u8",LAST-MSN=0,LAST-PART=1' in text
+    # The vertical ladder is another multivariant playlist (vertical.m3u8): its video and the main
+    # ladder's do not report each other; audio, in both, reports both.
+    vertical = ctx.playlist(tmp_path / "vertical" / "v360p" / "index.m3u8", parts=True)
+    vertical.add_part(Part.of("seg_000000-0.m4s", 1 / 3, independent=True))
+    audio.add_part(Part.of("seg_000000-2.m4s", 1 / 3, independent=True))
+    video.add_part(Part.of("seg_000000-1.m4s", 1 / 3, independent=True))
+    text = (tmp_path / "video" / "360p" / "index.m3u8").read_text()
+    assert "vertical" not in text and "../../audio/index.m3u8" in text
+    text = (tmp_path / "vertical" / "v360p" / "index.m3u8").read_text()
+    assert "video/360p" not in text and "../../audio/index.m3u8" in text
+    text = (tmp_path / "audio" / "index.m3u8").read_text()
+    assert "../video/360p/index.m3u8" in text and "../vertical/v360p/index.m3u8" in text
 
 
 @pytest.fixture
@@ -169,6 +181,44 @@ def test_a_live_low_latency_stream_plays_in_hls_js_with_parts(tmp_path: Path, cl
     init = (out / "video" / "360p" / "init.mp4").read_bytes()
     assert [b[0] for b in boxes(init)] == [b"ftyp", b"moov"]
     part = next((out / "video" / "360p").glob("seg_000001-1.m4s")).read_bytes()
+    assert [b[0] for b in boxes(part)] == [b"styp", b"moof", b"mdat"]
+    loaded = [e["data"]["frag"] for e in report.events_named("FRAG_LOADED")]
+    assert loaded, "hls.js loaded media"
+
+
+@pytest.mark.browser
+def test_the_vertical_is_low_latency_too_and_plays_in_hls_js(tmp_path: Path, clip_small: Path) -> None:
+    # issue 21: every rendition is low latency, the vertical (autocrop) included. Its parts follow the
+    # crops as they become final (the sidecar's look-ahead behind the main ladder's parts).
+    port, http = free_port(), free_port()
+    out = tmp_path / "out"
+    proc = subprocess.Popen([SIDECAST, "run", f"rtmp://127.0.0.1:{port}/live/k", "-o", str(out), "--latency", "low",
+                             "--ladder", "360p:800k", "--sidecars", "autocrop", "--serve", str(http),
+                             "--serve-host", "127.0.0.1", "--no-progress", "--snapshots-fps", "0"],
+                            stdout=subprocess.DEVNULL, stderr=(tmp_path / "sidecast.log").open("w"))
+    pub = None
+    try:
+        log = tmp_path / "sidecast.log"
+        wait_for(lambda: "listening for RTMP publishers" in log.read_text(), 60, "the RTMP listener")
+        pub = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "3", "-i",
+                                str(clip_small), "-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{port}/live/k"])
+        wait_for((out / "vertical.m3u8").exists, 90, "the vertical master playlist")
+        report = play_hls(f"http://127.0.0.1:{http}/vertical.m3u8", seconds=5, hls_config={"lowLatencyMode": True})
+        (rend,) = [p for p in (out / "vertical").iterdir() if p.is_dir()]
+        live = parse_media((rend / "index.m3u8").read_text())
+    finally:
+        if pub is not None:
+            pub.kill()
+        proc.terminate()
+        proc.wait(30)
+    assert "Traceback" not in (tmp_path / "sidecast.log").read_text()
+    report.raise_for_fatal()
+    assert report.played >= 4.5, report.summary()
+    w, h = report.video_size
+    assert h > w > 0, report.summary()
+    assert any(s.parts for s in live.segments) or live.trailing_parts, "the vertical lists parts"
+    assert live.preload_hints and "video/" not in "".join(r.uri or "" for r in live.rendition_reports)
+    part = next(rend.glob("seg_*-1.m4s")).read_bytes()
     assert [b[0] for b in boxes(part)] == [b"styp", b"moof", b"mdat"]
     loaded = [e["data"]["frag"] for e in report.events_named("FRAG_LOADED")]
     assert loaded, "hls.js loaded media"

@@ -43,13 +43,13 @@ def ramp_frame() -> av.VideoFrame:
 class Vertical:
     """A vertical ladder (one rendition at the crop size) following crops from a sidecar named autocrop."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, part_target: float | None = None) -> None:
         self.timeline = Timeline()
         self.timeline.set_live("autocrop", True)
         self.pool = ThreadPoolExecutor(max_workers=2)
         ctx = StreamContext(outdir=tmp, width=W, height=H, fps=Fraction(FPS), has_audio=False,
-                            segment_duration=1.0, window=0, timeline=self.timeline,
-                            log=JsonLines(tmp / "segments.jsonl"))
+                            segment_duration=1.0, window=0 if part_target is None else 6, timeline=self.timeline,
+                            log=JsonLines(tmp / "segments.jsonl"), part_target=part_target)
         self.path = CropPath(W, H)
         assert self.path.width == CROP_W
         self.timeline.listeners.append(lambda _name, r: self.path.add(r) if isinstance(r, Crop) else None)
@@ -158,3 +158,35 @@ def test_a_sidecar_that_goes_down_is_not_waited_for(vertical: Vertical) -> None:
     frames = left_edges(vertical.dir / "seg_000000.ts")
     assert len(frames) == FPS
     assert all(abs(x - (W - CROP_W) / 2) <= 8 for _t, _k, x in frames), "centred without crops"
+
+
+def test_at_low_latency_the_vertical_publishes_cropped_parts_as_their_crops_land(tmp_path: Path) -> None:
+    # --latency low: the vertical is CMAF parts too (issue 21: every rendition is low latency). A part is
+    # listed as soon as its frames' crops are final, before the segment closes, and shows its crop window.
+    v = Vertical(tmp_path, part_target=0.2)  # 5 frames a part
+    try:
+        job = v.feed(0)
+        assert not list(v.dir.glob("*.m4s")), "no part before any crop is final"
+        v.crops({0.0: 40, 0.2: 120, 0.4: 200, 0.6: 280})  # frames up to 0.6 s may go (16 of 25)
+        # 3 whole parts (frames 0-14) once the encoder has the frame after each part's last
+        wait_for(lambda: len(list(v.dir.glob("seg_000000-*.m4s"))) >= 3, 30, "the parts whose crops landed")
+        listed = parse_media((v.dir / "index.m3u8").read_text())
+        assert [p.uri for p in listed.trailing_parts][:3] == [f"seg_000000-{k}.m4s" for k in range(3)]
+        assert not listed.segments, "the segment itself is listed when it is complete"
+        v.crops({0.8: 360, 1.0: 400})
+        v.ladder.segment_closed(job)
+        v.ladder.publish(job)
+        listed = parse_media((v.dir / "index.m3u8").read_text())
+        assert [s.uri for s in listed.segments] == ["seg_000000.m4s"]
+        init = listed.segments[0].init_section
+        assert (v.dir / "init.mp4").exists() and init is not None and init.uri == "init.mp4"
+        assert [p.uri for p in listed.segments[0].parts] == [f"seg_000000-{k}.m4s" for k in range(5)]
+        # The picture of the parts followed the crop path, as the MPEG-TS vertical does.
+        whole = v.dir / "whole.mp4"
+        whole.write_bytes((v.dir / "init.mp4").read_bytes() + (v.dir / "seg_000000.m4s").read_bytes())
+        frames = left_edges(whole)
+        assert len(frames) == FPS and frames[0][1]
+        for i, (_t, _key, x) in enumerate(frames):
+            assert abs(x - v.path.window_at(i / FPS)[0]) <= 8, (i, x)
+    finally:
+        v.close()

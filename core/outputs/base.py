@@ -73,6 +73,18 @@ class SegmentJob:
                        tags=self.signal.tags, dateranges=self.signal.dateranges)
 
 
+_LADDERS = ("video", "vertical")
+
+
+def _ladder_of(outdir: Path, path: Path) -> str | None:
+    """Which video ladder a playlist belongs to ("video" or "vertical"), None for audio and captions."""
+    try:
+        top = path.relative_to(outdir).parts[0]
+    except (ValueError, IndexError):
+        return None
+    return top if top in _LADDERS else None
+
+
 @dataclass
 class StreamContext:
     """What outputs know about the stream once the source is open."""
@@ -108,10 +120,16 @@ class StreamContext:
         return pl
 
     def rendition_reports(self, path: Path) -> list[RenditionReport]:
-        """EXT-X-RENDITION-REPORT for every other low-latency playlist, URIs relative to ``path``."""
+        """EXT-X-RENDITION-REPORT for every other low-latency playlist of the same multivariant playlist,
+        URIs relative to ``path``: the main ladder's video (master.m3u8) and the vertical's (vertical.m3u8)
+        do not report each other; audio and captions, in both, report both."""
         out = []
+        ladder = _ladder_of(self.outdir, path)
         for other in self.live_playlists:
             if other.path is None or other.path == path:
+                continue
+            theirs = _ladder_of(self.outdir, other.path)
+            if ladder and theirs and ladder != theirs:
                 continue
             msn, part = other.last_part()
             if msn < 0:

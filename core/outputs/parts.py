@@ -76,7 +76,7 @@ class PartEncoder:
         self.nominal = 1 / float(fps) if fps else 1 / 30
 
     def encode(self, frame: av.VideoFrame, t: float, crop: tuple[int, int, int, int] | None = None) -> None:
-        out = media.fit_frame(frame, self.width, self.height, self.scaler)
+        out = media.rendition_frame(frame, self.width, self.height, self.scaler, crop)
         out.pts = timebase.media_to_pts(t)
         out.time_base = timebase.TIME_BASE
         out.pict_type = av.video.frame.PictureType.I if self.frames == 0 else av.video.frame.PictureType.NONE

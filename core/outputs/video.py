@@ -87,8 +87,9 @@ class VideoLadder(Output):
         self.needs: frozenset[ResultKind] = frozenset({"crops"} if kind == "vertical" else {"bitrate_hints"})
         self.essential = kind == "main"
         prefix = "video" if kind == "main" else "vertical"
-        # Low latency (the main ladder): CMAF parts as frames are encoded; otherwise MPEG-TS segments.
-        self.low_latency = ctx.part_target is not None and kind == "main"
+        # Low latency: CMAF parts as frames are encoded (the vertical's as their crops become final, see
+        # _CropGate); otherwise MPEG-TS segments.
+        self.low_latency = ctx.part_target is not None
         self.ext = "m4s" if self.low_latency else "ts"
         init = "init.mp4" if self.low_latency else None
         self.renditions: list[Rendition] = []
