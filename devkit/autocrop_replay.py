@@ -88,7 +88,10 @@ def replay(history: list[tuple[float, bool, list[Any]]], decide: ModuleType, smo
     """The crops the keeper and planner make of the cached detections (``Analyzer._finish``'s steps)."""
     opts = smooth.PathOptions()
     planner = smooth.CropPlanner(footage.WIDTH, footage.HEIGHT, opts)
-    keeper = decide.FocusKeeper(planner.crop_w)
+    try:
+        keeper = decide.FocusKeeper(planner.crop_w, frame_w=footage.WIDTH)
+    except TypeError:  # a version before the keeper knew the frame's width
+        keeper = decide.FocusKeeper(planner.crop_w)
     last = None
     crops: list[Crop] = []
     for t, cut, subjects in history:
@@ -99,7 +102,12 @@ def replay(history: list[tuple[float, bool, list[Any]]], decide: ModuleType, smo
                                     opts.safe_margin, previous=keeper.held or last)
         if focus is not None:
             last = focus
-        crops += planner.push(smooth.Observation(t, cut, keeper.update(t, focus)))
+        others = [f for s in subjects if (f := decide.choose_focus([s], planner.crop_w, planner.crop_h, footage.WIDTH,
+                                                                    footage.HEIGHT, opts.safe_margin)) is not None] \
+            if len(subjects) > 1 else []
+        kept = keeper.update(t, focus, others) if "others" in keeper.update.__code__.co_varnames else \
+            keeper.update(t, focus)
+        crops += planner.push(smooth.Observation(t, cut, kept))
     return crops + planner.flush()
 
 
