@@ -149,9 +149,12 @@ class FocusKeeper:
     makes the camera hop between them. The keeper keeps *tracks*: each frame's focus (``choose_focus``) is
     matched to the track whose predicted centre (last centre plus its velocity, for at most ``predict`` s)
     lies within ``near`` crop widths (or half the subject), the followed track first; unmatched, it starts a
-    track of its own. A track survives ``linger`` s without being seen, so a detector that misses frames
-    does not lose the subject. The followed track's region is smoothed (``smooth``: the weight of each new
-    detection), so a face box one frame and a body box the next do not pull the camera about.
+    track of its own; a face and a body are the same kind of track (someone), a saliency object another, and
+    the two never merge. A track survives ``linger`` s without being seen (one seen only once, most often a
+    false detection, ``switch_faster`` s), so a detector that misses frames does not lose the subject.
+    ``smooth`` < 1 blends each sighting into the track's region (its weight); the default takes each
+    sighting as is: blending lagged a swaying close-up (talking-head coverage 67 -> 62 % on the tune clips),
+    and the planner's dead-band already ignores detection jitter.
 
     The followed track changes only when an operator would change subject:
     - someone (a face or a person) where the camera framed a saliency object: once seen in most of its
