@@ -190,7 +190,6 @@ def causes(clips: list[footage.Clip], code: Path | None) -> None:
                 continue
             near = [r for r in rec if times[i] - 0.4 <= r[0] <= times[i] + look + 0.2]
             kept = [r[3] for r in near]
-            kinds = {k.kind for k in kept if k is not None}
             refs = c.references(times[i])
             first = next((k for k in kept if k is not None), None)
             pairs = list(zip(kept, kept[1:], strict=False))
@@ -198,8 +197,9 @@ def causes(clips: list[footage.Clip], code: Path | None) -> None:
                 why = "another subject followed (switch)"
             elif any((a is None) != (b is None) for a, b in pairs):
                 why = "subject lost or found"
-            elif len(kinds) > 1:
-                why = "same subject, detector kind changes"
+            elif any(a is not None and b is not None and a.kind != b.kind and abs(a.cx - b.cx) > 0.1 * 202
+                     for a, b in pairs):
+                why = "same subject, detector kind changes"  # a face's region, then a body box 20+ px off
             elif refs and first is not None and abs((refs[0][0] + refs[0][2]) / 2 - first.cx) > 101:
                 why = "framing another subject than the reference"
             else:
