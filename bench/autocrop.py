@@ -121,8 +121,8 @@ def real_footage(faces: FaceDetector, objects: ObjectDetector, fps: float, width
     print()
     print(f"real edited footage ({footage.WIDTH}x{footage.HEIGHT}, {footage.FPS:g} fps), rendered at full rate "
           "through CropPath; references: CenterFace faces, MOG2 movers, hand-drawn boxes")
-    print(f"{'clip':17s} {'split':9s} {'method':10s} {'cover':>6s} {'hold':>9s} {'cuts':>6s} {'false':>5s}"
-          f" {'react':>6s} {'CPU/frame':>10s}")
+    print(f"{'clip':17s} {'split':9s} {'method':10s} {'cover':>6s} {'hold':>9s} {'moving':>6s} {'still':>7s}"
+          f" {'walk':>7s} {'none':>7s} {'cuts':>6s} {'false':>5s} {'react':>6s} {'CPU/frame':>10s}")
     totals: dict[tuple[str, str], dict[str, float]] = {}
     for c in footage.corpus():
         if clips and c.name not in clips:
@@ -141,6 +141,7 @@ def real_footage(faces: FaceDetector, objects: ObjectDetector, fps: float, width
             cpu["previous"] = float(old["cpu"]) / len(frames)  # type: ignore[arg-type]
         cw = 202
         spans = footage.holds(c, times, cw)
+        by_kind = {k: [sp for sp in spans if footage.hold_kind(c, times, sp, cw) == k] for k in ("still", "walk", "none")}
         for m in methods:
             crops: list[Crop] = results[m]  # type: ignore[assignment]
             wins = path_windows(footage.WIDTH, footage.HEIGHT, crops, times)
@@ -151,30 +152,45 @@ def real_footage(faces: FaceDetector, objects: ObjectDetector, fps: float, width
             analysed = [(cr.t, path_windows(footage.WIDTH, footage.HEIGHT, crops, [cr.t])[0]) for cr in crops] \
                 if m != "centre" else [(t, wins[int(round(t * footage.FPS))]) for t in picked_t]
             react = footage.reaction(c, analysed)
+            moving = footage.hold_moving(times, wins, spans)
+            kind_motion = {k: footage.hold_motion(times, wins, sp) for k, sp in by_kind.items()}
             tot = totals.setdefault((c.split, m), {"cuts": 0, "hit": 0, "false": 0, "dur": 0, "cov": 0, "n": 0,
-                                                   "hold": 0, "hold_n": 0})
+                                                   "hold": 0, "hold_n": 0, "moving": 0, "still": 0, "still_n": 0,
+                                                   "walk": 0, "walk_n": 0, "none": 0, "none_n": 0})
             tot["cuts"] += len(c.cuts)
             tot["hit"] += hit
             tot["false"] += false
             tot["dur"] += c.duration
             tot["cov"] += cov * n
             tot["n"] += n
-            nh = sum(1 for i in range(1, len(times)) if any(a <= times[i - 1] and times[i] <= b for a, b in spans))
+            nh = footage.hold_frames(times, spans)
             tot["hold"] += motion * nh
             tot["hold_n"] += nh
+            tot["moving"] += moving * nh
+            for k, sp in by_kind.items():
+                tot[k] += kind_motion[k] * footage.hold_frames(times, sp)
+                tot[k + "_n"] += footage.hold_frames(times, sp)
+            kinds = " ".join(f"{kind_motion[k]:5.2f}px" if by_kind[k] else f"{'-':>7s}" for k in by_kind)
             cuts = f"{hit}/{len(c.cuts)}" if m != "centre" else "-"
-            print(f"{c.name:17s} {c.split:9s} {m:10s} {cov * 100:5.1f}% {motion:6.2f}px {cuts:>6s} "
+            print(f"{c.name:17s} {c.split:9s} {m:10s} {cov * 100:5.1f}% {motion:6.2f}px {moving * 100:5.0f}% {kinds} "
+                  f"{cuts:>6s} "
                   f"{false if m != 'centre' else '-':>5} {'-' if react is None else f'{react:.1f}s':>6s} "
                   f"{f'{cpu[m] * 1000:.1f} ms' if m in cpu else '':>10s}")
     print()
-    print(f"{'split':9s} {'method':10s} {'coverage':>9s} {'hold motion':>12s} {'cut recall':>11s} "
-          f"{'false cuts':>16s}")
+    print(f"{'split':9s} {'method':10s} {'coverage':>9s} {'hold motion':>12s} {'moving':>7s} {'still':>8s} "
+          f"{'walk':>8s} {'none':>8s} {'cut recall':>11s} {'false cuts':>16s}")
     for (split, m), tot in totals.items():
         recall = f"{tot['hit']}/{tot['cuts']} {100 * tot['hit'] / max(tot['cuts'], 1):.0f}%" if m != "centre" else "-"
         rate = f"{tot['false']} ({tot['false'] / tot['dur'] * 600:.1f}/10 min)" if m != "centre" else "-"
+        kinds = " ".join(f"{tot[k] / tot[k + '_n']:5.2f} px" if tot[k + "_n"] else f"{'-':>8s}"
+                         for k in ("still", "walk", "none"))
         print(f"{split:9s} {m:10s} {100 * tot['cov'] / max(tot['n'], 1):8.1f}% "
-              f"{tot['hold'] / max(tot['hold_n'], 1):9.2f} px {recall:>11s} {rate:>16s}   "
-              f"({tot['dur']:.0f} s of footage)")
+              f"{tot['hold'] / max(tot['hold_n'], 1):9.2f} px {100 * tot['moving'] / max(tot['hold_n'], 1):6.0f}% "
+              f"{kinds} {recall:>11s} {rate:>16s}   ({tot['dur']:.0f} s of footage)")
+    print("hold: mean |change of the crop centre| per frame during holds (spans >= 1 s where the reference subject's "
+          "boxes fit in 80 % of the crop, or no subject); moving: share of hold frames where the crop moves; "
+          "still / walk / none: hold motion where the reference subject stays within a quarter crop / travels "
+          "slowly / is absent")
     print("targets: cut recall >= 95% with <= 1 false cut per 10 min (held out); hold motion <= 0.2 px/frame")
 
 

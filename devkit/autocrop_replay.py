@@ -11,6 +11,7 @@ change the figures are the bench's own (``score --check`` asserts the replayed c
     .venv/bin/python -m devkit.autocrop_replay cache            # once, ~1 min per clip on a busy machine
     .venv/bin/python -m devkit.autocrop_replay score --split tune
     .venv/bin/python -m devkit.autocrop_replay score --code /tmp/my-autocrop   # a modified copy of sidecars/autocrop
+    .venv/bin/python -m devkit.autocrop_replay causes --split tune    # where the motion during holds comes from
 
 Tune on ``--split tune`` only; look at ``held_out`` once, when a change is chosen.
 """
@@ -84,11 +85,18 @@ def cache(clips: list[footage.Clip]) -> None:
         print(f"{c.name}: {len(an.history)} analysed frames cached", flush=True)
 
 
-def replay(history: list[tuple[float, bool, list[Any]]], decide: ModuleType, smooth: ModuleType) -> list[Crop]:
-    """The crops the keeper and planner make of the cached detections (``Analyzer._finish``'s steps)."""
+def replay(history: list[tuple[float, bool, list[Any]]], decide: ModuleType, smooth: ModuleType,
+           record: list[tuple[float, bool, Any, Any]] | None = None) -> list[Crop]:
+    """The crops the keeper and planner make of the cached detections (``Analyzer._finish``'s steps);
+    ``record`` gets (t, cut, the frame's focus, the kept focus) per analysed frame."""
     opts = smooth.PathOptions()
     planner = smooth.CropPlanner(footage.WIDTH, footage.HEIGHT, opts)
-    keeper = decide.FocusKeeper(planner.crop_w)
+    try:
+        keeper = decide.FocusKeeper(planner.crop_w, frame_w=footage.WIDTH)
+        tracks = True
+    except TypeError:  # a version before the keeper kept tracks
+        keeper = decide.FocusKeeper(planner.crop_w)
+        tracks = False
     last = None
     crops: list[Crop] = []
     for t, cut, subjects in history:
@@ -99,7 +107,15 @@ def replay(history: list[tuple[float, bool, list[Any]]], decide: ModuleType, smo
                                     opts.safe_margin, previous=keeper.held or last)
         if focus is not None:
             last = focus
-        crops += planner.push(smooth.Observation(t, cut, keeper.update(t, focus)))
+        if tracks:
+            others = [f for s in subjects if len(subjects) > 1 and (f := decide.choose_focus(
+                [s], planner.crop_w, planner.crop_h, footage.WIDTH, footage.HEIGHT, opts.safe_margin)) is not None]
+            kept = keeper.update(t, focus, others)
+        else:
+            kept = keeper.update(t, focus)
+        if record is not None:
+            record.append((t, cut, focus, kept))
+        crops += planner.push(smooth.Observation(t, cut, kept))
     return crops + planner.flush()
 
 
@@ -110,15 +126,21 @@ def windows(crops: list[Crop], times: list[float]) -> list[tuple[int, int, int, 
     return [path.window_at(t) for t in times]
 
 
+def _load(c: footage.Clip) -> dict[str, Any]:
+    path = CACHE / f"{c.name}.pkl"
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: run `python -m devkit.autocrop_replay cache` first")
+    data: dict[str, Any] = pickle.loads(path.read_bytes())
+    return data
+
+
 def score(clips: list[footage.Clip], code: Path | None, check: bool) -> None:
     decide, smooth = load_code(code)
     totals: dict[str, list[float]] = {}
-    print(f"{'clip':17s} {'split':9s} {'cover':>6s} {'hold':>9s} {'moved':>9s}")
+    print(f"{'clip':17s} {'split':9s} {'cover':>6s} {'hold':>8s} {'moving':>7s} {'still':>7s} {'walk':>7s}"
+          f" {'none':>7s} {'moved':>8s}")
     for c in clips:
-        path = CACHE / f"{c.name}.pkl"
-        if not path.is_file():
-            raise SystemExit(f"{path} is missing: run `python -m devkit.autocrop_replay cache` first")
-        data = pickle.loads(path.read_bytes())
+        data = _load(c)
         crops = replay(data["history"], decide, smooth)
         if check:
             assert [(a.t, a.x, a.y, a.cut) for a in crops] == [(a.t, a.x, a.y, a.cut) for a in data["crops"]], c.name
@@ -127,9 +149,13 @@ def score(clips: list[footage.Clip], code: Path | None, check: bool) -> None:
         cov, n = footage.coverage(c, times, wins)
         spans = footage.holds(c, times, 202)
         motion = footage.hold_motion(times, wins, spans)
-        nh = sum(1 for i in range(1, len(times)) if any(a <= times[i - 1] and times[i] <= b for a, b in spans))
+        nh = footage.hold_frames(times, spans)
+        by_kind = {k: [s for s in spans if footage.hold_kind(c, times, s, 202) == k] for k in ("still", "walk", "none")}
+        kinds = " ".join(f"{footage.hold_motion(times, wins, sp):5.2f}px" if sp else f"{'-':>7s}"
+                         for sp in by_kind.values())
         moved = float(np.mean([abs(b[0] - a[0]) for a, b in zip(wins, wins[1:], strict=False)]))
-        print(f"{c.name:17s} {c.split:9s} {cov * 100:5.1f}% {motion:6.2f}px {moved:6.2f}px")
+        print(f"{c.name:17s} {c.split:9s} {cov * 100:5.1f}% {motion:6.2f}px "
+              f"{100 * footage.hold_moving(times, wins, spans):6.0f}% {kinds} {moved:6.2f}px")
         tot = totals.setdefault(c.split, [0.0, 0.0, 0.0, 0.0])
         tot[0] += cov * n
         tot[1] += n
@@ -137,12 +163,61 @@ def score(clips: list[footage.Clip], code: Path | None, check: bool) -> None:
         tot[3] += nh
     for split, (cov_n, n, hold_n, nh) in totals.items():
         print(f"{split:9s} coverage {100 * cov_n / max(n, 1):5.1f}%, hold motion {hold_n / max(nh, 1):.2f} px/frame")
-    print("moved: mean |change of the crop's x| per frame over the whole clip (holds or not)")
+    print("hold: mean |change of the crop centre| per frame during holds; moving: share of hold frames where it "
+          "moves; still / walk / none: hold motion in spans where the reference subject stays within a quarter "
+          "crop / travels / is absent; moved: mean |change of the crop's x| per frame over the whole clip")
+
+
+def causes(clips: list[footage.Clip], code: Path | None) -> None:
+    """Where the crop's motion during holds comes from, per clip: every frame step inside a hold where the
+    crop moves is put down to what the kept focus did within the planner's reach (the step's analysed
+    frames, back 0.4 s and ahead by the look-ahead)."""
+    decide, smooth = load_code(code)
+    look = smooth.PathOptions().lookahead
+    for c in clips:
+        data = _load(c)
+        rec: list[tuple[float, bool, Any, Any]] = []
+        crops = replay(data["history"], decide, smooth, rec)
+        times = c.frame_times()
+        wins = windows(crops, times)
+        spans = footage.holds(c, times, 202)
+        found: dict[str, list[float]] = {}
+        for i in range(1, len(times)):
+            if not any(a <= times[i - 1] and times[i] <= b for a, b in spans):
+                continue
+            d = abs(wins[i][0] - wins[i - 1][0]) + abs(wins[i][1] - wins[i - 1][1])
+            if not d:
+                continue
+            near = [r for r in rec if times[i] - 0.4 <= r[0] <= times[i] + look + 0.2]
+            kept = [r[3] for r in near]
+            refs = c.references(times[i])
+            first = next((k for k in kept if k is not None), None)
+            pairs = list(zip(kept, kept[1:], strict=False))
+            if any(a is not None and b is not None and abs(a.cx - b.cx) > 0.35 * 202 for a, b in pairs):
+                why = "another subject followed (switch)"
+            elif any((a is None) != (b is None) for a, b in pairs):
+                why = "subject lost or found"
+            elif any(a is not None and b is not None and a.kind != b.kind and abs(a.cx - b.cx) > 0.1 * 202
+                     for a, b in pairs):
+                why = "same subject, detector kind changes"  # a face's region, then a body box 20+ px off
+            elif refs and first is not None and abs((refs[0][0] + refs[0][2]) / 2 - first.cx) > 101:
+                why = "framing another subject than the reference"
+            else:
+                why = "re-framing the same subject"
+            f = found.setdefault(why, [0, 0.0])
+            f[0] += 1
+            f[1] += d
+        nh = footage.hold_frames(times, spans)
+        total = sum(v[1] for v in found.values())
+        print(f"{c.name} ({c.split}): {nh} hold frame steps, {sum(v[0] for v in found.values()):.0f} moving, "
+              f"{total:.0f} px = {total / max(nh, 1):.2f} px/frame")
+        for why, (k, px) in sorted(found.items(), key=lambda kv: -kv[1][1]):
+            print(f"    {why:45s} {k:4.0f} steps {px:6.0f} px ({100 * px / max(total, 1):3.0f}%)")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["cache", "score"])
+    ap.add_argument("what", choices=["cache", "score", "causes"])
     ap.add_argument("--split", choices=["tune", "held_out"], help="only this split's clips")
     ap.add_argument("--clips", nargs="*", help="only these clips")
     ap.add_argument("--code", type=Path, help="a modified copy of sidecars/autocrop to score")
@@ -151,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     clips = [c for c in footage.corpus(args.split) if not args.clips or c.name in args.clips]
     if args.what == "cache":
         cache(clips)
+    elif args.what == "causes":
+        causes(clips, args.code)
     else:
         score(clips, args.code, args.check)
     return 0

@@ -369,6 +369,36 @@ def hold_motion(times: Sequence[float], windows: Sequence[Window], spans: Sequen
     return float(np.mean(deltas)) if deltas else 0.0
 
 
+def _in_spans(times: Sequence[float], i: int, spans: Sequence[tuple[float, float]]) -> bool:
+    return any(a <= times[i - 1] and times[i] <= b for a, b in spans)
+
+
+def hold_moving(times: Sequence[float], windows: Sequence[Window], spans: Sequence[tuple[float, float]]) -> float:
+    """Share of the frame steps inside the hold spans where the crop moves at all."""
+    steps = [i for i in range(1, len(times)) if _in_spans(times, i, spans)]
+    if not steps:
+        return 0.0
+    return sum(1 for i in steps if windows[i][:2] != windows[i - 1][:2]) / len(steps)
+
+
+def hold_frames(times: Sequence[float], spans: Sequence[tuple[float, float]]) -> int:
+    """How many frame steps lie inside the hold spans (the weight of a clip's hold figures)."""
+    return sum(1 for i in range(1, len(times)) if _in_spans(times, i, spans))
+
+
+def hold_kind(clip: Clip, times: Sequence[float], span: tuple[float, float], crop_w: float,
+              still: float = 0.25) -> str:
+    """What a hold span is: ``none`` (a shot with no subject), ``still`` (the reference subject's centre
+    stays within ``still`` crop widths: it stands, sits or sways) or ``walk`` (it travels, but slowly enough
+    that its boxes over the span fit in 80 % of the crop, so ``holds`` counts the span)."""
+    a, b = span
+    ts = [t for t in times if a <= t <= b]
+    if not ts or clip.subject(ts[0]) == "none":
+        return "none"
+    cs = [(r[0][0] + r[0][2]) / 2 for t in ts if (r := clip.references(t))]
+    return "still" if not cs or max(cs) - min(cs) <= still * crop_w else "walk"
+
+
 def match_cuts(truth: Sequence[float], found: Sequence[float], interval: float) -> tuple[int, int]:
     """(true cuts found, false cuts): a found cut matches a true one within one analysis interval after it."""
     hit, used = 0, set()

@@ -219,18 +219,85 @@ def test_the_followed_subject_is_kept_while_detections_flicker_between_people() 
     assert set(keep(k, frames)) == {100}
 
 
-def test_a_subject_that_stays_takes_over_after_the_dwell_a_face_sooner() -> None:
+def test_who_is_followed_changes_only_when_the_subject_is_gone_or_someone_replaces_a_thing() -> None:
+    # a person seen once (most often a false detection) is let go after 0.6 s; the other one takes over
     k = FocusKeeper(crop_w=200)
     out = keep(k, [(0.0, box(100)), *[(0.2 + i * 0.2, box(500)) for i in range(12)]])
-    switched = out.index(500)
-    # the followed person is no longer seen: the other one takes over after about a second, not at once
-    assert 0.8 <= switched * 0.2 <= 1.2, out
+    assert 0.6 <= out.index(500) * 0.2 <= 1.0, out
+    # a person seen twice is a subject: another one found in every frame since does not take over while the
+    # followed one is unseen for less than 3 s (linger), then does
+    k = FocusKeeper(crop_w=200)
+    out = keep(k, [(0.0, box(100)), (0.2, box(100)), *[(0.4 + i * 0.2, box(500)) for i in range(20)]])
+    assert 2.8 <= out.index(500) * 0.2 <= 3.6, out
+    # a face is someone as much as a body is: it does not take over from the person being followed
+    k = FocusKeeper(crop_w=200)
+    out = keep(k, [(i * 0.2, box(100) if i % 3 == 0 else box(500, "face")) for i in range(12)])
+    assert set(out) == {100}, out
+    # someone where the camera framed a saliency object: two frames
     k = FocusKeeper(crop_w=200)
     out = keep(k, [(0.0, box(100, "object")), (0.2, box(100, "object")), (0.4, box(500, "face")),
                    (0.6, box(500, "face"))])
-    assert out == [100, 100, 100, 500]  # a face over a saliency object: two frames
+    assert out == [100, 100, 100, 500]
     k.reset()
     assert keep(k, [(1.0, box(300, "object"))]) == [300]  # a cut forgets the followed subject
+
+
+def test_a_saliency_blob_beside_the_followed_face_does_not_move_it() -> None:
+    """People and saliency objects never merge into one track: a blob 40 px off the face (saliency runs when
+    the face is missed) is not the face moved."""
+    k = FocusKeeper(crop_w=200)
+    frames = [(i * 0.2, box(300, "face") if i % 2 == 0 else box(340, "object")) for i in range(10)]
+    assert set(keep(k, frames)) == {300}
+
+
+def test_a_walker_seen_now_and_then_stays_the_followed_subject() -> None:
+    """A person walking at 100 px/s found in three frames of six (a small person HOG misses), a bystander
+    found in the frames between: between sightings the walker moves 80 px, more than the 70 px within which
+    a sighting counts as the same subject, but its track is predicted along its velocity, so each sighting
+    is the same subject moved, and the bystander never takes over."""
+    k = FocusKeeper(crop_w=200)
+    frames = [(i * 0.2, box(50 + 100 * i * 0.2) if i % 6 < 3 else box(600)) for i in range(18)]
+    out = keep(k, frames)
+    assert 600 not in out, out
+    assert out[-1] == 50 + 100 * 14 * 0.2, out  # the last sighting (frame 14)
+    # without the prediction the walker is lost at its first gap
+    k = FocusKeeper(crop_w=200, predict=0.0)
+    assert keep(k, frames)[-1] != out[-1]
+
+
+def test_a_subject_that_walks_out_of_frame_is_let_go_at_once() -> None:
+    """The followed person walks off the right edge; someone else is on the left. Waiting the full linger
+    (3 s) would leave the camera on an empty edge: once the walker should be past the edge (0.4 s unseen),
+    it is gone, and whoever is found next is followed."""
+    k = FocusKeeper(crop_w=200, frame_w=640)
+    walk = [(i * 0.2, box(520 + 100 * i * 0.2)) for i in range(6)]  # 520 -> 620 px, 100 px/s
+    rest = [(1.2 + i * 0.2, box(150)) for i in range(15)]
+    out = keep(k, walk + rest)
+    switched = out.index(150)
+    assert switched * 0.2 == pytest.approx(1.4), out  # last seen at 1.0 s at 620 px, past 640 px by 1.4 s
+    k = FocusKeeper(crop_w=200)  # not told the frame's width: it lingers the full 3 s
+    out = keep(k, walk + rest)
+    assert out.index(150) * 0.2 == pytest.approx(4.0), out
+
+
+def test_a_detector_that_misses_every_other_frame_does_not_move_the_crop() -> None:
+    """A person standing (5 px of detection jitter) found in every other frame, and once not for 1.6 s
+    (vtest's small people: YuNet finds a face in one frame of four), another person found in the frames
+    between: the keeper stays on the first and the planner's crop does not move at all. The keeper this
+    replaced let the other person take over after the 1.6 s gap and panned 236 px across."""
+    rng = np.random.default_rng(7)
+    planner = CropPlanner(640, 360)
+    k = FocusKeeper(planner.crop_w, frame_w=640)
+    seen_at = {i for i in range(60) if i % 2 == 0 and not 20 <= i < 28}
+    crops = []
+    for i in range(60):
+        t = i / 5
+        seen = Focus(290 + rng.normal(0, 5), 120, 320 + rng.normal(0, 5), 260, 0.8, "person") if i in seen_at \
+            else Focus(530, 120, 560, 260, 0.9, "person")
+        crops += planner.push(Observation(t, False, k.update(t, seen)))
+    crops += planner.flush()
+    assert len({c.x for c in crops}) == 1
+    assert crops[0].x <= 290 and 320 <= crops[0].x + crops[0].width
 
 
 def test_the_same_subject_moving_is_followed_at_once() -> None:
@@ -325,6 +392,25 @@ def test_a_subject_that_steps_aside_is_reframed_once_then_held() -> None:
     assert moves and max(moves) - min(moves) <= 10  # one glide...
     assert len({c.x for c in crops[-12:]}) == 1  # ...then still
     assert crops[-1].x <= 420 and 480 <= crops[-1].x + crops[-1].width
+
+
+def test_a_slow_walker_is_held_then_reframed_in_steps_not_panned_with() -> None:
+    """A person walking 80 px/s (0.4 crop widths a second) across 6 s: an operator holds, lets them walk
+    across the crop, re-frames once to give them the crop again, and holds; each step is one eased move,
+    and the subject never leaves the crop. Continuous following (step_speed=0) moves on 80 % of frames."""
+    def walk(step: float) -> list:
+        planner = CropPlanner(640, 360, PathOptions(step_speed=step))
+        return run(planner, [Observation(i / 5, False, Focus(40 + 80 * i / 5, 100, 70 + 80 * i / 5, 200, 0.9, "person"))
+                             for i in range(31)])
+
+    crops = walk(PathOptions().step_speed)
+    xs = [c.x for c in crops]
+    moving = [b != a for a, b in zip(xs, xs[1:], strict=False)]
+    steps = sum(1 for i, m in enumerate(moving) if m and (i == 0 or not moving[i - 1]))
+    assert steps == 3 and moving.count(False) >= 0.45 * len(moving), xs
+    assert all(c.x <= 40 + 80 * c.t and 70 + 80 * c.t <= c.x + c.width for c in crops)
+    followed = [c.x for c in walk(0.0)]
+    assert sum(b != a for a, b in zip(followed, followed[1:], strict=False)) >= 0.75 * len(moving)
 
 
 def test_nobody_in_frame_keeps_the_camera_where_it_is() -> None:

@@ -83,15 +83,37 @@ def test_the_crop_holds_still_while_the_subject_stays_in_it(held_out: dict[str, 
 
 def test_the_camera_does_not_hop_between_small_people(held_out: dict[str, Result]) -> None:
     """vtest's wide shots: people 50-90 px tall, found now as faces, now as people, now by saliency. Following
-    each frame's best subject moved the crop 5.7 px/frame during holds; the focus keeper's hysteresis keeps
-    it on one subject (measured 1.96 px/frame) and covers the reference movers more often, not less."""
+    each frame's best subject moved the crop 5.7 px/frame during holds; the first focus keeper (one followed
+    focus with dwell times) 1.96 px/frame on 33 % of hold frames, covering the reference movers 57 % of the
+    time; the keeper's tracks (predicted, surviving missed frames, switching only when the subject is gone)
+    measured 1.00 px/frame on 15 % of hold frames and 67 % coverage."""
     clip, times, crops = held_out["pedestrians_held"]
     spans = footage.holds(clip, times, 202)
     assert sum(b - a for a, b in spans) >= 5.0, spans
     wins = windows(crops, times)
-    assert footage.hold_motion(times, wins, spans) <= 2.5
+    assert footage.hold_motion(times, wins, spans) <= 1.3
+    assert footage.hold_moving(times, wins, spans) <= 0.22
     cov, _ = footage.coverage(clip, times, wins)
-    assert cov >= 0.52  # measured 0.571; 0.502 before the keeper
+    assert cov >= 0.62
+
+
+def test_a_subject_that_stays_inside_the_crop_never_moves_it(held_out: dict[str, Result]) -> None:
+    """Every held-out hold where the subject stands, sits or sways (its centre within a quarter crop) or where
+    there is no subject, and the crop shows the subject when the hold begins: the crop does not move at all
+    during it (0 px, not merely little). Holds that begin with the subject outside the crop are excluded:
+    the camera must go and get it (cyclists: a face found late in its shot)."""
+    judged = 0
+    for clip, times, crops in held_out.values():
+        wins = windows(crops, times)
+        for span in footage.holds(clip, times, 202):
+            if footage.hold_kind(clip, times, span, 202) == "walk":
+                continue
+            i = next(j for j, t in enumerate(times) if t >= span[0])
+            if not footage.covered(clip.references(times[i]), wins[i]):
+                continue
+            judged += 1
+            assert footage.hold_motion(times, wins, [span]) == 0.0, (clip.name, span)
+    assert judged >= 5  # dialogue, bunny, the tree and two faces in mixed_held
 
 
 @pytest.mark.parametrize(("name", "at_least"), [("dialogue", 0.9), ("bunny", 0.95), ("mixed_held", 0.85),

@@ -59,7 +59,7 @@ class Analyzer:
             self.objects = objects or None
         self.object_fps = object_fps
         self.shots = ShotDetector()
-        self.keeper = FocusKeeper(self.planner.crop_w)
+        self.keeper = FocusKeeper(self.planner.crop_w, frame_w=source_w)
         self._focus: Focus | None = None
         self._pending: deque[_Pending] = deque()
         self._shape: tuple[int, int] | None = None
@@ -105,11 +105,17 @@ class Analyzer:
                              self.options.safe_margin, previous=self.keeper.held or self._focus)
         if focus is not None:
             self._focus = focus
-        focus = self.keeper.update(p.t, focus)
+        others = [f for s in subjects if (f := self._single(s)) is not None] if len(subjects) > 1 else []
+        focus = self.keeper.update(p.t, focus, others)
         self.last = FrameAnalysis(p.t, cut, subjects, focus)
         if self.keep_history:
             self.history.append(self.last)
         return self.planner.push(Observation(p.t, cut, focus))
+
+    def _single(self, s: Subject) -> Focus | None:
+        """One subject as a focus of its own (a face widened to head and shoulders), for the keeper."""
+        return choose_focus([s], self.planner.crop_w, self.planner.crop_h, self.source_w, self.source_h,
+                            self.options.safe_margin)
 
     def analyse(self, t: float, bgr: np.ndarray) -> list[Crop]:
         """One analysed frame in; the crops that became final out (they lag by the look-ahead)."""

@@ -10,8 +10,9 @@ motion inside the look-ahead window, like an operator who only re-frames when ne
 - stationary: the camera holds still while the focus stays inside the crop's safe zone (plus a small
   dead-band for detection jitter) over the next ``hold_horizon`` s — jitter and sway are never chased;
 - panning: the focus is about to leave: the camera glides to the one position that frames the focus over
-  the whole look-ahead window, and stops there; or the focus travels steadily one way (a walk): the
-  camera pans along its trend;
+  the whole look-ahead window, and stops there — for a slow walk (under ``step_speed`` crop widths a
+  second), the position that leaves the subject the whole crop to walk into, so the camera holds, steps,
+  holds; or the focus travels steadily one way faster than that: the camera pans along its trend;
 - tracking: the focus moves about more than the crop can hold still: the camera follows a least-squares
   trend of its centre.
 
@@ -47,6 +48,7 @@ class PathOptions:
     trend_behind: float = 0.4
     weak_slack: float = 0.3
     hold_memory: float = 2.5
+    step_speed: float = 0.6
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,10 @@ class _Axis:
     """
 
     def __init__(self, crop: float, extent: float, vmax: float, amax: float, dead_band: float,
-                 response: float, hold_horizon: float = 0.4, trend_ahead: float = 0.4) -> None:
+                 response: float, hold_horizon: float = 0.4, trend_ahead: float = 0.4,
+                 step_speed: float = 0.0) -> None:
         self.hold_horizon, self.trend_ahead = hold_horizon, trend_ahead
+        self.step_speed = step_speed
         self.crop = crop
         self.cmin = crop / 2
         self.cmax = extent - crop / 2
@@ -205,8 +209,20 @@ class _Axis:
         rest = self._rest_target([*memory, *window]) if memory else None
         if trend is not None and rest is not None and self._reverses([*memory, *window], trend[1]):
             trend = None  # it went the other way a moment ago and the crop holds both ends: a sway
+        lead = 0.0
+        if trend is not None and abs(trend[1]) < self.step_speed * self.crop:
+            # A slow walk (under ``step_speed`` crop widths a second): hold, and re-frame in steps that put
+            # the subject at the crop's trailing side, so it has the whole crop to walk into before the
+            # next step; only faster subjects are followed continuously.
+            lead, trend, rest = trend[1], None, None
         if trend is not None:
             rest = None
+        if trend is None and rest is None and lead != 0.0:
+            for span in (window, near):
+                lo_s, hi_s = self._common(span)
+                if lo_s <= hi_s:
+                    rest = hi_s if lead > 0 else lo_s
+                    break
         if trend is None and rest is None:
             rest = self._rest_target(window)
             if rest is None:
@@ -255,9 +271,9 @@ class CropPlanner:
         vmax = o.max_pan_speed * source_w
         amax = o.max_accel * source_w
         self.ax = _Axis(self.crop_w, source_w, vmax, amax, o.dead_band * self.crop_w, o.response,
-                        o.hold_horizon, o.trend_ahead)
+                        o.hold_horizon, o.trend_ahead, o.step_speed)
         self.ay = _Axis(self.crop_h, source_h, vmax, amax, o.dead_band * self.crop_h, o.response,
-                        o.hold_horizon, o.trend_ahead)
+                        o.hold_horizon, o.trend_ahead, o.step_speed)
         self.pending: deque[Observation] = deque()
         self.history: deque[Observation] = deque()
         self.memory: deque[Observation] = deque()  # this shot's last ``hold_memory`` s
