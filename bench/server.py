@@ -534,15 +534,16 @@ def part_captions(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     batching is compared with one pass at a time (``sidecast sidecar stt --batch off``) in the same run."""
     out: dict[str, Any] = {"model": "tiny.en (shared, one process)", "feeds": "pushed LibriVox reading, paced in real time"}
     for mode in args.stt_batch.split(","):
-        out[f"batch_{mode}"] = _caption_steps(work, args, mode)
+        for workers in args.stt_workers.split(","):
+            out[f"batch_{mode}_workers_{workers}"] = _caption_steps(work, args, mode, workers)
     return out
 
 
-def _caption_steps(work: Path, args: argparse.Namespace, mode: str) -> dict[str, Any]:
+def _caption_steps(work: Path, args: argparse.Namespace, mode: str, workers: str = "0") -> dict[str, Any]:
     clip = _speech_clip(work)
     opts = {"ladder": "180p:200k", "snapshots_fps": 0, "sidecars": ["stt"], "vertical": "off"}
     steps = []
-    srv = InProcess(work / f"cc-{mode}", sidecar_args={"stt": ["--batch", mode]})
+    srv = InProcess(work / f"cc-{mode}-{workers}", sidecar_args={"stt": ["--batch", mode, "--workers", workers]})
     sessions = []
     try:
         ids: list[str] = []
@@ -570,11 +571,11 @@ def _caption_steps(work: Path, args: argparse.Namespace, mode: str) -> dict[str,
             speeds = [((last[s]["media_time"] or 0) - (first[s]["media_time"] or 0)) / dt for s in ids]
             p95s = [pct(v, 0.95) for v in lags.values() if v]
             all_lags = [x for v in lags.values() for x in v]
-            commits = _commit_lags(work / f"cc-{mode}", {s: (first[s]["media_time"] or 0.0,
+            commits = _commit_lags(work / f"cc-{mode}-{workers}", {s: (first[s]["media_time"] or 0.0,
                                                              last[s]["media_time"] or 0.0) for s in ids})
             c95s = [pct(v, 0.95) for v in commits.values() if v]
             all_commits = [x for v in commits.values() for x in v]
-            steps.append({"batch": mode, "streams": n, "stt_lag_p50_s": round(pct(all_lags, 0.5), 2),
+            steps.append({"batch": mode, "workers": workers, "streams": n, "stt_lag_p50_s": round(pct(all_lags, 0.5), 2),
                           "stt_lag_p95_s_worst_stream": round(max(p95s), 2) if p95s else None,
                           "streams_lag_p95_within_3_5_s": sum(1 for p in p95s if p <= 3.5),
                           "words": len(all_commits), "commit_p50_s": round(pct(all_commits, 0.5), 2),
@@ -645,6 +646,8 @@ def main() -> int:
     ap.add_argument("--overhead-streams", type=int, default=3)
     ap.add_argument("--max-streams", type=int, default=12, help="capacity: stop after this many")
     ap.add_argument("--caption-streams", default="1,2,4,8")
+    ap.add_argument("--stt-workers", default="0",
+                    help="captions: the stt sidecar's --workers (0: its default), or e.g. 1,2 for both in one run")
     ap.add_argument("--stt-batch", default="on",
                     help="captions: the stt sidecar's --batch, or off,on for both in one run")
     ap.add_argument("--connects", type=int, default=3)

@@ -34,14 +34,15 @@ from sidecast.sidecars.stt.engine import DecodeOptions, Decoder  # noqa: E402
 from sidecast.sidecars.stt.recognizer import SAMPLE_RATE, StreamConfig, StreamingRecognizer  # noqa: E402
 
 
-def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8) -> dict[str, Any]:
+def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, beam: int = 3,
+        config: StreamConfig | None = None) -> dict[str, Any]:
     """Replay ``progs`` concurrently (one thread each) through one shared model."""
     b = engine.PassBatcher(model, max_batch=max_batch) if batch else None
     stats = engine.batch_stats(model)
     before = stats.as_dict()
     vad_s = [0.0] * len(progs)
     texts = [""] * len(progs)
-    decoders = [Decoder(model, DecodeOptions(language=None, beam_size=3), batcher=b) for _ in progs]
+    decoders = [Decoder(model, DecodeOptions(language=None, beam_size=beam), batcher=b) for _ in progs]
     go = threading.Barrier(len(progs))
 
     def stream(k: int) -> None:
@@ -51,7 +52,7 @@ def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8) 
             vad_s[k] += time.perf_counter() - t
             return r
 
-        rec = StreamingRecognizer(decoders[k].decode, vad, StreamConfig())
+        rec = StreamingRecognizer(decoders[k].decode, vad, config or StreamConfig())
         audio = progs[k].audio
         words = []
         go.wait()
@@ -75,7 +76,7 @@ def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8) 
     audio_s = sum(len(p.audio) for p in progs) / SAMPLE_RATE
     wers = [rs.wer(p.reference, t) for p, t in zip(progs, texts, strict=True)]
     return {
-        "streams": len(progs), "batch": batch, "passes": passes,
+        "streams": len(progs), "batch": batch, "beam": beam, "passes": passes,
         "batches": after["batches"] - before["batches"], "rounds": after["rounds"] - before["rounds"],
         "batched_passes": after["batched_passes"] - before["batched_passes"],
         "mean_batch": round(passes / max(after["batches"] - before["batches"], 1), 2),
@@ -95,14 +96,20 @@ def main() -> int:
     ap.add_argument("--batch", default="both", choices=["on", "off", "both"])
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--cpu-threads", type=int, default=0, help="the model's CPU threads (default: the sidecar's)")
+    ap.add_argument("--workers", type=int, default=1, help="passes the model runs at once (sidecar --workers)")
+    ap.add_argument("--beam", default="3", help="beam sizes to compare, e.g. 3,1 (1: greedy)")
+    ap.add_argument("--min-step", type=float, default=StreamConfig.min_step, help="audio between passes, s")
+    ap.add_argument("--keep-context", type=float, default=StreamConfig.keep_context)
     args = ap.parse_args()
-    model = engine.load_model(engine.resolve_spec(None, "cpu", "int8", args.cpu_threads))
+    model = engine.load_model(engine.resolve_spec(None, "cpu", "int8", args.cpu_threads, args.workers))
     modes = {"on": [True], "off": [False], "both": [False, True]}[args.batch]
     for n in (int(x) for x in args.streams.split(",")):
         progs = [rs.programme(args.split, "en", args.minutes, seed=k) for k in range(n)]
-        for batch in modes:
+        cfg = StreamConfig(min_step=args.min_step, keep_context=args.keep_context)
+        for batch, beam in ((m, int(b)) for m in modes for b in args.beam.split(",")):
             load = Path("/proc/loadavg").read_text().split()[:3]
-            r = run(model, progs, batch, args.max_batch)
+            r = run(model, progs, batch, args.max_batch, beam, cfg)
+            r["min_step"], r["keep_context"], r["workers"] = args.min_step, args.keep_context, args.workers
             r["load_before"] = " ".join(load)
             r["load_after"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
             print(json.dumps(r), flush=True)

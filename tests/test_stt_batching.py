@@ -54,7 +54,7 @@ def test_only_compatible_passes_share_a_batch_and_the_oldest_goes_first(model: A
 
 
 def test_a_batch_of_streams_returns_each_stream_its_own_words_and_a_bad_pass_fails_alone(model: Any) -> None:
-    b = PassBatcher(model, gather=2.0)  # a round waits (up to 2 s) for every stream busy lately
+    b = PassBatcher(model, gather=2.0, workers=1)  # a round waits (up to 2 s) for every stream busy lately
     b.busy_window = 600.0  # "lately" must cover the first round however slow a loaded machine makes it
     speech = [clip("librivox/0870"), clip("librivox/0890"), clip("librivox/0920")]  # 5-7 s: one batch
     decoders = [Decoder(model, DecodeOptions(language=None, beam_size=3), batcher=b) for _ in range(4)]
@@ -89,3 +89,37 @@ def test_a_batch_of_streams_returns_each_stream_its_own_words_and_a_bad_pass_fai
     # The four were one batch, which raised; each pass then ran alone and only the malformed one failed.
     assert engine.batch_stats(model).isolated - isolated == 4
     assert [d.passes for d in decoders] == [2, 2, 2, 1]
+
+
+def test_two_workers_run_two_batches_side_by_side_and_each_stream_gets_its_own_words(model: Any) -> None:
+    # --workers 2 (the default on 2+ cores): the busy streams' passes are split between two batches that
+    # run at once on two CTranslate2 replicas; the words are those of one batch or one pass at a time.
+    assert engine.model_workers(model) == 2
+    b = PassBatcher(model, gather=2.0)
+    b.busy_window = 600.0
+    speech = [clip("librivox/0870"), clip("librivox/0890"), clip("librivox/0920"), clip("librivox/0930")]
+    decoders = [Decoder(model, DecodeOptions(language=None, beam_size=3), batcher=b) for _ in range(4)]
+    alone = [Decoder(model, DecodeOptions(language=None, beam_size=3)).decode(a) for a, _ in speech]
+    stats = engine.batch_stats(model)
+    stats.max_concurrent = 0
+    results: list[Any] = [None] * 4
+    for _ in range(2):  # the first round makes the four streams known as busy
+        for d in decoders:
+            d.max_batch = 0  # what round 2 shows: each worker's share of the four
+        start = threading.Barrier(4)
+
+        def run(k: int, start: threading.Barrier) -> None:
+            it = decoders[k].prepare(speech[k][0], "")
+            start.wait()
+            results[k] = b.submit(it)
+
+        threads = [threading.Thread(target=run, args=(k, start)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    assert stats.max_concurrent == 2, stats.as_dict()
+    assert all(d.max_batch == 2 for d in decoders), [d.max_batch for d in decoders]  # 4 streams, 2 workers
+    for (_, text), mine, ref in zip(speech, results, alone, strict=True):
+        said = " ".join(w.text for s in mine for w in s.words)
+        assert said == " ".join(w.text for s in ref for w in s.words) or rs.wer(text, said) <= 0.2, said

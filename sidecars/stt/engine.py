@@ -110,10 +110,12 @@ class ModelSpec:
     device: str = "cpu"
     compute_type: str = "int8"
     cpu_threads: int = 2
+    workers: int = 1              # passes (batches) the model runs at once, each on cpu_threads threads
 
 
 _MODELS: dict[ModelSpec, Any] = {}
 _MODELS_LOCK = threading.Lock()
+_WORKERS: dict[int, int] = {}  # id(model) -> the passes it runs at once (its ModelSpec.workers)
 
 
 def load_model(spec: ModelSpec) -> Any:
@@ -124,25 +126,32 @@ def load_model(spec: ModelSpec) -> Any:
             from faster_whisper import WhisperModel
 
             try:
+                # num_workers: CTranslate2 keeps that many replicas, so that many calls run in parallel
                 model = WhisperModel(spec.path, device=spec.device, compute_type=spec.compute_type,
-                                     cpu_threads=spec.cpu_threads, num_workers=1)
+                                     cpu_threads=spec.cpu_threads, num_workers=spec.workers)
             except (RuntimeError, ValueError, OSError) as exc:
                 raise ModelError(f"cannot load the Whisper model in {spec.path}: {exc}") from exc
             _MODELS[spec] = model
+            _WORKERS[id(model)] = spec.workers
         return model
 
 
-_PASS_LOCKS: dict[int, threading.Lock] = {}
+def model_workers(model: Any) -> int:
+    """How many passes ``model`` runs at once (1 for a model not loaded by load_model)."""
+    return _WORKERS.get(id(model), 1)
 
 
-def model_lock(model: Any) -> threading.Lock:
-    """Streams share one model; passes take turns so that each stays within its CPU-thread budget."""
+_PASS_LOCKS: dict[int, threading.Semaphore] = {}
+
+
+def model_lock(model: Any) -> threading.Semaphore:
+    """Streams share one model; at most ``workers`` passes run at once, each within its CPU-thread budget."""
     with _MODELS_LOCK:
-        return _PASS_LOCKS.setdefault(id(model), threading.Lock())
+        return _PASS_LOCKS.setdefault(id(model), threading.BoundedSemaphore(_WORKERS.get(id(model), 1)))
 
 
 def resolve_spec(model: str | None, device: str = "auto", compute_type: str = "auto",
-                 cpu_threads: int = 0) -> ModelSpec:
+                 cpu_threads: int = 0, workers: int = 0) -> ModelSpec:
     if model in NAMED_MODELS:
         path = NAMED_MODELS[model]()
     else:
@@ -153,7 +162,11 @@ def resolve_spec(model: str | None, device: str = "auto", compute_type: str = "a
     # One thread by default: the model shares the box with the core's decode and x264 ladder, and on a busy
     # 2-core machine a second thread made a pass slower, not faster (docs/captions.md, "CPU threads").
     threads = cpu_threads or 1
-    return ModelSpec(path=str(path), device=dev, compute_type=compute_type, cpu_threads=threads)
+    # Two passes at once by default (where there are two cores): with several streams, two batches side by
+    # side decoded 3.9x real time against 2.3x for one (8 streams, docs/captions.md "Workers"); one
+    # stream never has more than one pass in flight, so it is unchanged.
+    return ModelSpec(path=str(path), device=dev, compute_type=compute_type, cpu_threads=threads,
+                     workers=workers if workers > 0 else min(2, os.cpu_count() or 1))
 
 
 def is_multilingual(model: Any) -> bool:
@@ -314,6 +327,8 @@ class BatchStats:
     max_batch: int = 0
     rounds: int = 0             # scheduler rounds (PassBatcher): a round's passes may need several batches
     isolated: int = 0           # passes run again alone because their batch raised
+    in_flight: int = 0          # batches running now (PassBatcher workers)
+    max_concurrent: int = 0     # most batches that ran at once
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
 
     def add(self, n: int, seconds: dict[str, float]) -> None:
@@ -326,7 +341,8 @@ class BatchStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {"passes": self.passes, "batches": self.batches, "batched_passes": self.batched_passes,
-                "max_batch": self.max_batch, "rounds": self.rounds, "isolated": self.isolated, "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
+                "max_batch": self.max_batch, "rounds": self.rounds, "isolated": self.isolated,
+                "max_concurrent": self.max_concurrent, "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
 
 
 _STATS: dict[int, BatchStats] = {}
@@ -440,15 +456,19 @@ class PassBatcher:
     after the batch. A batch that fails is run again pass by pass, so a bad pass fails its stream only.
     """
 
-    def __init__(self, model: Any, max_batch: int = 8, min_fill: float = 0.4, gather: float = 0.08) -> None:
+    def __init__(self, model: Any, max_batch: int = 8, min_fill: float = 0.4, gather: float = 0.08,
+                 workers: int | None = None) -> None:
         self.model = model
         self.max_batch = max_batch
+        # scheduler threads, one per pass the model runs at once: with two, two batches (each half of the
+        # busy streams) run side by side on two cores instead of one batch of all of them on one
+        self.workers = workers or model_workers(model)
         self.min_fill = min_fill
         self.gather = gather            # seconds a batch may wait for the passes of other busy streams
         self.lock = model_lock(model)
         self._cond = threading.Condition()
         self._queue: list[tuple[PassInput, threading.Event, list[Any]]] = []
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._recent: dict[int, float] = {}  # id(decoder) -> when it last submitted a pass
         self.busy_window = 2.0          # a stream that submitted a pass this recently is waited for (gather)
 
@@ -459,9 +479,10 @@ class PassBatcher:
         with self._cond:
             self._recent[id(item.decoder)] = item.submitted
             self._queue.append((item, done, box))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="stt-batcher", daemon=True)
-                self._thread.start()
+            while len(self._threads) < self.workers:
+                t = threading.Thread(target=self._run, name=f"stt-batcher-{len(self._threads)}", daemon=True)
+                t.start()
+                self._threads.append(t)
             self._cond.notify()
         done.wait()
         if isinstance(box[0], BaseException):
@@ -490,6 +511,10 @@ class PassBatcher:
         out.sort(key=lambda g: min(it.submitted for it in g))
         return out
 
+    def _share(self, now: float) -> int:
+        """How many passes one worker's batch waits for: its share of the busy streams, at most max_batch."""
+        return min(self.max_batch, -(-self._busy_streams(now) // self.workers))
+
     def _busy_streams(self, now: float) -> int:
         """Streams (decoders) that submitted a pass within ``busy_window``: the ones a batch may wait for."""
         self._recent = {k: t for k, t in self._recent.items() if now - t < self.busy_window}
@@ -503,21 +528,33 @@ class PassBatcher:
                 # Streams whose passes ran in the last batch need a moment (VAD, the recogniser's own
                 # work) to submit their next one; without this wait two halves of the streams take
                 # turns, each batch half as large as it could be.
+                # With several workers each takes its share of the busy streams' passes.
                 deadline = time.monotonic() + self.gather
-                while (len(self._queue) < min(self.max_batch, self._busy_streams(time.monotonic()))
+                while (len(self._queue) < self._share(time.monotonic())
                        and (left := deadline - time.monotonic()) > 0):
                     self._cond.wait(left)
+                if not self._queue:  # another worker took them while this one waited
+                    continue
                 self._queue.sort(key=lambda q: q[0].submitted)
-                taken, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+                n = min(self.max_batch, max(1, self._share(time.monotonic())))
+                taken, self._queue = self._queue[:n], self._queue[n:]
             batch_stats(self.model).rounds += 1
             boxes = {id(item): (done, box) for item, done, box in taken}
             for group in self.groups([item for item, _, _ in taken]):
                 self._run_group(group, boxes)
 
     def _run_group(self, group: list[PassInput], boxes: dict[int, tuple[threading.Event, list[Any]]]) -> None:
+        stats = batch_stats(self.model)
         try:
             with self.lock:
-                results = decode_batch(self.model, group)
+                with self._cond:
+                    stats.in_flight += 1
+                    stats.max_concurrent = max(stats.max_concurrent, stats.in_flight)
+                try:
+                    results = decode_batch(self.model, group)
+                finally:
+                    with self._cond:
+                        stats.in_flight -= 1
         except Exception:
             if len(group) == 1:
                 done, box = boxes[id(group[0])]

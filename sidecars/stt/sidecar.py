@@ -270,6 +270,9 @@ class SttSidecar(Sidecar):
                        help="auto: CUDA when CTranslate2 sees a GPU, else CPU")
         g.add_argument("--compute-type", default="auto", help="CTranslate2 compute type (auto: int8 on CPU)")
         g.add_argument("--cpu-threads", type=int, default=0, help="CPU threads for the model (default 1: faster beside the core's encodes; docs/captions.md)")
+        g.add_argument("--workers", type=int, default=0,
+                       help="passes the model runs at once, each on --cpu-threads threads (default: 2 where "
+                            "there are 2+ cores; helps several streams, docs/captions.md)")
         g.add_argument("--beam-size", type=int, default=3, help="beam size per pass (1 = greedy: fastest, less accurate)")
         g.add_argument("--batch", default="on", choices=["on", "off"],
                        help="on: the decoder passes due across this process's streams run as one batch "
@@ -284,10 +287,10 @@ class SttSidecar(Sidecar):
     def from_args(cls, args: argparse.Namespace) -> Callable[[], Sidecar]:
         """Resolve and load the model now, so a bad --model fails before the sidecar listens."""
         if (args.beam_size < 1 or args.cpu_threads < 0 or args.max_line_chars < 10 or args.max_open <= 0
-                or args.max_batch < 1):
+                or args.max_batch < 1 or not 0 <= args.workers <= 16):
             raise ModelError("--beam-size >= 1, --cpu-threads >= 0, --max-line-chars >= 10, --max-open > 0, "
-                             "--max-batch >= 1")
-        spec = engine.resolve_spec(args.model, args.device, args.compute_type, args.cpu_threads)
+                             "--max-batch >= 1, --workers 0..16")
+        spec = engine.resolve_spec(args.model, args.device, args.compute_type, args.cpu_threads, args.workers)
         model = engine.load_model(spec)
         check_language(model, spec, args.language, args.translate)
         try:
