@@ -335,8 +335,9 @@ class ShotDetector:
         ratios = np.maximum(d / (ref + self.FLOORS), 0.5)
         return float(np.exp(np.mean(np.log(ratios))))
 
-    def _model_probability(self, final: bool) -> float:
-        """The learned model's probability that the shot ends on the frame before the one being decided.
+    def _model_probability(self, t: float, final: bool) -> float:
+        """The learned model's probability that the shot ends on the frame before the one (at ``t``) being
+        decided.
 
         The window is that frame, ``MODEL_PAST`` frames before it (the stream's first frame repeated where
         the stream is younger) and the two after it: the frame being decided and, unless ``final`` (end of
@@ -355,7 +356,7 @@ class ShotDetector:
         self.last_probability = None
         cut = self.last_score >= self.threshold
         if not cut and self.model is not None and self.last_score >= self.ask_from and len(self._thumbs) >= 2:
-            self.last_probability = self._model_probability(final=after is None)
+            self.last_probability = self._model_probability(t, final=after is None)
             cut = self.last_probability >= self.model_threshold
         cut = cut and t - self._last_cut >= self.min_shot
         if cut:
