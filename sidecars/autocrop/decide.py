@@ -275,6 +275,12 @@ class ShotDetector:
     decisions that became final); the crop planner's look-ahead is far longer, so no crop is published
     later for it. ``threshold`` 1.6 stands above the highest score of any non-cut frame in the tuning clips
     of ``devkit/footage.py`` and ``devkit/cutcorpus.py`` (1.58, a whip pan in ``stress_tune_a``).
+
+    With a ``model`` (``shotmodel.ShotModel``, TransNetV2), a frame whose score lands in [``ask_from``,
+    ``threshold``) is a cut when the model's probability reaches ``model_threshold``: the hand-made score
+    decides where it is sure, the learned model where it hesitates (chosen on the tune split: held out, 5
+    more cuts and 2 more false cuts in 11 minutes; docs/autocrop.md, "Cuts: the learned second opinion").
+    At 5 fps the model alone is a weaker detector than this one, so it is never asked about low scores.
     """
 
     FLOORS = np.array([0.03, 0.03, 2.0])
