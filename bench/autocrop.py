@@ -38,8 +38,11 @@ from sidecast.contract.records import Crop  # noqa: E402
 from sidecast.core.croppath import CropPath  # noqa: E402
 from sidecast.sidecars.autocrop.analyzer import Analyzer  # noqa: E402
 from sidecast.sidecars.autocrop.detect import FaceDetector, ObjectDetector  # noqa: E402
+from sidecast.sidecars.autocrop.shotmodel import ShotModel  # noqa: E402
 from sidecast.sidecars.autocrop.sidecar import DEFAULT_FPS, DEFAULT_WIDTH  # noqa: E402
 from sidecast.sidecars.autocrop.smooth import PathOptions  # noqa: E402
+
+SHOTS: ShotModel | None = None  # the learned cut model every Analyzer here shares (main() loads it once)
 
 
 def analysed_times(duration: float, fps: float) -> list[float]:
@@ -50,7 +53,7 @@ def analysed_times(duration: float, fps: float) -> list[float]:
 def run_scene(scene: Scene, faces: FaceDetector, objects: ObjectDetector, fps: float,
               width: int) -> dict[str, object]:
     """Analyse one scene at ``fps``; returns the crops of each method and the analysis time."""
-    an = Analyzer(scene.width, scene.height, PathOptions(), faces, objects=objects)
+    an = Analyzer(scene.width, scene.height, PathOptions(), faces, objects=objects, shot_model=SHOTS or False)
     h = round(scene.height * width / scene.width)
     frames = [(t, cv2.resize(scene.render(t), (width, h), interpolation=cv2.INTER_AREA))
               for t in analysed_times(scene.duration, fps)]
@@ -131,7 +134,8 @@ def real_footage(faces: FaceDetector, objects: ObjectDetector, fps: float, width
         picked_t = [t for t in analysed_times(c.duration, fps)]
         h = round(footage.HEIGHT * width / footage.WIDTH)
         frames = [(t, cv2.resize(img, (width, h), interpolation=cv2.INTER_AREA)) for t, img in c.frames(picked_t)]
-        res = analyse_frames(Analyzer(footage.WIDTH, footage.HEIGHT, PathOptions(), faces, objects=objects), frames)
+        res = analyse_frames(Analyzer(footage.WIDTH, footage.HEIGHT, PathOptions(), faces, objects=objects,
+                                      shot_model=SHOTS or False), frames)
         results = {m: res[m] for m in ("centre", "per-frame", "autocrop")}
         cpu = {"autocrop": float(res["cpu"]) / len(frames)}  # type: ignore[arg-type]
         if prev_mod is not None:
@@ -194,41 +198,59 @@ def real_footage(faces: FaceDetector, objects: ObjectDetector, fps: float, width
     print("targets: cut recall >= 95% with <= 1 false cut per 10 min (held out); hold motion <= 0.2 px/frame")
 
 
-def stress_cuts(previous: str | None) -> None:
+def stress_cuts(previous: str | None, shot_model: ShotModel | None, clips: list[str] | None = None) -> None:
     """Cut recall and false cuts over minutes of real footage through a virtual camera
     (``devkit/cutcorpus.py``: whips, flashes, shake, long ping-pong shots, known cuts), the shot detector
-    alone, as the sidecar runs it (5 fps, 480 px), against the previous revision's detector."""
+    alone, as the sidecar runs it (5 fps, 480 px), in the same run for: ``autocrop`` (the hand-made detector
+    with the learned second opinion), ``hand-made`` (the same without the model) and ``previous`` (the
+    detector at revision ``previous``). Every clip is rendered once and fed to all of them."""
     from devkit import cutcorpus
     from sidecast.sidecars.autocrop import decide
 
-    detectors: dict[str, Any] = {"autocrop": decide.ShotDetector}
+    factories: dict[str, Any] = {"autocrop": lambda: decide.ShotDetector(model=shot_model)}
+    if shot_model is None:
+        print("(no shot model loaded: autocrop = hand-made)")
+    factories["hand-made"] = decide.ShotDetector
     if previous:
         previous_version(previous)
-        detectors["previous"] = importlib.import_module("autocrop_prev.decide").ShotDetector
+        factories["previous"] = importlib.import_module("autocrop_prev.decide").ShotDetector
     print()
     print("shot cuts on real footage through a virtual camera (devkit/cutcorpus.py), shot detector at 5 fps, 480 px")
-    print(f"{'clip':17s} {'split':9s} {'length':>7s} " + "".join(f"{m + ' cuts':>16s} {'false':>5s}" for m in detectors))
+    print(f"{'clip':17s} {'split':9s} {'length':>7s} " + "".join(f"{m + ' cuts':>16s} {'false':>5s}" for m in factories))
     totals: dict[tuple[str, str], list[float]] = {}
+    runs0, cpu0 = (shot_model.runs, shot_model.cpu_seconds) if shot_model else (0, 0.0)
+    analysed = 0
+    h = round(cutcorpus.HEIGHT * DEFAULT_WIDTH / cutcorpus.WIDTH)
     for c in cutcorpus.stress():
+        if clips and c.name not in clips:
+            continue
+        dets = {m: f() for m, f in factories.items()}
+        found: dict[str, list[float]] = {m: [] for m in dets}
+        times = [i / DEFAULT_FPS for i in range(int(c.duration * DEFAULT_FPS + 1e-9))]
+        analysed += len(times)
+        for t, img in c.frames(times):
+            small = cv2.resize(img, (DEFAULT_WIDTH, h), interpolation=cv2.INTER_AREA)
+            for m, det in dets.items():
+                found[m] += [ft for ft, cut in det.push(t, small) if cut]
         row = f"{c.name:17s} {c.split:9s} {c.duration:6.0f}s "
-        for m, cls in detectors.items():
-            original = decide.ShotDetector
-            decide.ShotDetector = cls  # detect_cuts builds the detector it finds there
-            try:
-                found, _scores = cutcorpus.detect_cuts(c)
-            finally:
-                decide.ShotDetector = original
-            hit, false = footage.match_cuts(c.cuts, found, 0.2)
+        for m, det in dets.items():
+            found[m] += [ft for ft, cut in det.flush() if cut]
+            hit, false = footage.match_cuts(c.cuts, found[m], 0.2)
             tot = totals.setdefault((c.split, m), [0, 0, 0, 0.0])
             tot[0] += hit
             tot[1] += len(c.cuts)
             tot[2] += false
             tot[3] += c.duration
             row += f"{f'{hit}/{len(c.cuts)}':>16s} {false:>5d}"
-        print(row)
-    for (split, m), (hit, n, false, dur) in totals.items():
+        print(row, flush=True)
+    for (split, m), (hit, n, false, dur) in sorted(totals.items()):
         print(f"{split:9s} {m:9s} cut recall {hit:.0f}/{n:.0f} = {100 * hit / max(n, 1):.0f}%, false cuts {false:.0f} "
               f"= {false / dur * 600:.1f} per 10 min ({dur / 60:.1f} min of footage)")
+    if shot_model is not None and analysed:
+        runs, cpu = shot_model.runs - runs0, shot_model.cpu_seconds - cpu0
+        print(f"shot model: asked about {runs} of {analysed} analysed frames ({100 * runs / analysed:.1f}%), "
+              f"{1000 * cpu / max(runs, 1):.0f} ms of CPU per question ({ShotModel.__name__}, 11-frame window), "
+              f"{1000 * cpu / analysed:.2f} ms per analysed frame on average")
 
 
 def windows(scene: Scene, crops: list[Crop]) -> tuple[list[tuple[int, int, int, int]], list]:
@@ -266,7 +288,7 @@ def under_load(faces: FaceDetector, objects: ObjectDetector, fps: float, width: 
             an_frames += [(media + t, cv2.resize(img, (width, h), interpolation=cv2.INTER_AREA))
                           for t, img in c.frames(times)]
             media += c.duration
-        an = Analyzer(footage.WIDTH, footage.HEIGHT, PathOptions(), faces, objects=objects)
+        an = Analyzer(footage.WIDTH, footage.HEIGHT, PathOptions(), faces, objects=objects, shot_model=SHOTS or False)
         start = time.perf_counter()
         lateness = []
         cpu0 = time.process_time()
@@ -303,13 +325,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", nargs="*", help="only these real clips (devkit/footage.py names)")
     ap.add_argument("--no-stress", action="store_true", help="skip the cut section on devkit/cutcorpus.py")
     ap.add_argument("--previous", metavar="REV", help="also run the sidecar as it was at this git revision")
+    ap.add_argument("--no-shot-model", action="store_true", help="autocrop without the learned cut model")
+    ap.add_argument("--stress-clips", nargs="*", help="only these devkit/cutcorpus.py clips")
     ap.add_argument("--with-encode", action="store_true",
                     help="time the analysis in real time next to a live x264 ladder encode (1080p30 -> "
                          "720/480/360 veryfast, ffmpeg -re) and report whether it keeps up")
     args = ap.parse_args(argv)
 
+    global SHOTS
     faces = FaceDetector(threads=args.threads)
     objects = ObjectDetector(threads=args.threads)
+    SHOTS = None if args.no_shot_model else ShotModel(threads=args.threads)
     media = wall = cpu = 0.0
     if not args.no_synthetic:
         methods = ("centre", "per-frame", "autocrop")
@@ -355,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_real:
         real_footage(faces, objects, args.fps, args.width, args.previous, args.clips)
     if not args.no_stress:
-        stress_cuts(args.previous)
+        stress_cuts(args.previous, SHOTS, args.stress_clips)
     if media:
         n = media * args.fps
         print()

@@ -29,6 +29,7 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
+from typing import Any
 
 import cv2
 import numpy as np
@@ -311,12 +312,16 @@ def stress(split: str | None = None) -> list[StressClip]:
     return [c for c in stress_corpus() if split is None or c.split == split]
 
 
-def detect_cuts(clip: StressClip, fps: float = 5.0, width: int = 480) -> tuple[list[float], dict[float, float]]:
-    """Run the sidecar's shot detector over ``clip`` as the sidecar sees it (``fps`` frames a second,
-    ``width`` px wide): the cut times it reports and every analysed frame's score."""
+def detect_cuts(clip: StressClip, fps: float = 5.0, width: int = 480,
+                detector: Any = None) -> tuple[list[float], dict[float, float]]:
+    """Run the sidecar's shot detector as the sidecar builds it (the hand-made detector with the learned
+    second opinion when the model loads), or ``detector`` (an object with the same ``push``/``flush``), over
+    ``clip`` as the sidecar sees it (``fps`` frames a second, ``width`` px wide): the cut times it reports
+    and every analysed frame's score."""
+    from sidecast.sidecars.autocrop.analyzer import load_shot_model
     from sidecast.sidecars.autocrop.decide import ShotDetector
 
-    det = ShotDetector()
+    det = detector if detector is not None else ShotDetector(model=load_shot_model())
     h = round(HEIGHT * width / WIDTH)
     found: list[float] = []
     scores: dict[float, float] = {}

@@ -1,7 +1,7 @@
 """The model files sidecast ships (``sidecast.models``): ONNX graphs with their model cards and licences.
 
 Only the data files are installed; the scripts beside them (``*/train.py``, ``*/build_corpus.py``,
-``*/make_dynamic.py``, ``*/fetch_model.sh``) rebuild the models from a checkout and are not part of the
+``*/make_dynamic.py``, ``*/fetch_model.sh``, ``shots/export.py``) rebuild the models from a checkout and are not part of the
 package. Sidecars find the files with ``importlib.resources`` (``model_path``), so an installed wheel
 and a checkout behave the same.
 """

@@ -7,6 +7,7 @@ of frame size mid-stream re-initialises the shot state and starts a new shot.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -16,7 +17,20 @@ from sidecast.contract.records import Crop
 
 from .decide import Focus, FocusKeeper, ShotDetector, choose_focus
 from .detect import FaceDetector, ObjectDetector, PersonDetector, Subject
+from .shotmodel import ShotModel, ShotModelError
 from .smooth import CropPlanner, Observation, PathOptions
+
+log = logging.getLogger("sidecast.autocrop")
+
+
+def load_shot_model(path: str | None = None, threads: int = 1) -> ShotModel | None:
+    """The learned shot-cut model, or None with one logged warning when it cannot be loaded: a damaged
+    install must not stop the vertical rendition, the hand-made cut detector works without it."""
+    try:
+        return ShotModel(path, threads=threads)
+    except ShotModelError as exc:
+        log.warning("%s; shot cuts from the hand-made detector only", exc)
+        return None
 
 
 @dataclass
@@ -41,11 +55,13 @@ class Analyzer:
 
     ``object_fps``: how often the saliency model may run (it runs only when no face or person is found,
     and once more right after a cut); between runs its last box is reused for up to ``1.5 / object_fps`` s.
+    ``shot_model``: the learned second opinion on cuts (True: load the shipped one, None/False: none).
     """
 
     def __init__(self, source_w: int, source_h: int, options: PathOptions | None = None,
                  faces: FaceDetector | None = None, people: bool = True,
-                 objects: ObjectDetector | None | bool = True, object_fps: float = 1.0) -> None:
+                 objects: ObjectDetector | None | bool = True, object_fps: float = 1.0,
+                 shot_model: ShotModel | None | bool = True) -> None:
         if source_w < 2 or source_h < 2:
             raise ValueError(f"source size must be at least 2x2, got {source_w}x{source_h}")
         self.source_w, self.source_h = source_w, source_h
@@ -58,7 +74,9 @@ class Analyzer:
         else:
             self.objects = objects or None
         self.object_fps = object_fps
-        self.shots = ShotDetector()
+        if shot_model is True:
+            shot_model = load_shot_model()
+        self.shots = ShotDetector(model=shot_model or None)
         self.keeper = FocusKeeper(self.planner.crop_w, frame_w=source_w)
         self._focus: Focus | None = None
         self._pending: deque[_Pending] = deque()

@@ -19,8 +19,9 @@ from sidecast.contract import params as P
 from sidecast.contract.records import Description, StreamInfo, VideoFrame, VideoWants
 from sidecast.sidecars.runtime.sdk import Handled, Sidecar
 
-from .analyzer import Analyzer
+from .analyzer import Analyzer, load_shot_model
 from .detect import FaceDetector, ObjectDetector
+from .shotmodel import ShotModel, ShotModelError
 from .smooth import PathOptions
 
 log = logging.getLogger("sidecast.autocrop")
@@ -56,8 +57,13 @@ class AutocropSidecar(Sidecar):
 
     def __init__(self, fps: float = DEFAULT_FPS, width: int = DEFAULT_WIDTH, options: PathOptions | None = None,
                  model: str | None = None, threads: int = 1, people: bool = True, objects: bool = True,
-                 object_fps: float = DEFAULT_OBJECT_FPS, **extra: Any) -> None:
+                 object_fps: float = DEFAULT_OBJECT_FPS, shot_model: str | None = None, shot_cuts_model: bool = True,
+                 **extra: Any) -> None:
         super().__init__(fps=fps, width=width, model=model, threads=threads, **extra)
+        self.shot_model = shot_model
+        self.shot_cuts_model = shot_cuts_model
+        self._shots: ShotModel | None = None
+        self._shots_tried = False
         self.fps = fps
         self.width = width
         self.base_options = options or PathOptions()
@@ -76,7 +82,7 @@ class AutocropSidecar(Sidecar):
             version=self.version,
             video=VideoWants(fps=self.fps, width=self.width, pixel_format="bgr24"),
             max_latency_ms=int(1000 * (self.base_options.lookahead + 2.0 / max(self.fps, 0.1))) + 500,
-            description="9:16 auto-crop: YuNet faces > HOG people > UNISAL salient object; adaptive cuts; "
+            description="9:16 auto-crop: YuNet faces > HOG people > UNISAL salient object; adaptive cuts (TransNetV2 second opinion); "
                         "a camera that re-frames only when needed",
             produces=("crops",),
         )
@@ -86,13 +92,17 @@ class AutocropSidecar(Sidecar):
             self._faces = FaceDetector(self.model, threads=self.threads)
         if self.objects and self._objects is None:
             self._objects = ObjectDetector(threads=self.threads)
+        if self.shot_cuts_model and not self._shots_tried:  # a missing/damaged model: warn once, cut without it
+            self._shots_tried = True
+            self._shots = load_shot_model(self.shot_model, threads=self.threads)
         error: ValueError | None = None
         try:
             options = path_options(info.params, self.base_options)
         except ValueError as exc:  # keep cropping with the defaults, and tell the core what was wrong
             options, error = self.base_options, exc
         self.analyzer = Analyzer(max(2, info.source_width), max(2, info.source_height), options, self._faces,
-                                 self.people, self._objects if self.objects else False, self.object_fps)
+                                 self.people, self._objects if self.objects else False, self.object_fps,
+                                 shot_model=self._shots or False)
         if error is not None:
             raise ValueError(f"autocrop: {error}; using {options.aspect[0]}:{options.aspect[1]} defaults")
         return None
@@ -135,6 +145,11 @@ class AutocropSidecar(Sidecar):
                        help="skip the UNISAL saliency model (objects a viewer follows when nobody is in frame)")
         g.add_argument("--object-fps", type=float, default=DEFAULT_OBJECT_FPS,
                        help="most saliency passes per second, only when nobody is in frame (default 1)")
+        g.add_argument("--shot-model", default=None,
+                       help="TransNetV2 ONNX for the learned second opinion on cuts (default: models/shots/, "
+                            "or $SIDECAST_SHOT_MODEL)")
+        g.add_argument("--no-shot-model", action="store_true",
+                       help="cut with the hand-made detector only (no learned second opinion)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Callable[[], Sidecar]:
@@ -161,6 +176,11 @@ class AutocropSidecar(Sidecar):
                 FaceDetector(args.model)
             except Exception as exc:  # a bad model path fails at start, not on the first stream
                 fail(str(exc))
+        if args.shot_model and not args.no_shot_model:
+            try:
+                ShotModel(args.shot_model)
+            except ShotModelError as exc:  # a model asked for by name must load; the default one may degrade
+                fail(str(exc))
         return partial(cls, fps=args.fps, width=args.width, options=options, model=args.model,
                        threads=max(1, args.threads), people=not args.no_people, objects=not args.no_objects,
-                       object_fps=args.object_fps)
+                       object_fps=args.object_fps, shot_model=args.shot_model, shot_cuts_model=not args.no_shot_model)
