@@ -96,6 +96,9 @@ CONFIGS = {c.key: c for c in (
     Config("i", "(e) video only, as (b)", "whip", ["--latency", "low"], {"lowLatencyMode": True}, audio=False),
     Config("j", "(b) with an audio track (the speech of (d), no sidecar)", "sidecast", ["--latency", "low"],
            {"lowLatencyMode": True}, speech=True),
+    Config("l", "(d) with shorter caption cues (--sidecar-arg stt=--max-open=1.5)", "sidecast",
+           ["--latency", "low", "--sidecars", "stt", "--sidecar-arg", "stt=--max-open=1.5"],
+           {"lowLatencyMode": True}, speech=True),
     Config("k", "sidecast --latency low --sidecars stt,autocrop", "sidecast",
            ["--latency", "low", "--sidecars", "stt,autocrop"], {"lowLatencyMode": True}, speech=True),
     Config("f", "(b) with hls.js catching up (maxLiveSyncPlaybackRate 1.5)", "sidecast", ["--latency", "low"],
@@ -468,7 +471,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60, help="playback measured per configuration [60]")
     ap.add_argument("--joins", type=int, default=3, help="viewers per configuration, one after the other, "
                     "sharing --seconds [3]")
-    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]")
+    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l on request")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs and logs (and each "
                     "viewer's raw report, with hls.js's caption log lines)")
