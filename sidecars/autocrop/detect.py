@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -24,6 +25,19 @@ _STRIDES = (8, 16, 32)
 
 class ModelNotFound(FileNotFoundError):
     """The face model is missing; the message says where it was looked for and how to point at it."""
+
+
+def cpu_session(path: Path, threads: int = 1) -> Any:
+    """An onnxruntime session for one of autocrop's models: on the CPU, ``threads`` threads inside an
+    operator and none across them (the analysis shares the box with the ladder's encoders), quiet logs.
+    Raises what onnxruntime raises for a file it cannot load; the caller says which model it was."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, threads)
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 @dataclass(frozen=True)
@@ -107,20 +121,14 @@ class FaceDetector:
 
     def __init__(self, model_path: str | os.PathLike[str] | None = None, score_threshold: float = 0.6,
                  nms_iou: float = 0.3, threads: int = 1, long_side: int = 640) -> None:
-        import onnxruntime as ort
-
         path = Path(model_path) if model_path else default_model_path()
         if not path.is_file():
             raise ModelNotFound(
                 f"autocrop face model not found at {path}; it ships in models/autocrop/{MODEL_NAME} "
                 f"(set {MODEL_ENV} or --model to point at it)"
             )
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, threads)
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self.session = cpu_session(path, threads)
         except Exception as exc:  # not an ONNX file, or a broken one
             raise ModelNotFound(f"autocrop face model {path} cannot be loaded: {exc}") from exc
         inp = self.session.get_inputs()[0]
@@ -236,18 +244,12 @@ class ObjectDetector:
 
     def __init__(self, model_path: str | os.PathLike[str] | None = None, threads: int = 1,
                  min_share: float = 0.55, max_width: float = 0.6) -> None:
-        import onnxruntime as ort
-
         path = Path(model_path) if model_path else model_path_for(UNISAL_NAME)
         if not path.is_file():
             raise ModelNotFound(f"autocrop saliency model not found at {path}; it ships in models/autocrop/"
                                 f"{UNISAL_NAME} (models/autocrop/make_unisal.py rebuilds it)")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, threads)
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self.session = cpu_session(path, threads)
         except Exception as exc:
             raise ModelNotFound(f"autocrop saliency model {path} cannot be loaded: {exc}") from exc
         inp = self.session.get_inputs()[0]

@@ -22,6 +22,8 @@ import numpy as np
 
 from sidecast.models import model_path
 
+from .detect import cpu_session
+
 MODEL_FILE = ("shots", "transnetv2.onnx")
 MODEL_ENV = "SIDECAST_SHOT_MODEL"
 THUMB_W, THUMB_H = 48, 27
@@ -48,18 +50,12 @@ class ShotModel:
     more than half that), so the caller keeps windows short and runs it only when it has a question."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, threads: int = 1) -> None:
-        import onnxruntime as ort
-
         p = Path(path) if path else default_model_path()
         if not p.is_file():
             raise ShotModelError(f"shot model not found at {p}; it ships as models/shots/transnetv2.onnx "
                                  f"(models/shots/export.py rebuilds it), or set ${MODEL_ENV}")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, threads)
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
+            self.session = cpu_session(p, threads)
         except Exception as exc:  # onnxruntime raises several types for a damaged file
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ShotModelError(f"shot model {p} cannot be loaded: {first}") from exc
