@@ -115,7 +115,6 @@ class ModelSpec:
 
 _MODELS: dict[ModelSpec, Any] = {}
 _MODELS_LOCK = threading.Lock()
-_WORKERS: dict[int, int] = {}  # id(model) -> the passes it runs at once (its ModelSpec.workers)
 
 
 def load_model(spec: ModelSpec) -> Any:
@@ -132,13 +131,12 @@ def load_model(spec: ModelSpec) -> Any:
             except (RuntimeError, ValueError, OSError) as exc:
                 raise ModelError(f"cannot load the Whisper model in {spec.path}: {exc}") from exc
             _MODELS[spec] = model
-            _WORKERS[id(model)] = spec.workers
         return model
 
 
 def model_workers(model: Any) -> int:
-    """How many passes ``model`` runs at once (1 for a model not loaded by load_model)."""
-    return _WORKERS.get(id(model), 1)
+    """How many passes ``model`` runs at once: its CTranslate2 replicas (ModelSpec.workers)."""
+    return int(model.model.num_workers)
 
 
 _PASS_LOCKS: dict[int, threading.Semaphore] = {}
@@ -147,7 +145,7 @@ _PASS_LOCKS: dict[int, threading.Semaphore] = {}
 def model_lock(model: Any) -> threading.Semaphore:
     """Streams share one model; at most ``workers`` passes run at once, each within its CPU-thread budget."""
     with _MODELS_LOCK:
-        return _PASS_LOCKS.setdefault(id(model), threading.BoundedSemaphore(_WORKERS.get(id(model), 1)))
+        return _PASS_LOCKS.setdefault(id(model), threading.BoundedSemaphore(model_workers(model)))
 
 
 def resolve_spec(model: str | None, device: str = "auto", compute_type: str = "auto",

@@ -129,7 +129,6 @@ class StreamingRecognizer:
         self._unstable = False                 # this step's pass looped (see _pass)
         self.stalls = 0                        # passes decoded again without context (see StreamConfig.stall_after)
         self._open_from: float | None = None   # start of the speech region still open at the last pass, seconds
-        self.idle_commits = 0                  # words committed by settle_idle (for logs and tests)
         self.decode_seconds = 0.0              # wall time spent in the decoder (for benchmarks and logs)
 
     # ------------------------------------------------------------------ input
@@ -389,7 +388,6 @@ class StreamingRecognizer:
         if done:
             self._commit(self.hypothesis[:done], out)
             self.hypothesis = self.hypothesis[done:]
-            self.idle_commits += done
             self._advance_frontier()
         out.hypothesis = list(self.hypothesis)
         out.frontier = self.frontier

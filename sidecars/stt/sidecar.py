@@ -492,13 +492,13 @@ class SttSidecar(Sidecar):
         self._settled_at = self._expected
         for t in tracks:
             rec = t.recognizer
-            if rec.received_end > rec.pass_end and (end := rec.next_pass_end(final=True)) is not None:
+            if (end := rec.next_pass_end(final=True)) is not None:  # the audio since the last pass, if any
                 self._publish_step(t, rec.step(end), final=False)
-            before = rec.idle_commits
-            self._publish_step(t, rec.settle_idle(), final=False)
-            if rec.idle_commits > before:
+            settled = rec.settle_idle()
+            self._publish_step(t, settled, final=False)
+            if settled.committed:
                 log.info("stt: no audio for %.1f s; committed %d held words heard with %.1f s of audio after them",
-                         IDLE_AFTER, rec.idle_commits - before, rec.cfg.idle_context)
+                         IDLE_AFTER, len(settled.committed), rec.cfg.idle_context)
         self._update_watermark()
 
     def _update_watermark(self) -> None:
