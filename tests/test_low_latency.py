@@ -8,6 +8,8 @@ import re
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -154,27 +156,37 @@ def test_a_delta_update_skips_old_segments(tmp_path: Path) -> None:
     assert '#EXT-X-MAP:URI="init.mp4"' in r.text
 
 
-def test_a_live_low_latency_stream_plays_in_hls_js_with_parts(tmp_path: Path, clip_small: Path) -> None:
+@contextmanager
+def live_low_latency(tmp_path: Path, clip: Path, *args: str, loops: int = 2,
+                     listener_timeout: float = 30) -> Iterator[tuple[Path, int]]:
+    """A live ``sidecast run --latency low`` (360p, served on loopback) on an RTMP listener, with ffmpeg
+    publishing ``clip`` in real time, ``loops`` more times after the first: (output folder, HTTP port).
+    Both processes are stopped on exit; the run's log is tmp_path/sidecast.log."""
     port, http = free_port(), free_port()
     out = tmp_path / "out"
+    log = tmp_path / "sidecast.log"
     proc = subprocess.Popen([SIDECAST, "run", f"rtmp://127.0.0.1:{port}/live/k", "-o", str(out), "--latency", "low",
-                             "--ladder", "360p:800k", "--serve", str(http), "--serve-host", "127.0.0.1",
+                             "--ladder", "360p:800k", *args, "--serve", str(http), "--serve-host", "127.0.0.1",
                              "--no-progress", "--snapshots-fps", "0"], stdout=subprocess.DEVNULL,
-                            stderr=(tmp_path / "sidecast.log").open("w"))
+                            stderr=log.open("w"))
     pub = None
     try:
-        log = tmp_path / "sidecast.log"
-        wait_for(lambda: "listening for RTMP publishers" in log.read_text(), 30, "the RTMP listener")
-        pub = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "2", "-i",
-                                str(clip_small), "-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{port}/live/k"])
-        wait_for((out / "master.m3u8").exists, 60, "the master playlist")
-        report = play_hls(f"http://127.0.0.1:{http}/master.m3u8", seconds=6,
-                          hls_config={"lowLatencyMode": True})
+        wait_for(lambda: "listening for RTMP publishers" in log.read_text(), listener_timeout, "the RTMP listener")
+        pub = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", str(loops),
+                                "-i", str(clip), "-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{port}/live/k"])
+        yield out, http
     finally:
         if pub is not None:
             pub.kill()
         proc.terminate()
         proc.wait(30)
+
+
+def test_a_live_low_latency_stream_plays_in_hls_js_with_parts(tmp_path: Path, clip_small: Path) -> None:
+    with live_low_latency(tmp_path, clip_small) as (out, http):
+        wait_for((out / "master.m3u8").exists, 60, "the master playlist")
+        report = play_hls(f"http://127.0.0.1:{http}/master.m3u8", seconds=6,
+                          hls_config={"lowLatencyMode": True})
     assert "Traceback" not in (tmp_path / "sidecast.log").read_text()
     report.raise_for_fatal()
     assert report.played >= 5.5
@@ -190,27 +202,11 @@ def test_a_live_low_latency_stream_plays_in_hls_js_with_parts(tmp_path: Path, cl
 def test_the_vertical_is_low_latency_too_and_plays_in_hls_js(tmp_path: Path, clip_small: Path) -> None:
     # issue 21: every rendition is low latency, the vertical (autocrop) included. Its parts follow the
     # crops as they become final (the sidecar's look-ahead behind the main ladder's parts).
-    port, http = free_port(), free_port()
-    out = tmp_path / "out"
-    proc = subprocess.Popen([SIDECAST, "run", f"rtmp://127.0.0.1:{port}/live/k", "-o", str(out), "--latency", "low",
-                             "--ladder", "360p:800k", "--sidecars", "autocrop", "--serve", str(http),
-                             "--serve-host", "127.0.0.1", "--no-progress", "--snapshots-fps", "0"],
-                            stdout=subprocess.DEVNULL, stderr=(tmp_path / "sidecast.log").open("w"))
-    pub = None
-    try:
-        log = tmp_path / "sidecast.log"
-        wait_for(lambda: "listening for RTMP publishers" in log.read_text(), 60, "the RTMP listener")
-        pub = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "3", "-i",
-                                str(clip_small), "-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{port}/live/k"])
+    with live_low_latency(tmp_path, clip_small, "--sidecars", "autocrop", loops=3, listener_timeout=60) as (out, http):
         wait_for((out / "vertical.m3u8").exists, 90, "the vertical master playlist")
         report = play_hls(f"http://127.0.0.1:{http}/vertical.m3u8", seconds=5, hls_config={"lowLatencyMode": True})
         (rend,) = [p for p in (out / "vertical").iterdir() if p.is_dir()]
         live = parse_media((rend / "index.m3u8").read_text())
-    finally:
-        if pub is not None:
-            pub.kill()
-        proc.terminate()
-        proc.wait(30)
     assert "Traceback" not in (tmp_path / "sidecast.log").read_text()
     report.raise_for_fatal()
     assert report.played >= 4.5, report.summary()
