@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from sidecast.sidecars.stt import translation
 from sidecast.sidecars.stt.sidecar import parse_targets
+from tests.conftest import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,9 @@ def test_a_pipeline_that_never_answers_times_out_and_is_ended(monkeypatch: pytes
         pipe("Hello.")
     assert time.monotonic() - t0 < 5
     assert pipe.proc.poll() is not None
-    assert _live_in_group(pipe.proc.pid) == [], "bash's children (the pipeline's stages) went with it"
+    # bash's children (the pipeline's stages) went with it: SIGKILL to the group is delivered as each is next
+    # scheduled, which a loaded machine delays (a full-suite run once still saw `sleep` alive at this point)
+    wait_for(lambda: _live_in_group(pipe.proc.pid) == [], 5, "the pipeline's stages to be killed with bash")
 
 
 def _live_in_group(pgid: int) -> list[int]:
