@@ -330,7 +330,10 @@ def test_concurrent_streams_share_batched_passes_and_each_gets_its_own_words(stt
     stats = [[g for g in s.generics if isinstance(g, Generic) and g.kind == "stt_passes"][-1]
              for s in sessions if s is not None]
     assert all(g.data["batch"] for g in stats)
-    # Every stream had passes that shared a batch with another stream's pass.
-    assert all(g.data["stream"]["batched_passes"] >= 1 and g.data["stream"]["max_batch"] >= 2 for g in stats), stats
+    # Passes of different streams shared batches. The sidecar runs its default two model workers here (as
+    # users run it), so a stream's pass can find a worker free and run alone: not every stream is promised
+    # a shared batch (CI saw one stream without), but at least two streams met in one.
+    shared = [g for g in stats if g.data["stream"]["batched_passes"] >= 1 and g.data["stream"]["max_batch"] >= 2]
+    assert len(shared) >= 2, stats
     model = max((g.data["model"] for g in stats), key=lambda m: m["passes"])
     assert model["batched_passes"] >= 3 and model["batches"] < model["passes"], model
