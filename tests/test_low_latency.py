@@ -382,6 +382,7 @@ def test_captions_show_in_hls_js_while_their_video_plays_at_low_latency(tmp_path
     own WebVTT part and rides a later one. hls.js (lowLatencyMode) must show every cue whose time it plays,
     at that time, while its video plays, once. Before the fixes it showed those of the first segment it
     joined in and no other (and each of those three times over)."""
+    from sidecast.core.options import CAPTION_HOLD_BACK
     from tests.test_sidecar_contract import Proc
 
     sock = tmp_path / "ticker.sock"
@@ -404,6 +405,11 @@ def test_captions_show_in_hls_js_while_their_video_plays_at_low_latency(tmp_path
         playlist = out / "subs" / "en" / "index.m3u8"
         wait_for(lambda: playlist.exists() and playlist.read_text().count("#EXTINF") >= 2, 90,
                  "two caption segments")
+        # captions are made: every low-latency playlist asks players to sit CAPTION_HOLD_BACK further back
+        hold = {p.relative_to(out).as_posix(): re.findall(r"PART-HOLD-BACK=([\d.]+)", p.read_text())
+                for p in out.rglob("index.m3u8")}
+        assert len(hold) >= 3 and all(len(v) == 1 and abs(float(v[0]) - (3 / 3 + CAPTION_HOLD_BACK)) < 0.01
+                                      for v in hold.values()), hold
         report = play_hls(f"http://127.0.0.1:{http}/master.m3u8", seconds=10, timeout=90, subtitles=True,
                           hls_config={"lowLatencyMode": True})
     finally:
@@ -423,8 +429,17 @@ def test_captions_show_in_hls_js_while_their_video_plays_at_low_latency(tmp_path
         for m in re.finditer(r"(\d+):(\d\d):(\d\d\.\d+) --> (\d+):(\d\d):(\d\d\.\d+)\n(.+)\n", f.read_text()):
             h1, m1, s1, h2, m2, s2, text = m.groups()
             written.add((int(h1) * 3600 + int(m1) * 60 + float(s1), int(h2) * 3600 + int(m2) * 60 + float(s2), text))
+    seen = report.raw.get("cues") or []
+    # The player's clock is sidecast's media time plus a constant: hls.js starts a live stream's timeline at
+    # the first segment the playlist listed when it joined (0 only if the window still began at segment 0).
+    # Every cue shown must agree on that constant: a cue off by anything else is shown at the wrong time.
+    starts = {text: a for a, _, text in written}
+    offsets = [round(s["start"] - starts[s["text"]], 2) for s in seen if s["text"] in starts]
+    assert offsets, (seen, sorted(written))
+    off = max(set(offsets), key=offsets.count)
+    assert all(abs(o - off) < 0.01 for o in offsets), f"cues shown at different offsets from their media time: {offsets}"
     cts = [s["ct"] for s in report.samples if isinstance(s.get("ct"), (int, float)) and s["ct"] > 0]
-    lo, hi = min(cts) + 1.0, max(cts)
+    lo, hi = min(cts) + 1.0 - off, max(cts) - off  # what the player played, in media time
     due = sorted(c for c in written if c[0] >= lo and c[1] <= hi)
     assert len(due) >= 6, (due, lo, hi)
     parts = {}  # each WebVTT part by the media time it starts at (its X-TIMESTAMP-MAP's LOCAL)
@@ -434,11 +449,10 @@ def test_captions_show_in_hls_js_while_their_video_plays_at_low_latency(tmp_path
     own = [max((t for t in parts if t <= a + 1e-6), default=None) for a, _, _ in due]
     missed = [c for c, t in zip(due, own, strict=True) if t is not None and c[2] not in parts[t]]
     assert missed, "the cues are decided late: some must miss the part their start falls in"
-    seen = report.raw.get("cues") or []
     for a, b, text in due:
-        shown = [s for s in seen if s["text"] == text and abs(s["start"] - a) < 0.01]
+        shown = [s for s in seen if s["text"] == text and abs(s["start"] - (a + off)) < 0.01]
         assert shown, f"{text!r} at {a:.2f}-{b:.2f} s never showed; seen {[(s['text'], s['start']) for s in seen]}"
-        assert shown[0]["seenAt"] <= b, f"{text!r} showed at {shown[0]['seenAt']}, after its end {b}"
+        assert shown[0]["seenAt"] <= b + off, f"{text!r} showed at {shown[0]['seenAt']}, after its end {b + off}"
     added = report.raw.get("cuesAdded") or []
     for _, _, text in due:
         copies = [c for c in added if c["text"] == text]
