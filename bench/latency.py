@@ -23,6 +23,9 @@ Configurations (``--configs``, default all):
   i  (e) without audio: video only, as (b)
   j  (b) with an audio track (the speech of (d)), no sidecar
   k  (d) with ``--sidecars stt,autocrop`` (the issue's target configuration)
+  l  (d) with shorter caption cues (``--sidecar-arg stt=--max-open=1.5``); on request
+  m  (d) with the hold-back a stream without captions gets (``--part-hold-back 1.005``: (d) before the
+     caption allowance, the baseline for it); on request
 
 (e), (h) and (i) publish from a process of their own (``devkit.webrtc.ProcessPublisher``); (e) and (i) with
 the RTMP publisher's own ffmpeg encode, sent as packets, as OBS does. With stt, the captions track is shown
@@ -98,6 +101,9 @@ CONFIGS = {c.key: c for c in (
            {"lowLatencyMode": True}, speech=True),
     Config("l", "(d) with shorter caption cues (--sidecar-arg stt=--max-open=1.5)", "sidecast",
            ["--latency", "low", "--sidecars", "stt", "--sidecar-arg", "stt=--max-open=1.5"],
+           {"lowLatencyMode": True}, speech=True),
+    Config("m", "(d) with the hold-back of no captions (--part-hold-back 1.005, the default before 2026-11-30)",
+           "sidecast", ["--latency", "low", "--sidecars", "stt", "--part-hold-back", "1.005"],
            {"lowLatencyMode": True}, speech=True),
     Config("k", "sidecast --latency low --sidecars stt,autocrop", "sidecast",
            ["--latency", "low", "--sidecars", "stt,autocrop"], {"lowLatencyMode": True}, speech=True),
@@ -471,7 +477,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60, help="playback measured per configuration [60]")
     ap.add_argument("--joins", type=int, default=3, help="viewers per configuration, one after the other, "
                     "sharing --seconds [3]")
-    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l on request")
+    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l and m on request")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs and logs (and each "
                     "viewer's raw report, with hls.js's caption log lines)")

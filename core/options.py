@@ -28,6 +28,11 @@ from .ladder import DEFAULT_LADDER, RateControl, Rung, parse_ladder, parse_rate_
 
 _PARSE = "parse"
 
+# Low latency with captions: how much further back than three parts the player is asked to sit
+# (PART-HOLD-BACK), so that a cue the recogniser finishes ~1-2 s after its words reaches the player before
+# they have played (docs/latency.md, "Captions and the hold-back"). Costs the same in glass-to-glass latency.
+CAPTION_HOLD_BACK = 1.0
+
 
 def opt(*flags: str, help: str, parse: Callable[[str], Any] | None = None, metavar: str | None = None,  # noqa: A002
         choices: Sequence[str] | None = None, repeat: bool = False, negate: bool = False,
@@ -214,6 +219,11 @@ class RunOptions:
     part_duration: float = field(default=1 / 3, metadata=opt(
         "--part-duration", parse=_seconds("--part-duration", 0.1, 2.0),
         help="low latency: the partial segment duration (PART-TARGET), seconds (default 0.333)"))
+    part_hold_back: float | None = field(default=None, metadata=opt(
+        "--part-hold-back", parse=_seconds("--part-hold-back", 0.2, 30.0),
+        help="low latency: how far behind the live edge players sit (PART-HOLD-BACK), seconds (default: three "
+             f"parts, plus {CAPTION_HOLD_BACK:g} s when captions are made so that they reach the player while "
+             "their words play)"))
     passthrough: bool = field(default=False, metadata=opt(
         "--passthrough",
         help="package the source's H.264/H.265 as it is (no re-encoding, one rendition, segments cut on its "
@@ -237,6 +247,15 @@ class RunOptions:
 
     # ------------------------------------------------------------ checks across options
 
+    def hold_back(self, captions: bool) -> float | None:
+        """PART-HOLD-BACK of the low-latency playlists (None: not low latency): ``--part-hold-back``, or
+        three parts (RFC 8216bis recommends at least three) plus CAPTION_HOLD_BACK when captions are made."""
+        if self.latency != "low":
+            return None
+        if self.part_hold_back is not None:
+            return self.part_hold_back
+        return 3 * self.part_duration + (CAPTION_HOLD_BACK if captions else 0.0)
+
     def validate(self) -> RunOptions:
         """Checks that involve several options; returns self so callers can chain."""
         if not self.source:
@@ -252,6 +271,12 @@ class RunOptions:
             raise ConfigError("--latency low encodes CMAF parts; --passthrough copies the source: pick one")
         if self.latency == "low" and self.part_duration * 2 > self.segment_duration:
             raise ConfigError("--part-duration must be at most half of --segment-duration")
+        if self.part_hold_back is not None:
+            if self.latency != "low":
+                raise ConfigError("--part-hold-back is a low-latency setting: add --latency low")
+            if self.part_hold_back < 2 * self.part_duration:
+                raise ConfigError(f"--part-hold-back {self.part_hold_back:g}: must be at least two parts "
+                                  f"({2 * self.part_duration:.3f} s, RFC 8216bis 4.4.3.8)")
         if self.captions_language in self.captions_translate:
             raise ConfigError(f"--captions-translate {self.captions_language}: that is the source language "
                               "(--captions-language) already")

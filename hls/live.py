@@ -61,10 +61,13 @@ class LivePlaylist:
     def __init__(self, path: Path | None, target_duration: float, window: int = 0, version: int = 3,
                  target_from_first: bool = False, part_target: float | None = None, init_uri: str | None = None,
                  reports: Callable[[], list[RenditionReport]] | None = None,
-                 upcoming: Callable[[datetime], list[DateRange]] | None = None) -> None:
+                 upcoming: Callable[[datetime], list[DateRange]] | None = None,
+                 part_hold_back: float | None = None) -> None:
         self.path = path
         self.target_duration = int(math.ceil(target_duration))
         self.part_target = part_target
+        # PART-HOLD-BACK: None = three part targets (RFC 8216bis: at least two, three recommended)
+        self.part_hold_back = part_hold_back
         self.init = Map({"URI": f'"{init_uri}"'}) if init_uri else None
         self.reports = reports
         # DATERANGEs announced ahead of the segments they will sit on (ad breaks scheduled in the future)
@@ -104,6 +107,15 @@ class LivePlaylist:
         part (whose duration comes from frame times) exceeds it (RFC 8216bis §4.4.3.7)."""
         assert self.part_target is not None
         return (math.ceil(self.part_target * 1000) + 1) / 1000
+
+    @property
+    def declared_hold_back(self) -> float:
+        """PART-HOLD-BACK as written: the one asked for, never under two declared part targets (a player
+        told less could sit on a part that is not yet listed), three by default."""
+        assert self.part_target is not None
+        if self.part_hold_back is None:
+            return 3 * self.declared_part_target
+        return max(self.part_hold_back, 2 * self.declared_part_target)
 
     def last_part(self) -> tuple[int, int]:
         """(media sequence number, part index) of the newest part listed (-1, -1: none yet): what an
@@ -211,7 +223,7 @@ class LivePlaylist:
                 segs = [replace(s, parts=()) if i < keep else s for i, s in enumerate(segs)]
                 if not self.ended:
                     header += [f"{T.EXT_X_SERVER_CONTROL}:CAN-BLOCK-RELOAD=YES,"
-                               f"PART-HOLD-BACK={format_decimal(round(3 * self.declared_part_target, 3))},"
+                               f"PART-HOLD-BACK={format_decimal(round(self.declared_hold_back, 3))},"
                                f"CAN-SKIP-UNTIL={format_decimal(6 * self.target_duration)}",
                                f"{T.EXT_X_PART_INF}:PART-TARGET={format_decimal(self.declared_part_target)}"]
                     if self.next_part_uri:

@@ -52,10 +52,14 @@ def test_the_command_line_wins_over_the_config_file(tmp_path: Path) -> None:
     ({"source": "a.mp4", "transport": "carrier-pigeon"}, "expected one of auto, shm, bytes"),
     ({"source": "a.mp4", "break_at": ["10:nan"]}, "--break-at"),
     ({"source": "a.mp4", "captions_translate": "en,es!"}, "bad language"),
+    ({"source": "a.mp4", "part_hold_back": 2.0}, "--part-hold-back is a low-latency setting"),
+    ({"source": "a.mp4", "latency": "low", "part_hold_back": 0.5}, "must be at least two parts"),
+    ({"source": "a.mp4", "latency": "low", "part_hold_back": "soon"}, "--part-hold-back must be a number"),
+    ({"source": "a.mp4", "latency": "low", "part_hold_back": 1e9}, "--part-hold-back must be between"),
 ])
 def test_bad_values_in_a_config_are_one_error_naming_the_option(doc: dict[str, object], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
-        RunOptions.from_mapping(doc)
+        RunOptions.from_mapping(doc).validate()
 
 
 def test_the_old_translation_flag_is_an_alias_of_translate_en() -> None:
@@ -72,3 +76,16 @@ def test_a_broken_config_file_is_one_clear_error(tmp_path: Path) -> None:
         r.stderr.strip().splitlines()[-1]] and "is not valid TOML" in r.stderr, r.stderr
     r = run_sidecast("run", "--config", str(tmp_path / "missing.toml"))
     assert r.returncode == 2 and "cannot read config" in r.stderr, r.stderr
+
+
+def test_captions_move_the_low_latency_hold_back_unless_it_is_given() -> None:
+    # PART-HOLD-BACK: three parts; with captions one CAPTION_HOLD_BACK more (the recogniser's answer must
+    # reach the player before the words play); --part-hold-back wins; normal latency has none.
+    from sidecast.core.options import CAPTION_HOLD_BACK
+
+    low = RunOptions.from_mapping({"source": "a.mp4", "latency": "low", "part_duration": 0.5})
+    assert low.hold_back(captions=False) == pytest.approx(1.5)
+    assert low.hold_back(captions=True) == pytest.approx(1.5 + CAPTION_HOLD_BACK)
+    given = RunOptions.from_mapping({"source": "a.mp4", "latency": "low", "part_hold_back": 1.2})
+    assert given.hold_back(captions=True) == given.hold_back(captions=False) == pytest.approx(1.2)
+    assert RunOptions.from_mapping({"source": "a.mp4"}).hold_back(captions=True) is None

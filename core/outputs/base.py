@@ -101,6 +101,7 @@ class StreamContext:
     params: dict[str, Any] = field(default_factory=dict)
     target_from_first: bool = False  # passthrough: segments are as long as the source's keyframe interval
     part_target: float | None = None  # low latency: the partial segment duration (CMAF parts)
+    part_hold_back: float | None = None  # low latency: PART-HOLD-BACK (None: three part targets)
     live_playlists: list[LivePlaylist] = field(default_factory=list)  # every low-latency playlist, for reports
     upcoming: Callable[[datetime], list[DateRange]] | None = None  # ad breaks announced ahead of the edge
 
@@ -113,6 +114,7 @@ class StreamContext:
         pl = LivePlaylist(path, self.segment_duration, self.window if window is None else window,
                           target_from_first=self.target_from_first,
                           part_target=self.part_target if low else None, init_uri=init_uri,
+                          part_hold_back=self.part_hold_back if low else None,
                           reports=(lambda: self.rendition_reports(path)) if low else None,
                           upcoming=self.upcoming if window is None else None)
         if low:
