@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from sidecast.core import autogroup
+
 GUARD = Path(__file__).resolve().parent / "guard.py"
 LOG_ROTATE_BYTES = 20 << 20
 
@@ -44,11 +46,13 @@ def spawn(cmd: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None =
     """Start ``cmd`` guarded, in its own process group, stderr to ``log_path``."""
     logf = open_log(log_path)
     try:
-        return subprocess.Popen(guarded(cmd), stdin=stdin, stdout=stdout if stdout is not None else logf,
+        proc = subprocess.Popen(guarded(cmd), stdin=stdin, stdout=stdout if stdout is not None else logf,
                                 stderr=logf, start_new_session=True, close_fds=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     finally:
         logf.close()
+    autogroup.follow(proc.pid)  # its own session: keep the server's CPU priority (core/autogroup.py)
+    return proc
 
 
 def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
