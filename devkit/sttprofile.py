@@ -35,7 +35,7 @@ from sidecast.sidecars.stt.recognizer import SAMPLE_RATE, StreamConfig, Streamin
 
 
 def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, beam: int = 3,
-        config: StreamConfig | None = None) -> dict[str, Any]:
+        config: StreamConfig | None = None, vad_mode: str = "incremental") -> dict[str, Any]:
     """Replay ``progs`` concurrently (one thread each) through one shared model."""
     b = engine.PassBatcher(model, max_batch=max_batch) if batch else None
     stats = engine.batch_stats(model)
@@ -46,13 +46,17 @@ def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, 
     go = threading.Barrier(len(progs))
 
     def stream(k: int) -> None:
+        stream_vad = engine.StreamVad()
+        whole = vad_mode == "whole"
+
         def vad(a: np.ndarray) -> list[tuple[float, float]]:
             t = time.perf_counter()
-            r = engine.speech_regions(a)
+            r = engine.speech_regions(a) if whole else stream_vad(a)
             vad_s[k] += time.perf_counter() - t
             return r
 
         rec = StreamingRecognizer(decoders[k].decode, vad, config or StreamConfig())
+        stream_vad.follow(rec)
         audio = progs[k].audio
         words = []
         go.wait()
@@ -76,7 +80,7 @@ def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, 
     audio_s = sum(len(p.audio) for p in progs) / SAMPLE_RATE
     wers = [rs.wer(p.reference, t) for p, t in zip(progs, texts, strict=True)]
     return {
-        "streams": len(progs), "batch": batch, "beam": beam, "passes": passes,
+        "streams": len(progs), "batch": batch, "beam": beam, "vad": vad_mode, "passes": passes,
         "batches": after["batches"] - before["batches"], "rounds": after["rounds"] - before["rounds"],
         "batched_passes": after["batched_passes"] - before["batched_passes"],
         "mean_batch": round(passes / max(after["batches"] - before["batches"], 1), 2),
@@ -100,15 +104,17 @@ def main() -> int:
     ap.add_argument("--beam", default="3", help="beam sizes to compare, e.g. 3,1 (1: greedy)")
     ap.add_argument("--min-step", type=float, default=StreamConfig.min_step, help="audio between passes, s")
     ap.add_argument("--keep-context", type=float, default=StreamConfig.keep_context)
+    ap.add_argument("--vad", default="incremental", help="VAD modes to compare: whole,incremental (sidecar --vad)")
     args = ap.parse_args()
     model = engine.load_model(engine.resolve_spec(None, "cpu", "int8", args.cpu_threads, args.workers))
     modes = {"on": [True], "off": [False], "both": [False, True]}[args.batch]
     for n in (int(x) for x in args.streams.split(",")):
         progs = [rs.programme(args.split, "en", args.minutes, seed=k) for k in range(n)]
         cfg = StreamConfig(min_step=args.min_step, keep_context=args.keep_context)
-        for batch, beam in ((m, int(b)) for m in modes for b in args.beam.split(",")):
+        for batch, beam, vad in ((m, int(b), v) for m in modes for b in args.beam.split(",")
+                                 for v in args.vad.split(",")):
             load = Path("/proc/loadavg").read_text().split()[:3]
-            r = run(model, progs, batch, args.max_batch, beam, cfg)
+            r = run(model, progs, batch, args.max_batch, beam, cfg, vad)
             r["min_step"], r["keep_context"], r["workers"] = args.min_step, args.keep_context, args.workers
             r["load_before"] = " ".join(load)
             r["load_after"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])

@@ -94,9 +94,11 @@ class SttSidecar(Sidecar):
                  beam_size: int = 3, style: CaptionStyle = DEFAULT_STYLE, max_open: float = 2.5,
                  stream: StreamConfig | None = None, translators: list[Translator] | None = None,
                  translate_to: tuple[str, ...] = (), batch: bool = True, max_batch: int = 8,
-                 **options: Any) -> None:
+                 vad: str = "incremental", pacing: str = "adaptive", **options: Any) -> None:
         super().__init__(**options)
         self.spec = spec
+        self.pacing = pacing            # "adaptive": see next_pass_end; "fixed": the recogniser's own steps
+        self.vad = vad                  # "incremental": Silero over new audio only (engine.StreamVad); "whole"
         self.batch = batch              # passes of this process's streams share batches (engine.PassBatcher)
         self.max_batch = max_batch
         self.language = language        # the stream's source language ("auto": identify it per stream)
@@ -278,6 +280,12 @@ class SttSidecar(Sidecar):
                        help="on: the decoder passes due across this process's streams run as one batch "
                             "(docs/captions.md); off: one pass at a time")
         g.add_argument("--max-batch", type=int, default=8, help="most passes in one batch (default 8)")
+        g.add_argument("--pacing", default="adaptive", choices=["adaptive", "fixed"],
+                       help="adaptive: each pass takes all new audio and passes space out while the model is "
+                            "behind (default); fixed: a pass per 0.5-2 s of audio (docs/captions.md)")
+        g.add_argument("--vad", default="incremental", choices=["incremental", "whole"],
+                       help="incremental: Silero VAD runs once over each new piece of audio, keeping its state "
+                            "(default); whole: again over the whole buffer at every pass (docs/captions.md)")
         g.add_argument("--max-line-chars", type=int, default=DEFAULT_STYLE.max_chars,
                        help="caption line length (default 42)")
         g.add_argument("--max-open", type=float, default=2.5,
@@ -302,7 +310,7 @@ class SttSidecar(Sidecar):
         return functools.partial(cls, spec=spec, language=args.language, translate=args.translate,
                                  beam_size=args.beam_size, style=style, max_open=args.max_open,
                                  translators=engines, translate_to=targets, batch=args.batch == "on",
-                                 max_batch=args.max_batch)
+                                 max_batch=args.max_batch, vad=args.vad, pacing=args.pacing)
 
     # ------------------------------------------------------------------ worker
 
@@ -320,7 +328,10 @@ class SttSidecar(Sidecar):
         for track, task, out_lang in tasks:
             decoder = Decoder(model, DecodeOptions(language=lang, task=task, beam_size=self.beam_size),  # type: ignore[arg-type]
                               batcher=engine.batcher(model, self.max_batch) if self.batch else None)
-            rec = StreamingRecognizer(decoder.decode, engine.speech_regions, self.stream_config, start_sample)
+            vad = engine.StreamVad() if self.vad == "incremental" else engine.speech_regions
+            rec = StreamingRecognizer(decoder.decode, vad, self.stream_config, start_sample)
+            if isinstance(vad, engine.StreamVad):
+                vad.follow(rec)
             builder = CueBuilder(self.style, track=track, language=out_lang, max_open=self.max_open)
             tracks.append(_Track(rec, builder, decoder))
         return tracks
@@ -517,13 +528,31 @@ class SttSidecar(Sidecar):
             if self._watermark is None or wm > self._watermark:
                 self._watermark = wm
 
+    def next_pass_end(self, track: _Track) -> int | None:
+        """Where the track's next pass stops, or None while it is not due.
+
+        ``fixed``: the recogniser's own rule (a pass per ``min_step`` of new audio, at most ``max_step``
+        of it, ``catch_up_step`` when far behind). ``adaptive`` (default): a pass is due after
+        ``min_step`` plus the shared scheduler's ``pace`` of new audio (raised while passes queue for a
+        worker, engine.PassBatcher), and it always takes all the audio that has arrived (up to
+        ``catch_up_step``): when the model is slow each stream's passes grow longer and fewer instead of
+        trailing the newest audio by a growing backlog of 2 s steps, and shrink back when it is not."""
+        rec = track.recognizer
+        if self.pacing == "fixed":
+            return rec.next_pass_end()
+        b = track.decoder.batcher if track.decoder is not None else None
+        new = rec.received_end - rec.pass_end
+        if new <= 0 or new < (rec.cfg.min_step + (b.pace if b is not None else 0.0)) * SAMPLE_RATE:
+            return None
+        return min(rec.received_end, rec.pass_end + int(max(rec.cfg.catch_up_step, rec.cfg.max_step) * SAMPLE_RATE))
+
     def _run(self) -> None:
         try:
             while True:
                 idle = False
                 with self._cond:
                     while True:
-                        todo = [(t, e) for t in self.tracks if (e := t.recognizer.next_pass_end()) is not None]
+                        todo = [(t, e) for t in self.tracks if (e := self.next_pass_end(t)) is not None]
                         if todo or self._stop or self._flush:
                             break
                         if self.tracks and self._settled_at != self._expected:
