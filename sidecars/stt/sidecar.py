@@ -529,22 +529,11 @@ class SttSidecar(Sidecar):
                 self._watermark = wm
 
     def next_pass_end(self, track: _Track) -> int | None:
-        """Where the track's next pass stops, or None while it is not due.
-
-        ``fixed``: the recogniser's own rule (a pass per ``min_step`` of new audio, at most ``max_step``
-        of it, ``catch_up_step`` when far behind). ``adaptive`` (default): a pass is due after
-        ``min_step`` plus the shared scheduler's ``pace`` of new audio (raised while passes queue for a
-        worker, engine.PassBatcher), and it always takes all the audio that has arrived (up to
-        ``catch_up_step``): when the model is slow each stream's passes grow longer and fewer instead of
-        trailing the newest audio by a growing backlog of 2 s steps, and shrink back when it is not."""
-        rec = track.recognizer
+        """Where the track's next pass stops, or None while it is not due (``paced_pass_end``)."""
         if self.pacing == "fixed":
-            return rec.next_pass_end()
+            return track.recognizer.next_pass_end()
         b = track.decoder.batcher if track.decoder is not None else None
-        new = rec.received_end - rec.pass_end
-        if new <= 0 or new < (rec.cfg.min_step + (b.pace if b is not None else 0.0)) * SAMPLE_RATE:
-            return None
-        return min(rec.received_end, rec.pass_end + int(max(rec.cfg.catch_up_step, rec.cfg.max_step) * SAMPLE_RATE))
+        return paced_pass_end(track.recognizer, b.pace if b is not None else 0.0)
 
     def _run(self) -> None:
         try:
@@ -599,6 +588,22 @@ class SttSidecar(Sidecar):
             log.exception("stt worker failed")
             self._failure = f"stt worker failed: {type(exc).__name__}: {exc}"
             self._flushed.set()
+
+
+def paced_pass_end(rec: StreamingRecognizer, pace: float) -> int | None:
+    """The sidecar's pass scheduling (``--pacing adaptive``, the default): where a stream's next pass
+    stops, or None while it is not due.
+
+    A pass is due after ``min_step`` plus the shared scheduler's ``pace`` of new audio (engine.PassBatcher
+    raises it while passes queue for a worker), and it always takes all the audio that has arrived, up to
+    ``catch_up_step``. When the model is slow each stream's passes grow longer and fewer instead of
+    trailing the newest audio by a backlog of ``max_step`` steps (``--pacing fixed``: the recogniser's own
+    ``next_pass_end``), and they shrink back when it is not. A stream has one pass in flight at a time and
+    the scheduler takes the oldest passes first, so every stream is paced alike."""
+    new = rec.received_end - rec.pass_end
+    if new <= 0 or new < (rec.cfg.min_step + pace) * SAMPLE_RATE:
+        return None
+    return min(rec.received_end, rec.pass_end + int(max(rec.cfg.catch_up_step, rec.cfg.max_step) * SAMPLE_RATE))
 
 
 def check_language(model: Any, spec: ModelSpec, language: str, translate: bool) -> None:
