@@ -538,15 +538,19 @@ def part_captions(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"model": "tiny.en (shared, one process)", "feeds": "pushed LibriVox reading, paced in real time"}
     for mode in args.stt_batch.split(","):
         for workers in args.stt_workers.split(","):
-            out[f"batch_{mode}_workers_{workers}"] = _caption_steps(work, args, mode, workers)
+            for k, variant in enumerate(args.stt_variants.split(";")):
+                label = f"batch_{mode}_workers_{workers}" + (f"_{variant.strip()}" if variant.strip() else "")
+                out[label] = _caption_steps(work, args, mode, workers, variant.split(), k)
     return out
 
 
-def _caption_steps(work: Path, args: argparse.Namespace, mode: str, workers: str = "0") -> dict[str, Any]:
+def _caption_steps(work: Path, args: argparse.Namespace, mode: str, workers: str = "0",
+                   extra: list[str] | None = None, k: int = 0) -> dict[str, Any]:
     clip = _speech_clip(work)
     opts = {"ladder": "180p:200k", "snapshots_fps": 0, "sidecars": ["stt"], "vertical": "off"}
     steps = []
-    srv = InProcess(work / f"cc-{mode}-{workers}", sidecar_args={"stt": ["--batch", mode, "--workers", workers]})
+    data = work / f"cc-{mode}-{workers}-{k}"
+    srv = InProcess(data, sidecar_args={"stt": ["--batch", mode, "--workers", workers, *(extra or [])]})
     sessions = []
     try:
         ids: list[str] = []
@@ -574,17 +578,24 @@ def _caption_steps(work: Path, args: argparse.Namespace, mode: str, workers: str
             speeds = [((last[s]["media_time"] or 0) - (first[s]["media_time"] or 0)) / dt for s in ids]
             p95s = [pct(v, 0.95) for v in lags.values() if v]
             all_lags = [x for v in lags.values() for x in v]
-            commits = _commit_lags(work / f"cc-{mode}-{workers}", {s: (first[s]["media_time"] or 0.0,
+            commits = _commit_lags(data, {s: (first[s]["media_time"] or 0.0,
                                                              last[s]["media_time"] or 0.0) for s in ids})
             c95s = [pct(v, 0.95) for v in commits.values() if v]
             all_commits = [x for v in commits.values() for x in v]
-            steps.append({"batch": mode, "workers": workers, "streams": n, "stt_lag_p50_s": round(pct(all_lags, 0.5), 2),
+            steps.append({"batch": mode, "workers": workers, "stt_args": " ".join(extra or []), "streams": n, "stt_lag_p50_s": round(pct(all_lags, 0.5), 2),
                           "stt_lag_p95_s_worst_stream": round(max(p95s), 2) if p95s else None,
                           "streams_lag_p95_within_3_5_s": sum(1 for p in p95s if p <= 3.5),
                           "words": len(all_commits), "commit_p50_s": round(pct(all_commits, 0.5), 2),
                           "commit_p95_s_worst_stream": round(max(c95s), 2) if c95s else None,
+                          "commit_p95_s": round(pct(all_commits, 0.95), 2) if all_commits else None,
+                          "commit_worst_s": round(max(all_commits), 2) if all_commits else None,
                           "streams_commit_within_targets": sum(
                               1 for v in commits.values() if v and pct(v, 0.5) <= 2.0 and pct(v, 0.95) <= 3.5),
+                          "streams_within_targets_and_6_s": sum(
+                              1 for v in commits.values()
+                              if v and pct(v, 0.5) <= 2.0 and pct(v, 0.95) <= 3.5 and max(v) <= 6.0),
+                          "per_stream_commit_p50_p95_max": {s: [round(pct(v, 0.5), 2), round(pct(v, 0.95), 2),
+                                                               round(max(v), 2)] for s, v in commits.items() if v},
                           "speed_min": round(min(speeds), 3), "segments": published, "late_segments": late,
                           "load": load_avg()})
             print(f"  captions: {steps[-1]}", flush=True)
@@ -651,6 +662,9 @@ def main() -> int:
     ap.add_argument("--caption-streams", default="1,2,4,8")
     ap.add_argument("--stt-workers", default="0",
                     help="captions: the stt sidecar's --workers (0: its default), or e.g. 1,2 for both in one run")
+    ap.add_argument("--stt-variants", default="",
+                    help="caption steps once per variant: ';'-separated extra stt sidecar arguments, e.g. "
+                         "'--vad whole --pacing fixed;' (an empty variant: the defaults)")
     ap.add_argument("--stt-batch", default="on",
                     help="captions: the stt sidecar's --batch, or off,on for both in one run")
     ap.add_argument("--connects", type=int, default=3)

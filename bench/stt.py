@@ -184,7 +184,7 @@ def real_speech(args: argparse.Namespace) -> int:
     print()
     policies = ["agreement", "alignatt"] if args.policy == "both" else [args.policy]
     if args.replay:
-        return replay_policies(prog, model, lang, policies, off_wer, args.beam_size)
+        return replay_policies(prog, model, lang, policies, off_wer, args.beam_size, args.vad.split(","))
     print(f"{'policy':10s} {'WER':>6s} {'ratio':>6s} {'cue med':>8s} {'p95':>6s} {'max':>6s} {'>6s':>5s} "
           f"{'order':>6s} {'overlap':>8s} {'busy':>5s} {'load':>5s}")
     for policy in policies:
@@ -216,7 +216,7 @@ def real_speech(args: argparse.Namespace) -> int:
 
 
 def replay_policies(prog: object, model: object, lang: str, policies: list[str], off_wer: float,
-                    beam_size: int) -> int:
+                    beam_size: int, vads: list[str] | None = None) -> int:
     """The policies on a deterministic replay: a pass after every 0.5 s of audio however long passes take,
     so the figures do not depend on the machine's load. Latency here is in media time: how much newer
     audio had arrived when a word was committed (what a viewer waits on a machine that keeps up), not
@@ -227,11 +227,14 @@ def replay_policies(prog: object, model: object, lang: str, policies: list[str],
 
     assert isinstance(prog, rs.Programme)
     multi = engine.is_multilingual(model)
-    print(f"{'policy':10s} {'WER':>6s} {'ratio':>6s} {'lag med':>8s} {'p95':>6s} {'max':>6s} {'>6s':>5s} "
+    print(f"{'policy':10s} {'vad':11s} {'WER':>6s} {'ratio':>6s} {'lag med':>8s} {'p95':>6s} {'max':>6s} {'>6s':>5s} "
           f"{'stalls':>6s} (deterministic replay, media-time lag)")
-    for policy in policies:
+    for policy, vad_mode in ((p, v) for p in policies for v in (vads or ["incremental"])):
         dec = Decoder(model, DecodeOptions(language=lang if multi else None, beam_size=beam_size))
-        rec = StreamingRecognizer(dec.decode, engine.speech_regions, StreamConfig(policy=policy))  # type: ignore[arg-type]
+        vad = engine.StreamVad() if vad_mode == "incremental" else engine.speech_regions
+        rec = StreamingRecognizer(dec.decode, vad, StreamConfig(policy=policy))  # type: ignore[arg-type]
+        if isinstance(vad, engine.StreamVad):
+            vad.follow(rec)
         words, lag = [], []
         for i in range(0, len(prog.audio), 1600):
             rec.append(prog.audio[i:i + 1600], i)
@@ -243,7 +246,7 @@ def replay_policies(prog: object, model: object, lang: str, policies: list[str],
             words.append(w)
             lag.append(len(prog.audio) / 16000 - w.end)
         w_ = rs.wer(prog.reference, " ".join(w.text for w in words), lang)
-        print(f"{policy:10s} {w_:6.3f} {w_ / off_wer if off_wer else float('inf'):6.2f} {statistics.median(lag):8.2f} "
+        print(f"{policy:10s} {vad_mode:11s} {w_:6.3f} {w_ / off_wer if off_wer else float('inf'):6.2f} {statistics.median(lag):8.2f} "
               f"{pct(lag, 0.95):6.2f} {max(lag):6.2f} {sum(x > 6 for x in lag):5d} {rec.stalls:6d}")
     return 0
 
@@ -303,6 +306,8 @@ def main() -> int:
                     help="real corpus: deterministic replay (a pass every 0.5 s of audio, load-independent)")
     ap.add_argument("--policy", choices=["agreement", "alignatt", "both"], default="both",
                     help="real corpus: commit policy (default both, in the same run)")
+    ap.add_argument("--vad", default="incremental",
+                    help="real corpus --replay: VAD modes to compare, e.g. whole,incremental (sidecar --vad)")
     args = ap.parse_args()
     if args.corpus == "real":
         return real_speech(args)

@@ -32,34 +32,58 @@ from devkit import realspeech as rs  # noqa: E402
 from sidecast.sidecars.stt import engine  # noqa: E402
 from sidecast.sidecars.stt.engine import DecodeOptions, Decoder  # noqa: E402
 from sidecast.sidecars.stt.recognizer import SAMPLE_RATE, StreamConfig, StreamingRecognizer  # noqa: E402
+from sidecast.sidecars.stt.sidecar import paced_pass_end  # noqa: E402
 
 
 def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, beam: int = 3,
-        config: StreamConfig | None = None) -> dict[str, Any]:
+        config: StreamConfig | None = None, vad_mode: str = "incremental", pacing: str = "") -> dict[str, Any]:
     """Replay ``progs`` concurrently (one thread each) through one shared model."""
     b = engine.PassBatcher(model, max_batch=max_batch) if batch else None
     stats = engine.batch_stats(model)
     before = stats.as_dict()
     vad_s = [0.0] * len(progs)
     texts = [""] * len(progs)
+    lags: list[list[float]] = [[] for _ in progs]
     decoders = [Decoder(model, DecodeOptions(language=None, beam_size=beam), batcher=b) for _ in progs]
     go = threading.Barrier(len(progs))
 
     def stream(k: int) -> None:
+        stream_vad = engine.StreamVad()
+        whole = vad_mode == "whole"
+
         def vad(a: np.ndarray) -> list[tuple[float, float]]:
             t = time.perf_counter()
-            r = engine.speech_regions(a)
+            r = engine.speech_regions(a) if whole else stream_vad(a)
             vad_s[k] += time.perf_counter() - t
             return r
 
         rec = StreamingRecognizer(decoders[k].decode, vad, config or StreamConfig())
+        stream_vad.follow(rec)
         audio = progs[k].audio
         words = []
         go.wait()
-        for i in range(0, len(audio), 1600):
-            rec.append(audio[i:i + 1600], i)
-            if (end := rec.next_pass_end()) is not None:
-                words.extend(rec.step(end).committed)
+        if pacing:  # live: audio arrives in real time, passes as the sidecar schedules them
+            t0 = time.monotonic()
+            fed = 0
+            while fed < len(audio):
+                fed = min(len(audio), max(fed, int((time.monotonic() - t0) * SAMPLE_RATE) // 1600 * 1600))
+                if fed > rec.received_end:
+                    rec.append(audio[rec.received_end:fed], rec.received_end)
+                end = (rec.next_pass_end() if pacing == "fixed"
+                       else paced_pass_end(rec, b.pace if b is not None else 0.0))
+                if end is None:
+                    time.sleep(0.02)
+                    continue
+                r = rec.step(end)
+                # commit latency as the sidecar reports it: audio that had arrived after the word
+                arrived = min(len(audio), int((time.monotonic() - t0) * SAMPLE_RATE)) / SAMPLE_RATE
+                lags[k].extend(arrived - w.end for w in r.committed)
+                words.extend(r.committed)
+        else:
+            for i in range(0, len(audio), 1600):
+                rec.append(audio[i:i + 1600], i)
+                if (end := rec.next_pass_end()) is not None:
+                    words.extend(rec.step(end).committed)
         words.extend(rec.finish().committed)
         texts[k] = " ".join(w.text for w in words)
 
@@ -76,7 +100,7 @@ def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, 
     audio_s = sum(len(p.audio) for p in progs) / SAMPLE_RATE
     wers = [rs.wer(p.reference, t) for p, t in zip(progs, texts, strict=True)]
     return {
-        "streams": len(progs), "batch": batch, "beam": beam, "passes": passes,
+        "streams": len(progs), "batch": batch, "beam": beam, "vad": vad_mode, "passes": passes,
         "batches": after["batches"] - before["batches"], "rounds": after["rounds"] - before["rounds"],
         "batched_passes": after["batched_passes"] - before["batched_passes"],
         "mean_batch": round(passes / max(after["batches"] - before["batches"], 1), 2),
@@ -85,7 +109,22 @@ def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, 
         "model_busy_s": round(sum(phases.values()), 1), "wall_s": round(wall, 1),
         "capacity_x_realtime": round(audio_s / wall, 2),
         "wer": [round(w, 3) for w in wers], "wer_mean": round(float(np.mean(wers)), 4),
+        **({"pacing": pacing, **commit_figures(lags)} if pacing else {}),
     }
+
+
+def commit_figures(lags: list[list[float]]) -> dict[str, Any]:
+    """Commit latency per stream (p50, p95, max) and how many streams are within issue 19's targets."""
+    def pct(v: list[float], q: float) -> float:
+        return float(np.percentile(v, 100 * q)) if v else float("nan")
+
+    allv = [x for v in lags for x in v]
+    return {"commit_p50_s": round(pct(allv, 0.5), 2), "commit_p95_s": round(pct(allv, 0.95), 2),
+            "commit_worst_s": round(max(allv), 2) if allv else None,
+            "per_stream_p50_p95_max": [[round(pct(v, 0.5), 2), round(pct(v, 0.95), 2), round(max(v or [0]), 2)]
+                                       for v in lags],
+            "streams_within_targets": sum(1 for v in lags if v and pct(v, 0.5) <= 2.0 and pct(v, 0.95) <= 3.5
+                                          and max(v) <= 6.0)}
 
 
 def main() -> int:
@@ -100,15 +139,22 @@ def main() -> int:
     ap.add_argument("--beam", default="3", help="beam sizes to compare, e.g. 3,1 (1: greedy)")
     ap.add_argument("--min-step", type=float, default=StreamConfig.min_step, help="audio between passes, s")
     ap.add_argument("--keep-context", type=float, default=StreamConfig.keep_context)
+    ap.add_argument("--vad", default="incremental", help="VAD modes to compare: whole,incremental (sidecar --vad)")
+    ap.add_argument("--realtime", default="",
+                    help="feed the audio in real time with the sidecar's pass scheduling instead of deterministic "
+                         "passes, one run per --pacing given here (fixed,adaptive), crossed with --vad; prints "
+                         "commit latency per stream")
     args = ap.parse_args()
     model = engine.load_model(engine.resolve_spec(None, "cpu", "int8", args.cpu_threads, args.workers))
     modes = {"on": [True], "off": [False], "both": [False, True]}[args.batch]
     for n in (int(x) for x in args.streams.split(",")):
         progs = [rs.programme(args.split, "en", args.minutes, seed=k) for k in range(n)]
         cfg = StreamConfig(min_step=args.min_step, keep_context=args.keep_context)
-        for batch, beam in ((m, int(b)) for m in modes for b in args.beam.split(",")):
+        pacings = args.realtime.split(",") if args.realtime else [""]
+        for batch, beam, vad, pacing in ((m, int(b), v, p) for m in modes for b in args.beam.split(",")
+                                         for v in args.vad.split(",") for p in pacings):
             load = Path("/proc/loadavg").read_text().split()[:3]
-            r = run(model, progs, batch, args.max_batch, beam, cfg)
+            r = run(model, progs, batch, args.max_batch, beam, cfg, vad, pacing)
             r["min_step"], r["keep_context"], r["workers"] = args.min_step, args.keep_context, args.workers
             r["load_before"] = " ".join(load)
             r["load_after"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])

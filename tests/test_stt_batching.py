@@ -123,3 +123,54 @@ def test_two_workers_run_two_batches_side_by_side_and_each_stream_gets_its_own_w
     for (_, text), mine, ref in zip(speech, results, alone, strict=True):
         said = " ".join(w.text for s in mine for w in s.words)
         assert said == " ".join(w.text for s in ref for w in s.words) or rs.wer(text, said) <= 0.2, said
+
+
+def test_the_pace_rises_while_passes_queue_for_a_worker_and_falls_back_when_they_do_not(model: Any) -> None:
+    # Load-adaptive pacing: eight streams' passes at once on one worker taking one pass at a time queue
+    # behind each other (the model cannot keep up); the scheduler's pace (new audio every stream gathers
+    # before its next pass, sidecar.next_pass_end) rises, within its bound. Passes that find the worker
+    # free bring it back to zero: latency returns to normal when the load goes.
+    b = PassBatcher(model, max_batch=1, gather=0.0, workers=1)
+    decoders = [Decoder(model, DecodeOptions(language=None, beam_size=3), batcher=b) for _ in range(8)]
+    start = threading.Barrier(8)
+
+    def run(k: int) -> None:
+        it = decoders[k].prepare(np.zeros(5 * SR, dtype=np.float32), "")
+        start.wait()
+        b.submit(it)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert 0.0 < b.pace <= b.max_pace and b.wait_avg > b.target_wait, (b.pace, b.wait_avg)
+    for _ in range(40):  # one stream alone: no wait
+        decoders[0].decode(np.zeros(SR, dtype=np.float32))
+        if b.pace == 0.0:
+            break
+    assert b.pace == 0.0, (b.pace, b.wait_avg)
+
+
+def test_adaptive_pacing_takes_all_new_audio_and_waits_for_the_pace(model: Any) -> None:
+    # The sidecar's pass scheduling: a stream that fell 3.5 s behind decodes up to its newest audio in one
+    # pass ("adaptive", the default) instead of a 2 s step that leaves it behind ("fixed": the recogniser's
+    # own steps); and with the shared scheduler's pace up, a pass waits for that much more new audio.
+    from sidecast.sidecars.stt.sidecar import SttSidecar
+
+    spec = engine.resolve_spec(None, "cpu", "int8", 2)
+    for pacing, expected in (("adaptive", 35 * SR // 10), ("fixed", 2 * SR)):
+        track = SttSidecar(spec=spec, pacing=pacing)._make_tracks(0)[0]
+        track.recognizer.append(np.zeros(35 * SR // 10, dtype=np.float32), 0)
+        assert SttSidecar(spec=spec, pacing=pacing).next_pass_end(track) == expected, pacing
+    sidecar = SttSidecar(spec=spec)
+    track = sidecar._make_tracks(0)[0]
+    assert track.decoder is not None and track.decoder.batcher is not None
+    track.decoder.batcher.pace = 1.0
+    try:
+        track.recognizer.append(np.zeros(12 * SR // 10, dtype=np.float32), 0)
+        assert sidecar.next_pass_end(track) is None  # 1.2 s new < min_step 0.5 + pace 1.0
+        track.recognizer.append(np.zeros(4 * SR // 10, dtype=np.float32), 12 * SR // 10)
+        assert sidecar.next_pass_end(track) == 16 * SR // 10
+    finally:
+        track.decoder.batcher.pace = 0.0  # the process's shared scheduler: leave it as found

@@ -469,6 +469,14 @@ class PassBatcher:
         self._threads: list[threading.Thread] = []
         self._recent: dict[int, float] = {}  # id(decoder) -> when it last submitted a pass
         self.busy_window = 2.0          # a stream that submitted a pass this recently is waited for (gather)
+        # Load-adaptive pacing: seconds of new audio every stream gathers before its next pass (on top of
+        # its own min_step), raised while passes wait in the queue for a worker (the model cannot keep up:
+        # a pass that waits here could as well have waited at its stream and taken that audio along) and
+        # lowered when they do not. The same for every stream, so latency degrades evenly.
+        self.pace = 0.0
+        self.max_pace = 3.0
+        self.target_wait = 0.25         # seconds a pass may wait for a worker before the pace rises
+        self.wait_avg = 0.0             # moving average of that wait (for logs and benchmarks)
 
     def submit(self, item: PassInput) -> list[DecodedSegment]:
         done = threading.Event()
@@ -536,10 +544,17 @@ class PassBatcher:
                 self._queue.sort(key=lambda q: q[0].submitted)
                 n = min(self.max_batch, max(1, self._share(time.monotonic())))
                 taken, self._queue = self._queue[:n], self._queue[n:]
+                self._adapt([time.monotonic() - item.submitted for item, _, _ in taken])
             batch_stats(self.model).rounds += 1
             boxes = {id(item): (done, box) for item, done, box in taken}
             for group in self.groups([item for item, _, _ in taken]):
                 self._run_group(group, boxes)
+
+    def _adapt(self, waits: list[float]) -> None:
+        """Move ``pace`` after a round from how long its passes waited (submitted to taken)."""
+        wait = sum(waits) / len(waits)
+        self.wait_avg = 0.7 * self.wait_avg + 0.3 * wait
+        self.pace = min(self.max_pace, max(0.0, self.pace + 0.5 * (self.wait_avg - self.target_wait)))
 
     def _run_group(self, group: list[PassInput], boxes: dict[int, tuple[threading.Event, list[Any]]]) -> None:
         stats = batch_stats(self.model)
@@ -601,6 +616,135 @@ def speech_regions(audio: np.ndarray, cfg: VadConfig = VadConfig()) -> list[tupl
                       min_silence_duration_ms=cfg.min_silence_ms, speech_pad_ms=cfg.pad_ms)
     stamps = get_speech_timestamps(np.ascontiguousarray(audio, dtype=np.float32), opts, sampling_rate=SAMPLE_RATE)
     return [(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in stamps]
+
+
+VAD_WINDOW = 512  # samples per Silero VAD probability (32 ms at 16 kHz)
+
+
+def regions_from_probs(probs: np.ndarray, length: int, offset: int = 0, cfg: VadConfig = VadConfig()
+                       ) -> list[tuple[float, float]]:
+    """Speech regions (seconds) of an audio of ``length`` samples from Silero's per-window speech
+    probabilities, window ``i`` starting at sample ``offset + i * VAD_WINDOW`` of that audio (``offset``
+    may be negative: the first window began before the audio). The same rule as faster-whisper's
+    ``get_speech_timestamps`` (hysteresis at ``threshold - 0.15``, minimum speech and silence, padding),
+    which runs the model itself; here the probabilities come from ``StreamVad``'s cache."""
+    threshold, neg = cfg.threshold, max(cfg.threshold - 0.15, 0.01)
+    min_speech = SAMPLE_RATE * cfg.min_speech_ms / 1000
+    min_silence = SAMPLE_RATE * cfg.min_silence_ms / 1000
+    pad = int(SAMPLE_RATE * cfg.pad_ms / 1000)
+    speeches: list[list[int]] = []
+    start: int | None = None
+    temp_end = 0
+    for i, p in enumerate(probs.tolist()):
+        at = offset + VAD_WINDOW * i
+        if p >= threshold:
+            temp_end = 0
+            if start is None:
+                start = at
+            continue
+        if p < neg and start is not None:
+            if not temp_end:
+                temp_end = at
+            if at - temp_end < min_silence:
+                continue
+            if temp_end - start > min_speech:
+                speeches.append([start, temp_end])
+            start, temp_end = None, 0
+    if start is not None and length - start > min_speech:
+        speeches.append([start, length])
+    for i, sp in enumerate(speeches):
+        if i == 0:
+            sp[0] = max(0, sp[0] - pad)
+        if i != len(speeches) - 1:
+            gap = speeches[i + 1][0] - sp[1]
+            if gap < 2 * pad:
+                sp[1] += gap // 2
+                speeches[i + 1][0] = max(0, speeches[i + 1][0] - gap // 2)
+            else:
+                sp[1] = min(length, sp[1] + pad)
+                speeches[i + 1][0] = max(0, speeches[i + 1][0] - pad)
+        else:
+            sp[1] = min(length, sp[1] + pad)
+    return [(max(a, 0) / SAMPLE_RATE, b / SAMPLE_RATE) for a, b in speeches if b > max(a, 0)]
+
+
+class StreamVad:
+    """Silero VAD over one stream, each sample run through the model once.
+
+    ``speech_regions`` runs Silero over the whole buffer at every pass: with a 10-20 s buffer and a pass
+    every 0.5 s that is 20-40 times the audio, 40-70 ms per pass in the stream's thread, which with 8
+    streams took a large share of a 2-core box (docs/captions.md "Workers"). Here the model runs only
+    over audio it has not seen, carrying its LSTM state and the 64-sample context across calls (a run in
+    pieces gives exactly the probabilities of one run from the stream's start), and the regions of a
+    buffer are read from the cached probabilities. They differ a little from a run that starts cold at
+    the buffer's start (Silero's state then has no history): measured on the real-speech programmes,
+    not worse (docs/captions.md).
+
+    Call it like ``speech_regions`` with the recogniser's buffer; ``where`` tells the absolute sample the
+    buffer starts at (``StreamingRecognizer.buf_start``), see ``follow``.
+    """
+
+    CONTEXT = 64  # samples of the previous window Silero v6 sees before each window
+
+    def __init__(self, cfg: VadConfig = VadConfig()) -> None:
+        self.cfg = cfg
+        self.where: Any = None             # () -> absolute sample of the buffer's first sample
+        self._origin: int | None = None    # absolute sample of window 0 of the cache
+        self._probs = np.zeros(0, dtype=np.float32)
+        self._state: tuple[np.ndarray, np.ndarray] | None = None
+        self._context = np.zeros(self.CONTEXT, dtype=np.float32)
+        self.samples_run = 0               # samples through the model (for benchmarks and tests)
+
+    def follow(self, recognizer: Any) -> StreamVad:
+        """Read the buffer's absolute start from ``recognizer.buf_start`` at each call."""
+        self.where = lambda: recognizer.buf_start
+        return self
+
+    def __call__(self, audio: np.ndarray) -> list[tuple[float, float]]:
+        if self.where is None:
+            raise RuntimeError("StreamVad needs follow(recognizer) before use")
+        return self.regions(audio, int(self.where()))
+
+    def _reset(self, origin: int) -> None:
+        self._origin, self._probs, self._state = origin, np.zeros(0, dtype=np.float32), None
+        self._context = np.zeros(self.CONTEXT, dtype=np.float32)
+
+    def regions(self, audio: np.ndarray, start: int) -> list[tuple[float, float]]:
+        """Speech in ``audio`` (which starts at absolute sample ``start``) as (start, end) buffer seconds."""
+        if len(audio) < VAD_WINDOW:
+            return []
+        end = start + len(audio)
+        if self._origin is None or start < self._origin:
+            self._reset(start)  # first call, or audio from before the cache: start afresh here
+        assert self._origin is not None
+        done = self._origin + VAD_WINDOW * len(self._probs)
+        if done < start:  # a gap the model never heard (not expected): start afresh at the buffer
+            self._reset(start)
+            done = start
+        n_new = (end - done) // VAD_WINDOW
+        if n_new > 0:
+            self._run(np.ascontiguousarray(audio[done - start: done - start + n_new * VAD_WINDOW], dtype=np.float32))
+        # forget windows wholly before the buffer (the buffer never moves back)
+        drop = (start - self._origin) // VAD_WINDOW
+        if drop > 0:
+            self._probs = self._probs[drop:]
+            self._origin += drop * VAD_WINDOW
+        first = self._origin - start  # where window 0 starts in the buffer (<= 0)
+        count = min(len(self._probs), (end - self._origin) // VAD_WINDOW)
+        return regions_from_probs(self._probs[:count], len(audio), first, self.cfg)
+
+    def _run(self, x: np.ndarray) -> None:
+        from faster_whisper.vad import get_vad_model
+
+        session = get_vad_model().session
+        windows = x.reshape(-1, VAD_WINDOW)
+        context = np.concatenate([self._context[None, :], windows[:-1, -self.CONTEXT:]], axis=0)
+        h, c = self._state or (np.zeros((1, 1, 128), dtype=np.float32), np.zeros((1, 1, 128), dtype=np.float32))
+        out, h, c = session.run(None, {"input": np.concatenate([context, windows], axis=1), "h": h, "c": c})
+        self._state = (h, c)
+        self._context = windows[-1, -self.CONTEXT:].copy()
+        self._probs = np.concatenate([self._probs, np.asarray(out, dtype=np.float32).reshape(-1)])
+        self.samples_run += len(x)
 
 
 def identify_language(model: Any, audio: np.ndarray) -> tuple[str, float, dict[str, float]]:

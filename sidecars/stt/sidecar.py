@@ -94,9 +94,11 @@ class SttSidecar(Sidecar):
                  beam_size: int = 3, style: CaptionStyle = DEFAULT_STYLE, max_open: float = 2.5,
                  stream: StreamConfig | None = None, translators: list[Translator] | None = None,
                  translate_to: tuple[str, ...] = (), batch: bool = True, max_batch: int = 8,
-                 **options: Any) -> None:
+                 vad: str = "incremental", pacing: str = "adaptive", **options: Any) -> None:
         super().__init__(**options)
         self.spec = spec
+        self.pacing = pacing            # "adaptive": see next_pass_end; "fixed": the recogniser's own steps
+        self.vad = vad                  # "incremental": Silero over new audio only (engine.StreamVad); "whole"
         self.batch = batch              # passes of this process's streams share batches (engine.PassBatcher)
         self.max_batch = max_batch
         self.language = language        # the stream's source language ("auto": identify it per stream)
@@ -278,6 +280,12 @@ class SttSidecar(Sidecar):
                        help="on: the decoder passes due across this process's streams run as one batch "
                             "(docs/captions.md); off: one pass at a time")
         g.add_argument("--max-batch", type=int, default=8, help="most passes in one batch (default 8)")
+        g.add_argument("--pacing", default="adaptive", choices=["adaptive", "fixed"],
+                       help="adaptive: each pass takes all new audio and passes space out while the model is "
+                            "behind (default); fixed: a pass per 0.5-2 s of audio (docs/captions.md)")
+        g.add_argument("--vad", default="incremental", choices=["incremental", "whole"],
+                       help="incremental: Silero VAD runs once over each new piece of audio, keeping its state "
+                            "(default); whole: again over the whole buffer at every pass (docs/captions.md)")
         g.add_argument("--max-line-chars", type=int, default=DEFAULT_STYLE.max_chars,
                        help="caption line length (default 42)")
         g.add_argument("--max-open", type=float, default=2.5,
@@ -302,7 +310,7 @@ class SttSidecar(Sidecar):
         return functools.partial(cls, spec=spec, language=args.language, translate=args.translate,
                                  beam_size=args.beam_size, style=style, max_open=args.max_open,
                                  translators=engines, translate_to=targets, batch=args.batch == "on",
-                                 max_batch=args.max_batch)
+                                 max_batch=args.max_batch, vad=args.vad, pacing=args.pacing)
 
     # ------------------------------------------------------------------ worker
 
@@ -320,7 +328,10 @@ class SttSidecar(Sidecar):
         for track, task, out_lang in tasks:
             decoder = Decoder(model, DecodeOptions(language=lang, task=task, beam_size=self.beam_size),  # type: ignore[arg-type]
                               batcher=engine.batcher(model, self.max_batch) if self.batch else None)
-            rec = StreamingRecognizer(decoder.decode, engine.speech_regions, self.stream_config, start_sample)
+            vad = engine.StreamVad() if self.vad == "incremental" else engine.speech_regions
+            rec = StreamingRecognizer(decoder.decode, vad, self.stream_config, start_sample)
+            if isinstance(vad, engine.StreamVad):
+                vad.follow(rec)
             builder = CueBuilder(self.style, track=track, language=out_lang, max_open=self.max_open)
             tracks.append(_Track(rec, builder, decoder))
         return tracks
@@ -517,13 +528,20 @@ class SttSidecar(Sidecar):
             if self._watermark is None or wm > self._watermark:
                 self._watermark = wm
 
+    def next_pass_end(self, track: _Track) -> int | None:
+        """Where the track's next pass stops, or None while it is not due (``paced_pass_end``)."""
+        if self.pacing == "fixed":
+            return track.recognizer.next_pass_end()
+        b = track.decoder.batcher if track.decoder is not None else None
+        return paced_pass_end(track.recognizer, b.pace if b is not None else 0.0)
+
     def _run(self) -> None:
         try:
             while True:
                 idle = False
                 with self._cond:
                     while True:
-                        todo = [(t, e) for t in self.tracks if (e := t.recognizer.next_pass_end()) is not None]
+                        todo = [(t, e) for t in self.tracks if (e := self.next_pass_end(t)) is not None]
                         if todo or self._stop or self._flush:
                             break
                         if self.tracks and self._settled_at != self._expected:
@@ -570,6 +588,22 @@ class SttSidecar(Sidecar):
             log.exception("stt worker failed")
             self._failure = f"stt worker failed: {type(exc).__name__}: {exc}"
             self._flushed.set()
+
+
+def paced_pass_end(rec: StreamingRecognizer, pace: float) -> int | None:
+    """The sidecar's pass scheduling (``--pacing adaptive``, the default): where a stream's next pass
+    stops, or None while it is not due.
+
+    A pass is due after ``min_step`` plus the shared scheduler's ``pace`` of new audio (engine.PassBatcher
+    raises it while passes queue for a worker), and it always takes all the audio that has arrived, up to
+    ``catch_up_step``. When the model is slow each stream's passes grow longer and fewer instead of
+    trailing the newest audio by a backlog of ``max_step`` steps (``--pacing fixed``: the recogniser's own
+    ``next_pass_end``), and they shrink back when it is not. A stream has one pass in flight at a time and
+    the scheduler takes the oldest passes first, so every stream is paced alike."""
+    new = rec.received_end - rec.pass_end
+    if new <= 0 or new < (rec.cfg.min_step + pace) * SAMPLE_RATE:
+        return None
+    return min(rec.received_end, rec.pass_end + int(max(rec.cfg.catch_up_step, rec.cfg.max_step) * SAMPLE_RATE))
 
 
 def check_language(model: Any, spec: ModelSpec, language: str, translate: bool) -> None:
