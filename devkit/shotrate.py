@@ -68,6 +68,47 @@ class SharedFeatures(ShotDetector):
         return self.cache[key]  # type: ignore[no-any-return]
 
 
+class LazyFull(SharedFeatures):
+    """The real detector fed full-rate thumbnails, rendered only where the model reads them: before each
+    question its thumbnail store holds exactly the frames a full feed would have given it for that window
+    (``FULL_PAST`` before the interval to the next analysed frame, clipped to the clip), so the decisions
+    are those of a full feed at a fraction of the rendering (``thumbs(k)`` gives full-rate frame k's)."""
+
+    def __init__(self, cache: dict[Any, Any], thumbs: Any, n: int, **kw: Any) -> None:
+        super().__init__(cache, **kw)
+        self.thumbs, self.n = thumbs, n
+
+    def _model_probability(self, t: float, final: bool) -> float:
+        i = int(round(t * FULL_FPS / STEP))
+        self._full.clear()
+        for k in range(max(0, STEP * (i - 1) - self.FULL_PAST), min(self.n - 1, STEP * (i + 1)) + 1):
+            self._full.append((k / FULL_FPS, self.thumbs(k)))
+        return super()._model_probability(t, final)
+
+
+class Rendered:
+    """A clip's full-rate thumbnails (OpenCV's and the core's), each frame rendered at most once."""
+
+    def __init__(self, clip: Any, group: Any) -> None:
+        self.clip, self.group = clip, group
+        self.thumbs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def keep(self, k: int, img: np.ndarray) -> None:
+        self.thumbs[k] = (thumbnail(img), core_thumbnail(img, self.group))
+
+    def _get(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if k not in self.thumbs:
+            for _t, img in self.clip.frames([k / FULL_FPS]):
+                self.keep(k, img)
+        return self.thumbs[k]
+
+    def cv2(self, k: int) -> np.ndarray:
+        return self._get(k)[0]
+
+    def core(self, k: int) -> np.ndarray:
+        return self._get(k)[1]
+
+
 def core_thumbnail(bgr: np.ndarray, group: Any) -> np.ndarray:
     """The ``shots`` feed's frame as the core makes it from a decoded yuv420p frame."""
     frame = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format="yuv420p")
@@ -109,21 +150,22 @@ def main(argv: list[str] | None = None) -> int:
             continue
         kind = "stress" if isinstance(c, cutcorpus.StressClip) else "footage"
         n = int(np.floor(c.duration * FULL_FPS + 1e-9))
-        full: list[np.ndarray] = []
         cache: dict[Any, Any] = {}
         group = group_for(SHOT_FEED.wants, footage.WIDTH, footage.HEIGHT)
+        rendered = Rendered(c, group)
+        cv2_thumb, core_thumb = rendered.cv2, rendered.core
         dets: dict[str, ShotDetector] = {"hand-made": SharedFeatures(cache), "5fps": SharedFeatures(cache, model=model),
-                                         "full-cv2": SharedFeatures(cache, model=model)}
+                                         "full-cv2": LazyFull(cache, cv2_thumb, n, model=model)}
         for (a, thr), name in zip(GRID, grid, strict=True):
-            dets[name] = SharedFeatures(cache, model=model, ask_from=a, full_rate_threshold=thr)
+            dets[name] = LazyFull(cache, core_thumb, n, model=model, ask_from=a, full_rate_threshold=thr)
         found: dict[str, list[float]] = {m: [] for m in methods}
-        for k, (t, img) in enumerate(c.frames([i / FULL_FPS for i in range(n)])):
-            thumb = thumbnail(img)
-            full.append(thumb)
-            dets["full-cv2"].thumbnail(t, thumb)
-            core = core_thumbnail(img, group)
-            for name in grid:
-                dets[name].thumbnail(t, core)
+        # the virtual-camera clips render any frame on its own: only the analysed ones up front (the rest
+        # when a question needs them); the short natural clips decode their sources in order: all up front
+        every = args.alone or kind == "footage"
+        times = [k / FULL_FPS for k in range(0, n, 1 if every else STEP)]
+        for t, img in c.frames(times):
+            k = int(round(t * FULL_FPS))
+            rendered.keep(k, img)
             if k % STEP == 0:
                 cache.clear()
                 small = cv2.resize(img, (480, 270), interpolation=cv2.INTER_AREA)
@@ -134,8 +176,10 @@ def main(argv: list[str] | None = None) -> int:
             for src, count in det.asked.items():
                 asked[m][src] += count
         if args.alone:
+            full = [cv2_thumb(k) for k in range(n)]
             for thr in (0.5, 0.7):
                 found[f"alone>={thr}"] = alone(model, full, thr)
+        print(f"  ({c.name}: {len(rendered.thumbs)} of {n} full-rate frames rendered)", file=sys.stderr, flush=True)
         row = f"{c.name:17s} {c.split:9s} {c.duration:6.0f}s"
         for m in methods:
             hit, false = footage.match_cuts(c.cuts, found[m], 0.2)
