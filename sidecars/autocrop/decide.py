@@ -523,9 +523,9 @@ class ShotDetector:
         full = self._full_rate_window(t, final)
         self.last_full_rate = full is not None
         if full is not None:
-            window, start, n = full
+            thumbs, start, n = full
             self.asked["full-rate"] += 1
-            return float(self.model.probabilities(window)[start:start + n].max())
+            return float(self.model.probabilities(thumbs)[start:start + n].max())
         self.asked["5fps"] += 1
         frames = list(self._thumbs)
         i = len(frames) - (1 if final else 2)  # the frame being decided

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from sidecast.contract import params as P
@@ -21,7 +22,7 @@ from sidecast.sidecars.runtime.sdk import Handled, Sidecar
 
 from .analyzer import Analyzer, load_shot_model
 from .detect import FaceDetector, ObjectDetector
-from .shotmodel import THUMB_H, THUMB_W, ShotModel, ShotModelError
+from .shotmodel import THUMB_H, THUMB_W, ShotModel, ShotModelError, default_model_path
 from .smooth import PathOptions
 
 log = logging.getLogger("sidecast.autocrop")
@@ -65,7 +66,8 @@ class AutocropSidecar(Sidecar):
         super().__init__(fps=fps, width=width, model=model, threads=threads, **extra)
         self.shot_model = shot_model
         self.shot_cuts_model = shot_cuts_model
-        self.full_rate_shots = full_rate_shots and shot_cuts_model
+        # the thumbnail feed only when the model can read it (a missing model file: no feed to pay for)
+        self.full_rate_shots = full_rate_shots and shot_cuts_model and Path(shot_model or default_model_path()).is_file()
         self._shots: ShotModel | None = None
         self._shots_tried = False
         self.fps = fps
