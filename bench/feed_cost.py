@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -52,19 +53,19 @@ def one_run(src: Path, work: Path, full_rate: bool, seconds: float) -> dict[str,
     assert "listening" in line, line
     out = work / f"out-{int(full_rate)}"
     t0 = time.monotonic()
+    logf = open(work / f"core-{int(full_rate)}.log", "wb")  # noqa: SIM115 (closed below)
     core = subprocess.Popen([*sidecast_cmd(), "run", str(src), "-o", str(out), "--realtime", "--ladder", "360p:800k",
                              "--sidecar-addr", f"autocrop=unix://{sock}", "--no-progress", "--snapshots-fps", "0", "--vertical", "off"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=logf, stderr=subprocess.STDOUT)
     core_cpu = wait_cpu(core, seconds * 4 + 120)
     wall = time.monotonic() - t0
     side.terminate()
     side_cpu = wait_cpu(side, 30)
-    err = core.stderr.read().decode() if core.stderr else ""
-    assert core.returncode == 0, err
-    results = out / "results.jsonl"
-    crops = sum(1 for ln in results.read_text().splitlines() if '"crop"' in ln) if results.exists() else 0
-    if os.environ.get("FEED_COST_DEBUG"):
-        print(err[-3000:])
+    logf.close()
+    log = (work / f"core-{int(full_rate)}.log").read_text(errors="replace")
+    assert core.returncode == 0, log[-3000:]
+    found = re.search(r"autocrop: (\d+) results", log)  # the run's summary line: crops received by the core
+    crops = int(found.group(1)) if found else 0
     return {"core": core_cpu, "sidecar": side_cpu, "wall": wall, "crops": crops}
 
 
