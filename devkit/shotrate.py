@@ -14,8 +14,9 @@ the same analysed frames):
                   the simulation ``FullRateShots`` measured before the feed existed (it must reproduce it);
 - ``core A/T``    full-rate thumbnails made exactly as the core's fan-out makes the ``shots`` feed (the frame
                   as yuv420p, one swscale area reformat to 48x27 rgb24: ``core.fanout.convert_frame``), asked
-                  when the score is in [A, 1.6), a cut at probability T (``core 1.4/0.3`` is the shipped
-                  setting); the grid is there to choose A and T on the tune split only;
+                  when the score is in [A, 1.6), a cut at probability T; the grid is there to choose A and T
+                  on the tune split only (1.2/0.3 was, on 2026-11-30: docs/autocrop.md);
+- ``shipped``     the same thumbnails with the detector's defaults (= ``core 1.2/0.3``): the live sidecar;
 - ``--alone``     also the model alone over every full-rate frame with full context (TransNetV2's own
                   100-frame windows, a cut where the probability peaks over 0.5 / 0.7): costly (~9 ms of CPU
                   per frame).
@@ -78,12 +79,12 @@ class LazyFull(SharedFeatures):
         super().__init__(cache, **kw)
         self.thumbs, self.n = thumbs, n
 
-    def _model_probability(self, t: float, final: bool) -> float:
+    def _full_rate_window(self, t: float, final: bool) -> tuple[np.ndarray, int, int] | None:
         i = int(round(t * FULL_FPS / STEP))
         self._full.clear()
         for k in range(max(0, STEP * (i - 1) - self.FULL_PAST), min(self.n - 1, STEP * (i + 1)) + 1):
             self._full.append((k / FULL_FPS, self.thumbs(k)))
-        return super()._model_probability(t, final)
+        return super()._full_rate_window(t, final)
 
 
 class Rendered:
@@ -140,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     model = ShotModel()
     clips: list[Any] = [*cutcorpus.stress(), *footage.corpus()]
     grid = [f"core {a:.1f}/{thr:.1f}" for a, thr in GRID]
-    methods = ["hand-made", "5fps", "full-cv2", *grid] + (["alone>=0.5", "alone>=0.7"] if args.alone else [])
-    shown = ["hand-made", "5fps", "full-cv2", "core 1.4/0.3"]
+    methods = ["hand-made", "5fps", "full-cv2", "shipped", *grid] + (["alone>=0.5", "alone>=0.7"] if args.alone else [])
+    shown = ["hand-made", "5fps", "full-cv2", "core 1.4/0.3", "shipped"]
     print(f"{'clip':17s} {'split':9s} {'length':>7s}" + "".join(f"{m:>16s}" for m in shown))
     totals: dict[tuple[str, str, str], list[float]] = {}
     asked: dict[str, dict[str, int]] = {m: {"5fps": 0, "full-rate": 0} for m in methods}
@@ -155,9 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         rendered = Rendered(c, group)
         cv2_thumb, core_thumb = rendered.cv2, rendered.core
         dets: dict[str, ShotDetector] = {"hand-made": SharedFeatures(cache), "5fps": SharedFeatures(cache, model=model),
-                                         "full-cv2": LazyFull(cache, cv2_thumb, n, model=model)}
+                                         "full-cv2": LazyFull(cache, cv2_thumb, n, model=model, full_rate_ask_from=1.4),
+                                         "shipped": LazyFull(cache, core_thumb, n, model=model)}
         for (a, thr), name in zip(GRID, grid, strict=True):
-            dets[name] = LazyFull(cache, core_thumb, n, model=model, ask_from=a, full_rate_threshold=thr)
+            dets[name] = LazyFull(cache, core_thumb, n, model=model, full_rate_ask_from=a, full_rate_threshold=thr)
         found: dict[str, list[float]] = {m: [] for m in methods}
         # the virtual-camera clips render any frame on its own: only the analysed ones up front (the rest
         # when a question needs them); the short natural clips decode their sources in order: all up front

@@ -403,8 +403,10 @@ class ShotDetector:
     at ``t1``) its window is the ``FULL_PAST`` thumbnails before ``t0``, the thumbnails of [t0, t) (the
     interval whose cut is being judged) and those of [t, t1] (all received before the frame at ``t1``, which
     every decision waits for anyway: no added delay); the probability is the largest over the interval, and
-    the frame is a cut at ``full_rate_threshold`` (0.3, chosen on the tune split). Without thumbnails for
-    the interval (a core older than extra feeds, dropped frames) it falls back to the analysed frames.
+    the model is asked from a hand-made score of ``full_rate_ask_from`` (1.2) and the frame is a cut at
+    ``full_rate_threshold`` (0.3): both chosen on the tune split (devkit/shotrate.py). Without thumbnails for
+    the interval (a core older than extra feeds, dropped frames) it falls back to the analysed frames, with
+    the 5 fps gate and threshold.
     """
 
     FLOORS = np.array([0.03, 0.03, 2.0])
@@ -414,7 +416,7 @@ class ShotDetector:
 
     def __init__(self, threshold: float = 1.6, min_shot: float = 0.4, memory: int = 10,
                  model: ShotModel | None = None, ask_from: float = 1.4, model_threshold: float = 0.05,
-                 full_rate_threshold: float = 0.3) -> None:
+                 full_rate_ask_from: float = 1.2, full_rate_threshold: float = 0.3) -> None:
         self.threshold = threshold
         self.min_shot = min_shot
         self.memory = memory
@@ -423,6 +425,7 @@ class ShotDetector:
         self.model = model
         self.ask_from = ask_from
         self.model_threshold = model_threshold
+        self.full_rate_ask_from = full_rate_ask_from
         self.full_rate_threshold = full_rate_threshold
         self._thumbs: deque[np.ndarray] = deque(maxlen=self.MODEL_PAST + 3)
         self._times: deque[float] = deque(maxlen=self.MODEL_PAST + 3)  # media time of each of _thumbs
@@ -512,7 +515,8 @@ class ShotDetector:
         ratios = np.maximum(d / (ref + self.FLOORS), 0.5)
         return float(np.exp(np.mean(np.log(ratios))))
 
-    def _model_probability(self, t: float, final: bool) -> float:
+    def _model_probability(self, t: float, final: bool,
+                           full_window: tuple[np.ndarray, int, int] | None = None) -> float:
         """The learned model's probability that the shot ends on the frame before the one (at ``t``) being
         decided.
 
@@ -520,7 +524,7 @@ class ShotDetector:
         the stream is younger) and the two after it: the frame being decided and, unless ``final`` (end of
         stream), the newest one, which every decision waits for anyway, so the model adds no delay."""
         assert self.model is not None
-        full = self._full_rate_window(t, final)
+        full = self._full_rate_window(t, final) if full_window is None else full_window
         self.last_full_rate = full is not None
         if full is not None:
             thumbs, start, n = full
@@ -539,9 +543,14 @@ class ShotDetector:
         self.last_score = self.score(d, neighbours)
         self.last_probability = None
         cut = self.last_score >= self.threshold
-        if not cut and self.model is not None and self.last_score >= self.ask_from and len(self._thumbs) >= 2:
-            self.last_probability = self._model_probability(t, final=after is None)
-            cut = self.last_probability >= (self.full_rate_threshold if self.last_full_rate else self.model_threshold)
+        gate = min(self.ask_from, self.full_rate_ask_from)
+        if not cut and self.model is not None and self.last_score >= gate and len(self._thumbs) >= 2:
+            final = after is None
+            window = self._full_rate_window(t, final)
+            if self.last_score >= (self.ask_from if window is None else self.full_rate_ask_from):
+                self.last_probability = self._model_probability(t, final, window)
+                cut = self.last_probability >= (self.full_rate_threshold if self.last_full_rate
+                                                else self.model_threshold)
         cut = cut and t - self._last_cut >= self.min_shot
         if cut:
             self._last_cut = t
