@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                 found[f"alone>={thr}"] = alone(model, full, thr)
         print(f"  ({c.name}: {len(rendered.thumbs)} of {n} full-rate frames rendered)", file=sys.stderr, flush=True)
         row = f"{c.name:17s} {c.split:9s} {c.duration:6.0f}s"
+        cells: dict[str, str] = {}
         for m in methods:
             hit, false = footage.match_cuts(c.cuts, found[m], 0.2)
             tot = totals.setdefault((c.split, kind, m), [0, 0, 0, 0.0])
@@ -190,9 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             tot[1] += len(c.cuts)
             tot[2] += false
             tot[3] += c.duration
-            if m in shown:
-                row += f"{f'{hit}/{len(c.cuts)} f{false}':>16s}"
-        print(row, flush=True)
+            cells[m] = f"{hit}/{len(c.cuts)} f{false}"
+        print(row + "".join(f"{cells[m]:>16s}" for m in shown), flush=True)  # in the header's order
     print()
     for (split, kind, m), (hit, total, false, dur) in sorted(totals.items()):
         print(f"{split:9s} {kind:8s} {m:13s} cut recall {hit:.0f}/{total:.0f} = {100 * hit / max(total, 1):.0f}%, "
