@@ -147,7 +147,8 @@ class Ticker(Sidecar):
         return [Generic(start=frame.pts, end=frame.pts, kind="tick",
                         data={"seq": frame.seq, "mean": round(mean, 2), "w": frame.width, "h": frame.height,
                               "pid": os.getpid(), "feed": frame.feed,
-                              "last_extra": getattr(self, "_last_extra", None)})]
+                              "last_extra": getattr(self, "_last_extra", None),
+                              "feeds": list(self.info.video_feeds) if self.info else None})]
 
 
 def main() -> None:
