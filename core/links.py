@@ -4,7 +4,9 @@ Each ``SidecarLink`` owns a thread and a bounded outbound queue. Drop policy (do
 docs/sidecars.md):
 - live sources: ``offer()`` never blocks; when the queue is full the oldest queued *video* frame is dropped
   (a slow sidecar skips frames), then the oldest audio chunk; dropped shared-memory frames release their
-  slot at once;
+  slot at once. Each extra video feed (``Description.extra_video``) has its own bound (``feed_limits``, sized
+  by the fan-out to hold as much media time as the main feed's ``max_video``), so a full-rate thumbnail feed
+  drops its own oldest frames and never pushes out main frames, nor the other way round;
 - file sources processed faster than real time (``lossless``): ``offer()`` waits for room, so the
   sidecar paces decoding and sees every frame — for at most ``stall_timeout`` seconds, after which the
   link is marked stalled and falls back to the live policy until it catches up.
@@ -54,7 +56,7 @@ _STOP = object()
 @dataclass
 class Outgoing:
     msg: pb2.CoreMessage           # built by the codec
-    kind: str                      # "video", "audio", "control"
+    kind: str                      # "video", "audio", "control", "feed:NAME" (an extra video feed)
     release: Callable[[], None] | None = None
     slot: int | None = None        # the shm slot a frame holds until the sidecar releases it
 
@@ -89,6 +91,7 @@ class SidecarLink:
         self.described = threading.Event()
         self._q: collections.deque[Outgoing] = collections.deque()
         self._counts: dict[str, int] = {"video": 0, "audio": 0, "control": 0}
+        self.feed_limits: dict[str, int] = {}  # "feed:NAME" -> most frames of that extra feed queued
         self._cond = threading.Condition()
         self._closing = False
         self._stalled = False
@@ -161,6 +164,8 @@ class SidecarLink:
             return self._counts["video"] >= self.max_video
         if kind == "audio":
             return self._counts["audio"] >= self.max_audio
+        if kind in self.feed_limits:
+            return self._counts.get(kind, 0) >= self.feed_limits[kind]
         return False
 
     def _drop_oldest(self, kind: str) -> bool:

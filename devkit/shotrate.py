@@ -1,21 +1,29 @@
-"""What the learned shot model would gain from full-rate frames: a measurement for a contract change.
+"""What the learned shot model gains from full-rate frames, measured with the shipped detector.
 
-The sidecar sees 5 frames a second; TransNetV2 was trained on full-rate video. This renders every clip of
-``devkit/cutcorpus.py`` and ``devkit/footage.py`` at its full 25 fps once, and runs, on the same frames:
+The sidecar analyses 5 frames a second; TransNetV2 was trained on full-rate video. Since the contract's
+extra video feeds, the autocrop sidecar also gets every source frame as a 48x27 RGB thumbnail (its ``shots``
+feed), and ``decide.ShotDetector.thumbnail`` hands them to the model's second opinion. This renders every
+clip of ``devkit/cutcorpus.py`` and ``devkit/footage.py`` at its full 25 fps once and runs, on the same
+frames, the real ``ShotDetector`` (only its feature computation is shared between the variants, which see
+the same analysed frames):
 
-- ``hand-made``  ``ShotDetector`` alone on the 5 fps, 480 px analysed frames;
-- ``5fps``       the sidecar as shipped: the same, asking the model (on the 5 fps frames) when unsure;
-- ``full-rate``  the same decision rule, but the model sees the *full-rate* 48x27 frames: for the analysed
-                 frame at t = i/5 (decided, as always, when frame i+1 arrives) its window is the 20 full-rate
-                 frames before the interval ((i-1)/5, i/5], the 5 frames of that interval and the 5 after it
-                 (31 frames, all received by then); the probability is the largest over the interval; a
-                 frame scoring in [1.4, 1.6) is a cut when it reaches 0.3 (chosen on the tune split);
-- ``--alone``    also the model alone over every full-rate frame with full context (TransNetV2's own 100-frame
-                 windows, a cut where the probability peaks over 0.5 / 0.7): costly (~9 ms of CPU per frame).
+- ``hand-made``   alone on the 5 fps, 480 px analysed frames;
+- ``5fps``        the sidecar before the extra feed: the same, asking the model (on the 5 fps frames) when
+                  the hand-made score is in [1.4, 1.6), a cut at probability 0.05;
+- ``full-cv2``    full-rate thumbnails made here with OpenCV (area resize of the rendered BGR frame): what
+                  the simulation ``FullRateShots`` measured before the feed existed (it must reproduce it);
+- ``core A/T``    full-rate thumbnails made exactly as the core's fan-out makes the ``shots`` feed (the frame
+                  as yuv420p, one swscale area reformat to 48x27 rgb24: ``core.fanout.convert_frame``), asked
+                  when the score is in [A, 1.6), a cut at probability T; the grid is there to choose A and T
+                  on the tune split only (1.2/0.3 was, on 2026-11-30: docs/autocrop.md);
+- ``shipped``     the same thumbnails with the detector's defaults (= ``core 1.2/0.3``): the live sidecar;
+- ``--alone``     also the model alone over every full-rate frame with full context (TransNetV2's own
+                  100-frame windows, a cut where the probability peaks over 0.5 / 0.7): costly (~9 ms of CPU
+                  per frame).
 
-Run (long: ~25k frames rendered; under ``nice``, it is not a timing)::
+Run (long: ~25k frames rendered; a quality measurement, not a timing, so niced in its own autogroup)::
 
-    .venv/bin/python -m devkit.shotrate [--alone] [--clips NAME ...]
+    setsid sh -c 'echo 19 > /proc/self/autogroup; exec nice -n 19 .venv/bin/python -m devkit.shotrate [--alone] [--clips NAME ...]'
 """
 
 from __future__ import annotations
@@ -25,32 +33,87 @@ import sys
 import time
 from typing import Any
 
+import av
 import cv2
 import numpy as np
 
 from devkit import cutcorpus, footage
+from sidecast.core.fanout import convert_frame, group_for
 from sidecast.sidecars.autocrop.decide import ShotDetector
-from sidecast.sidecars.autocrop.shotmodel import ShotModel, thumbnail
+from sidecast.sidecars.autocrop.shotmodel import THUMB_H, THUMB_W, ShotModel, thumbnail
+from sidecast.sidecars.autocrop.sidecar import SHOT_FEED
 
 FULL_FPS = 25.0
 STEP = 5  # full-rate frames per analysed frame (25 / 5)
-PAST = 20
+GRID = [(a, thr) for a in (1.0, 1.2, 1.4) for thr in (0.2, 0.3, 0.5)]
 
 
-class FullRateShots(ShotDetector):
-    """``ShotDetector`` whose learned second opinion reads full-rate thumbnails (``full``, by frame index)."""
+class SharedFeatures(ShotDetector):
+    """The real detector; its per-frame features and distances are computed once for all the variants
+    (``cache`` is shared and cleared by the caller at every analysed frame)."""
 
-    def __init__(self, model: ShotModel, full: list[np.ndarray], **kw: Any) -> None:
-        super().__init__(model=model, model_threshold=0.3, **kw)
-        self.full = full
+    def __init__(self, cache: dict[Any, Any], **kw: Any) -> None:
+        super().__init__(**kw)
+        self.cache = cache
 
-    def _model_probability(self, t: float, final: bool) -> float:
-        assert self.model is not None
+    def features(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        key = ("f", id(bgr))
+        if key not in self.cache:
+            self.cache[key] = (bgr, super().features(bgr))  # keep bgr alive: its id stays unique
+        return self.cache[key][1]  # type: ignore[no-any-return]
+
+    def distance(self, a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> np.ndarray:
+        key = ("d", id(a), id(b))
+        if key not in self.cache:
+            self.cache[key] = super().distance(a, b)
+        return self.cache[key]  # type: ignore[no-any-return]
+
+
+class LazyFull(SharedFeatures):
+    """The real detector fed full-rate thumbnails, rendered only where the model reads them: before each
+    question its thumbnail store holds exactly the frames a full feed would have given it for that window
+    (``FULL_PAST`` before the interval to the next analysed frame, clipped to the clip), so the decisions
+    are those of a full feed at a fraction of the rendering (``thumbs(k)`` gives full-rate frame k's)."""
+
+    def __init__(self, cache: dict[Any, Any], thumbs: Any, n: int, **kw: Any) -> None:
+        super().__init__(cache, **kw)
+        self.thumbs, self.n = thumbs, n
+
+    def _full_rate_window(self, t: float, final: bool) -> tuple[np.ndarray, int, int] | None:
         i = int(round(t * FULL_FPS / STEP))
-        n = len(self.full)
-        idx = np.clip(np.arange(STEP * (i - 1) - PAST, STEP * (i + 1) + 1), 0, n - 1)
-        p = self.model.probabilities(np.stack([self.full[k] for k in idx]))
-        return float(p[PAST:PAST + STEP].max())
+        self._full.clear()
+        for k in range(max(0, STEP * (i - 1) - self.FULL_PAST), min(self.n - 1, STEP * (i + 1)) + 1):
+            self._full.append((k / FULL_FPS, self.thumbs(k)))
+        return super()._full_rate_window(t, final)
+
+
+class Rendered:
+    """A clip's full-rate thumbnails (OpenCV's and the core's), each frame rendered at most once."""
+
+    def __init__(self, clip: Any, group: Any) -> None:
+        self.clip, self.group = clip, group
+        self.thumbs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def keep(self, k: int, img: np.ndarray) -> None:
+        self.thumbs[k] = (thumbnail(img), core_thumbnail(img, self.group))
+
+    def _get(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if k not in self.thumbs:
+            for _t, img in self.clip.frames([k / FULL_FPS]):
+                self.keep(k, img)
+        return self.thumbs[k]
+
+    def cv2(self, k: int) -> np.ndarray:
+        return self._get(k)[0]
+
+    def core(self, k: int) -> np.ndarray:
+        return self._get(k)[1]
+
+
+def core_thumbnail(bgr: np.ndarray, group: Any) -> np.ndarray:
+    """The ``shots`` feed's frame as the core makes it from a decoded yuv420p frame."""
+    frame = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format="yuv420p")
+    return np.frombuffer(b"".join(convert_frame(frame, group)), np.uint8).reshape(THUMB_H, THUMB_W, 3)
 
 
 def alone(model: ShotModel, full: list[np.ndarray], threshold: float) -> list[float]:
@@ -77,33 +140,50 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     model = ShotModel()
     clips: list[Any] = [*cutcorpus.stress(), *footage.corpus()]
-    methods = ["hand-made", "5fps", "full-rate"] + (["alone>=0.5", "alone>=0.7"] if args.alone else [])
-    print(f"{'clip':17s} {'split':9s} {'length':>7s}" + "".join(f"{m:>16s}" for m in methods))
+    grid = [f"core {a:.1f}/{thr:.1f}" for a, thr in GRID]
+    methods = ["hand-made", "5fps", "full-cv2", "shipped", *grid] + (["alone>=0.5", "alone>=0.7"] if args.alone else [])
+    shown = ["hand-made", "5fps", "full-cv2", "core 1.4/0.3", "shipped"]
+    print(f"{'clip':17s} {'split':9s} {'length':>7s}" + "".join(f"{m:>16s}" for m in shown))
     totals: dict[tuple[str, str, str], list[float]] = {}
-    runs: dict[str, int] = {m: 0 for m in methods}
+    asked: dict[str, dict[str, int]] = {m: {"5fps": 0, "full-rate": 0} for m in methods}
     for c in clips:
         if args.clips and c.name not in args.clips:
             continue
         kind = "stress" if isinstance(c, cutcorpus.StressClip) else "footage"
         n = int(np.floor(c.duration * FULL_FPS + 1e-9))
-        full: list[np.ndarray] = []
-        dets = {"hand-made": ShotDetector(), "5fps": ShotDetector(model=model),
-                "full-rate": FullRateShots(model, full)}
+        cache: dict[Any, Any] = {}
+        group = group_for(SHOT_FEED.wants, footage.WIDTH, footage.HEIGHT)
+        rendered = Rendered(c, group)
+        cv2_thumb, core_thumb = rendered.cv2, rendered.core
+        dets: dict[str, ShotDetector] = {"hand-made": SharedFeatures(cache), "5fps": SharedFeatures(cache, model=model),
+                                         "full-cv2": LazyFull(cache, cv2_thumb, n, model=model, full_rate_ask_from=1.4),
+                                         "shipped": LazyFull(cache, core_thumb, n, model=model)}
+        for (a, thr), name in zip(GRID, grid, strict=True):
+            dets[name] = LazyFull(cache, core_thumb, n, model=model, full_rate_ask_from=a, full_rate_threshold=thr)
         found: dict[str, list[float]] = {m: [] for m in methods}
-        for k, (t, img) in enumerate(c.frames([i / FULL_FPS for i in range(n)])):
-            full.append(thumbnail(img))
+        # the virtual-camera clips render any frame on its own: only the analysed ones up front (the rest
+        # when a question needs them); the short natural clips decode their sources in order: all up front
+        every = args.alone or kind == "footage"
+        times = [k / FULL_FPS for k in range(0, n, 1 if every else STEP)]
+        for t, img in c.frames(times):
+            k = int(round(t * FULL_FPS))
+            rendered.keep(k, img)
             if k % STEP == 0:
+                cache.clear()
                 small = cv2.resize(img, (480, 270), interpolation=cv2.INTER_AREA)
                 for m, det in dets.items():
-                    r0 = model.runs
                     found[m] += [ft for ft, cut in det.push(t, small) if cut]
-                    runs[m] += model.runs - r0
         for m, det in dets.items():
             found[m] += [ft for ft, cut in det.flush() if cut]
+            for src, count in det.asked.items():
+                asked[m][src] += count
         if args.alone:
+            full = [cv2_thumb(k) for k in range(n)]
             for thr in (0.5, 0.7):
                 found[f"alone>={thr}"] = alone(model, full, thr)
+        print(f"  ({c.name}: {len(rendered.thumbs)} of {n} full-rate frames rendered)", file=sys.stderr, flush=True)
         row = f"{c.name:17s} {c.split:9s} {c.duration:6.0f}s"
+        cells: dict[str, str] = {}
         for m in methods:
             hit, false = footage.match_cuts(c.cuts, found[m], 0.2)
             tot = totals.setdefault((c.split, kind, m), [0, 0, 0, 0.0])
@@ -111,13 +191,14 @@ def main(argv: list[str] | None = None) -> int:
             tot[1] += len(c.cuts)
             tot[2] += false
             tot[3] += c.duration
-            row += f"{f'{hit}/{len(c.cuts)} f{false}':>16s}"
-        print(row, flush=True)
+            cells[m] = f"{hit}/{len(c.cuts)} f{false}"
+        print(row + "".join(f"{cells[m]:>16s}" for m in shown), flush=True)  # in the header's order
     print()
     for (split, kind, m), (hit, total, false, dur) in sorted(totals.items()):
-        print(f"{split:9s} {kind:8s} {m:11s} cut recall {hit:.0f}/{total:.0f} = {100 * hit / max(total, 1):.0f}%, "
+        print(f"{split:9s} {kind:8s} {m:13s} cut recall {hit:.0f}/{total:.0f} = {100 * hit / max(total, 1):.0f}%, "
               f"false cuts {false:.0f} = {false / dur * 600:.1f} per 10 min ({dur / 60:.1f} min)")
-    print("model windows run: " + ", ".join(f"{m} {r}" for m, r in runs.items() if m in ("5fps", "full-rate")))
+    print("model questions (read 5 fps frames / full-rate thumbnails): "
+          + ", ".join(f"{m} {a['5fps']}/{a['full-rate']}" for m, a in asked.items() if sum(a.values())))
     return 0
 
 

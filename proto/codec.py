@@ -14,6 +14,7 @@ Directions:
 from __future__ import annotations
 
 import json
+import re
 from typing import Literal
 
 import numpy as np
@@ -49,6 +50,7 @@ from .records import (
     StreamStarted,
     TransportName,
     Unknown,
+    VideoFeed,
     VideoWants,
     Watermark,
     Word,
@@ -82,6 +84,11 @@ MAX_FPS = 240.0
 MAX_SIDE = 8192
 MAX_SAMPLE_RATE = 192_000
 MAX_CHANNELS = 16
+# Extra video feeds (``Description.extra_video``): how many, how they are named, and the largest exact
+# size one may ask for (an exact size may be larger than the source: 4K at most, 25 MB a frame in rgb24).
+MAX_VIDEO_FEEDS = 4
+FEED_NAME = re.compile(r"[a-z0-9_.-]{1,32}")
+MAX_EXACT_PIXELS = 3840 * 2160
 
 
 def frame_nbytes(width: int, height: int, pixel_format: PixelFormat) -> int:
@@ -97,9 +104,12 @@ def frame_nbytes(width: int, height: int, pixel_format: PixelFormat) -> int:
 def scaled_size(src_w: int, src_h: int, wants: VideoWants) -> tuple[int, int]:
     """The frame size a sidecar gets for ``wants`` from a ``src_w`` x ``src_h`` source: the aspect ratio
     kept, never upscaled, even dimensions when scaled (a sidecar asking for the source size gets it as it
-    is, odd sizes included). Part of the contract: core and plugin test kits compute it the same way."""
+    is, odd sizes included); with both ``width`` and ``height``, exactly that size (stretched to fit).
+    Part of the contract: core and plugin test kits compute it the same way."""
     w: float
     h: float
+    if wants.width and wants.height:
+        return wants.width, wants.height
     if wants.width:
         w = min(wants.width, src_w)
         h = src_h * w / src_w
@@ -137,6 +147,54 @@ def requested_contract(request: pb2.DescribeRequest) -> int:
     return int(request.contract_version) or 1
 
 
+def video_request_to_pb(w: VideoWants, feed: str = "") -> pb2.VideoRequest:
+    return pb2.VideoRequest(fps=w.fps, width=w.width, max_side=w.max_side, pixel_format=PIXEL_TO_PB[w.pixel_format],
+                            height=w.height, feed=feed)
+
+
+def _video_wants_from_pb(name: str, v: pb2.VideoRequest, what: str) -> VideoWants:
+    """Validate one video request (``what`` names it in errors: "video", "extra feed 'shots'")."""
+    if v.pixel_format not in PIXEL_FROM_PB:
+        raise ContractError(f"sidecar {name!r} asks for an unknown pixel format ({v.pixel_format}) in its {what}")
+    if not (0 <= v.fps <= MAX_FPS):
+        raise ContractError(f"sidecar {name!r} asks for {v.fps:g} fps in its {what}; allowed 0..{MAX_FPS:g}")
+    if v.width > MAX_SIDE or v.max_side > MAX_SIDE or v.height > MAX_SIDE:
+        raise ContractError(f"sidecar {name!r} asks for frames wider than {MAX_SIDE} px in its {what}")
+    fmt = PIXEL_FROM_PB[v.pixel_format]
+    if v.height:
+        if not v.width:
+            raise ContractError(f"sidecar {name!r} gives a height without a width in its {what}")
+        if v.width * v.height > MAX_EXACT_PIXELS:
+            raise ContractError(f"sidecar {name!r} asks for {v.width}x{v.height} frames in its {what}; "
+                                f"at most {MAX_EXACT_PIXELS} pixels")
+        if fmt == "yuv420p" and (v.width % 2 or v.height % 2):
+            raise ContractError(f"sidecar {name!r} asks for {v.width}x{v.height} yuv420p frames in its {what}; "
+                                "yuv420p needs even sizes")
+    return VideoWants(fps=v.fps, width=v.width, max_side=v.max_side, pixel_format=fmt, height=v.height)
+
+
+def _extra_feeds_from_pb(name: str, main: VideoWants | None, requests: list[pb2.VideoRequest]) -> tuple[VideoFeed, ...]:
+    if not requests:
+        return ()
+    if main is None:
+        raise ContractError(f"sidecar {name!r} declares extra video feeds but no main video request")
+    if len(requests) > MAX_VIDEO_FEEDS:
+        raise ContractError(f"sidecar {name!r} declares {len(requests)} extra video feeds; at most {MAX_VIDEO_FEEDS}")
+    feeds: list[VideoFeed] = []
+    for v in requests:
+        if not FEED_NAME.fullmatch(v.feed):
+            raise ContractError(f"sidecar {name!r} names an extra video feed {v.feed[:40]!r}; a feed name is 1-32 "
+                                "characters of a-z, 0-9, '_', '-', '.'")
+        if any(f.name == v.feed for f in feeds):
+            raise ContractError(f"sidecar {name!r} declares the extra video feed {v.feed!r} twice")
+        wants = _video_wants_from_pb(name, v, f"extra feed {v.feed!r}")
+        if wants == main or any(f.wants == wants for f in feeds):
+            raise ContractError(f"sidecar {name!r} asks for the same video twice (extra feed {v.feed!r}): one "
+                                "request per distinct rate, size and pixel format")
+        feeds.append(VideoFeed(v.feed, wants))
+    return tuple(feeds)
+
+
 def description_to_pb(d: Description) -> pb2.Description:
     msg = pb2.Description(
         name=d.name,
@@ -150,14 +208,9 @@ def description_to_pb(d: Description) -> pb2.Description:
         translations=list(d.translations),
     )
     if d.video is not None:
-        msg.video.CopyFrom(
-            pb2.VideoRequest(
-                fps=d.video.fps,
-                width=d.video.width,
-                max_side=d.video.max_side,
-                pixel_format=PIXEL_TO_PB[d.video.pixel_format],
-            )
-        )
+        msg.video.CopyFrom(video_request_to_pb(d.video))
+    for feed in d.extra_video:
+        msg.extra_video.append(video_request_to_pb(feed.wants, feed.name))
     if d.audio is not None:
         msg.audio.CopyFrom(
             pb2.AudioRequest(
@@ -180,14 +233,11 @@ def description_from_pb(msg: pb2.Description) -> Description:
         raise ContractError("sidecar description has no name")
     video = audio = None
     if msg.HasField("video"):
-        v = msg.video
-        if v.pixel_format not in PIXEL_FROM_PB:
-            raise ContractError(f"sidecar {msg.name!r} asks for an unknown pixel format ({v.pixel_format})")
-        if not (0 <= v.fps <= MAX_FPS):
-            raise ContractError(f"sidecar {msg.name!r} asks for {v.fps:g} fps; allowed 0..{MAX_FPS:g}")
-        if v.width > MAX_SIDE or v.max_side > MAX_SIDE:
-            raise ContractError(f"sidecar {msg.name!r} asks for frames wider than {MAX_SIDE} px")
-        video = VideoWants(fps=v.fps, width=v.width, max_side=v.max_side, pixel_format=PIXEL_FROM_PB[v.pixel_format])
+        if msg.video.feed:
+            raise ContractError(f"sidecar {msg.name!r} names its main video request ({msg.video.feed[:40]!r}); "
+                                "only extra feeds have names")
+        video = _video_wants_from_pb(msg.name, msg.video, "video request")
+    extra = _extra_feeds_from_pb(msg.name, video, list(msg.extra_video))
     if msg.HasField("audio"):
         a = msg.audio
         if a.sample_format not in SAMPLE_FROM_PB:
@@ -220,6 +270,7 @@ def description_from_pb(msg: pb2.Description) -> Description:
         produces=produces,
         caption_languages=tuple(msg.caption_languages),
         translations=tuple(msg.translations),
+        extra_video=extra,
     )
 
 
@@ -239,6 +290,7 @@ def stream_info_to_pb(info: StreamInfo) -> pb2.StreamStart:
             for r in info.renditions
         ],
         params=dict(info.params),
+        video_feeds=list(info.video_feeds),
     )
 
 
@@ -255,6 +307,7 @@ def stream_info_from_pb(msg: pb2.StreamStart) -> StreamInfo:
             for r in msg.renditions
         ),
         params=dict(msg.params),
+        video_feeds=tuple(msg.video_feeds),
     )
 
 
@@ -282,7 +335,7 @@ def audio_from_pb(msg: pb2.AudioChunk) -> AudioChunk:
 
 def frame_to_pb(f: FrameHeader) -> pb2.VideoFrame:
     msg = pb2.VideoFrame(seq=f.seq, pts=f.pts, width=f.width, height=f.height,
-                         pixel_format=PIXEL_TO_PB[f.pixel_format], segment=f.segment)
+                         pixel_format=PIXEL_TO_PB[f.pixel_format], segment=f.segment, feed=f.feed)
     if f.shm is not None:
         msg.shm.CopyFrom(pb2.ShmRef(slot=f.shm.slot, generation=f.shm.generation, size=f.shm.size))
     elif f.pixels is not None:
@@ -321,9 +374,9 @@ def decode_core(msg: pb2.CoreMessage) -> CoreEvent:
         which = v.WhichOneof("data")
         if which == "shm":
             shm = ShmSlot(v.shm.slot, v.shm.generation, v.shm.size)
-            return FrameHeader(v.seq, v.pts, v.width, v.height, fmt, v.segment, shm=shm)
+            return FrameHeader(v.seq, v.pts, v.width, v.height, fmt, v.segment, shm=shm, feed=v.feed)
         if which == "pixels":
-            return FrameHeader(v.seq, v.pts, v.width, v.height, fmt, v.segment, pixels=v.pixels)
+            return FrameHeader(v.seq, v.pts, v.width, v.height, fmt, v.segment, pixels=v.pixels, feed=v.feed)
         raise ContractError(f"frame {v.seq} carries no pixels")
     if body == "audio":
         return audio_from_pb(msg.audio)
@@ -476,6 +529,7 @@ def decode_sidecar(msg: pb2.SidecarMessage) -> SidecarEvent:
 
 __all__ = [
     "ContractError", "PIXEL_TO_PB", "PIXEL_FROM_PB", "MAX_FPS", "MAX_SIDE", "MAX_SAMPLE_RATE", "MAX_CHANNELS",
+    "MAX_VIDEO_FEEDS", "MAX_EXACT_PIXELS", "FEED_NAME", "video_request_to_pb",
     "frame_nbytes", "scaled_size", "image_from_buffer", "describe_request", "requested_contract", "description_to_pb",
     "description_from_pb", "stream_info_to_pb", "stream_info_from_pb", "audio_to_pb", "audio_from_pb",
     "frame_to_pb", "encode_core", "decode_core", "result_to_pb", "result_from_pb", "encode_sidecar",

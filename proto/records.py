@@ -25,12 +25,27 @@ RESULT_KINDS: tuple[ResultKind, ...] = ("cues", "crops", "bitrate_hints", "gener
 
 @dataclass(frozen=True)
 class VideoWants:
-    """Video a sidecar asks for. The core converts once per distinct VideoWants and shares the buffer."""
+    """Video a sidecar asks for. The core converts once per distinct VideoWants and shares the buffer.
+
+    ``fps`` 0 = every source frame. ``width`` alone keeps the aspect ratio; ``width`` and ``height`` give
+    exactly that size, the picture stretched to fit (a model's fixed input); ``max_side`` bounds the longest
+    side when ``width`` is 0; all 0 = the source size (``codec.scaled_size`` says exactly what arrives)."""
 
     fps: float = 5.0
     width: int = 0
     max_side: int = 0
     pixel_format: PixelFormat = "gray8"
+    height: int = 0
+
+
+@dataclass(frozen=True)
+class VideoFeed:
+    """An extra video feed a sidecar asks for besides its main one (``Description.extra_video``): its own
+    rate, size and pixel format, under a ``name`` its frames carry (``VideoFrame.feed``). E.g. every source
+    frame as a 48x27 RGB thumbnail for a shot-boundary model next to 5 analysed frames a second."""
+
+    name: str
+    wants: VideoWants
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,9 @@ class Description:
     produces: tuple[ResultKind, ...] = ()
     caption_languages: tuple[str, ...] = ()  # cue producers: languages they caption ("*" = any)
     translations: tuple[str, ...] = ()       # cue producers: "src>dst" pairs they can translate
+    # Extra video feeds (at most ``codec.MAX_VIDEO_FEEDS``), delivered to ``Sidecar.on_extra_video``; a core
+    # that delivers them lists their names in ``StreamInfo.video_feeds`` (an older core sends the main feed only).
+    extra_video: tuple[VideoFeed, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,6 +102,9 @@ class StreamInfo:
     segment_duration: float
     renditions: tuple[RenditionInfo, ...] = ()
     params: dict[str, str] = field(default_factory=dict)
+    # The extra feeds (``Description.extra_video`` names) the core delivers in this stream; () from a core
+    # older than extra feeds, which sends the main feed only.
+    video_feeds: tuple[str, ...] = ()
 
 
 @dataclass
@@ -101,6 +122,7 @@ class VideoFrame:
     pixel_format: PixelFormat
     image: np.ndarray
     segment: int = 0
+    feed: str = ""  # "" = the main feed; else the name of the extra feed (``VideoFeed.name``)
 
 
 @dataclass
@@ -158,6 +180,7 @@ class FrameHeader:
     segment: int = 0
     pixels: bytes | memoryview | None = None
     shm: ShmSlot | None = None
+    feed: str = ""  # "" = the main feed; else the extra feed's name
 
 
 @dataclass(frozen=True)

@@ -117,3 +117,37 @@ def test_the_sidecar_carries_on_without_a_damaged_model(tmp_path: Path, caplog: 
     with pytest.raises(SystemExit, match="sidecast sidecar autocrop: error: shot model .*damaged.onnx"):
         AutocropSidecar.from_args(parser.parse_args(["--shot-model", str(damaged)]))
     assert AutocropSidecar.from_args(parser.parse_args(["--no-shot-model"]))().shot_cuts_model is False
+
+
+def test_full_rate_thumbnails_give_the_model_the_window_of_the_full_rate_measurement(model: ShotModel) -> None:
+    """For the analysed frame i (5 fps out of 25), decided when frame i+1 arrives, the window is full-rate
+    frames 5(i-1)-20 .. 5(i+1), clipped to the stream (the first frame repeated before it, the last after
+    it at the end): what devkit/shotrate.py measured. Each thumbnail here is filled with its frame number."""
+    det = ShotDetector(model=model)
+    grey = np.zeros((270, 480, 3), np.uint8)
+    n = 58  # full-rate frames 0..57: analysed frames 0, 5, ..., 55
+    windows: dict[int, list[int]] = {}
+    for k in range(n):
+        det.thumbnail(k / 25, np.full((27, 48, 3), k, np.uint8))
+        if k % 5 == 0:
+            det.push(k / 25, grey)
+            if k >= 10:  # frame i = k/5 - 1 is now decidable with frame i+1 at hand
+                got = det._full_rate_window((k - 5) / 25, final=False)
+                assert got is not None
+                window, start, length = got
+                windows[k // 5 - 1] = [int(w[0, 0, 0]) for w in window]
+                assert (start, length) == (20, 5)
+    det.flush()
+    last = det._full_rate_window(55 / 25, final=True)
+    assert last is not None
+    windows[11] = [int(w[0, 0, 0]) for w in last[0]]
+    for i, got in windows.items():
+        assert got == list(np.clip(np.arange(5 * (i - 1) - 20, 5 * (i + 1) + 1), 0, n - 1)), i
+    # a thumbnail of another size (a core that ignores the exact height) is resized; no thumbnail for the
+    # interval (an older core) falls back to the analysed frames
+    det.thumbnail(3.0, np.zeros((28, 48, 3), np.uint8))
+    assert det._full[-1][1].shape == (27, 48, 3)
+    old = ShotDetector(model=model)
+    for k in range(0, 20, 5):
+        old.push(k / 25, grey)
+    assert old._full_rate_window(10 / 25, final=False) is None

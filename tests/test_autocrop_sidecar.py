@@ -137,6 +137,10 @@ def test_autocrop_asks_for_small_sparse_bgr_frames(sidecar_addr: str) -> None:
     assert 320 <= d.video.width <= 480
     assert d.video.pixel_format == pb2.PIXEL_FORMAT_BGR24
     assert not d.HasField("audio")
+    # and every source frame as the shot model's 48x27 RGB input, an extra feed (these tests play an older
+    # core that does not send it: the model then reads the analysed frames)
+    assert [(v.feed, v.fps, v.width, v.height, v.pixel_format) for v in d.extra_video] == [
+        ("shots", 0.0, 48, 27, pb2.PIXEL_FORMAT_RGB24)]
 
 
 SCENES = {s.name: s for s in ground_truth_scenes()}

@@ -261,10 +261,10 @@ def test_a_v1_core_talks_to_a_sidecar_built_from_a_proto_with_extra_fields(
     dst = newer / "sidecast" / "sidecar" / "v1" / "sidecar.proto"
     dst.parent.mkdir(parents=True)
     text = src.read_text()
-    text = text.replace("  repeated string translations = 11;\n}",
-                        "  repeated string translations = 11;\n  string extra_note = 40;\n}")
+    text = text.replace("  repeated VideoRequest extra_video = 12;\n}",
+                        "  repeated VideoRequest extra_video = 12;\n  string extra_note = 40;\n}")
     text = text.replace("    Generic generic = 6;\n  }\n}", "    Generic generic = 6;\n  }\n  double extra_score = 41;\n}")
-    assert text.count("extra_") == 2
+    assert text.count("extra_note") == 1 and text.count("extra_score") == 1
     dst.write_text(text)
     proc = Proc(sock_dir / "n.sock", env={"SIDECAST_PROTO_ROOT": str(newer)})
     try:

@@ -203,6 +203,8 @@ class VideoRequest(_message.Message):
     WIDTH_FIELD_NUMBER: _builtins.int
     MAX_SIDE_FIELD_NUMBER: _builtins.int
     PIXEL_FORMAT_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    FEED_FIELD_NUMBER: _builtins.int
     fps: _builtins.float
     """analysed frames per second of media time; 0 = every frame"""
     width: _builtins.int
@@ -210,6 +212,15 @@ class VideoRequest(_message.Message):
     max_side: _builtins.int
     """longest side in pixels when width is 0; both 0 = source size"""
     pixel_format: Global___PixelFormat.ValueType
+    height: _builtins.int
+    """Added in v1 (extra feeds). With width: exactly width x height, the picture stretched to fit whatever
+    the source's aspect ratio (a model's fixed input, e.g. 48x27); 0 = height from the aspect ratio. A core
+    older than the field keeps the aspect ratio: check the frame's size.
+    """
+    feed: _builtins.str
+    """Added in v1 (extra feeds): the name of an extra feed (Description.extra_video): 1-32 characters of
+    a-z, 0-9, '_', '-', '.'; unique within the sidecar. Empty for the main request (Description.video).
+    """
     def __init__(
         self,
         *,
@@ -217,10 +228,12 @@ class VideoRequest(_message.Message):
         width: _builtins.int = ...,
         max_side: _builtins.int = ...,
         pixel_format: Global___PixelFormat.ValueType = ...,
+        height: _builtins.int = ...,
+        feed: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fps", b"fps", "max_side", b"max_side", "pixel_format", b"pixel_format", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feed", b"feed", "fps", b"fps", "height", b"height", "max_side", b"max_side", "pixel_format", b"pixel_format", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -272,6 +285,7 @@ class Description(_message.Message):
     PRODUCES_FIELD_NUMBER: _builtins.int
     CAPTION_LANGUAGES_FIELD_NUMBER: _builtins.int
     TRANSLATIONS_FIELD_NUMBER: _builtins.int
+    EXTRA_VIDEO_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.str
     contract_version: Global___ContractVersion.ValueType
@@ -309,6 +323,16 @@ class Description(_message.Message):
 
     @_builtins.property
     def translations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def extra_video(self) -> _containers.RepeatedCompositeFieldContainer[Global___VideoRequest]:
+        """Extra video feeds (added in v1): more requests besides `video`, each with its own rate, size and
+        pixel format and a name (VideoRequest.feed) that its frames carry (VideoFrame.feed). At most 4, each
+        different from `video` and from each other; the core refuses the sidecar at Describe time otherwise.
+        Their frames always travel inline (TRANSPORT_BYTES), each feed with its own bounded queue. A core that
+        delivers them lists their names in StreamStart.video_feeds; a core older than the field ignores them
+        and sends the main feed only.
+        """
+
     def __init__(
         self,
         *,
@@ -323,10 +347,11 @@ class Description(_message.Message):
         produces: _abc.Iterable[Global___ResultKind.ValueType] | None = ...,
         caption_languages: _abc.Iterable[_builtins.str] | None = ...,
         translations: _abc.Iterable[_builtins.str] | None = ...,
+        extra_video: _abc.Iterable[Global___VideoRequest] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "video", b"video"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "caption_languages", b"caption_languages", "contract_version", b"contract_version", "description", b"description", "max_latency_ms", b"max_latency_ms", "name", b"name", "produces", b"produces", "translations", b"translations", "transports", b"transports", "version", b"version", "video", b"video"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "caption_languages", b"caption_languages", "contract_version", b"contract_version", "description", b"description", "extra_video", b"extra_video", "max_latency_ms", b"max_latency_ms", "name", b"name", "produces", b"produces", "translations", b"translations", "transports", b"transports", "version", b"version", "video", b"video"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -410,6 +435,7 @@ class StreamStart(_message.Message):
     SHM_SLOT_SIZE_FIELD_NUMBER: _builtins.int
     SHM_SLOTS_FIELD_NUMBER: _builtins.int
     PARAMS_FIELD_NUMBER: _builtins.int
+    VIDEO_FEEDS_FIELD_NUMBER: _builtins.int
     stream_id: _builtins.str
     source_width: _builtins.int
     source_height: _builtins.int
@@ -429,6 +455,12 @@ class StreamStart(_message.Message):
         translated cues on one track per target language, Cue.track = the target language tag).
         """
 
+    @_builtins.property
+    def video_feeds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The extra feeds (Description.extra_video, by name) this core will deliver in this stream (added in
+        v1). Empty from a core older than extra feeds: only the main feed arrives.
+        """
+
     def __init__(
         self,
         *,
@@ -442,10 +474,11 @@ class StreamStart(_message.Message):
         shm_slot_size: _builtins.int = ...,
         shm_slots: _builtins.int = ...,
         params: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        video_feeds: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["params", b"params", "renditions", b"renditions", "segment_duration", b"segment_duration", "shm_ring", b"shm_ring", "shm_slot_size", b"shm_slot_size", "shm_slots", b"shm_slots", "source_fps", b"source_fps", "source_height", b"source_height", "source_width", b"source_width", "stream_id", b"stream_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["params", b"params", "renditions", b"renditions", "segment_duration", b"segment_duration", "shm_ring", b"shm_ring", "shm_slot_size", b"shm_slot_size", "shm_slots", b"shm_slots", "source_fps", b"source_fps", "source_height", b"source_height", "source_width", b"source_width", "stream_id", b"stream_id", "video_feeds", b"video_feeds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -490,6 +523,7 @@ class VideoFrame(_message.Message):
     PIXELS_FIELD_NUMBER: _builtins.int
     SHM_FIELD_NUMBER: _builtins.int
     SEGMENT_FIELD_NUMBER: _builtins.int
+    FEED_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """per-stream frame counter (after rate selection)"""
     pts: _builtins.float
@@ -501,6 +535,11 @@ class VideoFrame(_message.Message):
     """TRANSPORT_BYTES: tightly packed rows"""
     segment: _builtins.int
     """index of the HLS segment this frame belongs to"""
+    feed: _builtins.str
+    """Added in v1 (extra feeds): "" = the main feed (Description.video); otherwise the name of the extra
+    feed (VideoRequest.feed) the frame belongs to. Each feed has its own seq counter. For one source
+    frame, a sidecar gets its extra feeds' frames before its main feed's frame.
+    """
     @_builtins.property
     def shm(self) -> Global___ShmRef:
         """TRANSPORT_SHM"""
@@ -516,10 +555,11 @@ class VideoFrame(_message.Message):
         pixels: _builtins.bytes = ...,
         shm: Global___ShmRef | None = ...,
         segment: _builtins.int = ...,
+        feed: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "pixels", b"pixels", "shm", b"shm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "height", b"height", "pixel_format", b"pixel_format", "pixels", b"pixels", "pts", b"pts", "segment", b"segment", "seq", b"seq", "shm", b"shm", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "feed", b"feed", "height", b"height", "pixel_format", b"pixel_format", "pixels", b"pixels", "pts", b"pts", "segment", b"segment", "seq", b"seq", "shm", b"shm", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_data: _TypeAlias = _typing.Literal["pixels", "shm"]  # noqa: Y015
     _WhichOneofArgType_data: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015

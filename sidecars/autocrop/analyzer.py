@@ -143,7 +143,7 @@ class Analyzer:
         shape = (int(bgr.shape[0]), int(bgr.shape[1]))
         if self._shape is not None and shape != self._shape:  # the stream changed size: a new shot
             out += self._drain()
-            self.shots.reset()
+            self.shots.reset(keep_from=t)
             self._focus, self._objects, self._objects_now = None, [], True
             self.keeper.reset()
         self._shape = shape
@@ -154,6 +154,11 @@ class Analyzer:
         for ft, cut in self.shots.push(t, bgr):
             out += self._finish(ft, cut)
         return out
+
+    def thumbnail(self, t: float, rgb: np.ndarray) -> None:
+        """A full-rate 48x27 RGB thumbnail of the source frame at ``t``, for the learned cut opinion; it
+        must come before the analysed frame at the same or a later time (the core's extra-feed order)."""
+        self.shots.thumbnail(t, rgb)
 
     def _drain(self) -> list[Crop]:
         out: list[Crop] = []

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from .detect import Subject
-from .shotmodel import ShotModel, thumbnail
+from .shotmodel import THUMB_H, THUMB_W, ShotModel, thumbnail
 
 
 @dataclass(frozen=True)
@@ -396,13 +396,27 @@ class ShotDetector:
     decides where it is sure, the learned model where it hesitates (chosen on the tune split: held out, 5
     more cuts and 2 more false cuts in 11 minutes; docs/autocrop.md, "Cuts: the learned second opinion").
     At 5 fps the model alone is a weaker detector than this one, so it is never asked about low scores.
+
+    **Full-rate thumbnails.** When the caller also hands in every source frame as a 48x27 RGB thumbnail
+    (``thumbnail(t, rgb)``: the autocrop sidecar's extra video feed ``shots``), the model reads those instead,
+    which is what it was trained on: for the analysed frame at ``t`` (previous analysed frame at ``t0``, next
+    at ``t1``) its window is the ``FULL_PAST`` thumbnails before ``t0``, the thumbnails of [t0, t) (the
+    interval whose cut is being judged) and those of [t, t1] (all received before the frame at ``t1``, which
+    every decision waits for anyway: no added delay); the probability is the largest over the interval, and
+    the model is asked from a hand-made score of ``full_rate_ask_from`` (1.2) and the frame is a cut at
+    ``full_rate_threshold`` (0.3): both chosen on the tune split (devkit/shotrate.py). Without thumbnails for
+    the interval (a core older than extra feeds, dropped frames) it falls back to the analysed frames, with
+    the 5 fps gate and threshold.
     """
 
     FLOORS = np.array([0.03, 0.03, 2.0])
     MODEL_PAST = 8  # analysed frames of past the learned model sees (its window: 8 + the pair + 1 after)
+    FULL_PAST = 20  # full-rate thumbnails of past before the judged interval
+    FULL_KEEP = 512  # full-rate thumbnails kept (3.9 kB each): ~17 s at 30 fps, far more than a window
 
     def __init__(self, threshold: float = 1.6, min_shot: float = 0.4, memory: int = 10,
-                 model: ShotModel | None = None, ask_from: float = 1.4, model_threshold: float = 0.05) -> None:
+                 model: ShotModel | None = None, ask_from: float = 1.4, model_threshold: float = 0.05,
+                 full_rate_ask_from: float = 1.2, full_rate_threshold: float = 0.3) -> None:
         self.threshold = threshold
         self.min_shot = min_shot
         self.memory = memory
@@ -411,8 +425,14 @@ class ShotDetector:
         self.model = model
         self.ask_from = ask_from
         self.model_threshold = model_threshold
+        self.full_rate_ask_from = full_rate_ask_from
+        self.full_rate_threshold = full_rate_threshold
         self._thumbs: deque[np.ndarray] = deque(maxlen=self.MODEL_PAST + 3)
+        self._times: deque[float] = deque(maxlen=self.MODEL_PAST + 3)  # media time of each of _thumbs
+        self._full: deque[tuple[float, np.ndarray]] = deque(maxlen=self.FULL_KEEP)  # (pts, 27x48x3 RGB)
         self.last_probability: float | None = None
+        self.last_full_rate = False  # the last question was answered from full-rate thumbnails
+        self.asked = {"5fps": 0, "full-rate": 0}  # questions put to the model, by what it read
         self._prev: tuple[np.ndarray, ...] | None = None
         self._recent: deque[np.ndarray] = deque(maxlen=memory)
         self._waiting: tuple[float, np.ndarray] | None = None  # frame whose decision needs the next distance
@@ -420,13 +440,52 @@ class ShotDetector:
         self._last_cut = -1e9
         self.last_score = 0.0
 
-    def reset(self) -> None:
-        """Forget the shot: the next frame starts a new one (a discontinuity, a change of frame size)."""
+    def reset(self, keep_from: float | None = None) -> None:
+        """Forget the shot: the next frame starts a new one (a discontinuity, a change of frame size).
+        Full-rate thumbnails from ``keep_from`` on are kept (they arrive before the analysed frame they
+        precede, so they may already belong to the new shot)."""
         self._prev = None
         self._recent.clear()
         self._waiting = None
         self._before = None
         self._thumbs.clear()
+        self._times.clear()
+        while self._full and (keep_from is None or self._full[0][0] < keep_from - 1e-6):
+            self._full.popleft()
+
+    def thumbnail(self, t: float, rgb: np.ndarray) -> None:
+        """A full-rate 48x27 RGB thumbnail of the source frame at ``t`` (other sizes are resized; frames
+        out of order are ignored). Only kept when there is a model to read it."""
+        if self.model is None or (self._full and t <= self._full[-1][0] + 1e-9):
+            return
+        if rgb.shape != (THUMB_H, THUMB_W, 3):
+            if rgb.ndim != 3 or rgb.shape[2] != 3:
+                raise ValueError(f"shot thumbnails are HxWx3 RGB, got shape {rgb.shape}")
+            rgb = cv2.resize(rgb, (THUMB_W, THUMB_H), interpolation=cv2.INTER_AREA)  # a core ignoring height
+        self._full.append((t, np.ascontiguousarray(rgb)))
+
+    def _full_rate_window(self, t: float, final: bool) -> tuple[np.ndarray, int, int] | None:
+        """The full-rate window for the frame at ``t`` and where its interval lies in it, or None when no
+        thumbnail falls in the interval."""
+        times = list(self._times)
+        i = len(times) - (1 if final else 2)
+        if i < 1 or not self._full:
+            return None
+        t0 = times[i - 1]
+        t1 = None if final else times[i + 1]
+        full = list(self._full)
+        inside = [k for k, (pt, _) in enumerate(full) if t0 - 1e-6 <= pt < t - 1e-6]
+        if not inside:
+            return None
+        first, last = inside[0], inside[-1]
+        past = [img for _, img in full[max(0, first - self.FULL_PAST):first]]
+        past = [past[0] if past else full[first][1]] * (self.FULL_PAST - len(past)) + past
+        interval = [img for _, img in full[first:last + 1]]
+        after = [img for pt, img in full[last + 1:] if t1 is None or pt <= t1 + 1e-6]
+        if t1 is None:  # end of stream: as many as a full interval and one, the last repeated
+            after = after[:len(interval) + 1]
+            after += [after[-1] if after else interval[-1]] * (len(interval) + 1 - len(after))
+        return np.stack(past + interval + after), self.FULL_PAST, len(interval)
 
     def features(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         thumb = _thumb(bgr, (64, 36))
@@ -456,7 +515,8 @@ class ShotDetector:
         ratios = np.maximum(d / (ref + self.FLOORS), 0.5)
         return float(np.exp(np.mean(np.log(ratios))))
 
-    def _model_probability(self, t: float, final: bool) -> float:
+    def _model_probability(self, t: float, final: bool,
+                           full_window: tuple[np.ndarray, int, int] | None = None) -> float:
         """The learned model's probability that the shot ends on the frame before the one (at ``t``) being
         decided.
 
@@ -464,6 +524,13 @@ class ShotDetector:
         the stream is younger) and the two after it: the frame being decided and, unless ``final`` (end of
         stream), the newest one, which every decision waits for anyway, so the model adds no delay."""
         assert self.model is not None
+        full = self._full_rate_window(t, final) if full_window is None else full_window
+        self.last_full_rate = full is not None
+        if full is not None:
+            thumbs, start, n = full
+            self.asked["full-rate"] += 1
+            return float(self.model.probabilities(thumbs)[start:start + n].max())
+        self.asked["5fps"] += 1
         frames = list(self._thumbs)
         i = len(frames) - (1 if final else 2)  # the frame being decided
         j = i - 1  # the model marks the last frame of a shot
@@ -476,9 +543,14 @@ class ShotDetector:
         self.last_score = self.score(d, neighbours)
         self.last_probability = None
         cut = self.last_score >= self.threshold
-        if not cut and self.model is not None and self.last_score >= self.ask_from and len(self._thumbs) >= 2:
-            self.last_probability = self._model_probability(t, final=after is None)
-            cut = self.last_probability >= self.model_threshold
+        gate = min(self.ask_from, self.full_rate_ask_from)
+        if not cut and self.model is not None and self.last_score >= gate and len(self._thumbs) >= 2:
+            final = after is None
+            window = self._full_rate_window(t, final)
+            if self.last_score >= (self.ask_from if window is None else self.full_rate_ask_from):
+                self.last_probability = self._model_probability(t, final, window)
+                cut = self.last_probability >= (self.full_rate_threshold if self.last_full_rate
+                                                else self.model_threshold)
         cut = cut and t - self._last_cut >= self.min_shot
         if cut:
             self._last_cut = t
@@ -495,6 +567,7 @@ class ShotDetector:
         prev, self._prev = self._prev, feats
         if self.model is not None:
             self._thumbs.append(thumbnail(bgr))
+            self._times.append(t)
         out: list[tuple[float, bool]] = []
         if prev is None:  # the first frame (of the stream, or after a reset) always starts a shot
             if self._waiting is not None:

@@ -13,15 +13,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from sidecast.contract import params as P
-from sidecast.contract.records import Description, StreamInfo, VideoFrame, VideoWants
+from sidecast.contract.records import Description, StreamInfo, VideoFeed, VideoFrame, VideoWants
 from sidecast.sidecars.runtime.sdk import Handled, Sidecar
 
 from .analyzer import Analyzer, load_shot_model
 from .detect import FaceDetector, ObjectDetector
-from .shotmodel import ShotModel, ShotModelError
+from .shotmodel import THUMB_H, THUMB_W, ShotModel, ShotModelError, default_model_path
 from .smooth import PathOptions
 
 log = logging.getLogger("sidecast.autocrop")
@@ -29,6 +30,9 @@ log = logging.getLogger("sidecast.autocrop")
 DEFAULT_FPS = 5.0
 DEFAULT_WIDTH = 480
 DEFAULT_OBJECT_FPS = 1.0
+# The extra feed the learned cut opinion reads: every source frame as TransNetV2's 48x27 RGB input, scaled
+# by the core straight from the decoded frame (3.9 kB a frame; docs/autocrop.md, "full-rate frames").
+SHOT_FEED = VideoFeed("shots", VideoWants(fps=0, width=THUMB_W, height=THUMB_H, pixel_format="rgb24"))
 
 
 def path_options(params: dict[str, str], base: PathOptions) -> PathOptions:
@@ -58,10 +62,12 @@ class AutocropSidecar(Sidecar):
     def __init__(self, fps: float = DEFAULT_FPS, width: int = DEFAULT_WIDTH, options: PathOptions | None = None,
                  model: str | None = None, threads: int = 1, people: bool = True, objects: bool = True,
                  object_fps: float = DEFAULT_OBJECT_FPS, shot_model: str | None = None, shot_cuts_model: bool = True,
-                 **extra: Any) -> None:
+                 full_rate_shots: bool = True, **extra: Any) -> None:
         super().__init__(fps=fps, width=width, model=model, threads=threads, **extra)
         self.shot_model = shot_model
         self.shot_cuts_model = shot_cuts_model
+        # the thumbnail feed only when the model can read it (a missing model file: no feed to pay for)
+        self.full_rate_shots = full_rate_shots and shot_cuts_model and Path(shot_model or default_model_path()).is_file()
         self._shots: ShotModel | None = None
         self._shots_tried = False
         self.fps = fps
@@ -85,6 +91,7 @@ class AutocropSidecar(Sidecar):
             description="9:16 auto-crop: YuNet faces > HOG people > UNISAL salient object; adaptive cuts (TransNetV2 second opinion); "
                         "a camera that re-frames only when needed",
             produces=("crops",),
+            extra_video=(SHOT_FEED,) if self.full_rate_shots else (),
         )
 
     def on_start(self, info: StreamInfo) -> Handled:
@@ -105,6 +112,12 @@ class AutocropSidecar(Sidecar):
                                  shot_model=self._shots or False)
         if error is not None:
             raise ValueError(f"autocrop: {error}; using {options.aspect[0]}:{options.aspect[1]} defaults")
+        return None
+
+    def on_extra_video(self, frame: VideoFrame) -> Handled:
+        """The ``shots`` feed: every source frame as a 48x27 RGB thumbnail for the learned cut opinion."""
+        if self.analyzer is not None and frame.feed == SHOT_FEED.name and frame.pixel_format == "rgb24":
+            self.analyzer.thumbnail(frame.pts, frame.image)
         return None
 
     def on_video(self, frame: VideoFrame) -> Handled:
@@ -150,6 +163,9 @@ class AutocropSidecar(Sidecar):
                             "or $SIDECAST_SHOT_MODEL)")
         g.add_argument("--no-shot-model", action="store_true",
                        help="cut with the hand-made detector only (no learned second opinion)")
+        g.add_argument("--no-full-rate-shots", action="store_true",
+                       help="do not ask the core for full-rate 48x27 thumbnails: the learned opinion reads the "
+                            "analysed frames (5 fps) instead")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Callable[[], Sidecar]:
@@ -183,4 +199,5 @@ class AutocropSidecar(Sidecar):
                 fail(str(exc))
         return partial(cls, fps=args.fps, width=args.width, options=options, model=args.model,
                        threads=max(1, args.threads), people=not args.no_people, objects=not args.no_objects,
-                       object_fps=args.object_fps, shot_model=args.shot_model, shot_cuts_model=not args.no_shot_model)
+                       object_fps=args.object_fps, shot_model=args.shot_model, shot_cuts_model=not args.no_shot_model,
+                       full_rate_shots=not args.no_full_rate_shots)

@@ -14,6 +14,7 @@ from sidecast.contract.records import (
     Result,
     SegmentBoundary,
     StreamInfo,
+    VideoFeed,
     VideoFrame,
     VideoWants,
     Word,
@@ -25,6 +26,7 @@ from .sdk import ENTRY_POINT_GROUP, Sidecar, UnknownSidecar, available, load
 __all__ = [
     "ENTRY_POINT_GROUP", "Sidecar", "UnknownSidecar", "available", "load",
     "AudioChunk", "AudioWants", "BitrateHint", "Crop", "Cue", "Description", "Generic", "RenditionHint",
-    "RenditionInfo", "Result", "SegmentBoundary", "StreamInfo", "VideoFrame", "VideoWants", "Word",
+    "RenditionInfo", "Result", "SegmentBoundary", "StreamInfo", "VideoFeed", "VideoFrame", "VideoWants",
+    "Word",
     "result_span",
 ]

@@ -5,7 +5,7 @@ survives what real streams send.
     sidecast sidecars --check unix:///tmp/my.sock   (or host:port: a sidecar already running)
 
 Cases, each one Stream from StreamStart to StreamEnd, frames sized exactly as a core would size them for
-the sidecar's own request (``codec.scaled_size``):
+the sidecar's own requests (``codec.scaled_size``; its extra video feeds too, each frame before the main one):
 - video: an odd-sized source (1366x767), a tiny one (48x32), a huge one (7680x4320), and a source that
   changes size mid-stream (1920x1080 → 1280x720: a second StreamStart, then frames of the new size);
 - audio: chunks of odd lengths (1 sample, 12345 samples), silence, and a discontinuity an hour later.
@@ -60,20 +60,35 @@ SECONDS_PER_SIZE = 2.0
 
 
 def _video_events(d: Description, sizes: list[tuple[int, int]], rng: np.random.Generator) -> Iterator[CoreEvent]:
+    """Source frames at the highest rate asked for (25 fps when a request wants every frame); each request
+    (the main one and every extra feed) gets the frames its rate selects, extra feeds first, as the core
+    sends them."""
     assert d.video is not None
-    fps = d.video.fps or 10.0
-    t, seq = 0.0, 0
+    requests = [("", d.video), *((f.name, f.wants) for f in d.extra_video)]
+    rates = [w.fps for _, w in requests]
+    if d.extra_video:
+        src_fps = max(25.0 if 0 in rates else 0.0, *rates)
+    else:  # one request: frames at its own rate (10 a second when it wants every frame), as before
+        src_fps = d.video.fps or 10.0
+    t, seqs = 0.0, {name: 0 for name, _ in requests}
+    due = {name: -1.0 for name, _ in requests}
     for n, (sw, sh) in enumerate(sizes):
-        yield StreamStarted(StreamInfo(stream_id="conformance", source_width=sw, source_height=sh, source_fps=fps,
-                                       segment_duration=SECONDS_PER_SIZE))
-        w, h = codec.scaled_size(sw, sh, d.video)
-        nbytes = codec.frame_nbytes(w, h, d.video.pixel_format)
+        yield StreamStarted(StreamInfo(stream_id="conformance", source_width=sw, source_height=sh, source_fps=src_fps,
+                                       segment_duration=SECONDS_PER_SIZE, video_feeds=tuple(f.name for f in d.extra_video)))
         end = t + SECONDS_PER_SIZE
         while t < end - 1e-9:
-            seq += 1
-            pixels = rng.integers(0, 256, nbytes, dtype=np.uint8).tobytes()
-            yield FrameHeader(seq, t, w, h, d.video.pixel_format, segment=n, pixels=pixels)
-            t += 1.0 / fps
+            for name, wants in sorted(requests, key=lambda r: r[0] == ""):  # extra feeds first
+                if wants.fps > 0:
+                    if t + 1e-6 < due[name]:
+                        continue
+                    step = 1.0 / wants.fps
+                    due[name] = max(due[name] + step, t + step * 0.5) if due[name] >= 0 else t + step
+                w, h = codec.scaled_size(sw, sh, wants)
+                nbytes = codec.frame_nbytes(w, h, wants.pixel_format)
+                seqs[name] += 1
+                pixels = rng.integers(0, 256, nbytes, dtype=np.uint8).tobytes()
+                yield FrameHeader(seqs[name], t, w, h, wants.pixel_format, segment=n, pixels=pixels, feed=name)
+            t += 1.0 / src_fps
         yield SegmentBoundary(segment=n, start=end - SECONDS_PER_SIZE, end=end)
 
 

@@ -78,6 +78,15 @@ class Sidecar:
         return self.on_start(info) if self.describe().video is not None else None
 
     def on_video(self, frame: VideoFrame) -> Handled:
+        """A frame of the main feed (``Description.video``)."""
+        return None
+
+    def on_extra_video(self, frame: VideoFrame) -> Handled:
+        """A frame of an extra feed (``Description.extra_video``); ``frame.feed`` names it. For one source
+        frame the extra feeds' frames come before the main feed's, so when ``on_video`` gets a frame, every
+        extra-feed frame up to its time has been handled (a slow sidecar may have had some dropped).
+        ``self.info.video_feeds`` lists the feeds the core delivers: empty from a core older than extra
+        feeds, which sends the main feed only (the runtime logs that once)."""
         return None
 
     def on_audio(self, chunk: AudioChunk) -> Handled:

@@ -50,9 +50,11 @@ _END = object()
 class _StreamSession:
     """One Stream call: runs handlers, collects output."""
 
-    def __init__(self, sidecar: Sidecar, context: grpc.ServicerContext) -> None:
+    def __init__(self, sidecar: Sidecar, context: grpc.ServicerContext,
+                 missing_feeds: Callable[[tuple[str, ...]], None] | None = None) -> None:
         self.sidecar = sidecar
         self.context = context
+        self.missing_feeds = missing_feeds
         # Results and reports go in already encoded (a handler's wrong return type fails in that handler);
         # watermarks and released slots as records, so the response side can merge them; then _END.
         self.out: queue.Queue[pb2.SidecarMessage | Watermark | Released | object] = queue.Queue()
@@ -62,6 +64,7 @@ class _StreamSession:
         self.sent_watermark = -1.0
         self._wm_lock = threading.Lock()  # the reader thread and the idle poll both send watermarks
         self.desc = sidecar.describe()
+        self.feeds = {f.name for f in self.desc.extra_video}
         sidecar._publish = self._publish
 
     def _publish(self, result: Outgoing) -> None:
@@ -108,7 +111,13 @@ class _StreamSession:
             image = codec.image_from_buffer(buf, f.width, f.height, f.pixel_format)
             image.flags.writeable = False
             frame = VideoFrame(seq=f.seq, pts=f.pts, width=f.width, height=f.height, pixel_format=f.pixel_format,
-                               image=image, segment=f.segment)
+                               image=image, segment=f.segment, feed=f.feed)
+            if f.feed:  # an extra feed: its own handler; the watermark follows the main feed only
+                if f.feed not in self.feeds:
+                    self._error(f"frame {f.seq} of a feed this sidecar did not declare ({f.feed[:40]!r}); skipped")
+                    return
+                self._emit(self.sidecar.on_extra_video(frame))
+                return
             self._emit(self.sidecar.on_video(frame))
             self.last_video = f.pts
         except StaleFrame as exc:
@@ -133,6 +142,9 @@ class _StreamSession:
                     self.reader = ShmReader(event.ring.name, event.ring.slot_size, event.ring.slots)
                 again = self.sidecar.info is not None
                 self.sidecar.info = event.info
+                missing = tuple(sorted(self.feeds - set(event.info.video_feeds)))
+                if missing and self.missing_feeds is not None:
+                    self.missing_feeds(missing)
                 # A second StreamStart in one stream means the source changed (the contract's re-initialise).
                 self._emit(self.sidecar.on_source_change(event.info) if again else self.sidecar.on_start(event.info))
             elif isinstance(event, FrameHeader):
@@ -183,6 +195,19 @@ class SidecarServicer(pb2_grpc.SidecarServicer):  # type: ignore[name-defined,mi
         self.factory = factory
         self.prototype = factory()
         self.description = self.prototype.describe()
+        self._warned_feeds: set[tuple[str, ...]] = set()
+        self._warn_lock = threading.Lock()
+
+    def _missing_feeds(self, missing: tuple[str, ...]) -> None:
+        """A core that does not deliver some declared extra feeds (one older than them, or one that left
+        them out): logged once per process, not once per stream; the sidecar sees ``info.video_feeds``."""
+        with self._warn_lock:
+            if missing in self._warned_feeds:
+                return
+            self._warned_feeds.add(missing)
+        log.warning("%s: the core does not deliver the extra video feed(s) %s (a core older than extra feeds "
+                    "sends only the main feed); continuing with the main feed", self.description.name,
+                    ", ".join(missing))
 
     def Describe(self, request: pb2.DescribeRequest,  # noqa: N802 (gRPC's name)
                  context: grpc.ServicerContext) -> pb2.Description:
@@ -196,7 +221,7 @@ class SidecarServicer(pb2_grpc.SidecarServicer):  # type: ignore[name-defined,mi
 
     def Stream(self, request_iterator: Iterator[pb2.CoreMessage],  # noqa: N802
                context: grpc.ServicerContext) -> Iterator[pb2.SidecarMessage]:
-        session = _StreamSession(self.factory(), context)
+        session = _StreamSession(self.factory(), context, self._missing_feeds)
         reader = threading.Thread(target=session.pump, args=(request_iterator,), daemon=True,
                                   name=f"{self.description.name}-reader")
         reader.start()

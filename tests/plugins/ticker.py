@@ -26,6 +26,7 @@ from sidecast.sidecars.runtime import (
     SegmentBoundary,
     Sidecar,
     StreamInfo,
+    VideoFeed,
     VideoFrame,
     VideoWants,
 )
@@ -41,6 +42,8 @@ class Ticker(Sidecar):
 
     def describe(self) -> Description:
         fps = 1000.0 if self.mode == "impossible" else 10.0
+        if self.mode.startswith("feeds") or self.mode == "thumb-main":
+            return self._describe_feeds()
         if self.mode in ("captions", "late-captions"):  # cues only: a caption sidecar without a model
             return Description(name=self.name, version=self.version,
                                video=VideoWants(fps=fps, width=self.width, pixel_format="gray8"),
@@ -55,7 +58,35 @@ class Ticker(Sidecar):
                            video=VideoWants(fps=fps, width=self.width, pixel_format="gray8"), max_latency_ms=500,
                            produces=("generic", "bitrate_hints"))
 
+    def _describe_feeds(self) -> Description:
+        """Extra video feeds: "feeds" asks for every source frame as a 48x27 RGB thumbnail besides its 10 fps
+        main feed; "thumb-main" asks for that thumbnail as its one (main) feed, to share the conversion;
+        the other "feeds-*" modes ask for what the core must refuse at Describe time."""
+        thumbs = VideoWants(fps=0, width=48, height=27, pixel_format="rgb24")
+        main = VideoWants(fps=10.0, width=self.width, pixel_format="gray8")
+        if self.mode == "thumb-main":
+            return Description(name=self.name, version=self.version, video=thumbs, produces=("generic",))
+        extra = {
+            "feeds": (VideoFeed("thumbs", thumbs),),
+            "feeds-absurd": (VideoFeed("huge", VideoWants(fps=0, width=8000, height=8000, pixel_format="rgb24")),),
+            "feeds-unknown-format": (VideoFeed("odd", thumbs),),  # pixel format rewritten on the wire below
+            "feeds-too-many": tuple(VideoFeed(f"f{i}", VideoWants(fps=i + 1, width=48, height=27, pixel_format="gray8"))
+                                    for i in range(5)),
+            "feeds-bad-name": (VideoFeed("Thumbs/../x", thumbs),),
+            "feeds-same-twice": (VideoFeed("again", main),),
+        }[self.mode]
+        return Description(name=self.name, version=self.version, video=main, max_latency_ms=500,
+                           produces=("generic",), extra_video=extra)
+
+    def on_extra_video(self, frame: VideoFrame) -> list[Result]:
+        self._last_extra = frame.pts
+        return [Generic(start=frame.pts, end=frame.pts, kind="feed",
+                        data={"feed": frame.feed, "seq": frame.seq, "w": frame.width, "h": frame.height,
+                              "fmt": frame.pixel_format, "shape": list(frame.image.shape)})]
+
     def on_start(self, info: StreamInfo) -> list[Generic]:
+        if self.mode == "feeds":
+            return [Generic(start=0.0, end=0.0, kind="feeds_delivered", data={"feeds": list(info.video_feeds)})]
         if self.mode != "echo-info":
             return []
         # Echo the ladder as this sidecar decoded it, so a test can see what crossed the wire.
@@ -115,7 +146,9 @@ class Ticker(Sidecar):
         mean = float(frame.image.mean())
         return [Generic(start=frame.pts, end=frame.pts, kind="tick",
                         data={"seq": frame.seq, "mean": round(mean, 2), "w": frame.width, "h": frame.height,
-                              "pid": os.getpid()})]
+                              "pid": os.getpid(), "feed": frame.feed,
+                              "last_extra": getattr(self, "_last_extra", None),
+                              "feeds": list(self.info.video_feeds) if self.info else None})]
 
 
 def main() -> None:
@@ -124,8 +157,8 @@ def main() -> None:
     ap.add_argument("--mode", default="normal",
                     choices=["normal", "sleep", "impossible", "wrong-version", "malformed", "crash-after",
                              "late-hints", "greedy-hints", "resize-hints", "echo-info", "captions", "late-captions",
-                             "captions-and-crops",
-                             "fragile"])
+                             "captions-and-crops", "fragile", "feeds", "thumb-main", "feeds-absurd",
+                             "feeds-unknown-format", "feeds-too-many", "feeds-bad-name", "feeds-same-twice"])
     ap.add_argument("--width", type=int, default=320)
     ap.add_argument("--cue-delay", type=float, default=0.6, help="late-captions: seconds each cue comes late")
     args = ap.parse_args()
@@ -142,6 +175,15 @@ def main() -> None:
             return msg
 
         codec.description_to_pb = v2  # this process pretends to be a v2 plugin
+    if args.mode == "feeds-unknown-format":
+        plain = codec.description_to_pb
+
+        def odd_format(d: Description) -> object:
+            msg = plain(d)
+            msg.extra_video[0].pixel_format = 99  # a pixel format no contract version defines
+            return msg
+
+        codec.description_to_pb = odd_format
     if args.mode == "malformed":
         orig_to_pb = codec.result_to_pb
         count = {"n": 0}
