@@ -10,6 +10,7 @@ output (no captions, a centred crop, the static ladder) without ever holding the
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import defaultdict
@@ -20,8 +21,12 @@ from sidecast.contract.records import BitrateHint, Crop, Cue, Generic, Result
 
 from .captions import CueStore
 
+log = logging.getLogger("sidecast.timeline")
+
 
 class Timeline:
+    EARLY_MAX = 10_000  # Generic results kept while no results file is open yet
+
     def __init__(self, results_path: Path | None = None) -> None:
         self._cond = threading.Condition()
         self._watermarks: dict[str, float] = {}
@@ -32,6 +37,10 @@ class Timeline:
         self.hints: dict[int, BitrateHint] = {}
         self.counts: dict[str, int] = defaultdict(int)
         self._results_fp: IO[str] | None = open(results_path, "a") if results_path else None  # noqa: SIM115
+        # Generic results that came before the file was opened (a sidecar may answer from on_start, before
+        # the source is open and the output folder exists): written first when it opens, up to EARLY_MAX.
+        self._early: list[str] = []
+        self.early_dropped = 0
         self.listeners: list[Any] = []
         self._version = 0  # bumped on every change, so a waiter cannot miss one (``wait_change``)
 
@@ -40,6 +49,13 @@ class Timeline:
         with self._cond:
             if self._results_fp is None:
                 self._results_fp = open(path, "a")  # noqa: SIM115 (closed in close())
+                if self._early:
+                    self._results_fp.writelines(self._early)
+                    self._results_fp.flush()
+                    self._early = []
+                if self.early_dropped:
+                    log.warning("results.jsonl: %d generic results sent before the output was open did not "
+                                "fit in memory and were dropped", self.early_dropped)
 
     # ------------------------------------------------------------ sidecar side
 
@@ -65,11 +81,16 @@ class Timeline:
                 self.crops.append(result)
             elif isinstance(result, BitrateHint):
                 self.hints[result.segment] = result
-            elif isinstance(result, Generic) and self._results_fp is not None:
-                self._results_fp.write(json.dumps({"sidecar": name, "kind": result.kind, "start": result.start,
-                                                   "end": result.end, "data": result.data,
-                                                   "labels": result.labels}) + "\n")
-                self._results_fp.flush()
+            elif isinstance(result, Generic):
+                line = json.dumps({"sidecar": name, "kind": result.kind, "start": result.start,
+                                   "end": result.end, "data": result.data, "labels": result.labels}) + "\n"
+                if self._results_fp is not None:
+                    self._results_fp.write(line)
+                    self._results_fp.flush()
+                elif len(self._early) < self.EARLY_MAX:
+                    self._early.append(line)
+                else:
+                    self.early_dropped += 1
             for listener in self.listeners:
                 listener(name, result)
             self._changed()
