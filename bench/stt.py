@@ -169,7 +169,10 @@ def real_speech(args: argparse.Namespace) -> int:
     spec = engine.resolve_spec(args.model, "auto", "auto", args.cpu_threads)
     model = engine.load_model(spec)
     lang = args.language
-    prog = rs.programme(args.split, lang, args.minutes)
+    if args.split in ("hard", "speakers"):  # the fixed tuning programmes (English; --minutes does not apply)
+        prog = rs.hard_tuning() if args.split == "hard" else rs.speaker_tuning()
+    else:
+        prog = rs.programme(args.split, lang, args.minutes)
     print(f"real speech, {args.split} split, {lang}: {prog.seconds:.0f} s ({prog.speech_seconds:.0f} s of speech), "
           f"{len(prog.utterances)} utterances, {len(set(u.speaker for u in prog.utterances))} speakers, "
           f"{sum(u.repeat for u in prog.utterances)} repeats; model {Path(spec.path).name} "
@@ -300,7 +303,8 @@ def main() -> int:
     ap.add_argument("--corpus", choices=["synthetic", "real", "translation"], default="synthetic",
                     help="espeak-ng sentences (default), real recorded speech (devkit/realspeech.py), or the "
                          "translation engines on parallel text")
-    ap.add_argument("--split", choices=["heldout", "tuning"], default="heldout", help="real corpus split")
+    ap.add_argument("--split", choices=["heldout", "tuning", "hard", "speakers"], default="heldout",
+                    help="real corpus split; hard and speakers are realspeech's fixed tuning programmes")
     ap.add_argument("--language", default="en", help="real corpus language: en, es, fr (es/fr need --model base)")
     ap.add_argument("--replay", action="store_true",
                     help="real corpus: deterministic replay (a pass every 0.5 s of audio, load-independent)")

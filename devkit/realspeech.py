@@ -5,6 +5,9 @@ at run time, nothing is synthesised):
 
 - ``pocketsphinx-testdata``: five LibriVox clips of *Sense and Sensibility* (one reader, public domain)
   and five "cards" utterances (CMU recordings), with their transcriptions;
+- the same package's two other speakers with known text: ``goforward.raw`` ("go forward ten meters", the
+  text of its grammar) and the TIDIGITS utterance ``tidigits/dhd.2934z.raw`` (its digits are its name),
+  headerless 16 kHz 16-bit PCM;
 - ``asterisk-core-sounds-{en,es,fr}`` + ``-g722``: the Asterisk telephone prompts at 16 kHz, recorded by
   Allison Smith (US English and Mexican Spanish) and June Wallack (Canadian French), CC-BY-SA-3.0, whose
   texts ship in the packages' ``core-sounds-LANG.txt``.
@@ -118,6 +121,18 @@ def librivox() -> tuple[Clip, ...]:
 
 
 @cache
+def pocketsphinx_speakers() -> tuple[Clip, ...]:
+    """Two more speakers of pocketsphinx-testdata (tuning only: a held-out programme never draws on them)."""
+    return tuple(
+        Clip(id=cid, path=require(POCKETSPHINX / rel, "pocketsphinx-testdata"), text=text, language="en",
+             speaker=speaker, split="tuning", licence="CMU (BSD-style)")
+        for cid, rel, text, speaker in (
+            ("pocketsphinx/goforward", "goforward.raw", "go forward ten meters", "goforward"),
+            ("tidigits/dhd-2934z", "tidigits/dhd.2934z.raw", "two nine three four zero", "tidigits-dhd"),
+        ))
+
+
+@cache
 def prompt_texts(language: str) -> dict[str, str]:
     """Prompt name -> published text, from the package's core-sounds-LANG.txt (tones and effects left out)."""
     doc = require(ASTERISK_DOC / f"asterisk-core-sounds-{language}" / f"core-sounds-{language}.txt.gz",
@@ -150,6 +165,8 @@ def load(path: Path) -> np.ndarray:
     """A clip as 16 kHz mono float32 (PyAV decodes WAV and G.722 alike)."""
     from faster_whisper.audio import decode_audio
 
+    if path.suffix == ".raw":  # pocketsphinx's headerless 16 kHz 16-bit little-endian PCM
+        return np.ascontiguousarray(np.fromfile(path, dtype="<i2").astype(np.float32) / 32768.0)
     return np.ascontiguousarray(decode_audio(str(path), sampling_rate=SAMPLE_RATE), dtype=np.float32)
 
 
@@ -270,6 +287,38 @@ def hard_tuning() -> Programme:
     clips = [pool[c] for c, _ in HARD_TUNING]
     assert all(c.split == "tuning" for c in clips)
     return programme(clips=clips, gaps=[g for _, g in HARD_TUNING], minutes=60)
+
+
+# Speaker changes after long pauses, from tuning recordings only (and two speakers the held-out set never
+# uses): what the held-out programme's worst error needed (a reader's sentence after another speaker and a
+# 5 s pause, decoded with that speaker's sentence as forced-prefix context) and what the two tuning
+# programmes above have only a few of. Every speaker follows every other at pauses of 0.5-5 s; the same
+# speaker also goes on after long pauses (where the kept context is the right voice, so a rule that drops
+# it must not cost those), and utterances are said again after 0.8 s and after 3 s.
+# (clip, pause after it in seconds)
+SPEAKER_TUNING = (
+    ("asterisk-en/vm-newuser", 5.0), ("librivox/0870", 1.5), ("asterisk-en/conf-waitforleader", 4.0),
+    ("librivox/0890", 0.8), ("librivox/0890", 3.0), ("cards/001", 5.0), ("asterisk-en/vm-sorry", 2.5),
+    ("librivox/0930", 4.5), ("pocketsphinx/goforward", 3.5), ("asterisk-en/privacy-unident", 0.5),
+    ("asterisk-en/vm-savefolder", 4.5), ("asterisk-en/tt-weasels", 1.5), ("tidigits/dhd-2934z", 5.0),
+    ("librivox/0870", 4.0), ("librivox/0890", 2.0), ("cards/002", 3.5), ("cards/003", 1.5),
+    ("asterisk-en/speed-dial-empty", 0.8), ("asterisk-en/speed-dial-empty", 5.0), ("librivox/0930", 3.0),
+    ("librivox/0930", 2.0), ("asterisk-en/vm-mailboxfull", 3.0), ("pocketsphinx/goforward", 0.8),
+    ("pocketsphinx/goforward", 4.0), ("cards/001", 2.5), ("librivox/0890", 5.0), ("asterisk-en/ss-noservice", 3.5),
+    ("librivox/0870", 1.0), ("tidigits/dhd-2934z", 2.0), ("asterisk-en/conf-onlyone", 4.5), ("cards/002", 5.0),
+    ("librivox/0930", 1.5), ("asterisk-en/demo-thanks", 4.0), ("asterisk-en/vm-nobodyavail", 3.0),
+    ("librivox/0870", 5.0), ("cards/003", 4.0), ("asterisk-en/pbx-invalid", 2.0), ("librivox/0890", 4.5),
+    ("asterisk-en/tt-monkeysintro", 5.0), ("pocketsphinx/goforward", 1.0), ("librivox/0930", 4.0),
+    ("librivox/0870", 3.0), ("asterisk-en/agent-incorrect", 1.2),
+)
+
+
+def speaker_tuning() -> Programme:
+    """The tuning programme of speaker changes after long pauses (~3.5 min; tuning recordings only)."""
+    pool = {c.id: c for c in (*librivox(), *prompts("en"), *pocketsphinx_speakers())}
+    clips = [pool[c] for c, _ in SPEAKER_TUNING]
+    assert all(c.split == "tuning" for c in clips)
+    return programme(clips=clips, gaps=[g for _, g in SPEAKER_TUNING], minutes=60)
 
 
 # ---------------------------------------------------------------- scoring text

@@ -106,7 +106,9 @@ def fmt(words: list[Word]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--split", default="heldout", help="heldout, tuning, or hard (realspeech.hard_tuning)")
+    ap.add_argument("--split", default="heldout",
+                    help="heldout, tuning, hard (realspeech.hard_tuning) or speakers (realspeech.speaker_tuning)")
+    ap.add_argument("--clips", default="", help="a programme of these clips instead: ID:PAUSE,ID:PAUSE,...")
     ap.add_argument("--minutes", type=float, default=4.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--policy", default="alignatt")
@@ -117,7 +119,15 @@ def main() -> int:
     args = ap.parse_args()
 
     model = engine.load_model(engine.resolve_spec(None, "cpu", "int8", 2))
-    prog = rs.hard_tuning() if args.split == "hard" else rs.programme(args.split, "en", args.minutes, seed=args.seed)
+    if args.clips:
+        pool = {c.id: c for c in (*rs.librivox(), *rs.prompts("en"), *rs.pocketsphinx_speakers())}
+        chosen = [item.rsplit(":", 1) for item in args.clips.split(",")]
+        assert all(pool[c].split == "tuning" for c, _ in chosen), "held-out clips are for measuring only"
+        prog = rs.programme(clips=[pool[c] for c, _ in chosen], gaps=[float(g) for _, g in chosen], minutes=60)
+    elif args.split in ("hard", "speakers"):
+        prog = rs.hard_tuning() if args.split == "hard" else rs.speaker_tuning()
+    else:
+        prog = rs.programme(args.split, "en", args.minutes, seed=args.seed)
     segs, _ = model.transcribe(prog.audio, word_timestamps=True)
     off = [Word(w.word.strip(), float(w.start), float(w.end), float(w.probability)) for s in segs for w in s.words or ()]
     dec = Decoder(model, DecodeOptions(language=None, beam_size=3))

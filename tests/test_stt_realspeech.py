@@ -94,3 +94,26 @@ def test_the_attention_policy_commits_each_word_from_one_pass_within_its_thresho
     att, prog = replay(decoder, ["librivox/0930", "asterisk-en/agent-alreadyon"], StreamConfig(policy="alignatt"))
     assert rs.wer(prog.reference, att.text) <= 0.15, att.text
     assert max(att.late) <= 0.5 + 0.5 + 0.6, list(zip([w.text for w in att.words], att.late, strict=True))
+
+
+def test_the_speaker_change_tuning_programme_is_tuning_material_disjoint_from_the_held_out_one() -> None:
+    # The streaming policy's context rule was decided on this programme (docs/captions.md, Decisions):
+    # it must hold the case the held-out programme showed (a speaker after another one and a long pause),
+    # from recordings the held-out programme never uses, with no model needed to check it.
+    prog = rs.speaker_tuning()
+    held = {c.id for c in rs.english_pool("heldout")}  # every clip a held-out English programme draws on
+    clips = {u.clip for u in prog.utterances}
+    assert not clips & held
+    assert {c.split for c in (*rs.librivox(), *rs.prompts("en"), *rs.pocketsphinx_speakers())
+            if c.id in clips} == {"tuning"}
+    assert len({u.speaker for u in prog.utterances}) >= 5
+    pauses = [(b.start - a.end, a.speaker != b.speaker) for a, b in zip(prog.utterances, prog.utterances[1:], strict=False)]
+    assert all(0.4 <= p <= 5.5 for p, _ in pauses)
+    assert sum(change and p >= 3.0 for p, change in pauses) >= 15      # a new voice after a long pause
+    assert sum(not change and p >= 3.0 for p, change in pauses) >= 4       # the same voice after a long pause
+    assert sum(u.repeat for u in prog.utterances) >= 4
+    # The two extra speakers are headerless PCM: read at 16 kHz, their speech spans most of the clip.
+    for clip in rs.pocketsphinx_speakers():
+        audio = rs.load(clip.path)
+        a, b = rs.speech_bounds(audio)
+        assert 2.0 <= len(audio) / SAMPLE_RATE <= 3.0 and (b - a) / SAMPLE_RATE >= 1.0
