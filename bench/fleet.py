@@ -53,7 +53,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from devkit.fleet import Replica, WorkerSampler  # noqa: E402
 from devkit.postgres import PostgresServer  # noqa: E402
-from sidecast.core import autogroup  # noqa: E402
 from sidecast.core.serve import start_server  # noqa: E402
 from sidecast.core.server.registry import Registry, RegistryError  # noqa: E402
 from sidecast.hls import parse_media  # noqa: E402
@@ -162,7 +161,6 @@ def main() -> int:
                                "-i", str(clip), "-c", "copy", "-f", "hls", "-hls_time", "2", "-hls_list_size", "5",
                                "-hls_flags", "delete_segments+omit_endlist", str(src / "live.m3u8")],
                               start_new_session=True)
-    autogroup.follow(feeder.pid)
     http = start_server(src, 0, host="127.0.0.1")
     pg = PostgresServer().start()
     storage = tmp / "media"

@@ -47,8 +47,6 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from sidecast.core import autogroup  # noqa: E402
-
 SIDECAST = str(Path(sys.executable).with_name("sidecast"))
 ADMIN = "sk_bench_admin_key_000000000000000000"
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
@@ -122,7 +120,6 @@ def live_hls(work: Path, clip: Path, name: str = "src") -> Iterator[str]:
          "-c", "copy", "-f", "hls", "-hls_time", "2", "-hls_list_size", "6",
          "-hls_flags", "delete_segments+omit_endlist", str(out / "live.m3u8")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    autogroup.follow(proc.pid)
     handle = start_server(out, 0, host="127.0.0.1")
     try:
         wait(lambda: len(list(out.glob("*.ts"))) >= 2, 60, "the HLS source")

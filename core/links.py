@@ -45,7 +45,6 @@ from sidecast.contract.records import (
 )
 from sidecast.core import __version__
 
-from . import autogroup
 from .timeline import Timeline
 
 log = logging.getLogger("sidecast.links")
@@ -374,7 +373,6 @@ class LocalSidecar:
         self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
         logf.close()
-        autogroup.follow(self.proc.pid)  # its own session: keep the core's CPU priority (core/autogroup.py)
 
     def _supervise(self) -> None:
         backoff = 0.5

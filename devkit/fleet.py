@@ -17,8 +17,6 @@ from pathlib import Path
 
 import httpx
 
-from sidecast.core import autogroup
-
 SIDECAST = Path(sys.executable).parent / "sidecast"
 ADMIN = "sk_fleet_test_admin_key_0123456789abcdef"
 
@@ -61,7 +59,6 @@ class Replica:
              "--lease-seconds", str(lease_seconds), "--max-streams", str(max_streams), "--min-free-mb", "16",
              *extra],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        autogroup.follow(self.proc.pid)  # keeps the caller's CPU priority (core/autogroup.py)
 
     def ready(self) -> bool:
         with contextlib.suppress(httpx.HTTPError):

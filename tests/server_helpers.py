@@ -27,7 +27,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from devkit.pushsession import FfmpegSession  # noqa: F401 (re-exported for the tests)
-from sidecast.core import autogroup
 from sidecast.core.serve import run_in_thread, start_server
 from sidecast.core.server.app import SidecastServer
 from sidecast.core.server.config import ServerConfig
@@ -91,7 +90,6 @@ def live_hls(workdir: Path, clip: Path) -> Iterator[str]:
          "-c", "copy", "-f", "hls", "-hls_time", "2", "-hls_list_size", "5",
          "-hls_flags", "delete_segments+omit_endlist", str(out / "live.m3u8")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    autogroup.follow(proc.pid)
     handle = start_server(out, 0, host="127.0.0.1")
     try:
         wait_for(lambda: (out / "live.m3u8").exists() and len(list(out.glob("*.ts"))) >= 2, 30,

@@ -21,8 +21,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from sidecast.core import autogroup
-
 GUARD = Path(__file__).resolve().parent / "guard.py"
 LOG_ROTATE_BYTES = 20 << 20
 
@@ -46,13 +44,11 @@ def spawn(cmd: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None =
     """Start ``cmd`` guarded, in its own process group, stderr to ``log_path``."""
     logf = open_log(log_path)
     try:
-        proc = subprocess.Popen(guarded(cmd), stdin=stdin, stdout=stdout if stdout is not None else logf,
+        return subprocess.Popen(guarded(cmd), stdin=stdin, stdout=stdout if stdout is not None else logf,
                                 stderr=logf, start_new_session=True, close_fds=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     finally:
         logf.close()
-    autogroup.follow(proc.pid)  # its own session: keep the server's CPU priority (core/autogroup.py)
-    return proc
 
 
 def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:

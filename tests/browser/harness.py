@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sidecast.core import autogroup
 from sidecast.core.serve import start_server
 
 HERE = Path(__file__).resolve().parent
@@ -232,7 +231,6 @@ def _run_play(opts: dict[str, Any], chromium: str | None, timeout: float) -> dic
     opts = {**opts, "chromium": browser}
     proc = subprocess.Popen([node, str(PLAY_SCRIPT), json.dumps(opts)], cwd=HERE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    autogroup.follow(proc.pid)  # the player keeps the caller's CPU priority (a bench's, say)
     try:
         # play.mjs keeps its own deadline; this one only catches a wedged node or browser.
         out, err = proc.communicate(timeout=timeout + 30)
