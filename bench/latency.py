@@ -24,8 +24,8 @@ Configurations (``--configs``, default all):
   j  (b) with an audio track (the speech of (d)), no sidecar
   k  (d) with ``--sidecars stt,autocrop`` (the issue's target configuration)
   l  (d) with shorter caption cues (``--sidecar-arg stt=--max-open=1.5``); on request
-  m  (d) with the hold-back a stream without captions gets (``--part-hold-back 1.005``: (d) before the
-     caption allowance, the baseline for it); on request
+  m  (d) with ``--part-hold-back 2`` (players sit 1 s further back than the default three parts, so that
+     late captions reach them in time); on request
 
 (e), (h) and (i) publish from a process of their own (``devkit.webrtc.ProcessPublisher``); (e) and (i) with
 the RTMP publisher's own ffmpeg encode, sent as packets, as OBS does. With stt, the captions track is shown
@@ -102,8 +102,8 @@ CONFIGS = {c.key: c for c in (
     Config("l", "(d) with shorter caption cues (--sidecar-arg stt=--max-open=1.5)", "sidecast",
            ["--latency", "low", "--sidecars", "stt", "--sidecar-arg", "stt=--max-open=1.5"],
            {"lowLatencyMode": True}, speech=True),
-    Config("m", "(d) with the hold-back of no captions (--part-hold-back 1.005, the default before 2026-11-30)",
-           "sidecast", ["--latency", "low", "--sidecars", "stt", "--part-hold-back", "1.005"],
+    Config("m", "(d) with players asked to sit 1 s further back (--part-hold-back 2)",
+           "sidecast", ["--latency", "low", "--sidecars", "stt", "--part-hold-back", "2"],
            {"lowLatencyMode": True}, speech=True),
     Config("k", "sidecast --latency low --sidecars stt,autocrop", "sidecast",
            ["--latency", "low", "--sidecars", "stt,autocrop"], {"lowLatencyMode": True}, speech=True),

@@ -28,10 +28,6 @@ from .ladder import DEFAULT_LADDER, RateControl, Rung, parse_ladder, parse_rate_
 
 _PARSE = "parse"
 
-# Low latency with captions: how much further back than three parts the player is asked to sit
-# (PART-HOLD-BACK), so that a cue the recogniser finishes ~1-2 s after its words reaches the player before
-# they have played (docs/latency.md, "Captions and the hold-back"). Costs the same in glass-to-glass latency.
-CAPTION_HOLD_BACK = 1.0
 
 
 def opt(*flags: str, help: str, parse: Callable[[str], Any] | None = None, metavar: str | None = None,  # noqa: A002
@@ -221,9 +217,8 @@ class RunOptions:
         help="low latency: the partial segment duration (PART-TARGET), seconds (default 0.333)"))
     part_hold_back: float | None = field(default=None, metadata=opt(
         "--part-hold-back", parse=_seconds("--part-hold-back", 0.2, 30.0),
-        help="low latency: how far behind the live edge players sit (PART-HOLD-BACK), seconds (default: three "
-             f"parts, plus {CAPTION_HOLD_BACK:g} s when captions are made so that they reach the player while "
-             "their words play)"))
+        help="low latency: how far behind the live edge players are asked to sit (PART-HOLD-BACK), seconds "
+             "(default: three parts); more lets late captions reach viewers in time, at that cost in latency"))
     passthrough: bool = field(default=False, metadata=opt(
         "--passthrough",
         help="package the source's H.264/H.265 as it is (no re-encoding, one rendition, segments cut on its "
@@ -246,15 +241,6 @@ class RunOptions:
             self.captions_translate = [*self.captions_translate, "en"]
 
     # ------------------------------------------------------------ checks across options
-
-    def hold_back(self, captions: bool) -> float | None:
-        """PART-HOLD-BACK of the low-latency playlists (None: not low latency): ``--part-hold-back``, or
-        three parts (RFC 8216bis recommends at least three) plus CAPTION_HOLD_BACK when captions are made."""
-        if self.latency != "low":
-            return None
-        if self.part_hold_back is not None:
-            return self.part_hold_back
-        return 3 * self.part_duration + (CAPTION_HOLD_BACK if captions else 0.0)
 
     def validate(self) -> RunOptions:
         """Checks that involve several options; returns self so callers can chain."""

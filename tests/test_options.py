@@ -76,16 +76,3 @@ def test_a_broken_config_file_is_one_clear_error(tmp_path: Path) -> None:
         r.stderr.strip().splitlines()[-1]] and "is not valid TOML" in r.stderr, r.stderr
     r = run_sidecast("run", "--config", str(tmp_path / "missing.toml"))
     assert r.returncode == 2 and "cannot read config" in r.stderr, r.stderr
-
-
-def test_captions_move_the_low_latency_hold_back_unless_it_is_given() -> None:
-    # PART-HOLD-BACK: three parts; with captions one CAPTION_HOLD_BACK more (the recogniser's answer must
-    # reach the player before the words play); --part-hold-back wins; normal latency has none.
-    from sidecast.core.options import CAPTION_HOLD_BACK
-
-    low = RunOptions.from_mapping({"source": "a.mp4", "latency": "low", "part_duration": 0.5})
-    assert low.hold_back(captions=False) == pytest.approx(1.5)
-    assert low.hold_back(captions=True) == pytest.approx(1.5 + CAPTION_HOLD_BACK)
-    given = RunOptions.from_mapping({"source": "a.mp4", "latency": "low", "part_hold_back": 1.2})
-    assert given.hold_back(captions=True) == given.hold_back(captions=False) == pytest.approx(1.2)
-    assert RunOptions.from_mapping({"source": "a.mp4"}).hold_back(captions=True) is None
