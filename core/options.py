@@ -29,7 +29,6 @@ from .ladder import DEFAULT_LADDER, RateControl, Rung, parse_ladder, parse_rate_
 _PARSE = "parse"
 
 
-
 def opt(*flags: str, help: str, parse: Callable[[str], Any] | None = None, metavar: str | None = None,  # noqa: A002
         choices: Sequence[str] | None = None, repeat: bool = False, negate: bool = False,
         positional: bool = False, required: bool = False, cli: bool = True) -> dict[str, Any]:
