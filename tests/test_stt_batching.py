@@ -163,7 +163,7 @@ def test_adaptive_pacing_takes_all_new_audio_and_waits_for_the_pace(model: Any) 
         track = SttSidecar(spec=spec, pacing=pacing)._make_tracks(0)[0]
         track.recognizer.append(np.zeros(35 * SR // 10, dtype=np.float32), 0)
         assert SttSidecar(spec=spec, pacing=pacing).next_pass_end(track) == expected, pacing
-    sidecar = SttSidecar(spec=spec)
+    sidecar = SttSidecar(spec=spec, pacing="adaptive")  # the pace is an adaptive-pacing feature (not the default)
     track = sidecar._make_tracks(0)[0]
     assert track.decoder is not None and track.decoder.batcher is not None
     track.decoder.batcher.pace = 1.0
