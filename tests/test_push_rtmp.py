@@ -379,11 +379,13 @@ def test_slow_reader_holds_back_its_own_publisher_only(clips: tuple[Path, Path],
     the other stream flows, and the stalled one loses nothing once read."""
     h = Harness(Limits(buffer_bytes=64 << 10, idle_timeout=20))
     try:
-        # 6 s (the clip twice): it is still publishing when its reader catches up. (A publisher that closes
-        # while held back may lose its unsent tail: ffmpeg closes without reading the server's
-        # acknowledgements, and a close with unread data is a TCP reset.)
+        # 12 s (the clip four times): it is still publishing in real time well after its reader catches up.
+        # A publisher that closes while held back may lose its unsent tail: ffmpeg closes without reading
+        # the server's acknowledgements, and a close with unread data is a TCP reset. With 6 s a loaded CI
+        # box stalled the reader past the clip's end, ffmpeg burst its backlog and closed at once, and the
+        # reset cost the last frame (179 of 180).
         slow_pub = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop",
-                                     "1", "-i", str(heavy_clip), "-t", "6", "-c", "copy", "-f", "flv",
+                                     "3", "-i", str(heavy_clip), "-t", "12", "-c", "copy", "-f", "flv",
                                      h.url("key-a")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         slow = h.next()
         fast_pub = publish(clips[1], h.url("key-b"), seconds=3.0, wait=False)
@@ -399,7 +401,7 @@ def test_slow_reader_holds_back_its_own_publisher_only(clips: tuple[Path, Path],
         assert slow_pub.poll() is None, "the held-back publisher is still sending"
         rest = read_all(slow)     # reading resumes the socket: nothing was lost
         assert slow_pub.wait(30) == 0
-        assert len(rest["video"]) == 180, slow.end_reason  # type: ignore[arg-type]
+        assert len(rest["video"]) == 360, slow.end_reason  # type: ignore[arg-type]
     finally:
         h.srv.close()
 
