@@ -8,6 +8,7 @@ to source pixels. Nothing here decides where the camera goes: that is ``decide.p
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,30 @@ class ModelNotFound(FileNotFoundError):
     """The face model is missing; the message says where it was looked for and how to point at it."""
 
 
+_SESSIONS: dict[tuple[str, int, int, int], Any] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
 def cpu_session(path: Path, threads: int = 1) -> Any:
     """An onnxruntime session for one of autocrop's models: on the CPU, ``threads`` threads inside an
     operator and none across them (the analysis shares the box with the ladder's encoders), quiet logs.
-    Raises what onnxruntime raises for a file it cannot load; the caller says which model it was."""
+    Raises what onnxruntime raises for a file it cannot load; the caller says which model it was.
+
+    One session per model file (and thread count) per process, shared by every stream's detectors: the
+    runtime makes one sidecar instance per stream, and a session of each of the three models costs ~175 MB
+    of memory; onnxruntime's ``run`` is safe to call from several threads at once, and with one thread per
+    operator each call runs on its caller's thread, so streams still analyse in parallel. A file replaced
+    on disk (another size or modification time) gets a new session; a file that fails to load is not kept."""
+    st = path.stat()
+    key = (str(path.resolve()), max(1, threads), st.st_size, st.st_mtime_ns)
+    with _SESSIONS_LOCK:  # held while loading: two streams starting at once load the model once
+        session = _SESSIONS.get(key)
+        if session is None:
+            session = _SESSIONS[key] = _new_session(path, threads)
+        return session
+
+
+def _new_session(path: Path, threads: int) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
