@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import threading
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -43,16 +44,16 @@ def test_concurrent_streams_on_shared_sessions_get_what_each_gets_alone() -> Non
     frames = {name: [cv2.resize(img, (480, 270), interpolation=cv2.INTER_AREA)
                      for _, img in footage.clip(name).frames(times)] for name in ("talking_head", "pedestrians")}
 
-    def subjects(sidecar: AutocropSidecar, imgs: list[np.ndarray], out: list[object]) -> None:
+    def subjects(sidecar: AutocropSidecar, imgs: list[np.ndarray], out: list[Any]) -> None:
         assert sidecar._faces is not None and sidecar._objects is not None
         for img in imgs:
             out.append((sidecar._faces.detect(img), sidecar._objects.detect(img)))
 
-    alone: dict[str, list[object]] = {}
+    alone: dict[str, list[Any]] = {}
     for name, imgs in frames.items():
         alone[name] = []
         subjects(started(AutocropSidecar()), imgs, alone[name])
-    together: dict[str, list[object]] = {name: [] for name in frames}
+    together: dict[str, list[Any]] = {name: [] for name in frames}
     threads = [threading.Thread(target=subjects, args=(started(AutocropSidecar()), imgs, together[name]))
                for name, imgs in frames.items()]
     for t in threads:
