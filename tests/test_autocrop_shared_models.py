@@ -1,10 +1,12 @@
 """One autocrop sidecar process serves many streams with one copy of each model: the runtime makes one
 sidecar instance per stream, and each used to load its own YuNet, UNISAL and TransNetV2 sessions (~175 MB
 per stream). The sessions are now shared per process; streams analysing at the same time on the shared
-sessions get exactly what each gets alone, and a model file replaced on disk is loaded afresh."""
+sessions get exactly what each gets alone, a model file replaced on disk is loaded afresh, and the models
+are loaded and warmed before the sidecar listens."""
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import threading
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 
 from devkit import footage
 from sidecast.contract.records import StreamInfo
+from sidecast.sidecars.autocrop import detect
 from sidecast.sidecars.autocrop.detect import FaceDetector, ModelNotFound, default_model_path
 from sidecast.sidecars.autocrop.sidecar import AutocropSidecar
 
@@ -76,3 +79,22 @@ def test_a_model_file_replaced_on_disk_is_loaded_again_and_a_broken_one_is_not_k
     again = FaceDetector(path)
     assert again.session is not first.session
     assert FaceDetector(path).session is again.session
+
+
+def test_the_sidecar_loads_and_warms_its_models_before_it_listens() -> None:
+    """``from_args`` runs before the gRPC server exists: the sessions are made there, and the first stream
+    uses them instead of loading its own."""
+    parser = argparse.ArgumentParser()
+    AutocropSidecar.add_arguments(parser)
+    detect._SESSIONS.clear()
+    factory = AutocropSidecar.from_args(parser.parse_args([]))
+    loaded = {Path(key[0]).name for key in detect._SESSIONS}
+    assert loaded == {"face_detection_yunet_2023mar_dynamic.onnx", "unisal.onnx", "transnetv2.onnx"}
+    sessions = set(map(id, detect._SESSIONS.values()))
+    first = started(factory())
+    assert first._faces is not None and first._objects is not None and first._shots is not None
+    assert {id(first._faces.session), id(first._objects.session), id(first._shots.session)} == sessions
+    # options that switch a model off do not load it
+    detect._SESSIONS.clear()
+    AutocropSidecar.from_args(parser.parse_args(["--no-objects", "--no-shot-model"]))
+    assert {Path(key[0]).name for key in detect._SESSIONS} == {"face_detection_yunet_2023mar_dynamic.onnx"}

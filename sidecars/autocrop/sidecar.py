@@ -197,7 +197,42 @@ class AutocropSidecar(Sidecar):
                 ShotModel(args.shot_model)
             except ShotModelError as exc:  # a model asked for by name must load; the default one may degrade
                 fail(str(exc))
+        warm_models(args.model, max(1, args.threads), not args.no_objects, not args.no_shot_model,
+                    args.shot_model, args.width)
         return partial(cls, fps=args.fps, width=args.width, options=options, model=args.model,
                        threads=max(1, args.threads), people=not args.no_people, objects=not args.no_objects,
                        object_fps=args.object_fps, shot_model=args.shot_model, shot_cuts_model=not args.no_shot_model,
                        full_rate_shots=not args.no_full_rate_shots)
+
+
+def warm_models(model: str | None, threads: int, objects: bool, shots: bool, shot_model: str | None = None,
+                width: int = DEFAULT_WIDTH) -> float:
+    """Load the models and run each once on a blank 16:9 frame, before the sidecar listens.
+
+    The sessions are shared by the process's streams (``detect.cpu_session``), so the first stream finds
+    them ready instead of its first analysed frames waiting for onnxruntime's import, three model loads and
+    their first runs (~0.5 s on an idle core; docs/autocrop.md suspected this of the vertical's extra lag at
+    the start of a stream). ``shots``: the learned cut model is on (``shot_model``: its path, None for the
+    shipped one). A model that cannot load is left to ``on_start``, which reports it as before (a missing
+    face model stops the stream's analysis; a damaged shot model is warned about once and cutting carries
+    on without it). Returns the seconds spent."""
+    import time
+
+    import numpy as np
+
+    t0 = time.monotonic()
+    frame = np.zeros((max(2, round(width * 9 / 16)), width, 3), np.uint8)
+    try:
+        FaceDetector(model, threads=threads).detect(frame)
+        if objects:
+            ObjectDetector(threads=threads).detect(frame)
+    except Exception as exc:  # noqa: BLE001 (on_start raises the same error where the runtime reports it)
+        log.warning("autocrop: could not warm the detectors: %s", exc)
+    if shots:
+        try:
+            ShotModel(shot_model, threads=threads).probabilities(np.zeros((8, THUMB_H, THUMB_W, 3), np.uint8))
+        except ShotModelError:
+            pass  # on_start warns once and cuts with the hand-made detector
+    spent = time.monotonic() - t0
+    log.info("autocrop models loaded and warmed in %.2f s", spent)
+    return spent
