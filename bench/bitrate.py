@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,18 @@ GRID = {1.0: (22.0, 23.0, 24.0, 25.0, 26.0), 0.75: (18.0, 20.0, 22.0, 24.0), 0.5
 # two more sizes between those the model chooses among, 5 more encodes per segment and rung. The oracle over
 # GRID + WIDER (``oracle-wide``) says what a finer size choice could add.
 WIDER = {0.875: (20.0, 22.0, 24.0), 0.625: (18.0, 21.0)}
+# The target oracle also needs the top of the CRF scale: easy content (a slow pan over a clean photograph)
+# keeps VMAF 99.5 at CRF 33 and reaches N = 93 only near the target policy's ``target_max_crf``.
+TARGET_GRID = {1.0: (28.0, 32.0, 36.0, 40.0, 44.0)}
+# ``--target-only`` measures (a), (b), (c), (d) and the target oracle only, over this grid (the rung's size from
+# CRF 16 to 44, and two smaller pictures for segments whose rung's cap stops short of N): 13 encodes per
+# segment and rung instead of 21.
+TARGET_ONLY_GRID = {1.0: (16.0, 18.0, 20.0, 22.0, 24.0, 26.0, *TARGET_GRID[1.0]), 0.75: (18.0,), 0.5: (17.0,)}
+# ``--compare-model``: the previous model at the previous operating point (target margin 2, target CRFs up
+# to 38), decided in the same run, so before and after are measured on the same encodes.
+PREV_POLICY = {"target_margin": 2.0, "target_max_crf": 38.0}
 MODES = ("default", "hints", "fixed", "target", "oracle", "oracle-wide", "oracle-target")
+PREV_MODES = ("hints-prev", "target-prev")
 Measure = tuple[int, float, float, float]  # bits, VMAF, PSNR, SSIM
 
 
@@ -96,9 +108,10 @@ def oracle(grid: dict[tuple[float, float], Measure], floor: float) -> Measure:
 
 def table(label: str, rows: list[dict], clips: list[str], rungs: list[str], duration: dict[str, float]) -> dict:
     """Print per clip and overall: Mbit/s and VMAF/PSNR/SSIM of each mode, % saved and delta VMAF vs default."""
+    modes = [m for m in (*MODES, *PREV_MODES) if m in rows[0]]
     print(f"\n{label}")
     head = f"  {'clip':24s} {'genre':15s}"
-    for m in MODES:
+    for m in modes:
         head += f" | {m:>13s}: kb/s  VMAF  PSNR   SSIM  saved  dVMAF"
     print(head)
     summary: dict[str, dict] = {}
@@ -108,7 +121,7 @@ def table(label: str, rows: list[dict], clips: list[str], rungs: list[str], dura
         txt = f"  {name:24s} {genre:15s}"
         base_bits = sum(r["default"][0] for r in sel)
         base_v = statistics.mean(r["default"][1] for r in sel)
-        for m in MODES:
+        for m in modes:
             bits = sum(r[m][0] for r in sel)
             v = statistics.mean(r[m][1] for r in sel)
             p = statistics.mean(r[m][2] for r in sel)
@@ -126,12 +139,14 @@ def table(label: str, rows: list[dict], clips: list[str], rungs: list[str], dura
             per_clip[c] = line(c, sel[0]["genre"], sel, duration[c] * len(rungs))
     allsel = [r for r in rows if r["rung"] in rungs]
     total = line("all (bits summed, VMAF mean)", "", allsel, sum(duration.values()) * len(rungs))
-    for m in MODES:
+    for m in modes:
         deltas = [per_clip[c][m][5] for c in per_clip]
         worst = min(range(len(deltas)), key=lambda i: deltas[i])
         summary[m] = {"saved": total[m][4], "mean_delta": float(np.mean(deltas)), "worst": deltas[worst],
                       "worst_clip": list(per_clip)[worst]}
-    for m in ("hints", "oracle", "oracle-wide", "target", "fixed"):
+    for m in ("hints", "hints-prev", "oracle", "oracle-wide", "target", "target-prev", "fixed"):
+        if m not in summary:
+            continue
         s = summary[m]
         print(f"  {m:8s}: saved {s['saved']:5.1f}% vs default, mean clip dVMAF {s['mean_delta']:+.2f}, "
               f"worst clip {s['worst']:+.2f} ({s['worst_clip']})")
@@ -152,36 +167,50 @@ def report(rows: list[dict], names: list[str], rung_names: list[str], duration: 
         print(f"  {label:24s} saved {s['saved']:5.1f}%  mean dVMAF {s['mean_delta']:+.2f}  worst clip "
               f"{s['worst']:+.2f} ({s['worst_clip']})  {'PASS' if ok else 'FAIL'}")
     n = target.target_vmaf
-    errs = np.abs(np.array([r["target"][1] for r in rows]) - n)
-    p90 = float(np.percentile(errs, 90))
-    tbits = sum(r["target"][0] for r in rows) / sum(r["default"][0] for r in rows)
-    print(f"TARGET (d) --target-vmaf {n:g}: |VMAF - N| median {np.median(errs):.2f}, p90 {p90:.2f} "
-          f"(target <= 3: {'PASS' if p90 <= 3 else 'FAIL'}); bits {100 * (tbits - 1):+.1f}% vs the default ladder; "
-          f"oracle-target |VMAF - N| p90 "
-          f"{np.percentile(np.abs(np.array([r['oracle-target'][1] for r in rows]) - n), 90):.2f}")
-    reach = np.array([r["vmax"] >= n for r in rows])
-    below = [f"{r['clip']} {r['rung']} (best {r['vmax']:.1f})" for r in rows if r["vmax"] < n]
-    print(f"  {reach.sum()} of {len(rows)} segment-rungs can reach N under the rung's cap (some encode measured here "
-          f"reached it); unreachable: {', '.join(below) or 'none'}")
-    if reach.any():
-        p90r = float(np.percentile(errs[reach], 90))
-        print(f"  where N is reachable: |VMAF - N| median {np.median(errs[reach]):.2f}, p90 {p90r:.2f} "
-              f"(target <= 3: {'PASS' if p90r <= 3 else 'FAIL'})")
-    for lab, sel in (("unreachable", ~reach), ("reachable", reach)):
-        if sel.any():
-            worst = sorted(((errs[i], rows[i]) for i in np.flatnonzero(sel)), key=lambda t: -t[0])[:5]
-            print(f"  largest misses ({lab}): " + ", ".join(
-                f"{r['clip']} {r['rung']} {r['target'][1]:.1f}" for _, r in worst))
+    tbits_oracle = sum(r["oracle-target"][0] for r in rows) / sum(r["default"][0] for r in rows)
+    print(f"oracle-target (fewest bits of the grid reaching N): |VMAF - N| p90 "
+          f"{np.percentile(np.abs(np.array([r['oracle-target'][1] for r in rows]) - n), 90):.2f}, bits "
+          f"{100 * (tbits_oracle - 1):+.1f}% vs the default ladder")
+    # N is within reach of a segment-rung when some measured encode (the grid up to CRF 44, the modes, ABR at
+    # the cap) lands at N or above (the cap allows it) and some at N or below (the top CRF allows it)
+    up = np.array([r["vmax"] >= n for r in rows])
+    down = np.array([r["vmin"] <= n for r in rows])
+    reach = up & down
+    for lab, sel in (("below N at every setting the cap allows", ~up), ("above N even at the top CRF", ~down)):
+        out = [f"{r['clip']} {r['rung']} ({r['vmax']:.1f}..{r['vmin']:.1f})" for r, s_ in zip(rows, sel, strict=True) if s_]
+        print(f"  {len(out)} of {len(rows)} segment-rungs cannot reach N ({lab}; measured VMAF range): "
+              f"{', '.join(out) or 'none'}")
+    for mode in ("target", "target-prev"):
+        if mode not in rows[0]:
+            continue
+        errs = np.abs(np.array([r[mode][1] for r in rows]) - n)
+        p90 = float(np.percentile(errs, 90))
+        tbits = sum(r[mode][0] for r in rows) / sum(r["default"][0] for r in rows)
+        within = float(np.mean(errs <= 3)) * 100
+        print(f"TARGET (d) {mode} --target-vmaf {n:g}, all {len(rows)} segment-rungs: |VMAF - N| median "
+              f"{np.median(errs):.2f}, p90 {p90:.2f} (target <= 3: {'PASS' if p90 <= 3 else 'FAIL'}), within 3: "
+              f"{within:.0f}%; bits {100 * (tbits - 1):+.1f}% vs the default ladder")
+        for lab, sel in (("N reachable under the cap", up), ("N within reach (cap and top CRF)", reach)):
+            if sel.any():
+                p90r = float(np.percentile(errs[sel], 90))
+                print(f"  {lab} ({int(sel.sum())}): |VMAF - N| median {np.median(errs[sel]):.2f}, p90 {p90r:.2f} "
+                      f"(target <= 3: {'PASS' if p90r <= 3 else 'FAIL'}), within 3: {float(np.mean(errs[sel] <= 3)) * 100:.0f}%")
+        worst = sorted(range(len(rows)), key=lambda i: -errs[i])[:6]
+        print("  largest misses: " + ", ".join(
+            f"{rows[i]['clip']} {rows[i]['rung']} {rows[i][mode][1]:.1f}{'' if reach[i] else ' (out of reach)'}"
+            for i in worst))
 
 
-def bench_clip(name: str, target_vmaf: float, timing_only: bool) -> tuple[list[dict], float, list[float],
-                                                                         list[float], list[str]]:
+def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = "", target_only: bool = False
+               ) -> tuple[list[dict], float, list[float], list[float], list[str]]:
     """Every measurement of one clip (runs in a worker process): rows, seconds, timings, printed lines."""
     cv2.setNumThreads(1)  # the feature timing is per core
     clip = corpus.clip(name)
     hull = Policy()
     target = Policy(mode="target", target_vmaf=target_vmaf)
     model = RateModel()
+    prev = RateModel(compare) if compare else None
+    modes = shown_modes(target_only, prev is not None)
     ladder = build_ladder(1280, 720, DEFAULT_LADDER)
     rends = tuple(RenditionInfo(r.name, r.width, r.height, r.max_bitrate, r.crf, "crf") for r in ladder)
     rows: list[dict] = []
@@ -205,6 +234,10 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool) -> tuple[list[d
                 hints, _ = decide(model, feats, rends, hull)
                 decide_ms.append((time.thread_time() - t0) * 1000)
             tgt_hints, _ = decide(model, feats, rends, target)
+            prev_hints = prev_tgt = tgt_hints
+            if prev is not None:
+                prev_hints, _ = decide(prev, feats, rends, hull)
+                prev_tgt, _ = decide(prev, feats, rends, replace(target, **PREV_POLICY))
             if timing_only:
                 continue
             secs = len(seg.source) / float(seg.fps)
@@ -213,12 +246,22 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool) -> tuple[list[d
                 enc = Encoder(seg, r.width, r.height, r.max_bitrate, tmp)
                 got: dict[str, Measure] = {}
                 shown: dict[str, str] = {}
-                grid = {(s, c): enc.measure(*sized(r.width, r.height, s), c) for s, cs in GRID.items() for c in cs}
-                wide = {**grid, **{(s, c): enc.measure(*sized(r.width, r.height, s), c)
-                                   for s, cs in WIDER.items() for c in cs}}
+                def measured(g: dict[float, tuple[float, ...]], w: int = r.width, h: int = r.height,
+                             e: Encoder = enc) -> dict[tuple[float, float], Measure]:
+                    return {(s, c): e.measure(*sized(w, h, s), c) for s, cs in g.items() for c in cs}
+
+                if target_only:
+                    grid, wide, tgrid = {}, {}, measured(TARGET_ONLY_GRID)
+                else:
+                    grid = measured(GRID)
+                    wide = {**grid, **measured(WIDER)}
+                    tgrid = {**grid, **measured(TARGET_GRID)}
                 got["default"] = enc.measure(r.width, r.height, r.crf)
                 shown["default"] = f"{r.height}p {r.crf:g}"
-                for mode, h in (("hints", hints[i]), ("target", tgt_hints[i])):
+                chosen = [("hints", hints[i]), ("target", tgt_hints[i])]
+                if prev is not None:
+                    chosen += [("hints-prev", prev_hints[i]), ("target-prev", prev_tgt[i])]
+                for mode, h in chosen:
                     assert h.rendition == r.name and h.max_bitrate <= r.max_bitrate
                     w, hh = (h.width, h.height) if h.width and h.height else (r.width, r.height)
                     crf = h.crf if h.crf > 0 else r.crf
@@ -226,22 +269,33 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool) -> tuple[list[d
                     shown[mode] = f"{hh}p {crf:g}"
                 got["fixed"] = enc.measure(r.width, r.height, None)
                 shown["fixed"] = f"{r.height}p abr"
-                got["oracle"] = oracle(grid, got["default"][1] - 0.5)
-                got["oracle-wide"] = oracle(wide, got["default"][1] - 0.5)
-                got["oracle-target"] = oracle(grid, target.target_vmaf)
+                if not target_only:
+                    got["oracle"] = oracle(grid, got["default"][1] - 0.5)
+                    got["oracle-wide"] = oracle(wide, got["default"][1] - 0.5)
+                got["oracle-target"] = oracle(tgrid, target.target_vmaf)
                 for m in ("oracle", "oracle-wide", "oracle-target"):
-                    (s, c), _ = next((k, v) for k, v in wide.items() if v == got[m])
+                    if m not in got:
+                        continue
+                    (s, c), _ = next((k, v) for k, v in {**wide, **tgrid}.items() if v == got[m])
                     shown[m] = f"{sized(r.width, r.height, s)[1]}p {c:g}"
                 # the best quality any encode of this segment and rung reached (the whole grid, the modes,
                 # ABR at the cap): where it is below N, no decision could land near N
+                # and the lowest (where even that is above N, the top CRF keeps the segment above N)
                 vmax = max(m[1] for m in enc.cache.values())
+                vmin = min(m[1] for m in enc.cache.values())
                 rows.append({"clip": clip.name, "genre": clip.genre, "seg": seg.index, "rung": r.name,
-                             "secs": secs, "vmax": vmax, **got})
+                             "secs": secs, "vmax": vmax, "vmin": vmin, **got})
                 lines.append(f"{clip.name:24s} {seg.index:3d} {r.name:>5s}  " + "  ".join(
-                    f"{shown[m]:>14s} {got[m][0] / secs / 1000:7.0f} {got[m][1]:6.2f}" + " " * 6 for m in MODES))
+                    f"{shown[m]:>14s} {got[m][0] / secs / 1000:7.0f} {got[m][1]:6.2f}" + " " * 6 for m in modes))
             seg.drop_sizes()
         mezz.unlink()
     return rows, seconds, frame_ms, decide_ms, lines
+
+
+def shown_modes(target_only: bool, compare: bool) -> list[str]:
+    """The modes a run measures, in column order."""
+    skip = ("oracle", "oracle-wide") if target_only else ()
+    return [m for m in MODES if m not in skip] + (list(PREV_MODES) if compare else [])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", default="", help="comma-separated eval clips (default: the whole eval split)")
     ap.add_argument("--target-vmaf", type=float, default=93.0, help="N of mode (d) (default 93)")
     ap.add_argument("--jobs", type=int, default=2, help="clips measured at once (default 2)")
+    ap.add_argument("--compare-model", default="",
+                    help="also decide (b) and (d) with this previous bitrate.onnx at the previous operating point "
+                         f"({PREV_POLICY}): modes hints-prev and target-prev, on the same encodes")
+    ap.add_argument("--target-only", action="store_true",
+                    help="measure (a)-(d) and the target oracle only (no hull oracle grid): about 40%% fewer encodes")
     ap.add_argument("--timing-only", action="store_true",
                     help="only time the features and the decision (no encodes; run it under the CPU lock)")
     args = ap.parse_args(argv)
@@ -272,11 +331,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"hull policy: max drop {hull.max_drop:g} VMAF, resize margin {hull.resize_margin:g}, scales {hull.scales}; "
           f"target policy: VMAF {target.target_vmaf:g}; ladder "
           f"{', '.join(f'{r.name}@{r.max_bitrate // 1000}k' for r in ladder)}; static CRF {ladder[0].crf:g}; "
-          f"oracle grid (scale: CRFs): {GRID}")
-    print(f"{'clip':24s} {'seg':>3s} {'rung':>5s}  " + "  ".join(f"{m + ' (size crf) kb/s VMAF':>36s}" for m in MODES))
+          f"target CRFs up to {target.target_max_crf:g}, margin {target.target_margin:g}; "
+          + (f"oracle-target grid (scale: CRFs): {TARGET_ONLY_GRID}" if args.target_only else
+             f"oracle grid (scale: CRFs): {GRID}, oracle-target adds {TARGET_GRID}")
+          + (f"; previous model {args.compare_model} at {PREV_POLICY}" if args.compare_model else ""))
+    shown = shown_modes(args.target_only, bool(args.compare_model))
+    print(f"{'clip':24s} {'seg':>3s} {'rung':>5s}  " + "  ".join(f"{m + ' (size crf) kb/s VMAF':>36s}" for m in shown))
     jobs = 1 if args.timing_only else max(1, args.jobs)
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(bench_clip, c.name, args.target_vmaf, args.timing_only) for c in clips]
+        futures = [pool.submit(bench_clip, c.name, args.target_vmaf, args.timing_only, args.compare_model,
+                               args.target_only) for c in clips]
         for c, fut in zip(clips, futures, strict=True):
             got_rows, secs, f_ms, d_ms, lines = fut.result()
             rows += got_rows

@@ -112,6 +112,20 @@ def test_target_policy_reaches_the_target_with_the_fewest_bits() -> None:
     assert choose(crfs, (1.0, 0.5), v, r, 0.0, replace(target, target_vmaf=85.0, target_margin=2.0)) == (0.5, 21.0)
 
 
+def test_target_policy_goes_up_to_its_own_top_crf_and_hull_stays_under_its_own() -> None:
+    """Easy content reaches a target only far up the CRF scale (a clean pan keeps VMAF 99.5 at CRF 33): the
+    target policy may go to ``target_max_crf`` while the hull policy stays at or under ``max_crf``."""
+    crfs = np.arange(14.0, 44.01, 0.5)
+    easy = np.minimum(100.0, 140.0 - crfs)  # 100 up to CRF 40, 96 at 44
+    rate = 400.0 * 2.0 ** (-(crfs - 23) / 6)
+    target = Policy(mode="target", target_vmaf=97.0, target_margin=0.0, scales=(1.0,))
+    assert choose(crfs, (1.0,), easy[None], rate[None], 0.0, target) == (1.0, 43.0)
+    # capped at 38, the target is overshot: the highest CRF allowed, as close to N as the cap lets it get
+    assert choose(crfs, (1.0,), easy[None], rate[None], 0.0, replace(target, target_max_crf=38.0)) == (1.0, 38.0)
+    hull = Policy(max_drop=10.0, scales=(1.0,))
+    assert choose(crfs, (1.0,), easy[None], rate[None], 100.0, hull) == (1.0, 38.0)
+
+
 def test_choose_ignores_a_wiggle_in_the_curve() -> None:
     crfs = np.arange(16.0, 40.0, 1.0)
     curve = 110.0 - crfs
@@ -179,11 +193,13 @@ def test_decide_keeps_every_rendition_at_or_under_its_cap_and_sizes_valid(model:
     resized = 0
     for row in firsts:
         feats = np.array([table[n][row] for n in FEATURE_NAMES], np.float32)
-        for policy in (Policy(), Policy(mode="target", target_vmaf=90.0)):
+        # the shipped operating point never resizes; a zero resize margin shows the sizes a hint can carry
+        for policy in (Policy(), Policy(mode="target", target_vmaf=90.0), Policy(resize_margin=0.0)):
             hints, complexity = decide(model, feats, rends, policy)
             assert [h.rendition for h in hints] == [r.name for r in rends]
+            top = policy.target_max_crf if policy.mode == "target" else policy.max_crf
             for h, r in zip(hints, rends, strict=True):
-                assert h.max_bitrate == r.max_bitrate and (h.crf == 0 or 16 <= h.crf <= 38)
+                assert h.max_bitrate == r.max_bitrate and (h.crf == 0 or 16 <= h.crf <= top)
                 if h.width:
                     resized += 1
                     assert segment_size(r.width, r.height, h.width, h.height) == (h.width, h.height) != (r.width, r.height)

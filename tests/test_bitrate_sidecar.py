@@ -226,3 +226,8 @@ def test_bad_option_is_one_line_error() -> None:
                           env={**os.environ})
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0 and len(lines) == 1 and "--target-margin" in lines[0], proc.stderr
+    proc = subprocess.run([str(SIDECAST), "sidecar", "bitrate", "--listen", "unix:///tmp/x-unused.sock",
+                           "--target-max-crf", "60"], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                          env={**os.environ})
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and len(lines) == 1 and "--target-max-crf" in lines[0], proc.stderr

@@ -39,7 +39,7 @@ from sidecast.core.ladder import DEFAULT_LADDER, build_ladder  # noqa: E402
 from sidecast.sidecars.bitrate.features import ANALYSIS_WIDTH, FEATURE_NAMES, segment_features  # noqa: E402
 
 SCALES = (1.0, 0.75, 0.5)
-CRFS = (18, 23, 28, 33)
+CRFS = (18, 23, 28, 33, 38, 44)  # 38 and 44: where easy content first falls to a target (issue 14)
 VMAF_SUBSAMPLE = 3
 CACHE = ROOT / ".cache" / "bitrate-corpus"
 COLUMNS = ["clip", "split", "genre", "source", "segment", "display_height", "display_width", "height", "width",
@@ -68,8 +68,8 @@ def save_frames(name: str, segment_duration: float = 2.0) -> int:
     return len(segments)
 
 
-def build_clip(name: str, segment_duration: float = 2.0) -> list[list[object]]:
-    """All rows of one clip (runs in a worker process)."""
+def build_clip(name: str, segment_duration: float = 2.0, crfs: tuple[float, ...] = CRFS) -> list[list[object]]:
+    """All rows of one clip at ``crfs`` (runs in a worker process)."""
     clip = corpus.clip(name)
     ff = quality.ffmpeg_exe()
     ladder = build_ladder(1280, 720, DEFAULT_LADDER)
@@ -91,7 +91,7 @@ def build_clip(name: str, segment_duration: float = 2.0) -> list[list[object]]:
                 for scale in SCALES:
                     w, h = encoded_size(rung.width, rung.height, scale)
                     frames = seg.at(h, w)
-                    for crf in CRFS:
+                    for crf in crfs:
                         enc = tmp / "enc.mkv"
                         bits = quality.encode(frames, seg.fps, crf, rung.max_bitrate, enc)
                         score = quality.vmaf(enc, ref, seg.fps, threads=1, subsample=VMAF_SUBSAMPLE)
@@ -104,11 +104,50 @@ def build_clip(name: str, segment_duration: float = 2.0) -> list[list[object]]:
     return rows
 
 
+def merge(table: Path, extra: Path) -> int:
+    """Append ``extra``'s rows (more CRFs of clips already in ``table``) to ``table``, sorted by clip, segment,
+    rung, scale and CRF, every row of a segment carrying the features ``table`` already had for it."""
+    with open(table, newline="") as fh:
+        rows = list(csv.reader(fh))
+    with open(extra, newline="") as fh:
+        more = list(csv.reader(fh))
+    if rows[0] != COLUMNS or more[0] != COLUMNS:
+        print(f"build_corpus: error: {table} and {extra} must both have this version's columns", file=sys.stderr)
+        return 2
+    nf = len(FEATURE_NAMES)
+    feats = {(r[0], r[4]): r[-nf:] for r in rows[1:]}
+    key = {k: i for i, k in enumerate(COLUMNS)}
+    have = {(r[0], r[4], r[5], r[9], r[10]) for r in rows[1:]}
+    added = 0
+    for r in more[1:]:
+        if (r[0], r[4]) not in feats:
+            print(f"build_corpus: error: {r[0]} segment {r[4]} is not in {table}", file=sys.stderr)
+            return 2
+        if (r[0], r[4], r[5], r[9], r[10]) in have:
+            continue
+        rows.append(r[:-nf] + feats[(r[0], r[4])])
+        added += 1
+    order = {name: i for i, name in enumerate(c.name for c in corpus.CLIPS)}
+    body = sorted(rows[1:], key=lambda r: (order.get(r[0], len(order)), r[0], int(r[key["segment"]]),
+                                           -int(r[key["display_height"]]), -float(r[key["scale"]]),
+                                           float(r[key["crf"]])))
+    with open(table, "w", newline="") as fh:
+        csv.writer(fh).writerows([rows[0], *body])
+    print(f"{added} row(s) added to {table}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-o", "--output", type=Path, default=Path(__file__).with_name("corpus.csv"))
     ap.add_argument("--clips", default="", help="comma-separated clip names (default: all)")
     ap.add_argument("--workers", type=int, default=2, help="clips built at once (default 2)")
+    ap.add_argument("--crfs", default="",
+                    help="comma-separated CRFs to encode (default: the table's grid); with -o a new file, the rows "
+                         "of one more CRF for clips already built, to be merged with --merge")
+    ap.add_argument("--merge", type=Path, default=None,
+                    help="append the rows of this table (built with --crfs) to the output table, their features "
+                         "replaced by the output table's own for the same segment (one feature vector per segment)")
     ap.add_argument("--frames-only", action="store_true",
                     help="only cache every clip's analysis frames (after a change of the analysis size)")
     args = ap.parse_args(argv)
@@ -118,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError) as exc:
         print(f"build_corpus: error: {exc.args[0]}", file=sys.stderr)
         return 2
+    if args.merge is not None:
+        return merge(args.output, args.merge)
+    crfs = tuple(int(float(c)) if float(c).is_integer() else float(c) for c in args.crfs.split(",") if c) or CRFS
     if args.frames_only:
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             for c, n in zip(clips, pool.map(save_frames, [c.name for c in clips]), strict=True):
@@ -141,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.writer(fh)
         if new_file:
             writer.writerow(COLUMNS)
-        futures = {pool.submit(build_clip, c.name): c for c in todo}
+        futures = {pool.submit(build_clip, c.name, 2.0, crfs): c for c in todo}
         for fut in as_completed(futures):
             c = futures[fut]
             try:

@@ -41,7 +41,10 @@ from .features import N_FEATURES
 MODEL_ENV = "SIDECAST_BITRATE_MODEL"
 DEFAULT_MODEL = model_path("bitrate", "bitrate.onnx")
 TRAINED_HEIGHTS = (360, 720)
-CRF_GRID = np.arange(14.0, 40.01, 0.5, dtype=np.float32)
+# The CRFs the model is evaluated at: the corpus measured 18..44 (a little extrapolation below 18). The hull
+# policy stops at ``Policy.max_crf`` (38); the target policy may go to ``Policy.target_max_crf`` (44), where
+# easy content (a slow pan over a clean photograph) first falls to the VMAF a user asks for.
+CRF_GRID = np.arange(14.0, 44.01, 0.5, dtype=np.float32)
 SCALES = (1.0, 0.75, 0.5)  # the encode sizes the corpus measured, as fractions of the rendition's size
 
 # Features that span orders of magnitude enter the model as log1p; the probe's bits per pixel as log2.
@@ -77,8 +80,9 @@ class Policy:
 
     ``mode="hull"``: fewest bits within ``max_drop`` VMAF of the static ladder's predicted quality.
     ``mode="target"``: fewest bits whose predicted VMAF reaches ``target_vmaf + target_margin`` (the margin
-    makes up for the model's optimism on content it knows least, chosen out of fold). Both stay within ``[min_crf, max_crf]`` and
-    choose among ``scales`` (1 = the rendition's size; ``(1.0,)`` turns the resolution choice off).
+    makes up for the model's optimism on content it knows least, chosen out of fold). ``hull`` stays within
+    ``[min_crf, max_crf]``, ``target`` within ``[min_crf, target_max_crf]`` (easy content reaches a target
+    only far up the CRF scale: a slow pan over a clean photograph keeps VMAF 99.5 at CRF 33). Both choose among ``scales`` (1 = the rendition's size; ``(1.0,)`` turns the resolution choice off).
     ``resize_margin`` is asked of a smaller picture on top (predicted VMAF at least that much higher than a
     full-size point would need): the model is least sure of what scaling does to fine detail, and a wrong
     guess there costs more than a wrong CRF. ``max_drop``, ``resize_margin``, ``target_margin`` and ``vbr_margin``
@@ -87,12 +91,13 @@ class Policy:
 
     mode: Literal["hull", "target"] = "hull"
     max_drop: float = 0.25
-    resize_margin: float = 1.0
+    resize_margin: float = 100.0
     target_vmaf: float = 93.0
     target_margin: float = 2.0
     vbr_margin: float = 0.0
     min_crf: float = 16.0
     max_crf: float = 38.0
+    target_max_crf: float = 44.0
     scales: tuple[float, ...] = SCALES
 
 
@@ -141,7 +146,8 @@ def choose(crfs: np.ndarray, scales: Sequence[float], vmaf: np.ndarray, kbps: np
     crfs = np.asarray(crfs, dtype=np.float64)
     v = np.minimum.accumulate(np.asarray(vmaf, dtype=np.float64).reshape(len(scales), -1), axis=1)
     r = np.asarray(kbps, dtype=np.float64).reshape(len(scales), -1)
-    in_range = ((crfs >= policy.min_crf) & (crfs <= policy.max_crf))[None, :]
+    top = policy.target_max_crf if policy.mode == "target" else policy.max_crf
+    in_range = ((crfs >= policy.min_crf) & (crfs <= top))[None, :]
     if policy.mode == "target":
         required = policy.target_vmaf + policy.target_margin
     else:

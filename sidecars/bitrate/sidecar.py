@@ -124,17 +124,22 @@ class BitrateSidecar(Sidecar):
         parser.add_argument("--no-resize", action="store_true",
                             help="never encode a segment below its rendition's size (CRF choice only)")
         parser.add_argument("--min-crf", type=float, default=p.min_crf, help=f"lowest CRF (default {p.min_crf:g})")
-        parser.add_argument("--max-crf", type=float, default=p.max_crf, help=f"highest CRF (default {p.max_crf:g})")
+        parser.add_argument("--max-crf", type=float, default=p.max_crf,
+                            help=f"hull policy: highest CRF (default {p.max_crf:g})")
+        parser.add_argument("--target-max-crf", type=float, default=p.target_max_crf,
+                            help=f"target policy: highest CRF, where easy content first falls to the target "
+                                 f"(default {p.target_max_crf:g}, the top of the model's training grid)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Callable[[], Sidecar]:
         policy = Policy(mode=args.policy, target_vmaf=args.target_vmaf, max_drop=args.max_drop,
                         resize_margin=args.resize_margin, target_margin=args.target_margin,
-                        min_crf=args.min_crf, max_crf=args.max_crf, scales=(1.0,) if args.no_resize else SCALES)
+                        min_crf=args.min_crf, max_crf=args.max_crf, target_max_crf=args.target_max_crf,
+                        scales=(1.0,) if args.no_resize else SCALES)
         if not (0 < policy.target_vmaf <= 100 and policy.max_drop >= 0 and 0 <= policy.target_margin <= 20
-                and 0 <= policy.min_crf <= policy.max_crf <= 51):
-            raise ConfigError("bitrate: need 0 < --target-vmaf <= 100, --max-drop >= 0, 0 <= --target-margin <= 20 "
-                              "and 0 <= --min-crf <= --max-crf <= 51")
+                and 0 <= policy.min_crf <= policy.max_crf <= 51 and policy.min_crf <= policy.target_max_crf <= 51):
+            raise ConfigError("bitrate: need 0 < --target-vmaf <= 100, --max-drop >= 0, 0 <= --target-margin <= 20, "
+                              "0 <= --min-crf <= --max-crf <= 51 and --min-crf <= --target-max-crf <= 51")
         try:
             _shared_model(args.model)  # fail at start-up with the model's own message, not on a segment
         except ModelError as exc:
