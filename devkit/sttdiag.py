@@ -116,6 +116,7 @@ def main() -> int:
                     help="a StreamConfig field for this run (numbers and true/false), e.g. onset_confirm=1.0")
     ap.add_argument("--passes", action="store_true", help="print the pass log around each error")
     ap.add_argument("--all", action="store_true", help="every utterance, not only the worse ones")
+    ap.add_argument("--dump", default="", help="write the reference, offline and streaming words to this JSON file")
     args = ap.parse_args()
 
     model = engine.load_model(engine.resolve_spec(None, "cpu", "int8", 2))
@@ -142,6 +143,13 @@ def main() -> int:
           f"streaming {st_wer:.3f} ({st_wer / max(off_wer, 1e-9):.2f}x), stalls {rec.stalls}, loops {rec.loops}; "
           f"lag median {np.median(rec.lags):.2f} p95 {np.percentile(rec.lags, 95):.2f} max {max(rec.lags):.2f} s")
     utts = prog.utterances
+    if args.dump:
+        import json
+
+        as_list = [[w.text, w.start, w.end] for w in words]
+        Path(args.dump).write_text(json.dumps({
+            "reference": prog.reference, "offline": [[w.text, w.start, w.end] for w in off], "streaming": as_list,
+            "utterances": [[u.clip, u.speaker, u.start, u.end, u.text, u.repeat] for u in utts]}))
     lost = 0
     for k, u in enumerate(utts):
         nxt = utts[k + 1] if k + 1 < len(utts) else None

@@ -2,7 +2,8 @@
 
     .venv/bin/python -m devkit.sttsweep --config alignatt --config alignatt:context_gap=3,onset_confirm=0
 
-Each ``--config`` is ``POLICY[:FIELD=VALUE,...]`` (StreamConfig fields; numbers and true/false). Every
+Each ``--config`` is ``POLICY[:FIELD=VALUE,...]`` (StreamConfig fields, or ``guards.FIELD`` for a
+GuardConfig field; numbers and true/false). Every
 configuration is replayed deterministically (a pass after every 0.5 s of audio, as ``bench/stt.py
 --replay`` and ``devkit/sttdiag.py``) over the three tuning programmes of ``devkit/realspeech.py``: the
 3-minute tuning programme, ``hard_tuning()`` and ``speaker_tuning()``. One model load and one offline
@@ -18,6 +19,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +31,23 @@ from devkit.sttdiag import in_span, replay  # noqa: E402
 from sidecast.contract.records import Word  # noqa: E402
 from sidecast.sidecars.stt import engine  # noqa: E402
 from sidecast.sidecars.stt.engine import DecodeOptions, Decoder  # noqa: E402
+from sidecast.sidecars.stt.guards import GUARDS  # noqa: E402
 from sidecast.sidecars.stt.recognizer import StreamConfig  # noqa: E402
 
 
 def parse(spec: str) -> tuple[str, StreamConfig]:
     policy, _, rest = spec.partition(":")
     fields: dict[str, object] = {}
+    guards: dict[str, object] = {}
     for item in filter(None, rest.split(",")):
         key, value = item.split("=", 1)
-        fields[key] = value.lower() == "true" if value.lower() in ("true", "false") else float(value)
+        parsed = value.lower() == "true" if value.lower() in ("true", "false") else float(value)
+        if key.startswith("guards."):  # a GuardConfig field, e.g. guards.lead_out=false
+            guards[key.removeprefix("guards.")] = parsed
+        else:
+            fields[key] = parsed
+    if guards:
+        fields["guards"] = replace(GUARDS, **guards)  # type: ignore[arg-type]
     return spec, StreamConfig(policy=policy, **fields)  # type: ignore[arg-type]
 
 
