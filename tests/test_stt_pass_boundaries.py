@@ -19,7 +19,16 @@ import pytest
 
 from devkit import realspeech as rs
 from sidecast.sidecars.stt import engine
-from sidecast.sidecars.stt.guards import DecodedWord, stretched_last_word, word_in_speech
+from sidecast.sidecars.stt.guards import (
+    GUARDS,
+    DecodedSegment,
+    DecodedWord,
+    compression_ratio,
+    filter_segments,
+    segment_is_speech,
+    stretched_last_word,
+    word_in_speech,
+)
 from sidecast.sidecars.stt.recognizer import SAMPLE_RATE as SR
 from sidecast.sidecars.stt.recognizer import StreamingRecognizer
 from sidecast.sidecars.stt.sidecar import SttSidecar, paced_pass_end
@@ -119,3 +128,30 @@ def test_a_last_word_stretched_over_the_silence_after_the_speech_is_in_speech() 
     assert stretched_last_word(DecodedWord(" now.", 4.7, 6.98), speech)
     assert not stretched_last_word(DecodedWord(" you.", 5.25, 6.98), speech)
     assert not stretched_last_word(DecodedWord(" Thank", 5.6, 6.0), speech)
+    # Kept as a pass's last word, ending with its speech (plus the VAD's padding), not with the audio.
+    words = (DecodedWord(" busy", 4.52, 4.7), DecodedWord(" now.", 4.7, 6.98))
+    kept = filter_segments([DecodedSegment(" busy now.", 4.52, 6.98, words, avg_logprob=-0.1)], speech)
+    assert [(w.text, w.end) for w in kept] == [(" busy", 4.7), (" now.", pytest.approx(5.4))]
+    # Not so when another word follows it in the pass: then it is the alignment's filler over a pause.
+    words = (*words, DecodedWord(" later", 7.0, 7.3))
+    kept = filter_segments([DecodedSegment(" busy now. later", 4.52, 7.3, words, avg_logprob=-0.1)], speech)
+    assert [w.text.strip() for w in kept] == ["busy"]
+
+
+def test_a_looping_segment_keeps_its_words_up_to_the_loop_and_a_loop_on_silence_stays_dropped() -> None:
+    # The pass ending at 3.6 s, as the decoder and its alignment gave it: a loop after "full", which the
+    # compression-ratio rule used to drop whole ("That" then went with the trimmed buffer).
+    heard = [(" that", 0.0, 1.52), (" conference", 1.52, 2.0), (" is", 2.0, 2.3), (" full", 2.3, 3.32),
+             (" all", 3.32, 4.04)] + [(w, 4.04, 4.04) for w in [" that", " conference", " is", " full", " all"] * 2] + [
+             (" that", 4.04, 4.58), (" conference", 4.58, 4.58), (" is", 4.58, 4.58), (" full", 4.58, 4.58)]
+    words = tuple(DecodedWord(t, a, b) for t, a, b in heard)
+    text = "".join(w.text for w in words)
+    looped = DecodedSegment(text, 0.0, 4.04, words, avg_logprob=-0.33, no_speech_prob=0.28,
+                            compression_ratio=compression_ratio(text.strip()))
+    assert looped.compression_ratio > GUARDS.max_compression_ratio and not segment_is_speech(looped)
+    kept = filter_segments([looped], [(0.91, 2.77)])
+    assert [w.text.strip() for w in kept] == ["that", "conference", "is", "full"]
+    # Whisper's silence rule still drops a loop on no speech, whatever its words.
+    silent = DecodedSegment(text, 0.0, 4.04, words, avg_logprob=-1.1, no_speech_prob=0.8,
+                            compression_ratio=looped.compression_ratio)
+    assert filter_segments([silent], [(0.91, 2.77)]) == []

@@ -225,8 +225,13 @@ def filter_segments(segments: Sequence[DecodedSegment], speech: Sequence[tuple[f
             if not heard.text.strip():
                 continue
             w: DecodedWord | None = heard
-            if not word_in_speech(heard, speech, cfg) and not (
-                    k == last and i == len(segments) - 1 and stretched_last_word(heard, speech, cfg)):
+            if word_in_speech(heard, speech, cfg):
+                pass
+            elif k == last and i == len(segments) - 1 and stretched_last_word(heard, speech, cfg):
+                # ends with its speech (plus the VAD's padding), not at the end of the audio
+                end = next(b for a, b in speech if a <= heard.start < b)
+                w = DecodedWord(heard.text, heard.start, min(heard.end, end + 0.1), heard.probability)
+            else:
                 w = _lead_in(heard, seg.words[k + 1:], speech, cfg, seen)
             if w is None:
                 continue
