@@ -159,8 +159,9 @@ def test_held_words_are_committed_when_the_audio_stops_coming(decoder: Decoder, 
 def test_the_kept_context_spans_a_long_pause_unless_context_gap_ends_it(decoder: Decoder, gap: float) -> None:
     # A card call after the telephone voice and a 4.2 s pause. By default the telephone sentence stays in
     # the buffer across the pause and is forced as the decoder's prefix, and tiny.en reads "Four queen of
-    # clothes"; with the context ended by the pause (context_gap 1.5 or 3) it reads "Queen of Cloves" and
-    # the "four" is lost. On the tuning material (realspeech.speaker_tuning and the two other tuning
+    # clothes"; with the context ended by the pause (context_gap 1.5 or 3) it read "Queen of Cloves", the
+    # "four" lost with a looping pass the guards dropped whole (since they keep a loop's words up to the
+    # loop: "4 queen of clothes"). On the tuning material (realspeech.speaker_tuning and the two other tuning
     # programmes) every context_gap from 1.5 to 5 s did worse than keeping the context (docs/captions.md,
     # "The context after a long pause"). context_gap=N still ends it after a pause over N s.
     assert StreamConfig.context_gap == 0.0  # the decided default: change it only with new tuning figures

@@ -11,8 +11,9 @@ are dropped unless the audio under them is clearly speech.
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,8 @@ class GuardConfig:
     silence_logprob: float = -1.0        # ... and avg log-prob below this means "nothing was said"
     min_avg_logprob: float = -1.3        # below this a segment is garbage whatever no_speech says
     max_compression_ratio: float = 2.4   # gzip ratio above this means looping text
-    min_speech_overlap: float = 0.3      # a word must overlap detected speech by this fraction
+    min_speech_overlap: float = 0.3      # a word must overlap detected speech by this fraction ...
+    min_speech_seconds: float = 0.2      # ... or, a pass's last word, by this many seconds (stretched_last_word)
     max_repeats: int = 2                 # an n-gram may appear this many times in a row
 
 
@@ -93,6 +95,17 @@ def word_in_speech(w: DecodedWord, regions: Sequence[tuple[float, float]], cfg: 
     if any(a <= mid <= b for a, b in regions):
         return True
     return overlap(w.start, w.start + span, regions) >= cfg.min_speech_overlap * span
+
+
+def stretched_last_word(w: DecodedWord, regions: Sequence[tuple[float, float]], cfg: GuardConfig = GUARDS) -> bool:
+    """A pass's last word that the alignment stretched over the silence after the speech: it starts
+    inside a region, is heard there for ``min_speech_seconds``, and reaches no other speech. Whisper times
+    the last word to the end of the audio, so a pass running 2 s past "now." timed it 2.3 s long, mostly
+    silence, and the overlap rule dropped it. Only the last word: a word followed by others that spans a
+    pause ("are" across 5 s between two speakers) is the alignment's filler, not a word said."""
+    heard = overlap(w.start, max(w.end, w.start + 0.02), regions)
+    return heard >= cfg.min_speech_seconds and any(
+        a <= w.start < b and not any(b < c < w.end for c, _ in regions) for a, b in regions)
 
 
 def snap_to_speech(w: DecodedWord, regions: Sequence[tuple[float, float]], pad: float = 0.1,
@@ -200,15 +213,25 @@ def filter_segments(segments: Sequence[DecodedSegment], speech: Sequence[tuple[f
     words: list[DecodedWord] = []
     # speech regions that already have a word
     seen: set[int] = {i for i, (a, _) in enumerate(speech) if settled > 0 and a < settled - 0.05}
-    for seg in segments:
+    for i, seg in enumerate(segments):
         if not segment_is_speech(seg, cfg):
-            continue
+            cut = _loop_cut(seg, cfg)
+            if cut is None:
+                continue
+            seg = cut
         kept = []
+        last = max((k for k, x in enumerate(seg.words) if x.text.strip()), default=-1)
         for k, heard in enumerate(seg.words):
             if not heard.text.strip():
                 continue
             w: DecodedWord | None = heard
-            if not word_in_speech(heard, speech, cfg):
+            if word_in_speech(heard, speech, cfg):
+                pass
+            elif k == last and i == len(segments) - 1 and stretched_last_word(heard, speech, cfg):
+                # ends with its speech (plus the VAD's padding), not at the end of the audio
+                end = next(b for a, b in speech if a <= heard.start < b)
+                w = DecodedWord(heard.text, heard.start, min(heard.end, end + 0.1), heard.probability)
+            else:
                 w = _lead_in(heard, seg.words[k + 1:], speech, cfg, seen)
             if w is None:
                 continue
@@ -224,6 +247,32 @@ def filter_segments(segments: Sequence[DecodedSegment], speech: Sequence[tuple[f
                 continue
         words.extend(kept)
     return cut_repetitions(cut_squeezed(words), cfg.max_repeats, regions=speech)
+
+
+def compression_ratio(text: str) -> float:
+    """Whisper's loop signal: the text's size over its zlib-compressed size (faster-whisper's rule)."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def _loop_cut(seg: DecodedSegment, cfg: GuardConfig) -> DecodedSegment | None:
+    """A segment failed only the compression-ratio rule: a decoding loop. Its words up to the loop, when
+    that cut leaves text that passes the rule, else None (the segment is dropped).
+
+    The decoder loops where a pass ends soon after the speech ("that conference is full all that
+    conference is full all ..." for a pass 0.8 s past "That conference is full."): the words before the
+    loop were heard, and dropping the segment whole dropped them. When no later pass reaches that
+    speech with the words still in it (a big pass that the buffer is trimmed after: adaptive pacing
+    under load), they were lost for good. Nothing else about the segment is excused: a loop on silence
+    or noise still fails the no-speech and overlap rules."""
+    if not (seg.compression_ratio > cfg.max_compression_ratio
+            and segment_is_speech(replace(seg, compression_ratio=0.0), cfg)):
+        return None
+    words = cut_repetitions(cut_squeezed(seg.words), cfg.max_repeats)
+    text = "".join(w.text for w in words)
+    if not words or len(words) == len(seg.words) or compression_ratio(text.strip()) > cfg.max_compression_ratio:
+        return None
+    return replace(seg, text=text, end=words[-1].end, words=tuple(words), compression_ratio=compression_ratio(text.strip()))
 
 
 def _lead_in(w: DecodedWord, following: Sequence[DecodedWord], speech: Sequence[tuple[float, float]],

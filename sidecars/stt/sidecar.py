@@ -280,13 +280,12 @@ class SttSidecar(Sidecar):
                        help="on: the decoder passes due across this process's streams run as one batch "
                             "(docs/captions.md); off: one pass at a time")
         g.add_argument("--max-batch", type=int, default=8, help="most passes in one batch (default 8)")
-        # fixed is the default: under overload adaptive pacing lost a programme's first and last words
-        # (test_real_speech_gets_translated_tracks_with_the_source_cue_timing fed at 8x beside four busy
-        # loops: 4 of 6 runs lost "That" and "now.", 0 of 6 with fixed)
+        # fixed is the default: adaptive pacing's big passes lost words under overload (a looping pass
+        # dropped whole, a stretched last word: fixed in the guards, tests/test_stt_pass_boundaries.py),
+        # and live it measured level with fixed, no gain to pay for switching (docs/captions.md "Pass pacing")
         g.add_argument("--pacing", default="fixed", choices=["adaptive", "fixed"],
                        help="fixed: a pass per 0.5-2 s of audio (default); adaptive: each pass takes all new audio "
-                            "and passes space out while the model is behind (more streams per process, but it "
-                            "can lose words under overload: docs/captions.md)")
+                            "and passes space out while the model is behind (docs/captions.md, \"Pass pacing\")")
         g.add_argument("--vad", default="incremental", choices=["incremental", "whole"],
                        help="incremental: Silero VAD runs once over each new piece of audio, keeping its state "
                             "(default); whole: again over the whole buffer at every pass (docs/captions.md)")
@@ -595,7 +594,7 @@ class SttSidecar(Sidecar):
 
 
 def paced_pass_end(rec: StreamingRecognizer, pace: float) -> int | None:
-    """The sidecar's pass scheduling (``--pacing adaptive``, the default): where a stream's next pass
+    """The sidecar's pass scheduling (``--pacing adaptive``; ``fixed`` is the default): where a stream's next pass
     stops, or None while it is not due.
 
     A pass is due after ``min_step`` plus the shared scheduler's ``pace`` of new audio (engine.PassBatcher
