@@ -2,8 +2,8 @@
 
 Starts ``sidecast sidecar autocrop`` on a unix socket, opens K concurrent gRPC streams (1280x720 sources at
 the sidecar's 5 fps, 480 px analysis frames), waits until each has had crops back, and prints the process's
-RSS at each K. The baseline is the same process with no stream open (models not loaded yet: they load at
-the first stream's start).
+RSS at each K, beside the same process with no stream open (its models are already loaded: the sidecar
+loads and warms them before it listens).
 
     .venv/bin/python bench/autocrop_memory.py [--streams 1,4,8]
 """
@@ -22,28 +22,16 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from sidecast.contract import pb2, pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sidecast.contract import pb2, pb2_grpc  # noqa: E402
+from tests.conftest import wait_for, wait_healthy  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def wait_serving(addr: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(addr) as ch:
-        stub = health_pb2_grpc.HealthStub(ch)
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status == 1:
-                    return
-            except grpc.RpcError:
-                time.sleep(0.1)
-    raise SystemExit("the autocrop sidecar did not come up")
 
 
 def main() -> None:
@@ -56,7 +44,7 @@ def main() -> None:
     exe = ROOT / ".venv" / "bin" / "sidecast"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "sidecast.core.cli"]
     proc = subprocess.Popen([*cmd, "sidecar", "autocrop", "--listen", addr, "--max-streams", str(max(counts) + 2)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
     img = np.random.default_rng(1).integers(0, 255, (270, 480, 3), np.uint8).tobytes()
     stop = threading.Event()
     answered: list[int] = []
@@ -84,18 +72,14 @@ def main() -> None:
 
     threads: list[threading.Thread] = []
     try:
-        wait_serving(addr, proc)
+        wait_healthy(addr, proc, 60, "the autocrop sidecar")
         print(f"no stream open: {rss_mb(proc.pid):.0f} MB")
         for n in counts:
             while len(threads) < n:
                 t = threading.Thread(target=stream, args=(len(threads),), daemon=True)
                 t.start()
                 threads.append(t)
-            deadline = time.monotonic() + 120
-            while len(answered) < n and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if len(answered) < n:
-                raise SystemExit(f"only {len(answered)} of {n} streams got crops within 120 s")
+            wait_for(lambda: len(answered) >= n, 120, f"crops back on {n} streams")  # noqa: B023 (called here)
             time.sleep(1.0)  # let the last streams' first analyses settle their buffers
             print(f"{n} streams open: {rss_mb(proc.pid):.0f} MB", flush=True)
         print(f"load average: {os.getloadavg()[0]:.1f}")
