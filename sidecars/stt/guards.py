@@ -11,7 +11,6 @@ are dropped unless the audio under them is clearly speech.
 from __future__ import annotations
 
 import re
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -250,9 +249,11 @@ def filter_segments(segments: Sequence[DecodedSegment], speech: Sequence[tuple[f
 
 
 def compression_ratio(text: str) -> float:
-    """Whisper's loop signal: the text's size over its zlib-compressed size (faster-whisper's rule)."""
-    data = text.encode("utf-8")
-    return len(data) / len(zlib.compress(data)) if data else 0.0
+    """Whisper's loop signal: the text's size over its zlib-compressed size, by faster-whisper's own function
+    (the one that gave the decoded segment its ratio, so a cut segment is measured as the decoder measures)."""
+    from faster_whisper.transcribe import get_compression_ratio  # imported on use, as engine.py does
+
+    return float(get_compression_ratio(text)) if text else 0.0
 
 
 def _loop_cut(seg: DecodedSegment, cfg: GuardConfig) -> DecodedSegment | None:
