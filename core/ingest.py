@@ -5,9 +5,12 @@ starts or ends: every segment starts with an IDR, so a stitcher can swap whole s
 drops (what arrived is published at once) and at a discontinuity.
 
 PROGRAM-DATE-TIME tells the truth for live sources: it is when a frame *arrived*, not when the pipeline got
-round to it. A demuxer hands over its probing buffer (a second or more of frames) in one burst after it
-opens, then frames at the pace they arrive; the smallest "wall clock at read − media time" seen so far is
-therefore the arrival offset, and PDT(t) = that offset + t. The offset is fixed once the reading has
+round to it. Where the transport knows (a publisher pushing RTMP or SRT into sidecast's own servers) each
+frame carries the wall clock at which its bytes were received (``VideoEvent.arrived``), so a reader that is
+seconds behind — a probing burst, or a saturated machine reading at the source's pace but late — still
+measures the true arrival. Elsewhere the time of reading is the bound: a demuxer hands over its probing
+buffer (a second or more of frames) in one burst after it opens, then frames at the pace they arrive. Either
+way the smallest "arrival − media time" seen so far is the arrival offset, and PDT(t) = that offset + t. The offset is fixed once the reading has
 caught up (the offset stops shrinking: over the last ``SETTLED_FRAMES`` frames it moved less than
 ``SETTLED_S``), or ``PDT_SETTLE_S`` after a segment that needs it closed, whichever comes first; after that,
 PDTs advance by exactly the segment durations (a player computes positions from them, so a later
@@ -100,11 +103,12 @@ class Ingest:
         self._recent: deque[float] = deque(maxlen=SETTLED_FRAMES)
         self._settled = threading.Event()
 
-    def _arrived(self, t: float) -> None:
-        """A live frame at media time ``t`` is being read now: tighten the arrival offset."""
+    def _arrived(self, t: float, at: float | None = None) -> None:
+        """A live frame at media time ``t`` arrived at wall clock ``at`` (None: it is being read now, the
+        best bound there is): tighten the arrival offset."""
         if self._arrival_fixed:
             return
-        offset = time.time() - t
+        offset = (time.time() if at is None else at) - t
         if self._arrival is None or offset < self._arrival:
             self._arrival = offset
         self._recent.append(offset)
@@ -182,7 +186,7 @@ class Ingest:
                 self._times.append(t)
                 self.frames_in += 1
                 if self.measure_arrival:
-                    self._arrived(t)
+                    self._arrived(t, ev.arrived)
                 self.media_time = max(self.media_time, t + ev.duration)
                 for output in self.outputs:
                     output.packet(ev.packet, t, ev.dts, self._index)
@@ -208,7 +212,7 @@ class Ingest:
                 self._frames.append(ev.frame if self.keep_frames else _NO_PICTURE)
                 self._times.append(t)
                 if self.measure_arrival:
-                    self._arrived(t)
+                    self._arrived(t, ev.arrived)
                 for output in self.outputs:
                     output.frame(ev.frame, t, self._index)
                 self.frames_in += 1

@@ -51,8 +51,12 @@ LIVE_SCHEMES = ("rtmp", "rtsp", "srt", "http", "https", "whip")
 
 @dataclass
 class VideoEvent:
+    """A decoded picture at media time ``t``. ``arrived``: the wall clock (``time.time()``) when its bytes
+    reached sidecast, where the transport says so (a pushed RTMP/SRT session); None elsewhere."""
+
     frame: av.VideoFrame
     t: float
+    arrived: float | None = None
 
 
 @dataclass
@@ -65,6 +69,7 @@ class PacketEvent:
     dts: float
     keyframe: bool
     duration: float
+    arrived: float | None = None   # as VideoEvent.arrived
 
 
 @dataclass
@@ -495,6 +500,14 @@ class Source:
         pending_audio: list[av.AudioFrame] = []   # audio decoded before the first video frame fixes the origin
         last_frame: av.VideoFrame | None = None
         opened = not first
+        # A pushed session knows when each byte arrived and the demuxer where each packet starts: a frame's
+        # arrival is its packet's, however long the frame then waits in the decoder or behind a busy reader.
+        session = conn.session
+        arrivals: dict[int, float] = {}   # video packet pts -> arrival, until its frame is decoded
+
+        def arrival(packet: av.Packet[Any]) -> float | None:
+            pos = packet.pos
+            return session.arrival_at(pos) if session is not None and pos is not None and pos >= 0 else None
 
         def emit_video(frame: av.VideoFrame) -> Iterator[Event]:
             nonlocal last_frame, opened
@@ -524,7 +537,8 @@ class Source:
                     yield from self._paced(VideoEvent(last_frame, ft), wall0, base)
             self._last_t = step.t
             last_frame = frame
-            yield from self._paced(VideoEvent(frame, step.t), wall0, base)
+            arrived = arrivals.pop(frame.pts, None) if arrivals and frame.pts is not None else None
+            yield from self._paced(VideoEvent(frame, step.t, arrived), wall0, base)
             if not started:
                 for af in pending_audio:
                     yield from emit_audio(af)
@@ -554,7 +568,8 @@ class Source:
             t = step.t + float(((packet.pts if packet.pts is not None else ts) - ts) * packet.time_base)
             dur = float(packet.duration * packet.time_base) if packet.duration else clock.frame_dur
             self._last_t = max(self._last_t, t)
-            yield from self._paced_event(PacketEvent(packet, t, step.t, bool(packet.is_keyframe), dur), t, wall0, base)
+            yield from self._paced_event(PacketEvent(packet, t, step.t, bool(packet.is_keyframe), dur, arrival(packet)),
+                                         t, wall0, base)
             if not started:
                 for af in pending_audio:
                     yield from emit_audio(af)
@@ -632,6 +647,12 @@ class Source:
                 for vf in decoded:
                     yield from emit_decoded(vf)
                 continue
+            if session is not None and packet.stream is video and packet.pts is not None:
+                at = arrival(packet)
+                if at is not None:
+                    arrivals[packet.pts] = at
+                    if len(arrivals) > 512:  # frames that never came out (a filter retimed them, corrupt data)
+                        del arrivals[next(iter(arrivals))]
             try:
                 frames = packet.decode()
             except av.error.FFmpegError as exc:

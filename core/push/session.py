@@ -8,6 +8,7 @@ reads them.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import hmac
 import logging
@@ -21,6 +22,12 @@ from typing import Literal, NamedTuple, Protocol, Self
 log = logging.getLogger("sidecast.ingest.push")
 
 PushProtocol = Literal["rtmp", "srt"]
+
+# Arrival stamps a session keeps: at least the chunks of the last STAMPS_BEHIND bytes read (a demuxer reports
+# packets a little behind what it has read: its read-ahead buffer, an MPEG-TS PES being reassembled), trimmed
+# once more than STAMPS_KEPT chunks are held.
+STAMPS_BEHIND = 4 << 20
+STAMPS_KEPT = 4096
 DuplicatePolicy = Literal["refuse", "replace"]
 
 
@@ -163,6 +170,13 @@ class PushSession:
         self._on_drain: Callable[[], None] | None = None
         self._on_close: Callable[[], None] | None = None
         self._done = threading.Event()
+        # When each fed chunk arrived: its end as a byte offset of the stream, and the wall clock then.
+        # A demuxer reports each packet's byte offset, so the reader can tell when a packet *arrived*
+        # however far behind it reads (``arrival_at``; PDT depends on it). Trimmed as the reader moves on.
+        self._stamp_ends: list[int] = []
+        self._stamp_at: list[float] = []
+        self._stamp_from = 0             # where the first kept chunk starts (earlier stamps are trimmed)
+        self._bytes_read = 0
 
     def __repr__(self) -> str:
         state = f"ended ({self.end_reason})" if self._ended else "live"
@@ -191,6 +205,13 @@ class PushSession:
                     self._chunks[0] = mv[take:]
                 got += take
             self._size -= got
+            self._bytes_read += got
+            if len(self._stamp_ends) > STAMPS_KEPT:
+                # keep the chunks a demuxer may still report packets from (it reads ahead of them)
+                cut = bisect.bisect_left(self._stamp_ends, self._bytes_read - STAMPS_BEHIND)
+                if cut:
+                    self._stamp_from = self._stamp_ends[cut - 1]
+                    del self._stamp_ends[:cut], self._stamp_at[:cut]
             drain = self._above_high and self._size <= self._low
             if drain:
                 self._above_high = False
@@ -201,6 +222,15 @@ class PushSession:
 
     def readable(self) -> bool:
         return True
+
+    def arrival_at(self, pos: int) -> float | None:
+        """The wall clock (``time.time()``) when the byte at offset ``pos`` of the stream was received, or
+        None when it is unknown (negative, not received, or too far behind the reader to be kept)."""
+        with self._cond:
+            if pos < self._stamp_from:
+                return None
+            i = bisect.bisect_right(self._stamp_ends, pos)
+            return self._stamp_at[i] if i < len(self._stamp_ends) else None
 
     def close(self, reason: str = "closed by the reader") -> None:
         """Stop reading: buffered bytes are discarded and the publisher's connection is dropped."""
@@ -244,6 +274,8 @@ class PushSession:
             self._chunks.append(data)
             self._size += len(data)
             self.bytes_in += len(data)
+            self._stamp_ends.append(self.bytes_in)
+            self._stamp_at.append(time.time())
             self._cond.notify_all()
             if self._size >= self._high:
                 self._above_high = True
