@@ -289,7 +289,9 @@ def caption_visibility(cues_seen: list[dict[str, Any]], written: list[tuple[floa
     by_text: dict[str, list[tuple[float, float]]] = {}
     for a, b, text in written:
         by_text.setdefault(text, []).append((a, b))
-    norm = [(" ".join(str(c["text"]).split()), float(c["start"])) for c in cues_seen]
+    # The offset comes from the cues the player put on its text track (shown or not: a run where every cue
+    # came too late is 0 of N, not "no captions"); only cues seen while due count as visible.
+    norm = [(" ".join(str(c["text"]).split()), float(c["start"])) for c in [*cues_seen, *(cues_added or [])]]
     offsets = [start - a for text, start in norm for a, _ in by_text.get(text, [])]
     if not offsets:
         return 0, 0
@@ -520,7 +522,8 @@ def main() -> None:
                   f"now-PDT {fmt(r['pdt_latency_median'])} s  PDT - sent "
                   f"{'/'.join(f'{x:+.2f}' for x in r['pdt_error']) or '–'} s  source late frames {r.get('source_late_frames')} (lag at the end {fmt(r.get('source_lag_s'))} s)  "
                   f"load {r['load1']:.1f}{'  FATAL ' + str(r['fatal']) if r['fatal'] else ''}"
-                  + (f"  captions visible while due {r['captions_visible']}/{r['captions_due']}" if r.get('captions_due') else ""),
+                  + (f"  captions visible while due {r['captions_visible']}/{r['captions_due']}" if r.get('captions_due')
+                     else "  captions: none reached the player" if r.get("caption_lateness") else ""),
                   flush=True)
             late_s = r.get("caption_lateness") or []
             if late_s:
