@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, cast
+from typing import IO, Any, cast
 from urllib.parse import parse_qs, urlparse
 
 import av
@@ -43,6 +43,7 @@ import av
 from .clock import SourceClock
 from .errors import ConfigError, SourceError
 from .push import Limits, PushSession, RtmpServer, SrtServer, StaticAuthority, srt_available
+from .push.session import Peer
 
 log = logging.getLogger("sidecast.ingest")
 
@@ -170,6 +171,26 @@ class _Conn:
         if self.bridge is not None and self.bridge.poll() is None:
             self.bridge.kill()
             self.bridge.wait()
+
+
+def _pump(pipe: IO[bytes], session: PushSession) -> None:
+    """Copy a bridge process's output into ``session`` until either side ends."""
+    drained = threading.Event()
+    session._bind(drained.set, lambda: None)
+    try:
+        while not session.closed:
+            data = pipe.read1(1 << 16) if hasattr(pipe, "read1") else pipe.read(1 << 16)
+            if not data:
+                break
+            drained.clear()
+            if not session._feed(data):
+                # the reader is the session's buffer behind: hold the bridge back (as a pipe would), lose nothing
+                while not drained.wait(0.5) and not session.closed:
+                    pass
+    except (OSError, ValueError):  # the pipe was closed under the read (the stream stopped)
+        pass
+    finally:
+        session._end("the bridge's output ended")
 
 
 def redact(url: str) -> str:
@@ -379,15 +400,21 @@ class Source:
                    "-map", "0", "-c", "copy", "-f", "mpegts", "pipe:1"]
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             assert proc.stdout is not None
+            # The bridge's output goes through a session a thread of its own keeps reading: the stream
+            # reads it as it reads a pushed one, with each chunk's arrival time (PDT), and a busy reader
+            # never backs the pipe up into the bridge's SRT receive buffer.
+            bridged = PushSession(redact(self.source), "srt", Peer("bridge", 0), "", "mpegts")
+            threading.Thread(target=_pump, args=(proc.stdout, bridged), name="srt-bridge", daemon=True).start()
             try:
-                container = av.open(proc.stdout, "r", format="mpegts", timeout=(self.open_timeout, None))
+                container = av.open(bridged, "r", format="mpegts", timeout=(self.open_timeout, None))
             except Exception as exc:
+                bridged.close("unreadable media")
                 proc.kill()
                 err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
                 proc.wait()
                 why = err.splitlines()[-1] if err else "no data"
                 raise SourceError(f"cannot open {redact(self.source)!r}: {why}") from exc
-            return _Conn(container, proc)
+            return _Conn(container, proc, session=bridged)
         if self.scheme == "rtsp":
             return _Conn(av.open(self.source, options={"rtsp_transport": "tcp", "timeout": timeout_us},
                                  timeout=(open_s, 30.0)))
@@ -506,8 +533,11 @@ class Source:
         arrivals: dict[int, float] = {}   # video packet pts -> arrival, until its frame is decoded
 
         def arrival(packet: av.Packet[Any]) -> float | None:
+            if session is None:
+                return None
             pos = packet.pos
-            return session.arrival_at(pos) if session is not None and pos is not None and pos >= 0 else None
+            at = session.arrival_at(pos) if pos is not None and pos >= 0 else None
+            return at if at is not None else session.latest_arrival()  # a bound that is never early
 
         def emit_video(frame: av.VideoFrame) -> Iterator[Event]:
             nonlocal last_frame, opened
@@ -532,12 +562,12 @@ class Source:
                             extra={"forward_s": round(step.jump_s, 3), "media_time": round(step.t, 3)})
                 if step.jump_s > 0:
                     yield Discontinuity(t=step.t, gap=step.jump_s, wall_clock=False)
-            for ft in step.fill:
+            arrived = arrivals.pop(frame.pts, None) if arrivals and frame.pts is not None else None
+            for ft in step.fill:  # repeats that fill a gap, known when this frame came: its arrival bounds theirs
                 if last_frame is not None:
-                    yield from self._paced(VideoEvent(last_frame, ft), wall0, base)
+                    yield from self._paced(VideoEvent(last_frame, ft, arrived), wall0, base)
             self._last_t = step.t
             last_frame = frame
-            arrived = arrivals.pop(frame.pts, None) if arrivals and frame.pts is not None else None
             yield from self._paced(VideoEvent(frame, step.t, arrived), wall0, base)
             if not started:
                 for af in pending_audio:

@@ -14,15 +14,18 @@ import queue
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sidecast.core.breaks import BreakSchedule
+from sidecast.core.errors import SourceError
 from sidecast.core.ingest import Ingest
 from sidecast.core.push import flv
 from sidecast.core.push.session import STAMPS_BEHIND, STAMPS_KEPT, Peer, PushSession
 from sidecast.core.sources import Source, VideoEvent
+from tests.conftest import free_port
 
 LAG = 1.5  # how far behind the publisher the reader stays
 
@@ -120,3 +123,47 @@ def test_a_reader_seconds_behind_still_stamps_frames_with_their_arrival(flv_file
     assert abs(stamped.pdt_at(0.0).timestamp() - first_arrival) <= 0.1
     # what the read time alone gives this reader: the backlog, for the whole session
     assert read_time.pdt_at(0.0).timestamp() - first_arrival >= LAG - 0.1
+
+
+def test_a_pulled_srt_source_is_stamped_where_the_bridge_delivers_it(flv_file: Path) -> None:
+    """SRT pulled through the ffmpeg bridge: a thread reads the bridge into a session, so frames carry the
+    time the bridge delivered them, while the stream reads LAG behind (and the bridge is never backed up)."""
+    port = free_port()
+    sender = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-i", str(flv_file),
+         "-c", "copy", "-f", "mpegts", f"srt://127.0.0.1:{port}?mode=listener"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        source = Source(f"srt://127.0.0.1:{port}?mode=caller", reconnect_timeout=0.5)
+        stamped = Ingest(source, BreakSchedule(), 2.0, on_opened=lambda _o: None, on_progress=lambda: None)
+        read_time = Ingest(source, BreakSchedule(), 2.0, on_opened=lambda _o: None, on_progress=lambda: None)
+        frames = 0
+        start = time.time()
+        for ev in wait_for_events(source):
+            if not isinstance(ev, VideoEvent):
+                continue
+            assert ev.arrived is not None, f"frame at {ev.t:.3f} s has no arrival stamp"
+            assert start <= ev.arrived <= time.time()
+            time.sleep(max(0.0, ev.arrived + LAG - time.time()))
+            stamped._arrived(ev.t, ev.arrived)
+            read_time._arrived(ev.t, None)
+            frames += 1
+    finally:
+        sender.kill()
+        sender.wait()
+    assert frames >= 110
+    # the stamps do not carry the reader's backlog; the read time does, for the whole session
+    assert read_time.pdt_at(0.0).timestamp() - stamped.pdt_at(0.0).timestamp() >= LAG - 0.2
+
+
+def wait_for_events(source: Source) -> Iterator[object]:
+    """The source's events; the caller retries the connection while the listener starts."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            yield from source.events()
+            return
+        except SourceError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

@@ -232,6 +232,12 @@ class PushSession:
             i = bisect.bisect_right(self._stamp_ends, pos)
             return self._stamp_at[i] if i < len(self._stamp_ends) else None
 
+    def latest_arrival(self) -> float | None:
+        """When the newest byte fed so far arrived: a bound (never early) for a packet whose position a
+        demuxer does not report (one flushed at the end of the input)."""
+        with self._cond:
+            return self._stamp_at[-1] if self._stamp_at else None
+
     def close(self, reason: str = "closed by the reader") -> None:
         """Stop reading: buffered bytes are discarded and the publisher's connection is dropped."""
         with self._cond:
