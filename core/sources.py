@@ -31,6 +31,7 @@ import struct
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -150,6 +151,7 @@ class _Conn:
     container: av.container.InputContainer
     bridge: subprocess.Popen[bytes] | None = None
     session: PushSession | None = None
+    response: IO[bytes] | None = None   # an HTTP byte stream a pump thread reads into ``session``
 
     def interrupt(self) -> None:
         """Unblock a read in progress, from any thread. The container itself is left to the reading
@@ -158,6 +160,11 @@ class _Conn:
         session or bridge to cut returns with the next packet, or at the read timeout."""
         if self.session is not None:
             self.session.close("the stream stopped reading")
+        if self.response is not None:
+            try:
+                self.response.close()  # unblocks the pump thread's read
+            except Exception:
+                pass
         if self.bridge is not None and self.bridge.poll() is None:
             self.bridge.kill()  # the pipe the container reads reaches its end
 
@@ -171,6 +178,9 @@ class _Conn:
         if self.bridge is not None and self.bridge.poll() is None:
             self.bridge.kill()
             self.bridge.wait()
+
+
+_RELAY_PATH = re.compile(r"^/relay/[A-Za-z0-9_-]+\.(flv|ts)$")
 
 
 def _pump(pipe: IO[bytes], session: PushSession) -> None:
@@ -415,6 +425,24 @@ class Source:
                 why = err.splitlines()[-1] if err else "no data"
                 raise SourceError(f"cannot open {redact(self.source)!r}: {why}") from exc
             return _Conn(container, proc, session=bridged)
+        relayed = _RELAY_PATH.match(self.url.path) if self.scheme in ("http", "https") else None
+        if relayed is not None:
+            # A publisher relayed by `sidecast server` (core/server/push.py): a plain byte stream, read into a
+            # session as it comes so that frames carry arrival stamps, as for a publisher pushed here.
+            fmt = "mpegts" if relayed.group(1) == "ts" else "flv"
+            try:
+                response = urllib.request.urlopen(self.source, timeout=open_s)
+            except (OSError, ValueError) as exc:
+                raise SourceError(f"cannot open {redact(self.source)!r}: {exc}") from exc
+            relay = PushSession("relay", "rtmp" if fmt == "flv" else "srt", Peer("relay", 0), "", fmt)
+            threading.Thread(target=_pump, args=(response, relay), name="relay-reader", daemon=True).start()
+            try:
+                container = av.open(relay, "r", format=fmt, timeout=(self.open_timeout, None))
+            except Exception as exc:
+                relay.close("unreadable media")
+                response.close()
+                raise SourceError(f"the relayed publisher's media is unreadable: {exc}") from exc
+            return _Conn(container, session=relay, response=response)
         if self.scheme == "rtsp":
             return _Conn(av.open(self.source, options={"rtsp_transport": "tcp", "timeout": timeout_us},
                                  timeout=(open_s, 30.0)))

@@ -24,6 +24,8 @@ from sidecast.core.errors import SourceError
 from sidecast.core.ingest import Ingest
 from sidecast.core.push import flv
 from sidecast.core.push.session import STAMPS_BEHIND, STAMPS_KEPT, Peer, PushSession
+from sidecast.core.serve.server import run_in_thread
+from sidecast.core.server.push import Relay
 from sidecast.core.sources import Source, VideoEvent
 from tests.conftest import free_port
 
@@ -76,52 +78,87 @@ def _tags(path: Path) -> tuple[bytes, list[tuple[int, int, bytes]]]:
     return data[:13], flv.split_aggregate(body, first_ts)
 
 
-def test_a_reader_seconds_behind_still_stamps_frames_with_their_arrival(flv_file: Path) -> None:
-    head, tags = _tags(flv_file)
-    session = _session()
-    fed: dict[int, tuple[float, float]] = {}   # video pts (ms) -> wall clock just before / after its tag was fed
-    t0 = time.time() + 0.2
+class Publisher(threading.Thread):
+    """Pushes the FLV into ``session`` tag by tag at each tag's timestamp, as ``ffmpeg -re`` would send it,
+    and records for each video frame (by pts, ms) the wall clock just before and after its tag was fed."""
 
-    def publish() -> None:  # the publisher: each tag at its timestamp, as `ffmpeg -re` would send it
-        session._feed(head)
-        for kind, ts, payload in tags:
-            time.sleep(max(0.0, t0 + ts / 1000 - time.time()))
+    def __init__(self, path: Path, session: PushSession) -> None:
+        super().__init__(daemon=True)
+        self.head, self.tags = _tags(path)
+        self.session = session
+        self.fed: dict[int, tuple[float, float]] = {}
+        self.t0 = time.time() + 0.2
+
+    def run(self) -> None:
+        self.session._feed(self.head)
+        for kind, ts, payload in self.tags:
+            time.sleep(max(0.0, self.t0 + ts / 1000 - time.time()))
             before = time.time()
-            session._feed(flv.tag(kind, ts, payload))
+            self.session._feed(flv.tag(kind, ts, payload))
             if kind == flv.VIDEO and len(payload) >= 5 and payload[1] == 1:  # an AVC NALU: pts = dts + cts
                 cts = int.from_bytes(payload[2:5], "big", signed=True)
-                fed[ts + cts] = (before, time.time())
-        session._end("publisher done")
+                self.fed[ts + cts] = (before, time.time())
+        self.session._end("publisher done")
 
-    publisher = threading.Thread(target=publish, daemon=True)
-    publisher.start()
-    sessions: queue.Queue[PushSession] = queue.Queue()
-    sessions.put(session)
-    source = Source("push://cam", sessions=sessions, reconnect_timeout=0.5)
+
+def _read_behind(source: Source) -> tuple[list[VideoEvent], Ingest, Ingest]:
+    """Read ``source`` keeping its pace LAG behind it (a saturated machine with a steady backlog); the arrival
+    offset as the ingest measures it with the stamps, and with the read time alone."""
     stamped = Ingest(source, BreakSchedule(), 2.0, on_opened=lambda _o: None, on_progress=lambda: None)
     read_time = Ingest(source, BreakSchedule(), 2.0, on_opened=lambda _o: None, on_progress=lambda: None)
     frames: list[VideoEvent] = []
     for ev in source.events():
         if not isinstance(ev, VideoEvent):
             continue
-        # The reader keeps the source's pace, LAG behind it: a saturated machine with a steady backlog.
         assert ev.arrived is not None, f"frame at {ev.t:.3f} s has no arrival stamp"
         time.sleep(max(0.0, ev.arrived + LAG - time.time()))
         stamped._arrived(ev.t, ev.arrived)
         read_time._arrived(ev.t, None)
         frames.append(ev)
+    return frames, stamped, read_time
+
+
+def test_a_reader_seconds_behind_still_stamps_frames_with_their_arrival(flv_file: Path) -> None:
+    session = _session()
+    publisher = Publisher(flv_file, session)
+    publisher.start()
+    sessions: queue.Queue[PushSession] = queue.Queue()
+    sessions.put(session)
+    frames, stamped, read_time = _read_behind(Source("push://cam", sessions=sessions, reconnect_timeout=0.5))
     publisher.join(5)
 
     assert len(frames) >= 110  # 4 s at 30 fps
-    first_pts = frames[0].frame.pts
     for ev in frames:
-        before, after = fed[ev.frame.pts]
+        before, after = publisher.fed[ev.frame.pts]
         assert before <= ev.arrived <= after, (ev.t, ev.arrived, before, after)  # type: ignore[operator]
     # PDT of the first frame: when it arrived, within issue #21's 100 ms (B-frames arrive up to a few frame
     # durations before they are shown, and the offset is the smallest seen)
-    first_arrival = fed[first_pts][1]
+    first_arrival = publisher.fed[frames[0].frame.pts][1]
     assert abs(stamped.pdt_at(0.0).timestamp() - first_arrival) <= 0.1
     # what the read time alone gives this reader: the backlog, for the whole session
+    assert read_time.pdt_at(0.0).timestamp() - first_arrival >= LAG - 0.1
+
+
+def test_a_publisher_relayed_by_the_server_is_stamped_in_its_worker(flv_file: Path) -> None:
+    """`sidecast server` hands a pushed session to the stream's worker over its loopback relay
+    (core/server/push.py); the worker reads the relay into a session of its own as it comes."""
+    relay = Relay()
+    handle = run_in_thread(relay.app(), 0, "127.0.0.1")
+    try:
+        relay.base_url = f"http://127.0.0.1:{handle.port}/"
+        session = _session()
+        url = relay.register(session)
+        publisher = Publisher(flv_file, session)
+        publisher.start()
+        frames, stamped, read_time = _read_behind(Source(url, reconnect_timeout=0.5))
+        publisher.join(5)
+    finally:
+        handle.close()
+    assert len(frames) >= 110
+    for ev in frames:
+        assert ev.arrived >= publisher.fed[ev.frame.pts][0]  # type: ignore[operator]  # never before it was sent
+    first_arrival = publisher.fed[frames[0].frame.pts][1]
+    assert abs(stamped.pdt_at(0.0).timestamp() - first_arrival) <= 0.1
     assert read_time.pdt_at(0.0).timestamp() - first_arrival >= LAG - 0.1
 
 
