@@ -272,6 +272,7 @@ class Source:
         self.decode_video = "all"
         self.stopped = False
         self.corrupt_packets = 0
+        self.bytes_in = 0            # payload bytes of every packet demuxed (the input bitrate of a pull)
         self.filled_frames = 0       # repeated frames that filled gaps in the source's video
         self.timestamp_jumps = 0
         self.read_error: str | None = None
@@ -679,6 +680,7 @@ class Source:
                 break
             if packet.size == 0 and packet.pts is None and packet.stream.type not in ("video", "audio"):
                 continue
+            self.bytes_in += packet.size
             if packet.stream.type == "data":
                 payload = bytes(packet)
                 if payload[:1] == b"\xfc" and clock.started:  # splice_info_section table_id

@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import av
 import httpx
 
 from sidecast.core.server.publish import resolve_uri
@@ -235,6 +236,12 @@ def test_rtsp_cameras_and_srt_callers_are_pulled_and_an_ended_source_closes_its_
             assert ended["ended_at"] and ended["segments"] >= 3
             assert playlist(srv, "ipcam/video/240p/index.m3u8").endlist
             assert srv.status("contrib")["state"] == "live"
+            # a pull's input bitrate: the payload its demuxer reads. The listener's `-re` clock ran while it
+            # waited for the caller, so it first bursts its backlog; then the rate settles at the clip's own.
+            with av.open(str(clip240)) as c:
+                clip_bps = clip240.stat().st_size * 8 / (c.duration / 1e6)
+            wait_for(lambda: 0.3 * clip_bps < (srv.status("contrib")["input_bitrate"] or 0) < 3 * clip_bps, 60,
+                     f"a pulled stream's input bitrate near the clip's {clip_bps:.0f} b/s")
     finally:
         camera.kill()
         srt.kill()

@@ -825,12 +825,16 @@ class Supervisor:
         media = float(doc.get("media_time") or 0.0)
         if media > rt.progress[1]:
             rt.progress = (time.monotonic(), media)
-        if rt.row.ingest == "push":
-            t0, b0 = rt.input
-            now, b = time.monotonic(), self.relay.bytes_in(rt.row.id)
-            if now - t0 >= 0.5:
-                rt.input_bitrate = (b - b0) * 8 / (now - t0)
-                rt.input = (now, b)
+        # push: the bytes the publisher sent (the relay counts them); pull: the payload bytes the worker's
+        # demuxer read (packets, without the container's overhead), a count that starts again per attempt
+        now = time.monotonic()
+        b = self.relay.bytes_in(rt.row.id) if rt.row.ingest == "push" else int(doc.get("input_bytes") or 0)
+        t0, b0 = rt.input
+        if b < b0:  # a new attempt's worker counts from zero
+            rt.input = (now, b)
+        elif now - t0 >= 0.5:
+            rt.input_bitrate = (b - b0) * 8 / (now - t0)
+            rt.input = (now, b)
         if doc.get("storage_full"):
             self._check_disk_now = True
 

@@ -156,7 +156,7 @@ class Worker:
                                # published before every result arrived: the decision window ran out
                                "late": sum(1 for w in waits if p.window_s > 0 and w >= p.window_s * 0.99)},
             "sidecars": sidecars, "storage_error": self.publisher.error, "storage_full": self.publisher.storage_full,
-            "rss": _rss_bytes(),
+            "rss": _rss_bytes(), "input_bytes": p.source.bytes_in,
         }
 
     def _send_live(self) -> None:
