@@ -41,7 +41,7 @@ class ServerCollector:
             for st in STATES:
                 state.add_metric([s["id"], st], 1.0 if s["state"] == st else 0.0)
         yield state
-        yield gauge("sidecast_stream_ingest_bitrate_bps", "bits/s received from the publisher (push streams)",
+        yield gauge("sidecast_stream_ingest_bitrate_bps", "bits/s received: what the publisher sent (push), the payload the demuxer read (pull)",
                     "input_bitrate")
         yield gauge("sidecast_stream_ingest_fps", "video frames/s ingested", "input_fps")
         yield gauge("sidecast_stream_encode_speed", "media seconds processed per second (1 = real time)", "speed")
