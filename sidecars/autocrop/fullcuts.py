@@ -29,6 +29,7 @@ docs/autocrop.md, "Cuts at full rate").
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -78,7 +79,7 @@ class FullRateCuts:
 
     def __init__(self, keep: int = KEEP) -> None:
         self._frames: deque[_Frame] = deque(maxlen=keep)
-        self.frames = 0  # thumbnails taken, and the CPU they cost (for the bench)
+        self.frames = 0  # thumbnails taken, and the CPU they and the scoring cost (for the bench)
         self.cpu_seconds = 0.0
 
     def reset(self, keep_from: float | None = None) -> None:
@@ -96,8 +97,6 @@ class FullRateCuts:
         """The thumbnail (HxWx3 RGB, any small size) of the source frame at ``t``; out of order: ignored."""
         if self._frames and t <= self._frames[-1].t + 1e-9:
             return
-        import time
-
         c0 = time.process_time()
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
         hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
@@ -144,12 +143,11 @@ class FullRateCuts:
         r = np.maximum(d / ((np.max(np.stack(ref), axis=0) if ref else np.zeros(2)) + self.FLOOR), 0.5)
         return float(np.exp((2 * np.log(r[0]) + np.log(r[1])) / 3))
 
-    def _frame_score(self, fr: list[_Frame], k: int) -> float:
-        """How much frame ``k`` stands out as the first frame of a new shot."""
-        d1 = [f.d[0] for f in fr]
-        d2 = [f.d[1] for f in fr]
-        d3 = [f.d[2] for f in fr]
-        n = len(fr)
+    def _frame_score(self, d1: list[np.ndarray | None], d2: list[np.ndarray | None], d3: list[np.ndarray | None],
+                     k: int) -> float:
+        """How much frame ``k`` stands out as the first frame of a new shot (``d1``, ``d2``, ``d3``: every
+        kept frame's distances to the frame 1, 2 and 3 before it)."""
+        n = len(d1)
         dk = d1[k]
         if dk is None or k < self.MIN_HISTORY or any(x is None for x in d1[k - self.MIN_HISTORY + 1:k]):
             return 0.0
@@ -173,22 +171,27 @@ class FullRateCuts:
         (the cut between analysed frames t0 and t), or None when the thumbnails do not cover the interval:
         none there, a gap longer than ``MAX_GAP`` (dropped thumbnails, a source under 10 fps), or not yet
         the frame after ``t`` and one more (the bridge and the lone-spike test need them)."""
-        fr = list(self._frames)
-        idx = [k for k in range(1, len(fr)) if t0 - 1e-6 <= fr[k - 1].t < t - 1e-6]
-        if not idx or fr[idx[0] - 1].t > t0 + self.MAX_GAP:
-            return None
-        last = idx[-1]
-        if last + 2 >= len(fr) or fr[last].t < t - self.MAX_GAP:
-            return None
-        if any(fr[k].t - fr[k - 1].t > self.MAX_GAP for k in idx):
-            return None
-        best = max(((self._frame_score(fr, k), fr[k].t) for k in idx), key=lambda x: x[0])
-        return best
+        c0 = time.process_time()
+        try:
+            return self._score(t0, t)
+        finally:
+            self.cpu_seconds += time.process_time() - c0
 
     def score_final(self, t0: float, t: float) -> tuple[float, float] | None:
         """``score`` at the end of the stream, where the frames after ``t`` may never come."""
+        c0 = time.process_time()
+        try:
+            return self._score(t0, t, final=True)
+        finally:
+            self.cpu_seconds += time.process_time() - c0
+
+    def _score(self, t0: float, t: float, final: bool = False) -> tuple[float, float] | None:
         fr = list(self._frames)
         idx = [k for k in range(1, len(fr)) if t0 - 1e-6 <= fr[k - 1].t < t - 1e-6]
         if not idx or any(fr[k].t - fr[k - 1].t > self.MAX_GAP for k in idx):
             return None
-        return max(((self._frame_score(fr, k), fr[k].t) for k in idx), key=lambda x: x[0])
+        if not final and (fr[idx[0] - 1].t > t0 + self.MAX_GAP or idx[-1] + 2 >= len(fr)
+                          or fr[idx[-1]].t < t - self.MAX_GAP):
+            return None
+        d1, d2, d3 = ([f.d[j] for f in fr] for j in range(3))
+        return max(((self._frame_score(d1, d2, d3, k), fr[k].t) for k in idx), key=lambda x: x[0])
