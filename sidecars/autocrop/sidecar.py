@@ -89,7 +89,7 @@ class AutocropSidecar(Sidecar):
             version=self.version,
             video=VideoWants(fps=self.fps, width=self.width, pixel_format="bgr24"),
             max_latency_ms=int(1000 * (self.base_options.lookahead + 2.0 / max(self.fps, 0.1))) + 500,
-            description="9:16 auto-crop: YuNet faces > HOG people > UNISAL salient object; adaptive cuts (TransNetV2 second opinion); "
+            description="9:16 auto-crop: YuNet faces > HOG people > UNISAL salient object; adaptive cuts on every source frame (TransNetV2 second opinion); "
                         "a camera that re-frames only when needed",
             produces=("crops",),
             extra_video=(SHOT_FEED,) if self.full_rate_shots else (),
