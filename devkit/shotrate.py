@@ -16,7 +16,12 @@ the same analysed frames):
                   as yuv420p, one swscale area reformat to 48x27 rgb24: ``core.fanout.convert_frame``), asked
                   when the score is in [A, 1.6), a cut at probability T; the grid is there to choose A and T
                   on the tune split only (1.2/0.3 was, on 2026-11-30: docs/autocrop.md);
-- ``shipped``     the same thumbnails with the detector's defaults (= ``core 1.2/0.3``): the live sidecar;
+- ``before``      the same thumbnails, the model asked from a 5 fps score of 1.2, a cut at 0.3 (``core
+                  1.2/0.3``): the live sidecar before the full-rate cut detector;
+- ``full-rate``   every thumbnail, in order, handed to the detector with its defaults (``ShotDetector.thumbnail``
+                  -> ``fullcuts.FullRateCuts``: the hand-made detector on every source frame, TransNetV2 asked
+                  where its score hesitates): the live sidecar now;
+- ``full-alone``  the same without the model (the hand-made full-rate detector alone);
 - ``--alone``     also the model alone over every full-rate frame with full context (TransNetV2's own
                   100-frame windows, a cut where the probability peaks over 0.5 / 0.7): costly (~9 ms of CPU
                   per frame).
@@ -24,6 +29,10 @@ the same analysed frames):
 Run (long: ~25k frames rendered; a quality measurement, not a timing, so niced in its own autogroup)::
 
     setsid sh -c 'echo 19 > /proc/self/autogroup; exec nice -n 19 .venv/bin/python -m devkit.shotrate [--alone] [--clips NAME ...]'
+
+``--thumbs DIR`` reads the full-rate thumbnails from ``devkit/cutframes.py``'s cache (the same core
+conversion, made once) instead of rendering every frame; ``--split`` runs one split; ``--grid`` adds the
+5 fps gate grid and ``full-cv2``.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import av
@@ -90,8 +100,8 @@ class LazyFull(SharedFeatures):
 class Rendered:
     """A clip's full-rate thumbnails (OpenCV's and the core's), each frame rendered at most once."""
 
-    def __init__(self, clip: Any, group: Any) -> None:
-        self.clip, self.group = clip, group
+    def __init__(self, clip: Any, group: Any, cached: np.ndarray | None = None) -> None:
+        self.clip, self.group, self.cached = clip, group, cached
         self.thumbs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def keep(self, k: int, img: np.ndarray) -> None:
@@ -107,6 +117,8 @@ class Rendered:
         return self._get(k)[0]
 
     def core(self, k: int) -> np.ndarray:
+        if self.cached is not None:
+            return self.cached[k]  # type: ignore[no-any-return]
         return self._get(k)[1]
 
 
@@ -137,46 +149,79 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--alone", action="store_true", help="also the model alone over every full-rate frame")
     ap.add_argument("--clips", nargs="*", help="only these clips")
+    ap.add_argument("--split", choices=("tune", "held_out"), help="only this split's clips")
+    ap.add_argument("--thumbs", type=Path, help="devkit/cutframes.py's cache: full-rate thumbnails not rendered")
+    ap.add_argument("--grid", action="store_true", help="also the 5 fps gate grid and full-cv2")
     args = ap.parse_args(argv)
+    from devkit import cutframes  # it imports this module
+
     model = ShotModel()
     clips: list[Any] = [*cutcorpus.stress(), *footage.corpus()]
-    grid = [f"core {a:.1f}/{thr:.1f}" for a, thr in GRID]
-    methods = ["hand-made", "5fps", "full-cv2", "shipped", *grid] + (["alone>=0.5", "alone>=0.7"] if args.alone else [])
-    shown = ["hand-made", "5fps", "full-cv2", "core 1.4/0.3", "shipped"]
+    grid = [f"core {a:.1f}/{thr:.1f}" for a, thr in GRID] if args.grid else []
+    methods = (["hand-made", "5fps"] + (["full-cv2"] if args.grid else []) + ["before", *grid, "full-alone", "full-rate"]
+               + (["alone>=0.5", "alone>=0.7"] if args.alone else []))
+    shown = ["hand-made", "5fps", "before", "full-alone", "full-rate"]
     print(f"{'clip':17s} {'split':9s} {'length':>7s}" + "".join(f"{m:>16s}" for m in shown))
     totals: dict[tuple[str, str, str], list[float]] = {}
     asked: dict[str, dict[str, int]] = {m: {"5fps": 0, "full-rate": 0} for m in methods}
+    decided: dict[str, dict[str, int]] = {m: {"5fps": 0, "full-rate": 0} for m in ("full-alone", "full-rate")}
+    full_frames, full_cpu = 0, 0.0
     for c in clips:
-        if args.clips and c.name not in args.clips:
+        if (args.clips and c.name not in args.clips) or (args.split and c.split != args.split):
             continue
         kind = "stress" if isinstance(c, cutcorpus.StressClip) else "footage"
         n = int(np.floor(c.duration * FULL_FPS + 1e-9))
         cache: dict[Any, Any] = {}
         group = group_for(SHOT_FEED.wants, footage.WIDTH, footage.HEIGHT)
-        rendered = Rendered(c, group)
+        cached = cutframes.load(c.name, args.thumbs)["thumbs"] if args.thumbs else None
+        if cached is not None and len(cached) != n:
+            raise SystemExit(f"{c.name}: {len(cached)} cached thumbnails, {n} frames")
+        rendered = Rendered(c, group, cached)
         cv2_thumb, core_thumb = rendered.cv2, rendered.core
-        dets: dict[str, ShotDetector] = {"hand-made": SharedFeatures(cache), "5fps": SharedFeatures(cache, model=model),
-                                         "full-cv2": LazyFull(cache, cv2_thumb, n, model=model, full_rate_ask_from=1.4),
-                                         "shipped": LazyFull(cache, core_thumb, n, model=model)}
-        for (a, thr), name in zip(GRID, grid, strict=True):
-            dets[name] = LazyFull(cache, core_thumb, n, model=model, full_rate_ask_from=a, full_rate_threshold=thr)
+        old = {"full_rate_cuts": False}  # the detectors before the full-rate cut detector
+        dets: dict[str, ShotDetector] = {"hand-made": SharedFeatures(cache, **old),
+                                         "5fps": SharedFeatures(cache, model=model, **old),
+                                         "before": LazyFull(cache, core_thumb, n, model=model, **old)}
+        if args.grid:
+            dets["full-cv2"] = LazyFull(cache, cv2_thumb, n, model=model, full_rate_ask_from=1.4, **old)
+        for (a, thr), name in zip(GRID, grid, strict=False):
+            dets[name] = LazyFull(cache, core_thumb, n, model=model, full_rate_ask_from=a, full_rate_threshold=thr, **old)
+        # fed every thumbnail in order, each before the analysed frame of the same time (the core's order)
+        fed = {"full-alone": SharedFeatures(cache), "full-rate": SharedFeatures(cache, model=model)}
+        dets.update(fed)
         found: dict[str, list[float]] = {m: [] for m in methods}
         # the virtual-camera clips render any frame on its own: only the analysed ones up front (the rest
-        # when a question needs them); the short natural clips decode their sources in order: all up front
-        every = args.alone or kind == "footage"
+        # when a question needs them, or every one when no cache gives the full-rate detector its
+        # thumbnails); the short natural clips decode their sources in order: all up front
+        every = args.alone or kind == "footage" or cached is None
         times = [k / FULL_FPS for k in range(0, n, 1 if every else STEP)]
+        given = 0  # full-rate thumbnails handed to the ``fed`` detectors so far
         for t, img in c.frames(times):
             k = int(round(t * FULL_FPS))
-            rendered.keep(k, img)
+            if cached is None or k % STEP == 0 or args.grid or args.alone:
+                rendered.keep(k, img)
             if k % STEP == 0:
+                for j in range(given, k + 1):
+                    for det in fed.values():
+                        det.thumbnail(j / FULL_FPS, core_thumb(j))
+                given = k + 1
                 cache.clear()
                 small = cv2.resize(img, (480, 270), interpolation=cv2.INTER_AREA)
                 for m, det in dets.items():
                     found[m] += [ft for ft, cut in det.push(t, small) if cut]
+        for j in range(given, n):
+            for det in fed.values():
+                det.thumbnail(j / FULL_FPS, core_thumb(j))
         for m, det in dets.items():
             found[m] += [ft for ft, cut in det.flush() if cut]
             for src, count in det.asked.items():
                 asked[m][src] += count
+            if m in decided:
+                for src, count in det.decided.items():
+                    decided[m][src] += count
+            if m == "full-rate" and det.full_cuts is not None:
+                full_frames += det.full_cuts.frames
+                full_cpu += det.full_cuts.cpu_seconds
         if args.alone:
             full = [cv2_thumb(k) for k in range(n)]
             for thr in (0.5, 0.7):
@@ -199,6 +244,11 @@ def main(argv: list[str] | None = None) -> int:
               f"false cuts {false:.0f} = {false / dur * 600:.1f} per 10 min ({dur / 60:.1f} min)")
     print("model questions (read 5 fps frames / full-rate thumbnails): "
           + ", ".join(f"{m} {a['5fps']}/{a['full-rate']}" for m, a in asked.items() if sum(a.values())))
+    print("decisions (5 fps path / full-rate path): "
+          + ", ".join(f"{m} {a['5fps']}/{a['full-rate']}" for m, a in decided.items()))
+    if full_frames:
+        print(f"full-rate detector: {full_frames} thumbnails, {1000 * full_cpu / full_frames:.3f} ms of CPU each "
+              "(its push; scoring is per analysed frame)")
     return 0
 
 

