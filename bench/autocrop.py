@@ -38,11 +38,12 @@ from sidecast.contract.records import Crop  # noqa: E402
 from sidecast.core.croppath import CropPath  # noqa: E402
 from sidecast.sidecars.autocrop.analyzer import Analyzer  # noqa: E402
 from sidecast.sidecars.autocrop.detect import FaceDetector, ObjectDetector  # noqa: E402
-from sidecast.sidecars.autocrop.shotmodel import ShotModel  # noqa: E402
+from sidecast.sidecars.autocrop.shotmodel import ShotModel, thumbnail  # noqa: E402
 from sidecast.sidecars.autocrop.sidecar import DEFAULT_FPS, DEFAULT_WIDTH  # noqa: E402
 from sidecast.sidecars.autocrop.smooth import PathOptions  # noqa: E402
 
 SHOTS: ShotModel | None = None  # the learned cut model every Analyzer here shares (main() loads it once)
+FULL_RATE = True  # feed the real-footage analysis the full-rate thumbnails the live core sends (--no-thumbs: off)
 
 
 def analysed_times(duration: float, fps: float) -> list[float]:
@@ -60,15 +61,23 @@ def run_scene(scene: Scene, faces: FaceDetector, objects: ObjectDetector, fps: f
     return analyse_frames(an, frames)
 
 
-def analyse_frames(an: Any, frames: list[tuple[float, np.ndarray]]) -> dict[str, object]:
-    """Autocrop's crops, the unsmoothed per-frame baseline's crops, and the analysis' wall and CPU time."""
+def analyse_frames(an: Any, frames: list[tuple[float, np.ndarray]],
+                   thumbs: list[tuple[float, np.ndarray]] | None = None) -> dict[str, object]:
+    """Autocrop's crops, the unsmoothed per-frame baseline's crops, and the analysis' wall and CPU time.
+    ``thumbs``: the full-rate 48x27 RGB thumbnails of the core's ``shots`` feed, each handed over before the
+    analysed frame at the same or a later time, as the core sends them (the live sidecar's cut detector
+    runs on them; without them it falls back to the analysed frames)."""
     smoothed: list[Crop] = []
     wall = cpu = 0.0
     sw, sh = an.source_w, an.source_h
     decided: list[Any] = []
     an.keep_history = True
+    pending = list(thumbs or [])
+    pending.reverse()
     for t, small in frames:
         t0, c0 = time.perf_counter(), time.process_time()
+        while pending and pending[-1][0] <= t + 1e-6 and hasattr(an, "thumbnail"):
+            an.thumbnail(*pending.pop())
         smoothed += an.analyse(t, small)
         wall += time.perf_counter() - t0
         cpu += time.process_time() - c0
@@ -122,6 +131,8 @@ def real_footage(faces: FaceDetector, objects: ObjectDetector, fps: float, width
     prev_mod = previous_version(previous) if previous else None
     methods = ["centre", "per-frame", "autocrop"] + (["previous"] if prev_mod else [])
     print()
+    print("cut detector fed the full-rate 48x27 thumbnails of the live core's shots feed" if FULL_RATE else
+          "cut detector on the analysed frames only (--no-thumbs: the 5 fps fallback)")
     print(f"real edited footage ({footage.WIDTH}x{footage.HEIGHT}, {footage.FPS:g} fps), rendered at full rate "
           "through CropPath; references: CenterFace faces, MOG2 movers, hand-drawn boxes")
     print(f"{'clip':17s} {'split':9s} {'method':10s} {'cover':>6s} {'hold':>9s} {'moving':>6s} {'still':>7s}"
@@ -134,8 +145,9 @@ def real_footage(faces: FaceDetector, objects: ObjectDetector, fps: float, width
         picked_t = [t for t in analysed_times(c.duration, fps)]
         h = round(footage.HEIGHT * width / footage.WIDTH)
         frames = [(t, cv2.resize(img, (width, h), interpolation=cv2.INTER_AREA)) for t, img in c.frames(picked_t)]
+        thumbs = [(t, thumbnail(img)) for t, img in c.frames(times)] if FULL_RATE else None
         res = analyse_frames(Analyzer(footage.WIDTH, footage.HEIGHT, PathOptions(), faces, objects=objects,
-                                      shot_model=SHOTS or False), frames)
+                                      shot_model=SHOTS or False), frames, thumbs)
         results = {m: res[m] for m in ("centre", "per-frame", "autocrop")}
         cpu = {"autocrop": float(res["cpu"]) / len(frames)}  # type: ignore[arg-type]
         if prev_mod is not None:
@@ -215,7 +227,8 @@ def stress_cuts(previous: str | None, shot_model: ShotModel | None, clips: list[
         previous_version(previous)
         factories["previous"] = importlib.import_module("autocrop_prev.decide").ShotDetector
     print()
-    print("shot cuts on real footage through a virtual camera (devkit/cutcorpus.py), shot detector at 5 fps, 480 px")
+    print("shot cuts on real footage through a virtual camera (devkit/cutcorpus.py), shot detector at 5 fps, 480 px:\n"
+          "the 5 fps fallback only; the live detector reads full-rate thumbnails, measured by devkit/shotrate.py")
     print(f"{'clip':17s} {'split':9s} {'length':>7s} " + "".join(f"{m + ' cuts':>16s} {'false':>5s}" for m in factories))
     totals: dict[tuple[str, str], list[float]] = {}
     runs0, cpu0 = (shot_model.runs, shot_model.cpu_seconds) if shot_model else (0, 0.0)
@@ -327,12 +340,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--previous", metavar="REV", help="also run the sidecar as it was at this git revision")
     ap.add_argument("--no-shot-model", action="store_true", help="autocrop without the learned cut model")
     ap.add_argument("--stress-clips", nargs="*", help="only these devkit/cutcorpus.py clips")
+    ap.add_argument("--no-thumbs", action="store_true",
+                    help="real footage without the full-rate thumbnails (the cut detector's 5 fps fallback)")
     ap.add_argument("--with-encode", action="store_true",
                     help="time the analysis in real time next to a live x264 ladder encode (1080p30 -> "
                          "720/480/360 veryfast, ffmpeg -re) and report whether it keeps up")
     args = ap.parse_args(argv)
 
-    global SHOTS
+    global SHOTS, FULL_RATE
+    FULL_RATE = not args.no_thumbs
     faces = FaceDetector(threads=args.threads)
     objects = ObjectDetector(threads=args.threads)
     SHOTS = None if args.no_shot_model else ShotModel(threads=args.threads)
