@@ -556,6 +556,16 @@ class PassBatcher:
         self.wait_avg = 0.7 * self.wait_avg + 0.3 * wait
         self.pace = min(self.max_pace, max(0.0, self.pace + 0.5 * (self.wait_avg - self.target_wait)))
 
+    def context(self, keep: float, under_load: float) -> float:
+        """Seconds of committed speech a stream keeps as context at its next trim (StreamingRecognizer.
+        keep_context): ``keep`` while the scheduler keeps up, down to ``under_load`` as the pace rises
+        (passes queue for a worker), all of it at a pace of 1 s. The context is re-encoded and its text
+        re-decoded on every pass, so a shorter one makes every pass of every stream cheaper exactly when
+        the model cannot keep up; it costs a little accuracy (docs/captions.md, "Context under load")."""
+        if under_load >= keep:
+            return keep
+        return keep - (keep - under_load) * min(1.0, self.pace)
+
     def _run_group(self, group: list[PassInput], boxes: dict[int, tuple[threading.Event, list[Any]]]) -> None:
         stats = batch_stats(self.model)
         try:
