@@ -69,6 +69,8 @@ def test_streams_keep_less_context_while_the_shared_scheduler_is_behind() -> Non
             if b.pace == 0.0:
                 break
         assert b.pace == 0.0 and sidecar.context_seconds(real) == 8.0
-        assert SttSidecar(spec=spec).context_seconds(real) == StreamConfig.keep_context  # --load-context off
+        b.pace = 1.0
+        assert SttSidecar(spec=spec).context_seconds(real) == 3.0  # the default --load-context
+        assert SttSidecar(spec=spec, load_context=None).context_seconds(real) == 8.0  # --load-context off
     finally:
         b.pace, b.wait_avg = saved

@@ -42,7 +42,8 @@ log = logging.getLogger("sidecast.stt")
 
 JUMP_SECONDS = 2.0  # audio that jumps further than this is a discontinuity, not jitter
 STATS_EVERY = 10.0  # seconds of audio between two stt_passes reports
-LOAD_CONTEXT = "off"  # --load-context default (docs/captions.md, "Context under load")
+LOAD_CONTEXT = 3.0  # seconds of context kept while the shared model is behind (--load-context; docs/captions.md,
+                    # "Context under load")
 IDLE_AFTER = 1.0    # wall seconds without new audio before held words are settled (StreamingRecognizer.settle_idle)
 
 
@@ -95,7 +96,7 @@ class SttSidecar(Sidecar):
                  beam_size: int = 3, style: CaptionStyle = DEFAULT_STYLE, max_open: float = 2.5,
                  stream: StreamConfig | None = None, translators: list[Translator] | None = None,
                  translate_to: tuple[str, ...] = (), batch: bool = True, max_batch: int = 8,
-                 vad: str = "incremental", pacing: str = "fixed", load_context: float | None = None,
+                 vad: str = "incremental", pacing: str = "fixed", load_context: float | None = LOAD_CONTEXT,
                  **options: Any) -> None:
         super().__init__(**options)
         self.spec = spec
@@ -248,8 +249,12 @@ class SttSidecar(Sidecar):
         at = (self._expected or 0) / SAMPLE_RATE
         lags, self._commit_lags = self._commit_lags, []
         self._stats_at = at
+        b = self.tracks[0].decoder.batcher if self.tracks and self.tracks[0].decoder is not None else None
+        load = {"pace_s": round(b.pace, 2), "wait_avg_s": round(b.wait_avg, 3)} if b is not None else {}
+        context = self.tracks[0].recognizer.keep_context if self.tracks else self.stream_config.keep_context
         return Generic(start=at, end=at, kind="stt_passes",
-                       data={"batch": self.batch, "stream": mine, "model": shared, "commit_lag_s": lags})
+                       data={"batch": self.batch, "stream": mine, "model": shared, "commit_lag_s": lags,
+                             "keep_context_s": round(context, 2), **load})
 
     def watermark(self) -> float | None:
         # A failed worker publishes nothing more: None lets the runtime report the audio position, so the
@@ -297,9 +302,9 @@ class SttSidecar(Sidecar):
         g.add_argument("--keep-context", type=float, default=StreamConfig.keep_context, metavar="SECONDS",
                        help="committed speech (whole sentences) kept in the buffer as the decoder's context "
                             f"(default {StreamConfig.keep_context:g}; docs/captions.md)")
-        g.add_argument("--load-context", default=LOAD_CONTEXT, metavar="SECONDS|off",
+        g.add_argument("--load-context", default=f"{LOAD_CONTEXT:g}", metavar="SECONDS|off",
                        help="context kept instead while the shared model is behind (passes queue for a worker): "
-                            f"cheaper passes under load (default {LOAD_CONTEXT}; off: always --keep-context; "
+                            f"cheaper passes under load (default {LOAD_CONTEXT:g}; off: always --keep-context; "
                             "docs/captions.md, \"Context under load\")")
         g.add_argument("--max-line-chars", type=int, default=DEFAULT_STYLE.max_chars,
                        help="caption line length (default 42)")
