@@ -44,6 +44,7 @@ def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, 
     before = stats.as_dict()
     vad_s = [0.0] * len(progs)
     buffered = [0.0] * len(progs)  # seconds of audio the passes decoded (the encoder's input), per stream
+    contexts: list[float] = []     # the context each realtime pass was allowed (--load-context)
     texts = [""] * len(progs)
     lags: list[list[float]] = [[] for _ in progs]
     decoders = [Decoder(model, DecodeOptions(language=None, beam_size=beam), batcher=b) for _ in progs]
@@ -81,7 +82,9 @@ def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, 
                     time.sleep(0.02)
                     continue
                 if load_context is not None and b is not None:  # the sidecar's --load-context
-                    rec.keep_context = b.context(rec.cfg.keep_context, load_context)
+                    rec.keep_context = b.context(rec.cfg.keep_context, load_context,
+                                                 (rec.received_end - rec.pass_end) / SAMPLE_RATE)
+                contexts.append(rec.keep_context)
                 r = rec.step(end)
                 # commit latency as the sidecar reports it: audio that had arrived after the word
                 arrived = min(len(audio), int((time.monotonic() - t0) * SAMPLE_RATE)) / SAMPLE_RATE
@@ -124,6 +127,9 @@ def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, 
         "mean_pass_audio_s": round(sum(buffered) / max(passes, 1), 2),
         "wer": [round(w, 3) for w in wers], "wer_mean": round(float(np.mean(wers)), 4),
         **({"pacing": pacing, **commit_figures(lags)} if pacing else {}),
+        **({"mean_context_s": round(float(np.mean(contexts)), 2),
+            "passes_less_context": sum(1 for c in contexts if c < (config or StreamConfig()).keep_context)}
+           if contexts else {}),
     }
 
 

@@ -36,6 +36,7 @@ def timeline_track(sidecar: SttSidecar, real: _Track) -> tuple[_Track, Timeline]
 
 
 def test_streams_keep_less_context_while_the_shared_scheduler_is_behind() -> None:
+    # The scheduler's pace: passes queue for a worker.
     spec = engine.resolve_spec(None, "cpu", "int8", 2)
     sidecar = SttSidecar(spec=spec, stream=StreamConfig(min_step=0.5, max_step=1.0, keep_context=8.0),
                          load_context=1.5)
@@ -74,3 +75,29 @@ def test_streams_keep_less_context_while_the_shared_scheduler_is_behind() -> Non
         assert SttSidecar(spec=spec, load_context=None).context_seconds(real) == 8.0  # --load-context off
     finally:
         b.pace, b.wait_avg = saved
+
+
+def test_a_stream_whose_audio_piles_up_between_passes_keeps_less_context() -> None:
+    # With fixed pacing (the default) a slow model shows in each stream's backlog, not in the queue:
+    # every stream waits on its own pass, then takes a bigger step. Audio that arrived since the stream's
+    # last pass: up to 1 s it keeps up (full context), from 2 s on it is behind (the least context).
+    spec = engine.resolve_spec(None, "cpu", "int8", 2)
+    sidecar = SttSidecar(spec=spec, load_context=3.0)
+    track = sidecar._make_tracks(0)[0]
+    assert track.decoder is not None and track.decoder.batcher is not None
+    b = track.decoder.batcher
+    saved = b.pace
+    rec = track.recognizer
+    try:
+        b.pace = 0.0
+        rec.append(np.zeros(SR, dtype=np.float32), 0)  # 1 s since the last pass: keeping up
+        assert sidecar.context_seconds(track) == 8.0
+        rec.append(np.zeros(SR // 2, dtype=np.float32), SR)  # 1.5 s: half way
+        assert sidecar.context_seconds(track) == 8.0 - 5.0 * 0.5
+        rec.append(np.zeros(SR, dtype=np.float32), 3 * SR // 2)  # 2.5 s: behind
+        assert sidecar.context_seconds(track) == 3.0
+        rec.pass_end = 2 * SR  # a pass took it up to 2 s: 0.5 s left, keeping up again
+        assert sidecar.context_seconds(track) == 8.0
+        assert SttSidecar(spec=spec, load_context=None).context_seconds(track) == 8.0  # --load-context off
+    finally:
+        b.pace = saved

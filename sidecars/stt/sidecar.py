@@ -561,12 +561,14 @@ class SttSidecar(Sidecar):
 
     def context_seconds(self, track: _Track) -> float:
         """Committed speech the track keeps as context at its next trim: ``--keep-context``, lowered
-        towards ``--load-context`` while the shared scheduler is behind (its pace above 0)."""
+        towards ``--load-context`` while the model is behind (engine.PassBatcher.context: the shared
+        scheduler's pace, and the audio that arrived since this stream's last pass)."""
         keep = self.stream_config.keep_context
         b = track.decoder.batcher if track.decoder is not None else None
         if self.load_context is None or b is None:
             return keep
-        return b.context(keep, self.load_context)
+        rec = track.recognizer
+        return b.context(keep, self.load_context, (rec.received_end - rec.pass_end) / SAMPLE_RATE)
 
     def next_pass_end(self, track: _Track) -> int | None:
         """Where the track's next pass stops, or None while it is not due (``paced_pass_end``)."""
