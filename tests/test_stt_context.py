@@ -6,9 +6,13 @@ scripted ``Timeline`` decoder of test_stt_shaping (what was said, at fixed media
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
+import pytest
 
 from sidecast.sidecars.stt import engine
+from sidecast.sidecars.stt.engine import ModelError
 from sidecast.sidecars.stt.recognizer import StreamConfig, StreamingRecognizer
 from sidecast.sidecars.stt.sidecar import SttSidecar, _Track
 from tests.test_stt_shaping import SPEECH, TWO_SENTENCES, Timeline
@@ -101,3 +105,12 @@ def test_a_stream_whose_audio_piles_up_between_passes_keeps_less_context() -> No
         assert SttSidecar(spec=spec, load_context=None).context_seconds(track) == 8.0  # --load-context off
     finally:
         b.pace = saved
+
+
+@pytest.mark.parametrize("argv", [["--load-context", "soon"], ["--load-context", "nan"], ["--load-context", "-1"],
+                                  ["--keep-context", "inf"], ["--keep-context", "-2"]])
+def test_a_bad_context_option_is_one_clear_error(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser()
+    SttSidecar.add_arguments(ap)
+    with pytest.raises(ModelError, match="--load-context 0..20 or off"):
+        SttSidecar.from_args(ap.parse_args(argv))

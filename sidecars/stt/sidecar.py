@@ -303,7 +303,8 @@ class SttSidecar(Sidecar):
                        help="committed speech (whole sentences) kept in the buffer as the decoder's context "
                             f"(default {StreamConfig.keep_context:g}; docs/captions.md)")
         g.add_argument("--load-context", default=f"{LOAD_CONTEXT:g}", metavar="SECONDS|off",
-                       help="context kept instead while the shared model is behind (passes queue for a worker): "
+                       help="context kept instead while the model is behind (passes queue for a worker, or a stream's "
+                            "audio piles up between its passes): "
                             f"cheaper passes under load (default {LOAD_CONTEXT:g}; off: always --keep-context; "
                             "docs/captions.md, \"Context under load\")")
         g.add_argument("--max-line-chars", type=int, default=DEFAULT_STYLE.max_chars,
