@@ -36,12 +36,15 @@ from sidecast.sidecars.stt.sidecar import paced_pass_end  # noqa: E402
 
 
 def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, beam: int = 3,
-        config: StreamConfig | None = None, vad_mode: str = "incremental", pacing: str = "") -> dict[str, Any]:
+        config: StreamConfig | None = None, vad_mode: str = "incremental", pacing: str = "",
+        load_context: float | None = None) -> dict[str, Any]:
     """Replay ``progs`` concurrently (one thread each) through one shared model."""
     b = engine.PassBatcher(model, max_batch=max_batch) if batch else None
     stats = engine.batch_stats(model)
     before = stats.as_dict()
     vad_s = [0.0] * len(progs)
+    buffered = [0.0] * len(progs)  # seconds of audio the passes decoded (the encoder's input), per stream
+    contexts: list[float] = []     # the context each realtime pass was allowed (--load-context)
     texts = [""] * len(progs)
     lags: list[list[float]] = [[] for _ in progs]
     decoders = [Decoder(model, DecodeOptions(language=None, beam_size=beam), batcher=b) for _ in progs]
@@ -57,7 +60,11 @@ def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, 
             vad_s[k] += time.perf_counter() - t
             return r
 
-        rec = StreamingRecognizer(decoders[k].decode, vad, config or StreamConfig())
+        def decode(a: np.ndarray, prompt: str, prefix: str) -> Any:
+            buffered[k] += len(a) / SAMPLE_RATE
+            return decoders[k].decode(a, prompt, prefix)
+
+        rec = StreamingRecognizer(decode, vad, config or StreamConfig())
         stream_vad.follow(rec)
         audio = progs[k].audio
         words = []
@@ -74,6 +81,10 @@ def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, 
                 if end is None:
                     time.sleep(0.02)
                     continue
+                if load_context is not None and b is not None:  # the sidecar's --load-context
+                    rec.keep_context = b.context(rec.cfg.keep_context, load_context,
+                                                 (rec.received_end - rec.pass_end) / SAMPLE_RATE)
+                contexts.append(rec.keep_context)
                 r = rec.step(end)
                 # commit latency as the sidecar reports it: audio that had arrived after the word
                 arrived = min(len(audio), int((time.monotonic() - t0) * SAMPLE_RATE)) / SAMPLE_RATE
@@ -89,11 +100,13 @@ def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, 
 
     threads = [threading.Thread(target=stream, args=(k,)) for k in range(len(progs))]
     t0 = time.monotonic()
+    cpu0 = time.process_time()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.monotonic() - t0
+    cpu = time.process_time() - cpu0  # every thread of the process: the streams' and the model's
     after = stats.as_dict()
     passes = after["passes"] - before["passes"]
     phases = {k: after["seconds"][k] - before["seconds"][k] for k in engine.PHASES}
@@ -108,8 +121,15 @@ def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, 
                         **{k: round(1e3 * v / max(passes, 1), 1) for k, v in phases.items()}},
         "model_busy_s": round(sum(phases.values()), 1), "wall_s": round(wall, 1),
         "capacity_x_realtime": round(audio_s / wall, 2),
+        # CPU seconds per second of audio: what a stream costs the box, whatever else shares the cores
+        # (wall-clock capacity on a shared machine is what was left over by the other work)
+        "cpu_s": round(cpu, 1), "cpu_per_audio_s": round(cpu / audio_s, 3),
+        "mean_pass_audio_s": round(sum(buffered) / max(passes, 1), 2),
         "wer": [round(w, 3) for w in wers], "wer_mean": round(float(np.mean(wers)), 4),
         **({"pacing": pacing, **commit_figures(lags)} if pacing else {}),
+        **({"mean_context_s": round(float(np.mean(contexts)), 2),
+            "passes_less_context": sum(1 for c in contexts if c < (config or StreamConfig()).keep_context)}
+           if contexts else {}),
     }
 
 
@@ -138,7 +158,11 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1, help="passes the model runs at once (sidecar --workers)")
     ap.add_argument("--beam", default="3", help="beam sizes to compare, e.g. 3,1 (1: greedy)")
     ap.add_argument("--min-step", type=float, default=StreamConfig.min_step, help="audio between passes, s")
-    ap.add_argument("--keep-context", type=float, default=StreamConfig.keep_context)
+    ap.add_argument("--keep-context", default=str(StreamConfig.keep_context),
+                    help="StreamConfig.keep_context values to compare, e.g. 8,5,3,1.5 (seconds)")
+    ap.add_argument("--load-context", default="off",
+                    help="with --realtime: context values kept while the scheduler is behind (the sidecar's "
+                         "--load-context), compared, e.g. off,3")
     ap.add_argument("--vad", default="incremental", help="VAD modes to compare: whole,incremental (sidecar --vad)")
     ap.add_argument("--realtime", default="",
                     help="feed the audio in real time with the sidecar's pass scheduling instead of deterministic "
@@ -149,13 +173,17 @@ def main() -> int:
     modes = {"on": [True], "off": [False], "both": [False, True]}[args.batch]
     for n in (int(x) for x in args.streams.split(",")):
         progs = [rs.programme(args.split, "en", args.minutes, seed=k) for k in range(n)]
-        cfg = StreamConfig(min_step=args.min_step, keep_context=args.keep_context)
         pacings = args.realtime.split(",") if args.realtime else [""]
-        for batch, beam, vad, pacing in ((m, int(b), v, p) for m in modes for b in args.beam.split(",")
-                                         for v in args.vad.split(",") for p in pacings):
+        for batch, beam, vad, pacing, keep, lc in ((m, int(b), v, p, float(c), u) for m in modes
+                                                   for b in args.beam.split(",") for v in args.vad.split(",")
+                                                   for p in pacings for c in args.keep_context.split(",")
+                                                   for u in args.load_context.split(",")):
+            cfg = StreamConfig(min_step=args.min_step, keep_context=keep)
             load = Path("/proc/loadavg").read_text().split()[:3]
-            r = run(model, progs, batch, args.max_batch, beam, cfg, vad, pacing)
-            r["min_step"], r["keep_context"], r["workers"] = args.min_step, args.keep_context, args.workers
+            under = None if lc == "off" else float(lc)
+            r = run(model, progs, batch, args.max_batch, beam, cfg, vad, pacing, under if pacing else None)
+            r["min_step"], r["keep_context"], r["workers"] = args.min_step, keep, args.workers
+            r["load_context"] = lc if pacing else "off"
             r["load_before"] = " ".join(load)
             r["load_after"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
             print(json.dumps(r), flush=True)

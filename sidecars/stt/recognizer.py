@@ -130,6 +130,8 @@ class StreamingRecognizer:
         self.stalls = 0                        # passes decoded again without context (see StreamConfig.stall_after)
         self._open_from: float | None = None   # start of the speech region still open at the last pass, seconds
         self.decode_seconds = 0.0              # wall time spent in the decoder (for benchmarks and logs)
+        self.keep_context = self.cfg.keep_context  # context kept at the next trim; the sidecar lowers it
+                                                   # while the shared model is behind (load_context)
 
     # ------------------------------------------------------------------ input
 
@@ -395,12 +397,12 @@ class StreamingRecognizer:
 
     def _with_context(self, sample: int) -> int:
         """Move a cut back to the start of a committed sentence, keeping up to ``keep_context`` seconds."""
-        if self.cfg.keep_context <= 0:
+        if self.keep_context <= 0:
             return sample
         if self.cfg.context_gap > 0 and self.pass_end - self.commit_end > self.cfg.context_gap * SAMPLE_RATE:
             return sample
         sr = SAMPLE_RATE
-        earliest = max(sample - int(self.cfg.keep_context * sr), self.buf_start)
+        earliest = max(sample - int(self.keep_context * sr), self.buf_start)
         recent = self.committed[-65:]
         first_ever = len(recent) == len(self.committed)  # then recent[0] starts the stream's first sentence
         for i, w in enumerate(recent):

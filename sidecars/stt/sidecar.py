@@ -42,6 +42,8 @@ log = logging.getLogger("sidecast.stt")
 
 JUMP_SECONDS = 2.0  # audio that jumps further than this is a discontinuity, not jitter
 STATS_EVERY = 10.0  # seconds of audio between two stt_passes reports
+LOAD_CONTEXT = 3.0  # seconds of context kept while the shared model is behind (--load-context; docs/captions.md,
+                    # "Context under load")
 IDLE_AFTER = 1.0    # wall seconds without new audio before held words are settled (StreamingRecognizer.settle_idle)
 
 
@@ -94,9 +96,13 @@ class SttSidecar(Sidecar):
                  beam_size: int = 3, style: CaptionStyle = DEFAULT_STYLE, max_open: float = 2.5,
                  stream: StreamConfig | None = None, translators: list[Translator] | None = None,
                  translate_to: tuple[str, ...] = (), batch: bool = True, max_batch: int = 8,
-                 vad: str = "incremental", pacing: str = "fixed", **options: Any) -> None:
+                 vad: str = "incremental", pacing: str = "fixed", load_context: float | None = LOAD_CONTEXT,
+                 **options: Any) -> None:
         super().__init__(**options)
         self.spec = spec
+        # context kept while the shared model is behind (engine.PassBatcher.context); None: always the
+        # stream config's keep_context
+        self.load_context = load_context
         self.pacing = pacing            # "adaptive": see next_pass_end; "fixed": the recogniser's own steps
         self.vad = vad                  # "incremental": Silero over new audio only (engine.StreamVad); "whole"
         self.batch = batch              # passes of this process's streams share batches (engine.PassBatcher)
@@ -243,8 +249,12 @@ class SttSidecar(Sidecar):
         at = (self._expected or 0) / SAMPLE_RATE
         lags, self._commit_lags = self._commit_lags, []
         self._stats_at = at
+        b = self.tracks[0].decoder.batcher if self.tracks and self.tracks[0].decoder is not None else None
+        load = {"pace_s": round(b.pace, 2), "wait_avg_s": round(b.wait_avg, 3)} if b is not None else {}
+        context = self.tracks[0].recognizer.keep_context if self.tracks else self.stream_config.keep_context
         return Generic(start=at, end=at, kind="stt_passes",
-                       data={"batch": self.batch, "stream": mine, "model": shared, "commit_lag_s": lags})
+                       data={"batch": self.batch, "stream": mine, "model": shared, "commit_lag_s": lags,
+                             "keep_context_s": round(context, 2), **load})
 
     def watermark(self) -> float | None:
         # A failed worker publishes nothing more: None lets the runtime report the audio position, so the
@@ -289,6 +299,14 @@ class SttSidecar(Sidecar):
         g.add_argument("--vad", default="incremental", choices=["incremental", "whole"],
                        help="incremental: Silero VAD runs once over each new piece of audio, keeping its state "
                             "(default); whole: again over the whole buffer at every pass (docs/captions.md)")
+        g.add_argument("--keep-context", type=float, default=StreamConfig.keep_context, metavar="SECONDS",
+                       help="committed speech (whole sentences) kept in the buffer as the decoder's context "
+                            f"(default {StreamConfig.keep_context:g}; docs/captions.md)")
+        g.add_argument("--load-context", default=f"{LOAD_CONTEXT:g}", metavar="SECONDS|off",
+                       help="context kept instead while the model is behind (passes queue for a worker, or a stream's "
+                            "audio piles up between its passes): "
+                            f"cheaper passes under load (default {LOAD_CONTEXT:g}; off: always --keep-context; "
+                            "docs/captions.md, \"Context under load\")")
         g.add_argument("--max-line-chars", type=int, default=DEFAULT_STYLE.max_chars,
                        help="caption line length (default 42)")
         g.add_argument("--max-open", type=float, default=2.5,
@@ -297,10 +315,15 @@ class SttSidecar(Sidecar):
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Callable[[], Sidecar]:
         """Resolve and load the model now, so a bad --model fails before the sidecar listens."""
+        try:
+            load_context = None if args.load_context == "off" else float(args.load_context)
+        except ValueError:
+            load_context = -1.0
         if (args.beam_size < 1 or args.cpu_threads < 0 or args.max_line_chars < 10 or args.max_open <= 0
-                or args.max_batch < 1 or not 0 <= args.workers <= 16):
+                or args.max_batch < 1 or not 0 <= args.workers <= 16 or not 0 <= args.keep_context <= 20
+                or (load_context is not None and not 0 <= load_context <= 20)):
             raise ModelError("--beam-size >= 1, --cpu-threads >= 0, --max-line-chars >= 10, --max-open > 0, "
-                             "--max-batch >= 1, --workers 0..16")
+                             "--max-batch >= 1, --workers 0..16, --keep-context 0..20, --load-context 0..20 or off")
         spec = engine.resolve_spec(args.model, args.device, args.compute_type, args.cpu_threads, args.workers)
         model = engine.load_model(spec)
         check_language(model, spec, args.language, args.translate)
@@ -313,7 +336,8 @@ class SttSidecar(Sidecar):
         return functools.partial(cls, spec=spec, language=args.language, translate=args.translate,
                                  beam_size=args.beam_size, style=style, max_open=args.max_open,
                                  translators=engines, translate_to=targets, batch=args.batch == "on",
-                                 max_batch=args.max_batch, vad=args.vad, pacing=args.pacing)
+                                 max_batch=args.max_batch, vad=args.vad, pacing=args.pacing,
+                                 stream=StreamConfig(keep_context=args.keep_context), load_context=load_context)
 
     # ------------------------------------------------------------------ worker
 
@@ -507,7 +531,7 @@ class SttSidecar(Sidecar):
         for t in tracks:
             rec = t.recognizer
             if (end := rec.next_pass_end(final=True)) is not None:  # the audio since the last pass, if any
-                self._publish_step(t, rec.step(end), final=False)
+                self._publish_step(t, self._step(t, end), final=False)
             settled = rec.settle_idle()
             self._publish_step(t, settled, final=False)
             if settled.committed:
@@ -530,6 +554,22 @@ class SttSidecar(Sidecar):
             wm = min(marks)
             if self._watermark is None or wm > self._watermark:
                 self._watermark = wm
+
+    def _step(self, track: _Track, end: int) -> StepResult:
+        """One pass of the track's recogniser up to ``end``, with the context its load allows."""
+        track.recognizer.keep_context = self.context_seconds(track)
+        return track.recognizer.step(end)
+
+    def context_seconds(self, track: _Track) -> float:
+        """Committed speech the track keeps as context at its next trim: ``--keep-context``, lowered
+        towards ``--load-context`` while the model is behind (engine.PassBatcher.context: the shared
+        scheduler's pace, and the audio that arrived since this stream's last pass)."""
+        keep = self.stream_config.keep_context
+        b = track.decoder.batcher if track.decoder is not None else None
+        if self.load_context is None or b is None:
+            return keep
+        rec = track.recognizer
+        return b.context(keep, self.load_context, (rec.received_end - rec.pass_end) / SAMPLE_RATE)
 
     def next_pass_end(self, track: _Track) -> int | None:
         """Where the track's next pass stops, or None while it is not due (``paced_pass_end``)."""
@@ -580,7 +620,7 @@ class SttSidecar(Sidecar):
                     continue
                 for t, end in todo:
                     t0 = time.monotonic()
-                    r = t.recognizer.step(end)
+                    r = self._step(t, end)
                     self._publish_step(t, r, final=False)
                     log.debug("stt pass %.2fs for %.2fs of buffer", time.monotonic() - t0,
                               (end - t.recognizer.buf_start) / SAMPLE_RATE)

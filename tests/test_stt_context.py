@@ -1,0 +1,116 @@
+"""Context under load (sidecar ``--load-context``): while the shared pass scheduler is behind (its pace
+above 0: passes queue for a worker), a stream keeps less committed speech as context at its next trim, so
+each of its passes re-encodes less audio; when the scheduler keeps up again, the full ``keep_context``
+comes back. The scheduler's state is driven directly (no clock, no sleeps); the recogniser runs over the
+scripted ``Timeline`` decoder of test_stt_shaping (what was said, at fixed media times)."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+
+from sidecast.sidecars.stt import engine
+from sidecast.sidecars.stt.engine import ModelError
+from sidecast.sidecars.stt.recognizer import StreamConfig, StreamingRecognizer
+from sidecast.sidecars.stt.sidecar import SttSidecar, _Track
+from tests.test_stt_shaping import SPEECH, TWO_SENTENCES, Timeline
+
+SR = 16_000
+
+
+def run_through(sidecar: SttSidecar, track: _Track, tl: Timeline, seconds: float) -> StreamingRecognizer:
+    """Feed ``seconds`` of audio to the track's recogniser, each pass through the sidecar's own step."""
+    rec = track.recognizer
+    for i in range(0, int(seconds * SR), 1600):
+        rec.append(np.zeros(1600, dtype=np.float32), i)
+        if (end := rec.next_pass_end()) is not None:
+            sidecar._step(track, end)
+    rec.finish()
+    return rec
+
+
+def timeline_track(sidecar: SttSidecar, real: _Track) -> tuple[_Track, Timeline]:
+    """The sidecar's track with the scripted decoder in place of the model (same scheduler)."""
+    tl = Timeline(TWO_SENTENCES, SPEECH)
+    rec = StreamingRecognizer(tl.decode, tl.vad, sidecar.stream_config)
+    tl.rec = rec
+    return _Track(rec, real.builder, real.decoder), tl
+
+
+def test_streams_keep_less_context_while_the_shared_scheduler_is_behind() -> None:
+    # The scheduler's pace: passes queue for a worker.
+    spec = engine.resolve_spec(None, "cpu", "int8", 2)
+    sidecar = SttSidecar(spec=spec, stream=StreamConfig(min_step=0.5, max_step=1.0, keep_context=8.0),
+                         load_context=1.5)
+    real = sidecar._make_tracks(0)[0]
+    assert real.decoder is not None and real.decoder.batcher is not None
+    b = real.decoder.batcher  # the process's shared scheduler: restored below
+    saved = (b.pace, b.wait_avg)
+    try:
+        b.pace, b.wait_avg = 0.0, 0.0
+        assert sidecar.context_seconds(real) == 8.0  # keeping up: the full context
+        track, tl = timeline_track(sidecar, real)
+        rec = run_through(sidecar, track, tl, 8.0)
+        assert " ".join(w.text for w in rec.committed) == "Doctors say walking is good. Heavy rain is expected tonight."
+        assert max(tl.buffer_starts[-4:]) <= 0.2, tl.buffer_starts  # the first sentence stayed as context
+
+        for _ in range(6):  # rounds whose passes waited 1 s for a worker: the model is behind
+            b._adapt([1.0, 1.0])
+        assert b.pace >= 1.0, b.pace
+        assert sidecar.context_seconds(real) == 1.5
+        track, tl = timeline_track(sidecar, real)
+        rec = run_through(sidecar, track, tl, 8.0)
+        assert " ".join(w.text for w in rec.committed) == "Doctors say walking is good. Heavy rain is expected tonight."
+        # the 1.8 s first sentence no longer fits in the context: the buffer starts after it
+        assert min(tl.buffer_starts[-4:]) >= 2.0, tl.buffer_starts
+
+        b.pace = 0.5  # half way: part of the way down
+        assert sidecar.context_seconds(real) == 8.0 - 6.5 * 0.5
+
+        for _ in range(100):  # passes that find a worker free: the pace falls back, the context returns
+            b._adapt([0.0])
+            if b.pace == 0.0:
+                break
+        assert b.pace == 0.0 and sidecar.context_seconds(real) == 8.0
+        b.pace = 1.0
+        assert SttSidecar(spec=spec).context_seconds(real) == 3.0  # the default --load-context
+        assert SttSidecar(spec=spec, load_context=None).context_seconds(real) == 8.0  # --load-context off
+    finally:
+        b.pace, b.wait_avg = saved
+
+
+def test_a_stream_whose_audio_piles_up_between_passes_keeps_less_context() -> None:
+    # With fixed pacing (the default) a slow model shows in each stream's backlog, not in the queue:
+    # every stream waits on its own pass, then takes a bigger step. Audio that arrived since the stream's
+    # last pass: up to 1 s it keeps up (full context), from 2 s on it is behind (the least context).
+    spec = engine.resolve_spec(None, "cpu", "int8", 2)
+    sidecar = SttSidecar(spec=spec, load_context=3.0)
+    track = sidecar._make_tracks(0)[0]
+    assert track.decoder is not None and track.decoder.batcher is not None
+    b = track.decoder.batcher
+    saved = b.pace
+    rec = track.recognizer
+    try:
+        b.pace = 0.0
+        rec.append(np.zeros(SR, dtype=np.float32), 0)  # 1 s since the last pass: keeping up
+        assert sidecar.context_seconds(track) == 8.0
+        rec.append(np.zeros(SR // 2, dtype=np.float32), SR)  # 1.5 s: half way
+        assert sidecar.context_seconds(track) == 8.0 - 5.0 * 0.5
+        rec.append(np.zeros(SR, dtype=np.float32), 3 * SR // 2)  # 2.5 s: behind
+        assert sidecar.context_seconds(track) == 3.0
+        rec.pass_end = 2 * SR  # a pass took it up to 2 s: 0.5 s left, keeping up again
+        assert sidecar.context_seconds(track) == 8.0
+        assert SttSidecar(spec=spec, load_context=None).context_seconds(track) == 8.0  # --load-context off
+    finally:
+        b.pace = saved
+
+
+@pytest.mark.parametrize("argv", [["--load-context", "soon"], ["--load-context", "nan"], ["--load-context", "-1"],
+                                  ["--keep-context", "inf"], ["--keep-context", "-2"]])
+def test_a_bad_context_option_is_one_clear_error(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser()
+    SttSidecar.add_arguments(ap)
+    with pytest.raises(ModelError, match="--load-context 0..20 or off"):
+        SttSidecar.from_args(ap.parse_args(argv))
