@@ -84,7 +84,7 @@ def replay(prog: rs.Programme, decoder: Decoder, config: StreamConfig,
     """``vad``: "whole" (Silero over each pass's buffer, engine.speech_regions) or "incremental" (the
     sidecar's default and bench/stt.py --replay's, engine.StreamVad)."""
     stream_vad = engine.StreamVad() if vad == "incremental" else None
-    rec = LoggingRecognizer(decoder.decode, stream_vad or engine.speech_regions, config)
+    rec = LoggingRecognizer(decoder.decode, stream_vad if stream_vad is not None else engine.speech_regions, config)
     if stream_vad is not None:
         stream_vad.follow(rec)
     words: list[Word] = []

@@ -121,8 +121,8 @@ def test_the_speaker_change_tuning_programme_is_tuning_material_disjoint_from_th
 
 
 def test_the_seeded_speaker_mixes_are_tuning_material_with_speaker_changes_after_long_pauses() -> None:
-    # devkit/sttsweep.py decides rules on several of these (docs/captions.md, "Rules for the first words
-    # after a pause, on seven tuning programmes"): each seed must be a different programme of tuning
+    # devkit/sttsweep.py checks rules on several of these (docs/captions.md, "The loop rule and two
+    # first-words rules on more tuning programmes"): each seed must be a different programme of tuning
     # recordings only, with new voices after long pauses, and the same seed the same programme.
     held = {c.id for c in rs.english_pool("heldout")}
     tuning = {c.id for c in (*rs.librivox(), *rs.prompts("en"), *rs.pocketsphinx_speakers()) if c.split == "tuning"}

@@ -71,15 +71,6 @@ class StreamConfig:
                                   # council ..." -> "City council ...") and one pass would commit that.
                                   # Off for a while ("file runs missed their decision windows"): the same
                                   # misses came with it off, under load only (docs/captions.md)
-    loop_retry: bool = True       # a pass that loops with the prompt is decoded again without it; False:
-                                  # keep its own reading, cut at the loop by the repetition guard
-    onset_pause: float = 0.0      # alignatt, with onset_heard / onset_unprefixed: what counts as a long
-                                  # pause before a speech onset (seconds; 0 = those rules are off)
-    onset_heard: float = 0.0      # the first words after a long pause are confirmed only by a previous
-                                  # pass that heard this many seconds of the new speech (0 = off)
-    onset_unprefixed: bool = False  # the first words after a long pause, read after the forced prefix (the
-                                    # last speaker's sentence), wait until a pass without the prefix
-                                    # reads them the same
     context_gap: float = 0.0      # a pause longer than this (seconds) ends the kept context: the speech
                                   # after it is decoded without the committed sentences before (0 = off)
     idle_context: float = 2.0     # while no audio comes (see settle_idle), held words the last pass heard
@@ -137,7 +128,6 @@ class StreamingRecognizer:
         self._confirm: set[int] = set()
         self._unstable = False                 # this step's pass looped (see _pass)
         self.stalls = 0                        # passes decoded again without context (see StreamConfig.stall_after)
-        self.unprefixed_passes = 0             # extra passes of StreamConfig.onset_unprefixed
         self._open_from: float | None = None   # start of the speech region still open at the last pass, seconds
         self.decode_seconds = 0.0              # wall time spent in the decoder (for benchmarks and logs)
 
@@ -205,8 +195,7 @@ class StreamingRecognizer:
             # Either way the decoder was unsure of this audio: its words wait for a second pass.
             self.loops += 1
             self._unstable = True
-            if self.cfg.loop_retry:
-                segments = self.decode(audio, "", prefix)
+            segments = self.decode(audio, "", prefix)
         self.decode_seconds += time.monotonic() - started
         return [
             Word(text=w.text.strip(), start=_sec(self._absolute(w.start) + offset),
@@ -293,37 +282,10 @@ class StreamingRecognizer:
                 return b > closed or b - copy[-1].end <= 0.6
         return False
 
-    def _long_pause_onsets(self, spans: Sequence[tuple[float, float]]) -> list[float]:
-        """Speech onsets (media seconds) after the committed point that follow a pause of at least
-        ``onset_pause``: the previous speech is the region before, or the last committed word."""
-        out = []
-        done = _sec(self.commit_end)
-        for i, (a, _) in enumerate(spans):
-            if a < done - 0.05:
-                continue
-            ends = [w.end for w in self.committed[-3:] if w.end <= a + 0.05] + ([spans[i - 1][1]] if i else [])
-            before = max(ends, default=None)
-            if before is not None and a - before >= self.cfg.onset_pause:
-                out.append(a)
-        return out
-
-    def _unprefixed_words(self, audio: np.ndarray, regions: list[tuple[float, float]], onset: float) -> list[str]:
-        """The words a pass without the forced prefix hears from ``onset`` (media seconds) on, normalised:
-        the audio from just before the onset, the committed text as the prompt only."""
-        cut = max(round((onset - 0.3) * SAMPLE_RATE) - self.buf_start, 0)
-        shifted = [(max(a - cut / SAMPLE_RATE, 0.0), b - cut / SAMPLE_RATE) for a, b in regions
-                   if b > cut / SAMPLE_RATE]
-        self.unprefixed_passes += 1
-        unstable = self._unstable
-        words = self._pass(audio[cut:], shifted, cut, self._prompt(all_committed=True), "")
-        self._unstable = unstable  # a check, not this step's reading
-        return [normalize(w.text) for w in words if w.start >= onset - 0.2]
-
     def step(self, pass_end: int) -> StepResult:
         cfg = self.cfg
         out = StepResult()
         audio = self._take(pass_end)
-        previous_end = self.pass_end
         self.pass_end = pass_end
         self.passes += 1
         self._unstable = False
@@ -360,9 +322,6 @@ class StreamingRecognizer:
                 # the words of a pass that looped, and (with onset_confirm) a new region's first words.
                 limit = _sec(pass_end) - cfg.align_threshold
                 onsets = [a for a, _ in spans]
-                # First words after a long pause (a new speaker, often): see onset_heard, onset_unprefixed.
-                late = self._long_pause_onsets(spans) if cfg.onset_pause > 0 else []
-                checked: dict[float, bool] = {}
                 while agreed < len(new) and new[agreed].end <= limit and (
                         agreed < len(new) - 1 or _CLOSED.search(new[agreed].text)):
                     w = new[agreed]
@@ -372,16 +331,6 @@ class StreamingRecognizer:
                     same = before is not None and normalize(before.text) == normalize(w.text)
                     if (confirm and not same) or (cfg.changed_wait and before is not None and not same):
                         break
-                    onset = next((a for a in late if 0 <= w.start - a < max(cfg.onset_confirm, 0.5)), None)
-                    if onset is not None and cfg.onset_heard > 0 and _sec(previous_end) - onset < cfg.onset_heard:
-                        break  # the agreeing pass heard too little of the new speech
-                    if onset is not None and cfg.onset_unprefixed and self._prefix():
-                        if onset not in checked:
-                            mine = [normalize(x.text) for x in new if 0 <= x.start - onset < cfg.onset_confirm]
-                            other = self._unprefixed_words(audio, regions, onset)
-                            checked[onset] = other[:len(mine)] == mine
-                        if not checked[onset]:
-                            break
                     agreed += 1
             else:
                 for a, b in zip(self.hypothesis, new, strict=False):
