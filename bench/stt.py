@@ -195,6 +195,12 @@ def real_speech(args: argparse.Namespace) -> int:
     print()
     policies = ["agreement", "alignatt"] if args.policy == "both" else [args.policy]
     if args.replay:
+        if args.config:  # settings to compare, each POLICY[:FIELD=VALUE,...] as devkit/sttsweep.py takes them
+            from devkit.sttsweep import parse
+
+            configs = [parse(c) for c in args.config]
+            return replay_policies(prog, model, lang, [c for c, _ in configs], off_wer, args.beam_size,
+                                   args.vad.split(","), dict(configs))
         return replay_policies(prog, model, lang, policies, off_wer, args.beam_size, args.vad.split(","))
     print(f"{'policy':10s} {'WER':>6s} {'ratio':>6s} {'cue med':>8s} {'p95':>6s} {'max':>6s} {'>6s':>5s} "
           f"{'order':>6s} {'overlap':>8s} {'busy':>5s} {'load':>5s}")
@@ -227,7 +233,8 @@ def real_speech(args: argparse.Namespace) -> int:
 
 
 def replay_policies(prog: object, model: object, lang: str, policies: list[str], off_wer: float,
-                    beam_size: int, vads: list[str] | None = None) -> int:
+                    beam_size: int, vads: list[str] | None = None,
+                    configs: dict[str, StreamConfig] | None = None) -> int:
     """The policies on a deterministic replay: a pass after every 0.5 s of audio however long passes take,
     so the figures do not depend on the machine's load. Latency here is in media time: how much newer
     audio had arrived when a word was committed (what a viewer waits on a machine that keeps up), not
@@ -243,7 +250,8 @@ def replay_policies(prog: object, model: object, lang: str, policies: list[str],
     for policy, vad_mode in ((p, v) for p in policies for v in (vads or ["incremental"])):
         dec = Decoder(model, DecodeOptions(language=lang if multi else None, beam_size=beam_size))
         vad = engine.StreamVad() if vad_mode == "incremental" else engine.speech_regions
-        rec = StreamingRecognizer(dec.decode, vad, StreamConfig(policy=policy))  # type: ignore[arg-type]
+        cfg = (configs or {}).get(policy) or StreamConfig(policy=policy)  # type: ignore[arg-type]
+        rec = StreamingRecognizer(dec.decode, vad, cfg)
         if isinstance(vad, engine.StreamVad):
             vad.follow(rec)
         words, lag = [], []
@@ -318,6 +326,9 @@ def main() -> int:
                     help="real corpus: deterministic replay (a pass every 0.5 s of audio, load-independent)")
     ap.add_argument("--policy", choices=["agreement", "alignatt", "both"], default="both",
                     help="real corpus: commit policy (default both, in the same run)")
+    ap.add_argument("--config", action="append", default=[],
+                    help="real corpus --replay: settings to compare instead of --policy, each "
+                         "POLICY[:FIELD=VALUE,...] (StreamConfig fields, as devkit/sttsweep.py)")
     ap.add_argument("--vad", default="incremental",
                     help="real corpus --replay: VAD modes to compare, e.g. whole,incremental (sidecar --vad)")
     args = ap.parse_args()

@@ -321,6 +321,49 @@ def speaker_tuning() -> Programme:
     return programme(clips=clips, gaps=[g for _, g in SPEAKER_TUNING], minutes=60)
 
 
+def speaker_mix(seed: int, minutes: float = 3.0) -> Programme:
+    """A seeded tuning programme of speaker changes after pauses (tuning recordings only), for deciding
+    rules on more than one replay: ``programme("tuning", seed=...)`` only reorders the tuning pool, whose
+    LibriVox and cards clips (three each) all sit in its first blocks, so its other seeds are one voice.
+
+    Each utterance is drawn from a speaker other than the last one's (the five of ``speaker_tuning``:
+    the LibriVox reader, cards, Allison, goforward, TIDIGITS), the reader and the cards speaker as
+    often as Allison although they have few clips (so the same sentence recurs after different speakers
+    and pauses, which moves how it is decoded); the pause after it is drawn from 0.5-5 s, one in five
+    is said again after 0.8 s or 3 s, and one in six continues the same speaker after a long pause.
+    Seed 0 is not ``speaker_tuning()``; every seed gives other orders and pauses."""
+    rng = np.random.default_rng(1000 + seed)
+    by_speaker: dict[str, list[Clip]] = {}
+    for c in (*librivox(), *prompts("en"), *pocketsphinx_speakers()):
+        if c.split == "tuning":
+            by_speaker.setdefault(c.speaker, []).append(c)
+    weights = {"librivox-reader": 3.0, "cards": 2.0, "allison-en": 3.0, "goforward": 0.6, "tidigits-dhd": 0.6}
+    speakers = sorted(by_speaker)
+    clips: list[Clip] = []
+    gaps: list[float] = []
+    t, last = 1.0, ""
+    while t < minutes * 60:
+        if clips and rng.random() < 0.2:
+            clip = clips[-1]                                   # said again
+            gaps[-1] = float(rng.choice([0.8, 3.0]))
+        else:
+            same = bool(last) and rng.random() < 1 / 6
+            names = [s for s in speakers if (s == last) == same] or speakers
+            w = np.array([weights[s] for s in names])
+            who = str(rng.choice(names, p=w / w.sum()))
+            pool = by_speaker[who]
+            clip = pool[int(rng.integers(len(pool)))]
+            if same:
+                gaps[-1] = float(rng.uniform(3.0, 5.0))
+            last = who
+        clips.append(clip)
+        gaps.append(round(float(rng.uniform(0.5, 5.0)), 1))
+        a, b = speech_bounds(load(clip.path))
+        t += (b - a) / SAMPLE_RATE + 0.1 + gaps[-1]
+    assert all(c.split == "tuning" for c in clips)
+    return programme(clips=clips, gaps=gaps, minutes=minutes, seed=seed)
+
+
 # ---------------------------------------------------------------- scoring text
 
 _NUMBERS = {

@@ -79,8 +79,14 @@ class LoggingRecognizer(StreamingRecognizer):
         return r
 
 
-def replay(prog: rs.Programme, decoder: Decoder, config: StreamConfig) -> tuple[list[Word], LoggingRecognizer]:
-    rec = LoggingRecognizer(decoder.decode, engine.speech_regions, config)
+def replay(prog: rs.Programme, decoder: Decoder, config: StreamConfig,
+           vad: str = "whole") -> tuple[list[Word], LoggingRecognizer]:
+    """``vad``: "whole" (Silero over each pass's buffer, engine.speech_regions) or "incremental" (the
+    sidecar's default and bench/stt.py --replay's, engine.StreamVad)."""
+    stream_vad = engine.StreamVad() if vad == "incremental" else None
+    rec = LoggingRecognizer(decoder.decode, stream_vad if stream_vad is not None else engine.speech_regions, config)
+    if stream_vad is not None:
+        stream_vad.follow(rec)
     words: list[Word] = []
     rec.lags = []  # type: ignore[attr-defined]
     for i in range(0, len(prog.audio), 1600):

@@ -1,22 +1,29 @@
 """Compare streaming configurations on the real-speech TUNING programmes (never the held-out one).
 
     .venv/bin/python -m devkit.sttsweep --config alignatt --config alignatt:context_gap=3,onset_confirm=0
+    .venv/bin/python -m devkit.sttsweep --programmes speakers,mix1,mix2 --config alignatt --config ...
 
 Each ``--config`` is ``POLICY[:FIELD=VALUE,...]`` (StreamConfig fields, or ``guards.FIELD`` for a
-GuardConfig field; numbers and true/false). Every
-configuration is replayed deterministically (a pass after every 0.5 s of audio, as ``bench/stt.py
---replay`` and ``devkit/sttdiag.py``) over the three tuning programmes of ``devkit/realspeech.py``: the
-3-minute tuning programme, ``hard_tuning()`` and ``speaker_tuning()``. One model load and one offline
-transcript per programme serve all configurations. Prints, per configuration and programme, the WER, its
-ratio to offline, the word errors in utterances that follow another speaker vs the same speaker, the
-media-time lag (median / p95 / max) and the stall re-decodes; then the pooled figures (errors over all
-reference words of the three programmes). A developer tool (not shipped).
+GuardConfig field; numbers and true/false). Every configuration is replayed deterministically (a pass
+after every 0.5 s of audio, as ``bench/stt.py --replay``, with the sidecar's incremental VAD unless
+``--vad whole``) over tuning programmes of ``devkit/realspeech.py``: the 3-minute tuning programme,
+``hard_tuning()``, ``speaker_tuning()`` and seeded speaker mixes (``mixN``: ``speaker_mix(N)``, so a rule
+can be checked on more programmes than one replay each). One model load and one offline transcript per
+programme serve all configurations; the offline baseline is bench/stt.py's (``transcribe`` with its
+defaults: beam 5, no word timings). Prints, per programme and configuration, the WER and word errors,
+the ratio to offline, the errors in utterances that follow another speaker vs the same speaker, the
+media-time lag (median / p95 / max), words later than 6 s, stall re-decodes and looping passes; then
+pooled figures (errors over all reference words) with the number of programmes on which each
+configuration did better and worse than the first. Programmes run one after another, every
+configuration on each, so a run cut short still compares them on what it finished (``--json`` is
+rewritten after each programme). A developer tool (not shipped).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import replace
@@ -75,63 +82,94 @@ def split_errors(prog: rs.Programme, words: list[Word]) -> tuple[int, int]:
     return change, same
 
 
+PROGRAMMES = "tuning,hard,speakers,mix1,mix2,mix3,mix4"
+
+
+def build(name: str, minutes: float) -> rs.Programme:
+    """A tuning programme by name: tuning (the 3-minute one), hard, speakers, mixN (speaker_mix(N))."""
+    if name == "tuning":
+        return rs.programme("tuning", "en", minutes)
+    if name == "hard":
+        return rs.hard_tuning()
+    if name == "speakers":
+        return rs.speaker_tuning()
+    if name.startswith("mix"):
+        return rs.speaker_mix(int(name[3:]), minutes)
+    raise SystemExit(f"unknown programme {name!r}: tuning, hard, speakers or mixN")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", action="append", default=[], help="POLICY[:FIELD=VALUE,...] (repeatable)")
-    ap.add_argument("--programmes", default="tuning,hard,speakers",
-                    help="comma-separated: tuning (3 min), hard, speakers")
+    ap.add_argument("--programmes", default=PROGRAMMES,
+                    help="comma-separated: tuning (3 min), hard, speakers, mixN (realspeech.speaker_mix(N))")
+    ap.add_argument("--minutes", type=float, default=3.0, help="length of the tuning and mixN programmes")
     ap.add_argument("--cpu-threads", type=int, default=2)
+    ap.add_argument("--vad", choices=["incremental", "whole"], default="incremental",
+                    help="incremental: the sidecar's and bench/stt.py --replay's VAD; whole: sttdiag's")
     ap.add_argument("--cache", default="", help="folder to keep the offline transcripts in between runs")
+    ap.add_argument("--json", default="", help="write every row to this file")
     args = ap.parse_args()
     configs = [parse(c) for c in args.config or ["alignatt"]]
     model = engine.load_model(engine.resolve_spec(None, "cpu", "int8", args.cpu_threads))
-    builders = {"tuning": lambda: rs.programme("tuning", "en", 3.0), "hard": rs.hard_tuning,
-                "speakers": rs.speaker_tuning}
-    progs = {name: builders[name]() for name in args.programmes.split(",")}
-    offline: dict[str, tuple[float, int]] = {}
-    for name, prog in progs.items():
-        cached = Path(args.cache) / f"offline-{name}-{args.cpu_threads}.json" if args.cache else None
-        if cached is not None and cached.exists():
-            off = [Word(*w) for w in json.loads(cached.read_text())]
-        else:
-            segs, _ = model.transcribe(prog.audio, word_timestamps=True)
-            off = [Word(w.word.strip(), float(w.start), float(w.end), float(w.probability))
-                   for s in segs for w in s.words or ()]
-            if cached is not None:
-                cached.write_text(json.dumps([[w.text, w.start, w.end, w.probability] for w in off]))
+    names = args.programmes.split(",")
+    rows: list[dict[str, object]] = []
+    print(f"load average {os.getloadavg()[0]:.1f}; tiny.en int8, {args.cpu_threads} thread(s), streaming beam 3, "
+          f"{args.vad} VAD; offline = transcribe(beam 5), as bench/stt.py", flush=True)
+    print(f"{'config':44s} {'programme':9s} {'WER':>6s} {'err':>4s} {'ratio':>6s} {'chg':>4s} {'same':>4s} "
+          f"{'lag med':>7s} {'p95':>5s} {'max':>5s} {'>6s':>4s} {'stalls':>6s} {'loops':>5s} {'s':>5s}", flush=True)
+    for name in names:
+        prog = build(name, args.minutes)
         n = len(rs.normalise(prog.reference).split())
-        offline[name] = (rs.wer(prog.reference, " ".join(w.text for w in off)), n)
-        ch, sa = split_errors(prog, off)
-        print(f"{name}: {prog.seconds:.0f} s, {len(prog.utterances)} utterances, {n} words; offline WER "
-              f"{offline[name][0]:.3f} (errors after a speaker change {ch}, same speaker {sa})", flush=True)
-    print(f"\n{'config':48s} {'programme':9s} {'WER':>6s} {'ratio':>6s} {'chg':>4s} {'same':>4s} "
-          f"{'lag med':>7s} {'p95':>5s} {'max':>5s} {'stalls':>6s} {'s':>5s}", flush=True)
-    for label, cfg in configs:
-        tot_err = tot_off = tot_n = 0.0
-        lags: list[float] = []
-        for name, prog in progs.items():
+        cached = Path(args.cache) / f"offline-{name}-{args.minutes:g}-{args.cpu_threads}-b5.txt" if args.cache else None
+        if cached is not None and cached.exists():
+            off_text = cached.read_text()
+        else:
+            segs, _ = model.transcribe(prog.audio)  # beam 5, no word timings: bench/stt.py's baseline
+            off_text = " ".join(s.text for s in segs)
+            if cached is not None:
+                cached.write_text(off_text)
+        off_err = round(rs.wer(prog.reference, off_text) * n)
+        print(f"{'offline':44s} {name:9s} {off_err / n:6.3f} {off_err:4d}   ({prog.seconds:.0f} s, "
+              f"{len(prog.utterances)} utterances, {n} words)", flush=True)
+        for label, cfg in configs:
             t0 = time.monotonic()
             dec = Decoder(model, DecodeOptions(language=None, beam_size=3))
-            words, rec = replay(prog, dec, cfg)
-            w = rs.wer(prog.reference, " ".join(x.text for x in words))
-            off_wer, n = offline[name]
+            words, rec = replay(prog, dec, cfg, args.vad)
+            err = round(rs.wer(prog.reference, " ".join(x.text for x in words)) * n)
             ch, sa = split_errors(prog, words)
-            lag = rec.lags  # type: ignore[attr-defined]
+            lag: list[float] = rec.lags  # type: ignore[attr-defined]
             if args.cache:
                 utts = prog.utterances
                 spans = [" ".join(x.text for x in in_span(words, u, utts[k + 1] if k + 1 < len(utts) else None))
                          for k, u in enumerate(utts)]
                 safe = label.replace(":", "_").replace(",", "_").replace("=", "")
                 (Path(args.cache) / f"words-{safe}-{name}.json").write_text(json.dumps(spans))
-            lags += lag
-            tot_err += w * n
-            tot_off += off_wer * n
-            tot_n += n
-            print(f"{label:48s} {name:9s} {w:6.3f} {w / max(off_wer, 1e-9):6.2f} {ch:4d} {sa:4d} "
-                  f"{np.median(lag):7.2f} {np.percentile(lag, 95):5.2f} {max(lag):5.2f} {rec.stalls:6d} "
-                  f"{time.monotonic() - t0:5.0f}", flush=True)
-        print(f"{label:48s} {'POOLED':9s} {tot_err / tot_n:6.3f} {tot_err / max(tot_off, 1e-9):6.2f} "
-              f"{'':4s} {'':4s} {np.median(lags):7.2f} {np.percentile(lags, 95):5.2f} {max(lags):5.2f}", flush=True)
+            row = dict(config=label, programme=name, words=n, errors=err, offline_errors=off_err, lags=lag,
+                       stalls=rec.stalls, loops=rec.loops, change=ch, same=sa)
+            rows.append(row)
+            print(f"{label:44s} {name:9s} {err / n:6.3f} {err:4d} {err / max(off_err, 1):6.2f} {ch:4d} {sa:4d} "
+                  f"{np.median(lag):7.2f} {np.percentile(lag, 95):5.2f} {max(lag):5.2f} {sum(x > 6 for x in lag):4d} "
+                  f"{rec.stalls:6d} {rec.loops:5d} {time.monotonic() - t0:5.0f}", flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows))
+    print(f"\nPOOLED over {', '.join(names)} (load average {os.getloadavg()[0]:.1f})")
+    print(f"{'config':44s} {'WER':>6s} {'err':>4s} {'ratio':>6s} {'better':>6s} {'worse':>5s} "
+          f"{'lag med':>7s} {'p95':>5s} {'max':>5s} {'>6s':>4s} {'stalls':>6s}")
+    base = {r["programme"]: r["errors"] for r in rows if r["config"] == configs[0][0]}
+    for label, _ in configs:
+        mine = [r for r in rows if r["config"] == label]
+        err = sum(int(r["errors"]) for r in mine)  # type: ignore[call-overload]
+        n = sum(int(r["words"]) for r in mine)  # type: ignore[call-overload]
+        off = sum(int(r["offline_errors"]) for r in mine)  # type: ignore[call-overload]
+        lags = [x for r in mine for x in r["lags"]]  # type: ignore[attr-defined]
+        better = sum(r["errors"] < base[r["programme"]] for r in mine)  # type: ignore[operator]
+        worse = sum(r["errors"] > base[r["programme"]] for r in mine)  # type: ignore[operator]
+        print(f"{label:44s} {err / n:6.3f} {err:4d} {err / max(off, 1):6.2f} {better:6d} {worse:5d} "
+              f"{np.median(lags):7.2f} {np.percentile(lags, 95):5.2f} {max(lags):5.2f} {sum(x > 6 for x in lags):4d} "
+              f"{sum(int(r['stalls']) for r in mine):6d}")  # type: ignore[call-overload]
+    print(f"(offline: {sum(int(r['offline_errors']) for r in rows if r['config'] == configs[0][0])} errors; "  # type: ignore[call-overload]
+          "better/worse: programmes with fewer/more errors than the first config)")
     return 0
 
 

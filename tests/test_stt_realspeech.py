@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
 from devkit import realspeech as rs
@@ -117,3 +118,24 @@ def test_the_speaker_change_tuning_programme_is_tuning_material_disjoint_from_th
         audio = rs.load(clip.path)
         a, b = rs.speech_bounds(audio)
         assert 2.0 <= len(audio) / SAMPLE_RATE <= 3.0 and (b - a) / SAMPLE_RATE >= 1.0
+
+
+def test_the_seeded_speaker_mixes_are_tuning_material_with_speaker_changes_after_long_pauses() -> None:
+    # devkit/sttsweep.py checks rules on several of these (docs/captions.md, "The loop rule and two
+    # first-words rules on more tuning programmes"): each seed must be a different programme of tuning
+    # recordings only, with new voices after long pauses, and the same seed the same programme.
+    held = {c.id for c in rs.english_pool("heldout")}
+    tuning = {c.id for c in (*rs.librivox(), *rs.prompts("en"), *rs.pocketsphinx_speakers()) if c.split == "tuning"}
+    progs = [rs.speaker_mix(seed, minutes=1.5) for seed in (1, 2)]
+    assert [u.clip for u in progs[0].utterances] != [u.clip for u in progs[1].utterances]
+    again = rs.speaker_mix(1, minutes=1.5)
+    assert again.utterances == progs[0].utterances and np.array_equal(again.audio, progs[0].audio)
+    for prog in progs:
+        clips = {u.clip for u in prog.utterances}
+        assert clips <= tuning and not clips & held
+        assert 85 <= prog.seconds <= 110
+        pauses = [(b.start - a.end, a.speaker != b.speaker) for a, b in zip(prog.utterances, prog.utterances[1:], strict=False)]
+        assert all(0.4 <= p <= 5.5 for p, _ in pauses)
+        assert sum(change for _, change in pauses) >= len(pauses) // 2        # mostly speaker changes
+        assert sum(change and p >= 3.0 for p, change in pauses) >= 2          # ... some after a long pause
+        assert len({u.speaker for u in prog.utterances}) >= 3
