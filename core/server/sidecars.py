@@ -60,6 +60,7 @@ class SidecarPool:
         self.args = args or {}
         self.max_streams = max_streams
         self.sidecars: dict[str, SharedSidecar] = {}
+        self.closing = False  # set by close(): a sidecar it stopped is not an exit to report or restart
 
     def target(self, name: str, user: str) -> str:
         """The address of the ``name`` sidecar for stream ``user``, starting it when nobody uses it yet."""
@@ -71,7 +72,7 @@ class SidecarPool:
                                list(self.args.get(name, [])))
             self.sidecars[name] = sc
         sc.users.add(user)
-        if not sc.running and time.monotonic() >= sc.retry_at:
+        if not sc.running and time.monotonic() >= sc.retry_at and not self.closing:
             self._start(sc)
         return sc.target
 
@@ -90,6 +91,8 @@ class SidecarPool:
 
     def check(self) -> None:
         """Restart exited sidecars that streams still use (backoff: 1 s doubling to 30 s, reset after 60 s up)."""
+        if self.closing:
+            return
         now = time.monotonic()
         for sc in self.sidecars.values():
             if sc.proc is not None and sc.proc.poll() is not None:
@@ -112,6 +115,7 @@ class SidecarPool:
                 for sc in self.sidecars.values()]
 
     def close(self) -> None:
+        self.closing = True
         for sc in self.sidecars.values():
             if sc.proc is not None and sc.proc.poll() is None:
                 sc.proc.send_signal(signal.SIGTERM)
