@@ -183,24 +183,31 @@ class _Conn:
 _RELAY_PATH = re.compile(r"^/relay/[A-Za-z0-9_-]+\.(flv|ts)$")
 
 
-def _pump(pipe: IO[bytes], session: PushSession) -> None:
-    """Copy a bridge process's output into ``session`` until either side ends."""
-    drained = threading.Event()
-    session._bind(drained.set, lambda: None)
+def _pumped(stream: IO[bytes], fmt: str, name: str) -> PushSession:
+    """A session that a thread of its own fills from ``stream`` (a bridge's pipe, the server's relay): the
+    container reads it as it reads a pushed publisher's, with each chunk's arrival time (PDT), and a busy
+    reader never backs the stream up into what feeds it."""
+    session = PushSession(name, "rtmp" if fmt == "flv" else "srt", Peer(name, 0), "", fmt)
+    threading.Thread(target=_pump, args=(stream, session), name=f"{name}-reader", daemon=True).start()
+    return session
+
+
+def _pump(stream: IO[bytes], session: PushSession) -> None:
+    """Copy ``stream`` into ``session`` until either side ends."""
+    room = threading.Event()
+    session._bind(room.set, room.set)  # drained below its low-water mark, or closed by the reader
     try:
         while not session.closed:
-            data = pipe.read1(1 << 16) if hasattr(pipe, "read1") else pipe.read(1 << 16)
+            data = stream.read1(1 << 16) if hasattr(stream, "read1") else stream.read(1 << 16)
             if not data:
                 break
-            drained.clear()
+            room.clear()
             if not session._feed(data):
-                # the reader is the session's buffer behind: hold the bridge back (as a pipe would), lose nothing
-                while not drained.wait(0.5) and not session.closed:
-                    pass
-    except (OSError, ValueError):  # the pipe was closed under the read (the stream stopped)
+                room.wait()  # the reader is the session's buffer behind: hold the stream back, lose nothing
+    except (OSError, ValueError):  # the stream was closed under the read (the stream stopped)
         pass
     finally:
-        session._end("the bridge's output ended")
+        session._end("its source ended")
 
 
 def redact(url: str) -> str:
@@ -411,11 +418,7 @@ class Source:
                    "-map", "0", "-c", "copy", "-f", "mpegts", "pipe:1"]
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             assert proc.stdout is not None
-            # The bridge's output goes through a session a thread of its own keeps reading: the stream
-            # reads it as it reads a pushed one, with each chunk's arrival time (PDT), and a busy reader
-            # never backs the pipe up into the bridge's SRT receive buffer.
-            bridged = PushSession(redact(self.source), "srt", Peer("bridge", 0), "", "mpegts")
-            threading.Thread(target=_pump, args=(proc.stdout, bridged), name="srt-bridge", daemon=True).start()
+            bridged = _pumped(proc.stdout, "mpegts", "srt-bridge")  # not backed up into its SRT buffer
             try:
                 container = av.open(bridged, "r", format="mpegts", timeout=(self.open_timeout, None))
             except Exception as exc:
@@ -435,8 +438,7 @@ class Source:
                 response = urllib.request.urlopen(self.source, timeout=open_s)
             except (OSError, ValueError) as exc:
                 raise SourceError(f"cannot open {redact(self.source)!r}: {exc}") from exc
-            relay = PushSession("relay", "rtmp" if fmt == "flv" else "srt", Peer("relay", 0), "", fmt)
-            threading.Thread(target=_pump, args=(response, relay), name="relay-reader", daemon=True).start()
+            relay = _pumped(response, fmt, "relay")
             try:
                 container = av.open(relay, "r", format=fmt, timeout=(self.open_timeout, None))
             except Exception as exc:
