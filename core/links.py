@@ -45,6 +45,7 @@ from sidecast.contract.records import (
 )
 from sidecast.core import __version__
 
+from .sched import share_standing
 from .timeline import Timeline
 
 log = logging.getLogger("sidecast.links")
@@ -373,6 +374,7 @@ class LocalSidecar:
         self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
         logf.close()
+        share_standing(self.proc.pid)  # its own session is its own scheduling group: same nice as ours
 
     def _supervise(self) -> None:
         backoff = 0.5

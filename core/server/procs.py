@@ -5,7 +5,9 @@
 - PDEATHSIG follows the *thread* that forked, not the process: children are spawned only from the
   supervisor's own long-lived thread, never from a request thread that may end.
 - Each child leads its own process group, so whatever it starts itself (FFmpeg's SRT bridge) is killed
-  with it (``kill_group``).
+  with it (``kill_group``). Its own session is also its own autogroup on kernels that have them: it is
+  given the server's autogroup nice (``sidecast.core.sched``), so an operator's priority for the server
+  reaches every worker and shared sidecar while each keeps its own share.
 - The janitor: one small process per server that waits for the server's end (its stdin closes, whatever
   the cause) and then removes the shared-memory frame rings the killed workers could not unlink.
 """
@@ -20,6 +22,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
+
+from sidecast.core.sched import share_standing
 
 GUARD = Path(__file__).resolve().parent / "guard.py"
 LOG_ROTATE_BYTES = 20 << 20
@@ -44,9 +48,11 @@ def spawn(cmd: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None =
     """Start ``cmd`` guarded, in its own process group, stderr to ``log_path``."""
     logf = open_log(log_path)
     try:
-        return subprocess.Popen(guarded(cmd), stdin=stdin, stdout=stdout if stdout is not None else logf,
+        proc = subprocess.Popen(guarded(cmd), stdin=stdin, stdout=stdout if stdout is not None else logf,
                                 stderr=logf, start_new_session=True, close_fds=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+        share_standing(proc.pid)  # a new session is a new autogroup at nice 0: give it the server's
+        return proc
     finally:
         logf.close()
 
