@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sidecast.core.sched import share_standing
 from sidecast.core.serve import start_server
 
 HERE = Path(__file__).resolve().parent
@@ -231,6 +232,7 @@ def _run_play(opts: dict[str, Any], chromium: str | None, timeout: float) -> dic
     opts = {**opts, "chromium": browser}
     proc = subprocess.Popen([node, str(PLAY_SCRIPT), json.dumps(opts)], cwd=HERE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    share_standing(proc.pid)  # node's own session; play.mjs does the same for the Chromium it starts
     try:
         # play.mjs keeps its own deadline; this one only catches a wedged node or browser.
         out, err = proc.communicate(timeout=timeout + 30)

@@ -36,6 +36,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { installReader } from './barcode.mjs';
+import { shareStanding } from './standing.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(HERE, '..', '..');
@@ -368,6 +369,7 @@ async function run(opts, report) {
       executablePath: opts.chromium, headless: true, args: CHROMIUM_ARGS, timeout: remaining(COLLECT_RESERVE_MS),
     });
     report.browserStartMs = Date.now() - started;
+    report.browserGroupsMoved = shareStanding();  // the bench's priority reaches the browser too
     const page = context.pages()[0] || await context.newPage();
     page.on('console', (msg) => {
       if ((msg.type() === 'error' || msg.type() === 'warning') && report.console.length < 100) {

@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { installReader } from './barcode.mjs';
+import { shareStanding } from './standing.mjs';
 
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
@@ -68,6 +69,7 @@ async function main() {
       executablePath: opts.chromium, headless: true, args: CHROMIUM_ARGS, timeout: opts.timeout * 1000,
     });
     report.browserStartMs = Date.now() - started;
+    report.browserGroupsMoved = shareStanding();  // the bench's priority reaches the browser too
     const pages = [];
     for (const spec of opts.pages) {
       const page = await context.newPage();
