@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,9 +81,11 @@ class LoggingRecognizer(StreamingRecognizer):
 
 
 def replay(prog: rs.Programme, decoder: Decoder, config: StreamConfig,
-           vad: str = "whole") -> tuple[list[Word], LoggingRecognizer]:
+           vad: str = "whole", before: Callable[[StreamingRecognizer], object] | None = None
+           ) -> tuple[list[Word], LoggingRecognizer]:
     """``vad``: "whole" (Silero over each pass's buffer, engine.speech_regions) or "incremental" (the
-    sidecar's default and bench/stt.py --replay's, engine.StreamVad)."""
+    sidecar's default and bench/stt.py --replay's, engine.StreamVad). ``before``: called with the
+    recogniser before each pass (e.g. the sidecar's ``apply_context``, as if the model were behind)."""
     stream_vad = engine.StreamVad() if vad == "incremental" else None
     rec = LoggingRecognizer(decoder.decode, stream_vad if stream_vad is not None else engine.speech_regions, config)
     if stream_vad is not None:
@@ -92,6 +95,8 @@ def replay(prog: rs.Programme, decoder: Decoder, config: StreamConfig,
     for i in range(0, len(prog.audio), 1600):
         rec.append(prog.audio[i:i + 1600], i)
         if (end := rec.next_pass_end()) is not None:
+            if before is not None:
+                before(rec)
             got = rec.step(end).committed
             words.extend(got)
             rec.lags += [end / SAMPLE_RATE - w.end for w in got]  # type: ignore[attr-defined]

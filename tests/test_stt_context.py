@@ -15,7 +15,7 @@ from sidecast.sidecars.stt import engine
 from sidecast.sidecars.stt.engine import ModelError
 from sidecast.sidecars.stt.recognizer import StreamConfig, StreamingRecognizer
 from sidecast.sidecars.stt.sidecar import SttSidecar, _Track
-from tests.test_stt_shaping import SPEECH, TWO_SENTENCES, Timeline
+from tests.test_stt_shaping import SPEECH, TWO_SENTENCES, Timeline, words_from
 
 SR = 16_000
 
@@ -114,3 +114,60 @@ def test_a_bad_context_option_is_one_clear_error(argv: list[str]) -> None:
     SttSidecar.add_arguments(ap)
     with pytest.raises(ModelError, match="--load-context 0..20 or off"):
         SttSidecar.from_args(ap.parse_args(argv))
+
+
+THREE_SENTENCES = (words_from("Doctors say walking is good.", start=0.2, per_word=0.36)
+                   + words_from("Heavy rain is expected tonight.", start=2.2, per_word=0.36)
+                   + words_from("The match starts at noon.", start=4.2, per_word=0.36))
+
+
+@pytest.mark.parametrize("cut", ["now", "trim"])
+def test_a_stream_that_falls_behind_mid_speech_sheds_its_context_at_once(cut: str) -> None:
+    # One unbroken run of speech (no pause to trim at) and a buffer shorter than trim_sentence: before,
+    # a lowered context waited for the next trim, so every pass still re-encoded the first sentence.
+    # Now (--context-cut now, the default) the buffer's committed head is cut before the next pass, at a
+    # committed sentence end; once the model keeps up, nothing more is cut and the context grows back.
+    spec = engine.resolve_spec(None, "cpu", "int8", 2)
+    sidecar = SttSidecar(spec=spec, stream=StreamConfig(min_step=0.5, max_step=1.0, keep_context=8.0),
+                         load_context=1.5, shed=cut == "now")
+    real = sidecar._make_tracks(0)[0]
+    assert real.decoder is not None and real.decoder.batcher is not None
+    b = real.decoder.batcher
+    saved = (b.pace, b.wait_avg)
+    tl = Timeline(THREE_SENTENCES, [(0.2, 6.0)])
+    rec = StreamingRecognizer(tl.decode, tl.vad, sidecar.stream_config)
+    tl.rec = rec
+    track = _Track(rec, real.builder, real.decoder)
+
+    def feed(until: float) -> None:
+        for i in range(rec.received_end, int(until * SR), 1600):
+            rec.append(np.zeros(1600, dtype=np.float32), i)
+            if (end := rec.next_pass_end()) is not None:
+                sidecar._step(track, end)
+
+    try:
+        b.pace = 0.0  # keeping up: the full context, the first sentence stays in the buffer
+        feed(3.5)
+        assert "good." in [w.text for w in rec.committed] and rec.buf_start == 0
+        b.pace = 1.0  # behind: 1.5 s of context, too short for the 1.8 s first sentence
+        seen = len(tl.buffer_starts)
+        feed(5.0)
+        behind = tl.buffer_starts[seen:]
+        assert behind, "no pass ran while the model was behind"
+        if cut == "now":
+            assert min(behind) >= 2.0, behind  # cut after "good." before the first pass behind
+            assert "good." not in tl.prefixes[seen]  # no longer forced as the decoder's prefix either
+        else:
+            assert max(behind) == 0.0, behind  # the old behaviour: the whole context until a trim
+        b.pace = 0.0  # caught up: the full context again, the buffer is not cut any further
+        start = rec.buf_start
+        seen = len(tl.buffer_starts)
+        feed(8.0)
+        assert sidecar.context_seconds(track) == 8.0
+        assert set(tl.buffer_starts[seen:]) == {start / SR}, tl.buffer_starts[seen:]
+        assert tl.prefixes[-1].endswith("The match starts")  # the context grows back as it is committed
+        rec.finish()
+        assert " ".join(w.text for w in rec.committed) == \
+            "Doctors say walking is good. Heavy rain is expected tonight. The match starts at noon."
+    finally:
+        b.pace, b.wait_avg = saved

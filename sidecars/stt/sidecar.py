@@ -97,12 +97,13 @@ class SttSidecar(Sidecar):
                  stream: StreamConfig | None = None, translators: list[Translator] | None = None,
                  translate_to: tuple[str, ...] = (), batch: bool = True, max_batch: int = 8,
                  vad: str = "incremental", pacing: str = "fixed", load_context: float | None = LOAD_CONTEXT,
-                 **options: Any) -> None:
+                 shed: bool = True, **options: Any) -> None:
         super().__init__(**options)
         self.spec = spec
         # context kept while the shared model is behind (engine.PassBatcher.context); None: always the
         # stream config's keep_context
         self.load_context = load_context
+        self.shed = shed                # a lowered context is cut from the buffer at once (apply_context)
         self.pacing = pacing            # "adaptive": see next_pass_end; "fixed": the recogniser's own steps
         self.vad = vad                  # "incremental": Silero over new audio only (engine.StreamVad); "whole"
         self.batch = batch              # passes of this process's streams share batches (engine.PassBatcher)
@@ -307,6 +308,10 @@ class SttSidecar(Sidecar):
                             "audio piles up between its passes): "
                             f"cheaper passes under load (default {LOAD_CONTEXT:g}; off: always --keep-context; "
                             "docs/captions.md, \"Context under load\")")
+        g.add_argument("--context-cut", default="now", choices=["now", "trim"],
+                       help="when a context lowered by --load-context is cut from the buffer: now (before the "
+                            "stream's next pass, default) or trim (at its next trim: a pause or a 12 s buffer, as "
+                            "before; docs/captions.md, \"Context under load\")")
         g.add_argument("--max-line-chars", type=int, default=DEFAULT_STYLE.max_chars,
                        help="caption line length (default 42)")
         g.add_argument("--max-open", type=float, default=2.5,
@@ -337,7 +342,8 @@ class SttSidecar(Sidecar):
                                  beam_size=args.beam_size, style=style, max_open=args.max_open,
                                  translators=engines, translate_to=targets, batch=args.batch == "on",
                                  max_batch=args.max_batch, vad=args.vad, pacing=args.pacing,
-                                 stream=StreamConfig(keep_context=args.keep_context), load_context=load_context)
+                                 stream=StreamConfig(keep_context=args.keep_context), load_context=load_context,
+                                 shed=args.context_cut == "now")
 
     # ------------------------------------------------------------------ worker
 
@@ -556,8 +562,9 @@ class SttSidecar(Sidecar):
                 self._watermark = wm
 
     def _step(self, track: _Track, end: int) -> StepResult:
-        """One pass of the track's recogniser up to ``end``, with the context its load allows."""
-        track.recognizer.keep_context = self.context_seconds(track)
+        """One pass of the track's recogniser up to ``end``, with the context its load allows: lowered,
+        it is cut from the buffer before this pass (``shed_context``), not at the stream's next trim."""
+        apply_context(track.recognizer, self.context_seconds(track), self.shed)
         return track.recognizer.step(end)
 
     def context_seconds(self, track: _Track) -> float:
@@ -631,6 +638,16 @@ class SttSidecar(Sidecar):
             log.exception("stt worker failed")
             self._failure = f"stt worker failed: {type(exc).__name__}: {exc}"
             self._flushed.set()
+
+
+def apply_context(rec: StreamingRecognizer, seconds: float, shed: bool = True) -> bool:
+    """Set the context ``rec`` keeps (``context_seconds``) before its next pass. Below the configured
+    ``keep_context`` (the model is behind) and with ``shed``, the committed head of the buffer beyond it
+    is cut at once (``StreamingRecognizer.shed_context``): waiting for the next trim (a pause, or a 12 s
+    buffer) left a stream that fell behind mid-sentence re-encoding its full context on every pass. The
+    full context comes back as sentences are committed once the model keeps up. Returns whether it cut."""
+    rec.keep_context = seconds
+    return shed and seconds < rec.cfg.keep_context and rec.shed_context()
 
 
 def paced_pass_end(rec: StreamingRecognizer, pace: float) -> int | None:
