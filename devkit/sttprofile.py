@@ -32,12 +32,18 @@ from devkit import realspeech as rs  # noqa: E402
 from sidecast.sidecars.stt import engine  # noqa: E402
 from sidecast.sidecars.stt.engine import DecodeOptions, Decoder  # noqa: E402
 from sidecast.sidecars.stt.recognizer import SAMPLE_RATE, StreamConfig, StreamingRecognizer  # noqa: E402
-from sidecast.sidecars.stt.sidecar import apply_context, paced_pass_end  # noqa: E402
+from sidecast.sidecars.stt.sidecar import (  # noqa: E402
+    apply_context,
+    fixed_pass_end,
+    paced_pass_end,
+    slow_step,
+    smooth_pass_wall,
+)
 
 
 def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, beam: int = 3,
         config: StreamConfig | None = None, vad_mode: str = "incremental", pacing: str = "",
-        load_context: float | None = None, shed: bool = True) -> dict[str, Any]:
+        load_context: float | None = None, shed: bool = True, load_step: float | None = None) -> dict[str, Any]:
     """Replay ``progs`` concurrently (one thread each) through one shared model."""
     b = engine.PassBatcher(model, max_batch=max_batch) if batch else None
     stats = engine.batch_stats(model)
@@ -73,11 +79,12 @@ def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, 
         if pacing:  # live: audio arrives in real time, passes as the sidecar schedules them
             t0 = time.monotonic()
             fed = 0
+            pass_wall = 0.0
             while fed < len(audio):
                 fed = min(len(audio), max(fed, int((time.monotonic() - t0) * SAMPLE_RATE) // 1600 * 1600))
                 if fed > rec.received_end:
                     rec.append(audio[rec.received_end:fed], rec.received_end)
-                end = (rec.next_pass_end() if pacing == "fixed"
+                end = (fixed_pass_end(rec, slow_step(rec.cfg.min_step, load_step, pass_wall)) if pacing == "fixed"
                        else paced_pass_end(rec, b.pace if b is not None else 0.0))
                 if end is None:
                     time.sleep(0.02)
@@ -86,7 +93,9 @@ def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, 
                     sheds[0] += apply_context(rec, b.context(rec.cfg.keep_context, load_context,
                                                              (rec.received_end - rec.pass_end) / SAMPLE_RATE), shed)
                 contexts.append(rec.keep_context)
+                started = time.monotonic()
                 r = rec.step(end)
+                pass_wall = smooth_pass_wall(pass_wall, time.monotonic() - started)
                 # commit latency as the sidecar reports it: audio that had arrived after the word
                 arrived = min(len(audio), int((time.monotonic() - t0) * SAMPLE_RATE)) / SAMPLE_RATE
                 lags[k].extend(arrived - w.end for w in r.committed)
@@ -168,6 +177,9 @@ def main() -> int:
     ap.add_argument("--context-cut", default="now",
                     help="with --load-context: when a lowered context is cut (the sidecar's --context-cut), "
                          "compared, e.g. trim,now")
+    ap.add_argument("--load-step", default="off",
+                    help="with --realtime fixed: the least audio between a stream's passes once they are slow (the "
+                         "sidecar's --load-step), compared, e.g. off,1.5")
     ap.add_argument("--vad", default="incremental", help="VAD modes to compare: whole,incremental (sidecar --vad)")
     ap.add_argument("--realtime", default="",
                     help="feed the audio in real time with the sidecar's pass scheduling instead of deterministic "
@@ -179,16 +191,18 @@ def main() -> int:
     for n in (int(x) for x in args.streams.split(",")):
         progs = [rs.programme(args.split, "en", args.minutes, seed=k) for k in range(n)]
         pacings = args.realtime.split(",") if args.realtime else [""]
-        for batch, beam, vad, pacing, keep, lc, cut in ((m, int(b), v, p, float(c), u, cut) for m in modes
+        for batch, beam, vad, pacing, keep, lc, cut, st in ((m, int(b), v, p, float(c), u, cut, st) for m in modes
                                                    for b in args.beam.split(",") for v in args.vad.split(",")
                                                    for p in pacings for c in args.keep_context.split(",")
                                                    for u in args.load_context.split(",")
-                                                   for cut in args.context_cut.split(",")):
+                                                   for cut in args.context_cut.split(",")
+                                                   for st in args.load_step.split(",")):
             cfg = StreamConfig(min_step=args.min_step, keep_context=keep)
             load = Path("/proc/loadavg").read_text().split()[:3]
             under = None if lc == "off" else float(lc)
             r = run(model, progs, batch, args.max_batch, beam, cfg, vad, pacing, under if pacing else None,
-                    shed=cut == "now")
+                    shed=cut == "now", load_step=None if st == "off" else float(st))
+            r["load_step"] = st
             r["min_step"], r["keep_context"], r["workers"] = args.min_step, keep, args.workers
             r["load_context"] = lc if pacing else "off"
             r["load_before"] = " ".join(load)

@@ -14,7 +14,7 @@ import pytest
 from sidecast.sidecars.stt import engine
 from sidecast.sidecars.stt.engine import ModelError
 from sidecast.sidecars.stt.recognizer import StreamConfig, StreamingRecognizer
-from sidecast.sidecars.stt.sidecar import SttSidecar, _Track
+from sidecast.sidecars.stt.sidecar import SttSidecar, _Track, smooth_pass_wall
 from tests.test_stt_shaping import SPEECH, TWO_SENTENCES, Timeline, words_from
 
 SR = 16_000
@@ -108,7 +108,8 @@ def test_a_stream_whose_audio_piles_up_between_passes_keeps_less_context() -> No
 
 
 @pytest.mark.parametrize("argv", [["--load-context", "soon"], ["--load-context", "nan"], ["--load-context", "-1"],
-                                  ["--keep-context", "inf"], ["--keep-context", "-2"]])
+                                  ["--keep-context", "inf"], ["--keep-context", "-2"], ["--load-step", "nan"],
+                                  ["--load-step", "7"], ["--load-step", "later"]])
 def test_a_bad_context_option_is_one_clear_error(argv: list[str]) -> None:
     ap = argparse.ArgumentParser()
     SttSidecar.add_arguments(ap)
@@ -171,3 +172,27 @@ def test_a_stream_that_falls_behind_mid_speech_sheds_its_context_at_once(cut: st
             "Doctors say walking is good. Heavy rain is expected tonight. The match starts at noon."
     finally:
         b.pace, b.wait_avg = saved
+
+
+def test_slow_passes_wait_for_more_audio_and_quick_ones_do_not() -> None:
+    # --load-step: with fixed pacing a stream's passes ran back to back however slow the shared model was,
+    # each paying again for its whole buffer. Once its passes take 0.5-1 s of wall time (smoothed), a
+    # stream waits for up to --load-step of new audio; quick passes keep the 0.5 s step.
+    spec = engine.resolve_spec(None, "cpu", "int8", 2)
+    sidecar = SttSidecar(spec=spec, load_step=1.5)
+    track = sidecar._make_tracks(0)[0]
+    rec = track.recognizer
+    rec.append(np.zeros(SR, dtype=np.float32), 0)  # 1 s of new audio
+    track.pass_wall = 0.3  # quick passes: due after 0.5 s, as before
+    assert sidecar.step_seconds(track) == 0.5 and sidecar.next_pass_end(track) == SR
+    track.pass_wall = 0.75  # half way
+    assert sidecar.step_seconds(track) == 1.0 and sidecar.next_pass_end(track) == SR
+    track.pass_wall = 2.0  # slow: 1.5 s of audio first
+    assert sidecar.step_seconds(track) == 1.5 and sidecar.next_pass_end(track) is None
+    rec.append(np.zeros(SR // 2, dtype=np.float32), SR)
+    assert sidecar.next_pass_end(track) == 3 * SR // 2
+    assert SttSidecar(spec=spec).step_seconds(track) == 0.5  # --load-step off: the old pacing
+    # the smoothed wall time follows the passes: quick ones bring the step back down
+    for _ in range(12):
+        track.pass_wall = smooth_pass_wall(track.pass_wall, 0.2)
+    assert sidecar.step_seconds(track) == 0.5
