@@ -36,6 +36,7 @@ from sidecast.sidecars.stt.sidecar import (  # noqa: E402
     apply_context,
     fixed_pass_end,
     paced_pass_end,
+    slow_fraction,
     slow_step,
     smooth_pass_wall,
 )
@@ -90,8 +91,10 @@ def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, 
                     time.sleep(0.02)
                     continue
                 if load_context is not None and b is not None:  # the sidecar's --load-context
+                    slow = slow_fraction(pass_wall) if load_step is not None else 0.0
                     sheds[0] += apply_context(rec, b.context(rec.cfg.keep_context, load_context,
-                                                             (rec.received_end - rec.pass_end) / SAMPLE_RATE), shed)
+                                                             (rec.received_end - rec.pass_end) / SAMPLE_RATE,
+                                                             slow), shed)
                 contexts.append(rec.keep_context)
                 started = time.monotonic()
                 r = rec.step(end)

@@ -196,3 +196,23 @@ def test_slow_passes_wait_for_more_audio_and_quick_ones_do_not() -> None:
     for _ in range(12):
         track.pass_wall = smooth_pass_wall(track.pass_wall, 0.2)
     assert sidecar.step_seconds(track) == 0.5
+
+
+def test_with_a_load_step_slow_passes_also_lower_the_context() -> None:
+    # With --load-step a slow stream takes longer steps, so the audio waiting at its pass (1-2 s: behind)
+    # says only half behind; its slow passes say it: the least context. Without --load-step, unchanged.
+    spec = engine.resolve_spec(None, "cpu", "int8", 2)
+    track = SttSidecar(spec=spec)._make_tracks(0)[0]
+    assert track.decoder is not None and track.decoder.batcher is not None
+    b = track.decoder.batcher
+    saved = b.pace
+    try:
+        b.pace = 0.0
+        track.recognizer.append(np.zeros(3 * SR // 2, dtype=np.float32), 0)  # 1.5 s waiting: half way
+        track.pass_wall = 1.2  # slow passes
+        assert SttSidecar(spec=spec, load_step=1.5).context_seconds(track) == 3.0
+        assert SttSidecar(spec=spec).context_seconds(track) == 8.0 - 5.0 * 0.5  # --load-step off: as before
+        track.pass_wall = 0.2  # quick again: the backlog alone decides
+        assert SttSidecar(spec=spec, load_step=1.5).context_seconds(track) == 8.0 - 5.0 * 0.5
+    finally:
+        b.pace = saved

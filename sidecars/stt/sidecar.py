@@ -590,15 +590,17 @@ class SttSidecar(Sidecar):
         return slow_step(self.stream_config.min_step, self.load_step, track.pass_wall)
 
     def context_seconds(self, track: _Track) -> float:
-        """Committed speech the track keeps as context at its next trim: ``--keep-context``, lowered
-        towards ``--load-context`` while the model is behind (engine.PassBatcher.context: the shared
-        scheduler's pace, and the audio that arrived since this stream's last pass)."""
+        """Committed speech the track keeps as context: ``--keep-context``, lowered towards
+        ``--load-context`` while the model is behind (engine.PassBatcher.context: the shared scheduler's
+        pace, the audio that arrived since this stream's last pass, and with ``--load-step`` how slow its
+        passes are, ``slow_fraction``: with longer steps the backlog alone would say half behind)."""
         keep = self.stream_config.keep_context
         b = track.decoder.batcher if track.decoder is not None else None
         if self.load_context is None or b is None:
             return keep
         rec = track.recognizer
-        return b.context(keep, self.load_context, (rec.received_end - rec.pass_end) / SAMPLE_RATE)
+        slow = slow_fraction(track.pass_wall) if self.load_step is not None else 0.0
+        return b.context(keep, self.load_context, (rec.received_end - rec.pass_end) / SAMPLE_RATE, slow)
 
     def next_pass_end(self, track: _Track) -> int | None:
         """Where the track's next pass stops, or None while it is not due (``paced_pass_end``)."""
@@ -690,8 +692,12 @@ def slow_step(min_step: float, load_step: float | None, pass_wall: float) -> flo
     all are paced alike. ``load_step`` None: always ``min_step`` (the old pacing)."""
     if load_step is None or load_step <= min_step:
         return min_step
-    late = min(1.0, max(0.0, (pass_wall - SLOW_FROM) / (SLOW_FULL - SLOW_FROM)))
-    return min_step + (load_step - min_step) * late
+    return min_step + (load_step - min_step) * slow_fraction(pass_wall)
+
+
+def slow_fraction(pass_wall: float) -> float:
+    """How slow a stream's passes are, 0 (quick: under SLOW_FROM) to 1 (SLOW_FULL and more)."""
+    return min(1.0, max(0.0, (pass_wall - SLOW_FROM) / (SLOW_FULL - SLOW_FROM)))
 
 
 def fixed_pass_end(rec: StreamingRecognizer, step: float) -> int | None:
