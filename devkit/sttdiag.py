@@ -125,6 +125,9 @@ def main() -> int:
     ap.add_argument("--policy", default="alignatt")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="a StreamConfig field for this run (numbers and true/false), e.g. onset_confirm=1.0")
+    ap.add_argument("--load-context", type=float, default=None, metavar="S",
+                    help="every pass as the sidecar runs it while the model is behind (sidecar.apply_context)")
+    ap.add_argument("--context-cut", default="now", choices=["now", "trim"], help="with --load-context")
     ap.add_argument("--passes", action="store_true", help="print the pass log around each error")
     ap.add_argument("--all", action="store_true", help="every utterance, not only the worse ones")
     ap.add_argument("--dump", default="", help="write the reference, offline and streaming words to this JSON file")
@@ -147,7 +150,16 @@ def main() -> int:
     for item in args.set:
         key, value = item.split("=", 1)
         overrides[key] = value.lower() == "true" if value.lower() in ("true", "false") else float(value)
-    words, rec = replay(prog, dec, StreamConfig(policy=args.policy, **overrides))  # type: ignore[arg-type]
+    before = None
+    if args.load_context is not None:
+        from sidecast.sidecars.stt.sidecar import apply_context
+
+        seconds, shed = args.load_context, args.context_cut == "now"
+        before = lambda r: apply_context(r, seconds, shed)  # noqa: E731
+        overrides["load_context"], overrides["context_cut"] = seconds, args.context_cut
+    config = StreamConfig(policy=args.policy, **{k: v for k, v in overrides.items()  # type: ignore[arg-type]
+                                                 if k not in ("load_context", "context_cut")})
+    words, rec = replay(prog, dec, config, before=before)
     off_wer = rs.wer(prog.reference, " ".join(w.text for w in off))
     st_wer = rs.wer(prog.reference, " ".join(w.text for w in words))
     print(f"{args.split} {args.minutes} min seed {args.seed}, {args.policy} {overrides}: offline WER {off_wer:.3f}, "
