@@ -684,8 +684,9 @@ def slow_step(min_step: float, load_step: float | None, pass_wall: float) -> flo
 
     Each stream runs one pass at a time, so while the shared model is behind its passes simply run back
     to back, each taking the audio that came during the last: as many passes as the model can run, the
-    model never idle, and every pass paying again for its whole buffer (context and unfinished speech),
-    so a slower model made for more work per second of audio, not less. When a stream's passes take
+    model never idle, and every pass paying again for its whole buffer (context and unfinished speech)
+    for the second or so of new audio it brings, so the backlog only shrinks as far as the model
+    happens to speed up. When a stream's passes take
     SLOW_FROM (0.5 s, its min_step of audio) or more of wall time, smoothed, it waits for more audio,
     all the way up to ``load_step`` from SLOW_FULL (1 s) on: fewer, longer passes, each committing more
     words, less CPU per second of audio; every stream sharing the model sees the same slow passes, so
