@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,9 +81,11 @@ class LoggingRecognizer(StreamingRecognizer):
 
 
 def replay(prog: rs.Programme, decoder: Decoder, config: StreamConfig,
-           vad: str = "whole") -> tuple[list[Word], LoggingRecognizer]:
+           vad: str = "whole", before: Callable[[StreamingRecognizer], object] | None = None
+           ) -> tuple[list[Word], LoggingRecognizer]:
     """``vad``: "whole" (Silero over each pass's buffer, engine.speech_regions) or "incremental" (the
-    sidecar's default and bench/stt.py --replay's, engine.StreamVad)."""
+    sidecar's default and bench/stt.py --replay's, engine.StreamVad). ``before``: called with the
+    recogniser before each pass (e.g. the sidecar's ``apply_context``, as if the model were behind)."""
     stream_vad = engine.StreamVad() if vad == "incremental" else None
     rec = LoggingRecognizer(decoder.decode, stream_vad if stream_vad is not None else engine.speech_regions, config)
     if stream_vad is not None:
@@ -92,6 +95,8 @@ def replay(prog: rs.Programme, decoder: Decoder, config: StreamConfig,
     for i in range(0, len(prog.audio), 1600):
         rec.append(prog.audio[i:i + 1600], i)
         if (end := rec.next_pass_end()) is not None:
+            if before is not None:
+                before(rec)
             got = rec.step(end).committed
             words.extend(got)
             rec.lags += [end / SAMPLE_RATE - w.end for w in got]  # type: ignore[attr-defined]
@@ -120,6 +125,9 @@ def main() -> int:
     ap.add_argument("--policy", default="alignatt")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="a StreamConfig field for this run (numbers and true/false), e.g. onset_confirm=1.0")
+    ap.add_argument("--load-context", type=float, default=None, metavar="S",
+                    help="every pass as the sidecar runs it while the model is behind (sidecar.apply_context)")
+    ap.add_argument("--context-cut", default="now", choices=["now", "trim"], help="with --load-context")
     ap.add_argument("--passes", action="store_true", help="print the pass log around each error")
     ap.add_argument("--all", action="store_true", help="every utterance, not only the worse ones")
     ap.add_argument("--dump", default="", help="write the reference, offline and streaming words to this JSON file")
@@ -142,7 +150,16 @@ def main() -> int:
     for item in args.set:
         key, value = item.split("=", 1)
         overrides[key] = value.lower() == "true" if value.lower() in ("true", "false") else float(value)
-    words, rec = replay(prog, dec, StreamConfig(policy=args.policy, **overrides))  # type: ignore[arg-type]
+    before = None
+    if args.load_context is not None:
+        from sidecast.sidecars.stt.sidecar import apply_context
+
+        seconds, shed = args.load_context, args.context_cut == "now"
+        before = lambda r: apply_context(r, seconds, shed)  # noqa: E731
+        overrides["load_context"], overrides["context_cut"] = seconds, args.context_cut
+    config = StreamConfig(policy=args.policy, **{k: v for k, v in overrides.items()  # type: ignore[arg-type]
+                                                 if k not in ("load_context", "context_cut")})
+    words, rec = replay(prog, dec, config, before=before)
     off_wer = rs.wer(prog.reference, " ".join(w.text for w in off))
     st_wer = rs.wer(prog.reference, " ".join(w.text for w in words))
     print(f"{args.split} {args.minutes} min seed {args.seed}, {args.policy} {overrides}: offline WER {off_wer:.3f}, "

@@ -32,12 +32,19 @@ from devkit import realspeech as rs  # noqa: E402
 from sidecast.sidecars.stt import engine  # noqa: E402
 from sidecast.sidecars.stt.engine import DecodeOptions, Decoder  # noqa: E402
 from sidecast.sidecars.stt.recognizer import SAMPLE_RATE, StreamConfig, StreamingRecognizer  # noqa: E402
-from sidecast.sidecars.stt.sidecar import paced_pass_end  # noqa: E402
+from sidecast.sidecars.stt.sidecar import (  # noqa: E402
+    apply_context,
+    fixed_pass_end,
+    paced_pass_end,
+    slow_fraction,
+    slow_step,
+    smooth_pass_wall,
+)
 
 
 def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, beam: int = 3,
         config: StreamConfig | None = None, vad_mode: str = "incremental", pacing: str = "",
-        load_context: float | None = None) -> dict[str, Any]:
+        load_context: float | None = None, shed: bool = True, load_step: float | None = None) -> dict[str, Any]:
     """Replay ``progs`` concurrently (one thread each) through one shared model."""
     b = engine.PassBatcher(model, max_batch=max_batch) if batch else None
     stats = engine.batch_stats(model)
@@ -45,6 +52,7 @@ def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, 
     vad_s = [0.0] * len(progs)
     buffered = [0.0] * len(progs)  # seconds of audio the passes decoded (the encoder's input), per stream
     contexts: list[float] = []     # the context each realtime pass was allowed (--load-context)
+    sheds = [0]                    # passes before which a lowered context was cut at once (--context-cut now)
     texts = [""] * len(progs)
     lags: list[list[float]] = [[] for _ in progs]
     decoders = [Decoder(model, DecodeOptions(language=None, beam_size=beam), batcher=b) for _ in progs]
@@ -72,20 +80,25 @@ def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, 
         if pacing:  # live: audio arrives in real time, passes as the sidecar schedules them
             t0 = time.monotonic()
             fed = 0
+            pass_wall = 0.0
             while fed < len(audio):
                 fed = min(len(audio), max(fed, int((time.monotonic() - t0) * SAMPLE_RATE) // 1600 * 1600))
                 if fed > rec.received_end:
                     rec.append(audio[rec.received_end:fed], rec.received_end)
-                end = (rec.next_pass_end() if pacing == "fixed"
+                end = (fixed_pass_end(rec, slow_step(rec.cfg.min_step, load_step, pass_wall)) if pacing == "fixed"
                        else paced_pass_end(rec, b.pace if b is not None else 0.0))
                 if end is None:
                     time.sleep(0.02)
                     continue
                 if load_context is not None and b is not None:  # the sidecar's --load-context
-                    rec.keep_context = b.context(rec.cfg.keep_context, load_context,
-                                                 (rec.received_end - rec.pass_end) / SAMPLE_RATE)
+                    slow = slow_fraction(pass_wall) if load_step is not None else 0.0
+                    sheds[0] += apply_context(rec, b.context(rec.cfg.keep_context, load_context,
+                                                             (rec.received_end - rec.pass_end) / SAMPLE_RATE,
+                                                             slow), shed)
                 contexts.append(rec.keep_context)
+                started = time.monotonic()
                 r = rec.step(end)
+                pass_wall = smooth_pass_wall(pass_wall, time.monotonic() - started)
                 # commit latency as the sidecar reports it: audio that had arrived after the word
                 arrived = min(len(audio), int((time.monotonic() - t0) * SAMPLE_RATE)) / SAMPLE_RATE
                 lags[k].extend(arrived - w.end for w in r.committed)
@@ -128,7 +141,8 @@ def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, 
         "wer": [round(w, 3) for w in wers], "wer_mean": round(float(np.mean(wers)), 4),
         **({"pacing": pacing, **commit_figures(lags)} if pacing else {}),
         **({"mean_context_s": round(float(np.mean(contexts)), 2),
-            "passes_less_context": sum(1 for c in contexts if c < (config or StreamConfig()).keep_context)}
+            "passes_less_context": sum(1 for c in contexts if c < (config or StreamConfig()).keep_context),
+            "context_cut": "now" if shed else "trim", "passes_cut_at_once": sheds[0]}
            if contexts else {}),
     }
 
@@ -163,6 +177,12 @@ def main() -> int:
     ap.add_argument("--load-context", default="off",
                     help="with --realtime: context values kept while the scheduler is behind (the sidecar's "
                          "--load-context), compared, e.g. off,3")
+    ap.add_argument("--context-cut", default="now",
+                    help="with --load-context: when a lowered context is cut (the sidecar's --context-cut), "
+                         "compared, e.g. trim,now")
+    ap.add_argument("--load-step", default="off",
+                    help="with --realtime fixed: the least audio between a stream's passes once they are slow (the "
+                         "sidecar's --load-step), compared, e.g. off,1.5")
     ap.add_argument("--vad", default="incremental", help="VAD modes to compare: whole,incremental (sidecar --vad)")
     ap.add_argument("--realtime", default="",
                     help="feed the audio in real time with the sidecar's pass scheduling instead of deterministic "
@@ -174,14 +194,18 @@ def main() -> int:
     for n in (int(x) for x in args.streams.split(",")):
         progs = [rs.programme(args.split, "en", args.minutes, seed=k) for k in range(n)]
         pacings = args.realtime.split(",") if args.realtime else [""]
-        for batch, beam, vad, pacing, keep, lc in ((m, int(b), v, p, float(c), u) for m in modes
+        for batch, beam, vad, pacing, keep, lc, cut, st in ((m, int(b), v, p, float(c), u, cut, st) for m in modes
                                                    for b in args.beam.split(",") for v in args.vad.split(",")
                                                    for p in pacings for c in args.keep_context.split(",")
-                                                   for u in args.load_context.split(",")):
+                                                   for u in args.load_context.split(",")
+                                                   for cut in args.context_cut.split(",")
+                                                   for st in args.load_step.split(",")):
             cfg = StreamConfig(min_step=args.min_step, keep_context=keep)
             load = Path("/proc/loadavg").read_text().split()[:3]
             under = None if lc == "off" else float(lc)
-            r = run(model, progs, batch, args.max_batch, beam, cfg, vad, pacing, under if pacing else None)
+            r = run(model, progs, batch, args.max_batch, beam, cfg, vad, pacing, under if pacing else None,
+                    shed=cut == "now", load_step=None if st == "off" else float(st))
+            r["load_step"] = st
             r["min_step"], r["keep_context"], r["workers"] = args.min_step, keep, args.workers
             r["load_context"] = lc if pacing else "off"
             r["load_before"] = " ".join(load)

@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,7 +40,10 @@ from sidecast.contract.records import Word  # noqa: E402
 from sidecast.sidecars.stt import engine  # noqa: E402
 from sidecast.sidecars.stt.engine import DecodeOptions, Decoder  # noqa: E402
 from sidecast.sidecars.stt.guards import GUARDS  # noqa: E402
-from sidecast.sidecars.stt.recognizer import StreamConfig  # noqa: E402
+from sidecast.sidecars.stt.recognizer import StreamConfig, StreamingRecognizer  # noqa: E402
+from sidecast.sidecars.stt.sidecar import apply_context  # noqa: E402
+
+LOAD_KEYS = ("load_context", "context_cut")  # not StreamConfig fields: the sidecar's context under load
 
 
 def parse(spec: str) -> tuple[str, StreamConfig]:
@@ -48,6 +52,8 @@ def parse(spec: str) -> tuple[str, StreamConfig]:
     guards: dict[str, object] = {}
     for item in filter(None, rest.split(",")):
         key, value = item.split("=", 1)
+        if key in LOAD_KEYS:
+            continue  # see before_pass
         parsed = value.lower() == "true" if value.lower() in ("true", "false") else float(value)
         if key.startswith("guards."):  # a GuardConfig field, e.g. guards.lead_out=false
             guards[key.removeprefix("guards.")] = parsed
@@ -56,6 +62,18 @@ def parse(spec: str) -> tuple[str, StreamConfig]:
     if guards:
         fields["guards"] = replace(GUARDS, **guards)  # type: ignore[arg-type]
     return spec, StreamConfig(policy=policy, **fields)  # type: ignore[arg-type]
+
+
+def before_pass(spec: str) -> Callable[[StreamingRecognizer], object] | None:
+    """``load_context=S`` (with ``context_cut=now|trim``, default now) in a config: every pass runs as
+    the sidecar runs it while the model is behind (``sidecar.apply_context`` with S seconds before each
+    pass), so the accuracy cost of the context under load is measured on the deterministic replay, which
+    is never behind by itself."""
+    opts = dict(item.split("=", 1) for item in filter(None, spec.partition(":")[2].split(",")))
+    if "load_context" not in opts:
+        return None
+    seconds, shed = float(opts["load_context"]), opts.get("context_cut", "now") == "now"
+    return lambda rec: apply_context(rec, seconds, shed)
 
 
 def errors(ref: str, words: list[Word]) -> int:
@@ -135,7 +153,7 @@ def main() -> int:
         for label, cfg in configs:
             t0 = time.monotonic()
             dec = Decoder(model, DecodeOptions(language=None, beam_size=3))
-            words, rec = replay(prog, dec, cfg, args.vad)
+            words, rec = replay(prog, dec, cfg, args.vad, before_pass(label))
             err = round(rs.wer(prog.reference, " ".join(x.text for x in words)) * n)
             ch, sa = split_errors(prog, words)
             lag: list[float] = rec.lags  # type: ignore[attr-defined]

@@ -559,7 +559,7 @@ class PassBatcher:
     BEHIND_FROM = 1.0   # seconds of audio a stream has waiting when its pass starts: up to this it keeps up
     BEHIND_FULL = 2.0   # ... and from this on it is behind: the least context
 
-    def context(self, keep: float, under_load: float, backlog: float = 0.0) -> float:
+    def context(self, keep: float, under_load: float, backlog: float = 0.0, slow: float = 0.0) -> float:
         """Seconds of committed speech a stream keeps as context at its next trim (StreamingRecognizer.
         keep_context): ``keep`` while the model keeps up, down to ``under_load`` when it is behind.
 
@@ -569,11 +569,12 @@ class PassBatcher:
         stream waits on its own pass, then takes a bigger step; BEHIND_FROM to BEHIND_FULL seconds). The
         context is re-encoded and its text re-decoded on every pass, so a shorter one makes every pass
         cheaper exactly when the model cannot keep up; it costs a little accuracy, so it comes back when
-        the model keeps up again (docs/captions.md, "Context under load")."""
+        the model keeps up again (docs/captions.md, "Context under load"). ``slow`` (0..1): the stream's
+        own passes are slow (the sidecar's ``--load-step``: its steps grow, so its backlog says less)."""
         if under_load >= keep:
             return keep
         late = (backlog - self.BEHIND_FROM) / (self.BEHIND_FULL - self.BEHIND_FROM)
-        behind = min(1.0, max(0.0, self.pace, late))
+        behind = min(1.0, max(0.0, self.pace, late, slow))
         return keep - (keep - under_load) * behind
 
     def _run_group(self, group: list[PassInput], boxes: dict[int, tuple[threading.Event, list[Any]]]) -> None:

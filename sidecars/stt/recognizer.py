@@ -415,6 +415,27 @@ class StreamingRecognizer:
                 return max(start - int(0.1 * sr), floor)
         return sample
 
+    def shed_context(self, min_cut: float = 0.5) -> bool:
+        """Cut the buffer's committed head down to ``keep_context`` now, not at the next trim.
+
+        The buffer is normally trimmed only after a pause or once it is past ``trim_sentence``, so a
+        context lowered while the model is behind (the sidecar's ``--load-context``) took effect seconds
+        later, and a stream behind mid-sentence kept re-encoding its old 8 s on every pass. Here the cut is
+        made as a trim would make it: at the last committed sentence end, moved back over whole committed
+        sentences that fit in ``keep_context`` (``_with_context``); nothing uncommitted is cut. Done only
+        when it takes ``min_cut`` seconds or more off the buffer. Returns whether it cut."""
+        sr = SAMPLE_RATE
+        ends = [w for w in self.committed[-64:]
+                if self.buf_start < round(w.end * sr) <= min(self.commit_end, self.pass_end) and ends_sentence(w.text)]
+        if not ends:
+            return False
+        at = round(ends[-1].end * sr)
+        if min(self._with_context(at), self.pass_end) - self.buf_start < min_cut * sr:
+            return False
+        self._take(self.pass_end)  # the buffer array holds every sample up to pass_end before it is sliced
+        self._trim_to(at)
+        return True
+
     def _trim_to(self, sample: int, context: bool = True) -> None:
         if context:
             sample = self._with_context(sample)

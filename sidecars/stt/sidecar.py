@@ -44,6 +44,8 @@ JUMP_SECONDS = 2.0  # audio that jumps further than this is a discontinuity, not
 STATS_EVERY = 10.0  # seconds of audio between two stt_passes reports
 LOAD_CONTEXT = 3.0  # seconds of context kept while the shared model is behind (--load-context; docs/captions.md,
                     # "Context under load")
+SLOW_FROM = 0.5     # wall seconds a stream's pass may take (smoothed) while the model keeps up with it ...
+SLOW_FULL = 1.0     # ... and from this on it is behind: passes wait for --load-step of audio (step_seconds)
 IDLE_AFTER = 1.0    # wall seconds without new audio before held words are settled (StreamingRecognizer.settle_idle)
 
 
@@ -52,6 +54,7 @@ class _Track:
     recognizer: StreamingRecognizer
     builder: CueBuilder
     decoder: Decoder | None = None
+    pass_wall: float = 0.0  # wall seconds of its recent passes, smoothed (step_seconds)
 
 
 LID_SPEECH = 6.0     # seconds of speech language identification waits for (or LID_AUDIO of audio):
@@ -97,12 +100,14 @@ class SttSidecar(Sidecar):
                  stream: StreamConfig | None = None, translators: list[Translator] | None = None,
                  translate_to: tuple[str, ...] = (), batch: bool = True, max_batch: int = 8,
                  vad: str = "incremental", pacing: str = "fixed", load_context: float | None = LOAD_CONTEXT,
-                 **options: Any) -> None:
+                 shed: bool = True, load_step: float | None = None, **options: Any) -> None:
         super().__init__(**options)
         self.spec = spec
         # context kept while the shared model is behind (engine.PassBatcher.context); None: always the
         # stream config's keep_context
         self.load_context = load_context
+        self.shed = shed                # a lowered context is cut from the buffer at once (apply_context)
+        self.load_step = load_step      # least audio between a stream's passes while they are slow (step_seconds)
         self.pacing = pacing            # "adaptive": see next_pass_end; "fixed": the recogniser's own steps
         self.vad = vad                  # "incremental": Silero over new audio only (engine.StreamVad); "whole"
         self.batch = batch              # passes of this process's streams share batches (engine.PassBatcher)
@@ -307,6 +312,14 @@ class SttSidecar(Sidecar):
                             "audio piles up between its passes): "
                             f"cheaper passes under load (default {LOAD_CONTEXT:g}; off: always --keep-context; "
                             "docs/captions.md, \"Context under load\")")
+        g.add_argument("--context-cut", default="now", choices=["now", "trim"],
+                       help="when a context lowered by --load-context is cut from the buffer: now (before the "
+                            "stream's next pass, default) or trim (at its next trim: a pause or a 12 s buffer, as "
+                            "before; docs/captions.md, \"Context under load\")")
+        g.add_argument("--load-step", default="off", metavar="SECONDS|off",
+                       help="least audio between a stream's passes once they are slow (0.5-1 s of wall time, "
+                            "smoothed): fewer, longer passes while the model is behind (off: always 0.5 s; "
+                            "docs/captions.md, \"Context under load\")")
         g.add_argument("--max-line-chars", type=int, default=DEFAULT_STYLE.max_chars,
                        help="caption line length (default 42)")
         g.add_argument("--max-open", type=float, default=2.5,
@@ -319,11 +332,17 @@ class SttSidecar(Sidecar):
             load_context = None if args.load_context == "off" else float(args.load_context)
         except ValueError:
             load_context = -1.0
+        try:
+            load_step = None if args.load_step == "off" else float(args.load_step)
+        except ValueError:
+            load_step = -1.0
         if (args.beam_size < 1 or args.cpu_threads < 0 or args.max_line_chars < 10 or args.max_open <= 0
                 or args.max_batch < 1 or not 0 <= args.workers <= 16 or not 0 <= args.keep_context <= 20
-                or (load_context is not None and not 0 <= load_context <= 20)):
+                or (load_context is not None and not 0 <= load_context <= 20)
+                or (load_step is not None and not 0 <= load_step <= 6)):
             raise ModelError("--beam-size >= 1, --cpu-threads >= 0, --max-line-chars >= 10, --max-open > 0, "
-                             "--max-batch >= 1, --workers 0..16, --keep-context 0..20, --load-context 0..20 or off")
+                             "--max-batch >= 1, --workers 0..16, --keep-context 0..20, --load-context 0..20 or off, "
+                             "--load-step 0..6 or off")
         spec = engine.resolve_spec(args.model, args.device, args.compute_type, args.cpu_threads, args.workers)
         model = engine.load_model(spec)
         check_language(model, spec, args.language, args.translate)
@@ -337,7 +356,8 @@ class SttSidecar(Sidecar):
                                  beam_size=args.beam_size, style=style, max_open=args.max_open,
                                  translators=engines, translate_to=targets, batch=args.batch == "on",
                                  max_batch=args.max_batch, vad=args.vad, pacing=args.pacing,
-                                 stream=StreamConfig(keep_context=args.keep_context), load_context=load_context)
+                                 stream=StreamConfig(keep_context=args.keep_context), load_context=load_context,
+                                 shed=args.context_cut == "now", load_step=load_step)
 
     # ------------------------------------------------------------------ worker
 
@@ -556,25 +576,36 @@ class SttSidecar(Sidecar):
                 self._watermark = wm
 
     def _step(self, track: _Track, end: int) -> StepResult:
-        """One pass of the track's recogniser up to ``end``, with the context its load allows."""
-        track.recognizer.keep_context = self.context_seconds(track)
-        return track.recognizer.step(end)
+        """One pass of the track's recogniser up to ``end``, with the context its load allows: lowered,
+        it is cut from the buffer before this pass (``shed_context``), not at the stream's next trim."""
+        apply_context(track.recognizer, self.context_seconds(track), self.shed)
+        t0 = time.monotonic()
+        r = track.recognizer.step(end)
+        track.pass_wall = smooth_pass_wall(track.pass_wall, time.monotonic() - t0)
+        return r
+
+    def step_seconds(self, track: _Track) -> float:
+        """Audio a stream gathers before its next pass (``--pacing fixed``): ``min_step`` (0.5 s) while
+        its passes are quick, up to ``--load-step`` as they slow down (``slow_step``)."""
+        return slow_step(self.stream_config.min_step, self.load_step, track.pass_wall)
 
     def context_seconds(self, track: _Track) -> float:
-        """Committed speech the track keeps as context at its next trim: ``--keep-context``, lowered
-        towards ``--load-context`` while the model is behind (engine.PassBatcher.context: the shared
-        scheduler's pace, and the audio that arrived since this stream's last pass)."""
+        """Committed speech the track keeps as context: ``--keep-context``, lowered towards
+        ``--load-context`` while the model is behind (engine.PassBatcher.context: the shared scheduler's
+        pace, the audio that arrived since this stream's last pass, and with ``--load-step`` how slow its
+        passes are, ``slow_fraction``: with longer steps the backlog alone would say half behind)."""
         keep = self.stream_config.keep_context
         b = track.decoder.batcher if track.decoder is not None else None
         if self.load_context is None or b is None:
             return keep
         rec = track.recognizer
-        return b.context(keep, self.load_context, (rec.received_end - rec.pass_end) / SAMPLE_RATE)
+        slow = slow_fraction(track.pass_wall) if self.load_step is not None else 0.0
+        return b.context(keep, self.load_context, (rec.received_end - rec.pass_end) / SAMPLE_RATE, slow)
 
     def next_pass_end(self, track: _Track) -> int | None:
         """Where the track's next pass stops, or None while it is not due (``paced_pass_end``)."""
         if self.pacing == "fixed":
-            return track.recognizer.next_pass_end()
+            return fixed_pass_end(track.recognizer, self.step_seconds(track))
         b = track.decoder.batcher if track.decoder is not None else None
         return paced_pass_end(track.recognizer, b.pace if b is not None else 0.0)
 
@@ -631,6 +662,51 @@ class SttSidecar(Sidecar):
             log.exception("stt worker failed")
             self._failure = f"stt worker failed: {type(exc).__name__}: {exc}"
             self._flushed.set()
+
+
+def apply_context(rec: StreamingRecognizer, seconds: float, shed: bool = True) -> bool:
+    """Set the context ``rec`` keeps (``context_seconds``) before its next pass. Below the configured
+    ``keep_context`` (the model is behind) and with ``shed``, the committed head of the buffer beyond it
+    is cut at once (``StreamingRecognizer.shed_context``): waiting for the next trim (a pause, or a 12 s
+    buffer) left a stream that fell behind mid-sentence re-encoding its full context on every pass. The
+    full context comes back as sentences are committed once the model keeps up. Returns whether it cut."""
+    rec.keep_context = seconds
+    return shed and seconds < rec.cfg.keep_context and rec.shed_context()
+
+
+def smooth_pass_wall(previous: float, seconds: float) -> float:
+    """The smoothed wall time of a stream's passes (submitted to answered, queueing included)."""
+    return 0.7 * previous + 0.3 * seconds
+
+
+def slow_step(min_step: float, load_step: float | None, pass_wall: float) -> float:
+    """The least new audio for a stream's next pass under ``--pacing fixed``.
+
+    Each stream runs one pass at a time, so while the shared model is behind its passes simply run back
+    to back, each taking the audio that came during the last: as many passes as the model can run, the
+    model never idle, and every pass paying again for its whole buffer (context and unfinished speech)
+    for the second or so of new audio it brings, so the backlog only shrinks as far as the model
+    happens to speed up. When a stream's passes take
+    SLOW_FROM (0.5 s, its min_step of audio) or more of wall time, smoothed, it waits for more audio,
+    all the way up to ``load_step`` from SLOW_FULL (1 s) on: fewer, longer passes, each committing more
+    words, less CPU per second of audio; every stream sharing the model sees the same slow passes, so
+    all are paced alike. ``load_step`` None: always ``min_step`` (the old pacing)."""
+    if load_step is None or load_step <= min_step:
+        return min_step
+    return min_step + (load_step - min_step) * slow_fraction(pass_wall)
+
+
+def slow_fraction(pass_wall: float) -> float:
+    """How slow a stream's passes are, 0 (quick: under SLOW_FROM) to 1 (SLOW_FULL and more)."""
+    return min(1.0, max(0.0, (pass_wall - SLOW_FROM) / (SLOW_FULL - SLOW_FROM)))
+
+
+def fixed_pass_end(rec: StreamingRecognizer, step: float) -> int | None:
+    """``--pacing fixed``: the recogniser's own next pass end, once ``step`` seconds of audio are new."""
+    end = rec.next_pass_end()
+    if end is None or rec.received_end - rec.pass_end < step * SAMPLE_RATE:
+        return None
+    return end
 
 
 def paced_pass_end(rec: StreamingRecognizer, pace: float) -> int | None:
