@@ -103,45 +103,6 @@ def tree(pids: list[int]) -> tuple[float, int, int]:
     return sum(table[p][1] for p in seen), sum(table[p][2] for p in seen), len(seen)
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid``, now."""
-    children: dict[int, list[int]] = {}
-    for child, (ppid, _, _) in _proc_table().items():
-        children.setdefault(ppid, []).append(child)
-    out, todo = [], list(children.get(pid, []))
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
-def share_priority() -> int:
-    """Give the server's child sessions this bench's autogroup priority; returns how many processes moved.
-
-    The bench runs in its own session at autogroup nice -10 (docs/server.md, "Figures") so that other
-    work on a shared box does not decide its figures; but the server starts its stream pipelines and
-    shared sidecars in sessions of their own (``start_new_session``), each a new autogroup at nice 0, so
-    until now only the in-process server ran at the bench's priority and its children competed with
-    every other session on the box. Writing the bench's nice into each child's ``/proc/PID/autogroup``
-    puts the whole server at one priority, as on a box of its own. Children started later (a restarted
-    sidecar) are covered at the next call."""
-    try:
-        nice = int(Path("/proc/self/autogroup").read_text().split()[-1])
-    except (OSError, ValueError, IndexError):
-        return 0
-    moved = 0
-    for pid in descendants(os.getpid()):
-        try:
-            current = int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
-            if current != nice:
-                Path(f"/proc/{pid}/autogroup").write_text(str(nice))
-                moved += 1
-        except (OSError, ValueError, IndexError):
-            continue  # gone, or not ours to change: measured as it is
-    return moved
-
-
 @contextlib.contextmanager
 def live_hls(work: Path, clip: Path, name: str = "src") -> Iterator[str]:
     """ffmpeg loops ``clip`` in real time into a live HLS playlist, served by sidecast's HTTP server."""
@@ -596,10 +557,7 @@ def _caption_steps(work: Path, args: argparse.Namespace, mode: str, workers: str
                 sessions.append(srv.push(sid, clip, opts))
                 ids.append(sid)
             wait(lambda: all(srv.status(s)["state"] == "live" for s in ids), 180, "caption streams live")
-            moved = share_priority() if args.share_priority else 0
             time.sleep(15)
-            if args.share_priority:
-                moved += share_priority()
             lags: dict[str, list[float]] = {s: [] for s in ids}
             t_end = time.monotonic() + args.window
             first = {s: srv.status(s) for s in ids}
@@ -635,7 +593,7 @@ def _caption_steps(work: Path, args: argparse.Namespace, mode: str, workers: str
                               if v and pct(v, 0.5) <= 2.0 and pct(v, 0.95) <= 3.5 and max(v) <= 6.0),
                           "per_stream_commit_p50_p95_max": {s: [round(pct(v, 0.5), 2), round(pct(v, 0.95), 2),
                                                                round(max(v), 2)] for s, v in commits.items() if v},
-                          "speed_min": round(min(speeds), 3), "children_at_bench_priority": moved, "segments": published, "late_segments": late,
+                          "speed_min": round(min(speeds), 3), "segments": published, "late_segments": late,
                           "load": load_avg()})
             print(f"  captions: {steps[-1]}", flush=True)
         sidecars = srv.api.get("/v1/server").json()["sidecars"]
@@ -706,13 +664,9 @@ def main() -> int:
                          "'--vad whole --pacing fixed;' (an empty variant: the defaults)")
     ap.add_argument("--stt-batch", default="on",
                     help="captions: the stt sidecar's --batch, or off,on for both in one run")
-    ap.add_argument("--share-priority", default="off", choices=["on", "off"],
-                    help="captions: give the server's child sessions (pipelines, the shared stt) the bench's "
-                         "autogroup priority (default off: only the in-process server has it, as before)")
     ap.add_argument("--connects", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    args.share_priority = args.share_priority == "on"
     try:
         import uvloop
 
