@@ -19,12 +19,17 @@ counted twice, colour once) to the shot's own statistics: the largest of the nei
 (a lone spike: motion, a whip pan, a flash raise the neighbours too) and the 90th percentile of the last 25
 non-trivial distances (a source that repeats frames, 0, 0, 0, jump, is measured against its jumps, not
 against its zeros). It counts only if frames before it and frames after it still differ when it is
-skipped (*bridge*: a flash of one or two frames is followed by the picture it interrupted). A shot one or
-two frames long just before a cut (a source's own edit crossed) raises two neighbouring pairs; the
-distance across two frames, judged the same way against its own neighbours, finds that cut.
+skipped (*bridge*: a flash of one or two frames is followed by the picture it interrupted), in structure
+or in colour (a cut to another place of the same scene keeps much of its structure, not its colours);
+a large colour jump whose colours are back across it is a flash too (NCC ignores gain, so a flash on a
+changing picture barely returns in structure). A shot one or two frames long just before a cut (a
+source's own edit crossed) raises two neighbouring pairs; the distance across two frames, judged the same
+way against its own neighbours, finds that cut, when both one-frame steps carry it. ``last_motion`` says
+how fast the camera moved beside the best frame: there (a whip pan starting faster than the shift search
+follows) ``decide.ShotDetector`` lets the learned model decide.
 
-Constants chosen on the tune split only (``devkit/cutframes.py``, ``devkit/shotrate.py``;
-docs/autocrop.md, "Cuts at full rate").
+Constants chosen on the tune split only (``devkit/cutframes.py``, ``devkit/cuttune.py``, ``devkit/shotrate.py``;
+docs/autocrop.md, "Cuts at full rate" and "A wider tune split").
 """
 
 from __future__ import annotations
