@@ -234,7 +234,7 @@ def stress_cuts(previous: str | None, shot_model: ShotModel | None, clips: list[
     runs0, cpu0 = (shot_model.runs, shot_model.cpu_seconds) if shot_model else (0, 0.0)
     analysed = 0
     h = round(cutcorpus.HEIGHT * DEFAULT_WIDTH / cutcorpus.WIDTH)
-    for c in cutcorpus.stress():
+    for c in cutcorpus.stress(wide=False):  # the wide tune programmes: devkit/shotrate.py
         if clips and c.name not in clips:
             continue
         dets = {m: f() for m, f in factories.items()}

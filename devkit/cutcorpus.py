@@ -56,10 +56,11 @@ class Segment:
     shake: float = 0.0
     seed: int = 0
     tags: tuple[str, ...] = ()
+    speed: float = 1.0  # source seconds per segment second: > 1 is fast action
 
     def source_time(self, u: float) -> float:
         span = self.b - self.a
-        p = u % (2 * span)
+        p = (u * self.speed) % (2 * span)
         return self.a + (p if p <= span else 2 * span - p)
 
     def camera(self, u: float) -> tuple[float, float, float]:
@@ -217,9 +218,18 @@ def _whip_to(cx: float, z: float) -> float:
     return max(0.05, cx - step) if cx > 0.5 else min(0.95, cx + step)
 
 
+#: How often each camera move is drawn: an ordinary programme, and a hard one (whips, flashes, hand-held
+#: shake and fast action: where the held-out false cuts fell)
+MOVES = (("hold", 3.0), ("pan", 3.0), ("zoom", 2.0), ("whip", 1.2), ("flash", 1.0))
+HARD_MOVES = (("hold", 1.5), ("pan", 2.0), ("zoom", 1.0), ("whip", 3.0), ("flash", 2.5))
+
+
 def _segment(rnd: random.Random, source: str, a: float, b: float, duration: float, seed: int,
-             whip_out: bool = False, whip_in: bool = False) -> Segment:
-    """A camera move plan: holds, slow pans, zooms, a whip pan now and then, flashes, maybe hand-held."""
+             whip_out: bool = False, whip_in: bool = False, hard: bool = False) -> Segment:
+    """A camera move plan: holds, slow pans, zooms, a whip pan now and then, flashes, maybe hand-held.
+    ``hard``: whips and flashes 2-3x as often, hand-held shake in half the segments, and half of them
+    played at 1.5-3x speed (fast action)."""
+    moves = HARD_MOVES if hard else MOVES
     z = rnd.uniform(1.25, 1.9)
     cx, cy = rnd.uniform(0.3, 0.7), rnd.uniform(0.4, 0.6)
     keys: list[Key] = []
@@ -233,7 +243,7 @@ def _segment(rnd: random.Random, source: str, a: float, b: float, duration: floa
     end = duration - (0.6 if whip_out else 0.0)
     flashes: list[tuple[float, float]] = []
     while u < end - 0.5:
-        move = rnd.choices(["hold", "pan", "zoom", "whip", "flash"], [3, 3, 2, 1.2, 1])[0]
+        move = rnd.choices([m for m, _ in moves], [w for _, w in moves])[0]
         if move == "hold":
             u = min(end, u + rnd.uniform(1.0, 4.0))
         elif move == "pan":
@@ -258,9 +268,15 @@ def _segment(rnd: random.Random, source: str, a: float, b: float, duration: floa
         keys.append((duration, z, _whip_to(cx, z), cy))
         tags.append("whip-out")
     shake = rnd.choice([0.0, 0.0, 0.0, rnd.uniform(2.0, 6.0)])
+    speed = 1.0
+    if hard:
+        shake = shake or rnd.choice([0.0, 0.0, rnd.uniform(2.0, 8.0)])
+        speed = rnd.choice([1.0, rnd.uniform(1.5, 3.0)])
+        if speed > 1:
+            tags.append("fast")
     if shake:
         tags.append("shake")
-    return Segment(source, a, b, duration, tuple(keys), tuple(flashes), shake, seed, tuple(tags))
+    return Segment(source, a, b, duration, tuple(keys), tuple(flashes), shake, seed, tuple(tags), speed)
 
 
 def _span(rnd: random.Random, source: str, lo: float, hi: float) -> tuple[float, float]:
@@ -276,7 +292,7 @@ def _span(rnd: random.Random, source: str, lo: float, hi: float) -> tuple[float,
 
 
 def _clip(name: str, split: str, seed: int, material: Sequence[tuple[str, float, float]], duration: float,
-          long_every: int = 3, note: str = "") -> StressClip:
+          long_every: int = 3, note: str = "", hard: bool = False) -> StressClip:
     rnd = random.Random(seed)
     segs: list[Segment] = []
     total = 0.0
@@ -287,7 +303,7 @@ def _clip(name: str, split: str, seed: int, material: Sequence[tuple[str, float,
         d = rnd.uniform(20.0, 45.0) if k % long_every == long_every - 1 else rnd.uniform(1.5, 8.0)
         d = max(1.5, min(d, duration - total))
         segs.append(_segment(rnd, source, a, b, round(d, 2), seed * 1000 + k,
-                             whip_out=rnd.random() < 0.35, whip_in=rnd.random() < 0.15))
+                             whip_out=rnd.random() < 0.35, whip_in=rnd.random() < 0.15, hard=hard))
         total += segs[-1].duration
         k += 1
     return StressClip(name, split, tuple(segs), note)
@@ -308,8 +324,21 @@ def stress_corpus() -> tuple[StressClip, ...]:
     )
 
 
-def stress(split: str | None = None) -> list[StressClip]:
-    return [c for c in stress_corpus() if split is None or c.split == split]
+@cache
+def stress_wide() -> tuple[StressClip, ...]:
+    """More tune programmes (22 min, tune material only): the first three clips' 5.2 min hold too few
+    false cuts to tell a rate of 1 per 10 minutes from 0. Six ordinary programmes and six hard ones
+    (``_segment(hard=True)``: whips, flashes, shake, fast action; the last three only short shots, so
+    many cuts come after a whip, a flash or fast action)."""
+    return (*(_clip(f"stress_tune_w{i}", "tune", 13 + i, TUNE_MATERIAL, 110.0) for i in range(1, 7)),
+            *(_clip(f"stress_tune_h{i}", "tune", 40 + i, TUNE_MATERIAL, 110.0, hard=True,
+                    long_every=3 if i <= 3 else 1000) for i in range(1, 7)))
+
+
+def stress(split: str | None = None, wide: bool = True) -> list[StressClip]:
+    """The corpus' clips (of ``split``); ``wide=False`` leaves out the wide tune programmes (``stress_wide``)."""
+    every = stress_corpus() + (stress_wide() if wide else ())
+    return [c for c in every if split is None or c.split == split]
 
 
 def detect_cuts(clip: StressClip, fps: float = 5.0, width: int = 480,

