@@ -73,16 +73,6 @@ class StreamConfig:
                                   # misses came with it off, under load only (docs/captions.md)
     context_gap: float = 0.0      # a pause longer than this (seconds) ends the kept context: the speech
                                   # after it is decoded without the committed sentences before (0 = off)
-    onset_fresh: float = 0.0      # after a pause of this many seconds (0 = off), the first passes of the new
-                                  # speech decode it from its onset alone, without the committed sentence
-                                  # as audio, forced prefix or prompt (the last speaker's text steers a
-                                  # reading of little audio), until onset_fresh_for seconds of it are heard
-    onset_fresh_for: float = 1.5
-    onset_fresh_prompt: bool = False  # ... keeping the committed text as the (unforced) prompt
-    onset_sure: float = 0.0       # alignatt: a new region's first words (onset_confirm) that either pass heard
-                                  # with a word probability under this wait until onset_sure_after seconds
-                                  # of audio follow them (0 = off)
-    onset_sure_after: float = 1.5
     idle_context: float = 2.0     # while no audio comes (see settle_idle), held words the last pass heard
                                   # with this much audio after them are committed without a second pass
     guards: GuardConfig = GUARDS
@@ -310,19 +300,9 @@ class StreamingRecognizer:
         if not pending:
             self.hypothesis = []
         else:
+            words = self._pass(audio, regions, 0, self._prompt(), self._prefix())
             unheard = sum(b - max(a, settled) for a, b in pending)  # speech not yet committed, seconds
-            fresh = (cfg.onset_fresh > 0 and unheard < cfg.onset_fresh_for and bool(self._prefix())
-                     and pending[0][0] - settled >= cfg.onset_fresh)
-            if fresh:
-                # New speech after a long pause: its first passes hear it alone (see StreamConfig.onset_fresh).
-                cut = max(round((pending[0][0] - 0.2) * SAMPLE_RATE), 0)
-                shifted = [(max(a - cut / SAMPLE_RATE, 0.0), b - cut / SAMPLE_RATE) for a, b in regions
-                           if b > cut / SAMPLE_RATE]
-                words = self._pass(audio[cut:], shifted, cut,
-                                   self._prompt(all_committed=True) if cfg.onset_fresh_prompt else "", "")
-            else:
-                words = self._pass(audio, regions, 0, self._prompt(), self._prefix())
-            if not fresh and self._prefix() and unheard > cfg.stall_after and not [w for w in words if w.end > _sec(self.commit_end)]:
+            if self._prefix() and unheard > cfg.stall_after and not [w for w in words if w.end > _sec(self.commit_end)]:
                 # The decoder gave nothing new for speech after the committed point: the context did not
                 # help this time. Decode the new speech on its own rather than wait for the buffer limit.
                 self.stalls += 1
@@ -347,14 +327,11 @@ class StreamingRecognizer:
                 while agreed < len(new) and new[agreed].end <= limit and (
                         agreed < len(new) - 1 or _CLOSED.search(new[agreed].text)):
                     w = new[agreed]
-                    onset = any(0 <= w.start - a < cfg.onset_confirm for a in onsets)
-                    confirm = (id(w) in self._confirm or (cfg.confirm_unstable and self._unstable) or onset)
+                    confirm = (id(w) in self._confirm or (cfg.confirm_unstable and self._unstable)
+                               or any(0 <= w.start - a < cfg.onset_confirm for a in onsets))
                     before = self.hypothesis[agreed] if agreed < len(self.hypothesis) else None
                     same = before is not None and normalize(before.text) == normalize(w.text)
                     if (confirm and not same) or (cfg.changed_wait and before is not None and not same):
-                        break
-                    if (onset and cfg.onset_sure > 0 and w.end > _sec(pass_end) - cfg.onset_sure_after
-                            and min(w.probability, before.probability if before else 0.0) < cfg.onset_sure):
                         break
                     agreed += 1
             else:
