@@ -374,8 +374,11 @@ _NUMBERS = {
     "fr": "zero un deux trois quatre cinq six sept huit neuf dix onze douze treize quatorze quinze seize "
           "dix-sept dix-huit dix-neuf vingt",
 }
+_TENS = {"en": "twenty thirty forty fifty sixty seventy eighty ninety"}
 _SPELLING = {"mr": "mister", "mrs": "missus", "ok": "okay", "un": "1", "una": "1", "pound": "pound",
-             "voicemail": "voice mail", "e-mail": "email", "hashtag": "pound"}
+             "voicemail": "voice mail", "e-mail": "email", "hashtag": "pound",
+             "filename": "file name", "mailbox": "mail box"}
+_SYMBOLS = {"en": {"*": " star ", "#": " pound "}}  # the keys a phone prompt names ("press * to ...")
 
 
 def _strip_accents(text: str) -> str:
@@ -383,19 +386,31 @@ def _strip_accents(text: str) -> str:
 
 
 def normalise(text: str, language: str = "en") -> str:
-    """The form in which transcripts are scored: lower case, no accents or punctuation, numbers as digits.
+    """The form in which transcripts are scored: lower case, no accents or punctuation, numbers as single
+    digits.
 
     Published transcripts and Whisper disagree on spelling that is not an error ("press one" / "press
-    1", "Mr." / "mister", "numero" / "número"); scoring both sides in this form counts only real errors.
+    1", "Mr." / "mister", "numero" / "número", "*" / "star", "filename" / "file name"); scoring both sides
+    in this form counts only real errors. Numbers are scored digit by digit: a digit string and the same
+    digits spoken ("29340" / "two nine three four zero", "1234" / "1, 2, 3, 4") are the same words, and
+    one wrong digit is one error, not a whole number's. English tens combine with a unit ("twenty nine"
+    = "29" = "2 9"); larger number words ("five hundred") are kept as words, on both sides.
     """
     t = _strip_accents(text.lower()).replace("-", " ")
+    for symbol, word in _SYMBOLS.get(language, {}).items():
+        t = t.replace(symbol, word)
     t = re.sub(r"[^\w' ]+", " ", t).replace("'", "")
     numbers = {w: str(i) for i, w in enumerate(_strip_accents(_NUMBERS.get(language, "")).split())}
-    out = []
+    tens = {w: 20 + 10 * i for i, w in enumerate(_TENS.get(language, "").split())}
+    out: list[str] = []
     for w in t.split():
         w = _SPELLING.get(w, w) if language == "en" else w
-        out.append(numbers.get(w, w))
-    return " ".join(out)
+        if out and out[-1] in tens and numbers.get(w, "0") in "123456789":
+            out[-1] = str(tens[out[-1]] + int(numbers[w]))  # "twenty nine" -> "29"
+            continue
+        out.append(w)
+    out = [str(tens[w]) if w in tens else numbers.get(w, w) for w in out]
+    return " ".join(" ".join(w) if re.fullmatch(r"[0-9]+", w) else w for w in out)
 
 
 def wer(reference: str, hypothesis: str, language: str = "en") -> float:
