@@ -68,9 +68,10 @@ TARGET_GRID = {1.0: (28.0, 32.0, 36.0, 40.0, 44.0)}
 # CRF 16 to 44, and two smaller pictures for segments whose rung's cap stops short of N): 13 encodes per
 # segment and rung instead of 21.
 TARGET_ONLY_GRID = {1.0: (16.0, 18.0, 20.0, 22.0, 24.0, 26.0, *TARGET_GRID[1.0]), 0.75: (18.0,), 0.5: (17.0,)}
-# ``--compare-model``: the previous model at the previous operating point (target margin 2, target CRFs up
-# to 38), decided in the same run, so before and after are measured on the same encodes.
-PREV_POLICY = {"target_margin": 2.0, "target_max_crf": 38.0}
+# ``--compare-model``: the previous model at its own operating point (``--prev-policy``; by default the third
+# revision's: target margin 2, target CRFs up to 44), decided in the same run, so before and after are
+# measured on the same encodes.
+PREV_POLICY = {"target_margin": 2.0, "target_max_crf": 44.0}
 MODES = ("default", "hints", "fixed", "target", "oracle", "oracle-wide", "oracle-target")
 PREV_MODES = ("hints-prev", "target-prev")
 Measure = tuple[int, float, float, float]  # bits, VMAF, PSNR, SSIM
@@ -201,7 +202,8 @@ def report(rows: list[dict], names: list[str], rung_names: list[str], duration: 
             for i in worst))
 
 
-def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = "", target_only: bool = False
+def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = "", target_only: bool = False,
+               prev_policy: dict[str, float] | None = None
                ) -> tuple[list[dict], float, list[float], list[float], list[str]]:
     """Every measurement of one clip (runs in a worker process): rows, seconds, timings, printed lines."""
     cv2.setNumThreads(1)  # the feature timing is per core
@@ -237,7 +239,7 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
             prev_hints = prev_tgt = tgt_hints
             if prev is not None:
                 prev_hints, _ = decide(prev, feats, rends, hull)
-                prev_tgt, _ = decide(prev, feats, rends, replace(target, **PREV_POLICY))
+                prev_tgt, _ = decide(prev, feats, rends, replace(target, **(prev_policy or PREV_POLICY)))
             if timing_only:
                 continue
             secs = len(seg.source) / float(seg.fps)
@@ -306,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare-model", default="",
                     help="also decide (b) and (d) with this previous bitrate.onnx at the previous operating point "
                          f"({PREV_POLICY}): modes hints-prev and target-prev, on the same encodes")
+    ap.add_argument("--prev-policy", default="",
+                    help="with --compare-model: the previous model's target operating point as MARGIN,MAX_CRF "
+                         f"(default {PREV_POLICY['target_margin']:g},{PREV_POLICY['target_max_crf']:g})")
     ap.add_argument("--target-only", action="store_true",
                     help="measure (a)-(d) and the target oracle only (no hull oracle grid): about 40%% fewer encodes")
     ap.add_argument("--timing-only", action="store_true",
@@ -320,6 +325,15 @@ def main(argv: list[str] | None = None) -> int:
         print("bench/bitrate: error: only eval clips are fair game (the model trained on the others)",
               file=sys.stderr)
         return 2
+    prev_policy = dict(PREV_POLICY)
+    if args.prev_policy:
+        try:
+            margin_s, top_s = args.prev_policy.split(",")
+            prev_policy = {"target_margin": float(margin_s), "target_max_crf": float(top_s)}
+        except ValueError:
+            print(f"bench/bitrate: error: --prev-policy wants MARGIN,MAX_CRF, not {args.prev_policy!r}",
+                  file=sys.stderr)
+            return 2
     hull = Policy()
     target = Policy(mode="target", target_vmaf=args.target_vmaf)
     ladder = build_ladder(1280, 720, DEFAULT_LADDER)
@@ -334,13 +348,13 @@ def main(argv: list[str] | None = None) -> int:
           f"target CRFs up to {target.target_max_crf:g}, margin {target.target_margin:g}; "
           + (f"oracle-target grid (scale: CRFs): {TARGET_ONLY_GRID}" if args.target_only else
              f"oracle grid (scale: CRFs): {GRID}, oracle-target adds {TARGET_GRID}")
-          + (f"; previous model {args.compare_model} at {PREV_POLICY}" if args.compare_model else ""))
+          + (f"; previous model {args.compare_model} at {prev_policy}" if args.compare_model else ""))
     shown = shown_modes(args.target_only, bool(args.compare_model))
     print(f"{'clip':24s} {'seg':>3s} {'rung':>5s}  " + "  ".join(f"{m + ' (size crf) kb/s VMAF':>36s}" for m in shown))
     jobs = 1 if args.timing_only else max(1, args.jobs)
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(bench_clip, c.name, args.target_vmaf, args.timing_only, args.compare_model,
-                               args.target_only) for c in clips]
+                               args.target_only, prev_policy) for c in clips]
         for c, fut in zip(clips, futures, strict=True):
             got_rows, secs, f_ms, d_ms, lines = fut.result()
             rows += got_rows
