@@ -19,6 +19,7 @@ frame (one core) and its decision per segment.
 
     nice -n 19 .venv/bin/python bench/bitrate.py                                  # every encode, ~1 h
     flock /tmp/sidecast-cpu.lock .venv/bin/python bench/bitrate.py --timing-only   # CPU-time figures only
+    nice -n 19 .venv/bin/python bench/bitrate.py --d-only --compare-model PREV.onnx  # the (d) row, before/after
 
 Bits and VMAF do not depend on the machine's load, so the encoding run only needs idle CPU; the feature and
 decision costs are CPU time of one thread, taken in a short run under the CPU lock.
@@ -68,9 +69,15 @@ TARGET_GRID = {1.0: (28.0, 32.0, 36.0, 40.0, 44.0)}
 # CRF 16 to 44, and two smaller pictures for segments whose rung's cap stops short of N): 13 encodes per
 # segment and rung instead of 21.
 TARGET_ONLY_GRID = {1.0: (16.0, 18.0, 20.0, 22.0, 24.0, 26.0, *TARGET_GRID[1.0]), 0.75: (18.0,), 0.5: (17.0,)}
-# ``--compare-model``: the previous model at the previous operating point (target margin 2, target CRFs up
-# to 38), decided in the same run, so before and after are measured on the same encodes.
-PREV_POLICY = {"target_margin": 2.0, "target_max_crf": 38.0}
+# ``--d-only`` measures only the (d) row (with ``--compare-model``, the previous model's too) beside (a), and for
+# the verdict's "can this segment-rung reach N" the ends of the target grid: the best quality the rung's cap
+# allows (the rung's size at CRF 16, smaller pictures at 18 and 17) and the lowest (CRF 44). 7 encodes per
+# segment and rung at most instead of 17: no oracle, no (b), no (c).
+D_ONLY_GRID = {1.0: (16.0, 44.0), 0.75: (18.0,), 0.5: (17.0,)}
+# ``--compare-model``: the previous model at its own operating point (``--prev-policy``; by default the third
+# revision's: target margin 2, target CRFs up to 44), decided in the same run, so before and after are
+# measured on the same encodes.
+PREV_POLICY = {"target_margin": 2.0, "target_max_crf": 44.0}
 MODES = ("default", "hints", "fixed", "target", "oracle", "oracle-wide", "oracle-target")
 PREV_MODES = ("hints-prev", "target-prev")
 Measure = tuple[int, float, float, float]  # bits, VMAF, PSNR, SSIM
@@ -159,18 +166,21 @@ def report(rows: list[dict], names: list[str], rung_names: list[str], duration: 
     verdicts = []
     for rung in [*rung_names, None]:
         label = f"rung {rung}" if rung else "ALL RUNGS (the ladder)"
-        s = table(label, rows, names, [rung] if rung else rung_names, duration)["hints"]
-        ok = s["saved"] >= 12 and s["mean_delta"] >= -0.5 and s["worst"] >= -2.0
-        verdicts.append((label, s, ok))
-    print("\nTARGET (b) hints vs (a) default: >= 12% fewer bits, mean VMAF >= -0.5, no clip below -2.0")
+        s = table(label, rows, names, [rung] if rung else rung_names, duration).get("hints")
+        if s is not None:
+            ok = s["saved"] >= 12 and s["mean_delta"] >= -0.5 and s["worst"] >= -2.0
+            verdicts.append((label, s, ok))
+    if verdicts:
+        print("\nTARGET (b) hints vs (a) default: >= 12% fewer bits, mean VMAF >= -0.5, no clip below -2.0")
     for label, s, ok in verdicts:
         print(f"  {label:24s} saved {s['saved']:5.1f}%  mean dVMAF {s['mean_delta']:+.2f}  worst clip "
               f"{s['worst']:+.2f} ({s['worst_clip']})  {'PASS' if ok else 'FAIL'}")
     n = target.target_vmaf
-    tbits_oracle = sum(r["oracle-target"][0] for r in rows) / sum(r["default"][0] for r in rows)
-    print(f"oracle-target (fewest bits of the grid reaching N): |VMAF - N| p90 "
-          f"{np.percentile(np.abs(np.array([r['oracle-target'][1] for r in rows]) - n), 90):.2f}, bits "
-          f"{100 * (tbits_oracle - 1):+.1f}% vs the default ladder")
+    if "oracle-target" in rows[0]:
+        tbits_oracle = sum(r["oracle-target"][0] for r in rows) / sum(r["default"][0] for r in rows)
+        print(f"oracle-target (fewest bits of the grid reaching N): |VMAF - N| p90 "
+              f"{np.percentile(np.abs(np.array([r['oracle-target'][1] for r in rows]) - n), 90):.2f}, bits "
+              f"{100 * (tbits_oracle - 1):+.1f}% vs the default ladder")
     # N is within reach of a segment-rung when some measured encode (the grid up to CRF 44, the modes, ABR at
     # the cap) lands at N or above (the cap allows it) and some at N or below (the top CRF allows it)
     up = np.array([r["vmax"] >= n for r in rows])
@@ -201,7 +211,8 @@ def report(rows: list[dict], names: list[str], rung_names: list[str], duration: 
             for i in worst))
 
 
-def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = "", target_only: bool = False
+def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = "", target_only: bool = False,
+               prev_policy: dict[str, float] | None = None, d_only: bool = False
                ) -> tuple[list[dict], float, list[float], list[float], list[str]]:
     """Every measurement of one clip (runs in a worker process): rows, seconds, timings, printed lines."""
     cv2.setNumThreads(1)  # the feature timing is per core
@@ -210,7 +221,7 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
     target = Policy(mode="target", target_vmaf=target_vmaf)
     model = RateModel()
     prev = RateModel(compare) if compare else None
-    modes = shown_modes(target_only, prev is not None)
+    modes = shown_modes(target_only, prev is not None, d_only)
     ladder = build_ladder(1280, 720, DEFAULT_LADDER)
     rends = tuple(RenditionInfo(r.name, r.width, r.height, r.max_bitrate, r.crf, "crf") for r in ladder)
     rows: list[dict] = []
@@ -237,7 +248,7 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
             prev_hints = prev_tgt = tgt_hints
             if prev is not None:
                 prev_hints, _ = decide(prev, feats, rends, hull)
-                prev_tgt, _ = decide(prev, feats, rends, replace(target, **PREV_POLICY))
+                prev_tgt, _ = decide(prev, feats, rends, replace(target, **(prev_policy or PREV_POLICY)))
             if timing_only:
                 continue
             secs = len(seg.source) / float(seg.fps)
@@ -250,7 +261,9 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
                              e: Encoder = enc) -> dict[tuple[float, float], Measure]:
                     return {(s, c): e.measure(*sized(w, h, s), c) for s, cs in g.items() for c in cs}
 
-                if target_only:
+                if d_only:
+                    grid, wide, tgrid = {}, {}, measured(D_ONLY_GRID)
+                elif target_only:
                     grid, wide, tgrid = {}, {}, measured(TARGET_ONLY_GRID)
                 else:
                     grid = measured(GRID)
@@ -258,21 +271,23 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
                     tgrid = {**grid, **measured(TARGET_GRID)}
                 got["default"] = enc.measure(r.width, r.height, r.crf)
                 shown["default"] = f"{r.height}p {r.crf:g}"
-                chosen = [("hints", hints[i]), ("target", tgt_hints[i])]
+                chosen = [("target", tgt_hints[i])] if d_only else [("hints", hints[i]), ("target", tgt_hints[i])]
                 if prev is not None:
-                    chosen += [("hints-prev", prev_hints[i]), ("target-prev", prev_tgt[i])]
+                    chosen += [("target-prev", prev_tgt[i])] if d_only else [("hints-prev", prev_hints[i]),
+                                                                             ("target-prev", prev_tgt[i])]
                 for mode, h in chosen:
                     assert h.rendition == r.name and h.max_bitrate <= r.max_bitrate
                     w, hh = (h.width, h.height) if h.width and h.height else (r.width, r.height)
                     crf = h.crf if h.crf > 0 else r.crf
                     got[mode] = enc.measure(w, hh, crf)
                     shown[mode] = f"{hh}p {crf:g}"
-                got["fixed"] = enc.measure(r.width, r.height, None)
-                shown["fixed"] = f"{r.height}p abr"
-                if not target_only:
+                if not d_only:
+                    got["fixed"] = enc.measure(r.width, r.height, None)
+                    shown["fixed"] = f"{r.height}p abr"
+                    got["oracle-target"] = oracle(tgrid, target.target_vmaf)
+                if not (target_only or d_only):
                     got["oracle"] = oracle(grid, got["default"][1] - 0.5)
                     got["oracle-wide"] = oracle(wide, got["default"][1] - 0.5)
-                got["oracle-target"] = oracle(tgrid, target.target_vmaf)
                 for m in ("oracle", "oracle-wide", "oracle-target"):
                     if m not in got:
                         continue
@@ -292,8 +307,10 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
     return rows, seconds, frame_ms, decide_ms, lines
 
 
-def shown_modes(target_only: bool, compare: bool) -> list[str]:
+def shown_modes(target_only: bool, compare: bool, d_only: bool = False) -> list[str]:
     """The modes a run measures, in column order."""
+    if d_only:
+        return ["default", "target", *(["target-prev"] if compare else [])]
     skip = ("oracle", "oracle-wide") if target_only else ()
     return [m for m in MODES if m not in skip] + (list(PREV_MODES) if compare else [])
 
@@ -306,8 +323,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare-model", default="",
                     help="also decide (b) and (d) with this previous bitrate.onnx at the previous operating point "
                          f"({PREV_POLICY}): modes hints-prev and target-prev, on the same encodes")
+    ap.add_argument("--prev-policy", default="",
+                    help="with --compare-model: the previous model's target operating point as MARGIN,MAX_CRF "
+                         f"(default {PREV_POLICY['target_margin']:g},{PREV_POLICY['target_max_crf']:g})")
     ap.add_argument("--target-only", action="store_true",
                     help="measure (a)-(d) and the target oracle only (no hull oracle grid): about 40%% fewer encodes")
+    ap.add_argument("--d-only", action="store_true",
+                    help="measure (a) and the (d) row only (with --compare-model the previous model's (d) too), plus "
+                         "the ends of the target grid for the verdict's reachability: about 60%% fewer encodes "
+                         "than --target-only")
     ap.add_argument("--timing-only", action="store_true",
                     help="only time the features and the decision (no encodes; run it under the CPU lock)")
     args = ap.parse_args(argv)
@@ -320,6 +344,15 @@ def main(argv: list[str] | None = None) -> int:
         print("bench/bitrate: error: only eval clips are fair game (the model trained on the others)",
               file=sys.stderr)
         return 2
+    prev_policy = dict(PREV_POLICY)
+    if args.prev_policy:
+        try:
+            margin_s, top_s = args.prev_policy.split(",")
+            prev_policy = {"target_margin": float(margin_s), "target_max_crf": float(top_s)}
+        except ValueError:
+            print(f"bench/bitrate: error: --prev-policy wants MARGIN,MAX_CRF, not {args.prev_policy!r}",
+                  file=sys.stderr)
+            return 2
     hull = Policy()
     target = Policy(mode="target", target_vmaf=args.target_vmaf)
     ladder = build_ladder(1280, 720, DEFAULT_LADDER)
@@ -332,15 +365,16 @@ def main(argv: list[str] | None = None) -> int:
           f"target policy: VMAF {target.target_vmaf:g}; ladder "
           f"{', '.join(f'{r.name}@{r.max_bitrate // 1000}k' for r in ladder)}; static CRF {ladder[0].crf:g}; "
           f"target CRFs up to {target.target_max_crf:g}, margin {target.target_margin:g}; "
-          + (f"oracle-target grid (scale: CRFs): {TARGET_ONLY_GRID}" if args.target_only else
+          + (f"(d) only; reachability from (scale: CRFs): {D_ONLY_GRID}" if args.d_only else
+             f"oracle-target grid (scale: CRFs): {TARGET_ONLY_GRID}" if args.target_only else
              f"oracle grid (scale: CRFs): {GRID}, oracle-target adds {TARGET_GRID}")
-          + (f"; previous model {args.compare_model} at {PREV_POLICY}" if args.compare_model else ""))
-    shown = shown_modes(args.target_only, bool(args.compare_model))
+          + (f"; previous model {args.compare_model} at {prev_policy}" if args.compare_model else ""))
+    shown = shown_modes(args.target_only, bool(args.compare_model), args.d_only)
     print(f"{'clip':24s} {'seg':>3s} {'rung':>5s}  " + "  ".join(f"{m + ' (size crf) kb/s VMAF':>36s}" for m in shown))
     jobs = 1 if args.timing_only else max(1, args.jobs)
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(bench_clip, c.name, args.target_vmaf, args.timing_only, args.compare_model,
-                               args.target_only) for c in clips]
+                               args.target_only, prev_policy, args.d_only) for c in clips]
         for c, fut in zip(clips, futures, strict=True):
             got_rows, secs, f_ms, d_ms, lines = fut.result()
             rows += got_rows

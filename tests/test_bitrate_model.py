@@ -281,3 +281,60 @@ def test_corpus_table_keeps_every_digit_of_the_features(tmp_path: Path) -> None:
     for name in FEATURE_NAMES:
         assert np.array_equal(back[name], small[name]), name
     assert np.array_equal(back["vmaf"], small["vmaf"]) and list(back["clip"]) == list(small["clip"])
+
+
+def _build_corpus_module():
+    spec = importlib.util.spec_from_file_location("bitrate_build_corpus", MODELS / "build_corpus.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bitrate_build_corpus"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_dense_plan_adds_crfs_only_where_training_quality_falls_off_a_cliff() -> None:
+    build = _build_corpus_module()
+
+    def curve(clip: str, split: str, scale: float, points: dict[float, float], height: int = 720) -> list[dict]:
+        return [{"clip": clip, "split": split, "segment": "0", "display_height": str(height), "scale": str(scale),
+                 "crf": f"{c:g}", "vmaf": f"{v:.3f}"} for c, v in points.items()]
+
+    cliff = {18: 99.6, 23: 99.3, 28: 98.9, 33: 89.9, 38: 80.0, 44: 70.0}
+    rows = (curve("bikes", "train", 1.0, cliff) + curve("bikes", "train", 0.75, cliff)  # 0.75: not the target's size
+            + curve("bikes", "train", 1.0, {18: 97.0, 23: 95.0, 28: 92.5, 33: 90.1}, height=360)
+            + curve("carphone", "eval", 1.0, cliff)  # held out: never densified
+            + curve("life", "train", 1.0, cliff))  # a random generator: other content on every render
+    plan = build.dense_plan(rows)
+    assert set(plan) == {"bikes"}
+    # 28 -> 33 falls 9 points: two CRFs between (about 3 points a step); 33 -> 38 falls 9.9 from inside the
+    # band: three; 38 -> 44 is all below the band's floor; 18 -> 28 falls less than 3 points a step
+    assert plan["bikes"][(0, 720, 1.0)] == (29.5, 31.5, 34.0, 35.5, 37.0)
+    # no step fell more than 3 points, but the curve ends at CRF 33 still in the band: the top of the grid
+    assert plan["bikes"][(0, 360, 1.0)] == (38.0, 44.0)
+    # a step already one CRF wide is not split further
+    assert build.dense_plan(curve("bikes", "train", 1.0, {30: 98.0, 31: 90.0, 38: 88.0, 44: 86.5})) == {}
+    assert not build.renders_the_same("cellauto") and build.renders_the_same("bikes")
+
+
+def test_merge_adds_new_crfs_with_the_tables_own_features_and_skips_random_generators(tmp_path: Path) -> None:
+    import csv
+
+    build = _build_corpus_module()
+    nf = len(FEATURE_NAMES)
+
+    def row(clip: str, crf: str, feature: str) -> list[str]:
+        return [clip, "train", "still", clip, "0", "720", "1280", "720", "1280", "1.0", crf, "3000000", "1000",
+                "500", "95.0", *([feature] * nf)]
+
+    table, extra = tmp_path / "corpus.csv", tmp_path / "extra.csv"
+    with open(table, "w", newline="") as fh:
+        csv.writer(fh).writerows([build.COLUMNS, row("bikes", "33", "1.5"), row("bikes", "28", "1.5"),
+                                  row("life", "28", "2.5")])
+    with open(extra, "w", newline="") as fh:  # the new render's features differ a little: the table's win
+        csv.writer(fh).writerows([build.COLUMNS, row("bikes", "30.5", "1.6"), row("bikes", "33", "1.6"),
+                                  row("life", "30.5", "2.6")])
+    assert build.merge(table, extra) == 0
+    with open(table, newline="") as fh:
+        got = list(csv.reader(fh))[1:]
+    assert [(r[0], r[10]) for r in got] == [("bikes", "28"), ("bikes", "30.5"), ("bikes", "33"), ("life", "28")]
+    assert all(r[-nf:] == ["1.5"] * nf for r in got if r[0] == "bikes")

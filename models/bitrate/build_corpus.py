@@ -68,8 +68,69 @@ def save_frames(name: str, segment_duration: float = 2.0) -> int:
     return len(segments)
 
 
-def build_clip(name: str, segment_duration: float = 2.0, crfs: tuple[float, ...] = CRFS) -> list[list[object]]:
-    """All rows of one clip at ``crfs`` (runs in a worker process)."""
+# A dense plan: for (segment, display height, scale), the CRFs to add (``dense_plan``).
+Plan = dict[tuple[int, int, float], tuple[float, ...]]
+# Where the grid is made denser (issue 14's target mode): VMAF falling more than DENSE_DROP points between
+# neighbouring measured CRFs somewhere in DENSE_BAND, on training clips, at the sizes the target policy uses.
+DENSE_BAND = (85.0, 99.0)
+DENSE_DROP = 3.0
+DENSE_MIN_STEP = 1.0  # no two CRFs of a curve closer than this
+DENSE_EXTEND = (38, 44)  # the top of the grid, for curves still in the band at their highest measured CRF
+
+
+# FFmpeg's random generators seed themselves from the clock unless given a seed: such a clip renders other
+# content on every run, so CRFs added later would not belong to the curve its table rows measured.
+RANDOM_LAVFI = ("life", "cellauto", "gradients", "sierpinski")
+
+
+def renders_the_same(name: str) -> bool:
+    """Whether a clip's source is the same picture on every render (not an unseeded random generator)."""
+    inputs = corpus.clip(name).inputs
+    spec = inputs[inputs.index("-i") + 1] if "lavfi" in inputs else ""
+    return not (spec.split("=")[0] in RANDOM_LAVFI and "seed=" not in spec)
+
+
+def dense_plan(rows: list[dict[str, str]], band: tuple[float, float] = DENSE_BAND, drop: float = DENSE_DROP,
+               scales: tuple[float, ...] = (1.0,), split: str = "train") -> dict[str, Plan]:
+    """Per clip, the CRFs to add where its measured quality falls off a cliff: between two neighbouring
+    measured CRFs whose VMAF falls by more than ``drop`` with some of the fall inside ``band``, evenly spaced
+    points (rounded to 0.5 CRF) so that each new step falls about ``drop`` points if the fall were linear,
+    never closer than ``DENSE_MIN_STEP``. A curve whose highest measured CRF is still above the band's floor
+    and below ``DENSE_EXTEND``'s top also gets those CRFs. Run it again on the merged table to refine the
+    steps that are still steep (each pass locates a cliff more closely). Only ``split`` clips (the held-out
+    rows stay as they are) that render the same picture every time (``renders_the_same``)."""
+    curves: dict[str, dict[tuple[int, int, float], dict[float, float]]] = {}
+    for r in rows:
+        if (r["split"] != split or not any(abs(float(r["scale"]) - s) < 1e-9 for s in scales)
+                or not renders_the_same(r["clip"])):
+            continue
+        key = (int(r["segment"]), int(r["display_height"]), float(r["scale"]))
+        curves.setdefault(r["clip"], {}).setdefault(key, {})[float(r["crf"])] = float(r["vmaf"])
+    plan: dict[str, Plan] = {}
+    for clip, per in curves.items():
+        for key, curve in per.items():
+            crfs = sorted(curve)
+            add: list[float] = []
+            for a, b in zip(crfs, crfs[1:], strict=False):
+                fall = curve[a] - curve[b]
+                if fall <= drop or curve[a] <= band[0] or curve[b] >= band[1]:
+                    continue
+                k = min(int(np.ceil(fall / drop)) - 1, int((b - a) / DENSE_MIN_STEP) - 1)
+                for j in range(1, k + 1):
+                    c = round(2 * (a + j * (b - a) / (k + 1))) / 2
+                    if a < c < b and c not in add:
+                        add.append(c)
+            if curve[crfs[-1]] > band[0] and crfs[-1] < DENSE_EXTEND[-1]:
+                add += [float(c) for c in DENSE_EXTEND if c > crfs[-1]]
+            if add:
+                plan.setdefault(clip, {})[key] = tuple(sorted(add))
+    return plan
+
+
+def build_clip(name: str, segment_duration: float = 2.0, crfs: tuple[float, ...] = CRFS,
+               plan: Plan | None = None) -> list[list[object]]:
+    """All rows of one clip at ``crfs`` (runs in a worker process); with ``plan``, only the planned CRFs of
+    each planned (segment, rung, scale)."""
     clip = corpus.clip(name)
     ff = quality.ffmpeg_exe()
     ladder = build_ladder(1280, 720, DEFAULT_LADDER)
@@ -86,12 +147,18 @@ def build_clip(name: str, segment_duration: float = 2.0, crfs: tuple[float, ...]
             feats = segment_features(seg.analysis)
             dur = len(seg.source) / float(seg.fps)
             for rung in ladder:
+                todo = {scale: crfs if plan is None else plan.get((seg.index, rung.height, scale), ())
+                        for scale in SCALES}
+                if not any(todo.values()):
+                    continue
                 ref = tmp / "ref.y4m"
                 quality.write_y4m(seg.at(rung.height, rung.width), seg.fps, ref)
                 for scale in SCALES:
                     w, h = encoded_size(rung.width, rung.height, scale)
+                    if not todo[scale]:
+                        continue
                     frames = seg.at(h, w)
-                    for crf in crfs:
+                    for crf in todo[scale]:
                         enc = tmp / "enc.mkv"
                         bits = quality.encode(frames, seg.fps, crf, rung.max_bitrate, enc)
                         score = quality.vmaf(enc, ref, seg.fps, threads=1, subsample=VMAF_SUBSAMPLE)
@@ -119,7 +186,13 @@ def merge(table: Path, extra: Path) -> int:
     key = {k: i for i, k in enumerate(COLUMNS)}
     have = {(r[0], r[4], r[5], r[9], r[10]) for r in rows[1:]}
     added = 0
+    skipped = sorted({r[0] for r in more[1:] if not renders_the_same(r[0])})
+    if skipped:
+        print(f"build_corpus: not merged (a random generator renders other content on every run): "
+              f"{', '.join(skipped)}", file=sys.stderr)
     for r in more[1:]:
+        if r[0] in skipped:
+            continue
         if (r[0], r[4]) not in feats:
             print(f"build_corpus: error: {r[0]} segment {r[4]} is not in {table}", file=sys.stderr)
             return 2
@@ -148,6 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--merge", type=Path, default=None,
                     help="append the rows of this table (built with --crfs) to the output table, their features "
                          "replaced by the output table's own for the same segment (one feature vector per segment)")
+    ap.add_argument("--densify", type=Path, default=None,
+                    help="encode, into the output table (a new file, to --merge afterwards), the CRFs dense_plan "
+                         "asks for from this table: between measured CRFs where VMAF falls off a cliff in the "
+                         f"{DENSE_BAND[0]:g}..{DENSE_BAND[1]:g} band, training clips only, at the rung's size")
+    ap.add_argument("--max-encodes", type=int, default=0,
+                    help="with --densify: stop planning after this many encodes (clips with the most planned "
+                         "encodes first); the clips left out are printed")
     ap.add_argument("--frames-only", action="store_true",
                     help="only cache every clip's analysis frames (after a change of the analysis size)")
     args = ap.parse_args(argv)
@@ -176,6 +256,24 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             done = {r[0] for r in reader if r}
     todo = [c for c in clips if c.name not in done]
+    plans: dict[str, Plan] = {}
+    if args.densify is not None:
+        with open(args.densify, newline="") as fh:
+            plans = dense_plan(list(csv.DictReader(fh)))
+        todo = sorted((c for c in todo if c.name in plans),
+                      key=lambda c: (-sum(len(v) for v in plans[c.name].values()), c.name))
+        if args.max_encodes:
+            kept, total = [], 0
+            for c in todo:
+                n = sum(len(v) for v in plans[c.name].values())
+                if total + n <= args.max_encodes:
+                    kept.append(c)
+                    total += n
+            left = [c.name for c in todo if c not in kept]
+            print(f"densify: {len(left)} clip(s) left out by --max-encodes: {', '.join(left) or 'none'}", flush=True)
+            todo = kept
+        n_all = sum(len(v) for c in todo for v in plans[c.name].values())
+        print(f"densify: {n_all} encodes planned over {len(todo)} clip(s)", flush=True)
     print(f"{len(done)} clip(s) already built, {len(todo)} to build", flush=True)
     t0 = time.monotonic()
     new_file = not args.output.is_file()
@@ -183,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.writer(fh)
         if new_file:
             writer.writerow(COLUMNS)
-        futures = {pool.submit(build_clip, c.name, 2.0, crfs): c for c in todo}
+        futures = {pool.submit(build_clip, c.name, 2.0, crfs, plans.get(c.name)): c for c in todo}
         for fut in as_completed(futures):
             c = futures[fut]
             try:

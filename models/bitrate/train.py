@@ -435,14 +435,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-o", "--output", type=Path, default=HERE / "bitrate.onnx")
     ap.add_argument("--refeature", action="store_true", help="recompute features from the cached frames")
     ap.add_argument("--write-corpus", action="store_true", help="with --refeature: rewrite the corpus table")
+    ap.add_argument("--widths", default=",".join(str(w) for w in WIDTHS),
+                    help="hidden widths the grouped CV chooses among (default %(default)s; one width skips the "
+                         "choice and its CV fits: the same model as the default run when it picks that width)")
     args = ap.parse_args(argv)
+    try:
+        widths = tuple(int(w) for w in args.widths.split(",") if w)
+    except ValueError:
+        print(f"train: error: --widths wants comma-separated integers, not {args.widths!r}", file=sys.stderr)
+        return 2
+    if not widths or min(widths) < 1:
+        print(f"train: error: --widths wants positive integers, not {args.widths!r}", file=sys.stderr)
+        return 2
     table = load_corpus(args.corpus)
     if args.refeature:
         refeature(table)
         if args.write_corpus:
             write_corpus(table, args.corpus)
     best = None
-    for hidden in WIDTHS:
+    for hidden in widths:
         for decay in DECAYS:
             err, folds = grouped_cv(table, hidden, decay)
             print(f"cv hidden={hidden:2d} decay={decay:g}: VMAF MAE {err:.3f}", flush=True)
