@@ -225,22 +225,30 @@ HARD_MOVES = (("hold", 1.5), ("pan", 2.0), ("zoom", 1.0), ("whip", 3.0), ("flash
 
 
 def _segment(rnd: random.Random, source: str, a: float, b: float, duration: float, seed: int,
-             whip_out: bool = False, whip_in: bool = False, hard: bool = False) -> Segment:
+             whip_out: bool = False, whip_in: bool = False, hard: bool = False, fast: bool = False) -> Segment:
     """A camera move plan: holds, slow pans, zooms, a whip pan now and then, flashes, maybe hand-held.
     ``hard``: whips and flashes 2-3x as often, hand-held shake in half the segments, and half of them
-    played at 1.5-3x speed (fast action)."""
+    played at 1.5-3x speed (fast action). ``fast``: the whip into or out of the shot is cut at full speed
+    (0.3-0.7 s for a picture width, cut 30-70 % of the way through it), not settled: a real cut beside
+    camera motion of 4-10 thumbnail px a frame, the case ``FullRateCuts.MOTION`` leaves to the model."""
     moves = HARD_MOVES if hard else MOVES
     z = rnd.uniform(1.25, 1.9)
     cx, cy = rnd.uniform(0.3, 0.7), rnd.uniform(0.4, 0.6)
     keys: list[Key] = []
     tags: list[str] = []
     u = 0.0
-    if whip_in:  # the shot starts inside a whip pan that settles
+    if whip_in and fast:  # the shot starts in the middle of a fast whip pan
+        span, frac = rnd.uniform(0.3, 0.7), rnd.uniform(0.3, 0.7)
+        keys.append((-span * frac, z, _whip_to(cx, z), cy))
+        u = span * (1 - frac)
+        tags.append("fast-whip-in")
+    elif whip_in:  # the shot starts inside a whip pan that settles
         keys.append((0.0, z, _whip_to(cx, z), cy))
         u = rnd.uniform(0.6, 0.8)
         tags.append("whip-in")
     keys.append((u, z, cx, cy))
-    end = duration - (0.6 if whip_out else 0.0)
+    out_span, out_frac = (rnd.uniform(0.3, 0.7), rnd.uniform(0.3, 0.7)) if fast else (0.6, 1.0)
+    end = duration - (out_span * out_frac if whip_out else 0.0)
     flashes: list[tuple[float, float]] = []
     while u < end - 0.5:
         move = rnd.choices([m for m, _ in moves], [w for _, w in moves])[0]
@@ -263,10 +271,10 @@ def _segment(rnd: random.Random, source: str, a: float, b: float, duration: floa
             tags.append("flash")
             continue
         keys.append((u, z, cx, cy))
-    if whip_out:  # a whip pan right up to the cut, its last frames blurred
+    if whip_out:  # a whip pan right up to the cut, its last frames blurred (``fast``: cut in the middle)
         keys.append((end, z, cx, cy))
-        keys.append((duration, z, _whip_to(cx, z), cy))
-        tags.append("whip-out")
+        keys.append((end + out_span if fast else duration, z, _whip_to(cx, z), cy))
+        tags.append("fast-whip-out" if fast else "whip-out")
     shake = rnd.choice([0.0, 0.0, 0.0, rnd.uniform(2.0, 6.0)])
     speed = 1.0
     if hard:
@@ -292,7 +300,7 @@ def _span(rnd: random.Random, source: str, lo: float, hi: float) -> tuple[float,
 
 
 def _clip(name: str, split: str, seed: int, material: Sequence[tuple[str, float, float]], duration: float,
-          long_every: int = 3, note: str = "", hard: bool = False) -> StressClip:
+          long_every: int = 3, note: str = "", hard: bool = False, fast: bool = False) -> StressClip:
     rnd = random.Random(seed)
     segs: list[Segment] = []
     total = 0.0
@@ -302,8 +310,9 @@ def _clip(name: str, split: str, seed: int, material: Sequence[tuple[str, float,
         a, b = _span(rnd, source, lo, hi)
         d = rnd.uniform(20.0, 45.0) if k % long_every == long_every - 1 else rnd.uniform(1.5, 8.0)
         d = max(1.5, min(d, duration - total))
+        out_p, in_p = (0.6, 0.3) if fast else (0.35, 0.15)
         segs.append(_segment(rnd, source, a, b, round(d, 2), seed * 1000 + k,
-                             whip_out=rnd.random() < 0.35, whip_in=rnd.random() < 0.15, hard=hard))
+                             whip_out=rnd.random() < out_p, whip_in=rnd.random() < in_p, hard=hard, fast=fast))
         total += segs[-1].duration
         k += 1
     return StressClip(name, split, tuple(segs), note)
@@ -335,9 +344,21 @@ def stress_wide() -> tuple[StressClip, ...]:
                     long_every=3 if i <= 3 else 1000) for i in range(1, 7)))
 
 
+@cache
+def stress_motion() -> tuple[StressClip, ...]:
+    """Tune programmes whose cuts come in the middle of fast whip pans (``fast``: 60 % of the shots whip out
+    at full speed into the cut, 30 % start inside one), short shots only: the wide tune split has almost no
+    real cut beside fast camera motion, so it could not tell what ``FullRateCuts.MOTION`` costs. Four
+    ordinary (``m1``, ``m2``, ``m5``, ``m6``) and four hard (whips, flashes, shake, fast action elsewhere in
+    the shot) programmes of 60 s."""
+    return tuple(_clip(f"stress_tune_m{i}", "tune", 60 + i, TUNE_MATERIAL, 60.0, long_every=1000,
+                       hard=(i - 1) % 4 >= 2, fast=True) for i in range(1, 9))
+
+
 def stress(split: str | None = None, wide: bool = True) -> list[StressClip]:
-    """The corpus' clips (of ``split``); ``wide=False`` leaves out the wide tune programmes (``stress_wide``)."""
-    every = stress_corpus() + (stress_wide() if wide else ())
+    """The corpus' clips (of ``split``); ``wide=False`` leaves out the wide tune programmes (``stress_wide``,
+    ``stress_motion``)."""
+    every = stress_corpus() + (stress_wide() + stress_motion() if wide else ())
     return [c for c in every if split is None or c.split == split]
 
 

@@ -99,11 +99,13 @@ class Probs:
 def decide(intervals: list[Interval], probs: Probs | None, threshold: float = 2.25, ask_from: float = 1.5,
            model_threshold: float = 0.5, min_shot: float = 0.4, motion: int = 0) -> list[float]:
     """Cut times, ShotDetector's rule on full-rate scores (``motion`` > 0: from that camera motion on, only
-    the model cuts)."""
+    the model cuts; as in the sidecar, only where a model is asked: not without ``probs`` or with
+    ``ask_from`` above ``threshold``, the "score alone" rows)."""
     cuts: list[float] = []
     last = 0.0  # the first frame starts a shot
+    model = probs is not None and ask_from <= threshold
     for iv in intervals:
-        cut = iv.score >= threshold and not (motion and iv.motion >= motion)
+        cut = iv.score >= threshold and not (model and motion and iv.motion >= motion)
         if not cut and probs is not None and iv.score >= ask_from:
             cut = probs(iv.i) >= model_threshold
         if cut and iv.t - last >= min_shot:
@@ -150,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
              if a < th or a == 99.0]
     if args.quick:
         rules = [dict(threshold=2.25, ask_from=1.5, model_threshold=0.5), dict(threshold=2.25, ask_from=99.0),
-                 *(dict(threshold=2.25, ask_from=1.5, model_threshold=p, motion=m) for m in (3, 4, 5) for p in (0.3, 0.5))]
+                 *(dict(threshold=2.25, ask_from=1.5, model_threshold=p, motion=m)
+                   for m in (0, 3, 4, 5, 6, 8) for p in (0.3, 0.5))]
     for rule in rules:
         miss = false = 0
         for name, d in data.items():
@@ -168,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
                 best = max(near, key=lambda iv: iv.score)
                 cut_scores.append((best.score, name, c))
         other += [(iv.score, name, iv.t) for iv in ivs if not any(c - 1e-6 <= iv.t <= c + 0.2 + 1e-6 for c in cuts)]
+    moving = [(iv, probs[name]) for name, d in data.items() for c in d["cuts"].tolist() for iv in scored[name]
+              if c - 1e-6 <= iv.t <= c + 0.2 + 1e-6 and iv.score >= 2.25]
+    print("cuts scoring >= 2.25 beside camera motion (px a frame): "
+          + ", ".join(f">= {m}: {sum(iv.motion >= m for iv, _ in moving)} "
+                      f"(model >= 0.5 on {sum(iv.motion >= m and p(iv.i) >= 0.5 for iv, p in moving)})"
+                      for m in (3, 4, 5, 6, 8)), flush=True)
     cut_scores.sort()
     other.sort(reverse=True)
     print("lowest cut intervals: " + ", ".join(f"{s:.2f} {n} {t:.1f}" for s, n, t in cut_scores[:6]))

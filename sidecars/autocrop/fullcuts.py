@@ -82,7 +82,7 @@ class FullRateCuts:
     FLASH = 0.4  # a colour jump of >= FLASH_STEP whose colours are back (< this share) across it: a flash
     FLASH_STEP = 0.15
     STEPS = 0.3  # the two-frame distance counts when both one-frame steps carry >= this share of it
-    MOTION = 4  # px a frame of camera motion beside the best frame from which the score alone cannot cut
+    MOTION = 5  # px a frame of camera motion beside the best frame from which the score alone cannot cut
     MIN_HISTORY = 6  # frames (pairs) of history needed before a frame can be judged
     MAX_GAP = 0.11  # s between thumbnails above which the interval is not covered (dropped, < 10 fps)
     KEEP = 64  # frames kept: the statistics, and the interval up to the next analysed frame at 5-60 fps
