@@ -107,6 +107,9 @@ CONFIGS = {c.key: c for c in (
            {"lowLatencyMode": True}, speech=True),
     Config("k", "sidecast --latency low --sidecars stt,autocrop", "sidecast",
            ["--latency", "low", "--sidecars", "stt,autocrop"], {"lowLatencyMode": True}, speech=True),
+    Config("n", "(k) with autocrop below the core (--sidecar-nice autocrop=5)", "sidecast",
+           ["--latency", "low", "--sidecars", "stt,autocrop", "--sidecar-nice", "autocrop=5"],
+           {"lowLatencyMode": True}, speech=True),
     Config("f", "(b) with hls.js catching up (maxLiveSyncPlaybackRate 1.5)", "sidecast", ["--latency", "low"],
            {"lowLatencyMode": True, "maxLiveSyncPlaybackRate": 1.5}),
     Config("g", "(b) with 1 s segments (an independent part every second)", "sidecast",
@@ -479,7 +482,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60, help="playback measured per configuration [60]")
     ap.add_argument("--joins", type=int, default=3, help="viewers per configuration, one after the other, "
                     "sharing --seconds [3]")
-    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l and m on request")
+    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l, m and n on request")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs and logs (and each "
                     "viewer's raw report, with hls.js's caption log lines)")

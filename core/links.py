@@ -344,8 +344,9 @@ class LocalSidecar:
     """A sidecar child process on a unix socket, restarted (with backoff) whenever it exits."""
 
     def __init__(self, name: str, socket_dir: Path, extra_args: list[str] | None = None,
-                 log_dir: Path | None = None) -> None:
+                 log_dir: Path | None = None, nice: int = 0) -> None:
         self.name = name
+        self.nice = nice  # steps of CPU priority below this process (--sidecar-nice)
         self.socket = socket_dir / f"{name}.sock"
         self.target = f"unix://{self.socket}"
         self.extra_args = extra_args or []
@@ -374,7 +375,7 @@ class LocalSidecar:
         self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
         logf.close()
-        share_standing(self.proc.pid)  # its own session is its own scheduling group: same nice as ours
+        share_standing(self.proc.pid, self.nice)  # its own session is its own scheduling group: ours, + nice
 
     def _supervise(self) -> None:
         backoff = 0.5

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -163,6 +164,12 @@ class RunOptions:
         "--sidecar-arg", repeat=True, metavar="NAME=ARG",
         parse=_name_value("--sidecar-arg", "NAME=ARG for a sidecar named in --sidecars"),
         help="extra argument for a local sidecar, e.g. stt=--language=de; repeatable"))
+    sidecar_nice: dict[str, int] = field(default_factory=dict, metadata=opt(
+        "--sidecar-nice", repeat=True, metavar="NAME=N",
+        parse=_name_value("--sidecar-nice", "NAME=N (0..19) for a sidecar named in --sidecars"),
+        help="run a local sidecar N steps of CPU priority below the core (its scheduling group's nice is the "
+             "core's + N; default 0, the same): a sidecar whose output may trail (autocrop's vertical) can "
+             "give way to the ladder and the captions on a busy machine; repeatable"))
     captions_language: str = field(default="en", metadata=opt(
         "--captions-language", parse=_language,
         help="language spoken in the source, for the caption rendition (LANGUAGE in master.m3u8; default en)"))
@@ -252,6 +259,9 @@ class RunOptions:
         for name in self.sidecar_args:
             if name not in self.sidecars:
                 raise ConfigError(f"bad --sidecar-arg {name}=...: expected NAME=ARG for a sidecar named in --sidecars")
+        for name in self.sidecar_nice:
+            if name not in self.sidecars:
+                raise ConfigError(f"bad --sidecar-nice {name}=...: expected NAME=N for a sidecar named in --sidecars")
         if self.latency == "low" and self.passthrough:
             raise ConfigError("--latency low encodes CMAF parts; --passthrough copies the source: pick one")
         if self.latency == "low" and self.part_duration * 2 > self.segment_duration:
@@ -349,8 +359,10 @@ def _convert(f: dataclasses.Field[Any], raw: Any) -> Any:
     if m["choices"] is not None and str(raw) not in m["choices"]:
         raise ConfigError(f"bad {m['flags'][0] if m['flags'] else f.name} {raw!r}: expected one of "
                           f"{', '.join(m['choices'])}")
-    if f.name in ("sidecar_addrs", "sidecar_args"):
+    if f.name in ("sidecar_addrs", "sidecar_args", "sidecar_nice"):
         items = raw.items() if isinstance(raw, Mapping) else [parse(x) for x in _as_list(raw)]
+        if f.name == "sidecar_nice":
+            return {k: _sidecar_nice(k, v) for k, v in items}
         if f.name == "sidecar_addrs":
             return {k: (f"unix://{v}" if str(v).startswith("/") else str(v)) for k, v in items}
         out: dict[str, list[str]] = {}
@@ -365,6 +377,14 @@ def _convert(f: dataclasses.Field[Any], raw: Any) -> Any:
     if isinstance(raw, list):
         raw = ",".join(str(x) for x in raw)
     return parse(str(raw)) if parse else raw
+
+
+def _sidecar_nice(name: str, value: Any) -> int:
+    """One ``--sidecar-nice`` step count: a whole number 0..19 (a sidecar never runs above the core)."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not re.fullmatch(r"\d{1,2}", text) or int(text) > 19:
+        raise ConfigError(f"bad --sidecar-nice {name}={value!r}: expected a whole number of steps 0..19")
+    return int(text)
 
 
 def _as_list(raw: Any) -> list[Any]:

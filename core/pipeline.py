@@ -167,7 +167,8 @@ class Pipeline:
             log_dir = self.out / "logs"
             log_dir.mkdir(parents=True, exist_ok=True)
             for name in names:
-                proc = LocalSidecar(name, self.socket_dir, self.cfg.sidecar_args.get(name), log_dir=log_dir)
+                proc = LocalSidecar(name, self.socket_dir, self.cfg.sidecar_args.get(name), log_dir=log_dir,
+                                    nice=self.cfg.sidecar_nice.get(name, 0))
                 proc.start()
                 self.local.append(proc)
                 addrs.setdefault(name, proc.target)

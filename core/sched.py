@@ -33,14 +33,16 @@ def autogroup_nice(pid: int | str = "self") -> int | None:
     return int(m.group(1)) if m else None
 
 
-def share_standing(pid: int) -> bool:
-    """Give ``pid``'s autogroup this process's autogroup nice; True when it now has it.
+def share_standing(pid: int, lower: int = 0) -> bool:
+    """Give ``pid``'s autogroup this process's autogroup nice plus ``lower`` (capped at 19); True when it
+    now has it. ``lower`` > 0 puts a child below its parent (``--sidecar-nice``).
 
     Best effort by design: no autogroup file, a child that already exited, or a nice below 0 without
     the privilege to set it leave the child at the kernel's default and never fail a start."""
     mine = autogroup_nice()
     if mine is None:
         return False
+    mine = min(19, mine + max(0, lower))
     if autogroup_nice(pid) == mine:
         return True
     with contextlib.suppress(OSError):

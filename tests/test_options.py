@@ -56,6 +56,11 @@ def test_the_command_line_wins_over_the_config_file(tmp_path: Path) -> None:
     ({"source": "a.mp4", "latency": "low", "part_hold_back": 0.5}, "must be at least two parts"),
     ({"source": "a.mp4", "latency": "low", "part_hold_back": "soon"}, "--part-hold-back must be a number"),
     ({"source": "a.mp4", "latency": "low", "part_hold_back": 1e9}, "--part-hold-back must be between"),
+    ({"source": "a.mp4", "sidecars": ["autocrop"], "sidecar_nice": ["autocrop=-5"]}, "--sidecar-nice autocrop="),
+    ({"source": "a.mp4", "sidecars": ["autocrop"], "sidecar_nice": ["autocrop=20"]}, "0..19"),
+    ({"source": "a.mp4", "sidecars": ["autocrop"], "sidecar_nice": ["autocrop=nan"]}, "0..19"),
+    ({"source": "a.mp4", "sidecars": ["autocrop"], "sidecar_nice": {"autocrop": True}}, "0..19"),
+    ({"source": "a.mp4", "sidecars": ["stt"], "sidecar_nice": ["autocrop=5"]}, "for a sidecar named in --sidecars"),
 ])
 def test_bad_values_in_a_config_are_one_error_naming_the_option(doc: dict[str, object], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
@@ -76,3 +81,11 @@ def test_a_broken_config_file_is_one_clear_error(tmp_path: Path) -> None:
         r.stderr.strip().splitlines()[-1]] and "is not valid TOML" in r.stderr, r.stderr
     r = run_sidecast("run", "--config", str(tmp_path / "missing.toml"))
     assert r.returncode == 2 and "cannot read config" in r.stderr, r.stderr
+
+
+def test_sidecar_nice_from_the_command_line_and_the_config_file() -> None:
+    opts = RunOptions.from_namespace(parse("clip.mp4", "-o", "x", "--sidecars", "stt,autocrop",
+                                           "--sidecar-nice", "autocrop=5"))
+    assert opts.validate().sidecar_nice == {"autocrop": 5}
+    assert RunOptions.from_mapping({"source": "a.mp4", "sidecars": ["autocrop"],
+                                    "sidecar_nice": {"autocrop": 3}}).validate().sidecar_nice == {"autocrop": 3}

@@ -28,6 +28,9 @@ Path("/proc/self/autogroup").write_text("7")
 work = Path(sys.argv[1])
 side = LocalSidecar("scenecut", work, log_dir=work)
 side._spawn()
+lower = LocalSidecar("scenecut", work / "low", log_dir=work, nice=5)  # --sidecar-nice scenecut=5
+(work / "low").mkdir()
+lower._spawn()
 worker = spawn(["sleep", "60"], log_path=work / "worker.log")
 def group(pid):
     return Path(f"/proc/{pid}/autogroup").read_text().split()[0]
@@ -35,8 +38,10 @@ print(json.dumps({
     "mine": [group("self"), autogroup_nice()],
     "sidecar": [group(side.proc.pid), autogroup_nice(side.proc.pid), os.getsid(side.proc.pid) == side.proc.pid],
     "worker": [group(worker.pid), autogroup_nice(worker.pid), os.getsid(worker.pid) == worker.pid],
+    "lower": [group(lower.proc.pid), autogroup_nice(lower.proc.pid), os.getsid(lower.proc.pid) == lower.proc.pid],
 }))
 side.proc.kill(); side.proc.wait()
+lower.proc.kill(); lower.proc.wait()
 kill_group(worker.pid); worker.wait()
 """
 
@@ -56,6 +61,9 @@ def test_children_keep_their_own_group_at_the_runs_nice(tmp_path: Path) -> None:
         assert leads_session, f"the {child} must still lead its own session"
         assert group != mine_group, f"the {child} must keep its own scheduling group"
         assert nice == 7, f"the {child}'s group came up at nice {nice}, not the run's 7"
+    group, nice, leads_session = doc["lower"]
+    assert leads_session and group != mine_group
+    assert nice == 12, f"a sidecar asked to run 5 steps below the run came up at nice {nice}, not 12"
 
 
 def test_share_standing_is_harmless_for_a_process_that_is_gone() -> None:

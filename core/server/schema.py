@@ -44,6 +44,7 @@ SERVER_OWNED: dict[str, str] = {
     "realtime": "server streams are live sources",
     "sidecar_addrs": "the server connects every stream to its shared sidecar processes",
     "sidecar_args": "a shared sidecar's arguments are the server's (`--sidecar-arg`), not a stream's",
+    "sidecar_nice": "shared sidecars run at the server's priority (docs/server.md, \"Scheduling\")",
     "captions_translation": "old alias of captions_translate",
     "stream_keys": "stream keys are generated and rotated by the API (POST /v1/streams/{id}/key)",
     "stream_keys_file": "stream keys are generated and rotated by the API",
