@@ -97,7 +97,7 @@ class Probs:
 
 
 def decide(intervals: list[Interval], probs: Probs | None, threshold: float = 2.25, ask_from: float = 1.5,
-           model_threshold: float = 0.5, min_shot: float = 0.4, motion: int = 0) -> list[float]:
+           model_threshold: float = 0.3, min_shot: float = 0.4, motion: int = 0) -> list[float]:
     """Cut times, ShotDetector's rule on full-rate scores (``motion`` > 0: from that camera motion on, only
     the model cuts; as in the sidecar, only where a model is asked: not without ``probs`` or with
     ``ask_from`` above ``threshold``, the "score alone" rows)."""
@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", nargs="*", default=[], help="FullRateCuts constants, NAME=VALUE")
     ap.add_argument("--motion", type=int, default=0, help="the grid's camera motion (px a frame) from which only the model cuts")
     ap.add_argument("--quick", action="store_true", help="only the shipped rule, and it without the model")
+    ap.add_argument("--thresholds", type=float, nargs="+", default=[2.0, 2.25, 2.5, 3.0], help="the grid's score thresholds")
+    ap.add_argument("--ask", type=float, nargs="+", default=[1.5, 1.75, 2.0, 99.0], help="the grid's ask-from scores (99: score alone)")
+    ap.add_argument("--model-cuts", type=float, nargs="+", default=[0.3, 0.5, 0.7], help="the grid's model cut-offs")
     args = ap.parse_args(argv)
     names = [c.name for c in cutframes.clips(args.split) if (args.dir / f"{c.name}.npz").exists()]
     data = {name: cutframes.load(name, args.dir) for name in names}
@@ -148,10 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     scored = {name: replay(d["thumbs"], cls) for name, d in data.items()}
     probs = {name: Probs(name, d["thumbs"], args.dir) for name, d in data.items()}
     rules = [dict(threshold=th, ask_from=a, model_threshold=p, motion=args.motion)
-             for th, a, p in itertools.product((2.0, 2.25, 2.5, 3.0), (1.5, 1.75, 2.0, 99.0), (0.3, 0.5, 0.7))
+             for th, a, p in itertools.product(args.thresholds, args.ask, args.model_cuts)
              if a < th or a == 99.0]
     if args.quick:
-        rules = [dict(threshold=2.25, ask_from=1.5, model_threshold=0.5), dict(threshold=2.25, ask_from=99.0),
+        rules = [dict(threshold=2.25, ask_from=1.5, model_threshold=0.3), dict(threshold=2.25, ask_from=99.0),
                  *(dict(threshold=2.25, ask_from=1.5, model_threshold=p, motion=m)
                    for m in (0, 3, 4, 5, 6, 8) for p in (0.3, 0.5))]
     for rule in rules:

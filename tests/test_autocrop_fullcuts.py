@@ -118,6 +118,18 @@ def test_a_cut_in_a_whip_pan_at_4px_a_frame_is_cut_on_the_score() -> None:
     assert det.full_cuts is not None and det.full_cuts.MOTION > 4
 
 
+def test_a_cut_the_model_calls_at_0_4_is_a_cut() -> None:
+    # stress_tune_m5 53.6-56.6 s: a cut at 55.04 s between two similar shots, full-rate score 2.10 (under the
+    # 2.25 threshold), the model 0.40 over the full-rate window. Its cut-off at 0.5 lost it; at 0.3 (chosen
+    # on the tune split: 3 cuts more, no false cut more) it is found
+    span = corpus_span("stress_tune_m5", 53.6, 56.6)
+    model = ShotModel()
+    det = ShotDetector(model=model)
+    assert run(det, span) == [55.2]
+    assert det.asked["full-rate"] >= 1 and det.full_model_threshold < 0.4
+    assert run(ShotDetector(model=model, full_model_threshold=0.5), span) == []
+
+
 def test_without_thumbnails_the_5fps_path_decides(whip_flash_cut: Frames) -> None:
     # an older core (no ``shots`` feed) or dropped thumbnails: those intervals fall back to the analysed frames
     det = ShotDetector()

@@ -415,9 +415,9 @@ class ShotDetector:
     cover the interval since the previous analysed frame, it decides instead of the 5 fps score: a cut at
     a full-rate score >= ``full_threshold`` (2.25); with a model, scores in [``full_ask_from`` (1.5),
     ``full_threshold``) ask it about the same full-rate window, a cut at probability >= ``full_model_threshold``
-    (0.5); where the camera moves fast beside the best frame (``FullRateCuts.MOTION``) the model decides
+    (0.3); where the camera moves fast beside the best frame (``FullRateCuts.MOTION``) the model decides
     from ``full_ask_from`` up however high the score. All chosen on the tune split (docs/autocrop.md, "Cuts
-    at full rate", and "A wider tune split"). The decision still comes
+    at full rate", "A wider tune split", and "The model's cut-off decided"). The decision still comes
     when the next analysed frame arrives: no added delay. Intervals the thumbnails do not cover take the
     5 fps path above.
     """
@@ -431,7 +431,7 @@ class ShotDetector:
                  model: ShotModel | None = None, ask_from: float = 1.4, model_threshold: float = 0.05,
                  full_rate_ask_from: float = 1.2, full_rate_threshold: float = 0.3,
                  full_rate_cuts: bool = True, full_threshold: float = 2.25, full_ask_from: float = 1.5,
-                 full_model_threshold: float = 0.5) -> None:
+                 full_model_threshold: float = 0.3) -> None:
         self.threshold = threshold
         self.min_shot = min_shot
         self.memory = memory
