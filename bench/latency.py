@@ -110,6 +110,9 @@ CONFIGS = {c.key: c for c in (
     Config("n", "(k) with autocrop below the core (--sidecar-nice autocrop=5)", "sidecast",
            ["--latency", "low", "--sidecars", "stt,autocrop", "--sidecar-nice", "autocrop=5"],
            {"lowLatencyMode": True}, speech=True),
+    Config("o", "(k) with both sidecars below the core (--sidecar-nice stt=5 --sidecar-nice autocrop=5)", "sidecast",
+           ["--latency", "low", "--sidecars", "stt,autocrop", "--sidecar-nice", "stt=5", "--sidecar-nice", "autocrop=5"],
+           {"lowLatencyMode": True}, speech=True),
     Config("f", "(b) with hls.js catching up (maxLiveSyncPlaybackRate 1.5)", "sidecast", ["--latency", "low"],
            {"lowLatencyMode": True, "maxLiveSyncPlaybackRate": 1.5}),
     Config("g", "(b) with 1 s segments (an independent part every second)", "sidecast",
@@ -482,11 +485,16 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60, help="playback measured per configuration [60]")
     ap.add_argument("--joins", type=int, default=3, help="viewers per configuration, one after the other, "
                     "sharing --seconds [3]")
-    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l, m and n on request")
+    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l, m, n and o on request")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs and logs (and each "
                     "viewer's raw report, with hls.js's caption log lines)")
+    ap.add_argument("--browser-lower", type=int, default=0, choices=range(0, 20), metavar="0..19",
+                    help="run the measuring browser this many steps of CPU priority below the pipeline [0]. A "
+                         "viewer's player runs elsewhere, but lowering it here starves it: at 5 the player "
+                         "stalled and sat 1.1 s further back (docs/latency.md)")
     args = ap.parse_args()
+    os.environ["SIDECAST_BROWSER_LOWER"] = str(args.browser_lower)
     keys = [k.strip() for k in args.configs.split(",") if k.strip()]
     unknown = [k for k in keys if k not in CONFIGS]
     if unknown:

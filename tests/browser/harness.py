@@ -232,7 +232,9 @@ def _run_play(opts: dict[str, Any], chromium: str | None, timeout: float) -> dic
     opts = {**opts, "chromium": browser}
     proc = subprocess.Popen([node, str(PLAY_SCRIPT), json.dumps(opts)], cwd=HERE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    share_standing(proc.pid)  # node's own session; play.mjs does the same for the Chromium it starts
+    # node's own session (play.mjs gives the Chromium it starts node's nice); a bench may put the player
+    # below the pipeline it measures (bench/latency.py --browser-lower)
+    share_standing(proc.pid, int(os.environ.get("SIDECAST_BROWSER_LOWER") or 0))
     try:
         # play.mjs keeps its own deadline; this one only catches a wedged node or browser.
         out, err = proc.communicate(timeout=timeout + 30)
