@@ -20,13 +20,18 @@ from sidecast.sidecars.bitrate.model import CRF_GRID, SCALES, ModelError
 MODELS = Path(__file__).resolve().parents[1] / "models" / "bitrate"
 
 
-def _train_module():
-    spec = importlib.util.spec_from_file_location("bitrate_train", MODELS / "train.py")
+def _script(name: str):
+    """models/bitrate/NAME.py loaded as a module (the model's scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bitrate_{name}", MODELS / f"{name}.py")
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["bitrate_train"] = mod
+    sys.modules[f"bitrate_{name}"] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+def _train_module():
+    return _script("train")
 
 
 def _card_figure(label: str) -> float:
@@ -284,12 +289,7 @@ def test_corpus_table_keeps_every_digit_of_the_features(tmp_path: Path) -> None:
 
 
 def _build_corpus_module():
-    spec = importlib.util.spec_from_file_location("bitrate_build_corpus", MODELS / "build_corpus.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bitrate_build_corpus"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return _script("build_corpus")
 
 
 def test_dense_plan_adds_crfs_only_where_training_quality_falls_off_a_cliff() -> None:

@@ -7,6 +7,8 @@ scripted ``Timeline`` decoder of test_stt_shaping (what was said, at fixed media
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -39,16 +41,26 @@ def timeline_track(sidecar: SttSidecar, real: _Track) -> tuple[_Track, Timeline]
     return _Track(rec, real.builder, real.decoder), tl
 
 
+@contextlib.contextmanager
+def shared_batcher(track: _Track) -> Iterator[engine.PassBatcher]:
+    """The process's shared pass scheduler behind ``track``, its pace and wait restored afterwards (the
+    tests drive it by hand; the other tests in this process share it)."""
+    assert track.decoder is not None and track.decoder.batcher is not None
+    b = track.decoder.batcher
+    saved = (b.pace, b.wait_avg)
+    try:
+        yield b
+    finally:
+        b.pace, b.wait_avg = saved
+
+
 def test_streams_keep_less_context_while_the_shared_scheduler_is_behind() -> None:
     # The scheduler's pace: passes queue for a worker.
     spec = engine.resolve_spec(None, "cpu", "int8", 2)
     sidecar = SttSidecar(spec=spec, stream=StreamConfig(min_step=0.5, max_step=1.0, keep_context=8.0),
                          load_context=1.5)
     real = sidecar._make_tracks(0)[0]
-    assert real.decoder is not None and real.decoder.batcher is not None
-    b = real.decoder.batcher  # the process's shared scheduler: restored below
-    saved = (b.pace, b.wait_avg)
-    try:
+    with shared_batcher(real) as b:
         b.pace, b.wait_avg = 0.0, 0.0
         assert sidecar.context_seconds(real) == 8.0  # keeping up: the full context
         track, tl = timeline_track(sidecar, real)
@@ -77,8 +89,6 @@ def test_streams_keep_less_context_while_the_shared_scheduler_is_behind() -> Non
         b.pace = 1.0
         assert SttSidecar(spec=spec).context_seconds(real) == 3.0  # the default --load-context
         assert SttSidecar(spec=spec, load_context=None).context_seconds(real) == 8.0  # --load-context off
-    finally:
-        b.pace, b.wait_avg = saved
 
 
 def test_a_stream_whose_audio_piles_up_between_passes_keeps_less_context() -> None:
@@ -88,11 +98,8 @@ def test_a_stream_whose_audio_piles_up_between_passes_keeps_less_context() -> No
     spec = engine.resolve_spec(None, "cpu", "int8", 2)
     sidecar = SttSidecar(spec=spec, load_context=3.0)
     track = sidecar._make_tracks(0)[0]
-    assert track.decoder is not None and track.decoder.batcher is not None
-    b = track.decoder.batcher
-    saved = b.pace
     rec = track.recognizer
-    try:
+    with shared_batcher(track) as b:
         b.pace = 0.0
         rec.append(np.zeros(SR, dtype=np.float32), 0)  # 1 s since the last pass: keeping up
         assert sidecar.context_seconds(track) == 8.0
@@ -103,8 +110,6 @@ def test_a_stream_whose_audio_piles_up_between_passes_keeps_less_context() -> No
         rec.pass_end = 2 * SR  # a pass took it up to 2 s: 0.5 s left, keeping up again
         assert sidecar.context_seconds(track) == 8.0
         assert SttSidecar(spec=spec, load_context=None).context_seconds(track) == 8.0  # --load-context off
-    finally:
-        b.pace = saved
 
 
 @pytest.mark.parametrize("argv", [["--load-context", "soon"], ["--load-context", "nan"], ["--load-context", "-1"],
@@ -132,9 +137,6 @@ def test_a_stream_that_falls_behind_mid_speech_sheds_its_context_at_once(cut: st
     sidecar = SttSidecar(spec=spec, stream=StreamConfig(min_step=0.5, max_step=1.0, keep_context=8.0),
                          load_context=1.5, shed=cut == "now")
     real = sidecar._make_tracks(0)[0]
-    assert real.decoder is not None and real.decoder.batcher is not None
-    b = real.decoder.batcher
-    saved = (b.pace, b.wait_avg)
     tl = Timeline(THREE_SENTENCES, [(0.2, 6.0)])
     rec = StreamingRecognizer(tl.decode, tl.vad, sidecar.stream_config)
     tl.rec = rec
@@ -146,7 +148,7 @@ def test_a_stream_that_falls_behind_mid_speech_sheds_its_context_at_once(cut: st
             if (end := rec.next_pass_end()) is not None:
                 sidecar._step(track, end)
 
-    try:
+    with shared_batcher(real) as b:
         b.pace = 0.0  # keeping up: the full context, the first sentence stays in the buffer
         feed(3.5)
         assert "good." in [w.text for w in rec.committed] and rec.buf_start == 0
@@ -170,8 +172,6 @@ def test_a_stream_that_falls_behind_mid_speech_sheds_its_context_at_once(cut: st
         rec.finish()
         assert " ".join(w.text for w in rec.committed) == \
             "Doctors say walking is good. Heavy rain is expected tonight. The match starts at noon."
-    finally:
-        b.pace, b.wait_avg = saved
 
 
 def test_slow_passes_wait_for_more_audio_and_quick_ones_do_not() -> None:
@@ -203,10 +203,7 @@ def test_with_a_load_step_slow_passes_also_lower_the_context() -> None:
     # says only half behind; its slow passes say it: the least context. Without --load-step, unchanged.
     spec = engine.resolve_spec(None, "cpu", "int8", 2)
     track = SttSidecar(spec=spec)._make_tracks(0)[0]
-    assert track.decoder is not None and track.decoder.batcher is not None
-    b = track.decoder.batcher
-    saved = b.pace
-    try:
+    with shared_batcher(track) as b:
         b.pace = 0.0
         track.recognizer.append(np.zeros(3 * SR // 2, dtype=np.float32), 0)  # 1.5 s waiting: half way
         track.pass_wall = 1.2  # slow passes
@@ -214,5 +211,3 @@ def test_with_a_load_step_slow_passes_also_lower_the_context() -> None:
         assert SttSidecar(spec=spec).context_seconds(track) == 8.0 - 5.0 * 0.5  # --load-step off: as before
         track.pass_wall = 0.2  # quick again: the backlog alone decides
         assert SttSidecar(spec=spec, load_step=1.5).context_seconds(track) == 8.0 - 5.0 * 0.5
-    finally:
-        b.pace = saved
