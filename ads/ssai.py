@@ -276,10 +276,12 @@ def _duration(brk: Break) -> float:
 def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_seams: int,
                  slot: float) -> Stitched:
     n = len(content.segments)
-    # Per segment: (placement index, slot index) when it lies inside a break.
+    # Per segment: (placement index, slot index) when it plays a slot of a break's pod. Slots before a
+    # late pod's first slot were served as content and stay content.
     where: list[tuple[int, int] | None] = [None] * n
-    # (placement, slot of the previous segment) when this segment comes right after a break
-    after: list[tuple[int, int] | None] = [None] * n
+    # The same for the segment just before the window: what it played decides whether the first listed
+    # segment opens with a discontinuity, exactly as it did when that segment was listed after it.
+    head: tuple[int, int] | None = None
     # Where breaks overlap, the one that starts first owns the segments, whatever order they come in.
     placements = sorted(placements, key=lambda p: (p.brk.start_date is None, p.brk.start_date or p.brk.start,
                                                    p.brk.start, p.brk.id))
@@ -315,14 +317,13 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
         if entries[-1] and offs[-1] is not None:
             edge_in_pod |= -_EPS <= offs[-1] + content.segments[-1].duration < dur - _EPS
         for i, o in enumerate(offs):
-            if o is None:
-                continue
             msn = content.media_sequence + i
-            if -_EPS <= o < dur - _EPS:
-                if where[i] is None:
-                    where[i] = (pi, msn - first)
-            elif dur - _EPS <= o < dur - _EPS + slot - _EPS and after[i] is None:
-                after[i] = (pi, msn - 1 - first)
+            if o is not None and -_EPS <= o < dur - _EPS and msn >= first and where[i] is None:
+                where[i] = (pi, msn - first)
+        if offs[0] is not None and head is None:
+            o, msn = offs[0] - slot, content.media_sequence - 1
+            if -_EPS <= o < dur - _EPS and msn >= first:
+                head = (pi, msn - first)
 
     def source(pi: int, j: int) -> tuple[str, int]:
         """What plays in slot j of placement pi: ('ad', k), ('slate', j) or ('content', 0)."""
@@ -355,15 +356,21 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
         if j < len(es):
             return starts[pi][j]
         return (starts[pi][-1] + es[-1].seg.duration if es else 0.0) + (j - len(es)) * slot
+    def played(w: tuple[int, int] | None) -> tuple[int, tuple[str, int]] | None:
+        """Which placement's ad or slate a slot played (None: the content)."""
+        if w is None or source(*w)[0] == "content":
+            return None
+        return (w[0], source(*w))
+
     out: list[Segment] = []
     seams: list[int] = []
+    before = played(head)   # what played in the segment before this one
     for i, seg in enumerate(content.segments):
         msn = content.media_sequence + i
         w = where[i]
         if w is None:
             disc = seg.discontinuity
-            ai = after[i]
-            back = ai is not None and source(*ai)[0] != "content"
+            back = before is not None
             if back:
                 disc = True
             new = seg if disc == seg.discontinuity else replace(seg, discontinuity=disc)
@@ -373,11 +380,11 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
                 new = _with_tag(new, T.EXT_X_CUE_IN)
         else:
             pi, j = w
-            src, prev = source(pi, j), source(pi, j - 1)
+            src = source(pi, j)
             es = entries[pi]
             if src[0] == "ad":
                 e = es[j]
-                disc = seg.discontinuity or e.first or prev != src
+                disc = seg.discontinuity or e.first or before != (pi, src)
                 pdt: datetime | None = None
                 here = pdts[i]
                 if here is not None:
@@ -393,11 +400,11 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
                 new = _slate_segment(sl, min(sl.duration, seg.duration), pdts[i])
                 disc = True
             else:
-                disc = seg.discontinuity or prev[0] != "content"
+                disc = seg.discontinuity or before is not None
                 new = seg if disc == seg.discontinuity else replace(seg, discontinuity=disc)
                 if pdts[i] is not None and new.program_date_time is None:
                     new = replace(new, program_date_time=pdts[i])
-                if prev[0] != "content":
+                if before is not None:
                     new = _with_tag(new, T.EXT_X_CUE_IN)
             if src[0] != "content":
                 new = _with_tag(new, _cue_out(spans[pi]) if j == 0 else _cue_cont(elapsed(pi, j), spans[pi]))
@@ -407,6 +414,7 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
         if new.discontinuity and not seg.discontinuity:
             seams.append(msn)
         out.append(new)
+        before = played(w)
     pl = content.copy(segments=out, discontinuity_sequence=content.discontinuity_sequence + prior_seams)
     if (pl.trailing_parts or pl.preload_hints) and edge_in_pod:
         # LL-HLS: the parts of the segment being built (and the hint for the next) are content that the

@@ -6,7 +6,7 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import m3u8
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 
 from sidecast.ads.session import SessionState
@@ -288,6 +288,9 @@ def _cued(first: int, n: int, cue_at: set[int], brk_len: int, audio: bool) -> Me
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(2, 40), min_size=1, max_size=3, unique=True), st.integers(1, 5), st.integers(3, 8),
        st.lists(st.integers(0, 2), min_size=10, max_size=30), st.integers(0, 6))
+# overlapping cue tags (a CUE-OUT inside an open break; a CUE-IN and a CUE-OUT on one segment) read
+# differently as the window slides: a served content segment must keep its discontinuity number
+@example(cues=[5, 8, 9], brk_len=4, window=4, steps=[0, 0, 0, 0, 0, 1, 2, 2, 2, 2], ad_segs=4)
 def test_service_stitches_video_and_audio_in_step_from_cue_tags(cues, brk_len, window, steps, ad_segs):
     from sidecast.ads.models import AdPod, PodAd
     from sidecast.ads.session import StitchService
