@@ -291,6 +291,8 @@ def _cued(first: int, n: int, cue_at: set[int], brk_len: int, audio: bool) -> Me
 # overlapping cue tags (a CUE-OUT inside an open break; a CUE-IN and a CUE-OUT on one segment) read
 # differently as the window slides: a served content segment must keep its discontinuity number
 @example(cues=[5, 8, 9], brk_len=4, window=4, steps=[0, 0, 0, 0, 0, 1, 2, 2, 2, 2], ad_segs=4)
+# a break whose slot before the window's head was played by an earlier break (that break's content slot)
+@example(cues=[2, 3], brk_len=2, window=3, steps=[0, 0, 0, 0, 0, 0, 0, 0, 2, 2], ad_segs=1)
 def test_service_stitches_video_and_audio_in_step_from_cue_tags(cues, brk_len, window, steps, ad_segs):
     from sidecast.ads.models import AdPod, PodAd
     from sidecast.ads.session import StitchService
