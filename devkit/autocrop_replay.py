@@ -126,6 +126,56 @@ def windows(crops: list[Crop], times: list[float]) -> list[tuple[int, int, int, 
     return [path.window_at(t) for t in times]
 
 
+def comfort_steps(clip: footage.Clip, times: list[float], wins: list[tuple[int, int, int, int]], crop_w: float,
+                  margin: float = 0.1, horizon: float = 0.4) -> list[bool]:
+    """Per frame step (index i: times[i-1] -> times[i]), whether the crop had no need to move there, in issue
+    20's words ("while the subject stays inside a comfortable region of the crop, the crop does not move"):
+    the shot has no subject, or the reference subject's main box stays inside the crop as it stood at
+    times[i-1], less ``margin`` of the crop width on each side (the bench's 80 %), from times[i] to
+    times[i] + ``horizon`` (within the shot). Steps where the subject is outside that region, or leaves it
+    within ``horizon`` (the planner's own reach before a move), are re-frames, not holds."""
+    cuts = [0.0, *clip.cuts]
+    shot = np.searchsorted(np.array(cuts), np.array(times) + 1e-9, side="right")
+    xs = [(r[0][0], r[0][2]) if (r := clip.references(t)) else None for t in times]
+    none = [clip.subject(t) == "none" for t in times]
+    out = [False]
+    for i in range(1, len(times)):
+        if shot[i] != shot[i - 1]:
+            out.append(False)
+            continue
+        if none[i]:
+            out.append(True)
+            continue
+        x, _, w, _ = wins[i - 1]
+        lo, hi = x + margin * crop_w, x + w - margin * crop_w
+        ok, j = True, i
+        while j < len(times) and shot[j] == shot[i] and times[j] <= times[i] + horizon + 1e-9:
+            box = xs[j]
+            if box is None or box[0] < lo or box[1] > hi:
+                ok = False
+                break
+            j += 1
+        out.append(ok)
+    return out
+
+
+def reversals_per_min(wins: list[tuple[int, int, int, int]], times: list[float], cuts: list[float]) -> float:
+    """How often the crop's horizontal motion turns back (a move one way, then the other, inside one shot),
+    per minute of footage: a wandering crop reverses often, an operator's holds and single moves rarely."""
+    shot = np.searchsorted(np.array([0.0, *cuts]), np.array(times) + 1e-9, side="right")
+    n, last = 0, 0
+    for i in range(1, len(times)):
+        if shot[i] != shot[i - 1]:
+            last = 0
+            continue
+        d = wins[i][0] - wins[i - 1][0]
+        if d:
+            s = 1 if d > 0 else -1
+            n += last == -s
+            last = s
+    return 60.0 * n / max(times[-1] - times[0], 1e-9)
+
+
 def _load(c: footage.Clip) -> dict[str, Any]:
     path = CACHE / f"{c.name}.pkl"
     if not path.is_file():
