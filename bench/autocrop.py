@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from devkit import footage  # noqa: E402
-from devkit.autocrop_replay import comfort_steps, reversals_per_min  # noqa: E402
+from devkit.autocrop_replay import comfort_steps, operator_holds, reversals_per_min  # noqa: E402
 from devkit.scenes import Scene, coverage, cut_reaction, ground_truth_scenes, steadiness  # noqa: E402
 from sidecast.contract.records import Crop  # noqa: E402
 from sidecast.core.croppath import CropPath  # noqa: E402
@@ -150,7 +150,7 @@ def real_footage(faces: FaceDetector, objects: ObjectDetector, fps: float, width
     print(f"real edited footage ({footage.WIDTH}x{footage.HEIGHT}, {footage.FPS:g} fps), rendered at full rate "
           "through CropPath; references: CenterFace faces, MOG2 movers, hand-drawn boxes")
     print(f"{'clip':17s} {'split':9s} {'method':10s} {'cover':>6s} {'hold':>9s} {'moving':>6s} {'still':>7s}"
-          f" {'walk':>7s} {'none':>7s} {'comf':>7s} {'rev/min':>7s} {'cuts':>6s} {'false':>5s} {'react':>6s}"
+          f" {'walk':>7s} {'none':>7s} {'comf':>7s} {'op':>7s} {'rev/min':>7s} {'cuts':>6s} {'false':>5s} {'react':>6s}"
           f" {'CPU/frame':>10s}")
     totals: dict[tuple[str, str], dict[str, float]] = {}
     for c in footage.corpus():
@@ -192,13 +192,18 @@ def real_footage(faces: FaceDetector, objects: ObjectDetector, fps: float, width
             comf = comfort_steps(c, times, wins, cw)
             csteps = [i for i in range(1, len(times)) if comf[i] and footage._in_spans(times, i, spans)]
             cpx = sum(abs(wins[i][0] - wins[i - 1][0]) + abs(wins[i][1] - wins[i - 1][1]) for i in csteps)
+            op = operator_holds(c, times, wins, cw)
+            osteps = [i for i in range(1, len(times)) if op[i] and footage._in_spans(times, i, spans)]
+            opx = sum(abs(wins[i][0] - wins[i - 1][0]) + abs(wins[i][1] - wins[i - 1][1]) for i in osteps)
             rev = reversals_per_min(wins, times, c.cuts)
             tot = totals.setdefault((c.split, m), {"cuts": 0, "hit": 0, "false": 0, "dur": 0, "cov": 0, "n": 0,
                                                    "hold": 0, "hold_n": 0, "moving": 0, "still": 0, "still_n": 0,
                                                    "walk": 0, "walk_n": 0, "none": 0, "none_n": 0,
-                                                   "comf": 0, "comf_n": 0, "rev": 0})
+                                                   "comf": 0, "comf_n": 0, "op": 0, "op_n": 0, "rev": 0})
             tot["comf"] += cpx
             tot["comf_n"] += len(csteps)
+            tot["op"] += opx
+            tot["op_n"] += len(osteps)
             tot["rev"] += rev * c.duration / 60
             tot["cuts"] += len(c.cuts)
             tot["hit"] += hit
@@ -216,13 +221,14 @@ def real_footage(faces: FaceDetector, objects: ObjectDetector, fps: float, width
             kinds = " ".join(f"{kind_motion[k]:5.2f}px" if by_kind[k] else f"{'-':>7s}" for k in by_kind)
             cuts = f"{hit}/{len(c.cuts)}" if m != "centre" else "-"
             comf_s = f"{cpx / len(csteps):5.2f}px" if csteps else f"{'-':>7s}"
+            comf_s += f" {opx / len(osteps):5.2f}px" if osteps else f" {'-':>7s}"
             print(f"{c.name:17s} {c.split:9s} {m:10s} {cov * 100:5.1f}% {motion:6.2f}px {moving * 100:5.0f}% {kinds} "
                   f"{comf_s} {rev:7.1f} {cuts:>6s} "
                   f"{false if m != 'centre' else '-':>5} {'-' if react is None else f'{react:.1f}s':>6s} "
                   f"{f'{cpu[m] * 1000:.1f} ms' if m in cpu else '':>10s}")
     print()
     print(f"{'split':9s} {'method':10s} {'coverage':>9s} {'hold motion':>12s} {'moving':>7s} {'still':>8s} "
-          f"{'walk':>8s} {'none':>8s} {'comf':>8s} {'rev/min':>7s} {'cut recall':>11s} {'false cuts':>16s}")
+          f"{'walk':>8s} {'none':>8s} {'comf':>8s} {'op':>8s} {'rev/min':>7s} {'cut recall':>11s} {'false cuts':>16s}")
     for (split, m), tot in totals.items():
         recall = f"{tot['hit']}/{tot['cuts']} {100 * tot['hit'] / max(tot['cuts'], 1):.0f}%" if m != "centre" else "-"
         rate = f"{tot['false']} ({tot['false'] / tot['dur'] * 600:.1f}/10 min)" if m != "centre" else "-"
@@ -230,14 +236,17 @@ def real_footage(faces: FaceDetector, objects: ObjectDetector, fps: float, width
                          for k in ("still", "walk", "none"))
         print(f"{split:9s} {m:10s} {100 * tot['cov'] / max(tot['n'], 1):8.1f}% "
               f"{tot['hold'] / max(tot['hold_n'], 1):9.2f} px {100 * tot['moving'] / max(tot['hold_n'], 1):6.0f}% "
-              f"{kinds} {tot['comf'] / max(tot['comf_n'], 1):5.2f} px {tot['rev'] * 60 / tot['dur']:7.1f} "
+              f"{kinds} {tot['comf'] / max(tot['comf_n'], 1):5.2f} px {tot['op'] / max(tot['op_n'], 1):5.2f} px "
+              f"{tot['rev'] * 60 / tot['dur']:7.1f} "
               f"{recall:>11s} {rate:>16s}   ({tot['dur']:.0f} s of footage)")
     print("hold: mean |change of the crop centre| per frame during holds (spans >= 1 s where the reference subject's "
           "boxes fit in 80 % of the crop, or no subject); moving: share of hold frames where the crop moves; "
           "still / walk / none: hold motion where the reference subject stays within a quarter crop / travels "
           "slowly / is absent; comf: hold motion over the hold steps where the reference subject stays inside the "
           "crop as it stood, less 10 % of the crop each side, for the next 0.4 s (issue 20's 'while the subject "
-          "stays inside a comfortable region of the crop'; steps where it leaves are re-frames); rev/min: turns "
+          "stays inside a comfortable region of the crop'; steps where it leaves are re-frames); op: the same with "
+          "each re-frame taken out whole (a move that starts while the subject leaves that region, until the crop "
+          "rests or the subject has been comfortable for 1 s; devkit/autocrop_replay.operator_holds); rev/min: turns "
           "of the crop's horizontal motion per minute inside shots")
     print("targets: cut recall >= 95% with <= 1 false cut per 10 min (held out); hold motion <= 0.2 px/frame")
 
