@@ -136,10 +136,17 @@ def comfort_steps(clip: footage.Clip, times: list[float], wins: list[tuple[int, 
     times[i-1], less ``margin`` of the crop width on each side (the bench's 80 %), from times[i] to
     times[i] + ``horizon`` (within the shot). Steps where the subject is outside that region, or leaves it
     within ``horizon`` (the planner's own reach before a move), are re-frames, not holds."""
-    cuts = [0.0, *clip.cuts]
-    shot = np.searchsorted(np.array(cuts), np.array(times) + 1e-9, side="right")
+    shot = np.searchsorted(np.array([0.0, *clip.cuts]), np.array(times) + 1e-9, side="right").tolist()
     xs = [(r[0][0], r[0][2]) if (r := clip.references(t)) else None for t in times]
     none = [clip.subject(t) == "none" for t in times]
+    return comfort_flags(xs, none, shot, times, wins, crop_w, margin, horizon)
+
+
+def comfort_flags(xs: list[tuple[float, float] | None], none: list[bool], shot: list[int], times: list[float],
+                  wins: list[tuple[int, int, int, int]], crop_w: float, margin: float = 0.1,
+                  horizon: float = 0.4) -> list[bool]:
+    """``comfort_steps`` on plain data: per frame the reference subject's (x0, x1) or None, whether the shot
+    has no subject, and the shot's number."""
     out = [False]
     for i in range(1, len(times)):
         if shot[i] != shot[i - 1]:
@@ -170,7 +177,13 @@ def operator_holds(clip: footage.Clip, times: list[float], wins: list[tuple[int,
     outlasts its need is drift again); a move that starts while the subject is comfortable is not one.
     True: the subject is comfortable and no re-frame is under way (motion there is hold motion)."""
     comf = comfort_steps(clip, times, wins, crop_w)
-    shot = np.searchsorted(np.array([0.0, *clip.cuts]), np.array(times) + 1e-9, side="right")
+    shot = np.searchsorted(np.array([0.0, *clip.cuts]), np.array(times) + 1e-9, side="right").tolist()
+    return operator_flags(comf, shot, times, wins, settle, rest_frames)
+
+
+def operator_flags(comf: list[bool], shot: list[int], times: list[float], wins: list[tuple[int, int, int, int]],
+                   settle: float = 1.0, rest_frames: int = 3) -> list[bool]:
+    """``operator_holds`` on plain data: ``comf`` from ``comfort_flags``, the shot number of each frame."""
     out = [False]
     reframing, still, comfy_since = False, 0, None
     for i in range(1, len(times)):

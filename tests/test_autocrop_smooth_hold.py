@@ -123,3 +123,33 @@ def test_a_slow_walk_that_turns_back_is_a_sway_not_a_walk() -> None:
         obs.append(Observation(t, i == 0, Focus(x, 100, x + 30, 200, 0.9, "person")))
     _times, xs = render(obs)
     assert len(set(xs)) == 1, sorted(set(xs))
+
+
+def _steps(xs: list[tuple[float, float]], crop_x: list[int]) -> tuple[list[bool], list[bool]]:
+    """(comf, op) of the bench for one shot at 25 fps: the subject's (x0, x1) and the crop's x per frame."""
+    from devkit.autocrop_replay import comfort_flags, operator_flags
+
+    n = len(xs)
+    times = [i / OUT_FPS for i in range(n)]
+    wins = [(x, 0, 202, 360) for x in crop_x]
+    comf = comfort_flags(list(xs), [False] * n, [1] * n, times, wins, 202)
+    return comf, operator_flags(comf, [1] * n, times, wins)
+
+
+def test_the_bench_takes_a_re_frame_out_whole_but_counts_drift() -> None:
+    """The bench's issue-20 readings (``comf``, ``op``): a walker reaches the crop's edge and the crop makes
+    one quick move past it — ``comf`` counts the part of the move after the walker is comfortable again,
+    ``op`` counts none of it; a crop creeping after a subject that stays in the middle is drift for both."""
+    n = 100
+    walker = [(150.0 + 2 * i, 180.0 + 2 * i) for i in range(n)]  # 50 px/s to the right
+    crop = [100] * 45 + [100 + 8 * k for k in range(1, 16)] + [220] * 40  # one move of 120 px at 1.8-2.4 s
+    comf, op = _steps(walker, crop)
+    moving = [i for i in range(1, n) if crop[i] != crop[i - 1]]
+    assert not comf[moving[0]]  # the move starts as the walker leaves the comfortable region
+    assert any(comf[i] for i in moving)  # step by step, its tail is counted as hold motion
+    assert not any(op[i] for i in moving)  # as one re-frame, none of it is
+    assert all(op[i] for i in range(63, n - 12))  # once the crop rests (3 frames), a hold again
+    standing = [(300.0, 330.0)] * n
+    creep = [200 + i // 5 for i in range(n)]  # 1 px every 5 frames while the subject stands in the middle
+    comf, op = _steps(standing, creep)
+    assert all(comf[i] and op[i] for i in range(1, n) if creep[i] != creep[i - 1])
