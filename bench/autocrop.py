@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from devkit import footage  # noqa: E402
+from devkit.autocrop_replay import comfort_steps, operator_holds, reversals_per_min  # noqa: E402
 from devkit.scenes import Scene, coverage, cut_reaction, ground_truth_scenes, steadiness  # noqa: E402
 from sidecast.contract.records import Crop  # noqa: E402
 from sidecast.core.croppath import CropPath  # noqa: E402
@@ -44,6 +45,7 @@ from sidecast.sidecars.autocrop.smooth import PathOptions  # noqa: E402
 
 SHOTS: ShotModel | None = None  # the learned cut model every Analyzer here shares (main() loads it once)
 FULL_RATE = True  # feed the real-footage analysis the full-rate thumbnails the live core sends (--no-thumbs: off)
+OLD_SMOOTH: Any = None  # --smoother REV: that revision's smooth.py, fed autocrop's own kept focus ("smoother")
 
 
 def analysed_times(duration: float, fps: float) -> list[float]:
@@ -94,13 +96,24 @@ def analyse_frames(an: Any, frames: list[tuple[float, np.ndarray]],
         else:
             x, y = (sw - cw) // 2, (sh - ch) // 2
         raw.append(Crop(a.t, x, y, cw, ch, "per-frame", a.focus.confidence if a.focus else 0.0, a.cut))
-    return {"autocrop": smoothed, "per-frame": raw, "centre": [], "wall": wall, "cpu": cpu}
+    return {"autocrop": smoothed, "per-frame": raw, "centre": [], "wall": wall, "cpu": cpu, "history": decided}
 
 
-def previous_version(rev: str) -> Any:
-    """The sidecar's analysis as it was at git revision ``rev`` (a package loaded from ``git show``)."""
+def replan(smooth: Any, history: list[Any], source_w: int, source_h: int) -> list[Crop]:
+    """The crops another planner (``smooth``: a smooth.py module) makes of the same kept focus per analysed
+    frame: the smoothers compared on identical detections, cuts and keeper decisions."""
+    planner = smooth.CropPlanner(source_w, source_h, smooth.PathOptions())
+    out: list[Crop] = []
+    for a in history:
+        out += planner.push(smooth.Observation(a.t, a.cut, a.focus))
+    return out + planner.flush()
+
+
+def previous_version(rev: str, name: str = "autocrop_prev", module: str = "analyzer") -> Any:
+    """The sidecar's analysis (or another ``module`` of it) as it was at git revision ``rev`` (a package
+    loaded from ``git show`` under the name ``name``)."""
     root = Path(__file__).resolve().parents[1]
-    tmp = Path(tempfile.mkdtemp(prefix="autocrop-prev-")) / "autocrop_prev"
+    tmp = Path(tempfile.mkdtemp(prefix="autocrop-prev-")) / name
     tmp.mkdir()
     names = subprocess.run(["git", "ls-tree", "--name-only", rev, "sidecars/autocrop/"], cwd=root, check=True,
                            capture_output=True, text=True).stdout.split()
@@ -108,13 +121,13 @@ def previous_version(rev: str) -> Any:
         if n.endswith(".py"):
             (tmp / Path(n).name).write_text(subprocess.run(["git", "show", f"{rev}:{n}"], cwd=root, check=True,
                                                            capture_output=True, text=True).stdout)
-    spec = importlib.util.spec_from_file_location("autocrop_prev", tmp / "__init__.py",
+    spec = importlib.util.spec_from_file_location(name, tmp / "__init__.py",
                                                   submodule_search_locations=[str(tmp)])
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["autocrop_prev"] = mod
+    sys.modules[name] = mod
     spec.loader.exec_module(mod)
-    return importlib.import_module("autocrop_prev.analyzer")
+    return importlib.import_module(f"{name}.{module}")
 
 
 def path_windows(w: int, h: int, crops: list[Crop], times: list[float]) -> list[tuple[int, int, int, int]]:
@@ -129,14 +142,16 @@ def real_footage(faces: FaceDetector, objects: ObjectDetector, fps: float, width
     """The edited real footage of ``devkit/footage.py``, judged against reference boxes from detectors the
     sidecar does not use (CenterFace faces, MOG2 movers, hand-drawn boxes) and the edit's cut list."""
     prev_mod = previous_version(previous) if previous else None
-    methods = ["centre", "per-frame", "autocrop"] + (["previous"] if prev_mod else [])
+    methods = ["centre", "per-frame", "autocrop"] + (["smoother"] if OLD_SMOOTH is not None else []) \
+        + (["previous"] if prev_mod else [])
     print()
     print("cut detector fed the full-rate 48x27 thumbnails of the live core's shots feed" if FULL_RATE else
           "cut detector on the analysed frames only (--no-thumbs: the 5 fps fallback)")
     print(f"real edited footage ({footage.WIDTH}x{footage.HEIGHT}, {footage.FPS:g} fps), rendered at full rate "
           "through CropPath; references: CenterFace faces, MOG2 movers, hand-drawn boxes")
     print(f"{'clip':17s} {'split':9s} {'method':10s} {'cover':>6s} {'hold':>9s} {'moving':>6s} {'still':>7s}"
-          f" {'walk':>7s} {'none':>7s} {'cuts':>6s} {'false':>5s} {'react':>6s} {'CPU/frame':>10s}")
+          f" {'walk':>7s} {'none':>7s} {'comf':>7s} {'op':>7s} {'rev/min':>7s} {'cuts':>6s} {'false':>5s} {'react':>6s}"
+          f" {'CPU/frame':>10s}")
     totals: dict[tuple[str, str], dict[str, float]] = {}
     for c in footage.corpus():
         if clips and c.name not in clips:
@@ -149,6 +164,8 @@ def real_footage(faces: FaceDetector, objects: ObjectDetector, fps: float, width
         res = analyse_frames(Analyzer(footage.WIDTH, footage.HEIGHT, PathOptions(), faces, objects=objects,
                                       shot_model=SHOTS or False), frames, thumbs)
         results = {m: res[m] for m in ("centre", "per-frame", "autocrop")}
+        if OLD_SMOOTH is not None:
+            results["smoother"] = replan(OLD_SMOOTH, res["history"], footage.WIDTH, footage.HEIGHT)  # type: ignore[arg-type]
         cpu = {"autocrop": float(res["cpu"]) / len(frames)}  # type: ignore[arg-type]
         if prev_mod is not None:
             old = analyse_frames(prev_mod.Analyzer(footage.WIDTH, footage.HEIGHT, prev_mod.PathOptions(),
@@ -170,9 +187,24 @@ def real_footage(faces: FaceDetector, objects: ObjectDetector, fps: float, width
             react = footage.reaction(c, analysed)
             moving = footage.hold_moving(times, wins, spans)
             kind_motion = {k: footage.hold_motion(times, wins, sp) for k, sp in by_kind.items()}
+            # issue 20's reading: only the hold steps where the subject stays in the comfortable region of
+            # the crop as it stood (not those where it is leaving it: re-frames)
+            comf = comfort_steps(c, times, wins, cw)
+            csteps = [i for i in range(1, len(times)) if comf[i] and footage._in_spans(times, i, spans)]
+            cpx = sum(abs(wins[i][0] - wins[i - 1][0]) + abs(wins[i][1] - wins[i - 1][1]) for i in csteps)
+            op = operator_holds(c, times, wins, cw)
+            osteps = [i for i in range(1, len(times)) if op[i] and footage._in_spans(times, i, spans)]
+            opx = sum(abs(wins[i][0] - wins[i - 1][0]) + abs(wins[i][1] - wins[i - 1][1]) for i in osteps)
+            rev = reversals_per_min(wins, times, c.cuts)
             tot = totals.setdefault((c.split, m), {"cuts": 0, "hit": 0, "false": 0, "dur": 0, "cov": 0, "n": 0,
                                                    "hold": 0, "hold_n": 0, "moving": 0, "still": 0, "still_n": 0,
-                                                   "walk": 0, "walk_n": 0, "none": 0, "none_n": 0})
+                                                   "walk": 0, "walk_n": 0, "none": 0, "none_n": 0,
+                                                   "comf": 0, "comf_n": 0, "op": 0, "op_n": 0, "rev": 0})
+            tot["comf"] += cpx
+            tot["comf_n"] += len(csteps)
+            tot["op"] += opx
+            tot["op_n"] += len(osteps)
+            tot["rev"] += rev * c.duration / 60
             tot["cuts"] += len(c.cuts)
             tot["hit"] += hit
             tot["false"] += false
@@ -188,13 +220,15 @@ def real_footage(faces: FaceDetector, objects: ObjectDetector, fps: float, width
                 tot[k + "_n"] += footage.hold_frames(times, sp)
             kinds = " ".join(f"{kind_motion[k]:5.2f}px" if by_kind[k] else f"{'-':>7s}" for k in by_kind)
             cuts = f"{hit}/{len(c.cuts)}" if m != "centre" else "-"
+            comf_s = f"{cpx / len(csteps):5.2f}px" if csteps else f"{'-':>7s}"
+            comf_s += f" {opx / len(osteps):5.2f}px" if osteps else f" {'-':>7s}"
             print(f"{c.name:17s} {c.split:9s} {m:10s} {cov * 100:5.1f}% {motion:6.2f}px {moving * 100:5.0f}% {kinds} "
-                  f"{cuts:>6s} "
+                  f"{comf_s} {rev:7.1f} {cuts:>6s} "
                   f"{false if m != 'centre' else '-':>5} {'-' if react is None else f'{react:.1f}s':>6s} "
                   f"{f'{cpu[m] * 1000:.1f} ms' if m in cpu else '':>10s}")
     print()
     print(f"{'split':9s} {'method':10s} {'coverage':>9s} {'hold motion':>12s} {'moving':>7s} {'still':>8s} "
-          f"{'walk':>8s} {'none':>8s} {'cut recall':>11s} {'false cuts':>16s}")
+          f"{'walk':>8s} {'none':>8s} {'comf':>8s} {'op':>8s} {'rev/min':>7s} {'cut recall':>11s} {'false cuts':>16s}")
     for (split, m), tot in totals.items():
         recall = f"{tot['hit']}/{tot['cuts']} {100 * tot['hit'] / max(tot['cuts'], 1):.0f}%" if m != "centre" else "-"
         rate = f"{tot['false']} ({tot['false'] / tot['dur'] * 600:.1f}/10 min)" if m != "centre" else "-"
@@ -202,11 +236,18 @@ def real_footage(faces: FaceDetector, objects: ObjectDetector, fps: float, width
                          for k in ("still", "walk", "none"))
         print(f"{split:9s} {m:10s} {100 * tot['cov'] / max(tot['n'], 1):8.1f}% "
               f"{tot['hold'] / max(tot['hold_n'], 1):9.2f} px {100 * tot['moving'] / max(tot['hold_n'], 1):6.0f}% "
-              f"{kinds} {recall:>11s} {rate:>16s}   ({tot['dur']:.0f} s of footage)")
+              f"{kinds} {tot['comf'] / max(tot['comf_n'], 1):5.2f} px {tot['op'] / max(tot['op_n'], 1):5.2f} px "
+              f"{tot['rev'] * 60 / tot['dur']:7.1f} "
+              f"{recall:>11s} {rate:>16s}   ({tot['dur']:.0f} s of footage)")
     print("hold: mean |change of the crop centre| per frame during holds (spans >= 1 s where the reference subject's "
           "boxes fit in 80 % of the crop, or no subject); moving: share of hold frames where the crop moves; "
           "still / walk / none: hold motion where the reference subject stays within a quarter crop / travels "
-          "slowly / is absent")
+          "slowly / is absent; comf: hold motion over the hold steps where the reference subject stays inside the "
+          "crop as it stood, less 10 % of the crop each side, for the next 0.4 s (issue 20's 'while the subject "
+          "stays inside a comfortable region of the crop'; steps where it leaves are re-frames); op: the same with "
+          "each re-frame taken out whole (a move that starts while the subject leaves that region, until the crop "
+          "rests or the subject has been comfortable for 1 s; devkit/autocrop_replay.operator_holds); rev/min: turns "
+          "of the crop's horizontal motion per minute inside shots")
     print("targets: cut recall >= 95% with <= 1 false cut per 10 min (held out); hold motion <= 0.2 px/frame")
 
 
@@ -338,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", nargs="*", help="only these real clips (devkit/footage.py names)")
     ap.add_argument("--no-stress", action="store_true", help="skip the cut section on devkit/cutcorpus.py")
     ap.add_argument("--previous", metavar="REV", help="also run the sidecar as it was at this git revision")
+    ap.add_argument("--smoother", metavar="REV", help="also the planner (smooth.py) as it was at this git revision, "
+                    "fed autocrop's own kept focus (method 'smoother': the smoothers on identical detections)")
     ap.add_argument("--no-shot-model", action="store_true", help="autocrop without the learned cut model")
     ap.add_argument("--stress-clips", nargs="*", help="only these devkit/cutcorpus.py clips")
     ap.add_argument("--no-thumbs", action="store_true",
@@ -347,8 +390,10 @@ def main(argv: list[str] | None = None) -> int:
                          "720/480/360 veryfast, ffmpeg -re) and report whether it keeps up")
     args = ap.parse_args(argv)
 
-    global SHOTS, FULL_RATE
+    global SHOTS, FULL_RATE, OLD_SMOOTH
     FULL_RATE = not args.no_thumbs
+    if args.smoother:
+        OLD_SMOOTH = previous_version(args.smoother, "autocrop_smoother", "smooth")
     faces = FaceDetector(threads=args.threads)
     objects = ObjectDetector(threads=args.threads)
     SHOTS = None if args.no_shot_model else ShotModel(threads=args.threads)

@@ -12,6 +12,8 @@ change the figures are the bench's own (``score --check`` asserts the replayed c
     .venv/bin/python -m devkit.autocrop_replay score --split tune
     .venv/bin/python -m devkit.autocrop_replay score --code /tmp/my-autocrop   # a modified copy of sidecars/autocrop
     .venv/bin/python -m devkit.autocrop_replay causes --split tune    # where the motion during holds comes from
+    .venv/bin/python -m devkit.autocrop_replay holds --split tune     # hold steps: subject comfortable / leaving
+    .venv/bin/python -m devkit.autocrop_replay frontier --split tune  # least hold motion per coverage, foreseen
 
 Tune on ``--split tune`` only; look at ``held_out`` once, when a change is chosen.
 """
@@ -126,6 +128,103 @@ def windows(crops: list[Crop], times: list[float]) -> list[tuple[int, int, int, 
     return [path.window_at(t) for t in times]
 
 
+def comfort_steps(clip: footage.Clip, times: list[float], wins: list[tuple[int, int, int, int]], crop_w: float,
+                  margin: float = 0.1, horizon: float = 0.4) -> list[bool]:
+    """Per frame step (index i: times[i-1] -> times[i]), whether the crop had no need to move there, in issue
+    20's words ("while the subject stays inside a comfortable region of the crop, the crop does not move"):
+    the shot has no subject, or the reference subject's main box stays inside the crop as it stood at
+    times[i-1], less ``margin`` of the crop width on each side (the bench's 80 %), from times[i] to
+    times[i] + ``horizon`` (within the shot). Steps where the subject is outside that region, or leaves it
+    within ``horizon`` (the planner's own reach before a move), are re-frames, not holds."""
+    shot = np.searchsorted(np.array([0.0, *clip.cuts]), np.array(times) + 1e-9, side="right").tolist()
+    xs = [(r[0][0], r[0][2]) if (r := clip.references(t)) else None for t in times]
+    none = [clip.subject(t) == "none" for t in times]
+    return comfort_flags(xs, none, shot, times, wins, crop_w, margin, horizon)
+
+
+def comfort_flags(xs: list[tuple[float, float] | None], none: list[bool], shot: list[int], times: list[float],
+                  wins: list[tuple[int, int, int, int]], crop_w: float, margin: float = 0.1,
+                  horizon: float = 0.4) -> list[bool]:
+    """``comfort_steps`` on plain data: per frame the reference subject's (x0, x1) or None, whether the shot
+    has no subject, and the shot's number."""
+    out = [False]
+    for i in range(1, len(times)):
+        if shot[i] != shot[i - 1]:
+            out.append(False)
+            continue
+        if none[i]:
+            out.append(True)
+            continue
+        x, _, w, _ = wins[i - 1]
+        lo, hi = x + margin * crop_w, x + w - margin * crop_w
+        ok, j = True, i
+        while j < len(times) and shot[j] == shot[i] and times[j] <= times[i] + horizon + 1e-9:
+            box = xs[j]
+            if box is None or box[0] < lo or box[1] > hi:
+                ok = False
+                break
+            j += 1
+        out.append(ok)
+    return out
+
+
+def operator_holds(clip: footage.Clip, times: list[float], wins: list[tuple[int, int, int, int]], crop_w: float,
+                   settle: float = 1.0, rest_frames: int = 3) -> list[bool]:
+    """Per frame step, whether the crop should be still there, reading issue 20 as an operator's rule: it may
+    move only to re-frame. A move that starts while the subject is leaving (or outside) the comfortable
+    region (``comfort_steps`` false) is a re-frame as a whole, until the crop comes to rest (``rest_frames``
+    still frames) or the subject has been comfortable in the moving crop for ``settle`` s (a move that
+    outlasts its need is drift again); a move that starts while the subject is comfortable is not one.
+    True: the subject is comfortable and no re-frame is under way (motion there is hold motion)."""
+    comf = comfort_steps(clip, times, wins, crop_w)
+    shot = np.searchsorted(np.array([0.0, *clip.cuts]), np.array(times) + 1e-9, side="right").tolist()
+    return operator_flags(comf, shot, times, wins, settle, rest_frames)
+
+
+def operator_flags(comf: list[bool], shot: list[int], times: list[float], wins: list[tuple[int, int, int, int]],
+                   settle: float = 1.0, rest_frames: int = 3) -> list[bool]:
+    """``operator_holds`` on plain data: ``comf`` from ``comfort_flags``, the shot number of each frame."""
+    out = [False]
+    reframing, still, comfy_since = False, 0, None
+    for i in range(1, len(times)):
+        if shot[i] != shot[i - 1]:
+            reframing, still, comfy_since = False, 0, None
+            out.append(False)
+            continue
+        moved = wins[i][:2] != wins[i - 1][:2]
+        still = 0 if moved else still + 1
+        if reframing:
+            if still >= rest_frames:
+                reframing = False
+            elif comf[i]:
+                comfy_since = times[i] if comfy_since is None else comfy_since
+                if times[i] - comfy_since > settle + 1e-9:
+                    reframing = False
+            else:
+                comfy_since = None
+        if not reframing and moved and not comf[i]:
+            reframing, comfy_since = True, None
+        out.append(comf[i] and not reframing)
+    return out
+
+
+def reversals_per_min(wins: list[tuple[int, int, int, int]], times: list[float], cuts: list[float]) -> float:
+    """How often the crop's horizontal motion turns back (a move one way, then the other, inside one shot),
+    per minute of footage: a wandering crop reverses often, an operator's holds and single moves rarely."""
+    shot = np.searchsorted(np.array([0.0, *cuts]), np.array(times) + 1e-9, side="right")
+    n, last = 0, 0
+    for i in range(1, len(times)):
+        if shot[i] != shot[i - 1]:
+            last = 0
+            continue
+        d = wins[i][0] - wins[i - 1][0]
+        if d:
+            s = 1 if d > 0 else -1
+            n += last == -s
+            last = s
+    return 60.0 * n / max(times[-1] - times[0], 1e-9)
+
+
 def _load(c: footage.Clip) -> dict[str, Any]:
     path = CACHE / f"{c.name}.pkl"
     if not path.is_file():
@@ -215,19 +314,112 @@ def causes(clips: list[footage.Clip], code: Path | None) -> None:
             print(f"    {why:45s} {k:4.0f} steps {px:6.0f} px ({100 * px / max(total, 1):3.0f}%)")
 
 
+def hold_split(clips: list[footage.Clip], code: Path | None) -> None:
+    """The bench's hold steps split by issue 20's words: steps where the reference subject stays inside the
+    comfortable region of the crop as it stood (``comfort_steps``) and steps where it is outside it or
+    leaving it (re-frames, or another subject framed), with the crop's motion in each."""
+    decide, smooth = load_code(code)
+    print(f"{'clip':17s} {'split':9s} {'hold steps':>10s} {'px':>5s} {'leaving':>8s} {'px':>5s} {'comfortable':>11s} {'px':>5s}"
+          f" {'comf px/frame':>13s} {'op steps':>8s} {'op px/frame':>11s} {'rev/min':>7s}")
+    for c in clips:
+        times = c.frame_times()
+        wins = windows(replay(_load(c)["history"], decide, smooth), times)
+        spans = footage.holds(c, times, 202)
+        comf = comfort_steps(c, times, wins, 202)
+        d = [0] + [abs(wins[i][0] - wins[i - 1][0]) for i in range(1, len(times))]
+        hs = [i for i in range(1, len(times)) if footage._in_spans(times, i, spans)]
+        hc = [i for i in hs if comf[i]]
+        hn = [i for i in hs if not comf[i]]
+        op = operator_holds(c, times, wins, 202)
+        ho = [i for i in hs if op[i]]
+        print(f"{c.name:17s} {c.split:9s} {len(hs):10d} {sum(d[i] for i in hs):5d} {len(hn):8d} "
+              f"{sum(d[i] for i in hn):5d} {len(hc):11d} {sum(d[i] for i in hc):5d} "
+              f"{sum(d[i] for i in hc) / max(len(hc), 1):13.2f} {len(ho):8d} {sum(d[i] for i in ho) / max(len(ho), 1):11.2f} "
+              f"{reversals_per_min(wins, times, c.cuts):7.1f}")
+
+
+def frontier(clips: list[footage.Clip], weights: list[float]) -> None:
+    """What a camera that knew the reference boxes in advance could reach on the bench's own definitions:
+    the least hold motion for a given coverage, by dynamic programming over the crop's x (2 px grid), with
+    the motion a camera can make (|speed| <= 12 px/frame, |change of speed| <= 2 px/frame per frame) and a
+    free jump at cuts. ``weights``: px of hold motion one uncovered frame is worth (high: coverage first)."""
+    cw, g = 202, 2
+    speeds = np.arange(-12, 13, g)
+    xs = np.arange(0, footage.WIDTH - cw + 1, g)
+    for lam in weights:
+        tot = [0.0, 0.0, 0.0, 0.0]
+        for c in clips:
+            times = c.frame_times()
+            spans = footage.holds(c, times, cw)
+            shot = np.searchsorted(np.array([0.0, *c.cuts]), np.array(times) + 1e-9, side="right")
+            unc = np.zeros((len(times), len(xs)))
+            for i, t in enumerate(times):
+                refs = c.references(t)
+                if refs and c.subject(t) != "none":
+                    unc[i] = [0.0 if footage.covered(refs, (int(x), 0, cw, 360)) else 1.0 for x in xs]
+            nv, mid = len(speeds), len(speeds) // 2
+            cost = np.full((len(xs), nv), np.inf)
+            cost[:, mid] = lam * unc[0]
+            backs: list[Any] = []
+            for i in range(1, len(times)):
+                if shot[i] != shot[i - 1]:
+                    best_j = np.unravel_index(int(np.argmin(cost)), cost.shape)
+                    backs.append(("cut", best_j))
+                    cost = np.full((len(xs), nv), np.inf)
+                    cost[:, mid] = lam * unc[i]
+                    continue
+                w = 1.0 if footage._in_spans(times, i, spans) else 1e-3
+                best = np.full((len(xs), nv), np.inf)
+                arg = np.zeros((len(xs), nv, 2), np.int32)
+                for vi2, v2 in enumerate(speeds):
+                    src = np.arange(len(xs)) - v2 // g
+                    ok = (src >= 0) & (src < len(xs))
+                    for vi in (vi2 - 1, vi2, vi2 + 1):
+                        if not 0 <= vi < nv:
+                            continue
+                        cand = np.full(len(xs), np.inf)
+                        cand[ok] = cost[src[ok], vi] + w * abs(v2)
+                        better = cand < best[:, vi2]
+                        best[better, vi2] = cand[better]
+                        arg[better, vi2, 0], arg[better, vi2, 1] = src[better], vi
+                cost = best + lam * unc[i][:, None]
+                backs.append(("step", arg))
+            j = np.unravel_index(int(np.argmin(cost)), cost.shape)
+            path = [int(j[0])]
+            for kind, b in reversed(backs):
+                j = b if kind == "cut" else tuple(b[j[0], j[1]])
+                path.append(int(j[0]))
+            wins = [(int(xs[p]), 0, cw, 360) for p in reversed(path)]
+            cov, n = footage.coverage(c, times, wins)
+            motion, nh = footage.hold_motion(times, wins, spans), footage.hold_frames(times, spans)
+            print(f"  weight {lam:6.1f} {c.name:17s} cover {cov * 100:5.1f}% hold {motion:.2f} px/frame", flush=True)
+            tot[0] += cov * n
+            tot[1] += n
+            tot[2] += motion * nh
+            tot[3] += nh
+        print(f"weight {lam:6.1f}: coverage {100 * tot[0] / max(tot[1], 1):5.1f}%, hold motion "
+              f"{tot[2] / max(tot[3], 1):.2f} px/frame", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["cache", "score", "causes"])
+    ap.add_argument("what", choices=["cache", "score", "causes", "holds", "frontier"])
     ap.add_argument("--split", choices=["tune", "held_out"], help="only this split's clips")
     ap.add_argument("--clips", nargs="*", help="only these clips")
     ap.add_argument("--code", type=Path, help="a modified copy of sidecars/autocrop to score")
     ap.add_argument("--check", action="store_true", help="assert the replay gives the cached crops (no change)")
+    ap.add_argument("--weights", type=float, nargs="*", default=[1000.0, 10.0, 3.0, 1.0],
+                    help="frontier: px of hold motion one uncovered frame is worth")
     args = ap.parse_args(argv)
     clips = [c for c in footage.corpus(args.split) if not args.clips or c.name in args.clips]
     if args.what == "cache":
         cache(clips)
     elif args.what == "causes":
         causes(clips, args.code)
+    elif args.what == "holds":
+        hold_split(clips, args.code)
+    elif args.what == "frontier":
+        frontier(clips, args.weights)
     else:
         score(clips, args.code, args.check)
     return 0

@@ -49,6 +49,7 @@ class PathOptions:
     weak_slack: float = 0.3
     hold_memory: float = 2.5
     step_speed: float = 0.6
+    walk_travel: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,9 @@ class _Axis:
 
     def __init__(self, crop: float, extent: float, vmax: float, amax: float, dead_band: float,
                  response: float, hold_horizon: float = 0.4, trend_ahead: float = 0.4,
-                 step_speed: float = 0.0) -> None:
+                 step_speed: float = 0.0, walk_travel: float = 0.0) -> None:
         self.hold_horizon, self.trend_ahead = hold_horizon, trend_ahead
-        self.step_speed = step_speed
+        self.step_speed, self.walk_travel = step_speed, walk_travel
         self.crop = crop
         self.cmin = crop / 2
         self.cmax = extent - crop / 2
@@ -171,6 +172,18 @@ class _Axis:
                 return True
         return False
 
+    def _walking(self, entries: Sequence[_Entry]) -> float | None:
+        """The speed of a subject that walks one way, however slowly, over this shot's recent past and the
+        look-ahead: it has travelled ``walk_travel`` of the crop along a steady line (rms under a tenth of the
+        crop) and never turned back by more than a tenth of the crop; else None (a sway, a stand)."""
+        if len(entries) < 5 or entries[-1].t - entries[0].t < 1.5 - 1e-9:
+            return None
+        _a, b, rms = _fit(entries)
+        travelled = abs(b) * (entries[-1].t - entries[0].t)
+        if travelled < self.walk_travel * self.crop or rms >= 0.1 * self.crop or self._reverses(entries, b):
+            return None
+        return b
+
     def start(self, window: Sequence[_Entry]) -> str:
         self.v, self.moving, self.target = 0.0, False, None
         if not window:
@@ -215,6 +228,13 @@ class _Axis:
             # the subject at the crop's trailing side, so it has the whole crop to walk into before the
             # next step; only faster subjects are followed continuously.
             lead, trend, rest = trend[1], None, None
+        elif trend is None and memory and self.walk_travel > 0:
+            # Slower still (under a quarter crop a second), but walking one way over this shot's recent
+            # past: the same hold and step. Re-centring such a walker on its recent past would leave it
+            # only half the crop to walk into, and the camera would creep after it in small moves.
+            slow = self._walking([*memory, *window])
+            if slow is not None:
+                lead, rest = slow, None
         if trend is not None:
             rest = None
         if trend is None and rest is None and lead != 0.0:
@@ -271,9 +291,9 @@ class CropPlanner:
         vmax = o.max_pan_speed * source_w
         amax = o.max_accel * source_w
         self.ax = _Axis(self.crop_w, source_w, vmax, amax, o.dead_band * self.crop_w, o.response,
-                        o.hold_horizon, o.trend_ahead, o.step_speed)
+                        o.hold_horizon, o.trend_ahead, o.step_speed, o.walk_travel)
         self.ay = _Axis(self.crop_h, source_h, vmax, amax, o.dead_band * self.crop_h, o.response,
-                        o.hold_horizon, o.trend_ahead, o.step_speed)
+                        o.hold_horizon, o.trend_ahead, o.step_speed, o.walk_travel)
         self.pending: deque[Observation] = deque()
         self.history: deque[Observation] = deque()
         self.memory: deque[Observation] = deque()  # this shot's last ``hold_memory`` s
