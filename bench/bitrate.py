@@ -8,6 +8,10 @@ settings, in one run, every encode real:
 * (b) ``hints``: default + ``--sidecars bitrate``: the hull policy's size and CRF per segment and rung;
 * (c) ``fixed``: the fixed-bitrate ladder (``--rate-control vbr``: x264 ABR at the rung's rate);
 * (d) ``target``: ``--target-vmaf N`` (default 93): the target policy's size and CRF;
+* (d) ``target-anchor``: ``--target-vmaf N --target-anchor``, as the core does it (``sidecast.core.anchor``): the
+  target policy's decision encoded, its VMAF measured as the core measures it (every 3rd frame), and, when it
+  misses N by more than the tolerance, encoded once more at the corrected CRF (the correction carries to the
+  clip's next segment); the CPU it costs (the measurement, the re-encodes) is printed per rung;
 * the oracle: exhaustive encodes over a grid of sizes (1, 0.75, 0.5 of the rung) and CRFs (``GRID``), and per
   segment and rung the fewest bits at the quality the policy aims for: within 0.5 VMAF of (a) (``oracle``,
   beside (b)) and at least N (``oracle-target``, beside (d)); ``oracle-wide`` adds sizes 0.875 and 0.625
