@@ -156,7 +156,7 @@ class RunOptions:
     target_anchor: bool = field(default=False, metadata=opt(
         "--target-anchor",
         help="with --target-vmaf: measure each hinted segment's VMAF after encoding it and, when it misses N by "
-             "more than 1.5, encode it once more at a corrected CRF (about twice the video encoding CPU; needs "
+             "more than 1.5, encode it once more at a corrected CRF (about 2.5 times the video encoding CPU; needs "
              "the imageio-ffmpeg wheel's libvmaf; docs/bitrate.md)"))
     audio: bool = field(default=True, metadata=opt("--no-audio", negate=True, help="ignore the source's audio"))
     sidecars: list[str] = field(default_factory=list, metadata=opt(
