@@ -8,6 +8,10 @@ settings, in one run, every encode real:
 * (b) ``hints``: default + ``--sidecars bitrate``: the hull policy's size and CRF per segment and rung;
 * (c) ``fixed``: the fixed-bitrate ladder (``--rate-control vbr``: x264 ABR at the rung's rate);
 * (d) ``target``: ``--target-vmaf N`` (default 93): the target policy's size and CRF;
+* (d) ``target-anchor``: ``--target-vmaf N --target-anchor``, as the core does it (``sidecast.core.anchor``): the
+  target policy's decision encoded, its VMAF measured as the core measures it (every 3rd frame), and, when it
+  misses N by more than the tolerance, encoded once more at the corrected CRF (the correction carries to the
+  clip's next segment); the CPU it costs (the measurement, the re-encodes) is printed per rung;
 * the oracle: exhaustive encodes over a grid of sizes (1, 0.75, 0.5 of the rung) and CRFs (``GRID``), and per
   segment and rung the fewest bits at the quality the policy aims for: within 0.5 VMAF of (a) (``oracle``,
   beside (b)) and at least N (``oracle-target``, beside (d)); ``oracle-wide`` adds sizes 0.875 and 0.625
@@ -51,6 +55,7 @@ import cv2  # noqa: E402
 
 from devkit import corpus, quality  # noqa: E402
 from sidecast.contract.records import RenditionInfo  # noqa: E402
+from sidecast.core.anchor import TargetAnchor, measure_vmaf  # noqa: E402
 from sidecast.core.ladder import DEFAULT_LADDER, build_ladder  # noqa: E402
 from sidecast.sidecars.bitrate.features import SegmentAnalyser  # noqa: E402
 from sidecast.sidecars.bitrate.model import Policy, RateModel, decide  # noqa: E402
@@ -78,7 +83,7 @@ D_ONLY_GRID = {1.0: (16.0, 44.0), 0.75: (18.0,), 0.5: (17.0,)}
 # revision's: target margin 2, target CRFs up to 44), decided in the same run, so before and after are
 # measured on the same encodes.
 PREV_POLICY = {"target_margin": 2.0, "target_max_crf": 44.0}
-MODES = ("default", "hints", "fixed", "target", "oracle", "oracle-wide", "oracle-target")
+MODES = ("default", "hints", "fixed", "target", "target-anchor", "oracle", "oracle-wide", "oracle-target")
 PREV_MODES = ("hints-prev", "target-prev")
 Measure = tuple[int, float, float, float]  # bits, VMAF, PSNR, SSIM
 
@@ -91,16 +96,33 @@ class Encoder:
         self.ref = tmp / "ref.y4m"
         quality.write_y4m(seg.at(height, width), seg.fps, self.ref)
         self.cache: dict[tuple[int, int, float | None], Measure] = {}
+        self.encode_cpu: dict[tuple[int, int, float | None], float] = {}
+        self.anchored: dict[tuple[int, int, float | None], tuple[float, float]] = {}
 
-    def measure(self, w: int, h: int, crf: float | None) -> Measure:
+    def measure(self, w: int, h: int, crf: float | None, anchor: int = 0) -> Measure:
+        """Bits, VMAF, PSNR, SSIM of one encode (every frame). ``anchor``: also what ``--target-anchor``
+        measures of it (``sidecast.core.anchor.measure_vmaf``, every ``anchor``-th frame): ``self.anchored``."""
         key = (w, h, crf)
-        if key not in self.cache:
+        if key not in self.cache or (anchor and key not in self.anchored):
             enc = self.tmp / "enc.mkv"
+            t0 = _cpu_self()
             bits = quality.encode(self.seg.at(h, w), self.seg.fps, crf, self.cap, enc)
-            sc = quality.scores(enc, self.ref, self.seg.fps, threads=2, psnr_ssim=True)
+            self.encode_cpu[key] = _cpu_self() - t0  # every x264 thread of this (single-job) worker
+            if anchor:
+                self.anchored[key] = measure_vmaf(enc, self.seg.at(self.height, self.width), self.width,
+                                                  self.height, self.seg.fps, anchor)
+            if key not in self.cache:
+                sc = quality.scores(enc, self.ref, self.seg.fps, threads=2, psnr_ssim=True)
+                self.cache[key] = (bits, sc.vmaf, sc.psnr, sc.ssim)
             enc.unlink()
-            self.cache[key] = (bits, sc.vmaf, sc.psnr, sc.ssim)
         return self.cache[key]
+
+
+def _cpu_self() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
 
 def sized(width: int, height: int, scale: float) -> tuple[int, int]:
@@ -151,7 +173,7 @@ def table(label: str, rows: list[dict], clips: list[str], rungs: list[str], dura
         worst = min(range(len(deltas)), key=lambda i: deltas[i])
         summary[m] = {"saved": total[m][4], "mean_delta": float(np.mean(deltas)), "worst": deltas[worst],
                       "worst_clip": list(per_clip)[worst]}
-    for m in ("hints", "hints-prev", "oracle", "oracle-wide", "target", "target-prev", "fixed"):
+    for m in ("hints", "hints-prev", "oracle", "oracle-wide", "target", "target-anchor", "target-prev", "fixed"):
         if m not in summary:
             continue
         s = summary[m]
@@ -190,7 +212,7 @@ def report(rows: list[dict], names: list[str], rung_names: list[str], duration: 
         out = [f"{r['clip']} {r['rung']} ({r['vmax']:.1f}..{r['vmin']:.1f})" for r, s_ in zip(rows, sel, strict=True) if s_]
         print(f"  {len(out)} of {len(rows)} segment-rungs cannot reach N ({lab}; measured VMAF range): "
               f"{', '.join(out) or 'none'}")
-    for mode in ("target", "target-prev"):
+    for mode in ("target", "target-anchor", "target-prev"):
         if mode not in rows[0]:
             continue
         errs = np.abs(np.array([r[mode][1] for r in rows]) - n)
@@ -209,6 +231,27 @@ def report(rows: list[dict], names: list[str], rung_names: list[str], duration: 
         print("  largest misses: " + ", ".join(
             f"{rows[i]['clip']} {rows[i]['rung']} {rows[i][mode][1]:.1f}{'' if reach[i] else ' (out of reach)'}"
             for i in worst))
+    anchor_costs(rows)
+
+
+def anchor_costs(rows: list[dict]) -> None:
+    """What --target-anchor costs per segment and rung (CPU seconds, one core) and how well its subsampled
+    measurement agrees with the full one."""
+    if not rows or "anchor" not in rows[0]:
+        return
+    print("--target-anchor: CPU per segment and rung (2 s segments), one core equivalent: first encode / VMAF "
+          "measurement (every 3rd frame) / re-encoded share / anchor overhead vs the first encode")
+    for rung in [*dict.fromkeys(r["rung"] for r in rows), None]:
+        sel = [r["anchor"] for r in rows if rung is None or r["rung"] == rung]
+        enc = statistics.mean(a["encode_cpu"] for a in sel)
+        vm = statistics.mean(a["vmaf_cpu"] for a in sel)
+        re = statistics.mean(a["c1"] != a["c0"] for a in sel)
+        extra = statistics.mean(a["vmaf_cpu"] + (a["encode_cpu"] if a["c1"] != a["c0"] else 0.0) for a in sel)
+        print(f"  {rung or 'all':5s}: encode {enc:.3f} s, measure {vm:.3f} s, re-encoded {re * 100:.0f}%, "
+              f"overhead {extra:.3f} s = {100 * extra / enc:.0f}% of the encode")
+    diff = np.array([a["m0"] - a["full0"] for a in (r["anchor"] for r in rows)])
+    print(f"  subsampled vs every-frame VMAF of the first encode: mean {diff.mean():+.2f}, mean |diff| "
+          f"{np.abs(diff).mean():.2f}, max |diff| {np.abs(diff).max():.2f}")
 
 
 def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = "", target_only: bool = False,
@@ -229,6 +272,7 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
     frame_ms: list[float] = []
     decide_ms: list[float] = []
     seconds = 0.0
+    anchor = TargetAnchor(target_vmaf)  # --target-anchor: one per stream, its correction carries segment to segment
     with tempfile.TemporaryDirectory(prefix="sidecast-bench-") as tmp_s:
         tmp = Path(tmp_s)
         mezz = corpus.render(clip, tmp / f"{clip.name}.mkv", quality.ffmpeg_exe())
@@ -281,6 +325,20 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
                     crf = h.crf if h.crf > 0 else r.crf
                     got[mode] = enc.measure(w, hh, crf)
                     shown[mode] = f"{hh}p {crf:g}"
+                # (d) with the measured anchor, as the core does it (sidecast.core.anchor.TargetAnchor): the
+                # first encode at the hinted CRF (plus the rung's carried correction), its VMAF measured on every
+                # 3rd frame, one re-encode at the corrected CRF when it misses N by more than the tolerance
+                h = tgt_hints[i]
+                w, hh = (h.width, h.height) if h.width and h.height else (r.width, r.height)
+                hint_crf = h.crf if h.crf > 0 else r.crf
+                c0 = anchor.start_crf(r.name, hint_crf)
+                first = enc.measure(w, hh, c0, anchor=anchor.rule.subsample)
+                m0, vmaf_cpu = enc.anchored[(w, hh, c0)]
+                c1 = anchor.after_first(r.name, hint_crf, c0, m0, first[0], r.max_bitrate, secs)
+                got["target-anchor"] = enc.measure(w, hh, c1)
+                shown["target-anchor"] = f"{hh}p {c0:g}>{c1:g}"
+                anchor_row = {"hint_crf": hint_crf, "c0": c0, "m0": m0, "full0": first[1], "c1": c1,
+                              "vmaf_cpu": vmaf_cpu, "encode_cpu": enc.encode_cpu[(w, hh, c0)]}
                 if not d_only:
                     got["fixed"] = enc.measure(r.width, r.height, None)
                     shown["fixed"] = f"{r.height}p abr"
@@ -299,7 +357,7 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
                 vmax = max(m[1] for m in enc.cache.values())
                 vmin = min(m[1] for m in enc.cache.values())
                 rows.append({"clip": clip.name, "genre": clip.genre, "seg": seg.index, "rung": r.name,
-                             "secs": secs, "vmax": vmax, "vmin": vmin, **got})
+                             "secs": secs, "vmax": vmax, "vmin": vmin, "anchor": anchor_row, **got})
                 lines.append(f"{clip.name:24s} {seg.index:3d} {r.name:>5s}  " + "  ".join(
                     f"{shown[m]:>14s} {got[m][0] / secs / 1000:7.0f} {got[m][1]:6.2f}" + " " * 6 for m in modes))
             seg.drop_sizes()
@@ -310,7 +368,7 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
 def shown_modes(target_only: bool, compare: bool, d_only: bool = False) -> list[str]:
     """The modes a run measures, in column order."""
     if d_only:
-        return ["default", "target", *(["target-prev"] if compare else [])]
+        return ["default", "target", "target-anchor", *(["target-prev"] if compare else [])]
     skip = ("oracle", "oracle-wide") if target_only else ()
     return [m for m in MODES if m not in skip] + (list(PREV_MODES) if compare else [])
 

@@ -153,6 +153,11 @@ class RunOptions:
         help="with a bitrate sidecar: aim every segment of every rung at VMAF N (at the rung's display size) "
              "instead of the static CRF; segments that cannot reach N spend up to the rung's cap "
              "(docs/bitrate.md)"))
+    target_anchor: bool = field(default=False, metadata=opt(
+        "--target-anchor",
+        help="with --target-vmaf: measure each hinted segment's VMAF after encoding it and, when it misses N by "
+             "more than 1.5, encode it once more at a corrected CRF (about 2.5 times the video encoding CPU; needs "
+             "the imageio-ffmpeg wheel's libvmaf; docs/bitrate.md)"))
     audio: bool = field(default=True, metadata=opt("--no-audio", negate=True, help="ignore the source's audio"))
     sidecars: list[str] = field(default_factory=list, metadata=opt(
         "--sidecars", parse=_csv, help="comma-separated sidecars to start locally (e.g. stt,autocrop)"))
@@ -272,6 +277,14 @@ class RunOptions:
             if self.part_hold_back < 2 * self.part_duration:
                 raise ConfigError(f"--part-hold-back {self.part_hold_back:g}: must be at least two parts "
                                   f"({2 * self.part_duration:.3f} s, RFC 8216bis 4.4.3.8)")
+        if self.target_anchor:
+            if self.target_vmaf is None:
+                raise ConfigError("--target-anchor corrects --target-vmaf N: add --target-vmaf")
+            if self.latency == "low" or self.passthrough:
+                raise ConfigError("--target-anchor re-encodes hinted segments: not with --latency low or --passthrough")
+            from .anchor import vmaf_ffmpeg
+            if vmaf_ffmpeg() is None:
+                raise ConfigError("--target-anchor measures VMAF with libvmaf: pip install imageio-ffmpeg")
         if self.captions_language in self.captions_translate:
             raise ConfigError(f"--captions-translate {self.captions_language}: that is the source language "
                               "(--captions-language) already")

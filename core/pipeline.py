@@ -41,6 +41,7 @@ from sidecast.contract.records import Crop, RenditionInfo, Result, ResultKind, S
 from sidecast.contract.shm import sweep_stale
 from sidecast.hls.breaks import Break
 
+from .anchor import TargetAnchor
 from .breaks import BreakSchedule
 from .croppath import CropPath
 from .errors import ConfigError, SidecastError, SourceError
@@ -315,7 +316,9 @@ class Pipeline:
             self.source.decode_video = "all" if wants_video else ("keyframes" if self.cfg.snapshots_fps > 0 else "none")
         else:
             main = VideoLadder(ctx, rungs, self._pool, kind="main", rate_control=self.cfg.rate_control,
-                               hint_producers=tuple(lk.name for lk in self.producers("bitrate_hints")))
+                               hint_producers=tuple(lk.name for lk in self.producers("bitrate_hints")),
+                               anchor=TargetAnchor(self.cfg.target_vmaf)
+                               if self.cfg.target_anchor and self.cfg.target_vmaf is not None else None)
         self.ladders = [main]
         self.outputs = [main]
         if self._want_vertical() and not self.cfg.passthrough:

@@ -44,6 +44,7 @@ from sidecast.hls import Part
 from sidecast.hls.live import LivePlaylist, atomic_write
 
 from .. import fmp4, media
+from ..anchor import TargetAnchor
 from ..croppath import CropPath, Window
 from ..ladder import RateControl, Rung, segment_settings, segment_size
 from ..timeline import Timeline
@@ -74,8 +75,10 @@ class VideoLadder(Output):
 
     def __init__(self, ctx: StreamContext, rungs: list[Rung], pool: Executor, *, kind: str = "main",
                  rate_control: RateControl = "crf", crop_path: CropPath | None = None,
-                 hint_producers: tuple[str, ...] = ()) -> None:
+                 hint_producers: tuple[str, ...] = (), anchor: TargetAnchor | None = None) -> None:
         self.ctx = ctx
+        # --target-anchor: hinted segments are measured and, when they miss the target, re-encoded (anchor.py)
+        self.anchor = anchor
         self.kind = kind
         self.name = f"video-{kind}"
         self.pool = pool
@@ -180,25 +183,47 @@ class VideoLadder(Output):
             w, ht = (segment_size(rs.rung.width, rs.rung.height, h.width, h.height) if h is not None
                      else (rs.rung.width, rs.rung.height))
             settings.append((crf, cap, h is not None, w, ht))
+            if self.anchor is not None and h is not None and crf is not None and crops is None:
+                futures.append(self.pool.submit(
+                    self.anchor.encode, rs.rung.name, job.frames, job.times, rs.dir / f"{job.name}.ts", w, ht,
+                    (rs.rung.width, rs.rung.height), self.ctx.fps, crf, cap, job.duration))
+                continue
+            if self.anchor is not None:
+                self.anchor.reset(rs.rung.name)  # no hinted CRF to correct: the next segment starts afresh
             futures.append(self.pool.submit(
                 media.encode_video_segment, job.frames, job.times, rs.dir / f"{job.name}.ts",
                 w, ht, self.ctx.fps, crf, cap, job.duration, crops))
-        stats = [f.result() for f in futures]
-        self._list(job, stats, settings, fallback)
+        results = [f.result() for f in futures]
+        stats: list[media.SegmentStats] = []
+        extra: list[dict[str, object]] = []
+        for i, res in enumerate(results):
+            if isinstance(res, tuple):  # anchored: the CRF it ended at, and what segments.jsonl records of it
+                st, used, record = res
+                settings[i] = (used, *settings[i][1:])
+                stats.append(st)
+                extra.append(record)
+            else:
+                stats.append(res)
+                extra.append({})
+        self._list(job, stats, settings, fallback, extra)
 
     def _list(self, job: SegmentJob, stats: list[media.SegmentStats],
-              settings: list[tuple[float | None, int, bool, int, int]], fallback: str | None) -> None:
+              settings: list[tuple[float | None, int, bool, int, int]], fallback: str | None,
+              extra: list[dict[str, object]] | None = None) -> None:
         """Log and list one encoded segment in every rendition's playlists."""
         # rate_control is what this segment used: "crf" (crf under max_bitrate) or "vbr" (ABR at
         # max_bitrate, crf null); a hint with a CRF makes its segment "crf". width/height: the encoded size.
         # fallback: why a segment that should have had a hint used the static settings ("late": no hint
         # within the decision window; "sidecar down": no bitrate sidecar running any more; "low latency":
-        # parts are encoded before a hint can exist); null otherwise.
+        # parts are encoded before a hint can exist); null otherwise. --target-anchor adds, to each
+        # anchored segment, target_vmaf, hint_crf, anchor_crf, anchor_vmaf, correction, passes, vmaf_cpu_s.
         self.ctx.log.write([
             {"segment": job.index, "rendition": rs.rung.name, "start": round(job.start, 3),
              "duration": job.duration, "bytes": st.bytes, "rate_control": "vbr" if crf is None else "crf",
-             "crf": crf, "max_bitrate": cap, "hinted": hinted, "width": w, "height": ht, "fallback": fallback}
-            for rs, st, (crf, cap, hinted, w, ht) in zip(self.renditions, stats, settings, strict=True)])
+             "crf": crf, "max_bitrate": cap, "hinted": hinted, "width": w, "height": ht, "fallback": fallback,
+             **more}
+            for rs, st, (crf, cap, hinted, w, ht), more in zip(self.renditions, stats, settings,
+                                                               extra or [{}] * len(stats), strict=True)])
         for rs, st in zip(self.renditions, stats, strict=True):
             if self.published == 0:
                 rs.codecs = st.codecs

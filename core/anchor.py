@@ -1,0 +1,177 @@
+"""The measured anchor of ``--target-vmaf N --target-anchor``: each hinted segment's real quality, measured.
+
+The bitrate model places a segment's quality curve with a level error (held out: VMAF MAE 4.9): a CRF that it
+predicts lands on N may land 6 points off. Its *slope* near N is far better known than its level. So the core
+encodes the segment at the hinted CRF, measures the VMAF it really reached (libvmaf v0.6.1 at the rung's
+display size, on every ``subsample``-th frame), and when that misses N by more than ``tolerance`` encodes it
+once more at a CRF moved by the miss over a fixed local slope (``corrected_crf``: tuned on training curves by
+``models/bitrate/anchor_tune.py``, never on held-out clips). A segment whose first encode already fills the
+rung's cap and still falls short is kept: a lower CRF cannot buy quality the cap does not allow.
+
+The correction carries to the next segment of the same rung (a closed loop): its first encode starts at the
+hinted CRF plus the last correction, as long as the hint moved by at most ``carry_within`` CRF (the model
+sees the same content; a cut or new content resets it). Costs one VMAF pass per segment and rung, plus a
+second encode for the segments that miss; ``bench/bitrate.py`` reports both.
+
+libvmaf comes from the FFmpeg binary of the ``imageio-ffmpeg`` wheel (the core's own PyAV build has no
+libvmaf): ``vmaf_ffmpeg()`` says whether it is there, and ``--target-anchor`` refuses to start without it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import av
+
+from . import media
+
+CEIL = 101.0  # as the model's log2(101 - VMAF) distortion space
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """The correction rule. ``space="log"``: the step is the miss in log2(101 - VMAF) over ``slope`` (per
+    CRF); ``"vmaf"``: the miss in VMAF points over ``slope``. Steps are capped at ``max_step`` CRFs (a quality
+    cliff makes any far step a guess). Defaults: chosen by ``models/bitrate/anchor_tune.py`` on training clips."""
+
+    space: Literal["log", "vmaf"] = "log"
+    slope: float = 0.25
+    max_step: float = 3.0
+    tolerance: float = 1.5
+    subsample: int = 3
+    carry_within: float = 2.0
+
+
+def corrected_crf(crf: float, measured: float, target: float, rule: Anchor, lo: float = 10.0,
+                  hi: float = 51.0) -> float:
+    """The CRF to re-encode at, given the VMAF ``measured`` at ``crf``; ``crf`` itself when within tolerance.
+
+    Quality falls as CRF rises, so a segment above ``target`` moves up the scale and one below moves down.
+    The result is on a 0.5 grid (the hints' grid) and inside [lo, hi].
+    """
+    if not math.isfinite(measured) or abs(measured - target) <= rule.tolerance:
+        return crf
+    if rule.space == "log":
+        miss = math.log2(CEIL - min(target, CEIL - 0.5)) - math.log2(CEIL - min(measured, CEIL - 0.5))
+    else:
+        miss = measured - target
+    step = max(-rule.max_step, min(rule.max_step, miss / rule.slope))
+    return float(min(hi, max(lo, round((crf + step) * 2.0) / 2.0)))
+
+
+@lru_cache(maxsize=1)
+def vmaf_ffmpeg() -> str | None:
+    """The path of an FFmpeg with libvmaf (imageio-ffmpeg's), or None."""
+    try:
+        import imageio_ffmpeg
+        exe = str(imageio_ffmpeg.get_ffmpeg_exe())
+        out = subprocess.run([exe, "-hide_banner", "-filters"], capture_output=True, text=True, timeout=30).stdout
+    except Exception:  # not installed, or a binary that does not run here: no anchor
+        return None
+    return exe if " libvmaf " in out else None
+
+
+def measure_vmaf(encoded: Path, reference: Sequence[av.VideoFrame], width: int, height: int, fps: Fraction,
+                 subsample: int = 3, threads: int = 1) -> tuple[float, float]:
+    """Mean VMAF v0.6.1 of an encoded segment against its source frames, both at ``width`` x ``height``
+    (the rung's display size: an encode made smaller is scaled up first, as a player would), and the CPU
+    seconds the measuring process took (decode, scaling and libvmaf, on one thread)."""
+    exe = vmaf_ffmpeg()
+    if exe is None:
+        raise RuntimeError("the measured anchor needs an FFmpeg with libvmaf: pip install imageio-ffmpeg")
+    tb = f"{fps.denominator}/{fps.numerator}"
+    with tempfile.TemporaryDirectory(prefix="sidecast-anchor-") as tmp:
+        log = Path(tmp) / "vmaf.json"
+        graph = (f"[0:v]scale={width}:{height}:flags=bicubic,settb={tb},setpts=N[d];[1:v]settb={tb},setpts=N[r];"
+                 f"[d][r]libvmaf=n_threads={threads}:n_subsample={max(1, subsample)}:log_fmt=json:log_path={log}")
+        cmd = [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-threads", "1", "-i", str(encoded),
+               "-f", "yuv4mpegpipe", "-i", "pipe:0", "-lavfi", graph, "-f", "null", "-"]
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(f"YUV4MPEG2 W{width} H{height} F{fps.numerator}:{fps.denominator} Ip A1:1 C420jpeg\n"
+                             .encode())
+            for fr in reference:
+                if (fr.width, fr.height, fr.format.name) != (width, height, "yuv420p"):
+                    fr = fr.reformat(width=width, height=height, format="yuv420p", interpolation="BICUBIC")
+                proc.stdin.write(b"FRAME\n")
+                for i, (pw, ph) in enumerate(((width, height), (width // 2, height // 2), (width // 2, height // 2))):
+                    plane = fr.planes[i]
+                    buf = memoryview(plane).cast("B")
+                    if plane.line_size == pw:
+                        proc.stdin.write(buf[: pw * ph])
+                    else:
+                        for row in range(ph):
+                            proc.stdin.write(buf[row * plane.line_size: row * plane.line_size + pw])
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        _pid, status, usage = os.wait4(proc.pid, 0)  # its own CPU time, whatever else this process runs
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0 or not log.exists():
+            raise RuntimeError(f"libvmaf failed: {err.strip()[-300:]}")
+        vmaf = float(json.loads(log.read_text())["pooled_metrics"]["vmaf"]["mean"])
+        return vmaf, usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class TargetAnchor:
+    """One ladder's anchor: the target, the rule, and the correction each rung carries to its next segment."""
+
+    target: float
+    rule: Anchor = field(default_factory=Anchor)
+    min_crf: float = 10.0
+    max_crf: float = 51.0
+    _carry: dict[str, tuple[float, float]] = field(default_factory=dict)  # rung -> (last hint CRF, correction)
+
+    def start_crf(self, rung: str, hint_crf: float) -> float:
+        """The first encode's CRF: the hint's, plus the rung's last correction while the hint stays put."""
+        last = self._carry.get(rung)
+        if last is None or abs(hint_crf - last[0]) > self.rule.carry_within:
+            return hint_crf
+        return float(min(self.max_crf, max(self.min_crf, hint_crf + last[1])))
+
+    def after_first(self, rung: str, hint_crf: float, crf0: float, measured: float, bits: float, cap: int,
+                    duration: float) -> float:
+        """The CRF of the segment's final encode, given its first encode's measured VMAF and bits; remembers
+        the correction for the rung's next segment. A first encode that spent 90 % of the cap and still falls
+        short is kept: a lower CRF cannot buy quality the cap does not allow."""
+        crf1 = corrected_crf(crf0, measured, self.target, self.rule, self.min_crf, self.max_crf)
+        if crf1 < crf0 and bits >= 0.9 * cap * duration:
+            crf1 = crf0
+        self._carry[rung] = (hint_crf, crf1 - hint_crf)
+        return crf1
+
+    def encode(self, rung: str, frames: list[av.VideoFrame], times: list[float], path: Path, width: int,
+               height: int, display: tuple[int, int], fps: Fraction, hint_crf: float, cap: int, duration: float
+               ) -> tuple[media.SegmentStats, float, dict[str, object]]:
+        """Encode one hinted segment of one rung, measured and corrected; returns its stats, the CRF used and
+        what ``segments.jsonl`` records: ``target_vmaf``, ``hint_crf``, ``anchor_crf`` (the first encode's),
+        ``anchor_vmaf`` (measured there), ``correction`` (final CRF - hint CRF), ``passes`` (1 or 2: a second
+        encode costs what the first did), ``vmaf_cpu_s`` (CPU seconds of the measurement)."""
+        crf0 = self.start_crf(rung, hint_crf)
+        stats = media.encode_video_segment(frames, times, path, width, height, fps, crf0, cap, duration)
+        measured, cpu = measure_vmaf(path, frames, display[0], display[1], fps, self.rule.subsample)
+        crf1 = self.after_first(rung, hint_crf, crf0, measured, stats.bytes * 8, cap, duration)
+        if crf1 != crf0:
+            stats = media.encode_video_segment(frames, times, path, width, height, fps, crf1, cap, duration)
+        record: dict[str, object] = {
+            "target_vmaf": self.target, "hint_crf": hint_crf, "anchor_crf": crf0, "anchor_vmaf": round(measured, 2),
+            "correction": crf1 - hint_crf, "passes": 2 if crf1 != crf0 else 1, "vmaf_cpu_s": round(cpu, 3)}
+        return stats, crf1, record
+
+    def reset(self, rung: str) -> None:
+        """Forget a rung's correction (a segment it could not measure: the next starts from the model)."""
+        self._carry.pop(rung, None)
+
