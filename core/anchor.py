@@ -88,7 +88,7 @@ def measure_vmaf(encoded: Path, reference: Sequence[av.VideoFrame], width: int, 
     seconds the measuring process took (decode, scaling and libvmaf, on one thread)."""
     exe = vmaf_ffmpeg()
     if exe is None:
-        raise RuntimeError("the measured anchor needs an FFmpeg with libvmaf: pip install imageio-ffmpeg")
+        raise RuntimeError("the measured anchor needs an FFmpeg with libvmaf: pip install 'sidecast[bitrate]' (imageio-ffmpeg)")
     tb = f"{fps.denominator}/{fps.numerator}"
     with tempfile.TemporaryDirectory(prefix="sidecast-anchor-") as tmp:
         log = Path(tmp) / "vmaf.json"

@@ -284,7 +284,7 @@ class RunOptions:
                 raise ConfigError("--target-anchor re-encodes hinted segments: not with --latency low or --passthrough")
             from .anchor import vmaf_ffmpeg
             if vmaf_ffmpeg() is None:
-                raise ConfigError("--target-anchor measures VMAF with libvmaf: pip install imageio-ffmpeg")
+                raise ConfigError("--target-anchor measures VMAF with libvmaf: pip install 'sidecast[bitrate]' (imageio-ffmpeg)")
         if self.captions_language in self.captions_translate:
             raise ConfigError(f"--captions-translate {self.captions_language}: that is the source language "
                               "(--captions-language) already")
