@@ -421,7 +421,7 @@ class ShotDetector:
     threshold): the two detectors read different pictures with different features, and their false alarms
     fell in different places on tune (cuts inside fast whip pans, which the full-rate score and the model
     miss, are what it finds). All chosen on the tune split (docs/autocrop.md, "Cuts
-    at full rate", "A wider tune split", "The model's cut-off decided" and "Two detectors agreeing"). The decision still comes
+    at full rate", "A wider tune split", "The model's cut-off decided" and "Fewer false cuts"). The decision still comes
     when the next analysed frame arrives: no added delay. Intervals the thumbnails do not cover take the
     5 fps path above.
     """

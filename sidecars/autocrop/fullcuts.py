@@ -18,7 +18,9 @@ A frame ``k`` (the first of a new shot) scores the geometric mean of its distanc
 counted twice, colour once) to the shot's own statistics: the largest of the neighbouring pairs' distances
 (a lone spike: motion, a whip pan, a flash raise the neighbours too) and the 90th percentile of the last 25
 non-trivial distances (a source that repeats frames, 0, 0, 0, jump, is measured against its jumps, not
-against its zeros). It counts only if frames before it and frames after it still differ when it is
+against its zeros; the colour reference also counts jumps that changed the colours only, as a still shot of
+a repeating source does). A frame of the next interval, a frame or two after the best one, that outscores
+it takes the cut there (a flash or a whip pan starting just before a cut). It counts only if frames before it and frames after it still differ when it is
 skipped (*bridge*: a flash of one or two frames is followed by the picture it interrupted), in structure
 or in colour (a cut to another place of the same scene keeps much of its structure, not its colours);
 a large colour jump whose colours are back across it is a flash too (NCC ignores gain, so a flash on a
@@ -29,7 +31,7 @@ how fast the camera moved beside the best frame: there (a whip pan starting fast
 follows) ``decide.ShotDetector`` lets the learned model decide.
 
 Constants chosen on the tune split only (``devkit/cutframes.py``, ``devkit/cuttune.py``, ``devkit/shotrate.py``;
-docs/autocrop.md, "Cuts at full rate" and "A wider tune split").
+docs/autocrop.md, "Cuts at full rate", "A wider tune split" and "Fewer false cuts").
 """
 
 from __future__ import annotations
