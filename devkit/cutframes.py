@@ -51,10 +51,23 @@ def probabilities(model: ShotModel, thumbs: np.ndarray) -> np.ndarray:
                            for s in range(0, len(padded) - 99, 50)])[:n]
 
 
-def build(c: Any, model: ShotModel, out: Path) -> None:
+def build(c: Any, model: ShotModel, out: Path, thumbs_only: bool = False) -> None:
     n = int(np.floor(c.duration * FULL_FPS + 1e-9))
     group = group_for(SHOT_FEED.wants, footage.WIDTH, footage.HEIGHT)
     thumbs = np.zeros((n, 27, 48, 3), np.uint8)
+    if thumbs_only:  # what devkit/cuttune.py and devkit/shotrate.py --thumbs read, a fraction of the CPU
+        scored = Scored({})
+        for t, img in c.frames([k / FULL_FPS for k in range(n)]):
+            k = int(round(t * FULL_FPS))
+            thumbs[k] = core_thumbnail(img, group)
+            if k % STEP == 0:
+                scored.cache.clear()
+                scored.push(t, cv2.resize(img, (480, 270), interpolation=cv2.INTER_AREA))
+        scored.flush()
+        st = np.array(sorted(scored.scores.items()), np.float64).reshape(-1, 2)
+        np.savez_compressed(out, thumbs=thumbs, scores=st, cuts=np.array(c.cuts, np.float64), duration=c.duration,
+                            split=c.split, kind="stress" if isinstance(c, cutcorpus.StressClip) else "footage")
+        return
     cache: dict[Any, Any] = {}
     hand = Scored(cache)
     shipped = LazyFull(cache, lambda k: thumbs[k], n, model=model)
@@ -96,15 +109,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split")
     ap.add_argument("--dir", type=Path, default=DIR)
+    ap.add_argument("--clips", nargs="*", help="only these clips")
+    ap.add_argument("--thumbs-only", action="store_true",
+                    help="only the thumbnails, the 5 fps hand-made scores and the cuts (no model)")
     args = ap.parse_args(argv)
     args.dir.mkdir(parents=True, exist_ok=True)
     model = ShotModel()
     for c in clips(args.split):
         out = args.dir / f"{c.name}.npz"
-        if out.exists():
+        if out.exists() or (args.clips and c.name not in args.clips):
             continue
         t0 = time.time()
-        build(c, model, out)
+        tmp = out.with_suffix(".tmp.npz")
+        build(c, model, tmp, args.thumbs_only)
+        tmp.rename(out)
         print(f"{c.name} {c.split} {c.duration:.0f}s in {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
     return 0
 

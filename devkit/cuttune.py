@@ -38,10 +38,13 @@ class Interval:
     at: float  # the time of the best-scoring frame
     i: int  # analysed frame index
     motion: int = 0  # the largest one-frame shift (px) of the two frames either side of the best one
+    five: float = 0.0  # the 5 fps hand-made score of the same analysed frame (cutframes' ``scores``)
 
 
-def replay(thumbs: np.ndarray, cls: type[FullRateCuts] = FullRateCuts) -> list[Interval]:
-    """Every analysed interval's full-rate score, the thumbnails pushed as the sidecar gets them."""
+def replay(thumbs: np.ndarray, cls: type[FullRateCuts] = FullRateCuts, five: np.ndarray | None = None) -> list[Interval]:
+    """Every analysed interval's full-rate score, the thumbnails pushed as the sidecar gets them (``five``:
+    the 5 fps scores, rows of (t, score), for the vote)."""
+    by_t = {round(float(t) * FULL_FPS): float(sc) for t, sc in five} if five is not None else {}
     fc = cls()
     n = len(thumbs)
     out: list[Interval] = []
@@ -56,7 +59,7 @@ def replay(thumbs: np.ndarray, cls: type[FullRateCuts] = FullRateCuts) -> list[I
         got = fc.score_final(t0, t) if i == last else fc.score(t0, t)
         if got is None:
             raise SystemExit(f"interval {t0}-{t} not covered")
-        out.append(Interval(t, got[0], got[1], i, fc.last_motion))
+        out.append(Interval(t, got[0], got[1], i, fc.last_motion, by_t.get(STEP * i, 0.0)))
     return out
 
 
@@ -97,15 +100,21 @@ class Probs:
 
 
 def decide(intervals: list[Interval], probs: Probs | None, threshold: float = 2.25, ask_from: float = 1.5,
-           model_threshold: float = 0.3, min_shot: float = 0.4, motion: int = 0) -> list[float]:
+           model_threshold: float = 0.3, min_shot: float = 0.4, motion: int = 0,
+           vote: float | None = None) -> list[float]:
     """Cut times, ShotDetector's rule on full-rate scores (``motion`` > 0: from that camera motion on, only
     the model cuts; as in the sidecar, only where a model is asked: not without ``probs`` or with
-    ``ask_from`` above ``threshold``, the "score alone" rows)."""
+    ``ask_from`` above ``threshold``, the "score alone" rows; ``vote``: a score from ``ask_from`` (1.5
+    without a model) also cuts when the 5 fps score reaches it). The 5 fps scores come from the 5 fps
+    detector deciding alone, whose shot statistics restart at its own cuts; in the sidecar they restart
+    at the decided cuts, so ``devkit/shotrate.py`` is the end-to-end check."""
     cuts: list[float] = []
     last = 0.0  # the first frame starts a shot
     model = probs is not None and ask_from <= threshold
     for iv in intervals:
         cut = iv.score >= threshold and not (model and motion and iv.motion >= motion)
+        if not cut and vote is not None and iv.score >= min(ask_from, 1.5) and iv.five >= vote:
+            cut = True
         if not cut and probs is not None and iv.score >= ask_from:
             cut = probs(iv.i) >= model_threshold
         if cut and iv.t - last >= min_shot:
@@ -141,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--thresholds", type=float, nargs="+", default=[2.0, 2.25, 2.5, 3.0], help="the grid's score thresholds")
     ap.add_argument("--ask", type=float, nargs="+", default=[1.5, 1.75, 2.0, 99.0], help="the grid's ask-from scores (99: score alone)")
     ap.add_argument("--model-cuts", type=float, nargs="+", default=[0.3, 0.5, 0.7], help="the grid's model cut-offs")
+    ap.add_argument("--votes", type=float, nargs="+", default=[0.0],
+                    help="the grid's 5 fps scores from which a full-rate score in the ask band cuts (0: no vote)")
     args = ap.parse_args(argv)
     names = [c.name for c in cutframes.clips(args.split) if (args.dir / f"{c.name}.npz").exists()]
     data = {name: cutframes.load(name, args.dir) for name in names}
@@ -148,10 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(names)} clips, {minutes:.1f} min, {sum(len(d['cuts']) for d in data.values())} cuts", flush=True)
     consts = {k: (int(v) if v.isdigit() else float(v)) for k, v in (x.split("=") for x in args.set)}
     cls = type("Variant", (FullRateCuts,), consts) if consts else FullRateCuts
-    scored = {name: replay(d["thumbs"], cls) for name, d in data.items()}
+    scored = {name: replay(d["thumbs"], cls, d.get("scores")) for name, d in data.items()}
     probs = {name: Probs(name, d["thumbs"], args.dir) for name, d in data.items()}
-    rules = [dict(threshold=th, ask_from=a, model_threshold=p, motion=args.motion)
-             for th, a, p in itertools.product(args.thresholds, args.ask, args.model_cuts)
+    rules = [dict(threshold=th, ask_from=a, model_threshold=p, motion=args.motion, **({"vote": v} if v else {}))
+             for th, a, p, v in itertools.product(args.thresholds, args.ask, args.model_cuts, args.votes)
              if a < th or a == 99.0]
     if args.quick:
         rules = [dict(threshold=2.25, ask_from=1.5, model_threshold=0.3), dict(threshold=2.25, ask_from=99.0),
@@ -186,11 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     print("highest other intervals: " + ", ".join(f"{s:.2f} {n} {t:.1f}" for s, n, t in other[:6]))
     if args.errors:
         for name, d in data.items():
-            m, f = errors(d["cuts"].tolist(), decide(scored[name], probs[name], motion=args.motion))
+            m, f = errors(d["cuts"].tolist(), decide(scored[name], probs[name], motion=args.motion,
+                                                     vote=args.votes[-1] or None))
             by_t = {iv.t: iv for iv in scored[name]}
             for t in m:
                 iv = by_t.get(math.ceil(t * 5 - 1e-6) / 5)
-                print(f"  {name} missed {t:.2f} (score {iv.score if iv else float('nan'):.2f}, motion {iv.motion if iv else -1}, p {probs[name](iv.i) if iv else -1:.2f})")
+                print(f"  {name} missed {t:.2f} (score {iv.score if iv else float('nan'):.2f}, motion {iv.motion if iv else -1}, "
+                      f"p {probs[name](iv.i) if iv else -1:.2f}, 5 fps {iv.five if iv else float('nan'):.2f})")
             for t in f:
                 print(f"  {name} false {t:.2f} (score {by_t[t].score:.2f} at {by_t[t].at:.2f}, "
                       f"p {probs[name](by_t[t].i):.2f})")

@@ -22,6 +22,8 @@ the same analysed frames):
                   -> ``fullcuts.FullRateCuts``: the hand-made detector on every source frame, TransNetV2 asked
                   where its score hesitates): the live sidecar now;
 - ``full-alone``  the same without the model (the hand-made full-rate detector alone);
+- ``s8``          ``full-rate`` as shipped before the ninth session (no 5 fps vote, no look-ahead, shot
+                  statistics from pairs whose structure moved only: ``S8Cuts``, ``full_vote=None``);
 - ``s7``          ``full-rate`` with the constants shipped before the wider tune split (no colour bridge, no
                   flash test, no two-frame step test, no motion rule: ``S7Cuts``), for the comparison;
 - ``--alone``     also the model alone over every full-rate frame with full context (TransNetV2's own
@@ -100,7 +102,16 @@ class LazyFull(SharedFeatures):
         return super()._full_rate_window(t, final)
 
 
-class S7Cuts(FullRateCuts):
+class S8Cuts(FullRateCuts):
+    """The full-rate detector as shipped before the ninth session's rules (branch ``s8-figures3``): shot
+    statistics from pairs whose structure moved only, and no look-ahead (``ShotDetector`` with
+    ``full_vote=None`` besides)."""
+
+    MOVED_COLOUR = None
+    AHEAD = 0
+
+
+class S7Cuts(S8Cuts):
     """The full-rate detector as shipped before the wider tune split (branch ``s7-cuts``)."""
 
     BRIDGE_COLOUR = 1e9  # the bridge judged on structure only
@@ -170,13 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     model = ShotModel()
     clips: list[Any] = [*cutcorpus.stress(), *footage.corpus()]
     grid = [f"core {a:.1f}/{thr:.1f}" for a, thr in GRID] if args.grid else []
-    methods = (["hand-made", "5fps"] + (["full-cv2"] if args.grid else []) + ["before", *grid, "full-alone", "s7", "full-rate"]
+    methods = (["hand-made", "5fps"] + (["full-cv2"] if args.grid else []) + ["before", *grid, "full-alone", "s7", "s8", "full-rate"]
                + (["alone>=0.5", "alone>=0.7"] if args.alone else []))
-    shown = ["hand-made", "5fps", "before", "full-alone", "s7", "full-rate"]
+    shown = ["hand-made", "5fps", "before", "full-alone", "s7", "s8", "full-rate"]
     print(f"{'clip':17s} {'split':9s} {'length':>7s}" + "".join(f"{m:>16s}" for m in shown))
     totals: dict[tuple[str, str, str], list[float]] = {}
     asked: dict[str, dict[str, int]] = {m: {"5fps": 0, "full-rate": 0} for m in methods}
-    decided: dict[str, dict[str, int]] = {m: {"5fps": 0, "full-rate": 0} for m in ("full-alone", "s7", "full-rate")}
+    decided: dict[str, dict[str, int]] = {m: {"5fps": 0, "full-rate": 0} for m in ("full-alone", "s7", "s8", "full-rate")}
+    voted: dict[str, int] = {}
     full_frames, full_cpu = 0, 0.0
     for c in clips:
         if (args.clips and c.name not in args.clips) or (args.split and c.split != args.split):
@@ -200,8 +212,10 @@ def main(argv: list[str] | None = None) -> int:
             dets[name] = LazyFull(cache, core_thumb, n, model=model, full_rate_ask_from=a, full_rate_threshold=thr, **old)
         # fed every thumbnail in order, each before the analysed frame of the same time (the core's order)
         fed = {"full-alone": SharedFeatures(cache), "full-rate": SharedFeatures(cache, model=model),
-               "s7": SharedFeatures(cache, model=model)}
+               "s7": SharedFeatures(cache, model=model, full_vote=None),
+               "s8": SharedFeatures(cache, model=model, full_vote=None)}
         fed["s7"].full_cuts = S7Cuts()
+        fed["s8"].full_cuts = S8Cuts()
         dets.update(fed)
         found: dict[str, list[float]] = {m: [] for m in methods}
         # the virtual-camera clips render any frame on its own: only the analysed ones up front (the rest
@@ -233,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             if m in decided:
                 for src, count in det.decided.items():
                     decided[m][src] += count
+                voted[m] = voted.get(m, 0) + det.voted
             if m == "full-rate" and det.full_cuts is not None:
                 full_frames += det.full_cuts.frames
                 full_cpu += det.full_cuts.cpu_seconds
@@ -260,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{m} {a['5fps']}/{a['full-rate']}" for m, a in asked.items() if sum(a.values())))
     print("decisions (5 fps path / full-rate path): "
           + ", ".join(f"{m} {a['5fps']}/{a['full-rate']}" for m, a in decided.items()))
+    print("cuts made by the 5 fps vote: " + ", ".join(f"{m} {v}" for m, v in voted.items()))
     if full_frames:
         print(f"full-rate detector: {full_frames} thumbnails, {1000 * full_cpu / full_frames:.3f} ms of CPU each "
               "(its push; scoring is per analysed frame)")

@@ -416,8 +416,12 @@ class ShotDetector:
     a full-rate score >= ``full_threshold`` (2.25); with a model, scores in [``full_ask_from`` (1.5),
     ``full_threshold``) ask it about the same full-rate window, a cut at probability >= ``full_model_threshold``
     (0.3); where the camera moves fast beside the best frame (``FullRateCuts.MOTION``) the model decides
-    from ``full_ask_from`` up however high the score. All chosen on the tune split (docs/autocrop.md, "Cuts
-    at full rate", "A wider tune split", and "The model's cut-off decided"). The decision still comes
+    from ``full_ask_from`` up however high the score. A score from ``full_ask_from`` is also a cut when the
+    5 fps score of the same analysed frame (computed anyway) reaches ``full_vote`` (1.6, the 5 fps
+    threshold): the two detectors read different pictures with different features, and their false alarms
+    fell in different places on tune (cuts inside fast whip pans, which the full-rate score and the model
+    miss, are what it finds). All chosen on the tune split (docs/autocrop.md, "Cuts
+    at full rate", "A wider tune split", "The model's cut-off decided" and "Fewer false cuts"). The decision still comes
     when the next analysed frame arrives: no added delay. Intervals the thumbnails do not cover take the
     5 fps path above.
     """
@@ -431,7 +435,7 @@ class ShotDetector:
                  model: ShotModel | None = None, ask_from: float = 1.4, model_threshold: float = 0.05,
                  full_rate_ask_from: float = 1.2, full_rate_threshold: float = 0.3,
                  full_rate_cuts: bool = True, full_threshold: float = 2.25, full_ask_from: float = 1.5,
-                 full_model_threshold: float = 0.3) -> None:
+                 full_model_threshold: float = 0.3, full_vote: float | None = 1.6) -> None:
         self.threshold = threshold
         self.min_shot = min_shot
         self.memory = memory
@@ -449,6 +453,11 @@ class ShotDetector:
         self.full_threshold = full_threshold
         self.full_ask_from = full_ask_from
         self.full_model_threshold = full_model_threshold
+        # a full-rate score from full_ask_from is also a cut when the 5 fps score of the same analysed
+        # frame reaches full_vote (the 5 fps detector's own threshold): two detectors that read other
+        # pictures, other features and other statistics agree (None: off)
+        self.full_vote = full_vote
+        self.voted = 0  # cuts made by that agreement
         self.last_full_score: float | None = None  # the full-rate score of the last decision (None: 5 fps)
         self.decided = {"5fps": 0, "full-rate": 0}  # decisions, by what they read
         self._analysed: deque[float] = deque(maxlen=3)  # media times of the last analysed frames
@@ -586,6 +595,9 @@ class ShotDetector:
         # decides there (without one, the score decides as everywhere)
         moving = self.model is not None and self.full_cuts.last_motion >= self.full_cuts.MOTION
         if got[0] >= self.full_threshold and not moving:
+            return True
+        if self.full_vote is not None and got[0] >= self.full_ask_from and self.last_score >= self.full_vote:
+            self.voted += 1
             return True
         if self.model is None or got[0] < self.full_ask_from:
             return False

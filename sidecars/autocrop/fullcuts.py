@@ -18,7 +18,9 @@ A frame ``k`` (the first of a new shot) scores the geometric mean of its distanc
 counted twice, colour once) to the shot's own statistics: the largest of the neighbouring pairs' distances
 (a lone spike: motion, a whip pan, a flash raise the neighbours too) and the 90th percentile of the last 25
 non-trivial distances (a source that repeats frames, 0, 0, 0, jump, is measured against its jumps, not
-against its zeros). It counts only if frames before it and frames after it still differ when it is
+against its zeros; the colour reference also counts jumps that changed the colours only, as a still shot of
+a repeating source does). A frame of the next interval, a frame or two after the best one, that outscores
+it takes the cut there (a flash or a whip pan starting just before a cut). It counts only if frames before it and frames after it still differ when it is
 skipped (*bridge*: a flash of one or two frames is followed by the picture it interrupted), in structure
 or in colour (a cut to another place of the same scene keeps much of its structure, not its colours);
 a large colour jump whose colours are back across it is a flash too (NCC ignores gain, so a flash on a
@@ -29,7 +31,7 @@ how fast the camera moved beside the best frame: there (a whip pan starting fast
 follows) ``decide.ShotDetector`` lets the learned model decide.
 
 Constants chosen on the tune split only (``devkit/cutframes.py``, ``devkit/cuttune.py``, ``devkit/shotrate.py``;
-docs/autocrop.md, "Cuts at full rate" and "A wider tune split").
+docs/autocrop.md, "Cuts at full rate", "A wider tune split" and "Fewer false cuts").
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ class FullRateCuts:
     FLASH_STEP = 0.15
     STEPS = 0.3  # the two-frame distance counts when both one-frame steps carry >= this share of it
     MOTION = 5  # px a frame of camera motion beside the best frame from which the score alone cannot cut
+    MOVED_COLOUR: float | None = 0.05  # a pair this far apart in colour changed (not a repeat): colour statistics
+    AHEAD = 2  # a frame this close after the best one, in the next interval, that outscores it: the cut is there
     MIN_HISTORY = 6  # frames (pairs) of history needed before a frame can be judged
     MAX_GAP = 0.11  # s between thumbnails above which the interval is not covered (dropped, < 10 fps)
     KEEP = 64  # frames kept: the statistics, and the interval up to the next analysed frame at 5-60 fps
@@ -148,9 +152,16 @@ class FullRateCuts:
         return float(cv2.compareHist(a, b, cv2.HISTCMP_BHATTACHARYYA))
 
     def _ratio(self, d: np.ndarray, ref: list[np.ndarray], past: list[np.ndarray]) -> float:
-        nz = [x for x in past if x[0] > 0.005]
-        if nz:
-            ref = [*ref, np.percentile(np.stack(nz), self.QUANTILE, axis=0)]
+        # the shot's own statistics: the percentile of the recent distances where the picture changed (a
+        # source that repeats frames gives 0, 0, 0, jump: it is judged against its jumps). Structure from the
+        # pairs whose structure moved; colour also from pairs whose colours did while the structure barely
+        # did (a still street shot whose frames jump in colour only): without them a person stepping into
+        # such a shot was judged against nothing and scored as a cut
+        moved = [x for x in past if x[0] > 0.005]
+        coloured = moved if self.MOVED_COLOUR is None else [x for x in past if x[0] > 0.005 or x[1] > self.MOVED_COLOUR]
+        if coloured:
+            ref = [*ref, np.array([np.percentile([x[0] for x in moved], self.QUANTILE) if moved else 0.0,
+                                   np.percentile([x[1] for x in coloured], self.QUANTILE)])]
         r = np.maximum(d / ((np.max(np.stack(ref), axis=0) if ref else np.zeros(2)) + self.FLOOR), 0.5)
         return float(np.exp((2 * np.log(r[0]) + np.log(r[1])) / 3))
 
@@ -213,6 +224,13 @@ class FullRateCuts:
             return None
         d1, d2, d3 = ([f.d[j] for f in fr] for j in range(3))
         best, k = max(((self._frame_score(d1, d2, d3, k), k) for k in idx), key=lambda x: x[0])
+        if not final and self.AHEAD:
+            # a disturbance just before a cut (a flash, a whip pan starting): the cut's own frame, a frame or
+            # two later in the next interval, outscores it. Cutting here would put the cut before the new
+            # shot's first frame and, within ``min_shot``, block the next interval, which will cut
+            later = [self._frame_score(d1, d2, d3, j) for j in range(idx[-1] + 1, min(k + self.AHEAD, len(fr) - 3) + 1)]
+            if later and max(later) > best:
+                best = 0.0
         self.last_motion = max((max(abs(f.shift[0]), abs(f.shift[1])) for f in fr[max(0, k - 2):k] + fr[k + 1:k + 3]),
                                default=0)
         return best, fr[k].t
