@@ -92,6 +92,13 @@ def _warp(img: np.ndarray, rect: tuple[float, float, float, float]) -> np.ndarra
     return cv2.warpAffine(img, m, (WIDTH, HEIGHT), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
+#: Two shot starts closer than this are one cut: a source's own cut 1-3 frames before an edit shows a 1-3
+#: frame flash of a shot, which a viewer does not see as a shot. (It was 0.5 s until 2026-12-01, which also
+#: merged the 8-12 frame shots a virtual camera segment leaves when it starts 0.32-0.48 s after a source's
+#: own cut: real cuts, left out of the reference.)
+FLASH_MERGE = 0.15
+
+
 @dataclass(frozen=True)
 class StressClip:
     name: str
@@ -144,7 +151,7 @@ class StressClip:
                 prev = (seg, i)
             kept: list[float] = []
             for t in sorted(set(out)):  # a 1-3 frame flash of a shot before an edit is one cut, not two
-                if not kept or t - kept[-1] >= 0.5:
+                if not kept or t - kept[-1] >= FLASH_MERGE:
                     kept.append(t)
             self._cache["cuts"] = kept
         return list(self._cache["cuts"])  # type: ignore[call-overload]

@@ -53,3 +53,17 @@ def test_cut_recall_and_no_false_cut_on_whips_flashes_and_shake(
     # measured: 40 of 43 cuts, no false cut in 220 s (without the learned second opinion: 39 of 43; the
     # shift-blind detector before that: 35 of 43, 6 false cuts)
     assert hit >= 40 and false == 0, (hit, total, false)
+
+
+def test_the_reference_keeps_short_shots_and_merges_only_flashes() -> None:
+    """A virtual-camera segment that starts 0.32-0.48 s after its source's own cut leaves an 8-12 frame shot:
+    a viewer sees two cuts, so the reference must list both (it merged them at 0.5 s until 2026-12-01). Only a
+    1-3 frame flash of a shot before an edit is one cut."""
+    clip = next(c for c in cutcorpus.stress("held_out") if c.name == "stress_held_1")
+    cuts = clip.cuts
+    assert all(b - a >= cutcorpus.FLASH_MERGE for a, b in zip(cuts, cuts[1:])), cuts
+    assert cutcorpus.FLASH_MERGE <= 4 / 25, "a 4-frame shot is a shot"
+    # the three short shots of this clip (source cut, then the edit 8-12 frames later) are all there
+    for pair_end in (10.84, 53.24, 81.32):
+        assert any(abs(c - pair_end) < 0.02 for c in cuts), (pair_end, cuts)
+        assert any(0.3 <= pair_end - c <= 0.5 for c in cuts), (pair_end, cuts)
