@@ -267,6 +267,11 @@ def replay_policies(prog: object, model: object, lang: str, policies: list[str],
         w_ = rs.wer(prog.reference, " ".join(w.text for w in words), lang)
         print(f"{policy:10s} {vad_mode:11s} {w_:6.3f} {w_ / off_wer if off_wer else float('inf'):6.2f} {statistics.median(lag):8.2f} "
               f"{pct(lag, 0.95):6.2f} {max(lag):6.2f} {sum(x > 6 for x in lag):5d} {rec.stalls:6d}")
+        if rec.voice_checks:
+            print(f"{'':22s} voice checks {len(rec.voice_checks)}, context dropped {sum(c for *_, c in rec.voice_checks)}; "
+                  f"{rec.voice_seconds * 1000:.0f} ms in all over {rec.passes} passes "
+                  f"({rec.voice_seconds * 1000 / max(rec.passes, 1):.2f} ms per pass, decoder "
+                  f"{rec.decode_seconds * 1000 / max(rec.passes, 1):.0f} ms per pass)")
     return 0
 
 
