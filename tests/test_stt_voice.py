@@ -2,8 +2,9 @@
 kept context on a change of voice after a pause, not on the same speaker's pause (``voice_change``).
 
 The kept context (the last committed sentences as audio and forced prefix) helps the same speaker going
-on after a pause and misleads tiny.en on another speaker's first words (docs/captions.md, "A change of
-voice ends the kept context"). Tuning recordings only: the held-out ones are for measuring.
+on after a pause and was thought to mislead tiny.en on another speaker's first words; the rule is an
+option, off by default (docs/captions.md, "A change of voice and the kept context": on the tuning
+programmes it lost more words than it won). Tuning recordings only: the held-out ones are for measuring.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sidecast.sidecars.stt import engine, voice
 from sidecast.sidecars.stt.engine import DecodeOptions, Decoder
 from sidecast.sidecars.stt.recognizer import SAMPLE_RATE, StreamConfig, StreamingRecognizer
 
-THRESHOLD = StreamConfig.voice_change or 0.3  # the decided default (0 would mean off: then the value tested)
+THRESHOLD = 0.25  # the threshold decided on the tuning programmes' distances (docs/captions.md)
 
 
 def clip(cid: str) -> np.ndarray:
@@ -72,6 +73,9 @@ def test_the_recogniser_drops_the_context_on_a_new_voice_and_keeps_it_for_the_sa
     chosen = [pool[c] for c in ("asterisk-en/vm-nobodyavail", "librivox/0870", "librivox/0890")]
     assert all(c.split == "tuning" for c in chosen)
     prog = rs.programme(clips=chosen, gaps=[3.5, 2.5, 1.0], minutes=60)
+    # Off by default: on the tuning programmes dropping the context on a new voice cost more words than
+    # it saved (docs/captions.md, "A change of voice"); change the default only with new tuning figures.
+    assert StreamConfig.voice_change == 0.0
     cfg = StreamConfig(voice_change=THRESHOLD)
     rec = StreamingRecognizer(decoder.decode, engine.speech_regions, cfg)
     words: list[Word] = []

@@ -79,7 +79,8 @@ class StreamConfig:
                                   # pause of voice_gap or more differs from the speech before it by more than
                                   # this (voice.distance, MFCC means) the buffer is cut at the new speech,
                                   # so neither its audio nor its text is the new speaker's forced prefix
-                                  # (the prompt stays). 0 = off
+                                  # (the prompt stays). 0 = off, the default: on the tuning programmes it
+                                  # cost more words than it saved (docs/captions.md, "A change of voice")
     voice_gap: float = 1.0        # seconds of pause before a new region for the voice check
     voice_after: float = 1.0      # seconds of the new region heard before the check is made (once)
     voice_keep: float = 0.0       # on a change of voice, keep this much of the old voice's last committed
