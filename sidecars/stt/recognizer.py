@@ -83,8 +83,6 @@ class StreamConfig:
                                   # cost more words than it saved (docs/captions.md, "A change of voice")
     voice_gap: float = 1.0        # seconds of pause before a new region for the voice check
     voice_after: float = 1.0      # seconds of the new region heard before the check is made (once)
-    voice_keep: float = 0.0       # on a change of voice, keep this much of the old voice's last committed
-                                  # words (whole words, with their text as prefix) instead of none
     idle_context: float = 2.0     # while no audio comes (see settle_idle), held words the last pass heard
                                   # with this much audio after them are committed without a second pass
     guards: GuardConfig = GUARDS
@@ -421,13 +419,7 @@ class StreamingRecognizer:
         self._voice_done = onset_abs
         self.voice_checks.append((_sec(onset_abs), d, changed))
         if changed:
-            cut = max(onset_abs - int(0.1 * sr), self.commit_end)
-            if cfg.voice_keep > 0:
-                tail_from = self._absolute(turn[-1][1]) - int(cfg.voice_keep * sr)
-                kept = [w for w in self.committed[-20:] if round(w.start * sr) >= max(tail_from, self.buf_start)]
-                if kept:
-                    cut = round(kept[0].start * sr) - int(0.05 * sr)
-            self._trim_to(cut, context=False)
+            self._trim_to(max(onset_abs - int(0.1 * sr), self.commit_end), context=False)
         self.voice_seconds += time.monotonic() - started
         return changed
 
