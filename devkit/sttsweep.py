@@ -12,7 +12,10 @@ can be checked on more programmes than one replay each). One model load and one 
 programme serve all configurations; the offline baseline is bench/stt.py's (``transcribe`` with its
 defaults: beam 5, no word timings). Prints, per programme and configuration, the WER and word errors,
 the ratio to offline, the errors in utterances that follow another speaker vs the same speaker, the
-media-time lag (median / p95 / max), words later than 6 s, stall re-decodes and looping passes; then
+media-time lag (median / p95 / max), words later than 6 s, stall re-decodes and looping passes (and, with
+``voice_change``, how many speaker changes and same-speaker pauses its voice check dropped the context
+on, by the programme's speakers, and the check's time; ``voice_change=1000`` logs the distances in
+``--json`` without acting on them); then
 pooled figures (errors over all reference words) with the number of programmes on which each
 configuration did better and worse than the first. Programmes run one after another, every
 configuration on each, so a run cut short still compares them on what it finished (``--json`` is
