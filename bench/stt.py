@@ -194,18 +194,20 @@ def real_speech(args: argparse.Namespace) -> int:
         print(f"offline with the streaming beam ({args.beam_size}): WER {same_wer:.3f} (not used for the ratios)")
     print()
     policies = ["agreement", "alignatt"] if args.policy == "both" else [args.policy]
-    if args.replay:
-        if args.config:  # settings to compare, each POLICY[:FIELD=VALUE,...] as devkit/sttsweep.py takes them
-            from devkit.sttsweep import parse
+    configs: dict[str, StreamConfig] = {}
+    if args.config:  # settings to compare, each POLICY[:FIELD=VALUE,...] as devkit/sttsweep.py takes them
+        from devkit.sttsweep import parse
 
-            configs = [parse(c) for c in args.config]
-            return replay_policies(prog, model, lang, [c for c, _ in configs], off_wer, args.beam_size,
-                                   args.vad.split(","), dict(configs))
-        return replay_policies(prog, model, lang, policies, off_wer, args.beam_size, args.vad.split(","))
-    print(f"{'policy':10s} {'WER':>6s} {'ratio':>6s} {'cue med':>8s} {'p95':>6s} {'max':>6s} {'>6s':>5s} "
+        configs = dict(parse(c) for c in args.config)
+        policies = list(configs)
+    if args.replay:
+        return replay_policies(prog, model, lang, policies, off_wer, args.beam_size, args.vad.split(","), configs)
+    width = max(10, *(len(p) for p in policies))
+    print(f"{'policy':{width}s} {'WER':>6s} {'ratio':>6s} {'cue med':>8s} {'p95':>6s} {'max':>6s} {'>6s':>5s} "
           f"{'order':>6s} {'overlap':>8s} {'busy':>5s} {'load':>5s}")
     for policy in policies:
-        res = stream(prog.audio, spec, args.speed, args.beam_size, StreamConfig(policy=policy), language=lang)  # type: ignore[arg-type]
+        cfg = configs.get(policy) or StreamConfig(policy=policy)  # type: ignore[arg-type]
+        res = stream(prog.audio, spec, args.speed, args.beam_size, cfg, language=lang)
         finals = [(t, c) for t, c in res.published if c.final and not c.track]
         text = " ".join(c.text.replace("\n", " ") for _, c in finals)
         st_wer = rs.wer(prog.reference, text, lang)
@@ -219,13 +221,13 @@ def real_speech(args: argparse.Namespace) -> int:
                 end = min(w.end, u.end) if u else w.end
                 lat.append(t - (res.t0 + end / args.speed))
         if not lat:
-            print(f"{policy:10s} no captions (see the report above)")
+            print(f"{policy:{width}s} no captions (see the report above)")
             continue
         starts = [c.start for _, c in finals]
         out_of_order = sum(b < a for a, b in zip(starts, starts[1:], strict=False))
         overlapping = sum(a.end > b.start + 1e-6 for (_, a), (_, b) in zip(finals, finals[1:], strict=False))
         busy = res.decode_s / max(res.feed_s + res.drain_s, 1e-9)
-        print(f"{policy:10s} {st_wer:6.3f} {st_wer / off_wer if off_wer else float('inf'):6.2f} "
+        print(f"{policy:{width}s} {st_wer:6.3f} {st_wer / off_wer if off_wer else float('inf'):6.2f} "
               f"{statistics.median(lat):8.2f} {pct(lat, 0.95):6.2f} {max(lat):6.2f} {sum(x > 6 for x in lat):5d} "
               f"{out_of_order:6d} {overlapping:8d} {busy:5.0%} {os.getloadavg()[0]:5.1f}")
     print("targets: WER ratio <= 1.15, cue median <= 2.0 s, p95 <= 3.5 s, no word > 6 s, no order/overlap faults")
@@ -265,8 +267,13 @@ def replay_policies(prog: object, model: object, lang: str, policies: list[str],
             words.append(w)
             lag.append(len(prog.audio) / 16000 - w.end)
         w_ = rs.wer(prog.reference, " ".join(w.text for w in words), lang)
-        print(f"{policy:10s} {vad_mode:11s} {w_:6.3f} {w_ / off_wer if off_wer else float('inf'):6.2f} {statistics.median(lag):8.2f} "
+        print(f"{policy:{max(10, len(policy))}s} {vad_mode:11s} {w_:6.3f} {w_ / off_wer if off_wer else float('inf'):6.2f} {statistics.median(lag):8.2f} "
               f"{pct(lag, 0.95):6.2f} {max(lag):6.2f} {sum(x > 6 for x in lag):5d} {rec.stalls:6d}")
+        if rec.voice_checks:
+            print(f"{'':22s} voice checks {len(rec.voice_checks)}, context dropped {sum(c for *_, c in rec.voice_checks)}; "
+                  f"{rec.voice_seconds * 1000:.0f} ms in all over {rec.passes} passes "
+                  f"({rec.voice_seconds * 1000 / max(rec.passes, 1):.2f} ms per pass, decoder "
+                  f"{rec.decode_seconds * 1000 / max(rec.passes, 1):.0f} ms per pass)")
     return 0
 
 
@@ -327,7 +334,7 @@ def main() -> int:
     ap.add_argument("--policy", choices=["agreement", "alignatt", "both"], default="both",
                     help="real corpus: commit policy (default both, in the same run)")
     ap.add_argument("--config", action="append", default=[],
-                    help="real corpus --replay: settings to compare instead of --policy, each "
+                    help="real corpus: settings to compare instead of --policy, each "
                          "POLICY[:FIELD=VALUE,...] (StreamConfig fields, as devkit/sttsweep.py)")
     ap.add_argument("--vad", default="incremental",
                     help="real corpus --replay: VAD modes to compare, e.g. whole,incremental (sidecar --vad)")

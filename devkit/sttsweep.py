@@ -12,7 +12,10 @@ can be checked on more programmes than one replay each). One model load and one 
 programme serve all configurations; the offline baseline is bench/stt.py's (``transcribe`` with its
 defaults: beam 5, no word timings). Prints, per programme and configuration, the WER and word errors,
 the ratio to offline, the errors in utterances that follow another speaker vs the same speaker, the
-media-time lag (median / p95 / max), words later than 6 s, stall re-decodes and looping passes; then
+media-time lag (median / p95 / max), words later than 6 s, stall re-decodes and looping passes (and, with
+``voice_change``, how many speaker changes and same-speaker pauses its voice check dropped the context
+on, by the programme's speakers, and the check's time; ``voice_change=1000`` logs the distances in
+``--json`` without acting on them); then
 pooled figures (errors over all reference words) with the number of programmes on which each
 configuration did better and worse than the first. Programmes run one after another, every
 configuration on each, so a run cut short still compares them on what it finished (``--json`` is
@@ -100,6 +103,22 @@ def split_errors(prog: rs.Programme, words: list[Word]) -> tuple[int, int]:
     return change, same
 
 
+def voice_checks(prog: rs.Programme, rec: StreamingRecognizer) -> tuple[int, int, int, int]:
+    """The voice checks of a replay against the programme's speakers: (changes dropped, changes checked,
+    same-speaker pauses dropped, same-speaker pauses checked). A check belongs to the utterance that
+    starts nearest its onset (a VAD region starts ~0.15 s before the speech)."""
+    utts = prog.utterances
+    out = [0, 0, 0, 0]
+    for onset, _, dropped in rec.voice_checks:
+        k = min(range(len(utts)), key=lambda i: abs(utts[i].start - onset - 0.15))
+        if not k or abs(utts[k].start - onset - 0.15) > 0.5:
+            continue
+        slot = 0 if utts[k - 1].speaker != utts[k].speaker else 2
+        out[slot] += int(dropped)
+        out[slot + 1] += 1
+    return out[0], out[1], out[2], out[3]
+
+
 PROGRAMMES = "tuning,hard,speakers,mix1,mix2,mix3,mix4"
 
 
@@ -163,12 +182,20 @@ def main() -> int:
                          for k, u in enumerate(utts)]
                 safe = label.replace(":", "_").replace(",", "_").replace("=", "")
                 (Path(args.cache) / f"words-{safe}-{name}.json").write_text(json.dumps(spans))
+            vc = voice_checks(prog, rec)
             row = dict(config=label, programme=name, words=n, errors=err, offline_errors=off_err, lags=lag,
-                       stalls=rec.stalls, loops=rec.loops, change=ch, same=sa)
+                       stalls=rec.stalls, loops=rec.loops, change=ch, same=sa, voice=vc,
+                       voice_ms=rec.voice_seconds * 1000, passes=rec.passes,
+                       checks=[(o, d if d == d else None, c) for o, d, c in rec.voice_checks])
             rows.append(row)
             print(f"{label:44s} {name:9s} {err / n:6.3f} {err:4d} {err / max(off_err, 1):6.2f} {ch:4d} {sa:4d} "
                   f"{np.median(lag):7.2f} {np.percentile(lag, 95):5.2f} {max(lag):5.2f} {sum(x > 6 for x in lag):4d} "
                   f"{rec.stalls:6d} {rec.loops:5d} {time.monotonic() - t0:5.0f}", flush=True)
+            if rec.voice_checks:
+                print(f"{'':44s} voice checks: dropped the context on {vc[0]} of {vc[1]} speaker changes, "
+                      f"{vc[2]} of {vc[3]} same-speaker pauses; {rec.voice_seconds * 1000:.0f} ms in all "
+                      f"({rec.voice_seconds * 1000 / max(len(rec.voice_checks), 1):.1f} ms per check, "
+                      f"{rec.passes} passes)", flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(rows))
     print(f"\nPOOLED over {', '.join(names)} (load average {os.getloadavg()[0]:.1f})")

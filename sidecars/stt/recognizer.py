@@ -27,6 +27,8 @@ from sidecast.contract.records import Word
 
 from .guards import GUARDS, DecodedSegment, GuardConfig, filter_segments, has_loop, normalize
 from .shaping import ends_sentence
+from .voice import distance as voice_distance
+from .voice import speech_frames
 
 SAMPLE_RATE = 16_000
 
@@ -73,6 +75,14 @@ class StreamConfig:
                                   # misses came with it off, under load only (docs/captions.md)
     context_gap: float = 0.0      # a pause longer than this (seconds) ends the kept context: the speech
                                   # after it is decoded without the committed sentences before (0 = off)
+    voice_change: float = 0.0     # a new voice after a pause drops the kept context: when the speech after a
+                                  # pause of voice_gap or more differs from the speech before it by more than
+                                  # this (voice.distance, MFCC means) the buffer is cut at the new speech,
+                                  # so neither its audio nor its text is the new speaker's forced prefix
+                                  # (the prompt stays). 0 = off, the default: on the tuning programmes it
+                                  # cost more words than it saved (docs/captions.md, "A change of voice")
+    voice_gap: float = 1.0        # seconds of pause before a new region for the voice check
+    voice_after: float = 1.0      # seconds of the new region heard before the check is made (once)
     idle_context: float = 2.0     # while no audio comes (see settle_idle), held words the last pass heard
                                   # with this much audio after them are committed without a second pass
     guards: GuardConfig = GUARDS
@@ -130,6 +140,9 @@ class StreamingRecognizer:
         self.stalls = 0                        # passes decoded again without context (see StreamConfig.stall_after)
         self._open_from: float | None = None   # start of the speech region still open at the last pass, seconds
         self.decode_seconds = 0.0              # wall time spent in the decoder (for benchmarks and logs)
+        self.voice_checks: list[tuple[float, float, bool]] = []  # (onset, distance, context dropped) per check
+        self._voice_done = -1                  # absolute sample of the last onset the voice check decided
+        self.voice_seconds = 0.0               # wall time spent in the voice check
         self.keep_context = self.cfg.keep_context  # context kept at the next trim; the sidecar lowers it
                                                    # while the shared model is behind (load_context)
 
@@ -294,6 +307,11 @@ class StreamingRecognizer:
         length = len(audio) / SAMPLE_RATE
         regions = self.vad(audio)
         settled = max(self.commit_end - self.buf_start, 0) / SAMPLE_RATE
+        if cfg.voice_change > 0 and self._voice_changed(audio, regions, settled):
+            audio = self._take(pass_end)
+            length = len(audio) / SAMPLE_RATE
+            regions = self.vad(audio)
+            settled = max(self.commit_end - self.buf_start, 0) / SAMPLE_RATE
         pending = [r for r in regions if r[1] > settled + 0.05]
         open_region = bool(pending) and pending[-1][1] > length - cfg.silence_commit
 
@@ -358,6 +376,52 @@ class StreamingRecognizer:
         out.hypothesis = list(self.hypothesis)
         out.frontier = self.frontier
         return out
+
+    def _voice_changed(self, audio: np.ndarray, regions: list[tuple[float, float]], settled: float) -> bool:
+        """Cut the kept context when the speech after a pause is another voice (``voice_change``).
+
+        Checked once per new region that follows a pause of ``voice_gap`` or more after committed speech
+        still in the buffer, when ``voice_after`` seconds of it have been heard (or it has ended): its
+        speech against the last stretch of speech before the pause (regions closer than ``voice_gap``
+        to each other, at most 8 s). Returns whether the buffer was cut."""
+        cfg = self.cfg
+        if self.commit_end <= self.buf_start:
+            return False  # no committed speech kept: nothing to drop
+        # The new speech: a region that begins after the committed point (the VAD pads a region 0.15 s
+        # each side, so the region of the last committed words ends a little after them).
+        new = [r for r in regions if r[0] >= settled - 0.3 and r[1] > settled + 0.05]
+        if not new:
+            return False
+        onset = new[0][0]
+        onset_abs = self._absolute(onset)
+        if onset_abs <= self._voice_done or onset < settled:
+            return False
+        before = [r for r in regions if r[1] <= onset and r[0] < settled]
+        if not before or onset - before[-1][1] < cfg.voice_gap:
+            return False
+        length = len(audio) / SAMPLE_RATE
+        heard = min(new[0][1], length) - onset
+        if heard < cfg.voice_after and new[0][1] > length - cfg.silence_commit:
+            return False  # still speaking, not enough heard yet
+        started = time.monotonic()
+        turn = [before[-1]]
+        for r in reversed(before[:-1]):
+            if turn[0][0] - r[1] >= cfg.voice_gap or turn[-1][1] - r[0] > 8.0:
+                break
+            turn.insert(0, r)
+        lo = max(turn[0][0], turn[-1][1] - 8.0)
+        sr = SAMPLE_RATE
+        a = speech_frames(audio[int(lo * sr):int(turn[-1][1] * sr)], [(x - lo, y - lo) for x, y in turn])
+        hi = min(new[0][1], onset + max(cfg.voice_after, 0.2), length)
+        b = speech_frames(audio[int(onset * sr):int(hi * sr)])
+        d = voice_distance(a, b)
+        changed = bool(d > cfg.voice_change)  # NaN (too little speech) is no change
+        self._voice_done = onset_abs
+        self.voice_checks.append((_sec(onset_abs), d, changed))
+        if changed:
+            self._trim_to(max(onset_abs - int(0.1 * sr), self.commit_end), context=False)
+        self.voice_seconds += time.monotonic() - started
+        return changed
 
     def _advance_frontier(self) -> None:
         """How far committed output is complete: up to the newest pass (less a guard), but not past
