@@ -33,9 +33,10 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 
@@ -172,7 +173,9 @@ class VideoLadder(Output):
         hints = {h.rendition: h for h in hint.renditions} if hint else {}
         crops = [self.crop_path.window_at(t) for t in job.times] if self.crop_path is not None else None
         fallback = self._fallback_reason() if hint is None else None
-        futures, settings = [], []
+        # a plain encode gives SegmentStats; an anchored one (SegmentStats, CRF used, its record)
+        futures: list[Future[Any]] = []
+        settings = []
         for rs in self.renditions:
             h = hints.get(rs.rung.name)
             # A hint's CRF makes the segment capped CRF in either static mode; a hint never raises the cap.

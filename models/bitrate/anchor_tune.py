@@ -21,6 +21,7 @@ import csv
 import itertools
 import sys
 from pathlib import Path
+from typing import Literal, cast
 
 import numpy as np
 
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     for space, slope, step, tol in itertools.chain(
             itertools.product(["log"], [0.10, 0.15, 0.2, 0.25, 0.3, 0.4], [2.0, 2.5, 3.0, 4.0, 6.0], [0.5, 1.0, 1.5]),
             itertools.product(["vmaf"], [1.0, 1.5, 2.0, 2.5, 3.0, 4.0], [2.0, 2.5, 3.0, 4.0, 6.0], [0.5, 1.0, 1.5])):
-        rule = Anchor(space=space, slope=slope, max_step=step, tolerance=tol)
+        rule = Anchor(space=cast(Literal["log", "vmaf"], space), slope=slope, max_step=step, tolerance=tol)
         trials.append((evaluate(data, rule), rule))
     trials.sort(key=lambda t: (round(t[0]["p90"], 2), t[0]["reencoded"]))
     for res, rule in trials[:12]:
