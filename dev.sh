@@ -84,7 +84,9 @@ case "${1:-}" in
     shift
     # Two workers, each taking whole test files (module fixtures are built once): most tests wait on
     # real time (paced streams, browsers), so two share two cores well. `./dev.sh test -n 0` runs serially.
-    exec "$VENV/bin/python" -m pytest -n "${SIDECAST_TEST_WORKERS:-2}" --dist loadfile "$@" ;;
+    # Files go out in collection order, which tests/conftest.py sets longest first (tests/file_costs.txt):
+    # xdist's own order (most tests first) left the long few-test files for the end, one worker idle.
+    exec "$VENV/bin/python" -m pytest -n "${SIDECAST_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@" ;;
   *)
     echo "usage: ./dev.sh demo    # install everything, run sidecast on a built-in sample" >&2
     echo "       ./dev.sh test    # install everything, run the whole test suite" >&2

@@ -115,3 +115,31 @@ def wait_for(cond: Callable[[], object], timeout: float, what: str, poll: float 
 
 def have(binary: str) -> bool:
     return shutil.which(binary) is not None
+
+
+# ----------------------------------------------------------------------------- scheduling
+# `./dev.sh test` runs two xdist workers that take whole files (--dist loadfile) in collection order
+# (--no-loadscope-reorder). Files go out longest first, so the short ones fill the end and neither worker
+# sits idle while the other finishes a long file (xdist's default order, most tests first, put the few
+# long browser and stream files last). tests/file_costs.txt holds each file's measured seconds; a file
+# missing from it counts as long (it starts early). Only the order of whole files changes, never a test.
+FILE_COSTS = Path(__file__).with_name("file_costs.txt")
+UNLISTED_COST = 60.0
+
+
+def file_costs() -> dict[str, float]:
+    costs: dict[str, float] = {}
+    for line in FILE_COSTS.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            seconds, name = line.split()
+            costs[name] = float(seconds)
+    return costs
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    costs = file_costs()
+    first_seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        first_seen.setdefault(item.nodeid.split("::")[0], i)
+    # a stable sort: the tests of one file keep their order
+    items.sort(key=lambda item: (-costs.get(item.nodeid.split("::")[0], UNLISTED_COST), first_seen[item.nodeid.split("::")[0]]))

@@ -755,6 +755,13 @@ def test_images_run_the_commands_the_chart_runs():
 
 
 def _help(argv: list[str]) -> str:
+    return _help_text(tuple(argv))
+
+
+@functools.cache
+def _help_text(argv: tuple[str, ...]) -> str:
+    """One real ``sidecast ... --help`` per subcommand and test run: the text depends only on the argv, and
+    the checks below ask the same subcommand once per variant and pod."""
     proc = subprocess.run([str(SIDECAST), *argv, "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"`sidecast {' '.join(argv)} --help` failed: {proc.stderr.strip()[-500:]}"
     return proc.stdout
