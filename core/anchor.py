@@ -20,10 +20,12 @@ libvmaf): ``vmaf_ffmpeg()`` says whether it is there, and ``--target-anchor`` re
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import subprocess
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -34,6 +36,8 @@ from typing import Literal
 import av
 
 from . import media
+
+log = logging.getLogger(__name__)
 
 CEIL = 101.0  # as the model's log2(101 - VMAF) distortion space
 
@@ -82,22 +86,25 @@ def vmaf_ffmpeg() -> str | None:
 
 
 def measure_vmaf(encoded: Path, reference: Sequence[av.VideoFrame], width: int, height: int, fps: Fraction,
-                 subsample: int = 3, threads: int = 1) -> tuple[float, float]:
+                 subsample: int = 3, threads: int = 1, timeout: float = 60.0) -> tuple[float, float]:
     """Mean VMAF v0.6.1 of an encoded segment against its source frames, both at ``width`` x ``height``
     (the rung's display size: an encode made smaller is scaled up first, as a player would), and the CPU
-    seconds the measuring process took (decode, scaling and libvmaf, on one thread)."""
+    seconds the measuring process took (decode, scaling and libvmaf, on one thread). A measurement still
+    running after ``timeout`` seconds is killed and raises, like one that fails: the caller keeps its encode."""
     exe = vmaf_ffmpeg()
     if exe is None:
         raise RuntimeError("the measured anchor needs an FFmpeg with libvmaf: pip install 'sidecast[bitrate]' (imageio-ffmpeg)")
     tb = f"{fps.denominator}/{fps.numerator}"
     with tempfile.TemporaryDirectory(prefix="sidecast-anchor-") as tmp:
-        log = Path(tmp) / "vmaf.json"
+        vlog = Path(tmp) / "vmaf.json"
         graph = (f"[0:v]scale={width}:{height}:flags=bicubic,settb={tb},setpts=N[d];[1:v]settb={tb},setpts=N[r];"
-                 f"[d][r]libvmaf=n_threads={threads}:n_subsample={max(1, subsample)}:log_fmt=json:log_path={log}")
+                 f"[d][r]libvmaf=n_threads={threads}:n_subsample={max(1, subsample)}:log_fmt=json:log_path={vlog}")
         cmd = [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-threads", "1", "-i", str(encoded),
                "-f", "yuv4mpegpipe", "-i", "pipe:0", "-lavfi", graph, "-f", "null", "-"]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         assert proc.stdin is not None
+        watchdog = threading.Timer(timeout, proc.kill)
+        watchdog.start()
         try:
             proc.stdin.write(f"YUV4MPEG2 W{width} H{height} F{fps.numerator}:{fps.denominator} Ip A1:1 C420jpeg\n"
                              .encode())
@@ -116,12 +123,18 @@ def measure_vmaf(encoded: Path, reference: Sequence[av.VideoFrame], width: int, 
             proc.stdin.close()
         except BrokenPipeError:
             pass
+        except BaseException:  # a frame it cannot convert, an interrupt: never leave the measurer running
+            proc.kill()
+            proc.wait()
+            watchdog.cancel()
+            raise
         err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
         _pid, status, usage = os.wait4(proc.pid, 0)  # its own CPU time, whatever else this process runs
+        watchdog.cancel()
         proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0 or not log.exists():
-            raise RuntimeError(f"libvmaf failed: {err.strip()[-300:]}")
-        vmaf = float(json.loads(log.read_text())["pooled_metrics"]["vmaf"]["mean"])
+        if proc.returncode != 0 or not vlog.exists():
+            raise RuntimeError(f"libvmaf failed (exit {proc.returncode}): {err.strip()[-300:]}")
+        vmaf = float(json.loads(vlog.read_text())["pooled_metrics"]["vmaf"]["mean"])
         return vmaf, usage.ru_utime + usage.ru_stime
 
 
@@ -133,6 +146,7 @@ class TargetAnchor:
     rule: Anchor = field(default_factory=Anchor)
     min_crf: float = 10.0
     max_crf: float = 51.0
+    measure_timeout: float = 60.0   # seconds; a measurement that fails or runs longer keeps the first encode
     _carry: dict[str, tuple[float, float]] = field(default_factory=dict)  # rung -> (last hint CRF, correction)
 
     def start_crf(self, rung: str, hint_crf: float) -> float:
@@ -159,10 +173,20 @@ class TargetAnchor:
         """Encode one hinted segment of one rung, measured and corrected; returns its stats, the CRF used and
         what ``segments.jsonl`` records: ``target_vmaf``, ``hint_crf``, ``anchor_crf`` (the first encode's),
         ``anchor_vmaf`` (measured there), ``correction`` (final CRF - hint CRF), ``passes`` (1 or 2: a second
-        encode costs what the first did), ``vmaf_cpu_s`` (CPU seconds of the measurement)."""
+        encode costs what the first did), ``vmaf_cpu_s`` (CPU seconds of the measurement). A measurement that
+        fails or times out costs the segment nothing: the first encode is published, the rung's correction is
+        forgotten, and the record says why (``anchor_error``)."""
         crf0 = self.start_crf(rung, hint_crf)
         stats = media.encode_video_segment(frames, times, path, width, height, fps, crf0, cap, duration)
-        measured, cpu = measure_vmaf(path, frames, display[0], display[1], fps, self.rule.subsample)
+        try:
+            measured, cpu = measure_vmaf(path, frames, display[0], display[1], fps, self.rule.subsample,
+                                         timeout=self.measure_timeout)
+        except Exception as exc:  # the live stream never waits on, or dies of, its quality measurement
+            log.warning("anchor: %s segment %s not measured (%s); published at CRF %.1f", rung, path.name, exc, crf0)
+            self.reset(rung)
+            return stats, crf0, {"target_vmaf": self.target, "hint_crf": hint_crf, "anchor_crf": crf0,
+                                 "anchor_vmaf": None, "correction": crf0 - hint_crf, "passes": 1,
+                                 "vmaf_cpu_s": None, "anchor_error": str(exc)[:200]}
         crf1 = self.after_first(rung, hint_crf, crf0, measured, stats.bytes * 8, cap, duration)
         if crf1 != crf0:
             stats = media.encode_video_segment(frames, times, path, width, height, fps, crf1, cap, duration)

@@ -94,6 +94,27 @@ def test_the_anchor_measures_what_the_dev_tool_measures(tmp_path: Path) -> None:
     assert abs(sub - expected) < 1.0 and 30 < expected < 99, (sub, expected)
 
 
+def test_a_measurement_that_stalls_is_killed_and_the_first_encode_is_published(tmp_path: Path) -> None:
+    """The live stream never waits on its quality measurement: a measurement past its timeout (here 0 s) is
+    killed, the segment keeps its first encode (a valid segment at the hint's CRF), the rung's correction is
+    forgotten, and the record says why."""
+    fps = Fraction(30)
+    source = [f.reformat(format="yuv420p") for f in _testsrc(tmp_path / "src.mp4", fps)]
+    anchor = TargetAnchor(95.0, measure_timeout=0.0)
+    anchor._carry["360p"] = (30.0, -4.0)  # a correction learned before: a failed measurement drops it
+    path = tmp_path / "seg.ts"
+    stats, crf, record = anchor.encode("360p", source, [i / 30 for i in range(len(source))], path, 640, 360,
+                                       (640, 360), fps, 30.0, 2_000_000, 2.0)
+    assert crf == 26.0 and record["passes"] == 1 and record["anchor_vmaf"] is None, record
+    assert "libvmaf failed" in str(record["anchor_error"]), record
+    assert "360p" not in anchor._carry
+    assert stats.bytes == path.stat().st_size > 0
+    with av.open(str(path)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == len(source)
+    with pytest.raises(RuntimeError, match="libvmaf failed"):
+        measure_vmaf(path, source, 640, 360, fps, timeout=0.0)
+
+
 def _testsrc(path: Path, fps: Fraction) -> list[av.VideoFrame]:
     from tests.conftest import ffmpeg
 
