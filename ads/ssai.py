@@ -357,10 +357,9 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
             return starts[pi][j]
         return (starts[pi][-1] + es[-1].seg.duration if es else 0.0) + (j - len(es)) * slot
     def played(w: tuple[int, int] | None) -> tuple[int, tuple[str, int]] | None:
-        """Which placement's ad or slate a slot played (None: the content)."""
-        if w is None or source(*w)[0] == "content":
-            return None
-        return (w[0], source(*w))
+        """Which placement's ad or slate a slot plays (None: the content)."""
+        src = source(*w) if w is not None else ("content", 0)
+        return None if w is None or src[0] == "content" else (w[0], src)
 
     out: list[Segment] = []
     seams: list[int] = []
@@ -368,23 +367,22 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
     for i, seg in enumerate(content.segments):
         msn = content.media_sequence + i
         w = where[i]
-        if w is None:
-            disc = seg.discontinuity
-            back = before is not None
-            if back:
-                disc = True
+        now = played(w)
+        if now is None:
+            # the content: outside a break, or a slot the pod leaves to it; after ads or slate it is a seam
+            disc = seg.discontinuity or before is not None
             new = seg if disc == seg.discontinuity else replace(seg, discontinuity=disc)
             if pdts[i] is not None and new.program_date_time is None:
                 new = replace(new, program_date_time=pdts[i])
-            if back:
+            if before is not None:
                 new = _with_tag(new, T.EXT_X_CUE_IN)
         else:
+            assert w is not None
             pi, j = w
-            src = source(pi, j)
-            es = entries[pi]
+            src = now[1]
             if src[0] == "ad":
-                e = es[j]
-                disc = seg.discontinuity or e.first or before != (pi, src)
+                e = entries[pi][j]
+                disc = seg.discontinuity or e.first or before != now
                 pdt: datetime | None = None
                 here = pdts[i]
                 if here is not None:
@@ -393,28 +391,19 @@ def _stitch_live(content: MediaPlaylist, placements: Sequence[Placement], prior_
                         seconds=times[i] - brk.start)
                     pdt = pod_start + timedelta(seconds=starts[pi][j])
                 new = _ad_segment(e, pdt, disc)
-            elif src[0] == "slate":
+            else:
                 sl = placements[pi].slate
                 assert sl is not None
                 # Slate plays the slot's length at most: the next slot starts on the content's clock.
                 new = _slate_segment(sl, min(sl.duration, seg.duration), pdts[i])
-                disc = True
-            else:
-                disc = seg.discontinuity or before is not None
-                new = seg if disc == seg.discontinuity else replace(seg, discontinuity=disc)
-                if pdts[i] is not None and new.program_date_time is None:
-                    new = replace(new, program_date_time=pdts[i])
-                if before is not None:
-                    new = _with_tag(new, T.EXT_X_CUE_IN)
-            if src[0] != "content":
-                new = _with_tag(new, _cue_out(spans[pi]) if j == 0 else _cue_cont(elapsed(pi, j), spans[pi]))
+            new = _with_tag(new, _cue_out(spans[pi]) if j == 0 else _cue_cont(elapsed(pi, j), spans[pi]))
             # DATERANGEs of the origin stay with their slot (they describe the content timeline).
             if seg.dateranges and new.dateranges != seg.dateranges:
                 new = replace(new, dateranges=seg.dateranges)
         if new.discontinuity and not seg.discontinuity:
             seams.append(msn)
         out.append(new)
-        before = played(w)
+        before = now
     pl = content.copy(segments=out, discontinuity_sequence=content.discontinuity_sequence + prior_seams)
     if (pl.trailing_parts or pl.preload_hints) and edge_in_pod:
         # LL-HLS: the parts of the segment being built (and the hint for the next) are content that the
