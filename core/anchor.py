@@ -26,14 +26,15 @@ import os
 import subprocess
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 import av
+import numpy as np
 
 from . import media
 
@@ -85,6 +86,20 @@ def vmaf_ffmpeg() -> str | None:
     return exe if " libvmaf " in out else None
 
 
+def write_y4m(out: IO[bytes], frames: Iterable[av.VideoFrame], fps: Fraction, width: int, height: int) -> None:
+    """``frames`` as YUV4MPEG2 4:2:0 at ``width`` x ``height`` (scaled bicubic where they differ): the lossless
+    reference libvmaf reads, its size and rate in the header, to a pipe or a file."""
+    out.write(f"YUV4MPEG2 W{width} H{height} F{fps.numerator}:{fps.denominator} Ip A1:1 C420jpeg\n".encode())
+    for fr in frames:
+        if (fr.width, fr.height, fr.format.name) != (width, height, "yuv420p"):
+            fr = fr.reformat(width=width, height=height, format="yuv420p", interpolation="BICUBIC")
+        out.write(b"FRAME\n")
+        for i, (pw, ph) in enumerate(((width, height), (width // 2, height // 2), (width // 2, height // 2))):
+            plane = fr.planes[i]
+            rows = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)[:ph, :pw]
+            out.write(np.ascontiguousarray(rows).tobytes())
+
+
 def measure_vmaf(encoded: Path, reference: Sequence[av.VideoFrame], width: int, height: int, fps: Fraction,
                  subsample: int = 3, threads: int = 1, timeout: float = 60.0) -> tuple[float, float]:
     """Mean VMAF v0.6.1 of an encoded segment against its source frames, both at ``width`` x ``height``
@@ -106,20 +121,7 @@ def measure_vmaf(encoded: Path, reference: Sequence[av.VideoFrame], width: int, 
         watchdog = threading.Timer(timeout, proc.kill)
         watchdog.start()
         try:
-            proc.stdin.write(f"YUV4MPEG2 W{width} H{height} F{fps.numerator}:{fps.denominator} Ip A1:1 C420jpeg\n"
-                             .encode())
-            for fr in reference:
-                if (fr.width, fr.height, fr.format.name) != (width, height, "yuv420p"):
-                    fr = fr.reformat(width=width, height=height, format="yuv420p", interpolation="BICUBIC")
-                proc.stdin.write(b"FRAME\n")
-                for i, (pw, ph) in enumerate(((width, height), (width // 2, height // 2), (width // 2, height // 2))):
-                    plane = fr.planes[i]
-                    buf = memoryview(plane).cast("B")
-                    if plane.line_size == pw:
-                        proc.stdin.write(buf[: pw * ph])
-                    else:
-                        for row in range(ph):
-                            proc.stdin.write(buf[row * plane.line_size: row * plane.line_size + pw])
+            write_y4m(proc.stdin, reference, fps, width, height)
             proc.stdin.close()
         except BrokenPipeError:
             pass

@@ -25,6 +25,7 @@ import av
 import numpy as np
 
 from sidecast.contract.encoding import x264_options
+from sidecast.core import anchor
 from sidecast.sidecars.bitrate.features import ANALYSIS_FPS, analysis_size
 
 
@@ -104,16 +105,9 @@ def load_segments(path: Path, clip: str, heights: Sequence[int] = (), segment_du
 
 
 def write_y4m(frames: Sequence[av.VideoFrame], fps: Fraction, path: Path) -> None:
-    """Raw reference for libvmaf (lossless, carries size and rate in its header)."""
-    w, h = frames[0].width, frames[0].height
+    """Raw reference for libvmaf (lossless, carries size and rate in its header): the core anchor's writer."""
     with open(path, "wb") as f:
-        f.write(f"YUV4MPEG2 W{w} H{h} F{fps.numerator}:{fps.denominator} Ip A1:1 C420jpeg\n".encode())
-        for fr in frames:
-            f.write(b"FRAME\n")
-            for plane_i, (pw, ph) in enumerate(((w, h), (w // 2, h // 2), (w // 2, h // 2))):
-                plane = fr.planes[plane_i]
-                buf = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)[:ph, :pw]
-                f.write(np.ascontiguousarray(buf).tobytes())
+        anchor.write_y4m(f, frames, fps, frames[0].width, frames[0].height)
 
 
 def encode(frames: Sequence[av.VideoFrame], fps: Fraction, crf: float | None, max_bitrate: int, path: Path) -> int:
