@@ -14,6 +14,7 @@ change the figures are the bench's own (``score --check`` asserts the replayed c
     .venv/bin/python -m devkit.autocrop_replay causes --split tune    # where the motion during holds comes from
     .venv/bin/python -m devkit.autocrop_replay holds --split tune     # hold steps: subject comfortable / leaving
     .venv/bin/python -m devkit.autocrop_replay frontier --split tune  # least hold motion per coverage, foreseen
+    .venv/bin/python -m devkit.autocrop_replay horizon --split tune --replan 5   # the same, foreseeing H s only
 
 Tune on ``--split tune`` only; look at ``held_out`` once, when a change is chosen.
 """
@@ -556,32 +557,12 @@ def uncovered(c: footage.Clip, times: list[float], xs: np.ndarray, crop_w: int =
     return unc
 
 
-def focus_uncovered(c: footage.Clip, times: list[float], xs: np.ndarray, code: Path | None,
-                    crop_w: int = 202, margin: float = 0.05) -> np.ndarray:
-    """``uncovered`` for what autocrop itself sees: 1 where a crop at x would leave out the kept focus (the
-    keeper's choice at the latest analysed frame; its detections when head and shoulders do not fit), kept
-    ``margin`` of the crop from its edges (the planner's safe margin) when that fits."""
-    decide, smooth = load_code(code)
-    rec: list[tuple[float, bool, Any, Any]] = []
-    replay(_load(c)["history"], decide, smooth, rec)
-    ts = np.array([r[0] for r in rec])
-    unc = np.zeros((len(times), len(xs)))
-    for i, t in enumerate(times):
-        k = rec[max(0, int(np.searchsorted(ts, t + 1e-9, side="right")) - 1)][3]
-        if k is None:
-            continue
-        x0, x1 = (k.x0, k.x1) if k.x1 - k.x0 <= crop_w or not k.core else (k.core[0], k.core[2])
-        m = margin * crop_w if x1 - x0 + 2 * margin * crop_w <= crop_w else 0.0
-        unc[i] = (xs > x0 - m + 0.5) | (xs + crop_w < x1 + m - 0.5)
-    return unc
-
-
 def horizon(clips: list[footage.Clip], horizons: list[float], weights: list[float], replan: int,
-            source: str = "refs", outside: float = 1e-3, code: Path | None = None, margin: float = 0.05) -> None:
+            outside: float = 1e-3) -> None:
     """How much foresight stillness needs: for each horizon H (s; 0 = the whole shot) and weight, the path of
     a camera that knows the reference boxes only up to H s ahead (``receding_path``), with the bench's
-    figures: coverage, hold motion, comf, op, rev/min, per split. ``source`` "focus": the camera frames
-    autocrop's own kept focus instead (what the live planner sees), every step of motion priced alike."""
+    figures: coverage, hold motion, comf, op, rev/min, per split. ``outside`` 1: every px of motion is priced
+    alike (a camera that does not know where the bench measures)."""
     cw, g = 202, FRONTIER_GRID
     xs = np.arange(0, footage.WIDTH - cw + 1, g)
     prep = []
@@ -594,12 +575,7 @@ def horizon(clips: list[footage.Clip], horizons: list[float], weights: list[floa
         spans = footage.holds(c, times, cw)
         assert [w == 1.0 for w in hold_step_weights(ids, hl, 0, len(times) - 1)][1:] == \
             [footage._in_spans(times, i, spans) for i in range(1, len(times))], c.name
-        if source == "focus" or outside >= 1.0:  # the camera does not know where the bench looks
-            hl = [False] * len(hl)
-            ids = [-1] * len(ids)
-            outside = 1.0
-        unc = uncovered(c, times, xs, cw) if source == "refs" else focus_uncovered(c, times, xs, code, cw, margin)
-        prep.append((c, times, shot, ids, hl, spans, unc))
+        prep.append((c, times, shot, ids, hl, spans, uncovered(c, times, xs, cw)))
     print(f"{'H':>6s} {'weight':>7s} {'coverage':>9s} {'hold':>8s} {'comf':>8s} {'op':>8s} {'rev/min':>8s}   per clip: "
           "cover hold", flush=True)
     for h in horizons:
@@ -648,10 +624,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--horizons", type=float, nargs="*", default=[0.5, 1.0, 2.0, 4.0, 0.0],
                     help="horizon: seconds of foresight to try (0: the whole shot)")
     ap.add_argument("--replan", type=int, default=1, help="horizon: frames between re-plans (1: every frame)")
-    ap.add_argument("--source", choices=["refs", "focus"], default="refs",
-                    help="horizon: frame the reference boxes, or autocrop's own kept focus")
-    ap.add_argument("--margin", type=float, default=0.05,
-                    help="horizon --source focus: keep the focus this share of the crop from its edges")
     ap.add_argument("--outside", type=float, default=1e-3,
                     help="horizon: price of 1 px of motion outside the bench's holds (1: the camera does not know them)")
     args = ap.parse_args(argv)
@@ -671,8 +643,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.what == "frontier":
         frontier(clips, args.weights)
     elif args.what == "horizon":
-        horizon(clips, args.horizons, args.weights, args.replan, args.source, args.outside, args.code,
-                args.margin)
+        horizon(clips, args.horizons, args.weights, args.replan, args.outside)
     else:
         score(clips, args.code, args.check)
     return 0

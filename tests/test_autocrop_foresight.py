@@ -130,3 +130,13 @@ def test_the_hold_spans_are_the_benchs_on_real_footage(name: str) -> None:
     mine = [bool(x == 1.0) for x in hold_step_weights(ids, holds, 0, len(times) - 1)][1:]
     assert mine == [footage._in_spans(times, i, spans) for i in range(1, len(times))]
     assert sum(mine) > 100
+
+
+@pytest.mark.parametrize("args", [["--replan", "0"], ["--horizons", "-1"], ["--outside", "0"], ["--outside", "2"]])
+def test_bad_horizon_options_are_one_line_errors(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from devkit.autocrop_replay import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["horizon", "--split", "tune", *args])
+    assert e.value.code == 2
+    assert "must be" in capsys.readouterr().err
