@@ -14,6 +14,7 @@ change the figures are the bench's own (``score --check`` asserts the replayed c
     .venv/bin/python -m devkit.autocrop_replay causes --split tune    # where the motion during holds comes from
     .venv/bin/python -m devkit.autocrop_replay holds --split tune     # hold steps: subject comfortable / leaving
     .venv/bin/python -m devkit.autocrop_replay frontier --split tune  # least hold motion per coverage, foreseen
+    .venv/bin/python -m devkit.autocrop_replay horizon --split tune --replan 5   # the same, foreseeing H s only
 
 Tune on ``--split tune`` only; look at ``held_out`` once, when a change is chosen.
 """
@@ -401,16 +402,237 @@ def frontier(clips: list[footage.Clip], weights: list[float]) -> None:
               f"{tot[2] / max(tot[3], 1):.2f} px/frame", flush=True)
 
 
+# ---------------------------------------------------------------- foresight: how far ahead must a camera see?
+
+FRONTIER_GRID, FRONTIER_VMAX = 2, 12  # px per x cell; |speed| <= 12 px/frame, |change of speed| <= 1 cell
+
+
+def dp_path(unc: np.ndarray, weights: np.ndarray, lam: float, start: tuple[int, int] | None = None,
+            grid: int = FRONTIER_GRID, vmax: int = FRONTIER_VMAX) -> list[tuple[int, int]]:
+    """The camera path through ``len(unc)`` frames of one shot that minimises the weighted motion plus ``lam``
+    per uncovered frame: sum over steps i of ``weights[i]`` * |speed at i| (px) + ``lam`` * ``unc[i, x]``.
+
+    States are (x cell, speed index) with x in cells of ``grid`` px and speeds -vmax..vmax px/frame in steps of
+    ``grid``; the speed changes by at most one step a frame (an operator eases in and out). ``start``: the
+    state at frame 0 (a camera already on its way), or None for a free one at rest (a cut: the core jumps).
+    Returns the state of every frame."""
+    n, nx = unc.shape
+    speeds = np.arange(-vmax, vmax + 1, grid)
+    nv = len(speeds)
+    shift = speeds // grid
+    xi = np.arange(nx)
+    src = xi[:, None] - shift[None, :]
+    valid = (src >= 0) & (src < nx)
+    srcc = np.clip(src, 0, nx - 1)
+    vcol = np.broadcast_to(np.arange(nv)[None, :], (nx, nv))
+    absv = np.abs(speeds).astype(float)[None, :]
+    cost = np.full((nx, nv), np.inf)
+    if start is None:
+        cost[:, nv // 2] = lam * unc[0]
+    else:
+        cost[start] = lam * unc[0, start[0]]
+    backs: list[np.ndarray] = []
+    inf_col = np.full((nx, 1), np.inf)
+    for i in range(1, n):
+        cand = np.stack([np.hstack([inf_col, cost[:, :-1]]), cost, np.hstack([cost[:, 1:], inf_col])])
+        arg = np.argmin(cand, axis=0)
+        m = np.take_along_axis(cand, arg[None], axis=0)[0]
+        nxt = np.where(valid, m[srcc, vcol], np.inf) + weights[i] * absv
+        cost = nxt + lam * unc[i][:, None]
+        backs.append(arg.astype(np.int8))
+    x, v = np.unravel_index(int(np.argmin(cost)), cost.shape)
+    x, v = int(x), int(v)
+    out = [(x, v)]
+    for arg in reversed(backs):
+        x = x - int(shift[v])  # arg is kept where the camera was: its speed there was v + arg - 1
+        v = v + int(arg[x, v]) - 1
+        out.append((x, v))
+    return out[::-1]
+
+
+def hold_spans_index(xs: list[tuple[float, float] | None], none: list[bool], shot: list[int], times: list[float],
+                     crop_w: float, span: float = 1.0) -> tuple[list[int], list[bool]]:
+    """``footage.holds`` on plain data, per frame: the greedy span it belongs to (-1: none) and, per span,
+    whether it is a hold (it lasts ``span`` s). A step i lies in a hold when frames i-1 and i share a hold span.
+    Spans are found forwards, so a camera that knows the boxes up to frame e knows every span that closed
+    before e exactly; only the one still open at e is unknown (``receding_path`` counts it as a hold)."""
+    ids = [-1] * len(times)
+    holds: list[bool] = []
+    starts: list[float] = []
+    nones: list[bool] = []
+    cur: list[float] | None = None  # lo, hi
+    shot_t0: dict[int, float] = {}
+    for i, t in enumerate(times):
+        s = shot[i]
+        if s not in shot_t0:
+            shot_t0[s] = t
+            cur = None
+        if t < shot_t0[s] + 0.2 - 1e-9:  # the first moments after a cut belong to the jump
+            continue
+        if none[i]:
+            if cur is None or cur[0] != -1.0:
+                holds.append(False)
+                starts.append(t)
+                nones.append(True)
+                cur = [-1.0, -1.0]
+            ids[i] = len(holds) - 1
+            continue
+        box = xs[i]
+        if box is None:
+            cur = None
+            continue
+        if cur is not None and cur[0] != -1.0 and max(cur[1], box[1]) - min(cur[0], box[0]) <= 0.8 * crop_w:
+            cur = [min(cur[0], box[0]), max(cur[1], box[1])]
+        else:
+            holds.append(False)
+            starts.append(t)
+            nones.append(False)
+            cur = [box[0], box[1]]
+        ids[i] = len(holds) - 1
+    last_t: dict[int, float] = {}
+    for i, k in enumerate(ids):
+        if k >= 0:
+            last_t[k] = times[i]
+    for k in range(len(holds)):
+        holds[k] = nones[k] or last_t[k] - starts[k] >= span - 1e-9  # a shot with no subject: a hold whole
+    return ids, holds
+
+
+def hold_step_weights(ids: list[int], holds: list[bool], lo: int, hi: int, known: int | None = None,
+                      outside: float = 1e-3) -> np.ndarray:
+    """Per frame lo..hi, the weight of the step into it: 1 inside a hold, ``outside`` elsewhere (the frontier's
+    price of moving where the bench does not look). ``known``: the last frame whose boxes the camera knows;
+    the span still open there counts as a hold."""
+    open_span = ids[known] if known is not None else -2
+    w = np.full(hi - lo + 1, outside)
+    if outside >= 1.0:
+        return w
+    for j in range(max(lo, 1), hi + 1):
+        k = ids[j]
+        if k >= 0 and ids[j - 1] == k and (holds[k] or k == open_span):
+            w[j - lo] = 1.0
+    return w
+
+
+def receding_path(unc: np.ndarray, ids: list[int], holds: list[bool], shot: list[int], lam: float,
+                  horizon: int | None, replan: int = 1, outside: float = 1e-3, tail: int = 50) -> list[int]:
+    """The x cell of a camera that decides frame t knowing the boxes only up to frame t + ``horizon`` (None:
+    the whole shot): every ``replan`` frames it plans the least-cost path (``dp_path``) from where it is over
+    what it knows, and follows that plan's first ``replan`` frames. At a cut it starts afresh, free.
+
+    Past what it knows, the plan assumes the subject stays where it was last seen for ``tail`` more frames
+    (unless the shot ends first, which a camera sees coming only within its horizon): without that, a camera
+    whose subject is further than it can travel within its horizon would never start the move (moving
+    costs, and no frame it can see gets covered)."""
+    out: list[int] = []
+    bounds = [0] + [i for i in range(1, len(shot)) if shot[i] != shot[i - 1]] + [len(shot)]
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        if horizon is None:
+            out += [x for x, _ in dp_path(unc[a:b], hold_step_weights(ids, holds, a, b - 1, None, outside), lam)]
+            continue
+        state: tuple[int, int] | None = None
+        i = a
+        while i < b:
+            e = min(b - 1, i + horizon)
+            lo = a if state is None else i - 1
+            u, w = unc[lo:e + 1], hold_step_weights(ids, holds, lo, e, e, outside)
+            if e < b - 1 and tail > 0:
+                u = np.vstack([u, np.repeat(unc[e:e + 1], tail, axis=0)])
+                w = np.concatenate([w, np.full(tail, w[-1] if len(w) > 1 else 1.0)])
+            plan = dp_path(u, w, lam, state)
+            take = plan[i - lo:i - lo + replan]
+            out += [x for x, _ in take]
+            state = take[-1]
+            i += len(take)
+    return out
+
+
+def uncovered(c: footage.Clip, times: list[float], xs: np.ndarray, crop_w: int = 202) -> np.ndarray:
+    """1 where a crop at x (px) would leave the reference subject out (the bench's coverage), per frame."""
+    unc = np.zeros((len(times), len(xs)))
+    for i, t in enumerate(times):
+        refs = c.references(t)
+        if refs and c.subject(t) != "none":
+            unc[i] = [0.0 if footage.covered(refs, (int(x), 0, crop_w, footage.HEIGHT)) else 1.0 for x in xs]
+    return unc
+
+
+def horizon(clips: list[footage.Clip], horizons: list[float], weights: list[float], replan: int,
+            outside: float = 1e-3) -> None:
+    """How much foresight stillness needs: for each horizon H (s; 0 = the whole shot) and weight, the path of
+    a camera that knows the reference boxes only up to H s ahead (``receding_path``), with the bench's
+    figures: coverage, hold motion, comf, op, rev/min, per split. ``outside`` 1: every px of motion is priced
+    alike (a camera that does not know where the bench measures)."""
+    cw, g = 202, FRONTIER_GRID
+    xs = np.arange(0, footage.WIDTH - cw + 1, g)
+    prep = []
+    for c in clips:
+        times = c.frame_times()
+        shot = np.searchsorted(np.array([0.0, *c.cuts]), np.array(times) + 1e-9, side="right").tolist()
+        boxes = [(r[0][0], r[0][2]) if (r := c.references(t)) else None for t in times]
+        none = [c.subject(t) == "none" for t in times]
+        ids, hl = hold_spans_index(boxes, none, shot, times, cw)
+        spans = footage.holds(c, times, cw)
+        assert [w == 1.0 for w in hold_step_weights(ids, hl, 0, len(times) - 1)][1:] == \
+            [footage._in_spans(times, i, spans) for i in range(1, len(times))], c.name
+        prep.append((c, times, shot, ids, hl, spans, uncovered(c, times, xs, cw)))
+    print(f"{'H':>6s} {'weight':>7s} {'coverage':>9s} {'hold':>8s} {'comf':>8s} {'op':>8s} {'rev/min':>8s}   per clip: "
+          "cover hold", flush=True)
+    for h in horizons:
+        hf = None if h <= 0 else int(round(h * footage.FPS))
+        for lam in weights:
+            tot = {"cov": 0.0, "n": 0.0, "hold": 0.0, "nh": 0.0, "comf": 0.0, "nc": 0.0, "op": 0.0, "no": 0.0,
+                   "rev": 0.0, "dur": 0.0}
+            per = []
+            for c, times, shot, ids, hl, spans, unc in prep:
+                path = receding_path(unc, ids, hl, shot, lam, hf, replan, outside)
+                wins = [(int(xs[p]), 0, cw, footage.HEIGHT) for p in path]
+                cov, n = footage.coverage(c, times, wins)
+                motion, nh = footage.hold_motion(times, wins, spans), footage.hold_frames(times, spans)
+                d = [0] + [abs(wins[i][0] - wins[i - 1][0]) for i in range(1, len(times))]
+                hs = [i for i in range(1, len(times)) if footage._in_spans(times, i, spans)]
+                comf = comfort_steps(c, times, wins, cw)
+                op = operator_flags(comf, shot, times, wins)
+                hc, ho = [i for i in hs if comf[i]], [i for i in hs if op[i]]
+                tot["cov"] += cov * n
+                tot["n"] += n
+                tot["hold"] += motion * nh
+                tot["nh"] += nh
+                tot["comf"] += sum(d[i] for i in hc)
+                tot["nc"] += len(hc)
+                tot["op"] += sum(d[i] for i in ho)
+                tot["no"] += len(ho)
+                tot["rev"] += reversals_per_min(wins, times, c.cuts) * c.duration / 60
+                tot["dur"] += c.duration
+                per.append(f"{c.name} {100 * cov:.1f}% {motion:.2f}")
+            label = "whole" if hf is None else f"{h:g}s"
+            print(f"{label:>6s} {lam:7.1f} {100 * tot['cov'] / max(tot['n'], 1):8.1f}% "
+                  f"{tot['hold'] / max(tot['nh'], 1):5.2f} px {tot['comf'] / max(tot['nc'], 1):5.2f} px "
+                  f"{tot['op'] / max(tot['no'], 1):5.2f} px {tot['rev'] * 60 / max(tot['dur'], 1e-9):8.1f}   "
+                  + "; ".join(per), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["cache", "score", "causes", "holds", "frontier"])
+    ap.add_argument("what", choices=["cache", "score", "causes", "holds", "frontier", "horizon"])
     ap.add_argument("--split", choices=["tune", "held_out"], help="only this split's clips")
     ap.add_argument("--clips", nargs="*", help="only these clips")
     ap.add_argument("--code", type=Path, help="a modified copy of sidecars/autocrop to score")
     ap.add_argument("--check", action="store_true", help="assert the replay gives the cached crops (no change)")
     ap.add_argument("--weights", type=float, nargs="*", default=[1000.0, 10.0, 3.0, 1.0],
                     help="frontier: px of hold motion one uncovered frame is worth")
+    ap.add_argument("--horizons", type=float, nargs="*", default=[0.5, 1.0, 2.0, 4.0, 0.0],
+                    help="horizon: seconds of foresight to try (0: the whole shot)")
+    ap.add_argument("--replan", type=int, default=1, help="horizon: frames between re-plans (1: every frame)")
+    ap.add_argument("--outside", type=float, default=1e-3,
+                    help="horizon: price of 1 px of motion outside the bench's holds (1: the camera does not know them)")
     args = ap.parse_args(argv)
+    if any(h < 0 for h in args.horizons):
+        ap.error("--horizons must be >= 0 (0: the whole shot)")
+    if args.replan < 1:
+        ap.error("--replan must be >= 1")
+    if not 0 < args.outside <= 1:
+        ap.error("--outside must be in (0, 1]")
     clips = [c for c in footage.corpus(args.split) if not args.clips or c.name in args.clips]
     if args.what == "cache":
         cache(clips)
@@ -420,6 +642,8 @@ def main(argv: list[str] | None = None) -> int:
         hold_split(clips, args.code)
     elif args.what == "frontier":
         frontier(clips, args.weights)
+    elif args.what == "horizon":
+        horizon(clips, args.horizons, args.weights, args.replan, args.outside)
     else:
         score(clips, args.code, args.check)
     return 0
