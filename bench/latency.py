@@ -29,6 +29,8 @@ Configurations (``--configs``, default all):
   n, o  (k) with a sidecar's CPU priority below the core's (``--sidecar-nice``); on request
   p  (k) with ``--part-hold-back 2.5`` (the caption/latency trade of (m) for the issue's configuration); on
      request
+  q  (k) with ``--part-hold-back 2 --segment-duration 1`` (a shorter hold-back, and an independent part to
+     join at every second, as (g)); on request
 
 (e), (h) and (i) publish from a process of their own (``devkit.webrtc.ProcessPublisher``); (e) and (i) with
 the RTMP publisher's own ffmpeg encode, sent as packets, as OBS does. With stt, the captions track is shown
@@ -119,6 +121,9 @@ CONFIGS = {c.key: c for c in (
            {"lowLatencyMode": True}, speech=True),
     Config("p", "(k) with players asked to sit 2.5 s back (--part-hold-back 2.5)", "sidecast",
            ["--latency", "low", "--sidecars", "stt,autocrop", "--part-hold-back", "2.5"],
+           {"lowLatencyMode": True}, speech=True),
+    Config("q", "(k) with a 2 s hold-back and 1 s segments (--part-hold-back 2 --segment-duration 1)", "sidecast",
+           ["--latency", "low", "--sidecars", "stt,autocrop", "--part-hold-back", "2", "--segment-duration", "1"],
            {"lowLatencyMode": True}, speech=True),
     Config("f", "(b) with hls.js catching up (maxLiveSyncPlaybackRate 1.5)", "sidecast", ["--latency", "low"],
            {"lowLatencyMode": True, "maxLiveSyncPlaybackRate": 1.5}),
@@ -505,7 +510,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60, help="playback measured per configuration [60]")
     ap.add_argument("--joins", type=int, default=3, help="viewers per configuration, one after the other, "
                     "sharing --seconds [3]")
-    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l, m, n, o and p on request")
+    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l, m, n, o, p and q on request")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs and logs (and each "
                     "viewer's raw report, with hls.js's caption log lines)")
