@@ -185,7 +185,7 @@ class PlayerClock:
     same priority as the pipeline, and a thread at real-time priority runs *before* the pipeline, so this
     can only take CPU from sidecast, never give it any.
 
-    In Chromium 1xx here that is the playing renderer's two ``Media`` threads (the media pipeline's; one
+    In Debian's Chromium 156 here that is the playing renderer's two ``Media`` threads (the media pipeline's; one
     used ~5 % of a core while playing (k), 2026-12-01), not its decoder or compositor threads.
 
     A thread polls the processes below ``root`` (the bench: node, then Chromium) every ``every`` seconds
