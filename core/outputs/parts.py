@@ -55,7 +55,7 @@ def encoder_threads(cpus: int, encoders: int) -> int:
     share of the cores, at least one. Sliced threads split every frame into one slice per thread; a ladder
     already runs its renditions' encoders in parallel, so on a machine with fewer cores than renditions
     more slices only add thread hand-offs and slice headers (2026-12-01, 720p30 on this 2-core box: one
-    thread against x264's automatic three, 1 point of a core less per rendition and 3-4 % fewer bits at
+    thread against x264's automatic count (a slice per core), about 1 point of a core less per rendition and 3-4 % fewer bits at
     the same CRF). A frame coded by one thread still takes a few milliseconds, against a 1/3 s part."""
     return max(1, cpus // max(1, encoders))
 
