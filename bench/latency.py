@@ -26,6 +26,11 @@ Configurations (``--configs``, default all):
   l  (d) with shorter caption cues (``--sidecar-arg stt=--max-open=1.5``); on request
   m  (d) with ``--part-hold-back 2`` (players sit 1 s further back than the default three parts, so that
      late captions reach them in time); on request
+  n, o  (k) with a sidecar's CPU priority below the core's (``--sidecar-nice``); on request
+  p  (k) with ``--part-hold-back 2.5`` (the caption/latency trade of (m) for the issue's configuration); on
+     request
+  q  (k) with ``--part-hold-back 2 --segment-duration 1`` (a shorter hold-back, and an independent part to
+     join at every second, as (g)); on request
 
 (e), (h) and (i) publish from a process of their own (``devkit.webrtc.ProcessPublisher``); (e) and (i) with
 the RTMP publisher's own ffmpeg encode, sent as packets, as OBS does. With stt, the captions track is shown
@@ -58,7 +63,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devkit.latency import Figures, StampedSource, latencies  # noqa: E402
+from devkit.latency import Figures, PlayerClock, StampedSource, clock_rate, latencies  # noqa: E402
 from devkit.webrtc import ProcessPublisher  # noqa: E402
 from sidecast.core.ladder import DEFAULT_LADDER, build_ladder  # noqa: E402
 from sidecast.core.outputs.parts import low_latency_options  # noqa: E402
@@ -73,6 +78,7 @@ READ_EVERY_MS = 200
 SETTLE_S = 3.0  # readings of each viewer's first seconds are left out (start-up, first seek)
 TARGET_MEDIAN, TARGET_P95 = 2.5, 3.5  # issue #21, LL-HLS without sidecars
 DEBUG_DIR: Path | None = None  # --keep: where each viewer's raw report goes
+PLAYER_CLOCK = True  # --player-clock realtime (the default) / shared: see devkit.latency.PlayerClock
 
 
 @dataclass
@@ -112,6 +118,12 @@ CONFIGS = {c.key: c for c in (
            {"lowLatencyMode": True}, speech=True),
     Config("o", "(k) with both sidecars below the core (--sidecar-nice stt=5 --sidecar-nice autocrop=5)", "sidecast",
            ["--latency", "low", "--sidecars", "stt,autocrop", "--sidecar-nice", "stt=5", "--sidecar-nice", "autocrop=5"],
+           {"lowLatencyMode": True}, speech=True),
+    Config("p", "(k) with players asked to sit 2.5 s back (--part-hold-back 2.5)", "sidecast",
+           ["--latency", "low", "--sidecars", "stt,autocrop", "--part-hold-back", "2.5"],
+           {"lowLatencyMode": True}, speech=True),
+    Config("q", "(k) with a 2 s hold-back and 1 s segments (--part-hold-back 2 --segment-duration 1)", "sidecast",
+           ["--latency", "low", "--sidecars", "stt,autocrop", "--part-hold-back", "2", "--segment-duration", "1"],
            {"lowLatencyMode": True}, speech=True),
     Config("f", "(b) with hls.js catching up (maxLiveSyncPlaybackRate 1.5)", "sidecast", ["--latency", "low"],
            {"lowLatencyMode": True, "maxLiveSyncPlaybackRate": 1.5}),
@@ -340,12 +352,23 @@ def measure(base: str, cfg: Config, sent: dict[int, float], seconds: float, join
     visible = due = 0
     caption_details: list[dict[str, Any]] = []
     each = seconds / joins
+    rates: list[float] = []
+    clock_threads = 0
     for viewer in range(joins):
-        report = play_hls(base + "/master.m3u8", seconds=each, timeout=each * 2 + 90, hls_config=cfg.hls,
-                          subtitles=subs_dir is not None,
-                          barcode={"everyMs": READ_EVERY_MS}, sample_ms=250,
-                          hls_debug=r"subtitle" if DEBUG_DIR is not None and subs_dir is not None else False)
+        clock = PlayerClock().start() if PLAYER_CLOCK else None
+        try:
+            report = play_hls(base + "/master.m3u8", seconds=each, timeout=each * 2 + 90, hls_config=cfg.hls,
+                              subtitles=subs_dir is not None,
+                              barcode={"everyMs": READ_EVERY_MS}, sample_ms=250,
+                              hls_debug=r"subtitle" if DEBUG_DIR is not None and subs_dir is not None else False)
+        finally:
+            clock_threads += clock.stop() if clock is not None else 0
         raw = report.raw
+        timed = [(s["t"] / 1000, s["ct"]) for s in report.samples
+                 if isinstance(s.get("t"), (int, float)) and isinstance(s.get("ct"), (int, float)) and s["ct"] > 0]
+        rate = clock_rate([x for x in timed if timed and x[0] >= timed[0][0] + SETTLE_S])
+        if rate is not None:
+            rates.append(rate)
         if DEBUG_DIR is not None:  # --keep: each viewer's whole report (events, cues, hls.js caption log)
             (DEBUG_DIR / f"{cfg.key}-viewer{viewer}.json").write_text(json.dumps(raw))
         frames = raw.get("frames") or []
@@ -385,6 +408,8 @@ def measure(base: str, cfg: Config, sent: dict[int, float], seconds: float, join
         "pdt_latency_median": statistics.median(pdt) if pdt else None,
         "pdt_error": pdt_err, "stop": stops, "captions_visible": visible, "captions_due": due,
         "captions": caption_details,
+        # media seconds per wall second while playing, per viewer (1.0: the player kept real time)
+        "clock_rates": rates, "clock_threads": clock_threads,
     }
 
 
@@ -485,7 +510,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60, help="playback measured per configuration [60]")
     ap.add_argument("--joins", type=int, default=3, help="viewers per configuration, one after the other, "
                     "sharing --seconds [3]")
-    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l, m, n and o on request")
+    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l, m, n, o, p and q on request")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs and logs (and each "
                     "viewer's raw report, with hls.js's caption log lines)")
@@ -493,14 +518,21 @@ def main() -> None:
                     help="run the measuring browser this many steps of CPU priority below the pipeline [0]. A "
                          "viewer's player runs elsewhere, but lowering it here starves it: at 5 the player "
                          "stalled and sat 1.1 s further back (docs/latency.md)")
+    ap.add_argument("--player-clock", choices=("realtime", "shared"), default="realtime",
+                    help="realtime: the player's media clock thread runs at real-time priority, as a viewer's "
+                         "audio clock does (devkit.latency.PlayerClock); shared: as every other thread (the "
+                         "bench before 2026-12-01 08:30, where a muted player on a full machine ran slow) "
+                         "[realtime]")
     args = ap.parse_args()
+    global PLAYER_CLOCK
+    PLAYER_CLOCK = args.player_clock == "realtime"
     os.environ["SIDECAST_BROWSER_LOWER"] = str(args.browser_lower)
     keys = [k.strip() for k in args.configs.split(",") if k.strip()]
     unknown = [k for k in keys if k not in CONFIGS]
     if unknown:
         raise SystemExit(f"unknown configuration {unknown[0]!r}: pick from {','.join(CONFIGS)}")
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    print(f"before: {uptime}; {os.cpu_count()} CPUs", flush=True)
+    print(f"before: {uptime}; {os.cpu_count()} CPUs; player clock {args.player_clock}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
         work = Path(tmp)
@@ -532,6 +564,8 @@ def main() -> None:
                   f"heights {r['heights']}  hls.js latency {fmt(r['hlsjs_latency_median'])} s  "
                   f"now-PDT {fmt(r['pdt_latency_median'])} s  PDT - sent "
                   f"{'/'.join(f'{x:+.2f}' for x in r['pdt_error']) or '–'} s  source late frames {r.get('source_late_frames')} (lag at the end {fmt(r.get('source_lag_s'))} s)  "
+                  f"player clock x{'/'.join(f'{x:.2f}' for x in r['clock_rates']) or '–'} "
+                  f"({r['clock_threads']} clock threads at real time)  "
                   f"load {r['load1']:.1f}{'  FATAL ' + str(r['fatal']) if r['fatal'] else ''}"
                   + (f"  captions visible while due {r['captions_visible']}/{r['captions_due']}" if r.get('captions_due')
                      else "  captions: none reached the player" if r.get("caption_lateness") else ""),

@@ -13,10 +13,12 @@ shown; ``latencies`` pairs the two.
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,6 +138,128 @@ class StampedSource:
             return self.proc.wait(10)
 
 
+# Chromium's renderer thread that clocks a muted <video>: with the element muted, Chromium plays its audio
+# into a null sink driven by a timer on this thread, and the media clock is the audio clock.
+MEDIA_CLOCK_THREADS = frozenset({"Media"})
+BROWSER_PROCESSES = frozenset({"chromium", "chrome", "headless_shell"})
+
+
+def _proc_children(root: int) -> set[int]:
+    """``root`` and every process below it (by parent pid, read from /proc once)."""
+    parent: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_text()
+        except OSError:
+            continue
+        parent[int(name)] = int(stat[stat.rindex(")") + 2:].split()[1])
+    found, frontier = {root}, [root]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parent.items() if pp == p and c not in found]
+        found.update(kids)
+        frontier += kids
+    return found
+
+
+def _comm(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+class PlayerClock:
+    """Keeps the measuring browser's media clock on the wall clock: the real-time scheduling a viewer's
+    device gives its audio clock, given here to the one thread of the player that keeps it.
+
+    Why: a muted ``<video>`` with an audio track is clocked by Chromium's null audio sink, a timer on the
+    renderer's ``Media`` thread that *skips* the ticks it was late for. On a machine whose cores the
+    pipeline fills (the bench's 2 cores: publisher, sidecast, sidecars and the browser), that thread is
+    late often, every skipped tick is media time lost, and the player plays slower than real time with no
+    stall: 60 s in 69-72 s (2026-12-01, (k)), its distance to the live edge growing by ~1.5 s a minute
+    however fast the parts come. A viewer's own device is not running the pipeline; its audio clock does
+    not lose time. Nothing else changes: the browser still fetches, decodes and shows every frame at the
+    same priority as the pipeline, and a thread at real-time priority runs *before* the pipeline, so this
+    can only take CPU from sidecast, never give it any.
+
+    In Debian's Chromium 156 here that is the playing renderer's two ``Media`` threads (the media pipeline's; one
+    used ~5 % of a core while playing (k), 2026-12-01), not its decoder or compositor threads.
+
+    A thread polls the processes below ``root`` (the bench: node, then Chromium) every ``every`` seconds
+    and puts each thread named in ``threads`` of a process named in ``processes`` at SCHED_RR
+    ``priority``, once. Best effort: without the right (CAP_SYS_NICE) ``failed`` counts the refusals and
+    the clock stays as it was.
+    """
+
+    def __init__(self, root: int | None = None, *, threads: Iterable[str] = MEDIA_CLOCK_THREADS,
+                 processes: Iterable[str] = BROWSER_PROCESSES, priority: int = 1, every: float = 0.25) -> None:
+        self.root = os.getpid() if root is None else root
+        self.threads, self.processes = frozenset(threads), frozenset(processes)
+        self.priority, self.every = priority, every
+        self.raised: set[int] = set()
+        self.failed = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def raise_once(self) -> int:
+        """One pass: the matching threads not raised yet are raised now; returns how many."""
+        done = 0
+        for pid in _proc_children(self.root):
+            if pid == self.root or _comm(f"/proc/{pid}/comm") not in self.processes:
+                continue
+            try:
+                tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+            except OSError:
+                continue
+            for tid in tids:
+                if tid in self.raised or _comm(f"/proc/{pid}/task/{tid}/comm") not in self.threads:
+                    continue
+                try:
+                    os.sched_setscheduler(tid, os.SCHED_RR, os.sched_param(self.priority))
+                except ProcessLookupError:
+                    continue
+                except OSError:
+                    self.failed += 1
+                    self.raised.add(tid)  # do not ask again every pass
+                    continue
+                self.raised.add(tid)
+                done += 1
+        return done
+
+    def start(self) -> PlayerClock:
+        self._thread = threading.Thread(target=self._run, name="player-clock", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.raise_once()
+
+    def stop(self) -> int:
+        """Stop polling; the number of threads raised."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        return len(self.raised) - self.failed
+
+
+def clock_rate(samples: list[tuple[float, float]]) -> float | None:
+    """How fast a player's media time ran against the wall clock: ``(wall seconds, currentTime)`` pairs
+    in order, as a least-squares slope (1.0 = real time). None with fewer than two distinct times."""
+    if len(samples) < 2:
+        return None
+    ts = [t for t, _ in samples]
+    cs = [c for _, c in samples]
+    mt, mc = statistics.fmean(ts), statistics.fmean(cs)
+    var = sum((t - mt) ** 2 for t in ts)
+    if var <= 0:
+        return None
+    return sum((t - mt) * (c - mc) for t, c in samples) / var
+
+
 def latencies(frames: list[dict[str, Any]], sent: dict[int, float]) -> list[float]:
     """Seconds from send to display for every frame a player read (``{n, shownAt}``, shownAt in ms)."""
     return [f["shownAt"] / 1000 - sent[f["n"]] for f in frames if f["n"] in sent]
@@ -164,4 +288,5 @@ class Figures:
         return cls(len(values), statistics.median(values), percentile(values, 0.95), max(values), min(values))
 
 
-__all__ = ["Figures", "StampedSource", "latencies", "percentile", "texture"]
+__all__ = ["BROWSER_PROCESSES", "MEDIA_CLOCK_THREADS", "Figures", "PlayerClock", "StampedSource", "clock_rate",
+           "latencies", "percentile", "texture"]

@@ -3,6 +3,10 @@ x264 encode and downscaling, the source paces frames in real time, and send/show
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import av
@@ -10,7 +14,7 @@ import numpy as np
 import pytest
 
 from devkit.barcode import barcode_band, barcode_image, read_barcode
-from devkit.latency import Figures, StampedSource, latencies, percentile
+from devkit.latency import Figures, PlayerClock, StampedSource, clock_rate, latencies, percentile
 
 
 @pytest.mark.parametrize("n", [0, 1, 0x5A5A, 0xFFFF])
@@ -49,3 +53,55 @@ def test_send_and_show_times_pair_by_frame_number() -> None:
     f = Figures.of([1.0, 2.0, 3.0])
     assert f is not None and (f.median, f.max, f.samples) == (2.0, 3.0, 3)
     assert Figures.of([]) is None
+
+
+# A process with a thread named like Chromium's media thread, and one that is not: what PlayerClock looks for.
+_PLAYER = """
+import threading, time
+def named(name):
+    open(f"/proc/self/task/{threading.get_native_id()}/comm", "w").write(name)
+    time.sleep(60)
+for name in ("Media", "Compositor"):
+    threading.Thread(target=named, args=(name,), daemon=True).start()
+time.sleep(60)
+"""
+
+
+def _can_use_real_time() -> bool:
+    try:
+        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
+    except OSError:
+        return False
+    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    return True
+
+
+def test_the_player_clock_puts_the_media_thread_of_a_child_browser_at_real_time_and_nothing_else() -> None:
+    if not _can_use_real_time():
+        pytest.skip("no right to real-time scheduling here (CAP_SYS_NICE)")
+    child = subprocess.Popen([sys.executable, "-c", _PLAYER])
+    try:
+        task = Path(f"/proc/{child.pid}/task")
+        deadline = time.monotonic() + 20
+        names: dict[int, str] = {}
+        while time.monotonic() < deadline and sorted(names.values()).count("Media") < 1:
+            names = {int(t.name): (t / "comm").read_text().strip() for t in task.iterdir()}
+            time.sleep(0.05)
+        comm = Path(f"/proc/{child.pid}/comm").read_text().strip()
+        assert PlayerClock(processes={"not-" + comm}).raise_once() == 0, "only the browser's processes"
+        clock = PlayerClock(processes={comm})
+        assert clock.raise_once() == 1
+        assert clock.raise_once() == 0, "once per thread"
+        policies = {names[tid]: os.sched_getscheduler(tid) for tid in names}
+        assert policies["Media"] == os.SCHED_RR
+        assert policies["Compositor"] == os.SCHED_OTHER
+        assert policies[comm] == os.SCHED_OTHER
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_the_clock_rate_is_media_seconds_per_wall_second() -> None:
+    assert clock_rate([(float(t), 10 + 0.87 * t) for t in range(30)]) == pytest.approx(0.87)
+    assert clock_rate([(0.0, 5.0), (0.0, 6.0)]) is None
+    assert clock_rate([(1.0, 1.0)]) is None

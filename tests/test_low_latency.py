@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from fractions import Fraction
 from pathlib import Path
 
 import httpx
@@ -464,3 +465,50 @@ def test_captions_show_in_hls_js_while_their_video_plays_at_low_latency(tmp_path
     for _, _, text in due:
         copies = [c for c in added if c["text"] == text]
         assert len(copies) == 1, f"{text!r} is in the text track {len(copies)} times: {copies}"
+
+
+def _slices(parts: list[bytes]) -> int:
+    """Coded slices (NAL types 1 and 5) in the mdat boxes of CMAF parts (AVCC: 4-byte lengths)."""
+    n = 0
+    for part in parts:
+        for kind, off, size in boxes(part):
+            if kind != b"mdat":
+                continue
+            data, i = part[off + 8:off + size], 0
+            while i + 4 <= len(data):
+                length = int.from_bytes(data[i:i + 4], "big")
+                n += (data[i + 4] & 0x1F) in (1, 5)
+                i += 4 + length
+    return n
+
+
+@pytest.mark.parametrize("threads, slices_per_frame", [(1, 1), (3, 3)])
+def test_a_part_encoder_codes_each_frame_in_one_slice_per_thread_it_is_given(tmp_path: Path, threads: int,
+                                                                            slices_per_frame: int) -> None:
+    # The ladder gives each low-latency encoder its share of the cores (encoder_threads): with sliced threads
+    # that is one slice per thread, so one thread must really mean one slice per frame, not x264's own count.
+    import av
+    import numpy as np
+
+    from sidecast.core.fmp4 import Fragmenter
+    from sidecast.core.outputs.parts import PartEncoder
+
+    inits: list[bytes] = []
+    enc = PartEncoder(tmp_path, 0, 640, 360, Fraction(30), 23.0, 800_000, 60, 3, Fragmenter(),
+                      lambda: bool(inits), inits.append, lambda p: None, threads=threads)
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (360, 640, 3), np.uint8), format="rgb24")
+        enc.encode(frame.reformat(format="yuv420p"), i / 30)
+    enc.close(6 / 30)
+    assert len(inits) == 1 and enc.frames == 6
+    assert _slices(enc.parts) == 6 * slices_per_frame
+
+
+def test_each_low_latency_encoder_gets_its_share_of_the_cores_and_at_least_one_thread() -> None:
+    from sidecast.core.outputs.parts import encoder_threads
+
+    assert encoder_threads(2, 3) == 1, "a 3-rung ladder on 2 cores: one thread each"
+    assert encoder_threads(2, 1) == 2
+    assert encoder_threads(16, 3) == 5
+    assert encoder_threads(1, 0) == 1

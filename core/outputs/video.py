@@ -29,6 +29,7 @@ playlists are the same in every mode: the vertical's segments line up with the m
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections import deque
@@ -50,7 +51,7 @@ from ..croppath import CropPath, Window
 from ..ladder import RateControl, Rung, segment_settings, segment_size
 from ..timeline import Timeline
 from .base import JsonLines, Output, SegmentJob, StreamContext
-from .parts import PartEncoder, PartReady, part_name
+from .parts import PartEncoder, PartReady, encoder_threads, part_name
 
 log = logging.getLogger("sidecast.outputs.video")
 
@@ -105,6 +106,8 @@ class VideoLadder(Output):
                 playlist=ctx.playlist(d / "index.m3u8", init_uri=init, parts=self.low_latency),
                 full=ctx.playlist(d / "vod.m3u8", 0, init_uri=init),
                 fragmenter=fmp4.Fragmenter() if self.low_latency else None))
+        # low latency: this ladder's renditions encode in parallel, each with its share of the cores
+        self.encoder_threads = encoder_threads(len(os.sched_getaffinity(0)), len(self.renditions))
         self.published = 0
         self.streaming: _Streaming | None = None
         self.gate: _CropGate | None = None
@@ -260,7 +263,8 @@ class VideoLadder(Output):
                                  next_uri=part_name(p.segment, p.part + 1), segment=p.segment)
 
         return PartEncoder(rs.dir, segment, rs.rung.width, rs.rung.height, self.ctx.fps, crf, cap, keyint,
-                           part_frames, rs.fragmenter, lambda: rs.init_done, write_init, on_part)
+                           part_frames, rs.fragmenter, lambda: rs.init_done, write_init, on_part,
+                           threads=self.encoder_threads)
 
     def _fallback_reason(self) -> str | None:
         if self.kind != "main" or not self.hint_producers:
