@@ -233,8 +233,11 @@ class StreamingRecognizer:
             i = closed[-1]
             if i + 1 == len(pending):
                 return end
-            return self.buf_start + quietest(audio, pending[i][1], pending[i + 1][0] + 0.1)
-        start = max(settled, pending[0][0])
+            if pending[i + 1][0] > last + 0.2:
+                return self.buf_start + quietest(audio, max(pending[i][1], last + 0.1), pending[i + 1][0] + 0.1)
+        # Speech not heard by a pass yet: from the committed point, or from just before the last pass's end
+        # when that pass left its words uncommitted (nothing final there, or a word at the very end).
+        start = max(settled, pending[0][0], last - 0.5)
         if length - start < cap or new < cap / 2 * sr:
             return None
         return self.buf_start + quietest(audio, max(start + cap - 0.8, last + 0.1, start + 1.0), length)
