@@ -21,6 +21,7 @@ import json
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ from sidecast.sidecars.stt.sidecar import (  # noqa: E402
 def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, beam: int = 3,
         config: StreamConfig | None = None, vad_mode: str = "incremental", pacing: str = "",
         load_context: float | None = None, shed: bool = True, load_step: float | None = None,
-        load_policy: str = "off", chunk_cap: float = CHUNK_CAP) -> dict[str, Any]:
+        load_policy: str = "off", chunk_cap: float = CHUNK_CAP, chunk_beam: int = 0) -> dict[str, Any]:
     """Replay ``progs`` concurrently (one thread each) through one shared model. ``load_policy``: the
     sidecar's ``--load-policy`` ("chunk": chunk passes while the model is behind, as the sidecar switches;
     "always": every pass a chunk pass)."""
@@ -112,7 +113,11 @@ def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, 
                                                              slow), shed)
                 contexts.append(rec.keep_context)
                 started = time.monotonic()
+                saved = decoders[k].options
+                if chunk and chunk_beam:  # the sidecar's --chunk-beam
+                    decoders[k].options = replace(saved, beam_size=chunk_beam)
                 r = rec.step(end, chunk=chunk)
+                decoders[k].options = saved
                 pass_wall = smooth_pass_wall(pass_wall, time.monotonic() - started)
                 # commit latency as the sidecar reports it: audio that had arrived after the word
                 arrived = min(len(audio), int((time.monotonic() - t0) * SAMPLE_RATE)) / SAMPLE_RATE
@@ -203,6 +208,7 @@ def main() -> int:
     ap.add_argument("--load-policy", default="off",
                     help="with --realtime: the sidecar's --load-policy to compare, e.g. off,chunk (always: every pass "
                          "a chunk pass)")
+    ap.add_argument("--chunk-beam", type=int, default=0, help="the sidecar's --chunk-beam (0: --beam)")
     ap.add_argument("--chunk-cap", type=float, default=CHUNK_CAP, help="the sidecar's --chunk-cap")
     ap.add_argument("--chunk-context", type=float, default=StreamConfig.chunk_context,
                     help="StreamConfig.chunk_context")
@@ -229,7 +235,7 @@ def main() -> int:
             under = None if lc == "off" else float(lc)
             r = run(model, progs, batch, args.max_batch, beam, cfg, vad, pacing, under if pacing else None,
                     shed=cut == "now", load_step=None if st == "off" else float(st),
-                    load_policy=lp if pacing else "off", chunk_cap=args.chunk_cap)
+                    load_policy=lp if pacing else "off", chunk_cap=args.chunk_cap, chunk_beam=args.chunk_beam)
             r["load_step"] = st
             r["min_step"], r["keep_context"], r["workers"] = args.min_step, keep, args.workers
             r["load_context"] = lc if pacing else "off"

@@ -46,7 +46,7 @@ from sidecast.sidecars.stt.guards import GUARDS  # noqa: E402
 from sidecast.sidecars.stt.recognizer import StreamConfig, StreamingRecognizer  # noqa: E402
 from sidecast.sidecars.stt.sidecar import apply_context  # noqa: E402
 
-LOAD_KEYS = ("load_context", "context_cut", "chunk_cap")  # not StreamConfig fields: the sidecar's load rules
+LOAD_KEYS = ("load_context", "context_cut", "chunk_cap", "chunk_beam")  # not StreamConfig fields: the sidecar's load rules
 
 
 def parse(spec: str) -> tuple[str, StreamConfig]:
@@ -178,7 +178,9 @@ def main() -> int:
               f"{len(prog.utterances)} utterances, {n} words)", flush=True)
         for label, cfg in configs:
             t0 = time.monotonic()
-            dec = Decoder(model, DecodeOptions(language=None, beam_size=3))
+            beam = int(float(dict(i.split("=", 1) for i in filter(None, label.partition(":")[2].split(","))).get(
+                "chunk_beam", 3)))  # chunk_beam=N: every pass is a chunk pass, with this beam
+            dec = Decoder(model, DecodeOptions(language=None, beam_size=beam))
             words, rec = replay(prog, dec, cfg, args.vad, before_pass(label), chunk_cap(label))
             err = round(rs.wer(prog.reference, " ".join(x.text for x in words)) * n)
             ch, sa = split_errors(prog, words)

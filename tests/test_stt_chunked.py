@@ -69,9 +69,9 @@ def test_chunk_passes_commit_a_recorded_programme_in_order_once_each_within_the_
     norm = rs.normalise(said).split()
     assert all(a != b for a, b in zip(norm, norm[1:], strict=False)), said  # no word committed twice
     assert rs.wer(prog.reference, said) <= 0.12, said
-    # Every word is final within the cap of its end (plus the 0.2 s between checks and the quiet-point
-    # search); the sentence longer than the cap was cut mid-speech, not held to its end.
-    assert max(lags) <= CAP + 0.5, lags
+    # Words are final about a cap after their end, none later than two (a word held at the end of one
+    # chunk waits for the next); the sentence longer than the cap was cut mid-speech, not held to its end.
+    assert float(np.median(lags)) <= 2.0 and max(lags) <= 2 * CAP, lags
     first = [w for w in words if w.end < 1.0 + 7.0]  # the LibriVox sentence
     assert min(lags[:len(first)]) < 2.0 and len(first) >= 15, said
     # Far fewer decoder passes than re-decoding every 0.5 s.

@@ -8,6 +8,7 @@ for the model. One instance per media stream; the model itself is loaded once pe
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import logging
 import queue
@@ -103,12 +104,13 @@ class SttSidecar(Sidecar):
                  translate_to: tuple[str, ...] = (), batch: bool = True, max_batch: int = 8,
                  vad: str = "incremental", pacing: str = "fixed", load_context: float | None = LOAD_CONTEXT,
                  shed: bool = True, load_step: float | None = None, load_policy: str = "off",
-                 chunk_cap: float = CHUNK_CAP, **options: Any) -> None:
+                 chunk_cap: float = CHUNK_CAP, chunk_beam: int | None = None, **options: Any) -> None:
         super().__init__(**options)
         self.spec = spec
         # "chunk": while the shared model is behind, every stream decodes in chunks (chunk_active); "off": never
         self.load_policy = load_policy
         self.chunk_cap = chunk_cap
+        self.chunk_beam = chunk_beam    # beam size of chunk passes (None: --beam-size)
         # context kept while the shared model is behind (engine.PassBatcher.context); None: always the
         # stream config's keep_context
         self.load_context = load_context
@@ -336,6 +338,8 @@ class SttSidecar(Sidecar):
                             "\"Chunks under load\")")
         g.add_argument("--chunk-cap", type=float, default=CHUNK_CAP, metavar="SECONDS",
                        help=f"with --load-policy chunk: most uncommitted speech before a chunk pass (default {CHUNK_CAP:g})")
+        g.add_argument("--chunk-beam", type=int, default=0, metavar="N",
+                       help="with --load-policy chunk: beam size of chunk passes (default 0: --beam-size)")
         g.add_argument("--max-line-chars", type=int, default=DEFAULT_STYLE.max_chars,
                        help="caption line length (default 42)")
         g.add_argument("--max-open", type=float, default=2.5,
@@ -363,6 +367,8 @@ class SttSidecar(Sidecar):
             raise ModelError(f"--load-policy {args.load_policy}: chunk or off")
         if not 1.0 <= args.chunk_cap <= 10.0:
             raise ModelError(f"--chunk-cap {args.chunk_cap:g}: 1..10 seconds")
+        if not 0 <= args.chunk_beam <= 10:
+            raise ModelError(f"--chunk-beam {args.chunk_beam}: 0 (--beam-size) or 1..10")
         spec = engine.resolve_spec(args.model, args.device, args.compute_type, args.cpu_threads, args.workers)
         model = engine.load_model(spec)
         check_language(model, spec, args.language, args.translate)
@@ -378,7 +384,8 @@ class SttSidecar(Sidecar):
                                  max_batch=args.max_batch, vad=args.vad, pacing=args.pacing,
                                  stream=StreamConfig(keep_context=args.keep_context), load_context=load_context,
                                  shed=args.context_cut == "now", load_step=load_step,
-                                 load_policy=args.load_policy, chunk_cap=args.chunk_cap)
+                                 load_policy=args.load_policy, chunk_cap=args.chunk_cap,
+                                 chunk_beam=args.chunk_beam or None)
 
     # ------------------------------------------------------------------ worker
 
@@ -603,7 +610,16 @@ class SttSidecar(Sidecar):
         if not track.chunk:
             apply_context(track.recognizer, self.context_seconds(track), self.shed)
         t0 = time.monotonic()
-        r = track.recognizer.step(end, chunk=track.chunk)
+        d = track.decoder
+        if track.chunk and d is not None and self.chunk_beam is not None and d.options.beam_size != self.chunk_beam:
+            saved = d.options  # one pass at a time per track: its decoder's options are its own
+            d.options = dataclasses.replace(saved, beam_size=self.chunk_beam)
+            try:
+                r = track.recognizer.step(end, chunk=True)
+            finally:
+                d.options = saved
+        else:
+            r = track.recognizer.step(end, chunk=track.chunk)
         track.pass_wall = smooth_pass_wall(track.pass_wall, time.monotonic() - t0)
         return r
 
