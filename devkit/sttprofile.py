@@ -124,10 +124,14 @@ def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, 
                 lags[k].extend(arrived - w.end for w in r.committed)
                 words.extend(r.committed)
         else:
+            always = load_policy == "always"  # every pass a chunk pass (deterministic: never behind by itself)
+            if always and chunk_beam:
+                decoders[k].options = replace(decoders[k].options, beam_size=chunk_beam)
             for i in range(0, len(audio), 1600):
                 rec.append(audio[i:i + 1600], i)
-                if (end := rec.next_pass_end()) is not None:
-                    words.extend(rec.step(end).committed)
+                if (end := rec.chunk_pass_end(chunk_cap) if always else rec.next_pass_end()) is not None:
+                    chunks[0] += always
+                    words.extend(rec.step(end, chunk=always).committed)
         words.extend(rec.finish().committed)
         texts[k] = " ".join(w.text for w in words)
 
@@ -235,7 +239,7 @@ def main() -> int:
             under = None if lc == "off" else float(lc)
             r = run(model, progs, batch, args.max_batch, beam, cfg, vad, pacing, under if pacing else None,
                     shed=cut == "now", load_step=None if st == "off" else float(st),
-                    load_policy=lp if pacing else "off", chunk_cap=args.chunk_cap, chunk_beam=args.chunk_beam)
+                    load_policy=lp if pacing or lp == "always" else "off", chunk_cap=args.chunk_cap, chunk_beam=args.chunk_beam)
             r["load_step"] = st
             r["min_step"], r["keep_context"], r["workers"] = args.min_step, keep, args.workers
             r["load_context"] = lc if pacing else "off"
