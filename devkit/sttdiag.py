@@ -72,20 +72,22 @@ class LoggingRecognizer(StreamingRecognizer):
         self.log[-1].merged = list(out)
         return out
 
-    def step(self, pass_end: int):  # type: ignore[no-untyped-def]
+    def step(self, pass_end: int, chunk: bool = False):  # type: ignore[no-untyped-def]
         self.log.append(PassLog(end=pass_end / SAMPLE_RATE, buf_start=self.buf_start / SAMPLE_RATE,
                                 prefix=self._prefix()))
-        r = super().step(pass_end)
+        r = super().step(pass_end, chunk)
         self.log[-1].committed = list(r.committed)
         return r
 
 
 def replay(prog: rs.Programme, decoder: Decoder, config: StreamConfig,
-           vad: str = "whole", before: Callable[[StreamingRecognizer], object] | None = None
-           ) -> tuple[list[Word], LoggingRecognizer]:
+           vad: str = "whole", before: Callable[[StreamingRecognizer], object] | None = None,
+           chunk_cap: float | None = None) -> tuple[list[Word], LoggingRecognizer]:
     """``vad``: "whole" (Silero over each pass's buffer, engine.speech_regions) or "incremental" (the
     sidecar's default and bench/stt.py --replay's, engine.StreamVad). ``before``: called with the
-    recogniser before each pass (e.g. the sidecar's ``apply_context``, as if the model were behind)."""
+    recogniser before each pass (e.g. the sidecar's ``apply_context``, as if the model were behind).
+    ``chunk_cap``: every pass a chunk pass (``chunk_pass_end``, ``step(chunk=True)``), as the sidecar's
+    ``--load-policy chunk`` runs them while the model is behind."""
     stream_vad = engine.StreamVad() if vad == "incremental" else None
     rec = LoggingRecognizer(decoder.decode, stream_vad if stream_vad is not None else engine.speech_regions, config)
     if stream_vad is not None:
@@ -94,12 +96,15 @@ def replay(prog: rs.Programme, decoder: Decoder, config: StreamConfig,
     rec.lags = []  # type: ignore[attr-defined]
     for i in range(0, len(prog.audio), 1600):
         rec.append(prog.audio[i:i + 1600], i)
-        if (end := rec.next_pass_end()) is not None:
+        end = rec.next_pass_end() if chunk_cap is None else rec.chunk_pass_end(chunk_cap)
+        if end is not None:
             if before is not None:
                 before(rec)
-            got = rec.step(end).committed
+            got = rec.step(end, chunk=chunk_cap is not None).committed
             words.extend(got)
-            rec.lags += [end / SAMPLE_RATE - w.end for w in got]  # type: ignore[attr-defined]
+            # a chunk pass may stop short of the newest audio: its words are as late as the audio that came
+            heard = end if chunk_cap is None else rec.received_end
+            rec.lags += [heard / SAMPLE_RATE - w.end for w in got]  # type: ignore[attr-defined]
     got = rec.finish().committed
     words.extend(got)
     rec.lags += [len(prog.audio) / SAMPLE_RATE - w.end for w in got]  # type: ignore[attr-defined]
@@ -128,6 +133,8 @@ def main() -> int:
     ap.add_argument("--load-context", type=float, default=None, metavar="S",
                     help="every pass as the sidecar runs it while the model is behind (sidecar.apply_context)")
     ap.add_argument("--context-cut", default="now", choices=["now", "trim"], help="with --load-context")
+    ap.add_argument("--chunk-cap", type=float, default=None, metavar="S",
+                    help="every pass a chunk pass, as the sidecar's --load-policy chunk while the model is behind")
     ap.add_argument("--passes", action="store_true", help="print the pass log around each error")
     ap.add_argument("--all", action="store_true", help="every utterance, not only the worse ones")
     ap.add_argument("--dump", default="", help="write the reference, offline and streaming words to this JSON file")
@@ -159,7 +166,7 @@ def main() -> int:
         overrides["load_context"], overrides["context_cut"] = seconds, args.context_cut
     config = StreamConfig(policy=args.policy, **{k: v for k, v in overrides.items()  # type: ignore[arg-type]
                                                  if k not in ("load_context", "context_cut")})
-    words, rec = replay(prog, dec, config, before=before)
+    words, rec = replay(prog, dec, config, before=before, chunk_cap=args.chunk_cap)
     off_wer = rs.wer(prog.reference, " ".join(w.text for w in off))
     st_wer = rs.wer(prog.reference, " ".join(w.text for w in words))
     print(f"{args.split} {args.minutes} min seed {args.seed}, {args.policy} {overrides}: offline WER {off_wer:.3f}, "

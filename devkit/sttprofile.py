@@ -21,6 +21,7 @@ import json
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from sidecast.sidecars.stt import engine  # noqa: E402
 from sidecast.sidecars.stt.engine import DecodeOptions, Decoder  # noqa: E402
 from sidecast.sidecars.stt.recognizer import SAMPLE_RATE, StreamConfig, StreamingRecognizer  # noqa: E402
 from sidecast.sidecars.stt.sidecar import (  # noqa: E402
+    CHUNK_CAP,
     apply_context,
     fixed_pass_end,
     paced_pass_end,
@@ -44,8 +46,11 @@ from sidecast.sidecars.stt.sidecar import (  # noqa: E402
 
 def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, beam: int = 3,
         config: StreamConfig | None = None, vad_mode: str = "incremental", pacing: str = "",
-        load_context: float | None = None, shed: bool = True, load_step: float | None = None) -> dict[str, Any]:
-    """Replay ``progs`` concurrently (one thread each) through one shared model."""
+        load_context: float | None = None, shed: bool = True, load_step: float | None = None,
+        load_policy: str = "off", chunk_cap: float = CHUNK_CAP, chunk_beam: int = 0) -> dict[str, Any]:
+    """Replay ``progs`` concurrently (one thread each) through one shared model. ``load_policy``: the
+    sidecar's ``--load-policy`` ("chunk": chunk passes while the model is behind, as the sidecar switches;
+    "always": every pass a chunk pass)."""
     b = engine.PassBatcher(model, max_batch=max_batch) if batch else None
     stats = engine.batch_stats(model)
     before = stats.as_dict()
@@ -53,6 +58,7 @@ def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, 
     buffered = [0.0] * len(progs)  # seconds of audio the passes decoded (the encoder's input), per stream
     contexts: list[float] = []     # the context each realtime pass was allowed (--load-context)
     sheds = [0]                    # passes before which a lowered context was cut at once (--context-cut now)
+    chunks = [0]                   # chunk passes (--load-policy)
     texts = [""] * len(progs)
     lags: list[list[float]] = [[] for _ in progs]
     decoders = [Decoder(model, DecodeOptions(language=None, beam_size=beam), batcher=b) for _ in progs]
@@ -81,33 +87,51 @@ def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, 
             t0 = time.monotonic()
             fed = 0
             pass_wall = 0.0
+            chunk = False
             while fed < len(audio):
                 fed = min(len(audio), max(fed, int((time.monotonic() - t0) * SAMPLE_RATE) // 1600 * 1600))
                 if fed > rec.received_end:
                     rec.append(audio[rec.received_end:fed], rec.received_end)
-                end = (fixed_pass_end(rec, slow_step(rec.cfg.min_step, load_step, pass_wall)) if pacing == "fixed"
-                       else paced_pass_end(rec, b.pace if b is not None else 0.0))
+                slow = slow_fraction(pass_wall) if load_step is not None else 0.0
+                chunk = load_policy == "always" or (
+                    load_policy == "chunk" and b is not None
+                    and b.chunk_mode(0.0 if chunk else b.behind((rec.received_end - rec.pass_end) / SAMPLE_RATE, slow)))
+                if chunk:
+                    end = rec.chunk_pass_end(chunk_cap)
+                else:
+                    end = (fixed_pass_end(rec, slow_step(rec.cfg.min_step, load_step, pass_wall)) if pacing == "fixed"
+                           else paced_pass_end(rec, b.pace if b is not None else 0.0))
                 if end is None:
                     time.sleep(0.02)
                     continue
-                if load_context is not None and b is not None:  # the sidecar's --load-context
+                if chunk:
+                    chunks[0] += 1
+                elif load_context is not None and b is not None:  # the sidecar's --load-context
                     slow = slow_fraction(pass_wall) if load_step is not None else 0.0
                     sheds[0] += apply_context(rec, b.context(rec.cfg.keep_context, load_context,
                                                              (rec.received_end - rec.pass_end) / SAMPLE_RATE,
                                                              slow), shed)
                 contexts.append(rec.keep_context)
                 started = time.monotonic()
-                r = rec.step(end)
+                saved = decoders[k].options
+                if chunk and chunk_beam:  # the sidecar's --chunk-beam
+                    decoders[k].options = replace(saved, beam_size=chunk_beam)
+                r = rec.step(end, chunk=chunk)
+                decoders[k].options = saved
                 pass_wall = smooth_pass_wall(pass_wall, time.monotonic() - started)
                 # commit latency as the sidecar reports it: audio that had arrived after the word
                 arrived = min(len(audio), int((time.monotonic() - t0) * SAMPLE_RATE)) / SAMPLE_RATE
                 lags[k].extend(arrived - w.end for w in r.committed)
                 words.extend(r.committed)
         else:
+            always = load_policy == "always"  # every pass a chunk pass (deterministic: never behind by itself)
+            if always and chunk_beam:
+                decoders[k].options = replace(decoders[k].options, beam_size=chunk_beam)
             for i in range(0, len(audio), 1600):
                 rec.append(audio[i:i + 1600], i)
-                if (end := rec.next_pass_end()) is not None:
-                    words.extend(rec.step(end).committed)
+                if (end := rec.chunk_pass_end(chunk_cap) if always else rec.next_pass_end()) is not None:
+                    chunks[0] += always
+                    words.extend(rec.step(end, chunk=always).committed)
         words.extend(rec.finish().committed)
         texts[k] = " ".join(w.text for w in words)
 
@@ -139,6 +163,8 @@ def run(model: Any, progs: list[rs.Programme], batch: bool, max_batch: int = 8, 
         "cpu_s": round(cpu, 1), "cpu_per_audio_s": round(cpu / audio_s, 3),
         "mean_pass_audio_s": round(sum(buffered) / max(passes, 1), 2),
         "wer": [round(w, 3) for w in wers], "wer_mean": round(float(np.mean(wers)), 4),
+        "load_policy": load_policy, "chunk_passes": chunks[0],
+        **({"chunk_switches": b.chunk_switches} if b is not None else {}),
         **({"pacing": pacing, **commit_figures(lags)} if pacing else {}),
         **({"mean_context_s": round(float(np.mean(contexts)), 2),
             "passes_less_context": sum(1 for c in contexts if c < (config or StreamConfig()).keep_context),
@@ -183,6 +209,13 @@ def main() -> int:
     ap.add_argument("--load-step", default="off",
                     help="with --realtime fixed: the least audio between a stream's passes once they are slow (the "
                          "sidecar's --load-step), compared, e.g. off,1.5")
+    ap.add_argument("--load-policy", default="off",
+                    help="with --realtime: the sidecar's --load-policy to compare, e.g. off,chunk (always: every pass "
+                         "a chunk pass)")
+    ap.add_argument("--chunk-beam", type=int, default=0, help="the sidecar's --chunk-beam (0: --beam)")
+    ap.add_argument("--chunk-cap", type=float, default=CHUNK_CAP, help="the sidecar's --chunk-cap")
+    ap.add_argument("--chunk-context", type=float, default=StreamConfig.chunk_context,
+                    help="StreamConfig.chunk_context")
     ap.add_argument("--vad", default="incremental", help="VAD modes to compare: whole,incremental (sidecar --vad)")
     ap.add_argument("--realtime", default="",
                     help="feed the audio in real time with the sidecar's pass scheduling instead of deterministic "
@@ -194,17 +227,19 @@ def main() -> int:
     for n in (int(x) for x in args.streams.split(",")):
         progs = [rs.programme(args.split, "en", args.minutes, seed=k) for k in range(n)]
         pacings = args.realtime.split(",") if args.realtime else [""]
-        for batch, beam, vad, pacing, keep, lc, cut, st in ((m, int(b), v, p, float(c), u, cut, st) for m in modes
+        for batch, beam, vad, pacing, keep, lc, cut, st, lp in ((m, int(b), v, p, float(c), u, cut, st, lp) for m in modes
                                                    for b in args.beam.split(",") for v in args.vad.split(",")
                                                    for p in pacings for c in args.keep_context.split(",")
                                                    for u in args.load_context.split(",")
                                                    for cut in args.context_cut.split(",")
-                                                   for st in args.load_step.split(",")):
-            cfg = StreamConfig(min_step=args.min_step, keep_context=keep)
+                                                   for st in args.load_step.split(",")
+                                                   for lp in args.load_policy.split(",")):
+            cfg = StreamConfig(min_step=args.min_step, keep_context=keep, chunk_context=args.chunk_context)
             load = Path("/proc/loadavg").read_text().split()[:3]
             under = None if lc == "off" else float(lc)
             r = run(model, progs, batch, args.max_batch, beam, cfg, vad, pacing, under if pacing else None,
-                    shed=cut == "now", load_step=None if st == "off" else float(st))
+                    shed=cut == "now", load_step=None if st == "off" else float(st),
+                    load_policy=lp if pacing or lp == "always" else "off", chunk_cap=args.chunk_cap, chunk_beam=args.chunk_beam)
             r["load_step"] = st
             r["min_step"], r["keep_context"], r["workers"] = args.min_step, keep, args.workers
             r["load_context"] = lc if pacing else "off"

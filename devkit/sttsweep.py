@@ -46,7 +46,7 @@ from sidecast.sidecars.stt.guards import GUARDS  # noqa: E402
 from sidecast.sidecars.stt.recognizer import StreamConfig, StreamingRecognizer  # noqa: E402
 from sidecast.sidecars.stt.sidecar import apply_context  # noqa: E402
 
-LOAD_KEYS = ("load_context", "context_cut")  # not StreamConfig fields: the sidecar's context under load
+LOAD_KEYS = ("load_context", "context_cut", "chunk_cap", "chunk_beam")  # not StreamConfig fields: the sidecar's load rules
 
 
 def parse(spec: str) -> tuple[str, StreamConfig]:
@@ -65,6 +65,13 @@ def parse(spec: str) -> tuple[str, StreamConfig]:
     if guards:
         fields["guards"] = replace(GUARDS, **guards)  # type: ignore[arg-type]
     return spec, StreamConfig(policy=policy, **fields)  # type: ignore[arg-type]
+
+
+def chunk_cap(spec: str) -> float | None:
+    """``chunk_cap=S`` in a config: every pass a chunk pass (the sidecar's ``--load-policy chunk`` while
+    the model is behind, ``--chunk-cap S``)."""
+    opts = dict(item.split("=", 1) for item in filter(None, spec.partition(":")[2].split(",")))
+    return float(opts["chunk_cap"]) if "chunk_cap" in opts else None
 
 
 def before_pass(spec: str) -> Callable[[StreamingRecognizer], object] | None:
@@ -171,8 +178,10 @@ def main() -> int:
               f"{len(prog.utterances)} utterances, {n} words)", flush=True)
         for label, cfg in configs:
             t0 = time.monotonic()
-            dec = Decoder(model, DecodeOptions(language=None, beam_size=3))
-            words, rec = replay(prog, dec, cfg, args.vad, before_pass(label))
+            beam = int(float(dict(i.split("=", 1) for i in filter(None, label.partition(":")[2].split(","))).get(
+                "chunk_beam", 3)))  # chunk_beam=N: every pass is a chunk pass, with this beam
+            dec = Decoder(model, DecodeOptions(language=None, beam_size=beam))
+            words, rec = replay(prog, dec, cfg, args.vad, before_pass(label), chunk_cap(label))
             err = round(rs.wer(prog.reference, " ".join(x.text for x in words)) * n)
             ch, sa = split_errors(prog, words)
             lag: list[float] = rec.lags  # type: ignore[attr-defined]

@@ -477,6 +477,11 @@ class PassBatcher:
         self.max_pace = 3.0
         self.target_wait = 0.25         # seconds a pass may wait for a worker before the pace rises
         self.wait_avg = 0.0             # moving average of that wait (for logs and benchmarks)
+        # Chunk mode (the sidecar's --load-policy chunk, chunk_mode): the same for every stream of the model
+        self.chunked = False
+        self.chunk_since = 0.0          # monotonic time chunk mode began
+        self.chunk_switches = 0         # times it began (for logs and benchmarks)
+        self._busy: list[tuple[float, float]] = []  # (end, wall seconds) of recent batches (utilisation)
 
     def submit(self, item: PassInput) -> list[DecodedSegment]:
         done = threading.Event()
@@ -573,9 +578,47 @@ class PassBatcher:
         own passes are slow (the sidecar's ``--load-step``: its steps grow, so its backlog says less)."""
         if under_load >= keep:
             return keep
+        return keep - (keep - under_load) * self.behind(backlog, slow)
+
+    CHUNK_ENTER = 1.0   # how far behind (``behind``) a stream must be for the model to switch to chunk mode
+    CHUNK_LEAVE = 0.12  # ... and it switches back when its workers were busy less than this share of the last
+                        # UTIL_WINDOW seconds: a chunk pass per ~2 s of speech costs several times less than
+                        # passes every 0.5 s, so a model that is idle in chunk mode only then keeps up without it
+    CHUNK_HOLD = 10.0   # seconds at least in chunk mode before it may switch back
+    UTIL_WINDOW = 10.0
+
+    def behind(self, backlog: float = 0.0, slow: float = 0.0) -> float:
+        """How far behind a stream is, 0 (keeping up) to 1: the larger of the scheduler's ``pace`` (passes
+        queue for a worker), the stream's ``backlog`` (audio that arrived since its last pass: BEHIND_FROM to
+        BEHIND_FULL seconds) and ``slow`` (its own passes are slow, the sidecar's --load-step)."""
         late = (backlog - self.BEHIND_FROM) / (self.BEHIND_FULL - self.BEHIND_FROM)
-        behind = min(1.0, max(0.0, self.pace, late, slow))
-        return keep - (keep - under_load) * behind
+        return min(1.0, max(0.0, self.pace, late, slow))
+
+    def utilisation(self, now: float | None = None) -> float:
+        """Share of the last UTIL_WINDOW seconds the model's workers spent running batches (0..1; wall
+        time, so CPU taken by other work on the box counts as busy)."""
+        now = time.monotonic() if now is None else now
+        lo = now - self.UTIL_WINDOW
+        with self._cond:
+            self._busy = [(e, d) for e, d in self._busy if e > lo]
+            busy = sum(min(d, e - lo) for e, d in self._busy)
+        return busy / (self.UTIL_WINDOW * self.workers)
+
+    def chunk_mode(self, behind: float, now: float | None = None) -> bool:
+        """Whether the model's streams decode in chunks now (the sidecar's ``--load-policy chunk``): on as
+        soon as a stream is all the way behind (``behind`` >= CHUNK_ENTER), off again once it has held for
+        CHUNK_HOLD seconds and the workers were busy less than CHUNK_LEAVE of the last UTIL_WINDOW. One mode
+        for all streams: they share the model, so one stream behind means all are."""
+        now = time.monotonic() if now is None else now
+        if not self.chunked:
+            if behind >= self.CHUNK_ENTER:
+                with self._cond:
+                    self.chunked, self.chunk_since = True, now
+                    self.chunk_switches += 1
+        elif now - self.chunk_since >= self.CHUNK_HOLD and self.utilisation(now) < self.CHUNK_LEAVE:
+            with self._cond:
+                self.chunked = False
+        return self.chunked
 
     def _run_group(self, group: list[PassInput], boxes: dict[int, tuple[threading.Event, list[Any]]]) -> None:
         stats = batch_stats(self.model)
@@ -584,11 +627,16 @@ class PassBatcher:
                 with self._cond:
                     stats.in_flight += 1
                     stats.max_concurrent = max(stats.max_concurrent, stats.in_flight)
+                began = time.monotonic()
                 try:
                     results = decode_batch(self.model, group)
                 finally:
+                    ended = time.monotonic()
                     with self._cond:
                         stats.in_flight -= 1
+                        self._busy.append((ended, ended - began))
+                        if len(self._busy) > 1024:  # nobody asked for utilisation (no chunk mode): stay small
+                            del self._busy[:512]
         except Exception:
             if len(group) == 1:
                 done, box = boxes[id(group[0])]

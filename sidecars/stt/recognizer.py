@@ -83,6 +83,12 @@ class StreamConfig:
                                   # cost more words than it saved (docs/captions.md, "A change of voice")
     voice_gap: float = 1.0        # seconds of pause before a new region for the voice check
     voice_after: float = 1.0      # seconds of the new region heard before the check is made (once)
+    chunk_margin: float = 0.3     # chunk passes (chunk_pass_end): a word ending this close to the pass's end
+                                  # waits for the next chunk; the others are final from that one pass
+    chunk_pause: float = 0.5      # chunk passes: this much silence after speech ends the chunk (0.3 cut inside
+                                  # sentences on the tuning programme, 3x the errors: docs/captions.md)
+    chunk_context: float = 2.0    # committed speech (whole words, up to this many seconds) a chunk pass keeps
+                                  # before the committed point, forced as its prefix
     idle_context: float = 2.0     # while no audio comes (see settle_idle), held words the last pass heard
                                   # with this much audio after them are committed without a second pass
     guards: GuardConfig = GUARDS
@@ -97,6 +103,20 @@ class StepResult:
 
 def _sec(sample: int) -> float:
     return sample / SAMPLE_RATE
+
+
+def quietest(audio: np.ndarray, lo: float, hi: float, window: float = 0.1) -> int:
+    """The sample (in ``audio``) at the centre of its quietest ``window`` seconds between ``lo`` and
+    ``hi`` seconds (20 ms hops): where a chunk pass is cut, so the cut rarely splits a word."""
+    sr = SAMPLE_RATE
+    a, b = max(int(lo * sr), 0), min(int(hi * sr), len(audio))
+    w, hop = int(window * sr), int(0.02 * sr)
+    if b - a <= w:
+        return b
+    energy = np.concatenate([[0.0], np.cumsum(np.square(audio[a:b], dtype=np.float64))])
+    starts = np.arange(0, b - a - w + 1, hop)
+    best = int(starts[np.argmin(energy[starts + w] - energy[starts])])
+    return a + best + w // 2
 
 
 def _longest_prefix_in(head: list[str], seq: list[str]) -> tuple[int, int]:
@@ -145,6 +165,8 @@ class StreamingRecognizer:
         self.voice_seconds = 0.0               # wall time spent in the voice check
         self.keep_context = self.cfg.keep_context  # context kept at the next trim; the sidecar lowers it
                                                    # while the shared model is behind (load_context)
+        self.chunk_passes = 0                  # passes run as chunks (step(chunk=True))
+        self._chunk_checked = start_sample     # received_end at the last chunk_pass_end that found none due
 
     # ------------------------------------------------------------------ input
 
@@ -182,6 +204,45 @@ class StreamingRecognizer:
         if new > 2 * self.cfg.max_step * SAMPLE_RATE:
             step = max(step, self.cfg.catch_up_step)
         return min(avail, self.pass_end + int(step * SAMPLE_RATE))
+
+    def chunk_pass_end(self, cap: float) -> int | None:
+        """Where the next *chunk* pass stops, or None while none is due (the sidecar's ``--load-policy
+        chunk`` while the shared model is behind; run it with ``step(end, chunk=True)``).
+
+        Re-decoding a growing buffer every 0.5 s costs ~2 passes per second of audio, each over the kept
+        context and all unfinished speech: more than one tiny.en model keeps up with for 8 streams on 2
+        cores. A chunk pass runs once per stretch of speech instead: when the VAD hears the speech after
+        the committed point end (a region closed since the last pass), or when that speech reaches ``cap``
+        seconds, cut at the quietest 0.1 s of its last 0.8 s so the cut rarely splits a word. Between
+        speech, a pass is due every ``min_step`` as usual (it decodes nothing: it moves the frontier)."""
+        cfg = self.cfg
+        sr = SAMPLE_RATE
+        end = self.received_end
+        new = end - self.pass_end
+        if new < cfg.min_step * sr or end - self._chunk_checked < 0.2 * sr:
+            return None
+        self._chunk_checked = end
+        audio = self._take(end)
+        length = len(audio) / sr
+        settled = max(self.commit_end - self.buf_start, 0) / sr
+        pending = [r for r in self.vad(audio) if r[1] > settled + 0.05]
+        if not pending:
+            return end
+        last = (self.pass_end - self.buf_start) / sr
+        closed = [i for i, (_, b) in enumerate(pending) if last - cfg.chunk_pause < b <= length - cfg.chunk_pause]
+        if closed:
+            # Speech ended since the last pass: cut in the pause after it, not inside the speech after it.
+            i = closed[-1]
+            if i + 1 == len(pending):
+                return end
+            if pending[i + 1][0] > last + 0.2:
+                return self.buf_start + quietest(audio, max(pending[i][1], last + 0.1), pending[i + 1][0] + 0.1)
+        # Speech not heard by a pass yet: from the committed point, or from just before the last pass's end
+        # when that pass left its words uncommitted (nothing final there, or a word at the very end).
+        start = max(settled, pending[0][0], last - 0.5)
+        if length - start < cap or new < cap / 2 * sr:
+            return None
+        return self.buf_start + quietest(audio, max(start + cap - 0.8, last + 0.1, start + 1.0), length)
 
     # ------------------------------------------------------------------ one pass
 
@@ -297,12 +358,26 @@ class StreamingRecognizer:
                 return b > closed or b - copy[-1].end <= 0.6
         return False
 
-    def step(self, pass_end: int) -> StepResult:
+    def step(self, pass_end: int, chunk: bool = False) -> StepResult:
+        """One pass up to ``pass_end``. ``chunk`` (see ``chunk_pass_end``): the buffer is cut at the
+        committed point first (no audio context; the committed text is still the prompt), and the pass's
+        words are final from this one pass, all but those within ``chunk_margin`` of its end."""
         cfg = self.cfg
         out = StepResult()
         audio = self._take(pass_end)
         self.pass_end = pass_end
         self.passes += 1
+        if chunk:
+            self.chunk_passes += 1
+            cut = self.commit_end
+            if cfg.chunk_context > 0:
+                lo = self.commit_end - int(cfg.chunk_context * SAMPLE_RATE)
+                kept = [w for w in self.committed[-64:] if round(w.start * SAMPLE_RATE) >= max(lo, self.buf_start)]
+                if kept:
+                    cut = round(kept[0].start * SAMPLE_RATE)
+            if cut > self.buf_start:
+                self._trim_to(cut, context=False)
+                audio = self._take(pass_end)
         self._unstable = False
         length = len(audio) / SAMPLE_RATE
         regions = self.vad(audio)
@@ -313,7 +388,7 @@ class StreamingRecognizer:
             regions = self.vad(audio)
             settled = max(self.commit_end - self.buf_start, 0) / SAMPLE_RATE
         pending = [r for r in regions if r[1] > settled + 0.05]
-        open_region = bool(pending) and pending[-1][1] > length - cfg.silence_commit
+        open_region = bool(pending) and pending[-1][1] > length - (cfg.chunk_pause if chunk else cfg.silence_commit)
 
         if not pending:
             self.hypothesis = []
@@ -331,7 +406,17 @@ class StreamingRecognizer:
             spans = [(_sec(self.buf_start) + a, _sec(self.buf_start) + b) for a, b in regions if a > 0.05]
             new = self._merge(words, spans, closed=_sec(pass_end) - cfg.silence_commit)
             agreed = 0
-            if cfg.policy == "alignatt":
+            if chunk:
+                # One pass per chunk: no second pass is coming to confirm, and the cut is at a quiet point.
+                # A copy of the committed tail (see _merge) would wait for a confirmation that never comes:
+                # a chunk starts at the committed point, so such a copy is the decoder repeating its prompt.
+                new = [w for w in new if id(w) not in self._confirm]
+                limit = _sec(pass_end) - cfg.chunk_margin
+                if not open_region:  # nothing said after the speech ended is final from this pass
+                    limit = min(limit, _sec(self.buf_start) + pending[-1][1] + 0.3)
+                while agreed < len(new) and new[agreed].end <= limit:
+                    agreed += 1
+            elif cfg.policy == "alignatt":
                 # The attention policy: a word whose cross-attention alignment ends align_threshold
                 # before the newest audio will not change with more audio; commit it from this one pass.
                 # The pass's last word is final this way only when punctuation closes it: the decoder may
@@ -357,7 +442,7 @@ class StreamingRecognizer:
                     if normalize(a.text) != normalize(b.text) or b.end > _sec(pass_end) - cfg.min_context:
                         break
                     agreed += 1
-            if cfg.context_commit > 0 and cfg.policy != "alignatt":
+            if cfg.context_commit > 0 and cfg.policy != "alignatt" and not chunk:
                 settled_by_context = _sec(pass_end) - cfg.context_commit
                 while agreed < len(new) and new[agreed].end <= settled_by_context:
                     agreed += 1

@@ -8,6 +8,7 @@ for the model. One instance per media stream; the model itself is loaded once pe
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import logging
 import queue
@@ -46,6 +47,7 @@ LOAD_CONTEXT = 3.0  # seconds of context kept while the shared model is behind (
                     # "Context under load")
 SLOW_FROM = 0.5     # wall seconds a stream's pass may take (smoothed) while the model keeps up with it ...
 SLOW_FULL = 1.0     # ... and from this on it is behind: passes wait for --load-step of audio (step_seconds)
+CHUNK_CAP = 2.5    # seconds of uncommitted speech a chunk pass waits for at most (--load-policy chunk, --chunk-cap)
 IDLE_AFTER = 1.0    # wall seconds without new audio before held words are settled (StreamingRecognizer.settle_idle)
 
 
@@ -55,6 +57,7 @@ class _Track:
     builder: CueBuilder
     decoder: Decoder | None = None
     pass_wall: float = 0.0  # wall seconds of its recent passes, smoothed (step_seconds)
+    chunk: bool = False     # its next pass is a chunk pass (next_pass_end, --load-policy chunk)
 
 
 LID_SPEECH = 6.0     # seconds of speech language identification waits for (or LID_AUDIO of audio):
@@ -100,9 +103,14 @@ class SttSidecar(Sidecar):
                  stream: StreamConfig | None = None, translators: list[Translator] | None = None,
                  translate_to: tuple[str, ...] = (), batch: bool = True, max_batch: int = 8,
                  vad: str = "incremental", pacing: str = "fixed", load_context: float | None = LOAD_CONTEXT,
-                 shed: bool = True, load_step: float | None = None, **options: Any) -> None:
+                 shed: bool = True, load_step: float | None = None, load_policy: str = "off",
+                 chunk_cap: float = CHUNK_CAP, chunk_beam: int | None = None, **options: Any) -> None:
         super().__init__(**options)
         self.spec = spec
+        # "chunk": while the shared model is behind, every stream decodes in chunks (chunk_active); "off": never
+        self.load_policy = load_policy
+        self.chunk_cap = chunk_cap
+        self.chunk_beam = chunk_beam    # beam size of chunk passes (None: --beam-size)
         # context kept while the shared model is behind (engine.PassBatcher.context); None: always the
         # stream config's keep_context
         self.load_context = load_context
@@ -256,6 +264,9 @@ class SttSidecar(Sidecar):
         self._stats_at = at
         b = self.tracks[0].decoder.batcher if self.tracks and self.tracks[0].decoder is not None else None
         load = {"pace_s": round(b.pace, 2), "wait_avg_s": round(b.wait_avg, 3)} if b is not None else {}
+        if b is not None and self.load_policy != "off":
+            load.update(chunked=b.chunked, chunk_switches=b.chunk_switches, utilisation=round(b.utilisation(), 3),
+                        chunk_passes=sum(t.recognizer.chunk_passes for t in self.tracks))
         context = self.tracks[0].recognizer.keep_context if self.tracks else self.stream_config.keep_context
         return Generic(start=at, end=at, kind="stt_passes",
                        data={"batch": self.batch, "stream": mine, "model": shared, "commit_lag_s": lags,
@@ -320,6 +331,15 @@ class SttSidecar(Sidecar):
                        help="least audio between a stream's passes once they are slow (0.5-1 s of wall time, "
                             "smoothed): fewer, longer passes while the model is behind (off: always 0.5 s; "
                             "docs/captions.md, \"Context under load\")")
+        g.add_argument("--load-policy", default="off", metavar="chunk|off",
+                       help="chunk: while the shared model is behind, each stream is decoded once per stretch of "
+                            "speech (when a pause ends it, or at --chunk-cap seconds) instead of every 0.5 s, back to "
+                            "the usual passes when the model is idle again; off: never (default; docs/captions.md, "
+                            "\"Chunks under load\")")
+        g.add_argument("--chunk-cap", type=float, default=CHUNK_CAP, metavar="SECONDS",
+                       help=f"with --load-policy chunk: most uncommitted speech before a chunk pass (default {CHUNK_CAP:g})")
+        g.add_argument("--chunk-beam", type=int, default=0, metavar="N",
+                       help="with --load-policy chunk: beam size of chunk passes (default 0: --beam-size)")
         g.add_argument("--max-line-chars", type=int, default=DEFAULT_STYLE.max_chars,
                        help="caption line length (default 42)")
         g.add_argument("--max-open", type=float, default=2.5,
@@ -343,6 +363,12 @@ class SttSidecar(Sidecar):
             raise ModelError("--beam-size >= 1, --cpu-threads >= 0, --max-line-chars >= 10, --max-open > 0, "
                              "--max-batch >= 1, --workers 0..16, --keep-context 0..20, --load-context 0..20 or off, "
                              "--load-step 0..6 or off")
+        if args.load_policy not in ("chunk", "off"):
+            raise ModelError(f"--load-policy {args.load_policy}: chunk or off")
+        if not 1.0 <= args.chunk_cap <= 10.0:
+            raise ModelError(f"--chunk-cap {args.chunk_cap:g}: 1..10 seconds")
+        if not 0 <= args.chunk_beam <= 10:
+            raise ModelError(f"--chunk-beam {args.chunk_beam}: 0 (--beam-size) or 1..10")
         spec = engine.resolve_spec(args.model, args.device, args.compute_type, args.cpu_threads, args.workers)
         model = engine.load_model(spec)
         check_language(model, spec, args.language, args.translate)
@@ -357,7 +383,9 @@ class SttSidecar(Sidecar):
                                  translators=engines, translate_to=targets, batch=args.batch == "on",
                                  max_batch=args.max_batch, vad=args.vad, pacing=args.pacing,
                                  stream=StreamConfig(keep_context=args.keep_context), load_context=load_context,
-                                 shed=args.context_cut == "now", load_step=load_step)
+                                 shed=args.context_cut == "now", load_step=load_step,
+                                 load_policy=args.load_policy, chunk_cap=args.chunk_cap,
+                                 chunk_beam=args.chunk_beam or None)
 
     # ------------------------------------------------------------------ worker
 
@@ -577,10 +605,21 @@ class SttSidecar(Sidecar):
 
     def _step(self, track: _Track, end: int) -> StepResult:
         """One pass of the track's recogniser up to ``end``, with the context its load allows: lowered,
-        it is cut from the buffer before this pass (``shed_context``), not at the stream's next trim."""
-        apply_context(track.recognizer, self.context_seconds(track), self.shed)
+        it is cut from the buffer before this pass (``shed_context``), not at the stream's next trim. A
+        chunk pass (``next_pass_end`` chose one) keeps no audio context at all."""
+        if not track.chunk:
+            apply_context(track.recognizer, self.context_seconds(track), self.shed)
         t0 = time.monotonic()
-        r = track.recognizer.step(end)
+        d = track.decoder
+        if track.chunk and d is not None and self.chunk_beam is not None and d.options.beam_size != self.chunk_beam:
+            saved = d.options  # one pass at a time per track: its decoder's options are its own
+            d.options = dataclasses.replace(saved, beam_size=self.chunk_beam)
+            try:
+                r = track.recognizer.step(end, chunk=True)
+            finally:
+                d.options = saved
+        else:
+            r = track.recognizer.step(end, chunk=track.chunk)
         track.pass_wall = smooth_pass_wall(track.pass_wall, time.monotonic() - t0)
         return r
 
@@ -602,8 +641,23 @@ class SttSidecar(Sidecar):
         slow = slow_fraction(track.pass_wall) if self.load_step is not None else 0.0
         return b.context(keep, self.load_context, (rec.received_end - rec.pass_end) / SAMPLE_RATE, slow)
 
+    def chunk_active(self, track: _Track) -> bool:
+        """Whether the track decodes in chunks now (``--load-policy chunk``): the shared scheduler's mode
+        (engine.PassBatcher.chunk_mode), which turns on when a stream is all the way behind and off once
+        the model's workers are mostly idle. Needs the shared scheduler (``--batch on``)."""
+        b = track.decoder.batcher if track.decoder is not None else None
+        if self.load_policy != "chunk" or b is None:
+            return False
+        rec = track.recognizer
+        slow = slow_fraction(track.pass_wall) if self.load_step is not None else 0.0
+        return b.chunk_mode(0.0 if track.chunk else b.behind((rec.received_end - rec.pass_end) / SAMPLE_RATE, slow))
+
     def next_pass_end(self, track: _Track) -> int | None:
-        """Where the track's next pass stops, or None while it is not due (``paced_pass_end``)."""
+        """Where the track's next pass stops, or None while it is not due (``paced_pass_end``; a chunk
+        pass while the model is behind, ``StreamingRecognizer.chunk_pass_end``)."""
+        track.chunk = self.chunk_active(track)
+        if track.chunk:
+            return track.recognizer.chunk_pass_end(self.chunk_cap)
         if self.pacing == "fixed":
             return fixed_pass_end(track.recognizer, self.step_seconds(track))
         b = track.decoder.batcher if track.decoder is not None else None
