@@ -13,6 +13,10 @@ hinted CRF plus the last correction, as long as the hint moved by at most ``carr
 sees the same content; a cut or new content resets it). Costs one VMAF pass per segment and rung, plus a
 second encode for the segments that miss; ``bench/bitrate.py`` reports both.
 
+``--size-anchor`` (``SizeAnchor``) measures the other way round: each segment is also encoded at smaller
+candidate sizes, and the candidate with the fewest bits whose measured VMAF is within a margin of the
+segment's own encode is published in its place (the per-segment size decision the model cannot take safely).
+
 libvmaf comes from the FFmpeg binary of the ``imageio-ffmpeg`` wheel (the core's own PyAV build has no
 libvmaf): ``vmaf_ffmpeg()`` says whether it is there, and ``--target-anchor`` refuses to start without it.
 """
