@@ -41,7 +41,7 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 
@@ -55,7 +55,7 @@ import cv2  # noqa: E402
 
 from devkit import corpus, quality  # noqa: E402
 from sidecast.contract.records import RenditionInfo  # noqa: E402
-from sidecast.core.anchor import TargetAnchor, measure_vmaf  # noqa: E402
+from sidecast.core.anchor import SizeRule, TargetAnchor, candidate_sizes, measure_vmaf, pick_size  # noqa: E402
 from sidecast.core.ladder import DEFAULT_LADDER, build_ladder  # noqa: E402
 from sidecast.sidecars.bitrate.features import SegmentAnalyser  # noqa: E402
 from sidecast.sidecars.bitrate.model import Policy, RateModel, decide  # noqa: E402
@@ -83,7 +83,8 @@ D_ONLY_GRID = {1.0: (16.0, 44.0), 0.75: (18.0,), 0.5: (17.0,)}
 # revision's: target margin 2, target CRFs up to 44), decided in the same run, so before and after are
 # measured on the same encodes.
 PREV_POLICY = {"target_margin": 2.0, "target_max_crf": 44.0}
-MODES = ("default", "hints", "fixed", "target", "target-anchor", "oracle", "oracle-wide", "oracle-target")
+MODES = ("default", "hints", "fixed", "target", "target-anchor", "oracle", "oracle-wide", "oracle-target", "size",
+         "hints+size")
 PREV_MODES = ("hints-prev", "target-prev")
 Measure = tuple[int, float, float, float]  # bits, VMAF, PSNR, SSIM
 
@@ -109,8 +110,10 @@ class Encoder:
             bits = quality.encode(self.seg.at(h, w), self.seg.fps, crf, self.cap, enc)
             self.encode_cpu[key] = _cpu_self() - t0  # every x264 thread of this (single-job) worker
             if anchor:
+                # the core kills a measurement after 60 s (a live stream never waits); the bench's runs share
+                # a loaded machine at the lowest priority, where that is no property of the measurement
                 self.anchored[key] = measure_vmaf(enc, self.seg.at(self.height, self.width), self.width,
-                                                  self.height, self.seg.fps, anchor)
+                                                  self.height, self.seg.fps, anchor, timeout=1800.0)
             if key not in self.cache:
                 sc = quality.scores(enc, self.ref, self.seg.fps, threads=2, psnr_ssim=True)
                 self.cache[key] = (bits, sc.vmaf, sc.psnr, sc.ssim)
@@ -173,7 +176,8 @@ def table(label: str, rows: list[dict], clips: list[str], rungs: list[str], dura
         worst = min(range(len(deltas)), key=lambda i: deltas[i])
         summary[m] = {"saved": total[m][4], "mean_delta": float(np.mean(deltas)), "worst": deltas[worst],
                       "worst_clip": list(per_clip)[worst]}
-    for m in ("hints", "hints-prev", "oracle", "oracle-wide", "target", "target-anchor", "target-prev", "fixed"):
+    for m in ("hints", "hints-prev", "size", "hints+size", "oracle", "oracle-wide", "target", "target-anchor",
+              "target-prev", "fixed"):
         if m not in summary:
             continue
         s = summary[m]
@@ -188,16 +192,21 @@ def report(rows: list[dict], names: list[str], rung_names: list[str], duration: 
     verdicts = []
     for rung in [*rung_names, None]:
         label = f"rung {rung}" if rung else "ALL RUNGS (the ladder)"
-        s = table(label, rows, names, [rung] if rung else rung_names, duration).get("hints")
-        if s is not None:
-            ok = s["saved"] >= 12 and s["mean_delta"] >= -0.5 and s["worst"] >= -2.0
-            verdicts.append((label, s, ok))
+        summ = table(label, rows, names, [rung] if rung else rung_names, duration)
+        for mode in ("hints", "size", "hints+size"):
+            s = summ.get(mode)
+            if s is not None:
+                ok = s["saved"] >= 12 and s["mean_delta"] >= -0.5 and s["worst"] >= -2.0
+                verdicts.append((mode, label, s, ok))
     if verdicts:
-        print("\nTARGET (b) hints vs (a) default: >= 12% fewer bits, mean VMAF >= -0.5, no clip below -2.0")
-    for label, s, ok in verdicts:
-        print(f"  {label:24s} saved {s['saved']:5.1f}%  mean dVMAF {s['mean_delta']:+.2f}  worst clip "
+        print("\nTARGET (b) vs (a) default: >= 12% fewer bits, mean VMAF >= -0.5, no clip below -2.0")
+    for mode, label, s, ok in sorted(verdicts, key=lambda v: ("hints", "size", "hints+size").index(v[0])):
+        print(f"  {mode:10s} {label:24s} saved {s['saved']:5.1f}%  mean dVMAF {s['mean_delta']:+.2f}  worst clip "
               f"{s['worst']:+.2f} ({s['worst_clip']})  {'PASS' if ok else 'FAIL'}")
     n = target.target_vmaf
+    if "vmax" not in rows[0]:  # --size-only: no (d)
+        size_costs(rows)
+        return
     if "oracle-target" in rows[0]:
         tbits_oracle = sum(r["oracle-target"][0] for r in rows) / sum(r["default"][0] for r in rows)
         print(f"oracle-target (fewest bits of the grid reaching N): |VMAF - N| p90 "
@@ -232,6 +241,68 @@ def report(rows: list[dict], names: list[str], rung_names: list[str], duration: 
             f"{rows[i]['clip']} {rows[i]['rung']} {rows[i][mode][1]:.1f}{'' if reach[i] else ' (out of reach)'}"
             for i in worst))
     anchor_costs(rows)
+    size_costs(rows)
+
+
+def size_costs(rows: list[dict]) -> None:
+    """What --size-anchor costs per segment and rung (CPU seconds, all threads of each encode, one thread of
+    each measurement) against the plain encode of the same segment, and which size it published."""
+    for mode in ("size", "hints+size"):
+        key = f"{mode}-cost"
+        if not rows or key not in rows[0]:
+            continue
+        print(f"--size-anchor ({mode}): CPU per 2 s segment and rung: the segment's own encode / the candidates' "
+              "encodes / the measurements (count) / overhead vs the own encode; sizes published")
+        for rung in [*dict.fromkeys(r["rung"] for r in rows), None]:
+            sel = [r[key] for r in rows if rung is None or r["rung"] == rung]
+            own = statistics.mean(a["own_cpu"] for a in sel)
+            cand = statistics.mean(a["cand_cpu"] for a in sel)
+            meas = statistics.mean(a["measure_cpu"] for a in sel)
+            n = statistics.mean(a["measures"] for a in sel)
+            chosen: dict[str, int] = {}
+            for a in sel:
+                chosen[a["chosen"]] = chosen.get(a["chosen"], 0) + 1
+            print(f"  {rung or 'all':5s}: own encode {own:.3f} s, candidates {cand:.3f} s, measurements "
+                  f"{meas:.3f} s ({n:.2f} per segment), overhead {cand + meas:.3f} s = {100 * (cand + meas) / own:.0f}% "
+                  f"of the encode; published {', '.join(f'{k} x{v}' for k, v in sorted(chosen.items()))}")
+        diffs = [d for r in rows for d in r[key]["sub_minus_full"]]
+        if diffs:
+            arr = np.array(diffs)
+            print(f"  subsampled vs every-frame VMAF of the encodes it measured: mean {arr.mean():+.2f}, mean |diff| "
+                  f"{np.abs(arr).mean():.2f}, max |diff| {np.abs(arr).max():.2f}")
+
+
+def size_anchored(enc: Encoder, rung_w: int, rung_h: int, w: int, h: int, crf: float, rule: SizeRule
+                  ) -> tuple[Measure, str, dict]:
+    """``--size-anchor`` as the core does it (``sidecast.core.anchor.SizeAnchor``) on one segment and rung: the
+    own encode (``w`` x ``h`` at ``crf``) and the rule's candidates, measured every ``rule.subsample``-th frame
+    in the core's order (fewest bits first, stopping at the first within the margin), the decision by the
+    core's ``pick_size``; returns the published encode's every-frame measure, its label and the costs."""
+    sub = rule.subsample
+    own = enc.measure(w, h, crf, anchor=sub)
+    v0, cpu0 = enc.anchored[(w, h, crf)]
+    cands = candidate_sizes(rung_w, rung_h, w, h, crf, rule)
+    got = [enc.measure(cw, ch, cc, anchor=sub) for cw, ch, cc in cands]
+    measured: list[float | None] = [None] * len(cands)
+    cost = {"own_cpu": enc.encode_cpu[(w, h, crf)], "cand_cpu": sum(enc.encode_cpu[c] for c in cands),
+            "measure_cpu": cpu0, "measures": 1, "sub_minus_full": [v0 - own[1]]}
+    for k in sorted(range(len(cands)), key=lambda i: got[i][0]):
+        if got[k][0] >= own[0]:
+            break
+        v, cpu = enc.anchored[cands[k]]
+        measured[k] = v
+        cost["measure_cpu"] += cpu
+        cost["measures"] += 1
+        cost["sub_minus_full"].append(v - got[k][1])
+        if v >= v0 - rule.margin:
+            break
+    pick = pick_size((own[0], v0), [(g[0], m) for g, m in zip(got, measured, strict=True)], rule.margin)
+    if pick is None:
+        cost["chosen"] = f"{h}p"
+        return own, f"{h}p {crf:g}", cost
+    cw, ch, cc = cands[pick]
+    cost["chosen"] = f"{ch}p"
+    return got[pick], f"{ch}p {cc:g}", cost
 
 
 def anchor_costs(rows: list[dict]) -> None:
@@ -255,7 +326,7 @@ def anchor_costs(rows: list[dict]) -> None:
 
 
 def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = "", target_only: bool = False,
-               prev_policy: dict[str, float] | None = None, d_only: bool = False
+               prev_policy: dict[str, float] | None = None, d_only: bool = False, size_only: bool = False
                ) -> tuple[list[dict], float, list[float], list[float], list[str]]:
     """Every measurement of one clip (runs in a worker process): rows, seconds, timings, printed lines."""
     cv2.setNumThreads(1)  # the feature timing is per core
@@ -264,7 +335,7 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
     target = Policy(mode="target", target_vmaf=target_vmaf)
     model = RateModel()
     prev = RateModel(compare) if compare else None
-    modes = shown_modes(target_only, prev is not None, d_only)
+    modes = shown_modes(target_only, prev is not None, d_only, size_only)
     ladder = build_ladder(1280, 720, DEFAULT_LADDER)
     rends = tuple(RenditionInfo(r.name, r.width, r.height, r.max_bitrate, r.crf, "crf") for r in ladder)
     rows: list[dict] = []
@@ -301,6 +372,27 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
                 enc = Encoder(seg, r.width, r.height, r.max_bitrate, tmp)
                 got: dict[str, Measure] = {}
                 shown: dict[str, str] = {}
+                if size_only:
+                    # (a), (b), and --size-anchor on each: the static encode or the hint's as the segment's own
+                    rule = SizeRule()
+                    got["default"] = enc.measure(r.width, r.height, r.crf)
+                    shown["default"] = f"{r.height}p {r.crf:g}"
+                    default_cpu = enc.encode_cpu[(r.width, r.height, r.crf)]
+                    h = hints[i]
+                    hw, hh = (h.width, h.height) if h.width and h.height else (r.width, r.height)
+                    hcrf = h.crf if h.crf > 0 else r.crf
+                    got["hints"] = enc.measure(hw, hh, hcrf)
+                    shown["hints"] = f"{hh}p {hcrf:g}"
+                    row: dict = {"clip": clip.name, "genre": clip.genre, "seg": seg.index, "rung": r.name,
+                                 "secs": secs, "default_cpu": default_cpu}
+                    got["size"], shown["size"], row["size-cost"] = size_anchored(
+                        enc, r.width, r.height, r.width, r.height, r.crf, rule)
+                    got["hints+size"], shown["hints+size"], row["hints+size-cost"] = size_anchored(
+                        enc, r.width, r.height, hw, hh, hcrf, rule)
+                    rows.append({**row, **got})
+                    lines.append(f"{clip.name:24s} {seg.index:3d} {r.name:>5s}  " + "  ".join(
+                        f"{shown[m]:>14s} {got[m][0] / secs / 1000:7.0f} {got[m][1]:6.2f}" + " " * 6 for m in modes))
+                    continue
                 def measured(g: dict[float, tuple[float, ...]], w: int = r.width, h: int = r.height,
                              e: Encoder = enc) -> dict[tuple[float, float], Measure]:
                     return {(s, c): e.measure(*sized(w, h, s), c) for s, cs in g.items() for c in cs}
@@ -365,11 +457,13 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
     return rows, seconds, frame_ms, decide_ms, lines
 
 
-def shown_modes(target_only: bool, compare: bool, d_only: bool = False) -> list[str]:
+def shown_modes(target_only: bool, compare: bool, d_only: bool = False, size_only: bool = False) -> list[str]:
     """The modes a run measures, in column order."""
+    if size_only:
+        return ["default", "hints", "size", "hints+size"]
     if d_only:
         return ["default", "target", "target-anchor", *(["target-prev"] if compare else [])]
-    skip = ("oracle", "oracle-wide") if target_only else ()
+    skip = ("oracle", "oracle-wide", "size", "hints+size") if target_only else ("size", "hints+size")
     return [m for m in MODES if m not in skip] + (list(PREV_MODES) if compare else [])
 
 
@@ -390,6 +484,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="measure (a) and the (d) row only (with --compare-model the previous model's (d) too), plus "
                          "the ends of the target grid for the verdict's reachability: about 60%% fewer encodes "
                          "than --target-only")
+    ap.add_argument("--size-only", action="store_true",
+                    help="measure (a), (b) and --size-anchor on each (the core's measured size decision: own "
+                         "encode + 0.75/0.5 candidates, measured, the smallest within the margin published), "
+                         "with its CPU cost; no oracle, no (c), no (d)")
     ap.add_argument("--timing-only", action="store_true",
                     help="only time the features and the decision (no encodes; run it under the CPU lock)")
     args = ap.parse_args(argv)
@@ -423,17 +521,20 @@ def main(argv: list[str] | None = None) -> int:
           f"target policy: VMAF {target.target_vmaf:g}; ladder "
           f"{', '.join(f'{r.name}@{r.max_bitrate // 1000}k' for r in ladder)}; static CRF {ladder[0].crf:g}; "
           f"target CRFs up to {target.target_max_crf:g}, margin {target.target_margin:g}; "
+          + (f"--size-anchor only: {SizeRule()}; " if args.size_only else "")
           + (f"(d) only; reachability from (scale: CRFs): {D_ONLY_GRID}" if args.d_only else
              f"oracle-target grid (scale: CRFs): {TARGET_ONLY_GRID}" if args.target_only else
              f"oracle grid (scale: CRFs): {GRID}, oracle-target adds {TARGET_GRID}")
           + (f"; previous model {args.compare_model} at {prev_policy}" if args.compare_model else ""))
-    shown = shown_modes(args.target_only, bool(args.compare_model), args.d_only)
+    shown = shown_modes(args.target_only, bool(args.compare_model), args.d_only, args.size_only)
     print(f"{'clip':24s} {'seg':>3s} {'rung':>5s}  " + "  ".join(f"{m + ' (size crf) kb/s VMAF':>36s}" for m in shown))
     jobs = 1 if args.timing_only else max(1, args.jobs)
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(bench_clip, c.name, args.target_vmaf, args.timing_only, args.compare_model,
-                               args.target_only, prev_policy, args.d_only) for c in clips]
-        for c, fut in zip(clips, futures, strict=True):
+                               args.target_only, prev_policy, args.d_only, args.size_only) for c in clips]
+        names = {fut: c for c, fut in zip(clips, futures, strict=True)}
+        for fut in as_completed(futures):  # each clip's lines as soon as it is done
+            c = names[fut]
             got_rows, secs, f_ms, d_ms, lines = fut.result()
             rows += got_rows
             duration[c.name] = secs

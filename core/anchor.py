@@ -13,6 +13,10 @@ hinted CRF plus the last correction, as long as the hint moved by at most ``carr
 sees the same content; a cut or new content resets it). Costs one VMAF pass per segment and rung, plus a
 second encode for the segments that miss; ``bench/bitrate.py`` reports both.
 
+``--size-anchor`` (``SizeAnchor``) measures the other way round: each segment is also encoded at smaller
+candidate sizes, and the candidate with the fewest bits whose measured VMAF is within a margin of the
+segment's own encode is published in its place (the per-segment size decision the model cannot take safely).
+
 libvmaf comes from the FFmpeg binary of the ``imageio-ffmpeg`` wheel (the core's own PyAV build has no
 libvmaf): ``vmaf_ffmpeg()`` says whether it is there, and ``--target-anchor`` refuses to start without it.
 """
@@ -27,7 +31,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
@@ -201,3 +205,114 @@ class TargetAnchor:
         """Forget a rung's correction (a segment it could not measure: the next starts from the model)."""
         self._carry.pop(rung, None)
 
+
+
+# ---------------------------------------------------------------------------- --size-anchor
+
+@dataclass(frozen=True)
+class SizeRule:
+    """The measured size decision of ``--size-anchor``: each candidate is (scale of the rung's size, CRF offset
+    from the segment's own CRF); a candidate is published when it has fewer bits than the segment's own encode
+    and its measured VMAF (at the rung's display size) is at least the own encode's minus ``margin``.
+
+    Defaults chosen by ``models/bitrate/size_tune.py`` on the training clips' measured curves only: 0.75 of the
+    rung at CRF - 1 and 0.5 at CRF - 5 (a smaller picture needs a lower CRF to keep the rung's quality), margin
+    1.0 VMAF (each candidate is measured on every ``subsample``-th frame, 0.25 VMAF from every frame on
+    average; the issue allows 0.5 off on average and 2.0 on any clip)."""
+
+    candidates: tuple[tuple[float, float], ...] = ((0.75, -1.0), (0.5, -5.0))
+    margin: float = 1.0
+    subsample: int = 3
+
+
+def pick_size(own: tuple[float, float], candidates: Sequence[tuple[float, float | None]], margin: float
+              ) -> int | None:
+    """The index of the candidate to publish: the one with the fewest bits among those with fewer bits than
+    the own encode and a VMAF of at least the own encode's minus ``margin``; None keeps the own encode.
+    ``own`` and each candidate are (bits, measured VMAF); a candidate not measured (None) is never chosen."""
+    bits0, vmaf0 = own
+    ok = [(b, i) for i, (b, v) in enumerate(candidates) if v is not None and b < bits0 and v >= vmaf0 - margin]
+    return min(ok)[1] if ok else None
+
+
+def candidate_sizes(rung_width: int, rung_height: int, width: int, height: int, crf: float, rule: SizeRule
+                    ) -> list[tuple[int, int, float]]:
+    """(width, height, CRF) of each candidate smaller than the segment's own size ``width`` x ``height``: the
+    rung's size times the candidate's scale, even, the rung's aspect kept (as ``ladder.segment_size`` accepts a
+    hint's size), the CRF on the hints' 0.5 grid, at least 10."""
+    from .ladder import segment_size
+
+    out = []
+    for scale, offset in rule.candidates:
+        w, h = segment_size(rung_width, rung_height, round(rung_width * scale / 2) * 2, round(rung_height * scale / 2) * 2)
+        if w * h < width * height:
+            out.append((w, h, max(10.0, round((crf + offset) * 2.0) / 2.0)))
+    return out
+
+
+@dataclass
+class SizeAnchor:
+    """``--size-anchor``: per segment and rung, the segment is encoded as the ladder would (its own size and
+    CRF, the fallback) and at each smaller candidate size (``SizeRule``); the own encode and the candidates
+    with fewer bits are measured (fewest bits first, stopping at the first within the margin), and the
+    candidate with the fewest bits within ``margin`` VMAF of the own encode is published in its place.
+    A measurement that fails or runs past ``measure_timeout`` publishes the own encode."""
+
+    rule: SizeRule = field(default_factory=SizeRule)
+    measure_timeout: float = 60.0
+
+    def encode(self, rung: str, frames: list[av.VideoFrame], times: list[float], path: Path, width: int,
+               height: int, display: tuple[int, int], fps: Fraction, crf: float, cap: int, duration: float
+               ) -> tuple[media.SegmentStats, float, tuple[int, int], dict[str, object]]:
+        """Encode one segment of one rung with the measured size decision; returns its stats, the CRF and
+        size published, and what ``segments.jsonl`` records: ``size_vmaf`` (the own encode's measured VMAF),
+        ``size_candidates`` ([width, height, crf, bits, measured VMAF or null] each), ``size_chosen`` (the
+        published candidate's [width, height], null for the own encode), ``size_cpu_s`` (CPU seconds of the
+        measurements), and ``size_error`` when a measurement failed."""
+        stats = media.encode_video_segment(frames, times, path, width, height, fps, crf, cap, duration)
+        cands = candidate_sizes(display[0], display[1], width, height, crf, self.rule)
+        record: dict[str, object] = {"size_vmaf": None, "size_candidates": [], "size_chosen": None,
+                                     "size_cpu_s": 0.0}
+        if not cands:
+            return stats, crf, (width, height), record
+        encoded: list[tuple[Path, media.SegmentStats]] = []
+        try:
+            for k, (w, h, c) in enumerate(cands):
+                p = path.with_name(f".{path.stem}.size{k}{path.suffix}")  # a dot file: never listed, replaced
+                encoded.append((p, media.encode_video_segment(frames, times, p, w, h, fps, c, cap, duration)))
+            measured: list[float | None] = [None] * len(cands)
+            cpu = 0.0
+            try:
+                vmaf0, t = measure_vmaf(path, frames, display[0], display[1], fps, self.rule.subsample,
+                                        timeout=self.measure_timeout)
+                cpu += t
+                record["size_vmaf"] = round(vmaf0, 2)
+                for k in sorted(range(len(cands)), key=lambda i: encoded[i][1].bytes):
+                    if encoded[k][1].bytes >= stats.bytes:
+                        break
+                    v, t = measure_vmaf(encoded[k][0], frames, display[0], display[1], fps, self.rule.subsample,
+                                        timeout=self.measure_timeout)
+                    cpu += t
+                    measured[k] = v
+                    if v >= vmaf0 - self.rule.margin:
+                        break  # the fewest bits within the margin: the larger ones cannot win
+            except Exception as exc:  # the live stream never waits on, or dies of, its quality measurement
+                log.warning("size anchor: %s segment %s not measured (%s); published at its own size", rung,
+                            path.name, exc)
+                record["size_error"] = str(exc)[:200]
+                measured = [None] * len(cands)
+            record["size_cpu_s"] = round(cpu, 3)
+            record["size_candidates"] = [[w, h, c, st.bytes * 8, None if v is None else round(v, 2)]
+                                         for (w, h, c), (_, st), v in zip(cands, encoded, measured, strict=True)]
+            pick = None if record["size_vmaf"] is None or "size_error" in record else pick_size(
+                (stats.bytes * 8, float(vmaf0)), [(st.bytes * 8, v) for (_, st), v in zip(encoded, measured, strict=True)],
+                self.rule.margin)
+            if pick is not None:
+                w, h, c = cands[pick]
+                os.replace(encoded[pick][0], path)
+                record["size_chosen"] = [w, h]
+                return replace(encoded[pick][1], path=path), c, (w, h), record
+            return stats, crf, (width, height), record
+        finally:
+            for p, _ in encoded:
+                p.unlink(missing_ok=True)

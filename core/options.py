@@ -158,6 +158,12 @@ class RunOptions:
         help="with --target-vmaf: measure each hinted segment's VMAF after encoding it and, when it misses N by "
              "more than 1.5, encode it once more at a corrected CRF (about 2.5 times the video encoding CPU; needs "
              "the imageio-ffmpeg wheel's libvmaf; docs/bitrate.md)"))
+    size_anchor: bool = field(default=False, metadata=opt(
+        "--size-anchor",
+        help="capped-CRF ladder: also encode each segment of each rung at 0.75 and 0.5 of its size, measure "
+             "their VMAF against the segment's own encode, and publish the smallest within 1 VMAF of it (fewer "
+             "bits at the ladder's quality; about 4 times the video encoding CPU; needs the imageio-ffmpeg "
+             "wheel's libvmaf; docs/bitrate.md)"))
     audio: bool = field(default=True, metadata=opt("--no-audio", negate=True, help="ignore the source's audio"))
     sidecars: list[str] = field(default_factory=list, metadata=opt(
         "--sidecars", parse=_csv, help="comma-separated sidecars to start locally (e.g. stt,autocrop)"))
@@ -285,6 +291,16 @@ class RunOptions:
             from .anchor import vmaf_ffmpeg
             if vmaf_ffmpeg() is None:
                 raise ConfigError("--target-anchor measures VMAF with libvmaf: pip install 'sidecast[bitrate]' (imageio-ffmpeg)")
+        if self.size_anchor:
+            if self.latency == "low" or self.passthrough:
+                raise ConfigError("--size-anchor re-encodes each segment: not with --latency low or --passthrough")
+            if self.target_vmaf is not None:
+                raise ConfigError("--size-anchor keeps the ladder's quality; --target-vmaf sets another: pick one")
+            if self.rate_control != "crf":
+                raise ConfigError("--size-anchor measures against the capped-CRF ladder: not with --rate-control vbr")
+            from .anchor import vmaf_ffmpeg
+            if vmaf_ffmpeg() is None:
+                raise ConfigError("--size-anchor measures VMAF with libvmaf: pip install 'sidecast[bitrate]' (imageio-ffmpeg)")
         if self.captions_language in self.captions_translate:
             raise ConfigError(f"--captions-translate {self.captions_language}: that is the source language "
                               "(--captions-language) already")

@@ -41,7 +41,7 @@ from sidecast.contract.records import Crop, RenditionInfo, Result, ResultKind, S
 from sidecast.contract.shm import sweep_stale
 from sidecast.hls.breaks import Break
 
-from .anchor import TargetAnchor
+from .anchor import SizeAnchor, TargetAnchor
 from .breaks import BreakSchedule
 from .croppath import CropPath
 from .errors import ConfigError, SidecastError, SourceError
@@ -318,7 +318,8 @@ class Pipeline:
             main = VideoLadder(ctx, rungs, self._pool, kind="main", rate_control=self.cfg.rate_control,
                                hint_producers=tuple(lk.name for lk in self.producers("bitrate_hints")),
                                anchor=TargetAnchor(self.cfg.target_vmaf)
-                               if self.cfg.target_anchor and self.cfg.target_vmaf is not None else None)
+                               if self.cfg.target_anchor and self.cfg.target_vmaf is not None else None,
+                               size_anchor=SizeAnchor() if self.cfg.size_anchor else None)
         self.ladders = [main]
         self.outputs = [main]
         if self._want_vertical() and not self.cfg.passthrough:
@@ -346,7 +347,9 @@ class Pipeline:
                                  drain_timeout=self.cfg.drain_timeout, on_segment=self._on_segment)
         # The main ladder encodes continuously unless a running sidecar has results it waits for (hints);
         # at low latency always (video is never held for sidecar results: hints are not applied).
-        if isinstance(main, VideoLadder) and (self.cfg.latency == "low" or not self.packager.producers_of(main)):
+        # --size-anchor encodes each whole segment several times: the main ladder keeps its frames for that.
+        if isinstance(main, VideoLadder) and (self.cfg.latency == "low" or not self.packager.producers_of(main)) \
+                and not self.cfg.size_anchor:
             main.stream()
         # The vertical ladder encodes each frame as soon as its crop is final (the crop sidecars' watermark
         # passed it), so it trails the main ladder by about the sidecar's look-ahead, not a whole segment more.

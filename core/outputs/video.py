@@ -46,7 +46,7 @@ from sidecast.hls import Part
 from sidecast.hls.live import LivePlaylist, atomic_write
 
 from .. import fmp4, media
-from ..anchor import TargetAnchor
+from ..anchor import SizeAnchor, TargetAnchor
 from ..croppath import CropPath, Window
 from ..ladder import RateControl, Rung, segment_settings, segment_size
 from ..timeline import Timeline
@@ -77,10 +77,13 @@ class VideoLadder(Output):
 
     def __init__(self, ctx: StreamContext, rungs: list[Rung], pool: Executor, *, kind: str = "main",
                  rate_control: RateControl = "crf", crop_path: CropPath | None = None,
-                 hint_producers: tuple[str, ...] = (), anchor: TargetAnchor | None = None) -> None:
+                 hint_producers: tuple[str, ...] = (), anchor: TargetAnchor | None = None,
+                 size_anchor: SizeAnchor | None = None) -> None:
         self.ctx = ctx
         # --target-anchor: hinted segments are measured and, when they miss the target, re-encoded (anchor.py)
         self.anchor = anchor
+        # --size-anchor: each segment also encoded smaller, measured, and published small when as good (anchor.py)
+        self.size_anchor = size_anchor
         self.kind = kind
         self.name = f"video-{kind}"
         self.pool = pool
@@ -196,6 +199,11 @@ class VideoLadder(Output):
                 continue
             if self.anchor is not None:
                 self.anchor.reset(rs.rung.name)  # no hinted CRF to correct: the next segment starts afresh
+            if self.size_anchor is not None and crf is not None and crops is None:
+                futures.append(self.pool.submit(
+                    self.size_anchor.encode, rs.rung.name, job.frames, job.times, rs.dir / f"{job.name}.ts", w,
+                    ht, (rs.rung.width, rs.rung.height), self.ctx.fps, crf, cap, job.duration))
+                continue
             futures.append(self.pool.submit(
                 media.encode_video_segment, job.frames, job.times, rs.dir / f"{job.name}.ts",
                 w, ht, self.ctx.fps, crf, cap, job.duration, crops))
@@ -203,7 +211,12 @@ class VideoLadder(Output):
         stats: list[media.SegmentStats] = []
         extra: list[dict[str, object]] = []
         for i, res in enumerate(results):
-            if isinstance(res, tuple):  # anchored: the CRF it ended at, and what segments.jsonl records of it
+            if isinstance(res, tuple) and len(res) == 4:  # size-anchored: the CRF and size published
+                st, used, (w, ht), record = res
+                settings[i] = (used, settings[i][1], settings[i][2], w, ht)
+                stats.append(st)
+                extra.append(record)
+            elif isinstance(res, tuple):  # anchored: the CRF it ended at, and what segments.jsonl records of it
                 st, used, record = res
                 settings[i] = (used, *settings[i][1:])
                 stats.append(st)
@@ -222,7 +235,8 @@ class VideoLadder(Output):
         # fallback: why a segment that should have had a hint used the static settings ("late": no hint
         # within the decision window; "sidecar down": no bitrate sidecar running any more; "low latency":
         # parts are encoded before a hint can exist); null otherwise. --target-anchor adds, to each
-        # anchored segment, target_vmaf, hint_crf, anchor_crf, anchor_vmaf, correction, passes, vmaf_cpu_s.
+        # anchored segment, target_vmaf, hint_crf, anchor_crf, anchor_vmaf, correction, passes, vmaf_cpu_s;
+        # --size-anchor: size_vmaf, size_candidates, size_chosen, size_cpu_s (and size_error).
         self.ctx.log.write([
             {"segment": job.index, "rendition": rs.rung.name, "start": round(job.start, 3),
              "duration": job.duration, "bytes": st.bytes, "rate_control": "vbr" if crf is None else "crf",

@@ -1,0 +1,169 @@
+"""``--size-anchor``: each segment also encoded smaller, measured with libvmaf, published small only when as good.
+
+Real x264 encodes and real libvmaf (the imageio-ffmpeg wheel's FFmpeg) on short generated clips; the rule
+(``SizeRule``) was chosen on training curves by ``models/bitrate/size_tune.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import m3u8
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sidecast.core.anchor import SizeAnchor, SizeRule, candidate_sizes, measure_vmaf, pick_size
+from tests.conftest import ffmpeg, run_sidecast
+from tests.test_core_bitrate import assert_bandwidth_truthful, picture_size
+
+FPS = Fraction(30)
+
+
+def rows(out: Path) -> list[dict[str, object]]:
+    return [json.loads(ln) for ln in (out / "segments.jsonl").read_text().splitlines()]
+
+
+def frames_of(path: Path) -> list[av.VideoFrame]:
+    with av.open(str(path)) as c:
+        return [f.reformat(format="yuv420p") for f in c.decode(video=0)]
+
+
+@pytest.fixture(scope="module")
+def soft(media_dir: Path) -> Path:
+    """8 s of a heavily blurred moving test pattern at 1280x720: nothing a smaller picture loses."""
+    path = media_dir / "soft720.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30:duration=8", "-vf", "gblur=sigma=4",
+           "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv420p", str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def fine(media_dir: Path) -> Path:
+    """2 s of a test pattern under fixed fine grain at 640x360: detail that half the size cannot keep."""
+    path = media_dir / "fine360.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30:duration=2", "-vf",
+           "noise=alls=12:allf=u,trim=end_frame=1,loop=loop=-1:size=1,trim=end_frame=60,setpts=N/30/TB",
+           "-r", "30", "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv420p", str(path))
+    return path
+
+
+# ---------------------------------------------------------------------------- the pure decision
+
+@given(st.tuples(st.integers(1, 10**7), st.floats(0, 100)),
+       st.lists(st.tuples(st.integers(1, 10**7), st.one_of(st.none(), st.floats(0, 100))), max_size=4),
+       st.floats(0, 3))
+def test_the_pick_has_fewer_bits_is_within_the_margin_and_is_the_smallest_such(
+        own: tuple[int, float], cands: list[tuple[int, float | None]], margin: float) -> None:
+    got = pick_size(own, cands, margin)
+    fits = [i for i, (b, v) in enumerate(cands) if v is not None and b < own[0] and v >= own[1] - margin]
+    if got is None:
+        assert not fits
+    else:
+        assert got in fits and cands[got][0] == min(cands[i][0] for i in fits)
+
+
+@given(st.sampled_from([(1920, 1080), (1280, 720), (854, 480), (640, 360), (426, 240)]), st.floats(10, 51))
+def test_candidates_are_smaller_even_of_the_rungs_aspect_and_on_the_half_crf_grid(
+        rung: tuple[int, int], crf: float) -> None:
+    rw, rh = rung
+    got = candidate_sizes(rw, rh, rw, rh, crf, SizeRule())
+    assert len(got) == 2
+    for w, h, c in got:
+        assert w < rw and h < rh and w % 2 == 0 and h % 2 == 0
+        assert abs((w / h) / (rw / rh) - 1) <= 0.02
+        assert c * 2 == int(c * 2) and 10 <= c <= crf
+    # a segment a hint already made 0.75 of the rung only tries what is smaller still
+    w75, h75, _ = got[0]
+    assert [g[:2] for g in candidate_sizes(rw, rh, w75, h75, crf, SizeRule())] == [g[:2] for g in got[1:]]
+
+
+# ---------------------------------------------------------------------------- the core's encode, real
+
+def test_a_segment_whose_small_encode_loses_quality_keeps_its_size(fine: Path, tmp_path: Path) -> None:
+    src = frames_of(fine)
+    path = tmp_path / "seg_000000.ts"
+    stats, crf, size, record = SizeAnchor().encode("360p", src, [i / 30 for i in range(len(src))], path, 640, 360,
+                                                  (640, 360), FPS, 23.0, 8_000_000, 2.0)
+    assert size == (640, 360) and crf == 23.0 and record["size_chosen"] is None, record
+    assert picture_size(path) == (640, 360) and stats.bytes == path.stat().st_size and stats.path == path
+    own = float(record["size_vmaf"])  # type: ignore[arg-type]
+    cands = record["size_candidates"]
+    assert isinstance(cands, list) and len(cands) == 2
+    measured = [c for c in cands if c[4] is not None]
+    # it was a quality decision: a candidate with fewer bits was measured and fell short of the margin
+    assert measured and all(c[3] < stats.bytes * 8 and c[4] < own - SizeRule().margin for c in measured), record
+    assert float(record["size_cpu_s"]) > 0  # type: ignore[arg-type]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg_000000.ts"], "candidate files are removed"
+
+
+def test_a_segment_as_good_at_a_smaller_size_is_published_small(soft: Path, tmp_path: Path) -> None:
+    src = frames_of(soft)[:60]
+    path = tmp_path / "seg_000000.ts"
+    stats, crf, size, record = SizeAnchor().encode("720p", src, [i / 30 for i in range(60)], path, 1280, 720,
+                                                  (1280, 720), FPS, 23.0, 3_000_000, 2.0)
+    assert record["size_chosen"] == list(size) and size in ((960, 540), (640, 360)), record
+    chosen = next(c for c in record["size_candidates"] if c[:2] == list(size))  # type: ignore[union-attr]
+    own = float(record["size_vmaf"])  # type: ignore[arg-type]
+    assert chosen[2] == crf and chosen[3] == stats.bytes * 8 and chosen[4] >= own - SizeRule().margin, record
+    assert picture_size(path) == size and stats.bytes == path.stat().st_size and stats.path == path
+    # the published file is the measured candidate: its quality at the display size is what was recorded
+    again, _ = measure_vmaf(path, src, 1280, 720, FPS, subsample=3)
+    assert abs(again - chosen[4]) < 0.01
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg_000000.ts"]
+
+
+def test_a_failed_measurement_publishes_the_segments_own_encode(soft: Path, tmp_path: Path) -> None:
+    src = frames_of(soft)[:60]
+    path = tmp_path / "seg_000000.ts"
+    stats, crf, size, record = SizeAnchor(measure_timeout=0.0).encode(
+        "720p", src, [i / 30 for i in range(60)], path, 1280, 720, (1280, 720), FPS, 23.0, 3_000_000, 2.0)
+    assert size == (1280, 720) and crf == 23.0 and record["size_chosen"] is None, record
+    assert "libvmaf failed" in str(record["size_error"]), record
+    assert picture_size(path) == (1280, 720) and stats.bytes == path.stat().st_size
+    with av.open(str(path)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 60
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg_000000.ts"]
+
+
+# ---------------------------------------------------------------------------- through the CLI
+
+def test_the_core_publishes_small_segments_with_a_truthful_playlist_chain(soft: Path, tmp_path: Path) -> None:
+    """Without any sidecar: the main ladder keeps each segment's frames, decides each rung's size by
+    measurement, lists the segment at the size it chose (segments.jsonl and the picture agree), keeps one
+    declared RESOLUTION per rendition (its maximum) and a BANDWIDTH above every segment's rate."""
+    res = run_sidecast("run", str(soft), "-o", str(tmp_path), "--ladder", "720p:3000k,360p:800k", "--no-audio",
+                       "--size-anchor", "--snapshots-fps", "0", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    rs = rows(tmp_path)
+    assert len(rs) == 8 and all(r["fallback"] is None and not r["hinted"] for r in rs), rs
+    small = [r for r in rs if r["size_chosen"] is not None]
+    assert small, "blurred content is as good at a smaller size"
+    for r in rs:
+        ts = tmp_path / "video" / str(r["rendition"]) / f"seg_{int(r['segment']):06d}.ts"  # type: ignore[call-overload]
+        assert picture_size(ts) == (r["width"], r["height"]), r
+        assert ts.stat().st_size == r["bytes"]
+        if r["size_chosen"] is not None:
+            assert [r["width"], r["height"]] == r["size_chosen"] and float(r["crf"]) < 23.0  # type: ignore[arg-type]
+        else:
+            assert float(r["crf"]) == 23.0
+    master = m3u8.load(str(tmp_path / "master.m3u8"))
+    assert {p.stream_info.resolution for p in master.playlists} == {(1280, 720), (640, 360)}
+    assert_bandwidth_truthful(tmp_path)
+    assert not list(tmp_path.rglob(".*.ts")), "no candidate file is left behind"
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (("--latency", "low"), "--size-anchor re-encodes each segment: not with --latency low or --passthrough"),
+    (("--target-vmaf", "93"), "--size-anchor keeps the ladder's quality; --target-vmaf sets another"),
+    (("--rate-control", "vbr"), "--size-anchor measures against the capped-CRF ladder"),
+])
+def test_size_anchor_option_errors_are_one_line(clip_small: Path, tmp_path: Path, extra: tuple[str, ...],
+                                                message: str) -> None:
+    res = run_sidecast("run", str(clip_small), "-o", str(tmp_path), "--size-anchor", *extra, "--no-progress")
+    assert res.returncode != 0
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and message in lines[0], res.stderr
