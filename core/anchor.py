@@ -175,8 +175,9 @@ class TargetAnchor:
 
     def encode(self, rung: str, frames: list[av.VideoFrame], times: list[float], path: Path, width: int,
                height: int, display: tuple[int, int], fps: Fraction, hint_crf: float, cap: int, duration: float
-               ) -> tuple[media.SegmentStats, float, dict[str, object]]:
-        """Encode one hinted segment of one rung, measured and corrected; returns its stats, the CRF used and
+               ) -> tuple[media.SegmentStats, float, tuple[int, int], dict[str, object]]:
+        """Encode one hinted segment of one rung, measured and corrected; returns its stats, the CRF used, its
+        size (``width`` x ``height``: the shape ``SizeAnchor.encode`` returns, whose size may change) and
         what ``segments.jsonl`` records: ``target_vmaf``, ``hint_crf``, ``anchor_crf`` (the first encode's),
         ``anchor_vmaf`` (measured there), ``correction`` (final CRF - hint CRF), ``passes`` (1 or 2: a second
         encode costs what the first did), ``vmaf_cpu_s`` (CPU seconds of the measurement). A measurement that
@@ -190,16 +191,16 @@ class TargetAnchor:
         except Exception as exc:  # the live stream never waits on, or dies of, its quality measurement
             log.warning("anchor: %s segment %s not measured (%s); published at CRF %.1f", rung, path.name, exc, crf0)
             self.reset(rung)
-            return stats, crf0, {"target_vmaf": self.target, "hint_crf": hint_crf, "anchor_crf": crf0,
-                                 "anchor_vmaf": None, "correction": crf0 - hint_crf, "passes": 1,
-                                 "vmaf_cpu_s": None, "anchor_error": str(exc)[:200]}
+            return stats, crf0, (width, height), {
+                "target_vmaf": self.target, "hint_crf": hint_crf, "anchor_crf": crf0, "anchor_vmaf": None,
+                "correction": crf0 - hint_crf, "passes": 1, "vmaf_cpu_s": None, "anchor_error": str(exc)[:200]}
         crf1 = self.after_first(rung, hint_crf, crf0, measured, stats.bytes * 8, cap, duration)
         if crf1 != crf0:
             stats = media.encode_video_segment(frames, times, path, width, height, fps, crf1, cap, duration)
         record: dict[str, object] = {
             "target_vmaf": self.target, "hint_crf": hint_crf, "anchor_crf": crf0, "anchor_vmaf": round(measured, 2),
             "correction": crf1 - hint_crf, "passes": 2 if crf1 != crf0 else 1, "vmaf_cpu_s": round(cpu, 3)}
-        return stats, crf1, record
+        return stats, crf1, (width, height), record
 
     def reset(self, rung: str) -> None:
         """Forget a rung's correction (a segment it could not measure: the next starts from the model)."""

@@ -103,8 +103,9 @@ def test_a_measurement_that_stalls_is_killed_and_the_first_encode_is_published(t
     anchor = TargetAnchor(95.0, measure_timeout=0.0)
     anchor._carry["360p"] = (30.0, -4.0)  # a correction learned before: a failed measurement drops it
     path = tmp_path / "seg.ts"
-    stats, crf, record = anchor.encode("360p", source, [i / 30 for i in range(len(source))], path, 640, 360,
-                                       (640, 360), fps, 30.0, 2_000_000, 2.0)
+    stats, crf, size, record = anchor.encode("360p", source, [i / 30 for i in range(len(source))], path, 640,
+                                             360, (640, 360), fps, 30.0, 2_000_000, 2.0)
+    assert size == (640, 360)  # the target anchor never changes a segment's size
     assert crf == 26.0 and record["passes"] == 1 and record["anchor_vmaf"] is None, record
     assert "libvmaf failed" in str(record["anchor_error"]), record
     assert "360p" not in anchor._carry
@@ -153,8 +154,9 @@ def test_a_biased_model_is_corrected_and_the_next_segment_lands_nearer(still_det
     for k in range(3):
         seg = frames[k * 60:(k + 1) * 60]
         path = tmp_path / f"seg{k}.ts"
-        stats, crf, record = anchor.encode("360p", seg, [i / 30 for i in range(60)], path, 640, 360, (640, 360),
-                                           fps, 38.0, 800_000, 2.0)
+        stats, crf, size, record = anchor.encode("360p", seg, [i / 30 for i in range(60)], path, 640, 360,
+                                                 (640, 360), fps, 38.0, 800_000, 2.0)
+        assert size == (640, 360)
         assert record["hint_crf"] == 38.0 and record["passes"] == 2 and crf < float(record["anchor_crf"])  # type: ignore[arg-type]
         assert stats.bytes == path.stat().st_size and record["correction"] == crf - 38.0
         first.append(float(record["anchor_vmaf"]))  # type: ignore[arg-type]

@@ -179,7 +179,7 @@ class VideoLadder(Output):
         hints = {h.rendition: h for h in hint.renditions} if hint else {}
         crops = [self.crop_path.window_at(t) for t in job.times] if self.crop_path is not None else None
         fallback = self._fallback_reason() if hint is None else None
-        # a plain encode gives SegmentStats; an anchored one (SegmentStats, CRF used, its record)
+        # a plain encode gives SegmentStats; an anchored one (SegmentStats, CRF used, size, its record)
         futures: list[Future[Any]] = []
         settings = []
         for rs in self.renditions:
@@ -211,14 +211,9 @@ class VideoLadder(Output):
         stats: list[media.SegmentStats] = []
         extra: list[dict[str, object]] = []
         for i, res in enumerate(results):
-            if isinstance(res, tuple) and len(res) == 4:  # size-anchored: the CRF and size published
+            if isinstance(res, tuple):  # anchored (either anchor): the CRF and size published, and their record
                 st, used, (w, ht), record = res
                 settings[i] = (used, settings[i][1], settings[i][2], w, ht)
-                stats.append(st)
-                extra.append(record)
-            elif isinstance(res, tuple):  # anchored: the CRF it ended at, and what segments.jsonl records of it
-                st, used, record = res
-                settings[i] = (used, *settings[i][1:])
                 stats.append(st)
                 extra.append(record)
             else:
