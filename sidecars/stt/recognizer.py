@@ -360,8 +360,9 @@ class StreamingRecognizer:
 
     def step(self, pass_end: int, chunk: bool = False) -> StepResult:
         """One pass up to ``pass_end``. ``chunk`` (see ``chunk_pass_end``): the buffer is cut at the
-        committed point first (no audio context; the committed text is still the prompt), and the pass's
-        words are final from this one pass, all but those within ``chunk_margin`` of its end."""
+        committed point first, less ``chunk_context`` seconds of whole committed words (the committed text
+        is still the prompt), and the pass's words are final from this one pass, all but those within
+        ``chunk_margin`` of its end."""
         cfg = self.cfg
         out = StepResult()
         audio = self._take(pass_end)

@@ -606,7 +606,7 @@ class SttSidecar(Sidecar):
     def _step(self, track: _Track, end: int) -> StepResult:
         """One pass of the track's recogniser up to ``end``, with the context its load allows: lowered,
         it is cut from the buffer before this pass (``shed_context``), not at the stream's next trim. A
-        chunk pass (``next_pass_end`` chose one) keeps no audio context at all."""
+        chunk pass (``next_pass_end`` chose one) keeps its own context instead (``StreamConfig.chunk_context``)."""
         if not track.chunk:
             apply_context(track.recognizer, self.context_seconds(track), self.shed)
         t0 = time.monotonic()
@@ -637,9 +637,14 @@ class SttSidecar(Sidecar):
         b = track.decoder.batcher if track.decoder is not None else None
         if self.load_context is None or b is None:
             return keep
+        return b.context(keep, self.load_context, *self._lag(track))
+
+    def _lag(self, track: _Track) -> tuple[float, float]:
+        """What says how far behind the track is (engine.PassBatcher.behind): the seconds of audio that arrived
+        since its last pass, and with ``--load-step`` how slow its passes are (``slow_fraction``)."""
         rec = track.recognizer
         slow = slow_fraction(track.pass_wall) if self.load_step is not None else 0.0
-        return b.context(keep, self.load_context, (rec.received_end - rec.pass_end) / SAMPLE_RATE, slow)
+        return (rec.received_end - rec.pass_end) / SAMPLE_RATE, slow
 
     def chunk_active(self, track: _Track) -> bool:
         """Whether the track decodes in chunks now (``--load-policy chunk``): the shared scheduler's mode
@@ -648,9 +653,7 @@ class SttSidecar(Sidecar):
         b = track.decoder.batcher if track.decoder is not None else None
         if self.load_policy != "chunk" or b is None:
             return False
-        rec = track.recognizer
-        slow = slow_fraction(track.pass_wall) if self.load_step is not None else 0.0
-        return b.chunk_mode(0.0 if track.chunk else b.behind((rec.received_end - rec.pass_end) / SAMPLE_RATE, slow))
+        return b.chunk_mode(0.0 if track.chunk else b.behind(*self._lag(track)))
 
     def next_pass_end(self, track: _Track) -> int | None:
         """Where the track's next pass stops, or None while it is not due (``paced_pass_end``; a chunk
