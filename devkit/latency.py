@@ -249,15 +249,10 @@ class PlayerClock:
 def clock_rate(samples: list[tuple[float, float]]) -> float | None:
     """How fast a player's media time ran against the wall clock: ``(wall seconds, currentTime)`` pairs
     in order, as a least-squares slope (1.0 = real time). None with fewer than two distinct times."""
-    if len(samples) < 2:
+    try:
+        return statistics.linear_regression([t for t, _ in samples], [c for _, c in samples]).slope
+    except statistics.StatisticsError:  # fewer than two samples, or one wall time only
         return None
-    ts = [t for t, _ in samples]
-    cs = [c for _, c in samples]
-    mt, mc = statistics.fmean(ts), statistics.fmean(cs)
-    var = sum((t - mt) ** 2 for t in ts)
-    if var <= 0:
-        return None
-    return sum((t - mt) * (c - mc) for t, c in samples) / var
 
 
 def latencies(frames: list[dict[str, Any]], sent: dict[int, float]) -> list[float]:
