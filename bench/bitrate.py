@@ -55,7 +55,14 @@ import cv2  # noqa: E402
 
 from devkit import corpus, quality  # noqa: E402
 from sidecast.contract.records import RenditionInfo  # noqa: E402
-from sidecast.core.anchor import SizeRule, TargetAnchor, candidate_sizes, measure_vmaf, pick_size  # noqa: E402
+from sidecast.core.anchor import (  # noqa: E402
+    SizeRule,
+    TargetAnchor,
+    candidate_sizes,
+    measure_in_order,
+    measure_vmaf,
+    pick_size,
+)
 from sidecast.core.ladder import DEFAULT_LADDER, build_ladder  # noqa: E402
 from sidecast.sidecars.bitrate.features import SegmentAnalyser  # noqa: E402
 from sidecast.sidecars.bitrate.model import Policy, RateModel, decide  # noqa: E402
@@ -283,19 +290,17 @@ def size_anchored(enc: Encoder, rung_w: int, rung_h: int, w: int, h: int, crf: f
     v0, cpu0 = enc.anchored[(w, h, crf)]
     cands = candidate_sizes(rung_w, rung_h, w, h, crf, rule)
     got = [enc.measure(cw, ch, cc, anchor=sub) for cw, ch, cc in cands]
-    measured: list[float | None] = [None] * len(cands)
     cost = {"own_cpu": enc.encode_cpu[(w, h, crf)], "cand_cpu": sum(enc.encode_cpu[c] for c in cands),
             "measure_cpu": cpu0, "measures": 1, "sub_minus_full": [v0 - own[1]]}
-    for k in sorted(range(len(cands)), key=lambda i: got[i][0]):
-        if got[k][0] >= own[0]:
-            break
+
+    def measure(k: int) -> float:
         v, cpu = enc.anchored[cands[k]]
-        measured[k] = v
         cost["measure_cpu"] += cpu
         cost["measures"] += 1
         cost["sub_minus_full"].append(v - got[k][1])
-        if v >= v0 - rule.margin:
-            break
+        return v
+
+    measured = measure_in_order(own[0], [g[0] for g in got], measure, v0 - rule.margin)
     pick = pick_size((own[0], v0), [(g[0], m) for g, m in zip(got, measured, strict=True)], rule.margin)
     if pick is None:
         cost["chosen"] = f"{h}p"

@@ -30,7 +30,7 @@ import os
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from functools import lru_cache
@@ -236,6 +236,22 @@ def pick_size(own: tuple[float, float], candidates: Sequence[tuple[float, float 
     return min(ok)[1] if ok else None
 
 
+def measure_in_order(own_bits: float, bits: Sequence[float], measure: Callable[[int], float], floor: float
+                     ) -> list[float | None]:
+    """The candidates' measured VMAF (None: not measured), measured as ``--size-anchor`` does: fewest bits
+    first, only those with fewer bits than the own encode, stopping at the first that reaches ``floor`` (the
+    own encode's VMAF less the margin): a larger candidate could not win after it. ``measure(k)`` measures
+    candidate ``k``; the core, the bench and the tests share this order so they measure the same encodes."""
+    measured: list[float | None] = [None] * len(bits)
+    for k in sorted(range(len(bits)), key=lambda i: bits[i]):
+        if bits[k] >= own_bits:
+            break
+        measured[k] = v = measure(k)
+        if v >= floor:
+            break
+    return measured
+
+
 def candidate_sizes(rung_width: int, rung_height: int, width: int, height: int, crf: float, rule: SizeRule
                     ) -> list[tuple[int, int, float]]:
     """(width, height, CRF) of each candidate smaller than the segment's own size ``width`` x ``height``: the
@@ -283,20 +299,20 @@ class SizeAnchor:
                 encoded.append((p, media.encode_video_segment(frames, times, p, w, h, fps, c, cap, duration)))
             measured: list[float | None] = [None] * len(cands)
             cpu = 0.0
-            try:
-                vmaf0, t = measure_vmaf(path, frames, display[0], display[1], fps, self.rule.subsample,
-                                        timeout=self.measure_timeout)
+
+            def measure(k: int) -> float:
+                nonlocal cpu
+                v, t = measure_vmaf(encoded[k][0], frames, display[0], display[1], fps, self.rule.subsample,
+                                    timeout=self.measure_timeout)
                 cpu += t
+                return v
+
+            try:
+                vmaf0, cpu = measure_vmaf(path, frames, display[0], display[1], fps, self.rule.subsample,
+                                          timeout=self.measure_timeout)
                 record["size_vmaf"] = round(vmaf0, 2)
-                for k in sorted(range(len(cands)), key=lambda i: encoded[i][1].bytes):
-                    if encoded[k][1].bytes >= stats.bytes:
-                        break
-                    v, t = measure_vmaf(encoded[k][0], frames, display[0], display[1], fps, self.rule.subsample,
-                                        timeout=self.measure_timeout)
-                    cpu += t
-                    measured[k] = v
-                    if v >= vmaf0 - self.rule.margin:
-                        break  # the fewest bits within the margin: the larger ones cannot win
+                measured = measure_in_order(stats.bytes * 8, [st.bytes * 8 for _, st in encoded], measure,
+                                            vmaf0 - self.rule.margin)
             except Exception as exc:  # the live stream never waits on, or dies of, its quality measurement
                 log.warning("size anchor: %s segment %s not measured (%s); published at its own size", rung,
                             path.name, exc)

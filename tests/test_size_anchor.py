@@ -16,7 +16,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecast.core.anchor import SizeAnchor, SizeRule, candidate_sizes, measure_vmaf, pick_size
+from sidecast.core.anchor import (
+    SizeAnchor,
+    SizeRule,
+    candidate_sizes,
+    measure_in_order,
+    measure_vmaf,
+    pick_size,
+)
 from tests.conftest import ffmpeg, run_sidecast
 from tests.test_core_bitrate import assert_bandwidth_truthful, picture_size
 
@@ -64,6 +71,27 @@ def test_the_pick_has_fewer_bits_is_within_the_margin_and_is_the_smallest_such(
         assert not fits
     else:
         assert got in fits and cands[got][0] == min(cands[i][0] for i in fits)
+
+
+@given(st.integers(1, 10**7), st.lists(st.tuples(st.integers(1, 10**7), st.floats(0, 100)), max_size=5),
+       st.floats(0, 100))
+def test_candidates_are_measured_fewest_bits_first_and_only_until_one_reaches_the_floor(
+        own_bits: int, cands: list[tuple[int, float]], floor: float) -> None:
+    order: list[int] = []
+
+    def measure(k: int) -> float:
+        order.append(k)
+        return cands[k][1]
+
+    measured = measure_in_order(own_bits, [b for b, _ in cands], measure, floor)
+    assert [k for k, v in enumerate(measured) if v is not None] == sorted(order)
+    assert [cands[k][0] for k in order] == sorted(cands[k][0] for k in order)
+    assert all(cands[k][0] < own_bits for k in order), "a candidate with as many bits is never measured"
+    assert all(cands[k][1] < floor for k in order[:-1]), "measuring stops at the first that reaches the floor"
+    smaller = sorted(b for b, _ in cands if b < own_bits)
+    if not order or cands[order[-1]][1] < floor:  # none reached it: every smaller candidate was measured
+        assert len(order) == len(smaller)
+    assert sorted(cands[k][0] for k in order) == smaller[:len(order)], "the measured are the fewest bits"
 
 
 @given(st.sampled_from([(1920, 1080), (1280, 720), (854, 480), (640, 360), (426, 240)]), st.floats(10, 51))
