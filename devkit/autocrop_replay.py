@@ -341,56 +341,24 @@ def hold_split(clips: list[footage.Clip], code: Path | None) -> None:
 
 def frontier(clips: list[footage.Clip], weights: list[float]) -> None:
     """What a camera that knew the reference boxes in advance could reach on the bench's own definitions:
-    the least hold motion for a given coverage, by dynamic programming over the crop's x (2 px grid), with
-    the motion a camera can make (|speed| <= 12 px/frame, |change of speed| <= 2 px/frame per frame) and a
-    free jump at cuts. ``weights``: px of hold motion one uncovered frame is worth (high: coverage first)."""
-    cw, g = 202, 2
-    speeds = np.arange(-12, 13, g)
-    xs = np.arange(0, footage.WIDTH - cw + 1, g)
+    the least hold motion for a given coverage, by dynamic programming over the crop's x (``dp_path``: 2 px
+    grid, |speed| <= 12 px/frame, |change of speed| <= 2 px/frame per frame), planned per shot (a free jump
+    at cuts), motion outside the bench's holds priced 1/1000. ``weights``: px of hold motion one uncovered
+    frame is worth (high: coverage first). ``horizon`` with H = 0 plans the same camera."""
+    cw = 202
+    xs = np.arange(0, footage.WIDTH - cw + 1, FRONTIER_GRID)
     for lam in weights:
         tot = [0.0, 0.0, 0.0, 0.0]
         for c in clips:
             times = c.frame_times()
             spans = footage.holds(c, times, cw)
             shot = np.searchsorted(np.array([0.0, *c.cuts]), np.array(times) + 1e-9, side="right")
-            unc = np.zeros((len(times), len(xs)))
-            for i, t in enumerate(times):
-                refs = c.references(t)
-                if refs and c.subject(t) != "none":
-                    unc[i] = [0.0 if footage.covered(refs, (int(x), 0, cw, 360)) else 1.0 for x in xs]
-            nv, mid = len(speeds), len(speeds) // 2
-            cost = np.full((len(xs), nv), np.inf)
-            cost[:, mid] = lam * unc[0]
-            backs: list[Any] = []
-            for i in range(1, len(times)):
-                if shot[i] != shot[i - 1]:
-                    best_j = np.unravel_index(int(np.argmin(cost)), cost.shape)
-                    backs.append(("cut", best_j))
-                    cost = np.full((len(xs), nv), np.inf)
-                    cost[:, mid] = lam * unc[i]
-                    continue
-                w = 1.0 if footage._in_spans(times, i, spans) else 1e-3
-                best = np.full((len(xs), nv), np.inf)
-                arg = np.zeros((len(xs), nv, 2), np.int32)
-                for vi2, v2 in enumerate(speeds):
-                    src = np.arange(len(xs)) - v2 // g
-                    ok = (src >= 0) & (src < len(xs))
-                    for vi in (vi2 - 1, vi2, vi2 + 1):
-                        if not 0 <= vi < nv:
-                            continue
-                        cand = np.full(len(xs), np.inf)
-                        cand[ok] = cost[src[ok], vi] + w * abs(v2)
-                        better = cand < best[:, vi2]
-                        best[better, vi2] = cand[better]
-                        arg[better, vi2, 0], arg[better, vi2, 1] = src[better], vi
-                cost = best + lam * unc[i][:, None]
-                backs.append(("step", arg))
-            j = np.unravel_index(int(np.argmin(cost)), cost.shape)
-            path = [int(j[0])]
-            for kind, b in reversed(backs):
-                j = b if kind == "cut" else tuple(b[j[0], j[1]])
-                path.append(int(j[0]))
-            wins = [(int(xs[p]), 0, cw, 360) for p in reversed(path)]
+            unc = uncovered(c, times, xs, cw)
+            step_w = np.array([1.0 if footage._in_spans(times, i, spans) else 1e-3 for i in range(len(times))])
+            bounds = [0, *(i for i in range(1, len(times)) if shot[i] != shot[i - 1]), len(times)]
+            path = [x for a, b in zip(bounds, bounds[1:], strict=False)
+                    for x, _ in dp_path(unc[a:b], step_w[a:b], lam)]
+            wins = [(int(xs[p]), 0, cw, footage.HEIGHT) for p in path]
             cov, n = footage.coverage(c, times, wins)
             motion, nh = footage.hold_motion(times, wins, spans), footage.hold_frames(times, spans)
             print(f"  weight {lam:6.1f} {c.name:17s} cover {cov * 100:5.1f}% hold {motion:.2f} px/frame", flush=True)
