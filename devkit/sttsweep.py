@@ -50,11 +50,10 @@ LOAD_KEYS = ("load_context", "context_cut", "chunk_cap", "chunk_beam")  # not St
 
 
 def parse(spec: str) -> tuple[str, StreamConfig]:
-    policy, _, rest = spec.partition(":")
+    policy = spec.partition(":")[0]
     fields: dict[str, object] = {}
     guards: dict[str, object] = {}
-    for item in filter(None, rest.split(",")):
-        key, value = item.split("=", 1)
+    for key, value in settings(spec).items():
         if key in LOAD_KEYS:
             continue  # see before_pass
         parsed = value.lower() == "true" if value.lower() in ("true", "false") else float(value)
@@ -67,10 +66,15 @@ def parse(spec: str) -> tuple[str, StreamConfig]:
     return spec, StreamConfig(policy=policy, **fields)  # type: ignore[arg-type]
 
 
+def settings(spec: str) -> dict[str, str]:
+    """A config's ``FIELD=VALUE`` pairs, as written (``POLICY:FIELD=VALUE,...``)."""
+    return dict(item.split("=", 1) for item in filter(None, spec.partition(":")[2].split(",")))
+
+
 def chunk_cap(spec: str) -> float | None:
     """``chunk_cap=S`` in a config: every pass a chunk pass (the sidecar's ``--load-policy chunk`` while
     the model is behind, ``--chunk-cap S``)."""
-    opts = dict(item.split("=", 1) for item in filter(None, spec.partition(":")[2].split(",")))
+    opts = settings(spec)
     return float(opts["chunk_cap"]) if "chunk_cap" in opts else None
 
 
@@ -79,7 +83,7 @@ def before_pass(spec: str) -> Callable[[StreamingRecognizer], object] | None:
     the sidecar runs it while the model is behind (``sidecar.apply_context`` with S seconds before each
     pass), so the accuracy cost of the context under load is measured on the deterministic replay, which
     is never behind by itself."""
-    opts = dict(item.split("=", 1) for item in filter(None, spec.partition(":")[2].split(",")))
+    opts = settings(spec)
     if "load_context" not in opts:
         return None
     seconds, shed = float(opts["load_context"]), opts.get("context_cut", "now") == "now"
@@ -178,8 +182,7 @@ def main() -> int:
               f"{len(prog.utterances)} utterances, {n} words)", flush=True)
         for label, cfg in configs:
             t0 = time.monotonic()
-            beam = int(float(dict(i.split("=", 1) for i in filter(None, label.partition(":")[2].split(","))).get(
-                "chunk_beam", 3)))  # chunk_beam=N: every pass is a chunk pass, with this beam
+            beam = int(float(settings(label).get("chunk_beam", 3)))  # chunk_beam=N: chunk passes with this beam
             dec = Decoder(model, DecodeOptions(language=None, beam_size=beam))
             words, rec = replay(prog, dec, cfg, args.vad, before_pass(label), chunk_cap(label))
             err = round(rs.wer(prog.reference, " ".join(x.text for x in words)) * n)
