@@ -7,6 +7,9 @@ faster-whisper's own offline transcription of the same audio with the same model
     .venv/bin/python bench/stt.py --corpus real --minutes 4            # real speech, held-out, both policies
     .venv/bin/python bench/stt.py --corpus real --model base --language es
     .venv/bin/python bench/stt.py --corpus translation                  # engines: latency and chrF
+    .venv/bin/python bench/stt.py --corpus real --split tuning --minutes 8 --policy alignatt \
+        --record /tmp/run-{policy}.json   # also save the cue-builder calls: devkit/sttcues.py replays them
+                                          # through other cue settings (--max-open: the sidecar's)
 
 Audio: sentences spoken by espeak-ng with pauses and light noise (sidecars/stt/synth.py), so the
 reference text and every sentence's start time are known exactly. Figures on a shared machine are
