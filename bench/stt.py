@@ -7,6 +7,9 @@ faster-whisper's own offline transcription of the same audio with the same model
     .venv/bin/python bench/stt.py --corpus real --minutes 4            # real speech, held-out, both policies
     .venv/bin/python bench/stt.py --corpus real --model base --language es
     .venv/bin/python bench/stt.py --corpus translation                  # engines: latency and chrF
+    .venv/bin/python bench/stt.py --corpus real --split tuning --minutes 8 --policy alignatt \
+        --record /tmp/run-{policy}.json   # also save the cue-builder calls: devkit/sttcues.py replays them
+                                          # through other cue settings (--max-open: the sidecar's)
 
 Audio: sentences spoken by espeak-ng with pauses and light noise (sidecars/stt/synth.py), so the
 reference text and every sentence's start time are known exactly. Figures on a shared machine are
@@ -28,13 +31,15 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import os
 import statistics
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +50,7 @@ from sidecast.contract.records import AudioChunk, Cue, StreamInfo, Word  # noqa:
 from sidecast.sidecars.stt import SttSidecar, engine  # noqa: E402
 from sidecast.sidecars.stt.guards import normalize  # noqa: E402
 from sidecast.sidecars.stt.recognizer import StreamConfig  # noqa: E402
+from sidecast.sidecars.stt.shaping import CueBuilder  # noqa: E402
 
 
 def wer(ref: str, hyp: str) -> float:
@@ -97,11 +103,55 @@ class StreamRun:
     passes: int
     loops: int
     decode_s: float
+    calls: list[BuilderCall] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BuilderCall:
+    """One recogniser step as the sidecar handed it to its CueBuilder, with the wall time: cue shaping does
+    not change what the recogniser commits, so a real-time run's calls replayed through builders with other
+    settings (``recut``) give each setting's word -> cue latency on the same run."""
+
+    wall: float
+    track: str
+    committed: tuple[Word, ...]
+    hypothesis: tuple[Word, ...]
+    frontier: float
+    final: bool
+
+
+def recut(calls: list[BuilderCall], builder: CueBuilder) -> list[tuple[float, Cue]]:
+    """The main track's final cues a builder would have published on a recorded run, with their wall times."""
+    out: list[tuple[float, Cue]] = []
+    for c in calls:
+        if not c.track:
+            finals, _ = builder.update(list(c.committed), list(c.hypothesis), c.frontier, final=c.final)
+            out.extend((c.wall, f) for f in finals)
+    return out
+
+
+def save_calls(path: Path, t0: float, calls: list[BuilderCall], speed: float = 1.0) -> None:
+    def ws(words: tuple[Word, ...]) -> list[list[object]]:
+        return [[w.text, w.start, w.end, w.probability] for w in words]
+
+    path.write_text(json.dumps({"t0": t0, "speed": speed, "calls": [
+        {"wall": c.wall, "track": c.track, "committed": ws(c.committed), "hypothesis": ws(c.hypothesis),
+         "frontier": c.frontier, "final": c.final} for c in calls]}))
+
+
+def load_calls(path: Path) -> tuple[float, float, list[BuilderCall]]:
+    d = json.loads(path.read_text())
+
+    def ws(rows: list[list[object]]) -> tuple[Word, ...]:
+        return tuple(Word(str(r[0]), float(r[1]), float(r[2]), float(r[3])) for r in rows)  # type: ignore[arg-type]
+
+    return float(d["t0"]), float(d.get("speed", 1.0)), [BuilderCall(c["wall"], c["track"], ws(c["committed"]), ws(c["hypothesis"]),
+                                        float(c["frontier"]), bool(c["final"])) for c in d["calls"]]
 
 
 def stream(audio: np.ndarray, spec: engine.ModelSpec, speed: float, beam_size: int = 3,
-           config: StreamConfig | None = None, language: str = "en") -> StreamRun:
-    sc = SttSidecar(spec=spec, beam_size=beam_size, stream=config, language=language)
+           config: StreamConfig | None = None, language: str = "en", max_open: float = CueBuilder.MAX_OPEN) -> StreamRun:
+    sc = SttSidecar(spec=spec, beam_size=beam_size, stream=config, language=language, max_open=max_open)
     published: list[tuple[float, Cue]] = []
     commits: list[tuple[float, Word]] = []
     lock = threading.Lock()
@@ -116,8 +166,18 @@ def stream(audio: np.ndarray, spec: engine.ModelSpec, speed: float, beam_size: i
         with lock:
             commits.extend((now, w) for w in words)
 
+    calls: list[BuilderCall] = []
+    publish_step = sc._publish_step
+
+    def recording_step(track: Any, r: Any, final: bool) -> None:
+        with lock:
+            calls.append(BuilderCall(time.monotonic(), track.builder.track, tuple(r.committed),
+                                     tuple(r.hypothesis), r.frontier, final))
+        publish_step(track, r, final)
+
     sc._publish = on_publish  # the runtime's hook; here the bench is the core
     sc.on_commit = on_commit
+    sc._publish_step = recording_step  # type: ignore[method-assign]
     sc.on_start(StreamInfo(stream_id="bench", source_width=0, source_height=0, source_fps=0, segment_duration=2.0))
     step = 1600
     t0 = time.monotonic()
@@ -132,7 +192,7 @@ def stream(audio: np.ndarray, spec: engine.ModelSpec, speed: float, beam_size: i
     recs = [t.recognizer for t in sc.tracks]
     return StreamRun(t0=t0, published=published, commits=commits, feed_s=fed - t0, drain_s=done - fed,
                      passes=sum(r.passes for r in recs), loops=sum(r.loops for r in recs),
-                     decode_s=sum(r.decode_seconds for r in recs))
+                     decode_s=sum(r.decode_seconds for r in recs), calls=calls)
 
 
 def match_words(a: list[Word], b: list[Word]) -> dict[int, int]:
@@ -159,6 +219,32 @@ def sentence_onset_errors(utts: list[synth.Utterance], words: list[Word]) -> lis
         if near:
             out.append(min(near))
     return out
+
+
+def cue_latency(utterances: list[Any], finals: list[tuple[float, Cue]], t0: float, speed: float = 1.0) -> list[float]:
+    """Spoken word -> final cue, one figure per word: publish wall time - the wall time the word's audio
+    was played. Each utterance's words are spoken by its measured end, so a word's end is clamped to the
+    utterance it lies in (Whisper's word ends can run into the pause after it)."""
+    lat = []
+    for t, c in finals:
+        for w in c.words:
+            u = next((u for u in utterances if u.start - 0.5 <= w.start <= u.end + 0.5), None)
+            end = min(w.end, u.end) if u else w.end
+            lat.append(t - (t0 + end / speed))
+    return lat
+
+
+def cue_shape(finals: list[tuple[float, Cue]]) -> str:
+    """How the cues look: count, words per cue, time on screen (median, shortest) and how many are on screen
+    for less than the style's 1 s minimum (cut short by the next cue) or start later than their first word."""
+    d = [c.end - c.start for _, c in finals]
+    n = [len(c.words) for _, c in finals]
+    late = [c.start - c.words[0].start for _, c in finals if c.words]
+    if not d:
+        return "no cues"
+    return (f"{len(d)} cues, words/cue median {statistics.median(n):.0f}, on screen median {statistics.median(d):.2f} s "
+            f"(min {min(d):.2f}, < 1 s: {sum(x < 1.0 - 1e-6 for x in d)}), start after first word > 0.3 s: "
+            f"{sum(x > 0.3 for x in late)}")
 
 
 def real_speech(args: argparse.Namespace) -> int:
@@ -201,28 +287,22 @@ def real_speech(args: argparse.Namespace) -> int:
         configs = dict(parse(c) for c in args.config)
         policies = list(configs)
     if args.replay:
-        return replay_policies(prog, model, lang, policies, off_wer, args.beam_size, args.vad.split(","), configs)
+        return replay_policies(prog, model, lang, policies, off_wer, args.beam_size, args.vad.split(","), configs,
+                                   args.record)
     width = max(10, *(len(p) for p in policies))
     print(f"{'policy':{width}s} {'WER':>6s} {'ratio':>6s} {'cue med':>8s} {'p95':>6s} {'max':>6s} {'>6s':>5s} "
           f"{'order':>6s} {'overlap':>8s} {'busy':>5s} {'load':>5s}")
     for policy in policies:
         cfg = configs.get(policy) or StreamConfig(policy=policy)  # type: ignore[arg-type]
-        res = stream(prog.audio, spec, args.speed, args.beam_size, cfg, language=lang)
+        res = stream(prog.audio, spec, args.speed, args.beam_size, cfg, language=lang, max_open=args.max_open)
         finals = [(t, c) for t, c in res.published if c.final and not c.track]
         text = " ".join(c.text.replace("\n", " ") for _, c in finals)
         st_wer = rs.wer(prog.reference, text, lang)
-        # Spoken word -> final cue: each utterance's words are spoken by its measured end; a word's cue is
-        # the first final cue that holds a word timed inside the utterance. Latency = publish wall time -
-        # (wall time the word's audio was played), the word's end clamped to its utterance.
-        lat = []
-        for t, c in finals:
-            for w in c.words:
-                u = next((u for u in prog.utterances if u.start - 0.5 <= w.start <= u.end + 0.5), None)
-                end = min(w.end, u.end) if u else w.end
-                lat.append(t - (res.t0 + end / args.speed))
-        if not lat:
-            print(f"{policy:{width}s} no captions (see the report above)")
-            continue
+        lat = cue_latency(prog.utterances, finals, res.t0, args.speed)
+        if args.record:
+            path = Path(args.record.replace("{policy}", policy))
+            save_calls(path, res.t0, res.calls, args.speed)
+            print(f"(builder calls recorded in {path})")
         starts = [c.start for _, c in finals]
         out_of_order = sum(b < a for a, b in zip(starts, starts[1:], strict=False))
         overlapping = sum(a.end > b.start + 1e-6 for (_, a), (_, b) in zip(finals, finals[1:], strict=False))
@@ -230,13 +310,14 @@ def real_speech(args: argparse.Namespace) -> int:
         print(f"{policy:{width}s} {st_wer:6.3f} {st_wer / off_wer if off_wer else float('inf'):6.2f} "
               f"{statistics.median(lat):8.2f} {pct(lat, 0.95):6.2f} {max(lat):6.2f} {sum(x > 6 for x in lat):5d} "
               f"{out_of_order:6d} {overlapping:8d} {busy:5.0%} {os.getloadavg()[0]:5.1f}")
+        print(f"{'':{width}s} {cue_shape(finals)}")
     print("targets: WER ratio <= 1.15, cue median <= 2.0 s, p95 <= 3.5 s, no word > 6 s, no order/overlap faults")
     return 0
 
 
 def replay_policies(prog: object, model: object, lang: str, policies: list[str], off_wer: float,
                     beam_size: int, vads: list[str] | None = None,
-                    configs: dict[str, StreamConfig] | None = None) -> int:
+                    configs: dict[str, StreamConfig] | None = None, record: str = "") -> int:
     """The policies on a deterministic replay: a pass after every 0.5 s of audio however long passes take,
     so the figures do not depend on the machine's load. Latency here is in media time: how much newer
     audio had arrived when a word was committed (what a viewer waits on a machine that keeps up), not
@@ -257,15 +338,24 @@ def replay_policies(prog: object, model: object, lang: str, policies: list[str],
         if isinstance(vad, engine.StreamVad):
             vad.follow(rec)
         words, lag = [], []
+        calls: list[BuilderCall] = []  # wall time = media time of the pass's end: no compute time counted
         for i in range(0, len(prog.audio), 1600):
             rec.append(prog.audio[i:i + 1600], i)
             if (end := rec.next_pass_end()) is not None:
-                for w in rec.step(end).committed:
+                r = rec.step(end)
+                calls.append(BuilderCall(end / 16000, "", tuple(r.committed), tuple(r.hypothesis), r.frontier, False))
+                for w in r.committed:
                     words.append(w)
                     lag.append(end / 16000 - w.end)
-        for w in rec.finish().committed:
+        r = rec.finish()
+        calls.append(BuilderCall(len(prog.audio) / 16000, "", tuple(r.committed), tuple(r.hypothesis), r.frontier, True))
+        for w in r.committed:
             words.append(w)
             lag.append(len(prog.audio) / 16000 - w.end)
+        if record:
+            path = Path(record.replace("{policy}", policy))
+            save_calls(path, 0.0, calls)
+            print(f"(builder calls recorded in {path}; wall time = media time)")
         w_ = rs.wer(prog.reference, " ".join(w.text for w in words), lang)
         print(f"{policy:{max(10, len(policy))}s} {vad_mode:11s} {w_:6.3f} {w_ / off_wer if off_wer else float('inf'):6.2f} {statistics.median(lag):8.2f} "
               f"{pct(lag, 0.95):6.2f} {max(lag):6.2f} {sum(x > 6 for x in lag):5d} {rec.stalls:6d}")
@@ -336,9 +426,16 @@ def main() -> int:
     ap.add_argument("--config", action="append", default=[],
                     help="real corpus: settings to compare instead of --policy, each "
                          "POLICY[:FIELD=VALUE,...] (StreamConfig fields, as devkit/sttsweep.py)")
+    ap.add_argument("--max-open", type=float, default=CueBuilder.MAX_OPEN,
+                    help=f"seconds a cue may stay open (the sidecar's --max-open, default {CueBuilder.MAX_OPEN})")
+    ap.add_argument("--record", default="",
+                    help="real corpus: save the sidecar's cue-builder calls with their wall times to this "
+                         "JSON file ({policy} is replaced), for devkit/sttcues.py to replay other cue settings")
     ap.add_argument("--vad", default="incremental",
                     help="real corpus --replay: VAD modes to compare, e.g. whole,incremental (sidecar --vad)")
     args = ap.parse_args()
+    if args.max_open <= 0:
+        ap.error("--max-open must be > 0")
     if args.corpus == "real":
         return real_speech(args)
     if args.corpus == "translation":
@@ -359,7 +456,7 @@ def main() -> int:
     policy = StreamConfig.policy if args.policy == "both" else args.policy
     print(f"commit policy {policy}")
     cfg = StreamConfig(policy=policy, context_commit=args.context_commit, min_step=args.min_step)  # type: ignore[arg-type]
-    res = stream(audio, spec, args.speed, args.beam_size, cfg)
+    res = stream(audio, spec, args.speed, args.beam_size, cfg, max_open=args.max_open)
     t0, published, commits = res.t0, res.published, res.commits
     finals = [c for _, c in published if c.final and not c.track]
     final_wall = {c.id: t for t, c in published if c.final}

@@ -89,6 +89,61 @@ def test_cue_builder_publishes_finals_once_and_partials_with_the_next_id() -> No
     assert [c.id for c in finals] == ["cc-1"] and finals[0].start >= 2.0
 
 
+def test_a_cue_is_final_once_open_max_open_seconds_and_the_sidecar_uses_the_same_default() -> None:
+    """The first words of a long sentence wait for their cue to close: 1.5 s of media at most by default
+    (2.5 s before the eleventh session; on the tuning programme it cut the median word -> cue time by
+    0.3 s)."""
+    import argparse
+
+    from sidecast.sidecars.stt.sidecar import SttSidecar
+
+    assert CueBuilder().max_open == CueBuilder.MAX_OPEN == 1.5
+    assert SttSidecar().max_open == CueBuilder.MAX_OPEN
+    parser = argparse.ArgumentParser()
+    SttSidecar.add_arguments(parser)
+    assert parser.parse_args([]).max_open == CueBuilder.MAX_OPEN
+    words = words_from("the council met this morning to", 20.0)  # 1.8 s of one sentence, no pause
+    b = CueBuilder()
+    assert b.update(words[:4], words[4:], frontier=21.4)[0] == []  # open 1.4 s: still open
+    finals, partial = b.update(words[4:], [], frontier=21.5)
+    assert [c.text for c in finals] == ["the council met this morning to"] and partial is None
+    assert finals[0].start == 20.0 and finals[0].end - finals[0].start >= 1.0 - 1e-9
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.sampled_from(["the", "rain", "north,", "falls.", "and", "tomorrow", "x", "well;",
+                                 "extraordinarily", "it"]), min_size=1, max_size=60),
+       st.lists(st.floats(min_value=0.0, max_value=1.5), min_size=1, max_size=20),
+       st.lists(st.integers(min_value=1, max_value=5), min_size=1, max_size=20),
+       st.sampled_from([0.5, 1.0, 1.5, 2.5]))
+def test_cue_builder_finals_keep_every_word_in_order_without_overlap(
+        tokens: list[str], gaps: list[float], chunks: list[int], max_open: float) -> None:
+    """Whatever max_open: the final cues hold every committed word once, in order,
+    each cue fits two lines, starts no earlier than the previous one ended, and lasts the minimum display
+    time unless the next cue's first word needs the screen sooner."""
+    words, t = [], 0.0
+    for i, tok in enumerate(tokens):
+        t += gaps[i % len(gaps)] * (i % 3 == 0)
+        words.append(Word(tok, t, t + 0.3))
+        t += 0.3
+    style = CaptionStyle()
+    b = CueBuilder(style, max_open=max_open)
+    finals, i, k = [], 0, 0
+    while i < len(words):
+        n = chunks[k % len(chunks)]
+        k += 1
+        batch, i = words[i:i + n], i + n
+        finals += b.update(batch, words[i:i + 2], frontier=batch[-1].end + 0.2)[0]
+    finals += b.update([], [], frontier=t + 5.0, final=True)[0]
+    assert [w for c in finals for w in c.words] == words
+    assert [c.id for c in finals] == [f"cc-{n}" for n in range(len(finals))]
+    for c in finals:
+        assert c.final and c.end > c.start and all(len(ln) <= style.max_chars for ln in c.text.split("\n"))
+    for a, nxt in zip(finals, finals[1:], strict=False):
+        assert a.end <= nxt.start + 1e-9
+        assert a.end - a.start >= style.min_duration - 1e-9 or a.end >= nxt.words[0].start - 1e-9
+
+
 def seg(text: str, start: float, end: float, **kw: float) -> DecodedSegment:
     ws = text.split()
     step = (end - start) / len(ws)

@@ -99,7 +99,7 @@ class SttSidecar(Sidecar):
     version = "1.0.0"
 
     def __init__(self, spec: ModelSpec | None = None, language: str = "en", translate: bool = False,
-                 beam_size: int = 3, style: CaptionStyle = DEFAULT_STYLE, max_open: float = 2.5,
+                 beam_size: int = 3, style: CaptionStyle = DEFAULT_STYLE, max_open: float = CueBuilder.MAX_OPEN,
                  stream: StreamConfig | None = None, translators: list[Translator] | None = None,
                  translate_to: tuple[str, ...] = (), batch: bool = True, max_batch: int = 8,
                  vad: str = "incremental", pacing: str = "fixed", load_context: float | None = LOAD_CONTEXT,
@@ -342,8 +342,9 @@ class SttSidecar(Sidecar):
                        help="with --load-policy chunk: beam size of chunk passes (default 0: --beam-size)")
         g.add_argument("--max-line-chars", type=int, default=DEFAULT_STYLE.max_chars,
                        help="caption line length (default 42)")
-        g.add_argument("--max-open", type=float, default=2.5,
-                       help="seconds of speech a cue may stay open before it is published as final")
+        g.add_argument("--max-open", type=float, default=CueBuilder.MAX_OPEN,
+                       help=f"seconds of speech a cue may stay open before it is published as final "
+                            f"(default {CueBuilder.MAX_OPEN})")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Callable[[], Sidecar]:
