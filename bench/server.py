@@ -575,8 +575,19 @@ def _caption_steps(work: Path, args: argparse.Namespace, mode: str, workers: str
             speeds = [((last[s]["media_time"] or 0) - (first[s]["media_time"] or 0)) / dt for s in ids]
             p95s = [pct(v, 0.95) for v in lags.values() if v]
             all_lags = [x for v in lags.values() for x in v]
-            commits = _commit_lags(data, {s: (first[s]["media_time"] or 0.0,
-                                                             last[s]["media_time"] or 0.0) for s in ids})
+            spans = {s: (first[s]["media_time"] or 0.0, last[s]["media_time"] or 0.0) for s in ids}
+            reports = _stt_reports(data, spans)
+            commits = {s: [x for r in reps for x in r["data"].get("commit_lag_s", [])] for s, reps in reports.items()}
+            # before 2026-12-01 11:15 UTC: every report that ENDS in the window, so 0-10 s of words from before it
+            # (the start-up, for some streams) counted too, depending on where a stream's reports fell
+            partial = {s: [x for r in reps for x in r["data"].get("commit_lag_s", [])]
+                       for s, reps in _stt_reports(data, spans, whole=False).items()}
+            if args.caption_dump:
+                dump = Path(args.caption_dump)
+                dump.mkdir(parents=True, exist_ok=True)
+                (dump / f"{data.name}-{n}.json").write_text(json.dumps(
+                    {"streams": n, "stt_args": " ".join(extra or []), "spans": spans, "load": load_avg(),
+                     "reports": _stt_reports(data, {s: (0.0, 1e9) for s in ids})}))
             c95s = [pct(v, 0.95) for v in commits.values() if v]
             all_commits = [x for v in commits.values() for x in v]
             steps.append({"batch": mode, "workers": workers, "stt_args": " ".join(extra or []), "streams": n, "stt_lag_p50_s": round(pct(all_lags, 0.5), 2),
@@ -593,6 +604,12 @@ def _caption_steps(work: Path, args: argparse.Namespace, mode: str, workers: str
                               if v and pct(v, 0.5) <= 2.0 and pct(v, 0.95) <= 3.5 and max(v) <= 6.0),
                           "per_stream_commit_p50_p95_max": {s: [round(pct(v, 0.5), 2), round(pct(v, 0.95), 2),
                                                                round(max(v), 2)] for s, v in commits.items() if v},
+                          "per_stream_words_reports": {s: [len(commits[s]), len(reports[s])] for s in ids},
+                          "streams_commit_within_targets_partial_reports": sum(
+                              1 for v in partial.values() if v and pct(v, 0.5) <= 2.0 and pct(v, 0.95) <= 3.5),
+                          "commit_p50_p95_partial_reports": [round(pct(xs, 0.5), 2), round(pct(xs, 0.95), 2)]
+                          if (xs := [x for v in partial.values() for x in v]) else None,
+                          "chunk": _chunk_summary(reports),
                           "speed_min": round(min(speeds), 3), "segments": published, "late_segments": late,
                           "load": load_avg()})
             print(f"  captions: {steps[-1]}", flush=True)
@@ -604,21 +621,41 @@ def _caption_steps(work: Path, args: argparse.Namespace, mode: str, workers: str
     return {"sidecar_processes": len(sidecars), "steps": steps}
 
 
-def _commit_lags(data: Path, spans: dict[str, tuple[float, float]]) -> dict[str, list[float]]:
-    """Per stream, the commit latency of each word (media seconds between the word's end and the newest
-    audio the sidecar had when it committed the word) that the stt sidecar reported (``stt_passes`` lines
-    of the stream's results.jsonl, every 10 s of audio) within the stream's media-time span."""
-    out: dict[str, list[float]] = {s: [] for s in spans}
+def _stt_reports(data: Path, spans: dict[str, tuple[float, float]], whole: bool = True) -> dict[str, list[dict[str, Any]]]:
+    """Per stream, the stt sidecar's ``stt_passes`` reports (results.jsonl, one every 10 s of audio) that cover
+    audio within the stream's media-time span: each carries the commit latency of every word committed since
+    the report before (media seconds between the word's end and the newest audio the sidecar had when it
+    committed the word) and the shared model's load (pace, chunk mode, utilisation). ``whole``: only reports
+    whose audio since the report before lies wholly in the span; otherwise every report that ends in it,
+    which also counts up to 10 s of words from before the span (in a 30 s window, 2 or 3 reports a stream,
+    depending on where its reports fall: 57 or 86 words a stream in one run)."""
+    out: dict[str, list[dict[str, Any]]] = {s: [] for s in spans}
     for path in data.rglob("results.jsonl"):
         sid = path.parts[-4]  # <work>/<stream>/<event>/r<attempt>/results.jsonl
         if sid not in spans:
             continue
         lo, hi = spans[sid]
-        for line in path.read_text().splitlines():
-            rec = json.loads(line)
-            if rec.get("kind") == "stt_passes" and lo < rec["start"] <= hi:
-                out[sid].extend(rec["data"].get("commit_lag_s", []))
+        recs = [json.loads(line) for line in path.read_text().splitlines()]
+        recs = sorted((r for r in recs if r.get("kind") == "stt_passes"), key=lambda r: r["start"])
+        for before, rec in zip([None, *recs], recs, strict=False):
+            since = before["start"] if before is not None else 0.0
+            if rec["start"] <= hi and (since >= lo if whole else rec["start"] > lo):
+                out[sid].append(rec)
     return out
+
+
+def _chunk_summary(reports: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The shared model's state over the window, from the streams' reports: chunk mode on in how many
+    reports, its switches, the workers' utilisation and the scheduler's pace."""
+    reps = [r["data"] for v in reports.values() for r in v]
+    if not reps:
+        return {}
+    util = [r["utilisation"] for r in reps if "utilisation" in r]
+    return {"reports": len(reps), "chunked": sum(1 for r in reps if r.get("chunked")),
+            "switches": max((r.get("chunk_switches", 0) for r in reps), default=0),
+            "utilisation_min_max": [min(util), max(util)] if util else None,
+            "pace_max": max(r.get("pace_s", 0.0) for r in reps),
+            "wait_avg_max": max(r.get("wait_avg_s", 0.0) for r in reps)}
 
 
 def part_connect(work: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -664,6 +701,8 @@ def main() -> int:
                          "'--vad whole --pacing fixed;' (an empty variant: the defaults)")
     ap.add_argument("--stt-batch", default="on",
                     help="captions: the stt sidecar's --batch, or off,on for both in one run")
+    ap.add_argument("--caption-dump", default="", metavar="DIR",
+                    help="captions: write every stream's stt_passes reports of each step to DIR (JSON)")
     ap.add_argument("--connects", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()

@@ -141,9 +141,43 @@ def test_streams_switch_to_chunks_when_behind_and_back_when_the_model_is_idle(mo
 @pytest.mark.parametrize("argv, message", [(["--load-policy", "fast"], "--load-policy fast: chunk or off"),
                                            (["--load-policy", "Chunk"], "--load-policy Chunk: chunk or off"),
                                            (["--chunk-cap", "0.5"], "--chunk-cap 0.5: 1..10 seconds"),
-                                           (["--chunk-cap", "nan"], "--chunk-cap nan: 1..10 seconds")])
+                                           (["--chunk-cap", "nan"], "--chunk-cap nan: 1..10 seconds"),
+                                           (["--chunk-prompt", "-1"], "--chunk-prompt -1: 0 .as other passes. or 1..1000")])
 def test_a_bad_load_policy_option_is_one_clear_error(argv: list[str], message: str) -> None:
     ap = argparse.ArgumentParser()
     SttSidecar.add_arguments(ap)
     with pytest.raises(ModelError, match=message):
         SttSidecar.from_args(ap.parse_args(argv))
+
+
+def test_chunk_passes_run_with_their_own_beam_and_a_shorter_prompt(model: object, prog: rs.Programme) -> None:
+    # --chunk-beam and --chunk-prompt apply to chunk passes only, over the stream's own options.
+    spec = engine.resolve_spec(None, "cpu", "int8", 2)
+    base = DecodeOptions(language="en", beam_size=3)
+    sidecar = SttSidecar(spec=spec, load_policy="chunk", chunk_beam=1, chunk_prompt=60)
+    assert sidecar.chunk_options(base) == DecodeOptions(language="en", beam_size=1, max_prompt_chars=60)
+    assert SttSidecar(spec=spec, load_policy="chunk", chunk_prompt=None).chunk_options(base) == base
+    assert SttSidecar(spec=spec).chunk_prompt == 60  # the default, with --load-policy chunk
+    # Through the sidecar's own step: the chunk pass's prompt is cut to 60 characters, the stream's
+    # options are its own again afterwards.
+    track = sidecar._make_tracks(0)[0]
+    assert track.decoder is not None
+    seen: list[DecodeOptions] = []
+    prepare = track.decoder.prepare
+
+    def spy(audio: np.ndarray, prompt: str, prefix: str = "") -> engine.PassInput:
+        seen.append(track.decoder.options)  # type: ignore[union-attr]
+        return prepare(audio, prompt, prefix)
+
+    track.decoder.prepare = spy  # type: ignore[method-assign]
+    own = track.decoder.options
+    rec = track.recognizer
+    with shared_batcher(track) as b:
+        b.chunked, b.chunk_since, b._busy = True, time.monotonic(), [(time.monotonic(), 9.0)] * 2
+        for i in range(0, 12 * SAMPLE_RATE, 1600):
+            rec.append(prog.audio[i:i + 1600], i)
+            if (end := sidecar.next_pass_end(track)) is not None:
+                assert track.chunk
+                sidecar._step(track, end)
+    assert seen and all((o.beam_size, o.max_prompt_chars) == (1, 60) for o in seen), seen
+    assert track.decoder.options == own and own.max_prompt_chars == 200

@@ -26,6 +26,17 @@ from . import procs
 
 log = logging.getLogger("sidecast.server.sidecars")
 
+# Arguments a shared sidecar starts with before the operator's own (``--sidecar-arg``; the last of a repeated
+# option wins, so ``--sidecar-arg stt=--load-policy=off`` restores the plain sidecar's behaviour). The
+# shared stt sidecar serves many streams from one model: while that model is behind, it decodes each stream
+# once per stretch of speech, greedy, cut at 1.5 s (docs/server.md, "Eight caption streams, again"): on 2
+# cores that kept 8 caption streams within the latency targets where the plain passes kept none, at the same
+# word cost on the tuning replay as the plain passes' own behaviour while behind (a 3 s context). A stream
+# that keeps up decodes exactly as before: the mode switches on only while a stream is 2 s behind.
+SHARED_DEFAULT_ARGS: dict[str, tuple[str, ...]] = {
+    "stt": ("--load-policy", "chunk", "--chunk-cap", "1.5", "--chunk-beam", "1"),
+}
+
 
 @dataclass
 class SharedSidecar:
@@ -69,12 +80,16 @@ class SidecarPool:
         sc = self.sidecars.get(name)
         if sc is None:
             sc = SharedSidecar(name, self.run_dir / f"sidecar-{name}.sock", self.log_dir / f"sidecar-{name}.log",
-                               list(self.args.get(name, [])))
+                               self.arguments(name))
             self.sidecars[name] = sc
         sc.users.add(user)
         if not sc.running and time.monotonic() >= sc.retry_at and not self.closing:
             self._start(sc)
         return sc.target
+
+    def arguments(self, name: str) -> list[str]:
+        """The ``name`` sidecar's arguments: the server's defaults for a shared one, then the operator's."""
+        return [*SHARED_DEFAULT_ARGS.get(name, ()), *self.args.get(name, [])]
 
     def release(self, user: str) -> None:
         for sc in self.sidecars.values():

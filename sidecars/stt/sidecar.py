@@ -48,6 +48,10 @@ LOAD_CONTEXT = 3.0  # seconds of context kept while the shared model is behind (
 SLOW_FROM = 0.5     # wall seconds a stream's pass may take (smoothed) while the model keeps up with it ...
 SLOW_FULL = 1.0     # ... and from this on it is behind: passes wait for --load-step of audio (step_seconds)
 CHUNK_CAP = 2.5    # seconds of uncommitted speech a chunk pass waits for at most (--load-policy chunk, --chunk-cap)
+CHUNK_PROMPT = 60   # characters of committed text a chunk pass is prompted with (--chunk-prompt; DecodeOptions.
+                    # max_prompt_chars is 200): the decoder pays for the prompt's tokens on every pass (greedy,
+                    # 3 s of audio: 0.25 CPU s at 200, 0.16 s at 60), and a chunk pass already has 2 s of committed
+                    # speech as audio context; fewer words wrong too (docs/captions.md, "Chunks under load")
 IDLE_AFTER = 1.0    # wall seconds without new audio before held words are settled (StreamingRecognizer.settle_idle)
 
 
@@ -104,13 +108,15 @@ class SttSidecar(Sidecar):
                  translate_to: tuple[str, ...] = (), batch: bool = True, max_batch: int = 8,
                  vad: str = "incremental", pacing: str = "fixed", load_context: float | None = LOAD_CONTEXT,
                  shed: bool = True, load_step: float | None = None, load_policy: str = "off",
-                 chunk_cap: float = CHUNK_CAP, chunk_beam: int | None = None, **options: Any) -> None:
+                 chunk_cap: float = CHUNK_CAP, chunk_beam: int | None = None, chunk_prompt: int | None = CHUNK_PROMPT,
+                 **options: Any) -> None:
         super().__init__(**options)
         self.spec = spec
         # "chunk": while the shared model is behind, every stream decodes in chunks (chunk_active); "off": never
         self.load_policy = load_policy
         self.chunk_cap = chunk_cap
         self.chunk_beam = chunk_beam    # beam size of chunk passes (None: --beam-size)
+        self.chunk_prompt = chunk_prompt  # prompt characters of chunk passes (None: DecodeOptions.max_prompt_chars)
         # context kept while the shared model is behind (engine.PassBatcher.context); None: always the
         # stream config's keep_context
         self.load_context = load_context
@@ -340,6 +346,9 @@ class SttSidecar(Sidecar):
                        help=f"with --load-policy chunk: most uncommitted speech before a chunk pass (default {CHUNK_CAP:g})")
         g.add_argument("--chunk-beam", type=int, default=0, metavar="N",
                        help="with --load-policy chunk: beam size of chunk passes (default 0: --beam-size)")
+        g.add_argument("--chunk-prompt", type=int, default=CHUNK_PROMPT, metavar="CHARS",
+                       help=f"with --load-policy chunk: characters of committed text chunk passes are prompted with "
+                            f"(default {CHUNK_PROMPT}; 0: as other passes, 200)")
         g.add_argument("--max-line-chars", type=int, default=DEFAULT_STYLE.max_chars,
                        help="caption line length (default 42)")
         g.add_argument("--max-open", type=float, default=CueBuilder.MAX_OPEN,
@@ -370,6 +379,8 @@ class SttSidecar(Sidecar):
             raise ModelError(f"--chunk-cap {args.chunk_cap:g}: 1..10 seconds")
         if not 0 <= args.chunk_beam <= 10:
             raise ModelError(f"--chunk-beam {args.chunk_beam}: 0 (--beam-size) or 1..10")
+        if not 0 <= args.chunk_prompt <= 1000:
+            raise ModelError(f"--chunk-prompt {args.chunk_prompt}: 0 (as other passes) or 1..1000 characters")
         spec = engine.resolve_spec(args.model, args.device, args.compute_type, args.cpu_threads, args.workers)
         model = engine.load_model(spec)
         check_language(model, spec, args.language, args.translate)
@@ -386,7 +397,7 @@ class SttSidecar(Sidecar):
                                  stream=StreamConfig(keep_context=args.keep_context), load_context=load_context,
                                  shed=args.context_cut == "now", load_step=load_step,
                                  load_policy=args.load_policy, chunk_cap=args.chunk_cap,
-                                 chunk_beam=args.chunk_beam or None)
+                                 chunk_beam=args.chunk_beam or None, chunk_prompt=args.chunk_prompt or None)
 
     # ------------------------------------------------------------------ worker
 
@@ -612,9 +623,10 @@ class SttSidecar(Sidecar):
             apply_context(track.recognizer, self.context_seconds(track), self.shed)
         t0 = time.monotonic()
         d = track.decoder
-        if track.chunk and d is not None and self.chunk_beam is not None and d.options.beam_size != self.chunk_beam:
+        chunk_options = self.chunk_options(d.options) if track.chunk and d is not None else None
+        if d is not None and chunk_options is not None and chunk_options != d.options:
             saved = d.options  # one pass at a time per track: its decoder's options are its own
-            d.options = dataclasses.replace(saved, beam_size=self.chunk_beam)
+            d.options = chunk_options
             try:
                 r = track.recognizer.step(end, chunk=True)
             finally:
@@ -623,6 +635,12 @@ class SttSidecar(Sidecar):
             r = track.recognizer.step(end, chunk=track.chunk)
         track.pass_wall = smooth_pass_wall(track.pass_wall, time.monotonic() - t0)
         return r
+
+    def chunk_options(self, options: engine.DecodeOptions) -> engine.DecodeOptions:
+        """A chunk pass's decoder options: ``--chunk-beam`` and ``--chunk-prompt`` over the stream's own."""
+        beam = self.chunk_beam if self.chunk_beam is not None else options.beam_size
+        prompt = self.chunk_prompt if self.chunk_prompt is not None else options.max_prompt_chars
+        return dataclasses.replace(options, beam_size=beam, max_prompt_chars=prompt)
 
     def step_seconds(self, track: _Track) -> float:
         """Audio a stream gathers before its next pass (``--pacing fixed``): ``min_step`` (0.5 s) while
