@@ -31,6 +31,12 @@ Configurations (``--configs``, default all):
      request
   q  (k) with ``--part-hold-back 2 --segment-duration 1`` (a shorter hold-back, and an independent part to
      join at every second, as (g)); on request
+  r  (k) with greedy stt passes (``--sidecar-arg stt=--beam-size=1``); on request
+  s  (k) with a 3 s stt context (``--sidecar-arg stt=--keep-context=3``); on request
+  t  (s) with ``--part-hold-back 2``; on request. (r)-(t) make a caption come sooner for ~3x the word errors
+     on the tuning programme (docs/latency.md, "Captions at low latency"): measurements, not advice
+  w  (k) with beam-2 stt passes (as accurate as beam 3 on the tuning programme) and ``--part-hold-back 2``;
+     x  the same without the hold-back; on request
 
 (e), (h) and (i) publish from a process of their own (``devkit.webrtc.ProcessPublisher``); (e) and (i) with
 the RTMP publisher's own ffmpeg encode, sent as packets, as OBS does. With stt, the captions track is shown
@@ -124,6 +130,21 @@ CONFIGS = {c.key: c for c in (
            {"lowLatencyMode": True}, speech=True),
     Config("q", "(k) with a 2 s hold-back and 1 s segments (--part-hold-back 2 --segment-duration 1)", "sidecast",
            ["--latency", "low", "--sidecars", "stt,autocrop", "--part-hold-back", "2", "--segment-duration", "1"],
+           {"lowLatencyMode": True}, speech=True),
+    Config("r", "(k) with greedy stt passes (--sidecar-arg stt=--beam-size=1)", "sidecast",
+           ["--latency", "low", "--sidecars", "stt,autocrop", "--sidecar-arg", "stt=--beam-size=1"],
+           {"lowLatencyMode": True}, speech=True),
+    Config("s", "(k) with a shorter stt context (--sidecar-arg stt=--keep-context=3)", "sidecast",
+           ["--latency", "low", "--sidecars", "stt,autocrop", "--sidecar-arg", "stt=--keep-context=3"],
+           {"lowLatencyMode": True}, speech=True),
+    Config("t", "(s) with players asked to sit 2 s back (--part-hold-back 2)", "sidecast",
+           ["--latency", "low", "--sidecars", "stt,autocrop", "--sidecar-arg", "stt=--keep-context=3",
+            "--part-hold-back", "2"], {"lowLatencyMode": True}, speech=True),
+    Config("w", "(k) with beam-2 stt passes and players 2 s back (--sidecar-arg stt=--beam-size=2 --part-hold-back 2)",
+           "sidecast", ["--latency", "low", "--sidecars", "stt,autocrop", "--sidecar-arg", "stt=--beam-size=2",
+                        "--part-hold-back", "2"], {"lowLatencyMode": True}, speech=True),
+    Config("x", "(k) with beam-2 stt passes (--sidecar-arg stt=--beam-size=2)", "sidecast",
+           ["--latency", "low", "--sidecars", "stt,autocrop", "--sidecar-arg", "stt=--beam-size=2"],
            {"lowLatencyMode": True}, speech=True),
     Config("f", "(b) with hls.js catching up (maxLiveSyncPlaybackRate 1.5)", "sidecast", ["--latency", "low"],
            {"lowLatencyMode": True, "maxLiveSyncPlaybackRate": 1.5}),
@@ -335,7 +356,7 @@ def caption_visibility(cues_seen: list[dict[str, Any]], written: list[tuple[floa
 
 
 def measure(base: str, cfg: Config, sent: dict[int, float], seconds: float, joins: int,
-            subs_dir: Path | None = None) -> dict[str, Any]:
+            subs_dir: Path | None = None, tag: str | None = None) -> dict[str, Any]:
     """``joins`` viewers one after the other, each playing ``seconds / joins``: a player keeps the distance to
     the live edge it joined at, so where each one joins (the phase of the segment, the load) is most of the
     spread between viewers; one playback would be one viewer."""
@@ -370,7 +391,7 @@ def measure(base: str, cfg: Config, sent: dict[int, float], seconds: float, join
         if rate is not None:
             rates.append(rate)
         if DEBUG_DIR is not None:  # --keep: each viewer's whole report (events, cues, hls.js caption log)
-            (DEBUG_DIR / f"{cfg.key}-viewer{viewer}.json").write_text(json.dumps(raw))
+            (DEBUG_DIR / f"{tag or cfg.key}-viewer{viewer}.json").write_text(json.dumps(raw))
         frames = raw.get("frames") or []
         settle_at = frames[0]["shownAt"] + SETTLE_S * 1000 if frames else 0
         mine = latencies([f for f in frames if f["shownAt"] >= settle_at], sent)
@@ -413,9 +434,20 @@ def measure(base: str, cfg: Config, sent: dict[int, float], seconds: float, join
     }
 
 
+def fresh_tag(work: Path, key: str) -> str:
+    """``key``, or ``key2``, ``key3``... for a configuration that runs again in the same ``--configs`` list (or
+    in a ``--keep`` folder that has it already): its outputs must not mix with the earlier run's, since the
+    caption count reads every WebVTT part in the output folder."""
+    n = 1
+    while (work / f"{key if n == 1 else f'{key}{n}'}-out").exists():
+        n += 1
+    return key if n == 1 else f"{key}{n}"
+
+
 def run_sidecast(cfg: Config, work: Path, seconds: float, joins: int) -> dict[str, Any]:
-    out, port, http = work / f"{cfg.key}-out", free_port(), free_port()
-    log = work / f"{cfg.key}-sidecast.log"
+    tag = fresh_tag(work, cfg.key)
+    out, port, http = work / f"{tag}-out", free_port(), free_port()
+    log = work / f"{tag}-sidecast.log"
     proc = subprocess.Popen([SIDECAST, "run", f"rtmp://127.0.0.1:{port}/live/{KEY}", "-o", str(out),
                              "--serve", str(http), "--serve-host", "127.0.0.1", "--no-progress", *cfg.args],
                             stdout=subprocess.DEVNULL, stderr=log.open("w"), cwd=ROOT)
@@ -427,11 +459,12 @@ def run_sidecast(cfg: Config, work: Path, seconds: float, joins: int) -> dict[st
             raise RuntimeError(f"sidecast exited: {log.read_text()[-2000:]}")
         speech = speech_wav(work / "speech.wav") if cfg.speech else None
         source = StampedSource(f"rtmp://127.0.0.1:{port}/live/{KEY}", size=SIZE, fps=FPS, speech=speech,
-                               log=work / f"{cfg.key}-source.log").start()
+                               log=work / f"{tag}-source.log").start()
         base = f"http://127.0.0.1:{http}"
         wait_playable(base)
         stt = "stt" in " ".join(cfg.args)
-        result = measure(base, cfg, source.sent, seconds, joins, subs_dir=out / "subs" / "en" if stt else None)
+        result = measure(base, cfg, source.sent, seconds, joins, subs_dir=out / "subs" / "en" if stt else None,
+                         tag=tag)
         result["source_late_frames"] = source.late_frames
         result["source_lag_s"] = source_lag(source.sent)
         if stt:
@@ -510,7 +543,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60, help="playback measured per configuration [60]")
     ap.add_argument("--joins", type=int, default=3, help="viewers per configuration, one after the other, "
                     "sharing --seconds [3]")
-    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l, m, n, o, p and q on request")
+    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l to x on request; one named twice runs twice")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs and logs (and each "
                     "viewer's raw report, with hls.js's caption log lines)")

@@ -272,6 +272,42 @@ def test_caption_parts_carry_a_late_cue_with_its_own_timing(tmp_path: Path) -> N
     assert "seg_000000.vtt" in (tmp_path / "subs" / "en" / "index.m3u8").read_text()
 
 
+def test_caption_parts_wait_for_the_captioner_up_to_the_window(tmp_path: Path) -> None:
+    """A WebVTT part whose media has passed is held while the captioner's watermark is behind it (up to the
+    decision window), so a cue decided late still lands in the parts of its own time: hls.js loads a caption
+    part when its playhead reaches it, and a cue carried by a later part (what a spent window gives, 0 here)
+    reached the player after its end (docs/latency.md, "Captions at low latency": 2 of 16 shown)."""
+    from sidecast.contract.records import Cue
+    from sidecast.core.outputs.base import JsonLines, StreamContext
+    from sidecast.core.outputs.subtitles import SubtitleRendition
+    from sidecast.core.timeline import Timeline
+
+    written = {}
+    for wait in (30.0, 0.0):
+        tl = Timeline()
+        tl.set_live("stt", True)
+        out = tmp_path / f"wait{wait:g}"
+        ctx = StreamContext(outdir=out, width=320, height=240, fps=30, has_audio=False, segment_duration=2.0,
+                            window=6, timeline=tl, log=JsonLines(tmp_path / "log"), part_target=0.5)
+        subs = SubtitleRendition(ctx, "en")
+        subs.producers, subs.window_s = ["stt"], wait
+        tl.watermark("stt", 0.2)                  # a cue is open from 0.2 s: the captioner covers no further
+        for t in (0.55, 1.05, 1.55):
+            subs.frame(None, t, 0)
+        before = sorted(p.name for p in (out / "subs" / "en").glob("seg_000000-*.vtt"))
+        tl.add("stt", Cue(0.2, 1.2, "decided late", id="a"))
+        tl.watermark("stt", 2.1)
+        subs.frame(None, 2.05, 0)
+        after = {p.name: p.read_text() for p in (out / "subs" / "en").glob("seg_000000-*.vtt")}
+        written[wait] = (before, after)
+    held, at_once = written[30.0], written[0.0]
+    assert held[0] == [] and at_once[0] == ["seg_000000-0.vtt", "seg_000000-1.vtt", "seg_000000-2.vtt"]
+    # held: the cue lands in its own parts; at once: it comes in the next part, never re-timed
+    assert "00:00:00.200 --> 00:00:01.200\ndecided late" in held[1]["seg_000000-0.vtt"]
+    assert "decided late" not in at_once[1]["seg_000000-0.vtt"]
+    assert "00:00:00.200 --> 00:00:01.200\ndecided late" in at_once[1]["seg_000000-3.vtt"]
+
+
 def test_a_segment_end_learnt_after_its_last_part_adds_no_empty_part(tmp_path: Path) -> None:
     """Live, the audio (and caption) parts of a segment are cut on the part grid before the ingest closes the
     segment (it closes at the next video frame). Learning the end then must not list a sliver of a part

@@ -1,0 +1,107 @@
+"""bench/latency.py's configurations are runs a user could start: every sidecast configuration's flags pass
+the core's option checks, and the stt settings a configuration hands its sidecar (``--sidecar-arg stt=...``)
+pass the sidecar's own checks and reach the sidecar it builds. A configuration with a flag the core or the
+sidecar refuses would otherwise fail only minutes into a bench run, under the CPU lock."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from sidecast.core.errors import ConfigError
+from sidecast.core.options import RunOptions
+from sidecast.sidecars.stt import SttSidecar
+from sidecast.sidecars.stt.engine import ModelError
+from tests.conftest import ROOT
+
+
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_latency", ROOT / "bench" / "latency.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+CONFIGS: dict[str, Any] = bench().CONFIGS
+SIDECAST = sorted(k for k, c in CONFIGS.items() if c.kind in ("sidecast", "whip", "whip-aiortc"))
+WITH_STT_ARGS = sorted(k for k in SIDECAST
+                       if any(f == "--sidecar-arg" and a.startswith("stt=")
+                              for f, a in zip(CONFIGS[k].args, CONFIGS[k].args[1:], strict=False)))
+
+
+def run_options(args: list[str]) -> RunOptions:
+    p = argparse.ArgumentParser()
+    RunOptions.add_arguments(p)
+    ns = p.parse_args(["rtmp://127.0.0.1:1935/live/bench", "-o", "out", *args])
+    return RunOptions.from_namespace(ns).validate()
+
+
+def stt_sidecar(argv: list[str]) -> SttSidecar:
+    p = argparse.ArgumentParser()
+    SttSidecar.add_arguments(p)
+    sidecar = SttSidecar.from_args(p.parse_args(argv))()
+    assert isinstance(sidecar, SttSidecar)
+    return sidecar
+
+
+@pytest.mark.parametrize("key", SIDECAST)
+def test_every_sidecast_configuration_passes_the_core_option_checks(key: str) -> None:
+    opts = run_options(CONFIGS[key].args)
+    assert opts.latency in ("low", "normal")
+    if CONFIGS[key].hls.get("lowLatencyMode"):
+        assert opts.latency == "low", "an LL-HLS player on a plain HLS stream measures nothing of LL-HLS"
+
+
+def test_the_quicker_caption_configurations_are_there() -> None:
+    """(s) and (t), the low-latency stt settings of docs/latency.md ("Captions at low latency"), hand their
+    settings to the stt sidecar; (t) adds a hold-back."""
+    assert {"s", "t"} <= set(WITH_STT_ARGS)
+    assert run_options(CONFIGS["t"].args).part_hold_back == 2.0
+    assert run_options(CONFIGS["s"].args).part_hold_back is None
+
+
+@pytest.mark.parametrize("key", WITH_STT_ARGS)
+def test_the_stt_settings_of_a_configuration_reach_the_sidecar(key: str) -> None:
+    argv = run_options(CONFIGS[key].args).sidecar_args["stt"]
+    sidecar = stt_sidecar(argv)
+    given = dict(a.split("=", 1) for a in argv)
+    if "--beam-size" in given:
+        assert sidecar.beam_size == int(given["--beam-size"])
+    if "--keep-context" in given:
+        assert sidecar.stream_config.keep_context == float(given["--keep-context"])
+    if "--max-open" in given:
+        assert sidecar.max_open == float(given["--max-open"])
+
+
+def test_a_configuration_with_stt_settings_out_of_range_is_refused() -> None:
+    with pytest.raises(ModelError, match="--keep-context 0..20"):
+        stt_sidecar(["--beam-size=1", "--keep-context=30"])
+    with pytest.raises(ConfigError, match="--sidecar-arg"):
+        run_options(["--latency", "low", "--sidecars", "autocrop", "--sidecar-arg", "stt=--beam-size=1"])
+
+
+def test_the_bench_refuses_an_unknown_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = bench()
+    monkeypatch.setenv("SIDECAST_BROWSER_LOWER", "0")  # main() sets it: restored after the test
+    monkeypatch.setattr("sys.argv", ["latency.py", "--configs", "b,zz"])
+    with pytest.raises(SystemExit, match="unknown configuration 'zz'"):
+        module.main()
+
+
+def test_a_configuration_run_twice_gets_a_folder_of_its_own(tmp_path: Path) -> None:
+    """``--configs b,k,u,k``: the second (k) must not write into the first one's folder, where its WebVTT
+    parts would count as due cues of the second run."""
+    fresh_tag = bench().fresh_tag
+    assert fresh_tag(tmp_path, "k") == "k"
+    (tmp_path / "k-out").mkdir()
+    assert fresh_tag(tmp_path, "k") == "k2"
+    (tmp_path / "k2-out").mkdir()
+    assert fresh_tag(tmp_path, "k") == "k3" and fresh_tag(tmp_path, "u") == "u"
