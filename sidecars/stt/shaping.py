@@ -212,13 +212,16 @@ class CueBuilder:
         return self.pending[0].start if self.pending else None
 
     def update(self, committed: Sequence[Word], hypothesis: Sequence[Word], frontier: float,
-               final: bool = False) -> tuple[list[Cue], Cue | None]:
+               final: bool = False, close: bool = False) -> tuple[list[Cue], Cue | None]:
+        """``close``: every committed word is final in a cue now, as at the end (``final``), but the stream
+        goes on: a chunk pass commits all it heard, and the next words come only with the next chunk, so a
+        cue left open would wait a whole chunk (~1.5 s) for words that may not belong to it."""
         self.pending.extend(committed)
         groups = group_words(self.pending, self.style)
         done, last = groups[:-1], (groups[-1] if groups else [])
         if last:
             probe = Word(text="xxxxxxx", start=last[-1].end, end=last[-1].end)
-            if (final or ends_sentence(last[-1].text) or not fits([*last, probe], self.style)
+            if (final or close or ends_sentence(last[-1].text) or not fits([*last, probe], self.style)
                     or frontier - last[-1].end >= self.style.max_gap or frontier - last[0].start >= self.max_open):
                 done.append(last)
                 last = []

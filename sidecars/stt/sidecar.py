@@ -567,14 +567,17 @@ class SttSidecar(Sidecar):
             self.tracks = fresh
         self._expected = start_sample
 
-    def _publish_step(self, track: _Track, r: StepResult, final: bool) -> None:
+    def _publish_step(self, track: _Track, r: StepResult, final: bool, close: bool = False) -> None:
+        """``close``: the step was a chunk pass, whose committed words are final in cues at once
+        (``CueBuilder.update``)."""
         if r.committed and self.on_commit is not None:
             self.on_commit(track.builder.track, list(r.committed))
         if track.builder.track == "" and not final:
             # Commit latency in media time: audio that had arrived after the word when it was committed.
             arrived = track.recognizer.received_end / SAMPLE_RATE
             self._commit_lags.extend(round(arrived - w.end, 3) for w in r.committed)
-        finals, partial = track.builder.update(r.committed, r.hypothesis, r.frontier, final=final)
+        finals, partial = track.builder.update(r.committed, r.hypothesis, r.frontier, final=final,
+                                               close=close and bool(r.committed))
         if self.suppressed:
             return  # the audio is not in the configured language: nothing is published
         for cue in finals:
@@ -727,8 +730,9 @@ class SttSidecar(Sidecar):
                     continue
                 for t, end in todo:
                     t0 = time.monotonic()
+                    chunk = t.chunk  # _step runs a chunk pass when the stream is in chunk mode
                     r = self._step(t, end)
-                    self._publish_step(t, r, final=False)
+                    self._publish_step(t, r, final=False, close=chunk)
                     log.debug("stt pass %.2fs for %.2fs of buffer", time.monotonic() - t0,
                               (end - t.recognizer.buf_start) / SAMPLE_RATE)
                 self._update_watermark()
