@@ -609,6 +609,7 @@ def _caption_steps(work: Path, args: argparse.Namespace, mode: str, workers: str
                               1 for v in partial.values() if v and pct(v, 0.5) <= 2.0 and pct(v, 0.95) <= 3.5),
                           "commit_p50_p95_partial_reports": [round(pct(xs, 0.5), 2), round(pct(xs, 0.95), 2)]
                           if (xs := [x for v in partial.values() for x in v]) else None,
+                          **_cue_figures(reports),
                           "chunk": _chunk_summary(reports),
                           "speed_min": round(min(speeds), 3), "segments": published, "late_segments": late,
                           "load": load_avg()})
@@ -642,6 +643,22 @@ def _stt_reports(data: Path, spans: dict[str, tuple[float, float]], whole: bool 
             if rec["start"] <= hi and (since >= lo if whole else rec["start"] > lo):
                 out[sid].append(rec)
     return out
+
+
+def _cue_figures(reports: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Word -> final cue latency per stream (media seconds from the word's end to the audio the sidecar had
+    when the word's cue was final: its commit plus the cue's closing, what a viewer waits on before the
+    core's carriage), from the same whole reports as the commit figures; the same targets."""
+    cues = {s: [x for r in reps for x in r["data"].get("cue_lag_s", [])] for s, reps in reports.items()}
+    everything = [x for v in cues.values() for x in v]
+    if not everything:
+        return {"cue_figures": None}
+    return {"cue_p50_s": round(pct(everything, 0.5), 2), "cue_p95_s": round(pct(everything, 0.95), 2),
+            "cue_p95_s_worst_stream": round(max(pct(v, 0.95) for v in cues.values() if v), 2),
+            "streams_cue_within_targets": sum(1 for v in cues.values()
+                                              if v and pct(v, 0.5) <= 2.0 and pct(v, 0.95) <= 3.5 and max(v) <= 6.0),
+            "per_stream_cue_p50_p95_max": {s: [round(pct(v, 0.5), 2), round(pct(v, 0.95), 2), round(max(v), 2)]
+                                           for s, v in cues.items() if v}}
 
 
 def _chunk_summary(reports: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:

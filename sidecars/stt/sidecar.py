@@ -151,6 +151,7 @@ class SttSidecar(Sidecar):
         self._watermark: float | None = None
         self._failure: str | None = None
         self._commit_lags: list[float] = []   # since the last stt_passes report (see pass_stats)
+        self._cue_lags: list[float] = []      # the same for each word of a final cue, when the cue was final
         self._stats_at = 0.0                   # media time of the last stt_passes report
         self._audio_at = 0.0                   # monotonic time the newest audio arrived
         self._settled_at: int | None = None     # received_end (samples) the last idle settle covered
@@ -267,6 +268,7 @@ class SttSidecar(Sidecar):
         log.info("stt passes: stream %s, model %s", mine, shared)
         at = (self._expected or 0) / SAMPLE_RATE
         lags, self._commit_lags = self._commit_lags, []
+        cue_lags, self._cue_lags = self._cue_lags, []
         self._stats_at = at
         b = self.tracks[0].decoder.batcher if self.tracks and self.tracks[0].decoder is not None else None
         load = {"pace_s": round(b.pace, 2), "wait_avg_s": round(b.wait_avg, 3)} if b is not None else {}
@@ -276,6 +278,7 @@ class SttSidecar(Sidecar):
         context = self.tracks[0].recognizer.keep_context if self.tracks else self.stream_config.keep_context
         return Generic(start=at, end=at, kind="stt_passes",
                        data={"batch": self.batch, "stream": mine, "model": shared, "commit_lag_s": lags,
+                             "cue_lag_s": cue_lags,
                              "keep_context_s": round(context, 2), **load})
 
     def watermark(self) -> float | None:
@@ -580,6 +583,10 @@ class SttSidecar(Sidecar):
                                                close=close and bool(r.committed))
         if self.suppressed:
             return  # the audio is not in the configured language: nothing is published
+        if track.builder.track == "" and not final:
+            # Cue latency in media time: what a viewer waits on, the word's commit plus its cue's closing.
+            arrived = track.recognizer.received_end / SAMPLE_RATE
+            self._cue_lags.extend(round(arrived - w.end, 3) for cue in finals for w in cue.words)
         for cue in finals:
             self.publish(cue)
             self._queue_translation(cue)
