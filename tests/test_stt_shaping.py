@@ -330,3 +330,16 @@ def test_the_first_word_after_a_pause_starts_at_the_speech_onset() -> None:
     late = (DecodedWord(" later", 3.0, 3.3),)
     kept = filter_segments([DecodedSegment("later", 3.0, 3.3, late, avg_logprob=-0.2)], speech)
     assert round(kept[0].start, 2) == 3.0
+
+
+def test_a_chunk_pass_closes_its_cue_at_once() -> None:
+    # A chunk pass commits all it heard; the next words come a chunk later. Closed (close=True), its words
+    # are one final cue now; left open, the same words wait: not a sentence end, not yet max_open old.
+    words = [Word(text=t, start=10.0 + 0.3 * k, end=10.25 + 0.3 * k) for k, t in enumerate(["the", "quick", "brown"])]
+    frontier = words[-1].end + 0.2
+    assert frontier - words[0].start < CueBuilder.MAX_OPEN
+    finals, partial = CueBuilder().update(words, [], frontier)
+    assert finals == [] and partial is not None
+    finals, partial = CueBuilder().update(words, [], frontier, close=True)
+    assert [c.text for c in finals] == ["the quick brown"] and finals[0].final and partial is None
+    assert finals[0].start == words[0].start
