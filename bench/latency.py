@@ -98,6 +98,13 @@ class Config:
     audio: bool = True  # WHIP: the publisher also sends Opus (silence)
 
 
+def with_k(key: str, label: str, *extra: str) -> Config:
+    """A variant of (k): the same pipeline (LL-HLS, stt and autocrop, the spoken source) with ``extra``
+    arguments for sidecast, so each variant states only what it changes."""
+    return Config(key, label, "sidecast", ["--latency", "low", "--sidecars", "stt,autocrop", *extra],
+                  {"lowLatencyMode": True}, speech=True)
+
+
 CONFIGS = {c.key: c for c in (
     Config("a", "sidecast plain HLS (defaults: 2 s TS segments)", "sidecast", [], {"lowLatencyMode": False}),
     Config("b", "sidecast --latency low (LL-HLS, 1/3 s parts)", "sidecast", ["--latency", "low"],
@@ -117,35 +124,16 @@ CONFIGS = {c.key: c for c in (
     Config("m", "(d) with players asked to sit 1 s further back (--part-hold-back 2)",
            "sidecast", ["--latency", "low", "--sidecars", "stt", "--part-hold-back", "2"],
            {"lowLatencyMode": True}, speech=True),
-    Config("k", "sidecast --latency low --sidecars stt,autocrop", "sidecast",
-           ["--latency", "low", "--sidecars", "stt,autocrop"], {"lowLatencyMode": True}, speech=True),
-    Config("n", "(k) with autocrop below the core (--sidecar-nice autocrop=5)", "sidecast",
-           ["--latency", "low", "--sidecars", "stt,autocrop", "--sidecar-nice", "autocrop=5"],
-           {"lowLatencyMode": True}, speech=True),
-    Config("o", "(k) with both sidecars below the core (--sidecar-nice stt=5 --sidecar-nice autocrop=5)", "sidecast",
-           ["--latency", "low", "--sidecars", "stt,autocrop", "--sidecar-nice", "stt=5", "--sidecar-nice", "autocrop=5"],
-           {"lowLatencyMode": True}, speech=True),
-    Config("p", "(k) with players asked to sit 2.5 s back (--part-hold-back 2.5)", "sidecast",
-           ["--latency", "low", "--sidecars", "stt,autocrop", "--part-hold-back", "2.5"],
-           {"lowLatencyMode": True}, speech=True),
-    Config("q", "(k) with a 2 s hold-back and 1 s segments (--part-hold-back 2 --segment-duration 1)", "sidecast",
-           ["--latency", "low", "--sidecars", "stt,autocrop", "--part-hold-back", "2", "--segment-duration", "1"],
-           {"lowLatencyMode": True}, speech=True),
-    Config("r", "(k) with greedy stt passes (--sidecar-arg stt=--beam-size=1)", "sidecast",
-           ["--latency", "low", "--sidecars", "stt,autocrop", "--sidecar-arg", "stt=--beam-size=1"],
-           {"lowLatencyMode": True}, speech=True),
-    Config("s", "(k) with a shorter stt context (--sidecar-arg stt=--keep-context=3)", "sidecast",
-           ["--latency", "low", "--sidecars", "stt,autocrop", "--sidecar-arg", "stt=--keep-context=3"],
-           {"lowLatencyMode": True}, speech=True),
-    Config("t", "(s) with players asked to sit 2 s back (--part-hold-back 2)", "sidecast",
-           ["--latency", "low", "--sidecars", "stt,autocrop", "--sidecar-arg", "stt=--keep-context=3",
-            "--part-hold-back", "2"], {"lowLatencyMode": True}, speech=True),
-    Config("w", "(k) with beam-2 stt passes and players 2 s back (--sidecar-arg stt=--beam-size=2 --part-hold-back 2)",
-           "sidecast", ["--latency", "low", "--sidecars", "stt,autocrop", "--sidecar-arg", "stt=--beam-size=2",
-                        "--part-hold-back", "2"], {"lowLatencyMode": True}, speech=True),
-    Config("x", "(k) with beam-2 stt passes (--sidecar-arg stt=--beam-size=2)", "sidecast",
-           ["--latency", "low", "--sidecars", "stt,autocrop", "--sidecar-arg", "stt=--beam-size=2"],
-           {"lowLatencyMode": True}, speech=True),
+    with_k("k", "sidecast --latency low --sidecars stt,autocrop"),
+    with_k("n", "(k) with autocrop below the core (--sidecar-nice autocrop=5)", "--sidecar-nice", "autocrop=5"),
+    with_k("o", "(k) with both sidecars below the core (--sidecar-nice stt=5 --sidecar-nice autocrop=5)", "--sidecar-nice", "stt=5", "--sidecar-nice", "autocrop=5"),
+    with_k("p", "(k) with players asked to sit 2.5 s back (--part-hold-back 2.5)", "--part-hold-back", "2.5"),
+    with_k("q", "(k) with a 2 s hold-back and 1 s segments (--part-hold-back 2 --segment-duration 1)", "--part-hold-back", "2", "--segment-duration", "1"),
+    with_k("r", "(k) with greedy stt passes (--sidecar-arg stt=--beam-size=1)", "--sidecar-arg", "stt=--beam-size=1"),
+    with_k("s", "(k) with a shorter stt context (--sidecar-arg stt=--keep-context=3)", "--sidecar-arg", "stt=--keep-context=3"),
+    with_k("t", "(s) with players asked to sit 2 s back (--part-hold-back 2)", "--sidecar-arg", "stt=--keep-context=3", "--part-hold-back", "2"),
+    with_k("w", "(k) with beam-2 stt passes and players 2 s back (--sidecar-arg stt=--beam-size=2 --part-hold-back 2)", "--sidecar-arg", "stt=--beam-size=2", "--part-hold-back", "2"),
+    with_k("x", "(k) with beam-2 stt passes (--sidecar-arg stt=--beam-size=2)", "--sidecar-arg", "stt=--beam-size=2"),
     Config("f", "(b) with hls.js catching up (maxLiveSyncPlaybackRate 1.5)", "sidecast", ["--latency", "low"],
            {"lowLatencyMode": True, "maxLiveSyncPlaybackRate": 1.5}),
     Config("g", "(b) with 1 s segments (an independent part every second)", "sidecast",
