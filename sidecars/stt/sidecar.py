@@ -575,17 +575,18 @@ class SttSidecar(Sidecar):
         (``CueBuilder.update``)."""
         if r.committed and self.on_commit is not None:
             self.on_commit(track.builder.track, list(r.committed))
-        if track.builder.track == "" and not final:
-            # Commit latency in media time: audio that had arrived after the word when it was committed.
-            arrived = track.recognizer.received_end / SAMPLE_RATE
+        # Latencies in media time, of the source track while audio flows: audio that had arrived after a word
+        # when it was committed, and when its cue was final (what a viewer waits on: the commit plus the
+        # cue's closing).
+        measured = track.builder.track == "" and not final
+        arrived = track.recognizer.received_end / SAMPLE_RATE
+        if measured:
             self._commit_lags.extend(round(arrived - w.end, 3) for w in r.committed)
         finals, partial = track.builder.update(r.committed, r.hypothesis, r.frontier, final=final,
                                                close=close and bool(r.committed))
         if self.suppressed:
             return  # the audio is not in the configured language: nothing is published
-        if track.builder.track == "" and not final:
-            # Cue latency in media time: what a viewer waits on, the word's commit plus its cue's closing.
-            arrived = track.recognizer.received_end / SAMPLE_RATE
+        if measured:
             self._cue_lags.extend(round(arrived - w.end, 3) for cue in finals for w in cue.words)
         for cue in finals:
             self.publish(cue)
