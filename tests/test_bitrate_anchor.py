@@ -203,13 +203,18 @@ def test_without_target_anchor_a_hint_is_applied_as_given_and_nothing_is_measure
     assert all(r["crf"] == 12.0 for r in rs if r["hinted"])
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    ((), "--target-anchor corrects --target-vmaf N: add --target-vmaf"),
-    (("--target-vmaf", "93", "--latency", "low"), "--target-anchor re-encodes hinted segments"),
+@pytest.mark.parametrize(("anchor", "extra", "message"), [
+    ("--target-anchor", (), "--target-anchor corrects --target-vmaf N: add --target-vmaf"),
+    ("--target-anchor", ("--target-vmaf", "93", "--latency", "low"), "--target-anchor re-encodes hinted segments"),
+    ("--size-anchor", ("--latency", "low"),
+     "--size-anchor re-encodes each segment: not with --latency low or --passthrough"),
+    ("--size-anchor", ("--target-vmaf", "93"), "--size-anchor keeps the ladder's quality; --target-vmaf sets another"),
+    ("--size-anchor", ("--rate-control", "vbr"), "--size-anchor measures against the capped-CRF ladder"),
 ])
-def test_target_anchor_option_errors_are_one_line(clip_small: Path, tmp_path: Path, extra: tuple[str, ...],
-                                                  message: str) -> None:
-    res = run_sidecast("run", str(clip_small), "-o", str(tmp_path), "--target-anchor", *extra, "--no-progress")
+def test_anchor_option_errors_are_one_line(clip_small: Path, tmp_path: Path, anchor: str, extra: tuple[str, ...],
+                                           message: str) -> None:
+    # --target-anchor and --size-anchor (tests/test_size_anchor.py) refuse what they cannot measure
+    res = run_sidecast("run", str(clip_small), "-o", str(tmp_path), anchor, *extra, "--no-progress")
     assert res.returncode != 0
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and message in lines[0], res.stderr

@@ -182,16 +182,3 @@ def test_the_core_publishes_small_segments_with_a_truthful_playlist_chain(soft: 
     assert {p.stream_info.resolution for p in master.playlists} == {(1280, 720), (640, 360)}
     assert_bandwidth_truthful(tmp_path)
     assert not list(tmp_path.rglob(".*.ts")), "no candidate file is left behind"
-
-
-@pytest.mark.parametrize(("extra", "message"), [
-    (("--latency", "low"), "--size-anchor re-encodes each segment: not with --latency low or --passthrough"),
-    (("--target-vmaf", "93"), "--size-anchor keeps the ladder's quality; --target-vmaf sets another"),
-    (("--rate-control", "vbr"), "--size-anchor measures against the capped-CRF ladder"),
-])
-def test_size_anchor_option_errors_are_one_line(clip_small: Path, tmp_path: Path, extra: tuple[str, ...],
-                                                message: str) -> None:
-    res = run_sidecast("run", str(clip_small), "-o", str(tmp_path), "--size-anchor", *extra, "--no-progress")
-    assert res.returncode != 0
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and message in lines[0], res.stderr
