@@ -40,9 +40,12 @@ def test_the_source_publishes_every_frame_in_order_in_real_time(tmp_path: Path) 
         assert (stream.width, stream.height) == (640, 360)
         numbers = [read_barcode(f.to_ndarray(format="gray")) for f in c.decode(stream)]
     assert numbers == list(range(24)), "x264 at 4 Mb/s keeps every stamp readable"
+    # Paced, not as fast as the pipe takes it: no frame goes out before its time on the 30 fps clock that
+    # starts once ffmpeg has read frame 0. How late a frame may be is the machine's business, not the
+    # source's (a loaded CI box once held ffmpeg's pipe for 3 s): the benches count late frames themselves.
     sent = [src.sent[n] for n in range(24)]
-    span = sent[-1] - sent[0]
-    assert 23 / 30 * 0.9 <= span <= 23 / 30 + 1.0, f"paced at 30 fps, not as fast as the pipe takes it ({span:.2f} s)"
+    early = [(n, round(sent[n] - sent[0], 3)) for n in range(1, 24) if sent[n] - sent[0] < n / 30 - 0.001]
+    assert not early, f"frames sent before their time at 30 fps (frame, seconds after frame 0): {early}"
 
 
 def test_send_and_show_times_pair_by_frame_number() -> None:
