@@ -102,7 +102,9 @@ def _flashes(seg: Path) -> list[float]:
 def _beeps(seg: Path, first_pts: float) -> list[float]:
     """Onsets of the 1 kHz beeps: where the 1 ms envelope rises through half the beep's level."""
     r = subprocess.run(["ffmpeg", "-v", "error", "-i", str(seg), "-f", "f32le", "-ac", "1", "-ar", "48000", "-"],
-                       capture_output=True, timeout=60, check=True)
+                       capture_output=True, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError(f"ffmpeg cannot decode {seg}: {r.stderr.decode(errors='replace')[-500:]}")
     pcm = np.frombuffer(r.stdout, np.float32)
     if pcm.size == 0:
         return []

@@ -47,7 +47,9 @@ def live_status(client: httpx.Client) -> dict:
     box: dict = {}
 
     def live() -> bool:
-        box.update(client.get("/v1/streams/cam/status").json())
+        r = client.get("/v1/streams/cam/status")
+        assert r.status_code == 200, (r.status_code, r.text[:500])
+        box.update(r.json())
         return box["state"] == "live" and any(s["live"] for s in box["sidecars"])
 
     wait_for(live, 120, "the stream live with its shared sidecar")
