@@ -33,6 +33,7 @@ class Report:
     video: list[SegmentTruth] = field(default_factory=list)
     audio: list[SegmentTruth] = field(default_factory=list)
     marker_offsets: list[float] = field(default_factory=list)  # beep time - flash time, seconds
+    marker_periods: list[int] = field(default_factory=list)    # per marker: EXT-X-DISCONTINUITYs before it
     end_offset: float = 0.0          # audio end - video end, seconds
     video_seconds: float = 0.0
     audio_seconds: float = 0.0
@@ -54,13 +55,16 @@ class Report:
                 f"audio {self.audio_seconds:.2f} s, {self.width}x{self.height}")
 
 
-def _playlist(path: Path) -> list[tuple[str, float]]:
-    out, dur = [], None
+def _playlist(path: Path) -> list[tuple[str, float, int]]:
+    """(URI, EXTINF, period) per segment; the period counts the EXT-X-DISCONTINUITY tags before it."""
+    out, dur, period = [], None, 0
     for ln in path.read_text().splitlines():
         if ln.startswith("#EXTINF:"):
             dur = float(ln.split(":", 1)[1].split(",", 1)[0])
+        elif ln == "#EXT-X-DISCONTINUITY":
+            period += 1
         elif ln and not ln.startswith("#") and dur is not None:
-            out.append((ln, dur))
+            out.append((ln, dur, period))
             dur = None
     return out
 
@@ -98,7 +102,9 @@ def _flashes(seg: Path) -> list[float]:
 def _beeps(seg: Path, first_pts: float) -> list[float]:
     """Onsets of the 1 kHz beeps: where the 1 ms envelope rises through half the beep's level."""
     r = subprocess.run(["ffmpeg", "-v", "error", "-i", str(seg), "-f", "f32le", "-ac", "1", "-ar", "48000", "-"],
-                       capture_output=True, timeout=60, check=True)
+                       capture_output=True, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError(f"ffmpeg cannot decode {seg}: {r.stderr.decode(errors='replace')[-500:]}")
     pcm = np.frombuffer(r.stdout, np.float32)
     if pcm.size == 0:
         return []
@@ -141,8 +147,8 @@ def check(outdir: Path, fps: float) -> Report:
     report = Report(width=w, height=h)
     vend = 0.0
     vstart = None
-    flashes: list[float] = []
-    for uri, extinf in _playlist(video_pl):
+    flashes: list[tuple[float, int]] = []
+    for uri, extinf, period in _playlist(video_pl):
         seg = video_pl.parent / uri
         pk = _packets(seg)
         if not pk:
@@ -152,13 +158,13 @@ def check(outdir: Path, fps: float) -> Report:
         report.video.append(SegmentTruth(uri, extinf, b - a))
         vstart = a if vstart is None else vstart
         vend = max(vend, b)
-        flashes += _flashes(seg)
+        flashes += [(f, period) for f in _flashes(seg)]
     audio_pl = outdir / "audio" / "index.m3u8"
     aend = 0.0
     astart = None
     beeps: list[float] = []
     if audio_pl.exists():
-        for uri, extinf in _playlist(audio_pl):
+        for uri, extinf, _ in _playlist(audio_pl):
             seg = audio_pl.parent / uri
             pk = _packets(seg)
             if not pk:
@@ -177,10 +183,11 @@ def check(outdir: Path, fps: float) -> Report:
     report.video_seconds = vend - (vstart or 0.0)
     report.audio_seconds = aend - (astart or 0.0)
     report.end_offset = aend - vend if audio_pl.exists() else 0.0
-    for f in flashes:
+    for f, period in flashes:
         near = min(beeps, key=lambda b: abs(b - f), default=None)
         if near is not None and abs(near - f) < 0.4:
             report.marker_offsets.append(near - f)
+            report.marker_periods.append(period)
     return report
 
 

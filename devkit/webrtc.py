@@ -178,6 +178,102 @@ class BeepAudio(_track_base()):  # type: ignore[misc]
         return frame
 
 
+NTP_UNIX = 2_208_988_800  # seconds from the NTP epoch (1900) to the Unix epoch
+
+
+@dataclass
+class SenderReport:
+    """One RTCP sender report a publisher sent: when aiortc stamped it, and the capture time of its RTP
+    timestamp on the clip's own clock; ``skew`` (stamped - captured) is how late the report says the media is."""
+
+    kind: str
+    stamped: float   # Unix seconds: the report's NTP time as aiortc formed it (when its last packet left)
+    captured: float  # Unix seconds: when the clip was due to show the media at the report's RTP timestamp
+
+    @property
+    def skew(self) -> float:
+        return self.stamped - self.captured
+
+
+class CaptureClockReports:
+    """Make an aiortc publisher's RTCP sender reports pair each RTP timestamp with its *capture* time, as
+    browsers and OBS (libwebrtc) do, and log every report it sends.
+
+    aiortc stamps a report with the wall-clock time its stream's last packet was *sent*: after the frame was
+    drawn, encoded (libx264 / libvpx in a thread of this Python process) and packetised. On a loaded CPU a
+    video frame leaves tens of ms after its audio, so the reports themselves say the flash came after its
+    beep, and a receiver that keeps A/V as the sender stamped it (sidecast) publishes exactly that skew. Here
+    every report's NTP time is rewritten to when the clip was due to show that media (``video.start`` +
+    content time), so the reports are truthful and an A/V error in the output is the receiver's. ``reports``
+    keeps the original stamps: ``skew`` per report is the error aiortc's own reports would have carried.
+
+    Install before the connection starts (after ``addTransceiver``): it wraps two methods of each sender
+    (aiortc keeps the RTP origin and the stamps private)."""
+
+    def __init__(self, pc: Any, video: BarcodeVideo | EncodedStampedVideo, rewrite: bool = True) -> None:
+        self.video = video
+        self.rewrite = rewrite
+        self.reports: list[SenderReport] = []
+        self.empty_reports = 0  # reports aiortc formed before its stream's first packet left
+        for sender in pc.getSenders():
+            if sender.track is not None:
+                self._hook(sender, sender.track.kind)
+
+    def skews(self, kind: str) -> list[float]:
+        return [r.skew for r in self.reports if r.kind == kind]
+
+    def _captured(self, kind: str, sender: Any, rel: int) -> float | None:
+        """The clip's time (Unix seconds) of the media at ``rel`` RTP ticks after the stream's first packet."""
+        if self.video.start is None:
+            return None
+        if kind == "video":
+            return self.video.start + rel / VIDEO_RATE
+        # aiortc's Opus encoder counts from its first packet, which starts before the first sample (priming)
+        lead = getattr(getattr(sender, "_RTCRtpSender__encoder", None), "first_packet_pts", None) or 0
+        return self.video.start + (rel + lead) / AUDIO_RATE
+
+    def _hook(self, sender: Any, kind: str) -> None:
+        from aiortc.rtp import RtcpSrPacket
+
+        state: dict[str, int | None] = {"origin": None, "last": None}
+        next_frame = sender._next_encoded_frame
+        send_rtcp = sender._send_rtcp
+
+        async def next_encoded_frame(codec: Any) -> Any:
+            # called again only once the previous frame's packets are sent: the sender's last RTP timestamp is
+            # then its (private, random) origin plus that frame's timestamp
+            if state["origin"] is None and state["last"] is not None and sender._RTCRtpSender__packet_count:
+                state["origin"] = (sender._RTCRtpSender__rtp_timestamp - state["last"]) & 0xFFFFFFFF
+            frame = await next_frame(codec)
+            if frame is not None:
+                state["last"] = frame.timestamp
+            return frame
+
+        async def send(packets: list[Any]) -> None:
+            origin = state["origin"]
+            if origin is None and any(isinstance(p, RtcpSrPacket) for p in packets):
+                self.empty_reports += 1
+                if self.rewrite:  # nothing sent yet: aiortc's report pairs RTP 0 with NTP 0; libwebrtc sends none
+                    packets = [p for p in packets if not isinstance(p, RtcpSrPacket)]
+            for packet in packets:
+                if not isinstance(packet, RtcpSrPacket) or origin is None:
+                    continue
+                info = packet.sender_info
+                captured = self._captured(kind, sender, (info.rtp_timestamp - origin) & 0xFFFFFFFF)
+                if captured is None or info.packet_count == 0:
+                    continue
+                stamped = (info.ntp_timestamp >> 32) + (info.ntp_timestamp & 0xFFFFFFFF) / 2**32 - NTP_UNIX
+                self.reports.append(SenderReport(kind, stamped, captured))
+                if self.rewrite:
+                    ntp = captured + NTP_UNIX
+                    info.ntp_timestamp = (int(ntp) << 32) | int((ntp % 1) * 2**32)
+                    sender._RTCRtpSender__lsr = (info.ntp_timestamp >> 16) & 0xFFFFFFFF  # RTT from the echo
+            await send_rtcp(packets)
+
+        sender._next_encoded_frame = next_encoded_frame
+        sender._send_rtcp = send
+
+
 @dataclass
 class Publication:
     """A WHIP session this process publishes: the HTTP answer, and how to end it."""
@@ -188,6 +284,7 @@ class Publication:
     pc: Any = None
     video: BarcodeVideo | EncodedStampedVideo | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    reports: CaptureClockReports | None = None
 
     async def delete(self, endpoint: str, key: str) -> int:
         async with httpx.AsyncClient() as client:
@@ -214,9 +311,10 @@ def _prefer(transceiver: Any, kind: str, codec: str | None) -> None:
 
 
 async def whip_publish(endpoint: str, key: str | None, *, video: BarcodeVideo | EncodedStampedVideo | None = None, audio: bool = True,
-                       codec: str | None = "H264") -> Publication:
+                       codec: str | None = "H264", capture_clock_reports: bool = True) -> Publication:
     """Publish ``video`` (and its beeps) to a WHIP endpoint; on anything but 201 the connection is closed and
-    the refusal returned."""
+    the refusal returned. Sender reports carry capture times (``CaptureClockReports``) unless
+    ``capture_clock_reports`` is false (aiortc's own send-time stamps, still logged)."""
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
     from sidecast.core.webrtc import ice
@@ -228,6 +326,7 @@ async def whip_publish(endpoint: str, key: str | None, *, video: BarcodeVideo | 
     _prefer(vt, "video", codec)
     if audio:
         pc.addTransceiver(BeepAudio(video), direction="sendonly")
+    reports = CaptureClockReports(pc, video, rewrite=capture_clock_reports)
     await pc.setLocalDescription(await pc.createOffer())
     headers = {"Content-Type": "application/sdp"}
     if key is not None:
@@ -238,7 +337,7 @@ async def whip_publish(endpoint: str, key: str | None, *, video: BarcodeVideo | 
         await pc.close()
         return Publication(r.status_code, r.text, None, headers=dict(r.headers))
     await pc.setRemoteDescription(RTCSessionDescription(sdp=r.text, type="answer"))
-    return Publication(r.status_code, r.text, r.headers.get("location"), pc, video, dict(r.headers))
+    return Publication(r.status_code, r.text, r.headers.get("location"), pc, video, dict(r.headers), reports)
 
 
 
@@ -384,7 +483,7 @@ async def offer_sdp(*, video_codec: str | None = "H264", audio: bool = True) -> 
     return str(sdp)
 
 
-__all__ = ["BarcodeVideo", "BeepAudio", "EncodedStampedVideo", "ProcessPublisher", "Publication", "ThreadedPublisher", "barcode_image", "offer_sdp", "post_offer",
+__all__ = ["BarcodeVideo", "BeepAudio", "CaptureClockReports", "EncodedStampedVideo", "ProcessPublisher", "Publication", "SenderReport", "ThreadedPublisher", "barcode_image", "offer_sdp", "post_offer",
            "read_barcode", "whip_publish"]
 
 

@@ -20,8 +20,8 @@ import faulthandler
 import logging
 import os
 import signal
+import socket
 import sys
-import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -202,30 +202,68 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=run_server)
 
 
+class StopSignals:
+    """SIGTERM and SIGINT as a stop request that the main thread cannot miss.
+
+    Python runs signal handlers in the main thread only, when that thread next runs. The kernel may hand a
+    signal sent to the process to *any* of its threads (it passes over a main thread that already has a
+    signal pending), and a main thread blocked in ``threading.Event.wait()`` is woken only by a signal
+    delivered to itself: the handler then never ran, and a CI run's server ignored its SIGTERM (no "shutting
+    down" line, still running 60 s later). Here the C-level handler writes each signal's number to a wakeup
+    socket whichever thread took it, and the main thread waits by reading that socket.
+
+    Made before start-up, so a stop signal that comes while the server starts is kept and acted on once it is
+    up, rather than killing it half-started (the default action before any handler is installed)."""
+
+    def __init__(self, signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
+        self.signals = {int(s) for s in signals}
+        self.received: int | None = None
+        self._read, self._write = socket.socketpair()
+        self._write.setblocking(False)  # set_wakeup_fd needs a non-blocking fd
+        self._previous_fd = signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
+        self._previous = {s: signal.signal(s, self._note) for s in signals}
+
+    def _note(self, signum: int, _frame: object) -> None:
+        if self.received is None:
+            self.received = signum
+
+    def wait(self) -> int:
+        """Block until a stop signal has come (at once if one came already); its number."""
+        while self.received is None:
+            for signum in self._read.recv(64):  # the numbers the C handler wrote, from whichever thread
+                if signum in self.signals and self.received is None:
+                    self.received = signum
+        return self.received
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self._previous_fd)
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._read.close()
+        self._write.close()
+
+
 def run_server(args: argparse.Namespace) -> int:
     config = ServerConfig.from_args(args)
     config.log_level = getattr(args, "log_level", config.log_level)
     config.log_format = getattr(args, "log_format", config.log_format)
-    server = SidecastServer(config).start()
-    assert server.api is not None and server.media is not None
-    print(f"sidecast server: control API {server.api.url}v1 (docs {server.api.url}docs, dashboard {server.api.url})",
-          flush=True)
-    print(f"sidecast server: players {server.media.url}<stream>/master.m3u8 · storage {server.storage.describe()}",
-          flush=True)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
+    stop = StopSignals()
+    try:
+        server = SidecastServer(config).start()
+        assert server.api is not None and server.media is not None
+        print(f"sidecast server: control API {server.api.url}v1 (docs {server.api.url}docs, dashboard {server.api.url})",
+              flush=True)
+        print(f"sidecast server: players {server.media.url}<stream>/master.m3u8 · storage {server.storage.describe()}",
+              flush=True)
+        faulthandler.register(signal.SIGUSR2, all_threads=True)  # `kill -USR2 PID`: every thread's stack to the log
+        signum = stop.wait()
         log.warning("shutting down", extra={"signal": signal.Signals(signum).name})
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    faulthandler.register(signal.SIGUSR2, all_threads=True)  # `kill -USR2 PID`: every thread's stack to the log
-    stop.wait()
-    server.close()
+        server.close()
+    finally:
+        stop.close()
     print("sidecast server: stopped", file=sys.stderr, flush=True)
     return 0
 
 
-__all__ = ["ADMIN_KEY_FILE", "SidecastServer", "configure", "run_server"]
+__all__ = ["ADMIN_KEY_FILE", "SidecastServer", "StopSignals", "configure", "run_server"]
 
