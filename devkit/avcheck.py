@@ -69,9 +69,16 @@ def _playlist(path: Path) -> list[tuple[str, float, int]]:
     return out
 
 
+def _input(path: Path) -> list[str]:
+    """FFmpeg's input arguments for a segment, with its container named as a player knows it (from the
+    playlist): FFmpeg's own format probe takes a TS file of a few packets (the 43 ms of audio that end a
+    period) for an MPEG program stream and then cannot decode it."""
+    return (["-f", "mpegts"] if path.suffix == ".ts" else []) + ["-i", str(path)]
+
+
 def _packets(path: Path) -> list[dict[str, float]]:
     r = subprocess.run(["ffprobe", "-v", "error", "-show_packets", "-show_entries",
-                        "packet=codec_type,pts_time,duration_time", "-of", "json", str(path)],
+                        "packet=codec_type,pts_time,duration_time", "-of", "json", *_input(path)],
                        capture_output=True, text=True, timeout=60, check=True)
     out = []
     for p in json.loads(r.stdout).get("packets", []):
@@ -101,7 +108,7 @@ def _flashes(seg: Path) -> list[float]:
 
 def _beeps(seg: Path, first_pts: float) -> list[float]:
     """Onsets of the 1 kHz beeps: where the 1 ms envelope rises through half the beep's level."""
-    r = subprocess.run(["ffmpeg", "-v", "error", "-i", str(seg), "-f", "f32le", "-ac", "1", "-ar", "48000", "-"],
+    r = subprocess.run(["ffmpeg", "-v", "error", *_input(seg), "-f", "f32le", "-ac", "1", "-ar", "48000", "-"],
                        capture_output=True, timeout=60)
     if r.returncode != 0:
         raise RuntimeError(f"ffmpeg cannot decode {seg}: {r.stderr.decode(errors='replace')[-500:]}")

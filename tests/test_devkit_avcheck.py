@@ -1,0 +1,40 @@
+"""devkit.avcheck reads segments as a player would: with the container the playlist names, not FFmpeg's guess."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import av
+import numpy as np
+
+from devkit import avcheck
+from sidecast.core.media import AudioEncoder
+from sidecast.hls import timebase
+
+
+def _short_segment(path: Path, seconds: float) -> None:
+    """A segment as the core writes the audio that ends a period: a beep at 0, then silence, ``seconds`` long."""
+    enc = AudioEncoder()
+    n = int(seconds * 48_000)
+    t = np.arange(n) / 48_000
+    pcm = np.where(t < 0.02, 0.8 * np.sin(2 * np.pi * 1000 * t), 0.0).astype(np.float32)
+    frame = av.AudioFrame.from_ndarray(np.stack([pcm, pcm]), format="fltp", layout="stereo")
+    frame.sample_rate = 48_000
+    enc.push(frame, 0.0)
+    enc.end_period(seconds)
+    enc.write_segment(enc.take_until(None), path)
+
+
+def test_a_ts_segment_of_two_aac_frames_is_read_as_ts(tmp_path: Path) -> None:
+    seg = tmp_path / "seg_000005.ts"
+    _short_segment(seg, 0.043)
+    guessed = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=format_name", "-of", "csv=p=0",
+                              str(seg)], capture_output=True, text=True)
+    # the reason for naming the container: FFmpeg's probe takes this file for an MPEG program stream
+    assert guessed.stdout.strip() != "mpegts", guessed
+    packets = avcheck._packets(seg)
+    assert 2 <= len(packets) <= 4, packets  # 43 ms: two AAC frames, and the encoder's priming and flush
+    beeps = avcheck._beeps(seg, avcheck._span(packets)[0])
+    # the beep at media time 0, on the TS clock (which starts PTS_OFFSET in)
+    assert len(beeps) == 1 and abs(beeps[0] - timebase.PTS_OFFSET / timebase.CLOCK) < 0.005, beeps
