@@ -77,7 +77,7 @@ def at(curve: dict[tuple[float, float], tuple[float, float]], scale: float, crf:
     return None
 
 
-def score(curves: Curves, cands: Rule, margin: float, capped_cands: Rule = (),  # type: ignore[assignment]
+def score(curves: Curves, cands: Rule, margin: float, capped_cands: Rule | None = None,
           capped: set[tuple[str, int]] | None = None) -> dict[str, object]:
     """The core's decision over every segment-rung: bits saved vs the own encodes, mean VMAF change over the
     ladder and per rung, the worst clip (mean over its rungs), measurements per segment-rung, sizes chosen.
@@ -90,7 +90,7 @@ def score(curves: Curves, cands: Rule, margin: float, capped_cands: Rule = (),  
     chosen: dict[str, int] = defaultdict(int)
     for (clip, h), curve in curves.items():
         b0, v0 = curve[OWN]
-        rule = [*cands, *(capped_cands if capped is None or (clip, h) in capped else ())]
+        rule = [*cands, *((capped_cands or []) if capped is None or (clip, h) in capped else [])]
         got = [(m, f"{s:g}@{OWN[1] + o:g}") for s, o in dict.fromkeys(rule)
                if (m := at(curve, s, OWN[1] + o)) is not None]
         best, label = (b0, v0), "own"
@@ -159,23 +159,23 @@ def main(argv: list[str] | None = None) -> int:
     opts = [(s, float(o)) for s in (1.0, 0.75, 0.5) for o in range(0, 11) if not (s == 1.0 and o == 0)]
     ok2: list[tuple[float, Rule]] = []
     for k in (1, 2, 3):
-        for extra in itertools.combinations(opts, k):
-            s = score(curves, base, margin, list(extra), capped)
+        for combo in itertools.combinations(opts, k):
+            s = score(curves, base, margin, list(combo), capped)
             rungs = s["rungs"]
             assert isinstance(rungs, dict)
             if (float(str(s["mean"])) >= 0 and float(str(s["worst"])) > -1.0
                     and all(v[1] >= -0.25 for v in rungs.values())):
-                ok2.append((float(str(s["saved"])), list(extra)))
+                ok2.append((float(str(s["saved"])), list(combo)))
     ok2.sort(key=lambda r: -r[0])
     print("the best five capped sets that keep the quality (saved, capped candidates):")
-    for row in ok2[:5]:
-        print("  ", row)
+    for top in ok2[:5]:
+        print("  ", top)
     best = ok2[0][1]
     show("first stage alone (no capped candidates)", score(curves, base, margin, [], capped))
     show(f"CHOSEN capped {best}", score(curves, base, margin, best, capped))
     for k in (1, 2):
-        row = next(r for r in ok2 if len(r[1]) == k)
-        show(f"best {k} capped: {row[1]}", score(curves, base, margin, row[1], capped))
+        fewer = next(r[1] for r in ok2 if len(r[1]) == k)
+        show(f"best {k} capped: {fewer}", score(curves, base, margin, fewer, capped))
     show("the chosen extras on every segment (not only capped)", score(curves, base, margin, best, None))
     show("oracle + capped grid (0.75/0.5 at CRF-7..+10, 1.0 at +1..+10)", score(
         curves, [*grid, *[(s, float(o)) for s in (0.75, 0.5) for o in range(2, 11)],
