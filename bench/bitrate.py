@@ -41,9 +41,11 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -139,7 +141,7 @@ def sized(width: int, height: int, scale: float) -> tuple[int, int]:
     return (width, height) if scale >= 1.0 else (quality.even(width * scale), quality.even(height * scale))
 
 
-def oracle(grid: dict[tuple[float, float], Measure], floor: float) -> Measure:
+def oracle(grid: Mapping[Any, Measure], floor: float) -> Measure:
     """The fewest bits among the grid's encodes reaching ``floor``; the best VMAF when none does."""
     ok = [m for m in grid.values() if m[1] >= floor]
     return min(ok, key=lambda m: m[0]) if ok else max(grid.values(), key=lambda m: m[1])
@@ -272,6 +274,9 @@ def size_costs(rows: list[dict]) -> None:
             print(f"  {rung or 'all':5s}: own encode {own:.3f} s, candidates {cand:.3f} s, measurements "
                   f"{meas:.3f} s ({n:.2f} per segment), overhead {cand + meas:.3f} s = {100 * (cand + meas) / own:.0f}% "
                   f"of the encode; published {', '.join(f'{k} x{v}' for k, v in sorted(chosen.items()))}")
+        capped = [r for r in rows if r[key].get("capped")]
+        print(f"  own encode filling the cap (capped candidates tried): {len(capped)} of {len(rows)} segment-rungs"
+              + "".join(f"; {r['clip']} {r['rung']} -> {r[key]['chosen']}" for r in capped))
         diffs = [d for r in rows for d in r[key]["sub_minus_full"]]
         if diffs:
             arr = np.array(diffs)
@@ -279,8 +284,8 @@ def size_costs(rows: list[dict]) -> None:
                   f"{np.abs(arr).mean():.2f}, max |diff| {np.abs(arr).max():.2f}")
 
 
-def size_anchored(enc: Encoder, rung_w: int, rung_h: int, w: int, h: int, crf: float, rule: SizeRule
-                  ) -> tuple[Measure, str, dict]:
+def size_anchored(enc: Encoder, rung_w: int, rung_h: int, w: int, h: int, crf: float, rule: SizeRule,
+                  secs: float) -> tuple[Measure, str, dict]:
     """``--size-anchor`` as the core does it (``sidecast.core.anchor.SizeAnchor``) on one segment and rung: the
     own encode (``w`` x ``h`` at ``crf``) and the rule's candidates, measured every ``rule.subsample``-th frame
     in the core's order (fewest bits first, stopping at the first within the margin), the decision by the
@@ -288,10 +293,11 @@ def size_anchored(enc: Encoder, rung_w: int, rung_h: int, w: int, h: int, crf: f
     sub = rule.subsample
     own = enc.measure(w, h, crf, anchor=sub)
     v0, cpu0 = enc.anchored[(w, h, crf)]
-    cands = candidate_sizes(rung_w, rung_h, w, h, crf, rule)
+    capped = rule.is_capped(own[0], enc.cap, secs)  # the own encode fills the cap: the capped candidates too
+    cands = candidate_sizes(rung_w, rung_h, w, h, crf, rule, capped)
     got = [enc.measure(cw, ch, cc, anchor=sub) for cw, ch, cc in cands]
     cost = {"own_cpu": enc.encode_cpu[(w, h, crf)], "cand_cpu": sum(enc.encode_cpu[c] for c in cands),
-            "measure_cpu": cpu0, "measures": 1, "sub_minus_full": [v0 - own[1]]}
+            "measure_cpu": cpu0, "measures": 1, "sub_minus_full": [v0 - own[1]], "capped": capped}
 
     def measure(k: int) -> float:
         v, cpu = enc.anchored[cands[k]]
@@ -306,7 +312,7 @@ def size_anchored(enc: Encoder, rung_w: int, rung_h: int, w: int, h: int, crf: f
         cost["chosen"] = f"{h}p"
         return own, f"{h}p {crf:g}", cost
     cw, ch, cc = cands[pick]
-    cost["chosen"] = f"{ch}p"
+    cost["chosen"] = f"{ch}p" if cc < crf or (cw, ch) != (w, h) else f"{ch}p crf+"
     return got[pick], f"{ch}p {cc:g}", cost
 
 
@@ -331,8 +337,8 @@ def anchor_costs(rows: list[dict]) -> None:
 
 
 def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = "", target_only: bool = False,
-               prev_policy: dict[str, float] | None = None, d_only: bool = False, size_only: bool = False
-               ) -> tuple[list[dict], float, list[float], list[float], list[str]]:
+               prev_policy: dict[str, float] | None = None, d_only: bool = False, size_only: bool = False,
+               size_oracle: bool = False) -> tuple[list[dict], float, list[float], list[float], list[str]]:
     """Every measurement of one clip (runs in a worker process): rows, seconds, timings, printed lines."""
     cv2.setNumThreads(1)  # the feature timing is per core
     clip = corpus.clip(name)
@@ -340,7 +346,7 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
     target = Policy(mode="target", target_vmaf=target_vmaf)
     model = RateModel()
     prev = RateModel(compare) if compare else None
-    modes = shown_modes(target_only, prev is not None, d_only, size_only)
+    modes = shown_modes(target_only, prev is not None, d_only, size_only, size_oracle)
     ladder = build_ladder(1280, 720, DEFAULT_LADDER)
     rends = tuple(RenditionInfo(r.name, r.width, r.height, r.max_bitrate, r.crf, "crf") for r in ladder)
     rows: list[dict] = []
@@ -391,9 +397,18 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
                     row: dict = {"clip": clip.name, "genre": clip.genre, "seg": seg.index, "rung": r.name,
                                  "secs": secs, "default_cpu": default_cpu}
                     got["size"], shown["size"], row["size-cost"] = size_anchored(
-                        enc, r.width, r.height, r.width, r.height, r.crf, rule)
+                        enc, r.width, r.height, r.width, r.height, r.crf, rule, secs)
                     got["hints+size"], shown["hints+size"], row["hints+size-cost"] = size_anchored(
-                        enc, r.width, r.height, hw, hh, hcrf, rule)
+                        enc, r.width, r.height, hw, hh, hcrf, rule, secs)
+                    if size_oracle:
+                        # the oracle over GRID and every candidate the rule may encode from the rung's own encode
+                        # (capped ones included, on every segment): what the best choice among them saves
+                        points = [(*sized(r.width, r.height, sc), c) for sc, cs in GRID.items() for c in cs]
+                        points += candidate_sizes(r.width, r.height, r.width, r.height, r.crf, rule, True)
+                        og = {p: enc.measure(*p) for p in dict.fromkeys(points)}
+                        got["oracle"] = oracle(og, got["default"][1] - 0.5)
+                        (_, oh, c), _ = next((k, v) for k, v in og.items() if v == got["oracle"])
+                        shown["oracle"] = f"{oh}p {c:g}"
                     rows.append({**row, **got})
                     lines.append(f"{clip.name:24s} {seg.index:3d} {r.name:>5s}  " + "  ".join(
                         f"{shown[m]:>14s} {got[m][0] / secs / 1000:7.0f} {got[m][1]:6.2f}" + " " * 6 for m in modes))
@@ -462,10 +477,11 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
     return rows, seconds, frame_ms, decide_ms, lines
 
 
-def shown_modes(target_only: bool, compare: bool, d_only: bool = False, size_only: bool = False) -> list[str]:
+def shown_modes(target_only: bool, compare: bool, d_only: bool = False, size_only: bool = False,
+                size_oracle: bool = False) -> list[str]:
     """The modes a run measures, in column order."""
     if size_only:
-        return ["default", "hints", "size", "hints+size"]
+        return ["default", "hints", "size", "hints+size", *(["oracle"] if size_oracle else [])]
     if d_only:
         return ["default", "target", "target-anchor", *(["target-prev"] if compare else [])]
     skip = ("oracle", "oracle-wide", "size", "hints+size") if target_only else ("size", "hints+size")
@@ -492,7 +508,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size-only", action="store_true",
                     help="measure (a), (b) and --size-anchor on each (the core's measured size decision: own "
                          "encode + 0.75/0.5 candidates, measured, the smallest within the margin published), "
-                         "with its CPU cost; no oracle, no (c), no (d)")
+                         "with its CPU cost; no (c), no (d); the oracle only with --size-oracle")
+    ap.add_argument("--size-oracle", action="store_true",
+                    help="with --size-only: also the oracle over the grid and every candidate --size-anchor may "
+                         "encode (capped ones included), within 0.5 VMAF of (a): 13 more encodes per segment and rung")
     ap.add_argument("--timing-only", action="store_true",
                     help="only time the features and the decision (no encodes; run it under the CPU lock)")
     args = ap.parse_args(argv)
@@ -500,6 +519,9 @@ def main(argv: list[str] | None = None) -> int:
         clips = [corpus.clip(n) for n in args.clips.split(",") if n] or [c for c in corpus.CLIPS if c.split == "eval"]
     except KeyError as exc:
         print(f"bench/bitrate: error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    if args.size_oracle and not args.size_only:
+        print("bench/bitrate: error: --size-oracle goes with --size-only", file=sys.stderr)
         return 2
     if any(c.split != "eval" for c in clips):
         print("bench/bitrate: error: only eval clips are fair game (the model trained on the others)",
@@ -531,12 +553,13 @@ def main(argv: list[str] | None = None) -> int:
              f"oracle-target grid (scale: CRFs): {TARGET_ONLY_GRID}" if args.target_only else
              f"oracle grid (scale: CRFs): {GRID}, oracle-target adds {TARGET_GRID}")
           + (f"; previous model {args.compare_model} at {prev_policy}" if args.compare_model else ""))
-    shown = shown_modes(args.target_only, bool(args.compare_model), args.d_only, args.size_only)
+    shown = shown_modes(args.target_only, bool(args.compare_model), args.d_only, args.size_only, args.size_oracle)
     print(f"{'clip':24s} {'seg':>3s} {'rung':>5s}  " + "  ".join(f"{m + ' (size crf) kb/s VMAF':>36s}" for m in shown))
     jobs = 1 if args.timing_only else max(1, args.jobs)
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(bench_clip, c.name, args.target_vmaf, args.timing_only, args.compare_model,
-                               args.target_only, prev_policy, args.d_only, args.size_only) for c in clips]
+                               args.target_only, prev_policy, args.d_only, args.size_only, args.size_oracle)
+                   for c in clips]
         names = {fut: c for c, fut in zip(clips, futures, strict=True)}
         for fut in as_completed(futures):  # each clip's lines as soon as it is done
             c = names[fut]

@@ -109,6 +109,33 @@ def test_candidates_are_smaller_even_of_the_rungs_aspect_and_on_the_half_crf_gri
     assert [g[:2] for g in candidate_sizes(rw, rh, w75, h75, crf, SizeRule())] == [g[:2] for g in got[1:]]
 
 
+@given(st.sampled_from([(1920, 1080), (1280, 720), (854, 480), (640, 360), (426, 240)]), st.floats(10, 51),
+       st.sampled_from([1.0, 0.75]))
+def test_a_capped_segment_also_tries_its_own_size_or_a_smaller_one_at_a_higher_crf(
+        rung: tuple[int, int], crf: float, scale: float) -> None:
+    rw, rh = rung
+    rule = SizeRule()
+    w0, h0 = (rw, rh) if scale == 1.0 else candidate_sizes(rw, rh, rw, rh, crf, rule)[0][:2]
+    plain = candidate_sizes(rw, rh, w0, h0, crf, rule)
+    got = candidate_sizes(rw, rh, w0, h0, crf, rule, capped=True)
+    assert got[:len(plain)] == plain, "the capped candidates come on top of the plain ones"
+    assert len(set(got)) == len(got) and (w0, h0, crf) not in got
+    for w, h, c in got:
+        assert 10 <= c <= 51 and c * 2 == int(c * 2)
+        assert w * h < w0 * h0 or ((w, h) == (w0, h0) and c > crf), "never larger, never the own encode again"
+    extra = got[len(plain):]
+    if crf <= 49.75:  # the rung's size (or the hint's) at a higher CRF is tried, as long as the scale has room
+        assert any(c > crf for _, _, c in extra), got
+    if scale == 1.0 and crf <= 50.0:
+        assert (rw, rh, round((crf + 1) * 2) / 2) in extra, got
+
+
+def test_the_rule_says_a_segment_is_capped_when_its_bits_fill_the_cap() -> None:
+    rule = SizeRule()
+    assert rule.is_capped(1_800_000, 1_000_000, 2.0) and rule.is_capped(2_100_000, 1_000_000, 2.0)
+    assert not rule.is_capped(1_700_000, 1_000_000, 2.0) and not rule.is_capped(890_000, 1_000_000, 1.0)
+
+
 # ---------------------------------------------------------------------------- the core's encode, real
 
 def test_a_segment_whose_small_encode_loses_quality_keeps_its_size(fine: Path, tmp_path: Path) -> None:
@@ -128,12 +155,35 @@ def test_a_segment_whose_small_encode_loses_quality_keeps_its_size(fine: Path, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seg_000000.ts"], "candidate files are removed"
 
 
+def test_a_segment_that_fills_its_cap_tries_higher_crfs_and_publishes_only_fewer_bits_as_good(
+        fine: Path, tmp_path: Path) -> None:
+    """Fine grain under a 100 kbit/s cap: the own encode fills the cap, so a lower CRF could only buy quality;
+    the capped candidates (the own size at CRF 24 and 28, 0.75 at CRF 24) are encoded and measured too."""
+    src = frames_of(fine)
+    path = tmp_path / "seg_000000.ts"
+    stats, crf, size, record = SizeAnchor().encode("360p", src, [i / 30 for i in range(len(src))], path, 640, 360,
+                                                  (640, 360), FPS, 23.0, 100_000, 2.0)
+    assert record["size_capped"] is True, record
+    cands = record["size_candidates"]
+    assert isinstance(cands, list)
+    assert [640, 360, 24.0] in [c[:3] for c in cands] and [640, 360, 28.0] in [c[:3] for c in cands], record
+    own = float(record["size_vmaf"])  # type: ignore[arg-type]
+    assert any(c[4] is not None for c in cands), "a capped candidate has fewer bits and is measured"
+    if record["size_chosen"] is not None:
+        chosen = next(c for c in cands if c[:3] == [*size, crf])
+        assert chosen[3] == stats.bytes * 8 and chosen[4] >= own - SizeRule().margin, record
+        assert size == (640, 360) and crf > 23.0 or size[0] * size[1] < 640 * 360, record
+    assert picture_size(path) == size and stats.bytes == path.stat().st_size
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg_000000.ts"]
+
+
 def test_a_segment_as_good_at_a_smaller_size_is_published_small(soft: Path, tmp_path: Path) -> None:
     src = frames_of(soft)[:60]
     path = tmp_path / "seg_000000.ts"
     stats, crf, size, record = SizeAnchor().encode("720p", src, [i / 30 for i in range(60)], path, 1280, 720,
                                                   (1280, 720), FPS, 23.0, 3_000_000, 2.0)
     assert record["size_chosen"] == list(size) and size in ((960, 540), (640, 360)), record
+    assert record["size_capped"] is False and len(record["size_candidates"]) == 2, "under its cap: no capped ones"  # type: ignore[arg-type]
     chosen = next(c for c in record["size_candidates"] if c[:2] == list(size))  # type: ignore[union-attr]
     own = float(record["size_vmaf"])  # type: ignore[arg-type]
     assert chosen[2] == crf and chosen[3] == stats.bytes * 8 and chosen[4] >= own - SizeRule().margin, record
@@ -175,7 +225,9 @@ def test_the_core_publishes_small_segments_with_a_truthful_playlist_chain(soft: 
         assert picture_size(ts) == (r["width"], r["height"]), r
         assert ts.stat().st_size == r["bytes"]
         if r["size_chosen"] is not None:
-            assert [r["width"], r["height"]] == r["size_chosen"] and float(r["crf"]) < 23.0  # type: ignore[arg-type]
+            assert [r["width"], r["height"]] == r["size_chosen"], r
+            # smaller at a lower CRF; a higher CRF only where the own encode filled the cap
+            assert float(r["crf"]) < 23.0 or r["size_capped"], r  # type: ignore[arg-type]
         else:
             assert float(r["crf"]) == 23.0
     master = m3u8.load(str(tmp_path / "master.m3u8"))

@@ -34,18 +34,31 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 OWN = (1.0, 23.0)  # the default ladder's encode: the rung's size at CRF 23
 
+CAPPED_SHARE = 0.9  # a segment whose own encode spends this share of the cap fills it (as TargetAnchor says)
+
 Curves = dict[tuple[str, int], dict[tuple[float, float], tuple[float, float]]]
+Rule = list[tuple[float, float]]
 
 
 def load(path: Path, split: str) -> Curves:
     """(clip, display height) -> {(scale, CRF): (bits, VMAF)} for one split of the table."""
+    return load_capped(path, split)[0]
+
+
+def load_capped(path: Path, split: str) -> tuple[Curves, set[tuple[str, int]]]:
+    """The curves of ``load`` and the segment-rungs whose own encode fills the cap (``CAPPED_SHARE``)."""
     out: Curves = defaultdict(dict)
+    capped: set[tuple[str, int]] = set()
     with path.open() as f:
         for r in csv.DictReader(f):
             if r["split"] == split:
-                out[(r["clip"], int(r["display_height"]))][(float(r["scale"]), float(r["crf"]))] = (
-                    float(r["bits"]), float(r["vmaf"]))
-    return {k: v for k, v in out.items() if OWN in v}
+                key = (r["clip"], int(r["display_height"]))
+                out[key][(float(r["scale"]), float(r["crf"]))] = (float(r["bits"]), float(r["vmaf"]))
+                duration = float(r["bits"]) / (float(r["kbps"]) * 1000)
+                if ((float(r["scale"]), float(r["crf"])) == OWN
+                        and float(r["bits"]) >= CAPPED_SHARE * float(r["max_bitrate"]) * duration):
+                    capped.add(key)
+    return {k: v for k, v in out.items() if OWN in v}, capped
 
 
 def at(curve: dict[tuple[float, float], tuple[float, float]], scale: float, crf: float) -> tuple[float, float] | None:
@@ -64,9 +77,11 @@ def at(curve: dict[tuple[float, float], tuple[float, float]], scale: float, crf:
     return None
 
 
-def score(curves: Curves, cands: list[tuple[float, float]], margin: float) -> dict[str, object]:
+def score(curves: Curves, cands: Rule, margin: float, capped_cands: Rule | None = None,
+          capped: set[tuple[str, int]] | None = None) -> dict[str, object]:
     """The core's decision over every segment-rung: bits saved vs the own encodes, mean VMAF change over the
-    ladder and per rung, the worst clip (mean over its rungs), measurements per segment-rung, sizes chosen."""
+    ladder and per rung, the worst clip (mean over its rungs), measurements per segment-rung, sizes chosen.
+    ``capped_cands`` are added on the segment-rungs in ``capped`` (None: on every one)."""
     bits = own_bits = 0.0
     per_clip: dict[str, list[float]] = defaultdict(list)
     per_rung: dict[int, list[float]] = defaultdict(list)
@@ -75,7 +90,9 @@ def score(curves: Curves, cands: list[tuple[float, float]], margin: float) -> di
     chosen: dict[str, int] = defaultdict(int)
     for (clip, h), curve in curves.items():
         b0, v0 = curve[OWN]
-        got = [(m, f"{s:g}@{OWN[1] + o:g}") for s, o in cands if (m := at(curve, s, OWN[1] + o)) is not None]
+        rule = [*cands, *((capped_cands or []) if capped is None or (clip, h) in capped else [])]
+        got = [(m, f"{s:g}@{OWN[1] + o:g}") for s, o in dict.fromkeys(rule)
+               if (m := at(curve, s, OWN[1] + o)) is not None]
         best, label = (b0, v0), "own"
         measures += 1
         for (b, v), lab in sorted(got):  # fewest bits first, stopping at the first within the margin
@@ -134,6 +151,35 @@ def main(argv: list[str] | None = None) -> int:
     show("margin 1.5 (no room for the measurement's error)", score(curves, [c75, c50], 1.5))
     grid = [(s, float(o)) for s in (0.75, 0.5) for o in range(-7, 2)] + [(1.0, 1.0), (1.0, 2.0), (1.0, 3.0)]
     show("oracle: every candidate, margin 0.5", score(curves, grid, 0.5))
+
+    curves, capped = load_capped(args.corpus, "train")
+    base = [c75, c50]
+    print(f"\nsecond stage: {len(capped)} of the {len(curves)} training segment-rungs fill the cap at CRF {OWN[1]:g}; "
+          "capped candidates (scale, CRF offset) added on those only")
+    opts = [(s, float(o)) for s in (1.0, 0.75, 0.5) for o in range(0, 11) if not (s == 1.0 and o == 0)]
+    ok2: list[tuple[float, Rule]] = []
+    for k in (1, 2, 3):
+        for combo in itertools.combinations(opts, k):
+            s = score(curves, base, margin, list(combo), capped)
+            rungs = s["rungs"]
+            assert isinstance(rungs, dict)
+            if (float(str(s["mean"])) >= 0 and float(str(s["worst"])) > -1.0
+                    and all(v[1] >= -0.25 for v in rungs.values())):
+                ok2.append((float(str(s["saved"])), list(combo)))
+    ok2.sort(key=lambda r: -r[0])
+    print("the best five capped sets that keep the quality (saved, capped candidates):")
+    for top in ok2[:5]:
+        print("  ", top)
+    best = ok2[0][1]
+    show("first stage alone (no capped candidates)", score(curves, base, margin, [], capped))
+    show(f"CHOSEN capped {best}", score(curves, base, margin, best, capped))
+    for k in (1, 2):
+        fewer = next(r[1] for r in ok2 if len(r[1]) == k)
+        show(f"best {k} capped: {fewer}", score(curves, base, margin, fewer, capped))
+    show("the chosen extras on every segment (not only capped)", score(curves, base, margin, best, None))
+    show("oracle + capped grid (0.75/0.5 at CRF-7..+10, 1.0 at +1..+10)", score(
+        curves, [*grid, *[(s, float(o)) for s in (0.75, 0.5) for o in range(2, 11)],
+                 *[(1.0, float(o)) for o in range(4, 11)]], 0.5))
     return 0
 
 
