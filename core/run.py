@@ -14,6 +14,7 @@ from sidecast.contract.records import SIDECAR_ENTRY_POINTS
 from .errors import ConfigError
 from .options import RunOptions
 from .pipeline import Pipeline, RunSummary
+from .signals import StopSignals
 
 log = logging.getLogger("sidecast.run")
 
@@ -96,11 +97,11 @@ def run_from_args(args: argparse.Namespace) -> int:
     summary = pipeline.run()
     print_summary(summary)
     if server is not None and not pipeline.stop_requested.is_set():
+        # a signal the kernel hands to another thread must still stop it: core/signals.py
+        stop = StopSignals()
         print("sidecast: stream ended; still serving (Ctrl-C to stop)", flush=True)
-        stop = threading.Event()
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
         stop.wait()
+        stop.close()
     if server is not None:
         server.close()
     if preview is not None:

@@ -3,6 +3,8 @@ the HTTP server the CLI starts serves the player page."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 import urllib.request
@@ -84,3 +86,28 @@ def test_serve_flag_serves_playlists_and_the_player(clip_small: Path, tmp_path: 
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_serving_after_the_stream_ended_stops_on_a_sigterm_any_thread_takes(clip_small: Path, tmp_path: Path) -> None:
+    """`sidecast run FILE --serve` keeps serving once the file is done, until SIGTERM. The kernel may hand that
+    signal to any thread of the process; its main thread slept in Event.wait(), which only a signal to itself
+    wakes (the server had the same hang: core/signals.py). kill(2) on a thread's own id makes the case."""
+    from tests.test_server_process import _thread_taking
+
+    proc = subprocess.Popen([SIDECAST, "run", str(clip_small), "-o", str(tmp_path), "--serve", str(free_port()),
+                             "--serve-host", "127.0.0.1", "--ladder", "360p:800k", "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:  # ends at EOF if sidecast exits early: then the assertion says why
+            lines.append(line)
+            if "still serving" in line:
+                break
+        assert "still serving" in "".join(lines), "".join(lines)[-2000:]
+        os.kill(_thread_taking(proc.pid, signal.SIGTERM), signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
