@@ -175,6 +175,7 @@ class StreamingRecognizer:
         self.chunk_passes = 0                  # passes run as chunks (step(chunk=True))
         self._chunk_checked = start_sample     # received_end at the last chunk_pass_end that found none due
         self._pause_checked = start_sample     # received_end at the last commit_paused
+        self._sure = 0                         # leading held words the last pass was sure of (commit_paused)
 
     # ------------------------------------------------------------------ input
 
@@ -401,6 +402,7 @@ class StreamingRecognizer:
 
         if not pending:
             self.hypothesis = []
+            self._sure = 0
         else:
             words = self._pass(audio, regions, 0, self._prompt(), self._prefix())
             unheard = sum(b - max(a, settled) for a, b in pending)  # speech not yet committed, seconds
@@ -415,6 +417,7 @@ class StreamingRecognizer:
             spans = [(_sec(self.buf_start) + a, _sec(self.buf_start) + b) for a, b in regions if a > 0.05]
             new = self._merge(words, spans, closed=_sec(pass_end) - cfg.silence_commit)
             agreed = 0
+            sure = 0  # held words commit_paused may commit (alignatt passes only)
             if chunk:
                 # One pass per chunk: no second pass is coming to confirm, and the cut is at a quiet point.
                 # A copy of the committed tail (see _merge) would wait for a confirmation that never comes:
@@ -446,6 +449,19 @@ class StreamingRecognizer:
                     if (confirm and not same) or (cfg.changed_wait and before is not None and not same):
                         break
                     agreed += 1
+                # The held words this pass was sure of (held only by the threshold or as its last word):
+                # the ones commit_paused may commit once their speech has ended.
+                doubt = agreed
+                while doubt < len(new):
+                    w = new[doubt]
+                    before = self.hypothesis[doubt] if doubt < len(self.hypothesis) else None
+                    same = before is not None and normalize(before.text) == normalize(w.text)
+                    confirm = (id(w) in self._confirm or (cfg.confirm_unstable and self._unstable)
+                               or any(0 <= w.start - a < cfg.onset_confirm for a in onsets))
+                    if (confirm and not same) or (cfg.changed_wait and before is not None and not same):
+                        break
+                    doubt += 1
+                sure = doubt - agreed
             else:
                 for a, b in zip(self.hypothesis, new, strict=False):
                     if normalize(a.text) != normalize(b.text) or b.end > _sec(pass_end) - cfg.min_context:
@@ -463,6 +479,8 @@ class StreamingRecognizer:
                 done = [w for w in self.hypothesis if w.end <= last_speech + 0.3]
                 self._commit(done, out)
                 self.hypothesis = self.hypothesis[len(done):]
+                sure = max(sure - len(done), 0)
+            self._sure = sure
 
         self._open_from = _sec(self.buf_start) + pending[-1][0] if open_region else None
         self._advance_frontier()
@@ -548,14 +566,17 @@ class StreamingRecognizer:
         if done:
             self._commit(self.hypothesis[:done], out)
             self.hypothesis = self.hypothesis[done:]
+            self._sure = 0  # commit_paused waits for the next pass
             self._advance_frontier()
         out.hypothesis = list(self.hypothesis)
         out.frontier = self.frontier
         return out
 
     def pause_due(self) -> bool:
-        """Whether ``commit_paused`` has anything to look at: held words, and audio it has not seen."""
-        return self.cfg.pause_commit and bool(self.hypothesis) and self.received_end != self._pause_checked
+        """Whether ``commit_paused`` has anything to look at: held words the last pass was sure of, and audio
+        it has not seen."""
+        return (self.cfg.pause_commit and self._sure > 0 and bool(self.hypothesis)
+                and self.received_end != self._pause_checked)
 
     def commit_paused(self) -> StepResult:
         """Commit the held words of a stretch of speech that has ended, without a decoder pass.
@@ -568,8 +589,11 @@ class StreamingRecognizer:
         of silence after it, even if more speech has begun since); if it has, and the
         last pass heard the speech to its end and ``pause_heard`` seconds beyond, the words that pass held
         there are committed as it read them: what the next pass would commit by the same rule, over the
-        same speech, ~1 s later. Speech still going on, words the last pass did not hear to their end,
-        or words after the speech's end (a decoder's invention) wait for a pass as before."""
+        same speech, ~1 s later. Only the words that pass held for the AlignAtt threshold or as its last
+        word: one it was unsure of (it read that audio as other words before, its pass looped, a copy, a
+        new speaker's first words: see step) waits for a second pass as before, as do words of speech
+        still going on, words the last pass did not hear to their end, and words beginning after the
+        speech's end (a decoder's invention)."""
         out = StepResult(frontier=self.frontier)
         cfg = self.cfg
         sr = SAMPLE_RATE
@@ -591,7 +615,7 @@ class StreamingRecognizer:
         # Words that began inside that speech (a pass stretches its last word to the end of its audio,
         # so a word's end says little there; a decoder's invention in the pause begins after it).
         done = 0
-        while done < len(self.hypothesis) and self.hypothesis[done].start < speech_end - cfg.pause_start:
+        while done < min(self._sure, len(self.hypothesis)) and self.hypothesis[done].start < speech_end - cfg.pause_start:
             done += 1
         if not done:
             return out
@@ -600,6 +624,7 @@ class StreamingRecognizer:
         self._commit([w if w.end <= speech_end else replace(w, end=max(speech_end, w.start + 0.05))
                       for w in self.hypothesis[:done]], out)
         self.hypothesis = self.hypothesis[done:]
+        self._sure -= done
         if not self.hypothesis:
             # Nothing uncommitted is left and the VAD hears no speech after it up to the next stretch (its
             # start is padded) or the newest audio (less the usual guard): the frontier moves up to there,
@@ -679,10 +704,12 @@ class StreamingRecognizer:
                 forced = [w for w in self.hypothesis if w.end <= cut]
                 self._commit(forced, out)
                 self.hypothesis = self.hypothesis[len(forced):]
+                self._sure = 0  # commit_paused waits for the next pass
             self._trim_to(self.commit_end, context=False)  # too long: no context this time
             if (self.pass_end - self.buf_start) / sr > cfg.max_buffer:
                 self._trim_to(self.pass_end - int(cfg.max_buffer / 2 * sr), context=False)
                 self.hypothesis = [w for w in self.hypothesis if w.start >= _sec(self.buf_start)]
+                self._sure = 0  # commit_paused waits for the next pass
 
     # ------------------------------------------------------------------ the end
 
