@@ -69,9 +69,9 @@ def replay(model: object, prog: rs.Programme, pause_commit: bool
     return words, out_at, paused
 
 
-def last_words(words: list[Word], out_at: dict[int, float]) -> list[float]:
-    """For the last word before each pause of 0.8 s or more: how long after its end it was out."""
-    return [out_at[i] - w.end for i, w in enumerate(words[:-1]) if words[i + 1].start - w.end >= 0.8 and i in out_at]
+def last_words(words: list[Word], out_at: dict[int, float], pauses: list[int]) -> list[float]:
+    """For the words at ``pauses`` (indices): how long after its end each was out."""
+    return [out_at[i] - words[i].end for i in pauses]
 
 
 def test_words_at_a_pause_come_out_sooner_and_the_same(model: object, prog: rs.Programme) -> None:
@@ -86,11 +86,13 @@ def test_words_at_a_pause_come_out_sooner_and_the_same(model: object, prog: rs.P
     assert all(any(a - 0.2 <= w.start and w.end <= b + 0.5 for a, b in engine.speech_regions(prog.audio))
                for w in paused), paused
     # ... and the last words before the pauses came out sooner: never later, and where a pause commit
-    # took them a whole pass (its wall time) sooner.
-    slow, quick = last_words(before, before_at), last_words(words, at)
-    assert len(quick) == len(slow) >= 4
+    # took them half a second or more sooner.
+    # (The last word before each pause of 0.8 s or more, as the passes alone timed it.)
+    pauses = [i for i, w in enumerate(before[:-1]) if before[i + 1].start - w.end >= 0.8 and i in before_at and i in at]
+    slow, quick = last_words(before, before_at, pauses), last_words(words, at, pauses)
+    assert len(pauses) >= 4, pauses
     assert all(q <= s + 1e-6 for q, s in zip(quick, slow, strict=True)), (slow, quick)
-    assert sum(q <= s - STEP + 1e-6 for q, s in zip(quick, slow, strict=True)) >= 2, (slow, quick)
+    assert sum(q <= s - 0.5 for q, s in zip(quick, slow, strict=True)) >= 2, (slow, quick)
     assert statistics.median(quick) <= statistics.median(slow), (slow, quick)
 
 
