@@ -37,6 +37,12 @@ Configurations (``--configs``, default all):
      on the tuning programme (docs/latency.md, "Captions at low latency"): measurements, not advice
   w  (k) with beam-2 stt passes (as accurate as beam 3 on the tuning programme) and ``--part-hold-back 2``;
      x  the same without the hold-back; on request
+  y  (k) with ``--sidecar-arg stt=--pause-commit=off``: held words wait for the next stt pass instead of
+     being committed when the VAD hears the pause after them (the sidecar before the twelfth session); on
+     request
+  z  (k) with ``--part-hold-back 1.5`` (half a second more than the default three parts); on request
+  kl  (k) with beam-2 stt passes on 2 threads (``--sidecar-arg stt=--beam-size=2 --sidecar-arg
+      stt=--cpu-threads=2``), klh  the same with ``--part-hold-back 1.5``; on request
 
 (e), (h) and (i) publish from a process of their own (``devkit.webrtc.ProcessPublisher``); (e) and (i) with
 the RTMP publisher's own ffmpeg encode, sent as packets, as OBS does. With stt, the captions track is shown
@@ -134,6 +140,12 @@ CONFIGS = {c.key: c for c in (
     with_k("t", "(s) with players asked to sit 2 s back (--part-hold-back 2)", "--sidecar-arg", "stt=--keep-context=3", "--part-hold-back", "2"),
     with_k("w", "(k) with beam-2 stt passes and players 2 s back (--sidecar-arg stt=--beam-size=2 --part-hold-back 2)", "--sidecar-arg", "stt=--beam-size=2", "--part-hold-back", "2"),
     with_k("x", "(k) with beam-2 stt passes (--sidecar-arg stt=--beam-size=2)", "--sidecar-arg", "stt=--beam-size=2"),
+    with_k("kl", "(k) with a low-latency stt profile (--sidecar-arg stt=--beam-size=2 --sidecar-arg stt=--cpu-threads=2)",
+           "--sidecar-arg", "stt=--beam-size=2", "--sidecar-arg", "stt=--cpu-threads=2"),
+    with_k("klh", "(kl) with players asked to sit 1.5 s back (--part-hold-back 1.5)",
+           "--sidecar-arg", "stt=--beam-size=2", "--sidecar-arg", "stt=--cpu-threads=2", "--part-hold-back", "1.5"),
+    with_k("z", "(k) with players asked to sit 1.5 s back (--part-hold-back 1.5)", "--part-hold-back", "1.5"),
+    with_k("y", "(k) with words committed only by passes (--sidecar-arg stt=--pause-commit=off: the stt sidecar before 2026-12-01 13:30)", "--sidecar-arg", "stt=--pause-commit=off"),
     Config("f", "(b) with hls.js catching up (maxLiveSyncPlaybackRate 1.5)", "sidecast", ["--latency", "low"],
            {"lowLatencyMode": True, "maxLiveSyncPlaybackRate": 1.5}),
     Config("g", "(b) with 1 s segments (an independent part every second)", "sidecast",
@@ -531,7 +543,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60, help="playback measured per configuration [60]")
     ap.add_argument("--joins", type=int, default=3, help="viewers per configuration, one after the other, "
                     "sharing --seconds [3]")
-    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l to x on request; one named twice runs twice")
+    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l to z, kl, klh on request; one named twice runs twice")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs and logs (and each "
                     "viewer's raw report, with hls.js's caption log lines)")

@@ -288,7 +288,7 @@ def real_speech(args: argparse.Namespace) -> int:
         policies = list(configs)
     if args.replay:
         return replay_policies(prog, model, lang, policies, off_wer, args.beam_size, args.vad.split(","), configs,
-                                   args.record)
+                               args.record, args.replay_step)
     width = max(10, *(len(p) for p in policies))
     print(f"{'policy':{width}s} {'WER':>6s} {'ratio':>6s} {'cue med':>8s} {'p95':>6s} {'max':>6s} {'>6s':>5s} "
           f"{'order':>6s} {'overlap':>8s} {'busy':>5s} {'load':>5s}")
@@ -317,11 +317,13 @@ def real_speech(args: argparse.Namespace) -> int:
 
 def replay_policies(prog: object, model: object, lang: str, policies: list[str], off_wer: float,
                     beam_size: int, vads: list[str] | None = None,
-                    configs: dict[str, StreamConfig] | None = None, record: str = "") -> int:
+                    configs: dict[str, StreamConfig] | None = None, record: str = "", step: float = 0.5) -> int:
     """The policies on a deterministic replay: a pass after every 0.5 s of audio however long passes take,
     so the figures do not depend on the machine's load. Latency here is in media time: how much newer
     audio had arrived when a word was committed (what a viewer waits on a machine that keeps up), not
-    counting the pass's own compute time."""
+    counting the pass's own compute time. ``step`` over 0.5 (``--replay-step``): a pass after every
+    ``step`` seconds of audio, each taken to last that long (passes back to back on a loaded CPU, as live
+    in bench/latency.py (k)), so a pass's words count as committed when the next pass starts."""
     from devkit import realspeech as rs
     from sidecast.sidecars.stt.engine import DecodeOptions, Decoder
     from sidecast.sidecars.stt.recognizer import StreamingRecognizer
@@ -338,15 +340,28 @@ def replay_policies(prog: object, model: object, lang: str, policies: list[str],
         if isinstance(vad, engine.StreamVad):
             vad.follow(rec)
         words, lag = [], []
+        paused = 0  # words committed by commit_paused
         calls: list[BuilderCall] = []  # wall time = media time of the pass's end: no compute time counted
         for i in range(0, len(prog.audio), 1600):
             rec.append(prog.audio[i:i + 1600], i)
-            if (end := rec.next_pass_end()) is not None:
-                r = rec.step(end)
-                calls.append(BuilderCall(end / 16000, "", tuple(r.committed), tuple(r.hypothesis), r.frontier, False))
-                for w in r.committed:
+            if (end := rec.next_pass_end()) is not None and (end - rec.pass_end) / 16000 >= step - 1e-9:
+                # Before the pass, as the sidecar's worker does: held words whose speech has ended
+                # (StreamingRecognizer.commit_paused; StreamConfig.pause_commit).
+                p = rec.commit_paused()
+                if p.committed:
+                    calls.append(BuilderCall(end / 16000, "", tuple(p.committed), tuple(p.hypothesis), p.frontier, False))
+                for w in p.committed:
                     words.append(w)
                     lag.append(end / 16000 - w.end)
+                    paused += 1
+                r = rec.step(end)
+                # With --replay-step the pass is taken to last that long (back to back, as on a loaded CPU):
+                # its words are out when the next pass starts.
+                done_at = end / 16000 + (step if step > 0.5 else 0.0)
+                calls.append(BuilderCall(done_at, "", tuple(r.committed), tuple(r.hypothesis), r.frontier, False))
+                for w in r.committed:
+                    words.append(w)
+                    lag.append(done_at - w.end)
         r = rec.finish()
         calls.append(BuilderCall(len(prog.audio) / 16000, "", tuple(r.committed), tuple(r.hypothesis), r.frontier, True))
         for w in r.committed:
@@ -358,7 +373,8 @@ def replay_policies(prog: object, model: object, lang: str, policies: list[str],
             print(f"(builder calls recorded in {path}; wall time = media time)")
         w_ = rs.wer(prog.reference, " ".join(w.text for w in words), lang)
         print(f"{policy:{max(10, len(policy))}s} {vad_mode:11s} {w_:6.3f} {w_ / off_wer if off_wer else float('inf'):6.2f} {statistics.median(lag):8.2f} "
-              f"{pct(lag, 0.95):6.2f} {max(lag):6.2f} {sum(x > 6 for x in lag):5d} {rec.stalls:6d}")
+              f"{pct(lag, 0.95):6.2f} {max(lag):6.2f} {sum(x > 6 for x in lag):5d} {rec.stalls:6d} "
+              f"(words committed at a pause, between passes: {paused})")
         if rec.voice_checks:
             print(f"{'':22s} voice checks {len(rec.voice_checks)}, context dropped {sum(c for *_, c in rec.voice_checks)}; "
                   f"{rec.voice_seconds * 1000:.0f} ms in all over {rec.passes} passes "
@@ -419,6 +435,9 @@ def main() -> int:
     ap.add_argument("--split", choices=["heldout", "tuning", "hard", "speakers"], default="heldout",
                     help="real corpus split; hard and speakers are realspeech's fixed tuning programmes")
     ap.add_argument("--language", default="en", help="real corpus language: en, es, fr (es/fr need --model base)")
+    ap.add_argument("--replay-step", type=float, default=0.5, metavar="SECONDS",
+                    help="with --replay: audio per pass, each pass taken to last that long (default 0.5: no compute "
+                         "time counted, as before)")
     ap.add_argument("--replay", action="store_true",
                     help="real corpus: deterministic replay (a pass every 0.5 s of audio, load-independent)")
     ap.add_argument("--policy", choices=["agreement", "alignatt", "both"], default="both",

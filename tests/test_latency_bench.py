@@ -79,6 +79,7 @@ def test_the_stt_settings_of_a_configuration_reach_the_sidecar(key: str) -> None
         assert sidecar.stream_config.keep_context == float(given["--keep-context"])
     if "--max-open" in given:
         assert sidecar.max_open == float(given["--max-open"])
+    assert sidecar.stream_config.pause_commit == (given.get("--pause-commit", "on") == "on")
 
 
 def test_a_configuration_with_stt_settings_out_of_range_is_refused() -> None:

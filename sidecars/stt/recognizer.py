@@ -18,7 +18,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -91,6 +91,13 @@ class StreamConfig:
                                   # before the committed point, forced as its prefix
     idle_context: float = 2.0     # while no audio comes (see settle_idle), held words the last pass heard
                                   # with this much audio after them are committed without a second pass
+    pause_commit: bool = True     # held words are committed as soon as the VAD hears the pause after them
+                                  # (commit_paused), not at the next pass: a pass takes ~1 s on a loaded
+                                  # CPU, and the last words of every sentence waited for it
+                                  # (docs/latency.md, "twelfth session"). False: only a pass commits
+    pause_heard: float = 0.1      # ... when the pass that read them had this much audio after the speech's end
+                                  # (the VAD's, padded 0.15 s)
+    pause_start: float = 0.1      # ... the words that begin this long before that end
     guards: GuardConfig = GUARDS
 
 
@@ -167,6 +174,8 @@ class StreamingRecognizer:
                                                    # while the shared model is behind (load_context)
         self.chunk_passes = 0                  # passes run as chunks (step(chunk=True))
         self._chunk_checked = start_sample     # received_end at the last chunk_pass_end that found none due
+        self._pause_checked = start_sample     # received_end at the last commit_paused
+        self._sure = 0                         # leading held words the last pass was sure of (commit_paused)
 
     # ------------------------------------------------------------------ input
 
@@ -393,6 +402,7 @@ class StreamingRecognizer:
 
         if not pending:
             self.hypothesis = []
+            self._sure = 0
         else:
             words = self._pass(audio, regions, 0, self._prompt(), self._prefix())
             unheard = sum(b - max(a, settled) for a, b in pending)  # speech not yet committed, seconds
@@ -407,6 +417,7 @@ class StreamingRecognizer:
             spans = [(_sec(self.buf_start) + a, _sec(self.buf_start) + b) for a, b in regions if a > 0.05]
             new = self._merge(words, spans, closed=_sec(pass_end) - cfg.silence_commit)
             agreed = 0
+            sure = 0  # held words commit_paused may commit (alignatt passes only)
             if chunk:
                 # One pass per chunk: no second pass is coming to confirm, and the cut is at a quiet point.
                 # A copy of the committed tail (see _merge) would wait for a confirmation that never comes:
@@ -438,6 +449,19 @@ class StreamingRecognizer:
                     if (confirm and not same) or (cfg.changed_wait and before is not None and not same):
                         break
                     agreed += 1
+                # The held words this pass was sure of (held only by the threshold or as its last word):
+                # the ones commit_paused may commit once their speech has ended.
+                doubt = agreed
+                while doubt < len(new):
+                    w = new[doubt]
+                    before = self.hypothesis[doubt] if doubt < len(self.hypothesis) else None
+                    same = before is not None and normalize(before.text) == normalize(w.text)
+                    confirm = (id(w) in self._confirm or (cfg.confirm_unstable and self._unstable)
+                               or any(0 <= w.start - a < cfg.onset_confirm for a in onsets))
+                    if (confirm and not same) or (cfg.changed_wait and before is not None and not same):
+                        break
+                    doubt += 1
+                sure = doubt - agreed
             else:
                 for a, b in zip(self.hypothesis, new, strict=False):
                     if normalize(a.text) != normalize(b.text) or b.end > _sec(pass_end) - cfg.min_context:
@@ -455,6 +479,8 @@ class StreamingRecognizer:
                 done = [w for w in self.hypothesis if w.end <= last_speech + 0.3]
                 self._commit(done, out)
                 self.hypothesis = self.hypothesis[len(done):]
+                sure = max(sure - len(done), 0)
+            self._sure = sure
 
         self._open_from = _sec(self.buf_start) + pending[-1][0] if open_region else None
         self._advance_frontier()
@@ -540,7 +566,73 @@ class StreamingRecognizer:
         if done:
             self._commit(self.hypothesis[:done], out)
             self.hypothesis = self.hypothesis[done:]
+            self._sure = 0  # commit_paused waits for the next pass
             self._advance_frontier()
+        out.hypothesis = list(self.hypothesis)
+        out.frontier = self.frontier
+        return out
+
+    def pause_due(self) -> bool:
+        """Whether ``commit_paused`` has anything to look at: held words the last pass was sure of, and audio
+        it has not seen."""
+        return (self.cfg.pause_commit and self._sure > 0 and bool(self.hypothesis)
+                and self.received_end != self._pause_checked)
+
+    def commit_paused(self) -> StepResult:
+        """Commit the held words of a stretch of speech that has ended, without a decoder pass.
+
+        A pass commits held words once the speech after the committed point has ended (``silence_commit``
+        of silence heard: see step), but the last words of a sentence are usually read by a pass that
+        ends just after them, 0.1-0.5 s into the pause, and so wait for the *next* pass: a pass's spacing
+        plus its wall time, 1.5-2.5 s on a loaded CPU. Here, between passes, the VAD (incremental: only
+        the audio that came since it last ran) is asked whether that speech has ended (``silence_commit``
+        of silence after it, even if more speech has begun since); if it has, and the
+        last pass heard the speech to its end and ``pause_heard`` seconds beyond, the words that pass held
+        there are committed as it read them: what the next pass would commit by the same rule, over the
+        same speech, ~1 s later. Only the words that pass held for the AlignAtt threshold or as its last
+        word: one it was unsure of (it read that audio as other words before, its pass looped, a copy, a
+        new speaker's first words: see step) waits for a second pass as before, as do words of speech
+        still going on, words the last pass did not hear to their end, and words beginning after the
+        speech's end (a decoder's invention)."""
+        out = StepResult(frontier=self.frontier)
+        cfg = self.cfg
+        sr = SAMPLE_RATE
+        if not self.pause_due():
+            return out
+        self._pause_checked = self.received_end
+        audio = self._take(self.received_end)
+        length = len(audio) / sr
+        settled = max(self.commit_end - self.buf_start, 0) / sr
+        pending = [r for r in self.vad(audio) if r[1] > settled + 0.05]
+        # The first stretch of speech after the committed point that has ended: silence_commit of silence
+        # after it (the next speech may have begun since: the pause is what counts).
+        ends = [b for (_, b), nxt in zip(pending, [*(a for a, _ in pending[1:]), length], strict=True)
+                if nxt - b >= cfg.silence_commit]
+        heard = (self.pass_end - self.buf_start) / sr
+        if not ends or ends[0] + cfg.pause_heard > heard:
+            return out
+        speech_end = _sec(self.buf_start) + ends[0]
+        # Words that began inside that speech (a pass stretches its last word to the end of its audio,
+        # so a word's end says little there; a decoder's invention in the pause begins after it).
+        done = 0
+        while done < min(self._sure, len(self.hypothesis)) and self.hypothesis[done].start < speech_end - cfg.pause_start:
+            done += 1
+        if not done:
+            return out
+        # ... and ended with it: a last word stretched over the pause ("in." read 22.6-24.4 s for speech
+        # that ended at 23.2 s) would keep its caption on screen through the pause.
+        self._commit([w if w.end <= speech_end else replace(w, end=max(speech_end, w.start + 0.05))
+                      for w in self.hypothesis[:done]], out)
+        self.hypothesis = self.hypothesis[done:]
+        self._sure -= done
+        if not self.hypothesis:
+            # Nothing uncommitted is left and the VAD hears no speech after it up to the next stretch (its
+            # start is padded) or the newest audio (less the usual guard): the frontier moves up to there,
+            # so a cue that ended at this pause is closed at once.
+            later = [a for a, _ in pending if a > ends[0]]
+            limit = _sec(self.buf_start) + later[0] if later else _sec(self.received_end) - cfg.frontier_guard
+            self._open_from = None
+            self.frontier = max(self.frontier, limit)
         out.hypothesis = list(self.hypothesis)
         out.frontier = self.frontier
         return out
@@ -612,10 +704,12 @@ class StreamingRecognizer:
                 forced = [w for w in self.hypothesis if w.end <= cut]
                 self._commit(forced, out)
                 self.hypothesis = self.hypothesis[len(forced):]
+                self._sure = 0  # commit_paused waits for the next pass
             self._trim_to(self.commit_end, context=False)  # too long: no context this time
             if (self.pass_end - self.buf_start) / sr > cfg.max_buffer:
                 self._trim_to(self.pass_end - int(cfg.max_buffer / 2 * sr), context=False)
                 self.hypothesis = [w for w in self.hypothesis if w.start >= _sec(self.buf_start)]
+                self._sure = 0  # commit_paused waits for the next pass
 
     # ------------------------------------------------------------------ the end
 

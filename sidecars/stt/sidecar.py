@@ -352,6 +352,10 @@ class SttSidecar(Sidecar):
         g.add_argument("--chunk-prompt", type=int, default=CHUNK_PROMPT, metavar="CHARS",
                        help=f"with --load-policy chunk: characters of committed text chunk passes are prompted with "
                             f"(default {CHUNK_PROMPT}; 0: as other passes, 200)")
+        g.add_argument("--pause-commit", default="on", choices=["on", "off"],
+                       help="on: words held for a second pass are committed as soon as the VAD hears the speech "
+                            "end after them, between passes (default); off: only at the next pass, up to a "
+                            "second later on a loaded CPU (docs/captions.md, \"Words at a pause\")")
         g.add_argument("--max-line-chars", type=int, default=DEFAULT_STYLE.max_chars,
                        help="caption line length (default 42)")
         g.add_argument("--max-open", type=float, default=CueBuilder.MAX_OPEN,
@@ -397,7 +401,8 @@ class SttSidecar(Sidecar):
                                  beam_size=args.beam_size, style=style, max_open=args.max_open,
                                  translators=engines, translate_to=targets, batch=args.batch == "on",
                                  max_batch=args.max_batch, vad=args.vad, pacing=args.pacing,
-                                 stream=StreamConfig(keep_context=args.keep_context), load_context=load_context,
+                                 stream=StreamConfig(keep_context=args.keep_context,
+                                                     pause_commit=args.pause_commit == "on"), load_context=load_context,
                                  shed=args.context_cut == "now", load_step=load_step,
                                  load_policy=args.load_policy, chunk_cap=args.chunk_cap,
                                  chunk_beam=args.chunk_beam or None, chunk_prompt=args.chunk_prompt or None)
@@ -702,8 +707,9 @@ class SttSidecar(Sidecar):
                 idle = False
                 with self._cond:
                     while True:
+                        paused = [t for t in self.tracks if t.recognizer.pause_due()]
                         todo = [(t, e) for t in self.tracks if (e := self.next_pass_end(t)) is not None]
-                        if todo or self._stop or self._flush:
+                        if paused or todo or self._stop or self._flush:
                             break
                         if self.tracks and self._settled_at != self._expected:
                             quiet = time.monotonic() - self._audio_at
@@ -736,6 +742,12 @@ class SttSidecar(Sidecar):
                 if idle:
                     self._settle_idle(tracks)
                     continue
+                if paused:
+                    # Before any pass: held words whose speech has ended go out now (commit_paused), not
+                    # after the next pass, which may take a second.
+                    for t in paused:
+                        self._publish_step(t, t.recognizer.commit_paused(), final=False)
+                    self._update_watermark()
                 for t, end in todo:
                     t0 = time.monotonic()
                     chunk = t.chunk  # _step runs a chunk pass when the stream is in chunk mode

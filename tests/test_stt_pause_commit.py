@@ -1,0 +1,138 @@
+"""Words at a pause (``StreamConfig.pause_commit``, the sidecar's ``--pause-commit``): the words a pass held
+at the end of a stretch of speech are committed as soon as the VAD hears that speech end, between passes,
+instead of by the next pass. Real tiny.en inference on real recorded speech (tuning clips of
+devkit/realspeech.py), replayed deterministically with passes spaced as on a loaded CPU (one per 0.9 s of
+audio, each taking that long: its words count when the next pass starts), as bench/stt.py
+``--replay-step 0.9`` does."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import numpy as np
+import pytest
+
+from devkit import realspeech as rs
+from sidecast.contract.records import Word
+from sidecast.sidecars.stt import engine
+from sidecast.sidecars.stt.engine import DecodeOptions, Decoder
+from sidecast.sidecars.stt.recognizer import SAMPLE_RATE, StreamConfig, StreamingRecognizer
+from sidecast.sidecars.stt.sidecar import SttSidecar
+
+# A 7 s LibriVox sentence, then short prompts of another voice with pauses between them, as in the bench's
+# programme (bench/latency.py's speech) and a presenter's sentences.
+CLIPS = ["librivox/0870", "asterisk-en/agent-alreadyon", "asterisk-en/vm-nomore", "asterisk-en/conf-full",
+         "asterisk-en/agent-loginok", "asterisk-en/conf-now-muted"]
+GAPS = [1.0, 1.2, 1.5, 1.1, 1.3]
+STEP = 0.9  # seconds of audio per pass, and each pass's wall time (back to back)
+
+
+@pytest.fixture(scope="module")
+def model() -> object:
+    return engine.load_model(engine.resolve_spec(None, "cpu", "int8", 2))
+
+
+@pytest.fixture(scope="module")
+def prog() -> rs.Programme:
+    pool = {c.id: c for c in (*rs.librivox(), *rs.prompts("en"))}
+    chosen = [pool[c] for c in CLIPS]
+    assert all(c.split == "tuning" for c in chosen)  # held-out clips are for measuring only
+    return rs.programme(clips=chosen, gaps=GAPS, minutes=60)
+
+
+def replay(model: object, prog: rs.Programme, pause_commit: bool
+           ) -> tuple[list[Word], dict[int, float], list[Word]]:
+    """The programme through one recogniser: the committed words, for each word (by index) when it was
+    out (media seconds: a pass's words when the next pass starts), and the words commit_paused gave."""
+    decoder = Decoder(model, DecodeOptions(language=None, beam_size=3))
+    vad = engine.StreamVad()
+    rec = StreamingRecognizer(decoder.decode, vad, StreamConfig(pause_commit=pause_commit))
+    vad.follow(rec)
+    words: list[Word] = []
+    out_at: dict[int, float] = {}
+    paused: list[Word] = []
+    for i in range(0, len(prog.audio), 1600):
+        rec.append(prog.audio[i:i + 1600], i)
+        now = rec.received_end / SAMPLE_RATE
+        if (end := rec.next_pass_end()) is None or (end - rec.pass_end) / SAMPLE_RATE < STEP - 1e-9:
+            continue
+        got = rec.commit_paused().committed
+        paused += got
+        for w in got:
+            out_at[len(words)] = now
+            words.append(w)
+        for w in rec.step(end).committed:
+            out_at[len(words)] = now + STEP
+            words.append(w)
+    words += rec.finish().committed
+    return words, out_at, paused
+
+
+def last_words(words: list[Word], out_at: dict[int, float], pauses: list[int]) -> list[float]:
+    """For the words at ``pauses`` (indices): how long after its end each was out."""
+    return [out_at[i] - words[i].end for i in pauses]
+
+
+def test_words_at_a_pause_come_out_sooner_and_the_same(model: object, prog: rs.Programme) -> None:
+    before, before_at, none = replay(model, prog, pause_commit=False)
+    assert none == []  # off: only passes commit
+    words, at, paused = replay(model, prog, pause_commit=True)
+    said = " ".join(w.text for w in words)
+    assert " ".join(w.text for w in before) == said  # the very same words, in the same order
+    assert rs.wer(prog.reference, said) <= 0.12, said
+    # Some held words were committed at a pause, each inside the speech (not after its end) ...
+    assert paused, said
+    assert all(any(a - 0.2 <= w.start and w.end <= b + 0.5 for a, b in engine.speech_regions(prog.audio))
+               for w in paused), paused
+    # ... and the last words before the pauses came out sooner: never later, and where a pause commit
+    # took them half a second or more sooner.
+    # (The last word before each pause of 0.8 s or more, as the passes alone timed it.)
+    pauses = [i for i, w in enumerate(before[:-1]) if before[i + 1].start - w.end >= 0.8 and i in before_at and i in at]
+    slow, quick = last_words(before, before_at, pauses), last_words(words, at, pauses)
+    assert len(pauses) >= 4, pauses
+    assert all(q <= s + 1e-6 for q, s in zip(quick, slow, strict=True)), (slow, quick)
+    assert sum(q <= s - 0.5 for q, s in zip(quick, slow, strict=True)) >= 2, (slow, quick)
+    assert statistics.median(quick) <= statistics.median(slow), (slow, quick)
+
+
+def test_nothing_is_committed_at_a_pause_while_the_speech_goes_on(model: object, prog: rs.Programme) -> None:
+    decoder = Decoder(model, DecodeOptions(language=None, beam_size=3))
+    vad = engine.StreamVad()
+    rec = StreamingRecognizer(decoder.decode, vad, StreamConfig())
+    vad.follow(rec)
+    first = prog.utterances[0]  # the 7 s LibriVox sentence: speech all through
+    mid = round((first.start + 4.0) * SAMPLE_RATE)
+    rec.append(prog.audio[:mid], 0)
+    rec.step(mid)
+    assert rec.hypothesis  # the pass held its last words
+    rec.append(prog.audio[mid:mid + SAMPLE_RATE // 2], mid)  # half a second more of the same sentence
+    r = rec.commit_paused()
+    assert r.committed == [] and rec.hypothesis, r
+    assert not rec.pause_due()  # no new audio since: nothing to look at again
+
+
+@pytest.mark.parametrize(("argv", "on"), [([], True), (["--pause-commit", "off"], False), (["--pause-commit", "on"], True)])
+def test_the_sidecar_option_reaches_the_stream_config(argv: list[str], on: bool) -> None:
+    ap = argparse.ArgumentParser()
+    SttSidecar.add_arguments(ap)
+    sidecar = SttSidecar.from_args(ap.parse_args(argv))()
+    assert isinstance(sidecar, SttSidecar) and sidecar.stream_config.pause_commit is on
+    assert sidecar._make_tracks(0)[0].recognizer.cfg.pause_commit is on
+
+
+def test_a_bad_pause_commit_value_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    ap = argparse.ArgumentParser()
+    SttSidecar.add_arguments(ap)
+    with pytest.raises(SystemExit):
+        ap.parse_args(["--pause-commit", "sometimes"])
+    assert "--pause-commit: invalid choice: 'sometimes'" in capsys.readouterr().err
+
+
+def test_silence_alone_commits_nothing(model: object) -> None:
+    decoder = Decoder(model, DecodeOptions(language=None, beam_size=3))
+    vad = engine.StreamVad()
+    rec = StreamingRecognizer(decoder.decode, vad, StreamConfig())
+    vad.follow(rec)
+    rec.append(np.zeros(3 * SAMPLE_RATE, dtype=np.float32), 0)
+    assert not rec.pause_due() and rec.commit_paused().committed == []
