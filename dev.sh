@@ -82,11 +82,13 @@ case "${1:-}" in
   test)
     install_all
     shift
-    # Two workers, each taking whole test files (module fixtures are built once): most tests wait on
-    # real time (paced streams, browsers), so two share two cores well. `./dev.sh test -n 0` runs serially.
+    # Three workers, each taking whole test files (module fixtures are built once): most tests wait on
+    # real time (paced streams, browsers), so the suite used ~1.5 of the 2 cores with two workers. Three
+    # took it from 915 s to 676-736 s on a loaded box (2026-12-01); SIDECAST_TEST_WORKERS=2 gives the old
+    # split, `./dev.sh test -n 0` runs serially.
     # Files go out in collection order, which tests/conftest.py sets longest first (tests/file_costs.txt):
     # xdist's own order (most tests first) left the long few-test files for the end, one worker idle.
-    exec "$VENV/bin/python" -m pytest -n "${SIDECAST_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@" ;;
+    exec "$VENV/bin/python" -m pytest -n "${SIDECAST_TEST_WORKERS:-3}" --dist loadfile --no-loadscope-reorder "$@" ;;
   *)
     echo "usage: ./dev.sh demo    # install everything, run sidecast on a built-in sample" >&2
     echo "       ./dev.sh test    # install everything, run the whole test suite" >&2
