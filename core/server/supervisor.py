@@ -121,6 +121,7 @@ class Runtime:
     row: StreamRow
     life: L.Life
     policy: L.Policy
+    shown: L.Life | None = None                 # what the API reads while a transition's actions run
     proc: subprocess.Popen[bytes] | None = None
     stdin: IO[bytes] | None = None
     attempt_dir: Path | None = None
@@ -540,6 +541,9 @@ class Supervisor:
 
     def _apply(self, rt: Runtime, ev: L.Event) -> list[L.Action]:
         before = rt.life.state
+        # The API keeps reading the state before this transition until its actions are done: a client told
+        # "idle" must find the event's ENDLIST and recording written (a loaded run read "idle" first).
+        rt.shown = rt.life
         rt.life, actions = L.transition(rt.life, ev, time.time(), rt.policy, new_event_id)
         if not rt.life.enabled and rt.pending_session is not None:
             rt.pending_session.close("this stream is stopped")
@@ -547,11 +551,14 @@ class Supervisor:
         if rt.life.state != before:
             log.info("stream %s: %s -> %s", rt.row.id, before, rt.life.state,
                      extra={"stream": rt.row.id, "event": rt.life.event, "error": rt.life.last_error})
-        for action in actions:
-            try:
-                self._act(rt, action)
-            except Exception:
-                log.exception("stream %s: %s failed", rt.row.id, type(action).__name__)
+        try:
+            for action in actions:
+                try:
+                    self._act(rt, action)
+                except Exception:
+                    log.exception("stream %s: %s failed", rt.row.id, type(action).__name__)
+        finally:
+            rt.shown = None
         return actions
 
     def _act(self, rt: Runtime, a: L.Action) -> None:
@@ -1156,7 +1163,7 @@ class Supervisor:
                 "snapshot": f"{base}{sid}/snapshot.jpg"}
 
     def _status(self, rt: Runtime) -> dict[str, Any]:
-        life = rt.life
+        life = rt.shown or rt.life
         proc, session = rt.proc, rt.session
         st = rt.status if proc is not None else {}
         now = time.time()
