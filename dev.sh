@@ -83,8 +83,8 @@ case "${1:-}" in
     install_all
     shift
     # Three workers, each taking whole test files (module fixtures are built once): most tests wait on
-    # real time (paced streams, browsers), so the suite used ~1.5 of the 2 cores with two workers. Three
-    # took it from 915 s to 676-736 s on a loaded box (2026-12-01); SIDECAST_TEST_WORKERS=2 gives the old
+    # real time (paced streams, browsers): even with three the suite used ~1.5 of the 2 cores. Three
+    # took it from 915 s to 661-768 s (2026-12-01); SIDECAST_TEST_WORKERS=2 gives the old
     # split, `./dev.sh test -n 0` runs serially.
     # Files go out in collection order, which tests/conftest.py sets longest first (tests/file_costs.txt):
     # xdist's own order (most tests first) left the long few-test files for the end, one worker idle.
