@@ -281,12 +281,18 @@ HARD_TUNING = (
 )
 
 
+def tuning_programme(clip_ids: Sequence[str], gaps: Sequence[float]) -> Programme:
+    """English LibriVox and prompt clips by id, in order, with these pauses between them: a regression
+    programme for decisions, so every clip must be tuning material (held-out clips are for measuring only)."""
+    pool = {c.id: c for c in (*librivox(), *prompts("en"))}
+    clips = [pool[c] for c in clip_ids]
+    assert all(c.split == "tuning" for c in clips)
+    return programme(clips=clips, gaps=gaps, minutes=60)
+
+
 def hard_tuning() -> Programme:
     """The tuning programme of the failure modes above (~2.5 min; tuning clips only)."""
-    pool = {c.id: c for c in (*librivox(), *prompts("en"))}
-    clips = [pool[c] for c, _ in HARD_TUNING]
-    assert all(c.split == "tuning" for c in clips)
-    return programme(clips=clips, gaps=[g for _, g in HARD_TUNING], minutes=60)
+    return tuning_programme([c for c, _ in HARD_TUNING], [g for _, g in HARD_TUNING])
 
 
 # Speaker changes after long pauses, from tuning recordings only (and two speakers the held-out set never

@@ -35,10 +35,7 @@ def model() -> object:
 
 @pytest.fixture(scope="module")
 def prog() -> rs.Programme:
-    pool = {c.id: c for c in (*rs.librivox(), *rs.prompts("en"))}
-    chosen = [pool[c] for c in CLIPS]
-    assert all(c.split == "tuning" for c in chosen)  # held-out clips are for measuring only
-    return rs.programme(clips=chosen, gaps=GAPS, minutes=60)
+    return rs.tuning_programme(CLIPS, GAPS)  # tuning clips only
 
 
 def replay(model: object, prog: rs.Programme, pause_commit: bool
