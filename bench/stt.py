@@ -118,6 +118,7 @@ class BuilderCall:
     hypothesis: tuple[Word, ...]
     frontier: float
     final: bool
+    close: bool = False  # a chunk pass: its committed words are final in cues at once (CueBuilder.update)
 
 
 def recut(calls: list[BuilderCall], builder: CueBuilder) -> list[tuple[float, Cue]]:
@@ -125,7 +126,8 @@ def recut(calls: list[BuilderCall], builder: CueBuilder) -> list[tuple[float, Cu
     out: list[tuple[float, Cue]] = []
     for c in calls:
         if not c.track:
-            finals, _ = builder.update(list(c.committed), list(c.hypothesis), c.frontier, final=c.final)
+            finals, _ = builder.update(list(c.committed), list(c.hypothesis), c.frontier, final=c.final,
+                                       close=c.close)
             out.extend((c.wall, f) for f in finals)
     return out
 
@@ -136,7 +138,7 @@ def save_calls(path: Path, t0: float, calls: list[BuilderCall], speed: float = 1
 
     path.write_text(json.dumps({"t0": t0, "speed": speed, "calls": [
         {"wall": c.wall, "track": c.track, "committed": ws(c.committed), "hypothesis": ws(c.hypothesis),
-         "frontier": c.frontier, "final": c.final} for c in calls]}))
+         "frontier": c.frontier, "final": c.final, "close": c.close} for c in calls]}))
 
 
 def load_calls(path: Path) -> tuple[float, float, list[BuilderCall]]:
@@ -146,7 +148,8 @@ def load_calls(path: Path) -> tuple[float, float, list[BuilderCall]]:
         return tuple(Word(str(r[0]), float(r[1]), float(r[2]), float(r[3])) for r in rows)  # type: ignore[arg-type]
 
     return float(d["t0"]), float(d.get("speed", 1.0)), [BuilderCall(c["wall"], c["track"], ws(c["committed"]), ws(c["hypothesis"]),
-                                        float(c["frontier"]), bool(c["final"])) for c in d["calls"]]
+                                        float(c["frontier"]), bool(c["final"]), bool(c.get("close", False)))
+                                       for c in d["calls"]]
 
 
 def stream(audio: np.ndarray, spec: engine.ModelSpec, speed: float, beam_size: int = 3,
@@ -169,11 +172,11 @@ def stream(audio: np.ndarray, spec: engine.ModelSpec, speed: float, beam_size: i
     calls: list[BuilderCall] = []
     publish_step = sc._publish_step
 
-    def recording_step(track: Any, r: Any, final: bool) -> None:
+    def recording_step(track: Any, r: Any, final: bool, close: bool = False) -> None:
         with lock:
             calls.append(BuilderCall(time.monotonic(), track.builder.track, tuple(r.committed),
-                                     tuple(r.hypothesis), r.frontier, final))
-        publish_step(track, r, final)
+                                     tuple(r.hypothesis), r.frontier, final, close))
+        publish_step(track, r, final, close=close)
 
     sc._publish = on_publish  # the runtime's hook; here the bench is the core
     sc.on_commit = on_commit
