@@ -224,8 +224,7 @@ def test_audio_that_stops_coming_does_not_hold_the_captions_it_already_carried(s
     # (the core's 10 s stall timeout, then captions too late for their segments).
     from devkit import realspeech as rs
 
-    pool = {c.id: c for c in rs.librivox()}
-    prog = rs.programme(clips=[pool["librivox/0870"], pool["librivox/0890"]], gaps=[1.0, 0.3], minutes=60)
+    prog = rs.tuning_programme(["librivox/0870", "librivox/0890"], [1.0, 0.3])
     cut = 11.5
     session = stream_audio(stt_address, prog.audio[: int(cut * 16000)], speed=1000.0, wait_watermark=cut - 5.0)
     assert not session.errors, session.errors

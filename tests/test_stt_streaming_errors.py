@@ -27,10 +27,7 @@ def decoder() -> Iterator[Decoder]:
 
 def replay(decoder: Decoder, clips: list[str], gaps: list[float], policy: str,
            onset_confirm: float = StreamConfig.onset_confirm) -> tuple[list[Word], rs.Programme]:
-    pool = {c.id: c for c in (*rs.librivox(), *rs.prompts("en"))}
-    chosen = [pool[c] for c in clips]
-    assert all(c.split == "tuning" for c in chosen)  # held-out clips are for measuring only
-    prog = rs.programme(clips=chosen, gaps=gaps, minutes=60)
+    prog = rs.tuning_programme(clips, gaps)  # held-out clips are for measuring only
     cfg = StreamConfig(policy=policy, onset_confirm=onset_confirm)  # type: ignore[arg-type]
     rec = StreamingRecognizer(decoder.decode, engine.speech_regions, cfg)
     words: list[Word] = []
@@ -136,8 +133,7 @@ def test_held_words_are_committed_when_the_audio_stops_coming(decoder: Decoder, 
     # region wait for a second pass that needs new audio: without settle_idle the frontier stayed at the
     # region's onset and the core waited 10 s for its stall timeout (docs/captions.md). Real speech: two
     # LibriVox readers, the second after 0.3 s.
-    pool = {c.id: c for c in rs.librivox()}
-    prog = rs.programme(clips=[pool["librivox/0870"], pool["librivox/0890"]], gaps=[1.0, 0.3], minutes=60)
+    prog = rs.tuning_programme(["librivox/0870", "librivox/0890"], [1.0, 0.3])
     rec = StreamingRecognizer(decoder.decode, engine.speech_regions, StreamConfig())
     end = int(cut * SAMPLE_RATE)
     rec.append(prog.audio[:end], 0)
@@ -165,9 +161,7 @@ def test_the_kept_context_spans_a_long_pause_unless_context_gap_ends_it(decoder:
     # programmes) every context_gap from 1.5 to 5 s did worse than keeping the context (docs/captions.md,
     # "The context after a long pause"). context_gap=N still ends it after a pause over N s.
     assert StreamConfig.context_gap == 0.0  # the decided default: change it only with new tuning figures
-    pool = {c.id: c for c in (*rs.librivox(), *rs.prompts("en"))}
-    prog = rs.programme(clips=[pool["asterisk-en/vm-nobodyavail"], pool["cards/002"]], gaps=[4.2, 1.0],
-                        minutes=60)
+    prog = rs.tuning_programme(["asterisk-en/vm-nobodyavail", "cards/002"], [4.2, 1.0])
     rec = StreamingRecognizer(decoder.decode, engine.speech_regions, StreamConfig(context_gap=gap))
     inner = rec.decode
     prefixes: list[tuple[float, str]] = []

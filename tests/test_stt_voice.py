@@ -69,10 +69,7 @@ def test_the_recogniser_drops_the_context_on_a_new_voice_and_keeps_it_for_the_sa
     # The telephone voice, 3.5 s of silence, the LibriVox reader, 2.5 s, the reader again: the first pause
     # is a change of voice (the context is dropped: the reader's first pass has no forced prefix and its
     # buffer starts at her speech), the second is the same voice going on (the context is kept).
-    pool = {c.id: c for c in (*rs.librivox(), *rs.prompts("en"))}
-    chosen = [pool[c] for c in ("asterisk-en/vm-nobodyavail", "librivox/0870", "librivox/0890")]
-    assert all(c.split == "tuning" for c in chosen)
-    prog = rs.programme(clips=chosen, gaps=[3.5, 2.5, 1.0], minutes=60)
+    prog = rs.tuning_programme(["asterisk-en/vm-nobodyavail", "librivox/0870", "librivox/0890"], [3.5, 2.5, 1.0])
     # Off by default: on the tuning programmes dropping the context on a new voice cost more words than
     # it saved (docs/captions.md, "A change of voice"); change the default only with new tuning figures.
     assert StreamConfig.voice_change == 0.0
