@@ -12,11 +12,14 @@ import statistics
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devkit import realspeech as rs
 from sidecast.contract.records import Word
 from sidecast.sidecars.stt import engine
 from sidecast.sidecars.stt.engine import DecodeOptions, Decoder
+from sidecast.sidecars.stt.guards import DecodedSegment, DecodedWord
 from sidecast.sidecars.stt.recognizer import SAMPLE_RATE, StreamConfig, StreamingRecognizer
 from sidecast.sidecars.stt.sidecar import SttSidecar
 
@@ -133,3 +136,44 @@ def test_silence_alone_commits_nothing(model: object) -> None:
     vad.follow(rec)
     rec.append(np.zeros(3 * SAMPLE_RATE, dtype=np.float32), 0)
     assert not rec.pause_due() and rec.commit_paused().committed == []
+
+
+class _Passes:
+    """One decoder answer for every pass: the commit policy on its own (no model)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __call__(self, audio: np.ndarray, prompt: str, prefix: str = "") -> list[DecodedSegment]:
+        words = self.text.split()
+        end = min(len(audio) / SAMPLE_RATE, 0.1 + 0.4 * len(words))
+        step = (end - 0.1) / len(words)
+        dws = tuple(DecodedWord(w, 0.1 + i * step, 0.1 + (i + 1) * step, 0.9) for i, w in enumerate(words))
+        return [DecodedSegment(text=self.text, start=0.1, end=end, words=dws, avg_logprob=-0.2)]
+
+
+regions = st.lists(st.tuples(st.floats(-5.0, 10.0, allow_nan=False), st.floats(-5.0, 10.0, allow_nan=False)),
+                   max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(at_pass=regions, at_pause=regions, more=st.floats(0.1, 3.0), seconds=st.floats(1.6, 3.0))
+def test_no_vad_answer_breaks_the_pause_check(at_pass: list[tuple[float, float]], at_pause: list[tuple[float, float]],
+                                              more: float, seconds: float) -> None:
+    # The held-out programme stopped the stt worker here (ValueError from the pause check) when the VAD heard
+    # no speech after the committed point while words were held: an empty, reversed, overlapping, negative or
+    # out-of-range VAD answer must leave the held words to the next pass or commit some of them, in order.
+    answers = [[(0.0, seconds)]]
+    rec = StreamingRecognizer(_Passes("good evening and welcome to the news"), lambda a: answers[0],
+                              StreamConfig(policy="alignatt"))
+    n = int(seconds * SAMPLE_RATE)
+    rec.append(np.zeros(n, dtype=np.float32), 0)
+    before = rec.step(n)
+    answers[0] = at_pass
+    rec.append(np.zeros(int(more * SAMPLE_RATE), dtype=np.float32), n)
+    answers[0] = at_pause
+    held = list(rec.hypothesis)
+    r = rec.commit_paused()
+    assert [w.text for w in r.committed] == [w.text for w in held[:len(r.committed)]]
+    assert [w.text for w in rec.hypothesis] == [w.text for w in held[len(r.committed):]]
+    assert r.frontier >= before.frontier

@@ -604,6 +604,11 @@ class StreamingRecognizer:
         length = len(audio) / sr
         settled = max(self.commit_end - self.buf_start, 0) / sr
         pending = [r for r in self.vad(audio) if r[1] > settled + 0.05]
+        if not pending:
+            # The VAD hears no speech after the committed point: the held words lie in what it calls silence
+            # (a decoder's invention, or speech the VAD clipped). Not a pause after speech: the next pass
+            # decides them, as before.
+            return out
         # The first stretch of speech after the committed point that has ended: silence_commit of silence
         # after it (the next speech may have begun since: the pause is what counts).
         ends = [b for (_, b), nxt in zip(pending, [*(a for a, _ in pending[1:]), length], strict=True)
