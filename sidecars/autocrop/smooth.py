@@ -50,6 +50,8 @@ class PathOptions:
     hold_memory: float = 2.5
     step_speed: float = 0.6
     walk_travel: float = 0.25
+    walk_lead: float = 0.0
+    walk_ahead: float = 0.4
 
 
 @dataclass(frozen=True)
@@ -106,9 +108,11 @@ class _Axis:
 
     def __init__(self, crop: float, extent: float, vmax: float, amax: float, dead_band: float,
                  response: float, hold_horizon: float = 0.4, trend_ahead: float = 0.4,
-                 step_speed: float = 0.0, walk_travel: float = 0.0) -> None:
+                 step_speed: float = 0.0, walk_travel: float = 0.0, walk_lead: float = 1.0,
+                 walk_ahead: float = 1.0) -> None:
         self.hold_horizon, self.trend_ahead = hold_horizon, trend_ahead
-        self.step_speed, self.walk_travel = step_speed, walk_travel
+        self.step_speed, self.walk_travel, self.walk_lead = step_speed, walk_travel, walk_lead
+        self.walk_ahead = walk_ahead
         self.crop = crop
         self.cmin = crop / 2
         self.cmax = extent - crop / 2
@@ -238,10 +242,12 @@ class _Axis:
         if trend is not None:
             rest = None
         if trend is None and rest is None and lead != 0.0:
-            for span in (window, near):
+            ahead = [e for e in window if e.t - t <= self.walk_ahead + 1e-9] or list(window[:1])
+            for span in (ahead, near):
                 lo_s, hi_s = self._common(span)
                 if lo_s <= hi_s:
-                    rest = hi_s if lead > 0 else lo_s
+                    room = self.walk_lead * (hi_s - lo_s)
+                    rest = lo_s + room if lead > 0 else hi_s - room
                     break
         if trend is None and rest is None:
             rest = self._rest_target(window)
@@ -291,9 +297,9 @@ class CropPlanner:
         vmax = o.max_pan_speed * source_w
         amax = o.max_accel * source_w
         self.ax = _Axis(self.crop_w, source_w, vmax, amax, o.dead_band * self.crop_w, o.response,
-                        o.hold_horizon, o.trend_ahead, o.step_speed, o.walk_travel)
+                        o.hold_horizon, o.trend_ahead, o.step_speed, o.walk_travel, o.walk_lead, o.walk_ahead)
         self.ay = _Axis(self.crop_h, source_h, vmax, amax, o.dead_band * self.crop_h, o.response,
-                        o.hold_horizon, o.trend_ahead, o.step_speed, o.walk_travel)
+                        o.hold_horizon, o.trend_ahead, o.step_speed, o.walk_travel, o.walk_lead, o.walk_ahead)
         self.pending: deque[Observation] = deque()
         self.history: deque[Observation] = deque()
         self.memory: deque[Observation] = deque()  # this shot's last ``hold_memory`` s
