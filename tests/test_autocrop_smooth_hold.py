@@ -125,6 +125,19 @@ def test_a_walker_is_re_framed_only_while_it_would_leave_the_comfortable_region(
     assert sum(abs(lxs[i] - lxs[i - 1]) for i in range(1, len(lxs)) if lcomf[i]) >= 200
 
 
+def test_a_pushed_walker_whose_detection_turns_into_a_face_is_still_pushed() -> None:
+    """On `mixed_tune` a walker's person box gives way to its face half-way through the walk; switching to a
+    lead step there moved the crop 10 px a frame past where the walker was comfortable again. A push goes on
+    as a push until the crop stops: the same path as for a walker seen as a person throughout."""
+    person = walker(80.0, 380 / 80.0)
+    mixed = [Observation(o.t, o.cut, Focus(o.focus.x0, o.focus.y0, o.focus.x1, o.focus.y1, 0.9,
+                                           "face" if o.t >= 2.0 else "person"))
+             for o in person if o.focus is not None]
+    face = walker(80.0, 380 / 80.0, kind="face")
+    assert render(mixed)[1] == render(person)[1]
+    assert render(face)[1] != render(person)[1]  # a face from the start is stepped after
+
+
 def test_a_walker_who_stops_is_then_held_still() -> None:
     """After the walk the crop comes to rest once and stays put: no drift while the subject stands."""
     obs = walker(40.0, 10.0, stop=5.0)
