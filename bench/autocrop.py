@@ -394,6 +394,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="time the analysis in real time next to a live x264 ladder encode (1080p30 -> "
                          "720/480/360 veryfast, ffmpeg -re) and report whether it keeps up")
     args = ap.parse_args(argv)
+    root = Path(__file__).resolve().parents[1]
+    for flag, rev in (("--previous", args.previous), ("--smoother", args.smoother), ("--planning", args.planning)):
+        if rev and subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=root,
+                                  capture_output=True).returncode != 0:
+            ap.error(f"{flag}: {rev!r} is not a git revision of this repository")
 
     global SHOTS, FULL_RATE, OLD_SMOOTH, OLD_PLAN
     FULL_RATE = not args.no_thumbs

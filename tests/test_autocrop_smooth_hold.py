@@ -209,3 +209,19 @@ def test_the_bench_takes_a_re_frame_out_whole_but_counts_drift() -> None:
     creep = [200 + i // 5 for i in range(n)]  # 1 px every 5 frames while the subject stands in the middle
     comf, op = _steps(standing, creep)
     assert all(comf[i] and op[i] for i in range(1, n) if creep[i] != creep[i - 1])
+
+
+def test_the_bench_refuses_a_revision_that_is_not_one() -> None:
+    """``bench/autocrop.py --planning REV`` (main's keeper and planner on the same detections) says so in one
+    line before loading any model, instead of a git traceback minutes into the run."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("bench_autocrop", root / "bench" / "autocrop.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit) as exc:
+        module.main(["--planning", "no-such-revision", "--no-real", "--no-synthetic", "--no-stress"])
+    assert exc.value.code == 2

@@ -12,7 +12,9 @@ motion inside the look-ahead window, like an operator who only re-frames when ne
 - panning: the focus is about to leave: the camera glides to the one position that frames the focus over
   the whole look-ahead window, and stops there — for a slow walk (under ``step_speed`` crop widths a
   second), the position that leaves the subject the whole crop to walk into, so the camera holds, steps,
-  holds; or the focus travels steadily one way faster than that: the camera pans along its trend;
+  holds — unless the walker is a person box: that one is *pushed* (``push_people``), the camera moving at
+  its speed only as far as frames it over the next ``push_ahead`` s, so it never moves on once the walker is
+  comfortable; or the focus travels steadily one way faster than that: the camera pans along its trend;
 - tracking: the focus moves about more than the crop can hold still: the camera follows a least-squares
   trend of its centre.
 
