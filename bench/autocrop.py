@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from devkit import footage  # noqa: E402
-from devkit.autocrop_replay import comfort_steps, operator_holds, reversals_per_min  # noqa: E402
+from devkit.autocrop_replay import comfort_steps, operator_holds, replay, reversals_per_min  # noqa: E402
 from devkit.scenes import Scene, coverage, cut_reaction, ground_truth_scenes, steadiness  # noqa: E402
 from sidecast.contract.records import Crop  # noqa: E402
 from sidecast.core.croppath import CropPath  # noqa: E402
@@ -46,6 +46,7 @@ from sidecast.sidecars.autocrop.smooth import PathOptions  # noqa: E402
 SHOTS: ShotModel | None = None  # the learned cut model every Analyzer here shares (main() loads it once)
 FULL_RATE = True  # feed the real-footage analysis the full-rate thumbnails the live core sends (--no-thumbs: off)
 OLD_SMOOTH: Any = None  # --smoother REV: that revision's smooth.py, fed autocrop's own kept focus ("smoother")
+OLD_PLAN: tuple[Any, Any] | None = None  # --planning REV: that revision's decide.py and smooth.py ("planning")
 
 
 def analysed_times(duration: float, fps: float) -> list[float]:
@@ -143,7 +144,7 @@ def real_footage(faces: FaceDetector, objects: ObjectDetector, fps: float, width
     sidecar does not use (CenterFace faces, MOG2 movers, hand-drawn boxes) and the edit's cut list."""
     prev_mod = previous_version(previous) if previous else None
     methods = ["centre", "per-frame", "autocrop"] + (["smoother"] if OLD_SMOOTH is not None else []) \
-        + (["previous"] if prev_mod else [])
+        + (["planning"] if OLD_PLAN is not None else []) + (["previous"] if prev_mod else [])
     print()
     print("cut detector fed the full-rate 48x27 thumbnails of the live core's shots feed" if FULL_RATE else
           "cut detector on the analysed frames only (--no-thumbs: the 5 fps fallback)")
@@ -166,6 +167,8 @@ def real_footage(faces: FaceDetector, objects: ObjectDetector, fps: float, width
         results = {m: res[m] for m in ("centre", "per-frame", "autocrop")}
         if OLD_SMOOTH is not None:
             results["smoother"] = replan(OLD_SMOOTH, res["history"], footage.WIDTH, footage.HEIGHT)  # type: ignore[arg-type]
+        if OLD_PLAN is not None:  # the keeper and planner of --planning REV on the same detections and cuts
+            results["planning"] = replay([(a.t, a.cut, a.subjects) for a in res["history"]], *OLD_PLAN)  # type: ignore[attr-defined]
         cpu = {"autocrop": float(res["cpu"]) / len(frames)}  # type: ignore[arg-type]
         if prev_mod is not None:
             old = analyse_frames(prev_mod.Analyzer(footage.WIDTH, footage.HEIGHT, prev_mod.PathOptions(),
@@ -381,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--previous", metavar="REV", help="also run the sidecar as it was at this git revision")
     ap.add_argument("--smoother", metavar="REV", help="also the planner (smooth.py) as it was at this git revision, "
                     "fed autocrop's own kept focus (method 'smoother': the smoothers on identical detections)")
+    ap.add_argument("--planning", metavar="REV", help="also the focus keeper and planner (decide.py, smooth.py) as "
+                    "they were at this git revision, fed autocrop's own detections and cuts (method 'planning')")
     ap.add_argument("--no-shot-model", action="store_true", help="autocrop without the learned cut model")
     ap.add_argument("--stress-clips", nargs="*", help="only these devkit/cutcorpus.py clips")
     ap.add_argument("--no-thumbs", action="store_true",
@@ -389,11 +394,19 @@ def main(argv: list[str] | None = None) -> int:
                     help="time the analysis in real time next to a live x264 ladder encode (1080p30 -> "
                          "720/480/360 veryfast, ffmpeg -re) and report whether it keeps up")
     args = ap.parse_args(argv)
+    root = Path(__file__).resolve().parents[1]
+    for flag, rev in (("--previous", args.previous), ("--smoother", args.smoother), ("--planning", args.planning)):
+        if rev and subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=root,
+                                  capture_output=True).returncode != 0:
+            ap.error(f"{flag}: {rev!r} is not a git revision of this repository")
 
-    global SHOTS, FULL_RATE, OLD_SMOOTH
+    global SHOTS, FULL_RATE, OLD_SMOOTH, OLD_PLAN
     FULL_RATE = not args.no_thumbs
     if args.smoother:
         OLD_SMOOTH = previous_version(args.smoother, "autocrop_smoother", "smooth")
+    if args.planning:
+        OLD_PLAN = (previous_version(args.planning, "autocrop_planning", "decide"),
+                    importlib.import_module("autocrop_planning.smooth"))
     faces = FaceDetector(threads=args.threads)
     objects = ObjectDetector(threads=args.threads)
     SHOTS = None if args.no_shot_model else ShotModel(threads=args.threads)

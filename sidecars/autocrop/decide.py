@@ -172,8 +172,10 @@ class FocusKeeper:
 
     def __init__(self, crop_w: float, linger: float = 3.0, near: float = 0.35,
                  switch_faster: float = 0.6, lost_after: float = 3.0, smooth: float = 1.0,
-                 predict: float = 1.0, frame_w: float | None = None, gone_after: float = 0.4) -> None:
+                 predict: float = 1.0, frame_w: float | None = None, gone_after: float = 0.4,
+                 coast: float = 1.0) -> None:
         self.crop_w = crop_w
+        self.coast = coast
         self.frame_w = frame_w
         self.gone_after = gone_after
         self.switch_faster = switch_faster
@@ -260,10 +262,24 @@ class FocusKeeper:
             self._see(o, t, used)
         if self.track is None:
             self.track = found
-            return self.held
+            return self._framed(t)
         if found is not None and found is not self.track and self._takes_over(found, t):
             self.track = found
-        return self.held
+        return self._framed(t)
+
+    def _framed(self, t: float) -> Focus | None:
+        """The followed subject's region at ``t``: where it was last seen, moved on along its velocity for at
+        most ``coast`` s while it is unseen (a walker the detector misses for a moment keeps walking)."""
+        tr = self.track
+        if tr is None or self.coast <= 0 or t <= tr.seen + 1e-9:
+            return self.held
+        px, py = tr.at(t, self.coast)
+        f = tr.focus
+        dx, dy = px - f.cx, py - f.cy
+        if not dx and not dy:
+            return f
+        core = None if f.core is None else (f.core[0] + dx, f.core[1] + dy, f.core[2] + dx, f.core[3] + dy)
+        return Focus(f.x0 + dx, f.y0 + dy, f.x1 + dx, f.y1 + dy, f.confidence, f.kind, f.count, core)
 
     def _see(self, f: Focus, t: float, used: set[int]) -> _Track:
         """Match ``f`` to a track not yet seen in this frame (absorb it) or start a new one."""

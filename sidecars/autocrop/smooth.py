@@ -12,7 +12,9 @@ motion inside the look-ahead window, like an operator who only re-frames when ne
 - panning: the focus is about to leave: the camera glides to the one position that frames the focus over
   the whole look-ahead window, and stops there — for a slow walk (under ``step_speed`` crop widths a
   second), the position that leaves the subject the whole crop to walk into, so the camera holds, steps,
-  holds; or the focus travels steadily one way faster than that: the camera pans along its trend;
+  holds — unless the walker is a person box: that one is *pushed* (``push_people``), the camera moving at
+  its speed only as far as frames it over the next ``push_ahead`` s, so it never moves on once the walker is
+  comfortable; or the focus travels steadily one way faster than that: the camera pans along its trend;
 - tracking: the focus moves about more than the crop can hold still: the camera follows a least-squares
   trend of its centre.
 
@@ -50,6 +52,8 @@ class PathOptions:
     hold_memory: float = 2.5
     step_speed: float = 0.6
     walk_travel: float = 0.25
+    push_people: bool = True
+    push_ahead: float = 0.4
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ class _Entry:
     lo: float
     hi: float
     c: float
+    whole: bool = False  # the region is the whole subject (a person box), not a face's or a saliency guess
 
 
 def _fit(entries: Sequence[_Entry]) -> tuple[float, float, float]:
@@ -106,9 +111,9 @@ class _Axis:
 
     def __init__(self, crop: float, extent: float, vmax: float, amax: float, dead_band: float,
                  response: float, hold_horizon: float = 0.4, trend_ahead: float = 0.4,
-                 step_speed: float = 0.0, walk_travel: float = 0.0) -> None:
+                 step_speed: float = 0.0, walk_travel: float = 0.0, push_ahead: float | None = None) -> None:
         self.hold_horizon, self.trend_ahead = hold_horizon, trend_ahead
-        self.step_speed, self.walk_travel = step_speed, walk_travel
+        self.step_speed, self.walk_travel, self.push_ahead = step_speed, walk_travel, push_ahead
         self.crop = crop
         self.cmin = crop / 2
         self.cmax = extent - crop / 2
@@ -117,12 +122,13 @@ class _Axis:
         self.v = 0.0
         self.moving = False
         self.target: float | None = None
+        self.pushing = False  # this move pushes a walker along (it stays a push if the walker turns into a face)
 
     def clamp(self, x: float) -> float:
         return min(max(x, self.cmin), self.cmax)
 
     def entry(self, t: float, f0: float, f1: float, margin: float, slack: float = 0.0,
-              core: tuple[float, float] | None = None) -> _Entry:
+              core: tuple[float, float] | None = None, whole: bool = False) -> _Entry:
         """Centres that keep [f0, f1] inside the crop with ``margin``; when that does not fit, centres that
         keep the ``core`` (the detections themselves) inside, with the margin if it fits; a point last.
 
@@ -138,7 +144,7 @@ class _Axis:
                 lo, hi = c1 - self.crop / 2, c0 + self.crop / 2
         if lo > hi:
             lo = hi = mid
-        return _Entry(t, self.clamp(lo - slack), self.clamp(hi + slack), self.clamp(mid))
+        return _Entry(t, self.clamp(lo - slack), self.clamp(hi + slack), self.clamp(mid), whole)
 
     @staticmethod
     def _common(entries: Sequence[_Entry]) -> tuple[float, float]:
@@ -185,7 +191,7 @@ class _Axis:
         return b
 
     def start(self, window: Sequence[_Entry]) -> str:
-        self.v, self.moving, self.target = 0.0, False, None
+        self.v, self.moving, self.target, self.pushing = 0.0, False, None, False
         if not window:
             self.p = (self.cmin + self.cmax) / 2
             return "centered"
@@ -206,13 +212,13 @@ class _Axis:
         if self.cmax - self.cmin < 0.5:  # the crop spans this whole axis: nothing to decide
             return "stationary"
         if not window:  # nobody to follow: come to rest where we are
-            self.v, self.moving, self.target = 0.0, False, None
+            self.v, self.moving, self.target, self.pushing = 0.0, False, None, False
             return "stationary"
         near = [e for e in window if e.t - t <= self.hold_horizon + 1e-9] or list(window[:1])
         lo, hi = self._common(near)
         db = self.dead_band
         if not self.moving and lo - db <= self.p <= hi + db:
-            self.v = 0.0
+            self.v, self.pushing = 0.0, False
             return "stationary"
         self.moving = True
         # An operator holds a subject that sways: when this shot's recent past and the look-ahead fit in
@@ -237,17 +243,34 @@ class _Axis:
                 lead, rest = slow, None
         if trend is not None:
             rest = None
+        push: float | None = None
         if trend is None and rest is None and lead != 0.0:
-            for span in (window, near):
-                lo_s, hi_s = self._common(span)
+            ahead = [e for e in window if e.t - t <= (self.push_ahead or 0.0) + 1e-9] or list(window[:1])
+            if self.push_ahead is not None and (self.pushing or all(e.whole for e in ahead)):
+                # A person box is the whole walker: push the crop along only as far as frames it over the
+                # next ``push_ahead`` s, at its own speed. The walker stays at the edge of the comfortable
+                # region while it walks, and the camera never moves on once it is comfortable again (issue
+                # 20's words). A face's region (head and shoulders of a body the detector does not see) and
+                # a saliency box are rough: those walkers get the lead step below, which frames them with
+                # room to spare.
+                lo_s, hi_s = self._common(ahead)
                 if lo_s <= hi_s:
-                    rest = hi_s if lead > 0 else lo_s
-                    break
-        if trend is None and rest is None:
+                    push = lo_s if lead > 0 else hi_s
+            if push is None:
+                for span in (window, near):
+                    lo_s, hi_s = self._common(span)
+                    if lo_s <= hi_s:
+                        rest = hi_s if lead > 0 else lo_s
+                        break
+        if trend is None and rest is None and push is None:
             rest = self._rest_target(window)
             if rest is None:
                 rest = self._rest_target(near)
-        if trend is None and rest is not None:
+        self.pushing = push is not None
+        if push is not None:
+            target, v_target, mode = push, lead, "panning"
+            self.target = None
+        elif trend is None and rest is not None:
             if self.target is None or not (lo <= self.target <= hi):
                 self.target = rest
             target, v_target, mode = self.target, 0.0, "panning"
@@ -264,6 +287,8 @@ class _Axis:
         v_des = v_target + (gap - v_target * dt) / max(self.response, dt)
         if v_target == 0.0:  # brake so that we stop on the target instead of overshooting it
             v_des = math.copysign(min(abs(v_des), math.sqrt(2 * self.amax * abs(gap))), gap)
+        elif push is not None:  # a push goes the walker's way or stops, never back
+            v_des = max(v_des, 0.0) if v_target > 0 else min(v_des, 0.0)
         dv = self.amax * dt
         v = min(max(v_des, self.v - dv), self.v + dv)
         self.v = min(max(v, -self.vmax), self.vmax)
@@ -274,6 +299,9 @@ class _Axis:
         if v_target == 0.0 and abs(target - self.p) < 1.0:  # arrived: stop and hold
             self.p = target
             self.v, self.moving, self.target = 0.0, False, None
+        elif push is not None and self.v == 0.0:  # the walker is framed from here: hold until it needs a push
+            self.moving = False
+            return "stationary"
         return mode
 
 
@@ -290,10 +318,11 @@ class CropPlanner:
         self.crop_w, self.crop_h = crop_size(source_w, source_h, o.aspect)
         vmax = o.max_pan_speed * source_w
         amax = o.max_accel * source_w
+        push = o.push_ahead if o.push_people else None
         self.ax = _Axis(self.crop_w, source_w, vmax, amax, o.dead_band * self.crop_w, o.response,
-                        o.hold_horizon, o.trend_ahead, o.step_speed, o.walk_travel)
+                        o.hold_horizon, o.trend_ahead, o.step_speed, o.walk_travel, push)
         self.ay = _Axis(self.crop_h, source_h, vmax, amax, o.dead_band * self.crop_h, o.response,
-                        o.hold_horizon, o.trend_ahead, o.step_speed, o.walk_travel)
+                        o.hold_horizon, o.trend_ahead, o.step_speed, o.walk_travel, push)
         self.pending: deque[Observation] = deque()
         self.history: deque[Observation] = deque()
         self.memory: deque[Observation] = deque()  # this shot's last ``hold_memory`` s
@@ -357,8 +386,9 @@ class CropPlanner:
                 continue
             slack = weak if f.kind == "object" else 0.0
             core = f.core or (f.x0, f.y0, f.x1, f.y1)
-            ex.append(self.ax.entry(o.t, f.x0, f.x1, mx, slack * self.crop_w, (core[0], core[2])))
-            ey.append(self.ay.entry(o.t, f.y0, f.y1, my, slack * self.crop_h, (core[1], core[3])))
+            whole = f.kind == "person"
+            ex.append(self.ax.entry(o.t, f.x0, f.x1, mx, slack * self.crop_w, (core[0], core[2]), whole))
+            ey.append(self.ay.entry(o.t, f.y0, f.y1, my, slack * self.crop_h, (core[1], core[3]), whole))
         return ex, ey
 
     def _decide(self) -> Crop:
