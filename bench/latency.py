@@ -58,6 +58,7 @@ For the issue's no-stall check: ``--configs b --seconds 300``.
 from __future__ import annotations
 
 import argparse
+import bisect
 import io
 import json
 import os
@@ -68,6 +69,7 @@ import sys
 import tempfile
 import time
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -284,12 +286,7 @@ def caption_lateness(out: Path, rung: str = "720p") -> list[float]:
     """For every cue of the WebVTT parts: the moment the first part carrying it was written minus the moment
     the video part holding the cue's end was (file times, seconds): how far behind the video the captions
     reach the playlist. A cue later than a viewer's distance to the live edge cannot be shown in time."""
-    first: dict[tuple[float, float, str], float] = {}
-    for f in (out / "subs" / "en").glob("seg_*-*.vtt"):
-        written = f.stat().st_mtime
-        for a, b, text in _cues_in(f.read_text(errors="replace")):
-            if (a, b, text) not in first or written < first[(a, b, text)]:
-                first[(a, b, text)] = written
+    first = first_written(out / "subs" / "en")
     named: dict[tuple[int, int], float] = {}  # (segment, part) of each video part -> written
     for f in (out / "video" / rung).glob("seg_*-*.m4s"):
         m = re.search(r"seg_(\d+)-(\d+)\.m4s$", f.name)
@@ -309,6 +306,58 @@ def caption_lateness(out: Path, rung: str = "720p") -> list[float]:
     return sorted(lateness)
 
 
+def first_written(subs_dir: Path) -> dict[tuple[float, float, str], float]:
+    """Each cue of the WebVTT parts (media times, text as ``file_cues`` gives it) -> when the first part
+    carrying it was written (file time, the wall clock the browser's samples use too)."""
+    first: dict[tuple[float, float, str], float] = {}
+    for f in subs_dir.glob("seg_*-*.vtt"):
+        written = f.stat().st_mtime
+        for a, b, text in _cues_in(f.read_text(errors="replace")):
+            if (a, b, text) not in first or written < first[(a, b, text)]:
+                first[(a, b, text)] = written
+    return first
+
+
+def playhead_wall(samples: list[dict[str, Any]]) -> Callable[[float], float | None]:
+    """The wall clock (s) at which the player's playhead reached a position on its timeline, interpolated
+    between the report's samples (``ct``, ``wall``); None outside what was sampled."""
+    pts = sorted((float(s["ct"]), float(s["wall"]) / 1000) for s in samples
+                 if isinstance(s.get("ct"), (int, float)) and s["ct"] > 0 and isinstance(s.get("wall"), (int, float)))
+    cts = [c for c, _ in pts]
+
+    def at(ct: float) -> float | None:
+        i = bisect.bisect_left(cts, ct)
+        if not pts or i >= len(pts) or (i == 0 and ct < cts[0]):
+            return None
+        if i == 0 or cts[i] == ct:
+            return pts[i][1]
+        (c0, w0), (c1, w1) = pts[i - 1], pts[i]
+        return w0 + (ct - c0) / (c1 - c0) * (w1 - w0)
+    return at
+
+
+# A cue whose first part was written less than this before the playhead passed its end could not be shown:
+# hls.js learns of the part (a blocking playlist reload's answer) and fetches it (each 0.02-0.3 s on the
+# bench's box), and it never loads a subtitle part that lies behind its playhead (subtitle-stream-controller:
+# it loads from the buffered end at the playhead onwards). Such a cue shows as "never reached the player".
+IN_TIME_S = 0.3
+
+
+def missed_causes(missed: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The captions not shown while due, by where they were lost: ``late`` (the first part carrying the cue
+    was written after the playhead passed its end), ``tight`` (less than ``IN_TIME_S`` before), ``lost``
+    (written in time, yet not shown: a delivery or player fault), ``unknown`` (no part or no playhead time)."""
+    out: dict[str, list[dict[str, Any]]] = {"late": [], "tight": [], "lost": [], "unknown": []}
+    for c in missed:
+        m = c.get("margin")
+        out["unknown" if m is None else "late" if m <= 0 else "tight" if m < IN_TIME_S else "lost"].append(c)
+    return out
+
+
+def _margins(cues: list[dict[str, Any]]) -> str:
+    return f" ({min(c['margin'] for c in cues):+.2f} to {max(c['margin'] for c in cues):+.2f} s)" if cues else ""
+
+
 def _cues_in(text: str) -> list[tuple[float, float, str]]:
     return [(round(int(h1) * 3600 + int(m1) * 60 + float(s1), 3), round(int(h2) * 3600 + int(m2) * 60 + float(s2), 3),
              " ".join(t.split()))
@@ -318,13 +367,18 @@ def _cues_in(text: str) -> list[tuple[float, float, str]]:
 
 def caption_visibility(cues_seen: list[dict[str, Any]], written: list[tuple[float, float, str]],
                        played: tuple[float, float], cues_added: list[dict[str, Any]] | None = None,
-                       details: list[dict[str, Any]] | None = None) -> tuple[int, int]:
+                       details: list[dict[str, Any]] | None = None,
+                       written_at: dict[tuple[float, float, str], float] | None = None,
+                       passed_at: Callable[[float], float | None] | None = None) -> tuple[int, int]:
     """(visible, due): of the cues sidecast wrote whose time falls inside what this viewer played, how many
     the player showed while they were due (first seen before their end, on its own timeline). A cue that
     reached the player after its time passed is never active, so never seen: it counts as not visible.
     The player's timeline is sidecast's media time plus a constant, found from the cues seen.
     ``details``: one record per due cue is appended (its times, whether shown, and the playhead when it
-    reached the text track, from ``cues_added``: after its end = it came too late; none = never came)."""
+    reached the text track, from ``cues_added``: after its end = it came too late; none = never came).
+    With ``written_at`` (``first_written``) and ``passed_at`` (``playhead_wall``) each record also has
+    ``margin``: the wall time the playhead passed the cue's end minus when its first part was written
+    (negative: the cue reached the playlist after it was over for this viewer)."""
     by_text: dict[str, list[tuple[float, float]]] = {}
     for a, b, text in written:
         by_text.setdefault(text, []).append((a, b))
@@ -341,17 +395,20 @@ def caption_visibility(cues_seen: list[dict[str, Any]], written: list[tuple[floa
     # the offset most seen cues agree on (a phrase said twice, or the looped speech, matches several cues)
     off = max(offsets, key=agreeing)
     lo, hi = played
-    due = [(a + off, b + off, t) for a, b, t in written if a + off >= lo and b + off <= hi]
+    due = [(a + off, b + off, t, w) for a, b, t in written if a + off >= lo and b + off <= hi
+           for w in [(written_at or {}).get((a, b, t))]]
     visible = 0
-    for a, b, t in due:
+    for a, b, t, w in due:
         shown = any(" ".join(str(c["text"]).split()) == t and abs(c["start"] - a) < 0.05 and c["seenAt"] <= b
                     for c in cues_seen)
         visible += shown
         if details is not None:
             arrived = [float(c["addedAt"]) for c in cues_added or []
                        if " ".join(str(c["text"]).split()) == t and abs(float(c["start"]) - a) < 0.05]
+            passed = passed_at(b) if passed_at is not None else None
             details.append({"start": round(a, 3), "end": round(b, 3), "text": t[:60], "visible": shown,
-                            "added_at": min(arrived) if arrived else None})
+                            "added_at": min(arrived) if arrived else None,
+                            "margin": round(passed - w, 3) if passed is not None and w is not None else None})
     return visible, len(due)
 
 
@@ -403,7 +460,8 @@ def measure(base: str, cfg: Config, sent: dict[int, float], seconds: float, join
             cts = [s["ct"] for s in report.samples if isinstance(s.get("ct"), (int, float)) and s["ct"] > 0]
             if cts:
                 v, d = caption_visibility(raw.get("cues") or [], file_cues(subs_dir), (min(cts) + SETTLE_S, max(cts)),
-                                          raw.get("cuesAdded") or [], caption_details)
+                                          raw.get("cuesAdded") or [], caption_details,
+                                          first_written(subs_dir), playhead_wall(report.samples))
                 visible, due = visible + v, due + d
         for k, v in (raw.get("eventCounts") or {}).items():
             counts[k] = counts.get(k, 0) + v
@@ -615,6 +673,15 @@ def main() -> None:
                 by = ", ".join(f"{c['added_at'] - c['end']:+.2f} s" for c in late)
                 print(f"   captions not shown while due: {len(late)} reached the player after their end ({by}), "
                       f"{never} never reached it, {len(missed) - len(late) - never} other", flush=True)
+                causes = missed_causes(missed)
+                print(f"   ... by when the first part carrying each was written against the playhead passing its end: "
+                      f"after it {len(causes['late'])}{_margins(causes['late'])}, less than {IN_TIME_S} s before "
+                      f"{len(causes['tight'])}{_margins(causes['tight'])}, in time but not shown {len(causes['lost'])}"
+                      f"{_margins(causes['lost'])}, unknown {len(causes['unknown'])}", flush=True)
+            shown = [c["margin"] for c in r.get("captions") or [] if c["visible"] and c.get("margin") is not None]
+            if shown:
+                print(f"   captions shown: first part written {min(shown):.2f}-{max(shown):.2f} s (median "
+                      f"{statistics.median(shown):.2f} s) before the playhead passed the cue's end", flush=True)
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"\nafter: {uptime}\n")
     print("| config | median | p95 | max | per viewer (median) | stalls (waiting / hls.js) | readings | load (1 min) |")
