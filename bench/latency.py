@@ -41,6 +41,8 @@ Configurations (``--configs``, default all):
      being committed when the VAD hears the pause after them (the sidecar before the twelfth session); on
      request
   z  (k) with ``--part-hold-back 1.5`` (half a second more than the default three parts); on request
+  kc  (k) with ``--caption-part-cut covered``: a WebVTT part waits until the recogniser has decided all of
+      it, so a cue's last part waits for the next words (sidecast before the thirteenth session); on request
   kl  (k) with beam-2 stt passes on 2 threads (``--sidecar-arg stt=--beam-size=2 --sidecar-arg
       stt=--cpu-threads=2``), klh  the same with ``--part-hold-back 1.5``; on request
 
@@ -147,6 +149,7 @@ CONFIGS = {c.key: c for c in (
     with_k("klh", "(kl) with players asked to sit 1.5 s back (--part-hold-back 1.5)",
            "--sidecar-arg", "stt=--beam-size=2", "--sidecar-arg", "stt=--cpu-threads=2", "--part-hold-back", "1.5"),
     with_k("z", "(k) with players asked to sit 1.5 s back (--part-hold-back 1.5)", "--part-hold-back", "1.5"),
+    with_k("kc", "(k) with caption parts held until the recogniser covers them (--caption-part-cut covered: before 2026-12-01 17:00)", "--caption-part-cut", "covered"),
     with_k("y", "(k) with words committed only by passes (--sidecar-arg stt=--pause-commit=off: the stt sidecar before 2026-12-01 13:30)", "--sidecar-arg", "stt=--pause-commit=off"),
     Config("f", "(b) with hls.js catching up (maxLiveSyncPlaybackRate 1.5)", "sidecast", ["--latency", "low"],
            {"lowLatencyMode": True, "maxLiveSyncPlaybackRate": 1.5}),
@@ -601,7 +604,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60, help="playback measured per configuration [60]")
     ap.add_argument("--joins", type=int, default=3, help="viewers per configuration, one after the other, "
                     "sharing --seconds [3]")
-    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l to z, kl, klh on request; one named twice runs twice")
+    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l to z, kl, klh, kc on request; one named twice runs twice")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs and logs (and each "
                     "viewer's raw report, with hls.js's caption log lines)")
