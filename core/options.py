@@ -236,7 +236,7 @@ class RunOptions:
         "--part-hold-back", parse=_seconds("--part-hold-back", 0.2, 30.0),
         help="low latency: how far behind the live edge players are asked to sit (PART-HOLD-BACK), seconds "
              "(default: three parts); more lets late captions reach viewers in time, at that cost in latency"))
-    caption_part_cut: str = field(default="decided", metadata=opt(
+    caption_part_cut: str | None = field(default=None, metadata=opt(
         "--caption-part-cut", choices=("decided", "covered"),
         help="low latency: when a WebVTT part is written: decided (as soon as the captioners have decided "
              "part of it, so a cue's last part goes out with the cue; the default) or covered (only once they "
@@ -289,6 +289,8 @@ class RunOptions:
             if self.part_hold_back < 2 * self.part_duration:
                 raise ConfigError(f"--part-hold-back {self.part_hold_back:g}: must be at least two parts "
                                   f"({2 * self.part_duration:.3f} s, RFC 8216bis 4.4.3.8)")
+        if self.caption_part_cut is not None and self.latency != "low":
+            raise ConfigError("--caption-part-cut is a low-latency setting: add --latency low")
         if self.target_anchor:
             if self.target_vmaf is None:
                 raise ConfigError("--target-anchor corrects --target-vmaf N: add --target-vmaf")
