@@ -321,6 +321,21 @@ def first_written(subs_dir: Path) -> dict[tuple[float, float, str], float]:
     return first
 
 
+def cue_parts(subs_dir: Path, segment_s: float = 2.0, part_s: float = 1 / 3) -> dict[tuple[float, float, str],
+                                                                            list[tuple[float, float]]]:
+    """Each cue of the WebVTT parts -> (when written, media time of the part's end) of every part carrying it;
+    the parts lie on the bench's grid (``segment_s`` segments of ``part_s`` parts, the defaults)."""
+    out: dict[tuple[float, float, str], list[tuple[float, float]]] = {}
+    for f in subs_dir.glob("seg_*-*.vtt"):
+        m = re.search(r"seg_(\d+)-(\d+)\.vtt$", f.name)
+        if not m:
+            continue
+        written, end = f.stat().st_mtime, min(int(m[1]) * segment_s + (int(m[2]) + 1) * part_s, (int(m[1]) + 1) * segment_s)
+        for cue in _cues_in(f.read_text(errors="replace")):
+            out.setdefault(cue, []).append((written, end))
+    return out
+
+
 def playhead_wall(samples: list[dict[str, Any]]) -> Callable[[float], float | None]:
     """The wall clock (s) at which the player's playhead reached a position on its timeline, interpolated
     between the report's samples (``ct``, ``wall``); None outside what was sampled."""
@@ -339,17 +354,20 @@ def playhead_wall(samples: list[dict[str, Any]]) -> Callable[[float], float | No
     return at
 
 
-# A cue whose first part was written less than this before the playhead passed its end could not be shown:
-# hls.js learns of the part (a blocking playlist reload's answer) and fetches it (each 0.02-0.3 s on the
-# bench's box), and it never loads a subtitle part that lies behind its playhead (subtitle-stream-controller:
-# it loads from the buffered end at the playhead onwards). Such a cue shows as "never reached the player".
+# hls.js loads no subtitle part that lies behind its playhead (subtitle-stream-controller: it loads from the
+# buffered end at the playhead onwards, and waits while the subtitle playlist ends behind it), so a part
+# helps a cue only if it is out before the playhead passes the part's end (and the cue's). A cue whose best
+# part was out less than this before could not be shown either: hls.js learns of the part (a blocking
+# playlist reload's answer) and fetches it, each 0.02-0.3 s on the bench's box. Such cues show as "never
+# reached the player".
 IN_TIME_S = 0.3
 
 
 def missed_causes(missed: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """The captions not shown while due, by where they were lost: ``late`` (the first part carrying the cue
-    was written after the playhead passed its end), ``tight`` (less than ``IN_TIME_S`` before), ``lost``
-    (written in time, yet not shown: a delivery or player fault), ``unknown`` (no part or no playhead time)."""
+    """The captions not shown while due, by where they were lost (``margin``: see ``caption_visibility``):
+    ``late`` (no part carrying the cue was written before the playhead passed its end and the cue's),
+    ``tight`` (less than ``IN_TIME_S`` before), ``lost`` (in time, yet not shown: a delivery or player
+    fault), ``unknown`` (no part or no playhead time)."""
     out: dict[str, list[dict[str, Any]]] = {"late": [], "tight": [], "lost": [], "unknown": []}
     for c in missed:
         m = c.get("margin")
@@ -371,7 +389,7 @@ def _cues_in(text: str) -> list[tuple[float, float, str]]:
 def caption_visibility(cues_seen: list[dict[str, Any]], written: list[tuple[float, float, str]],
                        played: tuple[float, float], cues_added: list[dict[str, Any]] | None = None,
                        details: list[dict[str, Any]] | None = None,
-                       written_at: dict[tuple[float, float, str], float] | None = None,
+                       written_at: dict[tuple[float, float, str], list[tuple[float, float]]] | None = None,
                        passed_at: Callable[[float], float | None] | None = None) -> tuple[int, int]:
     """(visible, due): of the cues sidecast wrote whose time falls inside what this viewer played, how many
     the player showed while they were due (first seen before their end, on its own timeline). A cue that
@@ -379,9 +397,11 @@ def caption_visibility(cues_seen: list[dict[str, Any]], written: list[tuple[floa
     The player's timeline is sidecast's media time plus a constant, found from the cues seen.
     ``details``: one record per due cue is appended (its times, whether shown, and the playhead when it
     reached the text track, from ``cues_added``: after its end = it came too late; none = never came).
-    With ``written_at`` (``first_written``) and ``passed_at`` (``playhead_wall``) each record also has
-    ``margin``: the wall time the playhead passed the cue's end minus when its first part was written
-    (negative: the cue reached the playlist after it was over for this viewer)."""
+    With ``written_at`` (``cue_parts``) and ``passed_at`` (``playhead_wall``) each record also has ``margin``:
+    over the parts carrying the cue, the most by which one was written before the playhead passed the end of
+    that part or of the cue, whichever comes first (negative: no part of it was out in time for this
+    viewer, whose hls.js loads no part behind its playhead); ``first_margin`` the same for the end of the
+    cue and its first part written, whatever its time."""
     by_text: dict[str, list[tuple[float, float]]] = {}
     for a, b, text in written:
         by_text.setdefault(text, []).append((a, b))
@@ -398,20 +418,24 @@ def caption_visibility(cues_seen: list[dict[str, Any]], written: list[tuple[floa
     # the offset most seen cues agree on (a phrase said twice, or the looped speech, matches several cues)
     off = max(offsets, key=agreeing)
     lo, hi = played
-    due = [(a + off, b + off, t, w) for a, b, t in written if a + off >= lo and b + off <= hi
-           for w in [(written_at or {}).get((a, b, t))]]
+    due = [(a + off, b + off, t, (written_at or {}).get((a, b, t), [])) for a, b, t in written
+           if a + off >= lo and b + off <= hi]
     visible = 0
-    for a, b, t, w in due:
+    for a, b, t, parts in due:
         shown = any(" ".join(str(c["text"]).split()) == t and abs(c["start"] - a) < 0.05 and c["seenAt"] <= b
                     for c in cues_seen)
         visible += shown
         if details is not None:
             arrived = [float(c["addedAt"]) for c in cues_added or []
                        if " ".join(str(c["text"]).split()) == t and abs(float(c["start"]) - a) < 0.05]
+            margins = [(p - w) for w, q in parts if passed_at is not None
+                       for p in [passed_at(min(b, q + off))] if p is not None]
             passed = passed_at(b) if passed_at is not None else None
             details.append({"start": round(a, 3), "end": round(b, 3), "text": t[:60], "visible": shown,
                             "added_at": min(arrived) if arrived else None,
-                            "margin": round(passed - w, 3) if passed is not None and w is not None else None})
+                            "margin": round(max(margins), 3) if margins else None,
+                            "first_margin": round(passed - min(w for w, _ in parts), 3)
+                            if passed is not None and parts else None})
     return visible, len(due)
 
 
@@ -464,7 +488,7 @@ def measure(base: str, cfg: Config, sent: dict[int, float], seconds: float, join
             if cts:
                 v, d = caption_visibility(raw.get("cues") or [], file_cues(subs_dir), (min(cts) + SETTLE_S, max(cts)),
                                           raw.get("cuesAdded") or [], caption_details,
-                                          first_written(subs_dir), playhead_wall(report.samples))
+                                          cue_parts(subs_dir), playhead_wall(report.samples))
                 visible, due = visible + v, due + d
         for k, v in (raw.get("eventCounts") or {}).items():
             counts[k] = counts.get(k, 0) + v
@@ -677,14 +701,15 @@ def main() -> None:
                 print(f"   captions not shown while due: {len(late)} reached the player after their end ({by}), "
                       f"{never} never reached it, {len(missed) - len(late) - never} other", flush=True)
                 causes = missed_causes(missed)
-                print(f"   ... by when the first part carrying each was written against the playhead passing its end: "
+                print(f"   ... by when the parts carrying each were written against the playhead passing them (hls.js "
+                      f"loads no part behind its playhead): "
                       f"after it {len(causes['late'])}{_margins(causes['late'])}, less than {IN_TIME_S} s before "
                       f"{len(causes['tight'])}{_margins(causes['tight'])}, in time but not shown {len(causes['lost'])}"
                       f"{_margins(causes['lost'])}, unknown {len(causes['unknown'])}", flush=True)
             shown = [c["margin"] for c in r.get("captions") or [] if c["visible"] and c.get("margin") is not None]
             if shown:
-                print(f"   captions shown: first part written {min(shown):.2f}-{max(shown):.2f} s (median "
-                      f"{statistics.median(shown):.2f} s) before the playhead passed the cue's end", flush=True)
+                print(f"   captions shown: a part written {min(shown):.2f}-{max(shown):.2f} s (median "
+                      f"{statistics.median(shown):.2f} s) before the playhead passed it", flush=True)
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"\nafter: {uptime}\n")
     print("| config | median | p95 | max | per viewer (median) | stalls (waiting / hls.js) | readings | load (1 min) |")
