@@ -41,6 +41,8 @@ Configurations (``--configs``, default all):
      being committed when the VAD hears the pause after them (the sidecar before the twelfth session); on
      request
   z  (k) with ``--part-hold-back 1.5`` (half a second more than the default three parts); on request
+  kc  (k) with ``--caption-part-cut covered``: a WebVTT part waits until the recogniser has decided all of
+      it, so a cue's last part waits for the next words (sidecast before the thirteenth session); on request
   kl  (k) with beam-2 stt passes on 2 threads (``--sidecar-arg stt=--beam-size=2 --sidecar-arg
       stt=--cpu-threads=2``), klh  the same with ``--part-hold-back 1.5``; on request
 
@@ -58,6 +60,7 @@ For the issue's no-stall check: ``--configs b --seconds 300``.
 from __future__ import annotations
 
 import argparse
+import bisect
 import io
 import json
 import os
@@ -68,6 +71,7 @@ import sys
 import tempfile
 import time
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,6 +149,7 @@ CONFIGS = {c.key: c for c in (
     with_k("klh", "(kl) with players asked to sit 1.5 s back (--part-hold-back 1.5)",
            "--sidecar-arg", "stt=--beam-size=2", "--sidecar-arg", "stt=--cpu-threads=2", "--part-hold-back", "1.5"),
     with_k("z", "(k) with players asked to sit 1.5 s back (--part-hold-back 1.5)", "--part-hold-back", "1.5"),
+    with_k("kc", "(k) with caption parts held until the recogniser covers them (--caption-part-cut covered: before 2026-12-01 17:00)", "--caption-part-cut", "covered"),
     with_k("y", "(k) with words committed only by passes (--sidecar-arg stt=--pause-commit=off: the stt sidecar before 2026-12-01 13:30)", "--sidecar-arg", "stt=--pause-commit=off"),
     Config("f", "(b) with hls.js catching up (maxLiveSyncPlaybackRate 1.5)", "sidecast", ["--latency", "low"],
            {"lowLatencyMode": True, "maxLiveSyncPlaybackRate": 1.5}),
@@ -284,12 +289,7 @@ def caption_lateness(out: Path, rung: str = "720p") -> list[float]:
     """For every cue of the WebVTT parts: the moment the first part carrying it was written minus the moment
     the video part holding the cue's end was (file times, seconds): how far behind the video the captions
     reach the playlist. A cue later than a viewer's distance to the live edge cannot be shown in time."""
-    first: dict[tuple[float, float, str], float] = {}
-    for f in (out / "subs" / "en").glob("seg_*-*.vtt"):
-        written = f.stat().st_mtime
-        for a, b, text in _cues_in(f.read_text(errors="replace")):
-            if (a, b, text) not in first or written < first[(a, b, text)]:
-                first[(a, b, text)] = written
+    first = first_written(out / "subs" / "en")
     named: dict[tuple[int, int], float] = {}  # (segment, part) of each video part -> written
     for f in (out / "video" / rung).glob("seg_*-*.m4s"):
         m = re.search(r"seg_(\d+)-(\d+)\.m4s$", f.name)
@@ -309,6 +309,76 @@ def caption_lateness(out: Path, rung: str = "720p") -> list[float]:
     return sorted(lateness)
 
 
+def first_written(subs_dir: Path) -> dict[tuple[float, float, str], float]:
+    """Each cue of the WebVTT parts (media times, text as ``file_cues`` gives it) -> when the first part
+    carrying it was written (file time, the wall clock the browser's samples use too)."""
+    first: dict[tuple[float, float, str], float] = {}
+    for f in subs_dir.glob("seg_*-*.vtt"):
+        written = f.stat().st_mtime
+        for a, b, text in _cues_in(f.read_text(errors="replace")):
+            if (a, b, text) not in first or written < first[(a, b, text)]:
+                first[(a, b, text)] = written
+    return first
+
+
+def cue_parts(subs_dir: Path, segment_s: float = 2.0, part_s: float = 1 / 3) -> dict[tuple[float, float, str],
+                                                                            list[tuple[float, float]]]:
+    """Each cue of the WebVTT parts -> (when written, media time of the part's end) of every part carrying it;
+    the parts lie on the bench's grid (``segment_s`` segments of ``part_s`` parts, the defaults)."""
+    out: dict[tuple[float, float, str], list[tuple[float, float]]] = {}
+    for f in subs_dir.glob("seg_*-*.vtt"):
+        m = re.search(r"seg_(\d+)-(\d+)\.vtt$", f.name)
+        if not m:
+            continue
+        written, end = f.stat().st_mtime, min(int(m[1]) * segment_s + (int(m[2]) + 1) * part_s, (int(m[1]) + 1) * segment_s)
+        for cue in _cues_in(f.read_text(errors="replace")):
+            out.setdefault(cue, []).append((written, end))
+    return out
+
+
+def playhead_wall(samples: list[dict[str, Any]]) -> Callable[[float], float | None]:
+    """The wall clock (s) at which the player's playhead reached a position on its timeline, interpolated
+    between the report's samples (``ct``, ``wall``); None outside what was sampled."""
+    pts = sorted((float(s["ct"]), float(s["wall"]) / 1000) for s in samples
+                 if isinstance(s.get("ct"), (int, float)) and s["ct"] > 0 and isinstance(s.get("wall"), (int, float)))
+    cts = [c for c, _ in pts]
+
+    def at(ct: float) -> float | None:
+        i = bisect.bisect_left(cts, ct)
+        if not pts or i >= len(pts) or (i == 0 and ct < cts[0]):
+            return None
+        if i == 0 or cts[i] == ct:
+            return pts[i][1]
+        (c0, w0), (c1, w1) = pts[i - 1], pts[i]
+        return w0 + (ct - c0) / (c1 - c0) * (w1 - w0)
+    return at
+
+
+# hls.js loads no subtitle part that lies behind its playhead (subtitle-stream-controller: it loads from the
+# buffered end at the playhead onwards, and waits while the subtitle playlist ends behind it), so a part
+# helps a cue only if it is out before the playhead passes the part's end (and the cue's). A cue whose best
+# part was out less than this before could not be shown either: hls.js learns of the part (a blocking
+# playlist reload's answer) and fetches it, each 0.02-0.3 s on the bench's box. Such cues show as "never
+# reached the player".
+IN_TIME_S = 0.3
+
+
+def missed_causes(missed: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The captions not shown while due, by where they were lost (``margin``: see ``caption_visibility``):
+    ``late`` (no part carrying the cue was written before the playhead passed its end and the cue's),
+    ``tight`` (less than ``IN_TIME_S`` before), ``lost`` (in time, yet not shown: a delivery or player
+    fault), ``unknown`` (no part or no playhead time)."""
+    out: dict[str, list[dict[str, Any]]] = {"late": [], "tight": [], "lost": [], "unknown": []}
+    for c in missed:
+        m = c.get("margin")
+        out["unknown" if m is None else "late" if m <= 0 else "tight" if m < IN_TIME_S else "lost"].append(c)
+    return out
+
+
+def _margins(cues: list[dict[str, Any]]) -> str:
+    return f" ({min(c['margin'] for c in cues):+.2f} to {max(c['margin'] for c in cues):+.2f} s)" if cues else ""
+
+
 def _cues_in(text: str) -> list[tuple[float, float, str]]:
     return [(round(int(h1) * 3600 + int(m1) * 60 + float(s1), 3), round(int(h2) * 3600 + int(m2) * 60 + float(s2), 3),
              " ".join(t.split()))
@@ -318,13 +388,20 @@ def _cues_in(text: str) -> list[tuple[float, float, str]]:
 
 def caption_visibility(cues_seen: list[dict[str, Any]], written: list[tuple[float, float, str]],
                        played: tuple[float, float], cues_added: list[dict[str, Any]] | None = None,
-                       details: list[dict[str, Any]] | None = None) -> tuple[int, int]:
+                       details: list[dict[str, Any]] | None = None,
+                       written_at: dict[tuple[float, float, str], list[tuple[float, float]]] | None = None,
+                       passed_at: Callable[[float], float | None] | None = None) -> tuple[int, int]:
     """(visible, due): of the cues sidecast wrote whose time falls inside what this viewer played, how many
     the player showed while they were due (first seen before their end, on its own timeline). A cue that
     reached the player after its time passed is never active, so never seen: it counts as not visible.
     The player's timeline is sidecast's media time plus a constant, found from the cues seen.
     ``details``: one record per due cue is appended (its times, whether shown, and the playhead when it
-    reached the text track, from ``cues_added``: after its end = it came too late; none = never came)."""
+    reached the text track, from ``cues_added``: after its end = it came too late; none = never came).
+    With ``written_at`` (``cue_parts``) and ``passed_at`` (``playhead_wall``) each record also has ``margin``:
+    over the parts carrying the cue, the most by which one was written before the playhead passed the end of
+    that part or of the cue, whichever comes first (negative: no part of it was out in time for this
+    viewer, whose hls.js loads no part behind its playhead); ``first_margin`` the same for the end of the
+    cue and its first part written, whatever its time."""
     by_text: dict[str, list[tuple[float, float]]] = {}
     for a, b, text in written:
         by_text.setdefault(text, []).append((a, b))
@@ -341,17 +418,24 @@ def caption_visibility(cues_seen: list[dict[str, Any]], written: list[tuple[floa
     # the offset most seen cues agree on (a phrase said twice, or the looped speech, matches several cues)
     off = max(offsets, key=agreeing)
     lo, hi = played
-    due = [(a + off, b + off, t) for a, b, t in written if a + off >= lo and b + off <= hi]
+    due = [(a + off, b + off, t, (written_at or {}).get((a, b, t), [])) for a, b, t in written
+           if a + off >= lo and b + off <= hi]
     visible = 0
-    for a, b, t in due:
+    for a, b, t, parts in due:
         shown = any(" ".join(str(c["text"]).split()) == t and abs(c["start"] - a) < 0.05 and c["seenAt"] <= b
                     for c in cues_seen)
         visible += shown
         if details is not None:
             arrived = [float(c["addedAt"]) for c in cues_added or []
                        if " ".join(str(c["text"]).split()) == t and abs(float(c["start"]) - a) < 0.05]
+            margins = [(p - w) for w, q in parts if passed_at is not None
+                       for p in [passed_at(min(b, q + off))] if p is not None]
+            passed = passed_at(b) if passed_at is not None else None
             details.append({"start": round(a, 3), "end": round(b, 3), "text": t[:60], "visible": shown,
-                            "added_at": min(arrived) if arrived else None})
+                            "added_at": min(arrived) if arrived else None,
+                            "margin": round(max(margins), 3) if margins else None,
+                            "first_margin": round(passed - min(w for w, _ in parts), 3)
+                            if passed is not None and parts else None})
     return visible, len(due)
 
 
@@ -403,7 +487,8 @@ def measure(base: str, cfg: Config, sent: dict[int, float], seconds: float, join
             cts = [s["ct"] for s in report.samples if isinstance(s.get("ct"), (int, float)) and s["ct"] > 0]
             if cts:
                 v, d = caption_visibility(raw.get("cues") or [], file_cues(subs_dir), (min(cts) + SETTLE_S, max(cts)),
-                                          raw.get("cuesAdded") or [], caption_details)
+                                          raw.get("cuesAdded") or [], caption_details,
+                                          cue_parts(subs_dir), playhead_wall(report.samples))
                 visible, due = visible + v, due + d
         for k, v in (raw.get("eventCounts") or {}).items():
             counts[k] = counts.get(k, 0) + v
@@ -543,7 +628,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60, help="playback measured per configuration [60]")
     ap.add_argument("--joins", type=int, default=3, help="viewers per configuration, one after the other, "
                     "sharing --seconds [3]")
-    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l to z, kl, klh on request; one named twice runs twice")
+    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l to z, kl, klh, kc on request; one named twice runs twice")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs and logs (and each "
                     "viewer's raw report, with hls.js's caption log lines)")
@@ -615,6 +700,16 @@ def main() -> None:
                 by = ", ".join(f"{c['added_at'] - c['end']:+.2f} s" for c in late)
                 print(f"   captions not shown while due: {len(late)} reached the player after their end ({by}), "
                       f"{never} never reached it, {len(missed) - len(late) - never} other", flush=True)
+                causes = missed_causes(missed)
+                print(f"   ... by when the parts carrying each were written against the playhead passing them (hls.js "
+                      f"loads no part behind its playhead): "
+                      f"after it {len(causes['late'])}{_margins(causes['late'])}, less than {IN_TIME_S} s before "
+                      f"{len(causes['tight'])}{_margins(causes['tight'])}, in time but not shown {len(causes['lost'])}"
+                      f"{_margins(causes['lost'])}, unknown {len(causes['unknown'])}", flush=True)
+            shown = [c["margin"] for c in r.get("captions") or [] if c["visible"] and c.get("margin") is not None]
+            if shown:
+                print(f"   captions shown: a part written {min(shown):.2f}-{max(shown):.2f} s (median "
+                      f"{statistics.median(shown):.2f} s) before the playhead passed it", flush=True)
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"\nafter: {uptime}\n")
     print("| config | median | p95 | max | per viewer (median) | stalls (waiting / hls.js) | readings | load (1 min) |")

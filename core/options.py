@@ -236,6 +236,12 @@ class RunOptions:
         "--part-hold-back", parse=_seconds("--part-hold-back", 0.2, 30.0),
         help="low latency: how far behind the live edge players are asked to sit (PART-HOLD-BACK), seconds "
              "(default: three parts); more lets late captions reach viewers in time, at that cost in latency"))
+    caption_part_cut: str | None = field(default=None, metadata=opt(
+        "--caption-part-cut", choices=("decided", "covered"),
+        help="low latency: when a WebVTT part is written: decided (as soon as the captioners have decided "
+             "part of it, so a cue's last part goes out with the cue; the default) or covered (only once they "
+             "have decided all of it, the behaviour before 2026-12-01; a cue's last part then waits for the "
+             "next words)"))
     passthrough: bool = field(default=False, metadata=opt(
         "--passthrough",
         help="package the source's H.264/H.265 as it is (no re-encoding, one rendition, segments cut on its "
@@ -283,6 +289,8 @@ class RunOptions:
             if self.part_hold_back < 2 * self.part_duration:
                 raise ConfigError(f"--part-hold-back {self.part_hold_back:g}: must be at least two parts "
                                   f"({2 * self.part_duration:.3f} s, RFC 8216bis 4.4.3.8)")
+        if self.caption_part_cut is not None and self.latency != "low":
+            raise ConfigError("--caption-part-cut is a low-latency setting: add --latency low")
         if self.target_anchor:
             if self.target_vmaf is None:
                 raise ConfigError("--target-anchor corrects --target-vmaf N: add --target-vmaf")

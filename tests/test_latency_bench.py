@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -106,3 +107,47 @@ def test_a_configuration_run_twice_gets_a_folder_of_its_own(tmp_path: Path) -> N
     assert fresh_tag(tmp_path, "k") == "k2"
     (tmp_path / "k2-out").mkdir()
     assert fresh_tag(tmp_path, "k") == "k3" and fresh_tag(tmp_path, "u") == "u"
+
+
+def test_a_missed_caption_is_told_apart_by_when_its_part_was_written(tmp_path: Path) -> None:
+    """hls.js never loads a subtitle part that lies behind its playhead, so a cue whose part reached the
+    playlist after the viewer's playhead passed its end shows as 'never reached the player', just as a part
+    lost on the way would. The bench tells them apart by when the first part carrying each cue was written
+    (its file time) against the wall time the playhead passed the cue's end: real WebVTT parts, a player
+    report 10 s ahead of sidecast's media time."""
+    from sidecast.contract.records import Cue
+    from sidecast.core.captions import render_vtt_part
+    from sidecast.hls import timebase
+
+    b = bench()
+    subs = tmp_path / "subs" / "en"
+    subs.mkdir(parents=True)
+    cues = [Cue(0.1, 0.4, "shown in time", id="a"), Cue(0.6, 0.9, "written after it was over", id="b"),
+            Cue(1.1, 1.4, "written just before", id="c"), Cue(1.6, 1.9, "written in time but not shown", id="d")]
+    wall = lambda ct: 90.6 + ct  # noqa: E731  the playhead reaches player time ct at this wall time
+    written = [wall(10.4) - 1.0, wall(10.9) + 0.1, wall(11.4) - 0.1, wall(11.9) - 1.0]
+    # one more cue over two parts: the first out 0.35 s before the cue's end but after the playhead left that
+    # part, the second after the cue's end: hls.js, which loads no part behind its playhead, got neither
+    cues += [Cue(2.1, 2.9, "its parts came after the playhead left them", id="e")] * 2
+    written += [wall(12.5) + 0.05, wall(12.9) + 0.1]
+    for n, (cue, at) in enumerate(zip(cues, written, strict=True)):
+        path = subs / f"seg_{n // 4:06d}-{n % 4}.vtt"  # 2 s segments of four 0.5 s parts
+        path.write_text(render_vtt_part([cue], n * 0.5, n * 0.5 + 0.5, timebase.media_to_pts(n * 0.5)))
+        os.utime(path, (at, at))
+    samples = [{"ct": 10.0 + i * 0.25, "wall": wall(10.0 + i * 0.25) * 1000} for i in range(14)]
+    seen = [{"text": "shown in time", "start": 10.1, "end": 10.4, "seenAt": 10.15}]
+    added = [{**seen[0], "addedAt": 10.05}]
+    details: list[dict[str, Any]] = []
+    visible, due = b.caption_visibility(seen, b.file_cues(subs), (10.0, 13.0), added, details,
+                                        b.cue_parts(subs, 2.0, 0.5), b.playhead_wall(samples))
+    assert (visible, due) == (1, 5)
+    margins = {d["text"]: [d["margin"], d["first_margin"]] for d in details}
+    assert margins.pop("its parts came after the playhead left them") == pytest.approx([-0.05, 0.35], abs=1e-3)
+    assert {k: v[0] for k, v in margins.items()} == {k: v[1] for k, v in margins.items()} == pytest.approx(
+        {"shown in time": 1.0, "written after it was over": -0.1, "written just before": 0.1,
+         "written in time but not shown": 1.0}, abs=1e-3)
+    causes = b.missed_causes([d for d in details if not d["visible"]])
+    assert [[d["text"] for d in causes[k]] for k in ("late", "tight", "lost", "unknown")] == [
+        ["written after it was over", "its parts came after the playhead left them"], ["written just before"],
+        ["written in time but not shown"], []]
+    assert b.playhead_wall(samples)(9.0) is None and b.playhead_wall(samples)(14.0) is None

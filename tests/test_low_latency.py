@@ -273,10 +273,11 @@ def test_caption_parts_carry_a_late_cue_with_its_own_timing(tmp_path: Path) -> N
 
 
 def test_caption_parts_wait_for_the_captioner_up_to_the_window(tmp_path: Path) -> None:
-    """A WebVTT part whose media has passed is held while the captioner's watermark is behind it (up to the
-    decision window), so a cue decided late still lands in the parts of its own time: hls.js loads a caption
-    part when its playhead reaches it, and a cue carried by a later part (what a spent window gives, 0 here)
-    reached the player after its end (docs/latency.md, "Captions at low latency": 2 of 16 shown)."""
+    """A WebVTT part whose media has passed is held while the captioner's watermark has not passed its start
+    (up to the decision window), so a cue decided late still lands in the parts of its own time: hls.js loads
+    a caption part when its playhead reaches it, and a cue carried by a later part (what a spent window
+    gives, 0 here) reached the player after its end (docs/latency.md, "Captions at low latency": 2 of 16
+    shown). The cue is open from the part's start: nothing of the part is decided."""
     from sidecast.contract.records import Cue
     from sidecast.core.outputs.base import JsonLines, StreamContext
     from sidecast.core.outputs.subtitles import SubtitleRendition
@@ -291,11 +292,11 @@ def test_caption_parts_wait_for_the_captioner_up_to_the_window(tmp_path: Path) -
                             window=6, timeline=tl, log=JsonLines(tmp_path / "log"), part_target=0.5)
         subs = SubtitleRendition(ctx, "en")
         subs.producers, subs.window_s = ["stt"], wait
-        tl.watermark("stt", 0.2)                  # a cue is open from 0.2 s: the captioner covers no further
+        tl.watermark("stt", 0.0)                  # a cue is open from 0 s: the captioner covers no further
         for t in (0.55, 1.05, 1.55):
             subs.frame(None, t, 0)
         before = sorted(p.name for p in (out / "subs" / "en").glob("seg_000000-*.vtt"))
-        tl.add("stt", Cue(0.2, 1.2, "decided late", id="a"))
+        tl.add("stt", Cue(0.0, 1.2, "decided late", id="a"))
         tl.watermark("stt", 2.1)
         subs.frame(None, 2.05, 0)
         after = {p.name: p.read_text() for p in (out / "subs" / "en").glob("seg_000000-*.vtt")}
@@ -303,9 +304,55 @@ def test_caption_parts_wait_for_the_captioner_up_to_the_window(tmp_path: Path) -
     held, at_once = written[30.0], written[0.0]
     assert held[0] == [] and at_once[0] == ["seg_000000-0.vtt", "seg_000000-1.vtt", "seg_000000-2.vtt"]
     # held: the cue lands in its own parts; at once: it comes in the next part, never re-timed
-    assert "00:00:00.200 --> 00:00:01.200\ndecided late" in held[1]["seg_000000-0.vtt"]
+    assert "00:00:00.000 --> 00:00:01.200\ndecided late" in held[1]["seg_000000-0.vtt"]
     assert "decided late" not in at_once[1]["seg_000000-0.vtt"]
-    assert "00:00:00.200 --> 00:00:01.200\ndecided late" in at_once[1]["seg_000000-3.vtt"]
+    assert "00:00:00.000 --> 00:00:01.200\ndecided late" in at_once[1]["seg_000000-3.vtt"]
+
+
+@pytest.mark.parametrize("cut_decided", [True, False])
+def test_a_cues_last_part_goes_out_with_the_cue_not_after_the_next_words(tmp_path: Path, cut_decided: bool) -> None:
+    """The part holding a cue's end reaches past it, into words the captioner has not decided yet (its
+    watermark stops at the next cue's start until that cue is final). Held until the watermark covered it
+    (``--caption-part-cut covered``, before 2026-12-01), that part waited for the next cue, and hls.js, which
+    loads no subtitle part behind its playhead nor anything while the subtitle playlist ends behind it,
+    never got a cue that became final with the playhead in its last part (docs/latency.md, thirteenth
+    session). Now (``decided``) it goes out with the cue; the next cue, which starts inside it, comes with
+    the next part at its own times, when final: what the held part would have carried then."""
+    from sidecast.contract.records import Cue
+    from sidecast.core.outputs.base import JsonLines, StreamContext
+    from sidecast.core.outputs.subtitles import SubtitleRendition
+    from sidecast.core.timeline import Timeline
+
+    tl = Timeline()
+    tl.set_live("stt", True)
+    ctx = StreamContext(outdir=tmp_path, width=320, height=240, fps=30, has_audio=False, segment_duration=2.0,
+                        window=6, timeline=tl, log=JsonLines(tmp_path / "log"), part_target=0.5)
+    subs = SubtitleRendition(ctx, "en")
+    subs.producers, subs.window_s, subs.cut_decided = ["stt"], 30.0, cut_decided
+    parts = tmp_path / "subs" / "en"
+
+    def written() -> dict[str, str]:
+        return {p.name: p.read_text() for p in sorted(parts.glob("seg_000000-*.vtt"))}
+
+    tl.watermark("stt", 0.0)                       # the first cue is being spoken from 0 s
+    subs.frame(None, 1.55, 0)
+    assert written() == {}                         # nothing of any part decided: all held, either way
+    tl.add("stt", Cue(0.0, 1.2, "first", id="a"))  # final; the next cue is open from 1.3 s
+    tl.watermark("stt", 1.3)
+    subs.frame(None, 1.6, 0)
+    first = written()
+    assert all("00:00:00.000 --> 00:00:01.200\nfirst" in first[f"seg_000000-{n}.vtt"] for n in (0, 1))
+    if cut_decided:                                # [1.0, 1.5): the watermark passed its start
+        assert "00:00:00.000 --> 00:00:01.200\nfirst" in first["seg_000000-2.vtt"]
+    else:                                          # held for the next cue
+        assert "seg_000000-2.vtt" not in first
+    tl.add("stt", Cue(1.3, 1.9, "second", id="b"))
+    tl.watermark("stt", 2.1)
+    subs.frame(None, 2.05, 0)
+    after = written()
+    assert "00:00:01.300 --> 00:00:01.900\nsecond" in after["seg_000000-3.vtt"]
+    assert ("second" in after["seg_000000-2.vtt"]) is not cut_decided
+    assert after["seg_000000-2.vtt"] == first.get("seg_000000-2.vtt", after["seg_000000-2.vtt"])  # never rewritten
 
 
 def test_a_segment_end_learnt_after_its_last_part_adds_no_empty_part(tmp_path: Path) -> None:

@@ -11,8 +11,18 @@ master playlist can list them from its first version.
 
 Low latency (``--latency low``): the rendition also lists WebVTT parts on a PART-TARGET grid from each
 segment's start. A part is written once the media has passed its end and the caption sidecars' watermark
-covers it, or the decision window after that has run out; a cue decided after its part was published is
-carried by the next part with its original timing (never lost, never shown early).
+has passed its start (``--caption-part-cut decided``, the default) or covers all of it (``covered``), or the
+decision window after that has run out; a cue decided after its part was published is carried by the next
+part with its original timing (never lost, never shown early).
+
+Why "passed its start" is enough: every cue starting before the watermark is final, so the part carries all
+it can; a cue still being decided starts after the watermark and is carried, when final, by the next parts
+it overlaps (or, ending inside this part, by the next part), written at the moment this one would have been.
+Waiting for the watermark to cover the whole part held a cue's *last* part until the captioner committed
+the words after the cue (one more recogniser pass, ~0.8 s, or the next cue's end), and hls.js loads no
+subtitle part that lies behind its playhead, nor anything while the subtitle playlist ends behind it: a cue
+that became final with the playhead inside its last part never reached the player (docs/latency.md,
+thirteenth session).
 """
 
 from __future__ import annotations
@@ -64,6 +74,7 @@ class SubtitleRendition(Output):
         # low latency: the part grid, what the caption sidecars are, and which cues parts carried
         self.producers: list[str] = []
         self.window_s = 0.0
+        self.cut_decided = True  # --caption-part-cut decided: a part waits for the watermark to pass its start
         self._seg, self._part, self._start = 0, 0, 0.0
         self._ends: dict[int, float] = {}
         self._due_since: dict[tuple[int, int], float] = {}
@@ -100,6 +111,14 @@ class SubtitleRendition(Output):
         return all(self.ctx.timeline.watermark_of(n) >= t - 1e-6 for n in self.producers
                    if n in self.ctx.timeline.live_sidecars())
 
+    def _decided(self, start: float, end: float) -> bool:
+        """May the part [start, end) be written: the captioners decided all of it, or (``cut_decided``) some
+        of it: every watermark is past its start (see the module's docstring)."""
+        if self._covered(end):
+            return True
+        return self.cut_decided and all(self.ctx.timeline.watermark_of(n) > start + 1e-6 for n in self.producers
+                                        if n in self.ctx.timeline.live_sidecars())
+
     def _cut_parts(self, now_t: float, force_until: float | None) -> None:
         """Write every part the media has passed and the captions cover (or whose window ran out);
         ``force_until``: write up to there regardless (the segment is being published)."""
@@ -115,7 +134,7 @@ class SubtitleRendition(Output):
                 if now_t < part_end:
                     return
                 since = self._due_since.setdefault((self._seg, self._part), time.monotonic())
-                if not self._covered(part_end) and time.monotonic() < since + self.window_s:
+                if not self._decided(self._start + self._part * pt, part_end) and time.monotonic() < since + self.window_s:
                     return
             if not (end is not None and self._part > 0 and part_end - (self._start + self._part * pt) < 1e-3):
                 self._write_part(self._start + self._part * pt, part_end)
