@@ -212,3 +212,36 @@ def test_a_rested_track_captions_again(prog: rs.Programme, spec: engine.ModelSpe
     assert_well_formed(finals)
     said, heard = said_after(prog, finals, resumed + 2.0)
     assert said and rs.wer(said, heard) <= 0.3, (said, heard)
+
+
+def test_a_batch_round_that_fails_fails_its_passes_not_the_shared_scheduler(
+        prog: rs.Programme, spec: engine.ModelSpec, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every stream of the process waits on the scheduler's threads (engine.PassBatcher): one that died on a
+    # round it could not finish left that pass, and every later pass of every stream, waiting for ever.
+    model = engine.load_model(spec)
+    b = engine.PassBatcher(model, workers=1)
+    d = engine.Decoder(model, engine.DecodeOptions(language=None, beam_size=1), batcher=b)
+    audio = prog.audio[int(1.0 * SAMPLE_RATE):int(4.5 * SAMPLE_RATE)]  # "And Mister John Dashwood ..."
+    real = engine.decode_batch
+    rounds: list[int] = []
+
+    def decode_batch(m: Any, items: Any) -> Any:
+        rounds.append(len(items))
+        return [] if len(rounds) == 1 else real(m, items)  # a round whose results do not match its passes
+
+    monkeypatch.setattr(engine, "decode_batch", decode_batch)
+    failed: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            d.decode(audio)
+        except Exception as exc:  # noqa: BLE001
+            failed.append(exc)
+
+    th = threading.Thread(target=first, daemon=True)
+    th.start()
+    th.join(timeout=120)  # only stops a hung test
+    assert not th.is_alive(), "the pass never came back: the scheduler thread died"
+    assert len(failed) == 1 and isinstance(failed[0], ValueError), failed
+    words = rs.normalise(" ".join(w.text for seg in d.decode(audio) for w in seg.words))
+    assert "dashwood" in words, words
