@@ -245,3 +245,40 @@ def test_a_batch_round_that_fails_fails_its_passes_not_the_shared_scheduler(
     assert len(failed) == 1 and isinstance(failed[0], ValueError), failed
     words = rs.normalise(" ".join(w.text for seg in d.decode(audio) for w in seg.words))
     assert "dashwood" in words, words
+
+
+def test_a_translation_that_fails_outside_the_engine_skips_one_cue_and_never_holds_the_watermark(
+        spec: engine.ModelSpec) -> None:
+    # Anything but the engine's own call failing (here the benchmark hook) ended the translation thread and
+    # left the cue among the starts the watermark waits for: every later segment waited the decision window.
+    from sidecast.sidecars.stt import translation
+
+    route = translation.route(translation.load_engines(), "en", "es")
+    if route is None:
+        pytest.skip("no installed engine translates en to es (Debian apertium-en-es)")
+    sc = SttSidecar(spec=spec)
+    published: list[Any] = []
+    sc._publish = published.append
+    tr = stt._Translations(routes=[route])
+    sc._translations = tr
+    calls: list[str] = []
+
+    def hook(target: str, cue: Cue, spent: float) -> None:
+        calls.append(cue.id)
+        if len(calls) == 1:
+            raise Boom("injected failure after the first translation")
+
+    sc.on_translate = hook
+    tr.worker = threading.Thread(target=sc._translate_worker, args=(tr,), daemon=True)
+    tr.worker.start()
+    for k, text in enumerate(["The conference is now locked.", "No more messages."]):
+        sc._queue_translation(Cue(start=2.0 * k, end=2.0 * k + 1.5, text=text, final=True, language="en",
+                                  track="", words=(), id=f"cc-{k}"))
+    tr.todo.put(None)
+    tr.worker.join(timeout=120)  # only stops a hung test
+    assert not tr.worker.is_alive()
+    with tr.lock:
+        assert tr.pending == []  # nothing left for the watermark to wait on
+    es = [c for c in published if isinstance(c, Cue) and c.track == "es"]
+    assert [c.id for c in es] == ["es-cc-0", "es-cc-1"], es  # the second cue was translated too
+    assert any(isinstance(r, SidecarReport) and "Boom" in r.message for r in published), published
