@@ -7,6 +7,7 @@ and ``--model PATH`` takes any CTranslate2 Whisper directory already on disk.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -21,6 +22,8 @@ import numpy as np
 from sidecast.contract.errors import ConfigError
 
 from .guards import DecodedSegment, DecodedWord
+
+log = logging.getLogger("sidecast.stt")
 
 SAMPLE_RATE = 16_000
 Task = Literal["transcribe", "translate"]
@@ -533,27 +536,41 @@ class PassBatcher:
 
     def _run(self) -> None:
         while True:
-            with self._cond:
-                while not self._queue:
-                    self._cond.wait()
-                # Streams whose passes ran in the last batch need a moment (VAD, the recogniser's own
-                # work) to submit their next one; without this wait two halves of the streams take
-                # turns, each batch half as large as it could be.
-                # With several workers each takes its share of the busy streams' passes.
-                deadline = time.monotonic() + self.gather
-                while (len(self._queue) < self._share(time.monotonic())
-                       and (left := deadline - time.monotonic()) > 0):
-                    self._cond.wait(left)
-                if not self._queue:  # another worker took them while this one waited
-                    continue
-                self._queue.sort(key=lambda q: q[0].submitted)
-                n = min(self.max_batch, max(1, self._share(time.monotonic())))
-                taken, self._queue = self._queue[:n], self._queue[n:]
-                self._adapt([time.monotonic() - item.submitted for item, _, _ in taken])
-            batch_stats(self.model).rounds += 1
-            boxes = {id(item): (done, box) for item, done, box in taken}
-            for group in self.groups([item for item, _, _ in taken]):
-                self._run_group(group, boxes)
+            taken: list[tuple[PassInput, threading.Event, list[Any]]] = []
+            try:
+                self._round(taken)
+            except Exception as exc:  # noqa: BLE001 (the scheduler must outlive any one round)
+                # Every stream of the process waits on this thread: a round that fails fails its own
+                # passes (each stream's sidecar recovers), never the scheduler.
+                log.exception("stt: a batch round failed; its passes fail, the scheduler goes on")
+                for _, done, box in taken:
+                    if not done.is_set():
+                        box.append(exc)
+                        done.set()
+
+    def _round(self, taken: list[tuple[PassInput, threading.Event, list[Any]]]) -> None:
+        """Take the passes due (into ``taken``) and run them."""
+        with self._cond:
+            while not self._queue:
+                self._cond.wait()
+            # Streams whose passes ran in the last batch need a moment (VAD, the recogniser's own
+            # work) to submit their next one; without this wait two halves of the streams take
+            # turns, each batch half as large as it could be.
+            # With several workers each takes its share of the busy streams' passes.
+            deadline = time.monotonic() + self.gather
+            while (len(self._queue) < self._share(time.monotonic())
+                   and (left := deadline - time.monotonic()) > 0):
+                self._cond.wait(left)
+            if not self._queue:  # another worker took them while this one waited
+                return
+            self._queue.sort(key=lambda q: q[0].submitted)
+            n = min(self.max_batch, max(1, self._share(time.monotonic())))
+            taken[:], self._queue = self._queue[:n], self._queue[n:]
+            self._adapt([time.monotonic() - item.submitted for item, _, _ in taken])
+        batch_stats(self.model).rounds += 1
+        boxes = {id(item): (done, box) for item, done, box in taken}
+        for group in self.groups([item for item, _, _ in taken]):
+            self._run_group(group, boxes)
 
     def _adapt(self, waits: list[float]) -> None:
         """Move ``pace`` after a round from how long its passes waited (submitted to taken)."""

@@ -53,6 +53,9 @@ CHUNK_PROMPT = 60   # characters of committed text a chunk pass is prompted with
                     # 3 s of audio: 0.25 CPU s at 200, 0.16 s at 60), and a chunk pass already has 2 s of committed
                     # speech as audio context; fewer words wrong too (docs/captions.md, "Chunks under load")
 IDLE_AFTER = 1.0    # wall seconds without new audio before held words are settled (StreamingRecognizer.settle_idle)
+FAIL_LIMIT = 3      # failures of one track within FAIL_WINDOW seconds of audio: it rests for BACKOFF seconds of
+FAIL_WINDOW = 30.0  # audio instead of failing on every pass (docs/captions.md, "When a pass fails"); fewer: it is
+BACKOFF = 30.0      # reset at the current audio and goes on at once
 
 
 @dataclass
@@ -62,6 +65,12 @@ class _Track:
     decoder: Decoder | None = None
     pass_wall: float = 0.0  # wall seconds of its recent passes, smoothed (step_seconds)
     chunk: bool = False     # its next pass is a chunk pass (next_pass_end, --load-policy chunk)
+    failed_at: list[float] = field(default_factory=list)  # audio seconds of its recent failures (FAIL_WINDOW)
+    down_until: float | None = None  # resting after repeated failures until the audio reaches this (BACKOFF)
+
+    @property
+    def down(self) -> bool:
+        return self.down_until is not None
 
 
 LID_SPEECH = 6.0     # seconds of speech language identification waits for (or LID_AUDIO of audio):
@@ -149,7 +158,11 @@ class SttSidecar(Sidecar):
         self._flushed = threading.Event()
         self._expected: int | None = None
         self._watermark: float | None = None
-        self._failure: str | None = None
+        self._failure: str | None = None      # the worker itself is gone (a failure recovery could not handle)
+        self.failures = 0                      # passes/checks that raised and were recovered from (_track_failed)
+        self.backoffs = 0                      # times a track rested after FAIL_LIMIT failures
+        self._revivals = 0                     # worker threads started again after one died (on_audio)
+        self._revive = False                   # the next audio starts fresh tracks without a flush
         self._commit_lags: list[float] = []   # since the last stt_passes report (see pass_stats)
         self._cue_lags: list[float] = []      # the same for each word of a final cue, when the cue was final
         self._stats_at = 0.0                   # media time of the last stt_passes report
@@ -208,10 +221,16 @@ class SttSidecar(Sidecar):
 
     def on_audio(self, chunk: AudioChunk) -> Handled:
         if self._failure:
-            failure, self._failure = self._failure, "reported"
-            if failure != "reported":
-                raise RuntimeError(failure)
-            return None
+            if self._failure == "reported":
+                return None
+            failure = self._failure
+            if self._revivals >= FAIL_LIMIT:  # it keeps dying: captions stop, the stream goes on
+                self._failure = "reported"
+                raise RuntimeError(f"{failure}; captions stop for this stream")
+            # The worker thread has ended: a new one, with fresh tracks at this audio (cue ids go on).
+            self._revivals += 1
+            self._failure, self._worker, self._revive = None, None, True
+            raise RuntimeError(f"{failure}; captions start again at the newest audio")
         if chunk.sample_rate != SAMPLE_RATE:
             raise ValueError(f"stt needs {SAMPLE_RATE} Hz audio, got {chunk.sample_rate} Hz")
         x = chunk.samples
@@ -221,7 +240,8 @@ class SttSidecar(Sidecar):
         start = round(chunk.pts * SAMPLE_RATE)
         if self._worker is None:
             self._start_worker()
-        if not self.tracks or (self._expected is not None and abs(start - self._expected) > JUMP_SECONDS * SAMPLE_RATE):
+        if (not self.tracks or self._revive
+                or (self._expected is not None and abs(start - self._expected) > JUMP_SECONDS * SAMPLE_RATE)):
             self._restart_at(start)
         if self._watermark is None:
             # Nothing is decided yet, and None would let the runtime report the audio position instead.
@@ -278,7 +298,7 @@ class SttSidecar(Sidecar):
         context = self.tracks[0].recognizer.keep_context if self.tracks else self.stream_config.keep_context
         return Generic(start=at, end=at, kind="stt_passes",
                        data={"batch": self.batch, "stream": mine, "model": shared, "commit_lag_s": lags,
-                             "cue_lag_s": cue_lags,
+                             "cue_lag_s": cue_lags, "failures": self.failures, "backoffs": self.backoffs,
                              "keep_context_s": round(context, 2), **load})
 
     def watermark(self) -> float | None:
@@ -423,13 +443,77 @@ class SttSidecar(Sidecar):
         for track, task, out_lang in tasks:
             decoder = Decoder(model, DecodeOptions(language=lang, task=task, beam_size=self.beam_size),  # type: ignore[arg-type]
                               batcher=engine.batcher(model, self.max_batch) if self.batch else None)
-            vad = engine.StreamVad() if self.vad == "incremental" else engine.speech_regions
-            rec = StreamingRecognizer(decoder.decode, vad, self.stream_config, start_sample)
-            if isinstance(vad, engine.StreamVad):
-                vad.follow(rec)
             builder = CueBuilder(self.style, track=track, language=out_lang, max_open=self.max_open)
-            tracks.append(_Track(rec, builder, decoder))
+            tracks.append(_Track(self._recognizer(decoder, start_sample), builder, decoder))
         return tracks
+
+    def _recognizer(self, decoder: Decoder, start_sample: int) -> StreamingRecognizer:
+        vad = engine.StreamVad() if self.vad == "incremental" else engine.speech_regions
+        rec = StreamingRecognizer(decoder.decode, vad, self.stream_config, start_sample)
+        if isinstance(vad, engine.StreamVad):
+            vad.follow(rec)
+        return rec
+
+    # ------------------------------------------------------------------ failures
+
+    def _track_failed(self, track: _Track, exc: BaseException) -> None:
+        """One pass, pause check or cue update of ``track`` raised: captions degrade, they do not stop.
+
+        The cue already open is closed with the words that were committed (cues already published stay),
+        the held words and the hypothesis are dropped, and the track starts again with a fresh recogniser
+        at the newest audio: a discontinuity in its cues, a few seconds of captions lost. After FAIL_LIMIT
+        failures within FAIL_WINDOW seconds of audio the track rests for BACKOFF seconds of audio instead
+        of failing on every pass; meanwhile it holds nothing back (its watermark follows the audio). Each
+        failure is a non-fatal report (the core's status: ``errors``, ``last_error``) and is counted in
+        ``stt_passes`` (``failures``, ``backoffs``)."""
+        self.failures += 1
+        log.exception("stt: track %r failed (%d failures in this stream); its held words are dropped and it "
+                      "starts again at the newest audio", track.builder.track, self.failures, exc_info=exc)
+        now = track.recognizer.received_end / SAMPLE_RATE
+        track.failed_at = [t for t in track.failed_at if now - t < FAIL_WINDOW] + [now]
+        self._reset_track(track)
+        name = f"track {track.builder.track!r}" if track.builder.track else "captions"
+        message = (f"stt: {name} failed at {now:.1f} s ({type(exc).__name__}: {exc}); "
+                   f"{self.failures} failures in this stream")
+        if len(track.failed_at) >= FAIL_LIMIT:
+            track.down_until = now + BACKOFF
+            track.failed_at = []
+            self.backoffs += 1
+            message += f"; {FAIL_LIMIT} within {FAIL_WINDOW:g} s: resting for {BACKOFF:g} s of audio"
+        else:
+            message += "; restarted at the newest audio"
+        try:
+            self.publish(SidecarReport(message[:500], fatal=False))
+        except Exception:  # noqa: BLE001 (the report is best effort; the recovery is not)
+            log.exception("stt: could not report a failure")
+
+    def _reset_track(self, track: _Track) -> None:
+        """Close the track's open cue with its committed words, and give it a fresh recogniser at the newest
+        audio (the decoder, its options and counters, stay)."""
+        old = track.builder
+        try:
+            finals, _ = old.update([], [], track.recognizer.frontier, final=True)
+            if not self.suppressed:
+                for cue in finals:
+                    self.publish(cue)
+                    self._queue_translation(cue)
+        except Exception:  # noqa: BLE001 (a broken builder loses its open cue, not the track)
+            log.exception("stt: could not close the open cue of track %r", track.builder.track)
+        fresh = CueBuilder(self.style, track=old.track, language=old.language, max_open=self.max_open)
+        fresh.count, fresh.last_end = old.count, old.last_end  # ids and order go on (as in _restart_at)
+        assert track.decoder is not None  # _make_tracks gives every track one
+        with self._cond:
+            track.builder = fresh
+            track.recognizer = self._recognizer(track.decoder, track.recognizer.received_end)
+            track.chunk = False
+
+    def _wake_rested(self) -> None:
+        """Tracks whose rest (BACKOFF) is over start again at the newest audio."""
+        for t in self.tracks:
+            if t.down_until is not None and t.recognizer.received_end / SAMPLE_RATE >= t.down_until:
+                t.down_until = None
+                self._reset_track(t)
+                log.warning("stt: track %r resumes after resting", t.builder.track)
 
     # ------------------------------------------------------------------ language
 
@@ -510,33 +594,46 @@ class SttSidecar(Sidecar):
 
     def _translate_worker(self, tr: _Translations) -> None:
         """Translate final source cues as they come, one at a time, and publish each translation with the
-        source cue's start and end on the target language's track."""
+        source cue's start and end on the target language's track. A cue whose translation fails in any way
+        is skipped and reported; it always leaves ``pending`` (the watermark), or the core would wait on
+        every segment for the rest of the stream."""
         while (cue := tr.todo.get()) is not None:
-            text = cue.text.replace("\n", " ")
-            for r in list(tr.routes):
-                if r.engine is None:
-                    continue
-                t0 = time.monotonic()
+            try:
+                self._translate_cue(tr, cue)
+            except Exception as exc:  # noqa: BLE001 (this cue's translations are lost, the next ones come)
+                log.exception("stt: translating a cue failed")
                 try:
-                    out = r.engine.translate(text, r.source, r.target)
-                except TimeoutError as exc:  # one sentence the engine choked on: skip it, keep the track
-                    self.publish(self._report_text(f"translation to {r.target} ({r.engine.name}) skipped one "
-                                                   f"cue: {exc}"))
-                    continue
-                except Exception as exc:  # a broken engine loses its track, never the source captions
-                    self.publish(self._report_text(f"translation to {r.target} ({r.engine.name}) failed: {exc}"))
-                    tr.routes = [x for x in tr.routes if x is not r]
-                    continue
-                spent = time.monotonic() - t0
-                tr.latencies.setdefault(r.target, []).append(spent)
-                lines = break_lines(out.split(), self.style) or [out]
-                tcue = Cue(start=cue.start, end=cue.end, text="\n".join(lines), final=True, language=r.target,
-                           track=r.target, words=(), id=f"{r.target}-{cue.id}")
-                self.publish(tcue)
-                if self.on_translate is not None:
-                    self.on_translate(r.target, tcue, spent)
-            with tr.lock:
-                tr.pending.remove(cue.start)
+                    self.publish(self._report_text(f"translation skipped one cue: {type(exc).__name__}: {exc}"))
+                except Exception:  # noqa: BLE001
+                    log.exception("stt: could not report a translation failure")
+            finally:
+                with tr.lock:
+                    tr.pending.remove(cue.start)
+
+    def _translate_cue(self, tr: _Translations, cue: Cue) -> None:
+        text = cue.text.replace("\n", " ")
+        for r in list(tr.routes):
+            if r.engine is None:
+                continue
+            t0 = time.monotonic()
+            try:
+                out = r.engine.translate(text, r.source, r.target)
+            except TimeoutError as exc:  # one sentence the engine choked on: skip it, keep the track
+                self.publish(self._report_text(f"translation to {r.target} ({r.engine.name}) skipped one "
+                                               f"cue: {exc}"))
+                continue
+            except Exception as exc:  # a broken engine loses its track, never the source captions
+                self.publish(self._report_text(f"translation to {r.target} ({r.engine.name}) failed: {exc}"))
+                tr.routes = [x for x in tr.routes if x is not r]
+                continue
+            spent = time.monotonic() - t0
+            tr.latencies.setdefault(r.target, []).append(spent)
+            lines = break_lines(out.split(), self.style) or [out]
+            tcue = Cue(start=cue.start, end=cue.end, text="\n".join(lines), final=True, language=r.target,
+                       track=r.target, words=(), id=f"{r.target}-{cue.id}")
+            self.publish(tcue)
+            if self.on_translate is not None:
+                self.on_translate(r.target, tcue, spent)
 
     def _queue_translation(self, cue: Cue) -> None:
         tr = self._translations
@@ -557,8 +654,9 @@ class SttSidecar(Sidecar):
             self._worker.start()
 
     def _restart_at(self, start_sample: int) -> None:
-        """Finish the current recognisers (publish what they hold) and start fresh ones at ``start_sample``."""
-        if self.tracks:
+        """Finish the current recognisers (publish what they hold) and start fresh ones at ``start_sample``
+        (after the worker died, ``_revive``: drop what they hold)."""
+        if self.tracks and not self._revive:
             self._flushed.clear()
             with self._cond:
                 self._flush = True
@@ -573,6 +671,7 @@ class SttSidecar(Sidecar):
                     new.decoder.batched_passes += old.decoder.batched_passes
                     new.decoder.max_batch = max(new.decoder.max_batch, old.decoder.max_batch)
             self.tracks = fresh
+            self._revive = False
         self._expected = start_sample
 
     def _publish_step(self, track: _Track, r: StepResult, final: bool, close: bool = False) -> None:
@@ -599,25 +698,25 @@ class SttSidecar(Sidecar):
         if partial is not None:
             self.publish(partial)
 
-    def _settle_idle(self, tracks: list[_Track]) -> None:
+    def _settle_idle(self, t: _Track) -> None:
         """No audio for IDLE_AFTER seconds: pass over what is left (less than a normal step), then commit
         the held words no second pass is coming for. Without this a file run could deadlock: the core
         stops reading while its caption output waits for words that wait for more audio."""
-        self._settled_at = self._expected
-        for t in tracks:
-            rec = t.recognizer
-            if (end := rec.next_pass_end(final=True)) is not None:  # the audio since the last pass, if any
-                self._publish_step(t, self._step(t, end), final=False)
-            settled = rec.settle_idle()
-            self._publish_step(t, settled, final=False)
-            if settled.committed:
-                log.info("stt: no audio for %.1f s; committed %d held words heard with %.1f s of audio after them",
-                         IDLE_AFTER, len(settled.committed), rec.cfg.idle_context)
-        self._update_watermark()
+        rec = t.recognizer
+        if (end := rec.next_pass_end(final=True)) is not None:  # the audio since the last pass, if any
+            self._publish_step(t, self._step(t, end), final=False)
+        settled = rec.settle_idle()
+        self._publish_step(t, settled, final=False)
+        if settled.committed:
+            log.info("stt: no audio for %.1f s; committed %d held words heard with %.1f s of audio after them",
+                     IDLE_AFTER, len(settled.committed), rec.cfg.idle_context)
 
     def _update_watermark(self) -> None:
         marks = []
         for t in self.tracks:
+            if t.down:  # resting after failures: it holds nothing back, the audio is its mark
+                marks.append(t.recognizer.received_end / SAMPLE_RATE)
+                continue
             m = t.recognizer.frontier
             if t.builder.open_start is not None:
                 m = min(m, t.builder.open_start)
@@ -703,65 +802,106 @@ class SttSidecar(Sidecar):
 
     def _run(self) -> None:
         try:
-            while True:
-                idle = False
-                with self._cond:
-                    while True:
-                        paused = [t for t in self.tracks if t.recognizer.pause_due()]
-                        todo = [(t, e) for t in self.tracks if (e := self.next_pass_end(t)) is not None]
-                        if paused or todo or self._stop or self._flush:
-                            break
-                        if self.tracks and self._settled_at != self._expected:
-                            quiet = time.monotonic() - self._audio_at
-                            if quiet >= IDLE_AFTER:
-                                idle = True
-                                break
-                            self._cond.wait(timeout=IDLE_AFTER - quiet + 0.01)
-                        else:
-                            self._cond.wait(timeout=1.0)
-                    stop, flush, tracks = self._stop, self._flush, list(self.tracks)
-                if self._lid_pending and tracks:
-                    self._identify(final=stop or flush or idle)  # idle: no more audio is coming soon
-                    rec = tracks[0].recognizer
-                    waiting = (rec.received_end - rec.buf_start) / SAMPLE_RATE < LID_AUDIO
-                    if self._lid_pending and waiting:  # hold the first passes for the language
-                        if not (stop or flush or idle):
-                            with self._cond:
-                                self._cond.wait(timeout=0.5)
-                            continue
-                if stop or flush:
-                    for t in tracks:
-                        self._publish_step(t, t.recognizer.finish(), final=True)
-                    self._update_watermark()
-                    with self._cond:
-                        self._flush = False
-                    self._flushed.set()
-                    if stop:
-                        return
-                    continue
-                if idle:
-                    self._settle_idle(tracks)
-                    continue
-                if paused:
-                    # Before any pass: held words whose speech has ended go out now (commit_paused), not
-                    # after the next pass, which may take a second.
-                    for t in paused:
-                        self._publish_step(t, t.recognizer.commit_paused(), final=False)
-                    self._update_watermark()
-                for t, end in todo:
-                    t0 = time.monotonic()
-                    chunk = t.chunk  # _step runs a chunk pass when the stream is in chunk mode
-                    r = self._step(t, end)
-                    self._publish_step(t, r, final=False, close=chunk)
-                    log.debug("stt pass %.2fs for %.2fs of buffer", time.monotonic() - t0,
-                              (end - t.recognizer.buf_start) / SAMPLE_RATE)
-                self._update_watermark()
-                if (self._expected or 0) / SAMPLE_RATE - self._stats_at >= STATS_EVERY:
-                    self.publish(self.pass_stats())
-        except Exception as exc:  # captions stop, the stream goes on; the core hears it on the next chunk
+            while not self._iteration():
+                pass
+        except Exception as exc:  # recovery itself failed: captions stop, the stream goes on
             log.exception("stt worker failed")
             self._failure = f"stt worker failed: {type(exc).__name__}: {exc}"
             self._flushed.set()
+
+    def _iteration(self) -> bool:
+        """Wait for work, do it; True once the stream has ended. A failure in one track's pass, pause
+        check or cue update is that track's (``_track_failed``), one elsewhere every live track's: the
+        worker goes on either way."""
+        idle = False
+        with self._cond:
+            while True:
+                live = [t for t in self.tracks if not t.down]
+                rested = any(t.down_until is not None and t.recognizer.received_end / SAMPLE_RATE >= t.down_until
+                             for t in self.tracks)
+                paused = [t for t in live if t.recognizer.pause_due()]
+                todo = [(t, e) for t in live if (e := self.next_pass_end(t)) is not None]
+                if paused or todo or rested or self._stop or self._flush:
+                    break
+                if len(live) < len(self.tracks):
+                    self._update_watermark()  # a resting track's mark follows the audio as it comes
+                if self.tracks and self._settled_at != self._expected:
+                    quiet = time.monotonic() - self._audio_at
+                    if quiet >= IDLE_AFTER:
+                        idle = True
+                        break
+                    self._cond.wait(timeout=IDLE_AFTER - quiet + 0.01)
+                else:
+                    self._cond.wait(timeout=1.0)
+            stop, flush = self._stop, self._flush
+        if self._lid_pending and live:
+            try:
+                self._identify(final=stop or flush or idle)  # idle: no more audio is coming soon
+            except Exception as exc:  # noqa: BLE001 (captions go on in the configured language)
+                self._lid_pending = False
+                self.failures += 1
+                log.exception("stt: language identification failed; the configured language stays")
+                self.publish(self._report_text(f"stt: language identification failed ({type(exc).__name__}: "
+                                               f"{exc}); captions go on in {self.language}"))
+            rec = live[0].recognizer
+            waiting = (rec.received_end - rec.buf_start) / SAMPLE_RATE < LID_AUDIO
+            if self._lid_pending and waiting and not (stop or flush or idle):  # hold the first passes for it
+                with self._cond:
+                    self._cond.wait(timeout=0.5)
+                return False
+        if stop or flush:
+            self._finish_tracks()
+            with self._cond:
+                self._flush = False
+            self._flushed.set()
+            return stop
+        current = live
+        try:
+            if rested:
+                self._wake_rested()
+                return False
+            if idle:
+                self._settled_at = self._expected
+                for t in live:
+                    current = [t]
+                    self._settle_idle(t)
+                self._update_watermark()
+                return False
+            if paused:
+                # Before any pass: held words whose speech has ended go out now (commit_paused), not
+                # after the next pass, which may take a second.
+                for t in paused:
+                    current = [t]
+                    self._publish_step(t, t.recognizer.commit_paused(), final=False)
+                self._update_watermark()
+            for t, end in todo:
+                current = [t]
+                t0 = time.monotonic()
+                chunk = t.chunk  # _step runs a chunk pass when the stream is in chunk mode
+                r = self._step(t, end)
+                self._publish_step(t, r, final=False, close=chunk)
+                log.debug("stt pass %.2fs for %.2fs of buffer", time.monotonic() - t0,
+                          (end - t.recognizer.buf_start) / SAMPLE_RATE)
+            current = []
+            self._update_watermark()
+            if (self._expected or 0) / SAMPLE_RATE - self._stats_at >= STATS_EVERY:
+                self.publish(self.pass_stats())
+        except Exception as exc:
+            for t in current or live:
+                self._track_failed(t, exc)
+            self._update_watermark()
+        return False
+
+    def _finish_tracks(self) -> None:
+        """The stream ends or jumps: every track publishes what it holds (a failing one loses it)."""
+        for t in self.tracks:
+            if t.down:
+                continue
+            try:
+                self._publish_step(t, t.recognizer.finish(), final=True)
+            except Exception as exc:
+                self._track_failed(t, exc)
+        self._update_watermark()
 
 
 def apply_context(rec: StreamingRecognizer, seconds: float, shed: bool = True) -> bool:
