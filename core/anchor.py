@@ -40,6 +40,8 @@ from typing import IO, Literal
 import av
 import numpy as np
 
+from sidecast.contract.encoding import X264_PRESET
+
 from . import media
 
 log = logging.getLogger(__name__)
@@ -224,13 +226,23 @@ class SizeRule:
     ``capped``: more candidates for a segment whose own encode fills the rung's cap (at least ``capped_share``
     of cap x duration). There a lower-CRF candidate fills the cap too and buys quality, not bits; the bits are
     in the rung's size at a *higher* CRF (+1, +5) or 0.75 of it at CRF + 1 (second stage of ``size_tune.py``,
-    training curves only: 15.2 -> 18.7 % saved there, for 0.23 more measurements per segment-rung)."""
+    training curves only: 15.2 -> 18.7 % saved there, for 0.23 more measurements per segment-rung).
+
+    ``slow``: candidates encoded with the slower x264 preset ``slow_preset`` on rungs at most ``slow_max_height``
+    tall, whatever the segment (thirteenth session, ``models/bitrate/slow_tune.py`` on training encodes only):
+    x264 ``medium`` spends fewer bits than the ladder's ``veryfast`` for the same picture, so its candidates may
+    be the rung's own size at a higher CRF. Published, like any candidate, only when measured within ``margin``
+    of the own (``veryfast``) encode with fewer bits. A low rung is a quarter of 720p's pixels or less, so
+    these encodes stay cheap next to the top rung's."""
 
     candidates: tuple[tuple[float, float], ...] = ((0.75, -1.0), (0.5, -5.0))
     margin: float = 1.0
     subsample: int = 3
     capped: tuple[tuple[float, float], ...] = ((1.0, 1.0), (1.0, 5.0), (0.75, 1.0))
     capped_share: float = 0.9
+    slow: tuple[tuple[float, float], ...] = ((1.0, 2.0), (0.75, 0.0))
+    slow_preset: str = "medium"
+    slow_max_height: int = 480
 
     def is_capped(self, bits: float, cap: int, duration: float) -> bool:
         """Whether an own encode of ``bits`` over ``duration`` seconds fills a cap of ``cap`` bit/s."""
@@ -264,21 +276,29 @@ def measure_in_order(own_bits: float, bits: Sequence[float], measure: Callable[[
 
 
 def candidate_sizes(rung_width: int, rung_height: int, width: int, height: int, crf: float, rule: SizeRule,
-                    capped: bool = False) -> list[tuple[int, int, float]]:
-    """(width, height, CRF) of each candidate for a segment encoded at ``width`` x ``height`` and ``crf``: the
-    rung's size times the candidate's scale, even, the rung's aspect kept (as ``ladder.segment_size`` accepts a
-    hint's size), the CRF on the hints' 0.5 grid, in [10, 51]. A candidate must be smaller than the own size;
-    with ``capped`` (the own encode fills the cap) the rule's capped candidates are added, and one of them may
-    also be the own size at a higher CRF. No two alike, none the own encode itself."""
+                    capped: bool = False) -> list[tuple[int, int, float, str]]:
+    """(width, height, CRF, x264 preset) of each candidate for a segment encoded at ``width`` x ``height`` and
+    ``crf`` with the ladder's preset: the rung's size times the candidate's scale, even, the rung's aspect kept
+    (as ``ladder.segment_size`` accepts a hint's size), the CRF on the hints' 0.5 grid, in [10, 51]. A
+    candidate must be smaller than the own size; with ``capped`` (the own encode fills the cap) the rule's
+    capped candidates are added, and one of them may also be the own size at a higher CRF. On a rung at most
+    ``rule.slow_max_height`` tall the slower-preset candidates are added (no larger than the own size; the
+    own size at any CRF is another encode there). No two alike, none the own encode itself."""
     from .ladder import segment_size
 
-    out: list[tuple[int, int, float]] = []
-    for (scale, offset), extra in [*((c, False) for c in rule.candidates),
-                                   *((c, True) for c in (rule.capped if capped else ()))]:
+    out: list[tuple[int, int, float, str]] = []
+    kinds = [*((c, "", X264_PRESET) for c in rule.candidates),
+             *((c, "capped", X264_PRESET) for c in (rule.capped if capped else ())),
+             *((c, "slow", rule.slow_preset) for c in (rule.slow if rung_height <= rule.slow_max_height else ()))]
+    for (scale, offset), kind, preset in kinds:
         w, h = segment_size(rung_width, rung_height, round(rung_width * scale / 2) * 2, round(rung_height * scale / 2) * 2)
         c = min(51.0, max(10.0, round((crf + offset) * 2.0) / 2.0))
-        if (w * h < width * height or (extra and (w, h) == (width, height) and c > crf)) and (w, h, c) not in out:
-            out.append((w, h, c))
+        if kind == "slow":
+            ok = w * h <= width * height and (w, h, c, preset) != (width, height, crf, X264_PRESET)
+        else:
+            ok = w * h < width * height or (kind == "capped" and (w, h) == (width, height) and c > crf)
+        if ok and (w, h, c, preset) not in out:
+            out.append((w, h, c, preset))
     return out
 
 
@@ -299,22 +319,24 @@ class SizeAnchor:
                ) -> tuple[media.SegmentStats, float, tuple[int, int], dict[str, object]]:
         """Encode one segment of one rung with the measured size decision; returns its stats, the CRF and
         size published, and what ``segments.jsonl`` records: ``size_vmaf`` (the own encode's measured VMAF),
-        ``size_candidates`` ([width, height, crf, bits, measured VMAF or null] each), ``size_chosen`` (the
+        ``size_candidates`` ([width, height, crf, bits, measured VMAF or null, x264 preset] each), ``size_chosen`` (the
         published candidate's [width, height], null for the own encode: a capped segment's may be the own size
         at a higher CRF), ``size_capped`` (whether the own encode filled the cap, so the capped candidates were
-        tried), ``size_cpu_s`` (CPU seconds of the measurements), and ``size_error`` when a measurement failed."""
+        tried), ``size_cpu_s`` (CPU seconds of the measurements), ``size_preset`` (the x264 preset of the encode
+        published), and ``size_error`` when a measurement failed."""
         stats = media.encode_video_segment(frames, times, path, width, height, fps, crf, cap, duration)
         capped = self.rule.is_capped(stats.bytes * 8, cap, duration)
         cands = candidate_sizes(display[0], display[1], width, height, crf, self.rule, capped)
         record: dict[str, object] = {"size_vmaf": None, "size_candidates": [], "size_chosen": None,
-                                     "size_capped": capped, "size_cpu_s": 0.0}
+                                     "size_capped": capped, "size_cpu_s": 0.0, "size_preset": X264_PRESET}
         if not cands:
             return stats, crf, (width, height), record
         encoded: list[tuple[Path, media.SegmentStats]] = []
         try:
-            for k, (w, h, c) in enumerate(cands):
+            for k, (w, h, c, preset) in enumerate(cands):
                 p = path.with_name(f".{path.stem}.size{k}{path.suffix}")  # a dot file: never listed, replaced
-                encoded.append((p, media.encode_video_segment(frames, times, p, w, h, fps, c, cap, duration)))
+                encoded.append((p, media.encode_video_segment(frames, times, p, w, h, fps, c, cap, duration,
+                                                              preset=preset)))
             measured: list[float | None] = [None] * len(cands)
             cpu = 0.0
 
@@ -337,15 +359,17 @@ class SizeAnchor:
                 record["size_error"] = str(exc)[:200]
                 measured = [None] * len(cands)
             record["size_cpu_s"] = round(cpu, 3)
-            record["size_candidates"] = [[w, h, c, st.bytes * 8, None if v is None else round(v, 2)]
-                                         for (w, h, c), (_, st), v in zip(cands, encoded, measured, strict=True)]
+            record["size_candidates"] = [[w, h, c, st.bytes * 8, None if v is None else round(v, 2), preset]
+                                         for (w, h, c, preset), (_, st), v in zip(cands, encoded, measured,
+                                                                                  strict=True)]
             pick = None if record["size_vmaf"] is None or "size_error" in record else pick_size(
                 (stats.bytes * 8, float(vmaf0)), [(st.bytes * 8, v) for (_, st), v in zip(encoded, measured, strict=True)],
                 self.rule.margin)
             if pick is not None:
-                w, h, c = cands[pick]
+                w, h, c, preset = cands[pick]
                 os.replace(encoded[pick][0], path)
                 record["size_chosen"] = [w, h]
+                record["size_preset"] = preset
                 return replace(encoded[pick][1], path=path), c, (w, h), record
             return stats, crf, (width, height), record
         finally:

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sidecast.contract.encoding import X264_PRESET
 from sidecast.core.anchor import (
     SizeAnchor,
     SizeRule,
@@ -98,15 +99,37 @@ def test_candidates_are_measured_fewest_bits_first_and_only_until_one_reaches_th
 def test_candidates_are_smaller_even_of_the_rungs_aspect_and_on_the_half_crf_grid(
         rung: tuple[int, int], crf: float) -> None:
     rw, rh = rung
-    got = candidate_sizes(rw, rh, rw, rh, crf, SizeRule())
-    assert len(got) == 2
-    for w, h, c in got:
+    rule = SizeRule()
+    got = candidate_sizes(rw, rh, rw, rh, crf, rule)
+    plain = [g for g in got if g[3] == X264_PRESET]
+    assert len(plain) == 2 and got[:2] == plain, "the size candidates first, at the ladder's preset"
+    for w, h, c, _ in plain:
         assert w < rw and h < rh and w % 2 == 0 and h % 2 == 0
         assert abs((w / h) / (rw / rh) - 1) <= 0.02
         assert c * 2 == int(c * 2) and 10 <= c <= crf
     # a segment a hint already made 0.75 of the rung only tries what is smaller still
-    w75, h75, _ = got[0]
-    assert [g[:2] for g in candidate_sizes(rw, rh, w75, h75, crf, SizeRule())] == [g[:2] for g in got[1:]]
+    w75, h75, _, _ = got[0]
+    assert [g[:2] for g in candidate_sizes(rw, rh, w75, h75, crf, SizeRule(slow=()))] == [g[:2] for g in got[1:2]]
+
+
+@given(st.sampled_from([(1920, 1080), (1280, 720), (854, 480), (640, 360), (426, 240)]), st.floats(10, 51),
+       st.sampled_from([1.0, 0.75]))
+def test_the_slower_preset_candidates_come_only_on_the_low_rungs_and_never_repeat_the_own_encode(
+        rung: tuple[int, int], crf: float, scale: float) -> None:
+    rw, rh = rung
+    rule = SizeRule()
+    w0, h0 = (rw, rh) if scale == 1.0 else candidate_sizes(rw, rh, rw, rh, crf, rule)[0][:2]
+    got = candidate_sizes(rw, rh, w0, h0, crf, rule)
+    slow = [g for g in got if g[3] != X264_PRESET]
+    if rh > rule.slow_max_height:
+        assert not slow, got
+        return
+    assert slow and all(p == rule.slow_preset for *_, p in slow), got
+    assert len(set(got)) == len(got) and (w0, h0, crf, X264_PRESET) not in got
+    for w, h, c, _ in slow:
+        assert w * h <= w0 * h0 and w % 2 == 0 and h % 2 == 0 and 10 <= c <= 51 and c * 2 == int(c * 2)
+    if scale == 1.0 and crf <= 49.0:  # the rung's own size, slower preset, 2 CRF higher
+        assert (rw, rh, round((crf + 2) * 2) / 2, rule.slow_preset) in slow, got
 
 
 @given(st.sampled_from([(1920, 1080), (1280, 720), (854, 480), (640, 360), (426, 240)]), st.floats(10, 51),
@@ -114,20 +137,20 @@ def test_candidates_are_smaller_even_of_the_rungs_aspect_and_on_the_half_crf_gri
 def test_a_capped_segment_also_tries_its_own_size_or_a_smaller_one_at_a_higher_crf(
         rung: tuple[int, int], crf: float, scale: float) -> None:
     rw, rh = rung
-    rule = SizeRule()
+    rule = SizeRule(slow=())
     w0, h0 = (rw, rh) if scale == 1.0 else candidate_sizes(rw, rh, rw, rh, crf, rule)[0][:2]
     plain = candidate_sizes(rw, rh, w0, h0, crf, rule)
     got = candidate_sizes(rw, rh, w0, h0, crf, rule, capped=True)
     assert got[:len(plain)] == plain, "the capped candidates come on top of the plain ones"
-    assert len(set(got)) == len(got) and (w0, h0, crf) not in got
-    for w, h, c in got:
-        assert 10 <= c <= 51 and c * 2 == int(c * 2)
+    assert len(set(got)) == len(got) and (w0, h0, crf, X264_PRESET) not in got
+    for w, h, c, p in got:
+        assert 10 <= c <= 51 and c * 2 == int(c * 2) and p == X264_PRESET
         assert w * h < w0 * h0 or ((w, h) == (w0, h0) and c > crf), "never larger, never the own encode again"
     extra = got[len(plain):]
     if crf <= 49.75:  # the rung's size (or the hint's) at a higher CRF is tried, as long as the scale has room
-        assert any(c > crf for _, _, c in extra), got
+        assert any(c > crf for _, _, c, _ in extra), got
     if scale == 1.0 and crf <= 50.0:
-        assert (rw, rh, round((crf + 1) * 2) / 2) in extra, got
+        assert (rw, rh, round((crf + 1) * 2) / 2, X264_PRESET) in extra, got
 
 
 def test_the_rule_says_a_segment_is_capped_when_its_bits_fill_the_cap() -> None:
@@ -141,9 +164,11 @@ def test_the_rule_says_a_segment_is_capped_when_its_bits_fill_the_cap() -> None:
 def test_a_segment_whose_small_encode_loses_quality_keeps_its_size(fine: Path, tmp_path: Path) -> None:
     src = frames_of(fine)
     path = tmp_path / "seg_000000.ts"
-    stats, crf, size, record = SizeAnchor().encode("360p", src, [i / 30 for i in range(len(src))], path, 640, 360,
-                                                  (640, 360), FPS, 23.0, 8_000_000, 2.0)
+    # the size candidates only (the slower-preset ones have their own test)
+    stats, crf, size, record = SizeAnchor(SizeRule(slow=())).encode(
+        "360p", src, [i / 30 for i in range(len(src))], path, 640, 360, (640, 360), FPS, 23.0, 8_000_000, 2.0)
     assert size == (640, 360) and crf == 23.0 and record["size_chosen"] is None, record
+    assert record["size_preset"] == X264_PRESET, record
     assert picture_size(path) == (640, 360) and stats.bytes == path.stat().st_size and stats.path == path
     own = float(record["size_vmaf"])  # type: ignore[arg-type]
     cands = record["size_candidates"]
@@ -161,8 +186,8 @@ def test_a_segment_that_fills_its_cap_tries_higher_crfs_and_publishes_only_fewer
     the capped candidates (the own size at CRF 24 and 28, 0.75 at CRF 24) are encoded and measured too."""
     src = frames_of(fine)
     path = tmp_path / "seg_000000.ts"
-    stats, crf, size, record = SizeAnchor().encode("360p", src, [i / 30 for i in range(len(src))], path, 640, 360,
-                                                  (640, 360), FPS, 23.0, 100_000, 2.0)
+    stats, crf, size, record = SizeAnchor(SizeRule(slow=())).encode(
+        "360p", src, [i / 30 for i in range(len(src))], path, 640, 360, (640, 360), FPS, 23.0, 100_000, 2.0)
     assert record["size_capped"] is True, record
     cands = record["size_candidates"]
     assert isinstance(cands, list)
@@ -192,6 +217,32 @@ def test_a_segment_as_good_at_a_smaller_size_is_published_small(soft: Path, tmp_
     again, _ = measure_vmaf(path, src, 1280, 720, FPS, subsample=3)
     assert abs(again - chosen[4]) < 0.01
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seg_000000.ts"]
+
+
+def test_a_low_rung_segment_as_good_at_the_slower_preset_is_published_from_that_encode(
+        soft: Path, tmp_path: Path) -> None:
+    """At 360p the slower-preset candidate (x264 medium, the rung's size, CRF + 2) is encoded and measured
+    beside the own veryfast encode; published, the file is that encode (its x264 options say so)."""
+    src = frames_of(soft)[:60]
+    path = tmp_path / "seg_000000.ts"
+    rule = SizeRule(candidates=(), slow=((1.0, 2.0),))
+    stats, crf, size, record = SizeAnchor(rule).encode("360p", src, [i / 30 for i in range(60)], path, 640, 360,
+                                                      (640, 360), FPS, 23.0, 800_000, 2.0)
+    cands = record["size_candidates"]
+    assert isinstance(cands, list) and [c[:3] + c[5:] for c in cands] == [[640, 360, 25.0, "medium"]], record
+    own = float(record["size_vmaf"])  # type: ignore[arg-type]
+    assert record["size_chosen"] == [640, 360] and record["size_preset"] == "medium", record
+    assert size == (640, 360) and crf == 25.0
+    assert cands[0][3] == stats.bytes * 8 and cands[0][4] >= own - rule.margin, record
+    data = path.read_bytes()
+    assert b"subme=7" in data and b"subme=2" not in data, "the published file is the medium encode"
+    again, _ = measure_vmaf(path, src, 640, 360, FPS, subsample=3)
+    assert abs(again - cands[0][4]) < 0.01
+    # the own encode, for the bits: the candidate was published only with fewer
+    own_path = tmp_path / "own.ts"
+    own_stats = SizeAnchor(SizeRule(candidates=(), slow=())).encode(
+        "360p", src, [i / 30 for i in range(60)], own_path, 640, 360, (640, 360), FPS, 23.0, 800_000, 2.0)[0]
+    assert stats.bytes < own_stats.bytes and b"subme=2" in own_path.read_bytes()
 
 
 def test_a_failed_measurement_publishes_the_segments_own_encode(soft: Path, tmp_path: Path) -> None:
@@ -226,8 +277,10 @@ def test_the_core_publishes_small_segments_with_a_truthful_playlist_chain(soft: 
         assert ts.stat().st_size == r["bytes"]
         if r["size_chosen"] is not None:
             assert [r["width"], r["height"]] == r["size_chosen"], r
-            # smaller at a lower CRF; a higher CRF only where the own encode filled the cap
-            assert float(r["crf"]) < 23.0 or r["size_capped"], r  # type: ignore[arg-type]
+            # smaller at a lower CRF; a higher CRF only where the own encode filled the cap or at the slower
+            # preset (the 360p rung's candidates)
+            assert float(r["crf"]) < 23.0 or r["size_capped"] or r["size_preset"] != X264_PRESET, r  # type: ignore[arg-type]
+            assert r["size_preset"] == X264_PRESET or r["rendition"] == "360p", r
         else:
             assert float(r["crf"]) == 23.0
     master = m3u8.load(str(tmp_path / "master.m3u8"))
