@@ -74,7 +74,7 @@ def encode_rows(names: list[str], table: Path) -> None:
             st = out.add_stream("libx264", rate=fps)
             st.width, st.height = frames[0].width, frames[0].height
             st.pix_fmt = "yuv420p"
-            st.options = opts
+            st.options = opts  # type: ignore[assignment]
             for i, fr in enumerate(frames):
                 fr.pts = i
                 fr.time_base = Fraction(1) / fps
@@ -182,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     ok.sort(key=lambda r: -r[0])
     show("current rule (0.75@22, 0.5@18; capped 1.0@24)", score(tab, CURRENT))
     print("the best rules that keep the quality (one or two new candidates), by the worse rung's saving:")
-    for _saved, combo in ok[:8]:
-        show(" + ".join(combo), score(tab, CURRENT + combo))
+    for _saved, chosen in ok[:8]:
+        show(" + ".join(chosen), score(tab, CURRENT + chosen))
     print("one new candidate each:")
     for c in new:
         show(c, score(tab, CURRENT + [c]))
