@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
+import math
 import statistics
 import sys
 import tempfile
@@ -51,13 +52,16 @@ CANDS = [
     ("vf.875@23", 0.875, 23, "veryfast", ""),
     ("vfaq3@24", 1.0, 24, "veryfast", "aq-mode=3"),
 ]
+GUARD = ["own", "vf.75@22", "vf.5@18", "vf1@24", "med1@25", "med.75@23"]  # --psnr: the chosen rule's encodes
 CURRENT = ["vf.75@22", "vf.5@18"]  # SizeRule.candidates at CRF 23 (0.75 @ -1, 0.5 @ -5)
 CAPPED = ["vf1@24"]  # the one capped candidate measured here (SizeRule.capped's 1.0 @ +1)
 COLUMNS = ["clip", "seg", "rung", "cand", "bits", "vmaf", "enc_cpu", "cap", "dur"]
+PSNR_COLUMNS = [*COLUMNS, "psnr", "ssim"]
 
 
-def encode_rows(names: list[str], table: Path) -> None:
-    """Encode and measure every candidate of every segment of ``names`` at 480p and 360p; append to ``table``."""
+def encode_rows(names: list[str], table: Path, psnr: bool = False) -> None:
+    """Encode and measure every candidate of every segment of ``names`` at 480p and 360p; append to ``table``.
+    ``psnr``: only the chosen rule's encodes (``GUARD``), with luma PSNR and SSIM on the same frames."""
     import av
 
     from devkit import corpus, quality
@@ -91,7 +95,7 @@ def encode_rows(names: list[str], table: Path) -> None:
     with table.open("a", newline="") as f:
         w = csv.writer(f)
         if new:
-            w.writerow(COLUMNS)
+            w.writerow(PSNR_COLUMNS if psnr else COLUMNS)
         for name in names:
             clip = corpus.clip(name)
             if clip.split != "train":
@@ -103,16 +107,17 @@ def encode_rows(names: list[str], table: Path) -> None:
                     for rung in ladder:
                         ref = tmp / "ref.y4m"
                         quality.write_y4m(seg.at(rung.height, rung.width), seg.fps, ref)
-                        for lab, sc, crf, preset, extra in CANDS:
+                        for lab, sc, crf, preset, extra in (c for c in CANDS if not psnr or c[0] in GUARD):
                             cw, ch = quality.even(rung.width * sc), quality.even(rung.height * sc)
                             enc = tmp / "enc.mkv"
                             c0 = time.process_time()
                             bits = encode(seg.at(ch, cw), seg.fps, crf, rung.max_bitrate, enc, preset, extra)
                             cpu = time.process_time() - c0
-                            v = quality.vmaf(enc, ref, seg.fps, threads=1, subsample=3)
+                            m = quality.scores(enc, ref, seg.fps, threads=1, subsample=3, psnr_ssim=psnr)
                             enc.unlink()
-                            w.writerow([name, seg.index, rung.height, lab, bits, round(v, 3), round(cpu, 3),
-                                        rung.max_bitrate, len(seg.source) / float(seg.fps)])
+                            w.writerow([name, seg.index, rung.height, lab, bits, round(m.vmaf, 3), round(cpu, 3),
+                                        rung.max_bitrate, len(seg.source) / float(seg.fps),
+                                        *((round(m.psnr, 3), round(m.ssim, 5)) if psnr else ())])
                             f.flush()
                         ref.unlink()
                     seg.drop_sizes()
@@ -122,17 +127,19 @@ def encode_rows(names: list[str], table: Path) -> None:
 Table = dict[tuple[str, int, int], dict[str, dict[str, float]]]
 
 
-def load(table: Path) -> Table:
+def load(table: Path, n: int = len(CANDS)) -> Table:
     out: Table = defaultdict(dict)
     with table.open() as f:
         for r in csv.DictReader(f):
             out[(r["clip"], int(r["seg"]), int(r["rung"]))][r["cand"]] = {
-                k: float(r[k]) for k in ("bits", "vmaf", "enc_cpu", "cap", "dur")}
-    return {k: v for k, v in out.items() if len(v) == len(CANDS)}
+                k: float(r[k]) for k in ("bits", "vmaf", "enc_cpu", "cap", "dur", "psnr", "ssim") if k in r}
+    return {k: v for k, v in out.items() if len(v) == n}
 
 
-def score(tab: Table, cands: list[str], margin: float = 1.0) -> dict[int, tuple[float, float, float, float]]:
-    """Per rung: % bits saved vs the own encodes, mean and worst VMAF change, encode CPU over the own's (%)."""
+def score(tab: Table, cands: list[str], margin: float = 1.0, psnr_margin: float = math.inf
+          ) -> dict[int, tuple[float, float, float, float]]:
+    """Per rung: % bits saved vs the own encodes, mean and worst VMAF change, encode CPU over the own's (%).
+    ``psnr_margin``: a candidate must also keep its PSNR within this many dB of the own encode's."""
     out = {}
     for h in (480, 360):
         b = b0 = cpu = cpu0 = 0.0
@@ -147,7 +154,7 @@ def score(tab: Table, cands: list[str], margin: float = 1.0) -> dict[int, tuple[
             for c in sorted(rule, key=lambda c: v[c]["bits"]):
                 if v[c]["bits"] >= own["bits"]:
                     break
-                if v[c]["vmaf"] >= own["vmaf"] - margin:
+                if v[c]["vmaf"] >= own["vmaf"] - margin and v[c].get("psnr", 0.0) >= own.get("psnr", 0.0) - psnr_margin:
                     best = v[c]
                     break
             b, b0 = b + best["bits"], b0 + own["bits"]
@@ -166,9 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", type=Path, default=HERE / "slow_curves.csv")
     ap.add_argument("--encode", default="", help="comma-separated training clips to encode and append")
+    ap.add_argument("--psnr-table", type=Path, default=HERE / "slow_psnr.csv",
+                    help="the chosen rule's encodes with PSNR/SSIM (written by --encode with --psnr)")
+    ap.add_argument("--psnr", action="store_true", help="with --encode: the chosen rule's encodes with PSNR/SSIM")
     args = ap.parse_args(argv)
     if args.encode:
-        encode_rows([n for n in args.encode.split(",") if n], args.table)
+        names = [n for n in args.encode.split(",") if n]
+        encode_rows(names, args.psnr_table if args.psnr else args.table, args.psnr)
         return 0
     tab = load(args.table)
     print(f"{len(tab)} training segment-rungs ({len({k[0] for k in tab})} clips), own encode veryfast CRF 23")
@@ -195,7 +206,38 @@ def main(argv: list[str] | None = None) -> int:
             saved = 100 * (1 - sum(v[c]["bits"] for v in sel) / sum(v["own"]["bits"] for v in sel))
             dv = [v[c]["vmaf"] - v["own"]["vmaf"] for v in sel]
             print(f"  {c:10s} {h}p {saved:5.1f}% mean {statistics.mean(dv):+.2f} worst {min(dv):+.2f}")
+    if args.psnr_table.exists():
+        guard(load(args.psnr_table, len(GUARD)))
     return 0
+
+
+def guard(tab: Table) -> None:
+    """What a PSNR guard beside the VMAF margin would cost the chosen rule (not used by the core: a report)."""
+    print(f"\na PSNR guard ({len(tab)} segment-rungs with PSNR/SSIM): bits saved / mean and worst dVMAF / mean and "
+          "worst dPSNR (dB) / mean dSSIM, vs the own encodes")
+    for label, cands in (("twelfth session", CURRENT), ("chosen", CURRENT + ["med1@25", "med.75@23"])):
+        for g in (math.inf, 2.0, 1.5, 1.0, 0.75, 0.5):
+            parts = []
+            scored = score(tab, cands, 1.0, g)
+            for h in (480, 360):
+                sel = {k: v for k, v in tab.items() if k[2] == h}
+                saved = scored[h][0]
+                best = []
+                for v in sel.values():
+                    own = v["own"]
+                    capped = own["bits"] >= 0.9 * own["cap"] * own["dur"]
+                    pick = own
+                    for c in sorted(cands + (CAPPED if capped else []), key=lambda c: v[c]["bits"]):
+                        if v[c]["bits"] >= own["bits"]:
+                            break
+                        if v[c]["vmaf"] >= own["vmaf"] - 1.0 and v[c]["psnr"] >= own["psnr"] - g:
+                            pick = v[c]
+                            break
+                    best.append((pick["vmaf"] - own["vmaf"], pick["psnr"] - own["psnr"], pick["ssim"] - own["ssim"]))
+                dv, dp, ds = zip(*best, strict=True)
+                parts.append(f"{h}p {saved:5.1f}% {statistics.mean(dv):+.2f} ({min(dv):+.2f}) "
+                             f"{statistics.mean(dp):+.2f} dB ({min(dp):+.2f}) {statistics.mean(ds):+.4f}")
+            print(f"  {label:16s} guard {g:>4} dB  " + "  ".join(parts))
 
 
 if __name__ == "__main__":
