@@ -16,6 +16,10 @@ rungs whose mean VMAF change is >= -0.25 on each rung and whose worst segment is
 
     setsid sh -c 'echo 19 > /proc/self/autogroup; exec nice -n 19 .venv/bin/python models/bitrate/slow_tune.py --encode bikes,...'
     .venv/bin/python models/bitrate/slow_tune.py          # reads slow_curves.csv, no encodes
+
+``--encode CLIPS --psnr`` encodes only the chosen rule's candidates, with luma PSNR and SSIM, into
+``slow_psnr.csv``; when that table exists the report ends with what a PSNR guard beside the VMAF margin would
+cost (a report: the core has no such guard).
 """
 
 from __future__ import annotations
