@@ -7,6 +7,7 @@ Real x264 encodes and real libvmaf (the imageio-ffmpeg wheel's FFmpeg) on short 
 from __future__ import annotations
 
 import json
+import math
 from fractions import Fraction
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from sidecast.core.anchor import (
     measure_in_order,
     measure_vmaf,
     pick_size,
+    within,
 )
 from tests.conftest import ffmpeg, run_sidecast
 from tests.test_core_bitrate import assert_bandwidth_truthful, picture_size
@@ -61,38 +63,59 @@ def fine(media_dir: Path) -> Path:
 
 # ---------------------------------------------------------------------------- the pure decision
 
-@given(st.tuples(st.integers(1, 10**7), st.floats(0, 100)),
-       st.lists(st.tuples(st.integers(1, 10**7), st.one_of(st.none(), st.floats(0, 100))), max_size=4),
-       st.floats(0, 3))
-def test_the_pick_has_fewer_bits_is_within_the_margin_and_is_the_smallest_such(
-        own: tuple[int, float], cands: list[tuple[int, float | None]], margin: float) -> None:
-    got = pick_size(own, cands, margin)
-    fits = [i for i, (b, v) in enumerate(cands) if v is not None and b < own[0] and v >= own[1] - margin]
+@given(st.tuples(st.integers(1, 10**7), st.floats(0, 100), st.floats(10, 60)),
+       st.lists(st.tuples(st.integers(1, 10**7), st.one_of(st.none(), st.floats(0, 100)),
+                          st.one_of(st.none(), st.floats(10, 60), st.just(math.nan))), max_size=4),
+       st.floats(0, 3), st.one_of(st.floats(-2, 3), st.just(math.inf)))
+def test_the_pick_has_fewer_bits_is_within_both_margins_and_is_the_smallest_such(
+        own: tuple[int, float, float], cands: list[tuple[int, float | None, float | None]], margin: float,
+        psnr_margin: float) -> None:
+    got = pick_size(own, cands, margin, psnr_margin)
+    fits = [i for i, (b, v, p) in enumerate(cands) if v is not None and b < own[0] and v >= own[1] - margin
+            and (psnr_margin == math.inf or (p is not None and p >= own[2] - psnr_margin))]
     if got is None:
         assert not fits
     else:
         assert got in fits and cands[got][0] == min(cands[i][0] for i in fits)
+    if got is not None and psnr_margin != math.inf:
+        assert cands[got][2] is not None and cands[got][2] >= own[2] - psnr_margin, "the PSNR guard holds"
+    # the guard only ever takes candidates away: off, the pick has at most as many bits
+    loose = pick_size(own, cands, margin)
+    assert got is None or (loose is not None and cands[loose][0] <= cands[got][0])
 
 
-@given(st.integers(1, 10**7), st.lists(st.tuples(st.integers(1, 10**7), st.floats(0, 100)), max_size=5),
-       st.floats(0, 100))
-def test_candidates_are_measured_fewest_bits_first_and_only_until_one_reaches_the_floor(
-        own_bits: int, cands: list[tuple[int, float]], floor: float) -> None:
+@given(st.integers(1, 10**7), st.lists(st.tuples(st.integers(1, 10**7), st.floats(0, 100), st.floats(10, 60)),
+                                       max_size=5),
+       st.floats(0, 100), st.one_of(st.floats(10, 60), st.just(-math.inf)))
+def test_candidates_are_measured_fewest_bits_first_and_only_until_one_is_eligible(
+        own_bits: int, cands: list[tuple[int, float, float]], floor: float, psnr_floor: float) -> None:
     order: list[int] = []
 
-    def measure(k: int) -> float:
+    def measure(k: int) -> tuple[float, float]:
         order.append(k)
-        return cands[k][1]
+        return cands[k][1], cands[k][2]
 
-    measured = measure_in_order(own_bits, [b for b, _ in cands], measure, floor)
+    def ok(v: float, p: float) -> bool:
+        return v >= floor and p >= psnr_floor
+
+    measured = measure_in_order(own_bits, [b for b, _, _ in cands], measure, ok)
     assert [k for k, v in enumerate(measured) if v is not None] == sorted(order)
+    assert all(measured[k] == cands[k][1:] for k in order)
     assert [cands[k][0] for k in order] == sorted(cands[k][0] for k in order)
     assert all(cands[k][0] < own_bits for k in order), "a candidate with as many bits is never measured"
-    assert all(cands[k][1] < floor for k in order[:-1]), "measuring stops at the first that reaches the floor"
-    smaller = sorted(b for b, _ in cands if b < own_bits)
-    if not order or cands[order[-1]][1] < floor:  # none reached it: every smaller candidate was measured
+    assert not any(ok(*cands[k][1:]) for k in order[:-1]), "measuring stops at the first eligible"
+    smaller = sorted(b for b, _, _ in cands if b < own_bits)
+    if not order or not ok(*cands[order[-1]][1:]):  # none was eligible: every smaller candidate was measured
         assert len(order) == len(smaller)
     assert sorted(cands[k][0] for k in order) == smaller[:len(order)], "the measured are the fewest bits"
+
+
+def test_within_needs_a_measured_psnr_only_while_the_guard_is_on() -> None:
+    own = (1000.0, 90.0, 40.0)
+    assert within(own, 89.5, None, 1.0) and within(own, 89.5, math.nan, 1.0)
+    assert not within(own, 89.5, None, 1.0, 1.0) and not within(own, 89.5, math.nan, 1.0, 1.0)
+    assert within(own, 89.5, 39.0, 1.0, 1.0) and not within(own, 89.5, 38.99, 1.0, 1.0)
+    assert not within(own, 88.9, 45.0, 1.0, 1.0), "PSNR never buys back VMAF"
 
 
 @given(st.sampled_from([(1920, 1080), (1280, 720), (854, 480), (640, 360), (426, 240)]), st.floats(10, 51))
@@ -229,7 +252,7 @@ def test_a_low_rung_segment_as_good_at_the_slower_preset_is_published_from_that_
     stats, crf, size, record = SizeAnchor(rule).encode("360p", src, [i / 30 for i in range(60)], path, 640, 360,
                                                       (640, 360), FPS, 23.0, 800_000, 2.0)
     cands = record["size_candidates"]
-    assert isinstance(cands, list) and [c[:3] + c[5:] for c in cands] == [[640, 360, 25.0, "medium"]], record
+    assert isinstance(cands, list) and [c[:3] + c[5:6] for c in cands] == [[640, 360, 25.0, "medium"]], record
     own = float(record["size_vmaf"])  # type: ignore[arg-type]
     assert record["size_chosen"] == [640, 360] and record["size_preset"] == "medium", record
     assert size == (640, 360) and crf == 25.0
