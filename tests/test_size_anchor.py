@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from sidecast.core.anchor import (
     SizeRule,
     candidate_sizes,
     measure_in_order,
+    measure_quality,
     measure_vmaf,
     pick_size,
     within,
@@ -266,6 +268,48 @@ def test_a_low_rung_segment_as_good_at_the_slower_preset_is_published_from_that_
     own_stats = SizeAnchor(SizeRule(candidates=(), slow=())).encode(
         "360p", src, [i / 30 for i in range(60)], own_path, 640, 360, (640, 360), FPS, 23.0, 800_000, 2.0)[0]
     assert stats.bytes < own_stats.bytes and b"subme=2" in own_path.read_bytes()
+
+
+def test_a_candidate_within_the_vmaf_margin_but_below_the_psnr_guard_is_not_published(
+        soft: Path, tmp_path: Path) -> None:
+    """The slower-preset candidate of a 360p segment, measured (VMAF and luma PSNR in one libvmaf pass) beside
+    the own encode; with the guard set just above the PSNR it loses (constructed from the rule's thresholds:
+    a natural 1 dB case needs content this test cannot make small) the own encode is published although the
+    candidate passes the VMAF margin with fewer bits; just below, the candidate is published."""
+    src = frames_of(soft)[:60]
+    times = [i / 30 for i in range(60)]
+    base = SizeRule(candidates=(), slow=((1.0, 2.0),), psnr_margin=math.inf)
+    path = tmp_path / "seg_000000.ts"
+    stats, crf, _, record = SizeAnchor(base).encode("360p", src, times, path, 640, 360, (640, 360), FPS, 23.0,
+                                                     800_000, 2.0)
+    own_vmaf, own_psnr = float(record["size_vmaf"]), float(record["size_psnr"])  # type: ignore[arg-type]
+    [cand] = record["size_candidates"]  # type: ignore[misc]
+    assert record["size_chosen"] == [640, 360] and cand[5] == "medium" and cand[3] == stats.bytes * 8, record
+    assert cand[4] >= own_vmaf - base.margin and 20 < cand[6] < 70 and 20 < own_psnr < 70, record
+    drop = own_psnr - cand[6]  # what the candidate loses in PSNR (dB), to set the guard around it
+    # the recorded figures are the published file's: the PSNR of the own-or-candidate file, re-measured
+    again = measure_quality(path, src, 640, 360, FPS, subsample=3)
+    assert abs(again.psnr - cand[6]) < 0.01 and abs(again.vmaf - cand[4]) < 0.01
+
+    tight = replace(base, psnr_margin=drop - 0.05)
+    path2 = tmp_path / "seg_000001.ts"
+    stats2, crf2, size2, rec2 = SizeAnchor(tight).encode("360p", src, times, path2, 640, 360, (640, 360), FPS,
+                                                         23.0, 800_000, 2.0)
+    [cand2] = rec2["size_candidates"]  # type: ignore[misc]
+    assert cand2[:6] == cand[:6] and cand2[6] == cand[6], "the same encodes, measured alike"
+    assert cand2[3] < stats2.bytes * 8 and cand2[4] >= float(rec2["size_vmaf"]) - tight.margin, rec2  # type: ignore[arg-type]
+    assert cand2[6] < float(rec2["size_psnr"]) - tight.psnr_margin, rec2  # type: ignore[arg-type]
+    assert rec2["size_chosen"] is None and rec2["size_preset"] == X264_PRESET, "the guard kept the own encode"
+    assert size2 == (640, 360) and crf2 == 23.0 and b"subme=2" in path2.read_bytes()
+    own2 = measure_quality(path2, src, 640, 360, FPS, subsample=3)
+    assert abs(own2.psnr - float(rec2["size_psnr"])) < 0.01  # type: ignore[arg-type]
+
+    loose = replace(base, psnr_margin=drop + 0.05)
+    rec3 = SizeAnchor(loose).encode("360p", src, times, tmp_path / "seg_000002.ts", 640, 360, (640, 360), FPS,
+                                    23.0, 800_000, 2.0)[3]
+    assert rec3["size_chosen"] == [640, 360] and rec3["size_preset"] == "medium", rec3
+    assert crf == 25.0 and sorted(p.name for p in tmp_path.iterdir()) == [
+        "seg_000000.ts", "seg_000001.ts", "seg_000002.ts"]
 
 
 def test_a_failed_measurement_publishes_the_segments_own_encode(soft: Path, tmp_path: Path) -> None:
