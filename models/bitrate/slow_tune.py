@@ -19,7 +19,7 @@ rungs whose mean VMAF change is >= -0.25 on each rung and whose worst segment is
 
 ``--encode CLIPS --psnr`` encodes only the chosen rule's candidates, with luma PSNR and SSIM, into
 ``slow_psnr.csv``; when that table exists the report ends with what a PSNR guard beside the VMAF margin would
-cost (a report: the core has no such guard).
+cost (the training evidence for the core's guard, ``SizeRule.psnr_margin`` = 1.0 dB, added after it).
 """
 
 from __future__ import annotations
@@ -216,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def guard(tab: Table) -> None:
-    """What a PSNR guard beside the VMAF margin would cost the chosen rule (not used by the core: a report)."""
+    """What a PSNR guard beside the VMAF margin costs the chosen rule on training encodes (the core's is
+    ``SizeRule.psnr_margin``; this report is PSNR every 3rd frame, as the core measures)."""
     print(f"\na PSNR guard ({len(tab)} segment-rungs with PSNR/SSIM): bits saved / mean and worst dVMAF / mean and "
           "worst dPSNR (dB) / mean dSSIM, vs the own encodes")
     for label, cands in (("twelfth session", CURRENT), ("chosen", CURRENT + ["med1@25", "med.75@23"])):
