@@ -56,14 +56,17 @@ if str(ROOT) not in sys.path:
 import cv2  # noqa: E402
 
 from devkit import corpus, quality  # noqa: E402
+from sidecast.contract.encoding import X264_PRESET  # noqa: E402
 from sidecast.contract.records import RenditionInfo  # noqa: E402
 from sidecast.core.anchor import (  # noqa: E402
+    Measured,
     SizeRule,
     TargetAnchor,
     candidate_sizes,
     measure_in_order,
-    measure_vmaf,
+    measure_quality,
     pick_size,
+    within,
 )
 from sidecast.core.ladder import DEFAULT_LADDER, build_ladder  # noqa: E402
 from sidecast.sidecars.bitrate.features import SegmentAnalyser  # noqa: E402
@@ -93,9 +96,10 @@ D_ONLY_GRID = {1.0: (16.0, 44.0), 0.75: (18.0,), 0.5: (17.0,)}
 # measured on the same encodes.
 PREV_POLICY = {"target_margin": 2.0, "target_max_crf": 44.0}
 MODES = ("default", "hints", "fixed", "target", "target-anchor", "oracle", "oracle-wide", "oracle-target", "size",
-         "hints+size")
+         "hints+size", "medium")
 PREV_MODES = ("hints-prev", "target-prev")
 Measure = tuple[int, float, float, float]  # bits, VMAF, PSNR, SSIM
+Key = tuple[int, int, float | None, str]  # width, height, CRF (None: ABR), x264 preset
 
 
 class Encoder:
@@ -105,24 +109,26 @@ class Encoder:
         self.seg, self.width, self.height, self.cap, self.tmp = seg, width, height, cap, tmp
         self.ref = tmp / "ref.y4m"
         quality.write_y4m(seg.at(height, width), seg.fps, self.ref)
-        self.cache: dict[tuple[int, int, float | None], Measure] = {}
-        self.encode_cpu: dict[tuple[int, int, float | None], float] = {}
-        self.anchored: dict[tuple[int, int, float | None], tuple[float, float]] = {}
+        self.cache: dict[Key, Measure] = {}
+        self.encode_cpu: dict[Key, float] = {}
+        self.anchored: dict[Key, Measured] = {}
 
-    def measure(self, w: int, h: int, crf: float | None, anchor: int = 0) -> Measure:
+    def measure(self, w: int, h: int, crf: float | None, anchor: int = 0, preset: str = X264_PRESET) -> Measure:
         """Bits, VMAF, PSNR, SSIM of one encode (every frame). ``anchor``: also what ``--target-anchor``
-        measures of it (``sidecast.core.anchor.measure_vmaf``, every ``anchor``-th frame): ``self.anchored``."""
-        key = (w, h, crf)
+        measures of it (``sidecast.core.anchor.measure_quality``, VMAF and luma PSNR, every ``anchor``-th
+        frame): ``self.anchored``.
+        ``preset``: x264's (the ladder's unless a ``--size-anchor`` slower-preset candidate)."""
+        key = (w, h, crf, preset)
         if key not in self.cache or (anchor and key not in self.anchored):
             enc = self.tmp / "enc.mkv"
             t0 = _cpu_self()
-            bits = quality.encode(self.seg.at(h, w), self.seg.fps, crf, self.cap, enc)
+            bits = quality.encode(self.seg.at(h, w), self.seg.fps, crf, self.cap, enc, preset)
             self.encode_cpu[key] = _cpu_self() - t0  # every x264 thread of this (single-job) worker
             if anchor:
                 # the core kills a measurement after 60 s (a live stream never waits); the bench's runs share
                 # a loaded machine at the lowest priority, where that is no property of the measurement
-                self.anchored[key] = measure_vmaf(enc, self.seg.at(self.height, self.width), self.width,
-                                                  self.height, self.seg.fps, anchor, timeout=1800.0)
+                self.anchored[key] = measure_quality(enc, self.seg.at(self.height, self.width), self.width,
+                                                     self.height, self.seg.fps, anchor, timeout=1800.0)
             if key not in self.cache:
                 sc = quality.scores(enc, self.ref, self.seg.fps, threads=2, psnr_ssim=True)
                 self.cache[key] = (bits, sc.vmaf, sc.psnr, sc.ssim)
@@ -185,7 +191,7 @@ def table(label: str, rows: list[dict], clips: list[str], rungs: list[str], dura
         worst = min(range(len(deltas)), key=lambda i: deltas[i])
         summary[m] = {"saved": total[m][4], "mean_delta": float(np.mean(deltas)), "worst": deltas[worst],
                       "worst_clip": list(per_clip)[worst]}
-    for m in ("hints", "hints-prev", "size", "hints+size", "oracle", "oracle-wide", "target", "target-anchor",
+    for m in ("hints", "hints-prev", "size", "hints+size", "medium", "oracle", "oracle-wide", "target", "target-anchor",
               "target-prev", "fixed"):
         if m not in summary:
             continue
@@ -274,6 +280,9 @@ def size_costs(rows: list[dict]) -> None:
             print(f"  {rung or 'all':5s}: own encode {own:.3f} s, candidates {cand:.3f} s, measurements "
                   f"{meas:.3f} s ({n:.2f} per segment), overhead {cand + meas:.3f} s = {100 * (cand + meas) / own:.0f}% "
                   f"of the encode; published {', '.join(f'{k} x{v}' for k, v in sorted(chosen.items()))}")
+        guarded = [r for r in rows if r[key].get("guarded")]
+        print(f"  PSNR guard ({SizeRule().psnr_margin:g} dB) turned away the VMAF margin's pick: {len(guarded)} of "
+              f"{len(rows)} segment-rungs" + "".join(f"; {r['clip']} {r['rung']} -> {r[key]['chosen']}" for r in guarded))
         capped = [r for r in rows if r[key].get("capped")]
         print(f"  own encode filling the cap (capped candidates tried): {len(capped)} of {len(rows)} segment-rungs"
               + "".join(f"; {r['clip']} {r['rung']} -> {r[key]['chosen']}" for r in capped))
@@ -287,33 +296,40 @@ def size_costs(rows: list[dict]) -> None:
 def size_anchored(enc: Encoder, rung_w: int, rung_h: int, w: int, h: int, crf: float, rule: SizeRule,
                   secs: float) -> tuple[Measure, str, dict]:
     """``--size-anchor`` as the core does it (``sidecast.core.anchor.SizeAnchor``) on one segment and rung: the
-    own encode (``w`` x ``h`` at ``crf``) and the rule's candidates, measured every ``rule.subsample``-th frame
-    in the core's order (fewest bits first, stopping at the first within the margin), the decision by the
-    core's ``pick_size``; returns the published encode's every-frame measure, its label and the costs."""
+    own encode (``w`` x ``h`` at ``crf``) and the rule's candidates, measured (VMAF and luma PSNR) every
+    ``rule.subsample``-th frame in the core's order (fewest bits first, stopping at the first eligible), the
+    decision by the core's ``pick_size`` (VMAF margin and PSNR guard); returns the published encode's
+    every-frame measure, its label and the costs (``guarded``: the PSNR guard turned away the candidate the
+    VMAF margin alone would have published)."""
     sub = rule.subsample
     own = enc.measure(w, h, crf, anchor=sub)
-    v0, cpu0 = enc.anchored[(w, h, crf)]
+    v0, p0, cpu0 = enc.anchored[(w, h, crf, X264_PRESET)]
     capped = rule.is_capped(own[0], enc.cap, secs)  # the own encode fills the cap: the capped candidates too
     cands = candidate_sizes(rung_w, rung_h, w, h, crf, rule, capped)
-    got = [enc.measure(cw, ch, cc, anchor=sub) for cw, ch, cc in cands]
-    cost = {"own_cpu": enc.encode_cpu[(w, h, crf)], "cand_cpu": sum(enc.encode_cpu[c] for c in cands),
+    got = [enc.measure(cw, ch, cc, anchor=sub, preset=cp) for cw, ch, cc, cp in cands]
+    cost = {"own_cpu": enc.encode_cpu[(w, h, crf, X264_PRESET)], "cand_cpu": sum(enc.encode_cpu[c] for c in cands),
             "measure_cpu": cpu0, "measures": 1, "sub_minus_full": [v0 - own[1]], "capped": capped}
 
-    def measure(k: int) -> float:
-        v, cpu = enc.anchored[cands[k]]
+    def measure(k: int) -> tuple[float, float]:
+        v, p, cpu = enc.anchored[cands[k]]
         cost["measure_cpu"] += cpu
         cost["measures"] += 1
         cost["sub_minus_full"].append(v - got[k][1])
-        return v
+        return v, p
 
-    measured = measure_in_order(own[0], [g[0] for g in got], measure, v0 - rule.margin)
-    pick = pick_size((own[0], v0), [(g[0], m) for g, m in zip(got, measured, strict=True)], rule.margin)
+    o = (float(own[0]), v0, p0)
+    measured = measure_in_order(own[0], [g[0] for g in got], measure,
+                                lambda v, p: within(o, v, p, rule.margin, rule.psnr_margin))
+    scored = [(g[0], *(m if m is not None else (None, None))) for g, m in zip(got, measured, strict=True)]
+    pick = pick_size(o, scored, rule.margin, rule.psnr_margin)
+    cost["guarded"] = pick != pick_size(o, scored, rule.margin)  # every VMAF-eligible one before it was measured
     if pick is None:
         cost["chosen"] = f"{h}p"
         return own, f"{h}p {crf:g}", cost
-    cw, ch, cc = cands[pick]
-    cost["chosen"] = f"{ch}p" if cc < crf or (cw, ch) != (w, h) else f"{ch}p crf+"
-    return got[pick], f"{ch}p {cc:g}", cost
+    cw, ch, cc, cp = cands[pick]
+    slow = "" if cp == X264_PRESET else f" {cp}"
+    cost["chosen"] = (f"{ch}p" if cc < crf or (cw, ch) != (w, h) else f"{ch}p crf+") + slow
+    return got[pick], f"{ch}p {cc:g}{slow}", cost
 
 
 def anchor_costs(rows: list[dict]) -> None:
@@ -338,7 +354,8 @@ def anchor_costs(rows: list[dict]) -> None:
 
 def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = "", target_only: bool = False,
                prev_policy: dict[str, float] | None = None, d_only: bool = False, size_only: bool = False,
-               size_oracle: bool = False) -> tuple[list[dict], float, list[float], list[float], list[str]]:
+               size_oracle: bool = False, rungs: tuple[str, ...] = ()
+               ) -> tuple[list[dict], float, list[float], list[float], list[str]]:
     """Every measurement of one clip (runs in a worker process): rows, seconds, timings, printed lines."""
     cv2.setNumThreads(1)  # the feature timing is per core
     clip = corpus.clip(name)
@@ -380,6 +397,8 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
             secs = len(seg.source) / float(seg.fps)
             seconds += secs
             for i, r in enumerate(ladder):
+                if rungs and r.name not in rungs:
+                    continue
                 enc = Encoder(seg, r.width, r.height, r.max_bitrate, tmp)
                 got: dict[str, Measure] = {}
                 shown: dict[str, str] = {}
@@ -388,7 +407,7 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
                     rule = SizeRule()
                     got["default"] = enc.measure(r.width, r.height, r.crf)
                     shown["default"] = f"{r.height}p {r.crf:g}"
-                    default_cpu = enc.encode_cpu[(r.width, r.height, r.crf)]
+                    default_cpu = enc.encode_cpu[(r.width, r.height, r.crf, X264_PRESET)]
                     h = hints[i]
                     hw, hh = (h.width, h.height) if h.width and h.height else (r.width, r.height)
                     hcrf = h.crf if h.crf > 0 else r.crf
@@ -400,14 +419,18 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
                         enc, r.width, r.height, r.width, r.height, r.crf, rule, secs)
                     got["hints+size"], shown["hints+size"], row["hints+size-cost"] = size_anchored(
                         enc, r.width, r.height, hw, hh, hcrf, rule, secs)
+                    # (e): the default ladder at the slower preset, no measurement: what the preset alone saves
+                    got["medium"] = enc.measure(r.width, r.height, r.crf, preset=rule.slow_preset)
+                    shown["medium"] = f"{r.height}p {r.crf:g} {rule.slow_preset}"
                     if size_oracle:
                         # the oracle over GRID and every candidate the rule may encode from the rung's own encode
                         # (capped ones included, on every segment): what the best choice among them saves
-                        points = [(*sized(r.width, r.height, sc), c) for sc, cs in GRID.items() for c in cs]
+                        points = [(*sized(r.width, r.height, sc), c, X264_PRESET) for sc, cs in GRID.items()
+                                  for c in cs]
                         points += candidate_sizes(r.width, r.height, r.width, r.height, r.crf, rule, True)
-                        og = {p: enc.measure(*p) for p in dict.fromkeys(points)}
+                        og = {p: enc.measure(p[0], p[1], p[2], preset=p[3]) for p in dict.fromkeys(points)}
                         got["oracle"] = oracle(og, got["default"][1] - 0.5)
-                        (_, oh, c), _ = next((k, v) for k, v in og.items() if v == got["oracle"])
+                        (_, oh, c, _), _ = next((k, v) for k, v in og.items() if v == got["oracle"])
                         shown["oracle"] = f"{oh}p {c:g}"
                     rows.append({**row, **got})
                     lines.append(f"{clip.name:24s} {seg.index:3d} {r.name:>5s}  " + "  ".join(
@@ -445,12 +468,12 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
                 hint_crf = h.crf if h.crf > 0 else r.crf
                 c0 = anchor.start_crf(r.name, hint_crf)
                 first = enc.measure(w, hh, c0, anchor=anchor.rule.subsample)
-                m0, vmaf_cpu = enc.anchored[(w, hh, c0)]
+                m0, _, vmaf_cpu = enc.anchored[(w, hh, c0, X264_PRESET)]
                 c1 = anchor.after_first(r.name, hint_crf, c0, m0, first[0], r.max_bitrate, secs)
                 got["target-anchor"] = enc.measure(w, hh, c1)
                 shown["target-anchor"] = f"{hh}p {c0:g}>{c1:g}"
                 anchor_row = {"hint_crf": hint_crf, "c0": c0, "m0": m0, "full0": first[1], "c1": c1,
-                              "vmaf_cpu": vmaf_cpu, "encode_cpu": enc.encode_cpu[(w, hh, c0)]}
+                              "vmaf_cpu": vmaf_cpu, "encode_cpu": enc.encode_cpu[(w, hh, c0, X264_PRESET)]}
                 if not d_only:
                     got["fixed"] = enc.measure(r.width, r.height, None)
                     shown["fixed"] = f"{r.height}p abr"
@@ -481,10 +504,10 @@ def shown_modes(target_only: bool, compare: bool, d_only: bool = False, size_onl
                 size_oracle: bool = False) -> list[str]:
     """The modes a run measures, in column order."""
     if size_only:
-        return ["default", "hints", "size", "hints+size", *(["oracle"] if size_oracle else [])]
+        return ["default", "hints", "size", "hints+size", "medium", *(["oracle"] if size_oracle else [])]
     if d_only:
         return ["default", "target", "target-anchor", *(["target-prev"] if compare else [])]
-    skip = ("oracle", "oracle-wide", "size", "hints+size") if target_only else ("size", "hints+size")
+    skip = ("oracle", "oracle-wide", "size", "hints+size", "medium") if target_only else ("size", "hints+size", "medium")
     return [m for m in MODES if m not in skip] + (list(PREV_MODES) if compare else [])
 
 
@@ -512,6 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size-oracle", action="store_true",
                     help="with --size-only: also the oracle over the grid and every candidate --size-anchor may "
                          "encode (capped ones included), within 0.5 VMAF of (a): 13 more encodes per segment and rung")
+    ap.add_argument("--rungs", default="",
+                    help="with --size-only: comma-separated rungs to measure (e.g. 480p,360p; default: all); the "
+                         "'ladder' rows are then over these rungs only")
     ap.add_argument("--timing-only", action="store_true",
                     help="only time the features and the decision (no encodes; run it under the CPU lock)")
     args = ap.parse_args(argv)
@@ -522,6 +548,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.size_oracle and not args.size_only:
         print("bench/bitrate: error: --size-oracle goes with --size-only", file=sys.stderr)
+        return 2
+    ladder = build_ladder(1280, 720, DEFAULT_LADDER)
+    rungs = tuple(n for n in args.rungs.split(",") if n)
+    if rungs and not args.size_only:
+        print("bench/bitrate: error: --rungs goes with --size-only", file=sys.stderr)
+        return 2
+    if unknown := [n for n in rungs if n not in {r.name for r in ladder}]:
+        print(f"bench/bitrate: error: --rungs: no rung {unknown[0]!r} in the ladder "
+              f"({', '.join(r.name for r in ladder)})", file=sys.stderr)
         return 2
     if any(c.split != "eval" for c in clips):
         print("bench/bitrate: error: only eval clips are fair game (the model trained on the others)",
@@ -538,7 +573,6 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     hull = Policy()
     target = Policy(mode="target", target_vmaf=args.target_vmaf)
-    ladder = build_ladder(1280, 720, DEFAULT_LADDER)
     frame_ms: list[float] = []
     decide_ms: list[float] = []
     rows: list[dict] = []
@@ -558,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = 1 if args.timing_only else max(1, args.jobs)
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(bench_clip, c.name, args.target_vmaf, args.timing_only, args.compare_model,
-                               args.target_only, prev_policy, args.d_only, args.size_only, args.size_oracle)
+                               args.target_only, prev_policy, args.d_only, args.size_only, args.size_oracle, rungs)
                    for c in clips]
         names = {fut: c for c, fut in zip(clips, futures, strict=True)}
         for fut in as_completed(futures):  # each clip's lines as soon as it is done
@@ -572,7 +606,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(ln, flush=True)
 
     if not args.timing_only:
-        report(rows, [c.name for c in clips], [r.name for r in ladder], duration, target)
+        report(rows, [c.name for c in clips], [r.name for r in ladder if not rungs or r.name in rungs], duration,
+               target)
     dm = sorted(decide_ms)
     print(f"decision per segment, CPU time ({len(ladder)} rungs x {len(hull.scales)} sizes x CRF grid, one ONNX "
           f"call + choice): median {statistics.median(dm):.2f} ms, p95 {dm[int(0.95 * (len(dm) - 1))]:.2f} ms "

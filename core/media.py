@@ -18,7 +18,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from sidecast.contract.encoding import x264_options
+from sidecast.contract.encoding import X264_PRESET, x264_options
 from sidecast.hls import timebase
 
 from .ladder import AUDIO_BITRATE, AUDIO_CHANNELS, AUDIO_SAMPLE_RATE
@@ -61,7 +61,7 @@ class SegmentEncoder:
     """
 
     def __init__(self, path: Path, width: int, height: int, fps: Fraction, crf: float | None, max_bitrate: int,
-                 keyint: int, threads: int = 0) -> None:
+                 keyint: int, threads: int = 0, preset: str = X264_PRESET) -> None:
         self.path = path
         self.width, self.height = width, height
         self.tmp = path.with_name(f".{path.name}.tmp")
@@ -69,7 +69,8 @@ class SegmentEncoder:
         self.codecs = "avc1.64001f"
         self.frames = 0
         try:
-            st = self.out.add_stream("libx264", rate=fps, options=x264_options(crf, max_bitrate, max(2, keyint)))
+            st = self.out.add_stream("libx264", rate=fps, options=x264_options(crf, max_bitrate, max(2, keyint),
+                                                                                  preset))
             st.width, st.height, st.pix_fmt = width, height, "yuv420p"
             st.time_base = timebase.TIME_BASE
             st.codec_context.time_base = timebase.TIME_BASE
@@ -126,9 +127,10 @@ def encode_video_segment(
     duration: float,
     crop: list[tuple[int, int, int, int]] | None = None,
     threads: int = 0,
+    preset: str = X264_PRESET,
 ) -> SegmentStats:
     """Encode a buffered segment (see ``SegmentEncoder``); ``crop`` is one window per frame (vertical)."""
-    enc = SegmentEncoder(path, width, height, fps, crf, max_bitrate, len(frames) * 2 + 2, threads)
+    enc = SegmentEncoder(path, width, height, fps, crf, max_bitrate, len(frames) * 2 + 2, threads, preset)
     try:
         for i, (frame, t) in enumerate(zip(frames, times, strict=True)):
             enc.encode(frame, t, crop[i] if crop is not None else None)

@@ -160,10 +160,11 @@ class RunOptions:
              "the imageio-ffmpeg wheel's libvmaf; docs/bitrate.md)"))
     size_anchor: bool = field(default=False, metadata=opt(
         "--size-anchor",
-        help="capped-CRF ladder: also encode each segment of each rung at 0.75 and 0.5 of its size, measure "
-             "their VMAF against the segment's own encode, and publish the smallest within 1 VMAF of it (fewer "
-             "bits at the ladder's quality; about 4 times the video encoding CPU; needs the imageio-ffmpeg "
-             "wheel's libvmaf; docs/bitrate.md)"))
+        help="capped-CRF ladder: also encode each segment of each rung at 0.75 and 0.5 of its size (on rungs "
+             "up to 480p also with x264's slower 'medium' preset), measure their VMAF and PSNR against the segment's "
+             "own encode, and publish the one with the fewest bits within 1 VMAF and 1 dB of it (fewer bits at the ladder's "
+             "quality; several times the video encoding CPU; needs the imageio-ffmpeg wheel's libvmaf; "
+             "docs/bitrate.md)"))
     audio: bool = field(default=True, metadata=opt("--no-audio", negate=True, help="ignore the source's audio"))
     sidecars: list[str] = field(default_factory=list, metadata=opt(
         "--sidecars", parse=_csv, help="comma-separated sidecars to start locally (e.g. stt,autocrop)"))

@@ -24,7 +24,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from sidecast.contract.encoding import x264_options
+from sidecast.contract.encoding import X264_PRESET, x264_options
 from sidecast.core import anchor
 from sidecast.sidecars.bitrate.features import ANALYSIS_FPS, analysis_size
 
@@ -110,7 +110,8 @@ def write_y4m(frames: Sequence[av.VideoFrame], fps: Fraction, path: Path) -> Non
         anchor.write_y4m(f, frames, fps, frames[0].width, frames[0].height)
 
 
-def encode(frames: Sequence[av.VideoFrame], fps: Fraction, crf: float | None, max_bitrate: int, path: Path) -> int:
+def encode(frames: Sequence[av.VideoFrame], fps: Fraction, crf: float | None, max_bitrate: int, path: Path,
+           preset: str = X264_PRESET) -> int:
     """Encode one segment as the core does (fresh encoder, keyint = segment length); returns its bits.
 
     ``crf=None`` is the fixed-bitrate static ladder: one-pass ABR at ``max_bitrate`` (``core.ladder``)."""
@@ -119,7 +120,7 @@ def encode(frames: Sequence[av.VideoFrame], fps: Fraction, crf: float | None, ma
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height = frames[0].width, frames[0].height
         stream.pix_fmt = "yuv420p"
-        stream.options = dict(x264_options(crf, max_bitrate, keyint=len(frames)))  # type: ignore[assignment]
+        stream.options = dict(x264_options(crf, max_bitrate, keyint=len(frames), preset=preset))  # type: ignore[assignment]
         for i, fr in enumerate(frames):
             fr.pts = i
             fr.time_base = Fraction(1) / fps

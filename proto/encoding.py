@@ -18,7 +18,7 @@ def vbv_bufsize(max_bitrate: int) -> int:
     return max_bitrate
 
 
-def x264_options(crf: float | None, max_bitrate: int, keyint: int) -> dict[str, str]:
+def x264_options(crf: float | None, max_bitrate: int, keyint: int, preset: str = X264_PRESET) -> dict[str, str]:
     """Encoder options for PyAV's libx264 (the same meaning as the ffmpeg CLI flags).
 
     ``crf`` set: capped CRF under a VBV cap of ``max_bitrate``. ``crf=None``: one-pass ABR at ``max_bitrate``
@@ -29,7 +29,7 @@ def x264_options(crf: float | None, max_bitrate: int, keyint: int) -> dict[str, 
         f"keyint={keyint}:min-keyint={keyint}:scenecut=0:open-gop=0:bframes={X264_BFRAMES}"
         f":rc-lookahead={X264_LOOKAHEAD}:vbv-maxrate={max_bitrate // 1000}:vbv-bufsize={bufsize // 1000}"
     )
-    opts = {"preset": X264_PRESET, "profile": X264_PROFILE}
+    opts = {"preset": preset, "profile": X264_PROFILE}
     if crf is None:
         params += f":bitrate={max_bitrate // 1000}"
     else:

@@ -231,7 +231,8 @@ class VideoLadder(Output):
         # within the decision window; "sidecar down": no bitrate sidecar running any more; "low latency":
         # parts are encoded before a hint can exist); null otherwise. --target-anchor adds, to each
         # anchored segment, target_vmaf, hint_crf, anchor_crf, anchor_vmaf, correction, passes, vmaf_cpu_s;
-        # --size-anchor: size_vmaf, size_candidates, size_chosen, size_capped, size_cpu_s (and size_error).
+        # --size-anchor: size_vmaf, size_psnr, size_candidates, size_chosen, size_capped, size_cpu_s,
+        # size_preset (and size_error).
         self.ctx.log.write([
             {"segment": job.index, "rendition": rs.rung.name, "start": round(job.start, 3),
              "duration": job.duration, "bytes": st.bytes, "rate_control": "vbr" if crf is None else "crf",
