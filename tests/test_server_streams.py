@@ -69,7 +69,7 @@ def test_an_event_goes_live_ends_after_the_window_is_recorded_and_the_next_is_ne
         assert r.status_code == 422 and "no vertical rendition" in r.json()["detail"]
         master = parse_master(srv.media("show/master.m3u8").text)
         assert "video/240p/index.m3u8" in master.media_uris()
-        metrics = httpx.get(str(srv.api.base_url) + "metrics").text
+        metrics = httpx.get(str(srv.api.base_url) + "metrics", timeout=30).text  # a loaded box: not a speed test
         assert 'sidecast_stream_state{state="live",stream="show"} 1.0' in metrics
         assert 'sidecast_stream_segments_published_total{stream="show"}' in metrics
         # the clip ends: the publisher is gone, the window runs, then ENDLIST and the recording

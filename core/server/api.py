@@ -539,7 +539,9 @@ def probes_router() -> APIRouter:
         return JSONResponse(fleet.answer_probe(asker, nonce), headers=NO_STORE)
 
     @r.get("/metrics", include_in_schema=False)
-    async def metrics(server: Server) -> Response:
+    def metrics(server: Server) -> Response:
+        # A plain def: FastAPI runs it in its thread pool, so a scrape that waits on the registry's lock (a
+        # retention pass, a slow disk) does not stall the event loop every other API request runs on.
         from .metrics import render
 
         data, content_type = render(server)
