@@ -42,7 +42,9 @@ Configurations (``--configs``, default all):
      request
   z  (k) with ``--part-hold-back 1.5`` (half a second more than the default three parts); on request
   kc  (k) with ``--caption-part-cut covered``: a WebVTT part waits until the recogniser has decided all of
-      it, so a cue's last part waits for the next words (sidecast before the thirteenth session); on request
+      it, so a cue's last part waits for the next words (the default, named explicitly); on request
+  kd  (k) with ``--caption-part-cut decided`` (opt-in): a part goes out once the recogniser has passed its
+      start, so a cue's last part goes out with the cue; on request
   kl  (k) with beam-2 stt passes on 2 threads (``--sidecar-arg stt=--beam-size=2 --sidecar-arg
       stt=--cpu-threads=2``), klh  the same with ``--part-hold-back 1.5``; on request
 
@@ -149,7 +151,8 @@ CONFIGS = {c.key: c for c in (
     with_k("klh", "(kl) with players asked to sit 1.5 s back (--part-hold-back 1.5)",
            "--sidecar-arg", "stt=--beam-size=2", "--sidecar-arg", "stt=--cpu-threads=2", "--part-hold-back", "1.5"),
     with_k("z", "(k) with players asked to sit 1.5 s back (--part-hold-back 1.5)", "--part-hold-back", "1.5"),
-    with_k("kc", "(k) with caption parts held until the recogniser covers them (--caption-part-cut covered: before 2026-12-01 17:00)", "--caption-part-cut", "covered"),
+    with_k("kc", "(k) with caption parts held until the recogniser covers them (--caption-part-cut covered: the default; explicit)", "--caption-part-cut", "covered"),
+    with_k("kd", "(k) with a caption part written once the recogniser passed its start (--caption-part-cut decided: opt-in)", "--caption-part-cut", "decided"),
     with_k("y", "(k) with words committed only by passes (--sidecar-arg stt=--pause-commit=off: the stt sidecar before 2026-12-01 13:30)", "--sidecar-arg", "stt=--pause-commit=off"),
     Config("f", "(b) with hls.js catching up (maxLiveSyncPlaybackRate 1.5)", "sidecast", ["--latency", "low"],
            {"lowLatencyMode": True, "maxLiveSyncPlaybackRate": 1.5}),

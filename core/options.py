@@ -239,10 +239,9 @@ class RunOptions:
              "(default: three parts); more lets late captions reach viewers in time, at that cost in latency"))
     caption_part_cut: str | None = field(default=None, metadata=opt(
         "--caption-part-cut", choices=("decided", "covered"),
-        help="low latency: when a WebVTT part is written: decided (as soon as the captioners have decided "
-             "part of it, so a cue's last part goes out with the cue; the default) or covered (only once they "
-             "have decided all of it, the behaviour before 2026-12-01; a cue's last part then waits for the "
-             "next words)"))
+        help="low latency: when a WebVTT part is written: covered (once the captioners have decided all of "
+             "it; the default) or decided (as soon as they have decided part of it, so a cue's last part goes "
+             "out with the cue; a cue decided later may then land one part further on: docs/latency.md)"))
     passthrough: bool = field(default=False, metadata=opt(
         "--passthrough",
         help="package the source's H.264/H.265 as it is (no re-encoding, one rendition, segments cut on its "

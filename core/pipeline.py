@@ -359,7 +359,7 @@ class Pipeline:
         for sub in self.subtitles:  # low-latency caption parts wait for these sidecars, up to the window
             sub.producers = self.packager.producers_of(sub)
             sub.window_s = self.window_s
-            sub.cut_decided = self.cfg.caption_part_cut != "covered"
+            sub.cut_decided = self.cfg.caption_part_cut == "decided"
         self.ingest.outputs = list(self.outputs)
         self.ingest.keep_frames = any(o.buffers_frames for o in self.outputs)
         self.ingest.fanout = self.fanout

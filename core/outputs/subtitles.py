@@ -11,7 +11,7 @@ master playlist can list them from its first version.
 
 Low latency (``--latency low``): the rendition also lists WebVTT parts on a PART-TARGET grid from each
 segment's start. A part is written once the media has passed its end and the caption sidecars' watermark
-has passed its start (``--caption-part-cut decided``, the default) or covers all of it (``covered``), or the
+covers all of it (``--caption-part-cut covered``, the default) or has passed its start (``decided``), or the
 decision window after that has run out; a cue decided after its part was published is carried by the next
 part with its original timing (never lost, never shown early).
 
@@ -74,7 +74,7 @@ class SubtitleRendition(Output):
         # low latency: the part grid, what the caption sidecars are, and which cues parts carried
         self.producers: list[str] = []
         self.window_s = 0.0
-        self.cut_decided = True  # --caption-part-cut decided: a part waits for the watermark to pass its start
+        self.cut_decided = False  # --caption-part-cut decided (opt-in): a part waits only for the watermark to pass its start
         self._seg, self._part, self._start = 0, 0, 0.0
         self._ends: dict[int, float] = {}
         self._due_since: dict[tuple[int, int], float] = {}
