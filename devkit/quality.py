@@ -111,16 +111,20 @@ def write_y4m(frames: Sequence[av.VideoFrame], fps: Fraction, path: Path) -> Non
 
 
 def encode(frames: Sequence[av.VideoFrame], fps: Fraction, crf: float | None, max_bitrate: int, path: Path,
-           preset: str = X264_PRESET) -> int:
+           preset: str = X264_PRESET, extra: str = "") -> int:
     """Encode one segment as the core does (fresh encoder, keyint = segment length); returns its bits.
 
-    ``crf=None`` is the fixed-bitrate static ladder: one-pass ABR at ``max_bitrate`` (``core.ladder``)."""
+    ``crf=None`` is the fixed-bitrate static ladder: one-pass ABR at ``max_bitrate`` (``core.ladder``).
+    ``extra``: x264 parameters appended to the core's (``aq-mode=3``: candidates the core does not use)."""
+    options = dict(x264_options(crf, max_bitrate, keyint=len(frames), preset=preset))
+    if extra:
+        options["x264-params"] += ":" + extra
     bits = 0
     with av.open(str(path), "w", format="matroska") as out:
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height = frames[0].width, frames[0].height
         stream.pix_fmt = "yuv420p"
-        stream.options = dict(x264_options(crf, max_bitrate, keyint=len(frames), preset=preset))  # type: ignore[assignment]
+        stream.options = options  # type: ignore[assignment]
         for i, fr in enumerate(frames):
             fr.pts = i
             fr.time_base = Fraction(1) / fps

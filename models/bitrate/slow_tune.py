@@ -33,7 +33,6 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from fractions import Fraction
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,33 +65,9 @@ PSNR_COLUMNS = [*COLUMNS, "psnr", "ssim"]
 def encode_rows(names: list[str], table: Path, psnr: bool = False) -> None:
     """Encode and measure every candidate of every segment of ``names`` at 480p and 360p; append to ``table``.
     ``psnr``: only the chosen rule's encodes (``GUARD``), with luma PSNR and SSIM on the same frames."""
-    import av
 
     from devkit import corpus, quality
-    from sidecast.contract.encoding import x264_options
     from sidecast.core.ladder import DEFAULT_LADDER, build_ladder
-
-    def encode(frames: list[av.VideoFrame], fps: Fraction, crf: float, cap: int, path: Path, preset: str,
-               extra: str) -> int:
-        opts = dict(x264_options(crf, cap, keyint=len(frames), preset=preset))
-        if extra:
-            opts["x264-params"] += ":" + extra
-        bits = 0
-        with av.open(str(path), "w", format="matroska") as out:
-            st = out.add_stream("libx264", rate=fps)
-            st.width, st.height = frames[0].width, frames[0].height
-            st.pix_fmt = "yuv420p"
-            st.options = opts  # type: ignore[assignment]
-            for i, fr in enumerate(frames):
-                fr.pts = i
-                fr.time_base = Fraction(1) / fps
-                for p in st.encode(fr):
-                    bits += p.size * 8
-                    out.mux(p)
-            for p in st.encode(None):
-                bits += p.size * 8
-                out.mux(p)
-        return bits
 
     ladder = [r for r in build_ladder(1280, 720, DEFAULT_LADDER) if r.height in (480, 360)]
     new = not table.exists()
@@ -115,7 +90,7 @@ def encode_rows(names: list[str], table: Path, psnr: bool = False) -> None:
                             cw, ch = quality.even(rung.width * sc), quality.even(rung.height * sc)
                             enc = tmp / "enc.mkv"
                             c0 = time.process_time()
-                            bits = encode(seg.at(ch, cw), seg.fps, crf, rung.max_bitrate, enc, preset, extra)
+                            bits = quality.encode(seg.at(ch, cw), seg.fps, crf, rung.max_bitrate, enc, preset, extra)
                             cpu = time.process_time() - c0
                             m = quality.scores(enc, ref, seg.fps, threads=1, subsample=3, psnr_ssim=psnr)
                             enc.unlink()
