@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -11,12 +12,24 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 SIDECAST = str(VENV_BIN / "sidecast")
+
+
+def load_script(name: str, path: Path) -> ModuleType:
+    """A script of the repository that is not in a package (bench/, models/) loaded as module ``name``: put in
+    ``sys.modules`` first, because its dataclasses look their module up there."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def ffmpeg(*args: str, timeout: float = 120) -> None:

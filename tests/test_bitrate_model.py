@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,18 +14,14 @@ from sidecast.core.ladder import DEFAULT_LADDER
 from sidecast.sidecars.bitrate import FEATURE_NAMES, Policy, RateModel, choose, decide, segment_features
 from sidecast.sidecars.bitrate.features import FeatureError
 from sidecast.sidecars.bitrate.model import CRF_GRID, SCALES, ModelError
+from tests.conftest import load_script
 
 MODELS = Path(__file__).resolve().parents[1] / "models" / "bitrate"
 
 
 def _script(name: str):
     """models/bitrate/NAME.py loaded as a module (the model's scripts are not a package)."""
-    spec = importlib.util.spec_from_file_location(f"bitrate_{name}", MODELS / f"{name}.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[f"bitrate_{name}"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(f"bitrate_{name}", MODELS / f"{name}.py")
 
 
 def _train_module():

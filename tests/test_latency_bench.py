@@ -6,9 +6,7 @@ sidecar refuses would otherwise fail only minutes into a bench run, under the CP
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,16 +17,11 @@ from sidecast.core.errors import ConfigError
 from sidecast.core.options import RunOptions
 from sidecast.sidecars.stt import SttSidecar
 from sidecast.sidecars.stt.engine import ModelError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, load_script
 
 
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_latency", ROOT / "bench" / "latency.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_latency", ROOT / "bench" / "latency.py")
 
 
 CONFIGS: dict[str, Any] = bench().CONFIGS

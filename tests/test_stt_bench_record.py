@@ -5,8 +5,6 @@ the sidecar's cue settings must give back the cues the run published. Real tiny.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -15,17 +13,12 @@ import pytest
 from devkit import realspeech as rs
 from sidecast.sidecars.stt import engine
 from sidecast.sidecars.stt.shaping import CueBuilder
-from tests.conftest import ROOT
+from tests.conftest import ROOT, load_script
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_stt", ROOT / "bench" / "stt.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_stt", ROOT / "bench" / "stt.py")
 
 
 def test_a_recorded_run_replays_to_the_cues_it_published(bench: ModuleType, tmp_path: Path) -> None:
