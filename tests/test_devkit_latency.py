@@ -87,9 +87,11 @@ def test_the_player_clock_puts_the_media_thread_of_a_child_browser_at_real_time_
         task = Path(f"/proc/{child.pid}/task")
         deadline = time.monotonic() + 20
         names: dict[int, str] = {}
-        while time.monotonic() < deadline and sorted(names.values()).count("Media") < 1:
+        # Both threads rename themselves after they start: wait for both names, not only the first.
+        while time.monotonic() < deadline and not {"Media", "Compositor"} <= set(names.values()):
             names = {int(t.name): (t / "comm").read_text().strip() for t in task.iterdir()}
             time.sleep(0.05)
+        assert {"Media", "Compositor"} <= set(names.values()), f"the child never named its threads: {names}"
         comm = Path(f"/proc/{child.pid}/comm").read_text().strip()
         assert PlayerClock(processes={"not-" + comm}).raise_once() == 0, "only the browser's processes"
         clock = PlayerClock(processes={comm})
