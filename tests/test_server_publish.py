@@ -63,6 +63,31 @@ def publisher(tmp_path: Path, storage: LocalStorage, event: str, attempt: int, *
     return a, p
 
 
+class Killed(BaseException):
+    """The worker's SIGKILL at one exact point of a sync (not an error the publisher handles)."""
+
+
+class DyingStorage(LocalStorage):
+    """Local storage whose writer dies right after storing ``die_after`` (once, when set): the moment a worker
+    whose fleet lease ran out (or the watchdog, or the OOM killer) can be killed between writing the stream's
+    playlist to storage and writing its local copy."""
+
+    die_after: str | None = None
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        super().put_bytes(key, data)
+        if key == self.die_after:
+            self.die_after = None
+            raise Killed(key)
+
+
+VIDEO = "cam/video/360p/index.m3u8"
+
+
+def by_sequence(pl) -> dict[int, str]:
+    return {pl.media_sequence + i: resolve_uri(s.uri, VIDEO) for i, s in enumerate(pl.segments)}
+
+
 def read(storage: LocalStorage, key: str):
     data = storage.get(key)
     assert data is not None, f"{key} is missing"
@@ -113,6 +138,52 @@ def test_a_new_event_never_reuses_a_name_and_keeps_sequence_numbers_growing(tmp_
     assert resolve_uri(after.segments[0].uri, "cam/video/360p/index.m3u8").startswith("cam/e/ev2/r1/")
 
 
+def test_a_worker_killed_between_the_stored_and_the_local_playlist_never_reuses_a_sequence_number(
+        tmp_path: Path) -> None:
+    # a fleet test once saw sequence 8 name .../r1/seg_000008.ts, then .../r2/seg_000000.ts: the next attempt
+    # continued from the local copy, one segment behind what players had already been given
+    storage = DyingStorage(tmp_path / "media")
+    a1, p1 = publisher(tmp_path, storage, "ev1", 1)
+    for _ in range(3):
+        a1.segment()
+        p1.sync()
+    a1.segment()
+    storage.die_after = VIDEO
+    with pytest.raises(Killed):
+        p1.sync()
+    seen = by_sequence(read(storage, VIDEO))
+    assert seen[3] == "cam/e/ev1/r1/video/360p/seg_000003.ts", "players were given sequence 3"
+    a2, p2 = publisher(tmp_path, storage, "ev1", 2)     # the restart (same replica, same state folder)
+    a2.segment()
+    p2.sync()
+    pl = read(storage, VIDEO)
+    now = by_sequence(pl)
+    assert {k: v for k, v in now.items() if k in seen} == {k: v for k, v in seen.items() if k in now}
+    assert now[4] == "cam/e/ev1/r2/video/360p/seg_000000.ts" and pl.segments[-1].discontinuity
+    assert pl.discontinuity_sequence == 0
+
+
+def test_an_event_ended_after_a_killed_worker_keeps_the_segment_players_saw(tmp_path: Path) -> None:
+    storage = DyingStorage(tmp_path / "media")
+    a1, p1 = publisher(tmp_path, storage, "ev1", 1)
+    for _ in range(2):
+        a1.segment()
+        p1.sync()
+    a1.segment()
+    storage.die_after = VIDEO
+    with pytest.raises(Killed):
+        p1.sync()
+    seen = by_sequence(read(storage, VIDEO))
+    finalize_event(storage, tmp_path / "state" / "cam", "cam", "ev1", record=False, segment_duration=2.0)
+    end = read(storage, VIDEO)
+    assert end.endlist
+    assert by_sequence(end) == seen, "ENDLIST went on the local copy, a segment behind"
+    a2, p2 = publisher(tmp_path, storage, "ev2", 1)
+    a2.segment()
+    p2.sync()
+    assert read(storage, VIDEO).media_sequence == max(seen) + 1
+
+
 def test_segments_leaving_the_window_are_deleted_after_the_grace_period(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "media")
     clock = Clock()
@@ -157,7 +228,8 @@ def test_a_recorded_event_keeps_every_segment_and_gets_a_vod_archive(tmp_path: P
             assert storage.get(resolve_uri(s.uri, key)) is not None, s.uri
 
 
-OPS = st.lists(st.sampled_from(["segment", "segment", "segment", "attempt", "event"]), min_size=1, max_size=40)
+OPS = st.lists(st.sampled_from(["segment", "segment", "segment", "attempt", "event", "killed"]), min_size=1,
+               max_size=40)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -165,7 +237,7 @@ OPS = st.lists(st.sampled_from(["segment", "segment", "segment", "attempt", "eve
 def test_the_stream_playlists_past_never_changes(tmp_path_factory: pytest.TempPathFactory, ops: list[str],
                                                  window: int) -> None:
     root = tmp_path_factory.mktemp("pub")
-    storage = LocalStorage(root / "media")
+    storage = DyingStorage(root / "media")
     event, attempt = 1, 1
     a, p = publisher(root, storage, f"ev{event}", attempt, window=window)
     seen: dict[int, tuple[str, bool]] = {}      # media sequence -> (segment key, discontinuity)
@@ -175,6 +247,13 @@ def test_the_stream_playlists_past_never_changes(tmp_path_factory: pytest.TempPa
         if op == "segment":
             a.segment()
             p.sync()
+        elif op == "killed":  # a segment, the worker killed after storing the playlist, then the next attempt
+            a.segment()
+            storage.die_after = VIDEO
+            with pytest.raises(Killed):
+                p.sync()
+            attempt += 1
+            a, p = publisher(root, storage, f"ev{event}", attempt, window=window)
         else:
             if op == "event":
                 finalize_event(storage, root / "state" / "cam", "cam", f"ev{event}", record=False,

@@ -129,6 +129,36 @@ def restore_window(text: str, segment_duration: float, window: int) -> LivePlayl
     return lp
 
 
+def newest_window(storage: Storage, state_dir: Path, stream_id: str, rel: str) -> str | None:
+    """The stream playlist ``rel`` as far as it got: the copy in storage or the local one under
+    ``state_dir/live``, whichever lists more segments (None: neither exists or parses).
+
+    Why both: storage is written first, the local copy just after. A worker killed between the two writes
+    (its fleet lease ran out while its replica was frozen, the watchdog, the kernel's OOM killer) leaves the
+    local copy one segment behind what players already saw; continuing from it would give the next
+    attempt's first segment a media sequence number that already named another segment. The storage copy
+    is what players saw, and what a replica that takes the stream over reads (supervisor._restore_life)."""
+    best: tuple[int, bool] | None = None
+    out: str | None = None
+    texts: list[str] = []
+    data = storage.get(f"{stream_id}/{rel}")
+    if data is not None:
+        texts.append(data.decode("utf-8", "replace"))
+    try:
+        texts.append((state_dir / "live" / rel).read_text())
+    except (OSError, UnicodeDecodeError):
+        pass
+    for text in texts:
+        try:
+            pl = parse_media(text)
+        except (PlaylistError, ValueError):
+            continue
+        rank = (pl.media_sequence + len(pl.segments), pl.endlist)
+        if best is None or rank > best:
+            best, out = rank, text
+    return out
+
+
 def next_event_window(previous: LivePlaylist | None, segment_duration: float, window: int) -> LivePlaylist:
     """A new event's empty playlist: sequence numbers continue from the previous event's, one discontinuity on."""
     lp = LivePlaylist(None, segment_duration, window)
@@ -218,12 +248,13 @@ class Publisher:
         lp = self.windows.get(rel)
         if lp is not None:
             return lp, True
-        persisted = self.state_dir / "live" / rel
         previous = None
-        try:
-            previous = restore_window(persisted.read_text(), self.plan.segment_duration, self.plan.window_segments)
-        except (OSError, PlaylistError, ValueError):
-            previous = None
+        text = newest_window(self.storage, self.state_dir, self.plan.stream_id, rel)
+        if text is not None:
+            try:
+                previous = restore_window(text, self.plan.segment_duration, self.plan.window_segments)
+            except (PlaylistError, ValueError):
+                previous = None
         continuing = (previous is not None and self.state.window_events.get(rel) == self.plan.event_id
                       and previous.target_duration == math.ceil(self.plan.segment_duration))
         if continuing:
@@ -417,9 +448,14 @@ def finalize_event(storage: Storage, state_dir: Path, stream_id: str, event_id: 
             rel = path.relative_to(live_dir).as_posix()
             if state.window_events.get(rel) != event_id:
                 continue
+            # the local copy may lag the stored one by a segment (a killed worker): ENDLIST goes on the
+            # newest, or the stored playlist would lose a segment players already saw
+            newest = newest_window(storage, state_dir, stream_id, rel)
+            if newest is None:
+                continue
             try:
-                pl = parse_media(path.read_text())
-            except (OSError, PlaylistError):
+                pl = parse_media(newest)
+            except (PlaylistError, ValueError):
                 continue
             if pl.endlist:
                 continue
@@ -478,5 +514,5 @@ def clear_stream_playlists(storage: Storage, state_dir: Path, stream_id: str) ->
 
 
 __all__ = ["MASTERS", "PublishPlan", "PublishState", "Publisher", "Recording", "clear_stream_playlists",
-           "finalize_event", "next_event_window", "relative_uri", "resolve_uri", "restore_window", "segment_text",
+           "finalize_event", "newest_window", "next_event_window", "relative_uri", "resolve_uri", "restore_window", "segment_text",
            "window_segments"]
