@@ -1163,7 +1163,13 @@ class Supervisor:
                 "snapshot": f"{base}{sid}/snapshot.jpg"}
 
     def _status(self, rt: Runtime) -> dict[str, Any]:
-        life = rt.shown or rt.life
+        # life first, then shown: _apply sets shown (the old life) before it replaces life, and clears it
+        # after the actions. Read the other way round, a read could find shown still None, then the new life
+        # whose actions have not run (a client told "idle" before the ENDLIST is written)
+        life = rt.life
+        shown = rt.shown
+        if shown is not None:
+            life = shown
         proc, session = rt.proc, rt.session
         st = rt.status if proc is not None else {}
         now = time.time()
