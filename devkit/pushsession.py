@@ -45,6 +45,13 @@ class FfmpegSession:
             self.proc.kill()
         self.proc.wait()
 
+    def finish(self) -> None:
+        """The publisher ends its stream cleanly, as when its clip runs out (SIGTERM: ffmpeg writes out what it
+        has and exits); with ``loop`` this is how a test ends the stream when it is ready, not when a clip
+        that began before the worker was up happens to run out."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+
     def hang_up(self) -> None:
         """The publisher goes away (end of its stream)."""
         if self.proc.poll() is None:

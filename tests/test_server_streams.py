@@ -55,7 +55,10 @@ def test_an_event_goes_live_ends_after_the_window_is_recorded_and_the_next_is_ne
     with WebhookReceiver(fail_first=1) as hooks, running_server(tmp_path / "data") as srv:
         hook = srv.api.post("/v1/webhooks", json={"url": hooks.url}).json()
         key = push_stream(srv, "show", settings={"record": True})
-        session = publish(srv, "show", key, clip240)
+        # the publisher loops until the test ends it: a 12 s clip that started before a loaded box had the
+        # worker up could run out before the checks below that need the stream live (one took 20 s to show
+        # an input bitrate, and by then the clip had ended)
+        session = publish(srv, "show", key, clip240, loop=True)
         st = srv.wait_state("show", "live", 60)
         assert st["publisher"] == "127.0.0.1:40000"
         wait_for(lambda: srv.status("show")["input_bitrate"], 20, "an input bitrate")
@@ -72,7 +75,11 @@ def test_an_event_goes_live_ends_after_the_window_is_recorded_and_the_next_is_ne
         metrics = httpx.get(str(srv.api.base_url) + "metrics", timeout=30).text  # a loaded box: not a speed test
         assert 'sidecast_stream_state{state="live",stream="show"} 1.0' in metrics
         assert 'sidecast_stream_segments_published_total{stream="show"}' in metrics
-        # the clip ends: the publisher is gone, the window runs, then ENDLIST and the recording
+        # the recording gets the forced break (its start is behind the live edge) and four segments at least
+        wait_for(lambda: (srv.status("show")["media_time"] or 0) > brk.json()["start"] + 2
+                 and srv.status("show")["segments"] >= 4, 60, "the break's start and four segments published")
+        # the publisher ends: it is gone, the window runs, then ENDLIST and the recording
+        session.finish()
         srv.wait_state("show", "reconnecting", 40)
         st = srv.wait_state("show", "idle", 30)
         first = playlist(srv, "show/video/240p/index.m3u8")
@@ -100,7 +107,7 @@ def test_an_event_goes_live_ends_after_the_window_is_recorded_and_the_next_is_ne
         assert any(d["attempts"] >= 2 and d["status"] == "delivered" for d in log), log
         # the next publish is a new event: sequence numbers go on, no name is ever reused
         old_keys = {resolve_uri(s.uri, "show/video/240p/index.m3u8") for s in first.segments}
-        session = publish(srv, "show", key, clip240)
+        session = publish(srv, "show", key, clip240, loop=True)
         srv.wait_state("show", "live", 60)
         wait_for(lambda: len(playlist(srv, "show/video/240p/index.m3u8").segments) >= 2, 30, "new segments")
         second = playlist(srv, "show/video/240p/index.m3u8")

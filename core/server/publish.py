@@ -22,7 +22,10 @@ Why it works this way:
   RFC 8216 asks for (its duration plus the playlist's), unless the event is recorded.
 
 The stream's playlists are persisted as their own text under ``state/<stream>/`` (the model round-trips
-through ``sidecast.hls``), so the next attempt, in a new process, continues exactly where this one stopped.
+through ``sidecast.hls``), so the next attempt, in a new process, continues exactly where this one stopped:
+from that copy or from the one in storage, whichever lists more (``newest_window``: a worker killed between
+the two writes leaves the local copy a segment behind what players saw, and a sequence number once given
+to players never names another segment).
 """
 
 from __future__ import annotations
