@@ -163,6 +163,23 @@ def test_a_worker_killed_between_the_stored_and_the_local_playlist_never_reuses_
     assert pl.discontinuity_sequence == 0
 
 
+def test_a_segment_counts_as_published_only_once_the_playlist_that_lists_it_is_stored(tmp_path: Path) -> None:
+    # the worker reports the attempt live on the first published segment; a loaded run counted it before the
+    # playlist write, and a client told "live" read the ended event's playlist
+    storage = DyingStorage(tmp_path / "media")
+    a, p = publisher(tmp_path, storage, "ev1", 1)
+    a.segment()
+    storage.die_after = VIDEO
+    with pytest.raises(Killed):
+        p.sync()
+    assert p.published_segments == 0 and p.last_published_at is None
+    a2, p2 = publisher(tmp_path, storage, "ev1", 2)     # the next attempt: counted once its playlist is out
+    a2.segment()
+    p2.sync()
+    assert p2.published_segments == 1 and p2.last_published_at is not None
+    assert by_sequence(read(storage, VIDEO))[1] == "cam/e/ev1/r2/video/360p/seg_000000.ts", "sequence 0 was seen"
+
+
 def test_an_event_ended_after_a_killed_worker_keeps_the_segment_players_saw(tmp_path: Path) -> None:
     storage = DyingStorage(tmp_path / "media")
     a1, p1 = publisher(tmp_path, storage, "ev1", 1)

@@ -300,6 +300,7 @@ class Publisher:
     def _sync(self) -> None:
         stream = self.plan.stream_id
         changed: list[str] = []
+        new_video = 0
         for rel in self._media_playlists():
             try:
                 pl = parse_media((self.workdir / rel).read_text())
@@ -346,8 +347,7 @@ class Publisher:
                 self.last_seq[rel] = seq
                 if rel.startswith("video/"):
                     self.state.segments += 1
-                    self.published_segments += 1
-                    self.last_published_at = self.clock()
+                    new_video += 1
             if rel in self.started:
                 changed.append(rel)
         for rel in changed:
@@ -357,6 +357,12 @@ class Publisher:
         if changed:
             self._masters()
             self._snapshot()
+        if new_video:
+            # counted once the playlists and masters that list them are out: the worker reports the attempt
+            # live on the first, and a client told "live" must find the new segment (not the ended event's
+            # playlist, which a loaded run read)
+            self.published_segments += new_video
+            self.last_published_at = self.clock()
         self._deletions()
         self._save_state()
 
