@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devkit.ports import free_port  # noqa: E402
 from sidecast.contract.encoding import x264_options  # noqa: E402
 from sidecast.core.ladder import DEFAULT_LADDER, build_ladder  # noqa: E402
 
@@ -91,10 +92,6 @@ def ffmpeg_ladder_cmd(src: Path, out: Path, width: int, height: int, seg: float 
     return cmd
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def live_latency(src: Path, tmp: Path) -> list[float]:

@@ -22,7 +22,6 @@ import json
 import os
 import queue
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ import av
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devkit.ports import free_port  # noqa: E402
 from sidecast.core.push import (  # noqa: E402
     Grant,
     Limits,
@@ -51,10 +51,6 @@ SIDECAST = str(Path(sys.executable).parent / "sidecast")
 FF = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_clip(path: Path, seconds: float, size: str, kbps: int) -> None:

@@ -47,6 +47,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from devkit.ports import free_port  # noqa: E402
+
 SIDECAST = str(Path(sys.executable).with_name("sidecast"))
 ADMIN = "sk_bench_admin_key_000000000000000000"
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
@@ -139,12 +141,6 @@ def wait(cond: Callable[[], Any], timeout: float, what: str, poll: float = 0.25)
     raise SystemExit(f"timed out waiting for {what}")
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ServerProc:

@@ -17,14 +17,12 @@ from pathlib import Path
 
 import httpx
 
+from devkit.ports import free_port
+
 SIDECAST = Path(sys.executable).parent / "sidecast"
 ADMIN = "sk_fleet_test_admin_key_0123456789abcdef"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -20,6 +19,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from devkit.ports import free_port
 from sidecast.ads.api.app import create_app
 from sidecast.ads.api.service import Settings
 
@@ -27,10 +27,6 @@ VAST_DIR = Path(__file__).parent / "vast"
 API_KEY = "test-management-key"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:

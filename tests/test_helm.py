@@ -24,6 +24,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from devkit.ports import free_port as _free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "sidecast"
 IMAGES = ROOT / "helm" / "images"
@@ -864,12 +866,6 @@ def test_ads_replicas_share_the_secrets_that_must_match():
 PY_MAIN = "import sys; from sidecast.core.cli import main; sys.exit(main())"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
