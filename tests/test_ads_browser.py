@@ -6,11 +6,12 @@ import json
 import shutil
 import subprocess
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 
 from sidecast.ads.condition import Conditioner
 from sidecast.ads.session import make_router
@@ -131,25 +132,43 @@ def test_live_stitched_session_plays_through_the_break_as_the_window_slides(tmp_
     origin = tmp_path / "origin"
     shutil.copytree(src, origin)
     stop = threading.Event()
+    joined = threading.Event()
+
+    def write_window(last: int) -> None:
+        for key in KEYS:
+            pl = parse_media((src / key).read_text())
+            pl.segments = pl.segments[max(0, last - 4):last]
+            pl.media_sequence = max(0, last - 4)
+            pl.playlist_type = None
+            pl.endlist = last == 10
+            tmp = origin / (key + ".tmp")
+            tmp.write_text(pl.dumps())
+            tmp.replace(origin / key)
 
     def publish() -> None:
-        # a live origin: a 4-segment window that gains one 2 s segment every 2 s, then ends
-        for last in range(4, 11):
-            for key in KEYS:
-                pl = parse_media((src / key).read_text())
-                pl.segments = pl.segments[max(0, last - 4):last]
-                pl.media_sequence = max(0, last - 4)
-                pl.playlist_type = None
-                pl.endlist = last == 10
-                tmp = origin / (key + ".tmp")
-                tmp.write_text(pl.dumps())
-                tmp.replace(origin / key)
+        # a live origin: a 4-segment window that gains one 2 s segment every 2 s, then ends. The clock starts
+        # when the player first asks for a playlist: Chromium takes seconds to start on a loaded machine, and
+        # a window that had slid on meanwhile put the join point past the captions before the break (a CI
+        # failure: the player joined at the ad and saw only content captions 6-9)
+        if not joined.wait(60):
+            return
+        for last in range(5, 11):
             if stop.wait(2.0):
                 return
+            write_window(last)
 
+    write_window(4)
     publish_thread = threading.Thread(target=publish, daemon=True)
     rec = Recorder(creative)
-    with serve_app(app_for(origin, rec, tmp_path / "cache")) as base:
+    app = app_for(origin, rec, tmp_path / "cache")
+
+    @app.middleware("http")
+    async def note_join(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if request.url.path.endswith(".m3u8"):
+            joined.set()
+        return await call_next(request)
+
+    with serve_app(app) as base:
         # condition the creative before the clock starts, as the decisioning service would at upload
         Conditioner(src / "master.m3u8", tmp_path / "cache")(creative)
         publish_thread.start()

@@ -114,13 +114,19 @@ class Ticker(Sidecar):
 
     def on_video(self, frame: VideoFrame) -> list[Result]:
         if self.mode == "late-captions":
-            # Each cue decided 0.6 s (--cue-delay) of wall time after its frame, while the watermark moves on with every
-            # frame: like a recogniser that commits a sentence late, the cue misses the low-latency caption
-            # part it belongs to and must ride a later one with its own times.
+            # Each cue decided 0.6 s (--cue-delay) of media after its frame: it comes out with the first frame
+            # that far on, while the watermark has moved on with every frame since. Like a recogniser that
+            # commits a sentence late, the cue misses the low-latency caption part it belongs to and must ride
+            # a later one with its own times. Media time, not a wall-clock timer: a timer left the cue 0.2 s
+            # of slack before the watermark covered its end (0.8 s), so on a loaded machine the cue often rode
+            # a part after its end, which hls.js shows only if its playhead is still behind the cue.
+            pending: list[Cue] = getattr(self, "_pending", [])
             if frame.seq % 10 == 1:
-                cue = Cue(start=frame.pts, end=frame.pts + 0.8, text=f"tick {frame.seq // 10}", id=str(frame.seq))
-                threading.Timer(self.cue_delay, self.publish, args=(cue,)).start()
-            return []
+                pending.append(Cue(start=frame.pts, end=frame.pts + 0.8, text=f"tick {frame.seq // 10}",
+                                   id=str(frame.seq)))
+            due = [c for c in pending if frame.pts >= c.start + self.cue_delay - 1e-6]
+            self._pending = [c for c in pending if c not in due]
+            return list(due)
         if self.mode in ("captions", "captions-and-crops"):
             out: list[Result] = []
             if frame.seq % 10 == 1:  # one caption a second, on screen for 0.8 s
