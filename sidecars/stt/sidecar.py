@@ -58,6 +58,9 @@ FAIL_WINDOW = 30.0  # audio instead of failing on every pass (docs/captions.md, 
 BACKOFF = 30.0      # reset at the current audio and goes on at once
 
 
+_WARM: set[int] = set()  # ids of the models this process has warmed up (from_args)
+
+
 @dataclass
 class _Track:
     recognizer: StreamingRecognizer
@@ -376,6 +379,9 @@ class SttSidecar(Sidecar):
                        help="on: words held for a second pass are committed as soon as the VAD hears the speech "
                             "end after them, between passes (default); off: only at the next pass, up to a "
                             "second later on a loaded CPU (docs/captions.md, \"Words at a pause\")")
+        g.add_argument("--warm-up", default="on", choices=["on", "off"],
+                       help="on: run each model worker through one pass before listening, so the first streams' "
+                            "passes do not pay for a cold model (default; docs/server.md, \"fourteenth session\")")
         g.add_argument("--max-line-chars", type=int, default=DEFAULT_STYLE.max_chars,
                        help="caption line length (default 42)")
         g.add_argument("--max-open", type=float, default=CueBuilder.MAX_OPEN,
@@ -411,6 +417,10 @@ class SttSidecar(Sidecar):
         spec = engine.resolve_spec(args.model, args.device, args.compute_type, args.cpu_threads, args.workers)
         model = engine.load_model(spec)
         check_language(model, spec, args.language, args.translate)
+        if args.warm_up == "on" and id(model) not in _WARM:
+            # before the sidecar listens: a stream's first passes never meet a cold model (engine.warm_up)
+            log.info("stt: model warmed up in %.2f s (%d workers)", engine.warm_up(model, spec.workers), spec.workers)
+            _WARM.add(id(model))
         try:
             targets = parse_targets(args.translate_to)
         except ValueError as exc:
