@@ -5,6 +5,7 @@ fails alone. (The sidecar end to end, 3 real-speech streams over gRPC: tests/tes
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -174,3 +175,43 @@ def test_adaptive_pacing_takes_all_new_audio_and_waits_for_the_pace(model: Any) 
         assert sidecar.next_pass_end(track) == 16 * SR // 10
     finally:
         track.decoder.batcher.pace = 0.0  # the process's shared scheduler: leave it as found
+
+
+def test_passes_that_waited_long_for_a_worker_still_share_one_batch(model: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # A round held up (a cold model at start-up, a busy box) made every other stream's pass wait longer than
+    # busy_window; those streams then no longer counted as busy, and the scheduler ran the queued passes one
+    # per batch, each costing about what a batch of all of them did: the waits grew and never came back down
+    # (docs/server.md, "fourteenth session"). A stream with a pass waiting is busy, however long ago it came.
+    b = PassBatcher(model, workers=1, gather=0.0)
+    b.busy_window = 0.0  # every submission is "long ago" at once: no sleeping to make the passes old
+    first_round = threading.Event()
+    release = threading.Event()
+    sizes: list[int] = []
+    real = engine.decode_batch
+
+    def decode_batch(m: Any, items: Any) -> Any:
+        sizes.append(len(items))
+        if len(sizes) == 1:
+            first_round.set()
+            assert release.wait(timeout=120)  # only stops a hung test
+        return real(m, items)
+
+    monkeypatch.setattr(engine, "decode_batch", decode_batch)
+    decoders = [Decoder(model, DecodeOptions(language=None, beam_size=1), batcher=b) for _ in range(7)]
+    audio = np.zeros(int(1.5 * SR), dtype=np.float32)
+    threads = [threading.Thread(target=decoders[0].decode, args=(audio,), daemon=True)]
+    threads[0].start()
+    assert first_round.wait(timeout=120)
+    for d in decoders[1:]:  # six passes queue while the first round runs
+        threads.append(threading.Thread(target=d.decode, args=(audio,), daemon=True))
+        threads[-1].start()
+    until = time.monotonic() + 120  # only stops a hung test
+    while len(b._queue) < 6 and time.monotonic() < until:
+        time.sleep(0.01)
+    release.set()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    assert sizes == [1, 6], sizes  # the six waiting passes in one batch, not six batches of one
+    assert b._active == {}  # every pass answered: nobody is left counted as busy
