@@ -215,3 +215,21 @@ def test_passes_that_waited_long_for_a_worker_still_share_one_batch(model: Any,
     assert not any(t.is_alive() for t in threads)
     assert sizes == [1, 6], sizes  # the six waiting passes in one batch, not six batches of one
     assert b._active == {}  # every pass answered: nobody is left counted as busy
+
+
+def test_the_warm_up_runs_every_worker_and_counts_no_passes(model: Any) -> None:
+    # Before the sidecar listens (--warm-up on): the first streams' passes must not pay for a cold model.
+    stats = engine.batch_stats(model)
+    before = (stats.passes, stats.batches, dict(stats.seconds))
+    workers: list[str] = []
+    real = engine.decode_batch
+
+    def decode_batch(m: Any, items: Any) -> Any:
+        workers.append(threading.current_thread().name)
+        return real(m, items)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(engine, "decode_batch", decode_batch)
+        assert engine.warm_up(model, 2) > 0
+    assert sorted(set(workers)) == ["stt-warm-0", "stt-warm-1"]  # side by side: one call per replica at once
+    assert (stats.passes, stats.batches, dict(stats.seconds)) == before

@@ -902,6 +902,8 @@ def warm_up(model: Any, workers: int | None = None, beam_sizes: Sequence[int] = 
         except BaseException as exc:  # noqa: BLE001 (reported below, from the caller's thread)
             errors.append(exc)
 
+    stats = batch_stats(model)
+    saved = dict(stats.__dict__, seconds=dict(stats.seconds))
     t0 = time.monotonic()
     threads = [threading.Thread(target=one, name=f"stt-warm-{i}", daemon=True) for i in range(n)]
     for t in threads:
@@ -909,8 +911,7 @@ def warm_up(model: Any, workers: int | None = None, beam_sizes: Sequence[int] = 
     speech_regions(audio)  # loads Silero's session meanwhile
     for t in threads:
         t.join()
-    with _MODELS_LOCK:
-        _STATS.pop(id(model), None)  # the warm-up's passes are not the streams'
+    stats.__dict__.update(saved)  # the warm-up's passes are not the streams'
     if errors:
         raise ModelError(f"the model failed its warm-up pass: {type(errors[0]).__name__}: {errors[0]}") from errors[0]
     return time.monotonic() - t0
