@@ -72,6 +72,7 @@ def test_a_skip_resumes_one_to_three_seconds_before_the_newest_audio_and_counts_
     assert rec.hypothesis == [] and rec.next_pass_end() is not None  # the next pass is due at once
 
 
+@settings(max_examples=40, deadline=None)
 @given(received=st.floats(2.0, 30.0), ahead=st.floats(0.0, 1.0))
 def test_nothing_is_skipped_behind_the_last_pass(received: float, ahead: float) -> None:
     rec = recogniser(received, received * ahead, 0.0, True)
@@ -138,11 +139,11 @@ def feed(sc: SttSidecar, prog: rs.Programme, speed: float, slow_from: float | No
 def test_a_live_stream_whose_model_falls_behind_skips_ahead_and_captions_the_newest_speech(
         prog: rs.Programme, spec: engine.ModelSpec, monkeypatch: pytest.MonkeyPatch) -> None:
     # Fed at 4x real time (counted as live here, so the test takes seconds, not half a minute), every pass
-    # after 6 s of audio first waits 3 s: 12 s of audio come per pass, no pass takes more than 6 s of it.
+    # after 9 s of audio first waits 3 s: 12 s of audio come per pass, no pass takes more than 6 s of it.
     monkeypatch.setattr(stt, "LIVE_RATE", 6.0)
     monkeypatch.setattr(stt, "LIVE_WINDOW", (0.5, 10.0))
     sc = SttSidecar(spec=spec, beam_size=1, max_behind=5.0)
-    finals, stats = feed(sc, prog, speed=4.0, slow_from=6.0, pass_pause=3.0)
+    finals, stats = feed(sc, prog, speed=4.0, slow_from=9.0, pass_pause=3.0)
     last = stats[-1].data
     assert last["skips"] >= 1, last
     assert 0.0 < last["skipped_speech_s"] <= last["skipped_s"], last
@@ -153,7 +154,7 @@ def test_a_live_stream_whose_model_falls_behind_skips_ahead_and_captions_the_new
     # ... and what came before the model slowed down was kept.
     first = prog.utterances[0]
     early = rs.normalise(" ".join(w.text for c in finals for w in c.words if w.end <= first.end + 0.5))
-    assert first.end < 6.0 and rs.wer(rs.normalise(first.text), early) <= 0.3, (first.text, early)
+    assert first.end < 9.0 and rs.wer(rs.normalise(first.text), early) <= 0.3, (first.text, early)
     for a, b in zip(finals, finals[1:], strict=False):
         assert a.end <= b.start + 1e-6, (a, b)  # in order, never overlapping
 

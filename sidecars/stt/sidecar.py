@@ -129,9 +129,10 @@ class SttSidecar(Sidecar):
                  vad: str = "incremental", pacing: str = "fixed", load_context: float | None = LOAD_CONTEXT,
                  shed: bool = True, load_step: float | None = None, load_policy: str = "off",
                  chunk_cap: float = CHUNK_CAP, chunk_beam: int | None = None, chunk_prompt: int | None = CHUNK_PROMPT,
-                 max_behind: float | None = MAX_BEHIND, **options: Any) -> None:
+                 max_behind: float | None = MAX_BEHIND, chunk_start: bool = True, **options: Any) -> None:
         super().__init__(**options)
         self.spec = spec
+        self.chunk_start = chunk_start  # with --load-policy chunk: a stream's start holds chunk mode (hold_chunked)
         self.max_behind = max_behind    # seconds a live stream's undecoded audio may reach before it skips
         self.skips = 0                  # times a track skipped ahead (_catch_up), the seconds of audio it
         self.skipped_s = 0.0            # skipped and the speech among them (words lost)
@@ -232,6 +233,8 @@ class SttSidecar(Sidecar):
         self._targets = targets
         if routes:
             self._translations = _Translations(routes=routes)
+        if self.load_policy == "chunk" and self.batch and self.chunk_start:
+            engine.batcher(model, self.max_batch).hold_chunked()
         self._start_worker()
         return out
 
@@ -275,15 +278,17 @@ class SttSidecar(Sidecar):
         return None
 
     def live(self, now: float | None = None) -> bool:
-        """Whether the stream's audio arrives in real time (not faster than LIVE_RATE over the last
-        LIVE_WINDOW seconds, with at least its lower bound seen): only a live stream skips ahead."""
+        """Whether the stream's audio is arriving, in real time: not faster than LIVE_RATE over the last
+        LIVE_WINDOW seconds of arrivals (at least its lower bound of them), the newest within IDLE_AFTER.
+        Only a live stream skips ahead: a file run fed faster than real time, or one whose feed has ended
+        while the model works through what it sent, loses nothing."""
         now = time.monotonic() if now is None else now
         with self._cond:
-            if not self._arrivals or now - self._arrivals[0][0] < LIVE_WINDOW[0]:
+            if not self._arrivals or now - self._audio_at > IDLE_AFTER:
                 return False
             t0, e0 = self._arrivals[0]
-            e1 = self._expected or e0
-        return (e1 - e0) / SAMPLE_RATE <= LIVE_RATE * (now - t0)
+            t1, e1 = self._audio_at, self._expected or e0
+        return t1 - t0 >= LIVE_WINDOW[0] and (e1 - e0) / SAMPLE_RATE <= LIVE_RATE * (t1 - t0)
 
     def on_discontinuity(self, pts: float) -> Handled:
         self._restart_at(round(pts * SAMPLE_RATE))
@@ -402,6 +407,10 @@ class SttSidecar(Sidecar):
                        help=f"with --load-policy chunk: most uncommitted speech before a chunk pass (default {CHUNK_CAP:g})")
         g.add_argument("--chunk-beam", type=int, default=0, metavar="N",
                        help="with --load-policy chunk: beam size of chunk passes (default 0: --beam-size)")
+        g.add_argument("--chunk-start", default="on", choices=["on", "off"],
+                       help="with --load-policy chunk: on: a stream that starts puts the model in chunk mode for 10 s "
+                            "at least (streams that start together do not first fall behind on the usual passes; "
+                            "default); off: only once a stream is behind (docs/server.md, \"fourteenth session\")")
         g.add_argument("--chunk-prompt", type=int, default=CHUNK_PROMPT, metavar="CHARS",
                        help=f"with --load-policy chunk: characters of committed text chunk passes are prompted with "
                             f"(default {CHUNK_PROMPT}; 0: as other passes, 200)")
@@ -476,7 +485,7 @@ class SttSidecar(Sidecar):
                                  shed=args.context_cut == "now", load_step=load_step,
                                  load_policy=args.load_policy, chunk_cap=args.chunk_cap,
                                  chunk_beam=args.chunk_beam or None, chunk_prompt=args.chunk_prompt or None,
-                                 max_behind=max_behind)
+                                 max_behind=max_behind, chunk_start=args.chunk_start == "on")
 
     # ------------------------------------------------------------------ worker
 
