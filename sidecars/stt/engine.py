@@ -674,19 +674,6 @@ class PassBatcher:
                  ended - began, ph.get("features", 0.0), ph.get("encode", 0.0), ph.get("generate", 0.0),
                  ph.get("align", 0.0), len(self._queue))
 
-    def hold_chunked(self, now: float | None = None) -> None:
-        """A stream starts (the sidecar's ``--chunk-start on``): chunk mode from now, for CHUNK_HOLD seconds at
-        least, then left as ``chunk_mode`` says. Streams that start together otherwise opened with the usual
-        beam passes every 0.5 s each, more than the model could run beside their pipelines starting, fell
-        2 s behind and only then switched, with that backlog to work off (docs/server.md, "fourteenth
-        session")."""
-        now = time.monotonic() if now is None else now
-        with self._cond:
-            if not self.chunked:
-                self.chunked = True
-                self.chunk_switches += 1
-            self.chunk_since = now
-
     def _run_group(self, group: list[PassInput], boxes: dict[int, tuple[threading.Event, list[Any]]]) -> None:
         stats = batch_stats(self.model)
         try:

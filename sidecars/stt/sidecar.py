@@ -129,10 +129,9 @@ class SttSidecar(Sidecar):
                  vad: str = "incremental", pacing: str = "fixed", load_context: float | None = LOAD_CONTEXT,
                  shed: bool = True, load_step: float | None = None, load_policy: str = "off",
                  chunk_cap: float = CHUNK_CAP, chunk_beam: int | None = None, chunk_prompt: int | None = CHUNK_PROMPT,
-                 max_behind: float | None = MAX_BEHIND, chunk_start: bool = True, **options: Any) -> None:
+                 max_behind: float | None = MAX_BEHIND, **options: Any) -> None:
         super().__init__(**options)
         self.spec = spec
-        self.chunk_start = chunk_start  # with --load-policy chunk: a stream's start holds chunk mode (hold_chunked)
         self.max_behind = max_behind    # seconds a live stream's undecoded audio may reach before it skips
         self.skips = 0                  # times a track skipped ahead (_catch_up), the seconds of audio it
         self.skipped_s = 0.0            # skipped and the speech among them (words lost)
@@ -233,8 +232,6 @@ class SttSidecar(Sidecar):
         self._targets = targets
         if routes:
             self._translations = _Translations(routes=routes)
-        if self.load_policy == "chunk" and self.batch and self.chunk_start:
-            engine.batcher(model, self.max_batch).hold_chunked()
         self._start_worker()
         return out
 
@@ -407,10 +404,6 @@ class SttSidecar(Sidecar):
                        help=f"with --load-policy chunk: most uncommitted speech before a chunk pass (default {CHUNK_CAP:g})")
         g.add_argument("--chunk-beam", type=int, default=0, metavar="N",
                        help="with --load-policy chunk: beam size of chunk passes (default 0: --beam-size)")
-        g.add_argument("--chunk-start", default="on", choices=["on", "off"],
-                       help="with --load-policy chunk: on: a stream that starts puts the model in chunk mode for 10 s "
-                            "at least (streams that start together do not first fall behind on the usual passes; "
-                            "default); off: only once a stream is behind (docs/server.md, \"fourteenth session\")")
         g.add_argument("--chunk-prompt", type=int, default=CHUNK_PROMPT, metavar="CHARS",
                        help=f"with --load-policy chunk: characters of committed text chunk passes are prompted with "
                             f"(default {CHUNK_PROMPT}; 0: as other passes, 200)")
@@ -485,7 +478,7 @@ class SttSidecar(Sidecar):
                                  shed=args.context_cut == "now", load_step=load_step,
                                  load_policy=args.load_policy, chunk_cap=args.chunk_cap,
                                  chunk_beam=args.chunk_beam or None, chunk_prompt=args.chunk_prompt or None,
-                                 max_behind=max_behind, chunk_start=args.chunk_start == "on")
+                                 max_behind=max_behind)
 
     # ------------------------------------------------------------------ worker
 
