@@ -233,3 +233,24 @@ def test_the_warm_up_runs_every_worker_and_counts_no_passes(model: Any) -> None:
         assert engine.warm_up(model, 2) > 0
     assert sorted(set(workers)) == ["stt-warm-0", "stt-warm-1"]  # side by side: one call per replica at once
     assert (stats.passes, stats.batches, dict(stats.seconds)) == before
+
+
+
+def test_a_round_of_unlike_passes_leaves_its_other_batches_to_the_other_worker(model: Any,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # Passes that cannot share a batch (here: two beam sizes) taken in one round ran one batch after the
+    # other on that worker while the other worker had nothing to do. The round runs the batch holding the
+    # oldest pass and puts the others back in the queue, first in line for the next idle worker.
+    b = PassBatcher(model, workers=2, gather=0.0)
+    ran: list[int] = []
+    monkeypatch.setattr(engine, "decode_batch", lambda m, items: ran.extend(len(items) * [items[0].decoder.options
+                                                                                        .beam_size]) or [[] for _ in items])
+    greedy, beam = (Decoder(model, DecodeOptions(language=None, beam_size=k), batcher=b) for k in (1, 3))
+    older, newer = item(beam, 1.5, at=1.0), item(greedy, 1.5, at=2.0)
+    boxes = [(it, threading.Event(), []) for it in (older, newer)]
+    b._queue = list(boxes)
+    b._recent = {k: 1e12 for k in range(4)}  # four streams busy: a worker's share is two passes
+    b._round([])
+    assert ran == [3]  # the batch with the oldest pass, alone
+    assert boxes[0][1].is_set() and not boxes[1][1].is_set()
+    assert [q[0] for q in b._queue] == [newer]  # the other batch waits for a worker, first in line

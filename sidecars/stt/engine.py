@@ -587,8 +587,21 @@ class PassBatcher:
             taken[:], self._queue = self._queue[:n], self._queue[n:]
             self._adapt([time.monotonic() - item.submitted for item, _, _ in taken])
         batch_stats(self.model).rounds += 1
+        groups = self.groups([item for item, _, _ in taken])
+        if len(groups) > 1 and self.workers > 1:
+            # Only the batch holding the oldest pass runs on this worker; the others go back to the queue
+            # (still the oldest there), where an idle worker takes them. Run here one after the other, they
+            # left the other worker idle while passes waited: at start-up, when streams' passes are unlike
+            # each other (beam and chunk passes, 1.5 to 11 s of audio), a round is often three batches.
+            first = {id(it) for it in groups[0]}
+            back = [t for t in taken if id(t[0]) not in first]
+            taken[:] = [t for t in taken if id(t[0]) in first]
+            with self._cond:
+                self._queue.extend(back)
+                self._cond.notify_all()
+            groups = groups[:1]
         boxes = {id(item): (done, box) for item, done, box in taken}
-        for group in self.groups([item for item, _, _ in taken]):
+        for group in groups:
             self._run_group(group, boxes)
 
     def _adapt(self, waits: list[float]) -> None:
