@@ -474,6 +474,7 @@ class PassBatcher:
         self._threads: list[threading.Thread] = []
         self._recent: dict[int, float] = {}  # id(decoder) -> when it last submitted a pass
         self._active: dict[int, int] = {}    # id(decoder) -> its passes submitted and not yet answered
+        self._idle = 0                        # worker threads waiting in _round for passes to take
         self.busy_window = 2.0          # a stream that submitted a pass this recently is waited for (gather)
         # Load-adaptive pacing: seconds of new audio every stream gathers before its next pass (on top of
         # its own min_step), raised while passes wait in the queue for a worker (the model cannot keep up:
@@ -570,20 +571,28 @@ class PassBatcher:
     def _round(self, taken: list[tuple[PassInput, threading.Event, list[Any]]]) -> None:
         """Take the passes due (into ``taken``) and run them."""
         with self._cond:
-            while not self._queue:
-                self._cond.wait()
-            # Streams whose passes ran in the last batch need a moment (VAD, the recogniser's own
-            # work) to submit their next one; without this wait two halves of the streams take
-            # turns, each batch half as large as it could be.
-            # With several workers each takes its share of the busy streams' passes.
-            deadline = time.monotonic() + self.gather
-            while (len(self._queue) < self._share(time.monotonic())
-                   and (left := deadline - time.monotonic()) > 0):
-                self._cond.wait(left)
+            self._idle += 1
+            try:
+                while not self._queue:
+                    self._cond.wait()
+                # Streams whose passes ran in the last batch need a moment (VAD, the recogniser's own
+                # work) to submit their next one; without this wait two halves of the streams take
+                # turns, each batch half as large as it could be.
+                # With several workers each takes its share of the busy streams' passes.
+                deadline = time.monotonic() + self.gather
+                while (len(self._queue) < self._share(time.monotonic())
+                       and (left := deadline - time.monotonic()) > 0):
+                    self._cond.wait(left)
+            finally:
+                self._idle -= 1
             if not self._queue:  # another worker took them while this one waited
                 return
             self._queue.sort(key=lambda q: q[0].submitted)
             n = min(self.max_batch, max(1, self._share(time.monotonic())))
+            # Workers waiting for passes too split what is queued with this one, instead of one of them
+            # taking it all while the others idle (a backlog at start-up: the old rule's shrinking share
+            # did that by accident, docs/server.md "fourteenth session").
+            n = min(n, -(-len(self._queue) // (1 + self._idle)))
             taken[:], self._queue = self._queue[:n], self._queue[n:]
             self._adapt([time.monotonic() - item.submitted for item, _, _ in taken])
         batch_stats(self.model).rounds += 1
