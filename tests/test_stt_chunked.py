@@ -178,4 +178,3 @@ def test_chunk_passes_run_with_their_own_beam_and_a_shorter_prompt(model: object
                 sidecar._step(track, end)
     assert seen and all((o.beam_size, o.max_prompt_chars) == (1, 60) for o in seen), seen
     assert track.decoder.options == own and own.max_prompt_chars == 200
-
