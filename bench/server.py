@@ -583,6 +583,8 @@ def _caption_steps(work: Path, args: argparse.Namespace, mode: str, workers: str
                 (dump / f"{data.name}-{n}.json").write_text(json.dumps(
                     {"streams": n, "stt_args": " ".join(extra or []), "spans": spans, "load": load_avg(),
                      "reports": _stt_reports(data, {s: (0.0, 1e9) for s in ids})}))
+                for log_file in data.rglob("sidecar-stt.log"):  # its batch trace: the start-up, slow batches
+                    shutil.copyfile(log_file, dump / f"{data.name}-{n}-{log_file.name}")
             c95s = [pct(v, 0.95) for v in commits.values() if v]
             all_commits = [x for v in commits.values() for x in v]
             steps.append({"batch": mode, "workers": workers, "stt_args": " ".join(extra or []), "streams": n, "stt_lag_p50_s": round(pct(all_lags, 0.5), 2),

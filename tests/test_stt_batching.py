@@ -5,6 +5,7 @@ fails alone. (The sidecar end to end, 3 real-speech streams over gRPC: tests/tes
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -174,3 +175,82 @@ def test_adaptive_pacing_takes_all_new_audio_and_waits_for_the_pace(model: Any) 
         assert sidecar.next_pass_end(track) == 16 * SR // 10
     finally:
         track.decoder.batcher.pace = 0.0  # the process's shared scheduler: leave it as found
+
+
+def test_passes_that_waited_long_for_a_worker_still_share_one_batch(model: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # A round held up (a cold model at start-up, a busy box) made every other stream's pass wait longer than
+    # busy_window; those streams then no longer counted as busy, and the scheduler ran the queued passes one
+    # per batch, each costing about what a batch of all of them did: the waits grew and never came back down
+    # (docs/server.md, "fourteenth session"). A stream with a pass waiting is busy, however long ago it came.
+    b = PassBatcher(model, workers=1, gather=0.0)
+    b.busy_window = 0.0  # every submission is "long ago" at once: no sleeping to make the passes old
+    first_round = threading.Event()
+    release = threading.Event()
+    sizes: list[int] = []
+    real = engine.decode_batch
+
+    def decode_batch(m: Any, items: Any) -> Any:
+        sizes.append(len(items))
+        if len(sizes) == 1:
+            first_round.set()
+            assert release.wait(timeout=120)  # only stops a hung test
+        return real(m, items)
+
+    monkeypatch.setattr(engine, "decode_batch", decode_batch)
+    decoders = [Decoder(model, DecodeOptions(language=None, beam_size=1), batcher=b) for _ in range(7)]
+    audio = np.zeros(int(1.5 * SR), dtype=np.float32)
+    threads = [threading.Thread(target=decoders[0].decode, args=(audio,), daemon=True)]
+    threads[0].start()
+    assert first_round.wait(timeout=120)
+    for d in decoders[1:]:  # six passes queue while the first round runs
+        threads.append(threading.Thread(target=d.decode, args=(audio,), daemon=True))
+        threads[-1].start()
+    until = time.monotonic() + 120  # only stops a hung test
+    while len(b._queue) < 6 and time.monotonic() < until:
+        time.sleep(0.01)
+    release.set()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    assert sizes == [1, 6], sizes  # the six waiting passes in one batch, not six batches of one
+    assert b._active == {}  # every pass answered: nobody is left counted as busy
+
+
+def test_the_warm_up_runs_every_worker_and_counts_no_passes(model: Any) -> None:
+    # Before the sidecar listens (--warm-up on): the first streams' passes must not pay for a cold model.
+    stats = engine.batch_stats(model)
+    before = (stats.passes, stats.batches, dict(stats.seconds))
+    workers: list[str] = []
+    real = engine.decode_batch
+
+    def decode_batch(m: Any, items: Any) -> Any:
+        workers.append(threading.current_thread().name)
+        return real(m, items)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(engine, "decode_batch", decode_batch)
+        assert engine.warm_up(model, 2) > 0
+    assert sorted(set(workers)) == ["stt-warm-0", "stt-warm-1"]  # side by side: one call per replica at once
+    assert (stats.passes, stats.batches, dict(stats.seconds)) == before
+
+
+
+def test_a_round_of_unlike_passes_leaves_its_other_batches_to_the_other_worker(model: Any,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # Passes that cannot share a batch (here: two beam sizes) taken in one round ran one batch after the
+    # other on that worker while the other worker had nothing to do. The round runs the batch holding the
+    # oldest pass and puts the others back in the queue, first in line for the next idle worker.
+    b = PassBatcher(model, workers=2, gather=0.0)
+    ran: list[int] = []
+    monkeypatch.setattr(engine, "decode_batch", lambda m, items: ran.extend(len(items) * [items[0].decoder.options
+                                                                                        .beam_size]) or [[] for _ in items])
+    greedy, beam = (Decoder(model, DecodeOptions(language=None, beam_size=k), batcher=b) for k in (1, 3))
+    older, newer = item(beam, 1.5, at=1.0), item(greedy, 1.5, at=2.0)
+    boxes = [(it, threading.Event(), []) for it in (older, newer)]
+    b._queue = list(boxes)
+    b._recent = {k: 1e12 for k in range(4)}  # four streams busy: a worker's share is two passes
+    b._round([])
+    assert ran == [3]  # the batch with the oldest pass, alone
+    assert boxes[0][1].is_set() and not boxes[1][1].is_set()
+    assert [q[0] for q in b._queue] == [newer]  # the other batch waits for a worker, first in line

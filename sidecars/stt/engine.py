@@ -308,6 +308,7 @@ class PassInput:
     max_new: int               # token budget of this pass
     submitted: float = 0.0     # time.monotonic() when it was queued (oldest first)
     batch_size: int = 1        # how many passes shared its batch (set when it ran)
+    phases: dict[str, float] = field(default_factory=dict)  # its batch's seconds per phase (set when it ran)
 
     def key(self) -> tuple[Any, ...]:
         """Passes batch together only with the same task, language, beam and prompt kind."""
@@ -409,6 +410,7 @@ def decode_batch(model: Any, items: Sequence[PassInput]) -> list[list[DecodedSeg
     batch_stats(m).add(len(items), t)
     for it in items:
         it.batch_size = len(items)
+        it.phases = t
         it.decoder.passes += 1
         it.decoder.batched_passes += len(items) > 1
         it.decoder.max_batch = max(it.decoder.max_batch, len(items))
@@ -471,6 +473,8 @@ class PassBatcher:
         self._queue: list[tuple[PassInput, threading.Event, list[Any]]] = []
         self._threads: list[threading.Thread] = []
         self._recent: dict[int, float] = {}  # id(decoder) -> when it last submitted a pass
+        self._active: dict[int, int] = {}    # id(decoder) -> its passes submitted and not yet answered
+        self._idle = 0                        # worker threads waiting in _round for passes to take
         self.busy_window = 2.0          # a stream that submitted a pass this recently is waited for (gather)
         # Load-adaptive pacing: seconds of new audio every stream gathers before its next pass (on top of
         # its own min_step), raised while passes wait in the queue for a worker (the model cannot keep up:
@@ -485,20 +489,30 @@ class PassBatcher:
         self.chunk_since = 0.0          # monotonic time chunk mode began
         self.chunk_switches = 0         # times it began (for logs and benchmarks)
         self._busy: list[tuple[float, float]] = []  # (end, wall seconds) of recent batches (utilisation)
+        self.first_pass: float | None = None  # monotonic time the first batch's oldest pass was submitted (_trace)
 
     def submit(self, item: PassInput) -> list[DecodedSegment]:
         done = threading.Event()
         box: list[Any] = []
         item.submitted = time.monotonic()
+        key = id(item.decoder)
         with self._cond:
-            self._recent[id(item.decoder)] = item.submitted
+            self._recent[key] = item.submitted
+            self._active[key] = self._active.get(key, 0) + 1
             self._queue.append((item, done, box))
             while len(self._threads) < self.workers:
                 t = threading.Thread(target=self._run, name=f"stt-batcher-{len(self._threads)}", daemon=True)
                 t.start()
                 self._threads.append(t)
             self._cond.notify()
-        done.wait()
+        try:
+            done.wait()
+        finally:
+            with self._cond:
+                if self._active.get(key, 0) <= 1:
+                    self._active.pop(key, None)
+                else:
+                    self._active[key] -= 1
         if isinstance(box[0], BaseException):
             raise box[0]
         return box[0]  # type: ignore[no-any-return]
@@ -530,9 +544,15 @@ class PassBatcher:
         return min(self.max_batch, -(-self._busy_streams(now) // self.workers))
 
     def _busy_streams(self, now: float) -> int:
-        """Streams (decoders) that submitted a pass within ``busy_window``: the ones a batch may wait for."""
+        """Streams (decoders) that submitted a pass within ``busy_window`` or have one waiting or running:
+        the ones a batch may wait for and take.
+
+        Counting only recent submitters collapsed under load (docs/server.md, "fourteenth session"): once
+        passes waited longer than ``busy_window`` for a worker (a cold model at start-up, a busy box), their
+        streams no longer counted, batches shrank to one pass with six queued, each batch of one cost about
+        what a batch of four did, so the waits grew further and the streams never caught up."""
         self._recent = {k: t for k, t in self._recent.items() if now - t < self.busy_window}
-        return len(self._recent)
+        return len(self._recent.keys() | self._active.keys())
 
     def _run(self) -> None:
         while True:
@@ -551,25 +571,46 @@ class PassBatcher:
     def _round(self, taken: list[tuple[PassInput, threading.Event, list[Any]]]) -> None:
         """Take the passes due (into ``taken``) and run them."""
         with self._cond:
-            while not self._queue:
-                self._cond.wait()
-            # Streams whose passes ran in the last batch need a moment (VAD, the recogniser's own
-            # work) to submit their next one; without this wait two halves of the streams take
-            # turns, each batch half as large as it could be.
-            # With several workers each takes its share of the busy streams' passes.
-            deadline = time.monotonic() + self.gather
-            while (len(self._queue) < self._share(time.monotonic())
-                   and (left := deadline - time.monotonic()) > 0):
-                self._cond.wait(left)
+            self._idle += 1
+            try:
+                while not self._queue:
+                    self._cond.wait()
+                # Streams whose passes ran in the last batch need a moment (VAD, the recogniser's own
+                # work) to submit their next one; without this wait two halves of the streams take
+                # turns, each batch half as large as it could be.
+                # With several workers each takes its share of the busy streams' passes.
+                deadline = time.monotonic() + self.gather
+                while (len(self._queue) < self._share(time.monotonic())
+                       and (left := deadline - time.monotonic()) > 0):
+                    self._cond.wait(left)
+            finally:
+                self._idle -= 1
             if not self._queue:  # another worker took them while this one waited
                 return
             self._queue.sort(key=lambda q: q[0].submitted)
             n = min(self.max_batch, max(1, self._share(time.monotonic())))
+            # Workers waiting for passes too split what is queued with this one, instead of one of them
+            # taking it all while the others idle (a backlog at start-up: the old rule's shrinking share
+            # did that by accident, docs/server.md "fourteenth session").
+            n = min(n, -(-len(self._queue) // (1 + self._idle)))
             taken[:], self._queue = self._queue[:n], self._queue[n:]
             self._adapt([time.monotonic() - item.submitted for item, _, _ in taken])
         batch_stats(self.model).rounds += 1
+        groups = self.groups([item for item, _, _ in taken])
+        if len(groups) > 1 and self.workers > 1:
+            # Only the batch holding the oldest pass runs on this worker; the others go back to the queue
+            # (still the oldest there), where an idle worker takes them. Run here one after the other, they
+            # left the other worker idle while passes waited: at start-up, when streams' passes are unlike
+            # each other (beam and chunk passes, 1.5 to 11 s of audio), a round is often three batches.
+            first = {id(it) for it in groups[0]}
+            back = [t for t in taken if id(t[0]) not in first]
+            taken[:] = [t for t in taken if id(t[0]) in first]
+            with self._cond:
+                self._queue.extend(back)
+                self._cond.notify_all()
+            groups = groups[:1]
         boxes = {id(item): (done, box) for item, done, box in taken}
-        for group in self.groups([item for item, _, _ in taken]):
+        for group in groups:
             self._run_group(group, boxes)
 
     def _adapt(self, waits: list[float]) -> None:
@@ -637,6 +678,24 @@ class PassBatcher:
                 self.chunked = False
         return self.chunked
 
+    TRACE_FOR = 60.0  # seconds after the first pass each batch is logged (the start-up, docs/server.md)
+    TRACE_SLOW = 2.0  # ... and after that, a batch whose passes waited longer than this for a worker
+
+    def _trace(self, group: list[PassInput], began: float, ended: float) -> None:
+        """Log one batch (info) while the scheduler is young, or when its passes waited long: the start-up
+        and an overload are where captions fall behind, and the per-phase times say why."""
+        if self.first_pass is None:
+            self.first_pass = min(it.submitted for it in group)
+        wait = max(began - it.submitted for it in group)
+        if began - self.first_pass > self.TRACE_FOR and wait < self.TRACE_SLOW:
+            return
+        ph = group[0].phases
+        log.info("stt batch at %.2f s: %d passes, longest %.2f s of audio, waited up to %.2f s, ran %.2f s "
+                 "(features %.2f, encode %.2f, generate %.2f, align %.2f), %d queued",
+                 began - self.first_pass, len(group), max(len(it.audio) for it in group) / SAMPLE_RATE, wait,
+                 ended - began, ph.get("features", 0.0), ph.get("encode", 0.0), ph.get("generate", 0.0),
+                 ph.get("align", 0.0), len(self._queue))
+
     def _run_group(self, group: list[PassInput], boxes: dict[int, tuple[threading.Event, list[Any]]]) -> None:
         stats = batch_stats(self.model)
         try:
@@ -649,6 +708,7 @@ class PassBatcher:
                     results = decode_batch(self.model, group)
                 finally:
                     ended = time.monotonic()
+                    self._trace(group, began, ended)
                     with self._cond:
                         stats.in_flight -= 1
                         self._busy.append((ended, ended - began))
@@ -831,6 +891,52 @@ class StreamVad:
         self._context = windows[-1, -self.CONTEXT:].copy()
         self._probs = np.concatenate([self._probs, np.asarray(out, dtype=np.float32).reshape(-1)])
         self.samples_run += len(x)
+
+
+def warm_up(model: Any, workers: int | None = None, beam_sizes: Sequence[int] = (1, 3), seconds: float = 3.0) -> float:
+    """Run every replica of ``model`` once through what a pass does (features, a batched encode, greedy
+    and beam generation, the word alignment) and Silero VAD, before the first stream's audio is accepted;
+    returns the wall seconds it took.
+
+    A cold replica's first pass took 2.4-2.9 s against ~0.4 s warm (docs/server.md, "fourteenth
+    session"): with 8 streams starting together those first passes made every other pass wait, and the
+    streams began seconds behind. The replicas are run side by side (one thread each, each holding one
+    slot of the pass lock) so that every replica gets a call. The passes are not counted (batch_stats)."""
+    n = workers or model_workers(model)
+    rng = np.random.default_rng(0)
+    audio = (0.01 * rng.standard_normal(int(seconds * SAMPLE_RATE))).astype(np.float32)
+    barrier = threading.Barrier(n)
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            barrier.wait(timeout=60)
+            for beam in beam_sizes:
+                d = Decoder(model, DecodeOptions(language="en" if is_multilingual(model) else None, beam_size=beam))
+                items = [d.prepare(audio, "Good morning.", ""), d.prepare(audio[: len(audio) // 2], "Good morning.", "")]
+                with d.lock:
+                    decode_batch(model, items)
+                    tok = d._tokenizer()
+                    feats = model.feature_extractor(items[0].audio, padding=0)
+                    frames = min(3000, feats.shape[-1] - feats.shape[-1] % 2)
+                    enc = model.encode(np.ascontiguousarray(feats[None, :, :frames]))
+                    model.find_alignment(tok, [tok.encode(" Good morning.")], enc, frames)
+        except BaseException as exc:  # noqa: BLE001 (reported below, from the caller's thread)
+            errors.append(exc)
+
+    stats = batch_stats(model)
+    saved = dict(stats.__dict__, seconds=dict(stats.seconds))
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=one, name=f"stt-warm-{i}", daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    speech_regions(audio)  # loads Silero's session meanwhile
+    for t in threads:
+        t.join()
+    stats.__dict__.update(saved)  # the warm-up's passes are not the streams'
+    if errors:
+        raise ModelError(f"the model failed its warm-up pass: {type(errors[0]).__name__}: {errors[0]}") from errors[0]
+    return time.monotonic() - t0
 
 
 def identify_language(model: Any, audio: np.ndarray) -> tuple[str, float, dict[str, float]]:

@@ -683,6 +683,28 @@ class StreamingRecognizer:
         self._trim_to(at)
         return True
 
+    def skip_to(self, sample: int) -> tuple[float, float]:
+        """Drop the audio before ``sample`` without decoding it: a stream too far behind the newest audio
+        (the sidecar's ``--max-behind``) goes on from there. The words held for a second pass and the
+        speech not yet decoded before ``sample`` are lost; committed words stay. Returns the seconds of
+        audio skipped past what was decoded (the last pass's end) and the seconds of speech among them
+        not committed (the VAD's regions), which is what the skip cost in words."""
+        sr = SAMPLE_RATE
+        sample = min(sample, self.received_end)
+        if sample <= self.pass_end:
+            return 0.0, 0.0
+        audio = self._take(sample)
+        settled = max(self.commit_end - self.buf_start, 0) / sr
+        speech = sum(max(0.0, b - max(a, settled)) for a, b in self.vad(audio))
+        skipped = (sample - self.pass_end) / sr
+        self._buffer = self._buffer[sample - self.buf_start:]
+        self.buf_start = self.pass_end = sample
+        self.commit_end = max(self.commit_end, sample)
+        self.hypothesis, self._sure, self._confirm, self._open_from = [], 0, set(), None
+        self.frontier = max(self.frontier, _sec(sample))
+        self._chunk_checked = self._pause_checked = sample
+        return skipped, speech
+
     def _trim_to(self, sample: int, context: bool = True) -> None:
         if context:
             sample = self._with_context(sample)

@@ -8,6 +8,7 @@ for the model. One instance per media stream; the model itself is loaded once pe
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import functools
 import logging
@@ -35,7 +36,7 @@ from sidecast.sidecars.runtime.sdk import Handled, Sidecar
 
 from . import engine, translation
 from .engine import DecodeOptions, Decoder, ModelError, ModelSpec
-from .recognizer import SAMPLE_RATE, StepResult, StreamConfig, StreamingRecognizer
+from .recognizer import SAMPLE_RATE, StepResult, StreamConfig, StreamingRecognizer, quietest
 from .shaping import DEFAULT_STYLE, CaptionStyle, CueBuilder, break_lines
 from .translation import Translator
 
@@ -52,10 +53,20 @@ CHUNK_PROMPT = 60   # characters of committed text a chunk pass is prompted with
                     # max_prompt_chars is 200): the decoder pays for the prompt's tokens on every pass (greedy,
                     # 3 s of audio: 0.25 CPU s at 200, 0.16 s at 60), and a chunk pass already has 2 s of committed
                     # speech as audio context; fewer words wrong too (docs/captions.md, "Chunks under load")
+MAX_BEHIND = 10.0   # seconds of audio a live stream may have waiting for its next pass before it skips ahead
+                    # (--max-behind): its words would come later than this, shown well after other speech;
+                    # the stream drops that audio and goes on SKIP_KEEP seconds before the newest audio
+SKIP_KEEP = (1.0, 3.0)  # where a skip resumes: the quietest 0.1 s this many seconds before the newest audio
+LIVE_RATE = 1.5     # a stream is live (may skip) while its audio arrives at most this fast against the wall
+                    # clock over the last LIVE_WINDOW seconds: a file run fed faster than real time never skips
+LIVE_WINDOW = (3.0, 10.0)
 IDLE_AFTER = 1.0    # wall seconds without new audio before held words are settled (StreamingRecognizer.settle_idle)
 FAIL_LIMIT = 3      # failures of one track within FAIL_WINDOW seconds of audio: it rests for BACKOFF seconds of
 FAIL_WINDOW = 30.0  # audio instead of failing on every pass (docs/captions.md, "When a pass fails"); fewer: it is
 BACKOFF = 30.0      # reset at the current audio and goes on at once
+
+
+_WARM: set[int] = set()  # ids of the models this process has warmed up (from_args)
 
 
 @dataclass
@@ -118,9 +129,14 @@ class SttSidecar(Sidecar):
                  vad: str = "incremental", pacing: str = "fixed", load_context: float | None = LOAD_CONTEXT,
                  shed: bool = True, load_step: float | None = None, load_policy: str = "off",
                  chunk_cap: float = CHUNK_CAP, chunk_beam: int | None = None, chunk_prompt: int | None = CHUNK_PROMPT,
-                 **options: Any) -> None:
+                 max_behind: float | None = MAX_BEHIND, **options: Any) -> None:
         super().__init__(**options)
         self.spec = spec
+        self.max_behind = max_behind    # seconds a live stream's undecoded audio may reach before it skips
+        self.skips = 0                  # times a track skipped ahead (_catch_up), the seconds of audio it
+        self.skipped_s = 0.0            # skipped and the speech among them (words lost)
+        self.skipped_speech_s = 0.0
+        self._arrivals: collections.deque[tuple[float, int]] = collections.deque()  # (monotonic, _expected)
         # "chunk": while the shared model is behind, every stream decodes in chunks (chunk_active); "off": never
         self.load_policy = load_policy
         self.chunk_cap = chunk_cap
@@ -250,9 +266,26 @@ class SttSidecar(Sidecar):
             t.recognizer.append(x, start)
         self._expected = start + len(x)
         with self._cond:
-            self._audio_at = time.monotonic()
+            self._audio_at = now = time.monotonic()
+            if not self._arrivals or now - self._arrivals[-1][0] >= 0.5:
+                self._arrivals.append((now, self._expected))
+                while now - self._arrivals[0][0] > LIVE_WINDOW[1]:
+                    self._arrivals.popleft()
             self._cond.notify()
         return None
+
+    def live(self, now: float | None = None) -> bool:
+        """Whether the stream's audio is arriving, in real time: not faster than LIVE_RATE over the last
+        LIVE_WINDOW seconds of arrivals (at least its lower bound of them), the newest within IDLE_AFTER.
+        Only a live stream skips ahead: a file run fed faster than real time, or one whose feed has ended
+        while the model works through what it sent, loses nothing."""
+        now = time.monotonic() if now is None else now
+        with self._cond:
+            if not self._arrivals or now - self._audio_at > IDLE_AFTER:
+                return False
+            t0, e0 = self._arrivals[0]
+            t1, e1 = self._audio_at, self._expected or e0
+        return t1 - t0 >= LIVE_WINDOW[0] and (e1 - e0) / SAMPLE_RATE <= LIVE_RATE * (t1 - t0)
 
     def on_discontinuity(self, pts: float) -> Handled:
         self._restart_at(round(pts * SAMPLE_RATE))
@@ -299,7 +332,9 @@ class SttSidecar(Sidecar):
         return Generic(start=at, end=at, kind="stt_passes",
                        data={"batch": self.batch, "stream": mine, "model": shared, "commit_lag_s": lags,
                              "cue_lag_s": cue_lags, "failures": self.failures, "backoffs": self.backoffs,
-                             "keep_context_s": round(context, 2), **load})
+                             "keep_context_s": round(context, 2), "skips": self.skips,
+                             "skipped_s": round(self.skipped_s, 2), "skipped_speech_s": round(self.skipped_speech_s, 2),
+                             **load})
 
     def watermark(self) -> float | None:
         # A failed worker publishes nothing more: None lets the runtime report the audio position, so the
@@ -376,6 +411,13 @@ class SttSidecar(Sidecar):
                        help="on: words held for a second pass are committed as soon as the VAD hears the speech "
                             "end after them, between passes (default); off: only at the next pass, up to a "
                             "second later on a loaded CPU (docs/captions.md, \"Words at a pause\")")
+        g.add_argument("--max-behind", default=f"{MAX_BEHIND:g}", metavar="SECONDS|off",
+                       help="a live stream whose audio waits longer than this for its next pass skips ahead to the "
+                            "newest audio, dropping what it could not decode in time, counted in stt_passes "
+                            f"(default {MAX_BEHIND:g}; off: never; docs/server.md, \"fourteenth session\")")
+        g.add_argument("--warm-up", default="on", choices=["on", "off"],
+                       help="on: run each model worker through one pass before listening, so the first streams' "
+                            "passes do not pay for a cold model (default; docs/server.md, \"fourteenth session\")")
         g.add_argument("--max-line-chars", type=int, default=DEFAULT_STYLE.max_chars,
                        help="caption line length (default 42)")
         g.add_argument("--max-open", type=float, default=CueBuilder.MAX_OPEN,
@@ -393,6 +435,12 @@ class SttSidecar(Sidecar):
             load_step = None if args.load_step == "off" else float(args.load_step)
         except ValueError:
             load_step = -1.0
+        try:
+            max_behind = None if args.max_behind == "off" else float(args.max_behind)
+        except ValueError:
+            max_behind = -1.0
+        if max_behind is not None and not 4.0 <= max_behind <= 600.0:
+            raise ModelError(f"--max-behind {args.max_behind}: 4..600 seconds or off")
         if (args.beam_size < 1 or args.cpu_threads < 0 or args.max_line_chars < 10 or args.max_open <= 0
                 or args.max_batch < 1 or not 0 <= args.workers <= 16 or not 0 <= args.keep_context <= 20
                 or (load_context is not None and not 0 <= load_context <= 20)
@@ -411,6 +459,10 @@ class SttSidecar(Sidecar):
         spec = engine.resolve_spec(args.model, args.device, args.compute_type, args.cpu_threads, args.workers)
         model = engine.load_model(spec)
         check_language(model, spec, args.language, args.translate)
+        if args.warm_up == "on" and id(model) not in _WARM:
+            # before the sidecar listens: a stream's first passes never meet a cold model (engine.warm_up)
+            log.info("stt: model warmed up in %.2f s (%d workers)", engine.warm_up(model, spec.workers), spec.workers)
+            _WARM.add(id(model))
         try:
             targets = parse_targets(args.translate_to)
         except ValueError as exc:
@@ -425,7 +477,8 @@ class SttSidecar(Sidecar):
                                                      pause_commit=args.pause_commit == "on"), load_context=load_context,
                                  shed=args.context_cut == "now", load_step=load_step,
                                  load_policy=args.load_policy, chunk_cap=args.chunk_cap,
-                                 chunk_beam=args.chunk_beam or None, chunk_prompt=args.chunk_prompt or None)
+                                 chunk_beam=args.chunk_beam or None, chunk_prompt=args.chunk_prompt or None,
+                                 max_behind=max_behind)
 
     # ------------------------------------------------------------------ worker
 
@@ -814,6 +867,13 @@ class SttSidecar(Sidecar):
         check or cue update is that track's (``_track_failed``), one elsewhere every live track's: the
         worker goes on either way."""
         idle = False
+        if self.max_behind is not None:
+            for t in self.tracks:
+                if not t.down:
+                    try:
+                        self._catch_up(t)
+                    except Exception as exc:  # noqa: BLE001 (that track's failure, as a pass's would be)
+                        self._track_failed(t, exc)
         with self._cond:
             while True:
                 live = [t for t in self.tracks if not t.down]
@@ -892,6 +952,28 @@ class SttSidecar(Sidecar):
             self._update_watermark()
         return False
 
+    def _catch_up(self, track: _Track) -> None:
+        """A live stream whose audio waits more than ``max_behind`` seconds for its next pass skips ahead
+        (``skip_ahead``): the model cannot decode that audio in time for its captions to be of use, and
+        decoding it would only make every later word as late. Counted in ``stt_passes`` (``skips``,
+        ``skipped_s``, ``skipped_speech_s``) and logged."""
+        rec = track.recognizer
+        assert self.max_behind is not None
+        if rec.received_end - rec.pass_end <= self.max_behind * SAMPLE_RATE or not self.live():
+            return
+        behind = (rec.received_end - rec.pass_end) / SAMPLE_RATE
+        skipped, speech = skip_ahead(rec)
+        if skipped <= 0:
+            return
+        self.skips += 1
+        self.skipped_s += skipped
+        self.skipped_speech_s += speech
+        log.warning("stt: %s was %.1f s behind the newest audio (--max-behind %g); skipped %.1f s of it "
+                    "(%.1f s of speech not captioned), %d skips in this stream", track.builder.track or "captions",
+                    behind, self.max_behind, skipped, speech, self.skips)
+        self._publish_step(track, StepResult(hypothesis=[], frontier=rec.frontier), final=False)
+        self._update_watermark()
+
     def _finish_tracks(self) -> None:
         """The stream ends or jumps: every track publishes what it holds (a failing one loses it)."""
         for t in self.tracks:
@@ -902,6 +984,16 @@ class SttSidecar(Sidecar):
             except Exception as exc:
                 self._track_failed(t, exc)
         self._update_watermark()
+
+
+def skip_ahead(rec: StreamingRecognizer, keep: tuple[float, float] = SKIP_KEEP) -> tuple[float, float]:
+    """Skip ``rec`` to the quietest 0.1 s between ``keep[1]`` and ``keep[0]`` seconds before its newest
+    audio (so the cut rarely splits a word); returns what ``StreamingRecognizer.skip_to`` returns."""
+    audio = rec._take(rec.received_end)
+    length = len(audio) / SAMPLE_RATE
+    lo = max(length - keep[1], (rec.pass_end - rec.buf_start) / SAMPLE_RATE)
+    hi = max(length - keep[0], lo)
+    return rec.skip_to(rec.buf_start + quietest(audio, lo, hi))
 
 
 def apply_context(rec: StreamingRecognizer, seconds: float, shed: bool = True) -> bool:
