@@ -258,7 +258,8 @@ def test_a_largest_step_that_misses_by_more_than_3_is_corrected_again(still_deta
         seg = [f.reformat(format="yuv420p") for f in c.decode(video=0)][:60]
     fps = Fraction(30)
     path = tmp_path / "seg.ts"
-    stats, crf, size, record = TargetAnchor(95.0).encode("360p", seg, [i / 30 for i in range(60)], path, 640, 360,
+    # a loaded machine may take longer than the core's 60 s watchdog; this test is about the decision
+    stats, crf, size, record = TargetAnchor(95.0, measure_timeout=600.0).encode("360p", seg, [i / 30 for i in range(60)], path, 640, 360,
                                                          (640, 360), fps, 38.0, 800_000, 2.0)
     assert record["passes"] == 3 and record["anchor_crf"] == 38.0 and crf < 35.0, record
     assert abs(float(record["anchor_vmaf2"]) - 95) > 3, record  # type: ignore[arg-type]
@@ -284,7 +285,7 @@ def test_a_full_cap_short_of_the_target_is_published_at_the_best_size_measured(m
         seg = [f.reformat(format="yuv420p") for f in c.decode(video=0)]
     fps = Fraction(30)
     path = tmp_path / "seg.ts"
-    stats, crf, size, record = TargetAnchor(93.0).encode("360p", seg, [i / 30 for i in range(len(seg))], path,
+    stats, crf, size, record = TargetAnchor(93.0, measure_timeout=600.0).encode("360p", seg, [i / 30 for i in range(len(seg))], path,
                                                          640, 360, (640, 360), fps, 20.0, 400_000, 2.0)
     assert float(record["anchor_vmaf"]) < 93 - 3, record  # type: ignore[arg-type]
     assert len(record["anchor_candidates"]) == 2 and record["passes"] == 3, record  # type: ignore[arg-type]
@@ -317,7 +318,7 @@ def test_the_core_records_each_anchored_segment_in_segments_jsonl(
     assert float(rs[0]["anchor_vmaf"]) > 90, "CRF 12 on this clip is far above 85"  # type: ignore[arg-type]
     assert all(float(r["correction"]) > 0 and r["crf"] == 12.0 + float(r["correction"]) for r in rs), rs  # type: ignore[arg-type]
     assert float(rs[1]["anchor_crf"]) == float(rs[0]["crf"]), "the correction carries to the next segment"  # type: ignore[arg-type]
-    assert all(r["passes"] in (1, 2) and float(r["vmaf_cpu_s"]) > 0 for r in rs)  # type: ignore[arg-type]
+    assert all(r["passes"] in (1, 2, 3) and float(r["vmaf_cpu_s"]) > 0 for r in rs)  # type: ignore[arg-type]
 
 
 def test_without_target_anchor_a_hint_is_applied_as_given_and_nothing_is_measured(
