@@ -59,6 +59,7 @@ from devkit import corpus, quality  # noqa: E402
 from sidecast.contract.encoding import X264_PRESET  # noqa: E402
 from sidecast.contract.records import RenditionInfo  # noqa: E402
 from sidecast.core.anchor import (  # noqa: E402
+    Anchor,
     Measured,
     SizeRule,
     TargetAnchor,
@@ -95,7 +96,7 @@ D_ONLY_GRID = {1.0: (16.0, 44.0), 0.75: (18.0,), 0.5: (17.0,)}
 # revision's: target margin 2, target CRFs up to 44), decided in the same run, so before and after are
 # measured on the same encodes.
 PREV_POLICY = {"target_margin": 2.0, "target_max_crf": 44.0}
-MODES = ("default", "hints", "fixed", "target", "target-anchor", "oracle", "oracle-wide", "oracle-target", "size",
+MODES = ("default", "hints", "fixed", "target", "target-anchor1", "target-anchor", "oracle", "oracle-wide", "oracle-target", "size",
          "hints+size", "medium")
 PREV_MODES = ("hints-prev", "target-prev")
 Measure = tuple[int, float, float, float]  # bits, VMAF, PSNR, SSIM
@@ -191,8 +192,8 @@ def table(label: str, rows: list[dict], clips: list[str], rungs: list[str], dura
         worst = min(range(len(deltas)), key=lambda i: deltas[i])
         summary[m] = {"saved": total[m][4], "mean_delta": float(np.mean(deltas)), "worst": deltas[worst],
                       "worst_clip": list(per_clip)[worst]}
-    for m in ("hints", "hints-prev", "size", "hints+size", "medium", "oracle", "oracle-wide", "target", "target-anchor",
-              "target-prev", "fixed"):
+    for m in ("hints", "hints-prev", "size", "hints+size", "medium", "oracle", "oracle-wide", "target", "target-anchor1",
+              "target-anchor", "target-prev", "fixed"):
         if m not in summary:
             continue
         s = summary[m]
@@ -236,7 +237,7 @@ def report(rows: list[dict], names: list[str], rung_names: list[str], duration: 
         out = [f"{r['clip']} {r['rung']} ({r['vmax']:.1f}..{r['vmin']:.1f})" for r, s_ in zip(rows, sel, strict=True) if s_]
         print(f"  {len(out)} of {len(rows)} segment-rungs cannot reach N ({lab}; measured VMAF range): "
               f"{', '.join(out) or 'none'}")
-    for mode in ("target", "target-anchor", "target-prev"):
+    for mode in ("target", "target-anchor1", "target-anchor", "target-prev"):
         if mode not in rows[0]:
             continue
         errs = np.abs(np.array([r[mode][1] for r in rows]) - n)
@@ -343,10 +344,16 @@ def anchor_costs(rows: list[dict]) -> None:
         sel = [r["anchor"] for r in rows if rung is None or r["rung"] == rung]
         enc = statistics.mean(a["encode_cpu"] for a in sel)
         vm = statistics.mean(a["vmaf_cpu"] for a in sel)
-        re = statistics.mean(a["c1"] != a["c0"] for a in sel)
-        extra = statistics.mean(a["vmaf_cpu"] + (a["encode_cpu"] if a["c1"] != a["c0"] else 0.0) for a in sel)
-        print(f"  {rung or 'all':5s}: encode {enc:.3f} s, measure {vm:.3f} s, re-encoded {re * 100:.0f}%, "
-              f"overhead {extra:.3f} s = {100 * extra / enc:.0f}% of the encode")
+        re = statistics.mean(a["passes"] > 1 for a in sel)
+        ms = statistics.mean(a["measures"] for a in sel)
+        ex = statistics.mean(a["passes"] - 1 for a in sel)
+        extra = statistics.mean(a["vmaf_cpu"] + a["extra_cpu"] for a in sel)
+        print(f"  {rung or 'all':5s}: encode {enc:.3f} s, measure {vm:.3f} s ({ms:.2f} measurements), re-encoded "
+              f"{re * 100:.0f}% ({ex:.2f} extra encodes), overhead {extra:.3f} s = {100 * extra / enc:.0f}% of the encode")
+    for a, r in ((r["anchor"], r) for r in rows):
+        if a["measures"] > 1:  # a second correction or the capped candidates
+            print(f"    {r['clip']} {r['rung']}: {a['passes']} encodes, {a['measures']} measurements, published "
+                  f"{a['size'][1]}p CRF {a['c1']:g} (first CRF {a['c0']:g}, {a['m0']:.1f})")
     diff = np.array([a["m0"] - a["full0"] for a in (r["anchor"] for r in rows)])
     print(f"  subsampled vs every-frame VMAF of the first encode: mean {diff.mean():+.2f}, mean |diff| "
           f"{np.abs(diff).mean():.2f}, max |diff| {np.abs(diff).max():.2f}")
@@ -372,6 +379,8 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
     decide_ms: list[float] = []
     seconds = 0.0
     anchor = TargetAnchor(target_vmaf)  # --target-anchor: one per stream, its correction carries segment to segment
+    # with --d-only, beside it, the first --target-anchor rule (2026-12-01: one correction, a full cap kept as it is)
+    anchor1 = TargetAnchor(target_vmaf, Anchor(second_miss=None, capped_candidates=()))
     with tempfile.TemporaryDirectory(prefix="sidecast-bench-") as tmp_s:
         tmp = Path(tmp_s)
         mezz = corpus.render(clip, tmp / f"{clip.name}.mkv", quality.ffmpeg_exe())
@@ -460,20 +469,42 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
                     crf = h.crf if h.crf > 0 else r.crf
                     got[mode] = enc.measure(w, hh, crf)
                     shown[mode] = f"{hh}p {crf:g}"
-                # (d) with the measured anchor, as the core does it (sidecast.core.anchor.TargetAnchor): the
-                # first encode at the hinted CRF (plus the rung's carried correction), its VMAF measured on every
-                # 3rd frame, one re-encode at the corrected CRF when it misses N by more than the tolerance
+                # (d) with the measured anchor, as the core does it (sidecast.core.anchor.TargetAnchor.decide, the
+                # core's own code over these encodes): the first encode at the hinted CRF (plus the rung's carried
+                # correction), its VMAF measured on every 3rd frame; a re-encode at the corrected CRF when it misses
+                # N by more than the tolerance (measured again and corrected once more after the largest step),
+                # or the capped candidates when the first fills the cap short of N
                 h = tgt_hints[i]
                 w, hh = (h.width, h.height) if h.width and h.height else (r.width, r.height)
                 hint_crf = h.crf if h.crf > 0 else r.crf
-                c0 = anchor.start_crf(r.name, hint_crf)
-                first = enc.measure(w, hh, c0, anchor=anchor.rule.subsample)
-                m0, _, vmaf_cpu = enc.anchored[(w, hh, c0, X264_PRESET)]
-                c1 = anchor.after_first(r.name, hint_crf, c0, m0, first[0], r.max_bitrate, secs)
-                got["target-anchor"] = enc.measure(w, hh, c1)
-                shown["target-anchor"] = f"{hh}p {c0:g}>{c1:g}"
-                anchor_row = {"hint_crf": hint_crf, "c0": c0, "m0": m0, "full0": first[1], "c1": c1,
-                              "vmaf_cpu": vmaf_cpu, "encode_cpu": enc.encode_cpu[(w, hh, c0, X264_PRESET)]}
+                made: list[tuple[int, int, float]] = []
+                sub = anchor.rule.subsample
+
+                def a_encode(ew: int, eh: int, c: float, e: Encoder = enc, made: list = made) -> float:
+                    made.append((ew, eh, c))
+                    return float(e.measure(ew, eh, c)[0])
+
+                def a_measure(ew: int, eh: int, c: float, e: Encoder = enc, sub: int = sub) -> tuple[float, float]:
+                    e.measure(ew, eh, c, anchor=sub)
+                    v, _, cpu = e.anchored[(ew, eh, c, X264_PRESET)]
+                    return v, cpu
+
+                (fw, fh, c1), rec = anchor.decide(r.name, hint_crf, w, hh, (r.width, r.height), r.max_bitrate, secs,
+                                                  a_encode, a_measure)
+                c0 = float(rec["anchor_crf"])
+                got["target-anchor"] = enc.measure(fw, fh, c1)
+                shown["target-anchor"] = f"{hh}p {c0:g}>" + (f"{fh}p " if (fw, fh) != (w, hh) else "") + f"{c1:g}"
+                anchor_row = {"hint_crf": hint_crf, "c0": c0, "m0": float(rec["anchor_vmaf"]),
+                              "full0": enc.cache[(w, hh, c0, X264_PRESET)][1], "c1": c1, "size": (fw, fh),
+                              "passes": int(rec["passes"]), "vmaf_cpu": float(rec["vmaf_cpu_s"]),
+                              "measures": 1 + ("anchor_vmaf2" in rec) + len(rec.get("anchor_candidates", [])),
+                              "encode_cpu": enc.encode_cpu[(w, hh, c0, X264_PRESET)],
+                              "extra_cpu": sum(enc.encode_cpu[(*k, X264_PRESET)] for k in dict.fromkeys(made[1:]))}
+                if d_only:
+                    (aw, ah, ac), _ = anchor1.decide(r.name, hint_crf, w, hh, (r.width, r.height), r.max_bitrate,
+                                                     secs, a_encode, a_measure)
+                    got["target-anchor1"] = enc.measure(aw, ah, ac)
+                    shown["target-anchor1"] = f"{ah}p {ac:g}"
                 if not d_only:
                     got["fixed"] = enc.measure(r.width, r.height, None)
                     shown["fixed"] = f"{r.height}p abr"
@@ -506,7 +537,7 @@ def shown_modes(target_only: bool, compare: bool, d_only: bool = False, size_onl
     if size_only:
         return ["default", "hints", "size", "hints+size", "medium", *(["oracle"] if size_oracle else [])]
     if d_only:
-        return ["default", "target", "target-anchor", *(["target-prev"] if compare else [])]
+        return ["default", "target", "target-anchor1", "target-anchor", *(["target-prev"] if compare else [])]
     skip = ("oracle", "oracle-wide", "size", "hints+size", "medium") if target_only else ("size", "hints+size", "medium")
     return [m for m in MODES if m not in skip] + (list(PREV_MODES) if compare else [])
 

@@ -47,6 +47,7 @@ from . import media
 log = logging.getLogger(__name__)
 
 CEIL = 101.0  # as the model's log2(101 - VMAF) distortion space
+Setting = tuple[int, int, float]  # width, height, CRF of one encode of a segment
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,16 @@ class Anchor:
     tolerance: float = 1.5
     subsample: int = 3
     carry_within: float = 2.0
+    # A correction that took the largest step may not have reached the segment's quality cliff: its encode is
+    # measured too, and when it still misses N by more than ``second_miss`` it is corrected once more along the
+    # secant through the two measured points (at most ``max_step`` again). None: one correction only.
+    second_miss: float | None = 3.0
+    # A first encode that fills the cap (``capped_share`` of cap x duration) and falls short of N cannot be
+    # helped by a lower CRF at its size (under the cap x264 spends the same bits; on grain a lower CRF often
+    # scores lower). Smaller pictures at these (scale of the rung, CRF) are encoded and measured instead, and
+    # the encode measured nearest N is published: the best the cap allows.
+    capped_candidates: tuple[tuple[float, float], ...] = ((0.75, 18.0), (0.5, 18.0))
+    capped_share: float = 0.9
 
 
 def corrected_crf(crf: float, measured: float, target: float, rule: Anchor, lo: float = 10.0,
@@ -78,6 +89,22 @@ def corrected_crf(crf: float, measured: float, target: float, rule: Anchor, lo: 
         miss = measured - target
     step = max(-rule.max_step, min(rule.max_step, miss / rule.slope))
     return float(min(hi, max(lo, round((crf + step) * 2.0) / 2.0)))
+
+
+def secant_crf(crf0: float, measured0: float, crf1: float, measured1: float, target: float, rule: Anchor,
+               lo: float = 10.0, hi: float = 51.0) -> float:
+    """The second correction: from the corrected encode (``crf1``, ``measured1``), the miss over the slope of
+    the secant through both measured points in log2(101 - VMAF) (the segment's own slope, where the first step
+    only assumed one); the rule's fixed slope where the secant is flat or inverted (noise). At most
+    ``max_step`` CRFs, on the 0.5 grid, inside [lo, hi]; ``crf1`` itself within ``second_miss`` of N."""
+    if not math.isfinite(measured1) or abs(measured1 - target) <= (rule.second_miss or 0.0):
+        return crf1
+    d0, d1, dn = (math.log2(CEIL - min(v, CEIL - 0.5)) for v in (measured0, measured1, target))
+    slope = (d1 - d0) / (crf1 - crf0) if crf1 != crf0 else 0.0
+    if not slope > 0.05:
+        slope = rule.slope if rule.space == "log" else 0.25
+    step = max(-rule.max_step, min(rule.max_step, (dn - d1) / slope))
+    return float(min(hi, max(lo, round((crf1 + step) * 2.0) / 2.0)))
 
 
 @lru_cache(maxsize=1)
@@ -196,34 +223,125 @@ class TargetAnchor:
         self._carry[rung] = (hint_crf, crf1 - hint_crf)
         return crf1
 
+    def decide(self, rung: str, hint_crf: float, width: int, height: int, display: tuple[int, int], cap: int,
+               duration: float, encode: Callable[[int, int, float], float],
+               measure: Callable[[int, int, float], tuple[float, float]]) -> tuple[Setting, dict[str, object]]:
+        """The whole anchored decision for one segment of one rung, over two callbacks: ``encode(w, h, crf)``
+        encodes the segment (returning its bits) and ``measure(w, h, crf)`` measures an encode already made
+        (VMAF, CPU seconds; it may raise). The core (``encode``) and ``bench/bitrate.py`` share it, so the bench
+        measures exactly the encodes the core would make. Returns the setting to publish (one of those encoded)
+        and what ``segments.jsonl`` records (``encode``'s docstring).
+
+        1. The hinted size at the hint's CRF plus the rung's carried correction, measured.
+        2. It fills the cap and falls short of N by more than the tolerance: the rule's smaller capped
+           candidates are encoded and measured, and the encode measured nearest N is published (no CRF at the
+           hinted size can do better under the cap).
+        3. Otherwise it misses by more than the tolerance: one encode at the corrected CRF (``corrected_crf``;
+           not lower when the first filled the cap). When that step was the largest allowed, the new encode is
+           measured as well and, missing by more than ``second_miss``, corrected once more along the secant.
+        A measurement that fails ends the decision with the last encode (the first, when the first measurement
+        fails: then the rung's correction is forgotten too)."""
+        rule = self.rule
+        crf0 = self.start_crf(rung, hint_crf)
+        bits0 = encode(width, height, crf0)
+        record: dict[str, object] = {"target_vmaf": self.target, "hint_crf": hint_crf, "anchor_crf": crf0,
+                                     "anchor_vmaf": None, "correction": crf0 - hint_crf, "passes": 1,
+                                     "vmaf_cpu_s": None}
+        try:
+            m0, cpu = measure(width, height, crf0)
+        except Exception as exc:  # the live stream never waits on, or dies of, its quality measurement
+            log.warning("anchor: %s segment not measured (%s); published at CRF %.1f", rung, exc, crf0)
+            self.reset(rung)
+            record["anchor_error"] = str(exc)[:200]
+            return (width, height, crf0), record
+        record["anchor_vmaf"] = round(m0, 2)
+        filled = bits0 >= rule.capped_share * cap * duration
+        if filled and m0 < self.target - rule.tolerance and rule.capped_candidates:
+            from .ladder import segment_size
+
+            measured: list[tuple[Setting, float]] = [((width, height, crf0), m0)]
+            tried: list[list[object]] = []
+            passes = 1
+            for scale, crf in rule.capped_candidates:
+                w, h = segment_size(display[0], display[1], round(display[0] * scale / 2) * 2,
+                                    round(display[1] * scale / 2) * 2)
+                c = float(min(self.max_crf, max(self.min_crf, crf)))
+                if (w, h, c) in (s for s, _ in measured):
+                    continue
+                b = encode(w, h, c)
+                passes += 1
+                try:
+                    v, more = measure(w, h, c)
+                except Exception as exc:
+                    record["anchor_error"] = str(exc)[:200]
+                    tried.append([w, h, c, b, None])
+                    break
+                cpu += more
+                measured.append(((w, h, c), v))
+                tried.append([w, h, c, b, round(v, 2)])
+            best = min(measured, key=lambda sv: abs(sv[1] - self.target))[0]
+            self._carry[rung] = (hint_crf, crf0 - hint_crf)
+            record.update(passes=passes, vmaf_cpu_s=round(cpu, 3), anchor_candidates=tried,
+                          anchor_chosen=None if best == (width, height, crf0) else [best[0], best[1]],
+                          correction=best[2] - hint_crf)
+            return best, record
+        crf1 = self.after_first(rung, hint_crf, crf0, m0, bits0, cap, duration)
+        final = crf1
+        if crf1 != crf0:
+            bits1 = encode(width, height, crf1)
+            record["passes"] = 2
+            if rule.second_miss is not None and abs(crf1 - crf0) >= rule.max_step:
+                try:
+                    m1, more = measure(width, height, crf1)
+                    cpu += more
+                    record["anchor_vmaf2"] = round(m1, 2)
+                    crf2 = secant_crf(crf0, m0, crf1, m1, self.target, rule, self.min_crf, self.max_crf)
+                    if crf2 < crf1 and bits1 >= rule.capped_share * cap * duration:
+                        crf2 = crf1  # as after the first: a lower CRF cannot buy what the cap does not allow
+                    if crf2 != crf1:
+                        encode(width, height, crf2)
+                        record["passes"] = 3
+                        final = crf2
+                        self._carry[rung] = (hint_crf, crf2 - hint_crf)
+                except Exception as exc:
+                    record["anchor_error"] = str(exc)[:200]
+        record.update(correction=final - hint_crf, vmaf_cpu_s=round(cpu, 3))
+        return (width, height, final), record
+
     def encode(self, rung: str, frames: list[av.VideoFrame], times: list[float], path: Path, width: int,
                height: int, display: tuple[int, int], fps: Fraction, hint_crf: float, cap: int, duration: float
                ) -> tuple[media.SegmentStats, float, tuple[int, int], dict[str, object]]:
-        """Encode one hinted segment of one rung, measured and corrected; returns its stats, the CRF used, its
-        size (``width`` x ``height``: the shape ``SizeAnchor.encode`` returns, whose size may change) and
-        what ``segments.jsonl`` records: ``target_vmaf``, ``hint_crf``, ``anchor_crf`` (the first encode's),
-        ``anchor_vmaf`` (measured there), ``correction`` (final CRF - hint CRF), ``passes`` (1 or 2: a second
-        encode costs what the first did), ``vmaf_cpu_s`` (CPU seconds of the measurement). A measurement that
-        fails or times out costs the segment nothing: the first encode is published, the rung's correction is
-        forgotten, and the record says why (``anchor_error``)."""
-        crf0 = self.start_crf(rung, hint_crf)
-        stats = media.encode_video_segment(frames, times, path, width, height, fps, crf0, cap, duration)
+        """Encode one hinted segment of one rung, measured and corrected (``decide``); returns its stats, the
+        CRF used, its size (the hinted ``width`` x ``height``, or a capped candidate's smaller one) and what
+        ``segments.jsonl`` records: ``target_vmaf``, ``hint_crf``, ``anchor_crf`` (the first encode's),
+        ``anchor_vmaf`` (measured there), ``correction`` (final CRF - hint CRF), ``passes`` (encodes made: 1,
+        2, 3 with a second correction, up to 1 + the capped candidates), ``vmaf_cpu_s`` (CPU seconds of the
+        measurements), ``anchor_vmaf2`` (the corrected encode's VMAF, where it was measured),
+        ``anchor_candidates`` ([width, height, crf, bits, measured VMAF] of each capped candidate) and
+        ``anchor_chosen`` ([width, height] of the one published, null for the hinted size) where the first
+        encode filled the cap short of N. A measurement that fails or times out costs the segment nothing: the
+        last encode is published and the record says why (``anchor_error``); a first measurement that fails
+        also forgets the rung's correction."""
+        encoded: dict[Setting, tuple[Path, media.SegmentStats]] = {}
+
+        def enc(w: int, h: int, c: float) -> float:
+            if (w, h, c) in encoded:  # the same setting again (a second step back to the first CRF)
+                return encoded[(w, h, c)][1].bytes * 8
+            p = path.with_name(f".{path.stem}.anchor{len(encoded)}{path.suffix}")  # a dot file: never listed
+            encoded[(w, h, c)] = (p, media.encode_video_segment(frames, times, p, w, h, fps, c, cap, duration))
+            return encoded[(w, h, c)][1].bytes * 8
+
+        def meas(w: int, h: int, c: float) -> tuple[float, float]:
+            return measure_vmaf(encoded[(w, h, c)][0], frames, display[0], display[1], fps, self.rule.subsample,
+                                timeout=self.measure_timeout)
+
         try:
-            measured, cpu = measure_vmaf(path, frames, display[0], display[1], fps, self.rule.subsample,
-                                         timeout=self.measure_timeout)
-        except Exception as exc:  # the live stream never waits on, or dies of, its quality measurement
-            log.warning("anchor: %s segment %s not measured (%s); published at CRF %.1f", rung, path.name, exc, crf0)
-            self.reset(rung)
-            return stats, crf0, (width, height), {
-                "target_vmaf": self.target, "hint_crf": hint_crf, "anchor_crf": crf0, "anchor_vmaf": None,
-                "correction": crf0 - hint_crf, "passes": 1, "vmaf_cpu_s": None, "anchor_error": str(exc)[:200]}
-        crf1 = self.after_first(rung, hint_crf, crf0, measured, stats.bytes * 8, cap, duration)
-        if crf1 != crf0:
-            stats = media.encode_video_segment(frames, times, path, width, height, fps, crf1, cap, duration)
-        record: dict[str, object] = {
-            "target_vmaf": self.target, "hint_crf": hint_crf, "anchor_crf": crf0, "anchor_vmaf": round(measured, 2),
-            "correction": crf1 - hint_crf, "passes": 2 if crf1 != crf0 else 1, "vmaf_cpu_s": round(cpu, 3)}
-        return stats, crf1, (width, height), record
+            (w, h, c), record = self.decide(rung, hint_crf, width, height, display, cap, duration, enc, meas)
+            os.replace(encoded[(w, h, c)][0], path)
+            return replace(encoded[(w, h, c)][1], path=path), c, (w, h), record
+        finally:
+            for p, _ in encoded.values():
+                p.unlink(missing_ok=True)
 
     def reset(self, rung: str) -> None:
         """Forget a rung's correction (a segment it could not measure: the next starts from the model)."""
