@@ -487,11 +487,13 @@ def probes_router() -> APIRouter:
 
     @r.get("/readyz", include_in_schema=False)
     def readyz(server: Server) -> Response:
-        """Readiness: the registry answers, the storage takes writes, there is space. In a fleet, a registry
-        outage that every peer confirms leaves the replica ready ("degraded"): it still serves players and
+        """Readiness: the streams are loaded, the registry answers, the storage takes writes, there is space.
+        In a fleet, a registry outage that every peer confirms leaves the replica ready ("degraded"): it still serves players and
         keeps its streams, and failing every replica at once would leave the Services with no endpoint. A
         replica that alone loses the registry is not ready (its peers take the traffic)."""
         problems, degraded = [], []
+        if not server.supervisor.booted.is_set():
+            problems.append("starting: the registry's streams are not loaded yet")
         try:
             server.registry.ping()
         except Exception as exc:

@@ -183,6 +183,9 @@ class Supervisor:
         self.heartbeat = time.monotonic()
         self._q: queue.Queue[Callable[[], None]] = queue.Queue()
         self._stop = threading.Event()
+        # set once _boot has loaded the registry's streams: until then the API would answer 404 for a stream
+        # that exists, so /readyz says "starting" (a restarted server answered /readyz before its streams were in)
+        self.booted = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
         self._next_disk = 0.0
         self._next_sweep = 0.0
@@ -1030,6 +1033,7 @@ class Supervisor:
                 break
             offset += 500
         self._disk_guard()
+        self.booted.set()
 
     def _add(self, row: StreamRow) -> None:
         rt = Runtime(row, L.Life(_ingest(row), since=time.time()), self._policy(row))
