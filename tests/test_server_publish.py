@@ -138,19 +138,26 @@ def test_a_new_event_never_reuses_a_name_and_keeps_sequence_numbers_growing(tmp_
     assert resolve_uri(after.segments[0].uri, "cam/video/360p/index.m3u8").startswith("cam/e/ev2/r1/")
 
 
+def killed_at_the_playlist_write(tmp_path: Path, storage: DyingStorage, published: int) -> Publisher:
+    """Attempt 1 of event ev1 publishes ``published`` segments, then its worker is killed right after the
+    next segment's playlist is stored, before the local copy is written."""
+    a, p = publisher(tmp_path, storage, "ev1", 1)
+    for _ in range(published):
+        a.segment()
+        p.sync()
+    a.segment()
+    storage.die_after = VIDEO
+    with pytest.raises(Killed):
+        p.sync()
+    return p
+
+
 def test_a_worker_killed_between_the_stored_and_the_local_playlist_never_reuses_a_sequence_number(
         tmp_path: Path) -> None:
     # a fleet test once saw sequence 8 name .../r1/seg_000008.ts, then .../r2/seg_000000.ts: the next attempt
     # continued from the local copy, one segment behind what players had already been given
     storage = DyingStorage(tmp_path / "media")
-    a1, p1 = publisher(tmp_path, storage, "ev1", 1)
-    for _ in range(3):
-        a1.segment()
-        p1.sync()
-    a1.segment()
-    storage.die_after = VIDEO
-    with pytest.raises(Killed):
-        p1.sync()
+    killed_at_the_playlist_write(tmp_path, storage, 3)
     seen = by_sequence(read(storage, VIDEO))
     assert seen[3] == "cam/e/ev1/r1/video/360p/seg_000003.ts", "players were given sequence 3"
     a2, p2 = publisher(tmp_path, storage, "ev1", 2)     # the restart (same replica, same state folder)
@@ -167,11 +174,7 @@ def test_a_segment_counts_as_published_only_once_the_playlist_that_lists_it_is_s
     # the worker reports the attempt live on the first published segment; a loaded run counted it before the
     # playlist write, and a client told "live" read the ended event's playlist
     storage = DyingStorage(tmp_path / "media")
-    a, p = publisher(tmp_path, storage, "ev1", 1)
-    a.segment()
-    storage.die_after = VIDEO
-    with pytest.raises(Killed):
-        p.sync()
+    p = killed_at_the_playlist_write(tmp_path, storage, 0)
     assert p.published_segments == 0 and p.last_published_at is None
     a2, p2 = publisher(tmp_path, storage, "ev1", 2)     # the next attempt: counted once its playlist is out
     a2.segment()
@@ -182,14 +185,7 @@ def test_a_segment_counts_as_published_only_once_the_playlist_that_lists_it_is_s
 
 def test_an_event_ended_after_a_killed_worker_keeps_the_segment_players_saw(tmp_path: Path) -> None:
     storage = DyingStorage(tmp_path / "media")
-    a1, p1 = publisher(tmp_path, storage, "ev1", 1)
-    for _ in range(2):
-        a1.segment()
-        p1.sync()
-    a1.segment()
-    storage.die_after = VIDEO
-    with pytest.raises(Killed):
-        p1.sync()
+    killed_at_the_playlist_write(tmp_path, storage, 2)
     seen = by_sequence(read(storage, VIDEO))
     finalize_event(storage, tmp_path / "state" / "cam", "cam", "ev1", record=False, segment_duration=2.0)
     end = read(storage, VIDEO)
