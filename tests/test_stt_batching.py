@@ -254,3 +254,34 @@ def test_a_round_of_unlike_passes_leaves_its_other_batches_to_the_other_worker(m
     assert ran == [3]  # the batch with the oldest pass, alone
     assert boxes[0][1].is_set() and not boxes[1][1].is_set()
     assert [q[0] for q in b._queue] == [newer]  # the other batch waits for a worker, first in line
+
+
+def test_a_worker_gathers_the_shares_of_the_workers_idle_beside_it_before_splitting(model: Any,
+                                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # Four busy streams, two workers, both waiting: a worker that left its gather as soon as its own share (two)
+    # was queued split those two with the idle worker (one each), and the other two streams' passes, a few
+    # milliseconds later, made two more batches of one (the full run's 2, 2, 1, 1 on a loaded box, 2026-12-01).
+    # It waits for both workers' shares (up to `gather`), then takes its half.
+    b = PassBatcher(model, workers=2, gather=60.0)  # the bound only stops a hung test: four passes end the wait
+    ran: list[int] = []
+    monkeypatch.setattr(engine, "decode_batch", lambda m, items: ran.append(len(items)) or [[] for _ in items])
+    decoders = [Decoder(model, DecodeOptions(language=None, beam_size=3), batcher=b) for _ in range(4)]
+    boxes = [(item(d, 1.5, at=float(k)), threading.Event(), []) for k, d in enumerate(decoders)]
+    b._queue = list(boxes[:2])
+    b._recent = {id(d): 1e12 for d in decoders}  # four streams busy: a worker's share is two passes
+    b._idle = 1  # the other worker waits for passes too
+
+    def late() -> None:  # the other two streams' passes, once this worker is gathering
+        until = time.monotonic() + 60
+        while b._idle < 2 and time.monotonic() < until:
+            time.sleep(0.005)
+        with b._cond:
+            b._queue.extend(boxes[2:])
+            b._cond.notify_all()
+
+    t = threading.Thread(target=late, daemon=True)
+    t.start()
+    b._round([])
+    t.join(timeout=60)
+    assert ran == [2], ran  # its share of four, not half of the two queued first
+    assert [q[0] for q in b._queue] == [boxes[2][0], boxes[3][0]]  # the other worker's share waits for it
