@@ -8,7 +8,10 @@ Per shot and per axis the camera is in one of three modes, re-decided on every f
 motion inside the look-ahead window, like an operator who only re-frames when needed:
 
 - stationary: the camera holds still while the focus stays inside the crop's safe zone (plus a small
-  dead-band for detection jitter) over the next ``hold_horizon`` s — jitter and sway are never chased;
+  dead-band for detection jitter) over the next ``hold_horizon`` s — jitter and sway are never chased — or
+  while the detections themselves (a face, not the head-and-shoulders region around it) stay inside the crop
+  less ``core_comfort`` of it a side: the subject is comfortable, so a face found late in a hold does not
+  re-frame;
 - panning: the focus is about to leave: the camera glides to the one position that frames the focus over
   the whole look-ahead window, and stops there — for a slow walk (under ``step_speed`` crop widths a
   second), the position that leaves the subject the whole crop to walk into, so the camera holds, steps,
