@@ -225,3 +225,62 @@ def test_the_bench_refuses_a_revision_that_is_not_one() -> None:
     with pytest.raises(SystemExit) as exc:
         module.main(["--planning", "no-such-revision", "--no-real", "--no-synthetic", "--no-stress"])
     assert exc.value.code == 2
+
+
+def _face(x0: float, x1: float, y0: float = 80.0, y1: float = 120.0) -> Focus:
+    """A face focus as ``choose_focus`` makes it: head-and-shoulders region (2.4 face widths, down to one face
+    height below) around the face itself, which is the focus' core."""
+    w, h, cx = x1 - x0, y1 - y0, (x0 + x1) / 2
+    return Focus(cx - 1.2 * w, y0 - 0.25 * h, cx + 1.2 * w, y1 + h, 0.9, "face", 1, (x0, y0, x1, y1))
+
+
+def _late_face(options: PathOptions | None = None) -> tuple[list[float], list[int]]:
+    """A cyclist framed as a saliency blob (300-380 px) for 3 s, then its face found at the blob's front
+    (360-410 px: the face comfortable in the crop as it stands, its head and shoulders 14 px past the safe
+    margin), for 5 s more."""
+    obs = [Observation(i / FPS, i == 0, Focus(300, 100, 380, 220, 0.6, "object") if i < 15 else _face(360, 410))
+           for i in range(40)]
+    return render(obs, options)
+
+
+def test_a_face_found_late_inside_the_comfortable_region_does_not_re_frame() -> None:
+    """Issue 20's hold is about the subject, not the planner's wish for it: a face found late in a hold (the
+    keeper moves from a saliency blob or a person box to the face it finds in it) that is already inside the
+    crop less 10 % a side leaves the crop where it is, though its head-and-shoulders region touches the safe
+    margin. Judged on the face's own box only (``core_comfort`` off: the crop moved 14+ px onto the region)."""
+    _times, xs = _late_face()
+    assert len(set(xs)) == 1, sorted(set(xs))
+    _times, old = _late_face(PathOptions(core_comfort=None))
+    assert max(old) - min(old) >= 10, sorted(set(old))
+
+
+def test_a_face_that_leaves_the_comfortable_region_is_still_re_framed() -> None:
+    """The rule holds only while the face itself is comfortable: a face that walks on to the crop's edge (its
+    box past the crop less 10 %) gets the usual re-frame, and ends inside the crop with its head and
+    shoulders."""
+    obs = []
+    for i in range(50):
+        t = i / FPS
+        x = 330 + (min(t, 6.0) - 2.0) * 20 if t >= 2.0 else 330.0  # stands 2 s, then 80 px right over 4 s
+        obs.append(Observation(t, i == 0, _face(x, x + 40)))
+    times, xs = render(obs)
+    assert max(xs) - min(xs) >= 40  # it did follow
+    last = obs[-1].focus
+    assert last is not None and last.core is not None
+    assert xs[-1] + 0.1 * 202 <= last.core[0] and last.core[2] <= xs[-1] + 0.9 * 202  # comfortable at the end
+    assert covered(times, xs, [o for o in obs], CropPlanner(W, H).crop_w) >= 0.95
+
+
+def test_a_talking_head_whose_shoulders_sway_out_is_held() -> None:
+    """A close talking head (face 60 px, region 144 px of the 202 px crop) sways +-25 px: its head and
+    shoulders cross the safe margin at each swing, the face never leaves the comfortable region. The crop does
+    not move after the shot starts; judged on the region alone it re-framed at the swings."""
+    obs = []
+    for i in range(60):
+        t = i / FPS
+        x = 290 + 25 * math.sin(2 * math.pi * t / 4.0)
+        obs.append(Observation(t, i == 0, _face(x, x + 60, 60, 130)))
+    _times, xs = render(obs)
+    assert len(set(xs)) == 1, sorted(set(xs))
+    _times, old = render(obs, PathOptions(core_comfort=None))
+    assert len(set(old)) > 1

@@ -8,7 +8,10 @@ Per shot and per axis the camera is in one of three modes, re-decided on every f
 motion inside the look-ahead window, like an operator who only re-frames when needed:
 
 - stationary: the camera holds still while the focus stays inside the crop's safe zone (plus a small
-  dead-band for detection jitter) over the next ``hold_horizon`` s — jitter and sway are never chased;
+  dead-band for detection jitter) over the next ``hold_horizon`` s — jitter and sway are never chased — or
+  while the detections themselves (a face, not the head-and-shoulders region around it) stay inside the crop
+  less ``core_comfort`` of it a side: the subject is comfortable, so a face found late in a hold does not
+  re-frame;
 - panning: the focus is about to leave: the camera glides to the one position that frames the focus over
   the whole look-ahead window, and stops there — for a slow walk (under ``step_speed`` crop widths a
   second), the position that leaves the subject the whole crop to walk into, so the camera holds, steps,
@@ -54,6 +57,7 @@ class PathOptions:
     walk_travel: float = 0.25
     push_people: bool = True
     push_ahead: float = 0.4
+    core_comfort: float | None = 0.1
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,10 @@ class _Entry:
     hi: float
     c: float
     whole: bool = False  # the region is the whole subject (a person box), not a face's or a saliency guess
+    # centres that keep the detections themselves (a face, not its head and shoulders) inside the crop less
+    # the comfortable margin a side: the subject is comfortable there even when its region is not
+    clo: float = -math.inf
+    chi: float = math.inf
 
 
 def _fit(entries: Sequence[_Entry]) -> tuple[float, float, float]:
@@ -111,8 +119,10 @@ class _Axis:
 
     def __init__(self, crop: float, extent: float, vmax: float, amax: float, dead_band: float,
                  response: float, hold_horizon: float = 0.4, trend_ahead: float = 0.4,
-                 step_speed: float = 0.0, walk_travel: float = 0.0, push_ahead: float | None = None) -> None:
+                 step_speed: float = 0.0, walk_travel: float = 0.0, push_ahead: float | None = None,
+                 core_comfort: float | None = None) -> None:
         self.hold_horizon, self.trend_ahead = hold_horizon, trend_ahead
+        self.core_comfort = core_comfort
         self.step_speed, self.walk_travel, self.push_ahead = step_speed, walk_travel, push_ahead
         self.crop = crop
         self.cmin = crop / 2
@@ -144,11 +154,23 @@ class _Axis:
                 lo, hi = c1 - self.crop / 2, c0 + self.crop / 2
         if lo > hi:
             lo = hi = mid
-        return _Entry(t, self.clamp(lo - slack), self.clamp(hi + slack), self.clamp(mid), whole)
+        clo, chi = math.inf, -math.inf  # never comfortable unless asked for
+        if self.core_comfort is not None:
+            c0, c1 = core if core is not None else (f0, f1)
+            m = self.core_comfort * self.crop
+            clo, chi = self.clamp(c1 + m - self.crop / 2), self.clamp(c0 - m + self.crop / 2)
+        return _Entry(t, self.clamp(lo - slack), self.clamp(hi + slack), self.clamp(mid), whole, clo, chi)
 
     @staticmethod
     def _common(entries: Sequence[_Entry]) -> tuple[float, float]:
         return max(e.lo for e in entries), min(e.hi for e in entries)
+
+    def _comfortable(self, span: Sequence[_Entry]) -> bool:
+        """Whether the subject's detections stay inside the crop as it stands, less ``core_comfort`` of it a
+        side, over ``span``: an operator does not re-frame then, though a face's head-and-shoulders region
+        (the planner's wish, not the subject) touches the safe margin — a face found late in a hold, inside
+        a person box or a saliency blob the crop framed, or a talking head whose shoulders sway out."""
+        return bool(span) and max(e.clo for e in span) <= self.p <= min(e.chi for e in span)
 
     def _rest_target(self, span: Sequence[_Entry]) -> float | None:
         """Where to stop so every entry of ``span`` stays framed (nearest to centring the focus), or None."""
@@ -217,7 +239,7 @@ class _Axis:
         near = [e for e in window if e.t - t <= self.hold_horizon + 1e-9] or list(window[:1])
         lo, hi = self._common(near)
         db = self.dead_band
-        if not self.moving and lo - db <= self.p <= hi + db:
+        if not self.moving and (lo - db <= self.p <= hi + db or self._comfortable(near)):
             self.v, self.pushing = 0.0, False
             return "stationary"
         self.moving = True
@@ -320,9 +342,9 @@ class CropPlanner:
         amax = o.max_accel * source_w
         push = o.push_ahead if o.push_people else None
         self.ax = _Axis(self.crop_w, source_w, vmax, amax, o.dead_band * self.crop_w, o.response,
-                        o.hold_horizon, o.trend_ahead, o.step_speed, o.walk_travel, push)
+                        o.hold_horizon, o.trend_ahead, o.step_speed, o.walk_travel, push, o.core_comfort)
         self.ay = _Axis(self.crop_h, source_h, vmax, amax, o.dead_band * self.crop_h, o.response,
-                        o.hold_horizon, o.trend_ahead, o.step_speed, o.walk_travel, push)
+                        o.hold_horizon, o.trend_ahead, o.step_speed, o.walk_travel, push, o.core_comfort)
         self.pending: deque[Observation] = deque()
         self.history: deque[Observation] = deque()
         self.memory: deque[Observation] = deque()  # this shot's last ``hold_memory`` s
