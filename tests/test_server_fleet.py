@@ -19,6 +19,7 @@ one real PostgreSQL registry, with one shared media folder (what a bucket is on 
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import re
 import signal
@@ -35,7 +36,7 @@ import pytest
 
 from devkit.fleet import ADMIN, CuttableProxy, Replica, WorkerSampler
 from devkit.postgres import PostgresServer
-from sidecast.core.server.registry import Registry
+from sidecast.core.server.registry import Registry, RegistryUnavailable
 from sidecast.hls import MediaPlaylist, parse_media
 from tests.conftest import free_port, wait_for
 from tests.server_helpers import live_hls
@@ -64,6 +65,50 @@ def _fresh_db(pg: PostgresServer, name: str) -> str:
 
 
 # ----------------------------------------------------------------------------- leases on the real database
+
+
+def test_a_replica_starting_before_its_registry_answers_waits_for_it_and_an_impatient_one_says_why(
+        pg: PostgresServer) -> None:
+    # A full test run at load 15-20 saw a new PostgreSQL backend take longer than the 3 s connection timeout,
+    # and the registry gave up at once (RegistryUnavailable in Registry(url)); a replica started beside its
+    # database in a rollout meets the same. The first connection is tried again for start_patience seconds.
+    url = _fresh_db(pg, "patience")
+    proxy = CuttableProxy("127.0.0.1", pg.port)
+    proxy.cut()  # every connection is closed at once: the database "does not answer"
+    with pytest.raises(RegistryUnavailable, match="unreachable"):
+        Registry(proxy.url_for(url), start_patience=0)
+    retries: list[str] = []
+
+    class Retries(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            retries.append(record.getMessage())
+
+    handler = Retries(level=logging.WARNING)
+    logging.getLogger("sidecast.server.registry").addHandler(handler)
+    opened: list[Registry | BaseException] = []
+
+    def open_registry() -> None:
+        try:
+            opened.append(Registry(proxy.url_for(url), start_patience=120))
+        except BaseException as exc:  # noqa: BLE001 (reported by the assertion below)
+            opened.append(exc)
+
+    try:
+        t = threading.Thread(target=open_registry, daemon=True)
+        t.start()
+        wait_for(lambda: len(retries) >= 1, 60, "the registry to try again")
+        assert not opened  # still waiting, not failed
+        proxy.restore()
+        t.join(timeout=60)
+    finally:
+        logging.getLogger("sidecast.server.registry").removeHandler(handler)
+        proxy.restore()
+    assert len(opened) == 1 and isinstance(opened[0], Registry), opened
+    reg = opened[0]
+    assert reg.shared and reg.leases() == []
+    assert "trying again" in retries[0] and "unreachable" in retries[0], retries
+    reg.close()
+    proxy.close()
 
 
 def test_a_lease_has_one_owner_its_epoch_grows_and_only_its_holders_peers_take_it_soon_after_it_expires(

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import sqlite3
@@ -49,6 +50,8 @@ from typing import Any
 from . import keys as K
 
 SCHEMA_VERSION = 1
+
+log = logging.getLogger("sidecast.server.registry")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -318,6 +321,19 @@ class _PgConnection:
             self._conn.close()
 
 
+def _pg_connect_patiently(url: str, patience: float) -> _PgConnection:
+    """The first connection, tried again for ``patience`` seconds (Registry's ``start_patience``)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return _PgConnection(url)
+        except RegistryUnavailable as exc:
+            if time.monotonic() + 1.0 > deadline:
+                raise
+            log.warning("%s; trying again (for up to %.0f s more)", exc, deadline - time.monotonic())
+            time.sleep(1.0)
+
+
 def _pg_row_factory(cursor: Any) -> Callable[[Sequence[Any]], _PgRow]:
     names = [c.name for c in cursor.description or []]
     return lambda values: _PgRow(zip(names, values, strict=True))
@@ -359,8 +375,15 @@ def _delivery(r: sqlite3.Row) -> DeliveryRow:
 class Registry:
     """The server's SQLite registry (see the module docstring for the tables)."""
 
-    def __init__(self, location: Path | str) -> None:
-        """``location``: the SQLite file, or a ``postgresql://`` URL (a registry shared by a fleet)."""
+    START_PATIENCE = 30.0  # seconds a shared registry may take to answer a starting replica
+
+    def __init__(self, location: Path | str, start_patience: float = START_PATIENCE) -> None:
+        """``location``: the SQLite file, or a ``postgresql://`` URL (a registry shared by a fleet).
+
+        ``start_patience``: how long a shared registry that does not answer (refused, or slower than the
+        connection's 3 s timeout) is tried again before RegistryUnavailable. A replica starting beside its
+        database (a Kubernetes rollout, a node coming back), or on a loaded box where a new backend takes
+        more than 3 s (a full test run at load 15-20, 2026-12-01), waits instead of exiting at once."""
         text = str(location)
         self.shared = text.startswith(("postgresql://", "postgres://"))
         self._lock = threading.RLock()
@@ -370,7 +393,7 @@ class Registry:
             self.path = None
             self.url = text
             self.now_sql = _PG_NOW
-            self._db = _PgConnection(text)
+            self._db = _pg_connect_patiently(text, start_patience)
             with self._lock:
                 # one replica at a time creates the tables (several may start together)
                 self._db.execute("BEGIN")
