@@ -22,6 +22,7 @@ from sidecast.sidecars.stt.engine import DecodeOptions, Decoder
 from sidecast.sidecars.stt.guards import DecodedSegment, DecodedWord
 from sidecast.sidecars.stt.recognizer import SAMPLE_RATE, StreamConfig, StreamingRecognizer
 from sidecast.sidecars.stt.sidecar import SttSidecar
+from tests.stt_passes import Passes, SharedPasses
 
 # A 7 s LibriVox sentence, then short prompts of another voice with pauses between them, as in the bench's
 # programme (bench/latency.py's speech) and a presenter's sentences.
@@ -41,11 +42,18 @@ def prog() -> rs.Programme:
     return rs.tuning_programme(CLIPS, GAPS)  # tuning clips only
 
 
-def replay(model: object, prog: rs.Programme, pause_commit: bool
+@pytest.fixture(scope="module")
+def passes() -> Passes:
+    """The passes the replays of this module ran: pause commits off and on ask for the same passes until
+    the first pause commit (tests/stt_passes.py)."""
+    return {}
+
+
+def replay(model: object, prog: rs.Programme, pause_commit: bool, passes: Passes
            ) -> tuple[list[Word], dict[int, float], list[Word]]:
     """The programme through one recogniser: the committed words, for each word (by index) when it was
     out (media seconds: a pass's words when the next pass starts), and the words commit_paused gave."""
-    decoder = Decoder(model, DecodeOptions(language=None, beam_size=3))
+    decoder = SharedPasses(model, DecodeOptions(language=None, beam_size=3), passes)
     vad = engine.StreamVad()
     rec = StreamingRecognizer(decoder.decode, vad, StreamConfig(pause_commit=pause_commit))
     vad.follow(rec)
@@ -74,10 +82,10 @@ def last_words(words: list[Word], out_at: dict[int, float], pauses: list[int]) -
     return [out_at[i] - words[i].end for i in pauses]
 
 
-def test_words_at_a_pause_come_out_sooner_and_the_same(model: object, prog: rs.Programme) -> None:
-    before, before_at, none = replay(model, prog, pause_commit=False)
+def test_words_at_a_pause_come_out_sooner_and_the_same(model: object, prog: rs.Programme, passes: Passes) -> None:
+    before, before_at, none = replay(model, prog, False, passes)
     assert none == []  # off: only passes commit
-    words, at, paused = replay(model, prog, pause_commit=True)
+    words, at, paused = replay(model, prog, True, passes)
     said = " ".join(w.text for w in words)
     assert " ".join(w.text for w in before) == said  # the very same words, in the same order
     assert rs.wer(prog.reference, said) <= 0.12, said

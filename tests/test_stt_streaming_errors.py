@@ -17,12 +17,14 @@ from sidecast.sidecars.stt import engine
 from sidecast.sidecars.stt.engine import DecodeOptions, Decoder
 from sidecast.sidecars.stt.guards import DecodedWord, cut_squeezed
 from sidecast.sidecars.stt.recognizer import SAMPLE_RATE, StreamConfig, StreamingRecognizer
+from tests.stt_passes import SharedPasses
 
 
 @pytest.fixture(scope="module")
 def decoder() -> Iterator[Decoder]:
     model = engine.load_model(engine.resolve_spec(None, "cpu", "int8", 2))  # one load for the module
-    yield Decoder(model, DecodeOptions(language=None, beam_size=3))
+    # the policies' replays of one programme share the passes they both ask for (tests/stt_passes.py)
+    yield SharedPasses(model, DecodeOptions(language=None, beam_size=3))
 
 
 def replay(decoder: Decoder, clips: list[str], gaps: list[float], policy: str,
