@@ -333,12 +333,16 @@ class AudioEncoder:
 
     def write_segment(self, packets: list[av.Packet[Any]], path: Path) -> int:
         tmp = path.with_name(f".{path.name}.tmp")
+        # The packets' own encoder, not the current one: after a reconnect a lagging packager still writes the
+        # last period's segments while ``start_period`` has made a new encoder, whose AudioSpecificConfig is
+        # unset until it has encoded (under load, three segments of raw AAC without ADTS headers: undecodable).
+        encoder = next((p.stream for p in packets if p.stream is not None), None) or self.stream
         out = av.open(str(tmp), "w", format="mpegts", options=TS_OPTIONS)
         try:
-            st = out.add_stream_from_template(self.stream)
+            st = out.add_stream_from_template(encoder)
             # The template copies stream parameters, which never saw the encoder's AudioSpecificConfig
             # (set when the encoder opened): without it the TS muxer cannot write ADTS headers.
-            st.codec_context.extradata = self.stream.codec_context.extradata
+            st.codec_context.extradata = encoder.codec_context.extradata
             offset = timebase.PTS_OFFSET * AUDIO_SAMPLE_RATE // timebase.CLOCK
             for pkt in packets:
                 if pkt.pts is None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,11 +35,50 @@ from sidecast.core.server.config import ServerConfig
 from tests.conftest import free_port, wait_for
 
 
+class StateLog(logging.Handler):
+    """Every state a stream enters, from the supervisor's own log line (``stream X: A -> B``), as it happens.
+
+    A state that lasts seconds (a 3 s reconnect window) is missed by a poll of the status API when one call
+    stalls that long on a loaded box; the log line is written at the transition itself."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.entered: list[tuple[str, str, str]] = []  # (stream, state before, state entered), in order
+        self._cond = threading.Condition()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg == "stream %s: %s -> %s" and isinstance(record.args, tuple) and len(record.args) == 3:
+            sid, before, after = (str(a) for a in record.args)
+            with self._cond:
+                self.entered.append((sid, before, after))
+                self._cond.notify_all()
+
+    def mark(self) -> int:
+        with self._cond:
+            return len(self.entered)
+
+    def wait_through(self, sid: str, states: tuple[str, ...], timeout: float, since: int = 0) -> list[str]:
+        """Wait until ``sid`` has entered ``states`` in this order (others may come between) after the
+        transition numbered ``since``; the states it entered meanwhile."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                seen = [after for stream, _, after in self.entered[since:] if stream == sid]
+                it = iter(seen)
+                if all(s in it for s in states):
+                    return seen
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"stream {sid} never went through {states}: it entered {seen}")
+                self._cond.wait(left)
+
+
 @dataclass
 class Running:
     server: SidecastServer
     api: httpx.Client
     media_url: str
+    states: StateLog = field(default_factory=StateLog)
 
     def status(self, sid: str) -> dict[str, Any]:
         r = self.api.get(f"/v1/streams/{sid}/status")
@@ -68,15 +109,25 @@ def running_server(data_dir: Path, **settings: Any) -> Iterator[Running]:
     cfg = ServerConfig(data_dir=data_dir, api_port=0, media_port=0, media_host="127.0.0.1",
                        **{"push_host": "127.0.0.1", "rtmp_port": 0, "srt_port": 0, "publish_host": "127.0.0.1",
                           "stop_timeout": 10.0, "backoff_base": 0.5, "backoff_max": 4.0, **settings})
-    server = SidecastServer(cfg).start()
-    assert server.api is not None and server.media is not None and server.admin_key
-    client = httpx.Client(base_url=server.api.url, timeout=30,
-                          headers={"Authorization": f"Bearer {server.admin_key}"})
+    states = StateLog()
+    logger = logging.getLogger("sidecast.server")
+    level = logger.level
+    if not logger.isEnabledFor(logging.INFO):
+        logger.setLevel(logging.INFO)
+    logger.addHandler(states)
     try:
-        yield Running(server, client, server.media.url)
+        server = SidecastServer(cfg).start()
+        assert server.api is not None and server.media is not None and server.admin_key
+        client = httpx.Client(base_url=server.api.url, timeout=30,
+                              headers={"Authorization": f"Bearer {server.admin_key}"})
+        try:
+            yield Running(server, client, server.media.url, states)
+        finally:
+            client.close()
+            server.close()
     finally:
-        client.close()
-        server.close()
+        logger.removeHandler(states)
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager

@@ -38,3 +38,26 @@ def test_a_ts_segment_of_two_aac_frames_is_read_as_ts(tmp_path: Path) -> None:
     beeps = avcheck._beeps(seg, avcheck._span(packets)[0])
     # the beep at media time 0, on the TS clock (which starts PTS_OFFSET in)
     assert len(beeps) == 1 and abs(beeps[0] - timebase.PTS_OFFSET / timebase.CLOCK) < 0.005, beeps
+
+
+def test_a_period_written_after_the_next_one_started_keeps_its_adts_headers(tmp_path: Path) -> None:
+    """After a reconnect a loaded packager writes the last period's segments after the audio encoder has
+    started the next period (a fresh AAC encoder that has not encoded yet). Those segments are muxed with
+    their own encoder's AudioSpecificConfig: a player (and FFmpeg) decodes them at 48 kHz stereo. Before, they
+    took the new encoder's unset one and were raw AAC without ADTS headers (sample rate 0)."""
+    enc = AudioEncoder()
+    n = 48_000
+    frame = av.AudioFrame.from_ndarray(np.zeros((2, n), dtype=np.float32), format="fltp", layout="stereo")
+    frame.sample_rate = 48_000
+    enc.push(frame, 0.0)
+    enc.end_period(1.0)
+    old = enc.take_until(None)
+    enc.start_period(2.0)  # the publisher is back: its audio has not reached the encoder yet
+    seg = tmp_path / "seg_000001.ts"
+    enc.write_segment(old, seg)
+    probe = subprocess.run(["ffprobe", "-v", "error", "-f", "mpegts", "-show_entries", "stream=sample_rate,channels",
+                            "-of", "csv=p=0", str(seg)], capture_output=True, text=True)
+    assert set(probe.stdout.split()) == {"48000,2"}, (probe.stdout, probe.stderr)
+    with av.open(str(seg), format="mpegts") as c:
+        samples = sum(f.samples for f in c.decode(audio=0))
+    assert samples >= n - 1024, samples

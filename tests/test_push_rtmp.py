@@ -247,7 +247,7 @@ def test_media_without_publish_is_refused_and_nothing_is_published(server: Harne
     assert live.wait(30) == 0
     assert len(result["video"]) == pytest.approx(75, abs=2), "the live stream beside them lost nothing"  # type: ignore[arg-type]
     assert server.sessions.empty() and server.srv.accepted == 1
-    wait_for(lambda: server.srv.dropped == 3, 5, "the garbage connection dropped")
+    wait_for(lambda: server.srv.dropped == 3, 30, "the garbage connection dropped")
     p = publish(clips[0], server.url("key-a"), seconds=1.0)  # and the server still takes publishers
     assert p.returncode == 0 and server.srv.accepted == 2
 
@@ -327,7 +327,7 @@ def test_idle_and_trickling_connections_time_out_and_never_block_the_publisher(c
         dropped = time.monotonic()
         assert got_in < dropped, "the publisher got in while the idle connections were still there"
         assert 5.8 <= dropped - started < 15, f"pre-auth connections dropped at {dropped - started:.1f} s (timeout 6 s)"
-        wait_for(lambda: h.srv.connections == 0, 5, "all connections closed")
+        wait_for(lambda: h.srv.connections == 0, 30, "all connections closed")
         assert h.srv.dropped == 5
     finally:
         stop.set()
@@ -345,8 +345,8 @@ def test_publisher_that_goes_silent_is_dropped_after_the_idle_timeout(server: Ha
     sid = c.create_stream()
     assert c.publish("key-b", sid)["code"] == "NetStream.Publish.Start"
     c.send(9, video_payload(), msid=sid, csid=6)
+    t0 = time.monotonic()  # the last media: the server's idle clock starts when it arrives, not when we look
     s: PushSession = server.next(5)
-    t0 = time.monotonic()
     assert s.wait_ended(10)
     assert s.end_reason == "no media for 3 s" and 2.5 < time.monotonic() - t0 < 6
     assert c.closed_by_server(5)
@@ -357,7 +357,7 @@ def test_connections_per_address_are_limited() -> None:
     h = Harness(Limits(per_address=3))
     with h.srv as srv:
         held = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(3)]
-        wait_for(lambda: srv.connections == 3, 5, "three connections admitted")
+        wait_for(lambda: srv.connections == 3, 30, "three connections admitted")
         extra = socket.create_connection(("127.0.0.1", srv.port))
         extra.settimeout(5)
         try:
@@ -366,7 +366,7 @@ def test_connections_per_address_are_limited() -> None:
             pass
         assert srv.connections == 3 and srv.dropped == 1
         held[0].close()
-        wait_for(lambda: srv.connections == 2, 5, "a slot freed")
+        wait_for(lambda: srv.connections == 2, 30, "a slot freed")
         c = RawRtmp(srv.port)
         c.handshake()   # a new connection is admitted again
         c.close()

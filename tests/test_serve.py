@@ -453,7 +453,7 @@ def test_concurrency_limit_answers_503_instead_of_queueing(hls_dir: Path) -> Non
         assert status == 503
         for conn in held:
             conn.close()
-        wait_for(lambda: request(handle, "GET", "/master.m3u8")[0] == 200, 5, "capacity to come back")
+        wait_for(lambda: request(handle, "GET", "/master.m3u8")[0] == 200, 30, "capacity to come back")
 
 
 def test_sigterm_finishes_the_segment_and_stops_the_server(clip_small: Path, tmp_path: Path) -> None:

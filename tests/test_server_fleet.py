@@ -272,7 +272,7 @@ def test_three_replicas_share_streams_and_fail_over_within_15_s_without_split_br
                 assert r.status_code == 201, r.text
             # every replica sees every stream (created through replica 0's API)
             for rep in replicas[1:]:
-                wait_for(lambda rep=rep: len(httpx.get(rep.api + "/v1/streams", timeout=5, headers={
+                wait_for(lambda rep=rep: len(httpx.get(rep.api + "/v1/streams", timeout=30, headers={
                     "Authorization": f"Bearer {ADMIN}"}).json()["streams"]) == n_streams, 30,
                     f"{rep.name} to see the streams")
             trackers = {sid: Tracker(storage, sid) for sid in sids}
@@ -298,9 +298,9 @@ def test_three_replicas_share_streams_and_fail_over_within_15_s_without_split_br
             # a player asking a replica that does not run the stream is served from the shared storage
             sid0 = sids[0]
             other = next(r for r in replicas if r.name != owners[sid0])
-            got = httpx.get(other.media + f"{sid0}/{PLAYLIST}", timeout=5)
+            got = httpx.get(other.media + f"{sid0}/{PLAYLIST}", timeout=30)
             assert got.status_code == 200 and got.text.startswith("#EXTM3U"), got.text[:200]
-            status = httpx.get(other.api + f"/v1/streams/{sid0}/status", timeout=5,
+            status = httpx.get(other.api + f"/v1/streams/{sid0}/status", timeout=30,
                                headers={"Authorization": f"Bearer {ADMIN}"}).json()
             assert status["state"] == "remote" and status["replica"] == owners[sid0], status
 
@@ -421,12 +421,14 @@ class Progress:
 
 
 def _probe(rep: Replica, asker: str, secret: bytes) -> str | int:
-    """Ask ``rep`` whether it reaches the registry, as a peer would: its signed answer, or the HTTP status."""
+    """Ask ``rep`` whether it reaches the registry, as a peer would: its signed answer, or the HTTP status.
+    (The suite's 30 s HTTP timeout here and in ``_ready``: they check answers, not speed, and a replica's API
+    on a box at load 30 can take more than httpx's 5 s; the outage's timing is asserted on the streams.)"""
     from sidecast.core.server.fleet import PROBE_PATH
     from sidecast.core.server.keys import fleet_signature, fleet_signature_ok
 
     nonce = os.urandom(8).hex()
-    r = httpx.post(rep.api + PROBE_PATH, timeout=5, json={
+    r = httpx.post(rep.api + PROBE_PATH, timeout=30, json={
         "from": asker, "to": rep.name, "nonce": nonce,
         "sig": fleet_signature(secret, "probe", asker, rep.name, nonce)})
     if r.status_code != 200:
@@ -438,7 +440,7 @@ def _probe(rep: Replica, asker: str, secret: bytes) -> str | int:
 
 
 def _ready(rep: Replica) -> tuple[int, str]:
-    r = httpx.get(rep.api + "/readyz", timeout=5)
+    r = httpx.get(rep.api + "/readyz", timeout=30)
     return r.status_code, str(r.json().get("status"))
 
 

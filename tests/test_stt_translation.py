@@ -77,7 +77,7 @@ def test_a_pipeline_that_never_answers_times_out_and_is_ended(monkeypatch: pytes
     assert pipe.proc.poll() is not None
     # bash's children (the pipeline's stages) went with it: SIGKILL to the group is delivered as each is next
     # scheduled, which a loaded machine delays (a full-suite run once still saw `sleep` alive at this point)
-    wait_for(lambda: _live_in_group(pipe.proc.pid) == [], 5, "the pipeline's stages to be killed with bash")
+    wait_for(lambda: _live_in_group(pipe.proc.pid) == [], 30, "the pipeline's stages to be killed with bash")
 
 
 def _live_in_group(pgid: int) -> list[int]:

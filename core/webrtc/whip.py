@@ -293,7 +293,8 @@ class WhipIngest:
         away_since: float | None = None
         log.info("listening for WHIP publishers", extra={"endpoint": self.url, "keys": len(self.keys)})
         while not source._stop.is_set():
-            if away_since is not None and time.monotonic() - away_since > source.reconnect_timeout:
+            if (away_since is not None and time.monotonic() - away_since > source.reconnect_timeout
+                    and not self._connecting(away_since, source.reconnect_timeout)):
                 log.warning("publisher did not come back; ending the stream",
                             extra={"waited_s": source.reconnect_timeout})
                 return
@@ -320,6 +321,14 @@ class WhipIngest:
             yield Dropped(t=last_t + frame_dur)
             log.warning("WHIP publisher left; waiting for it to come back",
                         extra={"reconnect_timeout_s": source.reconnect_timeout, "reason": session.end_reason})
+
+    def _connecting(self, away_since: float, window: float) -> bool:
+        """A publisher answered (201) within the reconnect window is back, though its media flows only once ICE
+        and DTLS connect (a second or two; more on a loaded box): the stream waits for it until its connection
+        is up or ``CONNECT_TIMEOUT_S`` ends it, instead of ending under a publisher it has just accepted."""
+        now = time.monotonic()
+        return any(away_since <= s.created <= away_since + window and now - s.created < CONNECT_TIMEOUT_S
+                   and not s.ended.is_set() for s in list(self.sessions.values()))
 
     def _read(self, session: WhipSession, source: Source, base: float, first: bool) -> Iterator[Event]:
         from ..sources import AudioEvent, Discontinuity, Opened, SourceChanged, VideoEvent
