@@ -23,6 +23,10 @@ from sidecast.hls import timebase
 
 from .ladder import AUDIO_BITRATE, AUDIO_CHANNELS, AUDIO_SAMPLE_RATE
 
+# One Fraction for every audio frame and packet: building one per AAC frame (47 a second) was ~4 % of the
+# GIL-holding samples of a caption stream's worker (py-spy --gil, fifteenth session).
+_AUDIO_TIME_BASE = Fraction(1, AUDIO_SAMPLE_RATE)
+
 TS_OPTIONS = {"mpegts_copyts": "1", "mpegts_flags": "resend_headers"}
 
 
@@ -279,7 +283,7 @@ class AudioEncoder:
 
     def _encode_resampled(self, r: av.AudioFrame) -> None:
         r.pts = self.position
-        r.time_base = Fraction(1, AUDIO_SAMPLE_RATE)
+        r.time_base = _AUDIO_TIME_BASE
         self.position += r.samples
         for pkt in self.stream.encode(r):
             self._keep(pkt)
@@ -350,7 +354,7 @@ class AudioEncoder:
                 pkt.stream = st
                 pkt.pts = pkt.pts + offset
                 pkt.dts = pkt.pts
-                pkt.time_base = Fraction(1, AUDIO_SAMPLE_RATE)
+                pkt.time_base = _AUDIO_TIME_BASE
                 out.mux(pkt)
         finally:
             out.close()
