@@ -15,6 +15,7 @@ import pytest
 from devkit import realspeech as rs
 from sidecast.sidecars.stt import engine
 from sidecast.sidecars.stt.engine import DecodeOptions, Decoder, PassBatcher, PassInput
+from tests.conftest import wait_for
 
 SR = 16_000
 
@@ -285,3 +286,36 @@ def test_a_worker_gathers_the_shares_of_the_workers_idle_beside_it_before_splitt
     t.join(timeout=60)
     assert ran == [2], ran  # its share of four, not half of the two queued first
     assert [q[0] for q in b._queue] == [boxes[2][0], boxes[3][0]]  # the other worker's share waits for it
+
+
+def test_a_worker_that_takes_its_share_wakes_the_workers_gathering_beside_it(model: Any,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two workers gathering for four busy streams: the one woken by the last pass took its share and the other,
+    # not woken, slept to its gather deadline; by then the first was back for more and the two split what was
+    # left: batches of 2, 1, 1 instead of 2, 2, one of them a whole gather late (full runs 2026-12-01).
+    b = PassBatcher(model, workers=2, gather=60.0)  # a worker left asleep would wait the whole minute
+    ran: list[int] = []
+    monkeypatch.setattr(engine, "decode_batch", lambda m, items: ran.append(len(items)) or [[] for _ in items])
+    decoders = [Decoder(model, DecodeOptions(language=None, beam_size=3), batcher=b) for _ in range(4)]
+    boxes = [(item(d, 1.5, at=float(k)), threading.Event(), []) for k, d in enumerate(decoders)]
+    b._recent = {id(d): 1e12 for d in decoders}  # four streams busy: a worker's share is two passes
+    workers = [threading.Thread(target=b._round, args=([],), daemon=True) for _ in range(2)]
+    for w in workers:
+        w.start()
+
+    def waiting(n: int) -> bool:  # threads asleep on the scheduler's condition
+        with b._cond:
+            return len(b._cond._waiters) == n  # type: ignore[attr-defined]
+
+    wait_for(lambda: waiting(2), 30, "both workers to wait for passes")
+    with b._cond:  # the first stream's pass: both workers wake and gather (four wanted)
+        b._queue.append(boxes[0])
+        b._cond.notify_all()
+    wait_for(lambda: waiting(2) and b._idle == 2, 30, "both workers to gather")
+    with b._cond:  # the other three at once, with one wake-up, as a submission gives
+        b._queue.extend(boxes[1:])
+        b._cond.notify()
+    for w in workers:
+        w.join(timeout=30)
+    assert not any(w.is_alive() for w in workers), "a worker slept through the passes left for it"
+    assert sorted(ran) == [2, 2] and b._queue == [], (ran, b._queue)

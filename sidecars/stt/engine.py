@@ -603,6 +603,12 @@ class PassBatcher:
             # did that by accident, docs/server.md "fourteenth session").
             n = min(n, -(-len(self._queue) // (1 + self._idle)))
             taken[:], self._queue = self._queue[:n], self._queue[n:]
+            if self._queue:
+                # The workers gathering beside this one wait for its share too (_wanted); with it taken their
+                # own is there. Unwoken, one slept to its gather deadline, then split the rest with this worker
+                # come back for more: batches of 1 for four streams on two workers (2 s late, with the test's
+                # gather; full runs 2026-12-01 22:49 and 23:55 UTC).
+                self._cond.notify_all()
             self._adapt([time.monotonic() - item.submitted for item, _, _ in taken])
         batch_stats(self.model).rounds += 1
         groups = self.groups([item for item, _, _ in taken])
