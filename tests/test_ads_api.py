@@ -396,3 +396,21 @@ def test_a_wall_clock_given_as_a_number_is_refused_as_the_contract_says(tmp_path
             assert r.status_code == 422 and "date-time string" in r.text, (path, r.status_code, r.text)
         r = api.client.post("/v1/breaks", json={"start_date": "2026-12-01T10:00:00Z", "duration": 10})
         assert r.status_code == 201, r.text
+
+
+def test_numbers_are_json_numbers_not_booleans_or_numeric_strings(tmp_path: Path) -> None:
+    # The contract says `type: number`; pydantic's lax mode read `"offset": false` as a break at 0 s and
+    # `"1.5"` as 1.5 (found by the contract test with an unlucky seed, full run 2026-12-02).
+    with running_api(db_path=str(tmp_path / "a.db")) as api:
+        make_creative(api, "c1", 15)
+        for path, body in (("/v1/breaks", {"offset": False, "duration": 10}),
+                           ("/v1/breaks", {"offset": 5, "duration": "10"}),
+                           ("/v1/breaks", {"offset": "1.5", "duration": 10}),
+                           ("/v1/creatives", {"id": "c2", "media_url": "https://ads.example/c2.m3u8", "duration": True}),
+                           ("/v1/campaigns", {"id": "k1", "creative_ids": ["c1"], "priority": "3"}),
+                           ("/v1/campaigns", {"id": "k2", "creative_ids": ["c1"], "frequency_cap": True})):
+            r = api.client.post(path, json=body)
+            assert r.status_code == 422 and "a JSON number" in r.text, (path, body, r.status_code, r.text)
+        assert api.client.get("/v1/breaks").json() == []  # nothing half-made
+        r = api.client.post("/v1/breaks", json={"offset": 0, "duration": 10})
+        assert r.status_code == 201 and r.json()["offset"] == 0.0, r.text

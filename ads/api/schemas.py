@@ -26,7 +26,18 @@ EventName = Literal["impression", "start", "firstQuartile", "midpoint", "thirdQu
 PositionName = Literal["pre", "mid", "post"]
 Tracking = Annotated[dict[EventName, Annotated[list[Url], Field(max_length=16)]], Field(max_length=8)]
 Targeting = Annotated[dict[Word, Annotated[list[Word], Field(min_length=1, max_length=64)]], Field(max_length=32)]
-Duration = Annotated[float, Field(gt=0, le=600, description="seconds")]
+def _a_number(value: object) -> object:
+    """A JSON number, not a boolean or a numeric string: pydantic's lax mode reads ``false`` as 0 and
+    ``"1.5"`` as 1.5, which the OpenAPI contract (``type: number``) does not promise (schemathesis found
+    ``"offset": false`` accepted as a break at 0 s, full run 2026-12-02)."""
+    if isinstance(value, (bool, str)):
+        raise ValueError("a JSON number, not a boolean or a string")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_a_number)]
+Integer = Annotated[int, BeforeValidator(_a_number)]
+Duration = Annotated[Number, Field(gt=0, le=600, description="seconds")]
 
 
 def _date_time_text(value: object) -> object:
@@ -71,12 +82,12 @@ class CampaignIn(_Strict):
     creative_ids: Annotated[list[Id], Field(min_length=1, max_length=64)]
     start: WallClock | None = Field(None, description="flight start (UTC when no offset is given)")
     end: WallClock | None = Field(None, description="flight end, exclusive")
-    priority: int = Field(5, ge=1, le=10, description="1 is the most important, 10 the least")
+    priority: Integer = Field(5, ge=1, le=10, description="1 is the most important, 10 the least")
     targeting: Targeting = Field(default_factory=dict,
                                  description="key -> allowed values; every key must match one value")
     positions: Annotated[list[PositionName], Field(min_length=1, max_length=3)] = Field(
         default_factory=_all_positions)
-    frequency_cap: int | None = Field(None, ge=1, le=10_000, description="most ads per session from this campaign")
+    frequency_cap: Integer | None = Field(None, ge=1, le=10_000, description="most ads per session from this campaign")
     enabled: StrictBool = True  # 1 or "true" is refused, as the schema says
 
     @model_validator(mode="after")
@@ -101,11 +112,11 @@ class SourceIn(_Strict):
     format: Literal["vast", "vmap"] = Field(
         "vast", description="vast: the tag answers ads for the break asked about; vmap: it answers a VOD "
         "asset's schedule (VMAP 1.0), each break with its own VAST")
-    priority: int = Field(5, ge=1, le=10)
+    priority: Integer = Field(5, ge=1, le=10)
     targeting: Targeting = Field(default_factory=dict)
     positions: Annotated[list[PositionName], Field(min_length=1, max_length=3)] = Field(
         default_factory=_all_positions)
-    frequency_cap: int | None = Field(None, ge=1, le=10_000)
+    frequency_cap: Integer | None = Field(None, ge=1, le=10_000)
     enabled: StrictBool = True  # 1 or "true" is refused, as the schema says
 
 
@@ -116,10 +127,10 @@ class Source(SourceIn):
 class BreakIn(_Strict):
     id: Id | None = None
     position: PositionName = "mid"
-    offset: float | None = Field(None, ge=0, le=86400, description="VOD: seconds from the start of the asset")
+    offset: Number | None = Field(None, ge=0, le=86400, description="VOD: seconds from the start of the asset")
     start_date: WallClock | None = Field(None, description="live: wall clock of the break's start (UTC when no "
                                         "offset is given)")
-    duration: float = Field(ge=0, le=600, description="seconds of content the break replaces; 0 inserts "
+    duration: Number = Field(ge=0, le=600, description="seconds of content the break replaces; 0 inserts "
                             "(pre/post-rolls)")
 
     @model_validator(mode="after")
@@ -142,7 +153,7 @@ class DecisionIn(_Strict):
     position: PositionName = "mid"
     break_id: Id | None = None
     key_values: KeyValues = Field(default_factory=dict)
-    max_ads: int = Field(8, ge=1, le=20)
+    max_ads: Integer = Field(8, ge=1, le=20)
 
 
 class CompanionResource(BaseModel):
@@ -220,7 +231,7 @@ class DecisionRecord(BaseModel):
 class TokenIn(_Strict):
     session_id: Id | None = Field(None, description="the viewer the token is for; absent: any viewer "
                                   "(for asset-list URLs written into a shared playlist)")
-    ttl: int = Field(3600, ge=10, le=86400, description="seconds")
+    ttl: Integer = Field(3600, ge=10, le=86400, description="seconds")
 
 
 class TokenOut(BaseModel):

@@ -205,9 +205,13 @@ async def upload_creative(request: Request, svc: Service, base: BaseUrl) -> Any:
             raise HTTPException(422, "uploaded file is empty")
         f = form.fields
         cid = f.get("id") or f"cr-{secrets.token_hex(6)}"
+        try:  # a form's fields are text: the duration is read as a number here (the JSON routes take numbers only)
+            duration = float(f["duration"]) if f.get("duration") is not None else None
+        except ValueError:
+            raise HTTPException(422, f"invalid upload: duration: a number of seconds, not {f['duration'][:32]!r}") from None
         try:
             doc = S.Creative(id=cid, name=f.get("name", ""), advertiser=f.get("advertiser", ""),
-                             duration=f.get("duration"), click_through=f.get("click_through") or None,  # type: ignore[arg-type]
+                             duration=duration, click_through=f.get("click_through") or None,  # type: ignore[arg-type]
                              media_url=f"{base}/v1/media/{cid}/media{suffix}").model_dump(mode="json")
         except ValidationError as exc:
             first = exc.errors()[0]
