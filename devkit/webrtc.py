@@ -287,15 +287,17 @@ class Publication:
     reports: CaptureClockReports | None = None
 
     async def delete(self, endpoint: str, key: str) -> int:
-        async with httpx.AsyncClient() as client:
-            status = 0
-            if self.location:
-                r = await client.delete(httpx.URL(endpoint).join(self.location),
-                                        headers={"Authorization": f"Bearer {key}"})
-                status = r.status_code
+        status = await delete_session(endpoint, self.location, key) if self.location else 0
         if self.pc is not None:
             await self.pc.close()
         return status
+
+
+async def delete_session(endpoint: str, location: str, key: str) -> int:
+    """DELETE a WHIP session (``location``: the Location its offer's answer gave); the status code."""
+    async with httpx.AsyncClient() as client:
+        r = await client.delete(httpx.URL(endpoint).join(location), headers={"Authorization": f"Bearer {key}"})
+        return r.status_code
 
 
 def _prefer(transceiver: Any, kind: str, codec: str | None) -> None:

@@ -17,7 +17,15 @@ import m3u8
 import pytest
 
 from devkit import avcheck
-from devkit.webrtc import BarcodeVideo, CaptureClockReports, offer_sdp, post_offer, read_barcode, whip_publish
+from devkit.webrtc import (
+    BarcodeVideo,
+    CaptureClockReports,
+    delete_session,
+    offer_sdp,
+    post_offer,
+    read_barcode,
+    whip_publish,
+)
 from sidecast.core.sources import Source
 from tests.webrtc_support import LiveRun
 
@@ -166,10 +174,7 @@ def test_aiortc_publishes_h264_then_vp8_into_hls_with_av_in_sync(tmp_path: Path)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=r.text, type="answer"))
         back = await _wait_log(run, r"publisher back; continuing with a discontinuity .*media_time=([\d.]+)")
         await _media_taken(run, float(back.group(1)) + 4.0)
-        async with httpx.AsyncClient() as client:
-            d = await client.delete(run.endpoint.rsplit("/", 1)[0] + r.headers["location"],
-                                    headers={"Authorization": f"Bearer {KEY}"})
-            seen["vp8_delete"] = d.status_code
+        seen["vp8_delete"] = await delete_session(run.endpoint, r.headers["location"], KEY)
         await pc.close()
         return seen
 
@@ -312,10 +317,7 @@ def test_a_publisher_answered_within_the_reconnect_window_continues_the_stream_t
         back = await _wait_log(run, r"publisher back; continuing with a discontinuity gap_s=([\d.]+) media_time=([\d.]+)")
         seen["gap"] = float(back.group(1))
         await _media_taken(run, float(back.group(2)) + 1.0)
-        async with httpx.AsyncClient() as client:
-            d = await client.delete(run.endpoint.rsplit("/", 1)[0] + r.headers["location"],
-                                    headers={"Authorization": f"Bearer {KEY}"})
-            seen["second_delete"] = d.status_code
+        seen["second_delete"] = await delete_session(run.endpoint, r.headers["location"], KEY)
         await pc.close()
         return seen
 
