@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -72,6 +72,16 @@ def parses_as_http(case: object) -> bool:
     return not any(name.lower() in FRAMING_HEADERS for name in (getattr(case, "headers", None) or {}))
 
 
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_browser_per_worker() -> Iterator[None]:
+    """The browser tests of a worker play in one shared Chromium, a fresh context each
+    (``tests/browser/harness.py``: started at the first play, so a worker without browser tests starts none)."""
+    from tests.browser.harness import sharing_one_browser
+
+    with sharing_one_browser():
+        yield
 
 
 @pytest.fixture(scope="session")
