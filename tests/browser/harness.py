@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ from sidecast.core.serve import start_server
 
 HERE = Path(__file__).resolve().parent
 PLAY_SCRIPT = HERE / "play.mjs"
+BROWSER_SERVER_SCRIPT = HERE / "browser_server.mjs"
 NODE_MODULES = HERE / "node_modules"
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
 
@@ -225,11 +228,84 @@ def play_hls(
     return PlaybackReport.from_json(_run_play(opts, chromium, timeout))
 
 
+class _SharedBrowser:
+    """One Chromium (browser_server.mjs) that this process's play.mjs runs connect to, each in a fresh
+    browser context, while ``sharing_one_browser`` is on: a Chromium start cost each run ~1-2 s of CPU and of
+    wall time (2026-12-02, load 8: 1.1-2.0 s a persistent-context start, 0.26-0.46 s a context of a running
+    browser). Started at the first run that asks, restarted if it died, stopped when sharing ends."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.proc: subprocess.Popen[str] | None = None
+        self.endpoint = ""
+        self.chromium = ""
+
+    def endpoint_for(self, node: str, chromium: str, timeout: float) -> str:
+        if self.proc is not None and (self.proc.poll() is not None or self.chromium != chromium):
+            self.stop()
+        if self.proc is None:
+            self.proc = subprocess.Popen([node, str(BROWSER_SERVER_SCRIPT), json.dumps({"chromium": chromium})],
+                                         cwd=HERE, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+            share_standing(self.proc.pid)
+            self.chromium = chromium
+            line = self._first_line(timeout)
+            doc = json.loads(line) if line.startswith("{") else {"error": f"no endpoint ({line!r})"}
+            if "wsEndpoint" not in doc:
+                self.stop()
+                raise HarnessError(f"the shared Chromium did not start: {doc.get('error')}")
+            self.endpoint = doc["wsEndpoint"]
+        return self.endpoint
+
+    def _first_line(self, timeout: float) -> str:
+        assert self.proc is not None and self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.5)
+            if ready:
+                return self.proc.stdout.readline().strip()
+            if self.proc.poll() is not None:
+                return ""
+        return ""
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()  # browser_server.mjs closes its browser and exits
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+_SHARED = _SharedBrowser()
+
+
+@contextmanager
+def sharing_one_browser() -> Iterator[None]:
+    """While on, `play_hls` and `open_page` in this process play in one shared Chromium, a fresh context
+    each (the test suite turns it on per worker). Off, each run starts its own browser in a session of its
+    own and gives it the caller's scheduling standing (what benches measure with)."""
+    _SHARED.on = True
+    try:
+        yield
+    finally:
+        _SHARED.on = False
+        _SHARED.stop()
+
+
 def _run_play(opts: dict[str, Any], chromium: str | None, timeout: float) -> dict[str, Any]:
     """Run play.mjs with these options; its JSON report, or HarnessError when it could not run."""
     url = opts["url"]
     node, browser = check_environment(chromium)
     opts = {**opts, "chromium": browser}
+    if _SHARED.on:
+        opts["wsEndpoint"] = _SHARED.endpoint_for(node, browser, min(60.0, timeout))
     proc = subprocess.Popen([node, str(PLAY_SCRIPT), json.dumps(opts)], cwd=HERE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     # node's own session (play.mjs gives the Chromium it starts node's nice); a bench may put the player

@@ -23,6 +23,8 @@
 //   hlsDebug       false | true | a regular expression: hls.js's own log lines (matching it) go into the
 //                  report as `debugLog` [{t, ct, level, line}]                                    [false]
 //   chromium       browser executable  [$SIDECAST_CHROMIUM or /usr/bin/chromium]
+//   wsEndpoint     play in a fresh context of this running browser (browser_server.mjs) instead of
+//                  starting one                                                                    [unset]
 //   hlsPath        hls.js build to load [../../core/static/hls.min.js, the one the server ships]
 //   until          page mode: also wait until this JavaScript expression is true in the page          [unset]
 //   page           true: open `url` as a page that plays by itself (e.g. the server's player page) and
@@ -36,14 +38,12 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { installReader } from './barcode.mjs';
+import { CHROMIUM_ARGS } from './chromium.mjs';
 import { shareStanding } from './standing.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(HERE, '..', '..');
 const HARNESS_DIR = '/__sidecast_harness__/';
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  '--autoplay-policy=no-user-gesture-required'];
 
 const DEFAULTS = {
   url: null, page: false, until: null, seconds: 6, timeout: 90, interstitials: false, subtitles: false, startLevel: null,
@@ -362,14 +362,21 @@ async function run(opts, report) {
   const { chromium } = await import('playwright-core').catch(() => {
     throw new Error(`playwright-core is not installed in ${HERE}/node_modules: run ./dev.sh install`);
   });
-  const profile = mkdtempSync(join(tmpdir(), 'sidecast-chromium-'));
+  const profile = opts.wsEndpoint ? null : mkdtempSync(join(tmpdir(), 'sidecast-chromium-'));
   let context = null;
+  let shared = null;
   try {
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: opts.chromium, headless: true, args: CHROMIUM_ARGS, timeout: remaining(COLLECT_RESERVE_MS),
-    });
+    if (opts.wsEndpoint) {  // a browser this test worker shares (browser_server.mjs): a fresh context of our own
+      shared = await chromium.connect(opts.wsEndpoint, { timeout: remaining(COLLECT_RESERVE_MS) });
+      context = await shared.newContext();
+      report.browserGroupsMoved = 0;
+    } else {
+      context = await chromium.launchPersistentContext(profile, {
+        executablePath: opts.chromium, headless: true, args: CHROMIUM_ARGS, timeout: remaining(COLLECT_RESERVE_MS),
+      });
+      report.browserGroupsMoved = shareStanding();  // the bench's priority reaches the browser too
+    }
     report.browserStartMs = Date.now() - started;
-    report.browserGroupsMoved = shareStanding();  // the bench's priority reaches the browser too
     const page = context.pages()[0] || await context.newPage();
     page.on('console', (msg) => {
       if ((msg.type() === 'error' || msg.type() === 'warning') && report.console.length < 100) {
@@ -406,7 +413,8 @@ async function run(opts, report) {
     }
   } finally {
     if (context) await context.close().catch(() => {});
-    rmSync(profile, { recursive: true, force: true });
+    if (shared) await shared.close().catch(() => {});  // disconnects; the shared browser stays
+    if (profile) rmSync(profile, { recursive: true, force: true });
   }
 }
 
