@@ -45,6 +45,10 @@ Configurations (``--configs``, default all):
       it, so a cue's last part waits for the next words (the default, named explicitly); on request
   kd  (k) with ``--caption-part-cut decided`` (opt-in): a part goes out once the recogniser has passed its
       start, so a cue's last part goes out with the cue; on request
+  ko  (k) as before the sixteenth session: ``--sidecar-arg stt=--early-commit=off`` (a confident word near the
+      end of a pass's audio, or a region's first words, waits for the next pass; early commits are the
+      default since); kh  (k) with ``--caption-hold-back 0.8`` (a captioned stream asks players to sit 0.8 s
+      further back: opt-in); on request
   kl  (k) with beam-2 stt passes on 2 threads (``--sidecar-arg stt=--beam-size=2 --sidecar-arg
       stt=--cpu-threads=2``), klh  the same with ``--part-hold-back 1.5``; on request
 
@@ -154,6 +158,10 @@ CONFIGS = {c.key: c for c in (
     with_k("kc", "(k) with caption parts held until the recogniser covers them (--caption-part-cut covered: the default; explicit)", "--caption-part-cut", "covered"),
     with_k("kd", "(k) with a caption part written once the recogniser passed its start (--caption-part-cut decided: opt-in)", "--caption-part-cut", "decided"),
     with_k("y", "(k) with words committed only by passes (--sidecar-arg stt=--pause-commit=off: the stt sidecar before 2026-12-01 13:30)", "--sidecar-arg", "stt=--pause-commit=off"),
+    with_k("ko", "(k) as before 2026-12-02 (--sidecar-arg stt=--early-commit=off)",
+           "--sidecar-arg", "stt=--early-commit=off"),
+    with_k("kh", "(k) with players 0.8 s further back on a captioned stream (--caption-hold-back 0.8)",
+           "--caption-hold-back", "0.8"),
     Config("f", "(b) with hls.js catching up (maxLiveSyncPlaybackRate 1.5)", "sidecast", ["--latency", "low"],
            {"lowLatencyMode": True, "maxLiveSyncPlaybackRate": 1.5}),
     Config("g", "(b) with 1 s segments (an independent part every second)", "sidecast",
@@ -631,7 +639,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60, help="playback measured per configuration [60]")
     ap.add_argument("--joins", type=int, default=3, help="viewers per configuration, one after the other, "
                     "sharing --seconds [3]")
-    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l to z, kl, klh, kc on request; one named twice runs twice")
+    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l to z, kc, kd, kl, klh, ko, kh on request; one named twice runs twice")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs and logs (and each "
                     "viewer's raw report, with hls.js's caption log lines)")

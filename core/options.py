@@ -236,7 +236,14 @@ class RunOptions:
     part_hold_back: float | None = field(default=None, metadata=opt(
         "--part-hold-back", parse=_seconds("--part-hold-back", 0.2, 30.0),
         help="low latency: how far behind the live edge players are asked to sit (PART-HOLD-BACK), seconds "
-             "(default: three parts); more lets late captions reach viewers in time, at that cost in latency"))
+             "(default: three parts, plus --caption-hold-back on a stream with live captions); more lets late "
+             "captions reach viewers in time, at that cost in latency"))
+    caption_hold_back: float = field(default=0.0, metadata=opt(
+        "--caption-hold-back", parse=_seconds("--caption-hold-back", 0.0, 10.0),
+        help="low latency: seconds added to the default PART-HOLD-BACK when a sidecar captions the stream live "
+             "(default 0: three parts, as without captions). A caption is decided ~2 s after its words; 0.8 "
+             "lets more reach hls.js in time, but hls.js then sometimes skips a segment's caption parts as "
+             "it joins (docs/latency.md, \"sixteenth session\")"))
     caption_part_cut: str | None = field(default=None, metadata=opt(
         "--caption-part-cut", choices=("decided", "covered"),
         help="low latency: when a WebVTT part is written: covered (once the captioners have decided all of "
@@ -262,6 +269,22 @@ class RunOptions:
         self.outdir = Path(self.outdir)
         if self.captions_translation and "en" not in self.captions_translate:
             self.captions_translate = [*self.captions_translate, "en"]
+
+    def hold_back(self, live_captions: bool) -> float | None:
+        """PART-HOLD-BACK to advertise (None: the playlists' default of three parts, or not low latency).
+
+        A live caption is decided ~2 s after its words and hls.js never loads a caption part behind its
+        playhead, so at three parts many cues reached a viewer after their words had played; a stream a
+        sidecar captions can ask its players to sit ``--caption-hold-back`` further back (opt-in: hls.js
+        then sometimes skipped a segment's caption parts as it joined). Without live captions, or with
+        ``--part-hold-back``, nothing changes."""
+        if self.latency != "low":
+            return None
+        if self.part_hold_back is not None:
+            return self.part_hold_back
+        if not live_captions or self.caption_hold_back <= 0:
+            return None
+        return 3 * self.part_duration + self.caption_hold_back
 
     # ------------------------------------------------------------ checks across options
 
@@ -289,6 +312,12 @@ class RunOptions:
             if self.part_hold_back < 2 * self.part_duration:
                 raise ConfigError(f"--part-hold-back {self.part_hold_back:g}: must be at least two parts "
                                   f"({2 * self.part_duration:.3f} s, RFC 8216bis 4.4.3.8)")
+        if self.caption_hold_back:
+            if self.latency != "low":
+                raise ConfigError("--caption-hold-back is a low-latency setting: add --latency low")
+            if self.part_hold_back is not None:
+                raise ConfigError("--caption-hold-back adds to the default hold-back; --part-hold-back sets it: "
+                                  "pick one")
         if self.caption_part_cut is not None and self.latency != "low":
             raise ConfigError("--caption-part-cut is a low-latency setting: add --latency low")
         if self.target_anchor:

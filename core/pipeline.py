@@ -304,7 +304,7 @@ class Pipeline:
                             segment_duration=self.cfg.segment_duration, window=self.window,
                             timeline=self.timeline, log=self.segments_log, target_from_first=self.cfg.passthrough,
                             part_target=self.cfg.part_duration if self.cfg.latency == "low" else None,
-                            part_hold_back=self.cfg.part_hold_back if self.cfg.latency == "low" else None,
+                            part_hold_back=self.cfg.hold_back(live_captions=bool(tracks)),
                             upcoming=self.schedule.upcoming)
         main: VideoLadder | CopyLadder
         if self.cfg.passthrough:

@@ -38,6 +38,14 @@ VadFn = Callable[[np.ndarray], list[tuple[float, float]]]
 
 Policy = Literal["agreement", "alignatt"]
 _CLOSED = re.compile(r"[.,!?;:…]['\")\]]*$")
+Hold = Literal["threshold", "last", "copy", "unstable", "onset", "changed"]
+
+
+def _early(position: Hold | None, doubt: Hold | None) -> bool:
+    """Whether ``early_commit`` may overrule a hold (see StreamingRecognizer._hold): a word near the newest
+    audio or a region's first words; never an unfinished last word, a copy, a looped pass or a word the
+    decoder is changing its mind on."""
+    return (position, doubt) != (None, None) and position != "last" and doubt in (None, "onset")
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,14 @@ class StreamConfig:
     pause_heard: float = 0.1      # ... when the pass that read them had this much audio after the speech's end
                                   # (the VAD's, padded 0.15 s)
     pause_start: float = 0.1      # ... the words that begin this long before that end
+    early_commit: float = 0.0     # alignatt: a word held only because it ends within align_threshold of the
+                                  # newest audio, or as a region's first words (onset_confirm), is final
+                                  # from one pass when it ends this many seconds before the pass's audio
+                                  # does and its probability is at least early_prob (a pass's last word
+                                  # only when punctuation closes it): it saves a pass (~1 s live) on the
+                                  # last words of a cue (docs/latency.md, "sixteenth session"). 0 = off;
+                                  # the stt sidecar's --early-commit on sets 0.3
+    early_prob: float = 0.9
     guards: GuardConfig = GUARDS
 
 
@@ -176,6 +192,8 @@ class StreamingRecognizer:
         self._chunk_checked = start_sample     # received_end at the last chunk_pass_end that found none due
         self._pause_checked = start_sample     # received_end at the last commit_paused
         self._sure = 0                         # leading held words the last pass was sure of (commit_paused)
+        self.holds: list[tuple[Hold | None, Hold | None]] = []  # why each held word waits (alignatt; _hold)
+        self.early_commits = 0                 # words committed by early_commit
 
     # ------------------------------------------------------------------ input
 
@@ -439,27 +457,27 @@ class StreamingRecognizer:
                 # the words of a pass that looped, and (with onset_confirm) a new region's first words.
                 limit = _sec(pass_end) - cfg.align_threshold
                 onsets = [a for a, _ in spans]
-                while agreed < len(new) and new[agreed].end <= limit and (
-                        agreed < len(new) - 1 or _CLOSED.search(new[agreed].text)):
-                    w = new[agreed]
-                    confirm = (id(w) in self._confirm or (cfg.confirm_unstable and self._unstable)
-                               or any(0 <= w.start - a < cfg.onset_confirm for a in onsets))
-                    before = self.hypothesis[agreed] if agreed < len(self.hypothesis) else None
-                    same = before is not None and normalize(before.text) == normalize(w.text)
-                    if (confirm and not same) or (cfg.changed_wait and before is not None and not same):
-                        break
+                holds = [self._hold(new, i, limit, onsets) for i in range(len(new))]
+                while agreed < len(new) and holds[agreed] == (None, None):
                     agreed += 1
+                # Early commit (``early_commit``): a word held only for a second opinion (it ends within
+                # align_threshold of the newest audio, or it is among a region's first words)
+                # that ends early_commit before the newest audio and that the decoder was confident of is
+                # final from this one pass: the next pass rarely reads it otherwise (docs/latency.md,
+                # "sixteenth session"), and waiting for it costs a pass, ~1 s live. A last word not closed by
+                # punctuation still waits (the decoder may not have finished it: 1 of 2 was revised).
+                if cfg.early_commit > 0:
+                    early = _sec(pass_end) - cfg.early_commit
+                    while (agreed < len(new) and _early(*holds[agreed]) and new[agreed].end <= early
+                           and new[agreed].probability >= cfg.early_prob
+                           and (agreed < len(new) - 1 or _CLOSED.search(new[agreed].text))):
+                        agreed += 1
+                        self.early_commits += 1
+                self.holds = holds[agreed:]
                 # The held words this pass was sure of (held only by the threshold or as its last word):
                 # the ones commit_paused may commit once their speech has ended.
                 doubt = agreed
-                while doubt < len(new):
-                    w = new[doubt]
-                    before = self.hypothesis[doubt] if doubt < len(self.hypothesis) else None
-                    same = before is not None and normalize(before.text) == normalize(w.text)
-                    confirm = (id(w) in self._confirm or (cfg.confirm_unstable and self._unstable)
-                               or any(0 <= w.start - a < cfg.onset_confirm for a in onsets))
-                    if (confirm and not same) or (cfg.changed_wait and before is not None and not same):
-                        break
+                while doubt < len(new) and holds[doubt][1] is None:
                     doubt += 1
                 sure = doubt - agreed
             else:
@@ -488,6 +506,35 @@ class StreamingRecognizer:
         out.hypothesis = list(self.hypothesis)
         out.frontier = self.frontier
         return out
+
+    def _hold(self, new: Sequence[Word], i: int, limit: float, onsets: Sequence[float]
+              ) -> tuple[Hold | None, Hold | None]:
+        """Why the alignatt policy does not commit ``new[i]`` from this pass alone, as (position, doubt);
+        (None, None): it would, once the words before it are committed. Position: "threshold" (it ends
+        within align_threshold of the newest audio) or "last" (the pass's last word, not closed by
+        punctuation). Doubt, only when the previous pass did not say the word too: "copy" (a copy of
+        earlier text, see _merge), "unstable" (the pass looped), "onset" (a region's first words,
+        onset_confirm), or "changed" (the previous pass heard that audio as another word)."""
+        cfg = self.cfg
+        w = new[i]
+        before = self.hypothesis[i] if i < len(self.hypothesis) else None
+        same = before is not None and normalize(before.text) == normalize(w.text)
+        doubt: Hold | None = None
+        if not same:
+            if id(w) in self._confirm:
+                doubt = "copy"
+            elif cfg.confirm_unstable and self._unstable:
+                doubt = "unstable"
+            elif any(0 <= w.start - a < cfg.onset_confirm for a in onsets):
+                doubt = "onset"
+            elif cfg.changed_wait and before is not None:
+                doubt = "changed"
+        position: Hold | None = None
+        if w.end > limit:
+            position = "threshold"
+        elif i == len(new) - 1 and not _CLOSED.search(w.text):
+            position = "last"
+        return position, doubt
 
     def _voice_changed(self, audio: np.ndarray, regions: list[tuple[float, float]], settled: float) -> bool:
         """Cut the kept context when the speech after a pause is another voice (``voice_change``).

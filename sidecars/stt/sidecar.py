@@ -56,6 +56,8 @@ CHUNK_PROMPT = 60   # characters of committed text a chunk pass is prompted with
 MAX_BEHIND = 10.0   # seconds of audio a live stream may have waiting for its next pass before it skips ahead
                     # (--max-behind): its words would come later than this, shown well after other speech;
                     # the stream drops that audio and goes on SKIP_KEEP seconds before the newest audio
+EARLY_COMMIT = "on"  # --early-commit's default (decided on the tuning replay: docs/latency.md, "sixteenth session")
+EARLY_COMMIT_S = 0.3  # ... and with it on, StreamConfig.early_commit (early_prob stays 0.9)
 SKIP_KEEP = (1.0, 3.0)  # where a skip resumes: the quietest 0.1 s this many seconds before the newest audio
 LIVE_RATE = 1.5     # a stream is live (may skip) while its audio arrives at most this fast against the wall
                     # clock over the last LIVE_WINDOW seconds: a file run fed faster than real time never skips
@@ -411,6 +413,12 @@ class SttSidecar(Sidecar):
                        help="on: words held for a second pass are committed as soon as the VAD hears the speech "
                             "end after them, between passes (default); off: only at the next pass, up to a "
                             "second later on a loaded CPU (docs/captions.md, \"Words at a pause\")")
+        g.add_argument("--early-commit", default=EARLY_COMMIT, choices=["on", "off"],
+                       help=f"on: a word held for a second pass only because it ends near the newest audio or begins "
+                            f"a speech region is committed from that pass when it ends "
+                            f"{EARLY_COMMIT_S:g} s or more before the pass's audio does and has probability 0.9 or more "
+                            "(a pass sooner, ~1 s on a loaded CPU); off: it waits for the next pass "
+                            f"(default {EARLY_COMMIT}; docs/latency.md, \"sixteenth session\")")
         g.add_argument("--max-behind", default=f"{MAX_BEHIND:g}", metavar="SECONDS|off",
                        help="a live stream whose audio waits longer than this for its next pass skips ahead to the "
                             "newest audio, dropping what it could not decode in time, counted in stt_passes "
@@ -474,7 +482,9 @@ class SttSidecar(Sidecar):
                                  translators=engines, translate_to=targets, batch=args.batch == "on",
                                  max_batch=args.max_batch, vad=args.vad, pacing=args.pacing,
                                  stream=StreamConfig(keep_context=args.keep_context,
-                                                     pause_commit=args.pause_commit == "on"), load_context=load_context,
+                                                     pause_commit=args.pause_commit == "on",
+                                                     early_commit=EARLY_COMMIT_S if args.early_commit == "on" else 0.0),
+                                 load_context=load_context,
                                  shed=args.context_cut == "now", load_step=load_step,
                                  load_policy=args.load_policy, chunk_cap=args.chunk_cap,
                                  chunk_beam=args.chunk_beam or None, chunk_prompt=args.chunk_prompt or None,
