@@ -13,13 +13,11 @@ import statistics
 import pytest
 
 from devkit import realspeech as rs
-from sidecast.contract.records import Word
 from sidecast.sidecars.stt import engine
-from sidecast.sidecars.stt.engine import DecodeOptions
-from sidecast.sidecars.stt.recognizer import SAMPLE_RATE, StreamConfig, StreamingRecognizer
+from sidecast.sidecars.stt.recognizer import StreamConfig
 from sidecast.sidecars.stt.sidecar import EARLY_COMMIT, EARLY_COMMIT_S
-from tests.stt_passes import Passes, SharedPasses
-from tests.test_stt_pause_commit import CLIPS, GAPS, STEP
+from tests.stt_passes import Passes
+from tests.test_stt_pause_commit import CLIPS, GAPS, STEP, replay
 
 
 @pytest.fixture(scope="module")
@@ -37,37 +35,10 @@ def passes() -> Passes:
     return {}
 
 
-def replay(model: object, prog: rs.Programme, cfg: StreamConfig, passes: Passes
-           ) -> tuple[list[Word], list[float], StreamingRecognizer]:
-    """The programme through one recogniser: the committed words and, for each, when it was out (media
-    seconds: a pass's words when the next pass starts; words at a pause when found)."""
-    decoder = SharedPasses(model, DecodeOptions(language=None, beam_size=3), passes)
-    vad = engine.StreamVad()
-    rec = StreamingRecognizer(decoder.decode, vad, cfg)
-    vad.follow(rec)
-    words: list[Word] = []
-    out_at: list[float] = []
-    for i in range(0, len(prog.audio), 1600):
-        rec.append(prog.audio[i:i + 1600], i)
-        now = rec.received_end / SAMPLE_RATE
-        if (end := rec.next_pass_end()) is None or (end - rec.pass_end) / SAMPLE_RATE < STEP - 1e-9:
-            continue
-        for w in rec.commit_paused().committed:
-            words.append(w)
-            out_at.append(now)
-        for w in rec.step(end).committed:
-            words.append(w)
-            out_at.append(now + STEP)
-    for w in rec.finish().committed:
-        words.append(w)
-        out_at.append(len(prog.audio) / SAMPLE_RATE)
-    return words, out_at, rec
-
-
 def test_confident_held_words_come_out_a_pass_sooner_and_the_same(model: object, prog: rs.Programme,
                                                                   passes: Passes) -> None:
-    before, before_at, old = replay(model, prog, StreamConfig(), passes)
-    words, at, rec = replay(model, prog, StreamConfig(early_commit=EARLY_COMMIT_S), passes)
+    before, before_at, _, _, old = replay(model, prog, StreamConfig(), passes)
+    words, at, _, _, rec = replay(model, prog, StreamConfig(early_commit=EARLY_COMMIT_S), passes)
     assert old.early_commits == 0  # off by default in the recogniser: the sidecar turns it on
     said = " ".join(w.text for w in words)
     assert rs.wer(prog.reference, said) <= rs.wer(prog.reference, " ".join(w.text for w in before)), said
@@ -89,8 +60,8 @@ def test_confident_held_words_come_out_a_pass_sooner_and_the_same(model: object,
 
 def test_an_unsure_or_unfinished_word_still_waits(model: object, prog: rs.Programme, passes: Passes) -> None:
     # A probability no word reaches: nothing is committed early, the output is that of the old rule.
-    before, _, _ = replay(model, prog, StreamConfig(), passes)
-    words, _, rec = replay(model, prog, StreamConfig(early_commit=EARLY_COMMIT_S, early_prob=1.01), passes)
+    before = replay(model, prog, StreamConfig(), passes).words
+    words, _, _, _, rec = replay(model, prog, StreamConfig(early_commit=EARLY_COMMIT_S, early_prob=1.01), passes)
     assert rec.early_commits == 0 and [w.text for w in words] == [w.text for w in before]
 
 

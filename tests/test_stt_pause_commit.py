@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -49,16 +50,24 @@ def passes() -> Passes:
     return {}
 
 
-def replay(model: object, prog: rs.Programme, pause_commit: bool, passes: Passes
-           ) -> tuple[list[Word], dict[int, float], list[Word]]:
-    """The programme through one recogniser: the committed words, for each word (by index) when it was
-    out (media seconds: a pass's words when the next pass starts), and the words commit_paused gave."""
+class Replay(NamedTuple):
+    words: list[Word]      # committed, in order
+    out_at: list[float]    # when each was out (media seconds): a pass's words when the next pass starts,
+                           # words at a pause when found, the words the end committed at the end
+    paused: list[Word]     # the words commit_paused gave
+    finished: int          # how many of the last words the end committed (not a pass or a pause)
+    rec: StreamingRecognizer
+
+
+def replay(model: object, prog: rs.Programme, cfg: StreamConfig, passes: Passes) -> Replay:
+    """The programme through one recogniser, passes spaced STEP apart, each taking STEP (shared with
+    tests/test_stt_early_commit.py)."""
     decoder = SharedPasses(model, DecodeOptions(language=None, beam_size=3), passes)
     vad = engine.StreamVad()
-    rec = StreamingRecognizer(decoder.decode, vad, StreamConfig(pause_commit=pause_commit))
+    rec = StreamingRecognizer(decoder.decode, vad, cfg)
     vad.follow(rec)
     words: list[Word] = []
-    out_at: dict[int, float] = {}
+    out_at: list[float] = []
     paused: list[Word] = []
     for i in range(0, len(prog.audio), 1600):
         rec.append(prog.audio[i:i + 1600], i)
@@ -67,25 +76,28 @@ def replay(model: object, prog: rs.Programme, pause_commit: bool, passes: Passes
             continue
         got = rec.commit_paused().committed
         paused += got
-        for w in got:
-            out_at[len(words)] = now
-            words.append(w)
-        for w in rec.step(end).committed:
-            out_at[len(words)] = now + STEP
-            words.append(w)
-    words += rec.finish().committed
-    return words, out_at, paused
+        words += got
+        out_at += [now] * len(got)
+        got = rec.step(end).committed
+        words += got
+        out_at += [now + STEP] * len(got)
+    got = rec.finish().committed
+    words += got
+    out_at += [len(prog.audio) / SAMPLE_RATE] * len(got)
+    return Replay(words, out_at, paused, len(got), rec)
 
 
-def last_words(words: list[Word], out_at: dict[int, float], pauses: list[int]) -> list[float]:
+def last_words(words: list[Word], out_at: list[float], pauses: list[int]) -> list[float]:
     """For the words at ``pauses`` (indices): how long after its end each was out."""
     return [out_at[i] - words[i].end for i in pauses]
 
 
 def test_words_at_a_pause_come_out_sooner_and_the_same(model: object, prog: rs.Programme, passes: Passes) -> None:
-    before, before_at, none = replay(model, prog, False, passes)
-    assert none == []  # off: only passes commit
-    words, at, paused = replay(model, prog, True, passes)
+    old = replay(model, prog, StreamConfig(pause_commit=False), passes)
+    before, before_at = old.words, old.out_at
+    assert old.paused == []  # off: only passes commit
+    new = replay(model, prog, StreamConfig(pause_commit=True), passes)
+    words, at, paused = new.words, new.out_at, new.paused
     said = " ".join(w.text for w in words)
     assert " ".join(w.text for w in before) == said  # the very same words, in the same order
     assert rs.wer(prog.reference, said) <= 0.12, said
@@ -96,7 +108,8 @@ def test_words_at_a_pause_come_out_sooner_and_the_same(model: object, prog: rs.P
     # ... and the last words before the pauses came out sooner: never later, and where a pause commit
     # took them half a second or more sooner.
     # (The last word before each pause of 0.8 s or more, as the passes alone timed it.)
-    pauses = [i for i, w in enumerate(before[:-1]) if before[i + 1].start - w.end >= 0.8 and i in before_at and i in at]
+    pauses = [i for i, w in enumerate(before[:-1]) if before[i + 1].start - w.end >= 0.8
+              and i < len(before) - old.finished and i < len(words) - new.finished]  # timed by a pass or a pause
     slow, quick = last_words(before, before_at, pauses), last_words(words, at, pauses)
     assert len(pauses) >= 4, pauses
     assert all(q <= s + 1e-6 for q, s in zip(quick, slow, strict=True)), (slow, quick)
