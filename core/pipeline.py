@@ -32,6 +32,7 @@ from sidecast.contract.params import (
     BITRATE_TARGET_VMAF,
     CAPTIONS_LANGUAGE,
     CAPTIONS_TRANSLATE,
+    STREAM_LIVE,
     VERTICAL_ASPECT,
     VERTICAL_MAX_PAN_SPEED,
     VERTICAL_SAFE_MARGIN,
@@ -251,6 +252,11 @@ class Pipeline:
             VERTICAL_SAFE_MARGIN: str(self.cfg.safe_margin),
             VERTICAL_MAX_PAN_SPEED: str(self.cfg.max_pan_speed),
             CAPTIONS_LANGUAGE: self.cfg.captions_language,
+            # Whether media comes as it happens (the links' lossless mode is the other half of the same fact):
+            # a sidecar that falls behind a live stream may skip ahead, one on a file run must not. Sidecars
+            # told nothing (an older core) guess from how fast the media arrives, which a starved core's
+            # catch-up bursts defeat (docs/server.md, "seventeenth session").
+            STREAM_LIVE: "true" if self.live or self.cfg.realtime else "false",
         }
         if self.cfg.captions_translate:
             params[CAPTIONS_TRANSLATE] = ",".join(self.cfg.captions_translate)

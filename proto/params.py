@@ -16,6 +16,8 @@ VERTICAL_LOOKAHEAD = "vertical.lookahead"      # seconds the crop path may look 
 CAPTIONS_LANGUAGE = "captions.language"        # the source language ("en"), or "auto"
 CAPTIONS_TRANSLATE = "captions.translate"      # "es,pt": one translated cue track per language
 BITRATE_TARGET_VMAF = "bitrate.target_vmaf"    # "93": bitrate hints aim each segment at this VMAF
+STREAM_LIVE = "stream.live"                    # "true": media arrives as it happens (a push, a pull, --realtime);
+                                               # "false": a file read as fast as the pipeline goes (nothing dropped)
 
 SAFE_MARGIN_RANGE = (0.0, 0.4)
 MAX_PAN_SPEED_RANGE = (0.01, 10.0)
@@ -45,6 +47,16 @@ def parse_number(name: str, text: str, low: float, high: float) -> float:
     return value
 
 
+def parse_flag(name: str, text: str) -> bool:
+    """``"true"`` / ``"false"`` (any case, surrounding space allowed) -> bool; ValueError naming the parameter
+    otherwise. Strict on purpose: a sidecar that guesses at ``"0"`` or ``"yes"`` from another core would act on
+    a stream's nature it was never told."""
+    value = str(text).strip().lower()
+    if value not in ("true", "false"):
+        raise ValueError(f"{name} must be true or false, got {text!r}")
+    return value == "true"
+
+
 def parse_languages(text: str) -> list[str]:
     """``"es, pt"`` -> ["es", "pt"] (``captions.translate``)."""
     return [s.strip() for s in str(text).split(",") if s.strip()]
@@ -53,6 +65,6 @@ def parse_languages(text: str) -> list[str]:
 __all__ = [
     "VERTICAL_ASPECT", "VERTICAL_SAFE_MARGIN", "VERTICAL_MAX_PAN_SPEED", "VERTICAL_LOOKAHEAD",
     "CAPTIONS_LANGUAGE", "CAPTIONS_TRANSLATE", "SAFE_MARGIN_RANGE", "MAX_PAN_SPEED_RANGE", "LOOKAHEAD_RANGE",
-    "BITRATE_TARGET_VMAF", "TARGET_VMAF_RANGE",
-    "parse_aspect", "parse_number", "parse_languages",
+    "BITRATE_TARGET_VMAF", "TARGET_VMAF_RANGE", "STREAM_LIVE",
+    "parse_aspect", "parse_number", "parse_flag", "parse_languages",
 ]

@@ -275,18 +275,20 @@ def test_a_v1_core_talks_to_a_sidecar_built_from_a_proto_with_extra_fields(
     assert len(ticks(tmp_path / "out")) >= 55
 
 
-@pytest.mark.parametrize("rate_control", ["crf", "vbr"])
-def test_the_static_rate_control_mode_reaches_the_sidecar(clip_small: Path, tmp_path: Path, sock_dir: Path,
-                                                          rate_control: str) -> None:
+@pytest.mark.parametrize(("rate_control", "realtime"), [("crf", False), ("vbr", True)])
+def test_the_static_rate_control_mode_and_whether_the_stream_is_live_reach_the_sidecar(
+        clip_small: Path, tmp_path: Path, sock_dir: Path, rate_control: str, realtime: bool) -> None:
     proc = Proc(sock_dir / "info.sock", "--mode", "echo-info")
     try:
-        run_pipeline(clip_small, tmp_path, {"info": proc.target}, rate_control=rate_control)
+        run_pipeline(clip_small, tmp_path, {"info": proc.target}, rate_control=rate_control, realtime=realtime)
     finally:
         proc.stop()
     echoed = [json.loads(ln) for ln in (tmp_path / "results.jsonl").read_text().splitlines() if "stream_info" in ln]
     assert len(echoed) == 1, echoed
     rends = echoed[0]["data"]["renditions"]
     assert rends == [{"name": "360p", "max_bitrate": 800_000, "crf": 23.0, "rate_control": rate_control}]
+    # A file run read as fast as it goes is not live (a sidecar must not skip any of it); paced, it is.
+    assert echoed[0]["data"]["params"]["stream.live"] == ("true" if realtime else "false")
 
 
 def test_a_rendition_without_the_rate_control_field_reads_as_capped_crf() -> None:

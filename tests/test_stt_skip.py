@@ -94,14 +94,16 @@ def spec() -> engine.ModelSpec:
 
 
 def feed(sc: SttSidecar, prog: rs.Programme, speed: float, slow_from: float | None = None,
-         pass_pause: float = 0.0, until_skip: int = 0) -> tuple[list[Cue], list[Generic], float]:
+         pass_pause: float = 0.0, until_skip: int = 0, params: dict[str, str] | None = None
+         ) -> tuple[list[Cue], list[Generic], float]:
     """Stream ``prog`` into ``sc`` at ``speed`` x real time (by a schedule, so a late chunk does not slow
     the feed down, and never faster: a starved feeder drops its debt instead of bursting); from ``slow_from``
     seconds of audio on, every pass of the decoder pauses ``pass_pause`` seconds first (a worker the box
     starves) until the sidecar has skipped. With ``until_skip`` the programme is fed again, up to that many
     more times, until the sidecar has skipped (a loaded box may end one copy before the first slow pass
-    does), then once more at 2x: the live feed goes on as long as the event takes, not a fixed time. Returns the final cues, the pass reports and where the last
-    copy of the programme begins (seconds)."""
+    does), then once more at 2x: the live feed goes on as long as the event takes, not a fixed time. ``params``:
+    the stream's ``StreamStart.params`` (the core's ``stream.live``). Returns the final cues, the pass reports
+    and where the last copy of the programme begins (seconds)."""
     cues: list[Cue] = []
     generics: list[Generic] = []
     lock = threading.Lock()
@@ -114,7 +116,8 @@ def feed(sc: SttSidecar, prog: rs.Programme, speed: float, slow_from: float | No
                 generics.append(result)
 
     sc._publish = on_publish  # the runtime's hook
-    sc.on_start(StreamInfo(stream_id="t", source_width=0, source_height=0, source_fps=0, segment_duration=2.0))
+    sc.on_start(StreamInfo(stream_id="t", source_width=0, source_height=0, source_fps=0, segment_duration=2.0,
+                           params=params or {}))
     step = 1600
     t0 = time.monotonic()
     n = len(prog.audio)
@@ -169,14 +172,20 @@ def feed(sc: SttSidecar, prog: rs.Programme, speed: float, slow_from: float | No
             (copies - 1) * n / SR)
 
 
+@pytest.mark.parametrize("known", ["guessed", "declared"])
 def test_a_live_stream_whose_model_falls_behind_skips_ahead_and_captions_the_newest_speech(
-        prog: rs.Programme, spec: engine.ModelSpec, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Fed at 4x real time (counted as live here, so the test takes seconds, not half a minute), every pass
-    # after 9 s of audio first waits 3 s: 12 s of audio come per pass, no pass takes more than 6 s of it.
-    monkeypatch.setattr(stt, "LIVE_RATE", 6.0)
-    monkeypatch.setattr(stt, "LIVE_WINDOW", (0.5, 10.0))
+        prog: rs.Programme, spec: engine.ModelSpec, monkeypatch: pytest.MonkeyPatch, known: str) -> None:
+    # Fed at 4x real time (so the test takes seconds, not half a minute), every pass after 9 s of audio first
+    # waits 3 s: 12 s of audio come per pass, no pass takes more than 6 s of it. "guessed": no word from the
+    # core, and the pace guess is widened so that 4x counts as live; "declared": the core says the stream is
+    # live (``stream.live``), and with the guess as shipped 4x is a burst it would take for a file run, as a
+    # starved core's catch-up was (docs/server.md, "seventeenth session").
+    if known == "guessed":
+        monkeypatch.setattr(stt, "LIVE_RATE", 6.0)
+        monkeypatch.setattr(stt, "LIVE_WINDOW", (0.5, 10.0))
     sc = SttSidecar(spec=spec, beam_size=1, max_behind=5.0)
-    finals, stats, at = feed(sc, prog, speed=4.0, slow_from=9.0, pass_pause=3.0, until_skip=4)
+    finals, stats, at = feed(sc, prog, speed=4.0, slow_from=9.0, pass_pause=3.0, until_skip=4,
+                             params={"stream.live": "true"} if known == "declared" else None)
     last = stats[-1].data
     assert last["skips"] >= 1, last
     # Counted: the audio past the last pass, and the speech not committed (which may begin before that pass's
@@ -205,6 +214,35 @@ def test_a_file_run_fed_faster_than_real_time_never_skips_and_loses_no_words(
     said = rs.normalise(" ".join(u.text for u in prog.utterances))
     heard = rs.normalise(" ".join(w.text for c in finals for w in c.words))
     assert rs.wer(said, heard) <= 0.3, (said, heard)
+
+
+def test_the_cores_word_on_whether_a_stream_is_live_wins_over_the_pace_guess(spec: engine.ModelSpec) -> None:
+    """The decision table of ``SttSidecar.live``: arrivals at real time or in a 3x burst, against what the
+    core said (``stream.live``): nothing, true, false, or a value it must not guess at."""
+    now = time.monotonic()
+    steady = [(now - 8.0 + 0.5 * k, int((0.5 * k) * SR)) for k in range(17)]   # 8 s of audio in 8 s
+    burst = [(now - 8.0 + 0.5 * k, int((1.5 * k) * SR)) for k in range(17)]    # 24 s of audio in 8 s
+
+    def judged(params: dict[str, str] | None, arrivals: list[tuple[float, int]], idle: float = 0.0
+               ) -> tuple[bool, list[str]]:
+        sc = SttSidecar(spec=spec, beam_size=1)
+        said = sc.on_start(StreamInfo(stream_id="t", source_width=0, source_height=0, source_fps=0,
+                                      segment_duration=2.0, params=params or {})) or []
+        try:
+            with sc._cond:
+                sc._arrivals.extend(arrivals)
+                sc._expected, sc._audio_at = arrivals[-1][1], arrivals[-1][0] - idle
+            return sc.live(now), [str(getattr(r, "message", "")) for r in said]
+        finally:
+            sc.on_end()
+
+    assert judged(None, steady)[0] and not judged(None, burst)[0]                   # the guess
+    assert judged({"stream.live": "true"}, burst)[0]                               # a live core's catch-up
+    assert not judged({"stream.live": "false"}, steady)[0]                          # a file run, paced or not
+    assert not judged({"stream.live": "true"}, steady, idle=2.0)[0]                # the feed has stopped
+    live, said = judged({"stream.live": "yes"}, steady)
+    assert live and any("stream.live must be true or false" in r for r in said), said  # said, then guessed
+    assert not judged({"stream.live": "1"}, burst)[0]
 
 
 @pytest.mark.parametrize("value", ["3", "601", "soon"])

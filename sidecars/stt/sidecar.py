@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from sidecast.contract.params import STREAM_LIVE, parse_flag
 from sidecast.contract.records import (
     AudioChunk,
     AudioWants,
@@ -139,6 +140,7 @@ class SttSidecar(Sidecar):
         self.skipped_s = 0.0            # skipped and the speech among them (words lost)
         self.skipped_speech_s = 0.0
         self._arrivals: collections.deque[tuple[float, int]] = collections.deque()  # (monotonic, _expected)
+        self._core_live: bool | None = None  # the core's word on the stream (``stream.live``); None: not said
         # "chunk": while the shared model is behind, every stream decodes in chunks (chunk_active); "off": never
         self.load_policy = load_policy
         self.chunk_cap = chunk_cap
@@ -209,11 +211,17 @@ class SttSidecar(Sidecar):
     def on_start(self, info: StreamInfo) -> Handled:
         """Read the stream's caption settings (``captions.language``, ``captions.translate``)."""
         params = info.params or {}
+        out: list[Outgoing] = []
+        self._core_live = None
+        if STREAM_LIVE in params:
+            try:
+                self._core_live = parse_flag(STREAM_LIVE, params[STREAM_LIVE])
+            except ValueError as exc:  # another core's bad value: say so, and guess from the arrivals as before
+                out.append(self._report_text(f"{exc}; whether the stream is live is judged from its audio's pace"))
         language = params.get("captions.language", "").strip().lower() or self.language
         targets = parse_targets(params["captions.translate"]) if "captions.translate" in params else self.translate_to
         model = engine.load_model(self.spec or engine.resolve_spec(None))
         multilingual = engine.is_multilingual(model)
-        out: list[Outgoing] = []
         if not multilingual and language not in ("en", "auto"):
             self.suppressed = True
             out.extend(self._language_report(f"captions.language={language}: the model captions English only; "
@@ -277,14 +285,21 @@ class SttSidecar(Sidecar):
         return None
 
     def live(self, now: float | None = None) -> bool:
-        """Whether the stream's audio is arriving, in real time: not faster than LIVE_RATE over the last
-        LIVE_WINDOW seconds of arrivals (at least its lower bound of them), the newest within IDLE_AFTER.
-        Only a live stream skips ahead: a file run fed faster than real time, or one whose feed has ended
-        while the model works through what it sent, loses nothing."""
+        """Whether the stream's audio is arriving live, its newest within IDLE_AFTER. Only a live stream skips
+        ahead: a file run fed faster than real time, or one whose feed has ended while the model works through
+        what it sent, loses nothing.
+
+        The core says which (``stream.live``, since the seventeenth session), and its word wins: a live stream
+        on a starved box reaches the sidecar in catch-up bursts (12-18 s of audio in 8 s), which the guess
+        below took for a file run, so streams fell 30-50 s behind before they skipped (docs/server.md). Told
+        nothing (an older or third-party core), the guess: not faster than LIVE_RATE over the last LIVE_WINDOW
+        seconds of arrivals (at least its lower bound of them)."""
         now = time.monotonic() if now is None else now
         with self._cond:
             if not self._arrivals or now - self._audio_at > IDLE_AFTER:
                 return False
+            if self._core_live is not None:
+                return self._core_live
             t0, e0 = self._arrivals[0]
             t1, e1 = self._audio_at, self._expected or e0
         return t1 - t0 >= LIVE_WINDOW[0] and (e1 - e0) / SAMPLE_RATE <= LIVE_RATE * (t1 - t0)

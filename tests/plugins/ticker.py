@@ -92,7 +92,8 @@ class Ticker(Sidecar):
         # Echo the ladder as this sidecar decoded it, so a test can see what crossed the wire.
         return [Generic(start=0.0, end=0.0, kind="stream_info",
                         data={"renditions": [{"name": r.name, "max_bitrate": r.max_bitrate, "crf": r.crf,
-                                              "rate_control": r.rate_control} for r in info.renditions]})]
+                                              "rate_control": r.rate_control} for r in info.renditions],
+                              "params": dict(info.params)})]
 
     def on_segment(self, boundary: SegmentBoundary) -> list[BitrateHint]:
         if self.mode == "resize-hints":
