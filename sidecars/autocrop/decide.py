@@ -173,17 +173,8 @@ class FocusKeeper:
     def __init__(self, crop_w: float, linger: float = 3.0, near: float = 0.35,
                  switch_faster: float = 0.6, lost_after: float = 3.0, smooth: float = 1.0,
                  predict: float = 1.0, frame_w: float | None = None, gone_after: float = 0.4,
-                 coast: float = 1.0, evidence: float | None = 0.6, strict: bool = True,
-                 rank_evidence: bool = False, regroup: str | None = "count") -> None:
+                 coast: float = 1.0) -> None:
         self.crop_w = crop_w
-        self.rank_evidence = rank_evidence
-        self.regroup = regroup
-        self.freeze = False
-        self._change_since: float | None = None
-        self.strict = strict
-        self.evidence = evidence
-        self._preferred: _Track | None = None  # the track the frames have preferred over the followed one
-        self._preferred_since = 0.0  # since when, on every analysed frame
         self.coast = coast
         self.frame_w = frame_w
         self.gone_after = gone_after
@@ -203,8 +194,6 @@ class FocusKeeper:
 
     def reset(self) -> None:
         self.tracks, self.track = [], None
-        self._preferred = None
-        self._change_since = None
 
     def _left(self, tr: _Track, t: float) -> bool:
         """Whether ``tr``, unseen for ``gone_after`` s, has walked out of the frame (where it should be by
@@ -265,48 +254,17 @@ class FocusKeeper:
             self.track = None  # the followed subject is gone (unseen for ``linger`` s, or walked out of frame)
         found: _Track | None = None
         used: set[int] = set()
-        deferred = False
         if focus is not None:
-            tr = self.track
-            if tr is not None and self._differs(tr, focus, t) and self._match(focus, t, used) is tr:
-                # the followed track's gate holds someone else, or another group: a change of subject
-                if self._change_since is None:
-                    self._change_since = t
-                if t - self._change_since >= (self.evidence or 0.0) - 1e-9:
-                    found = self._see(focus, t, used)
-                    self._change_since = None
-                else:
-                    # until then the followed subject is framed as it was: its own sighting among the frame's
-                    # single subjects if there is one (the nearest to where it should be), else where it is
-                    deferred, found = True, tr
-                    own = [(d, o) for o in others if (d := self._gate(tr, o, t)) is not None and o.count == tr.focus.count]
-                    if own and not self.freeze:
-                        self._absorb(tr, min(own, key=lambda x: x[0])[1], t)
-                    else:
-                        tr.seen = t
-                        tr.hits += 1
-                    used.add(id(tr))
-            else:
-                found = self._see(focus, t, used)
-        if not deferred:
-            self._change_since = None
+            found = self._see(focus, t, used)
         for o in others:
             if focus is not None and focus.x0 <= o.cx <= focus.x1 and focus.y0 <= o.cy <= focus.y1:
                 continue  # part of the frame's focus, seen already
             self._see(o, t, used)
-        if (found is None and self.strict) or found is self.track:
-            self._preferred = None  # a frame that does not prefer the newcomer ends its run
-        elif found is None:
-            pass
-        elif found is not self._preferred:
-            self._preferred, self._preferred_since = found, t
         if self.track is None:
             self.track = found
-            self._preferred = None
             return self._framed(t)
         if found is not None and found is not self.track and self._takes_over(found, t):
             self.track = found
-            self._preferred = None
         return self._framed(t)
 
     def _framed(self, t: float) -> Focus | None:
@@ -322,17 +280,6 @@ class FocusKeeper:
             return f
         core = None if f.core is None else (f.core[0] + dx, f.core[1] + dy, f.core[2] + dx, f.core[3] + dy)
         return Focus(f.x0 + dx, f.y0 + dy, f.x1 + dx, f.y1 + dy, f.confidence, f.kind, f.count, core)
-
-    def _differs(self, tr: _Track, f: Focus, t: float) -> bool:
-        if self.evidence is None or self.regroup is None:
-            return False
-        if "count" in self.regroup and f.count != tr.focus.count:
-            return True
-        if "jump" in self.regroup:
-            px, _py = tr.at(t, self.predict)
-            w = max(tr.focus.x1 - tr.focus.x0, f.x1 - f.x0)
-            return abs(f.cx - px) > max(0.1 * self.crop_w, 0.5 * w)
-        return False
 
     def _see(self, f: Focus, t: float, used: set[int]) -> _Track:
         """Match ``f`` to a track not yet seen in this frame (absorb it) or start a new one."""
@@ -351,9 +298,7 @@ class FocusKeeper:
         assert held is not None
         steady = ch.hits >= 0.6 * ch.frames
         if ch.rank > held.rank:  # someone, where the camera framed a thing
-            if self.evidence is None or not self.rank_evidence:
-                return steady and t - ch.first >= 0.2 - 1e-9
-            return ch is self._preferred and t - self._preferred_since >= self.evidence - 1e-9
+            return steady and t - ch.first >= 0.2 - 1e-9
         return steady and t - held.seen >= self.lost_after - 1e-9 and t - ch.first >= self.switch_faster - 1e-9
 
 
