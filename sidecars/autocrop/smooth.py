@@ -17,7 +17,10 @@ motion inside the look-ahead window, like an operator who only re-frames when ne
   second), the position that leaves the subject the whole crop to walk into, so the camera holds, steps,
   holds — unless the walker is a person box: that one is *pushed* (``push_people``), the camera moving at
   its speed only as far as frames it over the next ``push_ahead`` s, so it never moves on once the walker is
-  comfortable; or the focus travels steadily one way faster than that: the camera pans along its trend;
+  comfortable; or the focus travels steadily one way faster than that: the camera pans along its trend.
+  When the target changes under a move (a face found late, a group formed, another subject) and the crop as
+  it stands already frames the new target comfortably, the camera brakes and rests there
+  (``hold_new_target``) instead of going on to centre it;
 - tracking: the focus moves about more than the crop can hold still: the camera follows a least-squares
   trend of its centre.
 
