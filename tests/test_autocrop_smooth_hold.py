@@ -284,3 +284,35 @@ def test_a_talking_head_whose_shoulders_sway_out_is_held() -> None:
     assert len(set(xs)) == 1, sorted(set(xs))
     _times, old = render(obs, PathOptions(core_comfort=None))
     assert len(set(old)) > 1
+
+
+def _hand_over(options: PathOptions | None = None) -> tuple[list[float], list[int]]:
+    """The followed person (100-160 px) steps far to the right at 3 s (520-580 px) and the crop sets off after
+    them; at 3.6 s, with the crop on its way, the planner's target becomes a face at 300-330 px (a face found
+    late, the keeper handing over to another subject) that the moving crop already frames comfortably."""
+    obs = []
+    for i in range(40):
+        t = i / FPS
+        f = Focus(100, 100, 160, 260, 0.9, "person") if t < 3.0 else \
+            Focus(520, 100, 580, 260, 0.9, "person") if t < 3.6 else _face(300, 330)
+        obs.append(Observation(t, i == 0, f))
+    return render(obs, options)
+
+
+def test_a_new_target_the_moving_crop_already_frames_comfortably_stops_the_move() -> None:
+    """Issue 20's hold applies to a target that changes under a move too: once the new target is inside the
+    crop less 10 % a side, the camera brakes and rests there instead of going on to centre its head and
+    shoulders (``hold_new_target``). Main's planner (off) travelled 334 px and came to rest 62 px further on;
+    now the crop travels at least 40 px less, ends with the face comfortable, and holds."""
+    times, xs = _hand_over()
+    _times, old = _hand_over(PathOptions(hold_new_target=False))
+
+    def travel(path: list[int]) -> int:
+        return sum(abs(b - a) for a, b in zip(path, path[1:], strict=False))
+
+    assert travel(xs) <= travel(old) - 40, (travel(xs), travel(old))
+    end = xs[-1]
+    assert end + 0.1 * 202 <= 300 and 330 <= end + 0.9 * 202  # the face comfortable where the crop rests
+    assert all(x == end for t, x in zip(times, xs, strict=True) if t >= 5.0)
+    # the face is inside the crop on every frame from the hand-over on, as with main's planner
+    assert all(x <= 300 and 330 <= x + 202 for t, x in zip(times, xs, strict=True) if t >= 3.6)

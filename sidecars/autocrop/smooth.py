@@ -17,7 +17,10 @@ motion inside the look-ahead window, like an operator who only re-frames when ne
   second), the position that leaves the subject the whole crop to walk into, so the camera holds, steps,
   holds — unless the walker is a person box: that one is *pushed* (``push_people``), the camera moving at
   its speed only as far as frames it over the next ``push_ahead`` s, so it never moves on once the walker is
-  comfortable; or the focus travels steadily one way faster than that: the camera pans along its trend;
+  comfortable; or the focus travels steadily one way faster than that: the camera pans along its trend.
+  When the target changes under a move (a face found late, a group formed, another subject) and the crop as
+  it stands already frames the new target comfortably, the camera brakes and rests there
+  (``hold_new_target``) instead of going on to centre it;
 - tracking: the focus moves about more than the crop can hold still: the camera follows a least-squares
   trend of its centre.
 
@@ -58,6 +61,7 @@ class PathOptions:
     push_people: bool = True
     push_ahead: float = 0.4
     core_comfort: float | None = 0.1
+    hold_new_target: bool = True
 
 
 @dataclass(frozen=True)
@@ -120,9 +124,10 @@ class _Axis:
     def __init__(self, crop: float, extent: float, vmax: float, amax: float, dead_band: float,
                  response: float, hold_horizon: float = 0.4, trend_ahead: float = 0.4,
                  step_speed: float = 0.0, walk_travel: float = 0.0, push_ahead: float | None = None,
-                 core_comfort: float | None = None) -> None:
+                 core_comfort: float | None = None, hold_new_target: bool = False) -> None:
         self.hold_horizon, self.trend_ahead = hold_horizon, trend_ahead
         self.core_comfort = core_comfort
+        self.hold_new_target = hold_new_target and core_comfort is not None
         self.step_speed, self.walk_travel, self.push_ahead = step_speed, walk_travel, push_ahead
         self.crop = crop
         self.cmin = crop / 2
@@ -133,6 +138,8 @@ class _Axis:
         self.moving = False
         self.target: float | None = None
         self.pushing = False  # this move pushes a walker along (it stays a push if the walker turns into a face)
+        self.move_steps = 0  # steps since this move began
+        self.retargeted = False  # this move's target changed after it began
 
     def clamp(self, x: float) -> float:
         return min(max(x, self.cmin), self.cmax)
@@ -214,6 +221,7 @@ class _Axis:
 
     def start(self, window: Sequence[_Entry]) -> str:
         self.v, self.moving, self.target, self.pushing = 0.0, False, None, False
+        self.move_steps, self.retargeted = 0, False
         if not window:
             self.p = (self.cmin + self.cmax) / 2
             return "centered"
@@ -242,6 +250,10 @@ class _Axis:
         if not self.moving and (lo - db <= self.p <= hi + db or self._comfortable(near)):
             self.v, self.pushing = 0.0, False
             return "stationary"
+        if self.moving:
+            self.move_steps += 1
+        else:
+            self.move_steps, self.retargeted = 0, False
         self.moving = True
         # An operator holds a subject that sways: when this shot's recent past and the look-ahead fit in
         # the crop together, re-frame once to hold them all. Else a subject that travels one way is
@@ -294,7 +306,19 @@ class _Axis:
             self.target = None
         elif trend is None and rest is not None:
             if self.target is None or not (lo <= self.target <= hi):
+                self.retargeted = self.retargeted or self.move_steps > 0
                 self.target = rest
+            if self.retargeted and self.hold_new_target and self._comfortable(near):
+                # The target changed under a move (the focus is someone or something else now: a face found
+                # late, a group that formed or broke up, a box that grew or shrank) and the crop as it stands
+                # frames the new target comfortably: an operator stops rather than re-frame onto it (issue 20).
+                # The camera brakes as hard as it may, when it can come to rest inside the comfortable region
+                # sooner than at the new target; at rest, the comfortable hold above keeps it there until the
+                # new target itself leaves that region.
+                stop = self.clamp(self.p + self.v * abs(self.v) / (2 * self.amax))
+                if max(e.clo for e in near) <= stop <= min(e.chi for e in near) and \
+                        abs(stop - self.p) < abs(self.target - self.p):
+                    self.target = stop
             target, v_target, mode = self.target, 0.0, "panning"
         else:
             ahead = [e for e in window if e.t - t <= self.trend_ahead + 1e-9]
@@ -342,9 +366,11 @@ class CropPlanner:
         amax = o.max_accel * source_w
         push = o.push_ahead if o.push_people else None
         self.ax = _Axis(self.crop_w, source_w, vmax, amax, o.dead_band * self.crop_w, o.response,
-                        o.hold_horizon, o.trend_ahead, o.step_speed, o.walk_travel, push, o.core_comfort)
+                        o.hold_horizon, o.trend_ahead, o.step_speed, o.walk_travel, push, o.core_comfort,
+                        o.hold_new_target)
         self.ay = _Axis(self.crop_h, source_h, vmax, amax, o.dead_band * self.crop_h, o.response,
-                        o.hold_horizon, o.trend_ahead, o.step_speed, o.walk_travel, push, o.core_comfort)
+                        o.hold_horizon, o.trend_ahead, o.step_speed, o.walk_travel, push, o.core_comfort,
+                        o.hold_new_target)
         self.pending: deque[Observation] = deque()
         self.history: deque[Observation] = deque()
         self.memory: deque[Observation] = deque()  # this shot's last ``hold_memory`` s
