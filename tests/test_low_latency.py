@@ -4,6 +4,7 @@ playlist reload and delta updates, and a live stream hls.js plays in low-latency
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
 import threading
@@ -22,7 +23,7 @@ from sidecast.core.fmp4 import boxes
 from sidecast.core.serve import start_server
 from sidecast.hls import Part, Segment, parse_media
 from sidecast.hls.live import LivePlaylist
-from tests.browser.harness import play_hls
+from tests.browser.harness import PlaybackReport, keep_evidence, play_hls
 from tests.conftest import SIDECAST, free_port, run_sidecast, wait_for
 
 # hls.js as the LL tests play it. hls.js gives a blocking playlist reload max(3 parts, 0.8 target durations)
@@ -496,7 +497,11 @@ def test_captions_show_in_hls_js_while_their_video_plays_at_low_latency(tmp_path
     caption sidecar process (tests/plugins/ticker.py) that decides each cue 0.6 s late, so the cue misses its
     own WebVTT part and rides a later one. hls.js (lowLatencyMode) must show every cue whose time it plays,
     at that time, while its video plays, once. Before the fixes it showed those of the first segment it
-    joined in and no other (and each of those three times over)."""
+    joined in and no other (and each of those three times over).
+
+    ``SIDECAST_LL_CAPTIONS_ARGS``: more ``sidecast run`` arguments (``--caption-hold-back 0.8``), to try an option in
+    the real player; ``SIDECAST_TEST_EVIDENCE``: where a failure keeps what the player and the server did (see
+    ``keep_evidence``; docs/latency.md, seventeenth session)."""
     from tests.test_sidecar_contract import Proc
 
     sock = tmp_path / "ticker.sock"
@@ -506,7 +511,8 @@ def test_captions_show_in_hls_js_while_their_video_plays_at_low_latency(tmp_path
     log = tmp_path / "sidecast.log"
     proc = subprocess.Popen([SIDECAST, "run", f"rtmp://127.0.0.1:{port}/live/k", "-o", str(out), "--latency", "low",
                              "--ladder", "180p:300k", "--serve", str(http), "--serve-host", "127.0.0.1",
-                             "--no-progress", "--snapshots-fps", "0", "--sidecar-addr", f"ticker=unix://{sock}"],
+                             "--no-progress", "--snapshots-fps", "0", "--sidecar-addr", f"ticker=unix://{sock}",
+                             *os.environ.get("SIDECAST_LL_CAPTIONS_ARGS", "").split()],
                             stdout=subprocess.DEVNULL, stderr=log.open("w"))
     pub = None
     try:
@@ -519,8 +525,10 @@ def test_captions_show_in_hls_js_while_their_video_plays_at_low_latency(tmp_path
         playlist = out / "subs" / "en" / "index.m3u8"
         wait_for(lambda: playlist.exists() and playlist.read_text().count("#EXTINF") >= 2, 90,
                  "two caption segments")
+        # the player's own account of its subtitle loading, and every playlist and caption request it made:
+        # kept on a failure (keep_evidence), which this test has had once in five full runs under load
         report = play_hls(f"http://127.0.0.1:{http}/master.m3u8", seconds=10, timeout=90, subtitles=True,
-                          hls_config=LL_HLS_JS)
+                          hls_config=LL_HLS_JS, hls_debug="subtitle|Subtitle|LL-Part", network=r"\.m3u8|/subs/")
     finally:
         if pub is not None:
             pub.kill()
@@ -528,6 +536,33 @@ def test_captions_show_in_hls_js_while_their_video_plays_at_low_latency(tmp_path
         proc.terminate()
         proc.wait(30)
         ticker.stop()
+    try:
+        _captions_shown_while_due(report, out, log)
+    except AssertionError as exc:
+        folder = keep_evidence(tmp_path / "evidence", "ll-captions", _caption_evidence(report, out, log))
+        raise AssertionError(f"{exc}\n(the player's report, the parts with their write times: {folder})") from exc
+    if os.environ.get("SIDECAST_TEST_EVIDENCE_ALL"):  # a passing run to compare a failure with
+        keep_evidence(tmp_path / "evidence", "ll-captions-passed", _caption_evidence(report, out, log))
+
+
+def _caption_evidence(report: PlaybackReport, out: Path, log: Path) -> dict[str, object]:
+    """What explains a caption the player did not show: its report (hls.js events with the playlists' edges,
+    its subtitle log, every playlist and caption request with its times) and every part the server wrote,
+    with its write time (wall-clock ms, as the report's ``network`` and ``wall0``) and, for captions, its text."""
+    files: list[dict[str, object]] = []
+    for folder in (out / "subs" / "en", *sorted(p for p in (out / "video").glob("*") if p.is_dir())):
+        for f in sorted(folder.glob("seg_*")):
+            entry: dict[str, object] = {"name": f"{folder.name}/{f.name}", "written_ms": f.stat().st_mtime_ns / 1e6}
+            if f.suffix == ".vtt":
+                entry["text"] = f.read_text()
+            files.append(entry)
+    playlist = out / "subs" / "en" / "index.m3u8"
+    return {"report": report.raw, "files": files,
+            "subtitle_playlist": playlist.read_text() if playlist.exists() else "",
+            "sidecast_log": log.read_text()[-20000:]}
+
+
+def _captions_shown_while_due(report: PlaybackReport, out: Path, log: Path) -> None:
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
     report.raise_for_fatal()
     assert report.played >= 9.5, report.summary()

@@ -13,7 +13,7 @@ from pathlib import Path
 import m3u8
 import pytest
 
-from tests.browser.harness import play_hls, serve
+from tests.browser.harness import keep_evidence, play_hls, serve
 from tests.conftest import SIDECAST, free_port, run_sidecast
 
 
@@ -21,12 +21,27 @@ from tests.conftest import SIDECAST, free_port, run_sidecast
 def test_master_playlist_plays_in_hls_js(clip_720: Path, tmp_path: Path) -> None:
     run_sidecast("run", str(clip_720), "-o", str(tmp_path), "--no-progress", check=True)
     with serve(tmp_path) as base:
-        report = play_hls(base + "master.m3u8", seconds=4)
+        report = play_hls(base + "master.m3u8", seconds=4, network=r"\.m3u8$")
     report.raise_for_fatal()
     assert report.advanced_by() >= 3.0, report.summary()
     assert report.video_size in {(1280, 720), (854, 480), (640, 360)}
     assert len(report.levels) == 3
     assert report.audio_tracks, "the separate audio rendition is offered"
+    # the requests the browser made, as a server's access log would list them (kept by failing browser tests)
+    asked = {n["url"].removeprefix(base): n for n in report.raw["network"]}
+    assert "master.m3u8" in asked and any(u.startswith("audio/") for u in asked), sorted(asked)
+    assert all(n.get("status") == 200 and report.raw["wall0"] - 60_000 < n["start"] <= n["end"] for n in asked.values())
+    assert not any(u.endswith((".ts", ".m4s")) for u in asked), "only what matched the expression"
+
+
+def test_kept_evidence_goes_where_it_is_asked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SIDECAST_TEST_EVIDENCE", raising=False)
+    here = keep_evidence(tmp_path / "fallback", "ll", {"report": {"cues": [1]}, "log": "text"})
+    assert here == tmp_path / "fallback"
+    assert (here / "report.json").read_text().count('"cues"') == 1 and (here / "log.txt").read_text() == "text"
+    monkeypatch.setenv("SIDECAST_TEST_EVIDENCE", str(tmp_path / "kept"))
+    there = keep_evidence(tmp_path / "fallback", "ll", {"report": {}})
+    assert there.parent == tmp_path / "kept" and there.name.startswith("ll-") and (there / "report.json").exists()
 
 
 def test_live_window_slides_with_consistent_sequence_numbers(clip_small: Path, tmp_path: Path) -> None:

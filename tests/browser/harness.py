@@ -206,6 +206,7 @@ def play_hls(
     barcode: dict[str, Any] | bool = False,
     chromium: str | None = None,
     hls_debug: bool | str = False,
+    network: str | None = None,
 ) -> PlaybackReport:
     """Play `url` in headless Chromium with hls.js and report what happened.
 
@@ -217,13 +218,16 @@ def play_hls(
     read at most one frame per N ms): `raw["frames"]` lists {n, shownAt (ms since epoch), w, h}.
     `hls_debug`: True or a regular expression: hls.js's own log lines (those matching) in `raw["debugLog"]`.
     Every cue that reached a text track is in `raw["cuesAdded"]` with the playhead when it arrived.
+    `network`: a regular expression; every request whose URL matches is in `raw["network"]` as
+    {url, start, end (wall-clock ms), status or failure}; `raw["wall0"]` is the wall clock (ms) at which the
+    events' and samples' `t` count from.
     Raises HarnessError only when the harness itself cannot run.
     """
     opts = {
         "url": url, "seconds": seconds, "timeout": timeout, "interstitials": interstitials,
         "subtitles": subtitles, "startLevel": start_level, "untilTime": until_time, "untilEvent": until_event,
         "hlsConfig": hls_config or {}, "sampleMs": sample_ms, "cueMs": cue_ms, "barcode": barcode,
-        "hlsDebug": hls_debug,
+        "hlsDebug": hls_debug, "network": network,
     }
     return PlaybackReport.from_json(_run_play(opts, chromium, timeout))
 
@@ -341,6 +345,24 @@ def open_page(url: str, *, seconds: float = 2.0, timeout: float = 60.0, until: s
     """
     return _run_play({"url": url, "page": True, "seconds": seconds, "timeout": timeout, "until": until},
                      chromium, timeout)
+
+
+def keep_evidence(fallback: Path, name: str, items: dict[str, Any]) -> Path:
+    """Write what a failed browser test saw (the player's report, the server's files and their times) to
+    ``$SIDECAST_TEST_EVIDENCE/<name>-<UTC time>/`` if that is set, else ``fallback``; returns the folder.
+
+    Why: a flaky player failure that is not reproduced alone is only understood from the run that failed
+    (issue #21: "tick 7 never showed" once in five full runs, and the player's report was gone). Each item
+    is written as ``<key>.json`` (or ``<key>.txt`` for a str)."""
+    root = os.environ.get("SIDECAST_TEST_EVIDENCE")
+    folder = Path(root) / f"{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}" if root else fallback
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, value in items.items():
+        if isinstance(value, str):
+            (folder / f"{key}.txt").write_text(value)
+        else:
+            (folder / f"{key}.json").write_text(json.dumps(value, indent=1, default=str))
+    return folder
 
 
 @contextmanager

@@ -22,10 +22,12 @@
 //   cueMs          text-track activeCues polling period (ms)                                     [50]
 //   hlsDebug       false | true | a regular expression: hls.js's own log lines (matching it) go into the
 //                  report as `debugLog` [{t, ct, level, line}]                                    [false]
+//   network        a regular expression: every request whose URL matches, as the browser made it, goes into
+//                  the report as `network` [{url, start, end (wall ms), status | failure}]        [unset]
 //   chromium       browser executable  [$SIDECAST_CHROMIUM or /usr/bin/chromium]
 //   wsEndpoint     play in a fresh context of this running browser (browser_server.mjs) instead of
 //                  starting one                                                                    [unset]
-//   hlsPath        hls.js build to load [../../core/static/hls.min.js, the one the server ships]
+//   hlsPath        hls.js build to load [$SIDECAST_HLS_JS or ../../core/static/hls.min.js, the one the server ships]
 //   until          page mode: also wait until this JavaScript expression is true in the page          [unset]
 //   page           true: open `url` as a page that plays by itself (e.g. the server's player page) and
 //                  report its first <video> and its text instead of driving hls.js               [false]
@@ -47,9 +49,9 @@ const HARNESS_DIR = '/__sidecast_harness__/';
 
 const DEFAULTS = {
   url: null, page: false, until: null, seconds: 6, timeout: 90, interstitials: false, subtitles: false, startLevel: null,
-  untilTime: null, untilEvent: null, hlsConfig: {}, barcode: false, sampleMs: 100, cueMs: 50, maxEvents: 20000,
+  untilTime: null, untilEvent: null, hlsConfig: {}, barcode: false, sampleMs: 100, cueMs: 50, maxEvents: 20000, network: null,
   chromium: process.env.SIDECAST_CHROMIUM || '/usr/bin/chromium',
-  hlsPath: join(REPO, 'core', 'static', 'hls.min.js'),
+  hlsPath: process.env.SIDECAST_HLS_JS || join(REPO, 'core', 'static', 'hls.min.js'),
 };
 
 function parseValue(text) {
@@ -78,6 +80,7 @@ function parseArgs(argv) {
 // ---- everything below this function runs inside the page ------------------------------------------
 function recorder(opts) {
   const T0 = performance.now();
+  const WALL0 = Date.now();  // the wall clock at t = 0: every `t` below is ms after it
   const now = () => Math.round(performance.now() - T0);
   const r3 = (x) => (typeof x === 'number' && isFinite(x) ? Math.round(x * 1000) / 1000 : x);
   const video = document.getElementById('video');
@@ -139,8 +142,12 @@ function recorder(opts) {
       }
       if (data.error) out.error = String(data.error.message || data.error);
       if (data.frag) out.frag = frag(data.frag);
-      if (data.part) out.part = { index: data.part.index, start: r3(data.part.start), duration: r3(data.part.duration),
-        url: prim(data.part.relurl || data.part.url) };
+      if (data.part) {
+        out.part = { index: data.part.index, start: r3(data.part.start), duration: r3(data.part.duration),
+          url: prim(data.part.relurl || data.part.url) };
+        const l = data.part.stats && data.part.stats.loading;
+        if (l && l.start) out.part.loading = { start: r3(l.start - T0), end: r3(l.end - T0) };
+      }
       if (data.event && typeof data.event === 'object') out.event = ievent(data.event);
       if (data.asset) out.asset = asset(data.asset);
       if (Array.isArray(data.events)) out.events = data.events.map(ievent);
@@ -163,6 +170,22 @@ function recorder(opts) {
         out.details = { live: d.live, totalduration: r3(d.totalduration), startSN: d.startSN, endSN: d.endSN,
           targetduration: d.targetduration, fragments: (d.fragments || []).length,
           dateRanges: Object.keys(d.dateRanges || {}).length };
+        // low latency: where the playlist's live edge was, and whether this load moved it (a player that
+        // skips parts does so from these)
+        if (d.partList) {
+          Object.assign(out.details, { lastPartSn: d.lastPartSn, lastPartIndex: d.lastPartIndex,
+            partEnd: r3(d.partEnd), fragmentEnd: r3(d.fragmentEnd), fragmentStart: r3(d.fragmentStart),
+            updated: d.updated, advanced: d.advanced, misses: d.misses, partHoldBack: d.partHoldBack,
+            parts: d.partList.length });
+        }
+      }
+      if (data.deliveryDirectives && typeof data.deliveryDirectives === 'object') {
+        const dd = data.deliveryDirectives;
+        out.deliveryDirectives = { msn: dd.msn, part: dd.part, skip: dd.skip };
+      }
+      if (data.stats && data.stats.loading) {  // performance.now() times of the request, its first byte, its end
+        const l = data.stats.loading;
+        out.loading = { start: r3(l.start - T0), first: r3(l.first - T0), end: r3(l.end - T0) };
       }
       if (data.response && typeof data.response === 'object') out.response = { code: data.response.code, text: prim(data.response.text) };
       if (data.context && data.context.url) out.url = prim(data.context.url);
@@ -321,7 +344,7 @@ function recorder(opts) {
         cues: tt.cues ? tt.cues.length : null });
     }
     return {
-      hlsVersion: Hls.version, stopReason: sc.stopReason, played: r3(sc.played), wallMs: now(),
+      hlsVersion: Hls.version, stopReason: sc.stopReason, played: r3(sc.played), wallMs: now(), wall0: WALL0,
       events: sc.events, droppedEvents: sc.droppedEvents, eventCounts: sc.eventCounts, samples: sc.samples, cues: sc.cues, cuesAdded: sc.cuesAdded, debugLog: sc.debugLog,
       levels: (hls.levels || []).map(level), currentLevel: hls.currentLevel,
       audioTracks: (hls.audioTracks || []).map(track), subtitleTracks: (hls.subtitleTracks || []).map(track),
@@ -384,6 +407,31 @@ async function run(opts, report) {
       }
     });
     page.on('pageerror', (err) => report.pageErrors.push(String(err.message || err).slice(0, 500)));
+    if (opts.network) {  // the requests whose URL matches, as the browser made them: what a server's access log says
+      const wanted = new RegExp(opts.network);
+      const sent = new Map();
+      report.network = [];
+      const done = (req, failure, end) => {
+        const entry = sent.get(req);
+        if (!entry) return;
+        sent.delete(req);
+        entry.end = end;
+        if (failure) entry.failure = failure;
+        report.network.push(entry);
+      };
+      page.on('request', (req) => {
+        if (wanted.test(req.url()) && report.network.length < 20000) sent.set(req, { url: req.url(), start: Date.now() });
+      });
+      page.on('requestfinished', async (req) => {
+        const end = Date.now();
+        const entry = sent.get(req);
+        if (entry) {
+          try { entry.status = (await req.response()).status(); } catch { }
+        }
+        done(req, null, end);
+      });
+      page.on('requestfailed', (req) => done(req, (req.failure() || {}).errorText || 'failed', Date.now()));
+    }
     let crashed = false;
     page.on('crash', () => { crashed = true; });
     if (opts.page) return await inspectPage(page, opts, remaining, report, () => crashed);
