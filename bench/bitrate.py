@@ -545,7 +545,8 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
                 anchor_row = {"hint_crf": hint_crf, "c0": c0, "m0": float(rec["anchor_vmaf"]),
                               "full0": enc.cache[(w, hh, c0, X264_PRESET)][1], "c1": c1, "size": (fw, fh),
                               "passes": int(rec["passes"]), "vmaf_cpu": float(rec["vmaf_cpu_s"]),
-                              "measures": 1 + ("anchor_vmaf2" in rec) + len(rec.get("anchor_candidates", [])),
+                              "measures": 1 + ("anchor_vmaf2" in rec) + ("ceiling" in rec)
+                              + len(rec.get("anchor_candidates", [])),
                               "encode_cpu": enc.encode_cpu[(w, hh, c0, X264_PRESET)],
                               "extra_cpu": sum(at(k[3]).encode_cpu[(*k[:3], X264_PRESET)]
                                                for k in dict.fromkeys(made[1:])),

@@ -11,9 +11,11 @@ This script, on the **training** split of ``corpus.csv`` only:
 1. ``--encode``: picks every training segment-rung whose best VMAF measured under the cap (any size, any CRF)
    is more than 3 below the highest target (93), renders those clips, and encodes each such segment-rung at
    the rung's size at CRFs ``CRFS`` and at 0.75 / 0.5 of it at CRF 18 (the anchor's capped candidates) under
-   K x the cap for each K in ``KS`` (K = 1 too, from the same render: an unseeded random generator renders
-   other content on every run), VMAF v0.6.1 at the rung's display size on every 3rd frame, as the anchor
-   measures. Rows go to ``ceiling_curves.csv`` (resumable: segment-rungs already there are skipped).
+   K x the cap for each K > 1 in ``KS``, VMAF v0.6.1 at the rung's display size on every 3rd frame, as the
+   anchor measures (``corpus.csv``'s own method); K = 1 is ``corpus.csv``'s rows (CRF 18, 23, 28... at the
+   three sizes). FFmpeg's unseeded random-pattern sources (``life``, ``cellauto``, ``sierpinski``) render
+   other content on every run, so their K = 1 is encoded again from the same render, and only with
+   ``--synthetics``. Rows go to ``ceiling_curves.csv`` (resumable: segment-rungs already there are skipped).
 2. Then (and without ``--encode``, from the CSV alone) simulates ``TargetAnchor.decide`` with each ceiling over
    those curves, started at CRF 18-23 (where the target policy lands when the model predicts the cap stops
    short, as ``anchor_tune.py``), for N = 85 / 90 / 93, and prints per K: how many of the (segment-rung, N)
@@ -44,7 +46,7 @@ from sidecast.core.anchor import Anchor, TargetAnchor  # noqa: E402
 
 TARGETS = (85.0, 90.0, 93.0)
 KS = (1.0, 1.5, 2.0, 3.0)
-CRFS = (12.0, 15.0, 18.0, 21.0, 24.0, 27.0, 30.0)  # the rung's size: where the anchor walks from CRF 18-23
+CRFS = (12.0, 15.0, 18.0, 21.0, 24.0, 27.0)  # the rung's size: where the anchor walks from CRF 18-23
 CANDIDATES = ((0.75, 18.0), (0.5, 18.0))  # Anchor().capped_candidates
 STARTS = (18.0, 19.0, 20.0, 21.0, 22.0, 23.0)
 CEIL = 101.0
@@ -68,7 +70,7 @@ def unreachable(corpus_csv: Path, n: float = max(TARGETS)) -> dict[Key, float]:
     return {k: v for k, v in best.items() if v < n - 3.0}
 
 
-def encode_clip(name: str, keys: list[Key]) -> list[list[object]]:
+def encode_clip(name: str, keys: list[Key], ks: tuple[float, ...]) -> list[list[object]]:
     """Every (K, size, CRF) point of one clip's selected segment-rungs (runs in a worker process)."""
     clip = corpus.clip(name)
     ff = quality.ffmpeg_exe()
@@ -83,7 +85,7 @@ def encode_clip(name: str, keys: list[Key]) -> list[list[object]]:
             ref = tmp / "ref.y4m"
             quality.write_y4m(seg.at(dh, dw), seg.fps, ref)
             points = [(1.0, c) for c in CRFS] + list(CANDIDATES)
-            for k in KS:
+            for k in ks:
                 for scale, crf in points:
                     w, h = quality.even(dw * scale), quality.even(dh * scale)
                     enc = tmp / "enc.mkv"
@@ -95,14 +97,22 @@ def encode_clip(name: str, keys: list[Key]) -> list[list[object]]:
     return rows
 
 
-def load(path: Path) -> dict[Key, dict[float, dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]]]]:
-    """key -> K -> scale -> (CRFs, VMAF, kbit/s)."""
+def load(path: Path, corpus_csv: Path) -> dict[Key, dict[float, dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]]]]:
+    """key -> K -> scale -> (CRFs, VMAF, kbit/s): ``path``'s rows, and K = 1 from ``corpus_csv`` for the clips
+    that render the same every time (whose K = 1 ``path`` does not have)."""
     pts: dict[Key, dict[float, dict[float, dict[float, tuple[float, float]]]]] = {}
     with open(path, newline="") as fh:
         for r in csv.DictReader(fh):
             key = (r["clip"], int(r["segment"]), int(r["display_height"]), int(r["display_width"]), int(r["cap"]))
             pts.setdefault(key, {}).setdefault(float(r["k"]), {}).setdefault(float(r["scale"]), {})[
                 float(r["crf"])] = (float(r["vmaf"]), float(r["kbps"]))
+    with open(corpus_csv, newline="") as fh:
+        for r in csv.DictReader(fh):
+            key = (r["clip"], int(r["segment"]), int(r["display_height"]), int(r["display_width"]),
+                   int(float(r["max_bitrate"])))
+            if r["split"] == "train" and key in pts and quality_real(r["clip"]):
+                pts[key].setdefault(1.0, {}).setdefault(float(r["scale"]), {})[float(r["crf"])] = (
+                    float(r["vmaf"]), float(r["kbps"]))
     out: dict[Key, dict[float, dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]]]] = {}
     for key, by_k in pts.items():
         for k, by_scale in by_k.items():
@@ -153,8 +163,8 @@ def simulate(curves: dict[float, dict[float, tuple[np.ndarray, np.ndarray, np.nd
     return read(crfs, vmaf, c, True), read(crfs, kbps, c, False), counts[0], counts[1]
 
 
-def report(path: Path) -> None:
-    data = load(path)
+def report(path: Path, corpus_csv: Path) -> None:
+    data = load(path, corpus_csv)
     complete = {k: v for k, v in data.items() if all(kk in v for kk in KS)}
     print(f"{len(complete)} training segment-rungs measured at K = {', '.join(f'{k:g}' for k in KS)} "
           f"({', '.join(sorted({k[0] for k in complete}))})")
@@ -215,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--curves", type=Path, default=HERE / "ceiling_curves.csv")
     ap.add_argument("--encode", action="store_true", help="encode the curves not yet in --curves first")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--synthetics", action="store_true",
+                    help="also the random-pattern synthetics (K = 1 encoded again from the same render)")
     args = ap.parse_args(argv)
     if args.encode:
         todo = unreachable(args.corpus)
@@ -225,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                          int(r["cap"])) for r in csv.DictReader(fh)}
         by_clip: dict[str, list[Key]] = {}
         for k in sorted(todo, key=lambda k: (not quality_real(k[0]), k)):
-            if k not in done:
+            if k not in done and (args.synthetics or quality_real(k[0])):
                 by_clip.setdefault(k[0], []).append(k)
         print(f"{len(todo)} training segment-rungs more than 3 below {max(TARGETS):g} at every setting under the "
               f"cap; {sum(map(len, by_clip.values()))} to encode over {len(by_clip)} clips", flush=True)
@@ -235,13 +247,14 @@ def main(argv: list[str] | None = None) -> int:
             w = csv.writer(fh)
             if new:
                 w.writerow(COLUMNS)
-            futs = {pool.submit(encode_clip, name, keys): name for name, keys in by_clip.items()}
+            futs = {pool.submit(encode_clip, name, keys, tuple(k for k in KS if k > 1 or not quality_real(name))): name
+                    for name, keys in by_clip.items()}
             for fut in as_completed(futs):
                 rows = fut.result()
                 w.writerows(rows)
                 fh.flush()
                 print(f"{futs[fut]:20s} {len(rows)} rows {time.monotonic() - t0:6.0f} s", flush=True)
-    report(args.curves)
+    report(args.curves, args.corpus)
     return 0
 
 
