@@ -151,8 +151,8 @@ class RunOptions:
     target_vmaf: float | None = field(default=None, metadata=opt(
         "--target-vmaf", parse=_number("--target-vmaf", *TARGET_VMAF_RANGE), metavar="N",
         help="with a bitrate sidecar: aim every segment of every rung at VMAF N (at the rung's display size) "
-             "instead of the static CRF; segments that cannot reach N spend up to the rung's cap "
-             "(docs/bitrate.md)"))
+             "instead of the static CRF; segments that cannot reach N spend up to the rung's cap (with "
+             "--target-anchor, up to --target-ceiling times it) (docs/bitrate.md)"))
     target_anchor: bool = field(default=False, metadata=opt(
         "--target-anchor",
         help="with --target-vmaf: measure each hinted segment's VMAF after encoding it and, when it misses N by "

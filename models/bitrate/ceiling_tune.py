@@ -169,7 +169,10 @@ def report(path: Path, corpus_csv: Path) -> None:
     print(f"{len(complete)} training segment-rungs measured at K = {', '.join(f'{k:g}' for k in KS)} "
           f"({', '.join(sorted({k[0] for k in complete}))})")
     real = {k for k in complete if quality_real(k[0])}
-    for label, keys in (("real content", sorted(real)), ("all (with the random-pattern synthetics)", sorted(complete))):
+    sets = [("real content", sorted(real))]
+    if real != set(complete):  # --synthetics measured
+        sets.append(("all (with the random-pattern synthetics)", sorted(complete)))
+    for label, keys in sets:
         base: dict[tuple[Key, float, float], tuple[float, float]] = {}
         misses = {}
         for key in keys:
@@ -255,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
                 fh.flush()
                 print(f"{futs[fut]:20s} {len(rows)} rows {time.monotonic() - t0:6.0f} s", flush=True)
     report(args.curves, args.corpus)
+    print("\nNote: K = 1 is read off corpus.csv (CRF 18, 23, 28... at each size), whose bit rates between two measured "
+          "CRFs are interpolated: a first encode started between a CRF that fills the cap and one far below it (a "
+          "grain clip's cliff, e.g. ela_talk_grain 720p: 3626 kb/s at CRF 18, 1165 at 23) may read as not filling it, "
+          "and then no K raises the cap for it (the same at every K: the ranking of K is not changed by it)")
     return 0
 
 
