@@ -41,7 +41,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
@@ -59,6 +59,7 @@ from devkit import corpus, quality  # noqa: E402
 from sidecast.contract.encoding import X264_PRESET  # noqa: E402
 from sidecast.contract.records import RenditionInfo  # noqa: E402
 from sidecast.core.anchor import (  # noqa: E402
+    TARGET_CEILING,
     Anchor,
     Measured,
     SizeRule,
@@ -69,7 +70,7 @@ from sidecast.core.anchor import (  # noqa: E402
     pick_size,
     within,
 )
-from sidecast.core.ladder import DEFAULT_LADDER, build_ladder  # noqa: E402
+from sidecast.core.ladder import DEFAULT_LADDER, Rung, build_ladder, declared_bandwidth  # noqa: E402
 from sidecast.sidecars.bitrate.features import SegmentAnalyser  # noqa: E402
 from sidecast.sidecars.bitrate.model import Policy, RateModel, decide  # noqa: E402
 
@@ -96,7 +97,7 @@ D_ONLY_GRID = {1.0: (16.0, 44.0), 0.75: (18.0,), 0.5: (17.0,)}
 # revision's: target margin 2, target CRFs up to 44), decided in the same run, so before and after are
 # measured on the same encodes.
 PREV_POLICY = {"target_margin": 2.0, "target_max_crf": 44.0}
-MODES = ("default", "hints", "fixed", "target", "target-anchor1", "target-anchor", "oracle", "oracle-wide", "oracle-target", "size",
+MODES = ("default", "hints", "fixed", "target", "target-anchor1", "target-anchor-k1", "target-anchor", "oracle", "oracle-wide", "oracle-target", "size",
          "hints+size", "medium")
 PREV_MODES = ("hints-prev", "target-prev")
 Measure = tuple[int, float, float, float]  # bits, VMAF, PSNR, SSIM
@@ -193,7 +194,7 @@ def table(label: str, rows: list[dict], clips: list[str], rungs: list[str], dura
         summary[m] = {"saved": total[m][4], "mean_delta": float(np.mean(deltas)), "worst": deltas[worst],
                       "worst_clip": list(per_clip)[worst]}
     for m in ("hints", "hints-prev", "size", "hints+size", "medium", "oracle", "oracle-wide", "target", "target-anchor1",
-              "target-anchor", "target-prev", "fixed"):
+              "target-anchor-k1", "target-anchor", "target-prev", "fixed"):
         if m not in summary:
             continue
         s = summary[m]
@@ -237,7 +238,7 @@ def report(rows: list[dict], names: list[str], rung_names: list[str], duration: 
         out = [f"{r['clip']} {r['rung']} ({r['vmax']:.1f}..{r['vmin']:.1f})" for r, s_ in zip(rows, sel, strict=True) if s_]
         print(f"  {len(out)} of {len(rows)} segment-rungs cannot reach N ({lab}; measured VMAF range): "
               f"{', '.join(out) or 'none'}")
-    for mode in ("target", "target-anchor1", "target-anchor", "target-prev"):
+    for mode in ("target", "target-anchor1", "target-anchor-k1", "target-anchor", "target-prev"):
         if mode not in rows[0]:
             continue
         errs = np.abs(np.array([r[mode][1] for r in rows]) - n)
@@ -256,8 +257,39 @@ def report(rows: list[dict], names: list[str], rung_names: list[str], duration: 
         print("  largest misses: " + ", ".join(
             f"{rows[i]['clip']} {rows[i]['rung']} {rows[i][mode][1]:.1f}{'' if reach[i] else ' (out of reach)'}"
             for i in worst))
+    ceiling_report(rows)
     anchor_costs(rows)
     size_costs(rows)
+
+
+def ceiling_report(rows: list[dict]) -> None:
+    """``--target-ceiling``: per rung, the peak rate of the (d) encodes published against the video BANDWIDTH the
+    core declares for them (``declared_bandwidth``: the cap's VBV bound plus TS overhead; the bench's encodes are
+    Matroska, so their bits are the stream's without the TS packets), and the segment-rungs published above the
+    rung's cap."""
+    if not rows or "anchor" not in rows[0] or "cap" not in rows[0]["anchor"]:
+        return
+    k = rows[0]["anchor"]["ceiling"]
+    print(f"--target-ceiling {k:g}: peak video rate of the segments published per rung against the declared video "
+          f"BANDWIDTH (at the rung's cap / at {k:g} x the cap)")
+    for rung in dict.fromkeys(r["rung"] for r in rows):
+        sel = [r for r in rows if r["rung"] == rung]
+        cap = sel[0]["anchor"]["rung_cap"]
+        secs = sel[0]["secs"]
+        for mode in ("target-anchor-k1", "target-anchor"):
+            if mode not in sel[0]:
+                continue
+            top = max(sel, key=lambda r, m=mode: r[m][0] / r["secs"])
+            peak = top[mode][0] / top["secs"]
+            print(f"  {rung} {mode}: peak {peak / 1000:.0f} kb/s ({top['clip']} seg {top['seg']}); declared "
+                  f"{declared_bandwidth(cap, secs) / 1000:.0f} / {declared_bandwidth(int(round(cap * k)), secs) / 1000:.0f}"
+                  f" kb/s; rung cap {cap / 1000:.0f} kb/s")
+        raised = [r for r in sel if r["anchor"]["cap"] != cap]
+        tried = [r for r in sel if r["anchor"].get("ceiling_vmaf") is not None]
+        print(f"    raised cap tried on {len(tried)} of {len(sel)} segment-rungs, published under it on {len(raised)}: "
+              + ", ".join(f"{r['clip']} {r['anchor']['m0']:.1f}>{r['anchor']['ceiling_vmaf']:.1f}>"
+                          f"{r['target-anchor'][1]:.1f} at {r['target-anchor'][0] / r['secs'] / 1000:.0f} kb/s"
+                          for r in tried))
 
 
 def size_costs(rows: list[dict]) -> None:
@@ -361,7 +393,7 @@ def anchor_costs(rows: list[dict]) -> None:
 
 def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = "", target_only: bool = False,
                prev_policy: dict[str, float] | None = None, d_only: bool = False, size_only: bool = False,
-               size_oracle: bool = False, rungs: tuple[str, ...] = ()
+               size_oracle: bool = False, rungs: tuple[str, ...] = (), ceiling: float = TARGET_CEILING
                ) -> tuple[list[dict], float, list[float], list[float], list[str]]:
     """Every measurement of one clip (runs in a worker process): rows, seconds, timings, printed lines."""
     cv2.setNumThreads(1)  # the feature timing is per core
@@ -378,9 +410,12 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
     frame_ms: list[float] = []
     decide_ms: list[float] = []
     seconds = 0.0
-    anchor = TargetAnchor(target_vmaf)  # --target-anchor: one per stream, its correction carries segment to segment
-    # with --d-only, beside it, the first --target-anchor rule (2026-12-01: one correction, a full cap kept as it is)
-    anchor1 = TargetAnchor(target_vmaf, Anchor(second_miss=None, capped_candidates=()))
+    # --target-anchor (with --target-ceiling): one per stream, its correction carries segment to segment
+    anchor = TargetAnchor(target_vmaf, ceiling=ceiling)
+    # beside it: with --d-only the same rule at --target-ceiling 1 (the fourteenth session's: never above the cap),
+    # otherwise the first --target-anchor rule (2026-12-01: one correction, a full cap kept as it is)
+    anchor1 = TargetAnchor(target_vmaf) if d_only else TargetAnchor(target_vmaf, Anchor(second_miss=None,
+                                                                                        capped_candidates=()))
     with tempfile.TemporaryDirectory(prefix="sidecast-bench-") as tmp_s:
         tmp = Path(tmp_s)
         mezz = corpus.render(clip, tmp / f"{clip.name}.mkv", quality.ffmpeg_exe())
@@ -477,14 +512,24 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
                 h = tgt_hints[i]
                 w, hh = (h.width, h.height) if h.width and h.height else (r.width, r.height)
                 hint_crf = h.crf if h.crf > 0 else r.crf
-                made: list[tuple[int, int, float]] = []
+                made: list[tuple[int, int, float, int]] = []
                 sub = anchor.rule.subsample
+                # the encodes under a raised cap (--target-ceiling), one Encoder per cap
+                encoders: dict[int, Encoder] = {r.max_bitrate: enc}
 
-                def a_encode(ew: int, eh: int, c: float, e: Encoder = enc, made: list = made) -> float:
-                    made.append((ew, eh, c))
-                    return float(e.measure(ew, eh, c)[0])
+                def at(c_cap: int, seg: quality.Segment = seg, r: Rung = r, encoders: dict = encoders) -> Encoder:
+                    if c_cap not in encoders:
+                        encoders[c_cap] = Encoder(seg, r.width, r.height, c_cap, tmp)
+                    return encoders[c_cap]
 
-                def a_measure(ew: int, eh: int, c: float, e: Encoder = enc, sub: int = sub) -> tuple[float, float]:
+                def a_encode(ew: int, eh: int, c: float, c_cap: int = r.max_bitrate, /, made: list = made,
+                             at: Callable[[int], Encoder] = at) -> float:
+                    made.append((ew, eh, c, c_cap))
+                    return float(at(c_cap).measure(ew, eh, c)[0])
+
+                def a_measure(ew: int, eh: int, c: float, c_cap: int = r.max_bitrate, /, sub: int = sub,
+                              at: Callable[[int], Encoder] = at) -> tuple[float, float]:
+                    e = at(c_cap)
                     e.measure(ew, eh, c, anchor=sub)
                     v, _, cpu = e.anchored[(ew, eh, c, X264_PRESET)]
                     return v, cpu
@@ -492,15 +537,29 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
                 (fw, fh, c1), rec = anchor.decide(r.name, hint_crf, w, hh, (r.width, r.height), r.max_bitrate, secs,
                                                   a_encode, a_measure)
                 c0 = float(rec["anchor_crf"])
-                got["target-anchor"] = enc.measure(fw, fh, c1)
-                shown["target-anchor"] = f"{hh}p {c0:g}>" + (f"{fh}p " if (fw, fh) != (w, hh) else "") + f"{c1:g}"
+                pub = rec.get("max_bitrate", r.max_bitrate)
+                pub_cap = pub if isinstance(pub, int) else r.max_bitrate
+                got["target-anchor"] = at(pub_cap).measure(fw, fh, c1)
+                shown["target-anchor"] = (f"{hh}p {c0:g}>" + (f"{fh}p " if (fw, fh) != (w, hh) else "") + f"{c1:g}"
+                                          + (f" x{pub_cap / r.max_bitrate:g}" if pub_cap != r.max_bitrate else ""))
                 anchor_row = {"hint_crf": hint_crf, "c0": c0, "m0": float(rec["anchor_vmaf"]),
                               "full0": enc.cache[(w, hh, c0, X264_PRESET)][1], "c1": c1, "size": (fw, fh),
                               "passes": int(rec["passes"]), "vmaf_cpu": float(rec["vmaf_cpu_s"]),
-                              "measures": 1 + ("anchor_vmaf2" in rec) + len(rec.get("anchor_candidates", [])),
+                              "measures": 1 + ("anchor_vmaf2" in rec) + ("ceiling" in rec)
+                              + len(rec.get("anchor_candidates", [])),
                               "encode_cpu": enc.encode_cpu[(w, hh, c0, X264_PRESET)],
-                              "extra_cpu": sum(enc.encode_cpu[(*k, X264_PRESET)] for k in dict.fromkeys(made[1:]))}
+                              "extra_cpu": sum(at(k[3]).encode_cpu[(*k[:3], X264_PRESET)]
+                                               for k in dict.fromkeys(made[1:])),
+                              "cap": pub_cap, "rung_cap": r.max_bitrate, "ceiling": anchor.ceiling,
+                              "ceiling_vmaf": rec.get("ceiling_vmaf")}
                 if d_only:
+                    # the same rule at --target-ceiling 1: only the segments whose first encode fills the cap short
+                    # of N encode anything more (the capped candidates under the rung's cap)
+                    (aw, ah, ac), _ = anchor1.decide(r.name, hint_crf, w, hh, (r.width, r.height), r.max_bitrate,
+                                                     secs, a_encode, a_measure)
+                    got["target-anchor-k1"] = enc.measure(aw, ah, ac)
+                    shown["target-anchor-k1"] = f"{ah}p {ac:g}"
+                else:
                     (aw, ah, ac), _ = anchor1.decide(r.name, hint_crf, w, hh, (r.width, r.height), r.max_bitrate,
                                                      secs, a_encode, a_measure)
                     got["target-anchor1"] = enc.measure(aw, ah, ac)
@@ -537,8 +596,9 @@ def shown_modes(target_only: bool, compare: bool, d_only: bool = False, size_onl
     if size_only:
         return ["default", "hints", "size", "hints+size", "medium", *(["oracle"] if size_oracle else [])]
     if d_only:
-        return ["default", "target", "target-anchor1", "target-anchor", *(["target-prev"] if compare else [])]
-    skip = ("oracle", "oracle-wide", "size", "hints+size", "medium") if target_only else ("size", "hints+size", "medium")
+        return ["default", "target", "target-anchor-k1", "target-anchor", *(["target-prev"] if compare else [])]
+    skip = ("oracle", "oracle-wide", "size", "hints+size", "medium", "target-anchor-k1") if target_only else (
+        "size", "hints+size", "medium", "target-anchor-k1")
     return [m for m in MODES if m not in skip] + (list(PREV_MODES) if compare else [])
 
 
@@ -547,6 +607,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", default="", help="comma-separated eval clips (default: the whole eval split)")
     ap.add_argument("--target-vmaf", type=float, default=93.0, help="N of mode (d) (default 93)")
     ap.add_argument("--jobs", type=int, default=2, help="clips measured at once (default 2)")
+    ap.add_argument("--target-ceiling", type=float, default=TARGET_CEILING,
+                    help="K of (d)'s --target-anchor: a segment whose first encode fills the cap short of N may spend "
+                         f"up to K x the cap (default {TARGET_CEILING:g}, the core's; with --d-only the same rule at "
+                         "K = 1 is measured beside it, on the same encodes)")
     ap.add_argument("--compare-model", default="",
                     help="also decide (b) and (d) with this previous bitrate.onnx at the previous operating point "
                          f"({PREV_POLICY}): modes hints-prev and target-prev, on the same encodes")
@@ -623,7 +687,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs = 1 if args.timing_only else max(1, args.jobs)
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(bench_clip, c.name, args.target_vmaf, args.timing_only, args.compare_model,
-                               args.target_only, prev_policy, args.d_only, args.size_only, args.size_oracle, rungs)
+                               args.target_only, prev_policy, args.d_only, args.size_only, args.size_oracle, rungs,
+                               args.target_ceiling)
                    for c in clips]
         names = {fut: c for c, fut in zip(clips, futures, strict=True)}
         for fut in as_completed(futures):  # each clip's lines as soon as it is done

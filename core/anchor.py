@@ -6,7 +6,10 @@ encodes the segment at the hinted CRF, measures the VMAF it really reached (libv
 display size, on every ``subsample``-th frame), and when that misses N by more than ``tolerance`` encodes it
 once more at a CRF moved by the miss over a fixed local slope (``corrected_crf``: tuned on training curves by
 ``models/bitrate/anchor_tune.py``, never on held-out clips). A segment whose first encode already fills the
-rung's cap and still falls short is kept: a lower CRF cannot buy quality the cap does not allow.
+rung's cap and still falls short is kept: a lower CRF cannot buy quality the cap does not allow, unless the
+target mode has a ceiling (``--target-ceiling K``): then it is encoded again under K x the cap, measured and
+corrected there (the master playlist declares the raised BANDWIDTH; K chosen by
+``models/bitrate/ceiling_tune.py`` on training clips).
 
 The correction carries to the next segment of the same rung (a closed loop): its first encode starts at the
 hinted CRF plus the last correction, as long as the hint moved by at most ``carry_within`` CRF (the model
@@ -35,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import IO, Literal, NamedTuple
+from typing import IO, Literal, NamedTuple, Protocol
 
 import av
 import numpy as np
@@ -48,6 +51,25 @@ log = logging.getLogger(__name__)
 
 CEIL = 101.0  # as the model's log2(101 - VMAF) distortion space
 Setting = tuple[int, int, float]  # width, height, CRF of one encode of a segment
+
+
+# --target-ceiling's default with --target-anchor (``models/bitrate/ceiling_tune.py``, training clips only;
+# docs/bitrate.md, "The ceiling"): the multiple of each rung's cap a segment measured short of N under it may spend.
+TARGET_CEILING = 3.0
+
+
+class EncodeFn(Protocol):
+    """``TargetAnchor.decide``'s encode callback: encode the segment at (width, height, CRF), under ``cap``
+    bit/s when given (the raised cap of ``--target-ceiling``), else under the rung's; returns its bits."""
+
+    def __call__(self, w: int, h: int, crf: float, cap: int = ..., /) -> float: ...
+
+
+class MeasureFn(Protocol):
+    """``TargetAnchor.decide``'s measure callback: (VMAF, CPU seconds) of an encode already made (the same
+    arguments as the ``EncodeFn`` call that made it); it may raise."""
+
+    def __call__(self, w: int, h: int, crf: float, cap: int = ..., /) -> tuple[float, float]: ...
 
 
 @dataclass(frozen=True)
@@ -203,6 +225,9 @@ class TargetAnchor:
     min_crf: float = 10.0
     max_crf: float = 51.0
     measure_timeout: float = 60.0   # seconds; a measurement that fails or runs longer keeps the first encode
+    # --target-ceiling K: a segment whose first encode fills the rung's cap short of N may spend up to K x the cap
+    # (``decide``, step 2); 1: never more than the cap. The master playlist declares K x the cap (``declared_cap``).
+    ceiling: float = 1.0
     _carry: dict[str, tuple[float, float]] = field(default_factory=dict)  # rung -> (last hint CRF, correction)
 
     def start_crf(self, rung: str, hint_crf: float) -> float:
@@ -224,23 +249,28 @@ class TargetAnchor:
         return crf1
 
     def decide(self, rung: str, hint_crf: float, width: int, height: int, display: tuple[int, int], cap: int,
-               duration: float, encode: Callable[[int, int, float], float],
-               measure: Callable[[int, int, float], tuple[float, float]]) -> tuple[Setting, dict[str, object]]:
+               duration: float, encode: EncodeFn, measure: MeasureFn) -> tuple[Setting, dict[str, object]]:
         """The whole anchored decision for one segment of one rung, over two callbacks: ``encode(w, h, crf)``
         encodes the segment (returning its bits) and ``measure(w, h, crf)`` measures an encode already made
-        (VMAF, CPU seconds; it may raise). The core (``encode``) and ``bench/bitrate.py`` share it, so the bench
-        measures exactly the encodes the core would make. Returns the setting to publish (one of those encoded)
-        and what ``segments.jsonl`` records (``encode``'s docstring).
+        (VMAF, CPU seconds; it may raise); both get a fourth argument, the cap in bit/s, for an encode under the
+        raised cap (``ceiling`` > 1; under ``cap`` it is left out). The core (``encode``) and
+        ``bench/bitrate.py`` share it, so the bench measures exactly the encodes the core would make. Returns
+        the setting to publish (one of those encoded) and what ``segments.jsonl`` records (``encode``'s
+        docstring; ``max_bitrate`` in it when the encode published is under the raised cap).
 
         1. The hinted size at the hint's CRF plus the rung's carried correction, measured.
-        2. It fills the cap and falls short of N by more than the tolerance: the rule's smaller capped
+        2. With a ``ceiling`` (``--target-ceiling K``): it fills the cap and falls short of N by more than the
+           tolerance: the same size and CRF is encoded again under K x the cap and measured; steps 3 and 4
+           then work from that encode, under the raised cap (the rung's own cap, measured short, is spent).
+        3. It fills the cap and falls short of N by more than the tolerance: the rule's smaller capped
            candidates are encoded and measured, and the encode measured nearest N is published (no CRF at the
            hinted size can do better under the cap).
-        3. Otherwise it misses by more than the tolerance: one encode at the corrected CRF (``corrected_crf``;
+        4. Otherwise it misses by more than the tolerance: one encode at the corrected CRF (``corrected_crf``;
            not lower when the first filled the cap). When that step was the largest allowed, the new encode is
            measured as well and, missing by more than ``second_miss``, corrected once more along the secant.
-        A measurement that fails ends the decision with the last encode (the first, when the first measurement
-        fails: then the rung's correction is forgotten too)."""
+        A measurement that fails ends the decision with the last encode measured (the first, when the first
+        measurement fails: then the rung's correction is forgotten too; a corrected encode, unmeasured by
+        design, is published when its own measurement fails)."""
         rule = self.rule
         crf0 = self.start_crf(rung, hint_crf)
         bits0 = encode(width, height, crf0)
@@ -255,58 +285,87 @@ class TargetAnchor:
             record["anchor_error"] = str(exc)[:200]
             return (width, height, crf0), record
         record["anchor_vmaf"] = round(m0, 2)
+        passes = 1
+        base = cap
+        measured: list[tuple[tuple[int, int, float, int], float]] = [((width, height, crf0, cap), m0)]
+
+        def enc(w: int, h: int, c: float) -> float:
+            return encode(w, h, c) if cap == base else encode(w, h, c, cap)
+
+        def meas(w: int, h: int, c: float) -> tuple[float, float]:
+            return measure(w, h, c) if cap == base else measure(w, h, c, cap)
+
+        def published(setting: tuple[int, int, float, int]) -> tuple[Setting, dict[str, object]]:
+            if setting[3] != base:
+                record["max_bitrate"] = setting[3]
+            return setting[:3], record
+
         filled = bits0 >= rule.capped_share * cap * duration
+        if filled and m0 < self.target - rule.tolerance and self.ceiling > 1.0:
+            cap = int(round(base * self.ceiling))
+            bits0 = enc(width, height, crf0)
+            passes += 1
+            record.update(passes=passes, ceiling=cap, ceiling_vmaf=None)
+            try:
+                m0, more = meas(width, height, crf0)
+            except Exception as exc:  # the first encode, measured, is published
+                record.update(anchor_error=str(exc)[:200], vmaf_cpu_s=round(cpu, 3))
+                return published(measured[0][0])
+            cpu += more
+            record["ceiling_vmaf"] = round(m0, 2)
+            measured.append(((width, height, crf0, cap), m0))
+            filled = bits0 >= rule.capped_share * cap * duration
         if filled and m0 < self.target - rule.tolerance and rule.capped_candidates:
             from .ladder import segment_size
 
-            measured: list[tuple[Setting, float]] = [((width, height, crf0), m0)]
             tried: list[list[object]] = []
-            passes = 1
             for scale, crf in rule.capped_candidates:
                 w, h = segment_size(display[0], display[1], round(display[0] * scale / 2) * 2,
                                     round(display[1] * scale / 2) * 2)
                 c = float(min(self.max_crf, max(self.min_crf, crf)))
-                if (w, h, c) in (s for s, _ in measured):
+                if (w, h, c, cap) in (s for s, _ in measured):
                     continue
-                b = encode(w, h, c)
+                b = enc(w, h, c)
                 passes += 1
                 try:
-                    v, more = measure(w, h, c)
+                    v, more = meas(w, h, c)
                 except Exception as exc:
                     record["anchor_error"] = str(exc)[:200]
                     tried.append([w, h, c, b, None])
                     break
                 cpu += more
-                measured.append(((w, h, c), v))
+                measured.append(((w, h, c, cap), v))
                 tried.append([w, h, c, b, round(v, 2)])
             best = min(measured, key=lambda sv: abs(sv[1] - self.target))[0]
             self._carry[rung] = (hint_crf, crf0 - hint_crf)
             record.update(passes=passes, vmaf_cpu_s=round(cpu, 3), anchor_candidates=tried,
-                          anchor_chosen=None if best == (width, height, crf0) else [best[0], best[1]],
+                          anchor_chosen=None if best[:3] == (width, height, crf0) else [best[0], best[1]],
                           correction=best[2] - hint_crf)
-            return best, record
+            return published(best)
         crf1 = self.after_first(rung, hint_crf, crf0, m0, bits0, cap, duration)
         final = crf1
         if crf1 != crf0:
-            bits1 = encode(width, height, crf1)
-            record["passes"] = 2
+            bits1 = enc(width, height, crf1)
+            passes += 1
+            record["passes"] = passes
             if rule.second_miss is not None and abs(crf1 - crf0) >= rule.max_step:
                 try:
-                    m1, more = measure(width, height, crf1)
+                    m1, more = meas(width, height, crf1)
                     cpu += more
                     record["anchor_vmaf2"] = round(m1, 2)
                     crf2 = secant_crf(crf0, m0, crf1, m1, self.target, rule, self.min_crf, self.max_crf)
                     if crf2 < crf1 and bits1 >= rule.capped_share * cap * duration:
                         crf2 = crf1  # as after the first: a lower CRF cannot buy what the cap does not allow
                     if crf2 != crf1:
-                        encode(width, height, crf2)
-                        record["passes"] = 3
+                        enc(width, height, crf2)
+                        passes += 1
+                        record["passes"] = passes
                         final = crf2
                         self._carry[rung] = (hint_crf, crf2 - hint_crf)
                 except Exception as exc:
                     record["anchor_error"] = str(exc)[:200]
         record.update(correction=final - hint_crf, vmaf_cpu_s=round(cpu, 3))
-        return (width, height, final), record
+        return published((width, height, final, cap))
 
     def encode(self, rung: str, frames: list[av.VideoFrame], times: list[float], path: Path, width: int,
                height: int, display: tuple[int, int], fps: Fraction, hint_crf: float, cap: int, duration: float
@@ -319,26 +378,31 @@ class TargetAnchor:
         measurements), ``anchor_vmaf2`` (the corrected encode's VMAF, where it was measured),
         ``anchor_candidates`` ([width, height, crf, bits, measured VMAF] of each capped candidate) and
         ``anchor_chosen`` ([width, height] of the one published, null for the hinted size) where the first
-        encode filled the cap short of N. A measurement that fails or times out costs the segment nothing: the
-        last encode is published and the record says why (``anchor_error``); a first measurement that fails
-        also forgets the rung's correction."""
-        encoded: dict[Setting, tuple[Path, media.SegmentStats]] = {}
+        encode filled the cap short of N; with a ``ceiling``, where the first encode filled the rung's cap short
+        of N, ``ceiling`` (the raised cap tried, bit/s), ``ceiling_vmaf`` (that encode's measured VMAF) and
+        ``max_bitrate`` (the cap of the encode published, when it is the raised one). A measurement that fails
+        or times out costs the segment nothing: the last encode is published and the record says why
+        (``anchor_error``); a first measurement that fails also forgets the rung's correction."""
+        encoded: dict[tuple[int, int, float, int], tuple[Path, media.SegmentStats]] = {}
 
-        def enc(w: int, h: int, c: float) -> float:
-            if (w, h, c) in encoded:  # the same setting again (a second step back to the first CRF)
-                return encoded[(w, h, c)][1].bytes * 8
+        def enc(w: int, h: int, c: float, c_cap: int = cap, /) -> float:
+            key = (w, h, c, c_cap)
+            if key in encoded:  # the same setting again (a second step back to the first CRF)
+                return encoded[key][1].bytes * 8
             p = path.with_name(f".{path.stem}.anchor{len(encoded)}{path.suffix}")  # a dot file: never listed
-            encoded[(w, h, c)] = (p, media.encode_video_segment(frames, times, p, w, h, fps, c, cap, duration))
-            return encoded[(w, h, c)][1].bytes * 8
+            encoded[key] = (p, media.encode_video_segment(frames, times, p, w, h, fps, c, c_cap, duration))
+            return encoded[key][1].bytes * 8
 
-        def meas(w: int, h: int, c: float) -> tuple[float, float]:
-            return measure_vmaf(encoded[(w, h, c)][0], frames, display[0], display[1], fps, self.rule.subsample,
-                                timeout=self.measure_timeout)
+        def meas(w: int, h: int, c: float, c_cap: int = cap, /) -> tuple[float, float]:
+            return measure_vmaf(encoded[(w, h, c, c_cap)][0], frames, display[0], display[1], fps,
+                                self.rule.subsample, timeout=self.measure_timeout)
 
         try:
             (w, h, c), record = self.decide(rung, hint_crf, width, height, display, cap, duration, enc, meas)
-            os.replace(encoded[(w, h, c)][0], path)
-            return replace(encoded[(w, h, c)][1], path=path), c, (w, h), record
+            used = record.get("max_bitrate", cap)  # the raised cap, when the encode published is under it
+            key = (w, h, c, used if isinstance(used, int) else cap)
+            os.replace(encoded[key][0], path)
+            return replace(encoded[key][1], path=path), c, (w, h), record
         finally:
             for p, _ in encoded.values():
                 p.unlink(missing_ok=True)

@@ -151,13 +151,18 @@ class RunOptions:
     target_vmaf: float | None = field(default=None, metadata=opt(
         "--target-vmaf", parse=_number("--target-vmaf", *TARGET_VMAF_RANGE), metavar="N",
         help="with a bitrate sidecar: aim every segment of every rung at VMAF N (at the rung's display size) "
-             "instead of the static CRF; segments that cannot reach N spend up to the rung's cap "
-             "(docs/bitrate.md)"))
+             "instead of the static CRF; segments that cannot reach N spend up to the rung's cap (with "
+             "--target-anchor, up to --target-ceiling times it) (docs/bitrate.md)"))
     target_anchor: bool = field(default=False, metadata=opt(
         "--target-anchor",
         help="with --target-vmaf: measure each hinted segment's VMAF after encoding it and, when it misses N by "
              "more than 1.5, encode it once more at a corrected CRF (about 2.5 times the video encoding CPU; needs "
              "the imageio-ffmpeg wheel's libvmaf; docs/bitrate.md)"))
+    target_ceiling: float | None = field(default=None, metadata=opt(
+        "--target-ceiling", parse=_number("--target-ceiling", 1, 10), metavar="K",
+        help="with --target-anchor: a segment whose encode fills its rung's cap short of N is encoded again "
+             "under K times the cap (1 to 10; default 3 with --target-anchor; 1: never above the cap); the master "
+             "playlist declares K times each rung's BANDWIDTH (docs/bitrate.md)"))
     size_anchor: bool = field(default=False, metadata=opt(
         "--size-anchor",
         help="capped-CRF ladder: also encode each segment of each rung at 0.75 and 0.5 of its size (on rungs "
@@ -328,6 +333,9 @@ class RunOptions:
             from .anchor import vmaf_ffmpeg
             if vmaf_ffmpeg() is None:
                 raise ConfigError("--target-anchor measures VMAF with libvmaf: pip install 'sidecast[bitrate]' (imageio-ffmpeg)")
+        if self.target_ceiling is not None and not self.target_anchor:
+            raise ConfigError("--target-ceiling raises the cap where --target-anchor measures a segment short of N: "
+                              "add --target-vmaf N --target-anchor")
         if self.size_anchor:
             if self.latency == "low" or self.passthrough:
                 raise ConfigError("--size-anchor re-encodes each segment: not with --latency low or --passthrough")

@@ -42,7 +42,7 @@ from sidecast.contract.records import Crop, RenditionInfo, Result, ResultKind, S
 from sidecast.contract.shm import sweep_stale
 from sidecast.hls.breaks import Break
 
-from .anchor import SizeAnchor, TargetAnchor
+from .anchor import TARGET_CEILING, SizeAnchor, TargetAnchor
 from .breaks import BreakSchedule
 from .croppath import CropPath
 from .errors import ConfigError, SidecastError, SourceError
@@ -323,7 +323,8 @@ class Pipeline:
         else:
             main = VideoLadder(ctx, rungs, self._pool, kind="main", rate_control=self.cfg.rate_control,
                                hint_producers=tuple(lk.name for lk in self.producers("bitrate_hints")),
-                               anchor=TargetAnchor(self.cfg.target_vmaf)
+                               anchor=TargetAnchor(self.cfg.target_vmaf, ceiling=TARGET_CEILING
+                                                   if self.cfg.target_ceiling is None else self.cfg.target_ceiling)
                                if self.cfg.target_anchor and self.cfg.target_vmaf is not None else None,
                                size_anchor=SizeAnchor() if self.cfg.size_anchor else None)
         self.ladders = [main]

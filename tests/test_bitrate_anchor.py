@@ -154,6 +154,58 @@ def test_only_the_largest_step_is_measured_again() -> None:
         "360p", 22.0, 640, 360, (640, 360), 800_000, 2.0, enc, meas)[0][2] == 25.0  # type: ignore[arg-type]
 
 
+def cap_callbacks(vmaf_at: dict[int, tuple[float, float]], kbps_at: dict[int, float], base: int
+                  ) -> tuple[list[tuple[int, int, float, int]], object, object]:
+    """Callbacks over a segment whose VMAF depends on the cap it is encoded under (a - b * crf per cap, at any
+    size) and which spends ``kbps_at[cap]``: ``decide``'s encodes are recorded with their cap (the rung's when
+    the fourth argument is left out)."""
+    made: list[tuple[int, int, float, int]] = []
+
+    def encode(w: int, h: int, c: float, cap: int = base, /) -> float:
+        made.append((w, h, c, cap))
+        return kbps_at[cap] * 1000 * 2.0
+
+    def measure(w: int, h: int, c: float, cap: int = base, /) -> tuple[float, float]:
+        a, b = vmaf_at[cap]
+        return a - b * c, 0.1
+
+    return made, encode, measure
+
+
+def test_a_ceiling_re_encodes_a_full_cap_short_of_the_target_under_k_times_the_cap() -> None:
+    """--target-ceiling 3: the first encode fills the 800 kb/s cap at 80 (N = 93); the same CRF is encoded again
+    under 2.4 Mb/s (90, the cap not filled there) and corrected there to 92 at CRF 18: published under the
+    raised cap, which the record says. At K = 1 (the default of TargetAnchor) the same segment encodes
+    nothing above the cap (the capped candidates, as before)."""
+    vmaf = {800_000: (80.0, 0.0), 2_400_000: (110.0, 1.0)}
+    kbps = {800_000: 800.0, 2_400_000: 1500.0}
+    made, enc, meas = cap_callbacks(vmaf, kbps, 800_000)
+    (w, h, c), rec = TargetAnchor(93.0, ceiling=3.0).decide("360p", 20.0, 640, 360, (640, 360), 800_000, 2.0,
+                                                          enc, meas)  # type: ignore[arg-type]
+    assert made == [(640, 360, 20.0, 800_000), (640, 360, 20.0, 2_400_000), (640, 360, 18.0, 2_400_000)]
+    assert (w, h, c) == (640, 360, 18.0) and rec["max_bitrate"] == 2_400_000 and rec["ceiling"] == 2_400_000
+    assert rec["anchor_vmaf"] == 80.0 and rec["ceiling_vmaf"] == 90.0 and rec["passes"] == 3
+    assert rec["correction"] == -2.0 and "anchor_candidates" not in rec
+    made, enc, meas = cap_callbacks(vmaf, kbps, 800_000)
+    (w, h, c), rec = TargetAnchor(93.0).decide("360p", 20.0, 640, 360, (640, 360), 800_000, 2.0, enc, meas)  # type: ignore[arg-type]
+    assert all(cap == 800_000 for *_, cap in made) and len(made) == 3, made  # the first + 2 capped candidates
+    assert "ceiling" not in rec and "max_bitrate" not in rec and rec["anchor_candidates"]
+    # the raised cap filled short of N too: the capped candidates under it; nearest N among all measured
+    vmaf3 = {800_000: (80.0, 0.0), 2_400_000: (86.0, 0.0)}
+    made, enc, meas = cap_callbacks(vmaf3, {800_000: 800.0, 2_400_000: 2400.0}, 800_000)
+    (w, h, c), rec = TargetAnchor(93.0, ceiling=3.0).decide("360p", 20.0, 640, 360, (640, 360), 800_000, 2.0,
+                                                          enc, meas)  # type: ignore[arg-type]
+    assert made[2:] == [(480, 270, 18.0, 2_400_000), (320, 180, 18.0, 2_400_000)], made
+    assert rec["max_bitrate"] == 2_400_000 and rec["passes"] == 4 and len(rec["anchor_candidates"]) == 2  # type: ignore[arg-type]
+    # a first encode that reaches N under the cap, or misses without filling it: never above the cap
+    for v, k in (((93.5, 0.0), 800.0), ((85.0, 0.0), 300.0)):
+        made, enc, meas = cap_callbacks({800_000: v, 2_400_000: (99.0, 0.0)}, {800_000: k, 2_400_000: 2000.0},
+                                        800_000)
+        _, rec = TargetAnchor(93.0, ceiling=3.0).decide("360p", 20.0, 640, 360, (640, 360), 800_000, 2.0, enc,
+                                                        meas)  # type: ignore[arg-type]
+        assert all(cap == 800_000 for *_, cap in made) and "ceiling" not in rec, (v, made)
+
+
 # ---------------------------------------------------------------------------- the measurement
 
 
@@ -337,7 +389,70 @@ def test_without_target_anchor_a_hint_is_applied_as_given_and_nothing_is_measure
     assert all(r["crf"] == 12.0 for r in rs if r["hinted"])
 
 
+@pytest.fixture(scope="module")
+def grain_4s(media_dir: Path) -> Path:
+    """4 s of grain over a fractal zoom at 640x360: under a 400 kb/s cap it fills the cap far short of 93."""
+    from tests.conftest import ffmpeg
+
+    path = media_dir / "mandelbrot_grain_4s.mp4"
+    if not path.exists():
+        ffmpeg("-f", "lavfi", "-i", "mandelbrot=size=640x360:rate=30,trim=duration=4", "-vf", "noise=alls=25:allf=t+u",
+               "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv420p", str(path))
+    return path
+
+
+def test_a_ceiling_spends_more_where_the_cap_stops_short_and_the_master_declares_it(
+        grain_4s: Path, tmp_path: Path, sock_dir: Path) -> None:  # noqa: F811
+    """Through the CLI, real x264, libvmaf and sidecar, with a live window (so master.m3u8 keeps the bound it
+    declares while live; master-vod.m3u8 has the measured peaks): grain under a 400 kb/s cap
+    fills the cap far short of N = 93 at any CRF. With --target-ceiling 3 each such segment is encoded again
+    under 1.2 Mb/s and published with more bits and a higher measured quality than at --target-ceiling 1, and
+    the live master declares the raised cap's BANDWIDTH (at K = 1, the cap's), at least every segment's rate."""
+    from sidecast.core.ladder import declared_bandwidth
+
+    runs = {}
+    for k in ("1", "3"):
+        out = tmp_path / f"k{k}"
+        proc = Proc(sock_dir / f"greedy{k}.sock", "--mode", "greedy-hints")
+        try:
+            res = run_sidecast("run", str(grain_4s), "-o", str(out), "--ladder", "360p:400k", "--no-audio",
+                               "--window", "6", "--target-vmaf", "93", "--target-anchor", "--target-ceiling", k,
+                               "--sidecar-addr", f"greedy={proc.target}", "--snapshots-fps", "0", "--no-progress",
+                               timeout=600)
+        finally:
+            proc.stop()
+        assert res.returncode == 0, res.stderr
+        runs[k] = out
+    one = {r["segment"]: r for r in rows(runs["1"]) if r["hinted"]}
+    three = {r["segment"]: r for r in rows(runs["3"]) if r["hinted"]}
+    assert one and one.keys() == three.keys(), (one, three)
+    for n, r in one.items():
+        assert float(r["anchor_vmaf"]) < 93 - 3 and r["max_bitrate"] == 400_000 and "ceiling" not in r, r  # type: ignore[arg-type]
+        t = three[n]
+        assert t["ceiling"] == 1_200_000 and t["max_bitrate"] == 1_200_000, t
+        assert int(t["bytes"]) > 1.3 * int(r["bytes"]), (t["bytes"], r["bytes"])  # type: ignore[call-overload]
+        assert float(t["ceiling_vmaf"]) > float(r["anchor_vmaf"]) + 1.0, (t, r)  # type: ignore[arg-type]
+    for k, cap in (("1", 400_000), ("3", 1_200_000)):
+        master = (runs[k] / "master.m3u8").read_text()
+        declared = int(master.split("BANDWIDTH=")[1].split(",")[0])
+        assert declared == declared_bandwidth(cap, 2.0), (k, master)  # no audio: the video's bound alone
+        peak = max(int(r["bytes"]) * 8 / float(r["duration"]) for r in rows(runs[k]))  # type: ignore[call-overload]
+        assert declared >= peak, (k, declared, peak)
+        vod = (runs[k] / "master-vod.m3u8").read_text()
+        assert int(vod.split("BANDWIDTH=")[1].split(",")[0]) >= peak, vod  # the measured peak at the end
+    assert max(int(r["bytes"]) * 8 / float(r["duration"]) for r in three.values()) > declared_bandwidth(400_000, 2.0), \
+        "a segment above what the rung's own cap allows"  # type: ignore[call-overload]
+
+
 @pytest.mark.parametrize(("anchor", "extra", "message"), [
+    ("--target-ceiling", ("3",), "--target-ceiling raises the cap where --target-anchor measures a segment short"),
+    ("--target-ceiling", ("3", "--target-vmaf", "93"), "add --target-vmaf N --target-anchor"),
+    ("--target-ceiling", ("0.5", "--target-vmaf", "93", "--target-anchor"),
+     "--target-ceiling must be between 1 and 10, not 0.5"),
+    ("--target-ceiling", ("11", "--target-vmaf", "93", "--target-anchor"),
+     "--target-ceiling must be between 1 and 10, not 11"),
+    ("--target-ceiling", ("many", "--target-vmaf", "93", "--target-anchor"),
+     "--target-ceiling must be a number, not 'many'"),
     ("--target-anchor", (), "--target-anchor corrects --target-vmaf N: add --target-vmaf"),
     ("--target-anchor", ("--target-vmaf", "93", "--latency", "low"), "--target-anchor re-encodes hinted segments"),
     ("--size-anchor", ("--latency", "low"),

@@ -1,7 +1,7 @@
 """Master (multivariant) playlists: ``master.m3u8`` for the main ladder, ``vertical.m3u8`` for the vertical one.
 
-Live: BANDWIDTH is the declared bound (VBV cap plus TS overhead) or what was measured, if higher, so a
-player never sees a rendition exceed what the master promised. End of stream: measured peaks; for a
+Live: BANDWIDTH is the declared bound (VBV cap plus TS overhead; with ``--target-ceiling K`` the raised cap's)
+or what was measured, if higher, so a player never sees a rendition exceed what the master promised. End of stream: measured peaks; for a
 windowed live stream the live masters stay and a VOD set (``*-vod.m3u8``) pointing at the full playlists is
 written beside them.
 """
@@ -54,8 +54,9 @@ class MasterPlaylists:
         out = []
         for rs in ladder.renditions:
             # A copied source has no cap to declare: its measured peak, with room for what comes later.
-            declared = (declared_bandwidth(rs.rung.max_bitrate, self.segment_duration) if rs.rung.max_bitrate
-                        else int(rs.peak_bps * 1.25))
+            # --target-ceiling K: a segment may spend up to K x the rung's cap (declared_cap), so that is declared.
+            declared = (declared_bandwidth(rs.declared_cap or rs.rung.max_bitrate, self.segment_duration)
+                        if rs.rung.max_bitrate else int(rs.peak_bps * 1.25))
             if final and rs.total_seconds > 0:
                 peak, avg = rs.peak_bps, rs.total_bytes * 8 / rs.total_seconds
             else:

@@ -70,6 +70,9 @@ class Rendition:
     codecs: str = "avc1.64001f"
     fragmenter: fmp4.Fragmenter | None = None  # low latency: numbers the rendition's fragments
     init_done: bool = False
+    # The most a segment may spend, bit/s, when above the rung's cap (``--target-ceiling K``: K x the cap); 0:
+    # the rung's cap. The master playlist declares BANDWIDTH from it.
+    declared_cap: int = 0
 
 
 class VideoLadder(Output):
@@ -108,7 +111,9 @@ class VideoLadder(Output):
                 rung=r, dir=d,
                 playlist=ctx.playlist(d / "index.m3u8", init_uri=init, parts=self.low_latency),
                 full=ctx.playlist(d / "vod.m3u8", 0, init_uri=init),
-                fragmenter=fmp4.Fragmenter() if self.low_latency else None))
+                fragmenter=fmp4.Fragmenter() if self.low_latency else None,
+                declared_cap=int(round(r.max_bitrate * anchor.ceiling)) if anchor is not None and anchor.ceiling > 1
+                else 0))
         # low latency: this ladder's renditions encode in parallel, each with its share of the cores
         self.encoder_threads = encoder_threads(len(os.sched_getaffinity(0)), len(self.renditions))
         self.published = 0

@@ -132,12 +132,12 @@ def simulate(curves_: Scaled, display: tuple[int, int], cap_kbps: float, n: floa
 
     counts = [0, 0]
 
-    def encode(w: int, h: int, c: float) -> float:
+    def encode(w: int, h: int, c: float, _cap: int = 0, /) -> float:  # the rung's cap only (no ceiling here)
         counts[0] += 1
         crfs, _, kbps = curve(w, h)
         return float(2.0 ** np.interp(c, crfs, np.log2(kbps))) * 1000 * 2.0  # bits of a 2 s segment
 
-    def measure(w: int, h: int, c: float) -> tuple[float, float]:
+    def measure(w: int, h: int, c: float, _cap: int = 0, /) -> tuple[float, float]:
         counts[1] += 1
         crfs, vmaf, _ = curve(w, h)
         return read(crfs, vmaf, c), 0.0
