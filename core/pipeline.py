@@ -110,6 +110,9 @@ class Pipeline:
                              reconnect_timeout=config.reconnect_timeout, audio=config.audio,
                              deinterlace=config.deinterlace, passthrough=config.passthrough)
         self.live = self.source.live
+        # Media comes as it happens (a live source, or a file paced by --realtime): sidecar links may drop, the
+        # output is not a VOD, and sidecars are told so (stream.live). A file read as fast as it goes is neither.
+        self.as_it_happens = self.live or config.realtime
         self.window = config.window if config.window is not None else (6 if self.live else 0)
         self.timeline = Timeline()
         self.links: list[SidecarLink] = []
@@ -174,7 +177,7 @@ class Pipeline:
                 proc.start()
                 self.local.append(proc)
                 addrs.setdefault(name, proc.target)
-        lossless = not self.live and not self.cfg.realtime
+        lossless = not self.as_it_happens
         for name, target in addrs.items():
             link = SidecarLink(name, target, self.timeline, lossless=lossless,
                                allow_shm=self.cfg.transport != "bytes",
@@ -252,11 +255,10 @@ class Pipeline:
             VERTICAL_SAFE_MARGIN: str(self.cfg.safe_margin),
             VERTICAL_MAX_PAN_SPEED: str(self.cfg.max_pan_speed),
             CAPTIONS_LANGUAGE: self.cfg.captions_language,
-            # Whether media comes as it happens (the links' lossless mode is the other half of the same fact):
-            # a sidecar that falls behind a live stream may skip ahead, one on a file run must not. Sidecars
+            # A sidecar that falls behind a live stream may skip ahead, one on a file run must not. Sidecars
             # told nothing (an older core) guess from how fast the media arrives, which a starved core's
             # catch-up bursts defeat (docs/server.md, "seventeenth session").
-            STREAM_LIVE: "true" if self.live or self.cfg.realtime else "false",
+            STREAM_LIVE: "true" if self.as_it_happens else "false",
         }
         if self.cfg.captions_translate:
             params[CAPTIONS_TRANSLATE] = ",".join(self.cfg.captions_translate)
@@ -349,7 +351,7 @@ class Pipeline:
             self.timeline.open_results(self.out / "results.jsonl")
         self.masters = MasterPlaylists(self.out, self.cfg.segment_duration, self.window, float(ev.fps),
                                        self.ladders, self.audio, self.subtitles)
-        vod = not self.live and not self.cfg.realtime
+        vod = not self.as_it_happens
         self.packager = Packager(self.outputs, self.timeline, self.links, window_s=self.window_s, vod=vod,
                                  drain_timeout=self.cfg.drain_timeout, on_segment=self._on_segment)
         # The main ladder encodes continuously unless a running sidecar has results it waits for (hints);

@@ -209,7 +209,8 @@ class SttSidecar(Sidecar):
         )
 
     def on_start(self, info: StreamInfo) -> Handled:
-        """Read the stream's caption settings (``captions.language``, ``captions.translate``)."""
+        """Read the stream's caption settings (``captions.language``, ``captions.translate``) and whether the core
+        says it is live (``stream.live``, see ``live``)."""
         params = info.params or {}
         out: list[Outgoing] = []
         self._core_live = None
