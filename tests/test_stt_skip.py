@@ -212,6 +212,31 @@ def test_a_file_run_fed_faster_than_real_time_never_skips_and_loses_no_words(
     assert rs.wer(said, heard) <= 0.3, (said, heard)
 
 
+def test_a_pass_that_stops_early_in_speech_that_has_ended_loses_none_of_it(
+        prog: rs.Programme, spec: engine.ModelSpec) -> None:
+    # The pass schedule a file run took beside a loaded box (2026-12-02; the test above once heard WER 0.34
+    # in a full run): passes at these seconds of audio. The pass to 15.5 s carries the committed "And Mr. John
+    # Dashwood ... to do for" as its prefix, and Whisper ends it after "them.", leaving "That agent is already
+    # logged on. Please enter your agent number followed" (9.1-13.6 s, speech that has ended) unheard; the
+    # trim after that pass then dropped it for good. A pass that leaves more than stall_after of ended
+    # speech undecoded now decodes the new speech again on its own.
+    decoder = engine.Decoder(engine.load_model(spec), engine.DecodeOptions(language="en", beam_size=1))
+    rec = StreamingRecognizer(decoder.decode, engine.speech_regions)
+    words = []
+    got = 0
+    for end in (0.5, 1.0, 1.5, 7.5, 13.5, 15.5, 21.5, 23.5, 24.3, 26.3):
+        n = int(end * SR)
+        rec.append(prog.audio[got:n], got)
+        got = n
+        words += rec.step(n).committed
+    rec.append(prog.audio[got:], got)
+    words += rec.finish().committed
+    heard = rs.normalise(" ".join(w.text for w in words))
+    for u in prog.utterances:  # every utterance, each in its own place
+        mine = rs.normalise(" ".join(w.text for w in words if u.start - 0.5 <= w.start < u.end + 0.5))
+        assert rs.wer(rs.normalise(u.text), mine) <= 0.2, (u.text, mine, heard)
+
+
 def test_the_cores_word_on_whether_a_stream_is_live_wins_over_the_pace_guess(spec: engine.ModelSpec) -> None:
     """The decision table of ``SttSidecar.live``: arrivals at real time or in a 3x burst, against what the
     core said (``stream.live``): nothing, true, false, or a value it must not guess at."""

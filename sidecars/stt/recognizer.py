@@ -128,6 +128,16 @@ def _sec(sample: int) -> float:
     return sample / SAMPLE_RATE
 
 
+def _dropped_speech(words: Sequence[Word], pending: Sequence[tuple[float, float]], buf_start: float,
+                    settled: float) -> float:
+    """Seconds of the VAD's uncommitted speech (``pending``, in buffer time) after the last word a pass
+    heard (``words``, in media time; the buffer begins at ``buf_start`` seconds) and after ``settled``:
+    speech the decoder left out. Whatever the pass does not hear in speech that has ended is never decoded
+    again, because the buffer is trimmed past it."""
+    heard_to = max([settled, *(w.end - buf_start for w in words)])
+    return sum(max(0.0, b - max(a, heard_to)) for a, b in pending)
+
+
 def quietest(audio: np.ndarray, lo: float, hi: float, window: float = 0.1) -> int:
     """The sample (in ``audio``) at the centre of its quietest ``window`` seconds between ``lo`` and
     ``hi`` seconds (20 ms hops): where a chunk pass is cut, so the cut rarely splits a word."""
@@ -424,9 +434,15 @@ class StreamingRecognizer:
         else:
             words = self._pass(audio, regions, 0, self._prompt(), self._prefix())
             unheard = sum(b - max(a, settled) for a, b in pending)  # speech not yet committed, seconds
-            if self._prefix() and unheard > cfg.stall_after and not [w for w in words if w.end > _sec(self.commit_end)]:
-                # The decoder gave nothing new for speech after the committed point: the context did not
-                # help this time. Decode the new speech on its own rather than wait for the buffer limit.
+            if self._prefix() and unheard > cfg.stall_after and (
+                    not [w for w in words if w.end > _sec(self.commit_end)]
+                    or (not open_region and _dropped_speech(words, pending, _sec(self.buf_start), settled)
+                        > cfg.stall_after)):
+                # The decoder gave nothing new for speech after the committed point, or it stopped early
+                # in speech that has ended (a prefix often makes Whisper close the sentence and end the
+                # pass: "them." of "for them. That agent is already logged on...", and the trim after this
+                # pass would drop the rest unheard): the context did not help this time. Decode the new
+                # speech on its own rather than lose it or wait for the buffer limit.
                 self.stalls += 1
                 cut = max(self.commit_end - self.buf_start - int(0.2 * SAMPLE_RATE), 0)
                 shifted = [(max(a - cut / SAMPLE_RATE, 0.0), b - cut / SAMPLE_RATE) for a, b in regions
