@@ -356,3 +356,15 @@ def test_a_subject_about_to_leave_the_picture_is_followed_back_at_once(back: flo
     person who ends up past the crop's edge after the re-frame is followed back on the same frames as before."""
     obs = _group_that_breaks_up(back)
     assert render(obs)[1] == render(obs, PathOptions(reverse_hold=0.0))[1]
+
+
+def test_the_moves_listing_splits_the_crop_path_into_moves() -> None:
+    """``devkit/autocrop_replay moves`` reads the crop path as moves: steps where the crop's x changes, a pause
+    of up to 3 still steps inside one move, a longer one or a cut between two."""
+    from devkit.autocrop_replay import crop_moves
+
+    xs = [100, 100, 104, 108, 108, 108, 112, 112, 112, 112, 112, 110, 110, 300, 302]
+    wins = [(x, 0, 202, 360) for x in xs]
+    times = [i / OUT_FPS for i in range(len(xs))]
+    # a cut at frame 13 (0.52 s): the jump there is no move, the step after it is one of the new shot
+    assert crop_moves(wins, times, [13 / OUT_FPS]) == [(2, 6), (11, 11), (14, 14)]
