@@ -13,6 +13,7 @@ change the figures are the bench's own (``score --check`` asserts the replayed c
     .venv/bin/python -m devkit.autocrop_replay score --code /tmp/my-autocrop   # a modified copy of sidecars/autocrop
     .venv/bin/python -m devkit.autocrop_replay causes --split tune    # where the motion during holds comes from
     .venv/bin/python -m devkit.autocrop_replay holds --split tune     # hold steps: subject comfortable / leaving
+    .venv/bin/python -m devkit.autocrop_replay moves --split tune     # every move: travel, comf px, reversals
     .venv/bin/python -m devkit.autocrop_replay frontier --split tune  # least hold motion per coverage, foreseen
     .venv/bin/python -m devkit.autocrop_replay horizon --split tune --replan 5   # the same, foreseeing H s only
 
@@ -339,6 +340,62 @@ def hold_split(clips: list[footage.Clip], code: Path | None) -> None:
               f"{reversals_per_min(wins, times, c.cuts):7.1f}")
 
 
+def crop_moves(wins: list[tuple[int, int, int, int]], times: list[float], cuts: list[float],
+               gap: int = 3) -> list[tuple[int, int]]:
+    """The crop's moves inside shots as (first, last) frame step: runs of steps where its x changes, apart by at
+    least ``gap`` still steps (a move that pauses for less is one move); a cut ends a move."""
+    shot = np.searchsorted(np.array([0.0, *cuts]), np.array(times) + 1e-9, side="right")
+    out: list[tuple[int, int]] = []
+    for i in range(1, len(times)):
+        if shot[i] != shot[i - 1] or wins[i][0] == wins[i - 1][0]:
+            continue
+        if out and i - out[-1][1] <= gap and shot[out[-1][1]] == shot[i]:
+            out[-1] = (out[-1][0], i)
+        else:
+            out.append((i, i))
+    return out
+
+
+def moves(clips: list[footage.Clip], code: Path | None) -> None:
+    """Every move of the crop, with what the camera saw when it began: its travel, the px of it the bench's comf
+    counts (steps in holds with the reference subject comfortable), whether the kept focus' detections were
+    comfortable in the crop as it stood when the move began (``self``: the planner's own view), the kept focus'
+    kind and count before and at the start, and whether it reverses the previous move within 3 s."""
+    decide, smooth = load_code(code)
+    for c in clips:
+        rec: list[tuple[float, bool, Any, Any]] = []
+        crops = replay(_load(c)["history"], decide, smooth, rec)
+        times = c.frame_times()
+        wins = windows(crops, times)
+        spans = footage.holds(c, times, 202)
+        comf = comfort_steps(c, times, wins, 202)
+        ms = crop_moves(wins, times, c.cuts)
+        print(f"{c.name} ({c.split}): {len(ms)} moves")
+        prev: tuple[int, int] | None = None
+        for a, b in ms:
+            d = [wins[i][0] - wins[i - 1][0] for i in range(a, b + 1)]
+            cpx = sum(abs(wins[i][0] - wins[i - 1][0]) for i in range(a, b + 1)
+                      if footage._in_spans(times, i, spans) and comf[i])
+            x = wins[a - 1][0]
+            lo, hi = x + 0.1 * 202, x + 202 - 0.1 * 202
+            ahead = [r for r in rec if times[a] - 0.2 - 1e-9 <= r[0] <= times[a] + 0.4 + 1e-9]
+            kept = [r[3] for r in ahead if r[3] is not None]
+            cores = [k.core or (k.x0, k.y0, k.x1, k.y1) for k in kept]
+            self_ok = bool(cores) and all(lo <= k[0] and k[2] <= hi for k in cores)
+            before = [r[3] for r in rec if times[a] - 1.0 <= r[0] < times[a] - 0.2 and r[3] is not None]
+            desc = lambda fs: ",".join(sorted({f"{f.kind[0]}{f.count}@{f.cx:.0f}" for f in fs}))  # noqa: E731
+            rev = ""
+            if prev is not None and times[a] - times[prev[1]] <= 3.0:
+                pd = wins[prev[1]][0] - wins[prev[0] - 1][0]
+                if pd * sum(d) < 0:
+                    rev = " REVERSES"
+            print(f"  {times[a - 1]:6.2f}-{times[b]:6.2f}s net {sum(d):+4d} px total {sum(abs(v) for v in d):4d}"
+                  f" comf {cpx:3d} self {'ok ' if self_ok else 'out'} x {x:3d}{rev}")
+            print(f"      before {desc(before)[:110]}")
+            print(f"      start  {desc(kept)[:110]}")
+            prev = (a, b)
+
+
 def frontier(clips: list[footage.Clip], weights: list[float]) -> None:
     """What a camera that knew the reference boxes in advance could reach on the bench's own definitions:
     the least hold motion for a given coverage, by dynamic programming over the crop's x (``dp_path``: 2 px
@@ -582,7 +639,7 @@ def horizon(clips: list[footage.Clip], horizons: list[float], weights: list[floa
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["cache", "score", "causes", "holds", "frontier", "horizon"])
+    ap.add_argument("what", choices=["cache", "score", "causes", "holds", "moves", "frontier", "horizon"])
     ap.add_argument("--split", choices=["tune", "held_out"], help="only this split's clips")
     ap.add_argument("--clips", nargs="*", help="only these clips")
     ap.add_argument("--code", type=Path, help="a modified copy of sidecars/autocrop to score")
@@ -608,6 +665,8 @@ def main(argv: list[str] | None = None) -> int:
         causes(clips, args.code)
     elif args.what == "holds":
         hold_split(clips, args.code)
+    elif args.what == "moves":
+        moves(clips, args.code)
     elif args.what == "frontier":
         frontier(clips, args.weights)
     elif args.what == "horizon":

@@ -316,3 +316,55 @@ def test_a_new_target_the_moving_crop_already_frames_comfortably_stops_the_move(
     assert all(x == end for t, x in zip(times, xs, strict=True) if t >= 5.0)
     # the face is inside the crop on every frame from the hand-over on, as with main's planner
     assert all(x <= 300 and 330 <= x + 202 for t, x in zip(times, xs, strict=True) if t >= 3.6)
+
+
+def _group_that_breaks_up(back: float) -> list[Observation]:
+    """A person (340-370 px) stands; at 2 s a second person joins on the left and the planner's target becomes
+    the pair (200-370 px), the crop re-framing left onto it; at 3 s the pair breaks up and the first person
+    stands at 340+``back`` px."""
+    obs = []
+    for i in range(50):
+        t = i / FPS
+        f = Focus(340, 100, 370, 200, 0.9, "person") if t < 2.0 else \
+            Focus(200, 100, 370, 200, 0.9, "person", 2, (200, 100, 370, 200)) if t < 3.0 else \
+            Focus(340 + back, 100, 370 + back, 200, 0.9, "person")
+        obs.append(Observation(t, i == 0, f))
+    return obs
+
+
+def test_a_crop_that_just_re_framed_does_not_swing_back_for_a_subject_still_in_the_picture() -> None:
+    """Issue 20's wandering crop reverses tens of times a minute; an operator who has just re-framed one way does
+    not re-frame back while the subject is still in the picture (``reverse_hold``, 2 s). Here the group the crop
+    moved left for breaks up and the person left is 16 px inside the crop's right edge: main's planner (off)
+    turned back 0.24 s after the first move ended (a flip-flop, street_crowd's 48-50 s on the tune clips); now
+    the crop holds still for the 2 s, the person inside it on every frame, and then re-frames once, leaving
+    the person comfortable."""
+    obs = _group_that_breaks_up(12.0)
+    times, xs = render(obs)
+    _times, old = render(obs, PathOptions(reverse_hold=0.0))
+    first, *rest = moves(xs)
+    assert moves(old)[0] == first and xs[first[1]] < xs[first[0] - 1]  # the same first move, to the left
+    assert (moves(old)[1][0] - first[1]) / OUT_FPS < 0.5  # main: straight back the other way
+    assert len(rest) == 1 and (rest[0][0] - first[1]) / OUT_FPS >= 2.0, moves(xs)  # now: a 2 s hold, one re-frame
+    assert all(x <= 352 and 382 <= x + 202 for t, x in zip(times, xs, strict=True) if t >= 3.0)
+    assert xs[-1] + 0.1 * 202 <= 352 and 382 <= xs[-1] + 0.9 * 202  # comfortable where it rests
+
+
+@pytest.mark.parametrize("back", [30.0, 40.0, 60.0])
+def test_a_subject_about_to_leave_the_picture_is_followed_back_at_once(back: float) -> None:
+    """The hold against swinging back applies only while the subject's detections stay inside the crop: a
+    person who ends up past the crop's edge after the re-frame is followed back on the same frames as before."""
+    obs = _group_that_breaks_up(back)
+    assert render(obs)[1] == render(obs, PathOptions(reverse_hold=0.0))[1]
+
+
+def test_the_moves_listing_splits_the_crop_path_into_moves() -> None:
+    """``devkit/autocrop_replay moves`` reads the crop path as moves: steps where the crop's x changes, a pause
+    of up to 3 still steps inside one move, a longer one or a cut between two."""
+    from devkit.autocrop_replay import crop_moves
+
+    xs = [100, 100, 104, 108, 108, 108, 112, 112, 112, 112, 112, 110, 110, 300, 302]
+    wins = [(x, 0, 202, 360) for x in xs]
+    times = [i / OUT_FPS for i in range(len(xs))]
+    # a cut at frame 13 (0.52 s): the jump there is no move, the step after it is one of the new shot
+    assert crop_moves(wins, times, [13 / OUT_FPS]) == [(2, 6), (11, 11), (14, 14)]

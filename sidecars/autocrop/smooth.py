@@ -20,7 +20,10 @@ motion inside the look-ahead window, like an operator who only re-frames when ne
   comfortable; or the focus travels steadily one way faster than that: the camera pans along its trend.
   When the target changes under a move (a face found late, a group formed, another subject) and the crop as
   it stands already frames the new target comfortably, the camera brakes and rests there
-  (``hold_new_target``) instead of going on to centre it;
+  (``hold_new_target``) instead of going on to centre it. For ``reverse_hold`` s after a move ends, the
+  camera does not swing back the other way while the subject's detections stay inside the crop: an operator
+  who has just re-framed one way does not re-frame back for a subject still in the picture (a group that
+  formed and broke up, a detection that jumped and came back);
 - tracking: the focus moves about more than the crop can hold still: the camera follows a least-squares
   trend of its centre.
 
@@ -62,6 +65,7 @@ class PathOptions:
     push_ahead: float = 0.4
     core_comfort: float | None = 0.1
     hold_new_target: bool = True
+    reverse_hold: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,9 @@ class _Entry:
     # the comfortable margin a side: the subject is comfortable there even when its region is not
     clo: float = -math.inf
     chi: float = math.inf
+    # centres that keep the detections themselves inside the crop at all (no margin): the subject is in the picture
+    ilo: float = -math.inf
+    ihi: float = math.inf
 
 
 def _fit(entries: Sequence[_Entry]) -> tuple[float, float, float]:
@@ -124,7 +131,11 @@ class _Axis:
     def __init__(self, crop: float, extent: float, vmax: float, amax: float, dead_band: float,
                  response: float, hold_horizon: float = 0.4, trend_ahead: float = 0.4,
                  step_speed: float = 0.0, walk_travel: float = 0.0, push_ahead: float | None = None,
-                 core_comfort: float | None = None, hold_new_target: bool = False) -> None:
+                 core_comfort: float | None = None, hold_new_target: bool = False,
+                 reverse_hold: float = 0.0) -> None:
+        self.reverse_hold = reverse_hold
+        self.move_from: float | None = None  # where the current move began
+        self.last_dir, self.last_end = 0.0, -math.inf  # the direction (+1/-1) and end time of the last move
         self.hold_horizon, self.trend_ahead = hold_horizon, trend_ahead
         self.core_comfort = core_comfort
         self.hold_new_target = hold_new_target and core_comfort is not None
@@ -162,11 +173,13 @@ class _Axis:
         if lo > hi:
             lo = hi = mid
         clo, chi = math.inf, -math.inf  # never comfortable unless asked for
+        c0, c1 = core if core is not None else (f0, f1)
         if self.core_comfort is not None:
-            c0, c1 = core if core is not None else (f0, f1)
             m = self.core_comfort * self.crop
             clo, chi = self.clamp(c1 + m - self.crop / 2), self.clamp(c0 - m + self.crop / 2)
-        return _Entry(t, self.clamp(lo - slack), self.clamp(hi + slack), self.clamp(mid), whole, clo, chi)
+        ilo, ihi = self.clamp(c1 - self.crop / 2), self.clamp(c0 + self.crop / 2)
+        return _Entry(t, self.clamp(lo - slack), self.clamp(hi + slack), self.clamp(mid), whole, clo, chi,
+                      ilo, ihi)
 
     @staticmethod
     def _common(entries: Sequence[_Entry]) -> tuple[float, float]:
@@ -219,9 +232,26 @@ class _Axis:
             return None
         return b
 
+    def _swings_back(self, t: float, near: Sequence[_Entry], lo: float, hi: float) -> bool:
+        """Whether a move starting now would turn back against the move that ended less than ``reverse_hold``
+        s ago while the subject's detections stay inside the crop as it stands over ``near``: the camera
+        holds instead (``step``). A subject about to leave the picture is followed at once."""
+        if t - self.last_end > self.reverse_hold + 1e-9:
+            return False
+        db = self.dead_band
+        way = 1.0 if lo - db > self.p else -1.0 if hi + db < self.p else 0.0
+        return way * self.last_dir < 0 and max(e.ilo for e in near) <= self.p <= min(e.ihi for e in near)
+
+    def _ended(self, t: float) -> None:
+        """The current move ends at ``t``: remember which way it went."""
+        if self.move_from is not None and abs(self.p - self.move_from) >= 1.0:
+            self.last_dir, self.last_end = math.copysign(1.0, self.p - self.move_from), t
+        self.move_from = None
+
     def start(self, window: Sequence[_Entry]) -> str:
         self.v, self.moving, self.target, self.pushing = 0.0, False, None, False
         self.move_steps, self.retargeted = 0, False
+        self.move_from, self.last_dir, self.last_end = None, 0.0, -math.inf
         if not window:
             self.p = (self.cmin + self.cmax) / 2
             return "centered"
@@ -247,9 +277,12 @@ class _Axis:
         near = [e for e in window if e.t - t <= self.hold_horizon + 1e-9] or list(window[:1])
         lo, hi = self._common(near)
         db = self.dead_band
-        if not self.moving and (lo - db <= self.p <= hi + db or self._comfortable(near)):
+        if not self.moving and (lo - db <= self.p <= hi + db or self._comfortable(near)
+                                or self._swings_back(t, near, lo, hi)):
             self.v, self.pushing = 0.0, False
             return "stationary"
+        if not self.moving:
+            self.move_from = self.p
         if self.moving:
             self.move_steps += 1
         else:
@@ -345,8 +378,10 @@ class _Axis:
         if v_target == 0.0 and abs(target - self.p) < 1.0:  # arrived: stop and hold
             self.p = target
             self.v, self.moving, self.target = 0.0, False, None
+            self._ended(t)
         elif push is not None and self.v == 0.0:  # the walker is framed from here: hold until it needs a push
             self.moving = False
+            self._ended(t)
             return "stationary"
         return mode
 
@@ -367,10 +402,10 @@ class CropPlanner:
         push = o.push_ahead if o.push_people else None
         self.ax = _Axis(self.crop_w, source_w, vmax, amax, o.dead_band * self.crop_w, o.response,
                         o.hold_horizon, o.trend_ahead, o.step_speed, o.walk_travel, push, o.core_comfort,
-                        o.hold_new_target)
+                        o.hold_new_target, o.reverse_hold)
         self.ay = _Axis(self.crop_h, source_h, vmax, amax, o.dead_band * self.crop_h, o.response,
                         o.hold_horizon, o.trend_ahead, o.step_speed, o.walk_travel, push, o.core_comfort,
-                        o.hold_new_target)
+                        o.hold_new_target, o.reverse_hold)
         self.pending: deque[Observation] = deque()
         self.history: deque[Observation] = deque()
         self.memory: deque[Observation] = deque()  # this shot's last ``hold_memory`` s
