@@ -7,12 +7,13 @@ cost the file ~100 s of wall time, side by side about as long as the longest one
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
 import threading
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from sidecast.hls import parse_media
 from sidecast.hls.breaks import Break
 from tests.ads_media import add_cue_tags, make_content, make_creative
 from tests.browser.harness import PlaybackReport, play_hls, serve
+from tests.conftest import side_by_side
 from tests.test_ads_session import KEYS, Recorder, app_for, serve_app
 
 SIDECAST = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "sidecast"
@@ -250,8 +252,9 @@ def plays(media: dict[str, Path], splice_media: dict[str, Path],
         "encrypted-ad": lambda tmp: _splice(splice_media, "clear", "encrypted-ad", "enc-2", tmp),
         "fmp4": lambda tmp: _splice(splice_media, "fmp4", "creative", "fmp4-1", tmp),
     }
-    with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="ads-play") as pool:
-        yield {name: pool.submit(job, tmp_path_factory.mktemp(name)) for name, job in jobs.items()}
+    with side_by_side({name: functools.partial(job, tmp_path_factory.mktemp(name))
+                       for name, job in jobs.items()}) as futures:
+        yield futures
 
 
 # ---- the tests ------------------------------------------------------------------------------------------
