@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -10,8 +11,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
+from typing import TypeVar
 
 import pytest
 
@@ -26,6 +29,7 @@ sys.dont_write_bytecode = False
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 VENV_BIN = Path(sys.executable).parent
 SIDECAST = str(VENV_BIN / "sidecast")
 
@@ -156,6 +160,17 @@ def wait_for(cond: Callable[[], object], timeout: float, what: str, poll: float 
 
 def have(binary: str) -> bool:
     return shutil.which(binary) is not None
+
+
+@contextlib.contextmanager
+def side_by_side(jobs: dict[str, Callable[[], T]]) -> Iterator[dict[str, Future[T]]]:
+    """Start every job at once, one thread each; yield their futures by name, and wait for all of them on the
+    way out. For a module fixture whose sessions wait on real time (a player playing, a publisher paced at
+    its media's rate), not on the CPU: one after another a file pays the sum of their durations, side by side
+    about the longest. Each test asks ``futures[name].result()``, so a job's error or failed assertion is
+    raised in its own test."""
+    with ThreadPoolExecutor(max_workers=max(1, len(jobs)), thread_name_prefix="side-by-side") as pool:
+        yield {name: pool.submit(job) for name, job in jobs.items()}
 
 
 # ----------------------------------------------------------------------------- scheduling

@@ -1,13 +1,21 @@
-"""Ads in a real player: hls.js in headless Chromium plays a stitched SSAI session and an SGAI stream."""
+"""Ads in a real player: hls.js in headless Chromium plays a stitched SSAI session and an SGAI stream.
+
+The seven sessions play at once (``plays``, a module fixture), each in its own browser context against its
+own server, and each test asserts on its own session's report. A playback waits on the media clock, not on
+the CPU (Chromium and hls.js took a few per cent of a core per 180p session here): one after another they
+cost the file ~100 s of wall time, side by side about as long as the longest one."""
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,7 +26,8 @@ from sidecast.ads.session import make_router
 from sidecast.hls import parse_media
 from sidecast.hls.breaks import Break
 from tests.ads_media import add_cue_tags, make_content, make_creative
-from tests.browser.harness import play_hls, serve
+from tests.browser.harness import PlaybackReport, play_hls, serve
+from tests.conftest import side_by_side
 from tests.test_ads_session import KEYS, Recorder, app_for, serve_app
 
 SIDECAST = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "sidecast"
@@ -75,11 +84,185 @@ def _frag_urls(report) -> list[str]:
     return [e["data"].get("frag", {}).get("url") or "" for e in report.events_named("FRAG_LOADED")]
 
 
-@pytest.mark.browser
-def test_stitched_session_plays_through_the_break_and_back_to_content(media, tmp_path):
+# ---- the sessions: each makes what it plays and plays it; the tests below assert on what came back -----
+
+
+def _stitched_vod(media: dict[str, Path], tmp: Path) -> tuple[PlaybackReport, Recorder]:
     rec = Recorder(media["creative"])
-    with serve_app(conditioned_app(media["root"] / "content", rec, tmp_path / "cache")) as base:
+    with serve_app(conditioned_app(media["root"] / "content", rec, tmp / "cache")) as base:
         report = play_hls(f"{base}/session/browser-1/master.m3u8", seconds=11, timeout=60, subtitles="en")
+    return report, rec
+
+
+def _sgai(media: dict[str, Path], tmp: Path) -> tuple[PlaybackReport, None]:
+    site = tmp / "site"
+    shutil.copytree(media["root"] / "content", site / "content")
+    ad = Conditioner(site / "content" / "master.m3u8", tmp / "cache")(media["creative"])
+    shutil.copytree(ad.directory, site / "ad")
+    with serve(site) as base:
+        (site / "assets.json").write_text(json.dumps({"ASSETS": [{"URI": f"{base}ad/master.m3u8",
+                                                                  "DURATION": ad.duration}]}))
+        for key in KEYS:
+            playlist = site / "content" / key
+            r = subprocess.run([str(SIDECAST), "ads", "interstitials", str(playlist), "--asset-list",
+                                f"{base}assets.json", "--at", "4", "-o", str(playlist)],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
+            assert 'CLASS="com.apple.hls.interstitial"' in playlist.read_text()
+        report = play_hls(f"{base}content/master.m3u8", seconds=6, interstitials=True,
+                          until_event="INTERSTITIALS_PRIMARY_RESUMED", until_time=6.0, timeout=60)
+    return report, None
+
+
+def _live_stitched(tmp: Path) -> tuple[PlaybackReport, Recorder]:
+    src = tmp / "src"
+    make_content(src, seconds=20, subs=True)
+    add_cue_tags(src / "video" / "180p" / "index.m3u8", 4, 2)
+    creative = make_creative(tmp / "creative.mp4", seconds=4, color="green")
+    origin = tmp / "origin"
+    shutil.copytree(src, origin)
+    stop = threading.Event()
+    joined = threading.Event()
+
+    def write_window(last: int) -> None:
+        for key in KEYS:
+            pl = parse_media((src / key).read_text())
+            pl.segments = pl.segments[max(0, last - 4):last]
+            pl.media_sequence = max(0, last - 4)
+            pl.playlist_type = None
+            pl.endlist = last == 10
+            part = origin / (key + ".tmp")
+            part.write_text(pl.dumps())
+            part.replace(origin / key)
+
+    def publish() -> None:
+        # a live origin: a 4-segment window that gains one 2 s segment every 2 s, then ends. The clock starts
+        # when the player first asks for a playlist: Chromium takes seconds to start on a loaded machine, and
+        # a window that had slid on meanwhile put the join point past the captions before the break (a CI
+        # failure: the player joined at the ad and saw only content captions 6-9)
+        if not joined.wait(60):
+            return
+        for last in range(5, 11):
+            if stop.wait(2.0):
+                return
+            write_window(last)
+
+    write_window(4)
+    publish_thread = threading.Thread(target=publish, daemon=True)
+    rec = Recorder(creative)
+    app = conditioned_app(origin, rec, tmp / "cache")
+
+    @app.middleware("http")
+    async def note_join(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if request.url.path.endswith(".m3u8"):
+            joined.set()
+        return await call_next(request)
+
+    with serve_app(app) as base:
+        # condition the creative before the clock starts, as the decisioning service would at upload
+        Conditioner(src / "master.m3u8", tmp / "cache")(creative)
+        publish_thread.start()
+        try:
+            report = play_hls(f"{base}/session/live-viewer/master.m3u8", seconds=12, timeout=60,
+                              hls_config={"liveSyncDurationCount": 2}, subtitles="en")
+        finally:
+            stop.set()
+            publish_thread.join(5)
+    return report, rec
+
+
+def _core_output(tmp: Path) -> tuple[PlaybackReport, Recorder]:
+    """The real pipeline's output layout: `sidecast run` → session service with an API-scheduled break."""
+    clip = tmp / "clip.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=320x180:rate=25:duration=10", "-f", "lavfi", "-i", "sine=duration=10",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest", str(clip)],
+                   check=True, timeout=60)
+    out = tmp / "out"
+    r = subprocess.run([str(SIDECAST), "run", str(clip), "-o", str(out), "--ladder", "180p:300k",
+                        "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    video = parse_media((out / "video" / "180p" / "index.m3u8").read_text())
+    start = video.segments[1].program_date_time
+    assert start is not None  # the core writes PDT on every segment
+    brk = Break("api-1", 2.0, 4.0, start_date=start, source="api")
+    creative = make_creative(tmp / "creative.mp4", seconds=4, color="yellow")
+    rec = Recorder(creative)
+    app = FastAPI()
+    app.include_router(make_router(out, rec.decide, rec.beacon, schedule=lambda: [brk],
+                                   conditioner=Conditioner(out / "master.m3u8", tmp / "cache")))
+    with serve_app(app) as base:
+        report = play_hls(f"{base}/session/core-1/master.m3u8", seconds=9, timeout=60)
+    return report, rec
+
+
+# ---- splices of encrypted and fMP4 streams, played by hls.js ------------------------------------------
+
+@pytest.fixture(scope="module")
+def splice_media(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ads-splice-browser")
+    out = {}
+    for name, kw in (("encrypted", {"encrypt": bytes(range(16))}), ("clear", {}), ("fmp4", {"fmp4": True})):
+        make_content(root / name, seconds=12, subs=False, **kw)
+        add_cue_tags(root / name / "video" / "180p" / "index.m3u8", 2, 2)
+        out[name] = root / name
+    # an ad already in the content's layout, encrypted with a key of its own (its segments carry no IV)
+    make_content(root / "encrypted-ad", seconds=4, subs=False, video="color=c=red", tone=880,
+                 encrypt=bytes(range(16, 32)))
+    out["encrypted-ad"] = root / "encrypted-ad" / "master.m3u8"
+    out["creative"] = make_creative(root / "creative.mp4", seconds=4)
+    return out
+
+
+def _play_session(app: FastAPI, sid: str) -> tuple[PlaybackReport, dict[str, str]]:
+    with serve_app(app) as base:
+        with httpx.Client(timeout=60) as http:  # a loaded box: the test's reads are not what it measures
+            lists = {k: http.get(f"{base}/session/{sid}/{k}").text for k in KEYS if not k.startswith("subs")}
+            ad_uri = parse_media(lists[KEYS[0]]).segments[2].uri.replace("../", "")
+            # every key and init section the stitched playlist names resolves under the session
+            for key, text in lists.items():
+                for s in parse_media(text).segments:
+                    for res in [k.uri for k in s.keys] + ([s.init_section.uri] if s.init_section else []):
+                        depth = key.count("/")
+                        url = f"{base}/session/{sid}/" + "/".join(key.split("/")[:depth] + [res])
+                        r = http.get(url, follow_redirects=True)
+                        assert r.status_code == 200 and r.content, (res, r.status_code)
+            assert http.get(f"{base}/session/{sid}/{ad_uri}").status_code == 200
+        report = play_hls(f"{base}/session/{sid}/master.m3u8", seconds=11, timeout=60)
+    return report, lists
+
+
+def _splice(splice_media: dict[str, Path], content: str, ad: str, sid: str,
+            tmp: Path) -> tuple[PlaybackReport, dict[str, str]]:
+    rec = Recorder(splice_media[ad])
+    return _play_session(conditioned_app(splice_media[content], rec, tmp / "cache"), sid)
+
+
+@pytest.fixture(scope="module")
+def plays(media: dict[str, Path], splice_media: dict[str, Path],
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[tuple[PlaybackReport, Any]]]]:
+    """Every session of this file, started at once in threads (see the module docstring): each test waits for
+    its own. A session that fails to make or play its media fails its own test, with its own error."""
+    jobs: dict[str, Callable[[Path], tuple[PlaybackReport, Any]]] = {
+        "stitched": lambda tmp: _stitched_vod(media, tmp),
+        "sgai": lambda tmp: _sgai(media, tmp),
+        "live": _live_stitched,
+        "core": _core_output,
+        "encrypted-content": lambda tmp: _splice(splice_media, "encrypted", "creative", "enc-1", tmp),
+        "encrypted-ad": lambda tmp: _splice(splice_media, "clear", "encrypted-ad", "enc-2", tmp),
+        "fmp4": lambda tmp: _splice(splice_media, "fmp4", "creative", "fmp4-1", tmp),
+    }
+    with side_by_side({name: functools.partial(job, tmp_path_factory.mktemp(name))
+                       for name, job in jobs.items()}) as futures:
+        yield futures
+
+
+# ---- the tests ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_stitched_session_plays_through_the_break_and_back_to_content(plays):
+    report, rec = plays["stitched"].result()
     report.raise_for_fatal()
     urls = _frag_urls(report)
     ad_at = [i for i, u in enumerate(urls) if "/ad/" in u]
@@ -96,23 +279,8 @@ def test_stitched_session_plays_through_the_break_and_back_to_content(media, tmp
 
 
 @pytest.mark.browser
-def test_sgai_stream_fires_interstitial_events_plays_the_ad_and_resumes(media, tmp_path):
-    site = tmp_path / "site"
-    shutil.copytree(media["root"] / "content", site / "content")
-    ad = Conditioner(site / "content" / "master.m3u8", tmp_path / "cache")(media["creative"])
-    shutil.copytree(ad.directory, site / "ad")
-    with serve(site) as base:
-        (site / "assets.json").write_text(json.dumps({"ASSETS": [{"URI": f"{base}ad/master.m3u8",
-                                                                  "DURATION": ad.duration}]}))
-        for key in KEYS:
-            playlist = site / "content" / key
-            r = subprocess.run([str(SIDECAST), "ads", "interstitials", str(playlist), "--asset-list",
-                                f"{base}assets.json", "--at", "4", "-o", str(playlist)],
-                               capture_output=True, text=True, timeout=60)
-            assert r.returncode == 0, r.stderr
-            assert 'CLASS="com.apple.hls.interstitial"' in playlist.read_text()
-        report = play_hls(f"{base}content/master.m3u8", seconds=6, interstitials=True,
-                          until_event="INTERSTITIALS_PRIMARY_RESUMED", until_time=6.0, timeout=60)
+def test_sgai_stream_fires_interstitial_events_plays_the_ad_and_resumes(plays):
+    report, _ = plays["sgai"].result()
     report.raise_for_fatal()
     names = {e["name"] for e in report.events}
     for wanted in ("INTERSTITIALS_UPDATED", "ASSET_LIST_LOADED", "INTERSTITIAL_STARTED",
@@ -134,60 +302,8 @@ def test_sgai_stream_fires_interstitial_events_plays_the_ad_and_resumes(media, t
 
 
 @pytest.mark.browser
-def test_live_stitched_session_plays_through_the_break_as_the_window_slides(tmp_path):
-    src = tmp_path / "src"
-    make_content(src, seconds=20, subs=True)
-    add_cue_tags(src / "video" / "180p" / "index.m3u8", 4, 2)
-    creative = make_creative(tmp_path / "creative.mp4", seconds=4, color="green")
-    origin = tmp_path / "origin"
-    shutil.copytree(src, origin)
-    stop = threading.Event()
-    joined = threading.Event()
-
-    def write_window(last: int) -> None:
-        for key in KEYS:
-            pl = parse_media((src / key).read_text())
-            pl.segments = pl.segments[max(0, last - 4):last]
-            pl.media_sequence = max(0, last - 4)
-            pl.playlist_type = None
-            pl.endlist = last == 10
-            tmp = origin / (key + ".tmp")
-            tmp.write_text(pl.dumps())
-            tmp.replace(origin / key)
-
-    def publish() -> None:
-        # a live origin: a 4-segment window that gains one 2 s segment every 2 s, then ends. The clock starts
-        # when the player first asks for a playlist: Chromium takes seconds to start on a loaded machine, and
-        # a window that had slid on meanwhile put the join point past the captions before the break (a CI
-        # failure: the player joined at the ad and saw only content captions 6-9)
-        if not joined.wait(60):
-            return
-        for last in range(5, 11):
-            if stop.wait(2.0):
-                return
-            write_window(last)
-
-    write_window(4)
-    publish_thread = threading.Thread(target=publish, daemon=True)
-    rec = Recorder(creative)
-    app = conditioned_app(origin, rec, tmp_path / "cache")
-
-    @app.middleware("http")
-    async def note_join(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if request.url.path.endswith(".m3u8"):
-            joined.set()
-        return await call_next(request)
-
-    with serve_app(app) as base:
-        # condition the creative before the clock starts, as the decisioning service would at upload
-        Conditioner(src / "master.m3u8", tmp_path / "cache")(creative)
-        publish_thread.start()
-        try:
-            report = play_hls(f"{base}/session/live-viewer/master.m3u8", seconds=12, timeout=60,
-                              hls_config={"liveSyncDurationCount": 2}, subtitles="en")
-        finally:
-            stop.set()
-            publish_thread.join(5)
+def test_live_stitched_session_plays_through_the_break_as_the_window_slides(plays):
+    report, rec = plays["live"].result()
     report.raise_for_fatal()
     urls = _frag_urls(report)
     ad_at = [i for i, u in enumerate(urls) if "/ad/" in u]
@@ -200,70 +316,15 @@ def test_live_stitched_session_plays_through_the_break_as_the_window_slides(tmp_
 
 
 @pytest.mark.browser
-def test_core_output_gets_a_scheduled_break_stitched_and_plays(tmp_path):
+def test_core_output_gets_a_scheduled_break_stitched_and_plays(plays):
     """The real pipeline's output layout: `sidecast run` → session service with an API-scheduled break."""
-    clip = tmp_path / "clip.mp4"
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
-                    "testsrc2=size=320x180:rate=25:duration=10", "-f", "lavfi", "-i", "sine=duration=10",
-                    "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest", str(clip)],
-                   check=True, timeout=60)
-    out = tmp_path / "out"
-    r = subprocess.run([str(SIDECAST), "run", str(clip), "-o", str(out), "--ladder", "180p:300k",
-                        "--no-progress"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    video = parse_media((out / "video" / "180p" / "index.m3u8").read_text())
-    start = video.segments[1].program_date_time
-    assert start is not None  # the core writes PDT on every segment
-    brk = Break("api-1", 2.0, 4.0, start_date=start, source="api")
-    creative = make_creative(tmp_path / "creative.mp4", seconds=4, color="yellow")
-    rec = Recorder(creative)
-    app = FastAPI()
-    app.include_router(make_router(out, rec.decide, rec.beacon, schedule=lambda: [brk],
-                                   conditioner=Conditioner(out / "master.m3u8", tmp_path / "cache")))
-    with serve_app(app) as base:
-        report = play_hls(f"{base}/session/core-1/master.m3u8", seconds=9, timeout=60)
+    report, rec = plays["core"].result()
     report.raise_for_fatal()
     urls = _frag_urls(report)
     assert any("/ad/api-1/" in u for u in urls), urls
     assert any("seg_000003.ts" in u for u in urls), urls
     assert report.advanced_by() >= 8.0, report.summary()
     assert [b[3] for b in rec.beacons][-1] == "complete"
-
-
-# ---- splices of encrypted and fMP4 streams, played by hls.js ------------------------------------------
-
-@pytest.fixture(scope="module")
-def splice_media(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("ads-splice-browser")
-    out = {}
-    for name, kw in (("encrypted", {"encrypt": bytes(range(16))}), ("clear", {}), ("fmp4", {"fmp4": True})):
-        make_content(root / name, seconds=12, subs=False, **kw)
-        add_cue_tags(root / name / "video" / "180p" / "index.m3u8", 2, 2)
-        out[name] = root / name
-    # an ad already in the content's layout, encrypted with a key of its own (its segments carry no IV)
-    make_content(root / "encrypted-ad", seconds=4, subs=False, video="color=c=red", tone=880,
-                 encrypt=bytes(range(16, 32)))
-    out["encrypted-ad"] = root / "encrypted-ad" / "master.m3u8"
-    out["creative"] = make_creative(root / "creative.mp4", seconds=4)
-    return out
-
-
-def _play_session(app: FastAPI, sid: str) -> tuple[object, dict[str, str]]:
-    with serve_app(app) as base:
-        with httpx.Client(timeout=60) as http:  # a loaded box: the test's reads are not what it measures
-            lists = {k: http.get(f"{base}/session/{sid}/{k}").text for k in KEYS if not k.startswith("subs")}
-            ad_uri = parse_media(lists[KEYS[0]]).segments[2].uri.replace("../", "")
-            # every key and init section the stitched playlist names resolves under the session
-            for key, text in lists.items():
-                for s in parse_media(text).segments:
-                    for res in [k.uri for k in s.keys] + ([s.init_section.uri] if s.init_section else []):
-                        depth = key.count("/")
-                        url = f"{base}/session/{sid}/" + "/".join(key.split("/")[:depth] + [res])
-                        r = http.get(url, follow_redirects=True)
-                        assert r.status_code == 200 and r.content, (res, r.status_code)
-            assert http.get(f"{base}/session/{sid}/{ad_uri}").status_code == 200
-        report = play_hls(f"{base}/session/{sid}/master.m3u8", seconds=11, timeout=60)
-    return report, lists
 
 
 def _check_played_through(report) -> None:  # noqa: ANN001
@@ -276,9 +337,8 @@ def _check_played_through(report) -> None:  # noqa: ANN001
 
 
 @pytest.mark.browser
-def test_encrypted_content_with_a_clear_ad_plays_through_the_break(splice_media, tmp_path):
-    rec = Recorder(splice_media["creative"])
-    report, lists = _play_session(conditioned_app(splice_media["encrypted"], rec, tmp_path / "cache"), "enc-1")
+def test_encrypted_content_with_a_clear_ad_plays_through_the_break(plays):
+    report, lists = plays["encrypted-content"].result()
     video = lists[KEYS[0]]
     before, ad_part, after = video.split("/ad/", 1)[0], video.split("/ad/")[1], video.rsplit("/ad/", 1)[1]
     assert "#EXT-X-KEY:METHOD=NONE" in before.rsplit("seg_000001.ts", 1)[1]   # the clear ad is declared clear
@@ -288,9 +348,8 @@ def test_encrypted_content_with_a_clear_ad_plays_through_the_break(splice_media,
 
 
 @pytest.mark.browser
-def test_clear_content_with_an_encrypted_ad_plays_through_the_break(splice_media, tmp_path):
-    rec = Recorder(splice_media["encrypted-ad"])
-    report, lists = _play_session(conditioned_app(splice_media["clear"], rec, tmp_path / "cache"), "enc-2")
+def test_clear_content_with_an_encrypted_ad_plays_through_the_break(plays):
+    report, lists = plays["encrypted-ad"].result()
     pl = parse_media(lists[KEYS[0]])
     assert [bool(s.keys) for s in pl.segments] == [False, False, True, True, False, False]
     # the ad's own IVs (its sequence numbers 0 and 1), not the slots it took
@@ -300,9 +359,8 @@ def test_clear_content_with_an_encrypted_ad_plays_through_the_break(splice_media
 
 
 @pytest.mark.browser
-def test_fmp4_content_gets_fmp4_ads_with_their_own_init_section_and_its_own_back(splice_media, tmp_path):
-    rec = Recorder(splice_media["creative"])
-    report, lists = _play_session(conditioned_app(splice_media["fmp4"], rec, tmp_path / "cache"), "fmp4-1")
+def test_fmp4_content_gets_fmp4_ads_with_their_own_init_section_and_its_own_back(plays):
+    report, lists = plays["fmp4"].result()
     pl = parse_media(lists[KEYS[0]])
     maps = [s.init_section.uri if s.init_section else None for s in pl.segments]
     assert maps[:2] == ["init.mp4"] * 2 and maps[4:] == ["init.mp4"] * 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import os
@@ -12,7 +13,9 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,8 +28,8 @@ from sidecast.core.serve import (
     safe_relative_path,
     start_server,
 )
-from tests.browser.harness import HarnessError, open_page, play_hls, serve
-from tests.conftest import SIDECAST, free_port, wait_for
+from tests.browser.harness import HarnessError, PlaybackReport, open_page, play_hls, serve
+from tests.conftest import SIDECAST, free_port, side_by_side, wait_for
 
 WIDTH, HEIGHT, SECONDS = 320, 180, 6
 
@@ -490,10 +493,33 @@ def test_harness_says_clearly_when_chromium_is_missing() -> None:
         play_hls("http://127.0.0.1:9/master.m3u8", chromium="/nonexistent/chromium")
 
 
-@pytest.mark.browser
-def test_short_hls_plays_in_chromium_at_its_size_with_captions_on_time(hls_dir: Path) -> None:
+def _play(hls_dir: Path, path: str, **kw: Any) -> PlaybackReport:
     with serve(hls_dir) as base:
-        report = play_hls(base + "master.m3u8", seconds=5.5, timeout=90, subtitles=True)
+        return play_hls(base + path, **kw)
+
+
+def _page(hls_dir: Path) -> dict[str, Any]:
+    with serve(hls_dir) as base:
+        return open_page(base, seconds=2.0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def plays(hls_dir: Path) -> Iterator[dict[str, Future[Any]]]:
+    """The browser tests' sessions, played side by side (``side_by_side``: a playback waits on the media
+    clock, not the CPU); each test asserts on its own."""
+    with side_by_side({
+        "short": functools.partial(_play, hls_dir, "master.m3u8", seconds=5.5, timeout=90, subtitles=True),
+        "interstitial": functools.partial(_play, hls_dir, "video/with_ad.m3u8", seconds=3, timeout=90,
+                                          interstitials=True, until_event="INTERSTITIALS_PRIMARY_RESUMED"),
+        "missing": functools.partial(_play, hls_dir, "missing.m3u8", seconds=2, timeout=60),
+        "page": functools.partial(_page, hls_dir),
+    }) as futures:
+        yield futures
+
+
+@pytest.mark.browser
+def test_short_hls_plays_in_chromium_at_its_size_with_captions_on_time(plays: dict[str, Future[Any]]) -> None:
+    report = plays["short"].result()
     report.raise_for_fatal()
     assert report.stop_reason in ("played", "ended"), report.summary()
     assert report.advanced_by() >= 3.0, report.summary()
@@ -512,10 +538,8 @@ def test_short_hls_plays_in_chromium_at_its_size_with_captions_on_time(hls_dir: 
 
 
 @pytest.mark.browser
-def test_harness_reports_interstitial_playback_from_hls_js(hls_dir: Path) -> None:
-    with serve(hls_dir) as base:
-        report = play_hls(base + "video/with_ad.m3u8", seconds=3, timeout=90, interstitials=True,
-                          until_event="INTERSTITIALS_PRIMARY_RESUMED")
+def test_harness_reports_interstitial_playback_from_hls_js(plays: dict[str, Future[Any]]) -> None:
+    report = plays["interstitial"].result()
     report.raise_for_fatal()
     assert report.stop_reason == "played", report.summary()
     order = ["INTERSTITIALS_UPDATED", "INTERSTITIAL_STARTED", "INTERSTITIAL_ASSET_STARTED",
@@ -535,9 +559,8 @@ def test_harness_reports_interstitial_playback_from_hls_js(hls_dir: Path) -> Non
 
 
 @pytest.mark.browser
-def test_harness_reports_a_missing_playlist_as_a_fatal_error(hls_dir: Path) -> None:
-    with serve(hls_dir) as base:
-        report = play_hls(base + "missing.m3u8", seconds=2, timeout=60)
+def test_harness_reports_a_missing_playlist_as_a_fatal_error(plays: dict[str, Future[Any]]) -> None:
+    report = plays["missing"].result()
     assert report.stop_reason == "fatal", report.summary()
     assert [e["details"] for e in report.fatal_errors] == ["manifestLoadError"]
     assert report.fatal_errors[0]["response"]["code"] == 404
@@ -546,9 +569,8 @@ def test_harness_reports_a_missing_playlist_as_a_fatal_error(hls_dir: Path) -> N
 
 
 @pytest.mark.browser
-def test_player_page_plays_the_master_playlist_with_the_served_hls_js(hls_dir: Path) -> None:
-    with serve(hls_dir) as base:
-        page = open_page(base, seconds=2.0, timeout=60)
+def test_player_page_plays_the_master_playlist_with_the_served_hls_js(plays: dict[str, Future[Any]]) -> None:
+    page = plays["page"].result()
     assert page["stopReason"] == "played", page
     assert page["hlsVersion"] == "1.7.4"
     assert (page["video"]["width"], page["video"]["height"]) == (WIDTH, HEIGHT)

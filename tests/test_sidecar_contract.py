@@ -23,7 +23,7 @@ from sidecast.contract import PROTO_ROOT, SERVICE, pb2, pb2_grpc
 from sidecast.contract.shm import SHM_DIR, ShmRing, sweep_stale
 from sidecast.core.ladder import parse_ladder
 from sidecast.core.pipeline import Pipeline, RunConfig
-from tests.conftest import ROOT, SIDECAST, ffmpeg, run_sidecast, wait_for
+from tests.conftest import ROOT, SIDECAST, ffmpeg, make_clip, run_sidecast, wait_for
 
 TICKER = str(ROOT / "tests" / "plugins" / "ticker.py")
 
@@ -213,14 +213,16 @@ def test_a_sidecar_that_sleeps_forever_does_not_hold_segments_past_the_window(
         clip_small: Path, tmp_path: Path, sock_dir: Path) -> None:
     proc = Proc(sock_dir / "s.sock", "--mode", "sleep")
     try:
-        p = run_pipeline(clip_small, tmp_path, {"s": proc.target}, realtime=True, decision_window=0.5)
+        # a drain of 1 s, not the default 5: the bound on the last segment is the same rule, reached sooner
+        p = run_pipeline(clip_small, tmp_path, {"s": proc.target}, realtime=True, decision_window=0.5,
+                         drain_timeout=1.0)
     finally:
         proc.stop()
     pl = m3u8.load(str(tmp_path / "video" / "360p" / "index.m3u8"))
     assert len(pl.segments) == 4 and pl.is_endlist
     *middle, last = p.result_waits
     assert middle and max(middle) <= 0.5 + 0.3, p.result_waits
-    assert last <= p.cfg.drain_timeout + 0.5
+    assert p.cfg.drain_timeout == 1.0 and last <= p.cfg.drain_timeout + 0.5, p.result_waits
 
 
 @pytest.mark.parametrize(("mode", "message"), [
@@ -275,12 +277,19 @@ def test_a_v1_core_talks_to_a_sidecar_built_from_a_proto_with_extra_fields(
     assert len(ticks(tmp_path / "out")) >= 55
 
 
+@pytest.fixture(scope="module")
+def clip_2s(media_dir: Path) -> Path:
+    """2 s of 640x360 with audio: what is checked here is sent when the stream starts, and a paced run of the
+    8 s ``clip_small`` spent 8 s of real time to check it."""
+    return make_clip(media_dir / "clip360-2s.mp4", 2.0, "640x360")
+
+
 @pytest.mark.parametrize(("rate_control", "realtime"), [("crf", False), ("vbr", True)])
 def test_the_static_rate_control_mode_and_whether_the_stream_is_live_reach_the_sidecar(
-        clip_small: Path, tmp_path: Path, sock_dir: Path, rate_control: str, realtime: bool) -> None:
+        clip_2s: Path, tmp_path: Path, sock_dir: Path, rate_control: str, realtime: bool) -> None:
     proc = Proc(sock_dir / "info.sock", "--mode", "echo-info")
     try:
-        run_pipeline(clip_small, tmp_path, {"info": proc.target}, rate_control=rate_control, realtime=realtime)
+        run_pipeline(clip_2s, tmp_path, {"info": proc.target}, rate_control=rate_control, realtime=realtime)
     finally:
         proc.stop()
     echoed = [json.loads(ln) for ln in (tmp_path / "results.jsonl").read_text().splitlines() if "stream_info" in ln]

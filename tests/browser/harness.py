@@ -23,6 +23,7 @@ import select
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -236,15 +237,22 @@ class _SharedBrowser:
     """One Chromium (browser_server.mjs) that this process's play.mjs runs connect to, each in a fresh
     browser context, while ``sharing_one_browser`` is on: a Chromium start cost each run ~1-2 s of CPU and of
     wall time (2026-12-02, load 8: 1.1-2.0 s a persistent-context start, 0.26-0.46 s a context of a running
-    browser). Started at the first run that asks, restarted if it died, stopped when sharing ends."""
+    browser). Started at the first run that asks, restarted if it died, stopped when sharing ends. Runs
+    may ask from several threads at once (a test module that plays its sessions side by side): one starts
+    the browser, the others wait for its endpoint."""
 
     def __init__(self) -> None:
         self.on = False
         self.proc: subprocess.Popen[str] | None = None
         self.endpoint = ""
         self.chromium = ""
+        self._lock = threading.Lock()
 
     def endpoint_for(self, node: str, chromium: str, timeout: float) -> str:
+        with self._lock:
+            return self._endpoint_for(node, chromium, timeout)
+
+    def _endpoint_for(self, node: str, chromium: str, timeout: float) -> str:
         if self.proc is not None and (self.proc.poll() is not None or self.chromium != chromium):
             self.stop()
         if self.proc is None:
