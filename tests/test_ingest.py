@@ -16,7 +16,7 @@ import m3u8
 import pytest
 
 from sidecast.core.serve import start_server
-from tests.conftest import SIDECAST, ffmpeg, free_port, run_sidecast, side_by_side, wait_for
+from tests.conftest import HEAVY, SIDECAST, ffmpeg, free_port, run_sidecast, side_by_side, wait_for
 from tests.rtmp_client import RawRtmp, video_payload
 
 
@@ -50,7 +50,7 @@ def sessions(clip_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "hls-pull": _hls_playlist_is_pulled_over_http,
     }
     with side_by_side({name: functools.partial(job, clip_small, tmp_path_factory.mktemp(name))
-                       for name, job in jobs.items()}) as futures:
+                       for name, job in jobs.items()}, at_once=HEAVY) as futures:
         yield futures
 
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from sidecast.core.push import Grant, Limits, Peer, PushSession, Refusal, RtmpServer, StaticAuthority, amf0
 from sidecast.core.push.rtmp import ProtocolError, RtmpConnection, State
-from tests.conftest import make_clip, side_by_side, wait_for
+from tests.conftest import HEAVY, make_clip, side_by_side, wait_for
 from tests.rtmp_client import RawRtmp, video_payload
 
 
@@ -148,7 +148,7 @@ def sessions(clips: tuple[Path, Path], heavy_clip: Path,
             _idle_and_trickling_connections_time_out_and_never_block_the_publisher, clips),
         "slow-reader": functools.partial(_slow_reader_holds_back_its_own_publisher_only, clips, heavy_clip),
         "source-sessions": functools.partial(_a_source_reads_one_streams_sessions_from_a_shared_server, clips),
-    }) as futures:
+    }, at_once=HEAVY) as futures:
         yield futures
 
 

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecast.core.push import Grant, Limits, Peer, PushSession, Refusal, SrtServer, parse_streamid
-from tests.conftest import make_clip, side_by_side, wait_for
+from tests.conftest import HEAVY, make_clip, side_by_side, wait_for
 
 PASS = {"key-a": "passphrase-of-a", "key-b": "passphrase-of-b"}
 
@@ -79,7 +79,7 @@ def sessions(clips: tuple[Path, Path]) -> Iterator[dict[str, Future[None]]]:
         "replace": functools.partial(_replace_policy_hands_the_stream_to_the_new_caller, clips),
         "silent": functools.partial(_on_own_server, _caller_that_goes_silent_is_dropped_after_the_idle_timeout,
                                     clips),
-    }) as futures:
+    }, at_once=HEAVY) as futures:
         yield futures
 
 

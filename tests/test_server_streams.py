@@ -25,7 +25,7 @@ import pytest
 from sidecast.core.server.publish import resolve_uri
 from sidecast.core.server.webhooks import SIGNATURE_HEADER, verify_signature
 from sidecast.hls import parse_master, parse_media
-from tests.conftest import free_port, side_by_side, wait_for
+from tests.conftest import HEAVY, free_port, side_by_side, wait_for
 from tests.server_helpers import FfmpegSession, Running, WebhookReceiver, live_hls, running_server
 from tests.test_rtsp import start_server as start_rtsp_server
 
@@ -74,7 +74,7 @@ def streams(clip240: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "rtsp-srt": job(_rtsp_cameras_and_srt_callers_are_pulled_and_an_ended_source_closes_its_event, "rtsp-srt", True),
         "one-sidecar": job(_one_sidecar_process_serves_every_stream_that_uses_it, "one-sidecar", True),
         "watchdog": job(_a_stuck_worker_is_killed_by_the_watchdog_and_restarted, "watchdog", True),
-    }) as futures:
+    }, at_once=HEAVY) as futures:
         yield futures
 
 
