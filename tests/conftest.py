@@ -30,7 +30,6 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
-HEAVY = 2  # side_by_side's at_once for sessions that each run a transcoding server (see side_by_side)
 VENV_BIN = Path(sys.executable).parent
 SIDECAST = str(VENV_BIN / "sidecast")
 
@@ -164,20 +163,13 @@ def have(binary: str) -> bool:
 
 
 @contextlib.contextmanager
-def side_by_side(jobs: dict[str, Callable[[], T]], at_once: int | None = None
-                 ) -> Iterator[dict[str, Future[T]]]:
-    """Start the jobs at once, one thread each (at most ``at_once`` running: None, all); yield their futures by
-    name, and wait for all of them on the way out. For a module fixture whose sessions wait on real time (a
-    player playing, a publisher paced at its media's rate), not on the CPU: one after another a file pays the
-    sum of their durations, side by side about the longest. Each test asks ``futures[name].result()``, so a
-    job's error or failed assertion is raised in its own test.
-
-    ``at_once``: sessions that each run a transcoding server still cost CPU while they wait, and all of a
-    file's at once (8 servers: a 1-min load of 17) starved the timing tests of the other xdist workers (a
-    PDT 0.21 s off its arrival, a scheduler that never saw its queue; full run, 2026-12-02): such files run
-    two at a time (``HEAVY``)."""
-    width = max(1, len(jobs) if at_once is None else min(at_once, len(jobs)))
-    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="side-by-side") as pool:
+def side_by_side(jobs: dict[str, Callable[[], T]]) -> Iterator[dict[str, Future[T]]]:
+    """Start every job at once, one thread each; yield their futures by name, and wait for all of them on the
+    way out. For a module fixture whose sessions wait on real time (a player playing, a publisher paced at
+    its media's rate), not on the CPU: one after another a file pays the sum of their durations, side by side
+    about the longest. Each test asks ``futures[name].result()``, so a job's error or failed assertion is
+    raised in its own test."""
+    with ThreadPoolExecutor(max_workers=max(1, len(jobs)), thread_name_prefix="side-by-side") as pool:
         yield {name: pool.submit(job) for name, job in jobs.items()}
 
 

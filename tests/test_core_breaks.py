@@ -3,22 +3,18 @@ segment boundaries and are signalled in every playlist."""
 
 from __future__ import annotations
 
-import functools
 import json
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
-from concurrent.futures import Future
 from pathlib import Path
 
 import av
 import m3u8
 import numpy as np
-import pytest
 
 from sidecast.hls import parse_media, timebase
-from tests.conftest import SIDECAST, free_port, run_sidecast, side_by_side
+from tests.conftest import SIDECAST, free_port, run_sidecast
 from tests.test_hls_breaks import splice_insert
 
 
@@ -103,25 +99,7 @@ def test_malformed_scte35_is_logged_and_the_content_plays_on(tmp_path: Path) -> 
     assert abs(sum(s.duration for s in segments(tmp_path / "out").segments) - 8.0) < 0.1
 
 
-@pytest.fixture(scope="module")
-def paced(clip_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[None]]]:
-    """The two tests that pace the 8 s clip at real time (``--realtime``), run side by side (``side_by_side``):
-    each waits on the media clock with a 360p rung to encode, not on the CPU. Each job is a whole test,
-    assertions included; its test waits for it and fails with its error."""
-    with side_by_side({
-        "api": functools.partial(_breaks_can_be_scheduled_through_the_http_api, clip_small,
-                                 tmp_path_factory.mktemp("api")),
-        "announced": functools.partial(_a_scheduled_break_is_announced_before_it_reaches_the_live_edge, clip_small,
-                                       tmp_path_factory.mktemp("announced")),
-    }) as futures:
-        yield futures
-
-
-def test_breaks_can_be_scheduled_through_the_http_api(paced: dict[str, Future[None]]) -> None:
-    paced["api"].result()
-
-
-def _breaks_can_be_scheduled_through_the_http_api(clip_small: Path, tmp_path: Path) -> None:
+def test_breaks_can_be_scheduled_through_the_http_api(clip_small: Path, tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen([SIDECAST, "run", str(clip_small), "-o", str(tmp_path), "--realtime", "--ladder",
                              "360p:800k", "--serve", str(port), "--serve-host", "127.0.0.1", "--no-progress"],
@@ -161,13 +139,9 @@ def _breaks_can_be_scheduled_through_the_http_api(clip_small: Path, tmp_path: Pa
     assert f'ID="{answer["id"]}"' in text and "#EXT-X-CUE-IN" in text
 
 
-def test_a_scheduled_break_is_announced_before_it_reaches_the_live_edge(paced: dict[str, Future[None]]) -> None:
+def test_a_scheduled_break_is_announced_before_it_reaches_the_live_edge(clip_small: Path, tmp_path: Path) -> None:
     """The DATERANGE of a break appears in the live playlist before the break's first segment is listed, with
     the attributes that segment then carries (same ID, same START-DATE: a DATERANGE never changes)."""
-    paced["announced"].result()
-
-
-def _a_scheduled_break_is_announced_before_it_reaches_the_live_edge(clip_small: Path, tmp_path: Path) -> None:
     import re
     import subprocess
 

@@ -3,20 +3,17 @@ pulled through the ffmpeg bridge, HLS pulled over HTTP, and the errors users see
 
 from __future__ import annotations
 
-import functools
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import Future
 from pathlib import Path
 
 import m3u8
 import pytest
 
 from sidecast.core.serve import start_server
-from tests.conftest import HEAVY, SIDECAST, ffmpeg, free_port, run_sidecast, side_by_side, wait_for
+from tests.conftest import SIDECAST, ffmpeg, free_port, run_sidecast, wait_for
 from tests.rtmp_client import RawRtmp, video_payload
 
 
@@ -37,28 +34,8 @@ def publish(clip: Path, url: str, seconds: float) -> subprocess.CompletedProcess
                           capture_output=True, text=True, timeout=60)
 
 
-@pytest.fixture(scope="module")
-def sessions(clip_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[None]]]:
-    """The live-ingest tests, run side by side (``side_by_side``): each waits on publishers paced at their
-    media's rate and on reconnect windows, not on the CPU (a 360p ladder of a paced source). Each job is a whole
-    test, assertions included; its test waits for it and fails with its error."""
-    jobs = {
-        "rtmp-reconnect": _rtmp_listener_rejects_unknown_keys_and_survives_a_publisher_reconnect,
-        "srt-bridge": _srt_source_is_pulled_through_the_ffmpeg_bridge,
-        "rtmp-hostile": _hostile_rtmp_clients_neither_publish_nor_block_the_real_publisher,
-        "srt-passphrase": _srt_listener_takes_only_the_caller_with_the_passphrase,
-        "hls-pull": _hls_playlist_is_pulled_over_http,
-    }
-    with side_by_side({name: functools.partial(job, clip_small, tmp_path_factory.mktemp(name))
-                       for name, job in jobs.items()}, at_once=HEAVY) as futures:
-        yield futures
-
-
-def test_rtmp_listener_rejects_unknown_keys_and_survives_a_publisher_reconnect(sessions: dict[str, Future[None]]) -> None:
-    sessions["rtmp-reconnect"].result()
-
-
-def _rtmp_listener_rejects_unknown_keys_and_survives_a_publisher_reconnect(clip_small: Path, tmp_path: Path) -> None:
+def test_rtmp_listener_rejects_unknown_keys_and_survives_a_publisher_reconnect(
+        clip_small: Path, tmp_path: Path) -> None:
     port = free_port()
     out = tmp_path / "live"
     proc = subprocess.Popen(
@@ -102,11 +79,7 @@ def _rtmp_listener_rejects_unknown_keys_and_survives_a_publisher_reconnect(clip_
     assert 7.0 <= total <= 8.6, total
 
 
-def test_srt_source_is_pulled_through_the_ffmpeg_bridge(sessions: dict[str, Future[None]]) -> None:
-    sessions["srt-bridge"].result()
-
-
-def _srt_source_is_pulled_through_the_ffmpeg_bridge(clip_small: Path, tmp_path: Path) -> None:
+def test_srt_source_is_pulled_through_the_ffmpeg_bridge(clip_small: Path, tmp_path: Path) -> None:
     port = free_port()
     sender = subprocess.Popen(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-i", str(clip_small), "-t", "4",
@@ -125,13 +98,9 @@ def _srt_source_is_pulled_through_the_ffmpeg_bridge(clip_small: Path, tmp_path: 
     assert 3.0 <= sum(s.duration for s in pl.segments) <= 4.5
 
 
-def test_hostile_rtmp_clients_neither_publish_nor_block_the_real_publisher(sessions: dict[str, Future[None]]) -> None:
+def test_hostile_rtmp_clients_neither_publish_nor_block_the_real_publisher(clip_small: Path, tmp_path: Path) -> None:
     """What the report saw: a keyless client's media published, 2 KB of garbage killing the ingest, one idle
     connection locking the publisher out. Now none of them publishes anything or stops the real one."""
-    sessions["rtmp-hostile"].result()
-
-
-def _hostile_rtmp_clients_neither_publish_nor_block_the_real_publisher(clip_small: Path, tmp_path: Path) -> None:
     port = free_port()
     out = tmp_path / "live"
     proc = subprocess.Popen(
@@ -174,11 +143,7 @@ def _hostile_rtmp_clients_neither_publish_nor_block_the_real_publisher(clip_smal
     assert 2.5 <= sum(s.duration for s in final.segments) <= 3.6, "only the real publisher's 3 s are published"
 
 
-def test_srt_listener_takes_only_the_caller_with_the_passphrase(sessions: dict[str, Future[None]]) -> None:
-    sessions["srt-passphrase"].result()
-
-
-def _srt_listener_takes_only_the_caller_with_the_passphrase(clip_small: Path, tmp_path: Path) -> None:
+def test_srt_listener_takes_only_the_caller_with_the_passphrase(clip_small: Path, tmp_path: Path) -> None:
     port = free_port()
     out = tmp_path / "live"
     proc = subprocess.Popen(
@@ -215,11 +180,7 @@ def _srt_listener_takes_only_the_caller_with_the_passphrase(clip_small: Path, tm
     assert pl.is_endlist and 2.5 <= sum(s.duration for s in pl.segments) <= 3.6
 
 
-def test_hls_playlist_is_pulled_over_http(sessions: dict[str, Future[None]]) -> None:
-    sessions["hls-pull"].result()
-
-
-def _hls_playlist_is_pulled_over_http(clip_small: Path, tmp_path: Path) -> None:
+def test_hls_playlist_is_pulled_over_http(clip_small: Path, tmp_path: Path) -> None:
     src = tmp_path / "origin"
     src.mkdir()
     ffmpeg("-i", str(clip_small), "-t", "4", "-c", "copy", "-f", "hls", "-hls_time", "2",

@@ -3,43 +3,22 @@ the HTTP server the CLI starts serves the player page."""
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
-from concurrent.futures import Future
 from pathlib import Path
 
 import m3u8
 import pytest
 
 from tests.browser.harness import keep_evidence, play_hls, serve
-from tests.conftest import SIDECAST, free_port, run_sidecast, side_by_side
-
-
-@pytest.fixture(scope="module")
-def sessions(clip_720: Path, clip_small: Path,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[None]]]:
-    """The ladder's playback in hls.js and the paced live window, run side by side (``side_by_side``): the
-    window waits 8 s on the media clock while the other encodes its ladder and plays it. Each job is a whole
-    test, assertions included; its test waits for it and fails with its error."""
-    with side_by_side({
-        "master": functools.partial(_master_playlist_plays_in_hls_js, clip_720, tmp_path_factory.mktemp("master")),
-        "live-window": functools.partial(_live_window_slides_with_consistent_sequence_numbers, clip_small,
-                                         tmp_path_factory.mktemp("live-window")),
-    }) as futures:
-        yield futures
+from tests.conftest import SIDECAST, free_port, run_sidecast
 
 
 @pytest.mark.browser
-def test_master_playlist_plays_in_hls_js(sessions: dict[str, Future[None]]) -> None:
-    sessions["master"].result()
-
-
-def _master_playlist_plays_in_hls_js(clip_720: Path, tmp_path: Path) -> None:
+def test_master_playlist_plays_in_hls_js(clip_720: Path, tmp_path: Path) -> None:
     run_sidecast("run", str(clip_720), "-o", str(tmp_path), "--no-progress", check=True)
     with serve(tmp_path) as base:
         report = play_hls(base + "master.m3u8", seconds=4, network=r"\.m3u8$")
@@ -65,12 +44,8 @@ def test_kept_evidence_goes_where_it_is_asked_for(tmp_path: Path, monkeypatch: p
     assert there.parent == tmp_path / "kept" and there.name.startswith("ll-") and (there / "report.json").exists()
 
 
-def test_live_window_slides_with_consistent_sequence_numbers(sessions: dict[str, Future[None]]) -> None:
+def test_live_window_slides_with_consistent_sequence_numbers(clip_small: Path, tmp_path: Path) -> None:
     """--realtime paces a file as live: the window holds 2 segments, media sequence counts what slid out."""
-    sessions["live-window"].result()
-
-
-def _live_window_slides_with_consistent_sequence_numbers(clip_small: Path, tmp_path: Path) -> None:
     proc = subprocess.Popen([SIDECAST, "run", str(clip_small), "-o", str(tmp_path), "--realtime", "--window", "2",
                              "--ladder", "360p:800k", "--snapshots-fps", "0", "--no-progress"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -4,7 +4,6 @@ garbage, idle and trickling connections; and the protocol state machine fed host
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import queue
@@ -12,8 +11,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -23,7 +21,7 @@ from hypothesis import strategies as st
 
 from sidecast.core.push import Grant, Limits, Peer, PushSession, Refusal, RtmpServer, StaticAuthority, amf0
 from sidecast.core.push.rtmp import ProtocolError, RtmpConnection, State
-from tests.conftest import HEAVY, make_clip, side_by_side, wait_for
+from tests.conftest import make_clip, wait_for
 from tests.rtmp_client import RawRtmp, video_payload
 
 
@@ -108,58 +106,18 @@ class Harness:
         return self.sessions.get(timeout=timeout)
 
 
-def _harness() -> Harness:
-    """The server most tests publish to: short pre-auth and idle timeouts, so that the tests of them are short."""
-    return Harness(Limits(pre_auth_timeout=2.0, idle_timeout=3.0))
-
-
 @pytest.fixture
 def server() -> Iterator[Harness]:
-    h = _harness()
+    h = Harness(Limits(pre_auth_timeout=2.0, idle_timeout=3.0))
     yield h
     h.srv.close()
-
-
-def _on_own_server(test: Callable[..., None], *args: object) -> None:
-    """Run a test written against the ``server`` fixture on a server of its own (a ``sessions`` job)."""
-    h = _harness()
-    try:
-        test(h, *args)
-    finally:
-        h.srv.close()
-
-
-@pytest.fixture(scope="module")
-def sessions(clips: tuple[Path, Path], heavy_clip: Path,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[None]]]:
-    """The publisher tests that wait on real time (ffmpeg publishing at its media's rate, idle and pre-auth
-    timeouts), run side by side (``side_by_side``), each against a server of its own: the publishers copy
-    their media (``-c copy``) and cost next to no CPU. Each job is a whole test, assertions included; its
-    test waits for it and fails with its error."""
-    with side_by_side({
-        "two-keys": functools.partial(_on_own_server, _two_publishers_on_two_keys_are_both_published_and_not_mixed,
-                                      clips),
-        "second-publisher": functools.partial(
-            _on_own_server, _second_publisher_on_one_key_is_refused_while_the_first_goes_on, clips),
-        "media-without-publish": functools.partial(
-            _on_own_server, _media_without_publish_is_refused_and_nothing_is_published, clips),
-        "silent": functools.partial(_on_own_server, _publisher_that_goes_silent_is_dropped_after_the_idle_timeout),
-        "idle-trickling": functools.partial(
-            _idle_and_trickling_connections_time_out_and_never_block_the_publisher, clips),
-        "slow-reader": functools.partial(_slow_reader_holds_back_its_own_publisher_only, clips, heavy_clip),
-        "source-sessions": functools.partial(_a_source_reads_one_streams_sessions_from_a_shared_server, clips),
-    }, at_once=HEAVY) as futures:
-        yield futures
 
 
 # ------------------------------------------------------------------------------------- real publishers
 
 
-def test_two_publishers_on_two_keys_are_both_published_and_not_mixed(sessions: dict[str, Future[None]]) -> None:
-    sessions["two-keys"].result()
-
-
-def _two_publishers_on_two_keys_are_both_published_and_not_mixed(server: Harness, clips: tuple[Path, Path]) -> None:
+def test_two_publishers_on_two_keys_are_both_published_and_not_mixed(server: Harness,
+                                                                    clips: tuple[Path, Path]) -> None:
     a, b = clips
     pa = publish(a, server.url("key-a"), wait=False)
     pb = publish(b, server.url("key-b?token=xyz"), wait=False)  # a ?query is not part of the key
@@ -216,11 +174,8 @@ def test_wrong_key_is_told_why_and_never_logged_in_clear(server: Harness, clips:
     assert server.srv.refused == 1
 
 
-def test_second_publisher_on_one_key_is_refused_while_the_first_goes_on(sessions: dict[str, Future[None]]) -> None:
-    sessions["second-publisher"].result()
-
-
-def _second_publisher_on_one_key_is_refused_while_the_first_goes_on(server: Harness, clips: tuple[Path, Path]) -> None:
+def test_second_publisher_on_one_key_is_refused_while_the_first_goes_on(server: Harness,
+                                                                        clips: tuple[Path, Path]) -> None:
     a, b = clips
     first = publish(a, server.url("key-a"), seconds=6.0, wait=False)   # long enough for a loaded machine
     s: PushSession = server.next()
@@ -261,11 +216,8 @@ def test_replace_policy_hands_a_stuck_stream_to_the_new_publisher(clips: tuple[P
 # ------------------------------------------------------------------------------------- hostile clients
 
 
-def test_media_without_publish_is_refused_and_nothing_is_published(sessions: dict[str, Future[None]]) -> None:
-    sessions["media-without-publish"].result()
-
-
-def _media_without_publish_is_refused_and_nothing_is_published(server: Harness, clips: tuple[Path, Path]) -> None:
+def test_media_without_publish_is_refused_and_nothing_is_published(server: Harness,
+                                                                   clips: tuple[Path, Path]) -> None:
     # a real publisher is live on another key the whole time: it must lose nothing
     live = publish(clips[1], server.url("key-b"), seconds=3.0, wait=False)
     live_session = server.next()
@@ -340,11 +292,7 @@ def test_garbage_is_refused_and_the_server_stays_up(server: Harness, clips: tupl
     assert s2.stream_id == "cam-a"
 
 
-def test_idle_and_trickling_connections_time_out_and_never_block_the_publisher(sessions: dict[str, Future[None]]) -> None:
-    sessions["idle-trickling"].result()
-
-
-def _idle_and_trickling_connections_time_out_and_never_block_the_publisher(clips: tuple[Path, Path]) -> None:
+def test_idle_and_trickling_connections_time_out_and_never_block_the_publisher(clips: tuple[Path, Path]) -> None:
     h = Harness(Limits(pre_auth_timeout=6.0))
     idle = [socket.create_connection(("127.0.0.1", h.port)) for _ in range(3)]
     half = RawRtmp(h.port)
@@ -390,11 +338,7 @@ def _idle_and_trickling_connections_time_out_and_never_block_the_publisher(clips
         h.srv.close()
 
 
-def test_publisher_that_goes_silent_is_dropped_after_the_idle_timeout(sessions: dict[str, Future[None]]) -> None:
-    sessions["silent"].result()
-
-
-def _publisher_that_goes_silent_is_dropped_after_the_idle_timeout(server: Harness) -> None:
+def test_publisher_that_goes_silent_is_dropped_after_the_idle_timeout(server: Harness) -> None:
     c = RawRtmp(server.port)
     c.handshake()
     c.connect()
@@ -430,13 +374,9 @@ def test_connections_per_address_are_limited() -> None:
             s.close()
 
 
-def test_slow_reader_holds_back_its_own_publisher_only(sessions: dict[str, Future[None]]) -> None:
+def test_slow_reader_holds_back_its_own_publisher_only(clips: tuple[Path, Path], heavy_clip: Path) -> None:
     """A session whose reader stalls stops its socket being read (TCP pushes back on that publisher);
     the other stream flows, and the stalled one loses nothing once read."""
-    sessions["slow-reader"].result()
-
-
-def _slow_reader_holds_back_its_own_publisher_only(clips: tuple[Path, Path], heavy_clip: Path) -> None:
     h = Harness(Limits(buffer_bytes=64 << 10, idle_timeout=20))
     try:
         # 12 s (the clip four times): it is still publishing in real time well after its reader catches up.
@@ -579,13 +519,9 @@ def test_static_authority_accepts_only_its_keys() -> None:
         Grant("live", "0123456789")
 
 
-def test_a_source_reads_one_streams_sessions_from_a_shared_server(sessions: dict[str, Future[None]]) -> None:
+def test_a_source_reads_one_streams_sessions_from_a_shared_server(clips: tuple[Path, Path]) -> None:
     """The multi-stream seam end to end: one server, sessions routed per stream into queues, a
     ``Source(sessions=...)`` per stream decoding its own publisher across a reconnect."""
-    sessions["source-sessions"].result()
-
-
-def _a_source_reads_one_streams_sessions_from_a_shared_server(clips: tuple[Path, Path]) -> None:
     from sidecast.core.sources import Discontinuity, Dropped, Opened, Source, VideoEvent
 
     queues: dict[str, queue.Queue[PushSession]] = {"cam-a": queue.Queue(), "cam-b": queue.Queue()}

@@ -4,15 +4,13 @@ two callers on one key under both policies, garbage datagrams; and the streamid 
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import queue
 import socket
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -21,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecast.core.push import Grant, Limits, Peer, PushSession, Refusal, SrtServer, parse_streamid
-from tests.conftest import HEAVY, make_clip, side_by_side, wait_for
+from tests.conftest import make_clip, wait_for
 
 PASS = {"key-a": "passphrase-of-a", "key-b": "passphrase-of-b"}
 
@@ -44,43 +42,11 @@ class Harness:
         return u + (f"&passphrase={passphrase}" if passphrase else "")
 
 
-def _harness() -> Harness:
-    """The server most tests call: a short idle timeout, so that the test of it is short."""
-    return Harness(Limits(idle_timeout=3.0))
-
-
 @pytest.fixture
 def srt() -> Iterator[Harness]:
-    h = _harness()
+    h = Harness(Limits(idle_timeout=3.0))
     yield h
     h.srv.close()
-
-
-def _on_own_server(test: Callable[..., None], *args: object) -> None:
-    """Run a test written against the ``srt`` fixture on a server of its own (a ``sessions`` job)."""
-    h = _harness()
-    try:
-        test(h, *args)
-    finally:
-        h.srv.close()
-
-
-@pytest.fixture(scope="module")
-def sessions(clips: tuple[Path, Path]) -> Iterator[dict[str, Future[None]]]:
-    """The caller tests that wait on real time (ffmpeg sending at its media's rate, the idle timeout), run side
-    by side (``side_by_side``), each against a server of its own: the callers copy their media (``-c copy``)
-    and cost next to no CPU. Each job is a whole test, assertions included; its test waits for it and fails
-    with its error. (The tests that read ``caplog`` stay as they are: a log capture sees every thread.)"""
-    with side_by_side({
-        "two-callers": functools.partial(
-            _on_own_server, _two_callers_on_one_port_are_routed_by_streamid_each_with_its_passphrase, clips),
-        "second-caller": functools.partial(
-            _on_own_server, _second_caller_on_one_key_is_refused_and_the_first_goes_on, clips),
-        "replace": functools.partial(_replace_policy_hands_the_stream_to_the_new_caller, clips),
-        "silent": functools.partial(_on_own_server, _caller_that_goes_silent_is_dropped_after_the_idle_timeout,
-                                    clips),
-    }, at_once=HEAVY) as futures:
-        yield futures
 
 
 @pytest.fixture(scope="module")
@@ -107,11 +73,8 @@ def read_all(session: PushSession) -> tuple[tuple[int, int], int]:
     return size, n
 
 
-def test_two_callers_on_one_port_are_routed_by_streamid_each_with_its_passphrase(sessions: dict[str, Future[None]]) -> None:
-    sessions["two-callers"].result()
-
-
-def _two_callers_on_one_port_are_routed_by_streamid_each_with_its_passphrase(srt: Harness, clips: tuple[Path, Path]) -> None:
+def test_two_callers_on_one_port_are_routed_by_streamid_each_with_its_passphrase(
+        srt: Harness, clips: tuple[Path, Path]) -> None:
     pa = send(clips[0], srt.url("#!::r=key-a,m=publish", PASS["key-a"]), wait=False)
     pb = send(clips[1], srt.url("key-b", PASS["key-b"]), wait=False)    # the plain form
     got: dict[str, tuple[tuple[int, int], int]] = {}
@@ -154,11 +117,7 @@ def test_callers_without_the_right_secret_are_refused_before_any_media(
     assert ok.returncode == 0 and srt.sessions.get(timeout=5).stream_id == "cam-a"
 
 
-def test_second_caller_on_one_key_is_refused_and_the_first_goes_on(sessions: dict[str, Future[None]]) -> None:
-    sessions["second-caller"].result()
-
-
-def _second_caller_on_one_key_is_refused_and_the_first_goes_on(srt: Harness, clips: tuple[Path, Path]) -> None:
+def test_second_caller_on_one_key_is_refused_and_the_first_goes_on(srt: Harness, clips: tuple[Path, Path]) -> None:
     first = send(clips[0], srt.url("key-a", PASS["key-a"]), seconds=6.0, wait=False)   # outlasts a slow start
     s = srt.sessions.get(timeout=20)
     result: list[tuple[tuple[int, int], int]] = []
@@ -172,11 +131,7 @@ def _second_caller_on_one_key_is_refused_and_the_first_goes_on(srt: Harness, cli
     assert srt.sessions.empty()
 
 
-def test_replace_policy_hands_the_stream_to_the_new_caller(sessions: dict[str, Future[None]]) -> None:
-    sessions["replace"].result()
-
-
-def _replace_policy_hands_the_stream_to_the_new_caller(clips: tuple[Path, Path]) -> None:
+def test_replace_policy_hands_the_stream_to_the_new_caller(clips: tuple[Path, Path]) -> None:
     h = Harness(Limits(on_duplicate="replace"))
     try:
         first = send(clips[0], h.url("key-a", PASS["key-a"]), seconds=3.0, wait=False)
@@ -202,11 +157,7 @@ def test_garbage_datagrams_leave_the_server_serving(srt: Harness, clips: tuple[P
     assert srt.sessions.get(timeout=5).stream_id == "cam-b"
 
 
-def test_caller_that_goes_silent_is_dropped_after_the_idle_timeout(sessions: dict[str, Future[None]]) -> None:
-    sessions["silent"].result()
-
-
-def _caller_that_goes_silent_is_dropped_after_the_idle_timeout(srt: Harness, clips: tuple[Path, Path]) -> None:
+def test_caller_that_goes_silent_is_dropped_after_the_idle_timeout(srt: Harness, clips: tuple[Path, Path]) -> None:
     # -readrate 0.0001: the first packets go out at once, the rest would take hours; SRT keepalives flow
     p = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-readrate", "0.0001", "-i",
                           str(clips[0]), "-c", "copy", "-f", "mpegts", srt.url("key-a", PASS["key-a"])],

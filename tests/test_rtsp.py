@@ -4,23 +4,19 @@ script pulling it, including a server that dies mid-stream and comes back."""
 
 from __future__ import annotations
 
-import functools
 import json
 import queue
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import m3u8
 import pytest
 
 from sidecast.core.sources import Source, VideoEvent
-from tests.conftest import ROOT, SIDECAST, free_port, make_clip, run_sidecast, side_by_side, wait_for
+from tests.conftest import ROOT, SIDECAST, free_port, make_clip, run_sidecast, wait_for
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # PyGObject + GstRtspServer typelibs are Debian packages (dev.sh installs them)
 SERVER = str(ROOT / "tests" / "rtsp_server.py")
@@ -96,26 +92,9 @@ def rtsp_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sessions(rtsp_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[Any]]]:
-    """The two RTSP sessions of this file, run side by side (``side_by_side``): each waits on a server that
-    plays the clip at its own rate and on a reconnect timeout, not on the CPU (a 360p rung). The restart
-    job is a whole test, assertions included; its test waits for it and fails with its error."""
-    with side_by_side({
-        "one": functools.partial(_one_session, rtsp_clip, tmp_path_factory.mktemp("rtsp-out")),
-        "restart": functools.partial(_rtsp_server_restart_mid_stream_is_one_discontinuity_and_keeps_published_segments,
-                                     rtsp_clip, tmp_path_factory.mktemp("rtsp-restart")),
-    }) as futures:
-        yield futures
-
-
-@pytest.fixture(scope="module")
-def one_session(sessions: dict[str, Future[Any]]) -> Path:
+def one_session(rtsp_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The output of ``sidecast run rtsp://...`` over one uninterrupted session of the whole clip."""
-    return Path(sessions["one"].result())
-
-
-def _one_session(rtsp_clip: Path, tmp: Path) -> Path:
-    out = tmp / "out"
+    out = tmp_path_factory.mktemp("rtsp-out") / "out"
     server = start_server(rtsp_clip, free_port())
     try:
         proc = run_sidecast("run", server.url, "-o", str(out), "--ladder", "360p:800k", "--window", "0",
@@ -159,11 +138,6 @@ def test_rtsp_aac_audio_becomes_the_audio_rendition(one_session: Path) -> None:
 
 
 def test_rtsp_server_restart_mid_stream_is_one_discontinuity_and_keeps_published_segments(
-        sessions: dict[str, Future[Any]]) -> None:
-    sessions["restart"].result()
-
-
-def _rtsp_server_restart_mid_stream_is_one_discontinuity_and_keeps_published_segments(
         rtsp_clip: Path, tmp_path: Path) -> None:
     port = free_port()
     out = tmp_path / "out"

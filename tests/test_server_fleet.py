@@ -18,7 +18,6 @@ one real PostgreSQL registry, with one shared media folder (what a bucket is on 
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import os
@@ -28,7 +27,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +38,7 @@ from devkit.fleet import ADMIN, CuttableProxy, Replica, WorkerSampler
 from devkit.postgres import PostgresServer
 from sidecast.core.server.registry import Registry, RegistryUnavailable
 from sidecast.hls import MediaPlaylist, parse_media
-from tests.conftest import free_port, side_by_side, wait_for
+from tests.conftest import free_port, wait_for
 from tests.server_helpers import live_hls
 
 LEASE_S = 5.0
@@ -66,8 +64,190 @@ def _fresh_db(pg: PostgresServer, name: str) -> str:
     return pg.url.rsplit("/", 1)[0] + "/" + name
 
 
-# ----------------------------------------------------------------------------- failover, run alone
-# It comes first: three replicas encoding four streams run before the tests that run side by side below.
+# ----------------------------------------------------------------------------- leases on the real database
+
+
+def test_a_replica_starting_before_its_registry_answers_waits_for_it_and_an_impatient_one_says_why(
+        pg: PostgresServer) -> None:
+    # A full test run at load 15-20 saw a new PostgreSQL backend take longer than the 3 s connection timeout,
+    # and the registry gave up at once (RegistryUnavailable in Registry(url)); a replica started beside its
+    # database in a rollout meets the same. The first connection is tried again for start_patience seconds.
+    url = _fresh_db(pg, "patience")
+    proxy = CuttableProxy("127.0.0.1", pg.port)
+    proxy.cut()  # every connection is closed at once: the database "does not answer"
+    with pytest.raises(RegistryUnavailable, match="unreachable"):
+        Registry(proxy.url_for(url), start_patience=0)
+    retries: list[str] = []
+
+    class Retries(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            retries.append(record.getMessage())
+
+    handler = Retries(level=logging.WARNING)
+    logging.getLogger("sidecast.server.registry").addHandler(handler)
+    opened: list[Registry | BaseException] = []
+
+    def open_registry() -> None:
+        try:
+            opened.append(Registry(proxy.url_for(url), start_patience=120))
+        except BaseException as exc:  # noqa: BLE001 (reported by the assertion below)
+            opened.append(exc)
+
+    try:
+        t = threading.Thread(target=open_registry, daemon=True)
+        t.start()
+        wait_for(lambda: len(retries) >= 1, 60, "the registry to try again")
+        assert not opened  # still waiting, not failed
+        proxy.restore()
+        t.join(timeout=60)
+    finally:
+        logging.getLogger("sidecast.server.registry").removeHandler(handler)
+        proxy.restore()
+    assert len(opened) == 1 and isinstance(opened[0], Registry), opened
+    reg = opened[0]
+    assert reg.shared and reg.leases() == []
+    assert "trying again" in retries[0] and "unreachable" in retries[0], retries
+    reg.close()
+    proxy.close()
+
+
+def test_a_lease_has_one_owner_its_epoch_grows_and_only_its_holders_peers_take_it_soon_after_it_expires(
+        pg: PostgresServer) -> None:
+    """The claim rules that make a registry outage safe (fleet.py, "Registry outages"), on the real database
+    and its clock: a holder renews its lease while nobody took it, even after it expired; within the outage
+    grace an expired lease goes only to a *settled* claimer that the holder would have asked (its recorded
+    peers), or to anyone settled when the holder recorded none; after the grace, or once released, to anyone."""
+    url = _fresh_db(pg, "leases")
+    a, b = Registry(url), Registry(url)
+    try:
+        assert a.secret == b.secret, "replicas must share the server secret (tokens, SRT passphrases, probes)"
+        a.create_stream("cam1", ingest="pull", source="http://127.0.0.1:1/x.m3u8")
+        assert b.claimable_streams(10) == ["cam1"]
+        assert a.claim_lease("cam1", "r1", 2.0, settled=False) == 1, "a never-claimed stream is free at once"
+        assert b.claim_lease("cam1", "r2", 2.0) is None, "a live lease was taken by a second replica"
+        assert b.claimable_streams(10, "r2") == []
+        assert a.renew_leases("r1", 2.0, {"cam1": 1}) == {"cam1": 1}
+        assert b.renew_leases("r2", 2.0, {"cam1": 1}) == {}, "a replica renewed a lease it does not hold"
+        wait_for(lambda: a.lease_of("cam1") is None, 10, "the lease to expire (database clock)")
+        # expired, nobody took it: its holder renews it (after an outage, holders renew before others claim)
+        assert a.renew_leases("r1", 2.0, {"cam1": 1}) == {"cam1": 1}
+        a.write_peers("r1", ["r3"])
+        assert a.peers_of("r1") == ["r3"]
+        wait_for(lambda: a.lease_of("cam1") is None, 10, "the lease to expire again")
+        grace = 60.0
+        assert b.claim_lease("cam1", "r2", 2.0, settled=True, grace=grace) is None, \
+            "a replica the holder does not ask took its lease within the outage grace"
+        assert b.claim_lease("cam1", "r3", 2.0, settled=False, grace=grace) is None, \
+            "a replica that has not watched the registry for a whole lease took an expired lease"
+        assert b.claimable_streams(10, "r3", settled=False, grace=grace) == []
+        assert b.claimable_streams(10, "r3", settled=True, grace=grace) == ["cam1"]
+        assert b.claim_lease("cam1", "r3", 2.0, settled=True, grace=grace) == 2, "the epoch grows with every claim"
+        assert a.renew_leases("r1", 2.0, {"cam1": 1}) == {}, "a lease another replica took was renewed"
+        b.release_lease("cam1", "r3", 2)
+        assert a.renew_leases("r3", 2.0, {"cam1": 2}) == {}, "a released lease was renewed"
+        assert a.claim_lease("cam1", "r1", 2.0, settled=False, grace=grace) == 3, "a released lease is free at once"
+        wait_for(lambda: a.lease_of("cam1") is None, 10, "r1's lease to expire")
+        assert b.claim_lease("cam1", "r2", 2.0, settled=False, grace=1.0) is None
+        wait_for(lambda: b.claim_lease("cam1", "r2", 2.0, settled=False, grace=1.0) is not None, 10,
+                 "the lease to be free for anyone once the outage grace has passed (database clock)")
+        wait_for(lambda: a.lease_of("cam1") is None, 10, "r2's lease to expire")
+        # r2 recorded no peers: it never keeps a stream past its lease, so any settled replica may take it
+        assert a.claim_lease("cam1", "r1", 2.0, settled=False, grace=grace) is None
+        assert a.claim_lease("cam1", "r1", 2.0, settled=True, grace=grace) == 5
+        log = [(lease.owner, lease.epoch) for lease in a.lease_log("cam1")]
+        assert log == [("r1", 1), ("r3", 2), ("r1", 3), ("r2", 4), ("r1", 5)]
+        a.forget_replica("r1")
+        assert a.peers_of("r1") == []
+    finally:
+        a.close()
+        b.close()
+
+
+def test_rows_of_replicas_not_seen_for_an_hour_expire_and_a_dead_holders_peers_outlive_the_grace(
+        pg: PostgresServer, tmp_path: Path) -> None:
+    """``replicas`` and ``fleet_peers`` kept a row for every pod that ever ran. A running replica deletes the
+    rows of replicas not seen for ``REPLICA_RETENTION_S`` (an hour; never less than a lease plus the outage
+    grace plus a minute, so a dead holder's peer list outlives the claim rule that reads it)."""
+    from sidecast.core.server.fleet import REPLICA_RETENTION_S, Fleet
+
+    url = _fresh_db(pg, "expiry")
+    reg = Registry(url)
+    rep = Replica("live", tmp_path / "live")
+    try:
+        for rid, age in (("gone", REPLICA_RETENTION_S + 60), ("recent", 600.0)):
+            reg.heartbeat(rid, media_url="http://127.0.0.1:1/", api_url="http://127.0.0.1:2/", capacity=1)
+            reg.write_peers(rid, ["live", "other"])
+            reg._db.execute("UPDATE replicas SET seen_at = seen_at - ? WHERE id = ?", (age, rid))  # noqa: SLF001
+        assert reg.all_replicas() == ["gone", "recent"]
+        rep.start(url, tmp_path / "media", 1, DEFAULT_LEASE_S, ("--warm-workers", "0"))
+        wait_for(lambda: "live" in reg.all_replicas() and "gone" not in reg.all_replicas(), 120,
+                 "the replica's first pass to expire the row not seen for an hour")
+        assert reg.all_replicas() == ["live", "recent"], "a replica seen 10 minutes ago lost its row"
+        assert reg.peers_of("gone") == [] and reg.peers_of("recent") == ["live", "other"]
+        # the floor: with a long outage grace, a dead holder's peer list stays until its leases are past it
+        assert reg.expire_replicas(REPLICA_RETENTION_S) == []
+        long = Fleet(reg, None, replica_id="x", lease_seconds=10, max_streams=1,  # type: ignore[arg-type]
+                     media_url="", api_url="", outage_grace=7200)
+        assert long.retention == 7200 + 10 + 60
+        short = Fleet(reg, None, replica_id="y", lease_seconds=10, max_streams=1,  # type: ignore[arg-type]
+                      media_url="", api_url="")
+        assert short.retention == REPLICA_RETENTION_S
+    finally:
+        rep.stop()
+        reg.close()
+
+
+# ----------------------------------------------------------------------------- replicas as real processes
+
+
+def _playlist(storage: Path, sid: str, playlist: str = PLAYLIST) -> MediaPlaylist | None:
+    try:
+        return parse_media((storage / sid / playlist).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _attempts(pl: MediaPlaylist) -> list[int]:
+    return [int(m.group(2)) if (m := _ATTEMPT.search("/" + s.uri)) else -1 for s in pl.segments]
+
+
+@dataclass
+class Tracker:
+    """Every version of a stream's playlist seen in the shared storage: (media sequence, uri, discontinuity)
+    of each segment, to check that sequence numbers never change meaning and never skip."""
+
+    storage: Path
+    sid: str
+    playlist: str = PLAYLIST
+    by_seq: dict[int, str] = field(default_factory=dict)
+    disc_before: dict[int, bool] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    last_seq: int = -1
+    lock: Any = field(default_factory=threading.RLock)
+
+    def poll(self) -> MediaPlaylist | None:
+        with self.lock:
+            return self._poll()
+
+    def _poll(self) -> MediaPlaylist | None:
+        pl = _playlist(self.storage, self.sid, self.playlist)
+        if pl is None:
+            return None
+        if pl.media_sequence < self.last_seq - 100:
+            self.problems.append(f"media sequence went back to {pl.media_sequence}")
+        for i, seg in enumerate(pl.segments):
+            seq = pl.media_sequence + i
+            known = self.by_seq.setdefault(seq, seg.uri)
+            if known != seg.uri:
+                self.problems.append(f"sequence {seq} named {known} then {seg.uri}")
+            self.disc_before[seq] = bool(seg.discontinuity)
+        if pl.segments:
+            self.last_seq = max(self.last_seq, pl.media_sequence + len(pl.segments) - 1)
+        return pl
+
+
+def _owners(reg: Registry) -> dict[str, str]:
+    return {lease.stream_id: lease.owner for lease in reg.leases()}
 
 
 def test_three_replicas_share_streams_and_fail_over_within_15_s_without_split_brain(
@@ -216,227 +396,6 @@ def test_three_replicas_share_streams_and_fail_over_within_15_s_without_split_br
         reg.close()
 
 
-# ----------------------------------------------------------------------------- leases on the real database
-
-
-@pytest.fixture(scope="module")
-def beside_the_outage(pg: PostgresServer, clip240: Path,
-                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[None]]]:
-    """The registry outage test and the light tests of this file, run side by side (``side_by_side``): the
-    outage waits its 30 s and its leases out on the clock with three passthrough streams (no encode), the
-    lease and expiry tests wait on the database's clock, the push test runs one 240p stream. The failover test,
-    three replicas encoding four streams, runs alone. Each job is a whole test, assertions included, with its
-    own database (or PostgreSQL server) and folders; its test waits for it and fails with its error."""
-    with side_by_side({
-        "patience": functools.partial(
-            _a_replica_starting_before_its_registry_answers_waits_for_it_and_an_impatient_one_says_why, pg),
-        "leases": functools.partial(
-            _a_lease_has_one_owner_its_epoch_grows_and_only_its_holders_peers_take_it_soon_after_it_expires, pg),
-        "expiry": functools.partial(
-            _rows_of_replicas_not_seen_for_an_hour_expire_and_a_dead_holders_peers_outlive_the_grace, pg,
-            tmp_path_factory.mktemp("expiry")),
-        "outage": functools.partial(
-            _a_30_s_registry_outage_keeps_every_stream_publishing_and_a_replica_cut_off_alone_hands_its_streams_over,
-            clip240, tmp_path_factory.mktemp("outage")),
-        "push": functools.partial(
-            _a_push_stream_runs_where_its_publisher_lands_and_other_replicas_refuse_a_second_one, pg, clip240,
-            tmp_path_factory.mktemp("push")),
-    }) as futures:
-        yield futures
-
-
-def test_a_replica_starting_before_its_registry_answers_waits_for_it_and_an_impatient_one_says_why(beside_the_outage: dict[str, Future[None]]) -> None:
-    beside_the_outage["patience"].result()
-
-
-def _a_replica_starting_before_its_registry_answers_waits_for_it_and_an_impatient_one_says_why(pg: PostgresServer) -> None:
-    # A full test run at load 15-20 saw a new PostgreSQL backend take longer than the 3 s connection timeout,
-    # and the registry gave up at once (RegistryUnavailable in Registry(url)); a replica started beside its
-    # database in a rollout meets the same. The first connection is tried again for start_patience seconds.
-    url = _fresh_db(pg, "patience")
-    proxy = CuttableProxy("127.0.0.1", pg.port)
-    proxy.cut()  # every connection is closed at once: the database "does not answer"
-    with pytest.raises(RegistryUnavailable, match="unreachable"):
-        Registry(proxy.url_for(url), start_patience=0)
-    retries: list[str] = []
-
-    class Retries(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            retries.append(record.getMessage())
-
-    handler = Retries(level=logging.WARNING)
-    logging.getLogger("sidecast.server.registry").addHandler(handler)
-    opened: list[Registry | BaseException] = []
-
-    def open_registry() -> None:
-        try:
-            opened.append(Registry(proxy.url_for(url), start_patience=120))
-        except BaseException as exc:  # noqa: BLE001 (reported by the assertion below)
-            opened.append(exc)
-
-    try:
-        t = threading.Thread(target=open_registry, daemon=True)
-        t.start()
-        wait_for(lambda: len(retries) >= 1, 60, "the registry to try again")
-        assert not opened  # still waiting, not failed
-        proxy.restore()
-        t.join(timeout=60)
-    finally:
-        logging.getLogger("sidecast.server.registry").removeHandler(handler)
-        proxy.restore()
-    assert len(opened) == 1 and isinstance(opened[0], Registry), opened
-    reg = opened[0]
-    assert reg.shared and reg.leases() == []
-    assert "trying again" in retries[0] and "unreachable" in retries[0], retries
-    reg.close()
-    proxy.close()
-
-
-def test_a_lease_has_one_owner_its_epoch_grows_and_only_its_holders_peers_take_it_soon_after_it_expires(beside_the_outage: dict[str, Future[None]]) -> None:
-    """The claim rules that make a registry outage safe (fleet.py, "Registry outages"), on the real database
-    and its clock: a holder renews its lease while nobody took it, even after it expired; within the outage
-    grace an expired lease goes only to a *settled* claimer that the holder would have asked (its recorded
-    peers), or to anyone settled when the holder recorded none; after the grace, or once released, to anyone."""
-    beside_the_outage["leases"].result()
-
-
-def _a_lease_has_one_owner_its_epoch_grows_and_only_its_holders_peers_take_it_soon_after_it_expires(pg: PostgresServer) -> None:
-    url = _fresh_db(pg, "leases")
-    a, b = Registry(url), Registry(url)
-    try:
-        assert a.secret == b.secret, "replicas must share the server secret (tokens, SRT passphrases, probes)"
-        a.create_stream("cam1", ingest="pull", source="http://127.0.0.1:1/x.m3u8")
-        assert b.claimable_streams(10) == ["cam1"]
-        assert a.claim_lease("cam1", "r1", 2.0, settled=False) == 1, "a never-claimed stream is free at once"
-        assert b.claim_lease("cam1", "r2", 2.0) is None, "a live lease was taken by a second replica"
-        assert b.claimable_streams(10, "r2") == []
-        assert a.renew_leases("r1", 2.0, {"cam1": 1}) == {"cam1": 1}
-        assert b.renew_leases("r2", 2.0, {"cam1": 1}) == {}, "a replica renewed a lease it does not hold"
-        wait_for(lambda: a.lease_of("cam1") is None, 10, "the lease to expire (database clock)")
-        # expired, nobody took it: its holder renews it (after an outage, holders renew before others claim)
-        assert a.renew_leases("r1", 2.0, {"cam1": 1}) == {"cam1": 1}
-        a.write_peers("r1", ["r3"])
-        assert a.peers_of("r1") == ["r3"]
-        wait_for(lambda: a.lease_of("cam1") is None, 10, "the lease to expire again")
-        grace = 60.0
-        assert b.claim_lease("cam1", "r2", 2.0, settled=True, grace=grace) is None, \
-            "a replica the holder does not ask took its lease within the outage grace"
-        assert b.claim_lease("cam1", "r3", 2.0, settled=False, grace=grace) is None, \
-            "a replica that has not watched the registry for a whole lease took an expired lease"
-        assert b.claimable_streams(10, "r3", settled=False, grace=grace) == []
-        assert b.claimable_streams(10, "r3", settled=True, grace=grace) == ["cam1"]
-        assert b.claim_lease("cam1", "r3", 2.0, settled=True, grace=grace) == 2, "the epoch grows with every claim"
-        assert a.renew_leases("r1", 2.0, {"cam1": 1}) == {}, "a lease another replica took was renewed"
-        b.release_lease("cam1", "r3", 2)
-        assert a.renew_leases("r3", 2.0, {"cam1": 2}) == {}, "a released lease was renewed"
-        assert a.claim_lease("cam1", "r1", 2.0, settled=False, grace=grace) == 3, "a released lease is free at once"
-        wait_for(lambda: a.lease_of("cam1") is None, 10, "r1's lease to expire")
-        assert b.claim_lease("cam1", "r2", 2.0, settled=False, grace=1.0) is None
-        wait_for(lambda: b.claim_lease("cam1", "r2", 2.0, settled=False, grace=1.0) is not None, 10,
-                 "the lease to be free for anyone once the outage grace has passed (database clock)")
-        wait_for(lambda: a.lease_of("cam1") is None, 10, "r2's lease to expire")
-        # r2 recorded no peers: it never keeps a stream past its lease, so any settled replica may take it
-        assert a.claim_lease("cam1", "r1", 2.0, settled=False, grace=grace) is None
-        assert a.claim_lease("cam1", "r1", 2.0, settled=True, grace=grace) == 5
-        log = [(lease.owner, lease.epoch) for lease in a.lease_log("cam1")]
-        assert log == [("r1", 1), ("r3", 2), ("r1", 3), ("r2", 4), ("r1", 5)]
-        a.forget_replica("r1")
-        assert a.peers_of("r1") == []
-    finally:
-        a.close()
-        b.close()
-
-
-def test_rows_of_replicas_not_seen_for_an_hour_expire_and_a_dead_holders_peers_outlive_the_grace(beside_the_outage: dict[str, Future[None]]) -> None:
-    """``replicas`` and ``fleet_peers`` kept a row for every pod that ever ran. A running replica deletes the
-    rows of replicas not seen for ``REPLICA_RETENTION_S`` (an hour; never less than a lease plus the outage
-    grace plus a minute, so a dead holder's peer list outlives the claim rule that reads it)."""
-    beside_the_outage["expiry"].result()
-
-
-def _rows_of_replicas_not_seen_for_an_hour_expire_and_a_dead_holders_peers_outlive_the_grace(pg: PostgresServer, tmp_path: Path) -> None:
-    from sidecast.core.server.fleet import REPLICA_RETENTION_S, Fleet
-
-    url = _fresh_db(pg, "expiry")
-    reg = Registry(url)
-    rep = Replica("live", tmp_path / "live")
-    try:
-        for rid, age in (("gone", REPLICA_RETENTION_S + 60), ("recent", 600.0)):
-            reg.heartbeat(rid, media_url="http://127.0.0.1:1/", api_url="http://127.0.0.1:2/", capacity=1)
-            reg.write_peers(rid, ["live", "other"])
-            reg._db.execute("UPDATE replicas SET seen_at = seen_at - ? WHERE id = ?", (age, rid))  # noqa: SLF001
-        assert reg.all_replicas() == ["gone", "recent"]
-        rep.start(url, tmp_path / "media", 1, DEFAULT_LEASE_S, ("--warm-workers", "0"))
-        wait_for(lambda: "live" in reg.all_replicas() and "gone" not in reg.all_replicas(), 120,
-                 "the replica's first pass to expire the row not seen for an hour")
-        assert reg.all_replicas() == ["live", "recent"], "a replica seen 10 minutes ago lost its row"
-        assert reg.peers_of("gone") == [] and reg.peers_of("recent") == ["live", "other"]
-        # the floor: with a long outage grace, a dead holder's peer list stays until its leases are past it
-        assert reg.expire_replicas(REPLICA_RETENTION_S) == []
-        long = Fleet(reg, None, replica_id="x", lease_seconds=10, max_streams=1,  # type: ignore[arg-type]
-                     media_url="", api_url="", outage_grace=7200)
-        assert long.retention == 7200 + 10 + 60
-        short = Fleet(reg, None, replica_id="y", lease_seconds=10, max_streams=1,  # type: ignore[arg-type]
-                      media_url="", api_url="")
-        assert short.retention == REPLICA_RETENTION_S
-    finally:
-        rep.stop()
-        reg.close()
-
-
-# ----------------------------------------------------------------------------- replicas as real processes
-
-
-def _playlist(storage: Path, sid: str, playlist: str = PLAYLIST) -> MediaPlaylist | None:
-    try:
-        return parse_media((storage / sid / playlist).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _attempts(pl: MediaPlaylist) -> list[int]:
-    return [int(m.group(2)) if (m := _ATTEMPT.search("/" + s.uri)) else -1 for s in pl.segments]
-
-
-@dataclass
-class Tracker:
-    """Every version of a stream's playlist seen in the shared storage: (media sequence, uri, discontinuity)
-    of each segment, to check that sequence numbers never change meaning and never skip."""
-
-    storage: Path
-    sid: str
-    playlist: str = PLAYLIST
-    by_seq: dict[int, str] = field(default_factory=dict)
-    disc_before: dict[int, bool] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-    last_seq: int = -1
-    lock: Any = field(default_factory=threading.RLock)
-
-    def poll(self) -> MediaPlaylist | None:
-        with self.lock:
-            return self._poll()
-
-    def _poll(self) -> MediaPlaylist | None:
-        pl = _playlist(self.storage, self.sid, self.playlist)
-        if pl is None:
-            return None
-        if pl.media_sequence < self.last_seq - 100:
-            self.problems.append(f"media sequence went back to {pl.media_sequence}")
-        for i, seg in enumerate(pl.segments):
-            seq = pl.media_sequence + i
-            known = self.by_seq.setdefault(seq, seg.uri)
-            if known != seg.uri:
-                self.problems.append(f"sequence {seq} named {known} then {seg.uri}")
-            self.disc_before[seq] = bool(seg.discontinuity)
-        if pl.segments:
-            self.last_seq = max(self.last_seq, pl.media_sequence + len(pl.segments) - 1)
-        return pl
-
-
-def _owners(reg: Registry) -> dict[str, str]:
-    return {lease.stream_id: lease.owner for lease in reg.leases()}
-
-
 def _variant(storage: Path, sid: str) -> str | None:
     """The first variant playlist a stream's master lists (passthrough streams name theirs after the source)."""
     try:
@@ -485,7 +444,8 @@ def _ready(rep: Replica) -> tuple[int, str]:
     return r.status_code, str(r.json().get("status"))
 
 
-def test_a_30_s_registry_outage_keeps_every_stream_publishing_and_a_replica_cut_off_alone_hands_its_streams_over(beside_the_outage: dict[str, Future[None]]) -> None:
+def test_a_30_s_registry_outage_keeps_every_stream_publishing_and_a_replica_cut_off_alone_hands_its_streams_over(
+        clip240: Path, tmp_path: Path) -> None:
     """Three replicas with the default lease (10 s), each reaching the registry through its own loopback proxy.
 
     1. The registry server stops for 30 s: API writes answer 503 with a clear message; every replica asks its
@@ -497,10 +457,6 @@ def test_a_30_s_registry_outage_keeps_every_stream_publishing_and_a_replica_cut_
 
     A sampler watching every worker process asserts that no stream ever had two live workers at once, and
     every version of every playlist is checked: sequence numbers never skip or change meaning."""
-    beside_the_outage["outage"].result()
-
-
-def _a_30_s_registry_outage_keeps_every_stream_publishing_and_a_replica_cut_off_alone_hands_its_streams_over(clip240: Path, tmp_path: Path) -> None:
     storage = tmp_path / "shared-media"
     storage.mkdir()
     sids = ["cam0", "cam1", "cam2"]
@@ -639,11 +595,8 @@ def _a_30_s_registry_outage_keeps_every_stream_publishing_and_a_replica_cut_off_
                 proxy.close()
 
 
-def test_a_push_stream_runs_where_its_publisher_lands_and_other_replicas_refuse_a_second_one(beside_the_outage: dict[str, Future[None]]) -> None:
-    beside_the_outage["push"].result()
-
-
-def _a_push_stream_runs_where_its_publisher_lands_and_other_replicas_refuse_a_second_one(pg: PostgresServer, clip240: Path, tmp_path: Path) -> None:
+def test_a_push_stream_runs_where_its_publisher_lands_and_other_replicas_refuse_a_second_one(
+        pg: PostgresServer, clip240: Path, tmp_path: Path) -> None:
     url = _fresh_db(pg, "push")
     storage = tmp_path / "shared-media"
     storage.mkdir()

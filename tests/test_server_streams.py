@@ -8,24 +8,20 @@ request, and the metrics."""
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import av
 import httpx
-import pytest
 
 from sidecast.core.server.publish import resolve_uri
 from sidecast.core.server.webhooks import SIGNATURE_HEADER, verify_signature
 from sidecast.hls import parse_master, parse_media
-from tests.conftest import HEAVY, free_port, side_by_side, wait_for
+from tests.conftest import free_port, wait_for
 from tests.server_helpers import FfmpegSession, Running, WebhookReceiver, live_hls, running_server
 from tests.test_rtsp import start_server as start_rtsp_server
 
@@ -54,35 +50,8 @@ def playlist(srv: Running, key: str):
     return parse_media(r.text)
 
 
-@pytest.fixture(scope="module")
-def streams(clip240: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[None]]]:
-    """This file's servers, run side by side (``side_by_side``), each with its own data folder, ports and
-    workers: each test waits on real time (publishers paced at their media's rate, reconnect windows, a
-    watchdog, retries) far more than on the CPU (a 240p rung per stream). Each job is a whole test, assertions
-    included; its test waits for it and fails with its error."""
-
-    def job(test: Callable[..., None], name: str, clip: bool) -> Callable[[], None]:
-        tmp = tmp_path_factory.mktemp(name)
-        return functools.partial(test, tmp, clip240) if clip else functools.partial(test, tmp)
-
-    with side_by_side({
-        "event": job(_an_event_goes_live_ends_after_the_window_is_recorded_and_the_next_is_new, "event", True),
-        "killed": job(_a_killed_worker_restarts_and_its_playlist_continues_while_its_neighbour_carries_on, "killed", True),
-        "dead-camera": job(_a_camera_that_never_answers_is_retried_and_reported_without_disturbing_others, "dead-camera", False),
-        "memory": job(_a_worker_over_its_memory_cap_fails_alone, "memory", True),
-        "two-publishers": job(_two_publishers_on_one_key_the_operator_chooses_refuse_or_replace, "two-publishers", True),
-        "rtsp-srt": job(_rtsp_cameras_and_srt_callers_are_pulled_and_an_ended_source_closes_its_event, "rtsp-srt", True),
-        "one-sidecar": job(_one_sidecar_process_serves_every_stream_that_uses_it, "one-sidecar", True),
-        "watchdog": job(_a_stuck_worker_is_killed_by_the_watchdog_and_restarted, "watchdog", True),
-    }, at_once=HEAVY) as futures:
-        yield futures
-
-
-def test_an_event_goes_live_ends_after_the_window_is_recorded_and_the_next_is_new(streams: dict[str, Future[None]]) -> None:
-    streams["event"].result()
-
-
-def _an_event_goes_live_ends_after_the_window_is_recorded_and_the_next_is_new(tmp_path: Path, clip240: Path) -> None:
+def test_an_event_goes_live_ends_after_the_window_is_recorded_and_the_next_is_new(
+        tmp_path: Path, clip240: Path) -> None:
     with WebhookReceiver(fail_first=1) as hooks, running_server(tmp_path / "data") as srv:
         hook = srv.api.post("/v1/webhooks", json={"url": hooks.url}).json()
         key = push_stream(srv, "show", settings={"record": True})
@@ -152,11 +121,8 @@ def _an_event_goes_live_ends_after_the_window_is_recorded_and_the_next_is_new(tm
         session.close()
 
 
-def test_a_killed_worker_restarts_and_its_playlist_continues_while_its_neighbour_carries_on(streams: dict[str, Future[None]]) -> None:
-    streams["killed"].result()
-
-
-def _a_killed_worker_restarts_and_its_playlist_continues_while_its_neighbour_carries_on(tmp_path: Path, clip240: Path) -> None:
+def test_a_killed_worker_restarts_and_its_playlist_continues_while_its_neighbour_carries_on(
+        tmp_path: Path, clip240: Path) -> None:
     with live_hls(tmp_path, clip240) as source, running_server(tmp_path / "data") as srv:
         r = srv.api.post("/v1/streams", json={"id": "cam", "ingest": "pull", "source": source,
                                               "options": {"ladder": LADDER, "window": 6}})
@@ -196,11 +162,7 @@ def _a_killed_worker_restarts_and_its_playlist_continues_while_its_neighbour_car
         session.close()
 
 
-def test_a_camera_that_never_answers_is_retried_and_reported_without_disturbing_others(streams: dict[str, Future[None]]) -> None:
-    streams["dead-camera"].result()
-
-
-def _a_camera_that_never_answers_is_retried_and_reported_without_disturbing_others(tmp_path: Path) -> None:
+def test_a_camera_that_never_answers_is_retried_and_reported_without_disturbing_others(tmp_path: Path) -> None:
     dead = f"rtsp://127.0.0.1:{free_port()}/cam"
     with WebhookReceiver() as hooks, running_server(tmp_path / "data") as srv:
         srv.api.post("/v1/webhooks", json={"url": hooks.url, "events": ["stream.failed"]})
@@ -219,11 +181,7 @@ def _a_camera_that_never_answers_is_retried_and_reported_without_disturbing_othe
         assert "Connection refused" in hooks.of_type("stream.failed")[0].json["data"]["error"]
 
 
-def test_a_worker_over_its_memory_cap_fails_alone(streams: dict[str, Future[None]]) -> None:
-    streams["memory"].result()
-
-
-def _a_worker_over_its_memory_cap_fails_alone(tmp_path: Path, clip240: Path) -> None:
+def test_a_worker_over_its_memory_cap_fails_alone(tmp_path: Path, clip240: Path) -> None:
     with running_server(tmp_path / "data") as srv:
         key_ok = push_stream(srv, "fine")
         key_tight = push_stream(srv, "tight", settings={"memory_limit_mb": 256})
@@ -240,11 +198,7 @@ def _a_worker_over_its_memory_cap_fails_alone(tmp_path: Path, clip240: Path) -> 
         ok.close()
 
 
-def test_two_publishers_on_one_key_the_operator_chooses_refuse_or_replace(streams: dict[str, Future[None]]) -> None:
-    streams["two-publishers"].result()
-
-
-def _two_publishers_on_one_key_the_operator_chooses_refuse_or_replace(tmp_path: Path, clip240: Path) -> None:
+def test_two_publishers_on_one_key_the_operator_chooses_refuse_or_replace(tmp_path: Path, clip240: Path) -> None:
     with running_server(tmp_path / "data") as srv:
         key = push_stream(srv, "desk")
         first = publish(srv, "desk", key, clip240, loop=True)
@@ -266,13 +220,10 @@ def _two_publishers_on_one_key_the_operator_chooses_refuse_or_replace(tmp_path: 
         third.close()
 
 
-def test_rtsp_cameras_and_srt_callers_are_pulled_and_an_ended_source_closes_its_event(streams: dict[str, Future[None]]) -> None:
+def test_rtsp_cameras_and_srt_callers_are_pulled_and_an_ended_source_closes_its_event(
+        tmp_path: Path, clip240: Path) -> None:
     """A real RTSP server (GStreamer) and an SRT listener (ffmpeg) as sources: both go live; the RTSP one serves
     its clip once, so its stream's event ends (ENDLIST) and the server keeps trying the camera."""
-    streams["rtsp-srt"].result()
-
-
-def _rtsp_cameras_and_srt_callers_are_pulled_and_an_ended_source_closes_its_event(tmp_path: Path, clip240: Path) -> None:
     rtsp_port, srt_port = free_port(), free_port()
     camera = start_rtsp_server(clip240, rtsp_port)
     srt = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1",
@@ -309,11 +260,7 @@ def _rtsp_cameras_and_srt_callers_are_pulled_and_an_ended_source_closes_its_even
         srt.wait()
 
 
-def test_one_sidecar_process_serves_every_stream_that_uses_it(streams: dict[str, Future[None]]) -> None:
-    streams["one-sidecar"].result()
-
-
-def _one_sidecar_process_serves_every_stream_that_uses_it(tmp_path: Path, clip240: Path) -> None:
+def test_one_sidecar_process_serves_every_stream_that_uses_it(tmp_path: Path, clip240: Path) -> None:
     with running_server(tmp_path / "data") as srv:
         sessions = []
         for sid in ("left", "right"):
@@ -341,11 +288,7 @@ def _cmdline(p: Path) -> str:
         return ""
 
 
-def test_a_stuck_worker_is_killed_by_the_watchdog_and_restarted(streams: dict[str, Future[None]]) -> None:
-    streams["watchdog"].result()
-
-
-def _a_stuck_worker_is_killed_by_the_watchdog_and_restarted(tmp_path: Path, clip240: Path) -> None:
+def test_a_stuck_worker_is_killed_by_the_watchdog_and_restarted(tmp_path: Path, clip240: Path) -> None:
     with live_hls(tmp_path, clip240) as source, running_server(tmp_path / "data", watchdog_s=4.0) as srv:
         srv.api.post("/v1/streams", json={"id": "cam", "ingest": "pull", "source": source,
                                           "options": {"ladder": LADDER}}).raise_for_status()

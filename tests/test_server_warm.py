@@ -7,18 +7,14 @@ other streams, and a kill -9 of the server takes idle warm workers down with the
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
-from collections.abc import Iterator
-from concurrent.futures import Future
 from pathlib import Path
 
 import httpx
-import pytest
 
 from sidecast.hls import parse_media
-from tests.conftest import free_port, side_by_side, wait_for
+from tests.conftest import free_port, wait_for
 from tests.server_helpers import live_hls, pid_alive
 from tests.test_server_process import api, start
 
@@ -55,25 +51,8 @@ def _limit_as(pid: int) -> int:
     raise AssertionError("no address-space limit line")
 
 
-@pytest.fixture(scope="module")
-def servers(clip240: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[None]]]:
-    """The two servers of this file, run side by side (``side_by_side``), each with its own data folder, ports
-    and live source: each waits on its source's real time and its pool's workers far more than on the CPU.
-    Each job is a whole test, assertions included; its test waits for it and fails with its error."""
-    with side_by_side({
-        "crashes": functools.partial(_a_warm_worker_runs_the_stream_the_pool_refills_and_crashes_stay_where_they_happen,
-                                     tmp_path_factory.mktemp("crashes"), clip240),
-        "default": functools.partial(_by_default_the_pool_holds_a_warm_worker_for_each_stream_the_server_has_room_for,
-                                     tmp_path_factory.mktemp("default"), clip240),
-    }) as futures:
-        yield futures
-
-
-def test_a_warm_worker_runs_the_stream_the_pool_refills_and_crashes_stay_where_they_happen(servers: dict[str, Future[None]]) -> None:
-    servers["crashes"].result()
-
-
-def _a_warm_worker_runs_the_stream_the_pool_refills_and_crashes_stay_where_they_happen(tmp_path: Path, clip240: Path) -> None:
+def test_a_warm_worker_runs_the_stream_the_pool_refills_and_crashes_stay_where_they_happen(
+        tmp_path: Path, clip240: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     api_port, media_port = free_port(), free_port()
@@ -135,13 +114,10 @@ def _a_warm_worker_runs_the_stream_the_pool_refills_and_crashes_stay_where_they_
                 server.wait()
 
 
-def test_by_default_the_pool_holds_a_warm_worker_for_each_stream_the_server_has_room_for(servers: dict[str, Future[None]]) -> None:
+def test_by_default_the_pool_holds_a_warm_worker_for_each_stream_the_server_has_room_for(
+        tmp_path: Path, clip240: Path) -> None:
     """``--warm-workers`` defaults to ``--max-streams`` (when set), and the pool never holds more than the room
     left: an idle warm worker holds memory a running stream would need."""
-    servers["default"].result()
-
-
-def _by_default_the_pool_holds_a_warm_worker_for_each_stream_the_server_has_room_for(tmp_path: Path, clip240: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     api_port, media_port = free_port(), free_port()

@@ -32,22 +32,3 @@ def test_jobs_run_at_once_and_each_result_or_error_reaches_its_own_asker() -> No
         with pytest.raises(AssertionError, match="b's own failure"):
             futures["b"].result(timeout=30)
         assert futures["c"].result(timeout=30) == "c"
-
-
-def test_at_once_bounds_how_many_jobs_run_together() -> None:
-    lock = threading.Lock()
-    running, peak = [0], [0]
-    two_in = threading.Barrier(2, timeout=10)
-
-    def job() -> None:
-        with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-        two_in.wait()  # two run together (else this times out) ...
-        with lock:
-            running[0] -= 1
-
-    with side_by_side({f"j{k}": job for k in range(4)}, at_once=2) as futures:
-        for f in futures.values():
-            f.result(timeout=30)
-    assert peak[0] == 2, peak[0]  # ... and never a third
