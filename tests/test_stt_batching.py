@@ -134,6 +134,13 @@ def test_the_pace_rises_while_passes_queue_for_a_worker_and_falls_back_when_they
     # free bring it back to zero: latency returns to normal when the load goes.
     b = PassBatcher(model, max_batch=1, gather=0.0, workers=1)
     decoders = [Decoder(model, DecodeOptions(language=None, beam_size=3), batcher=b) for _ in range(8)]
+    # What "queued" means is relative to how long a pass takes: on a quick machine eight 5 s passes queue
+    # for less than the default 0.25 s on average (0.21 s here on 2026-12-02, and the pace never rose). A wait
+    # longer than one pass alone takes is queueing on any machine.
+    t0 = time.monotonic()
+    decoders[0].decode(np.zeros(5 * SR, dtype=np.float32))
+    b.target_wait = time.monotonic() - t0
+    b.pace = 0.0
     start = threading.Barrier(8)
 
     def run(k: int) -> None:
