@@ -414,7 +414,10 @@ class Source:
                 raise SourceError(f"publisher's media is unreadable: {exc}") from exc
             return _Conn(container, session=session)
         if self.scheme == "srt":
-            cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-i", self.source,
+            # A reconnect's SRT handshake is bounded by what is left of the window too: libsrt's own caller
+            # timeout (3 s) kept a stream whose listener was gone for --reconnect-timeout 0.5 alive ~3.5 s.
+            bound = [] if wait is None else ["-connect_timeout", str(int(open_s * 1000))]
+            cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", *bound, "-i", self.source,
                    "-map", "0", "-c", "copy", "-f", "mpegts", "pipe:1"]
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             assert proc.stdout is not None

@@ -9,6 +9,7 @@ It reads what a player would get, with Debian's ffprobe/ffmpeg (never sidecast's
 
 from __future__ import annotations
 
+import bisect
 import json
 import subprocess
 from dataclasses import dataclass, field
@@ -87,6 +88,34 @@ def _packets(path: Path) -> list[dict[str, float]]:
     return out
 
 
+def _packets_of(segments: list[Path]) -> list[list[dict[str, float]]]:
+    """``_packets`` of every segment, in one ffprobe run where they are all MPEG-TS: the segments are read as
+    one stream (FFmpeg's ``concat:`` protocol, the bytes end to end, as a player's demuxer would get them) and
+    each packet goes back to the segment its first byte came from (its ``pos``). A process per segment cost
+    most of a check's CPU. Timestamp-overflow correction is off: across segments it would take a timestamp
+    that goes back at a discontinuity for a 33-bit wrap (read one by one, no segment has either)."""
+    if len(segments) < 2 or any(s.suffix != ".ts" or "|" in str(s) for s in segments):
+        return [_packets(s) for s in segments]
+    ends, total = [], 0
+    for s in segments:
+        total += s.stat().st_size
+        ends.append(total)
+    r = subprocess.run(["ffprobe", "-v", "error", "-correct_ts_overflow", "0", "-show_packets", "-show_entries",
+                        "packet=stream_index,codec_type,pts_time,duration_time,pos", "-of", "json", "-f", "mpegts", "-i",
+                        "concat:" + "|".join(str(s) for s in segments)],
+                       capture_output=True, text=True, timeout=60, check=True)
+    out: list[list[dict[str, float]]] = [[] for _ in segments]
+    last: dict[int, int] = {}  # per stream, the segment of its last packet
+    for p in json.loads(r.stdout).get("packets", []):
+        # A PES of several AAC frames is split by FFmpeg's parser: the frames after its first have no position
+        # of their own, and belong where their PES began.
+        k = last[p["stream_index"]] = bisect.bisect_right(ends, int(p["pos"])) if "pos" in p else \
+            last[p["stream_index"]]
+        if "pts_time" in p and p["pts_time"] not in ("N/A", None):
+            out[k].append({"pts": float(p["pts_time"]), "dur": float(p.get("duration_time") or 0)})
+    return out
+
+
 def _span(packets: list[dict[str, float]], frame_dur: float | None = None) -> tuple[float, float]:
     start = min(p["pts"] for p in packets)
     end = max(p["pts"] + (p["dur"] or (frame_dur or 0)) for p in packets)
@@ -139,8 +168,9 @@ def comb_score(path: Path) -> float:
     w, h = (int(x) for x in probe.stdout.strip().splitlines()[0].split(",")[:2])
     r = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "gray", "-"],
                        capture_output=True, timeout=120, check=True)
-    frames = np.frombuffer(r.stdout, np.uint8)[: len(r.stdout) // (w * h) * w * h].reshape(-1, h, w).astype(np.float32)
-    return float(np.abs(frames[:, 1:-1] - (frames[:, :-2] + frames[:, 2:]) / 2).mean())
+    frames = np.frombuffer(r.stdout, np.uint8)[: len(r.stdout) // (w * h) * w * h].reshape(-1, h, w).astype(np.int16)
+    # |2·line - above - below| / 2 in integers (exact, and ~15x less CPU than the same in float32)
+    return float(np.abs(2 * frames[:, 1:-1] - frames[:, :-2] - frames[:, 2:]).mean(dtype=np.float64)) / 2
 
 
 def check(outdir: Path, fps: float) -> Report:
@@ -155,9 +185,10 @@ def check(outdir: Path, fps: float) -> Report:
     vend = 0.0
     vstart = None
     flashes: list[tuple[float, int]] = []
-    for uri, extinf, period in _playlist(video_pl):
+    video_list = _playlist(video_pl)
+    video_packets = _packets_of([video_pl.parent / uri for uri, _, _ in video_list])
+    for (uri, extinf, period), pk in zip(video_list, video_packets, strict=True):
         seg = video_pl.parent / uri
-        pk = _packets(seg)
         if not pk:
             report.video.append(SegmentTruth(uri, extinf, 0.0))
             continue
@@ -171,9 +202,10 @@ def check(outdir: Path, fps: float) -> Report:
     astart = None
     beeps: list[float] = []
     if audio_pl.exists():
-        for uri, extinf, _ in _playlist(audio_pl):
+        audio_list = _playlist(audio_pl)
+        audio_packets = _packets_of([audio_pl.parent / uri for uri, _, _ in audio_list])
+        for (uri, extinf, _), pk in zip(audio_list, audio_packets, strict=True):
             seg = audio_pl.parent / uri
-            pk = _packets(seg)
             if not pk:
                 report.audio.append(SegmentTruth(uri, extinf, 0.0))
                 continue

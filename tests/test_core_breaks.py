@@ -128,9 +128,16 @@ def test_breaks_can_be_scheduled_through_the_http_api(clip_small: Path, tmp_path
             raise AssertionError("a break in the past must be refused")
         except urllib.error.HTTPError as err:
             assert err.code == 400 and "in the past" in err.read().decode()
+        # Until the break has ended in the live playlist (its CUE-IN, at ~4 s of media), not until the whole
+        # clip has played out in real time: what is asserted below is there from then on.
         playlist = tmp_path / "video" / "360p" / "index.m3u8"
+
+        def break_listed() -> bool:
+            text = playlist.read_text() if playlist.exists() else ""
+            return "ENDLIST" in text or (f'ID="{answer["id"]}"' in text and "#EXT-X-CUE-IN" in text)
+
         deadline = time.monotonic() + 40
-        while time.monotonic() < deadline and not (playlist.exists() and "ENDLIST" in playlist.read_text()):
+        while time.monotonic() < deadline and not break_listed():
             time.sleep(0.2)
     finally:
         proc.terminate()

@@ -61,3 +61,19 @@ def test_a_period_written_after_the_next_one_started_keeps_its_adts_headers(tmp_
     with av.open(str(seg), format="mpegts") as c:
         samples = sum(f.samples for f in c.decode(audio=0))
     assert samples >= n - 1024, samples
+
+
+def test_the_packets_of_a_playlist_read_in_one_run_are_those_read_segment_by_segment(tmp_path: Path) -> None:
+    """``check`` reads all of a rendition's TS segments in one ffprobe run and gives each packet back to its
+    segment by byte position: the same packets as a run per segment, also where the clock goes back more than
+    a minute at a discontinuity (where FFmpeg's overflow correction would add 2^33 ticks to the later ones)."""
+    segs = []
+    for k, offset in enumerate(("100", "0", "0.5")):
+        seg = tmp_path / f"seg_{k:06d}.ts"
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=10:duration=0.5",
+                        "-f", "lavfi", "-i", "sine=duration=0.5", "-c:v", "libx264", "-preset", "ultrafast",
+                        "-c:a", "aac", "-output_ts_offset", offset, "-f", "mpegts", str(seg)], check=True)
+        segs.append(seg)
+    one_by_one = [avcheck._packets(s) for s in segs]
+    assert all(len(p) >= 10 for p in one_by_one) and one_by_one[0][0]["pts"] > 100 > one_by_one[1][0]["pts"]
+    assert avcheck._packets_of(segs) == one_by_one

@@ -204,3 +204,15 @@ def wait_for_events(source: Source) -> Iterator[object]:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def test_an_srt_reconnect_attempt_does_not_outlast_the_reconnect_window() -> None:
+    """A reconnect attempt of an SRT caller is bounded by what is left of --reconnect-timeout, as every other
+    source's is: libsrt's own caller timeout (3 s) held a stream whose listener was gone for a 0.5 s window
+    ~3.5 s (the SRT test above waited that out at its end). Nothing listens on the port: the handshake times
+    out; 2.5 s leaves room for the bridge's start on a loaded machine and is under libsrt's 3 s."""
+    source = Source(f"srt://127.0.0.1:{free_port()}?mode=caller", reconnect_timeout=0.5)
+    start = time.monotonic()
+    with pytest.raises(SourceError):
+        source._open(wait=0.5)
+    assert time.monotonic() - start < 2.5

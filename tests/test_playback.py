@@ -14,7 +14,7 @@ import m3u8
 import pytest
 
 from tests.browser.harness import keep_evidence, play_hls, serve
-from tests.conftest import SIDECAST, free_port, run_sidecast
+from tests.conftest import SIDECAST, free_port, make_clip, run_sidecast
 
 
 @pytest.mark.browser
@@ -44,13 +44,16 @@ def test_kept_evidence_goes_where_it_is_asked_for(tmp_path: Path, monkeypatch: p
     assert there.parent == tmp_path / "kept" and there.name.startswith("ll-") and (there / "report.json").exists()
 
 
-def test_live_window_slides_with_consistent_sequence_numbers(clip_small: Path, tmp_path: Path) -> None:
-    """--realtime paces a file as live: the window holds 2 segments, media sequence counts what slid out."""
-    proc = subprocess.Popen([SIDECAST, "run", str(clip_small), "-o", str(tmp_path), "--realtime", "--window", "2",
-                             "--ladder", "360p:800k", "--snapshots-fps", "0", "--no-progress"],
+def test_live_window_slides_with_consistent_sequence_numbers(tmp_path: Path) -> None:
+    """--realtime paces a file as live: the window holds 2 segments, media sequence counts what slid out.
+    Four 1 s segments of a 4 s clip: the same slide as four 2 s ones in half the wall time."""
+    clip = make_clip(tmp_path / "clip4s.mp4", 4.0, "640x360")
+    proc = subprocess.Popen([SIDECAST, "run", str(clip), "-o", str(tmp_path / "out"), "--realtime", "--window",
+                             "2", "--segment-duration", "1", "--ladder", "360p:800k", "--snapshots-fps", "0",
+                             "--no-progress"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen: list[tuple[int, list[str]]] = []
-    pl_path = tmp_path / "video" / "360p" / "index.m3u8"
+    pl_path = tmp_path / "out" / "video" / "360p" / "index.m3u8"
     deadline = time.monotonic() + 60
     while proc.poll() is None and time.monotonic() < deadline:
         if pl_path.exists():
@@ -69,9 +72,9 @@ def test_live_window_slides_with_consistent_sequence_numbers(clip_small: Path, t
         assert uris[0] == f"seg_{seq:06d}.ts", "media sequence names the first listed segment"
     seqs = [s for s, _ in seen]
     assert seqs == sorted(seqs), "media sequence never goes back"
-    vod = m3u8.load(str(tmp_path / "video" / "360p" / "vod.m3u8"))
+    vod = m3u8.load(str(tmp_path / "out" / "video" / "360p" / "vod.m3u8"))
     assert vod.is_endlist and vod.media_sequence == 0 and len(vod.segments) == 4
-    master_vod = m3u8.load(str(tmp_path / "master-vod.m3u8"))
+    master_vod = m3u8.load(str(tmp_path / "out" / "master-vod.m3u8"))
     assert master_vod.playlists[0].uri == "video/360p/vod.m3u8"
 
 

@@ -6,6 +6,7 @@ its extra feed says so once and keeps working on its main feed."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -82,26 +83,44 @@ def test_a_sidecar_with_two_feeds_gets_both_and_old_one_feed_sidecars_are_untouc
     assert p.links[[lk.name for lk in p.links].index("two")].feed_limits == {"feed:thumbs": 24}  # 8 x 30/10
 
 
-@pytest.mark.parametrize(("mode", "message"), [
+HOSTILE = [
     ("feeds-absurd", "8000x8000 frames in its extra feed 'huge'"),
     ("feeds-unknown-format", "unknown pixel format (99) in its extra feed 'odd'"),
     ("feeds-too-many", "5 extra video feeds; at most 4"),
     ("feeds-bad-name", "names an extra video feed 'Thumbs/../x'"),
     ("feeds-same-twice", "asks for the same video twice (extra feed 'again')"),
-])
-def test_hostile_extra_requests_are_refused_at_describe_time_and_the_stream_goes_on(
-        mode: str, message: str, clip3: Path, tmp_path: Path, sock_dir: Path) -> None:  # noqa: F811
-    bad = Proc(sock_dir / "bad.sock", "--mode", mode)
-    good = Proc(sock_dir / "good.sock")
+]
+
+
+@pytest.fixture(scope="module")
+def hostile_run(clip3: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, SidecarLink], Path]]:
+    """One stream with every hostile sidecar and one well-behaved one beside them: each refusal is its own
+    link's, decided at Describe time, so one run shows them all (a run per request cost a stream and two
+    sidecar starts each)."""
+    import os
+    import shutil
+
+    socks = Path(f"/tmp/sc-{os.getpid()}-hostile")
+    socks.mkdir(exist_ok=True)
+    out = tmp_path_factory.mktemp("hostile")
+    procs = {mode: Proc(socks / f"{mode}.sock", "--mode", mode) for mode, _ in HOSTILE}
+    procs["good"] = Proc(socks / "good.sock")
     try:
-        p = run_pipeline(clip3, tmp_path, {"bad": bad.target, "good": good.target})
+        p = run_pipeline(clip3, out, {name: pr.target for name, pr in procs.items()})
     finally:
-        bad.stop()
-        good.stop()
-    links = {lk.name: lk for lk in p.links}
-    assert links["bad"].failed is not None and message in links["bad"].failed, links["bad"].failed
-    assert links["good"].failed is None and len(by(results(tmp_path), "good", "tick")) >= 29
-    assert m3u8.load(str(tmp_path / "video" / "360p" / "index.m3u8")).is_endlist
+        for pr in procs.values():
+            pr.stop()
+        shutil.rmtree(socks, ignore_errors=True)
+    yield {lk.name: lk for lk in p.links}, out
+
+
+@pytest.mark.parametrize(("mode", "message"), HOSTILE)
+def test_hostile_extra_requests_are_refused_at_describe_time_and_the_stream_goes_on(
+        mode: str, message: str, hostile_run: tuple[dict[str, SidecarLink], Path]) -> None:
+    links, out = hostile_run
+    assert links[mode].failed is not None and message in links[mode].failed, links[mode].failed
+    assert links["good"].failed is None and len(by(results(out), "good", "tick")) >= 29
+    assert m3u8.load(str(out / "video" / "360p" / "index.m3u8")).is_endlist
 
 
 def test_a_core_without_extra_feeds_gets_the_main_feed_and_the_sidecar_says_so_once(
