@@ -58,10 +58,10 @@ class SegmentJob:
             return self._published_pdt
 
     def known_program_date_time(self) -> datetime | None:
-        """The PDT as published if an output has taken it already, else None: never waits for the arrival
-        clock (the ingest thread, which moves that clock, may ask)."""
-        with self._pdt_lock:
-            return self._published_pdt
+        """The PDT as published if an output has taken it already, else None: never waits, not even for the
+        lock (an output resolving the PDT holds it while it waits for the arrival clock, which the ingest
+        thread, which asks this, moves). Set once, read whole."""
+        return self._published_pdt
 
     @property
     def name(self) -> str:
