@@ -526,6 +526,7 @@ def test_low_latency_caption_segments_are_one_part_each_listed_as_soon_as_their_
     text = path.read_text()
     media = parse_media(text)
     assert media.target_duration == 2 and "#EXT-X-PART-INF:PART-TARGET=0.335" in text
+    assert subs.playlist.window == 36, "the live window spans the video's: 6 segments of 2 s"
     assert len(media.segments) == 18 and all(len(s.parts) == 1 for s in media.segments[-6:])
     for s in media.segments:
         assert s.duration <= 0.335, (s.uri, s.duration)

@@ -43,6 +43,7 @@ thirteenth session).
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 from datetime import datetime, timedelta
@@ -104,7 +105,7 @@ class SubtitleRendition(Output):
         per = 1
         if self.part_segments:
             assert ctx.part_target is not None
-            per = max(1, -int(-ctx.segment_duration // ctx.part_target))  # parts per segment, rounded up
+            per = max(1, math.ceil(ctx.segment_duration / ctx.part_target - 1e-6))  # parts per segment
         self.playlist = ctx.playlist(self.dir / "index.m3u8", parts=self.low_latency, per_segment=per)
         # part_segments: parts written and not yet listed, and what is known of the stream's segments
         self._unlisted: list[_Cut] = []
