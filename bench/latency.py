@@ -164,7 +164,7 @@ CONFIGS = {c.key: c for c in (
            "--sidecar-arg", "stt=--early-commit=off"),
     with_k("kh", "(k) with players 0.8 s further back on a captioned stream (--caption-hold-back 0.8)",
            "--caption-hold-back", "0.8"),
-    with_k("ks", "(k) with the caption layout before 2026-12-02 18th session (--caption-segments segment: WebVTT segments as long as the video's, their parts listed as they grow)",
+    with_k("ks", "(k) with the caption layout before the eighteenth session (--caption-segments segment: WebVTT segments as long as the video's, their parts listed as they grow)",
            "--caption-segments", "segment"),
     Config("f", "(b) with hls.js catching up (maxLiveSyncPlaybackRate 1.5)", "sidecast", ["--latency", "low"],
            {"lowLatencyMode": True, "maxLiveSyncPlaybackRate": 1.5}),
@@ -643,7 +643,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60, help="playback measured per configuration [60]")
     ap.add_argument("--joins", type=int, default=3, help="viewers per configuration, one after the other, "
                     "sharing --seconds [3]")
-    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l to z, kc, kd, kl, klh, ko, kh on request; one named twice runs twice")
+    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l to z, kc, kd, kl, klh, ko, kh, ks on request; one named twice runs twice")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs and logs (and each "
                     "viewer's raw report, with hls.js's caption log lines)")
