@@ -247,8 +247,8 @@ class RunOptions:
         "--caption-hold-back", parse=_seconds("--caption-hold-back", 0.0, 10.0),
         help="low latency: seconds added to the default PART-HOLD-BACK when a sidecar captions the stream live "
              "(default 0: three parts, as without captions). A caption is decided ~2 s after its words; 0.8 "
-             "lets more reach hls.js in time, but hls.js then sometimes skips a segment's caption parts as "
-             "it joins (docs/latency.md, \"sixteenth session\")"))
+             "lets more reach hls.js in time; with --caption-segments segment hls.js then sometimes skips a "
+             "segment's caption parts as it joins (docs/latency.md, \"sixteenth\" and \"eighteenth session\")"))
     caption_part_cut: str | None = field(default=None, metadata=opt(
         "--caption-part-cut", choices=("decided", "covered"),
         help="low latency: when a WebVTT part is written: covered (once the captioners have decided all of "
