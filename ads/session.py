@@ -12,12 +12,13 @@ Breaks come from the origin's cue tags (``sidecast.hls.breaks``) in the referenc
 variant) plus any scheduled breaks; each session asks ``decide(session_id, break)`` once per break, and the
 pod's conditioned renditions are matched to the content's by their path in the core's layout
 (``video/<name>/index.m3u8``, ``audio/index.m3u8``), falling back to the closest resolution. Subtitle
-renditions get an empty WebVTT segment for each ad segment; when an ad's master is not in that layout, the
-variant nearest each content rendition by resolution and bandwidth. An ad keeps its own EXT-X-KEY and
-EXT-X-MAP (served under the session's URL space), and the content gets its own back after the ad
-(``ads.ssai``). A pod that cannot be used (unreadable playlist, renditions missing, segments longer than the
-content's target duration, a container other than the content's) is logged and the break plays the
-content: nothing else breaks.
+renditions get empty WebVTT segments cut to their own segment width (live: a low-latency caption playlist of
+1/3 s segments gets six per 2 s ad segment, its own media sequence numbers translated by PDT); when an ad's
+master is not in that layout, the variant nearest each content rendition by resolution and bandwidth. An
+ad keeps its own EXT-X-KEY and EXT-X-MAP (served under the session's URL space), and the content gets its
+own back after the ad (``ads.ssai``). A pod that cannot be used (unreadable playlist, renditions missing,
+segments longer than the content's target duration, a container other than the content's) is logged and the
+break plays the content: nothing else breaks.
 
 Live sessions decide on worker threads: a playlist request waits at most ``decision_wait`` for a break's
 pod and otherwise serves the content for now (the pod starts at the first segment the session has not
@@ -54,7 +55,7 @@ from sidecast.hls.breaks import Break, breaks_from_playlist
 
 from .condition import Conditioned, ConditionError
 from .models import AdPod
-from .ssai import AdMedia, Placement, nearest_variant, pin_byteranges, pin_ivs, stitch
+from .ssai import AdMedia, Placement, nearest_variant, nominal_duration, pin_byteranges, pin_ivs, stitch
 from .vast import progress_offset
 
 log = logging.getLogger("sidecast.ads.session")
@@ -290,20 +291,13 @@ class AdResolver:
 
 
 @dataclass
-class SessionState:
-    """What one viewer's session remembers: its pods, the beacons already sent, and the seams stitched."""
+class SeamBook:
+    """The seams stitched into one numbering of media sequence numbers (the reference rendition's, or a
+    playlist's own): DISCONTINUITY-SEQUENCE must count those that slid out of that playlist's window."""
 
-    pods: dict[str, ResolvedPod | None] = field(default_factory=dict)
-    pending: dict[str, concurrent.futures.Future[ResolvedPod | None]] = field(default_factory=dict)
-    fired: set[tuple[str, int, str]] = field(default_factory=set)
     seams: list[int] = field(default_factory=list)    # media sequence numbers with an added discontinuity
     retired: int = 0                                  # seams pruned from ``seams`` (all before the window)
     retired_below: int = 0
-    last_seen: float = 0.0
-    max_sequence: int = -1                            # the highest media sequence number served so far
-    own_breaks: list[Break] | None = None             # this session's own: live pre-roll, VMAP schedule
-    # hls.js asks for the video and audio playlists at the same moment: one decision per break, not two
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def prior_seams(self, first_msn: int) -> int:
         """Added discontinuities before the window: they slid out, so DISCONTINUITY-SEQUENCE counts them."""
@@ -324,11 +318,69 @@ class SessionState:
             self.retired_below = cut
 
 
+@dataclass
+class SessionState(SeamBook):
+    """What one viewer's session remembers: its pods, the beacons already sent, and the seams stitched
+    (its own, in the reference rendition's numbering; ``own_seams``: a playlist numbered on its own)."""
+
+    pods: dict[str, ResolvedPod | None] = field(default_factory=dict)
+    pending: dict[str, concurrent.futures.Future[ResolvedPod | None]] = field(default_factory=dict)
+    fired: set[tuple[str, int, str]] = field(default_factory=set)
+    own_seams: dict[str, SeamBook] = field(default_factory=dict)   # low-latency caption playlists, by key
+    last_seen: float = 0.0
+    max_sequence: int = -1                            # the highest media sequence number served so far
+    own_breaks: list[Break] | None = None             # this session's own: live pre-roll, VMAP schedule
+    # hls.js asks for the video and audio playlists at the same moment: one decision per break, not two
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+
 def _window_end(content: MediaPlaylist) -> datetime | None:
     pdts = content.program_date_times()
     if not pdts or pdts[-1] is None:
         return None
     return pdts[-1] + timedelta(seconds=content.segments[-1].duration)
+
+
+def _first_in(content: MediaPlaylist, ref: MediaPlaylist, first: int) -> int | None:
+    """``first`` (a media sequence number of the reference rendition: where a late pod starts) as one of
+    ``content``, a playlist with its own numbering (a low-latency caption playlist: six segments per video
+    segment): its segment that starts at that reference segment's PDT (counted back in slots when the
+    window has slid past it, forward when it is not listed yet). None (the whole pod) when either playlist
+    lacks the PDTs to tell."""
+    rpdts = ref.program_date_times()
+    i = first - ref.media_sequence
+    if not rpdts or rpdts[0] is None or rpdts[-1] is None:
+        return None
+    if 0 <= i < len(rpdts):
+        at = rpdts[i]
+    elif i >= len(rpdts):
+        at = rpdts[-1] + timedelta(seconds=ref.segments[-1].duration
+                                   + (i - len(rpdts)) * nominal_duration(ref))
+    else:
+        at = rpdts[0] - timedelta(seconds=-i * nominal_duration(ref))
+    if at is None:
+        return None
+    slot = nominal_duration(content)
+    pdts = content.program_date_times()
+    if pdts and pdts[0] is not None and (pdts[0] - at).total_seconds() > slot / 2:
+        # the window has slid past it: count back in this playlist's slots
+        return content.media_sequence - round((pdts[0] - at).total_seconds() / slot)
+    for j, p in enumerate(pdts):
+        if p is not None and (p - at).total_seconds() >= -slot / 2:
+            return content.media_sequence + j
+    end = _window_end(content)
+    if end is None:
+        return None
+    return content.media_sequence + len(pdts) + max(0, round((at - end).total_seconds() / slot))
+
+
+def _split(duration: float, slot: float | None) -> tuple[float, ...]:
+    """``duration`` as ``round(duration / slot)`` (at least one) equal pieces that add up to it exactly."""
+    n = 1 if slot is None else max(1, round(duration / slot))
+    if n == 1:
+        return (duration,)
+    piece = duration / n
+    return (*([piece] * (n - 1)), duration - piece * (n - 1))
 
 
 def _ext(uri: str) -> str:
@@ -576,8 +628,16 @@ class StitchService:
             ads.append(ResolvedAd(ad.creative_id, float(ad.duration), rend))
         return ResolvedPod(pod, tuple(ads))
 
-    def ad_media(self, rp: ResolvedPod, brk: Break, key: str) -> tuple[AdMedia, ...]:
-        hit = rp.media.get(key)
+    def ad_media(self, rp: ResolvedPod, brk: Break, key: str, slot: float | None = None) -> tuple[AdMedia, ...]:
+        """The pod's segments for content rendition ``key``, with the URIs this session serves them at.
+
+        Subtitles get blank WebVTT segments: each of the ad's video segments becomes ``round(d / slot)``
+        blanks of equal length (one when ``slot`` is None), ``slot`` being the width of one segment of the
+        content's subtitle playlist (``ssai.nominal_duration``). The live stitcher puts ad segment k in
+        the break's slot k, so a caption playlist of 1/3 s segments (low latency, one WebVTT part per
+        segment) needs six blanks per 2 s ad segment to cover the break that the video's ads cover."""
+        ck = key if slot is None or rendition_kind(key) != "subs" else f"{key}|{slot!r}"
+        hit = rp.media.get(ck)
         if hit is not None:
             return hit
         depth = key.count("/")
@@ -591,7 +651,7 @@ class StitchService:
         for ai, ad in enumerate(rp.ads):
             if kind == "subs":
                 ref = ad.renditions.get(ref_key or "", ())
-                segs = tuple(Segment(f"{prefix}ad/blank.vtt", s.duration) for s in ref)
+                segs = tuple(Segment(f"{prefix}ad/blank.vtt", d) for s in ref for d in _split(s.duration, slot))
             else:
                 files: list[str] = []   # this ad's keys and initialization sections that live in files
 
@@ -611,7 +671,7 @@ class StitchService:
                 rp.resources[(ai, key)] = tuple(files)
             media.append(AdMedia(ad.creative_id, segs))
         out = tuple(media)
-        rp.media[key] = out
+        rp.media[ck] = out
         return out
 
     def slate_for(self, key: str) -> Segment | None:
@@ -629,6 +689,15 @@ class StitchService:
         window_start = next((p for p in content.program_date_times() if p is not None), None)
         window_end = _window_end(content) if live else None
         placements: list[Placement] = []
+        # A caption playlist's blanks are cut to its own slots (low latency: one 1/3 s part per segment);
+        # when its segments are not the reference's, its media sequence numbers are its own too.
+        slot: float | None = None
+        ref: MediaPlaylist | None = None
+        if live and rendition_kind(key) == "subs":
+            slot = nominal_duration(content)
+            ref = self._reference(content)
+            if ref is content or abs(slot - nominal_duration(ref)) < 0.05:
+                ref = None
         for brk in self.breaks(content) + self._own_breaks(sid, st, content):
             wait: float | None = None
             if live and brk.start_date is not None and window_end is not None:
@@ -650,15 +719,18 @@ class StitchService:
             rp = self.pod(sid, st, brk, wait)
             if rp is None:
                 continue
-            placements.append(Placement(brk, self.ad_media(rp, brk, key), self.slate_for(key),
-                                        None if content.endlist else rp.first_sequence))
+            first = None if content.endlist else rp.first_sequence
+            if first is not None and ref is not None:
+                first = _first_in(content, ref, first)
+            placements.append(Placement(brk, self.ad_media(rp, brk, key, slot), self.slate_for(key), first))
         with self._lock:
-            prior = st.prior_seams(content.media_sequence) if live else 0
+            book: SeamBook = st if ref is None else st.own_seams.setdefault(key, SeamBook())
+            prior = book.prior_seams(content.media_sequence) if live else 0
         out = stitch(content, placements, prior_seams=prior)
         if live:
             with self._lock:
-                st.record(out.seams, content.media_sequence)
-        if content.segments:
+                book.record(out.seams, content.media_sequence)
+        if content.segments and ref is None:   # the reference's sequence numbers only
             st.max_sequence = max(st.max_sequence, content.media_sequence + len(content.segments) - 1)
         return out.playlist.dumps()
 

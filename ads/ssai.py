@@ -113,11 +113,19 @@ def _offsets(content: MediaPlaylist, brk: Break) -> list[float | None]:
 
 
 def nominal_duration(content: MediaPlaylist) -> float:
-    """The content's usual segment duration (median, to 0.1 s): the width of one slot."""
+    """The content's usual segment duration (median): the width of one slot.
+
+    To 0.1 s for segments of a second or more (audio's EXTINFs wobble by AAC frames around the video's);
+    below a second to 10 µs, since rounding there would misplace slots: a low-latency caption playlist
+    lists one WebVTT part of 1/3 s per segment, and a slot of 0.3 s puts a window that opens 12 s into a
+    break 4 slots off."""
     ds = sorted(s.duration for s in content.segments)
     if not ds:
         return float(content.target_duration or 1)
-    return max(round(ds[len(ds) // 2], 1), 0.1)
+    median = ds[len(ds) // 2]
+    if median < 1.0:
+        return max(round(median, 5), 0.001)
+    return max(round(median, 1), 0.1)
 
 
 def nearest_variant(variants: Sequence[Variant], want: Variant | None) -> Variant:

@@ -48,7 +48,9 @@ Configurations (``--configs``, default all):
   ko  (k) as before the sixteenth session: ``--sidecar-arg stt=--early-commit=off`` (a confident word near the
       end of a pass's audio, or a region's first words, waits for the next pass; early commits are the
       default since); kh  (k) with ``--caption-hold-back 0.8`` (a captioned stream asks players to sit 0.8 s
-      further back: opt-in); on request
+      further back: opt-in); ks  (k) with ``--caption-segments segment`` (the caption layout before the
+      eighteenth session: WebVTT segments as long as the video's, their parts listed as they grow, where hls.js
+      1.7.4 loses caption parts as it joins; the default lists one segment per part); on request
   kl  (k) with beam-2 stt passes on 2 threads (``--sidecar-arg stt=--beam-size=2 --sidecar-arg
       stt=--cpu-threads=2``), klh  the same with ``--part-hold-back 1.5``; on request
 
@@ -162,6 +164,8 @@ CONFIGS = {c.key: c for c in (
            "--sidecar-arg", "stt=--early-commit=off"),
     with_k("kh", "(k) with players 0.8 s further back on a captioned stream (--caption-hold-back 0.8)",
            "--caption-hold-back", "0.8"),
+    with_k("ks", "(k) with the caption layout before the eighteenth session (--caption-segments segment: WebVTT segments as long as the video's, their parts listed as they grow)",
+           "--caption-segments", "segment"),
     Config("f", "(b) with hls.js catching up (maxLiveSyncPlaybackRate 1.5)", "sidecast", ["--latency", "low"],
            {"lowLatencyMode": True, "maxLiveSyncPlaybackRate": 1.5}),
     Config("g", "(b) with 1 s segments (an independent part every second)", "sidecast",
@@ -639,7 +643,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60, help="playback measured per configuration [60]")
     ap.add_argument("--joins", type=int, default=3, help="viewers per configuration, one after the other, "
                     "sharing --seconds [3]")
-    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l to z, kc, kd, kl, klh, ko, kh on request; one named twice runs twice")
+    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l to z, kc, kd, kl, klh, ko, kh, ks on request; one named twice runs twice")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs and logs (and each "
                     "viewer's raw report, with hls.js's caption log lines)")

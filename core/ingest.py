@@ -166,6 +166,12 @@ class Ingest:
         assert self.packager is not None  # set when the source opened, before any frame
         self.packager.put(job)
 
+    def _open_segment(self, start: float) -> None:
+        """Tell the outputs a segment opens at ``start``: what they can know of it before it closes."""
+        signal = self.schedule.signal_for(start, self.pdt_at(start))
+        for output in self.outputs:
+            output.segment_opened(self._index, start, self._discontinuity_pending, signal)
+
     # ------------------------------------------------------------ the loop
 
     def run(self, should_stop: Callable[[], BaseException | None]) -> None:
@@ -182,6 +188,8 @@ class Ingest:
                     self.close_segment(t)
                 if not self._times and not ev.keyframe:
                     continue  # a segment starts with a keyframe: what comes before the first one is unplayable
+                if not self._times:
+                    self._open_segment(t)
                 self._frames.append(_NO_PICTURE)
                 self._times.append(t)
                 self.frames_in += 1
@@ -207,6 +215,8 @@ class Ingest:
                 forced = self.schedule.cut_due(t, frame_dur / 2)  # an ad break starts or ends here
                 if self._frames and (forced or t >= self._times[0] + self.segment_duration - frame_dur / 2):
                     self.close_segment(t)
+                if not self._frames:
+                    self._open_segment(t)
                 # The pictures are kept only for outputs that encode after the decision window; the others
                 # take each frame now, so memory does not grow with the segment's length.
                 self._frames.append(ev.frame if self.keep_frames else _NO_PICTURE)

@@ -247,13 +247,19 @@ class RunOptions:
         "--caption-hold-back", parse=_seconds("--caption-hold-back", 0.0, 10.0),
         help="low latency: seconds added to the default PART-HOLD-BACK when a sidecar captions the stream live "
              "(default 0: three parts, as without captions). A caption is decided ~2 s after its words; 0.8 "
-             "lets more reach hls.js in time, but hls.js then sometimes skips a segment's caption parts as "
-             "it joins (docs/latency.md, \"sixteenth session\")"))
+             "lets more reach hls.js in time; with --caption-segments segment hls.js then sometimes skips a "
+             "segment's caption parts as it joins (docs/latency.md, \"sixteenth\" and \"eighteenth session\")"))
     caption_part_cut: str | None = field(default=None, metadata=opt(
         "--caption-part-cut", choices=("decided", "covered"),
         help="low latency: when a WebVTT part is written: covered (once the captioners have decided all of "
              "it; the default) or decided (as soon as they have decided part of it, so a cue's last part goes "
              "out with the cue; a cue decided later may then land one part further on: docs/latency.md)"))
+    caption_segments: str = field(default="part", metadata=opt(
+        "--caption-segments", choices=("part", "segment"),
+        help="low latency: how long a WebVTT segment of the live caption playlist is: part (one part each, the "
+             "default: hls.js never loads part of a growing caption segment, where it loses caption parts as it "
+             "joins) or segment (as long as the video's, its parts listed as it grows: the layout before; "
+             "docs/low-latency.md)"))
     passthrough: bool = field(default=False, metadata=opt(
         "--passthrough",
         help="package the source's H.264/H.265 as it is (no re-encoding, one rendition, segments cut on its "
@@ -323,6 +329,8 @@ class RunOptions:
             if self.part_hold_back is not None:
                 raise ConfigError("--caption-hold-back adds to the default hold-back; --part-hold-back sets it: "
                                   "pick one")
+        if self.caption_segments != "part" and self.latency != "low":
+            raise ConfigError("--caption-segments is a low-latency setting: add --latency low")
         if self.caption_part_cut is not None and self.latency != "low":
             raise ConfigError("--caption-part-cut is a low-latency setting: add --latency low")
         if self.target_anchor:

@@ -343,7 +343,9 @@ class Pipeline:
         if ev.has_audio:
             self.audio = AudioRendition(ctx, copy=self.cfg.passthrough and ev.audio_codec == "aac")
             self.outputs.append(self.audio)
-        self.subtitles = [SubtitleRendition(ctx, language=lang, track=track) for track, lang in tracks]
+        self.subtitles = [SubtitleRendition(ctx, language=lang, track=track,
+                                            part_segments=self.cfg.caption_segments == "part")
+                          for track, lang in tracks]
         self.outputs.extend(self.subtitles)
         if self.cfg.snapshots_fps > 0:
             self.snapshots = Snapshots(self.out, self.cfg.snapshots_fps, self.cfg.snapshots_width)

@@ -250,3 +250,100 @@ def test_idle_sessions_are_forgotten_and_active_ones_kept():
     time.sleep(0.1)
     fresh = svc.session("new-1")  # the 1024th session triggers a sweep of idle ones
     assert list(svc.sessions) == ["new-1"] and svc.sessions["new-1"] is fresh
+
+
+def _ll_caption_window(src: Path, first: int, end: int) -> str:
+    """A low-latency caption playlist (``--caption-segments part``) of the 16 s content: one WebVTT part
+    of 1/3 s per segment (EXTINFs as the core writes them: six parts add up to 2 s), parts [first, end)."""
+    from datetime import timedelta
+
+    from sidecast.hls import Segment
+    from tests.ads_media import T0
+
+    pl = parse_media((src / "subs" / "en" / "index.m3u8").read_text())
+    segs, t = [], 0.0
+    for n in range(48):
+        d = 0.33335 if n % 6 == 5 else 0.33333
+        segs.append(Segment(f"part_{n:06d}.vtt", d, program_date_time=T0 + timedelta(seconds=round(t, 5))))
+        t += d
+    pl.segments = segs[first:end]
+    pl.media_sequence = first
+    pl.endlist, pl.playlist_type = False, None
+    return pl.dumps()
+
+
+def test_live_ssai_fills_a_caption_playlists_slots_at_its_own_segment_width(media, tmp_path):
+    """A low-latency caption playlist has six 1/3 s segments per 2 s video segment. The live stitcher puts
+    ad segment k in the break's slot k of each playlist, so the caption blanks must be 1/3 s long: 2 s
+    blanks (the video's ad segments) would cover the first 2 of the break's 12 caption slots and leave the
+    other 10 to the content's captions, out of step with the video for the rest of the break and after."""
+    from datetime import timedelta
+
+    from sidecast.ads.session import StitchService
+    from tests.ads_media import T0
+
+    src = media["root"] / "content"
+    origin = tmp_path / "origin"
+    shutil.copytree(src, origin)
+    subs = origin / "subs" / "en" / "index.m3u8"
+    rec = Recorder(media["creative"])
+    svc = StitchService(origin, rec.decide, rec.beacon, conditioner=Conditioner(origin / "master.m3u8",
+                                                                                 tmp_path / "cache"))
+    try:
+        # The session plays 0-4 s first (no break in sight): caption sequence numbers 0-11, video 0-1.
+        _write_live_window(origin, src, 0, 2)
+        subs.write_text(_ll_caption_window(src, 0, 12))
+        assert "blank" not in svc.render("ll", "subs/en/index.m3u8")
+        assert "/ad/" not in svc.render("ll", "video/180p/index.m3u8")
+        assert rec.decisions == []
+        # Then the break (4-8 s) comes into the window; the pod starts at the first segment the session has
+        # not seen, in each playlist's own numbering: video 2, captions 12 (not video 12: no ads at all).
+        _write_live_window(origin, src, 0, 8)      # video/audio: 8 segments of 2 s, the break at 4-8 s
+        subs.write_text(_ll_caption_window(src, 0, 48))
+        video = parse_media(svc.render("ll", "video/180p/index.m3u8"))
+        caps = parse_media(svc.render("ll", "subs/en/index.m3u8"))
+        # the video as before: two 2 s ad segments in slots 2 and 3, content back at 8 s
+        assert ["ad" if "/ad/" in s.uri else "content" for s in video.segments] == \
+            ["content"] * 2 + ["ad"] * 2 + ["content"] * 4
+        assert [s.discontinuity for s in video.segments] == [False, False, True, False, True, False, False, False]
+        # the captions: blanks in exactly the break's 12 slots (4-8 s), adding up to the break's 4 s
+        blank = [i for i, s in enumerate(caps.segments) if s.uri.endswith("ad/blank.vtt")]
+        assert blank == list(range(12, 24)), [s.uri for s in caps.segments]
+        assert sum(caps.segments[i].duration for i in blank) == pytest.approx(4.0, abs=1e-9)
+        assert [i for i, s in enumerate(caps.segments) if s.discontinuity] == [12, 24]
+        # in step with the video: the same length, and every video segment starts on a caption segment
+        # with the same PDT (the ad's own clock inside the break, the content's outside it)
+        assert caps.duration == pytest.approx(video.duration, abs=1e-3)
+        cap_pdts = caps.program_date_times()
+        for vi, v in enumerate(video.segments):
+            assert v.program_date_time is not None
+            ci = vi * 6
+            assert cap_pdts[ci] is not None
+            assert abs((cap_pdts[ci] - v.program_date_time).total_seconds()) < 1e-3, (vi, cap_pdts[ci], v)
+            assert caps.segments[ci].discontinuity == v.discontinuity
+        for i in range(1, 48):   # and no gap or overlap between caption segments
+            prev, here = cap_pdts[i - 1], cap_pdts[i]
+            assert prev is not None and here is not None
+            gap = (here - prev).total_seconds() - caps.segments[i - 1].duration
+            assert abs(gap) < 1e-3, (i, gap)
+        # the content's captions resume exactly where the break ends, on the content's own segments
+        assert [s.uri for s in caps.segments[24:]] == [f"part_{n:06d}.vtt" for n in range(24, 48)]
+        assert abs((cap_pdts[24] - (T0 + timedelta(seconds=8))).total_seconds()) < 1e-3
+        assert "#EXT-X-CUE-IN" in caps.segments[24].tags
+        # a window that opens on the break's last caption slot (the window slides, 1/3 s per segment)
+        # still has the blank there: a listed segment never changes, so slots must not drift
+        subs.write_text(_ll_caption_window(src, 23, 48))
+        slid = parse_media(svc.render("ll", "subs/en/index.m3u8"))
+        assert slid.media_sequence == 23
+        assert slid.segments[0].uri == caps.segments[23].uri
+        assert slid.program_date_times()[0] == cap_pdts[23]
+        assert [s.uri for s in slid.segments[1:]] == [f"part_{n:06d}.vtt" for n in range(24, 48)]
+        assert slid.segments[1].discontinuity and "#EXT-X-CUE-IN" in slid.segments[1].tags
+        assert slid.discontinuity_sequence == 1          # the seam into the blanks (12) slid out
+        # once the break has slid out of the caption window, both caption seams are counted, and only
+        # they: the video's seams are numbered in the video's sequence numbers, not the captions'
+        subs.write_text(_ll_caption_window(src, 30, 48))
+        assert parse_media(svc.render("ll", "subs/en/index.m3u8")).discontinuity_sequence == 2
+        assert parse_media(svc.render("ll", "video/180p/index.m3u8")).discontinuity_sequence == 0
+    finally:
+        svc.close()

@@ -270,7 +270,7 @@ def test_caption_parts_carry_a_late_cue_with_its_own_timing(tmp_path: Path) -> N
     tl.set_live("stt", True)
     ctx = StreamContext(outdir=tmp_path, width=320, height=240, fps=30, has_audio=False, segment_duration=2.0,
                         window=6, timeline=tl, log=JsonLines(tmp_path / "log"), part_target=0.5)
-    subs = SubtitleRendition(ctx, "en")
+    subs = SubtitleRendition(ctx, "en", part_segments=False)  # the layout before (--caption-segments segment)
     subs.producers, subs.window_s = ["stt"], 0.0  # the window is spent at once: parts go out on time
     tl.add("stt", Cue(0.1, 0.4, "on time", id="a"))
     tl.watermark("stt", 0.5)
@@ -309,7 +309,7 @@ def test_caption_parts_wait_for_the_captioner_up_to_the_window(tmp_path: Path) -
         out = tmp_path / f"wait{wait:g}"
         ctx = StreamContext(outdir=out, width=320, height=240, fps=30, has_audio=False, segment_duration=2.0,
                             window=6, timeline=tl, log=JsonLines(tmp_path / "log"), part_target=0.5)
-        subs = SubtitleRendition(ctx, "en")
+        subs = SubtitleRendition(ctx, "en", part_segments=False)  # the layout before (--caption-segments segment)
         subs.producers, subs.window_s = ["stt"], wait
         tl.watermark("stt", 0.0)                  # a cue is open from 0 s: the captioner covers no further
         for t in (0.55, 1.05, 1.55):
@@ -346,7 +346,7 @@ def test_a_cues_last_part_goes_out_with_the_cue_not_after_the_next_words(tmp_pat
     tl.set_live("stt", True)
     ctx = StreamContext(outdir=tmp_path, width=320, height=240, fps=30, has_audio=False, segment_duration=2.0,
                         window=6, timeline=tl, log=JsonLines(tmp_path / "log"), part_target=0.5)
-    subs = SubtitleRendition(ctx, "en")
+    subs = SubtitleRendition(ctx, "en", part_segments=False)  # the layout before (--caption-segments segment)
     subs.producers, subs.window_s, subs.cut_decided = ["stt"], 30.0, cut_decided
     parts = tmp_path / "subs" / "en"
 
@@ -391,7 +391,7 @@ def test_a_segment_end_learnt_after_its_last_part_adds_no_empty_part(tmp_path: P
     ctx = StreamContext(outdir=tmp_path, width=320, height=240, fps=30, has_audio=True, segment_duration=2.0,
                         window=6, timeline=Timeline(), log=JsonLines(tmp_path / "log"), part_target=1 / 3)
     audio = AudioRendition(ctx)
-    subs = SubtitleRendition(ctx, "en")
+    subs = SubtitleRendition(ctx, "en", part_segments=False)  # the layout before (--caption-segments segment)
     subs.producers, subs.window_s = [], 0.0
     for k in range(105):  # 2.1 s of 20 ms frames: the encoder is past the segment's end before it closes
         frame = av.AudioFrame.from_ndarray(np.zeros((1, 960), np.int16), format="s16", layout="mono")
@@ -429,7 +429,7 @@ def test_caption_parts_add_up_to_their_segment_exactly(tmp_path: Path) -> None:
 
     ctx = StreamContext(outdir=tmp_path, width=320, height=240, fps=30, has_audio=False, segment_duration=2.0,
                         window=6, timeline=Timeline(), log=JsonLines(tmp_path / "log"), part_target=1 / 3)
-    subs = SubtitleRendition(ctx, "en")
+    subs = SubtitleRendition(ctx, "en", part_segments=False)  # the layout before (--caption-segments segment)
     subs.producers, subs.window_s = [], 0.0
     ends = [2.0, 4.0004, 6.0]  # the second segment's end is learnt after its parts reached 4.0
     start = 0.0
@@ -449,6 +449,107 @@ def test_caption_parts_add_up_to_their_segment_exactly(tmp_path: Path) -> None:
             total += p.duration
         assert abs(total - s.duration) < 1e-9, (s.uri, [p.duration for p in s.parts], s.duration)
     assert [s.duration for s in media.segments] == [2.0, 2.0, 2.0]  # the 0.4 ms sliver is not listed
+
+
+def test_low_latency_caption_segments_are_one_part_each_listed_as_soon_as_their_pdt_is_known(tmp_path: Path) -> None:
+    """--caption-segments part (the default): hls.js 1.7.4 loses caption parts of a *growing* subtitle segment as
+    it joins (a part requested twice, then by nobody; a segment whose part load the first seek cancels is never
+    finished: docs/latency.md, seventeenth session), so every WebVTT part is a segment of its own: no subtitle
+    segment is longer than a part, its one EXT-X-PART is the whole of it, and it is listed as soon as its part is
+    written once its PDT is known: from the last published segment, with no discontinuity since (the ingest says
+    at segment_opened); the stream's first segment and the first after a discontinuity wait for their own PDT.
+    PDTs are the video's plus the media time (as the playlist writes them, to the millisecond), the discontinuity and a break's DATERANGE ride the first part-segment
+    of their segment, and a cue decided late still rides a later part with its own timing."""
+    from datetime import timedelta
+
+    from sidecast.contract.records import Cue
+    from sidecast.core.outputs.base import JsonLines, SegmentJob, StreamContext
+    from sidecast.core.outputs.subtitles import SubtitleRendition
+    from sidecast.core.timeline import Timeline
+    from sidecast.hls import DateRange
+    from sidecast.hls.breaks import BreakSignal
+
+    tl = Timeline()
+    tl.set_live("stt", True)
+    ctx = StreamContext(outdir=tmp_path, width=320, height=240, fps=30, has_audio=False, segment_duration=2.0,
+                        window=6, timeline=tl, log=JsonLines(tmp_path / "log"), part_target=1 / 3)
+    subs = SubtitleRendition(ctx, "en")
+    subs.producers, subs.window_s = ["stt"], 0.0
+    path = tmp_path / "subs" / "en" / "index.m3u8"
+    t0 = datetime(2026, 12, 2, 8, 0, 0, 123456, tzinfo=UTC)
+    away = timedelta(seconds=37.5)  # the publisher was away that long before segment 2 (a new period)
+
+    def listed() -> list[Segment]:
+        return parse_media(path.read_text()).segments if path.exists() else []
+
+    def job(i: int, start: float, end: float, discontinuity: bool = False) -> SegmentJob:
+        j = SegmentJob(index=i, start=start, end=end, frames=[], times=[start], discontinuity=discontinuity,
+                       pdt=t0 + timedelta(seconds=start) + (away if i >= 2 else timedelta()),
+                       closed_at=time.monotonic())
+        subs.segment_closed(j)
+        return j
+
+    brk = DateRange({"ID": '"b1"', "START-DATE": '"2026-12-02T08:00:02.123Z"'})
+    counts = []
+    subs.segment_opened(0, 0.0, False, BreakSignal())
+    for k in range(1, 6):  # the media passes parts 0-4 of segment 0
+        subs.frame(None, k / 3 + 0.01, 0)
+        counts.append(len(listed()))
+    tl.add("stt", Cue(1.4, 1.6, "late", id="c1"))  # decided after its part [1.333, 1.667) was written
+    j0 = job(0, 0.0, 2.0)  # the ingest closes segment 0 at the frame at 2.0 and opens segment 1 with a break
+    subs.segment_opened(1, 2.0, False, BreakSignal(("#EXT-X-CUE-OUT:DURATION=30.000",), (brk,)))
+    subs.frame(None, 2.01, 1)
+    counts.append(len(listed()))
+    assert counts == [0] * 6, "the stream's first segment waits for its PDT (the arrival clock may still settle)"
+    j0.program_date_time()  # the video published segment 0: its PDT is known
+    subs.frame(None, 2.02, 1)
+    assert len(listed()) == 6, "segment 0's parts go out once its PDT is known, before the captions publish it"
+    subs.publish(j0)
+    for k in range(1, 6):  # segment 1 is still open: each part is listed the moment it is written
+        subs.frame(None, 2 + k / 3 + 0.01, 1)
+        counts.append(len(listed()))
+    assert counts[6:] == [7, 8, 9, 10, 11]
+    j1 = job(1, 2.0, 4.0)
+    subs.segment_opened(2, 4.0, True, BreakSignal())  # after a discontinuity: a new period, a new PDT
+    subs.frame(None, 4.01, 2)
+    assert len(listed()) == 12, "segment 1's last part, with a PDT from segment 0's: the media time between"
+    subs.publish(j1)
+    for k in range(1, 6):
+        subs.frame(None, 4 + k / 3 + 0.01, 2)
+    assert len(listed()) == 12, "after a discontinuity the parts wait for their own segment's PDT"
+    j2 = job(2, 4.0, 6.0, discontinuity=True)
+    j2.program_date_time()
+    subs.frame(None, 6.01, 3)
+    assert len(listed()) == 18
+    subs.publish(j2)
+
+    text = path.read_text()
+    media = parse_media(text)
+    assert media.target_duration == 2 and "#EXT-X-PART-INF:PART-TARGET=0.335" in text
+    assert subs.playlist.window == 36, "the live window spans the video's: 6 segments of 2 s"
+    assert len(media.segments) == 18 and all(len(s.parts) == 1 for s in media.segments[-6:])
+    for s in media.segments:
+        assert s.duration <= 0.335, (s.uri, s.duration)
+        assert not s.parts or (s.parts[0].uri == s.uri and s.parts[0].duration == s.duration), s
+    uris = [s.uri for s in media.segments]
+    assert uris[:7] == [f"seg_000000-{k}.vtt" for k in range(6)] + ["seg_000001-0.vtt"]
+    assert [h.string("URI") for h in media.preload_hints] == ["seg_000003-0.vtt"]
+    for i, s in enumerate(media.segments):  # PDTs: the video's own, at each segment's start
+        seg_i, k = divmod(i, 6)
+        video = (j0, j1, j2)[seg_i].program_date_time()
+        assert s.program_date_time is not None
+        at = video + timedelta(seconds=k / 3)
+        assert s.program_date_time == at.replace(microsecond=at.microsecond // 1000 * 1000), (s.uri, at)
+    assert [s.discontinuity for s in media.segments] == [False] * 12 + [True] + [False] * 5
+    assert [s.uri for s in media.segments if s.dateranges] == ["seg_000001-0.vtt"]
+    assert [s.uri for s in media.segments if "#EXT-X-CUE-OUT:DURATION=30.000" in s.tags] == ["seg_000001-0.vtt"]
+    # the late cue: not in the part of its start (written before it was decided), in the next, its own time
+    assert "late" not in (tmp_path / "subs" / "en" / "seg_000000-4.vtt").read_text()
+    assert "00:00:01.400 --> 00:00:01.600\nlate" in (tmp_path / "subs" / "en" / "seg_000000-5.vtt").read_text()
+    assert len(m3u8.loads(text).segments) == 18, "m3u8 reads it too"
+    vod = parse_media((tmp_path / "subs" / "en" / "vod.m3u8").read_text())
+    assert [s.uri for s in vod.segments] == ["seg_000000.vtt", "seg_000001.vtt", "seg_000002.vtt"], \
+        "the full list keeps one WebVTT segment per video segment"
 
 
 def test_parts_of_the_next_segment_wait_until_their_segment_follows(tmp_path: Path) -> None:

@@ -58,6 +58,8 @@ def test_the_command_line_wins_over_the_config_file(tmp_path: Path) -> None:
     ({"source": "a.mp4", "latency": "low", "part_hold_back": 1e9}, "--part-hold-back must be between"),
     ({"source": "a.mp4", "caption_part_cut": "covered"}, "--caption-part-cut is a low-latency setting"),
     ({"source": "a.mp4", "latency": "low", "caption_part_cut": "sometimes"}, "expected one of decided, covered"),
+    ({"source": "a.mp4", "caption_segments": "segment"}, "--caption-segments is a low-latency setting"),
+    ({"source": "a.mp4", "latency": "low", "caption_segments": "short"}, "expected one of part, segment"),
     ({"source": "a.mp4", "sidecars": ["autocrop"], "sidecar_nice": ["autocrop=-5"]}, "--sidecar-nice autocrop="),
     ({"source": "a.mp4", "sidecars": ["autocrop"], "sidecar_nice": ["autocrop=20"]}, "0..19"),
     ({"source": "a.mp4", "sidecars": ["autocrop"], "sidecar_nice": ["autocrop=nan"]}, "0..19"),

@@ -57,6 +57,12 @@ class SegmentJob:
                 self._published_pdt = self.resolve_pdt() if self.resolve_pdt is not None else self.pdt
             return self._published_pdt
 
+    def known_program_date_time(self) -> datetime | None:
+        """The PDT as published if an output has taken it already, else None: never waits, not even for the
+        lock (an output resolving the PDT holds it while it waits for the arrival clock, which the ingest
+        thread, which asks this, moves). Set once, read whole."""
+        return self._published_pdt
+
     @property
     def name(self) -> str:
         return f"seg_{self.index:06d}"
@@ -106,12 +112,13 @@ class StreamContext:
     upcoming: Callable[[datetime], list[DateRange]] | None = None  # ad breaks announced ahead of the edge
 
     def playlist(self, path: Path, window: int | None = None, init_uri: str | None = None,
-                 parts: bool = False) -> LivePlaylist:
+                 parts: bool = False, per_segment: int = 1) -> LivePlaylist:
         """A rendition's media playlist: the live window (``window`` None) or the full VOD list (0). With
         ``parts`` (low latency) the live window lists partial segments and reports every other rendition's
-        live edge."""
+        live edge. ``per_segment``: how many of its segments cover one of the stream's (the low-latency
+        captions list one segment per part), so that its live window spans the same time as the others'."""
         low = parts and self.part_target is not None and window is None
-        pl = LivePlaylist(path, self.segment_duration, self.window if window is None else window,
+        pl = LivePlaylist(path, self.segment_duration, self.window * per_segment if window is None else window,
                           target_from_first=self.target_from_first,
                           part_target=self.part_target if low else None, init_uri=init_uri,
                           part_hold_back=self.part_hold_back if low else None,
@@ -184,6 +191,12 @@ class Output(ABC):
 
     def packet(self, packet: av.Packet[Any], t: float, dts: float, segment: int) -> None:  # noqa: B027
         """A compressed video packet (passthrough outputs copy them)."""
+
+    def segment_opened(self, index: int, start: float, discontinuity: bool,  # noqa: B027 (optional hook)
+                       signal: BreakSignal) -> None:
+        """The ingest opened segment ``index`` at media time ``start`` (its first frame): whether it follows a
+        discontinuity and its break signalling, known before it closes (low-latency captions list segments
+        of one part each while the stream's segment is still growing)."""
 
     def segment_closed(self, job: SegmentJob) -> None:  # noqa: B027 (optional hook)
         """The ingest closed ``job`` (before any output publishes it)."""

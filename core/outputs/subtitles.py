@@ -15,6 +15,21 @@ covers all of it (``--caption-part-cut covered``, the default) or has passed its
 decision window after that has run out; a cue decided after its part was published is carried by the next
 part with its original timing (never lost, never shown early).
 
+How they are listed (``--caption-segments``). ``part`` (the default): every WebVTT part is also a segment of
+its own in the low-latency playlist (EXTINF = the part's DURATION, one EXT-X-PART each), numbered by the
+rendition's own media sequence, so hls.js never loads a *part* of a growing subtitle segment. hls.js 1.7.4's
+subtitle loader loses caption parts there as playback starts (docs/latency.md, seventeenth and eighteenth
+sessions): a segment it takes for complete while its parts still grow leaves a part requested twice and then by
+nobody, and a segment whose part load the first seek cancels stays "appending" and the rest of its parts are
+never requested. A one-part segment is complete the moment its part is processed, and a cancelled load leaves
+nothing half loaded. Such a segment is listed as soon as its part is written if its PDT is known: the nearest
+segment of the stream at or before it whose PDT was published, with no discontinuity since (the ingest says
+at ``segment_opened``), plus the media time between them; otherwise it waits for its own segment's PDT
+(the first segment, and the first after a discontinuity). TARGETDURATION stays the stream's (hls.js times a
+blocking reload out at 0.8 of it), and the live window spans the same time as the video's. ``segment`` (the
+layout before): one WebVTT segment per video segment, its parts listed as that segment grows. Either way the
+full list (``vod.m3u8``) and the whole-segment ``.vtt`` files are one per video segment.
+
 Why "passed its start" is enough: every cue starting before the watermark is final, so the part carries all
 it can; a cue still being decided starts after the watermark and is carried, when final, by the next parts
 it overlaps (or, ending inside this part, by the next part), written at the moment this one would have been.
@@ -28,11 +43,15 @@ thirteenth session).
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
+from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sidecast.contract.records import Cue, ResultKind
-from sidecast.hls import Part, timebase
+from sidecast.hls import Part, Segment, timebase
+from sidecast.hls.breaks import BreakSignal
 from sidecast.hls.live import atomic_write
 from sidecast.hls.model import PART_DURATION_DIGITS
 
@@ -47,6 +66,17 @@ LANGUAGE_NAMES = {"en": "English", "de": "Deutsch", "fr": "Français", "es": "Es
                   "pt": "Português", "nl": "Nederlands", "ja": "日本語", "zh": "中文", "ar": "العربية"}
 
 
+class _Cut(NamedTuple):
+    """A WebVTT part written but not yet listed as a segment of its own (its PDT is not known yet)."""
+
+    segment: int       # the stream's segment it belongs to
+    part: int          # its index in that segment
+    start: float
+    units: int         # its DURATION in units of 10 us
+    name: str
+    last: bool         # the last part of its segment (the next one is the next segment's first)
+
+
 def language_name(tag: str, translated: bool = False) -> str:
     name = LANGUAGE_NAMES.get(tag.split("-")[0], "Captions" if tag == "und" else tag)
     return f"{name} (machine translation)" if translated else name
@@ -58,7 +88,9 @@ class SubtitleRendition(Output):
     needs: frozenset[ResultKind] = frozenset({"cues"})
     essential = False
 
-    def __init__(self, ctx: StreamContext, language: str, track: str = "") -> None:
+    def __init__(self, ctx: StreamContext, language: str, track: str = "", part_segments: bool = True) -> None:
+        """``part_segments`` (low latency, ``--caption-segments part``): list every WebVTT part as a segment of
+        its own (see the module's docstring); False: the video's segments, their parts listed as they grow."""
         self.ctx = ctx
         self.language = language
         self.track = track
@@ -69,7 +101,16 @@ class SubtitleRendition(Output):
         # segments were published at the start of the next one (live) instead of losing it.
         self.carrier = CaptionCarrier()
         self.low_latency = ctx.part_target is not None
-        self.playlist = ctx.playlist(self.dir / "index.m3u8", parts=self.low_latency)
+        self.part_segments = self.low_latency and part_segments
+        per = 1
+        if self.part_segments:
+            assert ctx.part_target is not None
+            per = max(1, math.ceil(ctx.segment_duration / ctx.part_target - 1e-6))  # parts per segment
+        self.playlist = ctx.playlist(self.dir / "index.m3u8", parts=self.low_latency, per_segment=per)
+        # part_segments: parts written and not yet listed, and what is known of the stream's segments
+        self._unlisted: list[_Cut] = []
+        self._opened: dict[int, tuple[bool, BreakSignal]] = {}  # discontinuity, signal (segment_opened)
+        self._jobs: dict[int, SegmentJob] = {}
         self.full = ctx.playlist(self.dir / "vod.m3u8", 0)
         # low latency: the part grid, what the caption sidecars are, and which cues parts carried
         self.producers: list[str] = []
@@ -99,6 +140,12 @@ class SubtitleRendition(Output):
         if self.low_latency:
             with self._lock:
                 self._cut_parts(t, force_until=None)
+                self._list_parts()
+
+    def segment_opened(self, index: int, start: float, discontinuity: bool, signal: BreakSignal) -> None:
+        if self.part_segments:
+            with self._lock:
+                self._opened[index] = (discontinuity, signal)
 
     def segment_closed(self, job: SegmentJob) -> None:
         if self.low_latency:
@@ -106,6 +153,8 @@ class SubtitleRendition(Output):
                 self._ends[job.index] = job.end
                 if job.index == self._seg and self._part == 0:
                     self._start = job.start
+                if self.part_segments:
+                    self._jobs[job.index] = job
 
     def _covered(self, t: float) -> bool:
         return all(self.ctx.timeline.watermark_of(n) >= t - 1e-6 for n in self.producers
@@ -163,10 +212,62 @@ class SubtitleRendition(Output):
         # first segment a viewer joined in (bench/latency.py (d), (k): 1 of 9 and 0 of 5 shown).
         a, b = (round((t - self._start) * _UNITS) for t in (start, end))
         units = max(b - a, _UNITS // 1000)
+        if self.part_segments:
+            end_of_segment = self._ends.get(self._seg)
+            last = end_of_segment is not None and end >= end_of_segment - 1e-6
+            self._unlisted.append(_Cut(self._seg, self._part, start, units, name, last))
+            return
         self._listed[self._seg] = self._listed.get(self._seg, 0) + units
         self.playlist.add_part(Part.of(name, units / _UNITS, independent=True),
                                next_uri=part_name(self._seg, self._part + 1).replace(".m4s", ".vtt"),
                                segment=self._seg)
+
+    def _pdt_at(self, segment: int, t: float) -> datetime | None:
+        """The PDT of media time ``t`` in the stream's segment ``segment``, or None while it is not known: from
+        the nearest segment at or before it whose PDT was published, with no discontinuity after it (PDT
+        advances by exactly the media time within a period: core/ingest.py)."""
+        n = segment
+        while True:
+            job = self._jobs.get(n)
+            if job is not None:
+                pdt = job.known_program_date_time()
+                if pdt is not None:
+                    return pdt + timedelta(seconds=t - job.start)
+                discontinuity = job.discontinuity
+            elif n in self._opened:
+                discontinuity = self._opened[n][0]
+            else:
+                return None
+            if discontinuity or n == 0:
+                return None  # its own PDT starts a new period (or the stream): wait for it
+            n -= 1
+
+    def _list_parts(self) -> None:
+        """part_segments: list, in order, every written part whose PDT is now known, as a segment of its own
+        (one EXT-X-PART, the same file); the segment that starts a stream's segment carries its discontinuity
+        and break signalling."""
+        while self._unlisted:
+            cut = self._unlisted[0]
+            pdt = self._pdt_at(cut.segment, cut.start)
+            if pdt is None:
+                return
+            discontinuity, signal = False, BreakSignal()
+            if cut.part == 0:
+                job = self._jobs.get(cut.segment)
+                if job is not None:
+                    discontinuity, signal = job.discontinuity, job.signal
+                else:
+                    discontinuity, signal = self._opened.get(cut.segment, (False, BreakSignal()))
+            duration = cut.units / _UNITS
+            seg = Segment(uri=cut.name, duration=duration, program_date_time=pdt, discontinuity=discontinuity,
+                          tags=signal.tags, dateranges=signal.dateranges,
+                          parts=(Part.of(cut.name, duration, independent=True),))
+            after = (cut.segment + 1, 0) if cut.last else (cut.segment, cut.part + 1)
+            self.playlist.add(seg, next_part_uri=part_name(*after).replace(".m4s", ".vtt"))
+            self._unlisted.pop(0)
+            for old in [n for n in (*self._jobs, *self._opened) if n < cut.segment - 2]:
+                self._jobs.pop(old, None)
+                self._opened.pop(old, None)
 
     @staticmethod
     def _key(c: Cue) -> str:
@@ -180,6 +281,9 @@ class SubtitleRendition(Output):
             if self.low_latency:  # the captions were waited for: what is left of the segment's parts now
                 self._ends[job.index] = job.end
                 self._cut_parts(job.end, force_until=job.end)
+            if self.part_segments:
+                self._jobs[job.index] = job
+                self._list_parts()
             lookback = self.carrier.lookback
             cues = self.ctx.timeline.cues_between(job.start - lookback, job.end, track=self.track)
             name = f"{job.name}.vtt"
@@ -187,18 +291,21 @@ class SubtitleRendition(Output):
             atomic_write(self.dir / name,
                          render_vtt_segment(carried, job.start, job.end, timebase.media_to_pts(job.start)))
             seg = job.segment(name)
-            listed = self._listed.pop(job.index, None)
-            if listed is not None and abs(listed / _UNITS - seg.duration) < 2e-3:
-                # the parts reach the segment's end (a sliver under 1 ms is never listed as a part): the
-                # EXTINF is their sum, to the digit (see _write_part)
-                seg = dataclasses.replace(seg, duration=listed / _UNITS)
-            self.playlist.add(seg, next_part_uri=part_name(job.index + 1, 0).replace(".m4s", ".vtt"),
-                              index=job.index)
+            if not self.part_segments:  # else its parts are the live playlist's segments (_list_parts)
+                listed = self._listed.pop(job.index, None)
+                if listed is not None and abs(listed / _UNITS - seg.duration) < 2e-3:
+                    # the parts reach the segment's end (a sliver under 1 ms is never listed as a part): the
+                    # EXTINF is their sum, to the digit (see _write_part)
+                    seg = dataclasses.replace(seg, duration=listed / _UNITS)
+                self.playlist.add(seg, next_part_uri=part_name(job.index + 1, 0).replace(".m4s", ".vtt"),
+                                  index=job.index)
             self.full.add(seg)
 
     def finish(self, complete: bool) -> None:
         if not complete:
             return
+        with self._lock:
+            self._list_parts()  # every segment was published: every part's PDT is known
         self.playlist.end()
         self.full.end()
         cues = self.ctx.timeline.final_cues(self.track)
