@@ -104,32 +104,6 @@ class Running:
         return httpx.get(self.media_url + path, timeout=10)
 
 
-_level_lock = threading.Lock()
-_level_users = 0
-_level_before = logging.NOTSET
-
-
-def _info_level_on(logger: logging.Logger) -> None:
-    """The server logger at INFO while any ``running_server`` runs (StateLog reads its INFO lines), restored
-    when the last one ends: servers run side by side in one process (``side_by_side``), and one that ended
-    first must not turn the others' state lines off."""
-    global _level_users, _level_before
-    with _level_lock:
-        if _level_users == 0:
-            _level_before = logger.level
-            if not logger.isEnabledFor(logging.INFO):
-                logger.setLevel(logging.INFO)
-        _level_users += 1
-
-
-def _info_level_off(logger: logging.Logger) -> None:
-    global _level_users
-    with _level_lock:
-        _level_users -= 1
-        if _level_users == 0:
-            logger.setLevel(_level_before)
-
-
 @contextlib.contextmanager
 def running_server(data_dir: Path, **settings: Any) -> Iterator[Running]:
     cfg = ServerConfig(data_dir=data_dir, api_port=0, media_port=0, media_host="127.0.0.1",
@@ -137,7 +111,9 @@ def running_server(data_dir: Path, **settings: Any) -> Iterator[Running]:
                           "stop_timeout": 10.0, "backoff_base": 0.5, "backoff_max": 4.0, **settings})
     states = StateLog()
     logger = logging.getLogger("sidecast.server")
-    _info_level_on(logger)
+    level = logger.level
+    if not logger.isEnabledFor(logging.INFO):
+        logger.setLevel(logging.INFO)
     logger.addHandler(states)
     try:
         server = SidecastServer(cfg).start()
@@ -151,7 +127,7 @@ def running_server(data_dir: Path, **settings: Any) -> Iterator[Running]:
             server.close()
     finally:
         logger.removeHandler(states)
-        _info_level_off(logger)
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager
