@@ -48,7 +48,8 @@ Configurations (``--configs``, default all):
   ko  (k) as before the sixteenth session: ``--sidecar-arg stt=--early-commit=off`` (a confident word near the
       end of a pass's audio, or a region's first words, waits for the next pass; early commits are the
       default since); kh  (k) with ``--caption-hold-back 0.8`` (a captioned stream asks players to sit 0.8 s
-      further back: opt-in); ks  (k) with ``--caption-segments segment`` (the caption layout before the
+      further back: opt-in until the eighteenth session, the default since, so (kh) is (k) named explicitly);
+      k0  (k) with ``--caption-hold-back 0`` (three parts: the default before); ks  (k) with ``--caption-segments segment`` (the caption layout before the
       eighteenth session: WebVTT segments as long as the video's, their parts listed as they grow, where hls.js
       1.7.4 loses caption parts as it joins; the default lists one segment per part); on request
   kl  (k) with beam-2 stt passes on 2 threads (``--sidecar-arg stt=--beam-size=2 --sidecar-arg
@@ -162,8 +163,10 @@ CONFIGS = {c.key: c for c in (
     with_k("y", "(k) with words committed only by passes (--sidecar-arg stt=--pause-commit=off: the stt sidecar before 2026-12-01 13:30)", "--sidecar-arg", "stt=--pause-commit=off"),
     with_k("ko", "(k) as before 2026-12-02 (--sidecar-arg stt=--early-commit=off)",
            "--sidecar-arg", "stt=--early-commit=off"),
-    with_k("kh", "(k) with players 0.8 s further back on a captioned stream (--caption-hold-back 0.8)",
+    with_k("kh", "(k) with players 0.8 s further back on a captioned stream (--caption-hold-back 0.8: the default since the eighteenth session; explicit)",
            "--caption-hold-back", "0.8"),
+    with_k("k0", "(k) with players three parts behind the edge on a captioned stream too (--caption-hold-back 0: the default before the eighteenth session)",
+           "--caption-hold-back", "0"),
     with_k("ks", "(k) with the caption layout before the eighteenth session (--caption-segments segment: WebVTT segments as long as the video's, their parts listed as they grow)",
            "--caption-segments", "segment"),
     Config("f", "(b) with hls.js catching up (maxLiveSyncPlaybackRate 1.5)", "sidecast", ["--latency", "low"],
@@ -643,7 +646,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60, help="playback measured per configuration [60]")
     ap.add_argument("--joins", type=int, default=3, help="viewers per configuration, one after the other, "
                     "sharing --seconds [3]")
-    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l to z, kc, kd, kl, klh, ko, kh, ks on request; one named twice runs twice")
+    ap.add_argument("--configs", default="a,b,c,d,e,f,g,h,i,j,k", help="which configurations, in order [a,...,k]; l to z, kc, kd, kl, klh, ko, kh, k0, ks on request; one named twice runs twice")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs and logs (and each "
                     "viewer's raw report, with hls.js's caption log lines)")

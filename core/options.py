@@ -28,6 +28,10 @@ from .breaks import parse_break_at
 from .ladder import DEFAULT_LADDER, RateControl, Rung, parse_ladder, parse_rate_control
 
 _PARSE = "parse"
+# Seconds a low-latency stream a sidecar captions live adds to its PART-HOLD-BACK (--caption-hold-back): three
+# quiet-box runs of bench/latency.py (kh) showed 60 of 61 captions at a 2.78-3.29 s median, (k) without it 38 of
+# 44 at 1.76-1.96 s (docs/latency.md, "eighteenth session").
+CAPTION_HOLD_BACK = 0.8
 
 
 def opt(*flags: str, help: str, parse: Callable[[str], Any] | None = None, metavar: str | None = None,  # noqa: A002
@@ -243,12 +247,12 @@ class RunOptions:
         help="low latency: how far behind the live edge players are asked to sit (PART-HOLD-BACK), seconds "
              "(default: three parts, plus --caption-hold-back on a stream with live captions); more lets late "
              "captions reach viewers in time, at that cost in latency"))
-    caption_hold_back: float = field(default=0.0, metadata=opt(
+    caption_hold_back: float | None = field(default=None, metadata=opt(
         "--caption-hold-back", parse=_seconds("--caption-hold-back", 0.0, 10.0),
         help="low latency: seconds added to the default PART-HOLD-BACK when a sidecar captions the stream live "
-             "(default 0: three parts, as without captions). A caption is decided ~2 s after its words; 0.8 "
-             "lets more reach hls.js in time; with --caption-segments segment hls.js then sometimes skips a "
-             "segment's caption parts as it joins (docs/latency.md, \"sixteenth\" and \"eighteenth session\")"))
+             f"(default {CAPTION_HOLD_BACK}; 0: three parts, as without captions). A caption is decided ~2 s after "
+             "its words and hls.js loads no caption part behind its playhead: at three parts 38 of 44 of the "
+             "captions reached it in time, at +0.8 s 60 of 61 (docs/latency.md, \"eighteenth session\")"))
     caption_part_cut: str | None = field(default=None, metadata=opt(
         "--caption-part-cut", choices=("decided", "covered"),
         help="low latency: when a WebVTT part is written: covered (once the captioners have decided all of "
@@ -286,16 +290,18 @@ class RunOptions:
 
         A live caption is decided ~2 s after its words and hls.js never loads a caption part behind its
         playhead, so at three parts many cues reached a viewer after their words had played; a stream a
-        sidecar captions can ask its players to sit ``--caption-hold-back`` further back (opt-in: hls.js
-        then sometimes skipped a segment's caption parts as it joined). Without live captions, or with
-        ``--part-hold-back``, nothing changes."""
+        sidecar captions asks its players to sit ``--caption-hold-back`` further back (CAPTION_HOLD_BACK by
+        default since the eighteenth session: opt-in before, while hls.js skipped caption parts of a growing
+        subtitle segment as it joined, which ``--caption-segments part`` avoids). Without live captions, or
+        with ``--part-hold-back``, nothing changes."""
         if self.latency != "low":
             return None
         if self.part_hold_back is not None:
             return self.part_hold_back
-        if not live_captions or self.caption_hold_back <= 0:
+        extra = CAPTION_HOLD_BACK if self.caption_hold_back is None else self.caption_hold_back
+        if not live_captions or extra <= 0:
             return None
-        return 3 * self.part_duration + self.caption_hold_back
+        return 3 * self.part_duration + extra
 
     # ------------------------------------------------------------ checks across options
 

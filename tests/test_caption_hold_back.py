@@ -1,8 +1,8 @@
-"""PART-HOLD-BACK on a stream a sidecar captions live (``--caption-hold-back``, opt-in): its low-latency players
-are asked to sit further back than on a stream without captions, so that a caption decided ~2 s after its
-words reaches hls.js before its playhead passes it (docs/latency.md, "sixteenth session"). A stream without
-live captions keeps three parts whatever it says; by default a captioned one does too; ``--part-hold-back``
-sets the value outright."""
+"""PART-HOLD-BACK on a stream a sidecar captions live (``--caption-hold-back``, 0.8 s by default since the
+eighteenth session): its low-latency players are asked to sit further back than on a stream without captions, so
+that a caption decided ~2 s after its words reaches hls.js before its playhead passes it (docs/latency.md,
+"sixteenth" and "eighteenth session"). A stream without live captions keeps three parts whatever it says;
+``--caption-hold-back 0`` keeps three parts on a captioned one; ``--part-hold-back`` sets the value outright."""
 
 from __future__ import annotations
 
@@ -40,21 +40,21 @@ def test_a_live_captioned_stream_asks_its_players_to_sit_further_back(clip_small
     plain = declared_hold_back(clip_small, tmp_path / "plain")
     ticker = Proc(sock_dir / "captions.sock", "--mode", "captions")  # a caption sidecar without a model
     try:
-        captioned = declared_hold_back(clip_small, tmp_path / "captioned", "--sidecar-addr", f"cc={ticker.target}",
-                                       "--caption-hold-back", "0.8")
-        default = declared_hold_back(clip_small, tmp_path / "default", "--sidecar-addr", f"cc={ticker.target}")
+        captioned = declared_hold_back(clip_small, tmp_path / "captioned", "--sidecar-addr", f"cc={ticker.target}")
+        off = declared_hold_back(clip_small, tmp_path / "off", "--sidecar-addr", f"cc={ticker.target}",
+                                 "--caption-hold-back", "0")
     finally:
         ticker.stop()
     uncaptioned = declared_hold_back(clip_small, tmp_path / "uncaptioned", "--caption-hold-back", "0.8")
     assert plain == pytest.approx(1.0, abs=0.01)  # three parts of 1/3 s, as before
-    assert captioned == pytest.approx(1.8, abs=0.01)
-    assert default == plain and uncaptioned == plain  # opt-in, and only where a sidecar captions the stream
+    assert captioned == pytest.approx(1.8, abs=0.01)  # by default, three parts + 0.8 s
+    assert off == plain and uncaptioned == plain  # turned off, and only where a sidecar captions the stream
 
 
 def test_the_hold_back_a_run_declares() -> None:
     low = RunOptions(source="x", latency="low")
     assert low.hold_back(live_captions=False) is None  # the playlists' three parts
-    assert low.hold_back(live_captions=True) is None  # opt-in
+    assert low.hold_back(live_captions=True) == pytest.approx(1.8)  # three parts of 1/3 s + the default 0.8 s
     assert RunOptions(source="x", latency="low", caption_hold_back=0.8).hold_back(False) is None
     assert RunOptions(source="x", latency="low", caption_hold_back=1.5).hold_back(True) == pytest.approx(2.5)
     assert RunOptions(source="x", latency="low", caption_hold_back=0.0).hold_back(True) is None
