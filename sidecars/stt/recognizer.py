@@ -433,7 +433,7 @@ class StreamingRecognizer:
             self._sure = 0
         else:
             words = self._pass(audio, regions, 0, self._prompt(), self._prefix())
-            unheard = sum(b - max(a, settled) for a, b in pending)  # speech not yet committed, seconds
+            unheard = _dropped_speech((), pending, _sec(self.buf_start), settled)  # speech not yet committed, s
             if self._prefix() and unheard > cfg.stall_after and (
                     not [w for w in words if w.end > _sec(self.commit_end)]
                     or (not open_region and _dropped_speech(words, pending, _sec(self.buf_start), settled)
