@@ -14,6 +14,7 @@ import json
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,11 +82,14 @@ def _packets(path: Path) -> list[dict[str, float]]:
     r = subprocess.run(["ffprobe", "-v", "error", "-show_packets", "-show_entries",
                         "packet=codec_type,pts_time,duration_time", "-of", "json", *_input(path)],
                        capture_output=True, text=True, timeout=60, check=True)
-    out = []
-    for p in json.loads(r.stdout).get("packets", []):
-        if "pts_time" in p and p["pts_time"] not in ("N/A", None):
-            out.append({"pts": float(p["pts_time"]), "dur": float(p.get("duration_time") or 0)})
-    return out
+    return [t for p in json.loads(r.stdout).get("packets", []) if (t := _timed(p)) is not None]
+
+
+def _timed(p: dict[str, Any]) -> dict[str, float] | None:
+    """One ffprobe packet as ``{"pts", "dur"}`` in seconds; None for a packet without a timestamp."""
+    if "pts_time" not in p or p["pts_time"] in ("N/A", None):
+        return None
+    return {"pts": float(p["pts_time"]), "dur": float(p.get("duration_time") or 0)}
 
 
 def _packets_of(segments: list[Path]) -> list[list[dict[str, float]]]:
@@ -111,8 +115,8 @@ def _packets_of(segments: list[Path]) -> list[list[dict[str, float]]]:
         # of their own, and belong where their PES began.
         k = last[p["stream_index"]] = bisect.bisect_right(ends, int(p["pos"])) if "pos" in p else \
             last[p["stream_index"]]
-        if "pts_time" in p and p["pts_time"] not in ("N/A", None):
-            out[k].append({"pts": float(p["pts_time"]), "dur": float(p.get("duration_time") or 0)})
+        if (t := _timed(p)) is not None:
+            out[k].append(t)
     return out
 
 
