@@ -351,15 +351,19 @@ def test_scenecut_plugin_finds_the_cuts_end_to_end(media_dir: Path, tmp_path: Pa
 
 
 def test_rings_left_by_a_crashed_core_are_swept(tmp_path: Path) -> None:
-    code = ("import os,signal; from sidecast.contract.shm import ShmRing; r=ShmRing(1024, 4); "
+    # The ring lives in this test's own directory: every core and server in the other xdist workers
+    # sweeps SHM_DIR when it starts, and one of them can take the stale ring before this test looks.
+    code = ("import os,signal,sys; from pathlib import Path; from sidecast.contract.shm import ShmRing; "
+            "r=ShmRing(1024, 4, directory=Path(sys.argv[1])); "
             "print(r.name, flush=True); os.kill(os.getpid(), signal.SIGKILL)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                          cwd=ROOT)
     name = proc.stdout.strip()
-    assert name.startswith("sidecast-") and (SHM_DIR / name).exists()
-    removed = sweep_stale()
-    assert name in removed and not (SHM_DIR / name).exists()
-    with ShmRing(64, 2) as live:
-        assert live.name not in sweep_stale(), "a live core's ring is never swept"
+    assert name.startswith("sidecast-") and (tmp_path / name).exists()
+    removed = sweep_stale(tmp_path)
+    assert name in removed and not (tmp_path / name).exists()
+    with ShmRing(64, 2, directory=tmp_path) as live:
+        assert live.name not in sweep_stale(tmp_path), "a live core's ring is never swept"
 
 
 def test_shm_ring_reference_counting_never_leaks_a_slot() -> None:
