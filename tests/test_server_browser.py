@@ -54,9 +54,19 @@ def test_the_dashboard_plays_a_protected_stream_with_captions_and_its_vertical_r
                  "the shared stt sidecar serving the stream")
         wait_for(lambda: hooks.of_type("stream.started"), 20, "the stream.started webhook")
         assert srv.media("reading/master.m3u8").status_code == 403, "the stream is protected"
-        until = ("(() => { const v = document.querySelector('video'); if (!v || v.currentTime <= 0) return false;"
-                 " window.__t0 = window.__t0 ?? v.currentTime; return v.currentTime - window.__t0 >= 4 &&"
-                 " document.getElementById('captions').textContent.trim().split(/\\s+/).length >= 4; })()")
+        # The page also records the stream table's row count after every change to it and shows the list
+        # when done: the table must never be seen part-built (it once was emptied and refilled one awaited
+        # status request at a time, so a reader under load saw no streams at all).
+        until = ("(() => { const tb = document.querySelector('#streams tbody');"
+                 " if (!window.__rows) { window.__rows = [];"
+                 "  new MutationObserver(() => window.__rows.push(tb.rows.length)).observe(tb, {childList: true}); }"
+                 " const v = document.querySelector('video'); if (!v || v.currentTime <= 0) return false;"
+                 " window.__t0 = window.__t0 ?? v.currentTime; const done = v.currentTime - window.__t0 >= 4 &&"
+                 " window.__rows.length >= 2 &&"
+                 " document.getElementById('captions').textContent.trim().split(/\\s+/).length >= 4;"
+                 " if (done) { const p = document.createElement('pre');"
+                 "  p.textContent = 'stream rows seen: ' + window.__rows.join(','); document.body.prepend(p); }"
+                 " return done; })()")
         url = f"{srv.server.api.url}#key={srv.server.admin_key}&play=reading&rendition=vertical"  # type: ignore[union-attr]
         report = open_page(url, seconds=1, timeout=150, until=until)
         session.close()
@@ -65,6 +75,8 @@ def test_the_dashboard_plays_a_protected_stream_with_captions_and_its_vertical_r
     assert video["errors"] == [] and not video["paused"]
     assert video["height"] > video["width"], f"not the vertical rendition: {video}"
     text = report["pageText"]
+    rows_seen = [int(n) for n in text.split("stream rows seen: ", 1)[1].split()[0].split(",")]
+    assert rows_seen and set(rows_seen) == {2}, f"the stream table was seen part-built: {rows_seen}"
     assert "reading (Austen)" in text and "lobby" in text
     assert "live" in text and "stopped" in text                         # each stream's state
     assert "stream.started" in text and "delivered" in text             # recent webhooks

@@ -25,17 +25,27 @@
     return data;
   }
 
+  let refreshing = false, again = false;
+
   async function refresh() {
     if (!key) { $("login").hidden = false; return; }
+    // One refresh at a time: under load a refresh can outlast the 2 s tick, and two interleaved ones
+    // would each rebuild the tables from answers of different moments. A refresh asked for meanwhile (a
+    // button's) runs once the current one ends.
+    if (refreshing) { again = true; return; }
+    refreshing = true;
     try {
       const info = await api("GET", "/server");
       text($("server"), info.version + " · " + info.storage + (info.disk_full ? " · STORAGE FULL" : ""));
       const list = await api("GET", "/streams?limit=1000");
-      const body = $("streams").querySelector("tbody");
-      body.textContent = "";
-      for (const s of list.streams) {
-        let st = {};
-        try { st = await api("GET", "/streams/" + encodeURIComponent(s.id) + "/status"); } catch (e) { st = { state: "?" }; }
+      // Every status is fetched before the table changes, and the rows are swapped in one step: a table
+      // emptied first and filled one awaited status at a time showed no streams for as long as those
+      // requests took (a whole refresh under load), to a viewer and to the browser test that read it.
+      const statuses = await Promise.all(list.streams.map((s) =>
+        api("GET", "/streams/" + encodeURIComponent(s.id) + "/status").catch(() => ({ state: "?" }))));
+      const rows = [];
+      list.streams.forEach((s, i) => {
+        const st = statuses[i];
         const tr = document.createElement("tr");
         tr.dataset.stream = s.id;
         cell(tr, s.id + (s.name ? " (" + s.name + ")" : ""));
@@ -59,9 +69,10 @@
           const k = await api("POST", "/streams/" + s.id + "/key");
           text($("secret"), "new stream key for " + s.id + " (shown once): " + k.key + "  · RTMP " + k.publish.rtmp);
         });
-        body.appendChild(tr);
+        rows.push(tr);
         streams[s.id] = s;
-      }
+      });
+      $("streams").querySelector("tbody").replaceChildren(...rows);
       try {
         const keys = await api("GET", "/api-keys");
         const kb = $("apikeys").querySelector("tbody"); kb.textContent = "";
@@ -77,7 +88,10 @@
       } catch (e) { /* a key without the webhooks scope */ }
       showError("");
       if (frag.get("play") && !playing && streams[frag.get("play")]) play(frag.get("play"));
-    } catch (e) { showError(e.message); }
+    } catch (e) { showError(e.message); } finally {
+      refreshing = false;
+      if (again) { again = false; refresh(); }
+    }
   }
 
   const streams = {};
@@ -139,6 +153,6 @@
   };
   if (location.hash) history.replaceState(null, "", location.pathname);  // the key leaves the address bar
   setInterval(watchCaptions, 200);
-  setInterval(refresh, 2000);
+  setInterval(() => { if (!refreshing) refresh(); }, 2000);  // a tick during a refresh is skipped
   refresh();
 })();
