@@ -462,7 +462,7 @@ class SrtServer(PublishListener):
                         log.warning("SRT stream's reader is behind; dropping input until it catches up",
                                     extra={"stream": c.session.stream_id})
                     continue
-                return r == 0 or lib.srt_getlasterror(None) == SRT_EASYNCRCV
+                return r == 0 or bool(lib.srt_getlasterror(None) == SRT_EASYNCRCV)
         finally:
             if got:
                 c.last_data = time.monotonic()
