@@ -499,7 +499,7 @@ class SrtServer(PublishListener):
             if c is not None:
                 self._finish(c, reason)
         for c in callers:
-            if c.sock in self._callers and now - c.last_data > self.limits.idle_timeout:
+            if c.sock in self._callers and c.draining_until is None and now - c.last_data > self.limits.idle_timeout:
                 log.warning("SRT publisher dropped: no media", extra={"stream": c.session.stream_id,
                                                                       "idle_s": round(now - c.last_data, 1)})
                 self._finish(c, f"no media for {self.limits.idle_timeout:g} s")
