@@ -194,6 +194,24 @@ class Fetch:
         self._seen = {url}
         self._chunks: list[bytes] = []
         self._size = 0
+        # a request has started to go out (any hop): from then on the server may have acted on it, which
+        # every FetchFailed of this fetch says (FetchFailed.sent), so a tracking ping is never sent twice
+        self.sent = False
+
+    # -- what the transport saw (httpx's "trace" request extension)
+    def on_trace(self, event: str, info: Mapping[str, object]) -> None:
+        """httpcore's trace events of a hop: the request's headers starting to go out marks it sent. Not
+        "complete": a timeout can cancel the hop after the bytes were written but before that event."""
+        if event.endswith("send_request_headers.started"):
+            self.sent = True
+
+    async def on_trace_async(self, event: str, info: Mapping[str, object]) -> None:
+        """on_trace for the async client, which awaits its trace callback."""
+        self.on_trace(event, info)
+
+    def failed(self, message: str, **flags: bool) -> FetchFailed:
+        """A FetchFailed of this fetch, saying whether a request of it had gone out."""
+        return FetchFailed(message, sent=self.sent, **flags)
 
     # -- time
     def remaining(self) -> float:
@@ -204,7 +222,7 @@ class Fetch:
         return left
 
     def timed_out(self) -> FetchFailed:
-        return FetchFailed(f"timed out after {self.policy.timeout:g} s fetching {self.url}", timeout=True)
+        return self.failed(f"timed out after {self.policy.timeout:g} s fetching {self.url}", timeout=True)
 
     # -- where to connect
     def target(self) -> tuple[str, int]:
@@ -240,21 +258,21 @@ class Fetch:
         if not self.read_body:
             return "done"
         if status == 204:
-            raise FetchFailed(f"no ad from {self.url} (HTTP 204)", no_ad=True)
+            raise self.failed(f"no ad from {self.url} (HTTP 204)", no_ad=True)
         if status != 200:
-            raise FetchFailed(f"HTTP {status} from {self.url}")
+            raise self.failed(f"HTTP {status} from {self.url}")
         announced = headers.get("content-length", "")
         if announced.isdigit() and int(announced) > self.policy.max_bytes:
-            raise FetchFailed(f"response from {self.url} is over {self.policy.max_bytes} bytes "
+            raise self.failed(f"response from {self.url} is over {self.policy.max_bytes} bytes "
                               f"(Content-Length: {announced})")
         return "body"
 
     def _follow(self, location: str) -> None:
         nxt = urllib.parse.urljoin(self.url, location.strip())
         if nxt in self._seen:
-            raise FetchFailed(f"redirect loop: {self.url} leads back to {nxt}")
+            raise self.failed(f"redirect loop: {self.url} leads back to {nxt}")
         if self.redirects >= self.policy.max_redirects:
-            raise FetchFailed(f"too many redirects (over {self.policy.max_redirects}) from {self.url}")
+            raise self.failed(f"too many redirects (over {self.policy.max_redirects}) from {self.url}")
         if self.url.startswith("https:") and nxt.startswith("http:"):
             raise UnsafeURL(f"refusing a redirect from https down to http: {self.url} -> {nxt}")
         self.redirects += 1
@@ -265,7 +283,7 @@ class Fetch:
         """Count one chunk of the body against the size cap and the deadline."""
         self._size += len(chunk)
         if self._size > self.policy.max_bytes:
-            raise FetchFailed(f"response from {self.url} is over {self.policy.max_bytes} bytes")
+            raise self.failed(f"response from {self.url} is over {self.policy.max_bytes} bytes")
         if self.sink is not None:
             self.sink(chunk)
         else:
@@ -285,7 +303,7 @@ def _timeout_error(fetch: Fetch, exc: BaseException) -> FetchFailed:
 def _transport_error(fetch: Fetch, exc: httpx.HTTPError) -> FetchFailed:
     if isinstance(exc, httpx.TimeoutException):
         return _timeout_error(fetch, exc)
-    failed = FetchFailed(f"fetching {fetch.url} failed: {exc}")
+    failed = fetch.failed(f"fetching {fetch.url} failed: {exc}")
     failed.__cause__ = exc
     return failed
 
@@ -337,7 +355,8 @@ class SyncFetcher:
         hops = fetch.pin(_getaddrinfo_within(fetch, *fetch.target()))
         for n, hop in enumerate(hops, 1):
             try:
-                with self.client.stream("GET", hop.url, headers=hop.headers, extensions=dict(hop.extensions),
+                with self.client.stream("GET", hop.url, headers=hop.headers,
+                                        extensions={**hop.extensions, "trace": fetch.on_trace},
                                         timeout=fetch.remaining()) as resp:
                     step = fetch.on_response(resp.status_code, resp.headers)
                     if step == "body":
@@ -456,7 +475,8 @@ class AsyncFetcher:
         for n, hop in enumerate(hops, 1):
             try:
                 async with self.client.stream("GET", hop.url, headers=hop.headers,
-                                              extensions=dict(hop.extensions), timeout=fetch.remaining()) as resp:
+                                              extensions={**hop.extensions, "trace": fetch.on_trace_async},
+                                              timeout=fetch.remaining()) as resp:
                     step = fetch.on_response(resp.status_code, resp.headers)
                     if step == "body":
                         async for chunk in resp.aiter_bytes():

@@ -175,12 +175,17 @@ class Resolution:
 
 class FetchFailed(Exception):
     """Sent into the resolver instead of a body when a fetch fails: VAST error 301 (URI unavailable or timed
-    out), or 303 (no ads) when the ad server answered "no ad" without a document (`no_ad`, HTTP 204)."""
+    out), or 303 (no ads) when the ad server answered "no ad" without a document (`no_ad`, HTTP 204).
 
-    def __init__(self, message: str, timeout: bool = False, no_ad: bool = False) -> None:
+    `sent`: a request had started to go out before the fetch failed (it timed out or broke while waiting
+    for the answer), so the server may have acted on it. A VAST fetch may be tried again regardless; a
+    tracking ping must not be, or a tracker that counted it and answered late counts it twice."""
+
+    def __init__(self, message: str, timeout: bool = False, no_ad: bool = False, sent: bool = False) -> None:
         super().__init__(message)
         self.timeout = timeout
         self.no_ad = no_ad
+        self.sent = sent
 
 
 # ---------------------------------------------------------------- bounded readers of numbers and times

@@ -3,6 +3,7 @@ endpoints on loopback, the SQLite store on disk and a real redis-server."""
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -262,6 +263,33 @@ def test_a_restart_on_the_same_sqlite_file_loses_no_beacon_and_no_pending_ping(
         # frequency counts and the catalog survived too
         assert [c["id"] for c in api.client.get("/v1/campaigns").json()] == ["k"]
     assert upstream.hits_of("/t/imp") == ["/t/imp"]
+
+
+def test_a_ping_answered_too_late_is_sent_once_and_one_that_never_left_is_retried(
+        tmp_path: Path, upstream: AdServer) -> None:
+    """A tracker that counts a ping and answers after the fetch budget (seen under load: the 2 s budget ran
+    out, the retry went out too and the tracker counted `complete` twice). A request that went out is not
+    sent again; one whose connection was refused reached nobody and is retried. The refused port is held
+    bound, not listening, so nothing else can take it."""
+    db = tmp_path / "a.db"
+    upstream.routes["/t/slow"] = Route(status=204, delay=1.0)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{closed.getsockname()[1]}/t/refused"
+        with running_api(db_path=str(db), allow_private_upstreams=True, upstream_timeout=0.2) as api:
+            make_creative(api, "c", 30, tracking={"impression": [f"{upstream.base}/t/slow", refused]})
+            make_campaign(api, "k", ["c"])
+            ad = decide(api, "s", 30)["ads"][0]
+            assert api.client.get(ad["beacons"]["impression"]).json()["first"] is True
+
+            def rows() -> dict[str, tuple[str, int]]:
+                with sqlite3.connect(db) as con:
+                    return {u.rsplit("/", 1)[1]: (st, n) for u, st, n in con.execute("SELECT url, state, attempts FROM outbox")}
+
+            wait_until(lambda: rows()["slow"][0] not in ("pending", "sending") and rows()["refused"][1] >= 2, 20,
+                       "the slow ping to be done and the refused one retried")
+            assert rows()["slow"][0] == "sent"
+    assert upstream.hits_of("/t/slow") == ["/t/slow"]
 
 
 def test_two_replicas_sharing_redis_forward_each_beacon_once(

@@ -6,6 +6,7 @@ answers, trickled bodies), plus the SSRF guard and the rules themselves without 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from typing import Any
 
@@ -116,6 +117,20 @@ def test_pings_follow_redirects_under_the_same_rules_and_report_the_status(upstr
         assert call(kind, LOOPBACK, "ping", upstream.base + "/t/impression") == 204
         assert call(kind, LOOPBACK, "ping", upstream.base + "/boom") == 500
         assert outcome(kind, LOOPBACK, "ping", upstream.base + "/loop-a")[1].startswith("redirect loop")
+
+
+def test_a_failed_fetch_says_whether_its_request_went_out(upstream: AdServer) -> None:
+    """A ping that timed out waiting for its answer, or whose redirects led nowhere, may have been counted
+    by the tracker (`sent`: never send it again); one whose connection was refused reached nobody (safe to
+    retry). The refused port is one we hold bound but not listening, so no other test can take it."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{closed.getsockname()[1]}/t/impression"
+        for kind in TRANSPORTS:
+            for url, sent in ((upstream.base + "/slow", True), (upstream.base + "/loop-a", True), (refused, False)):
+                with pytest.raises(FetchFailed) as failed:
+                    call(kind, LOOPBACK, "ping", url)
+                assert failed.value.sent is sent, (kind, url, str(failed.value))
 
 
 def test_the_connection_goes_to_the_checked_address_with_the_real_host_name(upstream: AdServer) -> None:

@@ -80,25 +80,36 @@ def _tags(path: Path) -> tuple[bytes, list[tuple[int, int, bytes]]]:
 
 class Publisher(threading.Thread):
     """Pushes the FLV into ``session`` tag by tag at each tag's timestamp, as ``ffmpeg -re`` would send it,
-    and records for each video frame (by pts, ms) the wall clock just before and after its tag was fed."""
+    and records for each video frame (by pts, ms) the wall clock just before and after its tag was fed, and
+    how late this thread was to feed it (a loaded machine wakes it after its due time)."""
 
     def __init__(self, path: Path, session: PushSession) -> None:
         super().__init__(daemon=True)
         self.head, self.tags = _tags(path)
         self.session = session
         self.fed: dict[int, tuple[float, float]] = {}
+        self.late: dict[int, float] = {}
         self.t0 = time.time() + 0.2
 
     def run(self) -> None:
         self.session._feed(self.head)
         for kind, ts, payload in self.tags:
-            time.sleep(max(0.0, self.t0 + ts / 1000 - time.time()))
+            due = self.t0 + ts / 1000
+            time.sleep(max(0.0, due - time.time()))
             before = time.time()
             self.session._feed(flv.tag(kind, ts, payload))
             if kind == flv.VIDEO and len(payload) >= 5 and payload[1] == 1:  # an AVC NALU: pts = dts + cts
                 cts = int.from_bytes(payload[2:5], "big", signed=True)
                 self.fed[ts + cts] = (before, time.time())
+                self.late[ts + cts] = max(0.0, before - due)
         self.session._end("publisher done")
+
+    def arrival_on_time(self, pts: int) -> float:
+        """When the frame at ``pts`` arrived, less how late this thread fed it: its arrival from a publisher
+        that keeps its pace. A late first frame (this thread woken 0.14 s after its due time on a loaded
+        machine; a PDT 0.21 s off in a full run) moves that frame's arrival but not the pace of the frames
+        after it, and PDT is rightly measured from those: the smallest "arrival - media time" of them all."""
+        return self.fed[pts][1] - self.late[pts]
 
 
 def _read_behind(source: Source) -> tuple[list[VideoEvent], Ingest, Ingest]:
@@ -132,9 +143,9 @@ def test_a_reader_seconds_behind_still_stamps_frames_with_their_arrival(flv_file
         before, after = publisher.fed[ev.frame.pts]
         assert before <= ev.arrived <= after, (ev.t, ev.arrived, before, after)  # type: ignore[operator]
     # PDT of the first frame: when it arrived, within issue #21's 100 ms (B-frames arrive up to a few frame
-    # durations before they are shown, and the offset is the smallest seen)
+    # durations before they are shown, and the offset is the smallest seen), from a publisher on time
     first_arrival = publisher.fed[frames[0].frame.pts][1]
-    assert abs(stamped.pdt_at(0.0).timestamp() - first_arrival) <= 0.1
+    assert abs(stamped.pdt_at(0.0).timestamp() - publisher.arrival_on_time(frames[0].frame.pts)) <= 0.1
     # what the read time alone gives this reader: the backlog, for the whole session
     assert read_time.pdt_at(0.0).timestamp() - first_arrival >= LAG - 0.1
 
@@ -158,7 +169,7 @@ def test_a_publisher_relayed_by_the_server_is_stamped_in_its_worker(flv_file: Pa
     for ev in frames:
         assert ev.arrived >= publisher.fed[ev.frame.pts][0]  # type: ignore[operator]  # never before it was sent
     first_arrival = publisher.fed[frames[0].frame.pts][1]
-    assert abs(stamped.pdt_at(0.0).timestamp() - first_arrival) <= 0.1
+    assert abs(stamped.pdt_at(0.0).timestamp() - publisher.arrival_on_time(frames[0].frame.pts)) <= 0.1
     assert read_time.pdt_at(0.0).timestamp() - first_arrival >= LAG - 0.1
 
 

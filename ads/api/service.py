@@ -476,8 +476,15 @@ class AdService:
             log.warning("tracking ping refused: %s", exc)
             ok, retry = False, False
         except FetchFailed as exc:
-            log.warning("tracking ping failed (attempt %d): %s", item.attempts + 1, exc)
-            ok, retry = False, True
+            if exc.sent:
+                # The request went out and then no answer came in time (or the connection broke, or the
+                # redirects led nowhere): the tracker may well have counted it. Sending it again would
+                # count a slow tracker's impression twice, so it is done, marked sent (it was), unanswered.
+                log.warning("tracking ping %s sent but not answered, not sent again: %s", item.url, exc)
+                ok, retry = True, False
+            else:
+                log.warning("tracking ping failed (attempt %d): %s", item.attempts + 1, exc)
+                ok, retry = False, True
         self.store.finish_outbox(item, ok, give_up=not ok and (not retry or item.attempts + 1 >= MAX_PING_ATTEMPTS))
 
     async def forward_loop(self) -> None:

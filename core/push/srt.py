@@ -15,6 +15,12 @@ The streamid forms read: ``#!::r=KEY,m=publish`` (SRT's access-control syntax; o
 Each accepted caller becomes a ``PushSession`` of format ``mpegts``. One thread waits on libsrt's epoll
 for all sockets; a reader that falls ``Limits.buffer_bytes`` behind loses what arrives meanwhile (live
 UDP cannot be paused), counted in ``session.dropped_bytes``.
+
+A caller that ends its stream leaves its last packets in libsrt's receive buffer: SRT's live mode hands a
+packet over only at its play time, the receiver latency (120 ms by default, more if the caller asks) after
+it was sent. libsrt keeps a broken socket's buffer readable, so the server reads it out before it closes
+the socket (at most that latency and ``DRAIN_MARGIN`` more); closing at once cut the last ~4 frames of
+every stream at 120 ms, the last second at 1000 ms.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ _LIB_NAMES = ("libsrt-gnutls.so.1.5", "libsrt-openssl.so.1.5", "libsrt.so.1.5", 
 
 # SRT_SOCKOPT values (srt.h)
 SRTO_SNDSYN, SRTO_RCVSYN, SRTO_LATENCY, SRTO_PASSPHRASE, SRTO_PEERIDLETIMEO = 1, 2, 23, 26, 55
+SRTO_RCVDATA, SRTO_RCVLATENCY = 20, 43   # packets in the receive buffer; the negotiated receiver latency (ms)
 SRT_EPOLL_IN, SRT_EPOLL_ERR = 0x1, 0x8
 SRT_EASYNCRCV = 6002
 SRTS_BROKEN, SRTS_CLOSED, SRTS_NONEXIST = 6, 8, 9
@@ -58,6 +65,8 @@ REJ_BAD_REQUEST, REJ_OVERLOAD, REJ_FORBIDDEN, REJ_BAD_MODE, REJ_CONFLICT, REJ_SE
 MAX_PAYLOAD = 1500
 PENDING_REPORT = 3.0   # a granted caller not accepted by then was refused by libsrt (passphrase)
 PENDING_TTL = 60.0     # its grant is kept this long in case the handshake was only slow
+DRAIN_MARGIN = 0.5     # s past a gone caller's receiver latency that its buffered packets are waited for
+DEFAULT_LATENCY_MS = 120
 
 _LISTEN_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
                               ctypes.c_char_p)
@@ -103,6 +112,7 @@ def _load() -> Any:
             "srt_accept": (c_int, [c_int, c_void_p, ctypes.POINTER(c_int)]),
             "srt_close": (c_int, [c_int]),
             "srt_setsockflag": (c_int, [c_int, c_int, c_void_p, c_int]),
+            "srt_getsockflag": (c_int, [c_int, c_int, c_void_p, ctypes.POINTER(c_int)]),
             "srt_setrejectreason": (c_int, [c_int, c_int]),
             "srt_recvmsg": (c_int, [c_int, c_void_p, c_int]),
             "srt_getlasterror": (c_int, [c_void_p]),
@@ -192,6 +202,7 @@ class _Caller:
     session: PushSession
     last_data: float
     warned_drop: bool = False
+    draining_until: float | None = None   # gone: what libsrt still holds is read until then (monotonic)
 
 
 class SrtServer(PublishListener):
@@ -357,13 +368,18 @@ class SrtServer(PublishListener):
         next_check = 0.0
         try:
             while not self._stop.is_set():
-                n = lib.srt_epoll_uwait(self._eid, events, 64, 200)
+                with self._lock:
+                    draining = [c for c in self._callers.values() if c.draining_until is not None]
+                # a gone caller's packets come out of libsrt at their play time, with no epoll event
+                n = lib.srt_epoll_uwait(self._eid, events, 64, 10 if draining else 200)
                 for i in range(max(n, 0)):
                     fd, ev = events[i].fd, events[i].events
                     if fd == self._sock:
                         self._accept_all()
                     else:
                         self._pump(fd, ev, buf)
+                for c in draining:
+                    self._drain(c, buf)
                 now = time.monotonic()
                 if now >= next_check:
                     next_check = now + 0.25
@@ -422,29 +438,54 @@ class SrtServer(PublishListener):
     def _pump(self, ns: int, ev: int, buf: ctypes.Array[ctypes.c_char]) -> None:
         with self._lock:
             c = self._callers.get(ns)
-        if c is None:
+        if c is None or c.draining_until is not None:
             return
         lib = self._lib
-        got = False
-        while True:
-            r = lib.srt_recvmsg(ns, buf, MAX_PAYLOAD)
-            if r > 0:
-                got = True
-                if not c.session._feed(ctypes.string_at(buf, r), drop_when_full=True) and \
-                        c.session.dropped_bytes and not c.warned_drop:
-                    c.warned_drop = True
-                    log.warning("SRT stream's reader is behind; dropping input until it catches up",
-                                extra={"stream": c.session.stream_id})
-                continue
-            if r == 0:
-                break
-            if lib.srt_getlasterror(None) == SRT_EASYNCRCV:
-                break
-            self._finish(c, "caller disconnected")
+        if not self._read(c, buf):
+            self._gone(c)
             return
-        if got:
-            c.last_data = time.monotonic()
         if ev & SRT_EPOLL_ERR or lib.srt_getsockstate(ns) in (SRTS_BROKEN, SRTS_CLOSED, SRTS_NONEXIST):
+            self._gone(c)
+
+    def _read(self, c: _Caller, buf: ctypes.Array[ctypes.c_char]) -> bool:
+        """Feed the caller's session all libsrt will hand over now; False once the connection is gone."""
+        lib = self._lib
+        got = False
+        try:
+            while True:
+                r = lib.srt_recvmsg(c.sock, buf, MAX_PAYLOAD)
+                if r > 0:
+                    got = True
+                    if not c.session._feed(ctypes.string_at(buf, r), drop_when_full=True) and \
+                            c.session.dropped_bytes and not c.warned_drop:
+                        c.warned_drop = True
+                        log.warning("SRT stream's reader is behind; dropping input until it catches up",
+                                    extra={"stream": c.session.stream_id})
+                    continue
+                return r == 0 or bool(lib.srt_getlasterror(None) == SRT_EASYNCRCV)
+        finally:
+            if got:
+                c.last_data = time.monotonic()
+
+    def _gone(self, c: _Caller) -> None:
+        """The caller disconnected: read out what libsrt still holds for it (see the module docstring)
+        before the session ends. A broken socket would report an error at every epoll wait, so it leaves
+        the epoll set and ``_run`` polls it."""
+        latency = self._int_opt(c.sock, SRTO_RCVLATENCY)
+        wait = (latency if latency is not None and latency >= 0 else DEFAULT_LATENCY_MS) / 1000 + DRAIN_MARGIN
+        self._lib.srt_epoll_remove_usock(self._eid, c.sock)
+        c.draining_until = time.monotonic() + wait
+        self._drain(c, None)
+
+    def _drain(self, c: _Caller, buf: ctypes.Array[ctypes.c_char] | None) -> None:
+        """One look at a gone caller: take the packets whose play time has come; end the session once
+        libsrt holds none, has closed the socket, or the caller's latency (and margin) is over."""
+        if c.sock not in self._callers or c.draining_until is None:
+            return   # finished meanwhile (the reader closed it, housekeeping)
+        self._read(c, buf if buf is not None else ctypes.create_string_buffer(MAX_PAYLOAD))
+        left = self._int_opt(c.sock, SRTO_RCVDATA)
+        if not left or self._lib.srt_getsockstate(c.sock) in (SRTS_CLOSED, SRTS_NONEXIST) or \
+                time.monotonic() >= c.draining_until:
             self._finish(c, "caller disconnected")
 
     def _housekeeping(self, now: float) -> None:
@@ -458,7 +499,7 @@ class SrtServer(PublishListener):
             if c is not None:
                 self._finish(c, reason)
         for c in callers:
-            if c.sock in self._callers and now - c.last_data > self.limits.idle_timeout:
+            if c.sock in self._callers and c.draining_until is None and now - c.last_data > self.limits.idle_timeout:
                 log.warning("SRT publisher dropped: no media", extra={"stream": c.session.stream_id,
                                                                       "idle_s": round(now - c.last_data, 1)})
                 self._finish(c, f"no media for {self.limits.idle_timeout:g} s")
@@ -478,6 +519,13 @@ class SrtServer(PublishListener):
                                               "reason": reason, "bytes": c.session.bytes_in})
 
     # ---------------------------------------------------------------- helpers
+
+    def _int_opt(self, sock: int, opt: int) -> int | None:
+        """An integer option of ``sock``; None when libsrt cannot say (the socket is gone)."""
+        v, n = ctypes.c_int(0), ctypes.c_int(ctypes.sizeof(ctypes.c_int))
+        if self._lib.srt_getsockflag(sock, opt, ctypes.byref(v), ctypes.byref(n)) < 0:
+            return None
+        return v.value
 
     def _opt_int(self, opt: int, value: int) -> None:
         v = ctypes.c_int(value)
