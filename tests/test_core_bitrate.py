@@ -4,6 +4,7 @@ BANDWIDTH truthful either way (real x264 encodes, real sidecar processes)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -181,6 +182,7 @@ def resized_output(clip_small: Path, tmp_path_factory: pytest.TempPathFactory) -
                      "--sidecar-addr", f"resize={proc.target}", "--snapshots-fps", "0", "--no-progress", check=True)
     finally:
         proc.stop()
+        shutil.rmtree(sock.parent, ignore_errors=True)
     return out
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -65,10 +67,12 @@ class Proc:
 
 
 @pytest.fixture
-def sock_dir(tmp_path: Path) -> Path:
+def sock_dir(tmp_path: Path) -> Iterator[Path]:
+    """A short directory for unix sockets (their paths are capped at 108 bytes), removed after the test."""
     d = Path(f"/tmp/sc-{os.getpid()}-{tmp_path.name[-12:]}")
     d.mkdir(exist_ok=True)
-    return d
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def run_pipeline(source: Path, out: Path, addrs: dict[str, str], **kw: object) -> Pipeline:
