@@ -72,3 +72,25 @@ def test_one_thread_gives_the_same_features_on_real_speech(blas: Any) -> None:
     for a, b in zip(many, one, strict=True):
         assert a.shape == b.shape
         assert np.array_equal(a, b)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="OpenBLAS runs one thread on one core anyway")
+def test_the_sidecar_as_started_leaves_openblas_on_one_thread_and_0_keeps_the_default(blas: Any) -> None:
+    # The path a server's shared stt takes: its arguments, then the model (and its warm-up passes).
+    import argparse
+
+    from sidecast.sidecars.stt.sidecar import SttSidecar
+
+    get, put = blas
+    ap = argparse.ArgumentParser()
+    SttSidecar.add_arguments(ap)
+    with pytest.raises(engine.ModelError, match="--blas-threads -1: 0 .OpenBLAS's default. or 1..64"):
+        SttSidecar.from_args(ap.parse_args(["--blas-threads", "-1", "--warm-up", "off"]))
+    try:
+        put(2)
+        SttSidecar.from_args(ap.parse_args(["--blas-threads", "0", "--warm-up", "off"]))
+        assert get() == 2  # left as OpenBLAS had it: the behaviour before, for comparisons
+        SttSidecar.from_args(ap.parse_args(["--warm-up", "off"]))
+        assert get() == 1
+    finally:
+        engine.BLAS_THREADS = 1
