@@ -441,8 +441,8 @@ class SttSidecar(Sidecar):
                             f"(default {MAX_BEHIND:g}; off: never; docs/server.md, \"fourteenth session\")")
         g.add_argument("--blas-threads", type=int, default=1, metavar="N",
                        help="OpenBLAS threads of the sidecar's process (default 1; 0: OpenBLAS's default, one per "
-                            "core, which spins idle threads after each small matrix product: ~2x the sidecar's CPU "
-                            "per stream; docs/server.md, \"The shared stt's CPU, nineteenth session\")")
+                            "core, which spins idle threads after each small matrix product: 1.9x the CPU per stream "
+                            "with chunk passes, the same words; docs/server.md, \"The shared stt's CPU, nineteenth session\")")
         g.add_argument("--warm-up", default="on", choices=["on", "off"],
                        help="on: run each model worker through one pass before listening, so the first streams' "
                             "passes do not pay for a cold model (default; docs/server.md, \"fourteenth session\")")
