@@ -88,6 +88,26 @@ def _proc_table() -> dict[int, tuple[int, float, int]]:
     return out
 
 
+def shared_sidecars(name: str) -> list[int]:
+    """PIDs of this process's descendants that run ``sidecast sidecar NAME`` (the server's shared sidecar)."""
+    table = _proc_table()
+    mine: set[int] = {os.getpid()}
+    grew = True
+    while grew:
+        more = {pid for pid, (ppid, _, _) in table.items() if ppid in mine} - mine
+        grew = bool(more)
+        mine |= more
+    out = []
+    for pid in mine:
+        try:
+            argv = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(a == b"sidecar" and b == name.encode() for a, b in zip(argv, argv[1:], strict=False)):
+            out.append(pid)
+    return out
+
+
 def tree(pids: list[int]) -> tuple[float, int, int]:
     """(cpu seconds, rss bytes, processes) of these processes and all their descendants, now."""
     table = _proc_table()
@@ -557,6 +577,8 @@ def _caption_steps(work: Path, args: argparse.Namespace, mode: str, workers: str
             lags: dict[str, list[float]] = {s: [] for s in ids}
             t_end = time.monotonic() + args.window
             first = {s: srv.status(s) for s in ids}
+            stt_pids = shared_sidecars("stt")
+            stt_cpu0 = tree(stt_pids)[0]
             t0 = time.monotonic()
             while time.monotonic() < t_end:
                 for s in ids:
@@ -565,6 +587,9 @@ def _caption_steps(work: Path, args: argparse.Namespace, mode: str, workers: str
                             lags[s].append(sc["lag"])
                 time.sleep(1.0)
             dt = time.monotonic() - t0
+            # the shared stt's CPU over the window (the process and its children): per stream, CPU seconds per
+            # second of audio while the feeds run in real time (speed_min ~1)
+            stt_cpu = tree(stt_pids)[0] - stt_cpu0
             last = {s: srv.status(s) for s in ids}
             published = sum(last[s]["segments"] - first[s]["segments"] for s in ids)
             late = sum(last[s]["late_segments"] - first[s]["late_segments"] for s in ids)
@@ -604,6 +629,8 @@ def _caption_steps(work: Path, args: argparse.Namespace, mode: str, workers: str
                           if (xs := [x for v in partial.values() for x in v]) else None,
                           **_cue_figures(reports),
                           "chunk": _chunk_summary(reports),
+                          "stt_processes": len(stt_pids), "stt_cpu_cores": round(stt_cpu / dt, 3),
+                          "stt_cpu_per_stream": round(stt_cpu / dt / n, 4),
                           "speed_min": round(min(speeds), 3), "segments": published, "late_segments": late,
                           "load": load_avg()})
             print(f"  captions: {steps[-1]}", flush=True)

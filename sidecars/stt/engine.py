@@ -7,12 +7,13 @@ and ``--model PATH`` takes any CTranslate2 Whisper directory already on disk.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -124,9 +125,73 @@ class ModelSpec:
 _MODELS: dict[ModelSpec, Any] = {}
 _MODELS_LOCK = threading.Lock()
 
+# OpenBLAS's entry points that set its thread count for the whole process, by build: numpy's wheels
+# (scipy-openblas, 64-bit ints), an OpenBLAS built with a 64-bit interface, a plain system OpenBLAS.
+_BLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads")
+_BLAS_GETTERS = ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads")
+# OpenBLAS threads load_model sets for the process (the stt sidecar's --blas-threads); 0 leaves OpenBLAS's
+# own default, one thread per core (the sidecar before the nineteenth session).
+BLAS_THREADS = 1
+
+
+@functools.cache
+def _openblas() -> Any:
+    """The OpenBLAS library numpy loaded in this process (ctypes handle), or None (another BLAS): found by
+    name in /proc/self/maps, since numpy has no API to set its BLAS's threads."""
+    import ctypes
+
+    import numpy  # noqa: F401 (loads its BLAS)
+
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    paths = {f[5] for f in (line.split(None, 5) for line in maps.splitlines())
+             if len(f) == 6 and "openblas" in Path(f[5]).name.lower() and ".so" in Path(f[5]).name}
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        if any(hasattr(lib, name) for name in _BLAS_SETTERS):
+            return lib
+    return None
+
+
+def blas_threads() -> int | None:
+    """OpenBLAS's thread count in this process (None: no OpenBLAS found)."""
+    lib = _openblas()
+    getter = next((getattr(lib, n) for n in _BLAS_GETTERS if lib is not None and hasattr(lib, n)), None)
+    return None if getter is None else int(getter())
+
+
+def set_blas_threads(n: int) -> int | None:
+    """Set OpenBLAS's thread count for the whole process; returns the count before (None: no OpenBLAS).
+
+    Why the stt sidecar sets 1 (``load_model``): its only BLAS call is the log-mel's 80 x 201 matrix
+    product in faster-whisper's feature extractor, too small to gain from a second thread, and OpenBLAS's
+    idle threads spin after each call. With the default (one thread per core) a pass's features took 4x
+    the CPU of one thread (6.4 against 1.6 ms for 4.2 s of audio, the same bits), CPU the box's other
+    streams lost (docs/server.md, "The shared stt's CPU, nineteenth session"). The sidecar's parallelism
+    is across passes (``--workers``), not inside one matrix product."""
+    lib = _openblas()
+    if lib is None:
+        return None
+    before = blas_threads()
+    setter = next(getattr(lib, name) for name in _BLAS_SETTERS if hasattr(lib, name))
+    import ctypes
+
+    setter.argtypes = [ctypes.c_int]  # both the 32- and 64-bit interfaces take a C int here
+    setter(int(n))
+    return before
+
 
 def load_model(spec: ModelSpec) -> Any:
-    """The WhisperModel for ``spec``, loaded once per process and shared by every stream."""
+    """The WhisperModel for ``spec``, loaded once per process and shared by every stream. Sets the
+    process's OpenBLAS to ``BLAS_THREADS`` threads (``set_blas_threads``), at every call: whoever asks for
+    the model is about to run passes."""
+    if BLAS_THREADS > 0:
+        set_blas_threads(BLAS_THREADS)
     with _MODELS_LOCK:
         model = _MODELS.get(spec)
         if model is None:
@@ -323,6 +388,11 @@ class PassInput:
 
 PHASES = ("features", "encode", "generate", "align")
 
+# The clock decode_batch times its phases with: wall time in the sidecar (what a pass waits); a benchmark
+# that runs every batch alone in its process sets time.process_time to read CPU seconds per phase instead
+# (bench/sttcpu.py: the model's own threads count there, which a per-thread clock would miss).
+PHASE_CLOCK: Callable[[], float] = time.perf_counter
+
 
 @dataclass
 class BatchStats:
@@ -373,7 +443,8 @@ def decode_batch(model: Any, items: Sequence[PassInput]) -> list[list[DecodedSeg
     tok = items[0].decoder._tokenizer()
     o = items[0].decoder.options
     t = {k: 0.0 for k in PHASES}
-    t0 = time.perf_counter()
+    clock = PHASE_CLOCK
+    t0 = clock()
     longest = max(len(it.audio) for it in items)
     feats, own_frames = [], []
     for it in items:
@@ -385,9 +456,9 @@ def decode_batch(model: Any, items: Sequence[PassInput]) -> list[list[DecodedSeg
         own_frames.append(min(frames, (len(it.audio) // m.feature_extractor.hop_length) // 2 * 2))
     batch = np.ascontiguousarray(np.stack(feats))
     frames = batch.shape[-1]
-    t1 = time.perf_counter()
+    t1 = clock()
     enc = m.encode(batch)
-    t2 = time.perf_counter()
+    t2 = clock()
     keep = min(len(it.previous) for it in items)
     starts = [m.get_prompt(tok, it.previous[len(it.previous) - keep:] if keep else [], without_timestamps=True)
               + it.forced for it in items]
@@ -396,7 +467,7 @@ def decode_batch(model: Any, items: Sequence[PassInput]) -> list[list[DecodedSeg
         return_scores=True, return_no_speech_prob=True, suppress_blank=True,
         suppress_tokens=items[0].decoder._suppress,
     )
-    t3 = time.perf_counter()
+    t3 = clock()
     texts = []
     for it, result in zip(items, results, strict=True):
         seq = list(result.sequences_ids[0])
@@ -410,7 +481,7 @@ def decode_batch(model: Any, items: Sequence[PassInput]) -> list[list[DecodedSeg
         alignments = m.find_alignment(tok, [it.forced + tx if tx else [tok.eot]
                                             for it, tx in zip(items, texts, strict=True)],
                                       enc, own_frames if len(items) > 1 else frames)
-    t4 = time.perf_counter()
+    t4 = clock()
     t.update(features=t1 - t0, encode=t2 - t1, generate=t3 - t2, align=t4 - t3)
     batch_stats(m).add(len(items), t)
     for it in items:

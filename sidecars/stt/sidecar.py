@@ -439,6 +439,10 @@ class SttSidecar(Sidecar):
                        help="a live stream whose audio waits longer than this for its next pass skips ahead to the "
                             "newest audio, dropping what it could not decode in time, counted in stt_passes "
                             f"(default {MAX_BEHIND:g}; off: never; docs/server.md, \"fourteenth session\")")
+        g.add_argument("--blas-threads", type=int, default=1, metavar="N",
+                       help="OpenBLAS threads of the sidecar's process (default 1; 0: OpenBLAS's default, one per "
+                            "core, which spins idle threads after each small matrix product: 1.9x the CPU per stream "
+                            "with chunk passes, the same words; docs/server.md, \"The shared stt's CPU, nineteenth session\")")
         g.add_argument("--warm-up", default="on", choices=["on", "off"],
                        help="on: run each model worker through one pass before listening, so the first streams' "
                             "passes do not pay for a cold model (default; docs/server.md, \"fourteenth session\")")
@@ -480,6 +484,9 @@ class SttSidecar(Sidecar):
             raise ModelError(f"--chunk-beam {args.chunk_beam}: 0 (--beam-size) or 1..10")
         if not 0 <= args.chunk_prompt <= 1000:
             raise ModelError(f"--chunk-prompt {args.chunk_prompt}: 0 (as other passes) or 1..1000 characters")
+        if not 0 <= args.blas_threads <= 64:
+            raise ModelError(f"--blas-threads {args.blas_threads}: 0 (OpenBLAS's default) or 1..64")
+        engine.BLAS_THREADS = args.blas_threads
         spec = engine.resolve_spec(args.model, args.device, args.compute_type, args.cpu_threads, args.workers)
         model = engine.load_model(spec)
         check_language(model, spec, args.language, args.translate)
