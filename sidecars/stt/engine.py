@@ -7,7 +7,6 @@ and ``--model PATH`` takes any CTranslate2 Whisper directory already on disk.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sys
@@ -125,44 +124,18 @@ class ModelSpec:
 _MODELS: dict[ModelSpec, Any] = {}
 _MODELS_LOCK = threading.Lock()
 
-# OpenBLAS's entry points that set its thread count for the whole process, by build: numpy's wheels
-# (scipy-openblas, 64-bit ints), an OpenBLAS built with a 64-bit interface, a plain system OpenBLAS.
-_BLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads")
-_BLAS_GETTERS = ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads")
-# OpenBLAS threads load_model sets for the process (the stt sidecar's --blas-threads); 0 leaves OpenBLAS's
-# own default, one thread per core (the sidecar before the nineteenth session).
+# BLAS threads load_model sets for the process (the stt sidecar's --blas-threads); 0 leaves the BLAS's own
+# default, one thread per core (the sidecar before the nineteenth session).
 BLAS_THREADS = 1
 
 
-@functools.cache
-def _openblas() -> Any:
-    """The OpenBLAS library numpy loaded in this process (ctypes handle), or None (another BLAS): found by
-    name in /proc/self/maps, since numpy has no API to set its BLAS's threads."""
-    import ctypes
-
-    import numpy  # noqa: F401 (loads its BLAS)
-
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        return None
-    paths = {f[5] for f in (line.split(None, 5) for line in maps.splitlines())
-             if len(f) == 6 and "openblas" in Path(f[5]).name.lower() and ".so" in Path(f[5]).name}
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        if any(hasattr(lib, name) for name in _BLAS_SETTERS):
-            return lib
-    return None
-
-
 def blas_threads() -> int | None:
-    """OpenBLAS's thread count in this process (None: no OpenBLAS found)."""
-    lib = _openblas()
-    getter = next((getattr(lib, n) for n in _BLAS_GETTERS if lib is not None and hasattr(lib, n)), None)
-    return None if getter is None else int(getter())
+    """The thread count of the BLAS numpy loaded in this process (None: threadpoolctl finds none)."""
+    import numpy  # noqa: F401 (loads its BLAS, which threadpoolctl looks for among the loaded libraries)
+    from threadpoolctl import threadpool_info
+
+    counts = [int(i["num_threads"]) for i in threadpool_info() if i.get("user_api") == "blas"]
+    return max(counts) if counts else None
 
 
 def set_blas_threads(n: int) -> int | None:
@@ -174,15 +147,13 @@ def set_blas_threads(n: int) -> int | None:
     the CPU of one thread (6.4 against 1.6 ms for 4.2 s of audio, the same bits), CPU the box's other
     streams lost (docs/server.md, "The shared stt's CPU, nineteenth session"). The sidecar's parallelism
     is across passes (``--workers``), not inside one matrix product."""
-    lib = _openblas()
-    if lib is None:
-        return None
     before = blas_threads()
-    setter = next(getattr(lib, name) for name in _BLAS_SETTERS if hasattr(lib, name))
-    import ctypes
+    if before is None:
+        return None
+    from threadpoolctl import threadpool_limits
 
-    setter.argtypes = [ctypes.c_int]  # both the 32- and 64-bit interfaces take a C int here
-    setter(int(n))
+    # BLAS only: CTranslate2's own OpenMP threads (--cpu-threads) are the model's, and stay as asked.
+    threadpool_limits(limits=int(n), user_api="blas")
     return before
 
 
