@@ -16,8 +16,8 @@ Sources (nothing is downloaded at run time):
   checked against its sha256, and only that file is kept, in ``FOOTAGE_CACHE``; nothing is installed;
 - PyPI ``musicalgestures==1.32.0`` (the University of Oslo's Musical Gestures Toolbox, GPL-3.0; the videos are
   its own recordings, read here, never shipped): ``examples/dancer.avi`` (a dancer on a blue stage, 63 s, her
-  face turning away and back) and ``examples/pianist.avi`` (a pianist in a cap, 98 s, his face lost whenever he
-  looks down at the keys): one subject each whose face the detectors find, lose and find again during a hold.
+  face turning away and back) and ``examples/pianist.avi`` (a pianist in a cap, 98 s, bowing to the keys and
+  up): one subject each whose face turns away and back during holds.
   Fetched like Market Street.
 
 A clip is a list of shots; each shot is a span of one source, filled to 16:9, optionally punched in (a
@@ -33,7 +33,7 @@ The sidecar uses none of these (it runs YuNet, HOG and UNISAL).
 ``held_out`` clips were not looked at while tuning (they only score the result). Sources are split by
 time range (vtest 0–48 s tune, 50–79 s held out) or by clip (Megamind, bikes, Big Buck Bunny held out;
 Market Street tune, added in the sixteenth session for the crowds and late faces the tune split lacked; the
-dancer and the pianist and a second edit of Market Street tune, added in the nineteenth session).
+dancer, the pianist and two more edits of Market Street tune, added in the nineteenth session).
 """
 
 from __future__ import annotations
@@ -346,7 +346,7 @@ CORPUS: tuple[Clip, ...] = (
         _s("dancer", 0.0, 25.0), _s("pianist", 0.0, 25.0), _s("dancer", 25.0, 50.0, zoom=1.3, cy=0.4, mirror=True),
         _s("pianist", 50.0, 75.0, zoom=1.5, cx=0.55, cy=0.4)),
          "one subject a shot whose face is found, lost and found again during holds: a dancer turning on a "
-         "stage, a pianist looking down at the keys; wide and punched-in (added in the nineteenth session)"),
+         "stage, a pianist bowing to the keys; wide and punched-in (added in the nineteenth session)"),
     # ------------------------------------------------------------ held out
     Clip("dialogue", "held_out", (_s("megamind", 0.1, 11.2),),
          "an animated shot/reverse-shot dialogue in one warm palette (its own three cuts)"),
