@@ -5,7 +5,13 @@ for each rung of the ladder a 720p source gets (720p 3000k / 480p 1400k / 360p 8
 settings, in one run, every encode real:
 
 * (a) ``default``: the capped-CRF static ladder, CRF 23 under the rung's cap (what ``sidecast run`` does);
-* (b) ``hints``: default + ``--sidecars bitrate``: the hull policy's size and CRF per segment and rung;
+* (b) ``hints+size``: default + ``--sidecars bitrate`` on a file, as ``sidecast run`` does it since the twentieth
+  session: the hull policy's size and CRF per segment and rung, then the measured size decision
+  (``--size-anchor``, on by default for a file run with hints: ``RunOptions.size_anchor_for``);
+  ``hints``: the hints alone (a live source, or ``--no-size-anchor``); ``size``: ``--size-anchor`` without the
+  sidecar; ``medium``: the static ladder at the slower preset the measured decision may use, nothing measured;
+  ``oracle-size``: the fewest bits within 0.5 VMAF of (a) over the grid and every candidate the measured
+  decision may encode;
 * (c) ``fixed``: the fixed-bitrate ladder (``--rate-control vbr``: x264 ABR at the rung's rate);
 * (d) ``target``: ``--target-vmaf N`` (default 93): the target policy's size and CRF;
 * (d) ``target-anchor``: ``--target-vmaf N --target-anchor``, as the core does it (``sidecast.core.anchor``): the
@@ -98,7 +104,7 @@ D_ONLY_GRID = {1.0: (16.0, 44.0), 0.75: (18.0,), 0.5: (17.0,)}
 # measured on the same encodes.
 PREV_POLICY = {"target_margin": 2.0, "target_max_crf": 44.0}
 MODES = ("default", "hints", "fixed", "target", "target-anchor1", "target-anchor-k1", "target-anchor", "oracle", "oracle-wide", "oracle-target", "size",
-         "hints+size", "medium")
+         "hints+size", "medium", "oracle-size")
 PREV_MODES = ("hints-prev", "target-prev")
 Measure = tuple[int, float, float, float]  # bits, VMAF, PSNR, SSIM
 Key = tuple[int, int, float | None, str]  # width, height, CRF (None: ABR), x264 preset
@@ -193,7 +199,8 @@ def table(label: str, rows: list[dict], clips: list[str], rungs: list[str], dura
         worst = min(range(len(deltas)), key=lambda i: deltas[i])
         summary[m] = {"saved": total[m][4], "mean_delta": float(np.mean(deltas)), "worst": deltas[worst],
                       "worst_clip": list(per_clip)[worst]}
-    for m in ("hints", "hints-prev", "size", "hints+size", "medium", "oracle", "oracle-wide", "target", "target-anchor1",
+    for m in ("hints", "hints-prev", "size", "hints+size", "medium", "oracle", "oracle-wide", "oracle-size", "target",
+              "target-anchor1",
               "target-anchor-k1", "target-anchor", "target-prev", "fixed"):
         if m not in summary:
             continue
@@ -581,8 +588,31 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
                 # and the lowest (where even that is above N, the top CRF keeps the segment above N)
                 vmax = max(m[1] for m in enc.cache.values())
                 vmin = min(m[1] for m in enc.cache.values())
+                costs: dict[str, dict] = {}
+                if "hints+size" in modes:
+                    # (b) as `sidecast run FILE --sidecars bitrate` does it since the twentieth session (the
+                    # measured size decision on by default for a file run with hints), and --size-anchor without
+                    # the sidecar, and the slower preset alone; after vmax / vmin, so (d)'s reachability is over
+                    # the same encodes as before
+                    rule = SizeRule()
+                    got["size"], shown["size"], costs["size-cost"] = size_anchored(
+                        enc, r.width, r.height, r.width, r.height, r.crf, rule, secs)
+                    h = hints[i]
+                    hw, hh2 = (h.width, h.height) if h.width and h.height else (r.width, r.height)
+                    got["hints+size"], shown["hints+size"], costs["hints+size-cost"] = size_anchored(
+                        enc, r.width, r.height, hw, hh2, h.crf if h.crf > 0 else r.crf, rule, secs)
+                    got["medium"] = enc.measure(r.width, r.height, r.crf, preset=rule.slow_preset)
+                    shown["medium"] = f"{r.height}p {r.crf:g} {rule.slow_preset}"
+                    # the oracle over the grid and every candidate the measured decision may encode (capped ones
+                    # included, on every segment): the best choice among what (b) can publish
+                    points = [(*sized(r.width, r.height, sc), c, X264_PRESET) for sc, cs in GRID.items() for c in cs]
+                    points += candidate_sizes(r.width, r.height, r.width, r.height, r.crf, rule, True)
+                    og = {p: enc.measure(p[0], p[1], p[2], preset=p[3]) for p in dict.fromkeys(points)}
+                    got["oracle-size"] = oracle(og, got["default"][1] - 0.5)
+                    (_, oh, oc, op), _ = next((k, v) for k, v in og.items() if v == got["oracle-size"])
+                    shown["oracle-size"] = f"{oh}p {oc:g}" + ("" if op == X264_PRESET else f" {op}")
                 rows.append({"clip": clip.name, "genre": clip.genre, "seg": seg.index, "rung": r.name,
-                             "secs": secs, "vmax": vmax, "vmin": vmin, "anchor": anchor_row, **got})
+                             "secs": secs, "vmax": vmax, "vmin": vmin, "anchor": anchor_row, **costs, **got})
                 lines.append(f"{clip.name:24s} {seg.index:3d} {r.name:>5s}  " + "  ".join(
                     f"{shown[m]:>14s} {got[m][0] / secs / 1000:7.0f} {got[m][1]:6.2f}" + " " * 6 for m in modes))
             seg.drop_sizes()
@@ -597,8 +627,8 @@ def shown_modes(target_only: bool, compare: bool, d_only: bool = False, size_onl
         return ["default", "hints", "size", "hints+size", "medium", *(["oracle"] if size_oracle else [])]
     if d_only:
         return ["default", "target", "target-anchor-k1", "target-anchor", *(["target-prev"] if compare else [])]
-    skip = ("oracle", "oracle-wide", "size", "hints+size", "medium", "target-anchor-k1") if target_only else (
-        "size", "hints+size", "medium", "target-anchor-k1")
+    skip = ("oracle", "oracle-wide", "size", "hints+size", "medium", "oracle-size", "target-anchor-k1") \
+        if target_only else ("target-anchor-k1",)
     return [m for m in MODES if m not in skip] + (list(PREV_MODES) if compare else [])
 
 

@@ -174,6 +174,12 @@ class RunOptions:
              "own encode, and publish the one with the fewest bits within 1 VMAF and 1 dB of it (fewer bits at the ladder's "
              "quality; several times the video encoding CPU; needs the imageio-ffmpeg wheel's libvmaf; "
              "docs/bitrate.md)"))
+    size_anchor_auto: bool = field(default=True, metadata=opt(
+        "--no-size-anchor", negate=True,
+        help="a file read as fast as it goes with a bitrate sidecar (--sidecars bitrate) gets --size-anchor by "
+             "default (the hinted segments measured and published at the fewest bits of the ladder's quality: "
+             "about 20 %% fewer bits for several times the video encoding CPU); this keeps the hints alone. Live "
+             "sources and --realtime never get it unless --size-anchor is given (docs/bitrate.md)"))
     audio: bool = field(default=True, metadata=opt("--no-audio", negate=True, help="ignore the source's audio"))
     sidecars: list[str] = field(default_factory=list, metadata=opt(
         "--sidecars", parse=_csv, help="comma-separated sidecars to start locally (e.g. stt,autocrop)"))
@@ -303,6 +309,33 @@ class RunOptions:
             return None
         return 3 * self.part_duration + extra
 
+    def size_anchor_for(self, as_it_happens: bool, hinted: bool, vmaf: Callable[[], bool]) -> tuple[bool, str]:
+        """Whether this run measures its size decisions (``--size-anchor``), and why, in words for the log.
+
+        The per-segment decisions only pay with the measurement: hints alone save under 1 % against the
+        capped-CRF ladder, the measured decision about 20 % at the same VMAF and PSNR (docs/bitrate.md). So a
+        user who adds ``--sidecars bitrate`` to a file run gets it without asking. It costs several times the
+        video encoding CPU and holds each whole segment until it is measured, which a file run can afford
+        (it only takes longer) and a live stream cannot (it would fall behind real time and add a segment of
+        latency): live sources and ``--realtime`` keep the hints alone unless ``--size-anchor`` is given.
+        ``as_it_happens``: the media comes as it happens (a live source or ``--realtime``); ``hinted``: a
+        running sidecar sends bitrate hints; ``vmaf``: whether libvmaf is at hand (asked last: it runs FFmpeg)."""
+        if self.size_anchor:
+            return True, "--size-anchor"
+        if not self.size_anchor_auto:
+            return False, "--no-size-anchor"
+        if not hinted:
+            return False, "no bitrate sidecar"
+        if as_it_happens:
+            return False, "media comes as it happens (live source or --realtime): hints only"
+        if self.rate_control != "crf" or self.target_vmaf is not None:
+            return False, "not the capped-CRF ladder's quality (--rate-control vbr or --target-vmaf)"
+        if self.latency == "low" or self.passthrough:
+            return False, "--latency low or --passthrough"
+        if not vmaf():
+            return False, "libvmaf not found (pip install 'sidecast[bitrate]'): hints only"
+        return True, "a file run with bitrate hints (--no-size-anchor: hints only)"
+
     # ------------------------------------------------------------ checks across options
 
     def validate(self) -> RunOptions:
@@ -350,6 +383,8 @@ class RunOptions:
         if self.target_ceiling is not None and not self.target_anchor:
             raise ConfigError("--target-ceiling raises the cap where --target-anchor measures a segment short of N: "
                               "add --target-vmaf N --target-anchor")
+        if self.size_anchor and not self.size_anchor_auto:
+            raise ConfigError("--size-anchor and --no-size-anchor contradict each other: pick one")
         if self.size_anchor:
             if self.latency == "low" or self.passthrough:
                 raise ConfigError("--size-anchor re-encodes each segment: not with --latency low or --passthrough")

@@ -42,7 +42,7 @@ from sidecast.contract.records import Crop, RenditionInfo, Result, ResultKind, S
 from sidecast.contract.shm import sweep_stale
 from sidecast.hls.breaks import Break
 
-from .anchor import TARGET_CEILING, SizeAnchor, TargetAnchor
+from .anchor import TARGET_CEILING, SizeAnchor, TargetAnchor, vmaf_ffmpeg
 from .breaks import BreakSchedule
 from .croppath import CropPath
 from .errors import ConfigError, SidecastError, SourceError
@@ -116,6 +116,7 @@ class Pipeline:
         self.window = config.window if config.window is not None else (6 if self.live else 0)
         self.timeline = Timeline()
         self.links: list[SidecarLink] = []
+        self.size_anchored = False  # the main ladder measures its size decisions (RunOptions.size_anchor_for)
         self.local: list[LocalSidecar] = []
         self.fanout: FanOut | None = None
         self.socket_dir: Path | None = None
@@ -314,6 +315,11 @@ class Pipeline:
                             part_target=self.cfg.part_duration if self.cfg.latency == "low" else None,
                             part_hold_back=self.cfg.hold_back(live_captions=bool(tracks)),
                             upcoming=self.schedule.upcoming)
+        self.size_anchored, why = self.cfg.size_anchor_for(self.as_it_happens,
+                                                           bool(self.producers("bitrate_hints")),
+                                                           lambda: vmaf_ffmpeg() is not None)
+        if self.size_anchored or self.producers("bitrate_hints"):
+            log.info("size anchor", extra={"on": self.size_anchored, "why": why})
         main: VideoLadder | CopyLadder
         if self.cfg.passthrough:
             if ev.codec not in ("h264", "hevc"):
@@ -328,7 +334,7 @@ class Pipeline:
                                anchor=TargetAnchor(self.cfg.target_vmaf, ceiling=TARGET_CEILING
                                                    if self.cfg.target_ceiling is None else self.cfg.target_ceiling)
                                if self.cfg.target_anchor and self.cfg.target_vmaf is not None else None,
-                               size_anchor=SizeAnchor() if self.cfg.size_anchor else None)
+                               size_anchor=SizeAnchor() if self.size_anchored else None)
         self.ladders = [main]
         self.outputs = [main]
         if self._want_vertical() and not self.cfg.passthrough:
@@ -360,7 +366,7 @@ class Pipeline:
         # at low latency always (video is never held for sidecar results: hints are not applied).
         # --size-anchor encodes each whole segment several times: the main ladder keeps its frames for that.
         if isinstance(main, VideoLadder) and (self.cfg.latency == "low" or not self.packager.producers_of(main)) \
-                and not self.cfg.size_anchor:
+                and not self.size_anchored:
             main.stream()
         # The vertical ladder encodes each frame as soon as its crop is final (the crop sidecars' watermark
         # passed it), so it trails the main ladder by about the sidecar's look-ahead, not a whole segment more.

@@ -354,3 +354,64 @@ def test_the_core_publishes_small_segments_with_a_truthful_playlist_chain(soft: 
     assert {p.stream_info.resolution for p in master.playlists} == {(1280, 720), (640, 360)}
     assert_bandwidth_truthful(tmp_path)
     assert not list(tmp_path.rglob(".*.ts")), "no candidate file is left behind"
+
+
+# ---------------------------------------------------------------------------- on by default with the bitrate sidecar
+
+@pytest.mark.parametrize(("extra", "as_it_happens", "hinted", "vmaf", "on", "why"), [
+    ({}, False, True, True, True, "a file run with bitrate hints"),
+    ({}, False, False, True, False, "no bitrate sidecar"),
+    ({}, True, True, True, False, "as it happens"),
+    ({"no_size_anchor": True}, False, True, True, False, "--no-size-anchor"),
+    ({"size_anchor": True}, True, False, True, True, "--size-anchor"),  # asked for: live or not, hints or not
+    ({"target_vmaf": "93"}, False, True, True, False, "--target-vmaf"),
+    ({"rate_control": "vbr"}, False, True, True, False, "--rate-control vbr"),
+    ({"latency": "low"}, False, True, True, False, "--latency low"),
+    ({}, False, True, False, False, "libvmaf not found"),
+])
+def test_a_file_run_with_bitrate_hints_measures_its_size_decisions_by_default(
+        extra: dict[str, object], as_it_happens: bool, hinted: bool, vmaf: bool, on: bool, why: str) -> None:
+    """Issue 14: the user who adds --sidecars bitrate to the defaults gets the measured decision (the part that
+    saves bits), where it can be afforded: never on media that comes as it happens, unless asked for."""
+    from sidecast.core.options import RunOptions
+
+    cfg = RunOptions.from_mapping({"source": "in.mp4", "outdir": "out", **extra})
+    asked: list[bool] = []
+
+    def has_vmaf() -> bool:
+        asked.append(True)
+        return vmaf
+
+    got, reason = cfg.size_anchor_for(as_it_happens, hinted, has_vmaf)
+    assert (got, why in reason) == (on, True), (got, reason)
+    assert bool(asked) == (not extra and hinted and not as_it_happens), "libvmaf is looked for only when it decides"
+
+
+def test_size_anchor_and_no_size_anchor_together_are_refused(tmp_path: Path) -> None:
+    res = run_sidecast("run", "in.mp4", "-o", str(tmp_path), "--size-anchor", "--no-size-anchor", "--no-progress")
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2 and len(lines) == 1, res.stderr
+    assert "--size-anchor and --no-size-anchor contradict each other" in lines[0]
+
+
+def test_sidecars_bitrate_on_a_file_publishes_measured_sizes_and_no_size_anchor_keeps_hints_alone(
+        soft: Path, tmp_path: Path) -> None:
+    """Through the CLI with the real bitrate sidecar over gRPC: by default every hinted segment is measured
+    (segments.jsonl carries the measurement) and the blurred pattern is published smaller somewhere;
+    ``--no-size-anchor`` publishes the hints as they are, with nothing measured."""
+    common = ("--sidecars", "bitrate", "--ladder", "720p:3000k,360p:800k", "--no-audio", "--snapshots-fps", "0",
+              "--no-progress")
+    run_sidecast("run", str(soft), "-o", str(tmp_path / "auto"), *common, check=True)
+    run_sidecast("run", str(soft), "-o", str(tmp_path / "hints"), *common, "--no-size-anchor", check=True)
+    auto, hints = rows(tmp_path / "auto"), rows(tmp_path / "hints")
+    assert len(auto) == len(hints) == 8
+    assert sum(bool(r["hinted"]) for r in auto) >= 6, "hints arrived for the segments"
+    measured = [r for r in auto if r.get("size_vmaf") is not None]
+    assert len(measured) == len(auto), [r.get("size_error") for r in auto]
+    assert any(r["size_chosen"] is not None for r in auto), "blurred content is as good at a smaller size"
+    assert not any("size_vmaf" in r for r in hints), "--no-size-anchor measures nothing"
+    for r in auto:
+        ts = tmp_path / "auto" / "video" / str(r["rendition"]) / f"seg_{int(r['segment']):06d}.ts"  # type: ignore[call-overload]
+        assert picture_size(ts) == (r["width"], r["height"]), r
+    assert sum(int(r["bytes"]) for r in auto) < sum(int(r["bytes"]) for r in hints)  # type: ignore[call-overload]
+    assert_bandwidth_truthful(tmp_path / "auto")
