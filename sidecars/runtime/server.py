@@ -276,6 +276,18 @@ def parse_listen(addr: str) -> str:
     return addr
 
 
+KEEPALIVE_POLICY: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 500),
+)
+"""The pings a sidecar's server takes. The core pings each link every 10 s to notice a dead sidecar; gRPC's
+server default treats a ping that comes while it has sent nothing for 5 minutes as abuse and ends the
+connection (GOAWAY too_many_pings) at the third, so a sidecar with nothing to say for ~30 s (a file run slowed
+by --size-anchor, a link waiting for its publisher) lost its link. Pings at most twice a second, with or
+without a call, are taken; a flood faster than that still gets the GOAWAY. A sidecar written against the proto
+with another gRPC server must allow the same (docs/sidecars.md)."""
+
+
 def build_server(
     factory: Callable[[], Sidecar], listen: str, max_workers: int = 8
 ) -> tuple[grpc.Server, int, str]:
@@ -288,7 +300,8 @@ def build_server(
             path.unlink()  # a stale socket from a crashed run
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers),
-        options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)],
+        options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20),
+                 *KEEPALIVE_POLICY],
     )
     servicer = SidecarServicer(factory)
     pb2_grpc.add_SidecarServicer_to_server(servicer, server)
