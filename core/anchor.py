@@ -42,6 +42,7 @@ from typing import IO, Literal, NamedTuple, Protocol
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from sidecast.contract.encoding import X264_PRESET
 
@@ -143,11 +144,16 @@ def vmaf_ffmpeg() -> str | None:
 
 def write_y4m(out: IO[bytes], frames: Iterable[av.VideoFrame], fps: Fraction, width: int, height: int) -> None:
     """``frames`` as YUV4MPEG2 4:2:0 at ``width`` x ``height`` (scaled bicubic where they differ): the lossless
-    reference libvmaf reads, its size and rate in the header, to a pipe or a file."""
+    reference libvmaf reads, its size and rate in the header, to a pipe or a file.
+
+    The scaler is this call's own: ``VideoFrame.reformat`` keeps one scaler on the frame, and the rungs of a
+    segment are measured at once from the same source frames, so two threads scaled through one libswscale
+    context and deadlocked in it (a file run with three rungs hung for good at its first segment)."""
     out.write(f"YUV4MPEG2 W{width} H{height} F{fps.numerator}:{fps.denominator} Ip A1:1 C420jpeg\n".encode())
+    scaler = VideoReformatter()
     for fr in frames:
         if (fr.width, fr.height, fr.format.name) != (width, height, "yuv420p"):
-            fr = fr.reformat(width=width, height=height, format="yuv420p", interpolation="BICUBIC")
+            fr = scaler.reformat(fr, width, height, "yuv420p", interpolation="BICUBIC")
         out.write(b"FRAME\n")
         for i, (pw, ph) in enumerate(((width, height), (width // 2, height // 2), (width // 2, height // 2))):
             plane = fr.planes[i]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import av
 import m3u8
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -415,3 +416,40 @@ def test_sidecars_bitrate_on_a_file_publishes_measured_sizes_and_no_size_anchor_
         assert picture_size(ts) == (r["width"], r["height"]), r
     assert sum(int(r["bytes"]) for r in auto) < sum(int(r["bytes"]) for r in hints)  # type: ignore[call-overload]
     assert_bandwidth_truthful(tmp_path / "auto")
+
+
+def test_the_rungs_of_a_segment_measured_at_once_never_deadlock_in_the_scaler() -> None:
+    """The core measures every rung of a segment at once from the same source frames. ``VideoFrame.reformat``
+    keeps one libswscale context on the frame, so the rungs' reference writers scaled through one context from
+    several threads and deadlocked (a three-rung file run with the measured size decision hung at its first
+    segment). Each writer now scales with its own, and the bytes are those of a writer alone."""
+    import io
+    import threading
+
+    from sidecast.core.anchor import write_y4m
+
+    rng = np.random.default_rng(7)
+    frames = [av.VideoFrame.from_ndarray(rng.integers(0, 255, (720, 1280, 3), dtype=np.uint8), format="rgb24")
+              .reformat(format="yuv420p") for _ in range(12)]
+    sizes = ((854, 480), (640, 360), (426, 240))
+    alone = {}
+    for w, h in sizes:
+        buf = io.BytesIO()
+        write_y4m(buf, frames, FPS, w, h)
+        alone[(w, h)] = buf.getvalue()
+    got: dict[tuple[int, int], list[bytes]] = {s: [] for s in sizes}
+
+    def measure(w: int, h: int) -> None:
+        for _ in range(4):
+            buf = io.BytesIO()
+            write_y4m(buf, frames, FPS, w, h)
+            got[(w, h)].append(buf.getvalue())
+
+    threads = [threading.Thread(target=measure, args=s, daemon=True) for s in sizes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a writer is stuck in the scaler"
+    for s in sizes:
+        assert got[s] == [alone[s]] * 4, s

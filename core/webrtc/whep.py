@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+from av.video.reformatter import VideoReformatter
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
@@ -90,6 +91,7 @@ class SharedVideoEncoder:
         self.encoded = 0
         self.cpu_s = 0.0
         self._cc: Any = None
+        self._scaler = VideoReformatter()  # this encoder's own (see the encode loop)
         self._size: tuple[int, int] | None = None
         self._cond = threading.Condition()
         self._latest: tuple[av.VideoFrame, float] | None = None
@@ -156,7 +158,9 @@ class SharedVideoEncoder:
                 if self._cc is None:
                     self._cc = self._open(frame.width, frame.height)
                 assert self._size is not None
-                pic = frame.reformat(width=self._size[0], height=self._size[1], format="yuv420p")
+                # this encoder's own scaler: the frame is shared with the other previews, and a frame's own
+                # (VideoFrame.reformat) is one libswscale context for every thread (two threads deadlock in it)
+                pic = self._scaler.reformat(frame, self._size[0], self._size[1], "yuv420p")
                 pts = max(last_pts + 1, round(t * VIDEO_CLOCK))
                 last_pts = pts
                 pic.pts, pic.time_base = pts, fractions.Fraction(1, VIDEO_CLOCK)
