@@ -119,7 +119,12 @@ def replay(history: list[tuple[float, bool, list[Any]]], decide: ModuleType, smo
             kept = keeper.update(t, focus)
         if record is not None:
             record.append((t, cut, focus, kept))
-        crops += planner.push(smooth.Observation(t, cut, kept))
+        if "handover" in getattr(smooth.Observation, "__dataclass_fields__", {}):  # the hand-over hold's inputs
+            obs = smooth.Observation(t, cut, kept, bool(getattr(keeper, "switched", False)),
+                                     decide.present_people(subjects, kept))
+        else:
+            obs = smooth.Observation(t, cut, kept)
+        crops += planner.push(obs)
     return crops + planner.flush()
 
 

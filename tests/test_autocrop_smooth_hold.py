@@ -10,7 +10,8 @@ import math
 import pytest
 
 from sidecast.core.croppath import CropPath
-from sidecast.sidecars.autocrop.decide import Focus, FocusKeeper
+from sidecast.sidecars.autocrop.decide import Focus, FocusKeeper, choose_focus, present_people
+from sidecast.sidecars.autocrop.detect import Subject
 from sidecast.sidecars.autocrop.smooth import CropPlanner, Observation, PathOptions
 
 W, H, FPS, OUT_FPS = 640, 360, 5.0, 25.0
@@ -411,3 +412,51 @@ def test_a_walker_the_detector_misses_still_coasts() -> None:
         k.update(i / FPS, Focus(200 + 20 * i, 100, 240 + 20 * i, 250, 0.9, "person"))
     held = k.update(6 / FPS, None)
     assert held is not None and held.x0 > 200 + 20 * 5 + 10
+
+
+def _handover(options: PathOptions | None = None, newcomer: bool = True) -> tuple[list[float], list[int]]:
+    """Someone (a person box, 560-600 px) framed at the right edge for 2 s walks out of sight; another person
+    (270-310 px) walks slowly right far left of the crop from 2.2 s on; the keeper hands the camera over to
+    them when the first one's track dies (4.8 s). With ``newcomer``, a face (550-580 px) is found inside the
+    crop from 5.2 to 6.0 s (the detector runs people only when no face is found, so those frames hold the face
+    alone), then walks out. Detections go through ``choose_focus`` and the keeper into the planner, as the
+    sidecar's ``Analyzer`` feeds it (``handover``, ``present``)."""
+    keeper = FocusKeeper(202, frame_w=W)
+    obs = []
+    for i in range(int(9.0 * FPS)):
+        t = i / FPS
+        subjects: list[Subject] = []
+        if t < 2.0 - 1e-9:
+            subjects = [Subject(560, 100, 600, 250, 0.9, "person")]
+        elif newcomer and 5.2 - 1e-9 <= t <= 6.0 + 1e-9:
+            subjects = [Subject(550, 90, 580, 125, 0.9, "face")]
+        elif t >= 2.2 - 1e-9:
+            x = 270 + 10 * (t - 2.2)
+            subjects = [Subject(x, 100, x + 40, 250, 0.9, "person")]
+        focus = choose_focus(subjects, 202, 360, W, H, previous=keeper.held)
+        kept = keeper.update(t, focus)
+        obs.append(Observation(t, i == 0, kept, keeper.switched, present_people(subjects, kept)))
+    return render(obs, options)
+
+
+def test_a_hand_over_waits_while_someone_found_in_the_look_ahead_is_comfortable_in_the_crop() -> None:
+    """Foresight at a hand-over (nineteenth session, tune clip ``street_crowd_b``): the followed subject has
+    gone and the keeper takes someone off-screen, while a face the detector finds only within the planner's
+    look-ahead walks into the crop. The camera waits where it is while that face is comfortable in the crop,
+    then goes to the new subject; without the hold (the planner before) it left 0.8 s before the face came
+    and never showed it."""
+    times, xs = _handover()
+    _times, old = _handover(PathOptions(handover_hold=None))
+    start = xs[0]
+    assert start + 0.1 * 202 <= 560 and 600 <= start + 202  # the first person framed
+    shown = [x for t, x in zip(times, xs, strict=True) if 5.2 <= t <= 6.0]
+    assert all(x + 0.1 * 202 <= 550 and 580 <= x + 0.9 * 202 for x in shown), shown  # the face comfortable
+    assert not any(x <= 550 and 580 <= x + 202 for t, x in zip(times, old, strict=True) if 5.2 <= t <= 6.0)
+    assert moves(old)[0][0] / OUT_FPS < 4.8 and moves(xs)[0][0] / OUT_FPS >= 5.8, (moves(old), moves(xs))
+    assert xs[-1] <= 270 + 10 * 6.8 and 310 + 10 * 6.8 <= xs[-1] + 202  # then the new subject is framed
+
+
+def test_without_a_newcomer_the_hand_over_moves_as_before() -> None:
+    """The hold needs someone in the picture the camera does not follow: a hand-over with nobody else in the
+    crop moves on the same frames as without the hold."""
+    assert _handover(newcomer=False)[1] == _handover(PathOptions(handover_hold=None), newcomer=False)[1]
