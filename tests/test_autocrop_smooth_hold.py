@@ -414,7 +414,10 @@ def test_a_walker_the_detector_misses_still_coasts() -> None:
     assert held is not None and held.x0 > 200 + 20 * 5 + 10
 
 
-def _handover(options: PathOptions | None = None, newcomer: bool = True) -> tuple[list[float], list[int]]:
+HANDOVER = PathOptions(handover_hold=1.0)
+
+
+def _handover(options: PathOptions = HANDOVER, newcomer: bool = True) -> tuple[list[float], list[int]]:
     """Someone (a person box, 560-600 px) framed at the right edge for 2 s walks out of sight; another person
     (270-310 px) walks slowly right far left of the crop from 2.2 s on; the keeper hands the camera over to
     them when the first one's track dies (4.8 s). With ``newcomer``, a face (550-580 px) is found inside the
@@ -443,8 +446,8 @@ def test_a_hand_over_waits_while_someone_found_in_the_look_ahead_is_comfortable_
     """Foresight at a hand-over (nineteenth session, tune clip ``street_crowd_b``): the followed subject has
     gone and the keeper takes someone off-screen, while a face the detector finds only within the planner's
     look-ahead walks into the crop. The camera waits where it is while that face is comfortable in the crop,
-    then goes to the new subject; without the hold (the planner before) it left 0.8 s before the face came
-    and never showed it."""
+    then goes to the new subject; without the hold (the default: it cost coverage held out) it left 0.8 s
+    before the face came and never showed it."""
     times, xs = _handover()
     _times, old = _handover(PathOptions(handover_hold=None))
     start = xs[0]

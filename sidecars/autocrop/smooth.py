@@ -66,7 +66,9 @@ class PathOptions:
     core_comfort: float | None = 0.1
     hold_new_target: bool = True
     reverse_hold: float = 2.0
-    handover_hold: float | None = 1.0
+    # off (None) by default: on tune it took comf 0.100 -> 0.082 px/frame, held out it cost pedestrians_held
+    # (coverage 67.4 -> 64.6 %, hold motion 0.95 -> 2.22 px/frame); docs/autocrop.md, nineteenth session, foresight
+    handover_hold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -499,7 +501,8 @@ class CropPlanner:
         them while a face or a person that walks into the crop within the look-ahead (found by the detector
         only now, later than by eye) stays comfortably in it. An operator waits for the picture to settle; the
         hold ends once nobody the camera does not follow is comfortable in the crop over the look-ahead, or
-        ``handover_hold`` s after the hand-over (the nineteenth session's tune clip ``street_crowd_b``)."""
+        ``handover_hold`` s after the hand-over (the nineteenth session's tune clip ``street_crowd_b``). Off by
+        default: held out it helped ``cyclists`` and cost ``pedestrians_held`` (docs/autocrop.md)."""
         h = self.options.handover_hold
         if h is None or not any(o.handover and abs(o.t - t) <= h + 1e-9 for o in (*self.memory, *window)):
             return [], []
