@@ -17,7 +17,7 @@ change the figures are the bench's own (``score --check`` asserts the replayed c
     .venv/bin/python -m devkit.autocrop_replay frontier --split tune  # least hold motion per coverage, foreseen
     .venv/bin/python -m devkit.autocrop_replay horizon --split tune --replan 5   # the same, foreseeing H s only
 
-Tune on ``--split tune`` only; look at ``held_out`` once, when a change is chosen.
+Tune on ``--split tune`` only; look at ``held_out`` and ``fresh`` once, when a change is chosen.
 """
 
 from __future__ import annotations
@@ -645,7 +645,7 @@ def horizon(clips: list[footage.Clip], horizons: list[float], weights: list[floa
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=["cache", "score", "causes", "holds", "moves", "frontier", "horizon"])
-    ap.add_argument("--split", choices=["tune", "held_out"], help="only this split's clips")
+    ap.add_argument("--split", choices=["tune", "held_out", "fresh"], help="only this split's clips")
     ap.add_argument("--clips", nargs="*", help="only these clips")
     ap.add_argument("--code", type=Path, help="a modified copy of sidecars/autocrop to score")
     ap.add_argument("--check", action="store_true", help="assert the replay gives the cached crops (no change)")
