@@ -315,10 +315,10 @@ class FocusKeeper:
         return steady and t - held.seen >= self.lost_after - 1e-9 and t - ch.first >= self.switch_faster - 1e-9
 
 
-def present_people(subjects: Sequence[Subject], kept: Focus | None) -> tuple[tuple[float, float, float, float], ...]:
+def present_people(subjects: Sequence[Subject], kept: Focus | None) -> tuple[tuple[float, float, float, float, str], ...]:
     """The faces and people of one frame the kept focus does not hold (their centre is outside its region), as
-    boxes: someone in the picture the camera is not following, for the planner's hand-over hold
-    (``PathOptions.handover_hold``)."""
+    boxes with their kind (x0, y0, x1, y1, "face" | "person"): someone in the picture the camera is not
+    following, for the planner's hand-over hold (``PathOptions.handover_hold``)."""
     out = []
     for s in subjects:
         if s.kind not in ("face", "person") or s.width <= 0 or s.height <= 0:
@@ -326,7 +326,7 @@ def present_people(subjects: Sequence[Subject], kept: Focus | None) -> tuple[tup
         cx, cy = (s.x0 + s.x1) / 2, (s.y0 + s.y1) / 2
         if kept is not None and kept.x0 <= cx <= kept.x1 and kept.y0 <= cy <= kept.y1:
             continue
-        out.append((s.x0, s.y0, s.x1, s.y1))
+        out.append((s.x0, s.y0, s.x1, s.y1, s.kind))
     return tuple(out)
 
 

@@ -66,9 +66,11 @@ class PathOptions:
     core_comfort: float | None = 0.1
     hold_new_target: bool = True
     reverse_hold: float = 2.0
-    # off (None) by default: on tune it took comf 0.100 -> 0.082 px/frame, held out it cost pedestrians_held
-    # (coverage 67.4 -> 64.6 %, hold motion 0.95 -> 2.22 px/frame); docs/autocrop.md, nineteenth session, foresight
-    handover_hold: float | None = None
+    # the nineteenth session's hold for any newcomer (handover_faces False) helped cyclists held out and cost
+    # pedestrians_held; the twentieth session's choice on tune: hold 1.0 s, only for a face newcomer while the
+    # new subject is not a face (docs/autocrop.md, "Stillness: fresh held-out footage")
+    handover_hold: float | None = 1.0
+    handover_faces: bool = True
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class Observation:
     cut: bool
     focus: Focus | None
     handover: bool = False
-    present: tuple[tuple[float, float, float, float], ...] = ()
+    present: tuple[tuple[float, float, float, float, str], ...] = ()
 
 
 def crop_size(source_w: int, source_h: int, aspect: tuple[int, int]) -> tuple[int, int]:
@@ -501,13 +503,21 @@ class CropPlanner:
         them while a face or a person that walks into the crop within the look-ahead (found by the detector
         only now, later than by eye) stays comfortably in it. An operator waits for the picture to settle; the
         hold ends once nobody the camera does not follow is comfortable in the crop over the look-ahead, or
-        ``handover_hold`` s after the hand-over (the nineteenth session's tune clip ``street_crowd_b``). Off by
-        default: held out it helped ``cyclists`` and cost ``pedestrians_held`` (docs/autocrop.md)."""
+        ``handover_hold`` s after the hand-over (the nineteenth session's tune clip ``street_crowd_b``).
+
+        ``handover_faces``: only a face newcomer holds the camera, and only while the new subject is not a face
+        (a person box or a saliency blob): a late-found face in the crop is the picture an operator waits for,
+        while another body walking through a crowd is what the camera hands over among all the time (the
+        nineteenth session's hold for anyone cost the held-out crowd ``pedestrians_held``)."""
         h = self.options.handover_hold
-        if h is None or not any(o.handover and abs(o.t - t) <= h + 1e-9 for o in (*self.memory, *window)):
+        overs = [o for o in (*self.memory, *window) if o.handover and abs(o.t - t) <= h + 1e-9] if h is not None else []
+        if not overs:
             return [], []
-        sx = [self.ax.comfortable_at(b[0], b[2]) for o in window for b in o.present]
-        sy = [self.ay.comfortable_at(b[1], b[3]) for o in window for b in o.present]
+        if self.options.handover_faces and all(o.focus is not None and o.focus.kind == "face" for o in overs):
+            return [], []  # the new subject is a face itself: a face newcomer is no better a picture to wait on
+        present = [b for o in window for b in o.present if not self.options.handover_faces or b[4] == "face"]
+        sx = [self.ax.comfortable_at(b[0], b[2]) for b in present]
+        sy = [self.ay.comfortable_at(b[1], b[3]) for b in present]
         return sx, sy
 
     def _decide(self) -> Crop:
