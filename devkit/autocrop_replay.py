@@ -17,7 +17,7 @@ change the figures are the bench's own (``score --check`` asserts the replayed c
     .venv/bin/python -m devkit.autocrop_replay frontier --split tune  # least hold motion per coverage, foreseen
     .venv/bin/python -m devkit.autocrop_replay horizon --split tune --replan 5   # the same, foreseeing H s only
 
-Tune on ``--split tune`` only; look at ``held_out`` once, when a change is chosen.
+Tune on ``--split tune`` only; look at ``held_out`` and ``fresh`` once, when a change is chosen.
 """
 
 from __future__ import annotations
@@ -119,7 +119,12 @@ def replay(history: list[tuple[float, bool, list[Any]]], decide: ModuleType, smo
             kept = keeper.update(t, focus)
         if record is not None:
             record.append((t, cut, focus, kept))
-        crops += planner.push(smooth.Observation(t, cut, kept))
+        if "handover" in getattr(smooth.Observation, "__dataclass_fields__", {}):  # the hand-over hold's inputs
+            obs = smooth.Observation(t, cut, kept, bool(getattr(keeper, "switched", False)),
+                                     decide.present_people(subjects, kept))
+        else:
+            obs = smooth.Observation(t, cut, kept)
+        crops += planner.push(obs)
     return crops + planner.flush()
 
 
@@ -640,7 +645,7 @@ def horizon(clips: list[footage.Clip], horizons: list[float], weights: list[floa
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=["cache", "score", "causes", "holds", "moves", "frontier", "horizon"])
-    ap.add_argument("--split", choices=["tune", "held_out"], help="only this split's clips")
+    ap.add_argument("--split", choices=["tune", "held_out", "fresh"], help="only this split's clips")
     ap.add_argument("--clips", nargs="*", help="only these clips")
     ap.add_argument("--code", type=Path, help="a modified copy of sidecars/autocrop to score")
     ap.add_argument("--check", action="store_true", help="assert the replay gives the cached crops (no change)")

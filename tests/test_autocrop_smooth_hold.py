@@ -10,7 +10,8 @@ import math
 import pytest
 
 from sidecast.core.croppath import CropPath
-from sidecast.sidecars.autocrop.decide import Focus, FocusKeeper
+from sidecast.sidecars.autocrop.decide import Focus, FocusKeeper, choose_focus, present_people
+from sidecast.sidecars.autocrop.detect import Subject
 from sidecast.sidecars.autocrop.smooth import CropPlanner, Observation, PathOptions
 
 W, H, FPS, OUT_FPS = 640, 360, 5.0, 25.0
@@ -411,3 +412,83 @@ def test_a_walker_the_detector_misses_still_coasts() -> None:
         k.update(i / FPS, Focus(200 + 20 * i, 100, 240 + 20 * i, 250, 0.9, "person"))
     held = k.update(6 / FPS, None)
     assert held is not None and held.x0 > 200 + 20 * 5 + 10
+
+
+HANDOVER = PathOptions(handover_hold=1.0, handover_faces=True)
+ANYONE = PathOptions(handover_hold=1.0, handover_faces=False)  # the nineteenth session's hold, for any newcomer
+NO_HOLD = PathOptions(handover_hold=None)
+
+
+def _handover(options: PathOptions = HANDOVER, newcomer: bool = True, newcomer_kind: str = "face",
+              target_kind: str = "person") -> tuple[list[float], list[int]]:
+    """Someone (a person box, 560-600 px) framed at the right edge for 2 s walks out of sight; another person
+    (270-310 px) walks slowly right far left of the crop from 2.2 s on; the keeper hands the camera over to
+    them when the first one's track dies (4.8 s). With ``newcomer``, a face (550-580 px) is found inside the
+    crop from 5.2 to 6.0 s (the detector runs people only when no face is found, so those frames hold the face
+    alone), then walks out; ``newcomer_kind`` "person": a person box (550-590 px) instead. ``target_kind`` "face":
+    the new subject is a face (its box 270-300 px, 90-125) instead of a person. Detections go through
+    ``choose_focus`` and the keeper into the planner, as the sidecar's ``Analyzer`` feeds it (``handover``,
+    ``present``)."""
+    keeper = FocusKeeper(202, frame_w=W)
+    obs = []
+    for i in range(int(9.0 * FPS)):
+        t = i / FPS
+        subjects: list[Subject] = []
+        if t < 2.0 - 1e-9:
+            subjects = [Subject(560, 100, 600, 250, 0.9, "person")]
+        elif newcomer and 5.2 - 1e-9 <= t <= 6.0 + 1e-9:
+            subjects = [Subject(550, 90, 580, 125, 0.9, "face") if newcomer_kind == "face"
+                        else Subject(550, 100, 590, 250, 0.9, "person")]
+        elif t >= 2.2 - 1e-9:
+            x = 270 + 10 * (t - 2.2)
+            subjects = [Subject(x, 100, x + 40, 250, 0.9, "person") if target_kind == "person"
+                        else Subject(x, 90, x + 30, 125, 0.9, "face")]
+        focus = choose_focus(subjects, 202, 360, W, H, previous=keeper.held)
+        kept = keeper.update(t, focus)
+        obs.append(Observation(t, i == 0, kept, keeper.switched, present_people(subjects, kept)))
+    return render(obs, options)
+
+
+def test_a_hand_over_waits_while_someone_found_in_the_look_ahead_is_comfortable_in_the_crop() -> None:
+    """Foresight at a hand-over (nineteenth session, tune clip ``street_crowd_b``): the followed subject has
+    gone and the keeper takes someone off-screen, while a face the detector finds only within the planner's
+    look-ahead walks into the crop. The camera waits where it is while that face is comfortable in the crop,
+    then goes to the new subject; without the hold (the default: it cost coverage held out) it left 0.8 s
+    before the face came and never showed it."""
+    times, xs = _handover()
+    _times, old = _handover(NO_HOLD)
+    start = xs[0]
+    assert start + 0.1 * 202 <= 560 and 600 <= start + 202  # the first person framed
+    shown = [x for t, x in zip(times, xs, strict=True) if 5.2 <= t <= 6.0]
+    assert all(x + 0.1 * 202 <= 550 and 580 <= x + 0.9 * 202 for x in shown), shown  # the face comfortable
+    assert not any(x <= 550 and 580 <= x + 202 for t, x in zip(times, old, strict=True) if 5.2 <= t <= 6.0)
+    assert moves(old)[0][0] / OUT_FPS < 4.8 and moves(xs)[0][0] / OUT_FPS >= 5.8, (moves(old), moves(xs))
+    assert xs[-1] <= 270 + 10 * 6.8 and 310 + 10 * 6.8 <= xs[-1] + 202  # then the new subject is framed
+
+
+def test_without_a_newcomer_the_hand_over_moves_as_before() -> None:
+    """The hold needs someone in the picture the camera does not follow: a hand-over with nobody else in the
+    crop moves on the same frames as without the hold."""
+    assert _handover(newcomer=False)[1] == _handover(NO_HOLD, newcomer=False)[1]
+
+
+def test_a_hand_over_waits_for_a_face_not_for_another_body() -> None:
+    """The twentieth session's narrowing, chosen on tune: only a face found in the crop holds the camera at a
+    hand-over. Another person box comfortable in the crop (a crowd, where someone always is) does not: the
+    camera moves on the same frames as with no hold, where the nineteenth session's hold for anyone waited."""
+    _t, plain = _handover(NO_HOLD, newcomer_kind="person")
+    _t, anyone = _handover(ANYONE, newcomer_kind="person")
+    _t, faces = _handover(newcomer_kind="person")
+    assert anyone != plain  # the scene is one the old hold acts on
+    assert faces == plain
+    assert moves(faces)[0][0] < moves(anyone)[0][0], (moves(faces), moves(anyone))  # it left sooner
+
+
+def test_a_hand_over_to_a_face_does_not_wait_for_another_face() -> None:
+    """When the new subject is a face itself, a face newcomer in the crop is no better a picture: the camera
+    goes to the new subject as with no hold (the nineteenth session's hold waited)."""
+    _t, plain = _handover(NO_HOLD, target_kind="face")
+    _t, anyone = _handover(ANYONE, target_kind="face")
+    _t, faces = _handover(target_kind="face")
+    assert anyone != plain
+    assert faces == plain

@@ -15,7 +15,7 @@ import numpy as np
 
 from sidecast.contract.records import Crop
 
-from .decide import Focus, FocusKeeper, ShotDetector, choose_focus
+from .decide import Focus, FocusKeeper, ShotDetector, choose_focus, present_people
 from .detect import FaceDetector, ObjectDetector, PersonDetector, Subject
 from .shotmodel import ShotModel, ShotModelError
 from .smooth import CropPlanner, Observation, PathOptions
@@ -128,7 +128,8 @@ class Analyzer:
         self.last = FrameAnalysis(p.t, cut, subjects, focus)
         if self.keep_history:
             self.history.append(self.last)
-        return self.planner.push(Observation(p.t, cut, focus))
+        return self.planner.push(Observation(p.t, cut, focus, self.keeper.switched,
+                                             present_people(subjects, focus)))
 
     def _single(self, s: Subject) -> Focus | None:
         """One subject as a focus of its own (a face widened to head and shoulders), for the keeper."""

@@ -187,6 +187,8 @@ class FocusKeeper:
         self.predict = predict
         self.tracks: list[_Track] = []
         self.track: _Track | None = None  # the followed one
+        self._followed: _Track | None = None  # the last track followed since the cut (None: none yet)
+        self.switched = False  # the last ``update`` handed the camera over to another subject
 
     @property
     def held(self) -> Focus | None:
@@ -195,6 +197,7 @@ class FocusKeeper:
 
     def reset(self) -> None:
         self.tracks, self.track = [], None
+        self._followed, self.switched = None, False
 
     def _left(self, tr: _Track, t: float) -> bool:
         """Whether ``tr``, unseen for ``gone_after`` s, has walked out of the frame (where it should be by
@@ -263,9 +266,12 @@ class FocusKeeper:
             self._see(o, t, used)
         if self.track is None:
             self.track = found
-            return self._framed(t)
-        if found is not None and found is not self.track and self._takes_over(found, t):
+        elif found is not None and found is not self.track and self._takes_over(found, t):
             self.track = found
+        # a hand-over: the camera follows another subject than the one it followed last in this shot
+        self.switched = self.track is not None and self._followed is not None and self.track is not self._followed
+        if self.track is not None:
+            self._followed = self.track
         return self._framed(t)
 
     def _framed(self, t: float) -> Focus | None:
@@ -307,6 +313,21 @@ class FocusKeeper:
         if ch.rank > held.rank:  # someone, where the camera framed a thing
             return steady and t - ch.first >= 0.2 - 1e-9
         return steady and t - held.seen >= self.lost_after - 1e-9 and t - ch.first >= self.switch_faster - 1e-9
+
+
+def present_people(subjects: Sequence[Subject], kept: Focus | None) -> tuple[tuple[float, float, float, float, str], ...]:
+    """The faces and people of one frame the kept focus does not hold (their centre is outside its region), as
+    boxes with their kind (x0, y0, x1, y1, "face" | "person"): someone in the picture the camera is not
+    following, for the planner's hand-over hold (``PathOptions.handover_hold``)."""
+    out = []
+    for s in subjects:
+        if s.kind not in ("face", "person") or s.width <= 0 or s.height <= 0:
+            continue
+        cx, cy = (s.x0 + s.x1) / 2, (s.y0 + s.y1) / 2
+        if kept is not None and kept.x0 <= cx <= kept.x1 and kept.y0 <= cy <= kept.y1:
+            continue
+        out.append((s.x0, s.y0, s.x1, s.y1, s.kind))
+    return tuple(out)
 
 
 def _thumb(bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:

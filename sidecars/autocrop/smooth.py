@@ -66,15 +66,24 @@ class PathOptions:
     core_comfort: float | None = 0.1
     hold_new_target: bool = True
     reverse_hold: float = 2.0
+    # the nineteenth session's hold for any newcomer (handover_faces False) helped cyclists held out and cost
+    # pedestrians_held; the twentieth session's choice on tune: hold 1.0 s, only for a face newcomer while the
+    # new subject is not a face (docs/autocrop.md, "Stillness: fresh held-out footage")
+    handover_hold: float | None = 1.0
+    handover_faces: bool = True
 
 
 @dataclass(frozen=True)
 class Observation:
-    """One analysed frame as the planner sees it: its time, whether a shot starts, the focus (or None)."""
+    """One analysed frame as the planner sees it: its time, whether a shot starts, the focus (or None);
+    whether the focus keeper handed the camera over to another subject on this frame (``handover``) and the
+    faces and people in the frame the focus does not hold (``present``, boxes), for the hand-over hold."""
 
     t: float
     cut: bool
     focus: Focus | None
+    handover: bool = False
+    present: tuple[tuple[float, float, float, float, str], ...] = ()
 
 
 def crop_size(source_w: int, source_h: int, aspect: tuple[int, int]) -> tuple[int, int]:
@@ -267,8 +276,18 @@ class _Axis:
         self.moving = True
         return "panning" if rms < 0.02 * self.crop else "tracking"
 
+    def comfortable_at(self, c0: float, c1: float) -> tuple[float, float]:
+        """Centres that keep [c0, c1] inside the crop less ``core_comfort`` of it a side (empty when off)."""
+        if self.core_comfort is None:
+            return math.inf, -math.inf
+        m = self.core_comfort * self.crop
+        return self.clamp(c1 + m - self.crop / 2), self.clamp(c0 - m + self.crop / 2)
+
     def step(self, t: float, dt: float, window: Sequence[_Entry], history: Sequence[_Entry],
-             memory: Sequence[_Entry] = ()) -> str:
+             memory: Sequence[_Entry] = (), stay: Sequence[tuple[float, float]] = ()) -> str:
+        """Move the camera on by ``dt`` to ``t``; ``stay``: centres (intervals) at which someone the camera
+        does not follow is comfortable in the crop, during a hand-over (``PathOptions.handover_hold``): the
+        camera does not start a move while it stands in one of them."""
         if self.cmax - self.cmin < 0.5:  # the crop spans this whole axis: nothing to decide
             return "stationary"
         if not window:  # nobody to follow: come to rest where we are
@@ -278,7 +297,8 @@ class _Axis:
         lo, hi = self._common(near)
         db = self.dead_band
         if not self.moving and (lo - db <= self.p <= hi + db or self._comfortable(near)
-                                or self._swings_back(t, near, lo, hi)):
+                                or self._swings_back(t, near, lo, hi)
+                                or any(a <= self.p <= b for a, b in stay)):
             self.v, self.pushing = 0.0, False
             return "stationary"
         if not self.moving:
@@ -420,7 +440,7 @@ class CropPlanner:
         if self.pending and obs.t <= self.pending[-1].t:
             return []  # out of order or duplicate: the path only moves forward
         if self._force_cut:
-            obs = Observation(obs.t, True, obs.focus)
+            obs = Observation(obs.t, True, obs.focus, obs.handover, obs.present)
             self._force_cut = False
         self.pending.append(obs)
         out = []
@@ -474,6 +494,32 @@ class CropPlanner:
             ey.append(self.ay.entry(o.t, f.y0, f.y1, my, slack * self.crop_h, (core[1], core[3]), whole))
         return ex, ey
 
+    def _stay(self, t: float, window: Sequence[Observation]) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """Per axis, the centres at which someone in the picture the focus does not hold is comfortable in the
+        crop over the look-ahead, when the keeper hands the camera over to another subject within
+        ``handover_hold`` s of ``t`` (before or after); else nothing.
+
+        Foresight: the followed subject left, the keeper took someone else, and the camera would leave for
+        them while a face or a person that walks into the crop within the look-ahead (found by the detector
+        only now, later than by eye) stays comfortably in it. An operator waits for the picture to settle; the
+        hold ends once nobody the camera does not follow is comfortable in the crop over the look-ahead, or
+        ``handover_hold`` s after the hand-over (the nineteenth session's tune clip ``street_crowd_b``).
+
+        ``handover_faces``: only a face newcomer holds the camera, and only while the new subject is not a face
+        (a person box or a saliency blob): a late-found face in the crop is the picture an operator waits for,
+        while another body walking through a crowd is what the camera hands over among all the time (the
+        nineteenth session's hold for anyone cost the held-out crowd ``pedestrians_held``)."""
+        h = self.options.handover_hold
+        overs = [o for o in (*self.memory, *window) if o.handover and abs(o.t - t) <= h + 1e-9] if h is not None else []
+        if not overs:
+            return [], []
+        if self.options.handover_faces and all(o.focus is not None and o.focus.kind == "face" for o in overs):
+            return [], []  # the new subject is a face itself: a face newcomer is no better a picture to wait on
+        present = [b for o in window for b in o.present if not self.options.handover_faces or b[4] == "face"]
+        sx = [self.ax.comfortable_at(b[0], b[2]) for b in present]
+        sy = [self.ay.comfortable_at(b[1], b[3]) for b in present]
+        return sx, sy
+
     def _decide(self) -> Crop:
         window = self._window()
         head = self.pending.popleft()
@@ -486,8 +532,9 @@ class CropPlanner:
             dt = max(1e-3, head.t - (self.last_t if self.last_t is not None else head.t))
             hx, hy = self._entries(self.history)
             kx, ky = self._entries(self.memory)
-            mx = self.ax.step(head.t, dt, wx, hx, kx)
-            my = self.ay.step(head.t, dt, wy, hy, ky)
+            sx, sy = self._stay(head.t, window)
+            mx = self.ax.step(head.t, dt, wx, hx, kx, sx)
+            my = self.ay.step(head.t, dt, wy, hy, ky, sy)
             mode = max(mx, my, key=_MODE_RANK.__getitem__)
         self.history.append(head)
         while self.history and head.t - self.history[0].t > self.options.trend_behind + 1e-9:
