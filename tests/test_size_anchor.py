@@ -400,13 +400,15 @@ def test_sidecars_bitrate_on_a_file_publishes_measured_sizes_and_no_size_anchor_
     """Through the CLI with the real bitrate sidecar over gRPC: by default every hinted segment is measured
     (segments.jsonl carries the measurement) and the blurred pattern is published smaller somewhere;
     ``--no-size-anchor`` publishes the hints as they are, with nothing measured."""
-    common = ("--sidecars", "bitrate", "--ladder", "720p:3000k,360p:800k", "--no-audio", "--snapshots-fps", "0",
-              "--no-progress")
+    # the default three-rung ladder: two rungs are scaled and measured at once (a deadlock before the twentieth
+    # session, test_the_rungs_of_a_segment_measured_at_once_never_deadlock_in_the_scaler)
+    common = ("--sidecars", "bitrate", "--ladder", "720p:3000k,480p:1400k,360p:800k", "--no-audio",
+              "--snapshots-fps", "0", "--no-progress")
     run_sidecast("run", str(soft), "-o", str(tmp_path / "auto"), *common, check=True)
     run_sidecast("run", str(soft), "-o", str(tmp_path / "hints"), *common, "--no-size-anchor", check=True)
     auto, hints = rows(tmp_path / "auto"), rows(tmp_path / "hints")
-    assert len(auto) == len(hints) == 8
-    assert sum(bool(r["hinted"]) for r in auto) >= 6, "hints arrived for the segments"
+    assert len(auto) == len(hints) == 12
+    assert sum(bool(r["hinted"]) for r in auto) >= 9, "hints arrived for the segments"
     measured = [r for r in auto if r.get("size_vmaf") is not None]
     assert len(measured) == len(auto), [r.get("size_error") for r in auto]
     assert any(r["size_chosen"] is not None for r in auto), "blurred content is as good at a smaller size"
