@@ -86,6 +86,7 @@ def run_demo(args: argparse.Namespace) -> int:
                        ("subs/en/index.m3u8", "live captions as a WebVTT rendition"),
                        ("transcript.vtt", "the whole transcript"),
                        ("crops.jsonl", "the crop path"),
+                       ("segments.jsonl", "each segment's encode; with the bitrate sidecar its measured size decision"),
                        ("snapshots/", "one JPEG per second")]:
         if (outdir / name).exists():
             print(f"  {str(outdir / name):<50}  {what}")
