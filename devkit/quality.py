@@ -169,7 +169,10 @@ def scores(distorted: Path, reference: Path, fps: Fraction, threads: int = 2, su
     graph = (f"[0:v]scale={rw}:{rh}:flags=bicubic,settb={tb},setpts=N[d];[1:v]settb={tb},setpts=N[r];"
              f"[d][r]libvmaf=n_threads={threads}:n_subsample={subsample}{feats}:log_fmt=json:log_path={log}")
     cmd = [
-        ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(distorted), "-i", str(reference),
+        # -reinit_filter 0: a rendition playlist whose segments change size (the measured size decision) keeps one
+        # graph; a rebuilt one restarts setpts=N at 0 and libvmaf pairs the rest with the reference's first frames
+        ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-reinit_filter", "0", "-i", str(distorted),
+        "-i", str(reference),
         "-lavfi", graph, "-f", "null", "-",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
