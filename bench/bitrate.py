@@ -372,6 +372,37 @@ def size_anchored(enc: Encoder, rung_w: int, rung_h: int, w: int, h: int, crf: f
     return got[pick], f"{ch}p {cc:g}{slow}", cost
 
 
+def size_modes(enc: Encoder, r: Rung, hint: Any, secs: float, oracle_key: str | None
+               ) -> tuple[dict[str, Measure], dict[str, str], dict[str, dict]]:
+    """The measured size decision's modes on one segment and rung: ``size`` (``--size-anchor`` from the rung's
+    own encode), ``hints+size`` (from the hint's: default + ``--sidecars bitrate`` on a file), ``medium`` (the
+    static ladder at the slower preset, nothing measured: what the preset alone saves) and, under ``oracle_key``,
+    the fewest bits within 0.5 VMAF of (a) over ``GRID`` and every candidate the rule may encode from the rung's
+    own encode (capped ones included, on every segment). Returns the measures, their labels and the costs
+    (``size-cost``, ``hints+size-cost``)."""
+    rule = SizeRule()
+    got: dict[str, Measure] = {}
+    shown: dict[str, str] = {}
+    costs: dict[str, dict] = {}
+    hw, hh = (hint.width, hint.height) if hint.width and hint.height else (r.width, r.height)
+    hcrf = hint.crf if hint.crf > 0 else r.crf
+    got["size"], shown["size"], costs["size-cost"] = size_anchored(
+        enc, r.width, r.height, r.width, r.height, r.crf, rule, secs)
+    got["hints+size"], shown["hints+size"], costs["hints+size-cost"] = size_anchored(
+        enc, r.width, r.height, hw, hh, hcrf, rule, secs)
+    got["medium"] = enc.measure(r.width, r.height, r.crf, preset=rule.slow_preset)
+    shown["medium"] = f"{r.height}p {r.crf:g} {rule.slow_preset}"
+    if oracle_key is not None:
+        points = [(*sized(r.width, r.height, sc), c, X264_PRESET) for sc, cs in GRID.items() for c in cs]
+        points += candidate_sizes(r.width, r.height, r.width, r.height, r.crf, rule, True)
+        og = {p: enc.measure(p[0], p[1], p[2], preset=p[3]) for p in dict.fromkeys(points)}
+        default = enc.measure(r.width, r.height, r.crf)
+        got[oracle_key] = oracle(og, default[1] - 0.5)
+        (_, oh, oc, op), _ = next((k, v) for k, v in og.items() if v == got[oracle_key])
+        shown[oracle_key] = f"{oh}p {oc:g}" + ("" if op == X264_PRESET else f" {op}")
+    return got, shown, costs
+
+
 def anchor_costs(rows: list[dict]) -> None:
     """What --target-anchor costs per segment and rung (CPU seconds, one core) and how well its subsampled
     measurement agrees with the full one."""
@@ -455,7 +486,6 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
                 shown: dict[str, str] = {}
                 if size_only:
                     # (a), (b), and --size-anchor on each: the static encode or the hint's as the segment's own
-                    rule = SizeRule()
                     got["default"] = enc.measure(r.width, r.height, r.crf)
                     shown["default"] = f"{r.height}p {r.crf:g}"
                     default_cpu = enc.encode_cpu[(r.width, r.height, r.crf, X264_PRESET)]
@@ -466,23 +496,10 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
                     shown["hints"] = f"{hh}p {hcrf:g}"
                     row: dict = {"clip": clip.name, "genre": clip.genre, "seg": seg.index, "rung": r.name,
                                  "secs": secs, "default_cpu": default_cpu}
-                    got["size"], shown["size"], row["size-cost"] = size_anchored(
-                        enc, r.width, r.height, r.width, r.height, r.crf, rule, secs)
-                    got["hints+size"], shown["hints+size"], row["hints+size-cost"] = size_anchored(
-                        enc, r.width, r.height, hw, hh, hcrf, rule, secs)
-                    # (e): the default ladder at the slower preset, no measurement: what the preset alone saves
-                    got["medium"] = enc.measure(r.width, r.height, r.crf, preset=rule.slow_preset)
-                    shown["medium"] = f"{r.height}p {r.crf:g} {rule.slow_preset}"
-                    if size_oracle:
-                        # the oracle over GRID and every candidate the rule may encode from the rung's own encode
-                        # (capped ones included, on every segment): what the best choice among them saves
-                        points = [(*sized(r.width, r.height, sc), c, X264_PRESET) for sc, cs in GRID.items()
-                                  for c in cs]
-                        points += candidate_sizes(r.width, r.height, r.width, r.height, r.crf, rule, True)
-                        og = {p: enc.measure(p[0], p[1], p[2], preset=p[3]) for p in dict.fromkeys(points)}
-                        got["oracle"] = oracle(og, got["default"][1] - 0.5)
-                        (_, oh, c, _), _ = next((k, v) for k, v in og.items() if v == got["oracle"])
-                        shown["oracle"] = f"{oh}p {c:g}"
+                    more, labels, extra = size_modes(enc, r, hints[i], secs, "oracle" if size_oracle else None)
+                    got.update(more)
+                    shown.update(labels)
+                    row.update(extra)
                     rows.append({**row, **got})
                     lines.append(f"{clip.name:24s} {seg.index:3d} {r.name:>5s}  " + "  ".join(
                         f"{shown[m]:>14s} {got[m][0] / secs / 1000:7.0f} {got[m][1]:6.2f}" + " " * 6 for m in modes))
@@ -590,27 +607,11 @@ def bench_clip(name: str, target_vmaf: float, timing_only: bool, compare: str = 
                 vmin = min(m[1] for m in enc.cache.values())
                 costs: dict[str, dict] = {}
                 if "hints+size" in modes:
-                    # (b) as `sidecast run FILE --sidecars bitrate` does it since the twentieth session (the
-                    # measured size decision on by default for a file run with hints), and --size-anchor without
-                    # the sidecar, and the slower preset alone; after vmax / vmin, so (d)'s reachability is over
-                    # the same encodes as before
-                    rule = SizeRule()
-                    got["size"], shown["size"], costs["size-cost"] = size_anchored(
-                        enc, r.width, r.height, r.width, r.height, r.crf, rule, secs)
-                    h = hints[i]
-                    hw, hh2 = (h.width, h.height) if h.width and h.height else (r.width, r.height)
-                    got["hints+size"], shown["hints+size"], costs["hints+size-cost"] = size_anchored(
-                        enc, r.width, r.height, hw, hh2, h.crf if h.crf > 0 else r.crf, rule, secs)
-                    got["medium"] = enc.measure(r.width, r.height, r.crf, preset=rule.slow_preset)
-                    shown["medium"] = f"{r.height}p {r.crf:g} {rule.slow_preset}"
-                    # the oracle over the grid and every candidate the measured decision may encode (capped ones
-                    # included, on every segment): the best choice among what (b) can publish
-                    points = [(*sized(r.width, r.height, sc), c, X264_PRESET) for sc, cs in GRID.items() for c in cs]
-                    points += candidate_sizes(r.width, r.height, r.width, r.height, r.crf, rule, True)
-                    og = {p: enc.measure(p[0], p[1], p[2], preset=p[3]) for p in dict.fromkeys(points)}
-                    got["oracle-size"] = oracle(og, got["default"][1] - 0.5)
-                    (_, oh, oc, op), _ = next((k, v) for k, v in og.items() if v == got["oracle-size"])
-                    shown["oracle-size"] = f"{oh}p {oc:g}" + ("" if op == X264_PRESET else f" {op}")
+                    # (b) as `sidecast run FILE --sidecars bitrate` does it since the twentieth session; after
+                    # vmax / vmin, so (d)'s reachability is over the same encodes as before
+                    more, labels, costs = size_modes(enc, r, hints[i], secs, "oracle-size")
+                    got.update(more)
+                    shown.update(labels)
                 rows.append({"clip": clip.name, "genre": clip.genre, "seg": seg.index, "rung": r.name,
                              "secs": secs, "vmax": vmax, "vmin": vmin, "anchor": anchor_row, **costs, **got})
                 lines.append(f"{clip.name:24s} {seg.index:3d} {r.name:>5s}  " + "  ".join(
