@@ -315,10 +315,10 @@ class Pipeline:
                             part_target=self.cfg.part_duration if self.cfg.latency == "low" else None,
                             part_hold_back=self.cfg.hold_back(live_captions=bool(tracks)),
                             upcoming=self.schedule.upcoming)
-        self.size_anchored, why = self.cfg.size_anchor_for(self.as_it_happens,
-                                                           bool(self.producers("bitrate_hints")),
+        hinted = bool(self.producers("bitrate_hints"))
+        self.size_anchored, why = self.cfg.size_anchor_for(self.as_it_happens, hinted,
                                                            lambda: vmaf_ffmpeg() is not None)
-        if self.size_anchored or self.producers("bitrate_hints"):
+        if self.size_anchored or hinted:
             log.info("size anchor", extra={"on": self.size_anchored, "why": why})
         main: VideoLadder | CopyLadder
         if self.cfg.passthrough:
