@@ -22,6 +22,8 @@ the same analysed frames):
                   -> ``fullcuts.FullRateCuts``: the hand-made detector on every source frame, TransNetV2 asked
                   where its score hesitates): the live sidecar now;
 - ``full-alone``  the same without the model (the hand-made full-rate detector alone);
+- ``s20``         ``full-rate`` as shipped before the twenty-first session (a 5 fps score of 2.5 does not cut
+                  on its own: ``full_sure=None``); ``--quick`` runs only it and ``full-rate``;
 - ``s8``          ``full-rate`` as shipped before the ninth session (no 5 fps vote, no look-ahead, shot
                   statistics from pairs whose structure moved only: ``S8Cuts``, ``full_vote=None``);
 - ``s7``          ``full-rate`` with the constants shipped before the wider tune split (no colour bridge, no
@@ -175,19 +177,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", choices=("tune", "held_out"), help="only this split's clips")
     ap.add_argument("--thumbs", type=Path, help="devkit/cutframes.py's cache: full-rate thumbnails not rendered")
     ap.add_argument("--grid", action="store_true", help="also the 5 fps gate grid and full-cv2")
+    ap.add_argument("--quick", action="store_true", help="only the shipped detector (full-rate) and s20")
     args = ap.parse_args(argv)
     from devkit import cutframes  # it imports this module
 
     model = ShotModel()
     clips: list[Any] = [*cutcorpus.stress(), *footage.corpus()]
     grid = [f"core {a:.1f}/{thr:.1f}" for a, thr in GRID] if args.grid else []
-    methods = (["hand-made", "5fps"] + (["full-cv2"] if args.grid else []) + ["before", *grid, "full-alone", "s7", "s8", "full-rate"]
+    methods = (["hand-made", "5fps"] + (["full-cv2"] if args.grid else [])
+               + ["before", *grid, "full-alone", "s7", "s8", "s20", "full-rate"]
                + (["alone>=0.5", "alone>=0.7"] if args.alone else []))
-    shown = ["hand-made", "5fps", "before", "full-alone", "s7", "s8", "full-rate"]
+    shown = ["hand-made", "5fps", "before", "full-alone", "s7", "s8", "s20", "full-rate"]
+    if args.quick:
+        methods = shown = ["s20", "full-rate"]
     print(f"{'clip':17s} {'split':9s} {'length':>7s}" + "".join(f"{m:>16s}" for m in shown))
     totals: dict[tuple[str, str, str], list[float]] = {}
     asked: dict[str, dict[str, int]] = {m: {"5fps": 0, "full-rate": 0} for m in methods}
-    decided: dict[str, dict[str, int]] = {m: {"5fps": 0, "full-rate": 0} for m in ("full-alone", "s7", "s8", "full-rate")}
+    decided: dict[str, dict[str, int]] = {m: {"5fps": 0, "full-rate": 0}
+                                          for m in ("full-alone", "s7", "s8", "s20", "full-rate") if m in methods}
     voted: dict[str, int] = {}
     full_frames, full_cpu = 0, 0.0
     for c in clips:
@@ -212,10 +219,14 @@ def main(argv: list[str] | None = None) -> int:
             dets[name] = LazyFull(cache, core_thumb, n, model=model, full_rate_ask_from=a, full_rate_threshold=thr, **old)
         # fed every thumbnail in order, each before the analysed frame of the same time (the core's order)
         fed = {"full-alone": SharedFeatures(cache), "full-rate": SharedFeatures(cache, model=model),
-               "s7": SharedFeatures(cache, model=model, full_vote=None),
-               "s8": SharedFeatures(cache, model=model, full_vote=None)}
+               "s7": SharedFeatures(cache, model=model, full_vote=None, full_sure=None),
+               "s8": SharedFeatures(cache, model=model, full_vote=None, full_sure=None),
+               "s20": SharedFeatures(cache, model=model, full_sure=None)}
         fed["s7"].full_cuts = S7Cuts()
         fed["s8"].full_cuts = S8Cuts()
+        if args.quick:
+            fed = {m: fed[m] for m in methods}
+            dets = {}
         dets.update(fed)
         found: dict[str, list[float]] = {m: [] for m in methods}
         # the virtual-camera clips render any frame on its own: only the analysed ones up front (the rest
@@ -248,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                 for src, count in det.decided.items():
                     decided[m][src] += count
                 voted[m] = voted.get(m, 0) + det.voted
+                if det.sure:
+                    voted[f"{m} (5 fps sure alone)"] = voted.get(f"{m} (5 fps sure alone)", 0) + det.sure
             if m == "full-rate" and det.full_cuts is not None:
                 full_frames += det.full_cuts.frames
                 full_cpu += det.full_cuts.cpu_seconds

@@ -464,8 +464,11 @@ class ShotDetector:
     5 fps score of the same analysed frame (computed anyway) reaches ``full_vote`` (1.6, the 5 fps
     threshold): the two detectors read different pictures with different features, and their false alarms
     fell in different places on tune (cuts inside fast whip pans, which the full-rate score and the model
-    miss, are what it finds). All chosen on the tune split (docs/autocrop.md, "Cuts
-    at full rate", "A wider tune split", "The model's cut-off decided" and "Fewer false cuts"). The decision still comes
+    miss, are what it finds). A 5 fps score of ``full_sure`` (2.5) is a cut on its own, whatever the
+    full-rate path says: no non-cut interval of the 43.6 tune minutes scores that much, 212 cut intervals
+    do, and one of them (a cut beside a 3 px-a-frame camera move) nothing else finds (twenty-first session). All chosen on the tune split (docs/autocrop.md, "Cuts
+    at full rate", "A wider tune split", "The model's cut-off decided", "Fewer false cuts" and "Cuts: the 5 fps
+    detector when it is sure"). The decision still comes
     when the next analysed frame arrives: no added delay. Intervals the thumbnails do not cover take the
     5 fps path above.
     """
@@ -479,7 +482,8 @@ class ShotDetector:
                  model: ShotModel | None = None, ask_from: float = 1.4, model_threshold: float = 0.05,
                  full_rate_ask_from: float = 1.2, full_rate_threshold: float = 0.3,
                  full_rate_cuts: bool = True, full_threshold: float = 2.25, full_ask_from: float = 1.5,
-                 full_model_threshold: float = 0.3, full_vote: float | None = 1.6) -> None:
+                 full_model_threshold: float = 0.3, full_vote: float | None = 1.6,
+                 full_sure: float | None = 2.5) -> None:
         self.threshold = threshold
         self.min_shot = min_shot
         self.memory = memory
@@ -502,6 +506,10 @@ class ShotDetector:
         # pictures, other features and other statistics agree (None: off)
         self.full_vote = full_vote
         self.voted = 0  # cuts made by that agreement
+        # a 5 fps score of full_sure is a cut whatever the full-rate path says (None: off): the 5 fps
+        # detector aligns whole analysed frames, which a fast camera move beside the cut does not fool
+        self.full_sure = full_sure
+        self.sure = 0  # cuts made by it
         self.last_full_score: float | None = None  # the full-rate score of the last decision (None: 5 fps)
         self.decided = {"5fps": 0, "full-rate": 0}  # decisions, by what they read
         self._analysed: deque[float] = deque(maxlen=3)  # media times of the last analysed frames
@@ -642,6 +650,9 @@ class ShotDetector:
             return True
         if self.full_vote is not None and got[0] >= self.full_ask_from and self.last_score >= self.full_vote:
             self.voted += 1
+            return True
+        if self.full_sure is not None and self.last_score >= self.full_sure:
+            self.sure += 1
             return True
         if self.model is None or got[0] < self.full_ask_from:
             return False
