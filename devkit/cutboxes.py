@@ -49,6 +49,14 @@ def load(name: str, folder: Path) -> list[list[tuple[float, float, float, float,
     return per
 
 
+def load_subjects(name: str, folder: Path) -> list[list[tuple[float, float, float, float, str]]] | None:
+    """Per analysed frame, its subjects as ``decide.ShotDetector.push`` takes them; None without a cache."""
+    if not (folder / f"boxes-{name}.npz").exists():
+        return None
+    kinds = {v: k for k, v in KINDS.items()}
+    return [[(b[0], b[1], b[2], b[3], kinds[b[5]]) for b in frame] for frame in load(name, folder)]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split")

@@ -66,7 +66,7 @@ def build(c: Any, model: ShotModel, out: Path, thumbs_only: bool = False) -> Non
         scored.flush()
         st = np.array(sorted(scored.scores.items()), np.float64).reshape(-1, 2)
         np.savez_compressed(out, thumbs=thumbs, scores=st, cuts=np.array(c.cuts, np.float64), duration=c.duration,
-                            split=c.split, kind="stress" if isinstance(c, cutcorpus.StressClip) else "footage")
+                            split=c.split, kind=_kind(c))
         return
     cache: dict[Any, Any] = {}
     hand = Scored(cache)
@@ -92,11 +92,15 @@ def build(c: Any, model: ShotModel, out: Path, thumbs_only: bool = False) -> Non
     np.savez_compressed(out, thumbs=thumbs, probs=probs, scores=st, cuts=np.array(c.cuts, np.float64),
                         hand=np.array(found["hand"]), shipped=np.array(found["shipped"]),
                         duration=c.duration, split=c.split,
-                        kind="stress" if isinstance(c, cutcorpus.StressClip) else "footage")
+                        kind=_kind(c))
+
+
+def _kind(c: Any) -> str:
+    return "stress" if isinstance(c, cutcorpus.StressClip) else "jump" if c in footage.JUMP_CUTS else "footage"
 
 
 def clips(split: str | None = None) -> list[Any]:
-    every: list[Any] = [*cutcorpus.stress(), *footage.corpus()]
+    every: list[Any] = [*footage.jump_corpus(), *cutcorpus.stress(), *footage.corpus()]
     return [c for c in every if split is None or c.split == split]
 
 

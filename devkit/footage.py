@@ -395,12 +395,49 @@ CORPUS: tuple[Clip, ...] = (
 )
 
 
+#: Jump cuts (twentieth session, tune sources only): one static-camera take cut to a later moment of the same
+#: take (same background, the people moved or changed pose) after gaps of 0.5, 2 and 5 s. Kept apart from
+#: ``CORPUS`` so that the bench's tune figures stay comparable; ``devkit/shotrate.py`` reads them as their own
+#: kind (``jump``). Issue #20's fresh held-out footage missed a cut of this kind; these are the tune stand-in.
+JUMP_CUTS: tuple[Clip, ...] = (
+    Clip("jump_vtest", "tune", (
+        _s("vtest", 0.0, 4.0), _s("vtest", 4.5, 8.5), _s("vtest", 10.5, 14.5), _s("vtest", 19.5, 23.5),
+        _s("vtest", 24.0, 28.0), _s("vtest", 30.0, 34.0), _s("vtest", 39.0, 43.0)),
+         "the square, wide: jumps of 0.5, 2, 5, 0.5, 2, 5 s (static camera, small people)"),
+    Clip("jump_vtest_punch", "tune", (
+        _s("vtest", 0.0, 4.0, zoom=1.6, cx=0.6, cy=0.5), _s("vtest", 4.5, 8.0, zoom=1.6, cx=0.6, cy=0.5),
+        _s("vtest", 10.0, 14.0, zoom=1.6, cx=0.6, cy=0.5), _s("vtest", 19.0, 23.0, zoom=1.6, cx=0.6, cy=0.5),
+        _s("vtest", 23.5, 27.0, zoom=1.6, cx=0.6, cy=0.5), _s("vtest", 29.0, 33.0, zoom=1.6, cx=0.6, cy=0.5),
+        _s("vtest", 38.0, 42.0, zoom=1.6, cx=0.6, cy=0.5)),
+         "the square, one punched-in framing throughout: the same jumps with larger people"),
+    Clip("jump_dancer", "tune", (
+        _s("dancer", 0.0, 4.0), _s("dancer", 4.5, 8.5), _s("dancer", 10.5, 14.5), _s("dancer", 19.5, 23.5),
+        _s("dancer", 24.0, 28.0), _s("dancer", 30.0, 34.0), _s("dancer", 39.0, 43.0)),
+         "a dancer on a stage, one framing: she is elsewhere, or turned, after each jump"),
+    Clip("jump_pianist", "tune", (
+        _s("pianist", 0.0, 4.0), _s("pianist", 4.5, 8.5), _s("pianist", 10.5, 14.5), _s("pianist", 19.5, 23.5)),
+         "a pianist at the keys, wide: small pose changes"),
+    Clip("jump_pianist_punch", "tune", (
+        _s("pianist", 40.0, 44.0, zoom=1.5, cx=0.55, cy=0.4), _s("pianist", 44.5, 48.5, zoom=1.5, cx=0.55, cy=0.4),
+        _s("pianist", 50.5, 54.5, zoom=1.5, cx=0.55, cy=0.4), _s("pianist", 59.5, 63.5, zoom=1.5, cx=0.55, cy=0.4)),
+         "the pianist punched in, one framing: the same jumps closer"),
+    Clip("jump_park", "tune", (
+        _s("park", 0.0, 2.5), _s("park", 3.0, 5.0), _s("park", 7.0, 7.6)),
+         "the park: the woman walking in, a jump of 0.5 s, then 2 s"),
+)
+
+
+def jump_corpus(split: str | None = None) -> list[Clip]:
+    """The jump-cut clips (``JUMP_CUTS``), all tune."""
+    return [c for c in JUMP_CUTS if split is None or c.split == split]
+
+
 def corpus(split: str | None = None) -> list[Clip]:
     return [c for c in CORPUS if split is None or c.split == split]
 
 
 def clip(name: str) -> Clip:
-    for c in CORPUS:
+    for c in (*CORPUS, *JUMP_CUTS):
         if c.name == name:
             return c
     raise KeyError(f"no clip named {name!r} (known: {', '.join(c.name for c in CORPUS)})")

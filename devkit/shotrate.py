@@ -23,7 +23,9 @@ the same analysed frames):
                   where its score hesitates): the live sidecar now;
 - ``full-alone``  the same without the model (the hand-made full-rate detector alone);
 - ``s20``         ``full-rate`` as shipped before the twenty-first session (a 5 fps score of 2.5 does not cut
-                  on its own: ``full_sure=None``); ``--quick`` runs only it and ``full-rate``;
+                  on its own, ``full_sure=None``; no jump-cut cue); ``--quick`` runs only it, ``no-jumps``
+                  (``full-rate`` without the jump-cut cue) and ``full-rate``. The jump-cut cue needs the subjects:
+                  with ``--thumbs DIR`` they come from ``devkit/cutboxes.py``'s cache there, else it is off;
 - ``s8``          ``full-rate`` as shipped before the ninth session (no 5 fps vote, no look-ahead, shot
                   statistics from pairs whose structure moved only: ``S8Cuts``, ``full_vote=None``);
 - ``s7``          ``full-rate`` with the constants shipped before the wider tune split (no colour bridge, no
@@ -174,33 +176,34 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--alone", action="store_true", help="also the model alone over every full-rate frame")
     ap.add_argument("--clips", nargs="*", help="only these clips")
-    ap.add_argument("--split", choices=("tune", "held_out"), help="only this split's clips")
+    ap.add_argument("--split", choices=("tune", "held_out", "fresh"), help="only this split's clips")
     ap.add_argument("--thumbs", type=Path, help="devkit/cutframes.py's cache: full-rate thumbnails not rendered")
     ap.add_argument("--grid", action="store_true", help="also the 5 fps gate grid and full-cv2")
     ap.add_argument("--quick", action="store_true", help="only the shipped detector (full-rate) and s20")
     args = ap.parse_args(argv)
-    from devkit import cutframes  # it imports this module
+    from devkit import cutboxes, cutframes  # they import this module
 
     model = ShotModel()
-    clips: list[Any] = [*cutcorpus.stress(), *footage.corpus()]
+    clips: list[Any] = [*cutcorpus.stress(), *footage.corpus(), *footage.jump_corpus()]
     grid = [f"core {a:.1f}/{thr:.1f}" for a, thr in GRID] if args.grid else []
     methods = (["hand-made", "5fps"] + (["full-cv2"] if args.grid else [])
                + ["before", *grid, "full-alone", "s7", "s8", "s20", "full-rate"]
                + (["alone>=0.5", "alone>=0.7"] if args.alone else []))
     shown = ["hand-made", "5fps", "before", "full-alone", "s7", "s8", "s20", "full-rate"]
     if args.quick:
-        methods = shown = ["s20", "full-rate"]
+        methods = shown = ["s20", "no-jumps", "full-rate"]
     print(f"{'clip':17s} {'split':9s} {'length':>7s}" + "".join(f"{m:>16s}" for m in shown))
     totals: dict[tuple[str, str, str], list[float]] = {}
     asked: dict[str, dict[str, int]] = {m: {"5fps": 0, "full-rate": 0} for m in methods}
     decided: dict[str, dict[str, int]] = {m: {"5fps": 0, "full-rate": 0}
-                                          for m in ("full-alone", "s7", "s8", "s20", "full-rate") if m in methods}
+                                          for m in ("full-alone", "s7", "s8", "s20", "no-jumps", "full-rate") if m in methods}
     voted: dict[str, int] = {}
     full_frames, full_cpu = 0, 0.0
     for c in clips:
         if (args.clips and c.name not in args.clips) or (args.split and c.split != args.split):
             continue
-        kind = "stress" if isinstance(c, cutcorpus.StressClip) else "footage"
+        kind = ("stress" if isinstance(c, cutcorpus.StressClip)
+                else "jump" if c in footage.JUMP_CUTS else "footage")
         n = int(np.floor(c.duration * FULL_FPS + 1e-9))
         cache: dict[Any, Any] = {}
         group = group_for(SHOT_FEED.wants, footage.WIDTH, footage.HEIGHT)
@@ -221,18 +224,24 @@ def main(argv: list[str] | None = None) -> int:
         fed = {"full-alone": SharedFeatures(cache), "full-rate": SharedFeatures(cache, model=model),
                "s7": SharedFeatures(cache, model=model, full_vote=None, full_sure=None),
                "s8": SharedFeatures(cache, model=model, full_vote=None, full_sure=None),
-               "s20": SharedFeatures(cache, model=model, full_sure=None)}
+               "s20": SharedFeatures(cache, model=model, full_sure=None, subject_jumps=False),
+               "no-jumps": SharedFeatures(cache, model=model, subject_jumps=False)}
         fed["s7"].full_cuts = S7Cuts()
         fed["s8"].full_cuts = S8Cuts()
         if args.quick:
             fed = {m: fed[m] for m in methods}
             dets = {}
+        else:
+            del fed["no-jumps"]
+        # the faces and people the sidecar's detectors find on each analysed frame (devkit/cutboxes.py's cache
+        # beside the thumbnails), for the jump-cut cue; without it the cue is off
+        boxes = cutboxes.load_subjects(c.name, args.thumbs) if args.thumbs else None
         dets.update(fed)
         found: dict[str, list[float]] = {m: [] for m in methods}
         # the virtual-camera clips render any frame on its own: only the analysed ones up front (the rest
         # when a question needs them, or every one when no cache gives the full-rate detector its
         # thumbnails); the short natural clips decode their sources in order: all up front
-        every = args.alone or kind == "footage" or cached is None
+        every = args.alone or kind != "stress" or cached is None
         times = [k / FULL_FPS for k in range(0, n, 1 if every else STEP)]
         given = 0  # full-rate thumbnails handed to the ``fed`` detectors so far
         for t, img in c.frames(times):
@@ -246,8 +255,9 @@ def main(argv: list[str] | None = None) -> int:
                 given = k + 1
                 cache.clear()
                 small = cv2.resize(img, (480, 270), interpolation=cv2.INTER_AREA)
+                subjects = boxes[k // STEP] if boxes is not None and k // STEP < len(boxes) else None
                 for m, det in dets.items():
-                    found[m] += [ft for ft, cut in det.push(t, small) if cut]
+                    found[m] += [ft for ft, cut in det.push(t, small, subjects) if cut]
         for j in range(given, n):
             for det in fed.values():
                 det.thumbnail(j / FULL_FPS, core_thumb(j))
@@ -261,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
                 voted[m] = voted.get(m, 0) + det.voted
                 if det.sure:
                     voted[f"{m} (5 fps sure alone)"] = voted.get(f"{m} (5 fps sure alone)", 0) + det.sure
+                if det.subject_jumps:
+                    voted[f"{m} (jump cue)"] = voted.get(f"{m} (jump cue)", 0) + det.subject_jumps
             if m == "full-rate" and det.full_cuts is not None:
                 full_frames += det.full_cuts.frames
                 full_cpu += det.full_cuts.cpu_seconds

@@ -152,7 +152,8 @@ class Analyzer:
         sx, sy = self.source_w / w, self.source_h / h
         subjects, fresh = self.detect(t, bgr)
         self._pending.append(_Pending(t, [s.scaled(sx, sy) for s in subjects], fresh))
-        for ft, cut in self.shots.push(t, bgr):
+        people = [(s.x0, s.y0, s.x1, s.y1, s.kind) for s in subjects if s.kind in ("face", "person")]
+        for ft, cut in self.shots.push(t, bgr, people):
             out += self._finish(ft, cut)
         return out
 

@@ -19,6 +19,9 @@ import numpy as np
 
 from .detect import Subject
 from .fullcuts import FullRateCuts
+from .jumpcut import LONE as JUMP_LONE
+from .jumpcut import SHARE as JUMP_SHARE
+from .jumpcut import Box, ResidualJumps, box_jump
 from .shotmodel import THUMB_H, THUMB_W, ShotModel, thumbnail
 
 
@@ -466,11 +469,17 @@ class ShotDetector:
     fell in different places on tune (cuts inside fast whip pans, which the full-rate score and the model
     miss, are what it finds). A 5 fps score of ``full_sure`` (2.5) is a cut on its own, whatever the
     full-rate path says: no non-cut interval of the 43.6 tune minutes scores that much, 212 cut intervals
-    do, and one of them (a cut beside a 3 px-a-frame camera move) nothing else finds (twenty-first session). All chosen on the tune split (docs/autocrop.md, "Cuts
-    at full rate", "A wider tune split", "The model's cut-off decided", "Fewer false cuts" and "Cuts: the 5 fps
-    detector when it is sure"). The decision still comes
-    when the next analysed frame arrives: no added delay. Intervals the thumbnails do not cover take the
-    5 fps path above.
+    do, and one of them (a cut beside a 3 px-a-frame camera move) nothing else finds (twenty-first session).
+    The decision still comes when the next analysed frame arrives: no added delay. Intervals the thumbnails do
+    not cover take the 5 fps path above.
+
+    **Jump cuts** (``subject_jumps``, on by default; ``jumpcut``): one take cut to a later moment of itself keeps
+    the picture, so none of the above sees it. When ``push`` is given the faces and people found on each analysed
+    frame (the sidecar's ``Analyzer`` does), an interval where the main subject jumped (>= 0.35 of its width,
+    still before and after) while the full-rate picture changed in one frame, block by block against its best
+    match, is a cut (from the full-rate path, with the next analysed frame). All chosen on the tune split
+    (docs/autocrop.md, "Cuts at full rate", "A wider tune split", "The model's cut-off decided", "Fewer false
+    cuts" and "Cuts: the 5 fps detector when it is sure, and subject cues for jump cuts").
     """
 
     FLOORS = np.array([0.03, 0.03, 2.0])
@@ -483,7 +492,7 @@ class ShotDetector:
                  full_rate_ask_from: float = 1.2, full_rate_threshold: float = 0.3,
                  full_rate_cuts: bool = True, full_threshold: float = 2.25, full_ask_from: float = 1.5,
                  full_model_threshold: float = 0.3, full_vote: float | None = 1.6,
-                 full_sure: float | None = 2.5) -> None:
+                 full_sure: float | None = 2.5, subject_jumps: bool = True) -> None:
         self.threshold = threshold
         self.min_shot = min_shot
         self.memory = memory
@@ -510,6 +519,11 @@ class ShotDetector:
         # detector aligns whole analysed frames, which a fast camera move beside the cut does not fool
         self.full_sure = full_sure
         self.sure = 0  # cuts made by it
+        # jump cuts (``jumpcut``): the subject jumped between two analysed frames while the picture changed in one
+        # frame, blocks against their best match; needs the subjects (``push(..., subjects=)``) and thumbnails
+        self.jumps = ResidualJumps() if subject_jumps and full_rate_cuts else None
+        self._boxes: deque[tuple[float, list[Box] | None]] = deque(maxlen=5)
+        self.subject_jumps = 0  # cuts made by it
         self.last_full_score: float | None = None  # the full-rate score of the last decision (None: 5 fps)
         self.decided = {"5fps": 0, "full-rate": 0}  # decisions, by what they read
         self._analysed: deque[float] = deque(maxlen=3)  # media times of the last analysed frames
@@ -539,6 +553,9 @@ class ShotDetector:
         self._analysed.clear()
         if self.full_cuts is not None:
             self.full_cuts.reset(keep_from)
+        if self.jumps is not None:
+            self.jumps.reset()
+        self._boxes.clear()
         while self._full and (keep_from is None or self._full[0][0] < keep_from - 1e-6):
             self._full.popleft()
 
@@ -552,6 +569,8 @@ class ShotDetector:
         rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
         if self.full_cuts is not None:
             self.full_cuts.push(t, rgb)
+        if self.jumps is not None:
+            self.jumps.push(t, cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32))
         if self.model is None or (self._full and t <= self._full[-1][0] + 1e-9):
             return
         self._full.append((t, rgb))
@@ -654,6 +673,10 @@ class ShotDetector:
         if self.full_sure is not None and self.last_score >= self.full_sure:
             self.sure += 1
             return True
+        if (not final and self.full_cuts.last_motion < self.full_cuts.MOTION
+                and self._subject_jumped(times[i - 1], t)):
+            self.subject_jumps += 1
+            return True
         if self.model is None or got[0] < self.full_ask_from:
             return False
         window = self._full_rate_window(t, final)
@@ -695,8 +718,25 @@ class ShotDetector:
                                                 else self.model_threshold)
         return cut
 
-    def push(self, t: float, bgr: np.ndarray) -> list[tuple[float, bool]]:
-        """Add the frame at media time ``t``; returns (time, starts a shot) for the frames now decided."""
+    def _subject_jumped(self, t0: float, t: float) -> bool:
+        """The jump-cut cue (``jumpcut``) for the interval between the analysed frames at ``t0`` and ``t``, when the
+        subjects of the analysed frames before ``t0``, at ``t0``, at ``t`` and after ``t`` are all known."""
+        if self.jumps is None:
+            return False
+        times = [bt for bt, _ in self._boxes]
+        j = next((k for k, bt in enumerate(times) if abs(bt - t) < 1e-6), None)
+        if j is None or j < 2 or j + 1 >= len(times) or abs(times[j - 1] - t0) > 1e-6:
+            return False
+        before, prev, now, after = (self._boxes[k][1] for k in (j - 2, j - 1, j, j + 1))
+        if before is None or prev is None or now is None or after is None or not box_jump(before, prev, now, after):
+            return False
+        share, near = self.jumps.share(t0, t)
+        return share >= JUMP_SHARE and share >= JUMP_LONE * near
+
+    def push(self, t: float, bgr: np.ndarray, subjects: Sequence[Box] | None = None) -> list[tuple[float, bool]]:
+        """Add the frame at media time ``t`` (with the faces and people found on it, for the jump-cut cue; None:
+        not known); returns (time, starts a shot) for the frames now decided."""
+        self._boxes.append((t, None if subjects is None else list(subjects)))
         feats = self.features(bgr)
         prev, self._prev = self._prev, feats
         self._analysed.append(t)
