@@ -40,6 +40,7 @@ LONE = 2.0  # ... and this many times the share of the nearest frames that moved
 
 
 def _main(boxes: Sequence[Box]) -> Box | None:
+    boxes = [b for b in boxes if all(math.isfinite(v) for v in b[:4])]
     faces = [b for b in boxes if b[4] == "face"]
     pool = faces or [b for b in boxes if b[4] == "person"]
     return max(pool, key=lambda b: (b[2] - b[0]) * (b[3] - b[1])) if pool else None
@@ -50,6 +51,7 @@ def _moved(a: Box | None, boxes: Sequence[Box]) -> float | None:
     size, whichever is more)."""
     if a is None:
         return None
+    boxes = [b for b in boxes if all(math.isfinite(v) for v in b[:4])]  # a caller's odd values are no subject
     pool = [b for b in boxes if b[4] == a[4]] or [b for b in boxes if b[4] in ("face", "person")]
     if not pool:
         return None
