@@ -25,6 +25,7 @@ import numpy as np
 from devkit import cutframes
 from devkit.shotrate import FULL_FPS, STEP
 from sidecast.sidecars.autocrop.detect import FaceDetector, PersonDetector
+from sidecast.sidecars.autocrop.jumpcut import Box
 
 KINDS = {"face": 0, "person": 1}
 
@@ -36,25 +37,21 @@ def build(c: Any, faces: FaceDetector, people: PersonDetector, out: Path) -> Non
     for i, (_t, img) in enumerate(c.frames(times)):
         small = cv2.resize(img, (480, 270), interpolation=cv2.INTER_AREA)
         found = faces.detect(small) or people.detect(small)
-        rows += [[i, s.x0, s.y0, s.x1, s.y1, s.score, KINDS.get(s.kind, 2)] for s in found]
+        rows += [[i, s.x0, s.y0, s.x1, s.y1, s.score, KINDS[s.kind]] for s in found]
     np.savez_compressed(out, t=np.array(times), boxes=np.array(rows, np.float64).reshape(-1, 7))
 
 
-def load(name: str, folder: Path) -> list[list[tuple[float, float, float, float, float, int]]]:
-    """Per analysed frame, its boxes (x0, y0, x1, y1, score, kind)."""
-    z = np.load(folder / f"boxes-{name}.npz")
-    per: list[list[tuple[float, float, float, float, float, int]]] = [[] for _ in range(len(z["t"]))]
-    for r in z["boxes"]:
-        per[int(r[0])].append((float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5]), int(r[6])))
-    return per
-
-
-def load_subjects(name: str, folder: Path) -> list[list[tuple[float, float, float, float, str]]] | None:
+def load(name: str, folder: Path) -> list[list[Box]] | None:
     """Per analysed frame, its subjects as ``decide.ShotDetector.push`` takes them; None without a cache."""
-    if not (folder / f"boxes-{name}.npz").exists():
+    path = folder / f"boxes-{name}.npz"
+    if not path.exists():
         return None
+    z = np.load(path)
     kinds = {v: k for k, v in KINDS.items()}
-    return [[(b[0], b[1], b[2], b[3], kinds[b[5]]) for b in frame] for frame in load(name, folder)]
+    per: list[list[Box]] = [[] for _ in range(len(z["t"]))]
+    for r in z["boxes"]:
+        per[int(r[0])].append((float(r[1]), float(r[2]), float(r[3]), float(r[4]), kinds[int(r[6])]))
+    return per
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,7 +66,7 @@ def build(c: Any, model: ShotModel, out: Path, thumbs_only: bool = False) -> Non
         scored.flush()
         st = np.array(sorted(scored.scores.items()), np.float64).reshape(-1, 2)
         np.savez_compressed(out, thumbs=thumbs, scores=st, cuts=np.array(c.cuts, np.float64), duration=c.duration,
-                            split=c.split, kind=_kind(c))
+                            split=c.split, kind=kind(c))
         return
     cache: dict[Any, Any] = {}
     hand = Scored(cache)
@@ -92,10 +92,12 @@ def build(c: Any, model: ShotModel, out: Path, thumbs_only: bool = False) -> Non
     np.savez_compressed(out, thumbs=thumbs, probs=probs, scores=st, cuts=np.array(c.cuts, np.float64),
                         hand=np.array(found["hand"]), shipped=np.array(found["shipped"]),
                         duration=c.duration, split=c.split,
-                        kind=_kind(c))
+                        kind=kind(c))
 
 
-def _kind(c: Any) -> str:
+def kind(c: Any) -> str:
+    """What a clip of the cut corpora is: ``stress`` (devkit/cutcorpus.py), ``jump`` (``footage.JUMP_CUTS``) or
+    ``footage`` (the natural clips)."""
     return "stress" if isinstance(c, cutcorpus.StressClip) else "jump" if c in footage.JUMP_CUTS else "footage"
 
 

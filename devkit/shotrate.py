@@ -202,8 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     for c in clips:
         if (args.clips and c.name not in args.clips) or (args.split and c.split != args.split):
             continue
-        kind = ("stress" if isinstance(c, cutcorpus.StressClip)
-                else "jump" if c in footage.JUMP_CUTS else "footage")
+        kind = cutframes.kind(c)
         n = int(np.floor(c.duration * FULL_FPS + 1e-9))
         cache: dict[Any, Any] = {}
         group = group_for(SHOT_FEED.wants, footage.WIDTH, footage.HEIGHT)
@@ -224,18 +223,16 @@ def main(argv: list[str] | None = None) -> int:
         fed = {"full-alone": SharedFeatures(cache), "full-rate": SharedFeatures(cache, model=model),
                "s7": SharedFeatures(cache, model=model, full_vote=None, full_sure=None),
                "s8": SharedFeatures(cache, model=model, full_vote=None, full_sure=None),
-               "s20": SharedFeatures(cache, model=model, full_sure=None, subject_jumps=False),
-               "no-jumps": SharedFeatures(cache, model=model, subject_jumps=False)}
+               "s20": SharedFeatures(cache, model=model, full_sure=None, subject_jumps=False)}
         fed["s7"].full_cuts = S7Cuts()
         fed["s8"].full_cuts = S8Cuts()
         if args.quick:
-            fed = {m: fed[m] for m in methods}
+            fed = {"s20": fed["s20"], "no-jumps": SharedFeatures(cache, model=model, subject_jumps=False),
+                   "full-rate": fed["full-rate"]}
             dets = {}
-        else:
-            del fed["no-jumps"]
         # the faces and people the sidecar's detectors find on each analysed frame (devkit/cutboxes.py's cache
         # beside the thumbnails), for the jump-cut cue; without it the cue is off
-        boxes = cutboxes.load_subjects(c.name, args.thumbs) if args.thumbs else None
+        boxes = cutboxes.load(c.name, args.thumbs) if args.thumbs else None
         dets.update(fed)
         found: dict[str, list[float]] = {m: [] for m in methods}
         # the virtual-camera clips render any frame on its own: only the analysed ones up front (the rest

@@ -14,12 +14,12 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from devkit import cutcorpus, footage
+from devkit import footage
 from sidecast.sidecars.autocrop.decide import ShotDetector
 from sidecast.sidecars.autocrop.detect import FaceDetector, PersonDetector
 from sidecast.sidecars.autocrop.jumpcut import Box, ResidualJumps, box_jump
 from sidecast.sidecars.autocrop.shotmodel import ShotModel
-from tests.test_autocrop_fullcuts import FPS, Frames, as_fed
+from tests.test_autocrop_fullcuts import FPS, Frames, as_fed, corpus_span
 
 Fed = list[tuple[float, np.ndarray, np.ndarray, list[Box] | None]]  # + the subjects of analysed frames
 
@@ -53,7 +53,7 @@ def span(clip: object, start: float, end: float) -> Fed:
 
 
 def stress(name: str, start: float, end: float) -> Fed:
-    return span(next(c for c in cutcorpus.stress() if c.name == name), start, end)
+    return with_subjects(corpus_span(name, start, end))
 
 
 @pytest.fixture(scope="module")

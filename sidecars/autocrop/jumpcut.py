@@ -153,7 +153,7 @@ class ResidualJumps:
                     or fr[k].raw <= self.MOVED):
                 continue
             m = self._jumped(fr, k)
-            cur = fr[k].res
+            cur = self._res(fr, k)
             if m is None or cur is None:
                 continue
             across = self.residual(fr[k - 1].grey, fr[k + 2].grey)
