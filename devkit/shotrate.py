@@ -221,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             dets[name] = LazyFull(cache, core_thumb, n, model=model, full_rate_ask_from=a, full_rate_threshold=thr, **old)
         # fed every thumbnail in order, each before the analysed frame of the same time (the core's order)
         fed = {"full-alone": SharedFeatures(cache), "full-rate": SharedFeatures(cache, model=model),
-               "s7": SharedFeatures(cache, model=model, full_vote=None, full_sure=None),
-               "s8": SharedFeatures(cache, model=model, full_vote=None, full_sure=None),
+               "s7": SharedFeatures(cache, model=model, full_vote=None, full_sure=None, subject_jumps=False),
+               "s8": SharedFeatures(cache, model=model, full_vote=None, full_sure=None, subject_jumps=False),
                "s20": SharedFeatures(cache, model=model, full_sure=None, subject_jumps=False)}
         fed["s7"].full_cuts = S7Cuts()
         fed["s8"].full_cuts = S8Cuts()
